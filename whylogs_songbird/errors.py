@@ -1,0 +1,53 @@
+"""Typed errors. Every failure a user can cause has a class here and a sentence that says what to do."""
+
+from __future__ import annotations
+
+
+class SongbirdError(Exception):
+    """Base class of every error raised by whylogs-songbird."""
+
+
+class ConfigError(SongbirdError, ValueError):
+    """A setting is invalid (bad endpoint URL, bad option value, ...)."""
+
+
+class ProfileError(SongbirdError, ValueError):
+    """The thing given to publish is not a usable whylogs profile."""
+
+
+class SongbirdConnectionError(SongbirdError, ConnectionError):
+    """The server could not be reached, or did not answer in time."""
+
+
+class SongbirdProtocolError(SongbirdError):
+    """The server answered 2xx, but not with what the contract promises (malformed JSON, wrong shape)."""
+
+
+class SongbirdApiError(SongbirdError):
+    """The server answered with a non-2xx status.
+
+    Attributes: ``status`` (HTTP status), ``operation`` (the API operation's name) and
+    ``server_message`` (the ``message`` the server sent, or a short excerpt of its body).
+    """
+
+    def __init__(self, message: str, *, status: int, operation: str, server_message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.operation = operation
+        self.server_message = server_message
+
+
+class SessionNotFoundError(SongbirdApiError):
+    """The session is unknown, expired or claimed: start a new one."""
+
+
+class AuthError(SongbirdApiError):
+    """401/403: the API key is missing or wrong, or an upload URL's signature was refused."""
+
+
+class PublishError(SongbirdError):
+    """Some or all profiles of a publish did not land. ``result`` says which did."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

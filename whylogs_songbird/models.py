@@ -1,0 +1,115 @@
+"""Wire models of the songbird sessions API, shared by the client and the local server.
+
+One definition of the wire format for both ends: Python attributes are snake_case, the JSON is
+camelCase, and either spelling is accepted on input. Unknown fields are ignored on input, and
+requests serialize only documented fields, leaving out optional ones that are unset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+#: The observatory shows at most this many profiles at a time.
+MAX_PROFILES_PER_LINK = 3
+#: A guest session holds exactly one model.
+GUEST_MODEL_ID = "model-1"
+
+
+class WireModel(BaseModel):
+    """Base of every wire model: camelCase JSON, snake_case Python, unknown fields ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict sent on the wire: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class SegmentTag(WireModel):
+    key: str
+    value: str
+
+
+class CreateSessionRequest(WireModel):
+    user_id: str
+
+
+class CreateSessionResponse(WireModel):
+    id: str
+
+
+class SessionMetadata(WireModel):
+    session_id: str
+    org_id: str
+    model_id: str
+    user_id: str
+
+
+class GetSessionResponse(WireModel):
+    session: SessionMetadata
+
+
+class LogAsyncRequest(WireModel):
+    """Ask for an upload URL for one batch (dataset) profile."""
+
+    dataset_timestamp: int
+    segment_tags: list[SegmentTag] = Field(default_factory=list)
+    region: str | None = None
+
+
+class CreateDatasetProfileUploadResponse(WireModel):
+    id: str
+    upload_url: str
+    observatory_url: str | None = None
+    dataset_id: str | None = None
+    upload_timestamp: int | None = None
+
+
+class LogReferenceRequest(WireModel):
+    """Ask for an upload URL for one reference profile."""
+
+    alias: str | None = None
+    dataset_timestamp: int | None = None
+    region: str | None = None
+
+
+class LogSessionReferenceResponse(WireModel):
+    id: str
+    upload_url: str
+    model_id: str | None = None
+    alias: str | None = None
+    observatory_url: str | None = None
+    upload_timestamp: int | None = None
+
+
+class BatchLogReferenceRequest(WireModel):
+    references: list[LogReferenceRequest]
+
+
+class BatchLogSessionReferenceResponse(WireModel):
+    references: list[LogSessionReferenceResponse]
+    observatory_url: str | None = None
+
+
+class GetProfileObservatoryLinkRequest(WireModel):
+    batch_profile_timestamps: list[int] = Field(default_factory=list)
+    reference_profile_ids: list[str] = Field(default_factory=list)
+
+
+class GetProfileObservatoryLinkResponse(WireModel):
+    observatory_url: str
+    individual_observatory_urls: list[str] = Field(default_factory=list)
+
+
+class ErrorResponse(WireModel):
+    """The body of a non-2xx answer."""
+
+    message: str
