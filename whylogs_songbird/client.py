@@ -1,0 +1,412 @@
+"""Transport: one method per songbird sessions-API operation, plus the presigned PUT.
+
+`SongbirdClient` owns one `requests.Session` (connection reuse), sends explicit connect/read
+timeouts on every call, retries connection errors, 429 and 5xx with exponential backoff and
+jitter (honouring ``Retry-After``), and turns every non-2xx answer into a typed error.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+from pydantic import ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from whylogs_songbird.errors import (
+    AuthError,
+    ConfigError,
+    SessionNotFoundError,
+    SongbirdApiError,
+    SongbirdConnectionError,
+    SongbirdProtocolError,
+)
+from whylogs_songbird.models import (
+    BatchLogReferenceRequest,
+    BatchLogSessionReferenceResponse,
+    CreateDatasetProfileUploadResponse,
+    CreateSessionRequest,
+    CreateSessionResponse,
+    GetProfileObservatoryLinkRequest,
+    GetProfileObservatoryLinkResponse,
+    GetSessionResponse,
+    LogAsyncRequest,
+    LogReferenceRequest,
+    LogSessionReferenceResponse,
+    SegmentTag,
+    WireModel,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://api.whylabsapp.com"
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 3
+#: A server asking to wait longer than this is not waited for: the retry happens after this many seconds.
+MAX_RETRY_AFTER_SECONDS = 30.0
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+M = TypeVar("M", bound=WireModel)
+Timeout = float | tuple[float, float]
+
+
+def validate_endpoint(endpoint: str) -> str:
+    """Return ``endpoint`` without a trailing slash, or raise `ConfigError` if it is not an http(s) URL."""
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise ConfigError("The songbird endpoint is empty: pass a URL such as https://api.whylabsapp.com.")
+    candidate = endpoint.strip()
+    parts = urlsplit(candidate)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"The songbird endpoint {candidate!r} is not an http(s) URL: "
+            "give the full URL with its scheme, e.g. http://127.0.0.1:8787 or https://api.whylabsapp.com."
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"The songbird endpoint {candidate!r} must not carry a query string or fragment.")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its query string: presigned upload URLs carry their signature there."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9._~-]{1,200}$")
+
+
+def _check_session_id(session_id: str) -> str:
+    if not isinstance(session_id, str) or not _SESSION_ID.match(session_id) or session_id in (".", ".."):
+        raise ConfigError(
+            f"{session_id!r} is not a valid session id: session ids look like 'session-<random>' "
+            "and hold only letters, digits and '-', '_', '.', '~'."
+        )
+    return session_id
+
+
+class _Retry(Retry):
+    """urllib3's Retry, with a ceiling on how long a ``Retry-After`` header may make us wait."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), MAX_RETRY_AFTER_SECONDS)
+
+
+def _excerpt(response: requests.Response) -> str:
+    """The server's ``message`` if the body is JSON, else a short readable excerpt of the body."""
+    text = response.text or ""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("message", "detail", "error"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value[:500]
+        return json.dumps(body)[:300]
+    content_type = response.headers.get("Content-Type", "")
+    if "html" in content_type or text.lstrip().startswith("<"):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        stripped = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+        stripped = " ".join(html.unescape(stripped).split())
+        return f"an HTML page: {stripped[:200]}" if stripped else "an HTML page"
+    return " ".join(text.split())[:300]
+
+
+class SongbirdClient:
+    """A client for the songbird sessions API.
+
+    >>> client = SongbirdClient("http://127.0.0.1:8787")          # doctest: +SKIP
+    >>> session_id = client.create_session(user_id).id           # doctest: +SKIP
+
+    ``timeout`` is seconds, or a ``(connect, read)`` pair; ``max_retries=0`` disables retries.
+    The API key is sent only where the contract asks for it (get_session and claim) and never
+    appears in logs, reprs or error messages.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        api_key: str | None = None,
+        timeout: Timeout | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff_factor: float = 0.25,
+        pool_size: int = 16,
+    ) -> None:
+        self.endpoint = validate_endpoint(endpoint)
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, not {max_retries}.")
+        self._api_key = api_key or None
+        self.timeout = self._check_timeout(timeout)
+        self.max_retries = max_retries
+        retry = _Retry(
+            total=max_retries,
+            connect=max_retries,
+            read=max_retries,
+            status=max_retries,
+            other=0,
+            allowed_methods=frozenset({"GET", "POST", "PUT"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff_factor,
+            backoff_jitter=backoff_factor / 2,
+            backoff_max=10.0,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        self._http = requests.Session()
+        self._http.headers["User-Agent"] = "whylogs-songbird"
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
+
+    @staticmethod
+    def _check_timeout(timeout: Timeout | None) -> tuple[float, float]:
+        if timeout is None:
+            return (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
+        pair = (timeout, timeout) if isinstance(timeout, int | float) else tuple(timeout)
+        if len(pair) != 2 or any(not isinstance(t, int | float) or t <= 0 for t in pair):
+            raise ConfigError(
+                f"timeout must be a positive number of seconds or a (connect, read) pair, not {timeout!r}."
+            )
+        return (float(pair[0]), float(pair[1]))
+
+    def __repr__(self) -> str:
+        key = ", api_key=***" if self._api_key else ""
+        return f"SongbirdClient({self.endpoint!r}{key}, max_retries={self.max_retries})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SongbirdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the seven operations -------------------------------------------------------------
+
+    def create_session(self, user_id: str) -> CreateSessionResponse:
+        """Start a guest session for the installation ``user_id``."""
+        body = CreateSessionRequest(user_id=user_id)
+        return self._call("create_session", "POST", "/v0/sessions", body, CreateSessionResponse)
+
+    def get_session(self, session_id: str, api_key: str | None = None) -> GetSessionResponse:
+        """Describe a session (needs an API key)."""
+        path = f"/v0/sessions/{quote(_check_session_id(session_id))}"
+        return self._call("get_session", "GET", path, None, GetSessionResponse, api_key=self._key(api_key))
+
+    def create_dataset_profile_upload(
+        self,
+        session_id: str,
+        dataset_timestamp: int,
+        segment_tags: list[SegmentTag] | None = None,
+        region: str | None = None,
+    ) -> CreateDatasetProfileUploadResponse:
+        """Ask for an upload URL for one batch profile at ``dataset_timestamp`` (epoch ms)."""
+        body = LogAsyncRequest(dataset_timestamp=dataset_timestamp, segment_tags=segment_tags or [], region=region)
+        path = f"/v0/sessions/{quote(_check_session_id(session_id))}/upload"
+        return self._call("create_dataset_profile_upload", "POST", path, body, CreateDatasetProfileUploadResponse)
+
+    def create_reference_profile_upload(
+        self,
+        session_id: str,
+        alias: str | None = None,
+        dataset_timestamp: int | None = None,
+        region: str | None = None,
+    ) -> LogSessionReferenceResponse:
+        """Ask for an upload URL for one reference profile."""
+        body = LogReferenceRequest(alias=alias, dataset_timestamp=dataset_timestamp, region=region)
+        path = f"/v0/sessions/{quote(_check_session_id(session_id))}/reference"
+        return self._call("create_reference_profile_upload", "POST", path, body, LogSessionReferenceResponse)
+
+    def batch_create_reference_profile_upload(
+        self, session_id: str, references: list[LogReferenceRequest]
+    ) -> BatchLogSessionReferenceResponse:
+        """Ask for upload URLs for several reference profiles in one call."""
+        body = BatchLogReferenceRequest(references=references)
+        path = f"/v0/sessions/{quote(_check_session_id(session_id))}/references"
+        response = self._call(
+            "batch_create_reference_profile_upload", "POST", path, body, BatchLogSessionReferenceResponse
+        )
+        if len(response.references) != len(references):
+            raise SongbirdProtocolError(
+                f"batch_create_reference_profile_upload asked for {len(references)} upload URLs "
+                f"but the server answered with {len(response.references)}."
+            )
+        return response
+
+    def get_session_profile_observatory_link(
+        self,
+        session_id: str,
+        batch_profile_timestamps: list[int] | None = None,
+        reference_profile_ids: list[str] | None = None,
+    ) -> GetProfileObservatoryLinkResponse:
+        """One observatory link for up to 3 profiles, plus one link per profile."""
+        body = GetProfileObservatoryLinkRequest(
+            batch_profile_timestamps=batch_profile_timestamps or [],
+            reference_profile_ids=reference_profile_ids or [],
+        )
+        path = f"/v0/sessions/observatory-link/{quote(_check_session_id(session_id))}"
+        return self._call("get_session_profile_observatory_link", "POST", path, body, GetProfileObservatoryLinkResponse)
+
+    def claim_guest_session(self, session_id: str, org_id: str, api_key: str | None = None) -> None:
+        """Copy a guest session into the organization ``org_id``; the session expires afterwards."""
+        if not org_id or not isinstance(org_id, str):
+            raise ConfigError("claim_guest_session needs the id of the organization to claim the session into.")
+        path = f"/v0/sessions/{quote(_check_session_id(session_id))}/claim"
+        self._request("claim_guest_session", "POST", path, None, api_key=self._key(api_key), params={"org_id": org_id})
+
+    # -- the presigned PUT ----------------------------------------------------------------
+
+    def upload_profile(self, upload_url: str, data: bytes) -> None:
+        """PUT serialized profile bytes to a presigned ``upload_url``; raises unless the server stored them."""
+        parts = urlsplit(upload_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SongbirdProtocolError(
+                f"The server gave an upload URL that is not http(s): {redact_url(upload_url)!r}."
+            )
+        response = self._send(
+            "upload_profile",
+            "PUT",
+            upload_url,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        if not response.ok:
+            raise self._error("upload_profile", response, shown_url=redact_url(upload_url))
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _key(self, api_key: str | None) -> str:
+        key = api_key or self._api_key
+        if not key:
+            raise ConfigError("This operation needs a WhyLabs API key: pass api_key=..., or set SONGBIRD_API_KEY.")
+        return key
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        body: WireModel | None,
+        response_model: type[M],
+        api_key: str | None = None,
+    ) -> M:
+        response = self._request(operation, method, path, body, api_key=api_key)
+        try:
+            payload = response.json()
+        except ValueError:
+            raise SongbirdProtocolError(
+                f"{operation}: the server at {self.endpoint} answered {response.status_code} with a body that is "
+                f"not JSON ({_excerpt(response) or 'empty'}); check that the endpoint is a songbird API."
+            ) from None
+        try:
+            return response_model.model_validate(payload)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
+            )
+            raise SongbirdProtocolError(
+                f"{operation}: the server's answer does not match the songbird contract ({problems})."
+            ) from None
+
+    def _request(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        body: WireModel | None,
+        *,
+        api_key: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> requests.Response:
+        headers = {"Accept": "application/json"}
+        if api_key:
+            headers["X-API-Key"] = api_key
+        url = self.endpoint + path
+        response = self._send(
+            operation,
+            method,
+            url,
+            json=body.to_wire() if body is not None else None,
+            headers=headers,
+            params=params,
+        )
+        if not response.ok:
+            raise self._error(operation, response, shown_url=url)
+        return response
+
+    def _send(self, operation: str, method: str, url: str, **kwargs: Any) -> requests.Response:
+        shown = redact_url(url)
+        logger.debug("songbird %s: %s %s", operation, method, shown)
+        try:
+            return self._http.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
+        except requests.exceptions.RetryError as exc:
+            raise SongbirdConnectionError(
+                f"{operation}: gave up on {shown} after {self.max_retries} retries ({type(exc).__name__})."
+            ) from None
+        except requests.exceptions.Timeout:
+            raise SongbirdConnectionError(
+                f"{operation}: {shown} did not answer within {self.timeout[0]:g}s (connect) / "
+                f"{self.timeout[1]:g}s (read) after {self.max_retries} retries. Check that the server is up, "
+                "or raise the timeout."
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            reason = type(exc.__context__ or exc).__name__
+            raise SongbirdConnectionError(
+                f"{operation}: could not reach {shown} ({reason}, after {self.max_retries} retries). "
+                "Check that the server is running and the endpoint is right."
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise SongbirdConnectionError(f"{operation}: request to {shown} failed ({type(exc).__name__}).") from None
+
+    def _error(self, operation: str, response: requests.Response, *, shown_url: str) -> SongbirdApiError:
+        status = response.status_code
+        server_message = _excerpt(response)
+        said = f": {server_message}" if server_message else ""
+        base = f"{operation}: the server answered {status}{said}"
+        lowered = server_message.lower()
+        if operation == "upload_profile" and status == 403:
+            return AuthError(
+                f"{base}. The upload URL was refused (expired or invalid signature): ask for a new upload URL.",
+                status=status,
+                operation=operation,
+                server_message=server_message,
+            )
+        if status in (401, 403):
+            hint = (
+                "Check the API key (SONGBIRD_API_KEY) and that it belongs to the organization you named."
+                if status == 403
+                else "Pass a valid API key (api_key=... or SONGBIRD_API_KEY)."
+            )
+            return AuthError(f"{base}. {hint}", status=status, operation=operation, server_message=server_message)
+        session_scoped = "/sessions/" in shown_url
+        if session_scoped and (status in (404, 410) or (status == 400 and "session" in lowered)):
+            return SessionNotFoundError(
+                f"{base}. The session is unknown, expired or claimed: start a new session.",
+                status=status,
+                operation=operation,
+                server_message=server_message,
+            )
+        if status >= 500:
+            hint = "The server failed; it was retried" + (f" {self.max_retries} times" if self.max_retries else "")
+            return SongbirdApiError(
+                f"{base}. {hint}: try again later.", status=status, operation=operation, server_message=server_message
+            )
+        if status == 429:
+            return SongbirdApiError(
+                f"{base}. The server is rate limiting: try again later.",
+                status=status,
+                operation=operation,
+                server_message=server_message,
+            )
+        return SongbirdApiError(base + ".", status=status, operation=operation, server_message=server_message)
