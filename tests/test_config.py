@@ -1,0 +1,79 @@
+"""Settings precedence and validation (pure logic: no server needed)."""
+
+import json
+
+import pytest
+
+from whylogs_songbird.config import Settings, resolve_settings, with_options
+from whylogs_songbird.errors import ConfigError
+
+
+def test_defaults_when_nothing_is_set(tmp_path):
+    settings = resolve_settings({"config_dir": tmp_path}, environ={})
+    assert settings.endpoint == "https://api.whylabsapp.com"
+    assert settings.session_id is None and settings.api_key is None
+    assert settings.max_workers == 8 and settings.outbox is True
+    assert settings.outbox_path == tmp_path / "outbox"
+
+
+def test_option_beats_env_beats_file_beats_default(tmp_path):
+    (tmp_path / "config.json").write_text(
+        json.dumps({"endpoint": "http://127.0.0.1:1111", "org_id": "org-file", "max_retries": 1})
+    )
+    env = {"SONGBIRD_API_ENDPOINT": "http://127.0.0.1:2222", "SONGBIRD_ORG_ID": "org-env"}
+    settings = resolve_settings({"config_dir": tmp_path, "org_id": "org-option"}, environ=env)
+    assert settings.endpoint == "http://127.0.0.1:2222"  # env beats file
+    assert settings.org_id == "org-option"  # option beats env
+    assert settings.max_retries == 1  # file beats default
+    assert settings.timeout == 60.0  # default
+
+
+def test_songbird_endpoint_env_beats_whylabs_endpoint_env(tmp_path):
+    env = {"WHYLABS_API_ENDPOINT": "http://127.0.0.1:3333"}
+    assert resolve_settings({"config_dir": tmp_path}, environ=env).endpoint == "http://127.0.0.1:3333"
+    env["SONGBIRD_API_ENDPOINT"] = "http://127.0.0.1:4444/"
+    assert resolve_settings({"config_dir": tmp_path}, environ=env).endpoint == "http://127.0.0.1:4444"
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"endpoint": "127.0.0.1:8787"}, "not an http(s) URL"),
+        ({"endpoint": "ftp://example.org"}, "not an http(s) URL"),
+        ({"endpoint": ""}, "empty"),
+        ({"timeout": 0}, "more than 0"),
+        ({"timeout": "soon"}, "number of seconds"),
+        ({"max_retries": -1}, "between 0 and 64"),
+        ({"max_workers": 0}, "between 1 and 64"),
+        ({"outbox": "maybe"}, "true or false"),
+        ({"colour": "blue"}, "Unknown songbird option"),
+    ],
+)
+def test_bad_values_are_config_errors_that_say_what_to_do(tmp_path, options, words):
+    with pytest.raises(ConfigError, match=None) as info:
+        resolve_settings({"config_dir": tmp_path, **options}, environ={})
+    assert words in str(info.value)
+
+
+def test_bad_config_file_is_reported_with_its_path(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError) as info:
+        resolve_settings({"config_dir": tmp_path}, environ={})
+    assert str(tmp_path / "config.json") in str(info.value)
+    (tmp_path / "config.json").write_text(json.dumps({"endpont": "http://127.0.0.1:1"}))
+    with pytest.raises(ConfigError, match="unknown settings"):
+        resolve_settings({"config_dir": tmp_path}, environ={})
+
+
+def test_api_key_never_in_repr(tmp_path):
+    settings = resolve_settings({"config_dir": tmp_path, "api_key": "sekrit.value:org-1"}, environ={})
+    assert "sekrit" not in repr(settings) and "sekrit" not in str(settings)
+    assert "***" in repr(settings)
+    assert "sekrit" not in repr(Settings(api_key="sekrit"))
+
+
+def test_with_options_checks_values(tmp_path):
+    settings = resolve_settings({"config_dir": tmp_path}, environ={})
+    assert with_options(settings, timeout="2.5").timeout == 2.5
+    with pytest.raises(ConfigError):
+        with_options(settings, endpoint="nope")

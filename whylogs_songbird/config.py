@@ -1,0 +1,168 @@
+"""Settings and where they come from.
+
+Precedence, everywhere the same: explicit argument / ``option()`` > environment variable >
+config file (``<config dir>/config.json``) > default. The config dir is the platform's user
+config directory for ``whylogs-songbird`` unless ``SONGBIRD_CONFIG_DIR`` names another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from whylogs_songbird.client import DEFAULT_ENDPOINT, DEFAULT_MAX_RETRIES, validate_endpoint
+from whylogs_songbird.errors import ConfigError
+
+APP_NAME = "whylogs-songbird"
+CONFIG_FILE = "config.json"
+
+#: Environment variables, in the order they are consulted for each setting.
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "endpoint": ("SONGBIRD_API_ENDPOINT", "WHYLABS_API_ENDPOINT"),
+    "session_id": ("SONGBIRD_SESSION_ID",),
+    "api_key": ("SONGBIRD_API_KEY",),
+    "org_id": ("SONGBIRD_ORG_ID",),
+    "timeout": ("SONGBIRD_TIMEOUT",),
+    "max_retries": ("SONGBIRD_MAX_RETRIES",),
+    "max_workers": ("SONGBIRD_MAX_WORKERS",),
+    "outbox": ("SONGBIRD_OUTBOX",),
+    "outbox_dir": ("SONGBIRD_OUTBOX_DIR",),
+}
+
+
+def config_dir() -> Path:
+    """The directory holding ``config.json``, the stored guest sessions and the outbox."""
+    override = os.environ.get("SONGBIRD_CONFIG_DIR")
+    return Path(override) if override else Path(platformdirs.user_config_dir(APP_NAME))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one writer or publish call. The API key never shows in the repr."""
+
+    endpoint: str = DEFAULT_ENDPOINT
+    session_id: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    org_id: str | None = None
+    timeout: float = 60.0
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_workers: int = 8
+    outbox: bool = True
+    outbox_dir: Path | None = None
+    config_dir: Path = field(default_factory=config_dir)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={'***' if f.name == 'api_key' and self.api_key else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"Settings({shown})"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.outbox_dir or self.config_dir / "outbox"
+
+
+def _parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}.")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check and convert one setting's value; raise `ConfigError` with what to do on bad input."""
+    if name == "endpoint":
+        return validate_endpoint(value)
+    if name in ("session_id", "api_key", "org_id"):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{name} must be a non-empty string.")
+        return value.strip()
+    if name == "timeout":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"timeout must be a number of seconds, not {value!r}.") from None
+        if not number > 0:
+            raise ConfigError(f"timeout must be more than 0 seconds, not {value!r}.")
+        return number
+    if name in ("max_retries", "max_workers"):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a whole number, not {value!r}.") from None
+        low = 0 if name == "max_retries" else 1
+        if number < low or number > 64:
+            raise ConfigError(f"{name} must be between {low} and 64, not {value!r}.")
+        return number
+    if name == "outbox":
+        return _parse_bool(name, value)
+    if name in ("outbox_dir", "config_dir"):
+        return Path(value).expanduser()
+    raise ConfigError(f"unknown setting {name!r}")
+
+
+def read_config_file(directory: Path) -> dict[str, Any]:
+    """The settings in ``<directory>/config.json`` (empty if there is none)."""
+    path = directory / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the config file {path}: {exc.strerror}.") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"The config file {path} is not valid JSON ({exc}); fix or delete it.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"The config file {path} must hold a JSON object of settings.")
+    known = {f.name for f in fields(Settings)} - {"config_dir"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"The config file {path} has unknown settings {unknown}; known: {sorted(known)}.")
+    return data
+
+
+def resolve_settings(options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from explicit ``options`` > environment > config file > defaults."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    env = os.environ if environ is None else environ
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"Unknown songbird option(s) {unknown}; known options: {sorted(known)}.")
+    directory = _coerce("config_dir", options["config_dir"]) if "config_dir" in options else config_dir()
+    from_file = read_config_file(directory)
+    values: dict[str, Any] = {"config_dir": directory}
+    for f in fields(Settings):
+        if f.name == "config_dir":
+            continue
+        if f.name in options:
+            values[f.name] = _coerce(f.name, options[f.name])
+            continue
+        from_env = next((env[var] for var in ENV_VARS.get(f.name, ()) if env.get(var)), None)
+        if from_env is not None:
+            values[f.name] = _coerce(f.name, from_env)
+        elif f.name in from_file and from_file[f.name] is not None:
+            values[f.name] = _coerce(f.name, from_file[f.name])
+    return Settings(**values)
+
+
+def with_options(settings: Settings, **options: Any) -> Settings:
+    """A copy of ``settings`` with explicit options applied (checked the same way)."""
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"Unknown songbird option(s) {unknown}; known options: {sorted(known)}.")
+    return replace(settings, **{k: _coerce(k, v) for k, v in options.items() if v is not None})

@@ -1,0 +1,288 @@
+"""Guest session lifecycle: reuse the stored session, create one only when none is stored.
+
+State lives in ``<config dir>/sessions.json``: a per-installation ``userId`` and one session id
+per endpoint. Every read-modify-write happens under a file lock and the file is replaced
+atomically, so N processes starting at once create exactly one session. There are no
+validation calls: a session is only replaced when an operation says it is unknown or expired.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock
+
+from whylogs_songbird.client import SongbirdClient
+from whylogs_songbird.config import Settings, resolve_settings
+from whylogs_songbird.errors import ConfigError, SessionNotFoundError
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "sessions.json"
+T = TypeVar("T")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a temp file and ``os.replace``: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class SessionStore:
+    """The stored ``userId`` and session ids, one per endpoint, in ``<directory>/sessions.json``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / STATE_FILE
+        self._thread_lock = threading.RLock()
+        self._file_lock = FileLock(str(self.directory / f"{STATE_FILE}.lock"), timeout=60, thread_local=False)
+
+    @classmethod
+    def for_directory(cls, directory: Path) -> SessionStore:
+        """The one store of this process for ``directory`` (so its locks are shared by every writer)."""
+        key = str(Path(directory).expanduser().resolve())
+        with _STORES_LOCK:
+            store = _STORES.get(key)
+            if store is None:
+                store = _STORES[key] = cls(Path(key))
+            return store
+
+    def lock(self) -> _Locked:
+        """Hold this (re-entrant) lock across a read-modify-write, in this process and across processes."""
+        return _Locked(self)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise ConfigError(
+                f"The session file {self.path} is not valid JSON: delete it (a new guest session will be made)."
+            ) from None
+        return data if isinstance(data, dict) else {}
+
+    def _write(self, data: dict[str, Any]) -> None:
+        write_json_atomic(self.path, data)
+
+    def user_id(self) -> str:
+        """The installation's ``userId`` (a UUID), created and stored on first use."""
+        with self.lock():
+            data = self._read()
+            user_id = data.get("userId")
+            if not isinstance(user_id, str) or not user_id:
+                user_id = str(uuid.uuid4())
+                data["userId"] = user_id
+                self._write(data)
+            return user_id
+
+    def get(self, endpoint: str) -> str | None:
+        """The session id stored for ``endpoint``, if any."""
+        with self.lock():
+            entry = self._read().get("sessions", {}).get(endpoint)
+        return entry.get("sessionId") if isinstance(entry, dict) else None
+
+    def set(self, endpoint: str, session_id: str) -> None:
+        with self.lock():
+            data = self._read()
+            data.setdefault("sessions", {})[endpoint] = {"sessionId": session_id, "createdAt": int(time.time())}
+            self._write(data)
+
+    def forget(self, endpoint: str) -> str | None:
+        """Forget the session stored for ``endpoint``; returns the id that was stored."""
+        with self.lock():
+            data = self._read()
+            entry = data.get("sessions", {}).pop(endpoint, None)
+            if entry is not None:
+                self._write(data)
+        return entry.get("sessionId") if isinstance(entry, dict) else None
+
+
+_STORES: dict[str, SessionStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+class _Locked:
+    """The store's thread lock, then its file lock; both re-entrant."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._thread_lock.acquire()
+        try:
+            self._store.directory.mkdir(parents=True, exist_ok=True)
+            self._store._file_lock.acquire()
+        except BaseException:
+            self._store._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._store._file_lock.release()
+        finally:
+            self._store._thread_lock.release()
+
+
+class GuestSession:
+    """The guest session one writer publishes into.
+
+    ``session_id`` pins an explicit session (from ``option(session_id=...)`` or
+    ``SONGBIRD_SESSION_ID``); otherwise the id stored for the endpoint is reused, and a new one is
+    created (and stored) only when none is stored.
+    """
+
+    def __init__(self, client: SongbirdClient, store: SessionStore, session_id: str | None = None) -> None:
+        self.client = client
+        self.store = store
+        self._explicit = session_id
+        self._current: str | None = session_id
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        return self.client.endpoint
+
+    def session_id(self) -> str:
+        """The session id to use, creating and storing a session if none is stored."""
+        with self._lock:
+            if self._current:
+                return self._current
+            with self.store.lock():
+                stored = self.store.get(self.endpoint)
+                if stored is None:
+                    stored = self._create_and_store()
+            self._current = stored
+            return stored
+
+    def _create_and_store(self) -> str:
+        session_id = self.client.create_session(self.store.user_id()).id
+        self.store.set(self.endpoint, session_id)
+        logger.info("Created guest session %s at %s", session_id, self.endpoint)
+        return session_id
+
+    def renew(self, stale_id: str) -> str:
+        """Replace ``stale_id`` after the server said it is unknown or expired (once, across threads and processes)."""
+        with self._lock:
+            if self._current and self._current != stale_id:
+                return self._current  # another thread already renewed it
+            with self.store.lock():
+                stored = self.store.get(self.endpoint)
+                if stored and stored != stale_id:
+                    fresh = stored  # another process already renewed it
+                else:
+                    fresh = self._create_and_store()
+            logger.warning(
+                "Guest session %s at %s is unknown or expired; created new session %s. "
+                "Observatory links of the old session no longer work.",
+                stale_id,
+                self.endpoint,
+                fresh,
+            )
+            self._current = fresh
+            self._explicit = None
+            return fresh
+
+    def call(self, operation: Callable[[str], T]) -> T:
+        """Run ``operation(session_id)``; if the session is unknown or expired, renew it once and retry."""
+        session_id = self.session_id()
+        try:
+            return operation(session_id)
+        except SessionNotFoundError:
+            fresh = self.renew(session_id)
+            return operation(fresh)
+
+    def forget(self) -> str | None:
+        """Forget the stored session for this endpoint; the next publish starts a new one."""
+        with self._lock:
+            self._current = self._explicit = None
+            return self.store.forget(self.endpoint)
+
+    def new(self) -> str:
+        """Start a new session now and store it, replacing any stored one."""
+        with self._lock, self.store.lock():
+            self._current = self._create_and_store()
+            self._explicit = None
+            return self._current
+
+
+# -- the stored session, for people: used by ``songbird session`` and notebooks -----------------
+
+
+def _open(options: dict[str, Any]) -> tuple[Settings, GuestSession]:
+    settings = resolve_settings(options)
+    client = SongbirdClient(
+        settings.endpoint, api_key=settings.api_key, timeout=settings.timeout, max_retries=settings.max_retries
+    )
+    return settings, GuestSession(client, SessionStore.for_directory(settings.config_dir), settings.session_id)
+
+
+def current_session(**options: Any) -> str | None:
+    """The session id that the next publish to the endpoint will use, or None if none is stored yet."""
+    settings, session = _open(options)
+    try:
+        return settings.session_id or session.store.get(session.endpoint)
+    finally:
+        session.client.close()
+
+
+def new_session(**options: Any) -> str:
+    """Start a new guest session now and store it for the endpoint, replacing the stored one."""
+    _, session = _open(options)
+    try:
+        return session.new()
+    finally:
+        session.client.close()
+
+
+def forget_session(**options: Any) -> str | None:
+    """Forget the session stored for the endpoint (the server keeps it); returns its id."""
+    _, session = _open(options)
+    try:
+        return session.forget()
+    finally:
+        session.client.close()
+
+
+def claim_session(*, org_id: str | None = None, api_key: str | None = None, **options: Any) -> str:
+    """Claim the stored guest session into organization ``org_id`` with ``api_key``, then forget it.
+
+    ``org_id`` and ``api_key`` default to ``SONGBIRD_ORG_ID`` and ``SONGBIRD_API_KEY`` (or the
+    config file). Returns the claimed session's id.
+    """
+    settings, session = _open({**options, "org_id": org_id, "api_key": api_key})
+    try:
+        if not settings.org_id:
+            raise ConfigError("claim_session needs org_id=... (or SONGBIRD_ORG_ID): the organization to claim into.")
+        if not settings.api_key:
+            raise ConfigError("claim_session needs api_key=... (or SONGBIRD_API_KEY): a key of that organization.")
+        session_id = settings.session_id or session.store.get(session.endpoint)
+        if not session_id:
+            raise ConfigError(f"There is no stored guest session for {session.endpoint}: nothing to claim.")
+        session.client.claim_guest_session(session_id, settings.org_id, api_key=settings.api_key)
+        if session.store.get(session.endpoint) == session_id:
+            session.store.forget(session.endpoint)
+        logger.info("Claimed guest session %s into organization %s", session_id, settings.org_id)
+        return session_id
+    finally:
+        session.client.close()
