@@ -1,0 +1,58 @@
+"""Publish whylogs profiles to songbird (WhyLabs) guest sessions and get observatory links back.
+
+``import whylogs_songbird`` registers the ``"songbird"`` writer with whylogs::
+
+    import whylogs as why
+    import whylogs_songbird  # noqa: F401  (registers the writer)
+
+    ok, url = why.log(df).writer("songbird").write()
+"""
+
+from __future__ import annotations
+
+from whylogs_songbird.client import SongbirdClient
+from whylogs_songbird.config import Settings, resolve_settings
+from whylogs_songbird.errors import (
+    AuthError,
+    ConfigError,
+    ProfileError,
+    PublishError,
+    SessionNotFoundError,
+    SongbirdApiError,
+    SongbirdConnectionError,
+    SongbirdError,
+    SongbirdProtocolError,
+)
+from whylogs_songbird.publish import PublishedProfile, Publisher, PublishResult, publish, publish_references
+from whylogs_songbird.session import claim_session, current_session, forget_session, new_session
+from whylogs_songbird.writer import SongbirdWriter, register
+
+__version__ = "0.1.0"
+
+register()
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "ProfileError",
+    "PublishError",
+    "PublishResult",
+    "PublishedProfile",
+    "Publisher",
+    "SessionNotFoundError",
+    "Settings",
+    "SongbirdApiError",
+    "SongbirdClient",
+    "SongbirdConnectionError",
+    "SongbirdError",
+    "SongbirdProtocolError",
+    "SongbirdWriter",
+    "claim_session",
+    "current_session",
+    "forget_session",
+    "new_session",
+    "publish",
+    "publish_references",
+    "register",
+    "resolve_settings",
+]
