@@ -19,6 +19,7 @@ from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.config import Settings, resolve_settings
 from whylogs_songbird.errors import PublishError, SongbirdError
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, SegmentTag
+from whylogs_songbird.outbox import Outbox, is_retryable
 from whylogs_songbird.profiles import Profileish, ProfileItem, items_from, reference_items
 from whylogs_songbird.session import GuestSession, SessionStore
 
@@ -151,6 +152,7 @@ class Publisher:
             self.client, SessionStore.for_directory(self.settings.config_dir), self.settings.session_id
         )
         self.on_failure = on_failure
+        self.outbox = Outbox(self.settings.outbox_path) if self.settings.outbox else None
 
     def close(self) -> None:
         self.client.close()
@@ -181,8 +183,13 @@ class Publisher:
                 tasks.append(self._batch_task(item, results[index]))
         self._run(tasks)
         for item, result in zip(items, results):
-            if not result.ok and self.on_failure is not None:
-                self.on_failure(item, result, result.exception or RuntimeError(result.error or "failed"))
+            if result.ok:
+                continue
+            exc = result.exception or RuntimeError(result.error or "failed")
+            if self.outbox is not None and is_retryable(exc):
+                self._keep(item, result)
+            if self.on_failure is not None:
+                self.on_failure(item, result, exc)
         publish_result = PublishResult(endpoint=self.client.endpoint, profiles=results)
         self._add_links(publish_result)
         return publish_result
@@ -255,6 +262,29 @@ class Publisher:
             results[i].session_id, results[i].profile_id = session_id, slot.id
             tasks.append(put(items[i], results[i], slot))
         return tasks
+
+    def _keep(self, item: ProfileItem, result: PublishedProfile) -> None:
+        """Save a profile that finally failed to the outbox, and say so in its error."""
+        assert self.outbox is not None
+        try:
+            entry = self.outbox.save(
+                endpoint=self.client.endpoint,
+                kind=result.kind,
+                data=item.serialize(),
+                dataset_timestamp=item.dataset_timestamp,
+                alias=item.alias,
+                segment_tags=item.segment_tags,
+                error=result.error or "",
+            )
+        except OSError as exc:
+            result.error = f"{result.error} (and it could not be saved to the outbox {self.outbox.directory}: {exc})"
+            return
+        result.outbox_entry = entry.id
+        result.error = (
+            f"{result.error} It was saved to the outbox ({self.outbox.directory}, entry {entry.id}): "
+            "run `songbird outbox flush` to deliver it when the server is back."
+        )
+        logger.warning("songbird: %s kept in the outbox as %s", result.label, entry.id)
 
     @staticmethod
     def _fail(result: PublishedProfile, exc: Exception) -> None:

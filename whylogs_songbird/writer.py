@@ -79,11 +79,8 @@ class SongbirdWriter(Writer):
     def _get_publisher(self) -> Publisher:
         with self._lock:
             if self._publisher is None:
-                self._publisher = Publisher(resolve_settings(self._settings_options()), on_failure=self._on_failure)
+                self._publisher = Publisher(resolve_settings(self._settings_options()))
             return self._publisher
-
-    def _on_failure(self, item: Any, result: Any, exc: Exception) -> None:
-        """Hook for profiles that finally failed (the outbox plugs in here)."""
 
     def check_interval(self, interval_seconds: int) -> None:
         """Any rolling interval is fine for songbird."""

@@ -1,0 +1,111 @@
+"""The outbox: a write that finally fails is kept on disk and delivered later, exactly once."""
+
+import socket
+import time
+
+import pandas as pd
+import pytest
+import whylogs as why
+from whylogs.core.schema import DatasetSchema
+from whylogs.core.segmentation_partition import segment_on_column
+
+import whylogs_songbird  # noqa: F401
+from whylogs_songbird import SongbirdWriter, publish_references
+from whylogs_songbird.outbox import Outbox
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def df():
+    return pd.DataFrame({"x": [1.0, 2.0, 3.0], "city": ["a", "b", "a"]})
+
+
+def all_profiles(server):
+    return [p for s in server.store.recent_sessions(limit=100) for p in server.store.list_profiles(s.id)]
+
+
+def test_server_down_then_up_then_flush_delivers_each_profile_once(server_factory, tmp_path, df):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    config_dir = tmp_path / "config"
+    opts = {"endpoint": endpoint, "config_dir": str(config_dir), "timeout": 1, "max_retries": 1}
+
+    started = time.monotonic()
+    ok, message = why.log(df).writer("songbird").option(**opts).write()
+    assert time.monotonic() - started < 15, "failed within timeout x retries"
+    assert ok is False and "saved to the outbox" in message and "songbird outbox flush" in message
+    segmented = why.log(df, schema=DatasetSchema(segments=segment_on_column("city")))
+    assert SongbirdWriter(**opts).write(segmented)[0] is False
+    with pytest.raises(whylogs_songbird.PublishError):
+        publish_references({"train": why.log(df), "test": why.log(df)}, **opts)
+
+    outbox = Outbox(config_dir / "outbox")
+    entries = outbox.entries()
+    assert len(entries) == 5
+    assert sorted(e.alias or "" for e in entries) == ["", "", "", "test", "train"]
+
+    server = server_factory(port=port)
+    report = outbox.flush(config_dir=config_dir, timeout=5, max_retries=1)
+    assert report.ok and len(report.delivered) == 5
+    assert outbox.entries() == []
+    stored = all_profiles(server)
+    assert len(stored) == 5
+    assert sorted(p.alias or "" for p in stored) == ["", "", "", "test", "train"]
+    assert sorted(p.segment_tags for p in stored if p.kind == "batch") == [(), (("city", "a"),), (("city", "b"),)]
+
+    # flushing again sends nothing more
+    assert outbox.flush(config_dir=config_dir).delivered == []
+    assert len(all_profiles(server)) == 5
+
+
+def test_interrupted_flush_rerun_sends_nothing_twice(server_factory, tmp_path, df, monkeypatch):
+    port = free_port()
+    config_dir = tmp_path / "config"
+    opts = {"endpoint": f"http://127.0.0.1:{port}", "config_dir": str(config_dir), "timeout": 1, "max_retries": 0}
+    for _ in range(3):
+        assert why.log(df).writer("songbird").option(**opts).write()[0] is False
+    server = server_factory(port=port)
+    outbox = Outbox(config_dir / "outbox")
+
+    real_remove = Outbox.remove
+    calls = {"n": 0}
+
+    def crash_after_first_put(self, entry):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated crash after the PUT, before the entry was removed")
+        real_remove(self, entry)
+
+    monkeypatch.setattr(Outbox, "remove", crash_after_first_put)
+    with pytest.raises(KeyboardInterrupt):
+        outbox.flush(config_dir=config_dir)
+    monkeypatch.setattr(Outbox, "remove", real_remove)
+    assert len(outbox.entries()) == 2  # one delivered and removed, one delivered but not removed, one not sent
+    assert len(all_profiles(server)) == 2
+
+    report = outbox.flush(config_dir=config_dir)
+    assert report.ok and outbox.entries() == []
+    assert len(all_profiles(server)) == 3, "the interrupted entry was re-PUT to its own slot, not sent twice"
+    assert server.stats()["upload"] == 3
+
+
+def test_outbox_off_keeps_nothing(tmp_path, df):
+    config_dir = tmp_path / "config"
+    opts = {"endpoint": f"http://127.0.0.1:{free_port()}", "config_dir": str(config_dir), "timeout": 1,
+            "max_retries": 0, "outbox": False}
+    ok, message = why.log(df).writer("songbird").option(**opts).write()
+    assert ok is False and "outbox" not in message
+    assert Outbox(config_dir / "outbox").entries() == []
+
+
+def test_refused_profiles_are_not_kept(server_factory, tmp_path, df):
+    srv = server_factory(max_upload_bytes=100)
+    config_dir = tmp_path / "config"
+    ok, message = why.log(df).writer("songbird").option(endpoint=srv.url, config_dir=str(config_dir)).write()
+    assert ok is False and "413" in message and "outbox" not in message
+    assert Outbox(config_dir / "outbox").entries() == []
