@@ -1,0 +1,68 @@
+"""Shared fixtures: local songbird servers on free loopback ports, and small whylogs profiles."""
+
+import os
+
+os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports whylogs
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+from whylogs_songbird.server import LocalServer  # noqa: E402
+
+#: API keys of the ``server`` fixture: one bound to org-test, one that may claim into any org.
+ORG_KEY = "testkey.secret:org-test"
+ANY_ORG_KEY = "anykey.secret"
+TEST_API_KEYS = [ORG_KEY, ANY_ORG_KEY]
+
+
+def make_profile_bytes(n_rows: int = 10, seed: int = 0) -> bytes:
+    """The serialized whylogs profile of a small DataFrame with an int, a float and a str column."""
+    import pandas as pd
+    import whylogs as why
+
+    df = pd.DataFrame(
+        {
+            "n": [seed + i for i in range(n_rows)],
+            "x": [(seed + i) * 0.5 for i in range(n_rows)],
+            "s": [f"v{(seed + i) % 3}" for i in range(n_rows)],
+        }
+    )
+    return why.log(df).view().serialize()
+
+
+@pytest.fixture(name="make_profile_bytes")
+def make_profile_bytes_fixture() -> Callable[..., bytes]:
+    """:func:`make_profile_bytes` as a fixture."""
+    return make_profile_bytes
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., LocalServer]]:
+    """Start LocalServers with config keyword arguments; all are stopped at teardown.
+
+    Without ``data_dir`` each server gets a fresh directory under ``tmp_path``.
+    """
+    started: list[LocalServer] = []
+    counter = 0
+
+    def start(**config: Any) -> LocalServer:
+        nonlocal counter
+        counter += 1
+        config.setdefault("data_dir", tmp_path / f"server-{counter}")
+        config.setdefault("api_keys", TEST_API_KEYS)
+        server = LocalServer(**config).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., LocalServer]) -> LocalServer:
+    """A running server with a temporary data dir and the keys in :data:`TEST_API_KEYS`."""
+    return server_factory()

@@ -1,0 +1,71 @@
+"""Configuration of the local songbird-compatible server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+#: Environment variable holding comma-separated API keys, read when no keys are given.
+API_KEYS_ENV = "SONGBIRD_SERVER_API_KEYS"
+
+#: A hook run before every request (after the emulated latency). Returning a response
+#: answers the request with it instead of the app: the seam for fault injection.
+RequestHook = Callable[[Request], Awaitable[Response | None]]
+
+MiB = 1024 * 1024
+
+
+@dataclass(repr=False)
+class ServerConfig:
+    """Settings of one server instance.
+
+    ``api_keys`` falls back to the comma-separated ``SONGBIRD_SERVER_API_KEYS`` environment
+    variable when empty. A key written ``<id>.<secret>:<org-id>`` may only claim sessions into
+    that org; a key without ``:<org-id>`` may claim into any org.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    data_dir: Path = field(default_factory=lambda: Path("songbird-data"))
+    api_keys: list[str] = field(default_factory=list)
+    url_ttl_seconds: int = 900
+    max_upload_bytes: int = 256 * MiB
+    max_json_bytes: int = 1 * MiB
+    #: Base URL used in links (upload and observatory URLs); None: the request's own base URL.
+    public_url: str | None = None
+    #: Delay every API request by this many milliseconds (emulates a network round trip).
+    latency_ms: int = 0
+    #: Hooks run before every request; see :data:`RequestHook`.
+    request_hooks: list[RequestHook] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        if not self.api_keys:
+            env_keys = os.environ.get(API_KEYS_ENV, "")
+            self.api_keys = [key.strip() for key in env_keys.split(",") if key.strip()]
+        else:
+            self.api_keys = [key.strip() for key in self.api_keys if key.strip()]
+        if self.public_url is not None:
+            if not self.public_url.startswith(("http://", "https://")):
+                raise ValueError(f"public_url must start with http:// or https://, got {self.public_url!r}")
+            self.public_url = self.public_url.rstrip("/")
+        for name in ("url_ttl_seconds", "max_upload_bytes", "max_json_bytes", "latency_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+
+    def __repr__(self) -> str:
+        # API keys are secrets: show how many there are, never the keys.
+        return (
+            f"ServerConfig(host={self.host!r}, port={self.port}, data_dir={str(self.data_dir)!r}, "
+            f"api_keys=<{len(self.api_keys)} keys>, url_ttl_seconds={self.url_ttl_seconds}, "
+            f"max_upload_bytes={self.max_upload_bytes}, max_json_bytes={self.max_json_bytes}, "
+            f"public_url={self.public_url!r}, latency_ms={self.latency_ms})"
+        )
