@@ -1,0 +1,155 @@
+"""Server-side render time of the observatory's profiles page, measured in one run.
+
+Two pages, each served by a LocalServer on loopback and fetched with ``requests``:
+
+1. a 3-profile comparison of 500-column profiles (summaries, overlaid charts and drift of
+   profiles 2 and 3 against profile 1);
+2. a 1-profile page of a 1,000-column profile.
+
+For each page: the *cold* render (the first request after the server starts, so every profile
+is read from disk, deserialized, summarized, compared and the page rendered) and the *warm*
+render (the same page again, served from the per-upload cache). Each number is the median over
+several runs; cold runs restart the server. The render time is the server's own
+``Server-Timing: render;dur=…`` header; the client wall time (including the transfer of the
+HTML over loopback) is printed beside it.
+
+Ratios, measured in the same run: warm ÷ cold per page, and cold time per column-profile (one
+column of one profile), which puts the two pages on one scale.
+
+Run: ``python benchmarks/bench_observatory.py`` (``--runs N`` for more samples; about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import requests  # noqa: E402
+import whylogs as why  # noqa: E402
+
+import whylogs_songbird  # noqa: E402,F401  (registers the writer)
+from whylogs_songbird.server import LocalServer  # noqa: E402
+
+TIMEOUT = 120
+
+
+def frame(columns: int, rows: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """Four numeric columns for every categorical one."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    for i in range(columns):
+        if i % 5 == 4:
+            data[f"cat_{i:04d}"] = rng.choice(["alpha", "beta", "gamma", "delta"], rows)
+        else:
+            data[f"num_{i:04d}"] = rng.normal(shift * (i % 3), 1 + i % 7, rows)
+    return pd.DataFrame(data)
+
+
+def render_ms(response: requests.Response) -> float:
+    match = re.search(r"render;dur=([0-9.]+)", response.headers.get("Server-Timing", ""))
+    if response.status_code != 200 or not match:
+        raise SystemExit(f"unexpected answer {response.status_code}: {response.text[:300]}")
+    return float(match.group(1))
+
+
+def fetch(url: str) -> tuple[float, float, int]:
+    """(server render ms, client wall ms, bytes) of one GET."""
+    started = time.perf_counter()
+    response = requests.get(url, timeout=TIMEOUT)
+    wall = (time.perf_counter() - started) * 1000
+    return render_ms(response), wall, len(response.content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="cold runs (server restarts) per page")
+    parser.add_argument("--warm", type=int, default=5, help="warm requests per cold run")
+    parser.add_argument("--rows", type=int, default=500, help="rows per profile")
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-observatory-"))
+    config_dir = Path(tempfile.mkdtemp(prefix="bench-observatory-config-"))
+    print(f"logging profiles ({args.rows} rows each) and uploading them through the writer ...", flush=True)
+    with LocalServer(data_dir=data_dir) as server:
+
+        def write(df: pd.DataFrame, timestamp: int) -> str:
+            ok, url = (
+                why.log(df)
+                .writer("songbird")
+                .option(endpoint=server.url, config_dir=str(config_dir), dataset_timestamp=timestamp)
+                .write()
+            )
+            assert ok, url
+            return str(url)
+
+        base = 1_700_000_000_000
+        day = 86_400_000
+        three = [
+            write(frame(500, args.rows, seed, shift), base + k * day)
+            for k, (seed, shift) in enumerate(((1, 0.0), (2, 0.05), (3, 1.0)))
+        ]
+        single = write(frame(1000, args.rows, 4), base + 3 * day)
+        session = re.search(r"sessionToken=([^&]+)", single)
+        assert session is not None
+        stamps = [re.search(r"profile=(\d+)", u).group(1) for u in three]  # type: ignore[union-attr]
+        compare_path = "/resources/model-1/profiles?" + "&".join(f"profile={s}" for s in stamps)
+        compare_path += f"&sessionToken={session.group(1)}"
+        single_path = single[len(server.url) :]
+    pages = {"3 profiles x 500 columns": (compare_path, 3 * 500), "1 profile x 1,000 columns": (single_path, 1000)}
+
+    results: dict[str, dict[str, list[float]]] = {
+        name: {"cold": [], "cold_wall": [], "warm": [], "warm_wall": []} for name in pages
+    }
+    sizes: dict[str, int] = {}
+    for run in range(args.runs):
+        for name, (path, _) in pages.items():
+            with LocalServer(data_dir=data_dir) as server:  # a fresh process state: nothing cached
+                requests.get(server.url + "/healthz", timeout=TIMEOUT)
+                render, wall, size = fetch(server.url + path)
+                results[name]["cold"].append(render)
+                results[name]["cold_wall"].append(wall)
+                sizes[name] = size
+                for _ in range(args.warm):
+                    render, wall, _size = fetch(server.url + path)
+                    results[name]["warm"].append(render)
+                    results[name]["warm_wall"].append(wall)
+        print(f"  run {run + 1}/{args.runs} done", flush=True)
+
+    print()
+    print(
+        f"{'page':<28}{'cold ms':>10}{'warm ms':>10}{'warm/cold':>11}{'cold µs/col':>13}"
+        f"{'wall cold':>11}{'wall warm':>11}{'HTML':>9}"
+    )
+    per_column: dict[str, float] = {}
+    for name, (_, column_profiles) in pages.items():
+        r = results[name]
+        cold, warm = statistics.median(r["cold"]), statistics.median(r["warm"])
+        per_column[name] = cold * 1000 / column_profiles
+        print(
+            f"{name:<28}{cold:>10.1f}{warm:>10.1f}{warm / cold:>11.3f}{per_column[name]:>13.0f}"
+            f"{statistics.median(r['cold_wall']):>11.1f}{statistics.median(r['warm_wall']):>11.1f}"
+            f"{sizes[name] / 1e6:>8.1f}M"
+        )
+    a, b = per_column.values()
+    print()
+    print(
+        f"cold time per column-profile, 3x500 page vs 1x1000 page: {a / b:.2f} "
+        "(above 1: drift and overlaid charts cost more than the summaries alone)"
+    )
+    print(
+        f"medians of {args.runs} cold runs (server restarts) and {args.runs * args.warm} warm requests per page; "
+        "ms = the server's Server-Timing render time, wall = what requests saw"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""What the observatory pages show, computed from whylogs profile views: pure logic, no HTTP.
+
+Every number comes from whylogs' own sketches: counts and types from the column metrics,
+quantiles and histograms from the KLL distribution sketch (with whylogs' bin helper), distinct
+counts from the HLL sketch, frequent items from the frequent-items sketch, and drift from
+:func:`whylogs.viz.drift.column_drift_algorithms.calculate_drift_scores`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from whylogs.core import DatasetProfileView
+from whylogs.core.configs import SummaryConfig
+from whylogs.core.view.column_profile_view import ColumnProfileView
+from whylogs.viz.configs import HistogramConfig
+from whylogs.viz.drift.column_drift_algorithms import calculate_drift_scores
+from whylogs.viz.utils import _calculate_bins
+
+#: How many frequent items the summary table lists per column.
+TABLE_FREQUENT_ITEMS = 5
+#: How many bars a frequent-items chart shows at most.
+CHART_FREQUENT_ITEMS = 20
+#: A type that holds at least this share of the non-null values names the column's type.
+TYPE_MAJORITY = 0.7
+
+_TYPE_NAMES = ("integral", "fractional", "boolean", "string", "object", "tensor")
+_NUMERIC_TYPES = ("integral", "fractional")
+#: Drift categories of whylogs, most severe first.
+DRIFT_CATEGORIES = ("DRIFT", "POSSIBLE_DRIFT", "NO_DRIFT")
+
+
+class SummaryError(Exception):
+    """A profile could not be read or summarized."""
+
+
+# -- per-column summaries --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrequentItem:
+    value: str
+    estimate: float
+
+
+@dataclass(frozen=True)
+class ColumnSummary:
+    """The statistics of one column of one profile; None where the profile has no such metric."""
+
+    name: str
+    inferred_type: str
+    count: int | None = None
+    null_count: int | None = None
+    distinct: float | None = None
+    mean: float | None = None
+    stddev: float | None = None
+    min: float | None = None
+    p25: float | None = None
+    median: float | None = None
+    p75: float | None = None
+    max: float | None = None
+    frequent_items: tuple[FrequentItem, ...] = ()
+    #: Whether the column has a non-empty distribution sketch (so a histogram can be drawn).
+    has_distribution: bool = False
+
+    @property
+    def null_fraction(self) -> float | None:
+        if self.count is None or self.null_count is None or self.count == 0:
+            return None
+        return self.null_count / self.count
+
+    @property
+    def is_numeric(self) -> bool:
+        """Numeric columns get a histogram; the others a bar chart of their frequent items."""
+        return self.has_distribution and self.inferred_type in _NUMERIC_TYPES
+
+    @property
+    def chart_kind(self) -> str | None:
+        if self.is_numeric:
+            return "histogram"
+        if self.frequent_items:
+            return "bar"
+        if self.has_distribution:
+            return "histogram"
+        return None
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """Per-column summaries of one profile, in the profile's column order."""
+
+    columns: dict[str, ColumnSummary] = field(default_factory=dict)
+
+    @property
+    def column_count(self) -> int:
+        return len(self.columns)
+
+    @property
+    def row_count(self) -> int:
+        """Rows logged: the largest column count (whylogs keeps no dataset-level row count)."""
+        return max((c.count or 0 for c in self.columns.values()), default=0)
+
+
+def _finite(value: Any) -> float | None:
+    """A plain float, or None for missing, NaN and infinite values."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def infer_type(column: ColumnProfileView) -> str:
+    """The column's type from whylogs' type counters.
+
+    ``null`` when every value was null, ``unknown`` when there are no type counters, the
+    majority type when one holds at least 70% of the values, ``fractional`` when numbers
+    (integral and fractional together) do, else ``mixed``.
+    """
+    types = column.get_metric("types")
+    if types is None:
+        return "unknown"
+    counts = {name: int(getattr(types, name).value) for name in _TYPE_NAMES if hasattr(types, name)}
+    total = sum(counts.values())
+    if total == 0:
+        counts_metric = column.get_metric("counts")
+        if counts_metric is not None and counts_metric.n.value > 0:
+            return "null"
+        return "unknown"
+    top = max(counts, key=lambda name: counts[name])
+    if counts[top] / total >= TYPE_MAJORITY:
+        if top == "integral" and counts["fractional"] > 0:
+            return "fractional"
+        return top
+    numeric = counts.get("integral", 0) + counts.get("fractional", 0)
+    if numeric / total >= TYPE_MAJORITY:
+        return "fractional"
+    return "mixed"
+
+
+def frequent_items(column: ColumnProfileView, limit: int | None = None) -> tuple[FrequentItem, ...]:
+    """The column's most frequent items (whylogs' no-false-positives estimate), most frequent first."""
+    metric = column.get_metric("frequent_items")
+    if metric is None:
+        return ()
+    items = metric.to_summary_dict(SummaryConfig()).get("frequent_strings") or []
+    result = [FrequentItem(value=str(item.value), estimate=float(item.est)) for item in items]
+    result.sort(key=lambda item: (-item.estimate, item.value))
+    return tuple(result[:limit] if limit is not None else result)
+
+
+def summarize_column(name: str, column: ColumnProfileView) -> ColumnSummary:
+    """The summary statistics of one column."""
+    values: dict[str, Any] = {"name": name, "inferred_type": infer_type(column)}
+    counts = column.get_metric("counts")
+    if counts is not None:
+        values["count"] = int(counts.n.value)
+        values["null_count"] = int(counts.null.value)
+    cardinality = column.get_metric("cardinality")
+    if cardinality is not None and cardinality.hll.value is not None:
+        values["distinct"] = _finite(cardinality.hll.value.get_estimate())
+    distribution = column.get_metric("distribution")
+    if distribution is not None and distribution.kll.value is not None and not distribution.kll.value.is_empty():
+        sketch = distribution.kll.value
+        p25, median, p75 = sketch.get_quantiles([0.25, 0.5, 0.75])
+        values.update(
+            has_distribution=True,
+            mean=_finite(distribution.mean.value),
+            stddev=_finite(distribution.stddev),
+            min=_finite(sketch.get_min_value()),
+            p25=_finite(p25),
+            median=_finite(median),
+            p75=_finite(p75),
+            max=_finite(sketch.get_max_value()),
+        )
+    values["frequent_items"] = frequent_items(column, CHART_FREQUENT_ITEMS)
+    return ColumnSummary(**values)
+
+
+def summarize_profile(view: DatasetProfileView) -> ProfileSummary:
+    """Summaries of every column of a profile view."""
+    return ProfileSummary(
+        columns={name: summarize_column(name, column) for name, column in view.get_columns().items() if column}
+    )
+
+
+def read_view(data: bytes) -> DatasetProfileView:
+    """Deserialize a stored profile (plain or segmented whylogs format), or raise `SummaryError`."""
+    try:
+        return DatasetProfileView.deserialize(data)
+    except Exception as exc:  # whylogs raises many kinds of errors on bad bytes
+        raise SummaryError(f"the stored bytes are not a readable whylogs profile ({type(exc).__name__})") from None
+
+
+def merge_views(views: Sequence[DatasetProfileView]) -> DatasetProfileView:
+    """One view of several (e.g. the segments of a batch) with whylogs' own merge."""
+    if not views:
+        raise ValueError("nothing to merge")
+    merged = views[0]
+    for view in views[1:]:
+        merged = merged.merge(view)
+    return merged
+
+
+# -- charts ----------------------------------------------------------------------------------
+
+
+def _sketch(column: ColumnProfileView | None) -> Any | None:
+    if column is None:
+        return None
+    distribution = column.get_metric("distribution")
+    if distribution is None or distribution.kll.value is None or distribution.kll.value.is_empty():
+        return None
+    return distribution.kll.value
+
+
+def histogram(columns: Sequence[ColumnProfileView | None]) -> dict[str, Any] | None:
+    """Histogram counts of one column in each profile, on shared bins so that they overlay.
+
+    Bins come from whylogs' ``_calculate_bins`` over the range of all profiles and counts from
+    each KLL sketch's PMF, as whylogs' own profile visualizer does for one profile. Returns
+    ``{"edges": [...], "counts": [[...] or None per profile]}`` or None when no profile has a
+    distribution for the column.
+    """
+    sketches = [_sketch(column) for column in columns]
+    present = [s for s in sketches if s is not None]
+    if not present:
+        return None
+    start = min(s.get_min_value() for s in present)
+    end = max(s.get_max_value() for s in present)
+    total = sum(s.get_n() for s in present)
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return None
+    if total < 2 or start == end:
+        width = abs(start) * 1e-7 or 1e-7
+        edges = [start - width / 2, start + width / 2]
+        counts = [[int(s.get_n())] if s is not None else None for s in sketches]
+        return {"edges": edges, "counts": counts}
+    config = HistogramConfig()
+    edges, _ = _calculate_bins(
+        end, start, total, config.hist_avg_number_per_bucket, config.max_hist_buckets, config.min_n_buckets
+    )
+    all_counts: list[list[int] | None] = []
+    for sketch in sketches:
+        if sketch is None:
+            all_counts.append(None)
+            continue
+        n = sketch.get_n()
+        pmf = sketch.get_pmf(edges)  # masses below, inside each bin, and above the edges
+        all_counts.append([int(round(p * n)) for p in pmf[1:-1]])
+    return {"edges": [float(e) for e in edges], "counts": all_counts}
+
+
+def frequent_items_chart(summaries: Sequence[ColumnSummary | None]) -> dict[str, Any] | None:
+    """Bar-chart data of a categorical column: the union of each profile's top items.
+
+    Returns ``{"labels": [...], "counts": [[...] or None per profile]}``, most frequent first
+    (by the largest estimate in any profile), or None when no profile has frequent items.
+    """
+    present = [s for s in summaries if s is not None and s.frequent_items]
+    if not present:
+        return None
+    best: dict[str, float] = {}
+    for found in present:
+        for item in found.frequent_items:
+            best[item.value] = max(best.get(item.value, 0.0), item.estimate)
+    labels = sorted(best, key=lambda value: (-best[value], value))[:CHART_FREQUENT_ITEMS]
+    counts: list[list[float] | None] = []
+    for summary in summaries:
+        if summary is None or not summary.frequent_items:
+            counts.append(None)
+            continue
+        estimates = {item.value: item.estimate for item in summary.frequent_items}
+        counts.append([estimates.get(label, 0.0) for label in labels])
+    return {"labels": labels, "counts": counts}
+
+
+def chart_data(
+    name: str, views: Sequence[DatasetProfileView], summaries: Sequence[ProfileSummary]
+) -> dict[str, Any] | None:
+    """The chart of one column across profiles: ``{"kind": "histogram"|"bar", ...}`` or None."""
+    column_summaries = [s.columns.get(name) for s in summaries]
+    present = [s for s in column_summaries if s is not None]
+    wants_histogram = any(s.is_numeric for s in present)
+    if wants_histogram or not any(s.frequent_items for s in present):
+        data = histogram([v.get_column(name) for v in views])
+        if data is not None:
+            return {"kind": "histogram", **data}
+    bars = frequent_items_chart(column_summaries)
+    if bars is not None:
+        return {"kind": "bar", **bars}
+    return None
+
+
+# -- drift -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftScore:
+    """whylogs' drift verdict for one column of a target profile against a reference profile."""
+
+    column: str
+    algorithm: str
+    statistic: float | None
+    pvalue: float | None
+    category: str | None
+
+    @property
+    def uses_pvalue(self) -> bool:
+        return self.pvalue is not None
+
+    @property
+    def severity(self) -> tuple[int, float]:
+        """Sort key, smallest = most drifted: category first, then p-value (or minus distance)."""
+        rank = DRIFT_CATEGORIES.index(self.category) if self.category in DRIFT_CATEGORIES else len(DRIFT_CATEGORIES)
+        if self.pvalue is not None:
+            return rank, self.pvalue
+        if self.statistic is not None:
+            return rank, -self.statistic
+        return rank, math.inf
+
+
+def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> dict[str, DriftScore]:
+    """Drift of every column the two profiles share, with whylogs' default algorithm choice
+    (KS test for distributions, chi-square for frequent items) and its thresholds.
+
+    Columns whylogs cannot score (e.g. no shared metric) are left out.
+    """
+    raw = calculate_drift_scores(target_view=target, reference_view=reference, with_thresholds=True)
+    scores: dict[str, DriftScore] = {}
+    for column, score in raw.items():
+        if not score:
+            continue
+        statistic = score.get("statistic")
+        scores[column] = DriftScore(
+            column=column,
+            algorithm=str(score.get("algorithm") or "?"),
+            statistic=None if statistic is None else float(statistic),
+            pvalue=_finite(score.get("pvalue")),
+            category=score.get("drift_category"),
+        )
+    return scores
+
+
+def most_drifted_first(scores: dict[str, DriftScore]) -> list[DriftScore]:
+    """Scores sorted from most to least drifted (ties by column name)."""
+    return sorted(scores.values(), key=lambda s: (s.severity, s.column))
