@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
+from conftest import make_profile_bytes
 
 from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.errors import (
@@ -19,8 +20,6 @@ from whylogs_songbird.errors import (
     SongbirdProtocolError,
 )
 from whylogs_songbird.models import LogReferenceRequest, SegmentTag
-
-from conftest import make_profile_bytes
 
 ORG_KEY = "testkey.secret:org-test"
 

@@ -118,3 +118,9 @@ def test_reference_names_must_be_unique(df):
 def test_serialized_once(df):
     (item,) = items_from(why.log(df))
     assert item.serialize() is item.serialize()
+
+
+def test_bytes_are_exactly_what_whylogs_serializes(df):
+    (item,) = items_from(why.log(df))
+    assert item.serialize() == item.view.serialize()
+    assert DatasetProfileView.deserialize(item.serialize()).get_columns().keys() == {"x", "city"}

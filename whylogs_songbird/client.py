@@ -3,6 +3,8 @@
 `SongbirdClient` owns one `requests.Session` (connection reuse), sends explicit connect/read
 timeouts on every call, retries connection errors, 429 and 5xx with exponential backoff and
 jitter (honouring ``Retry-After``), and turns every non-2xx answer into a typed error.
+Upload URLs carry their signature in the query string: our logs show URLs without it, and a
+filter blanks it in the log lines of urllib3, which show full URLs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ DEFAULT_ENDPOINT = "https://api.whylabsapp.com"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 3
+#: Retry n waits about ``backoff_factor * 2**(n-1)`` seconds (the first retry does not wait), plus jitter.
+DEFAULT_BACKOFF_FACTOR = 0.25
 #: A server asking to wait longer than this is not waited for: the retry happens after this many seconds.
 MAX_RETRY_AFTER_SECONDS = 30.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -82,13 +86,30 @@ def redact_url(url: str) -> str:
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._~-]{1,200}$")
 
 
-def _check_session_id(session_id: str) -> str:
+def validate_session_id(session_id: str) -> str:
+    """Return ``session_id``, or raise `ConfigError` if it could change a request's path (``/``, ``..``, ``?``...)."""
     if not isinstance(session_id, str) or not _SESSION_ID.match(session_id) or session_id in (".", ".."):
         raise ConfigError(
             f"{session_id!r} is not a valid session id: session ids look like 'session-<random>' "
             "and hold only letters, digits and '-', '_', '.', '~'."
         )
     return session_id
+
+
+class _RedactSignatures(logging.Filter):
+    """Blanks upload-URL signatures in urllib3's log lines, which show full URLs, query string included."""
+
+    _SIGNATURE = re.compile(r"(signature=)[^&\s'\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "signature=" in message:
+            record.msg, record.args = self._SIGNATURE.sub(r"\1<redacted>", message), None
+        return True
+
+
+for _name in ("urllib3.connectionpool", "urllib3.util.retry"):
+    logging.getLogger(_name).addFilter(_RedactSignatures())
 
 
 class _Retry(Retry):
@@ -138,7 +159,7 @@ class SongbirdClient:
         api_key: str | None = None,
         timeout: Timeout | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
-        backoff_factor: float = 0.25,
+        backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         pool_size: int = 16,
     ) -> None:
         self.endpoint = validate_endpoint(endpoint)
@@ -201,7 +222,7 @@ class SongbirdClient:
 
     def get_session(self, session_id: str, api_key: str | None = None) -> GetSessionResponse:
         """Describe a session (needs an API key)."""
-        path = f"/v0/sessions/{quote(_check_session_id(session_id))}"
+        path = f"/v0/sessions/{quote(validate_session_id(session_id))}"
         return self._call("get_session", "GET", path, None, GetSessionResponse, api_key=self._key(api_key))
 
     def create_dataset_profile_upload(
@@ -213,7 +234,7 @@ class SongbirdClient:
     ) -> CreateDatasetProfileUploadResponse:
         """Ask for an upload URL for one batch profile at ``dataset_timestamp`` (epoch ms)."""
         body = LogAsyncRequest(dataset_timestamp=dataset_timestamp, segment_tags=segment_tags or [], region=region)
-        path = f"/v0/sessions/{quote(_check_session_id(session_id))}/upload"
+        path = f"/v0/sessions/{quote(validate_session_id(session_id))}/upload"
         return self._call("create_dataset_profile_upload", "POST", path, body, CreateDatasetProfileUploadResponse)
 
     def create_reference_profile_upload(
@@ -225,7 +246,7 @@ class SongbirdClient:
     ) -> LogSessionReferenceResponse:
         """Ask for an upload URL for one reference profile."""
         body = LogReferenceRequest(alias=alias, dataset_timestamp=dataset_timestamp, region=region)
-        path = f"/v0/sessions/{quote(_check_session_id(session_id))}/reference"
+        path = f"/v0/sessions/{quote(validate_session_id(session_id))}/reference"
         return self._call("create_reference_profile_upload", "POST", path, body, LogSessionReferenceResponse)
 
     def batch_create_reference_profile_upload(
@@ -233,7 +254,7 @@ class SongbirdClient:
     ) -> BatchLogSessionReferenceResponse:
         """Ask for upload URLs for several reference profiles in one call."""
         body = BatchLogReferenceRequest(references=references)
-        path = f"/v0/sessions/{quote(_check_session_id(session_id))}/references"
+        path = f"/v0/sessions/{quote(validate_session_id(session_id))}/references"
         response = self._call(
             "batch_create_reference_profile_upload", "POST", path, body, BatchLogSessionReferenceResponse
         )
@@ -255,14 +276,14 @@ class SongbirdClient:
             batch_profile_timestamps=batch_profile_timestamps or [],
             reference_profile_ids=reference_profile_ids or [],
         )
-        path = f"/v0/sessions/observatory-link/{quote(_check_session_id(session_id))}"
+        path = f"/v0/sessions/observatory-link/{quote(validate_session_id(session_id))}"
         return self._call("get_session_profile_observatory_link", "POST", path, body, GetProfileObservatoryLinkResponse)
 
     def claim_guest_session(self, session_id: str, org_id: str, api_key: str | None = None) -> None:
         """Copy a guest session into the organization ``org_id``; the session expires afterwards."""
         if not org_id or not isinstance(org_id, str):
             raise ConfigError("claim_guest_session needs the id of the organization to claim the session into.")
-        path = f"/v0/sessions/{quote(_check_session_id(session_id))}/claim"
+        path = f"/v0/sessions/{quote(validate_session_id(session_id))}/claim"
         self._request("claim_guest_session", "POST", path, None, api_key=self._key(api_key), params={"org_id": org_id})
 
     # -- the presigned PUT ----------------------------------------------------------------
@@ -366,6 +387,11 @@ class SongbirdClient:
                 f"{operation}: could not reach {shown} ({reason}, after {self.max_retries} retries). "
                 "Check that the server is running and the endpoint is right."
             ) from None
+        except requests.exceptions.ChunkedEncodingError:
+            raise SongbirdConnectionError(
+                f"{operation}: the answer from {shown} broke off before its end (the connection closed mid-answer). "
+                "Try again; if it keeps happening, check the server or any proxy in between."
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise SongbirdConnectionError(f"{operation}: request to {shown} failed ({type(exc).__name__}).") from None
 
@@ -398,7 +424,7 @@ class SongbirdClient:
                 server_message=server_message,
             )
         if status >= 500:
-            hint = "The server failed; it was retried" + (f" {self.max_retries} times" if self.max_retries else "")
+            hint = "The server failed" + (f"; it was retried {self.max_retries} times" if self.max_retries else "")
             return SongbirdApiError(
                 f"{base}. {hint}: try again later.", status=status, operation=operation, server_message=server_message
             )

@@ -16,7 +16,13 @@ from typing import Any
 
 import platformdirs
 
-from whylogs_songbird.client import DEFAULT_ENDPOINT, DEFAULT_MAX_RETRIES, validate_endpoint
+from whylogs_songbird.client import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_ENDPOINT,
+    DEFAULT_MAX_RETRIES,
+    validate_endpoint,
+    validate_session_id,
+)
 from whylogs_songbird.errors import ConfigError
 
 APP_NAME = "whylogs-songbird"
@@ -30,6 +36,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "org_id": ("SONGBIRD_ORG_ID",),
     "timeout": ("SONGBIRD_TIMEOUT",),
     "max_retries": ("SONGBIRD_MAX_RETRIES",),
+    "backoff": ("SONGBIRD_BACKOFF",),
     "max_workers": ("SONGBIRD_MAX_WORKERS",),
     "outbox": ("SONGBIRD_OUTBOX",),
     "outbox_dir": ("SONGBIRD_OUTBOX_DIR",),
@@ -52,6 +59,8 @@ class Settings:
     org_id: str | None = None
     timeout: float = 60.0
     max_retries: int = DEFAULT_MAX_RETRIES
+    #: Seconds: the base of the exponential backoff between retries (the client's ``backoff_factor``).
+    backoff: float = DEFAULT_BACKOFF_FACTOR
     max_workers: int = 8
     outbox: bool = True
     outbox_dir: Path | None = None
@@ -87,14 +96,16 @@ def _coerce(name: str, value: Any) -> Any:
     if name in ("session_id", "api_key", "org_id"):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{name} must be a non-empty string.")
-        return value.strip()
-    if name == "timeout":
+        return validate_session_id(value.strip()) if name == "session_id" else value.strip()
+    if name in ("timeout", "backoff"):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"timeout must be a number of seconds, not {value!r}.") from None
-        if not number > 0:
+            raise ConfigError(f"{name} must be a number of seconds, not {value!r}.") from None
+        if name == "timeout" and not number > 0:
             raise ConfigError(f"timeout must be more than 0 seconds, not {value!r}.")
+        if name == "backoff" and not 0 <= number <= 60:
+            raise ConfigError(f"backoff must be from 0 to 60 seconds, not {value!r}.")
         return number
     if name in ("max_retries", "max_workers"):
         try:

@@ -146,6 +146,7 @@ class Publisher:
             api_key=self.settings.api_key,
             timeout=self.settings.timeout,
             max_retries=self.settings.max_retries,
+            backoff_factor=self.settings.backoff,
             pool_size=max(self.settings.max_workers, 4),
         )
         self.session = session or GuestSession(

@@ -232,7 +232,11 @@ class GuestSession:
 def _open(options: dict[str, Any]) -> tuple[Settings, GuestSession]:
     settings = resolve_settings(options)
     client = SongbirdClient(
-        settings.endpoint, api_key=settings.api_key, timeout=settings.timeout, max_retries=settings.max_retries
+        settings.endpoint,
+        api_key=settings.api_key,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        backoff_factor=settings.backoff,
     )
     return settings, GuestSession(client, SessionStore.for_directory(settings.config_dir), settings.session_id)
 

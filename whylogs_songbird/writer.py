@@ -32,7 +32,7 @@ class SongbirdWriter(Writer):
 
     Options (``.option(...)`` or constructor keywords): ``endpoint``, ``session_id``,
     ``reference_profile_name``, ``dataset_timestamp``, ``api_key``, ``org_id``, ``timeout``,
-    ``max_retries``, ``max_workers``, ``outbox``, ``outbox_dir``, ``config_dir``. Unset options come
+    ``max_retries``, ``backoff``, ``max_workers``, ``outbox``, ``outbox_dir``, ``config_dir``. Unset options come
     from the environment (``SONGBIRD_*``, ``WHYLABS_API_ENDPOINT``), then the config file.
 
     ``write()`` answers as whylogs writers do: ``(True, url)`` for one profile, ``(True, [(ok, url
