@@ -57,7 +57,10 @@ def test_all_seven_operations_round_trip(server, client):
     parts = urlsplit(link.observatory_url)
     assert parts.path == "/resources/model-1/profiles"
     query = parse_qs(parts.query)
-    assert query["profile"] == ["1700000000000", ref.id, refs.references[0].id]
+    # references first in the combined link: the observatory compares against its first profile
+    assert query["profile"] == [ref.id, refs.references[0].id, "1700000000000"]
+    individual = [parse_qs(urlsplit(u).query)["profile"] for u in link.individual_observatory_urls]
+    assert individual == [["1700000000000"], [ref.id], [refs.references[0].id]], "one per profile, as requested"
     assert query["sessionToken"] == [session_id]
     assert len(link.individual_observatory_urls) == 3
     assert requests.get(link.observatory_url, timeout=10).status_code == 200
@@ -276,3 +279,13 @@ def test_strict_requests_send_only_documented_fields(server, client):
     assert LogAsyncRequest(dataset_timestamp=1).to_wire() == {"datasetTimestamp": 1, "segmentTags": []}
     assert LogReferenceRequest(alias="a").to_wire() == {"alias": "a"}
     assert client.create_reference_profile_upload(session_id).id.startswith("ref-")
+
+
+def test_timeout_forms():
+    assert SongbirdClient("http://127.0.0.1:9").timeout == (5.0, 60.0)
+    assert SongbirdClient("http://127.0.0.1:9", timeout=120).timeout == (5.0, 120.0), "connect waits at most 5 s"
+    assert SongbirdClient("http://127.0.0.1:9", timeout=2).timeout == (2.0, 2.0)
+    assert SongbirdClient("http://127.0.0.1:9", timeout=(1, 30)).timeout == (1.0, 30.0)
+    for bad in (0, -1, True, "5", (1, 2, 3), (0, 5)):
+        with pytest.raises(ConfigError, match="timeout"):
+            SongbirdClient("http://127.0.0.1:9", timeout=bad)

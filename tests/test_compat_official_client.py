@@ -65,7 +65,7 @@ def test_generated_sessions_api_all_seven_operations(server):
         GetProfileObservatoryLinkRequest(batch_profile_timestamps=[TS], reference_profile_ids=[ref.id]),
     )
     assert len(links.individual_observatory_urls) == 2
-    assert f"profile={TS}&profile={ref.id}&sessionToken={session_id}" in links.observatory_url
+    assert f"profile={ref.id}&profile={TS}&sessionToken={session_id}" in links.observatory_url
     assert requests.get(links.observatory_url, timeout=10).status_code == 200
 
     assert api.claim_guest_session(session_id, org_id="org-test") is None

@@ -169,7 +169,9 @@ def test_link_order_and_individual_urls(server):
     r = link(server, session_id, timestamps=[TS + 1], refs=[refs[1]["id"], refs[0]["id"]])
     assert r.status_code == 200, r.text
     expected = [str(TS + 1), refs[1]["id"], refs[0]["id"]]
-    assert query(r.json()["observatoryUrl"]) == {"profile": expected, "sessionToken": [session_id]}
+    # The combined link leads with the references (the baseline the observatory compares against).
+    combined = [refs[1]["id"], refs[0]["id"], str(TS + 1)]
+    assert query(r.json()["observatoryUrl"]) == {"profile": combined, "sessionToken": [session_id]}
     individual = r.json()["individualObservatoryUrls"]
     assert [query(u)["profile"] for u in individual] == [[p] for p in expected]
     page = requests.get(r.json()["observatoryUrl"], timeout=TIMEOUT)

@@ -147,7 +147,8 @@ class SongbirdClient:
     >>> client = SongbirdClient("http://127.0.0.1:8787")          # doctest: +SKIP
     >>> session_id = client.create_session(user_id).id           # doctest: +SKIP
 
-    ``timeout`` is seconds, or a ``(connect, read)`` pair; ``max_retries=0`` disables retries.
+    ``timeout`` is the read timeout in seconds (connecting waits at most 5 s of it), or a
+    ``(connect, read)`` pair; ``max_retries=0`` disables retries.
     The API key is sent only where the contract asks for it (get_session and claim) and never
     appears in logs, reprs or error messages.
     """
@@ -191,10 +192,15 @@ class SongbirdClient:
 
     @staticmethod
     def _check_timeout(timeout: Timeout | None) -> tuple[float, float]:
+        """(connect, read) seconds. One number is the read timeout; connecting never waits longer than 5 s."""
         if timeout is None:
             return (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
-        pair = (timeout, timeout) if isinstance(timeout, int | float) else tuple(timeout)
-        if len(pair) != 2 or any(not isinstance(t, int | float) or t <= 0 for t in pair):
+        pair: tuple[Any, ...] = ()
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+            pair = (min(DEFAULT_CONNECT_TIMEOUT, timeout), timeout)
+        elif isinstance(timeout, tuple | list):
+            pair = tuple(timeout)
+        if len(pair) != 2 or any(isinstance(t, bool) or not isinstance(t, int | float) or t <= 0 for t in pair):
             raise ConfigError(
                 f"timeout must be a positive number of seconds or a (connect, read) pair, not {timeout!r}."
             )

@@ -489,9 +489,11 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
                 )
         base = _base_url(config, request)
         selectors: list[str | int] = [*body.batch_profile_timestamps, *body.reference_profile_ids]
+        # References lead the combined link: the observatory measures drift against its first profile.
+        baseline_first: list[str | int] = [*body.reference_profile_ids, *body.batch_profile_timestamps]
         return _json(
             GetProfileObservatoryLinkResponse(
-                observatory_url=observatory_url(base, session_id, selectors),
+                observatory_url=observatory_url(base, session_id, baseline_first),
                 individual_observatory_urls=[observatory_url(base, session_id, [s]) for s in selectors],
             )
         )
