@@ -609,6 +609,60 @@ def test_serve_runs_until_ctrl_c(tmp_path):
     assert (data_dir / "songbird.sqlite3").exists()
 
 
+def test_serve_with_faults_answers_some_requests_with_errors(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "whylogs_songbird",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--fault-rate",
+            "1",
+            "--fault-seed",
+            "7",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(tmp_path),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        answers = []
+        for _ in range(5):
+            try:
+                answers.append(
+                    requests.post(f"http://127.0.0.1:{port}/v0/sessions", json={"userId": "u"}, timeout=10).status_code
+                )
+            except requests.ConnectionError:
+                answers.append("dropped")
+        assert answers and all(a in (500, 503, 429, "dropped") for a in answers), answers
+        stats = requests.get(f"http://127.0.0.1:{port}/_local/stats", timeout=10).json()
+        assert sum(v for k, v in stats.items() if k.startswith("fault_")) == 5
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+def test_serve_bad_fault_rate_is_usage_error(run):
+    result = run("serve", "--fault-rate", "1.5")
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+
+
 def test_serve_on_a_busy_port_fails_with_one_line(run, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -773,6 +773,23 @@ def serve_command(
     url_ttl: Annotated[
         int, typer.Option("--url-ttl", metavar="SECONDS", min=1, help="How long upload URLs stay valid.")
     ] = 900,
+    latency_ms: Annotated[
+        int,
+        typer.Option("--latency-ms", metavar="MS", min=0, help="Delay every API request (emulates a network)."),
+    ] = 0,
+    fault_rate: Annotated[
+        float,
+        typer.Option(
+            "--fault-rate",
+            metavar="RATE",
+            min=0.0,
+            max=1.0,
+            help="Answer this fraction of API requests with 500, 503, 429 or a dropped connection (for testing).",
+        ),
+    ] = 0.0,
+    fault_seed: Annotated[
+        int | None, typer.Option("--fault-seed", metavar="N", help="Seed of --fault-rate, for reproducible faults.")
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Run the local songbird-compatible server and observatory in the foreground (Ctrl-C stops it)."""
@@ -787,7 +804,14 @@ def serve_command(
         directory = (data_dir or default_server_data_dir()).expanduser()
         try:
             config = ServerConfig(
-                host=host, port=port, data_dir=directory, api_keys=list(api_key or []), url_ttl_seconds=url_ttl
+                host=host,
+                port=port,
+                data_dir=directory,
+                api_keys=list(api_key or []),
+                url_ttl_seconds=url_ttl,
+                latency_ms=latency_ms,
+                fault_rate=fault_rate,
+                fault_seed=fault_seed,
             )
         except ValueError as exc:
             raise UsageProblem(str(exc)) from None
