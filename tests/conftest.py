@@ -33,6 +33,19 @@ def make_profile_bytes(n_rows: int = 10, seed: int = 0) -> bytes:
     return why.log(df).view().serialize()
 
 
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the developer's songbird settings, sessions or outbox.
+
+    Settings from the environment (SONGBIRD_*, WHYLABS_API_ENDPOINT) are removed, and the config
+    dir is a fresh temporary one unless a test passes its own.
+    """
+    for name in list(os.environ):
+        if name.startswith("SONGBIRD_") or name in ("WHYLABS_API_ENDPOINT", "WHYLABS_API_KEY"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SONGBIRD_CONFIG_DIR", str(tmp_path_factory.mktemp("songbird-config")))
+
+
 @pytest.fixture(name="make_profile_bytes")
 def make_profile_bytes_fixture() -> Callable[..., bytes]:
     """:func:`make_profile_bytes` as a fixture."""
