@@ -1,6 +1,7 @@
 """SongbirdClient against the local server over real HTTP on loopback (no HTTP mocking)."""
 
 import http.server
+import logging
 import socket
 import threading
 import time
@@ -289,3 +290,40 @@ def test_timeout_forms():
     for bad in (0, -1, True, "5", (1, 2, 3), (0, 5)):
         with pytest.raises(ConfigError, match="timeout"):
             SongbirdClient("http://127.0.0.1:9", timeout=bad)
+
+
+def test_a_redirect_is_not_success(scripted):
+    handler, url = scripted
+    handler.script = [(307, {"Location": "http://127.0.0.1:9/elsewhere?X-Amz-Signature=abc123"}, b"")]
+    client = SongbirdClient(url, max_retries=0)
+    with pytest.raises(SongbirdApiError) as info:
+        client.upload_profile(f"{url}/bucket/key?X-Amz-Signature=abc123", b"profile bytes")
+    assert info.value.status == 307 and "redirect" in str(info.value) and "abc123" not in str(info.value)
+    with pytest.raises(SongbirdApiError, match="redirect"):
+        client.claim_guest_session("session-abcdefabcdefabcdef", "org-1", api_key="k.s")
+
+
+def test_presigned_url_secrets_never_reach_urllib3_logs(scripted, caplog):
+    handler, url = scripted
+    handler.script = [(503, {"Retry-After": "0"}, b"busy"), (200, {}, b"")]
+    presigned = f"{url}/bucket/key?X-Amz-Credential=CRED42&X-Amz-Signature=SIG42&X-Amz-Security-Token=TOK42"
+    with caplog.at_level(logging.DEBUG):
+        SongbirdClient(url, max_retries=2, backoff_factor=0.01).upload_profile(presigned, b"bytes")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Retrying" in text or "bucket/key" in text, "urllib3 logged the request"
+    for secret in ("CRED42", "SIG42", "TOK42"):
+        assert secret not in text
+
+
+def test_upload_urls_are_not_in_model_reprs():
+    from whylogs_songbird.models import CreateDatasetProfileUploadResponse, LogSessionReferenceResponse
+
+    url = "http://127.0.0.1:1/v0/uploads/log-x?expires=1&signature=SECRETSIG"
+    assert "SECRETSIG" not in repr(CreateDatasetProfileUploadResponse(id="log-x", upload_url=url))
+    assert "SECRETSIG" not in repr(LogSessionReferenceResponse(id="ref-x", upload_url=url))
+
+
+def test_endpoint_with_credentials_is_refused():
+    with pytest.raises(ConfigError, match="user name or password") as info:
+        SongbirdClient("http://user:hunter2@127.0.0.1:8787")
+    assert "hunter2" not in str(info.value)

@@ -67,13 +67,19 @@ def validate_endpoint(endpoint: str) -> str:
         raise ConfigError("The songbird endpoint is empty: pass a URL such as https://api.whylabsapp.com.")
     candidate = endpoint.strip()
     parts = urlsplit(candidate)
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            "The songbird endpoint must not carry a user name or password (user:pass@host): "
+            "songbird authenticates with an API key (api_key=... or SONGBIRD_API_KEY)."
+        )
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"The songbird endpoint {candidate!r} is not an http(s) URL: "
             "give the full URL with its scheme, e.g. http://127.0.0.1:8787 or https://api.whylabsapp.com."
         )
     if parts.query or parts.fragment:
-        raise ConfigError(f"The songbird endpoint {candidate!r} must not carry a query string or fragment.")
+        shown = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        raise ConfigError(f"The songbird endpoint {shown!r} must not carry a query string or fragment.")
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
@@ -96,20 +102,22 @@ def validate_session_id(session_id: str) -> str:
     return session_id
 
 
-class _RedactSignatures(logging.Filter):
-    """Blanks upload-URL signatures in urllib3's log lines, which show full URLs, query string included."""
+class _RedactQueries(logging.Filter):
+    """Blanks query strings in urllib3's log lines, which show full URLs: presigned upload URLs
+    (the local server's ``signature=``, S3's ``X-Amz-Signature``/``X-Amz-Credential``/``X-Amz-Security-Token``)
+    carry their secrets there."""
 
-    _SIGNATURE = re.compile(r"(signature=)[^&\s'\"]+")
+    _QUERY = re.compile(r"\?[^\s'\"]*")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "signature=" in message:
-            record.msg, record.args = self._SIGNATURE.sub(r"\1<redacted>", message), None
+        if "?" in message:
+            record.msg, record.args = self._QUERY.sub("?<redacted>", message), None
         return True
 
 
 for _name in ("urllib3.connectionpool", "urllib3.util.retry"):
-    logging.getLogger(_name).addFilter(_RedactSignatures())
+    logging.getLogger(_name).addFilter(_RedactQueries())
 
 
 class _Retry(Retry):
@@ -308,7 +316,7 @@ class SongbirdClient:
             data=data,
             headers={"Content-Type": "application/octet-stream"},
         )
-        if not response.ok:
+        if not 200 <= response.status_code < 300:
             raise self._error("upload_profile", response, shown_url=redact_url(upload_url))
 
     # -- plumbing -------------------------------------------------------------------------
@@ -368,7 +376,7 @@ class SongbirdClient:
             headers=headers,
             params=params,
         )
-        if not response.ok:
+        if not 200 <= response.status_code < 300:  # a redirect is not success: nothing was stored or done
             raise self._error(operation, response, shown_url=url)
         return response
 
@@ -377,10 +385,6 @@ class SongbirdClient:
         logger.debug("songbird %s: %s %s", operation, method, shown)
         try:
             return self._http.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
-        except requests.exceptions.RetryError as exc:
-            raise SongbirdConnectionError(
-                f"{operation}: gave up on {shown} after {self.max_retries} retries ({type(exc).__name__})."
-            ) from None
         except requests.exceptions.Timeout:
             raise SongbirdConnectionError(
                 f"{operation}: {shown} did not answer within {self.timeout[0]:g}s (connect) / "
@@ -421,6 +425,15 @@ class SongbirdClient:
                 else "Pass a valid API key (api_key=... or SONGBIRD_API_KEY)."
             )
             return AuthError(f"{base}. {hint}", status=status, operation=operation, server_message=server_message)
+        if 300 <= status < 400:
+            location = redact_url(response.headers.get("Location", "")) or "nowhere"
+            return SongbirdApiError(
+                f"{operation}: the server answered {status}, a redirect to {location}, which is not followed: "
+                "nothing was stored or changed. Use the final URL as the endpoint (e.g. https, or without a path).",
+                status=status,
+                operation=operation,
+                server_message=server_message,
+            )
         session_scoped = "/sessions/" in shown_url
         if session_scoped and (status in (404, 410) or (status == 400 and "session" in lowered)):
             return SessionNotFoundError(

@@ -75,7 +75,7 @@ class LogAsyncRequest(WireModel):
 
 class CreateDatasetProfileUploadResponse(WireModel):
     id: str
-    upload_url: str
+    upload_url: str = Field(repr=False)  # presigned: carries its signature
     observatory_url: str | None = None
     dataset_id: str | None = None
     upload_timestamp: int | None = None
@@ -91,7 +91,7 @@ class LogReferenceRequest(WireModel):
 
 class LogSessionReferenceResponse(WireModel):
     id: str
-    upload_url: str
+    upload_url: str = Field(repr=False)  # presigned: carries its signature
     model_id: str | None = None
     alias: str | None = None
     observatory_url: str | None = None
