@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from whylogs_songbird.config import Settings, resolve_settings, with_options
+from whylogs_songbird.config import Settings, make_client, resolve_settings
 from whylogs_songbird.errors import ConfigError
 
 
@@ -72,8 +72,31 @@ def test_api_key_never_in_repr(tmp_path):
     assert "sekrit" not in repr(Settings(api_key="sekrit"))
 
 
-def test_with_options_checks_values(tmp_path):
-    settings = resolve_settings({"config_dir": tmp_path}, environ={})
-    assert with_options(settings, timeout="2.5").timeout == 2.5
+def test_make_client_uses_every_transport_setting(tmp_path):
+    settings = resolve_settings(
+        {"config_dir": tmp_path, "endpoint": "http://127.0.0.1:5", "timeout": 30, "max_retries": 2}, environ={}
+    )
+    client = make_client(settings)
+    assert (client.endpoint, client.timeout, client.max_retries) == ("http://127.0.0.1:5", (5.0, 30.0), 2)
+    assert make_client(settings, "http://127.0.0.1:6").endpoint == "http://127.0.0.1:6"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"timeout": float("inf")},
+        {"timeout": float("nan")},
+        {"max_retries": 3.9},
+        {"max_retries": True},
+        {"outbox_dir": 5},
+        {"config_dir": ""},
+        {"backoff": float("inf")},
+    ],
+)
+def test_odd_values_are_config_errors(tmp_path, options):
     with pytest.raises(ConfigError):
-        with_options(settings, endpoint="nope")
+        resolve_settings({"config_dir": tmp_path, **options} if "config_dir" not in options else options, environ={})
+
+
+def test_config_dir_env_comes_from_the_given_environment(tmp_path):
+    assert resolve_settings(environ={"SONGBIRD_CONFIG_DIR": str(tmp_path)}).config_dir == tmp_path

@@ -11,6 +11,7 @@ from whylogs.core.segmentation_partition import segment_on_column
 
 import whylogs_songbird  # noqa: F401
 from whylogs_songbird import SongbirdWriter, publish_references
+from whylogs_songbird.config import resolve_settings
 from whylogs_songbird.outbox import Outbox
 
 
@@ -50,7 +51,7 @@ def test_server_down_then_up_then_flush_delivers_each_profile_once(server_factor
     assert sorted(e.alias or "" for e in entries) == ["", "", "", "test", "train"]
 
     server = server_factory(port=port)
-    report = outbox.flush(config_dir=config_dir, timeout=5, max_retries=1)
+    report = outbox.flush(resolve_settings({"config_dir": config_dir, "timeout": 5, "max_retries": 1}))
     assert report.ok and len(report.delivered) == 5
     assert outbox.entries() == []
     stored = all_profiles(server)
@@ -59,7 +60,7 @@ def test_server_down_then_up_then_flush_delivers_each_profile_once(server_factor
     assert sorted(p.segment_tags for p in stored if p.kind == "batch") == [(), (("city", "a"),), (("city", "b"),)]
 
     # flushing again sends nothing more
-    assert outbox.flush(config_dir=config_dir).delivered == []
+    assert outbox.flush(resolve_settings({"config_dir": config_dir})).delivered == []
     assert len(all_profiles(server)) == 5
 
 
@@ -83,12 +84,12 @@ def test_interrupted_flush_rerun_sends_nothing_twice(server_factory, tmp_path, d
 
     monkeypatch.setattr(Outbox, "remove", crash_after_first_put)
     with pytest.raises(KeyboardInterrupt):
-        outbox.flush(config_dir=config_dir)
+        outbox.flush(resolve_settings({"config_dir": config_dir}))
     monkeypatch.setattr(Outbox, "remove", real_remove)
     assert len(outbox.entries()) == 2  # one delivered and removed, one delivered but not removed, one not sent
     assert len(all_profiles(server)) == 2
 
-    report = outbox.flush(config_dir=config_dir)
+    report = outbox.flush(resolve_settings({"config_dir": config_dir}))
     assert report.ok and outbox.entries() == []
     assert len(all_profiles(server)) == 3, "the interrupted entry was re-PUT to its own slot, not sent twice"
     assert server.stats()["upload"] == 3
@@ -96,8 +97,13 @@ def test_interrupted_flush_rerun_sends_nothing_twice(server_factory, tmp_path, d
 
 def test_outbox_off_keeps_nothing(tmp_path, df):
     config_dir = tmp_path / "config"
-    opts = {"endpoint": f"http://127.0.0.1:{free_port()}", "config_dir": str(config_dir), "timeout": 1,
-            "max_retries": 0, "outbox": False}
+    opts = {
+        "endpoint": f"http://127.0.0.1:{free_port()}",
+        "config_dir": str(config_dir),
+        "timeout": 1,
+        "max_retries": 0,
+        "outbox": False,
+    }
     ok, message = why.log(df).writer("songbird").option(**opts).write()
     assert ok is False and "outbox" not in message
     assert Outbox(config_dir / "outbox").entries() == []
@@ -109,3 +115,40 @@ def test_refused_profiles_are_not_kept(server_factory, tmp_path, df):
     ok, message = why.log(df).writer("songbird").option(endpoint=srv.url, config_dir=str(config_dir)).write()
     assert ok is False and "413" in message and "outbox" not in message
     assert Outbox(config_dir / "outbox").entries() == []
+
+
+def test_flush_delivers_into_the_pinned_session(server_factory, tmp_path, df):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    config_dir = tmp_path / "config"
+    server = server_factory(port=port)
+    pinned = whylogs_songbird.SongbirdClient(endpoint).create_session("someone").id
+    server.stop()
+    opts = {"endpoint": endpoint, "config_dir": str(config_dir), "timeout": 1, "max_retries": 0, "session_id": pinned}
+    assert why.log(df).writer("songbird").option(**opts).write()[0] is False
+    server = server_factory(port=port, data_dir=server.data_dir)
+    outbox = Outbox(config_dir / "outbox")
+    (entry,) = outbox.entries()
+    assert entry.pinned_session_id == pinned
+    assert outbox.flush(resolve_settings({"config_dir": config_dir})).ok
+    assert [p.session_id for p in all_profiles(server)] == [pinned]
+    assert server.stats()["create_session"] == 0
+
+
+def test_a_session_lock_held_too_long_is_a_retryable_typed_error(tmp_path, df):
+    from filelock import FileLock
+
+    from whylogs_songbird.errors import SessionBusyError
+    from whylogs_songbird.outbox import is_retryable
+    from whylogs_songbird.session import SessionStore
+
+    config_dir = tmp_path / "config"
+    store = SessionStore(config_dir)
+    store._file_lock.timeout = 0.2
+    other_process = FileLock(str(config_dir / "sessions.json.lock"), thread_local=False)
+    config_dir.mkdir(parents=True)
+    with other_process:
+        with pytest.raises(SessionBusyError, match="try again") as info:
+            store.user_id()
+    assert is_retryable(info.value)
+    assert store.user_id()  # the lock is usable again afterwards

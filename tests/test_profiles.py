@@ -72,6 +72,9 @@ def test_timestamps_in_seconds_or_out_of_range_are_refused():
         to_millis(int(time.time() * 1000) + 10 * 365 * 24 * 3600 * 1000)
     with pytest.raises(ConfigError, match="datetime or epoch milliseconds"):
         to_millis("yesterday")  # type: ignore[arg-type]
+    for odd in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ConfigError, match="finite"):
+            to_millis(odd)
     naive = datetime(2024, 5, 1)
     assert to_millis(naive) == int(datetime(2024, 5, 1, tzinfo=timezone.utc).timestamp() * 1000)
 

@@ -243,3 +243,13 @@ def test_rolling_logger_writes_through_songbird(server, opts, df):
     logger.close()  # flushes the open profile through every writer
     stored = stored_views(server)
     assert len(stored) == 1 and column_counts(stored[0][1])["n"] == 5
+
+
+def test_write_keywords_apply_to_that_call_only(server, opts, df):
+    writer = SongbirdWriter(**opts)
+    ok, _ = writer.write(why.log(df), reference_profile_name="one-off")
+    assert ok
+    ok, _ = writer.write(why.log(df))
+    assert ok
+    kinds = sorted((r.kind, r.alias) for r, _ in stored_views(server))
+    assert kinds == [("batch", None), ("reference", "one-off")]

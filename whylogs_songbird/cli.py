@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -288,22 +288,9 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _publisher(settings: Settings, on_upload: Callable[[], None]) -> Publisher:
-    """A publisher whose client calls ``on_upload`` after each profile it stored (for the progress bar)."""
-    publisher = Publisher(settings)
-    upload = publisher.client.upload_profile
-
-    def upload_and_report(upload_url: str, data: bytes) -> None:
-        upload(upload_url, data)
-        on_upload()
-
-    publisher.client.upload_profile = upload_and_report  # type: ignore[method-assign]
-    return publisher
-
-
 def _publish_with_progress(settings: Settings, items: Sequence[ProfileItem], progress: Progress) -> PublishResult:
     task = progress.add_task("Uploading", total=len(items))
-    with _publisher(settings, lambda: progress.advance(task)) as publisher:
+    with Publisher(settings, on_profile=lambda _: progress.advance(task)) as publisher:
         return publisher.publish(items)
 
 
@@ -709,12 +696,7 @@ def outbox_flush(
         wanted = validate_endpoint(endpoint) if endpoint is not None else None
         outbox = Outbox(settings.outbox_path)
         with _status(_stderr(), f"Delivering {len(outbox.entries(wanted))} profiles"):
-            report = outbox.flush(
-                endpoint=wanted,
-                config_dir=settings.config_dir,
-                timeout=settings.timeout,
-                max_retries=settings.max_retries,
-            )
+            report = outbox.flush(settings, endpoint=wanted)
         for entry in report.delivered:
             typer.echo(f"{entry.kind:<9} {entry.label:<32} {entry.observatory_url or '(no link)'}")
         if report.failed:
@@ -944,7 +926,7 @@ def demo_command(
 
             items = demo.profile_demo(data, step)
             upload = progress.add_task("Uploading", total=len(items))
-            with _publisher(settings, lambda: progress.advance(upload)) as publisher:
+            with Publisher(settings, on_profile=lambda _: progress.advance(upload)) as publisher:
                 report = demo.publish_demo(data, items, publisher=publisher, progress=step)
         console.print(
             f"published 1 reference and {len(data.batches)} daily batches to {settings.endpoint} "

@@ -8,9 +8,10 @@ config directory for ``whylogs-songbird`` unless ``SONGBIRD_CONFIG_DIR`` names a
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from whylogs_songbird.client import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_ENDPOINT,
     DEFAULT_MAX_RETRIES,
+    SongbirdClient,
     validate_endpoint,
     validate_session_id,
 )
@@ -43,9 +45,9 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
 }
 
 
-def config_dir() -> Path:
+def config_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The directory holding ``config.json``, the stored guest sessions and the outbox."""
-    override = os.environ.get("SONGBIRD_CONFIG_DIR")
+    override = (os.environ if environ is None else environ).get("SONGBIRD_CONFIG_DIR")
     return Path(override) if override else Path(platformdirs.user_config_dir(APP_NAME))
 
 
@@ -102,6 +104,8 @@ def _coerce(name: str, value: Any) -> Any:
             number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be a number of seconds, not {value!r}.") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{name} must be a finite number of seconds, not {value!r}.")
         if name == "timeout" and not number > 0:
             raise ConfigError(f"timeout must be more than 0 seconds, not {value!r}.")
         if name == "backoff" and not 0 <= number <= 60:
@@ -110,7 +114,9 @@ def _coerce(name: str, value: Any) -> Any:
     if name in ("max_retries", "max_workers"):
         try:
             number = int(value)
-        except (TypeError, ValueError):
+            if isinstance(value, bool) or (isinstance(value, float) and value != number):
+                raise ValueError(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name} must be a whole number, not {value!r}.") from None
         low = 0 if name == "max_retries" else 1
         if number < low or number > 64:
@@ -119,6 +125,8 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "outbox":
         return _parse_bool(name, value)
     if name in ("outbox_dir", "config_dir"):
+        if not isinstance(value, str | os.PathLike) or not str(value).strip():
+            raise ConfigError(f"{name} must be a directory path, not {value!r}.")
         return Path(value).expanduser()
     raise ConfigError(f"unknown setting {name!r}")
 
@@ -153,7 +161,7 @@ def resolve_settings(options: Mapping[str, Any] | None = None, environ: Mapping[
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"Unknown songbird option(s) {unknown}; known options: {sorted(known)}.")
-    directory = _coerce("config_dir", options["config_dir"]) if "config_dir" in options else config_dir()
+    directory = _coerce("config_dir", options["config_dir"]) if "config_dir" in options else config_dir(env)
     from_file = read_config_file(directory)
     values: dict[str, Any] = {"config_dir": directory}
     for f in fields(Settings):
@@ -170,10 +178,13 @@ def resolve_settings(options: Mapping[str, Any] | None = None, environ: Mapping[
     return Settings(**values)
 
 
-def with_options(settings: Settings, **options: Any) -> Settings:
-    """A copy of ``settings`` with explicit options applied (checked the same way)."""
-    known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"Unknown songbird option(s) {unknown}; known options: {sorted(known)}.")
-    return replace(settings, **{k: _coerce(k, v) for k, v in options.items() if v is not None})
+def make_client(settings: Settings, endpoint: str | None = None) -> SongbirdClient:
+    """The client these settings describe (for ``endpoint`` instead of ``settings.endpoint`` if given)."""
+    return SongbirdClient(
+        endpoint or settings.endpoint,
+        api_key=settings.api_key,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        backoff_factor=settings.backoff,
+        pool_size=max(settings.max_workers, 4),
+    )

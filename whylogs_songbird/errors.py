@@ -19,6 +19,10 @@ class SongbirdConnectionError(SongbirdError, ConnectionError):
     """The server could not be reached, or did not answer in time."""
 
 
+class SessionBusyError(SongbirdConnectionError):
+    """Another process held the stored-session lock too long (it is waiting on a slow server)."""
+
+
 class SongbirdProtocolError(SongbirdError):
     """The server answered 2xx, but not with what the contract promises (malformed JSON, wrong shape)."""
 

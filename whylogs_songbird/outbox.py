@@ -22,7 +22,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from whylogs_songbird.client import SongbirdClient
+from whylogs_songbird.config import Settings, make_client
 from whylogs_songbird.errors import (
     AuthError,
     SongbirdApiError,
@@ -57,6 +57,8 @@ class OutboxEntry:
     created_at: float = 0.0
     error: str = ""
     size: int = 0
+    #: The session the publish was pinned to (``session_id`` option), if any: flush goes there too.
+    pinned_session_id: str | None = None
     #: Set once a slot was requested: where the bytes go (so a rerun never asks twice).
     session_id: str | None = None
     upload_id: str | None = None
@@ -100,6 +102,7 @@ class Outbox:
         alias: str | None,
         segment_tags: tuple[SegmentTag, ...],
         error: str,
+        pinned_session_id: str | None = None,
     ) -> OutboxEntry:
         """Keep one profile for later; returns the entry (its files are complete when this returns)."""
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -113,6 +116,7 @@ class Outbox:
             created_at=time.time(),
             error=error,
             size=len(data),
+            pinned_session_id=pinned_session_id,
         )
         data_path, _ = self._paths(entry.id)
         tmp = data_path.with_suffix(".bin.tmp")
@@ -154,16 +158,9 @@ class Outbox:
         json_path.unlink(missing_ok=True)  # the commit marker goes first: no half-entry is ever listed
         data_path.unlink(missing_ok=True)
 
-    def flush(
-        self,
-        *,
-        endpoint: str | None = None,
-        config_dir: Path,
-        timeout: float = 60.0,
-        max_retries: int = 3,
-        lock_timeout: float = 0,
-    ) -> FlushReport:
-        """Deliver every entry (for ``endpoint`` if given). Safe to interrupt and rerun."""
+    def flush(self, settings: Settings, *, endpoint: str | None = None, lock_timeout: float = 0) -> FlushReport:
+        """Deliver every entry (only those for ``endpoint`` if given), each to the endpoint and session
+        it was meant for, with the transport ``settings`` (timeout, retries). Safe to interrupt and rerun."""
         self.directory.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.directory / ".flush.lock"), timeout=lock_timeout)
         try:
@@ -173,14 +170,15 @@ class Outbox:
                 f"Another flush of {self.directory} is running; wait for it to finish and run flush again."
             ) from None
         report = FlushReport()
-        sessions: dict[str, GuestSession] = {}
+        sessions: dict[tuple[str, str | None], GuestSession] = {}
         try:
             for entry in self.entries(endpoint):
-                if entry.endpoint not in sessions:
-                    client = SongbirdClient(entry.endpoint, timeout=timeout, max_retries=max_retries)
-                    sessions[entry.endpoint] = GuestSession(client, SessionStore.for_directory(config_dir))
+                key = (entry.endpoint, entry.pinned_session_id)
+                if key not in sessions:
+                    store = SessionStore.for_directory(settings.config_dir)
+                    sessions[key] = GuestSession(make_client(settings, entry.endpoint), store, entry.pinned_session_id)
                 try:
-                    self._deliver(entry, sessions[entry.endpoint])
+                    self._deliver(entry, sessions[key])
                 except SongbirdError as exc:
                     entry.error = str(exc)
                     self._write(entry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -108,6 +109,8 @@ def to_millis(value: datetime | int | float, *, what: str = "dataset_timestamp")
         moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         millis = int(round(moment.timestamp() * 1000))
     elif isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{what} must be a finite number of epoch milliseconds, not {value!r}.")
         millis = int(value)
         if 0 < millis < MIN_MILLIS:
             raise ConfigError(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from whylogs_songbird.client import SongbirdClient
-from whylogs_songbird.config import Settings, resolve_settings
+from whylogs_songbird.config import Settings, make_client, resolve_settings
 from whylogs_songbird.errors import PublishError, SongbirdError
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, SegmentTag
 from whylogs_songbird.outbox import Outbox, is_retryable
@@ -122,14 +122,15 @@ class PublishResult:
         )
 
 
-FailureHook = Callable[[ProfileItem, PublishedProfile, Exception], None]
+ProfileHook = Callable[[PublishedProfile], None]
 
 
 class Publisher:
     """Publishes upload items to one songbird endpoint, in one guest session.
 
     Holds one `SongbirdClient` (and so one connection pool) and one `GuestSession`; reuse it
-    for many publishes. ``on_failure`` is called for each profile that finally failed.
+    for many publishes. ``on_profile`` is called (from worker threads) as each profile is done,
+    landed or not: a progress bar's hook.
     """
 
     def __init__(
@@ -138,21 +139,14 @@ class Publisher:
         *,
         client: SongbirdClient | None = None,
         session: GuestSession | None = None,
-        on_failure: FailureHook | None = None,
+        on_profile: ProfileHook | None = None,
     ) -> None:
         self.settings = settings or resolve_settings()
-        self.client = client or SongbirdClient(
-            self.settings.endpoint,
-            api_key=self.settings.api_key,
-            timeout=self.settings.timeout,
-            max_retries=self.settings.max_retries,
-            backoff_factor=self.settings.backoff,
-            pool_size=max(self.settings.max_workers, 4),
-        )
+        self.client = client or make_client(self.settings)
         self.session = session or GuestSession(
             self.client, SessionStore.for_directory(self.settings.config_dir), self.settings.session_id
         )
-        self.on_failure = on_failure
+        self.on_profile = on_profile
         self.outbox = Outbox(self.settings.outbox_path) if self.settings.outbox else None
 
     def close(self) -> None:
@@ -189,8 +183,6 @@ class Publisher:
             exc = result.exception or RuntimeError(result.error or "failed")
             if self.outbox is not None and is_retryable(exc):
                 self._keep(item, result)
-            if self.on_failure is not None:
-                self.on_failure(item, result, exc)
         publish_result = PublishResult(endpoint=self.client.endpoint, profiles=results)
         self._add_links(publish_result)
         return publish_result
@@ -222,6 +214,7 @@ class Publisher:
                 result.observatory_url, result.size, result.ok = response.observatory_url, len(data), True
             except Exception as exc:
                 self._fail(result, exc)
+            self._done(result)
 
         return task
 
@@ -245,6 +238,7 @@ class Publisher:
         except Exception as exc:
             for i in indexes:
                 self._fail(results[i], exc)
+                self._done(results[i])
             return []
 
         def put(item: ProfileItem, result: PublishedProfile, slot: Any) -> Callable[[], None]:
@@ -255,6 +249,7 @@ class Publisher:
                     result.observatory_url, result.size, result.ok = slot.observatory_url, len(data), True
                 except Exception as exc:
                     self._fail(result, exc)
+                self._done(result)
 
             return task
 
@@ -276,6 +271,7 @@ class Publisher:
                 alias=item.alias,
                 segment_tags=item.segment_tags,
                 error=result.error or "",
+                pinned_session_id=self.session.pinned_session_id,
             )
         except OSError as exc:
             result.error = f"{result.error} (and it could not be saved to the outbox {self.outbox.directory}: {exc})"
@@ -286,6 +282,10 @@ class Publisher:
             "run `songbird outbox flush` to deliver it when the server is back."
         )
         logger.warning("songbird: %s kept in the outbox as %s", result.label, entry.id)
+
+    def _done(self, result: PublishedProfile) -> None:
+        if self.on_profile is not None:
+            self.on_profile(result)
 
     @staticmethod
     def _fail(result: PublishedProfile, exc: Exception) -> None:

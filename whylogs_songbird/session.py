@@ -19,11 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from whylogs_songbird.client import SongbirdClient
-from whylogs_songbird.config import Settings, resolve_settings
-from whylogs_songbird.errors import ConfigError, SessionNotFoundError
+from whylogs_songbird.config import Settings, make_client, resolve_settings
+from whylogs_songbird.errors import ConfigError, SessionBusyError, SessionNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,13 @@ class _Locked:
         try:
             self._store.directory.mkdir(parents=True, exist_ok=True)
             self._store._file_lock.acquire()
+        except Timeout:
+            self._store._thread_lock.release()
+            raise SessionBusyError(
+                f"Another process held the session lock {self._store._file_lock.lock_file} for "
+                f"{self._store._file_lock.timeout:g} s (it is probably waiting on a slow server to create a "
+                "session); try again."
+            ) from None
         except BaseException:
             self._store._thread_lock.release()
             raise
@@ -162,6 +169,11 @@ class GuestSession:
     @property
     def endpoint(self) -> str:
         return self.client.endpoint
+
+    @property
+    def pinned_session_id(self) -> str | None:
+        """The explicit session this publishes into, if one was given (and not since renewed)."""
+        return self._explicit
 
     def session_id(self) -> str:
         """The session id to use, creating and storing a session if none is stored."""
@@ -231,13 +243,7 @@ class GuestSession:
 
 def _open(options: dict[str, Any]) -> tuple[Settings, GuestSession]:
     settings = resolve_settings(options)
-    client = SongbirdClient(
-        settings.endpoint,
-        api_key=settings.api_key,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
-        backoff_factor=settings.backoff,
-    )
+    client = make_client(settings)
     return settings, GuestSession(client, SessionStore.for_directory(settings.config_dir), settings.session_id)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import fields
 from typing import Any
 
 from whylogs.api.writer import Writer, Writers
@@ -42,6 +43,7 @@ class SongbirdWriter(Writer):
 
     def __init__(self, **options: Any) -> None:
         self._options: dict[str, Any] = {}
+        self._settings: Settings | None = None
         self._publisher: Publisher | None = None
         self._lock = threading.Lock()
         self.last_result: PublishResult | None = None
@@ -54,32 +56,41 @@ class SongbirdWriter(Writer):
 
     def option(self, **kwargs: Any) -> SongbirdWriter:
         """Set options; each is checked now, so a bad value fails here rather than at write time."""
-        settings_options = {k: v for k, v in kwargs.items() if k not in _WRITE_OPTIONS}
-        if settings_options:
-            resolve_settings({**self._settings_options(), **settings_options})  # validates
+        settings = self._check(kwargs)
+        with self._lock:
+            self._options.update({k: v for k, v in kwargs.items() if v is not None})
+            if settings is not None:
+                # A publish running in another thread keeps the old publisher; new writes use new settings.
+                self._settings, self._publisher = settings, None
+        return self
+
+    def _check(self, kwargs: dict[str, Any]) -> Settings | None:
+        """Validate options; returns the settings they give, or None if they change no setting."""
         if kwargs.get("reference_profile_name") is not None:
             check_alias(kwargs["reference_profile_name"])
         if kwargs.get("dataset_timestamp") is not None:
             to_millis(kwargs["dataset_timestamp"])
-        with self._lock:
-            self._options.update({k: v for k, v in kwargs.items() if v is not None})
-            if settings_options and self._publisher is not None:
-                self._publisher.close()
-                self._publisher = None
-        return self
+        settings_options = {k: v for k, v in kwargs.items() if k not in _WRITE_OPTIONS}
+        if not settings_options:
+            return None
+        return resolve_settings({**self._settings_options(), **settings_options})
 
     def _settings_options(self) -> dict[str, Any]:
         return {k: v for k, v in self._options.items() if k not in _WRITE_OPTIONS}
 
     @property
     def settings(self) -> Settings:
-        """The settings in force: options > environment > config file > defaults."""
-        return resolve_settings(self._settings_options())
+        """The settings in force: options > environment > config file > defaults (read at first use)."""
+        with self._lock:
+            if self._settings is None:
+                self._settings = resolve_settings(self._settings_options())
+            return self._settings
 
     def _get_publisher(self) -> Publisher:
+        settings = self.settings
         with self._lock:
             if self._publisher is None:
-                self._publisher = Publisher(resolve_settings(self._settings_options()))
+                self._publisher = Publisher(settings)
             return self._publisher
 
     def check_interval(self, interval_seconds: int) -> None:
@@ -88,26 +99,36 @@ class SongbirdWriter(Writer):
     def write(
         self, file: Writable, dest: str | None = None, **kwargs: Any
     ) -> tuple[bool, str | list[tuple[bool, str]]]:
-        """Publish ``file`` (any whylogs Writable). ``dest`` is ignored: songbird picks the place."""
+        """Publish ``file`` (any whylogs Writable). ``dest`` is ignored: songbird picks the place.
+
+        Options given as keywords here apply to this call only; ``option()`` sets them for good.
+        """
+        once = {k: v for k, v in kwargs.items() if v is not None and (k in _WRITE_OPTIONS or k in _SETTINGS)}
+        publisher: Publisher | None = None
         try:
-            if kwargs:
-                known = {k: v for k, v in kwargs.items() if k in _WRITE_OPTIONS or k in Settings.__dataclass_fields__}
-                if known:
-                    self.option(**known)
+            settings = self._check(once)
+            choice = {**self._options, **once}
             items = items_from(
                 file,
-                dataset_timestamp=self._options.get("dataset_timestamp"),
-                reference_name=self._options.get("reference_profile_name"),
+                dataset_timestamp=choice.get("dataset_timestamp"),
+                reference_name=choice.get("reference_profile_name"),
             )
-            result = self._get_publisher().publish(items)
+            publisher = Publisher(settings) if settings is not None else None
+            result = (publisher or self._get_publisher()).publish(items)
         except SongbirdError as exc:
             logger.error("songbird writer: nothing was published: %s", exc)
             return False, f"songbird: nothing was published: {exc}"
         except Exception as exc:  # a whylogs writer reports failure, it does not raise
             logger.exception("songbird writer: nothing was published")
             return False, f"songbird: nothing was published: {type(exc).__name__}: {exc}"
+        finally:
+            if publisher is not None:
+                publisher.close()
         self.last_result = result
         return as_whylogs_answer(result)
+
+
+_SETTINGS = frozenset(f.name for f in fields(Settings))
 
 
 def as_whylogs_answer(result: PublishResult) -> tuple[bool, str | list[tuple[bool, str]]]:
