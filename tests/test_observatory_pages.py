@@ -30,6 +30,7 @@ from whylogs_songbird.server.observatory import (  # noqa: E402
     observatory_link,
     segment_label,
 )
+from whylogs_songbird.server.store import parse_timestamp_selector  # noqa: E402
 
 TIMEOUT = 30
 TS_REF = 1_700_000_000_000
@@ -350,6 +351,60 @@ def test_odd_queries_never_fail_with_500(site):
             r = requests.get(base, params=params, timeout=TIMEOUT)
             assert r.status_code < 500, (params, r.status_code)
         assert get(f"{server.url}/sessions/{requests.utils.quote(value, safe='')}").status_code < 500
+
+
+def test_malformed_timestamp_selectors_answer_400_not_500(site):
+    server, sid, ref = site["server"], site["session_id"], site["ref_id"]
+    base = f"{server.url}/resources/model-1/profiles"
+    malformed = ["--5", "--2", "-", "5-", "1-2", "+5", "-+5", " 5", "5 ", "5\n", "٣", "0x10", "-" + "9" * 19, "9" * 20]
+    for value in malformed:
+        for profiles in ([value], [ref, value], [TS_1, value, ref]):
+            r = requests.get(base, params={"profile": profiles, "sessionToken": sid}, timeout=TIMEOUT)
+            assert r.status_code == 400, (profiles, r.status_code)
+            assert f"{value!r} is not a profile" in error_message(r), (profiles, error_message(r))
+    # with a segment, and as the timestamp of a one-profile page
+    r = requests.get(base, params={"profile": ["--2", TS_REF], "sessionToken": sid, "segment": "a=b"}, timeout=TIMEOUT)
+    assert r.status_code == 400
+
+
+def test_timestamp_selectors_are_parsed_by_one_helper(tmp_path):
+    assert parse_timestamp_selector(str(TS_1)) == TS_1
+    assert parse_timestamp_selector("-5") == -5 and parse_timestamp_selector("0") == 0
+    assert parse_timestamp_selector(str(2**63 - 1)) == 2**63 - 1
+    assert parse_timestamp_selector(str(-(2**63))) == -(2**63)
+    for bad in ("--5", "-", "", "+5", "1e3", "١٢٣", "5\n", " 5", str(2**63), str(-(2**63) - 1), "9" * 20, "ref-x"):
+        assert parse_timestamp_selector(bad) is None, bad
+    store = Store(tmp_path)
+    try:
+        session = store.create_session("u")
+        upload = store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=-5)
+        store.store_profile_bytes(upload.id, why.log(frame(n=10)).view().serialize())
+        assert [u.id for u in store.resolve_profile(session.id, "-5")] == [upload.id]
+        for bad in ("--5", "--2", "-", str(2**63)):
+            assert store.resolve_profile(session.id, bad) == []
+    finally:
+        store.close()
+
+
+def test_a_column_too_wide_to_chart_still_renders(tmp_path):
+    df = pd.DataFrame({"x": [-1e308, 1e308, 0.0], "y": [1.0, 2.0, 3.0]})
+    with LocalServer(data_dir=tmp_path / "data") as server:
+        ok, url = write(server, tmp_path / "cfg", df)
+        assert ok
+        r = get(url)
+        assert r.status_code == 200, error_message(r)
+        x = card(r.text, "x")
+        assert "range too wide to chart" in x and "data-chart=" not in x
+        assert cell(x, "count") == ("3", "3") and cell(x, "max")[0] == repr(1e308)
+        charts = chart_payload(r.text)["charts"]
+        assert "0" not in charts and charts["1"]["kind"] == "histogram"  # x has no chart, y has one
+        sid = query(url)["sessionToken"][0]
+        ok, url2 = write(server, tmp_path / "cfg", pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [1.0, 2.0, 3.0]}))
+        assert ok
+        upload_ids = [u.id for u in server.store.list_profiles(sid)]
+        r = get(page_url(server, upload_ids, sid))  # compared with a profile that can be charted
+        assert r.status_code == 200, error_message(r)
+        assert "range too wide to chart" in card(r.text, "x")
 
 
 def test_broken_profile_file_gives_a_clear_page_not_a_500(tmp_path):

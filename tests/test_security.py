@@ -1,5 +1,6 @@
 """Server security: signatures, secrets, ids, paths, sizes, binding, logs, and the wire rules."""
 
+import asyncio
 import hashlib
 import http.client
 import inspect
@@ -14,6 +15,7 @@ import sys
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import httpx
 import pytest
 import requests
 import whylogs as why
@@ -269,6 +271,38 @@ def test_binds_loopback_unless_told_otherwise(server):
     assert urlsplit(server.url).hostname == "127.0.0.1"
     with pytest.raises(ValueError, match="127.0.0.1"):
         LocalServer(host="0.0.0.0")
+
+
+def landing_page(tmp_path, host):
+    """The landing page of an app configured to bind ``host``, asked in-process (no socket is opened)."""
+    the_app = create_app(ServerConfig(host=host, data_dir=tmp_path / "data", api_keys=[ANY_ORG_KEY]))
+
+    async def visit():
+        transport = httpx.ASGITransport(app=the_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8787") as client:
+            session_id = (await client.post("/v0/sessions", json={"userId": "u"})).json()["id"]
+            return session_id, await client.get("/"), await client.get(f"/sessions/{session_id}")
+
+    try:
+        session_id, page, session_page = asyncio.run(visit())
+    finally:
+        the_app.state.store.close()
+    assert page.status_code == 200 and session_page.status_code == 200
+    return session_id, page.text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_landing_page_lists_sessions_on_loopback(tmp_path, host):
+    session_id, text = landing_page(tmp_path, host)
+    assert f'href="/sessions/{session_id}"' in text
+    assert "not listed" not in text
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "songbird.example.internal"])
+def test_landing_page_hides_session_ids_when_reachable_from_other_machines(tmp_path, host):
+    session_id, text = landing_page(tmp_path, host)
+    assert session_id not in text and 'id="sessions"' not in text
+    assert "Sessions are not listed here because this server is reachable from other machines" in text
 
 
 # -- secrets never logged --------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The local songbird server over real HTTP on loopback: every operation and every error path."""
 
 import hashlib
+import inspect
 import logging
 import os
 import stat
@@ -14,7 +15,8 @@ from conftest import ANY_ORG_KEY, ORG_KEY, make_profile_bytes
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from whylogs_songbird.server import LocalServer, ServerConfig
+from whylogs_songbird.server import LocalServer, ServerConfig, common, faults, observatory
+from whylogs_songbird.server import app as app_module
 from whylogs_songbird.server.embedded import RedactQueryFilter
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
 from whylogs_songbird.server.store import ID_PATTERN
@@ -502,6 +504,51 @@ def test_bad_input_is_400_with_a_readable_message(server):
     assert "datasetTimestamp" in message(cases[0])
     assert "not valid JSON" in message(cases[5])
     assert "Content-Type" in message(cases[6])
+
+
+LONE_SURROGATE_MESSAGE = "The request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text."
+
+
+def test_lone_surrogates_are_refused_in_every_text_field(server):
+    session_id = new_session(server)
+    bodies = [
+        ("/v0/sessions", '{"userId": "\\udc80"}'),
+        (f"/v0/sessions/{session_id}/reference", '{"alias": "a\\ud800b"}'),
+        (f"/v0/sessions/{session_id}/reference", '{"alias": "ok", "region": "\\udfff"}'),
+        (f"/v0/sessions/{session_id}/references", '{"references": [{"alias": "ok"}, {"alias": "\\udfff"}]}'),
+        (
+            f"/v0/sessions/{session_id}/upload",
+            '{"datasetTimestamp": 1, "segmentTags": [{"key": "k", "value": "\\ud800"}]}',
+        ),
+        (f"/v0/sessions/observatory-link/{session_id}", '{"referenceProfileIds": ["ref-\\ud800"]}'),
+    ]
+    for path, body in bodies:
+        r = requests.post(
+            f"{server.url}{path}", data=body, headers={"Content-Type": "application/json"}, timeout=TIMEOUT
+        )
+        assert r.status_code == 400 and message(r) == LONE_SURROGATE_MESSAGE, (path, r.status_code, r.text)
+    assert server.store.list_profiles(session_id) == [] and len(server.store.recent_sessions()) == 1
+    # valid text outside the Basic Multilingual Plane (a surrogate pair in JSON) is fine
+    assert new_reference(server, session_id, alias="emoji \U0001f426 and \\ud83d")["alias"].startswith("emoji")
+
+
+def test_text_check_walks_the_fields_without_reserializing_the_body():
+    source = inspect.getsource(app_module._check_text)
+    assert "json.dumps" not in source and "to_wire" not in source and "model_dump" not in source
+
+
+def test_links_error_answers_and_segment_labels_have_one_implementation(server):
+    assert not hasattr(app_module, "observatory_url")
+    assert observatory.observatory_link is common.observatory_link
+    assert observatory.segment_label is common.segment_label
+    assert app_module.error_response is common.error_response and faults.error_response is common.error_response
+    assert not hasattr(faults, "_error")
+    # the API's links and the pages' links come out of the same helper
+    session_id = new_session(server)
+    tags = [("city", "a&b/?#=,x"), ("k", "v v")]
+    up = new_batch_upload(server, session_id, tags=tags)
+    assert up["observatoryUrl"] == common.observatory_link(server.url, session_id, [TS], [common.segment_label(tags)])
+    assert parse_qs(urlsplit(up["observatoryUrl"]).query)["segment"] == ["city=a&b/?#=,x,k=v v"]
 
 
 def test_unknown_route_and_method_answer_json(server):

@@ -208,3 +208,21 @@ def test_unusual_values_stay_finite_or_none():
         for value in (column.mean, column.stddev, column.min, column.max, column.median):
             assert value is None or math.isfinite(value)
     json.dumps([S.chart_data(n, [view], [summary]) for n in summary.columns], allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [-1e308, 1e308, 0.0],  # the span overflows to inf
+        [1.7976931348623157e308, 1.7e308, 0.0],  # the right edge overflows to inf
+        [1.7976931348623157e308] * 3,  # one value: its bin's edge overflows
+    ],
+)
+def test_a_range_too_wide_for_floats_gives_a_note_not_nan_bins(values):
+    view = why.log(pd.DataFrame({"x": values})).view()
+    summary = S.summarize_profile(view)
+    assert S.histogram([view.get_column("x")]) == {"note": S.RANGE_TOO_WIDE}
+    assert S.chart_data("x", [view], [summary]) == {"kind": "note", "note": S.RANGE_TOO_WIDE}
+    other = why.log(pd.DataFrame({"x": [0.0, 1.0, 2.0]})).view()  # shared bins with a narrow profile
+    assert S.histogram([other.get_column("x"), view.get_column("x")]) == {"note": S.RANGE_TOO_WIDE}
+    assert S.histogram([other.get_column("x")])["edges"][0] == 0.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -18,12 +17,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,6 +46,7 @@ from whylogs_songbird.models import (
     SessionMetadata,
     WireModel,
 )
+from whylogs_songbird.server.common import error_response, is_loopback_host, observatory_link, segment_label
 from whylogs_songbird.server.config import RequestHook, ServerConfig
 from whylogs_songbird.server.faults import FaultInjector
 from whylogs_songbird.server.observatory import mount_observatory
@@ -94,11 +94,6 @@ class BodyTooLargeError(StarletteHTTPException):
 
     def __init__(self, message: str) -> None:
         super().__init__(status_code=413, detail=message)
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """A JSON error answer shaped like ``models.ErrorResponse``."""
-    return JSONResponse(ErrorResponse(message=message).to_wire(), status_code=status, headers=headers)
 
 
 def _json(model: WireModel, status: int = 200) -> JSONResponse:
@@ -156,17 +151,6 @@ class ApiKeyRing:
 # -- links -------------------------------------------------------------------------------------
 
 
-def observatory_url(
-    base_url: str, session_id: str, profiles: Sequence[str | int], segment_tags: Sequence[tuple[str, str]] = ()
-) -> str:
-    """``<base>/resources/model-1/profiles?profile=…[&profile=…]&sessionToken=…[&segment=k=v,…]``."""
-    params: list[tuple[str, str]] = [("profile", str(p)) for p in profiles]
-    params.append(("sessionToken", session_id))
-    if segment_tags:
-        params.append(("segment", ",".join(f"{k}={v}" for k, v in segment_tags)))
-    return f"{base_url}/resources/{GUEST_MODEL_ID}/profiles?{urlencode(params)}"
-
-
 def _base_url(config: ServerConfig, request: Request) -> str:
     return config.public_url or str(request.base_url).rstrip("/")
 
@@ -174,14 +158,29 @@ def _base_url(config: ServerConfig, request: Request) -> str:
 # -- validation helpers ------------------------------------------------------------------------
 
 
+def _has_lone_surrogate(value: object) -> bool:
+    """Whether a string anywhere in ``value`` (a model, list, tuple or dict of them) is not valid UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, BaseModel):
+        return any(_has_lone_surrogate(getattr(value, name)) for name in type(value).model_fields)
+    if isinstance(value, list | tuple):
+        return any(_has_lone_surrogate(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    return False
+
+
 def _check_text(model: WireModel) -> None:
-    """Refuse strings SQLite cannot store (lone surrogates, which JSON escapes can carry)."""
-    try:
-        json.dumps(model.to_wire(), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(
-            400, "The request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text."
-        ) from None
+    """Refuse strings SQLite cannot store (lone surrogates, which JSON escapes can carry).
+
+    Only the string fields are looked at; the body is not serialized again."""
+    if _has_lone_surrogate(model):
+        raise ApiError(400, "The request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text.")
 
 
 def _describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -446,7 +445,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             id=upload.id,
             model_id=GUEST_MODEL_ID,
             alias=upload.alias,
-            observatory_url=observatory_url(base, session_id, [upload.id]),
+            observatory_url=observatory_link(base, session_id, [upload.id]),
             upload_url=upload_url(base, upload),
             upload_timestamp=upload.created_at,
         )
@@ -493,8 +492,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         baseline_first: list[str | int] = [*body.reference_profile_ids, *body.batch_profile_timestamps]
         return _json(
             GetProfileObservatoryLinkResponse(
-                observatory_url=observatory_url(base, session_id, baseline_first),
-                individual_observatory_urls=[observatory_url(base, session_id, [s]) for s in selectors],
+                observatory_url=observatory_link(base, session_id, baseline_first),
+                individual_observatory_urls=[observatory_link(base, session_id, [s]) for s in selectors],
             )
         )
 
@@ -559,7 +558,9 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             CreateDatasetProfileUploadResponse(
                 id=upload.id,
                 upload_url=upload_url(base, upload),
-                observatory_url=observatory_url(base, session_id, [body.dataset_timestamp], tags),
+                observatory_url=observatory_link(
+                    base, session_id, [body.dataset_timestamp], [segment_label(tags)] if tags else []
+                ),
                 dataset_id=GUEST_MODEL_ID,
                 upload_timestamp=upload.created_at,
             )
@@ -607,7 +608,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         return _json(
             BatchLogSessionReferenceResponse(
                 references=[reference_response(base, session_id, u) for u in uploads],
-                observatory_url=observatory_url(base, session_id, [u.id for u in uploads[:MAX_PROFILES_PER_LINK]]),
+                observatory_url=observatory_link(base, session_id, [u.id for u in uploads[:MAX_PROFILES_PER_LINK]]),
             )
         )
 
@@ -695,7 +696,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
 
     # -- observatory pages (landing, sessions, profiles, static files) --
 
-    mount_observatory(app, the_store, public_url=config.public_url)
+    # Session ids open their profiles: list them on the landing page only when no other machine can reach it.
+    mount_observatory(app, the_store, public_url=config.public_url, list_sessions=is_loopback_host(config.host))
 
     # -- local extras --
 

@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from whylogs_songbird.models import ErrorResponse
+from whylogs_songbird.server.common import error_response
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -57,7 +57,7 @@ class DroppedConnection(Response):
         transport = getattr(cycle, "transport", None)
         if not isinstance(transport, asyncio.BaseTransport):
             logger.warning("fault injection: cannot drop a connection under this server; answering 503 instead")
-            await _error(503, "Injected fault (a dropped connection, emulated as 503).")(scope, receive, send)
+            await error_response(503, "Injected fault (a dropped connection, emulated as 503).")(scope, receive, send)
             return
         transport.close()
         # Let the server see the connection go before the app returns, so it neither answers
@@ -73,10 +73,6 @@ def check_fault_rate(rate: Any) -> float:
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
         raise ValueError(f"fault_rate must be a number from 0 to 1, got {rate!r}")
     return float(rate)
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(ErrorResponse(message=message).to_wire(), status_code=status, headers=headers)
 
 
 class FaultInjector:
@@ -120,10 +116,12 @@ class FaultInjector:
         if kind == "drop":
             return DroppedConnection()
         if kind == "429":
-            return _error(429, f"{said}: too many requests; retry after {retry_after} s.", {"Retry-After": retry_after})
+            return error_response(
+                429, f"{said}: too many requests; retry after {retry_after} s.", {"Retry-After": retry_after}
+            )
         if kind == "503":
-            return _error(503, f"{said}: the server is unavailable; retry later.")
-        return _error(500, f"{said}: the server failed; retry later.")
+            return error_response(503, f"{said}: the server is unavailable; retry later.")
+        return error_response(500, f"{said}: the server failed; retry later.")
 
 
 def _count(request: Request, name: str) -> None:

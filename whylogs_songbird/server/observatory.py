@@ -2,7 +2,8 @@
 
 Routes (see :func:`observatory_router`):
 
-- ``GET /`` — landing page: recent sessions and how to point the writer here;
+- ``GET /`` — landing page: how to point the writer here, and the recent sessions (only when the
+  server listens on loopback: a session id is what opens its profiles, see ``list_sessions``);
 - ``GET /sessions/{session_id}`` — every profile of a session, newest first, pick up to 3;
 - ``GET /resources/{model_id}/profiles?profile=…&sessionToken=…[&segment=…]`` — 1 to 3
   profiles side by side: headers, per-column summaries, charts and (2+ profiles) drift;
@@ -28,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -37,7 +37,8 @@ from markupsafe import Markup
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
-from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id
+from whylogs_songbird.server.common import observatory_link, segment_label
+from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id, parse_timestamp_selector
 from whylogs_songbird.server.summaries import (
     DRIFT_CATEGORIES,
     DriftScore,
@@ -208,11 +209,6 @@ class ProfileCache:
 # -- selections ------------------------------------------------------------------------------
 
 
-def segment_label(tags: Sequence[tuple[str, str]]) -> str:
-    """``key=value,key=value``: how links name a segment (the ``segment`` query parameter)."""
-    return ",".join(f"{k}={v}" for k, v in tags)
-
-
 def format_timestamp(millis: int | None) -> str:
     if millis is None:
         return "—"
@@ -283,14 +279,6 @@ class Selection:
         return f"batch {self.timestamp_text}"
 
 
-def observatory_link(base: str, session_id: str, selectors: Sequence[str], segments: Sequence[str] = ()) -> str:
-    """A link to the profiles page; every value is URL-encoded."""
-    params: list[tuple[str, str]] = [("profile", s) for s in selectors]
-    params.append(("sessionToken", session_id))
-    params.extend(("segment", s) for s in segments)
-    return f"{base}/resources/{GUEST_MODEL_ID}/profiles?{urlencode(params)}"
-
-
 def _parse_segments(raw: list[str], selectors: list[str]) -> list[str | None]:
     """The segment asked for each selector: one ``segment`` applies to every batch timestamp;
     one per profile applies positionally (an empty value means the whole batch)."""
@@ -319,14 +307,11 @@ def _parse_segments(raw: list[str], selectors: list[str]) -> list[str | None]:
 
 
 def _is_timestamp(selector: str) -> bool:
-    return selector.isascii() and selector.lstrip("-").isdigit() and len(selector) <= 20
+    return parse_timestamp_selector(selector) is not None
 
 
 def _check_selector(selector: str) -> None:
-    if _is_timestamp(selector):
-        if -(2**63) <= int(selector) < 2**63:
-            return
-    elif is_valid_id(selector, "ref") or is_valid_id(selector, "log"):
+    if _is_timestamp(selector) or is_valid_id(selector, "ref") or is_valid_id(selector, "log"):
         return
     raise PageError(
         400,
@@ -397,9 +382,17 @@ def make_environment() -> Environment:
     return env
 
 
-def observatory_router(store: Store, *, public_url: str | None = None, cache: ProfileCache | None = None) -> APIRouter:
+def observatory_router(
+    store: Store,
+    *,
+    public_url: str | None = None,
+    cache: ProfileCache | None = None,
+    list_sessions: bool = True,
+) -> APIRouter:
     """The observatory pages over ``store``. ``public_url`` is the base URL shown in links and
-    snippets (default: the request's own base URL)."""
+    snippets (default: the request's own base URL). ``list_sessions`` False leaves the recent
+    sessions off the landing page: a session id is the token that opens its profiles, so it is only
+    listed when nobody but this machine can reach the server."""
     router = APIRouter(include_in_schema=False)
     env = make_environment()
     profiles_cache = cache if cache is not None else ProfileCache(store)
@@ -483,7 +476,7 @@ def observatory_router(store: Store, *, public_url: str | None = None, cache: Pr
     def landing(request: Request) -> HTMLResponse:
         def build() -> HTMLResponse:
             sessions = []
-            for record in store.recent_sessions(RECENT_SESSIONS):
+            for record in store.recent_sessions(RECENT_SESSIONS) if list_sessions else []:
                 profiles = store.list_profiles(record.id)
                 sessions.append(
                     {
@@ -494,7 +487,7 @@ def observatory_router(store: Store, *, public_url: str | None = None, cache: Pr
                         "references": sum(1 for p in profiles if p.kind == "reference"),
                     }
                 )
-            return render("landing.html", base=base_url(request), sessions=sessions)
+            return render("landing.html", base=base_url(request), sessions=sessions, list_sessions=list_sessions)
 
         return guarded(build, "the home page")
 
@@ -574,8 +567,9 @@ def observatory_router(store: Store, *, public_url: str | None = None, cache: Pr
         for index, (selector, segment) in enumerate(zip(selectors, segments)):
             uploads = store.resolve_profile(sid, selector)
             if not uploads:
-                if _is_timestamp(selector):
-                    what = f"batch profile with dataset timestamp {selector} ({format_timestamp(int(selector))})"
+                timestamp = parse_timestamp_selector(selector)
+                if timestamp is not None:
+                    what = f"batch profile with dataset timestamp {selector} ({format_timestamp(timestamp)})"
                 else:
                     what = f"profile {selector}"
                 raise PageError(
@@ -686,6 +680,8 @@ class ColumnCard:
     rows: tuple[tuple[str, str, tuple[Cell, ...]], ...]
     #: per profile: (value, count text) pairs of its top items; empty when no profile has any
     items: tuple[tuple[int, tuple[tuple[str, str], ...]], ...]
+    #: shown instead of the chart when the column's chart cannot be drawn (e.g. its range is too wide)
+    chart_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -777,6 +773,17 @@ def build_page_model(
                 (n, tuple((i.value, _number(i.estimate)) for i in c.frequent_items[:TABLE_ITEMS]) if c else ())
                 for n, c in zip(numbers, found)
             )
+        data = chart_data(name, views, summaries)
+        chart_note = ""
+        if data is not None:
+            if data["kind"] == "note":
+                chart_note = data["note"]
+            else:
+                if data["kind"] == "histogram":
+                    data["edges"] = _round_floats(data["edges"])
+                else:
+                    data["totals"] = [c.count if c is not None else None for c in found]
+                charts[str(index)] = data
         cards.append(
             ColumnCard(
                 index=index,
@@ -790,15 +797,9 @@ def build_page_model(
                 ),
                 rows=tuple(rows),
                 items=items,
+                chart_note=chart_note,
             )
         )
-        data = chart_data(name, views, summaries)
-        if data is not None:
-            if data["kind"] == "histogram":
-                data["edges"] = _round_floats(data["edges"])
-            else:
-                data["totals"] = [c.count if c is not None else None for c in found]
-            charts[str(index)] = data
 
     drift_rows = []
     for card in cards:
@@ -849,10 +850,12 @@ def build_page_model(
     )
 
 
-def mount_observatory(app: FastAPI, store: Store, *, public_url: str | None = None) -> ProfileCache:
+def mount_observatory(
+    app: FastAPI, store: Store, *, public_url: str | None = None, list_sessions: bool = True
+) -> ProfileCache:
     """Add the observatory pages to ``app``; returns their cache (``app.state.observatory_cache``)."""
     cache = ProfileCache(store)
-    app.include_router(observatory_router(store, public_url=public_url, cache=cache))
+    app.include_router(observatory_router(store, public_url=public_url, cache=cache, list_sessions=list_sessions))
     app.state.observatory_cache = cache
     return cache
 

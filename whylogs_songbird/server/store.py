@@ -37,6 +37,8 @@ UploadKind = Literal["batch", "reference"]
 #: Every id the server makes: ``session-``, ``ref-`` (reference) or ``log-`` (batch) + random.
 ID_PATTERN = re.compile(r"^(session|ref|log)-[A-Za-z0-9_-]{16,64}$")
 _PREFIX_BY_KIND: dict[UploadKind, str] = {"batch": "log", "reference": "ref"}
+#: A batch timestamp in a link (see :func:`parse_timestamp_selector`); ASCII digits only.
+_TIMESTAMP_SELECTOR = re.compile(r"-?[0-9]{1,19}")
 
 DB_FILE = "songbird.sqlite3"
 #: Operations whose calls are counted (see :meth:`Store.stats`).
@@ -108,6 +110,17 @@ def is_valid_id(value: str, prefix: str | None = None) -> bool:
     """Whether ``value`` is shaped like a server-made id (of the given prefix, if any)."""
     match = ID_PATTERN.match(value)
     return match is not None and (prefix is None or match.group(1) == prefix)
+
+
+def parse_timestamp_selector(selector: str) -> int | None:
+    """The batch dataset timestamp a link's ``profile=`` value names, or None when it is not one.
+
+    A timestamp is an optional ``-`` and 1 to 19 ASCII digits, within the signed 64-bit range.
+    """
+    if _TIMESTAMP_SELECTOR.fullmatch(selector) is None:
+        return None
+    timestamp = int(selector)
+    return timestamp if -(2**63) <= timestamp < 2**63 else None
 
 
 @dataclass(frozen=True)
@@ -470,11 +483,9 @@ class Store:
         A selector is a batch ``datasetTimestamp`` (all segments with it), a reference id
         (``ref-…``) or a batch upload id (``log-…``).
         """
-        if selector.isascii() and selector.lstrip("-").isdigit() and len(selector) <= 20:
-            timestamp = int(selector)
-            if -(2**63) <= timestamp < 2**63:
-                return self.find_batch_profiles(session_id, timestamp)
-            return []
+        timestamp = parse_timestamp_selector(selector)
+        if timestamp is not None:
+            return self.find_batch_profiles(session_id, timestamp)
         if is_valid_id(selector, "ref"):
             reference = self.get_reference(session_id, selector)
             return [reference] if reference else []

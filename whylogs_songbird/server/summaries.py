@@ -24,6 +24,8 @@ from whylogs.viz.utils import _calculate_bins
 TABLE_FREQUENT_ITEMS = 5
 #: How many bars a frequent-items chart shows at most.
 CHART_FREQUENT_ITEMS = 20
+#: Shown instead of a histogram whose bins cannot be computed in floating point (e.g. values of ±1e308).
+RANGE_TOO_WIDE = "The values span a range too wide to chart."
 #: A type that holds at least this share of the non-null values names the column's type.
 TYPE_MAJORITY = 0.7
 
@@ -224,8 +226,9 @@ def histogram(columns: Sequence[ColumnProfileView | None]) -> dict[str, Any] | N
 
     Bins come from whylogs' ``_calculate_bins`` over the range of all profiles and counts from
     each KLL sketch's PMF, as whylogs' own profile visualizer does for one profile. Returns
-    ``{"edges": [...], "counts": [[...] or None per profile]}`` or None when no profile has a
-    distribution for the column.
+    ``{"edges": [...], "counts": [[...] or None per profile]}``, ``{"note": RANGE_TOO_WIDE}`` when
+    the span of the values or a bin edge is not a finite float (no bins can be drawn), or None
+    when no profile has a distribution for the column.
     """
     sketches = [_sketch(column) for column in columns]
     present = [s for s in sketches if s is not None]
@@ -239,12 +242,22 @@ def histogram(columns: Sequence[ColumnProfileView | None]) -> dict[str, Any] | N
     if total < 2 or start == end:
         width = abs(start) * 1e-7 or 1e-7
         edges = [start - width / 2, start + width / 2]
+        if not _drawable(edges):
+            return {"note": RANGE_TOO_WIDE}
         counts = [[int(s.get_n())] if s is not None else None for s in sketches]
         return {"edges": edges, "counts": counts}
+    # whylogs pads the right edge by 1e-7 of its magnitude: that, or the span, may overflow
+    if not (math.isfinite(end - start) and math.isfinite(end + abs(end) * 1e-7)):
+        return {"note": RANGE_TOO_WIDE}
     config = HistogramConfig()
-    edges, _ = _calculate_bins(
-        end, start, total, config.hist_avg_number_per_bucket, config.max_hist_buckets, config.min_n_buckets
-    )
+    try:
+        edges, _ = _calculate_bins(
+            end, start, total, config.hist_avg_number_per_bucket, config.max_hist_buckets, config.min_n_buckets
+        )
+    except (ArithmeticError, ValueError):
+        return {"note": RANGE_TOO_WIDE}
+    if not _drawable(edges):
+        return {"note": RANGE_TOO_WIDE}
     all_counts: list[list[int] | None] = []
     for sketch in sketches:
         if sketch is None:
@@ -254,6 +267,11 @@ def histogram(columns: Sequence[ColumnProfileView | None]) -> dict[str, Any] | N
         pmf = sketch.get_pmf(edges)  # masses below, inside each bin, and above the edges
         all_counts.append([int(round(p * n)) for p in pmf[1:-1]])
     return {"edges": [float(e) for e in edges], "counts": all_counts}
+
+
+def _drawable(edges: Sequence[float]) -> bool:
+    """Whether histogram ``edges`` are finite and strictly increasing (what a KLL PMF needs)."""
+    return all(math.isfinite(e) for e in edges) and all(a < b for a, b in zip(edges, edges[1:]))
 
 
 def frequent_items_chart(summaries: Sequence[ColumnSummary | None]) -> dict[str, Any] | None:
@@ -283,14 +301,15 @@ def frequent_items_chart(summaries: Sequence[ColumnSummary | None]) -> dict[str,
 def chart_data(
     name: str, views: Sequence[DatasetProfileView], summaries: Sequence[ProfileSummary]
 ) -> dict[str, Any] | None:
-    """The chart of one column across profiles: ``{"kind": "histogram"|"bar", ...}`` or None."""
+    """The chart of one column across profiles: ``{"kind": "histogram"|"bar", ...}``,
+    ``{"kind": "note", "note": ...}`` when it cannot be drawn, or None when there is nothing to chart."""
     column_summaries = [s.columns.get(name) for s in summaries]
     present = [s for s in column_summaries if s is not None]
     wants_histogram = any(s.is_numeric for s in present)
     if wants_histogram or not any(s.frequent_items for s in present):
         data = histogram([v.get_column(name) for v in views])
         if data is not None:
-            return {"kind": "histogram", **data}
+            return {"kind": "note" if "note" in data else "histogram", **data}
     bars = frequent_items_chart(column_summaries)
     if bars is not None:
         return {"kind": "bar", **bars}

@@ -1,0 +1,51 @@
+"""Small helpers shared by app.py, faults.py and observatory.py: observatory links, segment labels
+and JSON error answers. This module imports none of them, so any of them can import it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from urllib.parse import urlencode
+
+from starlette.responses import JSONResponse
+
+from whylogs_songbird.models import GUEST_MODEL_ID, ErrorResponse
+
+
+def segment_label(tags: Sequence[tuple[str, str]]) -> str:
+    """``key=value,key=value``: how links name a segment (the ``segment`` query parameter)."""
+    return ",".join(f"{k}={v}" for k, v in tags)
+
+
+def observatory_link(base: str, session_id: str, profiles: Sequence[str | int], segments: Sequence[str] = ()) -> str:
+    """``<base>/resources/model-1/profiles?profile=…[&profile=…]&sessionToken=…[&segment=…]``.
+
+    ``profiles`` are batch timestamps, reference ids (``ref-…``) or batch upload ids (``log-…``);
+    ``segments`` are :func:`segment_label` values. Every value is URL-encoded.
+    """
+    params: list[tuple[str, str]] = [("profile", str(p)) for p in profiles]
+    params.append(("sessionToken", session_id))
+    params.extend(("segment", s) for s in segments)
+    return f"{base}/resources/{GUEST_MODEL_ID}/profiles?{urlencode(params)}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost).
+
+    Anything else, including ``0.0.0.0``, ``::`` and host names, may be reachable from other machines.
+    """
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A JSON error answer shaped like ``models.ErrorResponse``."""
+    return JSONResponse(ErrorResponse(message=message).to_wire(), status_code=status, headers=headers)
+
+
+__all__ = ["error_response", "is_loopback_host", "observatory_link", "segment_label"]
