@@ -80,8 +80,10 @@ def main() -> None:
             assert ok
             bare.append(bare_single(http, server.url, session_id, view))
         single_ratio = statistics.median(ours) / statistics.median(bare)
-        print(f"single profile 5000x10: writer median {statistics.median(ours) * 1000:.1f} ms, "
-              f"bare minimum median {statistics.median(bare) * 1000:.1f} ms")
+        print(
+            f"single profile 5000x10: writer median {statistics.median(ours) * 1000:.1f} ms, "
+            f"bare minimum median {statistics.median(bare) * 1000:.1f} ms"
+        )
         print(f"RATIO single_write / bare_minimum = {single_ratio:.2f}  (target <= 1.3)")
 
     refs = {f"ref-{i:02d}": why.log(frame(1000, 10, seed=100 + i)).view() for i in range(20)}
@@ -98,8 +100,10 @@ def main() -> None:
             assert result.ok
             bare.append(bare_references(http, server.url, session_id, refs))
         refs_ratio = statistics.median(ours) / statistics.median(bare)
-        print(f"20 references at 50 ms RTT: publish_references median {statistics.median(ours) * 1000:.0f} ms, "
-              f"sequential bare minimum median {statistics.median(bare) * 1000:.0f} ms")
+        print(
+            f"20 references at 50 ms RTT: publish_references median {statistics.median(ours) * 1000:.0f} ms, "
+            f"sequential bare minimum median {statistics.median(bare) * 1000:.0f} ms"
+        )
         print(f"RATIO publish_references / sequential_minimum = {refs_ratio:.2f}  (target <= 0.5)")
 
 

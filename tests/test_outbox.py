@@ -147,8 +147,7 @@ def test_a_session_lock_held_too_long_is_a_retryable_typed_error(tmp_path, df):
     store._file_lock.timeout = 0.2
     other_process = FileLock(str(config_dir / "sessions.json.lock"), thread_local=False)
     config_dir.mkdir(parents=True)
-    with other_process:
-        with pytest.raises(SessionBusyError, match="try again") as info:
-            store.user_id()
+    with other_process, pytest.raises(SessionBusyError, match="try again") as info:
+        store.user_id()
     assert is_retryable(info.value)
     assert store.user_id()  # the lock is usable again afterwards

@@ -24,9 +24,7 @@ ORG_KEY = "testkey.secret:org-test"
 
 @pytest.fixture
 def df():
-    return pd.DataFrame(
-        {"x": [1.0, 2.0, 3.0, 4.0, None], "n": [1, 2, 3, 4, 5], "city": ["a", "b", "a", "c", "b"]}
-    )
+    return pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, None], "n": [1, 2, 3, 4, 5], "city": ["a", "b", "a", "c", "b"]})
 
 
 @pytest.fixture
