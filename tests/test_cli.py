@@ -574,88 +574,82 @@ def test_python_dash_m_profile_and_missing_file(server, csv_file, tmp_path):
     assert missing.stdout == ""
 
 
-def test_serve_runs_until_ctrl_c(tmp_path):
-    port = free_port()
-    data_dir = tmp_path / "server-data"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "whylogs_songbird", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(tmp_path),
-    )
-    try:
+class Serving:
+    """``songbird serve`` in a subprocess, up and answering /healthz; Ctrl-C (SIGINT) on stop()."""
+
+    def __init__(self, tmp_path, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = tmp_path / "server-data"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "whylogs_songbird",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=subprocess_env(tmp_path),
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
             except requests.ConnectionError:
                 pass
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the server did not come up"
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"the server did not come up: {self.proc.communicate()}")
             time.sleep(0.2)
-        created = requests.post(f"http://127.0.0.1:{port}/v0/sessions", json={"userId": "u"}, timeout=10)
+
+    def stop(self) -> str:
+        """Send Ctrl-C; return what the server wrote to stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.communicate()[1]
+
+
+def test_serve_runs_until_ctrl_c(tmp_path):
+    serving = Serving(tmp_path)
+    try:
+        created = requests.post(f"{serving.url}/v0/sessions", json={"userId": "u"}, timeout=10)
         assert created.status_code == 200
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr
-    assert f"http://127.0.0.1:{port}" in stderr and "stopped" in stderr
+        stderr = serving.stop()
+    assert serving.proc.returncode == 0, stderr
+    assert serving.url in stderr and "stopped" in stderr
     assert "Traceback" not in stderr
-    assert (data_dir / "songbird.sqlite3").exists()
+    assert (serving.data_dir / "songbird.sqlite3").exists()
 
 
 def test_serve_with_faults_answers_some_requests_with_errors(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "whylogs_songbird",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--fault-rate",
-            "1",
-            "--fault-seed",
-            "7",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=subprocess_env(tmp_path),
-    )
+    serving = Serving(tmp_path, "--fault-rate", "1", "--fault-seed", "7")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.2)
         answers = []
         for _ in range(5):
             try:
                 answers.append(
-                    requests.post(f"http://127.0.0.1:{port}/v0/sessions", json={"userId": "u"}, timeout=10).status_code
+                    requests.post(f"{serving.url}/v0/sessions", json={"userId": "u"}, timeout=10).status_code
                 )
             except requests.ConnectionError:
                 answers.append("dropped")
-        assert answers and all(a in (500, 503, 429, "dropped") for a in answers), answers
-        stats = requests.get(f"http://127.0.0.1:{port}/_local/stats", timeout=10).json()
+        assert all(a in (500, 503, 429, "dropped") for a in answers), answers
+        stats = requests.get(f"{serving.url}/_local/stats", timeout=10).json()
         assert sum(v for k, v in stats.items() if k.startswith("fault_")) == 5
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        serving.stop()
 
 
 def test_serve_bad_fault_rate_is_usage_error(run):
