@@ -151,3 +151,71 @@ def test_a_session_lock_held_too_long_is_a_retryable_typed_error(tmp_path, df):
         store.user_id()
     assert is_retryable(info.value)
     assert store.user_id()  # the lock is usable again afterwards
+
+
+class AnswerDroppingProxy:
+    """A loopback HTTP proxy in front of a real server that, while ``drop_put_answers`` is set,
+    forwards each PUT (so the server stores it) but closes the connection instead of answering."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                upstream.close()
+                if self.command == "PUT" and proxy.drop_put_answers:
+                    proxy.dropped += 1
+                    self.close_connection = True
+                    return  # stored upstream; the client never hears back
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = _relay
+
+            def log_message(self, *args):
+                pass
+
+        self.drop_put_answers = True
+        self.dropped = 0
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_put_whose_answer_was_lost_is_not_stored_twice(server, tmp_path, df):
+    proxy = AnswerDroppingProxy(int(server.url.rsplit(":", 1)[1]))
+    try:
+        config_dir = tmp_path / "config"
+        opts = {"endpoint": proxy.url, "config_dir": str(config_dir), "timeout": 5, "max_retries": 1, "backoff": 0}
+        ok, message = why.log(df).writer("songbird").option(**opts).write()
+        assert ok is False and "outbox" in message
+        assert proxy.dropped == 2  # the PUT and its retry both reached the server
+        assert len(all_profiles(server)) == 1, "stored by the server, though the writer never heard"
+        proxy.drop_put_answers = False
+        report = Outbox(config_dir / "outbox").flush(resolve_settings({"config_dir": config_dir}))
+        assert report.ok and len(report.delivered) == 1
+        assert len(all_profiles(server)) == 1, "the flush replaced the bytes in the same slot"
+        assert server.stats()["upload"] == 1
+    finally:
+        proxy.close()

@@ -103,8 +103,14 @@ class Outbox:
         segment_tags: tuple[SegmentTag, ...],
         error: str,
         pinned_session_id: str | None = None,
+        slot: tuple[str | None, str | None, str] | None = None,
     ) -> OutboxEntry:
-        """Keep one profile for later; returns the entry (its files are complete when this returns)."""
+        """Keep one profile for later; returns the entry (its files are complete when this returns).
+
+        ``slot`` is ``(session_id, upload_id, upload_url)`` when the failed publish already had an
+        upload slot: flush PUTs to it first, so a PUT that did land (its answer lost) is replaced,
+        not repeated.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         entry = OutboxEntry(
             id=f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}",
@@ -118,6 +124,8 @@ class Outbox:
             size=len(data),
             pinned_session_id=pinned_session_id,
         )
+        if slot is not None:
+            entry.session_id, entry.upload_id, entry.upload_url = slot
         data_path, _ = self._paths(entry.id)
         tmp = data_path.with_suffix(".bin.tmp")
         with open(tmp, "wb") as handle:

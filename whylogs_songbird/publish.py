@@ -44,6 +44,8 @@ class PublishedProfile:
     size: int | None = None
     outbox_entry: str | None = None
     exception: Exception | None = field(default=None, repr=False, compare=False)
+    #: The presigned URL of this profile's slot, once one was given (never shown: it is signed).
+    upload_url: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
@@ -209,7 +211,7 @@ class Publisher:
                     )
 
                 session_id, response = self.session.call(slot)
-                result.session_id, result.profile_id = session_id, response.id
+                result.session_id, result.profile_id, result.upload_url = session_id, response.id, response.upload_url
                 self.client.upload_profile(response.upload_url, data)
                 result.observatory_url, result.size, result.ok = response.observatory_url, len(data), True
             except Exception as exc:
@@ -255,7 +257,7 @@ class Publisher:
 
         tasks = []
         for i, slot in zip(indexes, slots):
-            results[i].session_id, results[i].profile_id = session_id, slot.id
+            results[i].session_id, results[i].profile_id, results[i].upload_url = session_id, slot.id, slot.upload_url
             tasks.append(put(items[i], results[i], slot))
         return tasks
 
@@ -272,6 +274,7 @@ class Publisher:
                 segment_tags=item.segment_tags,
                 error=result.error or "",
                 pinned_session_id=self.session.pinned_session_id,
+                slot=(result.session_id, result.profile_id, result.upload_url) if result.upload_url else None,
             )
         except OSError as exc:
             result.error = f"{result.error} (and it could not be saved to the outbox {self.outbox.directory}: {exc})"
