@@ -228,8 +228,12 @@ class Publisher:
         ]
         try:
             if len(indexes) == 1:
+                only = items[indexes[0]]
                 session_id, single = self.session.call(
-                    lambda sid: (sid, self.client.create_reference_profile_upload(sid, **_fields(requests_[0])))
+                    lambda sid: (
+                        sid,
+                        self.client.create_reference_profile_upload(sid, only.alias, only.dataset_timestamp),
+                    )
                 )
                 slots = [single]
             else:
@@ -335,10 +339,6 @@ class Publisher:
 
         self._run([fetch(i) for i in range(len(chunks))])
         publish_result.observatory_urls = [link for link in links if link]
-
-
-def _fields(request: LogReferenceRequest) -> dict[str, Any]:
-    return {"alias": request.alias, "dataset_timestamp": request.dataset_timestamp}
 
 
 def _raise_if_failed(result: PublishResult) -> PublishResult:
