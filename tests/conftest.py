@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports whylogs
 
+import contextlib  # noqa: E402
+import http.server  # noqa: E402
+import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -31,6 +34,18 @@ def make_profile_bytes(n_rows: int = 10, seed: int = 0) -> bytes:
         }
     )
     return why.log(df).view().serialize()
+
+
+@contextlib.contextmanager
+def http_server_thread(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A plain ``http.server`` with ``handler`` on a free loopback port, in a thread; yields its URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 @pytest.fixture(autouse=True)

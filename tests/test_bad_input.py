@@ -7,13 +7,13 @@ segment values are not bad input: they must work end to end, links included.
 
 import html
 import http.server
-import threading
 from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
 import requests
 import whylogs as why
+from conftest import http_server_thread
 from whylogs.core import DatasetProfile
 from whylogs.core.schema import DatasetSchema
 from whylogs.core.segmentation_partition import segment_on_column
@@ -243,12 +243,8 @@ class _BadServer(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def bad_server():
     handler = type("Handler", (_BadServer,), {"seen": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server_thread(handler) as url:
+        yield handler, url
 
 
 JSON = {"Content-Type": "application/json"}

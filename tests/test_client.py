@@ -3,13 +3,12 @@
 import http.server
 import logging
 import socket
-import threading
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
-from conftest import make_profile_bytes
+from conftest import http_server_thread, make_profile_bytes
 
 from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.errors import (
@@ -212,12 +211,8 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def scripted():
     handler = type("Handler", (_Scripted,), {"script": [], "seen": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server_thread(handler) as url:
+        yield handler, url
 
 
 HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>nginx</body></html>"

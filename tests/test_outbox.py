@@ -6,6 +6,7 @@ import time
 import pandas as pd
 import pytest
 import whylogs as why
+from conftest import http_server_thread
 from whylogs.core.schema import DatasetSchema
 from whylogs.core.segmentation_partition import segment_on_column
 
@@ -160,7 +161,6 @@ class AnswerDroppingProxy:
     def __init__(self, upstream_port: int) -> None:
         import http.client
         import http.server
-        import threading
 
         proxy = self
 
@@ -194,20 +194,14 @@ class AnswerDroppingProxy:
 
         self.drop_put_answers = True
         self.dropped = 0
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.handler = Handler
 
 
 def test_a_put_whose_answer_was_lost_is_not_stored_twice(server, tmp_path, df):
     proxy = AnswerDroppingProxy(int(server.url.rsplit(":", 1)[1]))
-    try:
+    with http_server_thread(proxy.handler) as proxy_url:
         config_dir = tmp_path / "config"
-        opts = {"endpoint": proxy.url, "config_dir": str(config_dir), "timeout": 5, "max_retries": 1, "backoff": 0}
+        opts = {"endpoint": proxy_url, "config_dir": str(config_dir), "timeout": 5, "max_retries": 1, "backoff": 0}
         ok, message = why.log(df).writer("songbird").option(**opts).write()
         assert ok is False and "outbox" in message
         assert proxy.dropped == 2  # the PUT and its retry both reached the server
@@ -217,5 +211,3 @@ def test_a_put_whose_answer_was_lost_is_not_stored_twice(server, tmp_path, df):
         assert report.ok and len(report.delivered) == 1
         assert len(all_profiles(server)) == 1, "the flush replaced the bytes in the same slot"
         assert server.stats()["upload"] == 1
-    finally:
-        proxy.close()
