@@ -310,6 +310,10 @@ class Store:
             rows = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchall()
         return _session_from_row(rows[0]) if rows else None
 
+    def session_count(self) -> int:
+        """How many sessions the store holds."""
+        return int(self._query("SELECT COUNT(*) FROM sessions")[0][0])
+
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
         """The newest sessions first."""
         rows = self._query("SELECT * FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
