@@ -844,6 +844,31 @@ def _print_demo(report: DemoReport, session_page: str | None = None) -> None:
         typer.echo(f"    {session_page}")
 
 
+@app.command("check")
+def check_command(
+    session: Annotated[str, typer.Option("--session", metavar="ID", help="The session whose timeline to check.")],
+    monitors: Annotated[
+        Path, typer.Option("--monitors", metavar="FILE", help="The monitors TOML file (see docs/timeline.md).")
+    ],
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", metavar="URL", help="The songbird server (default: configured).")
+    ] = None,
+    all_buckets: Annotated[
+        bool, typer.Option("--all", help="Check every bucket of the timeline, not only the latest.")
+    ] = False,
+    timeout: Annotated[float | None, typer.Option("--timeout", metavar="SECONDS", help="Read timeout.")] = None,
+) -> int:
+    """Evaluate monitors on a session's timeline: exit 1 when one fails, 0 when none does, 2 on bad input."""
+    from whylogs_songbird.check import render_result, run_check
+
+    result = run_check(session, monitors, endpoint=endpoint, which="all" if all_buckets else "latest", timeout=timeout)
+    console = _stderr() if result.error is not None else Console(highlight=False, soft_wrap=False, width=160)
+    console.print(render_result(result, session))
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+    return result.exit_code
+
+
 @app.command("demo")
 def demo_command(
     no_wait: Annotated[

@@ -22,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from whylogs_songbird.monitors import load_monitors
 from whylogs_songbird.server.auth import ApiKeyRing, KeyOwner
 from whylogs_songbird.server.common import error_response, is_loopback_host
 from whylogs_songbird.server.config import ServerConfig
@@ -31,6 +32,7 @@ from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.routes import local, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
+from whylogs_songbird.server.routes.timeline import mount_timeline
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
 from whylogs_songbird.server.store import Store, now_ms
 
@@ -85,12 +87,14 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     A store passed in stays owned by the caller; otherwise one is opened on ``config.data_dir``
     and closed when the app shuts down.
     """
+    monitors = load_monitors(config.monitors) if config.monitors else None  # a bad file fails before anything opens
     owns_store = store is None
     the_store = store if store is not None else Store(config.data_dir)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        timeline.close()
         if owns_store:
             the_store.close()
 
@@ -113,6 +117,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.include_router(uploads.router)
     # Session ids open their profiles: list them on the landing page only when no other machine can reach it.
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=is_loopback_host(config.host))
+    timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
     app.include_router(local.router)
     return app
 

@@ -61,6 +61,7 @@ _CONFIG_OPTIONS = (
     "latency_ms",
     "fault_rate",
     "fault_seed",
+    "monitors",
 )
 
 
@@ -80,6 +81,7 @@ def config_from_options(
     latency_ms: int = 0,
     fault_rate: float = 0.0,
     fault_seed: int | None = None,
+    monitors: Path | None = None,
 ) -> ServerConfig:
     """The :class:`ServerConfig` of the command-line options (ValueError when one is bad)."""
     return ServerConfig(
@@ -97,6 +99,7 @@ def config_from_options(
         blob_store=blob_store,
         s3_endpoint_url=s3_endpoint_url,
         max_columns=max_columns,
+        monitors=monitors,
     )
 
 
@@ -202,6 +205,15 @@ def serve_command(
             "--fault-seed", metavar="N", help="Seed of --fault-rate, for reproducible faults.", rich_help_panel=_TESTING
         ),
     ] = None,
+    monitors: Annotated[
+        Path | None,
+        typer.Option(
+            "--monitors",
+            metavar="FILE",
+            help="A monitors TOML file: evaluated when a batch lands; failures show on the timeline as alerts.",
+            show_default=False,
+        ),
+    ] = None,
     no_access_log: Annotated[bool, typer.Option("--no-access-log", help="Do not log each request.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.", show_default=False)] = False,
 ) -> None:
@@ -221,6 +233,14 @@ def serve_command(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if config.monitors is not None:
+        from whylogs_songbird.monitors import MonitorsError, load_monitors
+
+        try:
+            load_monitors(config.monitors)
+        except MonitorsError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     directory = config.data_dir
     _check_port_free(host, port)
     logging.basicConfig(
@@ -259,7 +279,9 @@ app.command(name="serve")(serve_command)
 def main(argv: list[str] | None = None) -> int:
     """Run :data:`app` with ``argv`` (default: the process's arguments); return the exit code."""
     try:
-        app(args=argv, prog_name="python -m whylogs_songbird.server", standalone_mode=False)
+        code = app(args=argv, prog_name="python -m whylogs_songbird.server", standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns a typer.Exit's code when not standalone
+            return code
     except typer.Exit as exc:
         return int(exc.exit_code)
     except Exception as exc:  # click's usage errors carry their own exit code

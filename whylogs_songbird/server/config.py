@@ -62,6 +62,8 @@ class ServerConfig:
     max_columns: int = 20_000
     #: Profiles summarised at once by each process's ingest worker (bounds its memory and CPU).
     ingest_concurrency: int = 1
+    #: A monitors TOML file (see docs/timeline.md): evaluated when a batch lands, failures shown on the timeline.
+    monitors: Path | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)

@@ -17,12 +17,13 @@ everything else is read back from the cache.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from whylogs.core import DatasetProfileView
@@ -30,14 +31,15 @@ from whylogs.core import DatasetProfileView
 from whylogs_songbird.monitors import Failure, MonitorsError, MonitorsFile, evaluate
 from whylogs_songbird.timeline import (
     Batch,
+    Bucket,
     BucketPoints,
     ColumnPoint,
     DriftPoint,
     Granularity,
     ReferenceInfo,
     TimelineError,
-    build_timeline,
     bucketize,
+    build_timeline,
     choose_granularity,
     column_points,
     content_key,
@@ -108,6 +110,8 @@ class StoredProfile:
     segment: str
     identity: str
     stored_at: int
+    #: the store's own record of the upload, for the loader
+    record: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -142,6 +146,14 @@ class TimelineService:
         self._lock = threading.Lock()
         #: (session id, doc key) of documents being built, so concurrent views wait for one build
         self._building: dict[tuple[str, str], threading.Event] = {}
+        #: sessions with a batch landed and monitors not yet evaluated, in arrival order
+        self._pending: OrderedDict[str, None] = OrderedDict()
+        self._wake = threading.Condition(self._lock)
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        self._busy = False
+        #: the failures found on the latest bucket of each session when its last batch landed
+        self.latest_failures: dict[str, list[Failure]] = {}
 
     # -- inputs --
 
@@ -187,7 +199,9 @@ class TimelineService:
         if found:
             return max(found, key=lambda r: (r.stored_at, r.id))
         if not explicit:
-            logger.warning("timeline: session %s has no reference %r (monitors file); using the newest", session_id, wanted)
+            logger.warning(
+                "timeline: session %s has no reference %r (monitors file); using the newest", session_id, wanted
+            )
             return newest
         known = ", ".join(sorted({r.alias or r.id for r in references}))
         raise TimelineRequestError(
@@ -240,7 +254,7 @@ class TimelineService:
         self,
         session_id: str,
         granularity: Granularity,
-        buckets: Sequence[Any],
+        buckets: Sequence[Bucket],
         batches: Sequence[StoredProfile],
         references: Sequence[StoredProfile],
         reference: StoredProfile | None,
@@ -249,7 +263,7 @@ class TimelineService:
         by_identity = {b.identity: b for b in batches}
         views: OrderedDict[str, DatasetProfileView] = OrderedDict()  # a few bucket views, most recent last
 
-        def bucket_view(bucket: Any) -> DatasetProfileView:
+        def bucket_view(bucket: Bucket) -> DatasetProfileView:
             if bucket.key in views:
                 return views[bucket.key]
             view = merge_views([self.load(by_identity[b.key]) for b in bucket.batches])
@@ -266,28 +280,32 @@ class TimelineService:
             return reference_view[0]
 
         points: list[BucketPoints] = []
-        previous: Any = None
+        previous: Bucket | None = None
+
+        def points_of(bucket: Bucket) -> dict[str, Any]:
+            return {n: p.to_json() for n, p in column_points(bucket_view(bucket)).items()}
+
+        def drift_of(bucket: Bucket, other: Bucket | None) -> dict[str, Any]:
+            against = ref_view() if other is None else bucket_view(other)
+            return {n: d.to_json() for n, d in drift_points(bucket_view(bucket), against).items()}
+
         for bucket in buckets:
             columns = self._cached(
-                session_id,
-                f"timeline/points/{FORMAT}/{bucket.key}",
-                lambda b=bucket: {n: p.to_json() for n, p in column_points(bucket_view(b)).items()},
+                session_id, f"timeline/points/{FORMAT}/{bucket.key}", functools.partial(points_of, bucket)
             )
             drift = None
             if reference is not None:
                 drift = self._cached(
                     session_id,
                     f"timeline/drift/{FORMAT}/{bucket.key}/{reference.identity}",
-                    lambda b=bucket: {n: d.to_json() for n, d in drift_points(bucket_view(b), ref_view()).items()},
+                    functools.partial(drift_of, bucket, None),
                 )
             previous_drift = None
             if previous is not None:
                 previous_drift = self._cached(
                     session_id,
                     f"timeline/drift/{FORMAT}/{bucket.key}/{previous.key}",
-                    lambda b=bucket, p=previous: {
-                        n: d.to_json() for n, d in drift_points(bucket_view(b), bucket_view(p)).items()
-                    },
+                    functools.partial(drift_of, bucket, previous),
                 )
             points.append(
                 BucketPoints(
@@ -310,7 +328,9 @@ class TimelineService:
                 for r in sorted(references, key=lambda r: (r.stored_at, r.id), reverse=True)
             ],
             "segments": segments,
-            "batch_timestamps": [sorted({by_identity[b.key].dataset_timestamp or 0 for b in k.batches}) for k in buckets],
+            "batch_timestamps": [
+                sorted({by_identity[b.key].dataset_timestamp or 0 for b in k.batches}) for k in buckets
+            ],
         }
         info = (
             ReferenceInfo(id=reference.id, alias=reference.alias, timestamp=reference.dataset_timestamp)
@@ -339,6 +359,53 @@ class TimelineService:
             logger.warning("timeline: the monitors file does not fit session %s: %s", document.get("session_id"), exc)
             return []
 
+    # -- monitors, evaluated in the background when a batch lands --
+
+    def batch_stored(self, session_id: str) -> None:
+        """Note that a batch of ``session_id`` landed: with monitors loaded, one background thread
+        brings its timeline up to date and evaluates them (requests never wait for it)."""
+        if self.monitors is None:
+            return
+        with self._wake:
+            if self._closed:
+                return
+            self._pending[session_id] = None
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="songbird-monitors", daemon=True)
+                self._worker.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                session_id, _ = self._pending.popitem(last=False)
+                self._busy = True
+            try:
+                self.latest_failures[session_id] = self.batch_landed(session_id)
+            except Exception:
+                logger.exception("timeline: evaluating the monitors of session %s failed", session_id)
+            finally:
+                with self._lock:
+                    self._busy = False
+
+    def idle(self) -> bool:
+        """Whether no landed batch is waiting for its monitors (for tests and benchmarks to poll)."""
+        with self._lock:
+            return not self._pending and not self._busy
+
+    def close(self) -> None:
+        """Stop the background thread (it finishes the evaluation under way)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout=30)
+
     def batch_landed(self, session_id: str) -> list[Failure]:
         """Bring the default timeline of ``session_id`` up to date (so views find it stored) and return
         the failures of the monitors on its latest bucket, logged as warnings."""
@@ -354,6 +421,12 @@ class TimelineService:
         if self.monitors is None or not document["buckets"]:
             return []
         latest = document["buckets"][-1]["start"]
+        logger.info(
+            "monitors evaluated: session %s, bucket from %d: %d failure(s)",
+            session_id,
+            latest,
+            sum(1 for a in document.get("alerts", []) if a["start"] == latest),
+        )
         failures = [
             Failure(
                 monitor=a["monitor"],
@@ -369,7 +442,11 @@ class TimelineService:
         ]
         for failure in failures:
             logger.warning(
-                "monitor failed: session %s, column %s: %s (%s)", session_id, failure.column, failure.reason, failure.monitor
+                "monitor failed: session %s, column %s: %s (%s)",
+                session_id,
+                failure.column,
+                failure.reason,
+                failure.monitor,
             )
         return failures
 

@@ -121,7 +121,7 @@ def observatory_router(
     def static_file(name: str) -> Response:
         if name == "plotly.min.js" and plotly_js is not None:
             path: Path | None = plotly_js
-        elif name in ("observatory.css", "observatory.js"):
+        elif name in ("observatory.css", "observatory.js", "timeline.css", "timeline.js"):
             path = STATIC_DIR / name
         else:
             path = None

@@ -86,6 +86,9 @@ async def put_upload(
     finally:
         await run_in_threadpool(tmp.unlink, True)
     logger.debug("stored a %s profile of %d bytes", stored.kind, size)
+    timeline = getattr(request.app.state, "timeline", None)
+    if timeline is not None and stored.kind == "batch":
+        timeline.batch_stored(stored.session_id)  # monitors are evaluated in the background
     return JSONResponse({"id": stored.id, "size": size, "sha256": digest}, headers={"ETag": f'"{digest}"'})
 
 
