@@ -86,7 +86,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     and closed when the app shuts down.
     """
     owns_store = store is None
-    the_store = store if store is not None else Store(config.data_dir)
+    the_store = store if store is not None else Store.open(config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
