@@ -89,7 +89,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     """
     monitors = load_monitors(config.monitors) if config.monitors else None  # a bad file fails before anything opens
     owns_store = store is None
-    the_store = store if store is not None else Store(config.data_dir)
+    the_store = store if store is not None else Store.open(config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -52,6 +52,8 @@ logger = logging.getLogger("whylogs_songbird.server.timeline")
 
 #: Bumped when what is stored changes shape, so old entries are never read back.
 FORMAT = "v1"
+#: Keys of whole stored documents start with this.
+DOC_PREFIX = "timeline/doc/"
 
 
 class TimelineRequestError(Exception):
@@ -69,6 +71,8 @@ class ArtefactCache(Protocol):
     def get(self, session_id: str, key: str) -> bytes | None: ...
 
     def put(self, session_id: str, key: str, value: bytes) -> None: ...
+
+    def drop(self, session_id: str, prefix: str) -> None: ...
 
 
 class MemoryArtefacts:
@@ -97,6 +101,11 @@ class MemoryArtefacts:
             while self._size > self.max_bytes and len(self._data) > 1:
                 _, dropped = self._data.popitem(last=False)
                 self._size -= len(dropped)
+
+    def drop(self, session_id: str, prefix: str) -> None:
+        with self._lock:
+            for key in [k for k in self._data if k[0] == session_id and k[1].startswith(prefix)]:
+                self._size -= len(self._data.pop(key))
 
 
 @dataclass(frozen=True)
@@ -224,7 +233,7 @@ class TimelineService:
         buckets = bucketize(stamped, granularity)
         parts = [FORMAT, granularity, segment or "", reference.identity if reference else "", self.monitors_key]
         parts += [f"{r.id}:{r.alias}" for r in references]
-        doc_key = "timeline/doc/" + content_key([*parts, *(f"{b.start}:{b.key}" for b in buckets)])
+        doc_key = DOC_PREFIX + content_key([*parts, *(f"{b.start}:{b.key}" for b in buckets)])
         cached = self.cache.get(session_id, doc_key)
         if cached is not None:
             return cached
@@ -363,7 +372,11 @@ class TimelineService:
 
     def batch_stored(self, session_id: str) -> None:
         """Note that a batch of ``session_id`` landed: with monitors loaded, one background thread
-        brings its timeline up to date and evaluates them (requests never wait for it)."""
+        brings its timeline up to date and evaluates them (requests never wait for it).
+
+        The session's stored documents are dropped (they are out of date, and would pile up); the
+        stored points and drift of its other buckets stay and are used again."""
+        self.cache.drop(session_id, DOC_PREFIX)
         if self.monitors is None:
             return
         with self._wake:

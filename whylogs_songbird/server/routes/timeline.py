@@ -32,7 +32,6 @@ from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id
 from whylogs_songbird.server.summaries import SummaryError, read_view
 from whylogs_songbird.server.timeline_service import (
     ArtefactCache,
-    MemoryArtefacts,
     StoredProfile,
     TimelineQuery,
     TimelineRequestError,
@@ -59,6 +58,23 @@ def _stored(upload: UploadRecord) -> StoredProfile:
     )
 
 
+class StoreArtefacts:
+    """The store's derived-artefact cache (``MetadataStore.get_derived``/``put_derived``) as an
+    `ArtefactCache`: every server process, and the next start, sees what one computed."""
+
+    def __init__(self, store: Store) -> None:
+        self.metadata = store.metadata
+
+    def get(self, session_id: str, key: str) -> bytes | None:
+        return self.metadata.get_derived(session_id, key)
+
+    def put(self, session_id: str, key: str, value: bytes) -> None:
+        self.metadata.put_derived(session_id, key, value)
+
+    def drop(self, session_id: str, prefix: str) -> None:
+        self.metadata.drop_derived(session_id, prefix)
+
+
 def make_service(
     store: Store,
     *,
@@ -69,7 +85,7 @@ def make_service(
     """The timeline service over ``store``: views through the observatory's view cache when given."""
 
     def list_profiles(session_id: str) -> list[StoredProfile]:
-        return [_stored(u) for u in store.list_profiles(session_id)]
+        return [_stored(u) for u in store.list_profiles(session_id) if not u.invalid]
 
     def load(profile: StoredProfile) -> DatasetProfileView:
         upload = profile.record
@@ -77,7 +93,7 @@ def make_service(
             return profiles.upload_view(upload)
         return read_view(store.read_profile_bytes(upload))
 
-    return TimelineService(list_profiles, load, cache if cache is not None else MemoryArtefacts(), monitors)
+    return TimelineService(list_profiles, load, cache if cache is not None else StoreArtefacts(store), monitors)
 
 
 def _label(start: int, granularity: str) -> tuple[str, str]:

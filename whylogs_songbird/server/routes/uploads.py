@@ -22,6 +22,9 @@ logger = logging.getLogger("whylogs_songbird.server")
 #: Received body chunks are written to disk in batches of about this size.
 _WRITE_BATCH_BYTES = 1024 * 1024
 
+#: Answer header of a PUT whose bytes repeat a stored profile of the same session, timestamp and segment.
+DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
+
 router = APIRouter(tags=["uploads"], responses=ERROR_RESPONSES)
 
 
@@ -76,7 +79,7 @@ async def put_upload(
             raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
         await run_in_threadpool(_validate_profile_file, tmp)
         try:
-            stored = await run_in_threadpool(store.store_profile_file, upload_id, tmp, size=size, sha256=digest)
+            outcome = await run_in_threadpool(store.store_profile_file, upload_id, tmp, size=size, sha256=digest)
         except UnknownUploadError:
             raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
         except SessionClaimedError:
@@ -85,11 +88,16 @@ async def put_upload(
             ) from None
     finally:
         await run_in_threadpool(tmp.unlink, True)
-    logger.debug("stored a %s profile of %d bytes", stored.kind, size)
+    headers = {"ETag": f'"{digest}"'}
+    if outcome.duplicate_of is not None:
+        logger.info("an upload repeated the bytes of upload %s; kept once", outcome.duplicate_of)
+        headers[DUPLICATE_HEADER] = outcome.duplicate_of
+    else:
+        logger.debug("stored a %s profile of %d bytes", outcome.upload.kind, size)
     timeline = getattr(request.app.state, "timeline", None)
-    if timeline is not None and stored.kind == "batch":
-        timeline.batch_stored(stored.session_id)  # monitors are evaluated in the background
-    return JSONResponse({"id": stored.id, "size": size, "sha256": digest}, headers={"ETag": f'"{digest}"'})
+    if timeline is not None and outcome.upload.kind == "batch":
+        timeline.batch_stored(outcome.upload.session_id)  # monitors are evaluated in the background
+    return JSONResponse({"id": outcome.upload.id, "size": size, "sha256": digest}, headers=headers)
 
 
 async def _receive_to_file(request: Request, fd: int) -> tuple[int, str]:
