@@ -193,14 +193,18 @@ def merge_views(views: Sequence[DatasetProfileView]) -> DatasetProfileView:
 # -- per-column points -----------------------------------------------------------------------
 
 
-def _finite(value: Any) -> float | None:
+def _finite(value: Any, digits: int = 12) -> float | None:
+    """A plain float rounded to ``digits`` significant digits (what JSON carries), or None for
+    missing, NaN and infinite values."""
     if value is None:
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return number if math.isfinite(number) else None
+    if not math.isfinite(number):
+        return None
+    return float(f"{number:.{digits}g}")
 
 
 @dataclass(frozen=True)
@@ -222,12 +226,6 @@ class ColumnPoint:
     top_items: tuple[tuple[str, float], ...] = ()
 
     @property
-    def null_fraction(self) -> float | None:
-        if self.count is None or self.null_count is None or self.count == 0:
-            return None
-        return self.null_count / self.count
-
-    @property
     def non_null(self) -> int | None:
         if self.count is None:
             return None
@@ -236,7 +234,13 @@ class ColumnPoint:
     @property
     def top_share(self) -> float | None:
         """Share of the non-null values held by the most frequent item (categorical columns)."""
-        return self.item_share(self.top_items[0][0]) if self.top_items else None
+        return _rounded(self.item_share(self.top_items[0][0])) if self.top_items else None
+
+    @property
+    def null_fraction(self) -> float | None:
+        if self.count is None or self.null_count is None or self.count == 0:
+            return None
+        return self.null_count / self.count
 
     def item_share(self, value: str) -> float | None:
         if not self.top_items:
@@ -415,12 +419,8 @@ class ReferenceInfo:
         return {"id": self.id, "alias": self.alias, "timestamp": self.timestamp}
 
 
-def _rounded(value: float | None, digits: int = 10) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    return float(f"{value:.{digits}g}")
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def build_timeline(
@@ -458,21 +458,21 @@ def build_timeline(
         types = [p.inferred_type for p in found if p is not None and p.inferred_type not in ("null", "unknown")]
         series: dict[str, Any] = {"type": max(set(types), key=types.count) if types else "unknown"}
         for stat in NUMBER_SERIES:
-            series[stat] = [None if p is None else _rounded(p.value(stat)) for p in found]
+            series[stat] = [None if p is None else getattr(p, stat) for p in found]
         totals: dict[str, float] = {}
         for p in found:
             for value, estimate in p.top_items if p is not None else ():
                 totals[value] = totals.get(value, 0.0) + estimate
         top = sorted(totals, key=lambda v: (-totals[v], v))[:SERIES_ITEMS]
-        series["top_items"] = {v: [None if p is None else _rounded(p.item_share(v), 6) for p in found] for v in top}
+        series["top_items"] = {v: [None if p is None else _rounded(p.item_share(v)) for p in found] for v in top}
         for prefix, attribute in (("drift", "drift"), ("previous_drift", "previous_drift")):
             scored: list[DriftPoint | None] = []
             for bucket in points:
                 mapping = getattr(bucket, attribute)
                 scored.append(None if mapping is None else mapping.get(name))
             series[f"{prefix}_category"] = [None if d is None else d.category for d in scored]
-            series[f"{prefix}_p_value"] = [None if d is None else _rounded(d.p_value) for d in scored]
-            series[f"{prefix}_statistic"] = [None if d is None else _rounded(d.statistic) for d in scored]
+            series[f"{prefix}_p_value"] = [None if d is None else d.p_value for d in scored]
+            series[f"{prefix}_statistic"] = [None if d is None else d.statistic for d in scored]
             series[f"{prefix}_algorithm"] = [None if d is None else d.algorithm for d in scored]
         worst = min(severity(c) for c in series["drift_category"]) if points else len(DRIFT_CATEGORIES)
         series["worst_drift"] = DRIFT_CATEGORIES[worst] if worst < len(DRIFT_CATEGORIES) else None

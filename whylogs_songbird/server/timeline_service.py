@@ -17,6 +17,7 @@ everything else is read back from the cache.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -54,6 +55,8 @@ logger = logging.getLogger("whylogs_songbird.server.timeline")
 FORMAT = "v1"
 #: Keys of whole stored documents start with this.
 DOC_PREFIX = "timeline/doc/"
+#: The query of the last view of a session's timeline, refreshed in the background as batches land.
+WATCHED_KEY = "timeline/watched"
 
 
 class TimelineRequestError(Exception):
@@ -219,12 +222,19 @@ class TimelineService:
 
     # -- the document --
 
-    def document(self, session_id: str, query: TimelineQuery) -> dict[str, Any]:
-        return json.loads(self.document_bytes(session_id, query))
+    def document(self, session_id: str, query: TimelineQuery, *, watched: bool = False) -> dict[str, Any]:
+        return json.loads(self.document_bytes(session_id, query, watched=watched))
 
-    def document_bytes(self, session_id: str, query: TimelineQuery) -> bytes:
-        """The timeline document as JSON bytes, read back from the cache when nothing changed."""
+    def document_bytes(self, session_id: str, query: TimelineQuery, *, watched: bool = False) -> bytes:
+        """The timeline document as JSON bytes, read back from the cache when nothing changed.
+
+        ``watched``: a person asked (a page or API view): this query is then kept up to date in the
+        background as batches land (see :meth:`batch_stored`)."""
         granularity, batches, references, reference, segment = self.resolve(session_id, query)
+        if watched:
+            remembered = _dumps(dataclasses.asdict(query))
+            if self.cache.get(session_id, WATCHED_KEY) != remembered:
+                self.cache.put(session_id, WATCHED_KEY, remembered)
         stamped = [
             Batch(key=b.identity, timestamp=b.dataset_timestamp, segment=b.segment)
             for b in batches
@@ -371,20 +381,22 @@ class TimelineService:
     # -- monitors, evaluated in the background when a batch lands --
 
     def batch_stored(self, session_id: str) -> None:
-        """Note that a batch of ``session_id`` landed: with monitors loaded, one background thread
-        brings its timeline up to date and evaluates them (requests never wait for it).
+        """Note that a batch of ``session_id`` landed. With monitors loaded, or when someone looked at
+        the session's timeline, one background thread brings it up to date (the last view asked for,
+        and the monitors' view, whose monitors it then evaluates): requests never wait for it, and
+        the next view finds everything stored.
 
         The session's stored documents are dropped (they are out of date, and would pile up); the
         stored points and drift of its other buckets stay and are used again."""
         self.cache.drop(session_id, DOC_PREFIX)
-        if self.monitors is None:
+        if self.monitors is None and self.cache.get(session_id, WATCHED_KEY) is None:
             return
         with self._wake:
             if self._closed:
                 return
             self._pending[session_id] = None
             if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="songbird-monitors", daemon=True)
+                self._worker = threading.Thread(target=self._run, name="songbird-timeline", daemon=True)
                 self._worker.start()
             self._wake.notify()
 
@@ -420,8 +432,16 @@ class TimelineService:
             worker.join(timeout=30)
 
     def batch_landed(self, session_id: str) -> list[Failure]:
-        """Bring the default timeline of ``session_id`` up to date (so views find it stored) and return
-        the failures of the monitors on its latest bucket, logged as warnings."""
+        """Bring the timeline of ``session_id`` up to date (so views find it stored) and return the
+        failures of the monitors on its latest bucket, logged as warnings."""
+        watched = self.cache.get(session_id, WATCHED_KEY)
+        if watched is not None:
+            try:
+                self.document_bytes(session_id, TimelineQuery(**json.loads(watched)))
+            except TimelineRequestError as exc:
+                logger.info("timeline: the last view of session %s cannot be refreshed: %s", session_id, exc.message)
+        if self.monitors is None:
+            return []
         query = TimelineQuery(
             granularity=self.monitors.granularity if self.monitors else None,
             segment=self.monitors.segment if self.monitors else None,

@@ -11,6 +11,8 @@ Both answer a ``Server-Timing`` header with the time spent building them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -26,7 +28,7 @@ from whylogs_songbird.monitors import MonitorsFile
 from whylogs_songbird.server.common import observatory_link, segment_label
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.observatory.base import PageError
-from whylogs_songbird.server.observatory.cache import ProfileCache
+from whylogs_songbird.server.observatory.cache import LruCache, ProfileCache
 from whylogs_songbird.server.observatory.page import make_environment
 from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id
 from whylogs_songbird.server.summaries import SummaryError, read_view
@@ -37,7 +39,7 @@ from whylogs_songbird.server.timeline_service import (
     TimelineRequestError,
     TimelineService,
 )
-from whylogs_songbird.timeline import GRANULARITIES, MIN_POINTS, severity
+from whylogs_songbird.timeline import GRANULARITIES, severity
 
 logger = logging.getLogger("whylogs_songbird.server.timeline")
 
@@ -171,6 +173,7 @@ def timeline_router(
 ) -> APIRouter:
     router = APIRouter()
     environment = env if env is not None else make_environment()
+    pages = LruCache(16)  # rendered pages, by the document they show (pages are cheap to rebuild)
 
     def base_url(request: Request) -> str:
         return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
@@ -195,7 +198,7 @@ def timeline_router(
         started = time.perf_counter()
         try:
             check_session(session_id)
-            data = service.document_bytes(session_id, query_of(granularity, reference, segment))
+            data = service.document_bytes(session_id, query_of(granularity, reference, segment), watched=True)
         except TimelineRequestError as exc:
             raise ApiError(exc.status, exc.message[:1].upper() + exc.message[1:] + ".") from None
         except SummaryError as exc:
@@ -215,18 +218,19 @@ def timeline_router(
         query = query_of(granularity, reference, segment)
         try:
             check_session(session_id)
-            document = service.document(session_id, query)
-            view = page_view(document, base_url(request))
+            data = service.document_bytes(session_id, query, watched=True)
             given = (("granularity", granularity), ("reference", reference), ("segment", segment))
             params = [(k, v) for k, v in given if v]
             api_url = f"/api/v1/sessions/{session_id}/timeline" + (f"?{urlencode(params)}" if params else "")
-            html = environment.get_template("timeline.html").render(
-                session_id=session_id,
-                view=view,
-                granularities=GRANULARITIES,
-                min_points=MIN_POINTS,
-                api_url=api_url,
-            )
+            base = base_url(request)
+
+            def render() -> str:
+                view = page_view(json.loads(data), base)
+                return environment.get_template("timeline.html").render(
+                    session_id=session_id, view=view, granularities=GRANULARITIES, api_url=api_url
+                )
+
+            html = pages.get_or_compute((hashlib.sha256(data).digest(), base, api_url), render)
             response = HTMLResponse(html)
         except (TimelineRequestError, SummaryError) as exc:
             error = (
