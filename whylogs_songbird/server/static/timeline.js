@@ -134,6 +134,7 @@
             marker: { size: 4 }, name: "mean" }
         ], layout(), config);
       } else if (kind === "count") {
+        var nullMax = Math.max.apply(null, series.null_fraction.map(function (v) { return v || 0; }));
         window.Plotly.newPlot(el, [
           { x: x, y: series.count, type: "bar", name: "count", marker: { color: "#9bb5db" } },
           { x: x, y: series.null_fraction, type: "scatter", mode: "lines+markers", name: "null fraction",
@@ -141,7 +142,7 @@
         ], layout({
           yaxis: { title: { text: "rows", standoff: 4 }, gridcolor: "#e6e9ef", rangemode: "tozero" },
           yaxis2: { title: { text: "null fraction", standoff: 4 }, overlaying: "y", side: "right",
-            rangemode: "tozero", tickformat: ".1%", showgrid: false }
+            range: [0, Math.max(0.01, nullMax * 1.15)], tickformat: ".1%", showgrid: false }
         }), config);
       } else if (kind === "drift") {
         if (!hasValues(series.drift_p_value) && !hasValues(series.previous_drift_p_value)) {
