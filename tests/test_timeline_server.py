@@ -172,9 +172,14 @@ def test_hourly_uploads_merge_into_daily_buckets_like_whylogs(tmp_path: Path) ->
         for name, point in column_points(merged).items():
             series = daily_doc["columns"][name]
             assert series["count"][day] == point.count == sum(len(frames[(day, h)]) for h in range(0, 24, 4))
-            for stat in ("mean", "p5", "p50", "p95", "distinct", "null_count", "top_share"):
+            assert series["null_count"][day] == point.null_count
+            for stat in ("mean", "p5", "p50", "p95", "distinct", "top_share"):
                 value = point.value(stat)
-                assert series[stat][day] == (None if value is None else pytest.approx(value, rel=1e-9)), (name, stat)
+                # the server rebuilds views from its stored digests: the distinct-count (HLL) estimate of
+                # their merge differs from that of merged deserialized views, within HLL's error (~1.6%)
+                tolerance = 0.02 if stat == "distinct" else 1e-9
+                expected = None if value is None else pytest.approx(value, rel=tolerance)
+                assert series[stat][day] == expected, (name, stat)
 
 
 # -- monitors: on the server, and `songbird check` -------------------------------------------
