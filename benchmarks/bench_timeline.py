@@ -149,9 +149,8 @@ def main() -> None:
     print("\nratios (same run):")
     for size in sizes:
         r = results[size]
-        print(
-            f"  {size:>4} batches: warm ÷ cold JSON {r['warm'] / r['cold']:.4f}, one more batch ÷ cold {r['incremental'] / r['cold']:.3f}"
-        )
+        warm_ratio, more_ratio = r["warm"] / r["cold"], r["incremental"] / r["cold"]
+        print(f"  {size:>4} batches: warm ÷ cold JSON {warm_ratio:.4f}, one more batch ÷ cold {more_ratio:.3f}")
     for small, big in zip(sizes, sizes[1:]):
         a, b = results[small], results[big]
         print(
