@@ -271,3 +271,29 @@ def test_serve_refuses_a_bad_monitors_file(tmp_path: Path) -> None:
     result = subprocess.run([*command, "--monitors", str(bad)], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2
     assert "not min/max" in result.stderr
+
+
+def test_page_view_links_a_bucket_of_many_batches_to_its_last_one() -> None:
+    from whylogs_songbird.server.routes.timeline import page_view
+
+    document = {
+        "session_id": "session-AAAAAAAAAAAAAAAAAAAAAAAA",
+        "granularity": "week",
+        "reference": {"id": "ref-AAAAAAAAAAAAAAAAAAAAAAAA", "alias": "training", "timestamp": None},
+        "segment": "plan=basic",
+        "buckets": [{"start": START_MS, "end": START_MS + 7 * DAY_MS, "profiles": 3}],
+        "batch_timestamps": [[START_MS, START_MS + DAY_MS, START_MS + 2 * DAY_MS]],
+        "columns": {
+            "a": {"drift_category": ["DRIFT"], "drift_p_value": [0.001], "count": [10], "worst_drift": "DRIFT"},
+            "b": {"drift_category": [None], "drift_p_value": [None], "count": [None], "worst_drift": None},
+        },
+        "column_order": ["a", "b"],
+    }
+    view = page_view(document, "http://127.0.0.1:1")
+    (bucket,) = view["buckets"]
+    assert bucket["link"] == (
+        "http://127.0.0.1:1/resources/model-1/profiles?profile=ref-AAAAAAAAAAAAAAAAAAAAAAAA"
+        f"&profile={START_MS + 2 * DAY_MS}&sessionToken=session-AAAAAAAAAAAAAAAAAAAAAAAA&segment=plan%3Dbasic"
+    )
+    assert "3 profiles, the comparison opens the last one" in bucket["title"]
+    assert [row["cells"][0][0] for row in view["rows"]] == ["hD", "hA"]
