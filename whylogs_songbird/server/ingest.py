@@ -8,13 +8,18 @@ and stores its digest (``digest.py``) or marks it ``invalid`` with the reason.
 
 It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
 it at once. ``concurrency`` threads at most (default 1) summarise at once, so its memory is
-bounded by that many profiles (each at most the upload limit).
+bounded by that many profiles (each at most the upload limit). While the process answers
+requests it yields, so uploads and pages come first and the backlog is summarised as load allows.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
+
+from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.server.digest import digest_view
 from whylogs_songbird.server.store import Store, UploadRecord
@@ -26,39 +31,51 @@ logger = logging.getLogger("whylogs_songbird.server.ingest")
 LEASE_MS = 10 * 60 * 1000
 #: How often an idle worker looks for work left by other processes or a crash.
 POLL_SECONDS = 1.0
+#: While requests are being answered, the worker summarises at most this share of the time.
+BUSY_SHARE = 0.25
 
 
-def ingest_one(store: Store, upload: UploadRecord) -> bool:
-    """Fully check one stored profile and store its digest (or mark it invalid); True when ready."""
+def ingest_one(store: Store, upload: UploadRecord) -> DatasetProfileView | None:
+    """Fully check one stored profile and store its digest (or mark it invalid); the view when
+    it is ready, None otherwise."""
     if upload.sha256 is None:
-        return False
+        return None
     try:
         data = store.read_profile_bytes(upload)
     except OSError as exc:
         store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
-        return False
+        return None
     try:
         view = read_view(data)
         digest = digest_view(view)
     except SummaryError as exc:
         store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
-        return False
+        return None
     except Exception as exc:  # whylogs raises many kinds of errors on odd metrics
         reason = f"it could not be summarised ({type(exc).__name__})"
         store.metadata.mark_invalid(upload.id, upload.sha256, reason)
         logger.warning("ingest: summarising upload %s failed: %r", upload.id, exc)
-        return False
+        return None
     finally:
         del data
-    return store.metadata.store_summary(upload.id, upload.sha256, digest)
+    return view if store.metadata.store_summary(upload.id, upload.sha256, digest) else None
 
 
 class IngestWorker:
     """Background threads summarising pending profiles of ``store`` (see the module docstring)."""
 
-    def __init__(self, store: Store, *, concurrency: int = 1, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        concurrency: int = 1,
+        poll_seconds: float = POLL_SECONDS,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         self.store = store
+        #: Whether requests are being answered; the worker then yields (see :data:`BUSY_SHARE`).
+        self.busy = busy
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
@@ -105,10 +122,15 @@ class IngestWorker:
             for upload in claimed:
                 if self._stop.is_set():
                     return
+                started = time.perf_counter()
                 try:
                     ingest_one(self.store, upload)
                 except Exception:
                     logger.exception("ingest: upload %s failed", upload.id)
+                if self.busy is not None and self.busy():
+                    # requests first: under load, summarising takes at most BUSY_SHARE of the time
+                    took = time.perf_counter() - started
+                    self._stop.wait(took * (1 - BUSY_SHARE) / BUSY_SHARE)
 
 
 __all__ = ["IngestWorker", "ingest_one"]
