@@ -131,6 +131,8 @@ def test_a_profile_broken_inside_is_marked_invalid_and_its_page_says_so(server):
     assert "not a readable whylogs profile" in server.store.get_upload(slot["id"]).ingest_error
     page = requests.get(slot["observatoryUrl"], timeout=TIMEOUT)
     assert page.status_code == 422 and "not a readable whylogs profile" in page.text
+    listing = requests.get(f"{server.url}/sessions/{session_id}", timeout=TIMEOUT)
+    assert listing.status_code == 200 and 'data-field="invalid"' in listing.text
 
 
 def test_work_left_pending_is_picked_up_by_the_next_server(tmp_path):
