@@ -116,6 +116,13 @@ class IngestWorker:
                 logger.exception("ingest: claiming work failed")
                 claimed = []
             if not claimed:
+                try:
+                    learned = self.store.learn_landed()  # presigned PUTs (a no-op for the embedded store)
+                except Exception:
+                    logger.exception("ingest: checking the blob store for landed uploads failed")
+                    learned = []
+                if learned:
+                    continue
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
                 continue
