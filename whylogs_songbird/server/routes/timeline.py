@@ -87,6 +87,7 @@ def make_service(
     """The timeline service over ``store``: views through the observatory's view cache when given."""
 
     def list_profiles(session_id: str) -> list[StoredProfile]:
+        store.learn_landed(session_id)  # uploads PUT straight to an object store (presigned URLs)
         return [_stored(u) for u in store.list_profiles(session_id) if not u.invalid]
 
     def load(profile: StoredProfile) -> DatasetProfileView:
