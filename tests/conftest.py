@@ -12,6 +12,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from services import PostgresService, S3Service, ServiceUnavailable, postgres_cluster, seaweedfs  # noqa: E402
 
 from whylogs_songbird.server import LocalServer  # noqa: E402
 
@@ -54,11 +55,16 @@ def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
 
     Settings from the environment (SONGBIRD_*, WHYLABS_API_ENDPOINT) are removed, and the config
     dir is a fresh temporary one unless a test passes its own.
+    AWS settings are removed too, and boto3 never asks an instance-metadata address for
+    credentials: a test that needs S3 sets the variables of the SeaweedFS it uses.
     """
     for name in list(os.environ):
-        if name.startswith("SONGBIRD_") or name in ("WHYLABS_API_ENDPOINT", "WHYLABS_API_KEY"):
+        if name.startswith(("SONGBIRD_", "AWS_")) or name in ("WHYLABS_API_ENDPOINT", "WHYLABS_API_KEY"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SONGBIRD_CONFIG_DIR", str(tmp_path_factory.mktemp("songbird-config")))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
 
 @pytest.fixture(name="make_profile_bytes")
@@ -68,10 +74,11 @@ def make_profile_bytes_fixture() -> Callable[..., bytes]:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., LocalServer]]:
+def server_factory(tmp_path: Path, store_config: dict[str, Any]) -> Iterator[Callable[..., LocalServer]]:
     """Start LocalServers with config keyword arguments; all are stopped at teardown.
 
-    Without ``data_dir`` each server gets a fresh directory under ``tmp_path``.
+    Without ``data_dir`` each server gets a fresh directory under ``tmp_path``. The store is the
+    one of ``store_config`` (embedded unless the test is marked with :data:`both_stores`).
     """
     started: list[LocalServer] = []
     counter = 0
@@ -81,6 +88,8 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., LocalServer]]:
         counter += 1
         config.setdefault("data_dir", tmp_path / f"server-{counter}")
         config.setdefault("api_keys", TEST_API_KEYS)
+        for name, value in store_config.items():
+            config.setdefault(name, value)
         server = LocalServer(**config).start()
         started.append(server)
         return server
@@ -94,3 +103,77 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., LocalServer]]:
 def server(server_factory: Callable[..., LocalServer]) -> LocalServer:
     """A running server with a temporary data dir and the keys in :data:`TEST_API_KEYS`."""
     return server_factory()
+
+
+# -- real components of the team server (see services.py) ----------------------------------------
+
+
+def _unavailable(exc: ServiceUnavailable) -> None:
+    # scripts/test installs both; in CI a missing component is a failure, not a skip.
+    if os.environ.get("CI"):
+        pytest.fail(f"{exc} (CI must run the team-store tests)")
+    pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres_service() -> Iterator[PostgresService]:
+    """One throwaway PostgreSQL cluster per test session (per xdist worker)."""
+    try:
+        import psycopg  # noqa: F401
+
+        from services import postgres_bin_dir
+
+        postgres_bin_dir()
+    except ImportError:
+        _unavailable(ServiceUnavailable("psycopg is not installed (pip install -e '.[dev]')"))
+    except ServiceUnavailable as exc:
+        _unavailable(exc)
+    with postgres_cluster() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def s3_service() -> Iterator[S3Service]:
+    """One SeaweedFS (S3 gateway with an access key) per test session (per xdist worker)."""
+    try:
+        import boto3  # noqa: F401
+
+        from services import weed_binary
+
+        weed_binary()
+    except ImportError:
+        _unavailable(ServiceUnavailable("boto3 is not installed (pip install -e '.[dev]')"))
+    except ServiceUnavailable as exc:
+        _unavailable(exc)
+    with seaweedfs() as service:
+        yield service
+
+
+#: The stores a test runs against when marked with :data:`both_stores`.
+STORE_KINDS = ("embedded", "team")
+#: Run a test once on the embedded store and once on PostgreSQL + S3, through ``store_config``.
+both_stores = pytest.mark.parametrize("store_config", STORE_KINDS, indirect=True)
+
+
+def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Server settings of a fresh PostgreSQL database and a fresh S3 bucket (AWS variables set)."""
+    postgres: PostgresService = request.getfixturevalue("postgres_service")
+    s3: S3Service = request.getfixturevalue("s3_service")
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    return {
+        "database_url": postgres.new_database(),
+        "blob_store": f"s3://{s3.new_bucket_name()}/profiles",
+        "s3_endpoint_url": s3.endpoint_url,
+    }
+
+
+@pytest.fixture
+def store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Server settings of the store under test: {} (embedded) unless parametrized with "team"."""
+    kind = getattr(request, "param", "embedded")
+    if kind == "embedded":
+        return {}
+    if kind != "team":
+        raise ValueError(f"unknown store kind {kind!r}; use one of {STORE_KINDS}")
+    return team_store_config(request, monkeypatch)
