@@ -12,7 +12,15 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
-from services import PostgresService, S3Service, ServiceUnavailable, postgres_cluster, seaweedfs  # noqa: E402
+from services import (  # noqa: E402
+    PostgresService,
+    S3Service,
+    ServiceUnavailable,
+    postgres_bin_dir,
+    postgres_cluster,
+    seaweedfs,
+    weed_binary,
+)
 
 from whylogs_songbird.server import LocalServer  # noqa: E402
 
@@ -121,8 +129,6 @@ def postgres_service() -> Iterator[PostgresService]:
     try:
         import psycopg  # noqa: F401
 
-        from services import postgres_bin_dir
-
         postgres_bin_dir()
     except ImportError:
         _unavailable(ServiceUnavailable("psycopg is not installed (pip install -e '.[dev]')"))
@@ -137,8 +143,6 @@ def s3_service() -> Iterator[S3Service]:
     """One SeaweedFS (S3 gateway with an access key) per test session (per xdist worker)."""
     try:
         import boto3  # noqa: F401
-
-        from services import weed_binary
 
         weed_binary()
     except ImportError:
