@@ -1,0 +1,151 @@
+"""The S3 blob store and the PostgreSQL metadata store against the real components (services.py)."""
+
+import datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import botocore.auth
+import pytest
+import requests
+
+from whylogs_songbird.server.storage.s3 import (
+    BlobNotFoundError,
+    BlobStoreConfigError,
+    BlobStoreUnavailableError,
+    S3BlobStore,
+    S3Location,
+)
+
+
+@pytest.fixture
+def s3_env(s3_service, monkeypatch):
+    for name, value in s3_service.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_service
+
+
+@pytest.fixture
+def blobs(s3_env):
+    store = S3BlobStore(f"s3://{s3_env.new_bucket_name()}/team/profiles", endpoint_url=s3_env.endpoint_url)
+    yield store
+    store.close()
+
+
+def with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query)) | changes
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# -- locations ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "bucket", "prefix"),
+    [("s3://songbird", "songbird", ""), ("s3://my.bucket-1/a/b/", "my.bucket-1", "a/b"), ("s3://abc/x", "abc", "x")],
+)
+def test_location_parses_bucket_and_prefix(url, bucket, prefix):
+    location = S3Location.parse(url)
+    assert (location.bucket, location.prefix) == (bucket, prefix)
+    assert location.key("s/u.bin") == (f"{prefix}/s/u.bin" if prefix else "s/u.bin")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "songbird",
+        "file:///tmp/x",
+        "s3://",
+        "s3://AB",
+        "s3://Upper",
+        "s3://key:secret@bucket/p",
+        "s3://b..b/p",
+        "s3://bucket/p?x=1",
+        "s3://bucket/a b",
+    ],
+)
+def test_bad_locations_say_what_to_write(url):
+    with pytest.raises(BlobStoreConfigError, match="s3://|bucket|prefix|credentials"):
+        S3Location.parse(url)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/../b", "a//b", "/abs", "a b", "", "a/./b"])
+def test_keys_are_only_server_made_names(name):
+    with pytest.raises(ValueError, match="not a blob name"):
+        S3Location("bucket", "p").key(name)
+
+
+def test_missing_credentials_are_a_clear_error(s3_service):
+    with pytest.raises(BlobStoreConfigError, match="AWS_ACCESS_KEY_ID"):
+        S3BlobStore("s3://songbird-nocreds/p", endpoint_url=s3_service.endpoint_url)
+
+
+def test_wrong_credentials_or_endpoint_are_a_clear_error_without_secrets(s3_service, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_service.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-at-all")
+    with pytest.raises(BlobStoreUnavailableError, match="credentials") as caught:
+        S3BlobStore("s3://songbird-wrong-secret/p", endpoint_url=s3_service.endpoint_url)
+    assert "not-the-secret-at-all" not in str(caught.value)
+    with pytest.raises(BlobStoreConfigError, match="endpoint"):
+        S3BlobStore("s3://songbird-x/p", endpoint_url="ftp://127.0.0.1:1")
+
+
+# -- blobs ----------------------------------------------------------------------------------------
+
+
+def test_bucket_is_created_once_and_reopening_is_fine(s3_env):
+    url = f"s3://{s3_env.new_bucket_name()}/p"
+    first = S3BlobStore(url, endpoint_url=s3_env.endpoint_url)
+    first.put("a.bin", b"1")
+    second = S3BlobStore(url, endpoint_url=s3_env.endpoint_url)
+    assert second.get("a.bin") == b"1"
+    assert "secret" not in repr(second).lower() and s3_env.secret_key not in repr(second)
+
+
+def test_put_get_head_delete_and_list(blobs):
+    assert blobs.head("s/one.bin") is None and not blobs.exists("s/one.bin")
+    blobs.put("s/one.bin", b"abc")
+    blobs.put("s/two.bin", b"defgh")
+    blobs.put("other/three.bin", b"x")
+    assert blobs.head("s/one.bin") == 3 and blobs.get("s/two.bin") == b"defgh"
+    assert sorted(blobs.iter_names("s/")) == [("s/one.bin", 3), ("s/two.bin", 5)]
+    blobs.delete("s/one.bin")
+    blobs.delete("s/never.bin")
+    with pytest.raises(BlobNotFoundError):
+        blobs.get("s/one.bin")
+
+
+def test_presigned_put_lands_in_the_store_with_the_ttl_as_expiry(blobs):
+    url = blobs.presign_put("sess/up.bin", 900)
+    assert dict(parse_qsl(urlsplit(url).query))["X-Amz-Expires"] == "900"
+    assert requests.put(url, data=b"profile bytes", timeout=10).status_code == 200
+    assert blobs.get("sess/up.bin") == b"profile bytes"
+    # A later PUT to the same URL replaces the bytes (a client retrying its upload).
+    assert requests.put(url, data=b"again", timeout=10).status_code == 200
+    assert blobs.get("sess/up.bin") == b"again"
+
+
+def test_the_store_refuses_tampered_urls(blobs):
+    url = blobs.presign_put("sess/good.bin", 900)
+    query = dict(parse_qsl(urlsplit(url).query))
+    signature = query["X-Amz-Signature"]
+    tampered = [
+        url.replace("sess/good.bin", "sess/evil.bin"),
+        with_query(url, **{"X-Amz-Signature": signature[:-1] + ("0" if signature[-1] != "0" else "1")}),
+        with_query(url, **{"X-Amz-Expires": "604800"}),
+        urlunsplit(urlsplit(url)._replace(query="")),
+    ]
+    for bad in tampered:
+        answer = requests.put(bad, data=b"forged", timeout=10)
+        assert answer.status_code == 403, bad.split("?")[0]
+    assert blobs.head("sess/evil.bin") is None and blobs.head("sess/good.bin") is None
+
+
+def test_the_store_refuses_an_expired_url(blobs, monkeypatch):
+    # Sign as if it were an hour ago: a 60 s URL that expired 59 minutes ago.
+    an_hour_ago = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(hours=1)
+    with monkeypatch.context() as patched:
+        patched.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: an_hour_ago)
+        expired = blobs.presign_put("sess/late.bin", 60)
+    answer = requests.put(expired, data=b"late", timeout=10)
+    assert answer.status_code == 403 and "expired" in answer.text.lower()
+    assert blobs.head("sess/late.bin") is None

@@ -1,0 +1,1 @@
+"""Where the server keeps its state: metadata stores and blob stores."""

@@ -1,0 +1,274 @@
+"""Profile bytes in S3-compatible object storage (AWS S3, SeaweedFS, MinIO, ...), through boto3.
+
+Selected with ``--blob-store s3://BUCKET/PREFIX`` (and ``--s3-endpoint-url URL`` for a store
+other than AWS). Credentials and region come from the standard AWS settings: the variables
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` (``AWS_SESSION_TOKEN``), ``AWS_DEFAULT_REGION``
+or ``AWS_REGION``, a profile, or an instance role: whatever boto3 finds.
+
+Uploads never pass through the API server: :meth:`S3BlobStore.presign_put` hands the client a
+presigned S3 ``PUT`` URL whose expiry is the upload URL's TTL, and the object store itself
+refuses a URL that was tampered with or has expired. The server learns that an upload landed by
+asking the store (:meth:`S3BlobStore.head`).
+
+Every object lives under ``PREFIX/``; keys are made by the server from ids it made, so no key
+comes from a client. Presigned URLs carry a signature: they are secrets and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+logger = logging.getLogger("whylogs_songbird.server.storage")
+
+#: Bucket names as S3 accepts them (3-63 chars of lowercase letters, digits, dots and dashes).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+#: Keys the server makes: path segments of letters, digits and ``._-``.
+_KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+#: Region used when the AWS settings name none (SeaweedFS and MinIO accept any; AWS's default).
+DEFAULT_REGION = "us-east-1"
+
+
+class BlobStoreConfigError(ValueError):
+    """The ``--blob-store`` / ``--s3-endpoint-url`` settings or the credentials are unusable."""
+
+
+class BlobStoreUnavailableError(RuntimeError):
+    """The object store could not be reached or refused a request (says which, never a secret)."""
+
+
+class BlobNotFoundError(KeyError):
+    """No object has this key."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where the blobs live: ``s3://BUCKET/PREFIX``."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        """Parse ``s3://BUCKET`` or ``s3://BUCKET/PREFIX`` (a clear error for anything else)."""
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise BlobStoreConfigError(f"blob store must look like s3://BUCKET/PREFIX, got {url!r}")
+        if parts.query or parts.fragment or "@" in parts.netloc:
+            raise BlobStoreConfigError(f"blob store URL takes no credentials, query or fragment: {url!r}")
+        bucket = parts.netloc
+        if _BUCKET.match(bucket) is None or ".." in bucket:
+            raise BlobStoreConfigError(
+                f"{bucket!r} is not a valid bucket name: use 3-63 lowercase letters, digits, dots and dashes"
+            )
+        prefix = parts.path.strip("/")
+        if prefix and _KEY.match(prefix) is None:
+            raise BlobStoreConfigError(f"prefix {prefix!r} must be path segments of letters, digits and . _ -")
+        return cls(bucket=bucket, prefix=prefix)
+
+    def key(self, name: str) -> str:
+        """The object key of the blob ``name`` (checked: server-made names only)."""
+        if _KEY.match(name) is None or any(part in (".", "..") for part in name.split("/")):
+            raise ValueError(f"not a blob name the server makes: {name[:80]!r}")
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _status(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status is not None else None
+    return None
+
+
+class S3BlobStore:
+    """Blobs (profile bytes, stored summaries) as objects under one bucket and prefix.
+
+    Thread-safe (one boto3 client, which is); each server worker process opens its own.
+    Opening checks the credentials and creates the bucket when it does not exist.
+    """
+
+    #: The upload URLs this store hands out go to the object store, not the API server.
+    presigns_uploads = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        max_connections: int = 32,
+        create_bucket: bool = True,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.location = S3Location.parse(url)
+        if endpoint_url is not None:
+            endpoint_url = endpoint_url.rstrip("/")
+            parts = urlsplit(endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+                raise BlobStoreConfigError(
+                    f"S3 endpoint URL must be http(s)://HOST[:PORT] without credentials, got {endpoint_url!r}"
+                )
+        self.endpoint_url = endpoint_url
+        session = boto3.session.Session()
+        self.region = session.region_name or os.environ.get("AWS_REGION") or DEFAULT_REGION
+        if session.get_credentials() is None:
+            raise BlobStoreConfigError(
+                "No S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or an AWS profile or instance role) for the S3 blob store."
+            )
+        config = Config(
+            signature_version="s3v4",
+            # Path-style URLs work with every S3-compatible store; AWS picks its own style.
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            retries={"max_attempts": 4, "mode": "standard"},
+            max_pool_connections=max_connections,
+            connect_timeout=5,
+            read_timeout=60,
+            tcp_keepalive=True,
+        )
+        self._client: Any = session.client("s3", endpoint_url=endpoint_url, region_name=self.region, config=config)
+        if create_bucket:
+            self.ensure_bucket()
+
+    def __repr__(self) -> str:
+        endpoint = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
+        return f"S3BlobStore({str(self.location)!r}{endpoint})"
+
+    def close(self) -> None:
+        """Release the client's connections (idempotent)."""
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()
+
+    def _fail(self, action: str, exc: Exception) -> BlobStoreUnavailableError:
+        code = _error_code(exc) or type(exc).__name__
+        return BlobStoreUnavailableError(
+            f"The S3 blob store {self.location} refused to {action} ({code}); check the bucket, the "
+            "endpoint URL and that the AWS credentials may read and write it."
+        )
+
+    # -- the bucket -----------------------------------------------------------------------------
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (several workers may race: that is fine)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket = self.location.bucket
+        try:
+            self._client.head_bucket(Bucket=bucket)
+            return
+        except ClientError as exc:
+            if _status(exc) not in (404, 400) and _error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                raise self._fail("open the bucket", exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("answer (is the endpoint URL right and the store running?)", exc) from None
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if self.endpoint_url is None and self.region != DEFAULT_REGION:
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            self._client.create_bucket(**kwargs)
+            logger.info("created the bucket %s", bucket)
+        except ClientError as exc:
+            if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise self._fail("create the bucket", exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("create the bucket", exc) from None
+
+    # -- blobs ----------------------------------------------------------------------------------
+
+    def presign_put(self, name: str, ttl_seconds: int) -> str:
+        """A presigned ``PUT`` URL for the blob ``name``, valid ``ttl_seconds`` (a secret: never log it)."""
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        return str(
+            self._client.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.location.bucket, "Key": self.location.key(name)},
+                ExpiresIn=int(ttl_seconds),
+                HttpMethod="PUT",
+            )
+        )
+
+    def head(self, name: str) -> int | None:
+        """The size in bytes of the blob ``name``, or None when there is no such object."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            answer = self._client.head_object(Bucket=self.location.bucket, Key=self.location.key(name))
+        except ClientError as exc:
+            if _status(exc) == 404 or _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._fail("look up an object", exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("look up an object", exc) from None
+        return int(answer["ContentLength"])
+
+    def exists(self, name: str) -> bool:
+        """Whether the blob ``name`` exists."""
+        return self.head(name) is not None
+
+    def get(self, name: str) -> bytes:
+        """The bytes of the blob ``name``; :class:`BlobNotFoundError` when there is none."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            answer = self._client.get_object(Bucket=self.location.bucket, Key=self.location.key(name))
+            with answer["Body"] as body:
+                return bytes(body.read())
+        except ClientError as exc:
+            if _status(exc) == 404 or _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise BlobNotFoundError(name) from None
+            raise self._fail("read an object", exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("read an object", exc) from None
+
+    def put(self, name: str, data: bytes) -> None:
+        """Store ``data`` as the blob ``name`` (replacing it): a single PUT, atomic for readers."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.put_object(Bucket=self.location.bucket, Key=self.location.key(name), Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("store an object", exc) from None
+
+    def delete(self, name: str) -> None:
+        """Remove the blob ``name`` (no error when it does not exist)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.delete_object(Bucket=self.location.bucket, Key=self.location.key(name))
+        except ClientError as exc:
+            if _status(exc) != 404:
+                raise self._fail("delete an object", exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("delete an object", exc) from None
+
+    def iter_names(self, under: str = "") -> Iterator[tuple[str, int]]:
+        """``(name, size)`` of every blob whose name starts with ``under`` (for reconciliation)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        root = f"{self.location.prefix}/" if self.location.prefix else ""
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.location.bucket, Prefix=root + under):
+                for item in page.get("Contents", []):
+                    yield str(item["Key"])[len(root) :], int(item["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("list objects", exc) from None
