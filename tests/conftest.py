@@ -6,6 +6,7 @@ os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports
 
 import contextlib  # noqa: E402
 import http.server  # noqa: E402
+import secrets  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -153,6 +154,15 @@ def s3_service() -> Iterator[S3Service]:
         yield service
 
 
+@pytest.fixture(scope="session")
+def s3_bucket(s3_service: S3Service) -> str:
+    """One bucket shared by the session's team servers (each gets its own prefix in it)."""
+    client = s3_service.client()
+    name = s3_service.new_bucket_name()
+    client.create_bucket(Bucket=name)  # type: ignore[attr-defined]
+    return name
+
+
 #: The stores a test runs against when marked with :data:`both_stores`.
 STORE_KINDS = ("embedded", "team")
 #: Run a test once on the embedded store and once on PostgreSQL + S3, through ``store_config``.
@@ -160,14 +170,15 @@ both_stores = pytest.mark.parametrize("store_config", STORE_KINDS, indirect=True
 
 
 def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Server settings of a fresh PostgreSQL database and a fresh S3 bucket (AWS variables set)."""
+    """Server settings of a fresh PostgreSQL database and a fresh S3 prefix (AWS variables set)."""
     postgres: PostgresService = request.getfixturevalue("postgres_service")
     s3: S3Service = request.getfixturevalue("s3_service")
+    bucket: str = request.getfixturevalue("s3_bucket")
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
     return {
         "database_url": postgres.new_database(),
-        "blob_store": f"s3://{s3.new_bucket_name()}/profiles",
+        "blob_store": f"s3://{bucket}/{secrets.token_hex(6)}/profiles",
         "s3_endpoint_url": s3.endpoint_url,
     }
 

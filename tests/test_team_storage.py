@@ -149,3 +149,87 @@ def test_the_store_refuses_an_expired_url(blobs, monkeypatch):
     answer = requests.put(expired, data=b"late", timeout=10)
     assert answer.status_code == 403 and "expired" in answer.text.lower()
     assert blobs.head("sess/late.bin") is None
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT * FROM t WHERE a = ? AND b = ?", "SELECT * FROM t WHERE a = %s AND b = %s"),
+        ("SELECT '?' , x LIKE 'a%' FROM t WHERE c = ?", "SELECT '?' , x LIKE 'a%%' FROM t WHERE c = %s"),
+        ('SELECT "odd?col" FROM t', 'SELECT "odd?col" FROM t'),
+        ("SELECT 5 % 2", "SELECT 5 %% 2"),
+    ],
+)
+def test_sqlite_placeholders_become_psycopg_ones(sql, expected):
+    from whylogs_songbird.server.storage.postgres import to_pyformat
+
+    assert to_pyformat(sql) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:///x.db", "postgresql://"),
+        ("mysql://u:hunter2@h/db", "postgresql://"),
+        ("postgresql://u:hunter2@h:5432", "names no database"),
+    ],
+)
+def test_bad_database_urls_say_what_to_write_and_hide_passwords(url, message):
+    from whylogs_songbird.server.storage.postgres import DatabaseConfigError, check_url
+
+    with pytest.raises(DatabaseConfigError, match=message) as caught:
+        check_url(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password():
+    from services import free_port
+
+    from whylogs_songbird.server.storage.postgres import DatabaseUnavailableError, PostgresDatabase
+
+    url = f"postgresql://songbird:hunter2@127.0.0.1:{free_port()}/songbird"
+    with pytest.raises(DatabaseUnavailableError, match="Could not connect") as caught:
+        PostgresDatabase(url, connect_timeout=1)
+    assert "hunter2" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_schema_is_migrated_once_even_when_many_processes_start_together(postgres_service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from whylogs_songbird.server.storage.postgres import MIGRATIONS, PostgresDatabase
+
+    url = postgres_service.new_database()
+
+    def open_and_close(_: int) -> int:
+        database = PostgresDatabase(url, max_size=2)
+        try:
+            return database.schema_version()
+        finally:
+            database.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        assert set(pool.map(open_and_close, range(6))) == {len(MIGRATIONS)}
+    database = PostgresDatabase(url)
+    try:
+        versions = database.query("SELECT version FROM schema_version ORDER BY version")
+        assert [row["version"] for row in versions] == list(range(1, len(MIGRATIONS) + 1))
+        with database.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sessions (id, user_id, org_id, created_at) VALUES (?, ?, ?, ?)", ("s1", "u", "g", 2**40)
+            )
+        (row,) = database.query("SELECT id, created_at FROM sessions WHERE id = ?", ("s1",))
+        assert (row["id"], row[1]) == ("s1", 2**40)
+    finally:
+        database.close()
+
+
+def test_a_newer_schema_is_refused_with_what_to_do(postgres_service):
+    from whylogs_songbird.server.storage.postgres import MIGRATIONS, DatabaseConfigError, PostgresDatabase
+
+    url = postgres_service.new_database()
+    PostgresDatabase(url).close()
+    with pytest.raises(DatabaseConfigError, match="upgrade whylogs-songbird"):
+        PostgresDatabase(url, migrations=MIGRATIONS[:0])
