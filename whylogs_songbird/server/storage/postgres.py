@@ -117,7 +117,7 @@ def to_pyformat(sql: str) -> str:
     return "".join(out)
 
 
-class Row(tuple):  # type: ignore[type-arg]
+class Row(tuple):
     """A result row readable by column name and by position, like ``sqlite3.Row``."""
 
     _index: dict[str, int]
@@ -127,7 +127,7 @@ class Row(tuple):  # type: ignore[type-arg]
         row._index = index
         return row
 
-    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             return super().__getitem__(self._index[key])
         return super().__getitem__(key)
