@@ -8,7 +8,6 @@ import pytest
 import requests
 
 from whylogs_songbird.server.storage.s3 import (
-    BlobNotFoundError,
     BlobStoreConfigError,
     BlobStoreUnavailableError,
     S3BlobStore,
@@ -95,33 +94,41 @@ def test_wrong_credentials_or_endpoint_are_a_clear_error_without_secrets(s3_serv
 def test_bucket_is_created_once_and_reopening_is_fine(s3_env):
     url = f"s3://{s3_env.new_bucket_name()}/p"
     first = S3BlobStore(url, endpoint_url=s3_env.endpoint_url)
-    first.put("a.bin", b"1")
+    first.put_bytes("a.bin", b"1")
     second = S3BlobStore(url, endpoint_url=s3_env.endpoint_url)
-    assert second.get("a.bin") == b"1"
+    assert second.get_bytes("a.bin") == b"1"
     assert "secret" not in repr(second).lower() and s3_env.secret_key not in repr(second)
 
 
-def test_put_get_head_delete_and_list(blobs):
-    assert blobs.head("s/one.bin") is None and not blobs.exists("s/one.bin")
-    blobs.put("s/one.bin", b"abc")
-    blobs.put("s/two.bin", b"defgh")
-    blobs.put("other/three.bin", b"x")
-    assert blobs.head("s/one.bin") == 3 and blobs.get("s/two.bin") == b"defgh"
-    assert sorted(blobs.iter_names("s/")) == [("s/one.bin", 3), ("s/two.bin", 5)]
+def test_put_get_size_delete_and_list(blobs, tmp_path):
+    assert blobs.size("s/one.bin") is None and not blobs.exists("s/one.bin")
+    blobs.put_bytes("s/one.bin", b"abc")
+    source = tmp_path / "body.part"
+    source.write_bytes(b"defgh")
+    blobs.put_file("s/two.bin", source)
+    assert not source.exists()
+    blobs.put_bytes("other/three.bin", b"x")
+    assert blobs.size("s/one.bin") == 3 and blobs.get_bytes("s/two.bin") == b"defgh"
+    with blobs.open("s/two.bin") as f:
+        assert f.read() == b"defgh"
+    assert sorted(blobs.list_keys("s/")) == ["s/one.bin", "s/two.bin"]
+    assert sorted(blobs.list_sizes()) == [("other/three.bin", 1), ("s/one.bin", 3), ("s/two.bin", 5)]
     blobs.delete("s/one.bin")
     blobs.delete("s/never.bin")
-    with pytest.raises(BlobNotFoundError):
-        blobs.get("s/one.bin")
+    for read in (blobs.get_bytes, blobs.open):
+        with pytest.raises(FileNotFoundError):
+            read("s/one.bin")
+    assert blobs.reconcile() == []
 
 
 def test_presigned_put_lands_in_the_store_with_the_ttl_as_expiry(blobs):
     url = blobs.presign_put("sess/up.bin", 900)
     assert dict(parse_qsl(urlsplit(url).query))["X-Amz-Expires"] == "900"
     assert requests.put(url, data=b"profile bytes", timeout=10).status_code == 200
-    assert blobs.get("sess/up.bin") == b"profile bytes"
+    assert blobs.get_bytes("sess/up.bin") == b"profile bytes"
     # A later PUT to the same URL replaces the bytes (a client retrying its upload).
     assert requests.put(url, data=b"again", timeout=10).status_code == 200
-    assert blobs.get("sess/up.bin") == b"again"
+    assert blobs.get_bytes("sess/up.bin") == b"again"
 
 
 def test_the_store_refuses_tampered_urls(blobs):
@@ -137,7 +144,7 @@ def test_the_store_refuses_tampered_urls(blobs):
     for bad in tampered:
         answer = requests.put(bad, data=b"forged", timeout=10)
         assert answer.status_code == 403, bad.split("?")[0]
-    assert blobs.head("sess/evil.bin") is None and blobs.head("sess/good.bin") is None
+    assert blobs.size("sess/evil.bin") is None and blobs.size("sess/good.bin") is None
 
 
 def test_the_store_refuses_an_expired_url(blobs, monkeypatch):
@@ -148,7 +155,7 @@ def test_the_store_refuses_an_expired_url(blobs, monkeypatch):
         expired = blobs.presign_put("sess/late.bin", 60)
     answer = requests.put(expired, data=b"late", timeout=10)
     assert answer.status_code == 403 and "expired" in answer.text.lower()
-    assert blobs.head("sess/late.bin") is None
+    assert blobs.size("sess/late.bin") is None
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ or ``AWS_REGION``, a profile, or an instance role: whatever boto3 finds.
 Uploads never pass through the API server: :meth:`S3BlobStore.presign_put` hands the client a
 presigned S3 ``PUT`` URL whose expiry is the upload URL's TTL, and the object store itself
 refuses a URL that was tampered with or has expired. The server learns that an upload landed by
-asking the store (:meth:`S3BlobStore.head`).
+asking the store (:meth:`S3BlobStore.size`, an S3 ``HEAD``).
 
 Every object lives under ``PREFIX/``; keys are made by the server from ids it made, so no key
 comes from a client. Presigned URLs carry a signature: they are secrets and never logged.
@@ -19,9 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
@@ -32,6 +34,8 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 #: Region used when the AWS settings name none (SeaweedFS and MinIO accept any; AWS's default).
 DEFAULT_REGION = "us-east-1"
+#: Objects read with :meth:`S3BlobStore.open` stay in memory up to this size, then spill to disk.
+_SPOOL_BYTES = 8 * 1024 * 1024
 
 
 class BlobStoreConfigError(ValueError):
@@ -42,7 +46,7 @@ class BlobStoreUnavailableError(RuntimeError):
     """The object store could not be reached or refused a request (says which, never a secret)."""
 
 
-class BlobNotFoundError(KeyError):
+class BlobNotFoundError(FileNotFoundError):
     """No object has this key."""
 
 
@@ -191,27 +195,27 @@ class S3BlobStore:
         except BotoCoreError as exc:
             raise self._fail("create the bucket", exc) from None
 
-    # -- blobs ----------------------------------------------------------------------------------
+    # -- blobs (the BlobStore protocol of storage/base.py) ----------------------------------------
 
-    def presign_put(self, name: str, ttl_seconds: int) -> str:
-        """A presigned ``PUT`` URL for the blob ``name``, valid ``ttl_seconds`` (a secret: never log it)."""
+    def presign_put(self, key: str, ttl_seconds: int) -> str:
+        """A presigned ``PUT`` URL for ``key``, valid ``ttl_seconds`` (a secret: never log it)."""
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
         return str(
             self._client.generate_presigned_url(
                 "put_object",
-                Params={"Bucket": self.location.bucket, "Key": self.location.key(name)},
+                Params={"Bucket": self.location.bucket, "Key": self.location.key(key)},
                 ExpiresIn=int(ttl_seconds),
                 HttpMethod="PUT",
             )
         )
 
-    def head(self, name: str) -> int | None:
-        """The size in bytes of the blob ``name``, or None when there is no such object."""
+    def size(self, key: str) -> int | None:
+        """The size in bytes of ``key`` (an S3 ``HEAD``), or None when there is no such object."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            answer = self._client.head_object(Bucket=self.location.bucket, Key=self.location.key(name))
+            answer = self._client.head_object(Bucket=self.location.bucket, Key=self.location.key(key))
         except ClientError as exc:
             if _status(exc) == 404 or _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -220,55 +224,109 @@ class S3BlobStore:
             raise self._fail("look up an object", exc) from None
         return int(answer["ContentLength"])
 
-    def exists(self, name: str) -> bool:
-        """Whether the blob ``name`` exists."""
-        return self.head(name) is not None
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds bytes."""
+        return self.size(key) is not None
 
-    def get(self, name: str) -> bytes:
-        """The bytes of the blob ``name``; :class:`BlobNotFoundError` when there is none."""
+    def _get_object(self, key: str) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            answer = self._client.get_object(Bucket=self.location.bucket, Key=self.location.key(name))
-            with answer["Body"] as body:
-                return bytes(body.read())
+            return self._client.get_object(Bucket=self.location.bucket, Key=self.location.key(key))
         except ClientError as exc:
             if _status(exc) == 404 or _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
-                raise BlobNotFoundError(name) from None
+                raise BlobNotFoundError(key) from None
             raise self._fail("read an object", exc) from None
         except BotoCoreError as exc:
             raise self._fail("read an object", exc) from None
 
-    def put(self, name: str, data: bytes) -> None:
-        """Store ``data`` as the blob ``name`` (replacing it): a single PUT, atomic for readers."""
+    def get_bytes(self, key: str) -> bytes:
+        """The bytes of ``key``; :class:`BlobNotFoundError` (a FileNotFoundError) when there are none."""
+        from botocore.exceptions import BotoCoreError
+
+        body = self._get_object(key)["Body"]
+        try:
+            return bytes(body.read())
+        except BotoCoreError as exc:
+            raise self._fail("read an object", exc) from None
+        finally:
+            body.close()
+
+    def open(self, key: str) -> BinaryIO:
+        """A seekable file holding ``key``'s bytes (in memory up to 8 MiB, then a temporary file)."""
+        from botocore.exceptions import BotoCoreError
+
+        answer = self._get_object(key)
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, prefix="songbird-blob-")  # noqa: SIM115
+        body = answer["Body"]
+        try:
+            for chunk in body.iter_chunks(1024 * 1024):
+                spool.write(chunk)
+        except BotoCoreError as exc:
+            spool.close()
+            raise self._fail("read an object", exc) from None
+        except BaseException:
+            spool.close()
+            raise
+        finally:
+            body.close()
+        spool.seek(0)
+        return cast(BinaryIO, spool)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` (replacing it): one PUT, so readers see old or new bytes, never a part."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client.put_object(Bucket=self.location.bucket, Key=self.location.key(name), Body=data)
+            self._client.put_object(Bucket=self.location.bucket, Key=self.location.key(key), Body=data)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("store an object", exc) from None
 
-    def delete(self, name: str) -> None:
-        """Remove the blob ``name`` (no error when it does not exist)."""
+    def put_file(self, key: str, source: Path) -> None:
+        """Upload the file ``source`` to ``key`` and remove the file (a move, like the file store's)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client.delete_object(Bucket=self.location.bucket, Key=self.location.key(name))
+            self._client.upload_file(str(source), self.location.bucket, self.location.key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("store an object", exc) from None
+        Path(source).unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when it does not exist)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.delete_object(Bucket=self.location.bucket, Key=self.location.key(key))
         except ClientError as exc:
             if _status(exc) != 404:
                 raise self._fail("delete an object", exc) from None
         except BotoCoreError as exc:
             raise self._fail("delete an object", exc) from None
 
-    def iter_names(self, under: str = "") -> Iterator[tuple[str, int]]:
-        """``(name, size)`` of every blob whose name starts with ``under`` (for reconciliation)."""
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key (without the store's own prefix) that starts with ``prefix``."""
+        for key, _ in self.list_sizes(prefix):
+            yield key
+
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """``(key, size)`` of every object whose key starts with ``prefix``."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         root = f"{self.location.prefix}/" if self.location.prefix else ""
         paginator = self._client.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.location.bucket, Prefix=root + under):
+            for page in paginator.paginate(Bucket=self.location.bucket, Prefix=root + prefix):
                 for item in page.get("Contents", []):
                     yield str(item["Key"])[len(root) :], int(item["Size"])
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("list objects", exc) from None
+
+    def new_temp_file(self) -> tuple[int, Path]:
+        """A fresh temporary file in the system temp dir (bodies the server itself receives)."""
+        fd, name = tempfile.mkstemp(prefix="songbird-body-", suffix=".part")
+        return fd, Path(name)
+
+    def reconcile(self) -> list[str]:
+        """Nothing to clean locally: an S3 PUT is atomic, so a crash leaves no partial object."""
+        return []
