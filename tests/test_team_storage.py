@@ -162,21 +162,6 @@ def test_the_store_refuses_an_expired_url(blobs, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("sql", "expected"),
-    [
-        ("SELECT * FROM t WHERE a = ? AND b = ?", "SELECT * FROM t WHERE a = %s AND b = %s"),
-        ("SELECT '?' , x LIKE 'a%' FROM t WHERE c = ?", "SELECT '?' , x LIKE 'a%%' FROM t WHERE c = %s"),
-        ('SELECT "odd?col" FROM t', 'SELECT "odd?col" FROM t'),
-        ("SELECT 5 % 2", "SELECT 5 %% 2"),
-    ],
-)
-def test_sqlite_placeholders_become_psycopg_ones(sql, expected):
-    from whylogs_songbird.server.storage.postgres import to_pyformat
-
-    assert to_pyformat(sql) == expected
-
-
-@pytest.mark.parametrize(
     ("url", "message"),
     [
         ("sqlite:///x.db", "postgresql://"),
@@ -185,9 +170,10 @@ def test_sqlite_placeholders_become_psycopg_ones(sql, expected):
     ],
 )
 def test_bad_database_urls_say_what_to_write_and_hide_passwords(url, message):
-    from whylogs_songbird.server.storage.postgres import DatabaseConfigError, check_url
+    from whylogs_songbird.server.storage.base import StorageConfigError
+    from whylogs_songbird.server.storage.postgres import check_url
 
-    with pytest.raises(DatabaseConfigError, match=message) as caught:
+    with pytest.raises(StorageConfigError, match=message) as caught:
         check_url(url)
     assert "hunter2" not in str(caught.value)
 
@@ -195,48 +181,48 @@ def test_bad_database_urls_say_what_to_write_and_hide_passwords(url, message):
 def test_unreachable_database_is_a_clear_error_without_the_password():
     from services import free_port
 
-    from whylogs_songbird.server.storage.postgres import DatabaseUnavailableError, PostgresDatabase
+    from whylogs_songbird.server.storage.postgres import DatabaseUnavailableError, PostgresMetadataStore
 
     url = f"postgresql://songbird:hunter2@127.0.0.1:{free_port()}/songbird"
     with pytest.raises(DatabaseUnavailableError, match="Could not connect") as caught:
-        PostgresDatabase(url, connect_timeout=1)
+        PostgresMetadataStore(url, connect_timeout=1)
     assert "hunter2" not in str(caught.value) and "***" in str(caught.value)
 
 
-def test_schema_is_migrated_once_even_when_many_processes_start_together(postgres_service):
+def test_schema_is_created_once_even_when_many_processes_start_together(postgres_service):
     from concurrent.futures import ThreadPoolExecutor
 
-    from whylogs_songbird.server.storage.postgres import MIGRATIONS, PostgresDatabase
+    from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
+    from whylogs_songbird.server.storage.sql import SCHEMA_VERSION
 
     url = postgres_service.new_database()
 
     def open_and_close(_: int) -> int:
-        database = PostgresDatabase(url, max_size=2)
+        store = PostgresMetadataStore(url, max_size=2)
         try:
-            return database.schema_version()
+            return store.schema_version()
         finally:
-            database.close()
+            store.close()
 
     with ThreadPoolExecutor(6) as pool:
-        assert set(pool.map(open_and_close, range(6))) == {len(MIGRATIONS)}
-    database = PostgresDatabase(url)
+        assert set(pool.map(open_and_close, range(6))) == {SCHEMA_VERSION}
+    store = PostgresMetadataStore(url)
     try:
-        versions = database.query("SELECT version FROM schema_version ORDER BY version")
-        assert [row["version"] for row in versions] == list(range(1, len(MIGRATIONS) + 1))
-        with database.transaction() as conn:
-            conn.execute(
-                "INSERT INTO sessions (id, user_id, org_id, created_at) VALUES (?, ?, ?, ?)", ("s1", "u", "g", 2**40)
-            )
-        (row,) = database.query("SELECT id, created_at FROM sessions WHERE id = ?", ("s1",))
-        assert (row["id"], row[1]) == ("s1", 2**40)
+        session = store.create_session("u")
+        assert store.get_session(session.id) == session and store.session_count() == 1
     finally:
-        database.close()
+        store.close()
 
 
 def test_a_newer_schema_is_refused_with_what_to_do(postgres_service):
-    from whylogs_songbird.server.storage.postgres import MIGRATIONS, DatabaseConfigError, PostgresDatabase
+    import psycopg
+
+    from whylogs_songbird.server.storage.base import StorageConfigError
+    from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 
     url = postgres_service.new_database()
-    PostgresDatabase(url).close()
-    with pytest.raises(DatabaseConfigError, match="upgrade whylogs-songbird"):
-        PostgresDatabase(url, migrations=MIGRATIONS[:0])
+    PostgresMetadataStore(url).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE meta SET value = '999' WHERE name = 'schema_version'")
+    with pytest.raises(StorageConfigError, match="upgrade whylogs-songbird"):
+        PostgresMetadataStore(url)

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
+from whylogs_songbird.server.storage.base import StorageConfigError
+
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
 #: Bucket names as S3 accepts them (3-63 chars of lowercase letters, digits, dots and dashes).
@@ -38,7 +40,7 @@ DEFAULT_REGION = "us-east-1"
 _SPOOL_BYTES = 8 * 1024 * 1024
 
 
-class BlobStoreConfigError(ValueError):
+class BlobStoreConfigError(StorageConfigError):
     """The ``--blob-store`` / ``--s3-endpoint-url`` settings or the credentials are unusable."""
 
 
@@ -117,6 +119,7 @@ class S3BlobStore:
         endpoint_url: str | None = None,
         max_connections: int = 32,
         create_bucket: bool = True,
+        temp_dir: Path | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -130,6 +133,7 @@ class S3BlobStore:
                     f"S3 endpoint URL must be http(s)://HOST[:PORT] without credentials, got {endpoint_url!r}"
                 )
         self.endpoint_url = endpoint_url
+        self.temp_dir = temp_dir
         session = boto3.session.Session()
         self.region = session.region_name or os.environ.get("AWS_REGION") or DEFAULT_REGION
         if session.get_credentials() is None:
@@ -323,10 +327,17 @@ class S3BlobStore:
             raise self._fail("list objects", exc) from None
 
     def new_temp_file(self) -> tuple[int, Path]:
-        """A fresh temporary file in the system temp dir (bodies the server itself receives)."""
-        fd, name = tempfile.mkstemp(prefix="songbird-body-", suffix=".part")
+        """A fresh temporary file (in ``temp_dir``, else the system's) for a body the server receives."""
+        if self.temp_dir is not None:
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="songbird-body-", suffix=".part", dir=self.temp_dir)
         return fd, Path(name)
 
     def reconcile(self) -> list[str]:
         """Nothing to clean locally: an S3 PUT is atomic, so a crash leaves no partial object."""
         return []
+
+
+def open_blobs(url: str, *, endpoint_url: str | None = None, data_dir: Path | None = None) -> S3BlobStore:
+    """The factory ``storage.open_storage`` calls for ``--blob-store s3://BUCKET/PREFIX``."""
+    return S3BlobStore(url, endpoint_url=endpoint_url, temp_dir=Path(data_dir) / "tmp" if data_dir else None)
