@@ -41,6 +41,10 @@ from whylogs_songbird.server.storage.base import (
 
 logger = logging.getLogger("whylogs_songbird.server")
 
+#: Upload slots whose URL expired less than this long ago are still looked for in the blob
+#: store (a presigned PUT begun before its URL expired may finish after).
+LANDED_GRACE_SECONDS = 3600
+
 #: A batch timestamp in a link (see :func:`parse_timestamp_selector`); ASCII digits only.
 _TIMESTAMP_SELECTOR = re.compile(r"-?[0-9]{1,19}")
 
@@ -109,6 +113,7 @@ class Store:
         self.metadata = metadata
         self.blobs = blobs
         self._closed = False
+        self._presigning: bool | None = None
 
     @classmethod
     def open(cls, config: object) -> Store:
@@ -245,18 +250,64 @@ class Store:
             raise FileNotFoundError(f"upload {upload.id} has no stored bytes")
         return self.blobs.get_bytes(upload.path)
 
+    # -- uploads straight to the blob store (presigned S3 PUT URLs) --------------------------
+
+    def presigned_url(self, upload: UploadRecord) -> str | None:
+        """The blob store's own PUT URL for an upload slot, valid until the slot expires; None
+        when the blob store has no such URLs (the server's upload route receives the bytes)."""
+        if not self._presigns():
+            return None
+        ttl = max(1, upload.expires_at - int(now_ms() / 1000))
+        return self.blobs.presign_put(blob_key(upload.session_id, upload.id), ttl)
+
+    def learn_landed(self, session_id: str | None = None) -> list[str]:
+        """Record the uploads whose bytes a client PUT straight to the blob store (of one session,
+        or of all); return their ids. Nothing to do for a blob store without presigned URLs.
+
+        The server is not told when such a PUT lands: it looks (a HEAD per open slot) when a link
+        or a page names a session's profiles, and its ingest worker does so for every session.
+        A slot is recorded only once its bytes are there, so no profile exists without bytes.
+        """
+        if not self._presigns():
+            return []
+        grace = int(now_ms() / 1000) - LANDED_GRACE_SECONDS  # a PUT begun before expiry may finish after
+        learned: list[str] = []
+        for upload in self.metadata.open_uploads(session_id, expired_after=grace):
+            key = blob_key(upload.session_id, upload.id)
+            if self.blobs.size(key) is None:
+                continue
+            try:
+                data = self.blobs.get_bytes(key)
+            except FileNotFoundError:
+                continue
+            try:
+                outcome = self.metadata.mark_stored(
+                    upload.id, key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                )
+            except StoreError:
+                continue  # the session was claimed meanwhile: its bytes stay unrecorded
+            if outcome.duplicate_of is not None:
+                self.blobs.delete(key)
+            learned.append(upload.id)
+        if learned:
+            logger.debug("learned %d uploads that landed in the blob store", len(learned))
+        return learned
+
     # -- profile lookups (shared by the link operation and the observatory pages) ------------
 
     def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
         """The stored profiles of a session (of one kind, if given), oldest first; no duplicates."""
+        self.learn_landed(session_id)
         return self.metadata.list_profiles(session_id, kind)
 
     def find_batch_profiles(self, session_id: str, dataset_timestamp: int) -> list[UploadRecord]:
         """The stored batch profiles (all segments) of a session with this dataset timestamp."""
+        self.learn_landed(session_id)
         return self.metadata.find_batch_profiles(session_id, dataset_timestamp)
 
     def get_reference(self, session_id: str, reference_id: str) -> UploadRecord | None:
         """The stored reference profile ``reference_id`` of a session, or None."""
+        self.learn_landed(session_id)
         return self.metadata.get_reference(session_id, reference_id)
 
     def resolve_profile(self, session_id: str, selector: str) -> list[UploadRecord]:
@@ -272,6 +323,7 @@ class Store:
             reference = self.get_reference(session_id, selector)
             return [reference] if reference else []
         if is_valid_id(selector, "log"):
+            self.learn_landed(session_id)
             upload = self.get_upload(selector)
             if upload and upload.duplicate_of is not None:
                 upload = self.get_upload(upload.duplicate_of)
@@ -293,13 +345,14 @@ class Store:
         """
         report = ReconcileReport(temp_files=self.blobs.reconcile())
         known = dict(self.metadata.stored_keys())
-        missing = [upload_id for upload_id, key in known.items() if not self.blobs.exists(key)]
+        present = set(self.blobs.list_keys("profiles/"))  # one listing, not a lookup per row (S3)
+        missing = [upload_id for upload_id, key in known.items() if key not in present]
         if missing:
             self.metadata.unmark_stored(missing)
             report.rows_without_bytes = missing
         referenced = {key for upload_id, key in known.items() if upload_id not in set(missing)}
         presigning = self._presigns()
-        for key in list(self.blobs.list_keys("profiles/")):
+        for key in sorted(present):
             if key in referenced:
                 continue
             upload_id = key.rsplit("/", 1)[-1].split(".", 1)[0]
@@ -333,13 +386,15 @@ class Store:
         return report
 
     def _presigns(self) -> bool:
-        try:
-            return (
-                self.blobs.presign_put("profiles/session-AAAAAAAAAAAAAAAAAAAA/log-AAAAAAAAAAAAAAAAAAAA.bin", 1)
-                is not None
-            )
-        except Exception:  # noqa: BLE001 - a store that cannot presign does not
-            return False
+        if self._presigning is None:
+            try:
+                self._presigning = (
+                    self.blobs.presign_put("profiles/session-AAAAAAAAAAAAAAAAAAAA/log-AAAAAAAAAAAAAAAAAAAA.bin", 1)
+                    is not None
+                )
+            except Exception:  # noqa: BLE001 - a store that cannot presign does not
+                self._presigning = False
+        return self._presigning
 
 
 __all__ = [

@@ -39,7 +39,7 @@ from whylogs_songbird.server.routes.deps import (
     open_session,
 )
 from whylogs_songbird.server.signing import UrlSigner
-from whylogs_songbird.server.store import NewUpload, UploadRecord
+from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -47,15 +47,20 @@ router = APIRouter(tags=["sessions"], responses=ERROR_RESPONSES)
 KeyDep = Annotated[KeyOwner, Depends(require_key)]
 
 
+def _upload_url(store: Store, signer: UrlSigner, base: str, upload: UploadRecord) -> str:
+    """The blob store's own presigned PUT URL (S3), else one of this server's upload route."""
+    return store.presigned_url(upload) or signer.upload_url(base, upload.id, upload.expires_at)
+
+
 def _reference_response(
-    signer: UrlSigner, base: str, session_id: str, upload: UploadRecord
+    store: Store, signer: UrlSigner, base: str, session_id: str, upload: UploadRecord
 ) -> LogSessionReferenceResponse:
     return LogSessionReferenceResponse(
         id=upload.id,
         model_id=GUEST_MODEL_ID,
         alias=upload.alias,
         observatory_url=observatory_link(base, session_id, [upload.id]),
-        upload_url=signer.upload_url(base, upload.id, upload.expires_at),
+        upload_url=_upload_url(store, signer, base, upload),
         upload_timestamp=upload.created_at,
     )
 
@@ -151,7 +156,7 @@ def create_dataset_profile_upload(
     return json_answer(
         CreateDatasetProfileUploadResponse(
             id=upload.id,
-            upload_url=signer.upload_url(base, upload.id, upload.expires_at),
+            upload_url=_upload_url(store, signer, base, upload),
             observatory_url=observatory_link(
                 base, session_id, [body.dataset_timestamp], [segment_label(tags)] if tags else []
             ),
@@ -179,7 +184,7 @@ def create_reference_profile_upload(
         dataset_timestamp=body.dataset_timestamp,
         alias=body.alias,
     )
-    return json_answer(_reference_response(signer, base_url(config, request), session_id, upload))
+    return json_answer(_reference_response(store, signer, base_url(config, request), session_id, upload))
 
 
 @router.post(
@@ -206,7 +211,7 @@ def batch_create_reference_profile_upload(
     base = base_url(config, request)
     return json_answer(
         BatchLogSessionReferenceResponse(
-            references=[_reference_response(signer, base, session_id, u) for u in uploads],
+            references=[_reference_response(store, signer, base, session_id, u) for u in uploads],
             observatory_url=observatory_link(base, session_id, [u.id for u in uploads[:MAX_PROFILES_PER_LINK]]),
         )
     )

@@ -243,6 +243,11 @@ class MetadataStore(Protocol):
     def stored_keys(self) -> Iterator[tuple[str, str]]:
         """``(upload id, blob key)`` of every stored profile (for reconciliation at start)."""
 
+    def open_uploads(self, session_id: str | None = None, *, expired_after: int = 0) -> list[UploadRecord]:
+        """Upload slots not stored yet whose URL expires after ``expired_after`` (unix seconds), of
+        one session or of all, oldest first: where a presigned PUT straight to the blob store may
+        have landed."""
+
     # -- ingest --
     def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
         """Claim up to ``limit`` pending profiles for summarising: each claim holds for ``lease_ms``,

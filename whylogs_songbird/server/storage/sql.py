@@ -95,7 +95,11 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "duplicate_of", "TEXT"),
 )
 #: Indexes over migrated columns (created after the migrations).
-LATE_INDEXES = ("CREATE INDEX IF NOT EXISTS uploads_by_ingest ON uploads (ingest_state, stored_at)",)
+LATE_INDEXES = (
+    # upload slots still waiting for their bytes (presigned PUTs straight to the blob store)
+    "CREATE INDEX IF NOT EXISTS uploads_open ON uploads (expires_at) WHERE stored_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS uploads_by_ingest ON uploads (ingest_state, stored_at)",
+)
 
 
 @dataclass(frozen=True)
@@ -447,6 +451,17 @@ class SqlMetadataStore:
     def stored_keys(self) -> Iterator[tuple[str, str]]:
         rows = self._query("SELECT id, path FROM uploads WHERE stored_at IS NOT NULL AND path IS NOT NULL")
         return iter([(row["id"], row["path"]) for row in rows])
+
+    def open_uploads(self, session_id: str | None = None, *, expired_after: int = 0) -> list[UploadRecord]:
+        sql = "SELECT * FROM uploads WHERE stored_at IS NULL AND expires_at > ?"
+        params: list[object] = [expired_after]
+        if session_id is not None:
+            if not is_valid_id(session_id, "session"):
+                return []
+            sql += " AND session_id = ?"
+            params.append(session_id)
+        rows = self._query(sql + " ORDER BY created_at, id", params)
+        return [_upload_from_row(row) for row in rows]
 
     # -- ingest ------------------------------------------------------------------------------------
 
