@@ -170,14 +170,14 @@ both_stores = pytest.mark.parametrize("store_config", STORE_KINDS, indirect=True
 
 
 def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Server settings of a fresh PostgreSQL database and a fresh S3 prefix (AWS variables set)."""
+    """Server settings of a fresh PostgreSQL schema and a fresh S3 prefix (AWS variables set)."""
     postgres: PostgresService = request.getfixturevalue("postgres_service")
     s3: S3Service = request.getfixturevalue("s3_service")
     bucket: str = request.getfixturevalue("s3_bucket")
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
     return {
-        "database_url": postgres.new_database(),
+        "database_url": postgres.new_schema(),
         "blob_store": f"s3://{bucket}/{secrets.token_hex(6)}/profiles",
         "s3_endpoint_url": s3.endpoint_url,
     }

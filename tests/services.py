@@ -114,12 +114,13 @@ class PostgresService:
     socket_dir: Path
     user: str = "postgres"
     _counter: int = field(default=0, repr=False)
+    _shared_database: str | None = field(default=None, repr=False)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{LOOPBACK}:{self.port}/{database}"
 
     def new_database(self, prefix: str = "songbird") -> str:
-        """Create an empty database and return its URL."""
+        """Create an empty database and return its URL (a few hundred ms: prefer :meth:`new_schema`)."""
         import psycopg
 
         self._counter += 1
@@ -127,6 +128,19 @@ class PostgresService:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def new_schema(self, prefix: str = "t") -> str:
+        """Create an empty schema in the shared test database; the URL of that database with the
+        schema as its search path, so a server using it sees only its own tables (milliseconds)."""
+        import psycopg
+
+        if self._shared_database is None:
+            self._shared_database = self.new_database("shared")
+        self._counter += 1
+        schema = f"{prefix}_{os.getpid()}_{self._counter}"
+        with psycopg.connect(self._shared_database, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        return f"{self._shared_database}?options=-csearch_path%3D{schema}"
 
 
 def _as_postgres(args: list[str]) -> list[str]:

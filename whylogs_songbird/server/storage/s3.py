@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,25 @@ class S3Location:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
+_LOADER_LOCK = threading.Lock()
+_LOADER: Any = None
+
+
+def _botocore_session() -> Any:
+    """A fresh botocore session (credentials are looked up anew) sharing one loader of the
+    service descriptions, which makes a client in ~0.1 s instead of ~0.5 s."""
+    import botocore.session
+
+    global _LOADER
+    session = botocore.session.get_session()
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = session.get_component("data_loader")
+        else:
+            session.register_component("data_loader", _LOADER)
+    return session
+
+
 def _error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
@@ -134,7 +154,7 @@ class S3BlobStore:
                 )
         self.endpoint_url = endpoint_url
         self.temp_dir = temp_dir
-        session = boto3.session.Session()
+        session = boto3.session.Session(botocore_session=_botocore_session())
         self.region = session.region_name or os.environ.get("AWS_REGION") or DEFAULT_REGION
         if session.get_credentials() is None:
             raise BlobStoreConfigError(
@@ -151,7 +171,8 @@ class S3BlobStore:
             read_timeout=60,
             tcp_keepalive=True,
         )
-        self._client: Any = session.client("s3", endpoint_url=endpoint_url, region_name=self.region, config=config)
+        with _LOADER_LOCK:
+            self._client: Any = session.client("s3", endpoint_url=endpoint_url, region_name=self.region, config=config)
         if create_bucket:
             self.ensure_bucket()
 
