@@ -183,12 +183,20 @@ def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     }
 
 
-@pytest.fixture
-def store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Server settings of the store under test: {} (embedded) unless parametrized with "team"."""
-    kind = getattr(request, "param", "embedded")
+def make_store_config(kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Server settings of the store ``kind``: {} for "embedded", see :func:`team_store_config`."""
     if kind == "embedded":
         return {}
     if kind != "team":
         raise ValueError(f"unknown store kind {kind!r}; use one of {STORE_KINDS}")
     return team_store_config(request, monkeypatch)
+
+
+@pytest.fixture
+def store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Server settings of the store under test: {} (embedded) unless parametrized with "team".
+
+    A test module runs all its server tests on both stores by overriding this fixture with
+    ``params=STORE_KINDS`` (see test_writer.py); one test, with the :data:`both_stores` mark.
+    """
+    return make_store_config(getattr(request, "param", "embedded"), request, monkeypatch)
