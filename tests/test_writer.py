@@ -168,6 +168,8 @@ def _writers(n, opts):
     ]
 
 
+# Client-side session locking across processes: the store does not matter, one store is enough.
+@pytest.mark.parametrize("store_config", ["embedded"], indirect=True)
 def test_session_reused_across_processes(server, opts):
     for proc in _writers(1, opts) + _writers(1, opts):
         out, err = proc.communicate(timeout=120)
@@ -175,6 +177,8 @@ def test_session_reused_across_processes(server, opts):
     assert server.stats()["create_session"] == 1
 
 
+# Client-side session locking across processes: the store does not matter, one store is enough.
+@pytest.mark.parametrize("store_config", ["embedded"], indirect=True)
 def test_four_processes_starting_at_once_create_one_session(server, opts):
     procs = _writers(4, opts)
     for proc in procs:
