@@ -170,12 +170,16 @@ both_stores = pytest.mark.parametrize("store_config", STORE_KINDS, indirect=True
 
 
 def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Server settings of a fresh PostgreSQL schema and a fresh S3 prefix (AWS variables set)."""
+    """Server settings of a fresh PostgreSQL schema and a fresh S3 prefix (AWS variables set).
+
+    Works from fixtures of any scope: pass a ``pytest.MonkeyPatch.context()`` from a module one.
+    """
     postgres: PostgresService = request.getfixturevalue("postgres_service")
     s3: S3Service = request.getfixturevalue("s3_service")
     bucket: str = request.getfixturevalue("s3_bucket")
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return {
         "database_url": postgres.new_schema(),
         "blob_store": f"s3://{bucket}/{secrets.token_hex(6)}/profiles",
