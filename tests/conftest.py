@@ -82,12 +82,32 @@ def make_profile_bytes_fixture() -> Callable[..., bytes]:
     return make_profile_bytes
 
 
+#: Storage configurations a test can run its servers with: a name -> a function of (request,
+#: tmp_path) giving ServerConfig keyword arguments (``database_url``, ``blob_store``, ...). A test
+#: module runs against several with
+#: ``pytestmark = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)``.
+STORAGE_CONFIGS: dict[str, Callable[[pytest.FixtureRequest, Path], dict[str, Any]]] = {
+    "embedded": lambda request, tmp_path: {},
+    # PostgreSQL + S3 (SeaweedFS), see team_store_config below.
+    "team": lambda request, tmp_path: team_store_config(request, request.getfixturevalue("monkeypatch")),
+}
+STORAGE_NAMES = list(STORAGE_CONFIGS)
+
+
 @pytest.fixture
-def server_factory(tmp_path: Path, store_config: dict[str, Any]) -> Iterator[Callable[..., LocalServer]]:
+def storage_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """ServerConfig keyword arguments of a storage configuration (default: the embedded store);
+    ``server_factory`` and ``server`` start their servers with them."""
+    name = getattr(request, "param", "embedded")
+    return STORAGE_CONFIGS[name](request, tmp_path)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, storage_config: dict[str, Any]) -> Iterator[Callable[..., LocalServer]]:
     """Start LocalServers with config keyword arguments; all are stopped at teardown.
 
-    Without ``data_dir`` each server gets a fresh directory under ``tmp_path``. The store is the
-    one of ``store_config`` (embedded unless the test is marked with :data:`both_stores`).
+    Without ``data_dir`` each server gets a fresh directory under ``tmp_path``; the storage
+    configuration (:func:`storage_config`) fills in what is not given.
     """
     started: list[LocalServer] = []
     counter = 0
@@ -97,7 +117,7 @@ def server_factory(tmp_path: Path, store_config: dict[str, Any]) -> Iterator[Cal
         counter += 1
         config.setdefault("data_dir", tmp_path / f"server-{counter}")
         config.setdefault("api_keys", TEST_API_KEYS)
-        for name, value in store_config.items():
+        for name, value in storage_config.items():
             config.setdefault(name, value)
         server = LocalServer(**config).start()
         started.append(server)
@@ -163,10 +183,8 @@ def s3_bucket(s3_service: S3Service) -> str:
     return name
 
 
-#: The stores a test runs against when marked with :data:`both_stores`.
-STORE_KINDS = ("embedded", "team")
-#: Run a test once on the embedded store and once on PostgreSQL + S3, through ``store_config``.
-both_stores = pytest.mark.parametrize("store_config", STORE_KINDS, indirect=True)
+#: Run a test (or, as ``pytestmark``, a module) once per storage configuration: embedded, team.
+both_stores = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
 
 
 def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -188,19 +206,10 @@ def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
 
 
 def make_store_config(kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Server settings of the store ``kind``: {} for "embedded", see :func:`team_store_config`."""
+    """Server settings of the storage configuration ``kind`` from a fixture of any scope (pass
+    ``pytest.MonkeyPatch.context()`` from a module-scoped one)."""
     if kind == "embedded":
         return {}
     if kind != "team":
-        raise ValueError(f"unknown store kind {kind!r}; use one of {STORE_KINDS}")
+        raise ValueError(f"unknown storage configuration {kind!r}; use one of {STORAGE_NAMES}")
     return team_store_config(request, monkeypatch)
-
-
-@pytest.fixture
-def store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Server settings of the store under test: {} (embedded) unless parametrized with "team".
-
-    A test module runs all its server tests on both stores by overriding this fixture with
-    ``params=STORE_KINDS`` (see test_writer.py); one test, with the :data:`both_stores` mark.
-    """
-    return make_store_config(getattr(request, "param", "embedded"), request, monkeypatch)

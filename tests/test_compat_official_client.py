@@ -158,7 +158,7 @@ def run_whylogs_guest(server_url: str, tmp_path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_whylogs_guest_flow_uploads_to_the_local_server(server, store_config, tmp_path):
+def test_whylogs_guest_flow_uploads_to_the_local_server(server, storage_config, tmp_path):
     sent = run_whylogs_guest(server.url, tmp_path)
 
     config = configparser.ConfigParser()
@@ -169,7 +169,7 @@ def test_whylogs_guest_flow_uploads_to_the_local_server(server, store_config, tm
     # whylogs: create the session, upload the batch profile, then "validate" the session with a
     # throwaway reference before the real one, PUT twice (straight to S3 on the team store).
     stats = server.stats()
-    puts_to_server = 0 if store_config else 2
+    puts_to_server = 0 if storage_config else 2
     assert (stats["create_session"], stats["upload"], stats["references"], stats["put"]) == (1, 1, 2, puts_to_server)
 
     [batch] = server.store.list_profiles(session_id, kind="batch")

@@ -23,7 +23,7 @@ TS = 1_700_000_000_000
 
 
 @pytest.fixture
-def store_config(request, monkeypatch):
+def storage_config(request, monkeypatch):
     """Every server in this module runs on PostgreSQL + S3."""
     from conftest import make_store_config
 
@@ -55,7 +55,7 @@ def with_query(url: str, **changes: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(dict(parse_qsl(parts.query)) | changes)))
 
 
-def test_upload_urls_are_presigned_s3_urls_and_bytes_never_reach_the_server(server, store_config, s3_service):
+def test_upload_urls_are_presigned_s3_urls_and_bytes_never_reach_the_server(server, storage_config, s3_service):
     session_id = new_session(server.url)
     slot = new_slot(server.url, session_id)
     upload_url = slot["uploadUrl"]
@@ -116,6 +116,22 @@ def test_references_and_segments_land_through_presigned_urls(server):
     assert sorted(p.alias or "" for p in server.store.list_profiles(session_id, "reference")) == ["test", "train"]
 
 
+def test_bytes_that_fail_the_cheap_check_are_an_invalid_profile_never_deserialized(server):
+    from profile_crafting import shared_chunk
+
+    session_id = new_session(server.url)
+    crafted = shared_chunk(make_profile_bytes())  # 10,000 columns sharing one chunk
+    for ts, data in ((TS, b"not a whylogs profile"), (TS + 1, crafted), (TS + 2, make_profile_bytes() + b"junk")):
+        slot = new_slot(server.url, session_id, ts=ts)
+        assert requests.put(slot["uploadUrl"], data=data, timeout=10).status_code == 200  # S3 takes any bytes
+        answer = link(server.url, session_id, [ts])
+        assert answer.status_code == 200
+        [profile] = server.store.find_batch_profiles(session_id, ts)
+        assert profile.invalid and "well-formed" in (profile.ingest_error or ""), profile
+        page = requests.get(answer.json()["observatoryUrl"], timeout=30)
+        assert page.status_code != 500 and "well-formed" in page.text
+
+
 def test_a_claimed_session_keeps_late_uploads_out(server):
     session_id = new_session(server.url)
     slot = new_slot(server.url, session_id)
@@ -135,7 +151,7 @@ def test_a_claimed_session_keeps_late_uploads_out(server):
 
 
 @contextlib.contextmanager
-def server_process(data_dir, store_config, env):
+def server_process(data_dir, storage_config, env):
     port = free_port()
     command = [
         sys.executable,
@@ -146,11 +162,11 @@ def server_process(data_dir, store_config, env):
         "--data-dir",
         str(data_dir),
         "--database-url",
-        store_config["database_url"],
+        storage_config["database_url"],
         "--blob-store",
-        store_config["blob_store"],
+        storage_config["blob_store"],
         "--s3-endpoint-url",
-        store_config["s3_endpoint_url"],
+        storage_config["s3_endpoint_url"],
         "--no-access-log",
     ]
     log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
@@ -173,7 +189,7 @@ def server_process(data_dir, store_config, env):
         log.close()
 
 
-def test_kill_9_during_uploads_then_restart_records_no_profile_without_bytes(store_config, s3_service, tmp_path):
+def test_kill_9_during_uploads_then_restart_records_no_profile_without_bytes(storage_config, s3_service, tmp_path):
     env = {**os.environ, **s3_service.env(), "WHYLOGS_NO_ANALYTICS": "True"}
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -181,7 +197,7 @@ def test_kill_9_during_uploads_then_restart_records_no_profile_without_bytes(sto
     lock = threading.Lock()
     stop = threading.Event()
 
-    with server_process(data_dir, store_config, env) as (url, proc):
+    with server_process(data_dir, storage_config, env) as (url, proc):
         session_id = new_session(url)
         first = new_slot(url, session_id, ts=TS - 1)
         assert requests.put(first["uploadUrl"], data=make_profile_bytes(seed=99), timeout=10).ok
@@ -220,8 +236,8 @@ def test_kill_9_during_uploads_then_restart_records_no_profile_without_bytes(sto
             thread.join(timeout=60)
     assert len(sent) >= 12
 
-    blobs = S3BlobStore(store_config["blob_store"], endpoint_url=store_config["s3_endpoint_url"])
-    metadata = PostgresMetadataStore(store_config["database_url"])
+    blobs = S3BlobStore(storage_config["blob_store"], endpoint_url=storage_config["s3_endpoint_url"])
+    metadata = PostgresMetadataStore(storage_config["database_url"])
     try:
         # While the server is down: bytes of an upload nobody knows (to be removed), and a
         # recorded profile whose bytes vanished (to be forgotten, not shown without bytes).
@@ -230,7 +246,7 @@ def test_kill_9_during_uploads_then_restart_records_no_profile_without_bytes(sto
         [lost] = metadata.find_batch_profiles(session_id, TS - 1)
         blobs.delete(lost.path)
 
-        with server_process(data_dir, store_config, env) as (url, _):
+        with server_process(data_dir, storage_config, env) as (url, _):
             assert requests.get(f"{url}/healthz", timeout=10).ok
             assert not blobs.exists(orphan)
             profiles = {p.id: p for p in metadata.list_profiles(session_id)}

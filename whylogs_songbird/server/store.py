@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
 from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
@@ -44,6 +45,12 @@ logger = logging.getLogger("whylogs_songbird.server")
 #: Upload slots whose URL expired less than this long ago are still looked for in the blob
 #: store (a presigned PUT begun before its URL expired may finish after).
 LANDED_GRACE_SECONDS = 3600
+
+#: Defaults of the limits on uploads (the server's config overrides them, see :meth:`Store.open`).
+DEFAULT_MAX_COLUMNS = 20_000
+DEFAULT_MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+#: Open uploads of one session looked up one by one (HEAD) up to this many; more: one listing.
+_HEADS_BEFORE_LISTING = 8
 
 #: A batch timestamp in a link (see :func:`parse_timestamp_selector`); ASCII digits only.
 _TIMESTAMP_SELECTOR = re.compile(r"-?[0-9]{1,19}")
@@ -83,6 +90,7 @@ class ReconcileReport:
     orphan_blobs: list[str] = field(default_factory=list)
     learned: list[str] = field(default_factory=list)
     rows_without_bytes: list[str] = field(default_factory=list)
+    released_claims: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.temp_files or self.orphan_blobs or self.learned or self.rows_without_bytes)
@@ -114,12 +122,19 @@ class Store:
         self.blobs = blobs
         self._closed = False
         self._presigning: bool | None = None
+        #: Limits applied to uploads the server did not receive itself (presigned PUTs, see
+        #: :meth:`learn_landed`); the upload route applies the same ones from the config.
+        self.max_columns = DEFAULT_MAX_COLUMNS
+        self.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
 
     @classmethod
     def open(cls, config: object) -> Store:
         """The store a :class:`ServerConfig` asks for (``database_url``, ``blob_store``)."""
         metadata, blobs = open_storage(config)
-        return cls(Path(getattr(config, "data_dir")), metadata=metadata, blobs=blobs)  # noqa: B009
+        store = cls(Path(getattr(config, "data_dir")), metadata=metadata, blobs=blobs)  # noqa: B009
+        store.max_columns = int(getattr(config, "max_columns", DEFAULT_MAX_COLUMNS))
+        store.max_upload_bytes = int(getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES))
+        return store
 
     def __repr__(self) -> str:
         return f"Store({self.metadata!r}, {self.blobs!r})"
@@ -264,34 +279,67 @@ class Store:
         """Record the uploads whose bytes a client PUT straight to the blob store (of one session,
         or of all); return their ids. Nothing to do for a blob store without presigned URLs.
 
-        The server is not told when such a PUT lands: it looks (a HEAD per open slot) when a link
-        or a page names a session's profiles, and its ingest worker does so for every session.
-        A slot is recorded only once its bytes are there, so no profile exists without bytes.
+        The server is not told when such a PUT lands: it looks when a link or a page names a
+        session's profiles, and its ingest worker does so for every session. A slot is recorded
+        only once its bytes are there, so no profile exists without bytes. The bytes get the
+        cheap structural check of the upload route; bytes that fail it, or are larger than the
+        upload limit, are recorded as an invalid profile (shown as such, never deserialized).
         """
         if not self._presigns():
             return []
         grace = int(now_ms() / 1000) - LANDED_GRACE_SECONDS  # a PUT begun before expiry may finish after
-        learned: list[str] = []
+        by_session: dict[str, list[UploadRecord]] = {}
         for upload in self.metadata.open_uploads(session_id, expired_after=grace):
-            key = blob_key(upload.session_id, upload.id)
-            if self.blobs.size(key) is None:
-                continue
-            try:
-                data = self.blobs.get_bytes(key)
-            except FileNotFoundError:
-                continue
-            try:
-                outcome = self.metadata.mark_stored(
-                    upload.id, key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-                )
-            except StoreError:
-                continue  # the session was claimed meanwhile: its bytes stay unrecorded
-            if outcome.duplicate_of is not None:
-                self.blobs.delete(key)
-            learned.append(upload.id)
+            by_session.setdefault(upload.session_id, []).append(upload)
+        learned: list[str] = []
+        for session, uploads in by_session.items():
+            sizes = self._landed_sizes(session, uploads)
+            for upload in uploads:
+                key = blob_key(upload.session_id, upload.id)
+                if key in sizes and self._record_landed(upload, key, sizes[key]):
+                    learned.append(upload.id)
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
         return learned
+
+    def _landed_sizes(self, session_id: str, uploads: Sequence[UploadRecord]) -> dict[str, int]:
+        """Blob key -> size of the open uploads whose bytes are there: a HEAD each, or one listing
+        of the session's keys when there are many."""
+        keys = {blob_key(upload.session_id, upload.id) for upload in uploads}
+        list_sizes = getattr(self.blobs, "list_sizes", None)
+        if len(keys) > _HEADS_BEFORE_LISTING and list_sizes is not None:
+            return {key: size for key, size in list_sizes(f"profiles/{session_id}/") if key in keys}
+        sizes = {}
+        for key in keys:
+            size = self.blobs.size(key)
+            if size is not None:
+                sizes[key] = size
+        return sizes
+
+    def _record_landed(self, upload: UploadRecord, key: str, size: int) -> bool:
+        reason: str | None = None
+        if size > self.max_upload_bytes:
+            version = f"unread-{size}"  # too large to read: recorded by its size, never summarised
+            reason = f"it is larger than this server's upload limit of {self.max_upload_bytes} bytes"
+        else:
+            try:
+                data = self.blobs.get_bytes(key)
+            except FileNotFoundError:
+                return False
+            version, size = hashlib.sha256(data).hexdigest(), len(data)
+            try:
+                check_profile_bytes(data, max_columns=self.max_columns)
+            except ProfileCheckError as exc:
+                reason = f"it is not a well-formed whylogs profile ({exc})"
+        try:
+            outcome = self.metadata.mark_stored(upload.id, key=key, size=size, sha256=version)
+        except StoreError:
+            return False  # the session was claimed meanwhile: its bytes stay unrecorded
+        if outcome.duplicate_of is not None:
+            self.blobs.delete(key)
+        elif reason is not None:
+            self.metadata.mark_invalid(upload.id, version, reason)
+        return True
 
     # -- profile lookups (shared by the link operation and the observatory pages) ------------
 
@@ -341,9 +389,11 @@ class Store:
           stores them again);
         - bytes under a profile key with no row pointing at them are removed, except bytes a
           client PUT straight to the blob store (presigned URLs) for a slot not marked stored
-          yet: those are recorded (the server learns that they landed).
+          yet: those are recorded (the server learns that they landed);
+        - claims of the ingest worker are released (their profiles are summarised again).
         """
         report = ReconcileReport(temp_files=self.blobs.reconcile())
+        report.released_claims = self.metadata.release_ingest_claims()
         known = dict(self.metadata.stored_keys())
         present = set(self.blobs.list_keys("profiles/"))  # one listing, not a lookup per row (S3)
         missing = [upload_id for upload_id, key in known.items() if key not in present]
