@@ -263,3 +263,47 @@ def test_kill_9_during_uploads_then_restart_records_no_profile_without_bytes(sto
     finally:
         metadata.close()
         blobs.close()
+
+
+def test_several_workers_share_postgres_and_s3(storage_config, tmp_path):
+    import concurrent.futures
+
+    from test_ingest import start_server_process, stop, wait_for
+
+    process, url = start_server_process(
+        tmp_path / "data",
+        "--workers",
+        "2",
+        "--database-url",
+        storage_config["database_url"],
+        "--blob-store",
+        storage_config["blob_store"],
+        "--s3-endpoint-url",
+        storage_config["s3_endpoint_url"],
+    )  # the AWS variables come from this process's environment
+    try:
+        pids = set()
+
+        def seen_both():
+            pids.add(requests.get(f"{url}/healthz", timeout=10).json()["pid"])  # a new connection each time
+            return len(pids) >= 2
+
+        wait_for(seen_both, "connections are spread over two processes")
+
+        def one_upload(i):
+            sid = new_session(url)
+            slot = new_slot(url, sid, ts=TS + i)
+            assert requests.put(slot["uploadUrl"], data=make_profile_bytes(seed=i), timeout=10).status_code == 200
+            page = requests.get(slot["observatoryUrl"], timeout=60)  # any worker learns it landed
+            assert page.status_code == 200, page.text[:300]
+            return sid
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            sessions = list(pool.map(one_upload, range(8)))
+        assert len(set(sessions)) == 8
+        for _ in range(4):  # whichever process answers, the counters (in PostgreSQL) are the same
+            stats = requests.get(f"{url}/_local/stats", timeout=10).json()
+            assert (stats["create_session"], stats["upload"], stats["put"]) == (8, 8, 0), stats
+            assert requests.get(f"{url}/healthz", timeout=10).json()["sessions"] == 8
+    finally:
+        stop(process)
