@@ -306,7 +306,7 @@ class BlobStore(Protocol):
         """Release resources (idempotent)."""
 
     def put_file(self, key: str, source: Path) -> None:
-        """Move the file ``source`` to ``key`` (durably: fsync before the rename, then the directory)."""
+        """Move the file ``source`` to ``key`` (its bytes fsynced before the rename)."""
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, as durably as :meth:`put_file`."""
