@@ -121,7 +121,6 @@ class Store:
         self.metadata = metadata
         self.blobs = blobs
         self._closed = False
-        self._presigning: bool | None = None
         #: Limits applied to uploads the server did not receive itself (presigned PUTs, see
         #: :meth:`learn_landed`); the upload route applies the same ones from the config.
         self.max_columns = DEFAULT_MAX_COLUMNS
@@ -198,6 +197,18 @@ class Store:
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         return self.metadata.get_upload(upload_id)
 
+    # -- presigned uploads (blob stores with their own upload URLs) ---------------------------
+
+    @property
+    def presigns(self) -> bool:
+        """Whether clients PUT straight to the blob store (its presigned URLs), not to this server."""
+        return self._presigns()
+
+    def upload_url(self, upload: UploadRecord, ttl_seconds: int) -> str | None:
+        """The blob store's presigned PUT URL for an upload slot, or None when this server
+        receives the PUT itself (then it signs its own URL)."""
+        return self.blobs.presign_put(blob_key(upload.session_id, upload.id), ttl_seconds)
+
     # -- profile bytes ----------------------------------------------------------------------
 
     def new_temp_file(self) -> tuple[int, Path]:
@@ -267,37 +278,33 @@ class Store:
 
     # -- uploads straight to the blob store (presigned S3 PUT URLs) --------------------------
 
-    def presigned_url(self, upload: UploadRecord) -> str | None:
-        """The blob store's own PUT URL for an upload slot, valid until the slot expires; None
-        when the blob store has no such URLs (the server's upload route receives the bytes)."""
-        if not self._presigns():
-            return None
-        ttl = max(1, upload.expires_at - int(now_ms() / 1000))
-        return self.blobs.presign_put(blob_key(upload.session_id, upload.id), ttl)
+    def learn_landed(
+        self, session_id: str | None = None, *, grace_seconds: int = LANDED_GRACE_SECONDS
+    ) -> list[UploadRecord]:
+        """Record the uploads whose bytes a client PUT straight to the blob store (presigned URLs),
+        of one session or of all; return them. A no-op for stores without presigned URLs.
 
-    def learn_landed(self, session_id: str | None = None) -> list[str]:
-        """Record the uploads whose bytes a client PUT straight to the blob store (of one session,
-        or of all); return their ids. Nothing to do for a blob store without presigned URLs.
-
-        The server is not told when such a PUT lands: it looks when a link or a page names a
-        session's profiles, and its ingest worker does so for every session. A slot is recorded
+        The server is not told when such a PUT lands: it looks at link and page time, and its
+        ingest worker does so for every session. Slots whose URL expired more than
+        ``grace_seconds`` ago are not looked for (a PUT begun before expiry may finish after). A slot is recorded
         only once its bytes are there, so no profile exists without bytes. The bytes get the
         cheap structural check of the upload route; bytes that fail it, or are larger than the
         upload limit, are recorded as an invalid profile (shown as such, never deserialized).
         """
-        if not self._presigns():
+        if not self.presigns:
             return []
-        grace = int(now_ms() / 1000) - LANDED_GRACE_SECONDS  # a PUT begun before expiry may finish after
+        expires_after = int(now_ms() / 1000) - grace_seconds
         by_session: dict[str, list[UploadRecord]] = {}
-        for upload in self.metadata.open_uploads(session_id, expired_after=grace):
+        for upload in self.metadata.unstored_uploads(session_id=session_id, expires_after=expires_after):
             by_session.setdefault(upload.session_id, []).append(upload)
-        learned: list[str] = []
+        learned: list[UploadRecord] = []
         for session, uploads in by_session.items():
             sizes = self._landed_sizes(session, uploads)
             for upload in uploads:
                 key = blob_key(upload.session_id, upload.id)
-                if key in sizes and self._record_landed(upload, key, sizes[key]):
-                    learned.append(upload.id)
+                recorded = self._record_landed(upload, key, sizes[key]) if key in sizes else None
+                if recorded is not None:
+                    learned.append(recorded)
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
         return learned
@@ -316,7 +323,7 @@ class Store:
                 sizes[key] = size
         return sizes
 
-    def _record_landed(self, upload: UploadRecord, key: str, size: int) -> bool:
+    def _record_landed(self, upload: UploadRecord, key: str, size: int) -> UploadRecord | None:
         reason: str | None = None
         if size > self.max_upload_bytes:
             version = f"unread-{size}"  # too large to read: recorded by its size, never summarised
@@ -325,7 +332,7 @@ class Store:
             try:
                 data = self.blobs.get_bytes(key)
             except FileNotFoundError:
-                return False
+                return None
             version, size = hashlib.sha256(data).hexdigest(), len(data)
             try:
                 check_profile_bytes(data, max_columns=self.max_columns)
@@ -334,28 +341,25 @@ class Store:
         try:
             outcome = self.metadata.mark_stored(upload.id, key=key, size=size, sha256=version)
         except StoreError:
-            return False  # the session was claimed meanwhile: its bytes stay unrecorded
+            return None  # the session was claimed meanwhile: its bytes stay unrecorded
         if outcome.duplicate_of is not None:
             self.blobs.delete(key)
         elif reason is not None:
             self.metadata.mark_invalid(upload.id, version, reason)
-        return True
+        return outcome.upload
 
     # -- profile lookups (shared by the link operation and the observatory pages) ------------
 
     def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
         """The stored profiles of a session (of one kind, if given), oldest first; no duplicates."""
-        self.learn_landed(session_id)
         return self.metadata.list_profiles(session_id, kind)
 
     def find_batch_profiles(self, session_id: str, dataset_timestamp: int) -> list[UploadRecord]:
         """The stored batch profiles (all segments) of a session with this dataset timestamp."""
-        self.learn_landed(session_id)
         return self.metadata.find_batch_profiles(session_id, dataset_timestamp)
 
     def get_reference(self, session_id: str, reference_id: str) -> UploadRecord | None:
         """The stored reference profile ``reference_id`` of a session, or None."""
-        self.learn_landed(session_id)
         return self.metadata.get_reference(session_id, reference_id)
 
     def resolve_profile(self, session_id: str, selector: str) -> list[UploadRecord]:
@@ -371,7 +375,6 @@ class Store:
             reference = self.get_reference(session_id, selector)
             return [reference] if reference else []
         if is_valid_id(selector, "log"):
-            self.learn_landed(session_id)
             upload = self.get_upload(selector)
             if upload and upload.duplicate_of is not None:
                 upload = self.get_upload(upload.duplicate_of)
@@ -436,15 +439,20 @@ class Store:
         return report
 
     def _presigns(self) -> bool:
-        if self._presigning is None:
-            try:
-                self._presigning = (
-                    self.blobs.presign_put("profiles/session-AAAAAAAAAAAAAAAAAAAA/log-AAAAAAAAAAAAAAAAAAAA.bin", 1)
-                    is not None
-                )
-            except Exception:  # noqa: BLE001 - a store that cannot presign does not
-                self._presigning = False
-        return self._presigning
+        cached: bool | None = getattr(self, "_presigns_cached", None)
+        if cached is not None:
+            return cached
+        self._presigns_cached = self._probe_presign()
+        return self._presigns_cached
+
+    def _probe_presign(self) -> bool:
+        try:
+            return (
+                self.blobs.presign_put("profiles/session-AAAAAAAAAAAAAAAAAAAA/log-AAAAAAAAAAAAAAAAAAAA.bin", 1)
+                is not None
+            )
+        except Exception:  # noqa: BLE001 - a store that cannot presign does not
+            return False
 
 
 __all__ = [

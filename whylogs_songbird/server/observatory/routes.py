@@ -164,6 +164,7 @@ def observatory_router(
         def build() -> HTMLResponse:
             sid = open_session(session_id)
             base = base_url(request)
+            store.learn_landed(sid)  # presigned PUTs that went straight to the blob store
             uploads = sorted(store.list_profiles(sid), key=lambda u: (u.stored_at or 0, u.created_at), reverse=True)
             rows = []
             for upload in uploads:
@@ -228,6 +229,7 @@ def observatory_router(
                 session_id=known_session(session_id),
             )
         sid = open_session(session_id)
+        store.learn_landed(sid)  # presigned PUTs that went straight to the blob store
         base = base_url(request)
         selections = []
         for index, (selector, segment) in enumerate(zip(selectors, segments)):
