@@ -172,6 +172,7 @@ def test_whylogs_guest_flow_uploads_to_the_local_server(server, storage_config, 
     puts_to_server = 0 if storage_config else 2
     assert (stats["create_session"], stats["upload"], stats["references"], stats["put"]) == (1, 1, 2, puts_to_server)
 
+    server.store.learn_landed(session_id)  # the team store: the PUTs went straight to S3
     [batch] = server.store.list_profiles(session_id, kind="batch")
     [reference] = server.store.list_profiles(session_id, kind="reference")
     assert reference.alias == "ref"

@@ -41,6 +41,7 @@ def opts(server, tmp_path):
 
 def stored_views(server):
     """Every stored profile of every session: (record, deserialized view)."""
+    server.store.learn_landed()  # the team store: PUTs went straight to S3 (a no-op otherwise)
     out = []
     for session in server.store.recent_sessions(limit=1000):
         for record in server.store.list_profiles(session.id):
