@@ -487,7 +487,7 @@ def profile_command(
             import whylogs as why
 
             results = why.log(frame, schema=schema) if schema is not None else why.log(frame)
-            items = items_from(results, dataset_timestamp=stamp, reference_name=name)
+            items = items_from(results, dataset_timestamp=stamp, reference_profile_name=name)
         with _progress(console) as progress:
             result = _publish_with_progress(settings, items, progress)
         _finish(result, f" ({len(frame)} rows, {len(frame.columns)} columns of {data.name})")
@@ -548,7 +548,7 @@ def upload_command(
             for index, path in enumerate(files):
                 view = read_profile_file(path)
                 alias = names[index] if names else None
-                items.extend(items_from(view, dataset_timestamp=stamp, reference_name=alias))
+                items.extend(items_from(view, dataset_timestamp=stamp, reference_profile_name=alias))
                 progress.advance(task)
         with _progress(console) as progress:
             result = _publish_with_progress(settings, items, progress)

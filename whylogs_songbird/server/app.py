@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -706,12 +707,29 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         """Calls per operation since the server started (for tests and benchmarks)."""
         return the_store.stats()
 
+    started_at = int(time.time() * 1000)
+
     @app.get("/healthz", tags=["local"])
-    async def healthz() -> dict[str, str]:
-        """Liveness check."""
-        return {"status": "ok"}
+    async def healthz() -> dict[str, Any]:
+        """Liveness check, and who answers: the client tells our server from another program by ``service``."""
+        sessions = await run_in_threadpool(the_store.count_sessions)
+        return {
+            "status": "ok",
+            "service": "songbird",
+            "version": _package_version(),
+            "pid": os.getpid(),
+            "started_at": started_at,
+            "data_dir": str(config.data_dir) if config.data_dir is not None else None,
+            "sessions": sessions,
+        }
 
     return app
+
+
+def _package_version() -> str:
+    from whylogs_songbird import __version__
+
+    return __version__
 
 
 async def _receive_to_file(request: Request, fd: int) -> tuple[int, str]:

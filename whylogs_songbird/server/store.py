@@ -310,6 +310,10 @@ class Store:
             rows = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchall()
         return _session_from_row(rows[0]) if rows else None
 
+    def count_sessions(self) -> int:
+        """How many sessions this store holds (for ``/healthz``)."""
+        return int(self._query("SELECT COUNT(*) AS n FROM sessions")[0]["n"])
+
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
         """The newest sessions first."""
         rows = self._query("SELECT * FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
