@@ -15,6 +15,10 @@ class ProfileError(SongbirdError, ValueError):
     """The thing given to publish is not a usable whylogs profile."""
 
 
+class DataFileError(SongbirdError, ValueError):
+    """A data file to profile is missing, unreadable or malformed, or names an unknown column."""
+
+
 class EmptyProfileError(ProfileError):
     """The profile holds no data (no columns, or 0 rows): there is nothing to publish."""
 
