@@ -176,7 +176,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def connection_reason(exc: BaseException) -> tuple[str, str]:
     """(reason, what to do) for a failed connection, in words rather than urllib3 class names."""
-    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, ReadTimeoutError
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError, ReadTimeoutError
 
     chain = _chain(exc)
     text = " ".join(str(e) for e in chain).lower()
@@ -191,12 +191,15 @@ def connection_reason(exc: BaseException) -> tuple[str, str]:
                 "use http:// instead of https:// in the endpoint",
             )
         return "the TLS (https) handshake failed", "check the endpoint's certificate, or use http:// for a local server"
-    if any(isinstance(e, ConnectTimeoutError | ReadTimeoutError | TimeoutError) for e in chain) or "timed out" in text:
-        return "the connection timed out", "check that the server is up and reachable, or raise the timeout"
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or any(
         getattr(e, "errno", None) == errno.ECONNREFUSED for e in chain
     ) or "connection refused" in text:
         return "the connection was refused (nothing listens there)", "check that the server is running and the port"
+    # urllib3's NewConnectionError is a ConnectTimeoutError too: only a real timeout counts here.
+    timeouts = (ConnectTimeoutError, ReadTimeoutError, TimeoutError)
+    timed_out = [e for e in chain if isinstance(e, timeouts) and not isinstance(e, NewConnectionError)]
+    if timed_out or "timed out" in text:
+        return "the connection timed out", "check that the server is up and reachable, or raise the timeout"
     if "reset by peer" in text or "remote end closed" in text or "connection aborted" in text:
         return "the server closed the connection", "check the server and any proxy in between"
     return "the connection failed", "check that the server is running and the endpoint is right"

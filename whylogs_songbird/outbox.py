@@ -26,6 +26,7 @@ from filelock import FileLock, Timeout
 
 from whylogs_songbird.errors import SongbirdError, is_retryable
 from whylogs_songbird.models import SegmentTag
+from whylogs_songbird.profiles import format_ms
 from whylogs_songbird.session import write_json_atomic
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class OutboxEntry:
 
     @property
     def label(self) -> str:
-        return self.alias or f"batch {self.dataset_timestamp}"
+        return self.alias or f"batch {format_ms(self.dataset_timestamp)}"
 
 
 @dataclass

@@ -244,3 +244,11 @@ def reference_items(references: Iterable[tuple[str, Profileish | str | Path]], *
             seen.add(item.alias or "")
             items.append(item)
     return items
+
+
+def format_ms(epoch_ms: int) -> str:
+    """A dataset timestamp for people: the UTC date, with the time unless it is midnight."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    if (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0):
+        return f"{moment:%Y-%m-%d}"
+    return f"{moment:%Y-%m-%d %H:%M:%S}Z"

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +28,7 @@ from whylogs_songbird.config import Settings, make_client, resolve_settings
 from whylogs_songbird.errors import AuthError, ConfigError, PublishError, SongbirdError, is_retryable
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, SegmentTag
 from whylogs_songbird.outbox import FlushReport, Outbox, OutboxEntry
-from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, items_from, reference_items
+from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, format_ms, items_from, reference_items
 from whylogs_songbird.session import GuestSession, SessionStore
 
 logger = logging.getLogger(__name__)
@@ -375,14 +374,6 @@ class Publisher:
 
         self._run([fetch(i) for i in range(len(chunks))])
         publish_result.observatory_urls = [link for link in links if link]
-
-
-def format_ms(epoch_ms: int) -> str:
-    """A dataset timestamp for people: the UTC date, with the time unless it is midnight."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
-    if (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0):
-        return f"{moment:%Y-%m-%d}"
-    return f"{moment:%Y-%m-%d %H:%M:%S}Z"
 
 
 def _warn_duplicate(result: PublishedProfile) -> None:
