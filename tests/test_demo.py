@@ -259,3 +259,47 @@ def test_demo_against_an_unreachable_endpoint_fails_with_one_line(tmp_path):
     assert len(errors) == 1 and "could not reach" in errors[0]
     assert result.stdout == ""
     assert not (tmp_path / "c" / "outbox").exists(), "the demo keeps nothing in the outbox"
+
+
+# -- scripts/demo: no reinstall when nothing changed ------------------------------------------
+
+
+def _fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of scripts/demo and pyproject.toml, with a .venv whose python logs pip calls instead of running them."""
+    root = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "demo").write_text((root / "scripts" / "demo").read_text())
+    (repo / "scripts" / "demo").chmod(0o755)
+    (repo / "pyproject.toml").write_text((root / "pyproject.toml").read_text())
+    bin_dir = repo / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    (bin_dir / "python").write_text(
+        "#!/usr/bin/env bash\n"
+        f'if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then echo "pip $*" >> {log}; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    (bin_dir / "songbird").write_text(f'#!/usr/bin/env bash\necho "songbird $*" >> {log}\n')
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    return repo, log
+
+
+def test_scripts_demo_installs_once_until_pyproject_changes(tmp_path):
+    repo, log = _fake_checkout(tmp_path)
+
+    def run_demo() -> list[str]:
+        log.unlink(missing_ok=True)
+        done = subprocess.run(
+            ["bash", str(repo / "scripts" / "demo"), "--no-wait"], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return log.read_text().splitlines()
+
+    first = run_demo()
+    assert any("install -q -e .[server]" in line for line in first)
+    assert first[-1] == "songbird demo --no-wait"
+    assert run_demo() == ["songbird demo --no-wait"], "nothing changed: no reinstall"
+    (repo / "pyproject.toml").write_text((repo / "pyproject.toml").read_text() + "\n# changed\n")
+    assert any("install -q -e .[server]" in line for line in run_demo()), "pyproject.toml changed: reinstall"
