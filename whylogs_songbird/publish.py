@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from whylogs_songbird.client import SongbirdClient
-from whylogs_songbird.config import Settings, make_client, resolve_settings
+from whylogs_songbird.config import Settings, make_client, option_names, resolve_settings, unknown_option_message
 from whylogs_songbird.errors import AuthError, ConfigError, PublishError, SongbirdError, is_retryable
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, SegmentTag
 from whylogs_songbird.outbox import FlushReport, Outbox, OutboxEntry
@@ -438,6 +438,14 @@ def shared_publisher(settings: Settings) -> Publisher:
         return publisher
 
 
+def _check_option_names(options: Mapping[str, Any], *also: str) -> None:
+    """An unknown option's error lists every valid name (the call's own too) and suggests the closest."""
+    valid = sorted({*option_names(), *also})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(unknown_option_message(unknown, valid))
+
+
 def _raise_if_failed(result: PublishResult) -> PublishResult:
     if not result.ok:
         raise PublishError(result.summary(), result)
@@ -456,6 +464,7 @@ def publish(
     ``reference_profile_name`` publishes it as a named reference profile. ``options`` are the
     writer's: endpoint, session_id, api_key, timeout, max_retries, max_workers, ...
     """
+    _check_option_names(options, "reference_profile_name", "dataset_timestamp")
     settings = resolve_settings(options)
     items = items_from(profile, dataset_timestamp=dataset_timestamp, reference_profile_name=reference_profile_name)
     return _raise_if_failed(shared_publisher(settings).publish(items))

@@ -144,7 +144,8 @@ def demo_command(
         if base.embedded:
             typer.echo("")
             typer.echo(
-                f"The local songbird server keeps running, so these links keep working (data in {base.server_data_dir})."
+                "The local songbird server keeps running, so these links keep working "
+                f"(data in {base.server_data_dir})."
             )
             port_flag = f" --port {base.local_port}" if base.local_port != 8787 else ""
             typer.echo(f"Stop it with: songbird server stop{port_flag}")
