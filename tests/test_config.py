@@ -129,7 +129,6 @@ def test_unknown_option_lists_every_valid_name_and_the_closest(tmp_path, options
 
 def test_writer_unknown_option_suggests_reference_profile_name():
     import whylogs_songbird  # noqa: F401
-
     from whylogs_songbird.writer import SongbirdWriter
 
     with pytest.raises(ConfigError) as info:

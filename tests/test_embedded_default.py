@@ -21,12 +21,11 @@ import pandas as pd
 import pytest
 import requests
 import whylogs as why
+from conftest import free_port, http_server_thread
 
 import whylogs_songbird  # noqa: F401
 from whylogs_songbird.config import resolve_settings
 from whylogs_songbird.local_server import probe, read_pid_file, server_command
-
-from conftest import free_port, http_server_thread
 
 WRITE = (
     "import json, whylogs as why, whylogs_songbird, pandas as pd\n"
