@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -208,10 +209,52 @@ def read_config_file(directory: Path) -> dict[str, Any]:
     return data
 
 
+_RESOLVED: dict[tuple[Any, ...], Settings] = {}
+_RESOLVED_LOCK = threading.Lock()
+_ENV_NAMES = tuple(sorted({var for names in ENV_VARS.values() for var in names} | {"SONGBIRD_CONFIG_DIR"}))
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
+
+
 def resolve_settings(options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from explicit ``options`` > environment > config file > defaults."""
+    """Settings from explicit ``options`` > environment > config file > defaults.
+
+    The answer is remembered per process for the same options, environment variables and config
+    file (its modification time and size), so a new writer per call does not redo the work.
+    """
     options = {k: v for k, v in (options or {}).items() if v is not None}
     env = os.environ if environ is None else environ
+    try:
+        directory_hint = Path(options["config_dir"]) if "config_dir" in options else config_dir(env)
+        key: tuple[Any, ...] | None = (
+            tuple(sorted(options.items())),
+            tuple(env.get(name) for name in _ENV_NAMES),
+            str(directory_hint),
+            _file_state(directory_hint / CONFIG_FILE),
+        )
+        hash(key)
+    except (TypeError, ValueError):  # an unhashable or odd option: resolve without the cache
+        key = None
+    if key is not None:
+        cached = _RESOLVED.get(key)
+        if cached is not None:
+            return cached
+    settings = _resolve(options, env)
+    if key is not None:
+        with _RESOLVED_LOCK:
+            if len(_RESOLVED) >= 256:
+                _RESOLVED.clear()
+            _RESOLVED[key] = settings
+    return settings
+
+
+def _resolve(options: dict[str, Any], env: Mapping[str, str]) -> Settings:
     known = option_names()
     unknown = sorted(set(options) - set(known))
     if unknown:
