@@ -214,19 +214,19 @@ _RESOLVED_LOCK = threading.Lock()
 _ENV_NAMES = tuple(sorted({var for names in ENV_VARS.values() for var in names} | {"SONGBIRD_CONFIG_DIR"}))
 
 
-def _file_state(path: Path) -> tuple[int, int] | None:
+def _file_state(path: Path) -> bytes | None:
+    """The config file's bytes (small; reading them is cheap, and unlike its mtime they cannot be stale)."""
     try:
-        stat = path.stat()
+        return path.read_bytes()
     except OSError:
         return None
-    return (stat.st_mtime_ns, stat.st_size)
 
 
 def resolve_settings(options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from explicit ``options`` > environment > config file > defaults.
 
     The answer is remembered per process for the same options, environment variables and config
-    file (its modification time and size), so a new writer per call does not redo the work.
+    file contents, so a new writer per call does not redo the checks.
     """
     options = {k: v for k, v in (options or {}).items() if v is not None}
     env = os.environ if environ is None else environ
