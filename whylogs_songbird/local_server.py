@@ -42,7 +42,9 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 SERVICE = "songbird"
 
+#: Servers this process spawned (so their exit is reaped), valid in this process only.
 _PROCESSES: dict[int, subprocess.Popen[bytes]] = {}
+_OWNER_PID = os.getpid()
 _ANNOUNCED: set[tuple[int, str]] = set()
 _LOCK = threading.Lock()
 
@@ -237,8 +239,7 @@ def read_pid_file(data_dir: Path) -> dict[str, Any] | None:
 
 
 def _alive(pid: int) -> bool:
-    with _LOCK:
-        process = _PROCESSES.get(pid)
+    process = _PROCESSES.get(pid) if os.getpid() == _OWNER_PID else None  # a forked child has no such children
     if process is not None:
         return process.poll() is None
     try:
@@ -323,9 +324,3 @@ def _looks_like_ours(pid: int) -> bool:
     return b"whylogs_songbird.server" in cmdline
 
 
-def _forget_children_after_fork() -> None:
-    _PROCESSES.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_children_after_fork)
