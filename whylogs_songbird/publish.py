@@ -32,6 +32,8 @@ from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, form
 from whylogs_songbird.session import GuestSession, SessionStore
 
 logger = logging.getLogger(__name__)
+#: Delivery of the outbox logs under the outbox's name, as it did when it lived there.
+outbox_logger = logging.getLogger("whylogs_songbird.outbox")
 
 Kind = Literal["batch", "reference"]
 
@@ -587,7 +589,7 @@ def flush_outbox(
                     entry.error = str(exc)
                     outbox.write(entry)
                     report.failed.append((entry, str(exc)))
-                    logger.warning("outbox: %s not delivered yet: %s", entry.label, exc)
+                    outbox_logger.warning("outbox: %s not delivered yet: %s", entry.label, exc)
                     continue
                 outbox.remove(entry)
                 report.delivered.append(entry)
@@ -608,7 +610,7 @@ def _deliver(outbox: Outbox, entry: OutboxEntry, session: GuestSession) -> None:
         except AuthError:
             # The slot's URL expired before this rerun: we cannot tell whether the earlier PUT
             # landed, so ask for a new slot (logged, since this is the one at-least-once case).
-            logger.warning("outbox: upload URL of %s expired; requesting a new one", entry.label)
+            outbox_logger.warning("outbox: upload URL of %s expired; requesting a new one", entry.label)
     tags = [SegmentTag(key=k, value=v) for k, v in entry.segment_tags]
     kind: Kind = "reference" if entry.kind == "reference" else "batch"
     session_id, response = request_slot(session, kind, entry.dataset_timestamp, segment_tags=tags, alias=entry.alias)

@@ -230,15 +230,15 @@ def one_line(text: str) -> str:
 class _WarningsOnly(logging.Filter):
     """Without --verbose: the library's warnings (e.g. a renewed session), not its errors (we report those).
 
-    The publisher's and the outbox's own warnings are left out too: the ``error:`` line already
-    says what failed and whether it was kept in the outbox.
+    The outbox's own warnings are left out: the ``error:`` line already says what is still
+    waiting. The publisher's warnings (a duplicate upload the server ignored, a missing link) show.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno == logging.WARNING and record.name not in _REPORTED_BY_THE_CLI
 
 
-_REPORTED_BY_THE_CLI = frozenset({"whylogs_songbird.publish", "whylogs_songbird.outbox"})
+_REPORTED_BY_THE_CLI = frozenset({"whylogs_songbird.outbox"})
 
 
 class _OneLine(logging.Formatter):
