@@ -3,10 +3,6 @@ background server the embedded default starts when no endpoint is set)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import socket
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,15 +10,16 @@ import typer
 
 from whylogs_songbird.cli.reporting import (
     ConfigDir,
-    UsageProblem,
     Verbose,
     app,
     command_group,
     reported,
     stderr,
 )
-from whylogs_songbird.config import default_server_data_dir, resolve_settings
+from whylogs_songbird.config import resolve_settings
 from whylogs_songbird.errors import SongbirdError
+from whylogs_songbird.server.cli import serve_command
+from whylogs_songbird.server.cli import shared_address as server_shared_address
 
 server_app = command_group(
     "server",
@@ -106,127 +103,11 @@ def server_stop(
 
 # -- songbird serve ---------------------------------------------------------------------------
 
+# The one definition of the server's command line lives with the server; `songbird serve` and
+# `python -m whylogs_songbird.server` run the same function with the same options.
+app.command("serve")(serve_command)
+
 
 def shared_address(host: str) -> str:
     """An address of this machine that others can use to reach ``host`` (the host name for 0.0.0.0 / ::)."""
-    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - only for display
-        return socket.getfqdn() or socket.gethostname() or "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
-def check_port_free(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise SongbirdError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port or --host."
-            ) from None
-
-
-@app.command("serve")
-def serve_command(
-    host: Annotated[
-        str,
-        typer.Option(
-            "--host", metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface, for a team)."
-        ),
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option("--port", "-p", metavar="PORT", min=0, max=65535, help="Port to listen on.")
-    ] = 8787,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            metavar="DIR",
-            help="Where sessions and profiles are kept. Default: <user data dir>/whylogs-songbird/server.",
-            show_default=False,
-        ),
-    ] = None,
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--api-key",
-            metavar="KEY",
-            help="An API key accepted for get_session and claim, '<id>.<secret>[:<org-id>]' (repeatable). "
-            "Default: $SONGBIRD_SERVER_API_KEYS.",
-        ),
-    ] = None,
-    url_ttl: Annotated[
-        int, typer.Option("--url-ttl", metavar="SECONDS", min=1, help="How long upload URLs stay valid.")
-    ] = 900,
-    latency_ms: Annotated[
-        int,
-        typer.Option("--latency-ms", metavar="MS", min=0, help="Delay every API request (emulates a network)."),
-    ] = 0,
-    fault_rate: Annotated[
-        float,
-        typer.Option(
-            "--fault-rate",
-            metavar="RATE",
-            min=0.0,
-            max=1.0,
-            help="Answer this fraction of API requests with 500, 503, 429 or a dropped connection (for testing).",
-        ),
-    ] = 0.0,
-    fault_seed: Annotated[
-        int | None, typer.Option("--fault-seed", metavar="N", help="Seed of --fault-rate, for reproducible faults.")
-    ] = None,
-    public_url: Annotated[
-        str | None,
-        typer.Option(
-            "--public-url",
-            metavar="URL",
-            help="Base URL used in links (upload and observatory URLs), e.g. https://songbird.example.com behind "
-            "a reverse proxy. Default: the address each request came to.",
-            show_default=False,
-        ),
-    ] = None,
-    verbose: Verbose = False,
-) -> None:
-    """Run the local songbird-compatible server and observatory in the foreground (Ctrl-C stops it)."""
-    with reported(verbose, show_library_log=False):
-        try:
-            from whylogs_songbird.server import ServerConfig, run_server
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise UsageProblem(
-                f"the local server needs the 'server' extra ({exc.name} is missing): "
-                "pip install 'whylogs-songbird[server]'."
-            ) from None
-        directory = (data_dir or default_server_data_dir()).expanduser()
-        try:
-            config = ServerConfig(
-                host=host,
-                port=port,
-                data_dir=directory,
-                api_keys=list(api_key or []),
-                url_ttl_seconds=url_ttl,
-                latency_ms=latency_ms,
-                fault_rate=fault_rate,
-                fault_seed=fault_seed,
-                public_url=public_url,
-            )
-        except ValueError as exc:
-            raise UsageProblem(str(exc)) from None
-        check_port_free(host, port)
-        directory.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(
-            stream=sys.stderr,
-            level=logging.DEBUG if verbose else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        url = public_url or f"http://{shared_address(host)}:{port}"
-        console = stderr()
-        console.print(f"songbird local server on {url} (data in {directory}); Ctrl-C stops it.")
-        console.print(f"Publish to it with: export SONGBIRD_API_ENDPOINT={url}")
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            console.print(
-                f"warning: listening on {host}: anyone who can reach this address can create sessions and upload."
-            )
-        with contextlib.suppress(KeyboardInterrupt):
-            run_server(config)
-        console.print("songbird local server stopped.")
-
+    return server_shared_address(host)
