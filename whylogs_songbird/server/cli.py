@@ -254,6 +254,7 @@ def serve_command(
         logger.warning("fault injection is on: %g of API requests fail (seed %s)", config.fault_rate, config.fault_seed)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
         run_server(config, access_log=not no_access_log)
+    logger.info("songbird server stopped.")
 
 
 #: ``python -m whylogs_songbird.server``: :func:`serve_command` as the only command.
