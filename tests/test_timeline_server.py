@@ -297,3 +297,11 @@ def test_page_view_links_a_bucket_of_many_batches_to_its_last_one() -> None:
     )
     assert "3 profiles, the comparison opens the last one" in bucket["title"]
     assert [row["cells"][0][0] for row in view["rows"]] == ["hD", "hA"]
+
+
+def test_songbird_serve_refuses_a_bad_monitors_file(tmp_path: Path) -> None:
+    bad = tmp_path / "m.toml"
+    bad.write_text('[[monitor]]\ncolumns = ["nope"]\nmetric = "mean"\n')
+    result = songbird("serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--monitors", str(bad))
+    assert result.returncode == 2
+    assert "a mean monitor needs min and/or max" in result.stderr
