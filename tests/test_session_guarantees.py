@@ -15,7 +15,15 @@ from conftest import ORG_KEY, make_profile_bytes
 from loopback import Relay, Rendezvous
 from workers import publish_in_rounds
 
-from whylogs_songbird import AuthError, PublishError, SongbirdClient, claim_session, current_session, new_session, publish
+from whylogs_songbird import (
+    AuthError,
+    PublishError,
+    SongbirdClient,
+    claim_session,
+    current_session,
+    new_session,
+    publish,
+)
 
 PROCESSES = 10
 
