@@ -51,10 +51,11 @@ def operation(method: str, path: str) -> str:
 class Relay:
     """Counts requests per operation and requests in flight; see the module docstring."""
 
-    def __init__(self, upstream_url: str, hook: Hook | None = None) -> None:
-        host, port = upstream_url.removeprefix("http://").split(":")
-        self.upstream = (host, int(port))
+    def __init__(self, upstream_url: str, hook: Hook | None = None, port: int = 0) -> None:
+        upstream_host, upstream_port = upstream_url.removeprefix("http://").split(":")
+        self.upstream = (upstream_host, int(upstream_port))
         self.hook = hook
+        self.port = port
         self.counts: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.peak_in_flight: Counter[str] = Counter()
@@ -120,7 +121,7 @@ class Relay:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Relay]:
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         httpd.daemon_threads = True
         thread = threading.Thread(target=httpd.serve_forever, daemon=True)
         thread.start()
