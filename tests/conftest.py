@@ -61,6 +61,16 @@ def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     monkeypatch.setenv("SONGBIRD_CONFIG_DIR", str(tmp_path_factory.mktemp("songbird-config")))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def hypothesis_home_outside_the_tree(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Hypothesis (under schemathesis) keeps caches in ./.hypothesis by default: not in the repository."""
+    try:
+        from hypothesis.configuration import set_hypothesis_home_dir
+    except ImportError:
+        return
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+
+
 @pytest.fixture(name="make_profile_bytes")
 def make_profile_bytes_fixture() -> Callable[..., bytes]:
     """:func:`make_profile_bytes` as a fixture."""
