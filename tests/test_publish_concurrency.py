@@ -28,7 +28,7 @@ def four_segments():
 
 
 def test_the_puts_of_segments_run_at_the_same_time(server, tmp_path):
-    relay = Relay(server.url, hold_puts(Rendezvous(parties=4, timeout=3.0)))
+    relay = Relay(server.url, hold_puts(Rendezvous(parties=4, timeout=10.0)))
     with relay.running():
         result = publish(four_segments(), endpoint=relay.url, config_dir=str(tmp_path / "config"))
     assert result.ok and len(result.profiles) == 4
@@ -38,7 +38,7 @@ def test_the_puts_of_segments_run_at_the_same_time(server, tmp_path):
 
 def test_the_puts_of_a_reference_batch_run_at_the_same_time(server, tmp_path):
     df = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
-    relay = Relay(server.url, hold_puts(Rendezvous(parties=4, timeout=3.0)))
+    relay = Relay(server.url, hold_puts(Rendezvous(parties=4, timeout=10.0)))
     with relay.running():
         result = publish_references(
             {name: why.log(df) for name in ("a", "b", "c", "d")},
@@ -50,7 +50,8 @@ def test_the_puts_of_a_reference_batch_run_at_the_same_time(server, tmp_path):
 
 
 def test_max_workers_bounds_the_puts_in_flight(server, tmp_path):
-    relay = Relay(server.url, hold_puts(Rendezvous(parties=4, timeout=0.5)))
+    # three may never meet with two workers: each pair is held together until the timeout
+    relay = Relay(server.url, hold_puts(Rendezvous(parties=3, timeout=3.0)))
     with relay.running():
         result = publish(four_segments(), endpoint=relay.url, config_dir=str(tmp_path / "config"), max_workers=2)
     assert result.ok and relay.count("put") == 4

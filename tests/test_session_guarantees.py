@@ -210,3 +210,49 @@ def test_a_refused_claim_leaves_the_stored_session_in_place(server, tmp_path, ap
     # the kept session can still be claimed, into the right organization
     assert claim_session(org_id="org-test", api_key=api_key if status == 403 else ORG_KEY, **options) == session_id
     assert current_session(**options) is None
+
+
+def test_a_renewal_takes_the_session_another_process_stored(server, tmp_path):
+    """The cross-process renewal rule, in one process: two stores of one directory stand for two processes."""
+    from whylogs_songbird.session import GuestSession, SessionStore
+
+    config_dir = tmp_path / "config"
+    relay = Relay(server.url)
+    with relay.running():
+        stale = new_session(endpoint=relay.url, config_dir=str(config_dir))
+        one, two = (GuestSession(SongbirdClient(relay.url), SessionStore(config_dir)) for _ in range(2))
+        assert one.session_id() == two.session_id() == stale
+        fresh = one.renew(stale)
+        assert fresh != stale and current_session(endpoint=relay.url, config_dir=str(config_dir)) == fresh
+        assert two.renew(stale) == fresh, "the newer stored session is used, not replaced"
+        assert two.session_id() == fresh
+        assert relay.count("create_session") == 2
+
+
+def test_claim_and_forget_keep_the_user_id(server, tmp_path):
+    from whylogs_songbird import forget_session
+
+    config_dir = tmp_path / "config"
+    options = {"endpoint": server.url, "config_dir": str(config_dir)}
+    assert forget_session(**options) is None, "nothing stored: nothing to forget"
+    new_session(**options)
+    user_id = stored(config_dir)["userId"]
+    claimed = claim_session(org_id="org-test", api_key=ORG_KEY, **options)
+    assert stored(config_dir)["userId"] == user_id and server.url not in stored(config_dir)["sessions"]
+    second = new_session(**options)
+    assert second != claimed and forget_session(**options) == second
+    assert stored(config_dir)["userId"] == user_id and stored(config_dir)["sessions"] == {}
+
+
+@pytest.mark.parametrize(
+    "given, words",
+    [({"api_key": ORG_KEY}, "org_id"), ({"org_id": "org-test"}, "api_key")],
+)
+def test_a_claim_without_org_or_key_says_what_is_missing(server, tmp_path, given, words):
+    from whylogs_songbird import ConfigError
+
+    options = {"endpoint": server.url, "config_dir": str(tmp_path / "config")}
+    session_id = new_session(**options)
+    with pytest.raises(ConfigError, match=words):
+        claim_session(**given, **options)
+    assert current_session(**options) == session_id
