@@ -42,17 +42,17 @@ def stored(config_dir):
 
 
 class Processes:
-    """``n`` processes that publish ``profile_path`` in two rounds; each round starts in all of them
+    """``n`` processes that publish one of ``profile_paths`` each, in two rounds; each round starts in all of them
     at the same moment (the second once the test calls `next_round`)."""
 
-    def __init__(self, n, profile_path, options):
+    def __init__(self, n, profile_paths, options):
         ctx = multiprocessing.get_context("spawn")
         self.n = n
         self.barriers = [ctx.Barrier(n), ctx.Barrier(n + 1)]
         self.results = ctx.Queue()
         self.procs = [
-            ctx.Process(target=publish_in_rounds, args=(self.barriers, self.results, str(profile_path), options))
-            for _ in range(n)
+            ctx.Process(target=publish_in_rounds, args=(self.barriers, self.results, str(path), options))
+            for path in profile_paths
         ]
 
     def __enter__(self):
@@ -95,7 +95,7 @@ def slow_session_creation(rendezvous):
     return hook
 
 
-def test_ten_processes_create_exactly_one_session_then_renew_it_once(server, tmp_path, profile_path):
+def test_ten_processes_create_exactly_one_session_then_renew_it_once(server, tmp_path):
     # Round 1: without the cross-process lock the ten processes all find no stored session and
     # their creates meet at the rendezvous; with it, one creates while the nine wait on the lock.
     # Round 2: the server has ended that session; each process is told so at the same moment,
@@ -104,7 +104,10 @@ def test_ten_processes_create_exactly_one_session_then_renew_it_once(server, tmp
     config_dir = tmp_path / "config"
     with relay.running():
         options = {"endpoint": relay.url, "config_dir": str(config_dir), "max_retries": 0, "outbox": False}
-        with Processes(PROCESSES, profile_path, options) as processes:
+        paths = [tmp_path / f"profile-{i}.bin" for i in range(PROCESSES)]
+        for seed, path in enumerate(paths):  # different bytes: the server keeps identical uploads once
+            path.write_bytes(make_profile_bytes(seed=seed))
+        with Processes(PROCESSES, paths, options) as processes:
             answers = processes.answers()
             assert [kind for kind, _ in answers] == ["ok"] * PROCESSES, answers
             assert relay.count("create_session") == 1
