@@ -41,6 +41,8 @@ MODULES: dict[str, list[str]] = {
     ],
     "whylogs_songbird/server/signing.py": ["tests/test_security.py", "tests/test_server_api.py"],
     "whylogs_songbird/server/store.py": ["tests/test_server_api.py", "tests/test_security.py"],
+    "whylogs_songbird/server/storage/sql.py": ["tests/test_server_api.py", "tests/test_security.py"],
+    "whylogs_songbird/server/storage/files.py": ["tests/test_server_api.py", "tests/test_security.py"],
 }
 DESELECT = "not processes"
 
