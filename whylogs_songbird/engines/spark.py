@@ -146,11 +146,14 @@ def spark_session() -> Iterator[SparkSession]:
     """The active Spark session (e.g. under ``spark-submit``), else a local one on 127.0.0.1, stopped on exit."""
     _require_pyspark()
     use_this_python()
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
+    if active is None and SparkContext._active_spark_context is not None:
+        active = SparkSession.builder.getOrCreate()  # a running context: its session, not a new one
     if active is not None:
-        yield active
+        yield active  # someone else's: left running
         return
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # or Spark looks up this host's address
     spark = (
@@ -160,6 +163,7 @@ def spark_session() -> Iterator[SparkSession]:
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", str(max(2, 2 * (os.cpu_count() or 1))))
         .getOrCreate()
     )
     try:
