@@ -16,6 +16,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -405,3 +406,26 @@ def test_the_base_import_loads_no_engine_and_a_missing_extra_names_the_pip_insta
     assert 'pip install "whylogs-songbird[dask]"' in lines[1]
     assert 'pip install "whylogs-songbird[spark]"' in lines[2]
     assert issubclass(EngineUnavailableError, ImportError)
+
+
+# -- the example job ---------------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "publish_reference_job.py"
+
+
+def test_the_example_job_runs_as_a_dask_script(data, server, tmp_path):
+    for i, part in enumerate(np.array_split(data["small"], 2)):
+        part.to_parquet(tmp_path / f"part-{i}.parquet", index=False)
+    env = {**os.environ, "SONGBIRD_API_ENDPOINT": server.url}
+    command = [sys.executable, str(EXAMPLE), str(tmp_path), "--reference", "train", "--segment-by", "region"]
+    done = subprocess.run([*command, "--workers", "1"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    links = done.stdout.split()
+    counts = data["small"]["region"].value_counts()
+    assert len(links) == len(counts)
+    shown = {}
+    for url in links:
+        text = page(url)
+        region = re.fullmatch(r"train\[region=(\w+)\]", header_value(text, "alias")).group(1)
+        shown[region] = int(header_value(text, "rows"))
+    assert shown == counts.to_dict()
