@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -66,7 +65,15 @@ def generate(directory: Path, rows: int, seed: int = 3) -> None:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    """This process's resident-set high-water mark (``VmHWM``).
+
+    Not ``getrusage``'s ``ru_maxrss``: that survives ``exec`` and so starts at the parent's peak.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _rss_mb() -> float:
