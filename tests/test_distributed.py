@@ -429,3 +429,37 @@ def test_the_example_job_runs_as_a_dask_script(data, server, tmp_path):
         region = re.fullmatch(r"train\[region=(\w+)\]", header_value(text, "alias")).group(1)
         shown[region] = int(header_value(text, "rows"))
     assert shown == counts.to_dict()
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_cli_profiles_a_parquet_directory_on_dask(data, dask_client, server):
+    from typer.testing import CliRunner
+
+    from whylogs_songbird.cli import app
+
+    args = ["profile", str(data["parquet"]), "--engine", "dask", "--segment-by", "region"]
+    args += ["--reference", "train", "--timestamp", "2024-06-01", "--endpoint", server.url]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    links = re.findall(r"http://\S+profile=\S+", result.stdout)
+    counts = data["frame"]["region"].value_counts()
+    shown = {}
+    for url in links:
+        text = page(url)
+        region = re.fullmatch(r"train\[region=(\w+)\]", header_value(text, "alias")).group(1)
+        shown[region] = int(header_value(text, "rows"))
+        assert header_value(text, "timestamp") == str(TS)
+    assert shown == counts.to_dict()
+
+
+def test_cli_refuses_an_unknown_engine_before_sending_anything(data, server):
+    from typer.testing import CliRunner
+
+    from whylogs_songbird.cli import app
+
+    result = CliRunner().invoke(app, ["profile", str(data["parquet"]), "--engine", "ray", "--endpoint", server.url])
+    assert result.exit_code == 2, result.output
+    assert "ray" in result.output and "pandas, dask, spark" in result.output
+    assert server.stats().get("create_session", 0) == 0
