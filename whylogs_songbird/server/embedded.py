@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -23,6 +22,19 @@ logger = logging.getLogger("whylogs_songbird.server")
 _LOOPBACK = "127.0.0.1"
 
 
+def open_store(config: ServerConfig) -> Store:
+    """The store of ``config``, made ready to serve: reconciled (what a crash left behind) and
+    with its operation counters at zero. Run once per server, before any worker serves."""
+    store = Store.open(config)
+    try:
+        store.reconcile()
+        store.reset_stats()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 class RedactQueryFilter(logging.Filter):
     """Strips query strings from uvicorn access-log lines (upload URLs carry signatures)."""
 
@@ -34,8 +46,17 @@ class RedactQueryFilter(logging.Filter):
 
 
 def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
-    """Serve until interrupted (Ctrl-C). Logs go to stderr; query strings are never logged."""
-    store = Store(config.data_dir)
+    """Serve until interrupted (Ctrl-C). Logs go to stderr; query strings are never logged.
+
+    With ``config.workers`` above 1, several processes share the socket (see ``launcher.py``)."""
+    if config.workers > 1:
+        from whylogs_songbird.server.launcher import serve_workers
+
+        serve_workers(config, access_log=access_log)
+        return
+    from whylogs_songbird.server.launcher import bind_socket
+
+    store = open_store(config)
     app = create_app(config, store)
     uv_config = uvicorn.Config(
         app,
@@ -48,8 +69,14 @@ def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
     )
     logging.getLogger("uvicorn.access").addFilter(RedactQueryFilter())
     try:
-        uvicorn.Server(uv_config).run()
+        sock = bind_socket(config.host, config.port)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        uvicorn.Server(uv_config).run(sockets=[sock])
     finally:
+        sock.close()
         store.close()
 
 
@@ -74,6 +101,8 @@ class LocalServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._store: Store | None = None
+        #: The running app (``app.state`` holds the store, the ingest worker and the page caches).
+        self.app: Any = None
         self._error: BaseException | None = None
         self.url = ""
 
@@ -100,16 +129,13 @@ class LocalServer:
         """Start serving and wait until the server accepts connections."""
         if self._thread is not None:
             return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((_LOOPBACK, self.config.port))
-        except OSError:
-            sock.close()
-            raise
+        from whylogs_songbird.server.launcher import bind_socket
+
+        sock = bind_socket(_LOOPBACK, self.config.port)
         port = sock.getsockname()[1]
-        self._store = Store(self.config.data_dir)
+        self._store = open_store(self.config)
         app = create_app(self.config, self._store)
+        self.app = app
         uv_config = uvicorn.Config(
             app,
             access_log=False,

@@ -1,0 +1,214 @@
+"""The observatory's in-memory caches: single flight, bounded by bytes (see :class:`LruCache`).
+
+Profile views come from the digests the ingest worker stored (``digest.py``), never from
+deserializing the uploaded bytes again; a profile not summarised yet is summarised on the spot
+(once, however many requests ask) and its digest stored for every process.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from whylogs.core import DatasetProfileView
+
+from whylogs_songbird.server.digest import DigestError, view_from_digest
+from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
+from whylogs_songbird.server.observatory.base import CacheKey, T
+from whylogs_songbird.server.store import Store, UploadRecord
+from whylogs_songbird.server.summaries import (
+    DriftScore,
+    ProfileSummary,
+    SummaryError,
+    drift_scores,
+    merge_views,
+    summarize_profile,
+)
+
+MiB = 1024 * 1024
+#: How long a page waits for another process's ingest worker to summarise a profile.
+WAIT_FOR_INGEST_SECONDS = 120.0
+
+
+def _default_size(value: Any) -> int:
+    return sys.getsizeof(value)
+
+
+class LruCache:
+    """A thread-safe LRU of computed values, bounded by entries and/or by bytes.
+
+    Values are computed outside the lock, and only once per key however many threads ask at the
+    same time (single flight: the others wait for the first one's result, or its exception).
+    ``size_of`` estimates a value's bytes; a value larger than ``max_bytes`` is returned but not kept.
+    """
+
+    def __init__(
+        self,
+        max_entries: int | None = None,
+        *,
+        max_bytes: int | None = None,
+        size_of: Callable[[Any], int] = _default_size,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.size_of = size_of
+        self._data: OrderedDict[CacheKey, tuple[Any, int]] = OrderedDict()
+        self._inflight: dict[CacheKey, Future[Any]] = {}
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get_or_compute(self, key: CacheKey, compute: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                cached: T = self._data[key][0]
+                return cached
+            pending = self._inflight.get(key)
+            if pending is None:
+                self.misses += 1
+                future: Future[Any] = Future()
+                self._inflight[key] = future
+        if pending is not None:
+            self.hits += 1
+            waited: T = pending.result()
+            return waited
+        try:
+            value = compute()
+        except BaseException as exc:
+            with self._lock:
+                del self._inflight[key]
+            future.set_exception(exc)
+            raise
+        size = self.size_of(value) if self.max_bytes is not None else 0
+        with self._lock:
+            del self._inflight[key]
+            if self.max_bytes is None or size <= self.max_bytes:
+                self._data[key] = (value, size)
+                self.bytes += size
+                self._evict()
+        future.set_result(value)
+        return value
+
+    def _evict(self) -> None:
+        while self._data and (
+            (self.max_entries is not None and len(self._data) > self.max_entries)
+            or (self.max_bytes is not None and self.bytes > self.max_bytes)
+        ):
+            _, (_, size) = self._data.popitem(last=False)
+            self.bytes -= size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.bytes = 0
+
+
+def upload_key(upload: UploadRecord) -> CacheKey:
+    """Identifies one stored version of an upload: a replacing PUT changes sha256 or size."""
+    return (upload.id, upload.sha256, upload.size, upload.stored_at)
+
+
+def view_size(view: DatasetProfileView) -> int:
+    """A rough size of a rebuilt view in memory: about 16 KB per column (sketches and objects)."""
+    return 16 * 1024 * max(1, len(view.get_columns()))
+
+
+def summary_size(summary: ProfileSummary) -> int:
+    return 2048 * max(1, summary.column_count)
+
+
+def drift_size(scores: dict[str, DriftScore]) -> int:
+    return 512 * max(1, len(scores))
+
+
+def page_size(model: Any) -> int:
+    """The bytes of a page model's rendered HTML and chart JSON."""
+    total = 0
+    for name in ("drift_html", "columns_html", "chart_json"):
+        total += len(str(getattr(model, name, "")))
+    return 2 * total + 4096
+
+
+@dataclass
+class ProfileCache:
+    """Views, summaries, drift scores and rendered page parts of stored profiles, bounded by bytes.
+
+    Views are rebuilt from stored digests; summaries, drift scores and page parts are computed from
+    them once per key (single flight).
+    """
+
+    store: Store
+    max_view_bytes: int = 256 * MiB
+    max_summary_bytes: int = 64 * MiB
+    max_page_bytes: int = 128 * MiB
+    views: LruCache = field(init=False)
+    summaries: LruCache = field(init=False)
+    drift: LruCache = field(init=False)
+    pages: LruCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.views = LruCache(max_bytes=self.max_view_bytes, size_of=view_size)
+        self.summaries = LruCache(max_bytes=self.max_summary_bytes, size_of=summary_size)
+        self.drift = LruCache(max_bytes=self.max_summary_bytes, size_of=drift_size)
+        self.pages = LruCache(max_bytes=self.max_page_bytes, size_of=page_size)
+
+    def clear(self) -> None:
+        for cache in (self.views, self.summaries, self.drift, self.pages):
+            cache.clear()
+
+    def _load_view(self, upload: UploadRecord) -> DatasetProfileView:
+        """The view of a stored profile, from its digest; a profile not summarised yet is summarised
+        here (or, when the ingest worker is at it, waited for), so the bytes are read once."""
+        if upload.sha256 is None:
+            raise SummaryError("it has no stored bytes")
+        deadline = time.monotonic() + WAIT_FOR_INGEST_SECONDS
+        while True:
+            digest = self.store.metadata.get_summary(upload.id, upload.sha256)
+            if digest is not None:
+                try:
+                    return view_from_digest(digest)
+                except DigestError as exc:
+                    raise SummaryError(f"its stored summary cannot be read ({exc})") from None
+            current = self.store.get_upload(upload.id) or upload
+            if current.invalid:
+                raise SummaryError(current.ingest_error or "it is not a readable whylogs profile")
+            if current.sha256 != upload.sha256:
+                raise SummaryError("it was replaced while the page was being built; reload the page")
+            if self.store.metadata.claim_upload_ingest(upload.id, lease_ms=LEASE_MS):
+                view = ingest_one(self.store, current)
+                if view is not None:
+                    return view
+                continue  # marked invalid (or replaced): the loop says which
+            if time.monotonic() > deadline:
+                raise SummaryError("it is still being summarised; reload the page in a moment")
+            time.sleep(0.05)  # the ingest worker of some process is summarising it
+
+    def upload_view(self, upload: UploadRecord) -> DatasetProfileView:
+        return self.views.get_or_compute(upload_key(upload), lambda: self._load_view(upload))
+
+    def view(self, key: CacheKey, uploads: Sequence[UploadRecord]) -> DatasetProfileView:
+        if len(uploads) == 1:
+            return self.upload_view(uploads[0])
+        return self.views.get_or_compute(key, lambda: merge_views([self.upload_view(u) for u in uploads]))
+
+    def summary(self, key: CacheKey, uploads: Sequence[UploadRecord]) -> ProfileSummary:
+        return self.summaries.get_or_compute(key, lambda: summarize_profile(self.view(key, uploads)))
+
+    def drift_between(
+        self, target_key: CacheKey, target: DatasetProfileView, reference_key: CacheKey, reference: DatasetProfileView
+    ) -> dict[str, DriftScore]:
+        return self.drift.get_or_compute(
+            (target_key, reference_key), lambda: drift_scores(target=target, reference=reference)
+        )
