@@ -7,6 +7,7 @@ os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports
 import contextlib  # noqa: E402
 import http.server  # noqa: E402
 import secrets  # noqa: E402
+import socket  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -58,14 +59,23 @@ def http_server_thread(handler: type[http.server.BaseHTTPRequestHandler]) -> Ite
         httpd.server_close()
 
 
+def free_port() -> int:
+    """A port nothing listens on right now (bound and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture(autouse=True)
-def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test reads or writes the developer's songbird settings, sessions or outbox.
 
     Settings from the environment (SONGBIRD_*, WHYLABS_API_ENDPOINT) are removed, and the config
-    dir is a fresh temporary one unless a test passes its own.
-    AWS settings are removed too, and boto3 never asks an instance-metadata address for
-    credentials: a test that needs S3 sets the variables of the SeaweedFS it uses.
+    dir is a fresh temporary one unless a test passes its own. The embedded default server gets a
+    free port and a temporary data dir (never the real 8787), and any server started there by the
+    test is stopped afterwards. AWS settings are removed too, and boto3 never asks an
+    instance-metadata address for credentials: a test that needs S3 sets the variables of the
+    SeaweedFS it uses.
     """
     for name in list(os.environ):
         if name.startswith(("SONGBIRD_", "AWS_")) or name in ("WHYLABS_API_ENDPOINT", "WHYLABS_API_KEY"):
@@ -74,6 +84,21 @@ def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    local_dir = tmp_path_factory.mktemp("songbird-local-server")
+    port = free_port()
+    monkeypatch.setenv("SONGBIRD_LOCAL_PORT", str(port))
+    monkeypatch.setenv("SONGBIRD_LOCAL_DATA_DIR", str(local_dir))
+    yield
+    stop_local_server(port, local_dir)
+
+
+def stop_local_server(port: int, data_dir: Path) -> None:
+    """Stop the embedded default server a test started on ``port`` with ``data_dir`` (if any)."""
+    if (data_dir / "server.pid").exists():
+        from whylogs_songbird.config import resolve_settings
+        from whylogs_songbird.local_server import stop_server
+
+        stop_server(resolve_settings({"local_port": port, "local_data_dir": data_dir}, environ={}))
 
 
 @pytest.fixture(name="make_profile_bytes")
