@@ -370,7 +370,7 @@ def test_resolve_source_says_what_is_wrong(tmp_path):
     with pytest.raises(ProfileError, match="no file matches"):
         resolve_source(str(tmp_path / "*.csv"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ProfileError, match="holds no .parquet files"):
+    with pytest.raises(ProfileError, match="is a directory with no .parquet files"):
         resolve_source(tmp_path / "empty")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ProfileError, match="reads .parquet, .pq, .csv and .tsv"):

@@ -221,8 +221,8 @@ def resolve_source(path: str | os.PathLike[str]) -> Source:
             )
             if not files:
                 raise ProfileError(
-                    f"{where} holds no .parquet files: give a parquet directory, a parquet file or a CSV glob "
-                    "such as 'data/*.csv'."
+                    f"{where} is a directory with no .parquet files in it: give a parquet directory, "
+                    "a parquet file or a CSV glob such as 'data/*.csv'."
                 )
             return Source("parquet", tuple(files))
         files = [where]
