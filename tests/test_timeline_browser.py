@@ -4,7 +4,8 @@ A reference and 30 daily batches (one column shifts from day 20) go through the 
 a LocalServer. The heatmap must flag the shifted column from day 20, a cell click must open the
 comparison of the reference and that day, the series charts must be drawn, the filter must narrow the
 rows, and the page must log no console error and request nothing from any host but 127.0.0.1.
-Screenshots go to a temporary directory (``scripts/timeline_screenshot.py`` writes the docs' one).
+The screenshot goes to a temporary directory, or into ``$SONGBIRD_SCREENSHOTS_DIR`` when set
+(``scripts/screenshots`` refreshes ``docs/img/timeline.png`` that way).
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ def daily(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    """Where screenshots go: $SONGBIRD_SCREENSHOTS_DIR (scripts/screenshots), else a temporary dir."""
+    chosen = os.environ.get("SONGBIRD_SCREENSHOTS_DIR")
+    target = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
@@ -106,7 +116,7 @@ def wait_for_series(page) -> None:
         )
 
 
-def test_heatmap_flags_the_shift_and_a_cell_opens_the_comparison(daily, watched, tmp_path) -> None:
+def test_heatmap_flags_the_shift_and_a_cell_opens_the_comparison(daily, watched, screenshots) -> None:
     page = watched.page
     server, sid = daily["server"], daily["session_id"]
     page.goto(f"{server.url}/sessions/{sid}/timeline?granularity=day")
@@ -123,7 +133,9 @@ def test_heatmap_flags_the_shift_and_a_cell_opens_the_comparison(daily, watched,
     assert page.locator("#series-column").input_value() == SHIFTED
     band = page.evaluate("() => document.querySelector('[data-series=band]').data.map(t => t.y.length)")
     assert band == [DAYS] * 4
-    page.screenshot(path=str(tmp_path / "timeline.png"), full_page=True)
+    shot = screenshots / "timeline.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000, f"{shot} holds a picture of the page"
 
     # the filter narrows the rows, as on the profiles pages
     page.fill("#column-filter", "inc")
