@@ -15,6 +15,11 @@ class ProfileError(SongbirdError, ValueError):
     """The thing given to publish is not a usable whylogs profile."""
 
 
+class RequestLimitError(SongbirdError, ValueError):
+    """A request would break the API's limits (references per batch, segment tags, lengths of keys,
+    values and aliases: see ``models.py``); it was not sent."""
+
+
 class SongbirdConnectionError(SongbirdError, ConnectionError):
     """The server could not be reached, or did not answer in time."""
 
