@@ -46,10 +46,11 @@ from whylogs_songbird.models import (
     SessionMetadata,
     WireModel,
 )
-from whylogs_songbird.server.common import error_response, is_loopback_host, observatory_link, segment_label
+from whylogs_songbird.server.common import error_response, observatory_link, segment_label
 from whylogs_songbird.server.config import RequestHook, ServerConfig
 from whylogs_songbird.server.faults import FaultInjector
 from whylogs_songbird.server.observatory import mount_observatory
+from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
 from whylogs_songbird.server.signing import SignatureError, UrlSigner, load_or_create_secret
 from whylogs_songbird.server.store import (
     NewUpload,
@@ -376,6 +377,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.api_keys = keys
     app.add_middleware(BodyLimitMiddleware, config=config)
     app.add_middleware(NetworkEmulationMiddleware, config=config)
+    # outermost: a request for a foreign Host name reaches nothing else
+    app.add_middleware(SecurityMiddleware, allowed=HostAllowList(config.host, config.public_url, config.allowed_hosts))
 
     # -- error handlers --
 
@@ -696,8 +699,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
 
     # -- observatory pages (landing, sessions, profiles, static files) --
 
-    # Session ids open their profiles: list them on the landing page only when no other machine can reach it.
-    mount_observatory(app, the_store, public_url=config.public_url, list_sessions=is_loopback_host(config.host))
+    # Session ids open their profiles: the landing page lists them only when asked to (never with a public URL).
+    mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
 
     # -- local extras --
 
