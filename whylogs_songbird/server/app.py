@@ -176,12 +176,15 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
+_LONE_SURROGATE_MESSAGE = "The request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text."
+
+
 def _check_text(model: WireModel) -> None:
     """Refuse strings SQLite cannot store (lone surrogates, which JSON escapes can carry).
 
     Only the string fields are looked at; the body is not serialized again."""
     if _has_lone_surrogate(model):
-        raise ApiError(400, "The request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text.")
+        raise ApiError(400, _LONE_SURROGATE_MESSAGE)
 
 
 def _describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -191,6 +194,8 @@ def _describe_validation_errors(errors: Sequence[Any]) -> str:
         kind = err.get("type", "")
         if kind == "json_invalid":
             return "The request body is not valid JSON; send a JSON object as the songbird API contract describes."
+        if kind == "string_unicode":
+            return _LONE_SURROGATE_MESSAGE
         where = loc[0] if loc else "body"
         rest = ".".join(loc[1:])
         if where == "body":
@@ -524,15 +529,20 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     def get_session(
         session_id: str, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
     ) -> JSONResponse:
-        """Session metadata (needs an API key). A claimed session shows its new org."""
+        """Session metadata (needs an API key). A claimed session shows its new org, and only to keys of
+        that org; ``userId`` (the uploader's installation) only to a key of the session's org or of any org."""
         owner = require_key(x_api_key)
         session = the_store.get_session(session_id)
         if session is None or (session.claimed and owner.org_id is not None and owner.org_id != session.claimed_org):
             raise ApiError(404, f"Session {session_id[:80]} is unknown to this server; check the session id.")
+        own_org = owner.org_id is None or owner.org_id == session.org_id
         return _json(
             GetSessionResponse(
                 session=SessionMetadata(
-                    session_id=session.id, org_id=session.org_id, model_id=GUEST_MODEL_ID, user_id=session.user_id
+                    session_id=session.id,
+                    org_id=session.org_id,
+                    model_id=GUEST_MODEL_ID,
+                    user_id=session.user_id if own_org else "",
                 )
             )
         )

@@ -38,6 +38,7 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
 from whylogs_songbird.server.common import observatory_link, segment_label
+from whylogs_songbird.server.display import user_text, visible_text
 from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id, parse_timestamp_selector
 from whylogs_songbird.server.summaries import (
     DRIFT_CATEGORIES,
@@ -378,6 +379,8 @@ def make_environment() -> Environment:
     env.filters["number"] = _number
     env.filters["percent"] = _percent
     env.filters["raw"] = _raw
+    env.filters["user"] = user_text  # every user-supplied value: escaped, in <bdi>, controls visible
+    env.filters["plain"] = visible_text  # the same where no markup goes (the page title)
     env.globals["MAX_PROFILES"] = MAX_PROFILES_PER_LINK
     return env
 
@@ -432,7 +435,10 @@ def observatory_router(
 
     def known_session(session_id: str | None) -> str | None:
         """The id, if it names a session of this server (for links on error pages)."""
-        return session_id if session_id and store.get_session(session_id) is not None else None
+        if not session_id:
+            return None
+        record = store.get_session(session_id)
+        return session_id if record is not None and not record.claimed else None
 
     def open_session(session_id: str | None) -> str:
         if not session_id:
@@ -448,11 +454,18 @@ def observatory_router(
                 "Malformed session id",
                 f"{_shown(session_id)!r} is not a session id: session ids look like session-… .",
             )
-        if store.get_session(session_id) is None:
+        record = store.get_session(session_id)
+        if record is None:
             raise PageError(
                 404,
                 "Session not found",
                 f"There is no session {session_id} on this server: it may belong to another server or data directory.",
+            )
+        if record.claimed:  # like the API: a claimed guest session is gone from the guest side
+            raise PageError(
+                404,
+                "Session not found",
+                f"The session {session_id} was claimed into an organization; its profiles are no longer shown here.",
             )
         return session_id
 
@@ -477,6 +490,8 @@ def observatory_router(
         def build() -> HTMLResponse:
             sessions = []
             for record in store.recent_sessions(RECENT_SESSIONS) if list_sessions else []:
+                if record.claimed:
+                    continue
                 profiles = store.list_profiles(record.id)
                 sessions.append(
                     {
