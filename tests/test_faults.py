@@ -26,7 +26,7 @@ from whylogs.core.segmentation_partition import segment_on_column
 
 from whylogs_songbird import PublishError, publish_references
 from whylogs_songbird.server import ServerConfig
-from whylogs_songbird.server.__main__ import build_parser, main
+from whylogs_songbird.server.cli import main, parse_args
 from whylogs_songbird.server.faults import FAULT_KINDS, FaultInjector
 from whylogs_songbird.server.store import DB_FILE, OPERATIONS
 
@@ -95,9 +95,9 @@ def test_faults_are_off_by_default(server):
 
 def test_fault_settings_are_checked_and_on_the_command_line(monkeypatch):
     monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)  # main() would set up the root logger
-    args = build_parser().parse_args(["--fault-rate", "0.3", "--fault-seed", "7"])
+    args = parse_args(["--fault-rate", "0.3", "--fault-seed", "7"])
     assert (args.fault_rate, args.fault_seed) == (0.3, 7)
-    assert build_parser().parse_args([]).fault_rate == 0
+    assert parse_args([]).fault_rate == 0
     assert main(["--fault-rate", "1.5"]) == 2  # refused before anything starts
     for bad in ({"fault_rate": -0.1}, {"fault_rate": 2}, {"fault_rate": True}, {"fault_seed": "x"}):
         with pytest.raises(ValueError, match="fault_"):
@@ -174,9 +174,9 @@ def test_dropped_connection_sends_no_status_line(server_factory, caplog):
     small = b'{"userId": "u"}'
     big = make_profile_bytes(2000) * 4
     cases = [
-        (b"POST /v0/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n", small),
-        (b"PUT /v0/uploads/log-" + b"C" * 24 + b"?expires=1&signature=00 HTTP/1.1\r\nHost: x\r\n", big),
-        (b"GET /v0/sessions/" + FAKE_SESSION.encode() + b" HTTP/1.1\r\nHost: x\r\n", b""),
+        (b"POST /v0/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n", small),
+        (b"PUT /v0/uploads/log-" + b"C" * 24 + b"?expires=1&signature=00 HTTP/1.1\r\nHost: 127.0.0.1\r\n", big),
+        (b"GET /v0/sessions/" + FAKE_SESSION.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n", b""),
     ]
     for head, body in cases:
         head += b"Content-Length: %d\r\n\r\n" % len(body)

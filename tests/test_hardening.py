@@ -112,6 +112,22 @@ def test_a_wildcard_bind_answers_to_the_machine_own_names_and_addresses():
 # -- 2. listing sessions -------------------------------------------------------------------------
 
 
+def test_the_command_line_takes_the_new_options(tmp_path):
+    from whylogs_songbird.server.cli import main, parse_args
+
+    config = parse_args(
+        ["--data-dir", str(tmp_path), "--allowed-host", "a.lan", "--allowed-host", "b.lan", "--list-sessions"]
+        + ["--header-timeout", "3", "--body-timeout", "4", "--max-connections", "50"]
+        + ["--max-session-profiles", "10", "--max-session-bytes", "1000000"]
+    )
+    assert config.allowed_hosts == ["a.lan", "b.lan"] and config.list_sessions
+    assert (config.header_timeout, config.body_timeout, config.max_connections) == (3, 4, 50)
+    assert (config.max_session_profiles, config.max_session_bytes) == (10, 1_000_000)
+    assert not parse_args(["--data-dir", str(tmp_path)]).list_sessions  # off unless asked
+    refused = main(["--data-dir", str(tmp_path), "--list-sessions", "--public-url", "https://obs.example.org"])
+    assert refused == 2
+
+
 def test_sessions_are_listed_only_when_asked(server_factory):
     quiet = server_factory()
     listed = server_factory(list_sessions=True)
@@ -241,19 +257,14 @@ def test_a_connection_flood_under_a_low_descriptor_limit_neither_starves_the_ser
     """The reported attack: more silent connections than the server has file descriptors."""
     port = _free_port()
     log_path = tmp_path / "server.log"
-    code = (
-        "import logging, sys; from whylogs_songbird.server import ServerConfig, run_server; "
-        "logging.basicConfig(stream=sys.stderr, level=logging.INFO); "
-        f"run_server(ServerConfig(port={port}, data_dir={str(tmp_path / 'data')!r}, header_timeout=2.0))"
-    )
+    command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port)]
+    command += ["--data-dir", str(tmp_path / "data"), "--header-timeout", "2"]
 
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, preexec_fn=low_limit
-        )
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=low_limit)
     url = f"http://127.0.0.1:{port}"
     socks = []
     try:

@@ -24,12 +24,11 @@ from whylogs_songbird.server.observatory import (  # noqa: E402
     LruCache,
     PageError,
     ProfileCache,
-    _json_for_script,
-    _number,
-    _parse_segments,
     observatory_link,
     segment_label,
 )
+from whylogs_songbird.server.observatory.page import _json_for_script, _number  # noqa: E402
+from whylogs_songbird.server.observatory.selection import parse_segments as _parse_segments  # noqa: E402
 from whylogs_songbird.server.store import parse_timestamp_selector  # noqa: E402
 
 TIMEOUT = 30

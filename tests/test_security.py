@@ -32,8 +32,8 @@ from whylogs_songbird.models import (
     LogReferenceRequest,
 )
 from whylogs_songbird.server import LocalServer, ServerConfig, app, signing, store
-from whylogs_songbird.server.__main__ import build_parser
 from whylogs_songbird.server.app import create_app
+from whylogs_songbird.server.cli import parse_args
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
 from whylogs_songbird.server.store import DB_FILE
 from whylogs_songbird.session import claim_session
@@ -267,7 +267,7 @@ def test_puts_over_the_limit_are_413_and_store_nothing(server_factory):
 
 def test_binds_loopback_unless_told_otherwise(server):
     assert ServerConfig().host == "127.0.0.1"
-    assert build_parser().parse_args([]).host == "127.0.0.1"
+    assert parse_args([]).host == "127.0.0.1"
     assert urlsplit(server.url).hostname == "127.0.0.1"
     with pytest.raises(ValueError, match="127.0.0.1"):
         LocalServer(host="0.0.0.0")

@@ -79,7 +79,10 @@ def stored_profiles(server, session_id):
 
 
 def test_health_and_stats(server):
-    assert requests.get(f"{server.url}/healthz", timeout=TIMEOUT).json() == {"status": "ok"}
+    health = requests.get(f"{server.url}/healthz", timeout=TIMEOUT).json()
+    assert health["status"] == "ok" and health["service"] == "songbird" and health["pid"] == os.getpid()
+    assert health["data_dir"] == str(server.data_dir) and health["sessions"] == 0
+    assert isinstance(health["started_at"], int) and isinstance(health["version"], str)
     stats = requests.get(f"{server.url}/_local/stats", timeout=TIMEOUT).json()
     for op in ("create_session", "upload", "reference", "references", "observatory_link", "get_session", "claim"):
         assert stats[op] == 0

@@ -6,6 +6,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -55,6 +56,18 @@ class ServerConfig:
     fault_rate: float = 0.0
     #: Seed of the fault decisions (None: a different sequence on every start).
     fault_seed: int | None = None
+    #: Server processes sharing the listening socket (see ``launcher.py``); 1: one process.
+    workers: int = 1
+    #: Where the metadata lives: None (SQLite in ``data_dir``), ``sqlite:///PATH`` or ``postgresql://...``.
+    database_url: str | None = None
+    #: Where profile bytes live: None (files under ``data_dir``), ``file:///DIR`` or ``s3://BUCKET/PREFIX``.
+    blob_store: str | None = None
+    #: Endpoint of an S3-compatible object store (None: AWS S3).
+    s3_endpoint_url: str | None = None
+    #: Uploads naming more columns than this are refused with 400 by the cheap PUT check.
+    max_columns: int = 20_000
+    #: Profiles summarised at once by each process's ingest worker (bounds its memory and CPU).
+    ingest_concurrency: int = 1
     #: More ``Host`` names the server answers to, besides its bind address, localhost, the loopback
     #: addresses and the host of ``public_url`` (``"*"``: any host). See ``security.py``.
     allowed_hosts: list[str] = field(default_factory=list)
@@ -89,6 +102,10 @@ class ServerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        for name in ("workers", "max_columns", "ingest_concurrency"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.list_sessions and self.public_url is not None:
@@ -115,8 +132,22 @@ class ServerConfig:
             f"api_keys=<{len(self.api_keys)} keys>, url_ttl_seconds={self.url_ttl_seconds}, "
             f"max_upload_bytes={self.max_upload_bytes}, max_json_bytes={self.max_json_bytes}, "
             f"public_url={self.public_url!r}, latency_ms={self.latency_ms}, "
-            f"fault_rate={self.fault_rate}, fault_seed={self.fault_seed}, allowed_hosts={self.allowed_hosts!r}, "
+            f"fault_rate={self.fault_rate}, fault_seed={self.fault_seed}, workers={self.workers}, "
+            f"database={_redacted_url(self.database_url)!r}, blob_store={self.blob_store!r}, "
+            f"s3_endpoint_url={self.s3_endpoint_url!r}, max_columns={self.max_columns}, "
+            f"allowed_hosts={self.allowed_hosts!r}, "
             f"list_sessions={self.list_sessions}, header_timeout={self.header_timeout}, "
             f"body_timeout={self.body_timeout}, max_connections={self.max_connections}, "
             f"max_session_profiles={self.max_session_profiles}, max_session_bytes={self.max_session_bytes})"
         )
+
+
+def _redacted_url(url: str | None) -> str | None:
+    """A database URL without its password (``postgresql://user:***@host/db``)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -24,6 +24,19 @@ logger = logging.getLogger("whylogs_songbird.server")
 _LOOPBACK = "127.0.0.1"
 
 
+def open_store(config: ServerConfig) -> Store:
+    """The store of ``config``, made ready to serve: reconciled (what a crash left behind) and
+    with its operation counters at zero. Run once per server, before any worker serves."""
+    store = Store.open(config)
+    try:
+        store.reconcile()
+        store.reset_stats()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 class RedactQueryFilter(logging.Filter):
     """Strips query strings from uvicorn access-log lines (upload URLs carry signatures)."""
 
@@ -36,7 +49,7 @@ class RedactQueryFilter(logging.Filter):
 
 def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
     """Serve until interrupted (Ctrl-C). Logs go to stderr; query strings are never logged."""
-    store = Store(config.data_dir)
+    store = open_store(config)
     app = create_app(config, store)
     uv_config = uvicorn.Config(
         app,
@@ -113,7 +126,7 @@ class LocalServer:
             sock.close()
             raise
         port = sock.getsockname()[1]
-        self._store = Store(self.config.data_dir)
+        self._store = open_store(self.config)
         app = create_app(self.config, self._store)
         uv_config = uvicorn.Config(
             app,

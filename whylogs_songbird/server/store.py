@@ -1,115 +1,48 @@
-"""Persistent state of the local server: SQLite metadata plus profile files on disk.
+"""The store the routes use: one object over the storage seam (``storage/``), a
+:class:`~storage.base.MetadataStore` plus a :class:`~storage.base.BlobStore`.
 
-Layout of a data directory::
+It adds what needs both: storing a received body (bytes durable first, then the row),
+reading a profile's bytes, resolving the profiles a link names, and reconciliation at start
+(leftover temporary files, bytes without a row, rows without bytes).
 
-    songbird.sqlite3                           sessions and uploads (WAL mode)
-    secret.key                                 the URL-signing secret (see signing.py)
-    profiles/<session_id>/<upload_id>.bin      the bytes of each stored profile
-    tmp/                                       bodies being received
-
-An *upload* is a slot handed out by the upload/reference operations; it becomes a *profile*
-once its bytes were PUT (``stored_at`` set). Times are epoch milliseconds, except
-``expires_at`` which is in unix seconds like the ``expires`` of an upload URL.
-
-Ids are made here and checked against :data:`ID_PATTERN` before any use in a path or a query,
-so no path is ever built from anything a client chose.
+Ids are made by the store and checked against :data:`ID_PATTERN` before any use in a key or a
+query, so no key is ever built from anything a client chose.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import os
+import logging
 import re
-import secrets
-import sqlite3
-import tempfile
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-UploadKind = Literal["batch", "reference"]
-
-#: Every id the server makes: ``session-``, ``ref-`` (reference) or ``log-`` (batch) + random.
-ID_PATTERN = re.compile(r"^(session|ref|log)-[A-Za-z0-9_-]{16,64}$")
-_PREFIX_BY_KIND: dict[UploadKind, str] = {"batch": "log", "reference": "ref"}
-#: A batch timestamp in a link (see :func:`parse_timestamp_selector`); ASCII digits only.
-_TIMESTAMP_SELECTOR = re.compile(r"-?[0-9]{1,19}")
-
-DB_FILE = "songbird.sqlite3"
-#: Operations whose calls are counted (see :meth:`Store.stats`).
-OPERATIONS = (
-    "create_session",
-    "upload",
-    "reference",
-    "references",
-    "observatory_link",
-    "get_session",
-    "claim",
-    "put",
-    "observatory_page",
+from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
+from whylogs_songbird.server.storage.base import (
+    GUEST_ORG_ID,
+    ID_PATTERN,
+    OPERATIONS,
+    BlobStore,
+    MetadataStore,
+    NewUpload,
+    SessionClaimedError,
+    SessionRecord,
+    StoredOutcome,
+    StoreError,
+    UnknownUploadError,
+    UploadKind,
+    UploadRecord,
+    is_valid_id,
+    new_id,
+    now_ms,
+    require_id,
 )
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id          TEXT PRIMARY KEY,
-    user_id     TEXT NOT NULL,
-    org_id      TEXT NOT NULL,
-    created_at  INTEGER NOT NULL,
-    claimed_at  INTEGER,
-    claimed_org TEXT
-);
-CREATE TABLE IF NOT EXISTS uploads (
-    id                TEXT PRIMARY KEY,
-    session_id        TEXT NOT NULL REFERENCES sessions(id),
-    kind              TEXT NOT NULL CHECK (kind IN ('batch', 'reference')),
-    dataset_timestamp INTEGER,
-    alias             TEXT,
-    segment_tags      TEXT NOT NULL DEFAULT '[]',
-    created_at        INTEGER NOT NULL,
-    expires_at        INTEGER NOT NULL,
-    stored_at         INTEGER,
-    size              INTEGER,
-    sha256            TEXT,
-    path              TEXT
-);
-CREATE INDEX IF NOT EXISTS uploads_by_session ON uploads (session_id, kind, dataset_timestamp);
-CREATE INDEX IF NOT EXISTS sessions_by_created ON sessions (created_at);
-"""
+logger = logging.getLogger("whylogs_songbird.server")
 
-GUEST_ORG_ID = "guest"
-
-
-class StoreError(Exception):
-    """Base of the store's lookup errors."""
-
-
-class UnknownUploadError(StoreError):
-    """No upload has this id."""
-
-
-class SessionClaimedError(StoreError):
-    """The upload's session was claimed; it takes no more data."""
-
-
-def now_ms() -> int:
-    """The current time in epoch milliseconds."""
-    return int(time.time() * 1000)
-
-
-def new_id(prefix: Literal["session", "ref", "log"]) -> str:
-    """A fresh id with 144 random bits, e.g. ``session-3q2…``."""
-    return f"{prefix}-{secrets.token_urlsafe(18)}"
-
-
-def is_valid_id(value: str, prefix: str | None = None) -> bool:
-    """Whether ``value`` is shaped like a server-made id (of the given prefix, if any)."""
-    match = ID_PATTERN.match(value)
-    return match is not None and (prefix is None or match.group(1) == prefix)
+#: A batch timestamp in a link (see :func:`parse_timestamp_selector`); ASCII digits only.
+_TIMESTAMP_SELECTOR = re.compile(r"-?[0-9]{1,19}")
 
 
 def parse_timestamp_selector(selector: str) -> int | None:
@@ -123,199 +56,107 @@ def parse_timestamp_selector(selector: str) -> int | None:
     return timestamp if -(2**63) <= timestamp < 2**63 else None
 
 
-@dataclass(frozen=True)
-class SessionRecord:
-    """One guest session. ``org_id`` is ``"guest"`` until the session is claimed."""
+def blob_key(session_id: str, upload_id: str, sha256: str | None = None) -> str:
+    """The blob key of a profile's bytes: ``profiles/<session>/<upload>[.<sha256 prefix>].bin``.
 
-    id: str
-    user_id: str
-    org_id: str
-    created_at: int
-    claimed_at: int | None = None
-    claimed_org: str | None = None
-
-    @property
-    def claimed(self) -> bool:
-        return self.claimed_at is not None
-
-
-@dataclass(frozen=True)
-class UploadRecord:
-    """One upload slot; a profile once ``stored_at`` is set."""
-
-    id: str
-    session_id: str
-    kind: UploadKind
-    dataset_timestamp: int | None
-    alias: str | None
-    segment_tags: tuple[tuple[str, str], ...]
-    created_at: int
-    expires_at: int
-    stored_at: int | None = None
-    size: int | None = None
-    sha256: str | None = None
-    path: str | None = None
-
-    @property
-    def stored(self) -> bool:
-        return self.stored_at is not None
+    The embedded store names each version by its hash, so two PUTs racing on one slot never
+    write the same file; a presigned S3 PUT cannot know the hash and uses the plain name.
+    """
+    require_id(session_id, "session")
+    require_id(upload_id)
+    if sha256 is None:
+        return f"profiles/{session_id}/{upload_id}.bin"
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError("not a sha256 hex digest")
+    return f"profiles/{session_id}/{upload_id}.{sha256[:16]}.bin"
 
 
-@dataclass(frozen=True)
-class NewUpload:
-    """What to create one upload slot for (see :meth:`Store.create_uploads`)."""
+@dataclass
+class ReconcileReport:
+    """What :meth:`Store.reconcile` fixed at start."""
 
-    kind: UploadKind
-    dataset_timestamp: int | None = None
-    alias: str | None = None
-    segment_tags: tuple[tuple[str, str], ...] = ()
+    temp_files: list[str] = field(default_factory=list)
+    orphan_blobs: list[str] = field(default_factory=list)
+    learned: list[str] = field(default_factory=list)
+    rows_without_bytes: list[str] = field(default_factory=list)
 
-
-def _session_from_row(row: sqlite3.Row) -> SessionRecord:
-    return SessionRecord(
-        id=row["id"],
-        user_id=row["user_id"],
-        org_id=row["org_id"],
-        created_at=row["created_at"],
-        claimed_at=row["claimed_at"],
-        claimed_org=row["claimed_org"],
-    )
-
-
-def _upload_from_row(row: sqlite3.Row) -> UploadRecord:
-    tags = tuple((str(tag["key"]), str(tag["value"])) for tag in json.loads(row["segment_tags"]))
-    return UploadRecord(
-        id=row["id"],
-        session_id=row["session_id"],
-        kind=row["kind"],
-        dataset_timestamp=row["dataset_timestamp"],
-        alias=row["alias"],
-        segment_tags=tags,
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        stored_at=row["stored_at"],
-        size=row["size"],
-        sha256=row["sha256"],
-        path=row["path"],
-    )
-
-
-def _require_id(value: str, prefix: str | None = None) -> None:
-    if not is_valid_id(value, prefix):
-        raise ValueError(f"not a server-made id: {value[:80]!r}")
+    def __bool__(self) -> bool:
+        return bool(self.temp_files or self.orphan_blobs or self.learned or self.rows_without_bytes)
 
 
 class Store:
-    """Sessions, uploads and profile bytes under one data directory; safe to share between threads.
+    """Sessions, uploads and profile bytes; safe to share between threads and processes.
 
-    Every method is short and blocking: call it from a worker thread, not the event loop
-    (except :meth:`count` and :meth:`stats`, which touch memory only).
+    ``Store(data_dir)`` opens the embedded store (SQLite + files in ``data_dir``); pass
+    ``metadata`` and ``blobs`` to use others (see :func:`storage.open_storage`). Every method is
+    blocking: call it from a worker thread, not the event loop.
     """
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir)
-        self.profiles_dir = self.data_dir / "profiles"
-        self.tmp_dir = self.data_dir / "tmp"
-        for directory in (self.data_dir, self.profiles_dir, self.tmp_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        self._clean_tmp()
-        self._lock = threading.Lock()
-        self._counts_lock = threading.Lock()
-        self._counts: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
-        self._conn = sqlite3.connect(self.data_dir / DB_FILE, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(_SCHEMA)
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        *,
+        metadata: MetadataStore | None = None,
+        blobs: BlobStore | None = None,
+    ) -> None:
+        if metadata is None or blobs is None:
+            if data_dir is None:
+                raise ValueError("Store needs a data_dir, or both a metadata store and a blob store")
+            opened_metadata, opened_blobs = open_storage(StorageSpec(data_dir=Path(data_dir)))
+            metadata = metadata or opened_metadata
+            blobs = blobs or opened_blobs
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.metadata = metadata
+        self.blobs = blobs
         self._closed = False
 
+    @classmethod
+    def open(cls, config: object) -> Store:
+        """The store a :class:`ServerConfig` asks for (``database_url``, ``blob_store``)."""
+        metadata, blobs = open_storage(config)
+        return cls(Path(getattr(config, "data_dir")), metadata=metadata, blobs=blobs)  # noqa: B009
+
     def __repr__(self) -> str:
-        return f"Store({str(self.data_dir)!r})"
+        return f"Store({self.metadata!r}, {self.blobs!r})"
 
     def close(self) -> None:
-        """Close the database (idempotent)."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+        """Close both stores (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self.metadata.close()
+            self.blobs.close()
 
-    def _clean_tmp(self) -> None:
-        # Bodies left over by a server that stopped mid-upload; an hour is far longer than any PUT.
-        cutoff = time.time() - 3600
-        for leftover in self.tmp_dir.iterdir():
-            with contextlib.suppress(OSError):
-                if leftover.is_file() and leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
-
-    # -- counters -------------------------------------------------------------------------
+    # -- counters ---------------------------------------------------------------------------
 
     def count(self, operation: str) -> None:
-        """Count one call of an API operation (in memory; starts at zero with each Store)."""
-        with self._counts_lock:
-            self._counts[operation] = self._counts.get(operation, 0) + 1
+        """Count one call of an API operation (in the store, shared by every worker process)."""
+        self.metadata.count(operation)
 
     def stats(self) -> dict[str, int]:
-        """Calls per operation since this Store was opened."""
-        with self._counts_lock:
-            return dict(self._counts)
+        """Calls per operation since the server started."""
+        return self.metadata.stats()
 
-    # -- sessions -------------------------------------------------------------------------
+    def reset_stats(self) -> None:
+        self.metadata.reset_stats()
+
+    # -- sessions ---------------------------------------------------------------------------
 
     def create_session(self, user_id: str) -> SessionRecord:
-        """Start a new guest session for the installation ``user_id``."""
-        record = SessionRecord(id=new_id("session"), user_id=user_id, org_id=GUEST_ORG_ID, created_at=now_ms())
-        with self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO sessions (id, user_id, org_id, created_at) VALUES (?, ?, ?, ?)",
-                (record.id, record.user_id, record.org_id, record.created_at),
-            )
-        return record
+        return self.metadata.create_session(user_id)
 
     def get_session(self, session_id: str) -> SessionRecord | None:
-        """The session, or None when the id is unknown or malformed."""
-        if not is_valid_id(session_id, "session"):
-            return None
-        rows = self._query("SELECT * FROM sessions WHERE id = ?", (session_id,))
-        return _session_from_row(rows[0]) if rows else None
+        return self.metadata.get_session(session_id)
 
     def claim(self, session_id: str, org_id: str) -> SessionRecord | None:
-        """Claim an unclaimed session into ``org_id``; return the session as it is afterwards.
-
-        A session claimed earlier is left as it was (compare its ``claimed_org``). Unknown → None.
-        """
-        if not is_valid_id(session_id, "session"):
-            return None
-        with self._transaction() as conn:
-            conn.execute(
-                "UPDATE sessions SET claimed_at = ?, claimed_org = ?, org_id = ? WHERE id = ? AND claimed_at IS NULL",
-                (now_ms(), org_id, org_id, session_id),
-            )
-            rows = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchall()
-        return _session_from_row(rows[0]) if rows else None
+        return self.metadata.claim(session_id, org_id)
 
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
-        """The newest sessions first."""
-        rows = self._query("SELECT * FROM sessions ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
-        return [_session_from_row(row) for row in rows]
+        return self.metadata.recent_sessions(limit)
 
-    # -- uploads --------------------------------------------------------------------------
+    def session_count(self) -> int:
+        return self.metadata.session_count()
+
+    # -- uploads ----------------------------------------------------------------------------
 
     def create_upload(
         self,
@@ -332,156 +173,97 @@ class Store:
         return self.create_uploads(session_id, [spec], ttl_seconds=ttl_seconds)[0]
 
     def create_uploads(self, session_id: str, specs: Sequence[NewUpload], *, ttl_seconds: int) -> list[UploadRecord]:
-        """Create upload slots in one transaction; they expire ``ttl_seconds`` from now.
-
-        A reference without an alias is named after its id.
-        """
-        _require_id(session_id, "session")
-        created = now_ms()
-        expires = int(created / 1000) + ttl_seconds
-        records = []
-        for spec in specs:
-            upload_id = new_id("log" if spec.kind == "batch" else "ref")
-            alias = spec.alias if spec.alias is not None or spec.kind == "batch" else upload_id
-            records.append(
-                UploadRecord(
-                    id=upload_id,
-                    session_id=session_id,
-                    kind=spec.kind,
-                    dataset_timestamp=spec.dataset_timestamp,
-                    alias=alias,
-                    segment_tags=tuple(spec.segment_tags),
-                    created_at=created,
-                    expires_at=expires,
-                )
-            )
-        with self._transaction() as conn:
-            conn.executemany(
-                "INSERT INTO uploads (id, session_id, kind, dataset_timestamp, alias, segment_tags, created_at,"
-                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        r.id,
-                        r.session_id,
-                        r.kind,
-                        r.dataset_timestamp,
-                        r.alias,
-                        json.dumps([{"key": k, "value": v} for k, v in r.segment_tags]),
-                        r.created_at,
-                        r.expires_at,
-                    )
-                    for r in records
-                ],
-            )
-        return records
+        return self.metadata.create_uploads(session_id, specs, ttl_seconds=ttl_seconds)
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
-        """The upload (stored or not), or None when the id is unknown or malformed."""
-        if not (is_valid_id(upload_id, "log") or is_valid_id(upload_id, "ref")):
-            return None
-        rows = self._query("SELECT * FROM uploads WHERE id = ?", (upload_id,))
-        return _upload_from_row(rows[0]) if rows else None
+        return self.metadata.get_upload(upload_id)
 
     # -- profile bytes ----------------------------------------------------------------------
 
     def new_temp_file(self) -> tuple[int, Path]:
-        """An open file descriptor and path of a fresh temporary file inside the data dir."""
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="body-", suffix=".part")
-        return fd, Path(name)
+        """An open file descriptor and path of a fresh temporary file to receive a body into."""
+        return self.blobs.new_temp_file()
 
-    def store_profile_file(self, upload_id: str, source: Path, *, size: int, sha256: str) -> UploadRecord:
-        """Move the (already validated) file ``source`` into place as the upload's profile.
+    def store_profile_file(self, upload_id: str, source: Path, *, size: int, sha256: str) -> StoredOutcome:
+        """Keep the (already checked) file ``source`` as the upload's profile.
 
-        The rename is atomic and a later call replaces the bytes. Raises
-        :class:`UnknownUploadError` or :class:`SessionClaimedError`; ``source`` is then left alone.
+        Bytes first (fsynced, renamed into place), then the row: a crash in between leaves bytes
+        without a row, which :meth:`reconcile` removes. Identical bytes already stored for the
+        same session, timestamp and segment are kept once: the outcome then names the original
+        and ``source`` is not kept. Raises :class:`UnknownUploadError` or :class:`SessionClaimedError`
+        (``source`` is then left alone).
         """
-        if not (is_valid_id(upload_id, "log") or is_valid_id(upload_id, "ref")):
-            raise UnknownUploadError(upload_id)
-        with self._transaction() as conn:
-            rows = conn.execute(
-                "SELECT uploads.session_id, sessions.claimed_at FROM uploads JOIN sessions"
-                " ON sessions.id = uploads.session_id WHERE uploads.id = ?",
-                (upload_id,),
-            ).fetchall()
-            if not rows:
-                raise UnknownUploadError(upload_id)
-            session_id, claimed_at = rows[0]
-            if claimed_at is not None:
-                raise SessionClaimedError(session_id)
-            _require_id(session_id, "session")
-            relative = f"profiles/{session_id}/{upload_id}.bin"
-            target = self.data_dir / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
-            conn.execute(
-                "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ? WHERE id = ?",
-                (now_ms(), size, sha256, relative, upload_id),
-            )
-            row = conn.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
-        return _upload_from_row(row)
+        upload = self.metadata.check_upload_open(upload_id)
+        original = self.metadata.find_duplicate(upload_id, sha256)
+        if original is not None:
+            outcome = self.metadata.mark_stored(upload_id, key=None, size=size, sha256=sha256)
+            if outcome.duplicate_of is not None:
+                if upload.path is not None:
+                    self.blobs.delete(upload.path)
+                return outcome
+        key = blob_key(upload.session_id, upload_id, sha256)
+        self.blobs.put_file(key, source)
+        try:
+            outcome = self.metadata.mark_stored(upload_id, key=key, size=size, sha256=sha256)
+        except BaseException:
+            self.blobs.delete(key)
+            raise
+        if outcome.duplicate_of is not None:  # another PUT stored the same bytes meanwhile
+            self.blobs.delete(key)
+        if upload.path is not None and upload.path != key:
+            self.blobs.delete(upload.path)  # the bytes this PUT replaced
+        return outcome
 
     def store_profile_bytes(self, upload_id: str, data: bytes) -> UploadRecord:
-        """Store ``data`` as the upload's profile (no validation: the caller checks the bytes)."""
+        """Store ``data`` as the upload's profile (no check: the caller checks the bytes)."""
         fd, tmp = self.new_temp_file()
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(fd, "wb") as f:
                 f.write(data)
-            return self.store_profile_file(upload_id, tmp, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            outcome = self.store_profile_file(upload_id, tmp, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            return outcome.upload
         finally:
             tmp.unlink(missing_ok=True)
 
     def profile_path(self, upload: UploadRecord) -> Path:
-        """Where a stored profile's bytes are."""
+        """The file of a stored profile (embedded blob store only)."""
         if upload.path is None:
             raise ValueError(f"upload {upload.id} has no stored profile")
-        _require_id(upload.session_id, "session")
-        _require_id(upload.id)
-        return self.profiles_dir / upload.session_id / f"{upload.id}.bin"
+        path_of = getattr(self.blobs, "path", None)
+        if path_of is None:
+            raise ValueError("this blob store keeps no local files")
+        path: Path = path_of(upload.path)
+        return path
 
     def read_profile_bytes(self, upload: UploadRecord) -> bytes:
-        """The bytes of a stored profile."""
-        return self.profile_path(upload).read_bytes()
+        """The bytes of a stored profile (of the original, for a duplicate)."""
+        if upload.path is None and upload.duplicate_of is not None:
+            original = self.get_upload(upload.duplicate_of)
+            if original is not None:
+                upload = original
+        if upload.path is None:
+            raise FileNotFoundError(f"upload {upload.id} has no stored bytes")
+        return self.blobs.get_bytes(upload.path)
 
     # -- profile lookups (shared by the link operation and the observatory pages) ------------
 
     def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
-        """The stored profiles of a session (of one kind, if given), oldest first."""
-        if not is_valid_id(session_id, "session"):
-            return []
-        sql = "SELECT * FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL"
-        params: list[object] = [session_id]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
-        rows = self._query(sql + " ORDER BY created_at, rowid", params)
-        return [_upload_from_row(row) for row in rows]
+        """The stored profiles of a session (of one kind, if given), oldest first; no duplicates."""
+        return self.metadata.list_profiles(session_id, kind)
 
     def find_batch_profiles(self, session_id: str, dataset_timestamp: int) -> list[UploadRecord]:
         """The stored batch profiles (all segments) of a session with this dataset timestamp."""
-        if not is_valid_id(session_id, "session"):
-            return []
-        rows = self._query(
-            "SELECT * FROM uploads WHERE session_id = ? AND kind = 'batch' AND dataset_timestamp = ?"
-            " AND stored_at IS NOT NULL ORDER BY created_at, rowid",
-            (session_id, dataset_timestamp),
-        )
-        return [_upload_from_row(row) for row in rows]
+        return self.metadata.find_batch_profiles(session_id, dataset_timestamp)
 
     def get_reference(self, session_id: str, reference_id: str) -> UploadRecord | None:
         """The stored reference profile ``reference_id`` of a session, or None."""
-        if not (is_valid_id(session_id, "session") and is_valid_id(reference_id, "ref")):
-            return None
-        rows = self._query(
-            "SELECT * FROM uploads WHERE id = ? AND session_id = ? AND kind = 'reference' AND stored_at IS NOT NULL",
-            (reference_id, session_id),
-        )
-        return _upload_from_row(rows[0]) if rows else None
+        return self.metadata.get_reference(session_id, reference_id)
 
     def resolve_profile(self, session_id: str, selector: str) -> list[UploadRecord]:
         """The stored profiles a link's ``profile=`` value names, or [] when it names none.
 
         A selector is a batch ``datasetTimestamp`` (all segments with it), a reference id
-        (``ref-…``) or a batch upload id (``log-…``).
+        (``ref-…``) or a batch upload id (``log-…``; a duplicate upload names its original).
         """
         timestamp = parse_timestamp_selector(selector)
         if timestamp is not None:
@@ -491,6 +273,93 @@ class Store:
             return [reference] if reference else []
         if is_valid_id(selector, "log"):
             upload = self.get_upload(selector)
+            if upload and upload.duplicate_of is not None:
+                upload = self.get_upload(upload.duplicate_of)
             if upload and upload.session_id == session_id and upload.stored:
                 return [upload]
         return []
+
+    # -- reconciliation ---------------------------------------------------------------------
+
+    def reconcile(self) -> ReconcileReport:
+        """Fix what a crash can leave (run at start, before serving, by one process):
+
+        - temporary files of bodies being received are removed;
+        - rows marked stored whose bytes are missing are marked not stored (the client's retry
+          stores them again);
+        - bytes under a profile key with no row pointing at them are removed, except bytes a
+          client PUT straight to the blob store (presigned URLs) for a slot not marked stored
+          yet: those are recorded (the server learns that they landed).
+        """
+        report = ReconcileReport(temp_files=self.blobs.reconcile())
+        known = dict(self.metadata.stored_keys())
+        missing = [upload_id for upload_id, key in known.items() if not self.blobs.exists(key)]
+        if missing:
+            self.metadata.unmark_stored(missing)
+            report.rows_without_bytes = missing
+        referenced = {key for upload_id, key in known.items() if upload_id not in set(missing)}
+        presigning = self._presigns()
+        for key in list(self.blobs.list_keys("profiles/")):
+            if key in referenced:
+                continue
+            upload_id = key.rsplit("/", 1)[-1].split(".", 1)[0]
+            upload = self.get_upload(upload_id) if is_valid_id(upload_id) else None
+            if (
+                presigning
+                and upload is not None
+                and not upload.stored
+                and key == blob_key(upload.session_id, upload.id)
+            ):
+                data = self.blobs.get_bytes(key)
+                try:
+                    self.metadata.mark_stored(
+                        upload.id, key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                    )
+                    report.learned.append(key)
+                    continue
+                except StoreError:
+                    pass
+            self.blobs.delete(key)
+            report.orphan_blobs.append(key)
+        if report:
+            logger.warning(
+                "reconciled the store at start: %d temporary files and %d profile files without a row removed, "
+                "%d rows without bytes reset, %d uploads learned",
+                len(report.temp_files),
+                len(report.orphan_blobs),
+                len(report.rows_without_bytes),
+                len(report.learned),
+            )
+        return report
+
+    def _presigns(self) -> bool:
+        try:
+            return (
+                self.blobs.presign_put("profiles/session-AAAAAAAAAAAAAAAAAAAA/log-AAAAAAAAAAAAAAAAAAAA.bin", 1)
+                is not None
+            )
+        except Exception:  # noqa: BLE001 - a store that cannot presign does not
+            return False
+
+
+__all__ = [
+    "DB_FILE",
+    "GUEST_ORG_ID",
+    "ID_PATTERN",
+    "OPERATIONS",
+    "NewUpload",
+    "ReconcileReport",
+    "SessionClaimedError",
+    "SessionRecord",
+    "Store",
+    "StoreError",
+    "StoredOutcome",
+    "UnknownUploadError",
+    "UploadKind",
+    "UploadRecord",
+    "blob_key",
+    "is_valid_id",
+    "new_id",
+    "now_ms",
+    "parse_timestamp_selector",
+]

@@ -1,0 +1,371 @@
+"""The one command-line definition of the server: :func:`serve_command`.
+
+``python -m whylogs_songbird.server [OPTIONS]`` runs it as its only command (see :data:`app`); the
+``songbird`` command registers the same function as ``songbird serve``. Every server option is
+here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from whylogs_songbird.server.config import API_KEYS_ENV, ServerConfig
+from whylogs_songbird.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
+
+APP_NAME = "whylogs-songbird"
+logger = logging.getLogger("whylogs_songbird.server")
+
+_STORAGE = "Storage"
+_TESTING = "Testing"
+_SECURITY = "Security and limits"
+
+
+def default_data_dir() -> Path:
+    """Where the server keeps its data unless told: ``<user data dir>/whylogs-songbird/server``."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "server"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            typer.echo(
+                f"error: cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port or --host.",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+
+
+_CONFIG_OPTIONS = (
+    "host",
+    "port",
+    "data_dir",
+    "api_key",
+    "url_ttl",
+    "public_url",
+    "workers",
+    "database_url",
+    "blob_store",
+    "s3_endpoint_url",
+    "max_columns",
+    "latency_ms",
+    "fault_rate",
+    "fault_seed",
+    "allowed_host",
+    "list_sessions",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
+    "max_session_profiles",
+    "max_session_bytes",
+)
+
+
+def config_from_options(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    data_dir: Path | None = None,
+    api_key: list[str] | None = None,
+    url_ttl: int = 900,
+    public_url: str | None = None,
+    workers: int = 1,
+    database_url: str | None = None,
+    blob_store: str | None = None,
+    s3_endpoint_url: str | None = None,
+    max_columns: int = 20_000,
+    latency_ms: int = 0,
+    fault_rate: float = 0.0,
+    fault_seed: int | None = None,
+    allowed_host: list[str] | None = None,
+    list_sessions: bool = False,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_connections: int | None = None,
+    max_session_profiles: int | None = None,
+    max_session_bytes: int | None = None,
+) -> ServerConfig:
+    """The :class:`ServerConfig` of the command-line options (ValueError when one is bad)."""
+    return ServerConfig(
+        host=host,
+        port=port,
+        data_dir=(data_dir or default_data_dir()).expanduser(),
+        api_keys=list(api_key or []),
+        url_ttl_seconds=url_ttl,
+        latency_ms=latency_ms,
+        public_url=public_url,
+        fault_rate=fault_rate,
+        fault_seed=fault_seed,
+        workers=workers,
+        database_url=database_url,
+        blob_store=blob_store,
+        s3_endpoint_url=s3_endpoint_url,
+        max_columns=max_columns,
+        allowed_hosts=list(allowed_host or []),
+        list_sessions=list_sessions,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        max_session_profiles=max_session_profiles,
+        max_session_bytes=max_session_bytes,
+    )
+
+
+def parse_args(argv: list[str]) -> ServerConfig:
+    """The :class:`ServerConfig` a command line gives, without serving (click's usage errors raise)."""
+    command = typer.main.get_command(app)
+    with command.make_context("python -m whylogs_songbird.server", list(argv)) as ctx:
+        params = ctx.params
+    return config_from_options(**{name: params[name] for name in _CONFIG_OPTIONS})
+
+
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8787,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            metavar="DIR",
+            help="Where sessions, profiles and the URL-signing secret are kept. "
+            "Default: <user data dir>/whylogs-songbird/server.",
+            show_default=False,
+        ),
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            metavar="KEY",
+            help="An API key accepted for get_session and claim, '<id>.<secret>[:<org-id>]' (repeatable). "
+            f"Default: ${API_KEYS_ENV}.",
+        ),
+    ] = None,
+    url_ttl: Annotated[
+        int, typer.Option("--url-ttl", metavar="SECONDS", min=1, help="How long upload URLs stay valid.")
+    ] = 900,
+    public_url: Annotated[
+        str | None,
+        typer.Option("--public-url", metavar="URL", help="Base URL used in links (behind a reverse proxy)."),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", "-w", metavar="N", min=1, help="Server processes sharing the listening socket."),
+    ] = 1,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            metavar="URL",
+            help="Metadata database: sqlite:///PATH or postgresql://USER@HOST/DB. Default: SQLite in the data dir.",
+            rich_help_panel=_STORAGE,
+            show_default=False,
+        ),
+    ] = None,
+    blob_store: Annotated[
+        str | None,
+        typer.Option(
+            "--blob-store",
+            metavar="URL",
+            help="Where profile bytes go: file:///DIR or s3://BUCKET/PREFIX. Default: files in the data dir.",
+            rich_help_panel=_STORAGE,
+            show_default=False,
+        ),
+    ] = None,
+    s3_endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            "--s3-endpoint-url",
+            metavar="URL",
+            help="Endpoint of an S3-compatible store (SeaweedFS, MinIO); credentials from the AWS_* variables.",
+            rich_help_panel=_STORAGE,
+            show_default=False,
+        ),
+    ] = None,
+    max_columns: Annotated[
+        int,
+        typer.Option("--max-columns", metavar="N", min=1, help="Refuse uploaded profiles with more columns."),
+    ] = 20_000,
+    latency_ms: Annotated[
+        int,
+        typer.Option(
+            "--latency-ms",
+            metavar="MS",
+            min=0,
+            help="Delay every API request (emulates a network).",
+            rich_help_panel=_TESTING,
+        ),
+    ] = 0,
+    fault_rate: Annotated[
+        float,
+        typer.Option(
+            "--fault-rate",
+            metavar="RATE",
+            min=0.0,
+            max=1.0,
+            help="Answer this fraction of API requests with 500, 503, 429 or a dropped connection (for testing).",
+            rich_help_panel=_TESTING,
+        ),
+    ] = 0.0,
+    fault_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--fault-seed", metavar="N", help="Seed of --fault-rate, for reproducible faults.", rich_help_panel=_TESTING
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="Also answer requests whose Host header names NAME (repeatable; '*': any). Always answered: the "
+            "--host address, localhost, the loopback addresses, the host of --public-url and, bound to 0.0.0.0 "
+            "or ::, this machine's names and addresses.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = None,
+    list_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--list-sessions",
+            help="List recent sessions on the home page. A session id opens its profiles: only for a server "
+            "nobody else reaches; refused with --public-url.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = False,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            metavar="SECONDS",
+            min=0.001,
+            help="Close connections that do not send a request line and headers within this time.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            metavar="SECONDS",
+            min=0.001,
+            help="Close connections that stay silent this long while sending a request body.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = DEFAULT_BODY_TIMEOUT,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            metavar="N",
+            min=1,
+            help="Open connections per server process (each of --workers has its own); more are answered 503. "
+            "Default: from the file descriptor limit, at most 1024.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    max_session_profiles: Annotated[
+        int | None,
+        typer.Option(
+            "--max-session-profiles",
+            metavar="N",
+            min=1,
+            help="Profiles one session may hold (upload slots); more are refused. Default: no limit.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    max_session_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-session-bytes",
+            metavar="BYTES",
+            min=1,
+            help="Bytes of profiles one session may store; uploads past it are refused. Default: no limit.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    no_access_log: Annotated[bool, typer.Option("--no-access-log", help="Do not log each request.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.", show_default=False)] = False,
+) -> None:
+    """Run the songbird-compatible server and observatory in the foreground (Ctrl-C stops it)."""
+    try:
+        from whylogs_songbird.server.embedded import run_server
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        typer.echo(
+            f"error: the server needs the 'server' extra ({exc.name} is missing): "
+            "pip install 'whylogs-songbird[server]'.",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    options = {name: value for name, value in locals().items() if name in _CONFIG_OPTIONS}
+    try:
+        config = config_from_options(**options)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    directory = config.data_dir
+    _check_port_free(host, port)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - only for display
+    logger.info(
+        "songbird server on http://%s:%d (data in %s, %d API keys, upload URLs live %d s, %d workers); "
+        "publish to it with SONGBIRD_API_ENDPOINT=http://%s:%d",
+        shown_host,
+        port,
+        directory,
+        len(config.api_keys),
+        config.url_ttl_seconds,
+        config.workers,
+        shown_host,
+        port,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("listening on %s: anyone who can reach this address can create sessions and upload.", host)
+    if config.fault_rate:
+        logger.warning("fault injection is on: %g of API requests fail (seed %s)", config.fault_rate, config.fault_seed)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        run_server(config, access_log=not no_access_log)
+
+
+#: ``python -m whylogs_songbird.server``: :func:`serve_command` as the only command.
+app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]}
+)
+app.command(name="serve")(serve_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run :data:`app` with ``argv`` (default: the process's arguments); return the exit code."""
+    try:
+        result = app(args=argv, prog_name="python -m whylogs_songbird.server", standalone_mode=False)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except Exception as exc:  # click's usage errors carry their own exit code
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+            return int(getattr(exc, "exit_code", 2))
+        raise
+    return result if isinstance(result, int) else 0  # click hands back a typer.Exit's code when not standalone
+
+
+__all__ = ["app", "config_from_options", "default_data_dir", "main", "parse_args", "serve_command"]

@@ -1,0 +1,269 @@
+"""The page model: everything a profiles page shows, formatted once (and cached) from the
+summaries, chart data and drift scores of its selections; plus the Jinja2 environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from whylogs.core import DatasetProfileView
+
+from whylogs_songbird.models import MAX_PROFILES_PER_LINK
+from whylogs_songbird.server.display import user_text, visible_text
+from whylogs_songbird.server.observatory.base import STAT_ROWS, TABLE_ITEMS, TEMPLATES_DIR
+from whylogs_songbird.server.observatory.selection import Selection
+from whylogs_songbird.server.summaries import DRIFT_CATEGORIES, DriftScore, ProfileSummary, chart_data
+
+
+def _number(value: Any, digits: int = 6) -> str:
+    """A number for a table cell: integers with thousands separators, floats to ``digits`` significant digits."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "∞" if number > 0 else "-∞"
+    if number == int(number) and abs(number) < 1e15:
+        return f"{int(number):,}"
+    return f"{number:.{digits}g}"
+
+
+def _percent(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value * 100:.2f}%" if value else "0%"
+
+
+def _raw(value: Any) -> str:
+    """The exact value for a ``data-value`` attribute."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _json_for_script(data: Any) -> Markup:
+    """JSON safe to embed in ``<script type="application/json">`` (no ``</script>`` breakout)."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup(text)  # noqa: S704 - escaped above for a script element
+
+
+def _round_floats(values: Sequence[float], digits: int = 8) -> list[float]:
+    return [float(f"{v:.{digits}g}") for v in values]
+
+
+def make_environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["number"] = _number
+    env.filters["percent"] = _percent
+    env.filters["raw"] = _raw
+    env.filters["user"] = user_text  # every user-supplied value: escaped, in <bdi>, controls visible
+    env.filters["plain"] = visible_text  # the same where no markup goes (the page title)
+    env.globals["MAX_PROFILES"] = MAX_PROFILES_PER_LINK
+    return env
+
+
+#: One table cell: (profile number, exact value for data-value, text shown, CSS class).
+Cell = tuple[int, str, str, str]
+
+
+@dataclass(frozen=True)
+class ColumnCard:
+    """Everything the page shows about one column, formatted once and cached."""
+
+    index: int
+    name: str
+    types: tuple[str, ...]
+    drift: str
+    #: (profile number, category, algorithm) per comparison with a score
+    badges: tuple[tuple[int, str, str], ...]
+    #: (stat, label, cells) for each statistic some profile has
+    rows: tuple[tuple[str, str, tuple[Cell, ...]], ...]
+    #: per profile: (value, count text) pairs of its top items; empty when no profile has any
+    items: tuple[tuple[int, tuple[tuple[str, str], ...]], ...]
+    #: shown instead of the chart when the column's chart cannot be drawn (e.g. its range is too wide)
+    chart_note: str = ""
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    column: str
+    index: int
+    drift: str
+    #: per comparison: (profile number, category, algorithm, statistic raw, statistic text, measure raw,
+    #: measure text) or None when the column could not be compared
+    scores: tuple[tuple[int, str, str, str, str, str, str] | None, ...]
+
+
+@dataclass(frozen=True)
+class PageModel:
+    """The cached, formatted content of a profiles page (everything but the request's links)."""
+
+    cards: tuple[ColumnCard, ...]
+    drift_rows: tuple[DriftRow, ...]
+    drift_counts: tuple[dict[str, int], ...]
+    drift_errors: tuple[str | None, ...]
+    chart_json: Markup
+    #: the drift table and the column cards, rendered once from ``_drift.html`` and ``_columns.html``
+    drift_html: Markup = Markup("")
+    columns_html: Markup = Markup("")
+
+    @property
+    def column_count(self) -> int:
+        return len(self.cards)
+
+
+def _worst_category(scores: Sequence[DriftScore | None]) -> str:
+    categories = {s.category for s in scores if s is not None}
+    for category in DRIFT_CATEGORIES:
+        if category in categories:
+            return category
+    return ""
+
+
+def _category_label(category: str | None) -> str:
+    return (category or "n/a").replace("_", " ").lower()
+
+
+def build_page_model(
+    selections: Sequence[Selection],
+    views: Sequence[DatasetProfileView],
+    drift: Sequence[dict[str, DriftScore]],
+    drift_errors: Sequence[str | None],
+    env: Environment | None = None,
+) -> PageModel:
+    """Format the columns, drift table and chart data of a profiles page; with ``env``, also render
+    the drift table and column cards (they depend only on the profiles, so they are cached)."""
+    summaries = [s.summary or ProfileSummary() for s in selections]
+    numbers = [s.number for s in selections]
+    columns: list[str] = []  # the first profile's order, then columns only the others have
+    seen: set[str] = set()
+    for summary in summaries:
+        for name in summary.columns:
+            if name not in seen:
+                seen.add(name)
+                columns.append(name)
+
+    cards = []
+    charts: dict[str, Any] = {}
+    for index, name in enumerate(columns):
+        found = [summary.columns.get(name) for summary in summaries]
+        scores = [d.get(name) for d in drift]
+        rows: list[tuple[str, str, tuple[Cell, ...]]] = [
+            (
+                "inferred_type",
+                "Inferred type",
+                tuple(
+                    (n, c.inferred_type if c else "", c.inferred_type if c else "absent", "" if c else "muted")
+                    for n, c in zip(numbers, found)
+                ),
+            )
+        ]
+        for stat, label, fmt in STAT_ROWS:
+            values = [getattr(c, stat) if c is not None else None for c in found]
+            if all(v is None for v in values):
+                continue
+            cells = tuple(
+                (n, _raw(v), _percent(v) if fmt == "percent" else _number(v), "" if v is not None else "muted")
+                for n, v in zip(numbers, values)
+            )
+            rows.append((stat, label, cells))
+        items: tuple[tuple[int, tuple[tuple[str, str], ...]], ...] = ()
+        if any(c is not None and c.frequent_items for c in found):
+            items = tuple(
+                (n, tuple((i.value, _number(i.estimate)) for i in c.frequent_items[:TABLE_ITEMS]) if c else ())
+                for n, c in zip(numbers, found)
+            )
+        data = chart_data(name, views, summaries)
+        chart_note = ""
+        if data is not None:
+            if data["kind"] == "note":
+                chart_note = data["note"]
+            else:
+                if data["kind"] == "histogram":
+                    data["edges"] = _round_floats(data["edges"])
+                else:
+                    data["totals"] = [c.count if c is not None else None for c in found]
+                charts[str(index)] = data
+        cards.append(
+            ColumnCard(
+                index=index,
+                name=name,
+                types=tuple(dict.fromkeys(c.inferred_type for c in found if c is not None)),
+                drift=_worst_category(scores),
+                badges=tuple(
+                    (n, score.category or "", score.algorithm)
+                    for n, score in zip(numbers[1:], scores)
+                    if score is not None
+                ),
+                rows=tuple(rows),
+                items=items,
+                chart_note=chart_note,
+            )
+        )
+
+    drift_rows = []
+    for card in cards:
+        scores = [d.get(card.name) for d in drift]
+        present = [s for s in scores if s is not None]
+        if not present:
+            continue
+        worst = min(s.severity for s in present)
+        formatted = tuple(
+            None
+            if s is None
+            else (
+                n,
+                s.category or "",
+                s.algorithm,
+                _raw(s.statistic),
+                _number(s.statistic, 4),
+                _raw(s.pvalue if s.pvalue is not None else s.statistic),
+                f"p = {_number(s.pvalue, 3)}" if s.pvalue is not None else f"d = {_number(s.statistic, 4)}",
+            )
+            for n, s in zip(numbers[1:], scores)
+        )
+        drift_rows.append((worst, card.name, DriftRow(card.name, card.index, card.drift, formatted)))
+    drift_rows.sort(key=lambda row: (row[0], row[1]))
+
+    payload = {
+        "profiles": [{"label": f"{s.number}. {s.title}", "color": s.color} for s in selections],
+        "charts": charts,
+    }
+    counts = tuple(
+        {category: sum(1 for score in d.values() if score.category == category) for category in DRIFT_CATEGORIES}
+        for d in drift
+    )
+    model = PageModel(
+        cards=tuple(cards),
+        drift_rows=tuple(row for _, _, row in drift_rows),
+        drift_counts=counts,
+        drift_errors=tuple(drift_errors),
+        chart_json=_json_for_script(payload),
+    )
+    if env is None:
+        return model
+    context = {"selections": selections, "page": model}
+    return dataclasses.replace(
+        model,
+        drift_html=Markup(env.get_template("_drift.html").render(context)),  # noqa: S704 - autoescaped template
+        columns_html=Markup(env.get_template("_columns.html").render(context)),  # noqa: S704 - autoescaped template
+    )

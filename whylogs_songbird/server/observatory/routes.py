@@ -1,0 +1,347 @@
+"""The observatory's routes (see the package docstring); pages are built in worker threads."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from whylogs.core import DatasetProfileView
+
+from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
+from whylogs_songbird.server.common import observatory_link, segment_label
+from whylogs_songbird.server.observatory.base import RECENT_SESSIONS, STATIC_DIR, PageError, shown
+from whylogs_songbird.server.observatory.cache import ProfileCache
+from whylogs_songbird.server.observatory.page import PageModel, build_page_model, make_environment
+from whylogs_songbird.server.observatory.selection import (
+    Selection,
+    check_selector,
+    format_timestamp,
+    parse_segments,
+)
+from whylogs_songbird.server.store import Store, is_valid_id, parse_timestamp_selector
+from whylogs_songbird.server.summaries import DriftScore, SummaryError
+
+logger = logging.getLogger("whylogs_songbird.server.observatory")
+
+_MAX_SELECTOR_SHOWN = 80
+
+
+def _plotly_js() -> Path | None:
+    try:
+        import plotly
+    except ImportError:  # pragma: no cover - plotly is a dependency of the server extra
+        return None
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
+
+
+def observatory_router(
+    store: Store,
+    *,
+    public_url: str | None = None,
+    cache: ProfileCache | None = None,
+    list_sessions: bool = True,
+) -> APIRouter:
+    """The observatory pages over ``store``. ``public_url`` is the base URL shown in links and
+    snippets (default: the request's own base URL). ``list_sessions`` False leaves the recent
+    sessions off the landing page: a session id is the token that opens its profiles, so it is only
+    listed when nobody but this machine can reach the server."""
+    router = APIRouter(include_in_schema=False)
+    env = make_environment()
+    profiles_cache = cache if cache is not None else ProfileCache(store)
+    plotly_js = _plotly_js()
+
+    def base_url(request: Request) -> str:
+        return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
+
+    def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        template = env.get_template(name)
+        return HTMLResponse(template.render(**context), status_code=status)
+
+    def error_page(error: PageError) -> HTMLResponse:
+        return render(
+            "error.html",
+            status=error.status,
+            title=error.title,
+            message=error.message,
+            status_code=error.status,
+            session_id=error.session_id,
+        )
+
+    def guarded(build: Callable[[], HTMLResponse], what: str) -> HTMLResponse:
+        try:
+            return build()
+        except PageError as error:
+            return error_page(error)
+        except Exception:
+            logger.exception("observatory: rendering %s failed", what)
+            return error_page(
+                PageError(
+                    500,
+                    "The page could not be rendered",
+                    f"Rendering {what} failed unexpectedly; the server log has the traceback.",
+                )
+            )
+
+    def known_session(session_id: str | None) -> str | None:
+        """The id, if it names a session of this server (for links on error pages)."""
+        if not session_id:
+            return None
+        record = store.get_session(session_id)
+        return session_id if record is not None and not record.claimed else None
+
+    def open_session(session_id: str | None) -> str:
+        if not session_id:
+            raise PageError(
+                404,
+                "Session not found",
+                "The link names no session (its sessionToken parameter is missing): open it as the writer "
+                "printed it, or pick a session on the home page.",
+            )
+        if not is_valid_id(session_id, "session"):
+            raise PageError(
+                400,
+                "Malformed session id",
+                f"{shown(session_id)!r} is not a session id: session ids look like session-… .",
+            )
+        record = store.get_session(session_id)
+        if record is None:
+            raise PageError(
+                404,
+                "Session not found",
+                f"There is no session {session_id} on this server: it may belong to another server or data directory.",
+            )
+        if record.claimed:  # like the API: a claimed guest session is gone from the guest side
+            raise PageError(
+                404,
+                "Session not found",
+                f"The session {session_id} was claimed into an organization; its profiles are no longer shown here.",
+            )
+        return session_id
+
+    # -- static files --
+
+    @router.get("/static/{name}")
+    def static_file(name: str) -> Response:
+        if name == "plotly.min.js" and plotly_js is not None:
+            path: Path | None = plotly_js
+        elif name in ("observatory.css", "observatory.js"):
+            path = STATIC_DIR / name
+        else:
+            path = None
+        if path is None:
+            return Response(f"There is no static file {name[:80]!r}.", status_code=404, media_type="text/plain")
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+    # -- landing --
+
+    @router.get("/", response_class=HTMLResponse)
+    def landing(request: Request) -> HTMLResponse:
+        def build() -> HTMLResponse:
+            sessions = []
+            for record in store.recent_sessions(RECENT_SESSIONS) if list_sessions else []:
+                if record.claimed:
+                    continue
+                profiles = store.list_profiles(record.id)
+                sessions.append(
+                    {
+                        "id": record.id,
+                        "created": format_timestamp(record.created_at),
+                        "claimed": record.claimed,
+                        "batches": sum(1 for p in profiles if p.kind == "batch"),
+                        "references": sum(1 for p in profiles if p.kind == "reference"),
+                    }
+                )
+            return render("landing.html", base=base_url(request), sessions=sessions, list_sessions=list_sessions)
+
+        return guarded(build, "the home page")
+
+    # -- session --
+
+    @router.get("/sessions/{session_id}", response_class=HTMLResponse)
+    def session_page(session_id: str, request: Request) -> HTMLResponse:
+        def build() -> HTMLResponse:
+            sid = open_session(session_id)
+            base = base_url(request)
+            uploads = sorted(store.list_profiles(sid), key=lambda u: (u.stored_at or 0, u.created_at), reverse=True)
+            rows = []
+            for upload in uploads:
+                tags = segment_label(upload.segment_tags)
+                batch_link = None
+                if upload.kind == "batch" and upload.dataset_timestamp is not None:
+                    batch_link = observatory_link(base, sid, [str(upload.dataset_timestamp)])
+                rows.append(
+                    {
+                        "upload": upload,
+                        "segment": tags,
+                        "timestamp": format_timestamp(upload.dataset_timestamp),
+                        "uploaded": format_timestamp(upload.stored_at),
+                        "link": observatory_link(base, sid, [upload.id]),
+                        "batch_link": batch_link if tags else None,
+                    }
+                )
+            return render("session.html", session_id=sid, rows=rows, base=base)
+
+        return guarded(build, f"session {session_id[:_MAX_SELECTOR_SHOWN]}")
+
+    # -- profiles --
+
+    @router.get("/resources/{model_id}/profiles", response_class=HTMLResponse)
+    def profiles_page(model_id: str, request: Request) -> HTMLResponse:
+        store.count("observatory_page")
+        started = time.perf_counter()
+        response = guarded(lambda: render_profiles(model_id, request), "the profiles page")
+        # how long the page took to build, for the browser's dev tools and benchmarks/bench_observatory.py
+        response.headers["Server-Timing"] = f"render;dur={(time.perf_counter() - started) * 1000:.1f}"
+        return response
+
+    def resolve(request: Request, model_id: str) -> tuple[str, list[Selection]]:
+        query = request.query_params
+        selectors = query.getlist("profile")
+        session_id = query.get("sessionToken")
+        if not selectors:
+            raise PageError(
+                400,
+                "No profile",
+                "The link names no profile: add profile=<batch timestamp | ref-… | log-…>, up to "
+                f"{MAX_PROFILES_PER_LINK} times.",
+                session_id=known_session(session_id),
+            )
+        if len(selectors) > MAX_PROFILES_PER_LINK:
+            raise PageError(
+                400,
+                "Too many profiles",
+                f"The link asks for {len(selectors)} profiles, but the observatory shows 1 to "
+                f"{MAX_PROFILES_PER_LINK} profiles at a time. Open a link with at most {MAX_PROFILES_PER_LINK} "
+                "profiles, or pick them on the session page.",
+                session_id=known_session(session_id),
+            )
+        for selector in selectors:
+            check_selector(selector)
+        segments = parse_segments(query.getlist("segment"), selectors)
+        if model_id != GUEST_MODEL_ID:
+            raise PageError(
+                404,
+                "Model not found",
+                f"There is no model {shown(model_id)!r}: a guest session holds one model, {GUEST_MODEL_ID}.",
+                session_id=known_session(session_id),
+            )
+        sid = open_session(session_id)
+        base = base_url(request)
+        selections = []
+        for index, (selector, segment) in enumerate(zip(selectors, segments)):
+            uploads = store.resolve_profile(sid, selector)
+            if not uploads:
+                timestamp = parse_timestamp_selector(selector)
+                if timestamp is not None:
+                    what = f"batch profile with dataset timestamp {selector} ({format_timestamp(timestamp)})"
+                else:
+                    what = f"profile {selector}"
+                raise PageError(
+                    404,
+                    "Profile not found",
+                    f"Session {sid} has no {what}. It may not be uploaded yet, or belong to another session.",
+                    session_id=sid,
+                )
+            kind = uploads[0].kind
+            selection = Selection(index=index, selector=selector, kind=kind, uploads=uploads)
+            labels = sorted({segment_label(u.segment_tags) for u in uploads if u.segment_tags})
+            if segment is not None:
+                chosen = [u for u in uploads if segment_label(u.segment_tags) == segment]
+                if not chosen:
+                    known = ", ".join(labels) if labels else "none: it is not segmented"
+                    raise PageError(
+                        404,
+                        "Segment not found",
+                        f"The batch {selector} of session {sid} has no segment {shown(segment)!r}. Its segments: "
+                        f"{shown(known)}.",
+                        session_id=sid,
+                    )
+                selection.uploads = chosen
+                selection.segment = segment
+            elif len(uploads) > 1 and labels:
+                selection.segments = [(label, observatory_link(base, sid, [selector], [label])) for label in labels]
+            if len(selectors) > 1 or segment is not None:
+                selection.single_url = observatory_link(base, sid, [selector], [segment] if segment else [])
+            selections.append(selection)
+        return sid, selections
+
+    def render_profiles(model_id: str, request: Request) -> HTMLResponse:
+        sid, selections = resolve(request, model_id)
+        views: list[DatasetProfileView] = []
+        for selection in selections:
+            with _profile_errors(sid, selection):
+                selection.summary = profiles_cache.summary(selection.key, selection.uploads)
+
+        def build() -> PageModel:
+            for selection in selections:
+                with _profile_errors(sid, selection):
+                    views.append(profiles_cache.view(selection.key, selection.uploads))
+            drift: list[dict[str, DriftScore]] = []
+            errors: list[str | None] = []
+            for selection, view in zip(selections[1:], views[1:]):
+                try:
+                    drift.append(profiles_cache.drift_between(selection.key, view, selections[0].key, views[0]))
+                    errors.append(None)
+                except Exception as exc:
+                    logger.warning("observatory: drift of %s could not be computed: %r", selection.selector, exc)
+                    drift.append({})
+                    errors.append(f"{type(exc).__name__}: {exc}")
+            return build_page_model(selections, views, drift, errors, env)
+
+        model = profiles_cache.pages.get_or_compute(tuple(s.key for s in selections), build)
+        return render(
+            "profiles.html",
+            session_id=sid,
+            selections=selections,
+            page=model,
+            session_url=f"{base_url(request)}/sessions/{sid}",
+        )
+
+    return router
+
+
+@contextlib.contextmanager
+def _profile_errors(session_id: str, selection: Selection) -> Iterator[None]:
+    """Turn failures to read or summarize a stored profile into a 422 page naming it."""
+    try:
+        yield
+    except SummaryError as exc:
+        raise PageError(
+            422,
+            "Profile cannot be read",
+            f"Profile {shown(selection.selector)} of session {session_id} could not be read: {exc}. Upload it "
+            'again, e.g. why.log(df).writer("songbird").write().',
+            session_id=session_id,
+        ) from None
+    except PageError:
+        raise
+    except Exception as exc:
+        logger.exception("observatory: summarizing %s failed", selection.selector)
+        raise PageError(
+            422,
+            "Profile cannot be summarized",
+            f"Profile {shown(selection.selector)} of session {session_id} could not be summarized "
+            f"({type(exc).__name__}); it may hold metrics this observatory does not know.",
+            session_id=session_id,
+        ) from None
+
+
+#: One table cell: (profile number, exact value for data-value, text shown, CSS class).
+Cell = tuple[int, str, str, str]
+
+
+def mount_observatory(
+    app: FastAPI, store: Store, *, public_url: str | None = None, list_sessions: bool = True
+) -> ProfileCache:
+    """Add the observatory pages to ``app``; returns their cache (``app.state.observatory_cache``)."""
+    cache = ProfileCache(store)
+    app.include_router(observatory_router(store, public_url=public_url, cache=cache, list_sessions=list_sessions))
+    app.state.observatory_cache = cache
+    return cache

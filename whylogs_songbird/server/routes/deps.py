@@ -1,0 +1,162 @@
+"""Dependencies and helpers shared by the routers: the store, config and signer of the app,
+operation counters, session lookups, and the checks every request body gets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from whylogs_songbird.models import ErrorResponse, WireModel
+from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.signing import UrlSigner
+from whylogs_songbird.server.store import SessionRecord, Store
+
+#: The error answers every API route documents in OpenAPI.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in [
+        (400, "The request is invalid."),
+        (401, "The API key is missing or not accepted."),
+        (403, "Forbidden: wrong org for the key, or a bad or expired upload URL."),
+        (404, "Unknown or claimed session, upload or profile."),
+        (413, "The body is larger than the server's limit."),
+    ]
+}
+
+
+def get_store(request: Request) -> Store:
+    """The app's store (``app.state.store``)."""
+    store: Store = request.app.state.store
+    return store
+
+
+def get_config(request: Request) -> ServerConfig:
+    """The app's configuration (``app.state.config``)."""
+    config: ServerConfig = request.app.state.config
+    return config
+
+
+def get_signer(request: Request) -> UrlSigner:
+    """The app's upload-URL signer (``app.state.signer``)."""
+    signer: UrlSigner = request.app.state.signer
+    return signer
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+ConfigDep = Annotated[ServerConfig, Depends(get_config)]
+SignerDep = Annotated[UrlSigner, Depends(get_signer)]
+
+
+def counted(operation: str) -> Any:
+    """A route dependency counting one call of ``operation`` in the store (see ``/_local/stats``)."""
+
+    def count(store: StoreDep) -> None:
+        store.count(operation)
+
+    return Depends(count)
+
+
+def base_url(config: ServerConfig, request: Request) -> str:
+    """The base URL of links: ``public_url`` or the request's own."""
+    return config.public_url or str(request.base_url).rstrip("/")
+
+
+def json_answer(model: WireModel, status: int = 200) -> JSONResponse:
+    return JSONResponse(model.to_wire(), status_code=status)
+
+
+def open_session(store: Store, session_id: str) -> SessionRecord:
+    """The session, or a 404 when it is unknown or claimed (it then takes no more data)."""
+    session = store.get_session(session_id)
+    if session is None:
+        raise ApiError(
+            404,
+            f"Session {session_id[:80]} is unknown to this server; create a new session with POST /v0/sessions.",
+        )
+    if session.claimed:
+        raise ApiError(
+            404,
+            f"Session {session_id} was claimed into an organization and takes no more data; "
+            "start a new session with POST /v0/sessions.",
+        )
+    return session
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    """Whether a string anywhere in ``value`` (a model, list, tuple or dict of them) is not valid UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, BaseModel):
+        return any(_has_lone_surrogate(getattr(value, name)) for name in type(value).model_fields)
+    if isinstance(value, list | tuple):
+        return any(_has_lone_surrogate(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    return False
+
+
+LONE_SURROGATE_MESSAGE = "The request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text."
+
+
+def check_text(model: WireModel) -> None:
+    """Refuse strings the store cannot keep (lone surrogates, which JSON escapes can carry).
+
+    Only the string fields are looked at; the body is not serialized again."""
+    if _has_lone_surrogate(model):
+        raise ApiError(400, LONE_SURROGATE_MESSAGE)
+
+
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """One sentence naming what is wrong with a request (FastAPI's validation errors)."""
+    parts = []
+    for err in errors[:5]:
+        loc = [str(p) for p in err.get("loc", ())]
+        kind = err.get("type", "")
+        if kind == "json_invalid":
+            return "The request body is not valid JSON; send a JSON object as the songbird API contract describes."
+        if kind == "string_unicode":  # a lone surrogate in a length-limited string field
+            return LONE_SURROGATE_MESSAGE
+        where = loc[0] if loc else "body"
+        rest = ".".join(loc[1:])
+        if where == "body":
+            label = (
+                f"field {rest}" if rest else "the request body (send a JSON object with Content-Type: application/json)"
+            )
+        elif where == "query":
+            label = f"query parameter {rest}"
+        elif where == "header":
+            label = f"header {rest}"
+        else:
+            label = f"{where} {rest}".strip()
+        parts.append(f"{label}: {err.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return (
+        "The request is invalid: "
+        + "; ".join(parts)
+        + more
+        + ". Send the JSON fields and parameters the songbird API contract describes."
+    )
+
+
+__all__ = [
+    "ERROR_RESPONSES",
+    "ConfigDep",
+    "SignerDep",
+    "StoreDep",
+    "base_url",
+    "check_text",
+    "counted",
+    "describe_validation_errors",
+    "get_store",
+    "json_answer",
+    "open_session",
+]

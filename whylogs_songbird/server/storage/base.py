@@ -1,0 +1,331 @@
+"""The storage seam of the server: a :class:`MetadataStore` (sessions, upload slots, profiles,
+ingest state, stored summaries, derived artefacts, counters) and a :class:`BlobStore` (profile
+bytes under keys). Implementations are chosen at start by :func:`storage.open_storage`:
+
+============  ==========================================  ====================================
+role          embedded (default)                          team
+============  ==========================================  ====================================
+metadata      ``sqlite.SqliteMetadataStore`` (WAL)        ``postgres`` (psycopg 3)
+blobs         ``files.FileBlobStore`` (under the data     ``s3`` (boto3, presigned PUT URLs)
+              dir)
+============  ==========================================  ====================================
+
+Both SQL stores share their statements (``sql.py``); a dialect adapts placeholders, DDL types
+and upserts. Everything several server processes must agree on lives behind this seam: nothing
+that matters is kept in one process's memory.
+
+Life of a profile: an *upload slot* is created (``create_uploads``); its bytes land in the blob
+store under :func:`profile_key` and the slot is then marked stored (``mark_stored``) with
+``ingest_state`` ``pending``. The ingest worker claims pending profiles (``claim_ingest``),
+summarises them and stores the summary (``store_summary``, state ``ready``) or marks them
+``invalid`` with a reason. A row is only ever marked stored *after* its bytes are durable, so a
+crash leaves at worst bytes without a row (reconciled at start), never a row without bytes.
+
+Times are epoch milliseconds, except ``expires_at`` (unix seconds, like an upload URL's ``expires``).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
+
+UploadKind = Literal["batch", "reference"]
+#: ``pending``: stored, not summarised yet; ``ready``: summary stored; ``invalid``: the full check failed.
+IngestState = Literal["pending", "ready", "invalid"]
+
+#: Every id the server makes: ``session-``, ``ref-`` (reference) or ``log-`` (batch) + random.
+ID_PATTERN = re.compile(r"^(session|ref|log)-[A-Za-z0-9_-]{16,64}$")
+GUEST_ORG_ID = "guest"
+
+#: Operations whose calls are counted (see :meth:`MetadataStore.stats`).
+OPERATIONS = (
+    "create_session",
+    "upload",
+    "reference",
+    "references",
+    "observatory_link",
+    "get_session",
+    "claim",
+    "put",
+    "observatory_page",
+)
+
+
+class StoreError(Exception):
+    """Base of the store's lookup errors."""
+
+
+class UnknownUploadError(StoreError):
+    """No upload has this id."""
+
+
+class SessionClaimedError(StoreError):
+    """The upload's session was claimed; it takes no more data."""
+
+
+class StorageConfigError(ValueError):
+    """A storage URL (``--database-url``, ``--blob-store``) cannot be used; the message says why."""
+
+
+def now_ms() -> int:
+    """The current time in epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+def new_id(prefix: Literal["session", "ref", "log"]) -> str:
+    """A fresh id with 144 random bits, e.g. ``session-3q2…``."""
+    return f"{prefix}-{secrets.token_urlsafe(18)}"
+
+
+def is_valid_id(value: str, prefix: str | None = None) -> bool:
+    """Whether ``value`` is shaped like a server-made id (of the given prefix, if any)."""
+    match = ID_PATTERN.match(value)
+    return match is not None and (prefix is None or match.group(1) == prefix)
+
+
+def require_id(value: str, prefix: str | None = None) -> None:
+    """Raise ValueError unless ``value`` is a server-made id (ids are checked before any use in a key)."""
+    if not is_valid_id(value, prefix):
+        raise ValueError(f"not a server-made id: {value[:80]!r}")
+
+
+def profile_key(session_id: str, upload_id: str) -> str:
+    """The blob key of a stored profile: ``profiles/<session id>/<upload id>.bin``."""
+    require_id(session_id, "session")
+    require_id(upload_id)
+    return f"profiles/{session_id}/{upload_id}.bin"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One guest session. ``org_id`` is ``"guest"`` until the session is claimed."""
+
+    id: str
+    user_id: str
+    org_id: str
+    created_at: int
+    claimed_at: int | None = None
+    claimed_org: str | None = None
+
+    @property
+    def claimed(self) -> bool:
+        return self.claimed_at is not None
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """One upload slot; a profile once ``stored_at`` is set.
+
+    ``path`` is the blob key of its bytes. ``duplicate_of`` names the stored upload whose identical
+    bytes (same session, kind, timestamp and segment) made this one redundant: a duplicate has no
+    bytes of its own and is left out of profile listings.
+    """
+
+    id: str
+    session_id: str
+    kind: UploadKind
+    dataset_timestamp: int | None
+    alias: str | None
+    segment_tags: tuple[tuple[str, str], ...]
+    created_at: int
+    expires_at: int
+    stored_at: int | None = None
+    size: int | None = None
+    sha256: str | None = None
+    path: str | None = None
+    ingest_state: IngestState | None = None
+    ingest_error: str | None = None
+    duplicate_of: str | None = None
+
+    @property
+    def stored(self) -> bool:
+        return self.stored_at is not None
+
+    @property
+    def invalid(self) -> bool:
+        return self.ingest_state == "invalid"
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    """What to create one upload slot for (see :meth:`MetadataStore.create_uploads`)."""
+
+    kind: UploadKind
+    dataset_timestamp: int | None = None
+    alias: str | None = None
+    segment_tags: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredOutcome:
+    """What :meth:`MetadataStore.mark_stored` did: the upload as it is now, and the id of the
+    stored upload it duplicates (its bytes were then not kept), if any."""
+
+    upload: UploadRecord
+    duplicate_of: str | None = None
+
+
+@runtime_checkable
+class MetadataStore(Protocol):
+    """Sessions, upload slots, profiles and everything derived from them.
+
+    Every method is short and blocking (call it from a worker thread, not the event loop) and
+    safe to call from several threads and several processes at once. Ids are checked with
+    :func:`is_valid_id` before use; malformed ids are "unknown" (None or []), never an error.
+    """
+
+    # -- lifecycle --
+    def close(self) -> None:
+        """Release connections (idempotent)."""
+
+    # -- sessions --
+    def create_session(self, user_id: str) -> SessionRecord:
+        """Start a new guest session for the installation ``user_id``."""
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        """The session, or None when the id is unknown or malformed."""
+
+    def claim(self, session_id: str, org_id: str) -> SessionRecord | None:
+        """Claim an unclaimed session into ``org_id``; the session as it is afterwards (a session
+        claimed earlier is left as it was: compare its ``claimed_org``). Unknown: None."""
+
+    def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
+        """The newest sessions first."""
+
+    def session_count(self) -> int:
+        """How many sessions there are."""
+
+    # -- upload slots and profiles --
+    def create_uploads(self, session_id: str, specs: Sequence[NewUpload], *, ttl_seconds: int) -> list[UploadRecord]:
+        """Create upload slots in one transaction, expiring ``ttl_seconds`` from now. A reference
+        without an alias is named after its id."""
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        """The upload (stored or not), or None."""
+
+    def check_upload_open(self, upload_id: str) -> UploadRecord:
+        """The upload, if its bytes may be stored now; raises :class:`UnknownUploadError` or
+        :class:`SessionClaimedError`."""
+
+    def find_duplicate(self, upload_id: str, sha256: str) -> UploadRecord | None:
+        """The stored batch profile of the same session, timestamp and segment tags as batch upload
+        ``upload_id``, whose bytes have this sha256 (None: not a duplicate, or not a batch)."""
+
+    def mark_stored(self, upload_id: str, *, key: str | None, size: int, sha256: str) -> StoredOutcome:
+        """Record that the upload's bytes are durable under blob ``key`` (``ingest_state`` pending).
+
+        Call only after the bytes are durable. If another stored batch upload of the same
+        session, timestamp and segment has the same sha256, the upload is recorded as its
+        duplicate instead (``key`` unused: the caller deletes those bytes). Raises
+        :class:`UnknownUploadError` or :class:`SessionClaimedError`.
+        """
+
+    def unmark_stored(self, upload_ids: Sequence[str]) -> int:
+        """Forget that these uploads are stored (their bytes are gone); return how many changed."""
+
+    def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
+        """The stored (non-duplicate) profiles of a session, oldest first."""
+
+    def find_batch_profiles(self, session_id: str, dataset_timestamp: int) -> list[UploadRecord]:
+        """The stored (non-duplicate) batch profiles of a session with this timestamp (all segments)."""
+
+    def get_reference(self, session_id: str, reference_id: str) -> UploadRecord | None:
+        """The stored reference profile ``reference_id`` of a session, or None."""
+
+    def duplicates_of(self, upload_ids: Sequence[str]) -> int:
+        """How many uploads were recorded as duplicates of these."""
+
+    def stored_keys(self) -> Iterator[tuple[str, str]]:
+        """``(upload id, blob key)`` of every stored profile (for reconciliation at start)."""
+
+    # -- ingest --
+    def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
+        """Claim up to ``limit`` pending profiles for summarising: each claim holds for ``lease_ms``,
+        after which another worker (or a restarted server) may take the profile again."""
+
+    def pending_ingest(self) -> int:
+        """How many stored profiles still wait for their summary."""
+
+    def store_summary(self, upload_id: str, sha256: str, data: bytes) -> bool:
+        """Store the summary of the upload's bytes with this sha256 and mark it ``ready``; False
+        when the upload's bytes changed meanwhile (the summary is then dropped)."""
+
+    def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
+        """Mark the upload ``invalid`` (the full check failed), if its bytes still have this sha256."""
+
+    def get_summary(self, upload_id: str, sha256: str) -> bytes | None:
+        """The stored summary of this version of the upload's bytes, or None."""
+
+    # -- derived artefacts (e.g. timeline results) --
+    def put_derived(self, session_id: str, key: str, data: bytes) -> None:
+        """Store (or replace) a derived artefact of a session under ``key``."""
+
+    def get_derived(self, session_id: str, key: str) -> bytes | None:
+        """A derived artefact, or None."""
+
+    def drop_derived(self, session_id: str, prefix: str = "") -> int:
+        """Drop the session's derived artefacts whose key starts with ``prefix``; return how many."""
+
+    # -- counters --
+    def count(self, operation: str, n: int = 1) -> None:
+        """Count ``n`` calls of an operation (kept in the store: every process sees the same counts)."""
+
+    def stats(self) -> dict[str, int]:
+        """Calls per counted operation since the counters were last reset."""
+
+    def reset_stats(self) -> None:
+        """Set every counter to zero (done when a server starts)."""
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Profile bytes under string keys (``profiles/<session>/<upload>.bin``).
+
+    A key is built from server-made ids only (:func:`profile_key`). Writes are atomic: a reader
+    sees the old bytes, the new bytes or nothing, never a partial object.
+    """
+
+    def close(self) -> None:
+        """Release resources (idempotent)."""
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Move the file ``source`` to ``key`` (durably: fsync before the rename, then the directory)."""
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, as durably as :meth:`put_file`."""
+
+    def get_bytes(self, key: str) -> bytes:
+        """The bytes under ``key``; FileNotFoundError when there are none."""
+
+    def open(self, key: str) -> BinaryIO:
+        """A binary file object reading ``key``; FileNotFoundError when there are none."""
+
+    def size(self, key: str) -> int | None:
+        """The size of ``key`` in bytes, or None when it does not exist."""
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds bytes."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when it does not exist)."""
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key starting with ``prefix`` (for reconciliation)."""
+
+    def presign_put(self, key: str, ttl_seconds: int) -> str | None:
+        """A URL the client PUTs the bytes of ``key`` to directly, valid ``ttl_seconds``; None when
+        this store has no such URLs: the API server then receives the PUT itself and signs its own
+        URL (the embedded store)."""
+
+    def new_temp_file(self) -> tuple[int, Path]:
+        """An open descriptor and path of a fresh temporary file to receive a body into (on the
+        same file system as the blobs, so :meth:`put_file` is a rename). Stores without local
+        files return one in the system temp dir."""
+
+    def reconcile(self) -> list[str]:
+        """Remove leftovers of a crash (temporary files); return what was removed."""

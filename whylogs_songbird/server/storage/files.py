@@ -1,0 +1,130 @@
+"""The embedded blob store: files under a directory (the server's data dir).
+
+Layout: ``<root>/<key>`` (keys look like ``profiles/<session>/<upload>.<sha>.bin``) and ``<root>/tmp/``
+for bodies being received. Directories are 0700 and files 0600 whatever the umask; a file is
+written to a temporary name, fsynced, renamed into place and its directory fsynced, so a crash
+leaves the old bytes, the new bytes or a leftover temporary file (removed by :meth:`reconcile`),
+never a partial file under a key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from whylogs_songbird.server.storage.base import ID_PATTERN
+
+TMP_DIR = "tmp"
+_KEY_PARTS = ("profiles",)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) and make it 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+class FileBlobStore:
+    """Blobs as files under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        make_private_dir(self.root)
+        self.tmp_dir = self.root / TMP_DIR
+        make_private_dir(self.tmp_dir)
+        make_private_dir(self.root / "profiles")
+
+    def __repr__(self) -> str:
+        return f"FileBlobStore({str(self.root)!r})"
+
+    def close(self) -> None:
+        return None
+
+    def path(self, key: str) -> Path:
+        """The file of ``key``; ValueError for a key that is not made of server ids."""
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] not in _KEY_PARTS or not ID_PATTERN.match(parts[1]):
+            raise ValueError(f"not a blob key of this server: {key[:120]!r}")
+        stem = parts[2].split(".", 1)[0]
+        if not ID_PATTERN.match(stem) or not all(c.isalnum() or c in "-_." for c in parts[2]) or ".." in parts[2]:
+            raise ValueError(f"not a blob key of this server: {key[:120]!r}")
+        return self.root.joinpath(*parts)
+
+    def new_temp_file(self) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="body-", suffix=".part")
+        os.fchmod(fd, 0o600)
+        return fd, Path(name)
+
+    def put_file(self, key: str, source: Path) -> None:
+        target = self.path(key)
+        make_private_dir(target.parent)
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(source, 0o600)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        fd, tmp = self.new_temp_file()
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self.put_file(key, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def open(self, key: str) -> BinaryIO:
+        return self.path(key).open("rb")
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(key).unlink()
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        base = self.root / "profiles"
+        for directory in sorted(base.iterdir()) if base.is_dir() else []:
+            if not directory.is_dir():
+                continue
+            for file in sorted(directory.iterdir()):
+                key = f"profiles/{directory.name}/{file.name}"
+                if key.startswith(prefix) and file.is_file():
+                    yield key
+
+    def presign_put(self, key: str, ttl_seconds: int) -> str | None:
+        return None
+
+    def reconcile(self) -> list[str]:
+        removed = []
+        for leftover in self.tmp_dir.iterdir():
+            with contextlib.suppress(OSError):
+                if leftover.is_file():
+                    leftover.unlink()
+                    removed.append(f"{TMP_DIR}/{leftover.name}")
+        return removed
