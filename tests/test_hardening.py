@@ -498,3 +498,34 @@ def test_json_of_the_refusals_is_clean(server):
     r = requests.get(server.url + "/", headers={"Host": "a<b>.example"}, timeout=TIMEOUT)
     assert r.status_code == 421 and r.headers["Content-Type"] == "application/json"
     json.loads(r.text)
+
+
+def test_per_session_quotas_refuse_clearly_and_store_nothing(server_factory):
+    data = make_profile_bytes()
+    server = server_factory(max_session_profiles=2)
+    session_id = new_session(server)
+    first = upload(server, session_id)
+    upload(server, session_id)
+    assert requests.put(first["uploadUrl"], data=data, timeout=TIMEOUT).status_code == 200  # a replacement counts once
+    r = requests.post(f"{server.url}/v0/sessions/{session_id}/upload", json={"datasetTimestamp": TS}, timeout=TIMEOUT)
+    assert r.status_code == 403 and "--max-session-profiles" in r.json()["message"]
+    r = requests.post(f"{server.url}/v0/sessions/{session_id}/references", json={"references": [{}]}, timeout=10)
+    assert r.status_code == 403
+    client = SongbirdClient(endpoint=server.url)
+    with pytest.raises(Exception, match="start a new session"):
+        client.create_reference_profile_upload(session_id, alias="one more")
+    client.close()
+    assert len(server.store.list_profiles(session_id)) == 2
+    assert requests.post(
+        f"{server.url}/v0/sessions/{new_session(server)}/upload", json={"datasetTimestamp": TS}, timeout=10
+    ).ok
+
+    server = server_factory(max_session_bytes=len(data) + 10)
+    session_id = new_session(server)
+    upload(server, session_id, data=data)
+    slot = requests.post(
+        f"{server.url}/v0/sessions/{session_id}/upload", json={"datasetTimestamp": TS + 1}, timeout=TIMEOUT
+    ).json()
+    r = requests.put(slot["uploadUrl"], data=data, timeout=TIMEOUT)
+    assert r.status_code == 403 and "--max-session-bytes" in r.json()["message"]
+    assert [u.dataset_timestamp for u in server.store.list_profiles(session_id)] == [TS]

@@ -27,6 +27,7 @@ from whylogs_songbird.models import (
 from whylogs_songbird.server.auth import KeyOwner, require_key
 from whylogs_songbird.server.common import observatory_link, segment_label
 from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.quotas import check_session_quota
 from whylogs_songbird.server.routes.deps import (
     ERROR_RESPONSES,
     ConfigDep,
@@ -144,6 +145,7 @@ def create_dataset_profile_upload(
     """An upload URL for one batch profile (one segment, if segment tags are given)."""
     open_session(store, session_id)
     check_text(body)
+    check_session_quota(store, config, session_id, new_profiles=1)
     tags = [(tag.key, tag.value) for tag in body.segment_tags]
     upload = store.create_upload(
         session_id,
@@ -177,6 +179,7 @@ def create_reference_profile_upload(
     """An upload URL for one reference profile (named after its id when no alias is given)."""
     open_session(store, session_id)
     check_text(body)
+    check_session_quota(store, config, session_id, new_profiles=1)
     upload = store.create_upload(
         session_id,
         "reference",
@@ -203,6 +206,7 @@ def batch_create_reference_profile_upload(
     """Upload URLs for several references; ``observatoryUrl`` shows the first three."""
     open_session(store, session_id)
     check_text(body)
+    check_session_quota(store, config, session_id, new_profiles=len(body.references))
     uploads = store.create_uploads(
         session_id,
         [NewUpload("reference", r.dataset_timestamp, r.alias) for r in body.references],

@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.server.errors import ApiError
-from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, SignerDep, StoreDep, counted
+from whylogs_songbird.server.quotas import check_session_quota
+from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, ConfigDep, SignerDep, StoreDep, counted
 from whylogs_songbird.server.signing import SignatureError
 from whylogs_songbird.server.store import SessionClaimedError, UnknownUploadError, is_valid_id
 
@@ -56,6 +57,7 @@ async def put_upload(
     request: Request,
     store: StoreDep,
     signer: SignerDep,
+    config: ConfigDep,
     expires: str | None = None,
     signature: str | None = None,
 ) -> JSONResponse:
@@ -78,6 +80,9 @@ async def put_upload(
         if size == 0:
             raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
         await run_in_threadpool(_validate_profile_file, tmp)
+        await run_in_threadpool(
+            check_session_quota, store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id
+        )
         try:
             outcome = await run_in_threadpool(store.store_profile_file, upload_id, tmp, size=size, sha256=digest)
         except UnknownUploadError:
