@@ -529,3 +529,71 @@ def test_per_session_quotas_refuse_clearly_and_store_nothing(server_factory):
     r = requests.put(slot["uploadUrl"], data=data, timeout=TIMEOUT)
     assert r.status_code == 403 and "--max-session-bytes" in r.json()["message"]
     assert [u.dataset_timestamp for u in server.store.list_profiles(session_id)] == [TS]
+
+
+# -- 8. on disk (built in the storage seam; checked here end to end) ----------------------------
+
+
+def _serve_cli(tmp_path, data_dir, log_name):
+    """``python -m whylogs_songbird.server`` with umask 000 (every file would be world-writable); returns
+    (process, url)."""
+    port = _free_port()
+    log = open(tmp_path / log_name, "wb")  # noqa: SIM115 - the process holds it; closed by the caller's wait
+    process = subprocess.Popen(
+        [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: os.umask(0),
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(url + "/healthz", timeout=1).ok:
+                return process, url
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError((tmp_path / log_name).read_text())
+        time.sleep(0.1)
+
+
+def test_the_data_dir_is_private_whatever_the_umask_and_leftovers_are_reconciled(tmp_path):
+    import stat
+
+    data_dir = tmp_path / "data"
+    process, url = _serve_cli(tmp_path, data_dir, "first.log")
+    try:
+        session_id = requests.post(url + "/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).json()["id"]
+        slot = requests.post(
+            f"{url}/v0/sessions/{session_id}/upload", json={"datasetTimestamp": TS}, timeout=TIMEOUT
+        ).json()
+        assert requests.put(slot["uploadUrl"], data=make_profile_bytes(), timeout=TIMEOUT).status_code == 200
+        modes = {
+            path.relative_to(data_dir): stat.S_IMODE(path.stat().st_mode) for path in [data_dir, *data_dir.rglob("*")]
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert any(p.suffix == ".bin" for p in modes) and any(str(p).endswith("-wal") for p in modes), modes
+    for path, mode in modes.items():
+        expected = 0o700 if (data_dir / path).is_dir() else 0o600
+        assert mode == expected, (path, oct(mode))
+    # leftovers of a crash: a temporary body and a profile file no row points at
+    leftover = data_dir / "tmp" / "upload-crashed.part"
+    leftover.write_bytes(b"half a body")
+    stray = data_dir / "profiles" / session_id / ("log-" + "Q" * 24 + ".bin")
+    stray.write_bytes(make_profile_bytes())
+    first_url = url
+    process, url = _serve_cli(tmp_path, data_dir, "second.log")
+    try:
+        page = slot["observatoryUrl"].replace(first_url, url)
+        assert requests.get(page, timeout=30).status_code == 200  # the real profile survived
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert not leftover.exists() and not stray.exists()
+    assert "reconciled the store at start" in (tmp_path / "second.log").read_text()
