@@ -67,11 +67,30 @@ def make_profile_bytes_fixture() -> Callable[..., bytes]:
     return make_profile_bytes
 
 
+#: Storage configurations a test can run its servers with: a name -> a function of (request,
+#: tmp_path) giving ServerConfig keyword arguments (``database_url``, ``blob_store``, ...). A test
+#: module runs against several with
+#: ``pytestmark = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)``.
+STORAGE_CONFIGS: dict[str, Callable[[pytest.FixtureRequest, Path], dict[str, Any]]] = {
+    "embedded": lambda request, tmp_path: {},
+}
+STORAGE_NAMES = list(STORAGE_CONFIGS)
+
+
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., LocalServer]]:
+def storage_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """ServerConfig keyword arguments of a storage configuration (default: the embedded store);
+    ``server_factory`` and ``server`` start their servers with them."""
+    name = getattr(request, "param", "embedded")
+    return STORAGE_CONFIGS[name](request, tmp_path)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, storage_config: dict[str, Any]) -> Iterator[Callable[..., LocalServer]]:
     """Start LocalServers with config keyword arguments; all are stopped at teardown.
 
-    Without ``data_dir`` each server gets a fresh directory under ``tmp_path``.
+    Without ``data_dir`` each server gets a fresh directory under ``tmp_path``; the storage
+    configuration (:func:`storage_config`) fills in what is not given.
     """
     started: list[LocalServer] = []
     counter = 0
@@ -81,6 +100,8 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., LocalServer]]:
         counter += 1
         config.setdefault("data_dir", tmp_path / f"server-{counter}")
         config.setdefault("api_keys", TEST_API_KEYS)
+        for name, value in storage_config.items():
+            config.setdefault(name, value)
         server = LocalServer(**config).start()
         started.append(server)
         return server

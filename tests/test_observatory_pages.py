@@ -7,6 +7,7 @@ os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports
 import html  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import parse_qs, urlsplit  # noqa: E402
 
@@ -407,18 +408,24 @@ def test_a_column_too_wide_to_chart_still_renders(tmp_path):
         assert "range too wide to chart" in card(r.text, "x")
 
 
-def test_broken_profile_file_gives_a_clear_page_not_a_500(tmp_path):
+def test_a_profile_failing_the_full_check_is_shown_as_invalid_not_a_500(tmp_path):
+    from profile_crafting import corrupt_chunk_messages
+
     with LocalServer(data_dir=tmp_path / "data") as server:
-        ok, url = write(server, tmp_path / "cfg", frame(seed=5))
-        assert ok
-        [upload] = server.store.list_profiles(query(url)["sessionToken"][0])
-        server.store.profile_path(upload).write_bytes(b"this is not a whylogs profile")
-        r = get(url)
-        assert r.status_code == 422
-        assert upload.dataset_timestamp is not None and "could not be read" in error_message(r)
-        server.store.profile_path(upload).unlink()
-        r = get(url)
-        assert r.status_code in (404, 422) and "could not be read" in error_message(r)
+        sid = requests.post(f"{server.url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).json()["id"]
+        up = requests.post(
+            f"{server.url}/v0/sessions/{sid}/upload", json={"datasetTimestamp": TS_1}, timeout=TIMEOUT
+        ).json()
+        broken = corrupt_chunk_messages(why.log(frame(seed=5)).view().serialize())
+        assert requests.put(up["uploadUrl"], data=broken, timeout=TIMEOUT).status_code == 200, "passes the cheap check"
+        deadline = time.monotonic() + 30
+        while server.store.get_upload(up["id"]).ingest_state != "invalid":
+            assert time.monotonic() < deadline, "the ingest worker marks it invalid"
+            time.sleep(0.05)
+        for url in (page_url(server, [TS_1], sid), page_url(server, [up["id"]], sid)):
+            r = get(url)
+            assert r.status_code == 422 and "could not be read" in error_message(r)
+        assert get(f"{server.url}/sessions/{sid}").status_code == 200
 
 
 def test_a_replaced_profile_is_shown_fresh_not_from_cache(tmp_path):

@@ -20,12 +20,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from whylogs_songbird.server.auth import ApiKeyRing, KeyOwner
 from whylogs_songbird.server.common import error_response
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.ingest import IngestWorker
 from whylogs_songbird.server.middleware import BodyLimitMiddleware, BodyTooLargeError, NetworkEmulationMiddleware
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.routes import local, sessions, uploads
@@ -81,7 +83,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
-    """Build the app. ``app.state`` carries ``config``, ``store``, ``signer`` and ``api_keys`` (hashes only).
+    """Build the app. ``app.state`` carries ``config``, ``store``, ``signer``, ``api_keys`` (hashes only)
+    and ``ingest`` (the background ingest worker, running while the app runs).
 
     A store passed in stays owned by the caller; otherwise one is opened on ``config.data_dir``
     and closed when the app shuts down.
@@ -89,11 +92,17 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     owns_store = store is None
     the_store = store if store is not None else Store.open(config)
 
+    worker = IngestWorker(the_store, concurrency=config.ingest_concurrency)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owns_store:
-            the_store.close()
+        worker.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(worker.stop)
+            if owns_store:
+                the_store.close()
 
     app = FastAPI(
         title="songbird (local)",
@@ -107,6 +116,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.signer = UrlSigner(load_or_create_secret(config.data_dir))
     app.state.api_keys = ApiKeyRing(config.api_keys)
     app.state.started_at = now_ms()
+    app.state.ingest = worker
+    app.state.wake_ingest = worker.wake
     app.add_middleware(BodyLimitMiddleware, config=config)
     app.add_middleware(NetworkEmulationMiddleware, config=config)
     # outermost: a request for a foreign Host name reaches nothing else; every answer gets the security headers

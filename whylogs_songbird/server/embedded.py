@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -48,7 +47,16 @@ class RedactQueryFilter(logging.Filter):
 
 
 def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
-    """Serve until interrupted (Ctrl-C). Logs go to stderr; query strings are never logged."""
+    """Serve until interrupted (Ctrl-C). Logs go to stderr; query strings are never logged.
+
+    With ``config.workers`` above 1, several processes share the socket (see ``launcher.py``)."""
+    if config.workers > 1:
+        from whylogs_songbird.server.launcher import serve_workers
+
+        serve_workers(config, access_log=access_log)
+        return
+    from whylogs_songbird.server.launcher import bind_socket
+
     store = open_store(config)
     app = create_app(config, store)
     uv_config = uvicorn.Config(
@@ -66,8 +74,14 @@ def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
     # whylogs logs every chunk it reads at INFO: the server log is for requests and problems.
     logging.getLogger("whylogs").setLevel(logging.WARNING)
     try:
-        uvicorn.Server(uv_config).run()
+        sock = bind_socket(config.host, config.port)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        uvicorn.Server(uv_config).run(sockets=[sock])
     finally:
+        sock.close()
         store.close()
 
 
@@ -118,13 +132,9 @@ class LocalServer:
         """Start serving and wait until the server accepts connections."""
         if self._thread is not None:
             return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((_LOOPBACK, self.config.port))
-        except OSError:
-            sock.close()
-            raise
+        from whylogs_songbird.server.launcher import bind_socket
+
+        sock = bind_socket(_LOOPBACK, self.config.port)
         port = sock.getsockname()[1]
         self._store = open_store(self.config)
         app = create_app(self.config, self._store)

@@ -79,6 +79,7 @@ class ReconcileReport:
     orphan_blobs: list[str] = field(default_factory=list)
     learned: list[str] = field(default_factory=list)
     rows_without_bytes: list[str] = field(default_factory=list)
+    released_claims: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.temp_files or self.orphan_blobs or self.learned or self.rows_without_bytes)
@@ -289,9 +290,11 @@ class Store:
           stores them again);
         - bytes under a profile key with no row pointing at them are removed, except bytes a
           client PUT straight to the blob store (presigned URLs) for a slot not marked stored
-          yet: those are recorded (the server learns that they landed).
+          yet: those are recorded (the server learns that they landed);
+        - claims of the ingest worker are released (their profiles are summarised again).
         """
         report = ReconcileReport(temp_files=self.blobs.reconcile())
+        report.released_claims = self.metadata.release_ingest_claims()
         known = dict(self.metadata.stored_keys())
         missing = [upload_id for upload_id, key in known.items() if not self.blobs.exists(key)]
         if missing:

@@ -1,15 +1,24 @@
-"""The observatory's in-memory caches of computed values (see :class:`ProfileCache`)."""
+"""The observatory's in-memory caches: single flight, bounded by bytes (see :class:`LruCache`).
+
+Profile views come from the digests the ingest worker stored (``digest.py``), never from
+deserializing the uploaded bytes again; a profile not summarised yet is summarised on the spot
+(once, however many requests ask) and its digest stored for every process.
+"""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.server.digest import DigestError, view_from_digest
+from whylogs_songbird.server.ingest import ingest_one
 from whylogs_songbird.server.observatory.base import CacheKey, T
 from whylogs_songbird.server.store import Store, UploadRecord
 from whylogs_songbird.server.summaries import (
@@ -18,18 +27,38 @@ from whylogs_songbird.server.summaries import (
     SummaryError,
     drift_scores,
     merge_views,
-    read_view,
     summarize_profile,
 )
 
+MiB = 1024 * 1024
+
+
+def _default_size(value: Any) -> int:
+    return sys.getsizeof(value)
+
 
 class LruCache:
-    """A small thread-safe LRU of computed values; values are computed outside the lock."""
+    """A thread-safe LRU of computed values, bounded by entries and/or by bytes.
 
-    def __init__(self, max_entries: int) -> None:
+    Values are computed outside the lock, and only once per key however many threads ask at the
+    same time (single flight: the others wait for the first one's result, or its exception).
+    ``size_of`` estimates a value's bytes; a value larger than ``max_bytes`` is returned but not kept.
+    """
+
+    def __init__(
+        self,
+        max_entries: int | None = None,
+        *,
+        max_bytes: int | None = None,
+        size_of: Callable[[Any], int] = _default_size,
+    ) -> None:
         self.max_entries = max_entries
-        self._data: OrderedDict[CacheKey, Any] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.size_of = size_of
+        self._data: OrderedDict[CacheKey, tuple[Any, int]] = OrderedDict()
+        self._inflight: dict[CacheKey, Future[Any]] = {}
         self._lock = threading.Lock()
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -41,20 +70,46 @@ class LruCache:
             if key in self._data:
                 self._data.move_to_end(key)
                 self.hits += 1
-                cached: T = self._data[key]
+                cached: T = self._data[key][0]
                 return cached
-            self.misses += 1
-        value = compute()
+            pending = self._inflight.get(key)
+            if pending is None:
+                self.misses += 1
+                future: Future[Any] = Future()
+                self._inflight[key] = future
+        if pending is not None:
+            self.hits += 1
+            waited: T = pending.result()
+            return waited
+        try:
+            value = compute()
+        except BaseException as exc:
+            with self._lock:
+                del self._inflight[key]
+            future.set_exception(exc)
+            raise
+        size = self.size_of(value) if self.max_bytes is not None else 0
         with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
+            del self._inflight[key]
+            if self.max_bytes is None or size <= self.max_bytes:
+                self._data[key] = (value, size)
+                self.bytes += size
+                self._evict()
+        future.set_result(value)
         return value
+
+    def _evict(self) -> None:
+        while self._data and (
+            (self.max_entries is not None and len(self._data) > self.max_entries)
+            or (self.max_bytes is not None and self.bytes > self.max_bytes)
+        ):
+            _, (_, size) = self._data.popitem(last=False)
+            self.bytes -= size
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self.bytes = 0
 
 
 def upload_key(upload: UploadRecord) -> CacheKey:
@@ -62,40 +117,78 @@ def upload_key(upload: UploadRecord) -> CacheKey:
     return (upload.id, upload.sha256, upload.size, upload.stored_at)
 
 
+def view_size(view: DatasetProfileView) -> int:
+    """A rough size of a rebuilt view in memory: about 16 KB per column (sketches and objects)."""
+    return 16 * 1024 * max(1, len(view.get_columns()))
+
+
+def summary_size(summary: ProfileSummary) -> int:
+    return 2048 * max(1, summary.column_count)
+
+
+def drift_size(scores: dict[str, DriftScore]) -> int:
+    return 512 * max(1, len(scores))
+
+
+def page_size(model: Any) -> int:
+    """The bytes of a page model's rendered HTML and chart JSON."""
+    total = 0
+    for name in ("drift_html", "columns_html", "chart_json"):
+        total += len(str(getattr(model, name, "")))
+    return 2 * total + 4096
+
+
 @dataclass
 class ProfileCache:
-    """Views, summaries, drift scores and rendered page parts of stored profiles, cached in memory.
+    """Views, summaries, drift scores and rendered page parts of stored profiles, bounded by bytes.
 
-    Deserialized views are big (about 50 MB for 1,000 columns) and only needed to build a page
-    the first time, so few are kept; summaries, drift scores and page parts are small and many are.
+    Views are rebuilt from stored digests; summaries, drift scores and page parts are computed from
+    them once per key (single flight).
     """
 
     store: Store
-    max_views: int = 8
-    max_summaries: int = 128
-    max_pages: int = 16
+    max_view_bytes: int = 256 * MiB
+    max_summary_bytes: int = 64 * MiB
+    max_page_bytes: int = 128 * MiB
     views: LruCache = field(init=False)
     summaries: LruCache = field(init=False)
     drift: LruCache = field(init=False)
     pages: LruCache = field(init=False)
 
     def __post_init__(self) -> None:
-        self.views = LruCache(self.max_views)
-        self.summaries = LruCache(self.max_summaries)
-        self.drift = LruCache(self.max_summaries)
-        self.pages = LruCache(self.max_pages)
+        self.views = LruCache(max_bytes=self.max_view_bytes, size_of=view_size)
+        self.summaries = LruCache(max_bytes=self.max_summary_bytes, size_of=summary_size)
+        self.drift = LruCache(max_bytes=self.max_summary_bytes, size_of=drift_size)
+        self.pages = LruCache(max_bytes=self.max_page_bytes, size_of=page_size)
 
     def clear(self) -> None:
         for cache in (self.views, self.summaries, self.drift, self.pages):
             cache.clear()
 
+    def _digest(self, upload: UploadRecord) -> bytes:
+        if upload.sha256 is None:
+            raise SummaryError("it has no stored bytes")
+        digest = self.store.metadata.get_summary(upload.id, upload.sha256)
+        if digest is not None:
+            return digest
+        current = self.store.get_upload(upload.id)
+        if current is not None and current.invalid:
+            raise SummaryError(current.ingest_error or "it is not a readable whylogs profile")
+        # not summarised yet: do the ingest worker's job now, once
+        ingest_one(self.store, current or upload)
+        digest = self.store.metadata.get_summary(upload.id, upload.sha256)
+        if digest is None:
+            current = self.store.get_upload(upload.id)
+            reason = current.ingest_error if current is not None else None
+            raise SummaryError(reason or "it could not be summarised")
+        return digest
+
     def upload_view(self, upload: UploadRecord) -> DatasetProfileView:
         def load() -> DatasetProfileView:
             try:
-                data = self.store.read_profile_bytes(upload)
-            except OSError as exc:
-                raise SummaryError(f"its stored file cannot be read ({exc.strerror or type(exc).__name__})") from None
-            return read_view(data)
+                return view_from_digest(self._digest(upload))
+            except DigestError as exc:
+                raise SummaryError(f"its stored summary cannot be read ({exc})") from None
 
         return self.views.get_or_compute(upload_key(upload), load)
 

@@ -36,6 +36,8 @@ class Selection:
     segments: list[tuple[str, str]] = field(default_factory=list)
     summary: ProfileSummary | None = None
     single_url: str = ""
+    #: Uploads of the same bytes (same timestamp and segment) that were kept once.
+    duplicates: int = 0
 
     @property
     def key(self) -> CacheKey:

@@ -10,9 +10,9 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_file
 from whylogs_songbird.server.quotas import check_session_quota
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, ConfigDep, SignerDep, StoreDep, counted
 from whylogs_songbird.server.signing import SignatureError
@@ -29,16 +29,15 @@ DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
 router = APIRouter(tags=["uploads"], responses=ERROR_RESPONSES)
 
 
-def _validate_profile_file(path: Path) -> None:
-    """Raise ApiError(400) unless ``path`` holds a serialized whylogs DatasetProfileView."""
+def _check_profile_file(path: Path, max_columns: int) -> None:
+    """Raise ApiError(400) unless ``path`` passes the cheap structural check of a whylogs profile."""
     try:
-        DatasetProfileView.read(str(path))
-    except Exception as exc:  # whylogs raises many types for bad bytes
-        reason = " ".join(str(exc).split())[:200]
+        check_profile_file(path, max_columns=max_columns)
+    except ProfileCheckError as exc:
         raise ApiError(
             400,
-            "The body is not a serialized whylogs profile, so nothing was stored "
-            f"({type(exc).__name__}: {reason}). PUT the bytes of DatasetProfileView.serialize().",
+            f"The body is not a well-formed serialized whylogs profile, so nothing was stored: {exc}. "
+            "PUT the bytes of DatasetProfileView.serialize().",
         ) from None
 
 
@@ -79,7 +78,7 @@ async def put_upload(
         size, digest = await _receive_to_file(request, fd)
         if size == 0:
             raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
-        await run_in_threadpool(_validate_profile_file, tmp)
+        await run_in_threadpool(_check_profile_file, tmp, config.max_columns)
         await run_in_threadpool(
             check_session_quota, store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id
         )
@@ -98,6 +97,9 @@ async def put_upload(
         logger.info("an upload repeated the bytes of upload %s; kept once", outcome.duplicate_of)
         headers[DUPLICATE_HEADER] = outcome.duplicate_of
     else:
+        wake_ingest = getattr(request.app.state, "wake_ingest", None)
+        if wake_ingest is not None:
+            wake_ingest()
         logger.debug("stored a %s profile of %d bytes", outcome.upload.kind, size)
     return JSONResponse({"id": outcome.upload.id, "size": size, "sha256": digest}, headers=headers)
 

@@ -248,6 +248,9 @@ class MetadataStore(Protocol):
         """Claim up to ``limit`` pending profiles for summarising: each claim holds for ``lease_ms``,
         after which another worker (or a restarted server) may take the profile again."""
 
+    def release_ingest_claims(self) -> int:
+        """End every claim (at start, when no worker runs: claims of a crashed server); return how many."""
+
     def pending_ingest(self) -> int:
         """How many stored profiles still wait for their summary."""
 

@@ -471,6 +471,13 @@ class SqlMetadataStore:
                     claimed.append(_upload_from_row(row))
         return claimed
 
+    def release_ingest_claims(self) -> int:
+        with self._transaction() as conn:
+            return self._rowcount(
+                conn,
+                "UPDATE uploads SET ingest_lease = NULL WHERE ingest_state = 'pending' AND ingest_lease IS NOT NULL",
+            )
+
     def pending_ingest(self) -> int:
         rows = self._query("SELECT COUNT(*) AS n FROM uploads WHERE ingest_state = 'pending'")
         return int(rows[0]["n"])

@@ -1,0 +1,73 @@
+"""Hand-made serialized profiles for the upload checks: well-formed but broken inside, or crafted
+to make a naive reader slow. Built from whylogs' own header messages."""
+
+from __future__ import annotations
+
+from whylogs.core.proto import ChunkHeader, ChunkOffsets, DatasetProfileHeader, DatasetSegmentHeader
+
+from whylogs_songbird.server.profile_check import MAGIC, _varint
+
+
+def _delimited(message) -> bytes:
+    data = message.SerializeToString()
+    out = bytearray()
+    size = len(data)
+    while True:
+        byte = size & 0x7F
+        size >>= 7
+        out.append(byte | (0x80 if size else 0))
+        if not size:
+            break
+    return bytes(out) + data
+
+
+def split(data: bytes) -> tuple[bytes, DatasetProfileHeader, bytes]:
+    """(magic + segment header bytes, profile header, body) of a plain serialized profile."""
+    pos = len(MAGIC)
+    size, pos = _varint(data, pos, len(data))
+    pos += size
+    prefix = data[:pos]
+    size, pos = _varint(data, pos, len(data))
+    header = DatasetProfileHeader.FromString(data[pos : pos + size])
+    return prefix, header, data[pos + size :]
+
+
+def assemble(header: DatasetProfileHeader, body: bytes) -> bytes:
+    return MAGIC + _delimited(DatasetSegmentHeader(has_segments=False)) + _delimited(header) + body
+
+
+def corrupt_chunk_messages(data: bytes) -> bytes:
+    """``data`` with every chunk message overwritten by 0xFF bytes: the structure (offsets and
+    lengths) stays valid, the metrics cannot be parsed."""
+    prefix, header, body = split(data)
+    out = bytearray(body)
+    for entry in header.column_offsets.values():
+        for offset in entry.offsets:
+            size, pos = _varint(out, offset, len(out))
+            chunk = ChunkHeader.FromString(bytes(out[pos : pos + size]))
+            start = pos + size
+            out[start : start + chunk.length] = b"\xff" * chunk.length
+    return prefix + _delimited(header) + bytes(out)
+
+
+def shared_chunk(data: bytes, columns: int = 10_000) -> bytes:
+    """Every one of ``columns`` columns names the first chunk of ``data``."""
+    _, header, body = split(data)
+    first = min(o for entry in header.column_offsets.values() for o in entry.offsets)
+    crafted = DatasetProfileHeader()
+    crafted.CopyFrom(header)
+    crafted.column_offsets.clear()
+    for i in range(columns):
+        crafted.column_offsets[f"c{i:05d}"].CopyFrom(ChunkOffsets(offsets=[first]))
+    return assemble(crafted, body)
+
+
+def repeated_chunk(data: bytes, times: int = 500_000) -> bytes:
+    """One column naming the first chunk ``times`` times."""
+    _, header, body = split(data)
+    first = min(o for entry in header.column_offsets.values() for o in entry.offsets)
+    crafted = DatasetProfileHeader()
+    crafted.CopyFrom(header)
+    crafted.column_offsets.clear()
+    crafted.column_offsets["c"].CopyFrom(ChunkOffsets(offsets=[first] * times))
+    return assemble(crafted, body)

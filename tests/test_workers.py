@@ -1,0 +1,58 @@
+"""``--workers N``: several processes on one socket share everything that matters through the
+store (sessions, uploads, counters, digests) and the secret file; connections keep TCP_NODELAY."""
+
+import concurrent.futures
+import socket
+
+import requests
+from conftest import make_profile_bytes
+from test_ingest import new_slot, start_server_process, stop, wait_for
+
+from whylogs_songbird.server.launcher import bind_socket
+
+TIMEOUT = 30
+
+
+def test_the_listening_socket_says_tcp_so_connections_get_nodelay():
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        client = socket.create_connection(sock.getsockname())
+        accepted, _ = sock.accept()
+        with client, accepted:
+            assert accepted.proto == socket.IPPROTO_TCP, "asyncio sets TCP_NODELAY only on such sockets"
+    finally:
+        sock.close()
+
+
+def test_several_workers_agree_on_sessions_uploads_and_counters(tmp_path):
+    process, url = start_server_process(tmp_path / "data", "--workers", "2")
+    try:
+        pids = set()
+
+        def seen_both():
+            pids.add(requests.get(f"{url}/healthz", timeout=TIMEOUT).json()["pid"])  # a new connection each time
+            return len(pids) >= 2
+
+        wait_for(seen_both, "connections are spread over two processes")
+
+        def one_upload(i):
+            with requests.Session() as session:  # each client its own connection, so its own worker
+                sid = session.post(f"{url}/v0/sessions", json={"userId": f"u{i}"}, timeout=TIMEOUT).json()["id"]
+                slot = new_slot(url, sid, ts=1_700_000_000_000 + i)
+                # the PUT and the page on fresh connections: likely another process than the one that made the slot
+                put = requests.put(slot["uploadUrl"], data=make_profile_bytes(seed=i), timeout=TIMEOUT)
+                assert put.status_code == 200, put.text
+                page = requests.get(slot["observatoryUrl"], timeout=TIMEOUT)
+                assert page.status_code == 200, page.text[:300]
+                return sid
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            sessions = list(pool.map(one_upload, range(12)))
+        assert len(set(sessions)) == 12
+        for _ in range(4):  # whichever process answers, the counters are the same
+            stats = requests.get(f"{url}/_local/stats", timeout=TIMEOUT).json()
+            assert stats["create_session"] == 12 and stats["upload"] == 12 and stats["put"] == 12, stats
+        assert requests.get(f"{url}/healthz", timeout=TIMEOUT).json()["sessions"] == 12
+    finally:
+        stop(process)

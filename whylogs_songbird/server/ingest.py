@@ -1,0 +1,114 @@
+"""The ingest worker: the full check and the digest of every stored profile, off the request path.
+
+A PUT only runs the cheap structural check (``profile_check.py``) and stores the bytes with
+``ingest_state`` ``pending``. This worker, one per server process, claims pending profiles from
+the store (a claim is a lease: a profile claimed by a process that died is claimed again once the
+lease ends, so work left by a crashed server is picked up), deserializes each with whylogs,
+and stores its digest (``digest.py``) or marks it ``invalid`` with the reason.
+
+It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
+it at once. ``concurrency`` threads at most (default 1) summarise at once, so its memory is
+bounded by that many profiles (each at most the upload limit).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from whylogs_songbird.server.digest import digest_view
+from whylogs_songbird.server.store import Store, UploadRecord
+from whylogs_songbird.server.summaries import SummaryError, read_view
+
+logger = logging.getLogger("whylogs_songbird.server.ingest")
+
+#: How long a claim holds before another worker may take the profile again.
+LEASE_MS = 10 * 60 * 1000
+#: How often an idle worker looks for work left by other processes or a crash.
+POLL_SECONDS = 1.0
+
+
+def ingest_one(store: Store, upload: UploadRecord) -> bool:
+    """Fully check one stored profile and store its digest (or mark it invalid); True when ready."""
+    if upload.sha256 is None:
+        return False
+    try:
+        data = store.read_profile_bytes(upload)
+    except OSError as exc:
+        store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
+        return False
+    try:
+        view = read_view(data)
+        digest = digest_view(view)
+    except SummaryError as exc:
+        store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
+        logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
+        return False
+    except Exception as exc:  # whylogs raises many kinds of errors on odd metrics
+        reason = f"it could not be summarised ({type(exc).__name__})"
+        store.metadata.mark_invalid(upload.id, upload.sha256, reason)
+        logger.warning("ingest: summarising upload %s failed: %r", upload.id, exc)
+        return False
+    finally:
+        del data
+    return store.metadata.store_summary(upload.id, upload.sha256, digest)
+
+
+class IngestWorker:
+    """Background threads summarising pending profiles of ``store`` (see the module docstring)."""
+
+    def __init__(self, store: Store, *, concurrency: int = 1, poll_seconds: float = POLL_SECONDS) -> None:
+        self.store = store
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __repr__(self) -> str:
+        return f"IngestWorker(concurrency={self.concurrency}, running={bool(self._threads)})"
+
+    def start(self) -> IngestWorker:
+        if not self._threads:
+            self._stop.clear()
+            for index in range(self.concurrency):
+                thread = threading.Thread(target=self._run, name=f"songbird-ingest-{index}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return self
+
+    def wake(self) -> None:
+        """Look for work now (a PUT just stored a profile)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the profiles being summarised (their claims end with them)."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                claimed = self.store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=1)
+            except Exception:
+                if self._stop.is_set():
+                    return
+                logger.exception("ingest: claiming work failed")
+                claimed = []
+            if not claimed:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+                continue
+            for upload in claimed:
+                if self._stop.is_set():
+                    return
+                try:
+                    ingest_one(self.store, upload)
+                except Exception:
+                    logger.exception("ingest: upload %s failed", upload.id)
+
+
+__all__ = ["IngestWorker", "ingest_one"]

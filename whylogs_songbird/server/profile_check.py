@@ -1,0 +1,172 @@
+"""The cheap structural check of an uploaded profile: what a PUT does instead of deserializing.
+
+A serialized whylogs profile (``DatasetProfileView.serialize()``) is::
+
+    b"WHY1" | varint n | DatasetSegmentHeader (n bytes) | varint m | DatasetProfileHeader (m bytes) | body
+
+The profile header maps each column name to offsets (relative to the body) of *chunks*; a chunk
+is ``varint k | ChunkHeader (k bytes, type COLUMN, length L) | ChunkMessage (L bytes)``. The body
+is ``header.length`` bytes long.
+
+:func:`check_profile` parses the two headers and every chunk header (never a chunk message)
+and refuses what would make deserialization slow or ambiguous: a bad magic or header, more
+columns or chunks than the cap, a chunk named twice (by two columns or by one), a chunk that
+starts or ends outside the body or overlaps the next one, and bytes after the body (except the
+copy of the segment header whylogs' segmented writer leaves there). The time
+it takes grows with the number of chunks, which the cap bounds; the bytes are read through
+``mmap``, so memory does not grow with the size of the profile.
+
+Whether the chunk messages hold valid metrics is the full check's job, done later by the
+ingest worker (``ingest.py``).
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+from whylogs.core.proto import ChunkHeader, DatasetProfileHeader, DatasetSegmentHeader
+
+MAGIC = b"WHY1"
+#: Headers larger than this are refused (a 20,000-column header is about 1 MB).
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+#: A chunk header is a few bytes; anything longer is not one.
+MAX_CHUNK_HEADER_BYTES = 64
+
+
+class ProfileCheckError(ValueError):
+    """The bytes are not a well-formed serialized whylogs profile; the message says why."""
+
+
+@dataclass(frozen=True)
+class ProfileShape:
+    """What the check learned: columns, chunks and the byte counts of headers and body."""
+
+    columns: int
+    chunks: int
+    header_bytes: int
+    body_bytes: int
+    segmented: bool
+
+
+def _varint(data: memoryview | bytes, pos: int, end: int) -> tuple[int, int]:
+    """Decode a protobuf varint at ``pos`` (before ``end``); return (value, position after it)."""
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            raise ProfileCheckError("a length prefix runs past the end of the data")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 64:
+            raise ProfileCheckError("a length prefix is not a valid varint")
+
+
+def check_profile_bytes(data: bytes | memoryview | mmap.mmap, *, max_columns: int) -> ProfileShape:
+    """Check ``data`` (see the module docstring); raise :class:`ProfileCheckError` if it is refused."""
+    with memoryview(data) as view:
+        return _check(view, max_columns)
+
+
+def _check(view: memoryview, max_columns: int) -> ProfileShape:
+    total = len(view)
+    if total < len(MAGIC) or bytes(view[: len(MAGIC)]) != MAGIC:
+        raise ProfileCheckError("it does not start with the whylogs magic bytes WHY1")
+    pos = len(MAGIC)
+    size, pos = _varint(view, pos, total)
+    if size > MAX_HEADER_BYTES or pos + size > total:
+        raise ProfileCheckError("its segment header is longer than the data")
+    try:
+        segment_header = DatasetSegmentHeader.FromString(view[pos : pos + size].tobytes())
+    except DecodeError:
+        raise ProfileCheckError("its segment header is not a valid protobuf message") from None
+    pos += size
+    size, pos = _varint(view, pos, total)
+    if size == 0:
+        raise ProfileCheckError("it has no dataset profile header")
+    if size > MAX_HEADER_BYTES or pos + size > total:
+        raise ProfileCheckError("its dataset profile header is longer than the data")
+    try:
+        header = DatasetProfileHeader.FromString(view[pos : pos + size].tobytes())
+    except DecodeError:
+        raise ProfileCheckError("its dataset profile header is not a valid protobuf message") from None
+    pos += size
+    body_start, body_length = pos, int(header.length)
+    if body_start + body_length > total:
+        raise ProfileCheckError(f"its body is {total - body_start} bytes but the header says {body_length}")
+    if body_start + body_length < total and not (
+        segment_header.has_segments and _is_segment_trailer(view, body_start + body_length, total)
+    ):
+        raise ProfileCheckError(f"{total - body_start - body_length} bytes follow the end of the profile")
+    columns = len(header.column_offsets)
+    if columns > max_columns:
+        raise ProfileCheckError(f"it has {columns} columns, more than this server's limit of {max_columns}")
+    offsets: list[int] = []
+    for entry in header.column_offsets.values():
+        offsets.extend(entry.offsets)
+        if len(offsets) > max_columns:
+            raise ProfileCheckError(
+                f"its columns name more than {max_columns} chunks (the column limit; one chunk per column)"
+            )
+    unique = sorted(set(offsets))
+    if len(unique) != len(offsets):
+        raise ProfileCheckError("a chunk is named more than once (by two columns, or twice by one)")
+    for index, offset in enumerate(unique):
+        if offset < 0 or offset >= body_length:
+            raise ProfileCheckError(f"a chunk offset ({offset}) lies outside the body of {body_length} bytes")
+        limit = unique[index + 1] if index + 1 < len(unique) else body_length
+        start = body_start + offset
+        end = body_start + limit
+        header_size, chunk_pos = _varint(view, start, end)
+        if header_size > MAX_CHUNK_HEADER_BYTES or chunk_pos + header_size > end:
+            raise ProfileCheckError(f"the chunk at offset {offset} has a header that overlaps the next chunk")
+        try:
+            chunk = ChunkHeader.FromString(view[chunk_pos : chunk_pos + header_size].tobytes())
+        except DecodeError:
+            raise ProfileCheckError(f"the chunk at offset {offset} has no valid chunk header") from None
+        if chunk.type != ChunkHeader.ChunkType.COLUMN:
+            raise ProfileCheckError(f"the chunk at offset {offset} is not a column chunk")
+        if chunk_pos + header_size + int(chunk.length) > end:
+            raise ProfileCheckError(f"the chunk at offset {offset} runs into the next chunk or past the body")
+    return ProfileShape(
+        columns=columns,
+        chunks=len(unique),
+        header_bytes=body_start,
+        body_bytes=body_length,
+        segmented=bool(segment_header.has_segments),
+    )
+
+
+def _is_segment_trailer(view: memoryview, pos: int, total: int) -> bool:
+    """Whether ``view[pos:total]`` is exactly one delimited segment header: whylogs' segmented
+    writer leaves a copy of it after the body."""
+    try:
+        size, start = _varint(view, pos, total)
+    except ProfileCheckError:
+        return False
+    if start + size != total:
+        return False
+    try:
+        trailer = DatasetSegmentHeader.FromString(view[start:total].tobytes())
+    except DecodeError:
+        return False
+    return bool(trailer.has_segments)
+
+
+def check_profile_file(path: Path, *, max_columns: int) -> ProfileShape:
+    """:func:`check_profile_bytes` over a file, read through ``mmap``."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            raise ProfileCheckError("it is empty")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return check_profile_bytes(mapped, max_columns=max_columns)
+
+
+__all__ = ["MAGIC", "ProfileCheckError", "ProfileShape", "check_profile_bytes", "check_profile_file"]
