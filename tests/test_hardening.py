@@ -258,7 +258,8 @@ def test_a_connection_flood_under_a_low_descriptor_limit_neither_starves_the_ser
     port = _free_port()
     log_path = tmp_path / "server.log"
     command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port)]
-    command += ["--data-dir", str(tmp_path / "data"), "--header-timeout", "2"]
+    # a header timeout long enough that the held connections are still held while the test looks
+    command += ["--data-dir", str(tmp_path / "data"), "--header-timeout", "60"]
 
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
@@ -288,8 +289,10 @@ def test_a_connection_flood_under_a_low_descriptor_limit_neither_starves_the_ser
             except (ConnectionResetError, TimeoutError):
                 pass
         assert refused > 0
+        for sock in socks:  # the attacker lets go
+            sock.close()
         deadline = time.monotonic() + 60
-        while True:  # once the held ones time out, the server serves again
+        while True:  # the server notices and serves again
             try:
                 if requests.get(url + "/healthz", timeout=5, headers={"Connection": "close"}).ok:
                     break
