@@ -13,6 +13,7 @@
   (no inline script, no framing), ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``
   (links carry ``sessionToken``) and ``Cache-Control: no-store`` unless the route set its own
   caching (only the static files do).
+- A client that goes away before its request body was read is not a server error: no traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whylogs_songbird.server.common import error_response
@@ -180,7 +182,12 @@ class SecurityMiddleware:
                 response = error_response(421, refusal_message(host), {"Connection": "close"})
                 await response(scope, receive, send_with_headers)
                 return
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:
+            # the client hung up, or was cut off by a read timeout (connections.py), before its body
+            # was read: nobody is left to answer, and it is not a server error
+            logger.debug("the client went away before its request body was read")
 
 
 __all__ = [
