@@ -15,19 +15,22 @@ import requests
 
 
 @contextlib.contextmanager
-def server_process(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m whylogs_songbird.server`` on a free loopback port; yields its URL and process."""
+def server_process(data_dir: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m whylogs_songbird.server`` on a free loopback port (``extra`` options appended);
+    yields its URL and process."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)]
-    process = subprocess.Popen([*command, "--no-access-log"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*command, "--no-access-log", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/healthz", timeout=1).ok:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{url}/healthz", timeout=5).ok:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the server process did not start")
@@ -39,6 +42,19 @@ def server_process(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time a process and its children (``--workers``) have used so far (Linux ``/proc``)."""
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text().split()
+            found.extend(int(child) for child in text)
+    return found

@@ -6,8 +6,9 @@ Two pages, each served by a LocalServer on loopback and fetched with ``requests`
    profiles 2 and 3 against profile 1);
 2. a 1-profile page of a 1,000-column profile.
 
-For each page: the *cold* render (the first request after the server starts, so every profile
-is read from disk, deserialized, summarized, compared and the page rendered) and the *warm*
+For each page: the *cold* render (the first request after the server starts, once the ingest
+worker has summarised the profiles: views are rebuilt from the stored digests, summarized,
+compared and the page rendered) and the *warm*
 render (the same page again, served from the per-upload cache). Each number is the median over
 several runs; cold runs restart the server. The render time is the server's own
 ``Server-Timing: render;dur=…`` header; the client wall time (including the transfer of the
@@ -98,6 +99,11 @@ def main() -> None:
             for k, (seed, shift) in enumerate(((1, 0.0), (2, 0.05), (3, 1.0)))
         ]
         single = write(frame(1000, args.rows, 4), base + 3 * day)
+        uploaded = time.perf_counter()
+        while server.store.metadata.pending_ingest():  # the ingest worker summarises in the background
+            time.sleep(0.05)
+        summarised = time.perf_counter() - uploaded
+        print(f"the ingest worker finished summarising {summarised:.2f} s after the last upload", flush=True)
         session = re.search(r"sessionToken=([^&]+)", single)
         assert session is not None
         stamps = [re.search(r"profile=(\d+)", u).group(1) for u in three]  # type: ignore[union-attr]
@@ -145,6 +151,9 @@ def main() -> None:
         f"cold time per column-profile, 3x500 page vs 1x1000 page: {a / b:.2f} "
         "(above 1: drift and overlaid charts cost more than the summaries alone)"
     )
+    print(f"summarising (ingest worker, after the last upload): {summarised:.2f} s")
+    verdict = "met" if statistics.median(results["3 profiles x 500 columns"]["cold"]) <= 300 else "MISSED"
+    print(f"TARGET first view of 3 x 500 after summarising <= 300 ms server time: {verdict}")
     print(
         f"medians of {args.runs} cold runs (server restarts) and {args.runs * args.warm} warm requests per page; "
         "ms = the server's Server-Timing render time, wall = what requests saw"

@@ -106,6 +106,8 @@ class LocalServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._store: Store | None = None
+        #: The running app (``app.state`` holds the store, the ingest worker and the page caches).
+        self.app: Any = None
         self._error: BaseException | None = None
         self.url = ""
 
@@ -138,6 +140,7 @@ class LocalServer:
         port = sock.getsockname()[1]
         self._store = open_store(self.config)
         app = create_app(self.config, self._store)
+        self.app = app
         uv_config = uvicorn.Config(
             app,
             access_log=False,

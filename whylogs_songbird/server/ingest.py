@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from whylogs.core import DatasetProfileView
+
 from whylogs_songbird.server.digest import digest_view
 from whylogs_songbird.server.store import Store, UploadRecord
 from whylogs_songbird.server.summaries import SummaryError, read_view
@@ -28,30 +30,31 @@ LEASE_MS = 10 * 60 * 1000
 POLL_SECONDS = 1.0
 
 
-def ingest_one(store: Store, upload: UploadRecord) -> bool:
-    """Fully check one stored profile and store its digest (or mark it invalid); True when ready."""
+def ingest_one(store: Store, upload: UploadRecord) -> DatasetProfileView | None:
+    """Fully check one stored profile and store its digest (or mark it invalid); the view when
+    it is ready, None otherwise."""
     if upload.sha256 is None:
-        return False
+        return None
     try:
         data = store.read_profile_bytes(upload)
     except OSError as exc:
         store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
-        return False
+        return None
     try:
         view = read_view(data)
         digest = digest_view(view)
     except SummaryError as exc:
         store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
-        return False
+        return None
     except Exception as exc:  # whylogs raises many kinds of errors on odd metrics
         reason = f"it could not be summarised ({type(exc).__name__})"
         store.metadata.mark_invalid(upload.id, upload.sha256, reason)
         logger.warning("ingest: summarising upload %s failed: %r", upload.id, exc)
-        return False
+        return None
     finally:
         del data
-    return store.metadata.store_summary(upload.id, upload.sha256, digest)
+    return view if store.metadata.store_summary(upload.id, upload.sha256, digest) else None
 
 
 class IngestWorker:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -18,7 +19,7 @@ from typing import Any
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.server.digest import DigestError, view_from_digest
-from whylogs_songbird.server.ingest import ingest_one
+from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
 from whylogs_songbird.server.observatory.base import CacheKey, T
 from whylogs_songbird.server.store import Store, UploadRecord
 from whylogs_songbird.server.summaries import (
@@ -31,6 +32,8 @@ from whylogs_songbird.server.summaries import (
 )
 
 MiB = 1024 * 1024
+#: How long a page waits for another process's ingest worker to summarise a profile.
+WAIT_FOR_INGEST_SECONDS = 120.0
 
 
 def _default_size(value: Any) -> int:
@@ -165,32 +168,35 @@ class ProfileCache:
         for cache in (self.views, self.summaries, self.drift, self.pages):
             cache.clear()
 
-    def _digest(self, upload: UploadRecord) -> bytes:
+    def _load_view(self, upload: UploadRecord) -> DatasetProfileView:
+        """The view of a stored profile, from its digest; a profile not summarised yet is summarised
+        here (or, when the ingest worker is at it, waited for), so the bytes are read once."""
         if upload.sha256 is None:
             raise SummaryError("it has no stored bytes")
-        digest = self.store.metadata.get_summary(upload.id, upload.sha256)
-        if digest is not None:
-            return digest
-        current = self.store.get_upload(upload.id)
-        if current is not None and current.invalid:
-            raise SummaryError(current.ingest_error or "it is not a readable whylogs profile")
-        # not summarised yet: do the ingest worker's job now, once
-        ingest_one(self.store, current or upload)
-        digest = self.store.metadata.get_summary(upload.id, upload.sha256)
-        if digest is None:
-            current = self.store.get_upload(upload.id)
-            reason = current.ingest_error if current is not None else None
-            raise SummaryError(reason or "it could not be summarised")
-        return digest
+        deadline = time.monotonic() + WAIT_FOR_INGEST_SECONDS
+        while True:
+            digest = self.store.metadata.get_summary(upload.id, upload.sha256)
+            if digest is not None:
+                try:
+                    return view_from_digest(digest)
+                except DigestError as exc:
+                    raise SummaryError(f"its stored summary cannot be read ({exc})") from None
+            current = self.store.get_upload(upload.id) or upload
+            if current.invalid:
+                raise SummaryError(current.ingest_error or "it is not a readable whylogs profile")
+            if current.sha256 != upload.sha256:
+                raise SummaryError("it was replaced while the page was being built; reload the page")
+            if self.store.metadata.claim_upload_ingest(upload.id, lease_ms=LEASE_MS):
+                view = ingest_one(self.store, current)
+                if view is not None:
+                    return view
+                continue  # marked invalid (or replaced): the loop says which
+            if time.monotonic() > deadline:
+                raise SummaryError("it is still being summarised; reload the page in a moment")
+            time.sleep(0.05)  # the ingest worker of some process is summarising it
 
     def upload_view(self, upload: UploadRecord) -> DatasetProfileView:
-        def load() -> DatasetProfileView:
-            try:
-                return view_from_digest(self._digest(upload))
-            except DigestError as exc:
-                raise SummaryError(f"its stored summary cannot be read ({exc})") from None
-
-        return self.views.get_or_compute(upload_key(upload), load)
+        return self.views.get_or_compute(upload_key(upload), lambda: self._load_view(upload))
 
     def view(self, key: CacheKey, uploads: Sequence[UploadRecord]) -> DatasetProfileView:
         if len(uploads) == 1:

@@ -16,7 +16,7 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK
 from whylogs_songbird.server.display import user_text, visible_text
-from whylogs_songbird.server.observatory.base import STAT_ROWS, TABLE_ITEMS, TEMPLATES_DIR
+from whylogs_songbird.server.observatory.base import COLUMNS_PER_PAGE, STAT_ROWS, TABLE_ITEMS, TEMPLATES_DIR
 from whylogs_songbird.server.observatory.selection import Selection
 from whylogs_songbird.server.summaries import DRIFT_CATEGORIES, DriftScore, ProfileSummary, chart_data
 
@@ -114,9 +114,32 @@ class DriftRow:
 
 
 @dataclass(frozen=True)
+class ColumnWindow:
+    """Which columns a page shows: those matching ``filter`` (case-insensitive substring of the
+    name), ``COLUMNS_PER_PAGE`` at a time; ``page`` counts from 1."""
+
+    filter: str = ""
+    page: int = 1
+    per_page: int = COLUMNS_PER_PAGE
+
+    def apply(self, columns: Sequence[str]) -> tuple[list[str], int, int]:
+        """(the columns shown, the index of the first one among the matching, how many match)."""
+        needle = self.filter.casefold()
+        matching = [c for c in columns if needle in c.casefold()] if needle else list(columns)
+        last_page = max(1, -(-len(matching) // self.per_page))
+        page = min(max(1, self.page), last_page)
+        start = (page - 1) * self.per_page
+        return matching[start : start + self.per_page], start, len(matching)
+
+
+@dataclass(frozen=True)
 class PageModel:
     """The cached, formatted content of a profiles page (everything but the request's links)."""
 
+    total_columns: int
+    matching_columns: int
+    first_column: int
+    window: ColumnWindow
     cards: tuple[ColumnCard, ...]
     drift_rows: tuple[DriftRow, ...]
     drift_counts: tuple[dict[str, int], ...]
@@ -129,6 +152,19 @@ class PageModel:
     @property
     def column_count(self) -> int:
         return len(self.cards)
+
+    @property
+    def paged(self) -> bool:
+        """Whether some columns are not on this page (wide profile or a filter)."""
+        return self.matching_columns > len(self.cards) or self.total_columns != self.matching_columns
+
+    @property
+    def page_number(self) -> int:
+        return self.first_column // self.window.per_page + 1
+
+    @property
+    def page_count(self) -> int:
+        return max(1, -(-self.matching_columns // self.window.per_page))
 
 
 def _worst_category(scores: Sequence[DriftScore | None]) -> str:
@@ -143,28 +179,40 @@ def _category_label(category: str | None) -> str:
     return (category or "n/a").replace("_", " ").lower()
 
 
+def all_columns(selections: Sequence[Selection]) -> list[str]:
+    """The columns of a page: the first profile's order, then columns only the others have."""
+    columns: list[str] = []
+    seen: set[str] = set()
+    for selection in selections:
+        for name in (selection.summary or ProfileSummary()).columns:
+            if name not in seen:
+                seen.add(name)
+                columns.append(name)
+    return columns
+
+
 def build_page_model(
     selections: Sequence[Selection],
     views: Sequence[DatasetProfileView],
     drift: Sequence[dict[str, DriftScore]],
     drift_errors: Sequence[str | None],
     env: Environment | None = None,
+    window: ColumnWindow | None = None,
 ) -> PageModel:
     """Format the columns, drift table and chart data of a profiles page; with ``env``, also render
-    the drift table and column cards (they depend only on the profiles, so they are cached)."""
+    the drift table and column cards (they depend only on the profiles, so they are cached).
+
+    Only the columns in ``window`` (default: the first ``COLUMNS_PER_PAGE``) get cards, charts
+    and drift rows, so a very wide profile gives a page of bounded size."""
     summaries = [s.summary or ProfileSummary() for s in selections]
     numbers = [s.number for s in selections]
-    columns: list[str] = []  # the first profile's order, then columns only the others have
-    seen: set[str] = set()
-    for summary in summaries:
-        for name in summary.columns:
-            if name not in seen:
-                seen.add(name)
-                columns.append(name)
+    everything = all_columns(selections)
+    the_window = window or ColumnWindow()
+    columns, first, matching = the_window.apply(everything)
 
     cards = []
     charts: dict[str, Any] = {}
-    for index, name in enumerate(columns):
+    for index, name in enumerate(columns, start=first):
         found = [summary.columns.get(name) for summary in summaries]
         scores = [d.get(name) for d in drift]
         rows: list[tuple[str, str, tuple[Cell, ...]]] = [
@@ -253,6 +301,10 @@ def build_page_model(
         for d in drift
     )
     model = PageModel(
+        total_columns=len(everything),
+        matching_columns=matching,
+        first_column=first,
+        window=the_window,
         cards=tuple(cards),
         drift_rows=tuple(row for _, _, row in drift_rows),
         drift_counts=counts,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -15,9 +16,15 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
 from whylogs_songbird.server.common import observatory_link, segment_label
-from whylogs_songbird.server.observatory.base import RECENT_SESSIONS, STATIC_DIR, PageError, shown
+from whylogs_songbird.server.observatory.base import MAX_COLUMN_FILTER, RECENT_SESSIONS, STATIC_DIR, PageError, shown
 from whylogs_songbird.server.observatory.cache import ProfileCache
-from whylogs_songbird.server.observatory.page import PageModel, build_page_model, make_environment
+from whylogs_songbird.server.observatory.page import (
+    ColumnWindow,
+    PageModel,
+    all_columns,
+    build_page_model,
+    make_environment,
+)
 from whylogs_songbird.server.observatory.selection import (
     Selection,
     check_selector,
@@ -273,12 +280,20 @@ def observatory_router(
             selections.append(selection)
         return sid, selections
 
+    def column_window(request: Request) -> ColumnWindow:
+        text = request.query_params.get("column", "")[:MAX_COLUMN_FILTER]
+        raw_page = request.query_params.get("page", "1")
+        page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and len(raw_page) < 9 else 1
+        return ColumnWindow(filter=text.strip(), page=page)
+
     def render_profiles(model_id: str, request: Request) -> HTMLResponse:
         sid, selections = resolve(request, model_id)
+        window = column_window(request)
         views: list[DatasetProfileView] = []
         for selection in selections:
             with _profile_errors(sid, selection):
                 selection.summary = profiles_cache.summary(selection.key, selection.uploads)
+        shown, _, _ = window.apply(all_columns(selections))
 
         def build() -> PageModel:
             for selection in selections:
@@ -288,24 +303,52 @@ def observatory_router(
             errors: list[str | None] = []
             for selection, view in zip(selections[1:], views[1:]):
                 try:
-                    drift.append(profiles_cache.drift_between(selection.key, view, selections[0].key, views[0]))
+                    drift.append(
+                        profiles_cache.drift_between(
+                            (selection.key, tuple(shown)),
+                            _narrowed(view, shown),
+                            (selections[0].key, tuple(shown)),
+                            _narrowed(views[0], shown),
+                        )
+                    )
                     errors.append(None)
                 except Exception as exc:
                     logger.warning("observatory: drift of %s could not be computed: %r", selection.selector, exc)
                     drift.append({})
                     errors.append(f"{type(exc).__name__}: {exc}")
-            return build_page_model(selections, views, drift, errors, env)
+            return build_page_model(selections, views, drift, errors, env, window)
 
-        model = profiles_cache.pages.get_or_compute(tuple(s.key for s in selections), build)
+        model = profiles_cache.pages.get_or_compute((tuple(s.key for s in selections), window), build)
+        base = base_url(request)
+        params = [(k, v) for k, v in request.query_params.multi_items() if k in ("profile", "sessionToken", "segment")]
+
+        def page_link(number: int) -> str:
+            extra = [("column", window.filter)] if window.filter else []
+            return f"{base}{request.url.path}?{urlencode([*params, *extra, ('page', str(number))])}"
+
         return render(
             "profiles.html",
             session_id=sid,
             selections=selections,
             page=model,
-            session_url=f"{base_url(request)}/sessions/{sid}",
+            session_url=f"{base}/sessions/{sid}",
+            page_link=page_link,
+            link_params=params,
         )
 
     return router
+
+
+def _narrowed(view: DatasetProfileView, columns: Sequence[str]) -> DatasetProfileView:
+    """A view of only ``columns`` (drift is computed for the columns a page shows)."""
+    present = view.get_columns()
+    if len(columns) >= len(present):
+        return view
+    return DatasetProfileView(
+        columns={name: present[name] for name in columns if name in present},
+        dataset_timestamp=None,
+        creation_timestamp=None,
+    )
 
 
 @contextlib.contextmanager

@@ -67,12 +67,14 @@ async def put_upload(
         signer.verify(upload_id, expires, signature)
     except SignatureError as exc:
         raise ApiError(403, str(exc)) from None
-    upload = await run_in_threadpool(store.get_upload, upload_id)
-    if upload is None:
-        raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.")
-    session = await run_in_threadpool(store.get_session, upload.session_id)
-    if session is None or session.claimed:
-        raise ApiError(404, "The session of this upload was claimed and takes no more data; start a new session.")
+    try:
+        upload = await run_in_threadpool(store.metadata.check_upload_open, upload_id)
+    except UnknownUploadError:
+        raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
+    except SessionClaimedError:
+        raise ApiError(
+            404, "The session of this upload was claimed and takes no more data; start a new session."
+        ) from None
     fd, tmp = store.new_temp_file()
     try:
         size, digest = await _receive_to_file(request, fd)

@@ -248,6 +248,10 @@ class MetadataStore(Protocol):
         """Claim up to ``limit`` pending profiles for summarising: each claim holds for ``lease_ms``,
         after which another worker (or a restarted server) may take the profile again."""
 
+    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
+        """Claim one pending profile (as :meth:`claim_ingest` does); False when it is not pending or
+        another worker holds it."""
+
     def release_ingest_claims(self) -> int:
         """End every claim (at start, when no worker runs: claims of a crashed server); return how many."""
 
@@ -297,7 +301,7 @@ class BlobStore(Protocol):
         """Release resources (idempotent)."""
 
     def put_file(self, key: str, source: Path) -> None:
-        """Move the file ``source`` to ``key`` (durably: fsync before the rename, then the directory)."""
+        """Move the file ``source`` to ``key`` (its bytes fsynced before the rename)."""
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, as durably as :meth:`put_file`."""

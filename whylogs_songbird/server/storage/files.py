@@ -2,9 +2,9 @@
 
 Layout: ``<root>/<key>`` (keys look like ``profiles/<session>/<upload>.<sha>.bin``) and ``<root>/tmp/``
 for bodies being received. Directories are 0700 and files 0600 whatever the umask; a file is
-written to a temporary name, fsynced, renamed into place and its directory fsynced, so a crash
-leaves the old bytes, the new bytes or a leftover temporary file (removed by :meth:`reconcile`),
-never a partial file under a key.
+written to a temporary name, fsynced, then renamed into place, so a crash leaves the old bytes,
+the new bytes or a leftover temporary file (removed by :meth:`reconcile`), never a partial file
+under a key.
 """
 
 from __future__ import annotations
@@ -20,14 +20,6 @@ from whylogs_songbird.server.storage.base import ID_PATTERN
 
 TMP_DIR = "tmp"
 _KEY_PARTS = ("profiles",)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def make_private_dir(path: Path) -> None:
@@ -77,7 +69,8 @@ class FileBlobStore:
             os.close(fd)
         os.chmod(source, 0o600)
         os.replace(source, target)
-        _fsync_dir(target.parent)
+        # The directory is not fsynced: a rename lost to a power cut leaves a row without bytes,
+        # which reconciliation at start resets (the client's retry stores the bytes again).
 
     def put_bytes(self, key: str, data: bytes) -> None:
         fd, tmp = self.new_temp_file()

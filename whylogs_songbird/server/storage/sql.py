@@ -471,6 +471,18 @@ class SqlMetadataStore:
                     claimed.append(_upload_from_row(row))
         return claimed
 
+    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
+        now = now_ms()
+        with self._transaction() as conn:
+            return bool(
+                self._rowcount(
+                    conn,
+                    "UPDATE uploads SET ingest_lease = ? WHERE id = ? AND ingest_state = 'pending'"
+                    " AND (ingest_lease IS NULL OR ingest_lease < ?)",
+                    (now + lease_ms, upload_id, now),
+                )
+            )
+
     def release_ingest_claims(self) -> int:
         with self._transaction() as conn:
             return self._rowcount(
