@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from whylogs_songbird.server.common import is_loopback_host
 from whylogs_songbird.server.config import API_KEYS_ENV, ServerConfig
 from whylogs_songbird.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 
@@ -338,8 +339,10 @@ def serve_command(
         shown_host,
         port,
     )
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback_host(host):
         logger.warning("listening on %s: anyone who can reach this address can create sessions and upload.", host)
+        if config.list_sessions:
+            logger.warning("--list-sessions on %s: anyone who can reach it can open every session listed.", host)
     if config.fault_rate:
         logger.warning("fault injection is on: %g of API requests fail (seed %s)", config.fault_rate, config.fault_seed)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
