@@ -11,8 +11,9 @@ every ``accept()`` fails and asyncio logs each failure with a traceback, many ti
   closed, when it never sent a byte) and closed; the app sees a disconnect. Idle keep-alive
   connections are closed by uvicorn after ``timeout_keep_alive`` (5 s).
 - A cap on open connections (``max_connections``, per process: each ``--workers`` process has its
-  own): a connection over it is answered 503 and closed at once, so descriptors never run out.
-  The default keeps connections and the accept backlog within the process's descriptor limit.
+  own): a connection over it is answered 503 and closed at once, so descriptors do not run out.
+  The default keeps connections and the accept backlog (how many connections asyncio accepts in
+  one go) within the process's descriptor limit.
 - :class:`RateLimitFilter`: repeated log records of one kind (accept errors, refused
   connections, timeouts) are logged at most once per interval, with a count of those left out.
 """
@@ -58,9 +59,13 @@ def default_max_connections(limit: int | None = None) -> int:
 
 
 def backlog_for(max_connections: int, limit: int | None = None) -> int:
-    """A listen backlog that, with ``max_connections`` open, cannot exhaust the descriptor limit."""
+    """A listen backlog that, with ``max_connections`` open, does not exhaust the descriptor limit.
+
+    asyncio accepts up to ``backlog`` connections each time the listening socket is ready, and a
+    connection refused over the cap gives its descriptor back a few loop turns later: a quarter of
+    the descriptors left over leaves room for those turns."""
     limit = descriptor_limit() if limit is None else limit
-    return max(MIN_CONNECTIONS, min(MAX_BACKLOG, limit - RESERVED_DESCRIPTORS - max_connections))
+    return max(MIN_CONNECTIONS, min(MAX_BACKLOG, (limit - RESERVED_DESCRIPTORS - max_connections) // 4))
 
 
 @dataclass(frozen=True)
