@@ -22,6 +22,9 @@ from profile_crafting import corrupt_chunk_messages, repeated_chunk, shared_chun
 from whylogs_songbird.server import LocalServer, Store
 from whylogs_songbird.server.storage import StorageConfigError, StorageSpec, open_storage
 from whylogs_songbird.server.storage.base import BlobStore, MetadataStore
+from whylogs_songbird.server.storage.files import FileBlobStore
+from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
+from whylogs_songbird.server.store import blob_key
 
 TIMEOUT = 30
 TS = 1_700_000_000_000
@@ -128,6 +131,8 @@ def test_a_profile_broken_inside_is_marked_invalid_and_its_page_says_so(server):
     assert "not a readable whylogs profile" in server.store.get_upload(slot["id"]).ingest_error
     page = requests.get(slot["observatoryUrl"], timeout=TIMEOUT)
     assert page.status_code == 422 and "not a readable whylogs profile" in page.text
+    listing = requests.get(f"{server.url}/sessions/{session_id}", timeout=TIMEOUT)
+    assert listing.status_code == 200 and 'data-field="invalid"' in listing.text
 
 
 def test_work_left_pending_is_picked_up_by_the_next_server(tmp_path):
@@ -392,5 +397,33 @@ def test_a_missing_path_is_refused_by_the_blob_store(tmp_path):
         for bad in ("../x", "profiles/../../x", "profiles/session-AAAAAAAAAAAAAAAAAAAA/../x.bin", "tmp/x"):
             with pytest.raises(ValueError):
                 store.blobs.path(bad)
+    finally:
+        store.close()
+
+
+class _PresigningFiles(FileBlobStore):
+    """A file blob store that claims to hand out presigned URLs, standing in for S3 in a unit test."""
+
+    def presign_put(self, key, ttl_seconds):
+        return f"http://127.0.0.1:9/{key}?ttl={ttl_seconds}"
+
+
+def test_uploads_that_land_straight_in_a_presigning_blob_store_are_learned(tmp_path):
+    store = Store(tmp_path, metadata=SqliteMetadataStore(tmp_path / "m.sqlite3"), blobs=_PresigningFiles(tmp_path))
+    try:
+        session = store.create_session("u")
+        first, second, unused = (
+            store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS) for _ in range(3)
+        )
+        assert store.upload_url(first, 60).startswith("http://127.0.0.1:9/profiles/")
+        data = make_profile_bytes()
+        for upload in (first, second):  # what a client's PUT to the presigned URL leaves behind
+            store.blobs.put_bytes(blob_key(session.id, upload.id), data)
+        learned = store.learn_landed(session.id)
+        assert [u.id for u in learned] == [first.id, second.id]
+        assert [p.id for p in store.list_profiles(session.id)] == [first.id], "the second was a duplicate"
+        assert store.get_upload(second.id).duplicate_of == first.id
+        assert store.get_upload(first.id).ingest_state == "pending" and store.get_upload(unused.id).stored_at is None
+        assert store.learn_landed(session.id) == []
     finally:
         store.close()

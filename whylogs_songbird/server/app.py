@@ -28,7 +28,13 @@ from whylogs_songbird.server.common import error_response
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.ingest import IngestWorker
-from whylogs_songbird.server.middleware import BodyLimitMiddleware, BodyTooLargeError, NetworkEmulationMiddleware
+from whylogs_songbird.server.middleware import (
+    BodyLimitMiddleware,
+    BodyTooLargeError,
+    InFlightMiddleware,
+    NetworkEmulationMiddleware,
+    RequestCounter,
+)
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.routes import local, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
@@ -92,7 +98,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     owns_store = store is None
     the_store = store if store is not None else Store.open(config)
 
-    worker = IngestWorker(the_store, concurrency=config.ingest_concurrency)
+    requests_in_flight = RequestCounter()
+    worker = IngestWorker(the_store, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -120,6 +127,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.wake_ingest = worker.wake
     app.add_middleware(BodyLimitMiddleware, config=config)
     app.add_middleware(NetworkEmulationMiddleware, config=config)
+    app.add_middleware(InFlightMiddleware, counter=requests_in_flight)
     # outermost: a request for a foreign Host name reaches nothing else; every answer gets the security headers
     app.add_middleware(SecurityMiddleware, allowed=HostAllowList(config.host, config.public_url, config.allowed_hosts))
     _add_error_handlers(app)

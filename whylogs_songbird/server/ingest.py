@@ -8,13 +8,16 @@ and stores its digest (``digest.py``) or marks it ``invalid`` with the reason.
 
 It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
 it at once. ``concurrency`` threads at most (default 1) summarise at once, so its memory is
-bounded by that many profiles (each at most the upload limit).
+bounded by that many profiles (each at most the upload limit). While the process answers
+requests it yields, so uploads and pages come first and the backlog is summarised as load allows.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from whylogs.core import DatasetProfileView
 
@@ -28,6 +31,8 @@ logger = logging.getLogger("whylogs_songbird.server.ingest")
 LEASE_MS = 10 * 60 * 1000
 #: How often an idle worker looks for work left by other processes or a crash.
 POLL_SECONDS = 1.0
+#: While requests are being answered, the worker summarises at most this share of the time.
+BUSY_SHARE = 0.25
 
 
 def ingest_one(store: Store, upload: UploadRecord) -> DatasetProfileView | None:
@@ -60,8 +65,17 @@ def ingest_one(store: Store, upload: UploadRecord) -> DatasetProfileView | None:
 class IngestWorker:
     """Background threads summarising pending profiles of ``store`` (see the module docstring)."""
 
-    def __init__(self, store: Store, *, concurrency: int = 1, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        concurrency: int = 1,
+        poll_seconds: float = POLL_SECONDS,
+        busy: Callable[[], bool] | None = None,
+    ) -> None:
         self.store = store
+        #: Whether requests are being answered; the worker then yields (see :data:`BUSY_SHARE`).
+        self.busy = busy
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
@@ -102,16 +116,28 @@ class IngestWorker:
                 logger.exception("ingest: claiming work failed")
                 claimed = []
             if not claimed:
+                try:
+                    learned = self.store.learn_landed()  # presigned PUTs (a no-op for the embedded store)
+                except Exception:
+                    logger.exception("ingest: checking the blob store for landed uploads failed")
+                    learned = []
+                if learned:
+                    continue
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
                 continue
             for upload in claimed:
                 if self._stop.is_set():
                     return
+                started = time.perf_counter()
                 try:
                     ingest_one(self.store, upload)
                 except Exception:
                     logger.exception("ingest: upload %s failed", upload.id)
+                if self.busy is not None and self.busy():
+                    # requests first: under load, summarising takes at most BUSY_SHARE of the time
+                    took = time.perf_counter() - started
+                    self._stop.wait(took * (1 - BUSY_SHARE) / BUSY_SHARE)
 
 
 __all__ = ["IngestWorker", "ingest_one"]

@@ -128,4 +128,38 @@ class NetworkEmulationMiddleware:
         await self.app(scope, receive, send)
 
 
-__all__ = ["BodyLimitMiddleware", "BodyTooLargeError", "NetworkEmulationMiddleware"]
+class RequestCounter:
+    """How many HTTP requests are being answered right now (see :class:`InFlightMiddleware`)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+
+    def busy(self) -> bool:
+        return self.in_flight > 0
+
+
+class InFlightMiddleware:
+    """Counts the HTTP requests being answered in ``counter``, so background work can yield."""
+
+    def __init__(self, app: ASGIApp, counter: RequestCounter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.counter.in_flight += 1  # only the event loop's thread touches it
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.counter.in_flight -= 1
+
+
+__all__ = [
+    "BodyLimitMiddleware",
+    "BodyTooLargeError",
+    "InFlightMiddleware",
+    "NetworkEmulationMiddleware",
+    "RequestCounter",
+]

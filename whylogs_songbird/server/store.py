@@ -179,6 +179,43 @@ class Store:
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         return self.metadata.get_upload(upload_id)
 
+    # -- presigned uploads (blob stores with their own upload URLs) ---------------------------
+
+    @property
+    def presigns(self) -> bool:
+        """Whether clients PUT straight to the blob store (its presigned URLs), not to this server."""
+        return self._presigns()
+
+    def upload_url(self, upload: UploadRecord, ttl_seconds: int) -> str | None:
+        """The blob store's presigned PUT URL for an upload slot, or None when this server
+        receives the PUT itself (then it signs its own URL)."""
+        return self.blobs.presign_put(blob_key(upload.session_id, upload.id), ttl_seconds)
+
+    def learn_landed(self, session_id: str | None = None, *, grace_seconds: int = 3600) -> list[UploadRecord]:
+        """Record the uploads whose bytes a client PUT straight to the blob store (presigned URLs):
+        each slot not stored yet (of one session, or all) whose object exists is marked stored, with
+        the size and sha256 of what landed. Called at link and page time and by the ingest worker;
+        a no-op for stores without presigned URLs. Returns what was learned."""
+        if not self.presigns:
+            return []
+        learned = []
+        expires_after = int(now_ms() / 1000) - grace_seconds
+        for upload in self.metadata.unstored_uploads(session_id=session_id, expires_after=expires_after):
+            key = blob_key(upload.session_id, upload.id)
+            if not self.blobs.exists(key):
+                continue
+            data = self.blobs.get_bytes(key)
+            try:
+                outcome = self.metadata.mark_stored(
+                    upload.id, key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                )
+            except StoreError:
+                continue
+            if outcome.duplicate_of is not None:
+                self.blobs.delete(key)
+            learned.append(outcome.upload)
+        return learned
+
     # -- profile bytes ----------------------------------------------------------------------
 
     def new_temp_file(self) -> tuple[int, Path]:
@@ -336,6 +373,13 @@ class Store:
         return report
 
     def _presigns(self) -> bool:
+        cached: bool | None = getattr(self, "_presigns_cached", None)
+        if cached is not None:
+            return cached
+        self._presigns_cached = self._probe_presign()
+        return self._presigns_cached
+
+    def _probe_presign(self) -> bool:
         try:
             return (
                 self.blobs.presign_put("profiles/session-AAAAAAAAAAAAAAAAAAAA/log-AAAAAAAAAAAAAAAAAAAA.bin", 1)

@@ -240,6 +240,7 @@ def observatory_router(
                 session_id=known_session(session_id),
             )
         sid = open_session(session_id)
+        store.learn_landed(sid)  # presigned PUTs that went straight to the blob store
         base = base_url(request)
         selections = []
         for index, (selector, segment) in enumerate(zip(selectors, segments)):

@@ -26,6 +26,7 @@ from whylogs_songbird.models import (
 )
 from whylogs_songbird.server.auth import KeyOwner, require_key
 from whylogs_songbird.server.common import observatory_link, segment_label
+from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.quotas import check_session_quota
 from whylogs_songbird.server.routes.deps import (
@@ -40,7 +41,7 @@ from whylogs_songbird.server.routes.deps import (
     open_session,
 )
 from whylogs_songbird.server.signing import UrlSigner
-from whylogs_songbird.server.store import NewUpload, UploadRecord
+from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -48,15 +49,21 @@ router = APIRouter(tags=["sessions"], responses=ERROR_RESPONSES)
 KeyDep = Annotated[KeyOwner, Depends(require_key)]
 
 
+def _upload_url(store: Store, config: ServerConfig, signer: UrlSigner, base: str, upload: UploadRecord) -> str:
+    """The blob store's presigned URL (bytes go straight to it), or this server's own signed URL."""
+    presigned = store.upload_url(upload, config.url_ttl_seconds)
+    return presigned if presigned is not None else signer.upload_url(base, upload.id, upload.expires_at)
+
+
 def _reference_response(
-    signer: UrlSigner, base: str, session_id: str, upload: UploadRecord
+    store: Store, config: ServerConfig, signer: UrlSigner, base: str, session_id: str, upload: UploadRecord
 ) -> LogSessionReferenceResponse:
     return LogSessionReferenceResponse(
         id=upload.id,
         model_id=GUEST_MODEL_ID,
         alias=upload.alias,
         observatory_url=observatory_link(base, session_id, [upload.id]),
-        upload_url=signer.upload_url(base, upload.id, upload.expires_at),
+        upload_url=_upload_url(store, config, signer, base, upload),
         upload_timestamp=upload.created_at,
     )
 
@@ -79,6 +86,7 @@ def get_session_profile_observatory_link(
             f"Request links for at most {MAX_PROFILES_PER_LINK} profiles per call.",
         )
     check_text(body)
+    store.learn_landed(session_id)  # presigned PUTs that went straight to the blob store
     for ts in body.batch_profile_timestamps:
         if not store.find_batch_profiles(session_id, ts):
             raise ApiError(
@@ -158,7 +166,7 @@ def create_dataset_profile_upload(
     return json_answer(
         CreateDatasetProfileUploadResponse(
             id=upload.id,
-            upload_url=signer.upload_url(base, upload.id, upload.expires_at),
+            upload_url=_upload_url(store, config, signer, base, upload),
             observatory_url=observatory_link(
                 base, session_id, [body.dataset_timestamp], [segment_label(tags)] if tags else []
             ),
@@ -187,7 +195,7 @@ def create_reference_profile_upload(
         dataset_timestamp=body.dataset_timestamp,
         alias=body.alias,
     )
-    return json_answer(_reference_response(signer, base_url(config, request), session_id, upload))
+    return json_answer(_reference_response(store, config, signer, base_url(config, request), session_id, upload))
 
 
 @router.post(
@@ -215,7 +223,7 @@ def batch_create_reference_profile_upload(
     base = base_url(config, request)
     return json_answer(
         BatchLogSessionReferenceResponse(
-            references=[_reference_response(signer, base, session_id, u) for u in uploads],
+            references=[_reference_response(store, config, signer, base, session_id, u) for u in uploads],
             observatory_url=observatory_link(base, session_id, [u.id for u in uploads[:MAX_PROFILES_PER_LINK]]),
         )
     )

@@ -240,6 +240,10 @@ class MetadataStore(Protocol):
     def duplicates_of(self, upload_ids: Sequence[str]) -> int:
         """How many uploads were recorded as duplicates of these."""
 
+    def unstored_uploads(self, *, session_id: str | None = None, expires_after: int = 0) -> list[UploadRecord]:
+        """Upload slots not stored yet whose URL expires at or after ``expires_after`` (unix
+        seconds), of one session or all: where presigned PUTs may have landed."""
+
     def stored_keys(self) -> Iterator[tuple[str, str]]:
         """``(upload id, blob key)`` of every stored profile (for reconciliation at start)."""
 

@@ -444,6 +444,17 @@ class SqlMetadataStore:
         rows = self._query(statement, list(upload_ids))
         return int(rows[0]["n"])
 
+    def unstored_uploads(self, *, session_id: str | None = None, expires_after: int = 0) -> list[UploadRecord]:
+        sql = "SELECT * FROM uploads WHERE stored_at IS NULL AND expires_at >= ?"
+        params: list[object] = [expires_after]
+        if session_id is not None:
+            if not is_valid_id(session_id, "session"):
+                return []
+            sql += " AND session_id = ?"
+            params.append(session_id)
+        rows = self._query(sql + " ORDER BY created_at, id", params)
+        return [_upload_from_row(row) for row in rows]
+
     def stored_keys(self) -> Iterator[tuple[str, str]]:
         rows = self._query("SELECT id, path FROM uploads WHERE stored_at IS NOT NULL AND path IS NOT NULL")
         return iter([(row["id"], row["path"]) for row in rows])
