@@ -20,6 +20,14 @@ class RequestLimitError(SongbirdError, ValueError):
     values and aliases: see ``models.py``); it was not sent."""
 
 
+class DataFileError(SongbirdError, ValueError):
+    """A data file to profile is missing, unreadable or malformed, or names an unknown column."""
+
+
+class EmptyProfileError(ProfileError):
+    """The profile holds no data (no columns, or 0 rows): there is nothing to publish."""
+
+
 class SongbirdConnectionError(SongbirdError, ConnectionError):
     """The server could not be reached, or did not answer in time."""
 
@@ -60,3 +68,12 @@ class PublishError(SongbirdError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Would sending again later help? Yes for an unreachable or failing server, no for a refused profile."""
+    if isinstance(exc, SongbirdConnectionError):
+        return True
+    if isinstance(exc, SongbirdApiError) and not isinstance(exc, AuthError):
+        return exc.status >= 500 or exc.status in (408, 429)
+    return False
