@@ -74,9 +74,11 @@ def local_url(port: int) -> str:
 
 
 def server_command(port: int, data_dir: Path) -> list[str]:
-    """The command line that starts the background server (kept in one place on purpose)."""
+    """The command line that starts the background server (kept in one place on purpose).
+
+    It lists sessions on its home page (``--list-sessions``): it listens on loopback, for this machine."""
     return [sys.executable, "-m", "whylogs_songbird.server", "--host", HOST, "--port", str(port), "--data-dir",
-            str(data_dir)]
+            str(data_dir), "--list-sessions"]
 
 
 def probe(port: int, timeout: float = 2.0) -> ServerStatus | None:

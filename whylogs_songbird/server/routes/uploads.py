@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_file
+from whylogs_songbird.server.quotas import check_session_quota
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, ConfigDep, SignerDep, StoreDep, counted
 from whylogs_songbird.server.signing import SignatureError
 from whylogs_songbird.server.store import SessionClaimedError, UnknownUploadError, is_valid_id
@@ -67,7 +68,7 @@ async def put_upload(
     except SignatureError as exc:
         raise ApiError(403, str(exc)) from None
     try:
-        await run_in_threadpool(store.metadata.check_upload_open, upload_id)
+        upload = await run_in_threadpool(store.metadata.check_upload_open, upload_id)
     except UnknownUploadError:
         raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
     except SessionClaimedError:
@@ -80,6 +81,9 @@ async def put_upload(
         if size == 0:
             raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
         await run_in_threadpool(_check_profile_file, tmp, config.max_columns)
+        await run_in_threadpool(
+            check_session_quota, store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id
+        )
         try:
             outcome = await run_in_threadpool(store.store_profile_file, upload_id, tmp, size=size, sha256=digest)
         except UnknownUploadError:
