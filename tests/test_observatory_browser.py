@@ -11,7 +11,6 @@ import os
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports whylogs
 
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
@@ -19,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import whylogs as why  # noqa: E402
+from playwright_helpers import wait_until  # noqa: E402
 from whylogs.core.schema import DatasetSchema  # noqa: E402
 from whylogs.core.segmentation_partition import segment_on_column  # noqa: E402
 
@@ -146,18 +146,6 @@ def watched(browser):
     tab = Watched(browser)
     yield tab
     tab.close()
-
-
-def wait_until(page, expression, arg=None, timeout=15_000):
-    """Poll ``expression`` (a JS expression or function of ``arg``) until it is truthy.
-
-    Playwright's ``wait_for_function`` evaluates its predicate with ``eval`` inside the page, which
-    the server's Content-Security-Policy forbids; ``page.evaluate`` goes through the DevTools
-    protocol and is not subject to it."""
-    deadline = time.monotonic() + timeout / 1000
-    while not page.evaluate(expression, arg):
-        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-        page.wait_for_timeout(50)
 
 
 def draw_all_charts(page):

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit  # noqa: E402
 
 import pytest  # noqa: E402
 import whylogs as why  # noqa: E402
+from playwright_helpers import wait_until  # noqa: E402
 from timeline_data import DAY_MS, DAYS, SHIFT_DAY, SHIFTED, START_MS, day_frame, reference_frame  # noqa: E402
 
 import whylogs_songbird  # noqa: E402
@@ -58,7 +59,7 @@ def publish_daily(server: LocalServer, config: Path) -> dict:
 @pytest.fixture(scope="module")
 def daily(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("timeline-browser")
-    with LocalServer(data_dir=root / "data") as server:
+    with LocalServer(data_dir=root / "data", list_sessions=True) as server:
         yield {"server": server, **publish_daily(server, root / "config")}
 
 
@@ -109,10 +110,10 @@ def watched(browser):
 def wait_for_series(page) -> None:
     for kind in ("band", "count", "drift", "items"):
         chart = page.locator(f'[data-series="{kind}"]')
-        page.wait_for_function(
+        wait_until(
+            page,
             "el => el.classList.contains('chart-empty') || (el.data && el.data.length > 0)",
-            arg=chart.element_handle(),
-            timeout=15_000,
+            chart.element_handle(),
         )
 
 
@@ -139,11 +140,11 @@ def test_heatmap_flags_the_shift_and_a_cell_opens_the_comparison(daily, watched,
 
     # the filter narrows the rows, as on the profiles pages
     page.fill("#column-filter", "inc")
-    page.wait_for_function("document.querySelectorAll('#heatmap tbody tr:not([hidden])').length === 1")
+    wait_until(page, "document.querySelectorAll('#heatmap tbody tr:not([hidden])').length === 1")
     assert page.locator("#filter-count").inner_text() == "1 of 4 columns"
     page.fill("#column-filter", "")
     page.check("#only-drifted")
-    page.wait_for_function("document.querySelectorAll('#heatmap tbody tr:not([hidden])').length === 1")
+    wait_until(page, "document.querySelectorAll('#heatmap tbody tr:not([hidden])').length === 1")
     page.uncheck("#only-drifted")
     watched.check_clean()
 
@@ -168,7 +169,8 @@ def test_series_follow_the_picked_column_and_the_form_switches_granularity(daily
     page.goto(f"{server.url}/sessions/{sid}/timeline")
     wait_for_series(page)
     page.locator('#heatmap tbody tr[data-column="color"] th').click()
-    page.wait_for_function(
+    wait_until(
+        page,
         "() => { const el = document.querySelector('[data-series=items]'); return el.data && el.data.length === 5; }"
     )  # distinct, and the share of each of the four colors
     assert page.locator('[data-series="band"]').inner_text().startswith("No distribution")

@@ -52,7 +52,7 @@ def write(server: LocalServer, config: Path, df: pd.DataFrame, timestamp: int, s
 def daily(tmp_path_factory: pytest.TempPathFactory):
     """A server with a session holding the reference and 30 daily batches (one column shifts from day 20)."""
     root = tmp_path_factory.mktemp("timeline")
-    with LocalServer(data_dir=root / "data") as server:
+    with LocalServer(data_dir=root / "data", list_sessions=True) as server:
         config = root / "config"
         refs = whylogs_songbird.publish_references(
             {"training": why.log(reference_frame())}, endpoint=server.url, config_dir=str(config)
