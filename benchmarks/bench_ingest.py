@@ -12,15 +12,23 @@ background meanwhile (its backlog at the end is printed).
 
 Run: ``python benchmarks/bench_ingest.py`` (``--seconds S``, ``--levels 1,2,4,8``, ``--workers N``
 for several server processes, ``--server-option=--database-url=...`` to pass any server option).
+
+``--store team`` runs the same table on the team store: a throwaway PostgreSQL cluster and
+SeaweedFS as S3 (started here, as the tests do, from ``tests/services.py``). The upload URLs are
+then presigned S3 URLs, so the API server handles only the POSTs and the PUTs go to SeaweedFS;
+all of them share this machine's CPUs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
@@ -36,6 +44,25 @@ from whylogs_songbird.server.store import Store  # noqa: E402
 def small_profile() -> bytes:
     frame = pd.DataFrame({"n": range(50), "x": [i * 0.5 for i in range(50)], "s": [f"v{i % 5}" for i in range(50)]})
     return why.log(frame).view().serialize()
+
+
+@contextlib.contextmanager
+def team_store() -> Iterator[list[str]]:
+    """PostgreSQL + SeaweedFS for the server: yields its storage options (AWS variables set here,
+    so the server process inherits them); both are stopped and removed afterwards."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from services import postgres_cluster, seaweedfs
+
+    with postgres_cluster() as postgres, seaweedfs() as s3:
+        os.environ.update(s3.env())
+        yield [
+            "--database-url",
+            postgres.new_database("bench"),
+            "--blob-store",
+            "s3://songbird-bench/profiles",
+            "--s3-endpoint-url",
+            s3.endpoint_url,
+        ]
 
 
 def client(url: str, session_id: str, data: bytes, seconds: float, cap: int, first_stamp: int, ready, go, out) -> None:
@@ -110,12 +137,28 @@ def main() -> None:
     parser.add_argument("--max-uploads", type=int, default=20_000, help="per client and level")
     parser.add_argument("--workers", type=int, default=1, help="server processes (--workers of the server)")
     parser.add_argument("--server-option", action="append", default=[], help="another server option, repeatable")
+    parser.add_argument(
+        "--store",
+        choices=["embedded", "team"],
+        default="embedded",
+        help="embedded: SQLite + files; team: PostgreSQL + SeaweedFS (S3), both started here",
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     data = small_profile()
     work = Path(tempfile.mkdtemp(prefix="songbird-bench-ingest-"))
-    print(f"profile of {len(data)} bytes; {os.cpu_count()} CPUs; {args.seconds:g} s per level; {args.workers} workers")
-    with server_process(work / "server", "--workers", str(args.workers), *args.server_option) as (url, server):
+    print(
+        f"profile of {len(data)} bytes; {os.cpu_count()} CPUs; {args.seconds:g} s per level; {args.workers} workers; "
+        f"{args.store} store"
+    )
+    with contextlib.ExitStack() as stack:
+        storage = stack.enter_context(team_store()) if args.store == "team" else []
+        run(args, levels, data, work, storage)
+
+
+def run(args: argparse.Namespace, levels: list[int], data: bytes, work: Path, storage: list[str]) -> None:
+    options = ["--workers", str(args.workers), *storage, *args.server_option]
+    with server_process(work / "server", *options) as (url, server):
         session_id = requests.post(f"{url}/v0/sessions", json={"userId": "bench"}, timeout=30).json()["id"]
         rates: dict[int, float] = {}
         cpu_per_upload: dict[int, float] = {}
@@ -146,12 +189,16 @@ def main() -> None:
             verdict = "met" if rates[8] >= rates[1] else "MISSED"
             print(f"TARGET 8 clients >= 1 client: {verdict} ({rates[8]:.1f} vs {rates[1]:.1f})")
         health = requests.get(f"{url}/healthz", timeout=30).json()
-        store = Store(work / "server")  # the server's own store (SQLite in WAL mode), read alongside it
-        try:
-            backlog = store.metadata.pending_ingest()
-        finally:
-            store.close()
+        backlog: int | str = "?"
+        if not storage:
+            store = Store(work / "server")  # the server's own store (SQLite in WAL mode), read alongside it
+            try:
+                backlog = store.metadata.pending_ingest()
+            finally:
+                store.close()
         print(f"sessions {health['sessions']}; ingest backlog at the end {backlog} (summarised in the background)")
+        stats = requests.get(f"{url}/_local/stats", timeout=30).json()
+        print(f"slots made {stats['upload']}; PUTs through the API server {stats['put']}")
 
 
 if __name__ == "__main__":

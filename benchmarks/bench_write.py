@@ -1,11 +1,12 @@
 """How close the songbird writer gets to the bare minimum, measured in one run.
 
-1. One profile on loopback: median latency of ``writer("songbird").write()`` for a 5,000-row x
+1. One ready-made profile view on loopback: median latency of a NEW ``view.writer("songbird")`` per
+   call, as whylogs code does (``view.writer("songbird").option(...).write()``), for a 5,000-row x
    10-column profile, divided by the bare minimum (serialize + one POST for the upload URL + one PUT
-   on a warm ``requests.Session``). Target: <= 1.3.
+   on a warm ``requests.Session``). Target: <= 1.05.
 2. 20 reference profiles over an emulated 50 ms round trip (the local server's ``latency_ms``):
    wall time of ``publish_references`` divided by the sequential bare minimum (one batch call,
-   then the PUTs one after another). Target: <= 0.5.
+   then the PUTs one after another). Target: <= 0.2.
 
 Run: ``python benchmarks/bench_write.py`` (add ``--rounds N`` for more samples).
 """
@@ -61,21 +62,23 @@ def bare_references(http: requests.Session, url: str, session_id: str, views: di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=31)
     args = parser.parse_args()
     config_dir = tempfile.mkdtemp(prefix="songbird-bench-")
 
     view = why.log(frame(5000, 10, seed=1)).view()
     with LocalServer() as server, requests.Session() as http:
         opts = {"endpoint": server.url, "config_dir": config_dir}
-        writer = view.writer("songbird").option(**opts)
-        assert writer.write()[0]  # warm: session created, connections open
+        assert view.writer("songbird").option(**opts).write()[0]  # warm: session created, connections open
         session_id = whylogs_songbird.current_session(**opts)
         bare_single(http, server.url, session_id, view)
         ours, bare = [], []
         for _ in range(args.rounds):  # interleaved, so machine noise hits both alike
             started = time.perf_counter()
-            ok, _ = writer.write()
+            # A new writer per call, as whylogs code does. Each write gets its own dataset timestamp, as
+            # the bare minimum's slots do: the server would otherwise ignore repeats of the same bytes.
+            stamp = int(time.time() * 1000)
+            ok, _ = view.writer("songbird").option(**opts, dataset_timestamp=stamp).write()
             ours.append(time.perf_counter() - started)
             assert ok
             bare.append(bare_single(http, server.url, session_id, view))
@@ -84,7 +87,7 @@ def main() -> None:
             f"single profile 5000x10: writer median {statistics.median(ours) * 1000:.1f} ms, "
             f"bare minimum median {statistics.median(bare) * 1000:.1f} ms"
         )
-        print(f"RATIO single_write / bare_minimum = {single_ratio:.2f}  (target <= 1.3)")
+        print(f"RATIO single_write / bare_minimum = {single_ratio:.2f}  (target <= 1.05)")
 
     refs = {f"ref-{i:02d}": why.log(frame(1000, 10, seed=100 + i)).view() for i in range(20)}
     with LocalServer(latency_ms=50) as server, requests.Session() as http:
@@ -104,7 +107,7 @@ def main() -> None:
             f"20 references at 50 ms RTT: publish_references median {statistics.median(ours) * 1000:.0f} ms, "
             f"sequential bare minimum median {statistics.median(bare) * 1000:.0f} ms"
         )
-        print(f"RATIO publish_references / sequential_minimum = {refs_ratio:.2f}  (target <= 0.5)")
+        print(f"RATIO publish_references / sequential_minimum = {refs_ratio:.2f}  (target <= 0.2)")
 
 
 if __name__ == "__main__":

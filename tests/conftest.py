@@ -6,12 +6,23 @@ os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports
 
 import contextlib  # noqa: E402
 import http.server  # noqa: E402
+import secrets  # noqa: E402
+import socket  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from services import (  # noqa: E402
+    PostgresService,
+    S3Service,
+    ServiceUnavailable,
+    postgres_bin_dir,
+    postgres_cluster,
+    seaweedfs,
+    weed_binary,
+)
 
 from whylogs_songbird.server import LocalServer  # noqa: E402
 
@@ -48,17 +59,46 @@ def http_server_thread(handler: type[http.server.BaseHTTPRequestHandler]) -> Ite
         httpd.server_close()
 
 
+def free_port() -> int:
+    """A port nothing listens on right now (bound and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture(autouse=True)
-def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test reads or writes the developer's songbird settings, sessions or outbox.
 
     Settings from the environment (SONGBIRD_*, WHYLABS_API_ENDPOINT) are removed, and the config
-    dir is a fresh temporary one unless a test passes its own.
+    dir is a fresh temporary one unless a test passes its own. The embedded default server gets a
+    free port and a temporary data dir (never the real 8787), and any server started there by the
+    test is stopped afterwards. AWS settings are removed too, and boto3 never asks an
+    instance-metadata address for credentials: a test that needs S3 sets the variables of the
+    SeaweedFS it uses.
     """
     for name in list(os.environ):
-        if name.startswith("SONGBIRD_") or name in ("WHYLABS_API_ENDPOINT", "WHYLABS_API_KEY"):
+        if name.startswith(("SONGBIRD_", "AWS_")) or name in ("WHYLABS_API_ENDPOINT", "WHYLABS_API_KEY"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SONGBIRD_CONFIG_DIR", str(tmp_path_factory.mktemp("songbird-config")))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    local_dir = tmp_path_factory.mktemp("songbird-local-server")
+    port = free_port()
+    monkeypatch.setenv("SONGBIRD_LOCAL_PORT", str(port))
+    monkeypatch.setenv("SONGBIRD_LOCAL_DATA_DIR", str(local_dir))
+    yield
+    stop_local_server(port, local_dir)
+
+
+def stop_local_server(port: int, data_dir: Path) -> None:
+    """Stop the embedded default server a test started on ``port`` with ``data_dir`` (if any)."""
+    if (data_dir / "server.pid").exists():
+        from whylogs_songbird.config import resolve_settings
+        from whylogs_songbird.local_server import stop_server
+
+        stop_server(resolve_settings({"local_port": port, "local_data_dir": data_dir}, environ={}))
 
 
 @pytest.fixture(name="make_profile_bytes")
@@ -73,6 +113,8 @@ def make_profile_bytes_fixture() -> Callable[..., bytes]:
 #: ``pytestmark = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)``.
 STORAGE_CONFIGS: dict[str, Callable[[pytest.FixtureRequest, Path], dict[str, Any]]] = {
     "embedded": lambda request, tmp_path: {},
+    # PostgreSQL + S3 (SeaweedFS), see team_store_config below.
+    "team": lambda request, tmp_path: team_store_config(request, request.getfixturevalue("monkeypatch")),
 }
 STORAGE_NAMES = list(STORAGE_CONFIGS)
 
@@ -115,3 +157,84 @@ def server_factory(tmp_path: Path, storage_config: dict[str, Any]) -> Iterator[C
 def server(server_factory: Callable[..., LocalServer]) -> LocalServer:
     """A running server with a temporary data dir and the keys in :data:`TEST_API_KEYS`."""
     return server_factory()
+
+
+# -- real components of the team server (see services.py) ----------------------------------------
+
+
+def _unavailable(exc: ServiceUnavailable) -> None:
+    # scripts/test installs both; in CI a missing component is a failure, not a skip.
+    if os.environ.get("CI"):
+        pytest.fail(f"{exc} (CI must run the team-store tests)")
+    pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres_service() -> Iterator[PostgresService]:
+    """One throwaway PostgreSQL cluster per test session (per xdist worker)."""
+    try:
+        import psycopg  # noqa: F401
+
+        postgres_bin_dir()
+    except ImportError:
+        _unavailable(ServiceUnavailable("psycopg is not installed (pip install -e '.[dev]')"))
+    except ServiceUnavailable as exc:
+        _unavailable(exc)
+    with postgres_cluster() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def s3_service() -> Iterator[S3Service]:
+    """One SeaweedFS (S3 gateway with an access key) per test session (per xdist worker)."""
+    try:
+        import boto3  # noqa: F401
+
+        weed_binary()
+    except ImportError:
+        _unavailable(ServiceUnavailable("boto3 is not installed (pip install -e '.[dev]')"))
+    except ServiceUnavailable as exc:
+        _unavailable(exc)
+    with seaweedfs() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_service: S3Service) -> str:
+    """One bucket shared by the session's team servers (each gets its own prefix in it)."""
+    client = s3_service.client()
+    name = s3_service.new_bucket_name()
+    client.create_bucket(Bucket=name)  # type: ignore[attr-defined]
+    return name
+
+
+#: Run a test (or, as ``pytestmark``, a module) once per storage configuration: embedded, team.
+both_stores = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
+
+
+def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Server settings of a fresh PostgreSQL schema and a fresh S3 prefix (AWS variables set).
+
+    Works from fixtures of any scope: pass a ``pytest.MonkeyPatch.context()`` from a module one.
+    """
+    postgres: PostgresService = request.getfixturevalue("postgres_service")
+    s3: S3Service = request.getfixturevalue("s3_service")
+    bucket: str = request.getfixturevalue("s3_bucket")
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return {
+        "database_url": postgres.new_schema(),
+        "blob_store": f"s3://{bucket}/{secrets.token_hex(6)}/profiles",
+        "s3_endpoint_url": s3.endpoint_url,
+    }
+
+
+def make_store_config(kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Server settings of the storage configuration ``kind`` from a fixture of any scope (pass
+    ``pytest.MonkeyPatch.context()`` from a module-scoped one)."""
+    if kind == "embedded":
+        return {}
+    if kind != "team":
+        raise ValueError(f"unknown storage configuration {kind!r}; use one of {STORAGE_NAMES}")
+    return team_store_config(request, monkeypatch)

@@ -131,7 +131,7 @@ def test_bad_aliases(server, opts, df, alias, words):
     with pytest.raises(ConfigError, match=words):
         publish_references({"good": why.log(df), alias: why.log(df)}, **opts)
     with pytest.raises(ConfigError, match=words):
-        publish(why.log(df), reference_name=alias, **opts)
+        publish(why.log(df), reference_profile_name=alias, **opts)
     assert_nothing_on(server)
 
 

@@ -10,7 +10,9 @@ from whylogs_songbird.errors import ConfigError
 
 def test_defaults_when_nothing_is_set(tmp_path):
     settings = resolve_settings({"config_dir": tmp_path}, environ={})
-    assert settings.endpoint == "https://api.whylabsapp.com"
+    # The embedded default: a local server on 8787, with its data in the user data dir.
+    assert settings.endpoint == "http://127.0.0.1:8787" and settings.embedded
+    assert settings.server_data_dir.parts[-2:] == ("whylogs-songbird", "server")
     assert settings.session_id is None and settings.api_key is None
     assert settings.max_workers == 8 and settings.outbox is True
     assert settings.outbox_path == tmp_path / "outbox"
@@ -61,7 +63,7 @@ def test_bad_config_file_is_reported_with_its_path(tmp_path):
         resolve_settings({"config_dir": tmp_path}, environ={})
     assert str(tmp_path / "config.json") in str(info.value)
     (tmp_path / "config.json").write_text(json.dumps({"endpont": "http://127.0.0.1:1"}))
-    with pytest.raises(ConfigError, match="unknown settings"):
+    with pytest.raises(ConfigError, match="Unknown setting 'endpont'; did you mean 'endpoint'"):
         resolve_settings({"config_dir": tmp_path}, environ={})
 
 
@@ -100,3 +102,37 @@ def test_odd_values_are_config_errors(tmp_path, options):
 
 def test_config_dir_env_comes_from_the_given_environment(tmp_path):
     assert resolve_settings(environ={"SONGBIRD_CONFIG_DIR": str(tmp_path)}).config_dir == tmp_path
+
+
+def test_an_endpoint_set_anywhere_turns_the_embedded_default_off(tmp_path):
+    hosted = resolve_settings({"config_dir": tmp_path, "endpoint": "https://api.whylabsapp.com"}, environ={})
+    assert hosted.endpoint == "https://api.whylabsapp.com" and not hosted.embedded
+    from_env = resolve_settings({"config_dir": tmp_path}, environ={"WHYLABS_API_ENDPOINT": "http://127.0.0.1:9"})
+    assert from_env.endpoint == "http://127.0.0.1:9" and not from_env.embedded
+    other_port = resolve_settings({"config_dir": tmp_path}, environ={"SONGBIRD_LOCAL_PORT": "18999"})
+    assert other_port.endpoint == "http://127.0.0.1:18999" and other_port.embedded
+
+
+@pytest.mark.parametrize(
+    ("options", "suggestion"),
+    [({"reference_name": "x"}, None), ({"endpont": "x"}, "endpoint"), ({"max_worker": 2}, "max_workers")],
+)
+def test_unknown_option_lists_every_valid_name_and_the_closest(tmp_path, options, suggestion):
+    with pytest.raises(ConfigError) as info:
+        resolve_settings({"config_dir": tmp_path, **options}, environ={})
+    message = str(info.value)
+    for name in ("endpoint", "session_id", "timeout", "max_workers", "outbox_dir", "local_port"):
+        assert name in message
+    if suggestion:
+        assert f"did you mean {suggestion!r}" in message
+
+
+def test_writer_unknown_option_suggests_reference_profile_name():
+    import whylogs_songbird  # noqa: F401
+    from whylogs_songbird.writer import SongbirdWriter
+
+    with pytest.raises(ConfigError) as info:
+        SongbirdWriter().option(reference_name="train")
+    message = str(info.value)
+    assert "did you mean 'reference_profile_name'" in message
+    assert "dataset_timestamp" in message and "endpoint" in message

@@ -2,11 +2,9 @@
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -136,27 +134,74 @@ def test_run_demo_publishes_and_links(server, tmp_path):
 # -- songbird demo, as a user runs it -------------------------------------------------------
 
 
-def test_demo_no_wait_on_a_fresh_machine(tmp_path):
-    data_dir, config_dir = tmp_path / "data", tmp_path / "config"
-    started = time.monotonic()
-    done = subprocess.run(
-        [*songbird_command(), "demo", "--no-wait", "--data-dir", str(data_dir), "--config-dir", str(config_dir)],
-        capture_output=True,
-        text=True,
-        env=clean_env(tmp_path),
-        timeout=300,
+def fresh_machine_env(tmp_path: Path, port: int) -> dict:
+    """A user with nothing set: fresh HOME and XDG dirs, no SONGBIRD_*/WHYLABS_* variables.
+
+    Only the embedded server's port is moved off 8787 (SONGBIRD_LOCAL_PORT), so tests never meet a
+    real server there, nor each other.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SONGBIRD_", "WHYLABS_", "XDG_"))}
+    env.update(
+        WHYLOGS_NO_ANALYTICS="True",
+        HOME=str(tmp_path / "home"),
+        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+        XDG_CACHE_HOME=str(tmp_path / "xdg-cache"),
+        SONGBIRD_LOCAL_PORT=str(port),
     )
-    elapsed = time.monotonic() - started
+    return env
+
+
+@pytest.fixture
+def background_port(tmp_path):
+    """A free port for the embedded default server of a subprocess; the server is stopped afterwards."""
+    port = free_port()
+    yield port
+    subprocess.run(
+        [*songbird_command(), "server", "stop"], env=fresh_machine_env(tmp_path, port), capture_output=True, timeout=60
+    )
+
+
+def test_demo_on_a_fresh_machine_leaves_links_that_open_until_server_stop(tmp_path, background_port):
+    env = fresh_machine_env(tmp_path, background_port)
+    done = subprocess.run(
+        [*songbird_command(), "demo", "--no-wait", "--days", "3"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr
-    urls = URL.findall(done.stdout)
-    assert len(urls) == 1 + 7 + 1 + 1, done.stdout  # reference, 7 days, comparison, the session's page
-    assert all("/resources/model-1/profiles?" in url for url in urls[:-1])
-    assert "/sessions/session-" in urls[-1]
-    assert "most drifted" in done.stdout
-    assert (data_dir / "songbird.sqlite3").exists(), "--data-dir keeps the server's data"
-    assert (config_dir / "sessions.json").exists(), "--config-dir holds the demo's session"
     assert "Traceback" not in done.stderr
-    print(f"songbird demo --no-wait took {elapsed:.1f}s")
+    urls = URL.findall(done.stdout)
+    assert len(urls) == 1 + 3 + 1 + 1, done.stdout  # reference, 3 days, comparison, the session's page
+    assert all(url.startswith(f"http://127.0.0.1:{background_port}/") for url in urls)
+    assert done.stdout.rstrip().splitlines()[-1] == f"Stop it with: songbird server stop --port {background_port}"
+    data_dir = tmp_path / "xdg-data" / "whylogs-songbird" / "server"
+    assert (data_dir / "songbird.sqlite3").exists(), "the server keeps its data in the user data dir"
+    for url in urls:  # the demo has exited: the links still open
+        assert requests.get(url, timeout=30).status_code == 200, url
+
+    health = requests.get(f"http://127.0.0.1:{background_port}/healthz", timeout=10).json()
+    again = subprocess.run(
+        [*songbird_command(), "demo", "--no-wait", "--days", "2"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert again.returncode == 0, again.stderr
+    after = requests.get(f"http://127.0.0.1:{background_port}/healthz", timeout=10).json()
+    assert after["pid"] == health["pid"], "a second run reuses the running server"
+    assert after["sessions"] == health["sessions"] + 1, "each demo run has a session of its own"
+
+    status = subprocess.run(
+        [*songbird_command(), "server", "status"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"pid:      {health['pid']}" in status.stdout and str(data_dir) in status.stdout
+    assert "sessions: 2" in status.stdout and "uptime:" in status.stdout
+
+    stop = subprocess.run([*songbird_command(), "server", "stop"], capture_output=True, text=True, env=env, timeout=60)
+    assert stop.returncode == 0 and "stopped" in stop.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(urls[0], timeout=5)
+    again_stop = subprocess.run(
+        [*songbird_command(), "server", "stop"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert again_stop.returncode == 0 and "no local songbird server runs" in again_stop.stderr
 
 
 def test_demo_against_a_running_server_links_all_open(server, tmp_path):
@@ -169,8 +214,10 @@ def test_demo_against_a_running_server_links_all_open(server, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     urls = URL.findall(done.stdout)
-    assert len(urls) == 9
+    assert len(urls) == 10  # reference, 7 days, comparison, the session's page
     assert all(url.startswith(server.url) for url in urls)
+    assert "/sessions/session-" in urls.pop()
+    assert "server stop" not in done.stdout, "a server given by --endpoint is not ours to stop"
     days = [line.split()[0] for line in done.stdout.splitlines() if re.match(r"^\s+\d{4}-\d{2}-\d{2}\s+drift", line)]
     assert len(days) == 7
     reference_page = requests.get(urls[0], timeout=30)
@@ -185,47 +232,6 @@ def test_demo_against_a_running_server_links_all_open(server, tmp_path):
     worst_day = next(line.split()[0] for line in done.stdout.splitlines() if "most drifted" in line and "drift" in line)
     assert "training" in compare.text and page_names_profile(compare.text, [worst_day])
     assert server.stats().get("put") == 8
-
-
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_demo_serves_until_stopped_and_cleans_up(tmp_path, stop):
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    env = clean_env(tmp_path)
-    env["TMPDIR"] = str(scratch)  # the embedded server's data and the demo's session go here by default
-    proc = subprocess.Popen(
-        [*songbird_command(), "demo", "--days", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        urls: list[str] = []
-        deadline = time.monotonic() + 120
-        assert proc.stdout is not None
-        while len(urls) < 6 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            urls.extend(URL.findall(line))
-        assert len(urls) == 6, urls  # reference, 3 days, comparison, the session's page
-        time.sleep(0.5)
-        assert proc.poll() is None, "the demo keeps serving without --no-wait"
-        for url in urls:
-            assert requests.get(url, timeout=30).status_code == 200, url
-        assert len(list(scratch.iterdir())) == 2, "a data dir for the server, a config dir for the session"
-        proc.send_signal(stop)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr
-    assert "Ctrl-C" in stderr and "Traceback" not in stderr
-    with pytest.raises(requests.ConnectionError):
-        requests.get(urls[-1], timeout=5)
-    assert list(scratch.iterdir()) == [], "the temporary dirs are removed on exit"
 
 
 def test_demo_endpoint_with_server_options_is_a_usage_error(tmp_path):
@@ -253,3 +259,47 @@ def test_demo_against_an_unreachable_endpoint_fails_with_one_line(tmp_path):
     assert len(errors) == 1 and "could not reach" in errors[0]
     assert result.stdout == ""
     assert not (tmp_path / "c" / "outbox").exists(), "the demo keeps nothing in the outbox"
+
+
+# -- scripts/demo: no reinstall when nothing changed ------------------------------------------
+
+
+def _fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of scripts/demo and pyproject.toml, with a .venv whose python logs pip calls instead of running them."""
+    root = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "demo").write_text((root / "scripts" / "demo").read_text())
+    (repo / "scripts" / "demo").chmod(0o755)
+    (repo / "pyproject.toml").write_text((root / "pyproject.toml").read_text())
+    bin_dir = repo / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    (bin_dir / "python").write_text(
+        "#!/usr/bin/env bash\n"
+        f'if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then echo "pip $*" >> {log}; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    (bin_dir / "songbird").write_text(f'#!/usr/bin/env bash\necho "songbird $*" >> {log}\n')
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    return repo, log
+
+
+def test_scripts_demo_installs_once_until_pyproject_changes(tmp_path):
+    repo, log = _fake_checkout(tmp_path)
+
+    def run_demo() -> list[str]:
+        log.unlink(missing_ok=True)
+        done = subprocess.run(
+            ["bash", str(repo / "scripts" / "demo"), "--no-wait"], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return log.read_text().splitlines()
+
+    first = run_demo()
+    assert any("install -q -e .[server]" in line for line in first)
+    assert first[-1] == "songbird demo --no-wait"
+    assert run_demo() == ["songbird demo --no-wait"], "nothing changed: no reinstall"
+    (repo / "pyproject.toml").write_text((repo / "pyproject.toml").read_text() + "\n# changed\n")
+    assert any("install -q -e .[server]" in line for line in run_demo()), "pyproject.toml changed: reinstall"

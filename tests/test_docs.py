@@ -54,12 +54,12 @@ def test_configuration_page_lists_every_setting_and_environment_variable():
 
 
 def test_cli_page_covers_every_command():
-    from whylogs_songbird.cli import app, outbox_app, session_app
+    from whylogs_songbird.cli import app, outbox_app, server_app, session_app
 
     page = (DOCS / "cli.md").read_text(encoding="utf-8")
     for command in app.registered_commands:
         assert f"## `songbird {command.name}`" in page
-    for group, sub in (("session", session_app), ("outbox", outbox_app)):
+    for group, sub in (("session", session_app), ("outbox", outbox_app), ("server", server_app)):
         assert f"## `songbird {group}`" in page
         for command in sub.registered_commands:
             assert f"songbird {group} {command.name}" in page
@@ -70,13 +70,13 @@ def test_cli_page_covers_every_command():
     [
         "is not an http(s) URL",
         "could not reach",
-        "did not answer within",
+        "did not answer in time",
         "looks like epoch seconds",
         "is not a serialized whylogs profile",
         "The session is unknown, expired or claimed",
         "The upload URL was refused",
         "is not valid JSON",
-        "Unknown songbird option(s)",
+        "did you mean",
         "and 64, not",
         "backoff must be from 0 to 60 seconds",
         "is before 1970",

@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import requests  # noqa: E402
 import whylogs as why  # noqa: E402
+from conftest import STORAGE_NAMES, make_store_config  # noqa: E402
 from whylogs.core.schema import DatasetSchema  # noqa: E402
 from whylogs.core.segmentation_partition import segment_on_column  # noqa: E402
 
@@ -117,11 +118,15 @@ def chart_payload(text):
 # -- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """One server with a reference, two batches (the second drifted) and a segmented batch."""
+@pytest.fixture(scope="module", params=STORAGE_NAMES)
+def site(request, tmp_path_factory):
+    """One server with a reference, two batches (the second drifted) and a segmented batch; once
+    on the embedded store and once on PostgreSQL + S3 (SeaweedFS)."""
     root = tmp_path_factory.mktemp("observatory")
-    with LocalServer(data_dir=root / "data") as server:
+    with pytest.MonkeyPatch.context() as env:
+        store = make_store_config(request.param, request, env)
+        server = LocalServer(data_dir=root / "data", **store).start()
+    with server:
         cfg = root / "config"
         reference = whylogs_songbird.publish_references(
             {"training <b>set</b>": why.log(frame(seed=1))}, endpoint=server.url, config_dir=str(cfg)

@@ -45,7 +45,7 @@ def test_segmented_result_set_gives_one_item_per_segment_with_tags(df):
 
 def test_segmented_reference_aliases(df):
     results = why.log(df, schema=DatasetSchema(segments=segment_on_column("city")))
-    aliases = sorted(i.alias for i in items_from(results, reference_name="train"))
+    aliases = sorted(i.alias for i in items_from(results, reference_profile_name="train"))
     assert aliases == ["train[city=a]", "train[city=b]", "train[city=c]"]
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import requests
 import whylogs as why
+from conftest import STORAGE_NAMES, make_store_config
 from whylogs.api.logger.result_set import ViewResultSet
 from whylogs.core import DatasetProfileView
 from whylogs.core.schema import DatasetSchema
@@ -20,6 +21,12 @@ from whylogs_songbird import PublishError, SongbirdClient, SongbirdWriter, publi
 from whylogs_songbird.writer import register
 
 ORG_KEY = "testkey.secret:org-test"
+
+
+@pytest.fixture(params=STORAGE_NAMES)
+def storage_config(request, monkeypatch):
+    """Every test with a server runs on the embedded store and on PostgreSQL + S3 (SeaweedFS)."""
+    return make_store_config(request.param, request, monkeypatch)
 
 
 @pytest.fixture
@@ -34,6 +41,7 @@ def opts(server, tmp_path):
 
 def stored_views(server):
     """Every stored profile of every session: (record, deserialized view)."""
+    server.store.learn_landed()  # the team store: PUTs went straight to S3 (a no-op otherwise)
     out = []
     for session in server.store.recent_sessions(limit=1000):
         for record in server.store.list_profiles(session.id):
@@ -110,13 +118,13 @@ def test_reference_by_name(server, opts, df):
     assert server.stats()["reference"] == 1
 
 
-def test_publish_references_ten_aliases_one_batch_call(server, opts, df):
+def test_publish_references_ten_aliases_one_batch_call(server, storage_config, opts, df):
     refs = {f"ref-{i}": why.log(df.assign(n=df.n * i)) for i in range(10)}
     result = publish_references(refs, **opts)
     assert result.ok and len(result.profiles) == 10
     stats = server.stats()
     assert stats["references"] == 1 and stats["reference"] == 0 and stats["create_session"] == 1
-    assert stats["put"] == 10
+    assert stats["put"] == (0 if storage_config else 10)  # team store: the PUTs go straight to S3
     assert sorted(r.alias for r, _ in stored_views(server)) == sorted(refs)
     # combined links chunked by the 3-profile limit: 10 profiles -> 4 links of <= 3 profiles
     assert len(result.observatory_urls) == 4
@@ -161,6 +169,8 @@ def _writers(n, opts):
     ]
 
 
+# Client-side session locking across processes: the store does not matter, one store is enough.
+@pytest.mark.parametrize("storage_config", ["embedded"], indirect=True)
 def test_session_reused_across_processes(server, opts):
     for proc in _writers(1, opts) + _writers(1, opts):
         out, err = proc.communicate(timeout=120)
@@ -168,6 +178,8 @@ def test_session_reused_across_processes(server, opts):
     assert server.stats()["create_session"] == 1
 
 
+# Client-side session locking across processes: the store does not matter, one store is enough.
+@pytest.mark.parametrize("storage_config", ["embedded"], indirect=True)
 def test_four_processes_starting_at_once_create_one_session(server, opts):
     procs = _writers(4, opts)
     for proc in procs:
@@ -195,6 +207,8 @@ def test_expired_session_is_recovered_once_with_a_warning(server, opts, df, capl
     assert server.stats()["create_session"] == 2
 
 
+# The upload size limit is the server's: with S3 the PUT goes to the object store.
+@pytest.mark.parametrize("storage_config", ["embedded"], indirect=True)
 def test_failing_put_reports_false_and_nothing_landed(server_factory, tmp_path, df):
     srv = server_factory(max_upload_bytes=200)
     opts = {"endpoint": srv.url, "config_dir": str(tmp_path / "cfg"), "max_retries": 0, "outbox": False}

@@ -6,6 +6,11 @@
     import whylogs_songbird  # noqa: F401  (registers the writer)
 
     ok, url = why.log(df).writer("songbird").write()
+
+With no endpoint set anywhere, profiles go to a local songbird server at http://127.0.0.1:8787,
+started in the background on first use (``songbird server stop`` stops it); the hosted service
+is one setting away (``endpoint="https://api.whylabsapp.com"``). Importing the package only
+registers the writer: no server starts and no logging is changed until something is published.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from whylogs_songbird.config import Settings, resolve_settings
 from whylogs_songbird.errors import (
     AuthError,
     ConfigError,
+    EmptyProfileError,
     ProfileError,
     PublishError,
     SessionBusyError,
@@ -24,7 +30,14 @@ from whylogs_songbird.errors import (
     SongbirdError,
     SongbirdProtocolError,
 )
-from whylogs_songbird.publish import PublishedProfile, Publisher, PublishResult, publish, publish_references
+from whylogs_songbird.publish import (
+    PublishedProfile,
+    Publisher,
+    PublishResult,
+    comparison_links,
+    publish,
+    publish_references,
+)
 from whylogs_songbird.session import claim_session, current_session, forget_session, new_session
 from whylogs_songbird.writer import SongbirdWriter, register
 
@@ -35,6 +48,7 @@ register()
 __all__ = [
     "AuthError",
     "ConfigError",
+    "EmptyProfileError",
     "ProfileError",
     "PublishError",
     "PublishResult",
@@ -50,6 +64,7 @@ __all__ = [
     "SongbirdProtocolError",
     "SongbirdWriter",
     "claim_session",
+    "comparison_links",
     "current_session",
     "forget_session",
     "new_session",

@@ -4,15 +4,20 @@
 timeouts on every call, retries connection errors, 429 and 5xx with exponential backoff and
 jitter (honouring ``Retry-After``), and turns every non-2xx answer into a typed error.
 Upload URLs carry their signature in the query string: our logs show URLs without it, and a
-filter blanks it in the log lines of urllib3, which show full URLs.
+filter blanks it in urllib3's log lines of our own requests (installed when the first client is
+built, and acting only while one of our requests runs: other libraries' log lines are untouched).
 """
 
 from __future__ import annotations
 
+import errno
 import html
 import json
 import logging
 import re
+import ssl
+import threading
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -56,6 +61,23 @@ DEFAULT_BACKOFF_FACTOR = 0.25
 #: A server asking to wait longer than this is not waited for: the retry happens after this many seconds.
 MAX_RETRY_AFTER_SECONDS = 30.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The hosted WhyLabs service.
+HOSTED_ENDPOINT = DEFAULT_ENDPOINT
+#: The header with which the local server says that identical bytes were already stored.
+DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
+
+#: Operations that name a session: a 404 or 410 from them means the session is unknown, expired
+#: or claimed. (``upload_profile``'s 404 is an unknown upload slot; ``create_session`` names none.)
+SESSION_OPERATIONS = frozenset(
+    {
+        "get_session",
+        "create_dataset_profile_upload",
+        "create_reference_profile_upload",
+        "batch_create_reference_profile_upload",
+        "get_session_profile_observatory_link",
+        "claim_guest_session",
+    }
+)
 
 M = TypeVar("M", bound=WireModel)
 Timeout = float | tuple[float, float]
@@ -102,22 +124,89 @@ def validate_session_id(session_id: str) -> str:
     return session_id
 
 
+_IN_OUR_REQUEST = threading.local()
+
+
 class _RedactQueries(logging.Filter):
-    """Blanks query strings in urllib3's log lines, which show full URLs: presigned upload URLs
-    (the local server's ``signature=``, S3's ``X-Amz-Signature``/``X-Amz-Credential``/``X-Amz-Security-Token``)
-    carry their secrets there."""
+    """Blanks query strings in urllib3's log lines of our own requests, which show full URLs:
+    presigned upload URLs (the local server's ``signature=``, S3's ``X-Amz-Signature``,
+    ``X-Amz-Credential``, ``X-Amz-Security-Token``) carry their secrets there. Log lines of
+    requests made by other code in the process pass untouched."""
 
     _QUERY = re.compile(r"\?[^\s'\"]*")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "?" in message:
-            record.msg, record.args = self._QUERY.sub("?<redacted>", message), None
+        if getattr(_IN_OUR_REQUEST, "active", False):
+            message = record.getMessage()
+            if "?" in message:
+                record.msg, record.args = self._QUERY.sub("?<redacted>", message), None
         return True
 
 
-for _name in ("urllib3.connectionpool", "urllib3.util.retry"):
-    logging.getLogger(_name).addFilter(_RedactQueries())
+_FILTER_LOCK = threading.Lock()
+_FILTER_INSTALLED = False
+
+
+def _install_redaction() -> None:
+    global _FILTER_INSTALLED
+    with _FILTER_LOCK:
+        if _FILTER_INSTALLED:
+            return
+        for name in ("urllib3.connectionpool", "urllib3.util.retry"):
+            logging.getLogger(name).addFilter(_RedactQueries())
+        _FILTER_INSTALLED = True
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc``, its arguments that are exceptions, its causes and contexts: where the real reason hides."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if current in seen or len(seen) > 20:
+            continue
+        seen.append(current)
+        todo.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        for attr in ("reason", "__cause__", "__context__"):
+            linked = getattr(current, attr, None)
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+    return seen
+
+
+def connection_reason(exc: BaseException) -> tuple[str, str]:
+    """(reason, what to do) for a failed connection, in words rather than urllib3 class names."""
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError, ReadTimeoutError
+
+    chain = _chain(exc)
+    text = " ".join(str(e) for e in chain).lower()
+    if (
+        any(isinstance(e, NameResolutionError) for e in chain)
+        or "name or service not known" in text
+        or ("nodename nor servname" in text or "failed to resolve" in text or "getaddrinfo" in text)
+    ):
+        return "the host name was not resolved", "check the host name in the endpoint"
+    if any(isinstance(e, ssl.SSLError) for e in chain) or "ssl" in text:
+        if "wrong version number" in text or "record layer" in text or "unknown protocol" in text:
+            return (
+                "TLS (https) was spoken to a port that speaks plain HTTP",
+                "use http:// instead of https:// in the endpoint",
+            )
+        return "the TLS (https) handshake failed", "check the endpoint's certificate, or use http:// for a local server"
+    if (
+        any(isinstance(e, ConnectionRefusedError) for e in chain)
+        or any(getattr(e, "errno", None) == errno.ECONNREFUSED for e in chain)
+        or "connection refused" in text
+    ):
+        return "the connection was refused (nothing listens there)", "check that the server is running and the port"
+    # urllib3's NewConnectionError is a ConnectTimeoutError too: only a real timeout counts here.
+    timeouts = (ConnectTimeoutError, ReadTimeoutError, TimeoutError)
+    timed_out = [e for e in chain if isinstance(e, timeouts) and not isinstance(e, NewConnectionError)]
+    if timed_out or "timed out" in text:
+        return "the connection timed out", "check that the server is up and reachable, or raise the timeout"
+    if "reset by peer" in text or "remote end closed" in text or "connection aborted" in text:
+        return "the server closed the connection", "check the server and any proxy in between"
+    return "the connection failed", "check that the server is running and the endpoint is right"
 
 
 class _Retry(Retry):
@@ -170,8 +259,14 @@ class SongbirdClient:
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         pool_size: int = 16,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.endpoint = validate_endpoint(endpoint)
+        #: Run once before the first request (the embedded default starts its local server there).
+        self._prepare = prepare
+        self._prepared = prepare is None
+        self._prepare_lock = threading.Lock()
+        _install_redaction()
         if max_retries < 0:
             raise ConfigError(f"max_retries must be 0 or more, not {max_retries}.")
         self._api_key = api_key or None
@@ -302,8 +397,12 @@ class SongbirdClient:
 
     # -- the presigned PUT ----------------------------------------------------------------
 
-    def upload_profile(self, upload_url: str, data: bytes) -> None:
-        """PUT serialized profile bytes to a presigned ``upload_url``; raises unless the server stored them."""
+    def upload_profile(self, upload_url: str, data: bytes) -> str | None:
+        """PUT serialized profile bytes to a presigned ``upload_url``; raises unless the server stored them.
+
+        Returns the id of an earlier upload of identical bytes when the server says it kept that
+        one instead (the ``X-Songbird-Duplicate-Of`` header), else None.
+        """
         parts = urlsplit(upload_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise SongbirdProtocolError(
@@ -318,6 +417,8 @@ class SongbirdClient:
         )
         if not 200 <= response.status_code < 300:
             raise self._error("upload_profile", response, shown_url=redact_url(upload_url))
+        duplicate = response.headers.get(DUPLICATE_HEADER)
+        return duplicate.strip() if duplicate and duplicate.strip() else None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -380,22 +481,41 @@ class SongbirdClient:
             raise self._error(operation, response, shown_url=url)
         return response
 
+    def _ensure_prepared(self) -> None:
+        if self._prepared:
+            return
+        with self._prepare_lock:
+            if not self._prepared and self._prepare is not None:
+                self._prepare()
+                self._prepared = True
+
+    def _retries(self, retried: bool = True) -> str:
+        return f", after {self.max_retries} retries" if retried and self.max_retries else ""
+
     def _send(self, operation: str, method: str, url: str, **kwargs: Any) -> requests.Response:
         shown = redact_url(url)
+        self._ensure_prepared()
         logger.debug("songbird %s: %s %s", operation, method, shown)
+        _IN_OUR_REQUEST.active = True
         try:
             return self._http.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
-        except requests.exceptions.Timeout:
+        except requests.exceptions.Timeout as exc:
+            reason = (
+                "it did not connect in time"
+                if isinstance(exc, requests.exceptions.ConnectTimeout)
+                else ("it did not answer in time")
+            )
             raise SongbirdConnectionError(
-                f"{operation}: {shown} did not answer within {self.timeout[0]:g}s (connect) / "
-                f"{self.timeout[1]:g}s (read) after {self.max_retries} retries. Check that the server is up, "
-                "or raise the timeout."
+                f"{operation}: {shown} timed out: {reason} (limits {self.timeout[0]:g} s to connect, "
+                f"{self.timeout[1]:g} s to answer{self._retries()}). Check that the server is up, or raise the timeout."
             ) from None
         except requests.exceptions.ConnectionError as exc:
-            reason = type(exc.__context__ or exc).__name__
+            if self._prepare is not None:
+                self._prepared = False  # the embedded server may have stopped: check it again next time
+            reason, todo = connection_reason(exc)
             raise SongbirdConnectionError(
-                f"{operation}: could not reach {shown} ({reason}, after {self.max_retries} retries). "
-                "Check that the server is running and the endpoint is right."
+                f"{operation}: could not reach {shown}: {reason}{self._retries()}. {todo[0].upper()}{todo[1:]}."
+                + self._hosted_hint()
             ) from None
         except requests.exceptions.ChunkedEncodingError:
             raise SongbirdConnectionError(
@@ -404,19 +524,27 @@ class SongbirdClient:
             ) from None
         except requests.exceptions.RequestException as exc:
             raise SongbirdConnectionError(f"{operation}: request to {shown} failed ({type(exc).__name__}).") from None
+        finally:
+            _IN_OUR_REQUEST.active = False
+
+    def _hosted_hint(self) -> str:
+        if self.endpoint.rstrip("/") != HOSTED_ENDPOINT:
+            return ""
+        return (
+            f" ({HOSTED_ENDPOINT} is the hosted WhyLabs service, which is being wound down: remove the endpoint "
+            "setting to publish to a local songbird server, started for you.)"
+        )
 
     def _error(self, operation: str, response: requests.Response, *, shown_url: str) -> SongbirdApiError:
         status = response.status_code
         server_message = _excerpt(response)
-        said = f": {server_message}" if server_message else ""
+        said = f": {server_message.rstrip('. ')}" if server_message else ""
         base = f"{operation}: the server answered {status}{said}"
-        lowered = server_message.lower()
+        kwargs: dict[str, Any] = {"status": status, "operation": operation, "server_message": server_message}
         if operation == "upload_profile" and status == 403:
             return AuthError(
                 f"{base}. The upload URL was refused (expired or invalid signature): ask for a new upload URL.",
-                status=status,
-                operation=operation,
-                server_message=server_message,
+                **kwargs,
             )
         if status in (401, 403):
             hint = (
@@ -424,34 +552,49 @@ class SongbirdClient:
                 if status == 403
                 else "Pass a valid API key (api_key=... or SONGBIRD_API_KEY)."
             )
-            return AuthError(f"{base}. {hint}", status=status, operation=operation, server_message=server_message)
+            return AuthError(f"{base}. {hint}{self._hosted_hint()}", **kwargs)
         if 300 <= status < 400:
             location = redact_url(response.headers.get("Location", "")) or "nowhere"
             return SongbirdApiError(
                 f"{operation}: the server answered {status}, a redirect to {location}, which is not followed: "
                 "nothing was stored or changed. Use the final URL as the endpoint (e.g. https, or without a path).",
-                status=status,
-                operation=operation,
-                server_message=server_message,
+                **kwargs,
             )
-        session_scoped = "/sessions/" in shown_url
-        if session_scoped and (status in (404, 410) or (status == 400 and "session" in lowered)):
+        if is_session_not_found(operation, status, server_message):
             return SessionNotFoundError(
-                f"{base}. The session is unknown, expired or claimed: start a new session.",
-                status=status,
-                operation=operation,
-                server_message=server_message,
+                f"{base}. The session is unknown, expired or claimed: start a new session.", **kwargs
             )
-        if status >= 500:
-            hint = "The server failed" + (f"; it was retried {self.max_retries} times" if self.max_retries else "")
-            return SongbirdApiError(
-                f"{base}. {hint}: try again later.", status=status, operation=operation, server_message=server_message
-            )
+        retried = self._retries(status in RETRY_STATUSES)
         if status == 429:
+            return SongbirdApiError(f"{base}. The server is rate limiting{retried}: try again later.", **kwargs)
+        if status >= 500:
+            if status in RETRY_STATUSES:
+                return SongbirdApiError(f"{base}. The server failed{retried}: try again later.", **kwargs)
             return SongbirdApiError(
-                f"{base}. The server is rate limiting: try again later.",
-                status=status,
-                operation=operation,
-                server_message=server_message,
+                f"{base}. The server does not support this request: check that the endpoint is a songbird API."
+                + self._hosted_hint(),
+                **kwargs,
             )
-        return SongbirdApiError(base + ".", status=status, operation=operation, server_message=server_message)
+        if status == 404 and operation not in SESSION_OPERATIONS and operation != "upload_profile":
+            return SongbirdApiError(
+                f"{base}. Check that the endpoint is a songbird API.{self._hosted_hint()}", **kwargs
+            )
+        return SongbirdApiError(base + ".", **kwargs)
+
+
+_GONE_WORDS = ("not found", "expired", "unknown", "does not exist", "no such", "claimed")
+
+
+def is_session_not_found(operation: str, status: int, server_message: str = "") -> bool:
+    """Does ``status`` from ``operation`` mean that the session is unknown, expired or claimed?
+
+    Only operations that name a session can say so: 404 and 410 always do; 400 does when the
+    server's message says the session is gone (the hosted service has answered expired sessions
+    with 400), not for a request it found malformed.
+    """
+    if operation not in SESSION_OPERATIONS:
+        return False
+    if status in (404, 410):
+        return True
+    lowered = server_message.lower()
+    return status == 400 and "session" in lowered and any(word in lowered for word in _GONE_WORDS)

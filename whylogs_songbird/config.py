@@ -7,9 +7,11 @@ config directory for ``whylogs-songbird`` unless ``SONGBIRD_CONFIG_DIR`` names a
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -42,7 +44,17 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "max_workers": ("SONGBIRD_MAX_WORKERS",),
     "outbox": ("SONGBIRD_OUTBOX",),
     "outbox_dir": ("SONGBIRD_OUTBOX_DIR",),
+    "local_port": ("SONGBIRD_LOCAL_PORT",),
+    "local_data_dir": ("SONGBIRD_LOCAL_DATA_DIR",),
 }
+
+#: The port of the local server used when no endpoint is set anywhere.
+DEFAULT_LOCAL_PORT = 8787
+#: The hosted WhyLabs service: one setting away (``endpoint=HOSTED_ENDPOINT``).
+HOSTED_ENDPOINT = DEFAULT_ENDPOINT
+
+#: Fields of `Settings` that are derived, not options a user sets.
+_DERIVED = frozenset({"embedded"})
 
 
 def config_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -55,7 +67,9 @@ def config_dir(environ: Mapping[str, str] | None = None) -> Path:
 class Settings:
     """Resolved settings of one writer or publish call. The API key never shows in the repr."""
 
-    endpoint: str = DEFAULT_ENDPOINT
+    #: The songbird API base URL. Unset everywhere: the embedded default, a local server at
+    #: ``http://127.0.0.1:<local_port>`` started on first use (``embedded`` is then True).
+    endpoint: str = f"http://127.0.0.1:{DEFAULT_LOCAL_PORT}"
     session_id: str | None = None
     api_key: str | None = field(default=None, repr=False)
     org_id: str | None = None
@@ -67,6 +81,12 @@ class Settings:
     outbox: bool = True
     outbox_dir: Path | None = None
     config_dir: Path = field(default_factory=config_dir)
+    #: Port of the embedded default server (used only when no endpoint is set).
+    local_port: int = DEFAULT_LOCAL_PORT
+    #: Data dir of the embedded default server; None: ``<user data dir>/whylogs-songbird/server``.
+    local_data_dir: Path | None = None
+    #: True when no endpoint was set anywhere and ``endpoint`` is the embedded local server.
+    embedded: bool = False
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -78,6 +98,30 @@ class Settings:
     @property
     def outbox_path(self) -> Path:
         return self.outbox_dir or self.config_dir / "outbox"
+
+    @property
+    def server_data_dir(self) -> Path:
+        """Where the embedded default server keeps its data (and its pid file and log)."""
+        return self.local_data_dir or default_server_data_dir()
+
+
+def default_server_data_dir() -> Path:
+    """``<user data dir>/whylogs-songbird/server``: the data of ``songbird serve`` and of the embedded default."""
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "server"
+
+
+def option_names() -> list[str]:
+    """Every setting a user may give (options, environment, config file)."""
+    return sorted(f.name for f in fields(Settings) if f.name not in _DERIVED)
+
+
+def unknown_option_message(unknown: list[str], valid: list[str], where: str = "songbird option") -> str:
+    """'Unknown ... 'x'; did you mean 'y'? Valid names: ...' for the first unknown name."""
+    first = unknown[0]
+    close = difflib.get_close_matches(first, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    names = ", ".join(repr(u) for u in unknown)
+    return f"Unknown {where}{'s' if len(unknown) > 1 else ''} {names}{hint} Valid names: {', '.join(valid)}."
 
 
 def _parse_bool(name: str, value: Any) -> bool:
@@ -111,6 +155,16 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "backoff" and not 0 <= number <= 60:
             raise ConfigError(f"backoff must be from 0 to 60 seconds, not {value!r}.")
         return number
+    if name == "local_port":
+        try:
+            port = int(value)
+            if isinstance(value, bool) or (isinstance(value, float) and value != port):
+                raise ValueError(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"local_port must be a port number, not {value!r}.") from None
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"local_port must be from 1 to 65535, not {value!r}.")
+        return port
     if name in ("max_retries", "max_workers"):
         try:
             number = int(value)
@@ -124,7 +178,7 @@ def _coerce(name: str, value: Any) -> Any:
         return number
     if name == "outbox":
         return _parse_bool(name, value)
-    if name in ("outbox_dir", "config_dir"):
+    if name in ("outbox_dir", "config_dir", "local_data_dir"):
         if not isinstance(value, str | os.PathLike) or not str(value).strip():
             raise ConfigError(f"{name} must be a directory path, not {value!r}.")
         return Path(value).expanduser()
@@ -146,26 +200,68 @@ def read_config_file(directory: Path) -> dict[str, Any]:
         raise ConfigError(f"The config file {path} is not valid JSON ({exc}); fix or delete it.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"The config file {path} must hold a JSON object of settings.")
-    known = {f.name for f in fields(Settings)} - {"config_dir"}
-    unknown = sorted(set(data) - known)
+    known = [name for name in option_names() if name != "config_dir"]
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(f"The config file {path} has unknown settings {unknown}; known: {sorted(known)}.")
+        raise ConfigError(f"The config file {path}: " + unknown_option_message(unknown, known, "setting"))
     return data
 
 
+_RESOLVED: dict[tuple[Any, ...], Settings] = {}
+_RESOLVED_LOCK = threading.Lock()
+_ENV_NAMES = tuple(sorted({var for names in ENV_VARS.values() for var in names} | {"SONGBIRD_CONFIG_DIR"}))
+
+
+def _file_state(path: Path) -> bytes | None:
+    """The config file's bytes (small; reading them is cheap, and unlike its mtime they cannot be stale)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 def resolve_settings(options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from explicit ``options`` > environment > config file > defaults."""
+    """Settings from explicit ``options`` > environment > config file > defaults.
+
+    The answer is remembered per process for the same options, environment variables and config
+    file contents, so a new writer per call does not redo the checks.
+    """
     options = {k: v for k, v in (options or {}).items() if v is not None}
     env = os.environ if environ is None else environ
-    known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(options) - known)
+    try:
+        directory_hint = Path(options["config_dir"]) if "config_dir" in options else config_dir(env)
+        key: tuple[Any, ...] | None = (
+            tuple(sorted(options.items())),
+            tuple(env.get(name) for name in _ENV_NAMES),
+            str(directory_hint),
+            _file_state(directory_hint / CONFIG_FILE),
+        )
+        hash(key)
+    except (TypeError, ValueError):  # an unhashable or odd option: resolve without the cache
+        key = None
+    if key is not None:
+        cached = _RESOLVED.get(key)
+        if cached is not None:
+            return cached
+    settings = _resolve(options, env)
+    if key is not None:
+        with _RESOLVED_LOCK:
+            if len(_RESOLVED) >= 256:
+                _RESOLVED.clear()
+            _RESOLVED[key] = settings
+    return settings
+
+
+def _resolve(options: dict[str, Any], env: Mapping[str, str]) -> Settings:
+    known = option_names()
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ConfigError(f"Unknown songbird option(s) {unknown}; known options: {sorted(known)}.")
+        raise ConfigError(unknown_option_message(unknown, known))
     directory = _coerce("config_dir", options["config_dir"]) if "config_dir" in options else config_dir(env)
     from_file = read_config_file(directory)
     values: dict[str, Any] = {"config_dir": directory}
     for f in fields(Settings):
-        if f.name == "config_dir":
+        if f.name == "config_dir" or f.name in _DERIVED:
             continue
         if f.name in options:
             values[f.name] = _coerce(f.name, options[f.name])
@@ -175,13 +271,29 @@ def resolve_settings(options: Mapping[str, Any] | None = None, environ: Mapping[
             values[f.name] = _coerce(f.name, from_env)
         elif f.name in from_file and from_file[f.name] is not None:
             values[f.name] = _coerce(f.name, from_file[f.name])
+    values["embedded"] = "endpoint" not in values
+    if values["embedded"]:
+        values["endpoint"] = f"http://127.0.0.1:{values.get('local_port', DEFAULT_LOCAL_PORT)}"
     return Settings(**values)
 
 
 def make_client(settings: Settings, endpoint: str | None = None) -> SongbirdClient:
-    """The client these settings describe (for ``endpoint`` instead of ``settings.endpoint`` if given)."""
+    """The client these settings describe (for ``endpoint`` instead of ``settings.endpoint`` if given).
+
+    For the embedded default, the client makes sure the local server runs (starting it if need
+    be) just before its first request: building a client never touches the network.
+    """
+    target = endpoint or settings.endpoint
+    prepare = None
+    if settings.embedded and target == settings.endpoint:
+        from whylogs_songbird.local_server import ensure_server
+
+        def prepare() -> None:
+            ensure_server(settings)
+
     return SongbirdClient(
-        endpoint or settings.endpoint,
+        target,
+        prepare=prepare,
         api_key=settings.api_key,
         timeout=settings.timeout,
         max_retries=settings.max_retries,

@@ -187,7 +187,7 @@ def profile_demo(data: DemoData, progress: Progress | None = None) -> list[Profi
         progress("profile", 0, total)
     items = items_from(
         why.log(data.reference),
-        reference_name=data.reference_name,
+        reference_profile_name=data.reference_name,
         dataset_timestamp=data.batches[0].dataset_timestamp - 86_400_000,
     )
     if progress:

@@ -15,6 +15,14 @@ class ProfileError(SongbirdError, ValueError):
     """The thing given to publish is not a usable whylogs profile."""
 
 
+class DataFileError(SongbirdError, ValueError):
+    """A data file to profile is missing, unreadable or malformed, or names an unknown column."""
+
+
+class EmptyProfileError(ProfileError):
+    """The profile holds no data (no columns, or 0 rows): there is nothing to publish."""
+
+
 class SongbirdConnectionError(SongbirdError, ConnectionError):
     """The server could not be reached, or did not answer in time."""
 
@@ -55,3 +63,12 @@ class PublishError(SongbirdError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Would sending again later help? Yes for an unreachable or failing server, no for a refused profile."""
+    if isinstance(exc, SongbirdConnectionError):
+        return True
+    if isinstance(exc, SongbirdApiError) and not isinstance(exc, AuthError):
+        return exc.status >= 500 or exc.status in (408, 429)
+    return False

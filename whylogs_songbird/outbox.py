@@ -2,46 +2,40 @@
 
 An entry is two files in the outbox directory: ``<id>.bin`` (the serialized profile, written
 first) and ``<id>.json`` (the upload intent, written atomically last; an entry without it is
-incomplete and ignored). Flushing is a small state machine recorded in the JSON, so it is
+incomplete and ignored). This module is the storage only; delivery is
+`whylogs_songbird.publish.flush_outbox`, a small state machine recorded in the JSON, so it is
 idempotent: the upload slot is requested once and stored in the entry before the PUT, and a
 rerun after an interruption PUTs to that same slot again, which replaces rather than adds.
-A delivered entry is deleted. Only one flush runs at a time (a file lock).
+A delivered entry is deleted. Only one flush runs at a time (`Outbox.flush_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
-from whylogs_songbird.config import Settings, make_client
-from whylogs_songbird.errors import (
-    AuthError,
-    SongbirdApiError,
-    SongbirdConnectionError,
-    SongbirdError,
-)
+from whylogs_songbird.errors import SongbirdError, is_retryable
 from whylogs_songbird.models import SegmentTag
-from whylogs_songbird.session import GuestSession, SessionStore, write_json_atomic
+from whylogs_songbird.profiles import format_ms
+from whylogs_songbird.session import write_json_atomic
+
+if TYPE_CHECKING:
+    from whylogs_songbird.config import Settings
 
 logger = logging.getLogger(__name__)
 
-
-def is_retryable(exc: BaseException) -> bool:
-    """Would sending again later help? Yes for an unreachable or failing server, no for a refused profile."""
-    if isinstance(exc, SongbirdConnectionError):
-        return True
-    if isinstance(exc, SongbirdApiError) and not isinstance(exc, AuthError):
-        return exc.status >= 500 or exc.status in (408, 429)
-    return False
+#: ``is_retryable`` moved to ``whylogs_songbird.errors``; importing it from here keeps working for one release.
+__all__ = ["FlushReport", "Outbox", "OutboxEntry", "is_retryable"]
 
 
 @dataclass
@@ -65,10 +59,12 @@ class OutboxEntry:
     upload_url: str | None = field(default=None, repr=False)
     observatory_url: str | None = None
     attempts: int = 0
+    #: When a flush last tried to deliver it (epoch seconds), if ever.
+    last_attempt_at: float | None = None
 
     @property
     def label(self) -> str:
-        return self.alias or f"batch {self.dataset_timestamp}"
+        return self.alias or f"batch {format_ms(self.dataset_timestamp)}"
 
 
 @dataclass
@@ -136,15 +132,23 @@ class Outbox:
         self._write(entry)
         return entry
 
-    def _write(self, entry: OutboxEntry) -> None:
+    def write(self, entry: OutboxEntry) -> None:
+        """Record ``entry``'s state (atomically)."""
         write_json_atomic(self._paths(entry.id)[1], asdict(entry))
+
+    _write = write
+
+    def read_bytes(self, entry: OutboxEntry) -> bytes:
+        """The serialized profile of ``entry``."""
+        return self._paths(entry.id)[0].read_bytes()
 
     def entries(self, endpoint: str | None = None) -> list[OutboxEntry]:
         """Complete entries, oldest first (optionally only those for ``endpoint``)."""
         found = []
         for path in sorted(self.directory.glob("*.json")) if self.directory.is_dir() else []:
             try:
-                entry = OutboxEntry(**json.loads(path.read_text(encoding="utf-8")))
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                entry = OutboxEntry(**{k: v for k, v in raw.items() if k in _ENTRY_FIELDS})
             except (ValueError, TypeError, OSError) as exc:
                 logger.warning("outbox: skipping unreadable entry %s (%s)", path.name, exc)
                 continue
@@ -166,68 +170,50 @@ class Outbox:
         json_path.unlink(missing_ok=True)  # the commit marker goes first: no half-entry is ever listed
         data_path.unlink(missing_ok=True)
 
-    def flush(self, settings: Settings, *, endpoint: str | None = None, lock_timeout: float = 0) -> FlushReport:
-        """Deliver every entry (only those for ``endpoint`` if given), each to the endpoint and session
-        it was meant for, with the transport ``settings`` (timeout, retries). Safe to interrupt and rerun."""
+    def drop(self, entry_ids: Iterable[str] | None = None) -> list[OutboxEntry]:
+        """Delete the entries with these ids (every entry if None); returns those deleted.
+
+        An id that is not in the outbox raises `SongbirdError` before anything is deleted.
+        """
+        entries = self.entries()
+        if entry_ids is None:
+            chosen = entries
+        else:
+            wanted = list(dict.fromkeys(entry_ids))
+            by_id = {e.id: e for e in entries}
+            missing = [i for i in wanted if i not in by_id]
+            if missing:
+                raise SongbirdError(
+                    f"No outbox entry {', '.join(map(repr, missing))} in {self.directory}: "
+                    "`songbird outbox list` shows the ids."
+                )
+            chosen = [by_id[i] for i in wanted]
+        with self.flush_lock(0):
+            for entry in chosen:
+                self.remove(entry)
+        return chosen
+
+    @contextlib.contextmanager
+    def flush_lock(self, timeout: float = 0) -> Iterator[None]:
+        """Held while entries are delivered or dropped: one flush at a time."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.directory / ".flush.lock"), timeout=lock_timeout)
+        lock = FileLock(str(self.directory / ".flush.lock"), timeout=timeout)
         try:
             lock.acquire()
         except Timeout:
             raise SongbirdError(
-                f"Another flush of {self.directory} is running; wait for it to finish and run flush again."
+                f"Another flush of {self.directory} is running; wait for it to finish and try again."
             ) from None
-        report = FlushReport()
-        sessions: dict[tuple[str, str | None], GuestSession] = {}
         try:
-            for entry in self.entries(endpoint):
-                key = (entry.endpoint, entry.pinned_session_id)
-                if key not in sessions:
-                    store = SessionStore.for_directory(settings.config_dir)
-                    sessions[key] = GuestSession(make_client(settings, entry.endpoint), store, entry.pinned_session_id)
-                try:
-                    self._deliver(entry, sessions[key])
-                except SongbirdError as exc:
-                    entry.error = str(exc)
-                    self._write(entry)
-                    report.failed.append((entry, str(exc)))
-                    logger.warning("outbox: %s not delivered yet: %s", entry.label, exc)
-                    continue
-                self.remove(entry)
-                report.delivered.append(entry)
+            yield
         finally:
-            for session in sessions.values():
-                session.client.close()
             lock.release()
-        return report
 
-    def _deliver(self, entry: OutboxEntry, session: GuestSession) -> None:
-        data = self._paths(entry.id)[0].read_bytes()
-        entry.attempts += 1
-        if entry.upload_url:
-            try:
-                session.client.upload_profile(entry.upload_url, data)
-                return
-            except AuthError:
-                # The slot's URL expired before this rerun: we cannot tell whether the earlier PUT
-                # landed, so ask for a new slot (logged, since this is the one at-least-once case).
-                logger.warning("outbox: upload URL of %s expired; requesting a new one", entry.label)
-        self._request_slot(entry, session)
-        self._write(entry)  # the slot is recorded before the PUT: a rerun PUTs to this same slot
-        assert entry.upload_url is not None
-        session.client.upload_profile(entry.upload_url, data)
+    def flush(self, settings: Settings, *, endpoint: str | None = None, lock_timeout: float = 0) -> FlushReport:
+        """Deliver the entries (only those for ``endpoint`` if given); see `whylogs_songbird.publish.flush_outbox`."""
+        from whylogs_songbird.publish import flush_outbox
 
-    @staticmethod
-    def _request_slot(entry: OutboxEntry, session: GuestSession) -> None:
-        tags = [SegmentTag(key=k, value=v) for k, v in entry.segment_tags]
+        return flush_outbox(self, settings, only_for=endpoint, lock_timeout=lock_timeout)
 
-        def slot(session_id: str) -> tuple[str, Any]:
-            if entry.kind == "reference":
-                return session_id, session.client.create_reference_profile_upload(
-                    session_id, alias=entry.alias, dataset_timestamp=entry.dataset_timestamp
-                )
-            return session_id, session.client.create_dataset_profile_upload(session_id, entry.dataset_timestamp, tags)
 
-        session_id, response = session.call(slot)
-        entry.session_id, entry.upload_id = session_id, response.id
-        entry.upload_url, entry.observatory_url = response.upload_url, response.observatory_url
+_ENTRY_FIELDS = frozenset(f.name for f in fields(OutboxEntry))

@@ -23,7 +23,7 @@ from whylogs.core.segmentation_partition import SegmentationPartition
 from whylogs.core.view.segmented_dataset_profile_view import SegmentedDatasetProfileView
 from whylogs.migration.uncompound import FeatureFlags, _uncompound_dataset_profile
 
-from whylogs_songbird.errors import ConfigError, ProfileError
+from whylogs_songbird.errors import ConfigError, EmptyProfileError, ProfileError
 from whylogs_songbird.models import SegmentTag
 
 logger = logging.getLogger(__name__)
@@ -156,12 +156,14 @@ def _segment_tags(view: SegmentedDatasetProfileView) -> tuple[SegmentTag, ...]:
 def _check_not_empty(view: DatasetProfileView, label: str) -> None:
     columns = view.get_columns()
     if not columns:
-        raise ProfileError(f"{label} has no columns: log some data first, e.g. why.log(df) with a non-empty DataFrame.")
+        raise EmptyProfileError(
+            f"{label} has no columns: log some data first, e.g. why.log(df) with a non-empty DataFrame."
+        )
     for column in columns.values():
         counts = column.get_metric("counts")
         if counts is None or counts.n.value > 0:
             return
-    raise ProfileError(f"{label} is empty (0 rows in every column): log some data before publishing it.")
+    raise EmptyProfileError(f"{label} is empty (0 rows in every column): log some data before publishing it.")
 
 
 def _views_of(obj: Any) -> list[AnyView]:
@@ -187,16 +189,16 @@ def items_from(
     obj: Profileish | str | Path,
     *,
     dataset_timestamp: datetime | int | None = None,
-    reference_name: str | None = None,
+    reference_profile_name: str | None = None,
     now_ms: int | None = None,
 ) -> list[ProfileItem]:
     """Upload items for ``obj``: one per profile, one per segment for segmented results.
 
-    ``reference_name`` makes them reference profiles; segments of a reference are aliased
+    ``reference_profile_name`` makes them reference profiles; segments of a reference are aliased
     ``<name>[<key>=<value>,...]``. ``dataset_timestamp`` overrides the profile's own timestamp;
     a profile with none gets now (UTC).
     """
-    alias = check_alias(reference_name) if reference_name is not None else None
+    alias = check_alias(reference_profile_name) if reference_profile_name is not None else None
     override = to_millis(dataset_timestamp) if dataset_timestamp is not None else None
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     views = _views_of(obj)
@@ -236,9 +238,17 @@ def reference_items(references: Iterable[tuple[str, Profileish | str | Path]], *
     items: list[ProfileItem] = []
     seen: set[str] = set()
     for name, obj in references:
-        for item in items_from(obj, reference_name=name, **kwargs):
+        for item in items_from(obj, reference_profile_name=name, **kwargs):
             if item.alias in seen:
                 raise ConfigError(f"The reference name {item.alias!r} is given twice: reference names must be unique.")
             seen.add(item.alias or "")
             items.append(item)
     return items
+
+
+def format_ms(epoch_ms: int) -> str:
+    """A dataset timestamp for people: the UTC date, with the time unless it is midnight."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    if (moment.hour, moment.minute, moment.second, moment.microsecond) == (0, 0, 0, 0):
+        return f"{moment:%Y-%m-%d}"
+    return f"{moment:%Y-%m-%d %H:%M:%S}Z"

@@ -3,12 +3,20 @@
 One publish: ask songbird for upload slots (one call per batch profile; one call for all
 references), PUT each profile's bytes to its slot in parallel (bounded by ``max_workers``),
 check every PUT, then ask for observatory links, chunked by the 3-profile limit.
+
+Delivery of the outbox (`flush_outbox`) lives here too, and asks for upload slots the same way
+(`request_slot`). What is expensive to build (the HTTP connection pool, the resolved settings,
+the stored session id) is shared per process and per settings (`shared_publisher`), so the
+whylogs idiom of a new writer per call costs nothing extra; after a fork, the child builds its own.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,14 +24,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from whylogs_songbird.client import SongbirdClient
-from whylogs_songbird.config import Settings, make_client, resolve_settings
-from whylogs_songbird.errors import PublishError, SongbirdError
+from whylogs_songbird.config import Settings, make_client, option_names, resolve_settings, unknown_option_message
+from whylogs_songbird.errors import AuthError, ConfigError, PublishError, SongbirdError, is_retryable
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, SegmentTag
-from whylogs_songbird.outbox import Outbox, is_retryable
-from whylogs_songbird.profiles import Profileish, ProfileItem, items_from, reference_items
+from whylogs_songbird.outbox import FlushReport, Outbox, OutboxEntry
+from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, format_ms, items_from, reference_items
 from whylogs_songbird.session import GuestSession, SessionStore
 
 logger = logging.getLogger(__name__)
+#: Delivery of the outbox logs under the outbox's name, as it did when it lived there.
+outbox_logger = logging.getLogger("whylogs_songbird.outbox")
 
 Kind = Literal["batch", "reference"]
 
@@ -47,10 +57,13 @@ class PublishedProfile:
     #: The presigned URL of this profile's slot, once one was given (never shown: it is signed).
     upload_url: str | None = field(default=None, repr=False, compare=False)
 
+    #: The id of an earlier upload of the same bytes, when the server kept that one instead.
+    duplicate_of: str | None = None
+
     @property
     def label(self) -> str:
-        """A short human name: the alias for a reference, the timestamp (and segment) for a batch."""
-        name = (self.alias or "reference") if self.kind == "reference" else f"batch {self.dataset_timestamp}"
+        """A short human name: the alias for a reference, the date (and segment) for a batch."""
+        name = (self.alias or "reference") if self.kind == "reference" else f"batch {format_ms(self.dataset_timestamp)}"
         if self.segment_tags and self.kind == "batch":
             name += " [" + ",".join(f"{t.key}={t.value}" for t in self.segment_tags) + "]"
         return name
@@ -68,10 +81,12 @@ class PublishResult:
     endpoint: str
     profiles: list[PublishedProfile]
     observatory_urls: list[str] = field(default_factory=list)
+    #: Why nothing was published, when the publish failed before any profile was tried.
+    error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return bool(self.profiles) and all(p.ok for p in self.profiles)
+        return self.error is None and bool(self.profiles) and all(p.ok for p in self.profiles)
 
     @property
     def landed(self) -> list[PublishedProfile]:
@@ -93,8 +108,23 @@ class PublishResult:
             return self.observatory_urls[0]
         return next((p.observatory_url for p in self.landed if p.observatory_url), None)
 
+    def compare_with(self, reference: str, **options: Any) -> list[str]:
+        """Observatory links comparing this result's batches with the reference named ``reference``.
+
+        The reference is one published in the same session (by this process or another: its id
+        is remembered with the stored session), or in this result. One link per 3 profiles, as
+        the observatory allows; each link holds the reference and up to 2 batches.
+        ``options`` are the settings of the publish (endpoint, config_dir, ...).
+
+        >>> batches = publish(why.log(today_df))                      # doctest: +SKIP
+        >>> batches.compare_with("train")                             # doctest: +SKIP
+        """
+        return comparison_links(self, reference, **options)
+
     def summary(self) -> str:
         """One line: how many landed, how many failed, and the first failure."""
+        if self.error is not None:
+            return f"nothing was published to {self.endpoint}: {self.error}"
         text = f"{len(self.landed)} of {len(self.profiles)} profiles published to {self.endpoint}"
         if self.failed:
             first = self.failed[0]
@@ -187,7 +217,20 @@ class Publisher:
                 self._keep(item, result)
         publish_result = PublishResult(endpoint=self.client.endpoint, profiles=results)
         self._add_links(publish_result)
+        self._remember_references(publish_result)
         return publish_result
+
+    def _remember_references(self, result: PublishResult) -> None:
+        """Keep the ids of landed named references with the stored session, for `compare_with`."""
+        by_session: dict[str, dict[str, str]] = {}
+        for p in result.landed:
+            if p.kind == "reference" and p.alias and p.profile_id and p.session_id:
+                by_session.setdefault(p.session_id, {})[p.alias] = p.profile_id
+        for session_id, names in by_session.items():
+            try:
+                self.session.store.remember_references(self.client.endpoint, session_id, names)
+            except (OSError, SongbirdError) as exc:
+                logger.debug("songbird: could not remember reference ids: %s", exc)
 
     # -- tasks --------------------------------------------------------------------------------
 
@@ -204,16 +247,13 @@ class Publisher:
         def task() -> None:
             try:
                 data = item.serialize()
-
-                def slot(session_id: str) -> tuple[str, Any]:
-                    return session_id, self.client.create_dataset_profile_upload(
-                        session_id, item.dataset_timestamp, list(item.segment_tags)
-                    )
-
-                session_id, response = self.session.call(slot)
+                session_id, response = request_slot(
+                    self.session, "batch", item.dataset_timestamp, segment_tags=item.segment_tags
+                )
                 result.session_id, result.profile_id, result.upload_url = session_id, response.id, response.upload_url
-                self.client.upload_profile(response.upload_url, data)
+                result.duplicate_of = self.client.upload_profile(response.upload_url, data)
                 result.observatory_url, result.size, result.ok = response.observatory_url, len(data), True
+                _warn_duplicate(result)
             except Exception as exc:
                 self._fail(result, exc)
             self._done(result)
@@ -229,12 +269,7 @@ class Publisher:
         try:
             if len(indexes) == 1:
                 only = items[indexes[0]]
-                session_id, single = self.session.call(
-                    lambda sid: (
-                        sid,
-                        self.client.create_reference_profile_upload(sid, only.alias, only.dataset_timestamp),
-                    )
-                )
+                session_id, single = request_slot(self.session, "reference", only.dataset_timestamp, alias=only.alias)
                 slots = [single]
             else:
                 session_id, batch = self.session.call(
@@ -251,8 +286,9 @@ class Publisher:
             def task() -> None:
                 try:
                     data = item.serialize()
-                    self.client.upload_profile(slot.upload_url, data)
+                    result.duplicate_of = self.client.upload_profile(slot.upload_url, data)
                     result.observatory_url, result.size, result.ok = slot.observatory_url, len(data), True
+                    _warn_duplicate(result)
                 except Exception as exc:
                     self._fail(result, exc)
                 self._done(result)
@@ -288,7 +324,7 @@ class Publisher:
             f"{result.error} It was saved to the outbox ({self.outbox.directory}, entry {entry.id}): "
             "run `songbird outbox flush` to deliver it when the server is back."
         )
-        logger.warning("songbird: %s kept in the outbox as %s", result.label, entry.id)
+        logger.debug("songbird: %s kept in the outbox as %s", result.label, entry.id)
 
     def _done(self, result: PublishedProfile) -> None:
         if self.on_profile is not None:
@@ -299,7 +335,8 @@ class Publisher:
         result.ok = False
         result.exception = exc
         result.error = str(exc) if isinstance(exc, SongbirdError) else f"{type(exc).__name__}: {exc}"
-        logger.error("songbird: %s was not published: %s", result.label, result.error, exc_info=exc)
+        # The caller reports the failure in one line; the traceback is for DEBUG only.
+        logger.debug("songbird: %s was not published: %s", result.label, result.error, exc_info=exc)
 
     # -- links --------------------------------------------------------------------------------
 
@@ -341,6 +378,76 @@ class Publisher:
         publish_result.observatory_urls = [link for link in links if link]
 
 
+def _warn_duplicate(result: PublishedProfile) -> None:
+    if result.duplicate_of:
+        logger.warning(
+            "songbird: %s has the same bytes as upload %s already stored for this session, timestamp and segment; "
+            "the server kept one copy and ignored this upload.",
+            result.label,
+            result.duplicate_of,
+        )
+
+
+def request_slot(
+    session: GuestSession,
+    kind: Kind,
+    dataset_timestamp: int,
+    *,
+    segment_tags: Sequence[SegmentTag] = (),
+    alias: str | None = None,
+) -> tuple[str, Any]:
+    """Ask for one upload slot in ``session`` (renewing an unknown session once); returns (session id, slot).
+
+    The one way a publish and an outbox flush ask for a slot.
+    """
+
+    def ask(session_id: str) -> tuple[str, Any]:
+        if kind == "reference":
+            return session_id, session.client.create_reference_profile_upload(session_id, alias, dataset_timestamp)
+        return session_id, session.client.create_dataset_profile_upload(
+            session_id, dataset_timestamp, list(segment_tags)
+        )
+
+    return session.call(ask)
+
+
+# -- one publisher per process and settings ----------------------------------------------------
+
+_SHARED: dict[Settings, Publisher] = {}
+_SHARED_PID = os.getpid()
+_SHARED_LOCK = threading.Lock()
+#: Distinct settings kept at once; the oldest are dropped (and closed when no longer used).
+MAX_SHARED_PUBLISHERS = 32
+
+
+def shared_publisher(settings: Settings) -> Publisher:
+    """The publisher of this process for ``settings``: one connection pool and stored session for all writers.
+
+    Safe across threads (the client's pool and the session are thread-safe) and forks (a child
+    process notices the new pid and builds its own, never reusing the parent's sockets).
+    """
+    global _SHARED_PID, _SHARED_LOCK
+    if os.getpid() != _SHARED_PID:  # forked: the parent's pools and locks are not ours
+        _SHARED_LOCK = threading.Lock()
+        _SHARED.clear()
+        _SHARED_PID = os.getpid()
+    with _SHARED_LOCK:
+        publisher = _SHARED.get(settings)
+        if publisher is None:
+            while len(_SHARED) >= MAX_SHARED_PUBLISHERS:
+                _SHARED.pop(next(iter(_SHARED)))
+            publisher = _SHARED[settings] = Publisher(settings)
+        return publisher
+
+
+def _check_option_names(options: Mapping[str, Any], *also: str) -> None:
+    """An unknown option's error lists every valid name (the call's own too) and suggests the closest."""
+    valid = sorted({*option_names(), *also})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(unknown_option_message(unknown, valid))
+
+
 def _raise_if_failed(result: PublishResult) -> PublishResult:
     if not result.ok:
         raise PublishError(result.summary(), result)
@@ -350,18 +457,19 @@ def _raise_if_failed(result: PublishResult) -> PublishResult:
 def publish(
     profile: Profileish | str | Path,
     *,
-    reference_name: str | None = None,
+    reference_profile_name: str | None = None,
     dataset_timestamp: Any = None,
     **options: Any,
 ) -> PublishResult:
     """Publish one profile (or every segment of a result set); raise `PublishError` if any failed.
 
-    ``options`` are the writer's: endpoint, session_id, api_key, timeout, max_retries, max_workers, ...
+    ``reference_profile_name`` publishes it as a named reference profile. ``options`` are the
+    writer's: endpoint, session_id, api_key, timeout, max_retries, max_workers, ...
     """
+    _check_option_names(options, "reference_profile_name", "dataset_timestamp")
     settings = resolve_settings(options)
-    items = items_from(profile, dataset_timestamp=dataset_timestamp, reference_name=reference_name)
-    with Publisher(settings) as publisher:
-        return _raise_if_failed(publisher.publish(items))
+    items = items_from(profile, dataset_timestamp=dataset_timestamp, reference_profile_name=reference_profile_name)
+    return _raise_if_failed(shared_publisher(settings).publish(items))
 
 
 def publish_references(
@@ -379,5 +487,134 @@ def publish_references(
         raise PublishError("publish_references got no references: pass a dict of {name: profile}.")
     settings = resolve_settings(options)
     items = reference_items(pairs)
-    with Publisher(settings) as publisher:
-        return _raise_if_failed(publisher.publish(items))
+    return _raise_if_failed(shared_publisher(settings).publish(items))
+
+
+# -- comparison links --------------------------------------------------------------------------
+
+
+def comparison_links(
+    batches: PublishResult | Sequence[PublishedProfile] | Sequence[int],
+    reference: str,
+    **options: Any,
+) -> list[str]:
+    """Observatory links comparing ``batches`` with the reference profile named ``reference``.
+
+    ``batches`` is a `PublishResult` (its landed batch profiles), its profiles, or dataset
+    timestamps (epoch ms) of batches in the stored session. The reference must have been
+    published into the same session under that name. Each link shows the reference and up to 2
+    batches (3 profiles per link, the observatory's limit).
+    """
+    check_alias(reference)
+    settings = resolve_settings({k: v for k, v in options.items() if v is not None})
+    session_id: str | None = None
+    stamps: list[int] = []
+    reference_id: str | None = None
+    if isinstance(batches, PublishResult):
+        profiles: Sequence[Any] = batches.landed
+    else:
+        profiles = list(batches)
+    for item in profiles:
+        if isinstance(item, PublishedProfile):
+            if item.kind == "reference":
+                if item.alias == reference and item.profile_id:
+                    reference_id = item.profile_id
+                continue
+            stamps.append(item.dataset_timestamp)
+            session_id = session_id or item.session_id
+        elif isinstance(item, int) and not isinstance(item, bool):
+            stamps.append(item)
+        else:
+            raise ConfigError(f"comparison_links takes published profiles or epoch-ms timestamps, not {item!r}.")
+    publisher = shared_publisher(settings)
+    store = publisher.session.store
+    endpoint = publisher.client.endpoint
+    session_id = session_id or settings.session_id or store.get(endpoint)
+    if session_id is None:
+        raise ConfigError(f"There is no stored guest session for {endpoint}: publish the batches first.")
+    reference_id = reference_id or store.reference_id(endpoint, session_id, reference)
+    if reference_id is None:
+        raise ConfigError(
+            f"No reference named {reference!r} was published into session {session_id} from this machine: "
+            f"publish it first, e.g. publish(why.log(df), reference_profile_name={reference!r})."
+        )
+    stamps = list(dict.fromkeys(stamps))
+    if not stamps:
+        raise ConfigError("comparison_links got no batch profiles to compare with the reference.")
+    per_link = MAX_PROFILES_PER_LINK - 1
+    links = []
+    for start in range(0, len(stamps), per_link):
+        answer = publisher.client.get_session_profile_observatory_link(
+            session_id, stamps[start : start + per_link], [reference_id]
+        )
+        links.append(answer.observatory_url)
+    return links
+
+
+# -- delivering the outbox ---------------------------------------------------------------------
+
+
+def flush_outbox(
+    outbox: Outbox,
+    settings: Settings,
+    *,
+    only_for: str | None = None,
+    retarget: str | None = None,
+    lock_timeout: float = 0,
+) -> FlushReport:
+    """Deliver the outbox's entries, each to the endpoint and session it was meant for; safe to interrupt and rerun.
+
+    ``only_for`` delivers only the entries saved for that endpoint. ``retarget`` sends them to
+    another endpoint instead (for entries saved for an endpoint that no longer exists): they get
+    new upload slots there, in that endpoint's stored session. The transport ``settings``
+    (timeout, retries) apply to every request.
+    """
+    outbox.directory.mkdir(parents=True, exist_ok=True)
+    report = FlushReport()
+    sessions: dict[tuple[str, str | None], GuestSession] = {}
+    with outbox.flush_lock(lock_timeout):
+        try:
+            for entry in outbox.entries(only_for):
+                if retarget is not None and entry.endpoint != retarget:
+                    entry.endpoint, entry.pinned_session_id = retarget, None
+                    entry.session_id = entry.upload_id = entry.upload_url = entry.observatory_url = None
+                    outbox.write(entry)
+                key = (entry.endpoint, entry.pinned_session_id)
+                if key not in sessions:
+                    store = SessionStore.for_directory(settings.config_dir)
+                    sessions[key] = GuestSession(make_client(settings, entry.endpoint), store, entry.pinned_session_id)
+                try:
+                    _deliver(outbox, entry, sessions[key])
+                except SongbirdError as exc:
+                    entry.error = str(exc)
+                    outbox.write(entry)
+                    report.failed.append((entry, str(exc)))
+                    outbox_logger.warning("outbox: %s not delivered yet: %s", entry.label, exc)
+                    continue
+                outbox.remove(entry)
+                report.delivered.append(entry)
+        finally:
+            for session in sessions.values():
+                session.client.close()
+    return report
+
+
+def _deliver(outbox: Outbox, entry: OutboxEntry, session: GuestSession) -> None:
+    data = outbox.read_bytes(entry)
+    entry.attempts += 1
+    entry.last_attempt_at = time.time()
+    if entry.upload_url:
+        try:
+            session.client.upload_profile(entry.upload_url, data)
+            return
+        except AuthError:
+            # The slot's URL expired before this rerun: we cannot tell whether the earlier PUT
+            # landed, so ask for a new slot (logged, since this is the one at-least-once case).
+            outbox_logger.warning("outbox: upload URL of %s expired; requesting a new one", entry.label)
+    tags = [SegmentTag(key=k, value=v) for k, v in entry.segment_tags]
+    kind: Kind = "reference" if entry.kind == "reference" else "batch"
+    session_id, response = request_slot(session, kind, entry.dataset_timestamp, segment_tags=tags, alias=entry.alias)
+    entry.session_id, entry.upload_id = session_id, response.id
+    entry.upload_url, entry.observatory_url = response.upload_url, response.observatory_url
+    outbox.write(entry)  # the slot is recorded before the PUT: a rerun PUTs to this same slot
+    session.client.upload_profile(entry.upload_url, data)

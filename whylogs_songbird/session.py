@@ -58,7 +58,12 @@ class SessionStore:
     @classmethod
     def for_directory(cls, directory: Path) -> SessionStore:
         """The one store of this process for ``directory`` (so its locks are shared by every writer)."""
+        global _STORES_PID, _STORES_LOCK
         key = str(Path(directory).expanduser().resolve())
+        if os.getpid() != _STORES_PID:  # forked: locks held by the parent's threads are not ours
+            _STORES_LOCK = threading.Lock()
+            _STORES.clear()
+            _STORES_PID = os.getpid()
         with _STORES_LOCK:
             store = _STORES.get(key)
             if store is None:
@@ -108,6 +113,28 @@ class SessionStore:
             data.setdefault("sessions", {})[endpoint] = {"sessionId": session_id, "createdAt": int(time.time())}
             self._write(data)
 
+    def remember_references(self, endpoint: str, session_id: str, names: dict[str, str]) -> None:
+        """Keep the ids of named reference profiles published into the stored session of ``endpoint``."""
+        with self.lock():
+            data = self._read()
+            entry = data.get("sessions", {}).get(endpoint)
+            if not isinstance(entry, dict) or entry.get("sessionId") != session_id:
+                return  # not the stored session (a pinned one): nothing to remember it by
+            references = entry.setdefault("references", {})
+            if all(references.get(k) == v for k, v in names.items()):
+                return
+            references.update(names)
+            self._write(data)
+
+    def reference_id(self, endpoint: str, session_id: str, name: str) -> str | None:
+        """The id of the reference named ``name`` published into ``session_id`` of ``endpoint``, if remembered."""
+        with self.lock():
+            entry = self._read().get("sessions", {}).get(endpoint)
+        if not isinstance(entry, dict) or entry.get("sessionId") != session_id:
+            return None
+        found = entry.get("references", {}).get(name)
+        return found if isinstance(found, str) else None
+
     def forget(self, endpoint: str) -> str | None:
         """Forget the session stored for ``endpoint``; returns the id that was stored."""
         with self.lock():
@@ -120,6 +147,7 @@ class SessionStore:
 
 _STORES: dict[str, SessionStore] = {}
 _STORES_LOCK = threading.Lock()
+_STORES_PID = os.getpid()
 
 
 class _Locked:

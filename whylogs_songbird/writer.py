@@ -3,22 +3,29 @@
 whylogs has no plugin entry points: its ``Writers.get`` knows a fixed list of names. Importing
 ``whylogs_songbird`` wraps ``Writers.get`` once so that ``"songbird"`` resolves to
 `SongbirdWriter` and every other name still goes to whylogs.
+
+whylogs code builds a new writer per call (``view.writer("songbird").write()``), so a writer is
+cheap: it resolves its settings and takes the process's shared `Publisher` for them (one HTTP
+connection pool and one stored session per process and per settings).
+
+Logging: every published profile's link at INFO; a failed write as ONE line at ERROR saying why
+and what to do (the traceback at DEBUG); an empty profile (a rolling logger's interval without
+data) is skipped at DEBUG.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import fields
 from typing import Any
 
 from whylogs.api.writer import Writer, Writers
 from whylogs.api.writer.writer import Writable, WriterWrapper
 
-from whylogs_songbird.config import Settings, resolve_settings
-from whylogs_songbird.errors import SongbirdError
+from whylogs_songbird.config import Settings, option_names, resolve_settings, unknown_option_message
+from whylogs_songbird.errors import ConfigError, EmptyProfileError, SongbirdError
 from whylogs_songbird.profiles import check_alias, items_from, to_millis
-from whylogs_songbird.publish import Publisher, PublishResult
+from whylogs_songbird.publish import Publisher, PublishResult, shared_publisher
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +45,7 @@ class SongbirdWriter(Writer):
 
     ``write()`` answers as whylogs writers do: ``(True, url)`` for one profile, ``(True, [(ok, url
     or message), ...])`` for several, ``(False, message)`` on failure. The full `PublishResult`
-    is kept in ``last_result``.
+    of the latest write, failed ones included, is kept in ``last_result``.
     """
 
     def __init__(self, **options: Any) -> None:
@@ -66,6 +73,9 @@ class SongbirdWriter(Writer):
 
     def _check(self, kwargs: dict[str, Any]) -> Settings | None:
         """Validate options; returns the settings they give, or None if they change no setting."""
+        unknown = sorted(k for k in kwargs if k not in _ALL_OPTIONS)
+        if unknown:
+            raise ConfigError(unknown_option_message(unknown, sorted(_ALL_OPTIONS), "songbird writer option"))
         if kwargs.get("reference_profile_name") is not None:
             check_alias(kwargs["reference_profile_name"])
         if kwargs.get("dataset_timestamp") is not None:
@@ -90,7 +100,7 @@ class SongbirdWriter(Writer):
         settings = self.settings
         with self._lock:
             if self._publisher is None:
-                self._publisher = Publisher(settings)
+                self._publisher = shared_publisher(settings)
             return self._publisher
 
     def check_interval(self, interval_seconds: int) -> None:
@@ -103,32 +113,59 @@ class SongbirdWriter(Writer):
 
         Options given as keywords here apply to this call only; ``option()`` sets them for good.
         """
-        once = {k: v for k, v in kwargs.items() if v is not None and (k in _WRITE_OPTIONS or k in _SETTINGS)}
-        publisher: Publisher | None = None
+        once = {k: v for k, v in kwargs.items() if v is not None and k in _ALL_OPTIONS}
+        endpoint = self._settings.endpoint if self._settings is not None else "songbird"
         try:
             settings = self._check(once)
             choice = {**self._options, **once}
             items = items_from(
                 file,
                 dataset_timestamp=choice.get("dataset_timestamp"),
-                reference_name=choice.get("reference_profile_name"),
+                reference_profile_name=choice.get("reference_profile_name"),
             )
-            publisher = Publisher(settings) if settings is not None else None
-            result = (publisher or self._get_publisher()).publish(items)
+            publisher = shared_publisher(settings) if settings is not None else self._get_publisher()
+            endpoint = publisher.client.endpoint
+            result = publisher.publish(items)
+        except EmptyProfileError as exc:
+            logger.debug("songbird writer: nothing to publish, skipped: %s", exc)
+            self.last_result = PublishResult(endpoint=endpoint, profiles=[], error=str(exc))
+            return False, f"songbird: nothing to publish: {exc}"
         except SongbirdError as exc:
             logger.error("songbird writer: nothing was published: %s", exc)
+            logger.debug("songbird writer: the failure in full", exc_info=exc)
+            self.last_result = PublishResult(endpoint=endpoint, profiles=[], error=str(exc))
             return False, f"songbird: nothing was published: {exc}"
         except Exception as exc:  # a whylogs writer reports failure, it does not raise
-            logger.exception("songbird writer: nothing was published")
+            logger.error("songbird writer: nothing was published: %s: %s", type(exc).__name__, exc)
+            logger.debug("songbird writer: the failure in full", exc_info=exc)
+            self.last_result = PublishResult(endpoint=endpoint, profiles=[], error=f"{type(exc).__name__}: {exc}")
             return False, f"songbird: nothing was published: {type(exc).__name__}: {exc}"
-        finally:
-            if publisher is not None:
-                publisher.close()
         self.last_result = result
+        _log_outcome(result)
         return as_whylogs_answer(result)
 
 
-_SETTINGS = frozenset(f.name for f in fields(Settings))
+def _log_outcome(result: PublishResult) -> None:
+    """Links at INFO; the failures of a write as one ERROR line (the first failure's reason)."""
+    if logger.isEnabledFor(logging.INFO):
+        for profile in result.landed:
+            logger.info("songbird: published %s: %s", profile.label, profile.observatory_url or "(no link)")
+    if result.failed:
+        first = result.failed[0]
+        more = f" (and {len(result.failed) - 1} more failed)" if len(result.failed) > 1 else ""
+        logger.error(
+            "songbird writer: %d of %d profiles not published: %s: %s%s",
+            len(result.failed),
+            len(result.profiles),
+            first.label,
+            first.error,
+            more,
+        )
+
+
+_SETTINGS = frozenset(option_names())
+#: Every option a writer takes: the settings, and what to publish.
+_ALL_OPTIONS = _SETTINGS | frozenset(_WRITE_OPTIONS)
 
 
 def as_whylogs_answer(result: PublishResult) -> tuple[bool, str | list[tuple[bool, str]]]:

@@ -1,4 +1,4 @@
-"""A local server compatible with the songbird sessions API (see ``shared/songbird-api.md``).
+"""A local server compatible with the songbird sessions API (described in ``docs/http-api.md``).
 
 Run it with ``python -m whylogs_songbird.server`` or, in tests and notebooks, in a thread::
 

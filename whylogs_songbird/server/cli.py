@@ -32,6 +32,13 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME)) / "server"
 
 
+def shared_address(host: str) -> str:
+    """An address of this machine that others can use to reach ``host``: the host name for 0.0.0.0 / ::."""
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - only for display
+        return socket.getfqdn() or socket.gethostname() or "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 def _check_port_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -228,7 +235,7 @@ def serve_command(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - only for display
+    shown_host = shared_address(host)
     logger.info(
         "songbird server on http://%s:%d (data in %s, %d API keys, upload URLs live %d s, %d workers); "
         "publish to it with SONGBIRD_API_ENDPOINT=http://%s:%d",
@@ -247,6 +254,7 @@ def serve_command(
         logger.warning("fault injection is on: %g of API requests fail (seed %s)", config.fault_rate, config.fault_seed)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
         run_server(config, access_log=not no_access_log)
+    logger.info("songbird server stopped.")
 
 
 #: ``python -m whylogs_songbird.server``: :func:`serve_command` as the only command.
@@ -271,4 +279,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["app", "config_from_options", "default_data_dir", "main", "parse_args", "serve_command"]
+__all__ = ["app", "config_from_options", "default_data_dir", "main", "parse_args", "serve_command", "shared_address"]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
 from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
@@ -47,6 +48,16 @@ logger = logging.getLogger("whylogs_songbird.server")
 #: Operation counts reach the shared store within about this many seconds: one write per batch,
 #: not one transaction per request (see :meth:`Store.count`).
 COUNT_FLUSH_SECONDS = 0.1
+
+#: Upload slots whose URL expired less than this long ago are still looked for in the blob
+#: store (a presigned PUT begun before its URL expired may finish after).
+LANDED_GRACE_SECONDS = 3600
+
+#: Defaults of the limits on uploads (the server's config overrides them, see :meth:`Store.open`).
+DEFAULT_MAX_COLUMNS = 20_000
+DEFAULT_MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+#: Open uploads of one session looked up one by one (HEAD) up to this many; more: one listing.
+_HEADS_BEFORE_LISTING = 8
 
 #: A batch timestamp in a link (see :func:`parse_timestamp_selector`); ASCII digits only.
 _TIMESTAMP_SELECTOR = re.compile(r"-?[0-9]{1,19}")
@@ -122,12 +133,19 @@ class Store:
         self._count_lock = threading.Lock()
         self._count_stop = threading.Event()
         self._count_flusher: threading.Thread | None = None
+        #: Limits applied to uploads the server did not receive itself (presigned PUTs, see
+        #: :meth:`learn_landed`); the upload route applies the same ones from the config.
+        self.max_columns = DEFAULT_MAX_COLUMNS
+        self.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
 
     @classmethod
     def open(cls, config: object) -> Store:
         """The store a :class:`ServerConfig` asks for (``database_url``, ``blob_store``)."""
         metadata, blobs = open_storage(config)
-        return cls(Path(getattr(config, "data_dir")), metadata=metadata, blobs=blobs)  # noqa: B009
+        store = cls(Path(getattr(config, "data_dir")), metadata=metadata, blobs=blobs)  # noqa: B009
+        store.max_columns = int(getattr(config, "max_columns", DEFAULT_MAX_COLUMNS))
+        store.max_upload_bytes = int(getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES))
+        return store
 
     def __repr__(self) -> str:
         return f"Store({self.metadata!r}, {self.blobs!r})"
@@ -244,31 +262,6 @@ class Store:
         receives the PUT itself (then it signs its own URL)."""
         return self.blobs.presign_put(blob_key(upload.session_id, upload.id), ttl_seconds)
 
-    def learn_landed(self, session_id: str | None = None, *, grace_seconds: int = 3600) -> list[UploadRecord]:
-        """Record the uploads whose bytes a client PUT straight to the blob store (presigned URLs):
-        each slot not stored yet (of one session, or all) whose object exists is marked stored, with
-        the size and sha256 of what landed. Called at link and page time and by the ingest worker;
-        a no-op for stores without presigned URLs. Returns what was learned."""
-        if not self.presigns:
-            return []
-        learned = []
-        expires_after = int(now_ms() / 1000) - grace_seconds
-        for upload in self.metadata.unstored_uploads(session_id=session_id, expires_after=expires_after):
-            key = blob_key(upload.session_id, upload.id)
-            if not self.blobs.exists(key):
-                continue
-            data = self.blobs.get_bytes(key)
-            try:
-                outcome = self.metadata.mark_stored(
-                    upload.id, key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-                )
-            except StoreError:
-                continue
-            if outcome.duplicate_of is not None:
-                self.blobs.delete(key)
-            learned.append(outcome.upload)
-        return learned
-
     # -- profile bytes ----------------------------------------------------------------------
 
     def new_temp_file(self) -> tuple[int, Path]:
@@ -339,6 +332,78 @@ class Store:
             raise FileNotFoundError(f"upload {upload.id} has no stored bytes")
         return self.blobs.get_bytes(upload.path)
 
+    # -- uploads straight to the blob store (presigned S3 PUT URLs) --------------------------
+
+    def learn_landed(
+        self, session_id: str | None = None, *, grace_seconds: int = LANDED_GRACE_SECONDS
+    ) -> list[UploadRecord]:
+        """Record the uploads whose bytes a client PUT straight to the blob store (presigned URLs),
+        of one session or of all; return them. A no-op for stores without presigned URLs.
+
+        The server is not told when such a PUT lands: it looks at link and page time, and its
+        ingest worker does so for every session. Slots whose URL expired more than
+        ``grace_seconds`` ago are not looked for (a PUT begun before expiry may finish after). A slot is recorded
+        only once its bytes are there, so no profile exists without bytes. The bytes get the
+        cheap structural check of the upload route; bytes that fail it, or are larger than the
+        upload limit, are recorded as an invalid profile (shown as such, never deserialized).
+        """
+        if not self.presigns:
+            return []
+        expires_after = int(now_ms() / 1000) - grace_seconds
+        by_session: dict[str, list[UploadRecord]] = {}
+        for upload in self.metadata.unstored_uploads(session_id=session_id, expires_after=expires_after):
+            by_session.setdefault(upload.session_id, []).append(upload)
+        learned: list[UploadRecord] = []
+        for session, uploads in by_session.items():
+            sizes = self._landed_sizes(session, uploads)
+            for upload in uploads:
+                key = blob_key(upload.session_id, upload.id)
+                recorded = self._record_landed(upload, key, sizes[key]) if key in sizes else None
+                if recorded is not None:
+                    learned.append(recorded)
+        if learned:
+            logger.debug("learned %d uploads that landed in the blob store", len(learned))
+        return learned
+
+    def _landed_sizes(self, session_id: str, uploads: Sequence[UploadRecord]) -> dict[str, int]:
+        """Blob key -> size of the open uploads whose bytes are there: a HEAD each, or one listing
+        of the session's keys when there are many."""
+        keys = {blob_key(upload.session_id, upload.id) for upload in uploads}
+        list_sizes = getattr(self.blobs, "list_sizes", None)
+        if len(keys) > _HEADS_BEFORE_LISTING and list_sizes is not None:
+            return {key: size for key, size in list_sizes(f"profiles/{session_id}/") if key in keys}
+        sizes = {}
+        for key in keys:
+            size = self.blobs.size(key)
+            if size is not None:
+                sizes[key] = size
+        return sizes
+
+    def _record_landed(self, upload: UploadRecord, key: str, size: int) -> UploadRecord | None:
+        reason: str | None = None
+        if size > self.max_upload_bytes:
+            version = f"unread-{size}"  # too large to read: recorded by its size, never summarised
+            reason = f"it is larger than this server's upload limit of {self.max_upload_bytes} bytes"
+        else:
+            try:
+                data = self.blobs.get_bytes(key)
+            except FileNotFoundError:
+                return None
+            version, size = hashlib.sha256(data).hexdigest(), len(data)
+            try:
+                check_profile_bytes(data, max_columns=self.max_columns)
+            except ProfileCheckError as exc:
+                reason = f"it is not a well-formed whylogs profile ({exc})"
+        try:
+            outcome = self.metadata.mark_stored(upload.id, key=key, size=size, sha256=version)
+        except StoreError:
+            return None  # the session was claimed meanwhile: its bytes stay unrecorded
+        if outcome.duplicate_of is not None:
+            self.blobs.delete(key)
+        elif reason is not None:
+            self.metadata.mark_invalid(upload.id, version, reason)
+        return outcome.upload
+
     # -- profile lookups (shared by the link operation and the observatory pages) ------------
 
     def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
@@ -389,13 +454,14 @@ class Store:
         report = ReconcileReport(temp_files=self.blobs.reconcile())
         report.released_claims = self.metadata.release_ingest_claims()
         known = dict(self.metadata.stored_keys())
-        missing = [upload_id for upload_id, key in known.items() if not self.blobs.exists(key)]
+        present = set(self.blobs.list_keys("profiles/"))  # one listing, not a lookup per row (S3)
+        missing = [upload_id for upload_id, key in known.items() if key not in present]
         if missing:
             self.metadata.unmark_stored(missing)
             report.rows_without_bytes = missing
         referenced = {key for upload_id, key in known.items() if upload_id not in set(missing)}
         presigning = self._presigns()
-        for key in list(self.blobs.list_keys("profiles/")):
+        for key in sorted(present):
             if key in referenced:
                 continue
             upload_id = key.rsplit("/", 1)[-1].split(".", 1)[0]

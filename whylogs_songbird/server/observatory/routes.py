@@ -166,6 +166,7 @@ def observatory_router(
         def build() -> HTMLResponse:
             sid = open_session(session_id)
             base = base_url(request)
+            store.learn_landed(sid)  # presigned PUTs that went straight to the blob store
             uploads = sorted(store.list_profiles(sid), key=lambda u: (u.stored_at or 0, u.created_at), reverse=True)
             rows = []
             for upload in uploads:

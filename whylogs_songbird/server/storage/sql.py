@@ -95,7 +95,11 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "duplicate_of", "TEXT"),
 )
 #: Indexes over migrated columns (created after the migrations).
-LATE_INDEXES = ("CREATE INDEX IF NOT EXISTS uploads_by_ingest ON uploads (ingest_state, stored_at)",)
+LATE_INDEXES = (
+    # upload slots still waiting for their bytes (presigned PUTs straight to the blob store)
+    "CREATE INDEX IF NOT EXISTS uploads_open ON uploads (expires_at) WHERE stored_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS uploads_by_ingest ON uploads (ingest_state, stored_at)",
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,228 @@
+"""The S3 blob store and the PostgreSQL metadata store against the real components (services.py)."""
+
+import datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import botocore.auth
+import pytest
+import requests
+
+from whylogs_songbird.server.storage.s3 import (
+    BlobStoreConfigError,
+    BlobStoreUnavailableError,
+    S3BlobStore,
+    S3Location,
+)
+
+
+@pytest.fixture
+def s3_env(s3_service, monkeypatch):
+    for name, value in s3_service.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_service
+
+
+@pytest.fixture
+def blobs(s3_env):
+    store = S3BlobStore(f"s3://{s3_env.new_bucket_name()}/team/profiles", endpoint_url=s3_env.endpoint_url)
+    yield store
+    store.close()
+
+
+def with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query)) | changes
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# -- locations ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "bucket", "prefix"),
+    [("s3://songbird", "songbird", ""), ("s3://my.bucket-1/a/b/", "my.bucket-1", "a/b"), ("s3://abc/x", "abc", "x")],
+)
+def test_location_parses_bucket_and_prefix(url, bucket, prefix):
+    location = S3Location.parse(url)
+    assert (location.bucket, location.prefix) == (bucket, prefix)
+    assert location.key("s/u.bin") == (f"{prefix}/s/u.bin" if prefix else "s/u.bin")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "songbird",
+        "file:///tmp/x",
+        "s3://",
+        "s3://AB",
+        "s3://Upper",
+        "s3://key:secret@bucket/p",
+        "s3://b..b/p",
+        "s3://bucket/p?x=1",
+        "s3://bucket/a b",
+    ],
+)
+def test_bad_locations_say_what_to_write(url):
+    with pytest.raises(BlobStoreConfigError, match="s3://|bucket|prefix|credentials"):
+        S3Location.parse(url)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/../b", "a//b", "/abs", "a b", "", "a/./b"])
+def test_keys_are_only_server_made_names(name):
+    with pytest.raises(ValueError, match="not a blob name"):
+        S3Location("bucket", "p").key(name)
+
+
+def test_missing_credentials_are_a_clear_error(s3_service):
+    with pytest.raises(BlobStoreConfigError, match="AWS_ACCESS_KEY_ID"):
+        S3BlobStore("s3://songbird-nocreds/p", endpoint_url=s3_service.endpoint_url)
+
+
+def test_wrong_credentials_or_endpoint_are_a_clear_error_without_secrets(s3_service, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_service.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-at-all")
+    with pytest.raises(BlobStoreUnavailableError, match="credentials") as caught:
+        S3BlobStore("s3://songbird-wrong-secret/p", endpoint_url=s3_service.endpoint_url)
+    assert "not-the-secret-at-all" not in str(caught.value)
+    with pytest.raises(BlobStoreConfigError, match="endpoint"):
+        S3BlobStore("s3://songbird-x/p", endpoint_url="ftp://127.0.0.1:1")
+
+
+# -- blobs ----------------------------------------------------------------------------------------
+
+
+def test_bucket_is_created_once_and_reopening_is_fine(s3_env):
+    url = f"s3://{s3_env.new_bucket_name()}/p"
+    first = S3BlobStore(url, endpoint_url=s3_env.endpoint_url)
+    first.put_bytes("a.bin", b"1")
+    second = S3BlobStore(url, endpoint_url=s3_env.endpoint_url)
+    assert second.get_bytes("a.bin") == b"1"
+    assert "secret" not in repr(second).lower() and s3_env.secret_key not in repr(second)
+
+
+def test_put_get_size_delete_and_list(blobs, tmp_path):
+    assert blobs.size("s/one.bin") is None and not blobs.exists("s/one.bin")
+    blobs.put_bytes("s/one.bin", b"abc")
+    source = tmp_path / "body.part"
+    source.write_bytes(b"defgh")
+    blobs.put_file("s/two.bin", source)
+    assert not source.exists()
+    blobs.put_bytes("other/three.bin", b"x")
+    assert blobs.size("s/one.bin") == 3 and blobs.get_bytes("s/two.bin") == b"defgh"
+    with blobs.open("s/two.bin") as f:
+        assert f.read() == b"defgh"
+    assert sorted(blobs.list_keys("s/")) == ["s/one.bin", "s/two.bin"]
+    assert sorted(blobs.list_sizes()) == [("other/three.bin", 1), ("s/one.bin", 3), ("s/two.bin", 5)]
+    blobs.delete("s/one.bin")
+    blobs.delete("s/never.bin")
+    for read in (blobs.get_bytes, blobs.open):
+        with pytest.raises(FileNotFoundError):
+            read("s/one.bin")
+    assert blobs.reconcile() == []
+
+
+def test_presigned_put_lands_in_the_store_with_the_ttl_as_expiry(blobs):
+    url = blobs.presign_put("sess/up.bin", 900)
+    assert dict(parse_qsl(urlsplit(url).query))["X-Amz-Expires"] == "900"
+    assert requests.put(url, data=b"profile bytes", timeout=10).status_code == 200
+    assert blobs.get_bytes("sess/up.bin") == b"profile bytes"
+    # A later PUT to the same URL replaces the bytes (a client retrying its upload).
+    assert requests.put(url, data=b"again", timeout=10).status_code == 200
+    assert blobs.get_bytes("sess/up.bin") == b"again"
+
+
+def test_the_store_refuses_tampered_urls(blobs):
+    url = blobs.presign_put("sess/good.bin", 900)
+    query = dict(parse_qsl(urlsplit(url).query))
+    signature = query["X-Amz-Signature"]
+    tampered = [
+        url.replace("sess/good.bin", "sess/evil.bin"),
+        with_query(url, **{"X-Amz-Signature": signature[:-1] + ("0" if signature[-1] != "0" else "1")}),
+        with_query(url, **{"X-Amz-Expires": "604800"}),
+        urlunsplit(urlsplit(url)._replace(query="")),
+    ]
+    for bad in tampered:
+        answer = requests.put(bad, data=b"forged", timeout=10)
+        assert answer.status_code == 403, bad.split("?")[0]
+    assert blobs.size("sess/evil.bin") is None and blobs.size("sess/good.bin") is None
+
+
+def test_the_store_refuses_an_expired_url(blobs, monkeypatch):
+    # Sign as if it were an hour ago: a 60 s URL that expired 59 minutes ago.
+    an_hour_ago = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(hours=1)
+    with monkeypatch.context() as patched:
+        patched.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: an_hour_ago)
+        expired = blobs.presign_put("sess/late.bin", 60)
+    answer = requests.put(expired, data=b"late", timeout=10)
+    assert answer.status_code == 403 and "expired" in answer.text.lower()
+    assert blobs.size("sess/late.bin") is None
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:///x.db", "postgresql://"),
+        ("mysql://u:hunter2@h/db", "postgresql://"),
+        ("postgresql://u:hunter2@h:5432", "names no database"),
+    ],
+)
+def test_bad_database_urls_say_what_to_write_and_hide_passwords(url, message):
+    from whylogs_songbird.server.storage.base import StorageConfigError
+    from whylogs_songbird.server.storage.postgres import check_url
+
+    with pytest.raises(StorageConfigError, match=message) as caught:
+        check_url(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password():
+    from services import free_port
+
+    from whylogs_songbird.server.storage.postgres import DatabaseUnavailableError, PostgresMetadataStore
+
+    url = f"postgresql://songbird:hunter2@127.0.0.1:{free_port()}/songbird"
+    with pytest.raises(DatabaseUnavailableError, match="Could not connect") as caught:
+        PostgresMetadataStore(url, connect_timeout=1)
+    assert "hunter2" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_schema_is_created_once_even_when_many_processes_start_together(postgres_service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
+    from whylogs_songbird.server.storage.sql import SCHEMA_VERSION
+
+    url = postgres_service.new_database()
+
+    def open_and_close(_: int) -> int:
+        store = PostgresMetadataStore(url, max_size=2)
+        try:
+            return store.schema_version()
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        assert set(pool.map(open_and_close, range(6))) == {SCHEMA_VERSION}
+    store = PostgresMetadataStore(url)
+    try:
+        session = store.create_session("u")
+        assert store.get_session(session.id) == session and store.session_count() == 1
+    finally:
+        store.close()
+
+
+def test_a_newer_schema_is_refused_with_what_to_do(postgres_service):
+    import psycopg
+
+    from whylogs_songbird.server.storage.base import StorageConfigError
+    from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
+
+    url = postgres_service.new_database()
+    PostgresMetadataStore(url).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE meta SET value = '999' WHERE name = 'schema_version'")
+    with pytest.raises(StorageConfigError, match="upgrade whylogs-songbird"):
+        PostgresMetadataStore(url)

@@ -1,0 +1,35 @@
+"""The ``songbird`` command: demo, profile, upload, session, outbox, server and serve.
+
+One module per command group; `whylogs_songbird.cli.reporting` holds the plumbing they share
+(the app, shared options, one-line errors and exit codes, progress, library log). Exit codes: 0
+success; 1 a failed upload, an unreachable or failing server; 2 a usage error.
+"""
+
+from __future__ import annotations
+
+from whylogs_songbird.cli import demo, profile, server  # noqa: F401  (registers the commands)
+from whylogs_songbird.cli.outbox import outbox_app
+from whylogs_songbird.cli.reporting import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageProblem, app
+from whylogs_songbird.cli.server import server_app
+from whylogs_songbird.cli.session import session_app
+from whylogs_songbird.tables import detect_format, parse_timestamp, read_table
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageProblem",
+    "app",
+    "detect_format",
+    "main",
+    "outbox_app",
+    "parse_timestamp",
+    "read_table",
+    "server_app",
+    "session_app",
+]
+
+
+def main() -> None:
+    """Entry point of the ``songbird`` console script."""
+    app(prog_name="songbird")

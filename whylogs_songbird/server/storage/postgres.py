@@ -1,0 +1,151 @@
+"""Server metadata in PostgreSQL (psycopg 3 with a connection pool).
+
+Selected with ``--database-url postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE`` (libpq's
+``PGPASSWORD`` and ``~/.pgpass`` work too, and keep the password off the command line).
+
+The SQL is the one of every metadata store (``sql.py``), in the ``POSTGRESQL`` dialect; this
+module only supplies connections. Each server process keeps a pool; reads run in autocommit
+mode (one round trip), writes in a transaction that is committed on success and rolled back on
+error. PostgreSQL's row locks and ``READ COMMITTED`` isolation keep several worker processes (and
+several hosts) consistent: every write the store makes is a single guarded statement or reads
+and writes the same rows inside one transaction.
+
+The schema is created or migrated at start, idempotently, while holding a PostgreSQL advisory
+lock, so server processes starting at once migrate it once; a database whose schema is newer than
+this server knows is refused with a message that says to upgrade.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from whylogs_songbird.server.storage.base import StorageConfigError
+from whylogs_songbird.server.storage.sql import POSTGRESQL, SCHEMA_VERSION, SqlMetadataStore
+
+logger = logging.getLogger("whylogs_songbird.server.storage")
+
+#: Key of the advisory lock held while the schema is created or migrated (unique to this server).
+MIGRATION_LOCK = 0x736F6E6762697264  # "songbird" in ASCII
+#: Connections each server process keeps at most.
+POOL_MAX = 16
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """PostgreSQL could not be reached or refused the connection (the message never shows a password)."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def check_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` URLs naming a database; a clear error otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StorageConfigError(
+            f"The database URL must start with postgresql://, got {redacted(url)!r} "
+            "(e.g. postgresql://songbird@db.internal:5432/songbird)."
+        )
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise StorageConfigError(f"The database URL names no database: {redacted(url)!r}; add /DATABASE.")
+    return url
+
+
+class PostgresMetadataStore(SqlMetadataStore):
+    """The metadata store in one PostgreSQL database; thread-safe, one per server process.
+
+    Opening connects (failing fast with a clear error when it cannot) and migrates the schema.
+    """
+
+    dialect = POSTGRESQL
+
+    def __init__(self, url: str, *, max_size: int = POOL_MAX, connect_timeout: float = 10.0) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.url = check_url(url)
+        self._pool = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=max(2, max_size),  # the migration holds one connection while using another
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            open=False,
+            name="songbird",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except Exception as exc:
+            self._pool.close()
+            raise DatabaseUnavailableError(
+                f"Could not connect to PostgreSQL at {redacted(self.url)} within {connect_timeout:g} s "
+                f"({type(exc).__name__}); check the URL, that the database server runs and that it "
+                "accepts this user (a password can come from PGPASSWORD or ~/.pgpass)."
+            ) from None
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PostgresMetadataStore({redacted(self.url)!r})"
+
+    def close(self) -> None:
+        """Close every pooled connection (idempotent)."""
+        self._pool.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self._pool.connection() as conn:
+            yield conn
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the database (0: none yet)."""
+        with self._read() as conn:
+            return _recorded_version(conn)
+
+    def _migrate(self) -> None:
+        # A session-level advisory lock on a connection of its own, held while the shared schema
+        # code runs its transaction on another: processes starting together take turns.
+        with self._pool.connection() as lock_conn:
+            lock_conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+            try:
+                recorded = _recorded_version(lock_conn)
+                if recorded > SCHEMA_VERSION:
+                    raise StorageConfigError(
+                        f"The database {redacted(self.url)} has schema version {recorded}, newer than this "
+                        f"server knows ({SCHEMA_VERSION}); upgrade whylogs-songbird on every server of the team."
+                    )
+                self._create_schema()
+                if recorded != SCHEMA_VERSION:
+                    logger.info("PostgreSQL schema at version %d (was %d)", SCHEMA_VERSION, recorded)
+            finally:
+                lock_conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+def _recorded_version(conn: Any) -> int:
+    exists = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def open_metadata(url: str) -> PostgresMetadataStore:
+    """The factory ``storage.open_storage`` calls for ``--database-url postgresql://...``."""
+    return PostgresMetadataStore(url)
+
+
+__all__ = ["DatabaseUnavailableError", "PostgresMetadataStore", "check_url", "open_metadata", "redacted"]
