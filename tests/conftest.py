@@ -101,6 +101,16 @@ def stop_local_server(port: int, data_dir: Path) -> None:
         stop_server(resolve_settings({"local_port": port, "local_data_dir": data_dir}, environ={}))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def hypothesis_home_outside_the_tree(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Hypothesis (under schemathesis) keeps caches in ./.hypothesis by default: not in the repository."""
+    try:
+        from hypothesis.configuration import set_hypothesis_home_dir
+    except ImportError:
+        return
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+
+
 @pytest.fixture(name="make_profile_bytes")
 def make_profile_bytes_fixture() -> Callable[..., bytes]:
     """:func:`make_profile_bytes` as a fixture."""

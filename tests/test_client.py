@@ -3,12 +3,15 @@
 import http.server
 import logging
 import socket
+import threading
 import time
+from email.utils import formatdate
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
 from conftest import http_server_thread, make_profile_bytes
+from loopback import wait_until
 
 from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.errors import (
@@ -28,6 +31,27 @@ ORG_KEY = "testkey.secret:org-test"
 def client(server):
     with SongbirdClient(server.url, timeout=5, max_retries=1, backoff_factor=0.01) as c:
         yield c
+
+
+@pytest.fixture
+def waits(monkeypatch):
+    """The seconds the client waits between attempts, recorded instead of slept.
+
+    urllib3's retry waits with ``time.sleep``: in the test's own thread the call is recorded and
+    returns at once (the loopback servers' threads still sleep for real).
+    """
+    recorded = []
+    real_sleep = time.sleep
+    me = threading.get_ident()
+
+    def sleep(seconds):
+        if threading.get_ident() == me:
+            recorded.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return recorded
 
 
 def test_all_seven_operations_round_trip(server, client):
@@ -113,7 +137,8 @@ def test_expired_upload_url(server_factory):
     client = SongbirdClient(srv.url, max_retries=0)
     session_id = client.create_session("u").id
     slot = client.create_dataset_profile_upload(session_id, 1_700_000_000_000)
-    time.sleep(2.1)
+    expires = int(parse_qs(urlsplit(slot.upload_url).query)["expires"][0])
+    assert wait_until(lambda: time.time() > expires, timeout=5), "the URL's expiry time passed"
     with pytest.raises(AuthError, match="expired"):
         client.upload_profile(slot.upload_url, make_profile_bytes())
 
@@ -175,12 +200,11 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_server_not_listening_is_a_typed_error_within_the_timeout():
+def test_server_not_listening_is_a_typed_error_after_the_retries(waits):
     client = SongbirdClient(f"http://127.0.0.1:{_closed_port()}", timeout=1, max_retries=2, backoff_factor=0.01)
-    started = time.monotonic()
-    with pytest.raises(SongbirdConnectionError, match="could not reach"):
+    with pytest.raises(SongbirdConnectionError, match="could not reach .* after 2 retries"):
         client.create_session("u")
-    assert time.monotonic() - started < 10
+    assert len(waits) == 1 and waits[0] <= 0.02 + 0.005, "the second retry waited its backoff, the first none"
 
 
 class _Scripted(http.server.BaseHTTPRequestHandler):
@@ -229,7 +253,7 @@ def test_html_502_page_is_a_typed_readable_error(scripted):
     assert len(handler.seen) == 2, "a 502 is retried"
 
 
-def test_retries_503_then_succeeds_and_honours_retry_after(scripted):
+def test_retries_503_then_succeeds_and_honours_retry_after(scripted, waits):
     handler, url = scripted
     handler.script = [
         (503, {"Retry-After": "1"}, b'{"message": "busy"}'),
@@ -237,10 +261,51 @@ def test_retries_503_then_succeeds_and_honours_retry_after(scripted):
         (200, {"Content-Type": "application/json"}, b'{"id": "session-abc"}'),
     ]
     client = SongbirdClient(url, max_retries=3, backoff_factor=0.01)
-    started = time.monotonic()
     assert client.create_session("u").id == "session-abc"
-    assert time.monotonic() - started >= 0.9, "Retry-After: 1 was honoured"
+    assert waits[0] == 1, "Retry-After: 1 was honoured"
     assert len(handler.seen) == 3
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    ["3600", "31", formatdate(timeval=2_000_000_000, usegmt=True)],  # seconds, or an HTTP date years ahead
+)
+def test_a_retry_after_above_the_cap_waits_30_seconds(scripted, waits, retry_after):
+    handler, url = scripted
+    handler.script = [
+        (503, {"Retry-After": retry_after}, b'{"message": "come back much later"}'),
+        (429, {"Retry-After": "2"}, b'{"message": "slow down"}'),
+        (200, {"Content-Type": "application/json"}, b'{"id": "session-abc"}'),
+    ]
+    assert SongbirdClient(url, max_retries=3, backoff_factor=0.01).create_session("u").id == "session-abc"
+    assert waits == [30.0, 2.0], "capped at 30 s; a wait below the cap is kept as asked"
+
+
+def test_backoff_doubles_with_jitter_and_never_exceeds_10_seconds(scripted, waits):
+    handler, url = scripted
+    handler.script = [(503, {}, b'{"message": "busy"}')]
+    factor = 0.25
+    with pytest.raises(SongbirdApiError):
+        SongbirdClient(url, max_retries=9, backoff_factor=factor).create_session("u")
+    assert len(handler.seen) == 10
+    # the first retry does not wait; retry n waits factor * 2**(n-1) plus up to factor/2 of jitter, at most 10 s
+    expected = [min(10.0, factor * 2 ** (n - 1)) for n in range(2, 10)]
+    assert len(waits) == len(expected), waits
+    for wait, base in zip(waits, expected):
+        assert base <= wait <= min(10.0, base + factor / 2), (waits, expected)
+    assert waits[-1] == 10.0 and max(waits) == 10.0
+
+
+def test_the_largest_backoff_setting_still_waits_at_most_10_seconds(scripted, waits, tmp_path):
+    from whylogs_songbird.config import make_client, resolve_settings
+
+    handler, url = scripted
+    handler.script = [(503, {}, b'{"message": "busy"}')]
+    client = make_client(resolve_settings({"endpoint": url, "backoff": 60, "max_retries": 4, "config_dir": tmp_path}))
+    with pytest.raises(SongbirdApiError):
+        client.create_session("u")
+    assert len(handler.seen) == 5
+    assert waits == [10.0, 10.0, 10.0]
 
 
 def test_zero_retries_means_one_attempt(scripted):

@@ -2,7 +2,9 @@
 
 Profiles go through the songbird writer to a LocalServer; the pages must show the profiles' own
 numbers, draw plotly charts with data, flag the drifted column, log no console errors and
-request nothing from any host but 127.0.0.1. Screenshots of the three pages land in docs/img/.
+request nothing from any host but 127.0.0.1. Screenshots of three pages are taken into a
+temporary directory, or into ``$SONGBIRD_SCREENSHOTS_DIR`` when set: ``scripts/screenshots``
+sets it to docs/img to refresh the documentation's pictures.
 """
 
 import os
@@ -35,7 +37,6 @@ LAUNCH_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
 TS_1 = 1_700_086_400_000
 TS_2 = 1_700_172_800_000
 TS_3 = 1_700_259_200_000
@@ -52,6 +53,20 @@ def frame(seed, n=2000, shift=0.0, plans=(0.6, 0.3, 0.1)):
             "country": rng.choice(["FR", "DE", "BR", "JP", "US"], n, p=[0.2, 0.2, 0.15, 0.15, 0.3]),
         }
     )
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory):
+    """Where screenshots go: $SONGBIRD_SCREENSHOTS_DIR (scripts/screenshots), else a temporary dir."""
+    chosen = os.environ.get("SONGBIRD_SCREENSHOTS_DIR")
+    target = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def shoot(page, path):
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000, f"{path} holds a picture of the page"
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +200,7 @@ def assert_numbers_match(page, view, profile=1):
             assert shown_number(text) == pytest.approx(own["distribution/mean"], rel=1e-5)
 
 
-def test_single_profile_page(uploads, watched):
+def test_single_profile_page(uploads, watched, screenshots):
     page = watched.page
     page.goto(uploads["url1"])
     assert page.locator(".profile-card").count() == 1
@@ -195,8 +210,7 @@ def test_single_profile_page(uploads, watched):
     assert draw_all_charts(page) == 5
     assert sum(traces(page, "monthly_spend")) > 5  # a histogram with many non-empty bins
     assert traces(page, "plan") == [3]  # one bar trace with the three plans
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "observatory-profile.png"), full_page=True)
+    shoot(page, screenshots / "observatory-profile.png")
 
     # the filter box narrows the columns
     page.fill("#column-filter", "spend")
@@ -208,7 +222,7 @@ def test_single_profile_page(uploads, watched):
     watched.check_clean()
 
 
-def test_three_profile_comparison(uploads, watched):
+def test_three_profile_comparison(uploads, watched, screenshots):
     page = watched.page
     server, sid = uploads["server"], uploads["session_id"]
     url = (
@@ -236,7 +250,7 @@ def test_three_profile_comparison(uploads, watched):
 
     assert draw_all_charts(page) == 5
     assert len(traces(page, "monthly_spend")) == 3 and len(traces(page, "plan")) == 3  # overlaid profiles
-    page.screenshot(path=str(SCREENSHOTS / "observatory-compare.png"), full_page=True)
+    shoot(page, screenshots / "observatory-compare.png")
 
     # "drifted only" keeps the drifted columns
     page.check("#only-drifted")
@@ -245,7 +259,7 @@ def test_three_profile_comparison(uploads, watched):
     watched.check_clean()
 
 
-def test_session_page_picks_up_to_three_and_opens_them(uploads, watched):
+def test_session_page_picks_up_to_three_and_opens_them(uploads, watched, screenshots):
     page = watched.page
     server, sid = uploads["server"], uploads["session_id"]
     page.goto(f"{server.url}/sessions/{sid}")
@@ -259,7 +273,7 @@ def test_session_page_picks_up_to_three_and_opens_them(uploads, watched):
     boxes.nth(3).check()
     boxes.nth(5).check()
     assert page.locator("#open-selected").inner_text() == "Compare 2 profiles"
-    page.screenshot(path=str(SCREENSHOTS / "observatory-session.png"), full_page=True)
+    shoot(page, screenshots / "observatory-session.png")
     boxes.nth(4).check()
     assert page.locator("#open-selected").is_enabled()
     assert "3 of at most 3" in page.locator("#pick-count").inner_text()

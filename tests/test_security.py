@@ -2,12 +2,13 @@
 
 import asyncio
 import hashlib
+import hmac
 import http.client
-import inspect
 import logging
 import os
 import pickle
 import re
+import secrets
 import socket
 import sqlite3
 import subprocess
@@ -31,7 +32,7 @@ from whylogs_songbird.models import (
     LogAsyncRequest,
     LogReferenceRequest,
 )
-from whylogs_songbird.server import LocalServer, ServerConfig, app, signing, store
+from whylogs_songbird.server import LocalServer, ServerConfig
 from whylogs_songbird.server.app import create_app
 from whylogs_songbird.server.cli import parse_args
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
@@ -95,12 +96,51 @@ def test_forged_and_tampered_signatures_are_refused(server):
     assert requests.put(slot["uploadUrl"], data=data, timeout=TIMEOUT).status_code == 200  # the real one works
 
 
-def test_comparisons_of_secrets_are_constant_time():
-    verify = inspect.getsource(signing.UrlSigner.verify)
-    assert "hmac.compare_digest(" in verify and "== signature" not in verify and "signature ==" not in verify
-    lookup = inspect.getsource(app.ApiKeyRing.lookup)
-    assert "hmac.compare_digest(" in lookup and " == digest" not in lookup
-    assert "break" not in lookup and "return owner" not in lookup  # no early exit on a match
+@pytest.fixture
+def digest_comparisons(monkeypatch):
+    """Every ``hmac.compare_digest`` call (the server runs in this process), as (len a, len b)."""
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    monkeypatch.setattr(secrets, "compare_digest", spy)
+    return calls
+
+
+def test_api_keys_are_compared_in_constant_time_with_no_early_exit(server_factory, digest_comparisons):
+    keys = [f"key{i}.secret-{i}:org-{i}" for i in range(4)]
+    srv = server_factory(api_keys=keys)
+    session_id = new_session(srv)
+
+    def comparisons(key):
+        digest_comparisons.clear()
+        r = requests.get(f"{srv.url}/v0/sessions/{session_id}", headers={"X-API-Key": key}, timeout=TIMEOUT)
+        return r.status_code, len(digest_comparisons)
+
+    first, last, wrong = comparisons(keys[0]), comparisons(keys[-1]), comparisons("key9.secret-9:org-9")
+    assert (first[0], last[0], wrong[0]) == (200, 200, 401)
+    # the first key, the last key and a wrong key cost the same comparisons: every held hash, each time
+    assert first[1] == last[1] == wrong[1] >= len(keys)
+
+
+def test_upload_signatures_are_compared_in_constant_time(server, digest_comparisons):
+    session_id = new_session(server)
+    slot = new_slot(server, session_id)
+    signature = parse_qs(urlsplit(slot["uploadUrl"]).query)["signature"][0]
+    flip = {"0": "1"}
+    counts = []
+    for where in (0, len(signature) // 2, len(signature) - 1):  # a wrong character early, midway, last
+        forged = signature[:where] + flip.get(signature[where], "0") + signature[where + 1 :]
+        digest_comparisons.clear()
+        r = requests.put(with_query(slot["uploadUrl"], signature=forged), data=b"x", timeout=TIMEOUT)
+        assert r.status_code == 403
+        counts.append(list(digest_comparisons))
+    assert counts[0] == counts[1] == counts[2] and len(counts[0]) >= 1, counts
+    assert server.store.list_profiles(session_id) == []
 
 
 def test_api_keys_are_held_only_as_hashes(tmp_path):
@@ -123,8 +163,6 @@ def test_api_keys_are_held_only_as_hashes(tmp_path):
 
 
 def test_ids_carry_at_least_128_random_bits(server):
-    source = inspect.getsource(store.new_id)
-    assert "secrets.token_urlsafe(" in source
     ids = {new_session(server) for _ in range(200)}
     assert len(ids) == 200
     for session_id in ids:

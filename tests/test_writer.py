@@ -178,17 +178,6 @@ def test_session_reused_across_processes(server, opts):
     assert server.stats()["create_session"] == 1
 
 
-# Client-side session locking across processes: the store does not matter, one store is enough.
-@pytest.mark.parametrize("storage_config", ["embedded"], indirect=True)
-def test_four_processes_starting_at_once_create_one_session(server, opts):
-    procs = _writers(4, opts)
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-    assert server.stats()["create_session"] == 1
-    assert len({r.session_id for r, _ in stored_views(server)}) == 1
-
-
 def test_expired_session_is_recovered_once_with_a_warning(server, opts, df, caplog):
     writer = SongbirdWriter(**opts)
     ok, first_url = writer.write(why.log(df))

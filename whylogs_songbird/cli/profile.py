@@ -7,8 +7,9 @@ neither created a session nor uploaded anything. Reading data files goes through
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -39,17 +40,39 @@ from whylogs_songbird.tables import (
     segment_schema,
 )
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from whylogs.api.logger.result_set import ResultSet
+
 # -- songbird profile -------------------------------------------------------------------------
 
 
 @app.command("profile")
 def profile_command(
     data: Annotated[
-        Path, typer.Argument(metavar="DATA", help="A CSV, TSV, Parquet or JSON-lines file.", show_default=False)
+        Path,
+        typer.Argument(
+            metavar="DATA",
+            help="A CSV, TSV, Parquet or JSON-lines file; with --engine, also a parquet directory or a CSV glob "
+            "(quoted: 'logs/*.csv').",
+            show_default=False,
+        ),
     ],
     reference: Annotated[
         str | None,
         typer.Option("--reference", "-r", metavar="NAME", help="Publish as a reference profile with this name."),
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            "-e",
+            metavar="ENGINE",
+            help="pandas, dask or spark: profile a parquet file, a parquet directory or a CSV glob with this "
+            "engine (pandas streams it in batches; dask and spark need their extras). Default: a single file is "
+            "read whole; a directory or a glob is streamed with pandas.",
+            show_default=False,
+        ),
     ] = None,
     segment_by: Annotated[
         list[str] | None,
@@ -91,23 +114,66 @@ def profile_command(
             check_alias(compare_with)
             if reference is not None:
                 raise UsageProblem("--compare-with compares a batch with a reference: leave out --reference.")
-        fmt = detect_format(data, file_format)
         console = stderr()
-        with status(console, f"Reading {data}"):
-            frame = read_table(data, fmt)
-            schema = segment_schema(frame, segment_by) if segment_by else None
-        with status(console, f"Profiling {len(frame)} rows"):
-            import whylogs as why
-
-            results = why.log(frame, schema=schema) if schema is not None else why.log(frame)
+        if engine is not None or data.is_dir() or glob.has_magic(str(data)):
+            if file_format is not None:
+                raise UsageProblem("--format is for a single file: with --engine, the files' extensions say it.")
+            results, what = _profile_with_engine(data, engine or "pandas", segment_by, stamp, console)
             items = items_from(results, dataset_timestamp=stamp, reference_profile_name=name)
+        else:
+            fmt = detect_format(data, file_format)
+            with status(console, f"Reading {data}"):
+                frame = read_table(data, fmt)
+                schema = segment_schema(frame, segment_by) if segment_by else None
+            with status(console, f"Profiling {len(frame)} rows"):
+                import whylogs as why
+
+                results = why.log(frame, schema=schema) if schema is not None else why.log(frame)
+                items = items_from(results, dataset_timestamp=stamp, reference_profile_name=name)
+            what = f" ({len(frame)} rows, {len(frame.columns)} columns of {data.name})"
         with progress_bars(console) as progress:
             result = publish_with_progress(settings, items, progress)
-        finish(result, f" ({len(frame)} rows, {len(frame.columns)} columns of {data.name})")
+        finish(result, what)
         if compare_with is not None:
             options = connection_options(endpoint, config_dir, timeout, max_retries)
             for url in comparison_links(result, compare_with, **options):
                 typer.echo(f"{'compare':<9} {'with ' + compare_with:<32} {url}")
+
+
+def _profile_with_engine(
+    data: Path, engine: str, segment_by: list[str] | None, stamp: int | None, console: Console
+) -> tuple[ResultSet, str]:
+    """Profile a parquet file or directory, or a CSV glob, with ``engine``, showing its progress.
+
+    Returns the result set and the summary's note.
+    """
+    from whylogs.api.logger.result_set import SegmentedResultSet
+
+    from whylogs_songbird.engines import ENGINES, profile_path
+
+    if engine not in ENGINES:
+        raise UsageProblem(f"--engine {engine!r} is not one of {', '.join(ENGINES)}.")
+    with progress_bars(console) as progress:
+        task = progress.add_task(f"Profiling with {engine}", total=None)
+
+        def step(done: int, total: int | None, unit: str) -> None:
+            progress.update(task, completed=done, total=total, description=f"Profiling {unit} with {engine}")
+
+        results = profile_path(
+            data, engine=engine, segment_by=segment_by or None, dataset_timestamp=stamp, progress=step
+        )
+    views = (results.get_writables() or []) if isinstance(results, SegmentedResultSet) else [results.view()]
+    rows = sum(_rows(v) for v in views)
+    return results, f" ({rows:,} rows of {data}, profiled with {engine})"
+
+
+def _rows(view: Any) -> int:
+    inner = getattr(view, "profile_view", view)
+    columns = inner.get_columns()
+    if not columns:
+        return 0
+    counts = next(iter(columns.values())).get_metric("counts")
+    return int(counts.n.value) if counts is not None else 0
 
 
 # -- songbird upload --------------------------------------------------------------------------
