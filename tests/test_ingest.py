@@ -434,8 +434,9 @@ def test_uploads_that_land_straight_in_a_presigning_blob_store_are_learned(tmp_p
     store = Store(tmp_path, metadata=SqliteMetadataStore(tmp_path / "m.sqlite3"), blobs=_PresigningFiles(tmp_path))
     try:
         session = store.create_session("u")
-        first, second, unused = (
-            store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS) for _ in range(3)
+        first, second, unused = sorted(  # in the store's order: slots made in one millisecond go by id
+            (store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS) for _ in range(3)),
+            key=lambda upload: (upload.created_at, upload.id),
         )
         assert store.upload_url(first, 60).startswith("http://127.0.0.1:9/profiles/")
         data = make_profile_bytes()
