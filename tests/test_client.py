@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
-from conftest import http_server_thread, make_profile_bytes
+from conftest import ANY_ORG_KEY, http_server_thread, make_profile_bytes
 from loopback import wait_until
 
 from whylogs_songbird.client import SongbirdClient
@@ -59,8 +59,9 @@ def test_all_seven_operations_round_trip(server, client):
     session_id = client.create_session("user-1").id
     assert session_id.startswith("session-")
 
-    meta = client.get_session(session_id, api_key=ORG_KEY).session
+    meta = client.get_session(session_id, api_key=ANY_ORG_KEY).session
     assert (meta.session_id, meta.user_id, meta.model_id) == (session_id, "user-1", "model-1")
+    assert client.get_session(session_id, api_key=ORG_KEY).session.user_id == ""  # not its org: no userId
 
     batch = client.create_dataset_profile_upload(session_id, 1_700_000_000_000, [SegmentTag(key="k", value="v")])
     client.upload_profile(batch.upload_url, data)

@@ -39,13 +39,14 @@ def test_generated_sessions_api_all_seven_operations(server):
     api = sessions_api(server.url, ORG_KEY)
 
     session_id = api.create_session(CreateSessionRequest(user_id="5f1c-install")).id
-    meta = api.get_session(session_id).session
+    meta = sessions_api(server.url, ANY_ORG_KEY).get_session(session_id).session
     assert (meta.session_id, meta.org_id, meta.model_id, meta.user_id) == (
         session_id,
         "guest",
         "model-1",
         "5f1c-install",
     )
+    assert api.get_session(session_id).session.user_id == ""  # org-test's key: not the uploader's id
 
     batch = api.create_dataset_profile_upload(
         session_id, LogAsyncRequest(dataset_timestamp=TS, segment_tags=[SegmentTag(key="k", value="v")])
@@ -76,7 +77,7 @@ def test_generated_sessions_api_all_seven_operations(server):
 
     assert server.stats() | {"put": 0, "observatory_page": 0} == {
         "create_session": 1,
-        "get_session": 2,
+        "get_session": 3,
         "upload": 1,
         "reference": 1,
         "references": 1,

@@ -170,7 +170,7 @@ def test_demo_on_a_fresh_machine_leaves_links_that_open_until_server_stop(tmp_pa
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     urls = URL.findall(done.stdout)
-    assert len(urls) == 1 + 3 + 1 + 1, done.stdout  # reference, 3 days, comparison, the session's page
+    assert len(urls) == 1 + 1 + 3 + 1 + 1, done.stdout  # timeline, reference, 3 days, comparison, session page
     assert all(url.startswith(f"http://127.0.0.1:{background_port}/") for url in urls)
     assert done.stdout.rstrip().splitlines()[-1] == f"Stop it with: songbird server stop --port {background_port}"
     data_dir = tmp_path / "xdg-data" / "whylogs-songbird" / "server"
@@ -214,8 +214,15 @@ def test_demo_against_a_running_server_links_all_open(server, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     urls = URL.findall(done.stdout)
-    assert len(urls) == 10  # reference, 7 days, comparison, the session's page
+    assert len(urls) == 11  # the timeline first, then the reference, 7 days, comparison, the session's page
     assert all(url.startswith(server.url) for url in urls)
+    timeline = urls.pop(0)
+    assert timeline.endswith("/timeline") and requests.get(timeline, timeout=120).status_code == 200
+    session_id = timeline.split("/")[-2]
+    document = requests.get(f"{server.url}/api/v1/sessions/{session_id}/timeline", timeout=120).json()
+    assert document["granularity"] == "day" and len(document["buckets"]) == 7
+    latest = [series["drift_category"][-1] for series in document["columns"].values()]
+    assert "DRIFT" in latest, "the demo's week drifts: its last day drifts against the reference"
     assert "/sessions/session-" in urls.pop()
     assert "server stop" not in done.stdout, "a server given by --endpoint is not ours to stop"
     days = [line.split()[0] for line in done.stdout.splitlines() if re.match(r"^\s+\d{4}-\d{2}-\d{2}\s+drift", line)]

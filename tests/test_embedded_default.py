@@ -78,6 +78,8 @@ def test_write_with_nothing_configured_starts_a_local_server_and_a_second_proces
     first = write_in_a_new_process(machine)
     assert first["ok"] is True and first["url"].startswith(f"http://127.0.0.1:{port}/")
     assert requests.get(first["url"], timeout=30).status_code == 200, "the link opens after the writer's process ended"
+    home = requests.get(f"http://127.0.0.1:{port}/", timeout=30)
+    assert f'href="/sessions/{first["session"]}"' in home.text, "the local default server lists its sessions"
     data_dir = tmp_path / "xdg-data" / "whylogs-songbird" / "server"
     assert read_pid_file(data_dir)["pid"] == first["pid"]
     assert (data_dir / "server.log").exists()
@@ -120,6 +122,7 @@ def test_the_spawn_command_is_built_in_one_place(tmp_path):
     assert command[:3] == [sys.executable, "-m", "whylogs_songbird.server"]
     assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--port") + 1] == "18787"
     assert command[command.index("--data-dir") + 1] == str(tmp_path)
+    assert "--list-sessions" in command  # only this loopback server for one user lists sessions by default
 
 
 def test_another_program_on_the_port_is_a_clear_error_naming_the_setting(caplog):

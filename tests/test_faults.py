@@ -174,9 +174,9 @@ def test_dropped_connection_sends_no_status_line(server_factory, caplog):
     small = b'{"userId": "u"}'
     big = make_profile_bytes(2000) * 4
     cases = [
-        (b"POST /v0/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n", small),
-        (b"PUT /v0/uploads/log-" + b"C" * 24 + b"?expires=1&signature=00 HTTP/1.1\r\nHost: x\r\n", big),
-        (b"GET /v0/sessions/" + FAKE_SESSION.encode() + b" HTTP/1.1\r\nHost: x\r\n", b""),
+        (b"POST /v0/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n", small),
+        (b"PUT /v0/uploads/log-" + b"C" * 24 + b"?expires=1&signature=00 HTTP/1.1\r\nHost: 127.0.0.1\r\n", big),
+        (b"GET /v0/sessions/" + FAKE_SESSION.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n", b""),
     ]
     for head, body in cases:
         head += b"Content-Length: %d\r\n\r\n" % len(body)

@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports whylogs
 
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
@@ -73,7 +74,7 @@ def shoot(page, path):
 def uploads(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     reference_df, batch_df, drifted_df = frame(1), frame(2), frame(3, shift=0.6, plans=(0.2, 0.3, 0.5))
-    with LocalServer(data_dir=root / "data") as server:
+    with LocalServer(data_dir=root / "data", list_sessions=True) as server:
         cfg = str(root / "config")
         refs = whylogs_songbird.publish_references(
             {"training": why.log(reference_df)}, endpoint=server.url, config_dir=cfg
@@ -147,6 +148,18 @@ def watched(browser):
     tab.close()
 
 
+def wait_until(page, expression, arg=None, timeout=15_000):
+    """Poll ``expression`` (a JS expression or function of ``arg``) until it is truthy.
+
+    Playwright's ``wait_for_function`` evaluates its predicate with ``eval`` inside the page, which
+    the server's Content-Security-Policy forbids; ``page.evaluate`` goes through the DevTools
+    protocol and is not subject to it."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        page.wait_for_timeout(50)
+
+
 def draw_all_charts(page):
     """Scroll every chart into view and wait until plotly drew it with at least one trace."""
     charts = page.locator("[data-chart]")
@@ -155,8 +168,11 @@ def draw_all_charts(page):
         chart.scroll_into_view_if_needed()
         chart.locator(".main-svg").first.wait_for(state="attached", timeout=15_000)
         handle = chart.element_handle()
-        page.wait_for_function(
-            "el => el.classList.contains('js-plotly-plot') && el.data && el.data.length > 0", arg=handle, timeout=15_000
+        wait_until(
+            page,
+            "el => el.classList.contains('js-plotly-plot') && el.data && el.data.length > 0",
+            arg=handle,
+            timeout=15_000,
         )
     page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_timeout(150)
@@ -214,11 +230,11 @@ def test_single_profile_page(uploads, watched, screenshots):
 
     # the filter box narrows the columns
     page.fill("#column-filter", "spend")
-    page.wait_for_function("document.querySelectorAll('.column-card:not([hidden])').length === 1")
+    wait_until(page, "document.querySelectorAll('.column-card:not([hidden])').length === 1")
     assert page.locator(".column-card:not([hidden])").get_attribute("data-column") == "monthly_spend"
     assert page.locator("#filter-count").inner_text() == "1 of 5 columns"
     page.fill("#column-filter", "")
-    page.wait_for_function("document.querySelectorAll('.column-card:not([hidden])').length === 5")
+    wait_until(page, "document.querySelectorAll('.column-card:not([hidden])').length === 5")
     watched.check_clean()
 
 
@@ -254,7 +270,7 @@ def test_three_profile_comparison(uploads, watched, screenshots):
 
     # "drifted only" keeps the drifted columns
     page.check("#only-drifted")
-    page.wait_for_function("document.querySelectorAll('.column-card:not([hidden])').length === 2")
+    wait_until(page, "document.querySelectorAll('.column-card:not([hidden])').length === 2")
     page.uncheck("#only-drifted")
     watched.check_clean()
 
@@ -318,12 +334,12 @@ def test_a_thousand_columns_draw_lazily_and_filter(tmp_path, watched):
         assert 0 < drawn < 50  # only the charts near the viewport
         last = page.locator('.column-card[data-column="feature_0999"] [data-chart]')
         last.scroll_into_view_if_needed()
-        page.wait_for_function("el => el.data && el.data.length === 1", arg=last.element_handle())
+        wait_until(page, "el => el.data && el.data.length === 1", arg=last.element_handle())
         assert page.locator("[data-chart].js-plotly-plot").count() < 100
         page.evaluate("window.scrollTo(0, 0)")
         page.fill("#column-filter", "0500")
-        page.wait_for_function("document.querySelectorAll('.column-card:not([hidden])').length === 1")
+        wait_until(page, "document.querySelectorAll('.column-card:not([hidden])').length === 1")
         only = page.locator('.column-card[data-column="feature_0500"] [data-chart]')
-        page.wait_for_function("el => el.data && el.data.length === 1", arg=only.element_handle())
+        wait_until(page, "el => el.data && el.data.length === 1", arg=only.element_handle())
         assert page.locator("#filter-count").inner_text() == "1 of 1000 columns"
         watched.check_clean()

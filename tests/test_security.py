@@ -311,9 +311,9 @@ def test_binds_loopback_unless_told_otherwise(server):
         LocalServer(host="0.0.0.0")
 
 
-def landing_page(tmp_path, host):
+def landing_page(tmp_path, host, **config):
     """The landing page of an app configured to bind ``host``, asked in-process (no socket is opened)."""
-    the_app = create_app(ServerConfig(host=host, data_dir=tmp_path / "data", api_keys=[ANY_ORG_KEY]))
+    the_app = create_app(ServerConfig(host=host, data_dir=tmp_path / "data", api_keys=[ANY_ORG_KEY], **config))
 
     async def visit():
         transport = httpx.ASGITransport(app=the_app)
@@ -330,17 +330,25 @@ def landing_page(tmp_path, host):
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
-def test_landing_page_lists_sessions_on_loopback(tmp_path, host):
-    session_id, text = landing_page(tmp_path, host)
+def test_landing_page_lists_sessions_only_when_asked(tmp_path, host):
+    session_id, text = landing_page(tmp_path / "listed", host, list_sessions=True)
     assert f'href="/sessions/{session_id}"' in text
     assert "not listed" not in text
+    session_id, text = landing_page(tmp_path / "default", host)  # loopback or not: off unless asked
+    assert session_id not in text and 'id="sessions"' not in text
+    assert "lists them only when started with <code>--list-sessions</code>" in text
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "songbird.example.internal"])
-def test_landing_page_hides_session_ids_when_reachable_from_other_machines(tmp_path, host):
+def test_landing_page_hides_session_ids_by_default(tmp_path, host):
     session_id, text = landing_page(tmp_path, host)
     assert session_id not in text and 'id="sessions"' not in text
-    assert "Sessions are not listed here because this server is reachable from other machines" in text
+    assert "lists them only when started with <code>--list-sessions</code>" in text
+
+
+def test_sessions_are_never_listed_behind_a_public_url(tmp_path):
+    with pytest.raises(ValueError, match="list_sessions cannot be combined with public_url"):
+        ServerConfig(data_dir=tmp_path, list_sessions=True, public_url="https://songbird.example.org")
 
 
 # -- secrets never logged --------------------------------------------------------------------

@@ -39,6 +39,7 @@ from whylogs_songbird.publish import (
     publish_references,
 )
 from whylogs_songbird.session import claim_session, current_session, forget_session, new_session
+from whylogs_songbird.timeline_client import fetch_timeline, timeline_frame
 from whylogs_songbird.writer import SongbirdWriter, register
 
 __version__ = "0.1.0"
@@ -66,10 +67,12 @@ __all__ = [
     "claim_session",
     "comparison_links",
     "current_session",
+    "fetch_timeline",
     "forget_session",
     "new_session",
     "publish",
     "publish_references",
     "register",
     "resolve_settings",
+    "timeline_frame",
 ]

@@ -29,6 +29,7 @@ from urllib3.util.retry import Retry
 from whylogs_songbird.errors import (
     AuthError,
     ConfigError,
+    RequestLimitError,
     SessionNotFoundError,
     SongbirdApiError,
     SongbirdConnectionError,
@@ -238,6 +239,24 @@ def _excerpt(response: requests.Response) -> str:
     return " ".join(text.split())[:300]
 
 
+R = TypeVar("R", bound=WireModel)
+
+
+def request_model(model: type[R], **fields: Any) -> R:
+    """Build a request body, refusing one that breaks the API's limits (see ``models.py``) before
+    anything is sent: :class:`RequestLimitError` says which field and which limit."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise RequestLimitError(
+            f"Nothing was sent: the {model.__name__} breaks the songbird API's rules ({problems}). "
+            "Shorten the values or send fewer items per request."
+        ) from None
+
+
 class SongbirdClient:
     """A client for the songbird sessions API.
 
@@ -326,7 +345,7 @@ class SongbirdClient:
 
     def create_session(self, user_id: str) -> CreateSessionResponse:
         """Start a guest session for the installation ``user_id``."""
-        body = CreateSessionRequest(user_id=user_id)
+        body = request_model(CreateSessionRequest, user_id=user_id)
         return self._call("create_session", "POST", "/v0/sessions", body, CreateSessionResponse)
 
     def get_session(self, session_id: str, api_key: str | None = None) -> GetSessionResponse:
@@ -342,7 +361,9 @@ class SongbirdClient:
         region: str | None = None,
     ) -> CreateDatasetProfileUploadResponse:
         """Ask for an upload URL for one batch profile at ``dataset_timestamp`` (epoch ms)."""
-        body = LogAsyncRequest(dataset_timestamp=dataset_timestamp, segment_tags=segment_tags or [], region=region)
+        body = request_model(
+            LogAsyncRequest, dataset_timestamp=dataset_timestamp, segment_tags=segment_tags or [], region=region
+        )
         path = f"/v0/sessions/{quote(validate_session_id(session_id))}/upload"
         return self._call("create_dataset_profile_upload", "POST", path, body, CreateDatasetProfileUploadResponse)
 
@@ -354,7 +375,7 @@ class SongbirdClient:
         region: str | None = None,
     ) -> LogSessionReferenceResponse:
         """Ask for an upload URL for one reference profile."""
-        body = LogReferenceRequest(alias=alias, dataset_timestamp=dataset_timestamp, region=region)
+        body = request_model(LogReferenceRequest, alias=alias, dataset_timestamp=dataset_timestamp, region=region)
         path = f"/v0/sessions/{quote(validate_session_id(session_id))}/reference"
         return self._call("create_reference_profile_upload", "POST", path, body, LogSessionReferenceResponse)
 
@@ -362,7 +383,7 @@ class SongbirdClient:
         self, session_id: str, references: list[LogReferenceRequest]
     ) -> BatchLogSessionReferenceResponse:
         """Ask for upload URLs for several reference profiles in one call."""
-        body = BatchLogReferenceRequest(references=references)
+        body = request_model(BatchLogReferenceRequest, references=references)
         path = f"/v0/sessions/{quote(validate_session_id(session_id))}/references"
         response = self._call(
             "batch_create_reference_profile_upload", "POST", path, body, BatchLogSessionReferenceResponse

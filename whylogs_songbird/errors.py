@@ -15,6 +15,11 @@ class ProfileError(SongbirdError, ValueError):
     """The thing given to publish is not a usable whylogs profile."""
 
 
+class RequestLimitError(SongbirdError, ValueError):
+    """A request would break the API's limits (references per batch, segment tags, lengths of keys,
+    values and aliases: see ``models.py``); it was not sent."""
+
+
 class DataFileError(SongbirdError, ValueError):
     """A data file to profile is missing, unreadable or malformed, or names an unknown column."""
 

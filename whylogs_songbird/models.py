@@ -9,13 +9,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 #: The observatory shows at most this many profiles at a time.
 MAX_PROFILES_PER_LINK = 3
 #: A guest session holds exactly one model.
 GUEST_MODEL_ID = "model-1"
+
+# -- request limits: the server answers 400 naming the limit, the client refuses before sending --
+#: References in one batch request (``BatchLogReferenceRequest.references``).
+MAX_REFERENCES_PER_BATCH = 1000
+#: Segment tags of one batch profile (``LogAsyncRequest.segmentTags``).
+MAX_SEGMENT_TAGS = 64
+#: Characters in a segment tag's key.
+MAX_TAG_KEY_LENGTH = 256
+#: Characters in a segment tag's value.
+MAX_TAG_VALUE_LENGTH = 1024
+#: Characters in a reference profile's alias.
+MAX_ALIAS_LENGTH = 256
+#: Characters in a ``userId``, a ``region`` and a profile id in a link request.
+MAX_ID_LENGTH = 256
 
 #: Bounds of a timestamp: 64-bit integers, up to the largest one a float holds exactly (2**63 - 1024),
 #: because OpenAPI documents carry bounds as floats: so the document states exactly the bound enforced.
@@ -47,7 +61,7 @@ class SegmentTag(WireModel):
 
 
 class CreateSessionRequest(WireModel):
-    user_id: str
+    user_id: str = Field(max_length=MAX_ID_LENGTH)
 
 
 class CreateSessionResponse(WireModel):
@@ -69,8 +83,22 @@ class LogAsyncRequest(WireModel):
     """Ask for an upload URL for one batch (dataset) profile."""
 
     dataset_timestamp: Timestamp
-    segment_tags: list[SegmentTag] = Field(default_factory=list)
-    region: str | None = None
+    segment_tags: list[SegmentTag] = Field(default_factory=list, max_length=MAX_SEGMENT_TAGS)
+    region: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
+
+    @field_validator("segment_tags")
+    @classmethod
+    def _bounded_tags(cls, tags: list[SegmentTag]) -> list[SegmentTag]:
+        for index, tag in enumerate(tags):
+            for part, value, limit, name in (
+                ("key", tag.key, MAX_TAG_KEY_LENGTH, "MAX_TAG_KEY_LENGTH"),
+                ("value", tag.value, MAX_TAG_VALUE_LENGTH, "MAX_TAG_VALUE_LENGTH"),
+            ):
+                if len(value) > limit:
+                    raise ValueError(
+                        f"segmentTags[{index}].{part} has {len(value)} characters; the limit is {limit} ({name})"
+                    )
+        return tags
 
 
 class CreateDatasetProfileUploadResponse(WireModel):
@@ -84,9 +112,9 @@ class CreateDatasetProfileUploadResponse(WireModel):
 class LogReferenceRequest(WireModel):
     """Ask for an upload URL for one reference profile."""
 
-    alias: str | None = None
+    alias: str | None = Field(default=None, max_length=MAX_ALIAS_LENGTH)
     dataset_timestamp: Timestamp | None = None
-    region: str | None = None
+    region: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
 
 
 class LogSessionReferenceResponse(WireModel):
@@ -99,7 +127,7 @@ class LogSessionReferenceResponse(WireModel):
 
 
 class BatchLogReferenceRequest(WireModel):
-    references: list[LogReferenceRequest] = Field(min_length=1)
+    references: list[LogReferenceRequest] = Field(min_length=1, max_length=MAX_REFERENCES_PER_BATCH)
 
 
 class BatchLogSessionReferenceResponse(WireModel):
@@ -109,7 +137,7 @@ class BatchLogSessionReferenceResponse(WireModel):
 
 class GetProfileObservatoryLinkRequest(WireModel):
     batch_profile_timestamps: list[Timestamp] = Field(default_factory=list)
-    reference_profile_ids: list[str] = Field(default_factory=list)
+    reference_profile_ids: list[Annotated[str, Field(max_length=MAX_ID_LENGTH)]] = Field(default_factory=list)
 
 
 class GetProfileObservatoryLinkResponse(WireModel):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from whylogs_songbird.client import SongbirdClient
+from whylogs_songbird.client import SongbirdClient, request_model
 from whylogs_songbird.config import Settings, make_client, option_names, resolve_settings, unknown_option_message
 from whylogs_songbird.errors import AuthError, ConfigError, PublishError, SongbirdError, is_retryable
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, SegmentTag
@@ -263,10 +263,11 @@ class Publisher:
     def _reference_tasks(
         self, items: Sequence[ProfileItem], results: list[PublishedProfile], indexes: list[int]
     ) -> list[Callable[[], None]]:
-        requests_ = [
-            LogReferenceRequest(alias=items[i].alias, dataset_timestamp=items[i].dataset_timestamp) for i in indexes
-        ]
         try:
+            requests_ = [
+                request_model(LogReferenceRequest, alias=items[i].alias, dataset_timestamp=items[i].dataset_timestamp)
+                for i in indexes
+            ]
             if len(indexes) == 1:
                 only = items[indexes[0]]
                 session_id, single = request_slot(self.session, "reference", only.dataset_timestamp, alias=only.alias)

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 def _print_demo(report: DemoReport, session_page: str | None = None) -> None:
     data = report.data
     worst = data.most_drifted
+    if session_page:
+        typer.echo("Timeline: drift of every column, day by day, against the reference (click a cell to compare):")
+        typer.echo(f"  {session_page}/timeline")
+        typer.echo("")
     typer.echo(f"Observatory links (session {report.session_id}):")
     typer.echo("")
     typer.echo(f"  reference {data.reference_name!r} ({len(data.reference):,} rows)")

@@ -23,8 +23,9 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from whylogs_songbird.monitors import load_monitors
 from whylogs_songbird.server.auth import ApiKeyRing, KeyOwner
-from whylogs_songbird.server.common import error_response, is_loopback_host
+from whylogs_songbird.server.common import error_response
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.ingest import IngestWorker
@@ -39,6 +40,8 @@ from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.routes import local, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
+from whylogs_songbird.server.routes.timeline import mount_timeline
+from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
 from whylogs_songbird.server.store import Store, now_ms
 
@@ -94,6 +97,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     A store passed in stays owned by the caller; otherwise one is opened on ``config.data_dir``
     and closed when the app shuts down.
     """
+    monitors = load_monitors(config.monitors) if config.monitors else None  # a bad file fails before anything opens
     owns_store = store is None
     the_store = store if store is not None else Store.open(config)
 
@@ -107,6 +111,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             yield
         finally:
             await run_in_threadpool(worker.stop)
+            await run_in_threadpool(timeline.close)
             if owns_store:
                 the_store.close()
 
@@ -127,11 +132,14 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, config=config)
     app.add_middleware(NetworkEmulationMiddleware, config=config)
     app.add_middleware(InFlightMiddleware, counter=requests_in_flight)
+    # outermost: a request for a foreign Host name reaches nothing else; every answer gets the security headers
+    app.add_middleware(SecurityMiddleware, allowed=HostAllowList(config.host, config.public_url, config.allowed_hosts))
     _add_error_handlers(app)
     app.include_router(sessions.router)
     app.include_router(uploads.router)
-    # Session ids open their profiles: list them on the landing page only when no other machine can reach it.
-    mount_observatory(app, the_store, public_url=config.public_url, list_sessions=is_loopback_host(config.host))
+    # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
+    mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
+    timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
     app.include_router(local.router)
     return app
 

@@ -16,13 +16,16 @@ from typing import Annotated
 
 import typer
 
+from whylogs_songbird.server.common import is_loopback_host
 from whylogs_songbird.server.config import API_KEYS_ENV, ServerConfig
+from whylogs_songbird.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 
 APP_NAME = "whylogs-songbird"
 logger = logging.getLogger("whylogs_songbird.server")
 
 _STORAGE = "Storage"
 _TESTING = "Testing"
+_SECURITY = "Security and limits"
 
 
 def default_data_dir() -> Path:
@@ -68,6 +71,14 @@ _CONFIG_OPTIONS = (
     "latency_ms",
     "fault_rate",
     "fault_seed",
+    "monitors",
+    "allowed_host",
+    "list_sessions",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
+    "max_session_profiles",
+    "max_session_bytes",
 )
 
 
@@ -87,6 +98,14 @@ def config_from_options(
     latency_ms: int = 0,
     fault_rate: float = 0.0,
     fault_seed: int | None = None,
+    monitors: Path | None = None,
+    allowed_host: list[str] | None = None,
+    list_sessions: bool = False,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_connections: int | None = None,
+    max_session_profiles: int | None = None,
+    max_session_bytes: int | None = None,
 ) -> ServerConfig:
     """The :class:`ServerConfig` of the command-line options (ValueError when one is bad)."""
     return ServerConfig(
@@ -104,6 +123,14 @@ def config_from_options(
         blob_store=blob_store,
         s3_endpoint_url=s3_endpoint_url,
         max_columns=max_columns,
+        monitors=monitors,
+        allowed_hosts=list(allowed_host or []),
+        list_sessions=list_sessions,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        max_session_profiles=max_session_profiles,
+        max_session_bytes=max_session_bytes,
     )
 
 
@@ -209,6 +236,89 @@ def serve_command(
             "--fault-seed", metavar="N", help="Seed of --fault-rate, for reproducible faults.", rich_help_panel=_TESTING
         ),
     ] = None,
+    monitors: Annotated[
+        Path | None,
+        typer.Option(
+            "--monitors",
+            metavar="FILE",
+            help="A monitors TOML file: evaluated when a batch lands; failures show on the timeline as alerts.",
+            show_default=False,
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="Also answer requests whose Host header names NAME (repeatable; '*': any). Always answered: the "
+            "--host address, localhost, the loopback addresses, the host of --public-url and, bound to 0.0.0.0 "
+            "or ::, this machine's names and addresses.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = None,
+    list_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--list-sessions",
+            help="List recent sessions on the home page. A session id opens its profiles: only for a server "
+            "nobody else reaches; refused with --public-url.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = False,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            metavar="SECONDS",
+            min=0.001,
+            help="Close connections that do not send a request line and headers within this time.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            metavar="SECONDS",
+            min=0.001,
+            help="Close connections that stay silent this long while sending a request body.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = DEFAULT_BODY_TIMEOUT,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            metavar="N",
+            min=1,
+            help="Open connections per server process (each of --workers has its own); more are answered 503. "
+            "Default: from the file descriptor limit, at most 1024.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    max_session_profiles: Annotated[
+        int | None,
+        typer.Option(
+            "--max-session-profiles",
+            metavar="N",
+            min=1,
+            help="Profiles one session may hold (upload slots); more are refused. Default: no limit.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    max_session_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-session-bytes",
+            metavar="BYTES",
+            min=1,
+            help="Bytes of profiles one session may store; uploads past it are refused. Default: no limit.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
     no_access_log: Annotated[bool, typer.Option("--no-access-log", help="Do not log each request.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.", show_default=False)] = False,
 ) -> None:
@@ -228,6 +338,14 @@ def serve_command(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if config.monitors is not None:
+        from whylogs_songbird.monitors import MonitorsError, load_monitors
+
+        try:
+            load_monitors(config.monitors)
+        except MonitorsError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     directory = config.data_dir
     _check_port_free(host, port)
     logging.basicConfig(
@@ -248,8 +366,10 @@ def serve_command(
         shown_host,
         port,
     )
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback_host(host):
         logger.warning("listening on %s: anyone who can reach this address can create sessions and upload.", host)
+        if config.list_sessions:
+            logger.warning("--list-sessions on %s: anyone who can reach it can open every session listed.", host)
     if config.fault_rate:
         logger.warning("fault injection is on: %g of API requests fail (seed %s)", config.fault_rate, config.fault_seed)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
@@ -267,7 +387,10 @@ app.command(name="serve")(serve_command)
 def main(argv: list[str] | None = None) -> int:
     """Run :data:`app` with ``argv`` (default: the process's arguments); return the exit code."""
     try:
-        app(args=argv, prog_name="python -m whylogs_songbird.server", standalone_mode=False)
+        code = app(args=argv, prog_name="python -m whylogs_songbird.server", standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns a typer.Exit's code when not standalone
+            return code
+        result = app(args=argv, prog_name="python -m whylogs_songbird.server", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except Exception as exc:  # click's usage errors carry their own exit code
@@ -276,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             show()
             return int(getattr(exc, "exit_code", 2))
         raise
-    return 0
+    return result if isinstance(result, int) else 0  # click hands back a typer.Exit's code when not standalone
 
 
 __all__ = ["app", "config_from_options", "default_data_dir", "main", "parse_args", "serve_command", "shared_address"]

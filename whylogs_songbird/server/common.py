@@ -12,10 +12,23 @@ from starlette.responses import JSONResponse
 
 from whylogs_songbird.models import GUEST_MODEL_ID, ErrorResponse
 
+_LABEL_SPECIALS = frozenset(',="\\')
+
+
+def _label_part(text: str) -> str:
+    """A key or value as written in a segment label: as is, or quoted when it holds ``, = " \\``."""
+    if not _LABEL_SPECIALS.intersection(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 def segment_label(tags: Sequence[tuple[str, str]]) -> str:
-    """``key=value,key=value``: how links name a segment (the ``segment`` query parameter)."""
-    return ",".join(f"{k}={v}" for k, v in tags)
+    """``key=value,key=value``: how links name a segment (the ``segment`` query parameter).
+
+    A key or value holding ``,``, ``=``, ``"`` or a backslash is quoted (``a="b,c=d"``, with ``\\"`` and
+    ``\\\\`` inside), so two different sets of tags never share a label and a label names one segment exactly.
+    """
+    return ",".join(f"{_label_part(k)}={_label_part(v)}" for k, v in tags)
 
 
 def observatory_link(base: str, session_id: str, profiles: Sequence[str | int], segments: Sequence[str] = ()) -> str:

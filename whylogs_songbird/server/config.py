@@ -11,6 +11,12 @@ from urllib.parse import urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
+from whylogs_songbird.server.connections import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    ConnectionLimits,
+    default_max_connections,
+)
 from whylogs_songbird.server.faults import check_fault_rate
 
 #: Environment variable holding comma-separated API keys, read when no keys are given.
@@ -62,6 +68,26 @@ class ServerConfig:
     max_columns: int = 20_000
     #: Profiles summarised at once by each process's ingest worker (bounds its memory and CPU).
     ingest_concurrency: int = 1
+    #: A monitors TOML file (see docs/timeline.md): evaluated when a batch lands, failures shown on the timeline.
+    monitors: Path | None = None
+    #: More ``Host`` names the server answers to, besides its bind address, localhost, the loopback
+    #: addresses and the host of ``public_url`` (``"*"``: any host). See ``security.py``.
+    allowed_hosts: list[str] = field(default_factory=list)
+    #: List the recent sessions (their ids open their profiles) on the landing page. Never with
+    #: ``public_url``; on only for the auto-started local default server.
+    list_sessions: bool = False
+    #: Seconds a client has to send a request line and headers, from connecting or its first byte.
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    #: Seconds a client may stay silent while sending a request body.
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    #: Open connections per server process (None: derived from the file descriptor limit).
+    max_connections: int | None = None
+    #: Profiles (upload slots) one session may hold; None: no limit.
+    max_session_profiles: int | None = None
+    #: Bytes of stored profiles one session may hold; None: no limit.
+    max_session_bytes: int | None = None
+    #: The timeouts and connection cap above, as the connection guard takes them (derived).
+    connection_limits: ConnectionLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -84,6 +110,19 @@ class ServerConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.list_sessions and self.public_url is not None:
+            raise ValueError(
+                "list_sessions cannot be combined with public_url: a server reached through a public URL must "
+                "not show session ids (they open the profiles); leave --list-sessions off"
+            )
+        self.allowed_hosts = [h.strip() for h in self.allowed_hosts if h.strip()]
+        if self.max_connections is None:
+            self.max_connections = default_max_connections()
+        self.connection_limits = ConnectionLimits(self.header_timeout, self.body_timeout, self.max_connections)
+        for name in ("max_session_profiles", "max_session_bytes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         self.fault_rate = check_fault_rate(self.fault_rate)
         if self.fault_seed is not None and (isinstance(self.fault_seed, bool) or not isinstance(self.fault_seed, int)):
             raise ValueError(f"fault_seed must be an integer or None, got {self.fault_seed!r}")
@@ -97,7 +136,11 @@ class ServerConfig:
             f"public_url={self.public_url!r}, latency_ms={self.latency_ms}, "
             f"fault_rate={self.fault_rate}, fault_seed={self.fault_seed}, workers={self.workers}, "
             f"database={_redacted_url(self.database_url)!r}, blob_store={self.blob_store!r}, "
-            f"s3_endpoint_url={self.s3_endpoint_url!r}, max_columns={self.max_columns})"
+            f"s3_endpoint_url={self.s3_endpoint_url!r}, max_columns={self.max_columns}, "
+            f"allowed_hosts={self.allowed_hosts!r}, "
+            f"list_sessions={self.list_sessions}, header_timeout={self.header_timeout}, "
+            f"body_timeout={self.body_timeout}, max_connections={self.max_connections}, "
+            f"max_session_profiles={self.max_session_profiles}, max_session_bytes={self.max_session_bytes})"
         )
 
 

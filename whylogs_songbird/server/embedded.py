@@ -15,6 +15,7 @@ import uvicorn
 
 from whylogs_songbird.server.app import create_app
 from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.connections import install_log_rate_limit, uvicorn_options
 from whylogs_songbird.server.store import Store
 
 logger = logging.getLogger("whylogs_songbird.server")
@@ -66,8 +67,12 @@ def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
         log_level="info",
         timeout_graceful_shutdown=5,
         server_header=False,
+        **uvicorn_options(config.connection_limits),
     )
     logging.getLogger("uvicorn.access").addFilter(RedactQueryFilter())
+    install_log_rate_limit()
+    # whylogs logs every chunk it reads at INFO: the server log is for requests and problems.
+    logging.getLogger("whylogs").setLevel(logging.WARNING)
     try:
         sock = bind_socket(config.host, config.port)
     except BaseException:
@@ -143,6 +148,7 @@ class LocalServer:
             lifespan="on",
             timeout_graceful_shutdown=5,
             server_header=False,
+            **uvicorn_options(self.config.connection_limits),
         )
         server = uvicorn.Server(uv_config)
         self._server = server

@@ -52,11 +52,14 @@ def _worker_main(config: ServerConfig, sock: socket.socket, access_log: bool, in
     import uvicorn
 
     from whylogs_songbird.server.app import create_app
+    from whylogs_songbird.server.connections import install_log_rate_limit, uvicorn_options
     from whylogs_songbird.server.embedded import RedactQueryFilter
     from whylogs_songbird.server.store import Store
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.access").addFilter(RedactQueryFilter())
+    install_log_rate_limit()
+    logging.getLogger("whylogs").setLevel(logging.WARNING)  # no per-chunk INFO lines in the server log
     store = Store.open(config)
     try:
         app = create_app(config, store)
@@ -66,6 +69,7 @@ def _worker_main(config: ServerConfig, sock: socket.socket, access_log: bool, in
             log_level="info",
             timeout_graceful_shutdown=5,
             server_header=False,
+            **uvicorn_options(config.connection_limits),  # timeouts and connection cap, per worker process
         )
         uvicorn.Server(uv_config).run(sockets=[sock])
     finally:

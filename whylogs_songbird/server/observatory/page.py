@@ -15,6 +15,7 @@ from markupsafe import Markup
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK
+from whylogs_songbird.server.display import user_text, visible_text
 from whylogs_songbird.server.observatory.base import COLUMNS_PER_PAGE, STAT_ROWS, TABLE_ITEMS, TEMPLATES_DIR
 from whylogs_songbird.server.observatory.selection import Selection
 from whylogs_songbird.server.summaries import DRIFT_CATEGORIES, DriftScore, ProfileSummary, chart_data
@@ -74,6 +75,8 @@ def make_environment() -> Environment:
     env.filters["number"] = _number
     env.filters["percent"] = _percent
     env.filters["raw"] = _raw
+    env.filters["user"] = user_text  # every user-supplied value: escaped, in <bdi>, controls visible
+    env.filters["plain"] = visible_text  # the same where no markup goes (the page title)
     env.globals["MAX_PROFILES"] = MAX_PROFILES_PER_LINK
     return env
 

@@ -100,7 +100,10 @@ def observatory_router(
 
     def known_session(session_id: str | None) -> str | None:
         """The id, if it names a session of this server (for links on error pages)."""
-        return session_id if session_id and store.get_session(session_id) is not None else None
+        if not session_id:
+            return None
+        record = store.get_session(session_id)
+        return session_id if record is not None and not record.claimed else None
 
     def open_session(session_id: str | None) -> str:
         if not session_id:
@@ -116,11 +119,18 @@ def observatory_router(
                 "Malformed session id",
                 f"{shown(session_id)!r} is not a session id: session ids look like session-… .",
             )
-        if store.get_session(session_id) is None:
+        record = store.get_session(session_id)
+        if record is None:
             raise PageError(
                 404,
                 "Session not found",
                 f"There is no session {session_id} on this server: it may belong to another server or data directory.",
+            )
+        if record.claimed:  # like the API: a claimed guest session is gone from the guest side
+            raise PageError(
+                404,
+                "Session not found",
+                f"The session {session_id} was claimed into an organization; its profiles are no longer shown here.",
             )
         return session_id
 
@@ -130,7 +140,7 @@ def observatory_router(
     def static_file(name: str) -> Response:
         if name == "plotly.min.js" and plotly_js is not None:
             path: Path | None = plotly_js
-        elif name in ("observatory.css", "observatory.js"):
+        elif name in ("observatory.css", "observatory.js", "timeline.css", "timeline.js"):
             path = STATIC_DIR / name
         else:
             path = None
@@ -145,6 +155,8 @@ def observatory_router(
         def build() -> HTMLResponse:
             sessions = []
             for record in store.recent_sessions(RECENT_SESSIONS) if list_sessions else []:
+                if record.claimed:
+                    continue
                 profiles = store.list_profiles(record.id)
                 sessions.append(
                     {

@@ -108,12 +108,15 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
+LONE_SURROGATE_MESSAGE = "The request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text."
+
+
 def check_text(model: WireModel) -> None:
     """Refuse strings the store cannot keep (lone surrogates, which JSON escapes can carry).
 
     Only the string fields are looked at; the body is not serialized again."""
     if _has_lone_surrogate(model):
-        raise ApiError(400, "The request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text.")
+        raise ApiError(400, LONE_SURROGATE_MESSAGE)
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -124,6 +127,8 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
         kind = err.get("type", "")
         if kind == "json_invalid":
             return "The request body is not valid JSON; send a JSON object as the songbird API contract describes."
+        if kind == "string_unicode":  # a lone surrogate in a length-limited string field
+            return LONE_SURROGATE_MESSAGE
         where = loc[0] if loc else "body"
         rest = ".".join(loc[1:])
         if where == "body":

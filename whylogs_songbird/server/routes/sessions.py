@@ -28,6 +28,7 @@ from whylogs_songbird.server.auth import KeyOwner, require_key
 from whylogs_songbird.server.common import observatory_link, segment_label
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.quotas import check_session_quota
 from whylogs_songbird.server.routes.deps import (
     ERROR_RESPONSES,
     ConfigDep,
@@ -123,14 +124,19 @@ def create_session(body: CreateSessionRequest, store: StoreDep) -> JSONResponse:
 
 @router.get("/v0/sessions/{session_id}", response_model=GetSessionResponse, dependencies=[counted("get_session")])
 def get_session(session_id: str, owner: KeyDep, store: StoreDep) -> JSONResponse:
-    """Session metadata (needs an API key). A claimed session shows its new org."""
+    """Session metadata (needs an API key). A claimed session shows its new org, and only to keys of
+    that org; ``userId`` (the uploader's installation) only to a key of the session's org or of any org."""
     session = store.get_session(session_id)
     if session is None or (session.claimed and owner.org_id is not None and owner.org_id != session.claimed_org):
         raise ApiError(404, f"Session {session_id[:80]} is unknown to this server; check the session id.")
+    own_org = owner.org_id is None or owner.org_id == session.org_id
     return json_answer(
         GetSessionResponse(
             session=SessionMetadata(
-                session_id=session.id, org_id=session.org_id, model_id=GUEST_MODEL_ID, user_id=session.user_id
+                session_id=session.id,
+                org_id=session.org_id,
+                model_id=GUEST_MODEL_ID,
+                user_id=session.user_id if own_org else "",
             )
         )
     )
@@ -149,6 +155,7 @@ def create_dataset_profile_upload(session_id: str, body: LogAsyncRequest, reques
     signer: UrlSigner = request.app.state.signer
     open_session(store, session_id)
     check_text(body)
+    check_session_quota(store, config, session_id, new_profiles=1)
     tags = [(tag.key, tag.value) for tag in body.segment_tags]
     upload = store.create_upload(
         session_id,
@@ -182,6 +189,7 @@ def create_reference_profile_upload(
     """An upload URL for one reference profile (named after its id when no alias is given)."""
     open_session(store, session_id)
     check_text(body)
+    check_session_quota(store, config, session_id, new_profiles=1)
     upload = store.create_upload(
         session_id,
         "reference",
@@ -208,6 +216,7 @@ def batch_create_reference_profile_upload(
     """Upload URLs for several references; ``observatoryUrl`` shows the first three."""
     open_session(store, session_id)
     check_text(body)
+    check_session_quota(store, config, session_id, new_profiles=len(body.references))
     uploads = store.create_uploads(
         session_id,
         [NewUpload("reference", r.dataset_timestamp, r.alias) for r in body.references],

@@ -15,9 +15,17 @@ from starlette.concurrency import run_in_threadpool
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes, check_profile_file
+from whylogs_songbird.server.quotas import check_session_quota
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, counted
 from whylogs_songbird.server.signing import SignatureError, UrlSigner
-from whylogs_songbird.server.store import SessionClaimedError, Store, StoredOutcome, UnknownUploadError, is_valid_id
+from whylogs_songbird.server.store import (
+    SessionClaimedError,
+    Store,
+    StoredOutcome,
+    UnknownUploadError,
+    UploadRecord,
+    is_valid_id,
+)
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -80,9 +88,9 @@ async def put_upload(
     if length.isdigit() and int(length) <= SMALL_BODY_BYTES:
         # the common case, in one thread-pool hop: each hop costs more CPU than a small profile's check
         data = await request.body()
-        outcome, size, digest = await run_in_threadpool(_store_small_body, store, upload_id, data, config.max_columns)
+        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, upload_id, data)
     else:
-        outcome, size, digest = await _store_streamed_body(request, store, upload_id, config.max_columns)
+        outcome, size, digest = await _store_streamed_body(request, store, config, upload_id)
     headers = {"ETag": f'"{digest}"'}
     if outcome.duplicate_of is not None:
         logger.info("an upload repeated the bytes of upload %s; kept once", outcome.duplicate_of)
@@ -92,13 +100,17 @@ async def put_upload(
         if wake_ingest is not None:
             wake_ingest()
         logger.debug("stored a %s profile of %d bytes", outcome.upload.kind, size)
+        timeline = getattr(request.app.state, "timeline", None)
+        if timeline is not None and outcome.upload.kind == "batch":
+            # the timeline is refreshed and monitors evaluated in the background
+            await run_in_threadpool(timeline.batch_stored, outcome.upload.session_id)
     return JSONResponse({"id": outcome.upload.id, "size": size, "sha256": digest}, headers=headers)
 
 
-def _open_upload(store: Store, upload_id: str) -> None:
-    """Raise ApiError(404) unless ``upload_id`` is an open upload slot."""
+def _open_upload(store: Store, upload_id: str) -> UploadRecord:
+    """The open upload slot ``upload_id``; ApiError(404) when there is none."""
     try:
-        store.metadata.check_upload_open(upload_id)
+        return store.metadata.check_upload_open(upload_id)
     except UnknownUploadError:
         raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
     except SessionClaimedError:
@@ -119,24 +131,28 @@ def _stored(store_it: Callable[[], StoredOutcome]) -> StoredOutcome:
         ) from None
 
 
-def _store_small_body(store: Store, upload_id: str, data: bytes, max_columns: int) -> tuple[StoredOutcome, int, str]:
-    """Check the slot, then the bytes, then store them (blocking: run in a worker thread)."""
-    _open_upload(store, upload_id)
+def _store_small_body(
+    store: Store, config: ServerConfig, upload_id: str, data: bytes
+) -> tuple[StoredOutcome, int, str]:
+    """Check the slot, then the bytes, then the session's quota, then store them (blocking: run
+    in a worker thread)."""
+    upload = _open_upload(store, upload_id)
     if not data:
         raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
     try:
-        check_profile_bytes(data, max_columns=max_columns)
+        check_profile_bytes(data, max_columns=config.max_columns)
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
+    check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
     digest = hashlib.sha256(data).hexdigest()
     return _stored(lambda: store.store_profile_data(upload_id, data, sha256=digest)), len(data), digest
 
 
 async def _store_streamed_body(
-    request: Request, store: Store, upload_id: str, max_columns: int
+    request: Request, store: Store, config: ServerConfig, upload_id: str
 ) -> tuple[StoredOutcome, int, str]:
     """Receive a large body into a temporary file in batches, check it and store it."""
-    await run_in_threadpool(_open_upload, store, upload_id)  # before reading a body that may be large
+    upload = await run_in_threadpool(_open_upload, store, upload_id)  # before reading a body that may be large
     fd, tmp = store.new_temp_file()
     try:
         size, digest = await _receive_to_file(request, fd)
@@ -144,7 +160,8 @@ async def _store_streamed_body(
             raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
 
         def check_and_store() -> StoredOutcome:
-            _check_profile_file(tmp, max_columns)
+            _check_profile_file(tmp, config.max_columns)
+            check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
             return _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
 
         outcome = await run_in_threadpool(check_and_store)

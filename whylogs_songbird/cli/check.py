@@ -1,0 +1,38 @@
+"""``songbird check``: evaluate a monitors file on a session's timeline, for CI (see ``whylogs_songbird.check``).
+
+Exit codes: 0 when no monitor fails, 1 when one does, 2 on bad input (an invalid monitors file, an
+unknown column, reference, segment or session, or a server that cannot be reached).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from whylogs_songbird.cli.reporting import Endpoint, app, stderr
+
+
+@app.command("check")
+def check_command(
+    session: Annotated[str, typer.Option("--session", metavar="ID", help="The session whose timeline to check.")],
+    monitors: Annotated[
+        Path, typer.Option("--monitors", metavar="FILE", help="The monitors TOML file (see docs/timeline.md).")
+    ],
+    endpoint: Endpoint = None,
+    all_buckets: Annotated[
+        bool, typer.Option("--all", help="Check every bucket of the timeline, not only the latest.")
+    ] = False,
+    timeout: Annotated[float | None, typer.Option("--timeout", metavar="SECONDS", help="Read timeout.")] = None,
+) -> int:
+    """Evaluate monitors on a session's timeline: exit 1 when one fails, 0 when none does, 2 on bad input."""
+    from whylogs_songbird.check import render_result, run_check
+
+    result = run_check(session, monitors, endpoint=endpoint, which="all" if all_buckets else "latest", timeout=timeout)
+    console = stderr() if result.error is not None else Console(highlight=False, soft_wrap=False, width=160)
+    console.print(render_result(result, session))
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+    return result.exit_code

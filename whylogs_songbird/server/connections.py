@@ -1,0 +1,268 @@
+"""Defences against slow and idle connections, for the uvicorn that runs the server.
+
+Without them a half-sent request line, a body that never arrives or a TCP connection that never
+says a word stays open forever, and enough of them use up the process's file descriptors; then
+every ``accept()`` fails and asyncio logs each failure with a traceback, many times a second.
+
+- :class:`GuardedH11Protocol` (uvicorn's h11 protocol, plus timers): the request line and headers
+  must arrive within ``header_timeout`` seconds of the connection (or of the first byte of a
+  following request); while a body is being received, the client may stay silent at most
+  ``body_timeout`` seconds between two reads. A connection that times out is answered 408 (or just
+  closed, when it never sent a byte) and closed; the app sees a disconnect. Idle keep-alive
+  connections are closed by uvicorn after ``timeout_keep_alive`` (5 s).
+- A cap on open connections (``max_connections``, per process: each ``--workers`` process has its
+  own): a connection over it is answered 503 and closed at once, so descriptors do not run out.
+  The default keeps connections and the accept backlog (how many connections asyncio accepts in
+  one go) within the process's descriptor limit.
+- :class:`RateLimitFilter`: repeated log records of one kind (accept errors, refused
+  connections, timeouts) are logged at most once per interval, with a count of those left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+logger = logging.getLogger("whylogs_songbird.server.connections")
+
+#: Descriptors kept free for the database, profile files and the listening socket.
+RESERVED_DESCRIPTORS = 64
+#: Default bounds of the connection cap.
+MIN_CONNECTIONS, MAX_DEFAULT_CONNECTIONS = 8, 1024
+#: Default timeouts, in seconds.
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+#: uvicorn's listen backlog is also how many connections it accepts in one go.
+MAX_BACKLOG = 2048
+
+
+def descriptor_limit() -> int:
+    """The process's soft limit on open file descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 65536 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def default_max_connections(limit: int | None = None) -> int:
+    """Half of the descriptors left after :data:`RESERVED_DESCRIPTORS` (the other half is for the
+    accept backlog), between :data:`MIN_CONNECTIONS` and :data:`MAX_DEFAULT_CONNECTIONS`."""
+    limit = descriptor_limit() if limit is None else limit
+    return max(MIN_CONNECTIONS, min(MAX_DEFAULT_CONNECTIONS, (limit - RESERVED_DESCRIPTORS) // 2))
+
+
+def backlog_for(max_connections: int, limit: int | None = None) -> int:
+    """A listen backlog that, with ``max_connections`` open, does not exhaust the descriptor limit.
+
+    asyncio accepts up to ``backlog`` connections each time the listening socket is ready, and a
+    connection refused over the cap gives its descriptor back a few loop turns later: a quarter of
+    the descriptors left over leaves room for those turns."""
+    limit = descriptor_limit() if limit is None else limit
+    return max(MIN_CONNECTIONS, min(MAX_BACKLOG, (limit - RESERVED_DESCRIPTORS - max_connections) // 4))
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Timeouts (seconds) and the connection cap of one server process."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = MAX_DEFAULT_CONNECTIONS
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int):
+            raise ValueError(f"max_connections must be a positive integer, got {self.max_connections!r}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be a positive integer, got {self.max_connections!r}")
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets the first record of each kind through, then at most one per ``interval`` seconds; the next
+    one let through says how many were left out. A kind is the logger name plus the message template."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._state: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:120])
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._state.get(key, (float("-inf"), 0))
+            if now - last < self.interval:
+                self._state[key] = (last, suppressed + 1)
+                return False
+            self._state[key] = (now, 0)
+            if len(self._state) > 1000:  # many kinds: forget the old ones
+                self._state = {k: v for k, v in self._state.items() if now - v[0] < self.interval}
+        if suppressed:
+            record.msg = f"{record.msg} ({suppressed} more like this in the last {self.interval:g} s were not logged)"
+        return True
+
+
+#: One filter shared by the loggers that repeat under attack.
+_RATE_LIMIT = RateLimitFilter()
+RATE_LIMITED_LOGGERS = ("asyncio", "uvicorn.error", logger.name)
+
+
+def install_log_rate_limit() -> None:
+    """Rate-limit the loggers that repeat under attack: asyncio's accept errors, uvicorn's protocol
+    warnings and this module's refusals and timeouts (idempotent)."""
+    for name in RATE_LIMITED_LOGGERS:
+        target = logging.getLogger(name)
+        if _RATE_LIMIT not in target.filters:
+            target.addFilter(_RATE_LIMIT)
+
+
+def _raw_response(status: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"message": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        f"content-length: {len(body)}\r\nx-content-type-options: nosniff\r\ncache-control: no-store\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with header and body read timeouts and a cap on open connections.
+
+    Use :func:`guarded_protocol` to get a subclass bound to a :class:`ConnectionLimits`.
+    """
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard: asyncio.TimerHandle | None = None
+        self._guard_kind = ""
+        self._request_bytes = False  # bytes of the next request arrived
+
+    # -- timers --
+
+    def _cancel_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+            self._guard_kind = ""
+
+    def _arm(self, kind: str, seconds: float) -> None:
+        self._cancel_guard()
+        self._guard_kind = kind
+        self._guard = self.loop.call_later(seconds, self._on_timeout, kind)
+
+    def _watch(self) -> None:
+        """Arm the timer that fits what the connection waits for, after each event."""
+        if self.transport is None or self.transport.is_closing():
+            self._cancel_guard()
+            return
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            self._arm("body", self.limits.body_timeout)  # re-armed by every read: an idle timeout
+        elif state is h11.IDLE:
+            # Waiting for a request: the header deadline runs from the connection or the first byte
+            # (an idle keep-alive connection is uvicorn's to close).
+            if self._guard_kind != "header" and self.timeout_keep_alive_task is None:
+                self._arm("header", self.limits.header_timeout)
+        else:
+            self._cancel_guard()
+
+    def _on_timeout(self, kind: str) -> None:
+        self._guard = None
+        self._guard_kind = ""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if kind == "body" and self.flow is not None and self.flow.read_paused:
+            self._arm("body", self.limits.body_timeout)  # the app is slow to read: not the client's fault
+            return
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        if kind == "header" and not self._request_bytes:
+            logger.info("closed a connection from %s that sent nothing for %g s", client, self.limits.header_timeout)
+        else:
+            if kind == "header":
+                what = f"did not send its request line and headers within {self.limits.header_timeout:g} s"
+                option = "--header-timeout"
+            else:
+                what = f"sent no body bytes for {self.limits.body_timeout:g} s"
+                option = "--body-timeout"
+            logger.warning("closed a connection from %s that %s", client, what)
+            cycle = self.cycle
+            if kind == "header" or (cycle is not None and not cycle.response_started):
+                message = (
+                    f"The request timed out: the client {what}, so the server closed the connection. "
+                    f"Send requests without pauses, or start the server with a larger {option}."
+                )
+                self.transport.write(_raw_response(408, "Request Timeout", message))
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # the app's receive() answers http.disconnect, its sends are dropped
+            self.cycle.message_event.set()
+        self.transport.close()
+
+    # -- protocol events --
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            logger.warning(
+                "refused a connection: %d are open, the limit of this process (--max-connections)",
+                self.limits.max_connections,
+            )
+            message = (
+                f"The server has {self.limits.max_connections} connections open, its limit; try again shortly. "
+                "The server's operator can raise it with --max-connections."
+            )
+            transport.write(_raw_response(503, "Service Unavailable", message))
+            transport.close()
+            return
+        self._watch()
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and data:
+            self._request_bytes = True
+        super().data_received(data)
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        self._cancel_guard()
+        self._request_bytes = False
+        super().on_response_complete()
+        self._watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_guard()
+        super().connection_lost(exc)
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
+    """A :class:`GuardedH11Protocol` subclass bound to ``limits``, for ``uvicorn.Config(http=...)``."""
+    return type("SongbirdH11Protocol", (GuardedH11Protocol,), {"limits": limits})
+
+
+def uvicorn_options(limits: ConnectionLimits) -> dict[str, Any]:
+    """The ``uvicorn.Config`` arguments that apply ``limits``: the protocol and a bounded backlog."""
+    return {"http": guarded_protocol(limits), "backlog": backlog_for(limits.max_connections)}
+
+
+__all__ = [
+    "ConnectionLimits",
+    "GuardedH11Protocol",
+    "RateLimitFilter",
+    "backlog_for",
+    "default_max_connections",
+    "descriptor_limit",
+    "guarded_protocol",
+    "install_log_rate_limit",
+    "uvicorn_options",
+]

@@ -1,0 +1,273 @@
+"""The timeline routes, a thin layer over :mod:`whylogs_songbird.server.timeline_service`:
+
+- ``GET /api/v1/sessions/{session_id}/timeline?granularity=day&reference=ID|ALIAS&segment=k=v,...`` —
+  the timeline document as JSON (see ``docs/timeline.md``); errors answer ``{"message": ...}``;
+- ``GET /sessions/{session_id}/timeline`` (same parameters) — the page: a heatmap of drift by column
+  and bucket, whose cells open the comparison of the reference and that bucket, and series charts
+  drawn by ``static/timeline.js`` from the JSON above.
+
+Both answer a ``Server-Timing`` header with the time spent building them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from jinja2 import Environment
+from whylogs.core import DatasetProfileView
+
+from whylogs_songbird.monitors import MonitorsFile
+from whylogs_songbird.server.common import observatory_link, segment_label
+from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.observatory.base import PageError
+from whylogs_songbird.server.observatory.cache import LruCache, ProfileCache
+from whylogs_songbird.server.observatory.page import make_environment
+from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id
+from whylogs_songbird.server.summaries import SummaryError, read_view
+from whylogs_songbird.server.timeline_service import (
+    ArtefactCache,
+    StoredProfile,
+    TimelineQuery,
+    TimelineRequestError,
+    TimelineService,
+)
+from whylogs_songbird.timeline import GRANULARITIES, severity
+
+logger = logging.getLogger("whylogs_songbird.server.timeline")
+
+#: Heatmap cell classes: DRIFT, POSSIBLE_DRIFT, NO_DRIFT, nothing to compare, column absent.
+_CELL = {"DRIFT": "hD", "POSSIBLE_DRIFT": "hP", "NO_DRIFT": "hN"}
+
+
+def _stored(upload: UploadRecord) -> StoredProfile:
+    return StoredProfile(
+        id=upload.id,
+        kind=upload.kind,
+        dataset_timestamp=upload.dataset_timestamp,
+        alias=upload.alias,
+        segment=segment_label(upload.segment_tags),
+        identity=f"{upload.id}:{upload.sha256}:{upload.size}",
+        stored_at=upload.stored_at or 0,
+        record=upload,
+    )
+
+
+class StoreArtefacts:
+    """The store's derived-artefact cache (``MetadataStore.get_derived``/``put_derived``) as an
+    `ArtefactCache`: every server process, and the next start, sees what one computed."""
+
+    def __init__(self, store: Store) -> None:
+        self.metadata = store.metadata
+
+    def get(self, session_id: str, key: str) -> bytes | None:
+        return self.metadata.get_derived(session_id, key)
+
+    def put(self, session_id: str, key: str, value: bytes) -> None:
+        self.metadata.put_derived(session_id, key, value)
+
+    def drop(self, session_id: str, prefix: str) -> None:
+        self.metadata.drop_derived(session_id, prefix)
+
+
+def make_service(
+    store: Store,
+    *,
+    profiles: ProfileCache | None = None,
+    cache: ArtefactCache | None = None,
+    monitors: MonitorsFile | None = None,
+) -> TimelineService:
+    """The timeline service over ``store``: views through the observatory's view cache when given."""
+
+    def list_profiles(session_id: str) -> list[StoredProfile]:
+        store.learn_landed(session_id)  # uploads PUT straight to an object store (presigned URLs)
+        return [_stored(u) for u in store.list_profiles(session_id) if not u.invalid]
+
+    def load(profile: StoredProfile) -> DatasetProfileView:
+        upload = profile.record
+        if profiles is not None:
+            return profiles.upload_view(upload)
+        return read_view(store.read_profile_bytes(upload))
+
+    return TimelineService(list_profiles, load, cache if cache is not None else StoreArtefacts(store), monitors)
+
+
+def _label(start: int, granularity: str) -> tuple[str, str]:
+    """(short label, full title) of a bucket starting at ``start``."""
+    moment = datetime.fromtimestamp(start / 1000, tz=timezone.utc)
+    if granularity == "hour":
+        return moment.strftime("%m-%d %Hh"), moment.strftime("%Y-%m-%d %H:00 UTC")
+    if granularity == "day":
+        return moment.strftime("%m-%d"), moment.strftime("%Y-%m-%d (UTC)")
+    if granularity == "week":
+        return moment.strftime("W%V %m-%d"), moment.strftime("week %G-W%V from %Y-%m-%d (UTC)")
+    return moment.strftime("%Y-%m"), moment.strftime("%B %Y (UTC)")
+
+
+def _format_p(value: float | None) -> str:
+    return "" if value is None else f" p={value:.3g}"
+
+
+def page_view(document: dict[str, Any], base: str) -> dict[str, Any]:
+    """What the page template shows of a timeline document: bucket headers with their comparison
+    links, and one heatmap row per column (most drifted first) of (cell class, title) pairs."""
+    session_id = document["session_id"]
+    granularity = document["granularity"]
+    reference = document.get("reference")
+    segment = document.get("segment")
+    buckets = []
+    for bucket, stamps in zip(document["buckets"], document.get("batch_timestamps") or []):
+        label, title = _label(bucket["start"], granularity)
+        # a comparison page shows at most 3 profiles: the reference and up to 2 batch timestamps
+        room = 2 if reference else 3
+        chosen = stamps if len(stamps) <= room else stamps[-1:]
+        profiles: list[str | int] = ([reference["id"]] if reference else []) + list(chosen)
+        link = observatory_link(base, session_id, profiles, [segment] if segment else [])
+        if len(chosen) < len(stamps):
+            title += f": {bucket['profiles']} profiles, the comparison opens the last one"
+        buckets.append({"label": label, "title": title, "link": link, **bucket})
+    rows = []
+    for name in document["column_order"]:
+        series = document["columns"][name]
+        cells = []
+        for index, bucket in enumerate(buckets):
+            category = series["drift_category"][index]
+            if series["count"][index] is None:
+                cells.append(("hA", f"{name} · {bucket['label']}: absent"))
+            elif category is None:
+                cells.append(("hX", f"{name} · {bucket['label']}: nothing to compare"))
+            else:
+                p_value = _format_p(series["drift_p_value"][index])
+                cells.append((_CELL.get(category, "hX"), f"{name} · {bucket['label']}: {category}{p_value}"))
+        worst = series.get("worst_drift")
+        rows.append({"name": name, "worst": worst or "", "cells": cells, "rank": severity(worst)})
+    alerts = []
+    for alert in document.get("alerts") or []:
+        label, _ = _label(alert["start"], granularity)
+        alerts.append({**alert, "bucket": label})
+    return {
+        "granularity": granularity,
+        "buckets": buckets,
+        "rows": rows,
+        "reference": reference,
+        "references": document.get("references") or [],
+        "segment": segment,
+        "segments": document.get("segments") or [],
+        "profiles": sum(b["profiles"] for b in document["buckets"]),
+        "alerts": alerts,
+    }
+
+
+def timeline_router(
+    store: Store,
+    service: TimelineService,
+    *,
+    public_url: str | None = None,
+    env: Environment | None = None,
+) -> APIRouter:
+    router = APIRouter()
+    environment = env if env is not None else make_environment()
+    pages = LruCache(16)  # rendered pages, by the document they show (pages are cheap to rebuild)
+
+    def base_url(request: Request) -> str:
+        return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
+
+    def check_session(session_id: str) -> None:
+        if not is_valid_id(session_id, "session"):
+            raise TimelineRequestError(400, f"{session_id[:80]!r} is not a session id: session ids look like session-…")
+        if store.get_session(session_id) is None:
+            raise TimelineRequestError(404, f"there is no session {session_id} on this server")
+
+    def query_of(granularity: str | None, reference: str | None, segment: str | None) -> TimelineQuery:
+        return TimelineQuery(granularity=granularity or None, reference=reference or None, segment=segment or None)
+
+    @router.get(
+        "/api/v1/sessions/{session_id}/timeline",
+        summary="The timeline of a session: per-bucket series and drift of every column",
+        tags=["timeline"],
+    )
+    def timeline_json(
+        session_id: str, granularity: str | None = None, reference: str | None = None, segment: str | None = None
+    ) -> Response:
+        started = time.perf_counter()
+        try:
+            check_session(session_id)
+            data = service.document_bytes(session_id, query_of(granularity, reference, segment), watched=True)
+        except TimelineRequestError as exc:
+            raise ApiError(exc.status, exc.message[:1].upper() + exc.message[1:] + ".") from None
+        except SummaryError as exc:
+            raise ApiError(422, f"A stored profile of session {session_id} cannot be read: {exc}.") from None
+        elapsed = (time.perf_counter() - started) * 1000
+        return Response(data, media_type="application/json", headers={"Server-Timing": f"timeline;dur={elapsed:.1f}"})
+
+    @router.get("/sessions/{session_id}/timeline", response_class=HTMLResponse, include_in_schema=False)
+    def timeline_page(
+        session_id: str,
+        request: Request,
+        granularity: str | None = None,
+        reference: str | None = None,
+        segment: str | None = None,
+    ) -> HTMLResponse:
+        started = time.perf_counter()
+        query = query_of(granularity, reference, segment)
+        try:
+            check_session(session_id)
+            data = service.document_bytes(session_id, query, watched=True)
+            given = (("granularity", granularity), ("reference", reference), ("segment", segment))
+            params = [(k, v) for k, v in given if v]
+            api_url = f"/api/v1/sessions/{session_id}/timeline" + (f"?{urlencode(params)}" if params else "")
+            base = base_url(request)
+
+            def render() -> str:
+                view = page_view(json.loads(data), base)
+                return environment.get_template("timeline.html").render(
+                    session_id=session_id, view=view, granularities=GRANULARITIES, api_url=api_url
+                )
+
+            html = pages.get_or_compute((hashlib.sha256(data).digest(), base, api_url), render)
+            response = HTMLResponse(html)
+        except (TimelineRequestError, SummaryError) as exc:
+            error = (
+                PageError(exc.status, "Timeline unavailable", exc.message[:1].upper() + exc.message[1:] + ".")
+                if isinstance(exc, TimelineRequestError)
+                else PageError(422, "Profile cannot be read", f"A stored profile of this session is unreadable: {exc}.")
+            )
+            known = session_id if is_valid_id(session_id, "session") and store.get_session(session_id) else None
+            html = environment.get_template("error.html").render(
+                title=error.title,
+                message=error.message,
+                status_code=error.status,
+                session_id=known,
+            )
+            response = HTMLResponse(html, status_code=error.status)
+        elapsed = (time.perf_counter() - started) * 1000
+        response.headers["Server-Timing"] = f"render;dur={elapsed:.1f}"
+        return response
+
+    return router
+
+
+def mount_timeline(
+    app: FastAPI,
+    store: Store,
+    *,
+    public_url: str | None = None,
+    monitors: MonitorsFile | None = None,
+    cache: ArtefactCache | None = None,
+) -> TimelineService:
+    """Add the timeline routes to ``app``; the service is ``app.state.timeline``."""
+    profiles: ProfileCache | None = getattr(app.state, "observatory_cache", None)
+    service = make_service(store, profiles=profiles, cache=cache, monitors=monitors)
+    app.include_router(timeline_router(store, service, public_url=public_url))
+    app.state.timeline = service
+    return service
+
+
+__all__ = ["make_service", "mount_timeline", "page_view", "timeline_router"]

@@ -1,0 +1,614 @@
+"""The timeline of a session: its batch profiles merged per UTC time bucket, per-column series, and
+drift of every bucket against a reference and against the previous bucket. Pure logic, no HTTP.
+
+The steps are separate functions so that a caller can store what each one computes:
+
+1. :func:`bucketize` groups batches (dataset timestamp, segment, identity) into UTC buckets of an
+   hour, a day, an ISO week (Monday 00:00 UTC) or a calendar month; :func:`choose_granularity`
+   picks the default, the coarsest granularity that gives at least :data:`MIN_POINTS` buckets;
+2. :func:`merge_views` merges the profiles of one bucket with whylogs' own (exact) merge;
+3. :func:`column_points` reads one merged view into per-column numbers (count, null fraction,
+   mean with a p5–p50–p95 band, distinct estimate, frequent items), all from whylogs' sketches;
+4. :func:`drift_points` runs whylogs' drift calculation
+   (:func:`whylogs.viz.drift.column_drift_algorithms.calculate_drift_scores`: KS test on the
+   distribution sketch, chi-square on frequent items, whylogs' thresholds) of a bucket against the
+   reference or the previous bucket;
+5. :func:`build_timeline` assembles the points of every bucket into the JSON document served at
+   ``GET /api/v1/sessions/{session_id}/timeline`` (see ``docs/timeline.md``).
+
+:func:`compute_timeline` chains them for callers that hold the views (tests, notebooks). Every
+point is plain JSON data (:meth:`ColumnPoint.to_json` / :meth:`DriftPoint.to_json`), so a server can
+store it and rebuild a timeline without deserializing a profile again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal, cast, get_args
+
+from whylogs.core import DatasetProfileView
+from whylogs.core.configs import SummaryConfig
+from whylogs.core.view.column_profile_view import ColumnProfileView
+
+logger = logging.getLogger("whylogs_songbird.timeline")
+
+Granularity = Literal["hour", "day", "week", "month"]
+#: From the finest to the coarsest.
+GRANULARITIES: tuple[Granularity, ...] = get_args(Granularity)
+#: The default granularity is the coarsest that gives at least this many buckets.
+MIN_POINTS = 7
+#: whylogs' drift categories, most severe first.
+DRIFT_CATEGORIES = ("DRIFT", "POSSIBLE_DRIFT", "NO_DRIFT")
+#: Frequent items kept per column and bucket.
+KEPT_ITEMS = 10
+#: Frequent items given a share series per column in the timeline.
+SERIES_ITEMS = 5
+#: The numeric series of a column, in the JSON document (each a list with one value per bucket).
+NUMBER_SERIES = (
+    "count",
+    "null_count",
+    "null_fraction",
+    "mean",
+    "stddev",
+    "min",
+    "p5",
+    "p50",
+    "p95",
+    "max",
+    "distinct",
+    "top_share",
+)
+
+_TYPE_NAMES = ("integral", "fractional", "boolean", "string", "object", "tensor")
+_NUMERIC = ("integral", "fractional")
+_HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
+
+
+class TimelineError(ValueError):
+    """Input a timeline cannot be built from (e.g. an unknown granularity); the message says what to give."""
+
+
+# -- buckets ---------------------------------------------------------------------------------
+
+
+def parse_granularity(value: str | None) -> Granularity | None:
+    """``hour``/``day``/``week``/``month`` (any case), None for no value, else `TimelineError`."""
+    if value is None or value == "":
+        return None
+    lowered = value.strip().lower()
+    for granularity in GRANULARITIES:
+        if granularity == lowered:
+            return granularity
+    raise TimelineError(f"unknown granularity {value[:40]!r}: give one of {', '.join(GRANULARITIES)}")
+
+
+def bucket_bounds(timestamp_ms: int, granularity: Granularity) -> tuple[int, int]:
+    """``[start, end)`` in epoch milliseconds of the UTC bucket holding ``timestamp_ms``."""
+    if granularity == "hour":
+        start = timestamp_ms - timestamp_ms % _HOUR_MS
+        return start, start + _HOUR_MS
+    if granularity == "day":
+        start = timestamp_ms - timestamp_ms % _DAY_MS
+        return start, start + _DAY_MS
+    moment = datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc)
+    day = datetime(moment.year, moment.month, moment.day, tzinfo=timezone.utc)
+    if granularity == "week":
+        begin = day - timedelta(days=day.weekday())
+        finish = begin + timedelta(days=7)
+    elif granularity == "month":
+        begin = day.replace(day=1)
+        if begin.month == 12:
+            finish = begin.replace(year=begin.year + 1, month=1)
+        else:
+            finish = begin.replace(month=begin.month + 1)
+    else:
+        raise TimelineError(f"unknown granularity {granularity!r}: give one of {', '.join(GRANULARITIES)}")
+    return int(begin.timestamp() * 1000), int(finish.timestamp() * 1000)
+
+
+def choose_granularity(timestamps: Iterable[int], min_points: int = MIN_POINTS) -> Granularity:
+    """The coarsest granularity that gives at least ``min_points`` buckets; when none does, the
+    coarsest that gives as many buckets as hourly ones (e.g. ``day`` for three daily batches)."""
+    stamps = set(timestamps)
+    if not stamps:
+        return "day"
+    counts = {g: len({bucket_bounds(t, g)[0] for t in stamps}) for g in GRANULARITIES}
+    for granularity in reversed(GRANULARITIES):
+        if counts[granularity] >= min_points:
+            return granularity
+    most = counts["hour"]
+    for granularity in reversed(GRANULARITIES):
+        if counts[granularity] == most:
+            return granularity
+    return "hour"  # pragma: no cover - the loop always finds "hour"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One stored batch profile: ``key`` identifies its stored bytes (a new upload gets a new key)."""
+
+    key: str
+    timestamp: int
+    segment: str = ""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """The batches of one time bucket ``[start, end)``, in time order (then by key): the order they are
+    merged in, which matters for the distinct-count sketch, whose merged estimate depends on it slightly."""
+
+    start: int
+    end: int
+    batches: tuple[Batch, ...]
+
+    @property
+    def profiles(self) -> int:
+        return len(self.batches)
+
+    @property
+    def key(self) -> str:
+        """Identifies the bucket's content: changes when a batch is added, removed or replaced."""
+        return content_key(b.key for b in self.batches)
+
+
+def content_key(parts: Iterable[str]) -> str:
+    """A short stable digest of a set of identities (order does not matter)."""
+    digest = hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
+    return digest[:32]
+
+
+def bucketize(batches: Iterable[Batch], granularity: Granularity, segment: str | None = None) -> list[Bucket]:
+    """The non-empty buckets of ``batches`` (only those of ``segment`` when given), oldest first.
+
+    Empty buckets are left out: a series has a point where there is data, and "previous bucket"
+    means the previous bucket that has data.
+    """
+    grouped: dict[tuple[int, int], list[Batch]] = {}
+    for batch in batches:
+        if segment is not None and batch.segment != segment:
+            continue
+        grouped.setdefault(bucket_bounds(batch.timestamp, granularity), []).append(batch)
+    return [
+        Bucket(start=start, end=end, batches=tuple(sorted(found, key=lambda b: (b.timestamp, b.key))))
+        for (start, end), found in sorted(grouped.items())
+    ]
+
+
+def merge_views(views: Sequence[DatasetProfileView]) -> DatasetProfileView:
+    """One view of several with whylogs' own merge (exact for counts, mergeable sketches for the rest)."""
+    if not views:
+        raise TimelineError("a bucket without profiles cannot be merged")
+    merged = views[0]
+    for view in views[1:]:
+        merged = merged.merge(view)
+    return merged
+
+
+# -- per-column points -----------------------------------------------------------------------
+
+
+def _finite(value: Any, digits: int = 12) -> float | None:
+    """A plain float rounded to ``digits`` significant digits (what JSON carries), or None for
+    missing, NaN and infinite values."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number):
+        return None
+    return float(f"{number:.{digits}g}")
+
+
+@dataclass(frozen=True)
+class ColumnPoint:
+    """The numbers of one column in one bucket; None where the profile has no such metric."""
+
+    inferred_type: str = "unknown"
+    count: int | None = None
+    null_count: int | None = None
+    mean: float | None = None
+    stddev: float | None = None
+    min: float | None = None
+    p5: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+    distinct: float | None = None
+    #: (value, estimated count) of the most frequent items, most frequent first.
+    top_items: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def non_null(self) -> int | None:
+        if self.count is None:
+            return None
+        return self.count - (self.null_count or 0)
+
+    @property
+    def top_share(self) -> float | None:
+        """Share of the non-null values held by the most frequent item (categorical columns)."""
+        return _rounded(self.item_share(self.top_items[0][0])) if self.top_items else None
+
+    @property
+    def null_fraction(self) -> float | None:
+        if self.count is None or self.null_count is None or self.count == 0:
+            return None
+        return self.null_count / self.count
+
+    def item_share(self, value: str) -> float | None:
+        if not self.top_items:
+            return None
+        total = self.non_null
+        if not total:
+            return None
+        estimate = dict(self.top_items).get(value, 0.0)
+        return min(1.0, estimate / total)
+
+    def value(self, name: str) -> float | None:
+        """The value of one of :data:`NUMBER_SERIES`."""
+        if name not in NUMBER_SERIES:
+            raise KeyError(name)
+        return cast("float | None", getattr(self, name))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.inferred_type,
+            "count": self.count,
+            "null_count": self.null_count,
+            "mean": self.mean,
+            "stddev": self.stddev,
+            "min": self.min,
+            "p5": self.p5,
+            "p50": self.p50,
+            "p95": self.p95,
+            "max": self.max,
+            "distinct": self.distinct,
+            "top_items": [[value, estimate] for value, estimate in self.top_items],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ColumnPoint:
+        return cls(
+            inferred_type=str(data.get("type") or "unknown"),
+            count=data.get("count"),
+            null_count=data.get("null_count"),
+            mean=data.get("mean"),
+            stddev=data.get("stddev"),
+            min=data.get("min"),
+            p5=data.get("p5"),
+            p50=data.get("p50"),
+            p95=data.get("p95"),
+            max=data.get("max"),
+            distinct=data.get("distinct"),
+            top_items=tuple((str(v), float(e)) for v, e in data.get("top_items") or ()),
+        )
+
+
+def infer_type(column: ColumnProfileView) -> str:
+    """The column's majority type from whylogs' type counters (``null`` when all values were null)."""
+    types = column.get_metric("types")
+    if types is None:
+        return "unknown"
+    counts = {name: int(getattr(types, name).value) for name in _TYPE_NAMES if hasattr(types, name)}
+    total = sum(counts.values())
+    if total == 0:
+        metric = column.get_metric("counts")
+        return "null" if metric is not None and metric.n.value > 0 else "unknown"
+    top = max(counts, key=lambda name: counts[name])
+    numeric = counts.get("integral", 0) + counts.get("fractional", 0)
+    if top in _NUMERIC or numeric / total >= 0.7:
+        return "fractional" if counts.get("fractional", 0) else "integral"
+    return top
+
+
+def column_point(column: ColumnProfileView) -> ColumnPoint:
+    """The numbers of one column of a (merged) view, from whylogs' metrics."""
+    values: dict[str, Any] = {"inferred_type": infer_type(column)}
+    counts = column.get_metric("counts")
+    if counts is not None:
+        values["count"] = int(counts.n.value)
+        values["null_count"] = int(counts.null.value)
+    cardinality = column.get_metric("cardinality")
+    if cardinality is not None and cardinality.hll.value is not None:
+        values["distinct"] = _finite(cardinality.hll.value.get_estimate())
+    distribution = column.get_metric("distribution")
+    if distribution is not None and distribution.kll.value is not None and not distribution.kll.value.is_empty():
+        sketch = distribution.kll.value
+        p5, p50, p95 = sketch.get_quantiles([0.05, 0.5, 0.95])
+        values.update(
+            mean=_finite(distribution.mean.value),
+            stddev=_finite(distribution.stddev),
+            min=_finite(sketch.get_min_value()),
+            p5=_finite(p5),
+            p50=_finite(p50),
+            p95=_finite(p95),
+            max=_finite(sketch.get_max_value()),
+        )
+    items = column.get_metric("frequent_items")
+    if items is not None and values["inferred_type"] not in _NUMERIC:
+        found = items.to_summary_dict(SummaryConfig()).get("frequent_strings") or []
+        ranked = sorted(((str(i.value), float(i.est)) for i in found), key=lambda item: (-item[1], item[0]))
+        values["top_items"] = tuple(ranked[:KEPT_ITEMS])
+    return ColumnPoint(**values)
+
+
+def column_points(view: DatasetProfileView) -> dict[str, ColumnPoint]:
+    """The numbers of every column of a (merged) bucket view, in the view's column order."""
+    return {name: column_point(column) for name, column in view.get_columns().items() if column is not None}
+
+
+# -- drift -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftPoint:
+    """whylogs' drift verdict for one column of a bucket against another profile."""
+
+    category: str | None
+    p_value: float | None
+    statistic: float | None
+    algorithm: str
+
+    def to_json(self) -> list[Any]:
+        return [self.category, self.p_value, self.statistic, self.algorithm]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Any]) -> DriftPoint:
+        category, p_value, statistic, algorithm = data
+        return cls(category=category, p_value=p_value, statistic=statistic, algorithm=str(algorithm))
+
+
+def drift_points(target: DatasetProfileView, reference: DatasetProfileView) -> dict[str, DriftPoint]:
+    """Drift of every column the two views share, with whylogs' default algorithm choice and thresholds.
+
+    Columns whylogs cannot score (no shared distribution or frequent items) are left out.
+    """
+    from whylogs.viz.drift.column_drift_algorithms import calculate_drift_scores  # imports scipy: only when needed
+
+    raw = calculate_drift_scores(target_view=target, reference_view=reference, with_thresholds=True)
+    points: dict[str, DriftPoint] = {}
+    for column, score in raw.items():
+        if not score:
+            continue
+        category = score.get("drift_category")
+        points[column] = DriftPoint(
+            category=category if category in DRIFT_CATEGORIES else None,
+            p_value=_finite(score.get("pvalue")),
+            statistic=_finite(score.get("statistic")),
+            algorithm=str(score.get("algorithm") or "?"),
+        )
+    return points
+
+
+def severity(category: str | None) -> int:
+    """0 for DRIFT, 1 for POSSIBLE_DRIFT, 2 for NO_DRIFT, 3 for nothing to compare."""
+    return DRIFT_CATEGORIES.index(category) if category in DRIFT_CATEGORIES else len(DRIFT_CATEGORIES)
+
+
+# -- one bucket, and the whole timeline ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BucketPoints:
+    """Everything the timeline shows of one bucket."""
+
+    start: int
+    end: int
+    profiles: int
+    columns: Mapping[str, ColumnPoint]
+    #: against the reference; None when there is no reference
+    drift: Mapping[str, DriftPoint] | None = None
+    #: against the previous bucket; None for the first bucket
+    previous_drift: Mapping[str, DriftPoint] | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceInfo:
+    id: str
+    alias: str | None = None
+    timestamp: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "alias": self.alias, "timestamp": self.timestamp}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def build_timeline(
+    granularity: Granularity,
+    points: Sequence[BucketPoints],
+    *,
+    reference: ReferenceInfo | None = None,
+    segment: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The timeline document (see ``docs/timeline.md``)::
+
+        {"granularity": "day", "reference": {"id", "alias", "timestamp"} | null, "segment": null | "k=v",
+         "buckets": [{"start": ms, "end": ms, "profiles": n}],
+         "columns": {name: {"type", "count": [...], "null_fraction": [...], "mean": [...], "p5", "p50",
+                            "p95", "distinct", "top_share", "top_items": {value: [share...]},
+                            "drift_category": [...], "drift_p_value": [...], "drift_statistic": [...],
+                            "drift_algorithm": [...], "previous_drift_category": [...],
+                            "previous_drift_p_value": [...], "worst_drift": category | null}},
+         "column_order": [names, most drifted first]}
+
+    Every list has one entry per bucket; ``null`` where a bucket lacks the column or has nothing to
+    compare with.
+    """
+    names: list[str] = []
+    seen: set[str] = set()
+    for bucket in points:
+        for name in bucket.columns:
+            if name not in seen:
+                seen.add(name)
+                names.append(name)
+    columns: dict[str, dict[str, Any]] = {}
+    for name in names:
+        found = [bucket.columns.get(name) for bucket in points]
+        types = [p.inferred_type for p in found if p is not None and p.inferred_type not in ("null", "unknown")]
+        series: dict[str, Any] = {"type": max(set(types), key=types.count) if types else "unknown"}
+        for stat in NUMBER_SERIES:
+            series[stat] = [None if p is None else getattr(p, stat) for p in found]
+        totals: dict[str, float] = {}
+        for p in found:
+            for value, estimate in p.top_items if p is not None else ():
+                totals[value] = totals.get(value, 0.0) + estimate
+        top = sorted(totals, key=lambda v: (-totals[v], v))[:SERIES_ITEMS]
+        series["top_items"] = {v: [None if p is None else _rounded(p.item_share(v)) for p in found] for v in top}
+        for prefix, attribute in (("drift", "drift"), ("previous_drift", "previous_drift")):
+            scored: list[DriftPoint | None] = []
+            for bucket in points:
+                mapping = getattr(bucket, attribute)
+                scored.append(None if mapping is None else mapping.get(name))
+            series[f"{prefix}_category"] = [None if d is None else d.category for d in scored]
+            series[f"{prefix}_p_value"] = [None if d is None else d.p_value for d in scored]
+            series[f"{prefix}_statistic"] = [None if d is None else d.statistic for d in scored]
+            series[f"{prefix}_algorithm"] = [None if d is None else d.algorithm for d in scored]
+        worst = min(severity(c) for c in series["drift_category"]) if points else len(DRIFT_CATEGORIES)
+        series["worst_drift"] = DRIFT_CATEGORIES[worst] if worst < len(DRIFT_CATEGORIES) else None
+        columns[name] = series
+    document: dict[str, Any] = {
+        "granularity": granularity,
+        "reference": reference.to_json() if reference is not None else None,
+        "segment": segment,
+        "buckets": [{"start": b.start, "end": b.end, "profiles": b.profiles} for b in points],
+        "columns": columns,
+        "column_order": drift_order(columns),
+    }
+    if extra:
+        document.update(extra)
+    return document
+
+
+def drift_order(columns: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Column names, most drifted first: by the number of DRIFT buckets, then POSSIBLE_DRIFT buckets,
+    then the smallest p-value; ties keep the profile's column order."""
+
+    def rank(item: tuple[int, str]) -> tuple[int, int, float, int]:
+        index, name = item
+        series = columns[name]
+        categories = series.get("drift_category") or []
+        p_values = [p for p in series.get("drift_p_value") or [] if p is not None]
+        return (
+            -sum(1 for c in categories if c == "DRIFT"),
+            -sum(1 for c in categories if c == "POSSIBLE_DRIFT"),
+            min(p_values) if p_values else math.inf,
+            index,
+        )
+
+    return [name for _, name in sorted(enumerate(columns), key=rank)]
+
+
+ViewLoader = Callable[[Batch], DatasetProfileView]
+
+
+@dataclass
+class TimelineInputs:
+    """What :func:`compute_timeline` needs: the batches, a loader of their views, and the reference."""
+
+    batches: Sequence[Batch]
+    load: ViewLoader
+    reference: DatasetProfileView | None = None
+    reference_info: ReferenceInfo | None = None
+    granularity: Granularity | None = None
+    segment: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bucket_points(
+    bucket: Bucket,
+    view: DatasetProfileView,
+    reference: DatasetProfileView | None,
+    previous: DatasetProfileView | None,
+) -> BucketPoints:
+    """The points of one bucket from its merged view, the reference view and the previous bucket's view."""
+    return BucketPoints(
+        start=bucket.start,
+        end=bucket.end,
+        profiles=bucket.profiles,
+        columns=column_points(view),
+        drift=drift_points(view, reference) if reference is not None else None,
+        previous_drift=drift_points(view, previous) if previous is not None else None,
+    )
+
+
+def compute_timeline(inputs: TimelineInputs) -> dict[str, Any]:
+    """The timeline document of ``inputs``, computing everything (no storage of intermediate results)."""
+    granularity = inputs.granularity or choose_granularity(b.timestamp for b in inputs.batches)
+    buckets = bucketize(inputs.batches, granularity, inputs.segment)
+    points: list[BucketPoints] = []
+    previous: DatasetProfileView | None = None
+    for bucket in buckets:
+        view = merge_views([inputs.load(b) for b in bucket.batches])
+        points.append(bucket_points(bucket, view, inputs.reference, previous))
+        previous = view
+    return build_timeline(
+        granularity, points, reference=inputs.reference_info, segment=inputs.segment, extra=inputs.extra
+    )
+
+
+def timeline_frame(document: Mapping[str, Any]) -> Any:
+    """The timeline document as a pandas DataFrame: one row per (bucket, column), with the bucket's
+    ``start``/``end`` as UTC timestamps, ``profiles``, every number series and the drift columns."""
+    import pandas as pd
+
+    buckets = document.get("buckets") or []
+    rows: list[dict[str, Any]] = []
+    keys = [*NUMBER_SERIES, "drift_category", "drift_p_value", "drift_statistic", "drift_algorithm"]
+    keys += ["previous_drift_category", "previous_drift_p_value"]
+    for name, series in (document.get("columns") or {}).items():
+        for index, bucket in enumerate(buckets):
+            row: dict[str, Any] = {
+                "start": pd.Timestamp(bucket["start"], unit="ms", tz="UTC"),
+                "end": pd.Timestamp(bucket["end"], unit="ms", tz="UTC"),
+                "profiles": bucket["profiles"],
+                "column": name,
+            }
+            for key in keys:
+                values = series.get(key)
+                row[key] = values[index] if values is not None and index < len(values) else None
+            rows.append(row)
+    columns = ["start", "end", "profiles", "column", *keys]
+    return pd.DataFrame(rows, columns=columns)
+
+
+__all__ = [
+    "DRIFT_CATEGORIES",
+    "GRANULARITIES",
+    "MIN_POINTS",
+    "NUMBER_SERIES",
+    "Batch",
+    "Bucket",
+    "BucketPoints",
+    "ColumnPoint",
+    "DriftPoint",
+    "Granularity",
+    "ReferenceInfo",
+    "TimelineError",
+    "TimelineInputs",
+    "bucket_bounds",
+    "bucket_points",
+    "bucketize",
+    "build_timeline",
+    "choose_granularity",
+    "column_point",
+    "column_points",
+    "compute_timeline",
+    "content_key",
+    "drift_order",
+    "drift_points",
+    "merge_views",
+    "parse_granularity",
+    "severity",
+    "timeline_frame",
+]

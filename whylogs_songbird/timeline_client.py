@@ -1,0 +1,93 @@
+"""Read a session's timeline from a songbird-compatible server (``GET /api/v1/sessions/{id}/timeline``),
+as the JSON document or as a pandas DataFrame for notebooks::
+
+    from whylogs_songbird import timeline_frame
+
+    frame = timeline_frame("http://127.0.0.1:8000", "session-…", granularity="day")
+    frame[frame.drift_category == "DRIFT"]
+
+This is the local server's own API (the hosted songbird has no timeline). The endpoint defaults to
+the configured one (``SONGBIRD_API_ENDPOINT``, config file); the timeout to the configured timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from whylogs_songbird.config import resolve_settings
+from whylogs_songbird.errors import SongbirdApiError, SongbirdConnectionError, SongbirdProtocolError
+from whylogs_songbird.timeline import timeline_frame as _frame
+
+logger = logging.getLogger("whylogs_songbird.timeline_client")
+
+
+def timeline_url(endpoint: str, session_id: str) -> str:
+    return f"{endpoint.rstrip('/')}/api/v1/sessions/{quote(session_id, safe='')}/timeline"
+
+
+def fetch_timeline(
+    session_id: str,
+    *,
+    endpoint: str | None = None,
+    granularity: str | None = None,
+    reference: str | None = None,
+    segment: str | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """The timeline document of ``session_id`` (see ``docs/timeline.md``).
+
+    Raises `SongbirdApiError` on a non-2xx answer (its message carries the server's), and
+    `SongbirdConnectionError` when the server cannot be reached.
+    """
+    settings = resolve_settings({"endpoint": endpoint, "timeout": timeout})
+    base = settings.endpoint  # checked by resolve_settings
+    params = {k: v for k, v in (("granularity", granularity), ("reference", reference), ("segment", segment)) if v}
+    url = timeline_url(base, session_id)
+    try:
+        response = requests.get(url, params=params, timeout=(min(5.0, settings.timeout), settings.timeout))
+    except requests.RequestException as exc:
+        raise SongbirdConnectionError(
+            f"the timeline of {session_id} could not be fetched from {base} ({type(exc).__name__}); "
+            "check that the server is up (songbird serve) and the endpoint is right"
+        ) from None
+    if response.status_code != 200:
+        try:
+            message = str(response.json().get("message") or "")
+        except ValueError:
+            message = response.text[:200]
+        raise SongbirdApiError(
+            f"the timeline of {session_id} could not be read: HTTP {response.status_code} {message}".rstrip(),
+            status=response.status_code,
+            operation="get_timeline",
+            server_message=message,
+        )
+    try:
+        data = response.json()
+    except ValueError:
+        raise SongbirdProtocolError(f"{base} answered the timeline request with something that is not JSON") from None
+    if not isinstance(data, dict) or "buckets" not in data or "columns" not in data:
+        raise SongbirdProtocolError(f"{base} answered the timeline request without buckets and columns")
+    return data
+
+
+def timeline_frame(
+    endpoint: str | None,
+    session_id: str,
+    *,
+    granularity: str | None = None,
+    reference: str | None = None,
+    segment: str | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """The timeline of ``session_id`` as a pandas DataFrame, one row per (bucket, column)."""
+    document = fetch_timeline(
+        session_id, endpoint=endpoint, granularity=granularity, reference=reference, segment=segment, timeout=timeout
+    )
+    return _frame(document)
+
+
+__all__ = ["fetch_timeline", "timeline_frame", "timeline_url"]
