@@ -209,7 +209,9 @@ class Outbox:
         finally:
             lock.release()
 
-    def flush(self, settings: Settings, *, endpoint: str | None = None, lock_timeout: float = 0) -> FlushReport:
+    def flush(
+        self, settings: Settings, *, endpoint: str | None = None, lock_timeout: float = 0
+    ) -> FlushReport:
         """Deliver the entries (only those for ``endpoint`` if given); see `whylogs_songbird.publish.flush_outbox`."""
         from whylogs_songbird.publish import flush_outbox
 

@@ -130,6 +130,7 @@ def _tidy_help(command: Any) -> None:
         _tidy_help(sub)
 
 
+
 app = typer.Typer(
     cls=_Group,
     name="songbird",
@@ -163,6 +164,7 @@ def _root(
     ] = False,
 ) -> None:
     """Publish whylogs profiles to songbird (WhyLabs guest sessions), or to a local songbird server."""
+
 
 
 # -- shared options ---------------------------------------------------------------------------
@@ -349,3 +351,4 @@ def status(console: Console, text: str) -> Iterator[None]:
             yield
     else:
         yield
+

@@ -115,3 +115,5 @@ def session_claim(
         claimed = sessions.claim_session(api_key=api_key.strip(), **options)
         typer.echo(f"claimed session {claimed} into organization {settings.org_id}")
         stderr().print("the session is now expired; the next publish starts a new guest session")
+
+
