@@ -226,3 +226,36 @@ def test_a_range_too_wide_for_floats_gives_a_note_not_nan_bins(values):
     other = why.log(pd.DataFrame({"x": [0.0, 1.0, 2.0]})).view()  # shared bins with a narrow profile
     assert S.histogram([other.get_column("x"), view.get_column("x")]) == {"note": S.RANGE_TOO_WIDE}
     assert S.histogram([other.get_column("x")])["edges"][0] == 0.0
+
+
+def test_drift_scores_equal_whylogs_default_choice_on_awkward_columns():
+    """The batched KS test and the drift map give exactly whylogs' numbers and choices: discrete,
+    constant, tiny, mixed-type, missing and categorical columns, sketches past their exact size."""
+    rng = np.random.default_rng(7)
+
+    def awkward(seed: int, rows: int, shift: float) -> pd.DataFrame:
+        r = np.random.default_rng(seed)
+        return pd.DataFrame(
+            {
+                "normal": r.normal(shift, 1, rows),
+                "discrete": r.integers(0, 4, rows) + (1 if shift else 0),
+                "constant": np.full(rows, 3.0),
+                "tiny": [1.5] + [None] * (rows - 1),
+                "mixed": [str(v) if i % 3 == 0 else v for i, v in enumerate(r.normal(0, 1, rows))],
+                "category": r.choice(["a", "b", "c"], rows, p=[0.2, 0.3, 0.5] if shift else [0.5, 0.3, 0.2]),
+                "mostly_null": [None] * max(rows - 2, 0) + [1.0, 2.0][:rows],
+                "heavy": r.pareto(1.5, rows) * 1e6,
+            }
+        )
+
+    for rows_a, rows_b, shift in ((2000, 3000, 0.3), (40, 5, 0.0), (1, 1, 1.0)):
+        reference = why.log(awkward(int(rng.integers(1_000)), rows_a, 0.0)).view()
+        target = why.log(awkward(int(rng.integers(1_000)), rows_b, shift)).view()
+        ours = S.drift_scores(target=target, reference=reference)
+        raw = calculate_drift_scores(target_view=target, reference_view=reference, with_thresholds=True)
+        assert set(ours) == {name for name, score in raw.items() if score}
+        for name, score in ours.items():
+            assert score.algorithm == raw[name]["algorithm"], name
+            assert score.statistic == raw[name]["statistic"], name
+            assert score.pvalue == S._finite(raw[name]["pvalue"]), name
+            assert score.category == raw[name]["drift_category"], name

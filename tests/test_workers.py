@@ -50,6 +50,12 @@ def test_several_workers_agree_on_sessions_uploads_and_counters(tmp_path):
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             sessions = list(pool.map(one_upload, range(12)))
         assert len(set(sessions)) == 12
+
+        def counted() -> dict:
+            return requests.get(f"{url}/_local/stats", timeout=TIMEOUT).json()
+
+        # each process writes its counts to the shared store in batches (within Store.COUNT_FLUSH_SECONDS)
+        wait_for(lambda: (lambda s: (s["create_session"], s["upload"], s["put"]))(counted()) == (12, 12, 12), "counts")
         for _ in range(4):  # whichever process answers, the counters are the same
             stats = requests.get(f"{url}/_local/stats", timeout=TIMEOUT).json()
             assert stats["create_session"] == 12 and stats["upload"] == 12 and stats["put"] == 12, stats

@@ -12,9 +12,10 @@ charts, merges and drift all keep using whylogs' own code on the rebuilt view.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import zlib
-from typing import Any
+from typing import Any, TypeVar
 
 import whylogs_sketching as ds
 from whylogs.core import DatasetProfileView
@@ -25,9 +26,12 @@ from whylogs.core.metrics.metric_components import (
     HllComponent,
     IntegralComponent,
     KllComponent,
+    MetricComponent,
 )
 from whylogs.core.metrics.metrics import CardinalityMetric, DistributionMetric, FrequentItemsMetric, Metric
 from whylogs.core.view.column_profile_view import ColumnProfileView
+
+C = TypeVar("C", bound=MetricComponent[Any])
 
 #: Version of the digest format; a digest of another version is recomputed.
 DIGEST_VERSION = 1
@@ -83,34 +87,52 @@ def digest_view(view: DatasetProfileView) -> bytes:
     return zlib.compress(json.dumps(payload, separators=(",", ":"), allow_nan=True).encode("utf-8"), 1)
 
 
+_PROTOTYPES: dict[type[MetricComponent[Any]], MetricComponent[Any]] = {}
+
+
+def _component(kind: type[C], value: Any) -> C:
+    """``kind(value)`` without whylogs' per-component set-up: a component's constructor looks its
+    aggregator, serializer and deserializer up in fresh registries every time (most of the cost of
+    rebuilding a view), and they are the same for every component of a kind, so a copy of one
+    built the normal way is given the value instead."""
+    prototype = _PROTOTYPES.get(kind)
+    if prototype is None:
+        prototype = kind(value)
+        prototype.set(None)  # keeps no value of its own
+        _PROTOTYPES[kind] = prototype
+    component: C = copy.copy(prototype)
+    component.set(value)
+    return component
+
+
 def _column_from_digest(data: dict[str, Any]) -> ColumnProfileView:
     metrics: dict[str, Metric] = {}
     if "counts" in data:
         n, null, nan, inf, true = data["counts"]
         metrics["counts"] = ColumnCountsMetric(
-            n=IntegralComponent(n),
-            null=IntegralComponent(null),
-            nan=IntegralComponent(nan),
-            inf=IntegralComponent(inf),
-            true=IntegralComponent(true),
+            n=_component(IntegralComponent, n),
+            null=_component(IntegralComponent, null),
+            nan=_component(IntegralComponent, nan),
+            inf=_component(IntegralComponent, inf),
+            true=_component(IntegralComponent, true),
         )
     if "types" in data:
-        metrics["types"] = TypeCountersMetric(*(IntegralComponent(v) for v in data["types"]))
+        metrics["types"] = TypeCountersMetric(*(_component(IntegralComponent, v) for v in data["types"]))
     if "distribution" in data:
         mean, m2, kll = data["distribution"]
         metrics["distribution"] = DistributionMetric(
-            kll=KllComponent(ds.kll_doubles_sketch.deserialize(_unb64(kll))),
-            mean=FractionalComponent(mean),
-            m2=FractionalComponent(m2),
+            kll=_component(KllComponent, ds.kll_doubles_sketch.deserialize(_unb64(kll))),
+            mean=_component(FractionalComponent, mean),
+            m2=_component(FractionalComponent, m2),
         )
     if "cardinality" in data:
         metrics["cardinality"] = CardinalityMetric(
-            hll=HllComponent(ds.hll_sketch.deserialize(_unb64(data["cardinality"])))
+            hll=_component(HllComponent, ds.hll_sketch.deserialize(_unb64(data["cardinality"])))
         )
     if "frequent_items" in data:
         metrics["frequent_items"] = FrequentItemsMetric(
-            frequent_strings=FrequentStringsComponent(
-                ds.frequent_strings_sketch.deserialize(_unb64(data["frequent_items"]))
+            frequent_strings=_component(
+                FrequentStringsComponent, ds.frequent_strings_sketch.deserialize(_unb64(data["frequent_items"]))
             )
         )
     return ColumnProfileView(metrics=metrics)

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
-from collections.abc import Sequence
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +44,10 @@ from whylogs_songbird.server.storage.base import (
 )
 
 logger = logging.getLogger("whylogs_songbird.server")
+
+#: Operation counts reach the shared store within about this many seconds: one write per batch,
+#: not one transaction per request (see :meth:`Store.count`).
+COUNT_FLUSH_SECONDS = 0.1
 
 #: Upload slots whose URL expired less than this long ago are still looked for in the blob
 #: store (a presigned PUT begun before its URL expired may finish after).
@@ -121,6 +128,11 @@ class Store:
         self.metadata = metadata
         self.blobs = blobs
         self._closed = False
+        self._count_flusher_pid = 0
+        self._pending_counts: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
+        self._count_stop = threading.Event()
+        self._count_flusher: threading.Thread | None = None
         #: Limits applied to uploads the server did not receive itself (presigned PUTs, see
         #: :meth:`learn_landed`); the upload route applies the same ones from the config.
         self.max_columns = DEFAULT_MAX_COLUMNS
@@ -142,20 +154,61 @@ class Store:
         """Close both stores (idempotent)."""
         if not self._closed:
             self._closed = True
+            self._count_stop.set()
+            flusher = self._count_flusher
+            if flusher is not None and flusher is not threading.current_thread():
+                flusher.join(5)
+            self.flush_counts()
             self.metadata.close()
             self.blobs.close()
 
     # -- counters ---------------------------------------------------------------------------
 
     def count(self, operation: str) -> None:
-        """Count one call of an API operation (in the store, shared by every worker process)."""
-        self.metadata.count(operation)
+        """Count one call of an API operation (in the store, shared by every worker process).
+
+        Never blocks on the database, so the event loop may call it: counts are added up in
+        memory and written by a background thread in one transaction per batch, within
+        :data:`COUNT_FLUSH_SECONDS` (other processes see them then); :meth:`stats` and
+        :meth:`close` write this process's counts first.
+        """
+        with self._count_lock:
+            self._pending_counts[operation] += 1
+            if self._count_flusher is None or self._count_flusher_pid != os.getpid():
+                self._count_flusher_pid = os.getpid()
+                self._count_flusher = threading.Thread(target=self._flush_loop, name="songbird-counts", daemon=True)
+                self._count_flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._count_stop.wait(COUNT_FLUSH_SECONDS):
+            try:
+                self.flush_counts()
+            except Exception:  # the store went away (closing): the counts are kept for the next try
+                if self._count_stop.is_set():
+                    return
+                logger.exception("writing operation counts failed")
+
+    def flush_counts(self) -> None:
+        """Write the counts made in this process and not yet in the store."""
+        with self._count_lock:
+            pending, self._pending_counts = self._pending_counts, Counter()
+        if not pending:
+            return
+        try:
+            self.metadata.add_counts(dict(pending))
+        except BaseException:
+            with self._count_lock:
+                self._pending_counts.update(pending)
+            raise
 
     def stats(self) -> dict[str, int]:
-        """Calls per operation since the server started."""
+        """Calls per operation since the server started (this process's counts written first)."""
+        self.flush_counts()
         return self.metadata.stats()
 
     def reset_stats(self) -> None:
+        with self._count_lock:
+            self._pending_counts.clear()
         self.metadata.reset_stats()
 
     # -- sessions ---------------------------------------------------------------------------
@@ -224,8 +277,18 @@ class Store:
         and ``source`` is not kept. Raises :class:`UnknownUploadError` or :class:`SessionClaimedError`
         (``source`` is then left alone).
         """
-        upload = self.metadata.check_upload_open(upload_id)
-        original = self.metadata.find_duplicate(upload_id, sha256)
+        return self._store_profile(upload_id, lambda key: self.blobs.put_file(key, source), size=size, sha256=sha256)
+
+    def store_profile_data(self, upload_id: str, data: bytes, *, sha256: str) -> StoredOutcome:
+        """:meth:`store_profile_file` for (already checked) bytes in memory: a small body is
+        written once, straight to its place (fsynced, then renamed), and not at all when it
+        repeats a stored profile."""
+        return self._store_profile(
+            upload_id, lambda key: self.blobs.put_bytes(key, data), size=len(data), sha256=sha256
+        )
+
+    def _store_profile(self, upload_id: str, put: Callable[[str], None], *, size: int, sha256: str) -> StoredOutcome:
+        upload, original = self.metadata.open_upload_and_duplicate(upload_id, sha256)
         if original is not None:
             outcome = self.metadata.mark_stored(upload_id, key=None, size=size, sha256=sha256)
             if outcome.duplicate_of is not None:
@@ -233,7 +296,7 @@ class Store:
                     self.blobs.delete(upload.path)
                 return outcome
         key = blob_key(upload.session_id, upload_id, sha256)
-        self.blobs.put_file(key, source)
+        put(key)
         try:
             outcome = self.metadata.mark_stored(upload_id, key=key, size=size, sha256=sha256)
         except BaseException:
@@ -247,14 +310,7 @@ class Store:
 
     def store_profile_bytes(self, upload_id: str, data: bytes) -> UploadRecord:
         """Store ``data`` as the upload's profile (no check: the caller checks the bytes)."""
-        fd, tmp = self.new_temp_file()
-        try:
-            with open(fd, "wb") as f:
-                f.write(data)
-            outcome = self.store_profile_file(upload_id, tmp, size=len(data), sha256=hashlib.sha256(data).hexdigest())
-            return outcome.upload
-        finally:
-            tmp.unlink(missing_ok=True)
+        return self.store_profile_data(upload_id, data, sha256=hashlib.sha256(data).hexdigest()).upload
 
     def profile_path(self, upload: UploadRecord) -> Path:
         """The file of a stored profile (embedded blob store only)."""

@@ -13,11 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from scipy import stats as scipy_stats
 from whylogs.core import DatasetProfileView
 from whylogs.core.configs import SummaryConfig
 from whylogs.core.view.column_profile_view import ColumnProfileView
 from whylogs.viz.configs import HistogramConfig
-from whylogs.viz.drift.column_drift_algorithms import calculate_drift_scores
+from whylogs.viz.drift.column_drift_algorithms import (
+    KS,
+    ColumnDriftAlgorithm,
+    DriftAlgorithmScore,
+    calculate_drift_scores,
+)
 from whylogs.viz.utils import _calculate_bins
 
 #: How many frequent items the summary table lists per column.
@@ -344,13 +351,85 @@ class DriftScore:
         return rank, math.inf
 
 
+class _BatchedKS(KS):
+    """whylogs' KS test, with the CDFs of each sketch taken in one call instead of one per point.
+
+    whylogs' loop evaluates both CDFs at every quantile of either sketch and keeps the largest
+    difference; the same points, sorted and without repeats, give the same maximum (and the same
+    p-value and category, computed by whylogs' code from it). Anything unusual (a point that is not
+    finite) goes through whylogs' own loop.
+    """
+
+    def _compute_ks_score(
+        self, target_distribution: Any, reference_distribution: Any, with_thresholds: bool = False
+    ) -> Any:
+        if reference_distribution.is_empty() or target_distribution.is_empty():
+            return None
+        quantiles = self._parameter_config.quantiles
+        points = np.unique(
+            np.concatenate(
+                [target_distribution.get_quantiles(quantiles), reference_distribution.get_quantiles(quantiles)]
+            )
+        )
+        if not np.all(np.isfinite(points)):
+            return super()._compute_ks_score(target_distribution, reference_distribution, with_thresholds)
+        split = [float(p) for p in points]
+        target_cdf = np.asarray(target_distribution.get_cdf(split)[:-1])
+        reference_cdf = np.asarray(reference_distribution.get_cdf(split)[:-1])
+        d_max = float(np.max(np.abs(target_cdf - reference_cdf)))
+        # the p-value and category as whylogs derives them from the statistic
+        m, n = sorted([target_distribution.get_n(), reference_distribution.get_n()], reverse=True)
+        p_value = scipy_stats.distributions.kstwo.sf(d_max, np.round(m * n / (m + n)))
+        if p_value is None or np.isnan(p_value):
+            return None
+        if not with_thresholds:
+            return DriftAlgorithmScore(algorithm=self.name, pvalue=p_value, statistic=d_max)
+        return DriftAlgorithmScore(
+            algorithm=self.name,
+            pvalue=p_value,
+            statistic=d_max,
+            thresholds=self._parameter_config.thresholds,
+            drift_category=self._get_drift_category(measure=p_value),
+        )
+
+
+def _ks_columns(target: DatasetProfileView, reference: DatasetProfileView) -> list[str]:
+    """The columns whylogs' default choice scores with the KS test: both have a non-empty distribution."""
+    names = []
+    reference_columns = reference.get_columns()
+    for name, column in target.get_columns().items():
+        other = reference_columns.get(name)
+        if column is None or other is None:
+            continue
+        mine, theirs = column.get_metric("distribution"), other.get_metric("distribution")
+        if mine is None or theirs is None or mine.kll.value is None or theirs.kll.value is None:
+            continue
+        if not (mine.kll.value.is_empty() or theirs.kll.value.is_empty()):
+            names.append(name)
+    return names
+
+
 def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> dict[str, DriftScore]:
     """Drift of every column the two profiles share, with whylogs' default algorithm choice
     (KS test for distributions, chi-square for frequent items) and its thresholds.
 
-    Columns whylogs cannot score (e.g. no shared metric) are left out.
+    Columns whylogs cannot score (e.g. no shared metric) are left out. The numbers are those of
+    ``calculate_drift_scores`` without a drift map: the columns it would score with the KS test
+    are mapped to the KS test (so the chi-square test it also runs on them, and then drops, is
+    not run) with their CDFs taken in one call (:class:`_BatchedKS`); a column the KS test cannot
+    score falls back to the default choice.
     """
-    raw = calculate_drift_scores(target_view=target, reference_view=reference, with_thresholds=True)
+    ks = _BatchedKS()
+    drift_map: dict[str, ColumnDriftAlgorithm] = {name: ks for name in _ks_columns(target, reference)}
+    raw = calculate_drift_scores(
+        target_view=target, reference_view=reference, drift_map=drift_map or None, with_thresholds=True
+    )
+    unscored = [name for name in drift_map if not raw.get(name)]
+    if unscored:  # e.g. a p-value whylogs' KS test gives up on: the default choice decides
+        fallback = calculate_drift_scores(
+            target_view=_only(target, unscored), reference_view=_only(reference, unscored), with_thresholds=True
+        )
+        raw.update(fallback)
     scores: dict[str, DriftScore] = {}
     for column, score in raw.items():
         if not score:
@@ -364,6 +443,15 @@ def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> d
             category=score.get("drift_category"),
         )
     return scores
+
+
+def _only(view: DatasetProfileView, names: Sequence[str]) -> DatasetProfileView:
+    columns = view.get_columns()
+    return DatasetProfileView(
+        columns={name: columns[name] for name in names if name in columns},
+        dataset_timestamp=None,
+        creation_timestamp=None,
+    )
 
 
 def most_drifted_first(scores: dict[str, DriftScore]) -> list[DriftScore]:

@@ -1,5 +1,9 @@
 """Dependencies and helpers shared by the routers: the store, config and signer of the app,
-operation counters, session lookups, and the checks every request body gets."""
+operation counters, session lookups, and the checks every request body gets.
+
+The dependencies are ``async`` and never block (the counters are added up in memory, see
+:meth:`Store.count`): FastAPI runs a plain ``def`` dependency in the thread pool, a hop that
+cost more than the work of the request."""
 
 from __future__ import annotations
 
@@ -29,19 +33,19 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     """The app's store (``app.state.store``)."""
     store: Store = request.app.state.store
     return store
 
 
-def get_config(request: Request) -> ServerConfig:
+async def get_config(request: Request) -> ServerConfig:
     """The app's configuration (``app.state.config``)."""
     config: ServerConfig = request.app.state.config
     return config
 
 
-def get_signer(request: Request) -> UrlSigner:
+async def get_signer(request: Request) -> UrlSigner:
     """The app's upload-URL signer (``app.state.signer``)."""
     signer: UrlSigner = request.app.state.signer
     return signer
@@ -55,8 +59,8 @@ SignerDep = Annotated[UrlSigner, Depends(get_signer)]
 def counted(operation: str) -> Any:
     """A route dependency counting one call of ``operation`` in the store (see ``/_local/stats``)."""
 
-    def count(store: StoreDep) -> None:
-        store.count(operation)
+    async def count(request: Request) -> None:
+        request.app.state.store.count(operation)
 
     return Depends(count)
 

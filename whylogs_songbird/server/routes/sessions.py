@@ -147,10 +147,12 @@ def get_session(session_id: str, owner: KeyDep, store: StoreDep) -> JSONResponse
     response_model=CreateDatasetProfileUploadResponse,
     dependencies=[counted("upload")],
 )
-def create_dataset_profile_upload(
-    session_id: str, body: LogAsyncRequest, request: Request, store: StoreDep, config: ConfigDep, signer: SignerDep
-) -> JSONResponse:
+def create_dataset_profile_upload(session_id: str, body: LogAsyncRequest, request: Request) -> JSONResponse:
     """An upload URL for one batch profile (one segment, if segment tags are given)."""
+    # a hot route: the app's parts read directly, as each FastAPI dependency costs CPU per request
+    store: Store = request.app.state.store
+    config: ServerConfig = request.app.state.config
+    signer: UrlSigner = request.app.state.signer
     open_session(store, session_id)
     check_text(body)
     check_session_quota(store, config, session_id, new_profiles=1)

@@ -5,23 +5,35 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
-from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_file
+from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes, check_profile_file
 from whylogs_songbird.server.quotas import check_session_quota
-from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, ConfigDep, SignerDep, StoreDep, counted
-from whylogs_songbird.server.signing import SignatureError
-from whylogs_songbird.server.store import SessionClaimedError, UnknownUploadError, is_valid_id
+from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, counted
+from whylogs_songbird.server.signing import SignatureError, UrlSigner
+from whylogs_songbird.server.store import (
+    SessionClaimedError,
+    Store,
+    StoredOutcome,
+    UnknownUploadError,
+    UploadRecord,
+    is_valid_id,
+)
 
 logger = logging.getLogger("whylogs_songbird.server")
 
 #: Received body chunks are written to disk in batches of about this size.
 _WRITE_BATCH_BYTES = 1024 * 1024
+#: A body whose Content-Length is at most this is received into memory, then checked and stored
+#: in one worker-thread call (larger ones stream to a temporary file in batches).
+SMALL_BODY_BYTES = 1024 * 1024
 
 #: Answer header of a PUT whose bytes repeat a stored profile of the same session, timestamp and segment.
 DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
@@ -29,16 +41,20 @@ DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
 router = APIRouter(tags=["uploads"], responses=ERROR_RESPONSES)
 
 
+def _not_a_profile(exc: ProfileCheckError) -> ApiError:
+    return ApiError(
+        400,
+        f"The body is not a well-formed serialized whylogs profile, so nothing was stored: {exc}. "
+        "PUT the bytes of DatasetProfileView.serialize().",
+    )
+
+
 def _check_profile_file(path: Path, max_columns: int) -> None:
     """Raise ApiError(400) unless ``path`` passes the cheap structural check of a whylogs profile."""
     try:
         check_profile_file(path, max_columns=max_columns)
     except ProfileCheckError as exc:
-        raise ApiError(
-            400,
-            f"The body is not a well-formed serialized whylogs profile, so nothing was stored: {exc}. "
-            "PUT the bytes of DatasetProfileView.serialize().",
-        ) from None
+        raise _not_a_profile(exc) from None
 
 
 @router.put(
@@ -54,46 +70,27 @@ def _check_profile_file(path: Path, max_columns: int) -> None:
 async def put_upload(
     upload_id: str,
     request: Request,
-    store: StoreDep,
-    signer: SignerDep,
-    config: ConfigDep,
     expires: str | None = None,
     signature: str | None = None,
 ) -> JSONResponse:
     """Receive the bytes of a profile at a presigned URL; a later PUT replaces them."""
+    # the hottest route reads the app's parts directly: each FastAPI dependency costs CPU per request
+    store: Store = request.app.state.store
+    signer: UrlSigner = request.app.state.signer
+    config: ServerConfig = request.app.state.config
     if not (is_valid_id(upload_id, "log") or is_valid_id(upload_id, "ref")):
         raise ApiError(404, "This upload URL names no upload; use the uploadUrl exactly as the server gave it.")
     try:
         signer.verify(upload_id, expires, signature)
     except SignatureError as exc:
         raise ApiError(403, str(exc)) from None
-    try:
-        upload = await run_in_threadpool(store.metadata.check_upload_open, upload_id)
-    except UnknownUploadError:
-        raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
-    except SessionClaimedError:
-        raise ApiError(
-            404, "The session of this upload was claimed and takes no more data; start a new session."
-        ) from None
-    fd, tmp = store.new_temp_file()
-    try:
-        size, digest = await _receive_to_file(request, fd)
-        if size == 0:
-            raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
-        await run_in_threadpool(_check_profile_file, tmp, config.max_columns)
-        await run_in_threadpool(
-            check_session_quota, store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id
-        )
-        try:
-            outcome = await run_in_threadpool(store.store_profile_file, upload_id, tmp, size=size, sha256=digest)
-        except UnknownUploadError:
-            raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
-        except SessionClaimedError:
-            raise ApiError(
-                404, "The session of this upload was claimed and takes no more data; start a new session."
-            ) from None
-    finally:
-        await run_in_threadpool(tmp.unlink, True)
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) <= SMALL_BODY_BYTES:
+        # the common case, in one thread-pool hop: each hop costs more CPU than a small profile's check
+        data = await request.body()
+        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, upload_id, data)
+    else:
+        outcome, size, digest = await _store_streamed_body(request, store, config, upload_id)
     headers = {"ETag": f'"{digest}"'}
     if outcome.duplicate_of is not None:
         logger.info("an upload repeated the bytes of upload %s; kept once", outcome.duplicate_of)
@@ -108,6 +105,69 @@ async def put_upload(
             # the timeline is refreshed and monitors evaluated in the background
             await run_in_threadpool(timeline.batch_stored, outcome.upload.session_id)
     return JSONResponse({"id": outcome.upload.id, "size": size, "sha256": digest}, headers=headers)
+
+
+def _open_upload(store: Store, upload_id: str) -> UploadRecord:
+    """The open upload slot ``upload_id``; ApiError(404) when there is none."""
+    try:
+        return store.metadata.check_upload_open(upload_id)
+    except UnknownUploadError:
+        raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
+    except SessionClaimedError:
+        raise ApiError(
+            404, "The session of this upload was claimed and takes no more data; start a new session."
+        ) from None
+
+
+def _stored(store_it: Callable[[], StoredOutcome]) -> StoredOutcome:
+    """``store_it()``, its store errors answered with 404."""
+    try:
+        return store_it()
+    except UnknownUploadError:
+        raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
+    except SessionClaimedError:
+        raise ApiError(
+            404, "The session of this upload was claimed and takes no more data; start a new session."
+        ) from None
+
+
+def _store_small_body(
+    store: Store, config: ServerConfig, upload_id: str, data: bytes
+) -> tuple[StoredOutcome, int, str]:
+    """Check the slot, then the bytes, then the session's quota, then store them (blocking: run
+    in a worker thread)."""
+    upload = _open_upload(store, upload_id)
+    if not data:
+        raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
+    try:
+        check_profile_bytes(data, max_columns=config.max_columns)
+    except ProfileCheckError as exc:
+        raise _not_a_profile(exc) from None
+    check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
+    digest = hashlib.sha256(data).hexdigest()
+    return _stored(lambda: store.store_profile_data(upload_id, data, sha256=digest)), len(data), digest
+
+
+async def _store_streamed_body(
+    request: Request, store: Store, config: ServerConfig, upload_id: str
+) -> tuple[StoredOutcome, int, str]:
+    """Receive a large body into a temporary file in batches, check it and store it."""
+    upload = await run_in_threadpool(_open_upload, store, upload_id)  # before reading a body that may be large
+    fd, tmp = store.new_temp_file()
+    try:
+        size, digest = await _receive_to_file(request, fd)
+        if size == 0:
+            raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
+
+        def check_and_store() -> StoredOutcome:
+            _check_profile_file(tmp, config.max_columns)
+            check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
+            return _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
+
+        outcome = await run_in_threadpool(check_and_store)
+    finally:
+        await run_in_threadpool(tmp.unlink, True)
+    return outcome, size, digest
 
 
 async def _receive_to_file(request: Request, fd: int) -> tuple[int, str]:

@@ -216,6 +216,10 @@ class MetadataStore(Protocol):
         """The stored batch profile of the same session, timestamp and segment tags as batch upload
         ``upload_id``, whose bytes have this sha256 (None: not a duplicate, or not a batch)."""
 
+    def open_upload_and_duplicate(self, upload_id: str, sha256: str) -> tuple[UploadRecord, UploadRecord | None]:
+        """The open upload slot and what :meth:`find_duplicate` finds, in one read; raises like
+        :meth:`check_upload_open`."""
+
     def mark_stored(self, upload_id: str, *, key: str | None, size: int, sha256: str) -> StoredOutcome:
         """Record that the upload's bytes are durable under blob ``key`` (``ingest_state`` pending).
 
@@ -285,6 +289,9 @@ class MetadataStore(Protocol):
     # -- counters --
     def count(self, operation: str, n: int = 1) -> None:
         """Count ``n`` calls of an operation (kept in the store: every process sees the same counts)."""
+
+    def add_counts(self, counts: dict[str, int]) -> None:
+        """Add several operations' counts in one write."""
 
     def stats(self) -> dict[str, int]:
         """Calls per counted operation since the counters were last reset."""

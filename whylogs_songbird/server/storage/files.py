@@ -73,11 +73,19 @@ class FileBlobStore:
         # which reconciliation at start resets (the client's retry stores the bytes again).
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        if not target.parent.is_dir():
+            make_private_dir(target.parent)
         fd, tmp = self.new_temp_file()
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            self.put_file(key, tmp)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)  # new_temp_file made it 0600; fsynced before the rename publishes it
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -367,9 +367,12 @@ class SqlMetadataStore:
         return None
 
     def find_duplicate(self, upload_id: str, sha256: str) -> UploadRecord | None:
+        return self.open_upload_and_duplicate(upload_id, sha256)[1]
+
+    def open_upload_and_duplicate(self, upload_id: str, sha256: str) -> tuple[UploadRecord, UploadRecord | None]:
         with self._read() as conn:
             upload = self._open_upload(conn, upload_id)
-            return self._duplicate(conn, upload, sha256)
+            return upload, self._duplicate(conn, upload, sha256)
 
     def mark_stored(self, upload_id: str, *, key: str | None, size: int, sha256: str) -> StoredOutcome:
         with self._transaction() as conn:
@@ -570,13 +573,17 @@ class SqlMetadataStore:
     # -- counters ----------------------------------------------------------------------------------
 
     def count(self, operation: str, n: int = 1) -> None:
+        self.add_counts({operation: n})
+
+    def add_counts(self, counts: dict[str, int]) -> None:
         with self._transaction() as conn:
-            self._exec(
-                conn,
-                "INSERT INTO counters (name, n) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET n = counters.n + excluded.n",
-                (operation, n),
-            )
+            for operation, n in counts.items():
+                self._exec(
+                    conn,
+                    "INSERT INTO counters (name, n) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET n = counters.n + excluded.n",
+                    (operation, n),
+                )
 
     def stats(self) -> dict[str, int]:
         counts = dict.fromkeys(OPERATIONS, 0)
