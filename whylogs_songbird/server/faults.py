@@ -55,7 +55,8 @@ class DroppedConnection(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cycle = getattr(receive, "__self__", None)
         transport = getattr(cycle, "transport", None)
-        if not isinstance(transport, asyncio.BaseTransport):
+        # Duck-typed: uvloop's transports close like asyncio's but do not subclass BaseTransport.
+        if not callable(getattr(transport, "close", None)):
             logger.warning("fault injection: cannot drop a connection under this server; answering 503 instead")
             await error_response(503, "Injected fault (a dropped connection, emulated as 503).")(scope, receive, send)
             return
