@@ -59,6 +59,16 @@ class ColumnStats:
         """How many values the type counters saw (nulls are not typed)."""
         return sum(self.type_counts.values()) if self.type_counts else 0
 
+    @property
+    def untyped(self) -> str | None:
+        """``unknown`` without type counters, ``null`` when every value logged was null, ``unknown`` when
+        nothing was logged; None when the counters saw values (then a caller's type rule decides)."""
+        if self.type_counts is None:
+            return "unknown"
+        if self.typed_total == 0:
+            return "null" if self.count else "unknown"
+        return None
+
 
 def frequent_items(column: ColumnProfileView) -> tuple[tuple[str, float], ...]:
     """The column's frequent items (whylogs' no-false-positives estimate), most frequent first."""

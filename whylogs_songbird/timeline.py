@@ -291,11 +291,9 @@ def infer_type(column: ColumnProfileView) -> str:
 
 def _type_of(stats: ColumnStats) -> str:
     counts = stats.type_counts
-    if counts is None:
-        return "unknown"
+    if counts is None or stats.untyped is not None:
+        return stats.untyped or "unknown"
     total = stats.typed_total
-    if total == 0:
-        return "null" if stats.count else "unknown"
     top = max(counts, key=lambda name: counts[name])
     numeric = counts.get("integral", 0) + counts.get("fractional", 0)
     if top in _NUMERIC or numeric / total >= 0.7:
