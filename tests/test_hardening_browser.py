@@ -5,21 +5,17 @@ import os
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports whylogs
 
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 import pandas as pd  # noqa: E402
+import playwright_helpers  # noqa: E402
 import pytest  # noqa: E402
 import whylogs as why  # noqa: E402
+from playwright_helpers import needs_chromium, wait_until  # noqa: E402
 
 import whylogs_songbird  # noqa: E402
 from whylogs_songbird.server import LocalServer  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
-)
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+pytestmark = needs_chromium
+browser = playwright_helpers.browser  # the shared fixture
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE, never terminated in the values below
 TS_1, TS_2 = 1_700_086_400_000, 1_700_172_800_000
 #: Records CSP violations in the page (an init script runs through the DevTools protocol, not subject to CSP).
@@ -61,16 +57,6 @@ def site(tmp_path_factory):
         yield {"server": server, "session_id": refs.session_id, "ref_id": refs.profiles[0].profile_id, "url": url1}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -80,13 +66,6 @@ def page(browser):
     tab.on("console", lambda msg: tab.console_errors.append(msg.text) if msg.type == "error" else None)
     yield tab
     context.close()
-
-
-def wait_until(page, expression, arg=None, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression, arg):
-        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-        page.wait_for_timeout(50)
 
 
 def test_no_page_breaks_the_content_security_policy_and_inline_script_is_blocked(site, page):

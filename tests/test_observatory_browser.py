@@ -11,33 +11,23 @@ import os
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports whylogs
 
-from pathlib import Path  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import playwright_helpers  # noqa: E402
 import pytest  # noqa: E402
 import whylogs as why  # noqa: E402
-from playwright_helpers import wait_until  # noqa: E402
+from playwright_helpers import needs_chromium, wait_until  # noqa: E402
 from whylogs.core.schema import DatasetSchema  # noqa: E402
 from whylogs.core.segmentation_partition import segment_on_column  # noqa: E402
 
 import whylogs_songbird  # noqa: E402
 from whylogs_songbird.server import LocalServer  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
-)
-
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+pytestmark = needs_chromium
+browser = playwright_helpers.browser  # the shared fixture
+screenshots = playwright_helpers.screenshots  # the shared fixture
+watched = playwright_helpers.watched  # the shared fixture
 TS_1 = 1_700_086_400_000
 TS_2 = 1_700_172_800_000
 TS_3 = 1_700_259_200_000
@@ -54,15 +44,6 @@ def frame(seed, n=2000, shift=0.0, plans=(0.6, 0.3, 0.1)):
             "country": rng.choice(["FR", "DE", "BR", "JP", "US"], n, p=[0.2, 0.2, 0.15, 0.15, 0.3]),
         }
     )
-
-
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory):
-    """Where screenshots go: $SONGBIRD_SCREENSHOTS_DIR (scripts/screenshots), else a temporary dir."""
-    chosen = os.environ.get("SONGBIRD_SCREENSHOTS_DIR")
-    target = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    target.mkdir(parents=True, exist_ok=True)
-    return target
 
 
 def shoot(page, path):
@@ -108,44 +89,6 @@ def uploads(tmp_path_factory):
                 "drifted": why.log(drifted_df).view(),
             },
         }
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
-
-
-class Watched:
-    """A page with its console errors, page errors and requested URLs recorded."""
-
-    def __init__(self, browser):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
-        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        self.page.on("request", lambda request: self.requests.append(request.url))
-
-    def check_clean(self):
-        assert self.errors == [], self.errors
-        hosts = {urlsplit(url).hostname for url in self.requests if not url.startswith(("data:", "about:", "blob:"))}
-        assert hosts == {"127.0.0.1"}, self.requests
-
-    def close(self):
-        self.context.close()
-
-
-@pytest.fixture
-def watched(browser):
-    tab = Watched(browser)
-    yield tab
-    tab.close()
 
 
 def draw_all_charts(page):

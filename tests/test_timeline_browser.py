@@ -17,26 +17,18 @@ os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports
 from pathlib import Path  # noqa: E402
 from urllib.parse import parse_qs, urlsplit  # noqa: E402
 
+import playwright_helpers  # noqa: E402
 import pytest  # noqa: E402
 import whylogs as why  # noqa: E402
-from playwright_helpers import wait_until  # noqa: E402
+from playwright_helpers import Watched, needs_chromium, wait_until  # noqa: E402
 from timeline_data import DAY_MS, DAYS, SHIFT_DAY, SHIFTED, START_MS, day_frame, reference_frame  # noqa: E402
 
 import whylogs_songbird  # noqa: E402
 from whylogs_songbird.server import LocalServer  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
-)
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+pytestmark = needs_chromium
+browser = playwright_helpers.browser  # the shared fixture
+screenshots = playwright_helpers.screenshots  # the shared fixture
 STAMP_HOUR = 6 * 3_600_000
 
 
@@ -63,48 +55,12 @@ def daily(tmp_path_factory: pytest.TempPathFactory):
         yield {"server": server, **publish_daily(server, root / "config")}
 
 
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory):
-    """Where screenshots go: $SONGBIRD_SCREENSHOTS_DIR (scripts/screenshots), else a temporary dir."""
-    chosen = os.environ.get("SONGBIRD_SCREENSHOTS_DIR")
-    target = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    target.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
-
-
-class Watched:
-    """A page with its console errors, page errors and requested URLs recorded."""
-
-    def __init__(self, browser):
-        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
-        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        self.page.on("request", lambda request: self.requests.append(request.url))
-
-    def check_clean(self):
-        assert self.errors == [], self.errors
-        hosts = {urlsplit(url).hostname for url in self.requests if not url.startswith(("data:", "about:", "blob:"))}
-        assert hosts == {"127.0.0.1"}, self.requests
-
-
 @pytest.fixture
 def watched(browser):
-    tab = Watched(browser)
+    """A 1400×1000 tab (the heatmap and the series side by side), closed after the test."""
+    tab = Watched(browser, width=1400, height=1000)
     yield tab
-    tab.context.close()
+    tab.close()
 
 
 def wait_for_series(page) -> None:

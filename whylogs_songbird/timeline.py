@@ -32,8 +32,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, cast, get_args
 
 from whylogs.core import DatasetProfileView
-from whylogs.core.configs import SummaryConfig
 from whylogs.core.view.column_profile_view import ColumnProfileView
+
+from whylogs_songbird.column_stats import NUMERIC_TYPES as _NUMERIC
+from whylogs_songbird.column_stats import ColumnStats, finite, read_column
 
 logger = logging.getLogger("whylogs_songbird.timeline")
 
@@ -64,8 +66,6 @@ NUMBER_SERIES = (
     "top_share",
 )
 
-_TYPE_NAMES = ("integral", "fractional", "boolean", "string", "object", "tensor")
-_NUMERIC = ("integral", "fractional")
 _HOUR_MS = 3_600_000
 _DAY_MS = 24 * _HOUR_MS
 
@@ -196,15 +196,8 @@ def merge_views(views: Sequence[DatasetProfileView]) -> DatasetProfileView:
 def _finite(value: Any, digits: int = 12) -> float | None:
     """A plain float rounded to ``digits`` significant digits (what JSON carries), or None for
     missing, NaN and infinite values."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number):
-        return None
-    return float(f"{number:.{digits}g}")
+    number = finite(value)
+    return None if number is None else float(f"{number:.{digits}g}")
 
 
 @dataclass(frozen=True)
@@ -293,14 +286,14 @@ class ColumnPoint:
 
 def infer_type(column: ColumnProfileView) -> str:
     """The column's majority type from whylogs' type counters (``null`` when all values were null)."""
-    types = column.get_metric("types")
-    if types is None:
-        return "unknown"
-    counts = {name: int(getattr(types, name).value) for name in _TYPE_NAMES if hasattr(types, name)}
-    total = sum(counts.values())
-    if total == 0:
-        metric = column.get_metric("counts")
-        return "null" if metric is not None and metric.n.value > 0 else "unknown"
+    return _type_of(read_column(column))
+
+
+def _type_of(stats: ColumnStats) -> str:
+    counts = stats.type_counts
+    if counts is None or stats.untyped is not None:
+        return stats.untyped or "unknown"
+    total = stats.typed_total
     top = max(counts, key=lambda name: counts[name])
     numeric = counts.get("integral", 0) + counts.get("fractional", 0)
     if top in _NUMERIC or numeric / total >= 0.7:
@@ -310,32 +303,26 @@ def infer_type(column: ColumnProfileView) -> str:
 
 def column_point(column: ColumnProfileView) -> ColumnPoint:
     """The numbers of one column of a (merged) view, from whylogs' metrics."""
-    values: dict[str, Any] = {"inferred_type": infer_type(column)}
-    counts = column.get_metric("counts")
-    if counts is not None:
-        values["count"] = int(counts.n.value)
-        values["null_count"] = int(counts.null.value)
-    cardinality = column.get_metric("cardinality")
-    if cardinality is not None and cardinality.hll.value is not None:
-        values["distinct"] = _finite(cardinality.hll.value.get_estimate())
-    distribution = column.get_metric("distribution")
-    if distribution is not None and distribution.kll.value is not None and not distribution.kll.value.is_empty():
-        sketch = distribution.kll.value
-        p5, p50, p95 = sketch.get_quantiles([0.05, 0.5, 0.95])
+    stats = read_column(column, (0.05, 0.5, 0.95))
+    values: dict[str, Any] = {
+        "inferred_type": _type_of(stats),
+        "count": stats.count,
+        "null_count": stats.null_count,
+        "distinct": _finite(stats.distinct),
+    }
+    if stats.has_distribution:
+        p5, p50, p95 = stats.quantiles
         values.update(
-            mean=_finite(distribution.mean.value),
-            stddev=_finite(distribution.stddev),
-            min=_finite(sketch.get_min_value()),
+            mean=_finite(stats.mean),
+            stddev=_finite(stats.stddev),
+            min=_finite(stats.min),
             p5=_finite(p5),
             p50=_finite(p50),
             p95=_finite(p95),
-            max=_finite(sketch.get_max_value()),
+            max=_finite(stats.max),
         )
-    items = column.get_metric("frequent_items")
-    if items is not None and values["inferred_type"] not in _NUMERIC:
-        found = items.to_summary_dict(SummaryConfig()).get("frequent_strings") or []
-        ranked = sorted(((str(i.value), float(i.est)) for i in found), key=lambda item: (-item[1], item[0]))
-        values["top_items"] = tuple(ranked[:KEPT_ITEMS])
+    if values["inferred_type"] not in _NUMERIC:
+        values["top_items"] = stats.frequent_items[:KEPT_ITEMS]
     return ColumnPoint(**values)
 
 

@@ -15,6 +15,7 @@ from whylogs_songbird.cli.reporting import (
     Verbose,
     command_group,
     one_line,
+    profiles,
     reported,
     status,
     stderr,
@@ -64,7 +65,7 @@ def outbox_list(
                 f"{entry.id}  {entry.kind:<9} {entry.label:<28} {entry.endpoint}  age {_age(now - entry.created_at)}"
                 f"  tries {entry.attempts}  last error: {error}"
             )
-        stderr().print(f"{len(entries)} profile{'s' if len(entries) != 1 else ''} waiting in {outbox.directory}")
+        stderr().print(f"{profiles(len(entries))} waiting in {outbox.directory}")
 
 
 @outbox_app.command("flush")
@@ -102,7 +103,7 @@ def outbox_flush(
                 "run `songbird outbox flush` again later, or `songbird outbox flush --endpoint URL` to send them "
                 "elsewhere."
             )
-        stderr().print(f"delivered {len(report.delivered)} profile{'s' if len(report.delivered) != 1 else ''}")
+        stderr().print(f"delivered {profiles(len(report.delivered))}")
 
 
 @outbox_app.command("drop")
@@ -125,4 +126,4 @@ def outbox_drop(
         dropped = outbox.drop(None if drop_all else ids)
         for entry in dropped:
             typer.echo(f"dropped {entry.id}  {entry.kind:<9} {entry.label}")
-        stderr().print(f"dropped {len(dropped)} profile{'s' if len(dropped) != 1 else ''} from {outbox.directory}")
+        stderr().print(f"dropped {profiles(len(dropped))} from {outbox.directory}")

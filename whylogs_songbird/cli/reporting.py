@@ -142,6 +142,11 @@ app = typer.Typer(
 )
 
 
+def profiles(count: int) -> str:
+    """``1 profile``, ``3 profiles``: how the commands count profiles in their messages."""
+    return f"{count} profile{'s' if count != 1 else ''}"
+
+
 def command_group(name: str, help: str) -> typer.Typer:  # noqa: A002 - Typer's own word
     """A ``songbird <name> ...`` group of commands."""
     group = typer.Typer(help=help, no_args_is_help=True)
@@ -338,7 +343,7 @@ def finish(result: PublishResult, what: str = "") -> None:
     if not result.ok:
         raise PublishError(result.summary(), result)
     stderr().print(
-        f"published {len(result.profiles)} profile{'s' if len(result.profiles) != 1 else ''}{what} "
+        f"published {profiles(len(result.profiles))}{what} "
         f"to {result.endpoint} in session {result.session_id}"
     )
 

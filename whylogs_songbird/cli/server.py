@@ -16,7 +16,7 @@ from whylogs_songbird.cli.reporting import (
     reported,
     stderr,
 )
-from whylogs_songbird.config import resolve_settings
+from whylogs_songbird.config import Settings, resolve_settings
 from whylogs_songbird.errors import SongbirdError
 from whylogs_songbird.server.cli import serve_command
 from whylogs_songbird.server.cli import shared_address as server_shared_address
@@ -43,6 +43,11 @@ LocalDataDir = Annotated[
 ]
 
 
+def _local_settings(port: int | None, data_dir: Path | None, config_dir: Path | None) -> Settings:
+    """The settings of the local server as ``status`` and ``stop`` read them (options over the environment)."""
+    return resolve_settings({"local_port": port, "local_data_dir": data_dir, "config_dir": config_dir})
+
+
 def _uptime(seconds: float) -> str:
     seconds = int(seconds)
     days, rest = divmod(seconds, 86_400)
@@ -62,7 +67,7 @@ def server_status(
     with reported(verbose):
         from whylogs_songbird.local_server import NotSongbird, local_url, probe
 
-        settings = resolve_settings({"local_port": port, "local_data_dir": data_dir, "config_dir": config_dir})
+        settings = _local_settings(port, data_dir, config_dir)
         try:
             found = probe(settings.local_port)
         except NotSongbird as exc:
@@ -96,7 +101,7 @@ def server_stop(
     with reported(verbose):
         from whylogs_songbird.local_server import stop_server
 
-        settings = resolve_settings({"local_port": port, "local_data_dir": data_dir, "config_dir": config_dir})
+        settings = _local_settings(port, data_dir, config_dir)
         report = stop_server(settings)
         stderr().print(report.message)
 

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 from whylogs.core import DatasetProfileView
-from whylogs.core.configs import SummaryConfig
 from whylogs.core.view.column_profile_view import ColumnProfileView
 from whylogs.viz.configs import HistogramConfig
 from whylogs.viz.drift.column_drift_algorithms import (
@@ -27,6 +26,11 @@ from whylogs.viz.drift.column_drift_algorithms import (
 )
 from whylogs.viz.utils import _calculate_bins
 
+from whylogs_songbird import column_stats
+from whylogs_songbird.column_stats import NUMERIC_TYPES as _NUMERIC_TYPES
+from whylogs_songbird.column_stats import ColumnStats, read_column
+from whylogs_songbird.column_stats import finite as _finite
+
 #: How many frequent items the summary table lists per column.
 TABLE_FREQUENT_ITEMS = 5
 #: How many bars a frequent-items chart shows at most.
@@ -36,8 +40,6 @@ RANGE_TOO_WIDE = "The values span a range too wide to chart."
 #: A type that holds at least this share of the non-null values names the column's type.
 TYPE_MAJORITY = 0.7
 
-_TYPE_NAMES = ("integral", "fractional", "boolean", "string", "object", "tensor")
-_NUMERIC_TYPES = ("integral", "fractional")
 #: Drift categories of whylogs, most severe first.
 DRIFT_CATEGORIES = ("DRIFT", "POSSIBLE_DRIFT", "NO_DRIFT")
 
@@ -113,17 +115,6 @@ class ProfileSummary:
         return max((c.count or 0 for c in self.columns.values()), default=0)
 
 
-def _finite(value: Any) -> float | None:
-    """A plain float, or None for missing, NaN and infinite values."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def infer_type(column: ColumnProfileView) -> str:
     """The column's type from whylogs' type counters.
 
@@ -131,16 +122,14 @@ def infer_type(column: ColumnProfileView) -> str:
     majority type when one holds at least 70% of the values, ``fractional`` when numbers
     (integral and fractional together) do, else ``mixed``.
     """
-    types = column.get_metric("types")
-    if types is None:
-        return "unknown"
-    counts = {name: int(getattr(types, name).value) for name in _TYPE_NAMES if hasattr(types, name)}
-    total = sum(counts.values())
-    if total == 0:
-        counts_metric = column.get_metric("counts")
-        if counts_metric is not None and counts_metric.n.value > 0:
-            return "null"
-        return "unknown"
+    return _type_of(read_column(column))
+
+
+def _type_of(stats: ColumnStats) -> str:
+    counts = stats.type_counts
+    if counts is None or stats.untyped is not None:
+        return stats.untyped or "unknown"
+    total = stats.typed_total
     top = max(counts, key=lambda name: counts[name])
     if counts[top] / total >= TYPE_MAJORITY:
         if top == "integral" and counts["fractional"] > 0:
@@ -154,40 +143,37 @@ def infer_type(column: ColumnProfileView) -> str:
 
 def frequent_items(column: ColumnProfileView, limit: int | None = None) -> tuple[FrequentItem, ...]:
     """The column's most frequent items (whylogs' no-false-positives estimate), most frequent first."""
-    metric = column.get_metric("frequent_items")
-    if metric is None:
-        return ()
-    items = metric.to_summary_dict(SummaryConfig()).get("frequent_strings") or []
-    result = [FrequentItem(value=str(item.value), estimate=float(item.est)) for item in items]
-    result.sort(key=lambda item: (-item.estimate, item.value))
-    return tuple(result[:limit] if limit is not None else result)
+    return _items(column_stats.frequent_items(column), limit)
+
+
+def _items(found: Sequence[tuple[str, float]], limit: int | None) -> tuple[FrequentItem, ...]:
+    kept = found[:limit] if limit is not None else found
+    return tuple(FrequentItem(value=value, estimate=estimate) for value, estimate in kept)
 
 
 def summarize_column(name: str, column: ColumnProfileView) -> ColumnSummary:
     """The summary statistics of one column."""
-    values: dict[str, Any] = {"name": name, "inferred_type": infer_type(column)}
-    counts = column.get_metric("counts")
-    if counts is not None:
-        values["count"] = int(counts.n.value)
-        values["null_count"] = int(counts.null.value)
-    cardinality = column.get_metric("cardinality")
-    if cardinality is not None and cardinality.hll.value is not None:
-        values["distinct"] = _finite(cardinality.hll.value.get_estimate())
-    distribution = column.get_metric("distribution")
-    if distribution is not None and distribution.kll.value is not None and not distribution.kll.value.is_empty():
-        sketch = distribution.kll.value
-        p25, median, p75 = sketch.get_quantiles([0.25, 0.5, 0.75])
+    stats = read_column(column, (0.25, 0.5, 0.75))
+    values: dict[str, Any] = {
+        "name": name,
+        "inferred_type": _type_of(stats),
+        "count": stats.count,
+        "null_count": stats.null_count,
+        "distinct": stats.distinct,
+        "frequent_items": _items(stats.frequent_items, CHART_FREQUENT_ITEMS),
+    }
+    if stats.has_distribution:
+        p25, median, p75 = stats.quantiles
         values.update(
             has_distribution=True,
-            mean=_finite(distribution.mean.value),
-            stddev=_finite(distribution.stddev),
-            min=_finite(sketch.get_min_value()),
-            p25=_finite(p25),
-            median=_finite(median),
-            p75=_finite(p75),
-            max=_finite(sketch.get_max_value()),
+            mean=stats.mean,
+            stddev=stats.stddev,
+            min=stats.min,
+            p25=p25,
+            median=median,
+            p75=p75,
+            max=stats.max,
         )
-    values["frequent_items"] = frequent_items(column, CHART_FREQUENT_ITEMS)
     return ColumnSummary(**values)
 
 
