@@ -54,7 +54,7 @@ class DroppedConnection(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         cycle = getattr(receive, "__self__", None)
-        transport = getattr(cycle, "transport", None)
+        transport: Any = getattr(cycle, "transport", None)
         # Duck-typed: uvloop's transports close like asyncio's but do not subclass BaseTransport.
         if not callable(getattr(transport, "close", None)):
             logger.warning("fault injection: cannot drop a connection under this server; answering 503 instead")
