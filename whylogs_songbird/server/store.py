@@ -131,6 +131,9 @@ class Store:
         self._count_flusher_pid = 0
         self._pending_counts: Counter[str] = Counter()
         self._count_lock = threading.Lock()
+        # held across a batch's write, so stats() never reads the store while another thread's
+        # batch is taken from memory but not yet written (it would miss those counts)
+        self._count_flush_lock = threading.Lock()
         self._count_stop = threading.Event()
         self._count_flusher: threading.Thread | None = None
         #: Limits applied to uploads the server did not receive itself (presigned PUTs, see
@@ -190,16 +193,17 @@ class Store:
 
     def flush_counts(self) -> None:
         """Write the counts made in this process and not yet in the store."""
-        with self._count_lock:
-            pending, self._pending_counts = self._pending_counts, Counter()
-        if not pending:
-            return
-        try:
-            self.metadata.add_counts(dict(pending))
-        except BaseException:
+        with self._count_flush_lock:
             with self._count_lock:
-                self._pending_counts.update(pending)
-            raise
+                pending, self._pending_counts = self._pending_counts, Counter()
+            if not pending:
+                return
+            try:
+                self.metadata.add_counts(dict(pending))
+            except BaseException:
+                with self._count_lock:
+                    self._pending_counts.update(pending)
+                raise
 
     def stats(self) -> dict[str, int]:
         """Calls per operation since the server started (this process's counts written first)."""
