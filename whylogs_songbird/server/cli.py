@@ -8,6 +8,7 @@ here, once.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import socket
 import sys
@@ -54,32 +55,6 @@ def _check_port_free(host: str, port: int) -> None:
                 err=True,
             )
             raise typer.Exit(1) from None
-
-
-_CONFIG_OPTIONS = (
-    "host",
-    "port",
-    "data_dir",
-    "api_key",
-    "url_ttl",
-    "public_url",
-    "workers",
-    "database_url",
-    "blob_store",
-    "s3_endpoint_url",
-    "max_columns",
-    "latency_ms",
-    "fault_rate",
-    "fault_seed",
-    "monitors",
-    "allowed_host",
-    "list_sessions",
-    "header_timeout",
-    "body_timeout",
-    "max_connections",
-    "max_session_profiles",
-    "max_session_bytes",
-)
 
 
 def config_from_options(
@@ -132,6 +107,10 @@ def config_from_options(
         max_session_profiles=max_session_profiles,
         max_session_bytes=max_session_bytes,
     )
+
+
+#: The command-line options that make a ServerConfig: the parameters of config_from_options.
+_CONFIG_OPTIONS = tuple(inspect.signature(config_from_options).parameters)
 
 
 def parse_args(argv: list[str]) -> ServerConfig:
