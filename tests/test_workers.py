@@ -2,8 +2,12 @@
 store (sessions, uploads, counters, digests) and the secret file; connections keep TCP_NODELAY."""
 
 import concurrent.futures
+import contextlib
+import os
+import signal
 import socket
 
+import pytest
 import requests
 from conftest import make_profile_bytes
 from test_ingest import new_slot, start_server_process, stop, wait_for
@@ -62,3 +66,31 @@ def test_several_workers_agree_on_sessions_uploads_and_counters(tmp_path):
         assert requests.get(f"{url}/healthz", timeout=TIMEOUT).json()["sessions"] == 12
     finally:
         stop(process)
+
+
+def test_sigterm_stops_every_worker_and_the_server_stays_down(tmp_path):
+    """SIGTERM to ``python -m whylogs_songbird.server --workers 2`` stops the launcher and both
+    workers, and nothing starts serving again (the process group empties, the port is closed)."""
+    process, url = start_server_process(tmp_path / "data", "--workers", "2")
+    try:
+        assert requests.post(f"{url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+        def group_gone() -> bool:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_for(group_gone, "every worker of the server's process group exits")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/healthz", timeout=5)
+    finally:
+        if process.poll() is None:
+            stop(process)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # a worker left behind
+            process.stderr.close()

@@ -366,9 +366,6 @@ app.command(name="serve")(serve_command)
 def main(argv: list[str] | None = None) -> int:
     """Run :data:`app` with ``argv`` (default: the process's arguments); return the exit code."""
     try:
-        code = app(args=argv, prog_name="python -m whylogs_songbird.server", standalone_mode=False)
-        if isinstance(code, int) and code:  # click returns a typer.Exit's code when not standalone
-            return code
         result = app(args=argv, prog_name="python -m whylogs_songbird.server", standalone_mode=False)
     except typer.Exit as exc:
         return int(exc.exit_code)
