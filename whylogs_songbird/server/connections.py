@@ -4,7 +4,7 @@ Without them a half-sent request line, a body that never arrives or a TCP connec
 says a word stays open forever, and enough of them use up the process's file descriptors; then
 every ``accept()`` fails and asyncio logs each failure with a traceback, many times a second.
 
-- :class:`GuardedH11Protocol` (uvicorn's h11 protocol, plus timers): the request line and headers
+- :class:`GuardedHttpToolsProtocol` (uvicorn's httptools protocol, plus timers): the request line and headers
   must arrive within ``header_timeout`` seconds of the connection (or of the first byte of a
   following request); while a body is being received, the client may stay silent at most
   ``body_timeout`` seconds between two reads. A connection that times out is answered 408 (or just
@@ -29,8 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger("whylogs_songbird.server.connections")
 
@@ -136,10 +135,14 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with header and body read timeouts and a cap on open connections.
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (its C parser) with header and body read timeouts and a cap on
+    open connections.
 
-    Use :func:`guarded_protocol` to get a subclass bound to a :class:`ConnectionLimits`.
+    Use :func:`guarded_protocol` to get a subclass bound to a :class:`ConnectionLimits`. What the
+    connection waits for is followed through the parser's callbacks: the request line and headers
+    (``head``: from the connection, or from the first byte after the last answer), a body
+    (``body``: from the end of the headers to the end of the message), or the app's answer.
     """
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
@@ -149,6 +152,8 @@ class GuardedH11Protocol(H11Protocol):
         self._guard: asyncio.TimerHandle | None = None
         self._guard_kind = ""
         self._request_bytes = False  # bytes of the next request arrived
+        self._reading = "head"  # what the parser reads now: "head", "body", or "" (a whole message read)
+        self._unanswered = 0  # messages read whose answer is not complete (pipelining)
 
     # -- timers --
 
@@ -168,10 +173,9 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport is None or self.transport.is_closing():
             self._cancel_guard()
             return
-        state = self.conn.their_state
-        if state is h11.SEND_BODY:
+        if self._reading == "body":
             self._arm("body", self.limits.body_timeout)  # re-armed by every read: an idle timeout
-        elif state is h11.IDLE:
+        elif self._reading == "head" and self._unanswered == 0:
             # Waiting for a request: the header deadline runs from the connection or the first byte
             # (an idle keep-alive connection is uvicorn's to close).
             if self._guard_kind != "header" and self.timeout_keep_alive_task is None:
@@ -210,7 +214,7 @@ class GuardedH11Protocol(H11Protocol):
             self.cycle.message_event.set()
         self.transport.close()
 
-    # -- protocol events --
+    # -- protocol and parser events --
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -229,14 +233,24 @@ class GuardedH11Protocol(H11Protocol):
         self._watch()
 
     def data_received(self, data: bytes) -> None:
-        if self.conn.their_state is h11.IDLE and data:
+        if data and self._reading == "head":
             self._request_bytes = True
         super().data_received(data)
         self._watch()
 
+    def on_headers_complete(self) -> None:
+        self._reading = "body"
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading = "head"
+        self._unanswered += 1
+        self._request_bytes = False
+        super().on_message_complete()
+
     def on_response_complete(self) -> None:
         self._cancel_guard()
-        self._request_bytes = False
+        self._unanswered = max(0, self._unanswered - 1)
         super().on_response_complete()
         self._watch()
 
@@ -245,9 +259,9 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-def guarded_protocol(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
-    """A :class:`GuardedH11Protocol` subclass bound to ``limits``, for ``uvicorn.Config(http=...)``."""
-    return type("SongbirdH11Protocol", (GuardedH11Protocol,), {"limits": limits})
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
+    """A :class:`GuardedHttpToolsProtocol` subclass bound to ``limits``, for ``uvicorn.Config(http=...)``."""
+    return type("SongbirdHttpProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
 
 
 def uvicorn_options(limits: ConnectionLimits) -> dict[str, Any]:
@@ -257,7 +271,7 @@ def uvicorn_options(limits: ConnectionLimits) -> dict[str, Any]:
 
 __all__ = [
     "ConnectionLimits",
-    "GuardedH11Protocol",
+    "GuardedHttpToolsProtocol",
     "RateLimitFilter",
     "backlog_for",
     "default_max_connections",
