@@ -71,3 +71,26 @@ def repeated_chunk(data: bytes, times: int = 500_000) -> bytes:
     crafted.column_offsets.clear()
     crafted.column_offsets["c"].CopyFrom(ChunkOffsets(offsets=[first] * times))
     return assemble(crafted, body)
+
+
+def rewrite_chunks(data: bytes, edit) -> bytes:
+    """``data`` with every column's chunk message passed through ``edit(column, message, header)``
+    (which changes the ``ChunkMessage`` in place), the body laid out anew with correct offsets."""
+    from whylogs.core.proto import ChunkMessage
+
+    _, header, body = split(data)
+    out = bytearray()
+    rebuilt = DatasetProfileHeader()
+    rebuilt.CopyFrom(header)
+    rebuilt.column_offsets.clear()
+    for column in sorted(header.column_offsets):
+        for offset in header.column_offsets[column].offsets:
+            size, pos = _varint(body, offset, len(body))
+            chunk_header = ChunkHeader.FromString(body[pos : pos + size])
+            message = ChunkMessage.FromString(body[pos + size : pos + size + chunk_header.length])
+            edit(column, message, rebuilt)
+            payload = message.SerializeToString()
+            rebuilt.column_offsets[column].offsets.append(len(out))
+            out += _delimited(ChunkHeader(type=ChunkHeader.ChunkType.COLUMN, length=len(payload))) + payload
+    rebuilt.length = len(out)
+    return assemble(rebuilt, bytes(out))

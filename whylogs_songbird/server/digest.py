@@ -7,6 +7,12 @@ and frequent items (frequent-strings sketch) — with each sketch in its own ser
 :func:`view_from_digest` rebuilds a :class:`DatasetProfileView` of those metrics with their
 constructors, which is many times faster than whylogs' generic deserialization, so summaries,
 charts, merges and drift all keep using whylogs' own code on the rebuilt view.
+
+:func:`digest_from_bytes` makes the same digest straight from serialized bytes: the columns whose
+metrics have exactly the shape whylogs writes by default are read from their protobuf messages,
+each sketch deserialized (and so checked) by the sketch library as whylogs would, without the
+Python objects whylogs builds per metric component (most of the time of its deserialization);
+any other column goes through whylogs' own column deserializer.
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ from whylogs.core.metrics.metric_components import (
     MetricComponent,
 )
 from whylogs.core.metrics.metrics import CardinalityMetric, DistributionMetric, FrequentItemsMetric, Metric
+from whylogs.core.proto import (
+    ChunkHeader,
+    ChunkMessage,
+    ColumnMessage,
+    DatasetProfileHeader,
+    DatasetSegmentHeader,
+    MetricComponentMessage,
+)
 from whylogs.core.view.column_profile_view import ColumnProfileView
 
 C = TypeVar("C", bound=MetricComponent[Any])
@@ -80,11 +94,119 @@ def digest_column(column: ColumnProfileView) -> dict[str, Any]:
     return out
 
 
-def digest_view(view: DatasetProfileView) -> bytes:
-    """The digest of a whole profile view, compressed."""
-    columns = {name: digest_column(column) for name, column in view.get_columns().items() if column}
+def _pack(columns: dict[str, dict[str, Any]]) -> bytes:
     payload = {"version": DIGEST_VERSION, "columns": columns}
     return zlib.compress(json.dumps(payload, separators=(",", ":"), allow_nan=True).encode("utf-8"), 1)
+
+
+def digest_view(view: DatasetProfileView) -> bytes:
+    """The digest of a whole profile view, compressed."""
+    return _pack({name: digest_column(column) for name, column in view.get_columns().items() if column})
+
+
+# -- the digest straight from serialized bytes -------------------------------------------------
+
+#: The metrics of whylogs' default schema, each with its components exactly as whylogs writes them:
+#: name -> (which value of the component message is set, type id). A column whose metrics all
+#: match is digested from its messages; whylogs' deserializer would accept it, given valid sketches.
+_DEFAULT_SHAPES: dict[str, dict[str, tuple[str, int]]] = {
+    "counts": {name: ("n", 0) for name in _COUNTS},
+    "types": {name: ("n", 0) for name in _TYPES},
+    "distribution": {"mean": ("d", 0), "m2": ("d", 0), "kll": ("kll", 0)},
+    "ints": {"max": ("n", 2), "min": ("n", 1)},
+    "cardinality": {"hll": ("hll", 0)},
+    "frequent_items": {"frequent_strings": ("frequent_items", 0)},
+}
+
+
+class _NotDefaultShape(Exception):
+    """A column's metrics are not whylogs' defaults: whylogs' own deserializer reads it."""
+
+
+def _delimited(data: bytes, pos: int, message: Any) -> tuple[Any, int]:
+    """Parse the length-delimited protobuf ``message`` at ``pos``; return it and the position after it."""
+    size, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        size |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift >= 64:
+            raise ValueError("a length prefix is not a valid varint")
+    end = pos + size
+    if end > len(data):
+        raise ValueError("a message runs past the end of the data")
+    parsed = message()
+    parsed.ParseFromString(data[pos:end])
+    return parsed, end
+
+
+def _default_column(components: dict[str, MetricComponentMessage]) -> dict[str, Any]:
+    """What `digest_column` gives for this column, read from its messages; `_NotDefaultShape` when
+    its metrics are not exactly whylogs' defaults."""
+    by_metric: dict[str, dict[str, MetricComponentMessage]] = {}
+    for path, message in components.items():
+        metric, _, component = path.partition("/")
+        by_metric.setdefault(metric, {})[component] = message
+    for metric, found in by_metric.items():
+        shape = _DEFAULT_SHAPES.get(metric)
+        if shape is None or found.keys() != shape.keys():
+            raise _NotDefaultShape(metric)
+        for name, (kind, type_id) in shape.items():
+            if found[name].WhichOneof("value") != kind or found[name].type_id != type_id:
+                raise _NotDefaultShape(metric)
+    out: dict[str, Any] = {}
+    if "counts" in by_metric:
+        out["counts"] = [int(by_metric["counts"][name].n) for name in _COUNTS]
+    if "types" in by_metric:
+        out["types"] = [int(by_metric["types"][name].n) for name in _TYPES]
+    distribution = by_metric.get("distribution")
+    if distribution is not None:
+        kll = ds.kll_doubles_sketch.deserialize(distribution["kll"].kll.sketch)
+        out["distribution"] = [float(distribution["mean"].d), float(distribution["m2"].d), _b64(kll.serialize())]
+    if "cardinality" in by_metric:
+        hll = ds.hll_sketch.deserialize(by_metric["cardinality"]["hll"].hll.sketch)
+        out["cardinality"] = _b64(hll.serialize_compact())
+    if "frequent_items" in by_metric:
+        items = ds.frequent_strings_sketch.deserialize(
+            by_metric["frequent_items"]["frequent_strings"].frequent_items.sketch
+        )
+        out["frequent_items"] = _b64(items.serialize())
+    return out
+
+
+def digest_from_bytes(data: bytes) -> bytes:
+    """The digest of a serialized profile (plain or segmented whylogs format), equal to
+    ``digest_view(DatasetProfileView.deserialize(data))``; raises (any exception) where that
+    deserialization might fail or differ, so the caller can ask whylogs instead."""
+    if data[:4] != b"WHY1":
+        raise ValueError("no whylogs magic bytes")
+    _, pos = _delimited(data, 4, DatasetSegmentHeader)
+    header, body = _delimited(data, pos, DatasetProfileHeader)
+    if header.ByteSize() == 0:
+        raise ValueError("no dataset profile header")
+    paths = header.indexed_metric_paths
+    columns: dict[str, dict[str, Any]] = {}
+    for name in sorted(header.column_offsets.keys()):
+        components: dict[str, MetricComponentMessage] = {}
+        for offset in header.column_offsets[name].offsets:
+            chunk_header, start = _delimited(data, body + offset, ChunkHeader)
+            if chunk_header.type != ChunkHeader.ChunkType.COLUMN or start + chunk_header.length > len(data):
+                raise ValueError("not a column chunk")
+            chunk = ChunkMessage()
+            chunk.ParseFromString(data[start : start + chunk_header.length])
+            for index, component in chunk.metric_components.items():
+                path = paths.get(index)
+                if path is None:
+                    raise ValueError(f"metric index {index} is not in the header")  # whylogs refuses it too
+                components[path] = component
+        try:
+            columns[name] = _default_column(components)
+        except _NotDefaultShape:
+            columns[name] = digest_column(ColumnProfileView.from_protobuf(ColumnMessage(metric_components=components)))
+    return _pack(columns)
 
 
 _PROTOTYPES: dict[type[MetricComponent[Any]], MetricComponent[Any]] = {}
@@ -150,4 +272,4 @@ def view_from_digest(blob: bytes) -> DatasetProfileView:
     return DatasetProfileView(columns=columns, dataset_timestamp=None, creation_timestamp=None)
 
 
-__all__ = ["DIGEST_VERSION", "DigestError", "digest_view", "view_from_digest"]
+__all__ = ["DIGEST_VERSION", "DigestError", "digest_from_bytes", "digest_view", "view_from_digest"]

@@ -3,7 +3,8 @@
 A PUT only runs the cheap structural check (``profile_check.py``) and stores the bytes with
 ``ingest_state`` ``pending``. This worker, one per server process, claims pending profiles from
 the store (a claim is a lease: a profile claimed by a process that died is claimed again once the
-lease ends, so work left by a crashed server is picked up), deserializes each with whylogs,
+lease ends, so work left by a crashed server is picked up), checks each in full (whylogs' default
+metrics read from their messages, anything else deserialized by whylogs: ``summarise_bytes``),
 and stores its digest (``digest.py``) or marks it ``invalid`` with the reason.
 
 It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
@@ -21,7 +22,7 @@ from collections.abc import Callable
 
 from whylogs.core import DatasetProfileView
 
-from whylogs_songbird.server.digest import digest_view
+from whylogs_songbird.server.digest import digest_from_bytes, digest_view, view_from_digest
 from whylogs_songbird.server.store import Store, UploadRecord
 from whylogs_songbird.server.summaries import SummaryError, read_view
 
@@ -46,8 +47,7 @@ def ingest_one(store: Store, upload: UploadRecord) -> DatasetProfileView | None:
         store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
         return None
     try:
-        view = read_view(data)
-        digest = digest_view(view)
+        digest = summarise_bytes(data)
     except SummaryError as exc:
         store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
@@ -59,7 +59,20 @@ def ingest_one(store: Store, upload: UploadRecord) -> DatasetProfileView | None:
         return None
     finally:
         del data
-    return view if store.metadata.store_summary(upload.id, upload.sha256, digest) else None
+    return view_from_digest(digest) if store.metadata.store_summary(upload.id, upload.sha256, digest) else None
+
+
+def summarise_bytes(data: bytes) -> bytes:
+    """The full check and digest of serialized profile bytes; `SummaryError` if whylogs cannot read them.
+
+    Profiles of whylogs' default metrics are digested from their messages (`digest_from_bytes`);
+    anything that path does not vouch for is deserialized by whylogs, whose verdict counts.
+    """
+    try:
+        return digest_from_bytes(data)
+    except Exception:
+        logger.debug("ingest: the fast digest did not take these bytes; asking whylogs", exc_info=True)
+    return digest_view(read_view(data))
 
 
 class IngestWorker:
