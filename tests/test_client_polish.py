@@ -406,3 +406,38 @@ def test_unused_names_stay_importable_for_threads():
     thread.start()
     thread.join()
     assert seen == ["GET /x?token=abc"]
+
+
+def test_fewer_reference_slots_than_asked_for_fail_every_reference_and_send_nothing(server, tmp_path):
+    """A server that answers a batch of 2 references with 1 slot breaks the contract: both
+    references fail with a protocol error that says so, and no profile is PUT anywhere."""
+    from loopback import Relay
+
+    from whylogs_songbird import PublishError, publish_references
+
+    def one_slot(method, path):
+        if method == "POST" and path.endswith("/references"):
+            body = {
+                "references": [
+                    {
+                        "id": "ref-only",
+                        "modelId": "model-1",
+                        "alias": "a",
+                        "observatoryUrl": f"{relay.url}/resources/model-1/profiles?profile=ref-only",
+                        "uploadUrl": f"{relay.url}/v0/uploads/never",
+                    }
+                ],
+                "observatoryUrl": f"{relay.url}/resources/model-1/profiles",
+            }
+            return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
+        return None
+
+    relay = Relay(server.url, one_slot)
+    with relay.running(), pytest.raises(PublishError) as raised:
+        publish_references(
+            {"a": why.log(df()), "b": why.log(df(1))}, endpoint=relay.url, config_dir=str(tmp_path), outbox=False
+        )
+    result = raised.value.result
+    assert [p.ok for p in result.profiles] == [False, False]
+    assert all("asked for 2 upload URLs but the server answered with 1" in (p.error or "") for p in result.profiles)
+    assert relay.count("put") == 0

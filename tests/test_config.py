@@ -14,7 +14,7 @@ def test_defaults_when_nothing_is_set(tmp_path):
     assert settings.endpoint == "http://127.0.0.1:8787" and settings.embedded
     assert settings.server_data_dir.parts[-2:] == ("whylogs-songbird", "server")
     assert settings.session_id is None and settings.api_key is None
-    assert settings.max_workers == 8 and settings.outbox is True
+    assert settings.max_workers == 32 and settings.outbox is True
     assert settings.outbox_path == tmp_path / "outbox"
 
 

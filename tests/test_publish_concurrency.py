@@ -4,6 +4,8 @@ A loopback `Relay` in front of a real server holds every PUT until the expected 
 arrived (or a short timeout passed) and records the most PUTs it ever held at once.
 """
 
+import threading
+
 import pandas as pd
 import whylogs as why
 from loopback import Relay, Rendezvous
@@ -56,3 +58,29 @@ def test_max_workers_bounds_the_puts_in_flight(server, tmp_path):
         result = publish(four_segments(), endpoint=relay.url, config_dir=str(tmp_path / "config"), max_workers=2)
     assert result.ok and relay.count("put") == 4
     assert relay.peak_in_flight["put"] == 2
+
+
+def test_a_combined_link_is_asked_for_while_other_puts_are_still_running(server, tmp_path):
+    """Six references make two links of three. The first PUT to arrive is held until a link request
+    comes: only a publish that asks for each chunk's link as soon as that chunk landed sends one
+    while a PUT is still unanswered (one that waits for every PUT would sit out the hold)."""
+    link_asked = threading.Event()
+    held = threading.Lock()
+    seen_during_hold: list[bool] = []
+
+    def hook(method, path):
+        if path.startswith("/v0/sessions/observatory-link/"):
+            link_asked.set()
+        elif method == "PUT" and held.acquire(blocking=False):  # the first PUT only
+            seen_during_hold.append(link_asked.wait(timeout=10.0))
+        return None
+
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    relay = Relay(server.url, hook)
+    with relay.running():
+        result = publish_references(
+            {name: why.log(df) for name in "abcdef"}, endpoint=relay.url, config_dir=str(tmp_path / "config")
+        )
+    assert result.ok and relay.count("put") == 6
+    assert seen_during_hold == [True]
+    assert len(result.observatory_urls) == 2 and relay.count("link") == 2

@@ -77,7 +77,7 @@ class Settings:
     max_retries: int = DEFAULT_MAX_RETRIES
     #: Seconds: the base of the exponential backoff between retries (the client's ``backoff_factor``).
     backoff: float = DEFAULT_BACKOFF_FACTOR
-    max_workers: int = 8
+    max_workers: int = 32
     outbox: bool = True
     outbox_dir: Path | None = None
     config_dir: Path = field(default_factory=config_dir)

@@ -12,13 +12,14 @@ whylogs idiom of a new writer per call costs nothing extra; after a fork, the ch
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -191,7 +192,12 @@ class Publisher:
         self.close()
 
     def publish(self, items: Sequence[ProfileItem]) -> PublishResult:
-        """Upload every item; never raises for a profile that failed: see ``PublishResult.failed``."""
+        """Upload every item; never raises for a profile that failed: see ``PublishResult.failed``.
+
+        One pipeline, bounded by ``max_workers``: the references' batch call is in flight while
+        their profiles serialize, each PUT starts as soon as its bytes and slot are there, and each
+        combined link is asked for as soon as its (up to 3) profiles have landed.
+        """
         results = [
             PublishedProfile(
                 kind="reference" if item.is_reference else "batch",
@@ -201,22 +207,23 @@ class Publisher:
             )
             for item in items
         ]
-        tasks: list[Callable[[], None]] = []
-        references = [i for i, item in enumerate(items) if item.is_reference]
-        if references:
-            tasks.extend(self._reference_tasks(items, results, references))
-        for index, item in enumerate(items):
-            if not item.is_reference:
-                tasks.append(self._batch_task(item, results[index]))
-        self._run(tasks)
-        for item, result in zip(items, results):
-            if result.ok:
-                continue
-            exc = result.exception or RuntimeError(result.error or "failed")
-            if self.outbox is not None and is_retryable(exc):
-                self._keep(item, result)
-        publish_result = PublishResult(endpoint=self.client.endpoint, profiles=results)
-        self._add_links(publish_result)
+        with _Tasks(self.settings.max_workers) as tasks:
+            links = _Links(self, results, tasks if len(items) > 1 else None)
+            references = [i for i, item in enumerate(items) if item.is_reference]
+            if references:
+                self._submit_references(tasks, items, results, references, links)
+            for index, item in enumerate(items):
+                if not item.is_reference:
+                    tasks.submit(self._batch_task(item, results[index], functools.partial(links.landed, index)))
+            tasks.wait()
+            for item, result in zip(items, results):
+                if result.ok:
+                    continue
+                exc = result.exception or RuntimeError(result.error or "failed")
+                if self.outbox is not None and is_retryable(exc):
+                    self._keep(item, result)
+            publish_result = PublishResult(endpoint=self.client.endpoint, profiles=results)
+            links.add_to(publish_result)
         self._remember_references(publish_result)
         return publish_result
 
@@ -234,16 +241,9 @@ class Publisher:
 
     # -- tasks --------------------------------------------------------------------------------
 
-    def _run(self, tasks: list[Callable[[], None]]) -> None:
-        if len(tasks) <= 1 or self.settings.max_workers == 1:
-            for task in tasks:
-                task()
-            return
-        with ThreadPoolExecutor(max_workers=min(self.settings.max_workers, len(tasks))) as pool:
-            for future in [pool.submit(task) for task in tasks]:
-                future.result()
-
-    def _batch_task(self, item: ProfileItem, result: PublishedProfile) -> Callable[[], None]:
+    def _batch_task(
+        self, item: ProfileItem, result: PublishedProfile, finished: Callable[[], None]
+    ) -> Callable[[], None]:
         def task() -> None:
             try:
                 data = item.serialize()
@@ -257,50 +257,77 @@ class Publisher:
             except Exception as exc:
                 self._fail(result, exc)
             self._done(result)
+            finished()
 
         return task
 
-    def _reference_tasks(
-        self, items: Sequence[ProfileItem], results: list[PublishedProfile], indexes: list[int]
-    ) -> list[Callable[[], None]]:
-        try:
-            requests_ = [
-                request_model(LogReferenceRequest, alias=items[i].alias, dataset_timestamp=items[i].dataset_timestamp)
-                for i in indexes
-            ]
-            if len(indexes) == 1:
-                only = items[indexes[0]]
-                session_id, single = request_slot(self.session, "reference", only.dataset_timestamp, alias=only.alias)
-                slots = [single]
-            else:
+    def _submit_references(
+        self,
+        tasks: _Tasks,
+        items: Sequence[ProfileItem],
+        results: list[PublishedProfile],
+        indexes: list[int],
+        links: _Links,
+    ) -> None:
+        """One slot call for all references and, beside it, one task that serializes them in order
+        (both submitted first, so no PUT task waits on one that has not started); each PUT starts
+        once its bytes and the slots are there. One serializing thread, not one per profile: they
+        would only take turns on the GIL and slow down everything else in flight."""
+        slots: Future[tuple[str, list[Any]]] = Future()
+        serialized: list[Future[bytes]] = [Future() for _ in indexes]
+
+        def ask() -> None:
+            try:
+                if len(indexes) == 1:
+                    only = items[indexes[0]]
+                    session_id, single = request_slot(
+                        self.session, "reference", only.dataset_timestamp, alias=only.alias
+                    )
+                    slots.set_result((session_id, [single]))
+                    return
+                requests_ = [
+                    request_model(
+                        LogReferenceRequest, alias=items[i].alias, dataset_timestamp=items[i].dataset_timestamp
+                    )
+                    for i in indexes
+                ]
                 session_id, batch = self.session.call(
                     lambda sid: (sid, self.client.batch_create_reference_profile_upload(sid, requests_))
                 )
-                slots = list(batch.references)
-        except Exception as exc:
-            for i in indexes:
-                self._fail(results[i], exc)
-                self._done(results[i])
-            return []
+                slots.set_result((session_id, list(batch.references)))  # the client checked their number
+            except Exception as exc:
+                slots.set_exception(exc)
 
-        def put(item: ProfileItem, result: PublishedProfile, slot: Any) -> Callable[[], None]:
+        def serialize() -> None:
+            for index, data in zip(indexes, serialized):
+                try:
+                    data.set_result(items[index].serialize())
+                except Exception as exc:
+                    data.set_exception(exc)
+
+        def put(position: int, index: int) -> Callable[[], None]:
+            result = results[index]
+
             def task() -> None:
                 try:
-                    data = item.serialize()
+                    data = serialized[position].result()
+                    session_id, given = slots.result()
+                    slot = given[position]
+                    result.session_id, result.profile_id, result.upload_url = session_id, slot.id, slot.upload_url
                     result.duplicate_of = self.client.upload_profile(slot.upload_url, data)
                     result.observatory_url, result.size, result.ok = slot.observatory_url, len(data), True
                     _warn_duplicate(result)
                 except Exception as exc:
                     self._fail(result, exc)
                 self._done(result)
+                links.landed(index)
 
             return task
 
-        tasks = []
-        for i, slot in zip(indexes, slots):
-            results[i].session_id, results[i].profile_id, results[i].upload_url = session_id, slot.id, slot.upload_url
-            tasks.append(put(items[i], results[i], slot))
-        return tasks
+        tasks.submit(ask)
+        tasks.submit(serialize)
+        for position, index in enumerate(indexes):
+            tasks.submit(put(position, index))
 
     def _keep(self, item: ProfileItem, result: PublishedProfile) -> None:
         """Save a profile that finally failed to the outbox, and say so in its error."""
@@ -341,8 +368,118 @@ class Publisher:
 
     # -- links --------------------------------------------------------------------------------
 
-    def _add_links(self, publish_result: PublishResult) -> None:
-        """Combined links, ≤ 3 profiles each (fetched in parallel); fill in missing per-profile links."""
+    def _fetch_link(self, session_id: str, keys: list[int | str], profiles: Sequence[PublishedProfile]) -> str | None:
+        """One combined link for ``keys`` (≤ 3 profiles); fills in the per-profile links still missing."""
+        stamps = [k for k in keys if isinstance(k, int)]
+        ids = [k for k in keys if isinstance(k, str)]
+        try:
+            answer = self.client.get_session_profile_observatory_link(session_id, stamps, ids)
+        except SongbirdError as exc:
+            logger.warning("songbird: could not get an observatory link for %s: %s", keys, exc)
+            return None
+        individual = dict(zip([*stamps, *ids], answer.individual_observatory_urls))
+        for profile in profiles:
+            if not profile.observatory_url and profile.link_key in individual:
+                profile.observatory_url = individual[profile.link_key]
+        return answer.observatory_url
+
+
+class _Tasks:
+    """The tasks of one publish: run on up to ``max_workers`` threads, or inline when there is no
+    parallelism to gain (one worker, or a single task so far and nothing else submitted)."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self._pending: list[Callable[[], None]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: list[Future[None]] = []
+        self._lock = threading.Lock()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._futures.append(self._pool.submit(task))
+                return
+            self._pending.append(task)
+            if self.max_workers > 1 and len(self._pending) > 1:  # in order: the first submitted starts first
+                self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="songbird-publish")
+                queued, self._pending = self._pending, []
+                self._futures.extend(self._pool.submit(t) for t in queued)
+
+    def wait(self) -> None:
+        """Run or wait for every task submitted so far, and for those they submit in turn."""
+        while True:
+            with self._lock:
+                inline, self._pending = self._pending, []
+                futures, self._futures = self._futures, []
+            if not inline and not futures:
+                return
+            for task in inline:
+                task()
+            for future in futures:
+                future.result()
+
+    def __enter__(self) -> _Tasks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wait()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+class _Links:
+    """The combined links of one publish (≤ 3 profiles each), fetched as early as possible.
+
+    The profiles are split up front, in order, into chunks of up to 3 distinct link keys (a batch
+    by its timestamp, a reference on its own). When every profile of a chunk has landed in one
+    session, its link is asked for at once (``tasks``), while the other PUTs still run. At the end
+    the chunks are made again from what actually landed, exactly as without the head start; a
+    chunk asked for early is taken as it is, any other is asked for then.
+    """
+
+    def __init__(self, publisher: Publisher, results: list[PublishedProfile], tasks: _Tasks | None) -> None:
+        self._publisher = publisher
+        self._results = results
+        self._tasks = tasks
+        self._lock = threading.Lock()
+        self._early: dict[tuple[str, tuple[int | str, ...]], list[str | None]] = {}
+        identities = [
+            ("batch", r.dataset_timestamp) if r.kind == "batch" else ("reference", i) for i, r in enumerate(results)
+        ]
+        distinct = list(dict.fromkeys(identities))
+        chunk_of_identity = {identity: n // MAX_PROFILES_PER_LINK for n, identity in enumerate(distinct)}
+        self._chunk_of = [chunk_of_identity[identity] for identity in identities]
+        self._members: dict[int, list[int]] = {}
+        for index, chunk in enumerate(self._chunk_of):
+            self._members.setdefault(chunk, []).append(index)
+        self._waiting = {chunk: len(members) for chunk, members in self._members.items()}
+
+    def landed(self, index: int) -> None:
+        """Profile ``index`` is done (landed or not); ask for its chunk's link if the chunk is complete."""
+        if self._tasks is None:
+            return
+        with self._lock:
+            chunk = self._chunk_of[index]
+            self._waiting[chunk] -= 1
+            if self._waiting[chunk]:
+                return
+            profiles = [self._results[i] for i in self._members[chunk]]
+            sessions = {p.session_id for p in profiles}
+            if not all(p.ok for p in profiles) or len(sessions) != 1 or None in sessions:
+                return
+            session_id = profiles[0].session_id or ""
+            keys = list(dict.fromkeys(p.link_key for p in profiles))
+            answer: list[str | None] = []
+            self._early[(session_id, tuple(keys))] = answer
+
+        def fetch() -> None:
+            answer.append(self._publisher._fetch_link(session_id, keys, profiles))
+
+        self._tasks.submit(fetch)
+
+    def add_to(self, publish_result: PublishResult) -> None:
+        """Set ``publish_result.observatory_urls``; fill in missing per-profile links."""
         landed = publish_result.landed
         if len(landed) == 1 and landed[0].observatory_url:
             publish_result.observatory_urls = [landed[0].observatory_url]
@@ -357,25 +494,16 @@ class Publisher:
                 chunks.append((session_id, keys[start : start + MAX_PROFILES_PER_LINK], profiles))
         links: list[str | None] = [None] * len(chunks)
 
-        def fetch(index: int) -> Callable[[], None]:
-            def task() -> None:
-                session_id, chunk, profiles = chunks[index]
-                stamps = [k for k in chunk if isinstance(k, int)]
-                ids = [k for k in chunk if isinstance(k, str)]
-                try:
-                    answer = self.client.get_session_profile_observatory_link(session_id, stamps, ids)
-                except SongbirdError as exc:
-                    logger.warning("songbird: could not get an observatory link for %s: %s", chunk, exc)
-                    return
-                links[index] = answer.observatory_url
-                individual = dict(zip([*stamps, *ids], answer.individual_observatory_urls))
-                for profile in profiles:
-                    if not profile.observatory_url and profile.link_key in individual:
-                        profile.observatory_url = individual[profile.link_key]
+        def fetch(n: int, session_id: str, keys: list[int | str], profiles: list[PublishedProfile]) -> None:
+            links[n] = self._publisher._fetch_link(session_id, keys, profiles)
 
-            return task
-
-        self._run([fetch(i) for i in range(len(chunks))])
+        with _Tasks(self._publisher.settings.max_workers) as late:
+            for n, (session_id, keys, profiles) in enumerate(chunks):
+                early = self._early.get((session_id, tuple(keys)))
+                if early:
+                    links[n] = early[0]
+                else:
+                    late.submit(functools.partial(fetch, n, session_id, keys, profiles))
         publish_result.observatory_urls = [link for link in links if link]
 
 
