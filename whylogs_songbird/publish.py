@@ -181,8 +181,21 @@ class Publisher:
         )
         self.on_profile = on_profile
         self.outbox = Outbox(self.settings.outbox_path) if self.settings.outbox else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The threads of this publisher's publishes (``max_workers``), started on first use and kept."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.settings.max_workers, thread_name_prefix="songbird")
+            return self._pool
 
     def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self.client.close()
 
     def __enter__(self) -> Publisher:
@@ -207,7 +220,7 @@ class Publisher:
             )
             for item in items
         ]
-        with _Tasks(self.settings.max_workers) as tasks:
+        with _Tasks(self.settings.max_workers, self._threads) as tasks:
             links = _Links(self, results, tasks if len(items) > 1 else None)
             references = [i for i, item in enumerate(items) if item.is_reference]
             if references:
@@ -385,11 +398,15 @@ class Publisher:
 
 
 class _Tasks:
-    """The tasks of one publish: run on up to ``max_workers`` threads, or inline when there is no
-    parallelism to gain (one worker, or a single task so far and nothing else submitted)."""
+    """The tasks of one publish: run on the publisher's threads, or inline when there is no
+    parallelism to gain (one worker, or a single task so far and nothing else submitted).
 
-    def __init__(self, max_workers: int) -> None:
+    The threads are shared by the publishes of one publisher, in submission order: a task waits
+    only on tasks of its own publish submitted before it, so none waits on one still queued."""
+
+    def __init__(self, max_workers: int, pool: Callable[[], ThreadPoolExecutor]) -> None:
         self.max_workers = max_workers
+        self._get_pool = pool
         self._pending: list[Callable[[], None]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list[Future[None]] = []
@@ -402,7 +419,7 @@ class _Tasks:
                 return
             self._pending.append(task)
             if self.max_workers > 1 and len(self._pending) > 1:  # in order: the first submitted starts first
-                self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="songbird-publish")
+                self._pool = self._get_pool()
                 queued, self._pending = self._pending, []
                 self._futures.extend(self._pool.submit(t) for t in queued)
 
@@ -424,8 +441,6 @@ class _Tasks:
 
     def __exit__(self, *exc: object) -> None:
         self.wait()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
 
 
 class _Links:
@@ -497,7 +512,7 @@ class _Links:
         def fetch(n: int, session_id: str, keys: list[int | str], profiles: list[PublishedProfile]) -> None:
             links[n] = self._publisher._fetch_link(session_id, keys, profiles)
 
-        with _Tasks(self._publisher.settings.max_workers) as late:
+        with _Tasks(self._publisher.settings.max_workers, self._publisher._threads) as late:
             for n, (session_id, keys, profiles) in enumerate(chunks):
                 early = self._early.get((session_id, tuple(keys)))
                 if early:
