@@ -18,7 +18,6 @@ any other column goes through whylogs' own column deserializer.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import zlib
 from typing import Any, TypeVar
@@ -216,13 +215,14 @@ def _component(kind: type[C], value: Any) -> C:
     """``kind(value)`` without whylogs' per-component set-up: a component's constructor looks its
     aggregator, serializer and deserializer up in fresh registries every time (most of the cost of
     rebuilding a view), and they are the same for every component of a kind, so a copy of one
-    built the normal way is given the value instead."""
+    built the normal way (its attributes, shallow) is given the value instead."""
     prototype = _PROTOTYPES.get(kind)
     if prototype is None:
         prototype = kind(value)
         prototype.set(None)  # keeps no value of its own
         _PROTOTYPES[kind] = prototype
-    component: C = copy.copy(prototype)
+    component: C = object.__new__(kind)  # what copy.copy makes, without its generic protocol
+    component.__dict__.update(prototype.__dict__)
     component.set(value)
     return component
 
