@@ -44,6 +44,8 @@ from whylogs.core.proto import (
 )
 from whylogs.core.view.column_profile_view import ColumnProfileView
 
+from whylogs_songbird.server.profile_check import _varint
+
 C = TypeVar("C", bound=MetricComponent[Any])
 
 #: Version of the digest format; a digest of another version is recomputed.
@@ -124,16 +126,7 @@ class _NotDefaultShape(Exception):
 
 def _delimited(data: bytes, pos: int, message: Any) -> tuple[Any, int]:
     """Parse the length-delimited protobuf ``message`` at ``pos``; return it and the position after it."""
-    size, shift = 0, 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        size |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
-        if shift >= 64:
-            raise ValueError("a length prefix is not a valid varint")
+    size, pos = _varint(data, pos, len(data))
     end = pos + size
     if end > len(data):
         raise ValueError("a message runs past the end of the data")

@@ -20,9 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from whylogs.core import DatasetProfileView
-
-from whylogs_songbird.server.digest import digest_from_bytes, digest_view, view_from_digest
+from whylogs_songbird.server.digest import digest_from_bytes, digest_view
 from whylogs_songbird.server.store import Store, UploadRecord
 from whylogs_songbird.server.summaries import SummaryError, read_view
 
@@ -36,9 +34,9 @@ POLL_SECONDS = 1.0
 BUSY_SHARE = 0.25
 
 
-def ingest_one(store: Store, upload: UploadRecord) -> DatasetProfileView | None:
-    """Fully check one stored profile and store its digest (or mark it invalid); the view when
-    it is ready, None otherwise."""
+def ingest_one(store: Store, upload: UploadRecord) -> bytes | None:
+    """Fully check one stored profile and store its digest (or mark it invalid); the digest when
+    it is stored, None otherwise."""
     if upload.sha256 is None:
         return None
     try:
@@ -59,7 +57,7 @@ def ingest_one(store: Store, upload: UploadRecord) -> DatasetProfileView | None:
         return None
     finally:
         del data
-    return view_from_digest(digest) if store.metadata.store_summary(upload.id, upload.sha256, digest) else None
+    return digest if store.metadata.store_summary(upload.id, upload.sha256, digest) else None
 
 
 def summarise_bytes(data: bytes) -> bytes:

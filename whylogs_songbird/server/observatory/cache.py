@@ -187,9 +187,9 @@ class ProfileCache:
             if current.sha256 != upload.sha256:
                 raise SummaryError("it was replaced while the page was being built; reload the page")
             if self.store.metadata.claim_upload_ingest(upload.id, lease_ms=LEASE_MS):
-                view = ingest_one(self.store, current)
-                if view is not None:
-                    return view
+                stored = ingest_one(self.store, current)
+                if stored is not None:
+                    return view_from_digest(stored)
                 continue  # marked invalid (or replaced): the loop says which
             if time.monotonic() > deadline:
                 raise SummaryError("it is still being summarised; reload the page in a moment")
