@@ -301,6 +301,13 @@ def test_several_workers_share_postgres_and_s3(storage_config, tmp_path):
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             sessions = list(pool.map(one_upload, range(8)))
         assert len(set(sessions)) == 8
+
+        def counted():
+            stats = requests.get(f"{url}/_local/stats", timeout=10).json()
+            return (stats["create_session"], stats["upload"], stats["put"]) == (8, 8, 0)
+
+        # each process writes its counts to the shared store in batches (within Store.COUNT_FLUSH_SECONDS)
+        wait_for(counted, "every process's counts reach PostgreSQL")
         for _ in range(4):  # whichever process answers, the counters (in PostgreSQL) are the same
             stats = requests.get(f"{url}/_local/stats", timeout=10).json()
             assert (stats["create_session"], stats["upload"], stats["put"]) == (8, 8, 0), stats
