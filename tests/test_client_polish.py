@@ -6,6 +6,8 @@ shape of the package (no import-time side effects, old import paths)."""
 import http.server
 import json
 import logging
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -327,6 +329,20 @@ def test_help_has_no_type_placeholders(command):
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "100", "TERMINAL_WIDTH": "100"})
     assert result.exit_code == 0
     assert "<bool>" not in result.stdout and "<list" not in result.stdout and "<str>" not in result.stdout
+
+
+def test_server_module_help_has_no_type_placeholders():
+    """``python -m whylogs_songbird.server --help``, in a process of its own, reads like ``songbird serve --help``."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "whylogs_songbird.server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "100", "WHYLOGS_NO_ANALYTICS": "True"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "--public-url" in shown.stdout and "--max-columns" in shown.stdout
+    assert not re.search(r"<(bool|str|int|int range|float|path|list)", shown.stdout), shown.stdout
 
 
 def test_session_show_prints_the_session_page(server):

@@ -37,6 +37,7 @@ from whylogs_songbird.errors import (
     PublishError,
     SongbirdError,
 )
+from whylogs_songbird.help_text import tidy_help
 from whylogs_songbird.profiles import ProfileItem
 from whylogs_songbird.publish import Publisher, PublishResult
 
@@ -87,48 +88,12 @@ class _Group(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is not None:
-            _tidy_help(command)
+            tidy_help(command)
         return command
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        _tidy_help(self)
+        tidy_help(self)
         super().format_help(ctx, formatter)
-
-
-def _type_column(param: Any) -> Any:
-    """What the help shows after an option: its metavar (DIR, URL, N), nothing for a flag, never ``<type>``."""
-
-    def shown(ctx: Any) -> str | None:
-        if getattr(param, "is_flag", False) or getattr(param, "is_bool_flag", False):
-            return None
-        if getattr(param, "param_type_name", "") == "argument":
-            return None  # its name column already shows the metavar
-        if param.metavar:
-            return str(param.metavar)
-        return None
-
-    return shown
-
-
-def _tidy_help(command: Any) -> None:
-    """Help without Typer's type placeholders (``<bool>``, ``<list[Path]>``), in this command and below it."""
-    if getattr(command, "_songbird_tidy", False):
-        return
-    command._songbird_tidy = True
-    for param in getattr(command, "params", []):
-        param.display_type_rich = _type_column(param)
-    get_help_option = command.get_help_option
-
-    def tidy_help_option(ctx: Any) -> Any:
-        option = get_help_option(ctx)
-        if option is not None:
-            option.display_type_rich = _type_column(option)
-        return option
-
-    command.get_help_option = tidy_help_option
-    for sub in getattr(command, "commands", {}).values():
-        _tidy_help(sub)
-
 
 
 app = typer.Typer(
@@ -169,7 +134,6 @@ def _root(
     ] = False,
 ) -> None:
     """Publish whylogs profiles to songbird (WhyLabs guest sessions), or to a local songbird server."""
-
 
 
 # -- shared options ---------------------------------------------------------------------------
@@ -343,8 +307,7 @@ def finish(result: PublishResult, what: str = "") -> None:
     if not result.ok:
         raise PublishError(result.summary(), result)
     stderr().print(
-        f"published {profiles(len(result.profiles))}{what} "
-        f"to {result.endpoint} in session {result.session_id}"
+        f"published {profiles(len(result.profiles))}{what} to {result.endpoint} in session {result.session_id}"
     )
 
 
@@ -356,4 +319,3 @@ def status(console: Console, text: str) -> Iterator[None]:
             yield
     else:
         yield
-

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from whylogs_songbird.help_text import TidyCommand
 from whylogs_songbird.server.common import is_loopback_host
 from whylogs_songbird.server.config import API_KEYS_ENV, ServerConfig
 from whylogs_songbird.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
@@ -360,7 +361,7 @@ def serve_command(
 app = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]}
 )
-app.command(name="serve")(serve_command)
+app.command(name="serve", cls=TidyCommand)(serve_command)
 
 
 def main(argv: list[str] | None = None) -> int:
