@@ -8,6 +8,10 @@
    wall time of ``publish_references`` divided by the sequential bare minimum (one batch call,
    then the PUTs one after another). Target: <= 0.2.
 
+The server runs in a process of its own (``python -m whylogs_songbird.server``), as the embedded
+default and a team server do: in this process it would share the client's GIL, and the ratios
+would measure the server's CPU as much as the writer's.
+
 Run: ``python benchmarks/bench_write.py`` (add ``--rounds N`` for more samples).
 """
 
@@ -18,6 +22,7 @@ import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
 
@@ -25,10 +30,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import requests  # noqa: E402
 import whylogs as why  # noqa: E402
+from _server_process import server_process  # noqa: E402
 
 import whylogs_songbird  # noqa: E402,F401  (registers the writer)
 from whylogs_songbird import publish_references  # noqa: E402
-from whylogs_songbird.server import LocalServer  # noqa: E402
 
 
 def frame(rows: int, cols: int, seed: int) -> pd.DataFrame:
@@ -67,11 +72,12 @@ def main() -> None:
     config_dir = tempfile.mkdtemp(prefix="songbird-bench-")
 
     view = why.log(frame(5000, 10, seed=1)).view()
-    with LocalServer() as server, requests.Session() as http:
-        opts = {"endpoint": server.url, "config_dir": config_dir}
+    data_dir = Path(tempfile.mkdtemp(prefix="songbird-bench-server-"))
+    with server_process(data_dir) as (url, _), requests.Session() as http:
+        opts = {"endpoint": url, "config_dir": config_dir}
         assert view.writer("songbird").option(**opts).write()[0]  # warm: session created, connections open
         session_id = whylogs_songbird.current_session(**opts)
-        bare_single(http, server.url, session_id, view)
+        bare_single(http, url, session_id, view)
         ours, bare = [], []
         for _ in range(args.rounds):  # interleaved, so machine noise hits both alike
             started = time.perf_counter()
@@ -81,7 +87,7 @@ def main() -> None:
             ok, _ = view.writer("songbird").option(**opts, dataset_timestamp=stamp).write()
             ours.append(time.perf_counter() - started)
             assert ok
-            bare.append(bare_single(http, server.url, session_id, view))
+            bare.append(bare_single(http, url, session_id, view))
         single_ratio = statistics.median(ours) / statistics.median(bare)
         print(
             f"single profile 5000x10: writer median {statistics.median(ours) * 1000:.1f} ms, "
@@ -90,18 +96,19 @@ def main() -> None:
         print(f"RATIO single_write / bare_minimum = {single_ratio:.2f}  (target <= 1.05)")
 
     refs = {f"ref-{i:02d}": why.log(frame(1000, 10, seed=100 + i)).view() for i in range(20)}
-    with LocalServer(latency_ms=50) as server, requests.Session() as http:
-        opts = {"endpoint": server.url, "config_dir": tempfile.mkdtemp(prefix="songbird-bench-")}
+    data_dir = Path(tempfile.mkdtemp(prefix="songbird-bench-server-"))
+    with server_process(data_dir, "--latency-ms", "50") as (url, _), requests.Session() as http:
+        opts = {"endpoint": url, "config_dir": tempfile.mkdtemp(prefix="songbird-bench-")}
         whylogs_songbird.new_session(**opts)
         session_id = whylogs_songbird.current_session(**opts)
-        bare_references(http, server.url, session_id, refs)  # warm
+        bare_references(http, url, session_id, refs)  # warm
         ours, bare = [], []
         for _ in range(max(3, args.rounds // 3)):
             started = time.perf_counter()
             result = publish_references(refs, **opts)
             ours.append(time.perf_counter() - started)
             assert result.ok
-            bare.append(bare_references(http, server.url, session_id, refs))
+            bare.append(bare_references(http, url, session_id, refs))
         refs_ratio = statistics.median(ours) / statistics.median(bare)
         print(
             f"20 references at 50 ms RTT: publish_references median {statistics.median(ours) * 1000:.0f} ms, "
