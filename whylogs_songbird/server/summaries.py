@@ -337,14 +337,35 @@ class DriftScore:
         return rank, math.inf
 
 
+class _DeferredKSScore(DriftAlgorithmScore):
+    """A KS score whose p-value (and category) :meth:`_BatchedKS.settle` fills in later, in one
+    scipy call for every column. It remembers the dicts whylogs makes of it, to fill those in too."""
+
+    def __init__(self, algorithm: str, statistic: float, thresholds: Any, n_effective: float) -> None:
+        super().__init__(algorithm=algorithm, statistic=statistic, thresholds=thresholds)
+        self.n_effective = n_effective
+        self.dicts: list[dict[str, Any]] = []
+
+    def to_dict(self) -> dict[str, Any]:
+        made: dict[str, Any] = super().to_dict()
+        self.dicts.append(made)
+        return made
+
+
 class _BatchedKS(KS):
-    """whylogs' KS test, with the CDFs of each sketch taken in one call instead of one per point.
+    """whylogs' KS test, with the CDFs of each sketch taken in one call instead of one per point,
+    and the p-values of all columns in one call of scipy (see :meth:`settle`).
 
     whylogs' loop evaluates both CDFs at every quantile of either sketch and keeps the largest
-    difference; the same points, sorted and without repeats, give the same maximum (and the same
-    p-value and category, computed by whylogs' code from it). Anything unusual (a point that is not
-    finite) goes through whylogs' own loop.
+    difference; the same points, sorted and without repeats, give the same maximum. The p-value is
+    whylogs' formula, ``kstwo.sf(statistic, round(m n / (m + n)))``; one call per column costs
+    more in scipy's argument handling than in the formula, so each column's score waits for
+    :meth:`settle`. Anything unusual (a point that is not finite) goes through whylogs' own loop.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._deferred: list[_DeferredKSScore] = []
 
     def _compute_ks_score(
         self, target_distribution: Any, reference_distribution: Any, with_thresholds: bool = False
@@ -363,20 +384,28 @@ class _BatchedKS(KS):
         target_cdf = np.asarray(target_distribution.get_cdf(split)[:-1])
         reference_cdf = np.asarray(reference_distribution.get_cdf(split)[:-1])
         d_max = float(np.max(np.abs(target_cdf - reference_cdf)))
-        # the p-value and category as whylogs derives them from the statistic
         m, n = sorted([target_distribution.get_n(), reference_distribution.get_n()], reverse=True)
-        p_value = scipy_stats.distributions.kstwo.sf(d_max, np.round(m * n / (m + n)))
-        if p_value is None or np.isnan(p_value):
-            return None
-        if not with_thresholds:
-            return DriftAlgorithmScore(algorithm=self.name, pvalue=p_value, statistic=d_max)
-        return DriftAlgorithmScore(
-            algorithm=self.name,
-            pvalue=p_value,
-            statistic=d_max,
-            thresholds=self._parameter_config.thresholds,
-            drift_category=self._get_drift_category(measure=p_value),
-        )
+        thresholds = self._parameter_config.thresholds if with_thresholds else None
+        score = _DeferredKSScore(self.name, d_max, thresholds, float(np.round(m * n / (m + n))))
+        self._deferred.append(score)
+        return score
+
+    def settle(self) -> None:
+        """Fill in the p-value and category of every deferred score (and of the dicts made of it).
+        A p-value scipy cannot give is left NaN: whylogs would not have scored that column."""
+        if not self._deferred:
+            return
+        statistics = np.array([score.statistic for score in self._deferred], dtype=float)
+        sizes = np.array([score.n_effective for score in self._deferred], dtype=float)
+        pvalues = np.atleast_1d(scipy_stats.distributions.kstwo.sf(statistics, sizes))
+        for score, pvalue in zip(self._deferred, pvalues):
+            score.pvalue = float(pvalue)
+            if score.thresholds is not None and not np.isnan(pvalue):
+                score.drift_category = self._get_drift_category(measure=score.pvalue)
+            for made in score.dicts:
+                made["pvalue"] = score.pvalue
+                made["drift_category"] = score.drift_category
+        self._deferred = []
 
 
 def _ks_columns(target: DatasetProfileView, reference: DatasetProfileView) -> list[str]:
@@ -410,7 +439,8 @@ def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> d
     raw = calculate_drift_scores(
         target_view=target, reference_view=reference, drift_map=drift_map or None, with_thresholds=True
     )
-    unscored = [name for name in drift_map if not raw.get(name)]
+    ks.settle()
+    unscored = [name for name in drift_map if not raw.get(name) or _is_nan(raw[name].get("pvalue"))]
     if unscored:  # e.g. a p-value whylogs' KS test gives up on: the default choice decides
         fallback = calculate_drift_scores(
             target_view=_only(target, unscored), reference_view=_only(reference, unscored), with_thresholds=True
@@ -429,6 +459,10 @@ def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> d
             category=score.get("drift_category"),
         )
     return scores
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _only(view: DatasetProfileView, names: Sequence[str]) -> DatasetProfileView:
