@@ -252,7 +252,7 @@ def test_landing_and_error_pages(uploads, watched):
     watched.check_clean()
 
 
-def test_a_thousand_columns_draw_lazily_and_filter(tmp_path, watched):
+def test_a_page_of_a_thousand_column_profile_draws_lazily_and_filters(tmp_path, watched):
     rng = np.random.default_rng(9)
     df = pd.DataFrame(rng.normal(size=(200, 1000)), columns=[f"feature_{i:04d}" for i in range(1000)])
     with LocalServer(data_dir=tmp_path / "data") as server:
@@ -263,14 +263,14 @@ def test_a_thousand_columns_draw_lazily_and_filter(tmp_path, watched):
         page.wait_for_selector("[data-chart].js-plotly-plot")
         drawn = page.locator("[data-chart].js-plotly-plot").count()
         assert 0 < drawn < 50  # only the charts near the viewport
-        last = page.locator('.column-card[data-column="feature_0999"] [data-chart]')
+        last = page.locator('.column-card[data-column="feature_0099"] [data-chart]')
         last.scroll_into_view_if_needed()
         wait_until(page, "el => el.data && el.data.length === 1", arg=last.element_handle())
-        assert page.locator("[data-chart].js-plotly-plot").count() < 100
+        assert page.locator("[data-chart].js-plotly-plot").count() < 60
         page.evaluate("window.scrollTo(0, 0)")
-        page.fill("#column-filter", "0500")
+        page.fill("#column-filter", "0050")
         wait_until(page, "document.querySelectorAll('.column-card:not([hidden])').length === 1")
-        only = page.locator('.column-card[data-column="feature_0500"] [data-chart]')
+        only = page.locator('.column-card[data-column="feature_0050"] [data-chart]')
         wait_until(page, "el => el.data && el.data.length === 1", arg=only.element_handle())
-        assert page.locator("#filter-count").inner_text() == "1 of 1000 columns"
+        assert page.locator("#filter-count").inner_text() == "1 of 100 columns"  # the columns of this page
         watched.check_clean()

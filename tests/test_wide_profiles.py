@@ -36,20 +36,21 @@ def test_a_wide_profile_is_paged_and_filtered_on_the_server(server):
     first = requests.get(url, timeout=TIMEOUT)
     assert first.status_code == 200
     shown = cards(first.text)
-    assert len(shown) == 1000 and shown[0][1] == "c_00000" and shown[-1][1] == "c_00999"
+    assert len(shown) == 100 and shown[0][1] == "c_00000" and shown[-1][1] == "c_00099"
     assert 'data-field="columns" data-value="2300"' in first.text, "the header counts every column"
-    assert "columns 1–1,000 of 2,300" in first.text
+    assert "columns 1–100 of 2,300" in first.text
     next_link = re.search(r'<a rel="next" href="([^"]+)"', first.text).group(1).replace("&amp;", "&")
     second = requests.get(next_link, timeout=TIMEOUT)
-    assert [name for _, name in cards(second.text)][:2] == ["c_01000", "c_01001"]
-    last = requests.get(url + "&page=3", timeout=TIMEOUT)
-    assert len(cards(last.text)) == 300 and 'rel="next"' not in last.text
+    assert [name for _, name in cards(second.text)][:2] == ["c_00100", "c_00101"]
+    last = requests.get(url + "&page=23", timeout=TIMEOUT)
+    assert len(cards(last.text)) == 100 and 'rel="next"' not in last.text
+    assert [name for _, name in cards(last.text)][-1] == "c_02299"
     beyond = requests.get(url + "&page=99", timeout=TIMEOUT)
     assert cards(beyond.text) == cards(last.text), "a page past the end shows the last one"
     found = requests.get(url + "&column=C_0111", timeout=TIMEOUT)
     assert [name for _, name in cards(found.text)] == [f"c_0111{i}" for i in range(10)]
     assert "of 10 matching" in found.text
-    assert len(last.text) < len(first.text) < 5_000_000
+    assert max(len(first.text), len(last.text)) < 1_000_000, "a page of 100 cards, however wide the profile"
 
 
 def test_concurrent_first_views_build_the_page_once(server):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import whylogs_sketching as ds
@@ -253,16 +254,45 @@ def _column_from_digest(data: dict[str, Any]) -> ColumnProfileView:
     return ColumnProfileView(metrics=metrics)
 
 
-def view_from_digest(blob: bytes) -> DatasetProfileView:
-    """The profile view a digest describes (the digested metrics only)."""
+def digest_columns(blob: bytes) -> dict[str, Any]:
+    """The digested data of each column, by name in the profile's column order; DigestError when
+    ``blob`` is not a digest of this version. Build views of some or all of them with :func:`view_of`."""
     try:
         payload = json.loads(zlib.decompress(blob))
     except (zlib.error, ValueError) as exc:
         raise DigestError(f"not a stored digest ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("version") != DIGEST_VERSION:
         raise DigestError("a digest of another version")
-    columns = {name: _column_from_digest(data) for name, data in payload["columns"].items()}
-    return DatasetProfileView(columns=columns, dataset_timestamp=None, creation_timestamp=None)
+    columns: dict[str, Any] = payload["columns"]
+    return columns
 
 
-__all__ = ["DIGEST_VERSION", "DigestError", "digest_from_bytes", "digest_view", "view_from_digest"]
+def view_of(columns: dict[str, Any], names: Iterable[str] | None = None) -> DatasetProfileView:
+    """A view of the digested ``columns`` named (default: all of them, in order); a name the
+    digest does not have is left out. Rebuilding costs per column, so a page rebuilds only its own."""
+    chosen = columns if names is None else {name: columns[name] for name in names if name in columns}
+    built = {name: _column_from_digest(data) for name, data in chosen.items()}
+    return DatasetProfileView(columns=built, dataset_timestamp=None, creation_timestamp=None)
+
+
+def digested_count(data: dict[str, Any]) -> int | None:
+    """A digested column's count of values (whylogs' ``counts/n``), None without the counts metric."""
+    counts = data.get("counts")
+    return None if counts is None else int(counts[0])
+
+
+def view_from_digest(blob: bytes) -> DatasetProfileView:
+    """The profile view a digest describes (the digested metrics only)."""
+    return view_of(digest_columns(blob))
+
+
+__all__ = [
+    "DIGEST_VERSION",
+    "DigestError",
+    "digest_columns",
+    "digest_from_bytes",
+    "digest_view",
+    "digested_count",
+    "view_from_digest",
+    "view_of",
+]

@@ -16,8 +16,9 @@ PROFILE_COLORS = ("#3b6fb6", "#e07b24", "#3a9a5b")
 TABLE_ITEMS = 5
 #: Sessions listed on the landing page.
 RECENT_SESSIONS = 20
-#: Column cards per profiles page; wider profiles are paged (see ``page.ColumnWindow``).
-COLUMNS_PER_PAGE = 1000
+#: Column cards per profiles page; wider profiles are paged (see ``page.ColumnWindow``). Cards,
+#: charts and drift are built for the columns shown, so a first view costs about this many columns.
+COLUMNS_PER_PAGE = 100
 #: The longest column filter a page accepts.
 MAX_COLUMN_FILTER = 200
 MAX_SELECTOR_SHOWN = 80

@@ -18,7 +18,7 @@ from typing import Any
 
 from whylogs.core import DatasetProfileView
 
-from whylogs_songbird.server.digest import DigestError, view_from_digest
+from whylogs_songbird.server.digest import DigestError, digest_columns, digested_count, view_of
 from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
 from whylogs_songbird.server.observatory.base import CacheKey, T
 from whylogs_songbird.server.store import Store, UploadRecord
@@ -125,6 +125,29 @@ def view_size(view: DatasetProfileView) -> int:
     return 16 * 1024 * max(1, len(view.get_columns()))
 
 
+def digest_size(columns: dict[str, Any]) -> int:
+    """A rough size of a parsed digest in memory: about 4 KB per column (its sketches as text)."""
+    return 4096 * max(1, len(columns))
+
+
+@dataclass(frozen=True)
+class ProfileOutline:
+    """What a page needs of a whole profile without rebuilding any column: the column names (the
+    first upload's order, then columns only later uploads have) and the number of rows."""
+
+    names: tuple[str, ...] = ()
+    #: Rows logged: the largest count of values of any column (whylogs keeps no dataset row count).
+    row_count: int = 0
+
+    @property
+    def column_count(self) -> int:
+        return len(self.names)
+
+
+def outline_size(outline: ProfileOutline) -> int:
+    return 64 * max(1, outline.column_count) + 256
+
+
 def summary_size(summary: ProfileSummary) -> int:
     return 2048 * max(1, summary.column_count)
 
@@ -151,25 +174,30 @@ class ProfileCache:
 
     store: Store
     max_view_bytes: int = 256 * MiB
+    max_digest_bytes: int = 128 * MiB
     max_summary_bytes: int = 64 * MiB
     max_page_bytes: int = 128 * MiB
+    digests: LruCache = field(init=False)
     views: LruCache = field(init=False)
+    outlines: LruCache = field(init=False)
     summaries: LruCache = field(init=False)
     drift: LruCache = field(init=False)
     pages: LruCache = field(init=False)
 
     def __post_init__(self) -> None:
+        self.digests = LruCache(max_bytes=self.max_digest_bytes, size_of=digest_size)
         self.views = LruCache(max_bytes=self.max_view_bytes, size_of=view_size)
+        self.outlines = LruCache(max_bytes=self.max_summary_bytes, size_of=outline_size)
         self.summaries = LruCache(max_bytes=self.max_summary_bytes, size_of=summary_size)
         self.drift = LruCache(max_bytes=self.max_summary_bytes, size_of=drift_size)
         self.pages = LruCache(max_bytes=self.max_page_bytes, size_of=page_size)
 
     def clear(self) -> None:
-        for cache in (self.views, self.summaries, self.drift, self.pages):
+        for cache in (self.digests, self.views, self.outlines, self.summaries, self.drift, self.pages):
             cache.clear()
 
-    def _load_view(self, upload: UploadRecord) -> DatasetProfileView:
-        """The view of a stored profile, from its digest; a profile not summarised yet is summarised
+    def _load_digest(self, upload: UploadRecord) -> dict[str, Any]:
+        """The digested columns of a stored profile; a profile not summarised yet is summarised
         here (or, when the ingest worker is at it, waited for), so the bytes are read once."""
         if upload.sha256 is None:
             raise SummaryError("it has no stored bytes")
@@ -178,7 +206,7 @@ class ProfileCache:
             digest = self.store.metadata.get_summary(upload.id, upload.sha256)
             if digest is not None:
                 try:
-                    return view_from_digest(digest)
+                    return digest_columns(digest)
                 except DigestError as exc:
                     raise SummaryError(f"its stored summary cannot be read ({exc})") from None
             current = self.store.get_upload(upload.id) or upload
@@ -189,22 +217,51 @@ class ProfileCache:
             if self.store.metadata.claim_upload_ingest(upload.id, lease_ms=LEASE_MS):
                 stored = ingest_one(self.store, current)
                 if stored is not None:
-                    return view_from_digest(stored)
+                    return digest_columns(stored)
                 continue  # marked invalid (or replaced): the loop says which
             if time.monotonic() > deadline:
                 raise SummaryError("it is still being summarised; reload the page in a moment")
             time.sleep(0.05)  # the ingest worker of some process is summarising it
 
+    def upload_digest(self, upload: UploadRecord) -> dict[str, Any]:
+        return self.digests.get_or_compute(upload_key(upload), lambda: self._load_digest(upload))
+
     def upload_view(self, upload: UploadRecord) -> DatasetProfileView:
-        return self.views.get_or_compute(upload_key(upload), lambda: self._load_view(upload))
+        """The whole view of one stored profile."""
+        return self.views.get_or_compute(upload_key(upload), lambda: view_of(self.upload_digest(upload)))
 
-    def view(self, key: CacheKey, uploads: Sequence[UploadRecord]) -> DatasetProfileView:
-        if len(uploads) == 1:
+    def view(
+        self, key: CacheKey, uploads: Sequence[UploadRecord], names: tuple[str, ...] | None = None
+    ) -> DatasetProfileView:
+        """The view of a selection (its uploads merged); with ``names``, of those columns only
+        (what a page shows: only they are rebuilt)."""
+        if names is None and len(uploads) == 1:
             return self.upload_view(uploads[0])
-        return self.views.get_or_compute(key, lambda: merge_views([self.upload_view(u) for u in uploads]))
 
-    def summary(self, key: CacheKey, uploads: Sequence[UploadRecord]) -> ProfileSummary:
-        return self.summaries.get_or_compute(key, lambda: summarize_profile(self.view(key, uploads)))
+        def build() -> DatasetProfileView:
+            return merge_views([view_of(self.upload_digest(u), names) for u in uploads])
+
+        return self.views.get_or_compute(key if names is None else (key, names), build)
+
+    def outline(self, key: CacheKey, uploads: Sequence[UploadRecord]) -> ProfileOutline:
+        """Column names and row count of a selection, from its digests (no column is rebuilt)."""
+
+        def build() -> ProfileOutline:
+            counts: dict[str, int] = {}
+            for upload in uploads:
+                for name, data in self.upload_digest(upload).items():
+                    counts[name] = counts.get(name, 0) + (digested_count(data) or 0)
+            return ProfileOutline(names=tuple(counts), row_count=max(counts.values(), default=0))
+
+        return self.outlines.get_or_compute(key, build)
+
+    def summary(
+        self, key: CacheKey, uploads: Sequence[UploadRecord], names: tuple[str, ...] | None = None
+    ) -> ProfileSummary:
+        """Summaries of a selection's columns (with ``names``, of those only)."""
+        return self.summaries.get_or_compute(
+            key if names is None else (key, names), lambda: summarize_profile(self.view(key, uploads, names))
+        )
 
     def drift_between(
         self, target_key: CacheKey, target: DatasetProfileView, reference_key: CacheKey, reference: DatasetProfileView

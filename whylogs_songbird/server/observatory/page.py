@@ -184,7 +184,8 @@ def all_columns(selections: Sequence[Selection]) -> list[str]:
     columns: list[str] = []
     seen: set[str] = set()
     for selection in selections:
-        for name in (selection.summary or ProfileSummary()).columns:
+        outline = selection.outline
+        for name in outline.names if outline is not None else (selection.summary or ProfileSummary()).columns:
             if name not in seen:
                 seen.add(name)
                 columns.append(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -300,24 +300,23 @@ def observatory_router(
         views: list[DatasetProfileView] = []
         for selection in selections:
             with _profile_errors(sid, selection):
-                selection.summary = profiles_cache.summary(selection.key, selection.uploads)
-        shown, _, _ = window.apply(all_columns(selections))
+                selection.outline = profiles_cache.outline(selection.key, selection.uploads)
+        # only the columns shown are rebuilt from the digests, summarised, charted and scored
+        shown = tuple(window.apply(all_columns(selections))[0])
+        for selection in selections:
+            with _profile_errors(sid, selection):
+                selection.summary = profiles_cache.summary(selection.key, selection.uploads, shown)
 
         def build() -> PageModel:
             for selection in selections:
                 with _profile_errors(sid, selection):
-                    views.append(profiles_cache.view(selection.key, selection.uploads))
+                    views.append(profiles_cache.view(selection.key, selection.uploads, shown))
             drift: list[dict[str, DriftScore]] = []
             errors: list[str | None] = []
             for selection, view in zip(selections[1:], views[1:]):
                 try:
                     drift.append(
-                        profiles_cache.drift_between(
-                            (selection.key, tuple(shown)),
-                            _narrowed(view, shown),
-                            (selections[0].key, tuple(shown)),
-                            _narrowed(views[0], shown),
-                        )
+                        profiles_cache.drift_between((selection.key, shown), view, (selections[0].key, shown), views[0])
                     )
                     errors.append(None)
                 except Exception as exc:
@@ -345,18 +344,6 @@ def observatory_router(
         )
 
     return router
-
-
-def _narrowed(view: DatasetProfileView, columns: Sequence[str]) -> DatasetProfileView:
-    """A view of only ``columns`` (drift is computed for the columns a page shows)."""
-    present = view.get_columns()
-    if len(columns) >= len(present):
-        return view
-    return DatasetProfileView(
-        columns={name: present[name] for name in columns if name in present},
-        dataset_timestamp=None,
-        creation_timestamp=None,
-    )
 
 
 @contextlib.contextmanager

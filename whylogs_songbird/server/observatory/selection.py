@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from whylogs_songbird.server.common import segment_label
 from whylogs_songbird.server.observatory.base import PROFILE_COLORS, CacheKey, PageError, shown
-from whylogs_songbird.server.observatory.cache import upload_key
+from whylogs_songbird.server.observatory.cache import ProfileOutline, upload_key
 from whylogs_songbird.server.store import UploadRecord, is_valid_id, parse_timestamp_selector
 from whylogs_songbird.server.summaries import ProfileSummary
 
@@ -34,6 +34,9 @@ class Selection:
     segment: str | None = None
     #: The segments of a merged batch: (label, link) pairs.
     segments: list[tuple[str, str]] = field(default_factory=list)
+    #: Column names and row count of the whole profile (no column rebuilt for them).
+    outline: ProfileOutline | None = None
+    #: Summaries of the columns the page shows.
     summary: ProfileSummary | None = None
     single_url: str = ""
     #: Uploads of the same bytes (same timestamp and segment) that were kept once.
