@@ -39,7 +39,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_bad_input.py",
         "tests/test_session_guarantees.py",
     ],
-    "whylogs_songbird/server/signing.py": ["tests/test_security.py", "tests/test_server_api.py"],
+    "whylogs_songbird/server/signing.py": ["tests/test_signing.py"],
     "whylogs_songbird/server/store.py": ["tests/test_server_api.py", "tests/test_security.py"],
     "whylogs_songbird/server/storage/sql.py": ["tests/test_server_api.py", "tests/test_security.py"],
     "whylogs_songbird/server/storage/files.py": ["tests/test_server_api.py", "tests/test_security.py"],
