@@ -87,11 +87,13 @@ def test_entries_are_listed_oldest_first_and_by_endpoint(tmp_path, monkeypatch):
 
 def test_broken_entries_are_skipped_with_a_warning_and_the_rest_still_listed(tmp_path, caplog):
     outbox = Outbox(tmp_path)
-    lost, good = save(outbox), save(outbox)
-    (tmp_path / "0000-broken.json").write_text("{not json")
+    saved = [save(outbox) for _ in range(3)]
+    lost = min(saved, key=lambda e: e.id)  # listed first: the others come after it
+    good = sorted((e for e in saved if e is not lost), key=lambda e: (e.created_at, e.id))
+    (tmp_path / "0000-broken.json").write_text("{not json")  # listed before everything
     (tmp_path / f"{lost.id}.bin").unlink()
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.outbox"):
-        assert outbox.entries() == [good]
+        assert outbox.entries() == good
     messages = [r.getMessage() for r in caplog.records]
     assert messages[0].startswith("outbox: skipping unreadable entry 0000-broken.json (Expecting property name")
     assert messages[1:] == [f"outbox: entry {lost.id} has lost its profile file; skipping it"]

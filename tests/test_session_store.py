@@ -1,4 +1,5 @@
-"""The stored-session file and the session lifecycle (session.py) as pure logic, with a fake client.
+"""The stored-session file and the session lifecycle (session.py) as pure logic, with a fake client
+(claiming, the last test, needs a real server and gets one).
 
 test_session_guarantees.py checks the same code against a real server and real processes; these
 tests pin down what that cannot see quickly: the file's exact shape, atomic writes that leave
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import ORG_KEY
 
 from whylogs_songbird import session as S
 from whylogs_songbird.errors import ConfigError, SessionBusyError, SessionNotFoundError
@@ -215,3 +217,40 @@ def test_forget_and_new(tmp_path):
     assert store.get(ENDPOINT) == "session-1"
     assert session.forget() == "session-1" and store.get(ENDPOINT) is None and session.pinned_session_id is None
     assert session.session_id() == "session-2"  # the next publish starts a new one
+
+
+def test_a_file_without_sessions_or_with_an_odd_reference_remembers_nothing(tmp_path):
+    store = SessionStore(tmp_path)
+    store.path.write_text('{"userId": "u"}')
+    assert store.reference_id(ENDPOINT, "session-a", "train") is None
+    store.remember_references(ENDPOINT, "session-a", {"train": "ref-1"})  # no stored session: ignored
+    assert json.loads(store.path.read_text()) == {"userId": "u"}
+    store.path.write_text(json.dumps({"sessions": {ENDPOINT: {"sessionId": "session-a", "references": {"train": 7}}}}))
+    assert store.reference_id(ENDPOINT, "session-a", "train") is None
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"api_key": ORG_KEY}, "claim_session needs org_id=... (or SONGBIRD_ORG_ID): the organization to claim into."),
+        ({"org_id": "org-test"}, "claim_session needs api_key=... (or SONGBIRD_API_KEY): a key of that organization."),
+    ],
+)
+def test_claiming_without_an_org_or_a_key_says_which_is_missing(tmp_path, monkeypatch, options, message):
+    for name in ("SONGBIRD_ORG_ID", "SONGBIRD_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError) as caught:
+        S.claim_session(endpoint=ENDPOINT, config_dir=tmp_path, **options)
+    assert str(caught.value) == message
+
+
+def test_claiming_the_stored_session_forgets_it_and_says_so(server, tmp_path, caplog):
+    options = {"endpoint": server.url, "config_dir": tmp_path}
+    with pytest.raises(ConfigError) as caught:
+        S.claim_session(org_id="org-test", api_key=ORG_KEY, **options)
+    assert str(caught.value) == f"There is no stored guest session for {server.url}: nothing to claim."
+    session_id = S.new_session(**options)
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.session"):
+        assert S.claim_session(org_id="org-test", api_key=ORG_KEY, **options) == session_id
+    assert f"Claimed guest session {session_id} into organization org-test" in [r.getMessage() for r in caplog.records]
+    assert S.current_session(**options) is None  # forgotten: the next publish starts a new session

@@ -270,9 +270,11 @@ class GuestSession:
 
 
 def _open(options: dict[str, Any]) -> tuple[Settings, GuestSession]:
+    """The settings and the stored session of ``options`` (these helpers act on the stored session;
+    a pinned ``session_id`` is read from the settings where it matters)."""
     settings = resolve_settings(options)
     client = make_client(settings)
-    return settings, GuestSession(client, SessionStore.for_directory(settings.config_dir), settings.session_id)
+    return settings, GuestSession(client, SessionStore.for_directory(settings.config_dir))
 
 
 def current_session(**options: Any) -> str | None:
@@ -317,7 +319,7 @@ def claim_session(*, org_id: str | None = None, api_key: str | None = None, **op
         session_id = settings.session_id or session.store.get(session.endpoint)
         if not session_id:
             raise ConfigError(f"There is no stored guest session for {session.endpoint}: nothing to claim.")
-        session.client.claim_guest_session(session_id, settings.org_id, api_key=settings.api_key)
+        session.client.claim_guest_session(session_id, settings.org_id)  # the client holds settings.api_key
         if session.store.get(session.endpoint) == session_id:
             session.store.forget(session.endpoint)
         logger.info("Claimed guest session %s into organization %s", session_id, settings.org_id)
