@@ -40,7 +40,6 @@ from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.routes import local, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
-from whylogs_songbird.server.routes.hot import HotRoutes
 from whylogs_songbird.server.routes.timeline import mount_timeline
 from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
@@ -130,8 +129,6 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.started_at = now_ms()
     app.state.ingest = worker
     app.state.wake_ingest = worker.wake
-    # added first, so innermost: the body limits, emulation, in-flight count and host check wrap it too
-    app.add_middleware(HotRoutes, fastapi=app)
     app.add_middleware(BodyLimitMiddleware, config=config)
     app.add_middleware(NetworkEmulationMiddleware, config=config)
     app.add_middleware(InFlightMiddleware, counter=requests_in_flight)

@@ -26,7 +26,6 @@ from whylogs_songbird.server.store import (
     UploadRecord,
     is_valid_id,
 )
-from whylogs_songbird.server.timeline_service import TimelineService
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -85,14 +84,13 @@ async def put_upload(
         signer.verify(upload_id, expires, signature)
     except SignatureError as exc:
         raise ApiError(403, str(exc)) from None
-    timeline: TimelineService | None = getattr(request.app.state, "timeline", None)
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) <= SMALL_BODY_BYTES:
         # the common case, in one thread-pool hop: each hop costs more CPU than a small profile's check
         data = await request.body()
-        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, upload_id, data, timeline)
+        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, upload_id, data)
     else:
-        outcome, size, digest = await _store_streamed_body(request, store, config, upload_id, timeline)
+        outcome, size, digest = await _store_streamed_body(request, store, config, upload_id)
     headers = {"ETag": f'"{digest}"'}
     if outcome.duplicate_of is not None:
         logger.info("an upload repeated the bytes of upload %s; kept once", outcome.duplicate_of)
@@ -102,6 +100,10 @@ async def put_upload(
         if wake_ingest is not None:
             wake_ingest()
         logger.debug("stored a %s profile of %d bytes", outcome.upload.kind, size)
+        timeline = getattr(request.app.state, "timeline", None)
+        if timeline is not None and outcome.upload.kind == "batch":
+            # the timeline is refreshed and monitors evaluated in the background
+            await run_in_threadpool(timeline.batch_stored, outcome.upload.session_id)
     return JSONResponse({"id": outcome.upload.id, "size": size, "sha256": digest}, headers=headers)
 
 
@@ -129,19 +131,11 @@ def _stored(store_it: Callable[[], StoredOutcome]) -> StoredOutcome:
         ) from None
 
 
-def _note_stored(timeline: TimelineService | None, outcome: StoredOutcome) -> StoredOutcome:
-    """Tell the timeline that a new batch landed (it is refreshed, and monitors evaluated, in the
-    background); blocking, so called in the worker thread that stored the bytes."""
-    if timeline is not None and outcome.duplicate_of is None and outcome.upload.kind == "batch":
-        timeline.batch_stored(outcome.upload.session_id)
-    return outcome
-
-
 def _store_small_body(
-    store: Store, config: ServerConfig, upload_id: str, data: bytes, timeline: TimelineService | None
+    store: Store, config: ServerConfig, upload_id: str, data: bytes
 ) -> tuple[StoredOutcome, int, str]:
-    """Check the slot, then the bytes, then the session's quota, then store them and tell the
-    timeline (blocking: run in a worker thread)."""
+    """Check the slot, then the bytes, then the session's quota, then store them (blocking: run
+    in a worker thread)."""
     upload = _open_upload(store, upload_id)
     if not data:
         raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
@@ -151,12 +145,11 @@ def _store_small_body(
         raise _not_a_profile(exc) from None
     check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
     digest = hashlib.sha256(data).hexdigest()
-    outcome = _stored(lambda: store.store_profile_data(upload_id, data, sha256=digest))
-    return _note_stored(timeline, outcome), len(data), digest
+    return _stored(lambda: store.store_profile_data(upload_id, data, sha256=digest)), len(data), digest
 
 
 async def _store_streamed_body(
-    request: Request, store: Store, config: ServerConfig, upload_id: str, timeline: TimelineService | None
+    request: Request, store: Store, config: ServerConfig, upload_id: str
 ) -> tuple[StoredOutcome, int, str]:
     """Receive a large body into a temporary file in batches, check it and store it."""
     upload = await run_in_threadpool(_open_upload, store, upload_id)  # before reading a body that may be large
@@ -169,8 +162,7 @@ async def _store_streamed_body(
         def check_and_store() -> StoredOutcome:
             _check_profile_file(tmp, config.max_columns)
             check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
-            stored = _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
-            return _note_stored(timeline, stored)
+            return _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
 
         outcome = await run_in_threadpool(check_and_store)
     finally:
