@@ -184,8 +184,7 @@ def all_columns(selections: Sequence[Selection]) -> list[str]:
     columns: list[str] = []
     seen: set[str] = set()
     for selection in selections:
-        outline = selection.outline
-        for name in outline.names if outline is not None else (selection.summary or ProfileSummary()).columns:
+        for name in selection.outline.names if selection.outline is not None else ():
             if name not in seen:
                 seen.add(name)
                 columns.append(name)
