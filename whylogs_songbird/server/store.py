@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
@@ -87,6 +88,13 @@ def blob_key(session_id: str, upload_id: str, sha256: str | None = None) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ValueError("not a sha256 hex digest")
     return f"profiles/{session_id}/{upload_id}.{sha256[:16]}.bin"
+
+
+class OpenUpload(NamedTuple):
+    """An open upload slot, and the stored profile that the bytes about to be stored would repeat."""
+
+    upload: UploadRecord
+    original: UploadRecord | None
 
 
 @dataclass
@@ -272,27 +280,42 @@ class Store:
         """An open file descriptor and path of a fresh temporary file to receive a body into."""
         return self.blobs.new_temp_file()
 
-    def store_profile_file(self, upload_id: str, source: Path, *, size: int, sha256: str) -> StoredOutcome:
+    def open_upload(self, upload_id: str, sha256: str) -> OpenUpload:
+        """The open upload slot ``upload_id`` and the stored profile that bytes of digest ``sha256``
+        would repeat (see :meth:`store_profile_file`). Raises :class:`UnknownUploadError` or
+        :class:`SessionClaimedError`."""
+        return OpenUpload(*self.metadata.open_upload_and_duplicate(upload_id, sha256))
+
+    def store_profile_file(
+        self, upload_id: str, source: Path, *, size: int, sha256: str, opened: OpenUpload | None = None
+    ) -> StoredOutcome:
         """Keep the (already checked) file ``source`` as the upload's profile.
 
         Bytes first (fsynced, renamed into place), then the row: a crash in between leaves bytes
         without a row, which :meth:`reconcile` removes. Identical bytes already stored for the
         same session, timestamp and segment are kept once: the outcome then names the original
         and ``source`` is not kept. Raises :class:`UnknownUploadError` or :class:`SessionClaimedError`
-        (``source`` is then left alone).
+        (``source`` is then left alone). ``opened``: what :meth:`open_upload` said of this slot and
+        digest a moment ago, to save reading it again (the row is checked again as it is recorded).
         """
-        return self._store_profile(upload_id, lambda key: self.blobs.put_file(key, source), size=size, sha256=sha256)
+        return self._store_profile(
+            upload_id, lambda key: self.blobs.put_file(key, source), size=size, sha256=sha256, opened=opened
+        )
 
-    def store_profile_data(self, upload_id: str, data: bytes, *, sha256: str) -> StoredOutcome:
+    def store_profile_data(
+        self, upload_id: str, data: bytes, *, sha256: str, opened: OpenUpload | None = None
+    ) -> StoredOutcome:
         """:meth:`store_profile_file` for (already checked) bytes in memory: a small body is
         written once, straight to its place (fsynced, then renamed), and not at all when it
         repeats a stored profile."""
         return self._store_profile(
-            upload_id, lambda key: self.blobs.put_bytes(key, data), size=len(data), sha256=sha256
+            upload_id, lambda key: self.blobs.put_bytes(key, data), size=len(data), sha256=sha256, opened=opened
         )
 
-    def _store_profile(self, upload_id: str, put: Callable[[str], None], *, size: int, sha256: str) -> StoredOutcome:
-        upload, original = self.metadata.open_upload_and_duplicate(upload_id, sha256)
+    def _store_profile(
+        self, upload_id: str, put: Callable[[str], None], *, size: int, sha256: str, opened: OpenUpload | None
+    ) -> StoredOutcome:
+        upload, original = opened if opened is not None else self.open_upload(upload_id, sha256)
         if original is not None:
             outcome = self.metadata.mark_stored(upload_id, key=None, size=size, sha256=sha256)
             if outcome.duplicate_of is not None:
@@ -521,6 +544,7 @@ __all__ = [
     "ID_PATTERN",
     "OPERATIONS",
     "NewUpload",
+    "OpenUpload",
     "ReconcileReport",
     "SessionClaimedError",
     "SessionRecord",

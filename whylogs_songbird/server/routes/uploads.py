@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -16,16 +17,21 @@ from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes, check_profile_file
 from whylogs_songbird.server.quotas import check_session_quota
-from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, counted
+from whylogs_songbird.server.routes.deps import ERROR_RESPONSES
 from whylogs_songbird.server.signing import SignatureError, UrlSigner
 from whylogs_songbird.server.store import (
+    OpenUpload,
     SessionClaimedError,
     Store,
     StoredOutcome,
     UnknownUploadError,
-    UploadRecord,
     is_valid_id,
 )
+
+if TYPE_CHECKING:
+    from whylogs_songbird.server.timeline_service import TimelineService
+
+T = TypeVar("T")
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -57,40 +63,55 @@ def _check_profile_file(path: Path, max_columns: int) -> None:
         raise _not_a_profile(exc) from None
 
 
+#: The PUT's query parameters, declared for the OpenAPI schema: the handler reads them itself.
+_QUERY_PARAMETERS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+    for name, description in (
+        ("expires", "When the URL expires, in seconds since the epoch (as the server signed it)."),
+        ("signature", "The server's signature of the upload id and expiry."),
+    )
+]
+
+
 @router.put(
     "/v0/uploads/{upload_id}",
-    dependencies=[counted("put")],
     openapi_extra={
+        "parameters": _QUERY_PARAMETERS,
         "requestBody": {
             "required": True,
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-        }
+        },
     },
 )
-async def put_upload(
-    upload_id: str,
-    request: Request,
-    expires: str | None = None,
-    signature: str | None = None,
-) -> JSONResponse:
+async def put_upload(upload_id: str, request: Request) -> JSONResponse:
     """Receive the bytes of a profile at a presigned URL; a later PUT replaces them."""
-    # the hottest route reads the app's parts directly: each FastAPI dependency costs CPU per request
+    # The hottest route takes nothing from FastAPI but the path: its query, the app's parts and
+    # the call count are read here, as each parameter and dependency FastAPI solves costs CPU.
     store: Store = request.app.state.store
+    store.count("put")
     signer: UrlSigner = request.app.state.signer
     config: ServerConfig = request.app.state.config
     if not (is_valid_id(upload_id, "log") or is_valid_id(upload_id, "ref")):
         raise ApiError(404, "This upload URL names no upload; use the uploadUrl exactly as the server gave it.")
+    query = request.query_params
     try:
-        signer.verify(upload_id, expires, signature)
+        signer.verify(upload_id, query.get("expires"), query.get("signature"))
     except SignatureError as exc:
         raise ApiError(403, str(exc)) from None
+    timeline = getattr(request.app.state, "timeline", None)
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) <= SMALL_BODY_BYTES:
         # the common case, in one thread-pool hop: each hop costs more CPU than a small profile's check
         data = await request.body()
-        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, upload_id, data)
+        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, timeline, upload_id, data)
     else:
-        outcome, size, digest = await _store_streamed_body(request, store, config, upload_id)
+        outcome, size, digest = await _store_streamed_body(request, store, config, timeline, upload_id)
     headers = {"ETag": f'"{digest}"'}
     if outcome.duplicate_of is not None:
         logger.info("an upload repeated the bytes of upload %s; kept once", outcome.duplicate_of)
@@ -100,29 +121,25 @@ async def put_upload(
         if wake_ingest is not None:
             wake_ingest()
         logger.debug("stored a %s profile of %d bytes", outcome.upload.kind, size)
-        timeline = getattr(request.app.state, "timeline", None)
-        if timeline is not None and outcome.upload.kind == "batch":
-            # the timeline is refreshed and monitors evaluated in the background
-            await run_in_threadpool(timeline.batch_stored, outcome.upload.session_id)
     return JSONResponse({"id": outcome.upload.id, "size": size, "sha256": digest}, headers=headers)
 
 
-def _open_upload(store: Store, upload_id: str) -> UploadRecord:
-    """The open upload slot ``upload_id``; ApiError(404) when there is none."""
-    try:
-        return store.metadata.check_upload_open(upload_id)
-    except UnknownUploadError:
-        raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
-    except SessionClaimedError:
-        raise ApiError(
-            404, "The session of this upload was claimed and takes no more data; start a new session."
-        ) from None
+def _note_stored(timeline: TimelineService | None, outcome: StoredOutcome) -> None:
+    """Tell the timeline that a new batch landed (it refreshes and evaluates monitors in the background)."""
+    if timeline is not None and outcome.duplicate_of is None and outcome.upload.kind == "batch":
+        timeline.batch_stored(outcome.upload.session_id)
 
 
-def _stored(store_it: Callable[[], StoredOutcome]) -> StoredOutcome:
-    """``store_it()``, its store errors answered with 404."""
+def _open_upload(store: Store, upload_id: str, sha256: str) -> OpenUpload:
+    """The open upload slot ``upload_id`` (and what bytes of digest ``sha256`` would repeat);
+    ApiError(404) when there is none."""
+    return _stored(lambda: store.open_upload(upload_id, sha256))
+
+
+def _stored(call: Callable[[], T]) -> T:
+    """``call()``, its store errors (no such slot, a claimed session) answered with 404."""
     try:
-        return store_it()
+        return call()
     except UnknownUploadError:
         raise ApiError(404, "This upload URL names no upload; ask for a new upload URL.") from None
     except SessionClaimedError:
@@ -132,27 +149,31 @@ def _stored(store_it: Callable[[], StoredOutcome]) -> StoredOutcome:
 
 
 def _store_small_body(
-    store: Store, config: ServerConfig, upload_id: str, data: bytes
+    store: Store, config: ServerConfig, timeline: TimelineService | None, upload_id: str, data: bytes
 ) -> tuple[StoredOutcome, int, str]:
-    """Check the slot, then the bytes, then the session's quota, then store them (blocking: run
-    in a worker thread)."""
-    upload = _open_upload(store, upload_id)
+    """Check the slot, then the bytes, then the session's quota, then store them and tell the
+    timeline (blocking: run in a worker thread)."""
+    digest = hashlib.sha256(data).hexdigest()
+    opened = _open_upload(store, upload_id, digest)
     if not data:
         raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
     try:
         check_profile_bytes(data, max_columns=config.max_columns)
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
-    check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
-    digest = hashlib.sha256(data).hexdigest()
-    return _stored(lambda: store.store_profile_data(upload_id, data, sha256=digest)), len(data), digest
+    session_id = opened.upload.session_id
+    check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
+    outcome = _stored(lambda: store.store_profile_data(upload_id, data, sha256=digest, opened=opened))
+    _note_stored(timeline, outcome)
+    return outcome, len(data), digest
 
 
 async def _store_streamed_body(
-    request: Request, store: Store, config: ServerConfig, upload_id: str
+    request: Request, store: Store, config: ServerConfig, timeline: TimelineService | None, upload_id: str
 ) -> tuple[StoredOutcome, int, str]:
     """Receive a large body into a temporary file in batches, check it and store it."""
-    upload = await run_in_threadpool(_open_upload, store, upload_id)  # before reading a body that may be large
+    # the slot is checked before reading a body that may be large
+    upload = await run_in_threadpool(_stored, lambda: store.metadata.check_upload_open(upload_id))
     fd, tmp = store.new_temp_file()
     try:
         size, digest = await _receive_to_file(request, fd)
@@ -162,7 +183,9 @@ async def _store_streamed_body(
         def check_and_store() -> StoredOutcome:
             _check_profile_file(tmp, config.max_columns)
             check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
-            return _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
+            stored = _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
+            _note_stored(timeline, stored)
+            return stored
 
         outcome = await run_in_threadpool(check_and_store)
     finally:

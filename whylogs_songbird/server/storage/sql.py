@@ -12,6 +12,7 @@ Rows are read through ``cursor.description``, so any DB-API driver works (sqlite
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -378,25 +379,27 @@ class SqlMetadataStore:
         with self._transaction() as conn:
             upload = self._open_upload(conn, upload_id)
             original = self._duplicate(conn, upload, sha256)
-            if original is not None:
-                self._exec(
-                    conn,
-                    "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = NULL, duplicate_of = ?,"
-                    " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL WHERE id = ?",
-                    (now_ms(), size, sha256, original.id, upload_id),
-                )
-            else:
-                if key is None:
-                    raise ValueError("a profile that is not a duplicate needs the key of its bytes")
-                self._exec(
-                    conn,
-                    "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ?, duplicate_of = NULL,"
-                    " ingest_state = 'pending', ingest_error = NULL, ingest_lease = NULL WHERE id = ?",
-                    (now_ms(), size, sha256, key, upload_id),
-                )
-            self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
-            rows = self._exec(conn, "SELECT * FROM uploads WHERE id = ?", (upload_id,))
-        return StoredOutcome(upload=_upload_from_row(rows[0]), duplicate_of=original.id if original else None)
+            if original is None and key is None:
+                raise ValueError("a profile that is not a duplicate needs the key of its bytes")
+            stored = dataclasses.replace(
+                upload,
+                stored_at=now_ms(),
+                size=size,
+                sha256=sha256,
+                path=None if original is not None else key,
+                duplicate_of=original.id if original is not None else None,
+                ingest_state=None if original is not None else "pending",
+                ingest_error=None,
+            )
+            self._exec(
+                conn,
+                "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ?, duplicate_of = ?,"
+                " ingest_state = ?, ingest_error = NULL, ingest_lease = NULL WHERE id = ?",
+                (stored.stored_at, size, sha256, stored.path, stored.duplicate_of, stored.ingest_state, upload_id),
+            )
+            if upload.stored_at is not None:  # a replaced profile's summary is out of date
+                self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
+        return StoredOutcome(upload=stored, duplicate_of=stored.duplicate_of)
 
     def unmark_stored(self, upload_ids: Sequence[str]) -> int:
         changed = 0

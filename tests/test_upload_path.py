@@ -1,0 +1,87 @@
+"""The PUT path's bookkeeping in the embedded store: what storing a profile records, in as few
+statements as it can, must be what a fresh read of the row says; a replaced profile loses its
+summary; a slot read before the bytes were checked is checked again when the bytes are recorded.
+Real SQLite and real files in a temporary data dir."""
+
+import hashlib
+
+import pytest
+from conftest import make_profile_bytes
+
+from whylogs_songbird.server import Store
+from whylogs_songbird.server.store import SessionClaimedError
+
+TS = 1_700_000_000_000
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = Store(tmp_path / "data")
+    yield opened
+    opened.close()
+
+
+def new_slot(store, session_id, ts=TS):
+    return store.create_upload(session_id, "batch", ttl_seconds=60, dataset_timestamp=ts)
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_the_recorded_outcome_is_the_row_as_stored(store):
+    session = store.create_session("u")
+    first, second = new_slot(store, session.id), new_slot(store, session.id)
+    data = make_profile_bytes()
+    stored = store.store_profile_data(first.id, data, sha256=sha(data))
+    assert stored.duplicate_of is None
+    assert stored.upload == store.get_upload(first.id)
+    assert (stored.upload.size, stored.upload.sha256, stored.upload.ingest_state) == (len(data), sha(data), "pending")
+    assert stored.upload.path == f"profiles/{session.id}/{first.id}.{sha(data)[:16]}.bin"
+    repeated = store.store_profile_data(second.id, data, sha256=sha(data))
+    assert repeated.duplicate_of == first.id
+    assert repeated.upload == store.get_upload(second.id)
+    assert (repeated.upload.path, repeated.upload.ingest_state, repeated.upload.duplicate_of) == (None, None, first.id)
+
+
+def test_replacing_a_summarised_profile_drops_its_summary(store):
+    session = store.create_session("u")
+    slot = new_slot(store, session.id)
+    old, new = make_profile_bytes(seed=1), make_profile_bytes(seed=2)
+    store.store_profile_data(slot.id, old, sha256=sha(old))
+    assert store.metadata.store_summary(slot.id, sha(old), b"digest of the old bytes")
+    assert store.metadata.get_summary(slot.id, sha(old)) == b"digest of the old bytes"
+    replaced = store.store_profile_data(slot.id, new, sha256=sha(new))
+    assert replaced.upload.ingest_state == "pending"
+    assert store.metadata.get_summary(slot.id, sha(old)) is None
+    assert store.metadata.get_summary(slot.id, sha(new)) is None
+    assert store.read_profile_bytes(replaced.upload) == new
+    assert [p.name for p in (store.blobs.root / "profiles" / session.id).iterdir()] == [
+        f"{slot.id}.{sha(new)[:16]}.bin"
+    ]
+
+
+def test_a_slot_opened_before_the_check_is_checked_again_when_recorded(store):
+    session = store.create_session("u")
+    slot = new_slot(store, session.id)
+    data = make_profile_bytes()
+    opened = store.open_upload(slot.id, sha(data))
+    assert (opened.upload.id, opened.original) == (slot.id, None)
+    store.claim(session.id, "org-0")  # claimed between the PUT's first read and the recording
+    with pytest.raises(SessionClaimedError):
+        store.store_profile_data(slot.id, data, sha256=sha(data), opened=opened)
+    assert store.get_upload(slot.id).stored_at is None
+    assert list((store.blobs.root / "profiles").rglob("*.bin")) == []
+
+
+def test_an_original_stored_after_the_slot_was_opened_is_found_when_recorded(store):
+    session = store.create_session("u")
+    first, second = new_slot(store, session.id), new_slot(store, session.id)
+    data = make_profile_bytes()
+    opened = store.open_upload(second.id, sha(data))  # nothing to repeat yet
+    store.store_profile_data(first.id, data, sha256=sha(data))
+    outcome = store.store_profile_data(second.id, data, sha256=sha(data), opened=opened)
+    assert outcome.duplicate_of == first.id
+    assert sorted(p.name for p in (store.blobs.root / "profiles" / session.id).iterdir()) == [
+        f"{first.id}.{sha(data)[:16]}.bin"
+    ]
