@@ -135,6 +135,50 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class CoalescingTransport:
+    """A transport that joins the writes of one event-loop turn into one socket write.
+
+    uvicorn writes a response's head and its body separately, and every write to a socket is a
+    system call and a TCP segment, for the server and the client alike: joined, a small answer
+    costs one. The joined bytes go out when the response is complete (:meth:`flush`, called by the
+    protocol), or at the end of the loop turn for a response that streams. Everything else is
+    the wrapped transport's (flow control included: it still sees every byte).
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        self._pending.append(bytes(data))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush_scheduled)
+
+    def _flush_scheduled(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what is pending, in one call."""
+        if self._pending:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol (its C parser) with header and body read timeouts and a cap on
     open connections.
@@ -217,7 +261,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- protocol and parser events --
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections:
             logger.warning(
                 "refused a connection: %d are open, the limit of this process (--max-connections)",
@@ -249,6 +293,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if isinstance(self.transport, CoalescingTransport):
+            self.transport.flush()
         self._cancel_guard()
         self._unanswered = max(0, self._unanswered - 1)
         super().on_response_complete()

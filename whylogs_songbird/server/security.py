@@ -24,7 +24,6 @@ import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -56,6 +55,14 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+#: The same headers as raw ASGI pairs, and their lower-case names.
+_RAW_SECURITY_HEADERS = [
+    (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in SECURITY_HEADERS.items()
+]
+_CACHE_CONTROL = (b"cache-control", b"no-store")
+#: How many distinct ``Host`` header values the middleware remembers its verdict on.
+_HOST_VERDICTS = 256
 
 #: The option that admits another host name, named in refusals.
 ALLOWED_HOST_OPTION = "--allowed-host"
@@ -158,6 +165,18 @@ class SecurityMiddleware:
     def __init__(self, app: ASGIApp, allowed: HostAllowList) -> None:
         self.app = app
         self.allowed = allowed
+        self._verdicts: dict[bytes, bool] = {}
+
+    def _allowed(self, host_header: bytes) -> bool:
+        """Whether a request with this raw ``Host`` header is answered; the verdicts on the last
+        few hundred distinct headers are remembered (parsing an address costs more than a request's routing)."""
+        verdict = self._verdicts.get(host_header)
+        if verdict is None:
+            verdict = self.allowed.allows(host_from_header(host_header.decode("latin-1")))
+            if len(self._verdicts) >= _HOST_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[host_header] = verdict
+        return verdict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,22 +185,21 @@ class SecurityMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    if name not in headers:
-                        headers[name] = value
-                if "cache-control" not in headers:
-                    headers["Cache-Control"] = "no-store"
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(pair for pair in _RAW_SECURITY_HEADERS if pair[0] not in present)
+                if _CACHE_CONTROL[0] not in present:
+                    headers.append(_CACHE_CONTROL)
+                message = {**message, "headers": headers}
             await send(message)
 
         host_header = next((value for name, value in scope.get("headers", []) if name == b"host"), None)
-        if host_header is not None:
+        if host_header is not None and not self._allowed(host_header):
             host = host_from_header(host_header.decode("latin-1"))
-            if not self.allowed.allows(host):
-                logger.debug("refused a request for host %r", host[:_MAX_HOST_SHOWN])
-                response = error_response(421, refusal_message(host), {"Connection": "close"})
-                await response(scope, receive, send_with_headers)
-                return
+            logger.debug("refused a request for host %r", host[:_MAX_HOST_SHOWN])
+            response = error_response(421, refusal_message(host), {"Connection": "close"})
+            await response(scope, receive, send_with_headers)
+            return
         try:
             await self.app(scope, receive, send_with_headers)
         except ClientDisconnect:
