@@ -41,10 +41,15 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+def coalescing() -> tuple[FakeTransport, CoalescingTransport]:
+    """A fake socket and the coalescing transport over it (inside a running loop)."""
+    raw = FakeTransport()
+    return raw, CoalescingTransport(raw, asyncio.get_running_loop())
+
+
 def test_the_writes_of_one_turn_reach_the_socket_as_one():
     async def scenario():
-        raw = FakeTransport()
-        transport = CoalescingTransport(raw, asyncio.get_running_loop())
+        raw, transport = coalescing()
         transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
         transport.write(b"")
         transport.write(bytearray(b"{}"))
@@ -57,8 +62,7 @@ def test_the_writes_of_one_turn_reach_the_socket_as_one():
 
 def test_flush_writes_at_once_and_the_scheduled_flush_then_writes_nothing_more():
     async def scenario():
-        raw = FakeTransport()
-        transport = CoalescingTransport(raw, asyncio.get_running_loop())
+        raw, transport = coalescing()
         transport.write(b"head")
         transport.write(b"body")
         transport.flush()  # the protocol's call when a response is complete
@@ -74,8 +78,7 @@ def test_flush_writes_at_once_and_the_scheduled_flush_then_writes_nothing_more()
 
 def test_a_streamed_response_goes_out_turn_by_turn():
     async def scenario():
-        raw = FakeTransport()
-        transport = CoalescingTransport(raw, asyncio.get_running_loop())
+        raw, transport = coalescing()
         seen = []
         for chunk in (b"one", b"two", b"three"):
             transport.write(chunk)
@@ -88,8 +91,7 @@ def test_a_streamed_response_goes_out_turn_by_turn():
 
 def test_close_sends_what_is_pending_first_and_nothing_goes_to_a_closed_socket():
     async def scenario():
-        raw = FakeTransport()
-        transport = CoalescingTransport(raw, asyncio.get_running_loop())
+        raw, transport = coalescing()
         transport.write(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
         transport.close()
         transport.write(b"late")
@@ -103,8 +105,7 @@ def test_close_sends_what_is_pending_first_and_nothing_goes_to_a_closed_socket()
 
 def test_everything_else_is_the_wrapped_transport():
     async def scenario():
-        raw = FakeTransport()
-        transport = CoalescingTransport(raw, asyncio.get_running_loop())
+        raw, transport = coalescing()
         transport.pause_reading()
         return raw.paused, transport.get_extra_info("peername"), transport.is_closing()
 

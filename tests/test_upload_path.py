@@ -85,3 +85,20 @@ def test_an_original_stored_after_the_slot_was_opened_is_found_when_recorded(sto
     assert sorted(p.name for p in (store.blobs.root / "profiles" / session.id).iterdir()) == [
         f"{first.id}.{sha(data)[:16]}.bin"
     ]
+
+
+def test_an_original_that_changed_after_the_slot_was_opened_gets_the_bytes_written(store):
+    session = store.create_session("u")
+    first, second = new_slot(store, session.id), new_slot(store, session.id)
+    data, other = make_profile_bytes(seed=1), make_profile_bytes(seed=2)
+    store.store_profile_data(first.id, data, sha256=sha(data))
+    opened = store.open_upload(second.id, sha(data))
+    assert opened.original.id == first.id
+    store.store_profile_data(first.id, other, sha256=sha(other))  # the original is replaced meanwhile
+    outcome = store.store_profile_data(second.id, data, sha256=sha(data), opened=opened)
+    assert outcome.duplicate_of is None
+    assert outcome.upload == store.get_upload(second.id)
+    assert store.read_profile_bytes(outcome.upload) == data
+    assert store.metadata.mark_stored(second.id, key=None, size=1, sha256="0" * 64).upload == outcome.upload, (
+        "with no key and no original nothing is recorded"
+    )

@@ -225,8 +225,11 @@ class MetadataStore(Protocol):
 
         Call only after the bytes are durable. If another stored batch upload of the same
         session, timestamp and segment has the same sha256, the upload is recorded as its
-        duplicate instead (``key`` unused: the caller deletes those bytes). Raises
-        :class:`UnknownUploadError` or :class:`SessionClaimedError`.
+        duplicate instead (``key`` unused: the caller deletes those bytes). With ``key`` None
+        (no bytes written yet, as an original was seen a moment ago) and no such original any
+        more, nothing is recorded: the outcome names no original and the upload is as it was,
+        so the caller writes the bytes. Raises :class:`UnknownUploadError` or
+        :class:`SessionClaimedError`.
         """
 
     def unmark_stored(self, upload_ids: Sequence[str]) -> int:

@@ -380,7 +380,7 @@ class SqlMetadataStore:
             upload = self._open_upload(conn, upload_id)
             original = self._duplicate(conn, upload, sha256)
             if original is None and key is None:
-                raise ValueError("a profile that is not a duplicate needs the key of its bytes")
+                return StoredOutcome(upload=upload, duplicate_of=None)  # the original changed: bytes needed
             stored = dataclasses.replace(
                 upload,
                 stored_at=now_ms(),
