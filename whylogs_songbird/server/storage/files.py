@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from whylogs_songbird.server.storage.base import ID_PATTERN
 
 TMP_DIR = "tmp"
 _KEY_PARTS = ("profiles",)
+#: The characters of a blob's file name (``<upload>.<sha>.bin``).
+_FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def make_private_dir(path: Path) -> None:
@@ -50,7 +53,7 @@ class FileBlobStore:
         if len(parts) != 3 or parts[0] not in _KEY_PARTS or not ID_PATTERN.match(parts[1]):
             raise ValueError(f"not a blob key of this server: {key[:120]!r}")
         stem = parts[2].split(".", 1)[0]
-        if not ID_PATTERN.match(stem) or not all(c.isalnum() or c in "-_." for c in parts[2]) or ".." in parts[2]:
+        if not ID_PATTERN.match(stem) or not _FILE_NAME.fullmatch(parts[2]) or ".." in parts[2]:
             raise ValueError(f"not a blob key of this server: {key[:120]!r}")
         return self.root.joinpath(*parts)
 
@@ -115,8 +118,13 @@ class FileBlobStore:
                 continue
             for file in sorted(directory.iterdir()):
                 key = f"profiles/{directory.name}/{file.name}"
-                if key.startswith(prefix) and file.is_file():
-                    yield key
+                if not (key.startswith(prefix) and file.is_file()):
+                    continue
+                try:
+                    self.path(key)
+                except ValueError:  # a stray file not named like a key: no key, never listed or touched
+                    continue
+                yield key
 
     def presign_put(self, key: str, ttl_seconds: int) -> str | None:
         return None

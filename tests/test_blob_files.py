@@ -1,0 +1,256 @@
+"""The embedded blob store (server/storage/files.py) on a real temporary directory.
+
+The HTTP tests store profiles through this store without looking at its files; these tests pin
+down the files themselves, fast, so that scripts/mutation can judge files.py in seconds: which
+keys map to which paths and which are refused, atomic writes that leave no temporary file,
+permissions, sizes, listing and the clean-up at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from whylogs_songbird.server.storage.files import FileBlobStore, make_private_dir
+
+S1 = "session-" + "A" * 20
+S2 = "session-" + "B" * 20
+L1 = "log-" + "C" * 20
+L2 = "log-" + "D" * 20
+R1 = "ref-" + "E" * 20
+KEY = f"profiles/{S1}/{L1}.0123456789abcdef.bin"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+@contextlib.contextmanager
+def umask(value: int) -> Iterator[None]:
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> FileBlobStore:
+    return FileBlobStore(tmp_path / "data")
+
+
+def test_a_private_dir_is_made_with_its_parents_and_is_0700_whatever_the_umask(tmp_path):
+    with umask(0):
+        make_private_dir(tmp_path / "a" / "b")
+        assert mode(tmp_path / "a" / "b") == 0o700
+        (tmp_path / "open").mkdir(mode=0o777)
+        make_private_dir(tmp_path / "open")  # an existing directory is made private too
+        assert mode(tmp_path / "open") == 0o700
+
+
+def test_a_new_store_makes_its_private_directories_and_names_its_root(tmp_path):
+    with umask(0):
+        store = FileBlobStore(tmp_path / "x" / "data")
+    root = tmp_path / "x" / "data"
+    assert store.root == root and store.tmp_dir == root / "tmp"
+    assert names(root) == ["profiles", "tmp"]
+    assert [mode(root), mode(root / "tmp"), mode(root / "profiles")] == [0o700, 0o700, 0o700]
+    assert repr(store) == f"FileBlobStore('{root}')"
+    assert store.close() is None
+    assert store.presign_put(KEY, 60) is None, "the API server receives embedded PUTs itself"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        f"profiles/{S1}/{L1}.bin",
+        f"profiles/{S1}/{L1}.0123456789abcdef.bin",
+        f"profiles/{S2}/{R1}.bin",
+        f"profiles/{S1}/{S2}.x_y-z.bin",
+    ],
+)
+def test_a_key_of_server_ids_is_a_file_under_the_root(blobs, key):
+    assert blobs.path(key) == blobs.root.joinpath(*key.split("/"))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        f"{S1}/{L1}.bin",  # two parts
+        f"profiles/{S1}/{L1}/x.bin",  # four parts
+        f"tmp/{S1}/{L1}.bin",  # not under profiles/
+        f"profiles/session-short/{L1}.bin",
+        f"profiles/../{L1}.bin",
+        f"profiles/{S1}/..",
+        f"profiles/{S1}/x.bin",  # the file is not named after an id
+        f"profiles/{S1}/.{L1}.bin",
+        f"profiles/{S1}/{L1}..bin",
+        f"profiles/{S1}/{L1}.a b.bin",
+        f"profiles/{S1}/{L1}.a~b.bin",
+        f"profiles/{S1}/{L1}.a\\b.bin",
+    ],
+)
+def test_a_key_not_made_of_server_ids_is_refused(blobs, key):
+    with pytest.raises(ValueError) as caught:
+        blobs.path(key)
+    assert str(caught.value) == f"not a blob key of this server: {key!r}"
+
+
+def test_the_refusal_quotes_at_most_120_characters_of_the_key(blobs):
+    long_key = "profiles/" + "x" * 200
+    with pytest.raises(ValueError) as caught:
+        blobs.path(long_key)
+    assert str(caught.value) == "not a blob key of this server: '" + "profiles/" + "x" * 111 + "'"
+    other = f"profiles/{S1}/" + "y" * 150
+    with pytest.raises(ValueError) as caught:
+        blobs.path(other)
+    assert str(caught.value) == f"not a blob key of this server: 'profiles/{S1}/" + "y" * 82 + "'"
+
+
+def test_a_temporary_file_is_private_in_the_tmp_dir_and_open_for_writing(blobs):
+    with umask(0):
+        fd, path = blobs.new_temp_file()
+    try:
+        assert os.write(fd, b"body") == 4
+    finally:
+        os.close(fd)
+    assert path.parent == blobs.tmp_dir
+    assert path.name.startswith("body-") and path.name.endswith(".part")
+    assert mode(path) == 0o600 and path.read_bytes() == b"body"
+
+
+def test_put_file_moves_the_file_into_a_new_private_dir_and_makes_it_0600(blobs, tmp_path):
+    source = tmp_path / "received"
+    with umask(0):
+        source.write_bytes(b"profile bytes")
+        os.chmod(source, 0o666)
+        blobs.put_file(KEY, source)
+    target = blobs.root / "profiles" / S1 / f"{L1}.0123456789abcdef.bin"
+    assert not source.exists()
+    assert target.read_bytes() == b"profile bytes"
+    assert mode(target) == 0o600 and mode(target.parent) == 0o700
+    replacement = tmp_path / "again"
+    replacement.write_bytes(b"new")
+    blobs.put_file(KEY, replacement)
+    assert target.read_bytes() == b"new" and names(target.parent) == [target.name]
+
+
+def test_put_file_refuses_a_bad_key_before_touching_the_source(blobs, tmp_path):
+    source = tmp_path / "received"
+    source.write_bytes(b"x")
+    with pytest.raises(ValueError):
+        blobs.put_file("profiles/../x", source)
+    assert source.read_bytes() == b"x"
+
+
+def test_put_bytes_writes_whole_private_files_and_leaves_no_temporary_file(blobs):
+    data = bytes(range(256)) * 20_000  # 5 MB: more than one write may take
+    with umask(0):
+        blobs.put_bytes(KEY, data)
+    target = blobs.root / "profiles" / S1 / f"{L1}.0123456789abcdef.bin"
+    assert target.read_bytes() == data
+    assert mode(target) == 0o600 and mode(target.parent) == 0o700
+    blobs.put_bytes(KEY, b"")
+    assert target.read_bytes() == b""
+    assert names(blobs.tmp_dir) == [] and names(target.parent) == [target.name]
+
+
+def test_put_bytes_leaves_an_existing_session_dir_as_it_is(blobs):
+    directory = blobs.root / "profiles" / S1
+    directory.mkdir()
+    os.chmod(directory, 0o750)
+    blobs.put_bytes(KEY, b"x")
+    assert mode(directory) == 0o750 and (directory / f"{L1}.0123456789abcdef.bin").read_bytes() == b"x"
+
+
+def test_a_put_bytes_that_cannot_rename_removes_its_temporary_file(blobs):
+    (blobs.root / "profiles" / S1 / f"{L1}.0123456789abcdef.bin").mkdir(parents=True)  # in the way
+    with pytest.raises(OSError):
+        blobs.put_bytes(KEY, b"x")
+    assert names(blobs.tmp_dir) == []
+
+
+def test_reading_sizes_existence_and_deletion(blobs):
+    other = f"profiles/{S1}/{L2}.bin"
+    blobs.put_bytes(KEY, b"12345")
+    assert blobs.get_bytes(KEY) == b"12345"
+    with blobs.open(KEY) as f:
+        assert f.read() == b"12345"
+    assert blobs.size(KEY) == 5 and blobs.exists(KEY) is True
+    assert blobs.size(other) is None and blobs.exists(other) is False
+    blobs.put_bytes(other, b"")
+    assert blobs.size(other) == 0 and blobs.exists(other) is True, "an empty file exists"
+    for read in (blobs.get_bytes, blobs.open):
+        with pytest.raises(FileNotFoundError):
+            read(f"profiles/{S2}/{L1}.bin")
+    blobs.delete(KEY)
+    assert blobs.exists(KEY) is False and blobs.exists(other) is True
+    blobs.delete(KEY)  # already gone: no error
+    for refused in (blobs.size, blobs.exists, blobs.delete, blobs.get_bytes):
+        with pytest.raises(ValueError):
+            refused("profiles/../secret.key")
+
+
+def test_keys_are_listed_in_order_by_prefix_and_only_files_named_like_keys(blobs):
+    keys = [f"profiles/{S2}/{L1}.bin", f"profiles/{S1}/{R1}.bin", f"profiles/{S1}/{L2}.bin", f"profiles/{S1}/{L1}.bin"]
+    for key in keys:
+        blobs.put_bytes(key, b"x")
+    (blobs.root / "profiles" / "aaa-stray.txt").write_bytes(b"not in a session dir")  # listed first
+    (blobs.root / "profiles" / S1 / f"{L1}.d").mkdir()  # a directory, not a file
+    (blobs.root / "profiles" / S2 / "aaa-notes.txt").write_bytes(b"not named after an id")
+    (blobs.root / "profiles" / "junk").mkdir()
+    (blobs.root / "profiles" / "junk" / f"{L1}.bin").write_bytes(b"not in a session's dir")
+    expected = [f"profiles/{S1}/{L1}.bin", f"profiles/{S1}/{L2}.bin", f"profiles/{S1}/{R1}.bin"]
+    assert list(blobs.list_keys()) == [*expected, f"profiles/{S2}/{L1}.bin"]
+    assert list(blobs.list_keys("profiles/")) == [*expected, f"profiles/{S2}/{L1}.bin"]
+    assert list(blobs.list_keys(f"profiles/{S1}/")) == expected
+    assert list(blobs.list_keys(f"profiles/{S1}/log-")) == expected[:2]
+    assert list(blobs.list_keys(f"profiles/{S1}/ref-")) == expected[2:]
+    assert list(blobs.list_keys(f"profiles/{S2}/")) == [f"profiles/{S2}/{L1}.bin"]
+    assert list(blobs.list_keys("tmp/")) == []
+    for key in blobs.list_keys():
+        blobs.delete(key)  # every listed key is one the store accepts
+    (blobs.root / "profiles" / S1 / f"{L1}.d").rmdir()
+    assert list(blobs.list_keys()) == []
+
+
+def test_a_store_without_a_profiles_dir_lists_nothing(blobs):
+    os.rmdir(blobs.root / "profiles")
+    assert list(blobs.list_keys()) == []
+
+
+def test_reconcile_removes_leftover_temporary_files_only(blobs):
+    fd, path = blobs.new_temp_file()
+    os.close(fd)
+    (blobs.tmp_dir / "other.part").write_bytes(b"partial")
+    (blobs.tmp_dir / "a-dir").mkdir()
+    blobs.put_bytes(KEY, b"kept")
+    removed = blobs.reconcile()
+    assert sorted(removed) == sorted([f"tmp/{path.name}", "tmp/other.part"])
+    assert names(blobs.tmp_dir) == ["a-dir"] and blobs.get_bytes(KEY) == b"kept"
+    assert blobs.reconcile() == []
+
+
+def test_reconcile_skips_a_leftover_it_cannot_remove(blobs, monkeypatch):
+    (blobs.tmp_dir / "a-stuck.part").write_bytes(b"x")
+    (blobs.tmp_dir / "b-gone.part").write_bytes(b"y")
+    unlink = Path.unlink
+
+    def failing_unlink(path, missing_ok=False):
+        if path.name == "a-stuck.part":
+            raise PermissionError("not permitted")
+        unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", failing_unlink)
+    assert blobs.reconcile() == ["tmp/b-gone.part"]
+    assert names(blobs.tmp_dir) == ["a-stuck.part"]
