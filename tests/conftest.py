@@ -32,6 +32,15 @@ ANY_ORG_KEY = "anykey.secret"
 TEST_API_KEYS = [ORG_KEY, ANY_ORG_KEY]
 
 
+#: The embedded store's first schema (before ingest states and duplicates), for migration tests.
+FIRST_SCHEMA = """CREATE TABLE sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, org_id TEXT NOT NULL,
+created_at INTEGER NOT NULL, claimed_at INTEGER, claimed_org TEXT);
+CREATE TABLE uploads (id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id),
+kind TEXT NOT NULL, dataset_timestamp INTEGER, alias TEXT, segment_tags TEXT NOT NULL DEFAULT '[]',
+created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, stored_at INTEGER, size INTEGER,
+sha256 TEXT, path TEXT);"""
+
+
 def make_profile_bytes(n_rows: int = 10, seed: int = 0) -> bytes:
     """The serialized whylogs profile of a small DataFrame with an int, a float and a str column."""
     import pandas as pd

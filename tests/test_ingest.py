@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 import whylogs as why
-from conftest import make_profile_bytes
+from conftest import FIRST_SCHEMA, make_profile_bytes
 from profile_crafting import corrupt_chunk_messages, repeated_chunk, shared_chunk
 
 from whylogs_songbird.server import LocalServer, Store
@@ -388,14 +388,7 @@ def test_an_older_data_dir_is_migrated_and_its_profiles_summarised(tmp_path):
     data_dir = tmp_path / "old"
     (data_dir / "profiles").mkdir(parents=True)
     conn = sqlite3.connect(data_dir / "songbird.sqlite3")
-    conn.executescript(
-        """CREATE TABLE sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, org_id TEXT NOT NULL,
-        created_at INTEGER NOT NULL, claimed_at INTEGER, claimed_org TEXT);
-        CREATE TABLE uploads (id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id),
-        kind TEXT NOT NULL, dataset_timestamp INTEGER, alias TEXT, segment_tags TEXT NOT NULL DEFAULT '[]',
-        created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, stored_at INTEGER, size INTEGER,
-        sha256 TEXT, path TEXT);"""
-    )
+    conn.executescript(FIRST_SCHEMA)
     sid, uid = "session-" + "A" * 24, "log-" + "B" * 24
     data = make_profile_bytes()
     (data_dir / "profiles" / sid).mkdir()

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import FIRST_SCHEMA
 
 from whylogs_songbird.server.storage.files import FileBlobStore
 from whylogs_songbird.server.storage.sql import POSTGRESQL, SQLITE, Dialect
@@ -1146,14 +1147,7 @@ def test_an_older_database_gets_the_new_columns_and_its_profiles_summarised(tmp_
     data_dir.mkdir()
     sid, kept, empty = "session-" + "A" * 24, "log-" + "B" * 24, "log-" + "C" * 24
     with contextlib.closing(sqlite3.connect(data_dir / "songbird.sqlite3")) as conn, conn:
-        conn.executescript(
-            """CREATE TABLE sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, org_id TEXT NOT NULL,
-            created_at INTEGER NOT NULL, claimed_at INTEGER, claimed_org TEXT);
-            CREATE TABLE uploads (id TEXT PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions(id),
-            kind TEXT NOT NULL, dataset_timestamp INTEGER, alias TEXT, segment_tags TEXT NOT NULL DEFAULT '[]',
-            created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, stored_at INTEGER, size INTEGER,
-            sha256 TEXT, path TEXT);"""
-        )
+        conn.executescript(FIRST_SCHEMA)
         conn.execute("INSERT INTO sessions VALUES (?, 'u', 'guest', 1, NULL, NULL)", (sid,))
         conn.execute(
             "INSERT INTO uploads VALUES (?, ?, 'batch', 5, NULL, '[]', 1, 2, 3, 3, ?, ?)",
