@@ -105,11 +105,9 @@ def test_a_failure_against_the_hosted_default_says_so():
     client = SongbirdClient(HOSTED_ENDPOINT, max_retries=0)
     response = requests.Response()
     response.status_code, response._content = 404, b'{"message": "no such route"}'
-    error = client._error("create_session", response, shown_url=HOSTED_ENDPOINT + "/v0/sessions")
+    error = client._error("create_session", response)
     assert "hosted WhyLabs service" in str(error) and "remove the endpoint setting" in str(error)
-    local = SongbirdClient("http://127.0.0.1:1", max_retries=0)._error(
-        "create_session", response, shown_url="http://127.0.0.1:1/v0/sessions"
-    )
+    local = SongbirdClient("http://127.0.0.1:1", max_retries=0)._error("create_session", response)
     assert "hosted" not in str(local)
 
 

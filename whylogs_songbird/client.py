@@ -117,7 +117,7 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9._~-]{1,200}$")
 
 def validate_session_id(session_id: str) -> str:
     """Return ``session_id``, or raise `ConfigError` if it could change a request's path (``/``, ``..``, ``?``...)."""
-    if not isinstance(session_id, str) or not _SESSION_ID.match(session_id) or session_id in (".", ".."):
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id) or session_id in (".", ".."):
         raise ConfigError(
             f"{session_id!r} is not a valid session id: session ids look like 'session-<random>' "
             "and hold only letters, digits and '-', '_', '.', '~'."
@@ -439,7 +439,7 @@ class SongbirdClient:
             headers={"Content-Type": "application/octet-stream"},
         )
         if not 200 <= response.status_code < 300:
-            raise self._error("upload_profile", response, shown_url=redact_url(upload_url))
+            raise self._error("upload_profile", response)
         duplicate = response.headers.get(DUPLICATE_HEADER)
         return duplicate.strip() if duplicate and duplicate.strip() else None
 
@@ -501,7 +501,7 @@ class SongbirdClient:
             params=params,
         )
         if not 200 <= response.status_code < 300:  # a redirect is not success: nothing was stored or done
-            raise self._error(operation, response, shown_url=url)
+            raise self._error(operation, response)
         return response
 
     def _ensure_prepared(self) -> None:
@@ -567,14 +567,14 @@ class SongbirdClient:
             _IN_OUR_REQUEST.active = False
 
     def _hosted_hint(self) -> str:
-        if self.endpoint.rstrip("/") != HOSTED_ENDPOINT:
+        if self.endpoint != HOSTED_ENDPOINT:  # validate_endpoint dropped any trailing slash
             return ""
         return (
             f" ({HOSTED_ENDPOINT} is the hosted WhyLabs service, which is being wound down: remove the endpoint "
             "setting to publish to a local songbird server, started for you.)"
         )
 
-    def _error(self, operation: str, response: requests.Response, *, shown_url: str) -> SongbirdApiError:
+    def _error(self, operation: str, response: requests.Response) -> SongbirdApiError:
         status = response.status_code
         server_message = _excerpt(response)
         said = f": {server_message.rstrip('. ')}" if server_message else ""
