@@ -232,8 +232,8 @@ class Publisher:
             for item, result in zip(items, results):
                 if result.ok:
                     continue
-                exc = result.exception or RuntimeError(result.error or "failed")
-                if self.outbox is not None and is_retryable(exc):
+                # a profile that did not land has its exception (`_fail` sets both)
+                if self.outbox is not None and result.exception is not None and is_retryable(result.exception):
                     self._keep(item, result)
             publish_result = PublishResult(endpoint=self.client.endpoint, profiles=results)
             links.add_to(publish_result)
@@ -244,7 +244,7 @@ class Publisher:
         """Keep the ids of landed named references with the stored session, for `compare_with`."""
         by_session: dict[str, dict[str, str]] = {}
         for p in result.landed:
-            if p.kind == "reference" and p.alias and p.profile_id and p.session_id:
+            if p.alias and p.profile_id and p.session_id:  # only references have an alias
                 by_session.setdefault(p.session_id, {})[p.alias] = p.profile_id
         for session_id, names in by_session.items():
             try:
@@ -459,9 +459,7 @@ class _Links:
         self._tasks = tasks
         self._lock = threading.Lock()
         self._early: dict[tuple[str, tuple[int | str, ...]], list[str | None]] = {}
-        identities = [
-            ("batch", r.dataset_timestamp) if r.kind == "batch" else ("reference", i) for i, r in enumerate(results)
-        ]
+        identities = [(r.kind, r.dataset_timestamp if r.kind == "batch" else i) for i, r in enumerate(results)]
         distinct = list(dict.fromkeys(identities))
         chunk_of_identity = {identity: n // MAX_PROFILES_PER_LINK for n, identity in enumerate(distinct)}
         self._chunk_of = [chunk_of_identity[identity] for identity in identities]
