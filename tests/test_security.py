@@ -261,6 +261,7 @@ def test_no_id_reaches_outside_the_data_dir(server_factory, tmp_path):
         DB_FILE,
         f"{DB_FILE}-wal",
         f"{DB_FILE}-shm",
+        f"{DB_FILE}.write-lock",
     }
     assert list((data_dir / "tmp").iterdir()) == [] and list((data_dir / "profiles").iterdir()) == []
     assert outside.read_text() == "OUTSIDE-SENTINEL-7f3a"

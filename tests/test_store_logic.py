@@ -567,7 +567,13 @@ def test_stored_bytes_are_kept_under_their_hash_and_recorded_pending(store):
         upload.expires_at,
     )
     assert store.get_upload(upload.id) == record
-    assert files_under(store.data_dir) == [key, "songbird.sqlite3", "songbird.sqlite3-shm", "songbird.sqlite3-wal"]
+    assert files_under(store.data_dir) == [
+        key,
+        "songbird.sqlite3",
+        "songbird.sqlite3-shm",
+        "songbird.sqlite3-wal",
+        "songbird.sqlite3.write-lock",
+    ]
     assert store.profile_path(record) == store.data_dir / "profiles" / session.id / f"{upload.id}.ba7816bf8f01cfea.bin"
     assert store.read_profile_bytes(record) == b"abc"
     assert store.metadata.pending_ingest() == 1

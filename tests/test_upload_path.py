@@ -3,7 +3,11 @@ statements as it can, must be what a fresh read of the row says; a replaced prof
 summary; a slot read before the bytes were checked is checked again when the bytes are recorded.
 Real SQLite and real files in a temporary data dir."""
 
+import errno
+import fcntl
 import hashlib
+import os
+import stat
 
 import pytest
 from conftest import make_profile_bytes
@@ -102,3 +106,22 @@ def test_an_original_that_changed_after_the_slot_was_opened_gets_the_bytes_writt
     assert store.metadata.mark_stored(second.id, key=None, size=1, sha256="0" * 64).upload == outcome.upload, (
         "with no key and no original nothing is recorded"
     )
+
+
+def test_writes_take_turns_through_the_lock_file_beside_the_database(store):
+    """The lock other server processes wait on (woken at once, unlike SQLite's sleeping busy wait)."""
+    lock_path = store.data_dir / "songbird.sqlite3.write-lock"
+    assert stat.S_IMODE(lock_path.stat().st_mode) == 0o600
+    other = os.open(lock_path, os.O_RDWR)  # another open file: what another process would hold
+    try:
+        with store.metadata._transaction():
+            with pytest.raises(OSError) as busy:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert busy.value.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once the transaction ended
+        fcntl.flock(other, fcntl.LOCK_UN)
+        with pytest.raises(RuntimeError), store.metadata._transaction():
+            raise RuntimeError("a failed transaction")
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and after one that failed
+    finally:
+        os.close(other)
