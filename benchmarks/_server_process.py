@@ -38,7 +38,12 @@ def server_process(data_dir: Path, *extra: str) -> Iterator[tuple[str, subproces
         yield url, process
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
 
 
 def cpu_seconds(pid: int) -> float:

@@ -990,6 +990,23 @@ def test_landed_bytes_that_fail_the_check_or_the_limit_are_recorded_invalid(psto
     assert pstore.blobs.get_bytes(key) == data
 
 
+def test_a_stopping_worker_leaves_the_rest_of_the_landed_uploads_for_the_next_look(pstore):
+    session = pstore.create_session("u")
+    uploads = [slot(pstore, session.id, ts=n) for n in range(3)]
+    for upload in uploads:
+        put_landed(pstore, upload)
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return len(asked) > 1  # the first upload, then stop
+
+    first = pstore.learn_landed(stop=stop)
+    assert len(first) == 1 and len(asked) == 2
+    rest = pstore.learn_landed()
+    assert sorted(u.id for u in first + rest) == sorted(u.id for u in uploads)
+
+
 def test_landed_bytes_at_the_upload_limit_are_read(pstore):
     pstore.max_upload_bytes = 17
     session = pstore.create_session("u")

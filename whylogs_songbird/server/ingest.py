@@ -128,7 +128,7 @@ class IngestWorker:
                 claimed = []
             if not claimed:
                 try:
-                    learned = self.store.learn_landed()  # presigned PUTs (a no-op for the embedded store)
+                    learned = self.store.learn_landed(stop=self._stop.is_set)  # presigned PUTs (no-op: embedded store)
                 except Exception:
                     logger.exception("ingest: checking the blob store for landed uploads failed")
                     learned = []

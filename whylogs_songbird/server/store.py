@@ -362,7 +362,11 @@ class Store:
     # -- uploads straight to the blob store (presigned S3 PUT URLs) --------------------------
 
     def learn_landed(
-        self, session_id: str | None = None, *, grace_seconds: int = LANDED_GRACE_SECONDS
+        self,
+        session_id: str | None = None,
+        *,
+        grace_seconds: int = LANDED_GRACE_SECONDS,
+        stop: Callable[[], bool] | None = None,
     ) -> list[UploadRecord]:
         """Record the uploads whose bytes a client PUT straight to the blob store (presigned URLs),
         of one session or of all; return them. A no-op for stores without presigned URLs.
@@ -373,6 +377,8 @@ class Store:
         only once its bytes are there, so no profile exists without bytes. The bytes get the
         cheap structural check of the upload route; bytes that fail it, or are larger than the
         upload limit, are recorded as an invalid profile (shown as such, never deserialized).
+        ``stop``: asked before each upload; once it says True the rest is left for the next look
+        (a stopping server does not read thousands of landed profiles first).
         """
         if not self.presigns:
             return []
@@ -384,6 +390,8 @@ class Store:
         for session, uploads in by_session.items():
             sizes = self._landed_sizes(session, uploads)
             for upload in uploads:
+                if stop is not None and stop():
+                    return learned
                 key = blob_key(upload.session_id, upload.id)
                 recorded = self._record_landed(upload, key, sizes[key]) if key in sizes else None
                 if recorded is not None:
