@@ -1140,6 +1140,18 @@ def test_reconcile_learns_presigned_puts_that_landed(pstore):
     assert pstore.get_upload(late.id).stored_at is None
 
 
+def test_reconcile_goes_on_after_each_landed_put_it_learns(pstore):
+    session = pstore.create_session("u")
+    landed = [slot(pstore, session.id, ts=n) for n in range(3)]
+    keys = sorted(put_landed(pstore, upload) for upload in landed)
+    orphan = f"profiles/{session.id}/log-{'Z' * 24}.bin"  # no slot has this id
+    pstore.blobs.put_bytes(orphan, b"no slot")
+    report = pstore.reconcile()
+    assert report.learned == keys
+    assert report.orphan_blobs == [orphan]
+    assert all(pstore.get_upload(upload.id).stored for upload in landed)
+
+
 # -- the SQL store: schema, ingest, summaries, derived artefacts ------------------------------------
 
 
