@@ -32,8 +32,8 @@ MODULES: dict[str, list[str]] = {
     "whylogs_songbird/publish.py": ["tests/test_publish_logic.py"],
     "whylogs_songbird/client.py": ["tests/test_client_logic.py"],
     "whylogs_songbird/server/signing.py": ["tests/test_signing.py"],
-    "whylogs_songbird/server/store.py": ["tests/test_store_logic.py"],
-    "whylogs_songbird/server/storage/sql.py": ["tests/test_store_logic.py"],
+    "whylogs_songbird/server/store.py": ["tests/test_store_logic.py", "tests/test_upload_path.py"],
+    "whylogs_songbird/server/storage/sql.py": ["tests/test_store_logic.py", "tests/test_upload_path.py"],
     "whylogs_songbird/server/storage/files.py": ["tests/test_blob_files.py"],
 }
 DESELECT = "not processes"

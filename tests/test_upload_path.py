@@ -13,7 +13,7 @@ import pytest
 from conftest import make_profile_bytes
 
 from whylogs_songbird.server import Store
-from whylogs_songbird.server.store import SessionClaimedError
+from whylogs_songbird.server.store import SessionClaimedError, UnknownUploadError
 
 TS = 1_700_000_000_000
 
@@ -125,3 +125,15 @@ def test_writes_take_turns_through_the_lock_file_beside_the_database(store):
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and after one that failed
     finally:
         os.close(other)
+
+
+def test_the_streamed_put_checks_its_slot_before_reading_the_body(store):
+    session = store.create_session("u")
+    slot = new_slot(store, session.id)
+    assert store.metadata.check_upload_open(slot.id) == store.get_upload(slot.id)
+    for unknown in ("log-" + "A" * 24, "session-" + "A" * 24, "x"):
+        with pytest.raises(UnknownUploadError):
+            store.metadata.check_upload_open(unknown)
+    store.claim(session.id, "org-0")
+    with pytest.raises(SessionClaimedError):
+        store.metadata.check_upload_open(slot.id)

@@ -212,13 +212,10 @@ class MetadataStore(Protocol):
         """The upload, if its bytes may be stored now; raises :class:`UnknownUploadError` or
         :class:`SessionClaimedError`."""
 
-    def find_duplicate(self, upload_id: str, sha256: str) -> UploadRecord | None:
-        """The stored batch profile of the same session, timestamp and segment tags as batch upload
-        ``upload_id``, whose bytes have this sha256 (None: not a duplicate, or not a batch)."""
-
     def open_upload_and_duplicate(self, upload_id: str, sha256: str) -> tuple[UploadRecord, UploadRecord | None]:
-        """The open upload slot and what :meth:`find_duplicate` finds, in one read; raises like
-        :meth:`check_upload_open`."""
+        """The open upload slot, and the stored batch profile of the same session, timestamp and
+        segment tags whose bytes have this sha256 (None: not a duplicate, or not a batch), in one
+        read; raises like :meth:`check_upload_open`."""
 
     def mark_stored(self, upload_id: str, *, key: str | None, size: int, sha256: str) -> StoredOutcome:
         """Record that the upload's bytes are durable under blob ``key`` (``ingest_state`` pending).

@@ -367,9 +367,6 @@ class SqlMetadataStore:
                 return candidate
         return None
 
-    def find_duplicate(self, upload_id: str, sha256: str) -> UploadRecord | None:
-        return self.open_upload_and_duplicate(upload_id, sha256)[1]
-
     def open_upload_and_duplicate(self, upload_id: str, sha256: str) -> tuple[UploadRecord, UploadRecord | None]:
         with self._read() as conn:
             upload = self._open_upload(conn, upload_id)
