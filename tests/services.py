@@ -60,12 +60,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def ephemeral_port_start() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_pairs(count: int, offset: int = 10000) -> list[int]:
-    """``count`` distinct ports ``p`` with ``p`` and ``p + offset`` both free (SeaweedFS's gRPC ports)."""
+    """``count`` distinct ports ``p`` with ``p`` and ``p + offset`` both free (SeaweedFS's gRPC ports).
+
+    They are chosen below the kernel's range for outgoing connections: a port in it that is free
+    now can be taken by any client's connection before the server binds it (on a busy machine,
+    SeaweedFS then exits at start)."""
     chosen: list[int] = []
     rng = secrets.SystemRandom()
+    top = ephemeral_port_start() - offset
+    low, high = (10000, top) if top > 11000 else (20000, 65535 - offset)
     for _ in range(2000):
-        port = rng.randrange(20000, 65535 - offset)
+        port = rng.randrange(low, high)
         if port in chosen or port + offset in chosen or any(port == c + offset for c in chosen):
             continue
         if _port_is_free(port) and _port_is_free(port + offset):
@@ -290,7 +304,12 @@ def seaweedfs(timeout: float = 60.0) -> Iterator[S3Service]:
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base)
     service = S3Service(endpoint_url=f"http://{LOOPBACK}:{s3}", access_key=access_key, secret_key=secret_key)
     try:
-        _wait_for_s3(service, proc, time.monotonic() + timeout)
+        try:
+            _wait_for_s3(service, proc, time.monotonic() + timeout)
+        except RuntimeError as exc:
+            log.flush()
+            tail = (base / "weed.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}; the end of its log:\n{tail}") from None
         yield service
     finally:
         with contextlib.suppress(ProcessLookupError):
