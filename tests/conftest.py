@@ -57,15 +57,19 @@ def make_profile_bytes(n_rows: int = 10, seed: int = 0) -> bytes:
 
 
 @contextlib.contextmanager
-def http_server_thread(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A plain ``http.server`` with ``handler`` on a free loopback port, in a thread; yields its URL."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+def serving(httpd: http.server.HTTPServer) -> Iterator[str]:
+    """``httpd`` (bound to a loopback port) served in a thread; yields its URL, then shuts it down."""
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def http_server_thread(handler: type[http.server.BaseHTTPRequestHandler]) -> contextlib.AbstractContextManager[str]:
+    """A plain ``http.server`` with ``handler`` on a free loopback port, in a thread; yields its URL."""
+    return serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler))
 
 
 def free_port() -> int:

@@ -32,6 +32,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def send_answer(
+    handler: http.server.BaseHTTPRequestHandler,
+    status: int,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    length: int | None = None,
+) -> None:
+    """Answer a request of ``handler`` with ``status``, ``headers`` and ``body``; Content-Length is
+    the body's, or ``length`` (a larger one makes a truncated body)."""
+    handler.send_response(status)
+    for name, value in headers.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body) if length is None else length))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def operation(method: str, path: str) -> str:
     """A short name for a songbird request: create_session, upload_slot, put, reference, link, claim, ..."""
     path = path.split("?", 1)[0]
@@ -92,13 +110,7 @@ class Relay:
                         answer = self._forward(body)
                 finally:
                     relay._leave(name)
-                status, headers, data = answer
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_answer(self, *answer)
 
             def _forward(self, body: bytes) -> Answer:
                 upstream = http.client.HTTPConnection(*relay.upstream, timeout=60)

@@ -14,6 +14,7 @@ import pytest
 import requests
 import whylogs as why
 from conftest import http_server_thread
+from loopback import send_answer
 from whylogs.core import DatasetProfile
 from whylogs.core.schema import DatasetSchema
 from whylogs.core.segmentation_partition import segment_on_column
@@ -228,12 +229,7 @@ class _BadServer(http.server.BaseHTTPRequestHandler):
             status, headers, body, length = 200, {"Content-Type": "application/json"}, SESSION, None
         else:
             status, headers, body, length = type(self).answer
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body) if length is None else length))
-        self.end_headers()
-        self.wfile.write(body)  # with a larger Content-Length: a truncated body, then the close
+        send_answer(self, status, headers, body, length=length)  # a larger length: a truncated body, then the close
 
     do_PUT = do_POST
 

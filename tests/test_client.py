@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 from conftest import ANY_ORG_KEY, http_server_thread, make_profile_bytes
-from loopback import wait_until
+from loopback import send_answer, wait_until
 
 from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.errors import (
@@ -219,13 +219,7 @@ class _Scripted(http.server.BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         type(self).seen.append(self.path)
-        status, headers, body = type(self).script.pop(0) if len(type(self).script) > 1 else type(self).script[0]
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_answer(self, *(type(self).script.pop(0) if len(type(self).script) > 1 else type(self).script[0]))
 
     do_POST = do_PUT = do_GET = _answer
 

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import requests
 import urllib3.util.retry as urllib3_retry
+from conftest import serving
+from loopback import send_answer
 from pydantic import model_validator
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -1203,13 +1205,7 @@ class Scripted(http.server.BaseHTTPRequestHandler):
         if answer == "drop":
             self.close_connection = True
             return
-        status, headers, payload = answer
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_answer(self, *answer)
 
     do_GET = do_POST = do_PUT = _answer
 
@@ -1229,11 +1225,8 @@ class CountingServer(http.server.ThreadingHTTPServer):
 def loopback() -> Any:
     httpd = CountingServer(("127.0.0.1", 0), Scripted)
     httpd.state = SimpleNamespace(script=[], seen=[], connections=0)  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(httpd):
+        yield httpd
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 import whylogs as why
+from conftest import serving
 
 from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.config import resolve_settings
@@ -125,11 +126,8 @@ def put_server():
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(httpd) as state.url:
+        yield state
 
 
 @pytest.fixture

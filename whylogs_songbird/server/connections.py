@@ -261,7 +261,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- protocol and parser events --
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(self._coalescing)  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections:
             logger.warning(
                 "refused a connection: %d are open, the limit of this process (--max-connections)",
@@ -293,8 +294,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        if isinstance(self.transport, CoalescingTransport):
-            self.transport.flush()
+        self._coalescing.flush()
         self._cancel_guard()
         self._unanswered = max(0, self._unanswered - 1)
         super().on_response_complete()

@@ -378,14 +378,15 @@ class SqlMetadataStore:
             original = self._duplicate(conn, upload, sha256)
             if original is None and key is None:
                 return StoredOutcome(upload=upload, duplicate_of=None)  # the original changed: bytes needed
+            duplicate_of = original.id if original is not None else None
             stored = dataclasses.replace(
                 upload,
                 stored_at=now_ms(),
                 size=size,
                 sha256=sha256,
-                path=None if original is not None else key,
-                duplicate_of=original.id if original is not None else None,
-                ingest_state=None if original is not None else "pending",
+                path=None if duplicate_of else key,
+                duplicate_of=duplicate_of,
+                ingest_state=None if duplicate_of else "pending",
                 ingest_error=None,
             )
             self._exec(
@@ -396,7 +397,7 @@ class SqlMetadataStore:
             )
             if upload.stored_at is not None:  # a replaced profile's summary is out of date
                 self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
-        return StoredOutcome(upload=stored, duplicate_of=stored.duplicate_of)
+        return StoredOutcome(upload=stored, duplicate_of=duplicate_of)
 
     def unmark_stored(self, upload_ids: Sequence[str]) -> int:
         changed = 0
