@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from whylogs_songbird.errors import SongbirdError
 from whylogs_songbird.monitors import Failure, MonitorsError, evaluate, load_monitors
+from whylogs_songbird.timeline import utc_text
 from whylogs_songbird.timeline_client import fetch_timeline
 
 logger = logging.getLogger("whylogs_songbird.check")
@@ -74,8 +74,7 @@ def run_check(
 
 
 def _when(start: int) -> str:
-    moment = datetime.fromtimestamp(start / 1000, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return utc_text(start)
 
 
 def render_result(result: CheckResult, session_id: str) -> Any:
