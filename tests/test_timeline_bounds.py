@@ -11,6 +11,7 @@ import random
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,12 +20,15 @@ import requests
 import whylogs as why
 from conftest import both_stores, make_profile_bytes
 
+from whylogs_songbird.check import BAD_INPUT, PASSED, run_check
 from whylogs_songbird.models import MAX_TIMESTAMP, MIN_TIMESTAMP
 from whylogs_songbird.server import LocalServer
+from whylogs_songbird.server.common import observatory_link
 from whylogs_songbird.server.routes.timeline import PAGE_CACHE_BYTES
 from whylogs_songbird.server.store import NewUpload
 from whylogs_songbird.server.timeline_service import BUCKET_PREFIX, MAX_VIEW_BUCKETS
 from whylogs_songbird.timeline import DAY_MS, GRANULARITIES, HOUR_MS
+from whylogs_songbird.timeline_client import fetch_timeline
 
 TIMEOUT = 120
 YEAR_10000 = 253_402_300_800_000  # 10000-01-01T00:00:00Z
@@ -134,6 +138,14 @@ def test_stored_extreme_timestamps_are_served_for_every_granularity(
     # a range around the extreme ones
     late = timeline(server, session_id, granularity="month", start="9999-12-01", end="9999-12-31")
     assert late.status_code == 200 and late.json()["buckets"] == []
+    # and the other pages that show them
+    for url in (
+        f"{server.url}/sessions/{session_id}",
+        *(observatory_link(server.url, session_id, [stamp]) for stamp in extreme),
+        observatory_link(server.url, session_id, extreme[:3]),
+    ):
+        r = requests.get(url, timeout=TIMEOUT)
+        assert r.status_code == 200, (url, r.text[:300])
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
 
@@ -189,6 +201,9 @@ def test_start_and_end_narrow_the_view(wide_span) -> None:
     assert doc["columns"]["n"]["previous_drift_category"][0] is not None
     same = timeline(server, session_id, granularity="hour", start=str(low), end=str(high))
     assert same.json()["buckets"] == doc["buckets"]
+    # the client passes the range through
+    fetched = fetch_timeline(session_id, endpoint=server.url, granularity="hour", start=start, end=high)
+    assert fetched["buckets"] == doc["buckets"]
     page = timeline(server, session_id, page=True, granularity="hour", start=start, end=end)
     assert page.status_code == 200 and f'value="{start}"' in page.text
     assert "start=2000-01-01" in page.text  # the JSON link keeps the range
@@ -200,6 +215,17 @@ def test_start_and_end_narrow_the_view(wide_span) -> None:
     ):
         bad = timeline(server, session_id, granularity="month", **params)
         assert bad.status_code == 400 and words in bad.json()["message"], (params, bad.text)
+
+
+def test_songbird_check_takes_a_range(wide_span, tmp_path: Path) -> None:
+    server, session_id, _ = wide_span
+    monitors = tmp_path / "monitors.toml"
+    monitors.write_text('granularity = "hour"\n\n[[monitor]]\ncolumns = ["s"]\nmetric = "null_fraction"\nmax = 0.5\n')
+    whole = run_check(session_id, monitors, endpoint=server.url, which="all")
+    assert whole.exit_code == BAD_INPUT and whole.error is not None and "start/end" in whole.error
+    ranged = run_check(session_id, monitors, endpoint=server.url, which="all", start="2000-01-01", end="2001-01-01")
+    assert ranged.exit_code == PASSED, ranged.error
+    assert ranged.timeline is not None and ranged.buckets == len(ranged.timeline["buckets"]) > 0
 
 
 def test_a_view_of_too_many_cells_is_refused(server: LocalServer) -> None:

@@ -48,8 +48,11 @@ def run_check(
     endpoint: str | None = None,
     which: Literal["latest", "all"] = "latest",
     timeout: float | None = None,
+    start: str | None = None,
+    end: str | None = None,
 ) -> CheckResult:
-    """Evaluate the monitors of ``monitors_path`` on the session's latest bucket (or every bucket)."""
+    """Evaluate the monitors of ``monitors_path`` on the session's latest bucket (or every bucket),
+    of the buckets overlapping ``start``/``end`` when given."""
     try:
         monitors = load_monitors(monitors_path)
     except MonitorsError as exc:
@@ -61,6 +64,8 @@ def run_check(
             granularity=monitors.granularity,
             reference=monitors.reference,
             segment=monitors.segment,
+            start=start,
+            end=end,
             timeout=timeout,
         )
     except SongbirdError as exc:
