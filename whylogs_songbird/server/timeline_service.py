@@ -209,9 +209,9 @@ class TimelineService:
         column_names: Callable[[StoredProfile], Iterable[str]] | None = None,
         max_buckets: int = MAX_VIEW_BUCKETS,
         max_cells: int = MAX_VIEW_CELLS,
-        memo_bytes: int = 64 * MiB,
-        view_bytes: int = 128 * MiB,
-        doc_bytes: int = 64 * MiB,
+        memo_bytes: int = 32 * MiB,
+        view_bytes: int = 32 * MiB,
+        doc_bytes: int = 32 * MiB,
     ) -> None:
         self.list_profiles = list_profiles
         self.load = load
@@ -368,8 +368,7 @@ class TimelineService:
         hint = f"a coarser granularity ({', '.join(coarser)}) or " if coarser else ""
         return TimelineRequestError(
             400,
-            f"this {view.granularity} view has {size}; a timeline view shows at most {cap} "
-            f"(at most {self.max_buckets:,} buckets and {self.max_cells:,} cells of buckets × columns): "
+            f"this {view.granularity} view has {size}; a timeline view shows at most {cap}: "
             f"ask for {hint}a shorter start/end range (e.g. start=2024-01-01&end=2024-02-01)",
         )
 
