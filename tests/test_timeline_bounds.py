@@ -11,6 +11,7 @@ import random
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from whylogs_songbird.server.common import observatory_link
 from whylogs_songbird.server.routes.timeline import PAGE_CACHE_BYTES
 from whylogs_songbird.server.store import NewUpload
 from whylogs_songbird.server.timeline_service import BUCKET_PREFIX, MAX_VIEW_BUCKETS
-from whylogs_songbird.timeline import DAY_MS, GRANULARITIES, HOUR_MS
+from whylogs_songbird.timeline import DAY_MS, GRANULARITIES, HOUR_MS, bucket_bounds, civil_date, civil_days
 from whylogs_songbird.timeline_client import fetch_timeline
 
 TIMEOUT = 120
@@ -206,6 +207,7 @@ def test_start_and_end_narrow_the_view(wide_span) -> None:
     assert fetched["buckets"] == doc["buckets"]
     page = timeline(server, session_id, page=True, granularity="hour", start=start, end=end)
     assert page.status_code == 200 and f'value="{start}"' in page.text
+    assert f"from <bdi>{start}</bdi> to <bdi>{end}</bdi>" in page.text
     assert "start=2000-01-01" in page.text  # the JSON link keeps the range
     for params, words in (
         ({"start": "yesterday"}, "not a time"),
@@ -389,3 +391,35 @@ def test_a_repeated_server_error_logs_one_traceback(server_factory, caplog: pyte
     assert "a bug in a request hook" in caplog.text
     repeats = [r for r in caplog.records if "unexpected error again" in r.getMessage()]
     assert len(repeats) <= 1
+
+
+# -- the calendar arithmetic (pure) -----------------------------------------------------------
+
+
+def test_bucket_bounds_match_the_calendar_where_datetime_reaches_and_hold_beyond() -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    rng = random.Random(7)
+    low, high = -62_135_596_800_000 + 8 * DAY_MS, 253_402_300_799_999 - 40 * DAY_MS
+    for stamp in [rng.randrange(low, high) for _ in range(3000)] + [0, -1, DAY0, DAY0 - 1]:
+        moment = epoch + timedelta(milliseconds=stamp)
+        day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        monday = day - timedelta(days=day.weekday())
+        first = day.replace(day=1)
+        following = (
+            first.replace(year=first.year + 1, month=1) if first.month == 12 else first.replace(month=first.month + 1)
+        )
+
+        def ms(value: datetime) -> int:
+            return (value - epoch) // timedelta(milliseconds=1)
+
+        assert bucket_bounds(stamp, "week") == (ms(monday), ms(monday + timedelta(days=7)))
+        assert bucket_bounds(stamp, "month") == (ms(first), ms(following))
+        assert bucket_bounds(stamp, "day") == (ms(day), ms(day + timedelta(days=1)))
+        assert civil_date(stamp // DAY_MS) == (moment.year, moment.month, moment.day)
+    for days in range(-1_000_000, 3_000_000, 997):
+        assert civil_days(*civil_date(days)) == days
+    for stamp in (YEAR_10000, YEAR_0, MIN_TIMESTAMP, 2**63 - 1, -(2**70), 2**70):
+        for granularity in GRANULARITIES:
+            start, end = bucket_bounds(stamp, granularity)
+            assert start <= stamp < end
+            assert bucket_bounds(start, granularity) == (start, end) == bucket_bounds(end - 1, granularity)
