@@ -27,7 +27,7 @@ from whylogs_songbird.server import LocalServer
 from whylogs_songbird.server.common import observatory_link
 from whylogs_songbird.server.routes.timeline import PAGE_CACHE_BYTES
 from whylogs_songbird.server.store import NewUpload
-from whylogs_songbird.server.timeline_service import BUCKET_PREFIX, MAX_VIEW_BUCKETS
+from whylogs_songbird.server.timeline_service import BUCKET_PREFIX, DOC_PREFIX, MAX_VIEW_BUCKETS
 from whylogs_songbird.timeline import DAY_MS, GRANULARITIES, HOUR_MS, bucket_bounds, civil_date, civil_days
 from whylogs_songbird.timeline_client import fetch_timeline
 
@@ -314,6 +314,9 @@ def test_replaced_bucket_versions_are_pruned(server: LocalServer) -> None:
     view("week")
     view("day")
     assert len(stored()) == 8 + expected(weekly), stored()
+    # and one stored document per view at most (the day and the week views)
+    documents = [k for k in derived_keys(server, session_id) if k.startswith(DOC_PREFIX)]
+    assert 1 <= len(documents) <= 2, documents
 
 
 # -- the page cache ---------------------------------------------------------------------------

@@ -9,8 +9,9 @@ What is stored (in the derived-artefact cache, per session), under the *slot* of
 - ``<version>points``: the per-column numbers of the bucket;
 - ``<version>ref/<reference id>/<its identity>``: whylogs' drift of the bucket against a reference;
 - ``<version>prev/<previous bucket's version>``: its drift against the previous bucket;
-- ``timeline/doc/<everything>``: the whole JSON document of one (granularity, reference, segment)
-  view without a start/end range, keyed by all of the above and the monitors file.
+- ``timeline/doc/<view>/<everything>``: the whole JSON document of one (granularity, reference,
+  segment) view without a start/end range, keyed by all of the above and the monitors file; one
+  per view (storing it drops the view's document of older content).
 
 A landed batch only adds or changes its own bucket (and the drift of the next one against it):
 everything else is read back. When a new version is stored, what it replaces is dropped (the
@@ -345,7 +346,13 @@ class TimelineService:
         parts += [self.monitors_key, f"range:{view.start}:{view.end}", *(f"segment:{s}" for s in view.segments)]
         parts += [f"{r.id}:{r.alias}" for r in view.references]
         parts += [f"before:{before.key}" if before else "before:"]
-        doc_key = DOC_PREFIX + content_key([*parts, *(f"{b.start}:{b.key}" for b in buckets)])
+        # one stored document per view: storing it drops the view's documents of older content
+        view_key = (
+            DOC_PREFIX
+            + content_key([FORMAT, view.granularity, view.segment or "", reference.id if reference else ""])
+            + "/"
+        )
+        doc_key = view_key + content_key([*parts, *(f"{b.start}:{b.key}" for b in buckets)])
 
         def build() -> bytes:
             # a ranged view is not stored: there are as many as there are ranges (its parts are)
@@ -356,6 +363,7 @@ class TimelineService:
             self._check_cells(view, buckets, by_identity)
             data = self._build(session_id, view, buckets, before, by_identity)
             if not ranged:
+                self.cache.drop(session_id, view_key, doc_key)
                 self.cache.put(session_id, doc_key, data)
             return data
 
