@@ -28,6 +28,7 @@ from whylogs_songbird.server.common import observatory_link
 from whylogs_songbird.server.routes.timeline import PAGE_CACHE_BYTES
 from whylogs_songbird.server.store import NewUpload
 from whylogs_songbird.server.timeline_service import BUCKET_PREFIX, DOC_PREFIX, MAX_VIEW_BUCKETS
+from whylogs_songbird.server.unexpected import RepeatedErrors
 from whylogs_songbird.timeline import DAY_MS, GRANULARITIES, HOUR_MS, bucket_bounds, civil_date, civil_days
 from whylogs_songbird.timeline_client import fetch_timeline
 
@@ -426,3 +427,24 @@ def test_bucket_bounds_match_the_calendar_where_datetime_reaches_and_hold_beyond
             start, end = bucket_bounds(stamp, granularity)
             assert start <= stamp < end
             assert bucket_bounds(start, granularity) == (start, end) == bucket_bounds(end - 1, granularity)
+
+
+def test_repeated_errors_log_a_traceback_once_then_one_line_with_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("test.repeated")
+    errors = RepeatedErrors(log, interval=3600)
+    caplog.set_level(logging.INFO, logger="test.repeated")
+
+    def fail(n: int) -> None:
+        try:
+            {}["missing"] if n else [][1]  # two kinds of error, each from its own line
+        except (KeyError, IndexError) as exc:
+            errors.report(exc)
+
+    for _ in range(50):
+        fail(1)
+    fail(0)
+    assert [bool(r.exc_info) for r in caplog.records] == [True, True], "one traceback per kind, nothing else"
+    errors.interval = 0  # the interval has passed: the next one says how many were left out
+    fail(1)
+    last = caplog.records[-1]
+    assert not last.exc_info and "KeyError" in last.getMessage() and "50 time(s)" in last.getMessage()
