@@ -16,6 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import ClientDisconnect
+
 from whylogs_songbird.server.common import error_response
 
 #: The message of every 500 answer (the details are in the server's log, never in the answer).
@@ -97,6 +99,8 @@ class UnexpectedErrorMiddleware:
 
         try:
             await self.app(scope, receive, sending)
+        except ClientDisconnect:  # the client went away (or was cut off): nobody to answer, nothing wrong here
+            return
         except Exception as exc:
             self.errors.report(exc)
             if not started:  # else the answer is under way: the connection just ends
