@@ -123,7 +123,7 @@ def test_keys_from_a_file_or_the_environment_stay_out_of_ps_and_forged_addresses
         log = server.stop()
     [line] = _access_lines(log)
     assert "127.0.0.1:" in line and FORGED not in log, line
-    assert "s3cr3t" not in log
+    assert "s3cr3t" not in log and "chmod 600" not in log, "a private key file draws no warning"
 
     env_server = ServerProcess(tmp_path, env={"SONGBIRD_SERVER_API_KEYS": ENV_KEY})
     try:
@@ -136,7 +136,9 @@ def test_keys_from_a_file_or_the_environment_stay_out_of_ps_and_forged_addresses
 
 
 def test_a_configured_proxy_sets_the_logged_address(tmp_path):
-    server = ServerProcess(tmp_path, "--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.1")
+    keys = write_key_file(tmp_path / "keys")
+    keys.chmod(0o644)  # readable by everyone: the server warns
+    server = ServerProcess(tmp_path, "--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.1", "--api-key-file", str(keys))
     try:
         session_id = requests.post(f"{server.url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).json()["id"]
         assert requests.get(f"{server.url}/v0/sessions/{session_id}", headers=FORGING, timeout=10).status_code == 401
@@ -144,6 +146,7 @@ def test_a_configured_proxy_sets_the_logged_address(tmp_path):
         log = server.stop()
     [line] = _access_lines(log)
     assert FORGED in line, line
+    assert f"{keys} holds API keys and other users may read it: chmod 600 it." in log
 
 
 # -- forwarded headers and the links the server hands out ---------------------------------------
