@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
-from conftest import TEST_API_KEYS, make_profile_bytes
+from conftest import TEST_API_KEYS, health, make_profile_bytes
 from services import free_port
 
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
@@ -285,7 +285,7 @@ def test_several_workers_share_postgres_and_s3(storage_config, tmp_path):
         pids = set()
 
         def seen_both():
-            pids.add(requests.get(f"{url}/healthz", timeout=10).json()["pid"])  # a new connection each time
+            pids.add(health(url, tmp_path / "data")["pid"])  # a new connection each time
             return len(pids) >= 2
 
         wait_for(seen_both, "connections are spread over two processes")
@@ -311,6 +311,6 @@ def test_several_workers_share_postgres_and_s3(storage_config, tmp_path):
         for _ in range(4):  # whichever process answers, the counters (in PostgreSQL) are the same
             stats = requests.get(f"{url}/_local/stats", timeout=10).json()
             assert (stats["create_session"], stats["upload"], stats["put"]) == (8, 8, 0), stats
-            assert requests.get(f"{url}/healthz", timeout=10).json()["sessions"] == 8
+            assert health(url, tmp_path / "data")["sessions"] == 8
     finally:
         stop(process)

@@ -231,6 +231,14 @@ class Store:
     def get_session(self, session_id: str) -> SessionRecord | None:
         return self.metadata.get_session(session_id)
 
+    def guest_session(self, session_id: str) -> SessionRecord | None:
+        """The session as a request without an API key may see it: None when the id is malformed,
+        unknown, or names a session claimed into an organization. Every guest route resolves its
+        session here, so a claimed session is gone from all of them at once (only the keyed
+        operations, get_session and claim, still find it)."""
+        session = self.metadata.get_session(session_id)  # None for a malformed id too
+        return None if session is None or session.claimed else session
+
     def claim(self, session_id: str, org_id: str) -> SessionRecord | None:
         return self.metadata.claim(session_id, org_id)
 
