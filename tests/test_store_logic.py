@@ -935,13 +935,15 @@ def test_landed_bytes_are_recorded_pending_once(pstore, caplog):
     assert "learned 2 uploads that landed in the blob store" in [r.getMessage() for r in caplog.records]
     record = pstore.get_upload(first.id)
     assert learned[1] == record
+    checked = blob_key(session.id, first.id, PROFILE_SHA)  # a key no presigned URL names
     assert (record.path, record.size, record.sha256, record.ingest_state, record.ingest_error) == (
-        key,
+        checked,
         17,
         PROFILE_SHA,
         "pending",
         None,
     )
+    assert pstore.blobs.get_bytes(checked) == PROFILE and not pstore.blobs.exists(key), "moved off the landed key"
     assert pstore.get_upload(empty.id).stored_at is None
     assert pstore.blobs.listings == [], "three slots: a HEAD each"
     caplog.clear()
@@ -959,6 +961,7 @@ def test_landed_bytes_repeating_a_stored_profile_are_a_duplicate_and_removed(pst
     [learned] = pstore.learn_landed(session.id)
     assert (learned.id, learned.duplicate_of, learned.path) == (second.id, first.id, None)
     assert pstore.blobs.exists(key) is False and pstore.get_upload(first.id).ingest_state == "pending"
+    assert list(pstore.blobs.list_keys()) == [pstore.get_upload(first.id).path], "no copy of the duplicate kept"
 
 
 @pytest.mark.parametrize(
@@ -980,14 +983,17 @@ def test_landed_bytes_that_fail_the_check_or_the_limit_are_recorded_invalid(psto
     [learned] = pstore.learn_landed()
     assert learned.id == upload.id
     record = pstore.get_upload(upload.id)
+    kept = None if sha256.startswith("unread-") else blob_key(session.id, upload.id, sha256)  # too large: not kept
     assert (record.path, record.size, record.sha256, record.ingest_state, record.ingest_error) == (
-        key,
+        kept,
         len(data),
         sha256,
         "invalid",
         reason,
     )
-    assert pstore.blobs.get_bytes(key) == data
+    assert list(pstore.blobs.list_keys()) == ([kept] if kept else []) and not pstore.blobs.exists(key)
+    if kept:
+        assert pstore.blobs.get_bytes(kept) == data
 
 
 def test_a_stopping_worker_leaves_the_rest_of_the_landed_uploads_for_the_next_look(pstore):
@@ -1135,8 +1141,9 @@ def test_reconcile_learns_presigned_puts_that_landed(pstore):
     assert report.learned == [keys[0]]
     assert report.orphan_blobs == sorted([keys[1], keys[2], stale])
     record = pstore.get_upload(landed.id)
-    assert (record.path, record.size, record.sha256, record.ingest_state) == (keys[0], 17, PROFILE_SHA, "pending")
-    assert sorted(pstore.blobs.list_keys()) == sorted([keys[0], done.path])
+    checked = blob_key(session.id, landed.id, PROFILE_SHA)
+    assert (record.path, record.size, record.sha256, record.ingest_state) == (checked, 17, PROFILE_SHA, "pending")
+    assert sorted(pstore.blobs.list_keys()) == sorted([checked, done.path])
     assert pstore.get_upload(late.id).stored_at is None
 
 

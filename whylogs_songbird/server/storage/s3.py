@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
-from whylogs_songbird.server.storage.base import StorageConfigError
+from whylogs_songbird.server.storage.base import BlobChangedError, BlobVersion, StorageConfigError
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
@@ -112,6 +112,11 @@ def _error_code(exc: Exception) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def _etag(answer: dict[str, Any]) -> str:
+    """An answer's ETag without its quotes (stores differ in quoting it)."""
+    return str(answer.get("ETag", "")).strip('"')
 
 
 def _status(exc: Exception) -> int | None:
@@ -276,6 +281,64 @@ class S3BlobStore:
             raise self._fail("read an object", exc) from None
         finally:
             body.close()
+
+    def read_version(self, key: str, max_bytes: int) -> BlobVersion | None:
+        """The bytes of ``key`` and their ETag (one GET); None when there is no such object.
+
+        The size is taken from the GET's own answer, not from an earlier HEAD or listing: an
+        object replaced in between by a larger one is still not read when it exceeds
+        ``max_bytes`` (``data`` None), and at most ``max_bytes + 1`` bytes are ever read.
+        """
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            answer = self._get_object(key)
+        except BlobNotFoundError:
+            return None
+        body = answer["Body"]
+        try:
+            size, tag = int(answer["ContentLength"]), _etag(answer)
+            if size > max_bytes:
+                return BlobVersion(size=size, tag=tag)
+            data = bytes(body.read(max_bytes + 1))
+        except BotoCoreError as exc:
+            raise self._fail("read an object", exc) from None
+        finally:
+            body.close()
+        if len(data) > max_bytes:
+            return BlobVersion(size=len(data), tag=tag)
+        return BlobVersion(size=len(data), tag=tag, data=data)
+
+    def copy_version(self, source: str, target: str, tag: str) -> None:
+        """Copy ``source`` to ``target`` inside the store (no bytes pass through the server), only
+        if ``source`` still has the ETag ``tag`` (S3 ``x-amz-copy-source-if-match``).
+
+        :class:`BlobChangedError` when it has another one (a PUT replaced it), :class:`BlobNotFoundError`
+        when it is gone. A store that ignored the condition is caught too: the copy's ETag must be
+        ``tag``, or the copy is removed and :class:`BlobChangedError` raised.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket = self.location.bucket
+        try:
+            answer = self._client.copy_object(
+                Bucket=bucket,
+                Key=self.location.key(target),
+                CopySource={"Bucket": bucket, "Key": self.location.key(source)},
+                CopySourceIfMatch=f'"{tag}"',
+            )
+        except ClientError as exc:
+            if _status(exc) == 412 or _error_code(exc) == "PreconditionFailed":
+                raise BlobChangedError(source) from None
+            if _status(exc) == 404 or _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise BlobNotFoundError(source) from None
+            raise self._fail("copy an object", exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("copy an object", exc) from None
+        copied = str(answer.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
+        if copied != tag:
+            self.delete(target)
+            raise BlobChangedError(source)
 
     def open(self, key: str) -> BinaryIO:
         """A seekable file holding ``key``'s bytes (in memory up to 8 MiB, then a temporary file)."""
