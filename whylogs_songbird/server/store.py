@@ -483,7 +483,9 @@ class Store:
         except (BlobChangedError, FileNotFoundError):
             return None
         try:
-            outcome = self.metadata.mark_stored(upload.id, key=checked, size=len(data), sha256=sha256, if_unstored=True)
+            outcome = self.metadata.mark_stored(
+                upload.id, key=checked, size=len(data), sha256=sha256, if_unstored=True, invalid=reason
+            )
         except UploadAlreadyStoredError:
             current = self.get_upload(upload.id)
             if current is None or current.path != checked:  # the same bytes share the same key
@@ -494,8 +496,6 @@ class Store:
             return None  # the session was claimed meanwhile: its bytes stay unrecorded
         if outcome.duplicate_of is not None:
             self.blobs.delete(checked)
-        elif reason is not None:
-            self.metadata.mark_invalid(upload.id, sha256, reason)
         self.blobs.delete(key)
         return outcome.upload
 

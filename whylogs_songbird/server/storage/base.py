@@ -239,7 +239,14 @@ class MetadataStore(Protocol):
         read; raises like :meth:`check_upload_open`."""
 
     def mark_stored(
-        self, upload_id: str, *, key: str | None, size: int, sha256: str, if_unstored: bool = False
+        self,
+        upload_id: str,
+        *,
+        key: str | None,
+        size: int,
+        sha256: str,
+        if_unstored: bool = False,
+        invalid: str | None = None,
     ) -> StoredOutcome:
         """Record that the upload's bytes are durable under blob ``key`` (``ingest_state`` pending).
 
@@ -251,7 +258,8 @@ class MetadataStore(Protocol):
         so the caller writes the bytes. Raises :class:`UnknownUploadError` or
         :class:`SessionClaimedError`; with ``if_unstored``, :class:`UploadAlreadyStoredError` when
         the upload is stored already (nothing is then changed: two processes learning one landed
-        PUT record it once).
+        PUT record it once). ``invalid``: the reason bytes failed the cheap check; the profile is
+        then recorded ``invalid`` in the same write, so no ingest worker ever claims it.
         """
 
     def mark_refused(self, upload_id: str, *, size: int, reason: str) -> UploadRecord:

@@ -374,7 +374,14 @@ class SqlMetadataStore:
             return upload, self._duplicate(conn, upload, sha256)
 
     def mark_stored(
-        self, upload_id: str, *, key: str | None, size: int, sha256: str, if_unstored: bool = False
+        self,
+        upload_id: str,
+        *,
+        key: str | None,
+        size: int,
+        sha256: str,
+        if_unstored: bool = False,
+        invalid: str | None = None,
     ) -> StoredOutcome:
         with self._transaction() as conn:
             upload = self._open_upload(conn, upload_id)
@@ -391,13 +398,13 @@ class SqlMetadataStore:
                 sha256=sha256,
                 path=None if duplicate_of else key,
                 duplicate_of=duplicate_of,
-                ingest_state=None if duplicate_of else "pending",
-                ingest_error=None,
+                ingest_state=None if duplicate_of else ("invalid" if invalid else "pending"),
+                ingest_error=None if duplicate_of else invalid,
             )
             changed = self._rowcount(
                 conn,
                 "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ?, duplicate_of = ?,"
-                " ingest_state = ?, ingest_error = NULL, ingest_lease = NULL"
+                " ingest_state = ?, ingest_error = ?, ingest_lease = NULL"
                 " WHERE id = ? AND (stored_at IS NULL OR ? = 0)",  # rechecked after another writer's commit
                 (
                     stored.stored_at,
@@ -406,6 +413,7 @@ class SqlMetadataStore:
                     stored.path,
                     stored.duplicate_of,
                     stored.ingest_state,
+                    stored.ingest_error,
                     upload_id,
                     int(if_unstored),
                 ),
