@@ -8,7 +8,10 @@ or ``AWS_REGION``, a profile, or an instance role: whatever boto3 finds.
 Uploads never pass through the API server: :meth:`S3BlobStore.presign_put` hands the client a
 presigned S3 ``PUT`` URL whose expiry is the upload URL's TTL, and the object store itself
 refuses a URL that was tampered with or has expired. The server learns that an upload landed by
-asking the store (:meth:`S3BlobStore.size`, an S3 ``HEAD``).
+asking the store (:meth:`S3BlobStore.size`, an S3 ``HEAD``), reads it (:meth:`S3BlobStore.read_version`)
+and keeps a copy of exactly the version it checked under a key no URL names
+(:meth:`S3BlobStore.copy_version`, a server-side copy conditional on the ETag): the URL stays
+valid until it expires, and a later PUT must not change a recorded profile.
 
 Every object lives under ``PREFIX/``; keys are made by the server from ids it made, so no key
 comes from a client. Presigned URLs carry a signature: they are secrets and never logged.
@@ -228,7 +231,12 @@ class S3BlobStore:
     # -- blobs (the BlobStore protocol of storage/base.py) ----------------------------------------
 
     def presign_put(self, key: str, ttl_seconds: int) -> str:
-        """A presigned ``PUT`` URL for ``key``, valid ``ttl_seconds`` (a secret: never log it)."""
+        """A presigned ``PUT`` URL for ``key``, valid ``ttl_seconds`` (a secret: never log it).
+
+        It does not bound the size of the body: SigV4 signs a ``Content-Length`` only as one exact
+        value (a range exists only in a ``POST`` policy) and the size is not known when the slot is
+        made. The server refuses oversize objects by their size before reading them instead.
+        """
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
         return str(
