@@ -323,6 +323,14 @@ def objects(blobs: S3BlobStore, session_id: str) -> dict[str, bytes]:
     return {key: blobs.get_bytes(key) for key in blobs.list_keys(f"profiles/{session_id}/")}
 
 
+def converges(blobs: S3BlobStore, session_id: str, expected: dict[str, bytes]) -> None:
+    """Wait until the session's objects are ``expected``: whichever process recorded an upload
+    removes its landed object right after its row, maybe after the request that looked returned."""
+    from test_ingest import wait_for
+
+    wait_for(lambda: objects(blobs, session_id) == expected, f"the objects are {sorted(expected)}", timeout=30)
+
+
 def test_a_put_to_the_same_url_after_the_check_never_replaces_the_profile(server_factory, storage_config):
     from test_observatory_pages import header_field
 
@@ -338,7 +346,7 @@ def test_a_put_to_the_same_url_after_the_check_never_replaces_the_profile(server
     [profile] = server.store.list_profiles(session_id)
     checked = blob_key(session_id, slot["id"], hashlib.sha256(good).hexdigest())
     assert (profile.path, profile.size) == (checked, len(good))
-    assert objects(server.store.blobs, session_id) == {checked: good}, "the landed object was moved"
+    converges(server.store.blobs, session_id, {checked: good})  # the landed object was moved
 
     # The URL is still valid: S3 takes new bytes (a well-formed profile, then junk) under the landed key.
     for data in (other, b"junk" * 500):
@@ -401,7 +409,7 @@ def test_an_oversize_landed_object_is_refused_by_its_size_without_being_read(ser
     assert refused.invalid and refused.path is None and refused.size == len(oversize)
     assert f"upload limit of {len(good) + 100} bytes" in (refused.ingest_error or "")
     assert blob_key(session_id, big["id"]) not in reads, "the oversize object was read"
-    assert list(blobs.list_keys(f"profiles/{session_id}/")) == [server.store.get_upload(small["id"]).path]
+    converges(blobs, session_id, {server.store.get_upload(small["id"]).path: good})
     page = requests.get(answer.json()["observatoryUrl"], timeout=30)
     assert page.status_code == 422 and "upload limit" in page.text  # the page names the refused profile
     # A later PUT to the refused slot's URL is never learned (and is removed at the next start).
@@ -440,7 +448,7 @@ def test_two_hosts_learn_each_landed_upload_once(storage_config, s3_service, tmp
                 sha = hashlib.sha256(bodies[p.id]).hexdigest()
                 assert (p.sha256, p.path, p.duplicate_of) == (sha, blob_key(session_id, p.id, sha), None)
             # exactly the checked copies are left: no landed object, no second copy
-            assert objects(blobs, session_id) == {p.path: bodies[p.id] for p in profiles}
+            converges(blobs, session_id, {p.path: bodies[p.id] for p in profiles})
         finally:
             metadata.close()
             blobs.close()
