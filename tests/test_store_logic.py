@@ -100,6 +100,9 @@ class CopyHookedFiles(PresigningFiles):
     before_copy: Callable[[], object] | None = None
     after_copy: Callable[[], object] | None = None
     grow: dict[str, bytes]
+    #: None: copies as asked and vouches for it; else copies these bytes and does not vouch
+    #: (an S3 store whose copy has another ETag, or that ignored the condition)
+    unvouched_copy: bytes | None = None
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -115,10 +118,14 @@ class CopyHookedFiles(PresigningFiles):
         hook, self.before_copy = self.before_copy, None
         if hook is not None:
             hook()
-        super().copy_version(source, target, tag)
+        if self.unvouched_copy is None:
+            super().copy_version(source, target, tag)
+        else:
+            self.put_bytes(target, self.unvouched_copy)
         hook, self.after_copy = self.after_copy, None
         if hook is not None:
             hook()
+        return self.unvouched_copy is None
 
 
 class HookedFiles(FileBlobStore):
@@ -1144,6 +1151,22 @@ def test_landed_bytes_another_process_took_before_the_copy_are_left_to_it(two_st
     record = first.get_upload(upload.id)
     assert record.path == blob_key(session.id, upload.id, PROFILE_SHA)
     assert list(first.blobs.list_keys()) == [record.path]
+
+
+@pytest.mark.parametrize("copied, recorded", [(PROFILE, True), (OTHER, False)])
+def test_a_copy_the_store_does_not_vouch_for_is_read_back_before_it_is_recorded(two_stores, copied, recorded):
+    store, _ = two_stores
+    store.blobs.unvouched_copy = copied
+    session = store.create_session("u")
+    upload = slot(store, session.id)
+    landed = put_landed(store, upload)
+    learned = store.learn_landed()
+    checked = blob_key(session.id, upload.id, PROFILE_SHA)
+    if recorded:
+        assert [u.path for u in learned] == [checked] and list(store.blobs.list_keys()) == [checked]
+    else:
+        assert learned == [] and store.get_upload(upload.id).stored_at is None
+        assert list(store.blobs.list_keys()) == [landed], "the wrong copy is removed, the landed bytes stay"
 
 
 def test_bytes_replaced_by_larger_ones_after_the_listing_are_refused_unread(pstore, tmp_path):

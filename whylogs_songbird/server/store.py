@@ -479,8 +479,11 @@ class Store:
             reason = f"it is not a well-formed whylogs profile ({exc})"
         checked = blob_key(upload.session_id, upload.id, sha256)
         try:
-            self.blobs.copy_version(key, checked, version.tag)
+            vouched = self.blobs.copy_version(key, checked, version.tag)
         except (BlobChangedError, FileNotFoundError):
+            return None
+        if not vouched and not self._holds(checked, data):
+            self.blobs.delete(checked)
             return None
         try:
             outcome = self.metadata.mark_stored(
@@ -498,6 +501,11 @@ class Store:
             self.blobs.delete(checked)
         self.blobs.delete(key)
         return outcome.upload
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        """Whether ``key`` holds exactly ``data`` (read back, never more than its length)."""
+        copy = self.blobs.read_version(key, len(data))
+        return copy is not None and copy.data == data
 
     def _refuse_landed(self, upload: UploadRecord, key: str, size: int) -> UploadRecord | None:
         """Record landed bytes larger than the upload limit as an invalid profile without bytes

@@ -377,10 +377,11 @@ class BlobStore(Protocol):
         """The bytes under ``key`` with the tag of their version, or None when there are none; an
         object larger than ``max_bytes`` is not read (``data`` None), whatever a listing said."""
 
-    def copy_version(self, source: str, target: str, tag: str) -> None:
+    def copy_version(self, source: str, target: str, tag: str) -> bool:
         """Copy ``source`` to ``target`` only if ``source`` still holds the version ``tag``
         (:class:`BlobChangedError` otherwise; FileNotFoundError when it is gone): the copy is
-        exactly the bytes that were read and checked."""
+        exactly the bytes that were read and checked. False when the store cannot vouch for that
+        (the copy's tag differs, as ETags of encrypted S3 objects do): the caller checks the copy."""
 
     def presign_put(self, key: str, ttl_seconds: int) -> str | None:
         """A URL the client PUTs the bytes of ``key`` to directly, valid ``ttl_seconds``; None when

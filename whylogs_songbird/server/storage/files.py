@@ -119,13 +119,14 @@ class FileBlobStore:
             return BlobVersion(size=len(data), tag=tag)
         return BlobVersion(size=len(data), tag=tag, data=data)
 
-    def copy_version(self, source: str, target: str, tag: str) -> None:
+    def copy_version(self, source: str, target: str, tag: str) -> bool:
         """Copy ``source`` to ``target`` if it is still the file :meth:`read_version` tagged."""
         with self.path(source).open("rb") as file:
             if _file_tag(os.fstat(file.fileno())) != tag:
                 raise BlobChangedError(source)
             data = file.read()
         self.put_bytes(target, data)
+        return True
 
     def size(self, key: str) -> int | None:
         try:
