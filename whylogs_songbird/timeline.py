@@ -6,13 +6,14 @@ The steps are separate functions so that a caller can store what each one comput
 1. :func:`bucketize` groups batches (dataset timestamp, segment, identity) into UTC buckets of an
    hour, a day, an ISO week (Monday 00:00 UTC) or a calendar month; :func:`choose_granularity`
    picks the default, the coarsest granularity that gives at least :data:`MIN_POINTS` buckets;
-2. :func:`merge_views` merges the profiles of one bucket with whylogs' own (exact) merge;
+2. :func:`~whylogs_songbird.column_stats.merge_views` merges the profiles of one bucket with
+   whylogs' own (exact) merge;
 3. :func:`column_points` reads one merged view into per-column numbers (count, null fraction,
    mean with a p5–p50–p95 band, distinct estimate, frequent items), all from whylogs' sketches;
 4. :func:`drift_points` runs whylogs' drift calculation
-   (:func:`whylogs.viz.drift.column_drift_algorithms.calculate_drift_scores`: KS test on the
-   distribution sketch, chi-square on frequent items, whylogs' thresholds) of a bucket against the
-   reference or the previous bucket;
+   (:func:`whylogs_songbird.column_stats.drift_scores`: KS test on the distribution sketch,
+   chi-square on frequent items, whylogs' thresholds) of a bucket against the reference or the
+   previous bucket;
 5. :func:`build_timeline` assembles the points of every bucket into the JSON document served at
    ``GET /api/v1/sessions/{session_id}/timeline`` (see ``docs/timeline.md``).
 
@@ -34,8 +35,16 @@ from typing import Any, Literal, cast, get_args
 from whylogs.core import DatasetProfileView
 from whylogs.core.view.column_profile_view import ColumnProfileView
 
+from whylogs_songbird.column_stats import (
+    DRIFT_CATEGORIES,
+    drift_scores,
+    finite,
+    merge_views,
+    read_column,
+    severity,
+    type_of,
+)
 from whylogs_songbird.column_stats import NUMERIC_TYPES as _NUMERIC
-from whylogs_songbird.column_stats import ColumnStats, finite, read_column
 
 logger = logging.getLogger("whylogs_songbird.timeline")
 
@@ -44,8 +53,6 @@ Granularity = Literal["hour", "day", "week", "month"]
 GRANULARITIES: tuple[Granularity, ...] = get_args(Granularity)
 #: The default granularity is the coarsest that gives at least this many buckets.
 MIN_POINTS = 7
-#: whylogs' drift categories, most severe first.
-DRIFT_CATEGORIES = ("DRIFT", "POSSIBLE_DRIFT", "NO_DRIFT")
 #: Frequent items kept per column and bucket.
 KEPT_ITEMS = 10
 #: Frequent items given a share series per column in the timeline.
@@ -180,16 +187,6 @@ def bucketize(batches: Iterable[Batch], granularity: Granularity, segment: str |
     ]
 
 
-def merge_views(views: Sequence[DatasetProfileView]) -> DatasetProfileView:
-    """One view of several with whylogs' own merge (exact for counts, mergeable sketches for the rest)."""
-    if not views:
-        raise TimelineError("a bucket without profiles cannot be merged")
-    merged = views[0]
-    for view in views[1:]:
-        merged = merged.merge(view)
-    return merged
-
-
 # -- per-column points -----------------------------------------------------------------------
 
 
@@ -284,28 +281,11 @@ class ColumnPoint:
         )
 
 
-def infer_type(column: ColumnProfileView) -> str:
-    """The column's majority type from whylogs' type counters (``null`` when all values were null)."""
-    return _type_of(read_column(column))
-
-
-def _type_of(stats: ColumnStats) -> str:
-    counts = stats.type_counts
-    if counts is None or stats.untyped is not None:
-        return stats.untyped or "unknown"
-    total = stats.typed_total
-    top = max(counts, key=lambda name: counts[name])
-    numeric = counts.get("integral", 0) + counts.get("fractional", 0)
-    if top in _NUMERIC or numeric / total >= 0.7:
-        return "fractional" if counts.get("fractional", 0) else "integral"
-    return top
-
-
 def column_point(column: ColumnProfileView) -> ColumnPoint:
     """The numbers of one column of a (merged) view, from whylogs' metrics."""
     stats = read_column(column, (0.05, 0.5, 0.95))
     values: dict[str, Any] = {
-        "inferred_type": _type_of(stats),
+        "inferred_type": type_of(stats),
         "count": stats.count,
         "null_count": stats.null_count,
         "distinct": _finite(stats.distinct),
@@ -357,26 +337,15 @@ def drift_points(target: DatasetProfileView, reference: DatasetProfileView) -> d
 
     Columns whylogs cannot score (no shared distribution or frequent items) are left out.
     """
-    from whylogs.viz.drift.column_drift_algorithms import calculate_drift_scores  # imports scipy: only when needed
-
-    raw = calculate_drift_scores(target_view=target, reference_view=reference, with_thresholds=True)
-    points: dict[str, DriftPoint] = {}
-    for column, score in raw.items():
-        if not score:
-            continue
-        category = score.get("drift_category")
-        points[column] = DriftPoint(
-            category=category if category in DRIFT_CATEGORIES else None,
-            p_value=_finite(score.get("pvalue")),
-            statistic=_finite(score.get("statistic")),
-            algorithm=str(score.get("algorithm") or "?"),
+    return {
+        column: DriftPoint(
+            category=score.category if score.category in DRIFT_CATEGORIES else None,
+            p_value=_finite(score.pvalue),
+            statistic=_finite(score.statistic),
+            algorithm=score.algorithm,
         )
-    return points
-
-
-def severity(category: str | None) -> int:
-    """0 for DRIFT, 1 for POSSIBLE_DRIFT, 2 for NO_DRIFT, 3 for nothing to compare."""
-    return DRIFT_CATEGORIES.index(category) if category in DRIFT_CATEGORIES else len(DRIFT_CATEGORIES)
+        for column, score in drift_scores(target, reference).items()
+    }
 
 
 # -- one bucket, and the whole timeline ------------------------------------------------------

@@ -53,7 +53,7 @@ from whylogs_songbird.timeline import (
 logger = logging.getLogger("whylogs_songbird.server.timeline")
 
 #: Bumped when what is stored changes shape, so old entries are never read back.
-FORMAT = "v1"
+FORMAT = "v2"
 #: Keys of whole stored documents start with this.
 DOC_PREFIX = "timeline/doc/"
 #: The query of the last view of a session's timeline, refreshed in the background as batches land.
