@@ -23,7 +23,6 @@ from whylogs_songbird.client import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_ENDPOINT,
     DEFAULT_MAX_RETRIES,
-    SongbirdClient,
     validate_endpoint,
     validate_session_id,
 )
@@ -277,28 +276,3 @@ def _resolve(options: dict[str, Any], env: Mapping[str, str]) -> Settings:
     if values["embedded"]:
         values["endpoint"] = f"http://127.0.0.1:{values.get('local_port', DEFAULT_LOCAL_PORT)}"
     return Settings(**values)
-
-
-def make_client(settings: Settings, endpoint: str | None = None) -> SongbirdClient:
-    """The client these settings describe (for ``endpoint`` instead of ``settings.endpoint`` if given).
-
-    For the embedded default, the client makes sure the local server runs (starting it if need
-    be) just before its first request: building a client never touches the network.
-    """
-    target = endpoint or settings.endpoint
-    prepare = None
-    if settings.embedded and target == settings.endpoint:
-        from whylogs_songbird.local_server import ensure_server
-
-        def prepare() -> None:
-            ensure_server(settings)
-
-    return SongbirdClient(
-        target,
-        prepare=prepare,
-        api_key=settings.api_key,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
-        backoff_factor=settings.backoff,
-        pool_size=max(settings.max_workers, 4),
-    )

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from whylogs_songbird.client import SongbirdClient, request_model
-from whylogs_songbird.config import Settings, make_client, option_names, resolve_settings, unknown_option_message
+from whylogs_songbird.config import Settings, option_names, resolve_settings, unknown_option_message
+from whylogs_songbird.connect import make_client
 from whylogs_songbird.errors import AuthError, ConfigError, PublishError, SongbirdError, is_retryable
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, SegmentTag
 from whylogs_songbird.outbox import FlushReport, Outbox, OutboxEntry

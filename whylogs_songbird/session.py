@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 from filelock import FileLock, Timeout
 
 from whylogs_songbird.client import SongbirdClient
-from whylogs_songbird.config import Settings, make_client, resolve_settings
+from whylogs_songbird.config import Settings, resolve_settings
+from whylogs_songbird.connect import make_client
 from whylogs_songbird.errors import ConfigError, SessionBusyError, SessionNotFoundError
 
 logger = logging.getLogger(__name__)
