@@ -21,12 +21,12 @@ import platformdirs
 
 from whylogs_songbird.client import (
     DEFAULT_BACKOFF_FACTOR,
-    DEFAULT_ENDPOINT,
     DEFAULT_MAX_RETRIES,
     validate_endpoint,
     validate_session_id,
 )
 from whylogs_songbird.errors import ConfigError
+from whylogs_songbird.models import HOSTED_ENDPOINT as HOSTED_ENDPOINT
 
 APP_NAME = "whylogs-songbird"
 CONFIG_FILE = "config.json"
@@ -49,8 +49,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
 
 #: The port of the local server used when no endpoint is set anywhere.
 DEFAULT_LOCAL_PORT = 8787
-#: The hosted WhyLabs service: one setting away (``endpoint=HOSTED_ENDPOINT``).
-HOSTED_ENDPOINT = DEFAULT_ENDPOINT
+#: The hosted WhyLabs service (``models.HOSTED_ENDPOINT``) is one setting away: ``endpoint=HOSTED_ENDPOINT``.
 
 #: Fields of `Settings` that are derived, not options a user sets.
 _DERIVED = frozenset({"embedded"})
