@@ -17,13 +17,15 @@ The steps are separate functions so that a caller can store what each one comput
 5. :func:`build_timeline` assembles the points of every bucket into the JSON document served at
    ``GET /api/v1/sessions/{session_id}/timeline`` (see ``docs/timeline.md``).
 
-:func:`compute_timeline` chains them for callers that hold the views (tests, notebooks). Every
-point is plain JSON data (:meth:`ColumnPoint.to_json` / :meth:`DriftPoint.to_json`), so a server can
-store it and rebuild a timeline without deserializing a profile again.
+:func:`compute_timeline` chains them: in a notebook on views in memory, and on the server, which
+passes it hooks that keep what it computes. Every point is plain JSON data
+(:meth:`ColumnPoint.to_json` / :meth:`DriftPoint.to_json`), so the server stores it and rebuilds a
+timeline without deserializing a profile again.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -466,6 +468,13 @@ def drift_order(columns: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 ViewLoader = Callable[[Batch], DatasetProfileView]
+#: ``cached(key, compute)``: the JSON value kept under ``key``, else ``compute()`` (then kept). A key
+#: names everything its value depends on: ``points/<bucket key>`` for a bucket's column points,
+#: ``drift/<bucket key>/<other key>`` for its drift against the reference or the previous bucket.
+CachedJson = Callable[[str, Callable[[], Any]], Any]
+#: ``memo(key, compute)``: a bucket's points kept in memory, under (bucket key, reference key,
+#: previous bucket's key), else ``compute()``.
+Memo = Callable[[tuple[str, str, str], Callable[[], "BucketPoints"]], "BucketPoints"]
 
 
 @dataclass
@@ -474,11 +483,52 @@ class TimelineInputs:
 
     batches: Sequence[Batch]
     load: ViewLoader
-    reference: DatasetProfileView | None = None
+    #: The reference view, or a function that loads it (called only when a drift is computed).
+    reference: DatasetProfileView | Callable[[], DatasetProfileView] | None = None
     reference_info: ReferenceInfo | None = None
     granularity: Granularity | None = None
     segment: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Identifies the reference's content in the keys of :data:`CachedJson` and :data:`Memo`.
+    reference_key: str = ""
+
+
+def _compute(key: str, compute: Callable[[], Any]) -> Any:
+    return compute()
+
+
+def _bucket_points(
+    bucket: Bucket,
+    view: Callable[[], DatasetProfileView],
+    reference: Callable[[], DatasetProfileView] | None,
+    previous: Callable[[], DatasetProfileView] | None,
+    *,
+    cached: CachedJson = _compute,
+    reference_key: str = "",
+    previous_key: str = "",
+) -> BucketPoints:
+    """A bucket's points, each part read back from ``cached`` or computed from views loaded only then."""
+
+    def drift(other: Callable[[], DatasetProfileView]) -> dict[str, Any]:
+        return {n: d.to_json() for n, d in drift_points(view(), other()).items()}
+
+    columns = cached(f"points/{bucket.key}", lambda: {n: p.to_json() for n, p in column_points(view()).items()})
+    against_reference = (
+        None if reference is None else cached(f"drift/{bucket.key}/{reference_key}", lambda: drift(reference))
+    )
+    against_previous = (
+        None if previous is None else cached(f"drift/{bucket.key}/{previous_key}", lambda: drift(previous))
+    )
+    return BucketPoints(
+        start=bucket.start,
+        end=bucket.end,
+        profiles=bucket.profiles,
+        columns={n: ColumnPoint.from_json(v) for n, v in columns.items()},
+        drift=None if against_reference is None else {n: DriftPoint.from_json(v) for n, v in against_reference.items()},
+        previous_drift=None
+        if against_previous is None
+        else {n: DriftPoint.from_json(v) for n, v in against_previous.items()},
+    )
 
 
 def bucket_points(
@@ -488,26 +538,74 @@ def bucket_points(
     previous: DatasetProfileView | None,
 ) -> BucketPoints:
     """The points of one bucket from its merged view, the reference view and the previous bucket's view."""
-    return BucketPoints(
-        start=bucket.start,
-        end=bucket.end,
-        profiles=bucket.profiles,
-        columns=column_points(view),
-        drift=drift_points(view, reference) if reference is not None else None,
-        previous_drift=drift_points(view, previous) if previous is not None else None,
+    return _bucket_points(
+        bucket,
+        lambda: view,
+        None if reference is None else lambda: reference,
+        None if previous is None else lambda: previous,
     )
 
 
-def compute_timeline(inputs: TimelineInputs) -> dict[str, Any]:
-    """The timeline document of ``inputs``, computing everything (no storage of intermediate results)."""
+class _BucketViews:
+    """The merged views of the last few buckets asked for, each merged once."""
+
+    def __init__(self, load: ViewLoader, keep: int = 3) -> None:
+        self.load = load
+        self.keep = keep
+        self._views: dict[str, DatasetProfileView] = {}
+
+    def get(self, bucket: Bucket) -> DatasetProfileView:
+        view = self._views.pop(bucket.key, None)
+        if view is None:
+            view = merge_views([self.load(b) for b in bucket.batches])
+        self._views[bucket.key] = view  # most recent last
+        while len(self._views) > self.keep:
+            del self._views[next(iter(self._views))]
+        return view
+
+
+def _loaded_once(
+    given: DatasetProfileView | Callable[[], DatasetProfileView] | None,
+) -> Callable[[], DatasetProfileView] | None:
+    if given is None:
+        return None
+    if callable(given):
+        return functools.cache(given)
+    return lambda: given
+
+
+def compute_timeline(
+    inputs: TimelineInputs, *, cached: CachedJson | None = None, memo: Memo | None = None
+) -> dict[str, Any]:
+    """The timeline document of ``inputs``.
+
+    Without ``cached`` and ``memo`` everything is computed. The server passes both: ``cached``
+    keeps every bucket's points and drifts (see :data:`CachedJson`), so that a view loads and
+    merges the profiles of only the buckets whose batches changed; ``memo`` keeps them parsed.
+    """
     granularity = inputs.granularity or choose_granularity(b.timestamp for b in inputs.batches)
     buckets = bucketize(inputs.batches, granularity, inputs.segment)
+    views = _BucketViews(inputs.load)
+    reference = _loaded_once(inputs.reference)
     points: list[BucketPoints] = []
-    previous: DatasetProfileView | None = None
+    previous: Bucket | None = None
     for bucket in buckets:
-        view = merge_views([inputs.load(b) for b in bucket.batches])
-        points.append(bucket_points(bucket, view, inputs.reference, previous))
-        previous = view
+        compute = functools.partial(
+            _bucket_points,
+            bucket,
+            functools.partial(views.get, bucket),
+            reference,
+            None if previous is None else functools.partial(views.get, previous),
+            cached=cached or _compute,
+            reference_key=inputs.reference_key,
+            previous_key="" if previous is None else previous.key,
+        )
+        if memo is None:
+            points.append(compute())
+        else:
+            keys = (bucket.key, inputs.reference_key if reference else "", previous.key if previous else "")
+            points.append(memo(keys, compute))
+        previous = bucket
     return build_timeline(
         granularity, points, reference=inputs.reference_info, segment=inputs.segment, extra=inputs.extra
     )
