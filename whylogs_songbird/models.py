@@ -13,10 +13,26 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+# -- wire constants: the one copy of each, for the client and the server --
+#: The hosted WhyLabs service (being wound down): the endpoint a client talks to unless told otherwise.
+HOSTED_ENDPOINT = "https://api.whylabsapp.com"
+#: The request header carrying an API key.
+API_KEY_HEADER = "X-API-Key"
+#: The answer header of an upload PUT whose bytes repeat a profile already stored for the same
+#: session, timestamp and segment: its value is the stored upload's id.
+DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
+#: The timeline of a session (JSON), as a path template.
+TIMELINE_PATH = "/api/v1/sessions/{session_id}/timeline"
+
 #: The observatory shows at most this many profiles at a time.
 MAX_PROFILES_PER_LINK = 3
 #: A guest session holds exactly one model.
 GUEST_MODEL_ID = "model-1"
+
+#: ``GET /healthz`` answers only ``{"status": "ok"}``, unless the request carries this header with the token
+#: kept in ``<data dir>/health.token`` (readable only by the server's user): then also pid, data dir, ...
+HEALTH_TOKEN_HEADER = "X-Songbird-Health-Token"  # noqa: S105 - a header name, not a secret
+HEALTH_TOKEN_FILE = "health.token"  # noqa: S105 - a file name, not a secret
 
 # -- request limits: the server answers 400 naming the limit, the client refuses before sending --
 #: References in one batch request (``BatchLogReferenceRequest.references``).

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Header, Request
 
+from whylogs_songbird.models import API_KEY_HEADER
 from whylogs_songbird.server.errors import ApiError
 
 
@@ -61,14 +62,18 @@ class ApiKeyRing:
         return found
 
 
-def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> KeyOwner:
+def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> KeyOwner:
     """Dependency: the owner of the request's ``X-API-Key``, or a 401 that says what to send."""
     keys: ApiKeyRing = request.app.state.api_keys
     if not x_api_key:
         raise ApiError(401, "This operation needs an API key; send it in the X-API-Key header.")
     owner = keys.lookup(x_api_key)
     if owner is None:
-        hint = "" if len(keys) else " This server has no API keys configured: start it with --api-key."
+        hint = (
+            ""
+            if len(keys)
+            else " This server has no API keys configured: start it with --api-key-file or SONGBIRD_SERVER_API_KEYS."
+        )
         raise ApiError(401, "The API key in X-API-Key is not accepted by this server; check the key." + hint)
     return owner
 

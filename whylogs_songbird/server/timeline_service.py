@@ -39,24 +39,20 @@ from typing import Any, Protocol
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Failure, MonitorsError, MonitorsFile, evaluate
-from whylogs_songbird.server.observatory.cache import LruCache, view_size
+from whylogs_songbird.server.observatory.cache import LruCache
 from whylogs_songbird.timeline import (
     GRANULARITIES,
     Batch,
     Bucket,
     BucketPoints,
-    ColumnPoint,
-    DriftPoint,
     Granularity,
     ReferenceInfo,
     TimelineError,
+    TimelineInputs,
     bucketize,
-    build_timeline,
     choose_granularity,
-    column_points,
+    compute_timeline,
     content_key,
-    drift_points,
-    merge_views,
     parse_granularity,
     parse_time_bound,
 )
@@ -180,8 +176,9 @@ class ResolvedView:
     end: int | None = None
 
 
-def _memo_size(value: Mapping[str, Any]) -> int:
-    return 256 + 600 * len(value)
+def _memo_size(points: BucketPoints) -> int:
+    """About what one bucket's parsed points take in memory."""
+    return 256 + 400 * (len(points.columns) + len(points.drift or ()) + len(points.previous_drift or ()))
 
 
 def _names_size(names: tuple[str, ...]) -> int:
@@ -211,7 +208,6 @@ class TimelineService:
         max_buckets: int = MAX_VIEW_BUCKETS,
         max_cells: int = MAX_VIEW_CELLS,
         memo_bytes: int = 32 * MiB,
-        view_bytes: int = 32 * MiB,
         doc_bytes: int = 32 * MiB,
     ) -> None:
         self.list_profiles = list_profiles
@@ -225,8 +221,8 @@ class TimelineService:
         self._lock = threading.Lock()
         #: parsed bucket points and drift, so a refresh after a new batch only reads the new bucket
         self._memo = LruCache(max_bytes=memo_bytes, size_of=_memo_size)
-        #: merged bucket views and reference views, shared by the requests computing from them
-        self._views = LruCache(max_bytes=view_bytes, size_of=view_size)
+        #: single flight of each stored value (kept by nothing: memo keeps the parsed points)
+        self._inflight = LruCache(max_entries=0)
         #: column names of stored profiles, by identity (for the cap on cells)
         self._names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
         #: built documents: parallel requests for one view wait for one build
@@ -336,8 +332,6 @@ class TimelineService:
             if (view.start is None or bucket.end > view.start) and (view.end is None or bucket.start < view.end)
         ]
         buckets = every[shown[0] : shown[-1] + 1] if shown else []
-        # the first bucket shown is compared with the bucket before it, as in the whole timeline
-        before = every[shown[0] - 1] if shown and shown[0] > 0 else None
         if len(buckets) > self.max_buckets:
             raise self._too_big(view, f"{len(buckets):,} buckets", f"{self.max_buckets:,} buckets")
         ranged = view.start is not None or view.end is not None
@@ -345,7 +339,6 @@ class TimelineService:
         parts = [FORMAT, view.granularity, view.segment or "", reference.identity if reference else ""]
         parts += [self.monitors_key, f"range:{view.start}:{view.end}", *(f"segment:{s}" for s in view.segments)]
         parts += [f"{r.id}:{r.alias}" for r in view.references]
-        parts += [f"before:{before.key}" if before else "before:"]
         # one stored document per view: storing it drops the view's documents of older content
         view_key = (
             DOC_PREFIX
@@ -361,7 +354,7 @@ class TimelineService:
                 return stored
             by_identity = {b.identity: b for b in view.batches}
             self._check_cells(view, buckets, by_identity)
-            data = self._build(session_id, view, buckets, before, by_identity)
+            data = self._build(session_id, view, buckets, by_identity)
             if not ranged:
                 self.cache.drop(session_id, view_key, doc_key)
                 self.cache.put(session_id, doc_key, data)
@@ -437,95 +430,47 @@ class TimelineService:
         self.cache.put(session_id, key, _dumps(value))
         return value
 
-    def _bucket_view(self, session_id: str, bucket: Bucket, by_identity: Mapping[str, StoredProfile]) -> Any:
-        return self._views.get_or_compute(
-            (session_id, "bucket", bucket.key),
-            lambda: merge_views([self.load(by_identity[b.key]) for b in bucket.batches]),
-        )
-
-    def _reference_view(self, session_id: str, reference: StoredProfile) -> Any:
-        return self._views.get_or_compute((session_id, "reference", reference.identity), lambda: self.load(reference))
-
     def _build(
         self,
         session_id: str,
         view: ResolvedView,
         buckets: Sequence[Bucket],
-        before: Bucket | None,
         by_identity: Mapping[str, StoredProfile],
     ) -> bytes:
-        """The document of ``buckets``: each bucket's points, drift against the reference and drift
-        against the previous bucket are read back (memory, then the store) or computed once, however
-        many requests ask for them at the same time (single flight per value)."""
+        """The document of ``buckets`` by :func:`compute_timeline`, whose hooks keep what it computes:
+        each bucket's points, drift against the reference and drift against the previous bucket are
+        read back (memory, then the store) or computed once, however many requests ask for them at
+        the same time (single flight per value, so views with other references share the rest)."""
         reference = view.reference
         segment_key = content_key([view.segment or ""])[:16]
+        starts = {bucket.key: bucket.start for bucket in buckets}
+        reference_key = reference.identity if reference else ""
+        reference_dir = f"ref/{content_key([reference.id])[:16]}/" if reference else ""
 
-        def slot_of(bucket: Bucket) -> str:
-            """Where every version of the bucket at this start is stored (of this granularity and segment)."""
-            return f"{BUCKET_PREFIX}{FORMAT}/{view.granularity}/{segment_key}/{bucket.start}/"
+        def stored_key(key: str) -> tuple[str, str, tuple[str, str | None]]:
+            """Where a value of compute_timeline (``points/<bucket>``, ``drift/<bucket>/<other>``) is
+            stored, what it is, and the stored values it replaces (see the module's docstring)."""
+            kind, _, rest = key.partition("/")
+            bucket_key, _, other = rest.partition("/")
+            slot = f"{BUCKET_PREFIX}{FORMAT}/{view.granularity}/{segment_key}/{starts[bucket_key]}/"
+            version = f"{slot}{bucket_key}/"
+            if kind == "points":  # a new version of the bucket: the stored values of older ones go
+                return f"{version}points", "points", (slot, version)
+            if reference is not None and other == reference_key:  # and of older versions of the other side
+                return f"{version}{reference_dir}{content_key([other])}", "drift", (f"{version}{reference_dir}", None)
+            return f"{version}prev/{other}", "drift", (f"{version}prev/", None)
 
-        def points_of(bucket: Bucket) -> dict[str, ColumnPoint]:
-            slot = slot_of(bucket)
-            version = f"{slot}{bucket.key}/"
-
-            def compute() -> dict[str, Any]:
-                points = column_points(self._bucket_view(session_id, bucket, by_identity))
-                return {n: p.to_json() for n, p in points.items()}
-
-            def parsed() -> dict[str, ColumnPoint]:
-                # a new version of the bucket: the stored values of the versions it replaces go
-                stored = self._stored(session_id, f"{version}points", compute, "points", (slot, version))
-                return {n: ColumnPoint.from_json(v) for n, v in stored.items()}
-
-            found: dict[str, ColumnPoint] = self._memo.get_or_compute((session_id, f"{version}points"), parsed)
-            return found
-
-        def drift_of(bucket: Bucket, against: str, other: str, other_view: Callable[[], Any]) -> dict[str, DriftPoint]:
-            version = f"{slot_of(bucket)}{bucket.key}/"
-            key = f"{version}{against}{other}"
-
-            def compute() -> dict[str, Any]:
-                target = self._bucket_view(session_id, bucket, by_identity)
-                return {n: d.to_json() for n, d in drift_points(target, other_view()).items()}
-
-            def parsed() -> dict[str, DriftPoint]:
-                # the drift against an older version of the other profile goes
-                stored = self._stored(session_id, key, compute, "drift", (f"{version}{against}", None))
-                return {n: DriftPoint.from_json(v) for n, v in stored.items()}
-
-            found: dict[str, DriftPoint] = self._memo.get_or_compute((session_id, key), parsed)
-            return found
-
-        points: list[BucketPoints] = []
-        previous = before
-        for bucket in buckets:
-            drift = None
-            if reference is not None:
-                drift = drift_of(
-                    bucket,
-                    f"ref/{content_key([reference.id])[:16]}/",
-                    content_key([reference.identity]),
-                    functools.partial(self._reference_view, session_id, reference),
-                )
-            previous_drift = None
-            if previous is not None:
-                previous_drift = drift_of(
-                    bucket,
-                    "prev/",
-                    previous.key,
-                    functools.partial(self._bucket_view, session_id, previous, by_identity),
-                )
-            points.append(
-                BucketPoints(
-                    start=bucket.start,
-                    end=bucket.end,
-                    profiles=bucket.profiles,
-                    columns=points_of(bucket),
-                    drift=drift,
-                    previous_drift=previous_drift,
-                )
+        def cached(key: str, compute: Callable[[], Any]) -> Any:
+            where, what, replaced = stored_key(key)
+            return self._inflight.get_or_compute(
+                (session_id, where), lambda: self._stored(session_id, where, compute, what, replaced)
             )
-            previous = bucket
+
+        def memo(key: tuple[str, str, str], compute: Callable[[], BucketPoints]) -> BucketPoints:
+            # parsed; by granularity too: buckets of one content at two granularities differ in start and end
+            found: BucketPoints = self._memo.get_or_compute((session_id, view.granularity, *key), compute)
+            return found
+
         extra: dict[str, Any] = {
             "session_id": session_id,
             "references": [
@@ -544,7 +489,17 @@ class TimelineService:
             if reference
             else None
         )
-        document = build_timeline(view.granularity, points, reference=info, segment=view.segment, extra=extra)
+        inputs = TimelineInputs(
+            batches=[batch for bucket in buckets for batch in bucket.batches],
+            load=lambda batch: self.load(by_identity[batch.key]),
+            reference=None if reference is None else functools.partial(self.load, reference),
+            reference_key=reference_key,
+            reference_info=info,
+            granularity=view.granularity,
+            segment=view.segment,
+            extra=extra,
+        )
+        document = compute_timeline(inputs, cached=cached, memo=memo)
         document["alerts"] = [f.to_json() for f in self.alerts(document)]
         return _dumps(document)
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
+from whylogs_songbird.models import DUPLICATE_HEADER
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes, check_profile_file
@@ -41,9 +42,6 @@ _WRITE_BATCH_BYTES = 1024 * 1024
 #: A body whose Content-Length is at most this is received into memory, then checked and stored
 #: in one worker-thread call (larger ones stream to a temporary file in batches).
 SMALL_BODY_BYTES = 1024 * 1024
-
-#: Answer header of a PUT whose bytes repeat a stored profile of the same session, timestamp and segment.
-DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
 
 router = APIRouter(tags=["uploads"], responses=ERROR_RESPONSES)
 
