@@ -155,6 +155,9 @@ class ServerConfig:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
         if not self.slot_sweep_seconds > 0:
             raise ValueError(f"slot_sweep_seconds must be positive, got {self.slot_sweep_seconds!r}")
+        grace = self.slot_sweep_grace_seconds
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or grace < 0):
+            raise ValueError(f"slot_sweep_grace_seconds must be a non-negative integer or None, got {grace!r}")
         for name in ("session_burst", "slot_burst"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -58,7 +58,7 @@ LANDED_GRACE_SECONDS = 3600
 #: may still be receiving its body); with presigned URLs, after LANDED_GRACE_SECONDS more.
 SWEEP_GRACE_SECONDS = 600
 #: Expired slots looked at (and deleted) per transaction by :meth:`Store.sweep_expired_slots`.
-SWEEP_BATCH = 500
+SWEEP_BATCH = 200
 
 #: Defaults of the limits on uploads (the server's config overrides them, see :meth:`Store.open`).
 DEFAULT_MAX_COLUMNS = 20_000
