@@ -56,6 +56,21 @@ def make_profile_bytes(n_rows: int = 10, seed: int = 0) -> bytes:
     return why.log(df).view().serialize()
 
 
+def health(url: str, data_dir: Path) -> dict[str, Any]:
+    """What ``/healthz`` of the server at ``url`` tells its own user: sent with the token of its data dir."""
+    import requests
+
+    from whylogs_songbird.local_server import health_token
+    from whylogs_songbird.models import HEALTH_TOKEN_HEADER
+
+    token = health_token(data_dir)
+    assert token, f"no health token in {data_dir}"
+    answer = requests.get(f"{url}/healthz", headers={HEALTH_TOKEN_HEADER: token}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
 @contextlib.contextmanager
 def serving(httpd: http.server.HTTPServer) -> Iterator[str]:
     """``httpd`` (bound to a loopback port) served in a thread; yields its URL, then shuts it down."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
+from conftest import health as health_of
 
 from whylogs_songbird import demo
 
@@ -178,12 +179,12 @@ def test_demo_on_a_fresh_machine_leaves_links_that_open_until_server_stop(tmp_pa
     for url in urls:  # the demo has exited: the links still open
         assert requests.get(url, timeout=30).status_code == 200, url
 
-    health = requests.get(f"http://127.0.0.1:{background_port}/healthz", timeout=10).json()
+    health = health_of(f"http://127.0.0.1:{background_port}", data_dir)
     again = subprocess.run(
         [*songbird_command(), "demo", "--no-wait", "--days", "2"], capture_output=True, text=True, env=env, timeout=300
     )
     assert again.returncode == 0, again.stderr
-    after = requests.get(f"http://127.0.0.1:{background_port}/healthz", timeout=10).json()
+    after = health_of(f"http://127.0.0.1:{background_port}", data_dir)
     assert after["pid"] == health["pid"], "a second run reuses the running server"
     assert after["sessions"] == health["sessions"] + 1, "each demo run has a session of its own"
 

@@ -32,7 +32,8 @@ WRITE = (
     "from whylogs_songbird.local_server import probe\n"
     "from whylogs_songbird.config import resolve_settings\n"
     "ok, url = why.log(pd.DataFrame({'a': [1, 2]})).writer('songbird').write()\n"
-    "print(json.dumps({'ok': ok, 'url': url, 'pid': probe(resolve_settings().local_port).pid,\n"
+    "s = resolve_settings()\n"
+    "print(json.dumps({'ok': ok, 'url': url, 'pid': probe(s.local_port, data_dir=s.server_data_dir).pid,\n"
     "                  'session': whylogs_songbird.current_session()}))\n"
 )
 
@@ -150,7 +151,7 @@ def test_another_program_on_the_port_is_a_clear_error_naming_the_setting(caplog)
 
 def test_without_the_server_extra_the_error_says_how_to_install_it(tmp_path):
     script = "import sys\nsys.modules['fastapi'] = None  # as if the server extra were not installed\n" + WRITE.replace(
-        "'pid': probe(resolve_settings().local_port).pid,", ""
+        "'pid': probe(s.local_port, data_dir=s.server_data_dir).pid,", ""
     )
     env = fresh_env(tmp_path, free_port())
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)

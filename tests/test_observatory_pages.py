@@ -307,7 +307,7 @@ def test_error_pages_say_what_was_not_found_or_wrong(site):
         (dict(profile="ref-short", sessionToken=sid), 400, "is not a profile"),
         (dict(profile="99999999999999999999", sessionToken=sid), 400, "is not a profile"),
         (dict(profile=ref, sessionToken="bogus"), 400, "'bogus' is not a session id"),
-        (dict(profile=ref, sessionToken=unknown_session), 404, f"no session {unknown_session}"),
+        (dict(profile=ref, sessionToken=unknown_session), 404, f"Session {unknown_session} is unknown"),
         (dict(profile=ref), 404, "no session"),
         (dict(profile=unknown_ref, sessionToken=sid), 404, f"no profile {unknown_ref}"),
         (dict(profile=str(TS_1 + 1), sessionToken=sid), 404, f"dataset timestamp {TS_1 + 1}"),

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from whylogs_songbird import SongbirdClient, publish_references
 from whylogs_songbird.models import (
+    HEALTH_TOKEN_FILE,
     MAX_TIMESTAMP,
     MIN_TIMESTAMP,
     BatchLogReferenceRequest,
@@ -256,6 +257,7 @@ def test_no_id_reaches_outside_the_data_dir(server_factory, tmp_path):
     assert after == before
     assert {p.name for p in data_dir.iterdir()} <= {
         "secret.key",
+        HEALTH_TOKEN_FILE,
         "profiles",
         "tmp",
         DB_FILE,

@@ -11,10 +11,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from conftest import ANY_ORG_KEY, ORG_KEY, make_profile_bytes
+from conftest import health as health_of
 from loopback import wait_until
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from whylogs_songbird.models import HEALTH_TOKEN_FILE, HEALTH_TOKEN_HEADER
 from whylogs_songbird.server import LocalServer, ServerConfig
 from whylogs_songbird.server.embedded import RedactQueryFilter
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
@@ -78,7 +80,12 @@ def stored_profiles(server, session_id):
 
 
 def test_health_and_stats(server):
-    health = requests.get(f"{server.url}/healthz", timeout=TIMEOUT).json()
+    assert requests.get(f"{server.url}/healthz", timeout=TIMEOUT).json() == {"status": "ok"}, "strangers: ok only"
+    wrong = requests.get(f"{server.url}/healthz", headers={HEALTH_TOKEN_HEADER: "0" * 64}, timeout=TIMEOUT)
+    assert wrong.json() == {"status": "ok"}
+    token_file = server.data_dir / HEALTH_TOKEN_FILE
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600, "only the server's user reads the token"
+    health = health_of(server.url, server.data_dir)
     assert health["status"] == "ok" and health["service"] == "songbird" and health["pid"] == os.getpid()
     assert health["data_dir"] == str(server.data_dir) and health["sessions"] == 0
     assert isinstance(health["started_at"], int) and isinstance(health["version"], str)
@@ -320,7 +327,7 @@ def test_claim_then_session_takes_no_more_data(server):
 
     assert post(server, claim, headers={"X-API-Key": ORG_KEY}).status_code == 200  # retry is harmless
     r = post(server, f"/v0/sessions/{session_id}/claim?org_id=org-other", headers={"X-API-Key": ANY_ORG_KEY})
-    assert r.status_code == 404 and "already claimed" in message(r)
+    assert r.status_code == 404 and "unknown" in message(r) and "claimed" in message(r)
 
 
 def test_claim_into_another_org_is_403(server):

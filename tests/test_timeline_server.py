@@ -116,7 +116,7 @@ def test_reference_by_alias_or_id_and_bad_parameters(daily) -> None:
         assert response.status_code == status, params
         assert message in response.json()["message"], response.json()
     unknown = get_json(server, "session-AAAAAAAAAAAAAAAAAAAAAAAA")
-    assert unknown.status_code == 404 and "no session" in unknown.json()["message"]
+    assert unknown.status_code == 404 and "is unknown to this server" in unknown.json()["message"]
     assert get_json(server, "not-a-session").status_code == 400
 
 
@@ -148,7 +148,7 @@ def test_page_links_and_heatmap(daily) -> None:
     for name in ("timeline.js", "timeline.css"):
         assert requests.get(f"{server.url}/static/{name}", timeout=30).status_code == 200
     missing = requests.get(f"{server.url}/sessions/session-AAAAAAAAAAAAAAAAAAAAAAAA/timeline", timeout=30)
-    assert missing.status_code == 404 and "no session" in missing.text
+    assert missing.status_code == 404 and "is unknown to this server" in missing.text
 
 
 def test_hourly_uploads_merge_into_daily_buckets_like_whylogs(tmp_path: Path) -> None:

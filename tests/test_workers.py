@@ -9,7 +9,7 @@ import socket
 
 import pytest
 import requests
-from conftest import make_profile_bytes
+from conftest import health, make_profile_bytes
 from test_ingest import new_slot, start_server_process, stop, wait_for
 
 from whylogs_songbird.server.launcher import bind_socket
@@ -35,7 +35,7 @@ def test_several_workers_agree_on_sessions_uploads_and_counters(tmp_path):
         pids = set()
 
         def seen_both():
-            pids.add(requests.get(f"{url}/healthz", timeout=TIMEOUT).json()["pid"])  # a new connection each time
+            pids.add(health(url, tmp_path / "data")["pid"])  # a new connection each time
             return len(pids) >= 2
 
         wait_for(seen_both, "connections are spread over two processes")
@@ -63,7 +63,7 @@ def test_several_workers_agree_on_sessions_uploads_and_counters(tmp_path):
         for _ in range(4):  # whichever process answers, the counters are the same
             stats = requests.get(f"{url}/_local/stats", timeout=TIMEOUT).json()
             assert stats["create_session"] == 12 and stats["upload"] == 12 and stats["put"] == 12, stats
-        assert requests.get(f"{url}/healthz", timeout=TIMEOUT).json()["sessions"] == 12
+        assert health(url, tmp_path / "data")["sessions"] == 12
     finally:
         stop(process)
 

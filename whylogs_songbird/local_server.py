@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 
 from whylogs_songbird.config import Settings
 from whylogs_songbird.errors import ConfigError, SongbirdConnectionError
+from whylogs_songbird.models import HEALTH_TOKEN_FILE, HEALTH_TOKEN_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,28 @@ def server_command(port: int, data_dir: Path) -> list[str]:
             str(data_dir), "--list-sessions"]
 
 
-def probe(port: int, timeout: float = 2.0) -> ServerStatus | None:
-    """The status of the songbird server on ``port``; None if nothing listens; `NotSongbird` if another program does."""
-    url = local_url(port)
+def health_token(data_dir: Path | None) -> str | None:
+    """The token that opens the details of ``/healthz`` of the server on ``data_dir`` (a file only
+    that server's user can read); None when there is none to read."""
+    if data_dir is None:
+        return None
     try:
-        response = requests.get(f"{url}/healthz", timeout=timeout, allow_redirects=False)
+        token = (data_dir / HEALTH_TOKEN_FILE).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return token or None
+
+
+def probe(port: int, timeout: float = 2.0, data_dir: Path | None = None) -> ServerStatus | None:
+    """The status of the songbird server on ``port``; None if nothing listens; `NotSongbird` if another program does.
+
+    ``/healthz`` tells pid, data dir, uptime and sessions only with the token of the server's data
+    dir: pass ``data_dir`` to send it (without it, or with another server's, those are None)."""
+    url = local_url(port)
+    token = health_token(data_dir)
+    headers = {HEALTH_TOKEN_HEADER: token} if token else {}
+    try:
+        response = requests.get(f"{url}/healthz", timeout=timeout, allow_redirects=False, headers=headers)
     except requests.exceptions.ConnectionError as exc:
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             raise NotSongbird(f"{url} accepted no connection in {timeout:g} s") from None
@@ -137,7 +155,7 @@ def ensure_server(settings: Settings) -> ServerStatus:
     """Make sure the embedded default server answers on ``settings.local_port``; start it if nothing does."""
     port, data_dir = settings.local_port, settings.server_data_dir
     try:
-        status = probe(port)
+        status = probe(port, data_dir=data_dir)
     except NotSongbird as exc:
         raise _port_taken(port, str(exc)) from None
     if status is None:
@@ -168,7 +186,7 @@ def _start(port: int, data_dir: Path) -> ServerStatus:
     try:
         with lock:
             try:
-                status = probe(port)  # another process may have started it while we waited
+                status = probe(port, data_dir=data_dir)  # another process may have started it while we waited
             except NotSongbird as exc:
                 raise _port_taken(port, str(exc)) from None
             if status is not None:
@@ -198,7 +216,7 @@ def _spawn(port: int, data_dir: Path) -> ServerStatus:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
-            status = probe(port)
+            status = probe(port, data_dir=data_dir)
         except NotSongbird as exc:
             _terminate(process.pid)
             raise _port_taken(port, str(exc)) from None
@@ -285,7 +303,7 @@ def stop_server(settings: Settings) -> StopReport:
     data_dir, port = settings.server_data_dir, settings.local_port
     recorded = read_pid_file(data_dir)
     try:
-        status = probe(port)
+        status = probe(port, data_dir=data_dir)
     except NotSongbird:
         status = None
     if recorded is None:
@@ -306,9 +324,15 @@ def stop_server(settings: Settings) -> StopReport:
     if not _alive(pid):
         (data_dir / PID_FILE).unlink(missing_ok=True)
         return StopReport(None, f"no local songbird server runs at {local_url(port)} (removed a stale pid file).")
-    if status is None and not _looks_like_ours(pid):
+    # no pid in the answer (its health token is not this data dir's): make sure the recorded pid is still ours
+    if (status is None or status.pid is None) and not _looks_like_ours(pid):
         (data_dir / PID_FILE).unlink(missing_ok=True)
-        return StopReport(None, f"no local songbird server runs at {local_url(port)} (removed a stale pid file).")
+        where = (
+            f"no local songbird server runs at {local_url(port)}"
+            if status is None
+            else f"the songbird server at {status.url} was not started by this package in {data_dir}"
+        )
+        return StopReport(None, f"{where} (removed a stale pid file).")
     if not _terminate(pid):
         raise SongbirdConnectionError(f"The local songbird server (pid {pid}) did not stop; kill it by hand.")
     (data_dir / PID_FILE).unlink(missing_ok=True)

@@ -17,6 +17,11 @@ MAX_PROFILES_PER_LINK = 3
 #: A guest session holds exactly one model.
 GUEST_MODEL_ID = "model-1"
 
+#: ``GET /healthz`` answers only ``{"status": "ok"}``, unless the request carries this header with the token
+#: kept in ``<data dir>/health.token`` (readable only by the server's user): then also pid, data dir, ...
+HEALTH_TOKEN_HEADER = "X-Songbird-Health-Token"  # noqa: S105 - a header name, not a secret
+HEALTH_TOKEN_FILE = "health.token"  # noqa: S105 - a file name, not a secret
+
 # -- request limits: the server answers 400 naming the limit, the client refuses before sending --
 #: References in one batch request (``BatchLogReferenceRequest.references``).
 MAX_REFERENCES_PER_BATCH = 1000

@@ -18,6 +18,7 @@ from whylogs_songbird.cli.reporting import (
 )
 from whylogs_songbird.config import Settings, resolve_settings
 from whylogs_songbird.errors import SongbirdError
+from whylogs_songbird.models import HEALTH_TOKEN_FILE
 from whylogs_songbird.server.cli import serve_command
 from whylogs_songbird.server.cli import shared_address as server_shared_address
 
@@ -69,7 +70,7 @@ def server_status(
 
         settings = _local_settings(port, data_dir, config_dir)
         try:
-            found = probe(settings.local_port)
+            found = probe(settings.local_port, data_dir=settings.server_data_dir)
         except NotSongbird as exc:
             raise SongbirdError(
                 f"{exc}: another program listens there. Set another port for the local server "
@@ -88,6 +89,12 @@ def server_status(
         typer.echo(f"sessions: {found.sessions if found.sessions is not None else '?'}")
         if found.version:
             typer.echo(f"version:  {found.version}")
+        if found.pid is None:
+            stderr().print(
+                "the server tells its details only to requests with the token in "
+                f"{settings.server_data_dir / HEALTH_TOKEN_FILE}: run this as the user who started it, "
+                "with its --data-dir"
+            )
 
 
 @server_app.command("stop")

@@ -43,7 +43,7 @@ from whylogs_songbird.server.routes.deps import check_text as _check_text  # noq
 from whylogs_songbird.server.routes.deps import describe_validation_errors
 from whylogs_songbird.server.routes.timeline import mount_timeline
 from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
-from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
+from whylogs_songbird.server.signing import UrlSigner, load_or_create_health_token, load_or_create_secret
 from whylogs_songbird.server.store import Store, now_ms
 from whylogs_songbird.server.sweep import SlotSweeper
 
@@ -93,8 +93,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
-    """Build the app. ``app.state`` carries ``config``, ``store``, ``signer``, ``api_keys`` (hashes only)
-    and ``ingest`` (the background ingest worker, running while the app runs).
+    """Build the app. ``app.state`` carries ``config``, ``store``, ``signer``, ``api_keys`` (hashes only),
+    ``health_token`` (see ``routes/local.py``) and ``ingest`` (the background ingest worker,
+    running while the app runs).
 
     A store passed in stays owned by the caller; otherwise one is opened on ``config.data_dir``
     and closed when the app shuts down.
@@ -130,6 +131,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.config = config
     app.state.store = the_store
     app.state.signer = UrlSigner(load_or_create_secret(config.data_dir))
+    app.state.health_token = load_or_create_health_token(config.data_dir)
     app.state.api_keys = ApiKeyRing(config.api_keys)
     app.state.rate_limits = ClientRateLimits.of(config)
     app.state.started_at = now_ms()

@@ -68,7 +68,11 @@ def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias=
         raise ApiError(401, "This operation needs an API key; send it in the X-API-Key header.")
     owner = keys.lookup(x_api_key)
     if owner is None:
-        hint = "" if len(keys) else " This server has no API keys configured: start it with --api-key."
+        hint = (
+            ""
+            if len(keys)
+            else " This server has no API keys configured: start it with --api-key-file or SONGBIRD_SERVER_API_KEYS."
+        )
         raise ApiError(401, "The API key in X-API-Key is not accepted by this server; check the key." + hint)
     return owner
 

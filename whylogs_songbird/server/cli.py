@@ -78,6 +78,8 @@ def config_from_options(
     port: int = 8787,
     data_dir: Path | None = None,
     api_key: list[str] | None = None,
+    api_key_file: Path | None = None,
+    forwarded_allow_ips: str | None = None,
     url_ttl: int = 900,
     public_url: str | None = None,
     workers: int = 1,
@@ -110,6 +112,8 @@ def config_from_options(
         port=port,
         data_dir=(data_dir or default_data_dir()).expanduser(),
         api_keys=list(api_key or []),
+        api_key_file=api_key_file,
+        forwarded_allow_ips=(forwarded_allow_ips or "").split(","),
         url_ttl_seconds=url_ttl,
         latency_ms=latency_ms,
         public_url=public_url,
@@ -169,7 +173,31 @@ def serve_command(
             "--api-key",
             metavar="KEY",
             help="An API key accepted for get_session and claim, '<id>.<secret>[:<org-id>]' (repeatable). "
-            f"Default: ${API_KEYS_ENV}.",
+            "Visible to other local users (ps): prefer --api-key-file or "
+            f"${API_KEYS_ENV} (comma-separated), which is read when neither option gives a key.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-key-file",
+            metavar="FILE",
+            help="Read API keys from FILE, one per line ('#' comments and blank lines skipped); keep it "
+            "readable only by you. Adds to --api-key.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            metavar="ADDRS",
+            help="Comma-separated addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed ('*': any client). Default: none, the headers are ignored.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
         ),
     ] = None,
     url_ttl: Annotated[
@@ -451,6 +479,8 @@ def serve_command(
         logger.warning("listening on %s: anyone who can reach this address can create sessions and upload.", host)
         if config.list_sessions:
             logger.warning("--list-sessions on %s: anyone who can reach it can open every session listed.", host)
+    if config.api_key_file is not None and config.api_key_file.stat().st_mode & 0o077:
+        logger.warning("%s holds API keys and other users may read it: chmod 600 it.", config.api_key_file)
     if config.fault_rate:
         logger.warning("fault injection is on: %g of API requests fail (seed %s)", config.fault_rate, config.fault_seed)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown

@@ -70,9 +70,15 @@ def client_key(address: str) -> str:
     return address
 
 
+def session_gone(session_id: str) -> str:
+    """The opening of every answer about a session that a guest route cannot use. An unknown and a
+    claimed session get the same words, so no answer tells a stranger whether a session exists."""
+    return f"Session {session_id[:80]} is unknown to this server, or was claimed into an organization"
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """A JSON error answer shaped like ``models.ErrorResponse``."""
     return JSONResponse(ErrorResponse(message=message).to_wire(), status_code=status, headers=headers)
 
 
-__all__ = ["client_key", "error_response", "is_loopback_host", "observatory_link", "segment_label"]
+__all__ = ["client_key", "error_response", "is_loopback_host", "observatory_link", "segment_label", "session_gone"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,15 +43,18 @@ DEFAULT_MAX_OPEN_SLOTS = 2 * MAX_REFERENCES_PER_BATCH
 class ServerConfig:
     """Settings of one server instance.
 
-    ``api_keys`` falls back to the comma-separated ``SONGBIRD_SERVER_API_KEYS`` environment
-    variable when empty. A key written ``<id>.<secret>:<org-id>`` may only claim sessions into
-    that org; a key without ``:<org-id>`` may claim into any org.
+    ``api_keys`` (plus the keys of ``api_key_file``, one a line) falls back to the comma-separated
+    ``SONGBIRD_SERVER_API_KEYS`` environment variable when both give none. A key written
+    ``<id>.<secret>:<org-id>`` may only claim sessions into that org; a key without ``:<org-id>``
+    may claim into any org.
     """
 
     host: str = "127.0.0.1"
     port: int = 8787
     data_dir: Path = field(default_factory=lambda: Path("songbird-data"))
     api_keys: list[str] = field(default_factory=list)
+    #: A file of API keys, one a line (``#`` comments and blank lines allowed): keys kept out of ``ps``.
+    api_key_file: Path | None = None
     url_ttl_seconds: int = 900
     max_upload_bytes: int = 256 * MiB
     max_json_bytes: int = 1 * MiB
@@ -82,6 +86,9 @@ class ServerConfig:
     #: More ``Host`` names the server answers to, besides its bind address, localhost, the loopback
     #: addresses and the host of ``public_url`` (``"*"``: any host). See ``security.py``.
     allowed_hosts: list[str] = field(default_factory=list)
+    #: Addresses or networks (CIDR) of reverse proxies whose ``X-Forwarded-For`` and ``X-Forwarded-Proto``
+    #: are believed (``"*"``: any client). Empty: those headers are ignored, from loopback too.
+    forwarded_allow_ips: list[str] = field(default_factory=list)
     #: List the recent sessions (their ids open their profiles) on the landing page. Never with
     #: ``public_url``; on only for the auto-started local default server.
     list_sessions: bool = False
@@ -117,11 +124,13 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        self.api_keys = [key.strip() for key in self.api_keys if key.strip()]
+        if self.api_key_file is not None:
+            self.api_key_file = Path(self.api_key_file)
+            self.api_keys += read_api_key_file(self.api_key_file)
         if not self.api_keys:
             env_keys = os.environ.get(API_KEYS_ENV, "")
             self.api_keys = [key.strip() for key in env_keys.split(",") if key.strip()]
-        else:
-            self.api_keys = [key.strip() for key in self.api_keys if key.strip()]
         if self.public_url is not None:
             if not self.public_url.startswith(("http://", "https://")):
                 raise ValueError(f"public_url must start with http:// or https://, got {self.public_url!r}")
@@ -142,6 +151,7 @@ class ServerConfig:
                 "not show session ids (they open the profiles); leave --list-sessions off"
             )
         self.allowed_hosts = [h.strip() for h in self.allowed_hosts if h.strip()]
+        self.forwarded_allow_ips = check_forwarded_allow_ips(self.forwarded_allow_ips)
         if self.max_connections is None:
             self.max_connections = default_max_connections()
         if self.max_client_connections is None:
@@ -188,6 +198,42 @@ class ServerConfig:
             f"session_burst={self.session_burst}, slot_rate={self.slot_rate}, slot_burst={self.slot_burst}, "
             f"max_client_connections={self.max_client_connections}, guest_sessions={self.guest_sessions})"
         )
+
+
+def read_api_key_file(path: Path) -> list[str]:
+    """The API keys of ``path``: one a line; blank lines and lines starting with ``#`` are skipped.
+
+    ValueError (naming the file, never its content) when it cannot be read or holds no key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"cannot read the API key file {path}: {reason}") from None
+    keys = [line.strip() for line in text.splitlines()]
+    keys = [key for key in keys if key and not key.startswith("#")]
+    if not keys:
+        raise ValueError(f"the API key file {path} holds no key; write one key per line")
+    return keys
+
+
+def check_forwarded_allow_ips(values: list[str]) -> list[str]:
+    """The proxy addresses of ``forwarded_allow_ips``, normalized: ``"*"``, IP addresses and networks
+    (``10.0.0.0/8``); ValueError naming a value that is none of them (uvicorn would ignore it silently)."""
+    checked = []
+    for value in (v.strip() for v in values):
+        if not value:
+            continue
+        if value == "*":
+            checked.append(value)
+            continue
+        try:
+            checked.append(str(ipaddress.ip_network(value) if "/" in value else ipaddress.ip_address(value)))
+        except ValueError:
+            raise ValueError(
+                f"forwarded_allow_ips: {value[:80]!r} is not an IP address or network (write 10.0.0.5, "
+                "10.0.0.0/8 or fd00::/8, with no host bits set in a network), nor '*'"
+            ) from None
+    return checked
 
 
 def _redacted_url(url: str | None) -> str | None:

@@ -36,6 +36,16 @@ def open_store(config: ServerConfig) -> Store:
     return store
 
 
+def proxy_options(config: ServerConfig) -> dict[str, Any]:
+    """The ``uvicorn.Config`` arguments of forwarded headers: ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed only from ``config.forwarded_allow_ips``. Empty (the default)
+    turns them off: uvicorn's own default believes any loopback client, which could then forge the
+    logged client address and the scheme of the upload URLs."""
+    if not config.forwarded_allow_ips:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(config.forwarded_allow_ips)}
+
+
 class RedactQueryFilter(logging.Filter):
     """Strips query strings from uvicorn access-log lines (upload URLs carry signatures)."""
 
@@ -68,6 +78,7 @@ def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
         timeout_graceful_shutdown=5,
         server_header=False,
         **uvicorn_options(config.connection_limits),
+        **proxy_options(config),
     )
     logging.getLogger("uvicorn.access").addFilter(RedactQueryFilter())
     install_log_rate_limit()
@@ -149,6 +160,7 @@ class LocalServer:
             timeout_graceful_shutdown=5,
             server_header=False,
             **uvicorn_options(self.config.connection_limits),
+            **proxy_options(self.config),
         )
         server = uvicorn.Server(uv_config)
         self._server = server

@@ -53,7 +53,7 @@ def _worker_main(config: ServerConfig, sock: socket.socket, access_log: bool, in
 
     from whylogs_songbird.server.app import create_app
     from whylogs_songbird.server.connections import install_log_rate_limit, uvicorn_options
-    from whylogs_songbird.server.embedded import RedactQueryFilter
+    from whylogs_songbird.server.embedded import RedactQueryFilter, proxy_options
     from whylogs_songbird.server.store import Store
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -70,6 +70,7 @@ def _worker_main(config: ServerConfig, sock: socket.socket, access_log: bool, in
             timeout_graceful_shutdown=5,
             server_header=False,
             **uvicorn_options(config.connection_limits),  # timeouts and connection cap, per worker process
+            **proxy_options(config),
         )
         uvicorn.Server(uv_config).run(sockets=[sock])
     finally:
@@ -79,10 +80,11 @@ def _worker_main(config: ServerConfig, sock: socket.socket, access_log: bool, in
 def serve_workers(config: ServerConfig, *, access_log: bool = True) -> None:
     """Serve with ``config.workers`` processes until Ctrl-C or SIGTERM."""
     from whylogs_songbird.server.embedded import open_store
-    from whylogs_songbird.server.signing import load_or_create_secret
+    from whylogs_songbird.server.signing import load_or_create_health_token, load_or_create_secret
 
     open_store(config).close()  # reconcile and reset counters once, before any worker serves
     load_or_create_secret(config.data_dir)
+    load_or_create_health_token(config.data_dir)
     sock = bind_socket(config.host, config.port)
     context = multiprocessing.get_context("spawn")
     workers: dict[int, tuple[BaseProcess, float]] = {}

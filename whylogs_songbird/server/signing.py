@@ -1,7 +1,8 @@
 """Presigned upload URLs: ``<base>/v0/uploads/{id}?expires=<unix s>&signature=<hex HMAC-SHA256>``.
 
 The HMAC key is a per-server secret of 32 random bytes kept in ``<data_dir>/secret.key``, so
-URLs handed out before a restart still verify after it.
+URLs handed out before a restart still verify after it. The token that opens the details of
+``/healthz`` is kept the same way, in ``<data_dir>/health.token``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from whylogs_songbird.models import HEALTH_TOKEN_FILE
+
 SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 SECRET_BYTES = 32
 
@@ -27,26 +30,30 @@ class UrlExpiredError(SignatureError):
     """The upload URL is correctly signed but its expiry time has passed."""
 
 
-def load_or_create_secret(data_dir: Path) -> bytes:
-    """Read the server secret from ``data_dir/secret.key``, creating it (mode 0600) on first start.
+def _create_private_file(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` (mode 0600) unless it exists. Atomic: written to a private
+    temporary file and hard-linked into place, so concurrent starts agree on one content and
+    nobody ever reads a half-written file."""
+    if path.exists():
+        return
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won the race: use its file
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
-    Creation is atomic: the secret is written to a private temporary file and hard-linked into
-    place, so concurrent starts agree on one secret and nobody ever reads a half-written file.
-    """
+
+def load_or_create_secret(data_dir: Path) -> bytes:
+    """Read the server secret from ``data_dir/secret.key``, creating it (mode 0600) on first start."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / SECRET_FILE
-    if not path.exists():
-        tmp = data_dir / f".{SECRET_FILE}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(SECRET_BYTES))
-                f.flush()
-                os.fsync(f.fileno())
-            with contextlib.suppress(FileExistsError):  # another process won the race: use its secret
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    _create_private_file(path, secrets.token_bytes(SECRET_BYTES))
     secret = path.read_bytes()
     if len(secret) != SECRET_BYTES:
         raise ValueError(
@@ -54,6 +61,18 @@ def load_or_create_secret(data_dir: Path) -> bytes:
             "(upload URLs handed out before then stop working)."
         )
     return secret
+
+
+def load_or_create_health_token(data_dir: Path) -> str:
+    """The token of ``data_dir/health.token`` (64 hex digits, mode 0600), made on first start: sent
+    in ``X-Songbird-Health-Token``, it opens the details of ``/healthz`` to whoever can read the file."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / HEALTH_TOKEN_FILE
+    _create_private_file(path, (secrets.token_hex(SECRET_BYTES) + "\n").encode())
+    token = path.read_text(encoding="ascii", errors="replace").strip()
+    if len(token) != 2 * SECRET_BYTES:
+        raise ValueError(f"{path} does not hold a health token; delete it to make a new one.")
+    return token
 
 
 class UrlSigner:

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
-from whylogs_songbird.server.common import observatory_link, segment_label
+from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
 from whylogs_songbird.server.observatory.base import MAX_COLUMN_FILTER, RECENT_SESSIONS, STATIC_DIR, PageError, shown
 from whylogs_songbird.server.observatory.cache import ProfileCache
 from whylogs_songbird.server.observatory.page import (
@@ -99,11 +99,8 @@ def observatory_router(
             )
 
     def known_session(session_id: str | None) -> str | None:
-        """The id, if it names a session of this server (for links on error pages)."""
-        if not session_id:
-            return None
-        record = store.get_session(session_id)
-        return session_id if record is not None and not record.claimed else None
+        """The id, if it names a session a guest may open (for links on error pages)."""
+        return session_id if session_id and store.guest_session(session_id) is not None else None
 
     def open_session(session_id: str | None) -> str:
         if not session_id:
@@ -119,18 +116,12 @@ def observatory_router(
                 "Malformed session id",
                 f"{shown(session_id)!r} is not a session id: session ids look like session-… .",
             )
-        record = store.get_session(session_id)
-        if record is None:
+        if store.guest_session(session_id) is None:  # unknown and claimed read alike (see Store.guest_session)
             raise PageError(
                 404,
                 "Session not found",
-                f"There is no session {session_id} on this server: it may belong to another server or data directory.",
-            )
-        if record.claimed:  # like the API: a claimed guest session is gone from the guest side
-            raise PageError(
-                404,
-                "Session not found",
-                f"The session {session_id} was claimed into an organization; its profiles are no longer shown here.",
+                f"{session_gone(session_id)}: a claimed session's profiles are no longer shown here. It may also "
+                "belong to another server or data directory.",
             )
         return session_id
 

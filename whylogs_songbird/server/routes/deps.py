@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from whylogs_songbird.models import ErrorResponse, WireModel
+from whylogs_songbird.server.common import session_gone
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.signing import UrlSigner
@@ -76,19 +77,11 @@ def json_answer(model: WireModel, status: int = 200) -> JSONResponse:
 
 
 def open_session(store: Store, session_id: str) -> SessionRecord:
-    """The session, or a 404 when it is unknown or claimed (it then takes no more data)."""
-    session = store.get_session(session_id)
+    """The session of a guest operation (see :meth:`Store.guest_session`), or a 404 that reads the
+    same whether it is unknown or claimed."""
+    session = store.guest_session(session_id)
     if session is None:
-        raise ApiError(
-            404,
-            f"Session {session_id[:80]} is unknown to this server; create a new session with POST /v0/sessions.",
-        )
-    if session.claimed:
-        raise ApiError(
-            404,
-            f"Session {session_id} was claimed into an organization and takes no more data; "
-            "start a new session with POST /v0/sessions.",
-        )
+        raise ApiError(404, f"{session_gone(session_id)}; start a new session with POST /v0/sessions.")
     return session
 
 

@@ -3,12 +3,14 @@ process agrees) and ``/healthz``."""
 
 from __future__ import annotations
 
+import hmac
 import os
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from starlette.concurrency import run_in_threadpool
 
+from whylogs_songbird.models import HEALTH_TOKEN_FILE, HEALTH_TOKEN_HEADER
 from whylogs_songbird.server.routes.deps import StoreDep
 
 router = APIRouter(tags=["local"])
@@ -21,9 +23,23 @@ async def local_stats(store: StoreDep) -> dict[str, int]:
 
 
 @router.get("/healthz")
-async def healthz(request: Request, store: StoreDep) -> dict[str, Any]:
-    """Liveness check: who answers (service, version, process id, start time in epoch ms, data
-    dir) and how many sessions the store holds."""
+async def healthz(
+    request: Request,
+    store: StoreDep,
+    token: Annotated[
+        str | None,
+        Header(
+            alias=HEALTH_TOKEN_HEADER,
+            description=f"The token in <data dir>/{HEALTH_TOKEN_FILE}: adds the details to the answer.",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Liveness check: ``{"status": "ok"}``. With the token of the server's data dir (a file only
+    the server's user can read), also who answers: service, version, process id, start time in
+    epoch ms, data dir and how many sessions the store holds."""
+    expected: str = request.app.state.health_token
+    if token is None or not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode()):
+        return {"status": "ok"}
     from whylogs_songbird import __version__
 
     config = request.app.state.config

@@ -25,7 +25,7 @@ from whylogs_songbird.models import (
     SessionMetadata,
 )
 from whylogs_songbird.server.auth import KeyOwner, require_key
-from whylogs_songbird.server.common import observatory_link, segment_label
+from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.quotas import check_guest_writes, create_slots
@@ -136,7 +136,7 @@ def get_session(session_id: str, owner: KeyDep, store: StoreDep) -> JSONResponse
     that org; ``userId`` (the uploader's installation) only to a key of the session's org or of any org."""
     session = store.get_session(session_id)
     if session is None or (session.claimed and owner.org_id is not None and owner.org_id != session.claimed_org):
-        raise ApiError(404, f"Session {session_id[:80]} is unknown to this server; check the session id.")
+        raise ApiError(404, f"{session_gone(session_id)}; check the session id, or start a new session.")
     own_org = owner.org_id is None or owner.org_id == session.org_id
     return json_answer(
         GetSessionResponse(
@@ -245,12 +245,8 @@ def claim_guest_session(
             f"use org_id={owner.org_id} or a key of {org_id}.",
         )
     session = store.claim(session_id, org_id)
-    if session is None:
-        raise ApiError(404, f"Session {session_id[:80]} is unknown to this server; check the session id.")
-    if session.claimed_org != org_id:
-        raise ApiError(
-            404,
-            f"Session {session_id} was already claimed into another organization; start a new session.",
-        )
+    if session is None or session.claimed_org != org_id:
+        # one answer for both: a claim never tells whether a session exists
+        raise ApiError(404, f"{session_gone(session_id)}; check the session id, or start a new session.")
     logger.info("claimed a session into org %s", org_id)
     return JSONResponse({})

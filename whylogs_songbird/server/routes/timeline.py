@@ -25,7 +25,7 @@ from jinja2 import Environment
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import MonitorsFile
-from whylogs_songbird.server.common import observatory_link, segment_label
+from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.observatory.base import PageError
 from whylogs_songbird.server.observatory.cache import LruCache, ProfileCache
@@ -182,8 +182,8 @@ def timeline_router(
     def check_session(session_id: str) -> None:
         if not is_valid_id(session_id, "session"):
             raise TimelineRequestError(400, f"{session_id[:80]!r} is not a session id: session ids look like session-…")
-        if store.get_session(session_id) is None:
-            raise TimelineRequestError(404, f"there is no session {session_id} on this server")
+        if store.guest_session(session_id) is None:  # unknown and claimed read alike (see Store.guest_session)
+            raise TimelineRequestError(404, f"{session_gone(session_id)}; a claimed session has no timeline here")
 
     def query_of(granularity: str | None, reference: str | None, segment: str | None) -> TimelineQuery:
         return TimelineQuery(granularity=granularity or None, reference=reference or None, segment=segment or None)
@@ -239,7 +239,7 @@ def timeline_router(
                 if isinstance(exc, TimelineRequestError)
                 else PageError(422, "Profile cannot be read", f"A stored profile of this session is unreadable: {exc}.")
             )
-            known = session_id if is_valid_id(session_id, "session") and store.get_session(session_id) else None
+            known = session_id if store.guest_session(session_id) is not None else None
             html = environment.get_template("error.html").render(
                 title=error.title,
                 message=error.message,

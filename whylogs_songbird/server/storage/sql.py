@@ -28,6 +28,7 @@ from whylogs_songbird.server.storage.base import (
     SlotLimitError,
     StoredOutcome,
     UnknownUploadError,
+    UploadAlreadyStoredError,
     UploadKind,
     UploadRecord,
     is_valid_id,
@@ -416,9 +417,20 @@ class SqlMetadataStore:
             upload = self._open_upload(conn, upload_id)
             return upload, self._duplicate(conn, upload, sha256)
 
-    def mark_stored(self, upload_id: str, *, key: str | None, size: int, sha256: str) -> StoredOutcome:
+    def mark_stored(
+        self,
+        upload_id: str,
+        *,
+        key: str | None,
+        size: int,
+        sha256: str,
+        if_unstored: bool = False,
+        invalid: str | None = None,
+    ) -> StoredOutcome:
         with self._transaction() as conn:
             upload = self._open_upload(conn, upload_id)
+            if if_unstored and upload.stored_at is not None:
+                raise UploadAlreadyStoredError(upload_id)
             original = self._duplicate(conn, upload, sha256)
             if original is None and key is None:
                 return StoredOutcome(upload=upload, duplicate_of=None)  # the original changed: bytes needed
@@ -430,18 +442,56 @@ class SqlMetadataStore:
                 sha256=sha256,
                 path=None if duplicate_of else key,
                 duplicate_of=duplicate_of,
-                ingest_state=None if duplicate_of else "pending",
-                ingest_error=None,
+                ingest_state=None if duplicate_of else ("invalid" if invalid else "pending"),
+                ingest_error=None if duplicate_of else invalid,
             )
-            self._exec(
+            changed = self._rowcount(
                 conn,
                 "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ?, duplicate_of = ?,"
-                " ingest_state = ?, ingest_error = NULL, ingest_lease = NULL WHERE id = ?",
-                (stored.stored_at, size, sha256, stored.path, stored.duplicate_of, stored.ingest_state, upload_id),
+                " ingest_state = ?, ingest_error = ?, ingest_lease = NULL"
+                " WHERE id = ? AND (stored_at IS NULL OR ? = 0)",  # rechecked after another writer's commit
+                (
+                    stored.stored_at,
+                    size,
+                    sha256,
+                    stored.path,
+                    stored.duplicate_of,
+                    stored.ingest_state,
+                    stored.ingest_error,
+                    upload_id,
+                    int(if_unstored),
+                ),
             )
+            if if_unstored and changed == 0:
+                raise UploadAlreadyStoredError(upload_id)
             if upload.stored_at is not None:  # a replaced profile's summary is out of date
                 self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
         return StoredOutcome(upload=stored, duplicate_of=duplicate_of)
+
+    def mark_refused(self, upload_id: str, *, size: int, reason: str) -> UploadRecord:
+        with self._transaction() as conn:
+            upload = self._open_upload(conn, upload_id)
+            if upload.stored_at is not None:
+                raise UploadAlreadyStoredError(upload_id)
+            refused = dataclasses.replace(
+                upload,
+                stored_at=now_ms(),
+                size=size,
+                sha256=f"unread-{size}",
+                path=None,
+                duplicate_of=None,
+                ingest_state="invalid",
+                ingest_error=reason,
+            )
+            changed = self._rowcount(
+                conn,
+                "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = NULL, duplicate_of = NULL,"
+                " ingest_state = 'invalid', ingest_error = ?, ingest_lease = NULL WHERE id = ? AND stored_at IS NULL",
+                (refused.stored_at, size, refused.sha256, reason, upload_id),
+            )
+            if changed == 0:
+                raise UploadAlreadyStoredError(upload_id)
+        return refused
 
     def unmark_stored(self, upload_ids: Sequence[str]) -> int:
         changed = 0
