@@ -21,7 +21,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-
 import requests  # noqa: E402
 import whylogs as why  # noqa: E402
 from whylogs.api.logger.result_set import SegmentedResultSet  # noqa: E402
