@@ -254,7 +254,8 @@ class TimelineService:
         except TimelineError as exc:
             raise TimelineRequestError(400, str(exc)) from None
         if start is not None and end is not None and start >= end:
-            raise TimelineRequestError(400, f"start ({query.start}) is not before end ({query.end}): give start < end")
+            given = f"start ({(query.start or '')[:40]}) is not before end ({(query.end or '')[:40]})"
+            raise TimelineRequestError(400, f"{given}: give a start before the end")
         segments = sorted({p.segment for p in batches if p.segment})
         segment = query.segment or None
         if segment is not None and segment not in segments:
