@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 # -- wire constants: the one copy of each, for the client and the server --
 #: The hosted WhyLabs service (being wound down): the endpoint a client talks to unless told otherwise.
@@ -56,6 +57,34 @@ Timestamp = Annotated[
 ]
 
 
+#: Bounds of a profile's ``datasetTimestamp`` when a slot is made: a UTC time in years 1 to 9999, the
+#: range every calendar (Python's ``datetime``, the observatory's labels) can show.
+MIN_DATASET_TIMESTAMP = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+MAX_DATASET_TIMESTAMP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def _in_calendar_range(value: int) -> int:
+    if not MIN_DATASET_TIMESTAMP <= value <= MAX_DATASET_TIMESTAMP:
+        raise PydanticCustomError(
+            "timestamp_range",
+            "{value} is outside years 1 to 9999: give epoch milliseconds (UTC) from {low} to {high}",
+            {"value": value, "low": MIN_DATASET_TIMESTAMP, "high": MAX_DATASET_TIMESTAMP},
+        )
+    return value
+
+
+#: The ``datasetTimestamp`` of a new profile slot: a :data:`Timestamp` within years 1 to 9999 UTC.
+#: (Link requests take any :data:`Timestamp`: they look up what is stored.)
+DatasetTimestamp = Annotated[
+    int,
+    Field(
+        strict=True,
+        json_schema_extra={"format": "int64", "minimum": MIN_DATASET_TIMESTAMP, "maximum": MAX_DATASET_TIMESTAMP},
+    ),
+    AfterValidator(_in_calendar_range),
+]
+
+
 class WireModel(BaseModel):
     """Base of every wire model: camelCase JSON, snake_case Python, unknown fields ignored."""
 
@@ -98,7 +127,7 @@ class GetSessionResponse(WireModel):
 class LogAsyncRequest(WireModel):
     """Ask for an upload URL for one batch (dataset) profile."""
 
-    dataset_timestamp: Timestamp
+    dataset_timestamp: DatasetTimestamp
     segment_tags: list[SegmentTag] = Field(default_factory=list, max_length=MAX_SEGMENT_TAGS)
     region: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
 
@@ -129,7 +158,7 @@ class LogReferenceRequest(WireModel):
     """Ask for an upload URL for one reference profile."""
 
     alias: str | None = Field(default=None, max_length=MAX_ALIAS_LENGTH)
-    dataset_timestamp: Timestamp | None = None
+    dataset_timestamp: DatasetTimestamp | None = None
     region: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
 
 

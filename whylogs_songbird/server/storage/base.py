@@ -352,8 +352,9 @@ class MetadataStore(Protocol):
     def get_derived(self, session_id: str, key: str) -> bytes | None:
         """A derived artefact, or None."""
 
-    def drop_derived(self, session_id: str, prefix: str = "") -> int:
-        """Drop the session's derived artefacts whose key starts with ``prefix``; return how many."""
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        """Drop the session's derived artefacts whose key starts with ``prefix`` (but not with
+        ``keep``, when given); return how many."""
 
     # -- counters --
     def count(self, operation: str, n: int = 1) -> None:

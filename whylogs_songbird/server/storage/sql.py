@@ -675,14 +675,17 @@ class SqlMetadataStore:
         rows = self._query("SELECT data FROM derived WHERE session_id = ? AND key = ?", (session_id, key))
         return bytes(rows[0]["data"]) if rows else None
 
-    def drop_derived(self, session_id: str, prefix: str = "") -> int:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        def pattern(start: str) -> str:
+            return start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+        sql = "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'"
+        params: tuple[str, ...] = (session_id, pattern(prefix))
+        if keep is not None:
+            sql += " AND key NOT LIKE ? ESCAPE '\\'"
+            params += (pattern(keep),)
         with self._transaction() as conn:
-            return self._rowcount(
-                conn,
-                "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'",
-                (session_id, escaped + "%"),
-            )
+            return self._rowcount(conn, sql, params)
 
     # -- counters ----------------------------------------------------------------------------------
 
