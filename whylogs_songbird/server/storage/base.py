@@ -103,7 +103,12 @@ def profile_key(session_id: str, upload_id: str) -> str:
 
 @dataclass(frozen=True)
 class SessionRecord:
-    """One guest session. ``org_id`` is ``"guest"`` until the session is claimed."""
+    """One guest session. ``org_id`` is ``"guest"`` until the session is claimed.
+
+    A row with a ``dataset_id`` is not a session but the container of an organization's dataset
+    (``org_id`` / ``dataset_id``, written through the log API with an API key): the per-session
+    machinery (uploads, ingest, digests, timeline) keys on its id, and no guest route ever finds
+    it (see ``Store.guest_session``)."""
 
     id: str
     user_id: str
@@ -111,10 +116,16 @@ class SessionRecord:
     created_at: int
     claimed_at: int | None = None
     claimed_org: str | None = None
+    dataset_id: str | None = None
 
     @property
     def claimed(self) -> bool:
         return self.claimed_at is not None
+
+    @property
+    def is_dataset(self) -> bool:
+        """Whether this row holds an organization's dataset, not a guest session."""
+        return self.dataset_id is not None
 
 
 @dataclass(frozen=True)
@@ -192,13 +203,22 @@ class MetadataStore(Protocol):
 
     def claim(self, session_id: str, org_id: str) -> SessionRecord | None:
         """Claim an unclaimed session into ``org_id``; the session as it is afterwards (a session
-        claimed earlier is left as it was: compare its ``claimed_org``). Unknown: None."""
+        claimed earlier is left as it was: compare its ``claimed_org``). Unknown, or a dataset's
+        container: None."""
 
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
-        """The newest sessions first."""
+        """The newest guest sessions first (never a dataset's container)."""
 
     def session_count(self) -> int:
-        """How many sessions there are."""
+        """How many guest sessions there are (datasets' containers not counted)."""
+
+    # -- datasets of organizations --
+    def dataset_container(self, org_id: str, dataset_id: str) -> SessionRecord:
+        """The container row of dataset ``dataset_id`` of ``org_id``, made on first use (safe when
+        several processes make it at once: one row wins, all get it)."""
+
+    def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
+        """The container row of a dataset, or None when nothing was ever written to it."""
 
     # -- upload slots and profiles --
     def create_uploads(self, session_id: str, specs: Sequence[NewUpload], *, ttl_seconds: int) -> list[UploadRecord]:

@@ -38,7 +38,7 @@ from whylogs_songbird.server.storage.base import (
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
 #: Bumped when the schema changes; kept in the ``meta`` table.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -94,12 +94,16 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "ingest_error", "TEXT"),
     ("uploads", "ingest_lease", "{BIGINT}"),
     ("uploads", "duplicate_of", "TEXT"),
+    # a row with a dataset id holds an organization's dataset (org_id, dataset_id), not a guest session
+    ("sessions", "dataset_id", "TEXT"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
     # upload slots still waiting for their bytes (presigned PUTs straight to the blob store)
     "CREATE INDEX IF NOT EXISTS uploads_open ON uploads (expires_at) WHERE stored_at IS NULL",
     "CREATE INDEX IF NOT EXISTS uploads_by_ingest ON uploads (ingest_state, stored_at)",
+    # one container per dataset of an org; guest sessions (dataset_id NULL) never collide: NULLs are distinct
+    "CREATE UNIQUE INDEX IF NOT EXISTS sessions_by_dataset ON sessions (org_id, dataset_id)",
 )
 
 
@@ -143,6 +147,7 @@ def _session_from_row(row: dict[str, Any]) -> SessionRecord:
         created_at=row["created_at"],
         claimed_at=row["claimed_at"],
         claimed_org=row["claimed_org"],
+        dataset_id=row.get("dataset_id"),
     )
 
 
@@ -271,19 +276,41 @@ class SqlMetadataStore:
         with self._transaction() as conn:
             self._exec(
                 conn,
-                "UPDATE sessions SET claimed_at = ?, claimed_org = ?, org_id = ? WHERE id = ? AND claimed_at IS NULL",
+                "UPDATE sessions SET claimed_at = ?, claimed_org = ?, org_id = ? WHERE id = ? AND claimed_at IS NULL"
+                " AND dataset_id IS NULL",
                 (now_ms(), org_id, org_id, session_id),
             )
-            rows = self._exec(conn, "SELECT * FROM sessions WHERE id = ?", (session_id,))
+            rows = self._exec(conn, "SELECT * FROM sessions WHERE id = ? AND dataset_id IS NULL", (session_id,))
         return _session_from_row(rows[0]) if rows else None
 
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
-        rows = self._query("SELECT * FROM sessions ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))
+        rows = self._query(
+            "SELECT * FROM sessions WHERE dataset_id IS NULL ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+        )
         return [_session_from_row(row) for row in rows]
 
     def session_count(self) -> int:
-        rows = self._query("SELECT COUNT(*) AS n FROM sessions")
+        rows = self._query("SELECT COUNT(*) AS n FROM sessions WHERE dataset_id IS NULL")
         return int(rows[0]["n"])
+
+    # -- datasets of organizations -------------------------------------------------------------
+
+    def dataset_container(self, org_id: str, dataset_id: str) -> SessionRecord:
+        with self._transaction() as conn:
+            self._exec(
+                conn,
+                "INSERT INTO sessions (id, user_id, org_id, created_at, dataset_id) VALUES (?, '', ?, ?, ?)"
+                " ON CONFLICT (org_id, dataset_id) DO NOTHING",
+                (new_id("session"), org_id, now_ms(), dataset_id),
+            )
+            rows = self._exec(
+                conn, "SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ?", (org_id, dataset_id)
+            )
+        return _session_from_row(rows[0])
+
+    def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
+        rows = self._query("SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ?", (org_id, dataset_id))
+        return _session_from_row(rows[0]) if rows else None
 
     # -- uploads ---------------------------------------------------------------------------------
 
