@@ -27,7 +27,8 @@ from whylogs_songbird.server import LocalServer
 MAX_EXAMPLES = 25
 TIMEOUT = 10
 
-#: The songbird operations the document must describe: the seven of the contract and the PUT.
+#: The songbird operations the document must describe: the seven of the contract, the PUT, and the
+#: WhyLabs log API of organizations' datasets.
 OPERATIONS = [
     ("POST", "/v0/sessions"),
     ("GET", "/v0/sessions/{session_id}"),
@@ -37,6 +38,10 @@ OPERATIONS = [
     ("POST", "/v0/sessions/observatory-link/{session_id}"),
     ("POST", "/v0/sessions/{session_id}/claim"),
     ("PUT", "/v0/uploads/{upload_id}"),
+    ("POST", "/v0/organizations/{org_id}/log/async/{dataset_id}"),
+    ("POST", "/v0/organizations/{org_id}/log/reference/{dataset_id}"),
+    ("POST", "/v0/organizations/{org_id}/dataset-profiles/models/{dataset_id}/reference-profile"),
+    ("POST", "/v0/organizations/{org_id}/log/observatory-link/{dataset_id}"),
 ]
 
 

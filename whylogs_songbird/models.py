@@ -154,3 +154,57 @@ class ErrorResponse(WireModel):
     """The body of a non-2xx answer."""
 
     message: str
+
+
+# -- the WhyLabs log API (datasets of organizations, API keys), as whylogs' WhyLabsWriter calls it --
+
+#: Segments of one segmented reference profile (``CreateReferenceProfileRequest.segments``).
+MAX_REFERENCE_SEGMENTS = 1000
+
+
+class Segment(WireModel):
+    """One segment: its tags (WhyLabs' ``Segment``)."""
+
+    tags: list[SegmentTag] = Field(default_factory=list, max_length=MAX_SEGMENT_TAGS)
+
+    @field_validator("tags")
+    @classmethod
+    def _bounded_tags(cls, tags: list[SegmentTag]) -> list[SegmentTag]:
+        return LogAsyncRequest._bounded_tags(tags)  # the same limits as a batch's segment tags
+
+
+class AsyncLogResponse(WireModel):
+    """The answer to ``log/async``: where to PUT one batch profile."""
+
+    id: str
+    model_id: str
+    upload_url: str = Field(repr=False)  # presigned: carries its signature
+    upload_timestamp: int
+    tags: Segment
+
+
+class LogReferenceResponse(WireModel):
+    """The answer to ``log/reference``: where to PUT one reference profile."""
+
+    id: str
+    model_id: str
+    alias: str
+    upload_url: str = Field(repr=False)
+    upload_timestamp: int
+
+
+class CreateReferenceProfileRequest(LogReferenceRequest):
+    """A reference profile of several segments (``dataset-profiles/.../reference-profile``)."""
+
+    segments: list[Segment] = Field(default_factory=list, max_length=MAX_REFERENCE_SEGMENTS)
+
+
+class CreateReferenceProfileResponse(WireModel):
+    """One reference id; ``uploadUrls`` pair with the request's segments by position."""
+
+    id: str
+    alias: str
+    dataset_id: str
+    upload_timestamp: int
+    segments: list[str]
+    upload_urls: list[str] = Field(repr=False)
