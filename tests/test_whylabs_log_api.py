@@ -153,6 +153,9 @@ def test_references_unsegmented_and_segmented(log_server, whylabs_env):
     r = timeline(log_server, reference="baseline")
     assert r.status_code == 200, r.text
     assert (r.json()["reference"]["alias"], r.json()["buckets"]) == ("baseline", []), "references only: no batch"
+    r = timeline(log_server, reference="no-such-alias")
+    assert r.status_code == 404 and r.json()["message"].startswith(f"Dataset {ORG}/{DATASET} has no reference")
+    assert cid not in r.text
 
 
 def test_the_observatory_link_of_a_dataset(log_server, whylabs_env):

@@ -314,7 +314,8 @@ def dataset_timeline(
     try:
         data = service.document_bytes(container.id, query, watched=True)
     except TimelineRequestError as exc:
-        raise ApiError(exc.status, exc.message[:1].upper() + exc.message[1:] + ".") from None
+        message = exc.message.replace(f"session {container.id}", f"dataset {org_id}/{dataset_id}")
+        raise ApiError(exc.status, message[:1].upper() + message[1:] + ".") from None
     except SummaryError as exc:
         raise ApiError(422, f"A stored profile of dataset {dataset_id} cannot be read: {exc}.") from None
     document = json.loads(data)
