@@ -156,6 +156,12 @@ ORG_KEYED = {
     ("POST", "/v0/organizations/{org_id}/log/observatory-link/{dataset_id}"),
     ("POST", "/v0/organizations/{org_id}/log/reference/{dataset_id}"),
     ("POST", "/v1/log/async"),
+    ("GET", "/v0/organizations/{org_id}/dataset/{dataset_id}/weights"),
+    ("PUT", "/v0/organizations/{org_id}/dataset/{dataset_id}/weights"),
+    ("GET", "/v0/organizations/{org_id}/models/{dataset_id}/schema"),
+    ("GET", "/v0/organizations/{org_id}/models/{dataset_id}/schema/column/{column_id:path}"),
+    ("PUT", "/v0/organizations/{org_id}/models/{dataset_id}/schema/column/{column_id:path}"),
+    ("PUT", "/v0/organizations/{org_id}/models/{dataset_id}/schema/metric"),
 }
 
 _UNSCOPED_PATHS = {
@@ -226,7 +232,7 @@ def test_every_guest_route_forgets_a_claimed_session(server_factory):
             assert marker not in r.text, (method, path, marker)
 
     for method, path in sorted(ORG_KEYED):
-        concrete = path.format(org_id="org-owner", dataset_id="model-1")
+        concrete = path.replace(":path", "").format(org_id="org-owner", dataset_id="model-1", column_id="c")
         body = {"datasetTimestamp": TS, "batchProfileTimestamps": [TS], "referenceProfileIds": [seeded.reference_id]}
         r = requests.request(method, server.url + concrete, timeout=TIMEOUT, json=body)
         assert r.status_code == 401, (method, path, r.status_code)

@@ -42,6 +42,12 @@ OPERATIONS = [
     ("POST", "/v0/organizations/{org_id}/log/reference/{dataset_id}"),
     ("POST", "/v0/organizations/{org_id}/dataset-profiles/models/{dataset_id}/reference-profile"),
     ("POST", "/v0/organizations/{org_id}/log/observatory-link/{dataset_id}"),
+    ("GET", "/v0/organizations/{org_id}/models/{dataset_id}/schema"),
+    ("GET", "/v0/organizations/{org_id}/models/{dataset_id}/schema/column/{column_id}"),
+    ("PUT", "/v0/organizations/{org_id}/models/{dataset_id}/schema/column/{column_id}"),
+    ("PUT", "/v0/organizations/{org_id}/models/{dataset_id}/schema/metric"),
+    ("GET", "/v0/organizations/{org_id}/dataset/{dataset_id}/weights"),
+    ("PUT", "/v0/organizations/{org_id}/dataset/{dataset_id}/weights"),
 ]
 
 

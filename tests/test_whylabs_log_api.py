@@ -24,6 +24,7 @@ from whylogs.api.whylabs.session import session_manager
 from whylogs.api.whylabs.session.whylabs_client_cache import WhylabsClientCache
 from whylogs.api.writer import whylabs_base
 from whylogs.api.writer.whylabs import WhyLabsWriter
+from whylogs.core.feature_weights import FeatureWeights
 from whylogs.core.schema import DatasetSchema
 from whylogs.core.segmentation_partition import segment_on_column
 
@@ -177,6 +178,62 @@ def test_the_observatory_link_of_a_dataset(log_server, whylabs_env):
     assert links.observatory_url.startswith(f"{log_server.url}/organizations/{ORG}/datasets/{DATASET}/profiles?")
     assert len(links.individual_observatory_urls) == 2
     assert "token=" in links.observatory_url and KEY.split(".")[1].split(":")[0] not in links.observatory_url
+
+
+def test_column_schema_metric_schema_and_weights_are_kept(log_server, whylabs_env):
+    """The calls whylogs makes when columns are tagged or weights written: stored, read back by whylogs."""
+    whylabs_env(log_server.url)
+    writer = WhyLabsWriter()
+    ok, message = writer.tag_output_columns(["prediction", "score/raw"])
+    assert ok, message
+    ok, message = writer.tag_input_columns(["amount"])
+    assert ok, message
+    ok, message = writer.tag_output_columns(["prediction"])
+    assert ok and "already classified output" in message, "whylogs read back the kept classifier"
+    ok, message = writer.tag_custom_performance_column("revenue", label="Revenue", default_metric="median")
+    assert ok, message
+    ok, message = writer.write_feature_weights(FeatureWeights({"amount": 0.75, "region": 0.25}))
+    assert ok, message
+    ok, message = writer.write_feature_weights(FeatureWeights({"amount": 0.5}))
+    assert ok, message
+    weights = writer.get_feature_weights()
+    assert weights.weights == {"amount": 0.5}, "the newest weights replace the earlier ones"
+
+    r = requests.get(
+        f"{log_server.url}/v0/organizations/{ORG}/models/{DATASET}/schema", headers={"X-API-Key": KEY}, timeout=TIMEOUT
+    )
+    assert r.status_code == 200, r.text
+    schema = r.json()
+    assert {name: c["classifier"] for name, c in schema["columns"].items()} == {
+        "amount": "input",
+        "prediction": "output",
+        "score/raw": "output",
+    }
+    assert schema["metrics"]["Revenue"] == {
+        "label": "Revenue",
+        "column": "revenue",
+        "defaultMetric": "median",
+        "builtinMetric": None,
+    }
+    headers = {"X-API-Key": KEY}
+    put = requests.put(
+        f"{log_server.url}/v0/organizations/{ORG}/models/{DATASET}/schema/column/amount",
+        json={"classifier": "output", "dataType": "fractional", "discreteness": "continuous", "extra": 1},
+        headers=headers,
+        timeout=TIMEOUT,
+    )
+    assert put.status_code == 200, put.text
+    after = requests.get(
+        f"{log_server.url}/v0/organizations/{ORG}/models/{DATASET}/schema", headers=headers, timeout=TIMEOUT
+    )
+    assert after.json()["metadata"]["version"] == schema["metadata"]["version"] + 1, "each put is a new version"
+    assert after.json()["columns"]["amount"]["dataType"] == "fractional"
+    other = requests.get(
+        f"{log_server.url}/v0/organizations/{ORG}/dataset/{DATASET}/weights",
+        headers={"X-API-Key": OTHER_ORG_KEY},
+        timeout=TIMEOUT,
+    )
+    assert other.status_code == 403 and "amount" not in other.text
 
 
 def test_an_unknown_key_is_refused_with_nothing_stored(log_server, whylabs_env):

@@ -208,3 +208,40 @@ class CreateReferenceProfileResponse(WireModel):
     upload_timestamp: int
     segments: list[str]
     upload_urls: list[str] = Field(repr=False)
+
+
+#: Characters of a schema field (``classifier``, ``dataType``, ``discreteness``, a metric's name).
+MAX_SCHEMA_WORD = 64
+#: Columns in one set of weights.
+MAX_WEIGHTED_COLUMNS = 20_000
+
+
+class ColumnSchema(WireModel):
+    """What an org says of one column (``tag_output_columns``): ``classifier`` input or output, ..."""
+
+    classifier: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+    data_type: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+    discreteness: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+    tags: list[Annotated[str, Field(max_length=MAX_ID_LENGTH)]] | None = Field(default=None, max_length=64)
+
+
+class MetricSchema(WireModel):
+    """A custom performance metric of a dataset (``tag_custom_performance_column``)."""
+
+    label: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    column: str = Field(min_length=1, max_length=4096)
+    default_metric: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+    builtin_metric: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+
+
+class SegmentWeight(WireModel):
+    """The weights of the columns of one segment (None: the whole dataset)."""
+
+    segment: Segment | None = None
+    weights: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(max_length=MAX_WEIGHTED_COLUMNS)
+
+
+class PutWeightsRequest(WireModel):
+    """``PUT …/weights`` (whylogs' ``write_feature_weights``)."""
+
+    segment_weights: list[SegmentWeight] = Field(min_length=1, max_length=MAX_REFERENCE_SEGMENTS)

@@ -256,6 +256,16 @@ class Store:
         """The row holding a dataset, or None when nothing was written to it yet."""
         return self.metadata.find_dataset(org_id, dataset_id)
 
+    def put_setting(self, container_id: str, key: str, value: str) -> None:
+        """Keep what an org says of its dataset (JSON text under ``key``: column schema, weights)."""
+        self.metadata.put_setting(container_id, key, value)
+
+    def get_setting(self, container_id: str, key: str) -> str | None:
+        return self.metadata.get_setting(container_id, key)
+
+    def list_settings(self, container_id: str, prefix: str = "") -> list[tuple[str, str]]:
+        return self.metadata.list_settings(container_id, prefix)
+
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
         return self.metadata.recent_sessions(limit)
 

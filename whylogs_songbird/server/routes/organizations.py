@@ -20,10 +20,12 @@ from typing import Annotated
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
 
 from whylogs_songbird.models import (
     MAX_PROFILES_PER_LINK,
     AsyncLogResponse,
+    ColumnSchema,
     CreateReferenceProfileRequest,
     CreateReferenceProfileResponse,
     GetProfileObservatoryLinkRequest,
@@ -31,6 +33,8 @@ from whylogs_songbird.models import (
     LogAsyncRequest,
     LogReferenceRequest,
     LogReferenceResponse,
+    MetricSchema,
+    PutWeightsRequest,
     Segment,
     SegmentTag,
 )
@@ -321,6 +325,112 @@ def dataset_timeline(
     document = json.loads(data)
     document["session_id"] = f"{org_id}/{dataset_id}"  # the container's id is no name for anything outside
     return Response(json.dumps(document, separators=(",", ":")), media_type="application/json")
+
+
+# -- what an org says of a dataset: column and metric schema, weights (kept, shown with the dataset) --
+
+#: The author named in the metadata of schema and weights (WhyLabs names a user; this server has none).
+SETTINGS_AUTHOR = "songbird"
+_COLUMN_KEY = "schema/column/"
+_METRIC_KEY = "schema/metric/"
+_WEIGHTS_KEY = "weights"
+
+
+def _full(model: ColumnSchema | MetricSchema) -> dict[str, object]:
+    """Every field, nulls included: whylabs-client's generated models need them all."""
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _check_column(column_id: str) -> str:
+    if not 1 <= len(column_id) <= 4096:
+        raise ApiError(400, "A column name has 1 to 4096 characters; check the column in the path.")
+    return column_id
+
+
+def _settings_metadata(store: Store, container: SessionRecord | None, key: str) -> dict[str, object]:
+    versions = store.get_setting(container.id, key + "#version") if container is not None else None
+    version, updated = json.loads(versions) if versions else (0, 0)
+    return {"author": SETTINGS_AUTHOR, "version": version, "updatedTimestamp": updated}
+
+
+def _bump(store: Store, container: SessionRecord, key: str) -> None:
+    version = _settings_metadata(store, container, key)["version"]
+    store.put_setting(container.id, key + "#version", json.dumps([int(str(version)) + 1, now_ms()]))
+
+
+@router.get("/v0/organizations/{org_id}/models/{dataset_id}/schema/column/{column_id:path}")
+def get_column_schema(org_id: OrgDep, dataset_id: str, column_id: str, request: Request) -> Response:
+    """The schema kept for a column, or an empty one (every field null) when none was put."""
+    store: Store = request.app.state.store
+    container = store.find_dataset(org_id, _check_name(dataset_id, "dataset"))
+    kept = store.get_setting(container.id, _COLUMN_KEY + _check_column(column_id)) if container else None
+    return JSONResponse(json.loads(kept) if kept else _full(ColumnSchema()))
+
+
+@router.put("/v0/organizations/{org_id}/models/{dataset_id}/schema/column/{column_id:path}")
+def put_column_schema(
+    org_id: OrgDep, dataset_id: str, column_id: str, body: ColumnSchema, request: Request
+) -> Response:
+    """Keep a column's schema (whylogs' ``tag_output_columns`` / ``tag_input_columns``); makes the dataset."""
+    store: Store = request.app.state.store
+    check_text(body)
+    container = store.dataset_container(org_id, _check_name(dataset_id, "dataset"))
+    store.put_setting(container.id, _COLUMN_KEY + _check_column(column_id), json.dumps(_full(body)))
+    _bump(store, container, "schema")
+    return JSONResponse({})
+
+
+@router.put("/v0/organizations/{org_id}/models/{dataset_id}/schema/metric")
+def put_metric_schema(org_id: OrgDep, dataset_id: str, body: MetricSchema, request: Request) -> Response:
+    """Keep a custom performance metric (whylogs' ``tag_custom_performance_column``), by its label."""
+    store: Store = request.app.state.store
+    check_text(body)
+    container = store.dataset_container(org_id, _check_name(dataset_id, "dataset"))
+    store.put_setting(container.id, _METRIC_KEY + body.label, json.dumps(_full(body)))
+    _bump(store, container, "schema")
+    return JSONResponse({})
+
+
+@router.get("/v0/organizations/{org_id}/models/{dataset_id}/schema")
+def get_entity_schema(org_id: OrgDep, dataset_id: str, request: Request) -> Response:
+    """The columns' and metrics' schema kept for a dataset (as put; columns never tagged are not listed)."""
+    store: Store = request.app.state.store
+    container = store.find_dataset(org_id, _check_name(dataset_id, "dataset"))
+    columns = store.list_settings(container.id, _COLUMN_KEY) if container else []
+    metrics = store.list_settings(container.id, _METRIC_KEY) if container else []
+    return JSONResponse(
+        {
+            "columns": {key[len(_COLUMN_KEY) :]: json.loads(value) for key, value in columns},
+            "metrics": {key[len(_METRIC_KEY) :]: json.loads(value) for key, value in metrics},
+            "metadata": _settings_metadata(store, container, "schema"),
+        }
+    )
+
+
+@router.put("/v0/organizations/{org_id}/dataset/{dataset_id}/weights")
+def put_weights(org_id: OrgDep, dataset_id: str, body: PutWeightsRequest, request: Request) -> Response:
+    """Keep the columns' weights (whylogs' ``write_feature_weights``), replacing earlier ones."""
+    store: Store = request.app.state.store
+    check_text(body)
+    container = store.dataset_container(org_id, _check_name(dataset_id, "dataset"))
+    weights = [weight.model_dump(mode="json", by_alias=True, exclude_none=True) for weight in body.segment_weights]
+    store.put_setting(container.id, _WEIGHTS_KEY, json.dumps(weights))
+    _bump(store, container, _WEIGHTS_KEY)
+    return JSONResponse({})
+
+
+@router.get("/v0/organizations/{org_id}/dataset/{dataset_id}/weights")
+def get_weights(org_id: OrgDep, dataset_id: str, request: Request) -> Response:
+    """The weights kept for a dataset: ``{segmentWeights, metadata}`` (no weights: an empty list)."""
+    store: Store = request.app.state.store
+    container = store.find_dataset(org_id, _check_name(dataset_id, "dataset"))
+    kept = store.get_setting(container.id, _WEIGHTS_KEY) if container else None
+    return JSONResponse(
+        {
+            "segmentWeights": json.loads(kept) if kept else [],
+            "metadata": _settings_metadata(store, container, _WEIGHTS_KEY),
+        }
+    )
 
 
 __all__ = ["DATASET_LINK_TTL_SECONDS", "dataset_link_token", "dataset_page_url", "router"]

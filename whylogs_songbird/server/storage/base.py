@@ -220,6 +220,16 @@ class MetadataStore(Protocol):
     def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
         """The container row of a dataset, or None when nothing was ever written to it."""
 
+    def put_setting(self, session_id: str, key: str, value: str) -> None:
+        """Keep ``value`` (JSON text) under ``key`` for a dataset's container: what its org says of it
+        (column schema, metric schema, weights); replaced by the next put of the same key."""
+
+    def get_setting(self, session_id: str, key: str) -> str | None:
+        """The value kept under ``key``, or None."""
+
+    def list_settings(self, session_id: str, prefix: str = "") -> list[tuple[str, str]]:
+        """``(key, value)`` of every setting whose key starts with ``prefix``, by key."""
+
     # -- upload slots and profiles --
     def create_uploads(self, session_id: str, specs: Sequence[NewUpload], *, ttl_seconds: int) -> list[UploadRecord]:
         """Create upload slots in one transaction, expiring ``ttl_seconds`` from now. A reference

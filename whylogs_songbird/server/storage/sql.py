@@ -82,6 +82,14 @@ SCHEMA = (
     name TEXT PRIMARY KEY,
     n    {BIGINT} NOT NULL
 )""",
+    # what an org says about a dataset (column schema, metric schema, weights): JSON by key, never derived
+    """CREATE TABLE IF NOT EXISTS dataset_settings (
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at {BIGINT} NOT NULL,
+    PRIMARY KEY (session_id, key)
+)""",
     """CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -303,9 +311,7 @@ class SqlMetadataStore:
                 " ON CONFLICT (org_id, dataset_id) DO NOTHING",
                 (new_id("session"), org_id, now_ms(), dataset_id),
             )
-            rows = self._exec(
-                conn, "SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ?", (org_id, dataset_id)
-            )
+            rows = self._exec(conn, "SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ?", (org_id, dataset_id))
         return _session_from_row(rows[0])
 
     def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
@@ -597,6 +603,30 @@ class SqlMetadataStore:
                 "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'",
                 (session_id, escaped + "%"),
             )
+
+    # -- settings of datasets ----------------------------------------------------------------------
+
+    def put_setting(self, session_id: str, key: str, value: str) -> None:
+        require_id(session_id, "session")
+        with self._transaction() as conn:
+            self._exec(
+                conn,
+                "INSERT INTO dataset_settings (session_id, key, value, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (session_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (session_id, key, value, now_ms()),
+            )
+
+    def get_setting(self, session_id: str, key: str) -> str | None:
+        rows = self._query("SELECT value FROM dataset_settings WHERE session_id = ? AND key = ?", (session_id, key))
+        return str(rows[0]["value"]) if rows else None
+
+    def list_settings(self, session_id: str, prefix: str = "") -> list[tuple[str, str]]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._query(
+            "SELECT key, value FROM dataset_settings WHERE session_id = ? AND key LIKE ? ESCAPE '\\' ORDER BY key",
+            (session_id, escaped + "%"),
+        )
+        return [(str(row["key"]), str(row["value"])) for row in rows]
 
     # -- counters ----------------------------------------------------------------------------------
 
