@@ -162,6 +162,11 @@ ORG_KEYED = {
     ("GET", "/v0/organizations/{org_id}/models/{dataset_id}/schema/column/{column_id:path}"),
     ("PUT", "/v0/organizations/{org_id}/models/{dataset_id}/schema/column/{column_id:path}"),
     ("PUT", "/v0/organizations/{org_id}/models/{dataset_id}/schema/metric"),
+    ("POST", "/v1/transaction"),
+    ("GET", "/v1/transaction"),
+    ("POST", "/v1/transaction/log"),
+    ("POST", "/v1/transaction/commit"),
+    ("POST", "/v1/transaction/abort"),
 }
 
 _UNSCOPED_PATHS = {

@@ -24,6 +24,7 @@ from whylogs.api.whylabs.session import session_manager
 from whylogs.api.whylabs.session.whylabs_client_cache import WhylabsClientCache
 from whylogs.api.writer import whylabs_base
 from whylogs.api.writer.whylabs import WhyLabsWriter
+from whylogs.api.writer.whylabs_client import TransactionAbortedException
 from whylogs.core.feature_weights import FeatureWeights
 from whylogs.core.schema import DatasetSchema
 from whylogs.core.segmentation_partition import segment_on_column
@@ -234,6 +235,60 @@ def test_column_schema_metric_schema_and_weights_are_kept(log_server, whylabs_en
         timeout=TIMEOUT,
     )
     assert other.status_code == 403 and "amount" not in other.text
+
+
+def dated(rows: int, day: int = 0):
+    profile = why.log(frame(rows, day)).profile()
+    profile.set_dataset_timestamp(pd.Timestamp(T0 + day * DAY_MS, unit="ms", tz="UTC").to_pydatetime())
+    return profile.view()
+
+
+def test_a_transactions_profiles_appear_at_commit(log_server, whylabs_env):
+    whylabs_env(log_server.url)
+    ok, _ = WhyLabsWriter().write(dated(4))
+    assert ok
+    writer = WhyLabsWriter()
+    transaction_id = writer.start_transaction()
+    for day, rows in ((0, 6), (1, 8)):
+        ok, message = writer.write(dated(rows, day))
+        assert ok, message
+    status = writer._whylabs_client.transaction_status(transaction_id)
+    assert len(status["files"]) == 2
+    assert amount_counts(timeline(log_server).json()) == {T0: 4}, "invisible until commit"
+    writer.commit_transaction()
+    assert amount_counts(timeline(log_server).json()) == {T0: 10, T0 + DAY_MS: 8}
+
+
+def test_an_aborted_transaction_is_deleted_and_cannot_be_committed(log_server, whylabs_env):
+    whylabs_env(log_server.url)
+    ok, _ = WhyLabsWriter().write(dated(4))
+    assert ok
+    store = log_server.app.state.store
+    before = set(store.blobs.list_keys("profiles/"))
+    writer = WhyLabsWriter()
+    transaction_id = writer.start_transaction()
+    ok, message = writer.write(dated(6))
+    assert ok, message
+    writer.abort_transaction()
+    with pytest.raises(TransactionAbortedException):
+        writer.commit_transaction()
+    assert amount_counts(timeline(log_server).json()) == {T0: 4}
+    assert set(store.blobs.list_keys("profiles/")) == before, "the aborted profile's bytes are gone"
+    r = requests.post(
+        f"{log_server.url}/v1/transaction/log",
+        params={"transaction_id": transaction_id},
+        json={"datasetTimestamp": T0},
+        headers={"X-API-Key": KEY},
+        timeout=TIMEOUT,
+    )
+    assert r.status_code == 404 and "Transaction has been aborted" in r.text
+    other = requests.get(
+        f"{log_server.url}/v1/transaction",
+        params={"transaction_id": transaction_id},
+        headers={"X-API-Key": OTHER_ORG_KEY},
+        timeout=TIMEOUT,
+    )
+    assert other.status_code == 404, "another org's key does not find the transaction"
 
 
 def test_an_unknown_key_is_refused_with_nothing_stored(log_server, whylabs_env):

@@ -245,3 +245,9 @@ class PutWeightsRequest(WireModel):
     """``PUT …/weights`` (whylogs' ``write_feature_weights``)."""
 
     segment_weights: list[SegmentWeight] = Field(min_length=1, max_length=MAX_REFERENCE_SEGMENTS)
+
+
+class TransactionStartRequest(WireModel):
+    """``POST /v1/transaction``: the dataset whose profiles the transaction holds back until commit."""
+
+    dataset_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)

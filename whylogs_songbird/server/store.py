@@ -256,6 +256,20 @@ class Store:
         """The row holding a dataset, or None when nothing was written to it yet."""
         return self.metadata.find_dataset(org_id, dataset_id)
 
+    def move_stored_uploads(self, from_container: str, to_container: str) -> list[str]:
+        """Move a transaction's stored profiles into its dataset (commit); their ids. Presigned PUTs
+        that landed are learned first."""
+        self.learn_landed(from_container)
+        return self.metadata.move_stored_uploads(from_container, to_container)
+
+    def delete_uploads(self, container_id: str) -> int:
+        """Delete every profile of a container, bytes and rows (an aborted transaction's); how many."""
+        self.learn_landed(container_id)
+        keys = self.metadata.delete_uploads(container_id)
+        for key in keys:
+            self.blobs.delete(key)
+        return len(keys)
+
     def put_setting(self, container_id: str, key: str, value: str) -> None:
         """Keep what an org says of its dataset (JSON text under ``key``: column schema, weights)."""
         self.metadata.put_setting(container_id, key, value)

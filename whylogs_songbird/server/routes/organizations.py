@@ -13,9 +13,11 @@ guest route ever finds that row (``Store.guest_session`` refuses it).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import re
+import secrets
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
@@ -37,6 +39,7 @@ from whylogs_songbird.models import (
     PutWeightsRequest,
     Segment,
     SegmentTag,
+    TransactionStartRequest,
 )
 from whylogs_songbird.server.auth import KeyOwner, require_key
 from whylogs_songbird.server.common import segment_label
@@ -89,6 +92,28 @@ def org_key(request: Request, org_id: str, x_api_key: Annotated[str | None, Head
 
 
 OrgDep = Annotated[str, Depends(org_key)]
+
+
+def _key_org(request: Request, x_api_key: str | None, route: str) -> str:
+    """The org of the request's key, for the ``/v1`` routes that name no org (401 for a bad key, 400
+    for a key of no org)."""
+    owner = require_key(request, x_api_key)
+    if owner.org_id is None:
+        raise ApiError(
+            400,
+            f"{route} takes the organization from the API key, and this key names none: "
+            "give the server the key as KEYID.SECRET:ORG-ID.",
+        )
+    return owner.org_id
+
+
+def key_org(request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> str:
+    """Dependency of the ``/v1`` routes, which name no org: the org of the request's key, checked
+    before anything else of the request is read."""
+    return _key_org(request, x_api_key, f"{request.method} {request.url.path}")
+
+
+KeyOrgDep = Annotated[str, Depends(key_org)]
 
 
 def _check_zip(extension: str | None) -> None:
@@ -144,22 +169,15 @@ def log_async(org_id: OrgDep, dataset_id: str, body: LogAsyncRequest, request: R
 
 @router.post("/v1/log/async", response_model=AsyncLogResponse)
 def log_async_v1(
+    org_id: KeyOrgDep,
     body: LogAsyncRequest,
     request: Request,
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
     x_whylabs_resource: Annotated[str | None, Header(alias="X-WhyLabs-Resource")] = None,
 ) -> Response:
     """``log/async`` as whylogs 1.6 calls it: the dataset in ``X-WhyLabs-Resource``, the org the key's."""
-    owner = require_key(request, x_api_key)
-    if owner.org_id is None:
-        raise ApiError(
-            400,
-            "POST /v1/log/async takes the organization from the API key, and this key names none: "
-            "give the server the key as KEYID.SECRET:ORG-ID, or use POST /v0/organizations/{org}/log/async/{dataset}.",
-        )
     if not x_whylabs_resource:
         raise ApiError(400, "POST /v1/log/async needs the dataset id in the X-WhyLabs-Resource header.")
-    return json_answer(_log_async(request, owner.org_id, x_whylabs_resource, body))
+    return json_answer(_log_async(request, org_id, x_whylabs_resource, body))
 
 
 @router.post("/v0/organizations/{org_id}/log/reference/{dataset_id}", response_model=LogReferenceResponse)
@@ -431,6 +449,137 @@ def get_weights(org_id: OrgDep, dataset_id: str, request: Request) -> Response:
             "metadata": _settings_metadata(store, container, _WEIGHTS_KEY),
         }
     )
+
+
+# -- transactions: profiles invisible until commit, deleted at abort -----------------------------------
+
+#: How long a transaction stays open (reported as ``expirationTime``; not enforced yet).
+TRANSACTION_TTL_SECONDS = 24 * 3600
+_TRANSACTION_KEY = "transaction"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{24}")
+
+
+def _transaction_container(store: Store, org_id: str, transaction_id: str, *, create: bool = False) -> SessionRecord:
+    """The container of a transaction: ``<token>.<dataset>`` names the dataset and a container
+    ``<dataset>/transaction/<token>`` (no dataset id holds a ``/``, so none meets it)."""
+    token, _, dataset_id = transaction_id.partition(".")
+    if _TOKEN.fullmatch(token) is None or NAME_PATTERN.fullmatch(dataset_id) is None:
+        raise ApiError(
+            404, f"Transaction {transaction_id[:80]} is unknown to this server; start one with POST /v1/transaction."
+        )
+    name = f"{dataset_id}/transaction/{token}"
+    found = store.dataset_container(org_id, name) if create else store.find_dataset(org_id, name)
+    if found is None:
+        raise ApiError(
+            404, f"Transaction {transaction_id[:80]} is unknown to this server; start one with POST /v1/transaction."
+        )
+    return found
+
+
+def _transaction_state(store: Store, container: SessionRecord) -> dict[str, object]:
+    kept = store.get_setting(container.id, _TRANSACTION_KEY)
+    return json.loads(kept) if kept else {}
+
+
+def _set_state(store: Store, container: SessionRecord, state: dict[str, object], new: str) -> None:
+    store.put_setting(container.id, _TRANSACTION_KEY, json.dumps({**state, "state": new}))
+
+
+def _aborted(transaction_id: str) -> ApiError:
+    # whylogs reads "Transaction has been aborted" in a 404 as TransactionAbortedException
+    return ApiError(
+        404, f"Transaction has been aborted: {transaction_id[:80]} takes no profiles and cannot be committed."
+    )
+
+
+@router.post("/v1/transaction")
+def start_transaction(org_id: KeyOrgDep, body: TransactionStartRequest, request: Request) -> Response:
+    """Start a transaction on a dataset of the key's org: its profiles stay invisible until commit."""
+    store: Store = request.app.state.store
+    dataset_id = _check_name(body.dataset_id, "dataset")
+    transaction_id = f"{secrets.token_urlsafe(18)}.{dataset_id}"
+    container = _transaction_container(store, org_id, transaction_id, create=True)
+    expires = now_ms() + TRANSACTION_TTL_SECONDS * 1000
+    _set_state(store, container, {"expires": expires}, "open")
+    expiration = datetime.datetime.fromtimestamp(expires / 1000, tz=datetime.timezone.utc)
+    return JSONResponse(
+        {
+            "orgId": org_id,
+            "datasetId": dataset_id,
+            "transactionId": transaction_id,
+            "expirationTime": expiration.isoformat().replace("+00:00", "Z"),
+            "aborted": False,
+        }
+    )
+
+
+@router.post("/v1/transaction/log", response_model=AsyncLogResponse)
+def log_transaction(org_id: KeyOrgDep, transaction_id: str, body: LogAsyncRequest, request: Request) -> Response:
+    """An upload URL for one batch profile of a transaction (as ``log/async``)."""
+    store, config, signer = _parts(request)
+    check_text(body)
+    container = _transaction_container(store, org_id, transaction_id)
+    state = _transaction_state(store, container)
+    if state.get("state") == "aborted":
+        raise _aborted(transaction_id)
+    if state.get("state") != "open":
+        raise ApiError(409, f"Transaction {transaction_id[:80]} was committed; start a new one for more profiles.")
+    tags = _tags(body.segment_tags)
+    upload = store.create_upload(
+        container.id,
+        "batch",
+        ttl_seconds=config.url_ttl_seconds,
+        dataset_timestamp=body.dataset_timestamp,
+        segment_tags=tags,
+    )
+    return json_answer(
+        AsyncLogResponse(
+            id=upload.id,
+            model_id=transaction_id.partition(".")[2],
+            upload_url=_upload_url(store, config, signer, base_url(config, request), upload),
+            upload_timestamp=upload.created_at,
+            tags=Segment(tags=list(body.segment_tags)),
+        )
+    )
+
+
+@router.post("/v1/transaction/commit")
+def commit_transaction(org_id: KeyOrgDep, transaction_id: str, request: Request) -> Response:
+    """Make a transaction's uploaded profiles part of its dataset (a second commit changes nothing)."""
+    store: Store = request.app.state.store
+    container = _transaction_container(store, org_id, transaction_id)
+    state = _transaction_state(store, container)
+    if state.get("state") == "aborted":
+        raise _aborted(transaction_id)
+    dataset = store.dataset_container(org_id, transaction_id.partition(".")[2])
+    moved = store.move_stored_uploads(container.id, dataset.id)
+    _set_state(store, container, state, "committed")
+    logger.info("committed a transaction of %d profiles into a dataset of org %s", len(moved), org_id)
+    return JSONResponse({})
+
+
+@router.post("/v1/transaction/abort")
+def abort_transaction(org_id: KeyOrgDep, transaction_id: str, request: Request) -> Response:
+    """Drop a transaction: its profiles are deleted, and a later commit answers 404 (aborted)."""
+    store: Store = request.app.state.store
+    container = _transaction_container(store, org_id, transaction_id)
+    state = _transaction_state(store, container)
+    if state.get("state") == "committed":
+        raise ApiError(409, f"Transaction {transaction_id[:80]} was committed already; its profiles stay.")
+    _set_state(store, container, state, "aborted")
+    store.delete_uploads(container.id)
+    return JSONResponse({})
+
+
+@router.get("/v1/transaction")
+def transaction_status(org_id: KeyOrgDep, transaction_id: str, request: Request) -> Response:
+    """``{files: [upload ids]}``: the profiles uploaded to an open transaction so far."""
+    store: Store = request.app.state.store
+    container = _transaction_container(store, org_id, transaction_id)
+    if _transaction_state(store, container).get("state") == "aborted":
+        raise _aborted(transaction_id)
+    store.learn_landed(container.id)
+    return JSONResponse({"files": [upload.id for upload in store.list_profiles(container.id)]})
 
 
 __all__ = ["DATASET_LINK_TTL_SECONDS", "dataset_link_token", "dataset_page_url", "router"]

@@ -220,6 +220,14 @@ class MetadataStore(Protocol):
     def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
         """The container row of a dataset, or None when nothing was ever written to it."""
 
+    def move_stored_uploads(self, from_session: str, to_session: str) -> list[str]:
+        """Move the stored uploads of one container into another (a transaction's into its dataset, at
+        commit), in one write; their ids. Slots without bytes stay behind."""
+
+    def delete_uploads(self, session_id: str) -> list[str]:
+        """Forget every upload of a container and their summaries (an aborted transaction's); the
+        blob keys of their bytes, for the caller to delete."""
+
     def put_setting(self, session_id: str, key: str, value: str) -> None:
         """Keep ``value`` (JSON text) under ``key`` for a dataset's container: what its org says of it
         (column schema, metric schema, weights); replaced by the next put of the same key."""

@@ -604,6 +604,36 @@ class SqlMetadataStore:
                 (session_id, escaped + "%"),
             )
 
+    # -- transactions of datasets: their uploads move into the dataset at commit ---------------------
+
+    def move_stored_uploads(self, from_session: str, to_session: str) -> list[str]:
+        require_id(from_session, "session")
+        require_id(to_session, "session")
+        with self._transaction() as conn:
+            rows = self._exec(
+                conn,
+                "SELECT id FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL ORDER BY id",
+                (from_session,),
+            )
+            self._exec(
+                conn,
+                "UPDATE uploads SET session_id = ? WHERE session_id = ? AND stored_at IS NOT NULL",
+                (to_session, from_session),
+            )
+        return [str(row["id"]) for row in rows]
+
+    def delete_uploads(self, session_id: str) -> list[str]:
+        require_id(session_id, "session")
+        with self._transaction() as conn:
+            rows = self._exec(conn, "SELECT path FROM uploads WHERE session_id = ? AND path IS NOT NULL", (session_id,))
+            self._exec(
+                conn,
+                "DELETE FROM summaries WHERE upload_id IN (SELECT id FROM uploads WHERE session_id = ?)",
+                (session_id,),
+            )
+            self._exec(conn, "DELETE FROM uploads WHERE session_id = ?", (session_id,))
+        return [str(row["path"]) for row in rows]
+
     # -- settings of datasets ----------------------------------------------------------------------
 
     def put_setting(self, session_id: str, key: str, value: str) -> None:
