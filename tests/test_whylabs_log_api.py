@@ -9,6 +9,7 @@ endpoint, and no HEAD request to WhyLabs' public bucket: ``_WHYLABS_SKIP_CONFIG_
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 
 import pandas as pd
@@ -289,6 +290,23 @@ def test_an_aborted_transaction_is_deleted_and_cannot_be_committed(log_server, w
         timeout=TIMEOUT,
     )
     assert other.status_code == 404, "another org's key does not find the transaction"
+
+
+def test_no_secret_of_a_key_reaches_a_log(log_server, whylabs_env, caplog):
+    """Writes with a good key, a wrong one and another org's, logged at DEBUG by every logger in this
+    process (the server's included): the secrets never appear."""
+    secrets_ = [key.split(".", 1)[1].split(":")[0] for key in (KEY, UNKNOWN_KEY, OTHER_ORG_KEY)]
+    with caplog.at_level(logging.DEBUG):
+        for key in (KEY, UNKNOWN_KEY, OTHER_ORG_KEY.rsplit(":", 1)[0]):
+            whylabs_env(log_server.url, key=key)
+            try:
+                WhyLabsWriter().option(reference_profile_name="r").write(dated(3))
+                WhyLabsWriter().write(dated(3))
+            except ApiException:
+                pass
+    assert caplog.records, "the writes were logged"
+    for secret in secrets_:
+        assert secret not in caplog.text
 
 
 def test_an_unknown_key_is_refused_with_nothing_stored(log_server, whylabs_env):
