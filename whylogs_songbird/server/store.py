@@ -249,8 +249,9 @@ class Store:
 
     def dataset_container(self, org_id: str, dataset_id: str) -> SessionRecord:
         """The row holding dataset ``dataset_id`` of ``org_id``, made on its first write. Uploads,
-        ingest, digests and the timeline key on its id as on a session's; guest routes never find it."""
-        return self.metadata.dataset_container(org_id, dataset_id)
+        ingest, digests and the timeline key on its id as on a session's; guest routes never find it.
+        A read first: only the first write of a dataset pays a write transaction for its row."""
+        return self.metadata.find_dataset(org_id, dataset_id) or self.metadata.dataset_container(org_id, dataset_id)
 
     def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
         """The row holding a dataset, or None when nothing was written to it yet."""
