@@ -416,3 +416,44 @@ def test_a_datasets_container_is_unknown_to_every_guest_route(log_server, whylab
     assert cid not in requests.get(f"{log_server.url}/", timeout=TIMEOUT).text
     stats = json.loads(requests.get(f"{log_server.url}/_local/stats", timeout=TIMEOUT).text)
     assert cid not in json.dumps(stats)
+
+
+def test_a_key_made_with_songbird_keys_create_writes_until_revoked(log_server, whylabs_env, storage_config):
+    from typer.testing import CliRunner
+
+    from whylogs_songbird.cli import app
+
+    where = ["--data-dir", str(log_server.data_dir)]
+    if storage_config.get("database_url"):
+        where += ["--database-url", storage_config["database_url"]]
+    runner = CliRunner()
+    made = runner.invoke(app, ["keys", "create", "--org", "org-new", *where])
+    assert made.exit_code == 0, made.output
+    key = made.stdout.strip()
+    key_id, secret = key[:10], key[11:].split(":")[0]
+    assert key[10] == "." and key.endswith(":org-new")
+    row = log_server.app.state.store.metadata.find_api_key(key_id)
+    assert secret not in str(row), "the store keeps a hash of the secret, not the secret"
+
+    whylabs_env(log_server.url, key=key)
+    ok, message = WhyLabsWriter().write(dated(5))
+    assert ok, message
+    assert log_server.app.state.store.find_dataset("org-new", DATASET) is not None
+    forged = requests.post(
+        f"{log_server.url}/v0/organizations/org-other/log/async/{DATASET}",
+        json={"datasetTimestamp": T0},
+        headers={"X-API-Key": f"{key_id}.{secret}:org-other"},
+        timeout=TIMEOUT,
+    )
+    assert forged.status_code == 401, "a stored key's suffix must name its own org"
+
+    listed = runner.invoke(app, ["keys", "list", *where])
+    assert listed.exit_code == 0 and key_id in listed.stdout and "org-new" in listed.stdout
+    assert secret not in listed.output
+    revoked = runner.invoke(app, ["keys", "revoke", key_id, *where])
+    assert revoked.exit_code == 0, revoked.output
+    with pytest.raises(ApiException) as refused:
+        WhyLabsWriter().write(dated(5, 1))
+    assert refused.value.status == 401
+    again = runner.invoke(app, ["keys", "revoke", key_id, *where])
+    assert again.exit_code != 0 and "no key" in again.output

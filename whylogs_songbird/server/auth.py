@@ -68,10 +68,15 @@ def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias=
         raise ApiError(401, "This operation needs an API key; send it in the X-API-Key header.")
     owner = keys.lookup(x_api_key)
     if owner is None:
+        from whylogs_songbird.server.api_keys import lookup_stored_key  # keys made by `songbird keys create`
+
+        owner = lookup_stored_key(request.app.state.store, x_api_key)
+    if owner is None:
         hint = (
             ""
             if len(keys)
-            else " This server has no API keys configured: start it with --api-key-file or SONGBIRD_SERVER_API_KEYS."
+            else " This server was started with no API keys: give it --api-key-file or SONGBIRD_SERVER_API_KEYS,"
+            " or make a key with songbird keys create."
         )
         raise ApiError(401, "The API key in X-API-Key is not accepted by this server; check the key." + hint)
     return owner

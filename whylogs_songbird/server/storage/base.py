@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
 
 UploadKind = Literal["batch", "reference"]
 #: ``pending``: stored, not summarised yet; ``ready``: summary stored; ``invalid``: the full check failed.
@@ -219,6 +219,19 @@ class MetadataStore(Protocol):
 
     def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
         """The container row of a dataset, or None when nothing was ever written to it."""
+
+    def add_api_key(self, key_id: str, org_id: str, secret_sha256: str) -> None:
+        """Keep a new API key: its id, org and the hex SHA-256 of its secret (never the secret)."""
+
+    def find_api_key(self, key_id: str) -> dict[str, Any] | None:
+        """The row of a key id (``key_id``, ``org_id``, ``secret_sha256``, ``created_at``,
+        ``revoked_at``), or None."""
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        """Every key's ``key_id``, ``org_id``, ``created_at`` and ``revoked_at`` (no hashes), oldest first."""
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        """Refuse the key from now on; False when no unrevoked key has this id."""
 
     def move_stored_uploads(self, from_session: str, to_session: str) -> list[str]:
         """Move the stored uploads of one container into another (a transaction's into its dataset, at

@@ -90,6 +90,14 @@ SCHEMA = (
     updated_at {BIGINT} NOT NULL,
     PRIMARY KEY (session_id, key)
 )""",
+    # API keys made by `songbird keys create`: the SHA-256 of the secret only, never the secret
+    """CREATE TABLE IF NOT EXISTS api_keys (
+    key_id        TEXT PRIMARY KEY,
+    org_id        TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    created_at    {BIGINT} NOT NULL,
+    revoked_at    {BIGINT}
+)""",
     """CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -633,6 +641,33 @@ class SqlMetadataStore:
             )
             self._exec(conn, "DELETE FROM uploads WHERE session_id = ?", (session_id,))
         return [str(row["path"]) for row in rows]
+
+    # -- API keys ------------------------------------------------------------------------------------
+
+    def add_api_key(self, key_id: str, org_id: str, secret_sha256: str) -> None:
+        with self._transaction() as conn:
+            self._exec(
+                conn,
+                "INSERT INTO api_keys (key_id, org_id, secret_sha256, created_at) VALUES (?, ?, ?, ?)",
+                (key_id, org_id, secret_sha256, now_ms()),
+            )
+
+    def find_api_key(self, key_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM api_keys WHERE key_id = ?", (key_id,))
+        return rows[0] if rows else None
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        return self._query("SELECT key_id, org_id, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id")
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        with self._transaction() as conn:
+            return bool(
+                self._rowcount(
+                    conn,
+                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                    (now_ms(), key_id),
+                )
+            )
 
     # -- settings of datasets ----------------------------------------------------------------------
 
