@@ -389,6 +389,15 @@ def test_the_raw_log_api_answers_what_whylabs_client_reads(log_server):
         timeout=TIMEOUT,
     )
     assert r.status_code == 400 and "zip" in r.json()["message"]
+    v1 = f"{log_server.url}/v1/log/async"
+    r = requests.post(v1, json={"datasetTimestamp": T0}, headers=headers, timeout=TIMEOUT)
+    assert r.status_code == 400 and "X-WhyLabs-Resource" in r.json()["message"]
+    r = requests.post(
+        v1, json={"datasetTimestamp": T0}, headers={**headers, "X-WhyLabs-Resource": "a b"}, timeout=TIMEOUT
+    )
+    assert r.status_code == 400 and "not a valid dataset id" in r.json()["message"]
+    r = requests.post(v1, json={"nothing": 1}, timeout=TIMEOUT)
+    assert r.status_code == 401, "the key is checked before the body"
 
 
 def test_a_datasets_container_is_unknown_to_every_guest_route(log_server, whylabs_env, make_profile_bytes):
