@@ -38,7 +38,7 @@ def _store(data_dir: Path, database_url: str | None) -> Store:
 
     if database_url is None and not data_dir.is_dir():
         raise SongbirdError(f"{data_dir} is not a data dir; give the server's --data-dir (or its --database-url).")
-    return Store.open(ServerConfig(data_dir=data_dir, database_url=database_url, api_keys=["unused.unused"]))
+    return Store.open(ServerConfig(data_dir=data_dir, database_url=database_url))
 
 
 def _when(ms: int | None) -> str:
