@@ -92,6 +92,42 @@ class ListingPresigningFiles(PresigningFiles):
         return [(key, self.size(key)) for key in self.list_keys(prefix)]
 
 
+class CopyHookedFiles(PresigningFiles):
+    """:class:`PresigningFiles` that run ``before_copy`` / ``after_copy`` once around the copy of
+    checked landed bytes (what a client's PUT or another process does in between), and replace
+    the bytes of keys in ``grow`` by larger ones right after their size was read."""
+
+    before_copy: Callable[[], object] | None = None
+    after_copy: Callable[[], object] | None = None
+    grow: dict[str, bytes]
+    #: None: copies as asked and vouches for it; else copies these bytes and does not vouch
+    #: (an S3 store whose copy has another ETag, or that ignored the condition)
+    unvouched_copy: bytes | None = None
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.grow = {}
+
+    def size(self, key):
+        size = super().size(key)
+        if key in self.grow:
+            self.put_bytes(key, self.grow.pop(key))
+        return size
+
+    def copy_version(self, source, target, tag):
+        hook, self.before_copy = self.before_copy, None
+        if hook is not None:
+            hook()
+        if self.unvouched_copy is None:
+            super().copy_version(source, target, tag)
+        else:
+            self.put_bytes(target, self.unvouched_copy)
+        hook, self.after_copy = self.after_copy, None
+        if hook is not None:
+            hook()
+        return self.unvouched_copy is None
+
+
 class HookedFiles(FileBlobStore):
     """Files that run ``during_put`` once, right after some bytes are written: what another request
     does while a PUT is between its bytes and its row."""
@@ -935,13 +971,15 @@ def test_landed_bytes_are_recorded_pending_once(pstore, caplog):
     assert "learned 2 uploads that landed in the blob store" in [r.getMessage() for r in caplog.records]
     record = pstore.get_upload(first.id)
     assert learned[1] == record
+    checked = blob_key(session.id, first.id, PROFILE_SHA)  # a key no presigned URL names
     assert (record.path, record.size, record.sha256, record.ingest_state, record.ingest_error) == (
-        key,
+        checked,
         17,
         PROFILE_SHA,
         "pending",
         None,
     )
+    assert pstore.blobs.get_bytes(checked) == PROFILE and not pstore.blobs.exists(key), "moved off the landed key"
     assert pstore.get_upload(empty.id).stored_at is None
     assert pstore.blobs.listings == [], "three slots: a HEAD each"
     caplog.clear()
@@ -959,6 +997,7 @@ def test_landed_bytes_repeating_a_stored_profile_are_a_duplicate_and_removed(pst
     [learned] = pstore.learn_landed(session.id)
     assert (learned.id, learned.duplicate_of, learned.path) == (second.id, first.id, None)
     assert pstore.blobs.exists(key) is False and pstore.get_upload(first.id).ingest_state == "pending"
+    assert list(pstore.blobs.list_keys()) == [pstore.get_upload(first.id).path], "no copy of the duplicate kept"
 
 
 @pytest.mark.parametrize(
@@ -980,14 +1019,17 @@ def test_landed_bytes_that_fail_the_check_or_the_limit_are_recorded_invalid(psto
     [learned] = pstore.learn_landed()
     assert learned.id == upload.id
     record = pstore.get_upload(upload.id)
+    kept = None if sha256.startswith("unread-") else blob_key(session.id, upload.id, sha256)  # too large: not kept
     assert (record.path, record.size, record.sha256, record.ingest_state, record.ingest_error) == (
-        key,
+        kept,
         len(data),
         sha256,
         "invalid",
         reason,
     )
-    assert pstore.blobs.get_bytes(key) == data
+    assert list(pstore.blobs.list_keys()) == ([kept] if kept else []) and not pstore.blobs.exists(key)
+    if kept:
+        assert pstore.blobs.get_bytes(kept) == data
 
 
 def test_a_stopping_worker_leaves_the_rest_of_the_landed_uploads_for_the_next_look(pstore):
@@ -1044,6 +1086,116 @@ def test_landed_bytes_of_a_claimed_session_stay_unrecorded(pstore):
     pstore.claim(session.id, "org-a")
     assert pstore.learn_landed() == []
     assert pstore.get_upload(upload.id).stored_at is None and pstore.blobs.exists(key) is True
+
+
+@pytest.fixture
+def two_stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+    """Two stores on one database and one blob directory: two server processes (or hosts)."""
+    first = presigning_store(tmp_path / "data", CopyHookedFiles)
+    second = presigning_store(tmp_path / "data")
+    yield first, second
+    first.close()
+    second.close()
+
+
+OTHER = b"not a profile"
+OTHER_SHA = hashlib.sha256(OTHER).hexdigest()
+
+
+def test_bytes_replaced_between_their_read_and_their_copy_wait_for_the_next_look(two_stores):
+    store, _ = two_stores
+    session = store.create_session("u")
+    upload = slot(store, session.id)
+    landed = put_landed(store, upload)
+    store.blobs.before_copy = lambda: put_landed(store, upload, OTHER)  # a second PUT to the same URL
+    assert store.learn_landed() == []
+    assert store.get_upload(upload.id).stored_at is None
+    assert list(store.blobs.list_keys()) == [landed], "no copy of bytes that are no longer there"
+    [learned] = store.learn_landed()  # the next look checks the bytes that are there now
+    assert (learned.sha256, learned.path, learned.ingest_state) == (
+        OTHER_SHA,
+        blob_key(session.id, upload.id, OTHER_SHA),
+        "invalid",
+    )
+    assert list(store.blobs.list_keys()) == [learned.path]
+
+
+@pytest.mark.parametrize("replaced", [False, True], ids=["same bytes", "replaced meanwhile"])
+def test_two_processes_learning_one_upload_record_it_once(two_stores, replaced):
+    first, second = two_stores
+    session = first.create_session("u")
+    upload = slot(first, session.id)
+    put_landed(first, upload)
+
+    def the_other_process_learns():
+        if replaced:
+            put_landed(first, upload, OTHER)
+        assert [u.id for u in second.learn_landed()] == [upload.id]
+
+    first.blobs.after_copy = the_other_process_learns  # between the first's copy and its row
+    assert first.learn_landed() == []
+    record = first.get_upload(upload.id)
+    sha = OTHER_SHA if replaced else PROFILE_SHA
+    assert (record.sha256, record.path) == (sha, blob_key(session.id, upload.id, sha))
+    assert list(first.blobs.list_keys()) == [record.path], "one copy, the recorded one; no landed object"
+    assert first.learn_landed() == [] and second.learn_landed() == []
+
+
+def test_landed_bytes_another_process_took_before_the_copy_are_left_to_it(two_stores):
+    first, second = two_stores
+    session = first.create_session("u")
+    upload = slot(first, session.id)
+    put_landed(first, upload)
+    first.blobs.before_copy = second.learn_landed
+    assert first.learn_landed() == []
+    record = first.get_upload(upload.id)
+    assert record.path == blob_key(session.id, upload.id, PROFILE_SHA)
+    assert list(first.blobs.list_keys()) == [record.path]
+
+
+@pytest.mark.parametrize("copied, recorded", [(PROFILE, True), (OTHER, False)])
+def test_a_copy_the_store_does_not_vouch_for_is_read_back_before_it_is_recorded(two_stores, copied, recorded):
+    store, _ = two_stores
+    store.blobs.unvouched_copy = copied
+    session = store.create_session("u")
+    upload = slot(store, session.id)
+    landed = put_landed(store, upload)
+    learned = store.learn_landed()
+    checked = blob_key(session.id, upload.id, PROFILE_SHA)
+    if recorded:
+        assert [u.path for u in learned] == [checked] and list(store.blobs.list_keys()) == [checked]
+    else:
+        assert learned == [] and store.get_upload(upload.id).stored_at is None
+        assert list(store.blobs.list_keys()) == [landed], "the wrong copy is removed, the landed bytes stay"
+
+
+def test_bytes_replaced_by_larger_ones_after_the_listing_are_refused_unread(pstore, tmp_path):
+    store = presigning_store(tmp_path / "grow", CopyHookedFiles)
+    try:
+        store.max_upload_bytes = 20
+        session = store.create_session("u")
+        upload = slot(store, session.id)
+        landed = put_landed(store, upload)  # 17 bytes: within the limit when listed
+        store.blobs.grow[landed] = PROFILE * 3
+        [refused] = store.learn_landed()
+        assert (refused.path, refused.size, refused.sha256, refused.ingest_state) == (None, 51, "unread-51", "invalid")
+        assert refused.ingest_error == "it is larger than this server's upload limit of 20 bytes"
+        assert store.get_upload(upload.id) == refused and list(store.blobs.list_keys()) == []
+        with pytest.raises(FileNotFoundError):
+            store.read_profile_bytes(refused)
+    finally:
+        store.close()
+
+
+def test_reconcile_keeps_the_checked_copy_of_an_open_slot_until_its_url_is_long_expired(pstore):
+    session = pstore.create_session("u")
+    open_slot, old_slot = slot(pstore, session.id, ts=1), slot(pstore, session.id, ts=2, ttl=-7200)
+    copies = [blob_key(session.id, upload.id, PROFILE_SHA) for upload in (open_slot, old_slot)]
+    for key in copies:  # what a process that was about to record them left (or still holds)
+        pstore.blobs.put_bytes(key, PROFILE)
+    report = pstore.reconcile()
+    assert report.orphan_blobs == [copies[1]] and report.learned == []
+    assert list(pstore.blobs.list_keys()) == [copies[0]]
 
 
 def test_bytes_gone_between_their_size_and_their_read_are_not_recorded(pstore):
@@ -1135,8 +1287,9 @@ def test_reconcile_learns_presigned_puts_that_landed(pstore):
     assert report.learned == [keys[0]]
     assert report.orphan_blobs == sorted([keys[1], keys[2], stale])
     record = pstore.get_upload(landed.id)
-    assert (record.path, record.size, record.sha256, record.ingest_state) == (keys[0], 17, PROFILE_SHA, "pending")
-    assert sorted(pstore.blobs.list_keys()) == sorted([keys[0], done.path])
+    checked = blob_key(session.id, landed.id, PROFILE_SHA)
+    assert (record.path, record.size, record.sha256, record.ingest_state) == (checked, 17, PROFILE_SHA, "pending")
+    assert sorted(pstore.blobs.list_keys()) == sorted([checked, done.path])
     assert pstore.get_upload(late.id).stored_at is None
 
 

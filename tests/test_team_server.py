@@ -314,3 +314,144 @@ def test_several_workers_share_postgres_and_s3(storage_config, tmp_path):
             assert health(url, tmp_path / "data")["sessions"] == 8
     finally:
         stop(process)
+
+
+# -- presigned URLs stay writable until they expire: what the server checked is what it keeps ------
+
+
+def objects(blobs: S3BlobStore, session_id: str) -> dict[str, bytes]:
+    return {key: blobs.get_bytes(key) for key in blobs.list_keys(f"profiles/{session_id}/")}
+
+
+def converges(blobs: S3BlobStore, session_id: str, expected: dict[str, bytes]) -> None:
+    """Wait until the session's objects are ``expected``: whichever process recorded an upload
+    removes its landed object right after its row, maybe after the request that looked returned."""
+    from test_ingest import wait_for
+
+    wait_for(lambda: objects(blobs, session_id) == expected, f"the objects are {sorted(expected)}", timeout=30)
+
+
+def test_a_put_to_the_same_url_after_the_check_never_replaces_the_profile(server_factory, storage_config):
+    from test_observatory_pages import header_field
+
+    server = server_factory()
+    session_id = new_session(server.url)
+    slot = new_slot(server.url, session_id)
+    good, other = make_profile_bytes(n_rows=10, seed=1), make_profile_bytes(n_rows=40, seed=9)
+    assert requests.put(slot["uploadUrl"], data=good, timeout=10).status_code == 200
+    answer = link(server.url, session_id, [TS])  # the server learns and checks the bytes
+    assert answer.status_code == 200
+    page_url = answer.json()["observatoryUrl"]
+    assert header_field(requests.get(page_url, timeout=30).text, 1, "rows")[0] == "10"
+    [profile] = server.store.list_profiles(session_id)
+    checked = blob_key(session_id, slot["id"], hashlib.sha256(good).hexdigest())
+    assert (profile.path, profile.size) == (checked, len(good))
+    converges(server.store.blobs, session_id, {checked: good})  # the landed object was moved
+
+    # The URL is still valid: S3 takes new bytes (a well-formed profile, then junk) under the landed key.
+    for data in (other, b"junk" * 500):
+        assert requests.put(slot["uploadUrl"], data=data, timeout=10).status_code == 200
+        assert link(server.url, session_id, [TS]).status_code == 200
+        page = requests.get(page_url, timeout=30)
+        assert page.status_code == 200 and header_field(page.text, 1, "rows")[0] == "10"
+        assert server.store.list_profiles(session_id) == [server.store.get_upload(profile.id)]
+        now = server.store.get_upload(profile.id)
+        assert (now.path, now.size, now.sha256, now.invalid) == (checked, len(good), profile.sha256, False)
+        assert server.store.read_profile_bytes(now) == good
+        assert objects(server.store.blobs, session_id) == {checked: good, blob_key(session_id, slot["id"]): data}
+
+    # A server starting on the store removes what the late PUT left and keeps the checked bytes.
+    again = server_factory()
+    assert objects(again.store.blobs, session_id) == {checked: good}
+    assert header_field(requests.get(page_url.replace(server.url, again.url), timeout=30).text, 1, "rows")[0] == "10"
+
+
+def test_bytes_swapped_under_a_recorded_key_are_never_read_as_the_checked_ones(server, s3_service):
+    """Defence in depth (and rows an older server recorded under the landed key): bytes are
+    checked against the recorded size and sha256 whenever they are read."""
+    from whylogs_songbird.server.store import StoredBytesChangedError
+
+    session_id = new_session(server.url)
+    slot = new_slot(server.url, session_id)
+    good = make_profile_bytes(seed=2)
+    assert requests.put(slot["uploadUrl"], data=good, timeout=10).status_code == 200
+    assert link(server.url, session_id, [TS]).status_code == 200
+    [profile] = server.store.list_profiles(session_id)
+    for swapped in (make_profile_bytes(seed=3), good + b"x" * 10_000, b""):
+        server.store.blobs.put_bytes(profile.path, swapped)
+        with pytest.raises(StoredBytesChangedError):
+            server.store.read_profile_bytes(profile)
+    server.store.blobs.put_bytes(profile.path, good)
+    assert server.store.read_profile_bytes(profile) == good
+
+
+def test_an_oversize_landed_object_is_refused_by_its_size_without_being_read(server_factory):
+    good = make_profile_bytes(seed=4)
+    server = server_factory(max_upload_bytes=len(good) + 100)
+    blobs = server.store.blobs
+    reads: list[str] = []
+    for name in ("read_version", "get_bytes", "open"):  # record every read of an object's bytes
+        method = getattr(blobs, name)
+
+        def recorded(key, *args, _method=method):
+            reads.append(key)
+            return _method(key, *args)
+
+        setattr(blobs, name, recorded)
+    session_id = new_session(server.url)
+    big, small = new_slot(server.url, session_id), new_slot(server.url, session_id, ts=TS + 1)
+    oversize = os.urandom(len(good) + 101)
+    assert requests.put(big["uploadUrl"], data=oversize, timeout=10).status_code == 200  # S3 takes any size
+    assert requests.put(small["uploadUrl"], data=good, timeout=10).status_code == 200
+    answer = link(server.url, session_id, [TS, TS + 1])
+    assert answer.status_code == 200
+    refused = server.store.get_upload(big["id"])
+    assert refused.invalid and refused.path is None and refused.size == len(oversize)
+    assert f"upload limit of {len(good) + 100} bytes" in (refused.ingest_error or "")
+    assert blob_key(session_id, big["id"]) not in reads, "the oversize object was read"
+    converges(blobs, session_id, {server.store.get_upload(small["id"]).path: good})
+    page = requests.get(answer.json()["observatoryUrl"], timeout=30)
+    assert page.status_code == 422 and "upload limit" in page.text  # the page names the refused profile
+    # A later PUT to the refused slot's URL is never learned (and is removed at the next start).
+    assert requests.put(big["uploadUrl"], data=good, timeout=10).status_code == 200
+    assert link(server.url, session_id, [TS]).status_code == 200
+    assert server.store.get_upload(big["id"]) == refused
+
+
+def test_two_hosts_learn_each_landed_upload_once(storage_config, s3_service, tmp_path):
+    import concurrent.futures
+
+    env = {**os.environ, **s3_service.env(), "WHYLOGS_NO_ANALYTICS": "True"}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        server_process(tmp_path / "a", storage_config, env) as (first, _),
+        server_process(tmp_path / "b", storage_config, env) as (second, _),
+    ):
+        session_id = new_session(first)
+        bodies = {}
+        for i in range(12):
+            slot = new_slot(first if i % 2 else second, session_id, ts=TS + i)
+            bodies[slot["id"]] = make_profile_bytes(n_rows=5 + i, seed=i)
+            assert requests.put(slot["uploadUrl"], data=bodies[slot["id"]], timeout=10).status_code == 200
+        # Both hosts look at once (and both ingest workers look when idle).
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda url: link(url, session_id, [TS]), [first, second] * 3))
+        assert [a.status_code for a in answers] == [200] * 6
+
+        blobs = S3BlobStore(storage_config["blob_store"], endpoint_url=storage_config["s3_endpoint_url"])
+        metadata = PostgresMetadataStore(storage_config["database_url"])
+        try:
+            profiles = metadata.list_profiles(session_id)
+            assert sorted(p.id for p in profiles) == sorted(bodies), "each upload recorded once"
+            for p in profiles:
+                sha = hashlib.sha256(bodies[p.id]).hexdigest()
+                assert (p.sha256, p.path, p.duplicate_of) == (sha, blob_key(session_id, p.id, sha), None)
+            # exactly the checked copies are left: no landed object, no second copy
+            converges(blobs, session_id, {p.path: bodies[p.id] for p in profiles})
+        finally:
+            metadata.close()
+            blobs.close()
+        for url in (first, second):
+            page = requests.get(answers[0].json()["observatoryUrl"].replace(first, url), timeout=60)
+            assert page.status_code == 200

@@ -1,6 +1,7 @@
 """The S3 blob store and the PostgreSQL metadata store against the real components (services.py)."""
 
 import datetime
+import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import botocore.auth
@@ -158,7 +159,83 @@ def test_the_store_refuses_an_expired_url(blobs, monkeypatch):
     assert blobs.size("sess/late.bin") is None
 
 
+def test_a_version_is_read_up_to_a_limit_and_copied_only_while_it_is_there(blobs):
+    from whylogs_songbird.server.storage.base import BlobChangedError
+
+    url = blobs.presign_put("sess/landed.bin", 900)
+    assert requests.put(url, data=b"checked bytes", timeout=10).status_code == 200
+    version = blobs.read_version("sess/landed.bin", 100)
+    assert (version.size, version.data) == (13, b"checked bytes") and version.tag
+    assert requests.put(url, data=b"swapped in after the check", timeout=10).status_code == 200
+    with pytest.raises(BlobChangedError):  # the store refuses the copy (x-amz-copy-source-if-match)
+        blobs.copy_version("sess/landed.bin", "sess/checked.bin", version.tag)
+    assert blobs.size("sess/checked.bin") is None
+
+    now = blobs.read_version("sess/landed.bin", 100)
+    assert blobs.copy_version("sess/landed.bin", "sess/checked.bin", now.tag) is True  # same ETag: vouched
+    assert blobs.get_bytes("sess/checked.bin") == b"swapped in after the check"
+    too_big = blobs.read_version("sess/landed.bin", 10)  # the GET's own size decides: nothing is read
+    assert (too_big.size, too_big.data) == (26, None)
+    assert blobs.read_version("sess/never.bin", 10) is None
+    with pytest.raises(FileNotFoundError):
+        blobs.copy_version("sess/never.bin", "sess/other.bin", now.tag)
+
+
+def test_a_presigned_put_url_signs_no_content_length(blobs):
+    """S3 signs a Content-Length only as an exact value (there is no range for PUT), and a slot
+    request does not say how large the profile is: the URL cannot bound it; the server refuses
+    an oversize object by its size instead (see Store.learn_landed)."""
+    url = blobs.presign_put("sess/any-size.bin", 900)
+    assert dict(parse_qsl(urlsplit(url).query))["X-Amz-SignedHeaders"] == "host"
+
+
 # -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+def test_hosts_recording_one_landed_upload_at_once_record_it_once(postgres_service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+
+    from whylogs_songbird.server.storage.base import NewUpload, UploadAlreadyStoredError
+    from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
+
+    url = postgres_service.new_schema()
+    store = PostgresMetadataStore(url)
+    try:
+        session = store.create_session("u")
+        [upload] = store.create_uploads(session.id, [NewUpload(kind="batch", dataset_timestamp=1)], ttl_seconds=60)
+
+        def record(n: int) -> str | None:
+            try:
+                store.mark_stored(upload.id, key=f"k{n}", size=n, sha256=f"{n:064x}", if_unstored=True)
+            except UploadAlreadyStoredError:
+                return None
+            return f"k{n}"
+
+        def waiting_for_the_row(conn) -> int:
+            query = (
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE uploads%'"
+            )
+            return int(conn.execute(query).fetchone()[0])
+
+        # Hold the row while 8 writers read it unstored and queue for it: each must see, once it
+        # gets the row, that the one before stored it.
+        with psycopg.connect(url) as holder, ThreadPoolExecutor(8) as pool:
+            holder.execute("SELECT id FROM uploads WHERE id = %s FOR UPDATE", (upload.id,))
+            results = [pool.submit(record, n) for n in range(8)]
+            with psycopg.connect(url, autocommit=True) as watcher:
+                deadline = time.monotonic() + 30
+                while waiting_for_the_row(watcher) < 8 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            holder.commit()
+            winners = [key for key in (r.result() for r in results) if key is not None]
+        assert len(winners) == 1
+        assert store.get_upload(upload.id).path == winners[0]
+        with pytest.raises(UploadAlreadyStoredError):
+            store.mark_refused(upload.id, size=1, reason="too large")
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ whylogs' format (a 10-character id, ``.``, the secret), and the store keeps the 
 SHA-256 of the secret only. The key is shown once, when it is made.
 
 Keys given at start (``--api-key-file``, ``SONGBIRD_SERVER_API_KEYS``) stay in memory
-(``auth.ApiKeyRing``); :func:`lookup_stored_key` is asked when those do not know a key.
+(``auth.ApiKeyRing``); ``auth.require_key`` asks :func:`lookup_stored_key` when those do not know a key.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
-
-from whylogs_songbird.server.auth import KeyOwner
 
 KEY_ID_LENGTH = 10
 _KEY_ID_ALPHABET = string.ascii_letters + string.digits
@@ -53,8 +51,8 @@ def create_key(store: object, org_id: str) -> NewKey:
     return NewKey(key_id=key_id, org_id=org_id, key=f"{key_id}.{secret}:{org_id}")
 
 
-def lookup_stored_key(store: object, key: str) -> KeyOwner | None:
-    """The owner of ``key`` if the store keeps it and it is not revoked, else None. The secret's hash
+def lookup_stored_key(store: object, key: str) -> str | None:
+    """The org of ``key`` if the store keeps it and it is not revoked, else None. The secret's hash
     is compared in constant time; a ``:ORG-ID`` suffix, when given, must name the key's org."""
     match = _KEY.fullmatch(key)
     if match is None:
@@ -65,7 +63,7 @@ def lookup_stored_key(store: object, key: str) -> KeyOwner | None:
     same = hmac.compare_digest(str(row["secret_sha256"]), _digest(match["secret"]))
     if not same or row["revoked_at"] is not None or (match["org"] is not None and match["org"] != row["org_id"]):
         return None
-    return KeyOwner(org_id=str(row["org_id"]))
+    return str(row["org_id"])
 
 
 __all__ = ["NewKey", "create_key", "lookup_stored_key"]

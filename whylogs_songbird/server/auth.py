@@ -13,6 +13,8 @@ from typing import Annotated
 
 from fastapi import Header, Request
 
+from whylogs_songbird.models import API_KEY_HEADER
+from whylogs_songbird.server.api_keys import lookup_stored_key
 from whylogs_songbird.server.errors import ApiError
 
 
@@ -61,16 +63,15 @@ class ApiKeyRing:
         return found
 
 
-def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> KeyOwner:
+def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> KeyOwner:
     """Dependency: the owner of the request's ``X-API-Key``, or a 401 that says what to send."""
     keys: ApiKeyRing = request.app.state.api_keys
     if not x_api_key:
         raise ApiError(401, "This operation needs an API key; send it in the X-API-Key header.")
     owner = keys.lookup(x_api_key)
-    if owner is None:
-        from whylogs_songbird.server.api_keys import lookup_stored_key  # keys made by `songbird keys create`
-
-        owner = lookup_stored_key(request.app.state.store, x_api_key)
+    if owner is None:  # keys made by `songbird keys create`, kept in the store
+        stored_org = lookup_stored_key(request.app.state.store, x_api_key)
+        owner = KeyOwner(org_id=stored_org) if stored_org is not None else None
     if owner is None:
         hint = (
             ""

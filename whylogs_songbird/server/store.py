@@ -28,14 +28,17 @@ from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
     ID_PATTERN,
     OPERATIONS,
+    BlobChangedError,
     BlobStore,
     MetadataStore,
     NewUpload,
     SessionClaimedError,
     SessionRecord,
+    SlotLimitError,
     StoredOutcome,
     StoreError,
     UnknownUploadError,
+    UploadAlreadyStoredError,
     UploadKind,
     UploadRecord,
     is_valid_id,
@@ -53,6 +56,11 @@ COUNT_FLUSH_SECONDS = 0.1
 #: Upload slots whose URL expired less than this long ago are still looked for in the blob
 #: store (a presigned PUT begun before its URL expired may finish after).
 LANDED_GRACE_SECONDS = 3600
+#: Upload slots never PUT are deleted this long after their URL expired (a PUT begun in time
+#: may still be receiving its body); with presigned URLs, after LANDED_GRACE_SECONDS more.
+SWEEP_GRACE_SECONDS = 600
+#: Expired slots looked at (and deleted) per transaction by :meth:`Store.sweep_expired_slots`.
+SWEEP_BATCH = 200
 
 #: Defaults of the limits on uploads (the server's config overrides them, see :meth:`Store.open`).
 DEFAULT_MAX_COLUMNS = 20_000
@@ -78,8 +86,11 @@ def parse_timestamp_selector(selector: str) -> int | None:
 def blob_key(session_id: str, upload_id: str, sha256: str | None = None) -> str:
     """The blob key of a profile's bytes: ``profiles/<session>/<upload>[.<sha256 prefix>].bin``.
 
-    The embedded store names each version by its hash, so two PUTs racing on one slot never
-    write the same file; a presigned S3 PUT cannot know the hash and uses the plain name.
+    Only the server writes keys with the hash: the embedded store names each version it
+    receives by its hash (two PUTs racing on one slot never write the same file), and a team
+    server copies the bytes it checked there. The plain name is where a presigned PUT lands
+    (the client cannot know the hash): a client may write it until its URL expires, so no
+    recorded profile points at it (see :meth:`Store.learn_landed`).
     """
     require_id(session_id, "session")
     require_id(upload_id)
@@ -88,6 +99,16 @@ def blob_key(session_id: str, upload_id: str, sha256: str | None = None) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ValueError("not a sha256 hex digest")
     return f"profiles/{session_id}/{upload_id}.{sha256[:16]}.bin"
+
+
+class StoredBytesChangedError(OSError):
+    """A profile's stored bytes are not the ones that were checked (size or sha256 differ)."""
+
+
+def _upload_id_of(key: str) -> str | None:
+    """The upload id a blob key names (``profiles/<session>/<upload>[.<sha>].bin``), if valid."""
+    upload_id = key.rsplit("/", 1)[-1].split(".", 1)[0]
+    return upload_id if is_valid_id(upload_id) else None
 
 
 class OpenUpload(NamedTuple):
@@ -303,8 +324,19 @@ class Store:
         spec = NewUpload(kind=kind, dataset_timestamp=dataset_timestamp, alias=alias, segment_tags=tuple(segment_tags))
         return self.create_uploads(session_id, [spec], ttl_seconds=ttl_seconds)[0]
 
-    def create_uploads(self, session_id: str, specs: Sequence[NewUpload], *, ttl_seconds: int) -> list[UploadRecord]:
-        return self.metadata.create_uploads(session_id, specs, ttl_seconds=ttl_seconds)
+    def create_uploads(
+        self,
+        session_id: str,
+        specs: Sequence[NewUpload],
+        *,
+        ttl_seconds: int,
+        max_open: int | None = None,
+        max_profiles: int | None = None,
+    ) -> list[UploadRecord]:
+        """Create upload slots; :class:`SlotLimitError` past a per-session limit (see the metadata store)."""
+        return self.metadata.create_uploads(
+            session_id, specs, ttl_seconds=ttl_seconds, max_open=max_open, max_profiles=max_profiles
+        )
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         return self.metadata.get_upload(upload_id)
@@ -397,14 +429,31 @@ class Store:
         return path
 
     def read_profile_bytes(self, upload: UploadRecord) -> bytes:
-        """The bytes of a stored profile (of the original, for a duplicate)."""
+        """The bytes of a stored profile (of the original, for a duplicate).
+
+        On a store with presigned uploads the bytes are checked against the recorded size and
+        sha256 as they are read (an object larger than the recorded size is not read at all):
+        bytes that are not the checked ones raise :class:`StoredBytesChangedError` (an OSError),
+        never reach a caller. The embedded store wrote its bytes itself and reads them as is.
+        """
         if upload.path is None and upload.duplicate_of is not None:
             original = self.get_upload(upload.duplicate_of)
             if original is not None:
                 upload = original
         if upload.path is None:
             raise FileNotFoundError(f"upload {upload.id} has no stored bytes")
-        return self.blobs.get_bytes(upload.path)
+        if not self.presigns:
+            return self.blobs.get_bytes(upload.path)
+        if upload.size is None or upload.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", upload.sha256) is None:
+            raise StoredBytesChangedError(f"upload {upload.id} was recorded without a checked sha256")  # unread
+        version = self.blobs.read_version(upload.path, upload.size)
+        if version is None:
+            raise FileNotFoundError(f"upload {upload.id} has no stored bytes")
+        data = version.data
+        if data is None or len(data) != upload.size or hashlib.sha256(data).hexdigest() != upload.sha256:
+            logger.warning("the stored bytes of upload %s are not the ones that were checked; not read", upload.id)
+            raise StoredBytesChangedError(f"the stored bytes of upload {upload.id} are not the ones that were checked")
+        return data
 
     # -- uploads straight to the blob store (presigned S3 PUT URLs) --------------------------
 
@@ -422,8 +471,12 @@ class Store:
         ingest worker does so for every session. Slots whose URL expired more than
         ``grace_seconds`` ago are not looked for (a PUT begun before expiry may finish after). A slot is recorded
         only once its bytes are there, so no profile exists without bytes. The bytes get the
-        cheap structural check of the upload route; bytes that fail it, or are larger than the
-        upload limit, are recorded as an invalid profile (shown as such, never deserialized).
+        cheap structural check of the upload route and are then copied, inside the blob store and
+        only if they are still the version read, to a key no presigned URL names
+        (:func:`blob_key` with the hash); that key is recorded and the landed object removed, so
+        a later PUT to the same URL never changes a recorded profile. Bytes that fail the check
+        are recorded as an invalid profile (shown as such, never deserialized); bytes larger than
+        the upload limit are refused by their size, never read, and not kept.
         ``stop``: asked before each upload; once it says True the rest is left for the next look
         (a stopping server does not read thousands of landed profiles first).
         """
@@ -447,6 +500,38 @@ class Store:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
         return learned
 
+    def sweep_expired_slots(self, *, grace_seconds: int | None = None, stop: Callable[[], bool] | None = None) -> int:
+        """Delete upload slots never stored whose URL expired more than ``grace_seconds`` ago
+        (default :data:`SWEEP_GRACE_SECONDS`, plus :data:`LANDED_GRACE_SECONDS` with presigned
+        URLs); return how many. With presigned URLs a slot whose bytes are in the blob store is
+        recorded as :meth:`learn_landed` does, never deleted. Safe in several processes and hosts
+        at once: each delete re-checks, in the database, that the slot is still unstored and expired."""
+        if grace_seconds is None:
+            grace_seconds = SWEEP_GRACE_SECONDS + (LANDED_GRACE_SECONDS if self.presigns else 0)
+        expired_before = int(now_ms() / 1000) - grace_seconds
+        deleted = 0
+        while stop is None or not stop():
+            slots = self.metadata.expired_slots(expired_before=expired_before, limit=SWEEP_BATCH)
+            doomed = {slot.id for slot in slots}
+            if self.presigns:
+                by_session: dict[str, list[UploadRecord]] = {}
+                for slot in slots:
+                    by_session.setdefault(slot.session_id, []).append(slot)
+                for session, uploads in by_session.items():
+                    sizes = self._landed_sizes(session, uploads)
+                    for upload in uploads:
+                        key = blob_key(upload.session_id, upload.id)
+                        if key in sizes:  # it landed late: kept, and recorded if the session takes it
+                            doomed.discard(upload.id)
+                            self._record_landed(upload, key, sizes[key])
+            gone = self.metadata.delete_expired_slots(sorted(doomed), expired_before=expired_before)
+            deleted += gone
+            if len(slots) < SWEEP_BATCH or not gone:
+                break
+        if deleted:
+            logger.info("deleted %d upload slots whose URLs expired unused", deleted)
+        return deleted
+
     def _landed_sizes(self, session_id: str, uploads: Sequence[UploadRecord]) -> dict[str, int]:
         """Blob key -> size of the open uploads whose bytes are there: a HEAD each, or one listing
         of the session's keys when there are many."""
@@ -462,29 +547,64 @@ class Store:
         return sizes
 
     def _record_landed(self, upload: UploadRecord, key: str, size: int) -> UploadRecord | None:
-        reason: str | None = None
+        """Check the bytes a presigned PUT left under ``key`` (``size`` from a HEAD or listing),
+        keep a copy of exactly them under a key only the server writes, record it and remove the
+        landed object; None when nothing was recorded (the bytes are gone or were replaced since
+        they were read: the next look takes them; another process recorded the upload first; the
+        session was claimed)."""
         if size > self.max_upload_bytes:
-            version = f"unread-{size}"  # too large to read: recorded by its size, never summarised
-            reason = f"it is larger than this server's upload limit of {self.max_upload_bytes} bytes"
-        else:
-            try:
-                data = self.blobs.get_bytes(key)
-            except FileNotFoundError:
-                return None
-            version, size = hashlib.sha256(data).hexdigest(), len(data)
-            try:
-                check_profile_bytes(data, max_columns=self.max_columns)
-            except ProfileCheckError as exc:
-                reason = f"it is not a well-formed whylogs profile ({exc})"
+            return self._refuse_landed(upload, key, size)
+        version = self.blobs.read_version(key, self.max_upload_bytes)
+        if version is None:
+            return None
+        data = version.data
+        if data is None:  # replaced by larger bytes since the listing: refused by the GET's size
+            return self._refuse_landed(upload, key, version.size)
+        sha256, reason = hashlib.sha256(data).hexdigest(), None
         try:
-            outcome = self.metadata.mark_stored(upload.id, key=key, size=size, sha256=version)
+            check_profile_bytes(data, max_columns=self.max_columns)
+        except ProfileCheckError as exc:
+            reason = f"it is not a well-formed whylogs profile ({exc})"
+        checked = blob_key(upload.session_id, upload.id, sha256)
+        try:
+            vouched = self.blobs.copy_version(key, checked, version.tag)
+        except (BlobChangedError, FileNotFoundError):
+            return None
+        if not vouched and not self._holds(checked, data):
+            self.blobs.delete(checked)
+            return None
+        try:
+            outcome = self.metadata.mark_stored(
+                upload.id, key=checked, size=len(data), sha256=sha256, if_unstored=True, invalid=reason
+            )
+        except UploadAlreadyStoredError:
+            current = self.get_upload(upload.id)
+            if current is None or current.path != checked:  # the same bytes share the same key
+                self.blobs.delete(checked)
+            return None
         except StoreError:
+            self.blobs.delete(checked)
             return None  # the session was claimed meanwhile: its bytes stay unrecorded
         if outcome.duplicate_of is not None:
-            self.blobs.delete(key)
-        elif reason is not None:
-            self.metadata.mark_invalid(upload.id, version, reason)
+            self.blobs.delete(checked)
+        self.blobs.delete(key)
         return outcome.upload
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        """Whether ``key`` holds exactly ``data`` (read back, never more than its length)."""
+        copy = self.blobs.read_version(key, len(data))
+        return copy is not None and copy.data == data
+
+    def _refuse_landed(self, upload: UploadRecord, key: str, size: int) -> UploadRecord | None:
+        """Record landed bytes larger than the upload limit as an invalid profile without bytes
+        (they are never read) and remove them."""
+        reason = f"it is larger than this server's upload limit of {self.max_upload_bytes} bytes"
+        try:
+            refused = self.metadata.mark_refused(upload.id, size=size, reason=reason)
+        except StoreError:
+            return None  # claimed meanwhile, or recorded by another process
+        self.blobs.delete(key)
+        return refused
 
     # -- profile lookups (shared by the link operation and the observatory pages) ------------
 
@@ -530,7 +650,9 @@ class Store:
           stores them again);
         - bytes under a profile key with no row pointing at them are removed, except bytes a
           client PUT straight to the blob store (presigned URLs) for a slot not marked stored
-          yet: those are recorded (the server learns that they landed);
+          yet: those are checked and recorded as :meth:`learn_landed` does (the server learns
+          that they landed), and the checked copy of a slot still open, which another running
+          process may be about to record;
         - claims of the ingest worker are released (their profiles are summarised again).
         """
         report = ReconcileReport(temp_files=self.blobs.reconcile())
@@ -542,27 +664,33 @@ class Store:
             self.metadata.unmark_stored(missing)
             report.rows_without_bytes = missing
         referenced = {key for upload_id, key in known.items() if upload_id not in set(missing)}
-        presigning = self._presigns()
-        for key in sorted(present):
-            if key in referenced:
+        unreferenced = [(key, _upload_id_of(key)) for key in sorted(present) if key not in referenced]
+        kept: set[str] = set()
+        if self._presigns():  # landed PUTs first: recording one makes its older leftovers orphans
+            for key, upload_id in unreferenced:
+                upload = self.get_upload(upload_id) if upload_id else None
+                if upload is None or upload.stored or key != blob_key(upload.session_id, upload.id):
+                    continue
+                learned = self._learn_at_start(upload, key)
+                if learned is not None:
+                    kept.add(key)
+                    if learned:
+                        report.learned.append(key)
+        open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
+        for key, upload_id in unreferenced:
+            if key in kept:
                 continue
-            upload_id = key.rsplit("/", 1)[-1].split(".", 1)[0]
-            upload = self.get_upload(upload_id) if is_valid_id(upload_id) else None
+            upload = self.get_upload(upload_id) if upload_id else None
+            if upload is not None and upload.path == key:
+                continue  # recorded since the listing (another process learned a landed PUT)
             if (
-                presigning
+                self._presigns()
                 and upload is not None
                 and not upload.stored
-                and key == blob_key(upload.session_id, upload.id)
+                and upload.expires_at >= open_after
+                and key != blob_key(upload.session_id, upload.id)
             ):
-                data = self.blobs.get_bytes(key)
-                try:
-                    self.metadata.mark_stored(
-                        upload.id, key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-                    )
-                    report.learned.append(key)
-                    continue
-                except StoreError:
-                    pass
+                continue  # a checked copy another process may be about to record
             self.blobs.delete(key)
             report.orphan_blobs.append(key)
         if report:
@@ -575,6 +703,18 @@ class Store:
                 len(report.learned),
             )
         return report
+
+    def _learn_at_start(self, upload: UploadRecord, key: str) -> bool | None:
+        """Reconcile the landed bytes of an open slot: True when recorded, False when left for a
+        later look (replaced or gone meanwhile, or recorded by another process, which removes
+        them), None when they are to be removed (the session was claimed)."""
+        size = self.blobs.size(key)
+        if size is None:
+            return False
+        if self._record_landed(upload, key, size) is not None:
+            return True
+        session = self.get_session(upload.session_id)
+        return None if session is None or session.claimed else False
 
     def _presigns(self) -> bool:
         cached: bool | None = getattr(self, "_presigns_cached", None)
@@ -603,7 +743,9 @@ __all__ = [
     "ReconcileReport",
     "SessionClaimedError",
     "SessionRecord",
+    "SlotLimitError",
     "Store",
+    "StoredBytesChangedError",
     "StoreError",
     "StoredOutcome",
     "UnknownUploadError",

@@ -30,7 +30,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
 
@@ -66,6 +66,25 @@ class UnknownUploadError(StoreError):
 
 class SessionClaimedError(StoreError):
     """The upload's session was claimed; it takes no more data."""
+
+
+class SlotLimitError(StoreError):
+    """Creating the upload slots asked for would pass a per-session limit (nothing was created).
+
+    ``limit`` names which: ``"open"`` (slots not PUT yet) or ``"profiles"`` (stored profiles plus
+    open slots); ``held`` is what the session has of it, ``allowed`` the limit."""
+
+    def __init__(self, limit: Literal["open", "profiles"], held: int, allowed: int) -> None:
+        super().__init__(f"{limit}: {held} held, {allowed} allowed")
+        self.limit, self.held, self.allowed = limit, held, allowed
+
+
+class UploadAlreadyStoredError(StoreError):
+    """The upload was recorded as stored meanwhile (by another process learning the same landed PUT)."""
+
+
+class BlobChangedError(Exception):
+    """The bytes under a key are no longer the version that was read (a presigned PUT replaced them)."""
 
 
 class StorageConfigError(ValueError):
@@ -181,6 +200,19 @@ class StoredOutcome:
     duplicate_of: str | None = None
 
 
+@dataclass(frozen=True)
+class BlobVersion:
+    """One version of the bytes under a key, as :meth:`BlobStore.read_version` found it.
+
+    ``tag`` names exactly this version (S3: the ETag) for :meth:`BlobStore.copy_version`.
+    ``data`` is None when the object is larger than the reader's limit: it was not read.
+    """
+
+    size: int
+    tag: str
+    data: bytes | None = field(default=None, repr=False)
+
+
 @runtime_checkable
 class MetadataStore(Protocol):
     """Sessions, upload slots, profiles and everything derived from them.
@@ -252,9 +284,20 @@ class MetadataStore(Protocol):
         """``(key, value)`` of every setting whose key starts with ``prefix``, by key."""
 
     # -- upload slots and profiles --
-    def create_uploads(self, session_id: str, specs: Sequence[NewUpload], *, ttl_seconds: int) -> list[UploadRecord]:
+    def create_uploads(
+        self,
+        session_id: str,
+        specs: Sequence[NewUpload],
+        *,
+        ttl_seconds: int,
+        max_open: int | None = None,
+        max_profiles: int | None = None,
+    ) -> list[UploadRecord]:
         """Create upload slots in one transaction, expiring ``ttl_seconds`` from now. A reference
-        without an alias is named after its id."""
+        without an alias is named after its id. Raises :class:`SlotLimitError` (creating nothing)
+        when the session would hold more than ``max_open`` open slots (not stored, URL not
+        expired), or more than ``max_profiles`` stored profiles and open slots; the count and
+        the insert are one transaction, serialized per session."""
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         """The upload (stored or not), or None."""
@@ -268,7 +311,16 @@ class MetadataStore(Protocol):
         segment tags whose bytes have this sha256 (None: not a duplicate, or not a batch), in one
         read; raises like :meth:`check_upload_open`."""
 
-    def mark_stored(self, upload_id: str, *, key: str | None, size: int, sha256: str) -> StoredOutcome:
+    def mark_stored(
+        self,
+        upload_id: str,
+        *,
+        key: str | None,
+        size: int,
+        sha256: str,
+        if_unstored: bool = False,
+        invalid: str | None = None,
+    ) -> StoredOutcome:
         """Record that the upload's bytes are durable under blob ``key`` (``ingest_state`` pending).
 
         Call only after the bytes are durable. If another stored batch upload of the same
@@ -277,8 +329,16 @@ class MetadataStore(Protocol):
         (no bytes written yet, as an original was seen a moment ago) and no such original any
         more, nothing is recorded: the outcome names no original and the upload is as it was,
         so the caller writes the bytes. Raises :class:`UnknownUploadError` or
-        :class:`SessionClaimedError`.
+        :class:`SessionClaimedError`; with ``if_unstored``, :class:`UploadAlreadyStoredError` when
+        the upload is stored already (nothing is then changed: two processes learning one landed
+        PUT record it once). ``invalid``: the reason bytes failed the cheap check; the profile is
+        then recorded ``invalid`` in the same write, so no ingest worker ever claims it.
         """
+
+    def mark_refused(self, upload_id: str, *, size: int, reason: str) -> UploadRecord:
+        """Record an open upload whose landed bytes were refused unread (larger than the upload
+        limit) as an ``invalid`` profile without bytes: ``path`` None, ``sha256``
+        ``unread-<size>``. Raises like :meth:`mark_stored` with ``if_unstored``."""
 
     def unmark_stored(self, upload_ids: Sequence[str]) -> int:
         """Forget that these uploads are stored (their bytes are gone); return how many changed."""
@@ -298,6 +358,15 @@ class MetadataStore(Protocol):
     def unstored_uploads(self, *, session_id: str | None = None, expires_after: int = 0) -> list[UploadRecord]:
         """Upload slots not stored yet whose URL expires at or after ``expires_after`` (unix
         seconds), of one session or all: where presigned PUTs may have landed."""
+
+    def expired_slots(self, *, expired_before: int, limit: int) -> list[UploadRecord]:
+        """Up to ``limit`` upload slots never stored whose URL expired before ``expired_before``
+        (unix seconds), oldest first."""
+
+    def delete_expired_slots(self, upload_ids: Sequence[str], *, expired_before: int) -> int:
+        """Delete these slots if they are still not stored and expired before ``expired_before``
+        (a slot stored meanwhile stays); return how many were deleted. Idempotent: safe when
+        several processes sweep at once."""
 
     def stored_keys(self) -> Iterator[tuple[str, str]]:
         """``(upload id, blob key)`` of every stored profile (for reconciliation at start)."""
@@ -385,6 +454,16 @@ class BlobStore(Protocol):
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """Every key starting with ``prefix`` (for reconciliation)."""
+
+    def read_version(self, key: str, max_bytes: int) -> BlobVersion | None:
+        """The bytes under ``key`` with the tag of their version, or None when there are none; an
+        object larger than ``max_bytes`` is not read (``data`` None), whatever a listing said."""
+
+    def copy_version(self, source: str, target: str, tag: str) -> bool:
+        """Copy ``source`` to ``target`` only if ``source`` still holds the version ``tag``
+        (:class:`BlobChangedError` otherwise; FileNotFoundError when it is gone): the copy is
+        exactly the bytes that were read and checked. False when the store cannot vouch for that
+        (the copy's tag differs, as ETags of encrypted S3 objects do): the caller checks the copy."""
 
     def presign_put(self, key: str, ttl_seconds: int) -> str | None:
         """A URL the client PUTs the bytes of ``key`` to directly, valid ``ttl_seconds``; None when

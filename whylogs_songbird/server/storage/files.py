@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from whylogs_songbird.server.storage.base import ID_PATTERN
+from whylogs_songbird.server.storage.base import ID_PATTERN, BlobChangedError, BlobVersion
 
 TMP_DIR = "tmp"
 _KEY_PARTS = ("profiles",)
@@ -29,6 +29,11 @@ def make_private_dir(path: Path) -> None:
     """Create ``path`` (and parents) and make it 0700."""
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
+
+
+def _file_tag(info: os.stat_result) -> str:
+    """What changes whenever a file under a key is replaced (a rename) or rewritten."""
+    return f"{info.st_ino}-{info.st_ctime_ns}-{info.st_size}"
 
 
 class FileBlobStore:
@@ -97,6 +102,31 @@ class FileBlobStore:
 
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
+
+    def read_version(self, key: str, max_bytes: int) -> BlobVersion | None:
+        """The bytes of ``key`` and a tag of this file (inode, change time, size); not read when
+        larger than ``max_bytes``."""
+        try:
+            with self.path(key).open("rb") as file:
+                info = os.fstat(file.fileno())
+                tag = _file_tag(info)
+                if info.st_size > max_bytes:
+                    return BlobVersion(size=info.st_size, tag=tag)
+                data = file.read(max_bytes + 1)
+        except FileNotFoundError:
+            return None
+        if len(data) > max_bytes:
+            return BlobVersion(size=len(data), tag=tag)
+        return BlobVersion(size=len(data), tag=tag, data=data)
+
+    def copy_version(self, source: str, target: str, tag: str) -> bool:
+        """Copy ``source`` to ``target`` if it is still the file :meth:`read_version` tagged."""
+        with self.path(source).open("rb") as file:
+            if _file_tag(os.fstat(file.fileno())) != tag:
+                raise BlobChangedError(source)
+            data = file.read()
+        self.put_bytes(target, data)
+        return True
 
     def size(self, key: str) -> int | None:
         try:

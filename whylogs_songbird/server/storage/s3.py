@@ -8,7 +8,10 @@ or ``AWS_REGION``, a profile, or an instance role: whatever boto3 finds.
 Uploads never pass through the API server: :meth:`S3BlobStore.presign_put` hands the client a
 presigned S3 ``PUT`` URL whose expiry is the upload URL's TTL, and the object store itself
 refuses a URL that was tampered with or has expired. The server learns that an upload landed by
-asking the store (:meth:`S3BlobStore.size`, an S3 ``HEAD``).
+asking the store (:meth:`S3BlobStore.size`, an S3 ``HEAD``), reads it (:meth:`S3BlobStore.read_version`)
+and keeps a copy of exactly the version it checked under a key no URL names
+(:meth:`S3BlobStore.copy_version`, a server-side copy conditional on the ETag): the URL stays
+valid until it expires, and a later PUT must not change a recorded profile.
 
 Every object lives under ``PREFIX/``; keys are made by the server from ids it made, so no key
 comes from a client. Presigned URLs carry a signature: they are secrets and never logged.
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
-from whylogs_songbird.server.storage.base import StorageConfigError
+from whylogs_songbird.server.storage.base import BlobChangedError, BlobVersion, StorageConfigError
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
@@ -112,6 +115,11 @@ def _error_code(exc: Exception) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def _etag(answer: dict[str, Any]) -> str:
+    """An answer's ETag without its quotes (stores differ in quoting it)."""
+    return str(answer.get("ETag", "")).strip('"')
 
 
 def _status(exc: Exception) -> int | None:
@@ -223,7 +231,12 @@ class S3BlobStore:
     # -- blobs (the BlobStore protocol of storage/base.py) ----------------------------------------
 
     def presign_put(self, key: str, ttl_seconds: int) -> str:
-        """A presigned ``PUT`` URL for ``key``, valid ``ttl_seconds`` (a secret: never log it)."""
+        """A presigned ``PUT`` URL for ``key``, valid ``ttl_seconds`` (a secret: never log it).
+
+        It does not bound the size of the body: SigV4 signs a ``Content-Length`` only as one exact
+        value (a range exists only in a ``POST`` policy) and the size is not known when the slot is
+        made. The server refuses oversize objects by their size before reading them instead.
+        """
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
         return str(
@@ -276,6 +289,62 @@ class S3BlobStore:
             raise self._fail("read an object", exc) from None
         finally:
             body.close()
+
+    def read_version(self, key: str, max_bytes: int) -> BlobVersion | None:
+        """The bytes of ``key`` and their ETag (one GET); None when there is no such object.
+
+        The size is taken from the GET's own answer, not from an earlier HEAD or listing: an
+        object replaced in between by a larger one is still not read when it exceeds
+        ``max_bytes`` (``data`` None), and at most ``max_bytes + 1`` bytes are ever read.
+        """
+        from botocore.exceptions import BotoCoreError
+
+        try:
+            answer = self._get_object(key)
+        except BlobNotFoundError:
+            return None
+        body = answer["Body"]
+        try:
+            size, tag = int(answer["ContentLength"]), _etag(answer)
+            if size > max_bytes:
+                return BlobVersion(size=size, tag=tag)
+            data = bytes(body.read(max_bytes + 1))
+        except BotoCoreError as exc:
+            raise self._fail("read an object", exc) from None
+        finally:
+            body.close()
+        if len(data) > max_bytes:
+            return BlobVersion(size=len(data), tag=tag)
+        return BlobVersion(size=len(data), tag=tag, data=data)
+
+    def copy_version(self, source: str, target: str, tag: str) -> bool:
+        """Copy ``source`` to ``target`` inside the store (no bytes pass through the server), only
+        if ``source`` still has the ETag ``tag`` (S3 ``x-amz-copy-source-if-match``).
+
+        :class:`BlobChangedError` when it has another one (a PUT replaced it), :class:`BlobNotFoundError`
+        when it is gone. True when the copy's ETag is ``tag`` too; False when it differs (ETags of
+        SSE-KMS or SSE-C objects are not their MD5, and a store might ignore the condition): the
+        caller then checks the copy's bytes itself.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket = self.location.bucket
+        try:
+            answer = self._client.copy_object(
+                Bucket=bucket,
+                Key=self.location.key(target),
+                CopySource={"Bucket": bucket, "Key": self.location.key(source)},
+                CopySourceIfMatch=f'"{tag}"',
+            )
+        except ClientError as exc:
+            if _status(exc) == 412 or _error_code(exc) == "PreconditionFailed":
+                raise BlobChangedError(source) from None
+            if _status(exc) == 404 or _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise BlobNotFoundError(source) from None
+            raise self._fail("copy an object", exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("copy an object", exc) from None
+        return str(answer.get("CopyObjectResult", {}).get("ETag", "")).strip('"') == tag
 
     def open(self, key: str) -> BinaryIO:
         """A seekable file holding ``key``'s bytes (in memory up to 8 MiB, then a temporary file)."""
