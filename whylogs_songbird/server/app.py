@@ -38,7 +38,7 @@ from whylogs_songbird.server.middleware import (
 )
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.ratelimits import ClientRateLimits
-from whylogs_songbird.server.routes import local, sessions, uploads
+from whylogs_songbird.server.routes import local, organizations, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
 from whylogs_songbird.server.routes.timeline import mount_timeline
@@ -153,6 +153,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
+    app.include_router(organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
     app.include_router(local.router)
     return app
 
