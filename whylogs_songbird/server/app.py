@@ -36,6 +36,7 @@ from whylogs_songbird.server.middleware import (
     NetworkEmulationMiddleware,
     RequestCounter,
 )
+from whylogs_songbird.server.notify import check_targets, mount_notifications
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.routes import local, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
@@ -99,6 +100,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     and closed when the app shuts down.
     """
     monitors = load_monitors(config.monitors) if config.monitors else None  # a bad file fails before anything opens
+    check_targets(monitors)
     owns_store = store is None
     the_store = store if store is not None else Store.open(config)
 
@@ -108,9 +110,13 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.start()
+        if notifications is not None:
+            notifications.start()
         try:
             yield
         finally:
+            if notifications is not None:
+                await run_in_threadpool(notifications.stop)
             await run_in_threadpool(worker.stop)
             await run_in_threadpool(timeline.close)
             if owns_store:
@@ -142,6 +148,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
+    notifications = mount_notifications(app, the_store, config, monitors, timeline)
     app.include_router(local.router)
     return app
 

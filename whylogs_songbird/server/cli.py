@@ -348,9 +348,10 @@ def serve_command(
         raise typer.Exit(2) from None
     if config.monitors is not None:
         from whylogs_songbird.monitors import MonitorsError, load_monitors
+        from whylogs_songbird.server.notify import check_targets
 
         try:
-            load_monitors(config.monitors)
+            check_targets(load_monitors(config.monitors))
         except MonitorsError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

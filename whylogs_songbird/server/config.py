@@ -93,6 +93,12 @@ class ServerConfig:
     max_session_profiles: int | None = None
     #: Bytes of stored profiles one session may hold; None: no limit.
     max_session_bytes: int | None = None
+    #: Seconds before the first retry of a notification that failed; doubles on each retry (see notify.py).
+    notify_backoff_seconds: float = 1.0
+    #: The longest wait between two retries of a notification.
+    notify_backoff_max_seconds: float = 300.0
+    #: How long a notification is retried before it is given up (``songbird alerts retry`` revives it).
+    notify_retry_seconds: float = 86_400.0
     #: The timeouts and connection cap above, as the connection guard takes them (derived).
     connection_limits: ConnectionLimits = field(init=False)
 
@@ -133,6 +139,10 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        for name in ("notify_backoff_seconds", "notify_backoff_max_seconds", "notify_retry_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         self.fault_rate = check_fault_rate(self.fault_rate)
         if self.fault_seed is not None and (isinstance(self.fault_seed, bool) or not isinstance(self.fault_seed, int)):
             raise ValueError(f"fault_seed must be an integer or None, got {self.fault_seed!r}")

@@ -152,6 +152,8 @@ class LocalServer:
         self._store = open_store(self.config)
         app = create_app(self.config, self._store)
         self.app = app
+        if app.state.notifier is not None and self.config.public_url is None:
+            app.state.notifier.base_url = f"http://{_LOOPBACK}:{port}"  # links name the port picked
         uv_config = uvicorn.Config(
             app,
             access_log=False,

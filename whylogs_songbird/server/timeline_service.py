@@ -171,6 +171,9 @@ class TimelineService:
         self._busy = False
         #: the failures found on the latest bucket of each session when its last batch landed
         self.latest_failures: dict[str, list[Failure]] = {}
+        #: called with (session id, timeline document) after each evaluation of the monitors
+        #: (in the background thread; the notifier queues notifications there)
+        self.evaluated: list[Callable[[str, dict[str, Any]], object]] = []
 
     # -- inputs --
 
@@ -467,6 +470,11 @@ class TimelineService:
         if self.monitors is None or not document["buckets"]:
             return []
         latest = document["buckets"][-1]["start"]
+        for listener in self.evaluated:
+            try:
+                listener(session_id, document)
+            except Exception:
+                logger.exception("timeline: a listener of the monitors of session %s failed", session_id)
         logger.info(
             "monitors evaluated: session %s, bucket from %d: %d failure(s)",
             session_id,
