@@ -292,3 +292,40 @@ def test_serve_refuses_a_bad_notify_table(tmp_path: Path) -> None:
         assert result.returncode == 2, result.stderr
         assert message in " ".join(result.stderr.split()), result.stderr
         assert "secret-path" not in result.stderr
+
+
+def test_alerts_list_shows_a_failed_delivery_and_retry_sends_it(
+    server_factory, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.status = lambda: 404  # a wrong target: not retried until asked
+    path = monitors_file(tmp_path, notify_table(receiver.url))
+    server = server_factory(monitors=path, data_dir=tmp_path / "data")
+    config = tmp_path / "config"
+    sid = start_session(server, config)
+    write(server, config, SHIFT_DAY, sid)
+    queue = queue_of(server.store.metadata)
+    wait_until(lambda: queue.notification_counts()["failed"] == 1, "the failed delivery")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONGBIRD_")}
+
+    def alerts(*args: str, data_dir: Path = tmp_path / "data") -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "whylogs_songbird", "alerts", *args, "--data-dir", str(data_dir)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+    listing = alerts("list", "--state", "failed")
+    assert listing.returncode == 0, listing.stderr
+    assert "0 sent, 0 pending, 1 failed" in listing.stdout
+    assert (
+        "last error: HTTP 404 (not retried" in listing.stdout
+        and f"{sid}  drift vs reference / {SHIFTED}" in listing.stdout
+    )
+    assert "/hooks/" not in listing.stdout  # the webhook's path (its secret, for Slack) is never shown
+    receiver.status = lambda: 200
+    retried = alerts("retry")
+    assert retried.returncode == 0 and "1 notification(s) due now" in retried.stdout
+    wait_until(lambda: receiver.received, "the retried notification")
+    wait_until(lambda: settled(server), "the queue to empty")
+    assert len(receiver.received) == 1 and receiver.attempts == 2
+    assert "1 sent, 0 pending, 0 failed" in alerts("list").stdout
+    assert alerts("retry", "nonexistent").returncode == 2
+    missing = alerts("list", data_dir=tmp_path / "nowhere")
+    assert missing.returncode == 2 and "no server data in" in missing.stderr
