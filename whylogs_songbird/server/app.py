@@ -149,6 +149,12 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
     notifications = mount_notifications(app, the_store, config, monitors, timeline)
+    try:
+        from whylogs_songbird.server.metrics import mount_metrics
+    except ImportError:  # pragma: no cover - prometheus_client comes with the server extra
+        logger.warning("/metrics is off: prometheus_client is missing (pip install 'whylogs-songbird[server]')")
+    else:
+        mount_metrics(app, the_store, config, timeline)
     app.include_router(local.router)
     return app
 

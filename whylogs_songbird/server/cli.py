@@ -19,7 +19,7 @@ import typer
 
 from whylogs_songbird.help_text import TidyCommand
 from whylogs_songbird.server.common import is_loopback_host
-from whylogs_songbird.server.config import API_KEYS_ENV, ServerConfig
+from whylogs_songbird.server.config import API_KEYS_ENV, METRICS_TOKEN_ENV, ServerConfig
 from whylogs_songbird.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 
 APP_NAME = "whylogs-songbird"
@@ -84,6 +84,8 @@ def config_from_options(
     max_connections: int | None = None,
     max_session_profiles: int | None = None,
     max_session_bytes: int | None = None,
+    metrics_token: str | None = None,
+    metrics_max_series: int = 10_000,
 ) -> ServerConfig:
     """The :class:`ServerConfig` of the command-line options (ValueError when one is bad)."""
     return ServerConfig(
@@ -111,6 +113,8 @@ def config_from_options(
         max_connections=max_connections,
         max_session_profiles=max_session_profiles,
         max_session_bytes=max_session_bytes,
+        metrics_token=metrics_token,
+        metrics_max_series=metrics_max_series,
     )
 
 
@@ -327,6 +331,26 @@ def serve_command(
             show_default=False,
         ),
     ] = None,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-token",
+            metavar="TOKEN",
+            help="Bearer token /metrics needs when the server is not bound to loopback (where it is open). "
+            f"Visible to other local users (ps): prefer ${METRICS_TOKEN_ENV}.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    metrics_max_series: Annotated[
+        int,
+        typer.Option(
+            "--metrics-max-series",
+            metavar="N",
+            min=1,
+            help="Per-column series /metrics writes at most (sessions most recently updated first).",
+        ),
+    ] = 10_000,
     no_access_log: Annotated[bool, typer.Option("--no-access-log", help="Do not log each request.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.", show_default=False)] = False,
 ) -> None:

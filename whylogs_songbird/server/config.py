@@ -22,6 +22,8 @@ from whylogs_songbird.server.faults import check_fault_rate
 
 #: Environment variable holding comma-separated API keys, read when no keys are given.
 API_KEYS_ENV = "SONGBIRD_SERVER_API_KEYS"
+#: Environment variable holding the bearer token of /metrics, read when --metrics-token is not given.
+METRICS_TOKEN_ENV = "SONGBIRD_METRICS_TOKEN"  # noqa: S105 - a variable name, not a token
 
 #: A hook run before every request (after the emulated latency). Returning a response
 #: answers the request with it instead of the app: the seam for fault injection.
@@ -99,6 +101,11 @@ class ServerConfig:
     notify_backoff_max_seconds: float = 300.0
     #: How long a notification is retried before it is given up (``songbird alerts retry`` revives it).
     notify_retry_seconds: float = 86_400.0
+    #: Bearer token /metrics needs when the server is not bound to loopback (None: $SONGBIRD_METRICS_TOKEN;
+    #: with neither, /metrics answers only on a loopback bind). A secret: never shown in the repr.
+    metrics_token: str | None = None
+    #: Per-column series /metrics writes at most (label cardinality cap; see server/metrics.py).
+    metrics_max_series: int = 10_000
     #: The timeouts and connection cap above, as the connection guard takes them (derived).
     connection_limits: ConnectionLimits = field(init=False)
 
@@ -143,6 +150,10 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not self.metrics_token:
+            self.metrics_token = os.environ.get(METRICS_TOKEN_ENV) or None
+        if not isinstance(self.metrics_max_series, int) or self.metrics_max_series < 1:
+            raise ValueError(f"metrics_max_series must be a positive integer, got {self.metrics_max_series!r}")
         self.fault_rate = check_fault_rate(self.fault_rate)
         if self.fault_seed is not None and (isinstance(self.fault_seed, bool) or not isinstance(self.fault_seed, int)):
             raise ValueError(f"fault_seed must be an integer or None, got {self.fault_seed!r}")

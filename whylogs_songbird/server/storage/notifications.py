@@ -45,6 +45,12 @@ NOTIFICATIONS_SCHEMA = (
     last_error   TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, next_at)",
+    # the latest bucket's numbers of each session, recorded when its monitors are evaluated (for /metrics)
+    """CREATE TABLE IF NOT EXISTS metric_snapshots (
+    session_id TEXT PRIMARY KEY,
+    updated_at {BIGINT} NOT NULL,
+    data       TEXT NOT NULL
+)""",
 )
 
 STATES = ("pending", "sent", "failed")
@@ -223,6 +229,32 @@ class NotificationQueueSql:
                     (now, now),
                 )
             )
+
+    # -- what /metrics reads (server/metrics.py) --
+
+    def put_metric_snapshot(self, session_id: str, data: str) -> None:
+        """Record the latest numbers of a session (JSON), replacing the previous ones."""
+        with self._transaction() as conn:
+            self._exec(
+                conn,
+                "INSERT INTO metric_snapshots (session_id, updated_at, data) VALUES (?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET updated_at = excluded.updated_at, data = excluded.data",
+                (session_id, now_ms(), data),
+            )
+
+    def metric_snapshots(self, limit: int) -> list[tuple[str, str]]:
+        """(session id, JSON) of the ``limit`` most recently updated sessions."""
+        rows = self._query(
+            "SELECT session_id, data FROM metric_snapshots ORDER BY updated_at DESC, session_id LIMIT ?", (limit,)
+        )
+        return [(r["session_id"], r["data"]) for r in rows]
+
+    def stored_upload_counts(self) -> dict[str, int]:
+        """Stored profiles by kind (batch, reference), over the whole store."""
+        rows = self._query("SELECT kind, COUNT(*) AS n FROM uploads WHERE stored_at IS NOT NULL GROUP BY kind")
+        counts = {"batch": 0, "reference": 0}
+        counts.update({r["kind"]: int(r["n"]) for r in rows})
+        return counts
 
     def notification_counts(self) -> dict[str, int]:
         """How many notifications are in each state (every state present, 0 when none)."""
