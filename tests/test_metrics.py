@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from timeline_data import DAY_MS, SHIFT_DAY, SHIFTED, START_MS, day_frame, reference_frame
 
 import whylogs_songbird
-from whylogs_songbird.server.metrics import access_problem
+from whylogs_songbird.server import LocalServer
+from whylogs_songbird.server.metrics import COLUMN_METRICS, access_problem
 
 MONITORS = """reference = "training"
 granularity = "day"
@@ -80,9 +81,7 @@ def test_metrics_parse_and_carry_the_drift_of_the_drifted_column(server_factory,
 def test_the_series_cap_and_the_token_off_loopback(tmp_path: Path) -> None:
     monitors = tmp_path / "monitors.toml"
     monitors.write_text(MONITORS)
-    with whylogs_songbird.server.LocalServer(
-        data_dir=tmp_path / "d", monitors=monitors, metrics_max_series=6
-    ) as server:
+    with LocalServer(data_dir=tmp_path / "d", monitors=monitors, metrics_max_series=6) as server:
         config = tmp_path / "config"
         refs = whylogs_songbird.publish_references(
             {"training": why.log(reference_frame())}, endpoint=server.url, config_dir=str(config)
@@ -108,3 +107,25 @@ def test_off_loopback_metrics_need_the_token() -> None:
         problem = access_problem(False, token, header)
         assert problem is not None and problem[0] == status and "--metrics-token" in problem[1]
         assert "t0ken" not in problem[1]
+
+
+def test_the_grafana_examples_use_metrics_the_server_writes(tmp_path: Path) -> None:
+    import json
+    import re
+
+    import yaml
+
+    examples = Path(__file__).parent.parent / "examples" / "grafana"
+    dashboard = json.loads((examples / "dashboard.json").read_text())
+    rules = yaml.safe_load((examples / "songbird-rules.yml").read_text())
+    scrape = yaml.safe_load((examples / "prometheus.yml").read_text())
+    assert scrape["scrape_configs"][0]["metrics_path"] == "/metrics"
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    expressions += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    used = {name for e in expressions for name in re.findall(r"songbird_[a-z_]+", e)}
+    with LocalServer(data_dir=tmp_path / "d") as server:
+        text = requests.get(f"{server.url}/metrics", timeout=30).text
+    written = {family.name for family in text_string_to_metric_families(text)}
+    written |= {f"{name}_total" for name in written}  # counters are written with _total
+    written |= {name for name, _, _ in COLUMN_METRICS} | {"songbird_monitor_failing"}  # (none without monitors)
+    assert used and used <= written, used - written
