@@ -4,6 +4,8 @@ records what it gets. Drifting batches are written through the songbird writer."
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
 import hmac
 import json
@@ -282,6 +284,8 @@ def test_serve_refuses_a_bad_notify_table(tmp_path: Path) -> None:
         (notify_table("ftp://hooks.example/secret-path"), "[[notify]] table 1, url: url must be an http:// or https://"),
         (notify_table("https://hooks.example/x", format="teams"), 'unknown format \'teams\'; give "json" or "slack"'),
         (notify_table("https://hooks.example/x", on=["fixed"]), 'on takes "failed" and/or "resolved"'),
+        (notify_table("https://hooks.example/x", email="a@acme.example"), "give url (a webhook) or email (addresses)"),
+        ('[[notify]]\nemail = "oncall"\n', "'oncall' is not an email address"),
         (notify_table("https://hooks.example/x", secret_env="SONGBIRD_UNSET"), "SONGBIRD_UNSET, which is not set"),
     ]  # fmt: skip
     for index, (table, message) in enumerate(cases):
@@ -329,3 +333,48 @@ def test_alerts_list_shows_a_failed_delivery_and_retry_sends_it(
     assert alerts("retry", "nonexistent").returncode == 2
     missing = alerts("list", data_dir=tmp_path / "nowhere")
     assert missing.returncode == 2 and "no server data in" in missing.stderr
+
+
+def test_an_email_target_gets_one_mail_through_a_real_smtp_server(server_factory, tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.messages: list[Any] = []
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+            self.messages.append(envelope)
+            return "250 OK"
+
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        path = monitors_file(tmp_path, '[[notify]]\nemail = "oncall@acme.example"\n')
+        smtp_url = f"smtp://127.0.0.1:{smtp.port}?from=songbird@acme.example"
+        server = server_factory(monitors=path, smtp_url=smtp_url)
+        config = tmp_path / "config"
+        sid = start_session(server, config)
+        write(server, config, SHIFT_DAY, sid)
+        wait_until(lambda: inbox.messages, "the email")
+        write(server, config, SHIFT_DAY, sid)  # the same bucket again: no second mail
+        wait_until(lambda: settled(server), "the queue to empty")
+    finally:
+        smtp.stop()
+    [envelope] = inbox.messages
+    assert envelope.mail_from == "songbird@acme.example" and envelope.rcpt_tos == ["oncall@acme.example"]
+    mail = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert mail["Subject"] == f"[songbird] Monitor failed: {SHIFTED} (drift vs reference)"
+    text = mail.get_content()
+    assert "DRIFT against the reference" in text
+    [link] = [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("Timeline: ")]
+    assert link.startswith(f"{server.url}/sessions/{sid}/timeline?")
+    assert requests.get(link, timeout=60).status_code == 200
+
+
+def test_an_email_target_needs_an_smtp_url(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SONGBIRD_")}
+    path = monitors_file(tmp_path, '[[notify]]\nemail = "oncall@acme.example"\n')
+    command = [sys.executable, "-m", "whylogs_songbird.server", "--port", "0", "--data-dir", str(tmp_path / "d")]
+    result = subprocess.run([*command, "--monitors", str(path)], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2 and "sends email: start the server with --smtp-url" in result.stderr

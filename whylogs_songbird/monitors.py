@@ -125,6 +125,7 @@ NotifyFormat = Literal["json", "slack"]
 NotifyEvent = Literal["failed", "resolved"]
 #: What a ``secret_env`` may name: an environment variable name.
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EMAIL = re.compile(r"^[^@\s,<>]+@[^@\s,<>]+$")
 
 
 class NotifyTarget(BaseModel):
@@ -132,15 +133,43 @@ class NotifyTarget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str
+    url: str | None = None
+    #: addresses to email (through the server's ``--smtp-url``), instead of a ``url``
+    email: tuple[str, ...] | None = None
     format: NotifyFormat = "json"
     #: the environment variable holding the HMAC-SHA256 key of ``X-Songbird-Signature``
     secret_env: str | None = None
     on: tuple[NotifyEvent, ...] = ("failed",)
 
+    @field_validator("email", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("email")
+    @classmethod
+    def _valid_addresses(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("email needs at least one address")
+            for address in value:
+                if not _EMAIL.match(address):
+                    raise ValueError(f"{address[:80]!r} is not an email address (write name@example.com)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> NotifyTarget:
+        if (self.url is None) == (self.email is None):
+            raise ValueError("give url (a webhook) or email (addresses), exactly one of them")
+        if self.email is not None and (self.format != "json" or self.secret_env is not None):
+            raise ValueError("format and secret_env are for url targets; an email target takes email and on")
+        return self
+
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             # never echo the URL: a webhook URL is often a secret
@@ -169,6 +198,8 @@ class NotifyTarget(BaseModel):
     @property
     def display(self) -> str:
         """The target without its path and query (those often hold the webhook's secret)."""
+        if self.url is None:
+            return "mailto:" + ",".join(self.email or ())
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/…"
 
@@ -214,18 +245,17 @@ def _explain(error: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         if len(loc) == 1:
             return (
-                f"unknown top-level key {field!r}; valid keys: reference, granularity, segment, [[monitor]], "
-                "[[notify]]"
+                f"unknown top-level key {field!r}; valid keys: reference, granularity, segment, [[monitor]], [[notify]]"
             )
         if loc[0] == "notify":
-            return f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: url, format, secret_env, on"
+            return f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: url, email, format, secret_env, on"
         return (
             f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: name, columns, metric, fail_on, against, "
             "min, max"
         )
     if kind == "missing":
         if loc[:1] == ("notify",):
-            return f"{where}: missing (every [[notify]] table needs a url)"
+            return f"{where}: missing (every [[notify]] table needs url or email)"
         return f"{where}: missing (every monitor needs columns and metric)"
     message = str(error.get("msg") or "invalid").removeprefix("Value error, ")
     return f"{where}: {message}"

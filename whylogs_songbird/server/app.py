@@ -100,7 +100,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     and closed when the app shuts down.
     """
     monitors = load_monitors(config.monitors) if config.monitors else None  # a bad file fails before anything opens
-    check_targets(monitors)
+    check_targets(monitors, smtp_url=config.smtp_url)
     owns_store = store is None
     the_store = store if store is not None else Store.open(config)
 

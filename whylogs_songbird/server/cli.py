@@ -86,6 +86,7 @@ def config_from_options(
     max_session_bytes: int | None = None,
     metrics_token: str | None = None,
     metrics_max_series: int = 10_000,
+    smtp_url: str | None = None,
 ) -> ServerConfig:
     """The :class:`ServerConfig` of the command-line options (ValueError when one is bad)."""
     return ServerConfig(
@@ -115,6 +116,7 @@ def config_from_options(
         max_session_bytes=max_session_bytes,
         metrics_token=metrics_token,
         metrics_max_series=metrics_max_series,
+        smtp_url=smtp_url,
     )
 
 
@@ -351,6 +353,16 @@ def serve_command(
             help="Per-column series /metrics writes at most (sessions most recently updated first).",
         ),
     ] = 10_000,
+    smtp_url: Annotated[
+        str | None,
+        typer.Option(
+            "--smtp-url",
+            metavar="URL",
+            help="SMTP server of the email [[notify]] targets: smtp://USER@HOST:PORT[?from=ADDRESS] (STARTTLS where "
+            "offered) or smtps://...; the password from $SONGBIRD_SMTP_PASSWORD. Default: $SONGBIRD_SMTP_URL.",
+            show_default=False,
+        ),
+    ] = None,
     no_access_log: Annotated[bool, typer.Option("--no-access-log", help="Do not log each request.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.", show_default=False)] = False,
 ) -> None:
@@ -375,7 +387,7 @@ def serve_command(
         from whylogs_songbird.server.notify import check_targets
 
         try:
-            check_targets(load_monitors(config.monitors))
+            check_targets(load_monitors(config.monitors), smtp_url=config.smtp_url)
         except MonitorsError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -23,6 +23,7 @@ from whylogs_songbird.server.faults import check_fault_rate
 #: Environment variable holding comma-separated API keys, read when no keys are given.
 API_KEYS_ENV = "SONGBIRD_SERVER_API_KEYS"
 #: Environment variable holding the bearer token of /metrics, read when --metrics-token is not given.
+SMTP_URL_ENV = "SONGBIRD_SMTP_URL"
 METRICS_TOKEN_ENV = "SONGBIRD_METRICS_TOKEN"  # noqa: S105 - a variable name, not a token
 
 #: A hook run before every request (after the emulated latency). Returning a response
@@ -106,6 +107,9 @@ class ServerConfig:
     metrics_token: str | None = None
     #: Per-column series /metrics writes at most (label cardinality cap; see server/metrics.py).
     metrics_max_series: int = 10_000
+    #: The SMTP server of ``email`` notify targets: ``smtp://[USER@]HOST[:PORT][?from=ADDRESS]`` (STARTTLS
+    #: where offered) or ``smtps://``; None: $SONGBIRD_SMTP_URL. The password: in the URL or $SONGBIRD_SMTP_PASSWORD.
+    smtp_url: str | None = None
     #: The timeouts and connection cap above, as the connection guard takes them (derived).
     connection_limits: ConnectionLimits = field(init=False)
 
@@ -150,6 +154,15 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not self.smtp_url:
+            self.smtp_url = os.environ.get(SMTP_URL_ENV) or None
+        if self.smtp_url is not None:
+            smtp = urlsplit(self.smtp_url)
+            if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
+                raise ValueError(
+                    "smtp_url must look like smtp://USER@HOST:PORT or smtps://..., "
+                    f"got {_redacted_url(self.smtp_url)!r}"
+                )
         if not self.metrics_token:
             self.metrics_token = os.environ.get(METRICS_TOKEN_ENV) or None
         if not isinstance(self.metrics_max_series, int) or self.metrics_max_series < 1:

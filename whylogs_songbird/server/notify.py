@@ -27,10 +27,15 @@ import hmac
 import json
 import logging
 import os
+import smtplib
+import socket
+import ssl
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import requests
 
@@ -57,12 +62,20 @@ LEASE_MS = 120_000
 RETRIED_STATUSES = frozenset({408, 425, 429})
 
 
-def check_targets(monitors: MonitorsFile | None, environ: Mapping[str, str] | None = None) -> None:
-    """Raise `MonitorsError` when a ``[[notify]]`` table's ``secret_env`` names an unset variable."""
+def check_targets(
+    monitors: MonitorsFile | None, environ: Mapping[str, str] | None = None, *, smtp_url: str | None = None
+) -> None:
+    """Raise `MonitorsError` when a ``[[notify]]`` table's ``secret_env`` names an unset variable, or
+    one sends email and the server has no ``--smtp-url``."""
     if monitors is None:
         return
     env = os.environ if environ is None else environ
     for index, target in enumerate(monitors.notify, start=1):
+        if target.email is not None and not smtp_url:
+            raise MonitorsError(
+                f"[[notify]] table {index} sends email: start the server with --smtp-url smtp://USER@HOST:PORT "
+                "(or $SONGBIRD_SMTP_URL)"
+            )
         if target.secret_env and not env.get(target.secret_env):
             raise MonitorsError(
                 f"[[notify]] table {index}: secret_env names {target.secret_env}, which is not set in the server's "
@@ -79,7 +92,12 @@ def queue_of(metadata: object) -> NotificationQueueSql:
 
 def target_key(target: NotifyTarget) -> str:
     """A short stable name of a target (a digest: the URL itself may be a secret)."""
-    return hashlib.sha256(f"{target.format}\n{target.url}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{target.format}\n{destination(target)}".encode()).hexdigest()[:16]
+
+
+def destination(target: NotifyTarget) -> str:
+    """Where a target's notifications go: its URL, or ``mailto:`` its addresses."""
+    return target.url if target.url is not None else "mailto:" + ",".join(target.email or ())
 
 
 def notification_id(target: NotifyTarget, event: str, session_id: str, alert: Mapping[str, Any], segment: str) -> str:
@@ -217,8 +235,8 @@ class Notifier:
                     NewNotification(
                         id=notification_id(target, event, session_id, alert, segment),
                         target=target.display,
-                        url=target.url,
-                        format=target.format,
+                        url=destination(target),
+                        format="email" if target.email is not None else target.format,
                         secret_env=target.secret_env,
                         event=event,
                         session_id=session_id,
@@ -251,8 +269,10 @@ class NotificationSender:
         timeout: tuple[float, float] = TIMEOUT,
         lease_ms: int = LEASE_MS,
         environ: Mapping[str, str] | None = None,
+        smtp_url: str | None = None,
     ) -> None:
         self.queue = queue
+        self.smtp_url = smtp_url
         self.backoff_seconds = backoff_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self.retry_seconds = retry_seconds
@@ -315,13 +335,19 @@ class NotificationSender:
         headers = {"Content-Type": "application/json", "User-Agent": "songbird-notify"}
         error: str | None = None
         retry = True
-        if record.secret_env:
+        if record.format == "email":
+            error, retry = self._email(record)
+            if error is None:
+                self.queue.notification_sent(record.id)
+                logger.info("notification emailed: %s %s/%s", record.event, record.session_id, record.column)
+                return True
+        elif record.secret_env:
             secret = self.environ.get(record.secret_env)
             if not secret:
                 error = f"the environment variable {record.secret_env} (secret_env) is not set"
             else:
                 headers[SIGNATURE_HEADER] = signature(secret, body)
-        if error is None:
+        if error is None and record.format != "email":
             try:
                 response = self._http.post(
                     record.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
@@ -345,6 +371,7 @@ class NotificationSender:
                 if response.status_code < 500 and response.status_code not in RETRIED_STATUSES:
                     retry = False
                     error += " (not retried: fix the target, then run `songbird alerts retry`)"
+        assert error is not None
         now = now_ms()
         retry_at: int | None = None
         if retry and now - record.retry_from < self.retry_seconds * 1000:
@@ -359,6 +386,79 @@ class NotificationSender:
             "retrying" if retry_at is not None else "given up",
         )
         return False
+
+    def _email(self, record: NotificationRecord) -> tuple[str | None, bool]:
+        """Send ``record`` by email through ``smtp_url``: (error or None, whether to retry)."""
+        if not self.smtp_url:
+            return "this server has no --smtp-url", True
+        try:
+            send_email(self.smtp_url, email_message(record), timeout=self.timeout[1], environ=self.environ)
+        except smtplib.SMTPRecipientsRefused:
+            return (
+                "SMTP: every recipient refused (not retried: fix the address, then run `songbird alerts retry`)",
+                False,
+            )
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code >= 500:
+                return f"SMTP {exc.smtp_code} (not retried: fix the settings, then run `songbird alerts retry`)", False
+            return f"SMTP {exc.smtp_code}", True
+        except (OSError, smtplib.SMTPException) as exc:
+            return f"SMTP: the connection failed ({type(exc).__name__})", True
+        return None, True
+
+
+#: Environment variable holding the SMTP password, when the URL holds none (keeps it out of ``ps``).
+SMTP_PASSWORD_ENV = "SONGBIRD_SMTP_PASSWORD"  # noqa: S105 - a variable name
+
+
+def email_message(record: NotificationRecord) -> EmailMessage:
+    """The email of a queued notification (its stored JSON payload, in words, with the link)."""
+    payload = json.loads(record.body)
+    alert = payload["alert"]
+    failed = payload["event"] == "monitor_failed"
+    verb = "failed" if failed else "resolved"
+    start = datetime.fromtimestamp(int(alert["start"]) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    message = EmailMessage()
+    message["Subject"] = f"[songbird] Monitor {verb}: {alert['column']} ({alert['monitor']})"[:200]
+    message["To"] = ", ".join(record.url.removeprefix("mailto:").split(","))
+    message["X-Songbird-Notification"] = record.id
+    lines = [
+        f"Monitor {verb} on column {alert['column']} of session {payload['session']}.",
+        "",
+        f"Monitor: {alert['monitor']}",
+        f"Why:     {alert['reason']}",
+        f"Bucket:  from {start}",
+    ]
+    if payload.get("segment"):
+        lines.append(f"Segment: {payload['segment']}")
+    lines += ["", f"Timeline: {payload['url']}", ""]
+    message.set_content("\n".join(lines))
+    return message
+
+
+def send_email(url: str, message: EmailMessage, *, timeout: float, environ: Mapping[str, str]) -> None:
+    """Send ``message`` through the SMTP server of ``url`` (``smtp://`` with STARTTLS where the server
+    offers it, ``smtps://`` for TLS from the start; ``?from=ADDRESS`` sets the sender)."""
+    parts = urlsplit(url)
+    sender = parse_qs(parts.query).get("from", [f"songbird@{socket.getfqdn() or 'localhost'}"])[0]
+    if "From" not in message:
+        message["From"] = sender
+    host = parts.hostname or "localhost"
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else environ.get(SMTP_PASSWORD_ENV)
+    client: smtplib.SMTP
+    if parts.scheme == "smtps":
+        client = smtplib.SMTP_SSL(host, parts.port or 465, timeout=timeout, context=ssl.create_default_context())
+    else:
+        client = smtplib.SMTP(host, parts.port or 25, timeout=timeout)
+    with client:
+        client.ehlo()
+        if parts.scheme == "smtp" and client.has_extn("starttls"):
+            client.starttls(context=ssl.create_default_context())
+            client.ehlo()
+        if user:
+            client.login(user, password or "")
+        client.send_message(message, from_addr=sender)
 
 
 def default_base_url(config: ServerConfig) -> str:
@@ -385,6 +485,7 @@ def mount_notifications(
         backoff_seconds=config.notify_backoff_seconds,
         backoff_max_seconds=config.notify_backoff_max_seconds,
         retry_seconds=config.notify_retry_seconds,
+        smtp_url=config.smtp_url,
     )
     notifier.queued.append(sender.wake)
     timeline.evaluated.append(notifier.evaluated)
