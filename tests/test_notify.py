@@ -378,3 +378,23 @@ def test_an_email_target_needs_an_smtp_url(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "whylogs_songbird.server", "--port", "0", "--data-dir", str(tmp_path / "d")]
     result = subprocess.run([*command, "--monitors", str(path)], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2 and "sends email: start the server with --smtp-url" in result.stderr
+
+
+def test_a_monitors_file_naming_sessions_notifies_only_about_those(
+    server_factory, receiver: Receiver, tmp_path: Path
+) -> None:
+    path = tmp_path / "monitors.toml"
+    # the session ids are known only once created: a first server makes them, a second one watches one
+    first = server_factory(data_dir=tmp_path / "data")
+    watched, ignored = start_session(first, tmp_path / "c1"), start_session(first, tmp_path / "c2")
+    first.stop()
+    body = monitors_file(tmp_path, notify_table(receiver.url)).read_text()
+    path.write_text(f"sessions = [{json.dumps(watched)}]\n" + body)
+    server = server_factory(data_dir=tmp_path / "data", monitors=path)
+    write(server, tmp_path / "c2", SHIFT_DAY, ignored)
+    write(server, tmp_path / "c1", SHIFT_DAY, watched)
+    wait_until(lambda: receiver.received, "the watched session's notification")
+    wait_until(lambda: settled(server), "the queue to empty")
+    assert [p["session"] for p in receiver.payloads()] == [watched]
+    ignored_doc = requests.get(f"{server.url}/api/v1/sessions/{ignored}/timeline", timeout=60).json()
+    assert ignored_doc["alerts"] == [] and ignored_doc["columns"][SHIFTED]["drift_category"][-1] == "DRIFT"

@@ -212,8 +212,19 @@ class MonitorsFile(BaseModel):
     reference: str | None = None
     granularity: Granularity | None = None
     segment: str | None = None
+    #: the sessions the server evaluates these monitors on (default: every session)
+    sessions: tuple[str, ...] | None = None
     monitors: tuple[Monitor, ...] = Field(default=(), alias="monitor")
     notify: tuple[NotifyTarget, ...] = ()
+
+    @field_validator("sessions", mode="before")
+    @classmethod
+    def _session_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def applies_to_session(self, session_id: str | None) -> bool:
+        """Whether the server evaluates these monitors on ``session_id`` (``sessions``, or every one)."""
+        return self.sessions is None or session_id in self.sessions
 
 
 def _location(loc: Sequence[Any]) -> str:
@@ -245,7 +256,8 @@ def _explain(error: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         if len(loc) == 1:
             return (
-                f"unknown top-level key {field!r}; valid keys: reference, granularity, segment, [[monitor]], [[notify]]"
+                f"unknown top-level key {field!r}; valid keys: reference, granularity, segment, sessions, "
+                "[[monitor]], [[notify]]"
             )
         if loc[0] == "notify":
             return f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: url, email, format, secret_env, on"

@@ -386,7 +386,7 @@ class TimelineService:
 
     def alerts(self, document: dict[str, Any]) -> list[Failure]:
         """Failures of the server's monitors on every bucket of ``document`` (none without monitors)."""
-        if self.monitors is None:
+        if self.monitors is None or not self.monitors.applies_to_session(document.get("session_id")):
             return []
         try:
             return evaluate(self.monitors, document, which="all")
@@ -456,7 +456,7 @@ class TimelineService:
                 self.document_bytes(session_id, TimelineQuery(**json.loads(watched)))
             except TimelineRequestError as exc:
                 logger.info("timeline: the last view of session %s cannot be refreshed: %s", session_id, exc.message)
-        if self.monitors is None:
+        if self.monitors is None or not self.monitors.applies_to_session(session_id):
             return []
         query = TimelineQuery(
             granularity=self.monitors.granularity if self.monitors else None,
