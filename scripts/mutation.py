@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: not judged here; tests/test_session_guarantees.py checks it with the lock planted away.
 MODULES: dict[str, list[str]] = {
     "whylogs_songbird/session.py": ["tests/test_session_store.py", "tests/test_session_guarantees.py"],
-    "whylogs_songbird/outbox.py": ["tests/test_outbox_store.py", "tests/test_outbox.py"],
+    "whylogs_songbird/outbox/storage.py": ["tests/test_outbox_store.py", "tests/test_outbox.py"],
+    "whylogs_songbird/outbox/delivery.py": ["tests/test_publish_logic.py", "tests/test_outbox.py"],
     "whylogs_songbird/publish.py": ["tests/test_publish_logic.py"],
     "whylogs_songbird/client.py": ["tests/test_client_logic.py"],
     "whylogs_songbird/server/signing.py": ["tests/test_signing.py"],

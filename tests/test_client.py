@@ -292,7 +292,8 @@ def test_backoff_doubles_with_jitter_and_never_exceeds_10_seconds(scripted, wait
 
 
 def test_the_largest_backoff_setting_still_waits_at_most_10_seconds(scripted, waits, tmp_path):
-    from whylogs_songbird.config import make_client, resolve_settings
+    from whylogs_songbird.config import resolve_settings
+    from whylogs_songbird.connect import make_client
 
     handler, url = scripted
     handler.script = [(503, {}, b'{"message": "busy"}')]

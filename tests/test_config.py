@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from whylogs_songbird.config import Settings, make_client, resolve_settings
+from whylogs_songbird.config import Settings, resolve_settings
+from whylogs_songbird.connect import make_client
 from whylogs_songbird.errors import ConfigError
 
 

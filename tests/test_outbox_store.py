@@ -16,11 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from whylogs_songbird import outbox as O
 from whylogs_songbird.config import resolve_settings
 from whylogs_songbird.errors import SongbirdError
 from whylogs_songbird.models import SegmentTag
 from whylogs_songbird.outbox import Outbox, OutboxEntry
+from whylogs_songbird.outbox import storage as O
 
 HERE = "http://127.0.0.1:9"
 THERE = "http://127.0.0.1:10"

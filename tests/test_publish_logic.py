@@ -47,6 +47,7 @@ from whylogs_songbird.profiles import ProfileItem
 from whylogs_songbird.publish import PublishedProfile, Publisher, PublishResult
 
 P = importlib.import_module("whylogs_songbird.publish")  # the package exports a function of the same name
+D = importlib.import_module("whylogs_songbird.outbox.delivery")
 
 ENDPOINT = "http://127.0.0.1:9"
 OTHER = "http://127.0.0.1:10"
@@ -296,6 +297,7 @@ def fresh_shared(hang_guard, monkeypatch, puts):
         return client
 
     monkeypatch.setattr(P, "make_client", make_client)
+    monkeypatch.setattr(D, "make_client", make_client)  # the outbox's delivery makes its clients too
     yield made
     arm_watchdog()
     for publisher in P._SHARED.values():
@@ -1120,7 +1122,7 @@ def flush(outbox: Outbox, config_dir: Path, **kwargs):
 @pytest.fixture
 def clock(monkeypatch):
     """Stops the clock (after the entries were saved: the outbox orders them by their time)."""
-    return lambda: monkeypatch.setattr(P.time, "time", lambda: 1_700_000_500.5)
+    return lambda: monkeypatch.setattr(D.time, "time", lambda: 1_700_000_500.5)
 
 
 def test_flush_on_an_empty_outbox_makes_its_directory_and_does_nothing(fresh_shared, outbox, config_dir):
@@ -1180,7 +1182,7 @@ def test_expired_slot_then_new_slot(fresh_shared, outbox, config_dir, puts, expi
     client = fresh_shared[0][2]
     assert [c[0] for c in client.calls] == ["put", "session", "reference", "put"] and report.ok
     assert puts.bodies() == {"r-train": b"kept"}
-    assert messages(caplog, "whylogs_songbird.outbox") == [
+    assert messages(caplog, "whylogs_songbird.outbox.delivery") == [
         (logging.WARNING, "outbox: upload URL of train expired; requesting a new one")
     ]
 
@@ -1211,7 +1213,7 @@ def test_an_entry_not_delivered_keeps_its_new_slot_and_its_error(fresh_shared, o
     )
     assert (waiting.session_id, waiting.upload_id) == ("session-1", f"b{T1}")
     assert waiting.upload_url == f"{puts.url}/v0/uploads/b{T1}?signature=s"
-    assert messages(caplog, "whylogs_songbird.outbox") == [
+    assert messages(caplog, "whylogs_songbird.outbox.delivery") == [
         (logging.WARNING, "outbox: batch 2023-11-14 22:13:20Z not delivered yet: still down")
     ]
     # the next flush PUTs to the recorded slot
@@ -1251,7 +1253,7 @@ def test_retarget_sends_entries_to_another_endpoint_in_its_session(fresh_shared,
         outbox, ENDPOINT, dataset_timestamp=T2, slot=("session-5", "kept-1", f"{puts.url}/v0/uploads/kept-1?s=1")
     )
     seen = []
-    real = P._deliver
+    real = D._deliver
 
     def deliver(box, entry, session):
         seen.append(
@@ -1268,7 +1270,7 @@ def test_retarget_sends_entries_to_another_endpoint_in_its_session(fresh_shared,
         return real(box, entry, session)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(P, "_deliver", deliver)
+        patch.setattr(D, "_deliver", deliver)
         report = flush(outbox, config_dir, retarget=ENDPOINT)
     assert seen == [
         (ENDPOINT, None, None, None, None, None),

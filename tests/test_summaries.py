@@ -1,4 +1,5 @@
-"""Unit tests of the observatory's pure logic (summaries.py) on real whylogs profiles."""
+"""Unit tests of the observatory's pure logic (summaries.py, and column_stats.py: types, merging, drift)
+on real whylogs profiles."""
 
 import os
 
@@ -16,6 +17,7 @@ from whylogs.core.segmentation_partition import segment_on_column  # noqa: E402
 from whylogs.viz.drift.column_drift_algorithms import calculate_drift_scores  # noqa: E402
 from whylogs.viz.utils.histogram_calculations import histogram_from_view  # noqa: E402
 
+from whylogs_songbird import column_stats as C  # noqa: E402
 from whylogs_songbird.profiles import items_from  # noqa: E402
 from whylogs_songbird.server import summaries as S  # noqa: E402
 
@@ -64,7 +66,7 @@ def test_nulls_count_and_fraction(view):
 
 
 def test_inferred_types(view):
-    types = {name: S.infer_type(column) for name, column in view.get_columns().items()}
+    types = {name: C.infer_type(column) for name, column in view.get_columns().items()}
     assert types == {
         "age": "integral",
         "income": "fractional",
@@ -73,11 +75,47 @@ def test_inferred_types(view):
         "active": "boolean",
     }
     odd = why.log(pd.DataFrame({"none": [None, None, None], "mixed": [1, "a", 2.5]})).view()
-    assert S.infer_type(odd.get_column("none")) == "null"
-    assert S.infer_type(odd.get_column("mixed")) == "mixed"
+    assert C.infer_type(odd.get_column("none")) == "null"
+    assert C.infer_type(odd.get_column("mixed")) == "mixed"
     # mostly integers with some fractions is a fractional column
     mostly = why.log(pd.DataFrame({"x": pd.Series([1, 2, 3, 4, 5, 6, 7, 8, 2.5, 3.5], dtype=object)})).view()
-    assert S.infer_type(mostly.get_column("x")) == "fractional"
+    assert C.infer_type(mostly.get_column("x")) == "fractional"
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        ({"integral": 400, "string": 600}, "mixed"),  # no type holds 70%
+        ({"integral": 500, "fractional": 100, "string": 400}, "mixed"),  # numbers are 60%
+        ({"integral": 600, "string": 400}, "mixed"),  # a numeric plurality is not enough
+        ({"integral": 300, "string": 700}, "string"),
+        ({"integral": 600, "fractional": 200, "string": 200}, "fractional"),  # numbers are 80%
+        ({"integral": 900, "fractional": 1}, "fractional"),
+        ({"integral": 700, "boolean": 300}, "integral"),
+    ],
+)
+def test_one_type_rule(counts, expected):
+    full = {name: counts.get(name, 0) for name in C.TYPE_NAMES}
+    assert C.type_of(C.ColumnStats(type_counts=full, count=sum(counts.values()), null_count=0)) == expected
+
+
+def test_untyped_columns():
+    assert C.type_of(C.ColumnStats()) == "unknown"
+    empty = dict.fromkeys(C.TYPE_NAMES, 0)
+    assert C.type_of(C.ColumnStats(type_counts=empty, count=3, null_count=3)) == "null"
+    assert C.type_of(C.ColumnStats(type_counts=empty, count=0, null_count=0)) == "unknown"
+
+
+def test_the_timeline_and_the_pages_name_a_mixed_column_alike():
+    from whylogs_songbird.timeline import column_points
+
+    values = pd.Series([*range(400), *(f"s{i}" for i in range(600))], dtype=object)
+    shares = pd.Series([*range(500), *(i + 0.5 for i in range(100)), *(f"s{i}" for i in range(400))], dtype=object)
+    view = why.log(pd.DataFrame({"strings_and_ints": values, "half_ints": shares})).view()
+    points = column_points(view)
+    summary = S.summarize_profile(view)
+    for name in ("strings_and_ints", "half_ints"):
+        assert points[name].inferred_type == summary.columns[name].inferred_type == "mixed", name
 
 
 def test_frequent_items_are_whylogs_estimates_most_frequent_first(view):
@@ -144,7 +182,7 @@ def test_chart_data_kinds(view):
 def test_drift_flags_the_shifted_and_reweighted_columns_and_orders_most_drifted_first():
     reference = why.log(frame(seed=1)).view()
     target = why.log(frame(seed=2, shift=15_000, p=[0.1, 0.1, 0.8])).view()
-    scores = S.drift_scores(target=target, reference=reference)
+    scores = C.drift_scores(target=target, reference=reference)
     assert scores["income"].category == "DRIFT" and scores["income"].algorithm == "ks"
     assert scores["city"].category == "DRIFT" and scores["city"].algorithm == "chi-square"
     assert scores["age"].category == "NO_DRIFT"
@@ -154,7 +192,7 @@ def test_drift_flags_the_shifted_and_reweighted_columns_and_orders_most_drifted_
         assert score.pvalue == pytest.approx(raw[name]["pvalue"])
         assert score.statistic == pytest.approx(raw[name]["statistic"])
         assert score.category == raw[name]["drift_category"]
-    ordered = S.most_drifted_first(scores)
+    ordered = C.most_drifted_first(scores)
     assert {s.column for s in ordered[:2]} == {"income", "city"}
     assert [s.severity for s in ordered] == sorted(s.severity for s in ordered)
     assert ordered[-1].category == "NO_DRIFT"
@@ -162,16 +200,16 @@ def test_drift_flags_the_shifted_and_reweighted_columns_and_orders_most_drifted_
 
 def test_drift_of_identical_profiles_is_none():
     view = why.log(frame(seed=3)).view()
-    scores = S.drift_scores(target=view, reference=view)
+    scores = C.drift_scores(target=view, reference=view)
     assert {s.category for s in scores.values()} == {"NO_DRIFT"}
 
 
 def test_severity_uses_distance_when_there_is_no_pvalue():
-    near = S.DriftScore("a", "hellinger", statistic=0.5, pvalue=None, category="DRIFT")
-    far = S.DriftScore("b", "hellinger", statistic=0.9, pvalue=None, category="DRIFT")
-    possible = S.DriftScore("c", "ks", statistic=0.1, pvalue=0.1, category="POSSIBLE_DRIFT")
-    unknown = S.DriftScore("d", "ks", statistic=None, pvalue=None, category=None)
-    assert [s.column for s in S.most_drifted_first({s.column: s for s in (unknown, possible, near, far)})] == [
+    near = C.DriftScore("a", "hellinger", statistic=0.5, pvalue=None, category="DRIFT")
+    far = C.DriftScore("b", "hellinger", statistic=0.9, pvalue=None, category="DRIFT")
+    possible = C.DriftScore("c", "ks", statistic=0.1, pvalue=0.1, category="POSSIBLE_DRIFT")
+    unknown = C.DriftScore("d", "ks", statistic=None, pvalue=None, category=None)
+    assert [s.column for s in C.most_drifted_first({s.column: s for s in (unknown, possible, near, far)})] == [
         "b",
         "a",
         "c",
@@ -185,14 +223,14 @@ def test_merged_segments_equal_the_whole_batch():
     items = items_from(why.log(df, schema=DatasetSchema(segments=segment_on_column("city"))))
     assert len(items) == 3
     views = [S.read_view(item.serialize()) for item in items]  # the segmented file format
-    merged = S.merge_views(views)
+    merged = C.merge_views(views)
     for name in ("age", "income", "city"):
         a, b = S.summarize_column(name, merged.get_column(name)), S.summarize_column(name, whole.get_column(name))
         assert a.count == b.count and a.null_count == b.null_count
         if a.mean is not None:
             assert a.mean == pytest.approx(b.mean)
     with pytest.raises(ValueError):
-        S.merge_views([])
+        C.merge_views([])
 
 
 def test_read_view_refuses_garbage():
@@ -251,11 +289,11 @@ def test_drift_scores_equal_whylogs_default_choice_on_awkward_columns():
     for rows_a, rows_b, shift in ((2000, 3000, 0.3), (40, 5, 0.0), (1, 1, 1.0)):
         reference = why.log(awkward(int(rng.integers(1_000)), rows_a, 0.0)).view()
         target = why.log(awkward(int(rng.integers(1_000)), rows_b, shift)).view()
-        ours = S.drift_scores(target=target, reference=reference)
+        ours = C.drift_scores(target=target, reference=reference)
         raw = calculate_drift_scores(target_view=target, reference_view=reference, with_thresholds=True)
         assert set(ours) == {name for name, score in raw.items() if score}
         for name, score in ours.items():
             assert score.algorithm == raw[name]["algorithm"], name
             assert score.statistic == raw[name]["statistic"], name
-            assert score.pvalue == S._finite(raw[name]["pvalue"]), name
+            assert score.pvalue == C.finite(raw[name]["pvalue"]), name
             assert score.category == raw[name]["drift_category"], name

@@ -194,6 +194,40 @@ def test_hourly_uploads_merge_into_daily_buckets_like_whylogs_merge() -> None:
     assert len(hourly["buckets"]) == 16
 
 
+def test_a_cached_build_loads_only_what_changed_and_gives_the_same_document(
+    daily: dict[str, DatasetProfileView],
+) -> None:
+    """compute_timeline with the server's hook: a second build reads every point back, and one more
+    day loads only that day, the day before it (its previous drift) and the reference."""
+    stored: dict[str, bytes] = {}
+    loaded: list[str] = []
+
+    def cached(key: str, compute):
+        if key not in stored:
+            stored[key] = json.dumps(compute()).encode()
+        return json.loads(stored[key])
+
+    def inputs(days: int) -> TimelineInputs:
+        def load(batch: Batch) -> DatasetProfileView:
+            loaded.append(batch.key)
+            return daily[batch.key]
+
+        def reference() -> DatasetProfileView:
+            loaded.append("ref")
+            return daily["ref"]
+
+        batches = [Batch(key=f"day{d}", timestamp=START_MS + d * DAY_MS + 3 * HOUR_MS) for d in range(days)]
+        return TimelineInputs(batches=batches, load=load, reference=reference, reference_key="ref", granularity="day")
+
+    first = compute_timeline(inputs(8), cached=cached)
+    assert first == compute_timeline(inputs(8))
+    loaded.clear()
+    assert compute_timeline(inputs(8), cached=cached) == first and loaded == []
+    longer = compute_timeline(inputs(9), cached=cached)
+    assert sorted(set(loaded)) == ["day7", "day8", "ref"]
+    assert longer == compute_timeline(inputs(9)) and longer["buckets"][:8] == first["buckets"]
+
+
 def test_column_point_round_trips_through_json(daily: dict[str, DatasetProfileView]) -> None:
     for point in column_points(daily["day0"]).values():
         assert ColumnPoint.from_json(json.loads(json.dumps(point.to_json()))) == point

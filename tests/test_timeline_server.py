@@ -4,8 +4,10 @@ loopback port; the JSON API, the page, the server's monitors and `songbird check
 from __future__ import annotations
 
 import functools
+import html
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from whylogs.core import DatasetProfileView
 
 import whylogs_songbird
 from whylogs_songbird.server import LocalServer
+from whylogs_songbird.server.common import observatory_link
 from whylogs_songbird.timeline import column_points
 from whylogs_songbird.timeline_client import fetch_timeline, timeline_frame
 
@@ -305,3 +308,46 @@ def test_songbird_serve_refuses_a_bad_monitors_file(tmp_path: Path) -> None:
     result = songbird("serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--monitors", str(bad))
     assert result.returncode == 2
     assert "a mean monitor needs min and/or max" in result.stderr
+
+
+def _shown_types(page: str) -> dict[str, str]:
+    """The type each column card of an observatory page shows, by column name."""
+    found = re.findall(
+        r'<article class="column-card"[^>]*data-column="([^"]*)".*?<span class="type">([^<]*)</span>', page, re.S
+    )
+    return {html.unescape(name): html.unescape(types) for name, types in found}
+
+
+def test_a_mixed_column_has_one_type_in_the_timeline_and_on_the_pages(tmp_path: Path) -> None:
+    """600 strings and 400 integers, or 50% integers, 10% floats and 40% strings, is "mixed" in the
+    timeline JSON, on the profile page and on the comparison page alike."""
+    mixed = pd.DataFrame(
+        {
+            "strings_and_ints": pd.Series([*range(400), *(f"s{i}" for i in range(600))], dtype=object),
+            "ints_floats_strings": pd.Series(
+                [*range(500), *(i + 0.5 for i in range(100)), *(f"s{i}" for i in range(400))], dtype=object
+            ),
+            "amount": [i / 4 for i in range(1000)],
+        }
+    )
+    with LocalServer(data_dir=tmp_path / "data") as server:
+        config = tmp_path / "config"
+        refs = whylogs_songbird.publish_references(
+            {"training": why.log(mixed)}, endpoint=server.url, config_dir=str(config)
+        )
+        ok, profile_url = (
+            why.log(mixed)
+            .writer("songbird")
+            .option(endpoint=server.url, config_dir=str(config), dataset_timestamp=START_MS)
+        ).write()
+        assert ok
+        timeline = get_json(server, refs.session_id)
+        assert timeline.status_code == 200, timeline.text
+        profile_page = requests.get(profile_url, timeout=60)
+        comparison_url = observatory_link(server.url, refs.session_id, [refs.profiles[0].profile_id, START_MS])
+        comparison_page = requests.get(comparison_url, timeout=60)
+    assert profile_page.status_code == comparison_page.status_code == 200
+    on_profile, on_comparison = _shown_types(profile_page.text), _shown_types(comparison_page.text)
+    expected = {"strings_and_ints": "mixed", "ints_floats_strings": "mixed", "amount": "fractional"}
+    for name, wanted in expected.items():
+        assert timeline.json()["columns"][name]["type"] == on_profile[name] == on_comparison[name] == wanted, name

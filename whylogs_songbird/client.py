@@ -36,6 +36,9 @@ from whylogs_songbird.errors import (
     SongbirdProtocolError,
 )
 from whylogs_songbird.models import (
+    API_KEY_HEADER,
+    DUPLICATE_HEADER,
+    HOSTED_ENDPOINT,
     BatchLogReferenceRequest,
     BatchLogSessionReferenceResponse,
     CreateDatasetProfileUploadResponse,
@@ -53,7 +56,7 @@ from whylogs_songbird.models import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://api.whylabsapp.com"
+DEFAULT_ENDPOINT = HOSTED_ENDPOINT
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 3
@@ -62,10 +65,6 @@ DEFAULT_BACKOFF_FACTOR = 0.25
 #: A server asking to wait longer than this is not waited for: the retry happens after this many seconds.
 MAX_RETRY_AFTER_SECONDS = 30.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: The hosted WhyLabs service.
-HOSTED_ENDPOINT = DEFAULT_ENDPOINT
-#: The header with which the local server says that identical bytes were already stored.
-DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
 
 #: Operations that name a session: a 404 or 410 from them means the session is unknown, expired
 #: or claimed. (``upload_profile``'s 404 is an unknown upload slot; ``create_session`` names none.)
@@ -490,7 +489,7 @@ class SongbirdClient:
     ) -> requests.Response:
         headers = {"Accept": "application/json"}
         if api_key:
-            headers["X-API-Key"] = api_key
+            headers[API_KEY_HEADER] = api_key
         url = self.endpoint + path
         response = self._send(
             operation,

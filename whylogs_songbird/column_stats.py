@@ -1,19 +1,29 @@
-"""Reading one column of a whylogs profile view into plain numbers: pure logic, no HTTP.
+"""What a column of a whylogs profile means, in one place: pure logic, no HTTP.
 
-Both the observatory summaries (``whylogs_songbird.server.summaries``) and the session timeline
-(:mod:`whylogs_songbird.timeline`) show the same numbers of a column, each in its own shape; this
-module reads them once from whylogs' metrics: the type counters, counts and nulls, the HLL
-distinct estimate, the KLL distribution (mean, standard deviation, range and the quantiles a
-caller asks for) and the frequent-items sketch. Every number is a finite float or None.
+The observatory pages (``whylogs_songbird.server.summaries``), the session timeline
+(:mod:`whylogs_songbird.timeline`) and the monitors (:mod:`whylogs_songbird.monitors`) all show
+and judge columns; everything they must agree on is here:
+
+- :func:`read_column` reads a column's numbers from whylogs' metrics once: the type counters,
+  counts and nulls, the HLL distinct estimate, the KLL distribution (mean, standard deviation,
+  range and the quantiles a caller asks for) and the frequent items. Every number is a finite
+  float or None;
+- :func:`type_of` / :func:`infer_type`: the one rule naming a column's type (see there);
+- :func:`merge_views`: several profiles as one, with whylogs' own merge;
+- :data:`DRIFT_CATEGORIES`, :func:`severity` and :func:`drift_scores`: whylogs' drift verdicts of
+  every column of a profile against another, with the KS p-values of all columns in one scipy call.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from whylogs.core import DatasetProfileView
 from whylogs.core.configs import SummaryConfig
 from whylogs.core.view.column_profile_view import ColumnProfileView
 
@@ -21,6 +31,10 @@ from whylogs.core.view.column_profile_view import ColumnProfileView
 TYPE_NAMES = ("integral", "fractional", "boolean", "string", "object", "tensor")
 #: The types whose columns get a distribution chart or a numeric series.
 NUMERIC_TYPES = ("integral", "fractional")
+#: A type that holds at least this share of the typed (non-null) values names the column's type.
+TYPE_MAJORITY = 0.7
+#: whylogs' drift categories, most severe first.
+DRIFT_CATEGORIES = ("DRIFT", "POSSIBLE_DRIFT", "NO_DRIFT")
 
 
 def finite(value: Any) -> float | None:
@@ -105,3 +119,235 @@ def read_column(column: ColumnProfileView, quantiles: Sequence[float] = ()) -> C
         )
     values["frequent_items"] = frequent_items(column)
     return ColumnStats(**values)
+
+
+# -- the type of a column ---------------------------------------------------------------------
+
+
+def type_of(stats: ColumnStats) -> str:
+    """The type of a column from its type counters: the one rule of every page, series and monitor.
+
+    - ``unknown`` without type counters or when nothing was logged, ``null`` when every value was null;
+    - the majority type when one type holds at least :data:`TYPE_MAJORITY` (70%) of the typed
+      values, except that integers with some fractions are ``fractional``;
+    - else ``fractional`` when numbers (integral and fractional together) hold 70%;
+    - else ``mixed``: e.g. 600 strings and 400 integers, or 50% integers, 10% floats, 40% strings.
+    """
+    counts = stats.type_counts
+    if counts is None or stats.untyped is not None:
+        return stats.untyped or "unknown"
+    total = stats.typed_total
+    top = max(counts, key=lambda name: counts[name])
+    if counts[top] / total >= TYPE_MAJORITY:
+        if top == "integral" and counts.get("fractional", 0) > 0:
+            return "fractional"
+        return top
+    numeric = sum(counts.get(name, 0) for name in NUMERIC_TYPES)
+    if numeric / total >= TYPE_MAJORITY:
+        return "fractional"
+    return "mixed"
+
+
+def infer_type(column: ColumnProfileView) -> str:
+    """The column's type by :func:`type_of`."""
+    return type_of(read_column(column))
+
+
+# -- merging ----------------------------------------------------------------------------------
+
+
+def merge_views(views: Sequence[DatasetProfileView]) -> DatasetProfileView:
+    """One view of several (a bucket's batches, a batch's segments) with whylogs' own merge: exact
+    for counts, mergeable sketches for the rest. Raises ValueError for no views."""
+    if not views:
+        raise ValueError("nothing to merge: give at least one profile view")
+    merged = views[0]
+    for view in views[1:]:
+        merged = merged.merge(view)
+    return merged
+
+
+# -- drift ------------------------------------------------------------------------------------
+
+
+def severity(category: str | None) -> int:
+    """0 for DRIFT, 1 for POSSIBLE_DRIFT, 2 for NO_DRIFT, 3 for nothing to compare."""
+    return DRIFT_CATEGORIES.index(category) if category in DRIFT_CATEGORIES else len(DRIFT_CATEGORIES)
+
+
+@dataclass(frozen=True)
+class DriftScore:
+    """whylogs' drift verdict for one column of a target profile against a reference profile."""
+
+    column: str
+    algorithm: str
+    statistic: float | None
+    pvalue: float | None
+    category: str | None
+
+    @property
+    def uses_pvalue(self) -> bool:
+        return self.pvalue is not None
+
+    @property
+    def severity(self) -> tuple[int, float]:
+        """Sort key, smallest = most drifted: category first, then p-value (or minus distance)."""
+        rank = severity(self.category)
+        if self.pvalue is not None:
+            return rank, self.pvalue
+        if self.statistic is not None:
+            return rank, -self.statistic
+        return rank, math.inf
+
+
+def most_drifted_first(scores: Mapping[str, DriftScore]) -> list[DriftScore]:
+    """Scores sorted from most to least drifted (ties by column name)."""
+    return sorted(scores.values(), key=lambda s: (s.severity, s.column))
+
+
+@functools.cache
+def _batched_ks_class() -> type[Any]:
+    """:class:`_BatchedKS`, made on first use: whylogs' drift module is slow to import, and
+    ``import whylogs_songbird`` must not pay for it."""
+    from whylogs.viz.drift.column_drift_algorithms import KS, DriftAlgorithmScore
+
+    class _DeferredKSScore(DriftAlgorithmScore):
+        """A KS score whose p-value (and category) :meth:`_BatchedKS.settle` fills in later, in one
+        scipy call for every column. It remembers the dicts whylogs makes of it, to fill those in too."""
+
+        def __init__(self, algorithm: str, statistic: float, thresholds: Any, n_effective: float) -> None:
+            super().__init__(algorithm=algorithm, statistic=statistic, thresholds=thresholds)
+            self.n_effective = n_effective
+            self.dicts: list[dict[str, Any]] = []
+
+        def to_dict(self) -> dict[str, Any]:
+            made: dict[str, Any] = super().to_dict()
+            self.dicts.append(made)
+            return made
+
+    class _BatchedKS(KS):
+        """whylogs' KS test, with the CDFs of each sketch taken in one call instead of one per point,
+        and the p-values of all columns in one call of scipy (see :meth:`settle`).
+
+        whylogs' loop evaluates both CDFs at every quantile of either sketch and keeps the largest
+        difference; the same points, sorted and without repeats, give the same maximum. The p-value is
+        whylogs' formula, ``kstwo.sf(statistic, round(m n / (m + n)))``; one call per column costs
+        more in scipy's argument handling than in the formula, so each column's score waits for
+        :meth:`settle`. Anything unusual (a point that is not finite) goes through whylogs' own loop.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._deferred: list[_DeferredKSScore] = []
+
+        def _compute_ks_score(
+            self, target_distribution: Any, reference_distribution: Any, with_thresholds: bool = False
+        ) -> Any:
+            if reference_distribution.is_empty() or target_distribution.is_empty():
+                return None
+            quantiles = self._parameter_config.quantiles
+            points = np.unique(
+                np.concatenate(
+                    [target_distribution.get_quantiles(quantiles), reference_distribution.get_quantiles(quantiles)]
+                )
+            )
+            if not np.all(np.isfinite(points)):
+                return super()._compute_ks_score(target_distribution, reference_distribution, with_thresholds)
+            split = [float(p) for p in points]
+            target_cdf = np.asarray(target_distribution.get_cdf(split)[:-1])
+            reference_cdf = np.asarray(reference_distribution.get_cdf(split)[:-1])
+            d_max = float(np.max(np.abs(target_cdf - reference_cdf)))
+            m, n = sorted([target_distribution.get_n(), reference_distribution.get_n()], reverse=True)
+            thresholds = self._parameter_config.thresholds if with_thresholds else None
+            score = _DeferredKSScore(self.name, d_max, thresholds, float(np.round(m * n / (m + n))))
+            self._deferred.append(score)
+            return score
+
+        def settle(self) -> None:
+            """Fill in the p-value and category of every deferred score (and of the dicts made of it).
+            A p-value scipy cannot give is left NaN: whylogs would not have scored that column."""
+            if not self._deferred:
+                return
+            from scipy import stats as scipy_stats  # slow to import: only when a column is compared
+
+            statistics = np.array([score.statistic for score in self._deferred], dtype=float)
+            sizes = np.array([score.n_effective for score in self._deferred], dtype=float)
+            pvalues = np.atleast_1d(scipy_stats.distributions.kstwo.sf(statistics, sizes))
+            for score, pvalue in zip(self._deferred, pvalues):
+                score.pvalue = float(pvalue)
+                if score.thresholds is not None and not np.isnan(pvalue):
+                    score.drift_category = self._get_drift_category(measure=score.pvalue)
+                for made in score.dicts:
+                    made["pvalue"] = score.pvalue
+                    made["drift_category"] = score.drift_category
+            self._deferred = []
+
+    return _BatchedKS
+
+
+def _ks_columns(target: DatasetProfileView, reference: DatasetProfileView) -> list[str]:
+    """The columns whylogs' default choice scores with the KS test: both have a non-empty distribution."""
+    names = []
+    reference_columns = reference.get_columns()
+    for name, column in target.get_columns().items():
+        other = reference_columns.get(name)
+        if column is None or other is None:
+            continue
+        mine, theirs = column.get_metric("distribution"), other.get_metric("distribution")
+        if mine is None or theirs is None or mine.kll.value is None or theirs.kll.value is None:
+            continue
+        if not (mine.kll.value.is_empty() or theirs.kll.value.is_empty()):
+            names.append(name)
+    return names
+
+
+def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> dict[str, DriftScore]:
+    """Drift of every column the two profiles share, with whylogs' default algorithm choice
+    (KS test for distributions, chi-square for frequent items) and its thresholds.
+
+    Columns whylogs cannot score (e.g. no shared metric) are left out. The numbers are those of
+    ``calculate_drift_scores`` without a drift map: the columns it would score with the KS test
+    are mapped to the KS test (so the chi-square test it also runs on them, and then drops, is
+    not run) with their CDFs taken in one call and their p-values in one scipy call; a column the
+    KS test cannot score falls back to the default choice.
+    """
+    from whylogs.viz.drift.column_drift_algorithms import ColumnDriftAlgorithm, calculate_drift_scores
+
+    ks = _batched_ks_class()()
+    drift_map: dict[str, ColumnDriftAlgorithm] = {name: ks for name in _ks_columns(target, reference)}
+    raw = calculate_drift_scores(
+        target_view=target, reference_view=reference, drift_map=drift_map or None, with_thresholds=True
+    )
+    ks.settle()
+    unscored = [name for name in drift_map if not raw.get(name) or _is_nan(raw[name].get("pvalue"))]
+    if unscored:  # e.g. a p-value whylogs' KS test gives up on: the default choice decides
+        fallback = calculate_drift_scores(
+            target_view=_only(target, unscored), reference_view=_only(reference, unscored), with_thresholds=True
+        )
+        raw.update(fallback)
+    scores: dict[str, DriftScore] = {}
+    for column, score in raw.items():
+        if not score:
+            continue
+        statistic = score.get("statistic")
+        scores[column] = DriftScore(
+            column=column,
+            algorithm=str(score.get("algorithm") or "?"),
+            statistic=None if statistic is None else float(statistic),
+            pvalue=finite(score.get("pvalue")),
+            category=score.get("drift_category"),
+        )
+    return scores
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _only(view: DatasetProfileView, names: Sequence[str]) -> DatasetProfileView:
+    columns = view.get_columns()
+    return DatasetProfileView(
+        columns={name: columns[name] for name in names if name in columns},
+        dataset_timestamp=None,
+        creation_timestamp=None,
+    )

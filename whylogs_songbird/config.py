@@ -21,13 +21,12 @@ import platformdirs
 
 from whylogs_songbird.client import (
     DEFAULT_BACKOFF_FACTOR,
-    DEFAULT_ENDPOINT,
     DEFAULT_MAX_RETRIES,
-    SongbirdClient,
     validate_endpoint,
     validate_session_id,
 )
 from whylogs_songbird.errors import ConfigError
+from whylogs_songbird.models import HOSTED_ENDPOINT as HOSTED_ENDPOINT
 
 APP_NAME = "whylogs-songbird"
 CONFIG_FILE = "config.json"
@@ -50,8 +49,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
 
 #: The port of the local server used when no endpoint is set anywhere.
 DEFAULT_LOCAL_PORT = 8787
-#: The hosted WhyLabs service: one setting away (``endpoint=HOSTED_ENDPOINT``).
-HOSTED_ENDPOINT = DEFAULT_ENDPOINT
+#: The hosted WhyLabs service (``models.HOSTED_ENDPOINT``) is one setting away: ``endpoint=HOSTED_ENDPOINT``.
 
 #: Fields of `Settings` that are derived, not options a user sets.
 _DERIVED = frozenset({"embedded"})
@@ -277,28 +275,3 @@ def _resolve(options: dict[str, Any], env: Mapping[str, str]) -> Settings:
     if values["embedded"]:
         values["endpoint"] = f"http://127.0.0.1:{values.get('local_port', DEFAULT_LOCAL_PORT)}"
     return Settings(**values)
-
-
-def make_client(settings: Settings, endpoint: str | None = None) -> SongbirdClient:
-    """The client these settings describe (for ``endpoint`` instead of ``settings.endpoint`` if given).
-
-    For the embedded default, the client makes sure the local server runs (starting it if need
-    be) just before its first request: building a client never touches the network.
-    """
-    target = endpoint or settings.endpoint
-    prepare = None
-    if settings.embedded and target == settings.endpoint:
-        from whylogs_songbird.local_server import ensure_server
-
-        def prepare() -> None:
-            ensure_server(settings)
-
-    return SongbirdClient(
-        target,
-        prepare=prepare,
-        api_key=settings.api_key,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
-        backoff_factor=settings.backoff,
-        pool_size=max(settings.max_workers, 4),
-    )

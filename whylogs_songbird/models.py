@@ -12,6 +12,17 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+# -- wire constants: the one copy of each, for the client and the server --
+#: The hosted WhyLabs service (being wound down): the endpoint a client talks to unless told otherwise.
+HOSTED_ENDPOINT = "https://api.whylabsapp.com"
+#: The request header carrying an API key.
+API_KEY_HEADER = "X-API-Key"
+#: The answer header of an upload PUT whose bytes repeat a profile already stored for the same
+#: session, timestamp and segment: its value is the stored upload's id.
+DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
+#: The timeline of a session (JSON), as a path template.
+TIMELINE_PATH = "/api/v1/sessions/{session_id}/timeline"
+
 #: The observatory shows at most this many profiles at a time.
 MAX_PROFILES_PER_LINK = 3
 #: A guest session holds exactly one model.

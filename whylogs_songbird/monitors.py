@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from whylogs_songbird.timeline import DRIFT_CATEGORIES, GRANULARITIES, Granularity
+from whylogs_songbird.column_stats import DRIFT_CATEGORIES
+from whylogs_songbird.timeline import GRANULARITIES, Granularity
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -351,7 +352,7 @@ def _buckets_to_check(timeline: Mapping[str, Any], which: Literal["latest", "all
     return list(range(count)) if which == "all" else [count - 1]
 
 
-_FAILING = {"drift": ("DRIFT",), "possible_drift": ("DRIFT", "POSSIBLE_DRIFT")}
+_FAILING = {"drift": DRIFT_CATEGORIES[:1], "possible_drift": DRIFT_CATEGORIES[:2]}
 
 
 def evaluate(

@@ -4,10 +4,11 @@ One publish: ask songbird for upload slots (one call per batch profile; one call
 references), PUT each profile's bytes to its slot in parallel (bounded by ``max_workers``),
 check every PUT, then ask for observatory links, chunked by the 3-profile limit.
 
-Delivery of the outbox (`flush_outbox`) lives here too, and asks for upload slots the same way
-(`request_slot`). What is expensive to build (the HTTP connection pool, the resolved settings,
-the stored session id) is shared per process and per settings (`shared_publisher`), so the
-whylogs idiom of a new writer per call costs nothing extra; after a fork, the child builds its own.
+A profile that finally fails is kept in the outbox (:mod:`whylogs_songbird.outbox`, whose delivery
+asks for upload slots the same way, `whylogs_songbird.session.request_slot`). What is expensive to
+build (the HTTP connection pool, the resolved settings, the stored session id) is shared per process
+and per settings (`shared_publisher`), so the whylogs idiom of a new writer per call costs nothing
+extra; after a fork, the child builds its own.
 """
 
 from __future__ import annotations
@@ -17,26 +18,23 @@ import html
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from whylogs_songbird.client import SongbirdClient, request_model
-from whylogs_songbird.config import Settings, make_client, option_names, resolve_settings, unknown_option_message
-from whylogs_songbird.errors import AuthError, ConfigError, PublishError, SongbirdError, is_retryable
+from whylogs_songbird.config import Settings, option_names, resolve_settings, unknown_option_message
+from whylogs_songbird.connect import make_client
+from whylogs_songbird.errors import ConfigError, PublishError, SongbirdError, is_retryable
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, SegmentTag
-from whylogs_songbird.outbox import FlushReport, Outbox, OutboxEntry
+from whylogs_songbird.outbox import Outbox
+from whylogs_songbird.outbox import flush_outbox as flush_outbox  # its import path before the outbox package
 from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, format_ms, items_from, reference_items
-from whylogs_songbird.session import GuestSession, SessionStore
+from whylogs_songbird.session import GuestSession, Kind, SessionStore, request_slot
 
 logger = logging.getLogger(__name__)
-#: Delivery of the outbox logs under the outbox's name, as it did when it lived there.
-outbox_logger = logging.getLogger("whylogs_songbird.outbox")
-
-Kind = Literal["batch", "reference"]
 
 
 @dataclass
@@ -530,29 +528,6 @@ def _warn_duplicate(result: PublishedProfile) -> None:
         )
 
 
-def request_slot(
-    session: GuestSession,
-    kind: Kind,
-    dataset_timestamp: int,
-    *,
-    segment_tags: Sequence[SegmentTag] = (),
-    alias: str | None = None,
-) -> tuple[str, Any]:
-    """Ask for one upload slot in ``session`` (renewing an unknown session once); returns (session id, slot).
-
-    The one way a publish and an outbox flush ask for a slot.
-    """
-
-    def ask(session_id: str) -> tuple[str, Any]:
-        if kind == "reference":
-            return session_id, session.client.create_reference_profile_upload(session_id, alias, dataset_timestamp)
-        return session_id, session.client.create_dataset_profile_upload(
-            session_id, dataset_timestamp, list(segment_tags)
-        )
-
-    return session.call(ask)
-
-
 # -- one publisher per process and settings ----------------------------------------------------
 
 _SHARED: dict[Settings, Publisher] = {}
@@ -691,72 +666,3 @@ def comparison_links(
         )
         links.append(answer.observatory_url)
     return links
-
-
-# -- delivering the outbox ---------------------------------------------------------------------
-
-
-def flush_outbox(
-    outbox: Outbox,
-    settings: Settings,
-    *,
-    only_for: str | None = None,
-    retarget: str | None = None,
-    lock_timeout: float = 0,
-) -> FlushReport:
-    """Deliver the outbox's entries, each to the endpoint and session it was meant for; safe to interrupt and rerun.
-
-    ``only_for`` delivers only the entries saved for that endpoint. ``retarget`` sends them to
-    another endpoint instead (for entries saved for an endpoint that no longer exists): they get
-    new upload slots there, in that endpoint's stored session. The transport ``settings``
-    (timeout, retries) apply to every request.
-    """
-    outbox.directory.mkdir(parents=True, exist_ok=True)
-    report = FlushReport()
-    sessions: dict[tuple[str, str | None], GuestSession] = {}
-    with outbox.flush_lock(lock_timeout):
-        try:
-            for entry in outbox.entries(only_for):
-                if retarget is not None and entry.endpoint != retarget:
-                    entry.endpoint, entry.pinned_session_id = retarget, None
-                    entry.session_id = entry.upload_id = entry.upload_url = entry.observatory_url = None
-                    outbox.write(entry)
-                key = (entry.endpoint, entry.pinned_session_id)
-                if key not in sessions:
-                    store = SessionStore.for_directory(settings.config_dir)
-                    sessions[key] = GuestSession(make_client(settings, entry.endpoint), store, entry.pinned_session_id)
-                try:
-                    _deliver(outbox, entry, sessions[key])
-                except SongbirdError as exc:
-                    entry.error = str(exc)
-                    outbox.write(entry)
-                    report.failed.append((entry, str(exc)))
-                    outbox_logger.warning("outbox: %s not delivered yet: %s", entry.label, exc)
-                    continue
-                outbox.remove(entry)
-                report.delivered.append(entry)
-        finally:
-            for session in sessions.values():
-                session.client.close()
-    return report
-
-
-def _deliver(outbox: Outbox, entry: OutboxEntry, session: GuestSession) -> None:
-    data = outbox.read_bytes(entry)
-    entry.attempts += 1
-    entry.last_attempt_at = time.time()
-    if entry.upload_url:
-        try:
-            session.client.upload_profile(entry.upload_url, data)
-            return
-        except AuthError:
-            # The slot's URL expired before this rerun: we cannot tell whether the earlier PUT
-            # landed, so ask for a new slot (logged, since this is the one at-least-once case).
-            outbox_logger.warning("outbox: upload URL of %s expired; requesting a new one", entry.label)
-    tags = [SegmentTag(key=k, value=v) for k, v in entry.segment_tags]
-    kind: Kind = "reference" if entry.kind == "reference" else "batch"
-    session_id, response = request_slot(session, kind, entry.dataset_timestamp, segment_tags=tags, alias=entry.alias)
-    entry.session_id, entry.upload_id = session_id, response.id
-    entry.upload_url, entry.observatory_url = response.upload_url, response.observatory_url
-    outbox.write(entry)  # the slot is recorded before the PUT: a rerun PUTs to this same slot
-    session.client.upload_profile(entry.upload_url, data)

@@ -15,15 +15,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from filelock import FileLock, Timeout
 
 from whylogs_songbird.client import SongbirdClient
-from whylogs_songbird.config import Settings, make_client, resolve_settings
+from whylogs_songbird.config import Settings, resolve_settings
+from whylogs_songbird.connect import make_client
 from whylogs_songbird.errors import ConfigError, SessionBusyError, SessionNotFoundError
+from whylogs_songbird.models import SegmentTag
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +266,33 @@ class GuestSession:
             self._current = self._create_and_store()
             self._explicit = None
             return self._current
+
+
+#: What a profile is to songbird: a dataset (batch) profile or a reference profile.
+Kind = Literal["batch", "reference"]
+
+
+def request_slot(
+    session: GuestSession,
+    kind: Kind,
+    dataset_timestamp: int,
+    *,
+    segment_tags: Sequence[SegmentTag] = (),
+    alias: str | None = None,
+) -> tuple[str, Any]:
+    """Ask for one upload slot in ``session`` (renewing an unknown session once); returns (session id, slot).
+
+    The one way a publish and an outbox flush ask for a slot.
+    """
+
+    def ask(session_id: str) -> tuple[str, Any]:
+        if kind == "reference":
+            return session_id, session.client.create_reference_profile_upload(session_id, alias, dataset_timestamp)
+        return session_id, session.client.create_dataset_profile_upload(
+            session_id, dataset_timestamp, list(segment_tags)
+        )
+
+    return session.call(ask)
 
 
 # -- the stored session, for people: used by ``songbird session`` and notebooks -----------------

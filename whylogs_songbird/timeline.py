@@ -6,23 +6,26 @@ The steps are separate functions so that a caller can store what each one comput
 1. :func:`bucketize` groups batches (dataset timestamp, segment, identity) into UTC buckets of an
    hour, a day, an ISO week (Monday 00:00 UTC) or a calendar month; :func:`choose_granularity`
    picks the default, the coarsest granularity that gives at least :data:`MIN_POINTS` buckets;
-2. :func:`merge_views` merges the profiles of one bucket with whylogs' own (exact) merge;
+2. :func:`~whylogs_songbird.column_stats.merge_views` merges the profiles of one bucket with
+   whylogs' own (exact) merge;
 3. :func:`column_points` reads one merged view into per-column numbers (count, null fraction,
    mean with a p5–p50–p95 band, distinct estimate, frequent items), all from whylogs' sketches;
 4. :func:`drift_points` runs whylogs' drift calculation
-   (:func:`whylogs.viz.drift.column_drift_algorithms.calculate_drift_scores`: KS test on the
-   distribution sketch, chi-square on frequent items, whylogs' thresholds) of a bucket against the
-   reference or the previous bucket;
+   (:func:`whylogs_songbird.column_stats.drift_scores`: KS test on the distribution sketch,
+   chi-square on frequent items, whylogs' thresholds) of a bucket against the reference or the
+   previous bucket;
 5. :func:`build_timeline` assembles the points of every bucket into the JSON document served at
    ``GET /api/v1/sessions/{session_id}/timeline`` (see ``docs/timeline.md``).
 
-:func:`compute_timeline` chains them for callers that hold the views (tests, notebooks). Every
-point is plain JSON data (:meth:`ColumnPoint.to_json` / :meth:`DriftPoint.to_json`), so a server can
-store it and rebuild a timeline without deserializing a profile again.
+:func:`compute_timeline` chains them: in a notebook on views in memory, and on the server, which
+passes it hooks that keep what it computes. Every point is plain JSON data
+(:meth:`ColumnPoint.to_json` / :meth:`DriftPoint.to_json`), so the server stores it and rebuilds a
+timeline without deserializing a profile again.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -34,8 +37,16 @@ from typing import Any, Literal, cast, get_args
 from whylogs.core import DatasetProfileView
 from whylogs.core.view.column_profile_view import ColumnProfileView
 
+from whylogs_songbird.column_stats import (
+    DRIFT_CATEGORIES,
+    drift_scores,
+    finite,
+    merge_views,
+    read_column,
+    severity,
+    type_of,
+)
 from whylogs_songbird.column_stats import NUMERIC_TYPES as _NUMERIC
-from whylogs_songbird.column_stats import ColumnStats, finite, read_column
 
 logger = logging.getLogger("whylogs_songbird.timeline")
 
@@ -44,8 +55,6 @@ Granularity = Literal["hour", "day", "week", "month"]
 GRANULARITIES: tuple[Granularity, ...] = get_args(Granularity)
 #: The default granularity is the coarsest that gives at least this many buckets.
 MIN_POINTS = 7
-#: whylogs' drift categories, most severe first.
-DRIFT_CATEGORIES = ("DRIFT", "POSSIBLE_DRIFT", "NO_DRIFT")
 #: Frequent items kept per column and bucket.
 KEPT_ITEMS = 10
 #: Frequent items given a share series per column in the timeline.
@@ -180,16 +189,6 @@ def bucketize(batches: Iterable[Batch], granularity: Granularity, segment: str |
     ]
 
 
-def merge_views(views: Sequence[DatasetProfileView]) -> DatasetProfileView:
-    """One view of several with whylogs' own merge (exact for counts, mergeable sketches for the rest)."""
-    if not views:
-        raise TimelineError("a bucket without profiles cannot be merged")
-    merged = views[0]
-    for view in views[1:]:
-        merged = merged.merge(view)
-    return merged
-
-
 # -- per-column points -----------------------------------------------------------------------
 
 
@@ -284,28 +283,11 @@ class ColumnPoint:
         )
 
 
-def infer_type(column: ColumnProfileView) -> str:
-    """The column's majority type from whylogs' type counters (``null`` when all values were null)."""
-    return _type_of(read_column(column))
-
-
-def _type_of(stats: ColumnStats) -> str:
-    counts = stats.type_counts
-    if counts is None or stats.untyped is not None:
-        return stats.untyped or "unknown"
-    total = stats.typed_total
-    top = max(counts, key=lambda name: counts[name])
-    numeric = counts.get("integral", 0) + counts.get("fractional", 0)
-    if top in _NUMERIC or numeric / total >= 0.7:
-        return "fractional" if counts.get("fractional", 0) else "integral"
-    return top
-
-
 def column_point(column: ColumnProfileView) -> ColumnPoint:
     """The numbers of one column of a (merged) view, from whylogs' metrics."""
     stats = read_column(column, (0.05, 0.5, 0.95))
     values: dict[str, Any] = {
-        "inferred_type": _type_of(stats),
+        "inferred_type": type_of(stats),
         "count": stats.count,
         "null_count": stats.null_count,
         "distinct": _finite(stats.distinct),
@@ -357,26 +339,15 @@ def drift_points(target: DatasetProfileView, reference: DatasetProfileView) -> d
 
     Columns whylogs cannot score (no shared distribution or frequent items) are left out.
     """
-    from whylogs.viz.drift.column_drift_algorithms import calculate_drift_scores  # imports scipy: only when needed
-
-    raw = calculate_drift_scores(target_view=target, reference_view=reference, with_thresholds=True)
-    points: dict[str, DriftPoint] = {}
-    for column, score in raw.items():
-        if not score:
-            continue
-        category = score.get("drift_category")
-        points[column] = DriftPoint(
-            category=category if category in DRIFT_CATEGORIES else None,
-            p_value=_finite(score.get("pvalue")),
-            statistic=_finite(score.get("statistic")),
-            algorithm=str(score.get("algorithm") or "?"),
+    return {
+        column: DriftPoint(
+            category=score.category if score.category in DRIFT_CATEGORIES else None,
+            p_value=_finite(score.pvalue),
+            statistic=_finite(score.statistic),
+            algorithm=score.algorithm,
         )
-    return points
-
-
-def severity(category: str | None) -> int:
-    """0 for DRIFT, 1 for POSSIBLE_DRIFT, 2 for NO_DRIFT, 3 for nothing to compare."""
-    return DRIFT_CATEGORIES.index(category) if category in DRIFT_CATEGORIES else len(DRIFT_CATEGORIES)
+        for column, score in drift_scores(target, reference).items()
+    }
 
 
 # -- one bucket, and the whole timeline ------------------------------------------------------
@@ -497,6 +468,13 @@ def drift_order(columns: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 ViewLoader = Callable[[Batch], DatasetProfileView]
+#: ``cached(key, compute)``: the JSON value kept under ``key``, else ``compute()`` (then kept). A key
+#: names everything its value depends on: ``points/<bucket key>`` for a bucket's column points,
+#: ``drift/<bucket key>/<other key>`` for its drift against the reference or the previous bucket.
+CachedJson = Callable[[str, Callable[[], Any]], Any]
+#: ``memo(key, compute)``: a bucket's points kept in memory, under (bucket key, reference key,
+#: previous bucket's key), else ``compute()``.
+Memo = Callable[[tuple[str, str, str], Callable[[], "BucketPoints"]], "BucketPoints"]
 
 
 @dataclass
@@ -505,11 +483,52 @@ class TimelineInputs:
 
     batches: Sequence[Batch]
     load: ViewLoader
-    reference: DatasetProfileView | None = None
+    #: The reference view, or a function that loads it (called only when a drift is computed).
+    reference: DatasetProfileView | Callable[[], DatasetProfileView] | None = None
     reference_info: ReferenceInfo | None = None
     granularity: Granularity | None = None
     segment: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Identifies the reference's content in the keys of :data:`CachedJson` and :data:`Memo`.
+    reference_key: str = ""
+
+
+def _compute(key: str, compute: Callable[[], Any]) -> Any:
+    return compute()
+
+
+def _bucket_points(
+    bucket: Bucket,
+    view: Callable[[], DatasetProfileView],
+    reference: Callable[[], DatasetProfileView] | None,
+    previous: Callable[[], DatasetProfileView] | None,
+    *,
+    cached: CachedJson = _compute,
+    reference_key: str = "",
+    previous_key: str = "",
+) -> BucketPoints:
+    """A bucket's points, each part read back from ``cached`` or computed from views loaded only then."""
+
+    def drift(other: Callable[[], DatasetProfileView]) -> dict[str, Any]:
+        return {n: d.to_json() for n, d in drift_points(view(), other()).items()}
+
+    columns = cached(f"points/{bucket.key}", lambda: {n: p.to_json() for n, p in column_points(view()).items()})
+    against_reference = (
+        None if reference is None else cached(f"drift/{bucket.key}/{reference_key}", lambda: drift(reference))
+    )
+    against_previous = (
+        None if previous is None else cached(f"drift/{bucket.key}/{previous_key}", lambda: drift(previous))
+    )
+    return BucketPoints(
+        start=bucket.start,
+        end=bucket.end,
+        profiles=bucket.profiles,
+        columns={n: ColumnPoint.from_json(v) for n, v in columns.items()},
+        drift=None if against_reference is None else {n: DriftPoint.from_json(v) for n, v in against_reference.items()},
+        previous_drift=None
+        if against_previous is None
+        else {n: DriftPoint.from_json(v) for n, v in against_previous.items()},
+    )
 
 
 def bucket_points(
@@ -519,26 +538,74 @@ def bucket_points(
     previous: DatasetProfileView | None,
 ) -> BucketPoints:
     """The points of one bucket from its merged view, the reference view and the previous bucket's view."""
-    return BucketPoints(
-        start=bucket.start,
-        end=bucket.end,
-        profiles=bucket.profiles,
-        columns=column_points(view),
-        drift=drift_points(view, reference) if reference is not None else None,
-        previous_drift=drift_points(view, previous) if previous is not None else None,
+    return _bucket_points(
+        bucket,
+        lambda: view,
+        None if reference is None else lambda: reference,
+        None if previous is None else lambda: previous,
     )
 
 
-def compute_timeline(inputs: TimelineInputs) -> dict[str, Any]:
-    """The timeline document of ``inputs``, computing everything (no storage of intermediate results)."""
+class _BucketViews:
+    """The merged views of the last few buckets asked for, each merged once."""
+
+    def __init__(self, load: ViewLoader, keep: int = 3) -> None:
+        self.load = load
+        self.keep = keep
+        self._views: dict[str, DatasetProfileView] = {}
+
+    def get(self, bucket: Bucket) -> DatasetProfileView:
+        view = self._views.pop(bucket.key, None)
+        if view is None:
+            view = merge_views([self.load(b) for b in bucket.batches])
+        self._views[bucket.key] = view  # most recent last
+        while len(self._views) > self.keep:
+            del self._views[next(iter(self._views))]
+        return view
+
+
+def _loaded_once(
+    given: DatasetProfileView | Callable[[], DatasetProfileView] | None,
+) -> Callable[[], DatasetProfileView] | None:
+    if given is None:
+        return None
+    if callable(given):
+        return functools.cache(given)
+    return lambda: given
+
+
+def compute_timeline(
+    inputs: TimelineInputs, *, cached: CachedJson | None = None, memo: Memo | None = None
+) -> dict[str, Any]:
+    """The timeline document of ``inputs``.
+
+    Without ``cached`` and ``memo`` everything is computed. The server passes both: ``cached``
+    keeps every bucket's points and drifts (see :data:`CachedJson`), so that a view loads and
+    merges the profiles of only the buckets whose batches changed; ``memo`` keeps them parsed.
+    """
     granularity = inputs.granularity or choose_granularity(b.timestamp for b in inputs.batches)
     buckets = bucketize(inputs.batches, granularity, inputs.segment)
+    views = _BucketViews(inputs.load)
+    reference = _loaded_once(inputs.reference)
     points: list[BucketPoints] = []
-    previous: DatasetProfileView | None = None
+    previous: Bucket | None = None
     for bucket in buckets:
-        view = merge_views([inputs.load(b) for b in bucket.batches])
-        points.append(bucket_points(bucket, view, inputs.reference, previous))
-        previous = view
+        compute = functools.partial(
+            _bucket_points,
+            bucket,
+            functools.partial(views.get, bucket),
+            reference,
+            None if previous is None else functools.partial(views.get, previous),
+            cached=cached or _compute,
+            reference_key=inputs.reference_key,
+            previous_key="" if previous is None else previous.key,
+        )
+        if memo is None:
+            points.append(compute())
+        else:
+            keys = (bucket.key, inputs.reference_key if reference else "", previous.key if previous else "")
+            points.append(memo(keys, compute))
+        previous = bucket
     return build_timeline(
         granularity, points, reference=inputs.reference_info, segment=inputs.segment, extra=inputs.extra
     )

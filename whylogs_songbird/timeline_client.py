@@ -20,13 +20,14 @@ import requests
 
 from whylogs_songbird.config import resolve_settings
 from whylogs_songbird.errors import SongbirdApiError, SongbirdConnectionError, SongbirdProtocolError
+from whylogs_songbird.models import TIMELINE_PATH
 from whylogs_songbird.timeline import timeline_frame as _frame
 
 logger = logging.getLogger("whylogs_songbird.timeline_client")
 
 
 def timeline_url(endpoint: str, session_id: str) -> str:
-    return f"{endpoint.rstrip('/')}/api/v1/sessions/{quote(session_id, safe='')}/timeline"
+    return endpoint.rstrip("/") + TIMELINE_PATH.format(session_id=quote(session_id, safe=""))
 
 
 def fetch_timeline(

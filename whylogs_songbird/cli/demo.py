@@ -29,7 +29,8 @@ from whylogs_songbird.cli.reporting import (
     stderr,
 )
 from whylogs_songbird.client import HOSTED_ENDPOINT
-from whylogs_songbird.config import make_client, resolve_settings
+from whylogs_songbird.config import resolve_settings
+from whylogs_songbird.connect import make_client
 from whylogs_songbird.publish import Publisher
 from whylogs_songbird.session import SessionStore
 

@@ -207,7 +207,7 @@ class _WarningsOnly(logging.Filter):
         return record.levelno == logging.WARNING and record.name not in _REPORTED_BY_THE_CLI
 
 
-_REPORTED_BY_THE_CLI = frozenset({"whylogs_songbird.outbox"})
+_REPORTED_BY_THE_CLI = frozenset({"whylogs_songbird.outbox.storage", "whylogs_songbird.outbox.delivery"})
 
 
 class _OneLine(logging.Formatter):

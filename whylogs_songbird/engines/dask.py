@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from whylogs.api.logger.result_set import ResultSet
 from whylogs.core.view.dataset_profile_view import DatasetProfileView
 
-from whylogs_songbird.engines import (
+from whylogs_songbird.engines._common import (
     PieceKey,
     ProgressCallback,
     Source,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from whylogs.api.logger.result_set import ResultSet, ViewResultSet
 
-from whylogs_songbird.engines import (
+from whylogs_songbird.engines._common import (
     ProgressCallback,
     Source,
     missing_engine,

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Header, Request
 
+from whylogs_songbird.models import API_KEY_HEADER
 from whylogs_songbird.server.errors import ApiError
 
 
@@ -61,7 +62,7 @@ class ApiKeyRing:
         return found
 
 
-def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> KeyOwner:
+def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> KeyOwner:
     """Dependency: the owner of the request's ``X-API-Key``, or a 401 that says what to send."""
     keys: ApiKeyRing = request.app.state.api_keys
     if not x_api_key:

@@ -45,6 +45,7 @@ from whylogs.core.proto import (
 )
 from whylogs.core.view.column_profile_view import ColumnProfileView
 
+from whylogs_songbird.column_stats import TYPE_NAMES
 from whylogs_songbird.server.profile_check import _varint
 
 C = TypeVar("C", bound=MetricComponent[Any])
@@ -52,7 +53,7 @@ C = TypeVar("C", bound=MetricComponent[Any])
 #: Version of the digest format; a digest of another version is recomputed.
 DIGEST_VERSION = 1
 _COUNTS = ("n", "null", "nan", "inf", "true")
-_TYPES = ("integral", "fractional", "boolean", "string", "object", "tensor")
+_TYPES = TYPE_NAMES
 
 
 class DigestError(ValueError):

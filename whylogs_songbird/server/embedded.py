@@ -15,7 +15,14 @@ import uvicorn
 
 from whylogs_songbird.server.app import create_app
 from whylogs_songbird.server.config import ServerConfig
-from whylogs_songbird.server.connections import install_log_rate_limit, uvicorn_options
+from whylogs_songbird.server.launcher import serve_workers
+from whylogs_songbird.server.serving import (
+    RedactQueryFilter,
+    bind_socket,
+    open_store,
+    setup_server_logs,
+    uvicorn_config,
+)
 from whylogs_songbird.server.store import Store
 
 logger = logging.getLogger("whylogs_songbird.server")
@@ -23,67 +30,16 @@ logger = logging.getLogger("whylogs_songbird.server")
 _LOOPBACK = "127.0.0.1"
 
 
-def open_store(config: ServerConfig) -> Store:
-    """The store of ``config``, made ready to serve: reconciled (what a crash left behind) and
-    with its operation counters at zero. Run once per server, before any worker serves."""
-    store = Store.open(config)
-    try:
-        store.reconcile()
-        store.reset_stats()
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-def proxy_options(config: ServerConfig) -> dict[str, Any]:
-    """The ``uvicorn.Config`` arguments of forwarded headers: ``X-Forwarded-For`` and
-    ``X-Forwarded-Proto`` are believed only from ``config.forwarded_allow_ips``. Empty (the default)
-    turns them off: uvicorn's own default believes any loopback client, which could then forge the
-    logged client address and the scheme of the upload URLs."""
-    if not config.forwarded_allow_ips:
-        return {"proxy_headers": False}
-    return {"proxy_headers": True, "forwarded_allow_ips": list(config.forwarded_allow_ips)}
-
-
-class RedactQueryFilter(logging.Filter):
-    """Strips query strings from uvicorn access-log lines (upload URLs carry signatures)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
-            record.args = (*args[:2], args[2].split("?", 1)[0] + "?<redacted>", *args[3:])
-        return True
-
-
 def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
     """Serve until interrupted (Ctrl-C). Logs go to stderr; query strings are never logged.
 
     With ``config.workers`` above 1, several processes share the socket (see ``launcher.py``)."""
     if config.workers > 1:
-        from whylogs_songbird.server.launcher import serve_workers
-
         serve_workers(config, access_log=access_log)
         return
-    from whylogs_songbird.server.launcher import bind_socket
-
     store = open_store(config)
-    app = create_app(config, store)
-    uv_config = uvicorn.Config(
-        app,
-        host=config.host,
-        port=config.port,
-        access_log=access_log,
-        log_level="info",
-        timeout_graceful_shutdown=5,
-        server_header=False,
-        **uvicorn_options(config.connection_limits),
-        **proxy_options(config),
-    )
-    logging.getLogger("uvicorn.access").addFilter(RedactQueryFilter())
-    install_log_rate_limit()
-    # whylogs logs every chunk it reads at INFO: the server log is for requests and problems.
-    logging.getLogger("whylogs").setLevel(logging.WARNING)
+    uv_config = uvicorn_config(create_app(config, store), config, access_log=access_log)
+    setup_server_logs()
     try:
         sock = bind_socket(config.host, config.port)
     except BaseException:
@@ -145,8 +101,6 @@ class LocalServer:
         """Start serving and wait until the server accepts connections."""
         if self._thread is not None:
             return self
-        from whylogs_songbird.server.launcher import bind_socket
-
         sock = bind_socket(_LOOPBACK, self.config.port)
         port = sock.getsockname()[1]
         self._store = open_store(self.config)
@@ -154,17 +108,7 @@ class LocalServer:
         self.app = app
         if app.state.notifier is not None and self.config.public_url is None:
             app.state.notifier.base_url = f"http://{_LOOPBACK}:{port}"  # links name the port picked
-        uv_config = uvicorn.Config(
-            app,
-            access_log=False,
-            log_config=None,  # leave the host process's logging alone
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-            server_header=False,
-            **uvicorn_options(self.config.connection_limits),
-            **proxy_options(self.config),
-        )
-        server = uvicorn.Server(uv_config)
+        server = uvicorn.Server(uvicorn_config(app, self.config, access_log=False, in_process=True))
         self._server = server
         self._error = None
 
@@ -212,3 +156,6 @@ class LocalServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+__all__ = ["LocalServer", "RedactQueryFilter", "open_store", "run_server"]

@@ -5,9 +5,9 @@ binds the socket, and starts ``N`` worker processes that each run uvicorn on tha
 kernel spreads connections between them. A worker that dies is started again; Ctrl-C or SIGTERM
 stops them all.
 
-The socket is created with ``IPPROTO_TCP`` spelled out: asyncio sets ``TCP_NODELAY`` only on
-connections whose socket says so, and a socket made with protocol 0 (as ``uvicorn --workers``
-shares it) leaves Nagle's algorithm on, so every keep-alive request waits ~40 ms for a delayed ACK.
+The socket is made by :func:`whylogs_songbird.server.serving.bind_socket`, with ``IPPROTO_TCP``
+spelled out (a socket made with protocol 0, as ``uvicorn --workers`` shares it, leaves Nagle's
+algorithm on, so every keep-alive request would wait ~40 ms for a delayed ACK).
 
 Nothing that matters lives in one worker's memory: sessions, uploads, digests and counters are
 in the store (SQLite serializes writers across processes); the secret is a file.
@@ -25,6 +25,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.serving import bind_socket, open_store, setup_server_logs, uvicorn_config
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -32,54 +33,25 @@ logger = logging.getLogger("whylogs_songbird.server")
 _MIN_UPTIME_SECONDS = 5.0
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (protocol ``IPPROTO_TCP``, so connections get TCP_NODELAY)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
 def _worker_main(config: ServerConfig, sock: socket.socket, access_log: bool, index: int) -> None:
     """One worker process: the app over the shared socket until told to stop."""
     import uvicorn
 
     from whylogs_songbird.server.app import create_app
-    from whylogs_songbird.server.connections import install_log_rate_limit, uvicorn_options
-    from whylogs_songbird.server.embedded import RedactQueryFilter, proxy_options
     from whylogs_songbird.server.store import Store
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("uvicorn.access").addFilter(RedactQueryFilter())
-    install_log_rate_limit()
-    logging.getLogger("whylogs").setLevel(logging.WARNING)  # no per-chunk INFO lines in the server log
+    setup_server_logs()
     store = Store.open(config)
     try:
         app = create_app(config, store)
-        uv_config = uvicorn.Config(
-            app,
-            access_log=access_log,
-            log_level="info",
-            timeout_graceful_shutdown=5,
-            server_header=False,
-            **uvicorn_options(config.connection_limits),  # timeouts and connection cap, per worker process
-            **proxy_options(config),
-        )
-        uvicorn.Server(uv_config).run(sockets=[sock])
+        uvicorn.Server(uvicorn_config(app, config, access_log=access_log)).run(sockets=[sock])
     finally:
         store.close()
 
 
 def serve_workers(config: ServerConfig, *, access_log: bool = True) -> None:
     """Serve with ``config.workers`` processes until Ctrl-C or SIGTERM."""
-    from whylogs_songbird.server.embedded import open_store
     from whylogs_songbird.server.signing import load_or_create_health_token, load_or_create_secret
 
     open_store(config).close()  # reconcile and reset counters once, before any worker serves

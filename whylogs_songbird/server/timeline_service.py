@@ -35,25 +35,21 @@ from whylogs_songbird.timeline import (
     Batch,
     Bucket,
     BucketPoints,
-    ColumnPoint,
-    DriftPoint,
     Granularity,
     ReferenceInfo,
     TimelineError,
+    TimelineInputs,
     bucketize,
-    build_timeline,
     choose_granularity,
-    column_points,
+    compute_timeline,
     content_key,
-    drift_points,
-    merge_views,
     parse_granularity,
 )
 
 logger = logging.getLogger("whylogs_songbird.server.timeline")
 
 #: Bumped when what is stored changes shape, so old entries are never read back.
-FORMAT = "v1"
+FORMAT = "v2"
 #: Keys of whole stored documents start with this.
 DOC_PREFIX = "timeline/doc/"
 #: The query of the last view of a session's timeline, refreshed in the background as batches land.
@@ -288,73 +284,6 @@ class TimelineService:
         segment: str | None,
     ) -> bytes:
         by_identity = {b.identity: b for b in batches}
-        views: OrderedDict[str, DatasetProfileView] = OrderedDict()  # a few bucket views, most recent last
-
-        def bucket_view(bucket: Bucket) -> DatasetProfileView:
-            if bucket.key in views:
-                return views[bucket.key]
-            view = merge_views([self.load(by_identity[b.key]) for b in bucket.batches])
-            views[bucket.key] = view
-            while len(views) > 3:
-                views.popitem(last=False)
-            return view
-
-        reference_view: list[DatasetProfileView] = []
-
-        def ref_view() -> DatasetProfileView:
-            if not reference_view and reference is not None:
-                reference_view.append(self.load(reference))
-            return reference_view[0]
-
-        points: list[BucketPoints] = []
-        previous: Bucket | None = None
-
-        def points_of(bucket: Bucket) -> dict[str, Any]:
-            return {n: p.to_json() for n, p in column_points(bucket_view(bucket)).items()}
-
-        def drift_of(bucket: Bucket, other: Bucket | None) -> dict[str, Any]:
-            against = ref_view() if other is None else bucket_view(other)
-            return {n: d.to_json() for n, d in drift_points(bucket_view(bucket), against).items()}
-
-        def bucket_points(bucket: Bucket, previous: Bucket | None) -> BucketPoints:
-            columns = self._cached(
-                session_id, f"timeline/points/{FORMAT}/{bucket.key}", functools.partial(points_of, bucket)
-            )
-            drift = None
-            if reference is not None:
-                drift = self._cached(
-                    session_id,
-                    f"timeline/drift/{FORMAT}/{bucket.key}/{reference.identity}",
-                    functools.partial(drift_of, bucket, None),
-                )
-            previous_drift = None
-            if previous is not None:
-                previous_drift = self._cached(
-                    session_id,
-                    f"timeline/drift/{FORMAT}/{bucket.key}/{previous.key}",
-                    functools.partial(drift_of, bucket, previous),
-                )
-            return BucketPoints(
-                start=bucket.start,
-                end=bucket.end,
-                profiles=bucket.profiles,
-                columns={n: ColumnPoint.from_json(v) for n, v in columns.items()},
-                drift=None if drift is None else {n: DriftPoint.from_json(v) for n, v in drift.items()},
-                previous_drift=None
-                if previous_drift is None
-                else {n: DriftPoint.from_json(v) for n, v in previous_drift.items()},
-            )
-
-        for bucket in buckets:
-            # what was read back once is kept in memory (parsed), by everything it depends on
-            memo_key = (
-                session_id,
-                bucket.key,
-                reference.identity if reference else "",
-                previous.key if previous else "",
-            )
-            points.append(self._memo.get_or_compute(memo_key, functools.partial(bucket_points, bucket, previous)))
-            previous = bucket
         segments = sorted({b.segment for b in self.list_profiles(session_id) if b.kind == "batch" and b.segment})
         extra: dict[str, Any] = {
             "session_id": session_id,
@@ -372,7 +301,25 @@ class TimelineService:
             if reference
             else None
         )
-        document = build_timeline(granularity, points, reference=info, segment=segment, extra=extra)
+        inputs = TimelineInputs(
+            batches=[batch for bucket in buckets for batch in bucket.batches],
+            load=lambda batch: self.load(by_identity[batch.key]),
+            reference=None if reference is None else functools.partial(self.load, reference),
+            reference_key=reference.identity if reference else "",
+            reference_info=info,
+            granularity=granularity,
+            segment=segment,
+            extra=extra,
+        )
+
+        def cached(key: str, compute: Callable[[], Any]) -> Any:
+            kind, _, rest = key.partition("/")  # "points/<bucket>" is kept as "timeline/points/<FORMAT>/<bucket>"
+            return self._cached(session_id, f"timeline/{kind}/{FORMAT}/{rest}", compute)
+
+        def memo(key: tuple[str, str, str], compute: Callable[[], BucketPoints]) -> BucketPoints:
+            return self._memo.get_or_compute((session_id, *key), compute)  # kept parsed, by all it depends on
+
+        document = compute_timeline(inputs, cached=cached, memo=memo)
         document["alerts"] = [f.to_json() for f in self.alerts(document)]
         return _dumps(document)
 

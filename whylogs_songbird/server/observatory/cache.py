@@ -18,18 +18,12 @@ from typing import Any
 
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.column_stats import DriftScore, drift_scores, merge_views
 from whylogs_songbird.server.digest import DigestError, digest_columns, digested_count, view_of
 from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
 from whylogs_songbird.server.observatory.base import CacheKey, T
 from whylogs_songbird.server.store import Store, UploadRecord
-from whylogs_songbird.server.summaries import (
-    DriftScore,
-    ProfileSummary,
-    SummaryError,
-    drift_scores,
-    merge_views,
-    summarize_profile,
-)
+from whylogs_songbird.server.summaries import ProfileSummary, SummaryError, summarize_profile
 
 MiB = 1024 * 1024
 #: How long a page waits for another process's ingest worker to summarise a profile.

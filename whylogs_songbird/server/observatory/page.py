@@ -14,11 +14,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.column_stats import DRIFT_CATEGORIES, DriftScore, severity
 from whylogs_songbird.models import MAX_PROFILES_PER_LINK
 from whylogs_songbird.server.display import user_text, visible_text
 from whylogs_songbird.server.observatory.base import COLUMNS_PER_PAGE, STAT_ROWS, TABLE_ITEMS, TEMPLATES_DIR
 from whylogs_songbird.server.observatory.selection import Selection
-from whylogs_songbird.server.summaries import DRIFT_CATEGORIES, DriftScore, ProfileSummary, chart_data
+from whylogs_songbird.server.summaries import ProfileSummary, chart_data
 
 
 def _number(value: Any, digits: int = 6) -> str:
@@ -168,11 +169,8 @@ class PageModel:
 
 
 def _worst_category(scores: Sequence[DriftScore | None]) -> str:
-    categories = {s.category for s in scores if s is not None}
-    for category in DRIFT_CATEGORIES:
-        if category in categories:
-            return category
-    return ""
+    worst = min((severity(s.category) for s in scores if s is not None), default=len(DRIFT_CATEGORIES))
+    return DRIFT_CATEGORIES[worst] if worst < len(DRIFT_CATEGORIES) else ""
 
 
 def _category_label(category: str | None) -> str:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.column_stats import DriftScore
 from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
 from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
 from whylogs_songbird.server.observatory.base import MAX_COLUMN_FILTER, RECENT_SESSIONS, STATIC_DIR, PageError, shown
@@ -32,7 +33,7 @@ from whylogs_songbird.server.observatory.selection import (
     parse_segments,
 )
 from whylogs_songbird.server.store import Store, is_valid_id, parse_timestamp_selector
-from whylogs_songbird.server.summaries import DriftScore, SummaryError
+from whylogs_songbird.server.summaries import SummaryError
 
 logger = logging.getLogger("whylogs_songbird.server.observatory")
 

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.models import TIMELINE_PATH
 from whylogs_songbird.monitors import MonitorsFile
 from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
 from whylogs_songbird.server.errors import ApiError
@@ -189,7 +190,7 @@ def timeline_router(
         return TimelineQuery(granularity=granularity or None, reference=reference or None, segment=segment or None)
 
     @router.get(
-        "/api/v1/sessions/{session_id}/timeline",
+        TIMELINE_PATH,
         summary="The timeline of a session: per-bucket series and drift of every column",
         tags=["timeline"],
     )
@@ -222,7 +223,7 @@ def timeline_router(
             data = service.document_bytes(session_id, query, watched=True)
             given = (("granularity", granularity), ("reference", reference), ("segment", segment))
             params = [(k, v) for k, v in given if v]
-            api_url = f"/api/v1/sessions/{session_id}/timeline" + (f"?{urlencode(params)}" if params else "")
+            api_url = TIMELINE_PATH.format(session_id=session_id) + (f"?{urlencode(params)}" if params else "")
             base = base_url(request)
 
             def render() -> str:

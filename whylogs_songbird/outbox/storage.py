@@ -1,12 +1,10 @@
-"""The outbox: profiles whose upload finally failed, kept on disk to deliver later.
+"""The outbox's storage: profiles whose upload finally failed, kept on disk to deliver later.
 
 An entry is two files in the outbox directory: ``<id>.bin`` (the serialized profile, written
 first) and ``<id>.json`` (the upload intent, written atomically last; an entry without it is
 incomplete and ignored). This module is the storage only; delivery is
-`whylogs_songbird.publish.flush_outbox`, a small state machine recorded in the JSON, so it is
-idempotent: the upload slot is requested once and stored in the entry before the PUT, and a
-rerun after an interruption PUTs to that same slot again, which replaces rather than adds.
-A delivered entry is deleted. Only one flush runs at a time (`Outbox.flush_lock`).
+:mod:`whylogs_songbird.outbox.delivery`. A delivered entry is deleted. Only one flush runs at a
+time (`OutboxStorage.flush_lock`).
 """
 
 from __future__ import annotations
@@ -20,22 +18,17 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
-from whylogs_songbird.errors import SongbirdError, is_retryable
+from whylogs_songbird.errors import SongbirdError
 from whylogs_songbird.models import SegmentTag
 from whylogs_songbird.profiles import format_ms
 from whylogs_songbird.session import write_json_atomic
 
-if TYPE_CHECKING:
-    from whylogs_songbird.config import Settings
-
 logger = logging.getLogger(__name__)
 
-#: ``is_retryable`` moved to ``whylogs_songbird.errors``; importing it from here keeps working for one release.
-__all__ = ["FlushReport", "Outbox", "OutboxEntry", "is_retryable"]
+__all__ = ["FlushReport", "OutboxEntry", "OutboxStorage"]
 
 
 @dataclass
@@ -79,8 +72,9 @@ class FlushReport:
         return not self.failed
 
 
-class Outbox:
-    """The outbox directory (``<config dir>/outbox`` unless configured otherwise)."""
+class OutboxStorage:
+    """The outbox directory (``<config dir>/outbox`` unless configured otherwise): its entries'
+    files and the flush lock. :class:`whylogs_songbird.outbox.Outbox` adds delivery."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -208,14 +202,6 @@ class Outbox:
             yield
         finally:
             lock.release()
-
-    def flush(
-        self, settings: Settings, *, endpoint: str | None = None, lock_timeout: float = 0
-    ) -> FlushReport:
-        """Deliver the entries (only those for ``endpoint`` if given); see `whylogs_songbird.publish.flush_outbox`."""
-        from whylogs_songbird.publish import flush_outbox
-
-        return flush_outbox(self, settings, only_for=endpoint, lock_timeout=lock_timeout)
 
 
 _ENTRY_FIELDS = frozenset(f.name for f in fields(OutboxEntry))
