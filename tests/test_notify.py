@@ -251,7 +251,10 @@ def test_two_workers_on_one_store_send_each_notification_once(receiver: Receiver
             {"training": why.log(reference_frame())}, endpoint=url, config_dir=str(config)
         )
         days = range(6)
-        for day in days:
+        # the first evaluation of a session looks at its latest bucket only; later ones at every bucket since
+        write(server, config, 0, refs.session_id)  # type: ignore[arg-type]
+        wait_until(lambda: len(receiver.received) == 4, "the first day's notifications")
+        for day in days[1:]:
             write(server, config, day, refs.session_id)  # type: ignore[arg-type]
         expected = {(column, START_MS + day * DAY_MS) for day in days for column in ("score", "age", "income", "color")}
         wait_until(lambda: {(p["alert"]["column"], p["alert"]["start"]) for p in receiver.payloads()} >= expected,
@@ -398,3 +401,26 @@ def test_a_monitors_file_naming_sessions_notifies_only_about_those(
     assert [p["session"] for p in receiver.payloads()] == [watched]
     ignored_doc = requests.get(f"{server.url}/api/v1/sessions/{ignored}/timeline", timeout=60).json()
     assert ignored_doc["alerts"] == [] and ignored_doc["columns"][SHIFTED]["drift_category"][-1] == "DRIFT"
+
+
+@pytest.mark.parametrize("storage_config", ["team"], indirect=True)
+def test_two_hosts_on_the_team_store_send_each_notification_once(
+    server_factory, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.delay = 0.05  # slow enough that both senders are busy at once
+    every_column = '[[monitor]]\ncolumns = ["*"]\nmetric = "count"\nmin = 1000000\n'
+    path = monitors_file(tmp_path, notify_table(receiver.url), monitors=every_column)
+    hosts = [server_factory(monitors=path), server_factory(monitors=path)]  # two data dirs, one PostgreSQL and S3
+    config = tmp_path / "config"
+    sid = start_session(hosts[0], config)
+    days = range(6)
+    write(hosts[0], config, 0, sid)
+    wait_until(lambda: len(receiver.received) == 4, "the first day's notifications")
+    for day in days[1:]:  # batches may land faster than they are evaluated: no bucket is missed
+        write(hosts[day % 2], config, day, sid)
+    expected = {(column, START_MS + day * DAY_MS) for day in days for column in ("score", "age", "income", "color")}
+    received = lambda: {(p["alert"]["column"], p["alert"]["start"]) for p in receiver.payloads()}  # noqa: E731
+    wait_until(lambda: received() >= expected, "every notification")
+    wait_until(lambda: all(settled(h) for h in hosts), "both queues to empty")
+    keys = [(p["alert"]["column"], p["alert"]["start"]) for p in receiver.payloads()]
+    assert sorted(keys) == sorted(expected)  # each once

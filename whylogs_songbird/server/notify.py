@@ -182,44 +182,76 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _changes(document: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(event, alert) of the latest bucket of a timeline document: its failures, and the (monitor,
-    column) pairs that failed on the bucket before and no longer fail (resolved)."""
+def _changes(document: Mapping[str, Any], since: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(event, alert) of the buckets of a timeline document from ``since`` (a bucket start; None: the
+    latest bucket only): their failures, and the (monitor, column) pairs that failed on the bucket
+    before and no longer fail (resolved)."""
     buckets = document.get("buckets") or []
     if not buckets:
         return []
-    latest = buckets[-1]
-    alerts = document.get("alerts") or []
-    now_failing = [a for a in alerts if a["start"] == latest["start"]]
-    changes: list[tuple[str, dict[str, Any]]] = [("failed", dict(a)) for a in now_failing]
-    if len(buckets) >= 2:
+    latest = buckets[-1]["start"]
+    first = latest if since is None else min(since, latest)
+    by_bucket: dict[int, list[Mapping[str, Any]]] = {}
+    for a in document.get("alerts") or []:
+        by_bucket.setdefault(a["start"], []).append(a)
+    changes: list[tuple[str, dict[str, Any]]] = []
+    for index, bucket in enumerate(buckets):
+        if bucket["start"] < first:
+            continue
+        now_failing = by_bucket.get(bucket["start"], [])
+        changes += [("failed", dict(a)) for a in now_failing]
+        if index == 0:
+            continue
         failing = {(a["monitor"], a["column"]) for a in now_failing}
-        before = [a for a in alerts if a["start"] == buckets[-2]["start"]]
-        for a in before:
+        for a in by_bucket.get(buckets[index - 1]["start"], []):
             if (a["monitor"], a["column"]) not in failing:
                 resolved = dict(a)
-                resolved.update(start=latest["start"], end=latest["end"], value=None)
+                resolved.update(start=bucket["start"], end=bucket["end"], value=None)
                 resolved["reason"] = f"no longer failing (was: {a['reason']})"
                 changes.append(("resolved", resolved))
     return changes
+
+
+#: Derived-cache key of a session's notification mark: the latest bucket start already looked at.
+MARK_KEY = "notify/mark"
 
 
 class Notifier:
     """Queues the notifications of each evaluation of a session's monitors (see the module docstring)."""
 
     def __init__(
-        self, queue: NotificationQueueSql, targets: Sequence[NotifyTarget], base_url: str | None = None
+        self,
+        queue: NotificationQueueSql,
+        targets: Sequence[NotifyTarget],
+        base_url: str | None = None,
+        marks: Any = None,
     ) -> None:
         self.queue = queue
+        #: where each session's mark is kept (``get_derived``/``put_derived`` of the metadata store)
+        self.marks = marks
         self.targets = tuple(targets)
         #: where links point (``--public-url``, or the address the server listens on)
         self.base_url = base_url or "http://127.0.0.1"
         #: called after notifications were queued (wakes this process's sender)
         self.queued: list[Any] = []
 
+    def _mark(self, session_id: str) -> int | None:
+        raw = self.marks.get_derived(session_id, MARK_KEY) if self.marks is not None else None
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:
+            return None
+
     def evaluated(self, session_id: str, document: Mapping[str, Any]) -> int:
-        """Queue the notifications of ``document``'s latest bucket; how many were new."""
-        changes = _changes(document)
+        """Queue the notifications of ``document``'s buckets from the latest one at the session's
+        previous evaluation (several batches may land between two evaluations) to its latest one;
+        the first evaluation of a session looks at its latest bucket only (no flood of old failures).
+        How many were new."""
+        buckets = document.get("buckets") or []
+        since = self._mark(session_id)
+        changes = _changes(document, since)
+        if buckets and self.marks is not None and (since is None or buckets[-1]["start"] > since):
+            self.marks.put_derived(session_id, MARK_KEY, str(buckets[-1]["start"]).encode())
         if not changes or not self.targets:
             return 0
         segment = document.get("segment") or ""
@@ -479,7 +511,7 @@ def mount_notifications(
     if monitors is None or not monitors.notify:
         return None
     queue = queue_of(store.metadata)
-    notifier = Notifier(queue, monitors.notify, default_base_url(config))
+    notifier = Notifier(queue, monitors.notify, default_base_url(config), marks=store.metadata)
     sender = NotificationSender(
         queue,
         backoff_seconds=config.notify_backoff_seconds,
