@@ -36,6 +36,7 @@ from whylogs_songbird.server.storage.base import (
     now_ms,
     require_id,
 )
+from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, NotificationQueueSql
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
@@ -104,6 +105,7 @@ SCHEMA = (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 )""",
+    *NOTIFICATIONS_SCHEMA,
 )
 
 #: Columns added after the first schema: (table, column, type), added at start when missing.
@@ -205,7 +207,7 @@ def _is_upload_id(value: str) -> bool:
     return is_valid_id(value, "log") or is_valid_id(value, "ref")
 
 
-class SqlMetadataStore:
+class SqlMetadataStore(NotificationQueueSql):
     """The metadata store over any DB-API connection, in a :class:`Dialect`.
 
     Subclasses implement :meth:`_transaction` (a connection inside a write transaction, committed
