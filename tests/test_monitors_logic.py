@@ -249,6 +249,14 @@ def test_min_and_max_together_bound_both_sides(value, reason):
     assert [f.reason.split(" is ")[1] for f in failures] == ([reason] if reason else [])
 
 
+def test_a_zero_value_is_judged_like_any_other():
+    document = timeline({"a": {"count": [0], "null_fraction": [0.0]}})
+    assert [f.reason for f in evaluate(one("count", min=1), document)] == ["count = 0 is below min 1"]
+    assert [f.reason for f in evaluate(one("null_fraction", max=-0.5), document)] == [
+        "null_fraction = 0 is above max -0.5"
+    ]
+
+
 def test_negative_and_zero_thresholds():
     document = timeline({"a": {"min": [-3.0, -2.0, 0.0, 0.5]}})
     assert [f.value for f in evaluate(one("min", min=-2), document, "all")] == [-3.0]

@@ -222,6 +222,10 @@ def test_a_segmented_profile_may_end_with_its_segment_header_and_nothing_more():
     assert shape(with_trailer) == ProfileShape(
         columns=1, chunks=1, header_bytes=len(with_trailer) - 9 - len(trailer), body_bytes=9, segmented=True
     )
+    # a trailer followed by more of a valid message: still bytes after the profile
+    assert refused(profile(chunks, segment=SEGMENTED, after=trailer + b"\x08\x01")) == (
+        f"{len(trailer) + 2} bytes follow the end of the profile"
+    )
     assert refused(profile(chunks, segment=SEGMENTED, after=trailer + b"\x00")) == (
         f"{len(trailer) + 1} bytes follow the end of the profile"
     )
@@ -259,7 +263,7 @@ def test_chunks_laid_end_to_end_are_accepted_and_a_gap_between_them_too():
 
 def test_a_chunk_ending_one_byte_into_the_next_is_refused():
     # the first chunk's header says one byte more than it has: it would run into the second chunk
-    first = chunk(10, length=11)[:-1]  # header says 11, payload is 10
+    first = chunk(10, length=11)  # the header says 11 bytes, 10 follow before the next chunk
     data = profile([first, chunk(3)], {"x": [0], "y": [len(first)]})
     assert refused(data) == "the chunk at offset 0 runs into the next chunk or past the body"
     exact = chunk(10)
@@ -269,14 +273,14 @@ def test_a_chunk_ending_one_byte_into_the_next_is_refused():
 def test_the_last_chunk_ends_at_the_body_end_and_not_one_byte_after():
     first, last = chunk(4), chunk(6)
     assert shape(profile([first, last])).body_bytes == len(first) + len(last)
-    past = chunk(6, length=7)[:-1]
+    past = chunk(6, length=7)  # one byte past the body
     assert (
         refused(profile([first, past])) == f"the chunk at offset {len(first)} runs into the next chunk or past the body"
     )
 
 
 def test_the_order_of_the_columns_does_not_matter():
-    a, b = chunk(10, length=12)[:-2], chunk(3)
+    a, b = chunk(10, length=11), chunk(3)
     # the column naming the first chunk comes last in the header: it is still bounded by the second
     data = profile([a, b], {"z": [len(a)], "a": [0]})
     assert refused(data) == "the chunk at offset 0 runs into the next chunk or past the body"
@@ -289,6 +293,15 @@ def test_a_chunk_header_running_into_the_next_chunk_is_refused():
     # the last chunk's header running past the body
     assert refused(profile([b"\x05\x08\x02"])) == "the chunk at offset 0 has a header that overlaps the next chunk"
     assert refused(profile([b"\x80"])) == "a length prefix runs past the end of the data"
+
+
+def test_a_chunk_header_one_byte_into_the_next_chunk_is_refused():
+    header = b"\x04\x08\x02\x18\x00"  # 4 header bytes: COLUMN, length 0
+    fits = profile([header, chunk(3)], {"x": [0], "y": [5]})
+    assert shape(fits).chunks == 2
+    one_over = profile([header, chunk(3)], {"x": [0], "y": [4]})  # the next chunk starts at its last byte
+    assert refused(one_over) == "the chunk at offset 0 has a header that overlaps the next chunk"
+    assert refused(profile([header[:-1]])) == "the chunk at offset 0 has a header that overlaps the next chunk"
 
 
 def raw_chunk_header(size: int) -> bytes:
