@@ -135,6 +135,10 @@ def test_labels_name_the_metric_and_its_bounds(monitor, label):
         ),
         (MONITOR, "m.toml: monitor 1, metric: missing (every monitor needs columns and metric)"),
         (
+            '[[monitor]]\ncolumns = []\nmetric = "drift"\n',
+            'm.toml: monitor 1, columns: empty; give column names, or "*" for every column',
+        ),
+        (
             MONITOR + 'metric = "drift"\nmax = 1\n',
             'm.toml: monitor 1: a drift monitor takes fail_on = "drift" or "possible_drift", not min/max',
         ),
