@@ -42,6 +42,9 @@ from whylogs_songbird.server.store import (
     parse_timestamp_selector,
 )
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/store.py", "whylogs_songbird/server/storage/sql.py")
+
 #: sha256 of b"abc" and of b"xyz"
 ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 XYZ = "3608bca1e44ea6c4d268eb6db02260269892c0b42b86bbf1e77a6fa16c3c9282"

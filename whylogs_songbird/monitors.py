@@ -270,6 +270,8 @@ def _explain(error: Mapping[str, Any]) -> str:
         if loc[:1] == ("notify",):
             return f"{where}: missing (every [[notify]] table needs url or email)"
         return f"{where}: missing (every monitor needs columns and metric)"
+    if kind == "too_short" and field == "columns":
+        return f'{where}: empty; give column names, or "*" for every column'
     message = str(error.get("msg") or "invalid").removeprefix("Value error, ")
     return f"{where}: {message}"
 
