@@ -263,7 +263,9 @@ def test_the_largest_reference_batch_fits_the_server_s_json_limit():
 
 
 def test_a_reference_batch_of_ascii_aliases_at_every_limit_fits_the_json_limit():
-    reference = LogReferenceRequest(alias="a" * MAX_ALIAS_LENGTH, dataset_timestamp=MIN_DATASET_TIMESTAMP, region="r" * 256)
+    reference = LogReferenceRequest(
+        alias="a" * MAX_ALIAS_LENGTH, dataset_timestamp=MIN_DATASET_TIMESTAMP, region="r" * 256
+    )
     body = BatchLogReferenceRequest(references=[reference] * MAX_REFERENCES_PER_BATCH).to_wire()
     assert sent_bytes(body) <= ServerConfig().max_json_bytes
     assert json.loads(requests.Request("POST", "http://x/", json=body).prepare().body) == body

@@ -123,7 +123,8 @@ def test_labels_name_the_metric_and_its_bounds(monitor, label):
         ),
         (
             'colour = "red"\n' + MONITOR + 'metric = "drift"\n',
-            "m.toml: unknown top-level key 'colour'; valid keys: reference, granularity, segment, sessions, [[monitor]], [[notify]]",
+            "m.toml: unknown top-level key 'colour'; valid keys: reference, granularity, segment, sessions, "
+            "[[monitor]], [[notify]]",
         ),
         (
             MONITOR + 'metric = "drift"\n' + MONITOR + 'metric = "count"\nmax = 1\nthreshold = 3\n',
