@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports whylogs
+# whylogs' writer("whylabs") reads a config file from a public S3 bucket on every write unless this
+# is set (read once, at import): nothing outside loopback answers here.
+os.environ.setdefault("_WHYLABS_SKIP_CONFIG_READ", "True")
 
 import contextlib  # noqa: E402
 import http.server  # noqa: E402
