@@ -138,7 +138,7 @@ def test_run_demo_publishes_and_links(server, tmp_path):
 def fresh_machine_env(tmp_path: Path, port: int) -> dict:
     """A user with nothing set: fresh HOME and XDG dirs, no SONGBIRD_*/WHYLABS_* variables.
 
-    Only the embedded server's port is moved off 8787 (SONGBIRD_LOCAL_PORT), so tests never meet a
+    Only the embedded server's port is moved off the default port (SONGBIRD_LOCAL_PORT), so tests never meet a
     real server there, nor each other.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SONGBIRD_", "WHYLABS_", "XDG_"))}

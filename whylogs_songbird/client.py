@@ -97,7 +97,7 @@ def validate_endpoint(endpoint: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"The songbird endpoint {candidate!r} is not an http(s) URL: "
-            "give the full URL with its scheme, e.g. http://127.0.0.1:8787 or https://api.whylabsapp.com."
+            "give the full URL with its scheme, e.g. http://127.0.0.1:8737 or https://api.whylabsapp.com."
         )
     if parts.query or parts.fragment:
         shown = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -255,7 +255,7 @@ def request_model(model: type[R], **fields: Any) -> R:
 class SongbirdClient:
     """A client for the songbird sessions API.
 
-    >>> client = SongbirdClient("http://127.0.0.1:8787")          # doctest: +SKIP
+    >>> client = SongbirdClient("http://127.0.0.1:8737")          # doctest: +SKIP
     >>> session_id = client.create_session(user_id).id           # doctest: +SKIP
 
     ``timeout`` is the read timeout in seconds (connecting waits at most 5 s of it), or a

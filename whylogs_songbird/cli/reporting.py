@@ -145,7 +145,7 @@ Endpoint = Annotated[
         "--endpoint",
         metavar="URL",
         help="songbird API base URL. Default: $SONGBIRD_API_ENDPOINT, then the config file, "
-        "then the local songbird server at http://127.0.0.1:8787 (started if need be).",
+        "then the local songbird server at http://127.0.0.1:8737 (started if need be).",
         rich_help_panel=_CONNECTION,
         show_default=False,
     ),

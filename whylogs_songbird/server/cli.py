@@ -74,7 +74,7 @@ def _check_port_free(host: str, port: int) -> None:
 def config_from_options(
     *,
     host: str = "127.0.0.1",
-    port: int = 8787,
+    port: int = 8737,
     data_dir: Path | None = None,
     api_key: list[str] | None = None,
     api_key_file: Path | None = None,
@@ -161,7 +161,7 @@ def parse_args(argv: list[str]) -> ServerConfig:
 
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8787,
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8737,
     data_dir: Annotated[
         Path | None,
         typer.Option(

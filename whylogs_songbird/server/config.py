@@ -54,7 +54,7 @@ class ServerConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = 8787
+    port: int = 8737
     data_dir: Path = field(default_factory=lambda: Path("songbird-data"))
     api_keys: list[str] = field(default_factory=list)
     #: A file of API keys, one a line (``#`` comments and blank lines allowed): keys kept out of ``ps``.
