@@ -75,7 +75,7 @@ class SongbirdWriter(Writer):
         """Validate options; returns the settings they give, or None if they change no setting."""
         unknown = sorted(k for k in kwargs if k not in _ALL_OPTIONS)
         if unknown:
-            raise ConfigError(unknown_option_message(unknown, sorted(_ALL_OPTIONS), "songbird writer option"))
+            raise ConfigError(unknown_option_message(unknown, sorted(_ALL_OPTIONS)))
         if kwargs.get("reference_profile_name") is not None:
             check_alias(kwargs["reference_profile_name"])
         if kwargs.get("dataset_timestamp") is not None:

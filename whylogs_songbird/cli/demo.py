@@ -26,6 +26,7 @@ from whylogs_songbird.cli.reporting import (
     connection_options,
     progress_bars,
     reported,
+    songbird_command,
     stderr,
 )
 from whylogs_songbird.client import HOSTED_ENDPOINT
@@ -153,4 +154,4 @@ def demo_command(
                 f"(data in {base.server_data_dir})."
             )
             port_flag = f" --port {base.local_port}" if base.local_port != DEFAULT_LOCAL_PORT else ""
-            typer.echo(f"Stop it with: songbird server stop{port_flag}")
+            typer.echo(f"Stop it with: {songbird_command()} server stop{port_flag}")

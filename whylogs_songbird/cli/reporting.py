@@ -15,6 +15,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -246,6 +247,18 @@ def connection_options(
 
 
 # -- output, logging and errors ---------------------------------------------------------------
+
+
+def songbird_command() -> str:
+    """How to type this ``songbird`` command here: ``songbird`` when it is on ``PATH``, otherwise the
+    script next to this Python (``.venv/bin/songbird``), otherwise ``python -m whylogs_songbird``."""
+    if shutil.which("songbird"):
+        return "songbird"
+    script = Path(sys.executable).parent / "songbird"
+    if script.exists():
+        relative = os.path.relpath(script)
+        return relative if not relative.startswith("..") else str(script)
+    return f"{sys.executable} -m whylogs_songbird"
 
 
 def stderr() -> Console:

@@ -174,14 +174,22 @@ def parse_args(argv: list[str]) -> ServerConfig:
 
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8737,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", "-p", min=0, max=65535, envvar="SONGBIRD_LOCAL_PORT",
+            help="Port to listen on. Default: $SONGBIRD_LOCAL_PORT (the local server's), then 8737.",
+            show_default=False,
+        ),
+    ] = 8737,
     data_dir: Annotated[
         Path | None,
         typer.Option(
             "--data-dir",
             metavar="DIR",
             help="Where sessions, profiles and the URL-signing secret are kept. "
-            "Default: <user data dir>/whylogs-songbird/server.",
+            "Default: $SONGBIRD_LOCAL_DATA_DIR, then <user data dir>/whylogs-songbird/server.",
+            envvar="SONGBIRD_LOCAL_DATA_DIR",
             show_default=False,
         ),
     ] = None,

@@ -165,7 +165,7 @@ class ServerConfig:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.list_sessions and self.public_url is not None:
             raise ValueError(
-                "list_sessions cannot be combined with public_url: a server reached through a public URL must "
+                "--list-sessions cannot be combined with --public-url: a server reached through a public URL must "
                 "not show session ids (they open the profiles); leave --list-sessions off"
             )
         self.allowed_hosts = [h.strip() for h in self.allowed_hosts if h.strip()]
