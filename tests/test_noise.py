@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import whylogs as why
 
-from whylogs_songbird.engines import profile_frame, schema_for
+from whylogs_songbird.engines._common import profile_frame, schema_for
 from whylogs_songbird.profiles import segment_warning_silenced
 
 
