@@ -300,7 +300,7 @@ def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return {
         "database_url": postgres.new_schema(),
-        "blob_store": f"s3://{bucket}/{secrets.token_hex(6)}/profiles",
+        "blob_store": f"s3://{bucket}/team-{secrets.token_hex(6)}",
         "s3_endpoint_url": s3.endpoint_url,
     }
 
