@@ -55,7 +55,6 @@ def assert_clean(done: subprocess.CompletedProcess, code: int) -> None:
 LOCAL_COMMANDS = [
     (["--version"], 0),
     (["--help"], 0),
-    (["profile", "--help"], 0),
     (["session", "show"], 0),
     (["outbox", "list"], 0),
     (["server", "status"], 1),  # none runs: 1 is "not running", not a broken pipe
