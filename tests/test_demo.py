@@ -310,8 +310,10 @@ def test_scripts_demo_installs_once_until_pyproject_changes(tmp_path):
         return log.read_text().splitlines()
 
     first = run_demo()
-    assert any("install -q -e .[server]" in line for line in first)
+    assert any("install -qq --disable-pip-version-check -e .[server]" in line for line in first)
     assert first[-1] == "songbird demo --no-wait"
     assert run_demo() == ["songbird demo --no-wait"], "nothing changed: no reinstall"
     (repo / "pyproject.toml").write_text((repo / "pyproject.toml").read_text() + "\n# changed\n")
-    assert any("install -q -e .[server]" in line for line in run_demo()), "pyproject.toml changed: reinstall"
+    assert any("install -qq --disable-pip-version-check -e .[server]" in line for line in run_demo()), (
+        "pyproject.toml changed: reinstall"
+    )
