@@ -97,7 +97,7 @@ def validate_endpoint(endpoint: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"The songbird endpoint {candidate!r} is not an http(s) URL: "
-            "give the full URL with its scheme, e.g. http://127.0.0.1:8787 or https://api.whylabsapp.com."
+            "give the full URL with its scheme, e.g. http://127.0.0.1:8737 or https://api.whylabsapp.com."
         )
     if parts.query or parts.fragment:
         shown = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -128,7 +128,8 @@ _IN_OUR_REQUEST = threading.local()
 
 
 class _RedactQueries(logging.Filter):
-    """Blanks query strings in urllib3's log lines of our own requests, which show full URLs:
+    """Blanks query strings in urllib3's log lines of our own requests, which show full URLs, and
+    turns their "Retrying ..." warnings into DEBUG lines. Query strings:
     presigned upload URLs (the local server's ``signature=``, S3's ``X-Amz-Signature``,
     ``X-Amz-Credential``, ``X-Amz-Security-Token``) carry their secrets there. Log lines of
     requests made by other code in the process pass untouched."""
@@ -137,6 +138,11 @@ class _RedactQueries(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(_IN_OUR_REQUEST, "active", False):
+            if record.levelno == logging.WARNING and str(record.msg).startswith("Retrying"):
+                # each retry of ours is detail (DEBUG): the final outcome is what the caller reports
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+                    return False
             message = record.getMessage()
             if "?" in message:
                 record.msg, record.args = self._QUERY.sub("?<redacted>", message), None
@@ -255,7 +261,7 @@ def request_model(model: type[R], **fields: Any) -> R:
 class SongbirdClient:
     """A client for the songbird sessions API.
 
-    >>> client = SongbirdClient("http://127.0.0.1:8787")          # doctest: +SKIP
+    >>> client = SongbirdClient("http://127.0.0.1:8737")          # doctest: +SKIP
     >>> session_id = client.create_session(user_id).id           # doctest: +SKIP
 
     ``timeout`` is the read timeout in seconds (connecting waits at most 5 s of it), or a

@@ -47,8 +47,11 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "local_data_dir": ("SONGBIRD_LOCAL_DATA_DIR",),
 }
 
-#: The port of the local server used when no endpoint is set anywhere.
-DEFAULT_LOCAL_PORT = 8787
+#: The port of the local server used when no endpoint is set anywhere (no common data tool's default:
+#: Dask's dashboard has 8787, Jupyter 8888, MLflow 5000, Ray 8265, Spark 4040, TensorBoard 6006, ...).
+DEFAULT_LOCAL_PORT = 8737
+#: The default port of earlier versions (Dask's dashboard's too): a session stored for it is carried over.
+LEGACY_LOCAL_PORT = 8787
 #: The hosted WhyLabs service (``models.HOSTED_ENDPOINT``) is one setting away: ``endpoint=HOSTED_ENDPOINT``.
 
 #: Fields of `Settings` that are derived, not options a user sets.

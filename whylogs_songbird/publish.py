@@ -32,7 +32,7 @@ from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, 
 from whylogs_songbird.outbox import Outbox
 from whylogs_songbird.outbox import flush_outbox as flush_outbox  # its import path before the outbox package
 from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, format_ms, items_from, reference_items
-from whylogs_songbird.session import GuestSession, Kind, SessionStore, request_slot
+from whylogs_songbird.session import GuestSession, Kind, request_slot, store_for
 
 logger = logging.getLogger(__name__)
 
@@ -174,9 +174,7 @@ class Publisher:
     ) -> None:
         self.settings = settings or resolve_settings()
         self.client = client or make_client(self.settings)
-        self.session = session or GuestSession(
-            self.client, SessionStore.for_directory(self.settings.config_dir), self.settings.session_id
-        )
+        self.session = session or GuestSession(self.client, store_for(self.settings), self.settings.session_id)
         self.on_profile = on_profile
         self.outbox = Outbox(self.settings.outbox_path) if self.settings.outbox else None
         self._pool: ThreadPoolExecutor | None = None

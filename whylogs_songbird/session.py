@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 from filelock import FileLock, Timeout
 
 from whylogs_songbird.client import SongbirdClient
-from whylogs_songbird.config import Settings, resolve_settings
+from whylogs_songbird.config import DEFAULT_LOCAL_PORT, LEGACY_LOCAL_PORT, Settings, resolve_settings
 from whylogs_songbird.connect import make_client
 from whylogs_songbird.errors import ConfigError, SessionBusyError, SessionNotFoundError
 from whylogs_songbird.models import SegmentTag
@@ -136,6 +136,17 @@ class SessionStore:
             return None
         found = entry.get("references", {}).get(name)
         return found if isinstance(found, str) else None
+
+    def carry_over(self, old: str, new: str) -> None:
+        """Store ``old``'s session (and its references) for ``new`` too, if ``new`` has none yet."""
+        with self.lock():
+            data = self._read()
+            sessions = data.get("sessions", {})
+            if new in sessions or not isinstance(sessions.get(old), dict):
+                return
+            sessions[new] = dict(sessions[old])
+            self._write(data)
+        logger.info("songbird: %s now uses the guest session stored for %s", new, old)
 
     def forget(self, endpoint: str) -> str | None:
         """Forget the session stored for ``endpoint``; returns the id that was stored."""
@@ -298,12 +309,25 @@ def request_slot(
 # -- the stored session, for people: used by ``songbird session`` and notebooks -----------------
 
 
+def store_for(settings: Settings) -> SessionStore:
+    """The session store of ``settings``. For the embedded default on its default port, a session
+    stored for the earlier default (``http://127.0.0.1:8787``) is carried over: the local server
+    keeps its data when its port changes, so that session and its links live on."""
+    store = SessionStore.for_directory(settings.config_dir)
+    if settings.embedded and settings.local_port == DEFAULT_LOCAL_PORT:
+        try:
+            store.carry_over(f"http://127.0.0.1:{LEGACY_LOCAL_PORT}", settings.endpoint)
+        except (OSError, SessionBusyError) as exc:
+            logger.debug("songbird: could not carry over the earlier local session: %s", exc)
+    return store
+
+
 def _open(options: dict[str, Any]) -> tuple[Settings, GuestSession]:
     """The settings and the stored session of ``options`` (these helpers act on the stored session;
     a pinned ``session_id`` is read from the settings where it matters)."""
     settings = resolve_settings(options)
     client = make_client(settings)
-    return settings, GuestSession(client, SessionStore.for_directory(settings.config_dir))
+    return settings, GuestSession(client, store_for(settings))
 
 
 def current_session(**options: Any) -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from whylogs_songbird.errors import SongbirdError
+from whylogs_songbird.errors import ConfigError, SongbirdError
 from whylogs_songbird.models import SegmentTag
 from whylogs_songbird.profiles import format_ms
 from whylogs_songbird.session import write_json_atomic
@@ -167,7 +167,7 @@ class OutboxStorage:
     def drop(self, entry_ids: Iterable[str] | None = None) -> list[OutboxEntry]:
         """Delete the entries with these ids (every entry if None); returns those deleted.
 
-        An id that is not in the outbox raises `SongbirdError` before anything is deleted.
+        An id that is not in the outbox raises `ConfigError` (bad input) before anything is deleted.
         """
         entries = self.entries()
         if entry_ids is None:
@@ -177,7 +177,7 @@ class OutboxStorage:
             by_id = {e.id: e for e in entries}
             missing = [i for i in wanted if i not in by_id]
             if missing:
-                raise SongbirdError(
+                raise ConfigError(
                     f"No outbox entry {', '.join(map(repr, missing))} in {self.directory}: "
                     "`songbird outbox list` shows the ids."
                 )
