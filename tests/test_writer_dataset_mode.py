@@ -117,6 +117,16 @@ def test_a_segmented_write_lands_with_its_segment_tags(log_server, tmp_path):
     assert tags == [(("region", "north"),), (("region", "south"),)]
     assert sum(amount_counts(timeline(log_server)).values()) == 40
 
+    # a segmented reference: each segment under the reference's own name, with its tags (as whylogs does)
+    results = why.log(frame(21), schema=DatasetSchema(segments=segment_on_column("region")))
+    ok, pairs = SongbirdWriter(**dataset_opts(log_server, tmp_path), reference_profile_name="by-region").write(results)
+    assert ok, pairs
+    references = dataset_profiles(log_server, "reference")
+    assert sorted((r.alias, r.segment_tags) for r in references) == [
+        ("by-region", (("region", "north"),)),
+        ("by-region", (("region", "south"),)),
+    ]
+
 
 @pytest.mark.parametrize(
     ("key", "secret", "said"),

@@ -43,6 +43,8 @@ from whylogs_songbird.models import (
     BatchLogReferenceRequest,
     BatchLogSessionReferenceResponse,
     CreateDatasetProfileUploadResponse,
+    CreateReferenceProfileRequest,
+    CreateReferenceProfileResponse,
     CreateSessionRequest,
     CreateSessionResponse,
     GetProfileObservatoryLinkRequest,
@@ -52,6 +54,7 @@ from whylogs_songbird.models import (
     LogReferenceRequest,
     LogReferenceResponse,
     LogSessionReferenceResponse,
+    Segment,
     SegmentTag,
     WireModel,
 )
@@ -82,7 +85,9 @@ SESSION_OPERATIONS = frozenset(
 )
 
 #: Operations of the WhyLabs log API on a dataset of an organization (API key in every call).
-DATASET_OPERATIONS = frozenset({"log_async", "log_reference", "get_dataset_observatory_link"})
+DATASET_OPERATIONS = frozenset(
+    {"log_async", "log_reference", "create_reference_profile", "get_dataset_observatory_link"}
+)
 
 M = TypeVar("M", bound=WireModel)
 Timeout = float | tuple[float, float]
@@ -466,6 +471,35 @@ class SongbirdClient:
         body = request_model(LogReferenceRequest, alias=alias, dataset_timestamp=dataset_timestamp)
         path = self._dataset_path("reference", org_id, dataset_id)
         return self._call("log_reference", "POST", path, body, LogReferenceResponse, api_key=self._key(api_key))
+
+    def create_reference_profile(
+        self,
+        org_id: str,
+        dataset_id: str,
+        alias: str,
+        dataset_timestamp: int | None,
+        segments: list[list[SegmentTag]],
+        api_key: str | None = None,
+    ) -> CreateReferenceProfileResponse:
+        """Ask for upload URLs for a segmented reference profile: ``upload_urls[i]`` takes ``segments[i]``."""
+        body = request_model(
+            CreateReferenceProfileRequest,
+            alias=alias,
+            dataset_timestamp=dataset_timestamp,
+            segments=[Segment(tags=tags) for tags in segments],
+        )
+        org = quote(validate_name(org_id, "organization"), safe="")
+        dataset = quote(validate_name(dataset_id, "dataset"), safe="")
+        path = f"/v0/organizations/{org}/dataset-profiles/models/{dataset}/reference-profile"
+        response = self._call(
+            "create_reference_profile", "POST", path, body, CreateReferenceProfileResponse, api_key=self._key(api_key)
+        )
+        if len(response.upload_urls) != max(len(segments), 1):
+            raise SongbirdProtocolError(
+                f"create_reference_profile asked for {len(segments)} upload URLs "
+                f"but the server answered with {len(response.upload_urls)}."
+            )
+        return response
 
     def get_dataset_observatory_link(
         self,

@@ -33,6 +33,8 @@ from whylogs_songbird.outbox import Outbox
 from whylogs_songbird.outbox import flush_outbox as flush_outbox  # its import path before the outbox package
 from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, format_ms, items_from, reference_items
 from whylogs_songbird.session import DatasetTarget, Kind, Target, open_target, request_link, request_slot
+from whylogs_songbird.session import GuestSession as GuestSession  # what a Publisher(session=...) takes
+from whylogs_songbird.session import SessionStore as SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +293,11 @@ class Publisher:
                 if isinstance(self.session, DatasetTarget):  # the log API takes references one by one
                     given = [
                         request_slot(
-                            self.session, "reference", items[i].dataset_timestamp, alias=items[i].alias
+                            self.session,
+                            "reference",
+                            items[i].dataset_timestamp,
+                            alias=items[i].alias,
+                            segment_tags=items[i].segment_tags,
                         )
                         for i in indexes
                     ]
@@ -300,7 +306,11 @@ class Publisher:
                 if len(indexes) == 1:
                     only = items[indexes[0]]
                     session_id, single = request_slot(
-                        self.session, "reference", only.dataset_timestamp, alias=only.alias
+                        self.session,
+                        "reference",
+                        only.dataset_timestamp,
+                        alias=only.alias,
+                        segment_tags=only.segment_tags,
                     )
                     slots.set_result((session_id, [single]))
                     return

@@ -346,6 +346,11 @@ def request_slot(
     if isinstance(session, DatasetTarget):
         org, dataset = session.dataset
         given: Any
+        if kind == "reference" and segment_tags:
+            # one segment of a segmented reference: kept under the reference's own name with its tags
+            name = _unsegmented_alias(alias, segment_tags)
+            made = session.client.create_reference_profile(org, dataset, name, dataset_timestamp, [list(segment_tags)])
+            return session.session_id(), DatasetSlot(id=made.id, upload_url=made.upload_urls[0])
         if kind == "reference":
             given = session.client.log_reference(org, dataset, alias, dataset_timestamp)
         else:
@@ -360,6 +365,14 @@ def request_slot(
         )
 
     return session.call(ask)
+
+
+def _unsegmented_alias(alias: str | None, segment_tags: Sequence[SegmentTag]) -> str:
+    """``train`` for ``train[region=north]``: the name a segment of a reference was given
+    (`whylogs_songbird.profiles` names segments so in guest sessions, where segments have no tags)."""
+    name = alias or "reference"
+    suffix = "[" + ",".join(f"{t.key}={t.value}" for t in segment_tags) + "]"
+    return name[: -len(suffix)] if name.endswith(suffix) and len(name) > len(suffix) else name
 
 
 def request_link(
