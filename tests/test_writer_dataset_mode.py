@@ -170,6 +170,10 @@ def test_songbird_variables_come_before_whylabs_ones_and_options_before_both(tmp
     only_whylabs = {k: v for k, v in env.items() if not k.startswith("SONGBIRD_") or k == "SONGBIRD_CONFIG_DIR"}
     settings = resolve_settings({}, environ=only_whylabs)
     assert settings.dataset == ("org-w", "model-w"), "the org from the key's ':org' suffix"
+    with_whylabs_org = {**only_whylabs, "WHYLABS_DEFAULT_ORG_ID": "org-d"}
+    assert resolve_settings({}, environ=with_whylabs_org).org_id == "org-w", "whylogs prefers the key's org"
+    unsuffixed = {**with_whylabs_org, "WHYLABS_API_KEY": "WkeyId0001.whylabs"}
+    assert resolve_settings({}, environ=unsuffixed).org_id == "org-d"
     assert "whylabs" not in repr(settings)
     assert resolve_settings({}, environ={"SONGBIRD_CONFIG_DIR": str(tmp_path)}).dataset is None, "guest by default"
 

@@ -283,8 +283,8 @@ class SongbirdClient:
 
     ``timeout`` is the read timeout in seconds (connecting waits at most 5 s of it), or a
     ``(connect, read)`` pair; ``max_retries=0`` disables retries.
-    The API key is sent only where the contract asks for it (get_session and claim) and never
-    appears in logs, reprs or error messages.
+    The API key is sent only where the contract asks for it (get_session, claim, and every call of
+    the WhyLabs log API on a dataset) and never appears in logs, reprs or error messages.
     """
 
     def __init__(

@@ -286,8 +286,12 @@ def _resolve(options: dict[str, Any], env: Mapping[str, str]) -> Settings:
             values[f.name] = _coerce(f.name, from_env)
         elif f.name in from_file and from_file[f.name] is not None:
             values[f.name] = _coerce(f.name, from_file[f.name])
-    if "org_id" not in values and ":" in values.get("api_key", ""):
-        # whylogs' key format KEYID.SECRET:ORG names its organization, as whylogs reads it
+    whylabs_org_only = (
+        "org_id" not in options and not env.get("SONGBIRD_ORG_ID") and bool(env.get("WHYLABS_DEFAULT_ORG_ID"))
+    )
+    if ("org_id" not in values or whylabs_org_only) and ":" in values.get("api_key", ""):
+        # whylogs' key format KEYID.SECRET:ORG names its organization; whylogs prefers it to
+        # WHYLABS_DEFAULT_ORG_ID, and so do we (an explicit org_id or SONGBIRD_ORG_ID wins)
         suffix = values["api_key"].rsplit(":", 1)[1].strip()
         if suffix:
             values["org_id"] = suffix
