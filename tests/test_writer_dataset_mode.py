@@ -211,6 +211,9 @@ def test_a_failed_upload_waits_in_the_outbox_and_flush_delivers_to_the_dataset(s
         "the outbox keeps no key"
     )
 
+    listed = CliRunner().invoke(app, ["outbox", "list"], env={"SONGBIRD_CONFIG_DIR": str(config_dir)})
+    assert listed.exit_code == 0 and listed.output.count(f"dataset {ORG}/{DATASET}") == 2, listed.output
+
     server = server_factory(port=port, api_keys=[KEY])
     result = CliRunner().invoke(
         app, ["outbox", "flush"], env={"SONGBIRD_CONFIG_DIR": str(config_dir), "SONGBIRD_API_KEY": KEY}

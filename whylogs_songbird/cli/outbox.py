@@ -61,8 +61,11 @@ def outbox_list(
         now = time.time()
         for entry in entries:
             error = one_line(entry.error)[:160] or "-"
+            where = entry.endpoint
+            if entry.dataset_id:
+                where += f" dataset {entry.org_id}/{entry.dataset_id}"
             typer.echo(
-                f"{entry.id}  {entry.kind:<9} {entry.label:<28} {entry.endpoint}  age {_age(now - entry.created_at)}"
+                f"{entry.id}  {entry.kind:<9} {entry.label:<28} {where}  age {_age(now - entry.created_at)}"
                 f"  tries {entry.attempts}  last error: {error}"
             )
         stderr().print(f"{profiles(len(entries))} waiting in {outbox.directory}")
