@@ -109,7 +109,12 @@ def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     SeaweedFS it uses.
     """
     for name in list(os.environ):
-        if name.startswith(("SONGBIRD_", "AWS_")) or name in ("WHYLABS_API_ENDPOINT", "WHYLABS_API_KEY"):
+        if name.startswith(("SONGBIRD_", "AWS_")) or name in (
+            "WHYLABS_API_ENDPOINT",
+            "WHYLABS_API_KEY",
+            "WHYLABS_DEFAULT_ORG_ID",
+            "WHYLABS_DEFAULT_DATASET_ID",
+        ):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SONGBIRD_CONFIG_DIR", str(tmp_path_factory.mktemp("songbird-config")))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

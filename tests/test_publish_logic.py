@@ -964,7 +964,7 @@ def test_publish_raises_with_the_result_when_a_profile_failed(fresh_shared, conf
 
 
 VALID_NAMES = (
-    "api_key, backoff, config_dir, dataset_timestamp, endpoint, local_data_dir, local_port, max_retries, "
+    "api_key, backoff, config_dir, dataset_id, dataset_timestamp, endpoint, local_data_dir, local_port, max_retries, "
     "max_workers, org_id, outbox, outbox_dir, reference_profile_name, session_id, timeout"
 )
 

@@ -62,8 +62,11 @@ def outbox_list(
         now = time.time()
         for entry in entries:
             error = textwrap.shorten(one_line(entry.error), width=160, placeholder=" …") or "-"
+            where = entry.endpoint
+            if entry.dataset_id:
+                where += f" dataset {entry.org_id}/{entry.dataset_id}"
             typer.echo(
-                f"{entry.id}  {entry.kind:<9} {entry.label:<28} {entry.endpoint}  age {_age(now - entry.created_at)}"
+                f"{entry.id}  {entry.kind:<9} {entry.label:<28} {where}  age {_age(now - entry.created_at)}"
                 f"  tries {entry.attempts}  last error: {error}"
             )
         stderr().print(f"{profiles(len(entries))} waiting in {outbox.directory}")

@@ -46,6 +46,10 @@ class OutboxEntry:
     size: int = 0
     #: The session the publish was pinned to (``session_id`` option), if any: flush goes there too.
     pinned_session_id: str | None = None
+    #: In dataset mode, the organization and dataset the profile was published to: flush delivers
+    #: it there, through the log API, with the API key of the flush's settings (never stored here).
+    org_id: str | None = None
+    dataset_id: str | None = None
     #: Set once a slot was requested: where the bytes go (so a rerun never asks twice).
     session_id: str | None = None
     upload_id: str | None = None
@@ -93,6 +97,7 @@ class OutboxStorage:
         segment_tags: tuple[SegmentTag, ...],
         error: str,
         pinned_session_id: str | None = None,
+        dataset: tuple[str, str] | None = None,
         slot: tuple[str | None, str | None, str] | None = None,
     ) -> OutboxEntry:
         """Keep one profile for later; returns the entry (its files are complete when this returns).
@@ -113,6 +118,8 @@ class OutboxStorage:
             error=error,
             size=len(data),
             pinned_session_id=pinned_session_id,
+            org_id=dataset[0] if dataset else None,
+            dataset_id=dataset[1] if dataset else None,
         )
         if slot is not None:
             entry.session_id, entry.upload_id, entry.upload_url = slot
