@@ -89,6 +89,10 @@ def _get(path: str, **kwargs) -> Callable[[Seeded, str], list[requests.Response]
     return lambda s, sid: [requests.get(s.url + path.format(sid=sid, ref=s.reference_id), timeout=TIMEOUT, **kwargs)]
 
 
+def _delete(path: str) -> Callable[[Seeded, str], list[requests.Response]]:
+    return lambda s, sid: [requests.delete(s.url + path.format(sid=sid, batch=s.batch_id), timeout=TIMEOUT)]
+
+
 def _link(s: Seeded, sid: str) -> list[requests.Response]:
     body = {"batchProfileTimestamps": [TS], "referenceProfileIds": [s.reference_id]}
     return [requests.post(f"{s.url}/v0/sessions/observatory-link/{sid}", json=body, timeout=TIMEOUT)]
@@ -133,6 +137,11 @@ WALKS: dict[tuple[str, str], Walk] = {
     ),
     ("GET", "/sessions/{session_id}/timeline"): Walk(
         _get("/sessions/{sid}/timeline?granularity=day&reference={ref}"), shows_data=True
+    ),
+    # deleting cannot be walked on the live session (it would be gone for the walks after it)
+    ("DELETE", "/v0/sessions/{session_id}"): Walk(_delete("/v0/sessions/{sid}"), live=None),
+    ("DELETE", "/v0/sessions/{session_id}/profiles/{profile_id}"): Walk(
+        _delete("/v0/sessions/{sid}/profiles/{batch}"), live=None
     ),
 }
 

@@ -76,6 +76,7 @@ SESSION_OPERATIONS = frozenset(
         "batch_create_reference_profile_upload",
         "get_session_profile_observatory_link",
         "claim_guest_session",
+        "delete_session",
     }
 )
 
@@ -417,6 +418,18 @@ class SongbirdClient:
         path = f"/v0/sessions/{quote(validate_session_id(session_id))}/claim"
         self._request("claim_guest_session", "POST", path, None, api_key=self._key(api_key), params={"org_id": org_id})
 
+    def delete_session(self, session_id: str) -> None:
+        """Delete a guest session with all its profiles and their bytes (the session id is the
+        credential); `SessionNotFoundError` when the server does not know it (or it was claimed)."""
+        path = f"/v0/sessions/{quote(validate_session_id(session_id))}"
+        self._request("delete_session", "DELETE", path, None)
+
+    def delete_profile(self, session_id: str, profile_id: str) -> None:
+        """Delete one profile of a guest session by the id its upload operation returned
+        (``log-…`` for a batch, ``ref-…`` for a reference), with its bytes."""
+        path = f"/v0/sessions/{quote(validate_session_id(session_id))}/profiles/{quote(profile_id, safe='')}"
+        self._request("delete_profile", "DELETE", path, None)
+
     # -- the presigned PUT ----------------------------------------------------------------
 
     def upload_profile(self, upload_url: str, data: bytes) -> str | None:
@@ -613,7 +626,8 @@ class SongbirdClient:
                 + self._hosted_hint(),
                 **kwargs,
             )
-        if status == 404 and operation not in SESSION_OPERATIONS and operation != "upload_profile":
+        not_session = operation not in SESSION_OPERATIONS and operation not in ("upload_profile", "delete_profile")
+        if status == 404 and not_session:
             return SongbirdApiError(
                 f"{base}. Check that the endpoint is a songbird API.{self._hosted_hint()}", **kwargs
             )

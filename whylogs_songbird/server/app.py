@@ -29,6 +29,7 @@ from whylogs_songbird.server.common import error_response
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.ingest import IngestWorker
+from whylogs_songbird.server.lifecycle import PurgeWorker
 from whylogs_songbird.server.middleware import (
     BodyLimitMiddleware,
     BodyTooLargeError,
@@ -37,7 +38,7 @@ from whylogs_songbird.server.middleware import (
     RequestCounter,
 )
 from whylogs_songbird.server.observatory import mount_observatory
-from whylogs_songbird.server.routes import local, sessions, uploads
+from whylogs_songbird.server.routes import lifecycle, local, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
 from whylogs_songbird.server.routes.timeline import mount_timeline
@@ -104,13 +105,16 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
 
     requests_in_flight = RequestCounter()
     worker = IngestWorker(the_store, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy)
+    purger = PurgeWorker(the_store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.start()
+        purger.start()
         try:
             yield
         finally:
+            await run_in_threadpool(purger.stop)
             await run_in_threadpool(worker.stop)
             await run_in_threadpool(timeline.close)
             if owns_store:
@@ -139,6 +143,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     _add_error_handlers(app)
     app.include_router(sessions.router)
     app.include_router(uploads.router)
+    app.include_router(lifecycle.router)
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
