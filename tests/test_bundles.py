@@ -228,3 +228,24 @@ def test_cli_and_client_export_and_import(two_stores, tmp_path):
     missing = tmp_path / "missing.zip"
     result = runner.invoke(cli_app, ["export", "session-" + "A" * 24, "--endpoint", embedded.url, "-o", str(missing)])
     assert result.exit_code == 1 and not missing.exists() and "unknown" in result.output
+
+
+def test_migrate_moves_every_session_of_an_embedded_store_once(two_stores, tmp_path):
+    embedded, team = two_stores
+    first, _ = _seed(embedded.url)
+    second, _ = _seed(embedded.url)
+    requests.post(f"{embedded.url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT)  # empty: nothing to move
+    runner = CliRunner()
+    args = ["migrate", "--from", str(embedded.config.data_dir), "--to", team.url, "--config-dir", str(tmp_path)]
+    result = runner.invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    moved = dict(re.findall(r"(session-\S+) -> (session-\S+) \(10 profiles\)", result.stdout))
+    assert set(moved) == {first, second}
+    for old, new in moved.items():
+        assert _timeline(team.url, new) == _timeline(embedded.url, old)
+    sessions = _session_count(team)
+    again = runner.invoke(cli_app, args)
+    assert again.exit_code == 0 and "->" not in again.stdout, "a second run moves nothing twice"
+    assert _session_count(team) == sessions
+    result = runner.invoke(cli_app, ["migrate", "--from", str(tmp_path / "nothing"), "--to", team.url])
+    assert result.exit_code == 2 and "holds no embedded store" in result.output
