@@ -13,17 +13,25 @@ from pathlib import Path
 
 import requests
 
+#: Benchmarks are load generators on one address: the per-client rate limits are off for them
+#: (a later option given in ``extra`` wins).
+NO_CLIENT_RATE_LIMITS = ("--session-rate", "0", "--slot-rate", "0")
+
 
 @contextlib.contextmanager
-def server_process(data_dir: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m whylogs_songbird.server`` on a free loopback port (``extra`` options appended);
-    yields its URL and process."""
+def server_process(
+    data_dir: Path, *extra: str, client_limits: bool = False
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m whylogs_songbird.server`` on a free loopback port (``extra`` options appended,
+    after :data:`NO_CLIENT_RATE_LIMITS` unless ``client_limits``); yields its URL and process."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)]
     process = subprocess.Popen(
-        [*command, "--no-access-log", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*command, "--no-access-log", *(() if client_limits else NO_CLIENT_RATE_LIMITS), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

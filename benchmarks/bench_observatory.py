@@ -83,7 +83,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-observatory-"))
     config_dir = Path(tempfile.mkdtemp(prefix="bench-observatory-config-"))
     print(f"logging profiles ({args.rows} rows each) and uploading them through the writer ...", flush=True)
-    with LocalServer(data_dir=data_dir) as server:
+    with LocalServer(data_dir=data_dir, session_rate=0, slot_rate=0) as server:
 
         def write(df: pd.DataFrame, timestamp: int) -> str:
             ok, url = (
@@ -127,7 +127,8 @@ def main() -> None:
     sizes: dict[str, int] = {}
     for run in range(args.runs):
         for name, (path, _) in pages.items():
-            with LocalServer(data_dir=data_dir) as server:  # a fresh process state: nothing cached
+            # a fresh process state: nothing cached
+            with LocalServer(data_dir=data_dir, session_rate=0, slot_rate=0) as server:
                 requests.get(server.url + "/healthz", timeout=TIMEOUT)
                 render, wall, size, cpu = fetch(server.url + path)
                 results[name]["cold"].append(render)

@@ -116,7 +116,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench-timeline-"))
     results = {}
-    with LocalServer(data_dir=root / "data") as server:
+    with LocalServer(data_dir=root / "data", session_rate=0, slot_rate=0) as server:
         for size in sizes:
             config = root / f"config-{size}"
             began = time.perf_counter()

@@ -63,7 +63,12 @@ def main() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    config = ServerConfig(port=port, data_dir=Path(tempfile.mkdtemp(prefix="songbird-profile-uploads-")))
+    config = ServerConfig(
+        port=port,
+        data_dir=Path(tempfile.mkdtemp(prefix="songbird-profile-uploads-")),
+        session_rate=0,
+        slot_rate=0,
+    )
     store = open_store(config)
     app = create_app(config, store)
     server = uvicorn.Server(

@@ -21,9 +21,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-
-# One Dask cluster and one Spark session for the module: its tests stay on one xdist worker.
-pytestmark = pytest.mark.xdist_group("distributed")
 import requests  # noqa: E402
 import whylogs as why  # noqa: E402
 from whylogs.api.logger.result_set import SegmentedResultSet  # noqa: E402

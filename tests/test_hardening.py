@@ -211,7 +211,7 @@ def test_an_unfinished_upload_times_out_and_stores_nothing(server_factory, caplo
 
 
 def test_connections_over_the_cap_get_503_until_some_close(server_factory):
-    server = server_factory(max_connections=3, header_timeout=60.0)
+    server = server_factory(max_connections=3, max_client_connections=3, header_timeout=60.0)
     address = ("127.0.0.1", port_of(server))
     held = [socket.create_connection(address) for _ in range(3)]
     with socket.create_connection(address) as extra:

@@ -38,6 +38,7 @@ from whylogs_songbird.server.middleware import (
     RequestCounter,
 )
 from whylogs_songbird.server.observatory import mount_observatory
+from whylogs_songbird.server.ratelimits import ClientRateLimits
 from whylogs_songbird.server.routes import lifecycle, local, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
@@ -45,6 +46,7 @@ from whylogs_songbird.server.routes.timeline import mount_timeline
 from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_health_token, load_or_create_secret
 from whylogs_songbird.server.store import Store, now_ms
+from whylogs_songbird.server.sweep import SlotSweeper
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -105,16 +107,19 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
 
     requests_in_flight = RequestCounter()
     worker = IngestWorker(the_store, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy)
+    sweeper = SlotSweeper(the_store, interval=config.slot_sweep_seconds, grace_seconds=config.slot_sweep_grace_seconds)
     purger = PurgeWorker(the_store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.start()
+        sweeper.start()
         purger.start()
         try:
             yield
         finally:
             await run_in_threadpool(purger.stop)
+            await run_in_threadpool(sweeper.stop)
             await run_in_threadpool(worker.stop)
             await run_in_threadpool(timeline.close)
             if owns_store:
@@ -132,6 +137,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.signer = UrlSigner(load_or_create_secret(config.data_dir))
     app.state.health_token = load_or_create_health_token(config.data_dir)
     app.state.api_keys = ApiKeyRing(config.api_keys)
+    app.state.rate_limits = ClientRateLimits.of(config)
     app.state.started_at = now_ms()
     app.state.ingest = worker
     app.state.wake_ingest = worker.wake

@@ -12,6 +12,7 @@ import inspect
 import logging
 import socket
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,8 +20,14 @@ import typer
 
 from whylogs_songbird.help_text import TidyCommand
 from whylogs_songbird.server.common import is_loopback_host
-from whylogs_songbird.server.config import API_KEYS_ENV, ServerConfig
+from whylogs_songbird.server.config import API_KEYS_ENV, DEFAULT_MAX_OPEN_SLOTS, ServerConfig
 from whylogs_songbird.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
+from whylogs_songbird.server.ratelimits import (
+    DEFAULT_SESSION_BURST,
+    DEFAULT_SESSION_RATE,
+    DEFAULT_SLOT_BURST,
+    DEFAULT_SLOT_RATE,
+)
 
 APP_NAME = "whylogs-songbird"
 logger = logging.getLogger("whylogs_songbird.server")
@@ -28,6 +35,13 @@ logger = logging.getLogger("whylogs_songbird.server")
 _STORAGE = "Storage"
 _TESTING = "Testing"
 _SECURITY = "Security and limits"
+
+
+class OnOff(str, Enum):
+    """A switch on the command line."""
+
+    on = "on"
+    off = "off"
 
 
 def default_data_dir() -> Path:
@@ -84,6 +98,13 @@ def config_from_options(
     max_connections: int | None = None,
     max_session_profiles: int | None = None,
     max_session_bytes: int | None = None,
+    max_open_slots: int = DEFAULT_MAX_OPEN_SLOTS,
+    session_rate: float = DEFAULT_SESSION_RATE,
+    session_burst: int = DEFAULT_SESSION_BURST,
+    slot_rate: float = DEFAULT_SLOT_RATE,
+    slot_burst: int = DEFAULT_SLOT_BURST,
+    max_client_connections: int | None = None,
+    guest_sessions: str = "on",
 ) -> ServerConfig:
     """The :class:`ServerConfig` of the command-line options (ValueError when one is bad)."""
     return ServerConfig(
@@ -111,6 +132,13 @@ def config_from_options(
         max_connections=max_connections,
         max_session_profiles=max_session_profiles,
         max_session_bytes=max_session_bytes,
+        max_open_slots=max_open_slots,
+        session_rate=session_rate,
+        session_burst=session_burst,
+        slot_rate=slot_rate,
+        slot_burst=slot_burst,
+        max_client_connections=max_client_connections,
+        guest_sessions=OnOff(guest_sessions) is OnOff.on,
     )
 
 
@@ -311,7 +339,7 @@ def serve_command(
             "--max-session-profiles",
             metavar="N",
             min=1,
-            help="Profiles one session may hold (upload slots); more are refused. Default: no limit.",
+            help="Profiles one session may hold, open upload slots included; more are refused. Default: no limit.",
             rich_help_panel=_SECURITY,
             show_default=False,
         ),
@@ -327,6 +355,79 @@ def serve_command(
             show_default=False,
         ),
     ] = None,
+    max_open_slots: Annotated[
+        int,
+        typer.Option(
+            "--max-open-slots",
+            metavar="N",
+            min=1,
+            help="Upload slots one session may have asked for and not PUT yet; more are answered 429.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = DEFAULT_MAX_OPEN_SLOTS,
+    session_rate: Annotated[
+        float,
+        typer.Option(
+            "--session-rate",
+            metavar="PER_MINUTE",
+            min=0,
+            help="Sessions one client (address) may create per minute after --session-burst; 0: no limit. Per process.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = DEFAULT_SESSION_RATE,
+    session_burst: Annotated[
+        int,
+        typer.Option(
+            "--session-burst",
+            metavar="N",
+            min=1,
+            help="Sessions a client may create at once.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = DEFAULT_SESSION_BURST,
+    slot_rate: Annotated[
+        float,
+        typer.Option(
+            "--slot-rate",
+            metavar="PER_SECOND",
+            min=0,
+            help="Upload slots one client may ask for per second after --slot-burst (a slot with more than 4 KiB "
+            "of tags and alias counts once per 4 KiB); 0: no limit. Per process.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = DEFAULT_SLOT_RATE,
+    slot_burst: Annotated[
+        int,
+        typer.Option(
+            "--slot-burst",
+            metavar="N",
+            min=1,
+            help="Upload slots a client may ask for at once.",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = DEFAULT_SLOT_BURST,
+    max_client_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-client-connections",
+            metavar="N",
+            min=1,
+            help="Open connections one client address may hold, per process; more are answered 503. "
+            "Default: half of --max-connections.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    guest_sessions: Annotated[
+        OnOff,
+        typer.Option(
+            "--guest-sessions",
+            metavar="on|off",
+            case_sensitive=False,
+            help="off: refuse guest sessions and guest uploads (a team server that only takes keyed writes).",
+            rich_help_panel=_SECURITY,
+        ),
+    ] = OnOff.on,
     no_access_log: Annotated[bool, typer.Option("--no-access-log", help="Do not log each request.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.", show_default=False)] = False,
 ) -> None:

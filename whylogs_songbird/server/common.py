@@ -56,6 +56,20 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def client_key(address: str) -> str:
+    """Who a remote address is, for per-client limits: the address itself, or for IPv6 its /64
+    network (one subscriber usually holds a whole /64, so single addresses would be free to spend)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
+
+
 def session_gone(session_id: str) -> str:
     """The opening of every answer about a session that a guest route cannot use. An unknown and a
     claimed session get the same words, so no answer tells a stranger whether a session exists."""
@@ -67,4 +81,4 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse(ErrorResponse(message=message).to_wire(), status_code=status, headers=headers)
 
 
-__all__ = ["error_response", "is_loopback_host", "observatory_link", "segment_label", "session_gone"]
+__all__ = ["client_key", "error_response", "is_loopback_host", "observatory_link", "segment_label", "session_gone"]

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
+from whylogs_songbird.models import MAX_REFERENCES_PER_BATCH
 from whylogs_songbird.server.connections import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -19,6 +20,12 @@ from whylogs_songbird.server.connections import (
     default_max_connections,
 )
 from whylogs_songbird.server.faults import check_fault_rate
+from whylogs_songbird.server.ratelimits import (
+    DEFAULT_SESSION_BURST,
+    DEFAULT_SESSION_RATE,
+    DEFAULT_SLOT_BURST,
+    DEFAULT_SLOT_RATE,
+)
 
 #: Environment variable holding comma-separated API keys, read when no keys are given.
 API_KEYS_ENV = "SONGBIRD_SERVER_API_KEYS"
@@ -28,6 +35,8 @@ API_KEYS_ENV = "SONGBIRD_SERVER_API_KEYS"
 RequestHook = Callable[[Request], Awaitable[Response | None]]
 
 MiB = 1024 * 1024
+#: Open upload slots per session by default: two of the largest batch (1,000 references) in flight.
+DEFAULT_MAX_OPEN_SLOTS = 2 * MAX_REFERENCES_PER_BATCH
 
 
 @dataclass(repr=False)
@@ -93,6 +102,23 @@ class ServerConfig:
     max_session_profiles: int | None = None
     #: Bytes of stored profiles one session may hold; None: no limit.
     max_session_bytes: int | None = None
+    # -- what one stranger may cost (see docs/security.md) --
+    #: Upload slots one session may have open (asked for, not PUT, URL not expired); None: no limit.
+    max_open_slots: int | None = DEFAULT_MAX_OPEN_SLOTS
+    #: Per client and process: sessions created per minute after a burst; 0: no limit.
+    session_rate: float = DEFAULT_SESSION_RATE
+    session_burst: int = DEFAULT_SESSION_BURST
+    #: Per client and process: upload slots per second after a burst (see ``ratelimits.py``); 0: no limit.
+    slot_rate: float = DEFAULT_SLOT_RATE
+    slot_burst: int = DEFAULT_SLOT_BURST
+    #: Connections one client address (IPv6: its /64) may hold per process; None: half of max_connections.
+    max_client_connections: int | None = None
+    #: Whether guests may create sessions and upload; False: only writes made with an API key.
+    guest_sessions: bool = True
+    #: Seconds between two sweeps of expired, never-PUT upload slots (each process sweeps).
+    slot_sweep_seconds: float = 60.0
+    #: How long after its URL expired a slot is deleted; None: the store's default (``store.py``).
+    slot_sweep_grace_seconds: int | None = None
     #: The timeouts and connection cap above, as the connection guard takes them (derived).
     connection_limits: ConnectionLimits = field(init=False)
 
@@ -128,8 +154,25 @@ class ServerConfig:
         self.forwarded_allow_ips = check_forwarded_allow_ips(self.forwarded_allow_ips)
         if self.max_connections is None:
             self.max_connections = default_max_connections()
-        self.connection_limits = ConnectionLimits(self.header_timeout, self.body_timeout, self.max_connections)
-        for name in ("max_session_profiles", "max_session_bytes"):
+        if self.max_client_connections is None:
+            self.max_client_connections = max(1, self.max_connections // 2)
+        self.connection_limits = ConnectionLimits(
+            self.header_timeout, self.body_timeout, self.max_connections, self.max_client_connections
+        )
+        for name in ("session_rate", "slot_rate", "slot_sweep_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if not self.slot_sweep_seconds > 0:
+            raise ValueError(f"slot_sweep_seconds must be positive, got {self.slot_sweep_seconds!r}")
+        grace = self.slot_sweep_grace_seconds
+        if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or grace < 0):
+            raise ValueError(f"slot_sweep_grace_seconds must be a non-negative integer or None, got {grace!r}")
+        for name in ("session_burst", "slot_burst"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("max_session_profiles", "max_session_bytes", "max_open_slots"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
@@ -150,7 +193,10 @@ class ServerConfig:
             f"allowed_hosts={self.allowed_hosts!r}, "
             f"list_sessions={self.list_sessions}, header_timeout={self.header_timeout}, "
             f"body_timeout={self.body_timeout}, max_connections={self.max_connections}, "
-            f"max_session_profiles={self.max_session_profiles}, max_session_bytes={self.max_session_bytes})"
+            f"max_session_profiles={self.max_session_profiles}, max_session_bytes={self.max_session_bytes}, "
+            f"max_open_slots={self.max_open_slots}, session_rate={self.session_rate}, "
+            f"session_burst={self.session_burst}, slot_rate={self.slot_rate}, slot_burst={self.slot_burst}, "
+            f"max_client_connections={self.max_client_connections}, guest_sessions={self.guest_sessions})"
         )
 
 

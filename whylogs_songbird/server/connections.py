@@ -13,7 +13,9 @@ every ``accept()`` fails and asyncio logs each failure with a traceback, many ti
 - A cap on open connections (``max_connections``, per process: each ``--workers`` process has its
   own): a connection over it is answered 503 and closed at once, so descriptors do not run out.
   The default keeps connections and the accept backlog (how many connections asyncio accepts in
-  one go) within the process's descriptor limit.
+  one go) within the process's descriptor limit. One client address (an IPv6 /64) may hold at
+  most ``max_client_connections`` of them (default: half), so a single client cannot take every
+  connection: others, and ``/healthz``, are still answered.
 - :class:`RateLimitFilter`: repeated log records of one kind (accept errors, refused
   connections, timeouts) are logged at most once per interval, with a count of those left out.
 """
@@ -30,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from whylogs_songbird.server.common import client_key
 
 logger = logging.getLogger("whylogs_songbird.server.connections")
 
@@ -74,6 +78,7 @@ class ConnectionLimits:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_connections: int = MAX_DEFAULT_CONNECTIONS
+    max_client_connections: int = MAX_DEFAULT_CONNECTIONS // 2
 
     def __post_init__(self) -> None:
         for name in ("header_timeout", "body_timeout"):
@@ -84,6 +89,9 @@ class ConnectionLimits:
             raise ValueError(f"max_connections must be a positive integer, got {self.max_connections!r}")
         if self.max_connections < 1:
             raise ValueError(f"max_connections must be a positive integer, got {self.max_connections!r}")
+        value = self.max_client_connections
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_client_connections must be a positive integer, got {value!r}")
 
 
 class RateLimitFilter(logging.Filter):
@@ -190,9 +198,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    #: Open connections per client key (see :func:`common.client_key`), of the server this class serves.
+    open_by_client: ClassVar[dict[str, int]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._client_key: str | None = None  # set while this connection counts against its client
         self._guard: asyncio.TimerHandle | None = None
         self._guard_kind = ""
         self._request_bytes = False  # bytes of the next request arrived
@@ -275,6 +286,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.write(_raw_response(503, "Service Unavailable", message))
             transport.close()
             return
+        key = client_key(self.client[0]) if self.client else ""
+        held = self.open_by_client.get(key, 0)
+        if held >= self.limits.max_client_connections:
+            logger.warning(
+                "refused a connection from %s: it has %d open, the limit per client of this process "
+                "(--max-client-connections)",
+                key,
+                held,
+            )
+            message = (
+                f"This client address has {held} connections open to the server, the limit per client; close "
+                "idle ones or reuse them, and try again. The server's operator can raise it with "
+                "--max-client-connections."
+            )
+            transport.write(_raw_response(503, "Service Unavailable", message))
+            transport.close()
+            return
+        self.open_by_client[key] = held + 1
+        self._client_key = key
         self._watch()
 
     def data_received(self, data: bytes) -> None:
@@ -302,12 +332,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_guard()
+        key, self._client_key = self._client_key, None
+        if key is not None:
+            left = self.open_by_client.get(key, 1) - 1
+            if left > 0:
+                self.open_by_client[key] = left
+            else:
+                self.open_by_client.pop(key, None)
         super().connection_lost(exc)
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
     """A :class:`GuardedHttpToolsProtocol` subclass bound to ``limits``, for ``uvicorn.Config(http=...)``."""
-    return type("SongbirdHttpProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+    return type("SongbirdHttpProtocol", (GuardedHttpToolsProtocol,), {"limits": limits, "open_by_client": {}})
 
 
 def uvicorn_options(limits: ConnectionLimits) -> dict[str, Any]:

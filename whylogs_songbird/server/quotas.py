@@ -1,19 +1,78 @@
-"""Optional per-session quotas: how many profiles and how many bytes of them one session may hold.
+"""Per-session limits: open upload slots, and the optional quotas on profiles and bytes.
 
-Off by default (``max_session_profiles`` / ``max_session_bytes`` None). Checked when upload URLs are
-handed out (profiles only) and again before a PUT's bytes are stored (profiles and bytes), against the
-profiles the session already holds; a profile replaced by a new PUT counts once. Two uploads racing
-for the last place may both pass: the quota bounds a session, it is not a ledger.
+- ``max_open_slots`` (on by default): slots asked for and not PUT yet (their URL not expired) that
+  one session may have; past it, slot requests are answered 429.
+- ``max_session_profiles`` / ``max_session_bytes`` (off by default, None): profiles, and bytes of
+  them, one session may hold. Profiles are checked when upload URLs are handed out, counting
+  stored profiles and open slots, and again before a PUT's bytes are stored (profiles and bytes),
+  against the profiles the session already holds; a profile replaced by a new PUT counts once.
+
+Slot limits are counted in the transaction that creates the slots (exact); at PUT time, two
+uploads racing for the last place may both pass: the quota bounds a session, it is not a ledger.
+``--guest-sessions off`` (:func:`check_guest_writes`) refuses every guest write.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
-from whylogs_songbird.server.store import Store
+from whylogs_songbird.server.store import NewUpload, SlotLimitError, Store, UploadRecord
 
 #: The status of a refusal: the request is understood and well-formed, and will not be granted.
 QUOTA_STATUS = 403
+#: The status of a refusal that waiting (PUTting what is open) can lift.
+OPEN_SLOTS_STATUS = 429
+#: The status of a guest write on a server with ``--guest-sessions off``.
+GUEST_OFF_STATUS = 403
+
+
+def check_guest_writes(config: ServerConfig) -> None:
+    """Raise ApiError(403) when this server takes no guest sessions (``--guest-sessions off``)."""
+    if not config.guest_sessions:
+        raise ApiError(
+            GUEST_OFF_STATUS,
+            "This server takes no guest sessions or guest uploads (it runs with --guest-sessions off): it only "
+            "takes writes made with an API key. Ask its operator for a key, or publish to another server.",
+        )
+
+
+def create_slots(store: Store, config: ServerConfig, session_id: str, specs: Sequence[NewUpload]) -> list[UploadRecord]:
+    """Create upload slots within the session's limits (``max_open_slots``, ``max_session_profiles``);
+    ApiError 429 or 403, creating nothing, past one of them."""
+    try:
+        return store.create_uploads(
+            session_id,
+            specs,
+            ttl_seconds=config.url_ttl_seconds,
+            max_open=config.max_open_slots,
+            max_profiles=config.max_session_profiles,
+        )
+    except SlotLimitError as exc:
+        asked = len(specs)
+        if exc.limit == "profiles":
+            raise ApiError(
+                QUOTA_STATUS,
+                f"Session {session_id} holds {exc.held} profiles and open upload slots and this server allows "
+                f"{exc.allowed} per session (--max-session-profiles), so nothing was created; start a new session "
+                "for more profiles.",
+            ) from None
+        if asked > exc.allowed:
+            raise ApiError(
+                OPEN_SLOTS_STATUS,
+                f"This request asks for {asked} upload slots, more than the {exc.allowed} open slots this server "
+                f"allows per session (--max-open-slots), so nothing was created; ask for at most {exc.allowed} "
+                "per request.",
+            ) from None
+        raise ApiError(
+            OPEN_SLOTS_STATUS,
+            f"Session {session_id} has {exc.held} upload slots open (asked for and not PUT yet) and this server "
+            f"allows {exc.allowed} per session (--max-open-slots), so none of the {asked} asked for was created. "
+            f"PUT the profiles to the upload URLs already given (unused ones expire after {config.url_ttl_seconds} "
+            "s), then ask again.",
+            {"Retry-After": "1"},
+        ) from None
 
 
 def check_session_quota(
@@ -48,4 +107,11 @@ def check_session_quota(
             )
 
 
-__all__ = ["QUOTA_STATUS", "check_session_quota"]
+__all__ = [
+    "GUEST_OFF_STATUS",
+    "OPEN_SLOTS_STATUS",
+    "QUOTA_STATUS",
+    "check_guest_writes",
+    "check_session_quota",
+    "create_slots",
+]

@@ -34,6 +34,7 @@ from whylogs_songbird.server.storage.base import (
     NewUpload,
     SessionClaimedError,
     SessionRecord,
+    SlotLimitError,
     StoredOutcome,
     StoreError,
     UnknownUploadError,
@@ -55,6 +56,11 @@ COUNT_FLUSH_SECONDS = 0.1
 #: Upload slots whose URL expired less than this long ago are still looked for in the blob
 #: store (a presigned PUT begun before its URL expired may finish after).
 LANDED_GRACE_SECONDS = 3600
+#: Upload slots never PUT are deleted this long after their URL expired (a PUT begun in time
+#: may still be receiving its body); with presigned URLs, after LANDED_GRACE_SECONDS more.
+SWEEP_GRACE_SECONDS = 600
+#: Expired slots looked at (and deleted) per transaction by :meth:`Store.sweep_expired_slots`.
+SWEEP_BATCH = 200
 
 #: Defaults of the limits on uploads (the server's config overrides them, see :meth:`Store.open`).
 DEFAULT_MAX_COLUMNS = 20_000
@@ -279,8 +285,19 @@ class Store:
         spec = NewUpload(kind=kind, dataset_timestamp=dataset_timestamp, alias=alias, segment_tags=tuple(segment_tags))
         return self.create_uploads(session_id, [spec], ttl_seconds=ttl_seconds)[0]
 
-    def create_uploads(self, session_id: str, specs: Sequence[NewUpload], *, ttl_seconds: int) -> list[UploadRecord]:
-        return self.metadata.create_uploads(session_id, specs, ttl_seconds=ttl_seconds)
+    def create_uploads(
+        self,
+        session_id: str,
+        specs: Sequence[NewUpload],
+        *,
+        ttl_seconds: int,
+        max_open: int | None = None,
+        max_profiles: int | None = None,
+    ) -> list[UploadRecord]:
+        """Create upload slots; :class:`SlotLimitError` past a per-session limit (see the metadata store)."""
+        return self.metadata.create_uploads(
+            session_id, specs, ttl_seconds=ttl_seconds, max_open=max_open, max_profiles=max_profiles
+        )
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         return self.metadata.get_upload(upload_id)
@@ -443,6 +460,38 @@ class Store:
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
         return learned
+
+    def sweep_expired_slots(self, *, grace_seconds: int | None = None, stop: Callable[[], bool] | None = None) -> int:
+        """Delete upload slots never stored whose URL expired more than ``grace_seconds`` ago
+        (default :data:`SWEEP_GRACE_SECONDS`, plus :data:`LANDED_GRACE_SECONDS` with presigned
+        URLs); return how many. With presigned URLs a slot whose bytes are in the blob store is
+        recorded as :meth:`learn_landed` does, never deleted. Safe in several processes and hosts
+        at once: each delete re-checks, in the database, that the slot is still unstored and expired."""
+        if grace_seconds is None:
+            grace_seconds = SWEEP_GRACE_SECONDS + (LANDED_GRACE_SECONDS if self.presigns else 0)
+        expired_before = int(now_ms() / 1000) - grace_seconds
+        deleted = 0
+        while stop is None or not stop():
+            slots = self.metadata.expired_slots(expired_before=expired_before, limit=SWEEP_BATCH)
+            doomed = {slot.id for slot in slots}
+            if self.presigns:
+                by_session: dict[str, list[UploadRecord]] = {}
+                for slot in slots:
+                    by_session.setdefault(slot.session_id, []).append(slot)
+                for session, uploads in by_session.items():
+                    sizes = self._landed_sizes(session, uploads)
+                    for upload in uploads:
+                        key = blob_key(upload.session_id, upload.id)
+                        if key in sizes:  # it landed late: kept, and recorded if the session takes it
+                            doomed.discard(upload.id)
+                            self._record_landed(upload, key, sizes[key])
+            gone = self.metadata.delete_expired_slots(sorted(doomed), expired_before=expired_before)
+            deleted += gone
+            if len(slots) < SWEEP_BATCH or not gone:
+                break
+        if deleted:
+            logger.info("deleted %d upload slots whose URLs expired unused", deleted)
+        return deleted
 
     def _landed_sizes(self, session_id: str, uploads: Sequence[UploadRecord]) -> dict[str, int]:
         """Blob key -> size of the open uploads whose bytes are there: a HEAD each, or one listing
@@ -655,6 +704,7 @@ __all__ = [
     "ReconcileReport",
     "SessionClaimedError",
     "SessionRecord",
+    "SlotLimitError",
     "Store",
     "StoredBytesChangedError",
     "StoreError",

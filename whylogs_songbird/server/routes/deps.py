@@ -27,9 +27,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in [
         (400, "The request is invalid."),
         (401, "The API key is missing or not accepted."),
-        (403, "Forbidden: wrong org for the key, or a bad or expired upload URL."),
+        (403, "Forbidden: wrong org for the key, a bad or expired upload URL, a quota, or no guest writes."),
         (404, "Unknown or claimed session, upload or profile."),
         (413, "The body is larger than the server's limit."),
+        (429, "Too many requests from this client, or upload slots open in this session; see Retry-After."),
     ]
 }
 

@@ -28,7 +28,8 @@ from whylogs_songbird.server.auth import KeyOwner, require_key
 from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
-from whylogs_songbird.server.quotas import check_session_quota
+from whylogs_songbird.server.quotas import check_guest_writes, create_slots
+from whylogs_songbird.server.ratelimits import ClientRateLimits, slot_cost
 from whylogs_songbird.server.routes.deps import (
     ERROR_RESPONSES,
     ConfigDep,
@@ -66,6 +67,11 @@ def _reference_response(
         upload_url=_upload_url(store, config, signer, base, upload),
         upload_timestamp=upload.created_at,
     )
+
+
+def _rate_limits(request: Request) -> ClientRateLimits:
+    limits: ClientRateLimits = request.app.state.rate_limits
+    return limits
 
 
 @router.post(
@@ -114,8 +120,10 @@ def get_session_profile_observatory_link(
 
 
 @router.post("/v0/sessions", response_model=CreateSessionResponse, dependencies=[counted("create_session")])
-def create_session(body: CreateSessionRequest, store: StoreDep) -> JSONResponse:
+def create_session(body: CreateSessionRequest, request: Request, store: StoreDep) -> JSONResponse:
     """Start a guest session."""
+    check_guest_writes(request.app.state.config)
+    _rate_limits(request).check_session(request)
     check_text(body)
     session = store.create_session(body.user_id)
     logger.debug("created a session")
@@ -153,17 +161,13 @@ def create_dataset_profile_upload(session_id: str, body: LogAsyncRequest, reques
     store: Store = request.app.state.store
     config: ServerConfig = request.app.state.config
     signer: UrlSigner = request.app.state.signer
+    check_guest_writes(config)
+    tags = [(tag.key, tag.value) for tag in body.segment_tags]
+    _rate_limits(request).check_slots(request, slot_cost(text for tag in tags for text in tag), 1)
     open_session(store, session_id)
     check_text(body)
-    check_session_quota(store, config, session_id, new_profiles=1)
-    tags = [(tag.key, tag.value) for tag in body.segment_tags]
-    upload = store.create_upload(
-        session_id,
-        "batch",
-        ttl_seconds=config.url_ttl_seconds,
-        dataset_timestamp=body.dataset_timestamp,
-        segment_tags=tags,
-    )
+    spec = NewUpload("batch", body.dataset_timestamp, segment_tags=tuple(tags))
+    upload = create_slots(store, config, session_id, [spec])[0]
     base = base_url(config, request)
     return json_answer(
         CreateDatasetProfileUploadResponse(
@@ -187,16 +191,11 @@ def create_reference_profile_upload(
     session_id: str, body: LogReferenceRequest, request: Request, store: StoreDep, config: ConfigDep, signer: SignerDep
 ) -> JSONResponse:
     """An upload URL for one reference profile (named after its id when no alias is given)."""
+    check_guest_writes(config)
+    _rate_limits(request).check_slots(request, slot_cost([body.alias or ""]), 1)
     open_session(store, session_id)
     check_text(body)
-    check_session_quota(store, config, session_id, new_profiles=1)
-    upload = store.create_upload(
-        session_id,
-        "reference",
-        ttl_seconds=config.url_ttl_seconds,
-        dataset_timestamp=body.dataset_timestamp,
-        alias=body.alias,
-    )
+    upload = create_slots(store, config, session_id, [NewUpload("reference", body.dataset_timestamp, body.alias)])[0]
     return json_answer(_reference_response(store, config, signer, base_url(config, request), session_id, upload))
 
 
@@ -214,13 +213,13 @@ def batch_create_reference_profile_upload(
     signer: SignerDep,
 ) -> JSONResponse:
     """Upload URLs for several references; ``observatoryUrl`` shows the first three."""
+    check_guest_writes(config)
+    cost = sum(slot_cost([r.alias or ""]) for r in body.references)
+    _rate_limits(request).check_slots(request, cost, len(body.references))
     open_session(store, session_id)
     check_text(body)
-    check_session_quota(store, config, session_id, new_profiles=len(body.references))
-    uploads = store.create_uploads(
-        session_id,
-        [NewUpload("reference", r.dataset_timestamp, r.alias) for r in body.references],
-        ttl_seconds=config.url_ttl_seconds,
+    uploads = create_slots(
+        store, config, session_id, [NewUpload("reference", r.dataset_timestamp, r.alias) for r in body.references]
     )
     base = base_url(config, request)
     return json_answer(

@@ -18,7 +18,7 @@ from whylogs_songbird.models import DUPLICATE_HEADER
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes, check_profile_file
-from whylogs_songbird.server.quotas import check_session_quota
+from whylogs_songbird.server.quotas import check_guest_writes, check_session_quota
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES
 from whylogs_songbird.server.signing import SignatureError, UrlSigner
 from whylogs_songbird.server.store import (
@@ -101,6 +101,7 @@ async def put_upload(upload_id: str, request: Request) -> JSONResponse:
     store.count("put")
     signer: UrlSigner = request.app.state.signer
     config: ServerConfig = request.app.state.config
+    check_guest_writes(config)
     if not (is_valid_id(upload_id, "log") or is_valid_id(upload_id, "ref")):
         raise ApiError(404, "This upload URL names no upload; use the uploadUrl exactly as the server gave it.")
     query = request.query_params

@@ -68,6 +68,17 @@ class SessionClaimedError(StoreError):
     """The upload's session was claimed; it takes no more data."""
 
 
+class SlotLimitError(StoreError):
+    """Creating the upload slots asked for would pass a per-session limit (nothing was created).
+
+    ``limit`` names which: ``"open"`` (slots not PUT yet) or ``"profiles"`` (stored profiles plus
+    open slots); ``held`` is what the session has of it, ``allowed`` the limit."""
+
+    def __init__(self, limit: Literal["open", "profiles"], held: int, allowed: int) -> None:
+        super().__init__(f"{limit}: {held} held, {allowed} allowed")
+        self.limit, self.held, self.allowed = limit, held, allowed
+
+
 class UploadAlreadyStoredError(StoreError):
     """The upload was recorded as stored meanwhile (by another process learning the same landed PUT)."""
 
@@ -222,9 +233,20 @@ class MetadataStore(Protocol):
         """How many sessions there are."""
 
     # -- upload slots and profiles --
-    def create_uploads(self, session_id: str, specs: Sequence[NewUpload], *, ttl_seconds: int) -> list[UploadRecord]:
+    def create_uploads(
+        self,
+        session_id: str,
+        specs: Sequence[NewUpload],
+        *,
+        ttl_seconds: int,
+        max_open: int | None = None,
+        max_profiles: int | None = None,
+    ) -> list[UploadRecord]:
         """Create upload slots in one transaction, expiring ``ttl_seconds`` from now. A reference
-        without an alias is named after its id."""
+        without an alias is named after its id. Raises :class:`SlotLimitError` (creating nothing)
+        when the session would hold more than ``max_open`` open slots (not stored, URL not
+        expired), or more than ``max_profiles`` stored profiles and open slots; the count and
+        the insert are one transaction, serialized per session."""
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         """The upload (stored or not), or None."""
@@ -285,6 +307,15 @@ class MetadataStore(Protocol):
     def unstored_uploads(self, *, session_id: str | None = None, expires_after: int = 0) -> list[UploadRecord]:
         """Upload slots not stored yet whose URL expires at or after ``expires_after`` (unix
         seconds), of one session or all: where presigned PUTs may have landed."""
+
+    def expired_slots(self, *, expired_before: int, limit: int) -> list[UploadRecord]:
+        """Up to ``limit`` upload slots never stored whose URL expired before ``expired_before``
+        (unix seconds), oldest first."""
+
+    def delete_expired_slots(self, upload_ids: Sequence[str], *, expired_before: int) -> int:
+        """Delete these slots if they are still not stored and expired before ``expired_before``
+        (a slot stored meanwhile stays); return how many were deleted. Idempotent: safe when
+        several processes sweep at once."""
 
     def stored_keys(self) -> Iterator[tuple[str, str]]:
         """``(upload id, blob key)`` of every stored profile (for reconciliation at start)."""

@@ -25,6 +25,7 @@ from whylogs_songbird.server.storage.base import (
     NewUpload,
     SessionClaimedError,
     SessionRecord,
+    SlotLimitError,
     StoredOutcome,
     UnknownUploadError,
     UploadAlreadyStoredError,
@@ -108,6 +109,8 @@ LATE_INDEXES = (
     # upload slots still waiting for their bytes (presigned PUTs straight to the blob store)
     "CREATE INDEX IF NOT EXISTS uploads_open ON uploads (expires_at) WHERE stored_at IS NULL",
     "CREATE INDEX IF NOT EXISTS uploads_by_ingest ON uploads (ingest_state, stored_at)",
+    # a session's open slots, counted against --max-open-slots on every slot request
+    "CREATE INDEX IF NOT EXISTS uploads_open_by_session ON uploads (session_id, expires_at) WHERE stored_at IS NULL",
     "CREATE INDEX IF NOT EXISTS sessions_deleted ON sessions (deleted_at) WHERE deleted_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS uploads_deleted ON uploads (deleted_at) WHERE deleted_at IS NOT NULL",
 )
@@ -125,6 +128,9 @@ class Dialect:
     begin: str = "BEGIN"
     #: A query of one table's column names; ``?`` is the table name.
     columns_query: str = ""
+    #: Appended to a SELECT to lock its rows until the transaction ends ("": the transaction
+    #: already excludes other writers, as SQLite's ``BEGIN IMMEDIATE`` does).
+    for_update: str = ""
 
     def sql(self, statement: str) -> str:
         """``statement`` in this dialect (placeholders and type tokens replaced)."""
@@ -142,6 +148,7 @@ POSTGRESQL = Dialect(
     blob="BYTEA",
     columns_query="SELECT column_name FROM information_schema.columns WHERE table_name = ? "
     "AND table_schema = current_schema()",
+    for_update=" FOR UPDATE",
 )
 
 
@@ -157,7 +164,8 @@ def _session_from_row(row: dict[str, Any]) -> SessionRecord:
 
 
 def _tags_json(tags: Sequence[tuple[str, str]]) -> str:
-    return json.dumps([{"key": k, "value": v} for k, v in tags])
+    # UTF-8 as is (escaped, a 4-byte character would take 12); control characters, NUL included, stay escaped
+    return json.dumps([{"key": k, "value": v} for k, v in tags], ensure_ascii=False)
 
 
 def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
@@ -300,7 +308,15 @@ class SqlMetadataStore(DeletionSql):
 
     # -- uploads ---------------------------------------------------------------------------------
 
-    def create_uploads(self, session_id: str, specs: Sequence[NewUpload], *, ttl_seconds: int) -> list[UploadRecord]:
+    def create_uploads(
+        self,
+        session_id: str,
+        specs: Sequence[NewUpload],
+        *,
+        ttl_seconds: int,
+        max_open: int | None = None,
+        max_profiles: int | None = None,
+    ) -> list[UploadRecord]:
         require_id(session_id, "session")
         created = now_ms()
         expires = int(created / 1000) + ttl_seconds
@@ -321,6 +337,8 @@ class SqlMetadataStore(DeletionSql):
                 )
             )
         with self._transaction() as conn:
+            if max_open is not None or max_profiles is not None:
+                self._check_slot_limits(conn, session_id, len(records), int(created / 1000), max_open, max_profiles)
             for r in records:
                 self._exec(
                     conn,
@@ -338,6 +356,32 @@ class SqlMetadataStore(DeletionSql):
                     ),
                 )
         return records
+
+    def _check_slot_limits(
+        self, conn: Any, session_id: str, new: int, now_s: int, max_open: int | None, max_profiles: int | None
+    ) -> None:
+        """Raise SlotLimitError when ``new`` more slots would pass a limit (see :meth:`create_uploads`)."""
+        # the session's row is locked first, so two requests for one session count in turn
+        lock = "SELECT id FROM sessions WHERE id = ?" + self.dialect.for_update  # noqa: S608 - a constant
+        self._exec(conn, lock, (session_id,))
+        rows = self._exec(
+            conn,
+            "SELECT COUNT(*) AS n FROM uploads WHERE session_id = ? AND stored_at IS NULL AND expires_at >= ?",
+            (session_id, now_s),
+        )
+        open_slots = int(rows[0]["n"])
+        if max_open is not None and open_slots + new > max_open:
+            raise SlotLimitError("open", open_slots, max_open)
+        if max_profiles is not None:
+            rows = self._exec(
+                conn,
+                "SELECT COUNT(*) AS n FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL"
+                " AND duplicate_of IS NULL",
+                (session_id,),
+            )
+            held = int(rows[0]["n"]) + open_slots
+            if held + new > max_profiles:
+                raise SlotLimitError("profiles", held, max_profiles)
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         if not _is_upload_id(upload_id):
@@ -528,6 +572,25 @@ class SqlMetadataStore(DeletionSql):
             params.append(session_id)
         rows = self._query(sql + " ORDER BY created_at, id", params)
         return [_upload_from_row(row) for row in rows]
+
+    def expired_slots(self, *, expired_before: int, limit: int) -> list[UploadRecord]:
+        rows = self._query(
+            "SELECT * FROM uploads WHERE stored_at IS NULL AND expires_at < ? ORDER BY expires_at, id LIMIT ?",
+            (expired_before, limit),
+        )
+        return [_upload_from_row(row) for row in rows]
+
+    def delete_expired_slots(self, upload_ids: Sequence[str], *, expired_before: int) -> int:
+        ids = [upload_id for upload_id in upload_ids if _is_upload_id(upload_id)]
+        if not ids:
+            return 0
+        marks = ", ".join("?" for _ in ids)
+        with self._transaction() as conn:
+            return self._rowcount(
+                conn,
+                f"DELETE FROM uploads WHERE id IN ({marks}) AND stored_at IS NULL AND expires_at < ?",  # noqa: S608 - placeholders only
+                [*ids, expired_before],
+            )
 
     def stored_keys(self) -> Iterator[tuple[str, str]]:
         rows = self._query(
