@@ -280,3 +280,53 @@ def test_unknown_ids_answer_404(server):
     sid = _session(server.url)
     for bad in ("x", new_id("log"), "..%2F..%2Fetc"):
         assert requests.delete(f"{server.url}/v0/sessions/{sid}/profiles/{bad}", timeout=TIMEOUT).status_code == 404
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+
+@both_stores
+def test_a_retention_of_seconds_removes_old_profiles_and_keeps_new_ones(server_factory):
+    retention = 10
+    server = server_factory(retention_seconds=retention)
+    url, store = server.url, server.store
+    lone = _session(url)
+    lone_batch = _batch(url, lone, TS, 1)
+    mixed = _session(url)
+    old = _batch(url, mixed, TS, 2)
+    assert _link(url, lone, [TS]).status_code == 200 and _link(url, mixed, [TS]).status_code == 200
+    stored_old = store.metadata.get_upload(old).stored_at
+    # a second profile, uploaded once the first is half the retention old
+    _wait(lambda: time.time() * 1000 - stored_old > retention * 500, "time passes", seconds=retention)
+    new = _batch(url, mixed, TS + DAY, 3)
+    assert _link(url, mixed, [TS + DAY]).status_code == 200
+    stored_new = store.metadata.get_upload(new).stored_at
+
+    _wait(lambda: store.get_upload(old) is None, "the old profile is deleted", seconds=retention * 4)
+    # the new one is half the retention younger: the sweep that took the old one kept it
+    assert store.get_upload(new) is not None and store.get_upload(new).stored_at == stored_new
+    assert _link(url, mixed, [TS + DAY]).status_code == 200, "the new profile is kept"
+    assert [k for k in _keys(store, mixed) if new in k]
+    _wait(lambda: not [k for k in _keys(store, mixed) if old in k], "the old one's bytes are removed")
+    assert _link(url, mixed, [TS]).status_code == 404
+    _wait(lambda: store.guest_session(lone) is None, "a session left with nothing goes too")
+    _wait(lambda: _keys(store, lone) == [] and store.metadata.get_upload(lone_batch) is None, "and its bytes")
+    assert requests.get(f"{url}/sessions/{lone}", timeout=TIMEOUT).status_code == 404
+
+
+def test_retention_durations_on_the_command_line():
+    from whylogs_songbird.server.cli import parse_args
+    from whylogs_songbird.server.durations import parse_duration
+
+    assert [parse_duration(t) for t in ("400d", "12h", "15m", "30s", "2w")] == [
+        400 * 86400,
+        12 * 3600,
+        900,
+        30,
+        14 * 86400,
+    ]
+    for bad in ("", "12", "0s", "-1d", "1.5h", "10y", "d"):
+        with pytest.raises(ValueError, match="is not a duration"):
+            parse_duration(bad)
+    assert parse_args(["--retention", "12h"]).retention_seconds == 43200
+    assert parse_args([]).retention_seconds is None

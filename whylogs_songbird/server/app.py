@@ -108,7 +108,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     requests_in_flight = RequestCounter()
     worker = IngestWorker(the_store, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy)
     sweeper = SlotSweeper(the_store, interval=config.slot_sweep_seconds, grace_seconds=config.slot_sweep_grace_seconds)
-    purger = PurgeWorker(the_store)
+    purger = PurgeWorker(the_store, retention_seconds=config.retention_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from whylogs_songbird.help_text import TidyCommand
 from whylogs_songbird.server.common import is_loopback_host
 from whylogs_songbird.server.config import API_KEYS_ENV, DEFAULT_MAX_OPEN_SLOTS, ServerConfig
 from whylogs_songbird.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
+from whylogs_songbird.server.durations import parse_duration
 from whylogs_songbird.server.ratelimits import (
     DEFAULT_SESSION_BURST,
     DEFAULT_SESSION_RATE,
@@ -105,6 +106,7 @@ def config_from_options(
     slot_burst: int = DEFAULT_SLOT_BURST,
     max_client_connections: int | None = None,
     guest_sessions: str = "on",
+    retention: str | None = None,
 ) -> ServerConfig:
     """The :class:`ServerConfig` of the command-line options (ValueError when one is bad)."""
     return ServerConfig(
@@ -139,6 +141,7 @@ def config_from_options(
         slot_burst=slot_burst,
         max_client_connections=max_client_connections,
         guest_sessions=OnOff(guest_sessions) is OnOff.on,
+        retention_seconds=parse_duration(retention) if retention is not None else None,
     )
 
 
@@ -428,6 +431,16 @@ def serve_command(
             rich_help_panel=_SECURITY,
         ),
     ] = OnOff.on,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            "--retention",
+            metavar="DURATION",
+            help="Delete profiles uploaded longer ago than this (e.g. 400d, 12h, 30s), bytes included, and "
+            "sessions left empty. Default: keep everything.",
+            show_default=False,
+        ),
+    ] = None,
     no_access_log: Annotated[bool, typer.Option("--no-access-log", help="Do not log each request.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.", show_default=False)] = False,
 ) -> None:

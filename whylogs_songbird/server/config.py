@@ -119,6 +119,9 @@ class ServerConfig:
     slot_sweep_seconds: float = 60.0
     #: How long after its URL expired a slot is deleted; None: the store's default (``store.py``).
     slot_sweep_grace_seconds: int | None = None
+    #: Profiles stored longer ago than this many seconds are deleted, bytes included, and sessions
+    #: left with nothing go too (see ``lifecycle.py``); None: kept forever.
+    retention_seconds: float | None = None
     #: The timeouts and connection cap above, as the connection guard takes them (derived).
     connection_limits: ConnectionLimits = field(init=False)
 
@@ -168,6 +171,11 @@ class ServerConfig:
         grace = self.slot_sweep_grace_seconds
         if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or grace < 0):
             raise ValueError(f"slot_sweep_grace_seconds must be a non-negative integer or None, got {grace!r}")
+        retention = self.retention_seconds
+        if retention is not None and (
+            isinstance(retention, bool) or not isinstance(retention, int | float) or not retention > 0
+        ):
+            raise ValueError(f"retention_seconds must be a positive number of seconds or None, got {retention!r}")
         for name in ("session_burst", "slot_burst"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 from whylogs_songbird.server.storage.deletion import DeletionSql, PurgeItem
 from whylogs_songbird.server.storage.files import FileBlobStore
-from whylogs_songbird.server.store import Store, is_valid_id
+from whylogs_songbird.server.store import Store, is_valid_id, now_ms
 
 logger = logging.getLogger("whylogs_songbird.server.lifecycle")
 
@@ -35,6 +35,8 @@ LEASE_MS = 5 * 60 * 1000
 POLL_SECONDS = 30.0
 #: Marked sessions or profiles claimed at a time.
 BATCH = 10
+#: Profiles or sessions marked per transaction by retention.
+RETENTION_BATCH = 200
 #: The test seam (see the module docstring).
 KILL_AFTER_MARK_ENV = "SONGBIRD_TEST_KILL_AFTER_MARK"
 
@@ -149,13 +151,47 @@ def _remove_session_dir(store: Store, session_id: str) -> None:
             (blobs.root / "profiles" / session_id).rmdir()
 
 
+def apply_retention(store: Store, retention_seconds: float, *, stop: Callable[[], bool] | None = None) -> int:
+    """Mark deleted, in batches of :data:`RETENTION_BATCH`, every profile stored more than
+    ``retention_seconds`` ago, then every session created before that which holds nothing any
+    more (no profile, no valid upload URL); how many were marked. The purge is
+    :func:`finish_deletions`'s."""
+    cutoff = now_ms() - int(retention_seconds * 1000)
+    marked = 0
+    while not (stop is not None and stop()):
+        batch = deletions(store).mark_expired(stored_before=cutoff, limit=RETENTION_BATCH)
+        marked += batch
+        if batch == 0:
+            break
+    while not (stop is not None and stop()):
+        batch = deletions(store).mark_emptied_sessions(
+            created_before=cutoff, open_after=now_ms() // 1000, limit=RETENTION_BATCH
+        )
+        marked += batch
+        if batch < RETENTION_BATCH:
+            break
+    if marked:
+        logger.info(
+            "retention: marked %d profiles and sessions older than %g s for deletion", marked, retention_seconds
+        )
+    return marked
+
+
 class PurgeWorker:
     """A background thread finishing deletions left over by a crash or a failed purge (see the
-    module docstring); one per server process."""
+    module docstring), and, with ``retention_seconds``, deleting what is older than that
+    (:func:`apply_retention`); one per server process. Each pass marks and purges in short
+    batches, each its own transaction, so requests are never held up."""
 
-    def __init__(self, store: Store, *, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self, store: Store, *, poll_seconds: float = POLL_SECONDS, retention_seconds: float | None = None
+    ) -> None:
         self.store = store
-        self.poll_seconds = poll_seconds
+        self.retention_seconds = retention_seconds
+        # a retention of seconds is swept about four times per retention period
+        self.poll_seconds = (
+            poll_seconds if retention_seconds is None else min(poll_seconds, max(0.5, retention_seconds / 4))
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -172,6 +208,8 @@ class PurgeWorker:
     def _run(self) -> None:
         while True:
             try:
+                if self.retention_seconds is not None:
+                    apply_retention(self.store, self.retention_seconds, stop=self._stop.is_set)
                 finish_deletions(self.store, stop=self._stop.is_set)
             except Exception:
                 if self._stop.is_set():

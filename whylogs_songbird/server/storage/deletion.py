@@ -104,6 +104,59 @@ class DeletionSql:
             self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
         return bool(changed)
 
+    def mark_expired(self, *, stored_before: int, limit: int) -> int:
+        """Retention: mark deleted up to ``limit`` profiles stored before ``stored_before`` (epoch
+        ms), each with the uploads that duplicate it, in one transaction; how many were marked.
+        Several processes may run it at once: a row is marked once (``deleted_at IS NULL``)."""
+        now = now_ms()
+        with self._transaction() as conn:
+            rows = self._exec(
+                conn,
+                "SELECT uploads.id, uploads.session_id FROM uploads JOIN sessions ON sessions.id = uploads.session_id"
+                " WHERE uploads.stored_at IS NOT NULL AND uploads.stored_at < ? AND uploads.duplicate_of IS NULL"
+                " AND uploads.deleted_at IS NULL AND sessions.deleted_at IS NULL AND sessions.claimed_at IS NULL"
+                " ORDER BY uploads.stored_at, uploads.id LIMIT ?",
+                (stored_before, limit),
+            )
+            marked = 0
+            for row in rows:
+                marked += self._rowcount(
+                    conn,
+                    "UPDATE uploads SET deleted_at = ?, purge_lease = NULL"
+                    " WHERE session_id = ? AND (id = ? OR duplicate_of = ?) AND deleted_at IS NULL",
+                    (now, row["session_id"], row["id"], row["id"]),
+                )
+            for session_id in sorted({row["session_id"] for row in rows}):
+                self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
+        return marked
+
+    def mark_emptied_sessions(self, *, created_before: int, open_after: int, limit: int) -> int:
+        """Retention: mark deleted up to ``limit`` guest sessions created before ``created_before``
+        (epoch ms) that hold nothing any more: no profile, and no upload slot whose URL is still
+        valid after ``open_after`` (unix seconds). How many were marked."""
+        now = now_ms()
+        with self._transaction() as conn:
+            rows = self._exec(
+                conn,
+                "SELECT id FROM sessions WHERE deleted_at IS NULL AND claimed_at IS NULL AND created_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.session_id = sessions.id"
+                " AND uploads.deleted_at IS NULL AND (uploads.stored_at IS NOT NULL OR uploads.expires_at >= ?))"
+                " ORDER BY created_at, id LIMIT ?",
+                (created_before, open_after, limit),
+            )
+            for row in rows:
+                self._exec(
+                    conn,
+                    "UPDATE sessions SET deleted_at = ?, purge_lease = NULL WHERE id = ? AND deleted_at IS NULL",
+                    (now, row["id"]),
+                )
+                self._exec(
+                    conn,
+                    "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL",
+                    (now, row["id"]),
+                )
+        return len(rows)
+
     def claim_purges(self, *, lease_ms: int, limit: int = 10) -> list[PurgeItem]:
         """Claim up to ``limit`` marked sessions and profiles nobody holds (or whose holder's lease
         ran out) for ``lease_ms``: what this process is to purge now."""
