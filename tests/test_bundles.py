@@ -249,3 +249,20 @@ def test_migrate_moves_every_session_of_an_embedded_store_once(two_stores, tmp_p
     assert _session_count(team) == sessions
     result = runner.invoke(cli_app, ["migrate", "--from", str(tmp_path / "nothing"), "--to", team.url])
     assert result.exit_code == 2 and "holds no embedded store" in result.output
+
+
+def test_an_import_obeys_the_servers_session_rules(server_factory):
+    source = server_factory()
+    sid, _ = _seed(source.url)
+    bundle = _export(source.url, sid)
+    closed = server_factory(guest_sessions=False)
+    answer = _import(closed.url, bundle)
+    assert answer.status_code == 403 and "--guest-sessions off" in answer.json()["message"]
+    small = server_factory(max_session_profiles=3)
+    answer = _import(small.url, bundle)
+    assert answer.status_code == 400 and "--max-session-profiles" in answer.json()["message"]
+    tight = server_factory(max_session_bytes=1000)
+    answer = _import(tight.url, bundle)
+    assert answer.status_code == 400 and "--max-session-bytes" in answer.json()["message"]
+    for server in (closed, small, tight):
+        assert _session_count(server) == 0 and list(server.store.blobs.list_keys("profiles/")) == []

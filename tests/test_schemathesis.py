@@ -37,6 +37,9 @@ OPERATIONS = [
     ("POST", "/v0/sessions/observatory-link/{session_id}"),
     ("POST", "/v0/sessions/{session_id}/claim"),
     ("PUT", "/v0/uploads/{upload_id}"),
+    # ours: deleting (the session id is the credential)
+    ("DELETE", "/v0/sessions/{session_id}"),
+    ("DELETE", "/v0/sessions/{session_id}/profiles/{profile_id}"),
 ]
 
 

@@ -281,9 +281,30 @@ def _extract_checked(
     return path
 
 
-def import_bundle(store: Store, bundle: Path, *, user_id: str = "bundle-import") -> ImportResult:
+def _check_quotas(entries: list[_Entry], max_profiles: int | None, max_bytes: int | None) -> None:
+    if max_profiles is not None and len(entries) > max_profiles:
+        raise BundleError(
+            f"It holds {len(entries)} profiles and this server allows {max_profiles} per session "
+            "(--max-session-profiles)."
+        )
+    total = sum(entry.size for entry in entries)
+    if max_bytes is not None and total > max_bytes:
+        raise BundleError(
+            f"Its profiles hold {total} bytes and this server allows {max_bytes} per session (--max-session-bytes)."
+        )
+
+
+def import_bundle(
+    store: Store,
+    bundle: Path,
+    *,
+    user_id: str = "bundle-import",
+    max_profiles: int | None = None,
+    max_bytes: int | None = None,
+) -> ImportResult:
     """Create a new session holding the profiles of the bundle file ``bundle`` (see the module
-    docstring); :class:`BundleError` (nothing created) when it cannot be imported."""
+    docstring); :class:`BundleError` (nothing created) when it cannot be imported, or when it
+    holds more than the per-session quotas ``max_profiles`` or ``max_bytes`` allow."""
     try:
         archive = zipfile.ZipFile(bundle)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -292,6 +313,7 @@ def import_bundle(store: Store, bundle: Path, *, user_id: str = "bundle-import")
     try:
         with archive:
             entries = read_manifest(archive)
+            _check_quotas(entries, max_profiles, max_bytes)
             for entry in entries:
                 extracted.append(
                     _extract_checked(

@@ -16,6 +16,7 @@ And moving a session between servers (see :mod:`whylogs_songbird.server.bundles`
 
 from __future__ import annotations
 
+import functools
 import os
 
 from fastapi import APIRouter, Request, Response
@@ -25,6 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from whylogs_songbird.server import bundles, lifecycle
 from whylogs_songbird.server.common import session_gone
 from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.quotas import check_guest_writes
+from whylogs_songbird.server.ratelimits import ClientRateLimits
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, ConfigDep, StoreDep, base_url
 
 router = APIRouter(tags=["lifecycle"], responses=ERROR_RESPONSES)
@@ -81,7 +84,12 @@ async def export_session(session_id: str, store: StoreDep) -> StreamingResponse:
 @router.post(bundles.IMPORT_PATH, status_code=201)
 async def import_bundle(request: Request, store: StoreDep, config: ConfigDep) -> JSONResponse:
     """Create a new session from a bundle (the request body, ``application/zip``); 201 with its id
-    and page. A bundle that is not valid is refused with 400 and creates nothing."""
+    and page. A bundle that is not valid is refused with 400 and creates nothing. It creates a
+    session, so it obeys what creating one does: ``--guest-sessions off`` and the client's
+    session rate, and the per-session quotas."""
+    check_guest_writes(config)
+    limits: ClientRateLimits = request.app.state.rate_limits
+    limits.check_session(request)
     fd, path = await run_in_threadpool(store.new_temp_file)
     try:
         with os.fdopen(fd, "wb") as spool:
@@ -95,7 +103,15 @@ async def import_bundle(request: Request, store: StoreDep, config: ConfigDep) ->
                     pending, size = [], 0
             await run_in_threadpool(spool.write, b"".join(pending))
         try:
-            result = await run_in_threadpool(bundles.import_bundle, store, path)
+            result = await run_in_threadpool(
+                functools.partial(
+                    bundles.import_bundle,
+                    store,
+                    path,
+                    max_profiles=config.max_session_profiles,
+                    max_bytes=config.max_session_bytes,
+                )
+            )
         except bundles.BundleError as exc:
             raise ApiError(400, f"The bundle was refused and nothing was imported: {exc}") from None
     finally:
