@@ -99,8 +99,13 @@ def test_deleting_a_session_removes_rows_bytes_summaries_and_derived(server):
     kept = _batch(url, other, TS, 9)
     assert _link(url, other, [TS]).status_code == 200
 
+    before = requests.get(f"{url}/_local/stats", timeout=TIMEOUT).json()
     answer = requests.delete(f"{url}/v0/sessions/{sid}", timeout=TIMEOUT)
     assert answer.status_code == 204 and answer.content == b""
+    after = requests.get(f"{url}/_local/stats", timeout=TIMEOUT).json()
+    assert after["stored_profiles"] == 1 and before["stored_profiles"] >= 4, "the disk used is shown"
+    kept_size = store.get_upload(kept).size
+    assert after["stored_bytes"] == kept_size < before["stored_bytes"]
 
     assert requests.get(f"{url}/sessions/{sid}", timeout=TIMEOUT).status_code == 404
     assert _timeline(url, sid).status_code == 404

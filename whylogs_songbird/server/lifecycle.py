@@ -49,6 +49,12 @@ def deletions(store: Store) -> DeletionSql:
     return metadata
 
 
+def disk_usage(store: Store) -> dict[str, int]:
+    """``{"stored_profiles": n, "stored_bytes": b}``: the profiles the store keeps bytes of."""
+    profiles, total = deletions(store).stored_totals()
+    return {"stored_profiles": profiles, "stored_bytes": total}
+
+
 def _after_mark() -> None:
     if os.environ.get(KILL_AFTER_MARK_ENV) == "1":
         logger.warning("%s is set: killing this process after the mark", KILL_AFTER_MARK_ENV)

@@ -157,6 +157,15 @@ class DeletionSql:
                 )
         return len(rows)
 
+    def stored_totals(self) -> tuple[int, int]:
+        """``(profiles, bytes)`` the store holds: profiles with bytes of their own, not deleted
+        (what retention keeps bounded)."""
+        rows = self._query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS total FROM uploads"
+            " WHERE stored_at IS NOT NULL AND path IS NOT NULL AND deleted_at IS NULL"
+        )
+        return int(rows[0]["n"]), int(rows[0]["total"])
+
     def claim_purges(self, *, lease_ms: int, limit: int = 10) -> list[PurgeItem]:
         """Claim up to ``limit`` marked sessions and profiles nobody holds (or whose holder's lease
         ran out) for ``lease_ms``: what this process is to purge now."""
