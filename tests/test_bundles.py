@@ -266,3 +266,14 @@ def test_an_import_obeys_the_servers_session_rules(server_factory):
     assert answer.status_code == 400 and "--max-session-bytes" in answer.json()["message"]
     for server in (closed, small, tight):
         assert _session_count(server) == 0 and list(server.store.blobs.list_keys("profiles/")) == []
+
+
+@pytest.mark.parametrize("storage_config", ["embedded", "team"], indirect=True)
+def test_an_export_holds_uploads_no_page_has_looked_at_yet(server):
+    sid = requests.post(f"{server.url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).json()["id"]
+    slot = requests.post(f"{server.url}/v0/sessions/{sid}/upload", json={"datasetTimestamp": TS}, timeout=TIMEOUT)
+    data = make_profile_bytes(seed=5)
+    assert requests.put(slot.json()["uploadUrl"], data=data, timeout=TIMEOUT).ok  # with S3: straight to the store
+    with zipfile.ZipFile(io.BytesIO(_export(server.url, sid))) as archive:
+        entries = json.loads(archive.read(MANIFEST))["profiles"]
+        assert [archive.read(e["file"]) for e in entries] == [data]

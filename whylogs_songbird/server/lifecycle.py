@@ -146,7 +146,11 @@ def _upload_keys(store: Store, session_id: str, upload_id: str) -> list[str]:
     ``<upload>.<sha>.bin`` (recorded copies, versions being written)."""
     if not (is_valid_id(session_id, "session") and is_valid_id(upload_id)):
         return []
-    return [key for key in _session_keys(store, session_id) if key.rsplit("/", 1)[-1].split(".", 1)[0] == upload_id]
+    if isinstance(store.blobs, FileBlobStore):
+        keys: Iterator[str] = _session_keys(store, session_id)
+    else:  # one listing of this upload's keys, not of the whole session
+        keys = iter(list(store.blobs.list_keys(f"profiles/{session_id}/{upload_id}.")))
+    return [key for key in keys if key.rsplit("/", 1)[-1].split(".", 1)[0] == upload_id]
 
 
 def _remove_session_dir(store: Store, session_id: str) -> None:

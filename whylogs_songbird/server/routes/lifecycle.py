@@ -73,6 +73,7 @@ async def export_session(session_id: str, store: StoreDep) -> StreamingResponse:
     """The session's profiles as a bundle (a zip with ``manifest.json``), streamed."""
     if await run_in_threadpool(store.guest_session, session_id) is None:
         raise _gone(session_id)
+    await run_in_threadpool(store.learn_landed, session_id)  # presigned PUTs that went straight to the blob store
     profiles = await run_in_threadpool(bundles.exportable, store, session_id)
     return StreamingResponse(
         bundles.export_chunks(store, session_id, profiles),
