@@ -335,3 +335,33 @@ def test_retention_durations_on_the_command_line():
             parse_duration(bad)
     assert parse_args(["--retention", "12h"]).retention_seconds == 43200
     assert parse_args([]).retention_seconds is None
+
+
+@both_stores
+def test_purge_claims_are_exclusive_until_their_lease_ends_and_purging_twice_is_harmless(storage_config, tmp_path):
+    from whylogs_songbird.server.lifecycle import purge
+
+    data_dir = tmp_path / "shared"
+    one, two = _open_store(data_dir, storage_config), _open_store(data_dir, storage_config)
+    try:
+        session = one.create_session("u")
+        upload = one.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS)
+        one.store_profile_bytes(upload.id, make_profile_bytes(seed=1))
+        assert deletions(one).mark_session_deleted(session.id)
+        assert not deletions(two).mark_session_deleted(session.id), "marked once"
+        assert two.guest_session(session.id) is None and two.get_upload(upload.id) is None
+        held = deletions(one).claim_purges(lease_ms=60_000)
+        assert [(i.kind, i.session_id) for i in held] == [("session", session.id)]
+        assert deletions(two).claim_purges(lease_ms=60_000) == [], "another host does not take held work"
+        assert deletions(one).claim_purges(lease_ms=60_000) == []
+        assert deletions(two).release_purge_claims() == 1  # what a restart does
+        taken = deletions(two).claim_purges(lease_ms=1)
+        assert [i.session_id for i in taken] == [session.id]
+        _wait(lambda: bool(deletions(one).claim_purges(lease_ms=60_000)), "a lease that ran out is taken over")
+        purge(two, taken[0])
+        purge(one, taken[0])  # the lost holder finishing late changes nothing
+        assert deletions(one).marked_deleted() == 0 and _keys(one, session.id) == []
+        assert _rows(one, "uploads", "session_id", session.id) == 0
+    finally:
+        one.close()
+        two.close()
