@@ -1,5 +1,8 @@
 """Deletion in the SQL metadata stores: a tombstone first, then the rows.
 
+Only guest sessions are deleted here (rows with a ``dataset_id`` are organizations' datasets,
+which guests cannot reach), and so only their profiles expire.
+
 Deleting is two steps, so nothing half-deleted is ever shown:
 
 1. **Mark** (:meth:`DeletionSql.mark_session_deleted`, :meth:`DeletionSql.mark_upload_deleted`): one
@@ -64,7 +67,7 @@ class DeletionSql:
             changed = self._rowcount(
                 conn,
                 "UPDATE sessions SET deleted_at = ?, purge_lease = NULL"
-                " WHERE id = ? AND deleted_at IS NULL AND claimed_at IS NULL",
+                " WHERE id = ? AND deleted_at IS NULL AND claimed_at IS NULL AND dataset_id IS NULL",
                 (now, session_id),
             )
             if not changed:
@@ -89,7 +92,7 @@ class DeletionSql:
                 conn,
                 "SELECT uploads.id, uploads.duplicate_of FROM uploads JOIN sessions ON sessions.id = uploads.session_id"
                 " WHERE uploads.id = ? AND uploads.session_id = ? AND uploads.deleted_at IS NULL"
-                " AND sessions.deleted_at IS NULL AND sessions.claimed_at IS NULL",
+                " AND sessions.deleted_at IS NULL AND sessions.claimed_at IS NULL AND sessions.dataset_id IS NULL",
                 (upload_id, session_id),
             )
             if not rows:
@@ -115,7 +118,7 @@ class DeletionSql:
                 "SELECT uploads.id, uploads.session_id FROM uploads JOIN sessions ON sessions.id = uploads.session_id"
                 " WHERE uploads.stored_at IS NOT NULL AND uploads.stored_at < ? AND uploads.duplicate_of IS NULL"
                 " AND uploads.deleted_at IS NULL AND sessions.deleted_at IS NULL AND sessions.claimed_at IS NULL"
-                " ORDER BY uploads.stored_at, uploads.id LIMIT ?",
+                " AND sessions.dataset_id IS NULL ORDER BY uploads.stored_at, uploads.id LIMIT ?",
                 (stored_before, limit),
             )
             marked = 0
@@ -138,7 +141,8 @@ class DeletionSql:
         with self._transaction() as conn:
             rows = self._exec(
                 conn,
-                "SELECT id FROM sessions WHERE deleted_at IS NULL AND claimed_at IS NULL AND created_at < ?"
+                "SELECT id FROM sessions WHERE deleted_at IS NULL AND claimed_at IS NULL AND dataset_id IS NULL"
+                " AND created_at < ?"
                 " AND NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.session_id = sessions.id"
                 " AND uploads.deleted_at IS NULL AND (uploads.stored_at IS NOT NULL OR uploads.expires_at >= ?))"
                 " ORDER BY created_at, id LIMIT ?",
