@@ -157,6 +157,7 @@ NOT_SESSION_SCOPED: dict[tuple[str, str], str] = {
     ("GET", "/_local/stats"): "operation counters",
     ("GET", "/healthz"): "liveness",
     ("POST", "/api/v1/import"): "creates a new session from a bundle",
+    ("GET", "/metrics"): "Prometheus metrics (open on a loopback bind)",
 }
 #: What an unscoped route answers to the walk's request when that is not 200 (a JSON body is no bundle).
 _UNSCOPED_STATUS = {("POST", "/api/v1/import"): 400}

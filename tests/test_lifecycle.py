@@ -22,6 +22,7 @@ from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.errors import SessionNotFoundError, SongbirdApiError
 from whylogs_songbird.server.lifecycle import KILL_AFTER_MARK_ENV, deletions
 from whylogs_songbird.server.storage.base import new_id
+from whylogs_songbird.server.storage.notifications import NewNotification
 from whylogs_songbird.server.store import Store
 from whylogs_songbird.session import current_session, new_session
 
@@ -347,7 +348,15 @@ def test_purge_claims_are_exclusive_until_their_lease_ends_and_purging_twice_is_
         session = one.create_session("u")
         upload = one.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS)
         one.store_profile_bytes(upload.id, make_profile_bytes(seed=1))
+        queued = NewNotification(
+            id="n1", target="https://hooks.example", url="https://hooks.example/x", format="json", secret_env=None,
+            event="fail", session_id=session.id, monitor="m", column="c", segment="", bucket_start=TS, body="{}",
+        )  # fmt: skip
+        assert one.metadata.enqueue_notifications([queued]) == 1  # type: ignore[attr-defined]
+        one.metadata.put_metric_snapshot(session.id, "{}")  # type: ignore[attr-defined]
         assert deletions(one).mark_session_deleted(session.id)
+        assert _rows(one, "notifications", "session_id", session.id) == 0, "nothing is sent about a deleted session"
+        assert _rows(one, "metric_snapshots", "session_id", session.id) == 0
         assert not deletions(two).mark_session_deleted(session.id), "marked once"
         assert two.guest_session(session.id) is None and two.get_upload(upload.id) is None
         held = deletions(one).claim_purges(lease_ms=60_000)

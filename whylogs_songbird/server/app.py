@@ -37,6 +37,7 @@ from whylogs_songbird.server.middleware import (
     NetworkEmulationMiddleware,
     RequestCounter,
 )
+from whylogs_songbird.server.notify import check_targets, mount_notifications
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.ratelimits import ClientRateLimits
 from whylogs_songbird.server.routes import lifecycle, local, organizations, sessions, uploads
@@ -103,6 +104,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     and closed when the app shuts down.
     """
     monitors = load_monitors(config.monitors) if config.monitors else None  # a bad file fails before anything opens
+    check_targets(monitors, smtp_url=config.smtp_url)
     owns_store = store is None
     the_store = store if store is not None else Store.open(config)
 
@@ -116,9 +118,13 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         worker.start()
         sweeper.start()
         purger.start()
+        if notifications is not None:
+            notifications.start()
         try:
             yield
         finally:
+            if notifications is not None:
+                await run_in_threadpool(notifications.stop)
             await run_in_threadpool(purger.stop)
             await run_in_threadpool(sweeper.stop)
             await run_in_threadpool(worker.stop)
@@ -159,6 +165,13 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
     app.include_router(organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
+    notifications = mount_notifications(app, the_store, config, monitors, timeline)
+    try:
+        from whylogs_songbird.server.metrics import mount_metrics
+    except ImportError:  # pragma: no cover - prometheus_client comes with the server extra
+        logger.warning("/metrics is off: prometheus_client is missing (pip install 'whylogs-songbird[server]')")
+    else:
+        mount_metrics(app, the_store, config, timeline)
     app.include_router(local.router)
     return app
 

@@ -169,6 +169,9 @@ class Store:
         #: :meth:`learn_landed`); the upload route applies the same ones from the config.
         self.max_columns = DEFAULT_MAX_COLUMNS
         self.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
+        #: Called with the uploads :meth:`learn_landed` recorded (the timeline evaluates monitors then,
+        #: as the upload route makes it do for the profiles it stores itself).
+        self.landed_listeners: list[Callable[[list[UploadRecord]], object]] = []
 
     @classmethod
     def open(cls, config: object) -> Store:
@@ -491,13 +494,21 @@ class Store:
             sizes = self._landed_sizes(session, uploads)
             for upload in uploads:
                 if stop is not None and stop():
-                    return learned
+                    return self._tell_landed(learned)
                 key = blob_key(upload.session_id, upload.id)
                 recorded = self._record_landed(upload, key, sizes[key]) if key in sizes else None
                 if recorded is not None:
                     learned.append(recorded)
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
+        return self._tell_landed(learned)
+
+    def _tell_landed(self, learned: list[UploadRecord]) -> list[UploadRecord]:
+        for listener in self.landed_listeners if learned else ():
+            try:
+                listener(learned)
+            except Exception:
+                logger.exception("a listener of landed uploads failed")
         return learned
 
     def sweep_expired_slots(self, *, grace_seconds: int | None = None, stop: Callable[[], bool] | None = None) -> int:

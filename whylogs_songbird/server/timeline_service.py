@@ -239,6 +239,9 @@ class TimelineService:
         self._busy = False
         #: the failures found on the latest bucket of each session when its last batch landed
         self.latest_failures: dict[str, list[Failure]] = {}
+        #: called with (session id, timeline document) after each evaluation of the monitors
+        #: (in the background thread; the notifier queues notifications there)
+        self.evaluated: list[Callable[[str, dict[str, Any]], object]] = []
 
     # -- inputs --
 
@@ -506,7 +509,7 @@ class TimelineService:
 
     def alerts(self, document: dict[str, Any]) -> list[Failure]:
         """Failures of the server's monitors on every bucket of ``document`` (none without monitors)."""
-        if self.monitors is None:
+        if self.monitors is None or not self.monitors.applies_to_session(document.get("session_id")):
             return []
         try:
             return evaluate(self.monitors, document, which="all")
@@ -576,7 +579,7 @@ class TimelineService:
                 self.document_bytes(session_id, TimelineQuery(**json.loads(watched)))
             except TimelineRequestError as exc:
                 logger.info("timeline: the last view of session %s cannot be refreshed: %s", session_id, exc.message)
-        if self.monitors is None:
+        if self.monitors is None or not self.monitors.applies_to_session(session_id):
             return []
         query = TimelineQuery(
             granularity=self.monitors.granularity if self.monitors else None,
@@ -590,6 +593,11 @@ class TimelineService:
         if self.monitors is None or not document["buckets"]:
             return []
         latest = document["buckets"][-1]["start"]
+        for listener in self.evaluated:
+            try:
+                listener(session_id, document)
+            except Exception:
+                logger.exception("timeline: a listener of the monitors of session %s failed", session_id)
         logger.info(
             "monitors evaluated: session %s, bucket from %d: %d failure(s)",
             session_id,

@@ -319,6 +319,12 @@ def mount_timeline(
     """Add the timeline routes to ``app``; the service is ``app.state.timeline``."""
     profiles: ProfileCache | None = getattr(app.state, "observatory_cache", None)
     service = make_service(store, profiles=profiles, cache=cache, monitors=monitors)
+
+    def landed(uploads: list[UploadRecord]) -> None:  # presigned PUTs: the upload route never saw them
+        for session_id in dict.fromkeys(u.session_id for u in uploads if u.kind == "batch" and not u.invalid):
+            service.batch_stored(session_id)
+
+    store.landed_listeners.append(landed)
     app.state.timeline_pages = page_cache()
     app.include_router(timeline_router(store, service, public_url=public_url, pages=app.state.timeline_pages))
     app.state.timeline = service

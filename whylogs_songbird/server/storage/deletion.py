@@ -76,7 +76,13 @@ class DeletionSql:
                 conn, "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL", (now, session_id)
             )
             self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
+            self._drop_notifications(conn, session_id)  # none is sent about a deleted session
         return True
+
+    def _drop_notifications(self, conn: Any, session_id: str) -> None:
+        """Remove the session's notifications (queued, failed and sent) and metric snapshots."""
+        self._exec(conn, "DELETE FROM notifications WHERE session_id = ?", (session_id,))
+        self._exec(conn, "DELETE FROM metric_snapshots WHERE session_id = ?", (session_id,))
 
     def mark_upload_deleted(self, session_id: str, upload_id: str) -> bool:
         """Mark one profile (or open upload slot) of a live guest session deleted, with every
@@ -159,6 +165,7 @@ class DeletionSql:
                     "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL",
                     (now, row["id"]),
                 )
+                self._drop_notifications(conn, row["id"])
         return len(rows)
 
     def stored_totals(self) -> tuple[int, int]:
@@ -242,6 +249,7 @@ class DeletionSql:
                 (session_id,),
             )
             self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
+            self._drop_notifications(conn, session_id)
             self._exec(conn, "DELETE FROM uploads WHERE session_id = ?", (session_id,))
             self._exec(conn, "DELETE FROM sessions WHERE id = ?", (session_id,))
         return True

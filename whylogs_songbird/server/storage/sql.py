@@ -37,6 +37,7 @@ from whylogs_songbird.server.storage.base import (
     require_id,
 )
 from whylogs_songbird.server.storage.deletion import DeletionSql
+from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, NotificationQueueSql
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
@@ -105,6 +106,7 @@ SCHEMA = (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 )""",
+    *NOTIFICATIONS_SCHEMA,
 )
 
 #: Columns added after the first schema: (table, column, type), added at start when missing.
@@ -214,7 +216,7 @@ def _is_upload_id(value: str) -> bool:
     return is_valid_id(value, "log") or is_valid_id(value, "ref")
 
 
-class SqlMetadataStore(DeletionSql):
+class SqlMetadataStore(NotificationQueueSql, DeletionSql):
     """The metadata store over any DB-API connection, in a :class:`Dialect`.
 
     Subclasses implement :meth:`_transaction` (a connection inside a write transaction, committed
