@@ -13,6 +13,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,7 @@ def test_write_with_nothing_configured_starts_a_local_server_and_a_second_proces
     assert f"address:  http://127.0.0.1:{port}" in status.stdout
     assert f"pid:      {first['pid']}" in status.stdout and f"data dir: {data_dir}" in status.stdout
     assert "sessions: 1" in status.stdout and "uptime:" in status.stdout
+    assert re.search(r"stored:   [12] profiles, [0-9]+\.[0-9] MB", status.stdout), "the disk used is shown"
 
     stop = songbird("server", "stop", env=machine)
     assert stop.returncode == 0 and f"pid {first['pid']}" in stop.stderr

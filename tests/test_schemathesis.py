@@ -54,6 +54,9 @@ OPERATIONS = [
     ("POST", "/v1/transaction/log"),
     ("POST", "/v1/transaction/commit"),
     ("POST", "/v1/transaction/abort"),
+    # ours: deleting (the session id is the credential)
+    ("DELETE", "/v0/sessions/{session_id}"),
+    ("DELETE", "/v0/sessions/{session_id}/profiles/{profile_id}"),
 ]
 
 

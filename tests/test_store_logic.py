@@ -1356,6 +1356,10 @@ def test_an_older_database_gets_the_new_columns_and_its_profiles_summarised(tmp_
             "storage: added column uploads.ingest_lease",
             "storage: added column uploads.duplicate_of",
             "storage: added column sessions.dataset_id",
+            "storage: added column sessions.deleted_at",
+            "storage: added column sessions.purge_lease",
+            "storage: added column uploads.deleted_at",
+            "storage: added column uploads.purge_lease",
         ]
         assert store.get_upload(kept).ingest_state == "pending"
         assert store.get_upload(empty).ingest_state is None

@@ -38,7 +38,7 @@ from whylogs_songbird.publish import (
     publish,
     publish_references,
 )
-from whylogs_songbird.session import claim_session, current_session, forget_session, new_session
+from whylogs_songbird.session import claim_session, current_session, delete_session, forget_session, new_session
 from whylogs_songbird.timeline_client import fetch_timeline, timeline_frame
 from whylogs_songbird.writer import SongbirdWriter, register
 
@@ -68,6 +68,7 @@ __all__ = [
     "comparison_links",
     "current_session",
     "fetch_timeline",
+    "delete_session",
     "forget_session",
     "new_session",
     "publish",

@@ -18,7 +18,8 @@ import re
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -81,6 +82,7 @@ SESSION_OPERATIONS = frozenset(
         "batch_create_reference_profile_upload",
         "get_session_profile_observatory_link",
         "claim_guest_session",
+        "delete_session",
     }
 )
 
@@ -88,6 +90,19 @@ SESSION_OPERATIONS = frozenset(
 DATASET_OPERATIONS = frozenset(
     {"log_async", "log_reference", "create_reference_profile", "get_dataset_observatory_link"}
 )
+
+#: Bundles are read from the network in pieces of this size.
+BUNDLE_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImportedSession:
+    """The session an import created: its id, how many profiles it holds and its page."""
+
+    session_id: str
+    profiles: int
+    url: str
+
 
 M = TypeVar("M", bound=WireModel)
 Timeout = float | tuple[float, float]
@@ -526,6 +541,65 @@ class SongbirdClient:
             api_key=self._key(api_key),
         )
 
+    def delete_session(self, session_id: str) -> None:
+        """Delete a guest session with all its profiles and their bytes (the session id is the
+        credential); `SessionNotFoundError` when the server does not know it (or it was claimed)."""
+        path = f"/v0/sessions/{quote(validate_session_id(session_id))}"
+        self._request("delete_session", "DELETE", path, None)
+
+    def delete_profile(self, session_id: str, profile_id: str) -> None:
+        """Delete one profile of a guest session by the id its upload operation returned
+        (``log-…`` for a batch, ``ref-…`` for a reference), with its bytes."""
+        path = f"/v0/sessions/{quote(validate_session_id(session_id))}/profiles/{quote(profile_id, safe='')}"
+        self._request("delete_profile", "DELETE", path, None)
+
+    def export_session(self, session_id: str, target: BinaryIO) -> int:
+        """Write the session's bundle (a zip of its profiles and a manifest, see
+        ``docs/export-import.md``) to ``target`` as it streams in; the number of bytes written."""
+        url = f"{self.endpoint}/api/v1/sessions/{quote(validate_session_id(session_id))}/export"
+        response = self._send("export_session", "GET", url, headers={"Accept": "application/zip"}, stream=True)
+        with response:
+            if response.status_code != 200:
+                raise self._error("export_session", response)
+            written = 0
+            try:
+                for chunk in response.iter_content(BUNDLE_CHUNK_BYTES):
+                    target.write(chunk)
+                    written += len(chunk)
+            except requests.exceptions.RequestException:
+                raise SongbirdConnectionError(
+                    f"export_session: the bundle from {self.endpoint} broke off after {written} bytes; try again."
+                ) from None
+        return written
+
+    def import_bundle(self, source: BinaryIO) -> ImportedSession:
+        """Send a bundle (an open binary file, streamed) to the server, which recreates it as a new
+        session. Sent once, never retried: an import is not idempotent."""
+        url = f"{self.endpoint}/api/v1/import"
+        self._ensure_prepared()
+        headers = {"Content-Type": "application/zip", "Accept": "application/json"}
+        with requests.Session() as http:  # no retry adapter: a retried POST would send a consumed body
+            try:
+                response = http.post(
+                    url,
+                    data=source,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                    **self._environment(url),
+                )
+            except requests.exceptions.RequestException as exc:
+                reason, todo = connection_reason(exc)
+                raise SongbirdConnectionError(
+                    f"import_bundle: could not send the bundle to {url}: {reason}. {todo}."
+                ) from None
+        if response.status_code != 201:
+            raise self._error("import_bundle", response)
+        body = response.json()
+        return ImportedSession(
+            session_id=str(body["sessionId"]), profiles=int(body["profiles"]), url=str(body["observatoryUrl"])
+        )
+
     # -- the presigned PUT ----------------------------------------------------------------
 
     def upload_profile(self, upload_url: str, data: bytes) -> str | None:
@@ -734,7 +808,8 @@ class SongbirdClient:
                 + self._hosted_hint(),
                 **kwargs,
             )
-        if status == 404 and operation not in SESSION_OPERATIONS and operation != "upload_profile":
+        not_session = operation not in SESSION_OPERATIONS and operation not in ("upload_profile", "delete_profile")
+        if status == 404 and not_session:
             return SongbirdApiError(
                 f"{base}. Check that the endpoint is a songbird API.{self._hosted_hint()}", **kwargs
             )

@@ -60,6 +60,9 @@ class ServerStatus:
     started_at: int | None
     sessions: int | None
     version: str | None
+    #: Profiles the server keeps bytes of, and those bytes (None: not told).
+    stored_profiles: int | None = None
+    stored_bytes: int | None = None
 
     @property
     def uptime_seconds(self) -> float | None:
@@ -130,6 +133,8 @@ def probe(port: int, timeout: float = 2.0, data_dir: Path | None = None) -> Serv
         started_at=number("started_at"),
         sessions=number("sessions"),
         version=body.get("version") if isinstance(body.get("version"), str) else None,
+        stored_profiles=number("stored_profiles"),
+        stored_bytes=number("stored_bytes"),
     )
 
 

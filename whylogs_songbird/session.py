@@ -472,3 +472,20 @@ def claim_session(*, org_id: str | None = None, api_key: str | None = None, **op
         return session_id
     finally:
         session.client.close()
+
+
+def delete_session(session_id: str | None = None, **options: Any) -> str:
+    """Delete a guest session on the server with all its profiles (default: the stored session);
+    the stored session is forgotten when it is the one deleted. Returns the deleted id."""
+    settings, session = _open(options)
+    try:
+        target = session_id or settings.session_id or session.store.get(session.endpoint)
+        if not target:
+            raise ConfigError(f"There is no stored guest session for {session.endpoint}: name the session to delete.")
+        session.client.delete_session(target)
+        if session.store.get(session.endpoint) == target:
+            session.store.forget(session.endpoint)
+        logger.info("Deleted guest session %s", target)
+        return target
+    finally:
+        session.client.close()

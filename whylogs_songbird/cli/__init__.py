@@ -7,7 +7,7 @@ success; 1 a failed upload, an unreachable or failing server; 2 a usage error; 1
 
 from __future__ import annotations
 
-from whylogs_songbird.cli import alerts, check, demo, keys, profile, server  # noqa: F401  (registers the commands)
+from whylogs_songbird.cli import alerts, check, demo, keys, lifecycle, profile, server  # noqa: F401  (registers the commands)
 from whylogs_songbird.cli.outbox import outbox_app
 from whylogs_songbird.cli.reporting import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageProblem, app, guard_output
 from whylogs_songbird.cli.server import server_app

@@ -87,6 +87,8 @@ def server_status(
         typer.echo(f"data dir: {found.data_dir or '?'}")
         typer.echo(f"uptime:   {_uptime(uptime) if uptime is not None else '?'}")
         typer.echo(f"sessions: {found.sessions if found.sessions is not None else '?'}")
+        if found.stored_bytes is not None:
+            typer.echo(f"stored:   {found.stored_profiles} profiles, {found.stored_bytes / 1e6:.1f} MB")
         if found.version:
             typer.echo(f"version:  {found.version}")
         if found.pid is None:

@@ -117,3 +117,21 @@ def session_claim(
         stderr().print("the session is now expired; the next publish starts a new guest session")
 
 
+@session_app.command("delete")
+def session_delete(
+    session_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[SESSION_ID]", help="The session to delete. Default: the stored session."),
+    ] = None,
+    endpoint: Endpoint = None,
+    config_dir: ConfigDir = None,
+    timeout: Timeout = None,
+    max_retries: MaxRetries = None,
+    verbose: Verbose = False,
+) -> None:
+    """Delete a guest session on the server, with every profile and its bytes (cannot be undone)."""
+    with reported(verbose):
+        options = connection_options(endpoint, config_dir, timeout, max_retries)
+        settings = resolve_settings(options)
+        deleted = sessions.delete_session(session_id, **options)
+        typer.echo(f"deleted session {deleted} of {settings.endpoint}")

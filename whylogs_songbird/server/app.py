@@ -29,6 +29,7 @@ from whylogs_songbird.server.common import error_response
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.ingest import IngestWorker
+from whylogs_songbird.server.lifecycle import PurgeWorker
 from whylogs_songbird.server.middleware import (
     BodyLimitMiddleware,
     BodyTooLargeError,
@@ -39,7 +40,7 @@ from whylogs_songbird.server.middleware import (
 from whylogs_songbird.server.notify import check_targets, mount_notifications
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.ratelimits import ClientRateLimits
-from whylogs_songbird.server.routes import local, organizations, sessions, uploads
+from whylogs_songbird.server.routes import lifecycle, local, organizations, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
 from whylogs_songbird.server.routes.timeline import mount_timeline
@@ -110,11 +111,13 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     requests_in_flight = RequestCounter()
     worker = IngestWorker(the_store, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy)
     sweeper = SlotSweeper(the_store, interval=config.slot_sweep_seconds, grace_seconds=config.slot_sweep_grace_seconds)
+    purger = PurgeWorker(the_store, retention_seconds=config.retention_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.start()
         sweeper.start()
+        purger.start()
         if notifications is not None:
             notifications.start()
         try:
@@ -122,6 +125,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         finally:
             if notifications is not None:
                 await run_in_threadpool(notifications.stop)
+            await run_in_threadpool(purger.stop)
             await run_in_threadpool(sweeper.stop)
             await run_in_threadpool(worker.stop)
             await run_in_threadpool(timeline.close)
@@ -156,6 +160,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     _add_error_handlers(app)
     app.include_router(sessions.router)
     app.include_router(uploads.router)
+    app.include_router(lifecycle.router)
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)

@@ -28,6 +28,7 @@ from whylogs_songbird.server.config import (
     shared_address,
 )
 from whylogs_songbird.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
+from whylogs_songbird.server.durations import parse_duration
 from whylogs_songbird.server.ratelimits import (
     DEFAULT_SESSION_BURST,
     DEFAULT_SESSION_RATE,
@@ -120,6 +121,7 @@ def config_from_options(
     metrics_token: str | None = None,
     metrics_max_series: int = 10_000,
     smtp_url: str | None = None,
+    retention: str | None = None,
 ) -> ServerConfig:
     """The :class:`ServerConfig` of the command-line options (ValueError when one is bad)."""
     return ServerConfig(
@@ -157,6 +159,7 @@ def config_from_options(
         metrics_token=metrics_token,
         metrics_max_series=metrics_max_series,
         smtp_url=smtp_url,
+        retention_seconds=parse_duration(retention) if retention is not None else None,
     )
 
 
@@ -481,6 +484,16 @@ def serve_command(
             metavar="URL",
             help="SMTP server of the email [[notify]] targets: smtp://USER@HOST:PORT[?from=ADDRESS] (STARTTLS where "
             "offered) or smtps://...; the password from $SONGBIRD_SMTP_PASSWORD. Default: $SONGBIRD_SMTP_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            "--retention",
+            metavar="DURATION",
+            help="Delete profiles uploaded longer ago than this (e.g. 400d, 12h, 30s), bytes included, and "
+            "sessions left empty. Default: keep everything.",
             show_default=False,
         ),
     ] = None,

@@ -137,6 +137,9 @@ class ServerConfig:
     #: The SMTP server of ``email`` notify targets: ``smtp://[USER@]HOST[:PORT][?from=ADDRESS]`` (STARTTLS
     #: where offered) or ``smtps://``; None: $SONGBIRD_SMTP_URL. The password: in the URL or $SONGBIRD_SMTP_PASSWORD.
     smtp_url: str | None = None
+    #: Profiles stored longer ago than this many seconds are deleted, bytes included, and sessions
+    #: left with nothing go too (see ``lifecycle.py``); None: kept forever.
+    retention_seconds: float | None = None
     #: The timeouts and connection cap above, as the connection guard takes them (derived).
     connection_limits: ConnectionLimits = field(init=False)
 
@@ -186,6 +189,11 @@ class ServerConfig:
         grace = self.slot_sweep_grace_seconds
         if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or grace < 0):
             raise ValueError(f"slot_sweep_grace_seconds must be a non-negative integer or None, got {grace!r}")
+        retention = self.retention_seconds
+        if retention is not None and (
+            isinstance(retention, bool) or not isinstance(retention, int | float) or not retention > 0
+        ):
+            raise ValueError(f"retention_seconds must be a positive number of seconds or None, got {retention!r}")
         for name in ("session_burst", "slot_burst"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

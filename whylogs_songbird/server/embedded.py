@@ -94,8 +94,10 @@ class LocalServer:
         return self.config.data_dir
 
     def stats(self) -> dict[str, int]:
-        """Calls per operation since this start."""
-        return self.store.stats()
+        """Calls per operation since this start, and the disk used (as ``/_local/stats`` answers)."""
+        from whylogs_songbird.server.lifecycle import disk_usage
+
+        return {**self.store.stats(), **disk_usage(self.store)}
 
     def start(self, timeout: float = 10.0) -> LocalServer:
         """Start serving and wait until the server accepts connections."""

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from whylogs_songbird.server.bundles import IMPORT_PATH, MAX_BUNDLE_BYTES
 from whylogs_songbird.server.common import error_response
 from whylogs_songbird.server.config import RequestHook, ServerConfig
 from whylogs_songbird.server.faults import FaultInjector
@@ -40,7 +41,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_upload = str(scope.get("path", "")).startswith(UPLOAD_PATH_PREFIX)
+        path = str(scope.get("path", ""))
+        is_upload = path.startswith(UPLOAD_PATH_PREFIX)
         limit = self.config.max_upload_bytes if is_upload else self.config.max_json_bytes
         what = "profile" if is_upload else "JSON request body"
         message = f"The {what} is larger than this server's limit of {limit} bytes; " + (
@@ -48,6 +50,9 @@ class BodyLimitMiddleware:
             if is_upload
             else "send a smaller request."
         )
+        if path == IMPORT_PATH:  # a bundle is spooled to disk, never held in memory
+            limit = MAX_BUNDLE_BYTES
+            message = f"The bundle is larger than this server's limit of {limit} bytes; split the session."
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:

@@ -17,6 +17,7 @@ import uvicorn
 
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.connections import install_log_rate_limit, uvicorn_options
+from whylogs_songbird.server.lifecycle import deletions
 from whylogs_songbird.server.store import Store
 
 
@@ -45,6 +46,7 @@ def open_store(config: ServerConfig) -> Store:
     store = Store.open(config)
     try:
         store.reconcile()
+        deletions(store).release_purge_claims()  # a crashed server's purges are finished by the next one
         store.reset_stats()
     except BaseException:
         store.close()

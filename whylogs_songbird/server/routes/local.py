@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from whylogs_songbird.models import HEALTH_TOKEN_FILE, HEALTH_TOKEN_HEADER
+from whylogs_songbird.server.lifecycle import disk_usage
 from whylogs_songbird.server.routes.deps import StoreDep
 
 router = APIRouter(tags=["local"])
@@ -18,8 +19,9 @@ router = APIRouter(tags=["local"])
 
 @router.get("/_local/stats")
 async def local_stats(store: StoreDep) -> dict[str, int]:
-    """Calls per operation since the server started (for tests and benchmarks)."""
-    return await run_in_threadpool(store.stats)
+    """Calls per operation since the server started (for tests and benchmarks), and the disk
+    used: ``stored_profiles`` and ``stored_bytes``."""
+    return await run_in_threadpool(lambda: {**store.stats(), **disk_usage(store)})
 
 
 @router.get("/healthz")
@@ -36,7 +38,8 @@ async def healthz(
 ) -> dict[str, Any]:
     """Liveness check: ``{"status": "ok"}``. With the token of the server's data dir (a file only
     the server's user can read), also who answers: service, version, process id, start time in
-    epoch ms, data dir and how many sessions the store holds."""
+    epoch ms, data dir, how many sessions the store holds and the disk it uses (``stored_profiles``,
+    ``stored_bytes``)."""
     expected: str = request.app.state.health_token
     if token is None or not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode()):
         return {"status": "ok"}
@@ -51,4 +54,5 @@ async def healthz(
         "started_at": request.app.state.started_at,
         "data_dir": str(config.data_dir) if config.data_dir is not None else None,
         "sessions": await run_in_threadpool(store.session_count),
+        **await run_in_threadpool(disk_usage, store),
     }

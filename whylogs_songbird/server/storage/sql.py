@@ -36,6 +36,7 @@ from whylogs_songbird.server.storage.base import (
     now_ms,
     require_id,
 )
+from whylogs_songbird.server.storage.deletion import DeletionSql
 from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, NotificationQueueSql
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
@@ -116,6 +117,12 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "duplicate_of", "TEXT"),
     # a row with a dataset id holds an organization's dataset (org_id, dataset_id), not a guest session
     ("sessions", "dataset_id", "TEXT"),
+    # deletion (see storage/deletion.py): a tombstone every read treats as gone, and the claim
+    # of the process removing what it marked
+    ("sessions", "deleted_at", "{BIGINT}"),
+    ("sessions", "purge_lease", "{BIGINT}"),
+    ("uploads", "deleted_at", "{BIGINT}"),
+    ("uploads", "purge_lease", "{BIGINT}"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
@@ -126,6 +133,8 @@ LATE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS uploads_open_by_session ON uploads (session_id, expires_at) WHERE stored_at IS NULL",
     # one container per dataset of an org; guest sessions (dataset_id NULL) never collide: NULLs are distinct
     "CREATE UNIQUE INDEX IF NOT EXISTS sessions_by_dataset ON sessions (org_id, dataset_id)",
+    "CREATE INDEX IF NOT EXISTS sessions_deleted ON sessions (deleted_at) WHERE deleted_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS uploads_deleted ON uploads (deleted_at) WHERE deleted_at IS NOT NULL",
 )
 
 
@@ -207,7 +216,7 @@ def _is_upload_id(value: str) -> bool:
     return is_valid_id(value, "log") or is_valid_id(value, "ref")
 
 
-class SqlMetadataStore(NotificationQueueSql):
+class SqlMetadataStore(NotificationQueueSql, DeletionSql):
     """The metadata store over any DB-API connection, in a :class:`Dialect`.
 
     Subclasses implement :meth:`_transaction` (a connection inside a write transaction, committed
@@ -297,7 +306,7 @@ class SqlMetadataStore(NotificationQueueSql):
     def get_session(self, session_id: str) -> SessionRecord | None:
         if not is_valid_id(session_id, "session"):
             return None
-        rows = self._query("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        rows = self._query("SELECT * FROM sessions WHERE id = ? AND deleted_at IS NULL", (session_id,))
         return _session_from_row(rows[0]) if rows else None
 
     def claim(self, session_id: str, org_id: str) -> SessionRecord | None:
@@ -307,20 +316,24 @@ class SqlMetadataStore(NotificationQueueSql):
             self._exec(
                 conn,
                 "UPDATE sessions SET claimed_at = ?, claimed_org = ?, org_id = ? WHERE id = ? AND claimed_at IS NULL"
-                " AND dataset_id IS NULL",
+                " AND dataset_id IS NULL AND deleted_at IS NULL",
                 (now_ms(), org_id, org_id, session_id),
             )
-            rows = self._exec(conn, "SELECT * FROM sessions WHERE id = ? AND dataset_id IS NULL", (session_id,))
+            rows = self._exec(
+                conn, "SELECT * FROM sessions WHERE id = ? AND dataset_id IS NULL AND deleted_at IS NULL", (session_id,)
+            )
         return _session_from_row(rows[0]) if rows else None
 
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
         rows = self._query(
-            "SELECT * FROM sessions WHERE dataset_id IS NULL ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+            "SELECT * FROM sessions WHERE dataset_id IS NULL AND deleted_at IS NULL ORDER BY created_at DESC, id DESC"
+            " LIMIT ?",
+            (limit,),
         )
         return [_session_from_row(row) for row in rows]
 
     def session_count(self) -> int:
-        rows = self._query("SELECT COUNT(*) AS n FROM sessions WHERE dataset_id IS NULL")
+        rows = self._query("SELECT COUNT(*) AS n FROM sessions WHERE dataset_id IS NULL AND deleted_at IS NULL")
         return int(rows[0]["n"])
 
     # -- datasets of organizations -------------------------------------------------------------
@@ -420,7 +433,7 @@ class SqlMetadataStore(NotificationQueueSql):
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         if not _is_upload_id(upload_id):
             return None
-        rows = self._query("SELECT * FROM uploads WHERE id = ?", (upload_id,))
+        rows = self._query("SELECT * FROM uploads WHERE id = ? AND deleted_at IS NULL", (upload_id,))
         return _upload_from_row(rows[0]) if rows else None
 
     def _open_upload(self, conn: Any, upload_id: str) -> UploadRecord:
@@ -429,7 +442,7 @@ class SqlMetadataStore(NotificationQueueSql):
         rows = self._exec(
             conn,
             "SELECT uploads.*, sessions.claimed_at AS session_claimed_at FROM uploads JOIN sessions"
-            " ON sessions.id = uploads.session_id WHERE uploads.id = ?",
+            " ON sessions.id = uploads.session_id WHERE uploads.id = ? AND uploads.deleted_at IS NULL",
             (upload_id,),
         )
         if not rows:
@@ -448,7 +461,8 @@ class SqlMetadataStore(NotificationQueueSql):
         rows = self._exec(
             conn,
             "SELECT * FROM uploads WHERE session_id = ? AND kind = 'batch' AND dataset_timestamp = ? AND sha256 = ?"
-            " AND id <> ? AND stored_at IS NOT NULL AND duplicate_of IS NULL ORDER BY stored_at, id",
+            " AND id <> ? AND stored_at IS NOT NULL AND duplicate_of IS NULL AND deleted_at IS NULL"
+            " ORDER BY stored_at, id",
             (upload.session_id, upload.dataset_timestamp, sha256, upload.id),
         )
         wanted = sorted(upload.segment_tags)
@@ -555,7 +569,10 @@ class SqlMetadataStore(NotificationQueueSql):
     def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
         if not is_valid_id(session_id, "session"):
             return []
-        sql = "SELECT * FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL AND duplicate_of IS NULL"
+        sql = (
+            "SELECT * FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL AND duplicate_of IS NULL"
+            " AND deleted_at IS NULL"
+        )
         params: list[object] = [session_id]
         if kind is not None:
             sql += " AND kind = ?"
@@ -568,7 +585,7 @@ class SqlMetadataStore(NotificationQueueSql):
             return []
         rows = self._query(
             "SELECT * FROM uploads WHERE session_id = ? AND kind = 'batch' AND dataset_timestamp = ?"
-            " AND stored_at IS NOT NULL AND duplicate_of IS NULL"
+            " AND stored_at IS NOT NULL AND duplicate_of IS NULL AND deleted_at IS NULL"
             " ORDER BY created_at, id",
             (session_id, dataset_timestamp),
         )
@@ -579,7 +596,7 @@ class SqlMetadataStore(NotificationQueueSql):
             return None
         rows = self._query(
             "SELECT * FROM uploads WHERE id = ? AND session_id = ? AND kind = 'reference'"
-            " AND stored_at IS NOT NULL AND duplicate_of IS NULL",
+            " AND stored_at IS NOT NULL AND duplicate_of IS NULL AND deleted_at IS NULL",
             (reference_id, session_id),
         )
         return _upload_from_row(rows[0]) if rows else None
@@ -593,7 +610,7 @@ class SqlMetadataStore(NotificationQueueSql):
         return int(rows[0]["n"])
 
     def unstored_uploads(self, *, session_id: str | None = None, expires_after: int = 0) -> list[UploadRecord]:
-        sql = "SELECT * FROM uploads WHERE stored_at IS NULL AND expires_at >= ?"
+        sql = "SELECT * FROM uploads WHERE stored_at IS NULL AND expires_at >= ? AND deleted_at IS NULL"
         params: list[object] = [expires_after]
         if session_id is not None:
             if not is_valid_id(session_id, "session"):
@@ -623,7 +640,9 @@ class SqlMetadataStore(NotificationQueueSql):
             )
 
     def stored_keys(self) -> Iterator[tuple[str, str]]:
-        rows = self._query("SELECT id, path FROM uploads WHERE stored_at IS NOT NULL AND path IS NOT NULL")
+        rows = self._query(
+            "SELECT id, path FROM uploads WHERE stored_at IS NOT NULL AND path IS NOT NULL AND deleted_at IS NULL"
+        )
         return iter([(row["id"], row["path"]) for row in rows])
 
     # -- ingest ------------------------------------------------------------------------------------
@@ -635,6 +654,7 @@ class SqlMetadataStore(NotificationQueueSql):
             rows = self._exec(
                 conn,
                 "SELECT * FROM uploads WHERE ingest_state = 'pending' AND (ingest_lease IS NULL OR ingest_lease < ?)"
+                " AND deleted_at IS NULL"
                 " ORDER BY stored_at, id LIMIT ?",
                 (now, limit),
             )
@@ -656,7 +676,7 @@ class SqlMetadataStore(NotificationQueueSql):
                 self._rowcount(
                     conn,
                     "UPDATE uploads SET ingest_lease = ? WHERE id = ? AND ingest_state = 'pending'"
-                    " AND (ingest_lease IS NULL OR ingest_lease < ?)",
+                    " AND (ingest_lease IS NULL OR ingest_lease < ?) AND deleted_at IS NULL",
                     (now + lease_ms, upload_id, now),
                 )
             )
@@ -669,7 +689,7 @@ class SqlMetadataStore(NotificationQueueSql):
             )
 
     def pending_ingest(self) -> int:
-        rows = self._query("SELECT COUNT(*) AS n FROM uploads WHERE ingest_state = 'pending'")
+        rows = self._query("SELECT COUNT(*) AS n FROM uploads WHERE ingest_state = 'pending' AND deleted_at IS NULL")
         return int(rows[0]["n"])
 
     def store_summary(self, upload_id: str, sha256: str, data: bytes) -> bool:
@@ -710,6 +730,8 @@ class SqlMetadataStore(NotificationQueueSql):
     def put_derived(self, session_id: str, key: str, data: bytes) -> None:
         require_id(session_id, "session")
         with self._transaction() as conn:
+            if not self._live_session(conn, session_id):
+                return  # deleted (or being deleted): nothing derived from it is kept
             self._exec(
                 conn,
                 "INSERT INTO derived (session_id, key, data, created_at) VALUES (?, ?, ?, ?)"

@@ -1,0 +1,271 @@
+"""Deletion in the SQL metadata stores: a tombstone first, then the rows.
+
+Only guest sessions are deleted here (rows with a ``dataset_id`` are organizations' datasets,
+which guests cannot reach), and so only their profiles expire.
+
+Deleting is two steps, so nothing half-deleted is ever shown:
+
+1. **Mark** (:meth:`DeletionSql.mark_session_deleted`, :meth:`DeletionSql.mark_upload_deleted`): one
+   transaction sets ``deleted_at`` on the session and all its uploads (or on one profile and the
+   uploads that duplicate it). Every read of the stores (``get_session``, listings, lookups, the
+   ingest claims, the landed-PUT look) skips rows with ``deleted_at``, so from this commit on the
+   data is gone for every route and process.
+2. **Purge**: a process claims marked rows for a while (:meth:`DeletionSql.claim_purges`, a lease
+   in ``purge_lease``, so several hosts never work on the same one at once), removes their bytes
+   from the blob store, then their rows (:meth:`DeletionSql.purge_session_rows`,
+   :meth:`DeletionSql.purge_upload_rows`), each in one transaction. Every step may run again: a
+   crash anywhere leaves marked rows, which the next claim (at the next start, or on any host once
+   the lease has run out) finishes.
+
+A mixin of :class:`~whylogs_songbird.server.storage.sql.SqlMetadataStore`: it uses its
+``_transaction``, ``_exec``, ``_rowcount`` and ``_query``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from whylogs_songbird.server.storage.base import is_valid_id, now_ms
+
+
+@dataclass(frozen=True)
+class PurgeItem:
+    """A marked session (all of it) or a marked profile, claimed for purging."""
+
+    kind: Literal["session", "upload"]
+    session_id: str
+    #: ``(upload id, blob key or None)`` of the marked uploads: every upload of a session, or the
+    #: profile and its duplicates.
+    uploads: tuple[tuple[str, str | None], ...] = ()
+
+
+class DeletionSql:
+    """The deletion statements (see the module docstring)."""
+
+    if TYPE_CHECKING:  # provided by SqlMetadataStore
+
+        def _transaction(self) -> contextlib.AbstractContextManager[Any]: ...
+        def _exec(self, conn: Any, statement: str, params: Sequence[object] = ()) -> list[dict[str, Any]]: ...
+        def _rowcount(self, conn: Any, statement: str, params: Sequence[object] = ()) -> int: ...
+        def _query(self, statement: str, params: Sequence[object] = ()) -> list[dict[str, Any]]: ...
+
+    def _live_session(self, conn: Any, session_id: str) -> bool:
+        """Whether the session exists and is not marked deleted (read inside ``conn``'s transaction)."""
+        rows = self._exec(conn, "SELECT 1 AS one FROM sessions WHERE id = ? AND deleted_at IS NULL", (session_id,))
+        return bool(rows)
+
+    def mark_session_deleted(self, session_id: str) -> bool:
+        """Mark a live guest session and all its uploads deleted, in one transaction; False when the
+        session is unknown, claimed, or marked already."""
+        if not is_valid_id(session_id, "session"):
+            return False
+        now = now_ms()
+        with self._transaction() as conn:
+            changed = self._rowcount(
+                conn,
+                "UPDATE sessions SET deleted_at = ?, purge_lease = NULL"
+                " WHERE id = ? AND deleted_at IS NULL AND claimed_at IS NULL AND dataset_id IS NULL",
+                (now, session_id),
+            )
+            if not changed:
+                return False
+            self._exec(
+                conn, "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL", (now, session_id)
+            )
+            self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
+            self._drop_notifications(conn, session_id)  # none is sent about a deleted session
+        return True
+
+    def _drop_notifications(self, conn: Any, session_id: str) -> None:
+        """Remove the session's notifications (queued, failed and sent) and metric snapshots."""
+        self._exec(conn, "DELETE FROM notifications WHERE session_id = ?", (session_id,))
+        self._exec(conn, "DELETE FROM metric_snapshots WHERE session_id = ?", (session_id,))
+
+    def mark_upload_deleted(self, session_id: str, upload_id: str) -> bool:
+        """Mark one profile (or open upload slot) of a live guest session deleted, with every
+        upload that duplicates it (they are the same profile), and drop the session's derived
+        artefacts, in one transaction. A duplicate's id names its original. False when the
+        session or the upload is unknown, claimed, or marked already."""
+        upload_ok = is_valid_id(upload_id, "log") or is_valid_id(upload_id, "ref")
+        if not (is_valid_id(session_id, "session") and upload_ok):
+            return False
+        now = now_ms()
+        with self._transaction() as conn:
+            rows = self._exec(
+                conn,
+                "SELECT uploads.id, uploads.duplicate_of FROM uploads JOIN sessions ON sessions.id = uploads.session_id"
+                " WHERE uploads.id = ? AND uploads.session_id = ? AND uploads.deleted_at IS NULL"
+                " AND sessions.deleted_at IS NULL AND sessions.claimed_at IS NULL AND sessions.dataset_id IS NULL",
+                (upload_id, session_id),
+            )
+            if not rows:
+                return False
+            target = rows[0]["duplicate_of"] or rows[0]["id"]
+            changed = self._rowcount(
+                conn,
+                "UPDATE uploads SET deleted_at = ?, purge_lease = NULL"
+                " WHERE session_id = ? AND (id = ? OR duplicate_of = ?) AND deleted_at IS NULL",
+                (now, session_id, target, target),
+            )
+            self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
+        return bool(changed)
+
+    def mark_expired(self, *, stored_before: int, limit: int) -> int:
+        """Retention: mark deleted up to ``limit`` profiles stored before ``stored_before`` (epoch
+        ms), each with the uploads that duplicate it, in one transaction; how many were marked.
+        Several processes may run it at once: a row is marked once (``deleted_at IS NULL``)."""
+        now = now_ms()
+        with self._transaction() as conn:
+            rows = self._exec(
+                conn,
+                "SELECT uploads.id, uploads.session_id FROM uploads JOIN sessions ON sessions.id = uploads.session_id"
+                " WHERE uploads.stored_at IS NOT NULL AND uploads.stored_at < ? AND uploads.duplicate_of IS NULL"
+                " AND uploads.deleted_at IS NULL AND sessions.deleted_at IS NULL AND sessions.claimed_at IS NULL"
+                " AND sessions.dataset_id IS NULL ORDER BY uploads.stored_at, uploads.id LIMIT ?",
+                (stored_before, limit),
+            )
+            marked = 0
+            for row in rows:
+                marked += self._rowcount(
+                    conn,
+                    "UPDATE uploads SET deleted_at = ?, purge_lease = NULL"
+                    " WHERE session_id = ? AND (id = ? OR duplicate_of = ?) AND deleted_at IS NULL",
+                    (now, row["session_id"], row["id"], row["id"]),
+                )
+            for session_id in sorted({row["session_id"] for row in rows}):
+                self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
+        return marked
+
+    def mark_emptied_sessions(self, *, created_before: int, open_after: int, limit: int) -> int:
+        """Retention: mark deleted up to ``limit`` guest sessions created before ``created_before``
+        (epoch ms) that hold nothing any more: no profile, and no upload slot whose URL is still
+        valid after ``open_after`` (unix seconds). How many were marked."""
+        now = now_ms()
+        with self._transaction() as conn:
+            rows = self._exec(
+                conn,
+                "SELECT id FROM sessions WHERE deleted_at IS NULL AND claimed_at IS NULL AND dataset_id IS NULL"
+                " AND created_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM uploads WHERE uploads.session_id = sessions.id"
+                " AND uploads.deleted_at IS NULL AND (uploads.stored_at IS NOT NULL OR uploads.expires_at >= ?))"
+                " ORDER BY created_at, id LIMIT ?",
+                (created_before, open_after, limit),
+            )
+            for row in rows:
+                self._exec(
+                    conn,
+                    "UPDATE sessions SET deleted_at = ?, purge_lease = NULL WHERE id = ? AND deleted_at IS NULL",
+                    (now, row["id"]),
+                )
+                self._exec(
+                    conn,
+                    "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL",
+                    (now, row["id"]),
+                )
+                self._drop_notifications(conn, row["id"])
+        return len(rows)
+
+    def stored_totals(self) -> tuple[int, int]:
+        """``(profiles, bytes)`` the store holds: profiles with bytes of their own, not deleted
+        (what retention keeps bounded)."""
+        rows = self._query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS total FROM uploads"
+            " WHERE stored_at IS NOT NULL AND path IS NOT NULL AND deleted_at IS NULL"
+        )
+        return int(rows[0]["n"]), int(rows[0]["total"])
+
+    def claim_purges(self, *, lease_ms: int, limit: int = 10) -> list[PurgeItem]:
+        """Claim up to ``limit`` marked sessions and profiles nobody holds (or whose holder's lease
+        ran out) for ``lease_ms``: what this process is to purge now."""
+        now = now_ms()
+        items: list[PurgeItem] = []
+        with self._transaction() as conn:
+            sessions = self._exec(
+                conn,
+                "SELECT id FROM sessions WHERE deleted_at IS NOT NULL AND (purge_lease IS NULL OR purge_lease < ?)"
+                " ORDER BY deleted_at, id LIMIT ?",
+                (now, limit),
+            )
+            for row in sessions:
+                if self._rowcount(
+                    conn,
+                    "UPDATE sessions SET purge_lease = ? WHERE id = ? AND (purge_lease IS NULL OR purge_lease < ?)",
+                    (now + lease_ms, row["id"], now),
+                ):
+                    uploads = self._exec(
+                        conn, "SELECT id, path FROM uploads WHERE session_id = ? ORDER BY id", (row["id"],)
+                    )
+                    items.append(PurgeItem("session", row["id"], tuple((u["id"], u["path"]) for u in uploads)))
+            left = limit - len(items)
+            if left > 0:
+                # profiles marked in a live session (a marked session's are purged with it)
+                uploads = self._exec(
+                    conn,
+                    "SELECT uploads.* FROM uploads JOIN sessions ON sessions.id = uploads.session_id"
+                    " WHERE uploads.deleted_at IS NOT NULL AND sessions.deleted_at IS NULL"
+                    " AND (uploads.purge_lease IS NULL OR uploads.purge_lease < ?)"
+                    " ORDER BY uploads.deleted_at, uploads.id LIMIT ?",
+                    (now, left),
+                )
+                for upload in uploads:
+                    if self._rowcount(
+                        conn,
+                        "UPDATE uploads SET purge_lease = ? WHERE id = ? AND (purge_lease IS NULL OR purge_lease < ?)",
+                        (now + lease_ms, upload["id"], now),
+                    ):
+                        items.append(PurgeItem("upload", upload["session_id"], ((upload["id"], upload["path"]),)))
+        return items
+
+    def release_purge_claims(self) -> int:
+        """End every purge claim (at start, when no purge runs: claims of a crashed server)."""
+        with self._transaction() as conn:
+            return self._rowcount(
+                conn, "UPDATE sessions SET purge_lease = NULL WHERE deleted_at IS NOT NULL AND purge_lease IS NOT NULL"
+            ) + self._rowcount(
+                conn, "UPDATE uploads SET purge_lease = NULL WHERE deleted_at IS NOT NULL AND purge_lease IS NOT NULL"
+            )
+
+    def marked_deleted(self) -> int:
+        """How many sessions and profiles are marked deleted and not purged yet."""
+        rows = self._query(
+            "SELECT (SELECT COUNT(*) FROM sessions WHERE deleted_at IS NOT NULL)"
+            " + (SELECT COUNT(*) FROM uploads WHERE deleted_at IS NOT NULL) AS n"
+        )
+        return int(rows[0]["n"])
+
+    def purge_session_rows(self, session_id: str) -> bool:
+        """Remove every row of a marked session (summaries, derived artefacts, uploads, the session),
+        in one transaction; False when it is not marked (nothing is removed)."""
+        with self._transaction() as conn:
+            marked = "SELECT 1 AS one FROM sessions WHERE id = ? AND deleted_at IS NOT NULL"
+            if not self._exec(conn, marked, (session_id,)):
+                return False
+            self._exec(
+                conn,
+                "DELETE FROM summaries WHERE upload_id IN (SELECT id FROM uploads WHERE session_id = ?)",
+                (session_id,),
+            )
+            self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
+            self._drop_notifications(conn, session_id)
+            self._exec(conn, "DELETE FROM uploads WHERE session_id = ?", (session_id,))
+            self._exec(conn, "DELETE FROM sessions WHERE id = ?", (session_id,))
+        return True
+
+    def purge_upload_rows(self, upload_ids: Sequence[str]) -> int:
+        """Remove the rows (and summaries) of these marked uploads in one transaction; how many."""
+        removed = 0
+        with self._transaction() as conn:
+            for upload_id in upload_ids:
+                self._exec(
+                    conn,
+                    "DELETE FROM summaries WHERE upload_id IN"
+                    " (SELECT id FROM uploads WHERE id = ? AND deleted_at IS NOT NULL)",
+                    (upload_id,),
+                )
+                removed += self._rowcount(
+                    conn, "DELETE FROM uploads WHERE id = ? AND deleted_at IS NOT NULL", (upload_id,)
+                )
+        return removed
