@@ -133,6 +133,8 @@ def test_the_file_s_reference_granularity_and_segment_are_asked_for(serve, monit
                 "granularity": "week",
                 "reference": "training",
                 "segment": "region=eu",
+                "start": None,
+                "end": None,
                 "timeout": 2.5,
             },
         )
@@ -140,7 +142,18 @@ def test_the_file_s_reference_granularity_and_segment_are_asked_for(serve, monit
     fake.calls.clear()
     run_check("s-9", monitors_file())
     assert fake.calls == [
-        (("s-9",), {"endpoint": None, "granularity": None, "reference": None, "segment": None, "timeout": None})
+        (
+            ("s-9",),
+            {
+                "endpoint": None,
+                "granularity": None,
+                "reference": None,
+                "segment": None,
+                "start": None,
+                "end": None,
+                "timeout": None,
+            },
+        )
     ]
 
 

@@ -248,9 +248,9 @@ def test_a_bucket_key_changes_with_its_batches_and_not_their_order():
 
 
 def test_merging_nothing_is_refused():
-    with pytest.raises(TimelineError) as caught:
+    with pytest.raises(ValueError) as caught:
         merge_views([])
-    assert str(caught.value) == "a bucket without profiles cannot be merged"
+    assert str(caught.value) == "nothing to merge: give at least one profile view"
 
 
 # -- properties: every batch in one bucket; merging the buckets equals merging everything -------------
