@@ -738,12 +738,13 @@ def test_new_bytes_for_a_stored_slot_replace_the_old_ones_and_their_summary(stor
     session = store.create_session("u")
     first = stored(store, session.id, b"abc")
     store.metadata.store_summary(first.id, ABC, b"summary")
-    store.metadata.mark_invalid(first.id, ABC, "found broken")
-    again = store.store_profile_data(first.id, b"abc", sha256=ABC)  # the same bytes again: kept as they are
-    assert again.upload == store.get_upload(first.id) and again.upload.ingest_error is None
-    assert again.duplicate_of is None and again.upload.path == first.path
-    assert store.read_profile_bytes(again.upload) == b"abc" and again.upload.ingest_state == "pending"
-    assert store.metadata.get_summary(first.id, ABC) is None, "a new PUT is summarised anew"
+    recorded = store.get_upload(first.id)
+    again = store.store_profile_data(first.id, b"abc", sha256=ABC)  # the same bytes again: nothing changes
+    assert again.upload == store.get_upload(first.id) == recorded and again.duplicate_of is None
+    kept = (again.upload.path, again.upload.stored_at, again.upload.ingest_state)
+    assert kept == (first.path, first.stored_at, "ready")
+    assert store.read_profile_bytes(again.upload) == b"abc"
+    assert store.metadata.get_summary(first.id, ABC) == b"summary", "the same bytes are not summarised again"
     replaced = store.store_profile_data(first.id, b"xyz", sha256=XYZ).upload
     assert replaced.path == f"profiles/{session.id}/{first.id}.3608bca1e44ea6c4.bin"
     assert list(store.blobs.list_keys()) == [replaced.path], "the replaced bytes are removed"

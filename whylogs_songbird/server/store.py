@@ -17,7 +17,7 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -61,6 +61,10 @@ LANDED_GRACE_SECONDS = 3600
 SWEEP_GRACE_SECONDS = 600
 #: Expired slots looked at (and deleted) per transaction by :meth:`Store.sweep_expired_slots`.
 SWEEP_BATCH = 200
+
+#: On a store other hosts share, reconciliation at start leaves alone bytes written less than this
+#: long before it began (another host may be about to record them; see :meth:`Store.reconcile`).
+RECONCILE_GRACE_SECONDS = 600
 
 #: Defaults of the limits on uploads (the server's config overrides them, see :meth:`Store.open`).
 DEFAULT_MAX_COLUMNS = 20_000
@@ -235,7 +239,8 @@ class Store:
                 raise
 
     def stats(self) -> dict[str, int]:
-        """Calls per operation since the server started (this process's counts written first)."""
+        """Calls per operation since the counters were reset: at the server's start on the
+        embedded store, never by a start on a shared one (this process's counts written first)."""
         self.flush_counts()
         return self.metadata.stats()
 
@@ -303,6 +308,12 @@ class Store:
         return self.metadata.get_upload(upload_id)
 
     # -- presigned uploads (blob stores with their own upload URLs) ---------------------------
+
+    @property
+    def shared(self) -> bool:
+        """Whether other hosts use this store at the same time (PostgreSQL): a start then resets
+        nothing and releases no claim (see :meth:`reconcile`)."""
+        return bool(getattr(self.metadata, "shared", False))
 
     @property
     def presigns(self) -> bool:
@@ -603,29 +614,46 @@ class Store:
 
     # -- reconciliation ---------------------------------------------------------------------
 
-    def reconcile(self) -> ReconcileReport:
-        """Fix what a crash can leave (run at start, before serving, by one process):
+    def reconcile(self, *, grace_seconds: float | None = None) -> ReconcileReport:
+        """Fix what a crash can leave (run at start, before this server serves):
 
         - temporary files of bodies being received are removed;
         - rows marked stored whose bytes are missing are marked not stored (the client's retry
-          stores them again);
+          stores them again), if they still name the missing key and the bytes are still gone;
         - bytes under a profile key with no row pointing at them are removed, except bytes a
           client PUT straight to the blob store (presigned URLs) for a slot not marked stored
           yet: those are checked and recorded as :meth:`learn_landed` does (the server learns
           that they landed), and the checked copy of a slot still open, which another running
           process may be about to record;
-        - claims of the ingest worker are released (their profiles are summarised again).
+        - on a store only this host uses, claims of the ingest worker are released (their
+          profiles are summarised again); on a shared one (``metadata.shared``) they are other
+          hosts' live work, and a dead host's claim ends with its lease.
+
+        Other hosts may be recording uploads while this runs (a shared store): bytes written
+        less than ``grace_seconds`` before the scan began (default :data:`RECONCILE_GRACE_SECONDS`
+        on a shared store, 0 otherwise), by their last-modified time, are never removed, and
+        each removal re-reads the upload's row right before it. Bytes whose upload id names no
+        slot at all are removed whatever their age (no row can appear for them).
         """
+        shared = self.shared
+        if grace_seconds is None:
+            grace_seconds = RECONCILE_GRACE_SECONDS if shared else 0
+        scan_started = now_ms()
+        fresh_after = scan_started - int(grace_seconds * 1000)
         report = ReconcileReport(temp_files=self.blobs.reconcile())
-        report.released_claims = self.metadata.release_ingest_claims()
+        if not shared:
+            report.released_claims = self.metadata.release_ingest_claims()
         known = dict(self.metadata.stored_keys())
-        present = set(self.blobs.list_keys("profiles/"))  # one listing, not a lookup per row (S3)
-        missing = [upload_id for upload_id, key in known.items() if key not in present]
-        if missing:
-            self.metadata.unmark_stored(missing)
-            report.rows_without_bytes = missing
-        referenced = {key for upload_id, key in known.items() if upload_id not in set(missing)}
-        unreferenced = [(key, _upload_id_of(key)) for key in sorted(present) if key not in referenced]
+        # one listing, not a lookup per row (S3); keys listed with when their bytes were written
+        modified = {key: stamp for key, _, stamp in self._list_stamped("profiles/")}
+        missing = [(upload_id, key) for upload_id, key in known.items() if key not in modified]
+        missing = [(upload_id, key) for upload_id, key in missing if not self.blobs.exists(key)]  # listed late?
+        for row_id, row_key in missing:  # only while the row still names the missing key
+            if self.metadata.unmark_stored([row_id], keys=[row_key]):
+                report.rows_without_bytes.append(row_id)
+        gone = {upload_id for upload_id, _ in missing}
+        referenced = {key for upload_id, key in known.items() if upload_id not in gone}
+        unreferenced = [(key, _upload_id_of(key)) for key in sorted(modified) if key not in referenced]
         kept: set[str] = set()
         if self._presigns():  # landed PUTs first: recording one makes its older leftovers orphans
             for key, upload_id in unreferenced:
@@ -637,21 +665,12 @@ class Store:
                     kept.add(key)
                     if learned:
                         report.learned.append(key)
-        open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
         for key, upload_id in unreferenced:
             if key in kept:
                 continue
-            upload = self.get_upload(upload_id) if upload_id else None
-            if upload is not None and upload.path == key:
-                continue  # recorded since the listing (another process learned a landed PUT)
-            if (
-                self._presigns()
-                and upload is not None
-                and not upload.stored
-                and upload.expires_at >= open_after
-                and key != blob_key(upload.session_id, upload.id)
-            ):
-                continue  # a checked copy another process may be about to record
+            upload = self.get_upload(upload_id) if upload_id else None  # read right before the removal
+            if upload is not None and not self._removable(upload, key, modified[key], fresh_after):
+                continue
             self.blobs.delete(key)
             report.orphan_blobs.append(key)
         if report:
@@ -664,6 +683,31 @@ class Store:
                 len(report.learned),
             )
         return report
+
+    def _removable(self, upload: UploadRecord, key: str, modified: int, fresh_after: int) -> bool:
+        """Whether the unreferenced bytes ``key`` of an existing upload slot are a leftover."""
+        if upload.path == key:
+            return False  # recorded since the listing (another process learned a landed PUT)
+        if modified > fresh_after:
+            return False  # written while (or just before) this ran: maybe another host's, about to be recorded
+        open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
+        # not a checked copy of a slot still open, which another process may be about to record
+        return not (
+            self._presigns()
+            and not upload.stored
+            and upload.expires_at >= open_after
+            and key != blob_key(upload.session_id, upload.id)
+        )
+
+    def _list_stamped(self, prefix: str) -> Iterator[tuple[str, int, int]]:
+        """``(key, size, last modified ms)`` under ``prefix``; a blob store that cannot say when
+        bytes were written lists them as old."""
+        list_stamped = getattr(self.blobs, "list_stamped", None)
+        if list_stamped is not None:
+            yield from list_stamped(prefix)
+            return
+        for key in self.blobs.list_keys(prefix):
+            yield key, 0, 0
 
     def _learn_at_start(self, upload: UploadRecord, key: str) -> bool | None:
         """Reconcile the landed bytes of an open slot: True when recorded, False when left for a

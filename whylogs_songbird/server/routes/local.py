@@ -18,7 +18,8 @@ router = APIRouter(tags=["local"])
 
 @router.get("/_local/stats")
 async def local_stats(store: StoreDep) -> dict[str, int]:
-    """Calls per operation since the server started (for tests and benchmarks)."""
+    """Calls per operation (for tests and benchmarks): since the server started on the embedded store;
+    on a team store, every host's since the store was made (a start resets nothing shared)."""
     return await run_in_threadpool(store.stats)
 
 

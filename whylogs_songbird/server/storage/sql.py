@@ -193,6 +193,8 @@ class SqlMetadataStore:
     """
 
     dialect: Dialect = SQLITE
+    #: One host's file (SQLite): nothing else runs while a server starts on it.
+    shared: bool = False
 
     # -- connection hooks ---------------------------------------------------------------------
 
@@ -431,6 +433,10 @@ class SqlMetadataStore:
             upload = self._open_upload(conn, upload_id)
             if if_unstored and upload.stored_at is not None:
                 raise UploadAlreadyStoredError(upload_id)
+            if upload.stored_at is not None and upload.sha256 == sha256 and upload.size == size:
+                # these bytes are recorded already (a retried PUT): nothing changes, not the
+                # ingest state, not the summary, not stored_at
+                return StoredOutcome(upload=upload, duplicate_of=upload.duplicate_of)
             original = self._duplicate(conn, upload, sha256)
             if original is None and key is None:
                 return StoredOutcome(upload=upload, duplicate_of=None)  # the original changed: bytes needed
@@ -493,17 +499,23 @@ class SqlMetadataStore:
                 raise UploadAlreadyStoredError(upload_id)
         return refused
 
-    def unmark_stored(self, upload_ids: Sequence[str]) -> int:
+    def unmark_stored(self, upload_ids: Sequence[str], *, keys: Sequence[str] | None = None) -> int:
+        if keys is not None and len(keys) != len(upload_ids):
+            raise ValueError("give one key per upload id")
         changed = 0
         with self._transaction() as conn:
-            for upload_id in upload_ids:
-                self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
-                changed += self._rowcount(
+            for index, upload_id in enumerate(upload_ids):
+                # with no key given, "path = path" is true of every stored row (the path is never NULL)
+                unmarked = self._rowcount(
                     conn,
                     "UPDATE uploads SET stored_at = NULL, size = NULL, sha256 = NULL, path = NULL,"
-                    " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL WHERE id = ?",
-                    (upload_id,),
+                    " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL"
+                    " WHERE id = ? AND (? IS NULL OR path = ?)",
+                    (upload_id, None if keys is None else keys[index], None if keys is None else keys[index]),
                 )
+                if unmarked:
+                    self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
+                changed += unmarked
         return changed
 
     def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
