@@ -110,6 +110,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # every upload this process records, however it landed, runs the timeline's hook once
+        the_store.add_landed_hook(timeline.upload_landed)
         worker.start()
         sweeper.start()
         try:
@@ -117,6 +119,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(sweeper.stop)
             await run_in_threadpool(worker.stop)
+            the_store.remove_landed_hook(timeline.upload_landed)
             await run_in_threadpool(timeline.close)
             if owns_store:
                 the_store.close()

@@ -11,6 +11,7 @@ query, so no key is ever built from anything a client chose.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -173,6 +174,8 @@ class Store:
         #: :meth:`learn_landed`); the upload route applies the same ones from the config.
         self.max_columns = DEFAULT_MAX_COLUMNS
         self.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
+        #: Called with each upload this process records (see :meth:`upload_landed`).
+        self._landed_hooks: list[Callable[[UploadRecord], None]] = []
 
     @classmethod
     def open(cls, config: object) -> Store:
@@ -248,6 +251,30 @@ class Store:
         with self._count_lock:
             self._pending_counts.clear()
         self.metadata.reset_stats()
+
+    # -- the "upload landed" hook ------------------------------------------------------------
+
+    def add_landed_hook(self, hook: Callable[[UploadRecord], None]) -> None:
+        """Call ``hook(upload)`` for each upload this process records from now on (see :meth:`upload_landed`)."""
+        self._landed_hooks.append(hook)
+
+    def remove_landed_hook(self, hook: Callable[[UploadRecord], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._landed_hooks.remove(hook)
+
+    def upload_landed(self, outcome: StoredOutcome) -> None:
+        """The one place a newly recorded upload is announced, on every store: a PUT this server
+        received (embedded store) or a presigned PUT this process learned (team store). Exactly
+        one process records each upload (``mark_stored`` with ``if_unstored``), so across hosts
+        the hooks run once per upload; an outcome that recorded nothing new (a duplicate, bytes
+        recorded already, bytes recorded invalid) runs none. A failing hook is logged, never fails the recording."""
+        if not outcome.recorded or outcome.duplicate_of is not None or outcome.upload.invalid:
+            return
+        for hook in list(self._landed_hooks):
+            try:
+                hook(outcome.upload)
+            except Exception:
+                logger.exception("a hook on upload %s failed", outcome.upload.id)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -370,7 +397,7 @@ class Store:
         if original is not None:
             outcome = self.metadata.mark_stored(upload_id, key=None, size=size, sha256=sha256)
             if outcome.duplicate_of is not None:
-                if upload.path is not None:
+                if upload.path is not None and outcome.recorded:
                     self.blobs.delete(upload.path)
                 return outcome
         key = blob_key(upload.session_id, upload_id, sha256)
@@ -384,6 +411,7 @@ class Store:
             self.blobs.delete(key)
         if upload.path is not None and upload.path != key:
             self.blobs.delete(upload.path)  # the bytes this PUT replaced
+        self.upload_landed(outcome)
         return outcome
 
     def store_profile_bytes(self, upload_id: str, data: bytes) -> UploadRecord:
@@ -560,6 +588,7 @@ class Store:
         if outcome.duplicate_of is not None:
             self.blobs.delete(checked)
         self.blobs.delete(key)
+        self.upload_landed(outcome)
         return outcome.upload
 
     def _holds(self, key: str, data: bytes) -> bool:

@@ -340,6 +340,12 @@ class TimelineService:
 
     # -- monitors, evaluated in the background when a batch lands --
 
+    def upload_landed(self, upload: Any) -> None:
+        """The store's "upload landed" hook (``Store.add_landed_hook``): a recorded batch runs
+        :meth:`batch_stored`, on whichever store and host recorded it."""
+        if getattr(upload, "kind", None) == "batch":
+            self.batch_stored(upload.session_id)
+
     def batch_stored(self, session_id: str) -> None:
         """Note that a batch of ``session_id`` landed. With monitors loaded, or when someone looked at
         the session's timeline, one background thread brings it up to date (the last view asked for,

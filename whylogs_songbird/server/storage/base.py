@@ -183,10 +183,12 @@ class NewUpload:
 @dataclass(frozen=True)
 class StoredOutcome:
     """What :meth:`MetadataStore.mark_stored` did: the upload as it is now, and the id of the
-    stored upload it duplicates (its bytes were then not kept), if any."""
+    stored upload it duplicates (its bytes were then not kept), if any. ``recorded`` is False
+    when the call changed nothing (those bytes were recorded already, or bytes are needed)."""
 
     upload: UploadRecord
     duplicate_of: str | None = None
+    recorded: bool = True
 
 
 @dataclass(frozen=True)

@@ -436,10 +436,10 @@ class SqlMetadataStore:
             if upload.stored_at is not None and upload.sha256 == sha256 and upload.size == size:
                 # these bytes are recorded already (a retried PUT): nothing changes, not the
                 # ingest state, not the summary, not stored_at
-                return StoredOutcome(upload=upload, duplicate_of=upload.duplicate_of)
+                return StoredOutcome(upload=upload, duplicate_of=upload.duplicate_of, recorded=False)
             original = self._duplicate(conn, upload, sha256)
             if original is None and key is None:
-                return StoredOutcome(upload=upload, duplicate_of=None)  # the original changed: bytes needed
+                return StoredOutcome(upload=upload, recorded=False)  # the original changed: bytes needed
             duplicate_of = original.id if original is not None else None
             stored = dataclasses.replace(
                 upload,
