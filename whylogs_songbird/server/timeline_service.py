@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any, Protocol
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Failure, MonitorsError, MonitorsFile, evaluate
-from whylogs_songbird.server.observatory.cache import LruCache
+from whylogs_songbird.server.observatory.cache import PAGE_WAIT_SECONDS, WAIT_FOR_INGEST_SECONDS, LruCache
 from whylogs_songbird.timeline import (
     Batch,
     Bucket,
@@ -119,6 +120,8 @@ class StoredProfile:
     segment: str
     identity: str
     stored_at: int
+    #: stored but not summarised yet when listed (see ``TimelineService.state``)
+    pending: bool = False
     #: the store's own record of the upload, for the loader
     record: Any = field(default=None, compare=False, repr=False)
 
@@ -148,9 +151,14 @@ class TimelineService:
         monitors: MonitorsFile | None = None,
         *,
         memo_entries: int = 1024,
+        state: Callable[[StoredProfile, float], str] | None = None,
     ) -> None:
         self.list_profiles = list_profiles
         self.load = load
+        #: ``state(profile, deadline)`` of a profile listed as pending: "ready", "pending" (an
+        #: ingest worker, maybe another host's, still holds it at ``deadline``) or "invalid";
+        #: None: every profile is taken as ready
+        self.state = state
         self.cache = cache
         self.monitors = monitors
         self.monitors_key = content_key([monitors.model_dump_json()]) if monitors is not None else "none"
@@ -226,12 +234,31 @@ class TimelineService:
     def document(self, session_id: str, query: TimelineQuery, *, watched: bool = False) -> dict[str, Any]:
         return json.loads(self.document_bytes(session_id, query, watched=watched))
 
-    def document_bytes(self, session_id: str, query: TimelineQuery, *, watched: bool = False) -> bytes:
+    def document_bytes(
+        self, session_id: str, query: TimelineQuery, *, watched: bool = False, background: bool = False
+    ) -> bytes:
         """The timeline document as JSON bytes, read back from the cache when nothing changed.
 
         ``watched``: a person asked (a page or API view): this query is then kept up to date in the
-        background as batches land (see :meth:`batch_stored`)."""
+        background as batches land (see :meth:`batch_stored`). Profiles not summarised yet that an
+        ingest worker holds are left out and listed under ``pending`` (a request looks again for
+        about a second, never for another host's claim to end; ``background`` work waits up to
+        two minutes for them); such a document is not stored."""
         granularity, batches, references, reference, segment = self.resolve(session_id, query)
+        unready = self._unready([*batches, *([reference] if reference else [])], background)
+        if unready:
+            batches = [b for b in batches if b.id not in unready]
+            if reference is not None and reference.id in unready:
+                reference = None
+            stamped = [
+                Batch(key=b.identity, timestamp=b.dataset_timestamp, segment=b.segment)
+                for b in batches
+                if b.dataset_timestamp is not None
+            ]
+            extra = {"pending": sorted(k for k, v in unready.items() if v == "pending")}
+            return self._build(
+                session_id, granularity, bucketize(stamped, granularity), batches, references, reference, segment, extra
+            )
         if watched:
             remembered = _dumps(dataclasses.asdict(query))
             if self.cache.get(session_id, WATCHED_KEY) != remembered:
@@ -270,6 +297,14 @@ class TimelineService:
                     self._building.pop((session_id, doc_key), None)
                 event.set()
 
+    def _unready(self, profiles: Sequence[StoredProfile], background: bool) -> dict[str, str]:
+        """Id -> state of the profiles listed as pending that are still not ready (see :attr:`state`)."""
+        if self.state is None:
+            return {}
+        deadline = time.monotonic() + (WAIT_FOR_INGEST_SECONDS if background else PAGE_WAIT_SECONDS)
+        states = {p.id: self.state(p, deadline) for p in profiles if p.pending}
+        return {key: value for key, value in states.items() if value != "ready"}
+
     def _build(
         self,
         session_id: str,
@@ -279,6 +314,7 @@ class TimelineService:
         references: Sequence[StoredProfile],
         reference: StoredProfile | None,
         segment: str | None,
+        more: dict[str, Any] | None = None,
     ) -> bytes:
         by_identity = {b.identity: b for b in batches}
         segments = sorted({b.segment for b in self.list_profiles(session_id) if b.kind == "batch" and b.segment})
@@ -292,6 +328,7 @@ class TimelineService:
             "batch_timestamps": [
                 sorted({by_identity[b.key].dataset_timestamp or 0 for b in k.batches}) for k in buckets
             ],
+            **(more or {}),
         }
         info = (
             ReferenceInfo(id=reference.id, alias=reference.alias, timestamp=reference.dataset_timestamp)
@@ -403,7 +440,7 @@ class TimelineService:
         watched = self.cache.get(session_id, WATCHED_KEY)
         if watched is not None:
             try:
-                self.document_bytes(session_id, TimelineQuery(**json.loads(watched)))
+                self.document_bytes(session_id, TimelineQuery(**json.loads(watched)), background=True)
             except TimelineRequestError as exc:
                 logger.info("timeline: the last view of session %s cannot be refreshed: %s", session_id, exc.message)
         if self.monitors is None:
@@ -413,7 +450,7 @@ class TimelineService:
             segment=self.monitors.segment if self.monitors else None,
         )
         try:
-            document = self.document(session_id, query)
+            document = json.loads(self.document_bytes(session_id, query, background=True))
         except TimelineRequestError as exc:
             logger.warning("timeline: session %s: %s", session_id, exc.message)
             return []

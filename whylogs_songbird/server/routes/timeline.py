@@ -57,6 +57,7 @@ def _stored(upload: UploadRecord) -> StoredProfile:
         segment=segment_label(upload.segment_tags),
         identity=f"{upload.id}:{upload.sha256}:{upload.size}",
         stored_at=upload.stored_at or 0,
+        pending=upload.ingest_state == "pending",
         record=upload,
     )
 
@@ -97,7 +98,11 @@ def make_service(
             return profiles.upload_view(upload)
         return read_view(store.read_profile_bytes(upload))
 
-    return TimelineService(list_profiles, load, cache if cache is not None else StoreArtefacts(store), monitors)
+    def state(profile: StoredProfile, deadline: float) -> str:
+        return profiles.state(profile.record, deadline=deadline) if profiles is not None else "ready"
+
+    artefacts = cache if cache is not None else StoreArtefacts(store)
+    return TimelineService(list_profiles, load, artefacts, monitors, state=state)
 
 
 def _label(start: int, granularity: str) -> tuple[str, str]:
@@ -163,6 +168,7 @@ def page_view(document: dict[str, Any], base: str) -> dict[str, Any]:
         "segments": document.get("segments") or [],
         "profiles": sum(b["profiles"] for b in document["buckets"]),
         "alerts": alerts,
+        "pending": len(document.get("pending") or []),
     }
 
 
