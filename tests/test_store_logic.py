@@ -1455,3 +1455,74 @@ def test_derived_artefacts_are_replaced_and_dropped_by_literal_prefix(store):
     for bad in ("session-../x", "log-" + "A" * 24):
         with pytest.raises(ValueError, match="not a server-made id"):
             metadata.put_derived(bad, "k", b"")
+
+
+# -- several hosts on one store: what a start leaves alone, the landed hook, idle looks --------------
+
+
+def test_a_shared_store_start_leaves_fresh_leftovers_and_claims_alone_and_removes_slotless_bytes(pstore):
+    session = pstore.create_session("u")
+    kept = stored(pstore, session.id, b"abc", ts=1)
+    open_slot = slot(pstore, session.id, ts=2, ttl=-7200)  # long expired: its copy is removable by age only
+    fresh = [
+        f"profiles/{session.id}/{kept.id}.0123456789abcdef.bin",  # e.g. another host's copy it is about to record
+        blob_key(session.id, open_slot.id, PROFILE_SHA),
+    ]
+    slotless = f"profiles/{session.id}/{UNKNOWN_LOG}.0123456789abcdef.bin"  # no row can ever name it
+    for key in [*fresh, slotless]:
+        pstore.blobs.put_bytes(key, b"leftover")
+    pstore.metadata.claim_ingest(lease_ms=3_600_000, limit=5)
+    pstore.metadata.shared = True  # as PostgreSQL is: other hosts run while this one starts
+    report = pstore.reconcile()
+    assert report.orphan_blobs == [slotless] and report.released_claims == 0
+    assert sorted(pstore.blobs.list_keys()) == sorted([kept.path, *fresh])
+    assert pstore.metadata.claim_upload_ingest(kept.id, lease_ms=60_000) is False, "the live claim holds"
+    # the same bytes once older than the grace period are leftovers
+    assert sorted(pstore.reconcile(grace_seconds=-1).orphan_blobs) == sorted(fresh)
+    assert list(pstore.blobs.list_keys()) == [kept.path]
+
+
+def test_a_row_is_reset_only_while_it_still_names_the_missing_key(store):
+    session = store.create_session("u")
+    first = stored(store, session.id, b"abc", ts=1)
+    assert store.metadata.unmark_stored([first.id], keys=["profiles/elsewhere.bin"]) == 0
+    assert store.get_upload(first.id) == first
+    assert store.metadata.unmark_stored([first.id], keys=[first.path]) == 1
+    assert store.get_upload(first.id).stored_at is None
+
+
+def test_the_landed_hook_runs_once_per_recorded_upload_however_it_landed(tmp_path):
+    seen: list[str] = []
+    for store in (Store(tmp_path / "embedded"), presigning_store(tmp_path / "presigned")):
+        try:
+            store.add_landed_hook(lambda upload: seen.append(upload.id))
+            session = store.create_session("u")
+            if store.presigns:
+                upload = slot(store, session.id, ts=1)
+                put_landed(store, upload)
+                assert [u.id for u in store.learn_landed(session.id)] == [upload.id]
+                assert store.learn_landed(session.id) == []  # recorded already: learned (and hooked) once
+            else:
+                upload = stored(store, session.id, b"abc", ts=1)
+                store.store_profile_data(upload.id, b"abc", sha256=ABC)  # a retried PUT records nothing new
+                stored(store, session.id, b"abc", ts=1)  # a duplicate records no new profile
+            assert seen == [upload.id]
+            seen.clear()
+        finally:
+            store.close()
+
+
+def test_idle_open_slots_are_looked_for_less_and_less_often_and_at_once_when_asked(tmp_path):
+    pstore = presigning_store(tmp_path / "data", ListingPresigningFiles)
+    try:
+        session = pstore.create_session("u")
+        uploads = [slot(pstore, session.id, ts=ts) for ts in range(9)]  # more than 8: one listing a look
+        for _ in range(5):
+            assert pstore.learn_landed() == []  # the ingest worker's background look, back to back
+        assert len(pstore.blobs.listings) == 1, "nothing landed: the next look waits"
+        assert pstore.learn_landed(session.id) == [] and len(pstore.blobs.listings) == 2  # a link or page looks
+        put_landed(pstore, uploads[0])
+        slot(pstore, session.id, ts=99)  # new slots: the background look comes back at once
+        assert [u.id for u in pstore.learn_landed()] == [uploads[0].id] and len(pstore.blobs.listings) == 3
+    finally:
+        pstore.close()

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ COUNT_FLUSH_SECONDS = 0.1
 #: Upload slots whose URL expired less than this long ago are still looked for in the blob
 #: store (a presigned PUT begun before its URL expired may finish after).
 LANDED_GRACE_SECONDS = 3600
+#: The background look for presigned PUTs that landed (:meth:`Store.learn_landed`) looks at a
+#: session again this soon after something landed or a slot was made; when nothing lands, each
+#: wait doubles up to LANDED_LOOK_MAX_SECONDS (open slots never PUT cost next to nothing).
+LANDED_LOOK_SECONDS = 1.0
+LANDED_LOOK_MAX_SECONDS = 60.0
 #: Upload slots never PUT are deleted this long after their URL expired (a PUT begun in time
 #: may still be receiving its body); with presigned URLs, after LANDED_GRACE_SECONDS more.
 SWEEP_GRACE_SECONDS = 600
@@ -174,6 +180,10 @@ class Store:
         #: :meth:`learn_landed`); the upload route applies the same ones from the config.
         self.max_columns = DEFAULT_MAX_COLUMNS
         self.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
+        #: Session -> (monotonic time of the next background look for landed PUTs, the wait
+        #: after it when nothing lands): see :meth:`learn_landed`.
+        self._next_look: dict[str, tuple[float, float]] = {}
+        self._look_lock = threading.Lock()
         #: Called with each upload this process records (see :meth:`upload_landed`).
         self._landed_hooks: list[Callable[[UploadRecord], None]] = []
 
@@ -326,10 +336,14 @@ class Store:
         max_open: int | None = None,
         max_profiles: int | None = None,
     ) -> list[UploadRecord]:
-        """Create upload slots; :class:`SlotLimitError` past a per-session limit (see the metadata store)."""
-        return self.metadata.create_uploads(
+        """Create upload slots; :class:`SlotLimitError` past a per-session limit (see the metadata store).
+        The background look for landed presigned PUTs then looks at the session again soon."""
+        created = self.metadata.create_uploads(
             session_id, specs, ttl_seconds=ttl_seconds, max_open=max_open, max_profiles=max_profiles
         )
+        with self._look_lock:
+            self._next_look.pop(session_id, None)
+        return created
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         return self.metadata.get_upload(upload_id)
@@ -467,8 +481,11 @@ class Store:
         """Record the uploads whose bytes a client PUT straight to the blob store (presigned URLs),
         of one session or of all; return them. A no-op for stores without presigned URLs.
 
-        The server is not told when such a PUT lands: it looks at link and page time, and its
-        ingest worker does so for every session. Slots whose URL expired more than
+        The server is not told when such a PUT lands: it looks at link and page time (given a
+        ``session_id``: always), and its ingest worker does so for every session (no
+        ``session_id``): a session where nothing landed is looked at less and less often, from
+        every :data:`LANDED_LOOK_SECONDS` to every :data:`LANDED_LOOK_MAX_SECONDS`, and again
+        soon once it gets new slots or something is found. Slots whose URL expired more than
         ``grace_seconds`` ago are not looked for (a PUT begun before expiry may finish after). A slot is recorded
         only once its bytes are there, so no profile exists without bytes. The bytes get the
         cheap structural check of the upload route and are then copied, inside the blob store and
@@ -486,9 +503,16 @@ class Store:
         by_session: dict[str, list[UploadRecord]] = {}
         for upload in self.metadata.unstored_uploads(session_id=session_id, expires_after=expires_after):
             by_session.setdefault(upload.session_id, []).append(upload)
+        background = session_id is None
+        if background:
+            with self._look_lock:  # sessions without open slots are forgotten
+                self._next_look = {k: v for k, v in self._next_look.items() if k in by_session}
         learned: list[UploadRecord] = []
         for session, uploads in by_session.items():
+            if background and not self._look_due(session):
+                continue
             sizes = self._landed_sizes(session, uploads)
+            found = 0
             for upload in uploads:
                 if stop is not None and stop():
                     return learned
@@ -496,9 +520,25 @@ class Store:
                 recorded = self._record_landed(upload, key, sizes[key]) if key in sizes else None
                 if recorded is not None:
                     learned.append(recorded)
+                    found += 1
+            if background or found:
+                self._looked(session, landed=bool(found))
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
         return learned
+
+    def _look_due(self, session_id: str) -> bool:
+        with self._look_lock:
+            due, _ = self._next_look.get(session_id, (0.0, 0.0))
+        return time.monotonic() >= due
+
+    def _looked(self, session_id: str, *, landed: bool) -> None:
+        """After a look at a session's open slots: look again in :data:`LANDED_LOOK_SECONDS` when
+        something landed, else after twice the last wait, up to :data:`LANDED_LOOK_MAX_SECONDS`."""
+        with self._look_lock:
+            _, wait = self._next_look.get(session_id, (0.0, 0.0))
+            wait = LANDED_LOOK_SECONDS if landed or not wait else min(2 * wait, LANDED_LOOK_MAX_SECONDS)
+            self._next_look[session_id] = (time.monotonic() + wait, wait)
 
     def sweep_expired_slots(self, *, grace_seconds: int | None = None, stop: Callable[[], bool] | None = None) -> int:
         """Delete upload slots never stored whose URL expired more than ``grace_seconds`` ago
