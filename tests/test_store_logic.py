@@ -1460,25 +1460,25 @@ def test_derived_artefacts_are_replaced_and_dropped_by_literal_prefix(store):
 # -- several hosts on one store: what a start leaves alone, the landed hook, idle looks --------------
 
 
-def test_a_shared_store_start_leaves_fresh_leftovers_and_claims_alone_and_removes_slotless_bytes(pstore):
+def test_a_shared_store_start_leaves_fresh_copies_and_claims_alone_and_removes_true_leftovers(pstore):
     session = pstore.create_session("u")
     kept = stored(pstore, session.id, b"abc", ts=1)
-    open_slot = slot(pstore, session.id, ts=2, ttl=-7200)  # long expired: its copy is removable by age only
-    fresh = [
-        f"profiles/{session.id}/{kept.id}.0123456789abcdef.bin",  # e.g. another host's copy it is about to record
-        blob_key(session.id, open_slot.id, PROFILE_SHA),
+    expired = slot(pstore, session.id, ts=2, ttl=-7200)  # e.g. being recorded late by another host's slot sweep
+    fresh = blob_key(session.id, expired.id, PROFILE_SHA)
+    leftovers = [
+        f"profiles/{session.id}/{UNKNOWN_LOG}.0123456789abcdef.bin",  # no row can ever name it
+        f"profiles/{session.id}/{kept.id}.0123456789abcdef.bin",  # a recorded presigned upload never changes
     ]
-    slotless = f"profiles/{session.id}/{UNKNOWN_LOG}.0123456789abcdef.bin"  # no row can ever name it
-    for key in [*fresh, slotless]:
+    for key in [fresh, *leftovers]:
         pstore.blobs.put_bytes(key, b"leftover")
     pstore.metadata.claim_ingest(lease_ms=3_600_000, limit=5)
     pstore.metadata.shared = True  # as PostgreSQL is: other hosts run while this one starts
     report = pstore.reconcile()
-    assert report.orphan_blobs == [slotless] and report.released_claims == 0
-    assert sorted(pstore.blobs.list_keys()) == sorted([kept.path, *fresh])
+    assert report.orphan_blobs == sorted(leftovers) and report.released_claims == 0
+    assert sorted(pstore.blobs.list_keys()) == sorted([kept.path, fresh])
     assert pstore.metadata.claim_upload_ingest(kept.id, lease_ms=60_000) is False, "the live claim holds"
-    # the same bytes once older than the grace period are leftovers
-    assert sorted(pstore.reconcile(grace_seconds=-1).orphan_blobs) == sorted(fresh)
+    # the same copy once older than the grace period is a leftover
+    assert pstore.reconcile(grace_seconds=-1).orphan_blobs == [fresh]
     assert list(pstore.blobs.list_keys()) == [kept.path]
 
 

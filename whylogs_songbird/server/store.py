@@ -485,7 +485,7 @@ class Store:
         ``session_id``: always), and its ingest worker does so for every session (no
         ``session_id``): a session where nothing landed is looked at less and less often, from
         every :data:`LANDED_LOOK_SECONDS` to every :data:`LANDED_LOOK_MAX_SECONDS`, and again
-        soon once it gets new slots or something is found. Slots whose URL expired more than
+        at once after it gets new slots or bytes are found. Slots whose URL expired more than
         ``grace_seconds`` ago are not looked for (a PUT begun before expiry may finish after). A slot is recorded
         only once its bytes are there, so no profile exists without bytes. The bytes get the
         cheap structural check of the upload route and are then copied, inside the blob store and
@@ -512,7 +512,8 @@ class Store:
             if background and not self._look_due(session):
                 continue
             sizes = self._landed_sizes(session, uploads)
-            found = 0
+            if background or sizes:
+                self._looked(session, landed=bool(sizes))
             for upload in uploads:
                 if stop is not None and stop():
                     return learned
@@ -520,9 +521,6 @@ class Store:
                 recorded = self._record_landed(upload, key, sizes[key]) if key in sizes else None
                 if recorded is not None:
                     learned.append(recorded)
-                    found += 1
-            if background or found:
-                self._looked(session, landed=bool(found))
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
         return learned
@@ -533,11 +531,15 @@ class Store:
         return time.monotonic() >= due
 
     def _looked(self, session_id: str, *, landed: bool) -> None:
-        """After a look at a session's open slots: look again in :data:`LANDED_LOOK_SECONDS` when
-        something landed, else after twice the last wait, up to :data:`LANDED_LOOK_MAX_SECONDS`."""
+        """After a look at a session's open slots: when bytes were there, the next background look
+        looks again (whatever became of them); else it waits :data:`LANDED_LOOK_SECONDS`, then
+        twice the last wait each time, up to :data:`LANDED_LOOK_MAX_SECONDS`."""
         with self._look_lock:
+            if landed:
+                self._next_look.pop(session_id, None)
+                return
             _, wait = self._next_look.get(session_id, (0.0, 0.0))
-            wait = LANDED_LOOK_SECONDS if landed or not wait else min(2 * wait, LANDED_LOOK_MAX_SECONDS)
+            wait = min(2 * wait, LANDED_LOOK_MAX_SECONDS) if wait else LANDED_LOOK_SECONDS
             self._next_look[session_id] = (time.monotonic() + wait, wait)
 
     def sweep_expired_slots(self, *, grace_seconds: int | None = None, stop: Callable[[], bool] | None = None) -> int:
@@ -757,6 +759,8 @@ class Store:
         """Whether the unreferenced bytes ``key`` of an existing upload slot are a leftover."""
         if upload.path == key:
             return False  # recorded since the listing (another process learned a landed PUT)
+        if self._presigns() and upload.stored:
+            return True  # a recorded presigned upload never changes (it is recorded once): a leftover
         if modified > fresh_after:
             return False  # written while (or just before) this ran: maybe another host's, about to be recorded
         open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS

@@ -510,7 +510,7 @@ class SqlMetadataStore:
                     conn,
                     "UPDATE uploads SET stored_at = NULL, size = NULL, sha256 = NULL, path = NULL,"
                     " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL"
-                    " WHERE id = ? AND (? IS NULL OR path = ?)",
+                    " WHERE id = ? AND (CAST(? AS TEXT) IS NULL OR path = ?)",
                     (upload_id, None if keys is None else keys[index], None if keys is None else keys[index]),
                 )
                 if unmarked:
