@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any, Protocol
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Failure, MonitorsError, MonitorsFile, evaluate
-from whylogs_songbird.server.observatory.cache import PAGE_WAIT_SECONDS, WAIT_FOR_INGEST_SECONDS, LruCache
+from whylogs_songbird.server.observatory.cache import LruCache
 from whylogs_songbird.timeline import (
     Batch,
     Bucket,
@@ -151,13 +150,13 @@ class TimelineService:
         monitors: MonitorsFile | None = None,
         *,
         memo_entries: int = 1024,
-        state: Callable[[StoredProfile, float], str] | None = None,
+        state: Callable[[StoredProfile, bool], str] | None = None,
     ) -> None:
         self.list_profiles = list_profiles
         self.load = load
-        #: ``state(profile, deadline)`` of a profile listed as pending: "ready", "pending" (an
-        #: ingest worker, maybe another host's, still holds it at ``deadline``) or "invalid";
-        #: None: every profile is taken as ready
+        #: ``state(profile, patient)`` of a profile listed as pending: "ready", "pending" (an
+        #: ingest worker, maybe another host's, still holds it) or "invalid"; ``patient``: for
+        #: background work, which may wait for that worker. None: every profile is taken as ready
         self.state = state
         self.cache = cache
         self.monitors = monitors
@@ -241,9 +240,9 @@ class TimelineService:
 
         ``watched``: a person asked (a page or API view): this query is then kept up to date in the
         background as batches land (see :meth:`batch_stored`). Profiles not summarised yet that an
-        ingest worker holds are left out and listed under ``pending`` (a request looks again for
-        about a second, never for another host's claim to end; ``background`` work waits up to
-        two minutes for them); such a document is not stored."""
+        ingest worker holds are left out and listed under ``pending`` (a request waits only for
+        this process's worker and for young claims, never out another host's lease; ``background``
+        work waits up to two minutes for any worker); such a document is not stored."""
         granularity, batches, references, reference, segment = self.resolve(session_id, query)
         unready = self._unready([*batches, *([reference] if reference else [])], background)
         if unready:
@@ -301,8 +300,7 @@ class TimelineService:
         """Id -> state of the profiles listed as pending that are still not ready (see :attr:`state`)."""
         if self.state is None:
             return {}
-        deadline = time.monotonic() + (WAIT_FOR_INGEST_SECONDS if background else PAGE_WAIT_SECONDS)
-        states = {p.id: self.state(p, deadline) for p in profiles if p.pending}
+        states = {p.id: self.state(p, background) for p in profiles if p.pending}
         return {key: value for key, value in states.items() if value != "ready"}
 
     def _build(

@@ -22,7 +22,7 @@ from whylogs_songbird.column_stats import DriftScore, drift_scores, merge_views
 from whylogs_songbird.server.digest import DigestError, digest_columns, digested_count, view_of
 from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
 from whylogs_songbird.server.observatory.base import CacheKey, T
-from whylogs_songbird.server.store import Store, UploadRecord
+from whylogs_songbird.server.store import Store, UploadRecord, now_ms
 from whylogs_songbird.server.summaries import ProfileSummary, SummaryError, summarize_profile
 
 MiB = 1024 * 1024
@@ -31,9 +31,10 @@ MiB = 1024 * 1024
 WAIT_FOR_INGEST_SECONDS = 120.0
 
 
-#: How long a page looks again for a profile an ingest worker is summarising, once for the whole
-#: page (a live worker takes milliseconds for a usual profile); then the page says "pending".
-PAGE_WAIT_SECONDS = 1.0
+#: A page waits for another process's ingest worker to summarise a profile only while its claim is
+#: younger than this (a live worker takes milliseconds for a usual profile; an older claim may be
+#: a host that died holding it); then the page says "pending" at once.
+PAGE_WAIT_SECONDS = 5.0
 
 
 class ProfilePendingError(SummaryError):
@@ -229,18 +230,28 @@ class ProfileCache:
     def upload_digest(self, upload: UploadRecord) -> dict[str, Any]:
         return self.digests.get_or_compute(upload_key(upload), lambda: self._load_digest(upload))
 
-    def state(self, upload: UploadRecord, *, deadline: float = 0.0) -> str:
+    def state(self, upload: UploadRecord, *, patient: bool = False) -> str:
         """``"ready"`` (its digest is at hand, summarised here if no process was at it),
-        ``"pending"`` (an ingest worker holds it, maybe another host's) or ``"invalid"``. While
-        a worker holds it, look again until ``deadline`` (``time.monotonic()``; a page gives
-        :data:`PAGE_WAIT_SECONDS` from its start, background work :data:`WAIT_FOR_INGEST_SECONDS`)."""
+        ``"pending"`` (an ingest worker holds it, maybe another host's) or ``"invalid"``.
+
+        A page waits while this process's own ingest worker holds the profile (it is alive: it is
+        this process), up to :data:`WAIT_FOR_INGEST_SECONDS`. Another process's claim may be a host
+        that died holding it for its whole lease: a page waits for it only while it is younger than
+        :data:`PAGE_WAIT_SECONDS`, then says "pending". ``patient`` (background work, such as the
+        timeline's refresh when a batch lands) waits for any worker up to :data:`WAIT_FOR_INGEST_SECONDS`."""
+        give_up = time.monotonic() + WAIT_FOR_INGEST_SECONDS
         while True:
             try:
                 self.upload_digest(upload)
                 return "ready"
             except ProfilePendingError:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= give_up:
                     return "pending"
+                if not patient and upload.id not in getattr(self.store.metadata, "claimed_here", ()):
+                    current = self.store.get_upload(upload.id) or upload
+                    claimed_ms_ago = now_ms() - ((current.ingest_lease or 0) - LEASE_MS)
+                    if claimed_ms_ago >= PAGE_WAIT_SECONDS * 1000:
+                        return "pending"
                 time.sleep(0.05)
             except SummaryError:
                 return "invalid"

@@ -18,7 +18,7 @@ from whylogs_songbird.column_stats import DriftScore
 from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
 from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
 from whylogs_songbird.server.observatory.base import MAX_COLUMN_FILTER, RECENT_SESSIONS, STATIC_DIR, PageError, shown
-from whylogs_songbird.server.observatory.cache import PAGE_WAIT_SECONDS, ProfileCache, ProfilePendingError
+from whylogs_songbird.server.observatory.cache import ProfileCache, ProfilePendingError
 from whylogs_songbird.server.observatory.page import (
     ColumnWindow,
     PageModel,
@@ -289,12 +289,8 @@ def observatory_router(
     def render_profiles(model_id: str, request: Request) -> HTMLResponse:
         sid, selections = resolve(request, model_id)
         window = column_window(request)
-        deadline = time.monotonic() + PAGE_WAIT_SECONDS  # never the 10 minutes of a dead host's claim
-        for selection in selections:
-            if any(
-                u.ingest_state == "pending" and profiles_cache.state(u, deadline=deadline) == "pending"
-                for u in selection.uploads
-            ):
+        for selection in selections:  # never waits out the lease of a host that died holding a claim
+            if any(u.ingest_state == "pending" and profiles_cache.state(u) == "pending" for u in selection.uploads):
                 raise _pending(sid, selection)
         views: list[DatasetProfileView] = []
         for selection in selections:

@@ -98,8 +98,8 @@ def make_service(
             return profiles.upload_view(upload)
         return read_view(store.read_profile_bytes(upload))
 
-    def state(profile: StoredProfile, deadline: float) -> str:
-        return profiles.state(profile.record, deadline=deadline) if profiles is not None else "ready"
+    def state(profile: StoredProfile, patient: bool) -> str:
+        return profiles.state(profile.record, patient=patient) if profiles is not None else "ready"
 
     artefacts = cache if cache is not None else StoreArtefacts(store)
     return TimelineService(list_profiles, load, artefacts, monitors, state=state)

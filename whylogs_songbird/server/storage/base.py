@@ -160,6 +160,8 @@ class UploadRecord:
     ingest_state: IngestState | None = None
     ingest_error: str | None = None
     duplicate_of: str | None = None
+    #: When an ingest worker's claim on it ends (epoch ms), if one was taken; not part of equality.
+    ingest_lease: int | None = field(default=None, compare=False)
 
     @property
     def stored(self) -> bool:

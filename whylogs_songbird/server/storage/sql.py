@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -177,6 +178,7 @@ def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
         ingest_state=row.get("ingest_state"),
         ingest_error=row.get("ingest_error"),
         duplicate_of=row.get("duplicate_of"),
+        ingest_lease=row.get("ingest_lease"),
     )
 
 
@@ -613,12 +615,13 @@ class SqlMetadataStore:
                 )
                 if taken:
                     claimed.append(_upload_from_row(row))
+        self.claimed_here.update(upload.id for upload in claimed)
         return claimed
 
     def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
         now = now_ms()
         with self._transaction() as conn:
-            return bool(
+            taken = bool(
                 self._rowcount(
                     conn,
                     "UPDATE uploads SET ingest_lease = ? WHERE id = ? AND ingest_state = 'pending'"
@@ -626,6 +629,16 @@ class SqlMetadataStore:
                     (now + lease_ms, upload_id, now),
                 )
             )
+        if taken:
+            self.claimed_here.add(upload_id)
+        return taken
+
+    @functools.cached_property
+    def claimed_here(self) -> set[str]:
+        """Ids of the profiles this process claimed and has not stored a summary or verdict for
+        yet: work of a live worker (this one), which a page may wait for; another process's claim
+        may belong to a host that died."""
+        return set()
 
     def release_ingest_claims(self) -> int:
         with self._transaction() as conn:
@@ -646,6 +659,7 @@ class SqlMetadataStore:
                 " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL",
                 (upload_id, sha256),
             )
+            self.claimed_here.discard(upload_id)
             if not changed:
                 return False
             self._exec(
@@ -665,6 +679,7 @@ class SqlMetadataStore:
                 " WHERE id = ? AND sha256 = ?",
                 (reason[:500], upload_id, sha256),
             )
+        self.claimed_here.discard(upload_id)
         return bool(changed)
 
     def get_summary(self, upload_id: str, sha256: str) -> bytes | None:
