@@ -1353,6 +1353,7 @@ def test_an_older_database_gets_the_new_columns_and_its_profiles_summarised(tmp_
             "storage: added column uploads.ingest_error",
             "storage: added column uploads.ingest_lease",
             "storage: added column uploads.duplicate_of",
+            "storage: added column uploads.ingest_owner",
         ]
         assert store.get_upload(kept).ingest_state == "pending"
         assert store.get_upload(empty).ingest_state is None
@@ -1526,3 +1527,20 @@ def test_idle_open_slots_are_looked_for_less_and_less_often_and_at_once_when_ask
         assert [u.id for u in pstore.learn_landed()] == [uploads[0].id] and len(pstore.blobs.listings) == 3
     finally:
         pstore.close()
+
+
+def test_a_restarting_host_of_a_shared_store_releases_its_own_dead_claims_only(tmp_path):
+    hosts = [Store(tmp_path / "data"), Store(tmp_path / "data")]
+    try:
+        for name, host in zip("ab", hosts):
+            host.metadata.shared, host.metadata.owner = True, f"host-{name}"
+        session = hosts[0].create_session("u")
+        mine, theirs = stored(hosts[0], session.id, b"abc", ts=1), stored(hosts[0], session.id, b"xyz", ts=2)
+        assert hosts[0].metadata.claim_upload_ingest(mine.id, lease_ms=3_600_000)
+        assert hosts[1].metadata.claim_upload_ingest(theirs.id, lease_ms=3_600_000)
+        assert hosts[0].reconcile().released_claims == 1  # host a starts again: its claim was dead work
+        assert hosts[1].metadata.claim_upload_ingest(mine.id, lease_ms=60_000), "released"
+        assert not hosts[0].metadata.claim_upload_ingest(theirs.id, lease_ms=60_000), "host b's claim holds"
+    finally:
+        for host in hosts:
+            host.close()

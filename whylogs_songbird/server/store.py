@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
+from whylogs_songbird.server.signing import load_or_create_health_token
 from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
 from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
@@ -92,6 +93,13 @@ def parse_timestamp_selector(selector: str) -> int | None:
         return None
     timestamp = int(selector)
     return timestamp if -(2**63) <= timestamp < 2**63 else None
+
+
+def host_id(data_dir: Path) -> str:
+    """A stable name of the host that serves from ``data_dir``: a hash of its health token (made on
+    first start), so claims it takes in a shared store can be told from other hosts'."""
+    token = load_or_create_health_token(data_dir)
+    return hashlib.sha256(f"songbird-host:{token}".encode()).hexdigest()[:16]
 
 
 def blob_key(session_id: str, upload_id: str, sha256: str | None = None) -> str:
@@ -191,7 +199,10 @@ class Store:
     def open(cls, config: object) -> Store:
         """The store a :class:`ServerConfig` asks for (``database_url``, ``blob_store``)."""
         metadata, blobs = open_storage(config)
-        store = cls(Path(getattr(config, "data_dir")), metadata=metadata, blobs=blobs)  # noqa: B009
+        data_dir = Path(getattr(config, "data_dir"))  # noqa: B009
+        if getattr(metadata, "shared", False):  # the claims this host takes, released when it starts again
+            setattr(metadata, "owner", host_id(data_dir))  # noqa: B010 - a SQL store's attribute, not the protocol's
+        store = cls(data_dir, metadata=metadata, blobs=blobs)
         store.max_columns = int(getattr(config, "max_columns", DEFAULT_MAX_COLUMNS))
         store.max_upload_bytes = int(getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES))
         return store
@@ -697,8 +708,9 @@ class Store:
           that they landed), and the checked copy of a slot still open, which another running
           process may be about to record;
         - on a store only this host uses, claims of the ingest worker are released (their
-          profiles are summarised again); on a shared one (``metadata.shared``) they are other
-          hosts' live work, and a dead host's claim ends with its lease.
+          profiles are summarised again); on a shared one (``metadata.shared``) only the claims
+          this host took before it stopped or died (``metadata.owner``): others are other hosts'
+          live work, and a dead host's claim ends with its lease or when it starts again.
 
         Other hosts may be recording uploads while this runs (a shared store): bytes written
         less than ``grace_seconds`` before the scan began (default :data:`RECONCILE_GRACE_SECONDS`
@@ -714,6 +726,8 @@ class Store:
         report = ReconcileReport(temp_files=self.blobs.reconcile())
         if not shared:
             report.released_claims = self.metadata.release_ingest_claims()
+        elif owner := str(getattr(self.metadata, "owner", "")):  # this host's own claims, left when it stopped or died
+            report.released_claims = self.metadata.release_ingest_claims(owner=owner)
         known = dict(self.metadata.stored_keys())
         # one listing, not a lookup per row (S3); keys listed with when their bytes were written
         modified = {key: stamp for key, _, stamp in self._list_stamped("profiles/")}

@@ -341,10 +341,10 @@ class MetadataStore(Protocol):
         """Claim one pending profile (as :meth:`claim_ingest` does); False when it is not pending or
         another worker holds it."""
 
-    def release_ingest_claims(self) -> int:
-        """End every claim (at start, when no worker runs: claims of a crashed server); return how
-        many. Only for a store no other host uses (see ``shared``): another host's claims are
-        its live work."""
+    def release_ingest_claims(self, *, owner: str | None = None) -> int:
+        """End every claim (at start, when no worker runs: claims of a crashed server), or with
+        ``owner`` only the claims taken for that host (a shared store, see ``shared``: another
+        host's claims are its live work); return how many."""
 
     def pending_ingest(self) -> int:
         """How many stored profiles still wait for their summary."""

@@ -97,6 +97,8 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "ingest_error", "TEXT"),
     ("uploads", "ingest_lease", "{BIGINT}"),
     ("uploads", "duplicate_of", "TEXT"),
+    # which host took the ingest claim (see SqlMetadataStore.owner)
+    ("uploads", "ingest_owner", "TEXT"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
@@ -197,6 +199,9 @@ class SqlMetadataStore:
     dialect: Dialect = SQLITE
     #: One host's file (SQLite): nothing else runs while a server starts on it.
     shared: bool = False
+    #: The host this store's claims are taken for (``Store.open`` sets it from the data dir), so a
+    #: restarting host releases its own dead claims and no one else's.
+    owner: str = ""
 
     # -- connection hooks ---------------------------------------------------------------------
 
@@ -609,9 +614,9 @@ class SqlMetadataStore:
             for row in rows:
                 taken = self._rowcount(
                     conn,
-                    "UPDATE uploads SET ingest_lease = ? WHERE id = ? AND ingest_state = 'pending'"
+                    "UPDATE uploads SET ingest_lease = ?, ingest_owner = ? WHERE id = ? AND ingest_state = 'pending'"
                     " AND (ingest_lease IS NULL OR ingest_lease < ?)",
-                    (now + lease_ms, row["id"], now),
+                    (now + lease_ms, self.owner, row["id"], now),
                 )
                 if taken:
                     claimed.append(_upload_from_row(row))
@@ -624,9 +629,9 @@ class SqlMetadataStore:
             taken = bool(
                 self._rowcount(
                     conn,
-                    "UPDATE uploads SET ingest_lease = ? WHERE id = ? AND ingest_state = 'pending'"
+                    "UPDATE uploads SET ingest_lease = ?, ingest_owner = ? WHERE id = ? AND ingest_state = 'pending'"
                     " AND (ingest_lease IS NULL OR ingest_lease < ?)",
-                    (now + lease_ms, upload_id, now),
+                    (now + lease_ms, self.owner, upload_id, now),
                 )
             )
         if taken:
@@ -640,11 +645,13 @@ class SqlMetadataStore:
         may belong to a host that died."""
         return set()
 
-    def release_ingest_claims(self) -> int:
+    def release_ingest_claims(self, *, owner: str | None = None) -> int:
         with self._transaction() as conn:
             return self._rowcount(
                 conn,
-                "UPDATE uploads SET ingest_lease = NULL WHERE ingest_state = 'pending' AND ingest_lease IS NOT NULL",
+                "UPDATE uploads SET ingest_lease = NULL WHERE ingest_state = 'pending' AND ingest_lease IS NOT NULL"
+                " AND (CAST(? AS TEXT) IS NULL OR ingest_owner = ?)",
+                (owner, owner),
             )
 
     def pending_ingest(self) -> int:
