@@ -95,7 +95,7 @@ def test_restarts_and_a_kill_under_load_lose_nothing_and_record_and_summarise_ea
 
         def load() -> None:
             with requests.Session() as http:
-                for i in range(200):
+                for i in range(150):
                     if stop.is_set():
                         return
                     url = (first, second)[i % 2]
@@ -114,14 +114,14 @@ def test_restarts_and_a_kill_under_load_lose_nothing_and_record_and_summarise_ea
             for ending in (signal.SIGKILL, signal.SIGTERM):
                 with server_process(tmp_path / "c", storage_config, env) as (third, proc):
                     seen = len(acknowledged)
-                    wait_for(lambda seen=seen: len(acknowledged) >= seen + 30 or not loader.is_alive(), "more uploads")
+                    wait_for(lambda seen=seen: len(acknowledged) >= seen + 25 or not loader.is_alive(), "more uploads")
                     link(third, session_id, [TS])
                     proc.send_signal(ending)
                     proc.wait(timeout=30)
         finally:
             stop.set()
             loader.join(timeout=30)
-        assert len(acknowledged) >= 60
+        assert len(acknowledged) >= 50
 
         # every acknowledged upload becomes a profile with exactly its bytes, through any host
         for url in (first, second):
