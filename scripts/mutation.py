@@ -1,17 +1,23 @@
 """Mutation testing of the core modules with mutmut; prints the score per module. Not part of CI.
 
-Each module in MODULES is mutated on its own, in a throwaway copy of the working tree (so
-mutmut's ``mutants/`` directory never lands in the repository), and only the test files listed
-for it run against its mutants (mutmut narrows that further to the tests that execute the mutated
-function). Edit MODULES when a module moves or a test file is added.
+Each module is mutated on its own, in a throwaway copy of the working tree (so mutmut's
+``mutants/`` directory never lands in the repository), and only its fast test files run against
+its mutants (mutmut narrows that further to the tests that execute the mutated function). A test
+file names the modules it holds with a marker, found here without importing it::
 
-    scripts/mutation                       # every module
+    pytestmark = pytest.mark.mutation_fast("whylogs_songbird/monitors.py")
+
+so a new module or test file needs no edit here.
+
+    scripts/mutation                       # every module some test file marks
     scripts/mutation session outbox        # modules whose path contains one of these words
+    scripts/mutation --list                # the modules, their test files, and modules no test marks
     MUTATION_JOBS=2 scripts/mutation       # mutants tested at once (default 1: a shared machine)
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -23,21 +29,52 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: module to mutate -> the test files that check it. Tests that start several processes are left
-#: out (-k below): each would take half a minute per mutant. The cross-process lock is therefore
-#: not judged here; tests/test_session_guarantees.py checks it with the lock planted away.
-MODULES: dict[str, list[str]] = {
-    "whylogs_songbird/session.py": ["tests/test_session_store.py", "tests/test_session_guarantees.py"],
-    "whylogs_songbird/outbox/storage.py": ["tests/test_outbox_store.py", "tests/test_outbox.py"],
-    "whylogs_songbird/outbox/delivery.py": ["tests/test_publish_logic.py", "tests/test_outbox.py"],
-    "whylogs_songbird/publish.py": ["tests/test_publish_logic.py"],
-    "whylogs_songbird/client.py": ["tests/test_client_logic.py"],
-    "whylogs_songbird/server/signing.py": ["tests/test_signing.py"],
-    "whylogs_songbird/server/store.py": ["tests/test_store_logic.py", "tests/test_upload_path.py"],
-    "whylogs_songbird/server/storage/sql.py": ["tests/test_store_logic.py", "tests/test_upload_path.py"],
-    "whylogs_songbird/server/storage/files.py": ["tests/test_blob_files.py"],
-}
+MARKER = "mutation_fast"
+#: Tests that start several processes are left out (-k): each would take half a minute per mutant.
+#: The cross-process lock is therefore not judged here; tests/test_session_guarantees.py checks it
+#: with the lock planted away.
 DESELECT = "not processes"
+#: Modules that should be held by fast tests: ``--list`` names those no test file marks yet.
+EXPECTED = (
+    "whylogs_songbird/timeline.py",
+    "whylogs_songbird/monitors.py",
+    "whylogs_songbird/check.py",
+    "whylogs_songbird/timeline_client.py",
+    "whylogs_songbird/local_server.py",
+    "whylogs_songbird/server/timeline_service.py",
+    "whylogs_songbird/server/routes/timeline.py",
+    "whylogs_songbird/server/ingest.py",
+    "whylogs_songbird/server/profile_check.py",
+    "whylogs_songbird/server/security.py",
+    "whylogs_songbird/server/connections.py",
+    "whylogs_songbird/server/quotas.py",
+    "whylogs_songbird/server/digest.py",
+    "whylogs_songbird/server/storage/postgres.py",
+    "whylogs_songbird/server/storage/s3.py",
+)
+
+
+def marked_modules(path: Path) -> list[str]:
+    """The modules a test file marks with ``pytest.mark.mutation_fast(...)`` (as pytestmark or on a test)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == MARKER:
+            found += [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return found
+
+
+def discover(root: Path = ROOT) -> dict[str, list[str]]:
+    """module to mutate -> the test files that mark it, both sorted; a marked module that does not
+    exist is an error (a module moved: its tests' markers must follow)."""
+    modules: dict[str, list[str]] = {}
+    for path in sorted((root / "tests").glob("test_*.py")):
+        for module in marked_modules(path):
+            if not (root / module).is_file():
+                raise SystemExit(f"{path.relative_to(root)} marks {module}, which does not exist")
+            files = modules.setdefault(module, [])
+            if str(path.relative_to(root)) not in files:
+                files.append(str(path.relative_to(root)))
+    return dict(sorted(modules.items()))
 
 
 def copy_tree(dest: Path) -> None:
@@ -90,9 +127,17 @@ def survivors(work: Path) -> str:
 
 def main(words: list[str]) -> int:
     jobs = os.environ.get("MUTATION_JOBS", "1")
-    chosen = {m: t for m, t in MODULES.items() if not words or any(w in m for w in words)}
+    modules = discover()
+    if words == ["--list"]:
+        for module, tests in modules.items():
+            print(f"{module:45} {' '.join(tests)}")
+        for module in EXPECTED:
+            if module not in modules:
+                print(f"{module:45} (no test file marks it)")
+        return 0
+    chosen = {m: t for m, t in modules.items() if not words or any(w in m for w in words)}
     if not chosen:
-        print(f"no module matches {words}; modules: {', '.join(MODULES)}", file=sys.stderr)
+        print(f"no module matches {words}; modules: {', '.join(modules)}", file=sys.stderr)
         return 2
     # a mutant can leave a thread waiting forever: tests that know it end their run after this long
     env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", "SONGBIRD_TEST_HANG_SECONDS": "6"}

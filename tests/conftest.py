@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")  # before anything imports whylogs
+# whylogs' writer("whylabs") reads a config file from a public S3 bucket on every write unless this
+# is set (read once, at import): nothing outside loopback answers here.
+os.environ.setdefault("_WHYLABS_SKIP_CONFIG_READ", "True")
 
 import contextlib  # noqa: E402
 import http.server  # noqa: E402
@@ -127,6 +130,40 @@ def stop_local_server(port: int, data_dir: Path) -> None:
         from whylogs_songbird.local_server import stop_server
 
         stop_server(resolve_settings({"local_port": port, "local_data_dir": data_dir}, environ={}))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mutation_fast(*modules): the test (or module, as pytestmark) is a fast behaviour test of these "
+        "source files; scripts/mutation runs it against their mutants",
+    )
+
+
+def _register_hypothesis_profiles() -> None:
+    """The property tests' Hypothesis settings: ``songbird-ci`` (the default) repeats the same
+    examples on every run, a few dozen per property, with no deadline on a shared machine and no
+    example database; ``HYPOTHESIS_PROFILE=songbird-thorough`` explores many more, randomly."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:
+        return
+    settings.register_profile(
+        "songbird-ci",
+        derandomize=True,
+        deadline=None,
+        max_examples=40,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "songbird-thorough", parent=settings.get_profile("songbird-ci"), derandomize=False, max_examples=2000
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "songbird-ci"))
+
+
+_register_hypothesis_profiles()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -125,7 +125,7 @@ def test_profile_with_its_own_timestamp_before_1970(server, opts, df):
 
 
 @pytest.mark.parametrize(
-    "alias, words", [("", "non-empty"), ("   ", "non-empty"), ("x" * 1000, "at most 255 characters, not 1000")]
+    "alias, words", [("", "non-empty"), ("   ", "non-empty"), ("x" * 1000, "at most 256 characters, not 1000")]
 )
 def test_bad_aliases(server, opts, df, alias, words):
     with pytest.raises(ConfigError, match=words):

@@ -18,6 +18,9 @@ import pytest
 
 from whylogs_songbird.server.storage.files import FileBlobStore, make_private_dir
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/storage/files.py")
+
 S1 = "session-" + "A" * 20
 S2 = "session-" + "B" * 20
 L1 = "log-" + "C" * 20

@@ -55,6 +55,9 @@ from whylogs_songbird.models import (
     WireModel,
 )
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/client.py")
+
 ENDPOINT = "http://127.0.0.1:9"  # the fake transport never connects
 HOSTED = "https://api.whylabsapp.com"
 HOSTED_HINT = (

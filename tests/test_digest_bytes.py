@@ -26,6 +26,9 @@ from whylogs_songbird.server.digest import digest_from_bytes, digest_view, view_
 from whylogs_songbird.server.ingest import summarise_bytes
 from whylogs_songbird.server.summaries import SummaryError
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/digest.py")
+
 
 def _refuse(*args, **kwargs):
     raise AssertionError("whylogs' column deserializer was used")

@@ -55,11 +55,13 @@ def test_configuration_page_lists_every_setting_and_environment_variable():
 
 def test_cli_page_covers_every_command():
     from whylogs_songbird.cli import app, outbox_app, server_app, session_app
+    from whylogs_songbird.cli.alerts import alerts_app
 
     page = (DOCS / "cli.md").read_text(encoding="utf-8")
     for command in app.registered_commands:
         assert f"## `songbird {command.name}`" in page
-    for group, sub in (("session", session_app), ("outbox", outbox_app), ("server", server_app)):
+    groups = (("session", session_app), ("outbox", outbox_app), ("server", server_app), ("alerts", alerts_app))
+    for group, sub in groups:
         assert f"## `songbird {group}`" in page
         for command in sub.registered_commands:
             assert f"songbird {group} {command.name}" in page

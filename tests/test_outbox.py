@@ -18,6 +18,9 @@ from whylogs_songbird import SongbirdWriter, publish_references
 from whylogs_songbird.config import resolve_settings
 from whylogs_songbird.outbox import Outbox
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/outbox/storage.py", "whylogs_songbird/outbox/delivery.py")
+
 
 def free_port() -> int:
     with socket.socket() as s:

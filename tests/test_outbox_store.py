@@ -22,6 +22,9 @@ from whylogs_songbird.models import SegmentTag
 from whylogs_songbird.outbox import Outbox, OutboxEntry
 from whylogs_songbird.outbox import storage as O
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/outbox/storage.py")
+
 HERE = "http://127.0.0.1:9"
 THERE = "http://127.0.0.1:10"
 

@@ -46,6 +46,9 @@ from whylogs_songbird.outbox import Outbox
 from whylogs_songbird.profiles import ProfileItem
 from whylogs_songbird.publish import PublishedProfile, Publisher, PublishResult
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/publish.py", "whylogs_songbird/outbox/delivery.py")
+
 P = importlib.import_module("whylogs_songbird.publish")  # the package exports a function of the same name
 D = importlib.import_module("whylogs_songbird.outbox.delivery")
 

@@ -26,7 +26,9 @@ from pydantic import ValidationError
 from whylogs_songbird import SongbirdClient, publish_references
 from whylogs_songbird.models import (
     HEALTH_TOKEN_FILE,
+    MAX_DATASET_TIMESTAMP,
     MAX_TIMESTAMP,
+    MIN_DATASET_TIMESTAMP,
     MIN_TIMESTAMP,
     BatchLogReferenceRequest,
     GetProfileObservatoryLinkRequest,
@@ -467,11 +469,18 @@ def test_timestamps_are_strict_64_bit_integers(server, value):
 
 def test_the_bounds_are_accepted(server):
     session_id = new_session(server)
-    for stamp in (MIN_TIMESTAMP, MAX_TIMESTAMP):
+    for stamp in (MIN_DATASET_TIMESTAMP, MAX_DATASET_TIMESTAMP):
         r = requests.post(
             f"{server.url}/v0/sessions/{session_id}/upload", json={"datasetTimestamp": stamp}, timeout=TIMEOUT
         )
         assert r.status_code == 200
+    for stamp in (MIN_TIMESTAMP, MAX_TIMESTAMP):  # links look up what is stored: any 64-bit timestamp
+        r = requests.post(
+            f"{server.url}/v0/sessions/observatory-link/{session_id}",
+            json={"batchProfileTimestamps": [stamp]},
+            timeout=TIMEOUT,
+        )
+        assert r.status_code == 404, r.text
 
 
 def test_references_must_not_be_empty(server):
@@ -486,10 +495,16 @@ def test_openapi_document_shows_the_rules_from_the_models(server):
     doc = requests.get(f"{server.url}/openapi.json", timeout=TIMEOUT).json()
     schemas = doc["components"]["schemas"]
     # The document states exactly the bounds the models enforce (JSON numbers: compared by value).
-    bounds = {"type": "integer", "format": "int64", "minimum": MIN_TIMESTAMP, "maximum": MAX_TIMESTAMP}
-    assert bounds.items() <= schemas["LogAsyncRequest"]["properties"]["datasetTimestamp"].items()
+    in_calendar = {
+        "type": "integer",
+        "format": "int64",
+        "minimum": MIN_DATASET_TIMESTAMP,
+        "maximum": MAX_DATASET_TIMESTAMP,
+    }
+    assert in_calendar.items() <= schemas["LogAsyncRequest"]["properties"]["datasetTimestamp"].items()
     [stamp, _] = schemas["LogReferenceRequest"]["properties"]["datasetTimestamp"]["anyOf"]
-    assert bounds.items() <= stamp.items()
+    assert in_calendar.items() <= stamp.items()
+    bounds = {"type": "integer", "format": "int64", "minimum": MIN_TIMESTAMP, "maximum": MAX_TIMESTAMP}
     items = schemas["GetProfileObservatoryLinkRequest"]["properties"]["batchProfileTimestamps"]["items"]
     assert bounds.items() <= items.items()
     assert schemas["BatchLogReferenceRequest"]["properties"]["references"]["minItems"] == 1

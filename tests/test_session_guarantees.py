@@ -25,6 +25,9 @@ from whylogs_songbird import (
     publish,
 )
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/session.py")
+
 PROCESSES = 10
 
 

@@ -22,6 +22,9 @@ from whylogs_songbird import session as S
 from whylogs_songbird.errors import ConfigError, SessionBusyError, SessionNotFoundError
 from whylogs_songbird.session import GuestSession, SessionStore, write_json_atomic
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/session.py")
+
 ENDPOINT = "http://127.0.0.1:9"
 
 

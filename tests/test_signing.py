@@ -18,6 +18,9 @@ import pytest
 from whylogs_songbird.server import signing
 from whylogs_songbird.server.signing import SignatureError, UrlExpiredError, UrlSigner, load_or_create_secret
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/signing.py")
+
 SECRET = bytes(range(32))
 EXPIRES = 4_000_000_000  # 2096
 MISSING = "The upload URL has no expires/signature; use the uploadUrl exactly as the server gave it."

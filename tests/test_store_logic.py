@@ -42,6 +42,9 @@ from whylogs_songbird.server.store import (
     parse_timestamp_selector,
 )
 
+#: scripts/mutation runs this file against the mutants of these modules
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/store.py", "whylogs_songbird/server/storage/sql.py")
+
 #: sha256 of b"abc" and of b"xyz"
 ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 XYZ = "3608bca1e44ea6c4d268eb6db02260269892c0b42b86bbf1e77a6fa16c3c9282"
@@ -1324,7 +1327,7 @@ def test_the_schema_is_made_once_and_its_version_recorded(tmp_path):
     store.close()
     reopened = Store(tmp_path / "d")
     try:
-        assert sql(reopened, "SELECT name, value FROM meta") == [("schema_version", "2")]
+        assert sql(reopened, "SELECT name, value FROM meta") == [("schema_version", "3")]
         assert reopened.get_upload(upload.id).ingest_state == "ready", "reopening does not summarise again"
         assert reopened.get_session(session.id) == session
     finally:
@@ -1354,6 +1357,7 @@ def test_an_older_database_gets_the_new_columns_and_its_profiles_summarised(tmp_
             "storage: added column uploads.ingest_lease",
             "storage: added column uploads.duplicate_of",
             "storage: added column uploads.ingest_owner",
+            "storage: added column sessions.dataset_id",
         ]
         assert store.get_upload(kept).ingest_state == "pending"
         assert store.get_upload(empty).ingest_state is None
@@ -1544,3 +1548,36 @@ def test_a_restarting_host_of_a_shared_store_releases_its_own_dead_claims_only(t
     finally:
         for host in hosts:
             host.close()
+
+
+# -- datasets of organizations: container rows no guest route finds ------------------------------
+
+
+def test_a_dataset_container_is_made_once_per_org_and_dataset(store):
+    assert store.find_dataset("org-a", "model-1") is None
+    first = store.dataset_container("org-a", "model-1")
+    assert (first.org_id, first.dataset_id, first.is_dataset) == ("org-a", "model-1", True)
+    assert store.dataset_container("org-a", "model-1") == first == store.find_dataset("org-a", "model-1")
+    other_org = store.dataset_container("org-b", "model-1")
+    other_dataset = store.dataset_container("org-a", "model-2")
+    assert len({first.id, other_org.id, other_dataset.id}) == 3
+
+
+def test_a_dataset_container_is_no_session_to_guests_nor_to_keyed_session_operations(store):
+    guest = store.create_session("u")
+    container = store.dataset_container("org-a", "model-1")
+    assert store.guest_session(container.id) is None
+    assert store.get_session(container.id) is None
+    assert store.claim(container.id, "org-a") is None
+    assert store.find_dataset("org-a", "model-1").claimed_at is None, "a refused claim changed nothing"
+    assert [s.id for s in store.recent_sessions()] == [guest.id]
+    assert store.session_count() == 1
+    assert store.guest_session(guest.id) == guest
+
+
+def test_dataset_containers_made_at_once_by_many_threads_are_one(store):
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _: store.dataset_container("org-a", "model-9").id, range(16)))
+    assert len(ids) == 1

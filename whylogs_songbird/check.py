@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from whylogs_songbird.errors import SongbirdError
 from whylogs_songbird.monitors import Failure, MonitorsError, evaluate, load_monitors
+from whylogs_songbird.timeline import utc_text
 from whylogs_songbird.timeline_client import fetch_timeline
 
 logger = logging.getLogger("whylogs_songbird.check")
@@ -48,8 +48,11 @@ def run_check(
     endpoint: str | None = None,
     which: Literal["latest", "all"] = "latest",
     timeout: float | None = None,
+    start: str | None = None,
+    end: str | None = None,
 ) -> CheckResult:
-    """Evaluate the monitors of ``monitors_path`` on the session's latest bucket (or every bucket)."""
+    """Evaluate the monitors of ``monitors_path`` on the session's latest bucket (or every bucket),
+    of the buckets overlapping ``start``/``end`` when given."""
     try:
         monitors = load_monitors(monitors_path)
     except MonitorsError as exc:
@@ -61,6 +64,8 @@ def run_check(
             granularity=monitors.granularity,
             reference=monitors.reference,
             segment=monitors.segment,
+            start=start,
+            end=end,
             timeout=timeout,
         )
     except SongbirdError as exc:
@@ -74,8 +79,7 @@ def run_check(
 
 
 def _when(start: int) -> str:
-    moment = datetime.fromtimestamp(start / 1000, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return utc_text(start)
 
 
 def render_result(result: CheckResult, session_id: str) -> Any:

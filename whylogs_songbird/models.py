@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 # -- wire constants: the one copy of each, for the client and the server --
 #: The hosted WhyLabs service (being wound down): the endpoint a client talks to unless told otherwise.
@@ -56,6 +57,34 @@ Timestamp = Annotated[
 ]
 
 
+#: Bounds of a profile's ``datasetTimestamp`` when a slot is made: a UTC time in years 1 to 9999, the
+#: range every calendar (Python's ``datetime``, the observatory's labels) can show.
+MIN_DATASET_TIMESTAMP = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+MAX_DATASET_TIMESTAMP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def _in_calendar_range(value: int) -> int:
+    if not MIN_DATASET_TIMESTAMP <= value <= MAX_DATASET_TIMESTAMP:
+        raise PydanticCustomError(
+            "timestamp_range",
+            "{value} is outside years 1 to 9999: give epoch milliseconds (UTC) from {low} to {high}",
+            {"value": value, "low": MIN_DATASET_TIMESTAMP, "high": MAX_DATASET_TIMESTAMP},
+        )
+    return value
+
+
+#: The ``datasetTimestamp`` of a new profile slot: a :data:`Timestamp` within years 1 to 9999 UTC.
+#: (Link requests take any :data:`Timestamp`: they look up what is stored.)
+DatasetTimestamp = Annotated[
+    int,
+    Field(
+        strict=True,
+        json_schema_extra={"format": "int64", "minimum": MIN_DATASET_TIMESTAMP, "maximum": MAX_DATASET_TIMESTAMP},
+    ),
+    AfterValidator(_in_calendar_range),
+]
+
+
 class WireModel(BaseModel):
     """Base of every wire model: camelCase JSON, snake_case Python, unknown fields ignored."""
 
@@ -98,7 +127,7 @@ class GetSessionResponse(WireModel):
 class LogAsyncRequest(WireModel):
     """Ask for an upload URL for one batch (dataset) profile."""
 
-    dataset_timestamp: Timestamp
+    dataset_timestamp: DatasetTimestamp
     segment_tags: list[SegmentTag] = Field(default_factory=list, max_length=MAX_SEGMENT_TAGS)
     region: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
 
@@ -129,7 +158,7 @@ class LogReferenceRequest(WireModel):
     """Ask for an upload URL for one reference profile."""
 
     alias: str | None = Field(default=None, max_length=MAX_ALIAS_LENGTH)
-    dataset_timestamp: Timestamp | None = None
+    dataset_timestamp: DatasetTimestamp | None = None
     region: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
 
 
@@ -165,3 +194,100 @@ class ErrorResponse(WireModel):
     """The body of a non-2xx answer."""
 
     message: str
+
+
+# -- the WhyLabs log API (datasets of organizations, API keys), as whylogs' WhyLabsWriter calls it --
+
+#: Segments of one segmented reference profile (``CreateReferenceProfileRequest.segments``).
+MAX_REFERENCE_SEGMENTS = 1000
+
+
+class Segment(WireModel):
+    """One segment: its tags (WhyLabs' ``Segment``)."""
+
+    tags: list[SegmentTag] = Field(default_factory=list, max_length=MAX_SEGMENT_TAGS)
+
+    @field_validator("tags")
+    @classmethod
+    def _bounded_tags(cls, tags: list[SegmentTag]) -> list[SegmentTag]:
+        return LogAsyncRequest._bounded_tags(tags)  # the same limits as a batch's segment tags
+
+
+class AsyncLogResponse(WireModel):
+    """The answer to ``log/async``: where to PUT one batch profile."""
+
+    id: str
+    model_id: str
+    upload_url: str = Field(repr=False)  # presigned: carries its signature
+    upload_timestamp: int
+    tags: Segment
+
+
+class LogReferenceResponse(WireModel):
+    """The answer to ``log/reference``: where to PUT one reference profile."""
+
+    id: str
+    model_id: str
+    alias: str
+    upload_url: str = Field(repr=False)
+    upload_timestamp: int
+
+
+class CreateReferenceProfileRequest(LogReferenceRequest):
+    """A reference profile of several segments (``dataset-profiles/.../reference-profile``)."""
+
+    segments: list[Segment] = Field(default_factory=list, max_length=MAX_REFERENCE_SEGMENTS)
+
+
+class CreateReferenceProfileResponse(WireModel):
+    """One reference id; ``uploadUrls`` pair with the request's segments by position."""
+
+    id: str
+    alias: str
+    dataset_id: str
+    upload_timestamp: int
+    segments: list[str]
+    upload_urls: list[str] = Field(repr=False)
+
+
+#: Characters of a schema field (``classifier``, ``dataType``, ``discreteness``, a metric's name).
+MAX_SCHEMA_WORD = 64
+#: Columns in one set of weights.
+MAX_WEIGHTED_COLUMNS = 20_000
+
+
+class ColumnSchema(WireModel):
+    """What an org says of one column (``tag_output_columns``): ``classifier`` input or output, ..."""
+
+    classifier: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+    data_type: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+    discreteness: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+    tags: list[Annotated[str, Field(max_length=MAX_ID_LENGTH)]] | None = Field(default=None, max_length=64)
+
+
+class MetricSchema(WireModel):
+    """A custom performance metric of a dataset (``tag_custom_performance_column``)."""
+
+    label: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    column: str = Field(min_length=1, max_length=4096)
+    default_metric: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+    builtin_metric: str | None = Field(default=None, max_length=MAX_SCHEMA_WORD)
+
+
+class SegmentWeight(WireModel):
+    """The weights of the columns of one segment (None: the whole dataset)."""
+
+    segment: Segment | None = None
+    weights: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(max_length=MAX_WEIGHTED_COLUMNS)
+
+
+class PutWeightsRequest(WireModel):
+    """``PUT …/weights`` (whylogs' ``write_feature_weights``)."""
+
+    segment_weights: list[SegmentWeight] = Field(min_length=1, max_length=MAX_REFERENCE_SEGMENTS)
+
+
+class TransactionStartRequest(WireModel):
+    """``POST /v1/transaction``: the dataset whose profiles the transaction holds back until commit."""
+
+    dataset_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)

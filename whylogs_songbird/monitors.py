@@ -25,11 +25,13 @@ items) for the others. The same function serves ``songbird check``, the server's
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -120,21 +122,117 @@ class Monitor(BaseModel):
         return [c for c in self.columns if c in available]
 
 
+NotifyFormat = Literal["json", "slack"]
+NotifyEvent = Literal["failed", "resolved"]
+#: What a ``secret_env`` may name: an environment variable name.
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EMAIL = re.compile(r"^[^@\s,<>]+@[^@\s,<>]+$")
+
+
+class NotifyTarget(BaseModel):
+    """One ``[[notify]]`` table: where the server sends a monitor's failures (and resolutions)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+    #: addresses to email (through the server's ``--smtp-url``), instead of a ``url``
+    email: tuple[str, ...] | None = None
+    format: NotifyFormat = "json"
+    #: the environment variable holding the HMAC-SHA256 key of ``X-Songbird-Signature``
+    secret_env: str | None = None
+    on: tuple[NotifyEvent, ...] = ("failed",)
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("email")
+    @classmethod
+    def _valid_addresses(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("email needs at least one address")
+            for address in value:
+                if not _EMAIL.match(address):
+                    raise ValueError(f"{address[:80]!r} is not an email address (write name@example.com)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> NotifyTarget:
+        if (self.url is None) == (self.email is None):
+            raise ValueError("give url (a webhook) or email (addresses), exactly one of them")
+        if self.email is not None and (self.format != "json" or self.secret_env is not None):
+            raise ValueError("format and secret_env are for url targets; an email target takes email and on")
+        return self
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # never echo the URL: a webhook URL is often a secret
+            raise ValueError("url must be an http:// or https:// URL with a host name")
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError("secret_env names an environment variable (e.g. SONGBIRD_HOOK_SECRET), not the secret")
+        return value
+
+    @field_validator("on")
+    @classmethod
+    def _some_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('on needs at least one of "failed", "resolved"')
+        return tuple(dict.fromkeys(value))
+
+    def __repr__(self) -> str:  # the URL may be a secret (Slack's webhook URLs are)
+        return f"NotifyTarget({self.display!r}, format={self.format!r}, on={list(self.on)!r})"
+
+    __str__ = __repr__
+
+    @property
+    def display(self) -> str:
+        """The target without its path and query (those often hold the webhook's secret)."""
+        if self.url is None:
+            return "mailto:" + ",".join(self.email or ())
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/…"
+
+
 class MonitorsFile(BaseModel):
-    """A whole monitors file: the reference to compare against and the monitors."""
+    """A whole monitors file: the reference to compare against, the monitors and where to notify."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     reference: str | None = None
     granularity: Granularity | None = None
     segment: str | None = None
+    #: the sessions the server evaluates these monitors on (default: every session)
+    sessions: tuple[str, ...] | None = None
     monitors: tuple[Monitor, ...] = Field(default=(), alias="monitor")
+    notify: tuple[NotifyTarget, ...] = ()
+
+    @field_validator("sessions", mode="before")
+    @classmethod
+    def _session_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def applies_to_session(self, session_id: str | None) -> bool:
+        """Whether the server evaluates these monitors on ``session_id`` (``sessions``, or every one)."""
+        return self.sessions is None or session_id in self.sessions
 
 
 def _location(loc: Sequence[Any]) -> str:
-    if len(loc) >= 2 and loc[0] == "monitor" and isinstance(loc[1], int):
-        rest = ".".join(str(p) for p in loc[2:])
-        return f"monitor {loc[1] + 1}" + (f", {rest}" if rest else "")
+    if len(loc) >= 2 and loc[0] in ("monitor", "notify") and isinstance(loc[1], int):
+        rest = ".".join(str(p) for p in loc[2:] if not isinstance(p, int))
+        table = "monitor" if loc[0] == "monitor" else "[[notify]] table"
+        return f"{table} {loc[1] + 1}" + (f", {rest}" if rest else "")
     return ".".join(str(p) for p in loc) or "the file"
 
 
@@ -152,15 +250,28 @@ def _explain(error: Mapping[str, Any]) -> str:
         return f"{where}: unknown granularity {given!r}; give one of {', '.join(GRANULARITIES)}"
     if kind == "literal_error" and field == "against":
         return f'{where}: unknown against {given!r}; give "reference" or "previous"'
+    if kind == "literal_error" and field == "format":
+        return f'{where}: unknown format {given!r}; give "json" or "slack"'
+    if kind == "literal_error" and loc[:1] == ("notify",) and "on" in loc:
+        return f'{where}: unknown event {given!r}; on takes "failed" and/or "resolved"'
     if kind == "extra_forbidden":
         if len(loc) == 1:
-            return f"unknown top-level key {field!r}; valid keys: reference, granularity, segment, [[monitor]]"
+            return (
+                f"unknown top-level key {field!r}; valid keys: reference, granularity, segment, sessions, "
+                "[[monitor]], [[notify]]"
+            )
+        if loc[0] == "notify":
+            return f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: url, email, format, secret_env, on"
         return (
             f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: name, columns, metric, fail_on, against, "
             "min, max"
         )
     if kind == "missing":
+        if loc[:1] == ("notify",):
+            return f"{where}: missing (every [[notify]] table needs url or email)"
         return f"{where}: missing (every monitor needs columns and metric)"
+    if kind == "too_short" and field == "columns":
+        return f'{where}: empty; give column names, or "*" for every column'
     message = str(error.get("msg") or "invalid").removeprefix("Value error, ")
     return f"{where}: {message}"
 
@@ -317,6 +428,7 @@ __all__ = [
     "Monitor",
     "MonitorsError",
     "MonitorsFile",
+    "NotifyTarget",
     "check_columns",
     "evaluate",
     "load_monitors",

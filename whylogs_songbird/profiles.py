@@ -24,7 +24,7 @@ from whylogs.core.view.segmented_dataset_profile_view import SegmentedDatasetPro
 from whylogs.migration.uncompound import FeatureFlags, _uncompound_dataset_profile
 
 from whylogs_songbird.errors import ConfigError, EmptyProfileError, ProfileError
-from whylogs_songbird.models import SegmentTag
+from whylogs_songbird.models import MAX_ALIAS_LENGTH, SegmentTag
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ Profileish: TypeAlias = DatasetProfile | DatasetProfileView | SegmentedDatasetPr
 MIN_MILLIS = 100_000_000_000
 #: How far into the future a dataset timestamp may be.
 MAX_FUTURE_MS = 366 * 24 * 3600 * 1000
-MAX_ALIAS_LENGTH = 255
 _SEGMENT_TAG_PREFIX = "whylogs.tag."
 
 

@@ -29,6 +29,7 @@ import functools
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -47,6 +48,7 @@ from whylogs_songbird.column_stats import (
     type_of,
 )
 from whylogs_songbird.column_stats import NUMERIC_TYPES as _NUMERIC
+from whylogs_songbird.models import MAX_DATASET_TIMESTAMP, MIN_DATASET_TIMESTAMP
 
 logger = logging.getLogger("whylogs_songbird.timeline")
 
@@ -75,8 +77,9 @@ NUMBER_SERIES = (
     "top_share",
 )
 
-_HOUR_MS = 3_600_000
-_DAY_MS = 24 * _HOUR_MS
+#: Milliseconds of an hour and of a (UTC) day.
+HOUR_MS = _HOUR_MS = 3_600_000
+DAY_MS = _DAY_MS = 24 * _HOUR_MS
 
 
 class TimelineError(ValueError):
@@ -97,28 +100,84 @@ def parse_granularity(value: str | None) -> Granularity | None:
     raise TimelineError(f"unknown granularity {value[:40]!r}: give one of {', '.join(GRANULARITIES)}")
 
 
+def civil_date(days: int) -> tuple[int, int, int]:
+    """``(year, month, day)`` of the proleptic Gregorian date ``days`` days after 1970-01-01, for any
+    integer (years 0, negative or past 9999 too, where ``datetime`` gives up)."""
+    shifted = days + 719_468  # days since 0000-03-01: leap days then fall at the end of a year
+    era, day_of_era = divmod(shifted, 146_097)
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_index = (5 * day_of_year + 2) // 153  # 0 is March
+    day = day_of_year - (153 * month_index + 2) // 5 + 1
+    month = month_index + 3 if month_index < 10 else month_index - 9
+    return year_of_era + era * 400 + (month <= 2), month, day
+
+
+def civil_days(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date (the inverse of :func:`civil_date`)."""
+    year -= month <= 2
+    era, year_of_era = divmod(year, 400)
+    day_of_year = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    return era * 146_097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719_468
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLIS = re.compile(r"-?[0-9]{1,16}")
+
+
+def parse_time_bound(value: str | None, name: str = "start") -> int | None:
+    """A ``start``/``end`` parameter in epoch milliseconds, None for no value, else `TimelineError`.
+
+    Takes epoch milliseconds, or an ISO 8601 date or date-time (UTC unless it gives an offset:
+    ``2024-05-01``, ``2024-05-01T12:00``, ``2024-05-01T12:00:00+02:00``, ``…Z``), in years 1 to 9999.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if _MILLIS.fullmatch(text):
+        millis = int(text)
+    else:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise TimelineError(
+                f"{name}={value[:40]!r} is not a time: give epoch milliseconds or an ISO 8601 date or "
+                "date-time (UTC unless it has an offset), e.g. 2024-05-01 or 2024-05-01T12:00Z"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        millis = (moment - _EPOCH) // timedelta(milliseconds=1)
+    if not MIN_DATASET_TIMESTAMP <= millis <= MAX_DATASET_TIMESTAMP + 1:
+        raise TimelineError(f"{name}={value[:40]!r} is outside years 1 to 9999: give a time in that range")
+    return millis
+
+
+def utc_text(timestamp_ms: int) -> str:
+    """``YYYY-MM-DD HH:MM UTC`` of any epoch-millisecond integer (never raises)."""
+    year, month, day = civil_date(timestamp_ms // _DAY_MS)
+    minutes = timestamp_ms % _DAY_MS // 60_000
+    return f"{year:04d}-{month:02d}-{day:02d} {minutes // 60:02d}:{minutes % 60:02d} UTC"
+
+
 def bucket_bounds(timestamp_ms: int, granularity: Granularity) -> tuple[int, int]:
-    """``[start, end)`` in epoch milliseconds of the UTC bucket holding ``timestamp_ms``."""
+    """``[start, end)`` in epoch milliseconds of the UTC bucket holding ``timestamp_ms``.
+
+    Integer arithmetic only, so any stored timestamp has a bucket (even one outside the years 1 to
+    9999 that slots accept now)."""
     if granularity == "hour":
         start = timestamp_ms - timestamp_ms % _HOUR_MS
         return start, start + _HOUR_MS
+    day = timestamp_ms // _DAY_MS
     if granularity == "day":
-        start = timestamp_ms - timestamp_ms % _DAY_MS
-        return start, start + _DAY_MS
-    moment = datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc)
-    day = datetime(moment.year, moment.month, moment.day, tzinfo=timezone.utc)
+        return day * _DAY_MS, (day + 1) * _DAY_MS
     if granularity == "week":
-        begin = day - timedelta(days=day.weekday())
-        finish = begin + timedelta(days=7)
-    elif granularity == "month":
-        begin = day.replace(day=1)
-        if begin.month == 12:
-            finish = begin.replace(year=begin.year + 1, month=1)
-        else:
-            finish = begin.replace(month=begin.month + 1)
-    else:
-        raise TimelineError(f"unknown granularity {granularity!r}: give one of {', '.join(GRANULARITIES)}")
-    return int(begin.timestamp() * 1000), int(finish.timestamp() * 1000)
+        monday = day - (day + 3) % 7  # 1970-01-01 was a Thursday
+        return monday * _DAY_MS, (monday + 7) * _DAY_MS
+    if granularity == "month":
+        year, month, _ = civil_date(day)
+        following = (year + 1, 1) if month == 12 else (year, month + 1)
+        return civil_days(year, month, 1) * _DAY_MS, civil_days(*following, 1) * _DAY_MS
+    raise TimelineError(f"unknown granularity {granularity!r}: give one of {', '.join(GRANULARITIES)}")
 
 
 def choose_granularity(timestamps: Iterable[int], min_points: int = MIN_POINTS) -> Granularity:
@@ -611,6 +670,14 @@ def compute_timeline(
     )
 
 
+def _pandas_time(pd: Any, timestamp_ms: int) -> Any:
+    """A UTC pandas timestamp, or ``NaT`` for one outside what pandas can hold (about 1677-2262)."""
+    try:
+        return pd.Timestamp(timestamp_ms, unit="ms", tz="UTC")
+    except (OverflowError, ValueError):  # pandas' OutOfBoundsDatetime is a ValueError
+        return pd.NaT
+
+
 def timeline_frame(document: Mapping[str, Any]) -> Any:
     """The timeline document as a pandas DataFrame: one row per (bucket, column), with the bucket's
     ``start``/``end`` as UTC timestamps, ``profiles``, every number series and the drift columns."""
@@ -623,8 +690,8 @@ def timeline_frame(document: Mapping[str, Any]) -> Any:
     for name, series in (document.get("columns") or {}).items():
         for index, bucket in enumerate(buckets):
             row: dict[str, Any] = {
-                "start": pd.Timestamp(bucket["start"], unit="ms", tz="UTC"),
-                "end": pd.Timestamp(bucket["end"], unit="ms", tz="UTC"),
+                "start": _pandas_time(pd, bucket["start"]),
+                "end": _pandas_time(pd, bucket["end"]),
                 "profiles": bucket["profiles"],
                 "column": name,
             }
@@ -637,8 +704,10 @@ def timeline_frame(document: Mapping[str, Any]) -> Any:
 
 
 __all__ = [
+    "DAY_MS",
     "DRIFT_CATEGORIES",
     "GRANULARITIES",
+    "HOUR_MS",
     "MIN_POINTS",
     "NUMBER_SERIES",
     "Batch",
@@ -653,6 +722,8 @@ __all__ = [
     "bucket_bounds",
     "bucket_points",
     "bucketize",
+    "civil_date",
+    "civil_days",
     "build_timeline",
     "choose_granularity",
     "column_point",
@@ -663,6 +734,8 @@ __all__ = [
     "drift_points",
     "merge_views",
     "parse_granularity",
+    "parse_time_bound",
     "severity",
     "timeline_frame",
+    "utc_text",
 ]

@@ -37,16 +37,22 @@ def fetch_timeline(
     granularity: str | None = None,
     reference: str | None = None,
     segment: str | None = None,
+    start: str | int | None = None,
+    end: str | int | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any]:
-    """The timeline document of ``session_id`` (see ``docs/timeline.md``).
+    """The timeline document of ``session_id`` (see ``docs/timeline.md``); ``start``/``end`` (epoch
+    milliseconds or ISO 8601, UTC unless an offset is given) keep the buckets overlapping that range.
 
     Raises `SongbirdApiError` on a non-2xx answer (its message carries the server's), and
     `SongbirdConnectionError` when the server cannot be reached.
     """
     settings = resolve_settings({"endpoint": endpoint, "timeout": timeout})
     base = settings.endpoint  # checked by resolve_settings
-    params = {k: v for k, v in (("granularity", granularity), ("reference", reference), ("segment", segment)) if v}
+    given: list[tuple[str, str | int | None]] = [("granularity", granularity), ("reference", reference)]
+    given += [("segment", segment)]
+    given += [("start", start), ("end", end)]
+    params = {k: str(v) for k, v in given if v is not None and v != ""}
     url = timeline_url(base, session_id)
     try:
         response = requests.get(url, params=params, timeout=(min(5.0, settings.timeout), settings.timeout))
@@ -82,11 +88,20 @@ def timeline_frame(
     granularity: str | None = None,
     reference: str | None = None,
     segment: str | None = None,
+    start: str | int | None = None,
+    end: str | int | None = None,
     timeout: float | None = None,
 ) -> Any:
     """The timeline of ``session_id`` as a pandas DataFrame, one row per (bucket, column)."""
     document = fetch_timeline(
-        session_id, endpoint=endpoint, granularity=granularity, reference=reference, segment=segment, timeout=timeout
+        session_id,
+        endpoint=endpoint,
+        granularity=granularity,
+        reference=reference,
+        segment=segment,
+        start=start,
+        end=end,
+        timeout=timeout,
     )
     return _frame(document)
 

@@ -1,4 +1,4 @@
-"""The ``songbird`` command: demo, profile, upload, session, outbox, server and serve.
+"""The ``songbird`` command: demo, profile, upload, session, outbox, server, serve and alerts.
 
 One module per command group; `whylogs_songbird.cli.reporting` holds the plumbing they share
 (the app, shared options, one-line errors and exit codes, progress, library log). Exit codes: 0
@@ -7,7 +7,7 @@ success; 1 a failed upload, an unreachable or failing server; 2 a usage error.
 
 from __future__ import annotations
 
-from whylogs_songbird.cli import check, demo, profile, server  # noqa: F401  (registers the commands)
+from whylogs_songbird.cli import alerts, check, demo, keys, profile, server  # noqa: F401  (registers the commands)
 from whylogs_songbird.cli.outbox import outbox_app
 from whylogs_songbird.cli.reporting import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageProblem, app
 from whylogs_songbird.cli.server import server_app

@@ -26,11 +26,27 @@ def check_command(
         bool, typer.Option("--all", help="Check every bucket of the timeline, not only the latest.")
     ] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", metavar="SECONDS", help="Read timeout.")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--start", metavar="TIME", help="Only buckets from this time on (epoch ms or ISO 8601, UTC)."),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--end", metavar="TIME", help="Only buckets before this time (epoch ms or ISO 8601, UTC)."),
+    ] = None,
 ) -> int:
     """Evaluate monitors on a session's timeline: exit 1 when one fails, 0 when none does, 2 on bad input."""
     from whylogs_songbird.check import render_result, run_check
 
-    result = run_check(session, monitors, endpoint=endpoint, which="all" if all_buckets else "latest", timeout=timeout)
+    result = run_check(
+        session,
+        monitors,
+        endpoint=endpoint,
+        which="all" if all_buckets else "latest",
+        timeout=timeout,
+        start=start,
+        end=end,
+    )
     console = stderr() if result.error is not None else Console(highlight=False, soft_wrap=False, width=160)
     console.print(render_result(result, session))
     if result.exit_code:

@@ -36,9 +36,10 @@ from whylogs_songbird.server.middleware import (
     NetworkEmulationMiddleware,
     RequestCounter,
 )
+from whylogs_songbird.server.notify import check_targets, mount_notifications
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.ratelimits import ClientRateLimits
-from whylogs_songbird.server.routes import local, sessions, uploads
+from whylogs_songbird.server.routes import local, organizations, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
 from whylogs_songbird.server.routes.timeline import mount_timeline
@@ -46,6 +47,7 @@ from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_health_token, load_or_create_secret
 from whylogs_songbird.server.store import Store, now_ms
 from whylogs_songbird.server.sweep import SlotSweeper
+from whylogs_songbird.server.unexpected import UNEXPECTED_MESSAGE, RepeatedErrors, UnexpectedErrorMiddleware
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -87,9 +89,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, message, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error while answering a request")
-        return error_response(500, "The local songbird server failed unexpectedly; see its log for the traceback.")
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # raised outside the routes
+        app.state.unexpected_errors.report(exc)
+        return error_response(500, UNEXPECTED_MESSAGE)
 
 
 def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
@@ -101,6 +103,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     and closed when the app shuts down.
     """
     monitors = load_monitors(config.monitors) if config.monitors else None  # a bad file fails before anything opens
+    check_targets(monitors, smtp_url=config.smtp_url)
     owns_store = store is None
     the_store = store if store is not None else Store.open(config)
 
@@ -114,9 +117,13 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         the_store.add_landed_hook(timeline.upload_landed)
         worker.start()
         sweeper.start()
+        if notifications is not None:
+            notifications.start()
         try:
             yield
         finally:
+            if notifications is not None:
+                await run_in_threadpool(notifications.stop)
             await run_in_threadpool(sweeper.stop)
             await run_in_threadpool(worker.stop)
             the_store.remove_landed_hook(timeline.upload_landed)
@@ -140,17 +147,29 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.started_at = now_ms()
     app.state.ingest = worker
     app.state.wake_ingest = worker.wake
+    app.state.unexpected_errors = RepeatedErrors(logger)
+    app.add_middleware(UnexpectedErrorMiddleware, errors=app.state.unexpected_errors)  # innermost
     app.add_middleware(BodyLimitMiddleware, config=config)
     app.add_middleware(NetworkEmulationMiddleware, config=config)
     app.add_middleware(InFlightMiddleware, counter=requests_in_flight)
-    # outermost: a request for a foreign Host name reaches nothing else; every answer gets the security headers
+    # a request for a foreign Host name reaches nothing else; every answer gets the security headers
     app.add_middleware(SecurityMiddleware, allowed=HostAllowList(config.host, config.public_url, config.allowed_hosts))
+    # and around everything: an error in a middleware is answered and logged once too
+    app.add_middleware(UnexpectedErrorMiddleware, errors=app.state.unexpected_errors)
     _add_error_handlers(app)
     app.include_router(sessions.router)
     app.include_router(uploads.router)
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
+    app.include_router(organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
+    notifications = mount_notifications(app, the_store, config, monitors, timeline)
+    try:
+        from whylogs_songbird.server.metrics import mount_metrics
+    except ImportError:  # pragma: no cover - prometheus_client comes with the server extra
+        logger.warning("/metrics is off: prometheus_client is missing (pip install 'whylogs-songbird[server]')")
+    else:
+        mount_metrics(app, the_store, config, timeline)
     app.include_router(local.router)
     return app
 

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Header, Request
 
 from whylogs_songbird.models import API_KEY_HEADER
+from whylogs_songbird.server.api_keys import lookup_stored_key
 from whylogs_songbird.server.errors import ApiError
 
 
@@ -68,11 +69,15 @@ def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias=
     if not x_api_key:
         raise ApiError(401, "This operation needs an API key; send it in the X-API-Key header.")
     owner = keys.lookup(x_api_key)
+    if owner is None:  # keys made by `songbird keys create`, kept in the store
+        stored_org = lookup_stored_key(request.app.state.store, x_api_key)
+        owner = KeyOwner(org_id=stored_org) if stored_org is not None else None
     if owner is None:
         hint = (
             ""
             if len(keys)
-            else " This server has no API keys configured: start it with --api-key-file or SONGBIRD_SERVER_API_KEYS."
+            else " This server was started with no API keys: give it --api-key-file or SONGBIRD_SERVER_API_KEYS,"
+            " or make a key with songbird keys create."
         )
         raise ApiError(401, "The API key in X-API-Key is not accepted by this server; check the key." + hint)
     return owner

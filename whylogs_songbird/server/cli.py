@@ -20,7 +20,13 @@ import typer
 
 from whylogs_songbird.help_text import TidyCommand
 from whylogs_songbird.server.common import is_loopback_host
-from whylogs_songbird.server.config import API_KEYS_ENV, DEFAULT_MAX_OPEN_SLOTS, ServerConfig
+from whylogs_songbird.server.config import (
+    API_KEYS_ENV,
+    DEFAULT_MAX_OPEN_SLOTS,
+    METRICS_TOKEN_ENV,
+    ServerConfig,
+    shared_address,
+)
 from whylogs_songbird.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 from whylogs_songbird.server.ratelimits import (
     DEFAULT_SESSION_BURST,
@@ -49,13 +55,6 @@ def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir(APP_NAME)) / "server"
-
-
-def shared_address(host: str) -> str:
-    """An address of this machine that others can use to reach ``host``: the host name for 0.0.0.0 / ::."""
-    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - only for display
-        return socket.getfqdn() or socket.gethostname() or "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -105,6 +104,9 @@ def config_from_options(
     slot_burst: int = DEFAULT_SLOT_BURST,
     max_client_connections: int | None = None,
     guest_sessions: str = "on",
+    metrics_token: str | None = None,
+    metrics_max_series: int = 10_000,
+    smtp_url: str | None = None,
 ) -> ServerConfig:
     """The :class:`ServerConfig` of the command-line options (ValueError when one is bad)."""
     return ServerConfig(
@@ -139,6 +141,9 @@ def config_from_options(
         slot_burst=slot_burst,
         max_client_connections=max_client_connections,
         guest_sessions=OnOff(guest_sessions) is OnOff.on,
+        metrics_token=metrics_token,
+        metrics_max_series=metrics_max_series,
+        smtp_url=smtp_url,
     )
 
 
@@ -428,6 +433,36 @@ def serve_command(
             rich_help_panel=_SECURITY,
         ),
     ] = OnOff.on,
+    metrics_token: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-token",
+            metavar="TOKEN",
+            help="Bearer token /metrics needs when the server is not bound to loopback (where it is open). "
+            f"Visible to other local users (ps): prefer ${METRICS_TOKEN_ENV}.",
+            rich_help_panel=_SECURITY,
+            show_default=False,
+        ),
+    ] = None,
+    metrics_max_series: Annotated[
+        int,
+        typer.Option(
+            "--metrics-max-series",
+            metavar="N",
+            min=1,
+            help="Per-column series /metrics writes at most (sessions most recently updated first).",
+        ),
+    ] = 10_000,
+    smtp_url: Annotated[
+        str | None,
+        typer.Option(
+            "--smtp-url",
+            metavar="URL",
+            help="SMTP server of the email [[notify]] targets: smtp://USER@HOST:PORT[?from=ADDRESS] (STARTTLS where "
+            "offered) or smtps://...; the password from $SONGBIRD_SMTP_PASSWORD. Default: $SONGBIRD_SMTP_URL.",
+            show_default=False,
+        ),
+    ] = None,
     no_access_log: Annotated[bool, typer.Option("--no-access-log", help="Do not log each request.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.", show_default=False)] = False,
 ) -> None:
@@ -449,9 +484,10 @@ def serve_command(
         raise typer.Exit(2) from None
     if config.monitors is not None:
         from whylogs_songbird.monitors import MonitorsError, load_monitors
+        from whylogs_songbird.server.notify import check_targets
 
         try:
-            load_monitors(config.monitors)
+            check_targets(load_monitors(config.monitors), smtp_url=config.smtp_url)
         except MonitorsError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ from whylogs_songbird.server.ratelimits import (
 
 #: Environment variable holding comma-separated API keys, read when no keys are given.
 API_KEYS_ENV = "SONGBIRD_SERVER_API_KEYS"
+#: Environment variable holding the bearer token of /metrics, read when --metrics-token is not given.
+SMTP_URL_ENV = "SONGBIRD_SMTP_URL"
+METRICS_TOKEN_ENV = "SONGBIRD_METRICS_TOKEN"  # noqa: S105 - a variable name, not a token
 
 #: A hook run before every request (after the emulated latency). Returning a response
 #: answers the request with it instead of the app: the seam for fault injection.
@@ -119,6 +123,20 @@ class ServerConfig:
     slot_sweep_seconds: float = 60.0
     #: How long after its URL expired a slot is deleted; None: the store's default (``store.py``).
     slot_sweep_grace_seconds: int | None = None
+    #: Seconds before the first retry of a notification that failed; doubles on each retry (see notify.py).
+    notify_backoff_seconds: float = 1.0
+    #: The longest wait between two retries of a notification.
+    notify_backoff_max_seconds: float = 300.0
+    #: How long a notification is retried before it is given up (``songbird alerts retry`` revives it).
+    notify_retry_seconds: float = 86_400.0
+    #: Bearer token /metrics needs when the server is not bound to loopback (None: $SONGBIRD_METRICS_TOKEN;
+    #: with neither, /metrics answers only on a loopback bind). A secret: never shown in the repr.
+    metrics_token: str | None = None
+    #: Per-column series /metrics writes at most (label cardinality cap; see server/metrics.py).
+    metrics_max_series: int = 10_000
+    #: The SMTP server of ``email`` notify targets: ``smtp://[USER@]HOST[:PORT][?from=ADDRESS]`` (STARTTLS
+    #: where offered) or ``smtps://``; None: $SONGBIRD_SMTP_URL. The password: in the URL or $SONGBIRD_SMTP_PASSWORD.
+    smtp_url: str | None = None
     #: The timeouts and connection cap above, as the connection guard takes them (derived).
     connection_limits: ConnectionLimits = field(init=False)
 
@@ -176,6 +194,23 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        for name in ("notify_backoff_seconds", "notify_backoff_max_seconds", "notify_retry_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not self.smtp_url:
+            self.smtp_url = os.environ.get(SMTP_URL_ENV) or None
+        if self.smtp_url is not None:
+            smtp = urlsplit(self.smtp_url)
+            if smtp.scheme not in ("smtp", "smtps") or not smtp.hostname:
+                raise ValueError(
+                    "smtp_url must look like smtp://USER@HOST:PORT or smtps://..., "
+                    f"got {_redacted_url(self.smtp_url)!r}"
+                )
+        if not self.metrics_token:
+            self.metrics_token = os.environ.get(METRICS_TOKEN_ENV) or None
+        if not isinstance(self.metrics_max_series, int) or self.metrics_max_series < 1:
+            raise ValueError(f"metrics_max_series must be a positive integer, got {self.metrics_max_series!r}")
         self.fault_rate = check_fault_rate(self.fault_rate)
         if self.fault_seed is not None and (isinstance(self.fault_seed, bool) or not isinstance(self.fault_seed, int)):
             raise ValueError(f"fault_seed must be an integer or None, got {self.fault_seed!r}")
@@ -234,6 +269,13 @@ def check_forwarded_allow_ips(values: list[str]) -> list[str]:
                 "10.0.0.0/8 or fd00::/8, with no host bits set in a network), nor '*'"
             ) from None
     return checked
+
+
+def shared_address(host: str) -> str:
+    """An address of this machine that others can use to reach ``host``: the host name for 0.0.0.0 / ::."""
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104 - only for display
+        return socket.getfqdn() or socket.gethostname() or "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _redacted_url(url: str | None) -> str | None:

@@ -106,6 +106,8 @@ class LocalServer:
         self._store = open_store(self.config)
         app = create_app(self.config, self._store)
         self.app = app
+        if app.state.notifier is not None and self.config.public_url is None:
+            app.state.notifier.base_url = f"http://{_LOOPBACK}:{port}"  # links name the port picked
         server = uvicorn.Server(uvicorn_config(app, self.config, access_log=False, in_process=True))
         self._server = server
         self._error = None

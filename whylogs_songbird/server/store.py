@@ -303,18 +303,57 @@ class Store:
         return self.metadata.create_session(user_id)
 
     def get_session(self, session_id: str) -> SessionRecord | None:
-        return self.metadata.get_session(session_id)
+        """The session (claimed or not), or None; a dataset's container is no session (None)."""
+        session = self.metadata.get_session(session_id)
+        return None if session is None or session.is_dataset else session
 
     def guest_session(self, session_id: str) -> SessionRecord | None:
         """The session as a request without an API key may see it: None when the id is malformed,
         unknown, or names a session claimed into an organization. Every guest route resolves its
         session here, so a claimed session is gone from all of them at once (only the keyed
-        operations, get_session and claim, still find it)."""
+        operations, get_session and claim, still find it). A dataset's container row is never a
+        guest session: its id opens nothing without the org's key."""
         session = self.metadata.get_session(session_id)  # None for a malformed id too
-        return None if session is None or session.claimed else session
+        return None if session is None or session.claimed or session.is_dataset else session
 
     def claim(self, session_id: str, org_id: str) -> SessionRecord | None:
         return self.metadata.claim(session_id, org_id)
+
+    # -- datasets of organizations (the log API) ------------------------------------------------
+
+    def dataset_container(self, org_id: str, dataset_id: str) -> SessionRecord:
+        """The row holding dataset ``dataset_id`` of ``org_id``, made on its first write. Uploads,
+        ingest, digests and the timeline key on its id as on a session's; guest routes never find it.
+        A read first: only the first write of a dataset pays a write transaction for its row."""
+        return self.metadata.find_dataset(org_id, dataset_id) or self.metadata.dataset_container(org_id, dataset_id)
+
+    def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
+        """The row holding a dataset, or None when nothing was written to it yet."""
+        return self.metadata.find_dataset(org_id, dataset_id)
+
+    def move_stored_uploads(self, from_container: str, to_container: str) -> list[str]:
+        """Move a transaction's stored profiles into its dataset (commit); their ids. Presigned PUTs
+        that landed are learned first."""
+        self.learn_landed(from_container)
+        return self.metadata.move_stored_uploads(from_container, to_container)
+
+    def delete_uploads(self, container_id: str) -> int:
+        """Delete every profile of a container, bytes and rows (an aborted transaction's); how many."""
+        self.learn_landed(container_id)
+        keys = self.metadata.delete_uploads(container_id)
+        for key in keys:
+            self.blobs.delete(key)
+        return len(keys)
+
+    def put_setting(self, container_id: str, key: str, value: str) -> None:
+        """Keep what an org says of its dataset (JSON text under ``key``: column schema, weights)."""
+        self.metadata.put_setting(container_id, key, value)
+
+    def get_setting(self, container_id: str, key: str) -> str | None:
+        return self.metadata.get_setting(container_id, key)
+
+    def list_settings(self, container_id: str, prefix: str = "") -> list[tuple[str, str]]:
+        return self.metadata.list_settings(container_id, prefix)
 
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
         return self.metadata.recent_sessions(limit)

@@ -1,18 +1,27 @@
 """The timeline of a session on the server: which stored profiles go into it, and what is stored so
 that a view does not recompute it. The computing is :mod:`whylogs_songbird.timeline` (pure); the
-HTTP layer is ``timeline_routes.py``.
+HTTP layer is ``routes/timeline.py``.
 
-What is stored (in the derived-artefact cache, per session, keyed by what each value depends on):
+What is stored (in the derived-artefact cache, per session), under the *slot* of a bucket
+``timeline/b/<format>/<granularity>/<segment>/<bucket start>/`` and the *version* of its content
+``<slot><identity of its uploads>/`` (adding or replacing a batch makes a new version):
 
-- ``timeline/points/<bucket>``: the per-column numbers of one bucket, keyed by the identity of its
-  uploads (id, sha256, size of each), so adding or replacing a batch changes the key;
-- ``timeline/drift/<bucket>/<other>``: whylogs' drift of a bucket against the reference or the
-  previous bucket, keyed by both identities;
-- ``timeline/doc/<everything>``: the whole JSON document of one (granularity, reference, segment)
-  view, keyed by all of the above and the monitors file.
+- ``<version>points``: the per-column numbers of the bucket;
+- ``<version>ref/<reference id>/<its identity>``: whylogs' drift of the bucket against a reference;
+- ``<version>prev/<previous bucket's version>``: its drift against the previous bucket;
+- ``timeline/doc/<view>/<everything>``: the whole JSON document of one (granularity, reference,
+  segment) view without a start/end range, keyed by all of the above and the monitors file; one
+  per view (storing it drops the view's document of older content).
 
 A landed batch only adds or changes its own bucket (and the drift of the next one against it):
-everything else is read back from the cache.
+everything else is read back. When a new version is stored, what it replaces is dropped (the
+older versions of its slot, the drift against an older version of the other profile), so the
+stored rows of a session stay proportional to its buckets, however often they changed.
+
+Work is bounded: a view of more than :data:`MAX_VIEW_BUCKETS` buckets or :data:`MAX_VIEW_CELLS`
+buckets × columns is refused before anything is computed, and each value is computed once however
+many requests ask for it at the same time (single flight; :attr:`TimelineService.computed` counts
+what was computed).
 """
 
 from __future__ import annotations
@@ -22,8 +31,8 @@ import functools
 import json
 import logging
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +41,7 @@ from whylogs.core import DatasetProfileView
 from whylogs_songbird.monitors import Failure, MonitorsError, MonitorsFile, evaluate
 from whylogs_songbird.server.observatory.cache import LruCache
 from whylogs_songbird.timeline import (
+    GRANULARITIES,
     Batch,
     Bucket,
     BucketPoints,
@@ -44,12 +54,22 @@ from whylogs_songbird.timeline import (
     compute_timeline,
     content_key,
     parse_granularity,
+    parse_time_bound,
 )
 
 logger = logging.getLogger("whylogs_songbird.server.timeline")
 
 #: Bumped when what is stored changes shape, so old entries are never read back.
 FORMAT = "v2"
+#: Keys of stored bucket values (see the module's docstring) start with this.
+BUCKET_PREFIX = "timeline/b/"
+#: Where older versions of the server stored bucket values: dropped when a session is next viewed.
+OLD_PREFIXES = ("timeline/points/", "timeline/drift/")
+#: The most buckets one view shows (a coarser granularity or a start/end range shows fewer).
+MAX_VIEW_BUCKETS = 1000
+#: The most buckets × columns one view shows: what a first view computes is about proportional to it.
+MAX_VIEW_CELLS = 50_000
+MiB = 1024 * 1024
 #: Keys of whole stored documents start with this.
 DOC_PREFIX = "timeline/doc/"
 #: The query of the last view of a session's timeline, refreshed in the background as batches land.
@@ -72,7 +92,8 @@ class ArtefactCache(Protocol):
 
     def put(self, session_id: str, key: str, value: bytes) -> None: ...
 
-    def drop(self, session_id: str, prefix: str) -> None: ...
+    def drop(self, session_id: str, prefix: str, keep: str | None = None) -> None:
+        """Drop the values whose key starts with ``prefix`` (but not with ``keep``, when given)."""
 
 
 class MemoryArtefacts:
@@ -102,9 +123,14 @@ class MemoryArtefacts:
                 _, dropped = self._data.popitem(last=False)
                 self._size -= len(dropped)
 
-    def drop(self, session_id: str, prefix: str) -> None:
+    def drop(self, session_id: str, prefix: str, keep: str | None = None) -> None:
         with self._lock:
-            for key in [k for k in self._data if k[0] == session_id and k[1].startswith(prefix)]:
+            dropped = [
+                k
+                for k in self._data
+                if k[0] == session_id and k[1].startswith(prefix) and (keep is None or not k[1].startswith(keep))
+            ]
+            for key in dropped:
                 self._size -= len(self._data.pop(key))
 
 
@@ -127,9 +153,40 @@ class StoredProfile:
 
 @dataclass
 class TimelineQuery:
+    """A view as asked for: every value as given (checked by :meth:`TimelineService.resolve`)."""
+
     granularity: str | None = None
     reference: str | None = None
     segment: str | None = None
+    #: the view shows the buckets overlapping [start, end): epoch ms or ISO 8601 (UTC by default)
+    start: str | None = None
+    end: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedView:
+    """A checked `TimelineQuery`, with the stored profiles it covers."""
+
+    granularity: Granularity
+    batches: list[StoredProfile]
+    references: list[StoredProfile]
+    reference: StoredProfile | None
+    segment: str | None
+    #: every segment of the session's batches
+    segments: list[str]
+    start: int | None = None
+    end: int | None = None
+    #: profiles left out as an ingest worker still holds them (see ``TimelineService.document_bytes``)
+    pending: tuple[str, ...] = ()
+
+
+def _memo_size(points: BucketPoints) -> int:
+    """About what one bucket's parsed points take in memory."""
+    return 256 + 400 * (len(points.columns) + len(points.drift or ()) + len(points.previous_drift or ()))
+
+
+def _names_size(names: tuple[str, ...]) -> int:
+    return 64 + sum(56 + len(n) for n in names)
 
 
 def _dumps(value: Any) -> bytes:
@@ -139,7 +196,9 @@ def _dumps(value: Any) -> bytes:
 class TimelineService:
     """Builds timeline documents from a session's stored profiles, storing what it computes.
 
-    ``list_profiles(session_id)`` gives the stored uploads; ``load(profile)`` deserializes one.
+    ``list_profiles(session_id)`` gives the stored uploads; ``load(profile)`` deserializes one;
+    ``column_names(profile)`` gives its column names (by default from ``load``), which the cap on
+    buckets × columns counts before anything is computed.
     """
 
     def __init__(
@@ -149,11 +208,16 @@ class TimelineService:
         cache: ArtefactCache,
         monitors: MonitorsFile | None = None,
         *,
-        memo_entries: int = 1024,
+        column_names: Callable[[StoredProfile], Iterable[str]] | None = None,
+        max_buckets: int = MAX_VIEW_BUCKETS,
+        max_cells: int = MAX_VIEW_CELLS,
+        memo_bytes: int = 32 * MiB,
+        doc_bytes: int = 32 * MiB,
         state: Callable[[StoredProfile, bool], str] | None = None,
     ) -> None:
         self.list_profiles = list_profiles
         self.load = load
+        self.column_names = column_names or (lambda profile: list(self.load(profile).get_columns()))
         #: ``state(profile, patient)`` of a profile listed as pending: "ready", "pending" (an
         #: ingest worker, maybe another host's, still holds it) or "invalid"; ``patient``: for
         #: background work, which may wait for that worker. None: every profile is taken as ready
@@ -161,11 +225,21 @@ class TimelineService:
         self.cache = cache
         self.monitors = monitors
         self.monitors_key = content_key([monitors.model_dump_json()]) if monitors is not None else "none"
+        self.max_buckets = max_buckets
+        self.max_cells = max_cells
         self._lock = threading.Lock()
-        #: parsed bucket points, so a refresh after a new batch only parses the new bucket
-        self._memo = LruCache(max_entries=memo_entries)
-        #: (session id, doc key) of documents being built, so concurrent views wait for one build
-        self._building: dict[tuple[str, str], threading.Event] = {}
+        #: parsed bucket points and drift, so a refresh after a new batch only reads the new bucket
+        self._memo = LruCache(max_bytes=memo_bytes, size_of=_memo_size)
+        #: single flight of each stored value (kept by nothing: memo keeps the parsed points)
+        self._inflight = LruCache(max_entries=0)
+        #: column names of stored profiles, by identity (for the cap on cells)
+        self._names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
+        #: built documents: parallel requests for one view wait for one build
+        self._docs = LruCache(max_bytes=doc_bytes, size_of=len)
+        #: sessions whose values stored by older versions of the server were dropped (this process)
+        self._current_format: set[str] = set()
+        #: what was computed (not read back), by kind: "points" and "drift" of one bucket each
+        self.computed: Counter[str] = Counter()
         #: sessions with a batch landed and monitors not yet evaluated, in arrival order
         self._pending: OrderedDict[str, None] = OrderedDict()
         self._wake = threading.Condition(self._lock)
@@ -174,19 +248,26 @@ class TimelineService:
         self._busy = False
         #: the failures found on the latest bucket of each session when its last batch landed
         self.latest_failures: dict[str, list[Failure]] = {}
+        #: called with (session id, timeline document) after each evaluation of the monitors
+        #: (in the background thread; the notifier queues notifications there)
+        self.evaluated: list[Callable[[str, dict[str, Any]], object]] = []
 
     # -- inputs --
 
-    def resolve(
-        self, session_id: str, query: TimelineQuery
-    ) -> tuple[Granularity, list[StoredProfile], list[StoredProfile], StoredProfile | None, str | None]:
+    def resolve(self, session_id: str, query: TimelineQuery) -> ResolvedView:
+        """What ``query`` asks for, checked: a 400/404 `TimelineRequestError` says what to give."""
         profiles = list(self.list_profiles(session_id))
         batches = [p for p in profiles if p.kind == "batch" and p.dataset_timestamp is not None]
         references = [p for p in profiles if p.kind == "reference"]
         try:
             granularity = parse_granularity(query.granularity)
+            start = parse_time_bound(query.start, "start")
+            end = parse_time_bound(query.end, "end")
         except TimelineError as exc:
             raise TimelineRequestError(400, str(exc)) from None
+        if start is not None and end is not None and start >= end:
+            given = f"start ({(query.start or '')[:40]}) is not before end ({(query.end or '')[:40]})"
+            raise TimelineRequestError(400, f"{given}: give a start before the end")
         segments = sorted({p.segment for p in batches if p.segment})
         segment = query.segment or None
         if segment is not None and segment not in segments:
@@ -199,8 +280,14 @@ class TimelineService:
         if segment is not None:
             batches = [b for b in batches if b.segment == segment]
         if granularity is None:
-            granularity = choose_granularity(b.dataset_timestamp for b in batches if b.dataset_timestamp is not None)
-        return granularity, batches, references, reference, segment
+            granularity = choose_granularity(
+                b.dataset_timestamp
+                for b in batches
+                if b.dataset_timestamp is not None
+                and (start is None or b.dataset_timestamp >= start)
+                and (end is None or b.dataset_timestamp < end)
+            )
+        return ResolvedView(granularity, batches, references, reference, segment, segments, start, end)
 
     @staticmethod
     def _pick_reference(
@@ -239,62 +326,135 @@ class TimelineService:
         """The timeline document as JSON bytes, read back from the cache when nothing changed.
 
         ``watched``: a person asked (a page or API view): this query is then kept up to date in the
-        background as batches land (see :meth:`batch_stored`). Profiles not summarised yet that an
-        ingest worker holds are left out and listed under ``pending`` (a request waits only for
-        this process's worker and for young claims, never out another host's lease; ``background``
-        work waits up to two minutes for any worker); such a document is not stored."""
-        granularity, batches, references, reference, segment = self.resolve(session_id, query)
-        unready = self._unready([*batches, *([reference] if reference else [])], background)
+        background as batches land (see :meth:`batch_stored`). A view larger than the caps
+        (:data:`MAX_VIEW_BUCKETS`, :data:`MAX_VIEW_CELLS`) is refused with a 400 that says how to
+        narrow it, before anything is computed. Profiles not summarised yet that an ingest worker
+        holds are left out and listed under ``pending`` (a request waits only for this process's
+        worker and for young claims, never out another host's lease; ``background`` work waits up
+        to two minutes for any worker); such a document is not stored."""
+        view = self.resolve(session_id, query)
+        unready = self._unready([*view.batches, *([view.reference] if view.reference else [])], background)
         if unready:
-            batches = [b for b in batches if b.id not in unready]
-            if reference is not None and reference.id in unready:
-                reference = None
-            stamped = [
-                Batch(key=b.identity, timestamp=b.dataset_timestamp, segment=b.segment)
-                for b in batches
-                if b.dataset_timestamp is not None
-            ]
-            extra = {"pending": sorted(k for k, v in unready.items() if v == "pending")}
-            return self._build(
-                session_id, granularity, bucketize(stamped, granularity), batches, references, reference, segment, extra
+            view = dataclasses.replace(
+                view,
+                batches=[b for b in view.batches if b.id not in unready],
+                reference=None if view.reference is not None and view.reference.id in unready else view.reference,
+                pending=tuple(sorted(k for k, v in unready.items() if v == "pending")),
             )
         if watched:
             remembered = _dumps(dataclasses.asdict(query))
             if self.cache.get(session_id, WATCHED_KEY) != remembered:
                 self.cache.put(session_id, WATCHED_KEY, remembered)
+        self._forget_old_format(session_id)
         stamped = [
             Batch(key=b.identity, timestamp=b.dataset_timestamp, segment=b.segment)
-            for b in batches
+            for b in view.batches
             if b.dataset_timestamp is not None
         ]
-        buckets = bucketize(stamped, granularity)
-        parts = [FORMAT, granularity, segment or "", reference.identity if reference else "", self.monitors_key]
-        parts += [f"{r.id}:{r.alias}" for r in references]
-        doc_key = DOC_PREFIX + content_key([*parts, *(f"{b.start}:{b.key}" for b in buckets)])
-        cached = self.cache.get(session_id, doc_key)
-        if cached is not None:
-            return cached
-        with self._lock:
-            event = self._building.get((session_id, doc_key))
-            owner = event is None
-            if owner:
-                event = threading.Event()
-                self._building[(session_id, doc_key)] = event
-        assert event is not None
-        if not owner:
-            event.wait(timeout=600)
-            cached = self.cache.get(session_id, doc_key)
-            if cached is not None:
-                return cached
-        try:
-            data = self._build(session_id, granularity, buckets, batches, references, reference, segment)
-            self.cache.put(session_id, doc_key, data)
+        every = bucketize(stamped, view.granularity)
+        shown = [
+            i
+            for i, bucket in enumerate(every)
+            if (view.start is None or bucket.end > view.start) and (view.end is None or bucket.start < view.end)
+        ]
+        buckets = every[shown[0] : shown[-1] + 1] if shown else []
+        if len(buckets) > self.max_buckets:
+            raise self._too_big(view, f"{len(buckets):,} buckets", f"{self.max_buckets:,} buckets")
+        ranged = view.start is not None or view.end is not None or bool(view.pending)  # not stored either
+        reference = view.reference
+        parts = [FORMAT, view.granularity, view.segment or "", reference.identity if reference else ""]
+        parts += [self.monitors_key, f"range:{view.start}:{view.end}", *(f"segment:{s}" for s in view.segments)]
+        parts += [f"{r.id}:{r.alias}" for r in view.references]
+        # one stored document per view: storing it drops the view's documents of older content
+        view_key = (
+            DOC_PREFIX
+            + content_key([FORMAT, view.granularity, view.segment or "", reference.id if reference else ""])
+            + "/"
+        )
+        doc_key = view_key + content_key([*parts, *(f"{b.start}:{b.key}" for b in buckets)])
+
+        def build() -> bytes:
+            # a ranged view is not stored: there are as many as there are ranges (its parts are)
+            stored = None if ranged else self.cache.get(session_id, doc_key)
+            if stored is not None:
+                return stored
+            by_identity = {b.identity: b for b in view.batches}
+            self._check_cells(view, buckets, by_identity)
+            data = self._build(session_id, view, buckets, by_identity)
+            if not ranged:
+                self.cache.drop(session_id, view_key, doc_key)
+                self.cache.put(session_id, doc_key, data)
             return data
-        finally:
-            if owner:
-                with self._lock:
-                    self._building.pop((session_id, doc_key), None)
-                event.set()
+
+        # single flight: parallel requests for one view wait for one build
+        data: bytes = self._docs.get_or_compute((session_id, doc_key), build)
+        return data
+
+    def _too_big(self, view: ResolvedView, size: str, cap: str) -> TimelineRequestError:
+        coarser = GRANULARITIES[GRANULARITIES.index(view.granularity) + 1 :]
+        hint = f"a coarser granularity ({', '.join(coarser)}) or " if coarser else ""
+        return TimelineRequestError(
+            400,
+            f"this {view.granularity} view has {size}; a timeline view shows at most {cap}: "
+            f"ask for {hint}a shorter start/end range (e.g. start=2024-01-01&end=2024-02-01)",
+        )
+
+    def _check_cells(
+        self, view: ResolvedView, buckets: Sequence[Bucket], by_identity: Mapping[str, StoredProfile]
+    ) -> None:
+        """Refuse a view of more than :attr:`max_cells` buckets × columns (from the stored column
+        names of its batches, read until the cap is passed)."""
+        if not buckets:
+            return
+        names: set[str] = set()
+        for bucket in buckets:
+            for batch in bucket.batches:
+                names.update(self._column_names(by_identity[batch.key]))
+                if len(buckets) * len(names) > self.max_cells:
+                    raise self._too_big(
+                        view,
+                        f"{len(buckets):,} buckets × {len(names):,}+ columns",
+                        f"{self.max_cells:,} cells (buckets × columns)",
+                    )
+
+    def _column_names(self, profile: StoredProfile) -> tuple[str, ...]:
+        found: tuple[str, ...] = self._names.get_or_compute(
+            (profile.identity,), lambda: tuple(self.column_names(profile))
+        )
+        return found
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.computed[what] += 1
+
+    def _forget_old_format(self, session_id: str) -> None:
+        """Drop what an older version of the server stored for ``session_id`` under other keys."""
+        with self._lock:
+            if session_id in self._current_format:
+                return
+            if len(self._current_format) > 100_000:
+                self._current_format.clear()
+            self._current_format.add(session_id)
+        for prefix in OLD_PREFIXES:
+            self.cache.drop(session_id, prefix)
+
+    def _stored(
+        self, session_id: str, key: str, compute: Callable[[], Any], what: str, drop: tuple[str, str | None]
+    ) -> Any:
+        """The value stored under ``key``, or computed, stored, and what it replaces dropped: the
+        stored values under ``drop[0]`` (except under ``drop[1]``), older versions of this one."""
+        stored = self.cache.get(session_id, key)
+        if stored is not None:
+            try:
+                return json.loads(stored)
+            except ValueError:  # not what this server stores: computed again, and replaced
+                logger.warning("timeline: a stored value of session %s cannot be read; computing it again", session_id)
+        value = compute()
+        self._count(what)
+        prefix, keep = drop
+        self.cache.drop(session_id, prefix, keep)
+        self.cache.put(session_id, key, _dumps(value))
+        return value
 
     def _unready(self, profiles: Sequence[StoredProfile], background: bool) -> dict[str, str]:
         """Id -> state of the profiles listed as pending that are still not ready (see :attr:`state`)."""
@@ -306,27 +466,57 @@ class TimelineService:
     def _build(
         self,
         session_id: str,
-        granularity: Granularity,
+        view: ResolvedView,
         buckets: Sequence[Bucket],
-        batches: Sequence[StoredProfile],
-        references: Sequence[StoredProfile],
-        reference: StoredProfile | None,
-        segment: str | None,
-        more: dict[str, Any] | None = None,
+        by_identity: Mapping[str, StoredProfile],
     ) -> bytes:
-        by_identity = {b.identity: b for b in batches}
-        segments = sorted({b.segment for b in self.list_profiles(session_id) if b.kind == "batch" and b.segment})
+        """The document of ``buckets`` by :func:`compute_timeline`, whose hooks keep what it computes:
+        each bucket's points, drift against the reference and drift against the previous bucket are
+        read back (memory, then the store) or computed once, however many requests ask for them at
+        the same time (single flight per value, so views with other references share the rest)."""
+        reference = view.reference
+        segment_key = content_key([view.segment or ""])[:16]
+        starts = {bucket.key: bucket.start for bucket in buckets}
+        reference_key = reference.identity if reference else ""
+        reference_dir = f"ref/{content_key([reference.id])[:16]}/" if reference else ""
+
+        def stored_key(key: str) -> tuple[str, str, tuple[str, str | None]]:
+            """Where a value of compute_timeline (``points/<bucket>``, ``drift/<bucket>/<other>``) is
+            stored, what it is, and the stored values it replaces (see the module's docstring)."""
+            kind, _, rest = key.partition("/")
+            bucket_key, _, other = rest.partition("/")
+            slot = f"{BUCKET_PREFIX}{FORMAT}/{view.granularity}/{segment_key}/{starts[bucket_key]}/"
+            version = f"{slot}{bucket_key}/"
+            if kind == "points":  # a new version of the bucket: the stored values of older ones go
+                return f"{version}points", "points", (slot, version)
+            if reference is not None and other == reference_key:  # and of older versions of the other side
+                return f"{version}{reference_dir}{content_key([other])}", "drift", (f"{version}{reference_dir}", None)
+            return f"{version}prev/{other}", "drift", (f"{version}prev/", None)
+
+        def cached(key: str, compute: Callable[[], Any]) -> Any:
+            where, what, replaced = stored_key(key)
+            return self._inflight.get_or_compute(
+                (session_id, where), lambda: self._stored(session_id, where, compute, what, replaced)
+            )
+
+        def memo(key: tuple[str, str, str], compute: Callable[[], BucketPoints]) -> BucketPoints:
+            # parsed; by granularity too: buckets of one content at two granularities differ in start and end
+            found: BucketPoints = self._memo.get_or_compute((session_id, view.granularity, *key), compute)
+            return found
+
         extra: dict[str, Any] = {
             "session_id": session_id,
             "references": [
                 {"id": r.id, "alias": r.alias, "timestamp": r.dataset_timestamp}
-                for r in sorted(references, key=lambda r: (r.stored_at, r.id), reverse=True)
+                for r in sorted(view.references, key=lambda r: (r.stored_at, r.id), reverse=True)
             ],
-            "segments": segments,
+            "segments": view.segments,
+            "start": view.start,
+            "end": view.end,
+            **({"pending": list(view.pending)} if view.pending else {}),
             "batch_timestamps": [
                 sorted({by_identity[b.key].dataset_timestamp or 0 for b in k.batches}) for k in buckets
             ],
-            **(more or {}),
         }
         info = (
             ReferenceInfo(id=reference.id, alias=reference.alias, timestamp=reference.dataset_timestamp)
@@ -337,35 +527,19 @@ class TimelineService:
             batches=[batch for bucket in buckets for batch in bucket.batches],
             load=lambda batch: self.load(by_identity[batch.key]),
             reference=None if reference is None else functools.partial(self.load, reference),
-            reference_key=reference.identity if reference else "",
+            reference_key=reference_key,
             reference_info=info,
-            granularity=granularity,
-            segment=segment,
+            granularity=view.granularity,
+            segment=view.segment,
             extra=extra,
         )
-
-        def cached(key: str, compute: Callable[[], Any]) -> Any:
-            kind, _, rest = key.partition("/")  # "points/<bucket>" is kept as "timeline/points/<FORMAT>/<bucket>"
-            return self._cached(session_id, f"timeline/{kind}/{FORMAT}/{rest}", compute)
-
-        def memo(key: tuple[str, str, str], compute: Callable[[], BucketPoints]) -> BucketPoints:
-            return self._memo.get_or_compute((session_id, *key), compute)  # kept parsed, by all it depends on
-
         document = compute_timeline(inputs, cached=cached, memo=memo)
         document["alerts"] = [f.to_json() for f in self.alerts(document)]
         return _dumps(document)
 
-    def _cached(self, session_id: str, key: str, compute: Callable[[], Any]) -> Any:
-        stored = self.cache.get(session_id, key)
-        if stored is not None:
-            return json.loads(stored)
-        value = compute()
-        self.cache.put(session_id, key, _dumps(value))
-        return value
-
     def alerts(self, document: dict[str, Any]) -> list[Failure]:
         """Failures of the server's monitors on every bucket of ``document`` (none without monitors)."""
-        if self.monitors is None:
+        if self.monitors is None or not self.monitors.applies_to_session(document.get("session_id")):
             return []
         try:
             return evaluate(self.monitors, document, which="all")
@@ -441,7 +615,7 @@ class TimelineService:
                 self.document_bytes(session_id, TimelineQuery(**json.loads(watched)), background=True)
             except TimelineRequestError as exc:
                 logger.info("timeline: the last view of session %s cannot be refreshed: %s", session_id, exc.message)
-        if self.monitors is None:
+        if self.monitors is None or not self.monitors.applies_to_session(session_id):
             return []
         query = TimelineQuery(
             granularity=self.monitors.granularity if self.monitors else None,
@@ -455,6 +629,11 @@ class TimelineService:
         if self.monitors is None or not document["buckets"]:
             return []
         latest = document["buckets"][-1]["start"]
+        for listener in self.evaluated:
+            try:
+                listener(session_id, document)
+            except Exception:
+                logger.exception("timeline: a listener of the monitors of session %s failed", session_id)
         logger.info(
             "monitors evaluated: session %s, bucket from %d: %d failure(s)",
             session_id,
@@ -486,8 +665,11 @@ class TimelineService:
 
 
 __all__ = [
+    "MAX_VIEW_BUCKETS",
+    "MAX_VIEW_CELLS",
     "ArtefactCache",
     "MemoryArtefacts",
+    "ResolvedView",
     "StoredProfile",
     "TimelineQuery",
     "TimelineRequestError",

@@ -34,6 +34,7 @@ from whylogs_songbird.server.observatory.selection import (
 )
 from whylogs_songbird.server.store import Store, is_valid_id, parse_timestamp_selector
 from whylogs_songbird.server.summaries import SummaryError
+from whylogs_songbird.server.unexpected import RepeatedErrors
 
 logger = logging.getLogger("whylogs_songbird.server.observatory")
 
@@ -62,6 +63,7 @@ def observatory_router(
     listed when nobody but this machine can reach the server."""
     router = APIRouter(include_in_schema=False)
     env = make_environment()
+    failures = RepeatedErrors(logger)  # a page failing on every request logs one traceback
     for name in env.list_templates(extensions=["html"]):
         env.get_template(name)  # compiled at start, not by the first page (a cold profiles page paid ~100 ms)
     profiles_cache = cache if cache is not None else ProfileCache(store)
@@ -89,8 +91,8 @@ def observatory_router(
             return build()
         except PageError as error:
             return error_page(error)
-        except Exception:
-            logger.exception("observatory: rendering %s failed", what)
+        except Exception as exc:
+            failures.report(exc, f"rendering {what}")
             return error_page(
                 PageError(
                     500,

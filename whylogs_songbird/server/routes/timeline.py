@@ -1,7 +1,7 @@
 """The timeline routes, a thin layer over :mod:`whylogs_songbird.server.timeline_service`:
 
-- ``GET /api/v1/sessions/{session_id}/timeline?granularity=day&reference=ID|ALIAS&segment=k=v,...`` —
-  the timeline document as JSON (see ``docs/timeline.md``); errors answer ``{"message": ...}``;
+- ``GET /api/v1/sessions/{session_id}/timeline?granularity=day&reference=ID|ALIAS&segment=k=v,...``
+  ``&start=…&end=…`` — the timeline document as JSON (see ``docs/timeline.md``); errors answer ``{"message": ...}``;
 - ``GET /sessions/{session_id}/timeline`` (same parameters) — the page: a heatmap of drift by column
   and bucket, whose cells open the comparison of the reference and that bucket, and series charts
   drawn by ``static/timeline.js`` from the JSON above.
@@ -11,11 +11,13 @@ Both answer a ``Server-Timing`` header with the time spent building them.
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import hashlib
 import json
 import logging
+import sys
 import time
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
 
@@ -40,12 +42,19 @@ from whylogs_songbird.server.timeline_service import (
     TimelineRequestError,
     TimelineService,
 )
-from whylogs_songbird.timeline import GRANULARITIES, severity
+from whylogs_songbird.timeline import DAY_MS, GRANULARITIES, HOUR_MS, civil_date, severity
 
 logger = logging.getLogger("whylogs_songbird.server.timeline")
 
+#: Memory for rendered timeline pages (a page larger than this is rendered each time, not kept).
+PAGE_CACHE_BYTES = 32 * 1024 * 1024
 #: Heatmap cell classes: DRIFT, POSSIBLE_DRIFT, NO_DRIFT, nothing to compare, column absent.
 _CELL = {"DRIFT": "hD", "POSSIBLE_DRIFT": "hP", "NO_DRIFT": "hN"}
+
+
+def page_cache(max_bytes: int | None = None) -> LruCache:
+    """A cache of rendered timeline pages bounded by their bytes in memory (:data:`PAGE_CACHE_BYTES`)."""
+    return LruCache(max_bytes=PAGE_CACHE_BYTES if max_bytes is None else max_bytes, size_of=sys.getsizeof)
 
 
 def _stored(upload: UploadRecord) -> StoredProfile:
@@ -75,8 +84,8 @@ class StoreArtefacts:
     def put(self, session_id: str, key: str, value: bytes) -> None:
         self.metadata.put_derived(session_id, key, value)
 
-    def drop(self, session_id: str, prefix: str) -> None:
-        self.metadata.drop_derived(session_id, prefix)
+    def drop(self, session_id: str, prefix: str, keep: str | None = None) -> None:
+        self.metadata.drop_derived(session_id, prefix, keep)
 
 
 def make_service(
@@ -101,20 +110,32 @@ def make_service(
     def state(profile: StoredProfile, patient: bool) -> str:
         return profiles.state(profile.record, patient=patient) if profiles is not None else "ready"
 
-    artefacts = cache if cache is not None else StoreArtefacts(store)
-    return TimelineService(list_profiles, load, artefacts, monitors, state=state)
+    def column_names(profile: StoredProfile) -> list[str]:
+        if profiles is not None:  # from the stored digest: no column is rebuilt
+            return list(profiles.upload_digest(profile.record))
+        return list(load(profile).get_columns())
+
+    artefacts: ArtefactCache = cache if cache is not None else StoreArtefacts(store)
+    return TimelineService(list_profiles, load, artefacts, monitors, column_names=column_names, state=state)
 
 
 def _label(start: int, granularity: str) -> tuple[str, str]:
-    """(short label, full title) of a bucket starting at ``start``."""
-    moment = datetime.fromtimestamp(start / 1000, tz=timezone.utc)
+    """(short label, full title) of a bucket starting at ``start``: any stored timestamp has one
+    (integer calendar arithmetic, as for the buckets themselves)."""
+    year, month, day = civil_date(start // DAY_MS)
+    hour = start % DAY_MS // HOUR_MS
+    date = f"{year:04d}-{month:02d}-{day:02d}"
     if granularity == "hour":
-        return moment.strftime("%m-%d %Hh"), moment.strftime("%Y-%m-%d %H:00 UTC")
+        return f"{month:02d}-{day:02d} {hour:02d}h", f"{date} {hour:02d}:00 UTC"
     if granularity == "day":
-        return moment.strftime("%m-%d"), moment.strftime("%Y-%m-%d (UTC)")
+        return f"{month:02d}-{day:02d}", f"{date} (UTC)"
     if granularity == "week":
-        return moment.strftime("W%V %m-%d"), moment.strftime("week %G-W%V from %Y-%m-%d (UTC)")
-    return moment.strftime("%Y-%m"), moment.strftime("%B %Y (UTC)")
+        try:
+            iso_year, week, _ = dt.date(year, month, day).isocalendar()
+        except ValueError:  # a year outside 1..9999: no ISO week number
+            return f"{month:02d}-{day:02d}", f"week from {date} (UTC)"
+        return f"W{week:02d} {month:02d}-{day:02d}", f"week {iso_year}-W{week:02d} from {date} (UTC)"
+    return f"{year:04d}-{month:02d}", f"{calendar.month_name[month]} {year} (UTC)"
 
 
 def _format_p(value: float | None) -> str:
@@ -178,10 +199,14 @@ def timeline_router(
     *,
     public_url: str | None = None,
     env: Environment | None = None,
+    pages: LruCache | None = None,
 ) -> APIRouter:
+    """The routes; ``pages`` caches rendered pages by the document they show (by default a cache of
+    :data:`PAGE_CACHE_BYTES`: bounded by bytes, as one page of long labels can take megabytes)."""
     router = APIRouter()
     environment = env if env is not None else make_environment()
-    pages = LruCache(16)  # rendered pages, by the document they show (pages are cheap to rebuild)
+    if pages is None:
+        pages = page_cache()
 
     def base_url(request: Request) -> str:
         return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
@@ -192,8 +217,16 @@ def timeline_router(
         if store.guest_session(session_id) is None:  # unknown and claimed read alike (see Store.guest_session)
             raise TimelineRequestError(404, f"{session_gone(session_id)}; a claimed session has no timeline here")
 
-    def query_of(granularity: str | None, reference: str | None, segment: str | None) -> TimelineQuery:
-        return TimelineQuery(granularity=granularity or None, reference=reference or None, segment=segment or None)
+    def query_of(
+        granularity: str | None, reference: str | None, segment: str | None, start: str | None, end: str | None
+    ) -> TimelineQuery:
+        return TimelineQuery(
+            granularity=granularity or None,
+            reference=reference or None,
+            segment=segment or None,
+            start=start or None,
+            end=end or None,
+        )
 
     @router.get(
         TIMELINE_PATH,
@@ -201,12 +234,18 @@ def timeline_router(
         tags=["timeline"],
     )
     def timeline_json(
-        session_id: str, granularity: str | None = None, reference: str | None = None, segment: str | None = None
+        session_id: str,
+        granularity: str | None = None,
+        reference: str | None = None,
+        segment: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
     ) -> Response:
         started = time.perf_counter()
         try:
             check_session(session_id)
-            data = service.document_bytes(session_id, query_of(granularity, reference, segment), watched=True)
+            query = query_of(granularity, reference, segment, start, end)
+            data = service.document_bytes(session_id, query, watched=True)
         except TimelineRequestError as exc:
             raise ApiError(exc.status, exc.message[:1].upper() + exc.message[1:] + ".") from None
         except SummaryError as exc:
@@ -221,13 +260,21 @@ def timeline_router(
         granularity: str | None = None,
         reference: str | None = None,
         segment: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
     ) -> HTMLResponse:
         started = time.perf_counter()
-        query = query_of(granularity, reference, segment)
+        query = query_of(granularity, reference, segment, start, end)
         try:
             check_session(session_id)
             data = service.document_bytes(session_id, query, watched=True)
-            given = (("granularity", granularity), ("reference", reference), ("segment", segment))
+            given = (
+                ("granularity", granularity),
+                ("reference", reference),
+                ("segment", segment),
+                ("start", start),
+                ("end", end),
+            )
             params = [(k, v) for k, v in given if v]
             api_url = TIMELINE_PATH.format(session_id=session_id) + (f"?{urlencode(params)}" if params else "")
             base = base_url(request)
@@ -235,7 +282,12 @@ def timeline_router(
             def render() -> str:
                 view = page_view(json.loads(data), base)
                 return environment.get_template("timeline.html").render(
-                    session_id=session_id, view=view, granularities=GRANULARITIES, api_url=api_url
+                    session_id=session_id,
+                    view=view,
+                    granularities=GRANULARITIES,
+                    api_url=api_url,
+                    start=start or "",
+                    end=end or "",
                 )
 
             html = pages.get_or_compute((hashlib.sha256(data).digest(), base, api_url), render)
@@ -272,9 +324,11 @@ def mount_timeline(
     """Add the timeline routes to ``app``; the service is ``app.state.timeline``."""
     profiles: ProfileCache | None = getattr(app.state, "observatory_cache", None)
     service = make_service(store, profiles=profiles, cache=cache, monitors=monitors)
-    app.include_router(timeline_router(store, service, public_url=public_url))
+
+    app.state.timeline_pages = page_cache()
+    app.include_router(timeline_router(store, service, public_url=public_url, pages=app.state.timeline_pages))
     app.state.timeline = service
     return service
 
 
-__all__ = ["make_service", "mount_timeline", "page_view", "timeline_router"]
+__all__ = ["PAGE_CACHE_BYTES", "make_service", "mount_timeline", "page_cache", "page_view", "timeline_router"]

@@ -10,6 +10,15 @@
     return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   }
 
+  /* Text from the profiles shown as plain text (the pages' |plain filter): every control or
+     direction character as a visible <U+XXXX>, the whole isolated (first strong isolate). */
+  var CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ufeff]/g;
+  function visibleText(text) {
+    return "\u2068" + String(text).replace(CONTROL, function (c) {
+      return "<U+" + ("000" + c.charCodeAt(0).toString(16).toUpperCase()).slice(-4) + ">";
+    }) + "\u2069";
+  }
+
   /* -- heatmap: a cell opens the comparison of the reference and its bucket ------------------- */
 
   function setUpHeatmap(table) {
@@ -124,7 +133,7 @@
       el.textContent = "";
       if (!window.Plotly) { note(el, "plotly.js did not load: charts are unavailable."); return; }
       if (kind === "band") {
-        if (!hasValues(series.mean)) { note(el, "No distribution: " + name + " is not numeric."); return; }
+        if (!hasValues(series.mean)) { note(el, "No distribution: " + visibleText(name) + " is not numeric."); return; }
         window.Plotly.newPlot(el, [
           { x: x, y: series.p95, type: "scatter", mode: "lines", line: { width: 0 }, name: "p95", showlegend: false },
           { x: x, y: series.p5, type: "scatter", mode: "lines", line: { width: 0 }, fill: "tonexty",
@@ -146,7 +155,7 @@
         }), config);
       } else if (kind === "drift") {
         if (!hasValues(series.drift_p_value) && !hasValues(series.previous_drift_p_value)) {
-          note(el, "Nothing to compare: no reference, or whylogs cannot score " + name + ".");
+          note(el, "Nothing to compare: no reference, or whylogs cannot score " + visibleText(name) + ".");
           return;
         }
         var colors = series.drift_category.map(function (c) { return CATEGORY_COLORS[c] || "#9aa3b5"; });
@@ -169,10 +178,10 @@
             line: { color: "#1d2433" }, marker: { size: 4 } });
         }
         Object.keys(series.top_items || {}).forEach(function (value) {
-          traces.push({ x: x, y: series.top_items[value], type: "scatter", mode: "lines", name: escapeText(value),
+          traces.push({ x: x, y: series.top_items[value], type: "scatter", mode: "lines", name: escapeText(visibleText(value)),
             yaxis: "y2" });
         });
-        if (!traces.length) { note(el, "No distinct count or frequent items for " + name + "."); return; }
+        if (!traces.length) { note(el, "No distinct count or frequent items for " + visibleText(name) + "."); return; }
         window.Plotly.newPlot(el, traces, layout({
           yaxis: { title: { text: "distinct", standoff: 4 }, gridcolor: "#e6e9ef", rangemode: "tozero" },
           yaxis2: { title: { text: "share of values", standoff: 4 }, overlaying: "y", side: "right",

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
 
 UploadKind = Literal["batch", "reference"]
 #: ``pending``: stored, not summarised yet; ``ready``: summary stored; ``invalid``: the full check failed.
@@ -122,7 +122,12 @@ def profile_key(session_id: str, upload_id: str) -> str:
 
 @dataclass(frozen=True)
 class SessionRecord:
-    """One guest session. ``org_id`` is ``"guest"`` until the session is claimed."""
+    """One guest session. ``org_id`` is ``"guest"`` until the session is claimed.
+
+    A row with a ``dataset_id`` is not a session but the container of an organization's dataset
+    (``org_id`` / ``dataset_id``, written through the log API with an API key): the per-session
+    machinery (uploads, ingest, digests, timeline) keys on its id, and no guest route ever finds
+    it (see ``Store.guest_session``)."""
 
     id: str
     user_id: str
@@ -130,10 +135,16 @@ class SessionRecord:
     created_at: int
     claimed_at: int | None = None
     claimed_org: str | None = None
+    dataset_id: str | None = None
 
     @property
     def claimed(self) -> bool:
         return self.claimed_at is not None
+
+    @property
+    def is_dataset(self) -> bool:
+        """Whether this row holds an organization's dataset, not a guest session."""
+        return self.dataset_id is not None
 
 
 @dataclass(frozen=True)
@@ -232,13 +243,53 @@ class MetadataStore(Protocol):
 
     def claim(self, session_id: str, org_id: str) -> SessionRecord | None:
         """Claim an unclaimed session into ``org_id``; the session as it is afterwards (a session
-        claimed earlier is left as it was: compare its ``claimed_org``). Unknown: None."""
+        claimed earlier is left as it was: compare its ``claimed_org``). Unknown, or a dataset's
+        container: None."""
 
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
-        """The newest sessions first."""
+        """The newest guest sessions first (never a dataset's container)."""
 
     def session_count(self) -> int:
-        """How many sessions there are."""
+        """How many guest sessions there are (datasets' containers not counted)."""
+
+    # -- datasets of organizations --
+    def dataset_container(self, org_id: str, dataset_id: str) -> SessionRecord:
+        """The container row of dataset ``dataset_id`` of ``org_id``, made on first use (safe when
+        several processes make it at once: one row wins, all get it)."""
+
+    def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
+        """The container row of a dataset, or None when nothing was ever written to it."""
+
+    def add_api_key(self, key_id: str, org_id: str, secret_sha256: str) -> None:
+        """Keep a new API key: its id, org and the hex SHA-256 of its secret (never the secret)."""
+
+    def find_api_key(self, key_id: str) -> dict[str, Any] | None:
+        """The row of a key id (``key_id``, ``org_id``, ``secret_sha256``, ``created_at``,
+        ``revoked_at``), or None."""
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        """Every key's ``key_id``, ``org_id``, ``created_at`` and ``revoked_at`` (no hashes), oldest first."""
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        """Refuse the key from now on; False when no unrevoked key has this id."""
+
+    def move_stored_uploads(self, from_session: str, to_session: str) -> list[str]:
+        """Move the stored uploads of one container into another (a transaction's into its dataset, at
+        commit), in one write; their ids. Slots without bytes stay behind."""
+
+    def delete_uploads(self, session_id: str) -> list[str]:
+        """Forget every upload of a container and their summaries (an aborted transaction's); the
+        blob keys of their bytes, for the caller to delete."""
+
+    def put_setting(self, session_id: str, key: str, value: str) -> None:
+        """Keep ``value`` (JSON text) under ``key`` for a dataset's container: what its org says of it
+        (column schema, metric schema, weights); replaced by the next put of the same key."""
+
+    def get_setting(self, session_id: str, key: str) -> str | None:
+        """The value kept under ``key``, or None."""
+
+    def list_settings(self, session_id: str, prefix: str = "") -> list[tuple[str, str]]:
+        """``(key, value)`` of every setting whose key starts with ``prefix``, by key."""
 
     # -- upload slots and profiles --
     def create_uploads(
@@ -366,8 +417,9 @@ class MetadataStore(Protocol):
     def get_derived(self, session_id: str, key: str) -> bytes | None:
         """A derived artefact, or None."""
 
-    def drop_derived(self, session_id: str, prefix: str = "") -> int:
-        """Drop the session's derived artefacts whose key starts with ``prefix``; return how many."""
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        """Drop the session's derived artefacts whose key starts with ``prefix`` (but not with
+        ``keep``, when given); return how many."""
 
     # -- counters --
     def count(self, operation: str, n: int = 1) -> None:

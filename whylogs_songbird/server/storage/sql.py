@@ -37,11 +37,12 @@ from whylogs_songbird.server.storage.base import (
     now_ms,
     require_id,
 )
+from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, NotificationQueueSql
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
 #: Bumped when the schema changes; kept in the ``meta`` table.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -85,10 +86,27 @@ SCHEMA = (
     name TEXT PRIMARY KEY,
     n    {BIGINT} NOT NULL
 )""",
+    # what an org says about a dataset (column schema, metric schema, weights): JSON by key, never derived
+    """CREATE TABLE IF NOT EXISTS dataset_settings (
+    session_id TEXT NOT NULL REFERENCES sessions(id),
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    updated_at {BIGINT} NOT NULL,
+    PRIMARY KEY (session_id, key)
+)""",
+    # API keys made by `songbird keys create`: the SHA-256 of the secret only, never the secret
+    """CREATE TABLE IF NOT EXISTS api_keys (
+    key_id        TEXT PRIMARY KEY,
+    org_id        TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    created_at    {BIGINT} NOT NULL,
+    revoked_at    {BIGINT}
+)""",
     """CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 )""",
+    *NOTIFICATIONS_SCHEMA,
 )
 
 #: Columns added after the first schema: (table, column, type), added at start when missing.
@@ -99,6 +117,8 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "duplicate_of", "TEXT"),
     # which host took the ingest claim (see SqlMetadataStore.owner)
     ("uploads", "ingest_owner", "TEXT"),
+    # a row with a dataset id holds an organization's dataset (org_id, dataset_id), not a guest session
+    ("sessions", "dataset_id", "TEXT"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
@@ -107,6 +127,8 @@ LATE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS uploads_by_ingest ON uploads (ingest_state, stored_at)",
     # a session's open slots, counted against --max-open-slots on every slot request
     "CREATE INDEX IF NOT EXISTS uploads_open_by_session ON uploads (session_id, expires_at) WHERE stored_at IS NULL",
+    # one container per dataset of an org; guest sessions (dataset_id NULL) never collide: NULLs are distinct
+    "CREATE UNIQUE INDEX IF NOT EXISTS sessions_by_dataset ON sessions (org_id, dataset_id)",
 )
 
 
@@ -154,6 +176,7 @@ def _session_from_row(row: dict[str, Any]) -> SessionRecord:
         created_at=row["created_at"],
         claimed_at=row["claimed_at"],
         claimed_org=row["claimed_org"],
+        dataset_id=row.get("dataset_id"),
     )
 
 
@@ -188,7 +211,7 @@ def _is_upload_id(value: str) -> bool:
     return is_valid_id(value, "log") or is_valid_id(value, "ref")
 
 
-class SqlMetadataStore:
+class SqlMetadataStore(NotificationQueueSql):
     """The metadata store over any DB-API connection, in a :class:`Dialect`.
 
     Subclasses implement :meth:`_transaction` (a connection inside a write transaction, committed
@@ -289,19 +312,39 @@ class SqlMetadataStore:
         with self._transaction() as conn:
             self._exec(
                 conn,
-                "UPDATE sessions SET claimed_at = ?, claimed_org = ?, org_id = ? WHERE id = ? AND claimed_at IS NULL",
+                "UPDATE sessions SET claimed_at = ?, claimed_org = ?, org_id = ? WHERE id = ? AND claimed_at IS NULL"
+                " AND dataset_id IS NULL",
                 (now_ms(), org_id, org_id, session_id),
             )
-            rows = self._exec(conn, "SELECT * FROM sessions WHERE id = ?", (session_id,))
+            rows = self._exec(conn, "SELECT * FROM sessions WHERE id = ? AND dataset_id IS NULL", (session_id,))
         return _session_from_row(rows[0]) if rows else None
 
     def recent_sessions(self, limit: int = 20) -> list[SessionRecord]:
-        rows = self._query("SELECT * FROM sessions ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))
+        rows = self._query(
+            "SELECT * FROM sessions WHERE dataset_id IS NULL ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+        )
         return [_session_from_row(row) for row in rows]
 
     def session_count(self) -> int:
-        rows = self._query("SELECT COUNT(*) AS n FROM sessions")
+        rows = self._query("SELECT COUNT(*) AS n FROM sessions WHERE dataset_id IS NULL")
         return int(rows[0]["n"])
+
+    # -- datasets of organizations -------------------------------------------------------------
+
+    def dataset_container(self, org_id: str, dataset_id: str) -> SessionRecord:
+        with self._transaction() as conn:
+            self._exec(
+                conn,
+                "INSERT INTO sessions (id, user_id, org_id, created_at, dataset_id) VALUES (?, '', ?, ?, ?)"
+                " ON CONFLICT (org_id, dataset_id) DO NOTHING",
+                (new_id("session"), org_id, now_ms(), dataset_id),
+            )
+            rows = self._exec(conn, "SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ?", (org_id, dataset_id))
+        return _session_from_row(rows[0])
+
+    def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
+        rows = self._query("SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ?", (org_id, dataset_id))
+        return _session_from_row(rows[0]) if rows else None
 
     # -- uploads ---------------------------------------------------------------------------------
 
@@ -709,14 +752,98 @@ class SqlMetadataStore:
         rows = self._query("SELECT data FROM derived WHERE session_id = ? AND key = ?", (session_id, key))
         return bytes(rows[0]["data"]) if rows else None
 
-    def drop_derived(self, session_id: str, prefix: str = "") -> int:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        def pattern(start: str) -> str:
+            return start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+        sql = "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'"
+        params: tuple[str, ...] = (session_id, pattern(prefix))
+        if keep is not None:
+            sql += " AND key NOT LIKE ? ESCAPE '\\'"
+            params += (pattern(keep),)
         with self._transaction() as conn:
-            return self._rowcount(
+            return self._rowcount(conn, sql, params)
+
+    # -- transactions of datasets: their uploads move into the dataset at commit ---------------------
+
+    def move_stored_uploads(self, from_session: str, to_session: str) -> list[str]:
+        require_id(from_session, "session")
+        require_id(to_session, "session")
+        with self._transaction() as conn:
+            rows = self._exec(
                 conn,
-                "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'",
-                (session_id, escaped + "%"),
+                "SELECT id FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL ORDER BY id",
+                (from_session,),
             )
+            self._exec(
+                conn,
+                "UPDATE uploads SET session_id = ? WHERE session_id = ? AND stored_at IS NOT NULL",
+                (to_session, from_session),
+            )
+        return [str(row["id"]) for row in rows]
+
+    def delete_uploads(self, session_id: str) -> list[str]:
+        require_id(session_id, "session")
+        with self._transaction() as conn:
+            rows = self._exec(conn, "SELECT path FROM uploads WHERE session_id = ? AND path IS NOT NULL", (session_id,))
+            self._exec(
+                conn,
+                "DELETE FROM summaries WHERE upload_id IN (SELECT id FROM uploads WHERE session_id = ?)",
+                (session_id,),
+            )
+            self._exec(conn, "DELETE FROM uploads WHERE session_id = ?", (session_id,))
+        return [str(row["path"]) for row in rows]
+
+    # -- API keys ------------------------------------------------------------------------------------
+
+    def add_api_key(self, key_id: str, org_id: str, secret_sha256: str) -> None:
+        with self._transaction() as conn:
+            self._exec(
+                conn,
+                "INSERT INTO api_keys (key_id, org_id, secret_sha256, created_at) VALUES (?, ?, ?, ?)",
+                (key_id, org_id, secret_sha256, now_ms()),
+            )
+
+    def find_api_key(self, key_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM api_keys WHERE key_id = ?", (key_id,))
+        return rows[0] if rows else None
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        return self._query("SELECT key_id, org_id, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id")
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        with self._transaction() as conn:
+            return bool(
+                self._rowcount(
+                    conn,
+                    "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                    (now_ms(), key_id),
+                )
+            )
+
+    # -- settings of datasets ----------------------------------------------------------------------
+
+    def put_setting(self, session_id: str, key: str, value: str) -> None:
+        require_id(session_id, "session")
+        with self._transaction() as conn:
+            self._exec(
+                conn,
+                "INSERT INTO dataset_settings (session_id, key, value, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (session_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (session_id, key, value, now_ms()),
+            )
+
+    def get_setting(self, session_id: str, key: str) -> str | None:
+        rows = self._query("SELECT value FROM dataset_settings WHERE session_id = ? AND key = ?", (session_id, key))
+        return str(rows[0]["value"]) if rows else None
+
+    def list_settings(self, session_id: str, prefix: str = "") -> list[tuple[str, str]]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._query(
+            "SELECT key, value FROM dataset_settings WHERE session_id = ? AND key LIKE ? ESCAPE '\\' ORDER BY key",
+            (session_id, escaped + "%"),
+        )
+        return [(str(row["key"]), str(row["value"])) for row in rows]
 
     # -- counters ----------------------------------------------------------------------------------
 
