@@ -34,7 +34,7 @@ WAIT_FOR_INGEST_SECONDS = 120.0
 #: A page waits for another process's ingest worker to summarise a profile only while its claim is
 #: younger than this (a live worker takes milliseconds for a usual profile; an older claim may be
 #: a host that died holding it); then the page says "pending" at once.
-PAGE_WAIT_SECONDS = 5.0
+PAGE_WAIT_SECONDS = 10.0
 
 
 class ProfilePendingError(SummaryError):
