@@ -7,7 +7,7 @@ segment with --segment-by) and prints their observatory links.
 Under spark-submit (the master and the cluster come from spark-submit's own options)::
 
     spark-submit --master spark://head:7077 examples/publish_reference_job.py s3a://lake/train/ \\
-        --reference train --endpoint http://songbird.internal:8787
+        --reference train --endpoint http://songbird.internal:8737
 
 As a plain Dask script, on an existing cluster or on a local one of worker processes::
 

@@ -103,13 +103,18 @@ def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
 
     Settings from the environment (SONGBIRD_*, WHYLABS_API_ENDPOINT) are removed, and the config
     dir is a fresh temporary one unless a test passes its own. The embedded default server gets a
-    free port and a temporary data dir (never the real 8787), and any server started there by the
+    free port and a temporary data dir (never the real default port), and any server started there by the
     test is stopped afterwards. AWS settings are removed too, and boto3 never asks an
     instance-metadata address for credentials: a test that needs S3 sets the variables of the
     SeaweedFS it uses.
     """
     for name in list(os.environ):
-        if name.startswith(("SONGBIRD_", "AWS_")) or name in ("WHYLABS_API_ENDPOINT", "WHYLABS_API_KEY"):
+        if name.startswith(("SONGBIRD_", "AWS_")) or name in (
+            "WHYLABS_API_ENDPOINT",
+            "WHYLABS_API_KEY",
+            "WHYLABS_DEFAULT_ORG_ID",
+            "WHYLABS_DEFAULT_DATASET_ID",
+        ):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SONGBIRD_CONFIG_DIR", str(tmp_path_factory.mktemp("songbird-config")))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -300,7 +305,7 @@ def team_store_config(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return {
         "database_url": postgres.new_schema(),
-        "blob_store": f"s3://{bucket}/{secrets.token_hex(6)}/profiles",
+        "blob_store": f"s3://{bucket}/team-{secrets.token_hex(6)}",
         "s3_endpoint_url": s3.endpoint_url,
     }
 

@@ -146,6 +146,7 @@ NOT_SESSION_SCOPED: dict[tuple[str, str], str] = {
     ("GET", "/"): "the landing page (lists unclaimed sessions only)",
     ("GET", "/_local/stats"): "operation counters",
     ("GET", "/healthz"): "liveness",
+    ("GET", "/metrics"): "the operator's metrics (open on a loopback bind; a token elsewhere)",
 }
 #: Routes of organizations' datasets (the WhyLabs log API): no session in them, and every one needs an
 #: org's API key. Walked without a key after the claim: 401, showing nothing of the claimed session.

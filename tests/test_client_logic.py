@@ -191,7 +191,7 @@ def test_an_endpoint_that_is_not_an_http_url_is_refused(endpoint, shown):
         C.validate_endpoint(endpoint)
     assert str(caught.value) == (
         f"The songbird endpoint {shown} is not an http(s) URL: give the full URL with its scheme, "
-        "e.g. http://127.0.0.1:8787 or https://api.whylabsapp.com."
+        "e.g. http://127.0.0.1:8737 or https://api.whylabsapp.com."
     )
 
 

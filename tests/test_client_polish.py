@@ -301,7 +301,7 @@ def test_outbox_drop_and_flush_to_another_endpoint(server, tmp_path):
 
     assert runner.invoke(app, ["outbox", "drop"]).exit_code == 2, "ids or --all"
     unknown = runner.invoke(app, ["outbox", "drop", "nope"])
-    assert unknown.exit_code == 1 and "No outbox entry 'nope'" in unknown.stderr
+    assert unknown.exit_code == 2 and "No outbox entry 'nope'" in unknown.stderr
     dropped = runner.invoke(app, ["outbox", "drop", ids[0]])
     assert dropped.exit_code == 0 and ids[0] in dropped.stdout
 

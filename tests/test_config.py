@@ -11,8 +11,8 @@ from whylogs_songbird.errors import ConfigError
 
 def test_defaults_when_nothing_is_set(tmp_path):
     settings = resolve_settings({"config_dir": tmp_path}, environ={})
-    # The embedded default: a local server on 8787, with its data in the user data dir.
-    assert settings.endpoint == "http://127.0.0.1:8787" and settings.embedded
+    # The embedded default: a local server on 8737, with its data in the user data dir.
+    assert settings.endpoint == "http://127.0.0.1:8737" and settings.embedded
     assert settings.server_data_dir.parts[-2:] == ("whylogs-songbird", "server")
     assert settings.session_id is None and settings.api_key is None
     assert settings.max_workers == 32 and settings.outbox is True

@@ -138,7 +138,7 @@ def test_run_demo_publishes_and_links(server, tmp_path):
 def fresh_machine_env(tmp_path: Path, port: int) -> dict:
     """A user with nothing set: fresh HOME and XDG dirs, no SONGBIRD_*/WHYLABS_* variables.
 
-    Only the embedded server's port is moved off 8787 (SONGBIRD_LOCAL_PORT), so tests never meet a
+    Only the embedded server's port is moved off the default port (SONGBIRD_LOCAL_PORT), so tests never meet a
     real server there, nor each other.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SONGBIRD_", "WHYLABS_", "XDG_"))}
@@ -165,6 +165,7 @@ def background_port(tmp_path):
 
 def test_demo_on_a_fresh_machine_leaves_links_that_open_until_server_stop(tmp_path, background_port):
     env = fresh_machine_env(tmp_path, background_port)
+    env["PATH"] = "/usr/bin:/bin"  # as after scripts/demo: the venv's songbird is not on PATH (issue 22)
     done = subprocess.run(
         [*songbird_command(), "demo", "--no-wait", "--days", "3"], capture_output=True, text=True, env=env, timeout=300
     )
@@ -173,7 +174,10 @@ def test_demo_on_a_fresh_machine_leaves_links_that_open_until_server_stop(tmp_pa
     urls = URL.findall(done.stdout)
     assert len(urls) == 1 + 1 + 3 + 1 + 1, done.stdout  # timeline, reference, 3 days, comparison, session page
     assert all(url.startswith(f"http://127.0.0.1:{background_port}/") for url in urls)
-    assert done.stdout.rstrip().splitlines()[-1] == f"Stop it with: songbird server stop --port {background_port}"
+    stop_line = done.stdout.rstrip().splitlines()[-1]
+    venv_script = Path(sys.executable).parent / "songbird"
+    command = str(venv_script) if venv_script.exists() else f"{sys.executable} -m whylogs_songbird"
+    assert stop_line == f"Stop it with: {command} server stop --port {background_port}", "a command that runs here"
     data_dir = tmp_path / "xdg-data" / "whylogs-songbird" / "server"
     assert (data_dir / "songbird.sqlite3").exists(), "the server keeps its data in the user data dir"
     for url in urls:  # the demo has exited: the links still open
@@ -306,8 +310,10 @@ def test_scripts_demo_installs_once_until_pyproject_changes(tmp_path):
         return log.read_text().splitlines()
 
     first = run_demo()
-    assert any("install -q -e .[server]" in line for line in first)
+    assert any("install -qq --disable-pip-version-check -e .[server]" in line for line in first)
     assert first[-1] == "songbird demo --no-wait"
     assert run_demo() == ["songbird demo --no-wait"], "nothing changed: no reinstall"
     (repo / "pyproject.toml").write_text((repo / "pyproject.toml").read_text() + "\n# changed\n")
-    assert any("install -q -e .[server]" in line for line in run_demo()), "pyproject.toml changed: reinstall"
+    assert any("install -qq --disable-pip-version-check -e .[server]" in line for line in run_demo()), (
+        "pyproject.toml changed: reinstall"
+    )

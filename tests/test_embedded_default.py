@@ -3,7 +3,7 @@ songbird server started in the background; one per port even when many processes
 `songbird server status|stop`; clear errors for a foreign program on the port or a missing extra;
 and a writer per call costs nothing extra (shared publisher per process and settings).
 
-Every server a test starts runs on a free port (SONGBIRD_LOCAL_PORT), never 8787, and is stopped
+Every server a test starts runs on a free port (SONGBIRD_LOCAL_PORT), never the default port, and is stopped
 by the fixture that made its environment.
 """
 
@@ -24,8 +24,11 @@ import whylogs as why
 from conftest import free_port, http_server_thread
 
 import whylogs_songbird  # noqa: F401
-from whylogs_songbird.config import resolve_settings
-from whylogs_songbird.local_server import probe, read_pid_file, server_command
+from whylogs_songbird.config import DEFAULT_LOCAL_PORT, LEGACY_LOCAL_PORT, resolve_settings
+from whylogs_songbird.local_server import ensure_server, probe, read_pid_file, server_command, stop_server
+from whylogs_songbird.outbox import Outbox
+from whylogs_songbird.publish import flush_outbox
+from whylogs_songbird.session import store_for
 
 WRITE = (
     "import json, whylogs as why, whylogs_songbird, pandas as pd\n"
@@ -148,6 +151,76 @@ def test_another_program_on_the_port_is_a_clear_error_naming_the_setting(caplog)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is None
 
+    # issue 22 item 1: the profile was not lost, it waits in the outbox; once the port is free, a flush
+    # starts the local server there and delivers it
+    assert "saved to the outbox" in message
+    settings = resolve_settings({"local_port": port})
+    outbox = Outbox(settings.outbox_path)
+    [entry] = outbox.entries()
+    assert entry.endpoint == f"http://127.0.0.1:{port}" and "Another program listens" in entry.error
+    report = flush_outbox(outbox, settings)
+    try:
+        assert [e.id for e in report.delivered] == [entry.id] and not report.failed
+        assert outbox.entries() == []
+        assert requests.get(report.delivered[0].observatory_url, timeout=30).status_code == 200
+    finally:
+        stop_server(settings)
+
+
+def test_the_default_port_is_no_common_data_tools_default():
+    """Dask's dashboard took 8787 first (issue 22): the default is nobody's well-known port."""
+    taken = {
+        8787: "Dask dashboard, RStudio Server", 8786: "Dask scheduler", 8888: "Jupyter", 5000: "MLflow, Flask",
+        8265: "Ray dashboard", 6379: "Ray GCS, Redis", 10001: "Ray client", 4040: "Spark UI", 18080: "Spark history",
+        7077: "Spark master", 6006: "TensorBoard", 8501: "Streamlit", 8080: "Airflow, Spark worker UI",
+        7860: "Gradio", 8050: "Dash", 5006: "Bokeh, Panel", 8000: "uvicorn, Django, Ray Serve",
+        3000: "Grafana, Dagster",
+        4200: "Prefect", 8088: "Superset, YARN", 9090: "Prometheus", 9000: "MinIO", 5432: "PostgreSQL",
+        8866: "Voila", 5555: "Flower", 8793: "Airflow logs", 2718: "marimo",
+    }
+    assert DEFAULT_LOCAL_PORT not in taken
+    assert resolve_settings({}, environ={}).endpoint == f"http://127.0.0.1:{DEFAULT_LOCAL_PORT}"
+    assert DEFAULT_LOCAL_PORT not in range(32768, 61000), "outside Linux's range of outgoing ports"
+
+
+def test_a_session_stored_for_the_old_default_port_is_carried_over(tmp_path):
+    old = f"http://127.0.0.1:{LEGACY_LOCAL_PORT}"
+    (tmp_path / "sessions.json").write_text(json.dumps({
+        "userId": "u-1",
+        "sessions": {old: {"sessionId": "session-old", "createdAt": 1, "references": {"train": "ref-1"}}},
+    }))
+    settings = resolve_settings({"config_dir": tmp_path}, environ={})
+    assert settings.embedded and settings.local_port == DEFAULT_LOCAL_PORT
+    store = store_for(settings)
+    assert store.get(settings.endpoint) == "session-old"
+    assert store.reference_id(settings.endpoint, "session-old", "train") == "ref-1"
+    assert store.get(old) == "session-old", "the old entry stays (for outbox entries saved for it)"
+    store.set(settings.endpoint, "session-new")
+    store_for(settings)
+    assert store.get(settings.endpoint) == "session-new", "carried over once, never over a newer session"
+    explicit = resolve_settings({"config_dir": tmp_path, "endpoint": "http://127.0.0.1:9"}, environ={})
+    assert store_for(explicit).get("http://127.0.0.1:9") is None
+
+
+def test_a_server_left_on_another_port_moves_to_the_new_one_with_its_data(tmp_path):
+    """One background server per data dir: after an upgrade, the one on the old port is stopped."""
+    data_dir = tmp_path / "server"
+    old = resolve_settings({"local_port": free_port(), "local_data_dir": data_dir})
+    new = resolve_settings({"local_port": free_port(), "local_data_dir": data_dir})
+    try:
+        ok, url = why.log(pd.DataFrame({"a": [1]})).writer("songbird").option(local_port=old.local_port,
+                                                                              local_data_dir=data_dir).write()
+        assert ok, url
+        first = probe(old.local_port)
+        second = ensure_server(new)
+        assert second.pid != first.pid and probe(old.local_port) is None
+        assert read_pid_file(data_dir)["port"] == new.local_port
+        moved = url.replace(f":{old.local_port}/", f":{new.local_port}/")
+        assert requests.get(moved, timeout=30).status_code == 200, "the same data, at the new port"
+    finally:
+        stop_server(new)
+        stop_server(old)
+
 
 def test_without_the_server_extra_the_error_says_how_to_install_it(tmp_path):
     script = "import sys\nsys.modules['fastapi'] = None  # as if the server extra were not installed\n" + WRITE.replace(
@@ -159,6 +232,8 @@ def test_without_the_server_extra_the_error_says_how_to_install_it(tmp_path):
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["ok"] is False
     assert 'pip install "whylogs-songbird[server]"' in answer["url"] and "SONGBIRD_API_ENDPOINT" in answer["url"]
+    assert "saved to the outbox" in answer["url"], "nothing is lost because the local server could not start"
+    assert len(list((tmp_path / "xdg-config" / "whylogs-songbird" / "outbox").glob("*.json"))) == 1
     assert not (tmp_path / "xdg-data" / "whylogs-songbird" / "server" / "server.pid").exists()
 
 

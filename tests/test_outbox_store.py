@@ -66,6 +66,8 @@ def test_an_entry_is_two_files_and_holds_everything_flush_needs(tmp_path, monkey
         "error": "connection refused",
         "size": 6,
         "pinned_session_id": "session-pinned",
+        "org_id": None,
+        "dataset_id": None,
         "session_id": "session-1",
         "upload_id": "ref-1",
         "upload_url": "http://127.0.0.1:9/v0/uploads/ref-1?expires=1&signature=ab",

@@ -45,6 +45,7 @@ from whylogs_songbird.models import (
 from whylogs_songbird.outbox import Outbox
 from whylogs_songbird.profiles import ProfileItem
 from whylogs_songbird.publish import PublishedProfile, Publisher, PublishResult
+from whylogs_songbird.session import SessionStore
 
 #: scripts/mutation runs this file against the mutants of these modules
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/publish.py", "whylogs_songbird/outbox/delivery.py")
@@ -401,7 +402,7 @@ def test_a_publisher_builds_its_client_session_and_outbox_from_the_settings(monk
     with Publisher(settings) as publisher:
         assert made == [settings] and publisher.settings is settings
         assert publisher.session.client is publisher.client and isinstance(publisher.client, FakeClient)
-        assert publisher.session.store is P.SessionStore.for_directory(config_dir)
+        assert publisher.session.store is SessionStore.for_directory(config_dir)
         assert publisher.session.pinned_session_id == "pinned-1"
         assert publisher.outbox.directory == config_dir / "outbox"
         assert publisher.on_profile is None
@@ -428,7 +429,7 @@ def test_without_settings_a_publisher_resolves_them_from_the_environment(monkeyp
 def test_given_a_client_and_a_session_a_publisher_uses_them(monkeypatch, config_dir, puts):
     monkeypatch.setattr(P, "make_client", lambda settings: pytest.fail("no client should be made"))
     client = FakeClient(puts)
-    session = P.GuestSession(client, P.SessionStore(config_dir), "given-1")
+    session = P.GuestSession(client, SessionStore(config_dir), "given-1")
     publisher = Publisher(
         resolve_settings({"endpoint": ENDPOINT, "config_dir": str(config_dir)}), client=client, session=session
     )
@@ -963,7 +964,7 @@ def test_publish_raises_with_the_result_when_a_profile_failed(fresh_shared, conf
 
 
 VALID_NAMES = (
-    "api_key, backoff, config_dir, dataset_timestamp, endpoint, local_data_dir, local_port, max_retries, "
+    "api_key, backoff, config_dir, dataset_id, dataset_timestamp, endpoint, local_data_dir, local_port, max_retries, "
     "max_workers, org_id, outbox, outbox_dir, reference_profile_name, session_id, timeout"
 )
 
@@ -1049,7 +1050,7 @@ def test_comparison_links_pair_the_reference_with_two_batches_at_a_time(fresh_sh
 
 
 def test_comparison_links_of_timestamps_use_the_stored_session_and_reference(fresh_shared, config_dir):
-    store = P.SessionStore.for_directory(config_dir)
+    store = SessionStore.for_directory(config_dir)
     store.set(ENDPOINT, "stored-1")
     store.remember_references(ENDPOINT, "stored-1", {"train": "r-stored"})
     links = P.comparison_links([T1, T2, T3, T1], "train", endpoint=ENDPOINT, config_dir=str(config_dir))

@@ -352,7 +352,7 @@ def test_landing_page_hides_session_ids_by_default(tmp_path, host):
 
 
 def test_sessions_are_never_listed_behind_a_public_url(tmp_path):
-    with pytest.raises(ValueError, match="list_sessions cannot be combined with public_url"):
+    with pytest.raises(ValueError, match="--list-sessions cannot be combined with --public-url"):
         ServerConfig(data_dir=tmp_path, list_sessions=True, public_url="https://songbird.example.org")
 
 

@@ -303,3 +303,62 @@ def test_a_newer_schema_is_refused_with_what_to_do(postgres_service):
         conn.execute("UPDATE meta SET value = '999' WHERE name = 'schema_version'")
     with pytest.raises(StorageConfigError, match="upgrade whylogs-songbird"):
         PostgresMetadataStore(url)
+
+
+# -- `songbird serve` on storage it cannot use: one error line, no traceback (issue 22 item 2) ------
+
+
+def serve(tmp_path, *args: str, env: dict | None = None):
+    import os
+    import subprocess
+    import sys
+
+    from services import free_port
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | (env or {})
+    environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    return subprocess.run(
+        [sys.executable, "-m", "whylogs_songbird.server", "--port", str(free_port()), "--data-dir", str(tmp_path),
+         *args],
+        capture_output=True, text=True, env=environ, timeout=120,
+    )
+
+
+def assert_one_error_line(done, code: int, *needles: str, secret: str = "") -> None:
+    assert done.returncode == code, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert "Traceback" not in done.stderr and "File \"" not in done.stderr, done.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    if secret:
+        assert secret not in done.stderr + done.stdout
+
+
+def test_serve_with_an_unreachable_database_says_what_to_check_in_one_line(tmp_path):
+    from services import free_port
+
+    url = f"postgresql://songbird:hunter2@127.0.0.1:{free_port()}/songbird"
+    done = serve(tmp_path, "--database-url", url)
+    assert_one_error_line(done, 1, "Could not connect to PostgreSQL", "songbird:***@", secret="hunter2")
+
+
+def test_serve_with_a_wrong_s3_secret_or_no_credentials_says_what_to_do_in_one_line(s3_service, tmp_path):
+    store = ["--blob-store", f"s3://{s3_service.new_bucket_name()}/p", "--s3-endpoint-url", s3_service.endpoint_url]
+    wrong = {"AWS_ACCESS_KEY_ID": s3_service.access_key, "AWS_SECRET_ACCESS_KEY": "not-the-secret-at-all"}
+    assert_one_error_line(serve(tmp_path, *store, env=wrong), 1, "credentials", secret="not-the-secret-at-all")
+    assert_one_error_line(serve(tmp_path, *store), 2, "AWS_ACCESS_KEY_ID")
+
+
+def test_the_start_banner_names_the_database_and_the_bucket_never_the_password(tmp_path):
+    """Issue 22 item 7: a team server's banner says where things go, not only a local directory."""
+    from whylogs_songbird.server.cli import config_from_options, storage_description
+
+    team = config_from_options(
+        data_dir=tmp_path, database_url="postgresql://songbird:hunter2@db.internal:5432/songbird",
+        blob_store="s3://acme/profiles", s3_endpoint_url="https://s3.acme.internal",
+    )
+    said = storage_description(team)
+    assert "postgresql://songbird:***@db.internal:5432/songbird" in said and "hunter2" not in said
+    assert "s3://acme/profiles at https://s3.acme.internal" in said
+    assert storage_description(config_from_options(data_dir=tmp_path)) == f"data in {tmp_path}"

@@ -150,3 +150,38 @@ def test_session_and_landing_pages_link_the_timeline(daily, watched) -> None:
         page.click("#timeline-link")
     assert page.locator("#heatmap").count() == 1
     watched.check_clean()
+
+
+def test_a_day_with_p_zero_is_drawn_at_the_floor_not_left_out(tmp_path, watched) -> None:
+    """Issue 22 item 9: on the log-scale p-value chart, p = 0 (a drift so large the p-value
+    underflows) is drawn at 1e-16 with a downward triangle and "p < 1e-16", not dropped."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    with LocalServer(data_dir=tmp_path / "data") as server:
+        config = str(tmp_path / "config")
+        refs = whylogs_songbird.publish_references(
+            {"training": why.log(pd.DataFrame({"x": rng.normal(0, 1, 5000)}))}, endpoint=server.url, config_dir=config
+        )
+        for day, shift in ((0, 0), (1, 0), (2, 1000)):
+            ok, _ = (
+                why.log(pd.DataFrame({"x": rng.normal(shift, 1, 5000)}))
+                .writer("songbird")
+                .option(endpoint=server.url, config_dir=config, dataset_timestamp=START_MS + day * DAY_MS)
+                .write()
+            )
+            assert ok
+        page = watched.page
+        page.goto(f"{server.url}/sessions/{refs.session_id}/timeline?granularity=day")
+        wait_for_series(page)
+        drift = page.locator('[data-series="drift"]').element_handle()
+        trace = page.evaluate(
+            "el => ({y: el.data[0].y, text: el.data[0].text, symbol: el.data[0].marker.symbol})", drift
+        )
+        assert trace["y"][2] == 1e-16 and trace["text"][2] == "p < 1e-16" and trace["symbol"][2] == "triangle-down"
+        assert all(0 < y <= 1 for y in trace["y"]), "every day has a point on the log axis"
+        assert trace["symbol"][:2] == ["circle", "circle"] and trace["text"][0].startswith("p = ")
+        notes = page.evaluate("el => el.layout.annotations.map(a => a.text)", drift)
+        assert notes == ["p < 1e-16 (p = 0) drawn here"]
+        watched.check_clean()

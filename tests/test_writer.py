@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import requests
 import whylogs as why
-from conftest import STORAGE_NAMES, make_store_config
+from conftest import STORAGE_NAMES, free_port, make_store_config
 from whylogs.api.logger.result_set import ViewResultSet
 from whylogs.core import DatasetProfileView
 from whylogs.core.schema import DatasetSchema
@@ -254,3 +254,27 @@ def test_write_keywords_apply_to_that_call_only(server, opts, df):
     assert ok
     kinds = sorted((r.kind, r.alias) for r, _ in stored_views(server))
     assert kinds == [("batch", None), ("reference", "one-off")]
+
+
+def test_configuration_mistakes_raise_at_option_and_write_never_raises(df, tmp_path):
+    """The writer's contract (issue 22 item 11): a wrong option name or value is a programmer's
+    mistake and raises `ConfigError` where it is written (``.option()``, the constructor,
+    ``writer("songbird", ...)``); ``write()`` never raises, whatever fails at run time."""
+    from whylogs_songbird import ConfigError
+
+    profile = why.log(df)
+    for bad in ({"endpiont": "http://127.0.0.1:9"}, {"timeout": -1}, {"endpoint": "localhost:9"}):
+        with pytest.raises(ConfigError):
+            profile.writer("songbird").option(**bad)
+        with pytest.raises(ConfigError):
+            SongbirdWriter(**bad)
+    assert issubclass(ConfigError, ValueError), "caught by code that expects a ValueError for a bad argument"
+
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    writer = SongbirdWriter(endpoint=unreachable, max_retries=0, outbox_dir=str(tmp_path / "outbox"))
+    ok, message = writer.write(profile)
+    assert ok is False and "could not reach" in message
+    ok, message = writer.write(profile, timeout=-1)  # a bad option for one call: reported, not raised
+    assert ok is False and "timeout must be more than 0 seconds" in message
+    ok, message = writer.write(df)
+    assert ok is False and "Cannot publish a DataFrame" in message

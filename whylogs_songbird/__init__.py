@@ -7,7 +7,7 @@
 
     ok, url = why.log(df).writer("songbird").write()
 
-With no endpoint set anywhere, profiles go to a local songbird server at http://127.0.0.1:8787,
+With no endpoint set anywhere, profiles go to a local songbird server at http://127.0.0.1:8737,
 started in the background on first use (``songbird server stop`` stops it); the hosted service
 is one setting away (``endpoint="https://api.whylabsapp.com"``). Importing the package only
 registers the writer: no server starts and no logging is changed until something is published.

@@ -17,8 +17,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
-from whylogs_songbird.errors import SongbirdError
+from whylogs_songbird.client import validate_session_id
+from whylogs_songbird.errors import ConfigError, SongbirdError
 from whylogs_songbird.monitors import Failure, MonitorsError, evaluate, load_monitors
 from whylogs_songbird.timeline import utc_text
 from whylogs_songbird.timeline_client import fetch_timeline
@@ -39,6 +41,52 @@ class CheckResult:
     buckets: int = 0
     timeline: dict[str, Any] | None = None
     error: str | None = None
+
+
+def resolve_target(session: str | None, endpoint: str | None) -> tuple[str, str | None]:
+    """The (session id, endpoint) of ``--session`` and ``--endpoint``.
+
+    ``session`` may be a session id, an observatory or timeline URL pasted from the browser (its
+    session is taken, and its server when no endpoint is given), or None: the session stored for
+    the endpoint (the one the next publish uses). Raises `ConfigError` saying what to pass.
+    """
+    from whylogs_songbird.config import resolve_settings
+
+    if session is not None and "://" in session:
+        session, from_url = _session_of_url(session)
+        if endpoint is None and from_url != resolve_settings().endpoint:  # the local server's link: started if need be
+            endpoint = from_url
+    if session is None:
+        from whylogs_songbird.session import store_for
+
+        settings = resolve_settings({"endpoint": endpoint})
+        session = settings.session_id or store_for(settings).get(settings.endpoint)
+        if session is None:
+            raise ConfigError(
+                f"No session is stored for {settings.endpoint}: pass --session with a session id or a link "
+                "to its observatory page (or publish first)."
+            )
+    return validate_session_id(session.strip()), endpoint
+
+
+def _session_of_url(url: str) -> tuple[str, str]:
+    """(session id, endpoint) of an observatory link: ``.../sessions/<id>[/timeline]`` or ``...?sessionToken=<id>``."""
+    parts = urlsplit(url.strip())
+    token = parse_qs(parts.query).get("sessionToken", [None])[0]
+    path = parts.path.rstrip("/").split("/")
+    base = path
+    if "sessions" in path[:-1]:
+        at = len(path) - 1 - path[::-1].index("sessions")
+        token = token or (path[at + 1] if at + 1 < len(path) else None)
+        base = path[:at]
+    elif "resources" in path:
+        base = path[: path.index("resources")]
+    if parts.scheme not in ("http", "https") or not token:
+        raise ConfigError(
+            f"{url!r} names no session: give a session id (session-…) or a link to a session's page "
+            "(…/sessions/session-…, or a profile link with sessionToken=session-…)."
+        )
+    return token, f"{parts.scheme}://{parts.netloc}{'/'.join(base)}"
 
 
 def run_check(
@@ -103,4 +151,4 @@ def render_result(result: CheckResult, session_id: str) -> Any:
     return table
 
 
-__all__ = ["BAD_INPUT", "FAILED", "PASSED", "CheckResult", "render_result", "run_check"]
+__all__ = ["BAD_INPUT", "FAILED", "PASSED", "CheckResult", "render_result", "resolve_target", "run_check"]

@@ -39,9 +39,12 @@ from whylogs_songbird.models import (
     API_KEY_HEADER,
     DUPLICATE_HEADER,
     HOSTED_ENDPOINT,
+    AsyncLogResponse,
     BatchLogReferenceRequest,
     BatchLogSessionReferenceResponse,
     CreateDatasetProfileUploadResponse,
+    CreateReferenceProfileRequest,
+    CreateReferenceProfileResponse,
     CreateSessionRequest,
     CreateSessionResponse,
     GetProfileObservatoryLinkRequest,
@@ -49,7 +52,9 @@ from whylogs_songbird.models import (
     GetSessionResponse,
     LogAsyncRequest,
     LogReferenceRequest,
+    LogReferenceResponse,
     LogSessionReferenceResponse,
+    Segment,
     SegmentTag,
     WireModel,
 )
@@ -79,6 +84,11 @@ SESSION_OPERATIONS = frozenset(
     }
 )
 
+#: Operations of the WhyLabs log API on a dataset of an organization (API key in every call).
+DATASET_OPERATIONS = frozenset(
+    {"log_async", "log_reference", "create_reference_profile", "get_dataset_observatory_link"}
+)
+
 M = TypeVar("M", bound=WireModel)
 Timeout = float | tuple[float, float]
 
@@ -97,7 +107,7 @@ def validate_endpoint(endpoint: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"The songbird endpoint {candidate!r} is not an http(s) URL: "
-            "give the full URL with its scheme, e.g. http://127.0.0.1:8787 or https://api.whylabsapp.com."
+            "give the full URL with its scheme, e.g. http://127.0.0.1:8737 or https://api.whylabsapp.com."
         )
     if parts.query or parts.fragment:
         shown = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -114,6 +124,19 @@ def redact_url(url: str) -> str:
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._~-]{1,200}$")
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def validate_name(value: str, what: str) -> str:
+    """Return ``value``, or raise `ConfigError` unless it is an org or dataset id (``org-1234``, ``model-1``)."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ConfigError(
+            f"{str(value)[:80]!r} is not a valid {what} id: use 1 to 128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (for example org-1234 or model-1)."
+        )
+    return value
+
+
 def validate_session_id(session_id: str) -> str:
     """Return ``session_id``, or raise `ConfigError` if it could change a request's path (``/``, ``..``, ``?``...)."""
     if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id) or session_id in (".", ".."):
@@ -128,7 +151,8 @@ _IN_OUR_REQUEST = threading.local()
 
 
 class _RedactQueries(logging.Filter):
-    """Blanks query strings in urllib3's log lines of our own requests, which show full URLs:
+    """Blanks query strings in urllib3's log lines of our own requests, which show full URLs, and
+    turns their "Retrying ..." warnings into DEBUG lines. Query strings:
     presigned upload URLs (the local server's ``signature=``, S3's ``X-Amz-Signature``,
     ``X-Amz-Credential``, ``X-Amz-Security-Token``) carry their secrets there. Log lines of
     requests made by other code in the process pass untouched."""
@@ -137,6 +161,11 @@ class _RedactQueries(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(_IN_OUR_REQUEST, "active", False):
+            if record.levelno == logging.WARNING and str(record.msg).startswith("Retrying"):
+                # each retry of ours is detail (DEBUG): the final outcome is what the caller reports
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+                    return False
             message = record.getMessage()
             if "?" in message:
                 record.msg, record.args = self._QUERY.sub("?<redacted>", message), None
@@ -255,13 +284,13 @@ def request_model(model: type[R], **fields: Any) -> R:
 class SongbirdClient:
     """A client for the songbird sessions API.
 
-    >>> client = SongbirdClient("http://127.0.0.1:8787")          # doctest: +SKIP
+    >>> client = SongbirdClient("http://127.0.0.1:8737")          # doctest: +SKIP
     >>> session_id = client.create_session(user_id).id           # doctest: +SKIP
 
     ``timeout`` is the read timeout in seconds (connecting waits at most 5 s of it), or a
     ``(connect, read)`` pair; ``max_retries=0`` disables retries.
-    The API key is sent only where the contract asks for it (get_session and claim) and never
-    appears in logs, reprs or error messages.
+    The API key is sent only where the contract asks for it (get_session, claim, and every call of
+    the WhyLabs log API on a dataset) and never appears in logs, reprs or error messages.
     """
 
     def __init__(
@@ -416,6 +445,86 @@ class SongbirdClient:
             raise ConfigError("claim_guest_session needs the id of the organization to claim the session into.")
         path = f"/v0/sessions/{quote(validate_session_id(session_id))}/claim"
         self._request("claim_guest_session", "POST", path, None, api_key=self._key(api_key), params={"org_id": org_id})
+
+    # -- the WhyLabs log API: a dataset of an organization, with the API key -------------
+
+    def _dataset_path(self, route: str, org_id: str, dataset_id: str) -> str:
+        org = quote(validate_name(org_id, "organization"), safe="")
+        return f"/v0/organizations/{org}/log/{route}/{quote(validate_name(dataset_id, 'dataset'), safe='')}"
+
+    def log_async(
+        self,
+        org_id: str,
+        dataset_id: str,
+        dataset_timestamp: int,
+        segment_tags: list[SegmentTag] | None = None,
+        api_key: str | None = None,
+    ) -> AsyncLogResponse:
+        """Ask for an upload URL for one batch profile (of one segment) of dataset ``dataset_id``."""
+        body = request_model(LogAsyncRequest, dataset_timestamp=dataset_timestamp, segment_tags=segment_tags or [])
+        path = self._dataset_path("async", org_id, dataset_id)
+        return self._call("log_async", "POST", path, body, AsyncLogResponse, api_key=self._key(api_key))
+
+    def log_reference(
+        self,
+        org_id: str,
+        dataset_id: str,
+        alias: str | None = None,
+        dataset_timestamp: int | None = None,
+        api_key: str | None = None,
+    ) -> LogReferenceResponse:
+        """Ask for an upload URL for one reference profile of dataset ``dataset_id``."""
+        body = request_model(LogReferenceRequest, alias=alias, dataset_timestamp=dataset_timestamp)
+        path = self._dataset_path("reference", org_id, dataset_id)
+        return self._call("log_reference", "POST", path, body, LogReferenceResponse, api_key=self._key(api_key))
+
+    def create_reference_profile(
+        self,
+        org_id: str,
+        dataset_id: str,
+        alias: str,
+        dataset_timestamp: int | None,
+        segments: list[list[SegmentTag]],
+        api_key: str | None = None,
+    ) -> CreateReferenceProfileResponse:
+        """Ask for upload URLs for a segmented reference profile: ``upload_urls[i]`` takes ``segments[i]``."""
+        body = request_model(
+            CreateReferenceProfileRequest,
+            alias=alias,
+            dataset_timestamp=dataset_timestamp,
+            segments=[Segment(tags=tags) for tags in segments],
+        )
+        org = quote(validate_name(org_id, "organization"), safe="")
+        dataset = quote(validate_name(dataset_id, "dataset"), safe="")
+        path = f"/v0/organizations/{org}/dataset-profiles/models/{dataset}/reference-profile"
+        response = self._call(
+            "create_reference_profile", "POST", path, body, CreateReferenceProfileResponse, api_key=self._key(api_key)
+        )
+        if len(response.upload_urls) != max(len(segments), 1):
+            raise SongbirdProtocolError(
+                f"create_reference_profile asked for {len(segments)} upload URLs "
+                f"but the server answered with {len(response.upload_urls)}."
+            )
+        return response
+
+    def get_dataset_observatory_link(
+        self,
+        org_id: str,
+        dataset_id: str,
+        batch_profile_timestamps: list[int] | None = None,
+        reference_profile_ids: list[str] | None = None,
+        api_key: str | None = None,
+    ) -> GetProfileObservatoryLinkResponse:
+        """One observatory link for up to 3 profiles of a dataset, plus one link per profile."""
+        body = GetProfileObservatoryLinkRequest(
+            batch_profile_timestamps=batch_profile_timestamps or [],
+            reference_profile_ids=reference_profile_ids or [],
+        )
+        path = self._dataset_path("observatory-link", org_id, dataset_id)
+        return self._call(
+            "get_dataset_observatory_link", "POST", path, body, GetProfileObservatoryLinkResponse,
+            api_key=self._key(api_key),
+        )
 
     # -- the presigned PUT ----------------------------------------------------------------
 
@@ -584,6 +693,18 @@ class SongbirdClient:
                 f"{base}. The upload URL was refused (expired or invalid signature): ask for a new upload URL.",
                 **kwargs,
             )
+        if status in (401, 403) and operation in DATASET_OPERATIONS:
+            reason = (
+                "the API key was refused (unknown, revoked or missing on this server)"
+                if status == 401
+                else "this key belongs to another organization"
+            )
+            todo = (
+                "Check the key (api_key=..., SONGBIRD_API_KEY or WHYLABS_API_KEY)."
+                if status == 401
+                else "Use a key of the organization you named (org_id=..., SONGBIRD_ORG_ID), or name the key's org."
+            )
+            return AuthError(f"{operation}: {reason} ({status}). {todo}{self._hosted_hint()}", **kwargs)
         if status in (401, 403):
             hint = (
                 "Check the API key (SONGBIRD_API_KEY) and that it belongs to the organization you named."

@@ -23,6 +23,7 @@ from whylogs_songbird.client import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_MAX_RETRIES,
     validate_endpoint,
+    validate_name,
     validate_session_id,
 )
 from whylogs_songbird.errors import ConfigError
@@ -35,8 +36,10 @@ CONFIG_FILE = "config.json"
 ENV_VARS: dict[str, tuple[str, ...]] = {
     "endpoint": ("SONGBIRD_API_ENDPOINT", "WHYLABS_API_ENDPOINT"),
     "session_id": ("SONGBIRD_SESSION_ID",),
-    "api_key": ("SONGBIRD_API_KEY",),
-    "org_id": ("SONGBIRD_ORG_ID",),
+    # whylogs' own names are the fallback: a pipeline configured for writer("whylabs") needs no new ones
+    "api_key": ("SONGBIRD_API_KEY", "WHYLABS_API_KEY"),
+    "org_id": ("SONGBIRD_ORG_ID", "WHYLABS_DEFAULT_ORG_ID"),
+    "dataset_id": ("SONGBIRD_DATASET_ID", "WHYLABS_DEFAULT_DATASET_ID"),
     "timeout": ("SONGBIRD_TIMEOUT",),
     "max_retries": ("SONGBIRD_MAX_RETRIES",),
     "backoff": ("SONGBIRD_BACKOFF",),
@@ -47,8 +50,11 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "local_data_dir": ("SONGBIRD_LOCAL_DATA_DIR",),
 }
 
-#: The port of the local server used when no endpoint is set anywhere.
-DEFAULT_LOCAL_PORT = 8787
+#: The port of the local server used when no endpoint is set anywhere (no common data tool's default:
+#: Dask's dashboard has 8787, Jupyter 8888, MLflow 5000, Ray 8265, Spark 4040, TensorBoard 6006, ...).
+DEFAULT_LOCAL_PORT = 8737
+#: The default port of earlier versions (Dask's dashboard's too): a session stored for it is carried over.
+LEGACY_LOCAL_PORT = 8787
 #: The hosted WhyLabs service (``models.HOSTED_ENDPOINT``) is one setting away: ``endpoint=HOSTED_ENDPOINT``.
 
 #: Fields of `Settings` that are derived, not options a user sets.
@@ -71,6 +77,9 @@ class Settings:
     session_id: str | None = None
     api_key: str | None = field(default=None, repr=False)
     org_id: str | None = None
+    #: Set: publish into this dataset of ``org_id`` through the WhyLabs log API with ``api_key``
+    #: (dataset mode) instead of a guest session.
+    dataset_id: str | None = None
     timeout: float = 60.0
     max_retries: int = DEFAULT_MAX_RETRIES
     #: Seconds: the base of the exponential backoff between retries (the client's ``backoff_factor``).
@@ -92,6 +101,11 @@ class Settings:
             for f in fields(self)
         )
         return f"Settings({shown})"
+
+    @property
+    def dataset(self) -> tuple[str, str] | None:
+        """(org id, dataset id) in dataset mode, else None (a guest session)."""
+        return (self.org_id, self.dataset_id) if self.dataset_id and self.org_id else None
 
     @property
     def outbox_path(self) -> Path:
@@ -137,10 +151,14 @@ def _coerce(name: str, value: Any) -> Any:
     """Check and convert one setting's value; raise `ConfigError` with what to do on bad input."""
     if name == "endpoint":
         return validate_endpoint(value)
-    if name in ("session_id", "api_key", "org_id"):
+    if name in ("session_id", "api_key", "org_id", "dataset_id"):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{name} must be a non-empty string.")
-        return validate_session_id(value.strip()) if name == "session_id" else value.strip()
+        if name == "session_id":
+            return validate_session_id(value.strip())
+        if name == "dataset_id":
+            return validate_name(value.strip(), "dataset")
+        return value.strip()
     if name in ("timeout", "backoff"):
         try:
             number = float(value)
@@ -271,6 +289,41 @@ def _resolve(options: dict[str, Any], env: Mapping[str, str]) -> Settings:
             values[f.name] = _coerce(f.name, from_env)
         elif f.name in from_file and from_file[f.name] is not None:
             values[f.name] = _coerce(f.name, from_file[f.name])
+    whylabs_org_only = (
+        "org_id" not in options and not env.get("SONGBIRD_ORG_ID") and bool(env.get("WHYLABS_DEFAULT_ORG_ID"))
+    )
+    if ("org_id" not in values or whylabs_org_only) and ":" in values.get("api_key", ""):
+        # whylogs' key format KEYID.SECRET:ORG names its organization; whylogs prefers it to
+        # WHYLABS_DEFAULT_ORG_ID, and so do we (an explicit org_id or SONGBIRD_ORG_ID wins)
+        suffix = values["api_key"].rsplit(":", 1)[1].strip()
+        if suffix:
+            values["org_id"] = suffix
+    whylabs_dataset_only = (
+        "dataset_id" not in options
+        and not env.get("SONGBIRD_DATASET_ID")
+        and bool(env.get("WHYLABS_DEFAULT_DATASET_ID"))
+    )
+    if whylabs_dataset_only and "endpoint" not in values:
+        # whylogs' own WHYLABS_* names describe a pipeline's hosted dataset: they choose dataset mode only
+        # where an endpoint is set too, never for the embedded default (a local server holds no API keys)
+        values.pop("dataset_id", None)
+    if values.get("dataset_id"):
+        if values.get("session_id"):
+            raise ConfigError(
+                "Both session_id and dataset_id are set: a writer publishes into a guest session or into a "
+                "dataset, not both. Unset one (SONGBIRD_SESSION_ID, or SONGBIRD_DATASET_ID/WHYLABS_DEFAULT_DATASET_ID)."
+            )
+        if not values.get("api_key"):
+            raise ConfigError(
+                f"dataset_id {values['dataset_id']!r} is set but there is no API key: pass api_key=..., or set "
+                "SONGBIRD_API_KEY (or WHYLABS_API_KEY). Unset dataset_id to publish into a guest session."
+            )
+        if not values.get("org_id"):
+            raise ConfigError(
+                f"dataset_id {values['dataset_id']!r} is set but no organization: pass org_id=..., set "
+                "SONGBIRD_ORG_ID (or WHYLABS_DEFAULT_ORG_ID), or use a key ending in ':<org-id>'."
+            )
+        values["org_id"] = validate_name(values["org_id"], "organization")
     values["embedded"] = "endpoint" not in values
     if values["embedded"]:
         values["endpoint"] = f"http://127.0.0.1:{values.get('local_port', DEFAULT_LOCAL_PORT)}"

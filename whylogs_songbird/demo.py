@@ -10,7 +10,7 @@ quickstart notebook:
 3. :func:`publish_demo` publishes them in one call and asks for a link that compares the
    reference with the batch that drifted most.
 
->>> report = run_demo(endpoint="http://127.0.0.1:8787")        # doctest: +SKIP
+>>> report = run_demo(endpoint="http://127.0.0.1:8737")        # doctest: +SKIP
 >>> print(report.comparison_url)                              # doctest: +SKIP
 """
 

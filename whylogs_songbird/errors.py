@@ -32,6 +32,11 @@ class SongbirdConnectionError(SongbirdError, ConnectionError):
     """The server could not be reached, or did not answer in time."""
 
 
+class LocalServerError(SongbirdConnectionError):
+    """The embedded default's local server could not start (another program on its port, the server
+    extra missing, ...). Like an unreachable server, it is retryable: the profiles wait in the outbox."""
+
+
 class SessionBusyError(SongbirdConnectionError):
     """Another process held the stored-session lock too long (it is waiting on a slow server)."""
 

@@ -1,7 +1,7 @@
 """The embedded default: a local songbird server, started in the background on first use.
 
 When no endpoint is set anywhere, the writer, ``publish`` and the CLI talk to
-``http://127.0.0.1:<local_port>`` (8787 unless ``SONGBIRD_LOCAL_PORT`` says otherwise). If nothing
+``http://127.0.0.1:<local_port>`` (8737 unless ``SONGBIRD_LOCAL_PORT`` says otherwise). If nothing
 answers there, `ensure_server` starts the server (``python -m whylogs_songbird.server``) as a
 detached process with its data, pid file and log in ``<user data dir>/whylogs-songbird/server``
 (or ``SONGBIRD_LOCAL_DATA_DIR``), waits for its ``/healthz`` and goes on. A file lock in that
@@ -28,7 +28,7 @@ import requests
 from filelock import FileLock, Timeout
 
 from whylogs_songbird.config import Settings
-from whylogs_songbird.errors import ConfigError, SongbirdConnectionError
+from whylogs_songbird.errors import LocalServerError, SongbirdConnectionError
 from whylogs_songbird.models import HEALTH_TOKEN_FILE, HEALTH_TOKEN_HEADER
 
 logger = logging.getLogger(__name__)
@@ -133,8 +133,8 @@ def probe(port: int, timeout: float = 2.0, data_dir: Path | None = None) -> Serv
     )
 
 
-def _port_taken(port: int, why: str) -> ConfigError:
-    return ConfigError(
+def _port_taken(port: int, why: str) -> LocalServerError:
+    return LocalServerError(
         f"Another program listens on {HOST}:{port} ({why}), so the local songbird server cannot start there. "
         "Set another port for it (SONGBIRD_LOCAL_PORT or local_port=...), or set an endpoint "
         "(SONGBIRD_API_ENDPOINT or endpoint=...)."
@@ -144,7 +144,7 @@ def _port_taken(port: int, why: str) -> ConfigError:
 def _require_server_extra() -> None:
     missing = [name for name in ("fastapi", "uvicorn", "jinja2") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ConfigError(
+        raise LocalServerError(
             f"No endpoint is set, and the local songbird server cannot start: the server extra is not installed "
             f"({', '.join(missing)} missing). Install it with pip install \"whylogs-songbird[server]\", or set an "
             "endpoint (SONGBIRD_API_ENDPOINT or endpoint=...)."
@@ -191,12 +191,32 @@ def _start(port: int, data_dir: Path) -> ServerStatus:
                 raise _port_taken(port, str(exc)) from None
             if status is not None:
                 return status
+            _stop_one_on_another_port(port, data_dir)
             return _spawn(port, data_dir)
     except Timeout:
-        raise SongbirdConnectionError(
+        raise LocalServerError(
             f"Another process held {data_dir / LOCK_FILE} for {lock.timeout:g} s while starting the local songbird "
             "server; try again."
         ) from None
+
+
+def _stop_one_on_another_port(port: int, data_dir: Path) -> None:
+    """One background server per data dir: stop the one this package started there on another port.
+
+    The case of an upgrade from a release whose default port was 8787 (Dask's dashboard's too): the
+    old server still runs there with the same data, so it is moved, not duplicated. Nothing is lost:
+    the new one serves the same sessions and profiles."""
+    recorded = read_pid_file(data_dir)
+    if recorded is None or recorded.get("port") == port:
+        return
+    pid = int(recorded["pid"])
+    if _alive(pid) and _looks_like_ours(pid) and _terminate(pid):
+        logger.info(
+            "songbird: stopped the local songbird server on port %s (pid %d) to start it on port %d (same data).",
+            recorded.get("port"),
+            pid,
+            port,
+        )
 
 
 def _spawn(port: int, data_dir: Path) -> ServerStatus:
@@ -225,13 +245,13 @@ def _spawn(port: int, data_dir: Path) -> ServerStatus:
             return status
         if process.poll() is not None:
             (data_dir / PID_FILE).unlink(missing_ok=True)
-            raise SongbirdConnectionError(
+            raise LocalServerError(
                 f"The local songbird server exited with code {process.returncode} while starting: "
                 f"{_tail(log_path)} (full log: {log_path})."
             )
         if time.monotonic() > deadline:
             _terminate(process.pid)
-            raise SongbirdConnectionError(
+            raise LocalServerError(
                 f"The local songbird server did not answer within {START_TIMEOUT:g} s of starting; see {log_path}."
             )
         time.sleep(0.1)

@@ -7,11 +7,13 @@ as whylogs prepares them for WhyLabs (compound metrics uncompounded) and seriali
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,6 +65,21 @@ class ProfileItem:
             self._data.append(serialize_view(self.view))
         return self._data[0]
 
+
+
+@contextlib.contextmanager
+def segment_warning_silenced() -> Iterator[None]:
+    """Around ``why.log(df, schema=<segments>)``: hide the one pandas FutureWarning whylogs causes for
+    every segment ("When grouping with a length-1 list-like ..."), which the user cannot act on.
+    Only that warning, only from whylogs' segment code, only inside this block."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="When grouping with a length-1 list-like",
+            category=FutureWarning,
+            module=r"whylogs\.api\.logger\.segment_processing",
+        )
+        yield
 
 def serialize_view(view: AnyView) -> bytes:
     """The bytes whylogs writes for this view (segments in whylogs' segmented format).

@@ -32,7 +32,9 @@ from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, 
 from whylogs_songbird.outbox import Outbox
 from whylogs_songbird.outbox import flush_outbox as flush_outbox  # its import path before the outbox package
 from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, format_ms, items_from, reference_items
-from whylogs_songbird.session import GuestSession, Kind, SessionStore, request_slot
+from whylogs_songbird.session import DatasetTarget, Kind, Target, open_target, request_link, request_slot
+from whylogs_songbird.session import GuestSession as GuestSession  # what a Publisher(session=...) takes
+from whylogs_songbird.session import SessionStore as SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +159,10 @@ ProfileHook = Callable[[PublishedProfile], None]
 
 
 class Publisher:
-    """Publishes upload items to one songbird endpoint, in one guest session.
+    """Publishes upload items to one songbird endpoint, in one guest session or (dataset mode) one dataset.
 
-    Holds one `SongbirdClient` (and so one connection pool) and one `GuestSession`; reuse it
+    Holds one `SongbirdClient` (and so one connection pool) and one target (`GuestSession` or
+    `DatasetTarget`, see `open_target`); reuse it
     for many publishes. ``on_profile`` is called (from worker threads) as each profile is done,
     landed or not: a progress bar's hook.
     """
@@ -169,14 +172,12 @@ class Publisher:
         settings: Settings | None = None,
         *,
         client: SongbirdClient | None = None,
-        session: GuestSession | None = None,
+        session: Target | None = None,
         on_profile: ProfileHook | None = None,
     ) -> None:
         self.settings = settings or resolve_settings()
         self.client = client or make_client(self.settings)
-        self.session = session or GuestSession(
-            self.client, SessionStore.for_directory(self.settings.config_dir), self.settings.session_id
-        )
+        self.session: Target = session or open_target(self.client, self.settings)
         self.on_profile = on_profile
         self.outbox = Outbox(self.settings.outbox_path) if self.settings.outbox else None
         self._pool: ThreadPoolExecutor | None = None
@@ -289,10 +290,27 @@ class Publisher:
 
         def ask() -> None:
             try:
+                if isinstance(self.session, DatasetTarget):  # the log API takes references one by one
+                    given = [
+                        request_slot(
+                            self.session,
+                            "reference",
+                            items[i].dataset_timestamp,
+                            alias=items[i].alias,
+                            segment_tags=items[i].segment_tags,
+                        )
+                        for i in indexes
+                    ]
+                    slots.set_result((self.session.session_id(), [slot for _, slot in given]))
+                    return
                 if len(indexes) == 1:
                     only = items[indexes[0]]
                     session_id, single = request_slot(
-                        self.session, "reference", only.dataset_timestamp, alias=only.alias
+                        self.session,
+                        "reference",
+                        only.dataset_timestamp,
+                        alias=only.alias,
+                        segment_tags=only.segment_tags,
                     )
                     slots.set_result((session_id, [single]))
                     return
@@ -353,6 +371,7 @@ class Publisher:
                 segment_tags=item.segment_tags,
                 error=result.error or "",
                 pinned_session_id=self.session.pinned_session_id,
+                dataset=self.session.dataset if isinstance(self.session, DatasetTarget) else None,
                 slot=(result.session_id, result.profile_id, result.upload_url) if result.upload_url else None,
             )
         except OSError as exc:
@@ -384,7 +403,7 @@ class Publisher:
         stamps = [k for k in keys if isinstance(k, int)]
         ids = [k for k in keys if isinstance(k, str)]
         try:
-            answer = self.client.get_session_profile_observatory_link(session_id, stamps, ids)
+            answer = request_link(self.session, session_id, stamps, ids)
         except SongbirdError as exc:
             logger.warning("songbird: could not get an observatory link for %s: %s", keys, exc)
             return None
@@ -646,6 +665,8 @@ def comparison_links(
     publisher = shared_publisher(settings)
     store = publisher.session.store
     endpoint = publisher.client.endpoint
+    if isinstance(publisher.session, DatasetTarget):
+        session_id = publisher.session.session_id()
     session_id = session_id or settings.session_id or store.get(endpoint)
     if session_id is None:
         raise ConfigError(f"There is no stored guest session for {endpoint}: publish the batches first.")
@@ -661,8 +682,6 @@ def comparison_links(
     per_link = MAX_PROFILES_PER_LINK - 1
     links = []
     for start in range(0, len(stamps), per_link):
-        answer = publisher.client.get_session_profile_observatory_link(
-            session_id, stamps[start : start + per_link], [reference_id]
-        )
+        answer = request_link(publisher.session, session_id, stamps[start : start + per_link], [reference_id])
         links.append(answer.observatory_url)
     return links

@@ -1,5 +1,9 @@
 """Guest session lifecycle: reuse the stored session, create one only when none is stored.
 
+Or, in dataset mode (``dataset_id`` set), a `DatasetTarget`: a dataset of an organization,
+written through the WhyLabs log API with an API key. `request_slot` and `request_link` are the
+seam where the two differ; everything above them publishes the same way to either.
+
 State lives in ``<config dir>/sessions.json``: a per-installation ``userId`` and one session id
 per endpoint. Every read-modify-write happens under a file lock and the file is replaced
 atomically, so N processes starting at once create exactly one session. There are no
@@ -16,16 +20,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from filelock import FileLock, Timeout
 
 from whylogs_songbird.client import SongbirdClient
-from whylogs_songbird.config import Settings, resolve_settings
+from whylogs_songbird.config import DEFAULT_LOCAL_PORT, LEGACY_LOCAL_PORT, Settings, resolve_settings
 from whylogs_songbird.connect import make_client
 from whylogs_songbird.errors import ConfigError, SessionBusyError, SessionNotFoundError
-from whylogs_songbird.models import SegmentTag
+from whylogs_songbird.models import GetProfileObservatoryLinkResponse, SegmentTag
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +141,17 @@ class SessionStore:
             return None
         found = entry.get("references", {}).get(name)
         return found if isinstance(found, str) else None
+
+    def carry_over(self, old: str, new: str) -> None:
+        """Store ``old``'s session (and its references) for ``new`` too, if ``new`` has none yet."""
+        with self.lock():
+            data = self._read()
+            sessions = data.get("sessions", {})
+            if new in sessions or not isinstance(sessions.get(old), dict):
+                return
+            sessions[new] = dict(sessions[old])
+            self._write(data)
+        logger.info("songbird: %s now uses the guest session stored for %s", new, old)
 
     def forget(self, endpoint: str) -> str | None:
         """Forget the session stored for ``endpoint``; returns the id that was stored."""
@@ -268,12 +284,65 @@ class GuestSession:
             return self._current
 
 
+class DatasetTarget:
+    """A dataset of an organization, written through the WhyLabs log API (dataset mode).
+
+    Nothing to create or renew: the dataset is made by the server on its first write. Its
+    ``session_id``, as publish results and links carry it, is ``ORG/DATASET``.
+    """
+
+    pinned_session_id: str | None = None
+
+    def __init__(self, client: SongbirdClient, store: SessionStore, org_id: str, dataset_id: str) -> None:
+        self.client = client
+        self.store = store
+        self.org_id = org_id
+        self.dataset_id = dataset_id
+
+    @property
+    def endpoint(self) -> str:
+        return self.client.endpoint
+
+    @property
+    def dataset(self) -> tuple[str, str]:
+        return self.org_id, self.dataset_id
+
+    def session_id(self) -> str:
+        return f"{self.org_id}/{self.dataset_id}"
+
+    def call(self, operation: Callable[[str], T]) -> T:
+        return operation(self.session_id())
+
+    def __repr__(self) -> str:
+        return f"DatasetTarget({self.endpoint!r}, org_id={self.org_id!r}, dataset_id={self.dataset_id!r})"
+
+
+#: Where a writer publishes: a guest session (the default) or a dataset of an organization.
+Target = GuestSession | DatasetTarget
+
+
+def open_target(client: SongbirdClient, settings: Settings, session_id: str | None = None) -> Target:
+    """The target ``settings`` describe: their dataset in dataset mode, else the (stored or pinned) guest session."""
+    if settings.dataset is not None:
+        return DatasetTarget(client, SessionStore.for_directory(settings.config_dir), *settings.dataset)
+    return GuestSession(client, store_for(settings), session_id if session_id is not None else settings.session_id)
+
+
+@dataclass(frozen=True)
+class DatasetSlot:
+    """An upload slot of a dataset, shaped as a session's (the log API's answers carry no link)."""
+
+    id: str
+    upload_url: str = field(repr=False)
+    observatory_url: str | None = None
+
+
 #: What a profile is to songbird: a dataset (batch) profile or a reference profile.
 Kind = Literal["batch", "reference"]
 
 
 def request_slot(
-    session: GuestSession,
+    session: Target,
     kind: Kind,
     dataset_timestamp: int,
     *,
@@ -282,8 +351,21 @@ def request_slot(
 ) -> tuple[str, Any]:
     """Ask for one upload slot in ``session`` (renewing an unknown session once); returns (session id, slot).
 
-    The one way a publish and an outbox flush ask for a slot.
+    The one way a publish and an outbox flush ask for a slot; in dataset mode, through the log API.
     """
+    if isinstance(session, DatasetTarget):
+        org, dataset = session.dataset
+        given: Any
+        if kind == "reference" and segment_tags:
+            # one segment of a segmented reference: kept under the reference's own name with its tags
+            name = _unsegmented_alias(alias, segment_tags)
+            made = session.client.create_reference_profile(org, dataset, name, dataset_timestamp, [list(segment_tags)])
+            return session.session_id(), DatasetSlot(id=made.id, upload_url=made.upload_urls[0])
+        if kind == "reference":
+            given = session.client.log_reference(org, dataset, alias, dataset_timestamp)
+        else:
+            given = session.client.log_async(org, dataset, dataset_timestamp, list(segment_tags))
+        return session.session_id(), DatasetSlot(id=given.id, upload_url=given.upload_url)
 
     def ask(session_id: str) -> tuple[str, Any]:
         if kind == "reference":
@@ -295,7 +377,42 @@ def request_slot(
     return session.call(ask)
 
 
+def _unsegmented_alias(alias: str | None, segment_tags: Sequence[SegmentTag]) -> str:
+    """``train`` for ``train[region=north]``: the name a segment of a reference was given
+    (`whylogs_songbird.profiles` names segments so in guest sessions, where segments have no tags)."""
+    name = alias or "reference"
+    suffix = "[" + ",".join(f"{t.key}={t.value}" for t in segment_tags) + "]"
+    return name[: -len(suffix)] if name.endswith(suffix) and len(name) > len(suffix) else name
+
+
+def request_link(
+    session: Target, session_id: str, batch_profile_timestamps: list[int], reference_profile_ids: list[str]
+) -> GetProfileObservatoryLinkResponse:
+    """One combined observatory link (and one per profile) for up to 3 profiles published in ``session_id``."""
+    if isinstance(session, DatasetTarget):
+        org, dataset = session.dataset
+        return session.client.get_dataset_observatory_link(
+            org, dataset, batch_profile_timestamps, reference_profile_ids
+        )
+    return session.client.get_session_profile_observatory_link(
+        session_id, batch_profile_timestamps, reference_profile_ids
+    )
+
+
 # -- the stored session, for people: used by ``songbird session`` and notebooks -----------------
+
+
+def store_for(settings: Settings) -> SessionStore:
+    """The session store of ``settings``. For the embedded default on its default port, a session
+    stored for the earlier default (``http://127.0.0.1:8787``) is carried over: the local server
+    keeps its data when its port changes, so that session and its links live on."""
+    store = SessionStore.for_directory(settings.config_dir)
+    if settings.embedded and settings.local_port == DEFAULT_LOCAL_PORT:
+        try:
+            store.carry_over(f"http://127.0.0.1:{LEGACY_LOCAL_PORT}", settings.endpoint)
+        except (OSError, SessionBusyError) as exc:
+            logger.debug("songbird: could not carry over the earlier local session: %s", exc)
+    return store
 
 
 def _open(options: dict[str, Any]) -> tuple[Settings, GuestSession]:
@@ -303,7 +420,7 @@ def _open(options: dict[str, Any]) -> tuple[Settings, GuestSession]:
     a pinned ``session_id`` is read from the settings where it matters)."""
     settings = resolve_settings(options)
     client = make_client(settings)
-    return settings, GuestSession(client, SessionStore.for_directory(settings.config_dir))
+    return settings, GuestSession(client, store_for(settings))
 
 
 def current_session(**options: Any) -> str | None:

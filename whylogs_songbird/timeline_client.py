@@ -49,6 +49,10 @@ def fetch_timeline(
     """
     settings = resolve_settings({"endpoint": endpoint, "timeout": timeout})
     base = settings.endpoint  # checked by resolve_settings
+    if settings.embedded:  # no endpoint set: the local server, started if need be
+        from whylogs_songbird.local_server import ensure_server
+
+        ensure_server(settings)
     given: list[tuple[str, str | int | None]] = [("granularity", granularity), ("reference", reference)]
     given += [("segment", segment)]
     given += [("start", start), ("end", end)]

@@ -46,6 +46,12 @@ class SongbirdWriter(Writer):
     ``write()`` answers as whylogs writers do: ``(True, url)`` for one profile, ``(True, [(ok, url
     or message), ...])`` for several, ``(False, message)`` on failure. The full `PublishResult`
     of the latest write, failed ones included, is kept in ``last_result``.
+
+    Errors, deliberately: a wrong option name or value is a mistake in the code, so ``option()``
+    (and the constructor, and ``writer("songbird", ...)``) raises `ConfigError` (a `ValueError`)
+    right there, before anything is profiled or sent. ``write()`` never raises: an unreachable or
+    failing server, a refused profile, even a bad option given to ``write()`` itself, is its
+    ``(False, message)`` answer (and the profile waits in the outbox when sending again can help).
     """
 
     def __init__(self, **options: Any) -> None:
@@ -62,7 +68,7 @@ class SongbirdWriter(Writer):
         return f"SongbirdWriter({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def option(self, **kwargs: Any) -> SongbirdWriter:
-        """Set options; each is checked now, so a bad value fails here rather than at write time."""
+        """Set options; each is checked now: a wrong name or value raises `ConfigError` here, never at write time."""
         settings = self._check(kwargs)
         with self._lock:
             self._options.update({k: v for k, v in kwargs.items() if v is not None})
@@ -75,7 +81,7 @@ class SongbirdWriter(Writer):
         """Validate options; returns the settings they give, or None if they change no setting."""
         unknown = sorted(k for k in kwargs if k not in _ALL_OPTIONS)
         if unknown:
-            raise ConfigError(unknown_option_message(unknown, sorted(_ALL_OPTIONS), "songbird writer option"))
+            raise ConfigError(unknown_option_message(unknown, sorted(_ALL_OPTIONS)))
         if kwargs.get("reference_profile_name") is not None:
             check_alias(kwargs["reference_profile_name"])
         if kwargs.get("dataset_timestamp") is not None:

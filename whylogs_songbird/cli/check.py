@@ -13,14 +13,23 @@ import typer
 from rich.console import Console
 
 from whylogs_songbird.cli.reporting import Endpoint, app, stderr
+from whylogs_songbird.errors import SongbirdError
 
 
 @app.command("check")
 def check_command(
-    session: Annotated[str, typer.Option("--session", metavar="ID", help="The session whose timeline to check.")],
     monitors: Annotated[
         Path, typer.Option("--monitors", metavar="FILE", help="The monitors TOML file (see docs/timeline.md).")
     ],
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            metavar="ID|URL",
+            help="The session whose timeline to check: its id or a link to its page. Default: the stored session.",
+            show_default=False,
+        ),
+    ] = None,
     endpoint: Endpoint = None,
     all_buckets: Annotated[
         bool, typer.Option("--all", help="Check every bucket of the timeline, not only the latest.")
@@ -36,10 +45,15 @@ def check_command(
     ] = None,
 ) -> int:
     """Evaluate monitors on a session's timeline: exit 1 when one fails, 0 when none does, 2 on bad input."""
-    from whylogs_songbird.check import render_result, run_check
+    from whylogs_songbird.check import BAD_INPUT, render_result, resolve_target, run_check
 
+    try:
+        session_id, endpoint = resolve_target(session, endpoint)
+    except SongbirdError as exc:
+        stderr().print(f"error: {exc}", style="red")
+        raise typer.Exit(BAD_INPUT) from None
     result = run_check(
-        session,
+        session_id,
         monitors,
         endpoint=endpoint,
         which="all" if all_buckets else "latest",
@@ -48,7 +62,7 @@ def check_command(
         end=end,
     )
     console = stderr() if result.error is not None else Console(highlight=False, soft_wrap=False, width=160)
-    console.print(render_result(result, session))
+    console.print(render_result(result, session_id))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
     return result.exit_code

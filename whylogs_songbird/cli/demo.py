@@ -26,10 +26,11 @@ from whylogs_songbird.cli.reporting import (
     connection_options,
     progress_bars,
     reported,
+    songbird_command,
     stderr,
 )
 from whylogs_songbird.client import HOSTED_ENDPOINT
-from whylogs_songbird.config import resolve_settings
+from whylogs_songbird.config import DEFAULT_LOCAL_PORT, resolve_settings
 from whylogs_songbird.connect import make_client
 from whylogs_songbird.publish import Publisher
 from whylogs_songbird.session import SessionStore
@@ -92,7 +93,7 @@ def demo_command(
             "-p",
             min=1,
             max=65535,
-            help="Port of the local server. Default: $SONGBIRD_LOCAL_PORT, then 8787.",
+            help="Port of the local server. Default: $SONGBIRD_LOCAL_PORT, then 8737.",
             show_default=False,
         ),
     ] = None,
@@ -152,5 +153,5 @@ def demo_command(
                 "The local songbird server keeps running, so these links keep working "
                 f"(data in {base.server_data_dir})."
             )
-            port_flag = f" --port {base.local_port}" if base.local_port != 8787 else ""
-            typer.echo(f"Stop it with: songbird server stop{port_flag}")
+            port_flag = f" --port {base.local_port}" if base.local_port != DEFAULT_LOCAL_PORT else ""
+            typer.echo(f"Stop it with: {songbird_command()} server stop{port_flag}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from typing import Annotated
 
@@ -60,9 +61,12 @@ def outbox_list(
         entries = outbox.entries(wanted)
         now = time.time()
         for entry in entries:
-            error = one_line(entry.error)[:160] or "-"
+            error = textwrap.shorten(one_line(entry.error), width=160, placeholder=" …") or "-"
+            where = entry.endpoint
+            if entry.dataset_id:
+                where += f" dataset {entry.org_id}/{entry.dataset_id}"
             typer.echo(
-                f"{entry.id}  {entry.kind:<9} {entry.label:<28} {entry.endpoint}  age {_age(now - entry.created_at)}"
+                f"{entry.id}  {entry.kind:<9} {entry.label:<28} {where}  age {_age(now - entry.created_at)}"
                 f"  tries {entry.attempts}  last error: {error}"
             )
         stderr().print(f"{profiles(len(entries))} waiting in {outbox.directory}")
@@ -92,7 +96,14 @@ def outbox_flush(
         target = validate_endpoint(endpoint) if endpoint is not None else None
         wanted = validate_endpoint(only_for) if only_for is not None else None
         outbox = Outbox(settings.outbox_path)
-        with status(stderr(), f"Delivering {len(outbox.entries(wanted))} profiles"):
+        chosen = len(outbox.entries(wanted))
+        others = len(outbox.entries()) - chosen if wanted is not None else 0
+        elsewhere = (
+            f"; {profiles(others)} saved for other endpoints still wait (`songbird outbox list` shows them)"
+            if others
+            else ""
+        )
+        with status(stderr(), f"Delivering {profiles(chosen)}"):
             report = flush_outbox(outbox, settings, only_for=wanted, retarget=target)
         for entry in report.delivered:
             typer.echo(f"{entry.kind:<9} {entry.label:<32} {entry.observatory_url or '(no link)'}")
@@ -101,9 +112,10 @@ def outbox_flush(
             raise SongbirdError(
                 f"{len(report.failed)} profile(s) are still waiting in the outbox ({first.label}: {reason}); "
                 "run `songbird outbox flush` again later, or `songbird outbox flush --endpoint URL` to send them "
-                "elsewhere."
+                f"elsewhere{elsewhere}."
             )
-        stderr().print(f"delivered {profiles(len(report.delivered))}")
+        none_for = f" (none was saved for {wanted})" if wanted is not None and not chosen else ""
+        stderr().print(f"delivered {profiles(len(report.delivered))}{none_for}{elsewhere}")
 
 
 @outbox_app.command("drop")

@@ -30,7 +30,7 @@ from whylogs_songbird.cli.reporting import (
     stderr,
 )
 from whylogs_songbird.config import resolve_settings
-from whylogs_songbird.profiles import ProfileItem, check_alias, items_from, read_profile_file
+from whylogs_songbird.profiles import ProfileItem, check_alias, items_from, read_profile_file, segment_warning_silenced
 from whylogs_songbird.publish import comparison_links
 from whylogs_songbird.tables import (
     check_readable_file,
@@ -128,7 +128,8 @@ def profile_command(
             with status(console, f"Profiling {len(frame)} rows"):
                 import whylogs as why
 
-                results = why.log(frame, schema=schema) if schema is not None else why.log(frame)
+                with segment_warning_silenced():
+                    results = why.log(frame, schema=schema) if schema is not None else why.log(frame)
                 items = items_from(results, dataset_timestamp=stamp, reference_profile_name=name)
             what = f" ({len(frame)} rows, {len(frame.columns)} columns of {data.name})"
         with progress_bars(console) as progress:

@@ -2,15 +2,20 @@
 
 Exit codes: 0 success; 1 a failed upload, an unreachable or failing server; 2 a usage error (a bad
 option, an input file that is missing, unreadable or malformed, a bad ``--timestamp``, an unknown
-``--segment-by`` column, a bad setting). Errors are one line on stderr starting with ``error:``;
-``--verbose`` adds the traceback and the library's debug log. Links go to stdout, progress and
-messages to stderr, so ``songbird profile data.csv > links.txt`` keeps only the links.
+``--segment-by`` column, a bad setting); 130 interrupted (Ctrl-C). Errors are one line on stderr
+starting with ``error:``; ``--verbose`` adds the traceback and the library's debug log. Links go to
+stdout, progress and messages to stderr, so ``songbird profile data.csv > links.txt`` keeps only
+the links. A reader that goes away (``| head -1``) or a closed stdout never fails a command: what
+it no longer reads is dropped and the command ends with its own exit code (`guard_output`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
+import shutil
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -46,8 +51,8 @@ try:  # typer >= 0.2x carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
-#: Exit codes.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Exit codes (the table in docs/cli.md).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageProblem(SongbirdError, ValueError):
@@ -81,6 +86,9 @@ class _Group(TyperGroup):
         except typer.Abort:
             typer.echo("error: aborted.", err=True)
             code = EXIT_FAILED
+        except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (parsing, imports, prompts)
+            typer.echo("interrupted.", err=True)
+            code = EXIT_INTERRUPTED
         if standalone_mode:
             sys.exit(code)
         return code
@@ -136,6 +144,59 @@ def _root(
     """Publish whylogs profiles to songbird (WhyLabs guest sessions), or to a local songbird server."""
 
 
+# -- output whose reader went away ------------------------------------------------------------
+
+
+class _ReaderGone:
+    """A text stream that drops what is written once its reader went away (a broken pipe, a closed
+    file), instead of failing the command; every other attribute is the wrapped stream's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def _lost(self) -> None:
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError):  # what is still buffered goes nowhere at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return int(self._stream.write(text))
+            except (BrokenPipeError, ValueError):
+                self._lost()
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EBADF):
+                    raise
+                self._lost()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._lost()
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EBADF):
+                    raise
+                self._lost()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_output() -> None:
+    """Make stdout and stderr drop output once their reader is gone (``songbird ... | head -1``)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _ReaderGone):
+            setattr(sys, name, _ReaderGone(stream))
+
+
 # -- shared options ---------------------------------------------------------------------------
 
 _CONNECTION = "Connection"
@@ -145,7 +206,7 @@ Endpoint = Annotated[
         "--endpoint",
         metavar="URL",
         help="songbird API base URL. Default: $SONGBIRD_API_ENDPOINT, then the config file, "
-        "then the local songbird server at http://127.0.0.1:8787 (started if need be).",
+        "then the local songbird server at http://127.0.0.1:8737 (started if need be).",
         rich_help_panel=_CONNECTION,
         show_default=False,
     ),
@@ -186,6 +247,18 @@ def connection_options(
 
 
 # -- output, logging and errors ---------------------------------------------------------------
+
+
+def songbird_command() -> str:
+    """How to type this ``songbird`` command here: ``songbird`` when it is on ``PATH``, otherwise the
+    script next to this Python (``.venv/bin/songbird``), otherwise ``python -m whylogs_songbird``."""
+    if shutil.which("songbird"):
+        return "songbird"
+    script = Path(sys.executable).parent / "songbird"
+    if script.exists():
+        relative = os.path.relpath(script)
+        return relative if not relative.startswith("..") else str(script)
+    return f"{sys.executable} -m whylogs_songbird"
 
 
 def stderr() -> Console:
@@ -267,7 +340,7 @@ def reported(verbose: bool, *, show_library_log: bool = True) -> Iterator[None]:
             fail(str(exc), EXIT_FAILED, verbose, exc)
         except KeyboardInterrupt:
             typer.echo("interrupted.", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
             hint = "" if verbose else " (run with --verbose for the traceback)"
             fail(f"unexpected {type(exc).__name__}: {exc}{hint}", EXIT_FAILED, verbose, exc)

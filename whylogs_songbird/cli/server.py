@@ -31,7 +31,7 @@ LocalPort = Annotated[
     int | None,
     typer.Option(
         "--port", "-p", metavar="PORT", min=1, max=65535,
-        help="Port of the background server. Default: $SONGBIRD_LOCAL_PORT, then 8787.", show_default=False,
+        help="Port of the background server. Default: $SONGBIRD_LOCAL_PORT, then 8737.", show_default=False,
     ),
 ]
 LocalDataDir = Annotated[

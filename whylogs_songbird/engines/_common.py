@@ -22,7 +22,7 @@ from whylogs.core.segmentation_partition import ColumnMapperFunction, Segmentati
 from whylogs.core.view.dataset_profile_view import DatasetProfileView
 
 from whylogs_songbird.errors import ConfigError, ProfileError, SongbirdError
-from whylogs_songbird.profiles import to_millis
+from whylogs_songbird.profiles import segment_warning_silenced, to_millis
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,7 +97,8 @@ def profile_frame(frame: pd.DataFrame, columns: Sequence[str]) -> dict[PieceKey,
     schema = schema_for(columns)
     if schema is None:
         return {(): why.log(frame).view()}
-    results = why.log(frame, schema=schema)
+    with segment_warning_silenced():
+        results = why.log(frame, schema=schema)
     assert isinstance(results, SegmentedResultSet)
     pieces: dict[PieceKey, DatasetProfileView] = {}
     for segment in results.segments():

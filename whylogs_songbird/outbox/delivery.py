@@ -1,4 +1,4 @@
-"""Delivering the outbox: each kept profile to the endpoint and session it was meant for.
+"""Delivering the outbox: each kept profile to the endpoint and session (or dataset) it was meant for.
 
 Delivery is a small state machine recorded in each entry's JSON, so it is idempotent: the upload
 slot is requested once and stored in the entry before the PUT, and a rerun after an interruption
@@ -16,7 +16,7 @@ from whylogs_songbird.connect import make_client
 from whylogs_songbird.errors import AuthError, SongbirdError
 from whylogs_songbird.models import SegmentTag
 from whylogs_songbird.outbox.storage import FlushReport, OutboxEntry, OutboxStorage
-from whylogs_songbird.session import GuestSession, Kind, SessionStore, request_slot
+from whylogs_songbird.session import DatasetTarget, GuestSession, Kind, SessionStore, Target, request_slot
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +34,12 @@ def flush_outbox(
     ``only_for`` delivers only the entries saved for that endpoint. ``retarget`` sends them to
     another endpoint instead (for entries saved for an endpoint that no longer exists): they get
     new upload slots there, in that endpoint's stored session. The transport ``settings``
-    (timeout, retries) apply to every request.
+    (timeout, retries) apply to every request. An entry saved in dataset mode goes to its dataset,
+    with the API key of ``settings`` (the outbox never stores a key).
     """
     outbox.directory.mkdir(parents=True, exist_ok=True)
     report = FlushReport()
-    sessions: dict[tuple[str, str | None], GuestSession] = {}
+    sessions: dict[tuple[str, str | None, str | None, str | None], Target] = {}
     with outbox.flush_lock(lock_timeout):
         try:
             for entry in outbox.entries(only_for):
@@ -46,10 +47,15 @@ def flush_outbox(
                     entry.endpoint, entry.pinned_session_id = retarget, None
                     entry.session_id = entry.upload_id = entry.upload_url = entry.observatory_url = None
                     outbox.write(entry)
-                key = (entry.endpoint, entry.pinned_session_id)
+                key = (entry.endpoint, entry.pinned_session_id, entry.org_id, entry.dataset_id)
                 if key not in sessions:
                     store = SessionStore.for_directory(settings.config_dir)
-                    sessions[key] = GuestSession(make_client(settings, entry.endpoint), store, entry.pinned_session_id)
+                    client = make_client(settings, entry.endpoint)
+                    sessions[key] = (
+                        DatasetTarget(client, store, entry.org_id, entry.dataset_id)
+                        if entry.org_id and entry.dataset_id
+                        else GuestSession(client, store, entry.pinned_session_id)
+                    )
                 try:
                     _deliver(outbox, entry, sessions[key])
                 except SongbirdError as exc:
@@ -66,7 +72,7 @@ def flush_outbox(
     return report
 
 
-def _deliver(outbox: OutboxStorage, entry: OutboxEntry, session: GuestSession) -> None:
+def _deliver(outbox: OutboxStorage, entry: OutboxEntry, session: Target) -> None:
     data = outbox.read_bytes(entry)
     entry.attempts += 1
     entry.last_attempt_at = time.time()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from whylogs_songbird.errors import SongbirdError
+from whylogs_songbird.errors import ConfigError, SongbirdError
 from whylogs_songbird.models import SegmentTag
 from whylogs_songbird.profiles import format_ms
 from whylogs_songbird.session import write_json_atomic
@@ -46,6 +46,10 @@ class OutboxEntry:
     size: int = 0
     #: The session the publish was pinned to (``session_id`` option), if any: flush goes there too.
     pinned_session_id: str | None = None
+    #: In dataset mode, the organization and dataset the profile was published to: flush delivers
+    #: it there, through the log API, with the API key of the flush's settings (never stored here).
+    org_id: str | None = None
+    dataset_id: str | None = None
     #: Set once a slot was requested: where the bytes go (so a rerun never asks twice).
     session_id: str | None = None
     upload_id: str | None = None
@@ -93,6 +97,7 @@ class OutboxStorage:
         segment_tags: tuple[SegmentTag, ...],
         error: str,
         pinned_session_id: str | None = None,
+        dataset: tuple[str, str] | None = None,
         slot: tuple[str | None, str | None, str] | None = None,
     ) -> OutboxEntry:
         """Keep one profile for later; returns the entry (its files are complete when this returns).
@@ -113,6 +118,8 @@ class OutboxStorage:
             error=error,
             size=len(data),
             pinned_session_id=pinned_session_id,
+            org_id=dataset[0] if dataset else None,
+            dataset_id=dataset[1] if dataset else None,
         )
         if slot is not None:
             entry.session_id, entry.upload_id, entry.upload_url = slot
@@ -167,7 +174,7 @@ class OutboxStorage:
     def drop(self, entry_ids: Iterable[str] | None = None) -> list[OutboxEntry]:
         """Delete the entries with these ids (every entry if None); returns those deleted.
 
-        An id that is not in the outbox raises `SongbirdError` before anything is deleted.
+        An id that is not in the outbox raises `ConfigError` (bad input) before anything is deleted.
         """
         entries = self.entries()
         if entry_ids is None:
@@ -177,7 +184,7 @@ class OutboxStorage:
             by_id = {e.id: e for e in entries}
             missing = [i for i in wanted if i not in by_id]
             if missing:
-                raise SongbirdError(
+                raise ConfigError(
                     f"No outbox entry {', '.join(map(repr, missing))} in {self.directory}: "
                     "`songbird outbox list` shows the ids."
                 )

@@ -57,6 +57,19 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME)) / "server"
 
 
+def storage_description(config: ServerConfig) -> str:
+    """Where the server keeps things, for its start banner (a database password shows as ***)."""
+    if config.database_url is None and config.blob_store is None:
+        return f"data in {config.data_dir}"
+    from whylogs_songbird.server.storage.postgres import redacted
+
+    database = redacted(config.database_url) if config.database_url else f"SQLite in {config.data_dir}"
+    blobs = config.blob_store or f"files in {config.data_dir}"
+    if config.s3_endpoint_url and blobs.startswith("s3://"):
+        blobs += f" at {config.s3_endpoint_url}"
+    return f"metadata in {database}, profiles in {blobs}"
+
+
 def _check_port_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -74,7 +87,7 @@ def _check_port_free(host: str, port: int) -> None:
 def config_from_options(
     *,
     host: str = "127.0.0.1",
-    port: int = 8787,
+    port: int = 8737,
     data_dir: Path | None = None,
     api_key: list[str] | None = None,
     api_key_file: Path | None = None,
@@ -161,14 +174,22 @@ def parse_args(argv: list[str]) -> ServerConfig:
 
 def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8787,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", "-p", min=0, max=65535, envvar="SONGBIRD_LOCAL_PORT",
+            help="Port to listen on. Default: $SONGBIRD_LOCAL_PORT (the local server's), then 8737.",
+            show_default=False,
+        ),
+    ] = 8737,
     data_dir: Annotated[
         Path | None,
         typer.Option(
             "--data-dir",
             metavar="DIR",
             help="Where sessions, profiles and the URL-signing secret are kept. "
-            "Default: <user data dir>/whylogs-songbird/server.",
+            "Default: $SONGBIRD_LOCAL_DATA_DIR, then <user data dir>/whylogs-songbird/server.",
+            envvar="SONGBIRD_LOCAL_DATA_DIR",
             show_default=False,
         ),
     ] = None,
@@ -491,7 +512,6 @@ def serve_command(
         except MonitorsError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-    directory = config.data_dir
     _check_port_free(host, port)
     logging.basicConfig(
         stream=sys.stderr,
@@ -500,11 +520,11 @@ def serve_command(
     )
     shown_host = shared_address(host)
     logger.info(
-        "songbird server on http://%s:%d (data in %s, %d API keys, upload URLs live %d s, %d workers); "
+        "songbird server on http://%s:%d (%s, %d API keys, upload URLs live %d s, %d workers); "
         "publish to it with SONGBIRD_API_ENDPOINT=http://%s:%d",
         shown_host,
         port,
-        directory,
+        storage_description(config),
         len(config.api_keys),
         config.url_ttl_seconds,
         config.workers,
@@ -519,8 +539,16 @@ def serve_command(
         logger.warning("%s holds API keys and other users may read it: chmod 600 it.", config.api_key_file)
     if config.fault_rate:
         logger.warning("fault injection is on: %g of API requests fail (seed %s)", config.fault_rate, config.fault_seed)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
-        run_server(config, access_log=not no_access_log)
+    from whylogs_songbird.server.storage.base import StorageConfigError, StorageUnavailableError
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
+            run_server(config, access_log=not no_access_log)
+    except (StorageConfigError, StorageUnavailableError) as exc:  # their messages say what to check
+        if verbose:
+            logger.debug("the storage failure in full", exc_info=exc)
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        raise typer.Exit(2 if isinstance(exc, StorageConfigError) else 1) from None
     logger.info("songbird server stopped.")
 
 

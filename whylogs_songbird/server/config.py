@@ -54,7 +54,7 @@ class ServerConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = 8787
+    port: int = 8737
     data_dir: Path = field(default_factory=lambda: Path("songbird-data"))
     api_keys: list[str] = field(default_factory=list)
     #: A file of API keys, one a line (``#`` comments and blank lines allowed): keys kept out of ``ps``.
@@ -165,7 +165,7 @@ class ServerConfig:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.list_sessions and self.public_url is not None:
             raise ValueError(
-                "list_sessions cannot be combined with public_url: a server reached through a public URL must "
+                "--list-sessions cannot be combined with --public-url: a server reached through a public URL must "
                 "not show session ids (they open the profiles); leave --list-sessions off"
             )
         self.allowed_hosts = [h.strip() for h in self.allowed_hosts if h.strip()]

@@ -113,13 +113,14 @@ def observatory_router(
                 "The link names no session (its sessionToken parameter is missing): open it as the writer "
                 "printed it, or pick a session on the home page.",
             )
-        if not is_valid_id(session_id, "session"):
+        if not session_id.startswith("session-"):
             raise PageError(
                 400,
                 "Malformed session id",
                 f"{shown(session_id)!r} is not a session id: session ids look like session-… .",
             )
-        if store.guest_session(session_id) is None:  # unknown and claimed read alike (see Store.guest_session)
+        # a session-… id of another shape, an unknown one and a claimed one read alike (see Store.guest_session)
+        if not is_valid_id(session_id, "session") or store.guest_session(session_id) is None:
             raise PageError(
                 404,
                 "Session not found",

@@ -212,9 +212,10 @@ def timeline_router(
         return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
 
     def check_session(session_id: str) -> None:
-        if not is_valid_id(session_id, "session"):
+        if not session_id.startswith("session-"):
             raise TimelineRequestError(400, f"{session_id[:80]!r} is not a session id: session ids look like session-…")
-        if store.guest_session(session_id) is None:  # unknown and claimed read alike (see Store.guest_session)
+        # a session-… id of another shape, an unknown one and a claimed one read alike (see Store.guest_session)
+        if not is_valid_id(session_id, "session") or store.guest_session(session_id) is None:
             raise TimelineRequestError(404, f"{session_gone(session_id)}; a claimed session has no timeline here")
 
     def query_of(

@@ -111,6 +111,21 @@
     return base;
   }
 
+  // A log axis cannot show p = 0 (a drift so large the test's p-value underflows): such days are
+  // drawn at this floor with a downward triangle and "p < 1e-16", never left out as if missing.
+  var P_FLOOR = 1e-16;
+
+  function floored(values) {
+    var out = { y: [], below: [], text: [] };
+    (values || []).forEach(function (v) {
+      var low = v !== null && v !== undefined && v < P_FLOOR;
+      out.y.push(low ? P_FLOOR : v);
+      out.below.push(low);
+      out.text.push(low ? "p < 1e-16" : (v === null || v === undefined ? "" : "p = " + Number(v).toPrecision(3)));
+    });
+    return out;
+  }
+
   function hasValues(values) {
     return values && values.some(function (v) { return v !== null && v !== undefined; });
   }
@@ -159,17 +174,31 @@
           return;
         }
         var colors = series.drift_category.map(function (c) { return CATEGORY_COLORS[c] || "#9aa3b5"; });
+        var vsReference = floored(series.drift_p_value);
+        var vsPrevious = floored(series.previous_drift_p_value);
+        var anyBelow = vsReference.below.concat(vsPrevious.below).some(function (b) { return b; });
+        var lines = [0.05, 0.15].map(function (y) {
+          return { type: "line", xref: "paper", x0: 0, x1: 1, y0: y, y1: y, line: { color: "#c9ced8", dash: "dash", width: 1 } };
+        });
+        if (anyBelow) {
+          lines.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: P_FLOOR, y1: P_FLOOR,
+            line: { color: "#c23b32", dash: "dot", width: 1 } });
+        }
         window.Plotly.newPlot(el, [
-          { x: x, y: series.drift_p_value, type: "scatter", mode: "lines+markers", name: "vs reference",
-            customdata: series.drift_category, marker: { color: colors, size: 7 }, line: { color: "#7a8397", width: 1 },
-            hovertemplate: "p = %{y:.3g} (%{customdata})<extra>vs reference</extra>" },
-          { x: x, y: series.previous_drift_p_value, type: "scatter", mode: "lines", name: "vs previous bucket",
+          { x: x, y: vsReference.y, type: "scatter", mode: "lines+markers", name: "vs reference",
+            customdata: series.drift_category, text: vsReference.text,
+            marker: { color: colors, size: vsReference.below.map(function (b) { return b ? 10 : 7; }),
+              symbol: vsReference.below.map(function (b) { return b ? "triangle-down" : "circle"; }) },
+            line: { color: "#7a8397", width: 1 },
+            hovertemplate: "%{text} (%{customdata})<extra>vs reference</extra>" },
+          { x: x, y: vsPrevious.y, type: "scatter", mode: "lines", name: "vs previous bucket", text: vsPrevious.text,
+            hovertemplate: "%{text}<extra>vs previous bucket</extra>",
             line: { color: "#3b6fb6", width: 1, dash: "dot" } }
         ], layout({
           yaxis: { type: "log", title: { text: "p-value", standoff: 4 }, gridcolor: "#e6e9ef", exponentformat: "power" },
-          shapes: [0.05, 0.15].map(function (y) {
-            return { type: "line", xref: "paper", x0: 0, x1: 1, y0: y, y1: y, line: { color: "#c9ced8", dash: "dash", width: 1 } };
-          })
+          shapes: lines,
+          annotations: anyBelow ? [{ xref: "paper", x: 1, xanchor: "right", y: Math.log10(P_FLOOR), yanchor: "bottom",
+            text: "p < 1e-16 (p = 0) drawn here", showarrow: false, font: { size: 10, color: "#c23b32" } }] : []
         }), config);
       } else if (kind === "items") {
         var traces = [];

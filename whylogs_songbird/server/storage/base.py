@@ -91,6 +91,11 @@ class StorageConfigError(ValueError):
     """A storage URL (``--database-url``, ``--blob-store``) cannot be used; the message says why."""
 
 
+class StorageUnavailableError(RuntimeError):
+    """The database or the object store could not be reached or refused us; the message says what
+    to check and never shows a secret."""
+
+
 def now_ms() -> int:
     """The current time in epoch milliseconds."""
     return int(time.time() * 1000)

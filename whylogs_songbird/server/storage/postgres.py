@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from whylogs_songbird.server.storage.base import StorageConfigError
+from whylogs_songbird.server.storage.base import StorageConfigError, StorageUnavailableError
 from whylogs_songbird.server.storage.sql import POSTGRESQL, SCHEMA_VERSION, SqlMetadataStore
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
@@ -34,7 +34,7 @@ MIGRATION_LOCK = 0x736F6E6762697264  # "songbird" in ASCII
 POOL_MAX = 16
 
 
-class DatabaseUnavailableError(RuntimeError):
+class DatabaseUnavailableError(StorageUnavailableError):
     """PostgreSQL could not be reached or refused the connection (the message never shows a password)."""
 
 

@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
-from whylogs_songbird.server.storage.base import BlobChangedError, BlobVersion, StorageConfigError
+from whylogs_songbird.server.storage.base import (
+    BlobChangedError,
+    BlobVersion,
+    StorageConfigError,
+    StorageUnavailableError,
+)
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
@@ -48,7 +53,7 @@ class BlobStoreConfigError(StorageConfigError):
     """The ``--blob-store`` / ``--s3-endpoint-url`` settings or the credentials are unusable."""
 
 
-class BlobStoreUnavailableError(RuntimeError):
+class BlobStoreUnavailableError(StorageUnavailableError):
     """The object store could not be reached or refused a request (says which, never a secret)."""
 
 

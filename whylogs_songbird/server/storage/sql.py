@@ -266,13 +266,16 @@ class SqlMetadataStore(NotificationQueueSql):
     def _create_schema(self) -> None:
         """Create the tables, add columns of later versions, record the schema version (idempotent)."""
         with self._transaction() as conn:
+            existed = {table for table, _, _ in MIGRATIONS if self._exec(conn, self.dialect.columns_query, (table,))}
             for statement in SCHEMA:
                 self._exec(conn, statement)
             for table, column, kind in MIGRATIONS:
                 present = {row[next(iter(row))] for row in self._exec(conn, self.dialect.columns_query, (table,))}
                 if column not in present:
                     self._exec(conn, f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                    logger.info("storage: added column %s.%s", table, column)
+                    # said for a real migration; on a fresh database it is part of creating the table
+                    level = logging.INFO if table in existed else logging.DEBUG
+                    logger.log(level, "storage: added column %s.%s", table, column)
             for statement in LATE_INDEXES:
                 self._exec(conn, statement)
             # profiles stored before ingest states existed are summarised like new ones
