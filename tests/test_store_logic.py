@@ -741,12 +741,13 @@ def test_new_bytes_for_a_stored_slot_replace_the_old_ones_and_their_summary(stor
     session = store.create_session("u")
     first = stored(store, session.id, b"abc")
     store.metadata.store_summary(first.id, ABC, b"summary")
-    store.metadata.mark_invalid(first.id, ABC, "found broken")
-    again = store.store_profile_data(first.id, b"abc", sha256=ABC)  # the same bytes again: kept as they are
-    assert again.upload == store.get_upload(first.id) and again.upload.ingest_error is None
-    assert again.duplicate_of is None and again.upload.path == first.path
-    assert store.read_profile_bytes(again.upload) == b"abc" and again.upload.ingest_state == "pending"
-    assert store.metadata.get_summary(first.id, ABC) is None, "a new PUT is summarised anew"
+    recorded = store.get_upload(first.id)
+    again = store.store_profile_data(first.id, b"abc", sha256=ABC)  # the same bytes again: nothing changes
+    assert again.upload == store.get_upload(first.id) == recorded and again.duplicate_of is None
+    kept = (again.upload.path, again.upload.stored_at, again.upload.ingest_state)
+    assert kept == (first.path, first.stored_at, "ready")
+    assert store.read_profile_bytes(again.upload) == b"abc"
+    assert store.metadata.get_summary(first.id, ABC) == b"summary", "the same bytes are not summarised again"
     replaced = store.store_profile_data(first.id, b"xyz", sha256=XYZ).upload
     assert replaced.path == f"profiles/{session.id}/{first.id}.3608bca1e44ea6c4.bin"
     assert list(store.blobs.list_keys()) == [replaced.path], "the replaced bytes are removed"
@@ -1355,6 +1356,7 @@ def test_an_older_database_gets_the_new_columns_and_its_profiles_summarised(tmp_
             "storage: added column uploads.ingest_error",
             "storage: added column uploads.ingest_lease",
             "storage: added column uploads.duplicate_of",
+            "storage: added column uploads.ingest_owner",
             "storage: added column sessions.dataset_id",
             "storage: added column sessions.deleted_at",
             "storage: added column sessions.purge_lease",
@@ -1462,6 +1464,94 @@ def test_derived_artefacts_are_replaced_and_dropped_by_literal_prefix(store):
     for bad in ("session-../x", "log-" + "A" * 24):
         with pytest.raises(ValueError, match="not a server-made id"):
             metadata.put_derived(bad, "k", b"")
+
+
+# -- several hosts on one store: what a start leaves alone, the landed hook, idle looks --------------
+
+
+def test_a_shared_store_start_leaves_fresh_copies_and_claims_alone_and_removes_true_leftovers(pstore):
+    session = pstore.create_session("u")
+    kept = stored(pstore, session.id, b"abc", ts=1)
+    expired = slot(pstore, session.id, ts=2, ttl=-7200)  # e.g. being recorded late by another host's slot sweep
+    fresh = blob_key(session.id, expired.id, PROFILE_SHA)
+    leftovers = [
+        f"profiles/{session.id}/{UNKNOWN_LOG}.0123456789abcdef.bin",  # no row can ever name it
+        f"profiles/{session.id}/{kept.id}.0123456789abcdef.bin",  # a recorded presigned upload never changes
+    ]
+    for key in [fresh, *leftovers]:
+        pstore.blobs.put_bytes(key, b"leftover")
+    pstore.metadata.claim_ingest(lease_ms=3_600_000, limit=5)
+    pstore.metadata.shared = True  # as PostgreSQL is: other hosts run while this one starts
+    report = pstore.reconcile()
+    assert report.orphan_blobs == sorted(leftovers) and report.released_claims == 0
+    assert sorted(pstore.blobs.list_keys()) == sorted([kept.path, fresh])
+    assert pstore.metadata.claim_upload_ingest(kept.id, lease_ms=60_000) is False, "the live claim holds"
+    # the same copy once older than the grace period is a leftover
+    assert pstore.reconcile(grace_seconds=-1).orphan_blobs == [fresh]
+    assert list(pstore.blobs.list_keys()) == [kept.path]
+
+
+def test_a_row_is_reset_only_while_it_still_names_the_missing_key(store):
+    session = store.create_session("u")
+    first = stored(store, session.id, b"abc", ts=1)
+    assert store.metadata.unmark_stored([first.id], keys=["profiles/elsewhere.bin"]) == 0
+    assert store.get_upload(first.id) == first
+    assert store.metadata.unmark_stored([first.id], keys=[first.path]) == 1
+    assert store.get_upload(first.id).stored_at is None
+
+
+def test_the_landed_hook_runs_once_per_recorded_upload_however_it_landed(tmp_path):
+    seen: list[str] = []
+    for store in (Store(tmp_path / "embedded"), presigning_store(tmp_path / "presigned")):
+        try:
+            store.add_landed_hook(lambda upload: seen.append(upload.id))
+            session = store.create_session("u")
+            if store.presigns:
+                upload = slot(store, session.id, ts=1)
+                put_landed(store, upload)
+                assert [u.id for u in store.learn_landed(session.id)] == [upload.id]
+                assert store.learn_landed(session.id) == []  # recorded already: learned (and hooked) once
+            else:
+                upload = stored(store, session.id, b"abc", ts=1)
+                store.store_profile_data(upload.id, b"abc", sha256=ABC)  # a retried PUT records nothing new
+                stored(store, session.id, b"abc", ts=1)  # a duplicate records no new profile
+            assert seen == [upload.id]
+            seen.clear()
+        finally:
+            store.close()
+
+
+def test_idle_open_slots_are_looked_for_less_and_less_often_and_at_once_when_asked(tmp_path):
+    pstore = presigning_store(tmp_path / "data", ListingPresigningFiles)
+    try:
+        session = pstore.create_session("u")
+        uploads = [slot(pstore, session.id, ts=ts) for ts in range(9)]  # more than 8: one listing a look
+        for _ in range(5):
+            assert pstore.learn_landed() == []  # the ingest worker's background look, back to back
+        assert len(pstore.blobs.listings) == 1, "nothing landed: the next look waits"
+        assert pstore.learn_landed(session.id) == [] and len(pstore.blobs.listings) == 2  # a link or page looks
+        put_landed(pstore, uploads[0])
+        slot(pstore, session.id, ts=99)  # new slots: the background look comes back at once
+        assert [u.id for u in pstore.learn_landed()] == [uploads[0].id] and len(pstore.blobs.listings) == 3
+    finally:
+        pstore.close()
+
+
+def test_a_restarting_host_of_a_shared_store_releases_its_own_dead_claims_only(tmp_path):
+    hosts = [Store(tmp_path / "data"), Store(tmp_path / "data")]
+    try:
+        for name, host in zip("ab", hosts):
+            host.metadata.shared, host.metadata.owner = True, f"host-{name}"
+        session = hosts[0].create_session("u")
+        mine, theirs = stored(hosts[0], session.id, b"abc", ts=1), stored(hosts[0], session.id, b"xyz", ts=2)
+        assert hosts[0].metadata.claim_upload_ingest(mine.id, lease_ms=3_600_000)
+        assert hosts[1].metadata.claim_upload_ingest(theirs.id, lease_ms=3_600_000)
+        assert hosts[0].reconcile().released_claims == 1  # host a starts again: its claim was dead work
+        assert hosts[1].metadata.claim_upload_ingest(mine.id, lease_ms=60_000), "released"
+        assert not hosts[0].metadata.claim_upload_ingest(theirs.id, lease_ms=60_000), "host b's claim holds"
+    finally:
+        for host in hosts:
+            host.close()
 
 
 # -- datasets of organizations: container rows no guest route finds ------------------------------

@@ -151,7 +151,7 @@ def test_a_claimed_session_keeps_late_uploads_out(server):
 
 
 @contextlib.contextmanager
-def server_process(data_dir, storage_config, env):
+def server_process(data_dir, storage_config, env, *extra: str):
     port = free_port()
     command = [
         sys.executable,
@@ -168,6 +168,7 @@ def server_process(data_dir, storage_config, env):
         "--s3-endpoint-url",
         storage_config["s3_endpoint_url"],
         "--no-access-log",
+        *extra,
     ]
     log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

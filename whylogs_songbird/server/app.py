@@ -115,6 +115,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # every upload this process records, however it landed, runs the timeline's hook once
+        the_store.add_landed_hook(timeline.upload_landed)
         worker.start()
         sweeper.start()
         purger.start()
@@ -128,6 +130,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             await run_in_threadpool(purger.stop)
             await run_in_threadpool(sweeper.stop)
             await run_in_threadpool(worker.stop)
+            the_store.remove_landed_hook(timeline.upload_landed)
             await run_in_threadpool(timeline.close)
             if owns_store:
                 the_store.close()

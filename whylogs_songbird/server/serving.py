@@ -41,13 +41,18 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def open_store(config: ServerConfig) -> Store:
-    """The store of ``config``, made ready to serve: reconciled (what a crash left behind) and
-    with its operation counters at zero. Run once per server, before any worker serves."""
+    """The store of ``config``, made ready to serve: reconciled (what a crash left behind) and,
+    on a store no other host uses (the embedded one), with its operation counters at zero. A start
+    resets nothing shared: on a team store the counters are every host's, and other hosts keep
+    counting while this one restarts. Run once per server, before any worker serves."""
     store = Store.open(config)
     try:
         store.reconcile()
-        deletions(store).release_purge_claims()  # a crashed server's purges are finished by the next one
-        store.reset_stats()
+        if not store.shared:
+            # one server owns this store: the claims and counts of its previous run end with it. On a
+            # shared store they may be another live host's: its purge claims run out with their lease.
+            deletions(store).release_purge_claims()
+            store.reset_stats()
     except BaseException:
         store.close()
         raise

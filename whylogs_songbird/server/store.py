@@ -11,18 +11,21 @@ query, so no key is ever built from anything a client chose.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
+from whylogs_songbird.server.signing import load_or_create_health_token
 from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
 from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
@@ -56,11 +59,20 @@ COUNT_FLUSH_SECONDS = 0.1
 #: Upload slots whose URL expired less than this long ago are still looked for in the blob
 #: store (a presigned PUT begun before its URL expired may finish after).
 LANDED_GRACE_SECONDS = 3600
+#: The background look for presigned PUTs that landed (:meth:`Store.learn_landed`) looks at a
+#: session again this soon after something landed or a slot was made; when nothing lands, each
+#: wait doubles up to LANDED_LOOK_MAX_SECONDS (open slots never PUT cost next to nothing).
+LANDED_LOOK_SECONDS = 1.0
+LANDED_LOOK_MAX_SECONDS = 60.0
 #: Upload slots never PUT are deleted this long after their URL expired (a PUT begun in time
 #: may still be receiving its body); with presigned URLs, after LANDED_GRACE_SECONDS more.
 SWEEP_GRACE_SECONDS = 600
 #: Expired slots looked at (and deleted) per transaction by :meth:`Store.sweep_expired_slots`.
 SWEEP_BATCH = 200
+
+#: On a store other hosts share, reconciliation at start leaves alone bytes written less than this
+#: long before it began (another host may be about to record them; see :meth:`Store.reconcile`).
+RECONCILE_GRACE_SECONDS = 600
 
 #: Defaults of the limits on uploads (the server's config overrides them, see :meth:`Store.open`).
 DEFAULT_MAX_COLUMNS = 20_000
@@ -81,6 +93,13 @@ def parse_timestamp_selector(selector: str) -> int | None:
         return None
     timestamp = int(selector)
     return timestamp if -(2**63) <= timestamp < 2**63 else None
+
+
+def host_id(data_dir: Path) -> str:
+    """A stable name of the host that serves from ``data_dir``: a hash of its health token (made on
+    first start), so claims it takes in a shared store can be told from other hosts'."""
+    token = load_or_create_health_token(data_dir)
+    return hashlib.sha256(f"songbird-host:{token}".encode()).hexdigest()[:16]
 
 
 def blob_key(session_id: str, upload_id: str, sha256: str | None = None) -> str:
@@ -169,15 +188,21 @@ class Store:
         #: :meth:`learn_landed`); the upload route applies the same ones from the config.
         self.max_columns = DEFAULT_MAX_COLUMNS
         self.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
-        #: Called with the uploads :meth:`learn_landed` recorded (the timeline evaluates monitors then,
-        #: as the upload route makes it do for the profiles it stores itself).
-        self.landed_listeners: list[Callable[[list[UploadRecord]], object]] = []
+        #: Session -> (monotonic time of the next background look for landed PUTs, the wait
+        #: after it when nothing lands): see :meth:`learn_landed`.
+        self._next_look: dict[str, tuple[float, float]] = {}
+        self._look_lock = threading.Lock()
+        #: Called with each upload this process records (see :meth:`upload_landed`).
+        self._landed_hooks: list[Callable[[UploadRecord], None]] = []
 
     @classmethod
     def open(cls, config: object) -> Store:
         """The store a :class:`ServerConfig` asks for (``database_url``, ``blob_store``)."""
         metadata, blobs = open_storage(config)
-        store = cls(Path(getattr(config, "data_dir")), metadata=metadata, blobs=blobs)  # noqa: B009
+        data_dir = Path(getattr(config, "data_dir"))  # noqa: B009
+        if getattr(metadata, "shared", False):  # the claims this host takes, released when it starts again
+            setattr(metadata, "owner", host_id(data_dir))  # noqa: B010 - a SQL store's attribute, not the protocol's
+        store = cls(data_dir, metadata=metadata, blobs=blobs)
         store.max_columns = int(getattr(config, "max_columns", DEFAULT_MAX_COLUMNS))
         store.max_upload_bytes = int(getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES))
         return store
@@ -238,7 +263,8 @@ class Store:
                 raise
 
     def stats(self) -> dict[str, int]:
-        """Calls per operation since the server started (this process's counts written first)."""
+        """Calls per operation since the counters were reset: at the server's start on the
+        embedded store, never by a start on a shared one (this process's counts written first)."""
         self.flush_counts()
         return self.metadata.stats()
 
@@ -246,6 +272,30 @@ class Store:
         with self._count_lock:
             self._pending_counts.clear()
         self.metadata.reset_stats()
+
+    # -- the "upload landed" hook ------------------------------------------------------------
+
+    def add_landed_hook(self, hook: Callable[[UploadRecord], None]) -> None:
+        """Call ``hook(upload)`` for each upload this process records from now on (see :meth:`upload_landed`)."""
+        self._landed_hooks.append(hook)
+
+    def remove_landed_hook(self, hook: Callable[[UploadRecord], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._landed_hooks.remove(hook)
+
+    def upload_landed(self, outcome: StoredOutcome) -> None:
+        """The one place a newly recorded upload is announced, on every store: a PUT this server
+        received (embedded store) or a presigned PUT this process learned (team store). Exactly
+        one process records each upload (``mark_stored`` with ``if_unstored``), so across hosts
+        the hooks run once per upload; an outcome that recorded nothing new (a duplicate, bytes
+        recorded already, bytes recorded invalid) runs none. A failing hook is logged, never fails the recording."""
+        if not outcome.recorded or outcome.duplicate_of is not None or outcome.upload.invalid:
+            return
+        for hook in list(self._landed_hooks):
+            try:
+                hook(outcome.upload)
+            except Exception:
+                logger.exception("a hook on upload %s failed", outcome.upload.id)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -336,15 +386,25 @@ class Store:
         max_open: int | None = None,
         max_profiles: int | None = None,
     ) -> list[UploadRecord]:
-        """Create upload slots; :class:`SlotLimitError` past a per-session limit (see the metadata store)."""
-        return self.metadata.create_uploads(
+        """Create upload slots; :class:`SlotLimitError` past a per-session limit (see the metadata store).
+        The background look for landed presigned PUTs then looks at the session again soon."""
+        created = self.metadata.create_uploads(
             session_id, specs, ttl_seconds=ttl_seconds, max_open=max_open, max_profiles=max_profiles
         )
+        with self._look_lock:
+            self._next_look.pop(session_id, None)
+        return created
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         return self.metadata.get_upload(upload_id)
 
     # -- presigned uploads (blob stores with their own upload URLs) ---------------------------
+
+    @property
+    def shared(self) -> bool:
+        """Whether other hosts use this store at the same time (PostgreSQL): a start then resets
+        nothing and releases no claim (see :meth:`reconcile`)."""
+        return bool(getattr(self.metadata, "shared", False))
 
     @property
     def presigns(self) -> bool:
@@ -401,7 +461,7 @@ class Store:
         if original is not None:
             outcome = self.metadata.mark_stored(upload_id, key=None, size=size, sha256=sha256)
             if outcome.duplicate_of is not None:
-                if upload.path is not None:
+                if upload.path is not None and outcome.recorded:
                     self.blobs.delete(upload.path)
                 return outcome
         key = blob_key(upload.session_id, upload_id, sha256)
@@ -415,6 +475,7 @@ class Store:
             self.blobs.delete(key)
         if upload.path is not None and upload.path != key:
             self.blobs.delete(upload.path)  # the bytes this PUT replaced
+        self.upload_landed(outcome)
         return outcome
 
     def store_profile_bytes(self, upload_id: str, data: bytes) -> UploadRecord:
@@ -470,8 +531,11 @@ class Store:
         """Record the uploads whose bytes a client PUT straight to the blob store (presigned URLs),
         of one session or of all; return them. A no-op for stores without presigned URLs.
 
-        The server is not told when such a PUT lands: it looks at link and page time, and its
-        ingest worker does so for every session. Slots whose URL expired more than
+        The server is not told when such a PUT lands: it looks at link and page time (given a
+        ``session_id``: always), and its ingest worker does so for every session (no
+        ``session_id``): a session where nothing landed is looked at less and less often, from
+        every :data:`LANDED_LOOK_SECONDS` to every :data:`LANDED_LOOK_MAX_SECONDS`, and again
+        at once after it gets new slots or bytes are found. Slots whose URL expired more than
         ``grace_seconds`` ago are not looked for (a PUT begun before expiry may finish after). A slot is recorded
         only once its bytes are there, so no profile exists without bytes. The bytes get the
         cheap structural check of the upload route and are then copied, inside the blob store and
@@ -489,27 +553,44 @@ class Store:
         by_session: dict[str, list[UploadRecord]] = {}
         for upload in self.metadata.unstored_uploads(session_id=session_id, expires_after=expires_after):
             by_session.setdefault(upload.session_id, []).append(upload)
+        background = session_id is None
+        if background:
+            with self._look_lock:  # sessions without open slots are forgotten
+                self._next_look = {k: v for k, v in self._next_look.items() if k in by_session}
         learned: list[UploadRecord] = []
         for session, uploads in by_session.items():
+            if background and not self._look_due(session):
+                continue
             sizes = self._landed_sizes(session, uploads)
+            if background or sizes:
+                self._looked(session, landed=bool(sizes))
             for upload in uploads:
                 if stop is not None and stop():
-                    return self._tell_landed(learned)
+                    return learned
                 key = blob_key(upload.session_id, upload.id)
                 recorded = self._record_landed(upload, key, sizes[key]) if key in sizes else None
                 if recorded is not None:
                     learned.append(recorded)
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
-        return self._tell_landed(learned)
-
-    def _tell_landed(self, learned: list[UploadRecord]) -> list[UploadRecord]:
-        for listener in self.landed_listeners if learned else ():
-            try:
-                listener(learned)
-            except Exception:
-                logger.exception("a listener of landed uploads failed")
         return learned
+
+    def _look_due(self, session_id: str) -> bool:
+        with self._look_lock:
+            due, _ = self._next_look.get(session_id, (0.0, 0.0))
+        return time.monotonic() >= due
+
+    def _looked(self, session_id: str, *, landed: bool) -> None:
+        """After a look at a session's open slots: when bytes were there, the next background look
+        looks again (whatever became of them); else it waits :data:`LANDED_LOOK_SECONDS`, then
+        twice the last wait each time, up to :data:`LANDED_LOOK_MAX_SECONDS`."""
+        with self._look_lock:
+            if landed:
+                self._next_look.pop(session_id, None)
+                return
+            _, wait = self._next_look.get(session_id, (0.0, 0.0))
+            wait = min(2 * wait, LANDED_LOOK_MAX_SECONDS) if wait else LANDED_LOOK_SECONDS
+            self._next_look[session_id] = (time.monotonic() + wait, wait)
 
     def sweep_expired_slots(self, *, grace_seconds: int | None = None, stop: Callable[[], bool] | None = None) -> int:
         """Delete upload slots never stored whose URL expired more than ``grace_seconds`` ago
@@ -599,6 +680,7 @@ class Store:
         if outcome.duplicate_of is not None:
             self.blobs.delete(checked)
         self.blobs.delete(key)
+        self.upload_landed(outcome)
         return outcome.upload
 
     def _holds(self, key: str, data: bytes) -> bool:
@@ -653,29 +735,49 @@ class Store:
 
     # -- reconciliation ---------------------------------------------------------------------
 
-    def reconcile(self) -> ReconcileReport:
-        """Fix what a crash can leave (run at start, before serving, by one process):
+    def reconcile(self, *, grace_seconds: float | None = None) -> ReconcileReport:
+        """Fix what a crash can leave (run at start, before this server serves):
 
         - temporary files of bodies being received are removed;
         - rows marked stored whose bytes are missing are marked not stored (the client's retry
-          stores them again);
+          stores them again), if they still name the missing key and the bytes are still gone;
         - bytes under a profile key with no row pointing at them are removed, except bytes a
           client PUT straight to the blob store (presigned URLs) for a slot not marked stored
           yet: those are checked and recorded as :meth:`learn_landed` does (the server learns
           that they landed), and the checked copy of a slot still open, which another running
           process may be about to record;
-        - claims of the ingest worker are released (their profiles are summarised again).
+        - on a store only this host uses, claims of the ingest worker are released (their
+          profiles are summarised again); on a shared one (``metadata.shared``) only the claims
+          this host took before it stopped or died (``metadata.owner``): others are other hosts'
+          live work, and a dead host's claim ends with its lease or when it starts again.
+
+        Other hosts may be recording uploads while this runs (a shared store): bytes written
+        less than ``grace_seconds`` before the scan began (default :data:`RECONCILE_GRACE_SECONDS`
+        on a shared store, 0 otherwise), by their last-modified time, are never removed, and
+        each removal re-reads the upload's row right before it. Bytes whose upload id names no
+        slot at all are removed whatever their age (no row can appear for them).
         """
+        shared = self.shared
+        if grace_seconds is None:
+            grace_seconds = RECONCILE_GRACE_SECONDS if shared else 0
+        scan_started = now_ms()
+        fresh_after = scan_started - int(grace_seconds * 1000)
         report = ReconcileReport(temp_files=self.blobs.reconcile())
-        report.released_claims = self.metadata.release_ingest_claims()
+        if not shared:
+            report.released_claims = self.metadata.release_ingest_claims()
+        elif owner := str(getattr(self.metadata, "owner", "")):  # this host's own claims, left when it stopped or died
+            report.released_claims = self.metadata.release_ingest_claims(owner=owner)
         known = dict(self.metadata.stored_keys())
-        present = set(self.blobs.list_keys("profiles/"))  # one listing, not a lookup per row (S3)
-        missing = [upload_id for upload_id, key in known.items() if key not in present]
-        if missing:
-            self.metadata.unmark_stored(missing)
-            report.rows_without_bytes = missing
-        referenced = {key for upload_id, key in known.items() if upload_id not in set(missing)}
-        unreferenced = [(key, _upload_id_of(key)) for key in sorted(present) if key not in referenced]
+        # one listing, not a lookup per row (S3); keys listed with when their bytes were written
+        modified = {key: stamp for key, _, stamp in self._list_stamped("profiles/")}
+        missing = [(upload_id, key) for upload_id, key in known.items() if key not in modified]
+        missing = [(upload_id, key) for upload_id, key in missing if not self.blobs.exists(key)]  # listed late?
+        for row_id, row_key in missing:  # only while the row still names the missing key
+            if self.metadata.unmark_stored([row_id], keys=[row_key]):
+                report.rows_without_bytes.append(row_id)
+        gone = {upload_id for upload_id, _ in missing}
+        referenced = {key for upload_id, key in known.items() if upload_id not in gone}
+        unreferenced = [(key, _upload_id_of(key)) for key in sorted(modified) if key not in referenced]
         kept: set[str] = set()
         if self._presigns():  # landed PUTs first: recording one makes its older leftovers orphans
             for key, upload_id in unreferenced:
@@ -687,21 +789,12 @@ class Store:
                     kept.add(key)
                     if learned:
                         report.learned.append(key)
-        open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
         for key, upload_id in unreferenced:
             if key in kept:
                 continue
-            upload = self.get_upload(upload_id) if upload_id else None
-            if upload is not None and upload.path == key:
-                continue  # recorded since the listing (another process learned a landed PUT)
-            if (
-                self._presigns()
-                and upload is not None
-                and not upload.stored
-                and upload.expires_at >= open_after
-                and key != blob_key(upload.session_id, upload.id)
-            ):
-                continue  # a checked copy another process may be about to record
+            upload = self.get_upload(upload_id) if upload_id else None  # read right before the removal
+            if upload is not None and not self._removable(upload, key, modified[key], fresh_after):
+                continue
             self.blobs.delete(key)
             report.orphan_blobs.append(key)
         if report:
@@ -714,6 +807,33 @@ class Store:
                 len(report.learned),
             )
         return report
+
+    def _removable(self, upload: UploadRecord, key: str, modified: int, fresh_after: int) -> bool:
+        """Whether the unreferenced bytes ``key`` of an existing upload slot are a leftover."""
+        if upload.path == key:
+            return False  # recorded since the listing (another process learned a landed PUT)
+        if self._presigns() and upload.stored:
+            return True  # a recorded presigned upload never changes (it is recorded once): a leftover
+        if modified > fresh_after:
+            return False  # written while (or just before) this ran: maybe another host's, about to be recorded
+        open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
+        # not a checked copy of a slot still open, which another process may be about to record
+        return not (
+            self._presigns()
+            and not upload.stored
+            and upload.expires_at >= open_after
+            and key != blob_key(upload.session_id, upload.id)
+        )
+
+    def _list_stamped(self, prefix: str) -> Iterator[tuple[str, int, int]]:
+        """``(key, size, last modified ms)`` under ``prefix``; a blob store that cannot say when
+        bytes were written lists them as old."""
+        list_stamped = getattr(self.blobs, "list_stamped", None)
+        if list_stamped is not None:
+            yield from list_stamped(prefix)
+            return
+        for key in self.blobs.list_keys(prefix):
+            yield key, 0, 0
 
     def _learn_at_start(self, upload: UploadRecord, key: str) -> bool | None:
         """Reconcile the landed bytes of an open slot: True when recorded, False when left for a

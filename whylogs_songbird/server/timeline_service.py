@@ -145,6 +145,8 @@ class StoredProfile:
     segment: str
     identity: str
     stored_at: int
+    #: stored but not summarised yet when listed (see ``TimelineService.state``)
+    pending: bool = False
     #: the store's own record of the upload, for the loader
     record: Any = field(default=None, compare=False, repr=False)
 
@@ -174,6 +176,8 @@ class ResolvedView:
     segments: list[str]
     start: int | None = None
     end: int | None = None
+    #: profiles left out as an ingest worker still holds them (see ``TimelineService.document_bytes``)
+    pending: tuple[str, ...] = ()
 
 
 def _memo_size(points: BucketPoints) -> int:
@@ -209,10 +213,15 @@ class TimelineService:
         max_cells: int = MAX_VIEW_CELLS,
         memo_bytes: int = 32 * MiB,
         doc_bytes: int = 32 * MiB,
+        state: Callable[[StoredProfile, bool], str] | None = None,
     ) -> None:
         self.list_profiles = list_profiles
         self.load = load
         self.column_names = column_names or (lambda profile: list(self.load(profile).get_columns()))
+        #: ``state(profile, patient)`` of a profile listed as pending: "ready", "pending" (an
+        #: ingest worker, maybe another host's, still holds it) or "invalid"; ``patient``: for
+        #: background work, which may wait for that worker. None: every profile is taken as ready
+        self.state = state
         self.cache = cache
         self.monitors = monitors
         self.monitors_key = content_key([monitors.model_dump_json()]) if monitors is not None else "none"
@@ -311,14 +320,27 @@ class TimelineService:
     def document(self, session_id: str, query: TimelineQuery, *, watched: bool = False) -> dict[str, Any]:
         return json.loads(self.document_bytes(session_id, query, watched=watched))
 
-    def document_bytes(self, session_id: str, query: TimelineQuery, *, watched: bool = False) -> bytes:
+    def document_bytes(
+        self, session_id: str, query: TimelineQuery, *, watched: bool = False, background: bool = False
+    ) -> bytes:
         """The timeline document as JSON bytes, read back from the cache when nothing changed.
 
         ``watched``: a person asked (a page or API view): this query is then kept up to date in the
         background as batches land (see :meth:`batch_stored`). A view larger than the caps
         (:data:`MAX_VIEW_BUCKETS`, :data:`MAX_VIEW_CELLS`) is refused with a 400 that says how to
-        narrow it, before anything is computed."""
+        narrow it, before anything is computed. Profiles not summarised yet that an ingest worker
+        holds are left out and listed under ``pending`` (a request waits only for this process's
+        worker and for young claims, never out another host's lease; ``background`` work waits up
+        to two minutes for any worker); such a document is not stored."""
         view = self.resolve(session_id, query)
+        unready = self._unready([*view.batches, *([view.reference] if view.reference else [])], background)
+        if unready:
+            view = dataclasses.replace(
+                view,
+                batches=[b for b in view.batches if b.id not in unready],
+                reference=None if view.reference is not None and view.reference.id in unready else view.reference,
+                pending=tuple(sorted(k for k, v in unready.items() if v == "pending")),
+            )
         if watched:
             remembered = _dumps(dataclasses.asdict(query))
             if self.cache.get(session_id, WATCHED_KEY) != remembered:
@@ -338,7 +360,7 @@ class TimelineService:
         buckets = every[shown[0] : shown[-1] + 1] if shown else []
         if len(buckets) > self.max_buckets:
             raise self._too_big(view, f"{len(buckets):,} buckets", f"{self.max_buckets:,} buckets")
-        ranged = view.start is not None or view.end is not None
+        ranged = view.start is not None or view.end is not None or bool(view.pending)  # not stored either
         reference = view.reference
         parts = [FORMAT, view.granularity, view.segment or "", reference.identity if reference else ""]
         parts += [self.monitors_key, f"range:{view.start}:{view.end}", *(f"segment:{s}" for s in view.segments)]
@@ -434,6 +456,13 @@ class TimelineService:
         self.cache.put(session_id, key, _dumps(value))
         return value
 
+    def _unready(self, profiles: Sequence[StoredProfile], background: bool) -> dict[str, str]:
+        """Id -> state of the profiles listed as pending that are still not ready (see :attr:`state`)."""
+        if self.state is None:
+            return {}
+        states = {p.id: self.state(p, background) for p in profiles if p.pending}
+        return {key: value for key, value in states.items() if value != "ready"}
+
     def _build(
         self,
         session_id: str,
@@ -484,6 +513,7 @@ class TimelineService:
             "segments": view.segments,
             "start": view.start,
             "end": view.end,
+            **({"pending": list(view.pending)} if view.pending else {}),
             "batch_timestamps": [
                 sorted({by_identity[b.key].dataset_timestamp or 0 for b in k.batches}) for k in buckets
             ],
@@ -518,6 +548,12 @@ class TimelineService:
             return []
 
     # -- monitors, evaluated in the background when a batch lands --
+
+    def upload_landed(self, upload: Any) -> None:
+        """The store's "upload landed" hook (``Store.add_landed_hook``): a recorded batch runs
+        :meth:`batch_stored`, on whichever store and host recorded it."""
+        if getattr(upload, "kind", None) == "batch":
+            self.batch_stored(upload.session_id)
 
     def batch_stored(self, session_id: str) -> None:
         """Note that a batch of ``session_id`` landed. With monitors loaded, or when someone looked at
@@ -576,7 +612,7 @@ class TimelineService:
         watched = self.cache.get(session_id, WATCHED_KEY)
         if watched is not None:
             try:
-                self.document_bytes(session_id, TimelineQuery(**json.loads(watched)))
+                self.document_bytes(session_id, TimelineQuery(**json.loads(watched)), background=True)
             except TimelineRequestError as exc:
                 logger.info("timeline: the last view of session %s cannot be refreshed: %s", session_id, exc.message)
         if self.monitors is None or not self.monitors.applies_to_session(session_id):
@@ -586,7 +622,7 @@ class TimelineService:
             segment=self.monitors.segment if self.monitors else None,
         )
         try:
-            document = self.document(session_id, query)
+            document = json.loads(self.document_bytes(session_id, query, background=True))
         except TimelineRequestError as exc:
             logger.warning("timeline: session %s: %s", session_id, exc.message)
             return []

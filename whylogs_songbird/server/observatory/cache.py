@@ -22,12 +22,24 @@ from whylogs_songbird.column_stats import DriftScore, drift_scores, merge_views
 from whylogs_songbird.server.digest import DigestError, digest_columns, digested_count, view_of
 from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
 from whylogs_songbird.server.observatory.base import CacheKey, T
-from whylogs_songbird.server.store import Store, UploadRecord
+from whylogs_songbird.server.store import Store, UploadRecord, now_ms
 from whylogs_songbird.server.summaries import ProfileSummary, SummaryError, summarize_profile
 
 MiB = 1024 * 1024
-#: How long a page waits for another process's ingest worker to summarise a profile.
+#: How long background work (the timeline's refresh when a batch lands) waits for another
+#: process's ingest worker to summarise a profile; pages never wait (:class:`ProfilePendingError`).
 WAIT_FOR_INGEST_SECONDS = 120.0
+
+
+#: A page waits for another process's ingest worker to summarise a profile only while its claim is
+#: younger than this (a live worker takes milliseconds for a usual profile; an older claim may be
+#: a host that died holding it); then the page says "pending" at once.
+PAGE_WAIT_SECONDS = 10.0
+
+
+class ProfilePendingError(SummaryError):
+    """A profile is not summarised yet and another process's ingest worker holds it: a page says
+    so at once instead of waiting for that worker (which may have died, holding its claim)."""
 
 
 def _default_size(value: Any) -> int:
@@ -192,10 +204,10 @@ class ProfileCache:
 
     def _load_digest(self, upload: UploadRecord) -> dict[str, Any]:
         """The digested columns of a stored profile; a profile not summarised yet is summarised
-        here (or, when the ingest worker is at it, waited for), so the bytes are read once."""
+        here, so the bytes are read once. Never waits: when another process's ingest worker is at
+        it, :class:`ProfilePendingError` says so at once (see :meth:`await_summary`)."""
         if upload.sha256 is None:
             raise SummaryError("it has no stored bytes")
-        deadline = time.monotonic() + WAIT_FOR_INGEST_SECONDS
         while True:
             digest = self.store.metadata.get_summary(upload.id, upload.sha256)
             if digest is not None:
@@ -208,17 +220,41 @@ class ProfileCache:
                 raise SummaryError(current.ingest_error or "it is not a readable whylogs profile")
             if current.sha256 != upload.sha256:
                 raise SummaryError("it was replaced while the page was being built; reload the page")
-            if self.store.metadata.claim_upload_ingest(upload.id, lease_ms=LEASE_MS):
-                stored = ingest_one(self.store, current)
-                if stored is not None:
-                    return digest_columns(stored)
-                continue  # marked invalid (or replaced): the loop says which
-            if time.monotonic() > deadline:
-                raise SummaryError("it is still being summarised; reload the page in a moment")
-            time.sleep(0.05)  # the ingest worker of some process is summarising it
+            if not self.store.metadata.claim_upload_ingest(upload.id, lease_ms=LEASE_MS):
+                raise ProfilePendingError("it is still being summarised; reload the page in a moment")
+            stored = ingest_one(self.store, current)
+            if stored is not None:
+                return digest_columns(stored)
+            # marked invalid (or replaced): the loop says which
 
     def upload_digest(self, upload: UploadRecord) -> dict[str, Any]:
         return self.digests.get_or_compute(upload_key(upload), lambda: self._load_digest(upload))
+
+    def state(self, upload: UploadRecord, *, patient: bool = False) -> str:
+        """``"ready"`` (its digest is at hand, summarised here if no process was at it),
+        ``"pending"`` (an ingest worker holds it, maybe another host's) or ``"invalid"``.
+
+        A page waits while this process's own ingest worker holds the profile (it is alive: it is
+        this process), up to :data:`WAIT_FOR_INGEST_SECONDS`. Another process's claim may be a host
+        that died holding it for its whole lease: a page waits for it only while it is younger than
+        :data:`PAGE_WAIT_SECONDS`, then says "pending". ``patient`` (background work, such as the
+        timeline's refresh when a batch lands) waits for any worker up to :data:`WAIT_FOR_INGEST_SECONDS`."""
+        give_up = time.monotonic() + WAIT_FOR_INGEST_SECONDS
+        while True:
+            try:
+                self.upload_digest(upload)
+                return "ready"
+            except ProfilePendingError:
+                if time.monotonic() >= give_up:
+                    return "pending"
+                if not patient and upload.id not in getattr(self.store.metadata, "claimed_here", ()):
+                    current = self.store.get_upload(upload.id) or upload
+                    claimed_ms_ago = now_ms() - ((current.ingest_lease or 0) - LEASE_MS)
+                    if claimed_ms_ago >= PAGE_WAIT_SECONDS * 1000:
+                        return "pending"
+                time.sleep(0.05)
+            except SummaryError:
+                return "invalid"
 
     def upload_view(self, upload: UploadRecord) -> DatasetProfileView:
         """The whole view of one stored profile."""

@@ -18,7 +18,7 @@ from whylogs_songbird.column_stats import DriftScore
 from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
 from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
 from whylogs_songbird.server.observatory.base import MAX_COLUMN_FILTER, RECENT_SESSIONS, STATIC_DIR, PageError, shown
-from whylogs_songbird.server.observatory.cache import ProfileCache
+from whylogs_songbird.server.observatory.cache import ProfileCache, ProfilePendingError
 from whylogs_songbird.server.observatory.page import (
     ColumnWindow,
     PageModel,
@@ -292,6 +292,9 @@ def observatory_router(
     def render_profiles(model_id: str, request: Request) -> HTMLResponse:
         sid, selections = resolve(request, model_id)
         window = column_window(request)
+        for selection in selections:  # never waits out the lease of a host that died holding a claim
+            if any(u.ingest_state == "pending" and profiles_cache.state(u) == "pending" for u in selection.uploads):
+                raise _pending(sid, selection)
         views: list[DatasetProfileView] = []
         for selection in selections:
             with _profile_errors(sid, selection):
@@ -346,6 +349,8 @@ def _profile_errors(session_id: str, selection: Selection) -> Iterator[None]:
     """Turn failures to read or summarize a stored profile into a 422 page naming it."""
     try:
         yield
+    except ProfilePendingError:
+        raise _pending(session_id, selection) from None
     except SummaryError as exc:
         raise PageError(
             422,
@@ -365,6 +370,18 @@ def _profile_errors(session_id: str, selection: Selection) -> Iterator[None]:
             f"({type(exc).__name__}); it may hold metrics this observatory does not know.",
             session_id=session_id,
         ) from None
+
+
+def _pending(session_id: str, selection: Selection) -> PageError:
+    """The page of a profile an ingest worker (maybe another host's) is still summarising: said at
+    once, with 202, rather than waiting for that worker."""
+    return PageError(
+        202,
+        "Profile still being summarised",
+        f"Profile {shown(selection.selector)} of session {session_id} is stored and still being summarised; "
+        "reload this page in a moment.",
+        session_id=session_id,
+    )
 
 
 #: One table cell: (profile number, exact value for data-value, text shown, CSS class).

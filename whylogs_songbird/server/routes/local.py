@@ -19,8 +19,9 @@ router = APIRouter(tags=["local"])
 
 @router.get("/_local/stats")
 async def local_stats(store: StoreDep) -> dict[str, int]:
-    """Calls per operation since the server started (for tests and benchmarks), and the disk
-    used: ``stored_profiles`` and ``stored_bytes``."""
+    """Calls per operation (for tests and benchmarks): since the server started on the embedded store;
+    on a team store, every host's since the store was made (a start resets nothing shared). And the
+    disk used: ``stored_profiles`` and ``stored_bytes``."""
     return await run_in_threadpool(lambda: {**store.stats(), **disk_usage(store)})
 
 

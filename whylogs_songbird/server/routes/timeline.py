@@ -66,6 +66,7 @@ def _stored(upload: UploadRecord) -> StoredProfile:
         segment=segment_label(upload.segment_tags),
         identity=f"{upload.id}:{upload.sha256}:{upload.size}",
         stored_at=upload.stored_at or 0,
+        pending=upload.ingest_state == "pending",
         record=upload,
     )
 
@@ -106,13 +107,16 @@ def make_service(
             return profiles.upload_view(upload)
         return read_view(store.read_profile_bytes(upload))
 
+    def state(profile: StoredProfile, patient: bool) -> str:
+        return profiles.state(profile.record, patient=patient) if profiles is not None else "ready"
+
     def column_names(profile: StoredProfile) -> list[str]:
         if profiles is not None:  # from the stored digest: no column is rebuilt
             return list(profiles.upload_digest(profile.record))
         return list(load(profile).get_columns())
 
     artefacts: ArtefactCache = cache if cache is not None else StoreArtefacts(store)
-    return TimelineService(list_profiles, load, artefacts, monitors, column_names=column_names)
+    return TimelineService(list_profiles, load, artefacts, monitors, column_names=column_names, state=state)
 
 
 def _label(start: int, granularity: str) -> tuple[str, str]:
@@ -185,6 +189,7 @@ def page_view(document: dict[str, Any], base: str) -> dict[str, Any]:
         "segments": document.get("segments") or [],
         "profiles": sum(b["profiles"] for b in document["buckets"]),
         "alerts": alerts,
+        "pending": len(document.get("pending") or []),
     }
 
 
@@ -321,11 +326,6 @@ def mount_timeline(
     profiles: ProfileCache | None = getattr(app.state, "observatory_cache", None)
     service = make_service(store, profiles=profiles, cache=cache, monitors=monitors)
 
-    def landed(uploads: list[UploadRecord]) -> None:  # presigned PUTs: the upload route never saw them
-        for session_id in dict.fromkeys(u.session_id for u in uploads if u.kind == "batch" and not u.invalid):
-            service.batch_stored(session_id)
-
-    store.landed_listeners.append(landed)
     app.state.timeline_pages = page_cache()
     app.include_router(timeline_router(store, service, public_url=public_url, pages=app.state.timeline_pages))
     app.state.timeline = service

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -29,9 +29,6 @@ from whylogs_songbird.server.store import (
     UnknownUploadError,
     is_valid_id,
 )
-
-if TYPE_CHECKING:
-    from whylogs_songbird.server.timeline_service import TimelineService
 
 T = TypeVar("T")
 
@@ -109,14 +106,13 @@ async def put_upload(upload_id: str, request: Request) -> JSONResponse:
         signer.verify(upload_id, query.get("expires"), query.get("signature"))
     except SignatureError as exc:
         raise ApiError(403, str(exc)) from None
-    timeline = getattr(request.app.state, "timeline", None)
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) <= SMALL_BODY_BYTES:
         # the common case, in one thread-pool hop: each hop costs more CPU than a small profile's check
         data = await request.body()
-        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, timeline, upload_id, data)
+        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, upload_id, data)
     else:
-        outcome, size, digest = await _store_streamed_body(request, store, config, timeline, upload_id)
+        outcome, size, digest = await _store_streamed_body(request, store, config, upload_id)
     headers = {"ETag": f'"{digest}"'}
     if outcome.duplicate_of is not None:
         logger.info("an upload repeated the bytes of upload %s; kept once", outcome.duplicate_of)
@@ -144,12 +140,6 @@ router.add_api_route(
 )
 
 
-def _note_stored(timeline: TimelineService | None, outcome: StoredOutcome) -> None:
-    """Tell the timeline that a new batch landed (it refreshes and evaluates monitors in the background)."""
-    if timeline is not None and outcome.duplicate_of is None and outcome.upload.kind == "batch":
-        timeline.batch_stored(outcome.upload.session_id)
-
-
 def _open_upload(store: Store, upload_id: str, sha256: str) -> OpenUpload:
     """The open upload slot ``upload_id`` (and what bytes of digest ``sha256`` would repeat);
     ApiError(404) when there is none."""
@@ -169,10 +159,10 @@ def _stored(call: Callable[[], T]) -> T:
 
 
 def _store_small_body(
-    store: Store, config: ServerConfig, timeline: TimelineService | None, upload_id: str, data: bytes
+    store: Store, config: ServerConfig, upload_id: str, data: bytes
 ) -> tuple[StoredOutcome, int, str]:
-    """Check the slot, then the bytes, then the session's quota, then store them and tell the
-    timeline (blocking: run in a worker thread)."""
+    """Check the slot, then the bytes, then the session's quota, then store them (the store runs
+    its "upload landed" hook; blocking: run in a worker thread)."""
     digest = hashlib.sha256(data).hexdigest()
     opened = _open_upload(store, upload_id, digest)
     if not data:
@@ -184,12 +174,11 @@ def _store_small_body(
     session_id = opened.upload.session_id
     check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
     outcome = _stored(lambda: store.store_profile_data(upload_id, data, sha256=digest, opened=opened))
-    _note_stored(timeline, outcome)
     return outcome, len(data), digest
 
 
 async def _store_streamed_body(
-    request: Request, store: Store, config: ServerConfig, timeline: TimelineService | None, upload_id: str
+    request: Request, store: Store, config: ServerConfig, upload_id: str
 ) -> tuple[StoredOutcome, int, str]:
     """Receive a large body into a temporary file in batches, check it and store it."""
     # the slot is checked before reading a body that may be large
@@ -203,9 +192,7 @@ async def _store_streamed_body(
         def check_and_store() -> StoredOutcome:
             _check_profile_file(tmp, config.max_columns)
             check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
-            stored = _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
-            _note_stored(timeline, stored)
-            return stored
+            return _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
 
         outcome = await run_in_threadpool(check_and_store)
     finally:

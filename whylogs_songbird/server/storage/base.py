@@ -176,6 +176,8 @@ class UploadRecord:
     ingest_state: IngestState | None = None
     ingest_error: str | None = None
     duplicate_of: str | None = None
+    #: When an ingest worker's claim on it ends (epoch ms), if one was taken; not part of equality.
+    ingest_lease: int | None = field(default=None, compare=False)
 
     @property
     def stored(self) -> bool:
@@ -199,10 +201,12 @@ class NewUpload:
 @dataclass(frozen=True)
 class StoredOutcome:
     """What :meth:`MetadataStore.mark_stored` did: the upload as it is now, and the id of the
-    stored upload it duplicates (its bytes were then not kept), if any."""
+    stored upload it duplicates (its bytes were then not kept), if any. ``recorded`` is False
+    when the call changed nothing (those bytes were recorded already, or bytes are needed)."""
 
     upload: UploadRecord
     duplicate_of: str | None = None
+    recorded: bool = True
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,10 @@ class MetadataStore(Protocol):
     safe to call from several threads and several processes at once. Ids are checked with
     :func:`is_valid_id` before use; malformed ids are "unknown" (None or []), never an error.
     """
+
+    #: Whether other hosts may use the store at the same time (PostgreSQL); then a server's start
+    #: leaves their work alone (see ``Store.reconcile``).
+    shared: bool
 
     # -- lifecycle --
     def close(self) -> None:
@@ -336,7 +344,9 @@ class MetadataStore(Protocol):
         so the caller writes the bytes. Raises :class:`UnknownUploadError` or
         :class:`SessionClaimedError`; with ``if_unstored``, :class:`UploadAlreadyStoredError` when
         the upload is stored already (nothing is then changed: two processes learning one landed
-        PUT record it once). ``invalid``: the reason bytes failed the cheap check; the profile is
+        PUT record it once). Without it, recording bytes an upload is recorded with already (same
+        sha256 and size) changes nothing either: the outcome is the upload as it is.
+        ``invalid``: the reason bytes failed the cheap check; the profile is
         then recorded ``invalid`` in the same write, so no ingest worker ever claims it.
         """
 
@@ -345,8 +355,10 @@ class MetadataStore(Protocol):
         limit) as an ``invalid`` profile without bytes: ``path`` None, ``sha256``
         ``unread-<size>``. Raises like :meth:`mark_stored` with ``if_unstored``."""
 
-    def unmark_stored(self, upload_ids: Sequence[str]) -> int:
-        """Forget that these uploads are stored (their bytes are gone); return how many changed."""
+    def unmark_stored(self, upload_ids: Sequence[str], *, keys: Sequence[str] | None = None) -> int:
+        """Forget that these uploads are stored (their bytes are gone); return how many changed.
+        ``keys``: the blob key each was seen recorded with; an upload recorded under another key
+        since (re-recorded by another process) is left as it is."""
 
     def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
         """The stored (non-duplicate) profiles of a session, oldest first."""
@@ -385,8 +397,10 @@ class MetadataStore(Protocol):
         """Claim one pending profile (as :meth:`claim_ingest` does); False when it is not pending or
         another worker holds it."""
 
-    def release_ingest_claims(self) -> int:
-        """End every claim (at start, when no worker runs: claims of a crashed server); return how many."""
+    def release_ingest_claims(self, *, owner: str | None = None) -> int:
+        """End every claim (at start, when no worker runs: claims of a crashed server), or with
+        ``owner`` only the claims taken for that host (a shared store, see ``shared``: another
+        host's claims are its live work); return how many."""
 
     def pending_ingest(self) -> int:
         """How many stored profiles still wait for their summary."""
@@ -423,7 +437,8 @@ class MetadataStore(Protocol):
         """Calls per counted operation since the counters were last reset."""
 
     def reset_stats(self) -> None:
-        """Set every counter to zero (done when a server starts)."""
+        """Set every counter to zero (an explicit reset: a server's start never does it, as the
+        counters are shared by every host of the store)."""
 
 
 @runtime_checkable
@@ -460,6 +475,10 @@ class BlobStore(Protocol):
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """Every key starting with ``prefix`` (for reconciliation)."""
+
+    def list_stamped(self, prefix: str = "") -> Iterator[tuple[str, int, int]]:
+        """``(key, size, last modified in epoch ms)`` of every key starting with ``prefix``: what
+        reconciliation lists, so it never touches bytes written while it runs."""
 
     def read_version(self, key: str, max_bytes: int) -> BlobVersion | None:
         """The bytes under ``key`` with the tag of their version, or None when there are none; an

@@ -156,6 +156,13 @@ class FileBlobStore:
                     continue
                 yield key
 
+    def list_stamped(self, prefix: str = "") -> Iterator[tuple[str, int, int]]:
+        """``(key, size, modification time in epoch ms)`` of every key starting with ``prefix``."""
+        for key in self.list_keys(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                info = self.path(key).stat()
+                yield key, info.st_size, info.st_mtime_ns // 1_000_000
+
     def presign_put(self, key: str, ttl_seconds: int) -> str | None:
         return None
 

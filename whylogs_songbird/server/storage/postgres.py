@@ -66,6 +66,8 @@ class PostgresMetadataStore(SqlMetadataStore):
     """
 
     dialect = POSTGRESQL
+    #: Several hosts run on one database: a start leaves their claims and fresh writes alone.
+    shared = True
 
     def __init__(self, url: str, *, max_size: int = POOL_MAX, connect_timeout: float = 10.0) -> None:
         from psycopg_pool import ConnectionPool

@@ -410,6 +410,12 @@ class S3BlobStore:
 
     def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         """``(key, size)`` of every object whose key starts with ``prefix``."""
+        for key, size, _ in self.list_stamped(prefix):
+            yield key, size
+
+    def list_stamped(self, prefix: str = "") -> Iterator[tuple[str, int, int]]:
+        """``(key, size, last modified in epoch ms)`` of every object whose key starts with ``prefix``
+        (the object store's clock, not this host's)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         root = f"{self.location.prefix}/" if self.location.prefix else ""
@@ -417,7 +423,8 @@ class S3BlobStore:
         try:
             for page in paginator.paginate(Bucket=self.location.bucket, Prefix=root + prefix):
                 for item in page.get("Contents", []):
-                    yield str(item["Key"])[len(root) :], int(item["Size"])
+                    modified = int(item["LastModified"].timestamp() * 1000)
+                    yield str(item["Key"])[len(root) :], int(item["Size"]), modified
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("list objects", exc) from None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -115,6 +116,8 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "ingest_error", "TEXT"),
     ("uploads", "ingest_lease", "{BIGINT}"),
     ("uploads", "duplicate_of", "TEXT"),
+    # which host took the ingest claim (see SqlMetadataStore.owner)
+    ("uploads", "ingest_owner", "TEXT"),
     # a row with a dataset id holds an organization's dataset (org_id, dataset_id), not a guest session
     ("sessions", "dataset_id", "TEXT"),
     # deletion (see storage/deletion.py): a tombstone every read treats as gone, and the claim
@@ -209,6 +212,7 @@ def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
         ingest_state=row.get("ingest_state"),
         ingest_error=row.get("ingest_error"),
         duplicate_of=row.get("duplicate_of"),
+        ingest_lease=row.get("ingest_lease"),
     )
 
 
@@ -225,6 +229,11 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
     """
 
     dialect: Dialect = SQLITE
+    #: One host's file (SQLite): nothing else runs while a server starts on it.
+    shared: bool = False
+    #: The host this store's claims are taken for (``Store.open`` sets it from the data dir), so a
+    #: restarting host releases its own dead claims and no one else's.
+    owner: str = ""
 
     # -- connection hooks ---------------------------------------------------------------------
 
@@ -491,9 +500,13 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
             upload = self._open_upload(conn, upload_id)
             if if_unstored and upload.stored_at is not None:
                 raise UploadAlreadyStoredError(upload_id)
+            if upload.stored_at is not None and upload.sha256 == sha256 and upload.size == size:
+                # these bytes are recorded already (a retried PUT): nothing changes, not the
+                # ingest state, not the summary, not stored_at
+                return StoredOutcome(upload=upload, duplicate_of=upload.duplicate_of, recorded=False)
             original = self._duplicate(conn, upload, sha256)
             if original is None and key is None:
-                return StoredOutcome(upload=upload, duplicate_of=None)  # the original changed: bytes needed
+                return StoredOutcome(upload=upload, recorded=False)  # the original changed: bytes needed
             duplicate_of = original.id if original is not None else None
             stored = dataclasses.replace(
                 upload,
@@ -553,17 +566,23 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                 raise UploadAlreadyStoredError(upload_id)
         return refused
 
-    def unmark_stored(self, upload_ids: Sequence[str]) -> int:
+    def unmark_stored(self, upload_ids: Sequence[str], *, keys: Sequence[str] | None = None) -> int:
+        if keys is not None and len(keys) != len(upload_ids):
+            raise ValueError("give one key per upload id")
         changed = 0
         with self._transaction() as conn:
-            for upload_id in upload_ids:
-                self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
-                changed += self._rowcount(
+            for index, upload_id in enumerate(upload_ids):
+                # with no key given, "path = path" is true of every stored row (the path is never NULL)
+                unmarked = self._rowcount(
                     conn,
                     "UPDATE uploads SET stored_at = NULL, size = NULL, sha256 = NULL, path = NULL,"
-                    " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL WHERE id = ?",
-                    (upload_id,),
+                    " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL"
+                    " WHERE id = ? AND (CAST(? AS TEXT) IS NULL OR path = ?)",
+                    (upload_id, None if keys is None else keys[index], None if keys is None else keys[index]),
                 )
+                if unmarked:
+                    self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
+                changed += unmarked
         return changed
 
     def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
@@ -661,31 +680,44 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
             for row in rows:
                 taken = self._rowcount(
                     conn,
-                    "UPDATE uploads SET ingest_lease = ? WHERE id = ? AND ingest_state = 'pending'"
+                    "UPDATE uploads SET ingest_lease = ?, ingest_owner = ? WHERE id = ? AND ingest_state = 'pending'"
                     " AND (ingest_lease IS NULL OR ingest_lease < ?)",
-                    (now + lease_ms, row["id"], now),
+                    (now + lease_ms, self.owner, row["id"], now),
                 )
                 if taken:
                     claimed.append(_upload_from_row(row))
+        self.claimed_here.update(upload.id for upload in claimed)
         return claimed
 
     def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
         now = now_ms()
         with self._transaction() as conn:
-            return bool(
+            taken = bool(
                 self._rowcount(
                     conn,
-                    "UPDATE uploads SET ingest_lease = ? WHERE id = ? AND ingest_state = 'pending'"
+                    "UPDATE uploads SET ingest_lease = ?, ingest_owner = ? WHERE id = ? AND ingest_state = 'pending'"
                     " AND (ingest_lease IS NULL OR ingest_lease < ?) AND deleted_at IS NULL",
-                    (now + lease_ms, upload_id, now),
+                    (now + lease_ms, self.owner, upload_id, now),
                 )
             )
+        if taken:
+            self.claimed_here.add(upload_id)
+        return taken
 
-    def release_ingest_claims(self) -> int:
+    @functools.cached_property
+    def claimed_here(self) -> set[str]:
+        """Ids of the profiles this process claimed and has not stored a summary or verdict for
+        yet: work of a live worker (this one), which a page may wait for; another process's claim
+        may belong to a host that died."""
+        return set()
+
+    def release_ingest_claims(self, *, owner: str | None = None) -> int:
         with self._transaction() as conn:
             return self._rowcount(
                 conn,
-                "UPDATE uploads SET ingest_lease = NULL WHERE ingest_state = 'pending' AND ingest_lease IS NOT NULL",
+                "UPDATE uploads SET ingest_lease = NULL WHERE ingest_state = 'pending' AND ingest_lease IS NOT NULL"
+                " AND (CAST(? AS TEXT) IS NULL OR ingest_owner = ?)",
+                (owner, owner),
             )
 
     def pending_ingest(self) -> int:
@@ -700,6 +732,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                 " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL",
                 (upload_id, sha256),
             )
+            self.claimed_here.discard(upload_id)
             if not changed:
                 return False
             self._exec(
@@ -719,6 +752,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                 " WHERE id = ? AND sha256 = ?",
                 (reason[:500], upload_id, sha256),
             )
+        self.claimed_here.discard(upload_id)
         return bool(changed)
 
     def get_summary(self, upload_id: str, sha256: str) -> bytes | None:
