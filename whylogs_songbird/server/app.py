@@ -41,6 +41,7 @@ from whylogs_songbird.server.routes import local, sessions, uploads
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
 from whylogs_songbird.server.routes.timeline import mount_timeline
+from whylogs_songbird.server.sandbox import Sandbox, SandboxLimits
 from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
 from whylogs_songbird.server.store import Store, now_ms
@@ -102,7 +103,20 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     the_store = store if store is not None else Store.open(config)
 
     requests_in_flight = RequestCounter()
-    worker = IngestWorker(the_store, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy)
+    # uploaded bytes are deserialized only in this sandbox's child processes (one per ingest
+    # thread, and one for a page that summarises a profile the worker has not reached yet)
+    sandbox = Sandbox(
+        SandboxLimits(
+            memory_bytes=config.sandbox_memory_mb * 1024 * 1024,
+            cpu_seconds=config.sandbox_cpu_seconds,
+            wall_seconds=config.sandbox_cpu_seconds * 2.5,
+            max_columns=config.max_columns,
+        ),
+        max_children=config.ingest_concurrency + 1,
+    )
+    worker = IngestWorker(
+        the_store, sandbox=sandbox, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -112,6 +126,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         finally:
             await run_in_threadpool(worker.stop)
             await run_in_threadpool(timeline.close)
+            await run_in_threadpool(sandbox.close)
             if owns_store:
                 the_store.close()
 
@@ -128,6 +143,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.api_keys = ApiKeyRing(config.api_keys)
     app.state.started_at = now_ms()
     app.state.ingest = worker
+    app.state.sandbox = sandbox
     app.state.wake_ingest = worker.wake
     app.add_middleware(BodyLimitMiddleware, config=config)
     app.add_middleware(NetworkEmulationMiddleware, config=config)
@@ -138,7 +154,9 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(uploads.router)
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
-    mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
+    mount_observatory(
+        app, the_store, public_url=config.public_url, list_sessions=config.list_sessions, sandbox=sandbox
+    )
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
     app.include_router(local.router)
     return app

@@ -21,6 +21,7 @@ from typing import Any
 
 from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
+    INGEST_MAX_TRIES,
     OPERATIONS,
     NewUpload,
     SessionClaimedError,
@@ -38,7 +39,7 @@ from whylogs_songbird.server.storage.base import (
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
 #: Bumped when the schema changes; kept in the ``meta`` table.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -94,6 +95,8 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "ingest_error", "TEXT"),
     ("uploads", "ingest_lease", "{BIGINT}"),
     ("uploads", "duplicate_of", "TEXT"),
+    # claims of a profile's summary so far: a profile whose summarising keeps crashing is given up on
+    ("uploads", "ingest_tries", "INTEGER"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
@@ -168,6 +171,7 @@ def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
         ingest_state=row.get("ingest_state"),
         ingest_error=row.get("ingest_error"),
         duplicate_of=row.get("duplicate_of"),
+        ingest_tries=int(row.get("ingest_tries") or 0),
     )
 
 
@@ -392,7 +396,7 @@ class SqlMetadataStore:
             self._exec(
                 conn,
                 "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ?, duplicate_of = ?,"
-                " ingest_state = ?, ingest_error = NULL, ingest_lease = NULL WHERE id = ?",
+                " ingest_state = ?, ingest_error = NULL, ingest_lease = NULL, ingest_tries = 0 WHERE id = ?",
                 (stored.stored_at, size, sha256, stored.path, stored.duplicate_of, stored.ingest_state, upload_id),
             )
             if upload.stored_at is not None:  # a replaced profile's summary is out of date
@@ -407,7 +411,7 @@ class SqlMetadataStore:
                 changed += self._rowcount(
                     conn,
                     "UPDATE uploads SET stored_at = NULL, size = NULL, sha256 = NULL, path = NULL,"
-                    " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL WHERE id = ?",
+                    " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL, ingest_tries = 0 WHERE id = ?",
                     (upload_id,),
                 )
         return changed
@@ -469,7 +473,7 @@ class SqlMetadataStore:
 
     # -- ingest ------------------------------------------------------------------------------------
 
-    def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
+    def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES) -> list[UploadRecord]:
         now = now_ms()
         claimed: list[UploadRecord] = []
         with self._transaction() as conn:
@@ -480,27 +484,58 @@ class SqlMetadataStore:
                 (now, limit),
             )
             for row in rows:
-                taken = self._rowcount(
-                    conn,
-                    "UPDATE uploads SET ingest_lease = ? WHERE id = ? AND ingest_state = 'pending'"
-                    " AND (ingest_lease IS NULL OR ingest_lease < ?)",
-                    (now + lease_ms, row["id"], now),
-                )
-                if taken:
-                    claimed.append(_upload_from_row(row))
+                if self._take(conn, row, now, lease_ms, max_tries):
+                    claimed.append(
+                        dataclasses.replace(_upload_from_row(row), ingest_tries=int(row["ingest_tries"] or 0) + 1)
+                    )
         return claimed
 
-    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
+    def _take(self, conn: Any, row: dict[str, Any], now: int, lease_ms: int, max_tries: int) -> bool:
+        """Claim the pending profile ``row`` (counting the try), or, when it was tried ``max_tries``
+        times already, mark it invalid; whether it was claimed."""
+        tries = int(row["ingest_tries"] or 0)
+        if tries >= max_tries:
+            last = row["ingest_error"] or "the server stopped while summarising it"
+            reason = f"summarising it failed {tries} times, so it is not tried again (last time: {last})"
+            self._exec(
+                conn,
+                "UPDATE uploads SET ingest_state = 'invalid', ingest_error = ?, ingest_lease = NULL WHERE id = ?"
+                " AND ingest_state = 'pending' AND (ingest_lease IS NULL OR ingest_lease < ?)",
+                (reason[:500], row["id"], now),
+            )
+            return False
+        return bool(
+            self._rowcount(
+                conn,
+                "UPDATE uploads SET ingest_lease = ?, ingest_tries = ? WHERE id = ?"
+                " AND ingest_state = 'pending' AND (ingest_lease IS NULL OR ingest_lease < ?)",
+                (now + lease_ms, tries + 1, row["id"], now),
+            )
+        )
+
+    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int, max_tries: int = INGEST_MAX_TRIES) -> bool:
         now = now_ms()
         with self._transaction() as conn:
-            return bool(
-                self._rowcount(
-                    conn,
-                    "UPDATE uploads SET ingest_lease = ? WHERE id = ? AND ingest_state = 'pending'"
-                    " AND (ingest_lease IS NULL OR ingest_lease < ?)",
-                    (now + lease_ms, upload_id, now),
-                )
+            rows = self._exec(
+                conn,
+                "SELECT * FROM uploads WHERE id = ? AND ingest_state = 'pending'"
+                " AND (ingest_lease IS NULL OR ingest_lease < ?)",
+                (upload_id, now),
             )
+            return bool(rows) and self._take(conn, rows[0], now, lease_ms, max_tries)
+
+    def release_ingest_claim(
+        self, upload_id: str, sha256: str, *, note: str | None = None, counted: bool = True
+    ) -> bool:
+        with self._transaction() as conn:
+            changed = self._rowcount(
+                conn,
+                "UPDATE uploads SET ingest_lease = NULL, ingest_error = COALESCE(?, ingest_error),"
+                " ingest_tries = CASE WHEN ? THEN ingest_tries ELSE ingest_tries - 1 END"
+                " WHERE id = ? AND sha256 = ? AND ingest_state = 'pending' AND ingest_tries > 0",
+                (None if note is None else note[:400], counted, upload_id, sha256),
+            )
+        return bool(changed)
 
     def release_ingest_claims(self) -> int:
         with self._transaction() as conn:
