@@ -161,3 +161,30 @@ def unknown_metric_index(data: bytes) -> bytes:
         message.metric_components[99_999].CopyFrom(MetricComponentMessage(n=1))
 
     return rewrite_chunks(data, add)
+
+
+def sketch_spans(data: bytes) -> list[tuple[str, str, str, int, int]]:
+    """(column, metric path, sketch field, start, end) of every sketch of a plain serialized profile:
+    ``data[start:end]`` are the sketch's bytes, so a byte of them can be changed in place (the
+    profile's structure stays valid)."""
+    from whylogs.core.proto import ChunkMessage
+
+    prefix, header, body = split(data)
+    body_start = len(data) - len(body)
+    found = []
+    for column in sorted(header.column_offsets):
+        for offset in header.column_offsets[column].offsets:
+            size, pos = _varint(body, offset, len(body))
+            chunk_header = ChunkHeader.FromString(body[pos : pos + size])
+            start = body_start + pos + size
+            end = start + chunk_header.length
+            message = ChunkMessage.FromString(data[start:end])
+            for index, component in message.metric_components.items():
+                kind = component.WhichOneof("value")
+                if kind in SKETCH_FIELDS:
+                    sketch = bytes(getattr(component, kind).sketch)
+                    at = data.find(sketch, start, end)
+                    if at < 0 or data.find(sketch, at + 1, end) >= 0:
+                        continue  # not found exactly once: left out
+                    found.append((column, header.indexed_metric_paths[index], kind, at, at + len(sketch)))
+    return sorted(found)

@@ -6,7 +6,8 @@ crash, hang or exhaust the process reading it. So the server hands the bytes of 
 long-lived child process (``python -c`` of :func:`child_main`, talking over two pipes) which
 checks them (``profile_check.py``: structure and every sketch header), digests them
 (``digest.py``, with whylogs' own deserializer where the fast path does not vouch for them),
-checks the sketches of the digest again and answers the digest. A child runs with limits:
+checks the sketches of the digest again, rebuilds it and runs on each sketch what the pages
+will run (:func:`exercise_digest`), and answers the digest. A child runs with limits:
 
 - address space (``RLIMIT_AS``): what it holds after its imports plus
   :attr:`SandboxLimits.memory_bytes`; beyond it allocations fail (the profile is then invalid);
@@ -42,6 +43,8 @@ logger = logging.getLogger("whylogs_songbird.server.sandbox")
 MiB = 1024 * 1024
 #: One frame: a kind byte and a payload length.
 _FRAME = struct.Struct("<cQ")
+#: How long a new child may take to import whylogs and greet (not counted in any job's time).
+STARTUP_SECONDS = 120.0
 #: Answers larger than this are not read (a digest is far smaller than the profile it summarises).
 _MAX_ANSWER_BYTES = 2048 * MiB
 
@@ -108,6 +111,18 @@ class _Child:
         os.set_blocking(self.to_child, False)
         os.set_blocking(self.from_child, False)
         self.jobs = 0
+
+    def wait_ready(self, seconds: float) -> None:
+        """Wait for the child's hello (sent once its imports are done and its limits set), so a
+        job's time limit never includes the child's start. Raises SandboxCrash."""
+        try:
+            kind, size = _FRAME.unpack(self._read(_FRAME.size, time.monotonic() + seconds))
+        except (OSError, EOFError, TimeoutError):
+            reason = self.why_dead()
+            raise SandboxCrash(f"a sandbox process did not start ({reason})") from None
+        if kind != b"H" or size:
+            self.kill()
+            raise SandboxCrash("a sandbox process did not start (it did not greet)")
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -204,6 +219,11 @@ class Sandbox:
             self._busy.add(placeholder)
         try:
             child = _Child(self.limits)
+            try:
+                child.wait_ready(STARTUP_SECONDS)
+            except BaseException:
+                child.kill()
+                raise
         except BaseException:
             with self._cond:
                 self._busy.discard(placeholder)
@@ -316,7 +336,42 @@ def summarise_in_child(data: bytes, max_columns: int) -> bytes:
         raise SummaryError(f"it is not a well-formed whylogs profile ({exc})") from None
     digest = summarise_bytes(data)
     check_digest(digest)
+    exercise_digest(digest)
     return digest
+
+
+def exercise_digest(digest: bytes) -> None:
+    """Rebuild the digest's view and do to each sketch what pages, the timeline and drift will do
+    in the server's process (merges, quantiles, CDF and PMF, estimates, frequent items): a sketch
+    the library accepts but cannot work with fails here, in the child, not there."""
+    import whylogs_sketching as ds
+
+    from whylogs_songbird.column_stats import read_column
+    from whylogs_songbird.server.digest import view_from_digest
+
+    view = view_from_digest(digest)
+    for column in view.get_columns().values():
+        read_column(column.merge(column), (0.0, 0.25, 0.5, 0.75, 1.0))
+        distribution = column.get_metric("distribution")
+        if distribution is not None and not distribution.kll.value.is_empty():
+            kll = distribution.kll.value
+            low, high = kll.get_min_value(), kll.get_max_value()
+            points = [low, high] if low < high else [low]
+            kll.get_cdf(points)
+            kll.get_pmf(points)
+        items = column.get_metric("frequent_items")
+        if items is not None:
+            sketch = items.frequent_strings.value
+            for kind in (
+                ds.frequent_items_error_type.NO_FALSE_NEGATIVES,
+                ds.frequent_items_error_type.NO_FALSE_POSITIVES,
+            ):
+                for row in sketch.get_frequent_items(kind)[:1]:
+                    sketch.get_estimate(row[0])
+        cardinality = column.get_metric("cardinality")
+        if cardinality is not None:
+            cardinality.hll.value.get_lower_bound(1)
+            cardinality.hll.value.get_upper_bound(1)
 
 
 def child_main(memory_bytes: int, cpu_seconds: int, max_columns: int) -> None:
@@ -335,6 +390,8 @@ def child_main(memory_bytes: int, cpu_seconds: int, max_columns: int) -> None:
     limit = _address_space() + memory_bytes
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    answers.write(_FRAME.pack(b"H", 0))  # ready
+    answers.flush()
     while True:
         header = _read_exactly(requests, _FRAME.size)
         if header is None:
@@ -370,5 +427,6 @@ __all__ = [
     "SandboxLimits",
     "SandboxRefused",
     "SandboxStopped",
+    "exercise_digest",
     "summarise_in_child",
 ]

@@ -37,8 +37,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-#: Largest frequent-items map (2^20 slots, about 45 MB); whylogs writes 2^10 by default.
-MAX_FI_LG_MAP = 20
+#: Largest frequent-items map (2^18 slots, about 12 MB); whylogs writes at most 2^10 by default.
+MAX_FI_LG_MAP = 18
 #: Largest KLL ``k`` (the library's own limit); whylogs writes 1024 by default.
 MAX_KLL_K = 65_535
 #: Most KLL levels (2^60 values at the smallest k); a level count beyond it cannot be real.
@@ -162,6 +162,7 @@ def check_kll_doubles(data: bytes | memoryview) -> int:
     _need(data, 24, what)
     (min_k,) = _U16.unpack_from(data, 16)
     levels = data[18]
+    (n,) = _U64.unpack_from(data, 8)
     _field(min_k, m, k, what, "min_k")
     _field(levels, 1, MAX_KLL_LEVELS, what, "num_levels")
     _need(data, 24 + 4 * levels, what)
@@ -171,13 +172,43 @@ def check_kll_doubles(data: bytes | memoryview) -> int:
     for low, high in zip(offsets, offsets[1:]):
         if low > high:
             raise SketchCheckError(f"{what} has level offsets out of order ({low} > {high}; capacity {capacity})")
-    _exact(data, 24 + 4 * levels + 16 + 8 * (capacity - offsets[0]), what)
+    retained = capacity - offsets[0]
+    _exact(data, 24 + 4 * levels + 16 + 8 * retained, what)
+    weight = sum((high - low) << height for height, (low, high) in enumerate(zip(offsets, offsets[1:])))
+    if n != weight or n < 2:
+        raise SketchCheckError(f"{what} declares n = {n}, but its levels hold a weight of {weight}")
     return 8 * capacity + 4 * levels + 64
 
 
 # -- HLL -----------------------------------------------------------------------------------------
 
 _HLL_LIST, _HLL_SET, _HLL_ARRAY = 0, 1, 2
+#: Highest ``cur_min`` of an HLL_4 sketch: its registers (cur_min + a 4-bit offset) stay below 64.
+MAX_HLL_CUR_MIN = 48
+#: Number of 4-bit registers holding 15 (the aux-table token) in each byte.
+_AUX_TOKENS = bytes(((b >> 4) == 15) + ((b & 15) == 15) for b in range(256))
+
+
+def _check_hll4_aux(registers: bytes, aux: bytes, aux_count: int, lg_k: int, what: str) -> None:
+    """An HLL_4 register holding 15 means "see the aux table": the table must hold exactly one
+    entry (``value << 26 | slot``) for each such register, and no other (a missing one crashes
+    the library when it reads the sketch)."""
+    tokens = sum(registers.translate(_AUX_TOKENS))
+    if tokens != aux_count:
+        raise SketchCheckError(f"{what} has {tokens} registers in its aux table but declares {aux_count} aux entries")
+    seen = set()
+    for (entry,) in _U32.iter_unpack(aux):
+        if entry == 0:
+            continue
+        slot, value = entry & ((1 << 26) - 1), entry >> 26
+        if slot >= 1 << lg_k or slot in seen or not 15 <= value <= 63:
+            raise SketchCheckError(f"{what} has an aux entry (slot {slot}, value {value}) that no register names")
+        register = registers[slot >> 1]
+        if (register >> 4 if slot & 1 else register & 15) != 15:
+            raise SketchCheckError(f"{what} has an aux entry for slot {slot}, whose register is not in the aux table")
+        seen.add(slot)
+    if len(seen) != aux_count:
+        raise SketchCheckError(f"{what} declares {aux_count} aux entries but holds {len(seen)}")
 
 
 def _hll_registers(lg_k: int, target: int) -> int:
@@ -211,8 +242,11 @@ def check_hll(data: bytes | memoryview) -> int:
         _need(data, 40, what)
         _field(data[6], 0, 63, what, "cur_min")
         (aux_count,) = _U32.unpack_from(data, 36)
+        _field(data[6], 0, MAX_HLL_CUR_MIN, what, "cur_min")
         if target != 0:
             _exact(data, 40 + registers, what)
+            if target == 2 and max(data[40:], default=0) > 63:
+                raise SketchCheckError(f"{what} has a register above 63")
             return registers + 64
         _field(lg_arr, 0, lg_k, what, "lg_aux_arr")
         _field(aux_count, 0, 1 << lg_k, what, "aux count")
@@ -227,6 +261,7 @@ def check_hll(data: bytes | memoryview) -> int:
         if aux_count > aux_slots:
             raise SketchCheckError(f"{what} declares {aux_count} aux entries in a table of {aux_slots}")
         _exact(data, 40 + registers + 4 * aux_slots, what)
+        _check_hll4_aux(bytes(data[40 : 40 + registers]), bytes(data[40 + registers :]), aux_count, lg_k, what)
         return registers + 4 * (1 << lg_arr) + 64
     _field(lg_arr, 2, lg_k, what, "lg_arr")
     if current == _HLL_LIST:
@@ -240,8 +275,14 @@ def check_hll(data: bytes | memoryview) -> int:
     _field(count, 0, 1 << lg_arr, what, "coupon count")
     if empty and count:
         raise SketchCheckError(f"{what} is flagged empty but declares {count} coupons")
+    if current == _HLL_SET and count > 3 * (1 << lg_arr) // 4:
+        raise SketchCheckError(f"{what} declares {count} coupons, more than its hash set of 2^{lg_arr} holds")
     slots = count if compact else 1 << lg_arr
     _exact(data, header + 4 * slots, what)
+    coupons = [entry for (entry,) in _U32.iter_unpack(bytes(data[header:]))]
+    present = [c for c in coupons if c]
+    if len(present) != count or len(set(present)) != count:
+        raise SketchCheckError(f"{what} declares {count} coupons but holds {len(set(present))} distinct ones")
     return 4 * (1 << lg_arr) + registers + 64
 
 
