@@ -19,7 +19,7 @@ from whylogs_songbird.server.embedded import open_store
 from whylogs_songbird.server.sandbox import TEST_FAULT_ENV, Sandbox, SandboxCrash, SandboxLimits, SandboxRefused
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 
-pytestmark = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
+both_stores = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
 
 TIMEOUT = 30
 TS = 1_700_000_000_000
@@ -83,6 +83,7 @@ def invalid_and_shown(server, session_id, upload_id, reason: str) -> None:
     assert page.status_code == 422 and reason.split(" (")[0][:40] in page.text
 
 
+@both_stores
 def test_the_crafted_profile_never_takes_the_server_down_and_restarts_are_clean(server_factory):
     server = server_factory()
     session_id = new_session(server)
@@ -117,6 +118,7 @@ def test_the_crafted_profile_never_takes_the_server_down_and_restarts_are_clean(
     an_upload_lands(server, session_id, TS + 30)
 
 
+@both_stores
 def test_a_profile_that_crashes_its_sandbox_is_counted_and_given_up_on(server_factory, monkeypatch):
     """A profile that passes every check but kills the sandbox child (forced by the test-only hook:
     no known sketch does so once checked) is tried INGEST_MAX_TRIES times, counted in the store
@@ -149,9 +151,7 @@ def test_a_profile_that_crashes_its_sandbox_is_counted_and_given_up_on(server_fa
     assert server.store.get_upload(left).ingest_tries == INGEST_MAX_TRIES, "never tried again"
 
 
-def test_a_profile_that_hangs_its_sandbox_is_killed_and_given_up_on(server_factory, monkeypatch, storage_config):
-    if storage_config:
-        pytest.skip("the embedded store shows the time limit; the team store shares the same code")
+def test_a_profile_that_hangs_its_sandbox_is_killed_and_given_up_on(server_factory, monkeypatch):
     monkeypatch.setenv(TEST_FAULT_ENV, "hang:" + MARKER.encode().hex())
     server = server_factory(sandbox_cpu_seconds=1)  # killed after 2.5 s without an answer
     session_id = new_session(server)
@@ -163,9 +163,7 @@ def test_a_profile_that_hangs_its_sandbox_is_killed_and_given_up_on(server_facto
     assert "did not answer within 2.5 s" in server.store.get_upload(slot["id"]).ingest_error
 
 
-def test_the_sandbox_limits_memory_and_survives_its_children(monkeypatch, storage_config):
-    if storage_config:
-        pytest.skip("no store involved")
+def test_the_sandbox_limits_memory_and_survives_its_children(monkeypatch):
     sandbox = Sandbox(SandboxLimits(memory_bytes=8 * 1024 * 1024))
     try:
         roomy = make_profile_bytes()

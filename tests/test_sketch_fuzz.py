@@ -25,9 +25,9 @@ SEED = 20
 HEADER_BYTES = 48
 BOUNDARY = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 16, 20, 21, 24, 26, 31, 32, 63, 64, 127, 128, 200, 254, 255)
 #: Mutants uploaded over HTTP (the rest are checked in bulk only).
-HTTP_SAMPLE = 300
+HTTP_SAMPLE = 400
 #: Mutants that pass the check and are summarised in a sandbox child (seeded sample, in bulk).
-SANDBOX_SAMPLE = 1500
+SANDBOX_SAMPLE = 3000
 TIMEOUT = 60
 TS = 1_700_000_000_000
 
