@@ -251,6 +251,12 @@ def _checked(data: dict[str, Any]) -> dict[str, bytes]:
     return sketches
 
 
+def sketches_of(data: dict[str, Any]) -> dict[str, bytes]:
+    """The checked sketch bytes of one digested column: ``kll``, ``hll`` and ``fi`` (those it has);
+    raises :class:`DigestError`."""
+    return _checked(data)
+
+
 def check_digest(blob: bytes) -> None:
     """Raise :class:`DigestError` unless every sketch of the digest ``blob`` passes the sketch check."""
     for data in digest_columns(blob).values():
@@ -330,6 +336,7 @@ __all__ = [
     "digest_columns",
     "digest_from_bytes",
     "digest_view",
+    "sketches_of",
     "digested_count",
     "view_from_digest",
     "view_of",

@@ -341,37 +341,43 @@ def summarise_in_child(data: bytes, max_columns: int) -> bytes:
 
 
 def exercise_digest(digest: bytes) -> None:
-    """Rebuild the digest's view and do to each sketch what pages, the timeline and drift will do
-    in the server's process (merges, quantiles, CDF and PMF, estimates, frequent items): a sketch
-    the library accepts but cannot work with fails here, in the child, not there."""
+    """Rebuild each sketch of the digest and do to it what pages, the timeline and drift will do
+    in the server's process through whylogs' aggregators and the summaries (merges, quantiles, CDF
+    and PMF, estimates, frequent items): a sketch the library accepts but cannot work with fails
+    here, in the child, not there."""
     import whylogs_sketching as ds
 
-    from whylogs_songbird.column_stats import read_column
-    from whylogs_songbird.server.digest import view_from_digest
+    from whylogs_songbird.server.digest import digest_columns, sketches_of
 
-    view = view_from_digest(digest)
-    for column in view.get_columns().values():
-        read_column(column.merge(column), (0.0, 0.25, 0.5, 0.75, 1.0))
-        distribution = column.get_metric("distribution")
-        if distribution is not None and not distribution.kll.value.is_empty():
-            kll = distribution.kll.value
-            low, high = kll.get_min_value(), kll.get_max_value()
-            points = [low, high] if low < high else [low]
-            kll.get_cdf(points)
-            kll.get_pmf(points)
-        items = column.get_metric("frequent_items")
-        if items is not None:
-            sketch = items.frequent_strings.value
-            for kind in (
-                ds.frequent_items_error_type.NO_FALSE_NEGATIVES,
-                ds.frequent_items_error_type.NO_FALSE_POSITIVES,
-            ):
-                for row in sketch.get_frequent_items(kind)[:1]:
-                    sketch.get_estimate(row[0])
-        cardinality = column.get_metric("cardinality")
-        if cardinality is not None:
-            cardinality.hll.value.get_lower_bound(1)
-            cardinality.hll.value.get_upper_bound(1)
+    error_types = (ds.frequent_items_error_type.NO_FALSE_NEGATIVES, ds.frequent_items_error_type.NO_FALSE_POSITIVES)
+    for data in digest_columns(digest).values():
+        sketches = sketches_of(data)
+        if "kll" in sketches:
+            kll = ds.kll_doubles_sketch.deserialize(sketches["kll"])
+            merged = ds.kll_doubles_sketch(kll)
+            merged.merge(kll)
+            if not merged.is_empty():
+                low, high = merged.get_min_value(), merged.get_max_value()
+                points = [low, high] if low < high else [low]
+                merged.get_quantiles([0.0, 0.25, 0.5, 0.75, 1.0])
+                merged.get_cdf(points)
+                merged.get_pmf(points)
+        if "hll" in sketches:
+            hll = ds.hll_sketch.deserialize(sketches["hll"])
+            union = ds.hll_union(hll.lg_config_k)
+            union.update(hll)
+            union.update(hll)
+            result = union.get_result()
+            result.get_estimate()
+            result.get_lower_bound(1)
+            result.get_upper_bound(1)
+        if "fi" in sketches:
+            items = ds.frequent_strings_sketch.deserialize(sketches["fi"])
+            merged_items = ds.frequent_strings_sketch.deserialize(items.serialize())
+            merged_items.merge(items)
+            for kind in error_types:
+                for row in merged_items.get_frequent_items(kind)[:1]:
+                    merged_items.get_estimate(row[0])
 
 
 def child_main(memory_bytes: int, cpu_seconds: int, max_columns: int) -> None:
