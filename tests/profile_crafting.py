@@ -94,3 +94,97 @@ def rewrite_chunks(data: bytes, edit) -> bytes:
             out += _delimited(ChunkHeader(type=ChunkHeader.ChunkType.COLUMN, length=len(payload))) + payload
     rebuilt.length = len(out)
     return assemble(rebuilt, bytes(out))
+
+
+#: The sketch fields of whylogs' metric component messages.
+SKETCH_FIELDS = ("kll", "hll", "frequent_items")
+
+
+def sketch_paths(data: bytes) -> list[tuple[str, str, str]]:
+    """(column, metric path, sketch field) of every sketch in a plain serialized profile."""
+    from whylogs.core.proto import ChunkMessage
+
+    _, header, body = split(data)
+    found = []
+    for column in sorted(header.column_offsets):
+        for offset in header.column_offsets[column].offsets:
+            size, pos = _varint(body, offset, len(body))
+            chunk_header = ChunkHeader.FromString(body[pos : pos + size])
+            message = ChunkMessage.FromString(body[pos + size : pos + size + chunk_header.length])
+            for index, component in message.metric_components.items():
+                kind = component.WhichOneof("value")
+                if kind in SKETCH_FIELDS:
+                    found.append((column, header.indexed_metric_paths[index], kind))
+    return sorted(found)
+
+
+def edit_sketch(data: bytes, column: str, path: str, edit) -> bytes:
+    """``data`` with the sketch bytes of ``column``'s metric ``path`` replaced by ``edit(bytes)``."""
+
+    def change(name, message, header):
+        if name != column:
+            return
+        for index, component in message.metric_components.items():
+            if header.indexed_metric_paths[index] == path:
+                kind = component.WhichOneof("value")
+                sketch = getattr(component, kind)
+                sketch.sketch = edit(bytes(sketch.sketch))
+
+    return rewrite_chunks(data, change)
+
+
+def set_bytes(changes: dict[int, int]):
+    """An ``edit`` for :func:`edit_sketch` setting the byte at each position to its value."""
+
+    def edit(sketch: bytes) -> bytes:
+        out = bytearray(sketch)
+        for pos, value in changes.items():
+            if pos < len(out):
+                out[pos] = value
+        return bytes(out)
+
+    return edit
+
+
+def huge_frequent_items_map(data: bytes, column: str, lg: int = 64) -> bytes:
+    """The crafted profile of issue 20: ``column``'s frequent-items sketch declares a map of 2^``lg``
+    slots (``lg_max_map_size`` and ``lg_cur_map_size``, bytes 3 and 4, both ``lg``)."""
+    return edit_sketch(data, column, "frequent_items/frequent_strings", set_bytes({3: lg, 4: lg}))
+
+
+def unknown_metric_index(data: bytes) -> bytes:
+    """``data`` with one more metric component in each chunk, at an index the header names no path
+    for: well-formed (its sketches pass their checks), but whylogs refuses to read it."""
+    from whylogs.core.proto import MetricComponentMessage
+
+    def add(name, message, header):
+        message.metric_components[99_999].CopyFrom(MetricComponentMessage(n=1))
+
+    return rewrite_chunks(data, add)
+
+
+def sketch_spans(data: bytes) -> list[tuple[str, str, str, int, int]]:
+    """(column, metric path, sketch field, start, end) of every sketch of a plain serialized profile:
+    ``data[start:end]`` are the sketch's bytes, so a byte of them can be changed in place (the
+    profile's structure stays valid)."""
+    from whylogs.core.proto import ChunkMessage
+
+    prefix, header, body = split(data)
+    body_start = len(data) - len(body)
+    found = []
+    for column in sorted(header.column_offsets):
+        for offset in header.column_offsets[column].offsets:
+            size, pos = _varint(body, offset, len(body))
+            chunk_header = ChunkHeader.FromString(body[pos : pos + size])
+            start = body_start + pos + size
+            end = start + chunk_header.length
+            message = ChunkMessage.FromString(data[start:end])
+            for index, component in message.metric_components.items():
+                kind = component.WhichOneof("value")
+                if kind in SKETCH_FIELDS:
+                    sketch = bytes(getattr(component, kind).sketch)
+                    at = data.find(sketch, start, end)
+                    if at < 0 or data.find(sketch, at + 1, end) >= 0:
+                        continue  # not found exactly once: left out
+                    found.append((column, header.indexed_metric_paths[index], kind, at, at + len(sketch)))
+    return sorted(found)

@@ -23,7 +23,7 @@ from whylogs.core.segmentation_partition import segment_on_column
 from whylogs_songbird.profiles import serialize_view
 from whylogs_songbird.server import digest
 from whylogs_songbird.server.digest import digest_from_bytes, digest_view, view_from_digest
-from whylogs_songbird.server.ingest import summarise_bytes
+from whylogs_songbird.server.sandbox import summarise_bytes
 from whylogs_songbird.server.summaries import SummaryError
 
 #: scripts/mutation runs this file against the mutants of these modules

@@ -17,7 +17,7 @@ import pytest
 import requests
 import whylogs as why
 from conftest import FIRST_SCHEMA, make_profile_bytes
-from profile_crafting import corrupt_chunk_messages, repeated_chunk, shared_chunk
+from profile_crafting import corrupt_chunk_messages, repeated_chunk, shared_chunk, unknown_metric_index
 
 from whylogs_songbird.server import LocalServer, Store
 from whylogs_songbird.server.storage import StorageConfigError, StorageSpec, open_storage
@@ -59,8 +59,9 @@ def wait_for(predicate, what, timeout=60):
         (lambda data: data + b"junk" * 10, "40 bytes follow the end"),
         (lambda data: data[:-5], "header says"),
         (lambda data: b"WHY2" + data[4:], "magic"),
+        (corrupt_chunk_messages, "not a valid chunk message"),
     ],
-    ids=["shared-chunk", "repeated-chunk", "trailing-junk", "truncated", "bad-magic"],
+    ids=["shared-chunk", "repeated-chunk", "trailing-junk", "truncated", "bad-magic", "broken-metrics"],
 )
 def test_crafted_profiles_are_refused_while_the_server_keeps_answering(server, craft, reason):
     session_id = new_session(server)
@@ -125,7 +126,7 @@ def test_the_ingest_worker_stores_digests_and_pages_never_read_the_bytes_again(s
 def test_a_profile_broken_inside_is_marked_invalid_and_its_page_says_so(server):
     session_id = new_session(server)
     slot = new_slot(server.url, session_id)
-    broken = corrupt_chunk_messages(make_profile_bytes())
+    broken = unknown_metric_index(make_profile_bytes())  # well-formed, but whylogs refuses it
     assert requests.put(slot["uploadUrl"], data=broken, timeout=TIMEOUT).status_code == 200
     wait_for(lambda: server.store.get_upload(slot["id"]).ingest_state == "invalid", "marked invalid")
     assert "not a readable whylogs profile" in server.store.get_upload(slot["id"]).ingest_error

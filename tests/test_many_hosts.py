@@ -19,6 +19,7 @@ from conftest import make_profile_bytes
 from test_team_server import TS, link, new_session, new_slot, server_process
 
 from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
+from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.storage.s3 import S3BlobStore
 from whylogs_songbird.server.store import Store
@@ -201,7 +202,11 @@ def test_a_page_answers_at_once_while_another_host_holds_a_claim_on_a_pending_pr
     assert team_store.metadata.claim_upload_ingest(pending_slot.id, lease_ms=LEASE_MS)
     ready = team_store.get_upload(ready_slot.id)
     assert team_store.metadata.claim_upload_ingest(ready.id, lease_ms=LEASE_MS)
-    assert ingest_one(team_store, ready) is not None
+    sandbox = Sandbox()
+    try:
+        assert ingest_one(team_store, ready, sandbox) is not None
+    finally:
+        sandbox.close()
     (tmp_path / "a").mkdir()
     with server_process(tmp_path / "a", storage_config, env) as (url, _):  # a start releases no live claim
         answer = requests.get(f"{url}/api/v1/sessions/{session.id}/timeline", timeout=30)

@@ -418,14 +418,14 @@ def test_a_column_too_wide_to_chart_still_renders(tmp_path):
 
 
 def test_a_profile_failing_the_full_check_is_shown_as_invalid_not_a_500(tmp_path):
-    from profile_crafting import corrupt_chunk_messages
+    from profile_crafting import unknown_metric_index
 
     with LocalServer(data_dir=tmp_path / "data") as server:
         sid = requests.post(f"{server.url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).json()["id"]
         up = requests.post(
             f"{server.url}/v0/sessions/{sid}/upload", json={"datasetTimestamp": TS_1}, timeout=TIMEOUT
         ).json()
-        broken = corrupt_chunk_messages(why.log(frame(seed=5)).view().serialize())
+        broken = unknown_metric_index(why.log(frame(seed=5)).view().serialize())
         assert requests.put(up["uploadUrl"], data=broken, timeout=TIMEOUT).status_code == 200, "passes the cheap check"
         deadline = time.monotonic() + 30
         while server.store.get_upload(up["id"]).ingest_state != "invalid":

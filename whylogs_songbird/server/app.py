@@ -44,6 +44,7 @@ from whylogs_songbird.server.routes import lifecycle, local, organizations, sess
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
 from whylogs_songbird.server.routes.deps import describe_validation_errors
 from whylogs_songbird.server.routes.timeline import mount_timeline
+from whylogs_songbird.server.sandbox import Sandbox, SandboxLimits
 from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_health_token, load_or_create_secret
 from whylogs_songbird.server.store import Store, now_ms
@@ -109,7 +110,20 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     the_store = store if store is not None else Store.open(config)
 
     requests_in_flight = RequestCounter()
-    worker = IngestWorker(the_store, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy)
+    # uploaded bytes are deserialized only in this sandbox's child processes (one per ingest
+    # thread, and one for a page that summarises a profile the worker has not reached yet)
+    sandbox = Sandbox(
+        SandboxLimits(
+            memory_bytes=config.sandbox_memory_mb * 1024 * 1024,
+            cpu_seconds=config.sandbox_cpu_seconds,
+            wall_seconds=config.sandbox_cpu_seconds * 2.5,
+            max_columns=config.max_columns,
+        ),
+        max_children=config.ingest_concurrency + 1,
+    )
+    worker = IngestWorker(
+        the_store, sandbox=sandbox, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy
+    )
     sweeper = SlotSweeper(the_store, interval=config.slot_sweep_seconds, grace_seconds=config.slot_sweep_grace_seconds)
     purger = PurgeWorker(the_store, retention_seconds=config.retention_seconds)
 
@@ -132,6 +146,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             await run_in_threadpool(worker.stop)
             the_store.remove_landed_hook(timeline.upload_landed)
             await run_in_threadpool(timeline.close)
+            await run_in_threadpool(sandbox.close)
             if owns_store:
                 the_store.close()
 
@@ -150,6 +165,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.rate_limits = ClientRateLimits.of(config)
     app.state.started_at = now_ms()
     app.state.ingest = worker
+    app.state.sandbox = sandbox
     app.state.wake_ingest = worker.wake
     app.state.unexpected_errors = RepeatedErrors(logger)
     app.add_middleware(UnexpectedErrorMiddleware, errors=app.state.unexpected_errors)  # innermost
@@ -165,7 +181,9 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(lifecycle.router)
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
-    mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions)
+    mount_observatory(
+        app, the_store, public_url=config.public_url, list_sessions=config.list_sessions, sandbox=sandbox
+    )
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
     app.include_router(organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
     notifications = mount_notifications(app, the_store, config, monitors, timeline)

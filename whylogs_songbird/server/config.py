@@ -85,6 +85,10 @@ class ServerConfig:
     max_columns: int = 20_000
     #: Profiles summarised at once by each process's ingest worker (bounds its memory and CPU).
     ingest_concurrency: int = 1
+    #: Address space (MB) a sandbox process may take beyond its imports to summarise one profile.
+    sandbox_memory_mb: int = 2048
+    #: CPU seconds a sandbox process may spend on one profile (it is killed after 2.5x this in wall time).
+    sandbox_cpu_seconds: int = 120
     #: A monitors TOML file (see docs/timeline.md): evaluated when a batch lands, failures shown on the timeline.
     monitors: Path | None = None
     #: More ``Host`` names the server answers to, besides its bind address, localhost, the loopback
@@ -160,7 +164,7 @@ class ServerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        for name in ("workers", "max_columns", "ingest_concurrency"):
+        for name in ("workers", "max_columns", "ingest_concurrency", "sandbox_memory_mb", "sandbox_cpu_seconds"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

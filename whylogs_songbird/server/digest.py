@@ -1,6 +1,10 @@
 """A profile's *digest*: what the observatory needs of it, stored by the ingest worker so that no
 page deserializes a profile twice. Pure logic, no I/O.
 
+Digests are made in the sandbox process (``sandbox.py``) from uploaded bytes; the server's own
+process only rebuilds views from digests, and checks each sketch of a digest
+(``sketch_check.py``) before the sketch library deserializes it (:func:`view_of`).
+
 For each column, the digest keeps the components of whylogs' standard metrics the pages use —
 counts, type counters, the distribution (mean, m2 and the KLL sketch), cardinality (HLL sketch)
 and frequent items (frequent-strings sketch) — with each sketch in its own serialized form.
@@ -47,6 +51,12 @@ from whylogs.core.view.column_profile_view import ColumnProfileView
 
 from whylogs_songbird.column_stats import TYPE_NAMES
 from whylogs_songbird.server.profile_check import _varint
+from whylogs_songbird.server.sketch_check import (
+    SketchCheckError,
+    check_frequent_strings,
+    check_hll,
+    check_kll_doubles,
+)
 
 C = TypeVar("C", bound=MetricComponent[Any])
 
@@ -222,8 +232,41 @@ def _component(kind: type[C], value: Any) -> C:
     return component
 
 
+def _checked(data: dict[str, Any]) -> dict[str, bytes]:
+    """The sketch bytes of one digested column, each checked (``sketch_check.py``) before the
+    sketch library may see it: a digest holds only sketches the sandbox re-serialized, and this
+    makes sure of it again in the server's process. Raises :class:`DigestError`."""
+    sketches: dict[str, bytes] = {}
+    try:
+        if "distribution" in data:
+            sketches["kll"] = _unb64(data["distribution"][2])
+            check_kll_doubles(sketches["kll"])
+        if "cardinality" in data:
+            sketches["hll"] = _unb64(data["cardinality"])
+            check_hll(sketches["hll"])
+        if "frequent_items" in data:
+            sketches["fi"] = _unb64(data["frequent_items"])
+            check_frequent_strings(sketches["fi"])
+    except (SketchCheckError, ValueError, TypeError, IndexError) as exc:
+        raise DigestError(f"a stored summary holds a sketch this server does not read ({exc})") from None
+    return sketches
+
+
+def sketches_of(data: dict[str, Any]) -> dict[str, bytes]:
+    """The checked sketch bytes of one digested column: ``kll``, ``hll`` and ``fi`` (those it has);
+    raises :class:`DigestError`."""
+    return _checked(data)
+
+
+def check_digest(blob: bytes) -> None:
+    """Raise :class:`DigestError` unless every sketch of the digest ``blob`` passes the sketch check."""
+    for data in digest_columns(blob).values():
+        _checked(data)
+
+
 def _column_from_digest(data: dict[str, Any]) -> ColumnProfileView:
     metrics: dict[str, Metric] = {}
+    sketches = _checked(data)
     if "counts" in data:
         n, null, nan, inf, true = data["counts"]
         metrics["counts"] = ColumnCountsMetric(
@@ -236,20 +279,20 @@ def _column_from_digest(data: dict[str, Any]) -> ColumnProfileView:
     if "types" in data:
         metrics["types"] = TypeCountersMetric(*(_component(IntegralComponent, v) for v in data["types"]))
     if "distribution" in data:
-        mean, m2, kll = data["distribution"]
+        mean, m2, _ = data["distribution"]
         metrics["distribution"] = DistributionMetric(
-            kll=_component(KllComponent, ds.kll_doubles_sketch.deserialize(_unb64(kll))),
+            kll=_component(KllComponent, ds.kll_doubles_sketch.deserialize(sketches["kll"])),
             mean=_component(FractionalComponent, mean),
             m2=_component(FractionalComponent, m2),
         )
     if "cardinality" in data:
         metrics["cardinality"] = CardinalityMetric(
-            hll=_component(HllComponent, ds.hll_sketch.deserialize(_unb64(data["cardinality"])))
+            hll=_component(HllComponent, ds.hll_sketch.deserialize(sketches["hll"]))
         )
     if "frequent_items" in data:
         metrics["frequent_items"] = FrequentItemsMetric(
             frequent_strings=_component(
-                FrequentStringsComponent, ds.frequent_strings_sketch.deserialize(_unb64(data["frequent_items"]))
+                FrequentStringsComponent, ds.frequent_strings_sketch.deserialize(sketches["fi"])
             )
         )
     return ColumnProfileView(metrics=metrics)
@@ -290,9 +333,11 @@ def view_from_digest(blob: bytes) -> DatasetProfileView:
 __all__ = [
     "DIGEST_VERSION",
     "DigestError",
+    "check_digest",
     "digest_columns",
     "digest_from_bytes",
     "digest_view",
+    "sketches_of",
     "digested_count",
     "view_from_digest",
     "view_of",

@@ -3,9 +3,12 @@
 A PUT only runs the cheap structural check (``profile_check.py``) and stores the bytes with
 ``ingest_state`` ``pending``. This worker, one per server process, claims pending profiles from
 the store (a claim is a lease: a profile claimed by a process that died is claimed again once the
-lease ends, so work left by a crashed server is picked up), checks each in full (whylogs' default
-metrics read from their messages, anything else deserialized by whylogs: ``summarise_bytes``),
-and stores its digest (``digest.py``) or marks it ``invalid`` with the reason.
+lease ends, so work left by a crashed server is picked up), checks each in full in a sandbox
+child process (``sandbox.py``: whylogs' default metrics read from their messages, anything else
+deserialized by whylogs: ``sandbox.summarise_bytes``), and stores its digest (``digest.py``) or marks it
+``invalid`` with the reason. Each claim counts a try in the store: a profile whose child crashes
+or hangs is tried again, and marked invalid after ``INGEST_MAX_TRIES`` tries, so neither a crash
+nor a restart loops on it.
 
 It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
 it at once. ``concurrency`` threads at most (default 1) summarise at once, so its memory is
@@ -20,9 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from whylogs_songbird.server.digest import digest_from_bytes, digest_view
+from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
+from whylogs_songbird.server.sandbox import Sandbox, SandboxCrash, SandboxRefused, SandboxStopped
+from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.store import Store, UploadRecord
-from whylogs_songbird.server.summaries import SummaryError, read_view
 
 logger = logging.getLogger("whylogs_songbird.server.ingest")
 
@@ -30,13 +34,20 @@ logger = logging.getLogger("whylogs_songbird.server.ingest")
 LEASE_MS = 10 * 60 * 1000
 #: How often an idle worker looks for work left by other processes or a crash.
 POLL_SECONDS = 1.0
+#: How long stopping waits for the profiles being summarised before it kills their sandbox children.
+STOP_GRACE_SECONDS = 5.0
 #: While requests are being answered, the worker summarises at most this share of the time.
 BUSY_SHARE = 0.25
 
 
-def ingest_one(store: Store, upload: UploadRecord) -> bytes | None:
-    """Fully check one stored profile and store its digest (or mark it invalid); the digest when
-    it is stored, None otherwise."""
+def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
+    """Fully check one stored (and claimed) profile in the sandbox and store its digest (or mark it
+    invalid); the digest when it is stored, None otherwise.
+
+    The bytes get the cheap check first, here (profiles stored before a check existed, or learned
+    from the blob store, get it too); whylogs reads them only in a ``sandbox`` child. When the
+    child crashes or hangs the claim is released with what happened, and the profile is tried
+    again until the store gives up on it (``MetadataStore.claim_ingest``)."""
     if upload.sha256 is None:
         return None
     try:
@@ -45,32 +56,26 @@ def ingest_one(store: Store, upload: UploadRecord) -> bytes | None:
         store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
         return None
     try:
-        digest = summarise_bytes(data)
-    except SummaryError as exc:
+        check_profile_bytes(data, max_columns=store.max_columns)
+        digest = sandbox.digest(data)
+    except ProfileCheckError as exc:
+        store.metadata.mark_invalid(upload.id, upload.sha256, f"it is not a well-formed whylogs profile ({exc})")
+        logger.info("ingest: upload %s is not a well-formed profile: %s", upload.id, exc)
+        return None
+    except SandboxRefused as exc:
         store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
         return None
-    except Exception as exc:  # whylogs raises many kinds of errors on odd metrics
-        reason = f"it could not be summarised ({type(exc).__name__})"
-        store.metadata.mark_invalid(upload.id, upload.sha256, reason)
-        logger.warning("ingest: summarising upload %s failed: %r", upload.id, exc)
+    except SandboxStopped:
+        store.metadata.release_ingest_claim(upload.id, upload.sha256, counted=False)
+        return None
+    except SandboxCrash as exc:
+        store.metadata.release_ingest_claim(upload.id, upload.sha256, note=str(exc))
+        logger.warning("ingest: upload %s: %s (try %d of %d)", upload.id, exc, upload.ingest_tries, INGEST_MAX_TRIES)
         return None
     finally:
         del data
     return digest if store.metadata.store_summary(upload.id, upload.sha256, digest) else None
-
-
-def summarise_bytes(data: bytes) -> bytes:
-    """The full check and digest of serialized profile bytes; `SummaryError` if whylogs cannot read them.
-
-    Profiles of whylogs' default metrics are digested from their messages (`digest_from_bytes`);
-    anything that path does not vouch for is deserialized by whylogs, whose verdict counts.
-    """
-    try:
-        return digest_from_bytes(data)
-    except Exception:
-        logger.debug("ingest: the fast digest did not take these bytes; asking whylogs", exc_info=True)
-    return digest_view(read_view(data))
 
 
 class IngestWorker:
@@ -80,11 +85,13 @@ class IngestWorker:
         self,
         store: Store,
         *,
+        sandbox: Sandbox,
         concurrency: int = 1,
         poll_seconds: float = POLL_SECONDS,
         busy: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
+        self.sandbox = sandbox
         #: Whether requests are being answered; the worker then yields (see :data:`BUSY_SHARE`).
         self.busy = busy
         self.concurrency = concurrency
@@ -110,11 +117,17 @@ class IngestWorker:
         self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the profiles being summarised (their claims end with them)."""
+        """Stop after the profiles being summarised (their claims end with them); one still being
+        summarised after :data:`STOP_GRACE_SECONDS` is given up (its try is not counted)."""
         self._stop.set()
         self._wake.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(min(STOP_GRACE_SECONDS, max(0.0, deadline - time.monotonic())))
+        if any(thread.is_alive() for thread in self._threads):
+            self.sandbox.close()  # a profile still being summarised is left for the next start
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
 
     def _run(self) -> None:
@@ -142,7 +155,7 @@ class IngestWorker:
                     return
                 started = time.perf_counter()
                 try:
-                    ingest_one(self.store, upload)
+                    ingest_one(self.store, upload, self.sandbox)
                 except Exception:
                     logger.exception("ingest: upload %s failed", upload.id)
                 if self.busy is not None and self.busy():

@@ -8,7 +8,7 @@ The profile header maps each column name to offsets (relative to the body) of *c
 is ``varint k | ChunkHeader (k bytes, type COLUMN, length L) | ChunkMessage (L bytes)``. The body
 is ``header.length`` bytes long.
 
-:func:`check_profile` parses the two headers and every chunk header (never a chunk message)
+:func:`check_profile` parses the two headers and every chunk header
 and refuses what would make deserialization slow or ambiguous: a bad magic or header, more
 columns or chunks than the cap, a chunk named twice (by two columns or by one), a chunk that
 starts or ends outside the body or overlaps the next one, and bytes after the body (except the
@@ -16,8 +16,13 @@ copy of the segment header whylogs' segmented writer leaves there). The time
 it takes grows with the number of chunks, which the cap bounds; the bytes are read through
 ``mmap``, so memory does not grow with the size of the profile.
 
-Whether the chunk messages hold valid metrics is the full check's job, done later by the
-ingest worker (``ingest.py``).
+Then each chunk message is parsed and every sketch in it checked against the bounds of
+``sketch_check.py`` (a sketch header the sketch library would trust into a crash or gigabytes of
+memory is refused here, naming the column, metric and field), and the memory all sketches would
+take once deserialized is bounded by :data:`MAX_SKETCH_MEMORY`.
+
+Whether the metrics are valid for whylogs is the full check's job, done later by the ingest
+worker (``ingest.py``) in the sandbox process (``sandbox.py``).
 """
 
 from __future__ import annotations
@@ -27,13 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
-from whylogs.core.proto import ChunkHeader, DatasetProfileHeader, DatasetSegmentHeader
+from whylogs.core.proto import ChunkHeader, ChunkMessage, DatasetProfileHeader, DatasetSegmentHeader
+
+from whylogs_songbird.server.sketch_check import SketchCheckError, check_chunk
 
 MAGIC = b"WHY1"
 #: Headers larger than this are refused (a 20,000-column header is about 1 MB).
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: A chunk header is a few bytes; anything longer is not one.
 MAX_CHUNK_HEADER_BYTES = 64
+#: The sketches of one profile may take at most this much memory once deserialized (whylogs'
+#: defaults take about 100 KB per column; the sandbox process has a little more than this).
+MAX_SKETCH_MEMORY = 1024 * 1024 * 1024
 
 
 class ProfileCheckError(ValueError):
@@ -49,6 +59,8 @@ class ProfileShape:
     header_bytes: int
     body_bytes: int
     segmented: bool
+    #: Bytes of memory the profile's sketches take once deserialized (0 when they were not checked).
+    sketch_memory: int = 0
 
 
 def _varint(data: memoryview | bytes, pos: int, end: int) -> tuple[int, int]:
@@ -68,13 +80,17 @@ def _varint(data: memoryview | bytes, pos: int, end: int) -> tuple[int, int]:
             raise ProfileCheckError("a length prefix is not a valid varint")
 
 
-def check_profile_bytes(data: bytes | memoryview | mmap.mmap, *, max_columns: int) -> ProfileShape:
-    """Check ``data`` (see the module docstring); raise :class:`ProfileCheckError` if it is refused."""
+def check_profile_bytes(
+    data: bytes | memoryview | mmap.mmap, *, max_columns: int, sketches: bool = True
+) -> ProfileShape:
+    """Check ``data`` (see the module docstring); raise :class:`ProfileCheckError` if it is refused.
+    With ``sketches`` (the default) every chunk message is parsed and its sketches checked
+    (``sketch_check.py``)."""
     with memoryview(data) as view:
-        return _check(view, max_columns)
+        return _check(view, max_columns, sketches)
 
 
-def _check(view: memoryview, max_columns: int) -> ProfileShape:
+def _check(view: memoryview, max_columns: int, sketches: bool = True) -> ProfileShape:
     total = len(view)
     if total < len(MAGIC) or bytes(view[: len(MAGIC)]) != MAGIC:
         raise ProfileCheckError("it does not start with the whylogs magic bytes WHY1")
@@ -108,8 +124,10 @@ def _check(view: memoryview, max_columns: int) -> ProfileShape:
     if columns > max_columns:
         raise ProfileCheckError(f"it has {columns} columns, more than this server's limit of {max_columns}")
     offsets: list[int] = []
-    for entry in header.column_offsets.values():
+    names: dict[int, str] = {}
+    for name, entry in header.column_offsets.items():
         offsets.extend(entry.offsets)
+        names.update(dict.fromkeys(entry.offsets, name))
         if len(offsets) > max_columns:
             raise ProfileCheckError(
                 f"its columns name more than {max_columns} chunks (the column limit; one chunk per column)"
@@ -117,6 +135,7 @@ def _check(view: memoryview, max_columns: int) -> ProfileShape:
     unique = sorted(set(offsets))
     if len(unique) != len(offsets):
         raise ProfileCheckError("a chunk is named more than once (by two columns, or twice by one)")
+    memory = 0
     for index, offset in enumerate(unique):
         if offset < 0 or offset >= body_length:
             raise ProfileCheckError(f"a chunk offset ({offset}) lies outside the body of {body_length} bytes")
@@ -132,15 +151,37 @@ def _check(view: memoryview, max_columns: int) -> ProfileShape:
             raise ProfileCheckError(f"the chunk at offset {offset} has no valid chunk header") from None
         if chunk.type != ChunkHeader.ChunkType.COLUMN:
             raise ProfileCheckError(f"the chunk at offset {offset} is not a column chunk")
-        if chunk_pos + header_size + int(chunk.length) > end:
+        message_start = chunk_pos + header_size
+        if message_start + int(chunk.length) > end:
             raise ProfileCheckError(f"the chunk at offset {offset} runs into the next chunk or past the body")
+        if sketches:
+            memory += _check_sketches(
+                names[offset], view[message_start : message_start + int(chunk.length)], header.indexed_metric_paths
+            )
+            if memory > MAX_SKETCH_MEMORY:
+                raise ProfileCheckError(
+                    f"its sketches would take more than {MAX_SKETCH_MEMORY // (1024 * 1024)} MB of memory once read"
+                )
     return ProfileShape(
         columns=columns,
         chunks=len(unique),
         header_bytes=body_start,
         body_bytes=body_length,
         segmented=bool(segment_header.has_segments),
+        sketch_memory=memory,
     )
+
+
+def _check_sketches(column: str, message: memoryview, metric_paths: object) -> int:
+    """Parse one column's chunk message and check its sketches; their memory once deserialized."""
+    try:
+        chunk = ChunkMessage.FromString(message.tobytes())
+    except DecodeError:
+        raise ProfileCheckError(f"the metrics of column {column[:200]!r} are not a valid chunk message") from None
+    try:
+        return check_chunk(column, chunk, metric_paths)
+    except SketchCheckError as exc:
+        raise ProfileCheckError(str(exc)) from None
 
 
 def _is_segment_trailer(view: memoryview, pos: int, total: int) -> bool:
@@ -159,14 +200,14 @@ def _is_segment_trailer(view: memoryview, pos: int, total: int) -> bool:
     return bool(trailer.has_segments)
 
 
-def check_profile_file(path: Path, *, max_columns: int) -> ProfileShape:
+def check_profile_file(path: Path, *, max_columns: int, sketches: bool = True) -> ProfileShape:
     """:func:`check_profile_bytes` over a file, read through ``mmap``."""
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         if size == 0:
             raise ProfileCheckError("it is empty")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return check_profile_bytes(mapped, max_columns=max_columns)
+            return check_profile_bytes(mapped, max_columns=max_columns, sketches=sketches)
 
 
 __all__ = ["MAGIC", "ProfileCheckError", "ProfileShape", "check_profile_bytes", "check_profile_file"]

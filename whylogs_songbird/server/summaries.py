@@ -145,7 +145,8 @@ def summarize_profile(view: DatasetProfileView) -> ProfileSummary:
 
 
 def read_view(data: bytes) -> DatasetProfileView:
-    """Deserialize a stored profile (plain or segmented whylogs format), or raise `SummaryError`."""
+    """Deserialize a stored profile (plain or segmented whylogs format), or raise `SummaryError`.
+    The server calls it only in a sandbox child (``sandbox.py``), on bytes that passed the checks."""
     try:
         return DatasetProfileView.deserialize(data)
     except Exception as exc:  # whylogs raises many kinds of errors on bad bytes

@@ -2,7 +2,8 @@
 
 Profile views come from the digests the ingest worker stored (``digest.py``), never from
 deserializing the uploaded bytes again; a profile not summarised yet is summarised on the spot
-(once, however many requests ask) and its digest stored for every process.
+(once, however many requests ask) in the sandbox (``sandbox.py``) and its digest stored for every
+process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from whylogs_songbird.column_stats import DriftScore, drift_scores, merge_views
 from whylogs_songbird.server.digest import DigestError, digest_columns, digested_count, view_of
 from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
 from whylogs_songbird.server.observatory.base import CacheKey, T
+from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.store import Store, UploadRecord, now_ms
 from whylogs_songbird.server.summaries import ProfileSummary, SummaryError, summarize_profile
 
@@ -121,6 +123,14 @@ class LruCache:
             self.bytes = 0
 
 
+def _view_of(columns: dict[str, Any], names: tuple[str, ...] | None = None) -> DatasetProfileView:
+    """:func:`digest.view_of`, a digest holding a sketch that fails its check answered as `SummaryError`."""
+    try:
+        return view_of(columns, names)
+    except DigestError as exc:
+        raise SummaryError(str(exc)) from None
+
+
 def upload_key(upload: UploadRecord) -> CacheKey:
     """Identifies one stored version of an upload: a replacing PUT changes sha256 or size."""
     return (upload.id, upload.sha256, upload.size, upload.stored_at)
@@ -179,6 +189,8 @@ class ProfileCache:
     """
 
     store: Store
+    #: Where a profile not summarised yet is summarised (its own sandbox unless given the app's).
+    sandbox: Sandbox = field(default_factory=Sandbox)
     max_view_bytes: int = 256 * MiB
     max_digest_bytes: int = 128 * MiB
     max_summary_bytes: int = 64 * MiB
@@ -222,7 +234,7 @@ class ProfileCache:
                 raise SummaryError("it was replaced while the page was being built; reload the page")
             if not self.store.metadata.claim_upload_ingest(upload.id, lease_ms=LEASE_MS):
                 raise ProfilePendingError("it is still being summarised; reload the page in a moment")
-            stored = ingest_one(self.store, current)
+            stored = ingest_one(self.store, current, self.sandbox)
             if stored is not None:
                 return digest_columns(stored)
             # marked invalid (or replaced): the loop says which
@@ -258,7 +270,7 @@ class ProfileCache:
 
     def upload_view(self, upload: UploadRecord) -> DatasetProfileView:
         """The whole view of one stored profile."""
-        return self.views.get_or_compute(upload_key(upload), lambda: view_of(self.upload_digest(upload)))
+        return self.views.get_or_compute(upload_key(upload), lambda: _view_of(self.upload_digest(upload)))
 
     def view(
         self, key: CacheKey, uploads: Sequence[UploadRecord], names: tuple[str, ...] | None = None
@@ -269,7 +281,7 @@ class ProfileCache:
             return self.upload_view(uploads[0])
 
         def build() -> DatasetProfileView:
-            return merge_views([view_of(self.upload_digest(u), names) for u in uploads])
+            return merge_views([_view_of(self.upload_digest(u), names) for u in uploads])
 
         return self.views.get_or_compute(key if names is None else (key, names), build)
 

@@ -32,6 +32,7 @@ from whylogs_songbird.server.observatory.selection import (
     format_timestamp,
     parse_segments,
 )
+from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.store import Store, is_valid_id, parse_timestamp_selector
 from whylogs_songbird.server.summaries import SummaryError
 from whylogs_songbird.server.unexpected import RepeatedErrors
@@ -389,10 +390,16 @@ Cell = tuple[int, str, str, str]
 
 
 def mount_observatory(
-    app: FastAPI, store: Store, *, public_url: str | None = None, list_sessions: bool = True
+    app: FastAPI,
+    store: Store,
+    *,
+    public_url: str | None = None,
+    list_sessions: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> ProfileCache:
-    """Add the observatory pages to ``app``; returns their cache (``app.state.observatory_cache``)."""
-    cache = ProfileCache(store)
+    """Add the observatory pages to ``app``; returns their cache (``app.state.observatory_cache``).
+    ``sandbox``: where profiles not summarised yet are summarised (default: a sandbox of its own)."""
+    cache = ProfileCache(store) if sandbox is None else ProfileCache(store, sandbox=sandbox)
     app.include_router(observatory_router(store, public_url=public_url, cache=cache, list_sessions=list_sessions))
     app.state.observatory_cache = cache
     return cache

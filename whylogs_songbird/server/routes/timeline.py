@@ -29,12 +29,14 @@ from whylogs.core import DatasetProfileView
 from whylogs_songbird.models import TIMELINE_PATH
 from whylogs_songbird.monitors import MonitorsFile
 from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
+from whylogs_songbird.server.digest import DigestError, view_from_digest
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.observatory.base import PageError
 from whylogs_songbird.server.observatory.cache import LruCache, ProfileCache
 from whylogs_songbird.server.observatory.page import make_environment
+from whylogs_songbird.server.sandbox import Sandbox, SandboxError
 from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id
-from whylogs_songbird.server.summaries import SummaryError, read_view
+from whylogs_songbird.server.summaries import SummaryError
 from whylogs_songbird.server.timeline_service import (
     ArtefactCache,
     StoredProfile,
@@ -94,8 +96,11 @@ def make_service(
     profiles: ProfileCache | None = None,
     cache: ArtefactCache | None = None,
     monitors: MonitorsFile | None = None,
+    sandbox: Sandbox | None = None,
 ) -> TimelineService:
-    """The timeline service over ``store``: views through the observatory's view cache when given."""
+    """The timeline service over ``store``: views through the observatory's view cache when given;
+    without it, from a digest made in ``sandbox`` (uploaded bytes are never deserialized here)."""
+    own_sandbox = sandbox if sandbox is not None else Sandbox()
 
     def list_profiles(session_id: str) -> list[StoredProfile]:
         store.learn_landed(session_id)  # uploads PUT straight to an object store (presigned URLs)
@@ -105,7 +110,10 @@ def make_service(
         upload = profile.record
         if profiles is not None:
             return profiles.upload_view(upload)
-        return read_view(store.read_profile_bytes(upload))
+        try:
+            return view_from_digest(own_sandbox.digest(store.read_profile_bytes(upload)))
+        except (SandboxError, DigestError) as exc:
+            raise SummaryError(str(exc)) from None
 
     def state(profile: StoredProfile, patient: bool) -> str:
         return profiles.state(profile.record, patient=patient) if profiles is not None else "ready"

@@ -38,6 +38,10 @@ UploadKind = Literal["batch", "reference"]
 #: ``pending``: stored, not summarised yet; ``ready``: summary stored; ``invalid``: the full check failed.
 IngestState = Literal["pending", "ready", "invalid"]
 
+#: Claims of one profile's summary before it is given up on and marked invalid: a profile whose
+#: summarising crashed (or hung) the sandbox process that many times is never tried again.
+INGEST_MAX_TRIES = 3
+
 #: Every id the server makes: ``session-``, ``ref-`` (reference) or ``log-`` (batch) + random.
 ID_PATTERN = re.compile(r"^(session|ref|log)-[A-Za-z0-9_-]{16,64}$")
 GUEST_ORG_ID = "guest"
@@ -178,6 +182,8 @@ class UploadRecord:
     duplicate_of: str | None = None
     #: When an ingest worker's claim on it ends (epoch ms), if one was taken; not part of equality.
     ingest_lease: int | None = field(default=None, compare=False)
+    #: How many times its summary was claimed (each claim is a try; see :data:`INGEST_MAX_TRIES`).
+    ingest_tries: int = 0
 
     @property
     def stored(self) -> bool:
@@ -389,13 +395,24 @@ class MetadataStore(Protocol):
         """``(upload id, blob key)`` of every stored profile (for reconciliation at start)."""
 
     # -- ingest --
-    def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
+    def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES) -> list[UploadRecord]:
         """Claim up to ``limit`` pending profiles for summarising: each claim holds for ``lease_ms``,
-        after which another worker (or a restarted server) may take the profile again."""
+        after which another worker (or a restarted server) may take the profile again. Each claim
+        counts a try; a profile claimed ``max_tries`` times already is marked ``invalid`` instead
+        (its last failure, see :meth:`release_ingest_claim`, in the reason), so a profile that
+        crashes whatever summarises it is never tried forever, across restarts too."""
 
-    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
-        """Claim one pending profile (as :meth:`claim_ingest` does); False when it is not pending or
-        another worker holds it."""
+    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int, max_tries: int = INGEST_MAX_TRIES) -> bool:
+        """Claim one pending profile (as :meth:`claim_ingest` does); False when it is not pending,
+        another worker holds it, or it was tried ``max_tries`` times (it is then marked invalid)."""
+
+    def release_ingest_claim(
+        self, upload_id: str, sha256: str, *, note: str | None = None, counted: bool = True
+    ) -> bool:
+        """End this worker's claim of a profile still pending (its summarising failed without a
+        verdict: the sandbox process crashed, hung or was stopped), so it is tried again. ``note``
+        says what happened (kept as the reason should it be given up on); ``counted`` False takes
+        the try back (the server was stopping, the profile is not to blame)."""
 
     def release_ingest_claims(self, *, owner: str | None = None) -> int:
         """End every claim (at start, when no worker runs: claims of a crashed server), or with

@@ -22,6 +22,7 @@ from typing import Any
 
 from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
+    INGEST_MAX_TRIES,
     OPERATIONS,
     NewUpload,
     SessionClaimedError,
@@ -126,6 +127,8 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("sessions", "purge_lease", "{BIGINT}"),
     ("uploads", "deleted_at", "{BIGINT}"),
     ("uploads", "purge_lease", "{BIGINT}"),
+    # claims of a profile's summary so far: a profile whose summarising keeps crashing is given up on
+    ("uploads", "ingest_tries", "INTEGER"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
@@ -213,6 +216,7 @@ def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
         ingest_error=row.get("ingest_error"),
         duplicate_of=row.get("duplicate_of"),
         ingest_lease=row.get("ingest_lease"),
+        ingest_tries=int(row.get("ingest_tries") or 0),
     )
 
 
@@ -521,7 +525,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
             changed = self._rowcount(
                 conn,
                 "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ?, duplicate_of = ?,"
-                " ingest_state = ?, ingest_error = ?, ingest_lease = NULL"
+                " ingest_state = ?, ingest_error = ?, ingest_lease = NULL, ingest_tries = 0"
                 " WHERE id = ? AND (stored_at IS NULL OR ? = 0)",  # rechecked after another writer's commit
                 (
                     stored.stored_at,
@@ -576,7 +580,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                 unmarked = self._rowcount(
                     conn,
                     "UPDATE uploads SET stored_at = NULL, size = NULL, sha256 = NULL, path = NULL,"
-                    " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL"
+                    " ingest_state = NULL, ingest_error = NULL, ingest_lease = NULL, ingest_tries = 0"
                     " WHERE id = ? AND (CAST(? AS TEXT) IS NULL OR path = ?)",
                     (upload_id, None if keys is None else keys[index], None if keys is None else keys[index]),
                 )
@@ -666,7 +670,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
 
     # -- ingest ------------------------------------------------------------------------------------
 
-    def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
+    def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES) -> list[UploadRecord]:
         now = now_ms()
         claimed: list[UploadRecord] = []
         with self._transaction() as conn:
@@ -678,31 +682,63 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                 (now, limit),
             )
             for row in rows:
-                taken = self._rowcount(
-                    conn,
-                    "UPDATE uploads SET ingest_lease = ?, ingest_owner = ? WHERE id = ? AND ingest_state = 'pending'"
-                    " AND (ingest_lease IS NULL OR ingest_lease < ?)",
-                    (now + lease_ms, self.owner, row["id"], now),
-                )
-                if taken:
-                    claimed.append(_upload_from_row(row))
+                if self._take(conn, row, now, lease_ms, max_tries):
+                    claimed.append(
+                        dataclasses.replace(_upload_from_row(row), ingest_tries=int(row["ingest_tries"] or 0) + 1)
+                    )
         self.claimed_here.update(upload.id for upload in claimed)
         return claimed
 
-    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
+    def _take(self, conn: Any, row: dict[str, Any], now: int, lease_ms: int, max_tries: int) -> bool:
+        """Claim the pending profile ``row`` (counting the try), or, when it was tried ``max_tries``
+        times already, mark it invalid; whether it was claimed."""
+        tries = int(row["ingest_tries"] or 0)
+        if tries >= max_tries:
+            last = row["ingest_error"] or "the server stopped while summarising it"
+            reason = f"summarising it failed {tries} times, so it is not tried again (last time: {last})"
+            self._exec(
+                conn,
+                "UPDATE uploads SET ingest_state = 'invalid', ingest_error = ?, ingest_lease = NULL WHERE id = ?"
+                " AND ingest_state = 'pending' AND (ingest_lease IS NULL OR ingest_lease < ?)",
+                (reason[:500], row["id"], now),
+            )
+            return False
+        return bool(
+            self._rowcount(
+                conn,
+                "UPDATE uploads SET ingest_lease = ?, ingest_tries = ?, ingest_owner = ? WHERE id = ?"
+                " AND ingest_state = 'pending' AND (ingest_lease IS NULL OR ingest_lease < ?) AND deleted_at IS NULL",
+                (now + lease_ms, tries + 1, self.owner, row["id"], now),
+            )
+        )
+
+    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int, max_tries: int = INGEST_MAX_TRIES) -> bool:
         now = now_ms()
         with self._transaction() as conn:
-            taken = bool(
-                self._rowcount(
-                    conn,
-                    "UPDATE uploads SET ingest_lease = ?, ingest_owner = ? WHERE id = ? AND ingest_state = 'pending'"
-                    " AND (ingest_lease IS NULL OR ingest_lease < ?) AND deleted_at IS NULL",
-                    (now + lease_ms, self.owner, upload_id, now),
-                )
+            rows = self._exec(
+                conn,
+                "SELECT * FROM uploads WHERE id = ? AND ingest_state = 'pending'"
+                " AND (ingest_lease IS NULL OR ingest_lease < ?) AND deleted_at IS NULL",
+                (upload_id, now),
             )
+            taken = bool(rows) and self._take(conn, rows[0], now, lease_ms, max_tries)
         if taken:
             self.claimed_here.add(upload_id)
         return taken
+
+    def release_ingest_claim(
+        self, upload_id: str, sha256: str, *, note: str | None = None, counted: bool = True
+    ) -> bool:
+        with self._transaction() as conn:
+            changed = self._rowcount(
+                conn,
+                "UPDATE uploads SET ingest_lease = NULL, ingest_error = COALESCE(?, ingest_error),"
+                " ingest_tries = CASE WHEN ? THEN ingest_tries ELSE ingest_tries - 1 END"
+                " WHERE id = ? AND sha256 = ? AND ingest_state = 'pending' AND ingest_tries > 0",
+                (None if note is None else note[:400], counted, upload_id, sha256),
+            )
+        self.claimed_here.discard(upload_id)
+        return bool(changed)
 
     @functools.cached_property
     def claimed_here(self) -> set[str]:

@@ -1,0 +1,454 @@
+"""The sandbox: uploaded profiles are deserialized and summarised in child processes, never in
+the server's own.
+
+The sketch library is native code that trusts what it reads; a profile it cannot handle may
+crash, hang or exhaust the process reading it. So the server hands the bytes of a profile to a
+long-lived child process (``python -c`` of :func:`child_main`, talking over two pipes) which
+checks them (``profile_check.py``: structure and every sketch header), digests them
+(``digest.py``, with whylogs' own deserializer where the fast path does not vouch for them),
+checks the sketches of the digest again, rebuilds it and runs on each sketch what the pages
+will run (:func:`exercise_digest`), and answers the digest. A child runs with limits:
+
+- address space (``RLIMIT_AS``): what it holds after its imports plus
+  :attr:`SandboxLimits.memory_bytes`; beyond it allocations fail (the profile is then invalid);
+- CPU (``RLIMIT_CPU``, reset before each profile to the time used plus
+  :attr:`SandboxLimits.cpu_seconds`): beyond it the kernel kills the child;
+- wall time: the server kills a child that has not answered within :attr:`SandboxLimits.wall_seconds`;
+- no core files (``RLIMIT_CORE`` 0).
+
+A child that dies or is killed loses that one profile's try (:class:`SandboxCrash`); the next
+profile gets a fresh child. Each :class:`Sandbox` keeps up to ``max_children`` children, started
+on first use and reused (a child is retired after :attr:`SandboxLimits.jobs_per_child` profiles
+and after an out-of-memory error); each server process has its own. The callers count tries in
+the store (``MetadataStore.claim_ingest``), so a profile that kills its child every time is
+marked invalid after a few tries instead of being retried forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+logger = logging.getLogger("whylogs_songbird.server.sandbox")
+
+MiB = 1024 * 1024
+#: One frame: a kind byte and a payload length.
+_FRAME = struct.Struct("<cQ")
+#: How long a new child may take to import whylogs and greet (not counted in any job's time).
+STARTUP_SECONDS = 120.0
+#: Answers larger than this are not read (a digest is far smaller than the profile it summarises).
+_MAX_ANSWER_BYTES = 2048 * MiB
+
+#: Environment of the children: one thread per numeric library (each thread reserves address space).
+_CHILD_ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "WHYLOGS_NO_ANALYTICS": "True",
+    "_WHYLABS_SKIP_CONFIG_READ": "1",
+}
+#: Test-only: a child whose job's bytes contain this environment variable's value (hex) kills
+#: itself with SIGSEGV (``crash``) or stops answering (``hang``), as a sketch the checks miss would.
+TEST_FAULT_ENV = "SONGBIRD_SANDBOX_TEST_FAULT"
+
+
+class SandboxError(Exception):
+    """Base of the sandbox's errors."""
+
+
+class SandboxCrash(SandboxError):
+    """The child summarising a profile died, was killed or hung: no verdict on the profile."""
+
+
+class SandboxStopped(SandboxCrash):
+    """The sandbox was closed while a profile was being summarised (the server is stopping)."""
+
+
+class SandboxRefused(SandboxError):
+    """The child read the profile and refused it: it is not a readable whylogs profile."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits of each child process (see the module docstring)."""
+
+    memory_bytes: int = 2048 * MiB
+    cpu_seconds: int = 120
+    wall_seconds: float = 300.0
+    jobs_per_child: int = 1000
+    #: The column limit of the profile check run in the child.
+    max_columns: int = 20_000
+
+
+class _Child:
+    """One child process and its pipes (non-blocking on the server's side)."""
+
+    def __init__(self, limits: SandboxLimits) -> None:
+        env = {**os.environ, **_CHILD_ENV}
+        code = (
+            "from whylogs_songbird.server.sandbox import child_main; "
+            f"child_main({limits.memory_bytes}, {limits.cpu_seconds}, {limits.max_columns})"
+        )
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.to_child = self.process.stdin.fileno()
+        self.from_child = self.process.stdout.fileno()
+        os.set_blocking(self.to_child, False)
+        os.set_blocking(self.from_child, False)
+        self.jobs = 0
+
+    def wait_ready(self, seconds: float) -> None:
+        """Wait for the child's hello (sent once its imports are done and its limits set), so a
+        job's time limit never includes the child's start. Raises SandboxCrash."""
+        try:
+            kind, size = _FRAME.unpack(self._read(_FRAME.size, time.monotonic() + seconds))
+        except (OSError, EOFError, TimeoutError):
+            reason = self.why_dead()
+            raise SandboxCrash(f"a sandbox process did not start ({reason})") from None
+        if kind != b"H" or size:
+            self.kill()
+            raise SandboxCrash("a sandbox process did not start (it did not greet)")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a killed process always ends
+            logger.warning("sandbox: child %d did not end after SIGKILL", self.process.pid)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def why_dead(self) -> str:
+        """What ended the child, in words (it has ended or is killed now)."""
+        if self.process.poll() is None:
+            self.kill()
+        code = self.process.returncode
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            if -code == signal.SIGXCPU:
+                return f"the process summarising it ran out of CPU time ({name})"
+            return f"the process summarising it crashed ({name})"
+        return f"the process summarising it exited (code {code})"
+
+    def _write(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            _, ready, _ = select.select([], [self.to_child], [], left)
+            if ready:
+                view = view[os.write(self.to_child, view) :]
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        parts: list[bytes] = []
+        while size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self.from_child], [], [], left)
+            if not ready:
+                continue
+            part = os.read(self.from_child, min(size, 4 * MiB))
+            if not part:
+                raise EOFError
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
+    def ask(self, kind: bytes, payload: bytes, wall_seconds: float) -> tuple[bytes, bytes]:
+        """Send one job; its answer (kind, payload). Raises OSError/EOFError/TimeoutError."""
+        deadline = time.monotonic() + wall_seconds
+        self.jobs += 1
+        self._write(_FRAME.pack(kind, len(payload)), deadline)
+        self._write(payload, deadline)
+        answer, size = _FRAME.unpack(self._read(_FRAME.size, deadline))
+        if size > _MAX_ANSWER_BYTES:
+            raise EOFError
+        return answer, self._read(size, deadline)
+
+
+class Sandbox:
+    """A small pool of child processes that summarise profiles (see the module docstring).
+    Thread-safe; each job has a child to itself."""
+
+    def __init__(self, limits: SandboxLimits | None = None, *, max_children: int = 2) -> None:
+        self.limits = limits or SandboxLimits()
+        self.max_children = max(1, max_children)
+        self._idle: list[_Child] = []
+        self._busy: set[object] = set()  # children, and placeholders of children being started
+        self._cond = threading.Condition()
+        self._generation = 0
+        #: Children started so far (for tests and logs).
+        self.started = 0
+
+    def __repr__(self) -> str:
+        return f"Sandbox(max_children={self.max_children}, idle={len(self._idle)}, busy={len(self._busy)})"
+
+    def _borrow(self) -> tuple[_Child, int]:
+        with self._cond:
+            while not self._idle and len(self._busy) >= self.max_children:
+                self._cond.wait()
+            generation = self._generation
+            if self._idle:
+                child = self._idle.pop()
+                self._busy.add(child)
+                return child, generation
+            placeholder = object()
+            self._busy.add(placeholder)
+        try:
+            child = _Child(self.limits)
+            try:
+                child.wait_ready(STARTUP_SECONDS)
+            except BaseException:
+                child.kill()
+                raise
+        except BaseException:
+            with self._cond:
+                self._busy.discard(placeholder)
+                self._cond.notify()
+            raise
+        with self._cond:
+            self._busy.discard(placeholder)
+            self._busy.add(child)
+            self.started += 1
+        return child, generation
+
+    def _give_back(self, child: _Child, generation: int, *, keep: bool) -> None:
+        with self._cond:
+            self._busy.discard(child)
+            keep = keep and generation == self._generation and child.jobs < self.limits.jobs_per_child
+            if keep:
+                self._idle.append(child)
+            self._cond.notify()
+        if not keep:
+            child.kill()
+
+    def digest(self, data: bytes) -> bytes:
+        """The digest of serialized profile bytes, made in a child process.
+
+        Raises :class:`SandboxRefused` (with the reason) when the profile is not readable,
+        :class:`SandboxCrash` when the child died, ran out of CPU or hung, and
+        :class:`SandboxStopped` when the sandbox was closed meanwhile."""
+        child, generation = self._borrow()
+        keep = False
+        try:
+            try:
+                kind, payload = child.ask(b"D", data, self.limits.wall_seconds)
+            except TimeoutError:
+                child.kill()
+                if generation != self._generation:
+                    raise SandboxStopped("the server stopped while summarising it") from None
+                raise SandboxCrash(
+                    f"the process summarising it did not answer within {self.limits.wall_seconds:g} s"
+                ) from None
+            except (OSError, EOFError):
+                reason = child.why_dead()
+                if generation != self._generation:
+                    raise SandboxStopped("the server stopped while summarising it") from None
+                raise SandboxCrash(reason) from None
+            text = payload.decode("utf-8", "replace")
+            if kind == b"O":
+                keep = True
+                return payload
+            if kind == b"R":
+                keep = True
+                raise SandboxRefused(text)
+            if kind == b"M":  # out of memory: the child may be in a poor state, a fresh one follows
+                raise SandboxRefused(text)
+            raise SandboxCrash(f"the process summarising it failed ({text[:200]})")
+        finally:
+            self._give_back(child, generation, keep=keep)
+
+    def close(self) -> None:
+        """Kill every child (busy ones too: their jobs raise :class:`SandboxStopped`); the sandbox
+        starts new children if it is used again."""
+        with self._cond:
+            self._generation += 1
+            children = list(self._idle) + [c for c in self._busy if isinstance(c, _Child)]
+            self._idle = []
+            self._cond.notify_all()
+        for child in children:
+            child.kill()
+
+
+# -- the child ------------------------------------------------------------------------------------
+
+
+def _read_exactly(stream: object, size: int) -> bytes | None:
+    parts: list[bytes] = []
+    while size:
+        part = stream.read(size)  # type: ignore[attr-defined]
+        if not part:
+            return None
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _apply_test_fault(data: bytes) -> None:
+    spec = os.environ.get(TEST_FAULT_ENV, "")
+    kind, _, marker = spec.partition(":")
+    if marker and bytes.fromhex(marker) in data:
+        if kind == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif kind == "hang":
+            time.sleep(3600)
+
+
+def summarise_bytes(data: bytes) -> bytes:
+    """The full check and digest of serialized profile bytes; `SummaryError` if whylogs cannot read them.
+    Runs in a sandbox child (``sandbox.py``), never in the server's own process.
+
+    Profiles of whylogs' default metrics are digested from their messages (`digest_from_bytes`);
+    anything that path does not vouch for is deserialized by whylogs, whose verdict counts.
+    """
+    from whylogs_songbird.server.digest import digest_from_bytes, digest_view
+    from whylogs_songbird.server.summaries import read_view
+
+    try:
+        return digest_from_bytes(data)
+    except Exception:
+        logger.debug("sandbox: the fast digest did not take these bytes; asking whylogs", exc_info=True)
+    return digest_view(read_view(data))
+
+
+def summarise_in_child(data: bytes, max_columns: int) -> bytes:
+    """What a child does with one profile: the checks, the digest, the digest's sketches checked.
+    Raises ``SummaryError`` when the profile is not readable."""
+    from whylogs_songbird.server.digest import check_digest
+    from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
+    from whylogs_songbird.server.summaries import SummaryError
+
+    try:
+        check_profile_bytes(data, max_columns=max_columns)
+    except ProfileCheckError as exc:
+        raise SummaryError(f"it is not a well-formed whylogs profile ({exc})") from None
+    digest = summarise_bytes(data)
+    check_digest(digest)
+    exercise_digest(digest)
+    return digest
+
+
+def exercise_digest(digest: bytes) -> None:
+    """Rebuild each sketch of the digest and do to it what pages, the timeline and drift will do
+    in the server's process through whylogs' aggregators and the summaries (merges, quantiles, CDF
+    and PMF, estimates, frequent items): a sketch the library accepts but cannot work with fails
+    here, in the child, not there."""
+    import whylogs_sketching as ds
+
+    from whylogs_songbird.server.digest import digest_columns, sketches_of
+
+    error_types = (ds.frequent_items_error_type.NO_FALSE_NEGATIVES, ds.frequent_items_error_type.NO_FALSE_POSITIVES)
+    for data in digest_columns(digest).values():
+        sketches = sketches_of(data)
+        if "kll" in sketches:
+            kll = ds.kll_doubles_sketch.deserialize(sketches["kll"])
+            merged = ds.kll_doubles_sketch(kll)
+            merged.merge(kll)
+            if not merged.is_empty():
+                low, high = merged.get_min_value(), merged.get_max_value()
+                points = [low, high] if low < high else [low]
+                merged.get_quantiles([0.0, 0.25, 0.5, 0.75, 1.0])
+                merged.get_cdf(points)
+                merged.get_pmf(points)
+        if "hll" in sketches:
+            hll = ds.hll_sketch.deserialize(sketches["hll"])
+            union = ds.hll_union(hll.lg_config_k)
+            union.update(hll)
+            union.update(hll)
+            result = union.get_result()
+            result.get_estimate()
+            result.get_lower_bound(1)
+            result.get_upper_bound(1)
+        if "fi" in sketches:
+            items = ds.frequent_strings_sketch.deserialize(sketches["fi"])
+            merged_items = ds.frequent_strings_sketch.deserialize(items.serialize())
+            merged_items.merge(items)
+            for kind in error_types:
+                for row in merged_items.get_frequent_items(kind)[:1]:
+                    merged_items.get_estimate(row[0])
+
+
+def child_main(memory_bytes: int, cpu_seconds: int, max_columns: int) -> None:
+    """The loop of a child process: read a job from stdin, answer on stdout, until stdin closes."""
+    import resource
+
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the answers
+    requests = sys.stdin.buffer
+    # the imports happen before the limits, which are then relative to what the child holds
+    import whylogs_songbird.server.digest  # noqa: F401
+    import whylogs_songbird.server.summaries  # noqa: F401
+    from whylogs_songbird.server.summaries import SummaryError
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    limit = _address_space() + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    answers.write(_FRAME.pack(b"H", 0))  # ready
+    answers.flush()
+    while True:
+        header = _read_exactly(requests, _FRAME.size)
+        if header is None:
+            return
+        _, size = _FRAME.unpack(header)
+        data = _read_exactly(requests, size)
+        if data is None:
+            return
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        soft = int(usage.ru_utime + usage.ru_stime) + cpu_seconds + 1
+        resource.setrlimit(
+            resource.RLIMIT_CPU, (soft if cpu_hard == resource.RLIM_INFINITY else min(soft, cpu_hard), cpu_hard)
+        )
+        try:
+            _apply_test_fault(data)
+            kind, payload = b"O", summarise_in_child(data, max_columns)
+        except SummaryError as exc:
+            kind, payload = b"R", str(exc).encode("utf-8")
+        except MemoryError:
+            kind, payload = b"M", b"it needs more memory than this server allows for summarising one profile"
+        except Exception as exc:  # whylogs raises many kinds of errors on odd metrics
+            kind, payload = b"R", f"it could not be summarised ({type(exc).__name__})".encode()
+        del data
+        answers.write(_FRAME.pack(kind, len(payload)))
+        answers.write(payload)
+        answers.flush()
+
+
+__all__ = [
+    "Sandbox",
+    "SandboxCrash",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxRefused",
+    "SandboxStopped",
+    "exercise_digest",
+    "summarise_in_child",
+]
