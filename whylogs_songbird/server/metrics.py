@@ -38,8 +38,8 @@ import hmac
 import json
 import logging
 import os
-from time import perf_counter
 from collections.abc import Iterator, Mapping
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
