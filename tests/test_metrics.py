@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 import whylogs as why
-from conftest import both_stores
+from conftest import both_stores, make_profile_bytes
 from prometheus_client.parser import text_string_to_metric_families
 from timeline_data import DAY_MS, SHIFT_DAY, SHIFTED, START_MS, day_frame, reference_frame
 
@@ -125,7 +125,70 @@ def test_the_grafana_examples_use_metrics_the_server_writes(tmp_path: Path) -> N
     used = {name for e in expressions for name in re.findall(r"songbird_[a-z_]+", e)}
     with LocalServer(data_dir=tmp_path / "d") as server:
         text = requests.get(f"{server.url}/metrics", timeout=30).text
-    written = {family.name for family in text_string_to_metric_families(text)}
+    families = list(text_string_to_metric_families(text))
+    written = {family.name for family in families}
+    written |= {f"{f.name}_{part}" for f in families if f.type == "histogram" for part in ("bucket", "count", "sum")}
     written |= {f"{name}_total" for name in written}  # counters are written with _total
     written |= {name for name, _, _ in COLUMN_METRICS} | {"songbird_monitor_failing"}  # (none without monitors)
     assert used and used <= written, used - written
+
+
+SLOT_ROUTE = "/v0/sessions/{session_id}/upload"
+PUT_ROUTE = "/v0/uploads/{upload_id}"
+
+
+def request_counts(url: str) -> dict[tuple[str, str, str], float]:
+    """``songbird_request_duration_seconds`` observation counts by (method, route, status)."""
+    counts: dict[tuple[str, str, str], float] = {}
+    for labels, value in samples(requests.get(f"{url}/metrics", timeout=30).text).get(
+        "songbird_request_duration_seconds_count", []
+    ):
+        counts[(labels["method"], labels["route"], labels["status"])] = value
+    return counts
+
+
+def make_uploads(url: str, n: int) -> str:
+    """``n`` slots and PUTs on one new session, and one PUT with a bad signature; the session id."""
+    session_id = requests.post(f"{url}/v0/sessions", json={"userId": "u"}, timeout=30).json()["id"]
+    for i in range(n):
+        body = {"datasetTimestamp": 1_700_000_000_000 + i, "segmentTags": []}
+        slot = requests.post(f"{url}/v0/sessions/{session_id}/upload", json=body, timeout=30)
+        assert slot.status_code == 200, slot.text
+        put = requests.put(slot.json()["uploadUrl"], data=make_profile_bytes(seed=i), timeout=30)
+        assert put.status_code == 200, put.text
+    bad = requests.put(slot.json()["uploadUrl"].replace("signature=", "signature=0"), data=b"x", timeout=30)
+    assert bad.status_code == 403, bad.text
+    return session_id
+
+
+def wait_for_counts(url: str, expected: dict[tuple[str, str, str], float]) -> dict[tuple[str, str, str], float]:
+    """The counts once ``expected`` holds (an observation lands just after its answer is sent)."""
+    deadline = time.monotonic() + 30
+    while True:
+        counts = request_counts(url)
+        if all(counts.get(key) == n for key, n in expected.items()) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
+
+
+def test_request_durations_are_counted_per_route_template(server) -> None:
+    session_id = make_uploads(server.url, 3)
+    assert requests.get(f"{server.url}/no/such/{session_id}", timeout=30).status_code == 404
+    expected = {
+        ("POST", "/v0/sessions", "2xx"): 1,
+        ("POST", SLOT_ROUTE, "2xx"): 3,
+        ("PUT", PUT_ROUTE, "2xx"): 3,
+        ("PUT", PUT_ROUTE, "4xx"): 1,
+        ("GET", "unmatched", "4xx"): 1,
+    }
+    counts = wait_for_counts(server.url, expected)
+    assert {key: counts.get(key) for key in expected} == expected
+    text = requests.get(f"{server.url}/metrics", timeout=30).text
+    assert session_id not in text and "signature" not in text  # templates only, never a raw path
+    found = samples(text)
+    [inf] = [
+        v
+        for labels, v in found["songbird_request_duration_seconds_bucket"]
+        if labels["route"] == PUT_ROUTE and labels["status"] == "2xx" and labels["le"] == "+Inf"
+    ]
+    assert inf == 3

@@ -94,3 +94,46 @@ def test_sigterm_stops_every_worker_and_the_server_stays_down(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # a worker left behind
             process.stderr.close()
+
+
+def test_request_durations_add_up_across_workers_whichever_answers(tmp_path):
+    """``songbird_request_duration_seconds`` lives in prometheus_client's multiprocess directory
+    under the data dir: every worker's scrape counts every worker's requests; it is removed at stop,
+    as is one left by a launcher that no longer runs."""
+    from test_metrics import PUT_ROUTE, SLOT_ROUTE, make_uploads, request_counts, wait_for_counts
+
+    stale = tmp_path / "data" / "metrics-999999999-1"  # a pid no process has: its launcher is gone
+    stale.mkdir(parents=True)
+    (stale / "histogram_1.db").write_bytes(b"left by a killed launcher")
+    process, url = start_server_process(tmp_path / "data", "--workers", "2")
+    try:
+        pids = set()
+
+        def seen_both():
+            pids.add(health(url, tmp_path / "data")["pid"])  # a new connection each time
+            return len(pids) >= 2
+
+        wait_for(seen_both, "connections are spread over two processes")
+
+        def upload(i: int) -> str:
+            return make_uploads(url, 3)  # fresh connections: spread over both workers
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(upload, range(4)))
+        expected = {
+            ("POST", "/v0/sessions", "2xx"): 4,
+            ("POST", SLOT_ROUTE, "2xx"): 12,
+            ("PUT", PUT_ROUTE, "2xx"): 12,
+            ("PUT", PUT_ROUTE, "4xx"): 4,
+        }
+        wait_for_counts(url, expected)
+        for _ in range(12):  # whichever process answers the scrape (a new connection each), the same counts
+            counts = request_counts(url)
+            assert {key: counts.get(key) for key in expected} == expected
+        [shared] = (tmp_path / "data").glob("metrics-*")
+        assert len(list(shared.glob("histogram_*.db"))) >= 2, "each worker writes its own file"
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    finally:
+        stop(process)
+    assert not list((tmp_path / "data").glob("metrics-*")), "the launcher removes its directory"

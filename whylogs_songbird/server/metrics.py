@@ -17,9 +17,16 @@ Label cardinality is capped: at most ``metrics_max_series`` per-column series (`
 default 10 000) are written, sessions most recently updated first; what is left out is counted in
 ``songbird_metrics_series_dropped``.
 
-Request durations are not measured: timing every request would put a histogram update (and a
-lock) on the upload route, which is tuned for throughput, and per-process histograms would differ
-between workers, which this endpoint avoids. The reverse proxy or the access log measure them.
+Request durations: ``songbird_request_duration_seconds{method, route, status}``, a histogram of
+the seconds from a request's arrival at the app to its last answer byte, labelled by method, the
+matched route's path template (``/v0/uploads/{upload_id}``, never the raw path, which carries ids
+and signatures; ``unmatched`` when no route matched) and status class (``2xx``, ``4xx``, ...), so
+its series stay bounded. Each request costs a ``perf_counter`` pair and one ``observe``
+(:class:`RequestDurationMiddleware`). These are the one set of numbers kept in memory: with
+``--workers N`` the launcher points every worker at a fresh directory of prometheus_client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, ``<data-dir>/metrics-<pid>-<start>``), so the
+histogram a scrape shows adds up every worker's requests whichever worker answers. With several
+hosts on one store, each host's ``/metrics`` shows its own requests.
 
 On a loopback bind the endpoint is open; on any other, it needs ``Authorization: Bearer <token>``
 with ``--metrics-token`` (``$SONGBIRD_METRICS_TOKEN``), and answers 404 when no token is set.
@@ -30,13 +37,17 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whylogs_songbird.server.common import error_response, is_loopback_host
 from whylogs_songbird.server.notify import queue_of
@@ -148,6 +159,70 @@ class StoreCollector:
         yield states
 
 
+#: The environment variable of prometheus_client's multiprocess mode (set by the launcher).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REQUEST_DURATION = "songbird_request_duration_seconds"
+#: Upper bounds (seconds) of the duration buckets: a small upload answers in about a millisecond.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+#: Methods labelled as themselves; any other is ``OTHER`` (a client chooses the method).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestDurationMiddleware:
+    """Observes each HTTP request's duration in ``histogram`` (see the module docstring).
+
+    The route template is read from the scope after the app answered (FastAPI's routes put
+    themselves at ``scope["route"]``); the labelled child of each (method, route, status class)
+    is looked up once and kept, so a request costs a dict lookup and one ``observe``.
+    """
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app = app
+        self.histogram = histogram
+        self.children: dict[tuple[str, str, str], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # an exception that escapes unanswered
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        start = perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = perf_counter() - start
+            method = scope["method"]
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            key = (method if method in KNOWN_METHODS else "OTHER", template, f"{status // 100}xx")
+            child = self.children.get(key)
+            if child is None:
+                child = self.children[key] = self.histogram.labels(*key)
+            child.observe(elapsed)
+
+
+def request_histogram(registry: CollectorRegistry) -> Histogram:
+    """The duration histogram, read by ``registry``: directly in one process, or through the
+    multiprocess directory of ``$PROMETHEUS_MULTIPROC_DIR`` (every worker's files) when set."""
+    shared = os.environ.get(MULTIPROC_ENV)
+    histogram = Histogram(
+        REQUEST_DURATION,
+        "seconds from a request's arrival to its answer, by method, route template and status class",
+        labelnames=["method", "route", "status"],
+        buckets=DURATION_BUCKETS,
+        registry=None if shared else registry,
+    )
+    if shared:
+        MultiProcessCollector(registry, path=shared)
+    return histogram
+
+
 def mount_metrics(app: FastAPI, store: Store, config: ServerConfig, timeline: TimelineService) -> None:
     """Add ``GET /metrics`` and record each session's numbers when its monitors are evaluated."""
     queue = queue_of(store.metadata)
@@ -158,6 +233,7 @@ def mount_metrics(app: FastAPI, store: Store, config: ServerConfig, timeline: Ti
     timeline.evaluated.append(record)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(queue, store, config.metrics_max_series))
+    app.add_middleware(RequestDurationMiddleware, histogram=request_histogram(registry))  # outermost
     open_to_all = is_loopback_host(config.host)
     token = config.metrics_token
 
@@ -180,4 +256,12 @@ def access_problem(open_to_all: bool, token: str | None, authorization: str | No
     return None
 
 
-__all__ = ["StoreCollector", "access_problem", "mount_metrics", "snapshot"]
+__all__ = [
+    "REQUEST_DURATION",
+    "RequestDurationMiddleware",
+    "StoreCollector",
+    "access_problem",
+    "mount_metrics",
+    "request_histogram",
+    "snapshot",
+]
