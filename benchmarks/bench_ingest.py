@@ -46,6 +46,8 @@ import requests  # noqa: E402
 import whylogs as why  # noqa: E402
 from _server_process import cpu_seconds, server_process  # noqa: E402
 
+from whylogs_songbird.local_server import health_token  # noqa: E402
+from whylogs_songbird.models import HEALTH_TOKEN_HEADER  # noqa: E402
 from whylogs_songbird.server.store import Store  # noqa: E402
 
 
@@ -270,7 +272,8 @@ def run(args: argparse.Namespace, levels: list[int], data: bytes, work: Path, st
         if 1 in rates and 8 in rates:
             verdict = "met" if rates[8] >= rates[1] else "MISSED"
             print(f"TARGET 8 clients >= 1 client: {verdict} ({rates[8]:.1f} vs {rates[1]:.1f})")
-        health = requests.get(f"{url}/healthz", timeout=30).json()
+        token = health_token(work / "server") or ""  # /healthz tells its details only to the server's user
+        health = requests.get(f"{url}/healthz", headers={HEALTH_TOKEN_HEADER: token}, timeout=30).json()
         backlog: int | str = "?"
         if not storage:
             store = Store(work / "server")  # the server's own store (SQLite in WAL mode), read alongside it
@@ -278,7 +281,7 @@ def run(args: argparse.Namespace, levels: list[int], data: bytes, work: Path, st
                 backlog = store.metadata.pending_ingest()
             finally:
                 store.close()
-        print(f"sessions {health['sessions']}; ingest backlog at the end {backlog} (summarised in the background)")
+        print(f"sessions {health.get('sessions', '?')}; ingest backlog at the end {backlog} (summarised in the background)")
         stats = requests.get(f"{url}/_local/stats", timeout=30).json()
         print(f"slots made {stats['upload']}; PUTs through the API server {stats['put']}")
 
