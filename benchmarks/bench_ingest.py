@@ -281,7 +281,8 @@ def run(args: argparse.Namespace, levels: list[int], data: bytes, work: Path, st
                 backlog = store.metadata.pending_ingest()
             finally:
                 store.close()
-        print(f"sessions {health.get('sessions', '?')}; ingest backlog at the end {backlog} (summarised in the background)")
+        sessions = health.get("sessions", "?")
+        print(f"sessions {sessions}; ingest backlog at the end {backlog} (summarised in the background)")
         stats = requests.get(f"{url}/_local/stats", timeout=30).json()
         print(f"slots made {stats['upload']}; PUTs through the API server {stats['put']}")
 
