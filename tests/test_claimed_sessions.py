@@ -181,6 +181,8 @@ ORG_KEYED = {
     ("POST", "/v1/transaction/log"),
     ("POST", "/v1/transaction/commit"),
     ("POST", "/v1/transaction/abort"),
+    ("DELETE", "/v0/organizations/{org_id}/datasets/{dataset_id}"),
+    ("DELETE", "/v0/organizations/{org_id}/datasets/{dataset_id}/profiles/{profile_id}"),
 }
 
 _UNSCOPED_PATHS = {
