@@ -57,9 +57,8 @@ def _delete(url: str, path: str, key: str | None = KEY) -> requests.Response:
 
 def _put_weights(url: str) -> None:
     body = {"segmentWeights": [{"weights": {"amount": 0.5}}]}
-    r = requests.put(
-        f"{url}/v0/organizations/{ORG}/dataset/{DATASET}/weights", json=body, headers={"X-API-Key": KEY}, timeout=TIMEOUT
-    )
+    path = f"/v0/organizations/{ORG}/dataset/{DATASET}/weights"
+    r = requests.put(f"{url}{path}", json=body, headers={"X-API-Key": KEY}, timeout=TIMEOUT)
     assert r.status_code == 200, r.text
 
 
@@ -118,6 +117,7 @@ def test_deleting_a_dataset_removes_everything_and_a_later_write_starts_afresh(o
     _write(url, TS + 5 * DAY, 4)
     fresh = store.find_dataset(ORG, DATASET)
     assert fresh is not None and fresh.id != cid
+    _wait(lambda: _summaries(store, fresh.id) >= 1, "the new profile is summarised")
     r = _timeline(url)
     assert r.status_code == 200, r.text
     assert len(_counts(r.json())) == 1, "nothing of the deleted dataset shows in the new one"
@@ -144,8 +144,9 @@ def test_deleting_one_profile_of_a_dataset_leaves_the_rest(org_server):
     url, store = org_server.url, org_server.store
     gone = _write(url, TS, 1)
     kept = _write(url, TS + DAY, 2)
-    assert len(_counts(_timeline(url).json())) == 2
     cid = store.find_dataset(ORG, DATASET).id
+    _wait(lambda: _summaries(store, cid) >= 2, "the profiles are summarised")
+    assert len(_counts(_timeline(url).json())) == 2
 
     assert _delete(url, f"{DATASET}/profiles/{gone}").status_code == 204
     assert _delete(url, f"{DATASET}/profiles/{gone}").status_code == 404
