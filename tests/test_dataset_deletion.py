@@ -5,12 +5,16 @@ starts a new, empty dataset."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import requests
 from conftest import STORAGE_NAMES, make_profile_bytes
-from test_lifecycle import _keys, _rows, _summaries, _wait
+from test_lifecycle import _keys, _open_store, _rows, _server_process, _summaries, _wait
 
-from whylogs_songbird.server.lifecycle import deletions
+from whylogs_songbird.server.config import API_KEYS_ENV
+from whylogs_songbird.server.lifecycle import KILL_AFTER_MARK_ENV, deletions
 
 pytestmark = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
 
@@ -157,3 +161,44 @@ def test_deleting_one_profile_of_a_dataset_leaves_the_rest(org_server):
     assert [k for k in _keys(store, cid) if kept in k]
     r = _timeline(url)
     assert r.status_code == 200 and len(_counts(r.json())) == 1
+
+
+def test_a_kill_after_marking_a_dataset_is_finished_at_restart_and_the_id_is_free_meanwhile(storage_config, tmp_path):
+    env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", API_KEYS_ENV: KEY, KILL_AFTER_MARK_ENV: "1"}
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with _server_process(data_dir, storage_config, env) as (url, proc):
+        _write(url, TS, 1)
+        _write(url, TS + DAY, 2)
+        with pytest.raises(requests.ConnectionError):
+            _delete(url, DATASET)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+
+    store = _open_store(data_dir, storage_config)
+    try:
+        assert store.find_dataset(ORG, DATASET) is None, "the mark was committed before the kill"
+        marked = store.metadata._query(  # type: ignore[attr-defined]
+            "SELECT id FROM sessions WHERE org_id = ? AND deleted_at IS NOT NULL", (ORG,)
+        )
+        assert len(marked) == 1
+        old = marked[0]["id"]
+        assert len(_keys(store, old)) >= 2, "the kill came before the purge: the bytes are still there"
+        # the marked row waits for its purge, and the dataset id is free already
+        fresh = store.dataset_container(ORG, DATASET)
+        assert fresh.id != old
+    finally:
+        store.close()
+
+    env.pop(KILL_AFTER_MARK_ENV)
+    with _server_process(data_dir, storage_config, env) as (url, _):
+        store = _open_store(data_dir, storage_config)
+        try:
+            _wait(lambda: _keys(store, old) == [] and deletions(store).marked_deleted() == 0, "the restart purges")
+            assert _rows(store, "uploads", "session_id", old) == 0 and _rows(store, "sessions", "id", old) == 0
+            assert store.find_dataset(ORG, DATASET).id == fresh.id, "the new dataset is untouched"
+            _write(url, TS + 3 * DAY, 3)
+            _wait(lambda: _summaries(store, fresh.id) >= 1, "the new profile is summarised")
+        finally:
+            store.close()
+        r = _timeline(url)
+        assert r.status_code == 200 and len(_counts(r.json())) == 1
