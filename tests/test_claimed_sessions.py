@@ -181,6 +181,8 @@ ORG_KEYED = {
     ("POST", "/v1/transaction/log"),
     ("POST", "/v1/transaction/commit"),
     ("POST", "/v1/transaction/abort"),
+    ("DELETE", "/v0/organizations/{org_id}/datasets/{dataset_id}"),
+    ("DELETE", "/v0/organizations/{org_id}/datasets/{dataset_id}/profiles/{profile_id}"),
 }
 
 _UNSCOPED_PATHS = {
@@ -251,7 +253,9 @@ def test_every_guest_route_forgets_a_claimed_session(server_factory):
             assert marker not in r.text, (method, path, marker)
 
     for method, path in sorted(ORG_KEYED):
-        concrete = path.replace(":path", "").format(org_id="org-owner", dataset_id="model-1", column_id="c")
+        concrete = path.replace(":path", "").format(
+            org_id="org-owner", dataset_id="model-1", column_id="c", profile_id=seeded.reference_id
+        )
         body = {"datasetTimestamp": TS, "batchProfileTimestamps": [TS], "referenceProfileIds": [seeded.reference_id]}
         r = requests.request(method, server.url + concrete, timeout=TIMEOUT, json=body)
         assert r.status_code == 401, (method, path, r.status_code)

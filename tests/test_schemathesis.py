@@ -57,6 +57,9 @@ OPERATIONS = [
     # ours: deleting (the session id is the credential)
     ("DELETE", "/v0/sessions/{session_id}"),
     ("DELETE", "/v0/sessions/{session_id}/profiles/{profile_id}"),
+    # deleting a dataset of an organization (with a key of that org)
+    ("DELETE", "/v0/organizations/{org_id}/datasets/{dataset_id}"),
+    ("DELETE", "/v0/organizations/{org_id}/datasets/{dataset_id}/profiles/{profile_id}"),
 ]
 
 

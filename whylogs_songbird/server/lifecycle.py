@@ -1,13 +1,13 @@
-"""Deleting sessions and profiles: mark, then purge (see ``storage/deletion.py``).
+"""Deleting sessions, datasets and profiles: mark, then purge (see ``storage/deletion.py``).
 
-:func:`delete_session` and :func:`delete_profile` mark in one transaction (from then on every
-route reads the data as gone) and then purge what they marked: the bytes first (every key under
-the session, or under the profile's upload ids: the recorded copies, landed presigned PUTs and
-versions being written), then the rows. A purge that fails or is cut short (a crash, a kill, a
-blob store that is down) is finished by :class:`PurgeWorker`, which every server process runs: at
-start, and then every :data:`POLL_SECONDS`, it claims marked rows nobody holds (a lease, so hosts
-sharing a store never purge the same session at once; a lost holder's lease runs out) and purges
-them. Every step may be repeated, so finishing twice is harmless.
+:func:`delete_session`, :func:`delete_dataset` and their ``…_profile`` siblings mark in one
+transaction (from then on every route reads the data as gone) and then purge what they marked: the
+bytes first (every key under the session, or under the profile's upload ids: the recorded copies,
+landed presigned PUTs and versions being written), then the rows. A purge that fails or is cut short
+(a crash, a kill, a blob store that is down) is finished by :class:`PurgeWorker`, which every server
+process runs: at start, and then every :data:`POLL_SECONDS`, it claims marked rows nobody holds (a
+lease, so hosts sharing a store never purge the same session at once; a lost holder's lease runs
+out) and purges them. Every step may be repeated, so finishing twice is harmless.
 
 ``SONGBIRD_TEST_KILL_AFTER_MARK=1`` in the server's environment makes the process kill itself
 (SIGKILL) right after a mark is committed: the seam a crash-recovery test cuts at. Nothing else
@@ -80,6 +80,29 @@ def delete_profile(store: Store, session_id: str, upload_id: str) -> bool:
     if not deletions(store).mark_upload_deleted(session_id, upload_id):
         return False
     logger.info("deleted a profile")
+    _after_mark()
+    _purge_soon(store)
+    return True
+
+
+def delete_dataset(store: Store, org_id: str, dataset_id: str) -> bool:
+    """Delete an organization's dataset (with its transactions) and everything it holds, as
+    :func:`delete_session` does a session; False when it is unknown or already deleted. A later
+    write to the same dataset id makes a new, empty dataset."""
+    if not deletions(store).mark_dataset_deleted(org_id, dataset_id):
+        return False
+    logger.info("deleted a dataset of org %s", org_id)
+    _after_mark()
+    _purge_soon(store)
+    return True
+
+
+def delete_dataset_profile(store: Store, container_id: str, upload_id: str) -> bool:
+    """Delete one profile (or open upload slot) of a dataset, by its container's id, as
+    :func:`delete_profile` does a session's; False when it is unknown or already deleted."""
+    if not deletions(store).mark_upload_deleted(container_id, upload_id, dataset=True):
+        return False
+    logger.info("deleted a profile of a dataset")
     _after_mark()
     _purge_soon(store)
     return True

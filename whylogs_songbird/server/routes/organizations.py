@@ -41,6 +41,7 @@ from whylogs_songbird.models import (
     SegmentTag,
     TransactionStartRequest,
 )
+from whylogs_songbird.server import lifecycle
 from whylogs_songbird.server.auth import KeyOwner, require_key
 from whylogs_songbird.server.common import segment_label
 from whylogs_songbird.server.config import ServerConfig
@@ -343,6 +344,43 @@ def dataset_timeline(
     document = json.loads(data)
     document["session_id"] = f"{org_id}/{dataset_id}"  # the container's id is no name for anything outside
     return Response(json.dumps(document, separators=(",", ":")), media_type="application/json")
+
+
+# -- deleting a dataset or one of its profiles (mark, then purge: see server/lifecycle.py) -----------
+
+
+@router.delete("/v0/organizations/{org_id}/datasets/{dataset_id}", status_code=204, response_class=Response)
+def delete_dataset(org_id: OrgDep, dataset_id: str, request: Request) -> Response:
+    """Delete a dataset with its profiles, their bytes, its timeline, schema, weights and open
+    transactions; 204. A later write to the same dataset id starts a new, empty dataset."""
+    store: Store = request.app.state.store
+    _check_name(dataset_id, "dataset")
+    if not lifecycle.delete_dataset(store, org_id, dataset_id):
+        raise ApiError(
+            404,
+            f"Dataset {dataset_id} of organization {org_id} is unknown to this server (never written, or deleted "
+            "already); check the org and dataset ids.",
+        )
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/v0/organizations/{org_id}/datasets/{dataset_id}/profiles/{profile_id}",
+    status_code=204,
+    response_class=Response,
+)
+def delete_dataset_profile(org_id: OrgDep, dataset_id: str, profile_id: str, request: Request) -> Response:
+    """Delete one profile of a dataset (with uploads that duplicate it) and its bytes, by the id the
+    upload operation returned (``log-…``/``ref-…``); 204."""
+    store: Store = request.app.state.store
+    container = _existing_dataset(store, org_id, dataset_id)
+    if not lifecycle.delete_dataset_profile(store, container.id, profile_id):
+        raise ApiError(
+            404,
+            f"Dataset {dataset_id} has no such profile or upload; use the id (log-… or ref-…) an upload "
+            "operation returned.",
+        )
+    return Response(status_code=204)
 
 
 # -- what an org says of a dataset: column and metric schema, weights (kept, shown with the dataset) --

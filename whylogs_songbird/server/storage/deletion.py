@@ -1,7 +1,13 @@
 """Deletion in the SQL metadata stores: a tombstone first, then the rows.
 
-Only guest sessions are deleted here (rows with a ``dataset_id`` are organizations' datasets,
-which guests cannot reach), and so only their profiles expire.
+Guest sessions are deleted by their id; an organization's dataset (a container row with a
+``dataset_id``, which guests cannot reach) by its org and dataset id
+(:meth:`DeletionSql.mark_dataset_deleted`), or one profile of it. Only guest sessions' profiles
+expire (retention never touches a dataset).
+
+A marked dataset row gets a tombstone name (``<dataset>/deleted/<row id>``, which no dataset id can
+be, since none holds a ``/``), so the unique ``(org_id, dataset_id)`` index lets a later write make
+the dataset afresh while the old row waits for its purge.
 
 Deleting is two steps, so nothing half-deleted is ever shown:
 
@@ -79,16 +85,49 @@ class DeletionSql:
             self._drop_notifications(conn, session_id)  # none is sent about a deleted session
         return True
 
+    def mark_dataset_deleted(self, org_id: str, dataset_id: str) -> bool:
+        """Mark an organization's dataset deleted, in one transaction: its container row (renamed to
+        a tombstone name, freeing the dataset id), the containers of its transactions, all their
+        uploads, derived artefacts, settings (schema, weights), notifications and metric snapshots.
+        False when the dataset is unknown or marked already (nothing is done)."""
+        prefix = f"{dataset_id}/transaction/"
+        now = now_ms()
+        with self._transaction() as conn:
+            rows = self._exec(
+                conn,
+                "SELECT id, dataset_id FROM sessions WHERE org_id = ? AND deleted_at IS NULL"
+                " AND (dataset_id = ? OR substr(dataset_id, 1, ?) = ?) ORDER BY id",
+                (org_id, dataset_id, len(prefix), prefix),
+            )
+            if not any(row["dataset_id"] == dataset_id for row in rows):
+                return False
+            for row in rows:
+                self._exec(
+                    conn,
+                    "UPDATE sessions SET deleted_at = ?, purge_lease = NULL, dataset_id = ? WHERE id = ?",
+                    (now, f"{row['dataset_id']}/deleted/{row['id']}", row["id"]),
+                )
+                self._exec(
+                    conn,
+                    "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL",
+                    (now, row["id"]),
+                )
+                self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (row["id"],))
+                self._exec(conn, "DELETE FROM dataset_settings WHERE session_id = ?", (row["id"],))
+                self._drop_notifications(conn, row["id"])
+        return True
+
     def _drop_notifications(self, conn: Any, session_id: str) -> None:
         """Remove the session's notifications (queued, failed and sent) and metric snapshots."""
         self._exec(conn, "DELETE FROM notifications WHERE session_id = ?", (session_id,))
         self._exec(conn, "DELETE FROM metric_snapshots WHERE session_id = ?", (session_id,))
 
-    def mark_upload_deleted(self, session_id: str, upload_id: str) -> bool:
+    def mark_upload_deleted(self, session_id: str, upload_id: str, *, dataset: bool = False) -> bool:
         """Mark one profile (or open upload slot) of a live guest session deleted, with every
         upload that duplicates it (they are the same profile), and drop the session's derived
         artefacts, in one transaction. A duplicate's id names its original. False when the
-        session or the upload is unknown, claimed, or marked already."""
+        session or the upload is unknown, claimed, or marked already. With ``dataset``,
+        ``session_id`` is a dataset's container (and only a container is accepted)."""
         upload_ok = is_valid_id(upload_id, "log") or is_valid_id(upload_id, "ref")
         if not (is_valid_id(session_id, "session") and upload_ok):
             return False
@@ -96,9 +135,10 @@ class DeletionSql:
         with self._transaction() as conn:
             rows = self._exec(
                 conn,
-                "SELECT uploads.id, uploads.duplicate_of FROM uploads JOIN sessions ON sessions.id = uploads.session_id"
+                "SELECT uploads.id, uploads.duplicate_of FROM uploads JOIN sessions ON sessions.id = uploads.session_id"  # noqa: S608 - constants
                 " WHERE uploads.id = ? AND uploads.session_id = ? AND uploads.deleted_at IS NULL"
-                " AND sessions.deleted_at IS NULL AND sessions.claimed_at IS NULL AND sessions.dataset_id IS NULL",
+                " AND sessions.deleted_at IS NULL AND sessions.claimed_at IS NULL AND "
+                + ("sessions.dataset_id IS NOT NULL" if dataset else "sessions.dataset_id IS NULL"),
                 (upload_id, session_id),
             )
             if not rows:
@@ -237,8 +277,9 @@ class DeletionSql:
         return int(rows[0]["n"])
 
     def purge_session_rows(self, session_id: str) -> bool:
-        """Remove every row of a marked session (summaries, derived artefacts, uploads, the session),
-        in one transaction; False when it is not marked (nothing is removed)."""
+        """Remove every row of a marked session or dataset (summaries, derived artefacts, settings,
+        notifications, uploads, the row itself), in one transaction; False when it is not marked
+        (nothing is removed)."""
         with self._transaction() as conn:
             marked = "SELECT 1 AS one FROM sessions WHERE id = ? AND deleted_at IS NOT NULL"
             if not self._exec(conn, marked, (session_id,)):
@@ -249,6 +290,7 @@ class DeletionSql:
                 (session_id,),
             )
             self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
+            self._exec(conn, "DELETE FROM dataset_settings WHERE session_id = ?", (session_id,))
             self._drop_notifications(conn, session_id)
             self._exec(conn, "DELETE FROM uploads WHERE session_id = ?", (session_id,))
             self._exec(conn, "DELETE FROM sessions WHERE id = ?", (session_id,))

@@ -359,11 +359,17 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                 " ON CONFLICT (org_id, dataset_id) DO NOTHING",
                 (new_id("session"), org_id, now_ms(), dataset_id),
             )
-            rows = self._exec(conn, "SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ?", (org_id, dataset_id))
+            rows = self._exec(
+                conn,
+                "SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ? AND deleted_at IS NULL",
+                (org_id, dataset_id),
+            )
         return _session_from_row(rows[0])
 
     def find_dataset(self, org_id: str, dataset_id: str) -> SessionRecord | None:
-        rows = self._query("SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ?", (org_id, dataset_id))
+        rows = self._query(
+            "SELECT * FROM sessions WHERE org_id = ? AND dataset_id = ? AND deleted_at IS NULL", (org_id, dataset_id)
+        )
         return _session_from_row(rows[0]) if rows else None
 
     # -- uploads ---------------------------------------------------------------------------------
