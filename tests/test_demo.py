@@ -176,7 +176,11 @@ def test_demo_on_a_fresh_machine_leaves_links_that_open_until_server_stop(tmp_pa
     assert all(url.startswith(f"http://127.0.0.1:{background_port}/") for url in urls)
     stop_line = done.stdout.rstrip().splitlines()[-1]
     venv_script = Path(sys.executable).parent / "songbird"
-    command = str(venv_script) if venv_script.exists() else f"{sys.executable} -m whylogs_songbird"
+    if venv_script.exists():  # the script, relative to where the demo ran when it lies below it
+        relative = os.path.relpath(venv_script)
+        command = relative if not relative.startswith("..") else str(venv_script)
+    else:
+        command = f"{sys.executable} -m whylogs_songbird"
     assert stop_line == f"Stop it with: {command} server stop --port {background_port}", "a command that runs here"
     data_dir = tmp_path / "xdg-data" / "whylogs-songbird" / "server"
     assert (data_dir / "songbird.sqlite3").exists(), "the server keeps its data in the user data dir"

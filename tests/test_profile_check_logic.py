@@ -13,6 +13,7 @@ whylogs' full parse reads.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -82,14 +83,16 @@ def profile(
     return MAGIC + segment + _delimited(header) + body + after
 
 
+# The structure alone: the hand-made chunks hold no real metrics, and the sketches inside chunk
+# messages have tests of their own (test_sketch_check.py).
 def refused(data: bytes, max_columns: int = 100) -> str:
     with pytest.raises(ProfileCheckError) as caught:
-        check_profile_bytes(data, max_columns=max_columns)
+        check_profile_bytes(data, max_columns=max_columns, sketches=False)
     return str(caught.value)
 
 
 def shape(data: bytes, max_columns: int = 100) -> ProfileShape:
-    return check_profile_bytes(data, max_columns=max_columns)
+    return check_profile_bytes(data, max_columns=max_columns, sketches=False)
 
 
 # -- a real profile, and the layout helpers ----------------------------------------------------------
@@ -102,8 +105,12 @@ def test_a_real_profile_is_accepted_with_its_shape():
         columns=3, chunks=3, header_bytes=len(data) - len(body), body_bytes=len(body), segmented=False
     )
     assert header.length == len(body)
-    assert check_profile_bytes(memoryview(data), max_columns=3) == shape(data)
-    assert check_profile_bytes(bytearray(data), max_columns=3) == shape(data)
+    assert check_profile_bytes(memoryview(data), max_columns=3, sketches=False) == shape(data)
+    assert check_profile_bytes(bytearray(data), max_columns=3, sketches=False) == shape(data)
+    with_sketches = check_profile_bytes(data, max_columns=3)
+    assert with_sketches.sketch_memory > 0 and with_sketches == dataclasses.replace(
+        shape(data), sketch_memory=with_sketches.sketch_memory
+    )
 
 
 def test_a_hand_made_profile_is_accepted():
@@ -380,7 +387,7 @@ def test_a_file_is_checked_like_its_bytes(tmp_path: Path):
     path = tmp_path / "p.bin"
     data = make_profile_bytes(5)
     path.write_bytes(data)
-    assert check_profile_file(path, max_columns=3) == shape(data)
+    assert check_profile_file(path, max_columns=3) == check_profile_bytes(data, max_columns=3)
     with pytest.raises(ProfileCheckError) as caught:
         check_profile_file(path, max_columns=2)
     assert str(caught.value) == "it has 3 columns, more than this server's limit of 2"

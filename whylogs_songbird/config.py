@@ -289,15 +289,6 @@ def _resolve(options: dict[str, Any], env: Mapping[str, str]) -> Settings:
             values[f.name] = _coerce(f.name, from_env)
         elif f.name in from_file and from_file[f.name] is not None:
             values[f.name] = _coerce(f.name, from_file[f.name])
-    whylabs_org_only = (
-        "org_id" not in options and not env.get("SONGBIRD_ORG_ID") and bool(env.get("WHYLABS_DEFAULT_ORG_ID"))
-    )
-    if ("org_id" not in values or whylabs_org_only) and ":" in values.get("api_key", ""):
-        # whylogs' key format KEYID.SECRET:ORG names its organization; whylogs prefers it to
-        # WHYLABS_DEFAULT_ORG_ID, and so do we (an explicit org_id or SONGBIRD_ORG_ID wins)
-        suffix = values["api_key"].rsplit(":", 1)[1].strip()
-        if suffix:
-            values["org_id"] = suffix
     whylabs_dataset_only = (
         "dataset_id" not in options
         and not env.get("SONGBIRD_DATASET_ID")
@@ -307,6 +298,17 @@ def _resolve(options: dict[str, Any], env: Mapping[str, str]) -> Settings:
         # whylogs' own WHYLABS_* names describe a pipeline's hosted dataset: they choose dataset mode only
         # where an endpoint is set too, never for the embedded default (a local server holds no API keys)
         values.pop("dataset_id", None)
+    whylabs_org_only = (
+        "org_id" not in options and not env.get("SONGBIRD_ORG_ID") and bool(env.get("WHYLABS_DEFAULT_ORG_ID"))
+    )
+    in_dataset_mode = bool(values.get("dataset_id"))
+    if in_dataset_mode and ("org_id" not in values or whylabs_org_only) and ":" in values.get("api_key", ""):
+        # whylogs' key format KEYID.SECRET:ORG names its organization; whylogs prefers it to
+        # WHYLABS_DEFAULT_ORG_ID, and so do we in dataset mode (an explicit org_id or SONGBIRD_ORG_ID
+        # wins). A guest session's claim names its org itself.
+        suffix = values["api_key"].rsplit(":", 1)[1].strip()
+        if suffix:
+            values["org_id"] = suffix
     if values.get("dataset_id"):
         if values.get("session_id"):
             raise ConfigError(
