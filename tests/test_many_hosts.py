@@ -132,7 +132,7 @@ def test_restarts_and_a_kill_under_load_lose_nothing_and_record_and_summarise_ea
             profiles = team_store.list_profiles(session_id)
             return {p.id for p in profiles} >= set(acknowledged) and all(p.ingest_state == "ready" for p in profiles)
 
-        wait_for(all_ready, "every acknowledged upload is recorded and summarised")
+        wait_for(all_ready, "every acknowledged upload is recorded and summarised", timeout=120)
         profiles = {p.id: p for p in team_store.list_profiles(session_id)}
         assert set(profiles) == set(acknowledged)
         for upload_id, data in acknowledged.items():

@@ -261,9 +261,12 @@ class ProfileCache:
                     return "pending"
                 if not patient and upload.id not in getattr(self.store.metadata, "claimed_here", ()):
                     current = self.store.get_upload(upload.id) or upload
-                    claimed_ms_ago = now_ms() - ((current.ingest_lease or 0) - LEASE_MS)
-                    if claimed_ms_ago >= PAGE_WAIT_SECONDS * 1000:
-                        return "pending"
+                    # a claim that ended meanwhile (the summary just landed, or a try failed) is
+                    # looked at again at once: only a claim still held by another process counts
+                    if current.ingest_state == "pending" and current.ingest_lease is not None:
+                        claimed_ms_ago = now_ms() - (current.ingest_lease - LEASE_MS)
+                        if claimed_ms_ago >= PAGE_WAIT_SECONDS * 1000:
+                            return "pending"
                 time.sleep(0.05)
             except SummaryError:
                 return "invalid"
