@@ -19,7 +19,7 @@ from whylogs_songbird.server.common import session_gone
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.signing import UrlSigner
-from whylogs_songbird.server.store import SessionRecord, Store
+from whylogs_songbird.server.store import SessionRecord, Store, UploadRecord
 
 #: The error answers every API route documents in OpenAPI.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -145,6 +145,12 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     )
 
 
+def upload_url(store: Store, config: ServerConfig, signer: UrlSigner, base: str, upload: UploadRecord) -> str:
+    """The blob store's presigned URL (bytes go straight to it), or this server's own signed URL."""
+    presigned = store.upload_url(upload, config.url_ttl_seconds)
+    return presigned if presigned is not None else signer.upload_url(base, upload.id, upload.expires_at)
+
+
 __all__ = [
     "ERROR_RESPONSES",
     "ConfigDep",
@@ -157,4 +163,5 @@ __all__ = [
     "get_store",
     "json_answer",
     "open_session",
+    "upload_url",
 ]

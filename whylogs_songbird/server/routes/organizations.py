@@ -46,8 +46,7 @@ from whylogs_songbird.server.auth import KeyOwner, require_key
 from whylogs_songbird.server.common import segment_label
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
-from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, base_url, check_text, json_answer
-from whylogs_songbird.server.routes.sessions import _upload_url
+from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, base_url, check_text, json_answer, upload_url
 from whylogs_songbird.server.signing import UrlSigner
 from whylogs_songbird.server.store import NewUpload, SessionRecord, Store, now_ms
 from whylogs_songbird.server.summaries import SummaryError
@@ -156,7 +155,7 @@ def _log_async(request: Request, org_id: str, dataset_id: str, body: LogAsyncReq
     return AsyncLogResponse(
         id=upload.id,
         model_id=dataset_id,
-        upload_url=_upload_url(store, config, signer, base_url(config, request), upload),
+        upload_url=upload_url(store, config, signer, base_url(config, request), upload),
         upload_timestamp=upload.created_at,
         tags=Segment(tags=list(body.segment_tags)),
     )
@@ -200,7 +199,7 @@ def log_reference(org_id: OrgDep, dataset_id: str, body: LogReferenceRequest, re
             id=upload.id,
             model_id=dataset_id,
             alias=upload.alias or upload.id,
-            upload_url=_upload_url(store, config, signer, base_url(config, request), upload),
+            upload_url=upload_url(store, config, signer, base_url(config, request), upload),
             upload_timestamp=upload.created_at,
         )
     )
@@ -245,7 +244,7 @@ def create_reference_profile(
             dataset_id=dataset_id,
             upload_timestamp=first.created_at,
             segments=[segment_label(tags) for tags in segments if tags],
-            upload_urls=[_upload_url(store, config, signer, base, upload) for upload in uploads],
+            upload_urls=[upload_url(store, config, signer, base, upload) for upload in uploads],
         )
     )
 
@@ -574,7 +573,7 @@ def log_transaction(org_id: KeyOrgDep, transaction_id: str, body: LogAsyncReques
         AsyncLogResponse(
             id=upload.id,
             model_id=transaction_id.partition(".")[2],
-            upload_url=_upload_url(store, config, signer, base_url(config, request), upload),
+            upload_url=upload_url(store, config, signer, base_url(config, request), upload),
             upload_timestamp=upload.created_at,
             tags=Segment(tags=list(body.segment_tags)),
         )

@@ -40,6 +40,7 @@ from whylogs_songbird.server.routes.deps import (
     counted,
     json_answer,
     open_session,
+    upload_url,
 )
 from whylogs_songbird.server.signing import UrlSigner
 from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
@@ -50,12 +51,6 @@ router = APIRouter(tags=["sessions"], responses=ERROR_RESPONSES)
 KeyDep = Annotated[KeyOwner, Depends(require_key)]
 
 
-def _upload_url(store: Store, config: ServerConfig, signer: UrlSigner, base: str, upload: UploadRecord) -> str:
-    """The blob store's presigned URL (bytes go straight to it), or this server's own signed URL."""
-    presigned = store.upload_url(upload, config.url_ttl_seconds)
-    return presigned if presigned is not None else signer.upload_url(base, upload.id, upload.expires_at)
-
-
 def _reference_response(
     store: Store, config: ServerConfig, signer: UrlSigner, base: str, session_id: str, upload: UploadRecord
 ) -> LogSessionReferenceResponse:
@@ -64,7 +59,7 @@ def _reference_response(
         model_id=GUEST_MODEL_ID,
         alias=upload.alias,
         observatory_url=observatory_link(base, session_id, [upload.id]),
-        upload_url=_upload_url(store, config, signer, base, upload),
+        upload_url=upload_url(store, config, signer, base, upload),
         upload_timestamp=upload.created_at,
     )
 
@@ -172,7 +167,7 @@ def create_dataset_profile_upload(session_id: str, body: LogAsyncRequest, reques
     return json_answer(
         CreateDatasetProfileUploadResponse(
             id=upload.id,
-            upload_url=_upload_url(store, config, signer, base, upload),
+            upload_url=upload_url(store, config, signer, base, upload),
             observatory_url=observatory_link(
                 base, session_id, [body.dataset_timestamp], [segment_label(tags)] if tags else []
             ),
