@@ -15,7 +15,7 @@ leaves it to be claimed again once the lease has passed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from whylogs_songbird.server.storage.base import now_ms
@@ -65,11 +65,12 @@ _CLAIM_POSTGRES = _CLAIM + " FOR UPDATE SKIP LOCKED"
 
 @dataclass(frozen=True)
 class NewNotification:
-    """A notification to queue (``id``: its deduplication key)."""
+    """A notification to queue (``id``: its deduplication key). ``url`` may hold a secret (a Slack
+    hook's path): it stays out of the repr, ``target`` names it."""
 
     id: str
     target: str
-    url: str
+    url: str = field(repr=False)
     format: str
     secret_env: str | None
     event: str
@@ -81,22 +82,10 @@ class NewNotification:
     body: str
 
 
-@dataclass(frozen=True)
-class NotificationRecord:
-    """A queued notification as stored. ``url`` may hold a secret: show ``target`` instead."""
+@dataclass(frozen=True, repr=False)
+class NotificationRecord(NewNotification):
+    """A queued notification as stored: what was queued, and its delivery so far."""
 
-    id: str
-    target: str
-    url: str
-    format: str
-    secret_env: str | None
-    event: str
-    session_id: str
-    monitor: str
-    column: str
-    segment: str
-    bucket_start: int
-    body: str
     state: str
     attempts: int
     created_at: int
