@@ -20,9 +20,9 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 
+from whylogs_songbird.server.background import PeriodicWorker
 from whylogs_songbird.server.storage.deletion import DeletionSql, PurgeItem
 from whylogs_songbird.server.storage.files import FileBlobStore
 from whylogs_songbird.server.store import Store, is_valid_id, now_ms
@@ -210,43 +210,27 @@ def apply_retention(store: Store, retention_seconds: float, *, stop: Callable[[]
     return marked
 
 
-class PurgeWorker:
+class PurgeWorker(PeriodicWorker):
     """A background thread finishing deletions left over by a crash or a failed purge (see the
     module docstring), and, with ``retention_seconds``, deleting what is older than that
     (:func:`apply_retention`); one per server process. Each pass marks and purges in short
     batches, each its own transaction, so requests are never held up."""
 
+    name = "songbird-purge"
+    failure = "finishing deletions failed; retrying later"
+
     def __init__(
         self, store: Store, *, poll_seconds: float = POLL_SECONDS, retention_seconds: float | None = None
     ) -> None:
+        # a retention of seconds is swept about four times per retention period
+        super().__init__(
+            poll_seconds if retention_seconds is None else min(poll_seconds, max(0.5, retention_seconds / 4)),
+            run_first=True,
+        )
         self.store = store
         self.retention_seconds = retention_seconds
-        # a retention of seconds is swept about four times per retention period
-        self.poll_seconds = (
-            poll_seconds if retention_seconds is None else min(poll_seconds, max(0.5, retention_seconds / 4))
-        )
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="songbird-purge", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                if self.retention_seconds is not None:
-                    apply_retention(self.store, self.retention_seconds, stop=self._stop.is_set)
-                finish_deletions(self.store, stop=self._stop.is_set)
-            except Exception:
-                if self._stop.is_set():
-                    return
-                logger.warning("finishing deletions failed; retrying later", exc_info=True)
-            if self._stop.wait(self.poll_seconds):
-                return
+    def run_once(self) -> None:
+        if self.retention_seconds is not None:
+            apply_retention(self.store, self.retention_seconds, stop=self.stopping)
+        finish_deletions(self.store, stop=self.stopping)

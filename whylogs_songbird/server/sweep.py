@@ -10,49 +10,26 @@ holds anything a request waits for longer than one batch.
 
 from __future__ import annotations
 
-import logging
-import random
-import threading
-
+from whylogs_songbird.server.background import PeriodicWorker
 from whylogs_songbird.server.store import Store
 
-logger = logging.getLogger("whylogs_songbird.server")
 
-
-class SlotSweeper:
+class SlotSweeper(PeriodicWorker):
     """Sweeps ``store``'s expired slots every ``interval`` seconds (``grace_seconds``: see the store)."""
 
+    name = "songbird-slot-sweeper"
+    failure = "sweeping expired upload slots failed; trying again later"
+
     def __init__(self, store: Store, *, interval: float = 60.0, grace_seconds: int | None = None) -> None:
+        super().__init__(interval, jitter=True)
         self.store = store
-        self.interval = interval
         self.grace_seconds = grace_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"SlotSweeper(interval={self.interval:g}, running={self._thread is not None})"
 
-    def start(self) -> SlotSweeper:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="songbird-slot-sweeper", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval * random.uniform(0.5, 1.0)):  # noqa: S311 - spreading, not secrecy
-            try:
-                self.store.sweep_expired_slots(grace_seconds=self.grace_seconds, stop=self._stop.is_set)
-            except Exception:
-                if self._stop.is_set():
-                    return
-                logger.exception("sweeping expired upload slots failed; trying again later")
+    def run_once(self) -> None:
+        self.store.sweep_expired_slots(grace_seconds=self.grace_seconds, stop=self.stopping)
 
 
 __all__ = ["SlotSweeper"]
