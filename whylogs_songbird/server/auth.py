@@ -56,10 +56,10 @@ class ApiKeyRing:
     def _ref(digest: bytes) -> str:
         return "r:" + hashlib.sha256(b"songbird-key-ref:" + digest).hexdigest()[:32]
 
-    def ref(self, key: str) -> str | None:
-        """A reference to an accepted key that is no secret (a hash of its hash), for a cookie to
-        name the key it was made with; None for a key this ring does not accept."""
-        return self._ref(self._digest(key)) if self.lookup(key) is not None else None
+    def ref(self, key: str) -> str:
+        """A reference to a key that is no secret (a hash of its hash), for a cookie to name the
+        key it was made with (:meth:`owner_of_ref` finds it while this ring accepts the key)."""
+        return self._ref(self._digest(key))
 
     def owner_of_ref(self, ref: str) -> KeyOwner | None:
         """The owner of the key a :meth:`ref` names, while this ring still holds it."""
@@ -83,7 +83,7 @@ def key_owner(request: Request, key: str) -> tuple[KeyOwner, str] | None:
     keys: ApiKeyRing = request.app.state.api_keys
     owner = keys.lookup(key)
     if owner is not None:
-        return owner, str(keys.ref(key))
+        return owner, keys.ref(key)
     stored_org = lookup_stored_key(request.app.state.store, key)
     if stored_org is None:
         return None

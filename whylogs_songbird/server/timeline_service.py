@@ -640,14 +640,16 @@ class TimelineService:
         if self.monitors is None or not document["buckets"]:
             return []
         latest = document["buckets"][-1]["start"]
+        kind, name = self.target_of(session_id) or ("session", session_id)
         for listener in self.evaluated:
             try:
                 listener(session_id, document)
             except Exception:
                 logger.exception("timeline: a listener of the monitors of session %s failed", session_id)
         logger.info(
-            "monitors evaluated: session %s, bucket from %d: %d failure(s)",
-            session_id,
+            "monitors evaluated: %s %s, bucket from %d: %d failure(s)",
+            kind,
+            name,
             latest,
             sum(1 for a in document.get("alerts", []) if a["start"] == latest),
         )
@@ -666,8 +668,9 @@ class TimelineService:
         ]
         for failure in failures:
             logger.warning(
-                "monitor failed: session %s, column %s: %s (%s)",
-                session_id,
+                "monitor failed: %s %s, column %s: %s (%s)",
+                kind,
+                name,
                 failure.column,
                 failure.reason,
                 failure.monitor,
