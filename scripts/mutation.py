@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 MARKER = "mutation_fast"
 #: Tests that start several processes are left out (-k): each would take half a minute per mutant.
-#: The cross-process lock is therefore not judged here; tests/test_session_guarantees.py checks it
+#: The cross-process lock is therefore not judged here; tests/client/test_session_guarantees.py checks it
 #: with the lock planted away.
 DESELECT = "not processes"
 #: Modules that should be held by fast tests: ``--list`` names those no test file marks yet.
@@ -67,7 +67,7 @@ def discover(root: Path = ROOT) -> dict[str, list[str]]:
     """module to mutate -> the test files that mark it, both sorted; a marked module that does not
     exist is an error (a module moved: its tests' markers must follow)."""
     modules: dict[str, list[str]] = {}
-    for path in sorted((root / "tests").glob("test_*.py")):
+    for path in sorted((root / "tests").rglob("test_*.py")):
         for module in marked_modules(path):
             if not (root / module).is_file():
                 raise SystemExit(f"{path.relative_to(root)} marks {module}, which does not exist")

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from whylogs_songbird.models import MAX_REFERENCES_PER_BATCH
+from whylogs_songbird.models import MAX_JSON_BYTES, MAX_REFERENCES_PER_BATCH
 from whylogs_songbird.server.connections import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -61,7 +61,7 @@ class ServerConfig:
     api_key_file: Path | None = None
     url_ttl_seconds: int = 900
     max_upload_bytes: int = 256 * MiB
-    max_json_bytes: int = 1 * MiB
+    max_json_bytes: int = MAX_JSON_BYTES
     #: Base URL used in links (upload and observatory URLs); None: the request's own base URL.
     public_url: str | None = None
     #: Delay every API request by this many milliseconds (emulates a network round trip).

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from whylogs_songbird import models, profiles
-from whylogs_songbird.client import SongbirdClient
+from whylogs_songbird.client import SongbirdClient, reference_batches
 from whylogs_songbird.errors import ConfigError, RequestLimitError, SongbirdApiError
 from whylogs_songbird.models import (
     MAX_ALIAS_LENGTH,
@@ -250,16 +250,36 @@ def test_the_largest_upload_request_fits_the_server_s_json_limit():
     assert sent_bytes(request.to_wire()) <= limit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a batch of references the client accepts can exceed the server's 1 MiB JSON limit (413): "
-    "1000 references x 256-character non-ASCII aliases are about 1.6 MB as requests encodes them",
-)
-def test_the_largest_reference_batch_fits_the_server_s_json_limit():
+def test_the_largest_reference_batch_is_sent_in_parts_that_each_fit_the_server_s_json_limit():
+    # 1000 references with 256-character non-ASCII aliases: about 1.6 MB as requests encodes them
     limit = ServerConfig().max_json_bytes
     reference = LogReferenceRequest(alias="é" * MAX_ALIAS_LENGTH, dataset_timestamp=MIN_DATASET_TIMESTAMP)
-    request = BatchLogReferenceRequest(references=[reference] * MAX_REFERENCES_PER_BATCH)
-    assert sent_bytes(request.to_wire()) <= limit
+    references = [reference] * MAX_REFERENCES_PER_BATCH
+    assert sent_bytes(BatchLogReferenceRequest(references=references).to_wire()) > limit
+    batches = reference_batches(references)
+    assert len(batches) == 2
+    assert [r for batch in batches for r in batch] == references
+    for batch in batches:
+        assert sent_bytes(BatchLogReferenceRequest(references=batch).to_wire()) <= limit
+
+
+def test_a_reference_batch_is_split_exactly_at_the_limit():
+    references = [LogReferenceRequest(alias=f"ref-{i}", dataset_timestamp=TS) for i in range(10)]
+    whole = sent_bytes(BatchLogReferenceRequest(references=references).to_wire())
+    assert reference_batches(references, limit=whole) == [references]  # N bytes: one request
+    split = reference_batches(references, limit=whole - 1)  # one byte less: the last one moves
+    assert split == [references[:9], references[9:]]
+    first = sent_bytes(BatchLogReferenceRequest(references=references[:1]).to_wire())
+    assert reference_batches(references, limit=first) == [[r] for r in references]
+
+
+def test_the_client_sends_the_largest_reference_batch_to_a_real_server(songbird, client, session):
+    reference = LogReferenceRequest(alias="é" * MAX_ALIAS_LENGTH, dataset_timestamp=TS)
+    answer = client.batch_create_reference_profile_upload(session, [reference] * MAX_REFERENCES_PER_BATCH)
+    assert len(answer.references) == MAX_REFERENCES_PER_BATCH
+    assert len({r.id for r in answer.references}) == MAX_REFERENCES_PER_BATCH
+    assert {r.alias for r in answer.references} == {"é" * MAX_ALIAS_LENGTH}
+    assert answer.observatory_url
 
 
 def test_a_reference_batch_of_ascii_aliases_at_every_limit_fits_the_json_limit():

@@ -269,7 +269,7 @@ def test_kill_9_during_uploads_then_restart_records_no_profile_without_bytes(sto
 def test_several_workers_share_postgres_and_s3(storage_config, tmp_path):
     import concurrent.futures
 
-    from test_ingest import start_server_process, stop, wait_for
+    from server_processes import start_server_process, stop, wait_for
 
     process, url = start_server_process(
         tmp_path / "data",
@@ -327,13 +327,13 @@ def objects(blobs: S3BlobStore, session_id: str) -> dict[str, bytes]:
 def converges(blobs: S3BlobStore, session_id: str, expected: dict[str, bytes]) -> None:
     """Wait until the session's objects are ``expected``: whichever process recorded an upload
     removes its landed object right after its row, maybe after the request that looked returned."""
-    from test_ingest import wait_for
+    from server_processes import wait_for
 
     wait_for(lambda: objects(blobs, session_id) == expected, f"the objects are {sorted(expected)}", timeout=30)
 
 
 def test_a_put_to_the_same_url_after_the_check_never_replaces_the_profile(server_factory, storage_config):
-    from test_observatory_pages import header_field
+    from pages import header_field
 
     server = server_factory()
     session_id = new_session(server.url)

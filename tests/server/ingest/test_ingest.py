@@ -6,18 +6,15 @@ import concurrent.futures
 import hashlib
 import os
 import signal
-import socket
 import stat
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
 import requests
 import whylogs as why
 from conftest import FIRST_SCHEMA, make_profile_bytes
 from profile_crafting import corrupt_chunk_messages, repeated_chunk, shared_chunk, unknown_metric_index
+from server_processes import TS, new_slot, start_server_process, stop, wait_for
 
 from whylogs_songbird.server import LocalServer, Store
 from whylogs_songbird.server.storage import StorageConfigError, StorageSpec, open_storage
@@ -27,25 +24,10 @@ from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 from whylogs_songbird.server.store import blob_key
 
 TIMEOUT = 30
-TS = 1_700_000_000_000
 
 
 def new_session(server):
     return requests.post(f"{server.url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).json()["id"]
-
-
-def new_slot(url, session_id, ts=TS, tags=()):
-    body = {"datasetTimestamp": ts, "segmentTags": [{"key": k, "value": v} for k, v in tags]}
-    r = requests.post(f"{url}/v0/sessions/{session_id}/upload", json=body, timeout=TIMEOUT)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def wait_for(predicate, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 # -- the cheap check ----------------------------------------------------------------------------
@@ -214,39 +196,6 @@ def test_files_are_private_whatever_the_umask(tmp_path):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     for file in (path, data_dir / "songbird.sqlite3"):
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server_process(data_dir, *extra):
-    port = free_port()
-    command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)]
-    process = subprocess.Popen(
-        [*command, "--no-access-log", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return process, url
-        except requests.RequestException:  # refused, or accepted by a socket whose workers still start
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise AssertionError("the server did not start")
-        time.sleep(0.1)
-
-
-def stop(process):
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
-    process.stderr.close()
 
 
 def test_kill_9_during_uploads_then_restart_leaves_no_profile_without_bytes(tmp_path):

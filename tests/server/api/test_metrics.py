@@ -10,6 +10,7 @@ import pytest
 import requests
 import whylogs as why
 from conftest import both_stores, make_profile_bytes
+from paths import REPO_ROOT
 from prometheus_client.parser import text_string_to_metric_families
 from timeline_data import DAY_MS, SHIFT_DAY, SHIFTED, START_MS, day_frame, reference_frame
 
@@ -115,7 +116,7 @@ def test_the_grafana_examples_use_metrics_the_server_writes(tmp_path: Path) -> N
 
     import yaml
 
-    examples = Path(__file__).parent.parent / "examples" / "grafana"
+    examples = REPO_ROOT / "examples" / "grafana"
     dashboard = json.loads((examples / "dashboard.json").read_text())
     rules = yaml.safe_load((examples / "songbird-rules.yml").read_text())
     scrape = yaml.safe_load((examples / "prometheus.yml").read_text())

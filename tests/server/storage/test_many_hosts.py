@@ -165,8 +165,8 @@ def test_shared_counters_survive_a_start_of_any_host(server_factory):
 
 def test_monitors_run_on_the_team_host_that_records_the_drifted_batch(server_factory, tmp_path, caplog):
     import whylogs as why
-    from test_timeline_server import MONITORS, evaluations, write
     from timeline_data import DAY_MS, SHIFT_DAY, SHIFTED, START_MS, day_frame, reference_frame
+    from timeline_server import MONITORS, evaluations, write
 
     import whylogs_songbird
 

@@ -1,5 +1,5 @@
 """The server's HTTP edge as pure logic: the transport that joins a response's writes into one
-socket write, and the Host check's remembered verdicts. test_hardening.py checks the same code
+socket write, and the Host check's remembered verdicts. test_server_defences.py checks the same code
 through real connections; these tests pin down what a connection cannot show (how many writes
 reach the socket, when, and how many verdicts are kept)."""
 

@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 import requests  # noqa: E402
 import whylogs as why  # noqa: E402
 from conftest import STORAGE_NAMES, make_store_config  # noqa: E402
+from pages import header_field
 from whylogs.core.schema import DatasetSchema  # noqa: E402
 from whylogs.core.segmentation_partition import segment_on_column  # noqa: E402
 
@@ -91,16 +92,6 @@ def cell(card_html, stat, profile=1):
     )
     assert td, f"no cell for profile {profile}"
     return html.unescape(td.group(1) or ""), html.unescape(re.sub(r"<[^>]+>", " ", td.group(2))).strip()
-
-
-def header_field(text, profile, field):
-    block = re.search(r'<article class="profile-card" id="profile-' + str(profile) + r'".*?</article>', text, re.S)
-    assert block
-    element = re.search(r'<(dd|span)(\b[^>]*\bdata-field="' + field + r'"[^>]*)>(.*?)</\1>', block.group(0), re.S)
-    assert element, f"no {field} in the header of profile {profile}"
-    value = re.search(r'data-value="([^"]*)"', element.group(2))
-    shown = html.unescape(re.sub(r"<[^>]+>", "", element.group(3))).strip()
-    return html.unescape(value.group(1)) if value else "", shown
 
 
 def error_message(response):

@@ -8,8 +8,9 @@ import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
+from paths import REPO_ROOT
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+NOTEBOOK = REPO_ROOT / "notebooks" / "quickstart.ipynb"
 
 
 def test_committed_notebook_has_no_outputs():

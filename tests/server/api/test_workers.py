@@ -10,7 +10,7 @@ import socket
 import pytest
 import requests
 from conftest import health, make_profile_bytes
-from test_ingest import new_slot, start_server_process, stop, wait_for
+from server_processes import new_slot, start_server_process, stop, wait_for
 
 from whylogs_songbird.server.launcher import bind_socket
 

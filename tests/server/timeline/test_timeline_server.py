@@ -18,6 +18,7 @@ import pytest
 import requests
 import whylogs as why
 from timeline_data import DAY_MS, DAYS, SHIFT_DAY, SHIFTED, START_MS, day_frame, reference_frame, rows_of_day
+from timeline_server import MONITORS, evaluations, write
 from whylogs.core import DatasetProfileView
 
 import whylogs_songbird
@@ -27,30 +28,6 @@ from whylogs_songbird.timeline import column_points
 from whylogs_songbird.timeline_client import fetch_timeline, timeline_frame
 
 HOUR_MS = 3_600_000
-MONITORS = """
-reference = "training"
-granularity = "day"
-
-[[monitor]]
-columns = ["*"]
-metric = "drift"
-fail_on = "drift"
-
-[[monitor]]
-columns = ["income"]
-metric = "null_fraction"
-max = 0.2
-"""
-
-
-def write(server: LocalServer, config: Path, df: pd.DataFrame, timestamp: int, session_id: str | None = None) -> None:
-    options = {"endpoint": server.url, "config_dir": str(config), "dataset_timestamp": timestamp}
-    if session_id:
-        options["session_id"] = session_id
-    ok, _ = why.log(df).writer("songbird").option(**options).write()
-    assert ok
-
-
 @pytest.fixture(scope="module")
 def daily(tmp_path_factory: pytest.TempPathFactory):
     """A server with a session holding the reference and 30 daily batches (one column shifts from day 20)."""
@@ -203,15 +180,6 @@ def wait_until(condition, what: str, deadline_s: float = 60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def evaluations(caplog: pytest.LogCaptureFixture, session_id: str) -> list[str]:
-    """The server's log lines of monitor evaluations of ``session_id``, and of failed monitors."""
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "whylogs_songbird.server.timeline" and session_id in r.getMessage()
-    ]
 
 
 def test_monitors_alert_on_the_server_and_check_exits_1_on_the_drifted_day(

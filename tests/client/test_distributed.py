@@ -16,13 +16,13 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import requests  # noqa: E402
 import whylogs as why  # noqa: E402
+from paths import REPO_ROOT  # noqa: E402
 from whylogs.api.logger.result_set import SegmentedResultSet  # noqa: E402
 
 import whylogs_songbird  # noqa: E402,F401  (registers the writer)
@@ -407,7 +407,7 @@ def test_the_base_import_loads_no_engine_and_a_missing_extra_names_the_pip_insta
 
 # -- the example job ---------------------------------------------------------------------------
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "publish_reference_job.py"
+EXAMPLE = REPO_ROOT / "examples" / "publish_reference_job.py"
 
 
 def test_the_example_job_runs_as_a_dask_script(data, server, tmp_path):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import requests
 from conftest import health as health_of
+from paths import REPO_ROOT
 
 from whylogs_songbird import demo
 
@@ -282,7 +283,7 @@ def test_demo_against_an_unreachable_endpoint_fails_with_one_line(tmp_path):
 
 def _fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
     """A copy of scripts/demo and pyproject.toml, with a .venv whose python logs pip calls instead of running them."""
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     (repo / "scripts" / "demo").write_text((root / "scripts" / "demo").read_text())

@@ -1,6 +1,6 @@
 """What docs/sessions.md promises about the stored session, checked with real contention.
 
-The server is a real LocalServer behind a loopback `Relay` (tests/loopback.py) that counts
+The server is a real LocalServer behind a loopback `Relay` (tests/support/loopback.py) that counts
 requests and whose latency and answers the test controls: a slow ``POST /v0/sessions`` makes
 processes that race for the session overlap; a hook answers 410 or 400 to stand for a hosted
 songbird that expired a session.
