@@ -20,8 +20,9 @@ import pytest
 import requests
 import whylogs as why
 from conftest import STORAGE_NAMES, make_store_config
+from notify_receiver import Receiver, monitors_file, notify_table, settled
 from playwright_helpers import Watched, needs_chromium, wait_until
-from test_notify import Receiver, monitors_file, notify_table, settled
+from prometheus_client.parser import text_string_to_metric_families
 
 from whylogs_songbird.server import LocalServer
 from whylogs_songbird.server.datasets import link_token
@@ -293,6 +294,16 @@ def test_a_drifted_batch_notifies_the_org_and_dataset_with_a_link_that_opens(ser
     assert r.headers["set-cookie"].startswith(f"{DATASET_COOKIE}=")
     row = r.text.split(f'data-column="{COLUMN}"', 1)[1].split("</tr>", 1)[0]
     assert 'class="hD"' in row, "the drifted bucket is marked in the heatmap"
+    # /metrics labels the dataset ORG/DATASET, never by the id of the row that holds it
+    metrics = requests.get(f"{server.url}/metrics", timeout=TIMEOUT).text
+    drift = [
+        s
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "songbird_column_drift_category"
+        for s in family.samples
+        if s.labels["column"] == COLUMN
+    ]
+    assert [(s.labels["session"], s.value) for s in drift] == [(f"{ORG}/{DATASET}", 2.0)]
 
 
 def test_a_transactions_batch_is_monitored_at_its_commit_not_before(served):
