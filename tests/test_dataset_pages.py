@@ -10,6 +10,8 @@ One server per store for the module (with monitors and a webhook receiver), writ
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -304,6 +306,32 @@ def test_a_drifted_batch_notifies_the_org_and_dataset_with_a_link_that_opens(ser
         if s.labels["column"] == COLUMN
     ]
     assert [(s.labels["session"], s.value) for s in drift] == [(f"{ORG}/{DATASET}", 2.0)]
+
+
+def test_a_segmented_batch_of_a_dataset_opens_whole_and_by_segment(served):
+    server, _, _ = served
+    headers = {"X-API-Key": KEY}
+    for value, rows in (("north", 6), ("south", 9)):
+        slot = requests.post(
+            f"{server.url}/v0/organizations/{ORG}/log/async/model-seg",
+            json={"datasetTimestamp": T0, "segmentTags": [{"key": "region", "value": value}]},
+            headers=headers,
+            timeout=TIMEOUT,
+        ).json()
+        assert requests.put(slot["uploadUrl"], data=_profile(rows), timeout=TIMEOUT).status_code == 200
+    pages = f"{server.url}/organizations/{ORG}/datasets/model-seg"
+    r = requests.get(f"{pages}/profiles", params={"profile": T0}, headers=headers, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text[:300]
+    links = re.findall(r'class="segment-link" href="([^"]+)"', r.text)
+    assert [urlsplit(html.unescape(link)).path for link in links] == [urlsplit(pages).path + "/profiles"] * 2
+    assert 'data-field="rows" data-value="15"' in r.text, "the whole batch: both segments"
+    r = requests.get(html.unescape(links[1]), headers=headers, timeout=TIMEOUT)
+    assert r.status_code == 200 and 'data-field="rows" data-value="9"' in r.text and "region=south" in r.text
+    r = requests.get(
+        f"{pages}/profiles", params={"profile": T0, "segment": "region=west"}, headers=headers, timeout=TIMEOUT
+    )
+    assert r.status_code == 404 and "Dataset model-seg of organization" not in r.text
+    assert "has no segment" in r.text and f'href="{urlsplit(pages).path}"' in r.text
 
 
 def test_a_transactions_batch_is_monitored_at_its_commit_not_before(served):
