@@ -25,7 +25,9 @@ from conftest import STORAGE_NAMES, make_store_config
 from notify_receiver import Receiver, monitors_file, notify_table, settled
 from playwright_helpers import Watched, needs_chromium, wait_until
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
+from whylogs_songbird.cli import app as cli_app
 from whylogs_songbird.server import LocalServer
 from whylogs_songbird.server.datasets import link_token
 from whylogs_songbird.server.page_access import DATASET_COOKIE, ORG_COOKIE, safe_next
@@ -306,6 +308,9 @@ def test_a_drifted_batch_notifies_the_org_and_dataset_with_a_link_that_opens(ser
         if s.labels["column"] == COLUMN
     ]
     assert [(s.labels["session"], s.value) for s in drift] == [(f"{ORG}/{DATASET}", 2.0)]
+    if not server.config.database_url:  # `songbird alerts list` names the dataset too
+        listing = CliRunner().invoke(cli_app, ["alerts", "list", "--data-dir", str(server.config.data_dir)])
+        assert listing.exit_code == 0 and f"  {ORG}/{DATASET}  drift vs reference / {COLUMN}" in listing.output
 
 
 def test_a_segmented_batch_of_a_dataset_opens_whole_and_by_segment(served):
@@ -371,10 +376,11 @@ def test_a_transactions_batch_is_monitored_at_its_commit_not_before(served):
 
 
 @needs_chromium
-def test_a_browser_logs_in_with_a_key_and_sees_the_datasets_timeline(served, browser):
+def test_a_browser_logs_in_with_a_key_and_sees_the_datasets_timeline(served, request):
     server, _, _ = served
     if server.config.database_url:
         pytest.skip("the browser walks the pages once, on the embedded store")
+    browser = request.getfixturevalue("browser")  # launched only when the test runs
     tab = Watched(browser, width=1400, height=1000)
     try:
         page = tab.page

@@ -266,7 +266,9 @@ def login_router(env: Environment) -> APIRouter:
     @router.post(LOGIN_PATH, response_class=HTMLResponse)
     async def login(request: Request) -> Response:
         origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        public_url = getattr(request.app.state.config, "public_url", None) or ""
+        own = {request.headers.get("host"), urlsplit(public_url).netloc}
+        if origin and origin != "null" and urlsplit(origin).netloc not in own:  # another site's form
             return page(403, next_path="/", title="Refused", error="A login comes from this server's own page.")
         body = await request.body()
         if len(body) > MAX_LOGIN_FORM:
