@@ -121,8 +121,10 @@ def test_bytes_failing_the_cheap_check_never_reach_the_sandbox(store, caplog):
     assert (
         reason is not None and reason.startswith("it is not a well-formed whylogs profile (") and reason.endswith(")")
     )
-    assert reason[len("it is not a well-formed whylogs profile (") : -1] in caplog.text
-    assert f"ingest: upload {upload.id} is not a well-formed profile: " in caplog.text
+    detail = reason[len("it is not a well-formed whylogs profile (") : -1]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ingest: upload {upload.id} is not a well-formed profile: {detail}"
+    ]
 
 
 def test_the_cheap_check_uses_the_store_s_column_limit(store):
@@ -404,3 +406,62 @@ def test_stopping_gives_up_a_profile_still_summarised_after_the_grace(store, mon
     worker.stop(timeout=20)
     assert sandbox.closed == 1 and worker._threads == []
     assert state(store, upload.id) == ("pending", None, 0)  # left for the next start, its try not counted
+
+
+class FakeThread:
+    """A worker thread as stop() sees it: its joins are recorded; alive until told otherwise."""
+
+    def __init__(self, joins: list[tuple[str, float | None]], name: str, alive: bool) -> None:
+        self.joins, self.name, self.alive = joins, name, alive
+
+    def join(self, timeout: float | None = None) -> None:
+        self.joins.append((self.name, timeout))
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+class Ticking:
+    """The module's clock for stop(): 100, 101, 102, ... at each read."""
+
+    def __init__(self) -> None:
+        self.now = 99.0
+
+    def monotonic(self) -> float:
+        self.now += 1
+        return self.now
+
+
+def stopping(store: Store, monkeypatch: pytest.MonkeyPatch, *, alive: bool, **stop: float) -> tuple[list, FakeSandbox]:
+    monkeypatch.setattr(ingest, "time", Ticking())
+    sandbox = FakeSandbox()
+    worker = IngestWorker(store, sandbox=sandbox)
+    joins: list[tuple[str, float | None]] = []
+    worker._threads = [FakeThread(joins, "a", alive), FakeThread(joins, "b", alive)]  # type: ignore[list-item]
+    worker.stop(**stop)
+    assert worker._threads == [] and worker._stop.is_set() and worker._wake.is_set()
+    return joins, sandbox
+
+
+def test_stop_waits_the_grace_then_gives_up_the_rest_of_the_timeout(store, monkeypatch):
+    joins, sandbox = stopping(store, monkeypatch, alive=True)  # deadline 130 (read at 100)
+    assert joins == [("a", 5.0), ("b", 5.0), ("a", 27.0), ("b", 26.0)]
+    assert sandbox.closed == 1
+
+
+def test_stop_never_waits_past_its_timeout(store, monkeypatch):
+    joins, sandbox = stopping(store, monkeypatch, alive=True, timeout=3)  # deadline 103
+    assert joins == [("a", 2.0), ("b", 1.0), ("a", 0.0), ("b", 0.0)]
+    assert sandbox.closed == 1
+
+
+def test_stop_kills_nothing_when_the_threads_ended(store, monkeypatch):
+    joins, sandbox = stopping(store, monkeypatch, alive=False, timeout=10)
+    assert joins == [("a", 5.0), ("b", 5.0), ("a", 7.0), ("b", 6.0)]
+    assert sandbox.closed == 0
+
+
+def test_the_worker_s_defaults(store):
+    worker = IngestWorker(store, sandbox=FakeSandbox())
+    assert (worker.concurrency, worker.poll_seconds, worker.busy) == (1, 1.0, None)
+    assert repr(worker) == "IngestWorker(concurrency=1, running=False)"
