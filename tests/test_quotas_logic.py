@@ -201,3 +201,19 @@ def test_both_quotas_the_profile_one_is_judged_first(store):
     with pytest.raises(ApiError, match="holds 10 bytes"):
         check_session_quota(store, config, session_id, new_profiles=0, new_bytes=1)
     check_session_quota(store, config, session_id, new_profiles=0, new_bytes=0)
+
+
+def test_a_check_of_bytes_alone_adds_no_profile_and_of_profiles_alone_no_bytes(store):
+    session_id, _ = holding(store, [5, 5])
+    full = ServerConfig(max_session_profiles=2, max_session_bytes=10)
+    check_session_quota(store, full, session_id, new_bytes=0)
+    check_session_quota(store, full, session_id)
+    with pytest.raises(ApiError, match="holds 10 bytes"):
+        check_session_quota(store, full, session_id, new_bytes=1)
+    bytes_full = ServerConfig(max_session_profiles=3, max_session_bytes=10)
+    check_session_quota(store, bytes_full, session_id, new_profiles=1)  # no bytes said: none counted
+
+
+def test_an_empty_stored_profile_holds_no_bytes(store):
+    session_id, _ = holding(store, [0, 4])
+    check_session_quota(store, ServerConfig(max_session_bytes=10), session_id, new_profiles=1, new_bytes=6)
