@@ -65,7 +65,7 @@ def test_the_constants():
     assert SIGNATURE_HEADER == "X-Songbird-Signature"
     assert notify.EVENTS == {"failed": "monitor_failed", "resolved": "monitor_resolved"}
     assert notify.TIMEOUT == (3.05, 10.0) and notify.LEASE_MS == 120_000
-    assert notify.RETRIED_STATUSES == {408, 425, 429}
+    assert {408, 425, 429} == notify.RETRIED_STATUSES
     assert MARK_KEY == "notify/mark" and notify.SMTP_PASSWORD_ENV == "SONGBIRD_SMTP_PASSWORD"
 
 
