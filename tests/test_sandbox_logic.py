@@ -270,7 +270,10 @@ def test_a_child_greets_then_answers_jobs(monkeypatch):
     assert child.process.returncode is not None
 
 
-GREET = "import sys, struct; sys.stdout.buffer.write(struct.pack('<cQ', b'{kind}', {size})); sys.stdout.flush(); sys.stdin.read()"
+GREET = (
+    "import sys, struct; sys.stdout.buffer.write(struct.pack('<cQ', b'{kind}', {size})); sys.stdout.flush(); "
+    "sys.stdin.read()"
+)
 
 
 def test_a_child_that_greets_wrongly(monkeypatch):
