@@ -143,7 +143,7 @@ def test_a_failing_purge_leaves_the_mark_and_the_worker_finishes_it(store, monke
     assert store.get_session(session_id) is None
     warning = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warning] == ["purging deleted data failed; it is retried in the background"]
-    assert warning[0].exc_info is not None
+    assert warning[0].exc_info and warning[0].exc_info[0] is OSError  # with its traceback
     assert deletions(store).marked_deleted() == 2 and files(store) != []  # the session and its profile
     monkeypatch.setattr(store.blobs, "delete", real_delete)
     deletions(store).release_purge_claims()
@@ -158,6 +158,11 @@ def test_an_invalid_session_id_is_never_listed(store):
     session_id = store.create_session("u").id
     assert lifecycle._upload_keys(store, session_id, "../x") == []
     assert list(lifecycle._session_keys(store, session_id)) == []  # no directory yet
+    assert store.data_dir is not None
+    odd = store.data_dir / "profiles" / UNKNOWN_LOG
+    odd.mkdir(parents=True)
+    (odd / f"{UNKNOWN_LOG}.bin").write_bytes(b"x")
+    assert list(lifecycle._session_keys(store, UNKNOWN_LOG)) == []  # an upload id is no session id
 
 
 # -- deleting a profile --------------------------------------------------------------------------
@@ -185,11 +190,13 @@ def test_deleting_a_profile_removes_its_versions_and_keeps_its_neighbours(store,
     assert delete_profile(store, UNKNOWN_SESSION, neighbour.id) is False
 
 
-def test_deleting_an_open_slot(store):
+def test_deleting_an_open_slot(store, caplog):
     session_id = store.create_session("u").id
     slot = store.create_uploads(session_id, [NewUpload("reference")], ttl_seconds=900)[0]
     assert delete_profile(store, session_id, slot.id) is True
     assert store.get_upload(slot.id) is None
+    assert deletions(store).marked_deleted() == 0  # purged at once: a slot has no bytes to delete
+    assert caplog.records == []
 
 
 # -- datasets ------------------------------------------------------------------------------------
@@ -225,7 +232,7 @@ def test_a_guest_route_cannot_delete_a_dataset_s_profile(store):
 
 
 @pytest.mark.parametrize(("value", "killed"), [("1", True), ("0", False), ("", False), (None, False)])
-def test_the_kill_seam_kills_only_when_set_to_1(store, monkeypatch, value, killed):
+def test_the_kill_seam_kills_only_when_set_to_1(store, monkeypatch, caplog, value, killed):
     kills: list[tuple[int, int]] = []
     environ = {} if value is None else {KILL_AFTER_MARK_ENV: value}
     fake_os = SimpleNamespace(environ=environ, getpid=lambda: 4242, kill=lambda pid, sig: kills.append((pid, sig)))
@@ -233,6 +240,8 @@ def test_the_kill_seam_kills_only_when_set_to_1(store, monkeypatch, value, kille
     session_id = store.create_session("u").id
     assert delete_session(store, session_id) is True
     assert kills == ([(4242, lifecycle.signal.SIGKILL)] if killed else [])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == (["SONGBIRD_TEST_KILL_AFTER_MARK is set: killing this process after the mark"] if killed else [])
 
 
 # -- finishing deletions -------------------------------------------------------------------------
@@ -411,6 +420,9 @@ def test_a_pass_applies_retention_then_finishes(store):
     stopped.stop()
     stopped.run_once()
     assert disk_usage(store)["stored_profiles"] == 1  # a stopping worker marks nothing
+    assert deletions(store).mark_session_deleted(session_id)
+    stopped.run_once()
+    assert deletions(store).marked_deleted() == 2  # ... and purges nothing
 
 
 def test_blob_keys_of_the_session_are_the_store_s(store):
@@ -419,3 +431,78 @@ def test_blob_keys_of_the_session_are_the_store_s(store):
     assert list(lifecycle._session_keys(store, session_id)) == [upload.path]
     assert lifecycle._upload_keys(store, session_id, upload.id) == [upload.path]
     assert upload.path == blob_key(session_id, upload.id, hashlib.sha256(b"abc").hexdigest())
+
+
+# -- exact cutoffs, with the module's clock fixed ---------------------------------------------------
+
+NOW = 1_800_000_000_500  # half a second past a whole second
+
+
+@pytest.fixture
+def fixed_now(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(lifecycle, "now_ms", lambda: NOW)
+    return NOW
+
+
+def test_retention_s_profile_cutoff_at_n_and_n_plus_one_millisecond(store, fixed_now):
+    session_id = store.create_session("u").id
+    at, past = put(store, session_id, b"at"), put(store, session_id, b"past", ts=2)
+    sql(store, "UPDATE sessions SET created_at = ?", (NOW,))
+    sql(store, "UPDATE uploads SET stored_at = ? WHERE id = ?", (NOW - 3_600_000, at.id))  # exactly the cutoff
+    sql(store, "UPDATE uploads SET stored_at = ? WHERE id = ?", (NOW - 3_600_001, past.id))
+    assert apply_retention(store, 3600) == 1
+    finish_deletions(store)
+    assert store.get_upload(past.id) is None and store.get_upload(at.id) is not None
+
+
+def test_retention_keeps_a_session_whose_url_is_valid_this_second(store, fixed_now):
+    valid, expired = store.create_session("u").id, store.create_session("u").id
+    for session_id in (valid, expired):
+        store.create_uploads(session_id, [NewUpload("reference")], ttl_seconds=900)
+    sql(store, "UPDATE sessions SET created_at = 0")
+    sql(store, "UPDATE uploads SET expires_at = ? WHERE session_id = ?", (NOW // 1000, valid))
+    sql(store, "UPDATE uploads SET expires_at = ? WHERE session_id = ?", (NOW // 1000 - 1, expired))
+    assert apply_retention(store, 60) == 1
+    assert store.get_session(valid) is not None and store.get_session(expired) is None
+
+
+class ListingBlobs:
+    """A blob store that is not the file one (as S3 is not): keys are listed, never walked as files."""
+
+    def __init__(self, files: Any) -> None:
+        self.files = files
+        self.listed: list[str] = []
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        self.listed.append(prefix)
+        return self.files.list_keys(prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in (
+            "delete",
+            "put_bytes",
+            "put_file",
+            "open",
+            "size",
+            "exists",
+            "new_temp_file",
+            "close",
+            "presign_put",
+        ):
+            return getattr(self.files, name)
+        raise AttributeError(name)
+
+
+def test_on_a_listing_blob_store_keys_are_listed_by_prefix(store):
+    session_id = store.create_session("u").id
+    doomed, kept = put(store, session_id, b"one"), put(store, session_id, b"two", ts=2)
+    listing = ListingBlobs(store.blobs)
+    store.blobs = listing  # type: ignore[assignment]
+    assert lifecycle._upload_keys(store, session_id, doomed.id) == [doomed.path]
+    assert listing.listed == [f"profiles/{session_id}/{doomed.id}."]
+    assert list(lifecycle._session_keys(store, session_id)) == sorted([doomed.path, kept.path])
+    assert listing.listed[-1] == f"profiles/{session_id}/"
+    assert delete_profile(store, session_id, doomed.id) is True
+    assert files(store) == [kept.path.split("/", 1)[1]]
+    assert delete_session(store, session_id) is True
+    assert files(store) == [] and deletions(store).marked_deleted() == 0
