@@ -90,7 +90,7 @@ def test_a_snapshot_is_the_latest_bucket_s_numbers_per_column():
     assert all(isinstance(v, float) for v in snapshot(document)["columns"]["age"].values())
 
 
-@pytest.mark.parametrize("category", ["NO_DRIFT", "SOMETHING_ELSE", 1, None])
+@pytest.mark.parametrize("category", ["NO_DRIFT", "SOMETHING_ELSE", 1, None, [1]])
 def test_drift_categories_as_numbers(category):
     document = {"buckets": [{"start": 1}], "columns": {"c": {"drift_category": [category]}}}
     expected = {"NO_DRIFT": {"drift_category": 0.0}}.get(category, {}) if isinstance(category, str) else {}
@@ -483,3 +483,68 @@ def test_the_route_honours_the_series_cap(store, monkeypatch):
     client, _ = mounted(store, host="127.0.0.1", metrics_max_series=1)
     put_snapshot(store, "session-1", {"columns": {"c": column_values(2)}}, 1000)
     assert "songbird_metrics_series_dropped 2.0" in client.get("/metrics").text
+
+
+def test_every_family_is_described_for_scrapers(store, monkeypatch):
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    registry = scrape(store)
+    request_histogram(registry)
+    text = generate_latest(registry).decode()
+    for help_line in [
+        "# HELP songbird_column_drift_p_value p-value of whylogs' drift test against the reference",
+        "# HELP songbird_column_drift_category drift against the reference: 0 none, 1 possible, 2 drift",
+        "# HELP songbird_column_null_fraction fraction of null values",
+        "# HELP songbird_column_count values counted",
+        "# HELP songbird_column_mean mean of the numeric values",
+        "# HELP songbird_monitor_failing 1 for each monitor failing on the latest bucket",
+        "# HELP songbird_metrics_series_dropped per-column series left out by the cap (--metrics-max-series)",
+        "# HELP songbird_uploads_total profiles stored",
+        "# HELP songbird_ingest_pending stored profiles not yet summarised",
+        "# HELP songbird_notifications_pending notifications waiting to be sent",
+        "# HELP songbird_notifications notifications by state",
+        f"# HELP {REQUEST_DURATION} seconds from a request's arrival to its answer, by method, route template and "
+        "status class",
+    ]:
+        assert help_line in text
+
+
+def test_failing_monitors_past_the_cap_are_each_counted(store):
+    put_snapshot(
+        store, "session-1", {"columns": {"a": column_values(2)}, "failing": [["m", "a"], ["n", "a"], ["o", "a"]]}, 1
+    )
+    value = scrape(store, max_series=3).get_sample_value
+    labels = {"session": "session-1", "segment": ""}
+    assert value("songbird_monitor_failing", {**labels, "monitor": "m", "column": "a"}) == 1.0
+    assert value("songbird_monitor_failing", {**labels, "monitor": "n", "column": "a"}) is None
+    assert value("songbird_metrics_series_dropped") == 2.0
+
+
+def test_the_app_gets_the_original_receive(monkeypatch):
+    seen: list[Any] = []
+
+    async def app(scope, receive, send):
+        seen.append(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    registry = CollectorRegistry()
+    middleware = RequestDurationMiddleware(app, histogram(registry))
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:
+        pass
+
+    asyncio.run(middleware({"type": "http", "method": "GET", "path": "/"}, receive, send))
+    assert seen == [receive]
+
+
+def test_mounting_reads_nothing_from_the_store(store, monkeypatch):
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    queue = queue_of(store.metadata)
+
+    def refuse(limit: int) -> list:
+        raise AssertionError("the store was read at mount")
+
+    monkeypatch.setattr(queue, "metric_snapshots", refuse)
+    mounted(store, host="127.0.0.1")
