@@ -508,10 +508,63 @@ def test_a_timeout_after_the_answer_started_only_closes(caplog):
 
 
 def test_a_timeout_on_a_closed_connection_does_nothing(server, caplog):
+    caplog.set_level(logging.DEBUG)
     protocol, sock = server.connect()
     sock.closed = True
     protocol._on_timeout("header")
     assert sock.writes == [] and caplog.records == []
+
+
+def test_a_closed_connection_arms_no_timer(server):
+    protocol, sock = server.connect()
+    sock.closed = True
+    protocol._watch()
+    assert protocol._guard is None and server.loop.guards() == [(7, "header")]
+
+
+def test_an_anonymous_connection_is_named_a_client(server, caplog):
+    caplog.set_level(logging.INFO, logger="whylogs_songbird.server.connections")
+    protocol, sock = server.connect(None)
+    protocol._on_timeout("header")
+    assert sock.closed
+    assert [r.getMessage() for r in caplog.records] == ["closed a connection from a client that sent nothing for 7 s"]
+
+
+def test_an_empty_read_is_no_request_byte(server):
+    protocol, sock = server.connect()
+    protocol.data_received(b"")
+    protocol._on_timeout("header")
+    assert sock.closed and sock.writes == []  # closed without an answer: it never sent a byte
+
+
+def test_a_lost_connection_with_an_error_is_not_closed_again(server):
+    protocol, sock = server.connect()
+    protocol.connection_lost(OSError("reset"))
+    assert not sock.closed and server.protocol.open_by_client == {}
+    other, other_sock = server.connect()
+    other.connection_lost(None)
+    assert other_sock.closed
+
+
+def test_a_refused_connection_going_away_does_not_count_off_another(caplog):
+    server = Server(ConnectionLimits(max_connections=1, max_client_connections=5))
+    try:
+        server.connect(None)  # an anonymous client holds the one place
+        refused, sock = server.connect(None)
+        assert sock.closed
+        refused.connection_lost(None)
+        assert server.protocol.open_by_client == {"": 1}
+    finally:
+        server.close()
+
+
+def test_the_protocol_takes_uvicorn_s_arguments_by_position():
+    server = Server(ConnectionLimits())
+    try:
+        protocol = server.protocol(server.config, server.state, {}, server.loop)
+        assert protocol.loop is server.loop and protocol.app_state == {}
+    finally:
+        server.close()
 
 
 def test_an_answered_request_waits_for_the_next_head_with_uvicorn_s_keep_alive(server):
@@ -531,10 +584,12 @@ def test_an_answered_request_waits_for_the_next_head_with_uvicorn_s_keep_alive(s
 
 
 def test_while_the_app_answers_no_timer_runs(server):
-    gate = asyncio.Event()
+    gates = [asyncio.Event(), asyncio.Event()]
+    calls: list[int] = []
 
     async def slow(scope, receive, send):
-        await gate.wait()
+        calls.append(1)
+        await gates[len(calls) - 1].wait()
         await answer_ok(scope, receive, send)
 
     slow_server = Server(ConnectionLimits(header_timeout=7), app=slow)
@@ -545,8 +600,14 @@ def test_while_the_app_answers_no_timer_runs(server):
         assert protocol._guard is None  # a whole request read, not answered: the app's time
         protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # pipelined
         assert protocol._guard is None
-        gate.set()
+        gates[0].set()
+        slow_server.turn()
+        assert sock.sent.count(b"HTTP/1.1 200 OK") == 1
+        assert protocol._guard is None  # the second request is still the app's: no header deadline
+        assert slow_server.loop.guards() == [(7, "header")]
+        gates[1].set()
         slow_server.turn()
         assert sock.sent.count(b"HTTP/1.1 200 OK") == 2
+        assert protocol._guard is None and protocol.timeout_keep_alive_task is not None
     finally:
         slow_server.close()
