@@ -13,6 +13,11 @@ so a new module or test file needs no edit here.
     scripts/mutation session outbox        # modules whose path contains one of these words
     scripts/mutation --list                # the modules, their test files, and modules no test marks
     MUTATION_JOBS=2 scripts/mutation       # mutants tested at once (default 1: a shared machine)
+
+Each run rewrites ``.mutation/<module>.survivors`` (kept in git) with every mutant not killed and
+its diff. A survivor judged equivalent gets a line ``equivalent: <why>`` under its name, written
+by hand; the next run keeps that line as long as the same mutant (name and changed lines)
+survives, and the table counts the survivors that have none.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,17 +118,48 @@ def score(work: Path) -> dict[str, int]:
     return json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
 
 
-def survivors(work: Path) -> str:
-    """Every mutant not killed, with its diff."""
+#: The first line of a survivor's block in a ``.survivors`` file: ``<mutant name>: <status>``.
+_HEADER = re.compile(r"^([\w.]+__mutmut_\d+): [\w ]+$")
+#: The line that names a survivor equivalent, written by hand under its header.
+REASON = "equivalent: "
+
+
+def _changed(block: list[str]) -> tuple[str, ...]:
+    """The diff lines a mutant changes (so a reason follows its mutant, not a name reused after an edit)."""
+    return tuple(line for line in block if line[:1] in "+-" and not line.startswith(("+++", "---")))
+
+
+def reasons(text: str) -> dict[tuple[str, tuple[str, ...]], str]:
+    """(mutant name, changed lines) -> the ``equivalent:`` reason given for it in a ``.survivors`` text."""
+    found: dict[tuple[str, tuple[str, ...]], str] = {}
+    blocks: list[list[str]] = []
+    for line in text.splitlines():
+        if _HEADER.match(line):
+            blocks.append([line])
+        elif blocks:
+            blocks[-1].append(line)
+    for block in blocks:
+        why = [line[len(REASON) :].strip() for line in block if line.startswith(REASON)]
+        if why:
+            found[(_HEADER.match(block[0]).group(1), _changed(block))] = " ".join(why)  # type: ignore[union-attr]
+    return found
+
+
+def survivors(work: Path, known: dict[tuple[str, tuple[str, ...]], str]) -> tuple[str, int]:
+    """Every mutant not killed, with its diff and the reason ``known`` gives for it (if the same
+    mutant); and how many have no reason."""
     done = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=work, capture_output=True, text=True)
     text = []
+    unexplained = 0
     for line in done.stdout.splitlines():
         name = line.strip().split(":")[0]
         if name:
             show = [sys.executable, "-m", "mutmut", "show", name]
             shown = subprocess.run(show, cwd=work, capture_output=True, text=True)  # noqa: S603
-            text.append(f"{line.strip()}\n{shown.stdout}")
-    return "\n".join(text)
+            why = known.get((name, _changed(shown.stdout.splitlines())))
+            unexplained += why is None
+            text.append(f"{line.strip()}\n" + (f"{REASON}{why}\n" if why else "") + shown.stdout)
+    return "\n".join(text), unexplained
 
 
 def main(words: list[str]) -> int:
@@ -163,11 +200,16 @@ def main(words: list[str]) -> int:
                 rows.append((module, None, time.monotonic() - started))
                 continue
             stats = score(work)
-            log.with_suffix(".survivors").write_text(survivors(work))
+            kept = log.with_suffix(".survivors")
+            text, stats["unexplained"] = survivors(work, reasons(kept.read_text() if kept.is_file() else ""))
+            kept.write_text(text)
             rows.append((module, stats, time.monotonic() - started))
         print(f"{module}: done in {rows[-1][2]:.0f}s", flush=True)
-    print(f"\n{'module':45} {'killed':>7} {'survived':>9} {'no tests':>9} {'score':>7}")
-    for module, stats, _ in rows:
+    print(
+        f"\n{'module':45} {'mutants':>7} {'killed':>7} {'survived':>9} {'no tests':>9} {'score':>7}"
+        f" {'unexplained':>11} {'time':>6}"
+    )
+    for module, stats, took in rows:
         if stats is None:
             print(f"{module:45} {'failed':>7}")
             continue
@@ -176,9 +218,14 @@ def main(words: list[str]) -> int:
         untested = stats.get("no_tests", 0)
         tested = killed + survived + untested
         percent = 100 * killed / tested if tested else 0.0
-        print(f"{module:45} {killed:>7} {survived:>9} {untested:>9} {percent:>6.1f}%")
+        print(
+            f"{module:45} {tested:>7} {killed:>7} {survived:>9} {untested:>9} {percent:>6.1f}%"
+            f" {stats['unexplained']:>11} {took:>5.0f}s"
+        )
+    print(f"\n{len(rows)} module(s) in {sum(took for _, _, took in rows):.0f}s with MUTATION_JOBS={jobs}")
     print(
-        "\nMutants not killed, with their diffs: .mutation/<module>.survivors; mutmut's output: .mutation/<module>.log"
+        "Mutants not killed, with their diffs and any 'equivalent:' reason: .mutation/<module>.survivors;"
+        " mutmut's output: .mutation/<module>.log"
     )
     return 0
 
