@@ -23,6 +23,7 @@ survives, and the table counts the survivors that have none.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,6 +164,42 @@ def survivors(work: Path, known: dict[tuple[str, tuple[str, ...]], str]) -> tupl
     return "\n".join(text), unexplained
 
 
+#: Fixtures of tests/conftest.py that start PostgreSQL or SeaweedFS (or both, for the team store).
+_NEEDS = {
+    "postgres": ("postgres_service", "team_store_config", "storage_config", "make_store_config"),
+    "s3": ("s3_service", "s3_bucket", "team_store_config", "storage_config", "make_store_config"),
+}
+
+
+def services_needed(tests: list[str]) -> set[str]:
+    """Which services (``postgres``, ``s3``) these test files' fixtures start."""
+    text = "\n".join((ROOT / name).read_text(encoding="utf-8") for name in tests)
+    return {service for service, fixtures in _NEEDS.items() if any(f in text for f in fixtures)}
+
+
+class Services:
+    """PostgreSQL and SeaweedFS started once for the whole run, when a module's tests need them: a
+    test session started per mutant would otherwise start its own (seconds each). Tests find them
+    through the environment (``TEST_SHARED_SERVICES``, see tests/services.py)."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.postgres: object = None
+        self.s3: object = None
+
+    def env(self, needed: set[str]) -> dict[str, str]:
+        if not needed:
+            return {}
+        sys.path.insert(0, str(ROOT / "tests"))
+        import services
+
+        if "postgres" in needed and self.postgres is None:
+            self.postgres = self.stack.enter_context(services.postgres_cluster())
+        if "s3" in needed and self.s3 is None:
+            self.s3 = self.stack.enter_context(services.seaweedfs())
+        return services.shared_services_env(self.postgres, self.s3)
+
+
 def main(words: list[str]) -> int:
     jobs = os.environ.get("MUTATION_JOBS", "1")
     modules = discover()
@@ -179,32 +217,44 @@ def main(words: list[str]) -> int:
     # a mutant can leave a thread waiting forever: tests that know it end their run after this long
     env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", "SONGBIRD_TEST_HANG_SECONDS": "6"}
     rows = []
-    for module, tests in chosen.items():
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="songbird-mutation-") as tmp:
-            work = Path(tmp)
-            copy_tree(work)
-            configure(work, module, tests)
-            log = ROOT / ".mutation" / (module.replace("/", "_") + ".log")
-            log.parent.mkdir(exist_ok=True)
-            with open(log, "w") as out:
-                done = subprocess.run(  # noqa: S603
-                    [sys.executable, "-m", "mutmut", "run", "--max-children", jobs],
-                    cwd=work,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            if done.returncode != 0:
-                print(f"{module}: mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
-                rows.append((module, None, time.monotonic() - started))
-                continue
-            stats = score(work)
-            kept = log.with_suffix(".survivors")
-            text, stats["unexplained"] = survivors(work, reasons(kept.read_text() if kept.is_file() else ""))
-            kept.write_text(text)
-            rows.append((module, stats, time.monotonic() - started))
-        print(f"{module}: done in {rows[-1][2]:.0f}s", flush=True)
+    with contextlib.ExitStack() as stack:
+        shared = Services(stack)
+        for module, tests in chosen.items():
+            rows.append(run_module(module, tests, {**env, **shared.env(services_needed(tests))}, jobs))
+            print(f"{module}: done in {rows[-1][2]:.0f}s", flush=True)
+    report(rows, jobs)
+    return 0
+
+
+def run_module(module: str, tests: list[str], env: dict[str, str], jobs: str) -> tuple[str, Any, float]:
+    """Mutate ``module`` in a throwaway copy of the tree against ``tests``: (module, stats or None, seconds)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="songbird-mutation-") as tmp:
+        work = Path(tmp)
+        copy_tree(work)
+        configure(work, module, tests)
+        log = ROOT / ".mutation" / (module.replace("/", "_") + ".log")
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "w") as out:
+            done = subprocess.run(  # noqa: S603
+                [sys.executable, "-m", "mutmut", "run", "--max-children", jobs],
+                cwd=work,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if done.returncode != 0:
+            print(f"{module}: mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
+            return module, None, time.monotonic() - started
+        stats = score(work)
+        kept = log.with_suffix(".survivors")
+        text, stats["unexplained"] = survivors(work, reasons(kept.read_text() if kept.is_file() else ""))
+        kept.write_text(text)
+    return module, stats, time.monotonic() - started
+
+
+def report(rows: list[tuple[str, Any, float]], jobs: str) -> None:
+    """The table: per module its mutants, how many were killed, the score, the unexplained survivors, the time."""
     print(
         f"\n{'module':45} {'mutants':>7} {'killed':>7} {'survived':>9} {'no tests':>9} {'score':>7}"
         f" {'unexplained':>11} {'time':>6}"
@@ -227,7 +277,6 @@ def main(words: list[str]) -> int:
         "Mutants not killed, with their diffs and any 'equivalent:' reason: .mutation/<module>.survivors;"
         " mutmut's output: .mutation/<module>.log"
     )
-    return 0
 
 
 if __name__ == "__main__":
