@@ -59,6 +59,7 @@ EXPECTED = (
     "whylogs_songbird/server/digest.py",
     "whylogs_songbird/server/storage/postgres.py",
     "whylogs_songbird/server/storage/s3.py",
+    "whylogs_songbird/engines/_common.py",
 )
 
 
