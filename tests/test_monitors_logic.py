@@ -503,6 +503,14 @@ COUNT = MONITOR + 'metric = "count"\nmax = 1\n'
             "m.toml: [[notify]] table 2: unknown key 'headers'; valid keys: url, email, format, secret_env, on",
         ),
         (
+            COUNT + NOTIFY + '"a,b" = 1\n',
+            "m.toml: [[notify]] table 1: unknown key 'a,b'; valid keys: url, email, format, secret_env, on",
+        ),
+        (
+            COUNT + '"x, y" = 1\n',
+            "m.toml: monitor 1: unknown key 'x, y'; valid keys: name, columns, metric, fail_on, against, min, max",
+        ),
+        (
             COUNT + NOTIFY + 'against = "x"\n',
             "m.toml: [[notify]] table 1: unknown key 'against'; valid keys: url, email, format, secret_env, on",
         ),
