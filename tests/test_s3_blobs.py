@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -139,7 +140,9 @@ def test_error_codes_and_statuses_are_read_from_the_response():
     assert _status(as_text) == 503
 
 
-@pytest.mark.parametrize(("answer", "tag"), [({"ETag": '"abc"'}, "abc"), ({"ETag": "abc"}, "abc"), ({}, "")])
+@pytest.mark.parametrize(
+    ("answer", "tag"), [({"ETag": '"abc"'}, "abc"), ({"ETag": "abc"}, "abc"), ({"ETag": '"X1X"'}, "X1X"), ({}, "")]
+)
 def test_an_etag_is_read_without_its_quotes(answer, tag):
     assert _etag(answer) == tag
 
@@ -273,7 +276,7 @@ class FakeClient:
             answer = self.answers[operation]
             if isinstance(answer, BaseException):
                 raise answer
-            return answer
+            return answer(*args, **kwargs) if callable(answer) else answer
 
         return call
 
@@ -311,9 +314,11 @@ def test_an_existing_bucket_is_not_created(faked):
         client_error("NotFound"),
     ],
 )
-def test_a_missing_bucket_is_created(faked, missing):
+def test_a_missing_bucket_is_created(faked, missing, caplog):
     store, client = faked(head_bucket=missing, create_bucket={})
-    store.ensure_bucket()
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.storage"):
+        store.ensure_bucket()
+    assert [r.getMessage() for r in caplog.records] == ["created the bucket bucket"]
     assert client.calls == [("head_bucket", {"Bucket": "bucket"}), ("create_bucket", {"Bucket": "bucket"})]
 
 
@@ -504,6 +509,10 @@ def test_a_copy_is_conditional_on_the_tag_and_vouched_only_for_the_same_tag(fake
     assert store.copy_version("a", "b", "tag-1") is False
     store, _ = faked(copy_object={})
     assert store.copy_version("a", "b", "tag-1") is False
+    for odd in ("None", "XXXX"):  # no ETag in the answer is no match, whatever the tag
+        assert store.copy_version("a", "b", odd) is False
+    store, _ = faked(copy_object={"CopyObjectResult": {"ETag": '"Xt"'}})
+    assert store.copy_version("a", "b", "Xt") is True
 
 
 @pytest.mark.parametrize("changed", [client_error("", 412), client_error("PreconditionFailed", 400)])
@@ -582,6 +591,14 @@ def test_a_refused_write_says_so_and_keeps_the_file(faked, tmp_path, error, code
     assert str(caught.value) == refused("store an object", code) and source.read_bytes() == b"1"
 
 
+def test_a_file_the_upload_already_moved_away_is_fine(faked, tmp_path):
+    source = tmp_path / "body.part"
+    source.write_bytes(b"1")
+    store, _ = faked(upload_file=lambda path, *_: Path(path).unlink())
+    store.put_file("a", source)
+    assert not source.exists()
+
+
 def test_writes_name_the_key_under_the_prefix(faked, tmp_path):
     store, client = faked(put_object={}, upload_file=None)
     store.put_bytes("s/a", b"1")
@@ -634,6 +651,8 @@ def test_listing_walks_every_page_without_the_store_s_prefix(faked):
     assert paginator.asked == [{"Bucket": "bucket", "Prefix": "team/p/s/"}]
     assert client.calls == [("get_paginator", {"args": ("list_objects_v2",)})]
     assert list(store.list_sizes("s/")) == [("s/a", 3), ("s/b", 0)]
+    assert list(store.list_sizes()) == [("s/a", 3), ("s/b", 0)]
+    assert paginator.asked[-1] == {"Bucket": "bucket", "Prefix": "team/p/"}
     assert list(store.list_keys()) == ["s/a", "s/b"]
     assert paginator.asked[-1] == {"Bucket": "bucket", "Prefix": "team/p/"}
 
@@ -666,7 +685,9 @@ def test_temp_files_go_to_the_temp_dir_made_on_demand(fake_credentials, tmp_path
     store = offline(temp_dir=tmp_path / "data" / "tmp")
     fd, path = store.new_temp_file()
     os.close(fd)
-    assert path.parent == tmp_path / "data" / "tmp"
+    fd, second = store.new_temp_file()  # the dir exists now: fine
+    os.close(fd)
+    assert path.parent == second.parent == tmp_path / "data" / "tmp" and path != second
     assert path.name.startswith("songbird-body-") and path.name.endswith(".part")
     fd, path = offline().new_temp_file()
     os.close(fd)
