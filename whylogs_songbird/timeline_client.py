@@ -67,9 +67,11 @@ def fetch_timeline(
         ) from None
     if response.status_code != 200:
         try:
-            message = str(response.json().get("message") or "")
+            body = response.json()
         except ValueError:
             message = response.text[:200]
+        else:
+            message = str(body.get("message") or "") if isinstance(body, dict) else ""
         raise SongbirdApiError(
             f"the timeline of {session_id} could not be read: HTTP {response.status_code} {message}".rstrip(),
             status=response.status_code,
