@@ -135,7 +135,13 @@ def test_a_segmented_batch_is_one_call_per_segment(log_server, whylabs_env):
     store.learn_landed(container(log_server).id)
     batches = store.list_profiles(container(log_server).id, kind="batch")
     assert len(batches) == 2, "one profile per segment"
-    assert sum(amount_counts(timeline(log_server).json()).values()) == 40
+    # whylogs names no segment in log/async: each profile's own header does
+    assert sorted(b.segment_tags for b in batches) == [(("region", "north"),), (("region", "south"),)]
+    document = timeline(log_server).json()
+    assert document["segments"] == ["region=north", "region=south"]
+    assert sum(amount_counts(document).values()) == 40
+    north = timeline(log_server, segment="region=north").json()
+    assert sum(amount_counts(north).values()) == sum(df["region"] == "north")
 
 
 def test_references_unsegmented_and_segmented(log_server, whylabs_env):

@@ -34,9 +34,13 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 from whylogs.core.proto import ChunkHeader, ChunkMessage, DatasetProfileHeader, DatasetSegmentHeader
 
+from whylogs_songbird.models import MAX_SEGMENT_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
 from whylogs_songbird.server.sketch_check import SketchCheckError, check_chunk
 
 MAGIC = b"WHY1"
+#: whylogs prefixes the key of each segment tag it writes in a profile's header with this; the log
+#: API (and this server) name the tag without it.
+TAG_PREFIX = "whylogs.tag."
 #: Headers larger than this are refused (a 20,000-column header is about 1 MB).
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: A chunk header is a few bytes; anything longer is not one.
@@ -61,6 +65,30 @@ class ProfileShape:
     segmented: bool
     #: Bytes of memory the profile's sketches take once deserialized (0 when they were not checked).
     sketch_memory: int = 0
+    #: The segment a segmented profile names in its own header (whylogs' segmented writer), as
+    #: ``(key, value)`` pairs without whylogs' tag prefix; () when it names none (or several).
+    segment_tags: tuple[tuple[str, str], ...] = ()
+
+
+def header_segment_tags(segment_header: DatasetSegmentHeader) -> tuple[tuple[str, str], ...]:
+    """The tags of the one segment a segment header describes (whylogs writes one segment per
+    file), without whylogs' ``whylogs.tag.`` prefix; () for an unsegmented profile, or a header
+    that names no segment or several."""
+    if not segment_header.has_segments or len(segment_header.segments) != 1:
+        return ()
+    named = segment_header.segments[0].tags
+    if len(named) > MAX_SEGMENT_TAGS:
+        raise ProfileCheckError(f"its header names {len(named)} segment tags, more than the {MAX_SEGMENT_TAGS} allowed")
+    tags = []
+    for tag in named:
+        key = tag.key[len(TAG_PREFIX) :] if tag.key.startswith(TAG_PREFIX) else tag.key
+        if len(key) > MAX_TAG_KEY_LENGTH or len(tag.value) > MAX_TAG_VALUE_LENGTH:
+            raise ProfileCheckError(
+                f"a segment tag in its header is longer than the {MAX_TAG_KEY_LENGTH}-character key or "
+                f"{MAX_TAG_VALUE_LENGTH}-character value allowed"
+            )
+        tags.append((key, tag.value))
+    return tuple(tags)
 
 
 def _varint(data: memoryview | bytes, pos: int, end: int) -> tuple[int, int]:
@@ -169,6 +197,7 @@ def _check(view: memoryview, max_columns: int, sketches: bool = True) -> Profile
         body_bytes=body_length,
         segmented=bool(segment_header.has_segments),
         sketch_memory=memory,
+        segment_tags=header_segment_tags(segment_header),
     )
 
 
@@ -210,4 +239,12 @@ def check_profile_file(path: Path, *, max_columns: int, sketches: bool = True) -
             return check_profile_bytes(mapped, max_columns=max_columns, sketches=sketches)
 
 
-__all__ = ["MAGIC", "ProfileCheckError", "ProfileShape", "check_profile_bytes", "check_profile_file"]
+__all__ = [
+    "MAGIC",
+    "TAG_PREFIX",
+    "ProfileCheckError",
+    "ProfileShape",
+    "check_profile_bytes",
+    "check_profile_file",
+    "header_segment_tags",
+]

@@ -429,7 +429,14 @@ class Store:
         return OpenUpload(*self.metadata.open_upload_and_duplicate(upload_id, sha256))
 
     def store_profile_file(
-        self, upload_id: str, source: Path, *, size: int, sha256: str, opened: OpenUpload | None = None
+        self,
+        upload_id: str,
+        source: Path,
+        *,
+        size: int,
+        sha256: str,
+        opened: OpenUpload | None = None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         """Keep the (already checked) file ``source`` as the upload's profile.
 
@@ -439,27 +446,54 @@ class Store:
         and ``source`` is not kept. Raises :class:`UnknownUploadError` or :class:`SessionClaimedError`
         (``source`` is then left alone). ``opened``: what :meth:`open_upload` said of this slot and
         digest a moment ago, to save reading it again (the row is checked again as it is recorded).
+        ``segment_tags``: the segment the profile's own header names (``ProfileShape.segment_tags``),
+        kept when the slot was given none.
         """
         return self._store_profile(
-            upload_id, lambda key: self.blobs.put_file(key, source), size=size, sha256=sha256, opened=opened
+            upload_id,
+            lambda key: self.blobs.put_file(key, source),
+            size=size,
+            sha256=sha256,
+            opened=opened,
+            segment_tags=segment_tags,
         )
 
     def store_profile_data(
-        self, upload_id: str, data: bytes, *, sha256: str, opened: OpenUpload | None = None
+        self,
+        upload_id: str,
+        data: bytes,
+        *,
+        sha256: str,
+        opened: OpenUpload | None = None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         """:meth:`store_profile_file` for (already checked) bytes in memory: a small body is
         written once, straight to its place (fsynced, then renamed), and not at all when it
         repeats a stored profile."""
         return self._store_profile(
-            upload_id, lambda key: self.blobs.put_bytes(key, data), size=len(data), sha256=sha256, opened=opened
+            upload_id,
+            lambda key: self.blobs.put_bytes(key, data),
+            size=len(data),
+            sha256=sha256,
+            opened=opened,
+            segment_tags=segment_tags,
         )
 
     def _store_profile(
-        self, upload_id: str, put: Callable[[str], None], *, size: int, sha256: str, opened: OpenUpload | None
+        self,
+        upload_id: str,
+        put: Callable[[str], None],
+        *,
+        size: int,
+        sha256: str,
+        opened: OpenUpload | None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         upload, original = opened if opened is not None else self.open_upload(upload_id, sha256)
         if original is not None:
-            outcome = self.metadata.mark_stored(upload_id, key=None, size=size, sha256=sha256)
+            outcome = self.metadata.mark_stored(
+                upload_id, key=None, size=size, sha256=sha256, segment_tags=segment_tags
+            )
             if outcome.duplicate_of is not None:
                 if upload.path is not None and outcome.recorded:
                     self.blobs.delete(upload.path)
@@ -467,7 +501,7 @@ class Store:
         key = blob_key(upload.session_id, upload_id, sha256)
         put(key)
         try:
-            outcome = self.metadata.mark_stored(upload_id, key=key, size=size, sha256=sha256)
+            outcome = self.metadata.mark_stored(upload_id, key=key, size=size, sha256=sha256, segment_tags=segment_tags)
         except BaseException:
             self.blobs.delete(key)
             raise
@@ -652,9 +686,9 @@ class Store:
         data = version.data
         if data is None:  # replaced by larger bytes since the listing: refused by the GET's size
             return self._refuse_landed(upload, key, version.size)
-        sha256, reason = hashlib.sha256(data).hexdigest(), None
+        sha256, reason, tags = hashlib.sha256(data).hexdigest(), None, ()
         try:
-            check_profile_bytes(data, max_columns=self.max_columns)
+            tags = check_profile_bytes(data, max_columns=self.max_columns).segment_tags
         except ProfileCheckError as exc:
             reason = f"it is not a well-formed whylogs profile ({exc})"
         checked = blob_key(upload.session_id, upload.id, sha256)
@@ -667,7 +701,13 @@ class Store:
             return None
         try:
             outcome = self.metadata.mark_stored(
-                upload.id, key=checked, size=len(data), sha256=sha256, if_unstored=True, invalid=reason
+                upload.id,
+                key=checked,
+                size=len(data),
+                sha256=sha256,
+                if_unstored=True,
+                invalid=reason,
+                segment_tags=tags,
             )
         except UploadAlreadyStoredError:
             current = self.get_upload(upload.id)

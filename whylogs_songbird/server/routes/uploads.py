@@ -17,7 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from whylogs_songbird.models import DUPLICATE_HEADER
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
-from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes, check_profile_file
+from whylogs_songbird.server.profile_check import (
+    ProfileCheckError,
+    ProfileShape,
+    check_profile_bytes,
+    check_profile_file,
+)
 from whylogs_songbird.server.quotas import check_guest_writes, check_session_quota
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES
 from whylogs_songbird.server.signing import SignatureError, UrlSigner
@@ -51,10 +56,10 @@ def _not_a_profile(exc: ProfileCheckError) -> ApiError:
     )
 
 
-def _check_profile_file(path: Path, max_columns: int) -> None:
-    """Raise ApiError(400) unless ``path`` passes the cheap structural check of a whylogs profile."""
+def _check_profile_file(path: Path, max_columns: int) -> ProfileShape:
+    """What the cheap structural check of a whylogs profile learns of ``path``; ApiError(400) when it fails."""
     try:
-        check_profile_file(path, max_columns=max_columns)
+        return check_profile_file(path, max_columns=max_columns)
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
 
@@ -168,12 +173,14 @@ def _store_small_body(
     if not data:
         raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
     try:
-        check_profile_bytes(data, max_columns=config.max_columns)
+        shape = check_profile_bytes(data, max_columns=config.max_columns)
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
     session_id = opened.upload.session_id
     check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
-    outcome = _stored(lambda: store.store_profile_data(upload_id, data, sha256=digest, opened=opened))
+    outcome = _stored(
+        lambda: store.store_profile_data(upload_id, data, sha256=digest, opened=opened, segment_tags=shape.segment_tags)
+    )
     return outcome, len(data), digest
 
 
@@ -190,9 +197,13 @@ async def _store_streamed_body(
             raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
 
         def check_and_store() -> StoredOutcome:
-            _check_profile_file(tmp, config.max_columns)
+            shape = _check_profile_file(tmp, config.max_columns)
             check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
-            return _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
+            return _stored(
+                lambda: store.store_profile_file(
+                    upload_id, tmp, size=size, sha256=digest, segment_tags=shape.segment_tags
+                )
+            )
 
         outcome = await run_in_threadpool(check_and_store)
     finally:

@@ -339,6 +339,7 @@ class MetadataStore(Protocol):
         sha256: str,
         if_unstored: bool = False,
         invalid: str | None = None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         """Record that the upload's bytes are durable under blob ``key`` (``ingest_state`` pending).
 
@@ -354,6 +355,8 @@ class MetadataStore(Protocol):
         sha256 and size) changes nothing either: the outcome is the upload as it is.
         ``invalid``: the reason bytes failed the cheap check; the profile is
         then recorded ``invalid`` in the same write, so no ingest worker ever claims it.
+        ``segment_tags``: the segment the bytes' own header names; recorded as the upload's
+        segment (and so counted in the duplicate check) when the slot was given none.
         """
 
     def mark_refused(self, upload_id: str, *, size: int, reason: str) -> UploadRecord:

@@ -505,11 +505,14 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
         sha256: str,
         if_unstored: bool = False,
         invalid: str | None = None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         with self._transaction() as conn:
             upload = self._open_upload(conn, upload_id)
             if if_unstored and upload.stored_at is not None:
                 raise UploadAlreadyStoredError(upload_id)
+            if segment_tags and not upload.segment_tags:  # the slot named no segment: the profile's header does
+                upload = dataclasses.replace(upload, segment_tags=tuple(segment_tags))
             if upload.stored_at is not None and upload.sha256 == sha256 and upload.size == size:
                 # these bytes are recorded already (a retried PUT): nothing changes, not the
                 # ingest state, not the summary, not stored_at
@@ -531,7 +534,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
             changed = self._rowcount(
                 conn,
                 "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ?, duplicate_of = ?,"
-                " ingest_state = ?, ingest_error = ?, ingest_lease = NULL, ingest_tries = 0"
+                " ingest_state = ?, ingest_error = ?, ingest_lease = NULL, ingest_tries = 0, segment_tags = ?"
                 " WHERE id = ? AND (stored_at IS NULL OR ? = 0)",  # rechecked after another writer's commit
                 (
                     stored.stored_at,
@@ -541,6 +544,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                     stored.duplicate_of,
                     stored.ingest_state,
                     stored.ingest_error,
+                    _tags_json(stored.segment_tags),
                     upload_id,
                     int(if_unstored),
                 ),
