@@ -8,8 +8,10 @@ endpoint, and no HEAD request to WhyLabs' public bucket: ``_WHYLABS_SKIP_CONFIG_
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import zipfile
 from collections.abc import Callable, Iterator
 
 import pandas as pd
@@ -142,6 +144,74 @@ def test_a_segmented_batch_is_one_call_per_segment(log_server, whylabs_env):
     assert sum(amount_counts(document).values()) == 40
     north = timeline(log_server, segment="region=north").json()
     assert sum(amount_counts(north).values()) == sum(df["region"] == "north")
+
+
+def test_a_segmented_batch_written_as_one_zip(log_server, whylabs_env):
+    whylabs_env(log_server.url)
+    df = frame(40)
+    results = why.log(df, schema=DatasetSchema(segments=segment_on_column("region")))
+    ok, message = WhyLabsWriter().write(results, zip=True)
+    assert ok, message
+    store = log_server.app.state.store
+    cid = container(log_server).id
+    store.learn_landed(cid)
+    batches = store.list_profiles(cid, kind="batch")
+    assert sorted(b.segment_tags for b in batches) == [(("region", "north"),), (("region", "south"),)], (
+        "each member of the zip is a profile of the batch, its segment read from its own header"
+    )
+    assert len({b.dataset_timestamp for b in batches}) == 1
+    document = timeline(log_server).json()
+    assert document["segments"] == ["region=north", "region=south"]
+    assert sum(amount_counts(document).values()) == 40
+    south = timeline(log_server, segment="region=south").json()
+    assert sum(amount_counts(south).values()) == sum(df["region"] == "south")
+
+
+def _zip_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_a_refused_zip_stores_nothing(server_factory, make_profile_bytes):
+    """A zip slot refuses a zip with a member that is no profile, a path in a name, or a bomb; nothing is kept."""
+    log_server = server_factory(api_keys=[KEY], max_upload_bytes=1024 * 1024)
+    profile = make_profile_bytes(n_rows=5)
+    bomb = _zip_of({"a.bin": profile, "b.bin": bytes(2 * 1024 * 1024)})  # 2 MiB of zeros in a few KB
+    assert len(bomb) < 64 * 1024
+    refused = {
+        "not a well-formed whylogs profile": _zip_of({"a.bin": profile, "b.bin": b"WHY1 not really"}),
+        "not a plain file name": _zip_of({"../a.bin": profile}),
+        "upload limit": bomb,
+    }
+    store = log_server.app.state.store
+    for expected, body in refused.items():
+        r = requests.post(
+            f"{log_server.url}/v0/organizations/{ORG}/log/async/{DATASET}",
+            json={"datasetTimestamp": T0},
+            headers={"X-API-Key": KEY, "X-WhyLabs-File-Extension": "ZIP"},
+            timeout=TIMEOUT,
+        )
+        assert r.status_code == 200, r.text
+        put = requests.put(r.json()["uploadUrl"], data=body, timeout=TIMEOUT)
+        cid = container(log_server).id
+        store.learn_landed(cid)
+        profiles = store.list_profiles(cid)
+        if store.presigns:  # the PUT went to the blob store: the zip is recorded invalid, with the reason
+            assert put.status_code == 200, put.text
+            assert [(p.id, p.invalid) for p in profiles if p.id == r.json()["id"]] == [(r.json()["id"], True)]
+            assert expected in store.get_upload(r.json()["id"]).ingest_error
+            assert [p for p in profiles if not p.invalid] == []
+        else:
+            assert put.status_code == 400, put.text
+            message = put.json()["message"]
+            assert (
+                message.startswith("The body is not a zip of whylogs profiles this server takes")
+                and expected in message
+            )
+            assert profiles == []
 
 
 def test_references_unsegmented_and_segmented(log_server, whylabs_env):
@@ -396,7 +466,14 @@ def test_the_raw_log_api_answers_what_whylabs_client_reads(log_server):
         headers={**headers, "X-WhyLabs-File-Extension": "ZIP"},
         timeout=TIMEOUT,
     )
-    assert r.status_code == 400 and "zip" in r.json()["message"]
+    assert r.status_code == 200 and log_server.app.state.store.get_upload(r.json()["id"]).format == "zip"
+    r = requests.post(
+        f"{url}/dataset-profiles/models/{DATASET}/reference-profile",
+        json={"alias": "z", "datasetTimestamp": T0, "segments": [{"tags": [{"key": "k", "value": "1"}]}]},
+        headers={**headers, "X-WhyLabs-File-Extension": "ZIP"},
+        timeout=TIMEOUT,
+    )
+    assert r.status_code == 400 and "for batch profiles only" in r.json()["message"]
     v1 = f"{log_server.url}/v1/log/async"
     r = requests.post(v1, json={"datasetTimestamp": T0}, headers=headers, timeout=TIMEOUT)
     assert r.status_code == 400 and "X-WhyLabs-Resource" in r.json()["message"]

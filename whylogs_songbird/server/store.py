@@ -42,6 +42,7 @@ from whylogs_songbird.server.storage.base import (
     StoreError,
     UnknownUploadError,
     UploadAlreadyStoredError,
+    UploadFormat,
     UploadKind,
     UploadRecord,
     is_valid_id,
@@ -49,6 +50,7 @@ from whylogs_songbird.server.storage.base import (
     now_ms,
     require_id,
 )
+from whylogs_songbird.server.zipped import ZipUploadError, looks_like_zip, zip_members
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -372,9 +374,13 @@ class Store:
         dataset_timestamp: int | None = None,
         alias: str | None = None,
         segment_tags: Sequence[tuple[str, str]] = (),
+        format: UploadFormat | None = None,
     ) -> UploadRecord:
-        """Create one upload slot (see :meth:`create_uploads`)."""
-        spec = NewUpload(kind=kind, dataset_timestamp=dataset_timestamp, alias=alias, segment_tags=tuple(segment_tags))
+        """Create one upload slot (see :meth:`create_uploads`); ``format="zip"``: it takes a zip of
+        segment profiles (:meth:`store_zip`)."""
+        spec = NewUpload(
+            kind=kind, dataset_timestamp=dataset_timestamp, alias=alias, segment_tags=tuple(segment_tags), format=format
+        )
         return self.create_uploads(session_id, [spec], ttl_seconds=ttl_seconds)[0]
 
     def create_uploads(
@@ -510,6 +516,43 @@ class Store:
         if upload.path is not None and upload.path != key:
             self.blobs.delete(upload.path)  # the bytes this PUT replaced
         self.upload_landed(outcome)
+        return outcome
+
+    # -- zipped uploads (whylogs' write(zip=True)) ------------------------------------------
+
+    def unpack_zip(self, data: bytes) -> list[tuple[bytes, tuple[tuple[str, str], ...]]]:
+        """The profiles of a zipped upload with the segment each one's header names, every member
+        through the cheap check of any upload; :class:`ZipUploadError` (nothing is stored) when the
+        zip or one of its members is refused (see ``zipped.py``)."""
+        members = []
+        for name, content in zip_members(data, max_total_bytes=self.max_upload_bytes):
+            try:
+                shape = check_profile_bytes(content, max_columns=self.max_columns)
+            except ProfileCheckError as exc:
+                raise ZipUploadError(f"its member {name[:80]!r} is not a well-formed whylogs profile ({exc})") from None
+            members.append((content, shape.segment_tags))
+        return members
+
+    def store_zip(
+        self, upload: UploadRecord, members: Sequence[tuple[bytes, tuple[tuple[str, str], ...]]]
+    ) -> StoredOutcome:
+        """Store the (checked, :meth:`unpack_zip`) profiles of a zipped upload as profiles of its
+        batch: the first in the zip's own slot, each other in a new slot of the same kind, timestamp
+        and tags; each keeps the segment its header names. Identical profiles already stored are kept
+        once, as for any upload (so a retried zip adds nothing). The outcome is the zip's own slot's."""
+        now_s = int(now_ms() / 1000)
+        spec = NewUpload(upload.kind, upload.dataset_timestamp, upload.alias, upload.segment_tags)
+        extra = self.create_uploads(
+            upload.session_id, [spec] * (len(members) - 1), ttl_seconds=max(60, upload.expires_at - now_s)
+        )
+        outcome: StoredOutcome | None = None
+        for slot_id, (content, tags) in zip([upload.id, *(slot.id for slot in extra)], members):
+            stored = self.store_profile_data(
+                slot_id, content, sha256=hashlib.sha256(content).hexdigest(), segment_tags=tags
+            )
+            outcome = outcome or stored
+        assert outcome is not None
+        logger.debug("stored a zip of %d profiles", len(members))
         return outcome
 
     def store_profile_bytes(self, upload_id: str, data: bytes) -> UploadRecord:
@@ -686,7 +729,10 @@ class Store:
         data = version.data
         if data is None:  # replaced by larger bytes since the listing: refused by the GET's size
             return self._refuse_landed(upload, key, version.size)
-        sha256, reason, tags = hashlib.sha256(data).hexdigest(), None, ()
+        sha256, reason = hashlib.sha256(data).hexdigest(), None
+        tags: tuple[tuple[str, str], ...] = ()
+        if upload.format == "zip" and looks_like_zip(data):
+            return self._record_landed_zip(upload, key, data)
         try:
             tags = check_profile_bytes(data, max_columns=self.max_columns).segment_tags
         except ProfileCheckError as exc:
@@ -721,6 +767,39 @@ class Store:
             self.blobs.delete(checked)
         self.blobs.delete(key)
         self.upload_landed(outcome)
+        return outcome.upload
+
+    def _record_landed_zip(self, upload: UploadRecord, key: str, data: bytes) -> UploadRecord | None:
+        """:meth:`_record_landed` for a zip a presigned PUT left under ``key``: its profiles are
+        stored as :meth:`store_zip` does (under keys only the server writes) and the zip removed;
+        a zip refused is recorded as an invalid profile, with the reason."""
+        try:
+            members = self.unpack_zip(data)
+        except ZipUploadError as exc:
+            reason = f"it is not a zip of whylogs profiles this server takes ({exc})"
+            sha256 = hashlib.sha256(data).hexdigest()
+            checked = blob_key(upload.session_id, upload.id, sha256)
+            self.blobs.put_bytes(checked, data)
+            try:
+                outcome = self.metadata.mark_stored(
+                    upload.id,
+                    key=checked,
+                    size=len(data),
+                    sha256=sha256,
+                    if_unstored=True,
+                    invalid=reason,
+                )
+            except StoreError:
+                self.blobs.delete(checked)
+                return None
+            self.blobs.delete(key)
+            self.upload_landed(outcome)
+            return outcome.upload
+        try:
+            outcome = self.store_zip(upload, members)
+        except StoreError:
+            return None  # the session was claimed or deleted meanwhile
+        self.blobs.delete(key)
         return outcome.upload
 
     def _holds(self, key: str, data: bytes) -> bool:

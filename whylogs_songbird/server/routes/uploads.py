@@ -32,8 +32,10 @@ from whylogs_songbird.server.store import (
     Store,
     StoredOutcome,
     UnknownUploadError,
+    UploadRecord,
     is_valid_id,
 )
+from whylogs_songbird.server.zipped import ZipUploadError, looks_like_zip
 
 T = TypeVar("T")
 
@@ -172,6 +174,8 @@ def _store_small_body(
     opened = _open_upload(store, upload_id, digest)
     if not data:
         raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
+    if opened.upload.format == "zip" and looks_like_zip(data):
+        return _store_zip(store, config, opened.upload, data), len(data), digest
     try:
         shape = check_profile_bytes(data, max_columns=config.max_columns)
     except ProfileCheckError as exc:
@@ -197,6 +201,10 @@ async def _store_streamed_body(
             raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
 
         def check_and_store() -> StoredOutcome:
+            if upload.format == "zip":
+                data = tmp.read_bytes()  # at most the upload limit; its members are unpacked in memory
+                if looks_like_zip(data):
+                    return _store_zip(store, config, upload, data)
             shape = _check_profile_file(tmp, config.max_columns)
             check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
             return _stored(
@@ -209,6 +217,29 @@ async def _store_streamed_body(
     finally:
         await run_in_threadpool(tmp.unlink, True)
     return outcome, size, digest
+
+
+def _store_zip(store: Store, config: ServerConfig, upload: UploadRecord, data: bytes) -> StoredOutcome:
+    """Unpack a zip of segment profiles (whylogs' ``write(zip=True)``), check every member, then the
+    session's quota, then store each as a profile of the batch; ApiError(400) when the zip or a
+    member is refused (nothing is stored then)."""
+    try:
+        members = store.unpack_zip(data)
+    except ZipUploadError as exc:
+        raise ApiError(
+            400,
+            f"The body is not a zip of whylogs profiles this server takes, so nothing was stored: {exc}. "
+            "PUT the zip whylogs' write(zip=True) makes, or write without zip=True.",
+        ) from None
+    check_session_quota(
+        store,
+        config,
+        upload.session_id,
+        new_profiles=len(members),
+        new_bytes=sum(len(content) for content, _ in members),
+        replacing=upload.id,
+    )
+    return _stored(lambda: store.store_zip(upload, members))
 
 
 async def _receive_to_file(request: Request, fd: int) -> tuple[int, str]:

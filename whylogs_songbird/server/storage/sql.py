@@ -44,7 +44,7 @@ from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
 #: Bumped when the schema changes; kept in the ``meta`` table.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -129,6 +129,8 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "purge_lease", "{BIGINT}"),
     # claims of a profile's summary so far: a profile whose summarising keeps crashing is given up on
     ("uploads", "ingest_tries", "INTEGER"),
+    # what a slot takes: NULL one profile, 'zip' a zip of segment profiles (see UploadFormat)
+    ("uploads", "format", "TEXT"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
@@ -217,6 +219,7 @@ def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
         duplicate_of=row.get("duplicate_of"),
         ingest_lease=row.get("ingest_lease"),
         ingest_tries=int(row.get("ingest_tries") or 0),
+        format=row.get("format"),
     )
 
 
@@ -400,6 +403,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                     segment_tags=tuple(spec.segment_tags),
                     created_at=created,
                     expires_at=expires,
+                    format=spec.format,
                 )
             )
         with self._transaction() as conn:
@@ -409,7 +413,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                 self._exec(
                     conn,
                     "INSERT INTO uploads (id, session_id, kind, dataset_timestamp, alias, segment_tags, created_at,"
-                    " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " expires_at, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         r.id,
                         r.session_id,
@@ -419,6 +423,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                         _tags_json(r.segment_tags),
                         r.created_at,
                         r.expires_at,
+                        r.format,
                     ),
                 )
         return records
