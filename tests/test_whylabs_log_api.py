@@ -127,6 +127,28 @@ def test_a_batch_write_lands_in_the_datasets_timeline(log_server, whylabs_env):
     assert container(log_server).id not in r.text, "the container's id is no name outside the server"
 
 
+def test_profiles_of_one_dataset_segment_and_bucket_add_up(log_server, whylabs_env):
+    """WhyLabs merges profiles written for the same timestamp: both count. A re-sent profile (the
+    same bytes: a retry) counts once."""
+    whylabs_env(log_server.url)
+    writer = WhyLabsWriter()
+    stamp = pd.Timestamp(T0 + 3600_000, unit="ms", tz="UTC").to_pydatetime()
+    views = []
+    for rows, offset in ((7, 0), (11, 100)):
+        profile = why.log(frame(rows, offset)).profile()
+        profile.set_dataset_timestamp(stamp)
+        views.append(profile.view())
+    for view in (views[0], views[1], views[0]):
+        ok, message = writer.write(view)
+        assert ok, message
+    store = log_server.app.state.store
+    store.learn_landed(container(log_server).id)
+    assert len(store.list_profiles(container(log_server).id, kind="batch")) == 2, "the re-sent bytes are kept once"
+    document = timeline(log_server).json()
+    assert amount_counts(document) == {T0: 18}
+    assert document["columns"]["amount"]["max"][0] == 110.0, "the bucket merges both profiles"
+
+
 def test_a_segmented_batch_is_one_call_per_segment(log_server, whylabs_env):
     whylabs_env(log_server.url)
     df = frame(40)
