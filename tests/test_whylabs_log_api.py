@@ -236,6 +236,38 @@ def test_a_refused_zip_stores_nothing(server_factory, make_profile_bytes):
             assert profiles == []
 
 
+def test_v0_profiles_are_read_with_whylogs_own_v0_reader(log_server, whylabs_env):
+    """whylogs writes v0 profiles for model-performance metrics and with use_v0=True: both are kept,
+    a segment's tags read from the v0 message, its counts on the timeline."""
+    whylabs_env(log_server.url)
+    writer = WhyLabsWriter()
+    stamp = pd.Timestamp(T0, unit="ms", tz="UTC").to_pydatetime()
+    df = frame(30)
+    segments = why.log(df, schema=DatasetSchema(segments=segment_on_column("region")))
+    for view in segments.get_writables():  # one at a time: whylogs passes use_v0 on for single views only
+        ok, message = writer.write(view, use_v0=True)
+        assert ok, message
+    scored = pd.DataFrame({"pred": [1, 0, 1, 1, 0], "target": [1, 0, 0, 1, 0], "score": [0.9, 0.1, 0.6, 0.8, 0.3]})
+    performance = why.log_classification_metrics(
+        scored, target_column="target", prediction_column="pred", score_column="score", log_full_data=True
+    )
+    performance.set_dataset_timestamp(stamp + pd.Timedelta(days=1))
+    ok, message = writer.write(performance)
+    assert ok, message
+
+    store = log_server.app.state.store
+    cid = container(log_server).id
+    store.learn_landed(cid)
+    batches = store.list_profiles(cid, kind="batch")
+    assert all(not store.read_profile_bytes(b).startswith(b"WHY1") for b in batches), "whylogs wrote v0 bytes"
+    assert sorted(b.segment_tags for b in batches) == [(), (("region", "north"),), (("region", "south"),)]
+    document = timeline(log_server).json()
+    assert document["segments"] == ["region=north", "region=south"]
+    assert sum(amount_counts(document).values()) == 30
+    assert sum(n or 0 for n in document["columns"]["score"]["count"]) == 5
+    assert all(store.get_upload(b.id).ingest_state == "ready" for b in batches)
+
+
 def test_references_unsegmented_and_segmented(log_server, whylabs_env):
     whylabs_env(log_server.url)
     ok, message = WhyLabsWriter().option(reference_profile_name="baseline").write(why.log(frame(10)).profile().view())
