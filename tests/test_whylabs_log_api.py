@@ -111,42 +111,28 @@ def amount_counts(document: dict) -> dict[int, int]:
 
 
 def test_a_batch_write_lands_in_the_datasets_timeline(log_server, whylabs_env):
+    """Profiles of one dataset, segment and bucket add up, as WhyLabs merges them: two different
+    profiles with the same timestamp both count; a re-sent profile (the same bytes: a retry) once."""
     whylabs_env(log_server.url)
     writer = WhyLabsWriter()
-    for day, rows in ((0, 12), (1, 30)):
-        profile = why.log(frame(rows, day)).profile()
+    views = []
+    for day, rows, offset in ((0, 12, 0), (1, 30, 0), (0, 7, 100)):
+        profile = why.log(frame(rows, offset)).profile()
         profile.set_dataset_timestamp(pd.Timestamp(T0 + day * DAY_MS, unit="ms", tz="UTC").to_pydatetime())
-        ok, message = writer.write(profile.view())
+        views.append(profile.view())
+    for view in (*views, views[0]):
+        ok, message = writer.write(view)
         assert ok, message
 
     r = timeline(log_server)
     assert r.status_code == 200, r.text
     document = r.json()
     assert document["session_id"] == f"{ORG}/{DATASET}"
-    assert amount_counts(document) == {T0: 12, T0 + DAY_MS: 30}
-    assert container(log_server).id not in r.text, "the container's id is no name outside the server"
-
-
-def test_profiles_of_one_dataset_segment_and_bucket_add_up(log_server, whylabs_env):
-    """WhyLabs merges profiles written for the same timestamp: both count. A re-sent profile (the
-    same bytes: a retry) counts once."""
-    whylabs_env(log_server.url)
-    writer = WhyLabsWriter()
-    stamp = pd.Timestamp(T0 + 3600_000, unit="ms", tz="UTC").to_pydatetime()
-    views = []
-    for rows, offset in ((7, 0), (11, 100)):
-        profile = why.log(frame(rows, offset)).profile()
-        profile.set_dataset_timestamp(stamp)
-        views.append(profile.view())
-    for view in (views[0], views[1], views[0]):
-        ok, message = writer.write(view)
-        assert ok, message
+    assert amount_counts(document) == {T0: 12 + 7, T0 + DAY_MS: 30}
+    assert document["columns"]["amount"]["max"][0] == 106.0, "the bucket merges both profiles"
     store = log_server.app.state.store
-    store.learn_landed(container(log_server).id)
-    assert len(store.list_profiles(container(log_server).id, kind="batch")) == 2, "the re-sent bytes are kept once"
-    document = timeline(log_server).json()
-    assert amount_counts(document) == {T0: 18}
-    assert document["columns"]["amount"]["max"][0] == 110.0, "the bucket merges both profiles"
+    assert len(store.list_profiles(container(log_server).id, kind="batch")) == 3, "the re-sent bytes are kept once"
+    assert container(log_server).id not in r.text, "the container's id is no name outside the server"
 
 
 def test_a_segmented_batch_is_one_call_per_segment(log_server, whylabs_env):
