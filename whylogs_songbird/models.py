@@ -23,6 +23,8 @@ API_KEY_HEADER = "X-API-Key"
 DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
 #: The timeline of a session (JSON), as a path template.
 TIMELINE_PATH = "/api/v1/sessions/{session_id}/timeline"
+#: The timeline of an organization's dataset (read with a key of the organization, as ``X-API-Key``).
+DATASET_TIMELINE_PATH = "/api/v1/organizations/{org_id}/datasets/{dataset_id}/timeline"
 
 #: The observatory shows at most this many profiles at a time.
 MAX_PROFILES_PER_LINK = 3

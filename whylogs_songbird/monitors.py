@@ -280,10 +280,11 @@ def _explain(error: Mapping[str, Any]) -> str:
                 f"unknown top-level key {field!r}; valid keys: reference, granularity, segment, sessions, "
                 "datasets, [[monitor]], [[notify]]"
             )
+        table = _location(loc[:-1])  # the table the key is in (the key itself may hold a comma)
         if loc[0] == "notify":
-            return f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: url, email, format, secret_env, on"
+            return f"{table}: unknown key {field!r}; valid keys: url, email, format, secret_env, on"
         return (
-            f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: name, columns, metric, fail_on, against, "
+            f"{table}: unknown key {field!r}; valid keys: name, columns, metric, fail_on, against, "
             "min, max"
         )
     if kind == "missing":

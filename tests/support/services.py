@@ -350,3 +350,34 @@ def _wait_for_s3(service: S3Service, proc: subprocess.Popen[bytes], deadline: fl
 
     _wait_until(gateway_up, deadline, "SeaweedFS", proc)
     _wait_until(writable, deadline, "SeaweedFS (writable)", proc)
+
+
+# -- services started once for many test runs (scripts/mutation) ----------------------------------
+
+#: Names running services for test sessions to reuse instead of starting their own: JSON written by
+#: :func:`shared_services_env` (scripts/mutation starts each once, not once per mutant).
+SHARED_SERVICES = "TEST_SHARED_SERVICES"
+
+
+def shared_services_env(postgres: PostgresService | None, s3: S3Service | None) -> dict[str, str]:
+    """The environment that makes test sessions use these running services."""
+    described: dict[str, object] = {}
+    if postgres is not None:
+        described["postgres"] = {"port": postgres.port, "socket_dir": str(postgres.socket_dir)}
+    if s3 is not None:
+        described["s3"] = {"endpoint_url": s3.endpoint_url, "access_key": s3.access_key, "secret_key": s3.secret_key}
+    return {SHARED_SERVICES: json.dumps(described)}
+
+
+def shared_postgres(environ: dict[str, str] | None = None) -> PostgresService | None:
+    """The running PostgreSQL that :data:`SHARED_SERVICES` names, if any."""
+    described = json.loads((os.environ if environ is None else environ).get(SHARED_SERVICES) or "{}")
+    found = described.get("postgres")
+    return PostgresService(port=int(found["port"]), socket_dir=Path(found["socket_dir"])) if found else None
+
+
+def shared_s3(environ: dict[str, str] | None = None) -> S3Service | None:
+    """The running SeaweedFS that :data:`SHARED_SERVICES` names, if any."""
+    described = json.loads((os.environ if environ is None else environ).get(SHARED_SERVICES) or "{}")
+    found = described.get("s3")
+    return S3Service(**found) if found else None

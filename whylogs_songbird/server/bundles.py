@@ -194,7 +194,7 @@ def read_manifest(archive: zipfile.ZipFile) -> list[_Entry]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f'The bundle\'s {MANIFEST} is not a songbird bundle manifest (no "format": "{FORMAT}").')
     version = manifest.get("version")
-    if version != VERSION:
+    if isinstance(version, bool) or version != VERSION:  # JSON true is no version 1
         raise BundleError(
             f"The bundle has version {str(version)[:20]}; this server reads version {VERSION}. "
             "Import it with the songbird version that exported it, or export it again."

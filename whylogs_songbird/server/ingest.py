@@ -148,6 +148,8 @@ class IngestWorker:
                 if learned:
                     continue
                 self._wake.wait(self.poll_seconds)
+                if self._stop.is_set():
+                    return  # the wake stays set for the other threads: each stops at once
                 self._wake.clear()
                 continue
             for upload in claimed:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -343,3 +344,123 @@ def test_verdicts_are_remembered_per_header_and_forgotten_after_256(loopback, mo
     exchange.call(middleware, b"localhost")
     assert asked[-1] == "localhost"
     assert all(m["status"] == 200 for m in exchange.sent if m["type"] == "http.response.start")
+
+
+# -- edges of parsing, the machine's names, and the middleware's pass-through ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "host"),
+    [
+        ("[]:80", ""),  # brackets with nothing inside: an empty host (refused)
+        ("[::1]x]", "::1"),  # the host ends at the first closing bracket
+        ("[::1]]:8787", "::1"),
+    ],
+)
+def test_host_from_header_brackets(header, host):
+    assert host_from_header(header) == host
+
+
+@pytest.mark.parametrize("host", ["X::", "[X0.0.0.0]", "x0.0.0.0"])
+def test_a_name_that_only_looks_like_a_wildcard_address_is_not_one(host):
+    assert is_wildcard(host) is False
+
+
+class FakeAddress:
+    def __init__(self, family: int, address: str) -> None:
+        self.family, self.address = family, address
+
+
+def fake_socket(hostname: str, fqdn: str) -> Any:
+    import socket as real
+
+    return type(
+        "FakeSocket",
+        (),
+        {
+            "gethostname": staticmethod(lambda: hostname),
+            "getfqdn": staticmethod(lambda: fqdn),
+            "AF_INET": real.AF_INET,
+            "AF_INET6": real.AF_INET6,
+        },
+    )
+
+
+def test_machine_names_are_the_host_names_and_the_ip_addresses_of_every_interface(monkeypatch):
+    import socket as real
+    import sys
+
+    interfaces = {
+        "lo": [FakeAddress(real.AF_INET, "127.0.0.1"), FakeAddress(real.AF_INET6, "::1")],
+        "eth0": [
+            FakeAddress(real.AF_INET, "192.168.1.10"),
+            FakeAddress(real.AF_INET6, "FE80::0001%eth0%x"),  # zone cut at its first %
+            FakeAddress(getattr(real, "AF_PACKET", 17), "00:11:22:33:44:55"),  # a link-layer address: not a name
+        ],
+    }
+    monkeypatch.setitem(
+        sys.modules, "psutil", type("FakePsutil", (), {"net_if_addrs": staticmethod(lambda: interfaces)})
+    )
+    monkeypatch.setattr(security, "socket", fake_socket("Box.", "box.LAN"))
+    assert security.machine_names() == {"box", "box.lan", "127.0.0.1", "::1", "192.168.1.10", "fe80::1"}
+
+
+def test_machine_names_without_psutil_are_the_host_names(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil raises ImportError
+    monkeypatch.setattr(security, "socket", fake_socket("box", ""))
+    assert security.machine_names() == {"box"}
+
+
+def test_other_scopes_get_the_original_receive_and_send(loopback):
+    seen: list[tuple[Any, Any]] = []
+
+    async def app(scope, receive, send):
+        seen.append((receive, send))
+
+    async def receive():
+        return {"type": "lifespan.startup"}
+
+    async def send(message):
+        pass
+
+    asyncio.run(SecurityMiddleware(app, loopback)({"type": "lifespan"}, receive, send))
+    assert seen == [(receive, send)]
+
+
+def test_an_http_request_gets_the_original_receive(loopback):
+    seen: list[Any] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope, receive, send):
+        seen.append(receive)
+        await send({"type": "http.response.start", "status": 204})  # no headers key at all
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b""}  # no headers key either
+    asyncio.run(SecurityMiddleware(app, loopback)(scope, receive, send))
+    assert seen == [receive]
+    assert sent[0]["status"] == 204
+    assert dict(sent[0]["headers"])[b"cache-control"] == b"no-store"
+    assert dict(sent[0]["headers"])[b"x-content-type-options"] == b"nosniff"
+
+
+def test_refusals_and_hang_ups_are_logged_at_debug_only(loopback, caplog):
+    caplog.set_level(logging.DEBUG, logger="whylogs_songbird.server")
+    Exchange().run(loopback, b"Evil.Example:80")
+    Exchange(raises=ClientDisconnect()).run(loopback, b"localhost")
+    records = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "whylogs_songbird.server"]
+    assert records == [
+        (logging.DEBUG, "refused a request for host 'evil.example'"),
+        (logging.DEBUG, "the client went away before its request body was read"),
+    ]
+    caplog.clear()
+    Exchange().run(loopback, b"x" * 300)
+    assert [r.getMessage() for r in caplog.records] == [f"refused a request for host {'x' * 100!r}"]

@@ -11,6 +11,8 @@ from whylogs_songbird.server import security
 from whylogs_songbird.server.connections import CoalescingTransport
 from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
 
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/connections.py", "whylogs_songbird/server/security.py")
+
 
 class FakeTransport:
     """Records what reaches the socket."""

@@ -8,8 +8,10 @@ endpoint, and no HEAD request to WhyLabs' public bucket: ``_WHYLABS_SKIP_CONFIG_
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import zipfile
 from collections.abc import Callable, Iterator
 
 import pandas as pd
@@ -109,19 +111,27 @@ def amount_counts(document: dict) -> dict[int, int]:
 
 
 def test_a_batch_write_lands_in_the_datasets_timeline(log_server, whylabs_env):
+    """Profiles of one dataset, segment and bucket add up, as WhyLabs merges them: two different
+    profiles with the same timestamp both count; a re-sent profile (the same bytes: a retry) once."""
     whylabs_env(log_server.url)
     writer = WhyLabsWriter()
-    for day, rows in ((0, 12), (1, 30)):
-        profile = why.log(frame(rows, day)).profile()
+    views = []
+    for day, rows, offset in ((0, 12, 0), (1, 30, 0), (0, 7, 100)):
+        profile = why.log(frame(rows, offset)).profile()
         profile.set_dataset_timestamp(pd.Timestamp(T0 + day * DAY_MS, unit="ms", tz="UTC").to_pydatetime())
-        ok, message = writer.write(profile.view())
+        views.append(profile.view())
+    for view in (*views, views[0]):
+        ok, message = writer.write(view)
         assert ok, message
 
     r = timeline(log_server)
     assert r.status_code == 200, r.text
     document = r.json()
     assert document["session_id"] == f"{ORG}/{DATASET}"
-    assert amount_counts(document) == {T0: 12, T0 + DAY_MS: 30}
+    assert amount_counts(document) == {T0: 12 + 7, T0 + DAY_MS: 30}
+    assert document["columns"]["amount"]["max"][0] == 106.0, "the bucket merges both profiles"
+    store = log_server.app.state.store
+    assert len(store.list_profiles(container(log_server).id, kind="batch")) == 3, "the re-sent bytes are kept once"
     assert container(log_server).id not in r.text, "the container's id is no name outside the server"
 
 
@@ -135,7 +145,113 @@ def test_a_segmented_batch_is_one_call_per_segment(log_server, whylabs_env):
     store.learn_landed(container(log_server).id)
     batches = store.list_profiles(container(log_server).id, kind="batch")
     assert len(batches) == 2, "one profile per segment"
-    assert sum(amount_counts(timeline(log_server).json()).values()) == 40
+    # whylogs names no segment in log/async: each profile's own header does
+    assert sorted(b.segment_tags for b in batches) == [(("region", "north"),), (("region", "south"),)]
+    document = timeline(log_server).json()
+    assert document["segments"] == ["region=north", "region=south"]
+    assert sum(amount_counts(document).values()) == 40
+    north = timeline(log_server, segment="region=north").json()
+    assert sum(amount_counts(north).values()) == sum(df["region"] == "north")
+
+
+def test_a_segmented_batch_written_as_one_zip(log_server, whylabs_env):
+    whylabs_env(log_server.url)
+    df = frame(40)
+    results = why.log(df, schema=DatasetSchema(segments=segment_on_column("region")))
+    ok, message = WhyLabsWriter().write(results, zip=True)
+    assert ok, message
+    store = log_server.app.state.store
+    cid = container(log_server).id
+    store.learn_landed(cid)
+    batches = store.list_profiles(cid, kind="batch")
+    assert sorted(b.segment_tags for b in batches) == [(("region", "north"),), (("region", "south"),)], (
+        "each member of the zip is a profile of the batch, its segment read from its own header"
+    )
+    assert len({b.dataset_timestamp for b in batches}) == 1
+    document = timeline(log_server).json()
+    assert document["segments"] == ["region=north", "region=south"]
+    assert sum(amount_counts(document).values()) == 40
+    south = timeline(log_server, segment="region=south").json()
+    assert sum(amount_counts(south).values()) == sum(df["region"] == "south")
+
+
+def _zip_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_a_refused_zip_stores_nothing(server_factory, make_profile_bytes):
+    """A zip slot refuses a zip with a member that is no profile, a path in a name, or a bomb; nothing is kept."""
+    log_server = server_factory(api_keys=[KEY], max_upload_bytes=1024 * 1024)
+    profile = make_profile_bytes(n_rows=5)
+    bomb = _zip_of({"a.bin": profile, "b.bin": bytes(2 * 1024 * 1024)})  # 2 MiB of zeros in a few KB
+    assert len(bomb) < 64 * 1024
+    refused = {
+        "not a well-formed whylogs profile": _zip_of({"a.bin": profile, "b.bin": b"WHY1 not really"}),
+        "not a plain file name": _zip_of({"../a.bin": profile}),
+        "upload limit": bomb,
+    }
+    store = log_server.app.state.store
+    for expected, body in refused.items():
+        r = requests.post(
+            f"{log_server.url}/v0/organizations/{ORG}/log/async/{DATASET}",
+            json={"datasetTimestamp": T0},
+            headers={"X-API-Key": KEY, "X-WhyLabs-File-Extension": "ZIP"},
+            timeout=TIMEOUT,
+        )
+        assert r.status_code == 200, r.text
+        put = requests.put(r.json()["uploadUrl"], data=body, timeout=TIMEOUT)
+        cid = container(log_server).id
+        store.learn_landed(cid)
+        profiles = store.list_profiles(cid)
+        if store.presigns:  # the PUT went to the blob store: the zip is recorded invalid, with the reason
+            assert put.status_code == 200, put.text
+            assert [(p.id, p.invalid) for p in profiles if p.id == r.json()["id"]] == [(r.json()["id"], True)]
+            assert expected in store.get_upload(r.json()["id"]).ingest_error
+            assert [p for p in profiles if not p.invalid] == []
+        else:
+            assert put.status_code == 400, put.text
+            message = put.json()["message"]
+            assert (
+                message.startswith("The body is not a zip of whylogs profiles this server takes")
+                and expected in message
+            )
+            assert profiles == []
+
+
+def test_v0_profiles_are_read_with_whylogs_own_v0_reader(log_server, whylabs_env):
+    """whylogs writes v0 profiles for model-performance metrics and with use_v0=True: both are kept,
+    a segment's tags read from the v0 message, its counts on the timeline."""
+    whylabs_env(log_server.url)
+    writer = WhyLabsWriter()
+    stamp = pd.Timestamp(T0, unit="ms", tz="UTC").to_pydatetime()
+    df = frame(30)
+    segments = why.log(df, schema=DatasetSchema(segments=segment_on_column("region")))
+    for view in segments.get_writables():  # one at a time: whylogs passes use_v0 on for single views only
+        ok, message = writer.write(view, use_v0=True)
+        assert ok, message
+    scored = pd.DataFrame({"pred": [1, 0, 1, 1, 0], "target": [1, 0, 0, 1, 0], "score": [0.9, 0.1, 0.6, 0.8, 0.3]})
+    performance = why.log_classification_metrics(
+        scored, target_column="target", prediction_column="pred", score_column="score", log_full_data=True
+    )
+    performance.set_dataset_timestamp(stamp + pd.Timedelta(days=1))
+    ok, message = writer.write(performance)
+    assert ok, message
+
+    store = log_server.app.state.store
+    cid = container(log_server).id
+    store.learn_landed(cid)
+    batches = store.list_profiles(cid, kind="batch")
+    assert all(not store.read_profile_bytes(b).startswith(b"WHY1") for b in batches), "whylogs wrote v0 bytes"
+    assert sorted(b.segment_tags for b in batches) == [(), (("region", "north"),), (("region", "south"),)]
+    document = timeline(log_server).json()
+    assert document["segments"] == ["region=north", "region=south"]
+    assert sum(amount_counts(document).values()) == 30
+    assert sum(n or 0 for n in document["columns"]["score"]["count"]) == 5
+    assert all(store.get_upload(b.id).ingest_state == "ready" for b in batches)
 
 
 def test_references_unsegmented_and_segmented(log_server, whylabs_env):
@@ -390,7 +506,14 @@ def test_the_raw_log_api_answers_what_whylabs_client_reads(log_server):
         headers={**headers, "X-WhyLabs-File-Extension": "ZIP"},
         timeout=TIMEOUT,
     )
-    assert r.status_code == 400 and "zip" in r.json()["message"]
+    assert r.status_code == 200 and log_server.app.state.store.get_upload(r.json()["id"]).format == "zip"
+    r = requests.post(
+        f"{url}/dataset-profiles/models/{DATASET}/reference-profile",
+        json={"alias": "z", "datasetTimestamp": T0, "segments": [{"tags": [{"key": "k", "value": "1"}]}]},
+        headers={**headers, "X-WhyLabs-File-Extension": "ZIP"},
+        timeout=TIMEOUT,
+    )
+    assert r.status_code == 400 and "for batch profiles only" in r.json()["message"]
     v1 = f"{log_server.url}/v1/log/async"
     r = requests.post(v1, json={"datasetTimestamp": T0}, headers=headers, timeout=TIMEOUT)
     assert r.status_code == 400 and "X-WhyLabs-Resource" in r.json()["message"]

@@ -1366,8 +1366,10 @@ def test_an_older_database_gets_the_new_columns_and_its_profiles_summarised(tmp_
             "storage: added column uploads.deleted_at",
             "storage: added column uploads.purge_lease",
             "storage: added column uploads.ingest_tries",
+            "storage: added column uploads.format",
         ]
         assert store.get_upload(kept).ingest_state == "pending"
+        assert store.get_upload(kept).format is None, "an older slot takes one profile"
         assert store.get_upload(empty).ingest_state is None
         assert store.metadata.pending_ingest() == 1
     finally:

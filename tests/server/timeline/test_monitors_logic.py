@@ -22,6 +22,7 @@ from whylogs_songbird.monitors import (
     Failure,
     Monitor,
     MonitorsError,
+    _explain,
     evaluate,
     load_monitors,
     loads_monitors,
@@ -494,3 +495,109 @@ def test_a_file_applies_to_the_sessions_and_datasets_it_names_or_to_all():
     sessions = loads_monitors('sessions = ["session-a"]\n' + MONITOR + 'metric = "drift"\n')
     assert sessions.applies_to_session("session-a") and not sessions.applies_to_session("session-b")
     assert not sessions.applies_to("dataset", "org-1/model-1"), "a file naming sessions leaves datasets alone"
+
+
+# -- [[notify]] tables, sessions, and where a mistake is ------------------------------------------
+
+NOTIFY = '[[notify]]\nurl = "http://127.0.0.1:9/hook"\n'
+COUNT = MONITOR + 'metric = "count"\nmax = 1\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            COUNT + NOTIFY + 'format = "xml"\n',
+            'm.toml: [[notify]] table 1, format: unknown format \'xml\'; give "json" or "slack"',
+        ),
+        (
+            COUNT + NOTIFY + 'on = ["failed", "later"]\n',
+            'm.toml: [[notify]] table 1, on: unknown event \'later\'; on takes "failed" and/or "resolved"',
+        ),
+        (
+            COUNT + NOTIFY + NOTIFY + "headers = 1\n",
+            "m.toml: [[notify]] table 2: unknown key 'headers'; valid keys: url, email, format, secret_env, on",
+        ),
+        (
+            COUNT + NOTIFY + '"a,b" = 1\n',
+            "m.toml: [[notify]] table 1: unknown key 'a,b'; valid keys: url, email, format, secret_env, on",
+        ),
+        (
+            COUNT + '"x, y" = 1\n',
+            "m.toml: monitor 1: unknown key 'x, y'; valid keys: name, columns, metric, fail_on, against, min, max",
+        ),
+        (
+            COUNT + NOTIFY + 'against = "x"\n',
+            "m.toml: [[notify]] table 1: unknown key 'against'; valid keys: url, email, format, secret_env, on",
+        ),
+        (
+            COUNT + 'format = "x"\n',
+            "m.toml: monitor 1: unknown key 'format'; valid keys: name, columns, metric, fail_on, against, min, max",
+        ),
+        (
+            COUNT + 'on = "x"\n',
+            "m.toml: monitor 1: unknown key 'on'; valid keys: name, columns, metric, fail_on, against, min, max",
+        ),
+        (
+            COUNT + "[[notify]]\n",
+            "m.toml: [[notify]] table 1: give url (a webhook) or email (addresses), exactly one of them",
+        ),
+        ('sessions = ["s", 2]\n' + COUNT, "m.toml: sessions.1: Input should be a valid string"),
+        ("sessions = 5\n" + COUNT, "m.toml: sessions: Input should be a valid tuple"),
+        ("reference = 5\n" + COUNT, "m.toml: reference: Input should be a valid string"),
+        (
+            "notify = [1]\n" + COUNT,
+            "m.toml: [[notify]] table 1: Input should be a valid dictionary or instance of NotifyTarget",
+        ),
+        (
+            '[[monitor]]\ncolumns = 5\nmetric = "count"\nmax = 1\n',
+            "m.toml: monitor 1, columns: Input should be a valid tuple",
+        ),
+        (
+            "colour = 1\n" + COUNT + NOTIFY + "x = 2\n",
+            "m.toml: [[notify]] table 1: unknown key 'x'; valid keys: url, email, format, secret_env, on; "
+            "unknown top-level key 'colour'; valid keys: reference, granularity, segment, sessions, "
+            "[[monitor]], [[notify]]",
+        ),
+    ],
+)
+def test_notify_and_top_level_mistakes_say_where_and_what_to_fix(text, message):
+    assert bad(text) == message
+
+
+def test_a_mistake_with_no_location_is_the_file_s_and_one_without_message_is_invalid():
+    assert _explain({"loc": (), "type": "value_error", "msg": "Value error, two things clash"}) == (
+        "the file: two things clash"
+    )
+    assert _explain({"type": "value_error"}) == "the file: invalid"
+    assert _explain({"loc": ("a", "b", 1), "type": "x", "msg": "m"}) == "a.b.1: m"
+    assert _explain({"loc": ("monitor", 0, "a", "b"), "type": "x", "msg": "m"}) == "monitor 1, a.b: m"
+    assert _explain({"loc": ("notify", 2, "a", 0, "b"), "type": "x", "msg": "m"}) == "[[notify]] table 3, a.b: m"
+    assert _explain({"loc": ("monitor", "x"), "type": "x", "msg": "m"}) == "monitor.x: m"
+
+
+def test_parsing_without_a_source_names_the_monitors_file():
+    with pytest.raises(MonitorsError) as caught:
+        parse_monitors({})
+    assert str(caught.value) == "monitors file: no monitors; add at least one [[monitor]] table with columns and metric"
+    with pytest.raises(MonitorsError) as caught:
+        loads_monitors("colour = 1\n")
+    assert str(caught.value) == (
+        "monitors file: unknown top-level key 'colour'; valid keys: reference, granularity, segment, sessions, "
+        "[[monitor]], [[notify]]"
+    )
+
+
+def test_sessions_limit_where_the_server_evaluates_the_monitors():
+    every = loads_monitors(COUNT)
+    assert (every.sessions, every.applies_to_session("s-1"), every.applies_to_session(None)) == (None, True, True)
+    some = loads_monitors('sessions = ["s-1", "s-2"]\n' + COUNT)
+    assert [some.applies_to_session(s) for s in ("s-1", "s-2", "s-3", None)] == [True, True, False, False]
+    assert loads_monitors('sessions = "s-1"\n' + COUNT).sessions == ("s-1",)
+
+
+def test_a_notify_target_s_repr_shows_where_it_goes_not_the_secret_path():
+    parsed = loads_monitors(
+        COUNT + NOTIFY.replace("hook", "T0/secret-path") + 'on = ["failed", "resolved"]\nformat = "slack"\n'
+    )
+    assert repr(parsed.notify[0]) == "NotifyTarget('http://127.0.0.1:9/…', format='slack', on=['failed', 'resolved'])"

@@ -69,7 +69,8 @@ router = APIRouter(tags=["organizations"], responses=ERROR_RESPONSES)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: How long an observatory link of a dataset opens its pages (the link carries a signed expiry).
 DATASET_LINK_TTL_SECONDS = LINK_TTL_SECONDS
-#: whylogs names the upload's format in this header: ``BIN`` (one profile) or ``ZIP`` (``write(zip=True)``).
+#: whylogs names the upload's format in this header: ``BIN`` (one profile) or ``ZIP`` (``write(zip=True)``:
+#: a zip of segment profiles of one batch, each stored as its own profile once it lands).
 FILE_EXTENSION_HEADER = "X-WhyLabs-File-Extension"
 
 
@@ -125,12 +126,17 @@ def key_org(request: Request, x_api_key: Annotated[str | None, Header(alias="X-A
 KeyOrgDep = Annotated[str, Depends(key_org)]
 
 
+def _zipped(extension: str | None) -> bool:
+    """Whether whylogs announced a zip of segment profiles (``write(zip=True)``) for this upload."""
+    return extension is not None and extension.strip().upper() == "ZIP"
+
+
 def _check_zip(extension: str | None) -> None:
-    if extension is not None and extension.strip().upper() == "ZIP":
+    if _zipped(extension):
         raise ApiError(
             400,
-            "This server does not take zipped uploads (whylogs' write(zip=True)) yet; "
-            "write without zip=True: whylogs then uploads one profile per segment.",
+            "This server takes zipped uploads (whylogs' write(zip=True)) for batch profiles only; "
+            "write this reference without zip=True: whylogs then uploads one profile per segment.",
         )
 
 
@@ -151,7 +157,6 @@ def _log_async(request: Request, org_id: str, dataset_id: str, body: LogAsyncReq
     store, config, signer = _parts(request)
     _check_name(dataset_id, "dataset")
     check_text(body)
-    _check_zip(request.headers.get(FILE_EXTENSION_HEADER))
     container = store.dataset_container(org_id, dataset_id)
     tags = _tags(body.segment_tags)
     upload = store.create_upload(
@@ -160,6 +165,7 @@ def _log_async(request: Request, org_id: str, dataset_id: str, body: LogAsyncReq
         ttl_seconds=config.url_ttl_seconds,
         dataset_timestamp=body.dataset_timestamp,
         segment_tags=tags,
+        format="zip" if _zipped(request.headers.get(FILE_EXTENSION_HEADER)) else None,
     )
     return AsyncLogResponse(
         id=upload.id,

@@ -1,0 +1,467 @@
+"""The ingest worker (whylogs_songbird/server/ingest.py) on the real embedded store, with a fake sandbox.
+
+The sandbox is the module's seam: a fake one answers a digest, refuses, crashes or is stopped, as
+the test tells it. Every outcome is read back from the real SQLite store: the profile's state,
+its reason, its tries and its summary. The worker loop is run on the test's own thread where a
+test needs to see one step (its clock and its waits replaced), and on its threads otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from whylogs_songbird.server import ingest
+from whylogs_songbird.server.ingest import BUSY_SHARE, LEASE_MS, IngestWorker, ingest_one
+from whylogs_songbird.server.sandbox import SandboxCrash, SandboxRefused, SandboxStopped
+from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
+
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+
+#: a well-formed serialized profile of one column without chunks (17 bytes)
+PROFILE = b"WHY1\x00\x0b\n\x02(\x01\x12\x05\n\x01c\x12\x00"
+OTHER = b"WHY1\x00\x0b\n\x02(\x01\x12\x05\n\x01d\x12\x00"
+DIGEST = b"the digest"
+
+
+class FakeSandbox:
+    """Answers ``outcome`` (bytes) or raises it (an exception), recording what it was given."""
+
+    def __init__(self, outcome: bytes | Exception | Callable[[bytes], bytes] = DIGEST) -> None:
+        self.outcome = outcome
+        self.given: list[bytes] = []
+        self.closed = 0
+
+    def digest(self, data: bytes) -> bytes:
+        self.given.append(data)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        if callable(self.outcome):
+            return self.outcome(data)
+        return self.outcome
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "data")
+    yield s
+    s.close()
+
+
+def put(store: Store, data: bytes = PROFILE, session_id: str | None = None) -> UploadRecord:
+    session_id = session_id or store.create_session("user").id
+    upload = store.create_uploads(session_id, [NewUpload("reference")], ttl_seconds=900)[0]
+    return store.store_profile_bytes(upload.id, data)
+
+
+def claim(store: Store) -> UploadRecord:
+    (claimed,) = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=1)
+    return claimed
+
+
+def state(store: Store, upload_id: str) -> tuple[str | None, str | None, int]:
+    record = store.get_upload(upload_id)
+    assert record is not None
+    return record.ingest_state, record.ingest_error, record.ingest_tries
+
+
+def test_the_constants():
+    assert LEASE_MS == 600_000 and BUSY_SHARE == 0.25
+    assert (ingest.POLL_SECONDS, ingest.STOP_GRACE_SECONDS) == (1.0, 5.0)
+
+
+# -- ingest_one -------------------------------------------------------------------------------------
+
+
+def test_a_good_profile_gets_its_digest_stored(store):
+    upload = put(store)
+    sandbox = FakeSandbox()
+    assert ingest_one(store, claim(store), sandbox) == DIGEST
+    assert sandbox.given == [PROFILE]
+    assert state(store, upload.id) == ("ready", None, 1)
+    assert store.metadata.get_summary(upload.id, hashlib.sha256(PROFILE).hexdigest()) == DIGEST
+
+
+def test_a_slot_without_bytes_is_left_alone(store):
+    session_id = store.create_session("user").id
+    slot = store.create_uploads(session_id, [NewUpload("reference")], ttl_seconds=900)[0]
+    sandbox = FakeSandbox()
+    assert ingest_one(store, slot, sandbox) is None
+    assert sandbox.given == []
+
+
+def test_unreadable_bytes_make_the_profile_invalid(store):
+    upload = put(store)
+    claimed = claim(store)
+    store.blobs.delete(claimed.path)
+    sandbox = FakeSandbox()
+    assert ingest_one(store, claimed, sandbox) is None
+    assert sandbox.given == []
+    assert state(store, upload.id) == ("invalid", "its stored bytes cannot be read (FileNotFoundError)", 1)
+
+
+def test_bytes_failing_the_cheap_check_never_reach_the_sandbox(store, caplog):
+    caplog.set_level(logging.INFO, logger="whylogs_songbird.server.ingest")
+    upload = put(store, b"not a profile")
+    sandbox = FakeSandbox()
+    assert ingest_one(store, claim(store), sandbox) is None
+    assert sandbox.given == []
+    reason = state(store, upload.id)[1]
+    assert state(store, upload.id)[0] == "invalid"
+    assert (
+        reason is not None and reason.startswith("it is not a well-formed whylogs profile (") and reason.endswith(")")
+    )
+    detail = reason[len("it is not a well-formed whylogs profile (") : -1]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ingest: upload {upload.id} is not a well-formed profile: {detail}"
+    ]
+
+
+def test_the_cheap_check_uses_the_store_s_column_limit(store):
+    upload = put(store)
+    store.max_columns = 0
+    sandbox = FakeSandbox()
+    assert ingest_one(store, claim(store), sandbox) is None
+    assert sandbox.given == [] and state(store, upload.id)[0] == "invalid"
+
+
+def test_a_profile_the_sandbox_refuses_is_invalid_with_its_reason(store, caplog):
+    caplog.set_level(logging.INFO, logger="whylogs_songbird.server.ingest")
+    upload = put(store)
+    assert ingest_one(store, claim(store), FakeSandbox(SandboxRefused("its KLL sketch is torn"))) is None
+    assert state(store, upload.id) == ("invalid", "its KLL sketch is torn", 1)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, f"ingest: upload {upload.id} is not a readable profile: its KLL sketch is torn")
+    ]
+
+
+def test_a_crash_releases_the_claim_counting_the_try_and_keeping_the_note(store, caplog):
+    upload = put(store)
+    assert ingest_one(store, claim(store), FakeSandbox(SandboxCrash("the child died of SIGSEGV"))) is None
+    assert state(store, upload.id) == ("pending", "the child died of SIGSEGV", 1)  # the note, kept while pending
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, f"ingest: upload {upload.id}: the child died of SIGSEGV (try 1 of 3)")
+    ]
+    # claimable again at once (the claim ended), and the note is the reason once the tries run out
+    ingest_one(store, claim(store), FakeSandbox(SandboxCrash("the child died of SIGSEGV")))
+    ingest_one(store, claim(store), FakeSandbox(SandboxCrash("the child hung")))
+    assert "try 3 of 3" in caplog.records[-1].getMessage()
+    assert store.metadata.claim_ingest(lease_ms=LEASE_MS) == []
+    invalid, reason, _ = state(store, upload.id)
+    assert invalid == "invalid" and reason is not None and "the child hung" in reason
+
+
+def test_a_stopped_sandbox_gives_the_try_back(store):
+    upload = put(store)
+    assert ingest_one(store, claim(store), FakeSandbox(SandboxStopped("closed"))) is None
+    assert state(store, upload.id) == ("pending", None, 0)
+    assert [u.id for u in store.metadata.claim_ingest(lease_ms=LEASE_MS)] == [upload.id]
+
+
+def test_a_digest_of_bytes_replaced_meanwhile_is_dropped(store):
+    upload = put(store)
+    claimed = claim(store)
+
+    def replace_then_answer(data: bytes) -> bytes:
+        store.store_profile_bytes(upload.id, OTHER)
+        return DIGEST
+
+    assert ingest_one(store, claimed, FakeSandbox(replace_then_answer)) is None
+    assert state(store, upload.id)[0] == "pending"
+    assert store.metadata.get_summary(upload.id, hashlib.sha256(PROFILE).hexdigest()) is None
+
+
+# -- the worker loop, one step at a time --------------------------------------------------------------
+
+
+class StoppingEvent(threading.Event):
+    """An event whose waits are recorded and then stop ``worker``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+        self.worker: IngestWorker | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        assert self.worker is not None
+        self.worker._stop.set()
+        return True
+
+
+class Clock:
+    """The module's ``time``: perf_counter advances by ``step`` at each read."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 100.0, step
+
+    def perf_counter(self) -> float:
+        self.now += self.step
+        return self.now
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def one_step(
+    store: Store,
+    sandbox: Any,
+    *,
+    busy: Callable[[], bool] | None = None,
+    step: float = 2.0,
+    monkeypatch: pytest.MonkeyPatch,
+    poll_seconds: float = 1.0,
+) -> tuple[IngestWorker, StoppingEvent, list]:
+    worker = IngestWorker(store, sandbox=sandbox, busy=busy, poll_seconds=poll_seconds)
+    stop_waits: list[float | None] = []
+    real_stop = worker._stop
+
+    class RecordingStop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            stop_waits.append(timeout)
+            self.set()
+            return True
+
+    worker._stop = RecordingStop()
+    del real_stop
+    wake = StoppingEvent()
+    wake.worker = worker
+    worker._wake = wake
+    monkeypatch.setattr(ingest, "time", Clock(step))
+    worker._run()
+    return worker, wake, stop_waits
+
+
+def test_under_load_the_worker_waits_three_times_what_a_profile_took(store, monkeypatch):
+    upload = put(store)
+    _, wake, stop_waits = one_step(store, FakeSandbox(), busy=lambda: True, step=2.0, monkeypatch=monkeypatch)
+    assert state(store, upload.id)[0] == "ready"
+    assert stop_waits == [pytest.approx(6.0)]  # took 2 s: summarising gets a quarter of the time
+    assert wake.waits == []
+
+
+def test_when_idle_the_worker_goes_on_without_waiting(store, monkeypatch):
+    first, second = put(store), put(store)
+    _, wake, stop_waits = one_step(store, FakeSandbox(), busy=lambda: False, monkeypatch=monkeypatch, poll_seconds=7.5)
+    assert state(store, first.id)[0] == "ready" and state(store, second.id)[0] == "ready"
+    assert stop_waits == [] and wake.waits == [7.5]  # then nothing left: it polls
+
+
+def test_without_a_busy_signal_the_worker_never_yields(store, monkeypatch):
+    upload = put(store)
+    _, wake, stop_waits = one_step(store, FakeSandbox(), busy=None, monkeypatch=monkeypatch)
+    assert state(store, upload.id)[0] == "ready" and stop_waits == [] and wake.waits == [1.0]
+
+
+def test_a_failing_profile_does_not_stop_the_worker(store, monkeypatch, caplog):
+    first, second = put(store), put(store)
+
+    class Exploding(FakeSandbox):
+        def digest(self, data: bytes) -> bytes:
+            if len(self.given) == 0:
+                self.given.append(data)
+                raise RuntimeError("boom")
+            return super().digest(data)
+
+    one_step(store, Exploding(), monkeypatch=monkeypatch)
+    states = sorted(state(store, u.id)[0] or "" for u in (first, second))
+    assert states == ["pending", "ready"]
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert record.getMessage() in {f"ingest: upload {first.id} failed", f"ingest: upload {second.id} failed"}
+
+
+def test_landed_uploads_found_mean_look_again_at_once(store, monkeypatch):
+    looks: list[int] = []
+
+    def learn_landed(stop: Callable[[], bool]) -> list[str]:
+        looks.append(1)
+        assert stop() is False
+        return ["log-x"] if len(looks) == 1 else []
+
+    monkeypatch.setattr(store, "learn_landed", learn_landed)
+    _, wake, _ = one_step(store, FakeSandbox(), monkeypatch=monkeypatch)
+    assert len(looks) == 2 and wake.waits == [1.0]
+
+
+def test_a_failing_look_for_landed_uploads_is_logged_and_the_worker_polls(store, monkeypatch, caplog):
+    def learn_landed(stop: Callable[[], bool]) -> list[str]:
+        raise OSError("the blob store is away")
+
+    monkeypatch.setattr(store, "learn_landed", learn_landed)
+    _, wake, _ = one_step(store, FakeSandbox(), monkeypatch=monkeypatch)
+    assert wake.waits == [1.0]
+    assert [r.getMessage() for r in caplog.records] == ["ingest: checking the blob store for landed uploads failed"]
+
+
+def test_a_failing_claim_is_logged_and_the_worker_polls(store, monkeypatch, caplog):
+    def claim_ingest(**kwargs: Any) -> list[UploadRecord]:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(store.metadata, "claim_ingest", claim_ingest)
+    _, wake, _ = one_step(store, FakeSandbox(), monkeypatch=monkeypatch)
+    assert wake.waits == [1.0]
+    assert [r.getMessage() for r in caplog.records] == ["ingest: claiming work failed"]
+
+
+def test_a_claim_failing_while_stopping_ends_the_loop_quietly(store, monkeypatch, caplog):
+    worker = IngestWorker(store, sandbox=FakeSandbox())
+
+    def claim_ingest(**kwargs: Any) -> list[UploadRecord]:
+        worker._stop.set()
+        raise RuntimeError("the store is closed")
+
+    monkeypatch.setattr(store.metadata, "claim_ingest", claim_ingest)
+    worker._run()
+    assert caplog.records == []
+
+
+def test_claims_take_one_profile_with_the_lease(store, monkeypatch):
+    asked: list[dict[str, Any]] = []
+    real = store.metadata.claim_ingest
+
+    def claim_ingest(**kwargs: Any) -> list[UploadRecord]:
+        asked.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(store.metadata, "claim_ingest", claim_ingest)
+    put(store)
+    one_step(store, FakeSandbox(), monkeypatch=monkeypatch)
+    assert asked[0] == {"lease_ms": 600_000, "limit": 1}
+
+
+def test_a_stopped_worker_leaves_claimed_profiles_it_has_not_started(store, monkeypatch):
+    first, second = put(store), put(store)
+    worker = IngestWorker(store, sandbox=FakeSandbox())
+    monkeypatch.setattr(store.metadata, "claim_ingest", lambda **kw: (worker._stop.set(), [claim(store)])[1])
+    sandbox = worker.sandbox
+    worker._run()
+    assert sandbox.given == []
+    assert {state(store, u.id)[0] for u in (first, second)} == {"pending"}
+
+
+# -- the threads ------------------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, f"waited too long for {what}"
+        time.sleep(0.01)
+
+
+def test_threads_start_once_summarise_what_is_put_and_stop(store):
+    sandbox = FakeSandbox()
+    worker = IngestWorker(store, sandbox=sandbox, concurrency=2, poll_seconds=60)
+    assert repr(worker) == "IngestWorker(concurrency=2, running=False)"
+    assert worker.start() is worker
+    threads = list(worker._threads)
+    assert [t.name for t in threads] == ["songbird-ingest-0", "songbird-ingest-1"]
+    assert all(t.daemon for t in threads)
+    worker.start()
+    assert worker._threads == threads  # started once
+    assert repr(worker) == "IngestWorker(concurrency=2, running=True)"
+    upload = put(store)
+    worker.wake()  # a PUT wakes it: no 60 s poll
+    wait_for(lambda: state(store, upload.id)[0] == "ready", "the profile's digest")
+    worker.stop()
+    assert worker._threads == [] and not any(t.is_alive() for t in threads)
+    assert sandbox.closed == 0  # nothing was being summarised: the sandbox is not killed
+    assert repr(worker) == "IngestWorker(concurrency=2, running=False)"
+    worker.start()  # and again after a stop
+    assert len(worker._threads) == 2 and all(t.is_alive() for t in worker._threads)
+    worker.stop()  # a thread between its claim and its wait when stopping stops too: no sandbox kill
+    assert sandbox.closed == 0
+
+
+def test_stopping_gives_up_a_profile_still_summarised_after_the_grace(store, monkeypatch):
+    monkeypatch.setattr(ingest, "STOP_GRACE_SECONDS", 0.05)
+    started, closed = threading.Event(), threading.Event()
+
+    class Hanging(FakeSandbox):
+        def digest(self, data: bytes) -> bytes:
+            started.set()
+            closed.wait(30)
+            raise SandboxStopped("closed")
+
+        def close(self) -> None:
+            super().close()
+            closed.set()
+
+    sandbox = Hanging()
+    upload = put(store)
+    worker = IngestWorker(store, sandbox=sandbox).start()
+    worker.wake()
+    assert started.wait(20)
+    worker.stop(timeout=20)
+    assert sandbox.closed == 1 and worker._threads == []
+    assert state(store, upload.id) == ("pending", None, 0)  # left for the next start, its try not counted
+
+
+class FakeThread:
+    """A worker thread as stop() sees it: its joins are recorded; alive until told otherwise."""
+
+    def __init__(self, joins: list[tuple[str, float | None]], name: str, alive: bool) -> None:
+        self.joins, self.name, self.alive = joins, name, alive
+
+    def join(self, timeout: float | None = None) -> None:
+        self.joins.append((self.name, timeout))
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+class Ticking:
+    """The module's clock for stop(): 100, 101, 102, ... at each read."""
+
+    def __init__(self) -> None:
+        self.now = 99.0
+
+    def monotonic(self) -> float:
+        self.now += 1
+        return self.now
+
+
+def stopping(store: Store, monkeypatch: pytest.MonkeyPatch, *, alive: bool, **stop: float) -> tuple[list, FakeSandbox]:
+    monkeypatch.setattr(ingest, "time", Ticking())
+    sandbox = FakeSandbox()
+    worker = IngestWorker(store, sandbox=sandbox)
+    joins: list[tuple[str, float | None]] = []
+    worker._threads = [FakeThread(joins, "a", alive), FakeThread(joins, "b", alive)]  # type: ignore[list-item]
+    worker.stop(**stop)
+    assert worker._threads == [] and worker._stop.is_set() and worker._wake.is_set()
+    return joins, sandbox
+
+
+def test_stop_waits_the_grace_then_gives_up_the_rest_of_the_timeout(store, monkeypatch):
+    joins, sandbox = stopping(store, monkeypatch, alive=True)  # deadline 130 (read at 100)
+    assert joins == [("a", 5.0), ("b", 5.0), ("a", 27.0), ("b", 26.0)]
+    assert sandbox.closed == 1
+
+
+def test_stop_never_waits_past_its_timeout(store, monkeypatch):
+    joins, sandbox = stopping(store, monkeypatch, alive=True, timeout=3)  # deadline 103
+    assert joins == [("a", 2.0), ("b", 1.0), ("a", 0.0), ("b", 0.0)]
+    assert sandbox.closed == 1
+
+
+def test_stop_kills_nothing_when_the_threads_ended(store, monkeypatch):
+    joins, sandbox = stopping(store, monkeypatch, alive=False, timeout=10)
+    assert joins == [("a", 5.0), ("b", 5.0), ("a", 7.0), ("b", 6.0)]
+    assert sandbox.closed == 0
+
+
+def test_the_worker_s_defaults(store):
+    worker = IngestWorker(store, sandbox=FakeSandbox())
+    assert (worker.concurrency, worker.poll_seconds, worker.busy) == (1, 1.0, None)
+    assert repr(worker) == "IngestWorker(concurrency=1, running=False)"

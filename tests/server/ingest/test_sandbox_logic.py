@@ -1,0 +1,432 @@
+"""The sandbox (whylogs_songbird/server/sandbox.py) as logic: the pool, the pipe protocol, the child's work.
+
+- The pool (:class:`Sandbox`) runs with its child class replaced by a fake (the module's seam):
+  which child a job gets, when a child is kept, retired or killed, and what each answer or
+  failure becomes (digest, refusal, crash, stop).
+- The pipe protocol (:class:`_Child`'s reads, writes, greeting and causes of death) runs against
+  tiny real processes: a few lines of Python that greet, echo, die or hang, without whylogs.
+- What a child does with a profile (:func:`summarise_in_child`) runs in this process on small
+  real profiles. test_sandbox.py checks real children over real HTTP.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from conftest import make_profile_bytes
+
+from whylogs_songbird.server import sandbox
+from whylogs_songbird.server.digest import digest_columns
+from whylogs_songbird.server.sandbox import (
+    Sandbox,
+    SandboxCrash,
+    SandboxLimits,
+    SandboxRefused,
+    SandboxStopped,
+    summarise_in_child,
+)
+from whylogs_songbird.server.summaries import SummaryError
+
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/sandbox.py")
+
+
+def test_the_default_limits():
+    limits = SandboxLimits()
+    assert (limits.memory_bytes, limits.cpu_seconds, limits.wall_seconds) == (2048 * 1024 * 1024, 120, 300.0)
+    assert (limits.jobs_per_child, limits.max_columns) == (1000, 20_000)
+    assert sandbox.STARTUP_SECONDS == 120.0 and sandbox.TEST_FAULT_ENV == "SONGBIRD_SANDBOX_TEST_FAULT"
+
+
+# -- the pool, with fake children -------------------------------------------------------------------
+
+
+class FakeChild:
+    """A child as the pool sees it. ``answers``: what its jobs get (a (kind, payload) or an exception)."""
+
+    made: list[FakeChild] = []
+    answers: list[Any] = []
+    greets = True
+
+    def __init__(self, limits: SandboxLimits) -> None:
+        self.limits = limits
+        self.jobs = 0
+        self.killed = 0
+        self.asked: list[tuple[bytes, bytes, float]] = []
+        self.ready_within: float | None = None
+        FakeChild.made.append(self)
+
+    def wait_ready(self, seconds: float) -> None:
+        self.ready_within = seconds
+        if not FakeChild.greets:
+            raise SandboxCrash("a sandbox process did not start (it did not greet)")
+
+    def ask(self, kind: bytes, payload: bytes, wall_seconds: float) -> tuple[bytes, bytes]:
+        self.jobs += 1
+        self.asked.append((kind, payload, wall_seconds))
+        answer = FakeChild.answers.pop(0)
+        if callable(answer):
+            answer = answer()
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def kill(self) -> None:
+        self.killed += 1
+
+    def why_dead(self) -> str:
+        return "the process summarising it crashed (SIGSEGV)"
+
+
+@pytest.fixture
+def fake_children(monkeypatch: pytest.MonkeyPatch) -> type[FakeChild]:
+    FakeChild.made, FakeChild.answers, FakeChild.greets = [], [], True
+    monkeypatch.setattr(sandbox, "_Child", FakeChild)
+    return FakeChild
+
+
+def test_a_digest_comes_from_a_child_that_is_then_reused(fake_children):
+    fake_children.answers = [(b"O", b"digest-1"), (b"O", b"digest-2")]
+    pool = Sandbox(SandboxLimits(wall_seconds=7.5))
+    assert repr(pool) == "Sandbox(max_children=2, idle=0, busy=0)"
+    assert pool.digest(b"profile-1") == b"digest-1"
+    assert pool.digest(b"profile-2") == b"digest-2"
+    (child,) = fake_children.made
+    assert child.asked == [(b"D", b"profile-1", 7.5), (b"D", b"profile-2", 7.5)]
+    assert child.ready_within == 120.0 and child.limits is pool.limits
+    assert pool.started == 1 and child.killed == 0
+    assert repr(pool) == "Sandbox(max_children=2, idle=1, busy=0)"
+
+
+def test_a_refusal_keeps_the_child_and_an_out_of_memory_one_retires_it(fake_children):
+    fake_children.answers = [(b"R", "not a profile ✗".encode()), (b"M", b"it needs more memory"), (b"O", b"d")]
+    pool = Sandbox()
+    with pytest.raises(SandboxRefused, match="^not a profile ✗$"):
+        pool.digest(b"x")
+    with pytest.raises(SandboxRefused, match="^it needs more memory$") as memory:
+        pool.digest(b"y")
+    assert not isinstance(memory.value, SandboxCrash)
+    first = fake_children.made[0]
+    assert first.killed == 1
+    assert pool.digest(b"z") == b"d"
+    assert len(fake_children.made) == 2 and pool.started == 2
+
+
+def test_an_unknown_answer_is_a_crash(fake_children):
+    fake_children.answers = [(b"X", b"\xff" + b"e" * 300)]
+    pool = Sandbox()
+    with pytest.raises(SandboxCrash) as crash:
+        pool.digest(b"x")
+    assert str(crash.value) == "the process summarising it failed (\ufffd" + "e" * 199 + ")"
+    assert not isinstance(crash.value, SandboxStopped)
+    assert fake_children.made[0].killed == 1  # not kept
+
+
+def test_a_hung_child_is_killed_and_counted_a_crash(fake_children):
+    fake_children.answers = [TimeoutError()]
+    pool = Sandbox(SandboxLimits(wall_seconds=2.5))
+    with pytest.raises(SandboxCrash) as crash:
+        pool.digest(b"x")
+    assert str(crash.value) == "the process summarising it did not answer within 2.5 s"
+    assert not isinstance(crash.value, SandboxStopped)
+    assert fake_children.made[0].killed >= 1 and repr(pool) == "Sandbox(max_children=2, idle=0, busy=0)"
+
+
+@pytest.mark.parametrize("error", [OSError("broken pipe"), EOFError()])
+def test_a_dead_child_says_why(fake_children, error):
+    fake_children.answers = [error]
+    with pytest.raises(SandboxCrash, match=r"^the process summarising it crashed \(SIGSEGV\)$") as crash:
+        Sandbox().digest(b"x")
+    assert not isinstance(crash.value, SandboxStopped)
+
+
+@pytest.mark.parametrize("error", [TimeoutError(), OSError("closed"), EOFError()])
+def test_a_job_cut_by_close_is_stopped_not_crashed(fake_children, error):
+    pool = Sandbox()
+
+    def closed_meanwhile() -> BaseException:
+        pool.close()
+        return error
+
+    fake_children.answers = [closed_meanwhile]
+    with pytest.raises(SandboxStopped, match="^the server stopped while summarising it$"):
+        pool.digest(b"x")
+    assert fake_children.made[0].killed >= 1
+    assert repr(pool) == "Sandbox(max_children=2, idle=0, busy=0)"
+
+
+def test_a_child_is_retired_after_its_jobs(fake_children):
+    fake_children.answers = [(b"O", b"1"), (b"O", b"2"), (b"O", b"3")]
+    pool = Sandbox(SandboxLimits(jobs_per_child=2))
+    pool.digest(b"a")
+    assert fake_children.made[0].killed == 0
+    pool.digest(b"b")  # its second job: retired
+    assert fake_children.made[0].killed == 1
+    pool.digest(b"c")
+    assert len(fake_children.made) == 2
+
+
+def test_a_child_that_does_not_start_frees_its_place(fake_children):
+    fake_children.greets = False
+    pool = Sandbox(max_children=1)
+    with pytest.raises(SandboxCrash, match="did not greet"):
+        pool.digest(b"x")
+    assert fake_children.made[0].killed == 1 and pool.started == 0
+    assert repr(pool) == "Sandbox(max_children=1, idle=0, busy=0)"
+    fake_children.greets = True
+    fake_children.answers = [(b"O", b"d")]
+    assert pool.digest(b"x") == b"d"  # the place was given back
+
+
+def test_close_kills_idle_and_busy_children_and_the_pool_starts_anew(fake_children):
+    fake_children.answers = [(b"O", b"1"), (b"O", b"2")]
+    pool = Sandbox()
+    pool.digest(b"a")
+    idle = fake_children.made[0]
+    pool.close()
+    assert idle.killed == 1 and repr(pool) == "Sandbox(max_children=2, idle=0, busy=0)"
+    pool.digest(b"b")
+    assert len(fake_children.made) == 2 and fake_children.made[1].killed == 0
+
+
+def test_at_most_max_children_at_once(fake_children):
+    release = threading.Event()
+    inside = threading.Semaphore(0)
+
+    def slow() -> tuple[bytes, bytes]:
+        inside.release()
+        release.wait(20)
+        return b"O", b"d"
+
+    fake_children.answers = [slow, slow, (b"O", b"third")]
+    pool = Sandbox(max_children=2)
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(pool.digest(b"x"))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    assert inside.acquire(timeout=20) and inside.acquire(timeout=20)
+    assert len(fake_children.made) == 2  # the third job waits for a child
+    assert repr(pool) == "Sandbox(max_children=2, idle=0, busy=2)"
+    release.set()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(results) == [b"d", b"d", b"third"] and len(fake_children.made) == 2
+
+
+def test_max_children_is_at_least_one(fake_children):
+    assert Sandbox(max_children=0).max_children == 1
+    assert Sandbox(max_children=-3).max_children == 1
+    assert Sandbox(max_children=3).max_children == 3
+    assert Sandbox().limits == SandboxLimits()
+
+
+# -- the pipe protocol, with tiny real processes ---------------------------------------------------
+
+
+GREET_AND_ECHO = """
+import os, struct, sys
+frame = struct.Struct("<cQ")
+out = os.fdopen(1, "wb")
+out.write(frame.pack(b"H", 0)); out.flush()
+while True:
+    head = sys.stdin.buffer.read(frame.size)
+    if len(head) < frame.size:
+        break
+    kind, size = frame.unpack(head)
+    data = sys.stdin.buffer.read(size)
+    out.write(frame.pack(b"O", len(data)) + data[::-1]); out.flush()
+"""
+
+
+def tiny_child(monkeypatch: pytest.MonkeyPatch, script: str) -> sandbox._Child:
+    """A _Child whose process runs ``script`` instead of the sandbox's child."""
+
+    def popen(args: list[str], **kwargs: Any) -> subprocess.Popen:
+        assert args[:2] == [sys.executable, "-c"]
+        assert args[2].endswith("child_main(1, 2, 3)")
+        assert kwargs["env"]["OMP_NUM_THREADS"] == "1" and kwargs["close_fds"] is True
+        return subprocess.Popen([sys.executable, "-S", "-c", script], **kwargs)  # noqa: S603
+
+    fake = SimpleNamespace(Popen=popen, PIPE=subprocess.PIPE, TimeoutExpired=subprocess.TimeoutExpired)
+    monkeypatch.setattr(sandbox, "subprocess", fake)
+    return sandbox._Child(SandboxLimits(memory_bytes=1, cpu_seconds=2, max_columns=3))
+
+
+def test_a_child_greets_then_answers_jobs(monkeypatch):
+    child = tiny_child(monkeypatch, GREET_AND_ECHO)
+    try:
+        child.wait_ready(20)
+        assert child.ask(b"D", b"abc", 20) == (b"O", b"cba")
+        assert child.ask(b"D", b"x" * 300_000, 20) == (b"O", b"x" * 300_000)  # more than a pipe holds at once
+        assert child.ask(b"D", b"", 20) == (b"O", b"")
+        assert child.jobs == 3
+    finally:
+        child.kill()
+    assert child.process.returncode is not None
+
+
+GREET = (
+    "import sys, struct; sys.stdout.buffer.write(struct.pack('<cQ', b'{kind}', {size})); sys.stdout.flush(); "
+    "sys.stdin.read()"
+)
+
+
+def test_a_child_that_greets_wrongly(monkeypatch):
+    child = tiny_child(
+        monkeypatch,
+        GREET.format(kind="X", size=0),
+    )
+    with pytest.raises(SandboxCrash, match=r"^a sandbox process did not start \(it did not greet\)$"):
+        child.wait_ready(20)
+    assert child.process.poll() is not None  # killed
+    sized = tiny_child(
+        monkeypatch,
+        GREET.format(kind="H", size=1),
+    )
+    with pytest.raises(SandboxCrash, match="did not greet"):
+        sized.wait_ready(20)
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("import sys; sys.exit(3)", "the process summarising it exited (code 3)"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "the process summarising it crashed (SIGSEGV)"),
+        (
+            "import os, signal; os.kill(os.getpid(), signal.SIGXCPU)",
+            "the process summarising it ran out of CPU time (SIGXCPU)",
+        ),
+    ],
+)
+def test_a_child_that_dies_before_greeting_says_why(monkeypatch, script, reason):
+    child = tiny_child(monkeypatch, script)
+    with pytest.raises(SandboxCrash) as crash:
+        child.wait_ready(20)
+    assert str(crash.value) == f"a sandbox process did not start ({reason})"
+
+
+def test_a_silent_child_times_out_and_is_killed(monkeypatch):
+    child = tiny_child(monkeypatch, "import time; time.sleep(60)")
+    with pytest.raises(
+        SandboxCrash, match=r"^a sandbox process did not start \(the process summarising it crashed \(SIGKILL\)\)$"
+    ):
+        child.wait_ready(0.2)
+
+
+def test_a_hung_job_times_out(monkeypatch):
+    child = tiny_child(
+        monkeypatch,
+        GREET_AND_ECHO.replace("data[::-1]); out.flush()", "data[::-1]); out.flush(); import time; time.sleep(60)"),
+    )
+    try:
+        child.wait_ready(20)
+        child.ask(b"D", b"a", 20)
+        with pytest.raises(TimeoutError):
+            child.ask(b"D", b"b", 0.2)
+        with pytest.raises(TimeoutError):
+            child.ask(b"D", b"c", 0)  # no time at all: not even the write
+    finally:
+        child.kill()
+
+
+def test_an_oversized_answer_is_not_read(monkeypatch):
+    script = (
+        "import sys, struct; f = struct.Struct('<cQ'); sys.stdout.buffer.write(f.pack(b'H', 0)); sys.stdout.flush();"
+        " sys.stdin.buffer.read(f.size + 1); sys.stdout.buffer.write(f.pack(b'O', 2048 * 1024 * 1024 + 1));"
+        " sys.stdout.flush(); sys.stdin.read()"
+    )
+    child = tiny_child(monkeypatch, script)
+    try:
+        child.wait_ready(20)
+        with pytest.raises(EOFError):
+            child.ask(b"D", b"a", 20)
+    finally:
+        child.kill()
+
+
+def test_a_child_that_exits_mid_answer(monkeypatch):
+    script = (
+        "import sys, struct; f = struct.Struct('<cQ'); sys.stdout.buffer.write(f.pack(b'H', 0)); sys.stdout.flush();"
+        " sys.stdin.buffer.read(f.size + 1); sys.stdout.buffer.write(f.pack(b'O', 10) + b'abc'); sys.stdout.flush()"
+    )
+    child = tiny_child(monkeypatch, script)
+    child.wait_ready(20)
+    with pytest.raises(EOFError):
+        child.ask(b"D", b"a", 20)
+    assert child.why_dead() == "the process summarising it exited (code 0)"
+
+
+def test_why_dead_names_unknown_signals(monkeypatch):
+    child = tiny_child(monkeypatch, "import time; time.sleep(60)")
+    child.kill()
+    child.process.returncode = -200  # no such signal
+    assert child.why_dead() == "the process summarising it crashed (signal 200)"
+    child.process.returncode = -int(signal.SIGKILL)
+    assert child.why_dead() == "the process summarising it crashed (SIGKILL)"
+
+
+# -- what a child does -------------------------------------------------------------------------
+
+
+def test_a_child_digests_a_real_profile():
+    digest = summarise_in_child(make_profile_bytes(20), max_columns=10)
+    assert sorted(digest_columns(digest)) == ["n", "s", "x"]
+
+
+def test_a_child_refuses_what_the_check_refuses():
+    with pytest.raises(SummaryError, match=r"^it is not a well-formed whylogs profile \(.+\)$"):
+        summarise_in_child(b"not a profile", max_columns=10)
+    with pytest.raises(SummaryError, match="not a well-formed whylogs profile"):
+        summarise_in_child(make_profile_bytes(5), max_columns=2)  # three columns
+
+
+def test_the_fast_digest_and_whylogs_agree():
+    data = make_profile_bytes(30, seed=4)
+    assert sandbox.summarise_bytes(data) == sandbox.summarise_in_child(data, max_columns=10)
+
+
+def test_the_test_fault_needs_its_marker(monkeypatch):
+    monkeypatch.delenv(sandbox.TEST_FAULT_ENV, raising=False)
+    sandbox._apply_test_fault(b"anything")
+    monkeypatch.setenv(sandbox.TEST_FAULT_ENV, "crash:" + b"MARK".hex())
+    kills: list[tuple[int, int]] = []
+    monkeypatch.setattr(sandbox.os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    sandbox._apply_test_fault(b"no marker here")
+    assert kills == []
+    sandbox._apply_test_fault(b"a MARK inside")
+    assert kills == [(sandbox.os.getpid(), signal.SIGSEGV)]
+    monkeypatch.setenv(sandbox.TEST_FAULT_ENV, "hang:" + b"MARK".hex())
+    sleeps: list[float] = []
+    monkeypatch.setattr(sandbox.time, "sleep", sleeps.append)
+    sandbox._apply_test_fault(b"a MARK inside")
+    assert sleeps == [3600] and len(kills) == 1
+    monkeypatch.setenv(sandbox.TEST_FAULT_ENV, "crash:")
+    sandbox._apply_test_fault(b"")
+    assert kills == [(sandbox.os.getpid(), signal.SIGSEGV)]
+
+
+def test_read_exactly():
+    import io
+
+    assert sandbox._read_exactly(io.BytesIO(b"abcdef"), 4) == b"abcd"
+    assert sandbox._read_exactly(io.BytesIO(b"ab"), 4) is None
+    assert sandbox._read_exactly(io.BytesIO(b""), 0) == b""
+
+    class Trickle(io.RawIOBase):
+        def __init__(self) -> None:
+            self.left = b"xyz"
+
+        def read(self, size: int = -1) -> bytes:
+            part, self.left = self.left[:1], self.left[1:]
+            return part
+
+    assert sandbox._read_exactly(Trickle(), 3) == b"xyz"
+
+
+def test_the_address_space_is_read_from_proc():
+    assert sandbox._address_space() > 1024 * 1024
