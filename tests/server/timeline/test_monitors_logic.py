@@ -557,7 +557,7 @@ COUNT = MONITOR + 'metric = "count"\nmax = 1\n'
             "colour = 1\n" + COUNT + NOTIFY + "x = 2\n",
             "m.toml: [[notify]] table 1: unknown key 'x'; valid keys: url, email, format, secret_env, on; "
             "unknown top-level key 'colour'; valid keys: reference, granularity, segment, sessions, "
-            "[[monitor]], [[notify]]",
+            "datasets, [[monitor]], [[notify]]",
         ),
     ],
 )
@@ -584,7 +584,7 @@ def test_parsing_without_a_source_names_the_monitors_file():
         loads_monitors("colour = 1\n")
     assert str(caught.value) == (
         "monitors file: unknown top-level key 'colour'; valid keys: reference, granularity, segment, sessions, "
-        "[[monitor]], [[notify]]"
+        "datasets, [[monitor]], [[notify]]"
     )
 
 
