@@ -18,11 +18,11 @@ import requests
 from conftest import make_profile_bytes
 from test_team_server import TS, link, new_session, new_slot, server_process
 
-from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
+from whylogs_songbird.server.ingest import LEASE_MS, ClaimHeartbeat, ingest_one
 from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.storage.s3 import S3BlobStore
-from whylogs_songbird.server.store import Store
+from whylogs_songbird.server.store import Store, now_ms
 
 #: Every change of these in the database is logged by a trigger the test installs: how many times
 #: each upload was recorded (stored_at set) and summarised (a summary written).
@@ -222,3 +222,37 @@ def test_a_page_answers_at_once_while_another_host_holds_a_claim_on_a_pending_pr
         assert profile_page.status_code == 202 and "still being summarised" in profile_page.text
         assert requests.get(link(url, session.id, [TS]).json()["observatoryUrl"], timeout=30).status_code == 200
         assert team_store.get_upload(pending_slot.id).ingest_state == "pending", "the claim was left to its holder"
+
+
+def test_a_dead_hosts_claim_is_taken_over_once_its_lease_runs_out_and_a_live_one_is_not(
+    storage_config, env, team_store, tmp_path
+):
+    database_url = storage_config["database_url"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(EVENT_LOG)
+    session = team_store.create_session("other-hosts")
+    slots = [team_store.create_upload(session.id, "batch", ttl_seconds=600, dataset_timestamp=TS + n) for n in (0, 1)]
+    for upload, seed in zip(slots, (1, 2), strict=True):
+        assert requests.put(team_store.upload_url(upload, 600), data=make_profile_bytes(seed=seed), timeout=10).ok
+    assert {u.id for u in team_store.learn_landed(session.id)} == {u.id for u in slots}
+    stuck, live = slots
+    lease_ms = 1500
+    # one host claimed `stuck` and died (no heartbeat); another is summarising `live` for a long time
+    team_store.metadata.owner = "a-host-that-died"
+    assert team_store.metadata.claim_upload_ingest(stuck.id, lease_ms=lease_ms)
+    team_store.metadata.owner = "a-live-host"
+    assert team_store.metadata.claim_upload_ingest(live.id, lease_ms=lease_ms)
+    heartbeat = ClaimHeartbeat(team_store, lease_ms=lease_ms)
+    (tmp_path / "a").mkdir()
+    with server_process(tmp_path / "a", storage_config, env, "--claim-lease", "1.5") as (url, _):
+        with heartbeat.hold(live.id):
+            wait_for(lambda: team_store.get_upload(stuck.id).ingest_state == "ready", "the stuck claim is taken over")
+            time.sleep(lease_ms / 1000)  # the live claim outlives its lease while the new host polls for work
+            held = team_store.get_upload(live.id)
+            assert (held.ingest_state, held.ingest_tries) == ("pending", 1), "a live host's claim was taken"
+            assert held.ingest_lease > now_ms(), "the heartbeat keeps renewing the live claim"
+        # the live host stops without a verdict (killed just now, say): its work is taken over too
+        wait_for(lambda: team_store.get_upload(live.id).ingest_state == "ready", "the ended claim is taken over")
+    logged = events(database_url)
+    for upload in slots:
+        assert [what for u, what in logged if u == upload.id] == ["recorded", "summarised"], upload.id

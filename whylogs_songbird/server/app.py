@@ -28,7 +28,7 @@ from whylogs_songbird.server.auth import ApiKeyRing, KeyOwner
 from whylogs_songbird.server.common import error_response
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
-from whylogs_songbird.server.ingest import IngestWorker
+from whylogs_songbird.server.ingest import IngestWorker, heartbeat_of
 from whylogs_songbird.server.lifecycle import PurgeWorker
 from whylogs_songbird.server.middleware import (
     BodyLimitMiddleware,
@@ -121,6 +121,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         ),
         max_children=config.ingest_concurrency + 1,
     )
+    heartbeat_of(the_store).lease_ms = round(config.claim_lease_seconds * 1000)
     worker = IngestWorker(
         the_store, sandbox=sandbox, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy
     )
@@ -181,9 +182,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(lifecycle.router)
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
-    mount_observatory(
-        app, the_store, public_url=config.public_url, list_sessions=config.list_sessions, sandbox=sandbox
-    )
+    mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions, sandbox=sandbox)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
     app.include_router(organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
     notifications = mount_notifications(app, the_store, config, monitors, timeline)

@@ -100,6 +100,7 @@ def config_from_options(
     blob_store: str | None = None,
     s3_endpoint_url: str | None = None,
     max_columns: int = 20_000,
+    claim_lease: float = 30.0,
     latency_ms: int = 0,
     fault_rate: float = 0.0,
     fault_seed: int | None = None,
@@ -141,6 +142,7 @@ def config_from_options(
         blob_store=blob_store,
         s3_endpoint_url=s3_endpoint_url,
         max_columns=max_columns,
+        claim_lease_seconds=claim_lease,
         monitors=monitors,
         allowed_hosts=list(allowed_host or []),
         list_sessions=list_sessions,
@@ -180,7 +182,11 @@ def serve_command(
     port: Annotated[
         int,
         typer.Option(
-            "--port", "-p", min=0, max=65535, envvar="SONGBIRD_LOCAL_PORT",
+            "--port",
+            "-p",
+            min=0,
+            max=65535,
+            envvar="SONGBIRD_LOCAL_PORT",
             help="Port to listen on. Default: $SONGBIRD_LOCAL_PORT (the local server's), then 8737.",
             show_default=False,
         ),
@@ -274,6 +280,17 @@ def serve_command(
         int,
         typer.Option("--max-columns", metavar="N", min=1, help="Refuse uploaded profiles with more columns."),
     ] = 20_000,
+    claim_lease: Annotated[
+        float,
+        typer.Option(
+            "--claim-lease",
+            metavar="SECONDS",
+            min=0.3,
+            help="How long a host's claim on a profile to summarise holds without its heartbeat: "
+            "work of a host that died is taken over after this long.",
+            rich_help_panel=_STORAGE,
+        ),
+    ] = 30.0,
     latency_ms: Annotated[
         int,
         typer.Option(
