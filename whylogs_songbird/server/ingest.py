@@ -26,7 +26,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 
-from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.sandbox import Sandbox, SandboxCrash, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.store import Store, UploadRecord
@@ -125,8 +124,8 @@ def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | 
 def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
     """:func:`ingest_one`, its claim held.
 
-    The bytes get the cheap check first, here (profiles stored before a check existed, or learned
-    from the blob store, get it too); whylogs reads them only in a ``sandbox`` child. When the
+    The bytes go to a ``sandbox`` child, which gives them the cheap check before whylogs reads them
+    (profiles stored before a check existed get it too; it is not run twice here). When the
     child crashes or hangs the claim is released with what happened, and the profile is tried
     again until the store gives up on it (``MetadataStore.claim_ingest``)."""
     if upload.sha256 is None:
@@ -137,12 +136,7 @@ def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> byt
         store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
         return None
     try:
-        check_profile_bytes(data, max_columns=store.max_columns)
         digest = sandbox.digest(data)
-    except ProfileCheckError as exc:
-        store.metadata.mark_invalid(upload.id, upload.sha256, f"it is not a well-formed whylogs profile ({exc})")
-        logger.info("ingest: upload %s is not a well-formed profile: %s", upload.id, exc)
-        return None
     except SandboxRefused as exc:
         store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
