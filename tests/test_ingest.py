@@ -348,6 +348,15 @@ def test_a_held_claim_is_renewed_past_its_lease_and_taken_by_another_host_once_i
         theirs.close()
 
 
+@pytest.mark.parametrize("lease", [0.1, 0, -5, True, "30"])
+def test_a_claim_lease_too_short_for_its_heartbeat_or_not_a_number_is_refused(lease):
+    from whylogs_songbird.server.config import ServerConfig
+
+    with pytest.raises(ValueError, match="claim_lease_seconds must be a number of seconds, at least 0.3"):
+        ServerConfig(claim_lease_seconds=lease)
+    assert ServerConfig(claim_lease_seconds=0.3).claim_lease_seconds == 0.3
+
+
 # -- the storage seam ---------------------------------------------------------------------------
 
 
