@@ -8,13 +8,13 @@ upload is recorded (``stored_at`` set or cleared) and every summary written.
 
 1. **Churn.** Two client threads upload (create the slot on a host, PUT the 3 KB profile to its
    presigned S3 URL) through every host but the last, at most ``--rate`` a second for
-   ``--seconds``; meanwhile the last host is stopped (SIGTERM) and started, then killed
-   (``kill -9``) and started, over and over, and every third time a loaded host is ended
-   instead. Then every host is asked for links (which makes it look for landed uploads) until
-   every acknowledged upload (S3 answered 200) is recorded and summarised, or ``--settle``
-   seconds pass. Reported: acknowledged vs visible profiles (lost = acknowledged and not
-   visible), uploads recorded more than once or un-recorded, and uploads summarised more than
-   once (duplicate ingests).
+   ``--seconds``; meanwhile the last host is killed (``kill -9``) and started, then stopped
+   (SIGTERM) and started, over and over (a start under load may take long: its reconcile), and
+   every third time a loaded host is ended instead. Then every host is asked for links (which
+   makes it look for landed uploads) until every acknowledged upload (S3 answered 200) is
+   recorded and summarised, or ``--settle`` seconds pass. Reported: acknowledged vs visible
+   profiles (lost = acknowledged and not visible), uploads recorded more than once or
+   un-recorded, and uploads summarised more than once (duplicate ingests).
 2. **Views.** For each of ``--sizes`` (default 1000 and 10000; ``--big`` adds 50000) one session
    is filled straight through the store (rows, S3 objects and summaries, as the hosts' ingest
    would leave them: a batch per hour, ``--columns`` columns), then a host that never saw it
@@ -222,7 +222,7 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
     try:
         while time.monotonic() < deadline:
             victim = churned if rounds % 3 != 2 or len(loaded) < 2 else loaded[-1]
-            how = signal.SIGKILL if rounds % 2 else signal.SIGTERM
+            how = signal.SIGTERM if rounds % 2 else signal.SIGKILL
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
             victim.end(how)
             ends[f"{victim.name} {how.name}"] += 1
@@ -232,7 +232,8 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
         stop.set()
         for thread in loaders:
             thread.join(timeout=60)
-    print(f"churn: {seconds:.0f} s of uploads (at most {rate:g}/s) through {len(loaded)} host(s); ends: {dict(ends)}")
+    took = time.monotonic() - deadline + seconds
+    print(f"churn: {took:.0f} s of uploads (at most {rate:g}/s) through {len(loaded)} host(s); ends: {dict(ends)}")
     print(f"  acknowledged uploads {len(acknowledged)}; refused or failed while a host was down: {dict(failed)}")
 
     settled = time.monotonic() + settle
