@@ -197,9 +197,10 @@ def test_a_page_answers_at_once_while_another_host_holds_a_claim_on_a_pending_pr
     pending_slot = team_store.create_upload(session.id, "batch", ttl_seconds=600, dataset_timestamp=TS + 86_400_000)
     for upload, seed in ((ready_slot, 1), (pending_slot, 2)):
         assert requests.put(team_store.upload_url(upload, 600), data=make_profile_bytes(seed=seed), timeout=10).ok
-    # another host records both, summarises one and holds a claim on the other (then, say, dies)
+    # another host records both, summarises one and holds a claim on the other (then, say, dies: its
+    # lease, long here so that it outlasts the test on a slow machine, has not run out yet)
     assert {u.id for u in team_store.learn_landed(session.id)} == {ready_slot.id, pending_slot.id}
-    assert team_store.metadata.claim_upload_ingest(pending_slot.id, lease_ms=LEASE_MS)
+    assert team_store.metadata.claim_upload_ingest(pending_slot.id, lease_ms=20 * LEASE_MS)
     ready = team_store.get_upload(ready_slot.id)
     assert team_store.metadata.claim_upload_ingest(ready.id, lease_ms=LEASE_MS)
     sandbox = Sandbox()
@@ -236,7 +237,7 @@ def test_a_dead_hosts_claim_is_taken_over_once_its_lease_runs_out_and_a_live_one
         assert requests.put(team_store.upload_url(upload, 600), data=make_profile_bytes(seed=seed), timeout=10).ok
     assert {u.id for u in team_store.learn_landed(session.id)} == {u.id for u in slots}
     stuck, live = slots
-    lease_ms = 1500
+    lease_ms = 3000  # short, with room for a heartbeat delayed on a busy machine
     # one host claimed `stuck` and died (no heartbeat); another is summarising `live` for a long time
     team_store.metadata.owner = "a-host-that-died"
     assert team_store.metadata.claim_upload_ingest(stuck.id, lease_ms=lease_ms)
@@ -244,7 +245,7 @@ def test_a_dead_hosts_claim_is_taken_over_once_its_lease_runs_out_and_a_live_one
     assert team_store.metadata.claim_upload_ingest(live.id, lease_ms=lease_ms)
     heartbeat = ClaimHeartbeat(team_store, lease_ms=lease_ms)
     (tmp_path / "a").mkdir()
-    with server_process(tmp_path / "a", storage_config, env, "--claim-lease", "1.5") as (url, _):
+    with server_process(tmp_path / "a", storage_config, env, "--claim-lease", "3") as (url, _):
         with heartbeat.hold(live.id):
             wait_for(lambda: team_store.get_upload(stuck.id).ingest_state == "ready", "the stuck claim is taken over")
             time.sleep(lease_ms / 1000)  # the live claim outlives its lease while the new host polls for work
