@@ -22,6 +22,7 @@ from whylogs_songbird.help_text import TidyCommand
 from whylogs_songbird.server.common import is_loopback_host
 from whylogs_songbird.server.config import (
     API_KEYS_ENV,
+    DEFAULT_CLAIM_LEASE_SECONDS,
     DEFAULT_MAX_OPEN_SLOTS,
     METRICS_TOKEN_ENV,
     ServerConfig,
@@ -100,7 +101,7 @@ def config_from_options(
     blob_store: str | None = None,
     s3_endpoint_url: str | None = None,
     max_columns: int = 20_000,
-    claim_lease: float = 30.0,
+    claim_lease: float = DEFAULT_CLAIM_LEASE_SECONDS,
     latency_ms: int = 0,
     fault_rate: float = 0.0,
     fault_seed: int | None = None,
@@ -286,7 +287,7 @@ def serve_command(
             "work of a host that died is taken over after this long.",
             rich_help_panel=_STORAGE,
         ),
-    ] = 30.0,
+    ] = DEFAULT_CLAIM_LEASE_SECONDS,
     latency_ms: Annotated[
         int,
         typer.Option(

@@ -41,6 +41,8 @@ RequestHook = Callable[[Request], Awaitable[Response | None]]
 MiB = 1024 * 1024
 #: Open upload slots per session by default: two of the largest batch (1,000 references) in flight.
 DEFAULT_MAX_OPEN_SLOTS = 2 * MAX_REFERENCES_PER_BATCH
+#: Seconds an ingest claim holds without its heartbeat (``ingest.py``).
+DEFAULT_CLAIM_LEASE_SECONDS = 30.0
 
 
 @dataclass(repr=False)
@@ -87,7 +89,7 @@ class ServerConfig:
     ingest_concurrency: int = 1
     #: Seconds an ingest claim holds without its heartbeat: a host that dies while summarising a
     #: profile leaves it to another host after at most this long (``ingest.py``).
-    claim_lease_seconds: float = 30.0
+    claim_lease_seconds: float = DEFAULT_CLAIM_LEASE_SECONDS
     #: Address space (MB) a sandbox process may take beyond its imports to summarise one profile.
     sandbox_memory_mb: int = 2048
     #: CPU seconds a sandbox process may spend on one profile (it is killed after 2.5x this in wall time).

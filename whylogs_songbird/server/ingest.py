@@ -26,6 +26,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 
+from whylogs_songbird.server.config import DEFAULT_CLAIM_LEASE_SECONDS
 from whylogs_songbird.server.sandbox import Sandbox, SandboxCrash, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.store import Store, UploadRecord
@@ -34,7 +35,7 @@ logger = logging.getLogger("whylogs_songbird.server.ingest")
 
 #: How long a claim holds without a heartbeat before another worker may take the profile again
 #: (``--claim-lease``); the heartbeat renews it every third of that while the work runs.
-LEASE_MS = 30 * 1000
+LEASE_MS = round(DEFAULT_CLAIM_LEASE_SECONDS * 1000)
 #: How often an idle worker looks for work left by other processes or a crash.
 POLL_SECONDS = 1.0
 #: How long stopping waits for the profiles being summarised before it kills their sandbox children.
