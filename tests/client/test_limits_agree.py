@@ -41,7 +41,7 @@ from whylogs_songbird.models import (
     LogReferenceRequest,
     SegmentTag,
 )
-from whylogs_songbird.server import LocalServer, store
+from whylogs_songbird.server import LocalServer, ingest, store
 from whylogs_songbird.server.config import ServerConfig
 
 TS = 1_767_225_600_000
@@ -304,4 +304,5 @@ def test_the_server_s_defaults_are_one_number_each():
     options = inspect.signature(server_cli.config_from_options).parameters
     assert config.max_columns == store.DEFAULT_MAX_COLUMNS == options["max_columns"].default
     assert config.max_upload_bytes == store.DEFAULT_MAX_UPLOAD_BYTES
+    assert config.claim_lease_seconds * 1000 == ingest.LEASE_MS == options["claim_lease"].default * 1000
     assert models.MAX_PROFILES_PER_LINK == 3

@@ -21,7 +21,7 @@ from whylogs_songbird.server.storage import StorageConfigError, StorageSpec, ope
 from whylogs_songbird.server.storage.base import BlobStore, MetadataStore
 from whylogs_songbird.server.storage.files import FileBlobStore
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
-from whylogs_songbird.server.store import blob_key
+from whylogs_songbird.server.store import blob_key, now_ms
 
 TIMEOUT = 30
 
@@ -271,6 +271,39 @@ def test_reconcile_fixes_rows_without_bytes_and_bytes_without_rows(tmp_path):
         assert not store.reconcile(), "nothing left to fix"
     finally:
         store.close()
+
+
+def test_a_held_claim_is_renewed_past_its_lease_and_taken_by_another_host_once_it_runs_out(tmp_path):
+    from whylogs_songbird.server.ingest import ClaimHeartbeat
+
+    mine, theirs = Store(tmp_path / "d"), Store(tmp_path / "d")  # two hosts on one store
+    mine.metadata.owner, theirs.metadata.owner = "host-a", "host-b"
+    try:
+        session = mine.create_session("u")
+        upload = mine.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS)
+        mine.store_profile_bytes(upload.id, make_profile_bytes())
+        heartbeat = ClaimHeartbeat(mine, lease_ms=300)
+        assert [u.id for u in mine.metadata.claim_ingest(lease_ms=300)] == [upload.id]
+        with heartbeat.hold(upload.id):
+            time.sleep(0.9)  # three leases: only the heartbeat keeps the claim
+            assert theirs.metadata.claim_ingest(lease_ms=300) == [], "a live claim was taken"
+            assert mine.get_upload(upload.id).ingest_lease > now_ms()
+        assert theirs.metadata.renew_ingest_claims([upload.id], lease_ms=300) == set(), "not its claim"
+        wait_for(lambda: bool(theirs.metadata.claim_ingest(lease_ms=300)), "the ended claim is taken over", 5)
+        assert mine.metadata.renew_ingest_claims([upload.id], lease_ms=300) == set(), "a lost claim is not renewed"
+        assert theirs.get_upload(upload.id).ingest_tries == 2
+    finally:
+        mine.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize("lease", [0.1, 0, -5, True, "30"])
+def test_a_claim_lease_too_short_for_its_heartbeat_or_not_a_number_is_refused(lease):
+    from whylogs_songbird.server.config import ServerConfig
+
+    with pytest.raises(ValueError, match="claim_lease_seconds must be a number of seconds, at least 0.3"):
+        ServerConfig(claim_lease_seconds=lease)
+    assert ServerConfig(claim_lease_seconds=0.3).claim_lease_seconds == 0.3
 
 
 # -- the storage seam ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ waits out another host's claim."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -18,11 +19,11 @@ import requests
 from conftest import make_profile_bytes
 from test_team_server import TS, link, new_session, new_slot, server_process
 
-from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
+from whylogs_songbird.server.ingest import LEASE_MS, ClaimHeartbeat, ingest_one
 from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.storage.s3 import S3BlobStore
-from whylogs_songbird.server.store import Store
+from whylogs_songbird.server.store import Store, now_ms
 
 #: Every change of these in the database is logged by a trigger the test installs: how many times
 #: each upload was recorded (stored_at set) and summarised (a summary written).
@@ -189,17 +190,23 @@ def test_monitors_run_on_the_team_host_that_records_the_drifted_batch(server_fac
     assert len(failed) == 1 and f"column {SHIFTED}: DRIFT against the reference" in failed[0]
 
 
-def test_a_page_answers_at_once_while_another_host_holds_a_claim_on_a_pending_profile(
+def test_other_hosts_claims_a_page_answers_at_once_a_dead_ones_is_taken_over_and_a_live_ones_is_not(
     storage_config, env, team_store, tmp_path
 ):
+    database_url = storage_config["database_url"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(EVENT_LOG)
     session = team_store.create_session("other-host")
     ready_slot = team_store.create_upload(session.id, "batch", ttl_seconds=600, dataset_timestamp=TS)
     pending_slot = team_store.create_upload(session.id, "batch", ttl_seconds=600, dataset_timestamp=TS + 86_400_000)
-    for upload, seed in ((ready_slot, 1), (pending_slot, 2)):
+    others = team_store.create_session("other-hosts")
+    slots = [team_store.create_upload(others.id, "batch", ttl_seconds=600, dataset_timestamp=TS + n) for n in (0, 1)]
+    for upload, seed in ((ready_slot, 1), (pending_slot, 2), (slots[0], 3), (slots[1], 4)):
         assert requests.put(team_store.upload_url(upload, 600), data=make_profile_bytes(seed=seed), timeout=10).ok
-    # another host records both, summarises one and holds a claim on the other (then, say, dies)
+    # another host records both, summarises one and holds a claim on the other (then, say, dies: its
+    # lease, long here so that it outlasts the test on a slow machine, has not run out yet)
     assert {u.id for u in team_store.learn_landed(session.id)} == {ready_slot.id, pending_slot.id}
-    assert team_store.metadata.claim_upload_ingest(pending_slot.id, lease_ms=LEASE_MS)
+    assert team_store.metadata.claim_upload_ingest(pending_slot.id, lease_ms=20 * LEASE_MS)
     ready = team_store.get_upload(ready_slot.id)
     assert team_store.metadata.claim_upload_ingest(ready.id, lease_ms=LEASE_MS)
     sandbox = Sandbox()
@@ -207,18 +214,45 @@ def test_a_page_answers_at_once_while_another_host_holds_a_claim_on_a_pending_pr
         assert ingest_one(team_store, ready, sandbox) is not None
     finally:
         sandbox.close()
+    # in the other session one host claimed `stuck` and died (no heartbeat, a short lease), and
+    # another is summarising `live` for a long time (its heartbeat renews the same short lease)
+    assert {u.id for u in team_store.learn_landed(others.id)} == {u.id for u in slots}
+    stuck, live = slots
+    lease_ms = 3000  # short, with room for a heartbeat delayed on a busy machine
+    team_store.metadata.owner = "a-host-that-died"
+    assert team_store.metadata.claim_upload_ingest(stuck.id, lease_ms=lease_ms)
+    team_store.metadata.owner = "a-live-host"
+    assert team_store.metadata.claim_upload_ingest(live.id, lease_ms=lease_ms)
+    heartbeat = ClaimHeartbeat(team_store, lease_ms=lease_ms)
     (tmp_path / "a").mkdir()
-    with server_process(tmp_path / "a", storage_config, env) as (url, _):  # a start releases no live claim
-        answer = requests.get(f"{url}/api/v1/sessions/{session.id}/timeline", timeout=30)
-        assert answer.status_code == 200, answer.text
-        document = answer.json()
-        assert document["pending"] == [pending_slot.id]
-        assert [b["profiles"] for b in document["buckets"]] == [1]  # the summarised batch is shown
-        page = requests.get(f"{url}/sessions/{session.id}/timeline", timeout=30)
-        assert page.status_code == 200 and "still being summarised" in page.text
-        answer = link(url, session.id, [TS + 86_400_000])
-        assert answer.status_code == 200
-        profile_page = requests.get(answer.json()["observatoryUrl"], timeout=30)
-        assert profile_page.status_code == 202 and "still being summarised" in profile_page.text
-        assert requests.get(link(url, session.id, [TS]).json()["observatoryUrl"], timeout=30).status_code == 200
-        assert team_store.get_upload(pending_slot.id).ingest_state == "pending", "the claim was left to its holder"
+    with contextlib.ExitStack() as live_host:
+        live_host.enter_context(heartbeat.hold(live.id))  # before the start: the short lease would run out
+        with server_process(tmp_path / "a", storage_config, env, "--claim-lease", "3") as (url, _):
+            # a start releases no live claim, and a page does not wait for one
+            answer = requests.get(f"{url}/api/v1/sessions/{session.id}/timeline", timeout=30)
+            assert answer.status_code == 200, answer.text
+            document = answer.json()
+            assert document["pending"] == [pending_slot.id]
+            assert [b["profiles"] for b in document["buckets"]] == [1]  # the summarised batch is shown
+            page = requests.get(f"{url}/sessions/{session.id}/timeline", timeout=30)
+            assert page.status_code == 200 and "still being summarised" in page.text
+            answer = link(url, session.id, [TS + 86_400_000])
+            assert answer.status_code == 200
+            profile_page = requests.get(answer.json()["observatoryUrl"], timeout=30)
+            assert profile_page.status_code == 202 and "still being summarised" in profile_page.text
+            assert requests.get(link(url, session.id, [TS]).json()["observatoryUrl"], timeout=30).status_code == 200
+            assert team_store.get_upload(pending_slot.id).ingest_state == "pending", "the claim was left to its holder"
+
+            wait_for(
+                lambda: team_store.get_upload(stuck.id).ingest_state == "ready", "the dead host's claim is taken over"
+            )
+            time.sleep(lease_ms / 1000)  # the live claim outlives its lease while the new host polls for work
+            held = team_store.get_upload(live.id)
+            assert (held.ingest_state, held.ingest_tries) == ("pending", 1), "a live host's claim was taken"
+            assert held.ingest_lease > now_ms(), "the heartbeat keeps renewing the live claim"
+            live_host.close()
+            # the live host stops without a verdict (killed just now, say): its work is taken over too
+            wait_for(lambda: team_store.get_upload(live.id).ingest_state == "ready", "the ended claim is taken over")
+    logged = events(database_url)
+    for upload in slots:
+        assert [what for u, what in logged if u == upload.id] == ["recorded", "summarised"], upload.id

@@ -40,6 +40,7 @@ from whylogs_songbird.server.store import (
     UnknownUploadError,
     UploadRecord,
     blob_key,
+    now_ms,
     parse_timestamp_selector,
 )
 
@@ -1398,6 +1399,27 @@ def test_pending_profiles_are_claimed_in_stored_order_under_a_lease(store):
     assert [u.id for u in metadata.claim_ingest(lease_ms=-1, limit=5)] == [b.id, c.id, a.id]
     assert [u.id for u in metadata.claim_ingest(lease_ms=60_000, limit=2)] == [b.id, c.id], "ended leases are taken"
     assert metadata.pending_ingest() == 3, "claiming is not summarising"
+
+
+def test_a_heartbeat_renews_only_this_hosts_claims_still_held_on_pending_profiles(store):
+    session = store.create_session("u")
+    mine, theirs, ended, done = (stored(store, session.id, bytes([i]), ts=i) for i in range(4))
+    metadata = store.metadata
+    metadata.owner = "host-a"
+    for upload in (mine, ended, done):
+        assert metadata.claim_upload_ingest(upload.id, lease_ms=1_000)
+    metadata.owner = "host-b"
+    assert metadata.claim_upload_ingest(theirs.id, lease_ms=1_000)
+    metadata.owner = "host-a"
+    metadata.release_ingest_claim(ended.id, ended.sha256)
+    metadata.store_summary(done.id, done.sha256, b"digest")
+    before = now_ms()
+    ids = [u.id for u in (mine, theirs, ended, done)]
+    assert metadata.renew_ingest_claims(ids, lease_ms=600_000) == {mine.id}
+    assert store.get_upload(mine.id).ingest_lease >= before + 600_000
+    assert store.get_upload(theirs.id).ingest_lease < before + 600_000, "another host's claim is left alone"
+    assert store.get_upload(ended.id).ingest_lease is None and store.get_upload(done.id).ingest_lease is None
+    assert metadata.renew_ingest_claims([], lease_ms=600_000) == set()
 
 
 def test_one_profile_is_claimed_while_pending_and_unheld(store):

@@ -423,6 +423,11 @@ class MetadataStore(Protocol):
         says what happened (kept as the reason should it be given up on); ``counted`` False takes
         the try back (the server was stopping, the profile is not to blame)."""
 
+    def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
+        """Extend this host's claims on ``upload_ids`` to ``lease_ms`` from now (the heartbeat of
+        work in progress); the ids still held. A claim that ran out and was taken by another host,
+        or ended, is not renewed."""
+
     def release_ingest_claims(self, *, owner: str | None = None) -> int:
         """End every claim (at start, when no worker runs: claims of a crashed server), or with
         ``owner`` only the claims taken for that host (a shared store, see ``shared``: another

@@ -755,6 +755,18 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
         self.claimed_here.discard(upload_id)
         return bool(changed)
 
+    def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
+        if not upload_ids:
+            return set()
+        marks = ", ".join("?" for _ in upload_ids)
+        statement = (
+            f"UPDATE uploads SET ingest_lease = ? WHERE id IN ({marks}) AND ingest_state = 'pending'"  # noqa: S608 - placeholders only
+            " AND ingest_lease IS NOT NULL AND ingest_owner = ? RETURNING id"
+        )
+        with self._transaction() as conn:
+            rows = self._exec(conn, statement, (now_ms() + lease_ms, *upload_ids, self.owner))
+        return {row["id"] for row in rows}
+
     @functools.cached_property
     def claimed_here(self) -> set[str]:
         """Ids of the profiles this process claimed and has not stored a summary or verdict for
