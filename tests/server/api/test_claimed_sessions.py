@@ -158,9 +158,11 @@ NOT_SESSION_SCOPED: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "liveness",
     ("GET", "/metrics"): "the operator's metrics (open on a loopback bind; a token elsewhere)",
     ("POST", "/api/v1/import"): "creates a new session from a bundle",
+    ("GET", "/login"): "the login form of organizations' dataset pages",
+    ("POST", "/login"): "a login with an organization's API key (a JSON body is no login form)",
 }
 #: What an unscoped route answers to the walk's request when that is not 200 (a JSON body is no bundle).
-_UNSCOPED_STATUS = {("POST", "/api/v1/import"): 400}
+_UNSCOPED_STATUS = {("POST", "/api/v1/import"): 400, ("POST", "/login"): 400}
 #: Routes of organizations' datasets (the WhyLabs log API): no session in them, and every one needs an
 #: org's API key. Walked without a key after the claim: 401, showing nothing of the claimed session.
 ORG_KEYED = {
@@ -185,6 +187,16 @@ ORG_KEYED = {
     ("DELETE", "/v0/organizations/{org_id}/datasets/{dataset_id}/profiles/{profile_id}"),
 }
 
+#: The pages of organizations' datasets: no session in them, and every one needs a link's token, a login
+#: cookie or an org's key. Walked without one after the claim: a page redirects to the login (303), its
+#: JSON answers 401; neither shows anything of the claimed session.
+ORG_PAGES = {
+    ("GET", "/organizations/{org_id}/datasets/{dataset_id}"): 303,
+    ("GET", "/organizations/{org_id}/datasets/{dataset_id}/profiles"): 303,
+    ("GET", "/organizations/{org_id}/datasets/{dataset_id}/timeline"): 303,
+    ("GET", "/organizations/{org_id}/datasets/{dataset_id}/timeline/data"): 401,
+}
+
 _UNSCOPED_PATHS = {
     "/static/{name}": "/static/observatory.js",
 }
@@ -207,10 +219,13 @@ def _normalized(response: requests.Response, session_id: str) -> tuple[int, str]
 def test_every_guest_route_forgets_a_claimed_session(server_factory):
     server = server_factory(list_sessions=True)
     routes = app_routes(server)
-    unclassified = [r for r in routes if r not in WALKS and r not in NOT_SESSION_SCOPED and r not in ORG_KEYED]
-    assert not unclassified, f"classify these routes in WALKS, NOT_SESSION_SCOPED or ORG_KEYED: {unclassified}"
+    known = set(WALKS) | set(NOT_SESSION_SCOPED) | ORG_KEYED | set(ORG_PAGES)
+    unclassified = [r for r in routes if r not in known]
+    assert not unclassified, (
+        f"classify these routes in WALKS, NOT_SESSION_SCOPED, ORG_KEYED or ORG_PAGES: {unclassified}"
+    )
     assert not [r for r in NOT_SESSION_SCOPED if "{session_id}" in r[1]], "a route naming a session must be walked"
-    assert set(WALKS) | set(NOT_SESSION_SCOPED) | ORG_KEYED == set(routes), "a listed route the app no longer has"
+    assert known == set(routes), "a listed route the app no longer has"
 
     seeded = seed_session(server.url)
     sid = seeded.session_id
@@ -259,6 +274,16 @@ def test_every_guest_route_forgets_a_claimed_session(server_factory):
         body = {"datasetTimestamp": TS, "batchProfileTimestamps": [TS], "referenceProfileIds": [seeded.reference_id]}
         r = requests.request(method, server.url + concrete, timeout=TIMEOUT, json=body)
         assert r.status_code == 401, (method, path, r.status_code)
+        for marker in (sid, *seeded.markers()):
+            assert marker not in r.text, (method, path, marker)
+
+    for (method, path), status in sorted(ORG_PAGES.items()):
+        concrete = path.format(org_id="org-owner", dataset_id="model-1")
+        r = requests.request(
+            method, server.url + concrete, params={"profile": TS}, timeout=TIMEOUT, allow_redirects=False
+        )
+        assert r.status_code == status, (method, path, r.status_code)
+        assert status != 303 or r.headers["location"].startswith("/login?next=")
         for marker in (sid, *seeded.markers()):
             assert marker not in r.text, (method, path, marker)
 

@@ -576,6 +576,7 @@ def test_path_of_templates_and_static_files_ship_with_the_package():
         "session.html",
         "landing.html",
         "error.html",
+        "login.html",
     ):
         assert (package / "templates" / name).is_file()
     assert (package / "static" / "observatory.js").is_file() and (package / "static" / "observatory.css").is_file()

@@ -125,7 +125,11 @@ def test_labels_name_the_metric_and_its_bounds(monitor, label):
         (
             'colour = "red"\n' + MONITOR + 'metric = "drift"\n',
             "m.toml: unknown top-level key 'colour'; valid keys: reference, granularity, segment, sessions, "
-            "[[monitor]], [[notify]]",
+            "datasets, [[monitor]], [[notify]]",
+        ),
+        (
+            'datasets = ["model-1"]\n' + MONITOR + 'metric = "drift"\n',
+            "m.toml: datasets: 'model-1' is no dataset: name datasets ORG/DATASET, e.g. org-1234/model-1",
         ),
         (
             MONITOR + 'metric = "drift"\n' + MONITOR + 'metric = "count"\nmax = 1\nthreshold = 3\n',
@@ -481,6 +485,18 @@ def test_property_a_value_between_min_and_max_passes_and_outside_fails(low, widt
     assert [f.value for f in evaluate(monitors, document, "all")] == [outside]
 
 
+def test_a_file_applies_to_the_sessions_and_datasets_it_names_or_to_all():
+    every = loads_monitors(MONITOR + 'metric = "drift"\n')
+    assert every.applies_to("session", "session-a") and every.applies_to("dataset", "org-1/model-1")
+    named = loads_monitors('datasets = "org-1/model-1"\n' + MONITOR + 'metric = "drift"\n')
+    assert named.datasets == ("org-1/model-1",)
+    assert named.applies_to("dataset", "org-1/model-1")
+    assert not named.applies_to("dataset", "org-2/model-1") and not named.applies_to("session", "session-a")
+    sessions = loads_monitors('sessions = ["session-a"]\n' + MONITOR + 'metric = "drift"\n')
+    assert sessions.applies_to_session("session-a") and not sessions.applies_to_session("session-b")
+    assert not sessions.applies_to("dataset", "org-1/model-1"), "a file naming sessions leaves datasets alone"
+
+
 # -- [[notify]] tables, sessions, and where a mistake is ------------------------------------------
 
 NOTIFY = '[[notify]]\nurl = "http://127.0.0.1:9/hook"\n'
@@ -541,7 +557,7 @@ COUNT = MONITOR + 'metric = "count"\nmax = 1\n'
             "colour = 1\n" + COUNT + NOTIFY + "x = 2\n",
             "m.toml: [[notify]] table 1: unknown key 'x'; valid keys: url, email, format, secret_env, on; "
             "unknown top-level key 'colour'; valid keys: reference, granularity, segment, sessions, "
-            "[[monitor]], [[notify]]",
+            "datasets, [[monitor]], [[notify]]",
         ),
     ],
 )
@@ -568,7 +584,7 @@ def test_parsing_without_a_source_names_the_monitors_file():
         loads_monitors("colour = 1\n")
     assert str(caught.value) == (
         "monitors file: unknown top-level key 'colour'; valid keys: reference, granularity, segment, sessions, "
-        "[[monitor]], [[notify]]"
+        "datasets, [[monitor]], [[notify]]"
     )
 
 
