@@ -45,12 +45,17 @@ T = TypeVar("T")
 class PageError(Exception):
     """A request the pages cannot answer; rendered as an HTML error page with this status."""
 
-    def __init__(self, status: int, title: str, message: str, *, session_id: str | None = None) -> None:
+    def __init__(
+        self, status: int, title: str, message: str, *, session_id: str | None = None, retry_after: int = 0
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.title = title
         self.message = message
         self.session_id = session_id
+        #: Seconds after which the page is worth loading again (a ``Retry-After`` header and a page
+        #: that reloads itself); 0: it is not.
+        self.retry_after = retry_after
 
 
 def shown(value: str) -> str:

@@ -40,6 +40,7 @@ from whylogs_songbird.server.storage.base import (
 )
 from whylogs_songbird.server.storage.deletion import DeletionSql
 from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, NotificationQueueSql
+from whylogs_songbird.server.storage.paging import PAGING_INDEXES, ProfilePagingSql
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
@@ -141,6 +142,8 @@ LATE_INDEXES = (
     "CREATE UNIQUE INDEX IF NOT EXISTS sessions_by_dataset ON sessions (org_id, dataset_id)",
     "CREATE INDEX IF NOT EXISTS sessions_deleted ON sessions (deleted_at) WHERE deleted_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS uploads_deleted ON uploads (deleted_at) WHERE deleted_at IS NOT NULL",
+    # the session page's orders (see storage/paging.py)
+    *PAGING_INDEXES,
 )
 
 
@@ -224,7 +227,7 @@ def _is_upload_id(value: str) -> bool:
     return is_valid_id(value, "log") or is_valid_id(value, "ref")
 
 
-class SqlMetadataStore(NotificationQueueSql, DeletionSql):
+class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     """The metadata store over any DB-API connection, in a :class:`Dialect`.
 
     Subclasses implement :meth:`_transaction` (a connection inside a write transaction, committed
