@@ -227,3 +227,52 @@ def test_a_comparison_with_a_profile_still_being_summarised_answers_202_as_a_who
         assert page.status_code == 200 and page.text.count('class="profile-card"') == 2
     finally:
         other.close()
+
+
+# -- the list's parameters, as pure logic -------------------------------------------------------------
+
+
+LABELS = [
+    [("city", "Paris")],
+    [("city", "a=b,c"), ("k\\ey", 'say "hi"')],
+    [("", ""), ("x", "")],
+    [("東京", "São Paulo")],
+]
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/observatory/listing.py")
+@pytest.mark.parametrize("tags", LABELS)
+def test_a_segment_label_reads_back_as_its_tags(tags):
+    from whylogs_songbird.server.observatory.listing import parse_segment_label
+
+    assert parse_segment_label(segment_label(tags)) == tuple(tags)
+
+
+NOT_LABELS = ["city", "city=Paris,", 'city="Paris', 'city="a\\x"', "a=b=c", 'a"=b', "=,", "a=b c=d"]
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/observatory/listing.py")
+@pytest.mark.parametrize("label", NOT_LABELS)
+def test_what_is_not_a_segment_label_is_refused(label):
+    from whylogs_songbird.server.observatory.listing import parse_segment_label
+
+    assert parse_segment_label(label) is None
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/observatory/listing.py")
+def test_a_cursor_reads_back_only_in_its_own_order():
+    from whylogs_songbird.server.observatory.listing import decode_cursor, encode_cursor
+
+    upload_id = "log-" + "A" * 24
+    for sort, cursor in (
+        ("uploaded", (1_700_000_000_000, upload_id)),
+        ("timestamp", (-9223372036854775807, upload_id)),
+        ("alias", ("reference", "train «2024»", "ref-" + "b" * 24)),
+    ):
+        token = encode_cursor(sort, cursor)
+        assert decode_cursor(sort, token) == cursor
+        assert all(decode_cursor(other, token) is None for other in ("uploaded", "timestamp", "alias") if other != sort)
+    assert decode_cursor("uploaded", encode_cursor("uploaded", (True, upload_id))) is None
+    assert decode_cursor("uploaded", encode_cursor("uploaded", (1, "session-" + "A" * 24))) is None
+    assert decode_cursor("alias", encode_cursor("alias", ("other", "", upload_id))) is None
+    assert decode_cursor("uploaded", "!!") is None and decode_cursor("uploaded", "x" * 3000) is None

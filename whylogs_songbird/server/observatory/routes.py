@@ -19,7 +19,14 @@ from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
 from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
 from whylogs_songbird.server.observatory.base import MAX_COLUMN_FILTER, RECENT_SESSIONS, STATIC_DIR, PageError, shown
 from whylogs_songbird.server.observatory.cache import ProfileCache, ProfilePendingError
-from whylogs_songbird.server.observatory.listing import MAX_ROWS, SORT_LABELS, encode_cursor, read_params, shortened
+from whylogs_songbird.server.observatory.listing import (
+    MAX_ROWS,
+    SHOWN_CHARS,
+    SORT_LABELS,
+    encode_cursor,
+    read_params,
+    shortened,
+)
 from whylogs_songbird.server.observatory.page import (
     ColumnWindow,
     PageModel,
@@ -198,7 +205,13 @@ def observatory_router(
                     {
                         "upload": upload,
                         "segment": shortened(tags),
-                        "segment_filter": params.link(sid, segment=tags, after="", before="") if tags else None,
+                        # a long label is shown cut, and filtered by through the form (a page stays small)
+                        "segment_filter": (
+                            params.link(sid, segment=tags, after="", before="")
+                            if tags and len(tags) <= SHOWN_CHARS
+                            else None
+                        ),
+                        "alias": shortened(upload.alias or "—"),
                         "timestamp": format_timestamp(upload.dataset_timestamp),
                         "uploaded": format_timestamp(upload.stored_at),
                         "link": observatory_link(base, sid, [upload.id]),
