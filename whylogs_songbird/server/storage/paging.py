@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from whylogs_songbird.server.storage.base import UploadRecord, is_valid_id
 
 #: What a profile is, in every statement here (and in the partial indexes, which must say the same).
-PROFILE_ROWS = "stored_at IS NOT NULL AND duplicate_of IS NULL AND deleted_at IS NULL"
+#: ``kind IN (...)`` is true of every row (a CHECK says so); it is there so that only statements that
+#: say it too may use these indexes: SQLite's planner, without statistics, would otherwise walk a
+#: whole session in upload order for the upload path's lookup of a duplicate (``kind = 'batch' AND
+#: dataset_timestamp = ? ... ORDER BY stored_at, id``), where ``uploads_by_session`` finds it at once.
+PROFILE_ROWS = (
+    "kind IN ('batch', 'reference') AND stored_at IS NOT NULL AND duplicate_of IS NULL AND deleted_at IS NULL"
+)
 #: A dataset timestamp sorts as this when there is none (a reference without one): before every other.
 NO_TIMESTAMP = -9223372036854775807
 
@@ -37,10 +43,10 @@ SORTS: dict[str, tuple[str, ...]] = {
 }
 
 PAGING_INDEXES = (
-    f"CREATE INDEX IF NOT EXISTS profiles_by_uploaded ON uploads (session_id, stored_at, id) WHERE {PROFILE_ROWS}",
-    "CREATE INDEX IF NOT EXISTS profiles_by_timestamp ON uploads"
+    f"CREATE INDEX IF NOT EXISTS session_page_by_uploaded ON uploads (session_id, stored_at, id) WHERE {PROFILE_ROWS}",
+    "CREATE INDEX IF NOT EXISTS session_page_by_timestamp ON uploads"
     f" (session_id, (COALESCE(dataset_timestamp, {NO_TIMESTAMP})), id) WHERE {PROFILE_ROWS}",
-    "CREATE INDEX IF NOT EXISTS profiles_by_alias ON uploads"
+    "CREATE INDEX IF NOT EXISTS session_page_by_alias ON uploads"
     f" (session_id, kind, (COALESCE(alias, '')), id) WHERE {PROFILE_ROWS}",
 )
 
@@ -193,7 +199,7 @@ class ProfilePagingSql:
 
     def profile_counts(self, session_id: str) -> dict[str, int]:
         """How many stored (non-duplicate) profiles a session holds, by kind (``batch``,
-        ``reference``): counted in the ``profiles_by_alias`` index, no row read."""
+        ``reference``): counted in the ``session_page_by_alias`` index, no row read."""
         counts = {"batch": 0, "reference": 0}
         if not is_valid_id(session_id, "session"):
             return counts

@@ -277,7 +277,18 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
 
     def _query(self, statement: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
         with self._read() as conn:
-            return self._exec(conn, statement, params)
+            cursor = conn.cursor()
+            try:
+                cursor.execute(self.dialect.sql(statement), tuple(params))
+                if cursor.description is None:
+                    return []
+                names = [d[0] for d in cursor.description]
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        # made dicts outside the connection (SQLite's is shared under a lock): a large listing, such
+        # as a timeline refresh's, holds it only while its rows are fetched, not the uploads waiting
+        return [dict(zip(names, row)) for row in rows]
 
     def _create_schema(self) -> None:
         """Create the tables, add columns of later versions, record the schema version (idempotent)."""
