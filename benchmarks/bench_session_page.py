@@ -174,6 +174,7 @@ def bench_uploads(url: str, watched: str, fresh: str, seconds: float, rounds: in
             answer = requests.get(f"{url}/api/v1/sessions/{sid}/timeline?granularity=day", timeout=3600)
             answer.raise_for_status()
             print(f"first timeline view of {sid[:16]}…: {time.perf_counter() - started:.1f} s")
+        time.sleep(5.0)  # what the first views left behind (summaries, a refresh) settles first
         rates: dict[str, list[float]] = {"fresh": [], "watched": []}
         stamp = T0 + 41 * DAY
         for _ in range(rounds):  # in turns, so both see the same machine
