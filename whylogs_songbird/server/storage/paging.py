@@ -11,7 +11,8 @@ Filters (kind, segment, alias text) narrow the same walk.
 
 :meth:`ProfilePagingSql.profile_counts` counts a session's profiles by kind from the index alone.
 
-A mixin of :class:`~whylogs_songbird.server.storage.sql.SqlMetadataStore`: it uses its ``_query``.
+A mixin of :class:`~whylogs_songbird.server.storage.sql.SqlMetadataStore`: it uses its ``_query``
+and ``_upload_row``.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ class ProfilePagingSql:
     if TYPE_CHECKING:  # provided by SqlMetadataStore
 
         def _query(self, statement: str, params: Sequence[object] = ()) -> list[dict[str, Any]]: ...
+        @staticmethod
+        def _upload_row(row: dict[str, Any]) -> UploadRecord: ...
 
     def _page_rows(
         self, session_id: str, query: ProfileQuery, cursor: Cursor | None, forward: bool, limit: int
@@ -182,16 +185,13 @@ class ProfilePagingSql:
         rows = self._page_rows(session_id, query, cursor, True, query.limit + 1)
         return self._page(rows[: query.limit], has_previous=cursor is not None, has_next=len(rows) > query.limit)
 
-    @staticmethod
-    def _page(rows: list[dict[str, Any]], *, has_previous: bool, has_next: bool) -> ProfilePage:
-        from whylogs_songbird.server.storage.sql import _upload_from_row  # sql imports this module
-
+    def _page(self, rows: list[dict[str, Any]], *, has_previous: bool, has_next: bool) -> ProfilePage:
         def cursor(row: dict[str, Any]) -> Cursor:
             count = sum(1 for name in row if name.startswith("page_k"))
             return (*(row[f"page_k{i}"] for i in range(count)), row["id"])
 
         return ProfilePage(
-            uploads=[_upload_from_row(row) for row in rows],
+            uploads=[self._upload_row(row) for row in rows],
             cursors=[cursor(row) for row in rows],
             has_previous=has_previous,
             has_next=has_next,

@@ -236,6 +236,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     """
 
     dialect: Dialect = SQLITE
+    _upload_row = staticmethod(_upload_from_row)  # for the mixins' rows
     #: One host's file (SQLite): nothing else runs while a server starts on it.
     shared: bool = False
     #: The host this store's claims are taken for (``Store.open`` sets it from the data dir), so a
