@@ -50,6 +50,7 @@ from whylogs_songbird.server.signing import UrlSigner, load_or_create_health_tok
 from whylogs_songbird.server.store import Store, now_ms
 from whylogs_songbird.server.sweep import SlotSweeper
 from whylogs_songbird.server.unexpected import UNEXPECTED_MESSAGE, RepeatedErrors, UnexpectedErrorMiddleware
+from whylogs_songbird.server.warmup import warm_in_background
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -132,6 +133,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # every upload this process records, however it landed, runs the timeline's hook once
         the_store.add_landed_hook(timeline.upload_landed)
+        warm_in_background()  # what the first page pays once, paid now; readiness does not wait
         worker.start()
         sweeper.start()
         purger.start()

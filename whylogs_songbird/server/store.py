@@ -50,6 +50,7 @@ from whylogs_songbird.server.storage.base import (
     now_ms,
     require_id,
 )
+from whylogs_songbird.server.storage.paging import ProfilePage, ProfileQuery
 from whylogs_songbird.server.zipped import ZipUploadError, looks_like_zip, zip_members
 
 logger = logging.getLogger("whylogs_songbird.server")
@@ -823,6 +824,16 @@ class Store:
     def list_profiles(self, session_id: str, kind: UploadKind | None = None) -> list[UploadRecord]:
         """The stored profiles of a session (of one kind, if given), oldest first; no duplicates."""
         return self.metadata.list_profiles(session_id, kind)
+
+    def page_profiles(self, session_id: str, query: ProfileQuery) -> ProfilePage:
+        """One page of a session's stored profiles (order, filters and cursor in ``query``), read by
+        keyset from an index: its cost does not grow with the session (see ``storage/paging.py``)."""
+        page: ProfilePage = self.metadata.page_profiles(session_id, query)
+        return page
+
+    def profile_counts(self, session_id: str) -> dict[str, int]:
+        """How many stored profiles a session holds, by kind (``batch``, ``reference``): an index count."""
+        return self.metadata.profile_counts(session_id)
 
     def find_batch_profiles(self, session_id: str, dataset_timestamp: int) -> list[UploadRecord]:
         """The stored batch profiles (all segments) of a session with this dataset timestamp."""

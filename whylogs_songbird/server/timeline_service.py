@@ -30,7 +30,9 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +76,13 @@ MiB = 1024 * 1024
 DOC_PREFIX = "timeline/doc/"
 #: The query of the last view of a session's timeline, refreshed in the background as batches land.
 WATCHED_KEY = "timeline/watched"
+#: After a background refresh of a session that took ``t`` seconds, the next one waits ``REFRESH_SPACING * t``
+#: (batches landing meanwhile are taken together): the refresh of a large session takes at most about
+#: 1 / (1 + REFRESH_SPACING) of the process while batches stream in; a small one is refreshed at once.
+REFRESH_SPACING = 6.0
+#: ... but never longer than this many seconds (a slow first refresh, e.g. on a busy machine, does not
+#: hold the next one back for long: monitors are evaluated soon after a batch lands).
+MAX_REFRESH_WAIT = 10.0
 
 
 class TimelineRequestError(Exception):
@@ -246,6 +255,8 @@ class TimelineService:
         self.computed: Counter[str] = Counter()
         #: sessions with a batch landed and monitors not yet evaluated, in arrival order
         self._pending: OrderedDict[str, None] = OrderedDict()
+        #: session -> monotonic time before which it is not refreshed again (see :meth:`batch_stored`)
+        self._not_before: dict[str, float] = {}
         self._wake = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -572,9 +583,15 @@ class TimelineService:
         and the monitors' view, whose monitors it then evaluates): requests never wait for it, and
         the next view finds everything stored.
 
-        The session's stored documents are dropped (they are out of date, and would pile up); the
-        stored points and drift of its other buckets stay and are used again."""
-        self.cache.drop(session_id, DOC_PREFIX)
+        Nothing is deleted here: a stored document is keyed by the content of every bucket it
+        shows, so one that is out of date is never read, and storing a view's new document drops
+        its older ones (see :meth:`document_bytes`). Landing costs the same in a session of any size.
+
+        Refreshes are coalesced: batches landing while a session waits for its refresh are taken
+        in that one refresh, and a session is refreshed again only :data:`REFRESH_SPACING` times
+        as long after its last refresh as that refresh took (at most :data:`MAX_REFRESH_WAIT`
+        seconds), so refreshing a large session while batches stream in takes a bounded share of
+        the process (uploads keep their pace)."""
         if self.monitors is None and self.cache.get(session_id, WATCHED_KEY) is None:
             return
         with self._wake:
@@ -586,22 +603,42 @@ class TimelineService:
                 self._worker.start()
             self._wake.notify()
 
+    def _next_due(self) -> tuple[str | None, float]:
+        """The first waiting session whose refresh is due, or None and how long until one is (under the lock)."""
+        now = time.monotonic()
+        soonest = math.inf
+        for session_id in self._pending:
+            due = self._not_before.get(session_id, 0.0)
+            if due <= now:
+                return session_id, 0.0
+            soonest = min(soonest, due - now)
+        return None, soonest
+
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._pending and not self._closed:
-                    self._wake.wait()
-                if self._closed:
-                    return
-                session_id, _ = self._pending.popitem(last=False)
+                while True:
+                    if self._closed:
+                        return
+                    session_id, wait = self._next_due()
+                    if session_id is not None:
+                        break
+                    self._wake.wait(None if math.isinf(wait) else wait)
+                del self._pending[session_id]
                 self._busy = True
+            started = time.monotonic()
             try:
                 self.latest_failures[session_id] = self.batch_landed(session_id)
             except Exception:
                 logger.exception("timeline: evaluating the monitors of session %s failed", session_id)
             finally:
+                took = time.monotonic() - started
                 with self._lock:
                     self._busy = False
+                    if len(self._not_before) > 10_000:  # forget the sessions refreshed long ago
+                        now = time.monotonic()
+                        self._not_before = {k: v for k, v in self._not_before.items() if v > now}
+                    self._not_before[session_id] = time.monotonic() + min(REFRESH_SPACING * took, MAX_REFRESH_WAIT)
 
     def idle(self) -> bool:
         """Whether no landed batch is waiting for its monitors (for tests and benchmarks to poll)."""

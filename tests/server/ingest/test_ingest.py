@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import threading
+import time
 
 import pytest
 import requests

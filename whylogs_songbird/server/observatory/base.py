@@ -53,6 +53,7 @@ class PageError(Exception):
         *,
         session_id: str | None = None,
         home: tuple[str, str] | None = None,
+        retry_after: int = 0,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -61,6 +62,9 @@ class PageError(Exception):
         self.session_id = session_id
         #: (path, name) of the page to go back to, for a dataset's pages (a session's is ``session_id``)
         self.home = home
+        #: Seconds after which the page is worth loading again (a ``Retry-After`` header and a page
+        #: that reloads itself); 0: it is not.
+        self.retry_after = retry_after
 
 
 def shown(value: str) -> str:

@@ -21,6 +21,14 @@ from whylogs_songbird.server.datasets import read_settings
 from whylogs_songbird.server.observatory.base import MAX_COLUMN_FILTER, RECENT_SESSIONS, STATIC_DIR, PageError, shown
 from whylogs_songbird.server.observatory.cache import ProfileCache, ProfilePendingError
 from whylogs_songbird.server.observatory.container import PageContainer
+from whylogs_songbird.server.observatory.listing import (
+    MAX_ROWS,
+    SHOWN_CHARS,
+    SORT_LABELS,
+    encode_cursor,
+    read_params,
+    shortened,
+)
 from whylogs_songbird.server.observatory.page import (
     ColumnWindow,
     PageModel,
@@ -43,6 +51,8 @@ from whylogs_songbird.server.unexpected import RepeatedErrors
 logger = logging.getLogger("whylogs_songbird.server.observatory")
 
 _MAX_SELECTOR_SHOWN = 80
+#: How soon a page of profiles still being summarised asks to be loaded again (``Retry-After``).
+PENDING_RETRY_SECONDS = 2
 
 
 def _plotly_js() -> Path | None:
@@ -82,7 +92,7 @@ def observatory_router(
         return HTMLResponse(template.render(**context), status_code=status)
 
     def error_page(error: PageError) -> HTMLResponse:
-        return render(
+        response = render(
             "error.html",
             status=error.status,
             title=error.title,
@@ -91,7 +101,11 @@ def observatory_router(
             session_id=error.session_id,
             home_url=error.home[0] if error.home else None,
             home_label=error.home[1] if error.home else None,
+            retry_after=error.retry_after,
         )
+        if error.retry_after:  # a page that is not ready yet (202): said, and reloaded by itself
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     def guarded(build: Callable[[], HTMLResponse], what: str) -> HTMLResponse:
         try:
@@ -164,14 +178,14 @@ def observatory_router(
             for record in store.recent_sessions(RECENT_SESSIONS) if list_sessions else []:
                 if record.claimed:
                     continue
-                profiles = store.list_profiles(record.id)
+                counts = store.profile_counts(record.id)  # from an index: no session's rows are read
                 sessions.append(
                     {
                         "id": record.id,
                         "created": format_timestamp(record.created_at),
                         "claimed": record.claimed,
-                        "batches": sum(1 for p in profiles if p.kind == "batch"),
-                        "references": sum(1 for p in profiles if p.kind == "reference"),
+                        "batches": counts["batch"],
+                        "references": counts["reference"],
                     }
                 )
             return render("landing.html", base=base_url(request), sessions=sessions, list_sessions=list_sessions)
@@ -181,14 +195,16 @@ def observatory_router(
     # -- session --
 
     def container_page(container: PageContainer, request: Request, **extra: Any) -> HTMLResponse:
-        """Every profile of a session or dataset, newest upload first, to pick 1 to 3 of."""
+        """One page of a session's or dataset's profiles, sorted and filtered, to pick 1 to 3 of."""
+        sid, home = container.id, container.home_path
+        params, query = read_params(_back(container), request.query_params)
         base = base_url(request)
-        store.learn_landed(container.id)  # presigned PUTs that went straight to the blob store
-        uploads = sorted(
-            store.list_profiles(container.id), key=lambda u: (u.stored_at or 0, u.created_at), reverse=True
-        )
+        store.learn_landed(sid)  # presigned PUTs that went straight to the blob store
+        # one page by keyset from an index, and the counts from the index: never every row
+        page = store.page_profiles(sid, query)
+        counts = store.profile_counts(sid)
         rows = []
-        for upload in uploads:
+        for upload in page.uploads:
             tags = segment_label(upload.segment_tags)
             batch_link = None
             if upload.kind == "batch" and upload.dataset_timestamp is not None:
@@ -196,21 +212,62 @@ def observatory_router(
             rows.append(
                 {
                     "upload": upload,
-                    "segment": tags,
+                    "segment": shortened(tags),
+                    # a long label is shown cut, and filtered by through the form (a page stays small)
+                    "segment_filter": (
+                        params.link(home, segment=tags, after="", before="")
+                        if tags and len(tags) <= SHOWN_CHARS
+                        else None
+                    ),
+                    "alias": shortened(upload.alias or "—"),
                     "timestamp": format_timestamp(upload.dataset_timestamp),
                     "uploaded": format_timestamp(upload.stored_at),
                     "link": container.link(base, [upload.id]),
                     "batch_link": batch_link if tags else None,
                 }
             )
-        return render("session.html", session_id=container.name, container=container, rows=rows, base=base, **extra)
+        pager = {
+            "first": params.link(home, after="", before="") if page.has_previous else None,
+            "previous": (
+                params.link(home, after="", before=encode_cursor(params.sort, page.first))
+                if page.has_previous and page.first is not None
+                else None
+            ),
+            "next": (
+                params.link(home, before="", after=encode_cursor(params.sort, page.last))
+                if page.has_next and page.last is not None
+                else None
+            ),
+        }
+        return render(
+            "session.html",
+            session_id=container.name,
+            container=container,
+            rows=rows,
+            base=base,
+            params=params,
+            counts=counts,
+            total=sum(counts.values()),
+            pager=pager,
+            sort_labels=SORT_LABELS,
+            sorted_by=lambda sort: params.sorted_by(home, sort),
+            max_rows=MAX_ROWS,
+            **extra,
+        )
 
     @router.get("/sessions/{session_id}", response_class=HTMLResponse)
     def session_page(session_id: str, request: Request) -> HTMLResponse:
+        started, cpu_started = time.perf_counter(), time.thread_time()
+
         def build() -> HTMLResponse:
             return container_page(PageContainer.session(open_session(session_id)), request)
 
-        return guarded(build, f"session {session_id[:_MAX_SELECTOR_SHOWN]}")
+        response = guarded(build, f"session {session_id[:_MAX_SELECTOR_SHOWN]}")
+        response.headers["Server-Timing"] = (
+            f"render;dur={(time.perf_counter() - started) * 1000:.1f}, "
+            f"render-cpu;dur={(time.thread_time() - cpu_started) * 1000:.1f}"
+        )
+        return response
 
     # -- profiles --
 
@@ -326,9 +383,15 @@ def observatory_router(
         container, selections = resolved
         sid = container
         window = column_window(request)
-        for selection in selections:  # never waits out the lease of a host that died holding a claim
-            if any(u.ingest_state == "pending" and profiles_cache.state(u) == "pending" for u in selection.uploads):
-                raise _pending(sid, selection)
+        # never waits out the lease of a host that died holding a claim; a comparison with a profile
+        # still pending is not shown in part: the whole page answers 202, naming every such profile
+        pending = [
+            selection
+            for selection in selections
+            if any(u.ingest_state == "pending" and profiles_cache.state(u) == "pending" for u in selection.uploads)
+        ]
+        if pending:
+            raise _pending(sid, *pending)
         views: list[DatasetProfileView] = []
         for selection in selections:
             with _profile_errors(sid, selection):
@@ -454,14 +517,18 @@ def _profile_errors(container: PageContainer, selection: Selection) -> Iterator[
         ) from None
 
 
-def _pending(container: PageContainer, selection: Selection) -> PageError:
-    """The page of a profile an ingest worker (maybe another host's) is still summarising: said at
-    once, with 202, rather than waiting for that worker."""
+def _pending(container: PageContainer, *selections: Selection) -> PageError:
+    """The page of profiles an ingest worker (maybe another host's) is still summarising: said at
+    once, with 202, ``Retry-After`` and a page that reloads itself, rather than waiting for that
+    worker or showing the others alone."""
+    names = ", ".join(shown(s.selector) for s in selections)
+    several = len(selections) > 1
     return PageError(
         202,
-        "Profile still being summarised",
-        f"Profile {shown(selection.selector)} of {container.kind} {container.name} is stored and still being "
-        "summarised; reload this page in a moment.",
+        "Profiles still being summarised" if several else "Profile still being summarised",
+        f"Profile{'s' if several else ''} {names} of {container.kind} {container.name} {'are' if several else 'is'} "
+        "stored and still being summarised; this page reloads in a moment.",
+        retry_after=PENDING_RETRY_SECONDS,
         **_back(container),
     )
 

@@ -381,6 +381,13 @@ class MetadataStore(Protocol):
     def find_batch_profiles(self, session_id: str, dataset_timestamp: int) -> list[UploadRecord]:
         """The stored (non-duplicate) batch profiles of a session with this timestamp (all segments)."""
 
+    def page_profiles(self, session_id: str, query: Any) -> Any:
+        """One page of a session's stored (non-duplicate) profiles: a ``paging.ProfilePage`` for a
+        ``paging.ProfileQuery`` (order, filters, cursor), read by keyset (see ``storage/paging.py``)."""
+
+    def profile_counts(self, session_id: str) -> dict[str, int]:
+        """How many stored (non-duplicate) profiles a session holds, by kind, without reading its rows."""
+
     def get_reference(self, session_id: str, reference_id: str) -> UploadRecord | None:
         """The stored reference profile ``reference_id`` of a session, or None."""
 

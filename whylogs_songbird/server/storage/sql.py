@@ -40,6 +40,7 @@ from whylogs_songbird.server.storage.base import (
 )
 from whylogs_songbird.server.storage.deletion import DeletionSql
 from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, NotificationQueueSql
+from whylogs_songbird.server.storage.paging import PAGING_INDEXES, ProfilePagingSql
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
@@ -143,6 +144,8 @@ LATE_INDEXES = (
     "CREATE UNIQUE INDEX IF NOT EXISTS sessions_by_dataset ON sessions (org_id, dataset_id)",
     "CREATE INDEX IF NOT EXISTS sessions_deleted ON sessions (deleted_at) WHERE deleted_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS uploads_deleted ON uploads (deleted_at) WHERE deleted_at IS NOT NULL",
+    # the session page's orders (see storage/paging.py)
+    *PAGING_INDEXES,
 )
 
 
@@ -227,7 +230,7 @@ def _is_upload_id(value: str) -> bool:
     return is_valid_id(value, "log") or is_valid_id(value, "ref")
 
 
-class SqlMetadataStore(NotificationQueueSql, DeletionSql):
+class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     """The metadata store over any DB-API connection, in a :class:`Dialect`.
 
     Subclasses implement :meth:`_transaction` (a connection inside a write transaction, committed
@@ -236,6 +239,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
     """
 
     dialect: Dialect = SQLITE
+    _upload_row = staticmethod(_upload_from_row)  # for the mixins' rows
     #: One host's file (SQLite): nothing else runs while a server starts on it.
     shared: bool = False
     #: The host this store's claims are taken for (``Store.open`` sets it from the data dir), so a
@@ -277,7 +281,18 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
 
     def _query(self, statement: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
         with self._read() as conn:
-            return self._exec(conn, statement, params)
+            cursor = conn.cursor()
+            try:
+                cursor.execute(self.dialect.sql(statement), tuple(params))
+                if cursor.description is None:
+                    return []
+                names = [d[0] for d in cursor.description]
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        # made dicts outside the connection (SQLite's is shared under a lock): a large listing, such
+        # as a timeline refresh's, holds it only while its rows are fetched, not the uploads waiting
+        return [dict(zip(names, row)) for row in rows]
 
     def _create_schema(self) -> None:
         """Create the tables, add columns of later versions, record the schema version (idempotent)."""
