@@ -46,6 +46,7 @@ from whylogs_songbird.server.auth import KeyOwner, require_key
 from whylogs_songbird.server.common import segment_label
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.rollups import bump_version
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, base_url, check_text, json_answer, upload_url
 from whylogs_songbird.server.signing import UrlSigner
 from whylogs_songbird.server.store import NewUpload, SessionRecord, Store, now_ms
@@ -590,6 +591,8 @@ def commit_transaction(org_id: KeyOrgDep, transaction_id: str, request: Request)
         raise _aborted(transaction_id)
     dataset = store.dataset_container(org_id, transaction_id.partition(".")[2])
     moved = store.move_stored_uploads(container.id, dataset.id)
+    if moved:
+        bump_version(store.metadata, dataset.id)  # its stored timelines are out of date
     _set_state(store, container, state, "committed")
     logger.info("committed a transaction of %d profiles into a dataset of org %s", len(moved), org_id)
     return JSONResponse({})
