@@ -64,7 +64,11 @@ class DictArtefacts:
         self.data[(session_id, key)] = data
 
     def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
-        gone = [k for k in self.data if k[0] == session_id and k[1].startswith(prefix)]
+        gone = [
+            k
+            for k in self.data
+            if k[0] == session_id and k[1].startswith(prefix) and (keep is None or not k[1].startswith(keep))
+        ]
         for key in gone:
             del self.data[key]
         return len(gone)
@@ -116,7 +120,9 @@ def test_a_rollup_is_the_merge_of_its_bucket_in_any_arrival_order(stamps: list[t
         buckets: dict[int, list[Member]] = {}
         for m in members:
             buckets.setdefault(bucket_bounds(m.timestamp, granularity)[0], []).append(m)  # type: ignore[arg-type]
-        stored = [k for (_, k) in artefacts.data if k.startswith(f"{ROLLUP_PREFIX}{granularity}/")]
+        stored = [
+            k for (_, k) in artefacts.data if k.startswith(f"{ROLLUP_PREFIX}{granularity}/") and k.count("/") == 4
+        ]
         assert len(stored) == len(buckets)
         for start, inside in buckets.items():
             rollup = rollups.read("s", granularity, start, ALL_SEGMENTS)
@@ -135,8 +141,9 @@ def test_a_late_batch_changes_only_its_own_hour_and_day() -> None:
     before = dict(artefacts.data)
     late = member(9, DAY0 + 2 * HOUR_MS - 60_000)  # within hour 1, before the batch already there
     summaries.add(rollups, late, DIGESTS[5])
-    changed = {key for _, key in artefacts.data if artefacts.data[("s", key)] != before.get(("s", key))}
-    assert changed == {rollup_key("hour", DAY0 + HOUR_MS, ALL_SEGMENTS), rollup_key("day", DAY0, ALL_SEGMENTS)}
+    changed = {key for _, key in {*artefacts.data, *before} if artefacts.data.get(("s", key)) != before.get(("s", key))}
+    own = (rollup_key("hour", DAY0 + HOUR_MS, ALL_SEGMENTS), rollup_key("day", DAY0, ALL_SEGMENTS))
+    assert set(own) <= changed and all(key.startswith(own) for key in changed), changed
     day = rollups.read("s", "day", DAY0, ALL_SEGMENTS)
     assert day is not None and [m.upload_id for m in day.members] == ["log-0", "log-9", "log-1", "log-2"]
     assert rollup_points(rollups, day, summaries) == merged_points(list(day.members), summaries)
@@ -175,13 +182,27 @@ def test_a_replaced_upload_replaces_its_member_and_segments_have_their_own_rollu
 @pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
 def test_a_stored_rollup_survives_its_encoding_and_junk_is_not_one() -> None:
     rollup = Rollups.merge([member(0, 1), member(1, 2)], [view_from_digest(DIGESTS[0]), view_from_digest(DIGESTS[1])])
-    assert Rollup.decode(rollup.encode()) == rollup and sorted(rollup.names) == ["n", "s", "x"]
+    assert Rollup.decode(rollup.header(), rollup.digest) == rollup and sorted(rollup.names) == ["n", "s", "x"]
     single = Rollups.merge([member(0, 1)], [view_from_digest(DIGESTS[0])])
-    assert single.digest is None and Rollup.decode(single.encode()) == single
-    for junk in (b"", b"{}", b'{"v":2,"m":[],"names":[]}\n', b'{"v":1,"m":[],"names":[]}\n', b"\x00\n\x01"):
+    assert single.digest is None and Rollup.decode(single.header()) == single
+    for junk in (b"", b"{}", b'{"v":2,"m":[],"names":[]}', b'{"v":1,"m":[],"names":[]}', b"\x00", b'{"v":1,"m":[[1]]}'):
         assert Rollup.decode(junk) is None
-    two_without_digest = Rollup(rollup.members, rollup.names, None).encode()
-    assert Rollup.decode(two_without_digest) is None
+    # stored: the header and the merged columns of exactly its members; a header whose merged
+    # columns were replaced (another host's write) is no rollup
+    artefacts = DictArtefacts()
+    rollups = Rollups(artefacts, Summaries())
+    rollups.write("s", "day", 0, ALL_SEGMENTS, rollup)
+    assert rollups.read("s", "day", 0, ALL_SEGMENTS) == rollup
+    assert rollups.read("s", "day", 0, ALL_SEGMENTS, merged=False) == Rollup(rollup.members, rollup.names, None)
+    other = Rollups.merge([member(0, 1), member(2, 3)], [view_from_digest(DIGESTS[0]), view_from_digest(DIGESTS[2])])
+    rollups.write("s", "day", 0, ALL_SEGMENTS, other)
+    assert sorted(k for _, k in artefacts.data) == sorted(
+        [rollup_key("day", 0, ALL_SEGMENTS), rollup_key("day", 0, ALL_SEGMENTS) + "/" + other.key]
+    )
+    artefacts.put_derived("s", rollup_key("day", 0, ALL_SEGMENTS), rollup.header())
+    assert rollups.read("s", "day", 0, ALL_SEGMENTS) is None
+    rollups.write("s", "day", 0, ALL_SEGMENTS, single)
+    assert [k for _, k in artefacts.data] == [rollup_key("day", 0, ALL_SEGMENTS)]
 
 
 # -- over HTTP, on both stores ----------------------------------------------------------------

@@ -2,7 +2,8 @@
 timeline view costs with its buckets, not with the session's history.
 
 A *rollup* is the merge of the batch profiles of one UTC hour or day of one session (and one
-segment, or every segment), stored as a digest (``digest.py``, the form summaries are stored in)
+segment, or every segment), stored as digested columns (``digest.py``, the form summaries are
+stored in, without the compression: sketches hardly compress, and it cost more than the merge)
 in the session's derived artefacts under ``timeline/r/<hour|day>/<bucket start>/<family>``, with a
 header naming its members (dataset timestamp, identity, upload id, sha256) in merge order and its
 column names. Weeks and months are merged from their days' rollups.
@@ -45,7 +46,7 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.column_stats import merge_views
 from whylogs_songbird.server.common import segment_label
-from whylogs_songbird.server.digest import digest_columns, digest_view, view_from_digest
+from whylogs_songbird.server.digest import digest_column, digest_columns, view_from_digest, view_of
 from whylogs_songbird.timeline import DAY_MS, HOUR_MS, Bucket, bucket_bounds, content_key
 
 logger = logging.getLogger("whylogs_songbird.server.rollups")
@@ -123,9 +124,21 @@ class Member:
         return (self.timestamp, self.identity)
 
 
+def encode_view(view: DatasetProfileView) -> bytes:
+    """The digested columns of a merged view, as a rollup stores them (JSON, not compressed)."""
+    columns = {name: digest_column(column) for name, column in view.get_columns().items() if column}
+    return json.dumps(columns, separators=(",", ":"), allow_nan=True).encode()
+
+
+def decode_view(data: bytes) -> DatasetProfileView:
+    """The view of :func:`encode_view`'s bytes (each sketch checked as a summary's are)."""
+    return view_of(json.loads(data))
+
+
 @dataclass(frozen=True)
 class Rollup:
-    """The merged digest of ``members`` (None for a single member: its own summary is the merge)."""
+    """The merged columns of ``members`` (:func:`encode_view`; None for a single member: its own
+    summary is the merge)."""
 
     members: tuple[Member, ...]
     names: tuple[str, ...]
@@ -136,29 +149,31 @@ class Rollup:
         """The content key of its members, as :attr:`whylogs_songbird.timeline.Bucket.key` of the bucket."""
         return content_key(m.identity for m in self.members)
 
-    def encode(self) -> bytes:
+    def header(self) -> bytes:
+        """What is stored under the rollup's key (its merged columns are stored apart, see
+        :meth:`Rollups.write`, so that reading its members and names stays small)."""
         header = {
             "v": _FORMAT,
             "m": [[m.timestamp, m.identity, m.upload_id, m.sha256] for m in self.members],
             "names": list(self.names),
         }
-        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + (self.digest or b"")
+        return json.dumps(header, separators=(",", ":")).encode()
 
     @classmethod
-    def decode(cls, data: bytes) -> Rollup | None:
-        """The rollup stored as ``data``, None when it is not one this version reads."""
-        head, _, digest = data.partition(b"\n")
+    def decode(cls, header: bytes, merged: bytes | None = None) -> Rollup | None:
+        """The rollup of a stored header and its merged columns (None: the header alone, its
+        ``digest`` None); None when it is not one this version reads."""
         try:
-            header = json.loads(head)
-            if header.get("v") != _FORMAT:
+            found = json.loads(header)
+            if found.get("v") != _FORMAT:
                 return None
-            members = tuple(Member(int(t), str(i), str(u), str(s)) for t, i, u, s in header["m"])
-            names = tuple(str(n) for n in header["names"])
+            members = tuple(Member(int(t), str(i), str(u), str(s)) for t, i, u, s in found["m"])
+            names = tuple(str(n) for n in found["names"])
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
-        if not members or (len(members) > 1 and not digest):
+        if not members:
             return None
-        return cls(members, names, digest or None)
+        return cls(members, names, merged or None)
 
 
 def _names(columns: Iterable[str], more: Iterable[str] = ()) -> tuple[str, ...]:
@@ -173,12 +188,27 @@ class Rollups:
         self.artefacts = artefacts
         self.member_digest = member_digest
 
-    def read(self, session_id: str, granularity: str, start: int, family: str) -> Rollup | None:
-        data = self.artefacts.get_derived(session_id, rollup_key(granularity, start, family))
-        return None if data is None else Rollup.decode(data)
+    def read(self, session_id: str, granularity: str, start: int, family: str, *, merged: bool = True) -> Rollup | None:
+        """The stored rollup, None when there is none or it is not whole (its merged columns replaced
+        by another host's meanwhile). ``merged=False``: its members and names only (``digest`` None)."""
+        key = rollup_key(granularity, start, family)
+        header = self.artefacts.get_derived(session_id, key)
+        found = None if header is None else Rollup.decode(header)
+        if found is None or not merged or len(found.members) == 1:
+            return found
+        data = self.artefacts.get_derived(session_id, f"{key}/{found.key}")
+        return None if data is None else Rollup(found.members, found.names, data)
 
     def write(self, session_id: str, granularity: str, start: int, family: str, rollup: Rollup) -> None:
-        self.artefacts.put_derived(session_id, rollup_key(granularity, start, family), rollup.encode())
+        """Store ``rollup``: its merged columns under ``<key>/<its members' content key>``, then its
+        header, then drop the merged columns of any other members (a header names the columns of
+        exactly its members, so hosts writing one bucket at once never mix two merges)."""
+        key = rollup_key(granularity, start, family)
+        own = f"{key}/{rollup.key}"
+        if rollup.digest is not None:
+            self.artefacts.put_derived(session_id, own, rollup.digest)
+        self.artefacts.put_derived(session_id, key, rollup.header())
+        self.artefacts.drop_derived(session_id, f"{key}/", own if rollup.digest is not None else None)
 
     # -- as batches land --
 
@@ -186,30 +216,39 @@ class Rollups:
         """Merge a newly summarised batch (``digest``) into the rollups of its hour and day, for every
         segment and for its own segment."""
         families = [ALL_SEGMENTS] + ([family_of(segment)] if segment else [])
+        columns = digest_columns(digest)
         for granularity in ROLLED:
             start = bucket_bounds(member.timestamp, granularity)[0]  # type: ignore[arg-type]
             for family in families:
-                self._add_one(session_id, granularity, start, family, member, digest)
+                self._add_one(session_id, granularity, start, family, member, digest, columns)
 
     def _add_one(
-        self, session_id: str, granularity: str, start: int, family: str, member: Member, digest: bytes
+        self,
+        session_id: str,
+        granularity: str,
+        start: int,
+        family: str,
+        member: Member,
+        digest: bytes,
+        columns: dict[str, Any],
     ) -> None:
         found = self.read(session_id, granularity, start, family)
         if found is None:  # the first batch of the bucket (or one not rolled up yet: a view rebuilds it)
-            self.write(session_id, granularity, start, family, Rollup((member,), _names(digest_columns(digest)), None))
+            self.write(session_id, granularity, start, family, Rollup((member,), _names(columns), None))
             return
         if any(m.identity == member.identity for m in found.members):
             return
         others = [m for m in found.members if m.upload_id != member.upload_id]
         if len(others) == len(found.members) and member.order > found.members[-1].order:
-            base = found.digest if found.digest is not None else self.member_digest(session_id, found.members[0])
+            base = found.digest or self.member_digest(session_id, found.members[0])
             if base is None:
                 self._drop(session_id, granularity, start, family)
                 return
-            merged = view_from_digest(base).merge(view_from_digest(digest))
-            names = _names(found.names, digest_columns(digest))
+            base_view = decode_view(found.digest) if found.digest is not None else view_from_digest(base)
+            merged = base_view.merge(view_of(columns))
+            names = _names(found.names, columns)
             self.write(
-                session_id, granularity, start, family, Rollup((*found.members, member), names, digest_view(merged))
+                session_id, granularity, start, family, Rollup((*found.members, member), names, encode_view(merged))
             )
             return
         # late within its bucket, or a replaced upload: this bucket is merged again, in order
@@ -223,14 +262,14 @@ class Rollups:
         )
 
     def _drop(self, session_id: str, granularity: str, start: int, family: str) -> None:
-        self.artefacts.drop_derived(session_id, rollup_key(granularity, start, family))
+        self.artefacts.drop_derived(session_id, rollup_key(granularity, start, family))  # with its merged columns
 
     @staticmethod
     def merge(members: Sequence[Member], views: Sequence[DatasetProfileView]) -> Rollup:
         """The rollup of ``members`` from their views, in that order."""
         merged = merge_views(views)
         names = _names(merged.get_columns())
-        return Rollup(tuple(members), names, digest_view(merged) if len(members) > 1 else None)
+        return Rollup(tuple(members), names, encode_view(merged) if len(members) > 1 else None)
 
     # -- at view time --
 
@@ -258,7 +297,7 @@ class Rollups:
         """The merged view of a rollup (a single member's is its own view)."""
         if rollup.digest is None:
             return load(rollup.members[0])
-        return view_from_digest(rollup.digest)
+        return decode_view(rollup.digest)
 
 
 # -- the ingest worker's hook --------------------------------------------------------------------

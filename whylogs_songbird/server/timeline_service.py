@@ -9,9 +9,12 @@ What is stored (in the derived-artefact cache, per session), under the *slot* of
 - ``<version>points``: the per-column numbers of the bucket;
 - ``<version>ref/<reference id>/<its identity>``: whylogs' drift of the bucket against a reference;
 - ``<version>prev/<previous bucket's version>``: its drift against the previous bucket;
-- ``timeline/doc/<view>/<everything>``: the whole JSON document of one (granularity, reference,
-  segment) view without a start/end range, keyed by all of the above and the monitors file; one
-  per view (storing it drops the view's document of older content).
+- ``timeline/view/<query>``: the whole JSON document of one query (granularity, reference,
+  segment, and the monitors file) without a start/end range, with the session's timeline version
+  it was built at: one per (session, query), replaced when built again. A view of an unchanged
+  session reads the version and this, never the list of the session's profiles;
+- ``timeline/r/…`` and ``timeline/version``: the hour and day rollups a view merges its buckets
+  from, and the version (:mod:`whylogs_songbird.server.rollups`).
 
 A landed batch only adds or changes its own bucket (and the drift of the next one against it):
 everything else is read back. When a new version is stored, what it replaces is dropped (the
@@ -364,13 +367,11 @@ class TimelineService:
         )
         # read before the profiles are listed: a document stored at this version holds at least them
         version = self.version(session_id) if self.version is not None else None
-        if watched:
-            remembered = _dumps(dataclasses.asdict(query))
-            if self.cache.get(session_id, WATCHED_KEY) != remembered:
-                self.cache.put(session_id, WATCHED_KEY, remembered)
         if version is not None and not ranged:
             found = self._stored_document(session_id, query_key, version)
             if found is not None:
+                if watched:
+                    self._watch(session_id, query)
                 return found
         view = self.resolve(session_id, query)
         unready = self._unready([*view.batches, *([view.reference] if view.reference else [])], background)
@@ -381,6 +382,8 @@ class TimelineService:
                 reference=None if view.reference is not None and view.reference.id in unready else view.reference,
                 pending=tuple(sorted(k for k, v in unready.items() if v == "pending")),
             )
+        if watched:
+            self._watch(session_id, query)
         self._forget_old_format(session_id)
         stamped = [
             Batch(key=b.identity, timestamp=b.dataset_timestamp, segment=b.segment)
@@ -422,6 +425,12 @@ class TimelineService:
         data: bytes = self._docs.get_or_compute((session_id, query_key, tag, ranged, view.start, view.end), build)
         return data
 
+    def _watch(self, session_id: str, query: TimelineQuery) -> None:
+        """Remember ``query`` as the session's last view (refreshed in the background as batches land)."""
+        remembered = _dumps(dataclasses.asdict(query))
+        if self.cache.get(session_id, WATCHED_KEY) != remembered:
+            self.cache.put(session_id, WATCHED_KEY, remembered)
+
     def _stored_document(self, session_id: str, key: str, tag: str) -> bytes | None:
         """The stored document under ``key`` when it was stored with ``tag`` (the version it shows)."""
         stored = self.cache.get(session_id, key)
@@ -454,7 +463,11 @@ class TimelineService:
         family = family_of(view.segment)
         for bucket in buckets:
             for granularity, part in self._rolled_parts(view.granularity, bucket):
-                found = None if self.rollups is None else self.rollups.read(session_id, granularity, part.start, family)
+                found = (
+                    None
+                    if self.rollups is None
+                    else self.rollups.read(session_id, granularity, part.start, family, merged=False)
+                )
                 if found is not None and found.key == part.key:
                     names.update(found.names)
                 else:
