@@ -16,10 +16,10 @@ then served by a LocalServer on loopback, whose ``Server-Timing`` header gives e
 How the data is written, so the run takes minutes, not hours: a few distinct profiles are made
 with whylogs, serialized, and digested once (``digest_from_bytes``, as the ingest worker's sandbox
 does); each batch is then an upload slot (``Store.create_upload``), its bytes
-(``Store.store_profile_bytes``), its summary (``store_summary``), and the ingest worker's own hook,
-``rollups.note_summarised``, which merges it into its hour and day rollups as a served upload would
-be. Only the sandboxed parse of each upload is skipped. The time spent in that hook per batch is
-printed too (the ingest-side cost of rollups).
+(``Store.store_profile_bytes``), its summary (``store_summary``), and the ingest worker's own
+hooks, ``rollups.summary_changing`` and ``rollups.note_summarised``, which merge it into its hour
+and day rollups as a served upload would be. Only the sandboxed parse of each upload is skipped.
+The time spent in the rollups per batch is printed too (their ingest-side cost).
 
 Run: ``python benchmarks/bench_views.py`` (``--sizes 1000,10000`` and ``--no-year`` for shorter
 runs; the whole run takes about 10-20 minutes on two cores, most of it writing the 50k session).
@@ -44,7 +44,7 @@ import whylogs as why  # noqa: E402
 
 from whylogs_songbird.server import LocalServer  # noqa: E402
 from whylogs_songbird.server.digest import digest_from_bytes  # noqa: E402
-from whylogs_songbird.server.rollups import note_summarised  # noqa: E402
+from whylogs_songbird.server.rollups import note_summarised, summary_changing  # noqa: E402
 from whylogs_songbird.server.store import Store  # noqa: E402
 
 HOUR_MS = 3_600_000
@@ -82,6 +82,7 @@ def add(store: Store, session_id: str, kind: str, timestamp: int, made: tuple[by
     slot = store.create_upload(session_id, kind, ttl_seconds=3600, dataset_timestamp=timestamp)  # type: ignore[arg-type]
     upload = store.store_profile_bytes(slot.id, data)
     assert upload.sha256 is not None
+    summary_changing(store, upload)
     if not store.metadata.store_summary(upload.id, upload.sha256, digest):
         raise SystemExit(f"the summary of {upload.id} was not stored")
     began = time.perf_counter()

@@ -226,15 +226,24 @@ def upload(server: LocalServer, session_id: str, data: bytes, timestamp: int | N
 
 
 def summarised(server: LocalServer, session_id: str, count: int) -> None:
-    """Wait until the session holds ``count`` profiles, all summarised by the ingest worker (a
-    presigned PUT is learned from the object store first)."""
+    """Wait until the session holds ``count`` profiles, all summarised by the ingest worker and each
+    batch merged into its day's rollup, its last step (a presigned PUT is learned first)."""
+    rollups = store_rollups(server.store)
+
+    def rolled(profile: Any) -> bool:
+        day = rollups.read(
+            session_id, "day", bucket_bounds(profile.dataset_timestamp, "day")[0], ALL_SEGMENTS, merged=False
+        )
+        return day is not None and any(m.upload_id == profile.id for m in day.members)
+
     deadline = time.monotonic() + 60
     while True:
         server.store.learn_landed(session_id)
-        states = [p.ingest_state for p in server.store.list_profiles(session_id)]
-        if len(states) == count and all(state == "ready" for state in states):
+        profiles = server.store.list_profiles(session_id)
+        ready = len(profiles) == count and all(p.ingest_state == "ready" for p in profiles)
+        if ready and all(rolled(p) for p in profiles if p.kind == "batch"):
             return
-        assert time.monotonic() < deadline, f"the ingest worker did not finish: {states}"
+        assert time.monotonic() < deadline, f"the ingest worker did not finish: {profiles}"
         time.sleep(0.05)
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
-from whylogs_songbird.server.rollups import note_summarised
+from whylogs_songbird.server.rollups import note_summarised, summary_changing
 from whylogs_songbird.server.sandbox import Sandbox, SandboxCrash, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.store import Store, UploadRecord
@@ -54,20 +54,20 @@ def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | 
     try:
         data = store.read_profile_bytes(upload)
     except OSError as exc:
+        summary_changing(store, upload)
         store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
-        note_summarised(store, upload, None)
         return None
     try:
         check_profile_bytes(data, max_columns=store.max_columns)
         digest = sandbox.digest(data)
     except ProfileCheckError as exc:
+        summary_changing(store, upload)
         store.metadata.mark_invalid(upload.id, upload.sha256, f"it is not a well-formed whylogs profile ({exc})")
-        note_summarised(store, upload, None)
         logger.info("ingest: upload %s is not a well-formed profile: %s", upload.id, exc)
         return None
     except SandboxRefused as exc:
+        summary_changing(store, upload)
         store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
-        note_summarised(store, upload, None)
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
         return None
     except SandboxStopped:
@@ -79,9 +79,10 @@ def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | 
         return None
     finally:
         del data
+    summary_changing(store, upload)  # the session's timeline version, before the summary shows
     if not store.metadata.store_summary(upload.id, upload.sha256, digest):
         return None
-    note_summarised(store, upload, digest)  # its hour and day rollups, and the session's timeline version
+    note_summarised(store, upload, digest)  # its hour and day rollups
     return digest
 
 

@@ -9,11 +9,11 @@ header naming its members (dataset timestamp, identity, upload id, sha256) in me
 column names. Weeks and months are merged from their days' rollups.
 
 - **As batches land**: the ingest worker calls :func:`note_summarised` once a batch's summary is
-  stored; it merges the new batch into the rollups of its hour and day (an append when the batch
-  sorts after every member, as merging all of them in order does; otherwise, such as a late batch
-  within its bucket or a replaced upload, that one bucket is merged again from its members'
-  summaries). Only that batch's buckets are touched.
-- **At view time** (:class:`Rollups.bucket_view`): a rollup is used only when its members are
+  stored (and :func:`summary_changing` just before); it merges the new batch into the rollups of
+  its hour and day (an append when the batch sorts after every member, as merging all of them in
+  order does; otherwise, such as a late batch within its bucket or a replaced upload, that one
+  bucket is merged again from its members' summaries). Only that batch's buckets are touched.
+- **At view time** (:meth:`Rollups.bucket_rollup`): a rollup is used only when its members are
   exactly the bucket's batches (the bucket's content key). Otherwise (no rollup yet, for data
   stored before rollups existed; two hosts that updated one bucket at once, where the later write
   wins and loses the other's batch; a deleted profile) the bucket is merged from its profiles and
@@ -28,9 +28,10 @@ compacts at random, so two merges of the same profiles differ within it, today a
 
 The *version* (:func:`bump_version`, :func:`read_version`) is a random token under
 ``timeline/version``, replaced whenever what a view shows may change: an upload recorded, a
-summary stored or found invalid, a profile deleted, a transaction committed. A stored timeline
-document carries the version it was built at, so a stored view is two reads, whatever the
-session's size.
+summary about to be stored or a profile about to be marked invalid (before it shows: a view of the
+new version sees the profile pending, and stores no document, or done), a profile deleted, a
+transaction committed. A stored timeline document carries the version it was built at, so a
+stored view is two reads, whatever the session's size.
 """
 
 from __future__ import annotations
@@ -318,23 +319,28 @@ def member_of(upload: Any) -> Member | None:
     return Member(int(upload.dataset_timestamp), f"{upload.id}:{upload.sha256}:{upload.size}", upload.id, upload.sha256)
 
 
-def note_summarised(store: Any, upload: Any, digest: bytes | None) -> None:
-    """What the ingest worker calls once it stored a profile's summary (``digest``) or found it
-    invalid (None): the session's version changes, and a batch is merged into its rollups. A failure
-    is logged, never fails the ingest (a view rebuilds what is missing)."""
+def summary_changing(store: Any, upload: Any) -> None:
+    """What the ingest worker calls just before it stores a profile's summary or marks it invalid:
+    the session's version changes first, so a view that reads the new version finds the profile
+    either pending (and stores no document) or done. A failure is logged, never fails the ingest."""
+    try:
+        bump_version(store.metadata, upload.session_id)
+    except Exception:
+        logger.exception("rollups: changing the timeline version of a session failed")
+
+
+def note_summarised(store: Any, upload: Any, digest: bytes) -> None:
+    """What the ingest worker calls once it stored a batch's summary (``digest``): the batch is merged
+    into the rollups of its hour and day. A failure is logged, never fails the ingest (a view merges
+    what is missing)."""
     try:
         member = member_of(upload)
-        if digest is not None and member is not None:
+        if member is not None:
             Rollups(store.metadata, _summary_of(store)).add(
                 upload.session_id, member, segment_label(upload.segment_tags), digest
             )
     except Exception:
         logger.exception("rollups: merging upload %s into its buckets failed", getattr(upload, "id", "?"))
-    finally:
-        try:
-            bump_version(store.metadata, upload.session_id)
-        except Exception:
-            logger.exception("rollups: changing the timeline version of a session failed")
 
 
 def store_rollups(store: Any) -> Rollups:
@@ -354,6 +360,7 @@ __all__ = [
     "family_of",
     "member_of",
     "note_summarised",
+    "summary_changing",
     "read_version",
     "rollup_key",
     "store_rollups",
