@@ -550,6 +550,9 @@ class TimelineInputs:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Identifies the reference's content in the keys of :data:`CachedJson` and :data:`Memo`.
     reference_key: str = ""
+    #: The merged view of one bucket, when the caller keeps them (the server's rollups); by default
+    #: its batches are loaded and merged in order.
+    merged: Callable[[Bucket], DatasetProfileView] | None = None
 
 
 def _compute(key: str, compute: Callable[[], Any]) -> Any:
@@ -608,15 +611,21 @@ def bucket_points(
 class _BucketViews:
     """The merged views of the last few buckets asked for, each merged once."""
 
-    def __init__(self, load: ViewLoader, keep: int = 3) -> None:
+    def __init__(
+        self, load: ViewLoader, keep: int = 3, merged: Callable[[Bucket], DatasetProfileView] | None = None
+    ) -> None:
         self.load = load
         self.keep = keep
+        self.merged = merged
         self._views: dict[str, DatasetProfileView] = {}
 
     def get(self, bucket: Bucket) -> DatasetProfileView:
         view = self._views.pop(bucket.key, None)
         if view is None:
-            view = merge_views([self.load(b) for b in bucket.batches])
+            if self.merged is not None:
+                view = self.merged(bucket)
+            else:
+                view = merge_views([self.load(b) for b in bucket.batches])
         self._views[bucket.key] = view  # most recent last
         while len(self._views) > self.keep:
             del self._views[next(iter(self._views))]
@@ -644,7 +653,7 @@ def compute_timeline(
     """
     granularity = inputs.granularity or choose_granularity(b.timestamp for b in inputs.batches)
     buckets = bucketize(inputs.batches, granularity, inputs.segment)
-    views = _BucketViews(inputs.load)
+    views = _BucketViews(inputs.load, merged=inputs.merged)
     reference = _loaded_once(inputs.reference)
     points: list[BucketPoints] = []
     previous: Bucket | None = None

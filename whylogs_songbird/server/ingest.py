@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Callable, Iterator
 
 from whylogs_songbird.server.config import DEFAULT_CLAIM_LEASE_SECONDS
+from whylogs_songbird.server.rollups import note_summarised, summary_changing
 from whylogs_songbird.server.sandbox import Sandbox, SandboxCrash, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.store import Store, UploadRecord
@@ -134,11 +135,13 @@ def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> byt
     try:
         data = store.read_profile_bytes(upload)
     except OSError as exc:
+        summary_changing(store, upload)
         store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
         return None
     try:
         digest = sandbox.digest(data)
     except SandboxRefused as exc:
+        summary_changing(store, upload)
         store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
         return None
@@ -151,7 +154,11 @@ def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> byt
         return None
     finally:
         del data
-    return digest if store.metadata.store_summary(upload.id, upload.sha256, digest) else None
+    summary_changing(store, upload)  # the session's timeline version, before the summary shows
+    if not store.metadata.store_summary(upload.id, upload.sha256, digest):
+        return None
+    note_summarised(store, upload, digest)  # its hour and day rollups
+    return digest
 
 
 class IngestWorker:

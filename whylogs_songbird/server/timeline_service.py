@@ -9,9 +9,12 @@ What is stored (in the derived-artefact cache, per session), under the *slot* of
 - ``<version>points``: the per-column numbers of the bucket;
 - ``<version>ref/<reference id>/<its identity>``: whylogs' drift of the bucket against a reference;
 - ``<version>prev/<previous bucket's version>``: its drift against the previous bucket;
-- ``timeline/doc/<view>/<everything>``: the whole JSON document of one (granularity, reference,
-  segment) view without a start/end range, keyed by all of the above and the monitors file; one
-  per view (storing it drops the view's document of older content).
+- ``timeline/view/<query>``: the whole JSON document of one query (granularity, reference,
+  segment, and the monitors file) without a start/end range, with the session's timeline version
+  it was built at: one per (session, query), replaced when built again. A view of an unchanged
+  session reads the version and this, never the list of the session's profiles;
+- ``timeline/r/…`` and ``timeline/version``: the hour and day rollups a view merges its buckets
+  from, and the version (:mod:`whylogs_songbird.server.rollups`).
 
 A landed batch only adds or changes its own bucket (and the drift of the next one against it):
 everything else is read back. When a new version is stored, what it replaces is dropped (the
@@ -40,8 +43,10 @@ from typing import Any, Protocol
 
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.column_stats import merge_views
 from whylogs_songbird.monitors import Failure, MonitorsError, MonitorsFile, evaluate
 from whylogs_songbird.server.observatory.cache import LruCache
+from whylogs_songbird.server.rollups import ROLLED, Member, Rollups, family_of
 from whylogs_songbird.timeline import (
     GRANULARITIES,
     Batch,
@@ -66,14 +71,15 @@ FORMAT = "v2"
 #: Keys of stored bucket values (see the module's docstring) start with this.
 BUCKET_PREFIX = "timeline/b/"
 #: Where older versions of the server stored bucket values: dropped when a session is next viewed.
-OLD_PREFIXES = ("timeline/points/", "timeline/drift/")
+OLD_PREFIXES = ("timeline/points/", "timeline/drift/", "timeline/doc/")
 #: The most buckets one view shows (a coarser granularity or a start/end range shows fewer).
 MAX_VIEW_BUCKETS = 1000
 #: The most buckets × columns one view shows: what a first view computes is about proportional to it.
 MAX_VIEW_CELLS = 50_000
 MiB = 1024 * 1024
-#: Keys of whole stored documents start with this.
-DOC_PREFIX = "timeline/doc/"
+#: Keys of whole stored documents start with this: one per (session, query), holding the session's
+#: timeline version it was built at (see :mod:`whylogs_songbird.server.rollups`) and the document.
+DOC_PREFIX = "timeline/view/"
 #: The query of the last view of a session's timeline, refreshed in the background as batches land.
 WATCHED_KEY = "timeline/watched"
 #: After a background refresh of a session that took ``t`` seconds, the next one waits ``REFRESH_SPACING * t``
@@ -198,6 +204,11 @@ def _names_size(names: tuple[str, ...]) -> int:
     return 64 + sum(56 + len(n) for n in names)
 
 
+def _member(profile: StoredProfile) -> Member:
+    sha256 = getattr(profile.record, "sha256", None) or profile.identity.split(":")[1]
+    return Member(profile.dataset_timestamp or 0, profile.identity, profile.id, sha256)
+
+
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
@@ -224,8 +235,23 @@ class TimelineService:
         doc_bytes: int = 32 * MiB,
         state: Callable[[StoredProfile, bool], str] | None = None,
         target_of: Callable[[str], tuple[str, str] | None] | None = None,
+        version: Callable[[str], str] | None = None,
+        bump: Callable[[str], None] | None = None,
+        rollups: Rollups | None = None,
+        refresh: Callable[[str], object] | None = None,
     ) -> None:
         self.list_profiles = list_profiles
+        #: ``version(session_id)``: the session's timeline version, changed whenever what a view shows
+        #: may change (see :mod:`whylogs_songbird.server.rollups`); a stored document of the current
+        #: version is answered without listing the session's profiles. None: the stored document's
+        #: key is the content of its buckets (every profile listed)
+        self.version = version
+        #: ``bump(session_id)``: change the version (when this service learns of a landed upload)
+        self.bump = bump
+        #: the merged views of hour and day buckets, kept as batches land (weeks and months from days)
+        self.rollups = rollups
+        #: ``refresh(session_id)``: called before a view (e.g. to learn presigned PUTs that landed)
+        self.refresh = refresh
         #: what a container is to a monitors file: ("session", its id), ("dataset", "ORG/DATASET"), or
         #: None for one no monitor looks at (an open transaction's profiles). Default: a session
         self.target_of = target_of or (lambda session_id: ("session", session_id))
@@ -347,6 +373,21 @@ class TimelineService:
         holds are left out and listed under ``pending`` (a request waits only for this process's
         worker and for young claims, never out another host's lease; ``background`` work waits up
         to two minutes for any worker); such a document is not stored."""
+        if self.refresh is not None:
+            self.refresh(session_id)
+        ranged = bool((query.start or "").strip() or (query.end or "").strip())
+        query_key = DOC_PREFIX + content_key(
+            [FORMAT, self.monitors_key]
+            + [f"{name}:{value}" for name, value in dataclasses.asdict(query).items() if name not in ("start", "end")]
+        )
+        # read before the profiles are listed: a document stored at this version holds at least them
+        version = self.version(session_id) if self.version is not None else None
+        if version is not None and not ranged:
+            found = self._stored_document(session_id, query_key, version)
+            if found is not None:
+                if watched:
+                    self._watch(session_id, query)
+                return found
         view = self.resolve(session_id, query)
         unready = self._unready([*view.batches, *([view.reference] if view.reference else [])], background)
         if unready:
@@ -357,9 +398,7 @@ class TimelineService:
                 pending=tuple(sorted(k for k, v in unready.items() if v == "pending")),
             )
         if watched:
-            remembered = _dumps(dataclasses.asdict(query))
-            if self.cache.get(session_id, WATCHED_KEY) != remembered:
-                self.cache.put(session_id, WATCHED_KEY, remembered)
+            self._watch(session_id, query)
         self._forget_old_format(session_id)
         stamped = [
             Batch(key=b.identity, timestamp=b.dataset_timestamp, segment=b.segment)
@@ -375,35 +414,45 @@ class TimelineService:
         buckets = every[shown[0] : shown[-1] + 1] if shown else []
         if len(buckets) > self.max_buckets:
             raise self._too_big(view, f"{len(buckets):,} buckets", f"{self.max_buckets:,} buckets")
-        ranged = view.start is not None or view.end is not None or bool(view.pending)  # not stored either
-        reference = view.reference
-        parts = [FORMAT, view.granularity, view.segment or "", reference.identity if reference else ""]
-        parts += [self.monitors_key, f"range:{view.start}:{view.end}", *(f"segment:{s}" for s in view.segments)]
-        parts += [f"{r.id}:{r.alias}" for r in view.references]
-        # one stored document per view: storing it drops the view's documents of older content
-        view_key = (
-            DOC_PREFIX
-            + content_key([FORMAT, view.granularity, view.segment or "", reference.id if reference else ""])
-            + "/"
-        )
-        doc_key = view_key + content_key([*parts, *(f"{b.start}:{b.key}" for b in buckets)])
+        ranged = ranged or bool(view.pending)  # not stored either
+        if version is None:  # no version: the document's tag is everything it shows
+            reference = view.reference
+            parts = [FORMAT, view.granularity, view.segment or "", reference.identity if reference else ""]
+            parts += [self.monitors_key, *(f"segment:{s}" for s in view.segments)]
+            parts += [f"{r.id}:{r.alias}" for r in view.references]
+            tag = content_key([*parts, *(f"{b.start}:{b.key}" for b in buckets)])
+            if not ranged:
+                found = self._stored_document(session_id, query_key, tag)
+                if found is not None:
+                    return found
+        else:
+            tag = version
 
         def build() -> bytes:
-            # a ranged view is not stored: there are as many as there are ranges (its parts are)
-            stored = None if ranged else self.cache.get(session_id, doc_key)
-            if stored is not None:
-                return stored
             by_identity = {b.identity: b for b in view.batches}
-            self._check_cells(view, buckets, by_identity)
+            self._check_cells(session_id, view, buckets, by_identity)
             data = self._build(session_id, view, buckets, by_identity)
-            if not ranged:
-                self.cache.drop(session_id, view_key, doc_key)
-                self.cache.put(session_id, doc_key, data)
+            if not ranged:  # a ranged view is not stored: there are as many as there are ranges (its parts are)
+                self.cache.put(session_id, query_key, tag.encode() + b"\n" + data)
             return data
 
         # single flight: parallel requests for one view wait for one build
-        data: bytes = self._docs.get_or_compute((session_id, doc_key), build)
+        data: bytes = self._docs.get_or_compute((session_id, query_key, tag, ranged, view.start, view.end), build)
         return data
+
+    def _watch(self, session_id: str, query: TimelineQuery) -> None:
+        """Remember ``query`` as the session's last view (refreshed in the background as batches land)."""
+        remembered = _dumps(dataclasses.asdict(query))
+        if self.cache.get(session_id, WATCHED_KEY) != remembered:
+            self.cache.put(session_id, WATCHED_KEY, remembered)
+
+    def _stored_document(self, session_id: str, key: str, tag: str) -> bytes | None:
+        """The stored document under ``key`` when it was stored with ``tag`` (the version it shows)."""
+        stored = self.cache.get(session_id, key)
+        if stored is None:
+            return None
+        stored_tag, _, data = stored.partition(b"\n")
+        return data if stored_tag == tag.encode() and data else None
 
     def _too_big(self, view: ResolvedView, size: str, cap: str) -> TimelineRequestError:
         coarser = GRANULARITIES[GRANULARITIES.index(view.granularity) + 1 :]
@@ -415,22 +464,62 @@ class TimelineService:
         )
 
     def _check_cells(
-        self, view: ResolvedView, buckets: Sequence[Bucket], by_identity: Mapping[str, StoredProfile]
+        self,
+        session_id: str,
+        view: ResolvedView,
+        buckets: Sequence[Bucket],
+        by_identity: Mapping[str, StoredProfile],
     ) -> None:
-        """Refuse a view of more than :attr:`max_cells` buckets × columns (from the stored column
-        names of its batches, read until the cap is passed)."""
+        """Refuse a view of more than :attr:`max_cells` buckets × columns (from the column names of
+        its buckets' rollups, or of its batches where a bucket has none, read until the cap is passed)."""
         if not buckets:
             return
         names: set[str] = set()
+        family = family_of(view.segment)
         for bucket in buckets:
-            for batch in bucket.batches:
-                names.update(self._column_names(by_identity[batch.key]))
+            for granularity, part in self._rolled_parts(view.granularity, bucket):
+                found = (
+                    None
+                    if self.rollups is None
+                    else self.rollups.read(session_id, granularity, part.start, family, merged=False)
+                )
+                if found is not None and found.key == part.key:
+                    names.update(found.names)
+                else:
+                    for batch in part.batches:
+                        names.update(self._column_names(by_identity[batch.key]))
                 if len(buckets) * len(names) > self.max_cells:
                     raise self._too_big(
                         view,
                         f"{len(buckets):,} buckets × {len(names):,}+ columns",
                         f"{self.max_cells:,} cells (buckets × columns)",
                     )
+
+    @staticmethod
+    def _rolled_parts(granularity: Granularity, bucket: Bucket) -> list[tuple[str, Bucket]]:
+        """The rolled-up buckets a bucket is merged from: itself (an hour or a day), or its days."""
+        if granularity in ROLLED:
+            return [(granularity, bucket)]
+        return [("day", day) for day in bucketize(bucket.batches, "day")]
+
+    def _merged(
+        self, session_id: str, view: ResolvedView, bucket: Bucket, by_identity: Mapping[str, StoredProfile]
+    ) -> DatasetProfileView:
+        """The merged view of ``bucket``, from the rollups of its hour, day or days (each merged from
+        its profiles and stored when it has no rollup of exactly its batches)."""
+        assert self.rollups is not None
+        rollups = self.rollups
+        family = family_of(view.segment)
+
+        def load(member: Member) -> DatasetProfileView:
+            return self.load(by_identity[member.identity])
+
+        views = []
+        for granularity, part in self._rolled_parts(view.granularity, bucket):
+            members = [_member(by_identity[b.key]) for b in part.batches]
+            rollup, merged = rollups.bucket_rollup(session_id, granularity, family, part, members, load)
+            views.append(merged if merged is not None else rollups.view(rollup, load))
+        return merge_views(views)
 
     def _column_names(self, profile: StoredProfile) -> tuple[str, ...]:
         found: tuple[str, ...] = self._names.get_or_compute(
@@ -547,6 +636,9 @@ class TimelineService:
             granularity=view.granularity,
             segment=view.segment,
             extra=extra,
+            merged=None
+            if self.rollups is None
+            else functools.partial(self._merged, session_id, view, by_identity=by_identity),
         )
         document = compute_timeline(inputs, cached=cached, memo=memo)
         document["alerts"] = [f.to_json() for f in self.alerts(document)]
@@ -574,6 +666,8 @@ class TimelineService:
     def upload_landed(self, upload: Any) -> None:
         """The store's "upload landed" hook (``Store.add_landed_hook``): a recorded batch runs
         :meth:`batch_stored`, on whichever store and host recorded it."""
+        if self.bump is not None:
+            self.bump(upload.session_id)
         if getattr(upload, "kind", None) == "batch":
             self.batch_stored(upload.session_id)
 
@@ -583,9 +677,11 @@ class TimelineService:
         and the monitors' view, whose monitors it then evaluates): requests never wait for it, and
         the next view finds everything stored.
 
-        Nothing is deleted here: a stored document is keyed by the content of every bucket it
-        shows, so one that is out of date is never read, and storing a view's new document drops
-        its older ones (see :meth:`document_bytes`). Landing costs the same in a session of any size.
+        Nothing is deleted here: a stored document is answered only for the session's current
+        version (or, without a version, when the content of every bucket it shows is unchanged),
+        and storing a view's new document replaces its older one (see :meth:`document_bytes`); the
+        stored points and drift of the other buckets are used again. Landing costs the same in a
+        session of any size.
 
         Refreshes are coalesced: batches landing while a session waits for its refresh are taken
         in that one refresh, and a session is refreshed again only :data:`REFRESH_SPACING` times

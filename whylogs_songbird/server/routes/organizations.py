@@ -55,6 +55,7 @@ from whylogs_songbird.server.datasets import (
 )
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.observatory.container import PageContainer
+from whylogs_songbird.server.rollups import bump_version
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, base_url, check_text, json_answer, upload_url
 from whylogs_songbird.server.routes.timeline import timeline_json_bytes
 from whylogs_songbird.server.signing import UrlSigner
@@ -596,6 +597,8 @@ def commit_transaction(org_id: KeyOrgDep, transaction_id: str, request: Request)
         raise _aborted(transaction_id)
     dataset = store.dataset_container(org_id, transaction_id.partition(".")[2])
     moved = store.move_stored_uploads(container.id, dataset.id)
+    if moved:
+        bump_version(store.metadata, dataset.id)  # its stored timelines are out of date
     _set_state(store, container, state, "committed")
     if moved:  # the batches land in the dataset now: its timeline and monitors see them (not before)
         request.app.state.timeline.batch_stored(dataset.id)

@@ -38,6 +38,7 @@ from whylogs_songbird.server.observatory.cache import LruCache, ProfileCache
 from whylogs_songbird.server.observatory.container import PageContainer
 from whylogs_songbird.server.observatory.page import make_environment
 from whylogs_songbird.server.page_access import Access, AccessRefused, dataset_access, refused_answer
+from whylogs_songbird.server.rollups import bump_version, read_version, store_rollups
 from whylogs_songbird.server.sandbox import Sandbox, SandboxError
 from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id
 from whylogs_songbird.server.summaries import SummaryError
@@ -107,7 +108,6 @@ def make_service(
     own_sandbox = sandbox if sandbox is not None else Sandbox()
 
     def list_profiles(session_id: str) -> list[StoredProfile]:
-        store.learn_landed(session_id)  # uploads PUT straight to an object store (presigned URLs)
         return [_stored(u) for u in store.list_profiles(session_id) if not u.invalid]
 
     def load(profile: StoredProfile) -> DatasetProfileView:
@@ -133,7 +133,19 @@ def make_service(
 
     artefacts: ArtefactCache = cache if cache is not None else StoreArtefacts(store)
     return TimelineService(
-        list_profiles, load, artefacts, monitors, column_names=column_names, state=state, target_of=target_of
+        list_profiles,
+        load,
+        artefacts,
+        monitors,
+        column_names=column_names,
+        state=state,
+        # the version and the rollups live in the store whatever the cache: every host and the
+        # ingest worker see and change them
+        version=functools.partial(read_version, store.metadata),
+        bump=functools.partial(bump_version, store.metadata),
+        rollups=store_rollups(store),
+        target_of=target_of,
+        refresh=store.learn_landed,  # uploads PUT straight to an object store (presigned URLs)
     )
 
 

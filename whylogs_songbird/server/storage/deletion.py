@@ -144,14 +144,35 @@ class DeletionSql:
             if not rows:
                 return False
             target = rows[0]["duplicate_of"] or rows[0]["id"]
+            stamps = self._exec(
+                conn,
+                "SELECT DISTINCT dataset_timestamp FROM uploads WHERE session_id = ? AND (id = ? OR duplicate_of = ?)"
+                " AND deleted_at IS NULL AND dataset_timestamp IS NOT NULL",
+                (session_id, target, target),
+            )
             changed = self._rowcount(
                 conn,
                 "UPDATE uploads SET deleted_at = ?, purge_lease = NULL"
                 " WHERE session_id = ? AND (id = ? OR duplicate_of = ?) AND deleted_at IS NULL",
                 (now, session_id, target, target),
             )
-            self._exec(conn, "DELETE FROM derived WHERE session_id = ?", (session_id,))
+            self._drop_derived_of(conn, session_id, [int(row["dataset_timestamp"]) for row in stamps])
         return bool(changed)
+
+    def _drop_derived_of(self, conn: Any, session_id: str, timestamps: Sequence[int]) -> None:
+        """Drop what the session's derived artefacts hold of profiles of ``timestamps``: everything but
+        the rollups of other hours and days (``rollups.py``), which stay, so the next view merges only
+        the deleted profiles' buckets again."""
+        from whylogs_songbird.server.rollups import ROLLUP_PREFIX, bucket_prefixes  # the key format's home
+
+        self._exec(
+            conn,
+            "DELETE FROM derived WHERE session_id = ? AND key NOT LIKE ?",
+            (session_id, ROLLUP_PREFIX + "%"),
+        )
+        for timestamp in timestamps:
+            for prefix in bucket_prefixes(timestamp):  # digits and slashes only: no LIKE wildcard in them
+                self._exec(conn, "DELETE FROM derived WHERE session_id = ? AND key LIKE ?", (session_id, prefix + "%"))
 
     def mark_expired(self, *, stored_before: int, limit: int) -> int:
         """Retention: mark deleted up to ``limit`` profiles stored before ``stored_before`` (epoch

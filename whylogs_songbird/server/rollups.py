@@ -1,0 +1,367 @@
+"""Per-bucket rollups of a session's batch profiles, and the session's timeline version, so that a
+timeline view costs with its buckets, not with the session's history.
+
+A *rollup* is the merge of the batch profiles of one UTC hour or day of one session (and one
+segment, or every segment), stored as digested columns (``digest.py``, the form summaries are
+stored in, without the compression: sketches hardly compress, and it cost more than the merge)
+in the session's derived artefacts under ``timeline/r/<hour|day>/<bucket start>/<family>``, with a
+header naming its members (dataset timestamp, identity, upload id, sha256) in merge order and its
+column names. Weeks and months are merged from their days' rollups.
+
+- **As batches land**: the ingest worker calls :func:`note_summarised` once a batch's summary is
+  stored (and :func:`summary_changing` just before); it merges the new batch into the rollups of
+  its hour and day (an append when the batch sorts after every member, as merging all of them in
+  order does; otherwise, such as a late batch within its bucket or a replaced upload, that one
+  bucket is merged again from its members' summaries). Only that batch's buckets are touched.
+- **At view time** (:meth:`Rollups.bucket_rollup`): a rollup is used only when its members are
+  exactly the bucket's batches (the bucket's content key). Otherwise (no rollup yet, for data
+  stored before rollups existed; two hosts that updated one bucket at once, where the later write
+  wins and loses the other's batch; a deleted profile) the bucket is merged from its profiles and
+  its rollup stored again. So a rollup is never trusted beyond its members, whatever the races
+  between hosts, and a missing rollup is rebuilt from the profiles.
+- **On deletion**: the store drops the rollups of the deleted profile's hour and day (its data
+  leaves with it), and the session's other derived values except the other rollups.
+
+The numbers are those of merging the bucket's profiles: counts, means, extremes, distinct and
+frequent-item estimates exactly; quantiles within the KLL sketch's error (whylogs' KLL merge
+compacts at random, so two merges of the same profiles differ within it, today as before).
+
+The *version* (:func:`bump_version`, :func:`read_version`) is a random token under
+``timeline/version``, replaced whenever what a view shows may change: an upload recorded, a
+summary about to be stored or a profile about to be marked invalid (before it shows: a view of the
+new version sees the profile pending, and stores no document, or done), a profile deleted, a
+transaction committed. A stored timeline document carries the version it was built at, so a
+stored view is two reads, whatever the session's size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from whylogs.core import DatasetProfileView
+
+from whylogs_songbird.column_stats import merge_views
+from whylogs_songbird.server.common import segment_label
+from whylogs_songbird.server.digest import digest_column, digest_columns, view_from_digest, view_of
+from whylogs_songbird.timeline import DAY_MS, HOUR_MS, Bucket, bucket_bounds, content_key
+
+logger = logging.getLogger("whylogs_songbird.server.rollups")
+
+#: Keys of stored rollups start with this (``timeline/r/<granularity>/<start>/<family>``).
+ROLLUP_PREFIX = "timeline/r/"
+#: The key of a session's timeline version.
+VERSION_KEY = "timeline/version"
+#: The granularities kept as rollups; coarser ones are merged from days.
+ROLLED = ("hour", "day")
+#: The family of rollups over every segment (what a view without a segment shows).
+ALL_SEGMENTS = "all"
+_FORMAT = 1
+
+
+class Artefacts(Protocol):
+    """A session's derived values (``MetadataStore.get_derived``/``put_derived``/``drop_derived``)."""
+
+    def get_derived(self, session_id: str, key: str) -> bytes | None: ...
+
+    def put_derived(self, session_id: str, key: str, data: bytes) -> None: ...
+
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int: ...
+
+
+# -- the version ---------------------------------------------------------------------------------
+
+
+def bump_version(artefacts: Artefacts, session_id: str) -> None:
+    """Replace the session's timeline version: every stored document of it is out of date."""
+    artefacts.put_derived(session_id, VERSION_KEY, secrets.token_hex(8).encode())
+
+
+def read_version(artefacts: Artefacts, session_id: str) -> str:
+    """The session's timeline version ("" when none was made yet, or it was dropped with the session's
+    derived values: a document stored at "" is then out of date at the next change)."""
+    found = artefacts.get_derived(session_id, VERSION_KEY)
+    return found.decode("ascii", "replace") if found is not None else ""
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def family_of(segment: str | None) -> str:
+    """The rollup family of a view's segment: :data:`ALL_SEGMENTS` for none, else a digest of it."""
+    return ALL_SEGMENTS if not segment else content_key([segment])[:16]
+
+
+def rollup_key(granularity: str, start: int, family: str) -> str:
+    return f"{ROLLUP_PREFIX}{granularity}/{start}/{family}"
+
+
+def bucket_prefixes(timestamp: int) -> list[str]:
+    """The key prefixes of the rollups a batch of ``timestamp`` is part of (its hour and its day, every
+    family): what deleting it drops."""
+    hour = timestamp - timestamp % HOUR_MS
+    day = timestamp - timestamp % DAY_MS
+    return [f"{ROLLUP_PREFIX}hour/{hour}/", f"{ROLLUP_PREFIX}day/{day}/"]
+
+
+# -- rollups -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """One batch of a rollup: merged in the order of (timestamp, identity), as a bucket's batches are."""
+
+    timestamp: int
+    identity: str
+    upload_id: str
+    sha256: str
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.timestamp, self.identity)
+
+
+def encode_view(view: DatasetProfileView) -> bytes:
+    """The digested columns of a merged view, as a rollup stores them (JSON, not compressed)."""
+    columns = {name: digest_column(column) for name, column in view.get_columns().items() if column}
+    return json.dumps(columns, separators=(",", ":"), allow_nan=True).encode()
+
+
+def decode_view(data: bytes) -> DatasetProfileView:
+    """The view of :func:`encode_view`'s bytes (each sketch checked as a summary's are)."""
+    return view_of(json.loads(data))
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """The merged columns of ``members`` (:func:`encode_view`; None for a single member: its own
+    summary is the merge)."""
+
+    members: tuple[Member, ...]
+    names: tuple[str, ...]
+    digest: bytes | None
+
+    @property
+    def key(self) -> str:
+        """The content key of its members, as :attr:`whylogs_songbird.timeline.Bucket.key` of the bucket."""
+        return content_key(m.identity for m in self.members)
+
+    def header(self) -> bytes:
+        """What is stored under the rollup's key (its merged columns are stored apart, see
+        :meth:`Rollups.write`, so that reading its members and names stays small)."""
+        header = {
+            "v": _FORMAT,
+            "m": [[m.timestamp, m.identity, m.upload_id, m.sha256] for m in self.members],
+            "names": list(self.names),
+        }
+        return json.dumps(header, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, header: bytes, merged: bytes | None = None) -> Rollup | None:
+        """The rollup of a stored header and its merged columns (None: the header alone, its
+        ``digest`` None); None when it is not one this version reads."""
+        try:
+            found = json.loads(header)
+            if found.get("v") != _FORMAT:
+                return None
+            members = tuple(Member(int(t), str(i), str(u), str(s)) for t, i, u, s in found["m"])
+            names = tuple(str(n) for n in found["names"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+        if not members:
+            return None
+        return cls(members, names, merged or None)
+
+
+def _names(columns: Iterable[str], more: Iterable[str] = ()) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*columns, *more]))
+
+
+class Rollups:
+    """Rollups stored in ``artefacts``; ``member_digest(session_id, member)`` reads a member's stored
+    summary (None when it is gone or replaced)."""
+
+    def __init__(self, artefacts: Artefacts, member_digest: Callable[[str, Member], bytes | None]) -> None:
+        self.artefacts = artefacts
+        self.member_digest = member_digest
+
+    def read(self, session_id: str, granularity: str, start: int, family: str, *, merged: bool = True) -> Rollup | None:
+        """The stored rollup, None when there is none or it is not whole (its merged columns replaced
+        by another host's meanwhile). ``merged=False``: its members and names only (``digest`` None)."""
+        key = rollup_key(granularity, start, family)
+        header = self.artefacts.get_derived(session_id, key)
+        found = None if header is None else Rollup.decode(header)
+        if found is None or not merged or len(found.members) == 1:
+            return found
+        data = self.artefacts.get_derived(session_id, f"{key}/{found.key}")
+        return None if data is None else Rollup(found.members, found.names, data)
+
+    def write(self, session_id: str, granularity: str, start: int, family: str, rollup: Rollup) -> None:
+        """Store ``rollup``: its merged columns under ``<key>/<its members' content key>``, then its
+        header, then drop the merged columns of any other members (a header names the columns of
+        exactly its members, so hosts writing one bucket at once never mix two merges)."""
+        key = rollup_key(granularity, start, family)
+        own = f"{key}/{rollup.key}"
+        if rollup.digest is not None:
+            self.artefacts.put_derived(session_id, own, rollup.digest)
+        self.artefacts.put_derived(session_id, key, rollup.header())
+        self.artefacts.drop_derived(session_id, f"{key}/", own if rollup.digest is not None else None)
+
+    # -- as batches land --
+
+    def add(self, session_id: str, member: Member, segment: str, digest: bytes) -> None:
+        """Merge a newly summarised batch (``digest``) into the rollups of its hour and day, for every
+        segment and for its own segment."""
+        families = [ALL_SEGMENTS] + ([family_of(segment)] if segment else [])
+        columns = digest_columns(digest)
+        for granularity in ROLLED:
+            start = bucket_bounds(member.timestamp, granularity)[0]  # type: ignore[arg-type]
+            for family in families:
+                self._add_one(session_id, granularity, start, family, member, digest, columns)
+
+    def _add_one(
+        self,
+        session_id: str,
+        granularity: str,
+        start: int,
+        family: str,
+        member: Member,
+        digest: bytes,
+        columns: dict[str, Any],
+    ) -> None:
+        found = self.read(session_id, granularity, start, family)
+        if found is None:  # the first batch of the bucket (or one not rolled up yet: a view rebuilds it)
+            self.write(session_id, granularity, start, family, Rollup((member,), _names(columns), None))
+            return
+        if any(m.identity == member.identity for m in found.members):
+            return
+        others = [m for m in found.members if m.upload_id != member.upload_id]
+        if len(others) == len(found.members) and member.order > found.members[-1].order:
+            base = found.digest or self.member_digest(session_id, found.members[0])
+            if base is None:
+                self._drop(session_id, granularity, start, family)
+                return
+            base_view = decode_view(found.digest) if found.digest is not None else view_from_digest(base)
+            merged = base_view.merge(view_of(columns))
+            names = _names(found.names, columns)
+            self.write(
+                session_id, granularity, start, family, Rollup((*found.members, member), names, encode_view(merged))
+            )
+            return
+        # late within its bucket, or a replaced upload: this bucket is merged again, in order
+        members = sorted([*others, member], key=lambda m: m.order)
+        digests = [digest if m is member else self.member_digest(session_id, m) for m in members]
+        if any(d is None for d in digests):
+            self._drop(session_id, granularity, start, family)
+            return
+        self.write(
+            session_id, granularity, start, family, self.merge(members, [view_from_digest(d) for d in digests if d])
+        )
+
+    def _drop(self, session_id: str, granularity: str, start: int, family: str) -> None:
+        self.artefacts.drop_derived(session_id, rollup_key(granularity, start, family))  # with its merged columns
+
+    @staticmethod
+    def merge(members: Sequence[Member], views: Sequence[DatasetProfileView]) -> Rollup:
+        """The rollup of ``members`` from their views, in that order."""
+        merged = merge_views(views)
+        names = _names(merged.get_columns())
+        return Rollup(tuple(members), names, encode_view(merged) if len(members) > 1 else None)
+
+    # -- at view time --
+
+    def bucket_rollup(
+        self,
+        session_id: str,
+        granularity: str,
+        family: str,
+        bucket: Bucket,
+        members: Sequence[Member],
+        load: Callable[[Member], DatasetProfileView],
+    ) -> tuple[Rollup, DatasetProfileView | None]:
+        """The rollup of an hour or day ``bucket`` (its members given in merge order), and its view when
+        it had to be merged from the profiles (``load``), then stored; else the view is None (read
+        it with :meth:`view`)."""
+        found = self.read(session_id, granularity, bucket.start, family)
+        if found is not None and found.key == bucket.key:
+            return found, None
+        views = [load(m) for m in members]
+        rollup = self.merge(members, views)
+        self.write(session_id, granularity, bucket.start, family, rollup)
+        return rollup, merge_views(views) if len(views) > 1 else views[0]
+
+    def view(self, rollup: Rollup, load: Callable[[Member], DatasetProfileView]) -> DatasetProfileView:
+        """The merged view of a rollup (a single member's is its own view)."""
+        if rollup.digest is None:
+            return load(rollup.members[0])
+        return decode_view(rollup.digest)
+
+
+# -- the ingest worker's hook --------------------------------------------------------------------
+
+
+def _summary_of(store: Any) -> Callable[[str, Member], bytes | None]:
+    def read(session_id: str, member: Member) -> bytes | None:
+        data: bytes | None = store.metadata.get_summary(member.upload_id, member.sha256)
+        return data
+
+    return read
+
+
+def member_of(upload: Any) -> Member | None:
+    """The rollup member of a stored batch upload record (None for a reference or an unstamped batch)."""
+    if getattr(upload, "kind", None) != "batch" or upload.dataset_timestamp is None or upload.sha256 is None:
+        return None
+    return Member(int(upload.dataset_timestamp), f"{upload.id}:{upload.sha256}:{upload.size}", upload.id, upload.sha256)
+
+
+def summary_changing(store: Any, upload: Any) -> None:
+    """What the ingest worker calls just before it stores a profile's summary or marks it invalid:
+    the session's version changes first, so a view that reads the new version finds the profile
+    either pending (and stores no document) or done. A failure is logged, never fails the ingest."""
+    try:
+        bump_version(store.metadata, upload.session_id)
+    except Exception:
+        logger.exception("rollups: changing the timeline version of a session failed")
+
+
+def note_summarised(store: Any, upload: Any, digest: bytes) -> None:
+    """What the ingest worker calls once it stored a batch's summary (``digest``): the batch is merged
+    into the rollups of its hour and day. A failure is logged, never fails the ingest (a view merges
+    what is missing)."""
+    try:
+        member = member_of(upload)
+        if member is not None:
+            Rollups(store.metadata, _summary_of(store)).add(
+                upload.session_id, member, segment_label(upload.segment_tags), digest
+            )
+    except Exception:
+        logger.exception("rollups: merging upload %s into its buckets failed", getattr(upload, "id", "?"))
+
+
+def store_rollups(store: Any) -> Rollups:
+    """The rollups kept in ``store``'s derived artefacts."""
+    return Rollups(store.metadata, _summary_of(store))
+
+
+__all__ = [
+    "ALL_SEGMENTS",
+    "ROLLUP_PREFIX",
+    "VERSION_KEY",
+    "Member",
+    "Rollup",
+    "Rollups",
+    "bucket_prefixes",
+    "bump_version",
+    "family_of",
+    "member_of",
+    "note_summarised",
+    "summary_changing",
+    "read_version",
+    "rollup_key",
+    "store_rollups",
+]
