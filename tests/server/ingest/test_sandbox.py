@@ -15,8 +15,8 @@ from conftest import STORAGE_NAMES, make_profile_bytes
 from profile_crafting import huge_frequent_items_map
 
 from whylogs_songbird.server.common import observatory_link
-from whylogs_songbird.server.embedded import open_store
 from whylogs_songbird.server.sandbox import TEST_FAULT_ENV, Sandbox, SandboxCrash, SandboxLimits, SandboxRefused
+from whylogs_songbird.server.serving import open_store
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 
 both_stores = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
