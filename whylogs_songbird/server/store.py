@@ -416,7 +416,7 @@ class Store:
     @property
     def presigns(self) -> bool:
         """Whether clients PUT straight to the blob store (its presigned URLs), not to this server."""
-        return self._presigns()
+        return bool(self.blobs.presigns_uploads)
 
     def upload_url(self, upload: UploadRecord, ttl_seconds: int) -> str | None:
         """The blob store's presigned PUT URL for an upload slot, or None when this server
@@ -909,7 +909,7 @@ class Store:
         referenced = {key for upload_id, key in known.items() if upload_id not in gone}
         unreferenced = [(key, _upload_id_of(key)) for key in sorted(modified) if key not in referenced]
         kept: set[str] = set()
-        if self._presigns():  # landed PUTs first: recording one makes its older leftovers orphans
+        if self.presigns:  # landed PUTs first: recording one makes its older leftovers orphans
             for key, upload_id in unreferenced:
                 upload = self.get_upload(upload_id) if upload_id else None
                 if upload is None or upload.stored or key != blob_key(upload.session_id, upload.id):
@@ -942,14 +942,14 @@ class Store:
         """Whether the unreferenced bytes ``key`` of an existing upload slot are a leftover."""
         if upload.path == key:
             return False  # recorded since the listing (another process learned a landed PUT)
-        if self._presigns() and upload.stored:
+        if self.presigns and upload.stored:
             return True  # a recorded presigned upload never changes (it is recorded once): a leftover
         if modified > fresh_after:
             return False  # written while (or just before) this ran: maybe another host's, about to be recorded
         open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
         # not a checked copy of a slot still open, which another process may be about to record
         return not (
-            self._presigns()
+            self.presigns
             and not upload.stored
             and upload.expires_at >= open_after
             and key != blob_key(upload.session_id, upload.id)
@@ -976,22 +976,6 @@ class Store:
             return True
         session = self.get_session(upload.session_id)
         return None if session is None or session.claimed else False
-
-    def _presigns(self) -> bool:
-        cached: bool | None = getattr(self, "_presigns_cached", None)
-        if cached is not None:
-            return cached
-        self._presigns_cached = self._probe_presign()
-        return self._presigns_cached
-
-    def _probe_presign(self) -> bool:
-        try:
-            return (
-                self.blobs.presign_put("profiles/session-AAAAAAAAAAAAAAAAAAAA/log-AAAAAAAAAAAAAAAAAAAA.bin", 1)
-                is not None
-            )
-        except Exception:  # noqa: BLE001 - a store that cannot presign does not
-            return False
 
 
 __all__ = [

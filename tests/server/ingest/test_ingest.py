@@ -403,6 +403,8 @@ def test_a_missing_path_is_refused_by_the_blob_store(tmp_path):
 class _PresigningFiles(FileBlobStore):
     """A file blob store that claims to hand out presigned URLs, standing in for S3 in a unit test."""
 
+    presigns_uploads = True
+
     def presign_put(self, key, ttl_seconds):
         return f"http://127.0.0.1:9/{key}?ttl={ttl_seconds}"
 
