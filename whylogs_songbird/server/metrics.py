@@ -150,7 +150,7 @@ class StoreCollector:
             uploads.add_metric([kind], n)
         yield uploads
         yield GaugeMetricFamily(
-            "songbird_ingest_pending", "stored profiles not yet summarised", value=self.store.metadata.pending_ingest()
+            "songbird_ingest_pending", "stored profiles not yet summarised", value=self.store.pending_ingest()
         )
         counts = self.queue.notification_counts()
         yield GaugeMetricFamily(

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.signing import load_or_create_health_token
@@ -976,6 +976,77 @@ class Store:
             return True
         session = self.get_session(upload.session_id)
         return None if session is None or session.claimed else False
+
+    def open_profile(self, upload: UploadRecord) -> BinaryIO:
+        """A binary file reading the stored bytes of ``upload``; FileNotFoundError when they are gone."""
+        if upload.path is None:
+            raise FileNotFoundError(f"upload {upload.id} has no stored bytes")
+        return self.blobs.open(upload.path)
+
+    def check_upload_open(self, upload_id: str) -> UploadRecord:
+        """The upload slot ``upload_id`` if bytes may still be PUT to it (see ``MetadataStore.check_upload_open``)."""
+        return self.metadata.check_upload_open(upload_id)
+
+    def duplicates_of(self, upload_ids: Sequence[str]) -> int:
+        """How many uploads repeat the bytes of one of ``upload_ids`` (see ``MetadataStore.duplicates_of``)."""
+        return self.metadata.duplicates_of(upload_ids)
+
+    # -- summaries: the ingest worker's claims and verdicts -----------------------------------
+
+    def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
+        """Claim up to ``limit`` stored profiles still to be summarised, for ``lease_ms``."""
+        return self.metadata.claim_ingest(lease_ms=lease_ms, limit=limit)
+
+    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
+        """Claim the profile ``upload_id`` to summarise it now; False when it is not this process's to take."""
+        return self.metadata.claim_upload_ingest(upload_id, lease_ms=lease_ms)
+
+    def release_ingest_claim(
+        self, upload_id: str, sha256: str, *, note: str | None = None, counted: bool = True
+    ) -> bool:
+        """End this process's claim of a profile it could not summarise, so it is tried again."""
+        return self.metadata.release_ingest_claim(upload_id, sha256, note=note, counted=counted)
+
+    def pending_ingest(self) -> int:
+        """How many stored profiles are not summarised yet."""
+        return self.metadata.pending_ingest()
+
+    def store_summary(self, upload_id: str, sha256: str, data: bytes) -> bool:
+        """Keep the summary of the bytes ``sha256`` of ``upload_id``; False when they were replaced meanwhile."""
+        return self.metadata.store_summary(upload_id, sha256, data)
+
+    def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
+        """Record that the bytes ``sha256`` of ``upload_id`` are not a readable profile, and why."""
+        return self.metadata.mark_invalid(upload_id, sha256, reason)
+
+    def get_summary(self, upload_id: str, sha256: str) -> bytes | None:
+        """The stored summary of the bytes ``sha256`` of ``upload_id``, if there is one."""
+        return self.metadata.get_summary(upload_id, sha256)
+
+    # -- derived artefacts (shared by every process and the next start) ----------------------
+
+    def get_derived(self, session_id: str, key: str) -> bytes | None:
+        return self.metadata.get_derived(session_id, key)
+
+    def put_derived(self, session_id: str, key: str, data: bytes) -> None:
+        self.metadata.put_derived(session_id, key, data)
+
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        return self.metadata.drop_derived(session_id, prefix, keep)
+
+    # -- API keys (their hashes; see ``api_keys.py``) -------------------------------------------
+
+    def add_api_key(self, key_id: str, org_id: str, secret_sha256: str) -> None:
+        self.metadata.add_api_key(key_id, org_id, secret_sha256)
+
+    def find_api_key(self, key_id: str) -> dict[str, Any] | None:
+        return self.metadata.find_api_key(key_id)
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        return self.metadata.list_api_keys()
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        return self.metadata.revoke_api_key(key_id)
 
 
 __all__ = [
