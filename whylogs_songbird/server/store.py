@@ -14,16 +14,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from whylogs_songbird.server.counters import OperationCounts
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.signing import load_or_create_health_token
 from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
@@ -54,10 +53,6 @@ from whylogs_songbird.server.storage.paging import ProfilePage, ProfileQuery
 from whylogs_songbird.server.zipped import ZipUploadError, looks_like_zip, zip_members
 
 logger = logging.getLogger("whylogs_songbird.server")
-
-#: Operation counts reach the shared store within about this many seconds: one write per batch,
-#: not one transaction per request (see :meth:`Store.count`).
-COUNT_FLUSH_SECONDS = 0.1
 
 #: Upload slots whose URL expired less than this long ago are still looked for in the blob
 #: store (a presigned PUT begun before its URL expired may finish after).
@@ -179,14 +174,8 @@ class Store:
         self.metadata = metadata
         self.blobs = blobs
         self._closed = False
-        self._count_flusher_pid = 0
-        self._pending_counts: Counter[str] = Counter()
-        self._count_lock = threading.Lock()
-        # held across a batch's write, so stats() never reads the store while another thread's
-        # batch is taken from memory but not yet written (it would miss those counts)
-        self._count_flush_lock = threading.Lock()
-        self._count_stop = threading.Event()
-        self._count_flusher: threading.Thread | None = None
+        #: This process's operation counts, written to ``metadata`` in batches (whichever it is then).
+        self.counts = OperationCounts(lambda pending: self.metadata.add_counts(pending))
         #: Limits applied to uploads the server did not receive itself (presigned PUTs, see
         #: :meth:`learn_landed`); the upload route applies the same ones from the config.
         self.max_columns = DEFAULT_MAX_COLUMNS
@@ -217,11 +206,7 @@ class Store:
         """Close both stores (idempotent)."""
         if not self._closed:
             self._closed = True
-            self._count_stop.set()
-            flusher = self._count_flusher
-            if flusher is not None and flusher is not threading.current_thread():
-                flusher.join(5)
-            self.flush_counts()
+            self.counts.close()
             self.metadata.close()
             self.blobs.close()
 
@@ -232,38 +217,14 @@ class Store:
 
         Never blocks on the database, so the event loop may call it: counts are added up in
         memory and written by a background thread in one transaction per batch, within
-        :data:`COUNT_FLUSH_SECONDS` (other processes see them then); :meth:`stats` and
-        :meth:`close` write this process's counts first.
+        :data:`~whylogs_songbird.server.counters.COUNT_FLUSH_SECONDS` (other processes see them
+        then); :meth:`stats` and :meth:`close` write this process's counts first.
         """
-        with self._count_lock:
-            self._pending_counts[operation] += 1
-            if self._count_flusher is None or self._count_flusher_pid != os.getpid():
-                self._count_flusher_pid = os.getpid()
-                self._count_flusher = threading.Thread(target=self._flush_loop, name="songbird-counts", daemon=True)
-                self._count_flusher.start()
-
-    def _flush_loop(self) -> None:
-        while not self._count_stop.wait(COUNT_FLUSH_SECONDS):
-            try:
-                self.flush_counts()
-            except Exception:  # the store went away (closing): the counts are kept for the next try
-                if self._count_stop.is_set():
-                    return
-                logger.exception("writing operation counts failed")
+        self.counts.count(operation)
 
     def flush_counts(self) -> None:
         """Write the counts made in this process and not yet in the store."""
-        with self._count_flush_lock:
-            with self._count_lock:
-                pending, self._pending_counts = self._pending_counts, Counter()
-            if not pending:
-                return
-            try:
-                self.metadata.add_counts(dict(pending))
-            except BaseException:
-                with self._count_lock:
-                    self._pending_counts.update(pending)
-                raise
+        self.counts.flush()
 
     def stats(self) -> dict[str, int]:
         """Calls per operation since the counters were reset: at the server's start on the
@@ -272,8 +233,7 @@ class Store:
         return self.metadata.stats()
 
     def reset_stats(self) -> None:
-        with self._count_lock:
-            self._pending_counts.clear()
+        self.counts.clear()
         self.metadata.reset_stats()
 
     # -- the "upload landed" hook ------------------------------------------------------------

@@ -45,7 +45,9 @@ from whylogs_songbird.server.store import (
 )
 
 #: scripts/mutation runs this file against the mutants of these modules
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/store.py", "whylogs_songbird/server/storage/sql.py")
+pytestmark = pytest.mark.mutation_fast(
+    "whylogs_songbird/server/store.py", "whylogs_songbird/server/storage/sql.py", "whylogs_songbird/server/counters.py"
+)
 
 #: sha256 of b"abc" and of b"xyz"
 ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -379,7 +381,7 @@ def test_counts_are_written_by_one_background_daemon_thread(store):
 
 def test_a_forked_process_starts_its_own_flusher(store, monkeypatch):
     store.count("put")
-    monkeypatch.setattr(store, "_count_flusher_pid", -1)  # as in a child forked from this process
+    monkeypatch.setattr(store.counts, "_flusher_pid", -1)  # as in a child forked from this process
     before = flushers()
     store.count("put")
     assert len(flushers() - before) == 1
