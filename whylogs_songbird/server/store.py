@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.counters import OperationCounts
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.signing import load_or_create_health_token
@@ -188,15 +189,20 @@ class Store:
         self._landed_hooks: list[Callable[[UploadRecord], None]] = []
 
     @classmethod
-    def open(cls, config: object) -> Store:
+    def open(cls, config: ServerConfig) -> Store:
         """The store a :class:`ServerConfig` asks for (``database_url``, ``blob_store``)."""
-        metadata, blobs = open_storage(config)
-        data_dir = Path(getattr(config, "data_dir"))  # noqa: B009
-        if getattr(metadata, "shared", False):  # the claims this host takes, released when it starts again
-            setattr(metadata, "owner", host_id(data_dir))  # noqa: B010 - a SQL store's attribute, not the protocol's
-        store = cls(data_dir, metadata=metadata, blobs=blobs)
-        store.max_columns = int(getattr(config, "max_columns", DEFAULT_MAX_COLUMNS))
-        store.max_upload_bytes = int(getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES))
+        spec = StorageSpec(
+            data_dir=Path(config.data_dir),
+            database_url=config.database_url,
+            blob_store=config.blob_store,
+            s3_endpoint_url=config.s3_endpoint_url,
+        )
+        metadata, blobs = open_storage(spec)
+        if metadata.shared:  # the claims this host takes, released when it starts again
+            setattr(metadata, "owner", host_id(spec.data_dir))  # noqa: B010 - a SQL store's attribute, not the protocol's
+        store = cls(spec.data_dir, metadata=metadata, blobs=blobs)
+        store.max_columns = config.max_columns
+        store.max_upload_bytes = config.max_upload_bytes
         return store
 
     def __repr__(self) -> str:

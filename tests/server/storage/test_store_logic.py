@@ -29,6 +29,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import FIRST_SCHEMA
 
+from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.storage.files import FileBlobStore
 from whylogs_songbird.server.storage.sql import POSTGRESQL, SCHEMA_VERSION, SQLITE, Dialect
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
@@ -321,13 +322,13 @@ def test_given_stores_are_used_and_a_missing_one_is_opened_in_the_data_dir(tmp_p
 
 
 def test_store_open_takes_the_limits_from_the_config(tmp_path):
-    store = Store.open(SimpleNamespace(data_dir=str(tmp_path / "d"), max_columns="7", max_upload_bytes="9"))
+    store = Store.open(ServerConfig(data_dir=tmp_path / "d", max_columns=7, max_upload_bytes=9))
     try:
         assert (store.max_columns, store.max_upload_bytes) == (7, 9)
         assert store.data_dir == tmp_path / "d" and (tmp_path / "d" / "songbird.sqlite3").is_file()
     finally:
         store.close()
-    store = Store.open(SimpleNamespace(data_dir=tmp_path / "e"))
+    store = Store.open(ServerConfig(data_dir=tmp_path / "e"))
     try:
         assert (store.max_columns, store.max_upload_bytes) == (20_000, 268_435_456)
     finally:
@@ -335,7 +336,7 @@ def test_store_open_takes_the_limits_from_the_config(tmp_path):
 
 
 def test_store_open_uses_the_stores_the_config_names(tmp_path):
-    config = SimpleNamespace(
+    config = ServerConfig(
         data_dir=tmp_path / "d", database_url=f"sqlite://{tmp_path}/m.sqlite3", blob_store=f"file://{tmp_path}/b"
     )
     store = Store.open(config)
