@@ -522,20 +522,6 @@ class Store:
         logger.debug("stored a zip of %d profiles", len(members))
         return outcome
 
-    def store_profile_bytes(self, upload_id: str, data: bytes) -> UploadRecord:
-        """Store ``data`` as the upload's profile (no check: the caller checks the bytes)."""
-        return self.store_profile_data(upload_id, data, sha256=hashlib.sha256(data).hexdigest()).upload
-
-    def profile_path(self, upload: UploadRecord) -> Path:
-        """The file of a stored profile (embedded blob store only)."""
-        if upload.path is None:
-            raise ValueError(f"upload {upload.id} has no stored profile")
-        path_of = getattr(self.blobs, "path", None)
-        if path_of is None:
-            raise ValueError("this blob store keeps no local files")
-        path: Path = path_of(upload.path)
-        return path
-
     def read_profile_bytes(self, upload: UploadRecord) -> bytes:
         """The bytes of a stored profile (of the original, for a duplicate).
 

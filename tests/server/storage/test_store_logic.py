@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import FIRST_SCHEMA
+from stored_profiles import profile_path, store_profile_bytes
 
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.storage.files import FileBlobStore
@@ -615,7 +616,7 @@ def test_stored_bytes_are_kept_under_their_hash_and_recorded_pending(store):
         "songbird.sqlite3-wal",
         "songbird.sqlite3.write-lock",
     ]
-    assert store.profile_path(record) == store.data_dir / "profiles" / session.id / f"{upload.id}.ba7816bf8f01cfea.bin"
+    assert profile_path(store, record) == store.data_dir / "profiles" / session.id / f"{upload.id}.ba7816bf8f01cfea.bin"
     assert store.read_profile_bytes(record) == b"abc"
     assert store.metadata.pending_ingest() == 1
 
@@ -640,7 +641,7 @@ def test_a_received_file_is_moved_into_place(store):
 def test_store_profile_bytes_hashes_the_bytes_itself(store):
     session = store.create_session("u")
     upload = slot(store, session.id)
-    record = store.store_profile_bytes(upload.id, b"abc")
+    record = store_profile_bytes(store, upload.id, b"abc")
     assert (record.sha256, record.size, record.path) == (
         ABC,
         3,
@@ -835,7 +836,7 @@ def test_profile_paths_and_bytes_need_stored_bytes(store, tmp_path):
     session = store.create_session("u")
     upload = slot(store, session.id)
     with pytest.raises(ValueError) as caught:
-        store.profile_path(upload)
+        profile_path(store, upload)
     assert str(caught.value) == f"upload {upload.id} has no stored profile"
     with pytest.raises(FileNotFoundError) as missing:
         store.read_profile_bytes(upload)
@@ -850,7 +851,7 @@ def test_profile_paths_and_bytes_need_stored_bytes(store, tmp_path):
     remote = Store(metadata=SqliteMetadataStore(tmp_path / "m.sqlite3"), blobs=NoFiles())  # type: ignore[arg-type]
     try:
         with pytest.raises(ValueError, match="^this blob store keeps no local files$"):
-            remote.profile_path(original)
+            profile_path(remote, original)
     finally:
         remote.close()
 
@@ -1237,7 +1238,7 @@ def test_reconcile_removes_temp_files_orphans_and_resets_rows_without_bytes(stor
     duplicate = stored(store, session.id, b"abc", ts=1)
     store.metadata.store_summary(lost.id, XYZ, b"summary")
     open_slot = slot(store, session.id, ts=3)
-    store.profile_path(lost).unlink()
+    profile_path(store, lost).unlink()
     orphans = [
         f"profiles/{session.id}/{UNKNOWN_LOG}.0123456789abcdef.bin",
         f"profiles/{session.id}/{kept.id}.0123456789abcdef.bin",  # an older version of a stored profile
