@@ -50,6 +50,8 @@ from whylogs_songbird.server.storage.base import (
     now_ms,
     require_id,
 )
+from whylogs_songbird.server.storage.deletion import DeletionSql
+from whylogs_songbird.server.storage.notifications import NotificationQueueSql
 from whylogs_songbird.server.storage.paging import ProfilePage, ProfileQuery
 from whylogs_songbird.server.zipped import ZipUploadError, looks_like_zip, zip_members
 
@@ -985,6 +987,20 @@ class Store:
 
     def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
         return self.metadata.drop_derived(session_id, prefix, keep)
+
+    # -- the parts of the metadata store that services use as they are ----------------------
+
+    def notification_queue(self) -> NotificationQueueSql:
+        """The notification queue and metric snapshots (every SQL metadata store keeps them)."""
+        if not isinstance(self.metadata, NotificationQueueSql):
+            raise TypeError(f"{type(self.metadata).__name__} keeps no notifications")
+        return self.metadata
+
+    def deletions(self) -> DeletionSql:
+        """The deletion statements: marks, purge claims, retention (every SQL metadata store has them)."""
+        if not isinstance(self.metadata, DeletionSql):
+            raise TypeError(f"{type(self.metadata).__name__} cannot delete")
+        return self.metadata
 
     # -- API keys (their hashes; see ``api_keys.py``) -------------------------------------------
 
