@@ -31,7 +31,7 @@ from whylogs_songbird.config import Settings
 from whylogs_songbird.errors import LocalServerError, SongbirdConnectionError
 from whylogs_songbird.models import HEALTH_TOKEN_FILE, HEALTH_TOKEN_HEADER
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("whylogs_songbird.local_server")  # its name before the module was renamed
 
 HOST = "127.0.0.1"
 PID_FILE = "server.pid"
