@@ -81,7 +81,7 @@ def test_a_store_that_cannot_delete_is_named():
         pass
 
     with pytest.raises(TypeError, match="^Plain cannot delete$"):
-        deletions(SimpleNamespace(metadata=Plain()))  # type: ignore[arg-type]
+        deletions(Store(metadata=Plain(), blobs=Plain()))  # type: ignore[arg-type]
 
 
 def test_disk_usage_counts_stored_profiles_and_their_bytes(store):
