@@ -283,7 +283,7 @@ def test_a_held_claim_is_renewed_past_its_lease_and_taken_by_another_host_once_i
     try:
         session = mine.create_session("u")
         upload = mine.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS)
-        mine.store_profile_bytes(upload.id, make_profile_bytes())
+        store_profile_bytes(mine, upload.id, make_profile_bytes())
         heartbeat = ClaimHeartbeat(mine, lease_ms=300)
         assert [u.id for u in mine.metadata.claim_ingest(lease_ms=300)] == [upload.id]
         with heartbeat.hold(upload.id):
