@@ -46,7 +46,7 @@ import requests  # noqa: E402
 import whylogs as why  # noqa: E402
 from _server_process import cpu_seconds, server_process  # noqa: E402
 
-from whylogs_songbird.local_server import health_token  # noqa: E402
+from whylogs_songbird.background_server import health_token  # noqa: E402
 from whylogs_songbird.models import HEALTH_TOKEN_HEADER  # noqa: E402
 from whylogs_songbird.server.store import Store  # noqa: E402
 

@@ -32,6 +32,7 @@ runs; the whole run takes about 10-20 minutes on two cores, most of it writing t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import re
@@ -84,7 +85,7 @@ def add(store: Store, session_id: str, kind: str, timestamp: int, made: tuple[by
     """One upload written as the server records and summarises it; seconds spent in the rollups hook."""
     data, digest = made
     slot = store.create_upload(session_id, kind, ttl_seconds=3600, dataset_timestamp=timestamp)  # type: ignore[arg-type]
-    upload = store.store_profile_bytes(slot.id, data)
+    upload = store.store_profile_data(slot.id, data, sha256=hashlib.sha256(data).hexdigest()).upload
     assert upload.sha256 is not None
     summary_changing(store, upload)
     if not store.metadata.store_summary(upload.id, upload.sha256, digest):

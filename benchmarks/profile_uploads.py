@@ -31,8 +31,7 @@ from bench_ingest import small_profile  # noqa: E402
 
 from whylogs_songbird.server.app import create_app  # noqa: E402
 from whylogs_songbird.server.config import ServerConfig  # noqa: E402
-from whylogs_songbird.server.embedded import open_store  # noqa: E402
-from whylogs_songbird.server.launcher import bind_socket  # noqa: E402
+from whylogs_songbird.server.serving import bind_socket, open_store  # noqa: E402
 
 WARM_UPLOADS = 20
 

@@ -48,7 +48,7 @@ EXPECTED = (
     "whylogs_songbird/monitors.py",
     "whylogs_songbird/check.py",
     "whylogs_songbird/timeline_client.py",
-    "whylogs_songbird/local_server.py",
+    "whylogs_songbird/background_server.py",
     "whylogs_songbird/server/timeline_service.py",
     "whylogs_songbird/server/routes/timeline.py",
     "whylogs_songbird/server/ingest.py",

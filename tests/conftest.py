@@ -65,7 +65,7 @@ def health(url: str, data_dir: Path) -> dict[str, Any]:
     """What ``/healthz`` of the server at ``url`` tells its own user: sent with the token of its data dir."""
     import requests
 
-    from whylogs_songbird.local_server import health_token
+    from whylogs_songbird.background_server import health_token
     from whylogs_songbird.models import HEALTH_TOKEN_HEADER
 
     token = health_token(data_dir)
@@ -133,8 +133,8 @@ def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
 def stop_local_server(port: int, data_dir: Path) -> None:
     """Stop the embedded default server a test started on ``port`` with ``data_dir`` (if any)."""
     if (data_dir / "server.pid").exists():
+        from whylogs_songbird.background_server import stop_server
         from whylogs_songbird.config import resolve_settings
-        from whylogs_songbird.local_server import stop_server
 
         stop_server(resolve_settings({"local_port": port, "local_data_dir": data_dir}, environ={}))
 

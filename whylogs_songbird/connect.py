@@ -2,12 +2,12 @@
 :class:`~whylogs_songbird.config.Settings`.
 
 It stands above both the settings (``config.py``) and the embedded default server
-(``local_server.py``), so that neither needs the other's way back.
+(``background_server.py``), so that neither needs the other's way back.
 """
 
 from __future__ import annotations
 
-from whylogs_songbird import local_server
+from whylogs_songbird import background_server
 from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.config import Settings
 
@@ -23,7 +23,7 @@ def make_client(settings: Settings, endpoint: str | None = None) -> SongbirdClie
     if settings.embedded and target == settings.endpoint:
 
         def prepare() -> None:
-            local_server.ensure_server(settings)
+            background_server.ensure_server(settings)
 
     return SongbirdClient(
         target,

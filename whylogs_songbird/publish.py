@@ -1,5 +1,9 @@
 """Publishing: upload slots, parallel PUTs, links. The layer the writer and the CLI stand on.
 
+This module is the orchestration; what it produces is :mod:`whylogs_songbird.results`
+(`PublishResult`, `PublishedProfile`), and the observatory links it asks for are built in
+:mod:`whylogs_songbird.links`. Both stay importable from here.
+
 One publish: ask songbird for upload slots (one call per batch profile; one call for all
 references), PUT each profile's bytes to its slot in parallel (bounded by ``max_workers``),
 check every PUT, then ask for observatory links, chunked by the 3-profile limit.
@@ -14,145 +18,31 @@ extra; after a fork, the child builds its own.
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from whylogs_songbird import results as publish_results
 from whylogs_songbird.client import SongbirdClient, request_model
 from whylogs_songbird.config import Settings, option_names, resolve_settings, unknown_option_message
 from whylogs_songbird.connect import make_client
 from whylogs_songbird.errors import ConfigError, PublishError, SongbirdError, is_retryable
-from whylogs_songbird.models import MAX_PROFILES_PER_LINK, LogReferenceRequest, SegmentTag
+from whylogs_songbird.links import CombinedLinks, batches_to_compare, comparison_links_in, fetch_link
+from whylogs_songbird.models import LogReferenceRequest
 from whylogs_songbird.outbox import Outbox
 from whylogs_songbird.outbox import flush_outbox as flush_outbox  # its import path before the outbox package
-from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, format_ms, items_from, reference_items
-from whylogs_songbird.session import DatasetTarget, Kind, Target, open_target, request_link, request_slot
+from whylogs_songbird.profiles import Profileish, ProfileItem, check_alias, items_from, reference_items
+from whylogs_songbird.results import PublishedProfile as PublishedProfile  # documented and imported from here
+from whylogs_songbird.results import PublishResult as PublishResult
+from whylogs_songbird.session import DatasetTarget, Target, open_target, request_slot
 from whylogs_songbird.session import GuestSession as GuestSession  # what a Publisher(session=...) takes
 from whylogs_songbird.session import SessionStore as SessionStore
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PublishedProfile:
-    """What happened to one profile of a publish."""
-
-    kind: Kind
-    dataset_timestamp: int
-    alias: str | None = None
-    segment_tags: tuple[SegmentTag, ...] = ()
-    ok: bool = False
-    profile_id: str | None = None
-    session_id: str | None = None
-    observatory_url: str | None = None
-    error: str | None = None
-    size: int | None = None
-    outbox_entry: str | None = None
-    exception: Exception | None = field(default=None, repr=False, compare=False)
-    #: The presigned URL of this profile's slot, once one was given (never shown: it is signed).
-    upload_url: str | None = field(default=None, repr=False, compare=False)
-
-    #: The id of an earlier upload of the same bytes, when the server kept that one instead.
-    duplicate_of: str | None = None
-
-    @property
-    def label(self) -> str:
-        """A short human name: the alias for a reference, the date (and segment) for a batch."""
-        name = (self.alias or "reference") if self.kind == "reference" else f"batch {format_ms(self.dataset_timestamp)}"
-        if self.segment_tags and self.kind == "batch":
-            name += " [" + ",".join(f"{t.key}={t.value}" for t in self.segment_tags) + "]"
-        return name
-
-    @property
-    def link_key(self) -> int | str:
-        """How the link operation names this profile: reference id, or batch timestamp."""
-        return (self.profile_id or "") if self.kind == "reference" else self.dataset_timestamp
-
-
-@dataclass
-class PublishResult:
-    """The outcome of a publish: per-profile results and combined observatory links (≤ 3 profiles each)."""
-
-    endpoint: str
-    profiles: list[PublishedProfile]
-    observatory_urls: list[str] = field(default_factory=list)
-    #: Why nothing was published, when the publish failed before any profile was tried.
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and bool(self.profiles) and all(p.ok for p in self.profiles)
-
-    @property
-    def landed(self) -> list[PublishedProfile]:
-        return [p for p in self.profiles if p.ok]
-
-    @property
-    def failed(self) -> list[PublishedProfile]:
-        return [p for p in self.profiles if not p.ok]
-
-    @property
-    def session_id(self) -> str | None:
-        ids = [p.session_id for p in self.profiles if p.session_id]
-        return ids[-1] if ids else None
-
-    @property
-    def observatory_url(self) -> str | None:
-        """The first combined link (the only one for up to 3 profiles)."""
-        if self.observatory_urls:
-            return self.observatory_urls[0]
-        return next((p.observatory_url for p in self.landed if p.observatory_url), None)
-
-    def compare_with(self, reference: str, **options: Any) -> list[str]:
-        """Observatory links comparing this result's batches with the reference named ``reference``.
-
-        The reference is one published in the same session (by this process or another: its id
-        is remembered with the stored session), or in this result. One link per 3 profiles, as
-        the observatory allows; each link holds the reference and up to 2 batches.
-        ``options`` are the settings of the publish (endpoint, config_dir, ...).
-
-        >>> batches = publish(why.log(today_df))                      # doctest: +SKIP
-        >>> batches.compare_with("train")                             # doctest: +SKIP
-        """
-        return comparison_links(self, reference, **options)
-
-    def summary(self) -> str:
-        """One line: how many landed, how many failed, and the first failure."""
-        if self.error is not None:
-            return f"nothing was published to {self.endpoint}: {self.error}"
-        text = f"{len(self.landed)} of {len(self.profiles)} profiles published to {self.endpoint}"
-        if self.failed:
-            first = self.failed[0]
-            text += f"; {len(self.failed)} failed ({first.label}: {first.error})"
-        return text
-
-    def _repr_html_(self) -> str:
-        rows = []
-        for p in self.profiles:
-            status = "✅" if p.ok else "❌"
-            link = (
-                f'<a href="{html.escape(p.observatory_url)}" target="_blank">open</a>'
-                if p.ok and p.observatory_url
-                else html.escape(p.error or "")
-            )
-            rows.append(
-                f"<tr><td>{status}</td><td>{html.escape(p.kind)}</td><td>{html.escape(p.label)}</td><td>{link}</td></tr>"
-            )
-        combined = "".join(
-            f'<li><a href="{html.escape(u)}" target="_blank">{html.escape(u)}</a></li>' for u in self.observatory_urls
-        )
-        return (
-            f"<div><b>songbird</b>: {html.escape(self.summary())}"
-            f"<table><tr><th></th><th>kind</th><th>profile</th><th>link</th></tr>{''.join(rows)}</table>"
-            + (f"<p>Compare together:</p><ul>{combined}</ul>" if combined else "")
-            + "</div>"
-        )
 
 
 ProfileHook = Callable[[PublishedProfile], None]
@@ -220,7 +110,7 @@ class Publisher:
             for item in items
         ]
         with _Tasks(self.settings.max_workers, self._threads) as tasks:
-            links = _Links(self, results, tasks if len(items) > 1 else None)
+            links = CombinedLinks(results, self._fetch_link, tasks.submit if len(items) > 1 else None)
             references = [i for i, item in enumerate(items) if item.is_reference]
             if references:
                 self._submit_references(tasks, items, results, references, links)
@@ -235,7 +125,7 @@ class Publisher:
                 if self.outbox is not None and result.exception is not None and is_retryable(result.exception):
                     self._keep(item, result)
             publish_result = PublishResult(endpoint=self.client.endpoint, profiles=results)
-            links.add_to(publish_result)
+            links.add_to(publish_result, self._run_all)
         self._remember_references(publish_result)
         return publish_result
 
@@ -279,7 +169,7 @@ class Publisher:
         items: Sequence[ProfileItem],
         results: list[PublishedProfile],
         indexes: list[int],
-        links: _Links,
+        links: CombinedLinks,
     ) -> None:
         """One slot call for all references and, beside it, one task that serializes them in order
         (both submitted first, so no PUT task waits on one that has not started); each PUT starts
@@ -388,6 +278,15 @@ class Publisher:
         if self.on_profile is not None:
             self.on_profile(result)
 
+    def _fetch_link(self, session_id: str, keys: list[int | str], profiles: Sequence[PublishedProfile]) -> str | None:
+        return fetch_link(self.session, session_id, keys, profiles)
+
+    def _run_all(self, tasks: list[Callable[[], None]]) -> None:
+        """Run ``tasks`` on this publisher's threads (inline when that gains nothing); return when all are done."""
+        with _Tasks(self.settings.max_workers, self._threads) as running:
+            for task in tasks:
+                running.submit(task)
+
     @staticmethod
     def _fail(result: PublishedProfile, exc: Exception) -> None:
         result.ok = False
@@ -395,23 +294,6 @@ class Publisher:
         result.error = str(exc) if isinstance(exc, SongbirdError) else f"{type(exc).__name__}: {exc}"
         # The caller reports the failure in one line; the traceback is for DEBUG only.
         logger.debug("songbird: %s was not published: %s", result.label, result.error, exc_info=exc)
-
-    # -- links --------------------------------------------------------------------------------
-
-    def _fetch_link(self, session_id: str, keys: list[int | str], profiles: Sequence[PublishedProfile]) -> str | None:
-        """One combined link for ``keys`` (≤ 3 profiles); fills in the per-profile links still missing."""
-        stamps = [k for k in keys if isinstance(k, int)]
-        ids = [k for k in keys if isinstance(k, str)]
-        try:
-            answer = request_link(self.session, session_id, stamps, ids)
-        except SongbirdError as exc:
-            logger.warning("songbird: could not get an observatory link for %s: %s", keys, exc)
-            return None
-        individual = dict(zip([*stamps, *ids], answer.individual_observatory_urls))
-        for profile in profiles:
-            if not profile.observatory_url and profile.link_key in individual:
-                profile.observatory_url = individual[profile.link_key]
-        return answer.observatory_url
 
 
 class _Tasks:
@@ -458,83 +340,6 @@ class _Tasks:
 
     def __exit__(self, *exc: object) -> None:
         self.wait()
-
-
-class _Links:
-    """The combined links of one publish (≤ 3 profiles each), fetched as early as possible.
-
-    The profiles are split up front, in order, into chunks of up to 3 distinct link keys (a batch
-    by its timestamp, a reference on its own). When every profile of a chunk has landed in one
-    session, its link is asked for at once (``tasks``), while the other PUTs still run. At the end
-    the chunks are made again from what actually landed, exactly as without the head start; a
-    chunk asked for early is taken as it is, any other is asked for then.
-    """
-
-    def __init__(self, publisher: Publisher, results: list[PublishedProfile], tasks: _Tasks | None) -> None:
-        self._publisher = publisher
-        self._results = results
-        self._tasks = tasks
-        self._lock = threading.Lock()
-        self._early: dict[tuple[str, tuple[int | str, ...]], list[str | None]] = {}
-        identities = [(r.kind, r.dataset_timestamp if r.kind == "batch" else i) for i, r in enumerate(results)]
-        distinct = list(dict.fromkeys(identities))
-        chunk_of_identity = {identity: n // MAX_PROFILES_PER_LINK for n, identity in enumerate(distinct)}
-        self._chunk_of = [chunk_of_identity[identity] for identity in identities]
-        self._members: dict[int, list[int]] = {}
-        for index, chunk in enumerate(self._chunk_of):
-            self._members.setdefault(chunk, []).append(index)
-        self._waiting = {chunk: len(members) for chunk, members in self._members.items()}
-
-    def landed(self, index: int) -> None:
-        """Profile ``index`` is done (landed or not); ask for its chunk's link if the chunk is complete."""
-        if self._tasks is None:
-            return
-        with self._lock:
-            chunk = self._chunk_of[index]
-            self._waiting[chunk] -= 1
-            if self._waiting[chunk]:
-                return
-            profiles = [self._results[i] for i in self._members[chunk]]
-            sessions = {p.session_id for p in profiles}
-            if not all(p.ok for p in profiles) or len(sessions) != 1 or None in sessions:
-                return
-            session_id = profiles[0].session_id or ""
-            keys = list(dict.fromkeys(p.link_key for p in profiles))
-            answer: list[str | None] = []
-            self._early[(session_id, tuple(keys))] = answer
-
-        def fetch() -> None:
-            answer.append(self._publisher._fetch_link(session_id, keys, profiles))
-
-        self._tasks.submit(fetch)
-
-    def add_to(self, publish_result: PublishResult) -> None:
-        """Set ``publish_result.observatory_urls``; fill in missing per-profile links."""
-        landed = publish_result.landed
-        if len(landed) == 1 and landed[0].observatory_url:
-            publish_result.observatory_urls = [landed[0].observatory_url]
-            return
-        by_session: dict[str, list[PublishedProfile]] = {}
-        for profile in landed:
-            by_session.setdefault(profile.session_id or "", []).append(profile)
-        chunks: list[tuple[str, list[int | str], list[PublishedProfile]]] = []
-        for session_id, profiles in by_session.items():
-            keys = list(dict.fromkeys(p.link_key for p in profiles))
-            for start in range(0, len(keys), MAX_PROFILES_PER_LINK):
-                chunks.append((session_id, keys[start : start + MAX_PROFILES_PER_LINK], profiles))
-        links: list[str | None] = [None] * len(chunks)
-
-        def fetch(n: int, session_id: str, keys: list[int | str], profiles: list[PublishedProfile]) -> None:
-            links[n] = self._publisher._fetch_link(session_id, keys, profiles)
-
-        with _Tasks(self._publisher.settings.max_workers, self._publisher._threads) as late:
-            for n, (session_id, keys, profiles) in enumerate(chunks):
-                early = self._early.get((session_id, tuple(keys)))
-                if early:
-                    links[n] = early[0]
-                else:
-                    late.submit(functools.partial(fetch, n, session_id, keys, profiles))
-        publish_result.observatory_urls = [link for link in links if link]
 
 
 def _warn_duplicate(result: PublishedProfile) -> None:
@@ -643,45 +448,16 @@ def comparison_links(
     """
     check_alias(reference)
     settings = resolve_settings({k: v for k, v in options.items() if v is not None})
-    session_id: str | None = None
-    stamps: list[int] = []
-    reference_id: str | None = None
-    if isinstance(batches, PublishResult):
-        profiles: Sequence[Any] = batches.landed
-    else:
-        profiles = list(batches)
-    for item in profiles:
-        if isinstance(item, PublishedProfile):
-            if item.kind == "reference":
-                if item.alias == reference and item.profile_id:
-                    reference_id = item.profile_id
-                continue
-            stamps.append(item.dataset_timestamp)
-            session_id = session_id or item.session_id
-        elif isinstance(item, int) and not isinstance(item, bool):
-            stamps.append(item)
-        else:
-            raise ConfigError(f"comparison_links takes published profiles or epoch-ms timestamps, not {item!r}.")
+    session_id, stamps, reference_id = batches_to_compare(batches, reference)
     publisher = shared_publisher(settings)
-    store = publisher.session.store
-    endpoint = publisher.client.endpoint
-    if isinstance(publisher.session, DatasetTarget):
-        session_id = publisher.session.session_id()
-    session_id = session_id or settings.session_id or store.get(endpoint)
-    if session_id is None:
-        raise ConfigError(f"There is no stored guest session for {endpoint}: publish the batches first.")
-    reference_id = reference_id or store.reference_id(endpoint, session_id, reference)
-    if reference_id is None:
-        raise ConfigError(
-            f"No reference named {reference!r} was published into session {session_id} from this machine: "
-            f"publish it first, e.g. publish(why.log(df), reference_profile_name={reference!r})."
-        )
-    stamps = list(dict.fromkeys(stamps))
-    if not stamps:
-        raise ConfigError("comparison_links got no batch profiles to compare with the reference.")
-    per_link = MAX_PROFILES_PER_LINK - 1
-    links = []
-    for start in range(0, len(stamps), per_link):
-        answer = request_link(publisher.session, session_id, stamps[start : start + per_link], [reference_id])
-        links.append(answer.observatory_url)
-    return links
+    return comparison_links_in(
+        publisher.session,
+        stamps,
+        reference,
+        session_id=session_id,
+        pinned_session_id=settings.session_id,
+        reference_id=reference_id,
+    )
+
+
+publish_results.comparison_links = comparison_links  # what `PublishResult.compare_with` asks

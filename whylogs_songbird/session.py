@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from typing import Any, Literal, TypeVar
 
 from filelock import FileLock, Timeout
 
+from whylogs_songbird.atomic import write_json_atomic
 from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.config import DEFAULT_LOCAL_PORT, LEGACY_LOCAL_PORT, Settings, resolve_settings
 from whylogs_songbird.connect import make_client
@@ -36,21 +36,6 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "sessions.json"
 T = TypeVar("T")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temp file and ``os.replace``: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class SessionStore:

@@ -104,7 +104,7 @@ def _fetch(
     settings = resolve_settings({"endpoint": endpoint, "timeout": timeout})
     base = settings.endpoint  # checked by resolve_settings
     if settings.embedded:  # no endpoint set: the local server, started if need be
-        from whylogs_songbird.local_server import ensure_server
+        from whylogs_songbird.background_server import ensure_server
 
         ensure_server(settings)
     session_id = name

@@ -12,8 +12,8 @@ import pytest
 import whylogs as why
 
 import whylogs_songbird
+from whylogs_songbird.background_server import probe, stop_server
 from whylogs_songbird.config import resolve_settings
-from whylogs_songbird.local_server import probe, stop_server
 
 MONITORS = '[[monitor]]\ncolumns = ["amount"]\nmetric = "count"\nmin = 1\n'
 

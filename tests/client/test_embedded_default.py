@@ -25,15 +25,15 @@ import whylogs as why
 from conftest import free_port, http_server_thread
 
 import whylogs_songbird  # noqa: F401
+from whylogs_songbird.background_server import ensure_server, probe, read_pid_file, server_command, stop_server
 from whylogs_songbird.config import DEFAULT_LOCAL_PORT, LEGACY_LOCAL_PORT, resolve_settings
-from whylogs_songbird.local_server import ensure_server, probe, read_pid_file, server_command, stop_server
 from whylogs_songbird.outbox import Outbox
 from whylogs_songbird.publish import flush_outbox
 from whylogs_songbird.session import store_for
 
 WRITE = (
     "import json, whylogs as why, whylogs_songbird, pandas as pd\n"
-    "from whylogs_songbird.local_server import probe\n"
+    "from whylogs_songbird.background_server import probe\n"
     "from whylogs_songbird.config import resolve_settings\n"
     "ok, url = why.log(pd.DataFrame({'a': [1, 2]})).writer('songbird').write()\n"
     "s = resolve_settings()\n"

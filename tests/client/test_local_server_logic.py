@@ -1,4 +1,4 @@
-"""The embedded default's local server (whylogs_songbird/local_server.py) without starting the real
+"""The embedded default's local server (whylogs_songbird/background_server.py) without starting the real
 server: what its health check is taken to mean, the pid file, which processes it may stop, and
 what each case of ``songbird server stop`` says.
 
@@ -22,10 +22,8 @@ from typing import Any
 import pytest
 from conftest import free_port, serving
 
-from whylogs_songbird import local_server
-from whylogs_songbird.config import resolve_settings
-from whylogs_songbird.errors import LocalServerError, SongbirdConnectionError
-from whylogs_songbird.local_server import (
+from whylogs_songbird import background_server
+from whylogs_songbird.background_server import (
     HOST,
     LOCK_FILE,
     LOG_FILE,
@@ -43,8 +41,10 @@ from whylogs_songbird.local_server import (
     server_command,
     stop_server,
 )
+from whylogs_songbird.config import resolve_settings
+from whylogs_songbird.errors import LocalServerError, SongbirdConnectionError
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/local_server.py")
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/background_server.py")
 
 
 def test_the_constants_are_the_documented_ones():
@@ -219,7 +219,7 @@ def settings_for(port: int, data_dir: Path):
 def test_a_running_server_is_used_and_announced_once(health, tmp_path, caplog, monkeypatch):
     port, answer = health
     answer.body = {"status": "ok", "pid": 424242}
-    monkeypatch.setattr(local_server, "_ANNOUNCED", set())
+    monkeypatch.setattr(background_server, "_ANNOUNCED", set())
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.local_server"):
         status = ensure_server(settings_for(port, tmp_path))
         again = ensure_server(settings_for(port, tmp_path))
@@ -234,7 +234,7 @@ def test_a_running_server_is_used_and_announced_once(health, tmp_path, caplog, m
 def test_the_announcement_names_the_server_s_own_data_dir(health, tmp_path, caplog, monkeypatch):
     port, answer = health
     answer.body = {"status": "ok", "data_dir": "/elsewhere"}
-    monkeypatch.setattr(local_server, "_ANNOUNCED", set())
+    monkeypatch.setattr(background_server, "_ANNOUNCED", set())
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.local_server"):
         ensure_server(settings_for(port, tmp_path))
     assert "(data in /elsewhere)" in caplog.records[0].getMessage()
@@ -254,9 +254,11 @@ def test_another_program_on_the_port_is_a_clear_error(health, tmp_path):
 
 
 def test_without_the_server_extra_the_error_says_what_to_install(tmp_path, monkeypatch):
-    real = local_server.importlib.util.find_spec
+    real = background_server.importlib.util.find_spec
     monkeypatch.setattr(
-        local_server.importlib.util, "find_spec", lambda name: None if name in ("uvicorn", "jinja2") else real(name)
+        background_server.importlib.util,
+        "find_spec",
+        lambda name: None if name in ("uvicorn", "jinja2") else real(name),
     )
     with pytest.raises(LocalServerError) as caught:
         ensure_server(settings_for(free_port(), tmp_path / "d"))
@@ -283,7 +285,7 @@ def sleeper(*name: str) -> subprocess.Popen[bytes]:
 
 def test_the_pid_file_records_pid_and_port(tmp_path):
     assert read_pid_file(tmp_path) is None
-    local_server._write_pid(tmp_path, 123, 8737)
+    background_server._write_pid(tmp_path, 123, 8737)
     recorded = read_pid_file(tmp_path)
     assert (recorded["pid"], recorded["port"]) == (123, 8737)
     assert abs(recorded["started"] - time.time()) < 600
@@ -293,33 +295,33 @@ def test_the_pid_file_records_pid_and_port(tmp_path):
 
 
 def test_the_log_tail_is_its_last_three_lines(tmp_path):
-    assert local_server._tail(tmp_path / "none.log") == "no log"
+    assert background_server._tail(tmp_path / "none.log") == "no log"
     (tmp_path / "a.log").write_text("\n \n", encoding="utf-8")
-    assert local_server._tail(tmp_path / "a.log") == "no output"
+    assert background_server._tail(tmp_path / "a.log") == "no output"
     (tmp_path / "a.log").write_text("one\n  two \nthree\nfour  \n\n", encoding="utf-8")
-    assert local_server._tail(tmp_path / "a.log") == "two | three | four"
-    assert local_server._tail(tmp_path / "a.log", lines=1) == "four"
+    assert background_server._tail(tmp_path / "a.log") == "two | three | four"
+    assert background_server._tail(tmp_path / "a.log", lines=1) == "four"
 
 
 def test_only_processes_running_our_server_module_look_like_ours():
     ours, other = sleeper("whylogs_songbird.server"), sleeper("whylogs_songbird.serverless")
     try:
-        assert local_server._looks_like_ours(ours.pid) is True
-        assert local_server._looks_like_ours(other.pid) is False
+        assert background_server._looks_like_ours(ours.pid) is True
+        assert background_server._looks_like_ours(other.pid) is False
     finally:
         for p in (ours, other):
             p.kill()
             p.wait()
-    assert local_server._looks_like_ours(ours.pid) is False  # gone
+    assert background_server._looks_like_ours(ours.pid) is False  # gone
 
 
 def test_alive_and_terminate_a_process():
     process = sleeper()
-    assert local_server._alive(process.pid) is True
-    assert local_server._terminate(process.pid, timeout=10) is True
+    assert background_server._alive(process.pid) is True
+    assert background_server._terminate(process.pid, timeout=10) is True
     process.wait()
-    assert local_server._alive(process.pid) is False
-    assert local_server._terminate(process.pid, timeout=1) is True  # already gone
+    assert background_server._alive(process.pid) is False
+    assert background_server._terminate(process.pid, timeout=1) is True  # already gone
 
 
 def test_a_process_deaf_to_sigterm_is_killed_after_the_timeout():
@@ -332,9 +334,9 @@ def test_a_process_deaf_to_sigterm_is_killed_after_the_timeout():
         stdout=subprocess.PIPE,
     )
     assert stubborn.stdout is not None and stubborn.stdout.readline() == b"1\n"  # SIGTERM is ignored from here on
-    local_server._PROCESSES[stubborn.pid] = stubborn
-    assert local_server._terminate(stubborn.pid, timeout=0.5) is True
-    assert stubborn.wait(10) == -9 and stubborn.pid not in local_server._PROCESSES
+    background_server._PROCESSES[stubborn.pid] = stubborn
+    assert background_server._terminate(stubborn.pid, timeout=0.5) is True
+    assert stubborn.wait(10) == -9 and stubborn.pid not in background_server._PROCESSES
 
 
 # -- songbird server stop --------------------------------------------------------------------------
@@ -360,7 +362,7 @@ def test_stop_leaves_a_server_it_did_not_start(health, tmp_path):
 def test_stop_leaves_a_server_other_than_the_recorded_one(health, tmp_path):
     port, answer = health
     answer.body = {"status": "ok", "pid": 77}
-    local_server._write_pid(tmp_path, 78, port)
+    background_server._write_pid(tmp_path, 78, port)
     report = stop_server(settings_for(port, tmp_path))
     assert (report.stopped_pid, report.message) == (
         None,
@@ -382,7 +384,7 @@ def test_stop_removes_the_pid_file_of_a_dead_process(tmp_path):
     dead.kill()
     dead.wait()
     port = free_port()
-    local_server._write_pid(tmp_path, dead.pid, port)
+    background_server._write_pid(tmp_path, dead.pid, port)
     report = stop_server(settings_for(port, tmp_path))
     assert (report.stopped_pid, report.message) == (
         None,
@@ -395,14 +397,14 @@ def test_stop_never_kills_a_recycled_pid(tmp_path, health):
     other = sleeper()
     try:
         port = free_port()
-        local_server._write_pid(tmp_path, other.pid, port)
+        background_server._write_pid(tmp_path, other.pid, port)
         report = stop_server(settings_for(port, tmp_path))
         assert report.message == f"no local songbird server runs at http://127.0.0.1:{port} (removed a stale pid file)."
         assert other.poll() is None and not (tmp_path / PID_FILE).exists()
         # a songbird that does not tell its pid (its token is another data dir's) is not ours either
         served, answer = health
         answer.body = {"status": "ok"}
-        local_server._write_pid(tmp_path, other.pid, served)
+        background_server._write_pid(tmp_path, other.pid, served)
         report = stop_server(settings_for(served, tmp_path))
         assert report.message == (
             f"the songbird server at http://127.0.0.1:{served} was not started by this package in {tmp_path} "
@@ -417,23 +419,23 @@ def test_stop_never_kills_a_recycled_pid(tmp_path, health):
 def test_stop_stops_the_recorded_server_and_forgets_its_announcement(tmp_path, monkeypatch):
     ours = sleeper("whylogs_songbird.server")
     port = free_port()
-    local_server._write_pid(tmp_path, ours.pid, port)
-    monkeypatch.setattr(local_server, "_ANNOUNCED", {(ours.pid, "u"), (1, "v")})
+    background_server._write_pid(tmp_path, ours.pid, port)
+    monkeypatch.setattr(background_server, "_ANNOUNCED", {(ours.pid, "u"), (1, "v")})
     report = stop_server(settings_for(port, tmp_path))
     assert (report.stopped_pid, report.message) == (
         ours.pid,
         f"stopped the local songbird server at http://127.0.0.1:{port} (pid {ours.pid}).",
     )
     assert ours.wait(10) is not None and not (tmp_path / PID_FILE).exists()
-    assert {(1, "v")} == local_server._ANNOUNCED
+    assert {(1, "v")} == background_server._ANNOUNCED
 
 
 def test_stop_that_cannot_stop_says_to_kill_by_hand(tmp_path, monkeypatch):
     ours = sleeper("whylogs_songbird.server")
     try:
         port = free_port()
-        local_server._write_pid(tmp_path, ours.pid, port)
-        monkeypatch.setattr(local_server, "_terminate", lambda pid: False)
+        background_server._write_pid(tmp_path, ours.pid, port)
+        monkeypatch.setattr(background_server, "_terminate", lambda pid: False)
         with pytest.raises(SongbirdConnectionError) as caught:
             stop_server(settings_for(port, tmp_path))
         assert str(caught.value) == f"The local songbird server (pid {ours.pid}) did not stop; kill it by hand."
@@ -445,11 +447,11 @@ def test_stop_that_cannot_stop_says_to_kill_by_hand(tmp_path, monkeypatch):
 
 def test_a_server_of_this_data_dir_on_another_port_is_moved(tmp_path, caplog):
     ours = sleeper("whylogs_songbird.server")
-    local_server._write_pid(tmp_path, ours.pid, 8787)
-    local_server._stop_one_on_another_port(8787, tmp_path)  # same port: left alone
+    background_server._write_pid(tmp_path, ours.pid, 8787)
+    background_server._stop_one_on_another_port(8787, tmp_path)  # same port: left alone
     assert ours.poll() is None
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.local_server"):
-        local_server._stop_one_on_another_port(8737, tmp_path)
+        background_server._stop_one_on_another_port(8737, tmp_path)
     assert ours.wait(10) is not None
     assert [r.getMessage() for r in caplog.records] == [
         f"songbird: stopped the local songbird server on port 8787 (pid {ours.pid}) to start it on port 8737 "
@@ -460,13 +462,13 @@ def test_a_server_of_this_data_dir_on_another_port_is_moved(tmp_path, caplog):
 def test_a_foreign_process_of_a_stale_pid_file_is_not_moved(tmp_path):
     other = sleeper()
     try:
-        local_server._write_pid(tmp_path, other.pid, 8787)
-        local_server._stop_one_on_another_port(8737, tmp_path)
+        background_server._write_pid(tmp_path, other.pid, 8787)
+        background_server._stop_one_on_another_port(8737, tmp_path)
         assert other.poll() is None
     finally:
         other.kill()
         other.wait()
-    local_server._stop_one_on_another_port(8737, tmp_path / "none")  # no pid file: nothing to do
+    background_server._stop_one_on_another_port(8737, tmp_path / "none")  # no pid file: nothing to do
 
 
 # -- starting --------------------------------------------------------------------------------------
@@ -487,9 +489,9 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 
 def test_a_started_server_is_waited_for_and_recorded(tmp_path, monkeypatch, caplog):
     port = free_port()
-    monkeypatch.setattr(local_server, "server_command", lambda p, d: [sys.executable, "-c", FAKE_SERVER, str(p)])
+    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-c", FAKE_SERVER, str(p)])
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.local_server"):
-        status = local_server._start(port, tmp_path / "data")
+        status = background_server._start(port, tmp_path / "data")
     try:
         recorded = read_pid_file(tmp_path / "data")
         assert (recorded["pid"], recorded["port"]) == (status.pid, port)
@@ -498,17 +500,17 @@ def test_a_started_server_is_waited_for_and_recorded(tmp_path, monkeypatch, capl
             r.getMessage() for r in caplog.records
         ]
         assert (tmp_path / "data" / LOG_FILE).read_text().strip() == "listening"
-        assert local_server._start(port, tmp_path / "data") == status  # already there: not started twice
+        assert background_server._start(port, tmp_path / "data") == status  # already there: not started twice
     finally:
         assert stop_server(settings_for(port, tmp_path / "data")).stopped_pid == status.pid
 
 
 def test_a_server_that_exits_while_starting_shows_its_log(tmp_path, monkeypatch):
     crash = "import sys; print('a'); print('b'); print('port taken'); sys.exit(3)"
-    monkeypatch.setattr(local_server, "server_command", lambda p, d: [sys.executable, "-c", crash])
+    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-c", crash])
     data = tmp_path / "data"
     with pytest.raises(LocalServerError) as caught:
-        local_server._start(free_port(), data)
+        background_server._start(free_port(), data)
     assert str(caught.value) == (
         "The local songbird server exited with code 3 while starting: a | b | port taken "
         f"(full log: {data / LOG_FILE})."

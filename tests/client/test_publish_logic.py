@@ -48,9 +48,15 @@ from whylogs_songbird.publish import PublishedProfile, Publisher, PublishResult
 from whylogs_songbird.session import SessionStore
 
 #: scripts/mutation runs this file against the mutants of these modules
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/publish.py", "whylogs_songbird/outbox/delivery.py")
+pytestmark = pytest.mark.mutation_fast(
+    "whylogs_songbird/publish.py",
+    "whylogs_songbird/results.py",
+    "whylogs_songbird/links.py",
+    "whylogs_songbird/outbox/delivery.py",
+)
 
 P = importlib.import_module("whylogs_songbird.publish")  # the package exports a function of the same name
+R = importlib.import_module("whylogs_songbird.results")
 D = importlib.import_module("whylogs_songbird.outbox.delivery")
 
 ENDPOINT = "http://127.0.0.1:9"
@@ -386,7 +392,8 @@ def test_the_notebook_view_without_combined_links_has_no_list_and_a_failure_show
 
 def test_compare_with_asks_comparison_links_with_the_result_the_name_and_the_options(monkeypatch):
     seen = []
-    monkeypatch.setattr(P, "comparison_links", lambda *args, **kwargs: seen.append((args, kwargs)) or ["link"])
+    assert R.comparison_links is P.comparison_links  # the publisher tells its results how to compare
+    monkeypatch.setattr(R, "comparison_links", lambda *args, **kwargs: seen.append((args, kwargs)) or ["link"])
     result = PublishResult(endpoint=ENDPOINT, profiles=[])
     assert result.compare_with("train", endpoint=OTHER) == ["link"]
     assert seen == [((result, "train"), {"endpoint": OTHER})]

@@ -19,11 +19,12 @@ import pytest
 from conftest import ORG_KEY
 
 from whylogs_songbird import session as S
+from whylogs_songbird.atomic import write_json_atomic
 from whylogs_songbird.errors import ConfigError, SessionBusyError, SessionNotFoundError
-from whylogs_songbird.session import GuestSession, SessionStore, write_json_atomic
+from whylogs_songbird.session import GuestSession, SessionStore
 
 #: scripts/mutation runs this file against the mutants of these modules
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/session.py")
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/session.py", "whylogs_songbird/atomic.py")
 
 ENDPOINT = "http://127.0.0.1:9"
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 from conftest import http_server_thread
 
-from whylogs_songbird import local_server, timeline_client
+from whylogs_songbird import background_server, timeline_client
 from whylogs_songbird.errors import SongbirdApiError, SongbirdConnectionError, SongbirdProtocolError
 from whylogs_songbird.timeline_client import fetch_timeline, timeline_frame, timeline_url
 
@@ -208,7 +208,7 @@ def test_without_endpoint_the_local_server_is_ensured_and_asked(fake, monkeypatc
     url, answer = fake
     monkeypatch.setenv("SONGBIRD_LOCAL_PORT", url.rsplit(":", 1)[1])
     ensured: list[Any] = []
-    monkeypatch.setattr(local_server, "ensure_server", ensured.append)
+    monkeypatch.setattr(background_server, "ensure_server", ensured.append)
     assert fetch_timeline("session-a") == DOCUMENT
     assert [(s.embedded, s.endpoint) for s in ensured] == [(True, url)]
     assert answer.requests == ["/api/v1/sessions/session-a/timeline"]

@@ -81,7 +81,7 @@ def keys_list(
     with reported(verbose):
         store = _store(data_dir, database_url)
         try:
-            rows = store.metadata.list_api_keys()
+            rows = store.list_api_keys()
         finally:
             store.close()
         for row in rows:
@@ -103,7 +103,7 @@ def keys_revoke(
     with reported(verbose):
         store = _store(data_dir, database_url)
         try:
-            revoked = store.metadata.revoke_api_key(key_id[:10])
+            revoked = store.revoke_api_key(key_id[:10])
         finally:
             store.close()
         if not revoked:

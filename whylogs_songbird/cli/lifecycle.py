@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from whylogs_songbird.atomic import write_json_atomic
 from whylogs_songbird.cli.reporting import (
     ConfigDir,
     Endpoint,
@@ -107,7 +108,6 @@ def migrate_command(
         from whylogs_songbird.server import bundles
         from whylogs_songbird.server.storage import DB_FILE
         from whylogs_songbird.server.store import Store
-        from whylogs_songbird.session import write_json_atomic
 
         if not (from_dir / DB_FILE).is_file():
             raise UsageProblem(f"{from_dir} holds no embedded store ({DB_FILE}): give the data dir of a local server.")

@@ -66,7 +66,7 @@ def server_status(
 ) -> None:
     """Show the local server: address, pid, data dir, uptime and number of sessions (exit 1 if none runs)."""
     with reported(verbose):
-        from whylogs_songbird.local_server import NotSongbird, local_url, probe
+        from whylogs_songbird.background_server import NotSongbird, local_url, probe
 
         settings = _local_settings(port, data_dir, config_dir)
         try:
@@ -108,7 +108,7 @@ def server_stop(
 ) -> None:
     """Stop the background server this package started (exit 0 when none runs)."""
     with reported(verbose):
-        from whylogs_songbird.local_server import stop_server
+        from whylogs_songbird.background_server import stop_server
 
         settings = _local_settings(port, data_dir, config_dir)
         report = stop_server(settings)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -21,10 +20,10 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from whylogs_songbird.atomic import write_bytes_atomic, write_json_atomic
 from whylogs_songbird.errors import ConfigError, SongbirdError
 from whylogs_songbird.models import SegmentTag
 from whylogs_songbird.profiles import format_ms
-from whylogs_songbird.session import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +123,7 @@ class OutboxStorage:
         if slot is not None:
             entry.session_id, entry.upload_id, entry.upload_url = slot
         data_path, _ = self._paths(entry.id)
-        tmp = data_path.with_suffix(".bin.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, data_path)
+        write_bytes_atomic(data_path, data)
         self._write(entry)
         return entry
 

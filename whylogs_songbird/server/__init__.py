@@ -9,7 +9,7 @@ Run it with ``python -m whylogs_songbird.server`` or, in tests and notebooks, in
 
 from whylogs_songbird.server.app import create_app
 from whylogs_songbird.server.config import ServerConfig
-from whylogs_songbird.server.embedded import LocalServer, run_server
+from whylogs_songbird.server.in_process import LocalServer, run_server
 from whylogs_songbird.server.store import SessionRecord, Store, UploadRecord
 
 __all__ = ["LocalServer", "ServerConfig", "SessionRecord", "Store", "UploadRecord", "create_app", "run_server"]

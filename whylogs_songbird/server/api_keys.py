@@ -15,6 +15,8 @@ import secrets
 import string
 from dataclasses import dataclass
 
+from whylogs_songbird.server.store import Store
+
 KEY_ID_LENGTH = 10
 _KEY_ID_ALPHABET = string.ascii_letters + string.digits
 _KEY = re.compile(r"(?P<id>[A-Za-z0-9]{10})\.(?P<secret>[A-Za-z0-9_-]{16,128})(?::(?P<org>[^:]{1,256}))?")
@@ -38,8 +40,8 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def create_key(store: object, org_id: str) -> NewKey:
-    """Make a key of ``org_id`` and keep its hash in ``store`` (a ``Store``); ValueError for a bad org."""
+def create_key(store: Store, org_id: str) -> NewKey:
+    """Make a key of ``org_id`` and keep its hash in ``store``; ValueError for a bad org."""
     if ORG_PATTERN.fullmatch(org_id) is None:
         raise ValueError(
             f"{org_id[:80]!r} is not an organization id: use 1 to 128 letters, digits, '.', '_' or '-', "
@@ -47,17 +49,17 @@ def create_key(store: object, org_id: str) -> NewKey:
         )
     key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
     secret = secrets.token_urlsafe(32)
-    store.metadata.add_api_key(key_id, org_id, _digest(secret))  # type: ignore[attr-defined]
+    store.add_api_key(key_id, org_id, _digest(secret))
     return NewKey(key_id=key_id, org_id=org_id, key=f"{key_id}.{secret}:{org_id}")
 
 
-def lookup_stored_key(store: object, key: str) -> str | None:
+def lookup_stored_key(store: Store, key: str) -> str | None:
     """The org of ``key`` if the store keeps it and it is not revoked, else None. The secret's hash
     is compared in constant time; a ``:ORG-ID`` suffix, when given, must name the key's org."""
     match = _KEY.fullmatch(key)
     if match is None:
         return None
-    row = store.metadata.find_api_key(match["id"])  # type: ignore[attr-defined]
+    row = store.find_api_key(match["id"])
     if row is None:
         return None
     same = hmac.compare_digest(str(row["secret_sha256"]), _digest(match["secret"]))

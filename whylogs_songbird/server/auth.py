@@ -97,7 +97,7 @@ def key_ref_owner(request: Request, ref: str) -> KeyOwner | None:
         keys: ApiKeyRing = request.app.state.api_keys
         return keys.owner_of_ref(ref)
     if ref.startswith("k:"):
-        row = request.app.state.store.metadata.find_api_key(ref[2:])
+        row = request.app.state.store.find_api_key(ref[2:])
         if row is not None and row["revoked_at"] is None:
             return KeyOwner(org_id=str(row["org_id"]))
     return None

@@ -107,8 +107,7 @@ def export_chunks(store: Store, session_id: str, profiles: list[UploadRecord]) -
             name = f"profiles/{n:06d}.bin"
             digest, size = hashlib.sha256(), 0
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            assert profile.path is not None
-            with store.blobs.open(profile.path) as source, archive.open(info, "w", force_zip64=True) as target:
+            with store.open_profile(profile) as source, archive.open(info, "w", force_zip64=True) as target:
                 while chunk := source.read(_CHUNK):
                     digest.update(chunk)
                     size += len(chunk)

@@ -516,7 +516,7 @@ def serve_command(
 ) -> None:
     """Run the songbird-compatible server and observatory in the foreground (Ctrl-C stops it)."""
     try:
-        from whylogs_songbird.server.embedded import run_server
+        from whylogs_songbird.server.in_process import run_server
     except ImportError as exc:  # pragma: no cover - depends on the install
         typer.echo(
             f"error: the server needs the 'server' extra ({exc.name} is missing): "

@@ -136,26 +136,26 @@ def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> byt
         data = store.read_profile_bytes(upload)
     except OSError as exc:
         summary_changing(store, upload)
-        store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
+        store.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
         return None
     try:
         digest = sandbox.digest(data)
     except SandboxRefused as exc:
         summary_changing(store, upload)
-        store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
+        store.mark_invalid(upload.id, upload.sha256, str(exc))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
         return None
     except SandboxStopped:
-        store.metadata.release_ingest_claim(upload.id, upload.sha256, counted=False)
+        store.release_ingest_claim(upload.id, upload.sha256, counted=False)
         return None
     except SandboxCrash as exc:
-        store.metadata.release_ingest_claim(upload.id, upload.sha256, note=str(exc))
+        store.release_ingest_claim(upload.id, upload.sha256, note=str(exc))
         logger.warning("ingest: upload %s: %s (try %d of %d)", upload.id, exc, upload.ingest_tries, INGEST_MAX_TRIES)
         return None
     finally:
         del data
     summary_changing(store, upload)  # the session's timeline version, before the summary shows
-    if not store.metadata.store_summary(upload.id, upload.sha256, digest):
+    if not store.store_summary(upload.id, upload.sha256, digest):
         return None
     note_summarised(store, upload, digest)  # its hour and day rollups
     return digest
@@ -216,7 +216,7 @@ class IngestWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                claimed = self.store.metadata.claim_ingest(lease_ms=heartbeat_of(self.store).lease_ms, limit=1)
+                claimed = self.store.claim_ingest(lease_ms=heartbeat_of(self.store).lease_ms, limit=1)
             except Exception:
                 if self._stop.is_set():
                     return

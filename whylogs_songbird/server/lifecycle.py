@@ -44,10 +44,7 @@ KILL_AFTER_MARK_ENV = "SONGBIRD_TEST_KILL_AFTER_MARK"
 
 def deletions(store: Store) -> DeletionSql:
     """The store's deletion statements (every metadata store of this server has them)."""
-    metadata = store.metadata
-    if not isinstance(metadata, DeletionSql):
-        raise TypeError(f"{type(metadata).__name__} cannot delete")
-    return metadata
+    return store.deletions()
 
 
 def disk_usage(store: Store) -> dict[str, int]:

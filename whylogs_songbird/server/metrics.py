@@ -52,7 +52,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whylogs_songbird.server.common import error_response, is_loopback_host
 from whylogs_songbird.server.datasets import dataset_of
-from whylogs_songbird.server.notify import queue_of
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -150,7 +149,7 @@ class StoreCollector:
             uploads.add_metric([kind], n)
         yield uploads
         yield GaugeMetricFamily(
-            "songbird_ingest_pending", "stored profiles not yet summarised", value=self.store.metadata.pending_ingest()
+            "songbird_ingest_pending", "stored profiles not yet summarised", value=self.store.pending_ingest()
         )
         counts = self.queue.notification_counts()
         yield GaugeMetricFamily(
@@ -228,7 +227,7 @@ def request_histogram(registry: CollectorRegistry) -> Histogram:
 
 def mount_metrics(app: FastAPI, store: Store, config: ServerConfig, timeline: TimelineService) -> None:
     """Add ``GET /metrics`` and record each session's numbers when its monitors are evaluated."""
-    queue = queue_of(store.metadata)
+    queue = store.notification_queue()
 
     def record(session_id: str, document: dict[str, Any]) -> None:
         shot = snapshot(document)

@@ -563,12 +563,12 @@ def mount_notifications(
     app.state.notifier = None
     if monitors is None or not monitors.notify:
         return None
-    queue = queue_of(store.metadata)
+    queue = store.notification_queue()
     notifier = Notifier(
         queue,
         monitors.notify,
         default_base_url(config),
-        marks=store.metadata,
+        marks=store,
         dataset_of=lambda container_id: dataset_of(store, container_id),
         signer=app.state.signer,
     )

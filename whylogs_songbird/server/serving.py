@@ -1,9 +1,9 @@
 """What every way of running the server shares: the listening socket, the store made ready to
 serve, the server log's filters, and the one uvicorn configuration.
 
-The in-thread :class:`~whylogs_songbird.server.embedded.LocalServer`, the foreground
-:func:`~whylogs_songbird.server.embedded.run_server` and the worker processes of
-:mod:`~whylogs_songbird.server.launcher` all build their uvicorn settings with
+The in-thread :class:`~whylogs_songbird.server.in_process.LocalServer`, the foreground
+:func:`~whylogs_songbird.server.in_process.run_server` and the worker processes of
+:mod:`~whylogs_songbird.server.workers` all build their uvicorn settings with
 :func:`uvicorn_config`, so a setting added there applies to all of them.
 """
 

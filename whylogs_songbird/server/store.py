@@ -14,16 +14,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
+from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.counters import OperationCounts
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.signing import load_or_create_health_token
 from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
@@ -50,14 +50,12 @@ from whylogs_songbird.server.storage.base import (
     now_ms,
     require_id,
 )
+from whylogs_songbird.server.storage.deletion import DeletionSql
+from whylogs_songbird.server.storage.notifications import NotificationQueueSql
 from whylogs_songbird.server.storage.paging import ProfilePage, ProfileQuery
 from whylogs_songbird.server.zipped import ZipUploadError, looks_like_zip, zip_members
 
 logger = logging.getLogger("whylogs_songbird.server")
-
-#: Operation counts reach the shared store within about this many seconds: one write per batch,
-#: not one transaction per request (see :meth:`Store.count`).
-COUNT_FLUSH_SECONDS = 0.1
 
 #: Upload slots whose URL expired less than this long ago are still looked for in the blob
 #: store (a presigned PUT begun before its URL expired may finish after).
@@ -179,14 +177,8 @@ class Store:
         self.metadata = metadata
         self.blobs = blobs
         self._closed = False
-        self._count_flusher_pid = 0
-        self._pending_counts: Counter[str] = Counter()
-        self._count_lock = threading.Lock()
-        # held across a batch's write, so stats() never reads the store while another thread's
-        # batch is taken from memory but not yet written (it would miss those counts)
-        self._count_flush_lock = threading.Lock()
-        self._count_stop = threading.Event()
-        self._count_flusher: threading.Thread | None = None
+        #: This process's operation counts, written to ``metadata`` in batches (whichever it is then).
+        self.counts = OperationCounts(lambda pending: self.metadata.add_counts(pending))
         #: Limits applied to uploads the server did not receive itself (presigned PUTs, see
         #: :meth:`learn_landed`); the upload route applies the same ones from the config.
         self.max_columns = DEFAULT_MAX_COLUMNS
@@ -199,15 +191,20 @@ class Store:
         self._landed_hooks: list[Callable[[UploadRecord], None]] = []
 
     @classmethod
-    def open(cls, config: object) -> Store:
+    def open(cls, config: ServerConfig) -> Store:
         """The store a :class:`ServerConfig` asks for (``database_url``, ``blob_store``)."""
-        metadata, blobs = open_storage(config)
-        data_dir = Path(getattr(config, "data_dir"))  # noqa: B009
-        if getattr(metadata, "shared", False):  # the claims this host takes, released when it starts again
-            setattr(metadata, "owner", host_id(data_dir))  # noqa: B010 - a SQL store's attribute, not the protocol's
-        store = cls(data_dir, metadata=metadata, blobs=blobs)
-        store.max_columns = int(getattr(config, "max_columns", DEFAULT_MAX_COLUMNS))
-        store.max_upload_bytes = int(getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES))
+        spec = StorageSpec(
+            data_dir=Path(config.data_dir),
+            database_url=config.database_url,
+            blob_store=config.blob_store,
+            s3_endpoint_url=config.s3_endpoint_url,
+        )
+        metadata, blobs = open_storage(spec)
+        if metadata.shared:  # the claims this host takes, released when it starts again
+            setattr(metadata, "owner", host_id(spec.data_dir))  # noqa: B010 - a SQL store's attribute, not the protocol's
+        store = cls(spec.data_dir, metadata=metadata, blobs=blobs)
+        store.max_columns = config.max_columns
+        store.max_upload_bytes = config.max_upload_bytes
         return store
 
     def __repr__(self) -> str:
@@ -217,11 +214,7 @@ class Store:
         """Close both stores (idempotent)."""
         if not self._closed:
             self._closed = True
-            self._count_stop.set()
-            flusher = self._count_flusher
-            if flusher is not None and flusher is not threading.current_thread():
-                flusher.join(5)
-            self.flush_counts()
+            self.counts.close()
             self.metadata.close()
             self.blobs.close()
 
@@ -232,38 +225,14 @@ class Store:
 
         Never blocks on the database, so the event loop may call it: counts are added up in
         memory and written by a background thread in one transaction per batch, within
-        :data:`COUNT_FLUSH_SECONDS` (other processes see them then); :meth:`stats` and
-        :meth:`close` write this process's counts first.
+        :data:`~whylogs_songbird.server.counters.COUNT_FLUSH_SECONDS` (other processes see them
+        then); :meth:`stats` and :meth:`close` write this process's counts first.
         """
-        with self._count_lock:
-            self._pending_counts[operation] += 1
-            if self._count_flusher is None or self._count_flusher_pid != os.getpid():
-                self._count_flusher_pid = os.getpid()
-                self._count_flusher = threading.Thread(target=self._flush_loop, name="songbird-counts", daemon=True)
-                self._count_flusher.start()
-
-    def _flush_loop(self) -> None:
-        while not self._count_stop.wait(COUNT_FLUSH_SECONDS):
-            try:
-                self.flush_counts()
-            except Exception:  # the store went away (closing): the counts are kept for the next try
-                if self._count_stop.is_set():
-                    return
-                logger.exception("writing operation counts failed")
+        self.counts.count(operation)
 
     def flush_counts(self) -> None:
         """Write the counts made in this process and not yet in the store."""
-        with self._count_flush_lock:
-            with self._count_lock:
-                pending, self._pending_counts = self._pending_counts, Counter()
-            if not pending:
-                return
-            try:
-                self.metadata.add_counts(dict(pending))
-            except BaseException:
-                with self._count_lock:
-                    self._pending_counts.update(pending)
-                raise
+        self.counts.flush()
 
     def stats(self) -> dict[str, int]:
         """Calls per operation since the counters were reset: at the server's start on the
@@ -272,8 +241,7 @@ class Store:
         return self.metadata.stats()
 
     def reset_stats(self) -> None:
-        with self._count_lock:
-            self._pending_counts.clear()
+        self.counts.clear()
         self.metadata.reset_stats()
 
     # -- the "upload landed" hook ------------------------------------------------------------
@@ -416,7 +384,7 @@ class Store:
     @property
     def presigns(self) -> bool:
         """Whether clients PUT straight to the blob store (its presigned URLs), not to this server."""
-        return self._presigns()
+        return bool(self.blobs.presigns_uploads)
 
     def upload_url(self, upload: UploadRecord, ttl_seconds: int) -> str | None:
         """The blob store's presigned PUT URL for an upload slot, or None when this server
@@ -555,20 +523,6 @@ class Store:
         assert outcome is not None
         logger.debug("stored a zip of %d profiles", len(members))
         return outcome
-
-    def store_profile_bytes(self, upload_id: str, data: bytes) -> UploadRecord:
-        """Store ``data`` as the upload's profile (no check: the caller checks the bytes)."""
-        return self.store_profile_data(upload_id, data, sha256=hashlib.sha256(data).hexdigest()).upload
-
-    def profile_path(self, upload: UploadRecord) -> Path:
-        """The file of a stored profile (embedded blob store only)."""
-        if upload.path is None:
-            raise ValueError(f"upload {upload.id} has no stored profile")
-        path_of = getattr(self.blobs, "path", None)
-        if path_of is None:
-            raise ValueError("this blob store keeps no local files")
-        path: Path = path_of(upload.path)
-        return path
 
     def read_profile_bytes(self, upload: UploadRecord) -> bytes:
         """The bytes of a stored profile (of the original, for a duplicate).
@@ -909,7 +863,7 @@ class Store:
         referenced = {key for upload_id, key in known.items() if upload_id not in gone}
         unreferenced = [(key, _upload_id_of(key)) for key in sorted(modified) if key not in referenced]
         kept: set[str] = set()
-        if self._presigns():  # landed PUTs first: recording one makes its older leftovers orphans
+        if self.presigns:  # landed PUTs first: recording one makes its older leftovers orphans
             for key, upload_id in unreferenced:
                 upload = self.get_upload(upload_id) if upload_id else None
                 if upload is None or upload.stored or key != blob_key(upload.session_id, upload.id):
@@ -942,14 +896,14 @@ class Store:
         """Whether the unreferenced bytes ``key`` of an existing upload slot are a leftover."""
         if upload.path == key:
             return False  # recorded since the listing (another process learned a landed PUT)
-        if self._presigns() and upload.stored:
+        if self.presigns and upload.stored:
             return True  # a recorded presigned upload never changes (it is recorded once): a leftover
         if modified > fresh_after:
             return False  # written while (or just before) this ran: maybe another host's, about to be recorded
         open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
         # not a checked copy of a slot still open, which another process may be about to record
         return not (
-            self._presigns()
+            self.presigns
             and not upload.stored
             and upload.expires_at >= open_after
             and key != blob_key(upload.session_id, upload.id)
@@ -977,21 +931,90 @@ class Store:
         session = self.get_session(upload.session_id)
         return None if session is None or session.claimed else False
 
-    def _presigns(self) -> bool:
-        cached: bool | None = getattr(self, "_presigns_cached", None)
-        if cached is not None:
-            return cached
-        self._presigns_cached = self._probe_presign()
-        return self._presigns_cached
+    def open_profile(self, upload: UploadRecord) -> BinaryIO:
+        """A binary file reading the stored bytes of ``upload``; FileNotFoundError when they are gone."""
+        if upload.path is None:
+            raise FileNotFoundError(f"upload {upload.id} has no stored bytes")
+        return self.blobs.open(upload.path)
 
-    def _probe_presign(self) -> bool:
-        try:
-            return (
-                self.blobs.presign_put("profiles/session-AAAAAAAAAAAAAAAAAAAA/log-AAAAAAAAAAAAAAAAAAAA.bin", 1)
-                is not None
-            )
-        except Exception:  # noqa: BLE001 - a store that cannot presign does not
-            return False
+    def check_upload_open(self, upload_id: str) -> UploadRecord:
+        """The upload slot ``upload_id`` if bytes may still be PUT to it (see ``MetadataStore.check_upload_open``)."""
+        return self.metadata.check_upload_open(upload_id)
+
+    def duplicates_of(self, upload_ids: Sequence[str]) -> int:
+        """How many uploads repeat the bytes of one of ``upload_ids`` (see ``MetadataStore.duplicates_of``)."""
+        return self.metadata.duplicates_of(upload_ids)
+
+    # -- summaries: the ingest worker's claims and verdicts -----------------------------------
+
+    def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
+        """Claim up to ``limit`` stored profiles still to be summarised, for ``lease_ms``."""
+        return self.metadata.claim_ingest(lease_ms=lease_ms, limit=limit)
+
+    def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
+        """Claim the profile ``upload_id`` to summarise it now; False when it is not this process's to take."""
+        return self.metadata.claim_upload_ingest(upload_id, lease_ms=lease_ms)
+
+    def release_ingest_claim(
+        self, upload_id: str, sha256: str, *, note: str | None = None, counted: bool = True
+    ) -> bool:
+        """End this process's claim of a profile it could not summarise, so it is tried again."""
+        return self.metadata.release_ingest_claim(upload_id, sha256, note=note, counted=counted)
+
+    def pending_ingest(self) -> int:
+        """How many stored profiles are not summarised yet."""
+        return self.metadata.pending_ingest()
+
+    def store_summary(self, upload_id: str, sha256: str, data: bytes) -> bool:
+        """Keep the summary of the bytes ``sha256`` of ``upload_id``; False when they were replaced meanwhile."""
+        return self.metadata.store_summary(upload_id, sha256, data)
+
+    def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
+        """Record that the bytes ``sha256`` of ``upload_id`` are not a readable profile, and why."""
+        return self.metadata.mark_invalid(upload_id, sha256, reason)
+
+    def get_summary(self, upload_id: str, sha256: str) -> bytes | None:
+        """The stored summary of the bytes ``sha256`` of ``upload_id``, if there is one."""
+        return self.metadata.get_summary(upload_id, sha256)
+
+    # -- derived artefacts (shared by every process and the next start) ----------------------
+
+    def get_derived(self, session_id: str, key: str) -> bytes | None:
+        return self.metadata.get_derived(session_id, key)
+
+    def put_derived(self, session_id: str, key: str, data: bytes) -> None:
+        self.metadata.put_derived(session_id, key, data)
+
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        return self.metadata.drop_derived(session_id, prefix, keep)
+
+    # -- the parts of the metadata store that services use as they are ----------------------
+
+    def notification_queue(self) -> NotificationQueueSql:
+        """The notification queue and metric snapshots (every SQL metadata store keeps them)."""
+        if not isinstance(self.metadata, NotificationQueueSql):
+            raise TypeError(f"{type(self.metadata).__name__} keeps no notifications")
+        return self.metadata
+
+    def deletions(self) -> DeletionSql:
+        """The deletion statements: marks, purge claims, retention (every SQL metadata store has them)."""
+        if not isinstance(self.metadata, DeletionSql):
+            raise TypeError(f"{type(self.metadata).__name__} cannot delete")
+        return self.metadata
+
+    # -- API keys (their hashes; see ``api_keys.py``) -------------------------------------------
+
+    def add_api_key(self, key_id: str, org_id: str, secret_sha256: str) -> None:
+        self.metadata.add_api_key(key_id, org_id, secret_sha256)
+
+    def find_api_key(self, key_id: str) -> dict[str, Any] | None:
+        return self.metadata.find_api_key(key_id)
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        return self.metadata.list_api_keys()
+
+    def revoke_api_key(self, key_id: str) -> bool:
+        return self.metadata.revoke_api_key(key_id)
 
 
 __all__ = [

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server import metrics
 from whylogs_songbird.server.config import ServerConfig
@@ -173,7 +174,7 @@ def test_the_server_s_counts(store):
         upload = store.create_uploads(
             session_id, [NewUpload(kind, dataset_timestamp=i if kind == "batch" else None)], ttl_seconds=900
         )[0]
-        store.store_profile_bytes(upload.id, bytes([i]) * 3)
+        store_profile_bytes(store, upload.id, bytes([i]) * 3)
     store.create_uploads(session_id, [NewUpload("reference")], ttl_seconds=900)  # a slot: not stored
     value = scrape(store).get_sample_value
     assert value("songbird_uploads_total", {"kind": "batch"}) == 2.0

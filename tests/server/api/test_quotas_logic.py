@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
@@ -46,7 +47,7 @@ def holding(store: Store, sizes: list[int]) -> tuple[str, list[str]]:
     ids = []
     for i, size in enumerate(sizes):
         upload = store.create_uploads(session_id, batch(1), ttl_seconds=900)[0]
-        store.store_profile_bytes(upload.id, bytes([65 + i]) * size)
+        store_profile_bytes(store, upload.id, bytes([65 + i]) * size)
         ids.append(upload.id)
     return session_id, ids
 
@@ -107,7 +108,7 @@ def test_slots_past_the_open_limit_wait_for_puts(store):
     assert asked_the_limit.value.headers == {"Retry-After": "1"}
     assert "has 2 upload slots open" in asked_the_limit.value.message
     create_slots(store, config, session_id, batch(1))  # 3: at the limit
-    store.store_profile_bytes(first[0].id, b"x")
+    store_profile_bytes(store, first[0].id, b"x")
     assert len(create_slots(store, config, session_id, batch(1))) == 1  # a PUT frees a place
 
 

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from whylogs_songbird.models import HEALTH_TOKEN_FILE, HEALTH_TOKEN_HEADER
 from whylogs_songbird.server import LocalServer, ServerConfig
-from whylogs_songbird.server.embedded import RedactQueryFilter
+from whylogs_songbird.server.serving import RedactQueryFilter
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
 from whylogs_songbird.server.store import ID_PATTERN
 

@@ -12,7 +12,7 @@ import requests
 from conftest import health, make_profile_bytes
 from server_processes import new_slot, start_server_process, stop, wait_for
 
-from whylogs_songbird.server.launcher import bind_socket
+from whylogs_songbird.server.serving import bind_socket
 
 TIMEOUT = 30
 

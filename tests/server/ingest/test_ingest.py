@@ -16,6 +16,7 @@ import whylogs as why
 from conftest import FIRST_SCHEMA, make_profile_bytes
 from profile_crafting import corrupt_chunk_messages, repeated_chunk, shared_chunk, unknown_metric_index
 from server_processes import TS, new_slot, start_server_process, stop, wait_for
+from stored_profiles import profile_path, store_profile_bytes
 
 from whylogs_songbird.server import LocalServer, Store
 from whylogs_songbird.server.storage import StorageConfigError, StorageSpec, open_storage
@@ -101,7 +102,7 @@ def test_the_ingest_worker_stores_digests_and_pages_never_read_the_bytes_again(s
     wait_for(lambda: server.store.get_upload(slot["id"]).ingest_state == "ready", "summarised in the background")
     upload = server.store.get_upload(slot["id"])
     assert server.store.metadata.get_summary(upload.id, upload.sha256)
-    server.store.profile_path(upload).unlink()  # the page has everything it needs in the store
+    profile_path(server.store, upload).unlink()  # the page has everything it needs in the store
     page = requests.get(slot["observatoryUrl"], timeout=TIMEOUT)
     assert page.status_code == 200 and 'data-field="rows" data-value="7"' in page.text
 
@@ -125,7 +126,7 @@ def test_work_left_pending_is_picked_up_by_the_next_server(tmp_path):
     try:
         session = store.create_session("u")
         upload = store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS)
-        store.store_profile_bytes(upload.id, make_profile_bytes())
+        store_profile_bytes(store, upload.id, make_profile_bytes())
         store.metadata.claim_ingest(lease_ms=3_600_000)  # claimed by a "server" that then died
         assert store.get_upload(upload.id).ingest_state == "pending"
     finally:
@@ -186,8 +187,8 @@ def test_files_are_private_whatever_the_umask(tmp_path):
         try:
             session = store.create_session("u")
             upload = store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS)
-            stored = store.store_profile_bytes(upload.id, make_profile_bytes())
-            path = store.profile_path(stored)
+            stored = store_profile_bytes(store, upload.id, make_profile_bytes())
+            path = profile_path(store, stored)
         finally:
             store.close()
     finally:
@@ -259,10 +260,10 @@ def test_reconcile_fixes_rows_without_bytes_and_bytes_without_rows(tmp_path):
     try:
         session = store.create_session("u")
         a, b = (store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS + i) for i in range(2))
-        kept = store.store_profile_bytes(a.id, make_profile_bytes())
-        lost = store.store_profile_bytes(b.id, make_profile_bytes(seed=3))
-        store.profile_path(lost).unlink()  # a row without bytes
-        orphan = store.profile_path(kept).parent / f"{b.id}.0123456789abcdef.bin"
+        kept = store_profile_bytes(store, a.id, make_profile_bytes())
+        lost = store_profile_bytes(store, b.id, make_profile_bytes(seed=3))
+        profile_path(store, lost).unlink()  # a row without bytes
+        orphan = profile_path(store, kept).parent / f"{b.id}.0123456789abcdef.bin"
         orphan.write_bytes(b"x")  # bytes without a row
         (tmp_path / "data" / "tmp" / "body-x.part").write_bytes(b"partial")
         report = store.reconcile()
@@ -282,7 +283,7 @@ def test_a_held_claim_is_renewed_past_its_lease_and_taken_by_another_host_once_i
     try:
         session = mine.create_session("u")
         upload = mine.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS)
-        mine.store_profile_bytes(upload.id, make_profile_bytes())
+        store_profile_bytes(mine, upload.id, make_profile_bytes())
         heartbeat = ClaimHeartbeat(mine, lease_ms=300)
         assert [u.id for u in mine.metadata.claim_ingest(lease_ms=300)] == [upload.id]
         with heartbeat.hold(upload.id):
@@ -402,6 +403,8 @@ def test_a_missing_path_is_refused_by_the_blob_store(tmp_path):
 
 class _PresigningFiles(FileBlobStore):
     """A file blob store that claims to hand out presigned URLs, standing in for S3 in a unit test."""
+
+    presigns_uploads = True
 
     def presign_put(self, key, ttl_seconds):
         return f"http://127.0.0.1:9/{key}?ttl={ttl_seconds}"

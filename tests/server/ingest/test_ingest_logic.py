@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server import ingest
 from whylogs_songbird.server.ingest import BUSY_SHARE, LEASE_MS, IngestWorker, ingest_one
@@ -61,7 +62,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def put(store: Store, data: bytes = PROFILE, session_id: str | None = None) -> UploadRecord:
     session_id = session_id or store.create_session("user").id
     upload = store.create_uploads(session_id, [NewUpload("reference")], ttl_seconds=900)[0]
-    return store.store_profile_bytes(upload.id, data)
+    return store_profile_bytes(store, upload.id, data)
 
 
 def claim(store: Store) -> UploadRecord:
@@ -173,7 +174,7 @@ def test_a_digest_of_bytes_replaced_meanwhile_is_dropped(store):
     claimed = claim(store)
 
     def replace_then_answer(data: bytes) -> bytes:
-        store.store_profile_bytes(upload.id, OTHER)
+        store_profile_bytes(store, upload.id, OTHER)
         return DIGEST
 
     assert ingest_one(store, claimed, FakeSandbox(replace_then_answer)) is None

@@ -13,10 +13,11 @@ import requests
 import whylogs as why
 from conftest import STORAGE_NAMES, make_profile_bytes
 from profile_crafting import huge_frequent_items_map
+from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server.common import observatory_link
-from whylogs_songbird.server.embedded import open_store
 from whylogs_songbird.server.sandbox import TEST_FAULT_ENV, Sandbox, SandboxCrash, SandboxLimits, SandboxRefused
+from whylogs_songbird.server.serving import open_store
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 
 both_stores = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
@@ -65,7 +66,7 @@ def store_as_an_older_server_did(server, session_id, data: bytes, claims: int = 
     store = open_store(server.config)
     try:
         upload = store.create_upload(session_id, "batch", ttl_seconds=600, dataset_timestamp=TS + 1)
-        store.store_profile_bytes(upload.id, data)
+        store_profile_bytes(store, upload.id, data)
         for _ in range(claims):
             assert store.metadata.claim_ingest(lease_ms=-1)  # its lease already over: claimed again next time
         return upload.id

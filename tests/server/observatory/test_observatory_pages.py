@@ -18,6 +18,7 @@ import requests  # noqa: E402
 import whylogs as why  # noqa: E402
 from conftest import STORAGE_NAMES, make_store_config  # noqa: E402
 from pages import header_field
+from stored_profiles import store_profile_bytes
 from whylogs.core.schema import DatasetSchema  # noqa: E402
 from whylogs.core.segmentation_partition import segment_on_column  # noqa: E402
 
@@ -379,7 +380,7 @@ def test_timestamp_selectors_are_parsed_by_one_helper(tmp_path):
     try:
         session = store.create_session("u")
         upload = store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=-5)
-        store.store_profile_bytes(upload.id, why.log(frame(n=10)).view().serialize())
+        store_profile_bytes(store, upload.id, why.log(frame(n=10)).view().serialize())
         assert [u.id for u in store.resolve_profile(session.id, "-5")] == [upload.id]
         for bad in ("--5", "--2", "-", str(2**63)):
             assert store.resolve_profile(session.id, bad) == []
@@ -524,12 +525,12 @@ def test_profile_cache_is_keyed_by_content(tmp_path):
     try:
         session = store.create_session("u")
         upload = store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS_1)
-        stored = store.store_profile_bytes(upload.id, why.log(frame(n=10)).view().serialize())
+        stored = store_profile_bytes(store, upload.id, why.log(frame(n=10)).view().serialize())
         cache = ProfileCache(store)
         key = ((stored.id, stored.sha256, stored.size, stored.stored_at),)
         assert cache.summary(key, [stored]).row_count == 10
         assert cache.summary(key, [stored]).row_count == 10 and cache.summaries.hits == 1
-        replaced = store.store_profile_bytes(upload.id, why.log(frame(n=20)).view().serialize())
+        replaced = store_profile_bytes(store, upload.id, why.log(frame(n=20)).view().serialize())
         new_key = ((replaced.id, replaced.sha256, replaced.size, replaced.stored_at),)
         assert new_key != key and cache.summary(new_key, [replaced]).row_count == 20
     finally:
@@ -547,7 +548,7 @@ def test_a_page_rebuilds_only_its_columns_and_the_outline_counts_the_whole_profi
         stored = []
         for data in (first, second):
             upload = store.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS_1)
-            stored.append(store.store_profile_bytes(upload.id, why.log(data).view().serialize()))
+            stored.append(store_profile_bytes(store, upload.id, why.log(data).view().serialize()))
         cache = ProfileCache(store)
         key = (tuple((u.id, u.sha256, u.size, u.stored_at) for u in stored), None)
         outline = cache.outline(key, stored)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server import bundles
 from whylogs_songbird.server.bundles import (
@@ -70,7 +71,7 @@ def temp_files(store: Store) -> list[Path]:
 
 def put(store: Store, session_id: str, spec: NewUpload, data: bytes) -> UploadRecord:
     upload = store.create_uploads(session_id, [spec], ttl_seconds=900)[0]
-    return store.store_profile_bytes(upload.id, data)
+    return store_profile_bytes(store, upload.id, data)
 
 
 def session_of_two(store: Store) -> tuple[str, UploadRecord, UploadRecord]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import STORAGE_NAMES, free_port, make_profile_bytes
+from stored_profiles import store_profile_bytes
 from typer.testing import CliRunner
 
 from whylogs_songbird.cli import app as cli_app
@@ -347,7 +348,7 @@ def test_purge_claims_are_exclusive_until_their_lease_ends_and_purging_twice_is_
     try:
         session = one.create_session("u")
         upload = one.create_upload(session.id, "batch", ttl_seconds=60, dataset_timestamp=TS)
-        one.store_profile_bytes(upload.id, make_profile_bytes(seed=1))
+        store_profile_bytes(one, upload.id, make_profile_bytes(seed=1))
         queued = NewNotification(
             id="n1", target="https://hooks.example", url="https://hooks.example/x", format="json", secret_env=None,
             event="fail", session_id=session.id, monitor="m", column="c", segment="", bucket_start=TS, body="{}",

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server.store import SWEEP_GRACE_SECONDS, NewUpload, Store
 from whylogs_songbird.server.sweep import SlotSweeper
@@ -35,7 +36,7 @@ def test_a_pass_deletes_the_slots_expired_longer_than_the_grace(store):
     young = slot(store, session_id, ttl=-5)  # expired 5 s ago: within the grace
     open_one = slot(store, session_id, ttl=900)
     stored = slot(store, session_id, ttl=-100)
-    store.store_profile_bytes(stored, b"abc")
+    store_profile_bytes(store, stored, b"abc")
     SlotSweeper(store, grace_seconds=30).run_once()
     assert store.get_upload(old) is None
     assert all(store.get_upload(u) is not None for u in (young, open_one, stored))

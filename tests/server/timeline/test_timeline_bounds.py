@@ -20,6 +20,7 @@ import pytest
 import requests
 import whylogs as why
 from conftest import both_stores, make_profile_bytes
+from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.check import BAD_INPUT, PASSED, run_check
 from whylogs_songbird.models import MAX_TIMESTAMP, MIN_TIMESTAMP
@@ -169,7 +170,7 @@ def wide_span(tmp_path_factory: pytest.TempPathFactory):
         uploads = server.store.create_uploads(session_id, [NewUpload("batch", t) for t in stamps], ttl_seconds=600)
         data = make_profile_bytes(10, seed=3)
         for upload in uploads:
-            server.store.store_profile_bytes(upload.id, data)
+            store_profile_bytes(server.store, upload.id, data)
         yield server, session_id, stamps
 
 

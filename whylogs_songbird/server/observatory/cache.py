@@ -221,7 +221,7 @@ class ProfileCache:
         if upload.sha256 is None:
             raise SummaryError("it has no stored bytes")
         while True:
-            digest = self.store.metadata.get_summary(upload.id, upload.sha256)
+            digest = self.store.get_summary(upload.id, upload.sha256)
             if digest is not None:
                 try:
                     return digest_columns(digest)
@@ -232,7 +232,7 @@ class ProfileCache:
                 raise SummaryError(current.ingest_error or "it is not a readable whylogs profile")
             if current.sha256 != upload.sha256:
                 raise SummaryError("it was replaced while the page was being built; reload the page")
-            if not self.store.metadata.claim_upload_ingest(upload.id, lease_ms=heartbeat_of(self.store).lease_ms):
+            if not self.store.claim_upload_ingest(upload.id, lease_ms=heartbeat_of(self.store).lease_ms):
                 raise ProfilePendingError("it is still being summarised; reload the page in a moment")
             stored = ingest_one(self.store, current, self.sandbox)
             if stored is not None:

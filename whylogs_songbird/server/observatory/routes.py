@@ -367,7 +367,7 @@ def observatory_router(
                 selection.segment = segment
             elif len(uploads) > 1 and labels:
                 selection.segments = [(label, container.link(base, [selector], [label])) for label in labels]
-            selection.duplicates = store.metadata.duplicates_of([u.id for u in selection.uploads])
+            selection.duplicates = store.duplicates_of([u.id for u in selection.uploads])
             if len(selectors) > 1 or segment is not None:
                 selection.single_url = container.link(base, [selector], [segment] if segment else [])
             selections.append(selection)

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from whylogs_songbird.models import (
+    API_KEY_HEADER,
     MAX_PROFILES_PER_LINK,
     AsyncLogResponse,
     ColumnSchema,
@@ -95,7 +96,9 @@ def _check_org(owner: KeyOwner, org_id: str) -> None:
         )
 
 
-def org_key(request: Request, org_id: str, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> str:
+def org_key(
+    request: Request, org_id: str, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None
+) -> str:
     """Dependency: the org of the path, once the request's key is accepted (401) and is the org's (403)."""
     owner = require_key(request, x_api_key)
     _check_org(owner, org_id)
@@ -118,7 +121,7 @@ def _key_org(request: Request, x_api_key: str | None, route: str) -> str:
     return owner.org_id
 
 
-def key_org(request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None) -> str:
+def key_org(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> str:
     """Dependency of the ``/v1`` routes, which name no org: the org of the request's key, checked
     before anything else of the request is read."""
     return _key_org(request, x_api_key, f"{request.method} {request.url.path}")

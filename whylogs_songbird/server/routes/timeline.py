@@ -83,16 +83,16 @@ class StoreArtefacts:
     `ArtefactCache`: every server process, and the next start, sees what one computed."""
 
     def __init__(self, store: Store) -> None:
-        self.metadata = store.metadata
+        self.store = store
 
     def get(self, session_id: str, key: str) -> bytes | None:
-        return self.metadata.get_derived(session_id, key)
+        return self.store.get_derived(session_id, key)
 
     def put(self, session_id: str, key: str, value: bytes) -> None:
-        self.metadata.put_derived(session_id, key, value)
+        self.store.put_derived(session_id, key, value)
 
     def drop(self, session_id: str, prefix: str, keep: str | None = None) -> None:
-        self.metadata.drop_derived(session_id, prefix, keep)
+        self.store.drop_derived(session_id, prefix, keep)
 
 
 def make_service(

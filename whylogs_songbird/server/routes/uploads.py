@@ -193,7 +193,7 @@ async def _store_streamed_body(
 ) -> tuple[StoredOutcome, int, str]:
     """Receive a large body into a temporary file in batches, check it and store it."""
     # the slot is checked before reading a body that may be large
-    upload = await run_in_threadpool(_stored, lambda: store.metadata.check_upload_open(upload_id))
+    upload = await run_in_threadpool(_stored, lambda: store.check_upload_open(upload_id))
     fd, tmp = store.new_temp_file()
     try:
         size, digest = await _receive_to_file(request, fd)

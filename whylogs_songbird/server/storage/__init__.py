@@ -1,5 +1,6 @@
 """Storage of the server, behind one seam (see ``base.py``): :func:`open_storage` picks the
-metadata store and the blob store from the configuration.
+metadata store and the blob store from one :class:`StorageSpec` (``Store.open`` makes it from the
+server's configuration).
 
 - ``--database-url``: None or ``sqlite:///PATH`` (SQLite, the default: ``<data dir>/songbird.sqlite3``),
   ``postgresql://...`` (module ``storage.postgres``, the ``team`` extra);
@@ -88,14 +89,8 @@ def open_blobs(spec: StorageSpec) -> BlobStore:
     raise StorageConfigError(f"--blob-store must start with file:/// or s3://, got a {scheme or 'scheme-less'} URL.")
 
 
-def open_storage(config: Any) -> tuple[MetadataStore, BlobStore]:
-    """The metadata and blob stores a :class:`ServerConfig` (or :class:`StorageSpec`) asks for."""
-    spec = StorageSpec(
-        data_dir=Path(config.data_dir),
-        database_url=getattr(config, "database_url", None),
-        blob_store=getattr(config, "blob_store", None),
-        s3_endpoint_url=getattr(config, "s3_endpoint_url", None),
-    )
+def open_storage(spec: StorageSpec) -> tuple[MetadataStore, BlobStore]:
+    """The metadata and blob stores ``spec`` asks for (the metadata closed again if the blobs fail)."""
     metadata = open_metadata(spec)
     try:
         blobs = open_blobs(spec)

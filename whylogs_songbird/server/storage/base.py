@@ -487,6 +487,10 @@ class BlobStore(Protocol):
     sees the old bytes, the new bytes or nothing, never a partial object.
     """
 
+    #: Whether clients PUT profiles straight to this store (:meth:`presign_put` gives URLs, as S3
+    #: does); False when the API server receives every PUT itself (files).
+    presigns_uploads: bool
+
     def close(self) -> None:
         """Release resources (idempotent)."""
 
@@ -530,8 +534,8 @@ class BlobStore(Protocol):
 
     def presign_put(self, key: str, ttl_seconds: int) -> str | None:
         """A URL the client PUTs the bytes of ``key`` to directly, valid ``ttl_seconds``; None when
-        this store has no such URLs: the API server then receives the PUT itself and signs its own
-        URL (the embedded store)."""
+        this store has no such URLs (``presigns_uploads`` False): the API server then receives the
+        PUT itself and signs its own URL (the embedded store)."""
 
     def new_temp_file(self) -> tuple[int, Path]:
         """An open descriptor and path of a fresh temporary file to receive a body into (on the
