@@ -25,6 +25,7 @@ from whylogs_songbird.timeline import (
     _finite,
     civil_date,
     civil_days,
+    content_key,
     drift_order,
     parse_time_bound,
     timeline_frame,
@@ -81,6 +82,26 @@ def test_other_bounds_say_what_to_give(text):
         f"end={text!r} is not a time: give epoch milliseconds or an ISO 8601 date or date-time (UTC unless it "
         "has an offset), e.g. 2024-05-01 or 2024-05-01T12:00Z"
     )
+
+
+def test_a_bound_with_microseconds_is_floored_to_the_millisecond():
+    assert parse_time_bound("2026-01-01T00:00:00.000999") == T0
+    assert parse_time_bound("1969-12-31T23:59:59.9995") == -1
+    assert isinstance(parse_time_bound("2026-01-01T00:00:00.0005"), int)
+
+
+def test_an_out_of_range_bound_is_shown_as_given_cut_at_40_characters():
+    given_ = " " * 35 + "9999999999999999"
+    with pytest.raises(TimelineError) as caught:
+        parse_time_bound(given_)
+    assert str(caught.value) == f"start={given_[:40]!r} is outside years 1 to 9999: give a time in that range"
+
+
+def test_a_content_key_is_the_sha256_of_the_sorted_lines_cut_to_32():
+    import hashlib
+
+    assert content_key(["b", "a"]) == hashlib.sha256(b"a\nb").hexdigest()[:32]
+    assert content_key([]) == hashlib.sha256(b"").hexdigest()[:32]
 
 
 def test_a_long_bad_bound_is_shown_cut_at_40_characters():
@@ -191,8 +212,9 @@ def test_value_reads_only_the_number_series():
         0.666667,
     ]
     for other in ("top_items", "inferred_type", "non_null", "COUNT"):
-        with pytest.raises(KeyError):
+        with pytest.raises(KeyError) as caught:
             point.value(other)
+        assert caught.value.args == (other,)
 
 
 def test_a_point_round_trips_through_json():
