@@ -163,7 +163,7 @@ def survivors(work: Path, known: dict[tuple[str, tuple[str, ...]], str]) -> tupl
             show = [sys.executable, "-m", "mutmut", "show", name]
             shown = subprocess.run(show, cwd=work, capture_output=True, text=True)  # noqa: S603
             why = known.get((name, _changed(shown.stdout.splitlines())))
-            unexplained += why is None
+            unexplained += why is None and not line.strip().endswith(": timeout")  # a timeout counts as killed
             text.append(f"{line.strip()}\n" + (f"{REASON}{why}\n" if why else "") + shown.stdout)
     return "\n".join(text), unexplained
 
