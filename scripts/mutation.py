@@ -129,7 +129,7 @@ REASON = "equivalent: "
 
 def _changed(block: list[str]) -> tuple[str, ...]:
     """The diff lines a mutant changes (so a reason follows its mutant, not a name reused after an edit)."""
-    return tuple(line for line in block if line[:1] in "+-" and not line.startswith(("+++", "---")))
+    return tuple(line for line in block if line.startswith(("+", "-")) and not line.startswith(("+++", "---")))
 
 
 def reasons(text: str) -> dict[tuple[str, tuple[str, ...]], str]:
