@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -221,6 +222,8 @@ def main(words: list[str]) -> int:
     # a mutant can leave a thread waiting forever: tests that know it end their run after this long
     env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", "SONGBIRD_TEST_HANG_SECONDS": "6"}
     rows = []
+    # stopped with SIGTERM: leave through the ExitStack, so the services it started are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with contextlib.ExitStack() as stack:
         shared = Services(stack)
         for module, tests in chosen.items():
