@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -129,7 +130,7 @@ REASON = "equivalent: "
 
 def _changed(block: list[str]) -> tuple[str, ...]:
     """The diff lines a mutant changes (so a reason follows its mutant, not a name reused after an edit)."""
-    return tuple(line for line in block if line[:1] in "+-" and not line.startswith(("+++", "---")))
+    return tuple(line for line in block if line.startswith(("+", "-")) and not line.startswith(("+++", "---")))
 
 
 def reasons(text: str) -> dict[tuple[str, tuple[str, ...]], str]:
@@ -156,11 +157,14 @@ def survivors(work: Path, known: dict[tuple[str, tuple[str, ...]], str]) -> tupl
     unexplained = 0
     for line in done.stdout.splitlines():
         name = line.strip().split(":")[0]
-        if name:
+        if name and line.strip().endswith(": no tests"):  # a function no test runs: its name says enough
+            unexplained += 1
+            text.append(f"{line.strip()}\n")
+        elif name:
             show = [sys.executable, "-m", "mutmut", "show", name]
             shown = subprocess.run(show, cwd=work, capture_output=True, text=True)  # noqa: S603
             why = known.get((name, _changed(shown.stdout.splitlines())))
-            unexplained += why is None
+            unexplained += why is None and not line.strip().endswith(": timeout")  # a timeout counts as killed
             text.append(f"{line.strip()}\n" + (f"{REASON}{why}\n" if why else "") + shown.stdout)
     return "\n".join(text), unexplained
 
@@ -218,6 +222,8 @@ def main(words: list[str]) -> int:
     # a mutant can leave a thread waiting forever: tests that know it end their run after this long
     env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", "SONGBIRD_TEST_HANG_SECONDS": "6"}
     rows = []
+    # stopped with SIGTERM: leave through the ExitStack, so the services it started are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with contextlib.ExitStack() as stack:
         shared = Services(stack)
         for module, tests in chosen.items():

@@ -80,9 +80,12 @@ def test_no_segment_is_no_segment_columns():
     assert segment_columns(None, ["a"]) == []
 
 
-@pytest.mark.parametrize(("given", "wanted"), [("g", ["g"]), (["g", "h"], ["g", "h"]), (("h",), ["h"])])
+@pytest.mark.parametrize(
+    ("given", "wanted"),
+    [("g", ["g"]), ("region", ["region"]), (["g", "h"], ["g", "h"]), (("h",), ["h"]), (["region"], ["region"])],
+)
 def test_segment_columns_are_names_of_the_data(given, wanted):
-    assert segment_columns(given, ["n", "g", "h"]) == wanted
+    assert segment_columns(given, ["n", "g", "h", "region"]) == wanted
 
 
 @pytest.mark.parametrize("given", [[], "", [""], ["g", 3], [None]])

@@ -228,7 +228,39 @@ def test_a_running_server_is_used_and_announced_once(health, tmp_path, caplog, m
         f"songbird: no endpoint is set, so profiles go to the local songbird server at http://127.0.0.1:{port} "
         f"(data in {tmp_path}); stop it with `songbird server stop`."
     ]
-    assert not (tmp_path / PID_FILE).exists()  # nothing was started
+    assert not (tmp_path / PID_FILE).exists() and not (tmp_path / LOCK_FILE).exists()  # nothing was started
+
+
+def test_ensure_asks_with_the_data_dir_s_token(health, tmp_path):
+    port, answer = health
+    (tmp_path / "health.token").write_text("tok-3", encoding="ascii")
+    ensure_server(settings_for(port, tmp_path))
+    assert answer.tokens == ["tok-3"]
+
+
+def test_another_server_or_a_restarted_one_is_announced_again(health, tmp_path, caplog, monkeypatch):
+    port, answer = health
+    monkeypatch.setattr(local_server, "_ANNOUNCED", set())
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.local_server"):
+        for pid in (5, 5, 6, None, None):
+            answer.body = {"status": "ok", "pid": pid}
+            ensure_server(settings_for(port, tmp_path))
+    assert len(caplog.records) == 3  # pid 5, pid 6 (a restart), and one that does not tell its pid
+    assert {
+        (5, f"http://127.0.0.1:{port}"),
+        (6, f"http://127.0.0.1:{port}"),
+        (0, f"http://127.0.0.1:{port}"),
+    } == local_server._ANNOUNCED
+
+
+def test_ensure_starts_a_server_when_nothing_answers(tmp_path, monkeypatch):
+    port = free_port()
+    monkeypatch.setattr(local_server, "server_command", lambda p, d: [sys.executable, "-c", FAKE_SERVER, str(p)])
+    status = ensure_server(settings_for(port, tmp_path / "data"))
+    try:
+        assert status.url == f"http://127.0.0.1:{port}" and read_pid_file(tmp_path / "data")["port"] == port
+    finally:
+        assert stop_server(settings_for(port, tmp_path / "data")).stopped_pid == status.pid
 
 
 def test_the_announcement_names_the_server_s_own_data_dir(health, tmp_path, caplog, monkeypatch):

@@ -64,6 +64,7 @@ def fake() -> Iterator[tuple[str, Answer]]:
 def test_the_url_quotes_the_session_and_drops_a_trailing_slash():
     assert timeline_url("http://127.0.0.1:9/", "session-a") == "http://127.0.0.1:9/api/v1/sessions/session-a/timeline"
     assert timeline_url("http://127.0.0.1:9/x//", "a/b c") == "http://127.0.0.1:9/x/api/v1/sessions/a%2Fb%20c/timeline"
+    assert timeline_url("http://127.0.0.1:9/X/", "X") == "http://127.0.0.1:9/X/api/v1/sessions/X/timeline"
 
 
 def test_the_document_is_returned_as_the_server_sent_it(fake):

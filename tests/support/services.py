@@ -138,7 +138,8 @@ class PostgresService:
         import psycopg
 
         self._counter += 1
-        name = f"{prefix}_{os.getpid()}_{self._counter}"
+        # unique across test sessions sharing the cluster (one process may run several: mutmut)
+        name = f"{prefix}_{os.getpid()}_{self._counter}_{secrets.token_hex(3)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
@@ -151,7 +152,7 @@ class PostgresService:
         if self._shared_database is None:
             self._shared_database = self.new_database("shared")
         self._counter += 1
-        schema = f"{prefix}_{os.getpid()}_{self._counter}"
+        schema = f"{prefix}_{os.getpid()}_{self._counter}_{secrets.token_hex(3)}"
         with psycopg.connect(self._shared_database, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
         return f"{self._shared_database}?options=-csearch_path%3D{schema}"

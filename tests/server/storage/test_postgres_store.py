@@ -53,6 +53,8 @@ def test_a_password_is_never_shown(url, shown):
         "postgres://u@h/songbird",
         "postgresql://h/?dbname=songbird",
         "postgresql://h?dbname=songbird",
+        "postgresql://h/X",
+        "postgresql://h/XX/",
     ],
 )
 def test_urls_naming_a_database_are_accepted_as_given(url):
@@ -160,9 +162,10 @@ def test_the_pool_keeps_one_to_sixteen_connections_and_never_fewer_than_two_at_m
         default.close()
 
 
-@pytest.mark.parametrize(("given", "sent"), [(10.0, "10"), (2.9, "2"), (0.2, "1")])
+@pytest.mark.parametrize(("given", "sent"), [(None, "10"), (2.9, "2"), (0.2, "1")])
 def test_connections_time_out_after_whole_seconds_at_least_one(postgres_service, given, sent):
-    opened = PostgresMetadataStore(postgres_service.new_schema(), connect_timeout=given)
+    timeout = {} if given is None else {"connect_timeout": given}
+    opened = PostgresMetadataStore(postgres_service.new_schema(), **timeout)
     try:
         with opened._read() as conn:
             assert conn.info.get_parameters()["connect_timeout"] == sent
