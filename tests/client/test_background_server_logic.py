@@ -240,7 +240,7 @@ def test_ensure_asks_with_the_data_dir_s_token(health, tmp_path):
 
 def test_another_server_or_a_restarted_one_is_announced_again(health, tmp_path, caplog, monkeypatch):
     port, answer = health
-    monkeypatch.setattr(local_server, "_ANNOUNCED", set())
+    monkeypatch.setattr(background_server, "_ANNOUNCED", set())
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.local_server"):
         for pid in (5, 5, 6, None, None):
             answer.body = {"status": "ok", "pid": pid}
@@ -250,12 +250,12 @@ def test_another_server_or_a_restarted_one_is_announced_again(health, tmp_path, 
         (5, f"http://127.0.0.1:{port}"),
         (6, f"http://127.0.0.1:{port}"),
         (0, f"http://127.0.0.1:{port}"),
-    } == local_server._ANNOUNCED
+    } == background_server._ANNOUNCED
 
 
 def test_ensure_starts_a_server_when_nothing_answers(tmp_path, monkeypatch):
     port = free_port()
-    monkeypatch.setattr(local_server, "server_command", lambda p, d: [sys.executable, "-c", FAKE_SERVER, str(p)])
+    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-c", FAKE_SERVER, str(p)])
     status = ensure_server(settings_for(port, tmp_path / "data"))
     try:
         assert status.url == f"http://127.0.0.1:{port}" and read_pid_file(tmp_path / "data")["port"] == port
