@@ -1,73 +1,10 @@
-"""The local server in a separate process, for benchmarks that must measure the client alone."""
+"""The benchmarks' way to the shared helpers in tests/support: a server in its own process, and its CPU time."""
 
-from __future__ import annotations
-
-import contextlib
-import os
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import requests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
-#: Benchmarks are load generators on one address: the per-client rate limits are off for them
-#: (a later option given in ``extra`` wins).
-NO_CLIENT_RATE_LIMITS = ("--session-rate", "0", "--slot-rate", "0")
+from server_processes import NO_CLIENT_RATE_LIMITS, cpu_seconds, server_process  # noqa: E402
 
-
-@contextlib.contextmanager
-def server_process(
-    data_dir: Path, *extra: str, client_limits: bool = False
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m whylogs_songbird.server`` on a free loopback port (``extra`` options appended,
-    after :data:`NO_CLIENT_RATE_LIMITS` unless ``client_limits``); yields its URL and process."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)]
-    process = subprocess.Popen(
-        [*command, "--no-access-log", *(() if client_limits else NO_CLIENT_RATE_LIMITS), *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/healthz", timeout=5).ok:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server process did not start")
-            time.sleep(0.1)
-        yield url, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process and its children (``--workers``) have used so far (Linux ``/proc``)."""
-    total = 0.0
-    for one in [pid, *_children(pid)]:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            text = (task / "children").read_text().split()
-            found.extend(int(child) for child in text)
-    return found
+__all__ = ["NO_CLIENT_RATE_LIMITS", "cpu_seconds", "server_process"]

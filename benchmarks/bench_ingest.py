@@ -19,7 +19,7 @@ server: by default each is a bare ``http.client`` connection (about 0.7 ms of CP
 the server less of the machine, so its rate is lower on the same server.
 
 ``--store team`` runs the same table on the team store: a throwaway PostgreSQL cluster and
-SeaweedFS as S3 (started here, as the tests do, from ``tests/services.py``). The upload URLs are
+SeaweedFS as S3 (started here, as the tests do, from ``tests/support/services.py``). The upload URLs are
 then presigned S3 URLs, so the API server handles only the POSTs and the PUTs go to SeaweedFS;
 all of them share this machine's CPUs.
 """
@@ -60,7 +60,7 @@ def small_profile() -> bytes:
 def team_store() -> Iterator[list[str]]:
     """PostgreSQL + SeaweedFS for the server: yields its storage options (AWS variables set here,
     so the server process inherits them); both are stopped and removed afterwards."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
     from services import postgres_cluster, seaweedfs
 
     with postgres_cluster() as postgres, seaweedfs() as s3:

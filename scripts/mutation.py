@@ -13,25 +13,33 @@ so a new module or test file needs no edit here.
     scripts/mutation session outbox        # modules whose path contains one of these words
     scripts/mutation --list                # the modules, their test files, and modules no test marks
     MUTATION_JOBS=2 scripts/mutation       # mutants tested at once (default 1: a shared machine)
+
+Each run rewrites ``.mutation/<module>.survivors`` (kept in git) with every mutant not killed and
+its diff. A survivor judged equivalent gets a line ``equivalent: <why>`` under its name, written
+by hand; the next run keeps that line as long as the same mutant (name and changed lines)
+survives, and the table counts the survivors that have none.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 MARKER = "mutation_fast"
 #: Tests that start several processes are left out (-k): each would take half a minute per mutant.
-#: The cross-process lock is therefore not judged here; tests/test_session_guarantees.py checks it
+#: The cross-process lock is therefore not judged here; tests/client/test_session_guarantees.py checks it
 #: with the lock planted away.
 DESELECT = "not processes"
 #: Modules that should be held by fast tests: ``--list`` names those no test file marks yet.
@@ -51,6 +59,7 @@ EXPECTED = (
     "whylogs_songbird/server/digest.py",
     "whylogs_songbird/server/storage/postgres.py",
     "whylogs_songbird/server/storage/s3.py",
+    "whylogs_songbird/engines/_common.py",
 )
 
 
@@ -67,7 +76,7 @@ def discover(root: Path = ROOT) -> dict[str, list[str]]:
     """module to mutate -> the test files that mark it, both sorted; a marked module that does not
     exist is an error (a module moved: its tests' markers must follow)."""
     modules: dict[str, list[str]] = {}
-    for path in sorted((root / "tests").glob("test_*.py")):
+    for path in sorted((root / "tests").rglob("test_*.py")):
         for module in marked_modules(path):
             if not (root / module).is_file():
                 raise SystemExit(f"{path.relative_to(root)} marks {module}, which does not exist")
@@ -112,17 +121,84 @@ def score(work: Path) -> dict[str, int]:
     return json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
 
 
-def survivors(work: Path) -> str:
-    """Every mutant not killed, with its diff."""
+#: The first line of a survivor's block in a ``.survivors`` file: ``<mutant name>: <status>``.
+_HEADER = re.compile(r"^([\w.]+__mutmut_\d+): [\w ]+$")
+#: The line that names a survivor equivalent, written by hand under its header.
+REASON = "equivalent: "
+
+
+def _changed(block: list[str]) -> tuple[str, ...]:
+    """The diff lines a mutant changes (so a reason follows its mutant, not a name reused after an edit)."""
+    return tuple(line for line in block if line[:1] in "+-" and not line.startswith(("+++", "---")))
+
+
+def reasons(text: str) -> dict[tuple[str, tuple[str, ...]], str]:
+    """(mutant name, changed lines) -> the ``equivalent:`` reason given for it in a ``.survivors`` text."""
+    found: dict[tuple[str, tuple[str, ...]], str] = {}
+    blocks: list[list[str]] = []
+    for line in text.splitlines():
+        if _HEADER.match(line):
+            blocks.append([line])
+        elif blocks:
+            blocks[-1].append(line)
+    for block in blocks:
+        why = [line[len(REASON) :].strip() for line in block if line.startswith(REASON)]
+        if why:
+            found[(_HEADER.match(block[0]).group(1), _changed(block))] = " ".join(why)  # type: ignore[union-attr]
+    return found
+
+
+def survivors(work: Path, known: dict[tuple[str, tuple[str, ...]], str]) -> tuple[str, int]:
+    """Every mutant not killed, with its diff and the reason ``known`` gives for it (if the same
+    mutant); and how many have no reason."""
     done = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=work, capture_output=True, text=True)
     text = []
+    unexplained = 0
     for line in done.stdout.splitlines():
         name = line.strip().split(":")[0]
         if name:
             show = [sys.executable, "-m", "mutmut", "show", name]
             shown = subprocess.run(show, cwd=work, capture_output=True, text=True)  # noqa: S603
-            text.append(f"{line.strip()}\n{shown.stdout}")
-    return "\n".join(text)
+            why = known.get((name, _changed(shown.stdout.splitlines())))
+            unexplained += why is None
+            text.append(f"{line.strip()}\n" + (f"{REASON}{why}\n" if why else "") + shown.stdout)
+    return "\n".join(text), unexplained
+
+
+#: Fixtures of tests/conftest.py that start PostgreSQL or SeaweedFS (or both, for the team store).
+_NEEDS = {
+    "postgres": ("postgres_service", "team_store_config", "storage_config", "make_store_config"),
+    "s3": ("s3_service", "s3_bucket", "team_store_config", "storage_config", "make_store_config"),
+}
+
+
+def services_needed(tests: list[str]) -> set[str]:
+    """Which services (``postgres``, ``s3``) these test files' fixtures start."""
+    text = "\n".join((ROOT / name).read_text(encoding="utf-8") for name in tests)
+    return {service for service, fixtures in _NEEDS.items() if any(f in text for f in fixtures)}
+
+
+class Services:
+    """PostgreSQL and SeaweedFS started once for the whole run, when a module's tests need them: a
+    test session started per mutant would otherwise start its own (seconds each). Tests find them
+    through the environment (``TEST_SHARED_SERVICES``, see tests/services.py)."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.postgres: object = None
+        self.s3: object = None
+
+    def env(self, needed: set[str]) -> dict[str, str]:
+        if not needed:
+            return {}
+        sys.path.insert(0, str(ROOT / "tests"))
+        import services
+
+        if "postgres" in needed and self.postgres is None:
+            self.postgres = self.stack.enter_context(services.postgres_cluster())
+        if "s3" in needed and self.s3 is None:
+            self.s3 = self.stack.enter_context(services.seaweedfs())
+        return services.shared_services_env(self.postgres, self.s3)
 
 
 def main(words: list[str]) -> int:
@@ -142,32 +218,49 @@ def main(words: list[str]) -> int:
     # a mutant can leave a thread waiting forever: tests that know it end their run after this long
     env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", "SONGBIRD_TEST_HANG_SECONDS": "6"}
     rows = []
-    for module, tests in chosen.items():
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="songbird-mutation-") as tmp:
-            work = Path(tmp)
-            copy_tree(work)
-            configure(work, module, tests)
-            log = ROOT / ".mutation" / (module.replace("/", "_") + ".log")
-            log.parent.mkdir(exist_ok=True)
-            with open(log, "w") as out:
-                done = subprocess.run(  # noqa: S603
-                    [sys.executable, "-m", "mutmut", "run", "--max-children", jobs],
-                    cwd=work,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            if done.returncode != 0:
-                print(f"{module}: mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
-                rows.append((module, None, time.monotonic() - started))
-                continue
-            stats = score(work)
-            log.with_suffix(".survivors").write_text(survivors(work))
-            rows.append((module, stats, time.monotonic() - started))
-        print(f"{module}: done in {rows[-1][2]:.0f}s", flush=True)
-    print(f"\n{'module':45} {'killed':>7} {'survived':>9} {'no tests':>9} {'score':>7}")
-    for module, stats, _ in rows:
+    with contextlib.ExitStack() as stack:
+        shared = Services(stack)
+        for module, tests in chosen.items():
+            rows.append(run_module(module, tests, {**env, **shared.env(services_needed(tests))}, jobs))
+            print(f"{module}: done in {rows[-1][2]:.0f}s", flush=True)
+    report(rows, jobs)
+    return 0
+
+
+def run_module(module: str, tests: list[str], env: dict[str, str], jobs: str) -> tuple[str, Any, float]:
+    """Mutate ``module`` in a throwaway copy of the tree against ``tests``: (module, stats or None, seconds)."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="songbird-mutation-") as tmp:
+        work = Path(tmp)
+        copy_tree(work)
+        configure(work, module, tests)
+        log = ROOT / ".mutation" / (module.replace("/", "_") + ".log")
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "w") as out:
+            done = subprocess.run(  # noqa: S603
+                [sys.executable, "-m", "mutmut", "run", "--max-children", jobs],
+                cwd=work,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if done.returncode != 0:
+            print(f"{module}: mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
+            return module, None, time.monotonic() - started
+        stats = score(work)
+        kept = log.with_suffix(".survivors")
+        text, stats["unexplained"] = survivors(work, reasons(kept.read_text() if kept.is_file() else ""))
+        kept.write_text(text)
+    return module, stats, time.monotonic() - started
+
+
+def report(rows: list[tuple[str, Any, float]], jobs: str) -> None:
+    """The table: per module its mutants, how many were killed, the score, the unexplained survivors, the time."""
+    print(
+        f"\n{'module':45} {'mutants':>7} {'killed':>7} {'survived':>9} {'no tests':>9} {'score':>7}"
+        f" {'unexplained':>11} {'time':>6}"
+    )
+    for module, stats, took in rows:
         if stats is None:
             print(f"{module:45} {'failed':>7}")
             continue
@@ -176,11 +269,15 @@ def main(words: list[str]) -> int:
         untested = stats.get("no_tests", 0)
         tested = killed + survived + untested
         percent = 100 * killed / tested if tested else 0.0
-        print(f"{module:45} {killed:>7} {survived:>9} {untested:>9} {percent:>6.1f}%")
+        print(
+            f"{module:45} {tested:>7} {killed:>7} {survived:>9} {untested:>9} {percent:>6.1f}%"
+            f" {stats['unexplained']:>11} {took:>5.0f}s"
+        )
+    print(f"\n{len(rows)} module(s) in {sum(took for _, _, took in rows):.0f}s with MUTATION_JOBS={jobs}")
     print(
-        "\nMutants not killed, with their diffs: .mutation/<module>.survivors; mutmut's output: .mutation/<module>.log"
+        "Mutants not killed, with their diffs and any 'equivalent:' reason: .mutation/<module>.survivors;"
+        " mutmut's output: .mutation/<module>.log"
     )
-    return 0
 
 
 if __name__ == "__main__":

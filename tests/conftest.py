@@ -24,6 +24,8 @@ from services import (  # noqa: E402
     postgres_bin_dir,
     postgres_cluster,
     seaweedfs,
+    shared_postgres,
+    shared_s3,
     weed_binary,
 )
 
@@ -260,6 +262,10 @@ def postgres_service() -> Iterator[PostgresService]:
         _unavailable(ServiceUnavailable("psycopg is not installed (pip install -e '.[dev]')"))
     except ServiceUnavailable as exc:
         _unavailable(exc)
+    shared = shared_postgres()
+    if shared is not None:  # one started for many runs (scripts/mutation)
+        yield shared
+        return
     with postgres_cluster() as service:
         yield service
 
@@ -275,6 +281,10 @@ def s3_service() -> Iterator[S3Service]:
         _unavailable(ServiceUnavailable("boto3 is not installed (pip install -e '.[dev]')"))
     except ServiceUnavailable as exc:
         _unavailable(exc)
+    shared = shared_s3()
+    if shared is not None:  # one started for many runs (scripts/mutation)
+        yield shared
+        return
     with seaweedfs() as service:
         yield service
 

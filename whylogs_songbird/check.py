@@ -1,10 +1,11 @@
-"""``songbird check``: evaluate a monitors file against a session's timeline, for CI pipelines.
+"""``songbird check``: evaluate a monitors file against a session's timeline, for CI pipelines,
+or against an organization's dataset's (``--dataset ORG/DATASET`` with an API key).
 
-The check runs on the client: it fetches the session's timeline document from the server's JSON
-API (``GET /api/v1/sessions/{id}/timeline``, with the monitors file's reference, granularity and
-segment) and evaluates the monitors with :func:`whylogs_songbird.monitors.evaluate`, the same
-function the server uses for its alerts. The monitors file stays with the pipeline; the server needs
-no configuration for it.
+The check runs on the client: it fetches the timeline document from the server's JSON API
+(``GET /api/v1/sessions/{id}/timeline``, or ``/api/v1/organizations/{org}/datasets/{dataset}/timeline``
+with ``X-API-Key``; with the monitors file's reference, granularity and segment) and evaluates the
+monitors with :func:`whylogs_songbird.monitors.evaluate`, the same function the server uses for its
+alerts. The monitors file stays with the pipeline; the server needs no configuration for it.
 
 Exit codes: 0 when no monitor fails, 1 when one does, 2 on bad input (an unreadable or invalid
 monitors file, an unknown column, reference or segment, an unknown session) or when the server
@@ -14,16 +15,16 @@ cannot be reached.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from whylogs_songbird.client import validate_session_id
+from whylogs_songbird.client import validate_name, validate_session_id
 from whylogs_songbird.errors import ConfigError, SongbirdError
 from whylogs_songbird.monitors import Failure, MonitorsError, evaluate, load_monitors
 from whylogs_songbird.timeline import utc_text
-from whylogs_songbird.timeline_client import fetch_timeline
+from whylogs_songbird.timeline_client import fetch_dataset_timeline, fetch_timeline
 
 logger = logging.getLogger("whylogs_songbird.check")
 
@@ -41,6 +42,36 @@ class CheckResult:
     buckets: int = 0
     timeline: dict[str, Any] | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetTarget:
+    """An organization's dataset to check, and the API key to read its timeline with (never shown)."""
+
+    org_id: str
+    dataset_id: str
+    api_key: str = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.org_id}/{self.dataset_id}"
+
+
+def resolve_dataset(dataset: str, api_key: str | None) -> DatasetTarget:
+    """The target of ``--dataset ORG/DATASET`` with ``--api-key`` (or ``SONGBIRD_API_KEY``, then
+    ``WHYLABS_API_KEY``, as the writer reads them). Raises `ConfigError` saying what to pass."""
+    import os
+
+    org_id, slash, dataset_id = dataset.strip().partition("/")
+    if not slash:
+        raise ConfigError(f"--dataset takes ORG/DATASET (for example org-acme/model-1), not {dataset[:80]!r}.")
+    key = (api_key or os.environ.get("SONGBIRD_API_KEY") or os.environ.get("WHYLABS_API_KEY") or "").strip()
+    if not key:
+        raise ConfigError(
+            "--dataset needs an API key of the organization: pass --api-key, or set SONGBIRD_API_KEY "
+            "(or WHYLABS_API_KEY)."
+        )
+    return DatasetTarget(validate_name(org_id, "organization"), validate_name(dataset_id, "dataset"), key)
 
 
 def resolve_target(session: str | None, endpoint: str | None) -> tuple[str, str | None]:
@@ -90,7 +121,7 @@ def _session_of_url(url: str) -> tuple[str, str]:
 
 
 def run_check(
-    session_id: str,
+    session_id: str | DatasetTarget,
     monitors_path: Path,
     *,
     endpoint: str | None = None,
@@ -99,23 +130,38 @@ def run_check(
     start: str | None = None,
     end: str | None = None,
 ) -> CheckResult:
-    """Evaluate the monitors of ``monitors_path`` on the session's latest bucket (or every bucket),
-    of the buckets overlapping ``start``/``end`` when given."""
+    """Evaluate the monitors of ``monitors_path`` on the latest bucket (or every bucket) of a
+    session's timeline, or of a dataset's (a :class:`DatasetTarget`), of the buckets overlapping
+    ``start``/``end`` when given."""
     try:
         monitors = load_monitors(monitors_path)
     except MonitorsError as exc:
         return CheckResult(BAD_INPUT, [], error=str(exc))
     try:
-        timeline = fetch_timeline(
-            session_id,
-            endpoint=endpoint,
-            granularity=monitors.granularity,
-            reference=monitors.reference,
-            segment=monitors.segment,
-            start=start,
-            end=end,
-            timeout=timeout,
-        )
+        if isinstance(session_id, DatasetTarget):
+            timeline = fetch_dataset_timeline(
+                session_id.org_id,
+                session_id.dataset_id,
+                api_key=session_id.api_key,
+                endpoint=endpoint,
+                granularity=monitors.granularity,
+                reference=monitors.reference,
+                segment=monitors.segment,
+                start=start,
+                end=end,
+                timeout=timeout,
+            )
+        else:
+            timeline = fetch_timeline(
+                session_id,
+                endpoint=endpoint,
+                granularity=monitors.granularity,
+                reference=monitors.reference,
+                segment=monitors.segment,
+                start=start,
+                end=end,
+                timeout=timeout,
+            )
     except SongbirdError as exc:
         return CheckResult(BAD_INPUT, [], error=str(exc))
     try:
@@ -151,4 +197,14 @@ def render_result(result: CheckResult, session_id: str) -> Any:
     return table
 
 
-__all__ = ["BAD_INPUT", "FAILED", "PASSED", "CheckResult", "render_result", "resolve_target", "run_check"]
+__all__ = [
+    "BAD_INPUT",
+    "FAILED",
+    "PASSED",
+    "CheckResult",
+    "DatasetTarget",
+    "render_result",
+    "resolve_dataset",
+    "resolve_target",
+    "run_check",
+]

@@ -40,6 +40,7 @@ from whylogs_songbird.models import (
     API_KEY_HEADER,
     DUPLICATE_HEADER,
     HOSTED_ENDPOINT,
+    MAX_JSON_BYTES,
     AsyncLogResponse,
     BatchLogReferenceRequest,
     BatchLogSessionReferenceResponse,
@@ -296,6 +297,30 @@ def request_model(model: type[R], **fields: Any) -> R:
         ) from None
 
 
+def reference_batches(
+    references: list[LogReferenceRequest], limit: int = MAX_JSON_BYTES
+) -> list[list[LogReferenceRequest]]:
+    """``references`` split, in order, into batches whose request body (as ``requests`` encodes it:
+    ``json.dumps`` with its defaults, so non-ASCII text counts as ``\\uXXXX`` escapes) stays within
+    ``limit`` bytes. One reference is at most a few kB, so it always fits a batch of its own."""
+    batches: list[list[LogReferenceRequest]] = []
+    empty = len(json.dumps({"references": []}))
+    separator = len(json.dumps([0, 0])) - len(json.dumps([0])) - 1  # the ", " between items
+    current: list[LogReferenceRequest] = []
+    size = empty
+    for reference in references:
+        item = len(json.dumps(reference.to_wire()))
+        grown = size + item + (separator if current else 0)
+        if current and grown > limit:
+            batches.append(current)
+            current, grown = [], empty + item
+        current.append(reference)
+        size = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
 class SongbirdClient:
     """A client for the songbird sessions API.
 
@@ -427,18 +452,25 @@ class SongbirdClient:
     def batch_create_reference_profile_upload(
         self, session_id: str, references: list[LogReferenceRequest]
     ) -> BatchLogSessionReferenceResponse:
-        """Ask for upload URLs for several reference profiles in one call."""
-        body = request_model(BatchLogReferenceRequest, references=references)
+        """Ask for upload URLs for several reference profiles: one call, or several in order when the
+        body would exceed the server's JSON limit (:func:`reference_batches`); the answers are joined."""
+        request_model(BatchLogReferenceRequest, references=references)  # the count and each field, before any call
         path = f"/v0/sessions/{quote(validate_session_id(session_id))}/references"
-        response = self._call(
-            "batch_create_reference_profile_upload", "POST", path, body, BatchLogSessionReferenceResponse
-        )
-        if len(response.references) != len(references):
-            raise SongbirdProtocolError(
-                f"batch_create_reference_profile_upload asked for {len(references)} upload URLs "
-                f"but the server answered with {len(response.references)}."
+        answered: list[LogSessionReferenceResponse] = []
+        observatory_url: str | None = None
+        for batch in reference_batches(references):
+            body = BatchLogReferenceRequest(references=batch)
+            response = self._call(
+                "batch_create_reference_profile_upload", "POST", path, body, BatchLogSessionReferenceResponse
             )
-        return response
+            if len(response.references) != len(batch):
+                raise SongbirdProtocolError(
+                    f"batch_create_reference_profile_upload asked for {len(batch)} upload URLs "
+                    f"but the server answered with {len(response.references)}."
+                )
+            answered.extend(response.references)
+            observatory_url = observatory_url or response.observatory_url
+        return BatchLogSessionReferenceResponse(references=answered, observatory_url=observatory_url)
 
     def get_session_profile_observatory_link(
         self,

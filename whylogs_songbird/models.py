@@ -23,6 +23,8 @@ API_KEY_HEADER = "X-API-Key"
 DUPLICATE_HEADER = "X-Songbird-Duplicate-Of"
 #: The timeline of a session (JSON), as a path template.
 TIMELINE_PATH = "/api/v1/sessions/{session_id}/timeline"
+#: The timeline of an organization's dataset (read with a key of the organization, as ``X-API-Key``).
+DATASET_TIMELINE_PATH = "/api/v1/organizations/{org_id}/datasets/{dataset_id}/timeline"
 
 #: The observatory shows at most this many profiles at a time.
 MAX_PROFILES_PER_LINK = 3
@@ -37,6 +39,9 @@ HEALTH_TOKEN_FILE = "health.token"  # noqa: S105 - a file name, not a secret
 # -- request limits: the server answers 400 naming the limit, the client refuses before sending --
 #: References in one batch request (``BatchLogReferenceRequest.references``).
 MAX_REFERENCES_PER_BATCH = 1000
+#: Bytes of a JSON request body the server accepts by default (its ``--max-json-bytes``); the client
+#: splits a batch of references whose body would be larger into several requests.
+MAX_JSON_BYTES = 1024 * 1024
 #: Segment tags of one batch profile (``LogAsyncRequest.segmentTags``).
 MAX_SEGMENT_TAGS = 64
 #: Characters in a segment tag's key.

@@ -213,19 +213,39 @@ class MonitorsFile(BaseModel):
     reference: str | None = None
     granularity: Granularity | None = None
     segment: str | None = None
-    #: the sessions the server evaluates these monitors on (default: every session)
+    #: the sessions the server evaluates these monitors on; with ``datasets``, these only (default: all)
     sessions: tuple[str, ...] | None = None
+    #: the organizations' datasets (``ORG/DATASET``) the server evaluates these monitors on
+    datasets: tuple[str, ...] | None = None
     monitors: tuple[Monitor, ...] = Field(default=(), alias="monitor")
     notify: tuple[NotifyTarget, ...] = ()
 
-    @field_validator("sessions", mode="before")
+    @field_validator("sessions", "datasets", mode="before")
     @classmethod
     def _session_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("datasets")
+    @classmethod
+    def _dataset_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in value or ():
+            org, sep, dataset = name.partition("/")
+            if not (org and sep and dataset) or "/" in dataset:
+                raise ValueError(f"{name[:80]!r} is no dataset: name datasets ORG/DATASET, e.g. org-1234/model-1")
+        return value
+
     def applies_to_session(self, session_id: str | None) -> bool:
-        """Whether the server evaluates these monitors on ``session_id`` (``sessions``, or every one)."""
-        return self.sessions is None or session_id in self.sessions
+        """Whether the server evaluates these monitors on guest session ``session_id``."""
+        return self.applies_to("session", session_id)
+
+    def applies_to(self, kind: str, name: str | None) -> bool:
+        """Whether the server evaluates these monitors on a ``"session"`` (its id) or a ``"dataset"``
+        (``ORG/DATASET``): every one when the file names neither ``sessions`` nor ``datasets``, else
+        those it names."""
+        if self.sessions is None and self.datasets is None:
+            return True
+        named = self.datasets if kind == "dataset" else self.sessions
+        return name in (named or ())
 
 
 def _location(loc: Sequence[Any]) -> str:
@@ -258,12 +278,13 @@ def _explain(error: Mapping[str, Any]) -> str:
         if len(loc) == 1:
             return (
                 f"unknown top-level key {field!r}; valid keys: reference, granularity, segment, sessions, "
-                "[[monitor]], [[notify]]"
+                "datasets, [[monitor]], [[notify]]"
             )
+        table = _location(loc[:-1])  # the table the key is in (the key itself may hold a comma)
         if loc[0] == "notify":
-            return f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: url, email, format, secret_env, on"
+            return f"{table}: unknown key {field!r}; valid keys: url, email, format, secret_env, on"
         return (
-            f"{where.rsplit(',', 1)[0]}: unknown key {field!r}; valid keys: name, columns, metric, fail_on, against, "
+            f"{table}: unknown key {field!r}; valid keys: name, columns, metric, fail_on, against, "
             "min, max"
         )
     if kind == "missing":

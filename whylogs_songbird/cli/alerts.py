@@ -65,6 +65,12 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _target_name(metadata: Any, session_id: str) -> str:
+    """What a notification is about: the session id, or ``ORG/DATASET`` for an organization's dataset."""
+    row = metadata.get_session(session_id)
+    return f"{row.org_id}/{row.dataset_id}" if row is not None and row.dataset_id is not None else session_id
+
+
 @alerts_app.command("list")
 def alerts_list(
     state: Annotated[
@@ -83,10 +89,11 @@ def alerts_list(
         with _queue(data_dir, database_url) as queue:
             counts = queue.notification_counts()
             records = queue.list_notifications(state, limit=limit)
+            names = {r.session_id: _target_name(queue, r.session_id) for r in records}
         typer.echo(f"{counts['sent']} sent, {counts['pending']} pending, {counts['failed']} failed")
         for r in records:
             line = (
-                f"{r.id[:12]}  {r.state:<7}  {r.event:<8}  {r.target}  {r.session_id}  {r.monitor} / {r.column}"
+                f"{r.id[:12]}  {r.state:<7}  {r.event:<8}  {r.target}  {names[r.session_id]}  {r.monitor} / {r.column}"
                 f"{'  [' + r.segment + ']' if r.segment else ''}  bucket {_when(r.bucket_start)}  "
                 f"attempts {r.attempts}"
             )

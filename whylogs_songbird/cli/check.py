@@ -30,6 +30,25 @@ def check_command(
             show_default=False,
         ),
     ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            metavar="ORG/DATASET",
+            help="Check an organization's dataset (written with the WhyLabs log API) instead of a session; "
+            "needs --api-key.",
+            show_default=False,
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            metavar="KEY",
+            help="A key of the dataset's organization. Default: SONGBIRD_API_KEY, then WHYLABS_API_KEY.",
+            show_default=False,
+        ),
+    ] = None,
     endpoint: Endpoint = None,
     all_buckets: Annotated[
         bool, typer.Option("--all", help="Check every bucket of the timeline, not only the latest.")
@@ -44,16 +63,30 @@ def check_command(
         typer.Option("--end", metavar="TIME", help="Only buckets before this time (epoch ms or ISO 8601, UTC)."),
     ] = None,
 ) -> int:
-    """Evaluate monitors on a session's timeline: exit 1 when one fails, 0 when none does, 2 on bad input."""
-    from whylogs_songbird.check import BAD_INPUT, render_result, resolve_target, run_check
+    """Evaluate monitors on a session's (or a dataset's) timeline: exit 1 when one fails, 0 when none
+    does, 2 on bad input."""
+    from whylogs_songbird.check import (
+        BAD_INPUT,
+        DatasetTarget,
+        render_result,
+        resolve_dataset,
+        resolve_target,
+        run_check,
+    )
 
+    target: str | DatasetTarget
     try:
-        session_id, endpoint = resolve_target(session, endpoint)
+        if dataset is not None and session is not None:
+            raise SongbirdError("give --session or --dataset, not both.")
+        if dataset is not None:
+            target = resolve_dataset(dataset, api_key)
+        else:
+            target, endpoint = resolve_target(session, endpoint)
     except SongbirdError as exc:
         stderr().print(f"error: {exc}", style="red")
         raise typer.Exit(BAD_INPUT) from None
     result = run_check(
-        session_id,
+        target,
         monitors,
         endpoint=endpoint,
         which="all" if all_buckets else "latest",
@@ -62,7 +95,7 @@ def check_command(
         end=end,
     )
     console = stderr() if result.error is not None else Console(highlight=False, soft_wrap=False, width=160)
-    console.print(render_result(result, session_id))
+    console.print(render_result(result, target.name if isinstance(target, DatasetTarget) else target))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
     return result.exit_code

@@ -28,7 +28,7 @@ from whylogs_songbird.server.auth import ApiKeyRing, KeyOwner
 from whylogs_songbird.server.common import error_response
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
-from whylogs_songbird.server.ingest import IngestWorker
+from whylogs_songbird.server.ingest import IngestWorker, heartbeat_of
 from whylogs_songbird.server.lifecycle import PurgeWorker
 from whylogs_songbird.server.middleware import (
     BodyLimitMiddleware,
@@ -121,6 +121,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         ),
         max_children=config.ingest_concurrency + 1,
     )
+    heartbeat_of(the_store).lease_ms = round(config.claim_lease_seconds * 1000)
     worker = IngestWorker(
         the_store, sandbox=sandbox, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy
     )

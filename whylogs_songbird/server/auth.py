@@ -40,6 +40,7 @@ class ApiKeyRing:
             self._hashes.append((self._digest(key), owner))
             if sep:
                 self._hashes.append((self._digest(secret), owner))
+        self._refs = {self._ref(digest): owner for digest, owner in self._hashes}
 
     def __repr__(self) -> str:
         return f"ApiKeyRing(<{len(self._hashes)} hashes>)"
@@ -50,6 +51,19 @@ class ApiKeyRing:
     @staticmethod
     def _digest(key: str) -> bytes:
         return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+    @staticmethod
+    def _ref(digest: bytes) -> str:
+        return "r:" + hashlib.sha256(b"songbird-key-ref:" + digest).hexdigest()[:32]
+
+    def ref(self, key: str) -> str:
+        """A reference to a key that is no secret (a hash of its hash), for a cookie to name the
+        key it was made with (:meth:`owner_of_ref` finds it while this ring accepts the key)."""
+        return self._ref(self._digest(key))
+
+    def owner_of_ref(self, ref: str) -> KeyOwner | None:
+        """The owner of the key a :meth:`ref` names, while this ring still holds it."""
+        return self._refs.get(ref)
 
     def lookup(self, key: str | None) -> KeyOwner | None:
         """The owner of ``key``, or None when it is missing or not accepted."""
@@ -63,16 +77,39 @@ class ApiKeyRing:
         return found
 
 
+def key_owner(request: Request, key: str) -> tuple[KeyOwner, str] | None:
+    """The owner of ``key`` and a reference to it that holds no secret (``r:…`` for a key given at
+    start, ``k:<key id>`` for one kept in the store), or None when the server does not accept it."""
+    keys: ApiKeyRing = request.app.state.api_keys
+    owner = keys.lookup(key)
+    if owner is not None:
+        return owner, keys.ref(key)
+    stored_org = lookup_stored_key(request.app.state.store, key)
+    if stored_org is None:
+        return None
+    return KeyOwner(org_id=stored_org), "k:" + key.partition(".")[0]
+
+
+def key_ref_owner(request: Request, ref: str) -> KeyOwner | None:
+    """The owner of the key :func:`key_owner` referred to as ``ref``, while the server still accepts
+    it (a key revoked since, or no longer given at start, answers None)."""
+    if ref.startswith("r:"):
+        keys: ApiKeyRing = request.app.state.api_keys
+        return keys.owner_of_ref(ref)
+    if ref.startswith("k:"):
+        row = request.app.state.store.metadata.find_api_key(ref[2:])
+        if row is not None and row["revoked_at"] is None:
+            return KeyOwner(org_id=str(row["org_id"]))
+    return None
+
+
 def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> KeyOwner:
     """Dependency: the owner of the request's ``X-API-Key``, or a 401 that says what to send."""
     keys: ApiKeyRing = request.app.state.api_keys
     if not x_api_key:
         raise ApiError(401, "This operation needs an API key; send it in the X-API-Key header.")
-    owner = keys.lookup(x_api_key)
-    if owner is None:  # keys made by `songbird keys create`, kept in the store
-        stored_org = lookup_stored_key(request.app.state.store, x_api_key)
-        owner = KeyOwner(org_id=stored_org) if stored_org is not None else None
-    if owner is None:
+    found = key_owner(request, x_api_key)  # given at start, or made by `songbird keys create`
+    if found is None:
         hint = (
             ""
             if len(keys)
@@ -80,7 +117,7 @@ def require_key(request: Request, x_api_key: Annotated[str | None, Header(alias=
             " or make a key with songbird keys create."
         )
         raise ApiError(401, "The API key in X-API-Key is not accepted by this server; check the key." + hint)
-    return owner
+    return found[0]
 
 
-__all__ = ["ApiKeyRing", "KeyOwner", "require_key"]
+__all__ = ["ApiKeyRing", "KeyOwner", "key_owner", "key_ref_owner", "require_key"]

@@ -22,6 +22,7 @@ from whylogs_songbird.help_text import TidyCommand
 from whylogs_songbird.server.common import is_loopback_host
 from whylogs_songbird.server.config import (
     API_KEYS_ENV,
+    DEFAULT_CLAIM_LEASE_SECONDS,
     DEFAULT_MAX_OPEN_SLOTS,
     METRICS_TOKEN_ENV,
     ServerConfig,
@@ -100,6 +101,7 @@ def config_from_options(
     blob_store: str | None = None,
     s3_endpoint_url: str | None = None,
     max_columns: int = 20_000,
+    claim_lease: float = DEFAULT_CLAIM_LEASE_SECONDS,
     latency_ms: int = 0,
     fault_rate: float = 0.0,
     fault_seed: int | None = None,
@@ -141,6 +143,7 @@ def config_from_options(
         blob_store=blob_store,
         s3_endpoint_url=s3_endpoint_url,
         max_columns=max_columns,
+        claim_lease_seconds=claim_lease,
         monitors=monitors,
         allowed_hosts=list(allowed_host or []),
         list_sessions=list_sessions,
@@ -274,6 +277,17 @@ def serve_command(
         int,
         typer.Option("--max-columns", metavar="N", min=1, help="Refuse uploaded profiles with more columns."),
     ] = 20_000,
+    claim_lease: Annotated[
+        float,
+        typer.Option(
+            "--claim-lease",
+            metavar="SECONDS",
+            min=0.3,
+            help="How long a host's claim on a profile to summarise holds without its heartbeat: "
+            "work of a host that died is taken over after this long.",
+            rich_help_panel=_STORAGE,
+        ),
+    ] = DEFAULT_CLAIM_LEASE_SECONDS,
     latency_ms: Annotated[
         int,
         typer.Option(

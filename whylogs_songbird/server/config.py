@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from whylogs_songbird.models import MAX_REFERENCES_PER_BATCH
+from whylogs_songbird.models import MAX_JSON_BYTES, MAX_REFERENCES_PER_BATCH
 from whylogs_songbird.server.connections import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -41,6 +41,8 @@ RequestHook = Callable[[Request], Awaitable[Response | None]]
 MiB = 1024 * 1024
 #: Open upload slots per session by default: two of the largest batch (1,000 references) in flight.
 DEFAULT_MAX_OPEN_SLOTS = 2 * MAX_REFERENCES_PER_BATCH
+#: Seconds an ingest claim holds without its heartbeat (``ingest.py``).
+DEFAULT_CLAIM_LEASE_SECONDS = 30.0
 
 
 @dataclass(repr=False)
@@ -61,7 +63,7 @@ class ServerConfig:
     api_key_file: Path | None = None
     url_ttl_seconds: int = 900
     max_upload_bytes: int = 256 * MiB
-    max_json_bytes: int = 1 * MiB
+    max_json_bytes: int = MAX_JSON_BYTES
     #: Base URL used in links (upload and observatory URLs); None: the request's own base URL.
     public_url: str | None = None
     #: Delay every API request by this many milliseconds (emulates a network round trip).
@@ -85,6 +87,9 @@ class ServerConfig:
     max_columns: int = 20_000
     #: Profiles summarised at once by each process's ingest worker (bounds its memory and CPU).
     ingest_concurrency: int = 1
+    #: Seconds an ingest claim holds without its heartbeat: a host that dies while summarising a
+    #: profile leaves it to another host after at most this long (``ingest.py``).
+    claim_lease_seconds: float = DEFAULT_CLAIM_LEASE_SECONDS
     #: Address space (MB) a sandbox process may take beyond its imports to summarise one profile.
     sandbox_memory_mb: int = 2048
     #: CPU seconds a sandbox process may spend on one profile (it is killed after 2.5x this in wall time).
@@ -184,6 +189,9 @@ class ServerConfig:
         self.connection_limits = ConnectionLimits(
             self.header_timeout, self.body_timeout, self.max_connections, self.max_client_connections
         )
+        lease = self.claim_lease_seconds
+        if isinstance(lease, bool) or not isinstance(lease, int | float) or not lease >= 0.3:
+            raise ValueError(f"claim_lease_seconds must be a number of seconds, at least 0.3, got {lease!r}")
         for name in ("session_rate", "slot_rate", "slot_sweep_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:

@@ -2,8 +2,9 @@
 
 A PUT only runs the cheap structural check (``profile_check.py``) and stores the bytes with
 ``ingest_state`` ``pending``. This worker, one per server process, claims pending profiles from
-the store (a claim is a lease: a profile claimed by a process that died is claimed again once the
-lease ends, so work left by a crashed server is picked up), checks each in full in a sandbox
+the store (a claim is a short lease, :data:`LEASE_MS`, renewed by a heartbeat while the work runs,
+:class:`ClaimHeartbeat`: a profile claimed by a process that died is claimed again by any host
+once the lease ends, so work left by a crashed server is picked up within seconds), checks each in full in a sandbox
 child process (``sandbox.py``: whylogs' default metrics read from their messages, anything else
 deserialized by whylogs: ``sandbox.summarise_bytes``), and stores its digest (``digest.py``) or marks it
 ``invalid`` with the reason. Each claim counts a try in the store: a profile whose child crashes
@@ -18,20 +19,23 @@ requests it yields, so uploads and pages come first and the backlog is summarise
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 
-from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
+from whylogs_songbird.server.config import DEFAULT_CLAIM_LEASE_SECONDS
 from whylogs_songbird.server.sandbox import Sandbox, SandboxCrash, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.store import Store, UploadRecord
 
 logger = logging.getLogger("whylogs_songbird.server.ingest")
 
-#: How long a claim holds before another worker may take the profile again.
-LEASE_MS = 10 * 60 * 1000
+#: How long a claim holds without a heartbeat before another worker may take the profile again
+#: (``--claim-lease``); the heartbeat renews it every third of that while the work runs.
+LEASE_MS = round(DEFAULT_CLAIM_LEASE_SECONDS * 1000)
 #: How often an idle worker looks for work left by other processes or a crash.
 POLL_SECONDS = 1.0
 #: How long stopping waits for the profiles being summarised before it kills their sandbox children.
@@ -40,12 +44,89 @@ STOP_GRACE_SECONDS = 5.0
 BUSY_SHARE = 0.25
 
 
+class ClaimHeartbeat:
+    """Keeps this process's ingest claims on ``store`` alive while their work runs.
+
+    A claim is a lease of ``lease_ms``; while a profile is held (:meth:`hold`), one daemon thread
+    renews the leases of everything held, every third of the lease, in one statement. It ends a
+    lease after nothing is held, so an idle server runs no heartbeat. A host that dies stops
+    renewing: its claims run out within one lease and another host takes the work over."""
+
+    def __init__(self, store: Store, lease_ms: int = LEASE_MS) -> None:
+        self.metadata = store.metadata
+        self.lease_ms = lease_ms
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"ClaimHeartbeat(lease_ms={self.lease_ms}, held={len(self._held)})"
+
+    @contextlib.contextmanager
+    def hold(self, upload_id: str) -> Iterator[None]:
+        """Renew this process's claim on ``upload_id`` until the block ends."""
+        with self._lock:
+            self._held[upload_id] = self._held.get(upload_id, 0) + 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._beat, name="songbird-claim-heartbeat", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._held.pop(upload_id) - 1
+                if left:
+                    self._held[upload_id] = left
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.lease_ms / 3000)
+            with self._lock:
+                held = list(self._held)
+                if not held:
+                    self._thread = None
+                    return
+            try:
+                kept = self.metadata.renew_ingest_claims(held, lease_ms=self.lease_ms)
+            except Exception as exc:  # the next beat tries again; the lease has two more beats' room
+                logger.warning("ingest: renewing %d claim(s) failed (%s)", len(held), type(exc).__name__)
+                continue
+            lost = set(held) - kept
+            if lost := lost.intersection(self.held()):
+                logger.info("ingest: the claim on %d profile(s) ran out or ended while summarising", len(lost))
+
+
+_heartbeats: weakref.WeakKeyDictionary[Store, ClaimHeartbeat] = weakref.WeakKeyDictionary()
+_heartbeats_lock = threading.Lock()
+
+
+def heartbeat_of(store: Store) -> ClaimHeartbeat:
+    """The one :class:`ClaimHeartbeat` of ``store`` in this process (its ``lease_ms`` is every
+    claim's lease: the app sets it from ``--claim-lease``)."""
+    with _heartbeats_lock:
+        heartbeat = _heartbeats.get(store)
+        if heartbeat is None:
+            heartbeat = _heartbeats[store] = ClaimHeartbeat(store)
+        return heartbeat
+
+
 def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
     """Fully check one stored (and claimed) profile in the sandbox and store its digest (or mark it
-    invalid); the digest when it is stored, None otherwise.
+    invalid); the digest when it is stored, None otherwise. The claim is renewed while it runs
+    (:class:`ClaimHeartbeat`)."""
+    with heartbeat_of(store).hold(upload.id):
+        return _ingest_claimed(store, upload, sandbox)
 
-    The bytes get the cheap check first, here (profiles stored before a check existed, or learned
-    from the blob store, get it too); whylogs reads them only in a ``sandbox`` child. When the
+
+def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
+    """:func:`ingest_one`, its claim held.
+
+    The bytes go to a ``sandbox`` child, which gives them the cheap check before whylogs reads them
+    (profiles stored before a check existed get it too; it is not run twice here). When the
     child crashes or hangs the claim is released with what happened, and the profile is tried
     again until the store gives up on it (``MetadataStore.claim_ingest``)."""
     if upload.sha256 is None:
@@ -56,12 +137,7 @@ def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | 
         store.metadata.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
         return None
     try:
-        check_profile_bytes(data, max_columns=store.max_columns)
         digest = sandbox.digest(data)
-    except ProfileCheckError as exc:
-        store.metadata.mark_invalid(upload.id, upload.sha256, f"it is not a well-formed whylogs profile ({exc})")
-        logger.info("ingest: upload %s is not a well-formed profile: %s", upload.id, exc)
-        return None
     except SandboxRefused as exc:
         store.metadata.mark_invalid(upload.id, upload.sha256, str(exc))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
@@ -133,7 +209,7 @@ class IngestWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                claimed = self.store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=1)
+                claimed = self.store.metadata.claim_ingest(lease_ms=heartbeat_of(self.store).lease_ms, limit=1)
             except Exception:
                 if self._stop.is_set():
                     return
@@ -166,4 +242,4 @@ class IngestWorker:
                     self._stop.wait(took * (1 - BUSY_SHARE) / BUSY_SHARE)
 
 
-__all__ = ["IngestWorker", "ingest_one"]
+__all__ = ["ClaimHeartbeat", "IngestWorker", "heartbeat_of", "ingest_one"]

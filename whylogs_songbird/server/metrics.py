@@ -3,7 +3,8 @@
 Everything comes from the store at scrape time (a custom collector), so every worker process and
 every host on one store answers the same numbers:
 
-- per session (``session``, ``segment``) and column (``column``), from the latest bucket of the
+- per session (``session``: its id, or ``ORG/DATASET`` for an organization's dataset; ``segment``)
+  and column (``column``), from the latest bucket of the
   timeline the monitors evaluate: ``songbird_column_drift_p_value``,
   ``songbird_column_drift_category`` (0 no drift, 1 possible drift, 2 drift),
   ``songbird_column_null_fraction``, ``songbird_column_count``, ``songbird_column_mean``, and
@@ -50,6 +51,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whylogs_songbird.server.common import error_response, is_loopback_host
+from whylogs_songbird.server.datasets import dataset_of
 from whylogs_songbird.server.notify import queue_of
 
 if TYPE_CHECKING:
@@ -121,6 +123,7 @@ class StoreCollector:
             except ValueError:
                 continue
             segment = shot.get("segment") or ""
+            session_id = shot.get("name") or session_id
             for column, values in (shot.get("columns") or {}).items():
                 if series + len(values) > self.max_series:
                     dropped += len(values)
@@ -228,7 +231,11 @@ def mount_metrics(app: FastAPI, store: Store, config: ServerConfig, timeline: Ti
     queue = queue_of(store.metadata)
 
     def record(session_id: str, document: dict[str, Any]) -> None:
-        queue.put_metric_snapshot(session_id, json.dumps(snapshot(document), separators=(",", ":")))
+        shot = snapshot(document)
+        dataset = dataset_of(store, session_id)
+        if dataset is not None:  # an organization's dataset is labelled ORG/DATASET, never by its container id
+            shot["name"] = "/".join(dataset)
+        queue.put_metric_snapshot(session_id, json.dumps(shot, separators=(",", ":")))
 
     timeline.evaluated.append(record)
     registry = CollectorRegistry(auto_describe=False)

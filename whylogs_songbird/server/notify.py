@@ -31,7 +31,7 @@ import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,8 @@ import requests
 
 from whylogs_songbird.monitors import MonitorsError, MonitorsFile, NotifyTarget
 from whylogs_songbird.server.config import shared_address
+from whylogs_songbird.server.datasets import LINK_TTL_SECONDS, dataset_of, new_link_token, pages_path
+from whylogs_songbird.server.signing import UrlSigner
 from whylogs_songbird.server.storage.base import now_ms
 from whylogs_songbird.server.storage.notifications import NewNotification, NotificationQueueSql, NotificationRecord
 
@@ -107,25 +109,60 @@ def notification_id(target: NotifyTarget, event: str, session_id: str, alert: Ma
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def timeline_link(base_url: str, session_id: str, granularity: str, segment: str, bucket_start: int) -> str:
-    """The timeline page of ``session_id`` at a bucket. The session id in the path is what opens it
-    (guest sessions need no other credential)."""
+def timeline_link(
+    base_url: str,
+    session_id: str,
+    granularity: str,
+    segment: str,
+    bucket_start: int,
+    *,
+    dataset: tuple[str, str] | None = None,
+    token: str | None = None,
+) -> str:
+    """The timeline page at a bucket: a guest session's (its id in the path is what opens it), or
+    with ``dataset`` (org, dataset) an organization's dataset's, opened by ``token`` (a signed,
+    expiring ``datasets.link_token``)."""
     params = {"granularity": granularity}
     if segment:
         params["segment"] = segment
-    return f"{base_url.rstrip('/')}/sessions/{session_id}/timeline?{urlencode(params)}#bucket-{bucket_start}"
+    if dataset is not None:
+        if token:
+            params["token"] = token
+        path = f"{pages_path(*dataset)}/timeline"
+    else:
+        path = f"/sessions/{session_id}/timeline"
+    return f"{base_url.rstrip('/')}{path}?{urlencode(params)}#bucket-{bucket_start}"
 
 
-def json_payload(event: str, alert: Mapping[str, Any], session_id: str, segment: str, url: str) -> dict[str, Any]:
-    """The JSON body: ``{"event", "alert": {...}, "session", "segment", "url"}`` (see docs/alerts.md)."""
+def json_payload(
+    event: str,
+    alert: Mapping[str, Any],
+    session_id: str,
+    segment: str,
+    url: str,
+    dataset: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """The JSON body: ``{"event", "alert": {...}, "session", "segment", "url"}``; of an organization's
+    dataset (``dataset``: org, dataset), ``"org"`` and ``"dataset"`` instead of ``"session"`` (see
+    docs/alerts.md)."""
     keys = ("monitor", "column", "metric", "start", "end", "value", "reason")
+    target: dict[str, Any] = (
+        {"org": dataset[0], "dataset": dataset[1]} if dataset is not None else {"session": session_id}
+    )
     return {
         "event": EVENTS[event],
         "alert": {k: alert.get(k) for k in keys},
-        "session": session_id,
+        **target,
         "segment": segment or None,
         "url": url,
     }
+
+
+def target_words(payload: Mapping[str, Any]) -> tuple[str, str]:
+    """("session", id) or ("dataset", "ORG/DATASET"): what a payload's notification is about."""
+    if "dataset" in payload:
+        return "dataset", f"{payload['org']}/{payload['dataset']}"
+    return "session", str(payload["session"])
 
 
 def _mrkdwn(text: str) -> str:
@@ -140,12 +177,13 @@ def slack_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     verb = "failed" if failed else "resolved"
     title = f"Monitor {verb}: {alert['column']}"[:150]
     when = f"<!date^{int(alert['start']) // 1000}^{{date_short}} {{time}}|{alert['start']}>"
-    text = f"Monitor {verb} on column {alert['column']} of session {payload['session']}: {alert['reason']}"
+    kind, name = target_words(payload)
+    text = f"Monitor {verb} on column {alert['column']} of {kind} {name}: {alert['reason']}"
     fields = [
         f"*Monitor*\n{_mrkdwn(str(alert['monitor']))}",
         f"*Column*\n`{_mrkdwn(str(alert['column']))}`",
         f"*Bucket from*\n{when}",
-        f"*Session*\n`{payload['session']}`",
+        f"*{kind.capitalize()}*\n`{_mrkdwn(name)}`",
     ]
     if payload.get("segment"):
         fields.append(f"*Segment*\n{_mrkdwn(str(payload['segment']))}")
@@ -226,8 +264,17 @@ class Notifier:
         targets: Sequence[NotifyTarget],
         base_url: str | None = None,
         marks: Any = None,
+        *,
+        dataset_of: Callable[[str], tuple[str, str] | None] | None = None,
+        signer: UrlSigner | None = None,
+        link_ttl_seconds: int = LINK_TTL_SECONDS,
     ) -> None:
         self.queue = queue
+        #: (org, dataset) of a container that holds an organization's dataset, None for a session
+        self.dataset_of = dataset_of or (lambda session_id: None)
+        #: signs the token a dataset's link carries (valid ``link_ttl_seconds``)
+        self.signer = signer
+        self.link_ttl_seconds = link_ttl_seconds
         #: where each session's mark is kept (``get_derived``/``put_derived`` of the metadata store)
         self.marks = marks
         self.targets = tuple(targets)
@@ -257,10 +304,15 @@ class Notifier:
             return 0
         segment = document.get("segment") or ""
         granularity = str(document.get("granularity") or "")
+        dataset = self.dataset_of(session_id)
+        token = None
+        if dataset is not None and self.signer is not None:
+            token = new_link_token(self.signer, *dataset, ttl_seconds=self.link_ttl_seconds)
         new: list[NewNotification] = []
         for event, alert in changes:
-            url = timeline_link(self.base_url, session_id, granularity, segment, int(alert["start"]))
-            payload = json_payload(event, alert, session_id, segment, url)
+            start = int(alert["start"])
+            url = timeline_link(self.base_url, session_id, granularity, segment, start, dataset=dataset, token=token)
+            payload = json_payload(event, alert, session_id, segment, url, dataset)
             for target in self.targets:
                 if event not in target.on:
                     continue
@@ -282,7 +334,8 @@ class Notifier:
                 )
         added = self.queue.enqueue_notifications(new)
         if added:
-            logger.info("notifications: %d queued for session %s", added, session_id)
+            kind, name = ("dataset", "/".join(dataset)) if dataset is not None else ("session", session_id)
+            logger.info("notifications: %d queued for %s %s", added, kind, name)
             for callback in self.queued:
                 callback()
         return added
@@ -455,8 +508,9 @@ def email_message(record: NotificationRecord) -> EmailMessage:
     message["Subject"] = f"[songbird] Monitor {verb}: {alert['column']} ({alert['monitor']})"[:200]
     message["To"] = ", ".join(record.url.removeprefix("mailto:").split(","))
     message["X-Songbird-Notification"] = record.id
+    kind, name = target_words(payload)
     lines = [
-        f"Monitor {verb} on column {alert['column']} of session {payload['session']}.",
+        f"Monitor {verb} on column {alert['column']} of {kind} {name}.",
         "",
         f"Monitor: {alert['monitor']}",
         f"Why:     {alert['reason']}",
@@ -510,7 +564,14 @@ def mount_notifications(
     if monitors is None or not monitors.notify:
         return None
     queue = queue_of(store.metadata)
-    notifier = Notifier(queue, monitors.notify, default_base_url(config), marks=store.metadata)
+    notifier = Notifier(
+        queue,
+        monitors.notify,
+        default_base_url(config),
+        marks=store.metadata,
+        dataset_of=lambda container_id: dataset_of(store, container_id),
+        signer=app.state.signer,
+    )
     sender = NotificationSender(
         queue,
         backoff_seconds=config.notify_backoff_seconds,

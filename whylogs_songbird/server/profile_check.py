@@ -21,6 +21,12 @@ Then each chunk message is parsed and every sketch in it checked against the bou
 memory is refused here, naming the column, metric and field), and the memory all sketches would
 take once deserialized is bounded by :data:`MAX_SKETCH_MEMORY`.
 
+A whylogs v0 profile (``DatasetProfileMessage``, which whylogs writes for model-performance metrics
+and with ``use_v0=True``) has no magic bytes: it is one varint-delimited message. It is taken when
+the data is exactly one such message; its column count is bounded and the sketches whylogs' v0
+reader deserializes are checked the same way (``ProfileShape.v0``), and its segment is read from
+its ``whylogs.tag.`` tags.
+
 Whether the metrics are valid for whylogs is the full check's job, done later by the ingest
 worker (``ingest.py``) in the sandbox process (``sandbox.py``).
 """
@@ -32,11 +38,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
-from whylogs.core.proto import ChunkHeader, ChunkMessage, DatasetProfileHeader, DatasetSegmentHeader
+from whylogs.core.proto import ChunkHeader, ChunkMessage, DatasetProfileHeader, DatasetSegmentHeader, SegmentTag
+from whylogs.core.proto.v0 import ColumnMessageV0, DatasetProfileMessageV0
 
-from whylogs_songbird.server.sketch_check import SketchCheckError, check_chunk
+from whylogs_songbird.models import MAX_SEGMENT_TAGS, MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH
+from whylogs_songbird.server.sketch_check import (
+    SketchCheckError,
+    check_chunk,
+    check_frequent_strings,
+    check_hll,
+    check_kll_doubles,
+    check_kll_floats,
+)
 
 MAGIC = b"WHY1"
+#: whylogs prefixes the key of each segment tag it writes in a profile's header with this; the log
+#: API (and this server) name the tag without it.
+TAG_PREFIX = "whylogs.tag."
 #: Headers larger than this are refused (a 20,000-column header is about 1 MB).
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: A chunk header is a few bytes; anything longer is not one.
@@ -61,6 +79,32 @@ class ProfileShape:
     segmented: bool
     #: Bytes of memory the profile's sketches take once deserialized (0 when they were not checked).
     sketch_memory: int = 0
+    #: The segment a segmented profile names in its own header (whylogs' segmented writer), as
+    #: ``(key, value)`` pairs without whylogs' tag prefix; () when it names none (or several).
+    segment_tags: tuple[tuple[str, str], ...] = ()
+    #: A whylogs v0 profile (``DatasetProfileMessage``), read through whylogs' v0 reader in the sandbox.
+    v0: bool = False
+
+
+def header_segment_tags(segment_header: DatasetSegmentHeader) -> tuple[tuple[str, str], ...]:
+    """The tags of the one segment a segment header describes (whylogs writes one segment per
+    file), without whylogs' ``whylogs.tag.`` prefix; () for an unsegmented profile, or a header
+    that names no segment or several."""
+    if not segment_header.has_segments or len(segment_header.segments) != 1:
+        return ()
+    named = segment_header.segments[0].tags
+    if len(named) > MAX_SEGMENT_TAGS:
+        raise ProfileCheckError(f"its header names {len(named)} segment tags, more than the {MAX_SEGMENT_TAGS} allowed")
+    tags = []
+    for tag in named:
+        key = tag.key[len(TAG_PREFIX) :] if tag.key.startswith(TAG_PREFIX) else tag.key
+        if len(key) > MAX_TAG_KEY_LENGTH or len(tag.value) > MAX_TAG_VALUE_LENGTH:
+            raise ProfileCheckError(
+                f"a segment tag in its header is longer than the {MAX_TAG_KEY_LENGTH}-character key or "
+                f"{MAX_TAG_VALUE_LENGTH}-character value allowed"
+            )
+        tags.append((key, tag.value))
+    return tuple(tags)
 
 
 def _varint(data: memoryview | bytes, pos: int, end: int) -> tuple[int, int]:
@@ -93,7 +137,10 @@ def check_profile_bytes(
 def _check(view: memoryview, max_columns: int, sketches: bool = True) -> ProfileShape:
     total = len(view)
     if total < len(MAGIC) or bytes(view[: len(MAGIC)]) != MAGIC:
-        raise ProfileCheckError("it does not start with the whylogs magic bytes WHY1")
+        v0 = _v0_message(view)
+        if v0 is None:
+            raise ProfileCheckError("it does not start with the whylogs magic bytes WHY1")
+        return _check_v0(v0, total, max_columns, sketches)
     pos = len(MAGIC)
     size, pos = _varint(view, pos, total)
     if size > MAX_HEADER_BYTES or pos + size > total:
@@ -169,7 +216,79 @@ def _check(view: memoryview, max_columns: int, sketches: bool = True) -> Profile
         body_bytes=body_length,
         segmented=bool(segment_header.has_segments),
         sketch_memory=memory,
+        segment_tags=header_segment_tags(segment_header),
     )
+
+
+def _v0_message(view: memoryview) -> DatasetProfileMessageV0 | None:
+    """The whylogs v0 ``DatasetProfileMessage`` that ``view`` is (as whylogs writes one: a varint
+    length, then exactly that many bytes), or None when it is not framed as one."""
+    total = len(view)
+    try:
+        size, pos = _varint(view, 0, min(total, 10))
+    except ProfileCheckError:
+        return None
+    if size == 0 or pos + size != total:
+        return None
+    try:
+        message = DatasetProfileMessageV0.FromString(view[pos:total].tobytes())
+    except DecodeError:
+        raise ProfileCheckError(
+            "it is framed as a whylogs v0 profile (DatasetProfileMessage) but its message does not parse"
+        ) from None
+    if not message.HasField("properties") and not message.columns:
+        return None
+    return message
+
+
+def _check_v0(message: DatasetProfileMessageV0, total: int, max_columns: int, sketches: bool) -> ProfileShape:
+    """The check of a whylogs v0 profile: the column limit, and every sketch whylogs' v0 reader
+    deserializes (each column's histogram, HLL and frequent items) against ``sketch_check.py``.
+    Its model-performance metrics are never read by the server (nor deserialized in the sandbox)."""
+    columns = len(message.columns)
+    if columns > max_columns:
+        raise ProfileCheckError(f"it has {columns} columns, more than this server's limit of {max_columns}")
+    memory = 0
+    if sketches:
+        for name, column in message.columns.items():
+            try:
+                memory += _v0_sketches(column)
+            except SketchCheckError as exc:
+                raise ProfileCheckError(f"column {name[:200]!r} of this v0 profile: {exc}") from None
+            if memory > MAX_SKETCH_MEMORY:
+                raise ProfileCheckError(
+                    f"its sketches would take more than {MAX_SKETCH_MEMORY // (1024 * 1024)} MB of memory once read"
+                )
+    tags = {key: value for key, value in message.properties.tags.items() if key.startswith(TAG_PREFIX)}
+    header = DatasetSegmentHeader(has_segments=bool(tags))
+    if tags:
+        header.segments.add().tags.extend(SegmentTag(key=key, value=value) for key, value in sorted(tags.items()))
+    return ProfileShape(
+        columns=columns,
+        chunks=0,
+        header_bytes=total - message.ByteSize(),
+        body_bytes=message.ByteSize(),
+        segmented=bool(tags),
+        sketch_memory=memory,
+        segment_tags=header_segment_tags(header),
+        v0=True,
+    )
+
+
+def _v0_sketches(column: ColumnMessageV0) -> int:
+    """Check the sketches of one v0 column that whylogs' v0 reader deserializes; their memory."""
+    memory = 0
+    histogram = column.numbers.histogram
+    if histogram:
+        try:
+            memory += check_kll_floats(histogram)  # whylogs 0.x wrote floats sketches
+        except SketchCheckError:
+            memory += check_kll_doubles(histogram)  # whylogs 1.x converting to v0 writes doubles
+    if column.HasField("cardinality_tracker") and column.cardinality_tracker.sketch:
+        memory += check_hll(column.cardinality_tracker.sketch)
+    if column.frequent_items.sketch:
+        memory += check_frequent_strings(column.frequent_items.sketch)
+    return memory
 
 
 def _check_sketches(column: str, message: memoryview, metric_paths: object) -> int:
@@ -210,4 +329,12 @@ def check_profile_file(path: Path, *, max_columns: int, sketches: bool = True) -
             return check_profile_bytes(mapped, max_columns=max_columns, sketches=sketches)
 
 
-__all__ = ["MAGIC", "ProfileCheckError", "ProfileShape", "check_profile_bytes", "check_profile_file"]
+__all__ = [
+    "MAGIC",
+    "TAG_PREFIX",
+    "ProfileCheckError",
+    "ProfileShape",
+    "check_profile_bytes",
+    "check_profile_file",
+    "header_segment_tags",
+]

@@ -23,7 +23,9 @@ Layouts (little-endian), as the library writes them:
 - KLL doubles (family 15): ``preamble_ints serial_version family flags k:u16 m:u8 unused``; empty
   (2 ints, version 1), one item (2 ints, version 2, one double) or full (6 ints, version 1:
   ``n:u64 min_k:u16 num_levels:u8 unused, unused:u32``, ``num_levels`` u32 level offsets, min and
-  max doubles, then the retained doubles from the first offset to the capacity ``k`` implies);
+  max doubles, then the retained doubles from the first offset to the capacity ``k`` implies); a
+  KLL floats sketch (whylogs v0 profiles) is laid out the same with 4-byte items and 5 preamble ints
+  when full (no trailing unused u32);
 - HLL (family 7): ``preamble_ints serial_version lg_k lg_arr flags list_count|cur_min mode`` then
   a coupon list (2 ints), a coupon hash set (3 ints, ``count:u32``) or an HLL array (10 ints:
   ``hip:f64 kxq0:f64 kxq1:f64 num_at_cur_min:u32 aux_count:u32``, the registers and, for HLL_4,
@@ -137,7 +139,16 @@ def kll_capacity(k: int, m: int, levels: int) -> int:
 
 def check_kll_doubles(data: bytes | memoryview) -> int:
     """Check a serialized KLL doubles sketch; return the bytes it takes once deserialized."""
-    what = "the KLL sketch"
+    return _check_kll(data, 8, "the KLL sketch")
+
+
+def check_kll_floats(data: bytes | memoryview) -> int:
+    """Check a serialized KLL floats sketch (whylogs v0 profiles); return the bytes it takes once
+    deserialized. Its layout is the doubles sketch's with 4-byte items and a preamble of 5 ints."""
+    return _check_kll(data, 4, "the KLL floats sketch")
+
+
+def _check_kll(data: bytes | memoryview, item: int, what: str) -> int:
     _need(data, 8, what)
     preamble, version, family, flags = data[0], data[1], data[2], data[3]
     (k,) = _U16.unpack_from(data, 4)
@@ -151,33 +162,35 @@ def check_kll_doubles(data: bytes | memoryview) -> int:
         _field(preamble, 2, 2, what, "preamble ints (empty)")
         _field(version, 1, 1, what, "serial version (empty)")
         _exact(data, 8, what)
-        return 24 * k
+        return 3 * item * k
     if flags & 4:  # one item
         _field(preamble, 2, 2, what, "preamble ints (one item)")
         _field(version, 2, 2, what, "serial version (one item)")
-        _exact(data, 16, what)
-        return 24 * k
-    _field(preamble, 6, 6, what, "preamble ints")
+        _exact(data, 8 + item, what)
+        return 3 * item * k
+    # the library writes a full doubles sketch with 6 preamble ints, a floats sketch with 5
+    ints = 6 if item == 8 else 5
+    _field(preamble, ints, ints, what, "preamble ints")
     _field(version, 1, 1, what, "serial version")
-    _need(data, 24, what)
+    _need(data, 4 * ints, what)
     (min_k,) = _U16.unpack_from(data, 16)
     levels = data[18]
     (n,) = _U64.unpack_from(data, 8)
     _field(min_k, m, k, what, "min_k")
     _field(levels, 1, MAX_KLL_LEVELS, what, "num_levels")
-    _need(data, 24 + 4 * levels, what)
-    offsets = [_U32.unpack_from(data, 24 + 4 * i)[0] for i in range(levels)]
+    _need(data, 4 * ints + 4 * levels, what)
+    offsets = [_U32.unpack_from(data, 4 * ints + 4 * i)[0] for i in range(levels)]
     capacity = kll_capacity(k, m, levels)
     offsets.append(capacity)
     for low, high in zip(offsets, offsets[1:]):
         if low > high:
             raise SketchCheckError(f"{what} has level offsets out of order ({low} > {high}; capacity {capacity})")
     retained = capacity - offsets[0]
-    _exact(data, 24 + 4 * levels + 16 + 8 * retained, what)
+    _exact(data, 4 * ints + 4 * levels + 2 * item + item * retained, what)
     weight = sum((high - low) << height for height, (low, high) in enumerate(zip(offsets, offsets[1:])))
     if n != weight or n < 2:
         raise SketchCheckError(f"{what} declares n = {n}, but its levels hold a weight of {weight}")
-    return 8 * capacity + 4 * levels + 64
+    return item * capacity + 4 * levels + 64
 
 
 # -- HLL -----------------------------------------------------------------------------------------
@@ -365,6 +378,7 @@ __all__ = [
     "check_frequent_strings",
     "check_hll",
     "check_kll_doubles",
+    "check_kll_floats",
     "check_sketch",
     "kll_capacity",
 ]

@@ -42,6 +42,7 @@ from whylogs_songbird.server.storage.base import (
     StoreError,
     UnknownUploadError,
     UploadAlreadyStoredError,
+    UploadFormat,
     UploadKind,
     UploadRecord,
     is_valid_id,
@@ -49,6 +50,7 @@ from whylogs_songbird.server.storage.base import (
     now_ms,
     require_id,
 )
+from whylogs_songbird.server.zipped import ZipUploadError, looks_like_zip, zip_members
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -372,9 +374,13 @@ class Store:
         dataset_timestamp: int | None = None,
         alias: str | None = None,
         segment_tags: Sequence[tuple[str, str]] = (),
+        format: UploadFormat | None = None,
     ) -> UploadRecord:
-        """Create one upload slot (see :meth:`create_uploads`)."""
-        spec = NewUpload(kind=kind, dataset_timestamp=dataset_timestamp, alias=alias, segment_tags=tuple(segment_tags))
+        """Create one upload slot (see :meth:`create_uploads`); ``format="zip"``: it takes a zip of
+        segment profiles (:meth:`store_zip`)."""
+        spec = NewUpload(
+            kind=kind, dataset_timestamp=dataset_timestamp, alias=alias, segment_tags=tuple(segment_tags), format=format
+        )
         return self.create_uploads(session_id, [spec], ttl_seconds=ttl_seconds)[0]
 
     def create_uploads(
@@ -429,7 +435,14 @@ class Store:
         return OpenUpload(*self.metadata.open_upload_and_duplicate(upload_id, sha256))
 
     def store_profile_file(
-        self, upload_id: str, source: Path, *, size: int, sha256: str, opened: OpenUpload | None = None
+        self,
+        upload_id: str,
+        source: Path,
+        *,
+        size: int,
+        sha256: str,
+        opened: OpenUpload | None = None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         """Keep the (already checked) file ``source`` as the upload's profile.
 
@@ -439,27 +452,54 @@ class Store:
         and ``source`` is not kept. Raises :class:`UnknownUploadError` or :class:`SessionClaimedError`
         (``source`` is then left alone). ``opened``: what :meth:`open_upload` said of this slot and
         digest a moment ago, to save reading it again (the row is checked again as it is recorded).
+        ``segment_tags``: the segment the profile's own header names (``ProfileShape.segment_tags``),
+        kept when the slot was given none.
         """
         return self._store_profile(
-            upload_id, lambda key: self.blobs.put_file(key, source), size=size, sha256=sha256, opened=opened
+            upload_id,
+            lambda key: self.blobs.put_file(key, source),
+            size=size,
+            sha256=sha256,
+            opened=opened,
+            segment_tags=segment_tags,
         )
 
     def store_profile_data(
-        self, upload_id: str, data: bytes, *, sha256: str, opened: OpenUpload | None = None
+        self,
+        upload_id: str,
+        data: bytes,
+        *,
+        sha256: str,
+        opened: OpenUpload | None = None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         """:meth:`store_profile_file` for (already checked) bytes in memory: a small body is
         written once, straight to its place (fsynced, then renamed), and not at all when it
         repeats a stored profile."""
         return self._store_profile(
-            upload_id, lambda key: self.blobs.put_bytes(key, data), size=len(data), sha256=sha256, opened=opened
+            upload_id,
+            lambda key: self.blobs.put_bytes(key, data),
+            size=len(data),
+            sha256=sha256,
+            opened=opened,
+            segment_tags=segment_tags,
         )
 
     def _store_profile(
-        self, upload_id: str, put: Callable[[str], None], *, size: int, sha256: str, opened: OpenUpload | None
+        self,
+        upload_id: str,
+        put: Callable[[str], None],
+        *,
+        size: int,
+        sha256: str,
+        opened: OpenUpload | None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         upload, original = opened if opened is not None else self.open_upload(upload_id, sha256)
         if original is not None:
-            outcome = self.metadata.mark_stored(upload_id, key=None, size=size, sha256=sha256)
+            outcome = self.metadata.mark_stored(
+                upload_id, key=None, size=size, sha256=sha256, segment_tags=segment_tags
+            )
             if outcome.duplicate_of is not None:
                 if upload.path is not None and outcome.recorded:
                     self.blobs.delete(upload.path)
@@ -467,7 +507,7 @@ class Store:
         key = blob_key(upload.session_id, upload_id, sha256)
         put(key)
         try:
-            outcome = self.metadata.mark_stored(upload_id, key=key, size=size, sha256=sha256)
+            outcome = self.metadata.mark_stored(upload_id, key=key, size=size, sha256=sha256, segment_tags=segment_tags)
         except BaseException:
             self.blobs.delete(key)
             raise
@@ -476,6 +516,43 @@ class Store:
         if upload.path is not None and upload.path != key:
             self.blobs.delete(upload.path)  # the bytes this PUT replaced
         self.upload_landed(outcome)
+        return outcome
+
+    # -- zipped uploads (whylogs' write(zip=True)) ------------------------------------------
+
+    def unpack_zip(self, data: bytes) -> list[tuple[bytes, tuple[tuple[str, str], ...]]]:
+        """The profiles of a zipped upload with the segment each one's header names, every member
+        through the cheap check of any upload; :class:`ZipUploadError` (nothing is stored) when the
+        zip or one of its members is refused (see ``zipped.py``)."""
+        members = []
+        for name, content in zip_members(data, max_total_bytes=self.max_upload_bytes):
+            try:
+                shape = check_profile_bytes(content, max_columns=self.max_columns)
+            except ProfileCheckError as exc:
+                raise ZipUploadError(f"its member {name[:80]!r} is not a well-formed whylogs profile ({exc})") from None
+            members.append((content, shape.segment_tags))
+        return members
+
+    def store_zip(
+        self, upload: UploadRecord, members: Sequence[tuple[bytes, tuple[tuple[str, str], ...]]]
+    ) -> StoredOutcome:
+        """Store the (checked, :meth:`unpack_zip`) profiles of a zipped upload as profiles of its
+        batch: the first in the zip's own slot, each other in a new slot of the same kind, timestamp
+        and tags; each keeps the segment its header names. Identical profiles already stored are kept
+        once, as for any upload (so a retried zip adds nothing). The outcome is the zip's own slot's."""
+        now_s = int(now_ms() / 1000)
+        spec = NewUpload(upload.kind, upload.dataset_timestamp, upload.alias, upload.segment_tags)
+        extra = self.create_uploads(
+            upload.session_id, [spec] * (len(members) - 1), ttl_seconds=max(60, upload.expires_at - now_s)
+        )
+        outcome: StoredOutcome | None = None
+        for slot_id, (content, tags) in zip([upload.id, *(slot.id for slot in extra)], members):
+            stored = self.store_profile_data(
+                slot_id, content, sha256=hashlib.sha256(content).hexdigest(), segment_tags=tags
+            )
+            outcome = outcome or stored
+        assert outcome is not None
+        logger.debug("stored a zip of %d profiles", len(members))
         return outcome
 
     def store_profile_bytes(self, upload_id: str, data: bytes) -> UploadRecord:
@@ -653,8 +730,11 @@ class Store:
         if data is None:  # replaced by larger bytes since the listing: refused by the GET's size
             return self._refuse_landed(upload, key, version.size)
         sha256, reason = hashlib.sha256(data).hexdigest(), None
+        tags: tuple[tuple[str, str], ...] = ()
+        if upload.format == "zip" and looks_like_zip(data):
+            return self._record_landed_zip(upload, key, data)
         try:
-            check_profile_bytes(data, max_columns=self.max_columns)
+            tags = check_profile_bytes(data, max_columns=self.max_columns).segment_tags
         except ProfileCheckError as exc:
             reason = f"it is not a well-formed whylogs profile ({exc})"
         checked = blob_key(upload.session_id, upload.id, sha256)
@@ -667,7 +747,13 @@ class Store:
             return None
         try:
             outcome = self.metadata.mark_stored(
-                upload.id, key=checked, size=len(data), sha256=sha256, if_unstored=True, invalid=reason
+                upload.id,
+                key=checked,
+                size=len(data),
+                sha256=sha256,
+                if_unstored=True,
+                invalid=reason,
+                segment_tags=tags,
             )
         except UploadAlreadyStoredError:
             current = self.get_upload(upload.id)
@@ -681,6 +767,39 @@ class Store:
             self.blobs.delete(checked)
         self.blobs.delete(key)
         self.upload_landed(outcome)
+        return outcome.upload
+
+    def _record_landed_zip(self, upload: UploadRecord, key: str, data: bytes) -> UploadRecord | None:
+        """:meth:`_record_landed` for a zip a presigned PUT left under ``key``: its profiles are
+        stored as :meth:`store_zip` does (under keys only the server writes) and the zip removed;
+        a zip refused is recorded as an invalid profile, with the reason."""
+        try:
+            members = self.unpack_zip(data)
+        except ZipUploadError as exc:
+            reason = f"it is not a zip of whylogs profiles this server takes ({exc})"
+            sha256 = hashlib.sha256(data).hexdigest()
+            checked = blob_key(upload.session_id, upload.id, sha256)
+            self.blobs.put_bytes(checked, data)
+            try:
+                outcome = self.metadata.mark_stored(
+                    upload.id,
+                    key=checked,
+                    size=len(data),
+                    sha256=sha256,
+                    if_unstored=True,
+                    invalid=reason,
+                )
+            except StoreError:
+                self.blobs.delete(checked)
+                return None
+            self.blobs.delete(key)
+            self.upload_landed(outcome)
+            return outcome.upload
+        try:
+            outcome = self.store_zip(upload, members)
+        except StoreError:
+            return None  # the session was claimed or deleted meanwhile
+        self.blobs.delete(key)
         return outcome.upload
 
     def _holds(self, key: str, data: bytes) -> bool:

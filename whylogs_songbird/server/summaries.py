@@ -145,12 +145,31 @@ def summarize_profile(view: DatasetProfileView) -> ProfileSummary:
 
 
 def read_view(data: bytes) -> DatasetProfileView:
-    """Deserialize a stored profile (plain or segmented whylogs format), or raise `SummaryError`.
-    The server calls it only in a sandbox child (``sandbox.py``), on bytes that passed the checks."""
+    """Deserialize a stored profile (plain or segmented whylogs format, or a v0 profile through
+    whylogs' own v0 reader), or raise `SummaryError`. The server calls it only in a sandbox child
+    (``sandbox.py``), on bytes that passed the checks."""
     try:
+        if data[:4] != b"WHY1":
+            return _read_v0(data)
         return DatasetProfileView.deserialize(data)
     except Exception as exc:  # whylogs raises many kinds of errors on bad bytes
         raise SummaryError(f"the stored bytes are not a readable whylogs profile ({type(exc).__name__})") from None
+
+
+def _read_v0(data: bytes) -> DatasetProfileView:
+    """A v0 ``DatasetProfileMessage`` as whylogs' migration reads it, without its model-performance
+    metrics (their sketches are not checked, and no page shows them)."""
+    import io
+
+    from whylogs.core.proto.v0 import DatasetProfileMessageV0
+    from whylogs.core.utils import read_delimited_protobuf
+    from whylogs.migration.converters import v0_to_v1_view
+
+    message = read_delimited_protobuf(io.BytesIO(data), DatasetProfileMessageV0)
+    if message is None:
+        raise ValueError("no v0 message")
+    message.ClearField("modeProfile")
+    return v0_to_v1_view(message)
 
 
 # -- charts ----------------------------------------------------------------------------------

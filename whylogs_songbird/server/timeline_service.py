@@ -214,8 +214,12 @@ class TimelineService:
         memo_bytes: int = 32 * MiB,
         doc_bytes: int = 32 * MiB,
         state: Callable[[StoredProfile, bool], str] | None = None,
+        target_of: Callable[[str], tuple[str, str] | None] | None = None,
     ) -> None:
         self.list_profiles = list_profiles
+        #: what a container is to a monitors file: ("session", its id), ("dataset", "ORG/DATASET"), or
+        #: None for one no monitor looks at (an open transaction's profiles). Default: a session
+        self.target_of = target_of or (lambda session_id: ("session", session_id))
         self.load = load
         self.column_names = column_names or (lambda profile: list(self.load(profile).get_columns()))
         #: ``state(profile, patient)`` of a profile listed as pending: "ready", "pending" (an
@@ -539,7 +543,7 @@ class TimelineService:
 
     def alerts(self, document: dict[str, Any]) -> list[Failure]:
         """Failures of the server's monitors on every bucket of ``document`` (none without monitors)."""
-        if self.monitors is None or not self.monitors.applies_to_session(document.get("session_id")):
+        if self.monitors is None or not self._monitored(str(document.get("session_id"))):
             return []
         try:
             return evaluate(self.monitors, document, which="all")
@@ -548,6 +552,13 @@ class TimelineService:
             return []
 
     # -- monitors, evaluated in the background when a batch lands --
+
+    def _monitored(self, session_id: str) -> bool:
+        """Whether the monitors file applies to this container (see :attr:`target_of`)."""
+        if self.monitors is None:
+            return False
+        target = self.target_of(session_id)
+        return target is not None and self.monitors.applies_to(*target)
 
     def upload_landed(self, upload: Any) -> None:
         """The store's "upload landed" hook (``Store.add_landed_hook``): a recorded batch runs
@@ -615,7 +626,7 @@ class TimelineService:
                 self.document_bytes(session_id, TimelineQuery(**json.loads(watched)), background=True)
             except TimelineRequestError as exc:
                 logger.info("timeline: the last view of session %s cannot be refreshed: %s", session_id, exc.message)
-        if self.monitors is None or not self.monitors.applies_to_session(session_id):
+        if not self._monitored(session_id):
             return []
         query = TimelineQuery(
             granularity=self.monitors.granularity if self.monitors else None,
@@ -629,14 +640,16 @@ class TimelineService:
         if self.monitors is None or not document["buckets"]:
             return []
         latest = document["buckets"][-1]["start"]
+        kind, name = self.target_of(session_id) or ("session", session_id)
         for listener in self.evaluated:
             try:
                 listener(session_id, document)
             except Exception:
                 logger.exception("timeline: a listener of the monitors of session %s failed", session_id)
         logger.info(
-            "monitors evaluated: session %s, bucket from %d: %d failure(s)",
-            session_id,
+            "monitors evaluated: %s %s, bucket from %d: %d failure(s)",
+            kind,
+            name,
             latest,
             sum(1 for a in document.get("alerts", []) if a["start"] == latest),
         )
@@ -655,8 +668,9 @@ class TimelineService:
         ]
         for failure in failures:
             logger.warning(
-                "monitor failed: session %s, column %s: %s (%s)",
-                session_id,
+                "monitor failed: %s %s, column %s: %s (%s)",
+                kind,
+                name,
                 failure.column,
                 failure.reason,
                 failure.monitor,

@@ -45,12 +45,22 @@ T = TypeVar("T")
 class PageError(Exception):
     """A request the pages cannot answer; rendered as an HTML error page with this status."""
 
-    def __init__(self, status: int, title: str, message: str, *, session_id: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        message: str,
+        *,
+        session_id: str | None = None,
+        home: tuple[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.title = title
         self.message = message
         self.session_id = session_id
+        #: (path, name) of the page to go back to, for a dataset's pages (a session's is ``session_id``)
+        self.home = home
 
 
 def shown(value: str) -> str:

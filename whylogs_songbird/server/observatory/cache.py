@@ -21,7 +21,7 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.column_stats import DriftScore, drift_scores, merge_views
 from whylogs_songbird.server.digest import DigestError, digest_columns, digested_count, view_of
-from whylogs_songbird.server.ingest import LEASE_MS, ingest_one
+from whylogs_songbird.server.ingest import heartbeat_of, ingest_one
 from whylogs_songbird.server.observatory.base import CacheKey, T
 from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.store import Store, UploadRecord, now_ms
@@ -232,7 +232,7 @@ class ProfileCache:
                 raise SummaryError(current.ingest_error or "it is not a readable whylogs profile")
             if current.sha256 != upload.sha256:
                 raise SummaryError("it was replaced while the page was being built; reload the page")
-            if not self.store.metadata.claim_upload_ingest(upload.id, lease_ms=LEASE_MS):
+            if not self.store.metadata.claim_upload_ingest(upload.id, lease_ms=heartbeat_of(self.store).lease_ms):
                 raise ProfilePendingError("it is still being summarised; reload the page in a moment")
             stored = ingest_one(self.store, current, self.sandbox)
             if stored is not None:
@@ -248,9 +248,10 @@ class ProfileCache:
 
         A page waits while this process's own ingest worker holds the profile (it is alive: it is
         this process), up to :data:`WAIT_FOR_INGEST_SECONDS`. Another process's claim may be a host
-        that died holding it for its whole lease: a page waits for it only while it is younger than
-        :data:`PAGE_WAIT_SECONDS`, then says "pending". ``patient`` (background work, such as the
-        timeline's refresh when a batch lands) waits for any worker up to :data:`WAIT_FOR_INGEST_SECONDS`."""
+        that died holding it until its lease runs out: a page waits for it only while the profile
+        was stored less than :data:`PAGE_WAIT_SECONDS` ago, then says "pending". ``patient``
+        (background work, such as the timeline's refresh when a batch lands) waits for any worker
+        up to :data:`WAIT_FOR_INGEST_SECONDS`."""
         give_up = time.monotonic() + WAIT_FOR_INGEST_SECONDS
         while True:
             try:
@@ -259,13 +260,13 @@ class ProfileCache:
             except ProfilePendingError:
                 if time.monotonic() >= give_up:
                     return "pending"
-                if not patient and upload.id not in getattr(self.store.metadata, "claimed_here", ()):
+                if not patient and upload.id not in heartbeat_of(self.store).held():
                     current = self.store.get_upload(upload.id) or upload
                     # a claim that ended meanwhile (the summary just landed, or a try failed) is
                     # looked at again at once: only a claim still held by another process counts
                     if current.ingest_state == "pending" and current.ingest_lease is not None:
-                        claimed_ms_ago = now_ms() - (current.ingest_lease - LEASE_MS)
-                        if claimed_ms_ago >= PAGE_WAIT_SECONDS * 1000:
+                        stored_ms_ago = now_ms() - (current.stored_at or 0)
+                        if stored_ms_ago >= PAGE_WAIT_SECONDS * 1000:
                             return "pending"
                 time.sleep(0.05)
             except SummaryError:

@@ -16,9 +16,11 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.column_stats import DriftScore
 from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
-from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
+from whylogs_songbird.server.common import segment_label, session_gone
+from whylogs_songbird.server.datasets import read_settings
 from whylogs_songbird.server.observatory.base import MAX_COLUMN_FILTER, RECENT_SESSIONS, STATIC_DIR, PageError, shown
 from whylogs_songbird.server.observatory.cache import ProfileCache, ProfilePendingError
+from whylogs_songbird.server.observatory.container import PageContainer
 from whylogs_songbird.server.observatory.page import (
     ColumnWindow,
     PageModel,
@@ -32,6 +34,7 @@ from whylogs_songbird.server.observatory.selection import (
     format_timestamp,
     parse_segments,
 )
+from whylogs_songbird.server.page_access import AccessRefused, dataset_access, login_router, refused_answer
 from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.store import Store, is_valid_id, parse_timestamp_selector
 from whylogs_songbird.server.summaries import SummaryError
@@ -64,6 +67,7 @@ def observatory_router(
     listed when nobody but this machine can reach the server."""
     router = APIRouter(include_in_schema=False)
     env = make_environment()
+    router.include_router(login_router(env))  # the login that opens an organization's dataset pages
     failures = RepeatedErrors(logger)  # a page failing on every request logs one traceback
     for name in env.list_templates(extensions=["html"]):
         env.get_template(name)  # compiled at start, not by the first page (a cold profiles page paid ~100 ms)
@@ -85,6 +89,8 @@ def observatory_router(
             message=error.message,
             status_code=error.status,
             session_id=error.session_id,
+            home_url=error.home[0] if error.home else None,
+            home_label=error.home[1] if error.home else None,
         )
 
     def guarded(build: Callable[[], HTMLResponse], what: str) -> HTMLResponse:
@@ -105,6 +111,11 @@ def observatory_router(
     def known_session(session_id: str | None) -> str | None:
         """The id, if it names a session a guest may open (for links on error pages)."""
         return session_id if session_id and store.guest_session(session_id) is not None else None
+
+    back_to = _back  # the error pages' way back to a container's profiles
+
+    def where_word(where: dict[str, Any]) -> str:
+        return "dataset" if where.get("home") else "session"
 
     def open_session(session_id: str | None) -> str:
         if not session_id:
@@ -169,30 +180,35 @@ def observatory_router(
 
     # -- session --
 
+    def container_page(container: PageContainer, request: Request, **extra: Any) -> HTMLResponse:
+        """Every profile of a session or dataset, newest upload first, to pick 1 to 3 of."""
+        base = base_url(request)
+        store.learn_landed(container.id)  # presigned PUTs that went straight to the blob store
+        uploads = sorted(
+            store.list_profiles(container.id), key=lambda u: (u.stored_at or 0, u.created_at), reverse=True
+        )
+        rows = []
+        for upload in uploads:
+            tags = segment_label(upload.segment_tags)
+            batch_link = None
+            if upload.kind == "batch" and upload.dataset_timestamp is not None:
+                batch_link = container.link(base, [str(upload.dataset_timestamp)])
+            rows.append(
+                {
+                    "upload": upload,
+                    "segment": tags,
+                    "timestamp": format_timestamp(upload.dataset_timestamp),
+                    "uploaded": format_timestamp(upload.stored_at),
+                    "link": container.link(base, [upload.id]),
+                    "batch_link": batch_link if tags else None,
+                }
+            )
+        return render("session.html", session_id=container.name, container=container, rows=rows, base=base, **extra)
+
     @router.get("/sessions/{session_id}", response_class=HTMLResponse)
     def session_page(session_id: str, request: Request) -> HTMLResponse:
         def build() -> HTMLResponse:
-            sid = open_session(session_id)
-            base = base_url(request)
-            store.learn_landed(sid)  # presigned PUTs that went straight to the blob store
-            uploads = sorted(store.list_profiles(sid), key=lambda u: (u.stored_at or 0, u.created_at), reverse=True)
-            rows = []
-            for upload in uploads:
-                tags = segment_label(upload.segment_tags)
-                batch_link = None
-                if upload.kind == "batch" and upload.dataset_timestamp is not None:
-                    batch_link = observatory_link(base, sid, [str(upload.dataset_timestamp)])
-                rows.append(
-                    {
-                        "upload": upload,
-                        "segment": tags,
-                        "timestamp": format_timestamp(upload.dataset_timestamp),
-                        "uploaded": format_timestamp(upload.stored_at),
-                        "link": observatory_link(base, sid, [upload.id]),
-                        "batch_link": batch_link if tags else None,
-                    }
-                )
-            return render("session.html", session_id=sid, rows=rows, base=base)
+            return container_page(PageContainer.session(open_session(session_id)), request)
 
         return guarded(build, f"session {session_id[:_MAX_SELECTOR_SHOWN]}")
 
@@ -200,9 +216,12 @@ def observatory_router(
 
     @router.get("/resources/{model_id}/profiles", response_class=HTMLResponse)
     def profiles_page(model_id: str, request: Request) -> HTMLResponse:
+        return timed(lambda: guarded(lambda: render_profiles(resolve(request, model_id), request), "the profiles page"))
+
+    def timed(page: Callable[[], HTMLResponse]) -> HTMLResponse:
         store.count("observatory_page")
         started, cpu_started = time.perf_counter(), time.thread_time()
-        response = guarded(lambda: render_profiles(model_id, request), "the profiles page")
+        response = page()
         # how long the page took to build (wall, and CPU of the thread that built it, which the load
         # of the machine does not change), for the browser's dev tools and benchmarks/bench_observatory.py
         response.headers["Server-Timing"] = (
@@ -211,17 +230,17 @@ def observatory_router(
         )
         return response
 
-    def resolve(request: Request, model_id: str) -> tuple[str, list[Selection]]:
+    def asked_profiles(request: Request, where: dict[str, Any]) -> tuple[list[str], list[str | None]]:
+        """The link's profiles and segments, checked (``where``: the error pages' way back)."""
         query = request.query_params
         selectors = query.getlist("profile")
-        session_id = query.get("sessionToken")
         if not selectors:
             raise PageError(
                 400,
                 "No profile",
                 "The link names no profile: add profile=<batch timestamp | ref-… | log-…>, up to "
                 f"{MAX_PROFILES_PER_LINK} times.",
-                session_id=known_session(session_id),
+                **where,
             )
         if len(selectors) > MAX_PROFILES_PER_LINK:
             raise PageError(
@@ -229,12 +248,16 @@ def observatory_router(
                 "Too many profiles",
                 f"The link asks for {len(selectors)} profiles, but the observatory shows 1 to "
                 f"{MAX_PROFILES_PER_LINK} profiles at a time. Open a link with at most {MAX_PROFILES_PER_LINK} "
-                "profiles, or pick them on the session page.",
-                session_id=known_session(session_id),
+                f"profiles, or pick them on the {where_word(where)} page.",
+                **where,
             )
         for selector in selectors:
             check_selector(selector)
-        segments = parse_segments(query.getlist("segment"), selectors)
+        return selectors, parse_segments(query.getlist("segment"), selectors)
+
+    def resolve(request: Request, model_id: str) -> tuple[PageContainer, list[Selection]]:
+        session_id = request.query_params.get("sessionToken")
+        selectors, segments = asked_profiles(request, {"session_id": known_session(session_id)})
         if model_id != GUEST_MODEL_ID:
             raise PageError(
                 404,
@@ -242,7 +265,15 @@ def observatory_router(
                 f"There is no model {shown(model_id)!r}: a guest session holds one model, {GUEST_MODEL_ID}.",
                 session_id=known_session(session_id),
             )
-        sid = open_session(session_id)
+        container = PageContainer.session(open_session(session_id))
+        return container, select(request, container, selectors, segments)
+
+    def select(
+        request: Request, container: PageContainer, selectors: list[str], segments: list[str | None]
+    ) -> list[Selection]:
+        """The profiles a link names, of ``container``."""
+        sid = container.id
+        where = back_to(container)
         store.learn_landed(sid)  # presigned PUTs that went straight to the blob store
         base = base_url(request)
         selections = []
@@ -257,8 +288,9 @@ def observatory_router(
                 raise PageError(
                     404,
                     "Profile not found",
-                    f"Session {sid} has no {what}. It may not be uploaded yet, or belong to another session.",
-                    session_id=sid,
+                    f"{container.described} has no {what}. It may not be uploaded yet, or belong to another "
+                    f"{container.kind}.",
+                    **where,
                 )
             kind = uploads[0].kind
             selection = Selection(index=index, selector=selector, kind=kind, uploads=uploads)
@@ -270,19 +302,19 @@ def observatory_router(
                     raise PageError(
                         404,
                         "Segment not found",
-                        f"The batch {selector} of session {sid} has no segment {shown(segment)!r}. Its segments: "
-                        f"{shown(known)}.",
-                        session_id=sid,
+                        f"The batch {selector} of {container.kind} {container.name} has no segment "
+                        f"{shown(segment)!r}. Its segments: {shown(known)}.",
+                        **where,
                     )
                 selection.uploads = chosen
                 selection.segment = segment
             elif len(uploads) > 1 and labels:
-                selection.segments = [(label, observatory_link(base, sid, [selector], [label])) for label in labels]
+                selection.segments = [(label, container.link(base, [selector], [label])) for label in labels]
             selection.duplicates = store.metadata.duplicates_of([u.id for u in selection.uploads])
             if len(selectors) > 1 or segment is not None:
-                selection.single_url = observatory_link(base, sid, [selector], [segment] if segment else [])
+                selection.single_url = container.link(base, [selector], [segment] if segment else [])
             selections.append(selection)
-        return sid, selections
+        return selections
 
     def column_window(request: Request) -> ColumnWindow:
         text = request.query_params.get("column", "")[:MAX_COLUMN_FILTER]
@@ -290,8 +322,9 @@ def observatory_router(
         page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and len(raw_page) < 9 else 1
         return ColumnWindow(filter=text.strip(), page=page)
 
-    def render_profiles(model_id: str, request: Request) -> HTMLResponse:
-        sid, selections = resolve(request, model_id)
+    def render_profiles(resolved: tuple[PageContainer, list[Selection]], request: Request) -> HTMLResponse:
+        container, selections = resolved
+        sid = container
         window = column_window(request)
         for selection in selections:  # never waits out the lease of a host that died holding a claim
             if any(u.ingest_state == "pending" and profiles_cache.state(u) == "pending" for u in selection.uploads):
@@ -326,7 +359,9 @@ def observatory_router(
 
         model = profiles_cache.pages.get_or_compute((tuple(s.key for s in selections), window), build)
         base = base_url(request)
+        # a dataset's links carry no token: the cookie the first page set opens the next one
         params = [(k, v) for k, v in request.query_params.multi_items() if k in ("profile", "sessionToken", "segment")]
+        params = [(k, v) for k, v in params if k != "sessionToken"] + container.link_params
 
         def page_link(number: int) -> str:
             extra = [("column", window.filter)] if window.filter else []
@@ -334,31 +369,77 @@ def observatory_router(
 
         return render(
             "profiles.html",
-            session_id=sid,
+            session_id=container.name,
+            container=container,
             selections=selections,
             page=model,
-            session_url=f"{base}/sessions/{sid}",
+            session_url=f"{base}{container.home_path}",
             page_link=page_link,
             link_params=params,
         )
 
+    # -- an organization's dataset: the same pages, opened with a link's token, a login or a key --
+
+    def dataset_page(
+        org_id: str, dataset_id: str, request: Request, build: Callable[[PageContainer], HTMLResponse], what: str
+    ) -> Response:
+        try:
+            access = dataset_access(request, org_id, dataset_id)
+        except AccessRefused as refused:
+            return refused_answer(request, refused, env)
+        record = store.find_dataset(org_id, dataset_id)
+        if record is None:
+            response: Response = error_page(
+                PageError(
+                    404,
+                    "Dataset not found",
+                    f"Dataset {dataset_id} of organization {org_id} has no profiles on this server (never written, "
+                    "or deleted); write one with whylogs' writer('whylabs') pointed here.",
+                )
+            )
+        else:
+            container = PageContainer.dataset(record.id, org_id, dataset_id)
+            response = guarded(lambda: build(container), what)
+        return access.remember(response, request)
+
+    @router.get("/organizations/{org_id}/datasets/{dataset_id}", response_class=HTMLResponse)
+    def dataset_overview(org_id: str, dataset_id: str, request: Request) -> Response:
+        def build(container: PageContainer) -> HTMLResponse:
+            return container_page(container, request, settings=read_settings(store, container.id))
+
+        return dataset_page(org_id, dataset_id, request, build, f"dataset {dataset_id[:_MAX_SELECTOR_SHOWN]}")
+
+    @router.get("/organizations/{org_id}/datasets/{dataset_id}/profiles", response_class=HTMLResponse)
+    def dataset_profiles(org_id: str, dataset_id: str, request: Request) -> Response:
+        def build(container: PageContainer) -> HTMLResponse:
+            selectors, segments = asked_profiles(request, back_to(container))
+            return render_profiles((container, select(request, container, selectors, segments)), request)
+
+        return dataset_page(org_id, dataset_id, request, lambda c: timed(lambda: build(c)), "the profiles page")
+
     return router
 
 
+def _back(container: PageContainer) -> dict[str, Any]:
+    if container.is_dataset:
+        return {"home": (container.home_path, container.name)}
+    return {"session_id": container.id}
+
+
 @contextlib.contextmanager
-def _profile_errors(session_id: str, selection: Selection) -> Iterator[None]:
+def _profile_errors(container: PageContainer, selection: Selection) -> Iterator[None]:
     """Turn failures to read or summarize a stored profile into a 422 page naming it."""
     try:
         yield
     except ProfilePendingError:
-        raise _pending(session_id, selection) from None
+        raise _pending(container, selection) from None
     except SummaryError as exc:
         raise PageError(
             422,
             "Profile cannot be read",
-            f"Profile {shown(selection.selector)} of session {session_id} could not be read: {exc}. Upload it "
-            'again, e.g. why.log(df).writer("songbird").write().',
-            session_id=session_id,
+            f"Profile {shown(selection.selector)} of {container.kind} {container.name} could not be read: {exc}. "
+            'Upload it again, e.g. why.log(df).writer("songbird").write().',
+            **_back(container),
         ) from None
     except PageError:
         raise
@@ -367,21 +448,21 @@ def _profile_errors(session_id: str, selection: Selection) -> Iterator[None]:
         raise PageError(
             422,
             "Profile cannot be summarized",
-            f"Profile {shown(selection.selector)} of session {session_id} could not be summarized "
+            f"Profile {shown(selection.selector)} of {container.kind} {container.name} could not be summarized "
             f"({type(exc).__name__}); it may hold metrics this observatory does not know.",
-            session_id=session_id,
+            **_back(container),
         ) from None
 
 
-def _pending(session_id: str, selection: Selection) -> PageError:
+def _pending(container: PageContainer, selection: Selection) -> PageError:
     """The page of a profile an ingest worker (maybe another host's) is still summarising: said at
     once, with 202, rather than waiting for that worker."""
     return PageError(
         202,
         "Profile still being summarised",
-        f"Profile {shown(selection.selector)} of session {session_id} is stored and still being summarised; "
-        "reload this page in a moment.",
-        session_id=session_id,
+        f"Profile {shown(selection.selector)} of {container.kind} {container.name} is stored and still being "
+        "summarised; reload this page in a moment.",
+        **_back(container),
     )
 
 

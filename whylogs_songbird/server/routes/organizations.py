@@ -19,7 +19,7 @@ import logging
 import re
 import secrets
 from typing import Annotated
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
@@ -45,12 +45,21 @@ from whylogs_songbird.server import lifecycle
 from whylogs_songbird.server.auth import KeyOwner, require_key
 from whylogs_songbird.server.common import segment_label
 from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.datasets import (
+    COLUMN_KEY,
+    LINK_TTL_SECONDS,
+    METRIC_KEY,
+    WEIGHTS_KEY,
+    link_token,
+    pages_path,
+)
 from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.observatory.container import PageContainer
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, base_url, check_text, json_answer, upload_url
+from whylogs_songbird.server.routes.timeline import timeline_json_bytes
 from whylogs_songbird.server.signing import UrlSigner
 from whylogs_songbird.server.store import NewUpload, SessionRecord, Store, now_ms
-from whylogs_songbird.server.summaries import SummaryError
-from whylogs_songbird.server.timeline_service import TimelineQuery, TimelineRequestError, TimelineService
+from whylogs_songbird.server.timeline_service import TimelineQuery, TimelineService
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -59,8 +68,9 @@ router = APIRouter(tags=["organizations"], responses=ERROR_RESPONSES)
 #: An organization or dataset id: what WhyLabs uses (``org-…``, ``model-1``), safe in a URL path.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: How long an observatory link of a dataset opens its pages (the link carries a signed expiry).
-DATASET_LINK_TTL_SECONDS = 7 * 24 * 3600
-#: whylogs names the upload's format in this header: ``BIN`` (one profile) or ``ZIP`` (``write(zip=True)``).
+DATASET_LINK_TTL_SECONDS = LINK_TTL_SECONDS
+#: whylogs names the upload's format in this header: ``BIN`` (one profile) or ``ZIP`` (``write(zip=True)``:
+#: a zip of segment profiles of one batch, each stored as its own profile once it lands).
 FILE_EXTENSION_HEADER = "X-WhyLabs-File-Extension"
 
 
@@ -116,12 +126,17 @@ def key_org(request: Request, x_api_key: Annotated[str | None, Header(alias="X-A
 KeyOrgDep = Annotated[str, Depends(key_org)]
 
 
+def _zipped(extension: str | None) -> bool:
+    """Whether whylogs announced a zip of segment profiles (``write(zip=True)``) for this upload."""
+    return extension is not None and extension.strip().upper() == "ZIP"
+
+
 def _check_zip(extension: str | None) -> None:
-    if extension is not None and extension.strip().upper() == "ZIP":
+    if _zipped(extension):
         raise ApiError(
             400,
-            "This server does not take zipped uploads (whylogs' write(zip=True)) yet; "
-            "write without zip=True: whylogs then uploads one profile per segment.",
+            "This server takes zipped uploads (whylogs' write(zip=True)) for batch profiles only; "
+            "write this reference without zip=True: whylogs then uploads one profile per segment.",
         )
 
 
@@ -134,15 +149,14 @@ def _tags(tags: list[SegmentTag]) -> tuple[tuple[str, str], ...]:
 
 
 def dataset_link_token(signer: UrlSigner, org_id: str, dataset_id: str, expires: int) -> str:
-    """The token of an observatory link of a dataset: ``<expires>.<signature>``, valid until ``expires``."""
-    return f"{expires}.{signer.signature(f'dataset:{org_id}/{dataset_id}', expires)}"
+    """The token of an observatory link of a dataset (``datasets.link_token``)."""
+    return link_token(signer, org_id, dataset_id, expires)
 
 
 def _log_async(request: Request, org_id: str, dataset_id: str, body: LogAsyncRequest) -> AsyncLogResponse:
     store, config, signer = _parts(request)
     _check_name(dataset_id, "dataset")
     check_text(body)
-    _check_zip(request.headers.get(FILE_EXTENSION_HEADER))
     container = store.dataset_container(org_id, dataset_id)
     tags = _tags(body.segment_tags)
     upload = store.create_upload(
@@ -151,6 +165,7 @@ def _log_async(request: Request, org_id: str, dataset_id: str, body: LogAsyncReq
         ttl_seconds=config.url_ttl_seconds,
         dataset_timestamp=body.dataset_timestamp,
         segment_tags=tags,
+        format="zip" if _zipped(request.headers.get(FILE_EXTENSION_HEADER)) else None,
     )
     return AsyncLogResponse(
         id=upload.id,
@@ -266,8 +281,7 @@ def dataset_page_url(base: str, signer: UrlSigner, org_id: str, dataset_id: str,
     expires = int(now_ms() / 1000) + DATASET_LINK_TTL_SECONDS
     params: list[tuple[str, str]] = [("profile", str(p)) for p in profiles]
     params.append(("token", dataset_link_token(signer, org_id, dataset_id, expires)))
-    path = f"/organizations/{quote(org_id, safe='')}/datasets/{quote(dataset_id, safe='')}/profiles"
-    return f"{base}{path}?{urlencode(params)}"
+    return f"{base}{pages_path(org_id, dataset_id)}/profiles?{urlencode(params)}"
 
 
 @router.post(
@@ -333,16 +347,8 @@ def dataset_timeline(
     service: TimelineService = request.app.state.timeline
     container = _existing_dataset(store, org_id, dataset_id)
     query = TimelineQuery(granularity=granularity or None, reference=reference or None, segment=segment or None)
-    try:
-        data = service.document_bytes(container.id, query, watched=True)
-    except TimelineRequestError as exc:
-        message = exc.message.replace(f"session {container.id}", f"dataset {org_id}/{dataset_id}")
-        raise ApiError(exc.status, message[:1].upper() + message[1:] + ".") from None
-    except SummaryError as exc:
-        raise ApiError(422, f"A stored profile of dataset {dataset_id} cannot be read: {exc}.") from None
-    document = json.loads(data)
-    document["session_id"] = f"{org_id}/{dataset_id}"  # the container's id is no name for anything outside
-    return Response(json.dumps(document, separators=(",", ":")), media_type="application/json")
+    page = PageContainer.dataset(container.id, org_id, dataset_id)
+    return Response(timeline_json_bytes(service, page, query), media_type="application/json")
 
 
 # -- deleting a dataset or one of its profiles (mark, then purge: see server/lifecycle.py) -----------
@@ -386,9 +392,9 @@ def delete_dataset_profile(org_id: OrgDep, dataset_id: str, profile_id: str, req
 
 #: The author named in the metadata of schema and weights (WhyLabs names a user; this server has none).
 SETTINGS_AUTHOR = "songbird"
-_COLUMN_KEY = "schema/column/"
-_METRIC_KEY = "schema/metric/"
-_WEIGHTS_KEY = "weights"
+_COLUMN_KEY = COLUMN_KEY
+_METRIC_KEY = METRIC_KEY
+_WEIGHTS_KEY = WEIGHTS_KEY
 
 
 def _full(model: ColumnSchema | MetricSchema) -> dict[str, object]:
@@ -591,6 +597,8 @@ def commit_transaction(org_id: KeyOrgDep, transaction_id: str, request: Request)
     dataset = store.dataset_container(org_id, transaction_id.partition(".")[2])
     moved = store.move_stored_uploads(container.id, dataset.id)
     _set_state(store, container, state, "committed")
+    if moved:  # the batches land in the dataset now: its timeline and monitors see them (not before)
+        request.app.state.timeline.batch_stored(dataset.id)
     logger.info("committed a transaction of %d profiles into a dataset of org %s", len(moved), org_id)
     return JSONResponse({})
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
@@ -28,12 +29,15 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.models import TIMELINE_PATH
 from whylogs_songbird.monitors import MonitorsFile
-from whylogs_songbird.server.common import observatory_link, segment_label, session_gone
+from whylogs_songbird.server.common import segment_label, session_gone
+from whylogs_songbird.server.datasets import container_target
 from whylogs_songbird.server.digest import DigestError, view_from_digest
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.observatory.base import PageError
 from whylogs_songbird.server.observatory.cache import LruCache, ProfileCache
+from whylogs_songbird.server.observatory.container import PageContainer
 from whylogs_songbird.server.observatory.page import make_environment
+from whylogs_songbird.server.page_access import Access, AccessRefused, dataset_access, refused_answer
 from whylogs_songbird.server.sandbox import Sandbox, SandboxError
 from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id
 from whylogs_songbird.server.summaries import SummaryError
@@ -123,8 +127,14 @@ def make_service(
             return list(profiles.upload_digest(profile.record))
         return list(load(profile).get_columns())
 
+    @functools.lru_cache(maxsize=4096)  # what a container holds never changes
+    def target_of(session_id: str) -> tuple[str, str] | None:
+        return container_target(store, session_id)
+
     artefacts: ArtefactCache = cache if cache is not None else StoreArtefacts(store)
-    return TimelineService(list_profiles, load, artefacts, monitors, column_names=column_names, state=state)
+    return TimelineService(
+        list_profiles, load, artefacts, monitors, column_names=column_names, state=state, target_of=target_of
+    )
 
 
 def _label(start: int, granularity: str) -> tuple[str, str]:
@@ -150,10 +160,11 @@ def _format_p(value: float | None) -> str:
     return "" if value is None else f" p={value:.3g}"
 
 
-def page_view(document: dict[str, Any], base: str) -> dict[str, Any]:
+def page_view(document: dict[str, Any], base: str, container: PageContainer | None = None) -> dict[str, Any]:
     """What the page template shows of a timeline document: bucket headers with their comparison
-    links, and one heatmap row per column (most drifted first) of (cell class, title) pairs."""
-    session_id = document["session_id"]
+    links (to ``container``'s profiles page; by default the document's session's), and one heatmap
+    row per column (most drifted first) of (cell class, title) pairs."""
+    where = container if container is not None else PageContainer.session(document["session_id"])
     granularity = document["granularity"]
     reference = document.get("reference")
     segment = document.get("segment")
@@ -164,7 +175,7 @@ def page_view(document: dict[str, Any], base: str) -> dict[str, Any]:
         room = 2 if reference else 3
         chosen = stamps if len(stamps) <= room else stamps[-1:]
         profiles: list[str | int] = ([reference["id"]] if reference else []) + list(chosen)
-        link = observatory_link(base, session_id, profiles, [segment] if segment else [])
+        link = where.link(base, profiles, [segment] if segment else [])
         if len(chosen) < len(stamps):
             title += f": {bucket['profiles']} profiles, the comparison opens the last one"
         buckets.append({"label": label, "title": title, "link": link, **bucket})
@@ -199,6 +210,28 @@ def page_view(document: dict[str, Any], base: str) -> dict[str, Any]:
         "alerts": alerts,
         "pending": len(document.get("pending") or []),
     }
+
+
+def container_document(service: TimelineService, container: PageContainer, query: TimelineQuery) -> bytes:
+    """The timeline document of a session or a dataset, as bytes; a dataset's names it ``ORG/DATASET``
+    (its container id is no name for anything outside). A person asked: the view is kept up to date."""
+    data = service.document_bytes(container.id, query, watched=True)
+    if not container.is_dataset:
+        return data
+    document = json.loads(data)
+    document["session_id"] = container.name
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def timeline_json_bytes(service: TimelineService, container: PageContainer, query: TimelineQuery) -> bytes:
+    """:func:`container_document`, its errors answered as `ApiError` (JSON ``{"message"}``)."""
+    try:
+        return container_document(service, container, query)
+    except TimelineRequestError as exc:
+        message = exc.message.replace(f"session {container.id}", f"{container.kind} {container.name}")
+        raise ApiError(exc.status, message[:1].upper() + message[1:] + ".") from None
+    except SummaryError as exc:
+        raise ApiError(422, f"A stored profile of {container.kind} {container.name} cannot be read: {exc}.") from None
 
 
 def timeline_router(
@@ -272,31 +305,41 @@ def timeline_router(
         start: str | None = None,
         end: str | None = None,
     ) -> HTMLResponse:
-        started = time.perf_counter()
         query = query_of(granularity, reference, segment, start, end)
+        return render_page(PageContainer.session(session_id), request, query, check=check_session)
+
+    def render_page(
+        container: PageContainer,
+        request: Request,
+        query: TimelineQuery,
+        check: Callable[[str], None] | None = None,
+    ) -> HTMLResponse:
+        """The timeline page of a session or dataset (``check``: refuses a session guests cannot see)."""
+        started = time.perf_counter()
         try:
-            check_session(session_id)
-            data = service.document_bytes(session_id, query, watched=True)
+            if check is not None:
+                check(container.id)
+            data = container_document(service, container, query)
             given = (
-                ("granularity", granularity),
-                ("reference", reference),
-                ("segment", segment),
-                ("start", start),
-                ("end", end),
+                ("granularity", query.granularity),
+                ("reference", query.reference),
+                ("segment", query.segment),
+                ("start", query.start),
+                ("end", query.end),
             )
-            params = [(k, v) for k, v in given if v]
-            api_url = TIMELINE_PATH.format(session_id=session_id) + (f"?{urlencode(params)}" if params else "")
+            api_url = container.timeline_api([(k, v) for k, v in given if v])
             base = base_url(request)
 
             def render() -> str:
-                view = page_view(json.loads(data), base)
+                view = page_view(json.loads(data), base, container)
                 return environment.get_template("timeline.html").render(
-                    session_id=session_id,
+                    session_id=container.name,
+                    container=container,
                     view=view,
                     granularities=GRANULARITIES,
                     api_url=api_url,
-                    start=start or "",
-                    end=end or "",
+                    start=query.start or "",
+                    end=query.end or "",
                 )
 
             html = pages.get_or_compute((hashlib.sha256(data).digest(), base, api_url), render)
@@ -305,19 +348,82 @@ def timeline_router(
             error = (
                 PageError(exc.status, "Timeline unavailable", exc.message[:1].upper() + exc.message[1:] + ".")
                 if isinstance(exc, TimelineRequestError)
-                else PageError(422, "Profile cannot be read", f"A stored profile of this session is unreadable: {exc}.")
+                else PageError(
+                    422, "Profile cannot be read", f"A stored profile of this {container.kind} is unreadable: {exc}."
+                )
             )
-            known = session_id if store.guest_session(session_id) is not None else None
+            if container.is_dataset:
+                back: dict[str, Any] = {"home_url": container.home_path, "home_label": container.name}
+            else:
+                back = {"session_id": container.id if store.guest_session(container.id) is not None else None}
             html = environment.get_template("error.html").render(
-                title=error.title,
-                message=error.message,
-                status_code=error.status,
-                session_id=known,
+                title=error.title, message=error.message, status_code=error.status, **back
             )
             response = HTMLResponse(html, status_code=error.status)
         elapsed = (time.perf_counter() - started) * 1000
         response.headers["Server-Timing"] = f"render;dur={elapsed:.1f}"
         return response
+
+    # -- an organization's dataset: the same page, opened with a link's token, a login or a key --
+
+    def open_dataset(org_id: str, dataset_id: str, request: Request) -> tuple[Access, PageContainer | None]:
+        access = dataset_access(request, org_id, dataset_id)
+        record = store.find_dataset(org_id, dataset_id)
+        return access, None if record is None else PageContainer.dataset(record.id, org_id, dataset_id)
+
+    def no_dataset(org_id: str, dataset_id: str) -> str:
+        return (
+            f"Dataset {dataset_id} of organization {org_id} has no profiles on this server (never written, or "
+            "deleted); write one with whylogs' writer('whylabs') pointed here."
+        )
+
+    @router.get(
+        "/organizations/{org_id}/datasets/{dataset_id}/timeline", response_class=HTMLResponse, include_in_schema=False
+    )
+    def dataset_timeline_page(
+        org_id: str,
+        dataset_id: str,
+        request: Request,
+        granularity: str | None = None,
+        reference: str | None = None,
+        segment: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> Response:
+        try:
+            access, container = open_dataset(org_id, dataset_id, request)
+        except AccessRefused as refused:
+            return refused_answer(request, refused, environment)
+        if container is None:
+            html = environment.get_template("error.html").render(
+                title="Dataset not found", message=no_dataset(org_id, dataset_id), status_code=404
+            )
+            return access.remember(HTMLResponse(html, status_code=404), request)
+        query = query_of(granularity, reference, segment, start, end)
+        return access.remember(render_page(container, request, query), request)
+
+    @router.get("/organizations/{org_id}/datasets/{dataset_id}/timeline/data", include_in_schema=False)
+    def dataset_timeline_data(
+        org_id: str,
+        dataset_id: str,
+        request: Request,
+        granularity: str | None = None,
+        reference: str | None = None,
+        segment: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+    ) -> Response:
+        """The timeline JSON of a dataset, for its page (where the page's cookie reaches): 401 JSON
+        without a credential."""
+        try:
+            access, container = open_dataset(org_id, dataset_id, request)
+        except AccessRefused as refused:
+            return refused_answer(request, refused, environment, json=True)
+        if container is None:
+            raise ApiError(404, no_dataset(org_id, dataset_id))
+        query = query_of(granularity, reference, segment, start, end)
+        response = Response(timeline_json_bytes(service, container, query), media_type="application/json")
+        return access.remember(response, request)
 
     return router
 

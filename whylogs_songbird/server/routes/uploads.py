@@ -17,7 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from whylogs_songbird.models import DUPLICATE_HEADER
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
-from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes, check_profile_file
+from whylogs_songbird.server.profile_check import (
+    ProfileCheckError,
+    ProfileShape,
+    check_profile_bytes,
+    check_profile_file,
+)
 from whylogs_songbird.server.quotas import check_guest_writes, check_session_quota
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES
 from whylogs_songbird.server.signing import SignatureError, UrlSigner
@@ -27,8 +32,10 @@ from whylogs_songbird.server.store import (
     Store,
     StoredOutcome,
     UnknownUploadError,
+    UploadRecord,
     is_valid_id,
 )
+from whylogs_songbird.server.zipped import ZipUploadError, looks_like_zip
 
 T = TypeVar("T")
 
@@ -51,10 +58,10 @@ def _not_a_profile(exc: ProfileCheckError) -> ApiError:
     )
 
 
-def _check_profile_file(path: Path, max_columns: int) -> None:
-    """Raise ApiError(400) unless ``path`` passes the cheap structural check of a whylogs profile."""
+def _check_profile_file(path: Path, max_columns: int) -> ProfileShape:
+    """What the cheap structural check of a whylogs profile learns of ``path``; ApiError(400) when it fails."""
     try:
-        check_profile_file(path, max_columns=max_columns)
+        return check_profile_file(path, max_columns=max_columns)
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
 
@@ -167,13 +174,17 @@ def _store_small_body(
     opened = _open_upload(store, upload_id, digest)
     if not data:
         raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
+    if opened.upload.format == "zip" and looks_like_zip(data):
+        return _store_zip(store, config, opened.upload, data), len(data), digest
     try:
-        check_profile_bytes(data, max_columns=config.max_columns)
+        shape = check_profile_bytes(data, max_columns=config.max_columns)
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
     session_id = opened.upload.session_id
     check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
-    outcome = _stored(lambda: store.store_profile_data(upload_id, data, sha256=digest, opened=opened))
+    outcome = _stored(
+        lambda: store.store_profile_data(upload_id, data, sha256=digest, opened=opened, segment_tags=shape.segment_tags)
+    )
     return outcome, len(data), digest
 
 
@@ -190,14 +201,45 @@ async def _store_streamed_body(
             raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
 
         def check_and_store() -> StoredOutcome:
-            _check_profile_file(tmp, config.max_columns)
+            if upload.format == "zip":
+                data = tmp.read_bytes()  # at most the upload limit; its members are unpacked in memory
+                if looks_like_zip(data):
+                    return _store_zip(store, config, upload, data)
+            shape = _check_profile_file(tmp, config.max_columns)
             check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
-            return _stored(lambda: store.store_profile_file(upload_id, tmp, size=size, sha256=digest))
+            return _stored(
+                lambda: store.store_profile_file(
+                    upload_id, tmp, size=size, sha256=digest, segment_tags=shape.segment_tags
+                )
+            )
 
         outcome = await run_in_threadpool(check_and_store)
     finally:
         await run_in_threadpool(tmp.unlink, True)
     return outcome, size, digest
+
+
+def _store_zip(store: Store, config: ServerConfig, upload: UploadRecord, data: bytes) -> StoredOutcome:
+    """Unpack a zip of segment profiles (whylogs' ``write(zip=True)``), check every member, then the
+    session's quota, then store each as a profile of the batch; ApiError(400) when the zip or a
+    member is refused (nothing is stored then)."""
+    try:
+        members = store.unpack_zip(data)
+    except ZipUploadError as exc:
+        raise ApiError(
+            400,
+            f"The body is not a zip of whylogs profiles this server takes, so nothing was stored: {exc}. "
+            "PUT the zip whylogs' write(zip=True) makes, or write without zip=True.",
+        ) from None
+    check_session_quota(
+        store,
+        config,
+        upload.session_id,
+        new_profiles=len(members),
+        new_bytes=sum(len(content) for content, _ in members),
+        replacing=upload.id,
+    )
+    return _stored(lambda: store.store_zip(upload, members))
 
 
 async def _receive_to_file(request: Request, fd: int) -> tuple[int, str]:

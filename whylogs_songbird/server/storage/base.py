@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
 
 UploadKind = Literal["batch", "reference"]
+#: What a slot's bytes are: one profile (None), or ``zip``: a zip of segment profiles of one batch
+#: (whylogs' ``write(zip=True)``), each stored as its own profile once the zip lands.
+UploadFormat = Literal["zip"]
 #: ``pending``: stored, not summarised yet; ``ready``: summary stored; ``invalid``: the full check failed.
 IngestState = Literal["pending", "ready", "invalid"]
 
@@ -184,6 +187,8 @@ class UploadRecord:
     ingest_lease: int | None = field(default=None, compare=False)
     #: How many times its summary was claimed (each claim is a try; see :data:`INGEST_MAX_TRIES`).
     ingest_tries: int = 0
+    #: ``zip`` for a slot that takes a zip of segment profiles (see :data:`UploadFormat`).
+    format: UploadFormat | None = None
 
     @property
     def stored(self) -> bool:
@@ -202,6 +207,7 @@ class NewUpload:
     dataset_timestamp: int | None = None
     alias: str | None = None
     segment_tags: tuple[tuple[str, str], ...] = ()
+    format: UploadFormat | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +345,7 @@ class MetadataStore(Protocol):
         sha256: str,
         if_unstored: bool = False,
         invalid: str | None = None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         """Record that the upload's bytes are durable under blob ``key`` (``ingest_state`` pending).
 
@@ -354,6 +361,8 @@ class MetadataStore(Protocol):
         sha256 and size) changes nothing either: the outcome is the upload as it is.
         ``invalid``: the reason bytes failed the cheap check; the profile is
         then recorded ``invalid`` in the same write, so no ingest worker ever claims it.
+        ``segment_tags``: the segment the bytes' own header names; recorded as the upload's
+        segment (and so counted in the duplicate check) when the slot was given none.
         """
 
     def mark_refused(self, upload_id: str, *, size: int, reason: str) -> UploadRecord:
@@ -413,6 +422,11 @@ class MetadataStore(Protocol):
         verdict: the sandbox process crashed, hung or was stopped), so it is tried again. ``note``
         says what happened (kept as the reason should it be given up on); ``counted`` False takes
         the try back (the server was stopping, the profile is not to blame)."""
+
+    def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
+        """Extend this host's claims on ``upload_ids`` to ``lease_ms`` from now (the heartbeat of
+        work in progress); the ids still held. A claim that ran out and was taken by another host,
+        or ended, is not renewed."""
 
     def release_ingest_claims(self, *, owner: str | None = None) -> int:
         """End every claim (at start, when no worker runs: claims of a crashed server), or with

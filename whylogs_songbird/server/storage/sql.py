@@ -44,7 +44,7 @@ from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
 #: Bumped when the schema changes; kept in the ``meta`` table.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -129,6 +129,8 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "purge_lease", "{BIGINT}"),
     # claims of a profile's summary so far: a profile whose summarising keeps crashing is given up on
     ("uploads", "ingest_tries", "INTEGER"),
+    # what a slot takes: NULL one profile, 'zip' a zip of segment profiles (see UploadFormat)
+    ("uploads", "format", "TEXT"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
@@ -217,6 +219,7 @@ def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
         duplicate_of=row.get("duplicate_of"),
         ingest_lease=row.get("ingest_lease"),
         ingest_tries=int(row.get("ingest_tries") or 0),
+        format=row.get("format"),
     )
 
 
@@ -400,6 +403,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                     segment_tags=tuple(spec.segment_tags),
                     created_at=created,
                     expires_at=expires,
+                    format=spec.format,
                 )
             )
         with self._transaction() as conn:
@@ -409,7 +413,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                 self._exec(
                     conn,
                     "INSERT INTO uploads (id, session_id, kind, dataset_timestamp, alias, segment_tags, created_at,"
-                    " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " expires_at, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         r.id,
                         r.session_id,
@@ -419,6 +423,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                         _tags_json(r.segment_tags),
                         r.created_at,
                         r.expires_at,
+                        r.format,
                     ),
                 )
         return records
@@ -505,11 +510,14 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
         sha256: str,
         if_unstored: bool = False,
         invalid: str | None = None,
+        segment_tags: tuple[tuple[str, str], ...] = (),
     ) -> StoredOutcome:
         with self._transaction() as conn:
             upload = self._open_upload(conn, upload_id)
             if if_unstored and upload.stored_at is not None:
                 raise UploadAlreadyStoredError(upload_id)
+            if segment_tags and not upload.segment_tags:  # the slot named no segment: the profile's header does
+                upload = dataclasses.replace(upload, segment_tags=tuple(segment_tags))
             if upload.stored_at is not None and upload.sha256 == sha256 and upload.size == size:
                 # these bytes are recorded already (a retried PUT): nothing changes, not the
                 # ingest state, not the summary, not stored_at
@@ -531,7 +539,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
             changed = self._rowcount(
                 conn,
                 "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ?, duplicate_of = ?,"
-                " ingest_state = ?, ingest_error = ?, ingest_lease = NULL, ingest_tries = 0"
+                " ingest_state = ?, ingest_error = ?, ingest_lease = NULL, ingest_tries = 0, segment_tags = ?"
                 " WHERE id = ? AND (stored_at IS NULL OR ? = 0)",  # rechecked after another writer's commit
                 (
                     stored.stored_at,
@@ -541,6 +549,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
                     stored.duplicate_of,
                     stored.ingest_state,
                     stored.ingest_error,
+                    _tags_json(stored.segment_tags),
                     upload_id,
                     int(if_unstored),
                 ),
@@ -745,6 +754,18 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql):
             )
         self.claimed_here.discard(upload_id)
         return bool(changed)
+
+    def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
+        if not upload_ids:
+            return set()
+        marks = ", ".join("?" for _ in upload_ids)
+        statement = (
+            f"UPDATE uploads SET ingest_lease = ? WHERE id IN ({marks}) AND ingest_state = 'pending'"  # noqa: S608 - placeholders only
+            " AND ingest_lease IS NOT NULL AND ingest_owner = ? RETURNING id"
+        )
+        with self._transaction() as conn:
+            rows = self._exec(conn, statement, (now_ms() + lease_ms, *upload_ids, self.owner))
+        return {row["id"] for row in rows}
 
     @functools.cached_property
     def claimed_here(self) -> set[str]:

@@ -1,0 +1,402 @@
+"""Several hosts on one PostgreSQL and one S3 bucket: nothing lost under restarts and kills, each
+upload ingested once, and what a view costs as a session grows.
+
+A throwaway PostgreSQL cluster and SeaweedFS (S3) are started here, as the tests do
+(``tests/services.py``); ``--hosts`` server processes (``python -m whylogs_songbird.server``, each
+with its own ``--data-dir``) share them. A trigger the benchmark installs logs every time an
+upload is recorded (``stored_at`` set or cleared) and every summary written.
+
+1. **Churn.** Two client threads upload (create the slot on a host, PUT the 3 KB profile to its
+   presigned S3 URL) through every host but the last, at most ``--rate`` a second for
+   ``--seconds``; meanwhile the last host is killed (``kill -9``) and started, then stopped
+   (SIGTERM) and started, over and over (a start under load may take long: its reconcile), and
+   every third time a loaded host is ended instead. Then every host is asked for links (which
+   makes it look for landed uploads) until every acknowledged upload (S3 answered 200) is
+   recorded and summarised, or ``--settle`` seconds pass. Reported: acknowledged vs visible
+   profiles (lost = acknowledged and not visible), uploads recorded more than once or
+   un-recorded, and uploads summarised more than once (duplicate ingests).
+2. **Views.** For each of ``--sizes`` (default 1000 and 10000; ``--big`` adds 50000) one session
+   is filled straight through the store (rows, S3 objects and summaries, as the hosts' ingest
+   would leave them: a batch per hour, ``--columns`` columns), then a host that never saw it
+   answers (after a view of a tiny session, so one-off start-up costs are apart): the session
+   page, the timeline JSON by day and by hour (of the last week: a view has at most 1,000
+   buckets), each first (cold) and again (stored or cached; the median of three).
+   Reported per view: wall ms, the host's CPU ms (``/proc``), bytes; then the growth exponent
+   of each between consecutive sizes (1 = linear in the profiles, 0 = flat). Wall times depend
+   on what else the machine runs; CPU much less.
+
+Other work may add pagination to the session page and rollups to the timeline; the script
+measures whatever the checkout has. Run: ``python benchmarks/bench_scale.py`` (``--sizes 300,1000``
+and ``--seconds 10`` for a short run; ``--skip-churn`` / ``--skip-views`` for one half).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import hashlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+
+import pandas as pd  # noqa: E402
+import psycopg  # noqa: E402
+import requests  # noqa: E402
+import whylogs as why  # noqa: E402
+from _server_process import NO_CLIENT_RATE_LIMITS, cpu_seconds  # noqa: E402
+
+from whylogs_songbird.server.sandbox import summarise_in_child  # noqa: E402
+from whylogs_songbird.server.storage.base import NewUpload  # noqa: E402
+from whylogs_songbird.server.storage.postgres import PostgresMetadataStore  # noqa: E402
+from whylogs_songbird.server.storage.s3 import S3BlobStore  # noqa: E402
+from whylogs_songbird.server.store import Store  # noqa: E402
+
+HOUR_MS = 3_600_000
+T0 = 1_672_531_200_000  # 2023-01-01T00:00Z
+BLOB_STORE = "s3://songbird-scale/profiles"
+
+#: Every recording and summary, logged by the database (what the churn phase counts).
+EVENT_LOG = """
+CREATE TABLE IF NOT EXISTS bench_events (n SERIAL PRIMARY KEY, upload_id TEXT NOT NULL, what TEXT NOT NULL);
+CREATE OR REPLACE FUNCTION bench_log_recorded() RETURNS trigger AS $$
+BEGIN
+  IF NEW.stored_at IS DISTINCT FROM OLD.stored_at THEN
+    INSERT INTO bench_events (upload_id, what)
+      VALUES (NEW.id, CASE WHEN NEW.stored_at IS NULL THEN 'unrecorded' ELSE 'recorded' END);
+  END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION bench_log_summarised() RETURNS trigger AS $$
+BEGIN INSERT INTO bench_events (upload_id, what) VALUES (NEW.upload_id, 'summarised'); RETURN NEW; END $$
+LANGUAGE plpgsql;
+CREATE TRIGGER bench_recorded AFTER UPDATE ON uploads FOR EACH ROW EXECUTE FUNCTION bench_log_recorded();
+CREATE TRIGGER bench_summarised AFTER INSERT OR UPDATE ON summaries
+  FOR EACH ROW EXECUTE FUNCTION bench_log_summarised();
+"""
+
+
+@dataclass
+class Team:
+    """The shared storage of every host."""
+
+    database_url: str
+    endpoint_url: str
+    work: Path
+
+    def options(self) -> list[str]:
+        return ["--database-url", self.database_url, "--blob-store", BLOB_STORE, "--s3-endpoint-url", self.endpoint_url]
+
+    def store(self) -> Store:
+        return Store(
+            metadata=PostgresMetadataStore(self.database_url),
+            blobs=S3BlobStore(BLOB_STORE, endpoint_url=self.endpoint_url),
+        )
+
+
+@contextlib.contextmanager
+def team_services() -> Iterator[Team]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from services import postgres_cluster, seaweedfs
+
+    with (
+        tempfile.TemporaryDirectory(prefix="songbird-scale-") as work,
+        postgres_cluster() as postgres,
+        seaweedfs() as s3,
+    ):
+        os.environ.update(s3.env())  # the hosts inherit the credentials
+        yield Team(postgres.new_database("scale"), s3.endpoint_url, Path(work))
+
+
+@dataclass
+class Host:
+    """One server process; :meth:`start` again after a stop or a kill (same data dir: the same host)."""
+
+    name: str
+    team: Team
+    extra: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    def start(self) -> Host:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        data_dir = self.team.work / self.name
+        command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)]
+        log = open(self.team.work / f"{self.name}.log", "ab")  # noqa: SIM115 - the process keeps it
+        self.process = subprocess.Popen(
+            [*command, "--no-access-log", *NO_CLIENT_RATE_LIMITS, *self.team.options(), *self.extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.url}/healthz", timeout=5).ok:
+                    return self
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"host {self.name} did not start; see {self.team.work / self.name}.log")
+            time.sleep(0.1)
+
+    def end(self, how: signal.Signals) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(how)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def cpu(self) -> float:
+        assert self.process is not None
+        return cpu_seconds(self.process.pid)
+
+
+def profile_bytes(columns: int, seed: int) -> bytes:
+    frame = pd.DataFrame(
+        {
+            **{f"x{c}": [(seed * 31 + c * 7 + r) % 97 * 0.5 for r in range(40)] for c in range(columns - columns // 4)},
+            **{f"s{c}": [f"v{(seed + c + r) % 6}" for r in range(40)] for c in range(columns // 4)},
+        }
+    )
+    return why.log(frame).view().serialize()
+
+
+# -- 1. churn --------------------------------------------------------------------------------------
+
+
+def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) -> None:
+    store = team.store()  # makes the tables, so the trigger has something to watch
+    with psycopg.connect(team.database_url, autocommit=True) as conn:
+        conn.execute(EVENT_LOG)
+    fleet = [Host(f"host-{n}", team).start() for n in range(hosts)]
+    loaded, churned = fleet[:-1], fleet[-1]
+    session_id = requests.post(f"{loaded[0].url}/v0/sessions", json={"userId": "scale"}, timeout=30).json()["id"]
+    variants = [profile_bytes(8, seed) for seed in range(4)]
+    acknowledged: dict[str, bytes] = {}
+    failed = Counter[str]()
+    stop = threading.Event()
+    lock = threading.Lock()
+    stamps = iter(range(10**9))
+
+    def load(offset: int) -> None:
+        next_at = time.monotonic()
+        with requests.Session() as http:
+            while not stop.is_set():
+                next_at += len(loaders) / rate
+                stop.wait(max(0.0, next_at - time.monotonic()))
+                with lock:
+                    i = next(stamps)
+                host = loaded[(i + offset) % len(loaded)]
+                try:
+                    slot = http.post(
+                        f"{host.url}/v0/sessions/{session_id}/upload", json={"datasetTimestamp": T0 + i}, timeout=30
+                    )
+                    slot.raise_for_status()
+                    data = variants[i % len(variants)]
+                    body = slot.json()
+                    if http.put(body["uploadUrl"], data=data, timeout=30).status_code == 200:
+                        with lock:
+                            acknowledged[body["id"]] = data
+                except (requests.RequestException, ValueError, KeyError) as exc:
+                    failed[type(exc).__name__] += 1  # a host was down: nothing acknowledged
+
+    loaders = [threading.Thread(target=load, args=(n,), daemon=True) for n in range(2)]
+    for thread in loaders:
+        thread.start()
+    ends = Counter[str]()
+    deadline = time.monotonic() + seconds
+    rounds = 0
+    try:
+        while time.monotonic() < deadline:
+            victim = churned if rounds % 3 != 2 or len(loaded) < 2 else loaded[-1]
+            how = signal.SIGTERM if rounds % 2 else signal.SIGKILL
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+            victim.end(how)
+            ends[f"{victim.name} {how.name}"] += 1
+            victim.start()
+            rounds += 1
+    finally:
+        stop.set()
+        for thread in loaders:
+            thread.join(timeout=60)
+    took = time.monotonic() - deadline + seconds
+    print(f"churn: {took:.0f} s of uploads (at most {rate:g}/s) through {len(loaded)} host(s); ends: {dict(ends)}")
+    print(f"  acknowledged uploads {len(acknowledged)}; refused or failed while a host was down: {dict(failed)}")
+
+    settled = time.monotonic() + settle
+    while True:
+        for host in fleet:  # a link makes a host look for landed uploads of the session now
+            with contextlib.suppress(requests.RequestException):
+                requests.post(
+                    f"{host.url}/v0/sessions/observatory-link/{session_id}",
+                    json={"batchProfileTimestamps": [T0], "referenceProfileIds": []},
+                    timeout=30,
+                )
+        profiles = {p.id: p for p in store.list_profiles(session_id)}
+        visible = set(acknowledged) & set(profiles)
+        ready = [p for p in profiles.values() if p.ingest_state == "ready"]
+        if (len(visible) == len(acknowledged) and len(ready) == len(profiles)) or time.monotonic() > settled:
+            break
+        time.sleep(1.0)
+    with psycopg.connect(team.database_url, autocommit=True) as conn:
+        events = conn.execute("SELECT upload_id, what FROM bench_events ORDER BY n").fetchall()
+    per_upload: dict[str, Counter[str]] = {}
+    for upload_id, what in events:
+        per_upload.setdefault(upload_id, Counter())[what] += 1
+    wrong_bytes = sum(1 for u in visible if profiles[u].sha256 != hashlib.sha256(acknowledged[u]).hexdigest())
+    rerecorded = sorted(u for u, c in per_upload.items() if c["recorded"] > 1 or c["unrecorded"])
+    twice = sorted(u for u, c in per_upload.items() if c["summarised"] > 1)
+    print(
+        f"  visible {len(visible)} of {len(acknowledged)} acknowledged (lost {len(acknowledged) - len(visible)});"
+        f" {len(profiles) - len(visible)} more landed unacknowledged; {len(ready)} of {len(profiles)} summarised;"
+        f" wrong bytes {wrong_bytes}"
+    )
+    print(f"  recorded more than once or un-recorded: {len(rerecorded)}; summarised more than once: {len(twice)}")
+    for host in fleet:
+        host.end(signal.SIGTERM)
+    store.close()
+
+
+# -- 2. views --------------------------------------------------------------------------------------
+
+
+def fill(store: Store, size: int, columns: int) -> str:
+    """A session of ``size`` hourly batches, as the hosts would leave it (recorded and summarised)."""
+    session = store.create_session("scale-views")
+    variants = []
+    for seed in range(8):
+        data = profile_bytes(columns, seed)
+        variants.append((data, hashlib.sha256(data).hexdigest(), summarise_in_child(data, 100_000)))
+    uploads = []
+    for start in range(0, size, 500):
+        specs = [
+            NewUpload(kind="batch", dataset_timestamp=T0 + i * HOUR_MS) for i in range(start, min(size, start + 500))
+        ]
+        uploads.extend(store.create_uploads(session.id, specs, ttl_seconds=24 * 3600))
+
+    def one(index: int) -> None:
+        data, sha256, digest = variants[index % len(variants)]
+        upload_id = uploads[index].id
+        store.store_profile_data(upload_id, data, sha256=sha256)
+        store.metadata.store_summary(upload_id, sha256, digest)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(size)))
+    return session.id
+
+
+@dataclass
+class Cost:
+    wall_ms: float
+    cpu_ms: float
+    size: int
+
+
+def view(host: Host, path: str) -> Cost:
+    cpu = host.cpu()
+    started = time.perf_counter()
+    answer = requests.get(f"{host.url}{path}", timeout=1800)
+    wall = time.perf_counter() - started
+    time.sleep(0.05)  # background work the view started (a stored document being written) counts too
+    if answer.status_code != 200:
+        print(f"  {path}: HTTP {answer.status_code} {answer.text[:200]}")
+    return Cost(1000 * wall, 1000 * (host.cpu() - cpu), len(answer.content))
+
+
+#: Profiles of the session each fresh host views first (see :func:`views`).
+WARM_SIZE = 3
+
+VIEWS = {
+    "session page": "/sessions/{sid}",
+    "timeline day": "/api/v1/sessions/{sid}/timeline?granularity=day",
+    # a view shows at most 1,000 buckets: the hourly one is of the last week of the history
+    "timeline hour (last 7 days)": "/api/v1/sessions/{sid}/timeline?granularity=hour&start={week_ago}&end={end}",
+}
+
+
+def views(team: Team, sizes: list[int], columns: int) -> None:
+    store = team.store()
+    results: dict[int, dict[str, Cost]] = {}
+    host = Host("viewer", team)
+    warm_sid = fill(store, WARM_SIZE, columns)
+    try:
+        for size in sizes:
+            started = time.perf_counter()
+            sid = fill(store, size, columns)
+            print(f"views: {size} hourly batches x {columns} columns filled in {time.perf_counter() - started:.0f} s")
+            host.start()  # a host that never saw the session: nothing of it in memory
+            # one-off costs of a fresh process (first use of the sketch and drift libraries) are
+            # paid on a small other session first, so they do not count as the size's
+            for name, path in VIEWS.items():
+                warm = view(host, path.format(sid=warm_sid, week_ago=T0, end=T0 + WARM_SIZE * HOUR_MS))
+                print(f"  fresh host, {name} of a {WARM_SIZE}-profile session: cpu {warm.cpu_ms:.0f} ms")
+            row: dict[str, Cost] = {}
+            end = T0 + size * HOUR_MS
+            for name, path in VIEWS.items():
+                url = path.format(sid=sid, week_ago=max(T0, end - 7 * 24 * HOUR_MS), end=end)
+                row[f"{name} first"] = view(host, url)
+                again = sorted((view(host, url) for _ in range(3)), key=lambda cost: cost.cpu_ms + cost.wall_ms)
+                row[f"{name} again"] = again[1]  # the median of three: a host's background work adds noise
+            results[size] = row
+            host.end(signal.SIGTERM)
+            for name, cost in row.items():
+                print(
+                    f"  {size:>6} {name:<34} wall {cost.wall_ms:9.1f} ms  cpu {cost.cpu_ms:9.1f} ms  {cost.size:>10} B"
+                )
+    finally:
+        host.end(signal.SIGTERM)
+        store.close()
+    print("growth exponents (log ratio of cost / log ratio of size; 1 = linear, 0 = flat):")
+    for small, large in zip(sizes, sizes[1:], strict=False):
+        grow = math.log(large / small)
+        for name in results[small]:
+            a, b = results[small][name], results[large][name]
+            exponents = [
+                f"{label} {math.log(max(y, floor) / max(x, floor)) / grow:5.2f}"
+                for label, x, y, floor in (
+                    ("wall", a.wall_ms, b.wall_ms, 1.0),
+                    ("cpu", a.cpu_ms, b.cpu_ms, 10.0),  # /proc counts in 10 ms ticks
+                    ("bytes", a.size, b.size, 1),
+                )
+            ]
+            print(f"  {small}->{large} {name:<34} {'  '.join(exponents)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long the churn phase uploads")
+    parser.add_argument("--rate", type=float, default=25.0, help="uploads per second in the churn phase, at most")
+    parser.add_argument("--settle", type=float, default=180.0, help="how long to wait for every upload to show")
+    parser.add_argument("--sizes", default="1000,10000", help="profiles per session in the views phase")
+    parser.add_argument("--big", action="store_true", help="add a session of 50,000 profiles")
+    parser.add_argument("--columns", type=int, default=20)
+    parser.add_argument("--skip-churn", action="store_true")
+    parser.add_argument("--skip-views", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s] + ([50_000] if args.big else [])
+    with team_services() as team:
+        if not args.skip_churn:
+            churn(team, max(2, args.hosts), args.seconds, args.settle, args.rate)
+        if not args.skip_views:
+            views(team, sizes, args.columns)
+
+
+if __name__ == "__main__":
+    main()

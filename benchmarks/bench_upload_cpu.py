@@ -1,0 +1,195 @@
+"""Server CPU per upload, as a ratio to a bare uvicorn app's CPU per request measured in the same run.
+
+One upload = create the slot (POST .../upload) + PUT a 3 KB profile + its ingest (the full check
+and digest in the sandbox child, in the background). The server runs in its own process
+(``python -m whylogs_songbird.server``, embedded store); one client in this process makes
+``--uploads`` uploads one after the other over a keep-alive ``http.client`` connection, then waits
+until every upload is summarised. The CPU counted is the server process's and its children's
+(the sandbox), from ``/proc``: the client is not counted, so the number does not depend on
+what else the machine runs as much as a rate would.
+
+The reference is a bare ASGI app under uvicorn (same HTTP and loop implementations, no access
+log) answering a trivial JSON request, measured the same way with ``--uploads`` x 20 requests
+(/proc counts CPU in ticks of 10 ms). The ratio "upload / bare request" compares machines: on the
+machine where an upload cost 3.5-4.3 ms, 2 ms is the target.
+
+Run: ``python benchmarks/bench_upload_cpu.py`` (``--uploads N``, ``--rounds R``: the median of R
+runs, ``--no-ingest-wait``: count create + PUT only, ``--server-option=--x=y``: any server option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+
+from _server_process import cpu_seconds, server_process  # noqa: E402
+from bench_ingest import small_profile  # noqa: E402
+
+from whylogs_songbird.server.store import Store  # noqa: E402
+
+WARM = 30
+
+#: The reference: the least an ASGI app under uvicorn can do for a request.
+BARE_APP = textwrap.dedent(
+    """
+    import sys, uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"ok":true}'})
+
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning",
+                server_header=False, lifespan="off")
+    """
+)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection to ``url``'s host."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = http.client.HTTPConnection(urlsplit(url).netloc, timeout=60)
+
+    def call(self, method: str, path: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
+        self.conn.request(method, path, body=body, headers={"Content-Type": content_type})
+        answer = self.conn.getresponse()
+        data = answer.read()
+        if answer.status >= 300:
+            raise RuntimeError(f"{method} {path}: {answer.status} {data[:200]!r}")
+        return data
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def upload(conn: Connection, session_id: str, stamp: int, data: bytes) -> None:
+    body = json.dumps({"datasetTimestamp": stamp}).encode()
+    slot = urlsplit(json.loads(conn.call("POST", f"/v0/sessions/{session_id}/upload", body))["uploadUrl"])
+    conn.call("PUT", f"{slot.path}?{slot.query}", data, "application/octet-stream")
+
+
+def wait_summarised(data_dir: Path, timeout: float = 300.0) -> None:
+    store = Store(data_dir)  # the server's own SQLite store, read alongside it
+    try:
+        deadline = time.monotonic() + timeout
+        while store.metadata.pending_ingest():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ingest backlog did not drain")
+            time.sleep(0.02)
+    finally:
+        store.close()
+
+
+def measure_server(uploads: int, extra: list[str], wait_ingest: bool) -> float:
+    """Server CPU ms per upload (warm)."""
+    data = small_profile()
+    with tempfile.TemporaryDirectory(prefix="songbird-upload-cpu-") as work:
+        data_dir = Path(work) / "server"
+        with server_process(data_dir, *extra) as (url, process):
+            conn = Connection(url)
+            try:
+                session_id = json.loads(conn.call("POST", "/v0/sessions", b'{"userId": "bench"}'))["id"]
+                for i in range(WARM):
+                    upload(conn, session_id, i, data)
+                if wait_ingest:
+                    wait_summarised(data_dir)
+                conn.close()  # idle past uvicorn's keep-alive while the sandbox started: connect again
+                conn = Connection(url)
+                conn.call("GET", "/healthz")
+                time.sleep(0.3)
+                before = cpu_seconds(process.pid)
+                for i in range(WARM, WARM + uploads):
+                    upload(conn, session_id, i, data)
+                if wait_ingest:
+                    wait_summarised(data_dir)
+                after = cpu_seconds(process.pid)
+            finally:
+                conn.close()
+    return 1000 * (after - before) / uploads
+
+
+@contextlib.contextmanager
+def bare_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the bare app did not start") from None
+                time.sleep(0.05)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def measure_bare(requests_: int) -> float:
+    """Bare uvicorn CPU ms per request."""
+    with bare_process() as (url, process):
+        conn = Connection(url)
+        try:
+            for _ in range(WARM):
+                conn.call("POST", "/", b'{"datasetTimestamp": 1}')
+            time.sleep(0.3)
+            before = cpu_seconds(process.pid)
+            for _ in range(requests_):
+                conn.call("POST", "/", b'{"datasetTimestamp": 1}')
+            after = cpu_seconds(process.pid)
+        finally:
+            conn.close()
+    return 1000 * (after - before) / requests_
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--uploads", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each; the median is printed")
+    parser.add_argument("--no-ingest-wait", action="store_true", help="count create + PUT only")
+    parser.add_argument(
+        "--server-option", action="append", default=[], help="any server option, e.g. --server-option=--workers=2"
+    )
+    args = parser.parse_args()
+    server, bare = [], []
+    for _ in range(args.rounds):  # interleaved, so both see the same machine
+        bare.append(measure_bare(20 * args.uploads))  # many: /proc counts in 10 ms ticks
+        server.append(measure_server(args.uploads, args.server_option, not args.no_ingest_wait))
+    upload_ms, bare_ms = statistics.median(server), statistics.median(bare)
+    what = "create + PUT" if args.no_ingest_wait else "create + PUT + ingest"
+    print(f"server CPU per upload ({what}, 3 KB profile): {upload_ms:.2f} ms  (runs: {_runs(server, 2)})")
+    print(f"bare uvicorn CPU per request: {bare_ms:.3f} ms  (runs: {_runs(bare, 3)})")
+    print(f"ratio upload / bare request: {upload_ms / bare_ms:.1f}  (load average {os.getloadavg()[0]:.1f})")
+
+
+def _runs(values: list[float], digits: int) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+if __name__ == "__main__":
+    main()
