@@ -827,7 +827,8 @@ def test_mounting_without_targets_does_nothing(store):
 
 
 def test_mounting_with_targets_wires_the_notifier_and_the_sender(store):
-    app = SimpleNamespace(state=SimpleNamespace())
+    signer = object()
+    app = SimpleNamespace(state=SimpleNamespace(signer=signer))
     timeline = SimpleNamespace(evaluated=[])
     config = ServerConfig(
         host="127.0.0.1", port=8787, notify_backoff_seconds=2.0, notify_backoff_max_seconds=50.0,
@@ -840,7 +841,7 @@ def test_mounting_with_targets_wires_the_notifier_and_the_sender(store):
     notifier = app.state.notifier
     assert app.state.notification_sender is sender
     assert notifier.targets == (HOOK,) and notifier.base_url == "http://127.0.0.1:8787"
-    assert notifier.marks is store.metadata and notifier.queue is store.metadata
+    assert notifier.marks is store.metadata and notifier.queue is store.metadata and notifier.signer is signer
     assert timeline.evaluated == [notifier.evaluated] and notifier.queued == [sender.wake]
     sender.stop()
 
