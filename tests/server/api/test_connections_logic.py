@@ -179,7 +179,8 @@ def record(msg: str, name: str = "asyncio", args: tuple = ()) -> logging.LogReco
 
 def test_one_record_of_a_kind_per_interval_then_the_count_of_those_left_out(clock):
     limiter = RateLimitFilter(interval=10)
-    assert limiter.filter(record("accept failed: %s", args=("a",))) is True
+    first = record("accept failed: %s", args=("a",))
+    assert limiter.filter(first) is True and first.getMessage() == "accept failed: a"  # nothing left out yet
     assert limiter.filter(record("accept failed: %s", args=("b",))) is False  # same kind: the template counts
     clock.now += 9.99
     assert limiter.filter(record("accept failed: %s")) is False
@@ -611,3 +612,14 @@ def test_while_the_app_answers_no_timer_runs(server):
         assert protocol._guard is None and protocol.timeout_keep_alive_task is not None
     finally:
         slow_server.close()
+
+
+def test_kinds_are_forgotten_only_past_a_thousand(clock):
+    limiter = RateLimitFilter(interval=10)
+    for i in range(999):
+        limiter.filter(record(f"kind {i}"))
+    clock.now += 10  # every kind so far is old
+    limiter.filter(record("kind 999"))
+    assert len(limiter._state) == 1000  # a thousand kinds: none forgotten
+    limiter.filter(record("kind 1000"))
+    assert len(limiter._state) == 2  # past a thousand: the old ones go

@@ -549,3 +549,21 @@ def test_mounting_reads_nothing_from_the_store(store, monkeypatch):
 
     monkeypatch.setattr(queue, "metric_snapshots", refuse)
     mounted(store, host="127.0.0.1")
+
+
+def test_a_dataset_is_labelled_org_slash_dataset_never_by_its_container(store, monkeypatch):
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    client, evaluated = mounted(store, host="127.0.0.1")
+    (record,) = evaluated
+    container = store.dataset_container("org-1", "model-1").id
+    document = {"buckets": [{"start": 7}], "columns": {"c": {"count": [3]}}}
+    record(container, document)
+    guest = store.create_session("u").id
+    record(guest, document)
+    rows = dict(queue_of(store.metadata).metric_snapshots(limit=5))
+    assert json.loads(rows[container])["name"] == "org-1/model-1"
+    assert "name" not in json.loads(rows[guest])
+    text = client.get("/metrics").text
+    assert 'songbird_column_count{column="c",segment="",session="org-1/model-1"} 3.0' in text
+    assert f'songbird_column_count{{column="c",segment="",session="{guest}"}} 3.0' in text
+    assert container not in text

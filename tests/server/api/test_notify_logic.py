@@ -827,7 +827,8 @@ def test_mounting_without_targets_does_nothing(store):
 
 
 def test_mounting_with_targets_wires_the_notifier_and_the_sender(store):
-    app = SimpleNamespace(state=SimpleNamespace())
+    signer = object()
+    app = SimpleNamespace(state=SimpleNamespace(signer=signer))
     timeline = SimpleNamespace(evaluated=[])
     config = ServerConfig(
         host="127.0.0.1", port=8787, notify_backoff_seconds=2.0, notify_backoff_max_seconds=50.0,
@@ -840,6 +841,65 @@ def test_mounting_with_targets_wires_the_notifier_and_the_sender(store):
     notifier = app.state.notifier
     assert app.state.notification_sender is sender
     assert notifier.targets == (HOOK,) and notifier.base_url == "http://127.0.0.1:8787"
-    assert notifier.marks is store.metadata and notifier.queue is store.metadata
+    assert notifier.marks is store and notifier.queue is store.metadata and notifier.signer is signer
     assert timeline.evaluated == [notifier.evaluated] and notifier.queued == [sender.wake]
     sender.stop()
+
+
+# -- edges found by scripts/mutation -------------------------------------------------------------
+
+
+def test_a_base_url_is_cut_at_slashes_only():
+    assert timeline_link("http://songbirdX/", "session-1", "daily", "", 5).startswith("http://songbirdX/sessions/")
+
+
+def test_a_bucket_after_one_without_failures_resolves_nothing():
+    document = {"buckets": [{"start": 0, "end": 10}, {"start": 10, "end": 20}], "alerts": [alert("m", "a", 10)]}
+    assert notify._changes(document, since=0) == [("failed", alert("m", "a", 10))]
+
+
+def test_the_payload_names_the_session_and_segment_and_ids_keep_them_apart(store):
+    first, second = store.create_session("u").id, store.create_session("u").id
+    notifier = Notifier(queue_of(store.metadata), [HOOK], marks=store.metadata)
+    document = {**DOCUMENT, "segment": "r=1"}
+    assert notifier.evaluated(first, document) == 1
+    assert notifier.evaluated(second, document) == 1  # the same alert in another session: its own
+    other = Notifier(queue_of(store.metadata), [HOOK])
+    assert other.evaluated(first, {**DOCUMENT, "segment": "r=2"}) == 1  # another segment: its own
+    body = json.loads(next(r for r in queued(store) if r.session_id == second).body)
+    assert (body["session"], body["segment"]) == (second, "r=1")
+
+
+def test_the_process_environment_holds_secrets_by_default(store, monkeypatch):
+    monkeypatch.setenv("HOOK_KEY", "from-env")
+    enqueue(store, secret_env="HOOK_KEY")
+    http = FakeHttp(200)
+    assert sender_of(store, http).deliver(claimed(store)) is True
+    assert http.posts[0]["headers"][SIGNATURE_HEADER] == signature("from-env", http.posts[0]["data"])
+
+
+def test_a_notification_due_within_a_second_is_waited_for(store, monkeypatch):
+    enqueue(store)
+    due = queue_of(store.metadata).next_notification_due()
+    assert due is not None
+    monkeypatch.setattr(notify, "now_ms", lambda: due - 500)
+    http = FakeHttp()
+    assert sender_of(store, http, poll_seconds=4.0).run_once() == 0.5
+    assert http.posts == []
+
+
+def test_one_pass_claims_ten(store, monkeypatch):
+    enqueue(store, n=11)
+    http = FakeHttp(*[200] * 11)
+    sender = sender_of(store, http)
+    monkeypatch.setattr(notify, "now_ms", lambda: 10**15)
+    assert sender.run_once() == 0.0
+    assert len(http.posts) == 10
+
+
+def test_the_sender_without_a_host_name(smtp, monkeypatch):
+    monkeypatch.setattr(notify.socket, "getfqdn", lambda: "")
+    notify.send_email("smtps://mail.example", EmailMessage(), timeout=3.0, environ={})
+    (client,) = smtp.made
+    assert (client.host, client.timeout) == ("mail.example", 3.0)
+    assert client.calls[-2] == ("send", "songbird@localhost", "songbird@localhost")

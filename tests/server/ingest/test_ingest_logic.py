@@ -410,6 +410,9 @@ class Ticking:
         self.now += 1
         return self.now
 
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)  # the claim heartbeat's thread
+
 
 def stopping(store: Store, monkeypatch: pytest.MonkeyPatch, *, alive: bool, **stop: float) -> tuple[list, FakeSandbox]:
     monkeypatch.setattr(ingest, "time", Ticking())
