@@ -22,7 +22,7 @@ import requests
 
 from whylogs_songbird.config import resolve_settings
 from whylogs_songbird.errors import SongbirdApiError, SongbirdConnectionError, SongbirdProtocolError
-from whylogs_songbird.models import DATASET_TIMELINE_PATH, TIMELINE_PATH
+from whylogs_songbird.models import API_KEY_HEADER, DATASET_TIMELINE_PATH, TIMELINE_PATH
 from whylogs_songbird.timeline import timeline_frame as _frame
 
 logger = logging.getLogger("whylogs_songbird.timeline_client")
@@ -75,7 +75,7 @@ def fetch_dataset_timeline(
     organization, sent as ``X-API-Key``); otherwise as :func:`fetch_timeline`. The key never
     appears in an error message."""
     params = _params(granularity, reference, segment, start, end)
-    headers = {"X-API-Key": api_key}
+    headers = {API_KEY_HEADER: api_key}
     name = f"{org_id}/{dataset_id}"
     return _fetch(lambda base: dataset_timeline_url(base, org_id, dataset_id), name, params, endpoint, timeout, headers)
 

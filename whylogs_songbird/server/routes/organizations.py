@@ -58,10 +58,10 @@ from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.observatory.container import PageContainer
 from whylogs_songbird.server.rollups import bump_version
 from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, base_url, check_text, json_answer, upload_url
-from whylogs_songbird.server.routes.timeline import timeline_json_bytes
+from whylogs_songbird.server.routes.timeline import TimelineQueryDep, timeline_json_bytes
 from whylogs_songbird.server.signing import UrlSigner
 from whylogs_songbird.server.store import NewUpload, SessionRecord, Store, now_ms
-from whylogs_songbird.server.timeline_service import TimelineQuery, TimelineService
+from whylogs_songbird.server.timeline_service import TimelineService
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -341,16 +341,13 @@ def dataset_timeline(
     org_id: OrgDep,
     dataset_id: str,
     request: Request,
-    granularity: str | None = None,
-    reference: str | None = None,
-    segment: str | None = None,
+    query: TimelineQueryDep,
 ) -> Response:
     """The timeline document of a dataset (as ``/api/v1/sessions/{id}/timeline``); ``session_id`` reads
     ``ORG/DATASET``."""
     store: Store = request.app.state.store
     service: TimelineService = request.app.state.timeline
     container = _existing_dataset(store, org_id, dataset_id)
-    query = TimelineQuery(granularity=granularity or None, reference=reference or None, segment=segment or None)
     page = PageContainer.dataset(container.id, org_id, dataset_id)
     return Response(timeline_json_bytes(service, page, query), media_type="application/json")
 

@@ -20,9 +20,9 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment
 from whylogs.core import DatasetProfileView
@@ -93,6 +93,27 @@ class StoreArtefacts:
 
     def drop(self, session_id: str, prefix: str, keep: str | None = None) -> None:
         self.store.drop_derived(session_id, prefix, keep)
+
+
+def timeline_query(
+    granularity: str | None = None,
+    reference: str | None = None,
+    segment: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> TimelineQuery:
+    """A timeline view's query parameters (the same for a session's and a dataset's JSON and page);
+    an empty parameter is no parameter."""
+    return TimelineQuery(
+        granularity=granularity or None,
+        reference=reference or None,
+        segment=segment or None,
+        start=start or None,
+        end=end or None,
+    )
+
+
+TimelineQueryDep = Annotated[TimelineQuery, Depends(timeline_query)]
 
 
 def make_service(
@@ -271,17 +292,6 @@ def timeline_router(
         if not is_valid_id(session_id, "session") or store.guest_session(session_id) is None:
             raise TimelineRequestError(404, f"{session_gone(session_id)}; a claimed session has no timeline here")
 
-    def query_of(
-        granularity: str | None, reference: str | None, segment: str | None, start: str | None, end: str | None
-    ) -> TimelineQuery:
-        return TimelineQuery(
-            granularity=granularity or None,
-            reference=reference or None,
-            segment=segment or None,
-            start=start or None,
-            end=end or None,
-        )
-
     @router.get(
         TIMELINE_PATH,
         summary="The timeline of a session: per-bucket series and drift of every column",
@@ -289,16 +299,11 @@ def timeline_router(
     )
     def timeline_json(
         session_id: str,
-        granularity: str | None = None,
-        reference: str | None = None,
-        segment: str | None = None,
-        start: str | None = None,
-        end: str | None = None,
+        query: TimelineQueryDep,
     ) -> Response:
         started = time.perf_counter()
         try:
             check_session(session_id)
-            query = query_of(granularity, reference, segment, start, end)
             data = service.document_bytes(session_id, query, watched=True)
         except TimelineRequestError as exc:
             raise ApiError(exc.status, exc.message[:1].upper() + exc.message[1:] + ".") from None
@@ -311,13 +316,8 @@ def timeline_router(
     def timeline_page(
         session_id: str,
         request: Request,
-        granularity: str | None = None,
-        reference: str | None = None,
-        segment: str | None = None,
-        start: str | None = None,
-        end: str | None = None,
+        query: TimelineQueryDep,
     ) -> HTMLResponse:
-        query = query_of(granularity, reference, segment, start, end)
         return render_page(PageContainer.session(session_id), request, query, check=check_session)
 
     def render_page(
@@ -396,11 +396,7 @@ def timeline_router(
         org_id: str,
         dataset_id: str,
         request: Request,
-        granularity: str | None = None,
-        reference: str | None = None,
-        segment: str | None = None,
-        start: str | None = None,
-        end: str | None = None,
+        query: TimelineQueryDep,
     ) -> Response:
         try:
             access, container = open_dataset(org_id, dataset_id, request)
@@ -411,7 +407,6 @@ def timeline_router(
                 title="Dataset not found", message=no_dataset(org_id, dataset_id), status_code=404
             )
             return access.remember(HTMLResponse(html, status_code=404), request)
-        query = query_of(granularity, reference, segment, start, end)
         return access.remember(render_page(container, request, query), request)
 
     @router.get("/organizations/{org_id}/datasets/{dataset_id}/timeline/data", include_in_schema=False)
@@ -419,11 +414,7 @@ def timeline_router(
         org_id: str,
         dataset_id: str,
         request: Request,
-        granularity: str | None = None,
-        reference: str | None = None,
-        segment: str | None = None,
-        start: str | None = None,
-        end: str | None = None,
+        query: TimelineQueryDep,
     ) -> Response:
         """The timeline JSON of a dataset, for its page (where the page's cookie reaches): 401 JSON
         without a credential."""
@@ -433,7 +424,6 @@ def timeline_router(
             return refused_answer(request, refused, environment, json=True)
         if container is None:
             raise ApiError(404, no_dataset(org_id, dataset_id))
-        query = query_of(granularity, reference, segment, start, end)
         response = Response(timeline_json_bytes(service, container, query), media_type="application/json")
         return access.remember(response, request)
 
