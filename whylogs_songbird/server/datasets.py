@@ -71,7 +71,7 @@ def dataset_of(store: Any, container_id: str) -> tuple[str, str] | None:
     """(org, dataset) of a dataset's container (a ``Store``'s), None for a guest session's id. An open
     transaction's container (``<dataset>/transaction/<token>``, a name no dataset id has) counts as its
     own name: see :func:`container_target`."""
-    record = store.metadata.get_session(container_id)
+    record = store.container(container_id)
     if record is None or record.dataset_id is None:
         return None
     return str(record.org_id), str(record.dataset_id)

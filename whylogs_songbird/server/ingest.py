@@ -54,7 +54,7 @@ class ClaimHeartbeat:
     renewing: its claims run out within one lease and another host takes the work over."""
 
     def __init__(self, store: Store, lease_ms: int = LEASE_MS) -> None:
-        self.metadata = store.metadata
+        self.store = store
         self.lease_ms = lease_ms
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -92,7 +92,7 @@ class ClaimHeartbeat:
                     self._thread = None
                     return
             try:
-                kept = self.metadata.renew_ingest_claims(held, lease_ms=self.lease_ms)
+                kept = self.store.renew_ingest_claims(held, lease_ms=self.lease_ms)
             except Exception as exc:  # the next beat tries again; the lease has two more beats' room
                 logger.warning("ingest: renewing %d claim(s) failed (%s)", len(held), type(exc).__name__)
                 continue

@@ -77,7 +77,7 @@ def delete_profile(store: Store, session_id: str, upload_id: str) -> bool:
     already deleted."""
     if not deletions(store).mark_upload_deleted(session_id, upload_id):
         return False
-    bump_version(store.metadata, session_id)  # its stored timelines are out of date
+    bump_version(store, session_id)  # its stored timelines are out of date
     logger.info("deleted a profile")
     _after_mark()
     _purge_soon(store)
@@ -101,7 +101,7 @@ def delete_dataset_profile(store: Store, container_id: str, upload_id: str) -> b
     :func:`delete_profile` does a session's; False when it is unknown or already deleted."""
     if not deletions(store).mark_upload_deleted(container_id, upload_id, dataset=True):
         return False
-    bump_version(store.metadata, container_id)  # its stored timelines are out of date
+    bump_version(store, container_id)  # its stored timelines are out of date
     logger.info("deleted a profile of a dataset")
     _after_mark()
     _purge_soon(store)

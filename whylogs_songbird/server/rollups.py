@@ -306,7 +306,7 @@ class Rollups:
 
 def _summary_of(store: Any) -> Callable[[str, Member], bytes | None]:
     def read(session_id: str, member: Member) -> bytes | None:
-        data: bytes | None = store.metadata.get_summary(member.upload_id, member.sha256)
+        data: bytes | None = store.get_summary(member.upload_id, member.sha256)
         return data
 
     return read
@@ -324,7 +324,7 @@ def summary_changing(store: Any, upload: Any) -> None:
     the session's version changes first, so a view that reads the new version finds the profile
     either pending (and stores no document) or done. A failure is logged, never fails the ingest."""
     try:
-        bump_version(store.metadata, upload.session_id)
+        bump_version(store, upload.session_id)
     except Exception:
         logger.exception("rollups: changing the timeline version of a session failed")
 
@@ -336,7 +336,7 @@ def note_summarised(store: Any, upload: Any, digest: bytes) -> None:
     try:
         member = member_of(upload)
         if member is not None:
-            Rollups(store.metadata, _summary_of(store)).add(
+            Rollups(store, _summary_of(store)).add(
                 upload.session_id, member, segment_label(upload.segment_tags), digest
             )
     except Exception:
@@ -345,7 +345,7 @@ def note_summarised(store: Any, upload: Any, digest: bytes) -> None:
 
 def store_rollups(store: Any) -> Rollups:
     """The rollups kept in ``store``'s derived artefacts."""
-    return Rollups(store.metadata, _summary_of(store))
+    return Rollups(store, _summary_of(store))
 
 
 __all__ = [

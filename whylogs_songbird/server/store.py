@@ -278,6 +278,10 @@ class Store:
         session = self.metadata.get_session(session_id)
         return None if session is None or session.is_dataset else session
 
+    def container(self, container_id: str) -> SessionRecord | None:
+        """The row of a session or of a dataset's container (an open transaction's included), or None."""
+        return self.metadata.get_session(container_id)
+
     def guest_session(self, session_id: str) -> SessionRecord | None:
         """The session as a request without an API key may see it: None when the id is malformed,
         unknown, or names a session claimed into an organization. Every guest route resolves its
@@ -950,6 +954,10 @@ class Store:
     def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
         """Claim up to ``limit`` stored profiles still to be summarised, for ``lease_ms``."""
         return self.metadata.claim_ingest(lease_ms=lease_ms, limit=limit)
+
+    def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
+        """Renew this host's claims on ``upload_ids`` still held on pending profiles; the ids kept."""
+        return self.metadata.renew_ingest_claims(upload_ids, lease_ms=lease_ms)
 
     def claim_upload_ingest(self, upload_id: str, *, lease_ms: int) -> bool:
         """Claim the profile ``upload_id`` to summarise it now; False when it is not this process's to take."""

@@ -598,7 +598,7 @@ def commit_transaction(org_id: KeyOrgDep, transaction_id: str, request: Request)
     dataset = store.dataset_container(org_id, transaction_id.partition(".")[2])
     moved = store.move_stored_uploads(container.id, dataset.id)
     if moved:
-        bump_version(store.metadata, dataset.id)  # its stored timelines are out of date
+        bump_version(store, dataset.id)  # its stored timelines are out of date
     _set_state(store, container, state, "committed")
     if moved:  # the batches land in the dataset now: its timeline and monitors see them (not before)
         request.app.state.timeline.batch_stored(dataset.id)

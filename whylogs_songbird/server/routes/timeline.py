@@ -162,8 +162,8 @@ def make_service(
         state=state,
         # the version and the rollups live in the store whatever the cache: every host and the
         # ingest worker see and change them
-        version=functools.partial(read_version, store.metadata),
-        bump=functools.partial(bump_version, store.metadata),
+        version=functools.partial(read_version, store),
+        bump=functools.partial(bump_version, store),
         rollups=store_rollups(store),
         target_of=target_of,
         refresh=store.learn_landed,  # uploads PUT straight to an object store (presigned URLs)
