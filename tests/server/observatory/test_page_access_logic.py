@@ -110,8 +110,10 @@ class _Metadata:
 
 
 class _Store:
+    """The one Store method the lookups use: ``container``, a session's or a dataset container's row."""
+
     def __init__(self, rows):
-        self.metadata = _Metadata(rows)
+        self.container = _Metadata(rows).get_session
 
 
 def test_a_container_is_a_session_a_dataset_or_a_transaction_nobody_monitors():
