@@ -16,6 +16,14 @@ import pytest
 from conftest import http_server_thread
 
 
+def as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default and unblocked, as a shell starts a command
+    (the test worker's own signal state, which whatever ran in it before may have changed, is not
+    the CLI's to inherit)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def env_for(tmp_path: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SONGBIRD_", "WHYLABS_"))}
     env.update(
@@ -99,6 +107,7 @@ def test_ctrl_c_while_waiting_on_a_server_is_one_line_and_exit_130(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "whylogs_songbird", "session", "new", "--timeout", "60"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            preexec_fn=as_from_a_terminal,
         )
         try:
             assert asked.wait(120), "the command never asked the server"
