@@ -220,6 +220,7 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
     for thread in loaders:
         thread.start()
     ends = Counter[str]()
+    starts: list[float] = []  # seconds from a host's launch to its first healthy answer (its reconcile)
     deadline = time.monotonic() + seconds
     rounds = 0
     try:
@@ -229,7 +230,9 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
             victim.end(how)
             ends[f"{victim.name} {how.name}"] += 1
+            began = time.monotonic()
             victim.start()
+            starts.append(time.monotonic() - began)
             rounds += 1
     finally:
         stop.set()
@@ -238,6 +241,7 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
     took = time.monotonic() - deadline + seconds
     print(f"churn: {took:.0f} s of uploads (at most {rate:g}/s) through {len(loaded)} host(s); ends: {dict(ends)}")
     print(f"  acknowledged uploads {len(acknowledged)}; refused or failed while a host was down: {dict(failed)}")
+    print(f"  restarts under load took (s): {', '.join(f'{s:.1f}' for s in starts)}")
 
     settled = time.monotonic() + settle
     while True:
@@ -270,6 +274,11 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
     print(f"  recorded more than once or un-recorded: {len(rerecorded)}; summarised more than once: {len(twice)}")
     for host in fleet:
         host.end(signal.SIGTERM)
+    for host in fleet:  # what each start's reconcile did, and how long the starts took
+        lines = (team.work / f"{host.name}.log").read_text(errors="replace").splitlines()
+        for line in lines:
+            if "reconciled the store" in line or "reconcile took" in line:
+                print(f"  {host.name}: {line.strip()[:300]}")
     store.close()
 
 

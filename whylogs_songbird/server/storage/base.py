@@ -410,6 +410,10 @@ class MetadataStore(Protocol):
     def stored_keys(self) -> Iterator[tuple[str, str]]:
         """``(upload id, blob key)`` of every stored profile (for reconciliation at start)."""
 
+    def take_turn(self, name: str, interval_ms: int) -> bool:
+        """Whether this caller takes the turn of the periodic job ``name``: True for exactly one of
+        the processes (of every host) asking within ``interval_ms`` of the last turn taken."""
+
     # -- ingest --
     def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES) -> list[UploadRecord]:
         """Claim up to ``limit`` pending profiles for summarising: each claim holds for ``lease_ms``,

@@ -698,6 +698,17 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         )
         return iter([(row["id"], row["path"]) for row in rows])
 
+    def take_turn(self, name: str, interval_ms: int) -> bool:
+        now = now_ms()
+        with self._transaction() as conn:  # one statement: of processes asking at once, one gets the turn
+            taken = self._rowcount(
+                conn,
+                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                " WHERE CAST(meta.value AS {BIGINT}) <= ?",
+                (f"turn:{name}", str(now), now - interval_ms),
+            )
+        return taken == 1
+
     # -- ingest ------------------------------------------------------------------------------------
 
     def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES) -> list[UploadRecord]:
