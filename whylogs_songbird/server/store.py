@@ -796,6 +796,14 @@ class Store:
         """How many stored profiles a session holds, by kind (``batch``, ``reference``): an index count."""
         return self.metadata.profile_counts(session_id)
 
+    def count_profiles(self, session_id: str, *, at_most: int | None = None) -> int:
+        """How many stored profiles a session holds, counted no further than ``at_most`` (an index walk)."""
+        return self.metadata.count_profiles(session_id, at_most=at_most)
+
+    def profile_bytes(self, session_id: str) -> int:
+        """How many bytes a session's stored profiles take (one aggregate in the database)."""
+        return self.metadata.profile_bytes(session_id)
+
     def find_batch_profiles(self, session_id: str, dataset_timestamp: int) -> list[UploadRecord]:
         """The stored batch profiles (all segments) of a session with this dataset timestamp."""
         return self.metadata.find_batch_profiles(session_id, dataset_timestamp)

@@ -388,6 +388,12 @@ class MetadataStore(Protocol):
     def profile_counts(self, session_id: str) -> dict[str, int]:
         """How many stored (non-duplicate) profiles a session holds, by kind, without reading its rows."""
 
+    def count_profiles(self, session_id: str, *, at_most: int | None = None) -> int:
+        """How many stored (non-duplicate) profiles a session holds, counted no further than ``at_most``."""
+
+    def profile_bytes(self, session_id: str) -> int:
+        """How many bytes the stored (non-duplicate) profiles of a session take."""
+
     def get_reference(self, session_id: str, reference_id: str) -> UploadRecord | None:
         """The stored reference profile ``reference_id`` of a session, or None."""
 

@@ -40,7 +40,7 @@ from whylogs_songbird.server.storage.base import (
 )
 from whylogs_songbird.server.storage.deletion import DeletionSql
 from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, NotificationQueueSql
-from whylogs_songbird.server.storage.paging import PAGING_INDEXES, ProfilePagingSql
+from whylogs_songbird.server.storage.paging import BOUNDED_PROFILE_COUNT, NO_BOUND, PAGING_INDEXES, ProfilePagingSql
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
@@ -459,15 +459,14 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         if max_open is not None and open_slots + new > max_open:
             raise SlotLimitError("open", open_slots, max_open)
         if max_profiles is not None:
-            rows = self._exec(
-                conn,
-                "SELECT COUNT(*) AS n FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL"
-                " AND duplicate_of IS NULL",
-                (session_id,),
-            )
-            held = int(rows[0]["n"]) + open_slots
-            if held + new > max_profiles:
-                raise SlotLimitError("profiles", held, max_profiles)
+            # counted no further than the limit allows (an index walk bounded by it, not by the
+            # session's history); exactly only to say how many a refused session holds
+            bound = max_profiles + 1
+            stored = int(self._exec(conn, BOUNDED_PROFILE_COUNT, (session_id, bound))[0]["n"])
+            if stored + open_slots + new > max_profiles:
+                if stored >= bound:
+                    stored = int(self._exec(conn, BOUNDED_PROFILE_COUNT, (session_id, NO_BOUND))[0]["n"])
+                raise SlotLimitError("profiles", stored + open_slots, max_profiles)
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         if not _is_upload_id(upload_id):
