@@ -58,8 +58,9 @@ import requests  # noqa: E402
 import whylogs as why  # noqa: E402
 from _server_process import NO_CLIENT_RATE_LIMITS, cpu_seconds  # noqa: E402
 
+from whylogs_songbird.server.rollups import note_summarised  # noqa: E402
 from whylogs_songbird.server.sandbox import summarise_in_child  # noqa: E402
-from whylogs_songbird.server.storage.base import NewUpload  # noqa: E402
+from whylogs_songbird.server.storage.base import NewUpload, UploadRecord  # noqa: E402
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore  # noqa: E402
 from whylogs_songbird.server.storage.s3 import S3BlobStore  # noqa: E402
 from whylogs_songbird.server.store import Store  # noqa: E402
@@ -289,8 +290,10 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
 # -- 2. views --------------------------------------------------------------------------------------
 
 
-def fill(store: Store, size: int, columns: int) -> str:
-    """A session of ``size`` hourly batches, as the hosts would leave it (recorded and summarised)."""
+def fill(store: Store, size: int, columns: int, rollups: bool = True) -> str:
+    """A session of ``size`` hourly batches, as the hosts would leave it (recorded and summarised,
+    and with ``rollups`` merged into the rollups of their hours and days; without: as data stored
+    before rollups existed, which a first view merges from the profiles)."""
     session = store.create_session("scale-views")
     variants = []
     for seed in range(8):
@@ -303,14 +306,24 @@ def fill(store: Store, size: int, columns: int) -> str:
         ]
         uploads.extend(store.create_uploads(session.id, specs, ttl_seconds=24 * 3600))
 
+    recorded: list[UploadRecord | None] = [None] * size
+
     def one(index: int) -> None:
         data, sha256, digest = variants[index % len(variants)]
         upload_id = uploads[index].id
-        store.store_profile_data(upload_id, data, sha256=sha256)
+        recorded[index] = store.store_profile_data(upload_id, data, sha256=sha256).upload
         store.metadata.store_summary(upload_id, sha256, digest)
+
+    def one_day(first: int) -> None:  # what the ingest worker does once a summary is stored, in order
+        for index in range(first, min(size, first + 24)):
+            upload = recorded[index]
+            if upload is not None:
+                note_summarised(store, upload, variants[index % len(variants)][2])
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(size)))
+        if rollups:  # a day's buckets are its own: days merge side by side, each in order
+            list(pool.map(one_day, range(0, size, 24)))
     return session.id
 
 
@@ -343,7 +356,7 @@ VIEWS = {
 }
 
 
-def views(team: Team, sizes: list[int], columns: int) -> None:
+def views(team: Team, sizes: list[int], columns: int, rollups: bool = True) -> None:
     store = team.store()
     results: dict[int, dict[str, Cost]] = {}
     host = Host("viewer", team)
@@ -351,8 +364,11 @@ def views(team: Team, sizes: list[int], columns: int) -> None:
     try:
         for size in sizes:
             started = time.perf_counter()
-            sid = fill(store, size, columns)
-            print(f"views: {size} hourly batches x {columns} columns filled in {time.perf_counter() - started:.0f} s")
+            sid = fill(store, size, columns, rollups)
+            print(
+                f"views: {size} hourly batches x {columns} columns filled in {time.perf_counter() - started:.0f} s"
+                + ("" if rollups else " (no rollups: as stored before they existed)")
+            )
             host.start()  # a host that never saw the session: nothing of it in memory
             # one-off costs of a fresh process (first use of the sketch and drift libraries) are
             # paid on a small other session first, so they do not count as the size's
@@ -402,13 +418,16 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=20)
     parser.add_argument("--skip-churn", action="store_true")
     parser.add_argument("--skip-views", action="store_true")
+    parser.add_argument(
+        "--no-rollups", action="store_true", help="fill without rollups (data stored before they existed)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s] + ([50_000] if args.big else [])
     with team_services() as team:
         if not args.skip_churn:
             churn(team, max(2, args.hosts), args.seconds, args.settle, args.rate)
         if not args.skip_views:
-            views(team, sizes, args.columns)
+            views(team, sizes, args.columns, rollups=not args.no_rollups)
 
 
 if __name__ == "__main__":
