@@ -9,7 +9,7 @@ upload is recorded (``stored_at`` set or cleared) and every summary written.
 1. **Churn.** Two client threads upload (create the slot on a host, PUT the 3 KB profile to its
    presigned S3 URL) through every host but the last, at most ``--rate`` a second for
    ``--seconds``; meanwhile the last host is killed (``kill -9``) and started, then stopped
-   (SIGTERM) and started, over and over (a start under load may take long: its reconcile), and
+   (SIGTERM) and started, over and over (each start's time, wall and CPU, is reported), and
    every third time a loaded host is ended instead. Then every host is asked for links (which
    makes it look for landed uploads) until every acknowledged upload (S3 answered 200) is
    recorded and summarised, or ``--settle`` seconds pass. Reported: acknowledged vs visible
@@ -58,8 +58,9 @@ import requests  # noqa: E402
 import whylogs as why  # noqa: E402
 from _server_process import NO_CLIENT_RATE_LIMITS, cpu_seconds  # noqa: E402
 
+from whylogs_songbird.server.rollups import note_summarised  # noqa: E402
 from whylogs_songbird.server.sandbox import summarise_in_child  # noqa: E402
-from whylogs_songbird.server.storage.base import NewUpload  # noqa: E402
+from whylogs_songbird.server.storage.base import NewUpload, UploadRecord  # noqa: E402
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore  # noqa: E402
 from whylogs_songbird.server.storage.s3 import S3BlobStore  # noqa: E402
 from whylogs_songbird.server.store import Store  # noqa: E402
@@ -220,6 +221,7 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
     for thread in loaders:
         thread.start()
     ends = Counter[str]()
+    starts: list[tuple[float, float]] = []  # (wall, CPU) seconds from a host's launch to its first healthy answer
     deadline = time.monotonic() + seconds
     rounds = 0
     try:
@@ -229,7 +231,9 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
             victim.end(how)
             ends[f"{victim.name} {how.name}"] += 1
+            began = time.monotonic()
             victim.start()
+            starts.append((time.monotonic() - began, victim.cpu()))
             rounds += 1
     finally:
         stop.set()
@@ -238,6 +242,11 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
     took = time.monotonic() - deadline + seconds
     print(f"churn: {took:.0f} s of uploads (at most {rate:g}/s) through {len(loaded)} host(s); ends: {dict(ends)}")
     print(f"  acknowledged uploads {len(acknowledged)}; refused or failed while a host was down: {dict(failed)}")
+    print(
+        "  restarts under load, launch to first healthy answer: "
+        + ", ".join(f"{wall:.1f} s wall / {cpu:.1f} s CPU" for wall, cpu in starts)
+        + " (imports included)"
+    )
 
     settled = time.monotonic() + settle
     while True:
@@ -270,14 +279,21 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float) ->
     print(f"  recorded more than once or un-recorded: {len(rerecorded)}; summarised more than once: {len(twice)}")
     for host in fleet:
         host.end(signal.SIGTERM)
+    for host in fleet:  # what each start's reconcile (and a sweeper's scan) fixed, as the hosts logged it
+        lines = (team.work / f"{host.name}.log").read_text(errors="replace").splitlines()
+        for line in lines:
+            if "reconciled the store" in line:
+                print(f"  {host.name}: {line.strip()[:300]}")
     store.close()
 
 
 # -- 2. views --------------------------------------------------------------------------------------
 
 
-def fill(store: Store, size: int, columns: int) -> str:
-    """A session of ``size`` hourly batches, as the hosts would leave it (recorded and summarised)."""
+def fill(store: Store, size: int, columns: int, rollups: bool = True) -> str:
+    """A session of ``size`` hourly batches, as the hosts would leave it (recorded and summarised,
+    and with ``rollups`` merged into the rollups of their hours and days; without: as data stored
+    before rollups existed, which a first view merges from the profiles)."""
     session = store.create_session("scale-views")
     variants = []
     for seed in range(8):
@@ -290,14 +306,24 @@ def fill(store: Store, size: int, columns: int) -> str:
         ]
         uploads.extend(store.create_uploads(session.id, specs, ttl_seconds=24 * 3600))
 
+    recorded: list[UploadRecord | None] = [None] * size
+
     def one(index: int) -> None:
         data, sha256, digest = variants[index % len(variants)]
         upload_id = uploads[index].id
-        store.store_profile_data(upload_id, data, sha256=sha256)
+        recorded[index] = store.store_profile_data(upload_id, data, sha256=sha256).upload
         store.metadata.store_summary(upload_id, sha256, digest)
+
+    def one_day(first: int) -> None:  # what the ingest worker does once a summary is stored, in order
+        for index in range(first, min(size, first + 24)):
+            upload = recorded[index]
+            if upload is not None:
+                note_summarised(store, upload, variants[index % len(variants)][2])
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(size)))
+        if rollups:  # a day's buckets are its own: days merge side by side, each in order
+            list(pool.map(one_day, range(0, size, 24)))
     return session.id
 
 
@@ -330,7 +356,7 @@ VIEWS = {
 }
 
 
-def views(team: Team, sizes: list[int], columns: int) -> None:
+def views(team: Team, sizes: list[int], columns: int, rollups: bool = True) -> None:
     store = team.store()
     results: dict[int, dict[str, Cost]] = {}
     host = Host("viewer", team)
@@ -338,8 +364,11 @@ def views(team: Team, sizes: list[int], columns: int) -> None:
     try:
         for size in sizes:
             started = time.perf_counter()
-            sid = fill(store, size, columns)
-            print(f"views: {size} hourly batches x {columns} columns filled in {time.perf_counter() - started:.0f} s")
+            sid = fill(store, size, columns, rollups)
+            print(
+                f"views: {size} hourly batches x {columns} columns filled in {time.perf_counter() - started:.0f} s"
+                + ("" if rollups else " (no rollups: as stored before they existed)")
+            )
             host.start()  # a host that never saw the session: nothing of it in memory
             # one-off costs of a fresh process (first use of the sketch and drift libraries) are
             # paid on a small other session first, so they do not count as the size's
@@ -389,13 +418,16 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=20)
     parser.add_argument("--skip-churn", action="store_true")
     parser.add_argument("--skip-views", action="store_true")
+    parser.add_argument(
+        "--no-rollups", action="store_true", help="fill without rollups (data stored before they existed)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s] + ([50_000] if args.big else [])
     with team_services() as team:
         if not args.skip_churn:
             churn(team, max(2, args.hosts), args.seconds, args.settle, args.rate)
         if not args.skip_views:
-            views(team, sizes, args.columns)
+            views(team, sizes, args.columns, rollups=not args.no_rollups)
 
 
 if __name__ == "__main__":

@@ -81,8 +81,18 @@ def server_command(port: int, data_dir: Path) -> list[str]:
     """The command line that starts the background server (kept in one place on purpose).
 
     It lists sessions on its home page (``--list-sessions``): it listens on loopback, for this machine."""
-    return [sys.executable, "-m", "whylogs_songbird.server", "--host", HOST, "--port", str(port), "--data-dir",
-            str(data_dir), "--list-sessions"]
+    return [
+        sys.executable,
+        "-m",
+        "whylogs_songbird.server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--list-sessions",
+    ]
 
 
 def health_token(data_dir: Path | None) -> str | None:
@@ -151,7 +161,7 @@ def _require_server_extra() -> None:
     if missing:
         raise LocalServerError(
             f"No endpoint is set, and the local songbird server cannot start: the server extra is not installed "
-            f"({', '.join(missing)} missing). Install it with pip install \"whylogs-songbird[server]\", or set an "
+            f'({", ".join(missing)} missing). Install it with pip install "whylogs-songbird[server]", or set an '
             "endpoint (SONGBIRD_API_ENDPOINT or endpoint=...)."
         )
 
@@ -373,5 +383,3 @@ def _looks_like_ours(pid: int) -> bool:
     except OSError:
         return False
     return b"whylogs_songbird.server" in cmdline
-
-

@@ -225,8 +225,10 @@ def connection_reason(exc: BaseException) -> tuple[str, str]:
 
     chain = _chain(exc)
     text = " ".join(str(e) for e in chain).lower()
-    if any(isinstance(e, NameResolutionError) for e in chain) or "name or service not known" in text or (
-        "nodename nor servname" in text or "failed to resolve" in text or "getaddrinfo" in text
+    if (
+        any(isinstance(e, NameResolutionError) for e in chain)
+        or "name or service not known" in text
+        or ("nodename nor servname" in text or "failed to resolve" in text or "getaddrinfo" in text)
     ):
         return "the host name was not resolved", "check the host name in the endpoint"
     if any(isinstance(e, ssl.SSLError) for e in chain) or "ssl" in text:
@@ -236,9 +238,11 @@ def connection_reason(exc: BaseException) -> tuple[str, str]:
                 "use http:// instead of https:// in the endpoint",
             )
         return "the TLS (https) handshake failed", "check the endpoint's certificate, or use http:// for a local server"
-    if any(isinstance(e, ConnectionRefusedError) for e in chain) or any(
-        getattr(e, "errno", None) == errno.ECONNREFUSED for e in chain
-    ) or "connection refused" in text:
+    if (
+        any(isinstance(e, ConnectionRefusedError) for e in chain)
+        or any(getattr(e, "errno", None) == errno.ECONNREFUSED for e in chain)
+        or "connection refused" in text
+    ):
         return "the connection was refused (nothing listens there)", "check that the server is running and the port"
     # urllib3's NewConnectionError is a ConnectTimeoutError too: only a real timeout counts here.
     timeouts = (ConnectTimeoutError, ReadTimeoutError, TimeoutError)
@@ -569,7 +573,11 @@ class SongbirdClient:
         )
         path = self._dataset_path("observatory-link", org_id, dataset_id)
         return self._call(
-            "get_dataset_observatory_link", "POST", path, body, GetProfileObservatoryLinkResponse,
+            "get_dataset_observatory_link",
+            "POST",
+            path,
+            body,
+            GetProfileObservatoryLinkResponse,
             api_key=self._key(api_key),
         )
 
@@ -755,8 +763,10 @@ class SongbirdClient:
                 method, url, timeout=self.timeout, allow_redirects=False, **self._environment(url), **kwargs
             )
         except requests.exceptions.Timeout as exc:
-            reason = "it did not connect in time" if isinstance(exc, requests.exceptions.ConnectTimeout) else (
-                "it did not answer in time"
+            reason = (
+                "it did not connect in time"
+                if isinstance(exc, requests.exceptions.ConnectTimeout)
+                else ("it did not answer in time")
             )
             raise SongbirdConnectionError(
                 f"{operation}: {shown} timed out: {reason} (limits {self.timeout[0]:g} s to connect, "

@@ -219,9 +219,7 @@ def read_config_file(directory: Path) -> dict[str, Any]:
     known = [name for name in option_names() if name != "config_dir"]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(
-            f"The config file {path}: " + unknown_option_message(unknown, known, "setting")
-        )
+        raise ConfigError(f"The config file {path}: " + unknown_option_message(unknown, known, "setting"))
     return data
 
 

@@ -283,10 +283,7 @@ def _explain(error: Mapping[str, Any]) -> str:
         table = _location(loc[:-1])  # the table the key is in (the key itself may hold a comma)
         if loc[0] == "notify":
             return f"{table}: unknown key {field!r}; valid keys: url, email, format, secret_env, on"
-        return (
-            f"{table}: unknown key {field!r}; valid keys: name, columns, metric, fail_on, against, "
-            "min, max"
-        )
+        return f"{table}: unknown key {field!r}; valid keys: name, columns, metric, fail_on, against, min, max"
     if kind == "missing":
         if loc[:1] == ("notify",):
             return f"{where}: missing (every [[notify]] table needs url or email)"

@@ -66,7 +66,6 @@ class ProfileItem:
         return self._data[0]
 
 
-
 @contextlib.contextmanager
 def segment_warning_silenced() -> Iterator[None]:
     """Around ``why.log(df, schema=<segments>)``: hide the one pandas FutureWarning whylogs causes for
@@ -80,6 +79,7 @@ def segment_warning_silenced() -> Iterator[None]:
             module=r"whylogs\.api\.logger\.segment_processing",
         )
         yield
+
 
 def serialize_view(view: AnyView) -> bytes:
     """The bytes whylogs writes for this view (segments in whylogs' segmented format).

@@ -122,8 +122,9 @@ def outbox_flush(
 def outbox_drop(
     ids: Annotated[
         list[str] | None,
-        typer.Argument(metavar="ID...", help="Ids of the entries to delete (see `songbird outbox list`).",
-                       show_default=False),
+        typer.Argument(
+            metavar="ID...", help="Ids of the entries to delete (see `songbird outbox list`).", show_default=False
+        ),
     ] = None,
     drop_all: Annotated[bool, typer.Option("--all", help="Delete every waiting profile.", show_default=False)] = False,
     config_dir: ConfigDir = None,

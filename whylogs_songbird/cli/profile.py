@@ -237,5 +237,3 @@ def upload_command(
         with progress_bars(console) as progress:
             result = publish_with_progress(settings, items, progress)
         finish(result)
-
-

@@ -30,14 +30,20 @@ server_app = command_group(
 LocalPort = Annotated[
     int | None,
     typer.Option(
-        "--port", "-p", metavar="PORT", min=1, max=65535,
-        help="Port of the background server. Default: $SONGBIRD_LOCAL_PORT, then 8737.", show_default=False,
+        "--port",
+        "-p",
+        metavar="PORT",
+        min=1,
+        max=65535,
+        help="Port of the background server. Default: $SONGBIRD_LOCAL_PORT, then 8737.",
+        show_default=False,
     ),
 ]
 LocalDataDir = Annotated[
     Path | None,
     typer.Option(
-        "--data-dir", metavar="DIR",
+        "--data-dir",
+        metavar="DIR",
         help="Its data dir. Default: $SONGBIRD_LOCAL_DATA_DIR, then <user data dir>/whylogs-songbird/server.",
         show_default=False,
     ),
@@ -73,8 +79,7 @@ def server_status(
             found = probe(settings.local_port, data_dir=settings.server_data_dir)
         except NotSongbird as exc:
             raise SongbirdError(
-                f"{exc}: another program listens there. Set another port for the local server "
-                "(SONGBIRD_LOCAL_PORT)."
+                f"{exc}: another program listens there. Set another port for the local server (SONGBIRD_LOCAL_PORT)."
             ) from None
         if found is None:
             typer.echo(f"address:  {local_url(settings.local_port)} (not running)")

@@ -146,8 +146,7 @@ def _in_process(
     level = leaves
     while len(level) > 1:
         level = [
-            dask.delayed(merge_bytes, pure=True)(*level[i : i + split_every])
-            for i in range(0, len(level), split_every)
+            dask.delayed(merge_bytes, pure=True)(*level[i : i + split_every]) for i in range(0, len(level), split_every)
         ]
     leaf_keys = {leaf.key for leaf in leaves}
     done = 0

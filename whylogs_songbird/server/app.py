@@ -184,9 +184,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(lifecycle.router)
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
-    mount_observatory(
-        app, the_store, public_url=config.public_url, list_sessions=config.list_sessions, sandbox=sandbox
-    )
+    mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions, sandbox=sandbox)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
     app.include_router(organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
     notifications = mount_notifications(app, the_store, config, monitors, timeline)

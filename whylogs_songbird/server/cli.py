@@ -183,7 +183,11 @@ def serve_command(
     port: Annotated[
         int,
         typer.Option(
-            "--port", "-p", min=0, max=65535, envvar="SONGBIRD_LOCAL_PORT",
+            "--port",
+            "-p",
+            min=0,
+            max=65535,
+            envvar="SONGBIRD_LOCAL_PORT",
             help="Port to listen on. Default: $SONGBIRD_LOCAL_PORT (the local server's), then 8737.",
             show_default=False,
         ),

@@ -89,15 +89,26 @@ def check_session_quota(
     max_profiles, max_bytes = config.max_session_profiles, config.max_session_bytes
     if max_profiles is None and max_bytes is None:
         return
-    held = [u for u in store.list_profiles(session_id) if u.id != replacing]
-    if max_profiles is not None and len(held) + new_profiles > max_profiles:
-        raise ApiError(
-            QUOTA_STATUS,
-            f"Session {session_id} holds {len(held)} profiles and this server allows {max_profiles} per session "
-            f"(--max-session-profiles), so nothing was stored; start a new session for more profiles.",
-        )
+    replaced = store.get_upload(replacing) if replacing else None
+    if replaced is not None and not (
+        replaced.session_id == session_id and replaced.stored and replaced.duplicate_of is None
+    ):
+        replaced = None  # not one of the session's profiles: it frees nothing
+    if max_profiles is not None:
+        # counted no further than the limit needs (bounded by it, not by the session's history)
+        bound = max_profiles + 2
+        held = store.count_profiles(session_id, at_most=bound)
+        if held >= bound:
+            held = store.count_profiles(session_id)  # a refusal says exactly how many
+        held -= replaced is not None
+        if held + new_profiles > max_profiles:
+            raise ApiError(
+                QUOTA_STATUS,
+                f"Session {session_id} holds {held} profiles and this server allows {max_profiles} per session "
+                f"(--max-session-profiles), so nothing was stored; start a new session for more profiles.",
+            )
     if max_bytes is not None:
-        used = sum(u.size or 0 for u in held)
+        used = store.profile_bytes(session_id) - ((replaced.size or 0) if replaced is not None else 0)
         if used + new_bytes > max_bytes:
             raise ApiError(
                 QUOTA_STATUS,

@@ -47,7 +47,8 @@ def open_store(config: ServerConfig) -> Store:
     counting while this one restarts. Run once per server, before any worker serves."""
     store = Store.open(config)
     try:
-        store.reconcile()
+        # a team host's start never lists the bucket: its sweeper scans now and then (Store.reconcile)
+        store.reconcile(scan=not store.shared)
         if not store.shared:
             # one server owns this store: the claims and counts of its previous run end with it. On a
             # shared store they may be another live host's: its purge claims run out with their lease.

@@ -74,6 +74,10 @@ SWEEP_BATCH = 200
 #: On a store other hosts share, reconciliation at start leaves alone bytes written less than this
 #: long before it began (another host may be about to record them; see :meth:`Store.reconcile`).
 RECONCILE_GRACE_SECONDS = 600
+#: On a shared store the scan for bytes without a row (:meth:`Store.scan_orphans`) runs in one
+#: process of the team at most this often, in the background (a crash leaves a few such bytes; a
+#: scan lists every object, so it is not repeated at every start).
+ORPHAN_SCAN_SECONDS = 6 * 3600
 
 #: Defaults of the limits on uploads (the server's config overrides them, see :meth:`Store.open`).
 DEFAULT_MAX_COLUMNS = 20_000
@@ -144,12 +148,11 @@ class ReconcileReport:
 
     temp_files: list[str] = field(default_factory=list)
     orphan_blobs: list[str] = field(default_factory=list)
-    learned: list[str] = field(default_factory=list)
     rows_without_bytes: list[str] = field(default_factory=list)
     released_claims: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.temp_files or self.orphan_blobs or self.learned or self.rows_without_bytes)
+        return bool(self.temp_files or self.orphan_blobs or self.rows_without_bytes)
 
 
 class Store:
@@ -793,6 +796,14 @@ class Store:
         """How many stored profiles a session holds, by kind (``batch``, ``reference``): an index count."""
         return self.metadata.profile_counts(session_id)
 
+    def count_profiles(self, session_id: str, *, at_most: int | None = None) -> int:
+        """How many stored profiles a session holds, counted no further than ``at_most`` (an index walk)."""
+        return self.metadata.count_profiles(session_id, at_most=at_most)
+
+    def profile_bytes(self, session_id: str) -> int:
+        """How many bytes a session's stored profiles take (one aggregate in the database)."""
+        return self.metadata.profile_bytes(session_id)
+
     def find_batch_profiles(self, session_id: str, dataset_timestamp: int) -> list[UploadRecord]:
         """The stored batch profiles (all segments) of a session with this dataset timestamp."""
         return self.metadata.find_batch_profiles(session_id, dataset_timestamp)
@@ -823,38 +834,86 @@ class Store:
 
     # -- reconciliation ---------------------------------------------------------------------
 
-    def reconcile(self, *, grace_seconds: float | None = None) -> ReconcileReport:
+    def reconcile(self, *, grace_seconds: float | None = None, scan: bool = True) -> ReconcileReport:
         """Fix what a crash can leave (run at start, before this server serves):
 
-        - temporary files of bodies being received are removed;
-        - rows marked stored whose bytes are missing are marked not stored (the client's retry
-          stores them again), if they still name the missing key and the bytes are still gone;
-        - bytes under a profile key with no row pointing at them are removed, except bytes a
-          client PUT straight to the blob store (presigned URLs) for a slot not marked stored
-          yet: those are checked and recorded as :meth:`learn_landed` does (the server learns
-          that they landed), and the checked copy of a slot still open, which another running
-          process may be about to record;
+        - temporary files of bodies being received are removed (this host's own, in its data dir);
         - on a store only this host uses, claims of the ingest worker are released (their
           profiles are summarised again); on a shared one (``metadata.shared``) only the claims
           this host took before it stopped or died (``metadata.owner``): others are other hosts'
-          live work, and a dead host's claim ends with its lease or when it starts again.
+          live work, and a dead host's claim ends with its lease or when it starts again;
+        - with ``scan`` (see :meth:`scan_orphans`): bytes no row records are removed and rows whose
+          bytes are gone are reset. A team host's start leaves the scan to :meth:`scan_orphans_if_due`
+          (its sweeper, one host of the team at a time), so a start costs the same whatever the history.
 
-        Other hosts may be recording uploads while this runs (a shared store): bytes written
-        less than ``grace_seconds`` before the scan began (default :data:`RECONCILE_GRACE_SECONDS`
-        on a shared store, 0 otherwise), by their last-modified time, are never removed, and
-        each removal re-reads the upload's row right before it. Bytes whose upload id names no
-        slot at all are removed whatever their age (no row can appear for them).
+        Landed presigned uploads are not recorded here: the ingest worker's look
+        (:meth:`learn_landed`) and the slot sweep record each one, once, right after the start.
         """
-        shared = self.shared
-        if grace_seconds is None:
-            grace_seconds = RECONCILE_GRACE_SECONDS if shared else 0
-        scan_started = now_ms()
-        fresh_after = scan_started - int(grace_seconds * 1000)
         report = ReconcileReport(temp_files=self.blobs.reconcile())
-        if not shared:
+        if not self.shared:
             report.released_claims = self.metadata.release_ingest_claims()
         elif owner := str(getattr(self.metadata, "owner", "")):  # this host's own claims, left when it stopped or died
             report.released_claims = self.metadata.release_ingest_claims(owner=owner)
+        if scan:
+            self._scan_orphans(report, grace_seconds)
+        self._log_reconciled("at start", report)
+        return report
+
+    def scan_orphans(
+        self, *, grace_seconds: float | None = None, stop: Callable[[], bool] | None = None
+    ) -> ReconcileReport:
+        """Remove bytes no row records and reset rows whose bytes are gone (what a crash between
+        writing bytes and recording them, or between recording and removing landed bytes, leaves).
+
+        Other hosts may be recording uploads while this runs (a shared store), so it removes only
+        what no recording can still need, and re-reads the upload's row right before each removal:
+
+        - bytes whose upload slot does not exist (no row can ever name them), whatever their age;
+        - other bytes only once older than ``grace_seconds`` before the scan began (default
+          :data:`RECONCILE_GRACE_SECONDS` on a shared store, 0 otherwise) by the blob store's
+          last-modified time: anything written while it scans, or just before, may be another
+          host's copy about to be recorded;
+        - of those, leftovers of a recorded upload (the landed bytes a presigned PUT left, an older
+          version), and other copies of a slot not recorded whose URL expired long ago
+          (:data:`LANDED_GRACE_SECONDS`). The landed bytes of a slot not recorded yet are never
+          removed here: :meth:`learn_landed` records them, or the slot sweep once the slot is gone.
+
+        A row is reset only if it still names the missing key and a second look still finds
+        nothing. ``stop``: asked before each removal (a stopping server leaves the rest).
+        """
+        report = ReconcileReport()
+        self._scan_orphans(report, grace_seconds, stop)
+        return report
+
+    def scan_orphans_if_due(
+        self, *, interval_seconds: float = ORPHAN_SCAN_SECONDS, stop: Callable[[], bool] | None = None
+    ) -> ReconcileReport | None:
+        """:meth:`scan_orphans` if no process of the store scanned in the last ``interval_seconds``
+        (one of them takes the turn, in the database); None when it was not this one's turn."""
+        if not self.metadata.take_turn("orphan_scan", int(interval_seconds * 1000)):
+            return None
+        report = self.scan_orphans(stop=stop)
+        self._log_reconciled("in the background", report)
+        return report
+
+    @staticmethod
+    def _log_reconciled(when: str, report: ReconcileReport) -> None:
+        if report:
+            logger.warning(
+                "reconciled the store %s: %d temporary files and %d profile files without a row removed, "
+                "%d rows without bytes reset",
+                when,
+                len(report.temp_files),
+                len(report.orphan_blobs),
+                len(report.rows_without_bytes),
+            )
+
+    def _scan_orphans(
+        self, report: ReconcileReport, grace_seconds: float | None, stop: Callable[[], bool] | None = None
+    ) -> None:
+        if grace_seconds is None:
+            grace_seconds = RECONCILE_GRACE_SECONDS if self.shared else 0
+        fresh_after = now_ms() - int(grace_seconds * 1000)
         known = dict(self.metadata.stored_keys())
         # one listing, not a lookup per row (S3); keys listed with when their bytes were written
         modified = {key: stamp for key, _, stamp in self._list_stamped("profiles/")}
@@ -865,53 +924,31 @@ class Store:
                 report.rows_without_bytes.append(row_id)
         gone = {upload_id for upload_id, _ in missing}
         referenced = {key for upload_id, key in known.items() if upload_id not in gone}
-        unreferenced = [(key, _upload_id_of(key)) for key in sorted(modified) if key not in referenced]
-        kept: set[str] = set()
-        if self.presigns:  # landed PUTs first: recording one makes its older leftovers orphans
-            for key, upload_id in unreferenced:
-                upload = self.get_upload(upload_id) if upload_id else None
-                if upload is None or upload.stored or key != blob_key(upload.session_id, upload.id):
-                    continue
-                learned = self._learn_at_start(upload, key)
-                if learned is not None:
-                    kept.add(key)
-                    if learned:
-                        report.learned.append(key)
-        for key, upload_id in unreferenced:
-            if key in kept:
+        for key in sorted(modified):
+            if key in referenced:
                 continue
+            if stop is not None and stop():
+                return
+            upload_id = _upload_id_of(key)
             upload = self.get_upload(upload_id) if upload_id else None  # read right before the removal
             if upload is not None and not self._removable(upload, key, modified[key], fresh_after):
                 continue
             self.blobs.delete(key)
             report.orphan_blobs.append(key)
-        if report:
-            logger.warning(
-                "reconciled the store at start: %d temporary files and %d profile files without a row removed, "
-                "%d rows without bytes reset, %d uploads learned",
-                len(report.temp_files),
-                len(report.orphan_blobs),
-                len(report.rows_without_bytes),
-                len(report.learned),
-            )
-        return report
 
     def _removable(self, upload: UploadRecord, key: str, modified: int, fresh_after: int) -> bool:
         """Whether the unreferenced bytes ``key`` of an existing upload slot are a leftover."""
         if upload.path == key:
             return False  # recorded since the listing (another process learned a landed PUT)
-        if self.presigns and upload.stored:
-            return True  # a recorded presigned upload never changes (it is recorded once): a leftover
         if modified > fresh_after:
             return False  # written while (or just before) this ran: maybe another host's, about to be recorded
-        open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
+        if upload.stored:
+            return True  # a recorded upload never takes other bytes of its slot: a leftover
+        if self.presigns and key == blob_key(upload.session_id, upload.id):
+            return False  # landed, not recorded yet: learn_landed records it (a later PUT may have replaced it)
         # not a checked copy of a slot still open, which another process may be about to record
-        return not (
-            self.presigns
-            and not upload.stored
-            and upload.expires_at >= open_after
-            and key != blob_key(upload.session_id, upload.id)
-        )
+        open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
+        return not (self.presigns and upload.expires_at >= open_after)
 
     def _list_stamped(self, prefix: str) -> Iterator[tuple[str, int, int]]:
         """``(key, size, last modified ms)`` under ``prefix``; a blob store that cannot say when
@@ -922,18 +959,6 @@ class Store:
             return
         for key in self.blobs.list_keys(prefix):
             yield key, 0, 0
-
-    def _learn_at_start(self, upload: UploadRecord, key: str) -> bool | None:
-        """Reconcile the landed bytes of an open slot: True when recorded, False when left for a
-        later look (replaced or gone meanwhile, or recorded by another process, which removes
-        them), None when they are to be removed (the session was claimed)."""
-        size = self.blobs.size(key)
-        if size is None:
-            return False
-        if self._record_landed(upload, key, size) is not None:
-            return True
-        session = self.get_session(upload.session_id)
-        return None if session is None or session.claimed else False
 
     def open_profile(self, upload: UploadRecord) -> BinaryIO:
         """A binary file reading the stored bytes of ``upload``; FileNotFoundError when they are gone."""

@@ -6,6 +6,10 @@ query when there is nothing to do, and deletes in small batches otherwise, each 
 transaction that re-checks its condition in the database. Processes and hosts sweeping the same
 store at once therefore never delete a slot that was stored meanwhile, and the thread never
 holds anything a request waits for longer than one batch.
+
+On a store other hosts share, the sweeper of one process of the team also scans for bytes without
+a row (:meth:`Store.scan_orphans_if_due`) every few hours: a start does not, so it costs the same
+however many profiles the store holds.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class SlotSweeper(PeriodicWorker):
 
     def run_once(self) -> None:
         self.store.sweep_expired_slots(grace_seconds=self.grace_seconds, stop=self.stopping)
+        if self.store.shared:  # a team host's start scans for no bytes without a row: one sweeper does, now and then
+            self.store.scan_orphans_if_due(stop=self.stopping)
 
 
 __all__ = ["SlotSweeper"]

@@ -19,11 +19,13 @@ import requests
 from conftest import make_profile_bytes
 from test_team_server import TS, link, new_session, new_slot, server_process
 
+from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.ingest import LEASE_MS, ClaimHeartbeat, ingest_one
 from whylogs_songbird.server.sandbox import Sandbox
+from whylogs_songbird.server.serving import open_store
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.storage.s3 import S3BlobStore
-from whylogs_songbird.server.store import Store, now_ms
+from whylogs_songbird.server.store import Store, blob_key, now_ms
 
 #: Every change of these in the database is logged by a trigger the test installs: how many times
 #: each upload was recorded (stored_at set) and summarised (a summary written).
@@ -256,3 +258,49 @@ def test_other_hosts_claims_a_page_answers_at_once_a_dead_ones_is_taken_over_and
     logged = events(database_url)
     for upload in slots:
         assert [what for u, what in logged if u == upload.id] == ["recorded", "summarised"], upload.id
+
+
+def test_a_team_host_start_records_and_removes_nothing_another_host_may_use_and_lists_no_object(
+    storage_config, team_store, tmp_path, caplog
+):
+    session = team_store.create_session("u")
+    recorded, landed = (
+        team_store.create_upload(session.id, "batch", ttl_seconds=600, dataset_timestamp=TS + n) for n in range(2)
+    )
+    urls = {upload.id: team_store.upload_url(upload, 600) for upload in (recorded, landed)}
+    data = make_profile_bytes(n_rows=3, seed=1)
+
+    def client_put(upload) -> str:
+        assert requests.put(urls[upload.id], data=data, timeout=10).status_code == 200  # acknowledged
+        return blob_key(session.id, upload.id)
+
+    client_put(recorded)
+    [kept] = team_store.learn_landed(session.id)  # another host records it and removes its landed bytes
+    again = client_put(recorded)  # a client's retry lands afterwards: never recorded, a leftover
+    waiting = client_put(landed)  # landed; no host has looked yet
+    no_slot = f"profiles/{session.id}/log-{'Z' * 24}.bin"  # bytes no row can ever name
+    team_store.blobs.put_bytes(no_slot, b"x")
+    spill = tmp_path / "a" / "tmp" / "songbird-body-x.part"  # a body this host was receiving when it died
+    spill.parent.mkdir(parents=True)
+    spill.write_bytes(b"partial")
+    config = ServerConfig(data_dir=tmp_path / "a", **storage_config)
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server"):
+        starting = open_store(config)
+    try:
+        assert [r.getMessage() for r in caplog.records if "reconciled" in r.getMessage()] == [
+            "reconciled the store at start: 1 temporary files and 0 profile files without a row removed, "
+            "0 rows without bytes reset"
+        ]
+        assert not spill.exists()
+        assert starting.get_upload(landed.id).stored_at is None, "a start leaves landed uploads to the landed look"
+        keys = set(starting.blobs.list_keys("profiles/"))
+        assert keys == {kept.path, again, waiting, no_slot}, "a start lists no object, so removes none"
+        # the sweeper of one host scans now and then: only what no host can still use goes, fresh bytes stay
+        assert starting.scan_orphans_if_due(interval_seconds=3600).orphan_blobs == [no_slot]
+        assert starting.scan_orphans_if_due(interval_seconds=3600) is None, "one scan per interval, team-wide"
+        assert team_store.scan_orphans(grace_seconds=0).orphan_blobs == [again], "once old, a leftover goes"
+        [learned] = starting.learn_landed(session.id)
+        assert learned.id == landed.id and starting.read_profile_bytes(learned) == data
+        assert set(starting.blobs.list_keys("profiles/")) == {kept.path, learned.path}
+    finally:
+        starting.close()

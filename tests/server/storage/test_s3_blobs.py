@@ -696,6 +696,18 @@ def test_temp_files_go_to_the_temp_dir_made_on_demand(fake_credentials, tmp_path
     assert offline().reconcile() == []
 
 
+def test_a_start_removes_the_bodies_its_host_was_receiving_and_nothing_else(fake_credentials, tmp_path):
+    store = offline(temp_dir=tmp_path / "data" / "tmp")
+    assert store.reconcile() == []  # no temp dir yet
+    fd, leftover = store.new_temp_file()  # a body being received when the host died
+    os.close(fd)
+    other = tmp_path / "data" / "tmp" / "notes.txt"
+    other.write_text("not a body")
+    assert store.reconcile() == [f"tmp/{leftover.name}"]
+    assert not leftover.exists() and other.exists()
+    assert store.reconcile() == []
+
+
 # -- against SeaweedFS -----------------------------------------------------------------------------
 
 

@@ -277,7 +277,7 @@ def test_a_blob_key_is_refused_for_anything_but_server_ids_and_a_hex_digest(sess
 def test_a_reconcile_report_is_true_when_something_was_fixed():
     assert not ReconcileReport()
     assert not ReconcileReport(released_claims=3), "released claims alone are routine, not a repair"
-    for fixed in ("temp_files", "orphan_blobs", "learned", "rows_without_bytes"):
+    for fixed in ("temp_files", "orphan_blobs", "rows_without_bytes"):
         assert ReconcileReport(**{fixed: ["x"]})
 
 
@@ -1196,7 +1196,7 @@ def test_reconcile_keeps_the_checked_copy_of_an_open_slot_until_its_url_is_long_
     for key in copies:  # what a process that was about to record them left (or still holds)
         pstore.blobs.put_bytes(key, PROFILE)
     report = pstore.reconcile()
-    assert report.orphan_blobs == [copies[1]] and report.learned == []
+    assert report.orphan_blobs == [copies[1]]
     assert list(pstore.blobs.list_keys()) == [copies[0]]
 
 
@@ -1256,13 +1256,12 @@ def test_reconcile_removes_temp_files_orphans_and_resets_rows_without_bytes(stor
     assert report == ReconcileReport(
         temp_files=["tmp/body-x.part"],
         orphan_blobs=sorted(orphans),
-        learned=[],
         rows_without_bytes=[lost.id],
         released_claims=1,
     )
     assert [r.getMessage() for r in caplog.records] == [
         "reconciled the store at start: 1 temporary files and 3 profile files without a row removed, "
-        "1 rows without bytes reset, 0 uploads learned"
+        "1 rows without bytes reset"
     ]
     assert list(store.blobs.list_keys()) == [kept.path] and stray.read_bytes() == b"not a key"
     # the claim of the "crashed" server counted a try: releasing it at start does not take it back
@@ -1279,34 +1278,36 @@ def test_reconcile_removes_temp_files_orphans_and_resets_rows_without_bytes(stor
     assert store.reconcile() == ReconcileReport()
 
 
-def test_reconcile_learns_presigned_puts_that_landed(pstore):
+def test_reconcile_leaves_landed_puts_to_the_landed_look_and_removes_leftovers_of_recorded_ones(pstore):
     session, claimed = pstore.create_session("u"), pstore.create_session("v")
     landed, done = slot(pstore, session.id, ts=1), stored(pstore, session.id, b"abc", ts=2)
+    expired = slot(pstore, session.id, ts=3, ttl=-7200)  # the slot sweep records it late
     late = slot(pstore, claimed.id)
-    keys = [put_landed(pstore, landed), put_landed(pstore, done), put_landed(pstore, late)]
-    stale = f"profiles/{session.id}/{landed.id}.0123456789abcdef.bin"
-    pstore.blobs.put_bytes(stale, b"older")
+    keys = [put_landed(pstore, upload) for upload in (landed, done, late, expired)]
+    stale = f"profiles/{session.id}/{landed.id}.0123456789abcdef.bin"  # a checked copy of an open slot
+    no_slot = f"profiles/{session.id}/log-{'Z' * 24}.bin"  # no slot has this id
+    for key in (stale, no_slot):
+        pstore.blobs.put_bytes(key, b"older")
     pstore.claim(claimed.id, "org-a")
     report = pstore.reconcile()
-    assert report.learned == [keys[0]]
-    assert report.orphan_blobs == sorted([keys[1], keys[2], stale])
-    record = pstore.get_upload(landed.id)
+    assert report.orphan_blobs == sorted([keys[1], no_slot]), "only a recorded upload's landed bytes, and no slot's"
+    assert pstore.get_upload(landed.id).stored_at is None, "recorded by the landed look, not by a start"
+    assert sorted(pstore.blobs.list_keys()) == sorted([done.path, keys[0], keys[2], keys[3], stale])
+    [learned] = pstore.learn_landed()
     checked = blob_key(session.id, landed.id, PROFILE_SHA)
-    assert (record.path, record.size, record.sha256, record.ingest_state) == (checked, 17, PROFILE_SHA, "pending")
-    assert sorted(pstore.blobs.list_keys()) == sorted([checked, done.path])
-    assert pstore.get_upload(late.id).stored_at is None
+    assert (learned.id, learned.path, learned.sha256) == (landed.id, checked, PROFILE_SHA)
+    assert pstore.reconcile().orphan_blobs == [stale], "an older copy of a recorded upload is a leftover"
 
 
-def test_reconcile_goes_on_after_each_landed_put_it_learns(pstore):
+def test_a_start_reconciles_without_scanning_when_asked_and_a_due_scan_runs_once_per_interval(pstore):
     session = pstore.create_session("u")
-    landed = [slot(pstore, session.id, ts=n) for n in range(3)]
-    keys = sorted(put_landed(pstore, upload) for upload in landed)
-    orphan = f"profiles/{session.id}/log-{'Z' * 24}.bin"  # no slot has this id
+    orphan = f"profiles/{session.id}/{UNKNOWN_LOG}.bin"
     pstore.blobs.put_bytes(orphan, b"no slot")
-    report = pstore.reconcile()
-    assert report.learned == keys
-    assert report.orphan_blobs == [orphan]
-    assert all(pstore.get_upload(upload.id).stored for upload in landed)
+    assert pstore.reconcile(scan=False) == ReconcileReport() and pstore.blobs.exists(orphan)
+    assert pstore.scan_orphans_if_due(interval_seconds=3600) == ReconcileReport(orphan_blobs=[orphan])
+    pstore.blobs.put_bytes(orphan, b"again")
+    assert pstore.scan_orphans_if_due(interval_seconds=3600) is None, "scanned a moment ago: not due"
+    assert pstore.scan_orphans_if_due(interval_seconds=0) == ReconcileReport(orphan_blobs=[orphan])
 
 
 # -- the SQL store: schema, ingest, summaries, derived artefacts ------------------------------------
@@ -1497,21 +1498,22 @@ def test_a_shared_store_start_leaves_fresh_copies_and_claims_alone_and_removes_t
     session = pstore.create_session("u")
     kept = stored(pstore, session.id, b"abc", ts=1)
     expired = slot(pstore, session.id, ts=2, ttl=-7200)  # e.g. being recorded late by another host's slot sweep
-    fresh = blob_key(session.id, expired.id, PROFILE_SHA)
-    leftovers = [
-        f"profiles/{session.id}/{UNKNOWN_LOG}.0123456789abcdef.bin",  # no row can ever name it
-        f"profiles/{session.id}/{kept.id}.0123456789abcdef.bin",  # a recorded presigned upload never changes
+    fresh = [
+        blob_key(session.id, expired.id, PROFILE_SHA),
+        # of a recorded upload: a leftover, but maybe the landed bytes its recorder is about to remove
+        f"profiles/{session.id}/{kept.id}.bin",
     ]
-    for key in [fresh, *leftovers]:
+    leftover = f"profiles/{session.id}/{UNKNOWN_LOG}.0123456789abcdef.bin"  # no row can ever name it
+    for key in [*fresh, leftover]:
         pstore.blobs.put_bytes(key, b"leftover")
     pstore.metadata.claim_ingest(lease_ms=3_600_000, limit=5)
     pstore.metadata.shared = True  # as PostgreSQL is: other hosts run while this one starts
     report = pstore.reconcile()
-    assert report.orphan_blobs == sorted(leftovers) and report.released_claims == 0
-    assert sorted(pstore.blobs.list_keys()) == sorted([kept.path, fresh])
+    assert report.orphan_blobs == [leftover] and report.released_claims == 0
+    assert sorted(pstore.blobs.list_keys()) == sorted([kept.path, *fresh])
     assert pstore.metadata.claim_upload_ingest(kept.id, lease_ms=60_000) is False, "the live claim holds"
-    # the same copy once older than the grace period is a leftover
-    assert pstore.reconcile(grace_seconds=-1).orphan_blobs == [fresh]
+    # the same copies once older than the grace period are leftovers
+    assert pstore.reconcile(grace_seconds=-1).orphan_blobs == sorted(fresh)
     assert list(pstore.blobs.list_keys()) == [kept.path]
 
 

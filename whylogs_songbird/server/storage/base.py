@@ -388,6 +388,12 @@ class MetadataStore(Protocol):
     def profile_counts(self, session_id: str) -> dict[str, int]:
         """How many stored (non-duplicate) profiles a session holds, by kind, without reading its rows."""
 
+    def count_profiles(self, session_id: str, *, at_most: int | None = None) -> int:
+        """How many stored (non-duplicate) profiles a session holds, counted no further than ``at_most``."""
+
+    def profile_bytes(self, session_id: str) -> int:
+        """How many bytes the stored (non-duplicate) profiles of a session take."""
+
     def get_reference(self, session_id: str, reference_id: str) -> UploadRecord | None:
         """The stored reference profile ``reference_id`` of a session, or None."""
 
@@ -409,6 +415,10 @@ class MetadataStore(Protocol):
 
     def stored_keys(self) -> Iterator[tuple[str, str]]:
         """``(upload id, blob key)`` of every stored profile (for reconciliation at start)."""
+
+    def take_turn(self, name: str, interval_ms: int) -> bool:
+        """Whether this caller takes the turn of the periodic job ``name``: True for exactly one of
+        the processes (of every host) asking within ``interval_ms`` of the last turn taken."""
 
     # -- ingest --
     def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES) -> list[UploadRecord]:

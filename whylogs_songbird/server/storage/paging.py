@@ -51,6 +51,14 @@ PAGING_INDEXES = (
     f" (session_id, kind, (COALESCE(alias, '')), id) WHERE {PROFILE_ROWS}",
 )
 
+#: How many profiles a session holds, up to the bound ``?`` (an index walk of at most that many
+#: entries of a paging index, however large the session): what a quota compares.
+BOUNDED_PROFILE_COUNT = (
+    f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM uploads WHERE session_id = ? AND {PROFILE_ROWS} LIMIT ?) AS held"  # noqa: S608
+)
+#: The bound that counts every profile (a LIMIT both databases take).
+NO_BOUND = 2**62
+
 #: A cursor: the sort key values of a row, then its id.
 Cursor = tuple[Any, ...]
 
@@ -211,8 +219,25 @@ class ProfilePagingSql:
             counts[str(row["kind"])] = int(row["n"])
         return counts
 
+    def count_profiles(self, session_id: str, *, at_most: int | None = None) -> int:
+        """How many stored (non-duplicate) profiles a session holds, counting no further than
+        ``at_most``: a quota's check costs its limit at most, not the session's size."""
+        if not is_valid_id(session_id, "session"):
+            return 0
+        bound = NO_BOUND if at_most is None else max(0, at_most)
+        return int(self._query(BOUNDED_PROFILE_COUNT, (session_id, bound))[0]["n"])
+
+    def profile_bytes(self, session_id: str) -> int:
+        """How many bytes the stored (non-duplicate) profiles of a session take (one aggregate)."""
+        if not is_valid_id(session_id, "session"):
+            return 0
+        rows = self._query(f"SELECT SUM(size) AS n FROM uploads WHERE session_id = ? AND {PROFILE_ROWS}", (session_id,))  # noqa: S608
+        return int(rows[0]["n"] or 0)
+
 
 __all__: list[str] = [
+    "BOUNDED_PROFILE_COUNT",
+    "NO_BOUND",
     "NO_TIMESTAMP",
     "PAGING_INDEXES",
     "SORTS",

@@ -24,12 +24,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from whylogs_songbird.server.storage.base import StorageConfigError, StorageUnavailableError
-from whylogs_songbird.server.storage.sql import POSTGRESQL, SCHEMA_VERSION, SqlMetadataStore
+from whylogs_songbird.server.storage.sql import ONLINE_INDEXES, POSTGRESQL, SCHEMA_VERSION, SqlMetadataStore, index_name
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
 #: Key of the advisory lock held while the schema is created or migrated (unique to this server).
 MIGRATION_LOCK = 0x736F6E6762697264  # "songbird" in ASCII
+#: Key of the advisory lock of the process building :data:`ONLINE_INDEXES` ("songidx!").
+INDEX_LOCK = 0x736F6E6769647821
 #: Connections each server process keeps at most.
 POOL_MAX = 16
 
@@ -68,6 +70,8 @@ class PostgresMetadataStore(SqlMetadataStore):
     dialect = POSTGRESQL
     #: Several hosts run on one database: a start leaves their claims and fresh writes alone.
     shared = True
+    #: Built concurrently after the migration (see :meth:`_build_online_indexes`).
+    online_indexes = ONLINE_INDEXES
 
     def __init__(self, url: str, *, max_size: int = POOL_MAX, connect_timeout: float = 10.0) -> None:
         from psycopg_pool import ConnectionPool
@@ -135,6 +139,65 @@ class PostgresMetadataStore(SqlMetadataStore):
                     logger.info("PostgreSQL schema at version %d (was %d)", SCHEMA_VERSION, recorded)
             finally:
                 lock_conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+            # after the migration lock is given back: a build waits for older transactions to end,
+            # and a process waiting for that lock would be one of them
+            self._build_online_indexes(lock_conn, upgrade=recorded != 0)
+
+    def _build_online_indexes(self, conn: Any, *, upgrade: bool) -> None:
+        """Build the :data:`ONLINE_INDEXES` that are missing with ``CREATE INDEX CONCURRENTLY`` on
+        ``conn`` (autocommit: outside any transaction), so the other hosts keep writing to the
+        table while it is read. One process builds (it holds :data:`INDEX_LOCK`); a process that
+        finds another one building serves meanwhile without the indexes (they only make pages
+        faster). A build cut short (the process died, or PostgreSQL refused it) leaves an INVALID
+        index, which no query uses: the next build drops it and builds it again. A failure is
+        logged and left to the next start, never fatal."""
+        names = [index_name(statement) for statement in ONLINE_INDEXES]
+        if all(self._index_states(conn, names).get(name) for name in names):
+            return  # every index there and valid: the usual start, without taking the lock
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (INDEX_LOCK,)).fetchone()[0]:
+            logger.info("another process builds the paging indexes; this one serves without waiting for them")
+            return
+        level = logging.INFO if upgrade else logging.DEBUG
+        try:
+            states = self._index_states(conn, names)  # again, now that no other process builds
+            for statement, name in zip(ONLINE_INDEXES, names, strict=True):
+                if states.get(name):
+                    continue
+                try:
+                    if name in states:  # INVALID: what a build that did not finish left
+                        logger.warning(
+                            "storage: index %s was left invalid by a build cut short; building it again", name
+                        )
+                        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                    logger.log(level, "storage: building index %s concurrently (writes go on meanwhile)", name)
+                    conn.execute(
+                        statement.replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1)
+                    )
+                except psycopg_error() as exc:
+                    logger.warning(
+                        "storage: could not build index %s (%s); pages work without it, the next start builds it again",
+                        name,
+                        type(exc).__name__,
+                    )
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
+
+    @staticmethod
+    def _index_states(conn: Any, names: list[str]) -> dict[str, bool]:
+        """Whether each of the indexes ``names`` that exists in the current schema is valid."""
+        rows = conn.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = ANY(%s)",
+            (names,),
+        ).fetchall()
+        return {str(name): bool(valid) for name, valid in rows}
+
+
+def psycopg_error() -> type[Exception]:
+    """psycopg's base error class (imported when a store is opened, as psycopg is the team extra's)."""
+    import psycopg
+
+    return psycopg.Error
 
 
 def _recorded_version(conn: Any) -> int:

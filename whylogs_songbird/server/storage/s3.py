@@ -47,6 +47,8 @@ _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 DEFAULT_REGION = "us-east-1"
 #: Objects read with :meth:`S3BlobStore.open` stay in memory up to this size, then spill to disk.
 _SPOOL_BYTES = 8 * 1024 * 1024
+#: Names of the temporary files of bodies received (see :meth:`S3BlobStore.new_temp_file`).
+_TEMP_PREFIX, _TEMP_SUFFIX = "songbird-body-", ".part"
 
 
 class BlobStoreConfigError(StorageConfigError):
@@ -432,12 +434,23 @@ class S3BlobStore:
         """A fresh temporary file (in ``temp_dir``, else the system's) for a body the server receives."""
         if self.temp_dir is not None:
             self.temp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="songbird-body-", suffix=".part", dir=self.temp_dir)
+        fd, name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=self.temp_dir)
         return fd, Path(name)
 
     def reconcile(self) -> list[str]:
-        """Nothing to clean locally: an S3 PUT is atomic, so a crash leaves no partial object."""
-        return []
+        """Remove the temporary files of bodies this host was receiving when it stopped or died
+        (in ``temp_dir``, this host's own data dir; run before it serves). An S3 PUT is atomic, so
+        a crash leaves no partial object."""
+        removed: list[str] = []
+        if self.temp_dir is None or not self.temp_dir.is_dir():
+            return removed
+        for leftover in sorted(self.temp_dir.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}")):
+            try:
+                leftover.unlink()
+            except OSError:
+                continue
+            removed.append(f"{self.temp_dir.name}/{leftover.name}")
+        return removed
 
 
 def open_blobs(url: str, *, endpoint_url: str | None = None, data_dir: Path | None = None) -> S3BlobStore:

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ from whylogs_songbird.server.storage.base import (
 )
 from whylogs_songbird.server.storage.deletion import DeletionSql
 from whylogs_songbird.server.storage.notifications import NOTIFICATIONS_SCHEMA, NotificationQueueSql
-from whylogs_songbird.server.storage.paging import PAGING_INDEXES, ProfilePagingSql
+from whylogs_songbird.server.storage.paging import BOUNDED_PROFILE_COUNT, NO_BOUND, PAGING_INDEXES, ProfilePagingSql
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
 
@@ -147,6 +148,20 @@ LATE_INDEXES = (
     # the session page's orders (see storage/paging.py)
     *PAGING_INDEXES,
 )
+#: Indexes a PostgreSQL store builds ``CONCURRENTLY`` after the migration's transaction, so that
+#: adding them to a large live table never blocks the other hosts' writes (see ``postgres.py``).
+ONLINE_INDEXES = PAGING_INDEXES
+
+
+_INDEX_STATEMENT = re.compile(r"CREATE (?:UNIQUE )?INDEX IF NOT EXISTS (\w+) ")
+
+
+def index_name(statement: str) -> str:
+    """The name of the index a ``CREATE [UNIQUE] INDEX IF NOT EXISTS name ...`` statement makes."""
+    found = _INDEX_STATEMENT.match(statement)
+    if found is None:
+        raise ValueError(f"not an index statement of the schema: {statement[:60]!r}")
+    return found.group(1)
 
 
 @dataclass(frozen=True)
@@ -164,6 +179,8 @@ class Dialect:
     #: Appended to a SELECT to lock its rows until the transaction ends ("": the transaction
     #: already excludes other writers, as SQLite's ``BEGIN IMMEDIATE`` does).
     for_update: str = ""
+    #: A query with a row when the index named ``?`` exists (in the current schema).
+    index_query: str = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?"
 
     def sql(self, statement: str) -> str:
         """``statement`` in this dialect (placeholders and type tokens replaced)."""
@@ -182,6 +199,7 @@ POSTGRESQL = Dialect(
     columns_query="SELECT column_name FROM information_schema.columns WHERE table_name = ? "
     "AND table_schema = current_schema()",
     for_update=" FOR UPDATE",
+    index_query="SELECT to_regclass(?) AS name WHERE to_regclass(?) IS NOT NULL",
 )
 
 
@@ -242,6 +260,9 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     _upload_row = staticmethod(_upload_from_row)  # for the mixins' rows
     #: One host's file (SQLite): nothing else runs while a server starts on it.
     shared: bool = False
+    #: Index statements :meth:`_create_schema` leaves out: the store builds them itself, outside
+    #: its transaction (PostgreSQL: :data:`ONLINE_INDEXES`, concurrently).
+    online_indexes: tuple[str, ...] = ()
     #: The host this store's claims are taken for (``Store.open`` sets it from the data dir), so a
     #: restarting host releases its own dead claims and no one else's.
     owner: str = ""
@@ -294,12 +315,23 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         # as a timeline refresh's, holds it only while its rows are fetched, not the uploads waiting
         return [dict(zip(names, row)) for row in rows]
 
+    def _create(self, conn: Any, statement: str) -> None:
+        """Run a ``CREATE ... IF NOT EXISTS`` statement of the schema; an index that exists is not
+        asked for again: even with IF NOT EXISTS, PostgreSQL would first lock its table against
+        writes (and wait for an index being built concurrently), at every start."""
+        if _INDEX_STATEMENT.match(statement):
+            name = index_name(statement)
+            params = (name, name) if self.dialect.index_query.count("?") == 2 else (name,)
+            if self._exec(conn, self.dialect.index_query, params):
+                return
+        self._exec(conn, statement)
+
     def _create_schema(self) -> None:
         """Create the tables, add columns of later versions, record the schema version (idempotent)."""
         with self._transaction() as conn:
             existed = {table for table, _, _ in MIGRATIONS if self._exec(conn, self.dialect.columns_query, (table,))}
             for statement in SCHEMA:
-                self._exec(conn, statement)
+                self._create(conn, statement)
             for table, column, kind in MIGRATIONS:
                 present = {row[next(iter(row))] for row in self._exec(conn, self.dialect.columns_query, (table,))}
                 if column not in present:
@@ -308,7 +340,8 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                     level = logging.INFO if table in existed else logging.DEBUG
                     logger.log(level, "storage: added column %s.%s", table, column)
             for statement in LATE_INDEXES:
-                self._exec(conn, statement)
+                if statement not in self.online_indexes:
+                    self._create(conn, statement)
             # profiles stored before ingest states existed are summarised like new ones
             self._exec(
                 conn,
@@ -459,15 +492,14 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         if max_open is not None and open_slots + new > max_open:
             raise SlotLimitError("open", open_slots, max_open)
         if max_profiles is not None:
-            rows = self._exec(
-                conn,
-                "SELECT COUNT(*) AS n FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL"
-                " AND duplicate_of IS NULL",
-                (session_id,),
-            )
-            held = int(rows[0]["n"]) + open_slots
-            if held + new > max_profiles:
-                raise SlotLimitError("profiles", held, max_profiles)
+            # counted no further than the limit allows (an index walk bounded by it, not by the
+            # session's history); exactly only to say how many a refused session holds
+            bound = max_profiles + 1
+            stored = int(self._exec(conn, BOUNDED_PROFILE_COUNT, (session_id, bound))[0]["n"])
+            if stored + open_slots + new > max_profiles:
+                if stored >= bound:
+                    stored = int(self._exec(conn, BOUNDED_PROFILE_COUNT, (session_id, NO_BOUND))[0]["n"])
+                raise SlotLimitError("profiles", stored + open_slots, max_profiles)
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         if not _is_upload_id(upload_id):
@@ -697,6 +729,17 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
             "SELECT id, path FROM uploads WHERE stored_at IS NOT NULL AND path IS NOT NULL AND deleted_at IS NULL"
         )
         return iter([(row["id"], row["path"]) for row in rows])
+
+    def take_turn(self, name: str, interval_ms: int) -> bool:
+        now = now_ms()
+        with self._transaction() as conn:  # one statement: of processes asking at once, one gets the turn
+            taken = self._rowcount(
+                conn,
+                "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                " WHERE CAST(meta.value AS {BIGINT}) <= ?",
+                (f"turn:{name}", str(now), now - interval_ms),
+            )
+        return taken == 1
 
     # -- ingest ------------------------------------------------------------------------------------
 
