@@ -193,9 +193,10 @@ def signal_state_kept(request: pytest.FixtureRequest) -> Iterator[None]:
     handler = signal.getsignal(signal.SIGINT)
     yield
     changed = []
-    if signal.getsignal(signal.SIGINT) != handler:
+    now = signal.getsignal(signal.SIGINT)
+    if now != handler:
         signal.signal(signal.SIGINT, handler)
-        changed.append("its handler")
+        changed.append(f"its handler, {handler!r} -> {now!r}")
     if signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]):
         changed.append("its blocking")
     if changed:
