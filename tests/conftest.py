@@ -10,8 +10,11 @@ os.environ.setdefault("_WHYLABS_SKIP_CONFIG_READ", "True")
 import contextlib  # noqa: E402
 import http.server  # noqa: E402
 import secrets  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
+import warnings  # noqa: E402
+from collections import Counter  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -137,6 +140,67 @@ def stop_local_server(port: int, data_dir: Path) -> None:
         from whylogs_songbird.config import resolve_settings
 
         stop_server(resolve_settings({"local_port": port, "local_data_dir": data_dir}, environ={}))
+
+
+#: The modules that take longest, longest first (from the durations of a full run). They are
+#: collected first, and ``scripts/test`` runs with ``--no-loadscope-reorder``: under ``--dist
+#: loadfile`` a worker takes a whole module, so a long one handed out last leaves the other workers
+#: idle while it runs. The other modules follow, those with the most tests first (xdist's own order).
+SLOWEST_MODULES = [
+    "tests/server/api/test_notify.py",
+    "tests/server/ingest/test_sandbox.py",
+    "tests/server/storage/test_many_hosts.py",
+    "tests/client/test_distributed.py",
+    "tests/server/storage/test_lifecycle.py",
+    "tests/server/storage/test_dataset_deletion.py",
+    "tests/server/api/test_workers.py",
+    "tests/server/storage/test_team_server.py",
+    "tests/server/api/test_server_defences.py",
+    "tests/client/test_embedded_default.py",
+    "tests/server/observatory/test_dataset_pages.py",
+    "tests/cli/test_cli_streams.py",
+    "tests/server/timeline/test_timeline_server.py",
+    "tests/cli/test_demo.py",
+    "tests/test_docs.py",
+    "tests/cli/test_check_cli.py",
+    "tests/server/storage/test_team_storage.py",
+    "tests/server/ingest/test_sketch_fuzz.py",
+    "tests/server/observatory/test_session_page.py",
+]
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules in the order of :data:`SLOWEST_MODULES`, then by number of tests (a module's tests
+    keep their order and stay together)."""
+    rank = {module: index for index, module in enumerate(SLOWEST_MODULES)}
+    counts = Counter(item.nodeid.partition("::")[0] for item in items)
+
+    def order(item: pytest.Item) -> tuple[int, int, str]:
+        module = item.nodeid.partition("::")[0]
+        return (rank.get(module, len(rank)), -counts[module], module)
+
+    items.sort(key=order)
+
+
+@pytest.fixture(autouse=True)
+def signal_state_kept(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test leaves this process's SIGINT as it found it: not ignored and not blocked in the main
+    thread. Both pass on to every child process the later tests start (an ignored or blocked SIGINT
+    survives exec), whose Ctrl-C would then do nothing. A change is undone and reported."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    changed = []
+    now = signal.getsignal(signal.SIGINT)
+    if now != handler:
+        signal.signal(signal.SIGINT, handler)
+        changed.append(f"its handler, {handler!r} -> {now!r}")
+    if signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]):
+        changed.append("its blocking")
+    if changed:
+        warnings.warn(f"{request.node.nodeid} changed SIGINT ({', '.join(changed)}); undone", stacklevel=1)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -15,8 +15,6 @@ from typing import Any
 
 from whylogs.core import DatasetProfileView
 from whylogs.core.view.column_profile_view import ColumnProfileView
-from whylogs.viz.configs import HistogramConfig
-from whylogs.viz.utils import _calculate_bins
 
 from whylogs_songbird import column_stats
 from whylogs_songbird.column_stats import NUMERIC_TYPES as _NUMERIC_TYPES
@@ -212,6 +210,10 @@ def histogram(columns: Sequence[ColumnProfileView | None]) -> dict[str, Any] | N
     # whylogs pads the right edge by 1e-7 of its magnitude: that, or the span, may overflow
     if not (math.isfinite(end - start) and math.isfinite(end + abs(end) * 1e-7)):
         return {"note": RANGE_TOO_WIDE}
+    # whylogs.viz imports scipy.stats (most of a second): only when a histogram is drawn
+    from whylogs.viz.configs import HistogramConfig
+    from whylogs.viz.utils import _calculate_bins
+
     config = HistogramConfig()
     try:
         edges, _ = _calculate_bins(

@@ -48,9 +48,24 @@ def warm_pages() -> float:
     return time.perf_counter() - started
 
 
-def warm_in_background() -> threading.Thread:
-    """Start :func:`warm_pages` in a daemon thread (a failure is logged, never raised); the thread."""
+_warming: threading.Thread | None = None
+_warming_lock = threading.Lock()
 
+
+def warm_in_background() -> threading.Thread:
+    """Start :func:`warm_pages` in a daemon thread (a failure is logged, never raised); the thread.
+
+    Once per process: what it warms (imports, first uses of the libraries) stays warm for every
+    later server of the process (``LocalServer``s started one after another), which get the first
+    one's thread."""
+    global _warming
+    with _warming_lock:
+        if _warming is None:
+            _warming = _start_warming()
+        return _warming
+
+
+def _start_warming() -> threading.Thread:
     def run() -> None:
         try:
             took = warm_pages()

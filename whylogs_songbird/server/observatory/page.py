@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import BytecodeCache, Environment, FileSystemLoader, select_autoescape
+from jinja2.bccache import Bucket
 from markupsafe import Markup
 from whylogs.core import DatasetProfileView
 
@@ -66,12 +68,39 @@ def _round_floats(values: Sequence[float], digits: int = 8) -> list[float]:
     return [float(f"{v:.{digits}g}") for v in values]
 
 
+class _CompiledTemplates(BytecodeCache):
+    """The compiled templates, kept in memory for every environment of the process: a server
+    started after another one (tests, notebooks) does not parse and compile them again. Jinja
+    checks each entry against the template's source, so an edited template is compiled afresh."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        with self._lock:
+            code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        code = bucket.bytecode_to_string()
+        with self._lock:
+            self._code[bucket.key] = code
+
+
+_COMPILED = _CompiledTemplates()
+
+
 def make_environment() -> Environment:
+    """The pages' Jinja environment (its filters and globals); a fresh one per app, whose
+    templates compile once per process."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,
+        bytecode_cache=_COMPILED,
     )
     env.filters["number"] = _number
     env.filters["percent"] = _percent
