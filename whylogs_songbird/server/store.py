@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -201,7 +201,7 @@ class Store:
         )
         metadata, blobs = open_storage(spec)
         if metadata.shared:  # the claims this host takes, released when it starts again
-            setattr(metadata, "owner", host_id(spec.data_dir))  # noqa: B010 - a SQL store's attribute, not the protocol's
+            metadata.owner = host_id(spec.data_dir)
         store = cls(spec.data_dir, metadata=metadata, blobs=blobs)
         store.max_columns = config.max_columns
         store.max_upload_bytes = config.max_upload_bytes
@@ -320,6 +320,25 @@ class Store:
             self.blobs.delete(key)
         return len(keys)
 
+    def delete_session_bytes(self, session_id: str) -> list[str]:
+        """Remove every blob under a session marked deleted (recorded copies, landed presigned PUTs,
+        versions being written) and, on the embedded store, its directory; the keys removed. A
+        malformed session id removes nothing. Idempotent (a purge may run twice)."""
+        if not is_valid_id(session_id, "session"):
+            return []
+        return self.blobs.delete_prefix(f"profiles/{session_id}/")
+
+    def delete_upload_bytes(self, session_id: str, upload_id: str, path: str | None = None) -> list[str]:
+        """Remove every blob of one upload marked deleted: ``<upload>.bin`` (a landed presigned PUT)
+        and each ``<upload>.<sha>.bin`` (recorded copies, versions being written), and ``path``, the
+        key it was recorded with; the keys found under the upload's prefix. Idempotent."""
+        removed = []
+        if is_valid_id(session_id, "session") and is_valid_id(upload_id):
+            removed = self.blobs.delete_prefix(f"profiles/{session_id}/{upload_id}.")
+        if path is not None and path not in removed:
+            self.blobs.delete(path)
+        return removed
+
     def put_setting(self, container_id: str, key: str, value: str) -> None:
         """Keep what an org says of its dataset (JSON text under ``key``: column schema, weights)."""
         self.metadata.put_setting(container_id, key, value)
@@ -383,7 +402,7 @@ class Store:
     def shared(self) -> bool:
         """Whether other hosts use this store at the same time (PostgreSQL): a start then resets
         nothing and releases no claim (see :meth:`reconcile`)."""
-        return bool(getattr(self.metadata, "shared", False))
+        return self.metadata.shared
 
     @property
     def presigns(self) -> bool:
@@ -664,9 +683,8 @@ class Store:
         """Blob key -> size of the open uploads whose bytes are there: a HEAD each, or one listing
         of the session's keys when there are many."""
         keys = {blob_key(upload.session_id, upload.id) for upload in uploads}
-        list_sizes = getattr(self.blobs, "list_sizes", None)
-        if len(keys) > _HEADS_BEFORE_LISTING and list_sizes is not None:
-            return {key: size for key, size in list_sizes(f"profiles/{session_id}/") if key in keys}
+        if len(keys) > _HEADS_BEFORE_LISTING:
+            return {key: size for key, size in self.blobs.list_sizes(f"profiles/{session_id}/") if key in keys}
         sizes = {}
         for key in keys:
             size = self.blobs.size(key)
@@ -853,11 +871,11 @@ class Store:
         report = ReconcileReport(temp_files=self.blobs.reconcile())
         if not shared:
             report.released_claims = self.metadata.release_ingest_claims()
-        elif owner := str(getattr(self.metadata, "owner", "")):  # this host's own claims, left when it stopped or died
+        elif owner := self.metadata.owner:  # this host's own claims, left when it stopped or died
             report.released_claims = self.metadata.release_ingest_claims(owner=owner)
         known = dict(self.metadata.stored_keys())
         # one listing, not a lookup per row (S3); keys listed with when their bytes were written
-        modified = {key: stamp for key, _, stamp in self._list_stamped("profiles/")}
+        modified = {key: stamp for key, _, stamp in self.blobs.list_stamped("profiles/")}
         missing = [(upload_id, key) for upload_id, key in known.items() if key not in modified]
         missing = [(upload_id, key) for upload_id, key in missing if not self.blobs.exists(key)]  # listed late?
         for row_id, row_key in missing:  # only while the row still names the missing key
@@ -912,16 +930,6 @@ class Store:
             and upload.expires_at >= open_after
             and key != blob_key(upload.session_id, upload.id)
         )
-
-    def _list_stamped(self, prefix: str) -> Iterator[tuple[str, int, int]]:
-        """``(key, size, last modified ms)`` under ``prefix``; a blob store that cannot say when
-        bytes were written lists them as old."""
-        list_stamped = getattr(self.blobs, "list_stamped", None)
-        if list_stamped is not None:
-            yield from list_stamped(prefix)
-            return
-        for key in self.blobs.list_keys(prefix):
-            yield key, 0, 0
 
     def _learn_at_start(self, upload: UploadRecord, key: str) -> bool | None:
         """Reconcile the landed bytes of an open slot: True when recorded, False when left for a
