@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 from conftest import TEST_API_KEYS, health, make_profile_bytes
+from pages import settled_page
 from services import free_port
 
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
@@ -145,6 +146,47 @@ def test_a_claimed_session_keeps_late_uploads_out(server):
     # The object store still takes the bytes (its URL is valid), but the server never records them.
     assert requests.put(slot["uploadUrl"], data=make_profile_bytes(), timeout=10).status_code == 200
     assert server.store.list_profiles(session_id) == []
+
+
+#: The threads that may look at the bucket for landed PUTs: the server's background workers.
+BACKGROUND_LOOKERS = ("songbird-ingest-", "songbird-slot-sweeper", "songbird-purge")
+
+
+def test_pages_never_look_at_the_bucket_and_show_a_landed_upload_pending_then_summarised(server):
+    looks: list[tuple[str, str]] = []  # (thread, what): every listing and HEAD of the S3 backend
+    blobs = server.store.blobs
+    for name in ("list_stamped", "size"):  # list_keys and list_sizes list through list_stamped
+        real = getattr(blobs, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            looks.append((threading.current_thread().name, _name))
+            return _real(*args, **kwargs)
+
+        setattr(blobs, name, counted)
+    session_id = new_session(server.url)
+    slots = [new_slot(server.url, session_id, ts=TS + i) for i in range(10)]  # > 8: a look lists the session
+    pages = [
+        f"{server.url}/sessions/{session_id}",
+        f"{server.url}/sessions/{session_id}/timeline",
+        f"{server.url}/api/v1/sessions/{session_id}/timeline?granularity=day",
+    ]
+    awaited = requests.get(slots[0]["observatoryUrl"], timeout=30)  # its URL was given out, nothing PUT yet
+    assert awaited.status_code == 202 and awaited.headers["Retry-After"] == "2", awaited.text[:300]
+    assert "not been received yet" in awaited.text and '<meta http-equiv="refresh"' in awaited.text
+    data = make_profile_bytes(seed=4)
+    assert requests.put(slots[0]["uploadUrl"], data=data, timeout=10).status_code == 200
+    deadline = time.monotonic() + 60
+    while (page := requests.get(slots[0]["observatoryUrl"], timeout=30)).status_code != 200:
+        assert page.status_code == 202, page.text[:300]  # not received, then being summarised: pending
+        assert time.monotonic() < deadline, "the ingest worker did not learn the landed upload"
+        for url in pages:
+            assert requests.get(url, timeout=30).status_code == 200
+        time.sleep(0.2)
+    assert 'class="profile-card"' in page.text
+    assert [p.id for p in server.store.list_profiles(session_id)] == [slots[0]["id"]]
+    by_pages = [look for look in looks if not look[0].startswith(BACKGROUND_LOOKERS)]
+    assert by_pages == [], "a page looked at the bucket itself"
+    assert ("songbird-ingest-0", "list_stamped") in looks, "the ingest worker listed the session"
 
 
 # -- crash and restart ------------------------------------------------------------------------------
@@ -295,7 +337,7 @@ def test_several_workers_share_postgres_and_s3(storage_config, tmp_path):
             sid = new_session(url)
             slot = new_slot(url, sid, ts=TS + i)
             assert requests.put(slot["uploadUrl"], data=make_profile_bytes(seed=i), timeout=10).status_code == 200
-            page = requests.get(slot["observatoryUrl"], timeout=60)  # any worker learns it landed
+            page = settled_page(slot["observatoryUrl"])  # pending until a worker learns it landed
             assert page.status_code == 200, page.text[:300]
             return sid
 
