@@ -1,11 +1,8 @@
 """The team server: PostgreSQL + S3 (SeaweedFS), over real HTTP, with presigned S3 upload URLs."""
 
-import contextlib
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -14,13 +11,11 @@ import pytest
 import requests
 from conftest import TEST_API_KEYS, health, make_profile_bytes
 from pages import settled_page
-from services import free_port
+from team_server import TS, link, new_session, new_slot, server_process  # noqa: F401
 
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.storage.s3 import S3BlobStore
 from whylogs_songbird.server.store import blob_key
-
-TS = 1_700_000_000_000
 
 
 @pytest.fixture
@@ -29,26 +24,6 @@ def storage_config(request, monkeypatch):
     from conftest import make_store_config
 
     return make_store_config("team", request, monkeypatch)
-
-
-def new_session(url: str) -> str:
-    answer = requests.post(f"{url}/v0/sessions", json={"userId": "team-test"}, timeout=10)
-    answer.raise_for_status()
-    return answer.json()["id"]
-
-
-def new_slot(url: str, session_id: str, ts: int = TS) -> dict:
-    answer = requests.post(f"{url}/v0/sessions/{session_id}/upload", json={"datasetTimestamp": ts}, timeout=10)
-    answer.raise_for_status()
-    return answer.json()
-
-
-def link(url: str, session_id: str, timestamps=(), refs=()) -> requests.Response:
-    return requests.post(
-        f"{url}/v0/sessions/observatory-link/{session_id}",
-        json={"batchProfileTimestamps": list(timestamps), "referenceProfileIds": list(refs)},
-        timeout=10,
-    )
 
 
 def with_query(url: str, **changes: str) -> str:
@@ -190,46 +165,6 @@ def test_pages_never_look_at_the_bucket_and_show_a_landed_upload_pending_then_su
 
 
 # -- crash and restart ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def server_process(data_dir, storage_config, env, *extra: str):
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "whylogs_songbird.server",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--database-url",
-        storage_config["database_url"],
-        "--blob-store",
-        storage_config["blob_store"],
-        "--s3-endpoint-url",
-        storage_config["s3_endpoint_url"],
-        "--no-access-log",
-        *extra,
-    ]
-    log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/healthz", timeout=2).ok:
-                    break
-            assert proc.poll() is None, (data_dir.parent / f"server-{port}.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_kill_9_during_uploads_then_restart_records_no_profile_without_bytes(storage_config, s3_service, tmp_path):
