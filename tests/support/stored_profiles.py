@@ -25,15 +25,23 @@ def profile_path(store: Store, upload: UploadRecord) -> Path:
     return store.blobs.path(upload.path)
 
 
-def wait_recorded(store: Store, session_id: str, *, timeout: float = 120.0) -> list[UploadRecord]:
-    """The session's profiles once every upload slot of it is recorded: a presigned PUT is recorded
-    by the ingest worker's background look a moment after it lands (pages never look at the object
-    store). Only for sessions whose slots were all PUT."""
+def wait_recorded(
+    store: Store, session_id: str, *, summarised: bool = False, timeout: float = 120.0
+) -> list[UploadRecord]:
+    """The session's profiles once every upload slot of it is recorded (and, with ``summarised``,
+    none is still pending): a presigned PUT is recorded by the ingest worker's background look a
+    moment after it lands (pages and timeline views never look at the object store). Only for
+    sessions whose slots were all PUT."""
     deadline = time.monotonic() + timeout
-    while waiting := store.metadata.unstored_uploads(session_id=session_id):
-        assert time.monotonic() < deadline, f"{len(waiting)} uploads were not recorded"
+    while True:
+        waiting = len(store.metadata.unstored_uploads(session_id=session_id))
+        profiles = store.list_profiles(session_id)
+        if summarised:
+            waiting += sum(1 for profile in profiles if profile.ingest_state == "pending")
+        if not waiting:
+            return profiles
+        assert time.monotonic() < deadline, f"{waiting} uploads were not recorded or summarised"
         time.sleep(0.05)
-    return store.list_profiles(session_id)
 
 
 def wait_summarised(store: Store, upload_id: str, *, timeout: float = 120.0) -> UploadRecord:

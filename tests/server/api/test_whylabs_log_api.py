@@ -19,6 +19,7 @@ import requests
 import whylogs as why
 from conftest import STORAGE_NAMES
 from log_api import DATASET, DAY_MS, KEY, ORG, OTHER_ORG_KEY, T0, frame, pointing_whylabs, start_log_server
+from stored_profiles import wait_recorded
 from test_claimed_sessions import WALKS, Seeded, _normalized
 from whylabs_client.api.log_api import LogApi
 from whylabs_client.exceptions import ApiException
@@ -51,6 +52,12 @@ def container(server):
     return server.app.state.store.find_dataset(ORG, DATASET)
 
 
+def landed(server) -> None:
+    """Wait for the dataset's presigned PUTs to be recorded and summarised (on a team store the
+    ingest worker learns them in the background; a view never looks)."""
+    wait_recorded(server.app.state.store, container(server).id, summarised=True)
+
+
 def timeline(server, key: str = KEY, **params) -> requests.Response:
     return requests.get(
         f"{server.url}/api/v1/organizations/{ORG}/datasets/{DATASET}/timeline",
@@ -79,6 +86,7 @@ def test_a_batch_write_lands_in_the_datasets_timeline(log_server, whylabs_env):
     for view in (*views, views[0]):
         ok, message = writer.write(view)
         assert ok, message
+    landed(log_server)
 
     r = timeline(log_server)
     assert r.status_code == 200, r.text
@@ -336,6 +344,7 @@ def test_an_aborted_transaction_is_deleted_and_cannot_be_committed(log_server, w
     whylabs_env(log_server.url)
     ok, _ = WhyLabsWriter().write(dated(4))
     assert ok
+    landed(log_server)
     store = log_server.app.state.store
     writer = WhyLabsWriter()
     transaction_id = writer.start_transaction()
