@@ -27,16 +27,18 @@ import argparse
 import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import requests  # noqa: E402
 import whylogs as why  # noqa: E402
+from timeline_data import wide_frame  # noqa: E402
 from whylogs.core import DatasetProfileView  # noqa: E402
 
 import whylogs_songbird  # noqa: E402
@@ -51,14 +53,7 @@ DISTINCT = 12
 
 
 def frame(rows: int, seed: int, shift: float) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    data = {}
-    for i in range(COLUMNS):
-        if i % 5 == 4:
-            data[f"cat_{i:02d}"] = rng.choice(["alpha", "beta", "gamma", "delta"], rows)
-        else:
-            data[f"num_{i:02d}"] = rng.normal(shift if i % 10 == 0 else 0.0, 1 + i % 7, rows)
-    return pd.DataFrame(data)
+    return wide_frame(rows, seed, shift, COLUMNS)
 
 
 def server_ms(response: requests.Response, name: str) -> float:

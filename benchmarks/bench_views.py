@@ -36,16 +36,18 @@ import hashlib
 import math
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("WHYLOGS_NO_ANALYTICS", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import requests  # noqa: E402
 import whylogs as why  # noqa: E402
+from timeline_data import wide_frame  # noqa: E402
 
 from whylogs_songbird.server import LocalServer  # noqa: E402
 from whylogs_songbird.server.digest import digest_from_bytes  # noqa: E402
@@ -62,14 +64,7 @@ TIMEOUT = 900
 
 
 def frame(rows: int, seed: int, shift: float) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    data = {}
-    for i in range(COLUMNS):
-        if i % 5 == 4:
-            data[f"cat_{i:02d}"] = rng.choice(["alpha", "beta", "gamma", "delta"], rows)
-        else:
-            data[f"num_{i:02d}"] = rng.normal(shift if i % 10 == 0 else 0.0, 1 + i % 7, rows)
-    return pd.DataFrame(data)
+    return wide_frame(rows, seed, shift, COLUMNS)
 
 
 def profiles(rows: int) -> list[tuple[bytes, bytes]]:

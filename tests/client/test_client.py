@@ -1,6 +1,5 @@
 """SongbirdClient against the local server over real HTTP on loopback (no HTTP mocking)."""
 
-import http.server
 import logging
 import socket
 import threading
@@ -10,8 +9,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
-from conftest import ANY_ORG_KEY, http_server_thread, make_profile_bytes
-from loopback import send_answer, wait_until
+from conftest import ANY_ORG_KEY, make_profile_bytes
+from loopback import wait_until
+from scripted_transport import scripted_server
 
 from whylogs_songbird.client import SongbirdClient
 from whylogs_songbird.errors import (
@@ -23,6 +23,11 @@ from whylogs_songbird.errors import (
     SongbirdProtocolError,
 )
 from whylogs_songbird.models import LogReferenceRequest, SegmentTag
+
+
+@pytest.fixture
+def scripted():
+    yield from scripted_server()
 
 ORG_KEY = "testkey.secret:org-test"
 
@@ -206,32 +211,6 @@ def test_server_not_listening_is_a_typed_error_after_the_retries(waits):
     with pytest.raises(SongbirdConnectionError, match="could not reach .* after 2 retries"):
         client.create_session("u")
     assert len(waits) == 1 and waits[0] <= 0.02 + 0.005, "the second retry waited its backoff, the first none"
-
-
-class _Scripted(http.server.BaseHTTPRequestHandler):
-    """A loopback server that answers from a script: a list of (status, headers, body)."""
-
-    script: list = []
-    seen: list = []
-
-    def _answer(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        type(self).seen.append(self.path)
-        send_answer(self, *(type(self).script.pop(0) if len(type(self).script) > 1 else type(self).script[0]))
-
-    do_POST = do_PUT = do_GET = _answer
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def scripted():
-    handler = type("Handler", (_Scripted,), {"script": [], "seen": []})
-    with http_server_thread(handler) as url:
-        yield handler, url
 
 
 HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>nginx</body></html>"

@@ -19,13 +19,18 @@ import pytest
 import requests
 import whylogs as why
 from conftest import http_server_thread
-from test_client import _Scripted, scripted  # noqa: F401  (a fixture)
+from scripted_transport import scripted_server
 from typer.testing import CliRunner
 
 import whylogs_songbird
 from whylogs_songbird.client import HOSTED_ENDPOINT, SongbirdClient, connection_reason, is_session_not_found
 from whylogs_songbird.errors import SessionNotFoundError, SongbirdApiError, SongbirdConnectionError
 from whylogs_songbird.models import LogReferenceRequest
+
+
+@pytest.fixture
+def scripted():
+    yield from scripted_server()
 
 
 def df(seed: int = 0) -> pd.DataFrame:

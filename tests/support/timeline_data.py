@@ -1,4 +1,5 @@
-"""Data for the timeline tests: a reference and 30 daily batches where one column shifts from day 20.
+"""Data for the timeline tests: a reference and 30 daily batches where one column shifts from day 20;
+and the wide frames the timeline benchmarks profile (:func:`wide_frame`).
 
 Numeric values are stratified samples of a normal distribution (one value per quantile slice, in
 shuffled order), and categories hold exact proportions, so a batch that does not shift matches the
@@ -55,3 +56,16 @@ def day_frame(day: int) -> pd.DataFrame:
 
 def reference_frame() -> pd.DataFrame:
     return frame(2000, seed=7)
+
+
+def wide_frame(rows: int, seed: int, shift: float, columns: int) -> pd.DataFrame:
+    """A frame of ``columns`` columns for the benchmarks: every fifth one categorical (four values),
+    the others normal with spreads 1 to 7; every tenth is shifted by ``shift``."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    for i in range(columns):
+        if i % 5 == 4:
+            data[f"cat_{i:02d}"] = rng.choice(["alpha", "beta", "gamma", "delta"], rows)
+        else:
+            data[f"num_{i:02d}"] = rng.normal(shift if i % 10 == 0 else 0.0, 1 + i % 7, rows)
+    return pd.DataFrame(data)

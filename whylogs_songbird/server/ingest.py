@@ -12,8 +12,11 @@ or hangs is tried again, and marked invalid after ``INGEST_MAX_TRIES`` tries, so
 nor a restart loops on it.
 
 It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
-it at once. ``concurrency`` threads at most (default 1) summarise at once, so its memory is
-bounded by that many profiles (each at most the upload limit). While the process answers
+it at once. With presigned uploads it also makes the background look for PUTs that landed in the
+blob store (``Store.learn_landed``) when it has nothing to summarise, and before its next profile
+when a page asked for a look (``Store.nudge_landed``): pages never look at the blob store themselves.
+``concurrency`` threads at most (default 1) summarise at once, so its memory is bounded by that
+many profiles (each at most the upload limit). While the process answers
 requests it yields, so uploads and pages come first and the backlog is summarised as load allows.
 """
 
@@ -181,6 +184,8 @@ class IngestWorker:
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: a page asked for a look at landed PUTs (see :meth:`look_soon`)
+        self._look_wanted = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def __repr__(self) -> str:
@@ -189,6 +194,7 @@ class IngestWorker:
     def start(self) -> IngestWorker:
         if not self._threads:
             self._stop.clear()
+            self.store.add_look_waker(self.look_soon)
             for index in range(self.concurrency):
                 thread = threading.Thread(target=self._run, name=f"songbird-ingest-{index}", daemon=True)
                 thread.start()
@@ -199,11 +205,18 @@ class IngestWorker:
         """Look for work now (a PUT just stored a profile)."""
         self._wake.set()
 
+    def look_soon(self) -> None:
+        """Look for landed presigned PUTs before summarising the next profile (a page asked,
+        ``Store.nudge_landed``)."""
+        self._look_wanted.set()
+        self._wake.set()
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the profiles being summarised (their claims end with them); one still being
         summarised after :data:`STOP_GRACE_SECONDS` is given up (its try is not counted)."""
         self._stop.set()
         self._wake.set()
+        self.store.remove_look_waker(self.look_soon)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(min(STOP_GRACE_SECONDS, max(0.0, deadline - time.monotonic())))
@@ -213,8 +226,19 @@ class IngestWorker:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
 
+    def _learn_landed(self) -> bool:
+        """The background look for presigned PUTs that landed (no-op: embedded store); whether any did."""
+        self._look_wanted.clear()
+        try:
+            return bool(self.store.learn_landed(stop=self._stop.is_set))
+        except Exception:
+            logger.exception("ingest: checking the blob store for landed uploads failed")
+            return False
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._look_wanted.is_set():  # a page asked: landed uploads before the backlog
+                self._learn_landed()
             try:
                 claimed = self.store.claim_ingest(lease_ms=heartbeat_of(self.store).lease_ms, limit=1)
             except Exception:
@@ -223,12 +247,7 @@ class IngestWorker:
                 logger.exception("ingest: claiming work failed")
                 claimed = []
             if not claimed:
-                try:
-                    learned = self.store.learn_landed(stop=self._stop.is_set)  # presigned PUTs (no-op: embedded store)
-                except Exception:
-                    logger.exception("ingest: checking the blob store for landed uploads failed")
-                    learned = []
-                if learned:
+                if self._learn_landed():
                     continue
                 self._wake.wait(self.poll_seconds)
                 if self._stop.is_set():

@@ -16,17 +16,15 @@ reads it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from whylogs_songbird.server.background import PeriodicWorker
 from whylogs_songbird.server.rollups import bump_version
 from whylogs_songbird.server.storage.deletion import DeletionSql, PurgeItem
-from whylogs_songbird.server.storage.files import FileBlobStore
-from whylogs_songbird.server.store import Store, is_valid_id, now_ms
+from whylogs_songbird.server.store import Store, now_ms
 
 logger = logging.getLogger("whylogs_songbird.server.lifecycle")
 
@@ -131,57 +129,12 @@ def finish_deletions(store: Store, *, stop: Callable[[], bool] | None = None, le
 def purge(store: Store, item: PurgeItem) -> None:
     """Remove the bytes, then the rows, of one claimed item (idempotent)."""
     if item.kind == "session":
-        for key in _session_keys(store, item.session_id):
-            store.blobs.delete(key)
-        _remove_session_dir(store, item.session_id)
+        store.delete_session_bytes(item.session_id)
         deletions(store).purge_session_rows(item.session_id)
         return
     for upload_id, path in item.uploads:
-        for key in _upload_keys(store, item.session_id, upload_id):
-            store.blobs.delete(key)
-        if path is not None:
-            store.blobs.delete(path)
+        store.delete_upload_bytes(item.session_id, upload_id, path)
     deletions(store).purge_upload_rows([upload_id for upload_id, _ in item.uploads])
-
-
-def _session_keys(store: Store, session_id: str) -> Iterator[str]:
-    """Every blob key under the session (a directory listing on the embedded store)."""
-    if not is_valid_id(session_id, "session"):
-        return iter(())
-    blobs = store.blobs
-    if isinstance(blobs, FileBlobStore):
-        directory = blobs.root / "profiles" / session_id
-        names = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
-        return iter([f"profiles/{session_id}/{name}" for name in names if _key_ok(blobs, session_id, name)])
-    return iter(list(blobs.list_keys(f"profiles/{session_id}/")))
-
-
-def _key_ok(blobs: FileBlobStore, session_id: str, name: str) -> bool:
-    try:
-        blobs.path(f"profiles/{session_id}/{name}")
-    except ValueError:
-        return False
-    return True
-
-
-def _upload_keys(store: Store, session_id: str, upload_id: str) -> list[str]:
-    """Every blob key of one upload: ``<upload>.bin`` (a landed presigned PUT) and each
-    ``<upload>.<sha>.bin`` (recorded copies, versions being written)."""
-    if not (is_valid_id(session_id, "session") and is_valid_id(upload_id)):
-        return []
-    if isinstance(store.blobs, FileBlobStore):
-        keys: Iterator[str] = _session_keys(store, session_id)
-    else:  # one listing of this upload's keys, not of the whole session
-        keys = iter(list(store.blobs.list_keys(f"profiles/{session_id}/{upload_id}.")))
-    return [key for key in keys if key.rsplit("/", 1)[-1].split(".", 1)[0] == upload_id]
-
-
-def _remove_session_dir(store: Store, session_id: str) -> None:
-    blobs = store.blobs
-    if isinstance(blobs, FileBlobStore) and is_valid_id(session_id, "session"):
-        # gone already, or a write arrived meanwhile (reconciled at the next start)
-        with contextlib.suppress(OSError):
-            (blobs.root / "profiles" / session_id).rmdir()
 
 
 def apply_retention(store: Store, retention_seconds: float, *, stop: Callable[[], bool] | None = None) -> int:

@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -62,7 +62,8 @@ logger = logging.getLogger("whylogs_songbird.server")
 LANDED_GRACE_SECONDS = 3600
 #: The background look for presigned PUTs that landed (:meth:`Store.learn_landed`) looks at a
 #: session again this soon after something landed or a slot was made; when nothing lands, each
-#: wait doubles up to LANDED_LOOK_MAX_SECONDS (open slots never PUT cost next to nothing).
+#: wait doubles up to LANDED_LOOK_MAX_SECONDS (open slots never PUT cost next to nothing). A page
+#: view (:meth:`Store.nudge_landed`) brings the next look forward, never nearer than this to the last.
 LANDED_LOOK_SECONDS = 1.0
 LANDED_LOOK_MAX_SECONDS = 60.0
 #: Upload slots never PUT are deleted this long after their URL expired (a PUT begun in time
@@ -155,6 +156,16 @@ class ReconcileReport:
         return bool(self.temp_files or self.orphan_blobs or self.rows_without_bytes)
 
 
+@dataclass
+class _Look:
+    """When the background look for landed PUTs takes a session next (monotonic seconds), the wait
+    after it when nothing lands, and when it last looked."""
+
+    due: float
+    wait: float
+    looked: float
+
+
 class Store:
     """Sessions, uploads and profile bytes; safe to share between threads and processes.
 
@@ -186,10 +197,11 @@ class Store:
         #: :meth:`learn_landed`); the upload route applies the same ones from the config.
         self.max_columns = DEFAULT_MAX_COLUMNS
         self.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
-        #: Session -> (monotonic time of the next background look for landed PUTs, the wait
-        #: after it when nothing lands): see :meth:`learn_landed`.
-        self._next_look: dict[str, tuple[float, float]] = {}
+        #: Session -> when the background look for landed PUTs looks at it next: see :meth:`learn_landed`.
+        self._next_look: dict[str, _Look] = {}
         self._look_lock = threading.Lock()
+        #: Called when a reader asks for a look at a session (see :meth:`nudge_landed`).
+        self._look_wakers: list[Callable[[], None]] = []
         #: Called with each upload this process records (see :meth:`upload_landed`).
         self._landed_hooks: list[Callable[[UploadRecord], None]] = []
 
@@ -204,7 +216,7 @@ class Store:
         )
         metadata, blobs = open_storage(spec)
         if metadata.shared:  # the claims this host takes, released when it starts again
-            setattr(metadata, "owner", host_id(spec.data_dir))  # noqa: B010 - a SQL store's attribute, not the protocol's
+            metadata.owner = host_id(spec.data_dir)
         store = cls(spec.data_dir, metadata=metadata, blobs=blobs)
         store.max_columns = config.max_columns
         store.max_upload_bytes = config.max_upload_bytes
@@ -323,6 +335,25 @@ class Store:
             self.blobs.delete(key)
         return len(keys)
 
+    def delete_session_bytes(self, session_id: str) -> list[str]:
+        """Remove every blob under a session marked deleted (recorded copies, landed presigned PUTs,
+        versions being written) and, on the embedded store, its directory; the keys removed. A
+        malformed session id removes nothing. Idempotent (a purge may run twice)."""
+        if not is_valid_id(session_id, "session"):
+            return []
+        return self.blobs.delete_prefix(f"profiles/{session_id}/")
+
+    def delete_upload_bytes(self, session_id: str, upload_id: str, path: str | None = None) -> list[str]:
+        """Remove every blob of one upload marked deleted: ``<upload>.bin`` (a landed presigned PUT)
+        and each ``<upload>.<sha>.bin`` (recorded copies, versions being written), and ``path``, the
+        key it was recorded with; the keys found under the upload's prefix. Idempotent."""
+        removed = []
+        if is_valid_id(session_id, "session") and is_valid_id(upload_id):
+            removed = self.blobs.delete_prefix(f"profiles/{session_id}/{upload_id}.")
+        if path is not None and path not in removed:
+            self.blobs.delete(path)
+        return removed
+
     def put_setting(self, container_id: str, key: str, value: str) -> None:
         """Keep what an org says of its dataset (JSON text under ``key``: column schema, weights)."""
         self.metadata.put_setting(container_id, key, value)
@@ -386,7 +417,7 @@ class Store:
     def shared(self) -> bool:
         """Whether other hosts use this store at the same time (PostgreSQL): a start then resets
         nothing and releases no claim (see :meth:`reconcile`)."""
-        return bool(getattr(self.metadata, "shared", False))
+        return self.metadata.shared
 
     @property
     def presigns(self) -> bool:
@@ -560,6 +591,48 @@ class Store:
 
     # -- uploads straight to the blob store (presigned S3 PUT URLs) --------------------------
 
+    def add_look_waker(self, waker: Callable[[], None]) -> None:
+        """Call ``waker()`` whenever a reader asks for a look at a session (:meth:`nudge_landed`):
+        the ingest worker, which makes the background look, registers its wake-up here."""
+        self._look_wakers.append(waker)
+
+    def remove_look_waker(self, waker: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._look_wakers.remove(waker)
+
+    def nudge_landed(self, session_id: str) -> None:
+        """A page or timeline view's word that presigned PUTs of ``session_id`` may have landed:
+        the background look (:meth:`learn_landed`, run by the ingest worker) takes the session at its
+        next pass, but never sooner than :data:`LANDED_LOOK_SECONDS` after its last look there, and
+        starts doubling its waits afresh; the registered wakers are called. Never touches the blob
+        store, so a view calls it every time: the upload shows as pending, then summarised, a
+        moment later. A no-op for stores without presigned URLs."""
+        if not self.presigns:
+            return
+        with self._look_lock:
+            look = self._next_look.get(session_id)
+            if look is not None:
+                look.due = min(look.due, look.looked + LANDED_LOOK_SECONDS)
+                look.wait = 0.0
+        for waker in list(self._look_wakers):
+            waker()
+
+    def awaits_upload(self, session_id: str, selector: str) -> bool:
+        """Whether a link's ``profile=`` value names an upload slot of the session whose presigned
+        PUT may still land (not recorded, URL valid or expired less than :data:`LANDED_GRACE_SECONDS`
+        ago): a batch timestamp of such a slot, or its id. One query, no blob store; False for
+        stores without presigned URLs (the server records every PUT it receives at once)."""
+        if not self.presigns:
+            return False
+        timestamp = parse_timestamp_selector(selector)
+        expires_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
+        for upload in self.metadata.unstored_uploads(session_id=session_id, expires_after=expires_after):
+            if upload.id == selector or (
+                timestamp is not None and upload.kind == "batch" and upload.dataset_timestamp == timestamp
+            ):
+                return True
+        return False
+
     def learn_landed(
         self,
         session_id: str | None = None,
@@ -570,15 +643,17 @@ class Store:
         """Record the uploads whose bytes a client PUT straight to the blob store (presigned URLs),
         of one session or of all; return them. A no-op for stores without presigned URLs.
 
-        The server is not told when such a PUT lands: it looks at link and page time (given a
-        ``session_id``: always), and its ingest worker does so for every session (no
-        ``session_id``): a session where nothing landed is looked at less and less often, from
-        every :data:`LANDED_LOOK_SECONDS` to every :data:`LANDED_LOOK_MAX_SECONDS`, and again
-        at once after it gets new slots or bytes are found. Slots whose URL expired more than
-        ``grace_seconds`` ago are not looked for (a PUT begun before expiry may finish after). A slot is recorded
-        only once its bytes are there, so no profile exists without bytes. The bytes get the
-        cheap structural check of the upload route and are then copied, inside the blob store and
-        only if they are still the version read, to a key no presigned URL names
+        The server is not told when such a PUT lands: the API operations that must see it look
+        (given a ``session_id``: always: a link, a transaction's commit or status, an export), and
+        the ingest worker does so for every session (no ``session_id``): a session where nothing
+        landed is looked at less and less often, from every :data:`LANDED_LOOK_SECONDS` to every
+        :data:`LANDED_LOOK_MAX_SECONDS`, and again at once after it gets new slots or bytes are
+        found, or soon after a page asks (:meth:`nudge_landed`; pages never look themselves).
+        Slots whose URL expired more than ``grace_seconds`` ago are not looked for (a PUT begun
+        before expiry may finish after). A slot is recorded only once its bytes are there, so no
+        profile exists without bytes. The bytes get the cheap structural check of the upload
+        route and are then copied, inside the blob store and only if they are still the version
+        read, to a key no presigned URL names
         (:func:`blob_key` with the hash); that key is recorded and the landed object removed, so
         a later PUT to the same URL never changes a recorded profile. Bytes that fail the check
         are recorded as an invalid profile (shown as such, never deserialized); bytes larger than
@@ -616,8 +691,8 @@ class Store:
 
     def _look_due(self, session_id: str) -> bool:
         with self._look_lock:
-            due, _ = self._next_look.get(session_id, (0.0, 0.0))
-        return time.monotonic() >= due
+            look = self._next_look.get(session_id)
+        return look is None or time.monotonic() >= look.due
 
     def _looked(self, session_id: str, *, landed: bool) -> None:
         """After a look at a session's open slots: when bytes were there, the next background look
@@ -627,9 +702,12 @@ class Store:
             if landed:
                 self._next_look.pop(session_id, None)
                 return
-            _, wait = self._next_look.get(session_id, (0.0, 0.0))
-            wait = min(2 * wait, LANDED_LOOK_MAX_SECONDS) if wait else LANDED_LOOK_SECONDS
-            self._next_look[session_id] = (time.monotonic() + wait, wait)
+            last = self._next_look.get(session_id)
+            wait = LANDED_LOOK_SECONDS
+            if last is not None and last.wait:
+                wait = min(2 * last.wait, LANDED_LOOK_MAX_SECONDS)
+            now = time.monotonic()
+            self._next_look[session_id] = _Look(due=now + wait, wait=wait, looked=now)
 
     def sweep_expired_slots(self, *, grace_seconds: int | None = None, stop: Callable[[], bool] | None = None) -> int:
         """Delete upload slots never stored whose URL expired more than ``grace_seconds`` ago
@@ -667,9 +745,8 @@ class Store:
         """Blob key -> size of the open uploads whose bytes are there: a HEAD each, or one listing
         of the session's keys when there are many."""
         keys = {blob_key(upload.session_id, upload.id) for upload in uploads}
-        list_sizes = getattr(self.blobs, "list_sizes", None)
-        if len(keys) > _HEADS_BEFORE_LISTING and list_sizes is not None:
-            return {key: size for key, size in list_sizes(f"profiles/{session_id}/") if key in keys}
+        if len(keys) > _HEADS_BEFORE_LISTING:
+            return {key: size for key, size in self.blobs.list_sizes(f"profiles/{session_id}/") if key in keys}
         sizes = {}
         for key in keys:
             size = self.blobs.size(key)
@@ -852,7 +929,7 @@ class Store:
         report = ReconcileReport(temp_files=self.blobs.reconcile())
         if not self.shared:
             report.released_claims = self.metadata.release_ingest_claims()
-        elif owner := str(getattr(self.metadata, "owner", "")):  # this host's own claims, left when it stopped or died
+        elif owner := self.metadata.owner:  # this host's own claims, left when it stopped or died
             report.released_claims = self.metadata.release_ingest_claims(owner=owner)
         if scan:
             self._scan_orphans(report, grace_seconds)
@@ -916,7 +993,7 @@ class Store:
         fresh_after = now_ms() - int(grace_seconds * 1000)
         known = dict(self.metadata.stored_keys())
         # one listing, not a lookup per row (S3); keys listed with when their bytes were written
-        modified = {key: stamp for key, _, stamp in self._list_stamped("profiles/")}
+        modified = {key: stamp for key, _, stamp in self.blobs.list_stamped("profiles/")}
         missing = [(upload_id, key) for upload_id, key in known.items() if key not in modified]
         missing = [(upload_id, key) for upload_id, key in missing if not self.blobs.exists(key)]  # listed late?
         for row_id, row_key in missing:  # only while the row still names the missing key
@@ -949,16 +1026,6 @@ class Store:
         # not a checked copy of a slot still open, which another process may be about to record
         open_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
         return not (self.presigns and upload.expires_at >= open_after)
-
-    def _list_stamped(self, prefix: str) -> Iterator[tuple[str, int, int]]:
-        """``(key, size, last modified ms)`` under ``prefix``; a blob store that cannot say when
-        bytes were written lists them as old."""
-        list_stamped = getattr(self.blobs, "list_stamped", None)
-        if list_stamped is not None:
-            yield from list_stamped(prefix)
-            return
-        for key in self.blobs.list_keys(prefix):
-            yield key, 0, 0
 
     def open_profile(self, upload: UploadRecord) -> BinaryIO:
         """A binary file reading the stored bytes of ``upload``; FileNotFoundError when they are gone."""

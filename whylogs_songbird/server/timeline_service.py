@@ -252,7 +252,8 @@ class TimelineService:
         self.bump = bump
         #: the merged views of hour and day buckets, kept as batches land (weeks and months from days)
         self.rollups = rollups
-        #: ``refresh(session_id)``: called before a view (e.g. to learn presigned PUTs that landed)
+        #: ``refresh(session_id)``: called before a view (e.g. to ask for a look at presigned PUTs that
+        #: landed; it must not be slow: views call it every time)
         self.refresh = refresh
         #: what a container is to a monitors file: ("session", its id), ("dataset", "ORG/DATASET"), or
         #: None for one no monitor looks at (an open transaction's profiles). Default: a session

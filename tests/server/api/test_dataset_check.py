@@ -5,14 +5,24 @@ the check is a client of the timeline route, which test_whylabs_log_api.py runs 
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import whylogs as why
-from test_whylabs_log_api import DATASET, DAY_MS, KEY, ORG, OTHER_ORG_KEY, T0, frame, log_server, whylabs_env
+from log_api import DATASET, DAY_MS, KEY, ORG, OTHER_ORG_KEY, T0, frame, pointing_whylabs, start_log_server
 from typer.testing import CliRunner
 from whylogs.api.writer.whylabs import WhyLabsWriter
 
 from whylogs_songbird.cli import app as cli_app
 
-__all__ = ["log_server", "whylabs_env"]  # fixtures, used by name
+
+@pytest.fixture
+def log_server(server_factory):
+    return start_log_server(server_factory)
+
+
+@pytest.fixture
+def whylabs_env(monkeypatch, tmp_path):
+    yield from pointing_whylabs(monkeypatch, tmp_path)
+
 
 
 def test_songbird_check_runs_monitors_on_a_datasets_timeline(log_server, whylabs_env, tmp_path):

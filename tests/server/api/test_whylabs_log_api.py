@@ -12,20 +12,18 @@ import io
 import json
 import logging
 import zipfile
-from collections.abc import Callable, Iterator
 
 import pandas as pd
 import pytest
 import requests
 import whylogs as why
 from conftest import STORAGE_NAMES
+from log_api import DATASET, DAY_MS, KEY, ORG, OTHER_ORG_KEY, T0, frame, pointing_whylabs, start_log_server
+from stored_profiles import wait_recorded
 from test_claimed_sessions import WALKS, Seeded, _normalized
 from whylabs_client.api.log_api import LogApi
 from whylabs_client.exceptions import ApiException
 from whylabs_client.model.get_profile_observatory_link_request import GetProfileObservatoryLinkRequest
-from whylogs.api.whylabs.session import session_manager
-from whylogs.api.whylabs.session.whylabs_client_cache import WhylabsClientCache
-from whylogs.api.writer import whylabs_base
 from whylogs.api.writer.whylabs import WhyLabsWriter
 from whylogs.api.writer.whylabs_client import TransactionAbortedException
 from whylogs.core.feature_weights import FeatureWeights
@@ -34,65 +32,30 @@ from whylogs.core.segmentation_partition import segment_on_column
 
 from whylogs_songbird.server.storage.base import new_id
 
-pytestmark = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
-
-TIMEOUT = 30
-ORG = "org-logapi"
-DATASET = "model-7"
-# whylogs' format: a 10-character key id, '.', the secret, ':' and the org id
-KEY = "K3yId0001A.s3cretS3cretS3cret:" + ORG
-OTHER_ORG_KEY = "K3yId0002B.an0therS3cret0000:org-other"
-UNKNOWN_KEY = "K3yId0003C.n0tAKeyOfThisServer:" + ORG
-DAY_MS = 86_400_000
-T0 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS
-
-
-def frame(rows: int, offset: int = 0) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "amount": [float(offset + i) for i in range(rows)],
-            "region": ["north" if i % 3 else "south" for i in range(rows)],
-        }
-    )
-
 
 @pytest.fixture
 def log_server(server_factory):
-    """A server that knows the org's key and a key of another org."""
-    return server_factory(api_keys=[KEY, OTHER_ORG_KEY])
+    return start_log_server(server_factory)
 
 
 @pytest.fixture
-def whylabs_env(monkeypatch, tmp_path) -> Iterator[Callable[..., None]]:
-    """``point(url, key=KEY)``: whylogs' settings and caches set for a WhyLabs writer talking to ``url``."""
+def whylabs_env(monkeypatch, tmp_path):
+    yield from pointing_whylabs(monkeypatch, tmp_path)
 
-    def point(url: str, key: str = KEY) -> None:
-        assert url.startswith("http://127.0.0.1:")
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
-            monkeypatch.delenv(name, raising=False)
-        for name in ("WHYLABS_PRIVATE_S3_ENDPOINT", "WHYLABS_PRIVATE_API_ENDPOINT", "WHYLABS_SESSION_ID"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        monkeypatch.setenv("WHYLABS_API_ENDPOINT", url)
-        monkeypatch.setenv("WHYLABS_API_KEY", key)
-        monkeypatch.setenv("WHYLABS_DEFAULT_ORG_ID", ORG)
-        monkeypatch.setenv("WHYLABS_DEFAULT_DATASET_ID", DATASET)
-        monkeypatch.setenv("WHYLOGS_CONFIG_PATH", str(tmp_path / "whylogs-config"))
-        monkeypatch.setenv("WHYLOGS_NO_ANALYTICS", "True")
-        monkeypatch.setenv("_WHYLABS_SKIP_CONFIG_READ", "1")
-        monkeypatch.setattr(whylabs_base, "_WHYLABS_SKIP_CONFIG_READ", True)  # read once, at import
-        # as in a pipeline that never calls why.init(): whylogs makes its default session on the first write
-        # (a session of type WHYLABS, made by why.init(), would upload inside why.log() too)
-        session_manager.SessionManager.reset()
-        WhylabsClientCache.reset()
+pytestmark = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
 
-    yield point
-    WhylabsClientCache.reset()
-    session_manager.SessionManager.reset()
+TIMEOUT = 30
+UNKNOWN_KEY = "K3yId0003C.n0tAKeyOfThisServer:" + ORG
 
 
 def container(server):
     return server.app.state.store.find_dataset(ORG, DATASET)
+
+
+def landed(server) -> None:
+    """Wait for the dataset's presigned PUTs to be recorded and summarised (on a team store the
+    ingest worker learns them in the background; a view never looks)."""
+    wait_recorded(server.app.state.store, container(server).id, summarised=True)
 
 
 def timeline(server, key: str = KEY, **params) -> requests.Response:
@@ -123,6 +86,7 @@ def test_a_batch_write_lands_in_the_datasets_timeline(log_server, whylabs_env):
     for view in (*views, views[0]):
         ok, message = writer.write(view)
         assert ok, message
+    landed(log_server)
 
     r = timeline(log_server)
     assert r.status_code == 200, r.text
@@ -380,6 +344,7 @@ def test_an_aborted_transaction_is_deleted_and_cannot_be_committed(log_server, w
     whylabs_env(log_server.url)
     ok, _ = WhyLabsWriter().write(dated(4))
     assert ok
+    landed(log_server)
     store = log_server.app.state.store
     writer = WhyLabsWriter()
     transaction_id = writer.start_transaction()

@@ -100,7 +100,7 @@ def test_request_durations_add_up_across_workers_whichever_answers(tmp_path):
     """``songbird_request_duration_seconds`` lives in prometheus_client's multiprocess directory
     under the data dir: every worker's scrape counts every worker's requests; it is removed at stop,
     as is one left by a launcher that no longer runs."""
-    from test_metrics import PUT_ROUTE, SLOT_ROUTE, make_uploads, request_counts, wait_for_counts
+    from request_metrics import PUT_ROUTE, SLOT_ROUTE, make_uploads, request_counts, wait_for_counts
 
     stale = tmp_path / "data" / "metrics-999999999-1"  # a pid no process has: its launcher is gone
     stale.mkdir(parents=True)

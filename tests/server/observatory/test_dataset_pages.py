@@ -25,6 +25,7 @@ from conftest import STORAGE_NAMES, make_store_config
 from notify_receiver import Receiver, monitors_file, notify_table, settled
 from playwright_helpers import Watched, needs_chromium, wait_until
 from prometheus_client.parser import text_string_to_metric_families
+from stored_profiles import wait_recorded
 from typer.testing import CliRunner
 
 from whylogs_songbird.cli import app as cli_app
@@ -325,6 +326,9 @@ def test_a_segmented_batch_of_a_dataset_opens_whole_and_by_segment(served):
         ).json()
         assert requests.put(slot["uploadUrl"], data=_profile(rows), timeout=TIMEOUT).status_code == 200
     pages = f"{server.url}/organizations/{ORG}/datasets/model-seg"
+    container = server.store.find_dataset(ORG, "model-seg")
+    assert container is not None
+    wait_recorded(server.store, container.id)  # presigned PUTs: once the ingest worker saw them land
     r = requests.get(f"{pages}/profiles", params={"profile": T0}, headers=headers, timeout=TIMEOUT)
     assert r.status_code == 200, r.text[:300]
     links = re.findall(r'class="segment-link" href="([^"]+)"', r.text)

@@ -11,6 +11,7 @@ import re
 import pytest
 import requests
 from conftest import STORAGE_NAMES, make_profile_bytes, make_store_config
+from stored_profiles import wait_recorded
 
 from whylogs_songbird.server import LocalServer, Store
 from whylogs_songbird.server.common import observatory_link, segment_label
@@ -62,6 +63,7 @@ def site(request, tmp_path_factory):
             upload(server.url, sid, TS + (i // 3) * DAY, tags=tags)
         for alias in ("train 2024", "Holdout", "train 2023", "gold"):
             upload(server.url, sid, None, alias=alias)
+        wait_recorded(server.store, sid)  # presigned PUTs: once the ingest worker saw them land
         yield {"server": server, "sid": sid, "kind": request.param}
 
 

@@ -227,6 +227,39 @@ def test_keys_are_listed_in_order_by_prefix_and_only_files_named_like_keys(blobs
     assert list(blobs.list_keys()) == []
 
 
+def test_a_prefix_within_a_directory_lists_that_directory_only(blobs, monkeypatch):
+    blobs.put_bytes(f"profiles/{S1}/{L1}.bin", b"abc")
+    blobs.put_bytes(f"profiles/{S2}/{L1}.bin", b"x")
+    walked: list[Path] = []
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path) -> Iterator[Path]:
+        walked.append(self)
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    assert list(blobs.list_sizes(f"profiles/{S1}/log-")) == [(f"profiles/{S1}/{L1}.bin", 3)]
+    assert walked == [blobs.root / "profiles" / S1]
+    assert list(blobs.list_keys(f"profiles/{L1}/")) == []  # an upload id names no directory here
+
+
+def test_delete_prefix_removes_the_keys_then_the_emptied_directory(blobs):
+    keys = [f"profiles/{S1}/{L1}.bin", f"profiles/{S1}/{L1}.0123456789abcdef.bin", f"profiles/{S1}/{L2}.bin"]
+    for key in keys:
+        blobs.put_bytes(key, b"x")
+    blobs.put_bytes(f"profiles/{S2}/{L1}.bin", b"x")
+    directory = blobs.root / "profiles" / S1
+    assert blobs.delete_prefix(f"profiles/{S1}/{L1}.") == sorted(keys[:2])
+    assert names(directory) == [f"{L2}.bin"]  # an upload's prefix leaves its neighbours and the directory
+    (directory / "notes.txt").write_bytes(b"not a key")
+    assert blobs.delete_prefix(f"profiles/{S1}/") == [keys[2]]
+    assert names(directory) == ["notes.txt"]  # a file that is no key is kept, and its directory with it
+    (directory / "notes.txt").unlink()
+    assert blobs.delete_prefix(f"profiles/{S1}/") == []
+    assert not directory.exists() and blobs.delete_prefix(f"profiles/{S1}/") == []  # twice is harmless
+    assert list(blobs.list_keys()) == [f"profiles/{S2}/{L1}.bin"]
+
+
 def test_a_store_without_a_profiles_dir_lists_nothing(blobs):
     os.rmdir(blobs.root / "profiles")
     assert list(blobs.list_keys()) == []

@@ -11,7 +11,7 @@ import signal
 import pytest
 import requests
 from conftest import STORAGE_NAMES, make_profile_bytes
-from test_lifecycle import _keys, _open_store, _rows, _server_process, _summaries, _wait
+from deletion_checks import _keys, _open_store, _rows, _server_process, _summaries, _wait
 
 from whylogs_songbird.server.config import API_KEYS_ENV
 from whylogs_songbird.server.lifecycle import KILL_AFTER_MARK_ENV, deletions

@@ -154,16 +154,17 @@ def test_a_failing_purge_leaves_the_mark_and_the_worker_finishes_it(store, monke
 
 
 def test_an_invalid_session_id_is_never_listed(store):
-    assert list(lifecycle._session_keys(store, "../etc")) == []
-    assert lifecycle._upload_keys(store, "../etc", UNKNOWN_LOG) == []
+    assert store.delete_session_bytes("../etc") == []
+    assert store.delete_upload_bytes("../etc", UNKNOWN_LOG) == []
     session_id = store.create_session("u").id
-    assert lifecycle._upload_keys(store, session_id, "../x") == []
-    assert list(lifecycle._session_keys(store, session_id)) == []  # no directory yet
+    assert store.delete_upload_bytes(session_id, "../x") == []
+    assert store.delete_session_bytes(session_id) == []  # no directory yet
     assert store.data_dir is not None
     odd = store.data_dir / "profiles" / UNKNOWN_LOG
     odd.mkdir(parents=True)
     (odd / f"{UNKNOWN_LOG}.bin").write_bytes(b"x")
-    assert list(lifecycle._session_keys(store, UNKNOWN_LOG)) == []  # an upload id is no session id
+    assert store.delete_session_bytes(UNKNOWN_LOG) == []  # an upload id is no session id
+    assert (odd / f"{UNKNOWN_LOG}.bin").exists()
 
 
 # -- deleting a profile --------------------------------------------------------------------------
@@ -428,10 +429,12 @@ def test_a_pass_applies_retention_then_finishes(store):
 
 def test_blob_keys_of_the_session_are_the_store_s(store):
     session_id = store.create_session("u").id
-    upload = put(store, session_id, b"abc")
-    assert list(lifecycle._session_keys(store, session_id)) == [upload.path]
-    assert lifecycle._upload_keys(store, session_id, upload.id) == [upload.path]
+    upload, other = put(store, session_id, b"abc"), put(store, session_id, b"other", ts=2)
     assert upload.path == blob_key(session_id, upload.id, hashlib.sha256(b"abc").hexdigest())
+    assert store.delete_upload_bytes(session_id, upload.id) == [upload.path]
+    assert store.delete_upload_bytes(session_id, upload.id) == []  # twice is harmless
+    assert store.delete_session_bytes(session_id) == [other.path]
+    assert store.data_dir is not None and not (store.data_dir / "profiles" / session_id).exists()
 
 
 # -- exact cutoffs, with the module's clock fixed ---------------------------------------------------
@@ -467,43 +470,29 @@ def test_retention_keeps_a_session_whose_url_is_valid_this_second(store, fixed_n
     assert store.get_session(valid) is not None and store.get_session(expired) is None
 
 
-class ListingBlobs:
-    """A blob store that is not the file one (as S3 is not): keys are listed, never walked as files."""
+class PrefixBlobs:
+    """The embedded blob store, noting the prefixes the purge asks it to remove."""
 
     def __init__(self, files: Any) -> None:
         self.files = files
-        self.listed: list[str] = []
+        self.removed: list[str] = []
 
-    def list_keys(self, prefix: str = "") -> Iterator[str]:
-        self.listed.append(prefix)
-        return self.files.list_keys(prefix)
+    def delete_prefix(self, prefix: str) -> list[str]:
+        self.removed.append(prefix)
+        return list(self.files.delete_prefix(prefix))
 
     def __getattr__(self, name: str) -> Any:
-        if name in (
-            "delete",
-            "put_bytes",
-            "put_file",
-            "open",
-            "size",
-            "exists",
-            "new_temp_file",
-            "close",
-            "presign_put",
-        ):
-            return getattr(self.files, name)
-        raise AttributeError(name)
+        return getattr(self.files, name)
 
 
-def test_on_a_listing_blob_store_keys_are_listed_by_prefix(store):
+def test_the_purge_removes_bytes_by_the_prefix_of_the_upload_then_of_the_session(store):
     session_id = store.create_session("u").id
     doomed, kept = put(store, session_id, b"one"), put(store, session_id, b"two", ts=2)
-    listing = ListingBlobs(store.blobs)
-    store.blobs = listing  # type: ignore[assignment]
-    assert lifecycle._upload_keys(store, session_id, doomed.id) == [doomed.path]
-    assert listing.listed == [f"profiles/{session_id}/{doomed.id}."]
-    assert list(lifecycle._session_keys(store, session_id)) == sorted([doomed.path, kept.path])
-    assert listing.listed[-1] == f"profiles/{session_id}/"
+    blobs = PrefixBlobs(store.blobs)
+    store.blobs = blobs  # type: ignore[assignment]
     assert delete_profile(store, session_id, doomed.id) is True
+    assert blobs.removed == [f"profiles/{session_id}/{doomed.id}."]
     assert files(store) == [kept.path.split("/", 1)[1]]
     assert delete_session(store, session_id) is True
+    assert blobs.removed[-1] == f"profiles/{session_id}/"
     assert files(store) == [] and deletions(store).marked_deleted() == 0

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import requests
 from conftest import make_profile_bytes
-from test_team_server import TS, link, new_session, new_slot, server_process
+from team_server import TS, link, new_session, new_slot, server_process
 
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.ingest import LEASE_MS, ClaimHeartbeat, ingest_one

@@ -30,11 +30,13 @@ import pytest
 from conftest import FIRST_SCHEMA
 from stored_profiles import profile_path, store_profile_bytes
 
+from whylogs_songbird.server import store as store_module
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.storage.files import FileBlobStore
 from whylogs_songbird.server.storage.sql import POSTGRESQL, SCHEMA_VERSION, SQLITE, Dialect
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 from whylogs_songbird.server.store import (
+    LANDED_GRACE_SECONDS,
     NewUpload,
     ReconcileReport,
     SessionClaimedError,
@@ -1559,6 +1561,70 @@ def test_idle_open_slots_are_looked_for_less_and_less_often_and_at_once_when_ask
         put_landed(pstore, uploads[0])
         slot(pstore, session.id, ts=99)  # new slots: the background look comes back at once
         assert [u.id for u in pstore.learn_landed()] == [uploads[0].id] and len(pstore.blobs.listings) == 3
+    finally:
+        pstore.close()
+
+
+def test_a_page_s_nudge_brings_the_next_look_forward_but_never_looks_itself(tmp_path, monkeypatch):
+    clock = SimpleNamespace(now=100.0)
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    pstore = presigning_store(tmp_path / "data", ListingPresigningFiles)
+    woken: list[str] = []
+
+    def waker() -> None:
+        woken.append("worker")
+
+    pstore.add_look_waker(waker)
+    try:
+        session = pstore.create_session("u")
+        uploads = [slot(pstore, session.id, ts=ts) for ts in range(10)]  # more than 8 (then 9): one listing a look
+        for _ in range(4):  # nothing lands: waits of 1, 2, 4 s
+            pstore.learn_landed()
+            clock.now += {1: 1.0, 2: 2.0, 3: 4.0}.get(len(pstore.blobs.listings), 0.0)
+        assert len(pstore.blobs.listings) == 4  # the next look is due 8 s after the last
+        clock.now += 0.5
+        put_landed(pstore, uploads[0])
+        pstore.nudge_landed(session.id)  # a page views the session
+        assert woken == ["worker"] and len(pstore.blobs.listings) == 4, "the page itself looks at nothing"
+        assert pstore.learn_landed() == [] and len(pstore.blobs.listings) == 4, "not sooner than 1 s after the last"
+        clock.now += 0.5
+        assert [u.id for u in pstore.learn_landed()] == [uploads[0].id] and len(pstore.blobs.listings) == 5
+        pstore.learn_landed()  # bytes were found: looked at again at once
+        clock.now += 1.0
+        pstore.learn_landed()  # ... then from 1 s afresh
+        assert len(pstore.blobs.listings) == 7
+        pstore.nudge_landed(session.id)  # asked again within the second after a look: no look yet
+        assert pstore.learn_landed() == [] and len(pstore.blobs.listings) == 7
+        pstore.remove_look_waker(waker)
+        pstore.remove_look_waker(waker)  # twice is harmless
+        pstore.nudge_landed(session.id)
+        assert woken == ["worker", "worker"], "a removed waker is not called"
+    finally:
+        pstore.close()
+
+
+def test_a_store_without_presigned_urls_needs_no_nudge_and_awaits_no_upload(store):
+    woken: list[str] = []
+    store.add_look_waker(lambda: woken.append("worker"))
+    session = store.create_session("u")
+    upload = slot(store, session.id, ts=100)
+    store.nudge_landed(session.id)
+    assert woken == [] and store.awaits_upload(session.id, upload.id) is False
+
+
+def test_an_awaited_upload_is_an_open_slot_named_by_id_or_batch_timestamp(tmp_path):
+    pstore = presigning_store(tmp_path / "data")
+    try:
+        session, other = pstore.create_session("u"), pstore.create_session("u")
+        batch = slot(pstore, session.id, ts=100)
+        reference = slot(pstore, session.id, kind="reference", ts=None)
+        expired = slot(pstore, session.id, ts=300, ttl=-LANDED_GRACE_SECONDS - 5)
+        assert pstore.awaits_upload(session.id, batch.id) and pstore.awaits_upload(session.id, "100")
+        assert pstore.awaits_upload(session.id, reference.id)
+        assert not pstore.awaits_upload(session.id, "101") and not pstore.awaits_upload(other.id, batch.id)
+        assert not pstore.awaits_upload(session.id, expired.id) and not pstore.awaits_upload(session.id, "300")
+        put_landed(pstore, batch)
+        assert pstore.learn_landed(session.id) != [] and not pstore.awaits_upload(session.id, batch.id)
     finally:
         pstore.close()
 

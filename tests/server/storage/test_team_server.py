@@ -1,11 +1,8 @@
 """The team server: PostgreSQL + S3 (SeaweedFS), over real HTTP, with presigned S3 upload URLs."""
 
-import contextlib
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -13,13 +10,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 import requests
 from conftest import TEST_API_KEYS, health, make_profile_bytes
-from services import free_port
+from pages import settled_page
+from team_server import TS, link, new_session, new_slot, server_process  # noqa: F401
 
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.storage.s3 import S3BlobStore
 from whylogs_songbird.server.store import blob_key
-
-TS = 1_700_000_000_000
 
 
 @pytest.fixture
@@ -28,26 +24,6 @@ def storage_config(request, monkeypatch):
     from conftest import make_store_config
 
     return make_store_config("team", request, monkeypatch)
-
-
-def new_session(url: str) -> str:
-    answer = requests.post(f"{url}/v0/sessions", json={"userId": "team-test"}, timeout=10)
-    answer.raise_for_status()
-    return answer.json()["id"]
-
-
-def new_slot(url: str, session_id: str, ts: int = TS) -> dict:
-    answer = requests.post(f"{url}/v0/sessions/{session_id}/upload", json={"datasetTimestamp": ts}, timeout=10)
-    answer.raise_for_status()
-    return answer.json()
-
-
-def link(url: str, session_id: str, timestamps=(), refs=()) -> requests.Response:
-    return requests.post(
-        f"{url}/v0/sessions/observatory-link/{session_id}",
-        json={"batchProfileTimestamps": list(timestamps), "referenceProfileIds": list(refs)},
-        timeout=10,
-    )
 
 
 def with_query(url: str, **changes: str) -> str:
@@ -147,47 +123,48 @@ def test_a_claimed_session_keeps_late_uploads_out(server):
     assert server.store.list_profiles(session_id) == []
 
 
-# -- crash and restart ------------------------------------------------------------------------------
+#: The threads that may look at the bucket for landed PUTs: the server's background workers.
+BACKGROUND_LOOKERS = ("songbird-ingest-", "songbird-slot-sweeper", "songbird-purge")
 
 
-@contextlib.contextmanager
-def server_process(data_dir, storage_config, env, *extra: str):
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "whylogs_songbird.server",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--database-url",
-        storage_config["database_url"],
-        "--blob-store",
-        storage_config["blob_store"],
-        "--s3-endpoint-url",
-        storage_config["s3_endpoint_url"],
-        "--no-access-log",
-        *extra,
+def test_pages_never_look_at_the_bucket_and_show_a_landed_upload_pending_then_summarised(server):
+    looks: list[tuple[str, str]] = []  # (thread, what): every listing and HEAD of the S3 backend
+    blobs = server.store.blobs
+    for name in ("list_stamped", "size"):  # list_keys and list_sizes list through list_stamped
+        real = getattr(blobs, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            looks.append((threading.current_thread().name, _name))
+            return _real(*args, **kwargs)
+
+        setattr(blobs, name, counted)
+    session_id = new_session(server.url)
+    slots = [new_slot(server.url, session_id, ts=TS + i) for i in range(10)]  # > 8: a look lists the session
+    pages = [
+        f"{server.url}/sessions/{session_id}",
+        f"{server.url}/sessions/{session_id}/timeline",
+        f"{server.url}/api/v1/sessions/{session_id}/timeline?granularity=day",
     ]
-    log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/healthz", timeout=2).ok:
-                    break
-            assert proc.poll() is None, (data_dir.parent / f"server-{port}.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-        log.close()
+    awaited = requests.get(slots[0]["observatoryUrl"], timeout=30)  # its URL was given out, nothing PUT yet
+    assert awaited.status_code == 202 and awaited.headers["Retry-After"] == "2", awaited.text[:300]
+    assert "not been received yet" in awaited.text and '<meta http-equiv="refresh"' in awaited.text
+    data = make_profile_bytes(seed=4)
+    assert requests.put(slots[0]["uploadUrl"], data=data, timeout=10).status_code == 200
+    deadline = time.monotonic() + 60
+    while (page := requests.get(slots[0]["observatoryUrl"], timeout=30)).status_code != 200:
+        assert page.status_code == 202, page.text[:300]  # not received, then being summarised: pending
+        assert time.monotonic() < deadline, "the ingest worker did not learn the landed upload"
+        for url in pages:
+            assert requests.get(url, timeout=30).status_code == 200
+        time.sleep(0.2)
+    assert 'class="profile-card"' in page.text
+    assert [p.id for p in server.store.list_profiles(session_id)] == [slots[0]["id"]]
+    by_pages = [look for look in looks if not look[0].startswith(BACKGROUND_LOOKERS)]
+    assert by_pages == [], "a page looked at the bucket itself"
+    assert ("songbird-ingest-0", "list_stamped") in looks, "the ingest worker listed the session"
+
+
+# -- crash and restart ------------------------------------------------------------------------------
 
 
 def test_kill_9_during_uploads_then_restart_records_no_profile_without_bytes(storage_config, s3_service, tmp_path):
@@ -295,7 +272,7 @@ def test_several_workers_share_postgres_and_s3(storage_config, tmp_path):
             sid = new_session(url)
             slot = new_slot(url, sid, ts=TS + i)
             assert requests.put(slot["uploadUrl"], data=make_profile_bytes(seed=i), timeout=10).status_code == 200
-            page = requests.get(slot["observatoryUrl"], timeout=60)  # any worker learns it landed
+            page = settled_page(slot["observatoryUrl"])  # pending until a worker learns it landed
             assert page.status_code == 200, page.text[:300]
             return sid
 

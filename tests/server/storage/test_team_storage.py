@@ -114,6 +114,9 @@ def test_put_get_size_delete_and_list(blobs, tmp_path):
         assert f.read() == b"defgh"
     assert sorted(blobs.list_keys("s/")) == ["s/one.bin", "s/two.bin"]
     assert sorted(blobs.list_sizes()) == [("other/three.bin", 1), ("s/one.bin", 3), ("s/two.bin", 5)]
+    blobs.put_bytes("s/onex.bin", b"y")
+    assert sorted(blobs.delete_prefix("s/one")) == ["s/one.bin", "s/onex.bin"]
+    assert sorted(blobs.list_keys()) == ["other/three.bin", "s/two.bin"] and blobs.delete_prefix("s/one") == []
     blobs.delete("s/one.bin")
     blobs.delete("s/never.bin")
     for read in (blobs.get_bytes, blobs.open):

@@ -20,7 +20,7 @@ import pytest
 import requests
 import whylogs as why
 from conftest import both_stores, make_profile_bytes
-from stored_profiles import store_profile_bytes
+from stored_profiles import store_profile_bytes, wait_summarised
 
 from whylogs_songbird.check import BAD_INPUT, PASSED, run_check
 from whylogs_songbird.models import MAX_TIMESTAMP, MIN_TIMESTAMP
@@ -58,12 +58,16 @@ def upload_batch(server: LocalServer, session_id: str, timestamp: int, data: byt
     )
     assert r.status_code == 200, r.text
     put(r.json()["uploadUrl"], data)
+    if server.store.presigns:  # once the ingest worker saw it land and summarised it
+        wait_summarised(server.store, r.json()["id"])
 
 
 def upload_reference(server: LocalServer, session_id: str, alias: str, data: bytes) -> str:
     r = requests.post(f"{server.url}/v0/sessions/{session_id}/reference", json={"alias": alias}, timeout=TIMEOUT)
     assert r.status_code == 200, r.text
     put(r.json()["uploadUrl"], data)
+    if server.store.presigns:
+        wait_summarised(server.store, r.json()["id"])
     return str(r.json()["id"])
 
 

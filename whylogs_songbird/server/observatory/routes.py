@@ -199,7 +199,7 @@ def observatory_router(
         sid, home = container.id, container.home_path
         params, query = read_params(_back(container), request.query_params)
         base = base_url(request)
-        store.learn_landed(sid)  # presigned PUTs that went straight to the blob store
+        store.nudge_landed(sid)  # presigned PUTs are learned by the ingest worker, never here
         # one page by keyset from an index, and the counts from the index: never every row
         page = store.page_profiles(sid, query)
         counts = store.profile_counts(sid)
@@ -331,11 +331,13 @@ def observatory_router(
         """The profiles a link names, of ``container``."""
         sid = container.id
         where = back_to(container)
-        store.learn_landed(sid)  # presigned PUTs that went straight to the blob store
+        store.nudge_landed(sid)  # presigned PUTs are learned by the ingest worker, never here
         base = base_url(request)
         selections = []
         for index, (selector, segment) in enumerate(zip(selectors, segments)):
             uploads = store.resolve_profile(sid, selector)
+            if not uploads and store.awaits_upload(sid, selector):
+                raise _awaited(container, selector)
             if not uploads:
                 timestamp = parse_timestamp_selector(selector)
                 if timestamp is not None:
@@ -528,6 +530,19 @@ def _pending(container: PageContainer, *selections: Selection) -> PageError:
         "Profiles still being summarised" if several else "Profile still being summarised",
         f"Profile{'s' if several else ''} {names} of {container.kind} {container.name} {'are' if several else 'is'} "
         "stored and still being summarised; this page reloads in a moment.",
+        retry_after=PENDING_RETRY_SECONDS,
+        **_back(container),
+    )
+
+
+def _awaited(container: PageContainer, selector: str) -> PageError:
+    """The page of a profile whose upload URL was given out and whose bytes are not recorded yet
+    (a presigned PUT the ingest worker has not seen land): pending, like one being summarised."""
+    return PageError(
+        202,
+        "Profile not received yet",
+        f"Profile {shown(selector)} of {container.kind} {container.name} has an upload URL but its bytes have not "
+        "been received yet; this page reloads in a moment and shows it once it has landed and been summarised.",
         retry_after=PENDING_RETRY_SECONDS,
         **_back(container),
     )

@@ -166,7 +166,7 @@ def make_service(
         bump=functools.partial(bump_version, store),
         rollups=store_rollups(store),
         target_of=target_of,
-        refresh=store.learn_landed,  # uploads PUT straight to an object store (presigned URLs)
+        refresh=store.nudge_landed,  # presigned PUTs: the ingest worker looks soon, the view never does
     )
 
 

@@ -246,6 +246,9 @@ class MetadataStore(Protocol):
     #: Whether other hosts may use the store at the same time (PostgreSQL); then a server's start
     #: leaves their work alone (see ``Store.reconcile``).
     shared: bool
+    #: The host the ingest claims of this store are taken for (``Store.open`` names it from the data
+    #: dir; "" until then), so a restarting host releases its own dead claims and no one else's.
+    owner: str
 
     # -- lifecycle --
     def close(self) -> None:
@@ -527,6 +530,16 @@ class BlobStore(Protocol):
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """Every key starting with ``prefix`` (for reconciliation)."""
+
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """``(key, size)`` of every key starting with ``prefix``: one listing where many open
+        uploads of a session would each need a :meth:`size`."""
+
+    def delete_prefix(self, prefix: str) -> list[str]:
+        """Remove every key starting with ``prefix`` (a session's ``profiles/<session>/``, an
+        upload's ``profiles/<session>/<upload>.``) and, for a whole directory's prefix, what held
+        them (a file store's emptied directory; a write arriving meanwhile keeps it); the keys
+        removed. Files not named like a key are never listed, so never removed."""
 
     def list_stamped(self, prefix: str = "") -> Iterator[tuple[str, int, int]]:
         """``(key, size, last modified in epoch ms)`` of every key starting with ``prefix``: what

@@ -145,8 +145,15 @@ class FileBlobStore:
             self.path(key).unlink()
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key starting with ``prefix``; a prefix within one directory
+        (``profiles/<id>/...``) lists that directory only."""
         base = self.root / "profiles"
-        for directory in sorted(base.iterdir()) if base.is_dir() else []:
+        parts = prefix.split("/")
+        if len(parts) >= 3 and parts[0] in _KEY_PARTS and ID_PATTERN.match(parts[1]):
+            directories = [base / parts[1]]
+        else:
+            directories = sorted(base.iterdir()) if base.is_dir() else []
+        for directory in directories:
             if not directory.is_dir():
                 continue
             for file in sorted(directory.iterdir()):
@@ -158,6 +165,24 @@ class FileBlobStore:
                 except ValueError:  # a stray file not named like a key: no key, never listed or touched
                     continue
                 yield key
+
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """``(key, size)`` of every key starting with ``prefix``."""
+        for key, size, _ in self.list_stamped(prefix):
+            yield key, size
+
+    def delete_prefix(self, prefix: str) -> list[str]:
+        """Remove the files of every key starting with ``prefix``, then, for a directory's prefix
+        (``profiles/<id>/``), the directory if that emptied it; the keys removed."""
+        removed = list(self.list_keys(prefix))
+        for key in removed:
+            self.delete(key)
+        parts = prefix.split("/")
+        if len(parts) == 3 and parts[2] == "" and parts[0] in _KEY_PARTS and ID_PATTERN.match(parts[1]):
+            # gone already, holding odd files, or a write arrived meanwhile (reconciled at the next start)
+            with contextlib.suppress(OSError):
+                (self.root / parts[0] / parts[1]).rmdir()
+        return removed
 
     def list_stamped(self, prefix: str = "") -> Iterator[tuple[str, int, int]]:
         """``(key, size, modification time in epoch ms)`` of every key starting with ``prefix``."""

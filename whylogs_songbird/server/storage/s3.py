@@ -405,6 +405,14 @@ class S3BlobStore:
         except BotoCoreError as exc:
             raise self._fail("delete an object", exc) from None
 
+    def delete_prefix(self, prefix: str) -> list[str]:
+        """Remove every object whose key starts with ``prefix`` (one listing, then a delete each;
+        S3 has no directories to remove); the keys removed."""
+        removed = list(self.list_keys(prefix))
+        for key in removed:
+            self.delete(key)
+        return removed
+
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """Every key (without the store's own prefix) that starts with ``prefix``."""
         for key, _ in self.list_sizes(prefix):

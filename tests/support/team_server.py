@@ -1,0 +1,73 @@
+"""A team server's sessions, upload slots and links over HTTP, and one started in its own process on PostgreSQL + S3."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+
+import requests
+from services import free_port
+
+TS = 1_700_000_000_000
+
+
+def new_session(url: str) -> str:
+    answer = requests.post(f"{url}/v0/sessions", json={"userId": "team-test"}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()["id"]
+
+
+def new_slot(url: str, session_id: str, ts: int = TS) -> dict:
+    answer = requests.post(f"{url}/v0/sessions/{session_id}/upload", json={"datasetTimestamp": ts}, timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def link(url: str, session_id: str, timestamps=(), refs=()) -> requests.Response:
+    return requests.post(
+        f"{url}/v0/sessions/observatory-link/{session_id}",
+        json={"batchProfileTimestamps": list(timestamps), "referenceProfileIds": list(refs)},
+        timeout=10,
+    )
+
+
+@contextlib.contextmanager
+def server_process(data_dir, storage_config, env, *extra: str):
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "whylogs_songbird.server",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--database-url",
+        storage_config["database_url"],
+        "--blob-store",
+        storage_config["blob_store"],
+        "--s3-endpoint-url",
+        storage_config["s3_endpoint_url"],
+        "--no-access-log",
+        *extra,
+    ]
+    log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{url}/healthz", timeout=2).ok:
+                    break
+            assert proc.poll() is None, (data_dir.parent / f"server-{port}.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        log.close()
