@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -19,7 +21,7 @@ import pytest
 import whylogs as why
 from whylogs.core import DatasetProfileView
 
-from whylogs_songbird.monitors import MonitorsFile
+from whylogs_songbird.monitors import Monitor, MonitorsFile
 from whylogs_songbird.server.timeline_service import (
     BUCKET_PREFIX,
     DOC_PREFIX,
@@ -431,3 +433,94 @@ def test_a_watched_view_is_remembered_for_the_background_refresh():
     }
     service.document("s1", TimelineQuery(granularity="hour", segment=None), watched=True)
     assert json.loads(cache.get("s1", WATCHED_KEY) or b"")["granularity"] == "hour"
+
+
+# -- monitors, when a batch lands ------------------------------------------------------------------------------
+
+
+def count_monitor(**file: Any) -> MonitorsFile:
+    return MonitorsFile(monitors=(Monitor(name="rows", columns=("x",), metric="count", max=3.5),), **file)
+
+
+def with_a_busy_last_day() -> Session:
+    session = three_days()
+    session.profiles.append(stored("b5", T0 + 3 * DAY))  # the last day has 6 rows, the others 3
+    return session
+
+
+def test_a_landed_batch_evaluates_the_monitors_on_the_latest_bucket(caplog):
+    service = with_a_busy_last_day().service(monitors=count_monitor())
+    heard: list[tuple[str, list[int]]] = []
+
+    def broken(session_id: str, document: dict[str, Any]) -> None:
+        raise RuntimeError("a listener failed")
+
+    service.evaluated += [broken, lambda s, d: heard.append((s, d["columns"]["x"]["count"]))]
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.timeline"):
+        failures = service.batch_landed("s1")
+    assert [(f.monitor, f.column, f.metric, f.bucket_start, f.bucket_end, f.value) for f in failures] == [
+        ("rows", "x", "count", T0 + 3 * DAY, T0 + 4 * DAY, 6)
+    ]
+    assert heard == [("s1", [3, 3, 6])]  # the broken listener did not stop the next one
+    assert "a listener of the monitors of session s1 failed" in caplog.text
+    assert f"monitors evaluated: session s1, bucket from {T0 + 3 * DAY}: 1 failure(s)" in caplog.text
+    assert f"monitor failed: session s1, column x: {failures[0].reason} (rows)" in caplog.text
+    # a view lists the failures of every bucket
+    assert [a["start"] for a in service.document("s1", TimelineQuery())["alerts"]] == [T0 + 3 * DAY]
+
+
+def test_monitors_apply_only_to_their_targets():
+    session = with_a_busy_last_day()
+    assert session.service(monitors=count_monitor(), target_of=lambda s: None).batch_landed("s1") == []
+    assert session.service(monitors=count_monitor(sessions=["s2"])).batch_landed("s1") == []
+    elsewhere = session.service(monitors=count_monitor(sessions=["s2"]))
+    assert elsewhere.document("s1", TimelineQuery())["alerts"] == []
+    dataset = session.service(monitors=count_monitor(datasets=["org/d"]), target_of=lambda s: ("dataset", "org/d"))
+    assert len(dataset.batch_landed("s1")) == 1
+    assert session.service().batch_landed("s1") == []  # no monitors
+
+
+def test_a_monitor_of_a_column_the_session_lacks_is_logged_not_raised(caplog):
+    monitors = MonitorsFile(monitors=(Monitor(columns=("nope",), metric="count", max=1),))
+    service = three_days().service(monitors=monitors)
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
+        assert service.document("s1", TimelineQuery())["alerts"] == []
+    assert "the monitors file does not fit session s1" in caplog.text
+
+
+def test_a_landed_batch_refreshes_the_last_view_asked_for(caplog):
+    session = with_a_busy_last_day()
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache)
+    cache.put("s1", WATCHED_KEY, json.dumps({"granularity": "week"}).encode())
+    assert service.batch_landed("s1") == []
+    assert service.computed["points"] == 1  # its one week (Thursday to Sunday), stored for the next view
+    cache.put("s1", WATCHED_KEY, json.dumps({"segment": "gone"}).encode())
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.timeline"):
+        assert service.batch_landed("s1") == []
+    assert "the last view of session s1 cannot be refreshed: session s1 has no segment 'gone'" in caplog.text
+
+
+def test_an_upload_landing_bumps_the_version_and_a_batch_is_evaluated_in_the_background():
+    bumped: list[str] = []
+    service = with_a_busy_last_day().service(monitors=count_monitor(), bump=bumped.append)
+    try:
+        service.upload_landed(SimpleNamespace(session_id="s1", kind="reference"))
+        assert bumped == ["s1"] and service.idle() and service.latest_failures == {}
+        service.upload_landed(SimpleNamespace(session_id="s1", kind="batch"))
+        assert bumped == ["s1", "s1"]
+        for _ in range(2000):
+            if service.idle() and "s1" in service.latest_failures:
+                break
+            time.sleep(0.005)
+        assert [f.value for f in service.latest_failures["s1"]] == [6]
+    finally:
+        service.close()
+    service.batch_stored("s1")  # closed: nothing more is started
+    assert service.idle()
+
+
+def test_without_monitors_or_a_watched_view_a_landed_batch_starts_nothing():
+    service = three_days().service()
+    service.batch_stored("s1")
+    assert service._worker is None and service.idle()
