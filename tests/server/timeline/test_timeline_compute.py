@@ -126,9 +126,10 @@ def test_drift_of_disjoint_values_is_drift_and_of_identical_values_none():
 
 
 def test_a_drift_point_round_trips_through_json():
-    point = DriftPoint(category="POSSIBLE_DRIFT", p_value=0.07, statistic=None, algorithm="chi-square")
-    assert point.to_json() == ["POSSIBLE_DRIFT", 0.07, None, "chi-square"]
+    point = DriftPoint(category="POSSIBLE_DRIFT", p_value=0.07, statistic=0.3, algorithm="chi-square")
+    assert point.to_json() == ["POSSIBLE_DRIFT", 0.07, 0.3, "chi-square"]
     assert DriftPoint.from_json(point.to_json()) == point
+    assert DriftPoint.from_json([None, None, None, 7]) == DriftPoint(None, None, None, "7")
 
 
 # -- the document from bucket points ---------------------------------------------------------------------
@@ -146,6 +147,7 @@ S0 = ColumnPoint("string", 7, 1, distinct=3.0, top_items=(("a", 3.0), ("b", 2.0)
 S1 = ColumnPoint("string", 3, 0, distinct=2.0, top_items=(("d", 2.0), ("b", 1.0)))
 S2 = ColumnPoint("string", 6, 0, distinct=4.0, top_items=(("e", 2.0), ("f", 2.0), ("g", 1.0), ("a", 1.0)))
 E = ColumnPoint("null", 2, 2)
+UNKNOWN = ColumnPoint("unknown", 0, 0)
 
 
 def three_buckets() -> list[BucketPoints]:
@@ -289,9 +291,22 @@ def test_the_document_of_no_bucket():
 def test_the_type_seen_most_often_wins_and_null_and_unknown_do_not_count():
     points = [
         BucketPoints(start=T0 + i * DAY_MS, end=T0 + (i + 1) * DAY_MS, profiles=1, columns={"x": point})
-        for i, point in enumerate([N2, N2, N0, E, ColumnPoint("unknown", 0, 0)])
+        for i, point in enumerate([N2, N2, N0, E, E, E, UNKNOWN, UNKNOWN, UNKNOWN])
     ]
     assert build_timeline("day", points)["columns"]["x"]["type"] == "integral"
+
+
+def test_frequent_items_are_ranked_by_their_total_and_absent_where_the_column_is():
+    points = [
+        BucketPoints(start=T0, end=T0 + DAY_MS, profiles=1, columns={"s": S0, "n": N0}),
+        BucketPoints(start=T0 + DAY_MS, end=T0 + 2 * DAY_MS, profiles=1, columns={"n": N1}),
+        BucketPoints(start=T0 + 2 * DAY_MS, end=T0 + 3 * DAY_MS, profiles=1, columns={"s": S2}),
+    ]
+    top_items = build_timeline("day", points)["columns"]["s"]["top_items"]
+    # totals: a 3 + 1, b 2, e 2, f 2, c 1, g 1
+    assert list(top_items) == ["a", "b", "e", "f", "c"]
+    assert top_items["a"] == [0.5, None, 0.166667]
+    assert top_items["c"] == [0.166667, None, 0.0]
 
 
 # -- compute_timeline with its hooks ------------------------------------------------------------------------
