@@ -43,6 +43,8 @@ MARKER = "mutation_fast"
 #: The cross-process lock is therefore not judged here; tests/client/test_session_guarantees.py checks it
 #: with the lock planted away.
 DESELECT = "not processes"
+#: mutmut's timeout_multiplier (see configure).
+TIMEOUT_MULTIPLIER = 8
 #: Modules that should be held by fast tests: ``--list`` names those no test file marks yet.
 EXPECTED = (
     "whylogs_songbird/timeline.py",
@@ -109,6 +111,10 @@ def configure(work: Path, module: str, tests: list[str]) -> None:
                 f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
                 f"pytest_add_cli_args = {json.dumps(['-p', 'no:xdist', '-p', 'no:cacheprovider', '-k', DESELECT])}",
                 "use_git_change_detection = false",
+                # a mutant that hangs is cut off after this many times its tests' usual time (plus
+                # one second), not mutmut's 15: the thread-waiting mutants of the server modules
+                # each cost half a minute at 15; 8 still leaves room for a loaded machine
+                f"timeout_multiplier = {TIMEOUT_MULTIPLIER}",
             ]
         )
         + "\n"

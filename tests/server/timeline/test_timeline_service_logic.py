@@ -9,9 +9,11 @@ the profiles an ingest worker still holds.
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import json
 import logging
+import os
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -36,6 +38,8 @@ from whylogs_songbird.server.timeline_service import (
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/timeline_service.py")
 
+#: Seconds after which a hung test ends the run (set by scripts/mutation; off in a normal run).
+WATCHDOG = float(os.environ.get("SONGBIRD_TEST_HANG_SECONDS", "0"))
 HOUR = 3_600_000
 DAY = 24 * HOUR
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
@@ -504,20 +508,24 @@ def test_a_landed_batch_refreshes_the_last_view_asked_for(caplog):
 def test_an_upload_landing_bumps_the_version_and_a_batch_is_evaluated_in_the_background():
     bumped: list[str] = []
     service = with_a_busy_last_day().service(monitors=count_monitor(), bump=bumped.append)
+    if WATCHDOG > 0:  # a mutant may leave the worker waiting forever: then this run ends
+        faulthandler.dump_traceback_later(WATCHDOG, exit=True)
     try:
         service.upload_landed(SimpleNamespace(session_id="s1", kind="reference"))
         assert bumped == ["s1"] and service.idle() and service.latest_failures == {}
         service.upload_landed(SimpleNamespace(session_id="s1", kind="batch"))
         assert bumped == ["s1", "s1"]
-        for _ in range(2000):
+        for _ in range(1000):  # at most about 5 seconds
             if service.idle() and "s1" in service.latest_failures:
                 break
             time.sleep(0.005)
         assert [f.value for f in service.latest_failures["s1"]] == [6]
     finally:
         service.close()
+        if WATCHDOG > 0:
+            faulthandler.cancel_dump_traceback_later()
     service.batch_stored("s1")  # closed: nothing more is started
-    assert service.idle()
+    assert service.idle() and service._worker is not None and not service._worker.is_alive()
 
 
 def test_without_monitors_or_a_watched_view_a_landed_batch_starts_nothing():
