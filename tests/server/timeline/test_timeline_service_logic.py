@@ -24,6 +24,7 @@ import whylogs as why
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Monitor, MonitorsFile
+from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups
 from whylogs_songbird.server.timeline_service import (
     BUCKET_PREFIX,
     DOC_PREFIX,
@@ -532,3 +533,56 @@ def test_without_monitors_or_a_watched_view_a_landed_batch_starts_nothing():
     service = three_days().service()
     service.batch_stored("s1")
     assert service._worker is None and service.idle()
+
+
+# -- rollups ------------------------------------------------------------------------------------------------------
+
+
+class Derived:
+    """The store's derived values, in memory (what rollups are kept in)."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], bytes] = {}
+
+    def get_derived(self, session_id: str, key: str) -> bytes | None:
+        return self.data.get((session_id, key))
+
+    def put_derived(self, session_id: str, key: str, data: bytes) -> None:
+        self.data[(session_id, key)] = data
+
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        gone = [k for k in self.data if k[0] == session_id and k[1].startswith(prefix)]
+        gone = [k for k in gone if keep is None or not k[1].startswith(keep)]
+        for key in gone:
+            del self.data[key]
+        return len(gone)
+
+
+def test_with_rollups_a_week_is_merged_from_its_days_and_shows_the_same():
+    session = with_a_busy_last_day()
+    session.profiles[4] = stored("r1", T0, kind="reference", alias="base", stored_at=5)
+    plain = session.service().document("s1", TimelineQuery(granularity="week"))
+    derived = Derived()
+    rollups = Rollups(derived, lambda session_id, member: None)
+    rolled = session.service(rollups=rollups).document("s1", TimelineQuery(granularity="week"))
+    for stat in ("count", "mean", "min", "max", "drift_category"):
+        assert rolled["columns"]["x"][stat] == plain["columns"]["x"][stat]
+    last_day = rollups.read("s1", "day", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
+    assert last_day is not None
+    assert last_day.members == (
+        Member(T0 + 3 * DAY, "b3:sha-b3:1", "b3", "sha-b3"),
+        Member(T0 + 3 * DAY, "b5:sha-b5:1", "b5", "sha-b5"),
+    )
+    assert last_day.names == ("x",)
+    # another service over the same rollups takes the column names from them, loads nothing to merge
+    session.loaded.clear()
+
+    def no_names(profile: StoredProfile) -> list[str]:
+        raise AssertionError("the column names are in the rollups")
+
+    again = session.service(rollups=rollups, column_names=no_names).document("s1", TimelineQuery(granularity="week"))
+    assert again["columns"]["x"]["count"] == plain["columns"]["x"]["count"]
+    # a day of one batch is read from that batch; the day of two from its rollup, b3 and b5 unloaded
+    assert sorted(session.loaded) == ["b1", "b2", "r1"]
+    daily = session.service(rollups=rollups, column_names=no_names).document("s1", TimelineQuery(granularity="day"))
+    assert daily["columns"]["x"]["count"] == [3, 3, 6]
