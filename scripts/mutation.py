@@ -161,23 +161,53 @@ def reasons(text: str) -> dict[tuple[str, tuple[str, ...]], str]:
     return found
 
 
+#: Prints what ``mutmut show NAME`` prints for every name given, each followed by a NUL line, in one
+#: process: a ``mutmut show`` each spent seconds starting (one per survivor, minutes for a module).
+_SHOW_ALL = """
+import sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+from mutmut.stats import status_by_exit_code
+found = None
+for name in sys.argv[1:]:
+    if found is None or name not in found.exit_code_by_key:
+        found = find_mutant(name)
+    print(f"# {name}: {status_by_exit_code[found.exit_code_by_key[name]]}")
+    print(get_diff_for_mutant(name, path=found.path))
+    print("\\0")
+"""
+
+
+def shown(work: Path, names: list[str]) -> dict[str, str]:
+    """What ``mutmut show`` prints of each mutant named: in one process, or (when mutmut's internals
+    moved) one ``mutmut show`` each."""
+    if not names:
+        return {}
+    done = subprocess.run([sys.executable, "-c", _SHOW_ALL, *names], cwd=work, capture_output=True, text=True)  # noqa: S603
+    parts = done.stdout.split("\0\n")
+    if done.returncode == 0 and len(parts) == len(names) + 1:
+        return dict(zip(names, parts))
+    show = [sys.executable, "-m", "mutmut", "show"]
+    return {name: subprocess.run([*show, name], cwd=work, capture_output=True, text=True).stdout for name in names}  # noqa: S603
+
+
 def survivors(work: Path, known: dict[tuple[str, tuple[str, ...]], str]) -> tuple[str, int]:
     """Every mutant not killed, with its diff and the reason ``known`` gives for it (if the same
     mutant); and how many have no reason."""
     done = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=work, capture_output=True, text=True)
     text = []
     unexplained = 0
-    for line in done.stdout.splitlines():
-        name = line.strip().split(":")[0]
-        if name and line.strip().endswith(": no tests"):  # a function no test runs: its name says enough
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip().split(":")[0]]
+    diffs = shown(work, [line.split(":")[0] for line in lines if not line.endswith(": no tests")])
+    for line in lines:
+        name = line.split(":")[0]
+        if line.endswith(": no tests"):  # a function no test runs: its name says enough
             unexplained += 1
-            text.append(f"{line.strip()}\n")
-        elif name:
-            show = [sys.executable, "-m", "mutmut", "show", name]
-            shown = subprocess.run(show, cwd=work, capture_output=True, text=True)  # noqa: S603
-            why = known.get((name, _changed(shown.stdout.splitlines())))
-            unexplained += why is None and not line.strip().endswith(": timeout")  # a timeout counts as killed
-            text.append(f"{line.strip()}\n" + (f"{REASON}{why}\n" if why else "") + shown.stdout)
+            text.append(f"{line}\n")
+        else:
+            diff = diffs[name]
+            why = known.get((name, _changed(diff.splitlines())))
+            unexplained += why is None and not line.endswith(": timeout")  # a timeout counts as killed
+            text.append(f"{line}\n" + (f"{REASON}{why}\n" if why else "") + diff)
     return "\n".join(text), unexplained
 
 
