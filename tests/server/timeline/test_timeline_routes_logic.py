@@ -9,13 +9,18 @@ The routes over HTTP are tests/server/timeline/test_timeline_server.py's.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pandas as pd
 import pytest
 import whylogs as why
+from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.monitors import Monitor, MonitorsFile
+from whylogs_songbird.profiles import serialize_view
+from whylogs_songbird.server.digest import digest_view
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.observatory.container import PageContainer
 from whylogs_songbird.server.routes.timeline import (
@@ -31,7 +36,7 @@ from whylogs_songbird.server.routes.timeline import (
 )
 from whylogs_songbird.server.storage.base import UploadRecord
 from whylogs_songbird.server.summaries import SummaryError
-from whylogs_songbird.server.timeline_service import TimelineQuery
+from whylogs_songbird.server.timeline_service import MemoryArtefacts, TimelineQuery, TimelineRequestError
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/routes/timeline.py")
 
@@ -367,3 +372,92 @@ def test_an_unreadable_profile_is_a_422_naming_the_container():
             422,
             f"A stored profile of {named} cannot be read: its bytes are no profile.",
         )
+
+
+class DigestingSandbox:
+    """A sandbox that digests the bytes it is given as the real one does (in this process)."""
+
+    def __init__(self) -> None:
+        self.digested = 0
+
+    def digest(self, data: bytes) -> bytes:
+        self.digested += 1
+        return digest_view(DatasetProfileView.deserialize(data))
+
+
+class RecordingProfiles(FakeProfiles):
+    def __init__(self, views: dict[str, Any]) -> None:
+        super().__init__(views)
+        self.asked: list[tuple[str, Any]] = []
+        self.opened: list[str] = []
+
+    def upload_view(self, upload: UploadRecord) -> Any:
+        self.opened.append(upload.id)
+        return super().upload_view(upload)
+
+    def state(self, upload: UploadRecord, patient: bool) -> str:
+        self.asked.append((upload.id, patient))
+        return super().state(upload, patient)
+
+
+def test_without_a_view_cache_every_stored_profile_is_ready_and_digested_in_the_sandbox():
+    data = {k: serialize_view(v) for k, v in views().items()}
+    store = FakeStore(three_uploads(), data)
+    sandbox = DigestingSandbox()
+    found = make_service(store, sandbox=sandbox).document("session-1", TimelineQuery(granularity="day"))  # type: ignore[arg-type]
+    assert "pending" not in found  # nothing tells it log-3 is still held: it is read
+    assert found["columns"]["x"]["count"] == [2, 4]
+    assert sandbox.digested >= 3
+
+
+def test_the_service_keeps_its_version_rollups_and_views_in_the_store():
+    store = FakeStore([u for u in three_uploads() if u.id != "log-3"])  # none pending: the view is stored
+    profiles = RecordingProfiles(views())
+    listed: list[str] = []
+    list_profiles = store.list_profiles
+    store.list_profiles = lambda s: listed.append(s) or list_profiles(s)  # type: ignore[method-assign]
+    service = make_service(store, profiles=profiles)  # type: ignore[arg-type]
+    first = service.document_bytes("session-1", TimelineQuery(granularity="week"))
+    assert any(k.startswith("timeline/r/") for _, k in store.derived)  # the day rollups
+    assert any(k.startswith("timeline/b/") for _, k in store.derived)  # the bucket values
+    assert service.document_bytes("session-1", TimelineQuery(granularity="week")) == first
+    assert listed == ["session-1"]  # answered at the session's version, without listing again
+    service.upload_landed(SimpleNamespace(session_id="session-1", kind="reference"))
+    assert ("session-1", "timeline/version") in store.derived
+    service.document_bytes("session-1", TimelineQuery(granularity="week"))
+    assert listed == ["session-1", "session-1"]
+
+
+def test_the_column_names_are_read_from_the_stored_digests():
+    store = FakeStore(three_uploads())
+
+    class NamesOnly(FakeProfiles):
+        def upload_digest(self, upload: UploadRecord) -> dict[str, Any]:
+            return dict.fromkeys(["x", "y", "z"])
+
+    service = make_service(store, profiles=NamesOnly(views()))  # type: ignore[arg-type]
+    service.max_cells = 5  # 2 days × 3 names from the digests; the views have one column
+    with pytest.raises(TimelineRequestError, match="2 buckets × 3\\+ columns"):
+        service.document("session-1", TimelineQuery(granularity="day"))
+
+
+def test_a_given_cache_and_monitors_are_used():
+    store = FakeStore(three_uploads())
+    cache = MemoryArtefacts()
+    monitors = MonitorsFile(monitors=(Monitor(name="rows", columns=("x",), metric="count", max=2.5),))
+    profiles = RecordingProfiles(views())
+    service = make_service(store, profiles=profiles, cache=cache, monitors=monitors)  # type: ignore[arg-type]
+    found = service.document("session-1", TimelineQuery(granularity="day"))
+    assert profiles.asked == [("log-3", False)]  # a request does not wait for the ingest worker
+    assert found["pending"] == ["log-3"]
+    assert [(a["monitor"], a["start"]) for a in found["alerts"]] == [("rows", T0 + DAY)]
+    assert not any(k.startswith("timeline/b/") for _, k in store.derived)
+    assert any(k.startswith("timeline/b/") for _, k in cache._data)
+
+
+def test_a_container_s_document_is_watched_and_compact():
+    store = FakeStore([upload("log-1", session_id="c-1")])
+    service = make_service(store, profiles=FakeProfiles(views()))  # type: ignore[arg-type]
+    data = container_document(service, PageContainer.dataset("c-1", "org-1", "model-1"), TimelineQuery())
+    assert b", " not in data and b'": ' not in data
+    assert ("c-1", "timeline/watched") in store.derived
