@@ -129,3 +129,64 @@ def test_kll_floats_and_doubles_sketches_each_pass_their_own_check():
     one = ds.kll_floats_sketch(200)
     one.update(1.0)
     assert check_kll_floats(one.serialize()) == 3 * 4 * 200
+
+
+# -- the shape the check gives of a v0 profile ------------------------------------------------------------------
+
+
+def test_the_shape_of_a_v0_segment():
+    data = v0_bytes()
+    message = message_of(data)
+    shape = check_profile_bytes(data, max_columns=3)
+    assert (shape.columns, shape.chunks, shape.v0, shape.segmented) == (3, 0, True, True)
+    assert (shape.header_bytes, shape.body_bytes) == (len(data) - message.ByteSize(), message.ByteSize())
+    assert shape.segment_tags == (("region", "south"),)
+    assert shape.sketch_memory > 0
+    assert check_profile_bytes(data, max_columns=3, sketches=False).sketch_memory == 0
+    with pytest.raises(ProfileCheckError, match="^it has 3 columns, more than this server's limit of 2$"):
+        check_profile_bytes(data, max_columns=2)
+
+
+def test_only_whylogs_segment_tags_of_a_v0_profile_name_its_segment():
+    message = message_of(v0_bytes())
+    message.properties.tags["owner"] = "someone"  # not a whylogs.tag.: no segment
+    assert check_profile_bytes(framed(message), max_columns=3).segment_tags == (("region", "south"),)
+    del message.properties.tags["whylogs.tag.region"]
+    shape = check_profile_bytes(framed(message), max_columns=3)
+    assert (shape.segmented, shape.segment_tags) == (False, ())
+    unsegmented = check_profile_bytes(v0_bytes(segmented=False), max_columns=50)
+    assert (unsegmented.v0, unsegmented.segmented, unsegmented.segment_tags) == (True, False, ())
+
+
+def test_the_sketches_of_a_v0_profile_count_towards_the_memory_limit(monkeypatch):
+    from whylogs_songbird.server import profile_check
+
+    data = v0_bytes()
+    memory = check_profile_bytes(data, max_columns=3).sketch_memory
+    one_column = message_of(data)
+    for name in ("region", "label"):
+        del one_column.columns[name]
+    assert 0 < check_profile_bytes(framed(one_column), max_columns=3).sketch_memory < memory
+    monkeypatch.setattr(profile_check, "MAX_SKETCH_MEMORY", memory)
+    assert check_profile_bytes(data, max_columns=3).sketch_memory == memory
+    monkeypatch.setattr(profile_check, "MAX_SKETCH_MEMORY", memory - 1)
+    with pytest.raises(ProfileCheckError, match="^its sketches would take more than 0 MB of memory once read$"):
+        check_profile_bytes(data, max_columns=3)
+
+
+def test_a_v0_column_without_sketches_takes_no_memory():
+    message = message_of(v0_bytes())
+    column = message.columns["amount"]
+    column.numbers.histogram = b""
+    column.ClearField("cardinality_tracker")
+    column.frequent_items.sketch = b""
+    for name in ("region", "label"):
+        del message.columns[name]
+    assert check_profile_bytes(framed(message), max_columns=3).sketch_memory == 0
+
+
+def test_an_empty_v0_message_is_not_a_profile():
+    empty = DatasetProfileMessageV0()
+    for data in (b"\x00", framed(empty)):
+        with pytest.raises(ProfileCheckError, match="WHY1"):
+            check_profile_bytes(data, max_columns=3)
