@@ -9,6 +9,7 @@ the profiles an ingest worker still holds.
 
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import functools
 import json
@@ -586,3 +587,36 @@ def test_with_rollups_a_week_is_merged_from_its_days_and_shows_the_same():
     assert sorted(session.loaded) == ["b1", "b2", "r1"]
     daily = session.service(rollups=rollups, column_names=no_names).document("s1", TimelineQuery(granularity="day"))
     assert daily["columns"]["x"]["count"] == [3, 3, 6]
+
+
+def test_the_monitors_view_is_the_monitors_granularity_and_segment_waiting_for_workers(caplog):
+    session = with_a_busy_last_day()
+    asked: list[bool] = []
+
+    def state(profile: StoredProfile, patient: bool) -> str:
+        asked.append(patient)
+        return "ready"
+
+    session.profiles[0] = stored("b1", T0 + HOUR, pending=True)
+    weekly = session.service(monitors=count_monitor(granularity="week"), state=state)
+    failures = weekly.batch_landed("s1")
+    # one ISO week, Monday 2025-12-29 to Sunday 2026-01-04: four batches of 3 rows
+    assert [(f.bucket_start, f.bucket_end, f.value) for f in failures] == [(T0 - 3 * DAY, T0 + 4 * DAY, 12)]
+    assert asked and set(asked) == {True}  # background work waits for the ingest worker
+    session.profiles += [stored("s-a", T0, segment="k=v"), stored("s-b", T0 + DAY, segment="k=v")]
+    segmented = session.service(monitors=count_monitor(segment="k=v"))
+    assert segmented.batch_landed("s1") == []  # its two days have 3 rows each
+    gone = session.service(monitors=count_monitor(segment="k=gone"))
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
+        assert gone.batch_landed("s1") == []
+    assert "timeline: session s1: session s1 has no segment 'k=gone'" in caplog.text
+
+
+def test_a_rollup_member_takes_the_sha256_of_the_store_s_record():
+    session = with_a_busy_last_day()
+    record = SimpleNamespace(sha256="from-the-record")
+    session.profiles[2] = dataclasses.replace(session.profiles[2], record=record)
+    rollups = Rollups(Derived(), lambda session_id, member: None)
+    session.service(rollups=rollups).document("s1", TimelineQuery(granularity="day"))
+    last_day = rollups.read("s1", "day", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
+    assert last_day is not None and [m.sha256 for m in last_day.members] == ["from-the-record", "sha-b5"]
