@@ -18,7 +18,13 @@ from whylogs.core.utils import read_delimited_protobuf, write_delimited_protobuf
 from whylogs_songbird.server.digest import digest_columns, digested_count
 from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.sandbox import summarise_in_child
-from whylogs_songbird.server.sketch_check import SketchCheckError, check_kll_doubles, check_kll_floats
+from whylogs_songbird.server.sketch_check import (
+    SketchCheckError,
+    check_frequent_strings,
+    check_hll,
+    check_kll_doubles,
+    check_kll_floats,
+)
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/profile_check.py")
 
@@ -190,3 +196,43 @@ def test_an_empty_v0_message_is_not_a_profile():
     for data in (b"\x00", framed(empty)):
         with pytest.raises(ProfileCheckError, match="WHY1"):
             check_profile_bytes(data, max_columns=3)
+
+
+def test_the_memory_of_a_v0_column_is_that_of_its_three_sketches():
+    message = message_of(v0_bytes())
+    column = message.columns["amount"]
+    for name in ("region", "label"):
+        del message.columns[name]
+    expected = (
+        check_kll_doubles(column.numbers.histogram)
+        + check_hll(column.cardinality_tracker.sketch)
+        + check_frequent_strings(column.frequent_items.sketch)
+    )
+    assert check_profile_bytes(framed(message), max_columns=3).sketch_memory == expected
+    column.cardinality_tracker.SetInParent()
+    column.cardinality_tracker.sketch = b""  # a tracker without a sketch is not read
+    assert check_profile_bytes(framed(message), max_columns=3).sketch_memory == expected - check_hll(
+        message_of(v0_bytes()).columns["amount"].cardinality_tracker.sketch
+    )
+
+
+def test_a_broken_v0_sketch_names_its_column_cut_at_200_characters():
+    message = message_of(v0_bytes())
+    message.columns["c" * 250].CopyFrom(message.columns["amount"])
+    message.columns["c" * 250].numbers.histogram = b"\x01\x02 not a sketch"
+    with pytest.raises(ProfileCheckError) as caught:
+        check_profile_bytes(framed(message), max_columns=10)
+    assert str(caught.value).startswith(f"column {'c' * 200!r} of this v0 profile: ")
+
+
+def test_the_v0_memory_limit_is_shown_in_mebibytes(monkeypatch):
+    from whylogs_songbird.server import profile_check
+
+    message = message_of(v0_bytes())
+    for i in range(260):  # about 4 KiB of sketches each
+        message.columns[f"copy{i}"].CopyFrom(message.columns["label"])
+    data = framed(message)
+    assert check_profile_bytes(data, max_columns=300).sketch_memory > 1024 * 1024
+    monkeypatch.setattr(profile_check, "MAX_SKETCH_MEMORY", 1024 * 1024)
+    with pytest.raises(ProfileCheckError, match="^its sketches would take more than 1 MB of memory once read$"):
+        check_profile_bytes(data, max_columns=300)
