@@ -4,6 +4,7 @@ with whylogs' own v0 reader."""
 
 from __future__ import annotations
 
+import functools
 import io
 
 import pandas as pd
@@ -37,6 +38,7 @@ FRAME = pd.DataFrame(
 )
 
 
+@functools.cache  # bytes: never changed by a test
 def v0_bytes(segmented: bool = True) -> bytes:
     """A v0 profile written by whylogs' own code: a segment with ``use_v0``, or (unsegmented) a
     profile with model-performance metrics, which whylogs always writes as v0."""
