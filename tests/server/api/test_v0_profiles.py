@@ -233,3 +233,22 @@ def test_the_v0_memory_limit_is_shown_in_mebibytes(monkeypatch):
     monkeypatch.setattr(profile_check, "MAX_SKETCH_MEMORY", 1024 * 1024)
     with pytest.raises(ProfileCheckError, match="^its sketches would take more than 1 MB of memory once read$"):
         check_profile_bytes(data, max_columns=300)
+
+
+def test_a_v0_message_with_properties_or_columns_is_one():
+    only_properties = DatasetProfileMessageV0()
+    only_properties.properties.session_id = "s"
+    shape = check_profile_bytes(framed(only_properties), max_columns=3)
+    assert (shape.v0, shape.columns) == (True, 0)
+    only_columns = DatasetProfileMessageV0()
+    only_columns.columns["amount"].CopyFrom(message_of(v0_bytes()).columns["amount"])
+    shape = check_profile_bytes(framed(only_columns), max_columns=3)
+    assert (shape.v0, shape.columns) == (True, 1)
+
+
+def test_a_v0_frame_whose_message_does_not_parse_is_refused_saying_so():
+    with pytest.raises(ProfileCheckError) as caught:
+        check_profile_bytes(b"\x03\x0a\xff\xff", max_columns=10)
+    assert str(caught.value) == (
+        "it is framed as a whylogs v0 profile (DatasetProfileMessage) but its message does not parse"
+    )
