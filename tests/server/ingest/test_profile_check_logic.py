@@ -41,6 +41,7 @@ from whylogs_songbird.server.profile_check import (
     _varint,
     check_profile_bytes,
     check_profile_file,
+    header_segment_tags,
 )
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/profile_check.py")
@@ -552,3 +553,21 @@ def test_a_file_is_checked_without_its_sketches_when_asked(tmp_path: Path):
     assert check_profile_file(path, max_columns=3, sketches=False).sketch_memory == 0
     with pytest.raises(ProfileCheckError, match="are not a valid chunk message"):
         check_profile_file(path, max_columns=3)
+
+
+# -- segment tags in a header --------------------------------------------------------------------------------
+
+
+def segment_header(tags: int) -> DatasetSegmentHeader:
+    header = DatasetSegmentHeader(has_segments=True)
+    segment = header.segments.add()
+    for i in range(tags):
+        segment.tags.add(key=f"whylogs.tag.k{i:02d}", value=str(i))
+    return header
+
+
+def test_a_header_may_name_64_segment_tags_and_not_65():
+    assert header_segment_tags(segment_header(64)) == tuple((f"k{i:02d}", str(i)) for i in range(64))
+    with pytest.raises(ProfileCheckError) as caught:
+        header_segment_tags(segment_header(65))
+    assert str(caught.value) == "its header names 65 segment tags, more than the 64 allowed"
