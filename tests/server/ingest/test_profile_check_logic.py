@@ -258,6 +258,7 @@ def test_whylogs_segmented_profiles_are_accepted():
         found = shape(data)
         assert found.segmented is True and found.columns == 2
         assert found.header_bytes + found.body_bytes < len(data)  # the trailer
+    assert sorted(shape(serialize_view(view)).segment_tags for view in writables) == [(("k", "a"),), (("k", "b"),)]
 
 
 # -- chunks --------------------------------------------------------------------------------------------
@@ -571,3 +572,19 @@ def test_a_header_may_name_64_segment_tags_and_not_65():
     with pytest.raises(ProfileCheckError) as caught:
         header_segment_tags(segment_header(65))
     assert str(caught.value) == "its header names 65 segment tags, more than the 64 allowed"
+
+
+def test_a_segment_tag_key_may_have_256_characters_and_a_value_1024_and_not_one_more():
+    def one_tag(key: str, value: str) -> DatasetSegmentHeader:
+        header = DatasetSegmentHeader(has_segments=True)
+        header.segments.add().tags.add(key=key, value=value)
+        return header
+
+    assert header_segment_tags(one_tag("whylogs.tag." + "k" * 256, "v" * 1024)) == (("k" * 256, "v" * 1024),)
+    assert header_segment_tags(one_tag("plain", "v")) == (("plain", "v"),)  # without whylogs' prefix: as it is
+    for key, value in (("k" * 257, "v"), ("k", "v" * 1025)):
+        with pytest.raises(ProfileCheckError) as caught:
+            header_segment_tags(one_tag("whylogs.tag." + key, value))
+        assert str(caught.value) == (
+            "a segment tag in its header is longer than the 256-character key or 1024-character value allowed"
+        )
