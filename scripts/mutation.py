@@ -43,6 +43,14 @@ MARKER = "mutation_fast"
 #: The cross-process lock is therefore not judged here; tests/client/test_session_guarantees.py checks it
 #: with the lock planted away.
 DESELECT = "not processes"
+#: What every mutant's pytest run is given besides its tests. ``no:unraisableexception``: at its end
+#: pytest's unraisable-exception plugin runs gc.collect() several times, which in a child forked from
+#: a process holding whylogs and pandas took about 0.8 s of the 1.3 s a one-test run took (each
+#: collection touches every object, so the child copies the pages of the whole heap); nothing here
+#: turns those warnings into failures, so a mutant's verdict does not change without it.
+PYTEST_ARGS = ["-p", "no:xdist", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-k", DESELECT]
+#: mutmut's timeout_multiplier (see configure).
+TIMEOUT_MULTIPLIER = 15
 #: Modules that should be held by fast tests: ``--list`` names those no test file marks yet.
 EXPECTED = (
     "whylogs_songbird/timeline.py",
@@ -107,8 +115,12 @@ def configure(work: Path, module: str, tests: list[str]) -> None:
                 'source_paths = ["whylogs_songbird"]',
                 f"only_mutate = {json.dumps([module])}",
                 f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-                f"pytest_add_cli_args = {json.dumps(['-p', 'no:xdist', '-p', 'no:cacheprovider', '-k', DESELECT])}",
+                f"pytest_add_cli_args = {json.dumps(PYTEST_ARGS)}",
                 "use_git_change_detection = false",
+                # a mutant that hangs is cut off after this many times its tests' usual time (plus one
+                # second): under a heavy load 8 cut off mutants whose tests were only slow, and a
+                # timeout counts as killed, so mutmut's own 15 stays
+                f"timeout_multiplier = {TIMEOUT_MULTIPLIER}",
             ]
         )
         + "\n"
@@ -149,23 +161,53 @@ def reasons(text: str) -> dict[tuple[str, tuple[str, ...]], str]:
     return found
 
 
+#: Prints what ``mutmut show NAME`` prints for every name given, each followed by a NUL line, in one
+#: process: a ``mutmut show`` each spent seconds starting (one per survivor, minutes for a module).
+_SHOW_ALL = """
+import sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+from mutmut.stats import status_by_exit_code
+found = None
+for name in sys.argv[1:]:
+    if found is None or name not in found.exit_code_by_key:
+        found = find_mutant(name)
+    print(f"# {name}: {status_by_exit_code[found.exit_code_by_key[name]]}")
+    print(get_diff_for_mutant(name, path=found.path))
+    print("\\0")
+"""
+
+
+def shown(work: Path, names: list[str]) -> dict[str, str]:
+    """What ``mutmut show`` prints of each mutant named: in one process, or (when mutmut's internals
+    moved) one ``mutmut show`` each."""
+    if not names:
+        return {}
+    done = subprocess.run([sys.executable, "-c", _SHOW_ALL, *names], cwd=work, capture_output=True, text=True)  # noqa: S603
+    parts = done.stdout.split("\0\n")
+    if done.returncode == 0 and len(parts) == len(names) + 1:
+        return dict(zip(names, parts))
+    show = [sys.executable, "-m", "mutmut", "show"]
+    return {name: subprocess.run([*show, name], cwd=work, capture_output=True, text=True).stdout for name in names}  # noqa: S603
+
+
 def survivors(work: Path, known: dict[tuple[str, tuple[str, ...]], str]) -> tuple[str, int]:
     """Every mutant not killed, with its diff and the reason ``known`` gives for it (if the same
     mutant); and how many have no reason."""
     done = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=work, capture_output=True, text=True)
     text = []
     unexplained = 0
-    for line in done.stdout.splitlines():
-        name = line.strip().split(":")[0]
-        if name and line.strip().endswith(": no tests"):  # a function no test runs: its name says enough
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip().split(":")[0]]
+    diffs = shown(work, [line.split(":")[0] for line in lines if not line.endswith(": no tests")])
+    for line in lines:
+        name = line.split(":")[0]
+        if line.endswith(": no tests"):  # a function no test runs: its name says enough
             unexplained += 1
-            text.append(f"{line.strip()}\n")
-        elif name:
-            show = [sys.executable, "-m", "mutmut", "show", name]
-            shown = subprocess.run(show, cwd=work, capture_output=True, text=True)  # noqa: S603
-            why = known.get((name, _changed(shown.stdout.splitlines())))
-            unexplained += why is None and not line.strip().endswith(": timeout")  # a timeout counts as killed
-            text.append(f"{line.strip()}\n" + (f"{REASON}{why}\n" if why else "") + shown.stdout)
+            text.append(f"{line}\n")
+        else:
+            diff = diffs[name]
+            why = known.get((name, _changed(diff.splitlines())))
+            unexplained += why is None and not line.endswith(": timeout")  # a timeout counts as killed
+            text.append(f"{line}\n" + (f"{REASON}{why}\n" if why else "") + diff)
     return "\n".join(text), unexplained
 
 

@@ -326,7 +326,13 @@ def check_profile_file(path: Path, *, max_columns: int, sketches: bool = True) -
         if size == 0:
             raise ProfileCheckError("it is empty")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return check_profile_bytes(mapped, max_columns=max_columns, sketches=sketches)
+            try:
+                return check_profile_bytes(mapped, max_columns=max_columns, sketches=sketches)
+            except ProfileCheckError as exc:
+                # raised again once the map is closed: the frames of this traceback hold views of
+                # the map, and closing it under them fails (BufferError) instead of refusing the file
+                refusal = str(exc)
+    raise ProfileCheckError(refusal)
 
 
 __all__ = [

@@ -24,13 +24,14 @@ import whylogs as why
 from conftest import make_profile_bytes
 from hypothesis import given
 from hypothesis import strategies as st
-from profile_crafting import _delimited, split
+from profile_crafting import _delimited, corrupt_chunk_messages, rewrite_chunks, split
 from whylogs.core import DatasetProfileView
 from whylogs.core.proto import ChunkHeader, DatasetProfileHeader, DatasetSegmentHeader
 from whylogs.core.schema import DatasetSchema
 from whylogs.core.segmentation_partition import segment_on_column
 
 from whylogs_songbird.profiles import serialize_view
+from whylogs_songbird.server import profile_check
 from whylogs_songbird.server.profile_check import (
     MAGIC,
     MAX_CHUNK_HEADER_BYTES,
@@ -40,6 +41,7 @@ from whylogs_songbird.server.profile_check import (
     _varint,
     check_profile_bytes,
     check_profile_file,
+    header_segment_tags,
 )
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/profile_check.py")
@@ -256,6 +258,7 @@ def test_whylogs_segmented_profiles_are_accepted():
         found = shape(data)
         assert found.segmented is True and found.columns == 2
         assert found.header_bytes + found.body_bytes < len(data)  # the trailer
+    assert sorted(shape(serialize_view(view)).segment_tags for view in writables) == [(("k", "a"),), (("k", "b"),)]
 
 
 # -- chunks --------------------------------------------------------------------------------------------
@@ -491,3 +494,97 @@ def test_property_any_damage_gets_a_profile_check_error_or_a_consistent_shape(da
         return
     assert found.header_bytes + found.body_bytes <= len(damaged)
     assert found.chunks <= found.columns * 100 and found.columns <= 100
+
+
+# -- the sketches of each column ---------------------------------------------------------------------------
+
+
+def logged(**columns: list) -> bytes:
+    return serialize_view(why.log(pd.DataFrame(columns)).view())
+
+
+def sketches_refused(data: bytes) -> str:
+    with pytest.raises(ProfileCheckError) as caught:
+        check_profile_bytes(data, max_columns=100)
+    return str(caught.value)
+
+
+def sketch_memory(data: bytes) -> int:
+    return check_profile_bytes(data, max_columns=100).sketch_memory
+
+
+def test_a_chunk_message_that_does_not_parse_is_refused_naming_its_column_cut_at_200():
+    long_name = "c" * 250
+    data = corrupt_chunk_messages(logged(**{long_name: [1.0]}))
+    assert sketches_refused(data) == f"the metrics of column {'c' * 200!r} are not a valid chunk message"
+    assert check_profile_bytes(data, max_columns=5, sketches=False).columns == 1
+
+
+def test_a_broken_sketch_is_refused_naming_its_column_and_metric():
+    def break_kll(column, message, header):
+        for component in message.metric_components.values():
+            if component.WhichOneof("value") == "kll":
+                component.kll.sketch = b"\x01\x02 not a sketch"
+
+    message = sketches_refused(rewrite_chunks(logged(x=[1.0, 2.0]), break_kll))
+    assert message.startswith("column 'x', metric 'distribution/kll': ")
+
+
+def test_the_sketch_memory_of_a_profile_is_that_of_its_columns_together():
+    one = sketch_memory(logged(a=[1.0, 2.0]))
+    other = sketch_memory(logged(b=["x", "y"]))
+    assert one > 0 and other > 0
+    assert sketch_memory(logged(a=[1.0, 2.0], b=["x", "y"])) == one + other
+
+
+def test_a_profile_whose_sketches_take_more_than_the_limit_is_refused(monkeypatch):
+    # 40 string columns: their sketches take a little more than 1 MiB
+    data = logged(**{f"s{i}": ["v"] for i in range(40)})
+    memory = sketch_memory(data)
+    assert 1024 * 1024 < memory < 2 * 1024 * 1024
+    monkeypatch.setattr(profile_check, "MAX_SKETCH_MEMORY", memory)
+    assert sketch_memory(data) == memory  # at the limit: accepted
+    monkeypatch.setattr(profile_check, "MAX_SKETCH_MEMORY", 1024 * 1024)
+    assert sketches_refused(data).endswith("its sketches would take more than 1 MB of memory once read")
+
+
+def test_a_file_is_checked_without_its_sketches_when_asked(tmp_path: Path):
+    path = tmp_path / "p.bin"
+    path.write_bytes(corrupt_chunk_messages(make_profile_bytes(5)))
+    assert check_profile_file(path, max_columns=3, sketches=False).sketch_memory == 0
+    with pytest.raises(ProfileCheckError, match="are not a valid chunk message"):
+        check_profile_file(path, max_columns=3)
+
+
+# -- segment tags in a header --------------------------------------------------------------------------------
+
+
+def segment_header(tags: int) -> DatasetSegmentHeader:
+    header = DatasetSegmentHeader(has_segments=True)
+    segment = header.segments.add()
+    for i in range(tags):
+        segment.tags.add(key=f"whylogs.tag.k{i:02d}", value=str(i))
+    return header
+
+
+def test_a_header_may_name_64_segment_tags_and_not_65():
+    assert header_segment_tags(segment_header(64)) == tuple((f"k{i:02d}", str(i)) for i in range(64))
+    with pytest.raises(ProfileCheckError) as caught:
+        header_segment_tags(segment_header(65))
+    assert str(caught.value) == "its header names 65 segment tags, more than the 64 allowed"
+
+
+def test_a_segment_tag_key_may_have_256_characters_and_a_value_1024_and_not_one_more():
+    def one_tag(key: str, value: str) -> DatasetSegmentHeader:
+        header = DatasetSegmentHeader(has_segments=True)
+        header.segments.add().tags.add(key=key, value=value)
+        return header
+
+    assert header_segment_tags(one_tag("whylogs.tag." + "k" * 256, "v" * 1024)) == (("k" * 256, "v" * 1024),)
+    assert header_segment_tags(one_tag("plain", "v")) == (("plain", "v"),)  # without whylogs' prefix: as it is
+    for key, value in (("k" * 257, "v"), ("k", "v" * 1025)):
+        with pytest.raises(ProfileCheckError) as caught:
+            header_segment_tags(one_tag("whylogs.tag." + key, value))
+        assert str(caught.value) == (
+            "a segment tag in its header is longer than the 256-character key or 1024-character value allowed"
+        )

@@ -28,6 +28,8 @@ from whylogs_songbird.timeline import column_points
 from whylogs_songbird.timeline_client import fetch_timeline, timeline_frame
 
 HOUR_MS = 3_600_000
+
+
 @pytest.fixture(scope="module")
 def daily(tmp_path_factory: pytest.TempPathFactory):
     """A server with a session holding the reference and 30 daily batches (one column shifts from day 20)."""

@@ -1,0 +1,196 @@
+"""The digest's own logic (whylogs_songbird/server/digest.py): the stored format, the refusals of
+bytes the fast reader does not take (each with its message), columns with only some metrics, and
+views rebuilt from a digest holding every count and sketch of the profile.
+
+Profiles are crafted in the test, message by message, with whylogs' protobuf classes.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import whylogs as why
+from profile_crafting import _delimited as delimited
+from profile_crafting import assemble
+from whylogs.core.metrics.column_metrics import ColumnCountsMetric
+from whylogs.core.proto import ChunkHeader, ChunkMessage, DatasetProfileHeader, MetricComponentMessage
+from whylogs.core.view.column_profile_view import ColumnProfileView
+
+from whylogs_songbird.profiles import serialize_view
+from whylogs_songbird.server import digest
+from whylogs_songbird.server.digest import (
+    DigestError,
+    _component_values,
+    _delimited,
+    _pack,
+    check_digest,
+    digest_column,
+    digest_columns,
+    digest_from_bytes,
+    digest_view,
+    digested_count,
+    sketches_of,
+    view_from_digest,
+    view_of,
+)
+
+pytestmark = [
+    pytest.mark.mutation_fast("whylogs_songbird/server/digest.py"),
+    # an infinite value makes whylogs' merged m2 NaN: the counts are what these tests read
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+]
+
+
+def test_the_stored_format_is_compact_json_with_its_version():
+    packed = _pack({"a": {"counts": [1, 2, 0, 0, 0]}, "b": {"x": float("nan")}})
+    assert zlib.decompress(packed) == b'{"version":1,"columns":{"a":{"counts":[1,2,0,0,0]},"b":{"x":NaN}}}'
+
+
+def test_a_missing_component_counts_zero():
+    metric = SimpleNamespace(n=SimpleNamespace(value=3), true=SimpleNamespace(value=2))
+    assert _component_values(metric, ("n", "null", "true")) == [3, 0, 2]
+
+
+def test_a_column_digests_only_the_metrics_it_has():
+    column = ColumnProfileView(metrics={"counts": ColumnCountsMetric.zero()})
+    assert digest_column(column) == {"counts": [0, 0, 0, 0, 0]}
+    assert digest_column(ColumnProfileView(metrics={})) == {}
+
+
+# -- refusals of the fast reader ---------------------------------------------------------------------------
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def test_a_message_may_end_exactly_at_the_end_of_the_data_and_not_past_it():
+    header = ChunkHeader(type=ChunkHeader.ChunkType.COLUMN, length=5)
+    data = delimited(header)
+    parsed, end = _delimited(data, 0, ChunkHeader)
+    assert (parsed, end) == (header, len(data))
+    with pytest.raises(ValueError, match="^a message runs past the end of the data$"):
+        _delimited(data[:-1], 0, ChunkHeader)
+
+
+def one_column(chunk_type: int, chunk: ChunkMessage, length: int | None = None, paths: dict | None = None) -> bytes:
+    """A profile of one column ``a`` whose one chunk is ``chunk`` under a header of ``chunk_type``."""
+    body = chunk.SerializeToString()
+    header = DatasetProfileHeader()
+    header.column_offsets["a"].offsets.append(0)
+    for index, path in (paths or {0: "counts/n"}).items():
+        header.indexed_metric_paths[index] = path
+    chunk_header = ChunkHeader(type=chunk_type, length=len(body) if length is None else length)
+    return assemble(header, delimited(chunk_header) + body)
+
+
+def counts_chunk() -> ChunkMessage:
+    chunk = ChunkMessage()
+    chunk.metric_components[0].CopyFrom(MetricComponentMessage(n=7))
+    return chunk
+
+
+def test_bytes_the_fast_reader_does_not_take_are_refused_saying_why():
+    with pytest.raises(ValueError, match="^no whylogs magic bytes$"):
+        digest_from_bytes(b"WHY2" + bytes(8))
+    with pytest.raises(ValueError, match="^no dataset profile header$"):
+        digest_from_bytes(b"WHY1" + varint(0) + varint(0))
+    with pytest.raises(ValueError, match="^not a column chunk$"):
+        digest_from_bytes(one_column(ChunkHeader.ChunkType.DATASET, counts_chunk()))
+    too_long = one_column(
+        ChunkHeader.ChunkType.COLUMN, counts_chunk(), length=len(counts_chunk().SerializeToString()) + 1
+    )
+    with pytest.raises(ValueError, match="^not a column chunk$"):
+        digest_from_bytes(too_long)
+    with pytest.raises(ValueError, match="^metric index 0 is not in the header$"):
+        digest_from_bytes(one_column(ChunkHeader.ChunkType.COLUMN, counts_chunk(), paths={1: "counts/n"}))
+
+
+def test_a_crafted_column_of_the_five_counts_is_read_from_its_messages():
+    names = ("n", "null", "nan", "inf", "true")
+    chunk = ChunkMessage()
+    for index, value in enumerate((7, 1, 2, 3, 4)):
+        chunk.metric_components[index].CopyFrom(MetricComponentMessage(n=value))
+    data = one_column(ChunkHeader.ChunkType.COLUMN, chunk, paths={i: f"counts/{n}" for i, n in enumerate(names)})
+    assert digest_columns(digest_from_bytes(data)) == {"a": {"counts": [7, 1, 2, 3, 4]}}
+
+
+# -- digests, and views rebuilt from them -------------------------------------------------------------------------
+
+
+def logged() -> bytes:
+    frame = pd.DataFrame(
+        {
+            "f": [1.5, np.nan, np.inf, 2.5, np.nan],
+            "b": [True, False, True, True, None],
+            "s": ["a", "b", "a", None, "a"],
+        }
+    )
+    return serialize_view(why.log(frame).view())
+
+
+def test_a_rebuilt_view_keeps_every_count_and_sketch():
+    view = view_from_digest(digest_from_bytes(logged()))
+    f = view.get_column("f")
+    counts = f.get_metric("counts")
+    assert (counts.n.value, counts.null.value, counts.nan.value, counts.inf.value) == (5, 2, 2, 1)
+    assert view.get_column("b").get_metric("counts").true.value == 3
+    assert round(f.get_metric("cardinality").hll.value.get_estimate()) == 3  # 1.5, inf and 2.5
+    items = view.get_column("s").get_metric("frequent_items").to_summary_dict()["frequent_strings"]
+    assert [(i.value, i.est) for i in items] == [("a", 3), ("b", 1)]
+    assert view.get_column("f").get_metric("distribution").min == 1.5
+
+
+def test_a_view_is_rebuilt_with_its_components_made_from_scratch(monkeypatch):
+    monkeypatch.setattr(digest, "_PROTOTYPES", {})
+    view = view_from_digest(digest_from_bytes(logged()))
+    assert view.get_column("f").get_metric("counts").n.value == 5
+    assert view.get_column("s").get_metric("types").string.value == 4
+
+
+def test_a_view_of_some_columns_only():
+    columns = digest_columns(digest_from_bytes(logged()))
+    assert list(view_of(columns, ["s", "nope"]).get_columns()) == ["s"]
+    assert list(view_of(columns).get_columns()) == ["b", "f", "s"]
+
+
+def test_digested_count_and_sketches():
+    columns = digest_columns(digest_from_bytes(logged()))
+    assert digested_count(columns["f"]) == 5
+    assert digested_count({"types": [1]}) is None
+    assert sorted(sketches_of(columns["s"])) == ["fi", "hll", "kll"]
+    assert sketches_of({"counts": [1, 0, 0, 0, 0]}) == {}
+
+
+def test_a_digest_holding_a_sketch_the_server_does_not_read_is_refused():
+    blob = digest_from_bytes(logged())
+    check_digest(blob)
+    columns = digest_columns(blob)
+    columns["s"]["cardinality"] = "AAAA"
+    broken = _pack(columns)
+    with pytest.raises(DigestError, match=r"^a stored summary holds a sketch this server does not read \(.+\)$"):
+        check_digest(broken)
+    with pytest.raises(DigestError):
+        view_from_digest(broken)
+
+
+def test_what_is_not_a_digest_of_this_version_is_refused_saying_so():
+    with pytest.raises(DigestError, match=r"^not a stored digest \(error\)$"):
+        digest_columns(b"not compressed")
+    with pytest.raises(DigestError, match=r"^not a stored digest \(JSONDecodeError\)$"):
+        digest_columns(zlib.compress(b"{nope"))
+    for payload in ([1, 2], {"version": 2, "columns": {}}, {"columns": {}}):
+        with pytest.raises(DigestError, match="^a digest of another version$"):
+            digest_columns(zlib.compress(json.dumps(payload).encode()))
+    assert digest_columns(digest_view(why.log(pd.DataFrame({"x": [1]})).view())).keys() == {"x"}

@@ -1,0 +1,622 @@
+"""The server's timeline service (whylogs_songbird/server/timeline_service.py) as logic, with fakes at
+its seams only: the listing of a session's stored profiles and their loader (a few whylogs views
+logged in the test); the artefact cache is the module's own in-memory one.
+
+It checks what a query resolves to (granularity, range, segment, reference) and the messages of
+what is refused, the caps on buckets and cells, what is stored and read back (and when not), and
+the profiles an ingest worker still holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import faulthandler
+import functools
+import json
+import logging
+import os
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+import whylogs as why
+from whylogs.core import DatasetProfileView
+
+from whylogs_songbird.monitors import Monitor, MonitorsFile
+from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups
+from whylogs_songbird.server.timeline_service import (
+    BUCKET_PREFIX,
+    DOC_PREFIX,
+    OLD_PREFIXES,
+    WATCHED_KEY,
+    MemoryArtefacts,
+    StoredProfile,
+    TimelineQuery,
+    TimelineRequestError,
+    TimelineService,
+)
+
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/timeline_service.py")
+
+#: Seconds after which a hung test ends the run (set by scripts/mutation; off in a normal run).
+WATCHDOG = float(os.environ.get("SONGBIRD_TEST_HANG_SECONDS", "0"))
+HOUR = 3_600_000
+DAY = 24 * HOUR
+T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+
+
+@functools.cache
+def logged(*values: float) -> DatasetProfileView:
+    return why.log(pd.DataFrame({"x": list(values)})).view()
+
+
+def stored(
+    id: str,
+    timestamp: int | None,
+    *,
+    kind: str = "batch",
+    segment: str = "",
+    alias: str | None = None,
+    stored_at: int = 0,
+    pending: bool = False,
+) -> StoredProfile:
+    return StoredProfile(
+        id=id,
+        kind=kind,
+        dataset_timestamp=timestamp,
+        alias=alias,
+        segment=segment,
+        identity=f"{id}:sha-{id}:1",
+        stored_at=stored_at,
+        pending=pending,
+    )
+
+
+class Session:
+    """The stored profiles of session ``s1`` and the fakes a service takes."""
+
+    def __init__(self, profiles: list[StoredProfile]) -> None:
+        self.profiles = profiles
+        self.listed = 0
+        self.loaded: list[str] = []
+
+    def list_profiles(self, session_id: str) -> list[StoredProfile]:
+        assert session_id == "s1"
+        self.listed += 1
+        return list(self.profiles)
+
+    def load(self, profile: StoredProfile) -> DatasetProfileView:
+        self.loaded.append(profile.id)
+        return logged(1000.0, 1001.0) if profile.kind == "reference" else logged(1.0, 2.0, float(len(profile.id)))
+
+    def service(self, **options: Any) -> TimelineService:
+        options.setdefault("cache", MemoryArtefacts())
+        cache = options.pop("cache")
+        return TimelineService(self.list_profiles, self.load, cache, **options)
+
+
+def three_days() -> Session:
+    return Session(
+        [
+            stored("b1", T0 + HOUR),
+            stored("b2", T0 + DAY + HOUR),
+            stored("b3", T0 + 3 * DAY),
+            stored("b4", None),  # no dataset timestamp: on no timeline
+            stored("r1", T0, kind="reference", alias="base", stored_at=5),
+        ]
+    )
+
+
+def refused(service: TimelineService, **query: str | None) -> tuple[int, str]:
+    with pytest.raises(TimelineRequestError) as caught:
+        service.resolve("s1", TimelineQuery(**query))
+    return caught.value.status, caught.value.message
+
+
+# -- the in-memory artefact cache ---------------------------------------------------------------------------
+
+
+def test_memory_artefacts_keep_the_most_recently_used_within_their_bytes():
+    cache = MemoryArtefacts(max_bytes=10)
+    cache.put("s", "a", b"aaaa")
+    cache.put("s", "b", b"bbbb")
+    assert cache.get("s", "a") == b"aaaa"  # a is now the most recently used
+    cache.put("s", "c", b"cc")  # exactly 10 bytes: all kept
+    assert [cache.get("s", k) for k in "abc"] == [b"aaaa", b"bbbb", b"cc"]
+    cache.put("s", "d", b"d")  # 11 bytes: the least recently used (a) goes
+    assert [cache.get("s", k) for k in "abcd"] == [None, b"bbbb", b"cc", b"d"]
+    cache.put("s", "b", b"B")  # replacing a value counts its new size only
+    cache.put("s", "e", b"eeeeee")
+    assert [cache.get("s", k) for k in "bcde"] == [b"B", b"cc", b"d", b"eeeeee"]
+    cache.put("t", "big", b"x" * 50)  # larger than the bound: kept alone
+    assert cache.get("t", "big") == b"x" * 50 and cache.get("s", "e") is None
+
+
+def test_memory_artefacts_drop_a_prefix_of_one_session_but_what_is_kept():
+    cache = MemoryArtefacts(max_bytes=12)
+    for key in ("p/1", "p/keep/2", "q/3"):
+        cache.put("s", key, b"12")
+    cache.put("t", "p/1", b"12")
+    cache.drop("s", "p/", keep="p/keep/")
+    assert [cache.get("s", k) for k in ("p/1", "p/keep/2", "q/3")] == [None, b"12", b"12"]
+    assert cache.get("t", "p/1") == b"12"
+    cache.drop("s", "p/")
+    assert cache.get("s", "p/keep/2") is None
+    cache.put("s", "r", b"12345678")  # the dropped bytes were given back: 2 + 2 + 8 fit
+    assert (cache.get("t", "p/1"), cache.get("s", "q/3"), cache.get("s", "r")) == (b"12", b"12", b"12345678")
+
+
+# -- resolving a query ----------------------------------------------------------------------------------------
+
+
+def test_a_query_resolves_to_its_batches_references_and_default_granularity():
+    session = three_days()
+    view = session.service().resolve("s1", TimelineQuery())
+    assert [b.id for b in view.batches] == ["b1", "b2", "b3"]
+    assert [r.id for r in view.references] == ["r1"]
+    assert view.reference is not None and view.reference.id == "r1"  # the newest, asked or not
+    assert (view.granularity, view.segment, view.segments, view.start, view.end) == ("day", None, [], None, None)
+    hourly = session.service().resolve(
+        "s1", TimelineQuery(granularity=" Hour ", start="2026-01-02", end=str(T0 + 3 * DAY))
+    )
+    assert (hourly.granularity, hourly.start, hourly.end) == ("hour", T0 + DAY, T0 + 3 * DAY)
+
+
+def test_the_default_granularity_counts_only_the_batches_in_the_range_and_segment():
+    # two batches in the first day's hours 1 and 2, one in hour 1 of each of the next five days
+    days = [stored(f"d{k}", T0 + k * DAY + HOUR) for k in range(1, 6)]
+    session = Session([stored("a", T0 + HOUR), stored("b", T0 + 2 * HOUR), *days])
+    service = session.service()
+
+    def chosen(**query: str) -> str:
+        return service.resolve("s1", TimelineQuery(**query)).granularity
+
+    assert chosen() == "hour"  # 7 hours, 6 days
+    assert chosen(start=str(T0 + HOUR)) == "hour"  # the start is in the range
+    assert chosen(start=str(T0 + HOUR + 1)) == "day"  # 6 hours, 6 days: the coarser
+    assert chosen(end=str(T0 + 2 * HOUR)) == "month"  # the end is not: one batch, one bucket
+    assert chosen(end=str(T0 + 2 * HOUR + 1)) == "hour"  # two hours, one day
+    session.profiles += [stored("o1", T0, segment="k=v"), stored("o2", T0 + 40 * DAY, segment="k=v")]
+    assert chosen() == "day"  # 9 hours, 7 days
+    assert chosen(segment="k=v") == "month"  # its two batches only
+    assert [b.id for b in service.resolve("s1", TimelineQuery(segment="k=v")).batches] == ["o1", "o2"]
+
+
+def test_bad_parameters_are_refused_saying_what_to_give():
+    service = three_days().service()
+    assert refused(service, granularity="fortnight") == (
+        400,
+        "unknown granularity 'fortnight': give one of hour, day, week, month",
+    )
+    status, message = refused(service, start="soon")
+    assert status == 400 and message.startswith("start='soon' is not a time")
+    status, message = refused(service, end="later")
+    assert status == 400 and message.startswith("end='later' is not a time")
+    assert refused(service, start="2026-01-02", end="2026-01-02") == (
+        400,
+        "start (2026-01-02) is not before end (2026-01-02): give a start before the end",
+    )
+    assert refused(service, start="2026-01-03", end="2026-01-02")[0] == 400
+    assert service.resolve("s1", TimelineQuery(start="2026-01-02", end="2026-01-02T00:00:00.001")).end == T0 + DAY + 1
+
+
+def test_an_unknown_segment_is_a_404_naming_the_known_ones():
+    session = Session([stored("a", T0, segment="k=2"), stored("b", T0, segment="k=1"), stored("c", T0)])
+    assert refused(session.service(), segment="k=3") == (404, "session s1 has no segment 'k=3'; its segments: k=1, k=2")
+    assert refused(three_days().service(), segment="k=1") == (
+        404,
+        "session s1 has no segment 'k=1'; its segments: none: its batches are not segmented",
+    )
+    view = session.service().resolve("s1", TimelineQuery(segment="k=1"))
+    assert (view.segment, view.segments, [b.id for b in view.batches]) == ("k=1", ["k=1", "k=2"], ["b"])
+
+
+def test_a_reference_is_found_by_id_or_alias_the_newest_when_several():
+    session = Session(
+        [
+            stored("b", T0),
+            stored("r-old", T0, kind="reference", alias="base", stored_at=1),
+            stored("r-new", T0, kind="reference", alias="base", stored_at=3),
+            stored("r-z", T0, kind="reference", alias="other", stored_at=2),
+            stored("r-a", T0, kind="reference", stored_at=3),
+        ]
+    )
+    service = session.service()
+
+    def picked(**query: str) -> str | None:
+        reference = service.resolve("s1", TimelineQuery(**query)).reference
+        return None if reference is None else reference.id
+
+    assert picked() == "r-new"  # stored last; a tie in time goes to the larger id
+    assert picked(reference="base") == "r-new"
+    assert picked(reference="other") == "r-z"
+    assert picked(reference="r-old") == "r-old"
+    assert picked(reference="r-a") == "r-a"
+    assert refused(service, reference="nope") == (
+        404,
+        "session s1 has no reference 'nope'; give a ref-… id or an alias: base, other, r-a",
+    )
+
+
+def test_without_references_there_is_none_unless_one_is_asked_for():
+    session = Session([stored("b", T0)])
+    assert session.service().resolve("s1", TimelineQuery()).reference is None
+    assert refused(session.service(), reference="base") == (404, "session s1 has no reference profiles yet")
+
+
+def test_the_monitors_reference_is_used_and_a_missing_one_falls_back_to_the_newest(caplog):
+    session = three_days()
+    session.profiles.append(stored("r2", T0, kind="reference", alias="later", stored_at=9))
+    named = session.service(monitors=MonitorsFile(reference="base"))
+    view = named.resolve("s1", TimelineQuery())
+    assert view.reference is not None and view.reference.id == "r1"
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
+        missing = session.service(monitors=MonitorsFile(reference="gone")).resolve("s1", TimelineQuery())
+    assert missing.reference is not None and missing.reference.id == "r2"
+    assert "session s1 has no reference 'gone' (monitors file); using the newest" in caplog.text
+    assert (
+        Session([stored("b", T0)])
+        .service(monitors=MonitorsFile(reference="gone"))
+        .resolve("s1", TimelineQuery())
+        .reference
+        is None
+    )
+
+
+# -- the document -----------------------------------------------------------------------------------------------
+
+
+def test_the_document_shows_each_bucket_and_what_the_server_adds():
+    session = three_days()
+    session.profiles.append(stored("r0", T0 - DAY, kind="reference", stored_at=2))
+    service = session.service()
+    document = service.document("s1", TimelineQuery())
+    assert document["granularity"] == "day"
+    assert [(b["start"], b["profiles"]) for b in document["buckets"]] == [(T0, 1), (T0 + DAY, 1), (T0 + 3 * DAY, 1)]
+    assert document["session_id"] == "s1"
+    assert document["reference"] == {"id": "r1", "alias": "base", "timestamp": T0}
+    assert document["references"] == [
+        {"id": "r1", "alias": "base", "timestamp": T0},
+        {"id": "r0", "alias": None, "timestamp": T0 - DAY},
+    ]
+    assert (document["segments"], document["start"], document["end"]) == ([], None, None)
+    assert document["batch_timestamps"] == [[T0 + HOUR], [T0 + DAY + HOUR], [T0 + 3 * DAY]]
+    assert document["alerts"] == [] and "pending" not in document
+    assert document["columns"]["x"]["count"] == [3, 3, 3]
+    assert document["columns"]["x"]["drift_category"] == ["DRIFT", "DRIFT", "DRIFT"]
+    assert document["columns"]["x"]["previous_drift_category"][0] is None
+    # three buckets' points, their drift against the reference and two against the day before
+    assert service.computed == {"points": 3, "drift": 5}
+
+
+def test_a_document_is_stored_and_read_back_until_a_bucket_changes():
+    session = three_days()
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache)
+    first = service.document_bytes("s1", TimelineQuery())
+    assert service.document_bytes("s1", TimelineQuery()) == first
+    assert service.computed == {"points": 3, "drift": 5}
+    # a new service over the same cache reads every part back
+    again = session.service(cache=cache)
+    session.loaded.clear()
+    assert again.document_bytes("s1", TimelineQuery()) == first
+    assert again.computed == {} and session.loaded == []
+    # another query of the same buckets (its own document) reads their parts back
+    assert json.loads(again.document_bytes("s1", TimelineQuery(granularity="day"))) == json.loads(first)
+    assert again.computed == {}
+    # a new batch in the last day: that bucket's points and drifts only are computed
+    session.profiles.append(stored("b5", T0 + 3 * DAY))
+    changed = again.document("s1", TimelineQuery())
+    assert changed["columns"]["x"]["count"] == [3, 3, 6]
+    assert again.computed == {"points": 1, "drift": 2}
+    # the replaced version of that bucket is dropped from the cache
+    slot = [k for (s, k) in cache._data if k.startswith(BUCKET_PREFIX) and k.endswith("points")]
+    assert len(slot) == 3
+
+
+def test_with_a_version_a_stored_document_is_answered_without_listing_profiles():
+    session = three_days()
+    versions = {"s1": "v1"}
+    service = session.service(version=lambda s: versions[s])
+    first = service.document_bytes("s1", TimelineQuery())
+    listed = session.listed
+    assert service.document_bytes("s1", TimelineQuery()) == first and session.listed == listed
+    versions["s1"] = "v2"
+    session.profiles.append(stored("b5", T0 + 3 * DAY))
+    assert json.loads(service.document_bytes("s1", TimelineQuery()))["columns"]["x"]["count"] == [3, 3, 6]
+    assert session.listed == listed + 1
+
+
+def test_a_ranged_view_shows_the_buckets_it_overlaps_and_is_not_stored():
+    session = three_days()
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache, version=lambda s: "v1")
+    document = service.document("s1", TimelineQuery(start=str(T0 + DAY + 1), end=str(T0 + 3 * DAY + 1)))
+    assert [b["start"] for b in document["buckets"]] == [T0 + DAY, T0 + 3 * DAY]
+    assert (document["start"], document["end"]) == (T0 + DAY + 1, T0 + 3 * DAY + 1)
+    assert document["columns"]["x"]["previous_drift_category"][0] is None  # nothing before, in the view
+    assert not [k for (_, k) in cache._data if k.startswith(DOC_PREFIX)]
+    assert service.document("s1", TimelineQuery(start=str(T0 + 3 * DAY + 1)))["buckets"][0]["start"] == T0 + 3 * DAY
+    assert service.document("s1", TimelineQuery(granularity="day", end=str(T0 + DAY)))["buckets"] == [
+        {"start": T0, "end": T0 + DAY, "profiles": 1}
+    ]
+    assert service.document("s1", TimelineQuery(granularity="day", start=str(T0 + 4 * DAY)))["buckets"] == []
+    stored_docs = service.document_bytes("s1", TimelineQuery())
+    assert [k for (_, k) in cache._data if k.startswith(DOC_PREFIX)] and stored_docs
+
+
+def test_a_view_of_too_many_buckets_or_cells_is_refused_before_anything_is_computed():
+    session = three_days()
+    service = session.service(max_buckets=2)
+    with pytest.raises(TimelineRequestError) as caught:
+        service.document("s1", TimelineQuery())
+    assert (caught.value.status, caught.value.message) == (
+        400,
+        "this day view has 3 buckets; a timeline view shows at most 2 buckets: ask for a coarser granularity "
+        "(week, month) or a shorter start/end range (e.g. start=2024-01-01&end=2024-02-01)",
+    )
+    assert session.loaded == [] and service.computed == {}
+    assert session.service(max_buckets=3).document("s1", TimelineQuery())["buckets"]
+    monthly = Session([stored(f"m{i}", T0 + i * 32 * DAY) for i in range(3)]).service(max_buckets=2)
+    with pytest.raises(TimelineRequestError) as caught:
+        monthly.document("s1", TimelineQuery(granularity="month"))
+    assert "shows at most 2 buckets: ask for a shorter start/end range" in caught.value.message
+    names = {"b1": ["x", "y"], "b2": ["x", "z"], "b3": ["x"]}
+    cells = session.service(max_cells=8, column_names=lambda p: names[p.id])
+    with pytest.raises(TimelineRequestError) as caught:
+        cells.document("s1", TimelineQuery())  # 3 buckets × 3 columns
+    assert caught.value.message.startswith(
+        "this day view has 3 buckets × 3+ columns; a timeline view shows at most 8 cells (buckets × columns): "
+    )
+    assert session.service(max_cells=9, column_names=lambda p: names[p.id]).document("s1", TimelineQuery())
+
+
+def test_profiles_an_ingest_worker_holds_are_left_out_and_listed():
+    session = three_days()
+    session.profiles[1] = stored("b2", T0 + DAY + HOUR, pending=True)
+    session.profiles.append(stored("b5", T0 + 3 * DAY, pending=True))
+    session.profiles.append(stored("b6", T0 + 3 * DAY, pending=True))
+    states = {"b2": "pending", "b5": "invalid", "b6": "ready"}
+    asked: list[tuple[str, bool]] = []
+
+    def state(profile: StoredProfile, patient: bool) -> str:
+        asked.append((profile.id, patient))
+        return states[profile.id]
+
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache, state=state)
+    document = service.document("s1", TimelineQuery())
+    assert sorted(asked) == [("b2", False), ("b5", False), ("b6", False)]
+    assert document["pending"] == ["b2"]
+    assert [b["profiles"] for b in document["buckets"]] == [1, 2]  # b1; b3 and b6
+    assert not [k for (_, k) in cache._data if k.startswith(DOC_PREFIX)]  # not stored: it will change
+    asked.clear()
+    service.document_bytes("s1", TimelineQuery(), background=True)
+    assert {patient for _, patient in asked} == {True}
+
+
+def test_a_pending_reference_is_left_out():
+    session = three_days()
+    session.profiles[4] = stored("r1", T0, kind="reference", alias="base", pending=True)
+    document = session.service(state=lambda p, patient: "pending").document("s1", TimelineQuery())
+    assert document["reference"] is None and document["pending"] == ["r1"]
+
+
+def test_values_of_older_servers_are_dropped_and_an_unreadable_value_is_computed_again(caplog):
+    session = three_days()
+    cache = MemoryArtefacts()
+    for prefix in OLD_PREFIXES:
+        cache.put("s1", prefix + "x", b"{}")
+    service = session.service(cache=cache)
+    first = service.document("s1", TimelineQuery())
+    assert not [k for (_, k) in cache._data if k.startswith(OLD_PREFIXES)]
+    points = [k for (_, k) in cache._data if k.startswith(BUCKET_PREFIX) and k.endswith("points")]
+    cache.put("s1", points[0], b"not json")
+    for key in [k for (_, k) in cache._data if k.startswith(DOC_PREFIX)]:
+        cache.put("s1", key, b"")
+    again = session.service(cache=cache)
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
+        assert again.document("s1", TimelineQuery()) == first
+    assert again.computed == {"points": 1}
+    assert "a stored value of session s1 cannot be read; computing it again" in caplog.text
+
+
+def test_a_watched_view_is_remembered_for_the_background_refresh():
+    session = three_days()
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache, version=lambda s: "v1")
+    service.document("s1", TimelineQuery(granularity="week"))
+    assert cache.get("s1", WATCHED_KEY) is None
+    service.document("s1", TimelineQuery(granularity="week"), watched=True)  # read back, and noted
+    assert json.loads(cache.get("s1", WATCHED_KEY) or b"") == {
+        "granularity": "week",
+        "reference": None,
+        "segment": None,
+        "start": None,
+        "end": None,
+    }
+    service.document("s1", TimelineQuery(granularity="hour", segment=None), watched=True)
+    assert json.loads(cache.get("s1", WATCHED_KEY) or b"")["granularity"] == "hour"
+
+
+# -- monitors, when a batch lands ------------------------------------------------------------------------------
+
+
+def count_monitor(**file: Any) -> MonitorsFile:
+    return MonitorsFile(monitors=(Monitor(name="rows", columns=("x",), metric="count", max=3.5),), **file)
+
+
+def with_a_busy_last_day() -> Session:
+    session = three_days()
+    session.profiles.append(stored("b5", T0 + 3 * DAY))  # the last day has 6 rows, the others 3
+    return session
+
+
+def test_a_landed_batch_evaluates_the_monitors_on_the_latest_bucket(caplog):
+    service = with_a_busy_last_day().service(monitors=count_monitor())
+    heard: list[tuple[str, list[int]]] = []
+
+    def broken(session_id: str, document: dict[str, Any]) -> None:
+        raise RuntimeError("a listener failed")
+
+    service.evaluated += [broken, lambda s, d: heard.append((s, d["columns"]["x"]["count"]))]
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.timeline"):
+        failures = service.batch_landed("s1")
+    assert [(f.monitor, f.column, f.metric, f.bucket_start, f.bucket_end, f.value) for f in failures] == [
+        ("rows", "x", "count", T0 + 3 * DAY, T0 + 4 * DAY, 6)
+    ]
+    assert heard == [("s1", [3, 3, 6])]  # the broken listener did not stop the next one
+    assert "a listener of the monitors of session s1 failed" in caplog.text
+    assert f"monitors evaluated: session s1, bucket from {T0 + 3 * DAY}: 1 failure(s)" in caplog.text
+    assert f"monitor failed: session s1, column x: {failures[0].reason} (rows)" in caplog.text
+    # a view lists the failures of every bucket
+    assert [a["start"] for a in service.document("s1", TimelineQuery())["alerts"]] == [T0 + 3 * DAY]
+
+
+def test_monitors_apply_only_to_their_targets():
+    session = with_a_busy_last_day()
+    assert session.service(monitors=count_monitor(), target_of=lambda s: None).batch_landed("s1") == []
+    assert session.service(monitors=count_monitor(sessions=["s2"])).batch_landed("s1") == []
+    elsewhere = session.service(monitors=count_monitor(sessions=["s2"]))
+    assert elsewhere.document("s1", TimelineQuery())["alerts"] == []
+    dataset = session.service(monitors=count_monitor(datasets=["org/d"]), target_of=lambda s: ("dataset", "org/d"))
+    assert len(dataset.batch_landed("s1")) == 1
+    assert session.service().batch_landed("s1") == []  # no monitors
+
+
+def test_a_monitor_of_a_column_the_session_lacks_is_logged_not_raised(caplog):
+    monitors = MonitorsFile(monitors=(Monitor(columns=("nope",), metric="count", max=1),))
+    service = three_days().service(monitors=monitors)
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
+        assert service.document("s1", TimelineQuery())["alerts"] == []
+    assert "the monitors file does not fit session s1" in caplog.text
+
+
+def test_a_landed_batch_refreshes_the_last_view_asked_for(caplog):
+    session = with_a_busy_last_day()
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache)
+    cache.put("s1", WATCHED_KEY, json.dumps({"granularity": "week"}).encode())
+    assert service.batch_landed("s1") == []
+    assert service.computed["points"] == 1  # its one week (Thursday to Sunday), stored for the next view
+    cache.put("s1", WATCHED_KEY, json.dumps({"segment": "gone"}).encode())
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.timeline"):
+        assert service.batch_landed("s1") == []
+    assert "the last view of session s1 cannot be refreshed: session s1 has no segment 'gone'" in caplog.text
+
+
+def test_an_upload_landing_bumps_the_version_and_a_batch_is_evaluated_in_the_background():
+    bumped: list[str] = []
+    service = with_a_busy_last_day().service(monitors=count_monitor(), bump=bumped.append)
+    if WATCHDOG > 0:  # a mutant may leave the worker waiting forever: then this run ends
+        faulthandler.dump_traceback_later(WATCHDOG, exit=True)
+    try:
+        service.upload_landed(SimpleNamespace(session_id="s1", kind="reference"))
+        assert bumped == ["s1"] and service.idle() and service.latest_failures == {}
+        service.upload_landed(SimpleNamespace(session_id="s1", kind="batch"))
+        assert bumped == ["s1", "s1"]
+        for _ in range(1000):  # at most about 5 seconds
+            if service.idle() and "s1" in service.latest_failures:
+                break
+            time.sleep(0.005)
+        assert [f.value for f in service.latest_failures["s1"]] == [6]
+    finally:
+        service.close()
+        if WATCHDOG > 0:
+            faulthandler.cancel_dump_traceback_later()
+    service.batch_stored("s1")  # closed: nothing more is started
+    assert service.idle() and service._worker is not None and not service._worker.is_alive()
+
+
+def test_without_monitors_or_a_watched_view_a_landed_batch_starts_nothing():
+    service = three_days().service()
+    service.batch_stored("s1")
+    assert service._worker is None and service.idle()
+
+
+# -- rollups ------------------------------------------------------------------------------------------------------
+
+
+class Derived:
+    """The store's derived values, in memory (what rollups are kept in)."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], bytes] = {}
+
+    def get_derived(self, session_id: str, key: str) -> bytes | None:
+        return self.data.get((session_id, key))
+
+    def put_derived(self, session_id: str, key: str, data: bytes) -> None:
+        self.data[(session_id, key)] = data
+
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        gone = [k for k in self.data if k[0] == session_id and k[1].startswith(prefix)]
+        gone = [k for k in gone if keep is None or not k[1].startswith(keep)]
+        for key in gone:
+            del self.data[key]
+        return len(gone)
+
+
+def test_with_rollups_a_week_is_merged_from_its_days_and_shows_the_same():
+    session = with_a_busy_last_day()
+    session.profiles[4] = stored("r1", T0, kind="reference", alias="base", stored_at=5)
+    plain = session.service().document("s1", TimelineQuery(granularity="week"))
+    derived = Derived()
+    rollups = Rollups(derived, lambda session_id, member: None)
+    rolled = session.service(rollups=rollups).document("s1", TimelineQuery(granularity="week"))
+    for stat in ("count", "mean", "min", "max", "drift_category"):
+        assert rolled["columns"]["x"][stat] == plain["columns"]["x"][stat]
+    last_day = rollups.read("s1", "day", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
+    assert last_day is not None
+    assert last_day.members == (
+        Member(T0 + 3 * DAY, "b3:sha-b3:1", "b3", "sha-b3"),
+        Member(T0 + 3 * DAY, "b5:sha-b5:1", "b5", "sha-b5"),
+    )
+    assert last_day.names == ("x",)
+    # another service over the same rollups takes the column names from them, loads nothing to merge
+    session.loaded.clear()
+
+    def no_names(profile: StoredProfile) -> list[str]:
+        raise AssertionError("the column names are in the rollups")
+
+    again = session.service(rollups=rollups, column_names=no_names).document("s1", TimelineQuery(granularity="week"))
+    assert again["columns"]["x"]["count"] == plain["columns"]["x"]["count"]
+    # a day of one batch is read from that batch; the day of two from its rollup, b3 and b5 unloaded
+    assert sorted(session.loaded) == ["b1", "b2", "r1"]
+    daily = session.service(rollups=rollups, column_names=no_names).document("s1", TimelineQuery(granularity="day"))
+    assert daily["columns"]["x"]["count"] == [3, 3, 6]
+
+
+def test_the_monitors_view_is_the_monitors_granularity_and_segment_waiting_for_workers(caplog):
+    session = with_a_busy_last_day()
+    asked: list[bool] = []
+
+    def state(profile: StoredProfile, patient: bool) -> str:
+        asked.append(patient)
+        return "ready"
+
+    session.profiles[0] = stored("b1", T0 + HOUR, pending=True)
+    weekly = session.service(monitors=count_monitor(granularity="week"), state=state)
+    failures = weekly.batch_landed("s1")
+    # one ISO week, Monday 2025-12-29 to Sunday 2026-01-04: four batches of 3 rows
+    assert [(f.bucket_start, f.bucket_end, f.value) for f in failures] == [(T0 - 3 * DAY, T0 + 4 * DAY, 12)]
+    assert asked and set(asked) == {True}  # background work waits for the ingest worker
+    session.profiles += [stored("s-a", T0, segment="k=v"), stored("s-b", T0 + DAY, segment="k=v")]
+    segmented = session.service(monitors=count_monitor(segment="k=v"))
+    assert segmented.batch_landed("s1") == []  # its two days have 3 rows each
+    gone = session.service(monitors=count_monitor(segment="k=gone"))
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
+        assert gone.batch_landed("s1") == []
+    assert "timeline: session s1: session s1 has no segment 'k=gone'" in caplog.text
+
+
+def test_a_rollup_member_takes_the_sha256_of_the_store_s_record():
+    session = with_a_busy_last_day()
+    record = SimpleNamespace(sha256="from-the-record")
+    session.profiles[2] = dataclasses.replace(session.profiles[2], record=record)
+    rollups = Rollups(Derived(), lambda session_id, member: None)
+    session.service(rollups=rollups).document("s1", TimelineQuery(granularity="day"))
+    last_day = rollups.read("s1", "day", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
+    assert last_day is not None and [m.sha256 for m in last_day.members] == ["from-the-record", "sha-b5"]
