@@ -234,7 +234,7 @@ class FakeStore:
         self.uploads = uploads
         self.data = data or {}
         self.derived: dict[tuple[str, str], bytes] = {}
-        self.learned: list[str] = []
+        self.nudged: list[str] = []
         self.containers: dict[str, Any] = {}
 
     def list_profiles(self, session_id: str) -> list[UploadRecord]:
@@ -254,8 +254,8 @@ class FakeStore:
             if s == session_id and k.startswith(prefix) and (keep is None or not k.startswith(keep)):
                 del self.derived[(s, k)]
 
-    def learn_landed(self, session_id: str) -> None:
-        self.learned.append(session_id)
+    def nudge_landed(self, session_id: str) -> None:
+        self.nudged.append(session_id)
 
     def container(self, container_id: str) -> Any:
         return self.containers.get(container_id)
@@ -315,7 +315,7 @@ def test_the_service_over_a_store_reads_views_through_the_view_cache():
     assert [b["profiles"] for b in found["buckets"]] == [1, 1]  # log-3 pending, log-4 invalid
     assert found["pending"] == ["log-3"]
     assert found["columns"]["x"]["count"] == [2, 3]
-    assert store.learned == ["session-1"]  # uploads PUT straight to an object store are learned first
+    assert store.nudged == ["session-1"]  # the ingest worker is asked to look for uploads PUT straight to an object store
     assert service.computed == {"points": 2, "drift": 1}
     assert service.target_of("session-1") == ("session", "session-1")
     store.containers["c-1"] = type("Record", (), {"org_id": "org-1", "dataset_id": "model-1"})()
