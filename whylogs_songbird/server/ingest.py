@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterator
 
 from whylogs_songbird.server.config import DEFAULT_CLAIM_LEASE_SECONDS
-from whylogs_songbird.server.rollups import note_summarised, summary_changing
+from whylogs_songbird.server.rollups import note_summarised, note_summarised_many, summary_changing
 from whylogs_songbird.server.sandbox import Sandbox, SandboxCrash, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.store import Store, UploadRecord
@@ -43,6 +43,10 @@ POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
 #: While requests are being answered, the worker summarises at most this share of the time.
 BUSY_SHARE = 0.25
+#: The worker merges summarised batches into their hour and day rollups once this many wait, or
+#: when no profile is left pending (a burst of uploads into one hour then costs one merge per
+#: bucket for many of them; a view merges from the profiles whatever is not rolled up yet).
+ROLLUP_BATCH = 32
 
 
 class ClaimHeartbeat:
@@ -115,15 +119,16 @@ def heartbeat_of(store: Store) -> ClaimHeartbeat:
         return heartbeat
 
 
-def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
+def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox, *, roll_up: bool = True) -> bytes | None:
     """Fully check one stored (and claimed) profile in the sandbox and store its digest (or mark it
     invalid); the digest when it is stored, None otherwise. The claim is renewed while it runs
-    (:class:`ClaimHeartbeat`)."""
+    (:class:`ClaimHeartbeat`). ``roll_up=False``: the caller merges the digest into its hour and day
+    rollups itself (``rollups.note_summarised_many``, several uploads at once)."""
     with heartbeat_of(store).hold(upload.id):
-        return _ingest_claimed(store, upload, sandbox)
+        return _ingest_claimed(store, upload, sandbox, roll_up=roll_up)
 
 
-def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
+def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox, *, roll_up: bool) -> bytes | None:
     """:func:`ingest_one`, its claim held.
 
     The bytes go to a ``sandbox`` child, which gives them the cheap check before whylogs reads them
@@ -157,7 +162,8 @@ def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> byt
     summary_changing(store, upload)  # the session's timeline version, before the summary shows
     if not store.store_summary(upload.id, upload.sha256, digest):
         return None
-    note_summarised(store, upload, digest)  # its hour and day rollups
+    if roll_up:
+        note_summarised(store, upload, digest)  # its hour and day rollups
     return digest
 
 
@@ -214,6 +220,13 @@ class IngestWorker:
         self._threads = []
 
     def _run(self) -> None:
+        summarised: list[tuple[UploadRecord, bytes]] = []  # not merged into their rollups yet
+        try:
+            self._summarise(summarised)
+        finally:
+            _roll_up(self.store, summarised)
+
+    def _summarise(self, summarised: list[tuple[UploadRecord, bytes]]) -> None:
         while not self._stop.is_set():
             try:
                 claimed = self.store.claim_ingest(lease_ms=heartbeat_of(self.store).lease_ms, limit=1)
@@ -223,6 +236,7 @@ class IngestWorker:
                 logger.exception("ingest: claiming work failed")
                 claimed = []
             if not claimed:
+                _roll_up(self.store, summarised)  # nothing else pending: the rollups catch up now
                 try:
                     learned = self.store.learn_landed(stop=self._stop.is_set)  # presigned PUTs (no-op: embedded store)
                 except Exception:
@@ -240,13 +254,25 @@ class IngestWorker:
                     return
                 started = time.perf_counter()
                 try:
-                    ingest_one(self.store, upload, self.sandbox)
+                    digest = ingest_one(self.store, upload, self.sandbox, roll_up=False)
                 except Exception:
                     logger.exception("ingest: upload %s failed", upload.id)
+                    digest = None
+                if digest is not None:
+                    summarised.append((upload, digest))
+                    if len(summarised) >= ROLLUP_BATCH:
+                        _roll_up(self.store, summarised)
                 if self.busy is not None and self.busy():
                     # requests first: under load, summarising takes at most BUSY_SHARE of the time
                     took = time.perf_counter() - started
                     self._stop.wait(took * (1 - BUSY_SHARE) / BUSY_SHARE)
+
+
+def _roll_up(store: Store, summarised: list[tuple[UploadRecord, bytes]]) -> None:
+    """Merge the summarised batches waiting in ``summarised`` into their rollups, and empty it."""
+    if summarised:
+        note_summarised_many(store, summarised)
+        summarised.clear()
 
 
 __all__ = ["ClaimHeartbeat", "IngestWorker", "heartbeat_of", "ingest_one"]
