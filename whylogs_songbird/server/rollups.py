@@ -243,7 +243,8 @@ class Rollups:
                 merges[key] = merge_views([view_of(columns) for _, _, columns in entries])
             return merges[key]
 
-        for (granularity, start, family), group in groups.items():
+        # hours first, days last, as one add writes them (a day that shows a batch: its hour does too)
+        for (granularity, start, family), group in sorted(groups.items(), key=lambda item: ROLLED.index(item[0][0])):
             self._add_group(session_id, granularity, start, family, list(group.values()), merged)
 
     def _add_group(
