@@ -27,11 +27,11 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from whylogs_songbird.server.config import DEFAULT_CLAIM_LEASE_SECONDS
-from whylogs_songbird.server.rollups import note_summarised, summary_changing
-from whylogs_songbird.server.sandbox import Sandbox, SandboxCrash, SandboxRefused, SandboxStopped
+from whylogs_songbird.server.rollups import note_summarised, note_summarised_many, summary_changing
+from whylogs_songbird.server.sandbox import Sandbox, SandboxError, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.store import Store, UploadRecord
 
@@ -46,6 +46,15 @@ POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
 #: While requests are being answered, the worker summarises at most this share of the time.
 BUSY_SHARE = 0.25
+#: The worker merges summarised batches into their hour and day rollups once this many wait, or
+#: when no profile is left pending (a burst of uploads into one hour then costs one merge per
+#: bucket for many of them; a view merges from the profiles whatever is not rolled up yet).
+ROLLUP_BATCH = 32
+#: The worker claims up to this many pending profiles at once and sends those that together hold at
+#: most :data:`BATCH_BYTES` to one sandbox child in one round trip (the claims of the others are
+#: given back at once, so a page waiting for a large profile does not wait behind others).
+INGEST_BATCH = 8
+BATCH_BYTES = 256 * 1024
 
 
 class ClaimHeartbeat:
@@ -118,50 +127,106 @@ def heartbeat_of(store: Store) -> ClaimHeartbeat:
         return heartbeat
 
 
-def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
+def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox, *, roll_up: bool = True) -> bytes | None:
     """Fully check one stored (and claimed) profile in the sandbox and store its digest (or mark it
     invalid); the digest when it is stored, None otherwise. The claim is renewed while it runs
-    (:class:`ClaimHeartbeat`)."""
+    (:class:`ClaimHeartbeat`). ``roll_up=False``: the caller merges the digest into its hour and day
+    rollups itself (``rollups.note_summarised_many``, several uploads at once)."""
     with heartbeat_of(store).hold(upload.id):
-        return _ingest_claimed(store, upload, sandbox)
+        return _ingest_claimed(store, upload, sandbox, roll_up=roll_up)
 
 
-def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
+def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox) -> list[bytes | None]:
+    """:func:`ingest_one` for several claimed profiles, their bytes sent to one sandbox child in one
+    round trip (``Sandbox.digest_many``), without rollups (the caller merges the digests into their
+    rollups); the digest of each, or None. A profile the child did not reach, because one before it
+    ended the child, is summarised alone, so a crash is only ever counted against its own profile."""
+    heartbeat = heartbeat_of(store)
+    with contextlib.ExitStack() as held:
+        for upload in uploads:
+            held.enter_context(heartbeat.hold(upload.id))
+        readable = [(upload, data) for upload in uploads if (data := _read_claimed(store, upload)) is not None]
+        outcomes: list[bytes | SandboxError | None] = [None] * len(readable)
+        if len(readable) > 1:
+            try:
+                outcomes = sandbox.digest_many([data for _, data in readable])
+            except Exception:
+                logger.exception("ingest: summarising %d uploads together failed; each goes alone", len(readable))
+        digests = {}
+        for (upload, data), outcome in zip(readable, outcomes):
+            try:
+                digests[upload.id] = _record(
+                    store, upload, outcome if outcome is not None else _digest_alone(sandbox, data)
+                )
+            except Exception:  # one profile's failure is not the others'
+                logger.exception("ingest: upload %s failed", upload.id)
+        del readable
+    return [digests.get(upload.id) for upload in uploads]
+
+
+def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox, *, roll_up: bool) -> bytes | None:
     """:func:`ingest_one`, its claim held.
 
     The bytes go to a ``sandbox`` child, which gives them the cheap check before whylogs reads them
     (profiles stored before a check existed get it too; it is not run twice here). When the
     child crashes or hangs the claim is released with what happened, and the profile is tried
     again until the store gives up on it (``MetadataStore.claim_ingest``)."""
+    data = _read_claimed(store, upload)
+    if data is None:
+        return None
+    try:
+        outcome = _digest_alone(sandbox, data)
+    finally:
+        del data
+    digest = _record(store, upload, outcome)
+    if digest is not None and roll_up:
+        note_summarised(store, upload, digest)  # its hour and day rollups
+    return digest
+
+
+def _read_claimed(store: Store, upload: UploadRecord) -> bytes | None:
+    """The stored bytes of a claimed profile; None (and the profile marked invalid when they cannot
+    be read) when there are none to summarise."""
     if upload.sha256 is None:
         return None
     try:
-        data = store.read_profile_bytes(upload)
+        return store.read_profile_bytes(upload)
     except OSError as exc:
         summary_changing(store, upload)
         store.mark_invalid(upload.id, upload.sha256, f"its stored bytes cannot be read ({type(exc).__name__})")
         return None
+
+
+def _digest_alone(sandbox: Sandbox, data: bytes) -> bytes | SandboxError:
+    """The digest of one profile from its own trip to the sandbox, or the sandbox's verdict on it."""
     try:
-        digest = sandbox.digest(data)
-    except SandboxRefused as exc:
+        return sandbox.digest(data)
+    except SandboxError as exc:
+        return exc
+
+
+def _record(store: Store, upload: UploadRecord, outcome: bytes | SandboxError) -> bytes | None:
+    """Store what the sandbox made of a claimed profile: its summary (the digest is returned), or
+    invalid with the reason, or its claim released (a crash counts a try; a stop does not)."""
+    assert upload.sha256 is not None  # a profile without bytes is never read
+    if isinstance(outcome, SandboxRefused):
         summary_changing(store, upload)
-        store.mark_invalid(upload.id, upload.sha256, str(exc))
-        logger.info("ingest: upload %s is not a readable profile: %s", upload.id, exc)
+        store.mark_invalid(upload.id, upload.sha256, str(outcome))
+        logger.info("ingest: upload %s is not a readable profile: %s", upload.id, outcome)
         return None
-    except SandboxStopped:
+    if isinstance(outcome, SandboxStopped):
         store.release_ingest_claim(upload.id, upload.sha256, counted=False)
         return None
-    except SandboxCrash as exc:
-        store.release_ingest_claim(upload.id, upload.sha256, note=str(exc))
-        logger.warning("ingest: upload %s: %s (try %d of %d)", upload.id, exc, upload.ingest_tries, INGEST_MAX_TRIES)
+    if isinstance(outcome, SandboxError):
+        store.release_ingest_claim(upload.id, upload.sha256, note=str(outcome))
+        logger.warning(
+            "ingest: upload %s: %s (try %d of %d)", upload.id, outcome, upload.ingest_tries, INGEST_MAX_TRIES
+        )
         return None
-    finally:
-        del data
     summary_changing(store, upload)  # the session's timeline version, before the summary shows
-    if not store.store_summary(upload.id, upload.sha256, digest):
+    if not store.store_summary(upload.id, upload.sha256, outcome):
         return None
-    note_summarised(store, upload, digest)  # its hour and day rollups
-    return digest
+    return outcome
 
 
 class IngestWorker:
@@ -236,17 +301,25 @@ class IngestWorker:
             return False
 
     def _run(self) -> None:
+        summarised: list[tuple[UploadRecord, bytes]] = []  # not merged into their rollups yet
+        try:
+            self._summarise(summarised)
+        finally:
+            _roll_up(self.store, summarised)
+
+    def _summarise(self, summarised: list[tuple[UploadRecord, bytes]]) -> None:
         while not self._stop.is_set():
             if self._look_wanted.is_set():  # a page asked: landed uploads before the backlog
                 self._learn_landed()
             try:
-                claimed = self.store.claim_ingest(lease_ms=heartbeat_of(self.store).lease_ms, limit=1)
+                claimed = self._claim()
             except Exception:
                 if self._stop.is_set():
                     return
                 logger.exception("ingest: claiming work failed")
                 claimed = []
             if not claimed:
+                _roll_up(self.store, summarised)  # nothing else pending: the rollups catch up now
                 if self._learn_landed():
                     continue
                 self._wake.wait(self.poll_seconds)
@@ -254,18 +327,47 @@ class IngestWorker:
                     return  # the wake stays set for the other threads: each stops at once
                 self._wake.clear()
                 continue
-            for upload in claimed:
-                if self._stop.is_set():
-                    return
-                started = time.perf_counter()
-                try:
-                    ingest_one(self.store, upload, self.sandbox)
-                except Exception:
-                    logger.exception("ingest: upload %s failed", upload.id)
-                if self.busy is not None and self.busy():
-                    # requests first: under load, summarising takes at most BUSY_SHARE of the time
-                    took = time.perf_counter() - started
-                    self._stop.wait(took * (1 - BUSY_SHARE) / BUSY_SHARE)
+            if self._stop.is_set():
+                self._give_back(claimed)
+                return
+            started = time.perf_counter()
+            try:
+                digests = ingest_many(self.store, claimed, self.sandbox)
+            except Exception:
+                logger.exception("ingest: uploads %s failed", ", ".join(upload.id for upload in claimed))
+                digests = []
+            summarised.extend((upload, digest) for upload, digest in zip(claimed, digests) if digest is not None)
+            if len(summarised) >= ROLLUP_BATCH:
+                _roll_up(self.store, summarised)
+            if self.busy is not None and self.busy():
+                # requests first: under load, summarising takes at most BUSY_SHARE of the time
+                took = time.perf_counter() - started
+                self._stop.wait(took * (1 - BUSY_SHARE) / BUSY_SHARE)
+
+    def _claim(self) -> list[UploadRecord]:
+        """Claim pending profiles: up to :data:`INGEST_BATCH`, those within :data:`BATCH_BYTES`
+        together (at least one); the claims of the others are given back."""
+        claimed = self.store.claim_ingest(lease_ms=heartbeat_of(self.store).lease_ms, limit=INGEST_BATCH)
+        total, kept = 0, 0
+        for upload in claimed:
+            total += upload.size or 0
+            if kept and total > BATCH_BYTES:
+                break
+            kept += 1
+        self._give_back(claimed[kept:])
+        return claimed[:kept]
+
+    def _give_back(self, uploads: Sequence[UploadRecord]) -> None:
+        for upload in uploads:
+            if upload.sha256 is not None:
+                self.store.release_ingest_claim(upload.id, upload.sha256, counted=False)
 
 
-__all__ = ["ClaimHeartbeat", "IngestWorker", "heartbeat_of", "ingest_one"]
+def _roll_up(store: Store, summarised: list[tuple[UploadRecord, bytes]]) -> None:
+    """Merge the summarised batches waiting in ``summarised`` into their rollups, and empty it."""
+    if summarised:
+        note_summarised_many(store, summarised)
+        summarised.clear()
+
+
+__all__ = ["ClaimHeartbeat", "IngestWorker", "heartbeat_of", "ingest_many", "ingest_one"]

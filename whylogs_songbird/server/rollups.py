@@ -8,9 +8,10 @@ in the session's derived artefacts under ``timeline/r/<hour|day>/<bucket start>/
 header naming its members (dataset timestamp, identity, upload id, sha256) in merge order and its
 column names. Weeks and months are merged from their days' rollups.
 
-- **As batches land**: the ingest worker calls :func:`note_summarised` once a batch's summary is
-  stored (and :func:`summary_changing` just before); it merges the new batch into the rollups of
-  its hour and day (an append when the batch sorts after every member, as merging all of them in
+- **As batches land**: the ingest worker calls :func:`note_summarised_many` with the batches whose
+  summaries it stored (:func:`summary_changing` just before each), as soon as nothing is pending or
+  :data:`~whylogs_songbird.server.ingest.ROLLUP_BATCH` wait; it merges the new batches into the rollups of
+  their hour and day, each bucket once (an append when the batch sorts after every member, as merging all of them in
   order does; otherwise, such as a late batch within its bucket or a replaced upload, that one
   bucket is merged again from its members' summaries). Only that batch's buckets are touched.
 - **At view time** (:meth:`Rollups.bucket_rollup`): a rollup is used only when its members are
@@ -177,8 +178,8 @@ class Rollup:
         return cls(members, names, merged or None)
 
 
-def _names(columns: Iterable[str], more: Iterable[str] = ()) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*columns, *more]))
+def _names(*columns: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for names in columns for name in names))
 
 
 class Rollups:
@@ -216,45 +217,73 @@ class Rollups:
     def add(self, session_id: str, member: Member, segment: str, digest: bytes) -> None:
         """Merge a newly summarised batch (``digest``) into the rollups of its hour and day, for every
         segment and for its own segment."""
-        families = [ALL_SEGMENTS] + ([family_of(segment)] if segment else [])
-        columns = digest_columns(digest)
-        for granularity in ROLLED:
-            start = bucket_bounds(member.timestamp, granularity)[0]  # type: ignore[arg-type]
-            for family in families:
-                self._add_one(session_id, granularity, start, family, member, digest, columns)
+        self.add_many(session_id, [(member, segment, digest)])
 
-    def _add_one(
+    def add_many(self, session_id: str, batches: Sequence[tuple[Member, str, bytes]]) -> None:
+        """:meth:`add` for several newly summarised batches (member, segment, digest) at once: each
+        bucket they touch is read, merged and written once, and ends as those adds one by one would
+        leave it (a burst of uploads into one hour costs one merge per bucket, not one per upload)."""
+        groups: dict[tuple[str, int, str], dict[str, tuple[Member, bytes, dict[str, Any]]]] = {}
+        for member, segment, digest in batches:
+            families = [ALL_SEGMENTS] + ([family_of(segment)] if segment else [])
+            columns = digest_columns(digest)
+            for granularity in ROLLED:
+                start = bucket_bounds(member.timestamp, granularity)[0]  # type: ignore[arg-type]
+                for family in families:
+                    # one version per upload: a later PUT of the same slot replaces the earlier one
+                    group = groups.setdefault((granularity, start, family), {})
+                    group.pop(member.upload_id, None)
+                    group[member.upload_id] = (member, digest, columns)
+        merges: dict[tuple[str, ...], DatasetProfileView] = {}
+
+        def merged(entries: Sequence[tuple[Member, bytes, dict[str, Any]]]) -> DatasetProfileView:
+            """The merge of new batches, in order: made once for the hour and the day they share."""
+            key = tuple(member.identity for member, _, _ in entries)
+            if key not in merges:
+                merges[key] = merge_views([view_of(columns) for _, _, columns in entries])
+            return merges[key]
+
+        # hours first, days last, as one add writes them (a day that shows a batch: its hour does too)
+        for (granularity, start, family), group in sorted(groups.items(), key=lambda item: ROLLED.index(item[0][0])):
+            self._add_group(session_id, granularity, start, family, list(group.values()), merged)
+
+    def _add_group(
         self,
         session_id: str,
         granularity: str,
         start: int,
         family: str,
-        member: Member,
-        digest: bytes,
-        columns: dict[str, Any],
+        entries: list[tuple[Member, bytes, dict[str, Any]]],
+        merged: Callable[[Sequence[tuple[Member, bytes, dict[str, Any]]]], DatasetProfileView],
     ) -> None:
         found = self.read(session_id, granularity, start, family)
-        if found is None:  # the first batch of the bucket (or one not rolled up yet: a view rebuilds it)
-            self.write(session_id, granularity, start, family, Rollup((member,), _names(columns), None))
+        if found is not None:
+            known = {m.identity for m in found.members}
+            entries = [entry for entry in entries if entry[0].identity not in known]
+            if not entries:
+                return
+        entries.sort(key=lambda entry: entry[0].order)
+        new = [member for member, _, _ in entries]
+        names = _names(found.names if found is not None else (), *(columns for _, _, columns in entries))
+        if found is None:  # the first batches of the bucket (or some not rolled up yet: a view rebuilds it)
+            digest = encode_view(merged(entries)) if len(entries) > 1 else None
+            self.write(session_id, granularity, start, family, Rollup(tuple(new), names, digest))
             return
-        if any(m.identity == member.identity for m in found.members):
-            return
-        others = [m for m in found.members if m.upload_id != member.upload_id]
-        if len(others) == len(found.members) and member.order > found.members[-1].order:
+        replaced = {member.upload_id for member in new}
+        others = [m for m in found.members if m.upload_id not in replaced]
+        if len(others) == len(found.members) and new[0].order > found.members[-1].order:
             base = found.digest or self.member_digest(session_id, found.members[0])
             if base is None:
                 self._drop(session_id, granularity, start, family)
                 return
-            base_view = decode_view(found.digest) if found.digest is not None else view_from_digest(base)
-            merged = base_view.merge(view_of(columns))
-            names = _names(found.names, columns)
-            self.write(
-                session_id, granularity, start, family, Rollup((*found.members, member), names, encode_view(merged))
-            )
+            view = decode_view(found.digest) if found.digest is not None else view_from_digest(base)
+            digest = encode_view(view.merge(merged(entries)))
+            self.write(session_id, granularity, start, family, Rollup((*found.members, *new), names, digest))
             return
         # late within its bucket, or a replaced upload: this bucket is merged again, in order
-        members = sorted([*others, member], key=lambda m: m.order)
-        digests = [digest if m is member else self.member_digest(session_id, m) for m in members]
+        members = sorted([*others, *new], key=lambda m: m.order)
+        given = {member.identity: digest for member, digest, _ in entries}
+        digests = [given.get(m.identity) or self.member_digest(session_id, m) for m in members]
         if any(d is None for d in digests):
             self._drop(session_id, granularity, start, family)
             return
@@ -333,14 +362,23 @@ def note_summarised(store: Any, upload: Any, digest: bytes) -> None:
     """What the ingest worker calls once it stored a batch's summary (``digest``): the batch is merged
     into the rollups of its hour and day. A failure is logged, never fails the ingest (a view merges
     what is missing)."""
-    try:
+    note_summarised_many(store, [(upload, digest)])
+
+
+def note_summarised_many(store: Any, summarised: Sequence[tuple[Any, bytes]]) -> None:
+    """:func:`note_summarised` for several uploads whose summaries are stored (upload, digest), each
+    bucket merged once (see :meth:`Rollups.add_many`); a failure is logged per session."""
+    by_session: dict[str, list[tuple[Member, str, bytes]]] = {}
+    for upload, digest in summarised:
         member = member_of(upload)
         if member is not None:
-            Rollups(store, _summary_of(store)).add(
-                upload.session_id, member, segment_label(upload.segment_tags), digest
-            )
-    except Exception:
-        logger.exception("rollups: merging upload %s into its buckets failed", getattr(upload, "id", "?"))
+            by_session.setdefault(upload.session_id, []).append((member, segment_label(upload.segment_tags), digest))
+    rollups = Rollups(store, _summary_of(store))
+    for session_id, batches in by_session.items():
+        try:
+            rollups.add_many(session_id, batches)
+        except Exception:
+            logger.exception("rollups: merging %d upload(s) into their buckets failed", len(batches))
 
 
 def store_rollups(store: Any) -> Rollups:
@@ -360,6 +398,7 @@ __all__ = [
     "family_of",
     "member_of",
     "note_summarised",
+    "note_summarised_many",
     "summary_changing",
     "read_version",
     "rollup_key",

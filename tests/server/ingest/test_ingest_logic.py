@@ -21,7 +21,7 @@ from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server import ingest
 from whylogs_songbird.server.ingest import BUSY_SHARE, LEASE_MS, IngestWorker, ingest_one
-from whylogs_songbird.server.sandbox import SandboxCrash, SandboxRefused, SandboxStopped
+from whylogs_songbird.server.sandbox import SandboxCrash, SandboxError, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
@@ -47,6 +47,10 @@ class FakeSandbox:
         if callable(self.outcome):
             return self.outcome(data)
         return self.outcome
+
+    def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+        """None for each: not reached, so each goes alone to :meth:`digest` (as after a crash)."""
+        return [None] * len(profiles)
 
     def close(self) -> None:
         self.closed += 1
@@ -155,6 +159,41 @@ def test_a_digest_of_bytes_replaced_meanwhile_is_dropped(store):
     assert ingest_one(store, claimed, FakeSandbox(replace_then_answer)) is None
     assert state(store, upload.id)[0] == "pending"
     assert store.metadata.get_summary(upload.id, hashlib.sha256(PROFILE).hexdigest()) is None
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_profiles_summarised_together_get_what_each_would_alone(store):
+    """``ingest_many``: one trip to the sandbox for all; each answer is recorded as ``ingest_one``
+    records it, and a profile the child did not reach (one before it ended the child) goes alone."""
+    uploads = [put(store, PROFILE + bytes([i])) for i in range(4)]
+    claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=4)
+    assert [u.id for u in claimed] == [u.id for u in uploads]
+
+    class Together(FakeSandbox):
+        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+            self.together = list(profiles)
+            return [b"first", SandboxRefused("its KLL sketch is torn"), SandboxCrash("the child died"), None]
+
+    sandbox = Together(b"alone")
+    assert ingest.ingest_many(store, claimed, sandbox) == [b"first", None, None, b"alone"]
+    assert sandbox.together == [PROFILE + bytes([i]) for i in range(4)] and sandbox.given == [PROFILE + bytes([3])]
+    assert state(store, uploads[0].id) == ("ready", None, 1)
+    assert state(store, uploads[1].id) == ("invalid", "its KLL sketch is torn", 1)
+    assert state(store, uploads[2].id) == ("pending", "the child died", 1)  # the try counted, claim released
+    assert state(store, uploads[3].id) == ("ready", None, 1)
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_the_worker_claims_a_few_small_profiles_and_gives_back_what_passes_the_byte_budget(store, monkeypatch):
+    monkeypatch.setattr(ingest, "BATCH_BYTES", 2 * (len(PROFILE) + 1))
+    uploads = [put(store, PROFILE + bytes([i])) for i in range(5)]  # each one byte over len(PROFILE)
+    worker = IngestWorker(store, sandbox=FakeSandbox())
+    assert [u.id for u in worker._claim()] == [u.id for u in uploads[:2]]
+    assert [state(store, u.id)[2] for u in uploads] == [1, 1, 0, 0, 0]  # the others' tries given back
+    assert len(store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=5)) == 3
+    monkeypatch.setattr(ingest, "BATCH_BYTES", 1)
+    store.metadata.release_ingest_claims()
+    assert [u.id for u in worker._claim()] == [uploads[0].id]  # one at least, however large
 
 
 # -- the worker loop, one step at a time --------------------------------------------------------------
@@ -305,7 +344,7 @@ def test_a_claim_failing_while_stopping_ends_the_loop_quietly(store, monkeypatch
     assert caplog.records == []
 
 
-def test_claims_take_one_profile_with_the_lease(store, monkeypatch):
+def test_claims_take_a_few_profiles_with_the_lease(store, monkeypatch):
     asked: list[dict[str, Any]] = []
     real = store.metadata.claim_ingest
 
@@ -316,7 +355,7 @@ def test_claims_take_one_profile_with_the_lease(store, monkeypatch):
     monkeypatch.setattr(store.metadata, "claim_ingest", claim_ingest)
     put(store)
     one_step(store, FakeSandbox(), monkeypatch=monkeypatch)
-    assert asked[0] == {"lease_ms": 30_000, "limit": 1}
+    assert asked[0] == {"lease_ms": 30_000, "limit": ingest.INGEST_BATCH}
 
 
 def test_a_stopped_worker_leaves_claimed_profiles_it_has_not_started(store, monkeypatch):

@@ -181,3 +181,26 @@ def test_the_sandbox_limits_memory_and_survives_its_children(monkeypatch):
             sandbox.digest(make_profile_bytes())
     finally:
         sandbox.close()
+
+
+def test_profiles_sent_together_get_the_answers_they_get_alone(monkeypatch):
+    """``digest_many``: a burst of profiles in one trip to one child, more bytes than a pipe holds,
+    each answered as alone; one that ends its child ends only its own try, and those after it are
+    left for a try of their own."""
+    good = [make_profile_bytes(seed=seed) for seed in range(3)]
+    monkeypatch.setenv(TEST_FAULT_ENV, "crash:" + MARKER.encode().hex())
+    doomed = why.log(pd.DataFrame({MARKER: [1, 2, 3]})).view().serialize()
+    sandbox = Sandbox()
+    try:
+        alone = [sandbox.digest(data) for data in good]
+        burst = [good[i % 3] for i in range(100)]  # several pipe buffers of requests
+        assert sum(len(data) for data in burst) > 128 * 1024
+        assert sandbox.digest_many(burst) == [alone[i % 3] for i in range(100)]
+        outcomes = sandbox.digest_many([good[0], b"WHY1 junk", good[1], doomed, good[2]])
+        assert outcomes[0] == alone[0] and outcomes[2] == alone[1]
+        assert isinstance(outcomes[1], SandboxRefused) and "not a well-formed whylogs profile" in str(outcomes[1])
+        assert isinstance(outcomes[3], SandboxCrash) and "SIGSEGV" in str(outcomes[3])
+        assert outcomes[4] is None, "not reached: the child ended before it"
+        assert sandbox.digest_many([]) == []
+    finally:
+        sandbox.close()

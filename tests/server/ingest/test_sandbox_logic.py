@@ -66,9 +66,12 @@ class FakeChild:
         if not FakeChild.greets:
             raise SandboxCrash("a sandbox process did not start (it did not greet)")
 
-    def ask(self, kind: bytes, payload: bytes, wall_seconds: float) -> tuple[bytes, bytes]:
-        self.jobs += 1
-        self.asked.append((kind, payload, wall_seconds))
+    def send(self, kind: bytes, payloads: list[bytes], wall_seconds: float) -> None:
+        for payload in payloads:
+            self.jobs += 1
+            self.asked.append((kind, payload, wall_seconds))
+
+    def answer(self, wall_seconds: float) -> tuple[bytes, bytes]:
         answer = FakeChild.answers.pop(0)
         if callable(answer):
             answer = answer()
@@ -115,6 +118,31 @@ def test_a_refusal_keeps_the_child_and_an_out_of_memory_one_retires_it(fake_chil
     assert first.killed == 1
     assert pool.digest(b"z") == b"d"
     assert len(fake_children.made) == 2 and pool.started == 2
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/sandbox.py")
+def test_profiles_sent_together_are_answered_in_order_until_one_ends_the_child(fake_children):
+    fake_children.answers = [(b"O", b"d1"), (b"R", b"junk"), (b"O", b"d3"), (b"O", b"d4")]
+    pool = Sandbox(SandboxLimits(wall_seconds=4.0))
+    first, refused, third, fourth = pool.digest_many([b"p1", b"p2", b"p3", b"p4"])
+    assert (first, third, fourth) == (b"d1", b"d3", b"d4") and str(refused) == "junk"
+    assert isinstance(refused, SandboxRefused) and not isinstance(refused, SandboxCrash)
+    (child,) = fake_children.made
+    assert child.asked == [(b"D", p, 4.0) for p in (b"p1", b"p2", b"p3", b"p4")] and child.killed == 0
+    assert pool.digest_many([]) == [] and len(fake_children.made) == 1
+    # out of memory: that one refused, the child retired, the rest not reached
+    fake_children.answers = [(b"O", b"d1"), (b"M", b"it needs more memory")]
+    outcomes = pool.digest_many([b"p1", b"p2", b"p3"])
+    assert outcomes[0] == b"d1" and isinstance(outcomes[1], SandboxRefused) and outcomes[2] is None
+    assert child.killed == 1
+    # a crash: that one crashed, the rest not reached; a hang: the same, killed
+    for error, message in ((EOFError(), "crashed (SIGSEGV)"), (TimeoutError(), "did not answer within 4 s")):
+        fake_children.answers = [(b"O", b"d1"), error]
+        outcomes = pool.digest_many([b"p1", b"p2", b"p3"])
+        assert outcomes[0] == b"d1" and outcomes[2] is None
+        assert isinstance(outcomes[1], SandboxCrash) and not isinstance(outcomes[1], SandboxStopped)
+        assert message in str(outcomes[1])
+    assert all(made.killed >= 1 for made in fake_children.made[1:]) and pool.started == 3
 
 
 def test_an_unknown_answer_is_a_crash(fake_children):

@@ -133,6 +133,50 @@ def test_a_rollup_is_the_merge_of_its_bucket_in_any_arrival_order(stamps: list[t
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 59), st.booleans()), min_size=1, max_size=9),
+    st.lists(st.integers(1, 4), min_size=1, max_size=9),
+    st.randoms(use_true_random=False),
+)
+def test_batches_added_in_groups_leave_the_rollups_one_by_one_adds_leave(
+    stamps: list[tuple[int, int, bool]], sizes: list[int], rng: Any
+) -> None:
+    """The ingest worker merges a burst of summarised batches at once (``add_many``): in whatever
+    groups they come (late ones, a slot PUT again within its group or after it, segments), each
+    bucket ends with the same members and merge as adding them one by one."""
+    members, segments = [], []
+    for i, (hour, minute, again) in enumerate(stamps):
+        index = i - 1 if again and i else i  # the slot of the batch before, PUT again
+        members.append(member(index, DAY0 + hour * HOUR_MS + minute * 60_000, version=i))
+        segments.append(f"k={index % 2}")
+    arrival = list(range(len(members)))
+    rng.shuffle(arrival)
+    one_by_one, grouped = (DictArtefacts(), Summaries()), (DictArtefacts(), Summaries())
+    for index in arrival:
+        one_by_one[1].add(Rollups(*one_by_one), members[index], DIGESTS[index % len(DIGESTS)], segments[index])
+    at = 0
+    for size in [*sizes, len(arrival)]:
+        group = arrival[at : at + size]
+        at += size
+        for index in group:
+            grouped[1].by_member[(members[index].upload_id, members[index].sha256)] = DIGESTS[index % len(DIGESTS)]
+        Rollups(*grouped).add_many("s", [(members[i], segments[i], DIGESTS[i % len(DIGESTS)]) for i in group])
+    for artefacts, summaries in (one_by_one, grouped):
+        rollups = Rollups(artefacts, summaries)
+        for key in sorted({k for _, k in one_by_one[0].data} | {k for _, k in grouped[0].data}):
+            if key.count("/") != 4:
+                continue
+            _, _, granularity, start, family = key.split("/")
+            mine = rollups.read("s", granularity, int(start), family)
+            theirs = Rollups(*one_by_one).read("s", granularity, int(start), family)
+            assert (mine is None) == (theirs is None), key
+            if mine is not None and theirs is not None:
+                assert mine.members == theirs.members and sorted(mine.names) == sorted(theirs.names)
+                assert rollup_points(rollups, mine, summaries) == merged_points(list(mine.members), summaries)
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
 def test_a_late_batch_changes_only_its_own_hour_and_day() -> None:
     artefacts, summaries = DictArtefacts(), Summaries()
     rollups = Rollups(artefacts, summaries)

@@ -315,7 +315,7 @@ def test_the_service_over_a_store_reads_views_through_the_view_cache():
     assert [b["profiles"] for b in found["buckets"]] == [1, 1]  # log-3 pending, log-4 invalid
     assert found["pending"] == ["log-3"]
     assert found["columns"]["x"]["count"] == [2, 3]
-    assert store.nudged == ["session-1"]  # the ingest worker is asked to look for uploads PUT straight to an object store
+    assert store.nudged == ["session-1"]  # the ingest worker looks for uploads PUT to an object store
     assert service.computed == {"points": 2, "drift": 1}
     assert service.target_of("session-1") == ("session", "session-1")
     store.containers["c-1"] = type("Record", (), {"org_id": "org-1", "dataset_id": "model-1"})()
