@@ -267,7 +267,7 @@ def test_a_range_too_wide_for_floats_gives_a_note_not_nan_bins(values):
 
 
 def test_drift_scores_equal_whylogs_default_choice_on_awkward_columns():
-    """The batched KS test and the drift map give exactly whylogs' numbers and choices: discrete,
+    """The batched KS test and the drift map give whylogs' numbers and choices: discrete,
     constant, tiny, mixed-type, missing and categorical columns, sketches past their exact size."""
     rng = np.random.default_rng(7)
 
@@ -295,5 +295,6 @@ def test_drift_scores_equal_whylogs_default_choice_on_awkward_columns():
         for name, score in ours.items():
             assert score.algorithm == raw[name]["algorithm"], name
             assert score.statistic == raw[name]["statistic"], name
-            assert score.pvalue == C.finite(raw[name]["pvalue"]), name
+            # the p-value is the same distribution's (see C.ks_pvalues): equal up to its measured error
+            assert score.pvalue == pytest.approx(C.finite(raw[name]["pvalue"]), abs=C.KS_PVALUE_MAX_ERROR), name
             assert score.category == raw[name]["drift_category"], name

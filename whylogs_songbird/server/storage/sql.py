@@ -904,6 +904,12 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
 
         sql = "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'"
         params: tuple[str, ...] = (session_id, pattern(prefix))
+        if prefix and self.dialect.name == "sqlite" and ord(prefix[-1]) < 0xD7FF:
+            # SQLite's LIKE cannot use the (session_id, key) index: without this range it reads every
+            # derived row of the session (its rollups too), milliseconds per value a timeline stores.
+            # Text compares as UTF-8 bytes here, so the keys starting with prefix are exactly this range.
+            sql += " AND key >= ? AND key < ?"
+            params += (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
         if keep is not None:
             sql += " AND key NOT LIKE ? ESCAPE '\\'"
             params += (pattern(keep),)
