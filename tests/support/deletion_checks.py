@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import requests
-from conftest import free_port
+from team_server import server_process as _server_process  # noqa: F401 - the deletion tests' server
 
 from whylogs_songbird.server.store import Store
 
@@ -36,34 +32,6 @@ def _wait(condition, what: str, seconds: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def _server_process(data_dir: Path, storage_config: dict, env: dict):
-    port = free_port()
-    command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)]
-    for name in ("database_url", "blob_store", "s3_endpoint_url"):
-        if name in storage_config:
-            command += [f"--{name.replace('_', '-')}", storage_config[name]]
-    command.append("--no-access-log")
-    log_path = data_dir.parent / f"server-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(requests.ConnectionError):
-                    if requests.get(f"{url}/healthz", timeout=2).ok:
-                        break
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
-            yield url, proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
 
 
 def _open_store(data_dir: Path, storage_config: dict) -> Store:

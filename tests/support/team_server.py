@@ -1,4 +1,5 @@
-"""A team server's sessions, upload slots and links over HTTP, and one started in its own process on PostgreSQL + S3."""
+"""A team server's sessions, upload slots and links over HTTP, and one started in its own process
+(on PostgreSQL + S3, or the embedded store when ``storage_config`` names neither)."""
 
 from __future__ import annotations
 
@@ -36,23 +37,11 @@ def link(url: str, session_id: str, timestamps=(), refs=()) -> requests.Response
 @contextlib.contextmanager
 def server_process(data_dir, storage_config, env, *extra: str):
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "whylogs_songbird.server",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--database-url",
-        storage_config["database_url"],
-        "--blob-store",
-        storage_config["blob_store"],
-        "--s3-endpoint-url",
-        storage_config["s3_endpoint_url"],
-        "--no-access-log",
-        *extra,
-    ]
+    command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)]
+    for name in ("database_url", "blob_store", "s3_endpoint_url"):  # the embedded store has none of them
+        if name in storage_config:
+            command += [f"--{name.replace('_', '-')}", storage_config[name]]
+    command += ["--no-access-log", *extra]
     log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
