@@ -337,18 +337,31 @@ class _Quantiles:
         self.size = size
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, tuple[Any, int, tuple[float, ...], np.ndarray]] = OrderedDict()
+        self._points: dict[tuple[float, ...], tuple[float, ...]] = {}
 
-    def __call__(self, sketch: Any, points: Sequence[float]) -> np.ndarray:
-        key, count, wanted = id(sketch), sketch.get_n(), tuple(points)
+    def points(self, wanted: Sequence[float]) -> tuple[float, ...]:
+        """``wanted`` as the one tuple of its values this cache compares by identity (cheaply)."""
+        key = tuple(float(p) for p in wanted)
+        with self._lock:
+            return self._points.setdefault(key, key)
+
+    def __call__(self, sketch: Any, points: tuple[float, ...]) -> np.ndarray:
+        """The quantiles of ``sketch`` at ``points`` (best a tuple from :meth:`points`)."""
+        key, count = id(sketch), sketch.get_n()
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry[0] is sketch and entry[1] == count and entry[2] == wanted:
+            if (
+                entry is not None
+                and entry[0] is sketch
+                and entry[1] == count
+                and (entry[2] is points or entry[2] == points)
+            ):
                 self._entries.move_to_end(key)
                 return entry[3]
-        values = np.asarray(sketch.get_quantiles(list(wanted)), dtype=float)
+        values = np.asarray(sketch.get_quantiles(list(points)), dtype=float)
         values.setflags(write=False)
         with self._lock:
-            self._entries[key] = (sketch, count, wanted, values)
+            self._entries[key] = (sketch, count, points, values)
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -412,6 +425,8 @@ def _batched_classes() -> tuple[type[Any], type[Any]]:
         def __init__(self, quantiles: Any = None) -> None:
             super().__init__()
             self._quantiles = sketch_quantiles if quantiles is None else quantiles
+            self._points_of: Any = None
+            self._points: tuple[float, ...] = ()
             self._deferred: list[_DeferredScore] = []
 
         def _compute_ks_score(
@@ -420,17 +435,19 @@ def _batched_classes() -> tuple[type[Any], type[Any]]:
             if reference_distribution.is_empty() or target_distribution.is_empty():
                 return None
             quantiles = self._parameter_config.quantiles
+            if self._points_of is not quantiles:
+                self._points_of, self._points = quantiles, self._quantiles.points(quantiles)
             points = np.unique(
                 np.concatenate(
                     [
-                        self._quantiles(target_distribution, quantiles),
-                        self._quantiles(reference_distribution, quantiles),
+                        self._quantiles(target_distribution, self._points),
+                        self._quantiles(reference_distribution, self._points),
                     ]
                 )
             )
             if not np.all(np.isfinite(points)):
                 return super()._compute_ks_score(target_distribution, reference_distribution, with_thresholds)
-            split = [float(p) for p in points]
+            split = points.tolist()
             target_cdf = np.asarray(target_distribution.get_cdf(split)[:-1])
             reference_cdf = np.asarray(reference_distribution.get_cdf(split)[:-1])
             d_max = float(np.max(np.abs(target_cdf - reference_cdf)))

@@ -45,10 +45,11 @@ def test_a_sketch_that_took_values_since_is_read_again():
     quantiles = C._Quantiles(size=2)
     view = why.log(pd.DataFrame({"x": [1.0, 2.0, 3.0]})).view()
     sketch = view.get_column("x").get_metric("distribution").kll.value
-    points = [0.0, 0.5, 1.0]
+    points = quantiles.points([0.0, 0.5, 1.0])
+    assert quantiles.points((0.0, 0.5, 1.0)) is points  # equal points: the one tuple, compared by identity
     assert list(quantiles(sketch, points)) == [1.0, 2.0, 3.0]
     sketch.update(10.0)
-    assert list(quantiles(sketch, points)) == list(sketch.get_quantiles(points))
+    assert list(quantiles(sketch, points)) == list(sketch.get_quantiles(list(points)))
     assert quantiles(sketch, points)[-1] == 10.0
     for value in (5.0, 6.0):  # other sketches push it out of a cache of two
         other = why.log(pd.DataFrame({"x": [value]})).view().get_column("x").get_metric("distribution").kll.value
