@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -317,19 +319,82 @@ def ks_pvalues(statistics: Any, sizes: Any) -> np.ndarray:
     return p
 
 
+#: How many KLL sketches :class:`_Quantiles` remembers (the reference's, and the last few buckets').
+QUANTILE_CACHE_SIZE = 64
+
+
+class _Quantiles:
+    """The quantiles of KLL sketches, each taken once while the sketch is unchanged.
+
+    The timeline compares every bucket with the same reference and each bucket twice (with the
+    reference and, as the previous bucket, with the next one): whylogs' KS test would take the same
+    sketch's quantiles for every comparison. An entry is the sketch itself (held, so that its id is
+    not reused), its count and the points asked for: a sketch that took more values since then has
+    a new count and its quantiles are taken again.
+    """
+
+    def __init__(self, size: int = QUANTILE_CACHE_SIZE) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[int, tuple[Any, int, tuple[float, ...], np.ndarray]] = OrderedDict()
+        self._points: dict[tuple[float, ...], tuple[float, ...]] = {}
+
+    def points(self, wanted: Sequence[float]) -> tuple[float, ...]:
+        """``wanted`` as the one tuple of its values this cache compares by identity (cheaply)."""
+        key = tuple(float(p) for p in wanted)
+        with self._lock:
+            return self._points.setdefault(key, key)
+
+    def __call__(self, sketch: Any, points: tuple[float, ...]) -> np.ndarray:
+        """The quantiles of ``sketch`` at ``points`` (best a tuple from :meth:`points`)."""
+        key, count = id(sketch), sketch.get_n()
+        with self._lock:
+            entry = self._entries.get(key)
+            if (
+                entry is not None
+                and entry[0] is sketch
+                and entry[1] == count
+                and (entry[2] is points or entry[2] == points)
+            ):
+                self._entries.move_to_end(key)
+                return entry[3]
+        values = np.asarray(sketch.get_quantiles(list(points)), dtype=float)
+        values.setflags(write=False)
+        with self._lock:
+            self._entries[key] = (sketch, count, points, values)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return values
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: The quantiles the KS test of :func:`drift_scores` compares.
+sketch_quantiles = _Quantiles()
+
+
 @functools.cache
-def _batched_ks_class() -> type[Any]:
-    """:class:`_BatchedKS`, made on first use: whylogs' drift module is slow to import, and
-    ``import whylogs_songbird`` must not pay for it."""
-    from whylogs.viz.drift.column_drift_algorithms import KS, DriftAlgorithmScore
+def _batched_classes() -> tuple[type[Any], type[Any]]:
+    """:class:`_BatchedKS` and :class:`_BatchedChiSquare`, made on first use: whylogs' drift module
+    is slow to import, and ``import whylogs_songbird`` must not pay for it."""
+    from whylogs.viz.drift.column_drift_algorithms import (
+        KS,
+        ChiSquare,
+        DriftAlgorithmScore,
+        zero_padding_frequent_items,
+    )
 
-    class _DeferredKSScore(DriftAlgorithmScore):
-        """A KS score whose p-value (and category) :meth:`_BatchedKS.settle` fills in later, in one
-        call for every column. It remembers the dicts whylogs makes of it, to fill those in too."""
+    class _DeferredScore(DriftAlgorithmScore):
+        """A score whose p-value (and category) a ``settle`` fills in later, in one call for every
+        column. It remembers the dicts whylogs makes of it, to fill those in too."""
 
-        def __init__(self, algorithm: str, statistic: float, thresholds: Any, n_effective: float) -> None:
+        def __init__(self, algorithm: str, statistic: float, thresholds: Any, parameter: float) -> None:
             super().__init__(algorithm=algorithm, statistic=statistic, thresholds=thresholds)
-            self.n_effective = n_effective
+            #: what the p-value needs besides the statistic (KS: the effective size; chi-square: the degrees of freedom)
+            self.parameter = parameter
             self.dicts: list[dict[str, Any]] = []
 
         def to_dict(self) -> dict[str, Any]:
@@ -337,9 +402,17 @@ def _batched_ks_class() -> type[Any]:
             self.dicts.append(made)
             return made
 
+        def fill(self, pvalue: float, category: str | None) -> None:
+            self.pvalue = pvalue
+            self.drift_category = category
+            for made in self.dicts:
+                made["pvalue"] = pvalue
+                made["drift_category"] = category
+
     class _BatchedKS(KS):
         """whylogs' KS test, with the CDFs of each sketch taken in one call instead of one per point,
-        and the p-values of all columns in one call of scipy (see :meth:`settle`).
+        each sketch's quantiles taken once (:data:`sketch_quantiles`), and the p-values of all
+        columns in one call (see :meth:`settle`).
 
         whylogs' loop evaluates both CDFs at every quantile of either sketch and keeps the largest
         difference; the same points, sorted and without repeats, give the same maximum. The p-value is
@@ -349,9 +422,12 @@ def _batched_ks_class() -> type[Any]:
         not finite) goes through whylogs' own loop.
         """
 
-        def __init__(self) -> None:
+        def __init__(self, quantiles: Any = None) -> None:
             super().__init__()
-            self._deferred: list[_DeferredKSScore] = []
+            self._quantiles = sketch_quantiles if quantiles is None else quantiles
+            self._points_of: Any = None
+            self._points: tuple[float, ...] = ()
+            self._deferred: list[_DeferredScore] = []
 
         def _compute_ks_score(
             self, target_distribution: Any, reference_distribution: Any, with_thresholds: bool = False
@@ -359,20 +435,25 @@ def _batched_ks_class() -> type[Any]:
             if reference_distribution.is_empty() or target_distribution.is_empty():
                 return None
             quantiles = self._parameter_config.quantiles
+            if self._points_of is not quantiles:
+                self._points_of, self._points = quantiles, self._quantiles.points(quantiles)
             points = np.unique(
                 np.concatenate(
-                    [target_distribution.get_quantiles(quantiles), reference_distribution.get_quantiles(quantiles)]
+                    [
+                        self._quantiles(target_distribution, self._points),
+                        self._quantiles(reference_distribution, self._points),
+                    ]
                 )
             )
             if not np.all(np.isfinite(points)):
                 return super()._compute_ks_score(target_distribution, reference_distribution, with_thresholds)
-            split = [float(p) for p in points]
+            split = points.tolist()
             target_cdf = np.asarray(target_distribution.get_cdf(split)[:-1])
             reference_cdf = np.asarray(reference_distribution.get_cdf(split)[:-1])
             d_max = float(np.max(np.abs(target_cdf - reference_cdf)))
             m, n = sorted([target_distribution.get_n(), reference_distribution.get_n()], reverse=True)
             thresholds = self._parameter_config.thresholds if with_thresholds else None
-            score = _DeferredKSScore(self.name, d_max, thresholds, float(np.round(m * n / (m + n))))
+            score = _DeferredScore(self.name, d_max, thresholds, float(np.round(m * n / (m + n))))
             self._deferred.append(score)
             return score
 
@@ -382,34 +463,91 @@ def _batched_ks_class() -> type[Any]:
             if not self._deferred:
                 return
             statistics = np.array([score.statistic for score in self._deferred], dtype=float)
-            sizes = np.array([score.n_effective for score in self._deferred], dtype=float)
+            sizes = np.array([score.parameter for score in self._deferred], dtype=float)
             pvalues = ks_pvalues(statistics, sizes)
             for score, pvalue in zip(self._deferred, pvalues):
-                score.pvalue = float(pvalue)
-                if score.thresholds is not None and not np.isnan(pvalue):
-                    score.drift_category = self._get_drift_category(measure=score.pvalue)
-                for made in score.dicts:
-                    made["pvalue"] = score.pvalue
-                    made["drift_category"] = score.drift_category
+                pvalue = float(pvalue)
+                judged = score.thresholds is not None and not np.isnan(pvalue)
+                score.fill(pvalue, self._get_drift_category(measure=pvalue) if judged else score.drift_category)
             self._deferred = []
 
-    return _BatchedKS
+    class _BatchedChiSquare(ChiSquare):
+        """whylogs' chi-square test on the frequent items, with the p-values of all columns in one
+        call of scipy's ``chi2.sf`` (see :meth:`settle`) instead of one per column.
+
+        The statistic and the degrees of freedom are whylogs': the target's frequent items (padded
+        with the reference's), each against the reference's share of it scaled to the target's
+        count and truncated to an integer; a reference count of 0 makes the statistic infinite.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._deferred: list[_DeferredScore] = []
+
+        def _compute_chi_squared_score(
+            self, target_distribution: Any, reference_distribution: Any, with_thresholds: bool = False
+        ) -> Any:
+            target_total = target_distribution["total_count"]
+            reference_total = reference_distribution["total_count"]
+            if reference_total <= 0 or target_total <= 0:
+                return None
+            target_items, _ = zero_padding_frequent_items(
+                target_distribution["frequent_items"], reference_distribution["frequent_items"]
+            )
+            share = {
+                item["value"]: item["estimate"] / reference_total for item in reference_distribution["frequent_items"]
+            }
+            statistic = 0.0
+            for item in target_items:
+                expected = int(share[item["value"]] * target_total) if item["value"] in share else 0
+                if expected == 0:
+                    statistic = np.inf
+                    break
+                statistic += (item["estimate"] - expected) ** 2 / expected
+            freedom = target_distribution["unique_count"] - 1
+            freedom = freedom if freedom > 0 else 1
+            thresholds = self._parameter_config.thresholds if with_thresholds and self._parameter_config else None
+            score = _DeferredScore(self.name, statistic, thresholds, freedom)
+            self._deferred.append(score)
+            return score
+
+        def settle(self) -> None:
+            """Fill in the p-value (and, with thresholds, the category) of every deferred score."""
+            if not self._deferred:
+                return
+            from scipy import stats
+
+            statistics = np.array([score.statistic for score in self._deferred], dtype=float)
+            freedoms = np.array([score.parameter for score in self._deferred], dtype=float)
+            pvalues = stats.chi2.sf(statistics, freedoms)
+            for score, pvalue in zip(self._deferred, pvalues):
+                category = self._get_drift_category(measure=pvalue) if score.thresholds is not None else None
+                score.fill(pvalue, category)
+            self._deferred = []
+
+    return _BatchedKS, _BatchedChiSquare
 
 
-def _ks_columns(target: DatasetProfileView, reference: DatasetProfileView) -> list[str]:
-    """The columns whylogs' default choice scores with the KS test: both have a non-empty distribution."""
-    names = []
+def _split_columns(target: DatasetProfileView, reference: DatasetProfileView) -> tuple[list[str], list[str]]:
+    """The shared columns whylogs' default choice scores with the KS test (both have a non-empty
+    distribution), and those it surely hands to the chi-square test (its KS test returns nothing:
+    a side without a distribution, or an empty one)."""
+    ks, chi_square = [], []
     reference_columns = reference.get_columns()
     for name, column in target.get_columns().items():
         other = reference_columns.get(name)
         if column is None or other is None:
             continue
         mine, theirs = column.get_metric("distribution"), other.get_metric("distribution")
-        if mine is None or theirs is None or mine.kll.value is None or theirs.kll.value is None:
+        if mine is None or theirs is None:
+            chi_square.append(name)
+        elif mine.kll.value is None or theirs.kll.value is None:
             continue
-        if not (mine.kll.value.is_empty() or theirs.kll.value.is_empty()):
-            names.append(name)
-    return names
+        elif mine.kll.value.is_empty() or theirs.kll.value.is_empty():
+            chi_square.append(name)
+        else:
+            ks.append(name)
+    return ks, chi_square
 
 
 def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> dict[str, DriftScore]:
@@ -419,19 +557,25 @@ def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> d
     Columns whylogs cannot score (e.g. no shared metric) are left out. The numbers are those of
     ``calculate_drift_scores`` without a drift map: the columns it would score with the KS test
     are mapped to the KS test (so the chi-square test it also runs on them, and then drops, is
-    not run) with their CDFs taken in one call and their p-values in one call of :func:`ks_pvalues`
-    (within :data:`KS_PVALUE_MAX_ERROR` of whylogs', the same category); a column the KS test
-    cannot score falls back to the default choice.
+    not run) with each sketch's quantiles taken once (:data:`sketch_quantiles`), its CDFs in one
+    call and the p-values in one call of :func:`ks_pvalues` (within :data:`KS_PVALUE_MAX_ERROR`
+    of whylogs', the same category); the columns it would score with the chi-square test get
+    their p-values in one call of scipy. A column the KS test cannot score falls back to the
+    default choice.
     """
     from whylogs.viz.drift.column_drift_algorithms import ColumnDriftAlgorithm, calculate_drift_scores
 
-    ks = _batched_ks_class()()
-    drift_map: dict[str, ColumnDriftAlgorithm] = {name: ks for name in _ks_columns(target, reference)}
+    batched_ks, batched_chi_square = _batched_classes()
+    ks, chi_square = batched_ks(), batched_chi_square()
+    ks_names, chi_square_names = _split_columns(target, reference)
+    drift_map: dict[str, ColumnDriftAlgorithm] = {name: ks for name in ks_names}
+    drift_map.update({name: chi_square for name in chi_square_names})
     raw = calculate_drift_scores(
         target_view=target, reference_view=reference, drift_map=drift_map or None, with_thresholds=True
     )
     ks.settle()
-    unscored = [name for name in drift_map if not raw.get(name) or _is_nan(raw[name].get("pvalue"))]
+    chi_square.settle()
+    unscored = [name for name in ks_names if not raw.get(name) or _is_nan(raw[name].get("pvalue"))]
     if unscored:  # e.g. a p-value whylogs' KS test gives up on: the default choice decides
         fallback = calculate_drift_scores(
             target_view=_only(target, unscored), reference_view=_only(reference, unscored), with_thresholds=True
