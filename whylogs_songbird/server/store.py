@@ -620,18 +620,28 @@ class Store:
     def awaits_upload(self, session_id: str, selector: str) -> bool:
         """Whether a link's ``profile=`` value names an upload slot of the session whose presigned
         PUT may still land (not recorded, URL valid or expired less than :data:`LANDED_GRACE_SECONDS`
-        ago): a batch timestamp of such a slot, or its id. One query, no blob store; False for
-        stores without presigned URLs (the server records every PUT it receives at once)."""
+        ago): a batch timestamp of such a slot, or its id. False for stores without presigned URLs
+        (the server records every PUT it receives at once).
+
+        The named slots only are looked at (a HEAD each, never a listing of the session), and those
+        whose bytes are there are recorded as :meth:`learn_landed` records them: a link opened right
+        after its PUT shows the profile instead of waiting for the ingest worker's next look. Resolve
+        the selector again after a True."""
         if not self.presigns:
             return False
         timestamp = parse_timestamp_selector(selector)
         expires_after = int(now_ms() / 1000) - LANDED_GRACE_SECONDS
+        named = False
         for upload in self.metadata.unstored_uploads(session_id=session_id, expires_after=expires_after):
             if upload.id == selector or (
                 timestamp is not None and upload.kind == "batch" and upload.dataset_timestamp == timestamp
             ):
-                return True
-        return False
+                named = True
+                key = blob_key(upload.session_id, upload.id)
+                size = self.blobs.size(key)
+                if size is not None:
+                    self._record_landed(upload, key, size)
+        return named
 
     def learn_landed(
         self,

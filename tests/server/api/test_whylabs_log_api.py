@@ -328,6 +328,7 @@ def test_a_transactions_profiles_appear_at_commit(log_server, whylabs_env):
     whylabs_env(log_server.url)
     ok, _ = WhyLabsWriter().write(dated(4))
     assert ok
+    landed(log_server)
     writer = WhyLabsWriter()
     transaction_id = writer.start_transaction()
     for day, rows in ((0, 6), (1, 8)):
@@ -337,6 +338,7 @@ def test_a_transactions_profiles_appear_at_commit(log_server, whylabs_env):
     assert len(status["files"]) == 2
     assert amount_counts(timeline(log_server).json()) == {T0: 4}, "invisible until commit"
     writer.commit_transaction()
+    landed(log_server)
     assert amount_counts(timeline(log_server).json()) == {T0: 10, T0 + DAY_MS: 8}
 
 

@@ -1629,6 +1629,23 @@ def test_an_awaited_upload_is_an_open_slot_named_by_id_or_batch_timestamp(tmp_pa
         pstore.close()
 
 
+def test_a_named_awaited_upload_that_landed_is_recorded_by_one_look_at_its_key(tmp_path):
+    pstore = presigning_store(tmp_path / "data")
+    try:
+        session = pstore.create_session("u")
+        landed, waiting = slot(pstore, session.id, ts=100), slot(pstore, session.id, ts=200)
+        put_landed(pstore, landed)
+        put_landed(pstore, waiting)
+        assert pstore.awaits_upload(session.id, "100"), "named and open when asked: resolve again"
+        assert pstore.get_upload(landed.id).stored and [u.id for u in pstore.resolve_profile(session.id, "100")] == [
+            landed.id
+        ]
+        assert not pstore.get_upload(waiting.id).stored, "a slot the link does not name is left to the worker"
+        assert not pstore.awaits_upload(session.id, "100")
+    finally:
+        pstore.close()
+
+
 def test_a_restarting_host_of_a_shared_store_releases_its_own_dead_claims_only(tmp_path):
     hosts = [Store(tmp_path / "data"), Store(tmp_path / "data")]
     try:

@@ -331,13 +331,15 @@ def observatory_router(
         """The profiles a link names, of ``container``."""
         sid = container.id
         where = back_to(container)
-        store.nudge_landed(sid)  # presigned PUTs are learned by the ingest worker, never here
+        store.nudge_landed(sid)  # presigned PUTs: the ingest worker looks; a page only HEADs a profile it names
         base = base_url(request)
         selections = []
         for index, (selector, segment) in enumerate(zip(selectors, segments)):
             uploads = store.resolve_profile(sid, selector)
-            if not uploads and store.awaits_upload(sid, selector):
-                raise _awaited(container, selector)
+            if not uploads and store.awaits_upload(sid, selector):  # records the named slot if it landed
+                uploads = store.resolve_profile(sid, selector)
+                if not uploads:
+                    raise _awaited(container, selector)
             if not uploads:
                 timestamp = parse_timestamp_selector(selector)
                 if timestamp is not None:
