@@ -48,7 +48,7 @@ def server_process(data_dir, storage_config, env, *extra: str):
     try:
         deadline = time.monotonic() + 60
         while True:
-            with contextlib.suppress(requests.ConnectionError):
+            with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{url}/healthz", timeout=2).ok:
                     break
             assert proc.poll() is None, (data_dir.parent / f"server-{port}.log").read_text()[-3000:]
