@@ -40,17 +40,28 @@ def start_server_process(data_dir, *extra):
         [*command, "--no-access-log", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    try:
+        wait_healthy(url, process)
+    except AssertionError:
+        stop(process)
+        raise
+    return process, url
+
+
+def wait_healthy(
+    url: str, process: subprocess.Popen[bytes], *, seconds: float = 60, log: Path | None = None, timeout: float = 5
+) -> None:
+    """Wait until the server process at ``url`` answers ``/healthz``; AssertionError (with the tail
+    of ``log``) when it exits or ``seconds`` pass first. A refused connection or a slow answer of a
+    server still starting (``timeout``) is waited on."""
+    deadline = time.monotonic() + seconds
     while True:
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return process, url
-        except requests.RequestException:  # refused, or accepted by a socket whose workers still start
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise AssertionError("the server did not start")
-        time.sleep(0.1)
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/healthz", timeout=timeout).ok:
+                return
+        assert process.poll() is None, log.read_text()[-3000:] if log else "the server exited while starting"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
 
 
 def stop(process):
@@ -80,14 +91,7 @@ def server_process(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/healthz", timeout=5).ok:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server process did not start")
-            time.sleep(0.1)
+        wait_healthy(url, process)
         yield url, process
     finally:
         process.terminate()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 
 import requests
+from server_processes import wait_healthy
 from services import free_port
 
 TS = 1_700_000_000_000
@@ -46,14 +46,7 @@ def server_process(data_dir, storage_config, env, *extra: str):
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/healthz", timeout=2).ok:
-                    break
-            assert proc.poll() is None, (data_dir.parent / f"server-{port}.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
+        wait_healthy(url, proc, log=data_dir.parent / f"server-{port}.log", timeout=2)
         yield url, proc
     finally:
         if proc.poll() is None:
