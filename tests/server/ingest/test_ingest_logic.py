@@ -187,6 +187,8 @@ def test_profiles_summarised_together_get_what_each_would_alone(store):
 def test_the_worker_claims_a_few_small_profiles_and_gives_back_what_passes_the_byte_budget(store, monkeypatch):
     monkeypatch.setattr(ingest, "BATCH_BYTES", 2 * (len(PROFILE) + 1))
     uploads = [put(store, PROFILE + bytes([i])) for i in range(5)]  # each one byte over len(PROFILE)
+    # in the order work is claimed: oldest first, ties (the same millisecond) by id
+    uploads.sort(key=lambda u: (store.get_upload(u.id).stored_at, u.id))
     worker = IngestWorker(store, sandbox=FakeSandbox())
     assert [u.id for u in worker._claim()] == [u.id for u in uploads[:2]]
     assert [state(store, u.id)[2] for u in uploads] == [1, 1, 0, 0, 0]  # the others' tries given back
