@@ -69,6 +69,11 @@ def put(store: Store, data: bytes = PROFILE, session_id: str | None = None) -> U
     return store_profile_bytes(store, upload.id, data)
 
 
+def in_claim_order(store: Store, uploads: list[UploadRecord]) -> list[UploadRecord]:
+    """The order the store claims work in: oldest first, ties (puts in one millisecond) by id."""
+    return sorted(uploads, key=lambda u: (store.get_upload(u.id).stored_at, u.id))
+
+
 def claim(store: Store) -> UploadRecord:
     (claimed,) = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=1)
     return claimed
@@ -165,9 +170,11 @@ def test_a_digest_of_bytes_replaced_meanwhile_is_dropped(store):
 def test_profiles_summarised_together_get_what_each_would_alone(store):
     """``ingest_many``: one trip to the sandbox for all; each answer is recorded as ``ingest_one``
     records it, and a profile the child did not reach (one before it ended the child) goes alone."""
-    uploads = [put(store, PROFILE + bytes([i])) for i in range(4)]
+    data = {put(store, PROFILE + bytes([i])).id: PROFILE + bytes([i]) for i in range(4)}
     claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=4)
-    assert [u.id for u in claimed] == [u.id for u in uploads]
+    uploads = in_claim_order(store, claimed)
+    assert [u.id for u in claimed] == [u.id for u in uploads] and len(claimed) == 4
+    sent = [data[u.id] for u in uploads]
 
     class Together(FakeSandbox):
         def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
@@ -176,7 +183,7 @@ def test_profiles_summarised_together_get_what_each_would_alone(store):
 
     sandbox = Together(b"alone")
     assert ingest.ingest_many(store, claimed, sandbox) == [b"first", None, None, b"alone"]
-    assert sandbox.together == [PROFILE + bytes([i]) for i in range(4)] and sandbox.given == [PROFILE + bytes([3])]
+    assert sandbox.together == sent and sandbox.given == [sent[3]]
     assert state(store, uploads[0].id) == ("ready", None, 1)
     assert state(store, uploads[1].id) == ("invalid", "its KLL sketch is torn", 1)
     assert state(store, uploads[2].id) == ("pending", "the child died", 1)  # the try counted, claim released
@@ -186,9 +193,7 @@ def test_profiles_summarised_together_get_what_each_would_alone(store):
 @pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
 def test_the_worker_claims_a_few_small_profiles_and_gives_back_what_passes_the_byte_budget(store, monkeypatch):
     monkeypatch.setattr(ingest, "BATCH_BYTES", 2 * (len(PROFILE) + 1))
-    uploads = [put(store, PROFILE + bytes([i])) for i in range(5)]  # each one byte over len(PROFILE)
-    # in the order work is claimed: oldest first, ties (the same millisecond) by id
-    uploads.sort(key=lambda u: (store.get_upload(u.id).stored_at, u.id))
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(5)])  # each 1 byte over
     worker = IngestWorker(store, sandbox=FakeSandbox())
     assert [u.id for u in worker._claim()] == [u.id for u in uploads[:2]]
     assert [state(store, u.id)[2] for u in uploads] == [1, 1, 0, 0, 0]  # the others' tries given back
