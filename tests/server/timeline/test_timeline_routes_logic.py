@@ -526,8 +526,8 @@ DATASET_PATH = "/organizations/org-1/datasets/model-1"
 LOCAL = "http://127.0.0.1:8123"
 
 
-def request(path: str = "/", query: str = "", port: int = 8123) -> Request:
-    """A GET as the server would be given it, on loopback."""
+def request(path: str = "/", query: str = "", port: int = 8123, root_path: str = "") -> Request:
+    """A GET as the server would be given it, on loopback (``root_path``: where a proxy mounts it)."""
     return Request(
         {
             "type": "http",
@@ -535,7 +535,7 @@ def request(path: str = "/", query: str = "", port: int = 8123) -> Request:
             "scheme": "http",
             "server": ("127.0.0.1", port),
             "path": path,
-            "root_path": "",
+            "root_path": root_path,
             "query_string": query.encode(),
             "headers": [],
             "app": APP,
@@ -592,6 +592,9 @@ def test_links_start_at_the_public_url_else_where_the_request_was_sent():
     assert base_url(None, request()) == LOCAL
     assert base_url("", request(port=9)) == "http://127.0.0.1:9"
     assert base_url("http://127.0.0.1:9000/songbird//", request()) == "http://127.0.0.1:9000/songbird"
+    # only slashes go, never the last letters of a path
+    assert base_url("http://127.0.0.1:9000/BOX/", request()) == "http://127.0.0.1:9000/BOX"
+    assert base_url(None, request(root_path="/BOX")) == f"{LOCAL}/BOX"
 
 
 def test_only_a_guest_session_has_a_timeline():
@@ -718,6 +721,11 @@ def test_a_session_s_page():
         f'data-link="{LOCAL}/resources/model-1/profiles?profile=ref-1&amp;profile={T0}&amp;sessionToken={SID}"' in html
     )
     assert html.count('<td class="hN"') == 2  # x in both days, no drift against ref-1
+    assert f'<a href="/sessions/{SID}">session <code>{SID}</code></a>' in html  # the crumbs: the session's pages
+    assert f'method="get" action="/sessions/{SID}/timeline">' in html  # the form asks this page again
+    until = render_page(site, PageContainer.session(SID), request(), TimelineQuery(end="2026-01-02")).body.decode()
+    assert 'id="start" value=""' in until and 'id="end" value="2026-01-02"' in until
+    assert until.count('<td class="hN"') == 1  # only the first day
 
 
 def test_a_page_is_kept_by_the_document_the_links_and_the_json_it_shows():
@@ -805,6 +813,8 @@ def test_a_dataset_s_page_opened_by_a_link():
         303,
         "/login?next=%2Forganizations%2Forg-1%2Fdatasets%2Fmodel-1%2Ftimeline",
     )
+    expired = dataset_page(site, "org-1", "model-1", with_token("/", "model-2"), TimelineQuery())  # another's link
+    assert expired.status_code == 401 and error_shown(expired)[1] == "Link expired"
 
 
 def test_a_dataset_s_json_opened_by_a_link():
