@@ -139,8 +139,11 @@ def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox, *, roll_up:
 def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox) -> list[bytes | None]:
     """:func:`ingest_one` for several claimed profiles, their bytes sent to one sandbox child in one
     round trip (``Sandbox.digest_many``), without rollups (the caller merges the digests into their
-    rollups); the digest of each, or None. A profile the child did not reach, because one before it
-    ended the child, is summarised alone, so a crash is only ever counted against its own profile."""
+    rollups); the digest of each, or None. Only the profile the child was on when it died is
+    charged the crash (the child says when it starts each one); the answers it gave before count,
+    and the profiles it did not finish otherwise are summarised alone, so a crash is only ever
+    counted against its own profile. When the sandbox is stopped meanwhile, the profiles not
+    answered are given back with their tries."""
     heartbeat = heartbeat_of(store)
     with contextlib.ExitStack() as held:
         for upload in uploads:

@@ -190,6 +190,78 @@ def test_profiles_summarised_together_get_what_each_would_alone(store):
     assert state(store, uploads[3].id) == ("ready", None, 1)
 
 
+class OneChild(FakeSandbox):
+    """Like a real child: answers profiles in order; ``poison`` kills it (a crash charged to the
+    poison), so the profiles after it in a batch are not reached (None)."""
+
+    def __init__(self, poison: bytes) -> None:
+        super().__init__()
+        self.poison = poison
+        self.trips: list[list[bytes]] = []
+
+    def digest(self, data: bytes) -> bytes:
+        self.trips.append([data])
+        if data == self.poison:
+            raise SandboxCrash("the child died of SIGSEGV")
+        return DIGEST
+
+    def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+        self.trips.append(list(profiles))
+        outcomes: list[bytes | SandboxError | None] = [None] * len(profiles)
+        for index, data in enumerate(profiles):
+            if data == self.poison:
+                outcomes[index] = SandboxCrash("the child died of SIGSEGV")
+                break
+            outcomes[index] = DIGEST
+        return outcomes
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_a_profile_that_kills_the_child_in_batches_is_given_up_on_and_its_neighbours_are_not(store, monkeypatch):
+    """The worker, until idle: the poison's crash is charged to it alone, three times over; its
+    neighbours, answered before it or summarised alone after it, are ready after their one claim."""
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(4)])
+    sent = [store.read_profile_bytes(store.get_upload(u.id)) for u in uploads]
+    poison = sent[1]
+    sandbox = OneChild(poison)
+    one_step(store, sandbox, monkeypatch=monkeypatch)
+    assert sandbox.trips == [sent, [sent[2]], [sent[3]], [poison], [poison]]
+    assert [state(store, u.id)[0::2] for u in uploads] == [("ready", 1), ("invalid", 3), ("ready", 1), ("ready", 1)]
+    reason = state(store, uploads[1].id)[1]
+    assert reason == "summarising it failed 3 times, so it is not tried again (last time: the child died of SIGSEGV)"
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_profiles_a_stopped_sandbox_did_not_answer_go_back_with_their_tries(store):
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(3)])
+    claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=3)
+
+    class Stopping(FakeSandbox):
+        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+            return [DIGEST, SandboxStopped("closed"), SandboxStopped("closed")]
+
+    sandbox = Stopping()
+    assert ingest.ingest_many(store, claimed, sandbox) == [DIGEST, None, None]
+    assert sandbox.given == []  # none tried alone: the server is stopping
+    assert [state(store, u.id) for u in uploads] == [("ready", None, 1), ("pending", None, 0), ("pending", None, 0)]
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_when_the_batch_trip_fails_each_profile_goes_alone(store, caplog):
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(2)])
+    claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=2)
+
+    class NoChild(FakeSandbox):
+        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+            raise SandboxCrash("a sandbox process did not start (it did not greet)")
+
+    sandbox = NoChild()
+    assert ingest.ingest_many(store, claimed, sandbox) == [DIGEST, DIGEST]
+    assert len(sandbox.given) == 2 and [state(store, u.id) for u in uploads] == [("ready", None, 1)] * 2
+    (record,) = caplog.records
+    assert record.getMessage() == "ingest: summarising 2 uploads together failed; each goes alone"
+
+
 @pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
 def test_the_worker_claims_a_few_small_profiles_and_gives_back_what_passes_the_byte_budget(store, monkeypatch):
     monkeypatch.setattr(ingest, "BATCH_BYTES", 2 * (len(PROFILE) + 1))
