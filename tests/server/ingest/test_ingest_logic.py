@@ -471,14 +471,81 @@ def test_threads_start_once_summarise_what_is_put_and_stop(store):
     upload = put(store)
     worker.wake()  # a PUT wakes it: no 60 s poll
     wait_for(lambda: state(store, upload.id)[0] == "ready", "the profile's digest")
+    looker = worker._look_thread
+    assert looker is not None and looker.name == "songbird-ingest-look" and looker.daemon and looker.is_alive()
     worker.stop()
-    assert worker._threads == [] and not any(t.is_alive() for t in threads)
+    assert worker._threads == [] and not any(t.is_alive() for t in [*threads, looker])
     assert sandbox.closed == 0  # nothing was being summarised: the sandbox is not killed
     assert repr(worker) == "IngestWorker(concurrency=2, running=False)"
     worker.start()  # and again after a stop
     assert len(worker._threads) == 2 and all(t.is_alive() for t in worker._threads)
     worker.stop()  # a thread between its claim and its wait when stopping stops too: no sandbox kill
     assert sandbox.closed == 0
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_a_page_s_ask_for_a_look_is_answered_while_a_slow_profile_is_summarised(store, monkeypatch):
+    """A look for landed PUTs asked for (``look_soon``, what ``Store.nudge_landed`` calls) is made
+    by the look thread at once, not after the profile being summarised."""
+    summarising, finish = threading.Event(), threading.Event()
+    looks: list[tuple[str, bool]] = []  # (thread, whether a profile was being summarised)
+
+    class Slow(FakeSandbox):
+        def digest(self, data: bytes) -> bytes:
+            summarising.set()
+            assert finish.wait(20)
+            summarising.clear()
+            return super().digest(data)
+
+    def learn_landed(stop: Callable[[], bool]) -> list[UploadRecord]:
+        looks.append((threading.current_thread().name, summarising.is_set()))
+        return []
+
+    monkeypatch.setattr(store, "learn_landed", learn_landed)
+    upload = put(store)
+    worker = IngestWorker(store, sandbox=Slow(), poll_seconds=60).start()
+    try:
+        worker.wake()
+        assert summarising.wait(20)
+        worker.look_soon()
+        wait_for(lambda: ("songbird-ingest-look", True) in looks, "a look while the profile is summarised")
+        finish.set()
+        wait_for(lambda: state(store, upload.id)[0] == "ready", "the profile's digest")
+    finally:
+        finish.set()
+        worker.stop()
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_the_look_thread_looks_when_asked_at_most_once_a_second_and_once_more_after(store, monkeypatch):
+    """Run on the test's thread, its waits scripted: an ask, another during the wait after its
+    look, then none: three looks, a second apart, then it sleeps until asked (or stopped)."""
+    worker = IngestWorker(store, sandbox=FakeSandbox())
+    looks: list[Callable[[], bool]] = []
+    waits: list[float | None] = []
+    asks_while_waiting = [worker.look_soon, lambda: None]
+
+    def learn_landed(stop: Callable[[], bool]) -> list[UploadRecord]:
+        looks.append(stop)
+        if len(looks) == 3:  # the look a second after the last ask; then the worker stops
+            worker._stop.set()
+            worker._look_wanted.set()
+        return [put(store)] if len(looks) == 1 else []
+
+    class ScriptedStop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            asks_while_waiting.pop(0)()
+            return self.is_set()
+
+    monkeypatch.setattr(store, "learn_landed", learn_landed)
+    worker._stop = ScriptedStop()
+    worker.look_soon()
+    assert not worker._wake.is_set()  # an ask wakes the look thread, not the summarising ones
+    worker._look_when_asked()
+    assert len(looks) == 3 and waits == [1.0, 1.0] and asks_while_waiting == []
+    assert all(stop == worker._stop.is_set for stop in looks)
+    assert worker._wake.is_set()  # the first look learned an upload: the worker is woken
 
 
 def test_stopping_gives_up_a_profile_still_summarised_after_the_grace(store, monkeypatch):
