@@ -49,7 +49,7 @@ MiB = 1024 * 1024
 #: ``O`` (the digest), ``R`` (refused, why) or ``M`` (out of memory), so the server always knows
 #: which profile a child was reading when it died.
 _FRAME = struct.Struct("<cQ")
-#: Bytes moved through a pipe at a time (what a pipe holds).
+#: Bytes read from a pipe at a time (what a pipe holds).
 _CHUNK = 64 * 1024
 #: How long a new child may take to import whylogs and greet (not counted in any job's time).
 STARTUP_SECONDS = 120.0
@@ -173,7 +173,7 @@ class _Child:
         readable, writable, _ = select.select([self.from_child], [self.to_child] if self._outbox else [], [], left)
         if writable:
             try:
-                written = os.write(self.to_child, self._outbox[0][:_CHUNK])
+                written = os.write(self.to_child, self._outbox[0])  # what the pipe takes
             except BlockingIOError:
                 written = 0
             except BrokenPipeError:  # it died: what it answered before is still in the pipe
@@ -200,10 +200,9 @@ class _Child:
         """Queue jobs; they are written while :meth:`frame` waits for the child's frames (so a child
         whose answers fill its pipe never waits on a server that waits to write)."""
         self.jobs += len(payloads)
-        for payload in payloads:
-            self._outbox.append(memoryview(_FRAME.pack(kind, len(payload))))
-            if payload:
-                self._outbox.append(memoryview(payload))
+        data = b"".join(part for payload in payloads for part in (_FRAME.pack(kind, len(payload)), payload))
+        if data:
+            self._outbox.append(memoryview(data))
 
     def frame(self, deadline: float) -> tuple[bytes, bytes]:
         """The child's next frame (kind, payload) by ``deadline``: ``S`` when it starts a job (it has
