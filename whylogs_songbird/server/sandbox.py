@@ -325,13 +325,13 @@ class Sandbox:
                 if kind == b"S" and started == answered:
                     started += 1
                     continue
-                text = payload.decode("utf-8", "replace")
                 if kind == b"O":
                     outcomes[answered] = payload
                 elif kind in (b"R", b"M"):  # M: out of memory; the child may be in a poor state, a fresh one follows
-                    outcomes[answered] = SandboxRefused(text)
+                    outcomes[answered] = SandboxRefused(payload.decode("utf-8", "replace"))
                 elif started > answered:
-                    outcomes[answered] = SandboxCrash(f"the process summarising it failed ({text[:200]})")
+                    text = payload[:800].decode("utf-8", "replace")[:200]
+                    outcomes[answered] = SandboxCrash(f"the process summarising it failed ({text})")
                 answered += 1
                 if kind not in (b"O", b"R"):
                     return outcomes
