@@ -13,8 +13,9 @@ nor a restart loops on it.
 
 It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
 it at once. With presigned uploads it also makes the background look for PUTs that landed in the
-blob store (``Store.learn_landed``) when it has nothing to summarise, and before its next profile
-when a page asked for a look (``Store.nudge_landed``): pages never look at the blob store themselves.
+blob store (``Store.learn_landed``) when it has nothing to summarise; when a page asks for a look
+(``Store.nudge_landed``: pages never look at the blob store themselves), its look thread makes it
+at once, whatever profile is being summarised meanwhile (see :meth:`IngestWorker.look_soon`).
 ``concurrency`` threads at most (default 1) summarise at once, so its memory is bounded by that
 many profiles (each at most the upload limit). While the process answers
 requests it yields, so uploads and pages come first and the backlog is summarised as load allows.
@@ -33,7 +34,7 @@ from whylogs_songbird.server.config import DEFAULT_CLAIM_LEASE_SECONDS
 from whylogs_songbird.server.rollups import note_summarised, note_summarised_many, summary_changing
 from whylogs_songbird.server.sandbox import Sandbox, SandboxError, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
-from whylogs_songbird.server.store import Store, UploadRecord
+from whylogs_songbird.server.store import LANDED_LOOK_SECONDS, Store, UploadRecord
 
 logger = logging.getLogger("whylogs_songbird.server.ingest")
 
@@ -139,8 +140,11 @@ def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox, *, roll_up:
 def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox) -> list[bytes | None]:
     """:func:`ingest_one` for several claimed profiles, their bytes sent to one sandbox child in one
     round trip (``Sandbox.digest_many``), without rollups (the caller merges the digests into their
-    rollups); the digest of each, or None. A profile the child did not reach, because one before it
-    ended the child, is summarised alone, so a crash is only ever counted against its own profile."""
+    rollups); the digest of each, or None. Only the profile the child was on when it died is
+    charged the crash (the child says when it starts each one); the answers it gave before count,
+    and the profiles it did not finish otherwise are summarised alone, so a crash is only ever
+    counted against its own profile. When the sandbox is stopped meanwhile, the profiles not
+    answered are given back with their tries."""
     heartbeat = heartbeat_of(store)
     with contextlib.ExitStack() as held:
         for upload in uploads:
@@ -251,7 +255,10 @@ class IngestWorker:
         self._stop = threading.Event()
         #: a page asked for a look at landed PUTs (see :meth:`look_soon`)
         self._look_wanted = threading.Event()
+        #: held while a thread looks for landed PUTs (one look at a time)
+        self._looking = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._look_thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"IngestWorker(concurrency={self.concurrency}, running={bool(self._threads)})"
@@ -259,6 +266,9 @@ class IngestWorker:
     def start(self) -> IngestWorker:
         if not self._threads:
             self._stop.clear()
+            self._look_wanted.clear()
+            self._look_thread = threading.Thread(target=self._look_when_asked, name="songbird-ingest-look", daemon=True)
+            self._look_thread.start()
             self.store.add_look_waker(self.look_soon)
             for index in range(self.concurrency):
                 thread = threading.Thread(target=self._run, name=f"songbird-ingest-{index}", daemon=True)
@@ -271,16 +281,17 @@ class IngestWorker:
         self._wake.set()
 
     def look_soon(self) -> None:
-        """Look for landed presigned PUTs before summarising the next profile (a page asked,
-        ``Store.nudge_landed``)."""
+        """Look for landed presigned PUTs now (a page asked, ``Store.nudge_landed``). The look
+        thread makes the look, so it never waits for a profile being summarised (a profile of
+        10,000 columns takes seconds); it sleeps until asked, so an idle server spends nothing."""
         self._look_wanted.set()
-        self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the profiles being summarised (their claims end with them); one still being
         summarised after :data:`STOP_GRACE_SECONDS` is given up (its try is not counted)."""
         self._stop.set()
         self._wake.set()
+        self._look_wanted.set()  # the look thread ends too
         self.store.remove_look_waker(self.look_soon)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -289,16 +300,36 @@ class IngestWorker:
             self.sandbox.close()  # a profile still being summarised is left for the next start
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads = []
+        if self._look_thread is not None:
+            self._look_thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads, self._look_thread = [], None
 
     def _learn_landed(self) -> bool:
         """The background look for presigned PUTs that landed (no-op: embedded store); whether any did."""
-        self._look_wanted.clear()
         try:
-            return bool(self.store.learn_landed(stop=self._stop.is_set))
+            with self._looking:
+                return bool(self.store.learn_landed(stop=self._stop.is_set))
         except Exception:
             logger.exception("ingest: checking the blob store for landed uploads failed")
             return False
+
+    def _look_when_asked(self) -> None:
+        """The look thread: a look each time a page asks (:meth:`look_soon`), asks that come during
+        a look taken together, at most one look every :data:`LANDED_LOOK_SECONDS` while they keep
+        coming, and one more look that long after the last (the store skips a session looked at
+        less than that long before, and takes it then). What it learns wakes the worker."""
+        while True:
+            self._look_wanted.wait()
+            while self._look_wanted.is_set():
+                if self._stop.is_set():
+                    return
+                self._look_wanted.clear()
+                if self._learn_landed():
+                    self._wake.set()
+                if self._stop.wait(LANDED_LOOK_SECONDS):
+                    return
+            if self._learn_landed():
+                self._wake.set()
 
     def _run(self) -> None:
         summarised: list[tuple[UploadRecord, bytes]] = []  # not merged into their rollups yet
@@ -309,8 +340,6 @@ class IngestWorker:
 
     def _summarise(self, summarised: list[tuple[UploadRecord, bytes]]) -> None:
         while not self._stop.is_set():
-            if self._look_wanted.is_set():  # a page asked: landed uploads before the backlog
-                self._learn_landed()
             try:
                 claimed = self._claim()
             except Exception:
