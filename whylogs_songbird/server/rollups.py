@@ -48,7 +48,13 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.column_stats import merge_views
 from whylogs_songbird.server.common import segment_label
-from whylogs_songbird.server.digest import digest_column, digest_columns, view_from_digest, view_of
+from whylogs_songbird.server.digest import (
+    digest_column,
+    digest_columns,
+    merge_digested,
+    view_from_digest,
+    view_of,
+)
 from whylogs_songbird.timeline import DAY_MS, HOUR_MS, Bucket, bucket_bounds, content_key
 
 logger = logging.getLogger("whylogs_songbird.server.rollups")
@@ -128,7 +134,10 @@ class Member:
 
 def encode_view(view: DatasetProfileView) -> bytes:
     """The digested columns of a merged view, as a rollup stores them (JSON, not compressed)."""
-    columns = {name: digest_column(column) for name, column in view.get_columns().items() if column}
+    return _encode_columns({name: digest_column(column) for name, column in view.get_columns().items() if column})
+
+
+def _encode_columns(columns: dict[str, Any]) -> bytes:
     return json.dumps(columns, separators=(",", ":"), allow_nan=True).encode()
 
 
@@ -234,13 +243,15 @@ class Rollups:
                     group = groups.setdefault((granularity, start, family), {})
                     group.pop(member.upload_id, None)
                     group[member.upload_id] = (member, digest, columns)
-        merges: dict[tuple[str, ...], DatasetProfileView] = {}
+        merges: dict[tuple[str, ...], dict[str, Any]] = {}
 
-        def merged(entries: Sequence[tuple[Member, bytes, dict[str, Any]]]) -> DatasetProfileView:
-            """The merge of new batches, in order: made once for the hour and the day they share."""
+        def merged(entries: Sequence[tuple[Member, bytes, dict[str, Any]]]) -> dict[str, Any]:
+            """The digested columns of the merge of new batches, in order: made once for the hour
+            and the day they share (from the sketches: building whylogs' views to merge them cost
+            most of an upload's ingest)."""
             key = tuple(member.identity for member, _, _ in entries)
             if key not in merges:
-                merges[key] = merge_views([view_of(columns) for _, _, columns in entries])
+                merges[key] = merge_digested([columns for _, _, columns in entries])
             return merges[key]
 
         # hours first, days last, as one add writes them (a day that shows a batch: its hour does too)
@@ -254,7 +265,7 @@ class Rollups:
         start: int,
         family: str,
         entries: list[tuple[Member, bytes, dict[str, Any]]],
-        merged: Callable[[Sequence[tuple[Member, bytes, dict[str, Any]]]], DatasetProfileView],
+        merged: Callable[[Sequence[tuple[Member, bytes, dict[str, Any]]]], dict[str, Any]],
     ) -> None:
         found = self.read(session_id, granularity, start, family)
         if found is not None:
@@ -266,7 +277,7 @@ class Rollups:
         new = [member for member, _, _ in entries]
         names = _names(found.names if found is not None else (), *(columns for _, _, columns in entries))
         if found is None:  # the first batches of the bucket (or some not rolled up yet: a view rebuilds it)
-            digest = encode_view(merged(entries)) if len(entries) > 1 else None
+            digest = _encode_columns(merged(entries)) if len(entries) > 1 else None
             self.write(session_id, granularity, start, family, Rollup(tuple(new), names, digest))
             return
         replaced = {member.upload_id for member in new}
@@ -276,8 +287,8 @@ class Rollups:
             if base is None:
                 self._drop(session_id, granularity, start, family)
                 return
-            view = decode_view(found.digest) if found.digest is not None else view_from_digest(base)
-            digest = encode_view(view.merge(merged(entries)))
+            columns = json.loads(found.digest) if found.digest is not None else digest_columns(base)
+            digest = _encode_columns(merge_digested([columns, merged(entries)]))
             self.write(session_id, granularity, start, family, Rollup((*found.members, *new), names, digest))
             return
         # late within its bucket, or a replaced upload: this bucket is merged again, in order
