@@ -167,12 +167,24 @@ def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox)
         changing = {upload.session_id: upload for upload, verdict in verdicts if _shows(verdict)}
         for upload in changing.values():
             summary_changing(store, upload)
-        digests = {}
         for upload, verdict in verdicts:
+            if isinstance(verdict, bytes):
+                continue  # stored together, below
             try:
-                digests[upload.id] = _record(store, upload, verdict, changing_noted=True)
+                _record(store, upload, verdict, changing_noted=True)
             except Exception:  # one profile's failure is not the others'
                 logger.exception("ingest: upload %s failed", upload.id)
+        summarised = [(upload, verdict) for upload, verdict in verdicts if isinstance(verdict, bytes)]
+        try:  # one transaction for the batch's summaries (each is stored only if its bytes are the same)
+            kept = (
+                store.store_summaries([(u.id, u.sha256 or "", digest) for u, digest in summarised])
+                if summarised
+                else []
+            )
+        except Exception:
+            logger.exception("ingest: storing %d summaries failed", len(summarised))
+            kept = [False] * len(summarised)
+        digests = {upload.id: digest for (upload, digest), ok in zip(summarised, kept) if ok}
     return [digests.get(upload.id) for upload in uploads]
 
 
