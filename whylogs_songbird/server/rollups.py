@@ -42,7 +42,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from whylogs.core import DatasetProfileView
 
@@ -118,9 +118,10 @@ def bucket_prefixes(timestamp: int) -> list[str]:
 # -- rollups -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Member:
-    """One batch of a rollup: merged in the order of (timestamp, identity), as a bucket's batches are."""
+class Member(NamedTuple):
+    """One batch of a rollup: merged in the order of (timestamp, identity), as a bucket's batches are.
+    (A named tuple: a rollup's header names every member of its bucket, and reading or writing it
+    built one object per member on every batch that landed.)"""
 
     timestamp: int
     identity: str
@@ -165,7 +166,7 @@ class Rollup:
         :meth:`Rollups.write`, so that reading its members and names stays small)."""
         header = {
             "v": _FORMAT,
-            "m": [[m.timestamp, m.identity, m.upload_id, m.sha256] for m in self.members],
+            "m": self.members,  # each member as [timestamp, identity, upload id, sha256]
             "names": list(self.names),
         }
         return json.dumps(header, separators=(",", ":")).encode()
