@@ -37,9 +37,13 @@ stored view is two reads, whatever the session's size.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -156,7 +160,7 @@ class Rollup:
     names: tuple[str, ...]
     digest: bytes | None
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """The content key of its members, as :attr:`whylogs_songbird.timeline.Bucket.key` of the bucket."""
         return content_key(m.identity for m in self.members)
@@ -192,6 +196,58 @@ def _names(*columns: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for names in columns for name in names))
 
 
+class _HeaderCache:
+    """The rollup headers this process wrote or read last, decoded, by (artefacts, session, key),
+    up to :attr:`max_bytes` of headers: a header names every member of its bucket, and decoding it
+    again for each batch that lands costs with the bucket's size. An entry is used only when the
+    stored header is byte for byte the one it was made of (another host's write is decoded anew)."""
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], tuple[bytes, Rollup]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, artefacts: Any, session_id: str, key: str, header: bytes) -> Rollup | None:
+        with self._lock:
+            try:
+                entries = self._entries.get(artefacts)
+            except TypeError:  # artefacts that cannot be weakly referenced are not cached
+                return None
+            entry = entries.get((session_id, key)) if entries is not None else None
+        return entry[1] if entry is not None and entry[0] == header else None
+
+    def keep(self, artefacts: Any, session_id: str, key: str, header: bytes, rollup: Rollup) -> None:
+        if len(header) > self.max_bytes // 4:
+            return
+        with self._lock:
+            try:
+                entries = self._entries.setdefault(artefacts, OrderedDict())
+            except TypeError:  # artefacts that cannot be weakly referenced are not cached
+                return
+            old = entries.pop((session_id, key), None)
+            self._size += len(header) - (len(old[0]) if old is not None else 0)
+            entries[(session_id, key)] = (header, rollup)
+            while self._size > self.max_bytes and entries:
+                _, (dropped, _) = entries.popitem(last=False)
+                self._size -= len(dropped)
+
+
+_HEADERS = _HeaderCache()
+
+
+def _decoded_header(artefacts: Any, session_id: str, key: str, header: bytes) -> Rollup | None:
+    """:meth:`Rollup.decode` of a stored header (members and names), from :data:`_HEADERS` when it is the one kept."""
+    found = _HEADERS.get(artefacts, session_id, key, header)
+    if found is None:
+        found = Rollup.decode(header)
+        if found is not None:
+            _HEADERS.keep(artefacts, session_id, key, header, found)
+    return found
+
+
 class Rollups:
     """Rollups stored in ``artefacts``; ``member_digest(session_id, member)`` reads a member's stored
     summary (None when it is gone or replaced)."""
@@ -205,7 +261,7 @@ class Rollups:
         by another host's meanwhile). ``merged=False``: its members and names only (``digest`` None)."""
         key = rollup_key(granularity, start, family)
         header = self.artefacts.get_derived(session_id, key)
-        found = None if header is None else Rollup.decode(header)
+        found = None if header is None else _decoded_header(self.artefacts, session_id, key, header)
         if found is None or not merged or len(found.members) == 1:
             return found
         data = self.artefacts.get_derived(session_id, f"{key}/{found.key}")
@@ -219,7 +275,9 @@ class Rollups:
         own = f"{key}/{rollup.key}"
         if rollup.digest is not None:
             self.artefacts.put_derived(session_id, own, rollup.digest)
-        self.artefacts.put_derived(session_id, key, rollup.header())
+        header = rollup.header()
+        self.artefacts.put_derived(session_id, key, header)
+        _HEADERS.keep(self.artefacts, session_id, key, header, Rollup(rollup.members, rollup.names, None))
         self.artefacts.drop_derived(session_id, f"{key}/", own if rollup.digest is not None else None)
 
     # -- as batches land --
