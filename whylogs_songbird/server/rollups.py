@@ -72,6 +72,8 @@ ROLLED = ("hour", "day")
 #: The family of rollups over every segment (what a view without a segment shows).
 ALL_SEGMENTS = "all"
 _FORMAT = 1
+#: In a header, what follows its last member (member fields are numbers and ids: never a quote).
+_MEMBERS_END = b'],"names":'
 
 
 class Artefacts(Protocol):
@@ -175,6 +177,18 @@ class Rollup:
         }
         return json.dumps(header, separators=(",", ":")).encode()
 
+    def header_after(self, earlier: bytes, before: Rollup) -> bytes:
+        """:meth:`header`, made from ``earlier`` (the header of ``before``) when this rollup's members
+        are ``before``'s followed by new ones, as a batch appended to a bucket makes it: only the new
+        members and the names are encoded (a header names every member of its bucket)."""
+        kept = len(before.members)
+        cut = earlier.find(_MEMBERS_END)
+        if not kept or self.members[:kept] != before.members or cut < 0:
+            return self.header()
+        new = json.dumps(self.members[kept:], separators=(",", ":")).encode()[1:-1]
+        names = json.dumps(list(self.names), separators=(",", ":")).encode()
+        return b"".join((earlier[:cut], b"," if new else b"", new, _MEMBERS_END, names, b"}"))
+
     @classmethod
     def decode(cls, header: bytes, merged: bytes | None = None) -> Rollup | None:
         """The rollup of a stored header and its merged columns (None: the header alone, its
@@ -211,13 +225,17 @@ class _HeaderCache:
         self._lock = threading.Lock()
 
     def get(self, artefacts: Any, session_id: str, key: str, header: bytes) -> Rollup | None:
+        entry = self.entry(artefacts, session_id, key)
+        return entry[1] if entry is not None and entry[0] == header else None
+
+    def entry(self, artefacts: Any, session_id: str, key: str) -> tuple[bytes, Rollup] | None:
+        """The header kept for this key and its rollup, whatever is stored now."""
         with self._lock:
             try:
                 entries = self._entries.get(artefacts)
             except TypeError:  # artefacts that cannot be weakly referenced are not cached
                 return None
-            entry = entries.get((session_id, key)) if entries is not None else None
-        return entry[1] if entry is not None and entry[0] == header else None
+            return entries.get((session_id, key)) if entries is not None else None
 
     def keep(self, artefacts: Any, session_id: str, key: str, header: bytes, rollup: Rollup) -> None:
         if len(header) > self.max_bytes // 4:
@@ -275,7 +293,8 @@ class Rollups:
         own = f"{key}/{rollup.key}"
         if rollup.digest is not None:
             self.artefacts.put_derived(session_id, own, rollup.digest)
-        header = rollup.header()
+        earlier = _HEADERS.entry(self.artefacts, session_id, key)
+        header = rollup.header() if earlier is None else rollup.header_after(*earlier)
         self.artefacts.put_derived(session_id, key, header)
         _HEADERS.keep(self.artefacts, session_id, key, header, Rollup(rollup.members, rollup.names, None))
         self.artefacts.drop_derived(session_id, f"{key}/", own if rollup.digest is not None else None)
