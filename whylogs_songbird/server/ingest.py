@@ -47,6 +47,10 @@ POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
 #: While requests are being answered, the worker summarises at most this share of the time.
 BUSY_SHARE = 0.25
+#: An idle worker woken by a PUT waits this long before it claims, so that the uploads of a
+#: stream arriving meanwhile are summarised and rolled up together: each trip to the sandbox, claim
+#: and rollup costs about as much as a small profile's own work.
+GATHER_SECONDS = 0.01
 #: The worker merges summarised batches into their hour and day rollups once this many wait, or
 #: when no profile is left pending (a burst of uploads into one hour then costs one merge per
 #: bucket for many of them; a view merges from the profiles whatever is not rolled up yet).
@@ -380,10 +384,12 @@ class IngestWorker:
                 _roll_up(self.store, summarised)  # nothing else pending: the rollups catch up now
                 if self._learn_landed():
                     continue
-                self._wake.wait(self.poll_seconds)
+                woken = self._wake.wait(self.poll_seconds)
                 if self._stop.is_set():
                     return  # the wake stays set for the other threads: each stops at once
                 self._wake.clear()
+                if woken and self._stop.wait(GATHER_SECONDS):
+                    return
                 continue
             if self._stop.is_set():
                 self._give_back(claimed)
