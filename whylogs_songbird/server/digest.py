@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import whylogs_sketching as ds
@@ -319,6 +319,97 @@ def view_of(columns: dict[str, Any], names: Iterable[str] | None = None) -> Data
     return DatasetProfileView(columns=built, dataset_timestamp=None, creation_timestamp=None)
 
 
+class _MergedColumn:
+    """One column being merged from digested columns: each metric as whylogs' merge keeps it
+    (counts as lists, the distribution's mean and m2 as floats, sketches as sketch objects)."""
+
+    __slots__ = ("counts", "types", "distribution", "hll", "fi")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        sketches = _checked(data)  # before the sketch library sees any of them
+        self.counts: list[int] | None = [int(v) for v in data["counts"]] if "counts" in data else None
+        self.types: list[int] | None = [int(v) for v in data["types"]] if "types" in data else None
+        self.distribution: tuple[float, float, Any] | None = None
+        if "distribution" in data:
+            mean, m2, _ = data["distribution"]
+            self.distribution = (mean, m2, ds.kll_doubles_sketch.deserialize(sketches["kll"]))
+        self.hll = ds.hll_sketch.deserialize(sketches["hll"]) if "hll" in sketches else None
+        self.fi = ds.frequent_strings_sketch.deserialize(sketches["fi"]) if "fi" in sketches else None
+
+    def merge(self, other: _MergedColumn) -> None:
+        """Merge ``other`` (a later profile's column) into this one, with the arithmetic of whylogs'
+        aggregators and ``DistributionMetric.merge``; a metric only one side has is kept as it is."""
+        self.counts = _summed(self.counts, other.counts)
+        self.types = _summed(self.types, other.types)
+        if self.distribution is None or other.distribution is None:
+            self.distribution = self.distribution or other.distribution
+        else:
+            (a_mean, a_m2, a_kll), (b_mean, b_m2, b_kll) = self.distribution, other.distribution
+            a_n, b_n = a_kll.get_n(), b_kll.get_n()
+            delta = b_mean - a_mean
+            new_n = a_n + b_n
+            if a_n != 0 or b_n != 0:
+                m2 = a_m2 + b_m2 + delta**2 * a_n * b_n / new_n
+                mean = (a_n / new_n) * a_mean + (b_n / new_n) * b_mean
+            else:
+                m2, mean = 0, 0
+            a_kll.merge(b_kll)  # this column's own sketch: whylogs merges into a copy of it
+            self.distribution = (mean, m2, a_kll)
+        if self.hll is None or other.hll is None:
+            self.hll = self.hll or other.hll
+        else:
+            target = self.hll.tgt_type if self.hll.tgt_type.value >= other.hll.tgt_type.value else other.hll.tgt_type
+            union = ds.hll_union(max(self.hll.lg_config_k, other.hll.lg_config_k))
+            union.update(self.hll)
+            union.update(other.hll)
+            self.hll = union.get_result(target)
+        if self.fi is None or other.fi is None:
+            self.fi = self.fi or other.fi
+        else:
+            self.fi.merge(other.fi)
+
+    def digested(self) -> dict[str, Any]:
+        """The digest of the merged column (as :func:`digest_column` writes it)."""
+        out: dict[str, Any] = {}
+        if self.counts is not None:
+            out["counts"] = self.counts
+        if self.types is not None:
+            out["types"] = self.types
+        if self.distribution is not None:
+            mean, m2, kll = self.distribution
+            out["distribution"] = [float(mean), float(m2), _b64(kll.serialize())]
+        if self.hll is not None:
+            out["cardinality"] = _b64(self.hll.serialize_compact())
+        if self.fi is not None:
+            out["frequent_items"] = _b64(self.fi.serialize())
+        return out
+
+
+def _summed(left: list[int] | None, right: list[int] | None) -> list[int] | None:
+    if left is None or right is None:
+        return left if right is None else right
+    if len(left) != len(right):
+        raise DigestError("a stored summary holds counters of another shape")
+    return [a + b for a, b in zip(left, right)]
+
+
+def merge_digested(profiles: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The digested columns (:func:`digest_columns`' form) of the merge of several profiles' digested
+    columns, in that order: the numbers of ``merge_views`` over their views (counts, means and
+    estimates exactly; KLL quantiles within the sketch's error, as two whylogs merges differ), made
+    straight from the sketches, without building whylogs' metric objects (most of a merge's cost).
+    Each sketch is checked before the sketch library reads it; raises :class:`DigestError`."""
+    merged: dict[str, _MergedColumn] = {}
+    for columns in profiles:
+        for name, data in columns.items():
+            column = _MergedColumn(data)
+            if name in merged:
+                merged[name].merge(column)
+            else:
+                merged[name] = column
+    return {name: column.digested() for name, column in merged.items()}
+
+
 def digested_count(data: dict[str, Any]) -> int | None:
     """A digested column's count of values (whylogs' ``counts/n``), None without the counts metric."""
     counts = data.get("counts")
@@ -337,6 +428,7 @@ __all__ = [
     "digest_columns",
     "digest_from_bytes",
     "digest_view",
+    "merge_digested",
     "sketches_of",
     "digested_count",
     "view_from_digest",

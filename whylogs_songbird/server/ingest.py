@@ -47,6 +47,10 @@ POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
 #: While requests are being answered, the worker summarises at most this share of the time.
 BUSY_SHARE = 0.25
+#: An idle worker woken by a PUT waits this long before it claims, so that the uploads of a
+#: stream arriving meanwhile are summarised and rolled up together: each trip to the sandbox, claim
+#: and rollup costs about as much as a small profile's own work.
+GATHER_SECONDS = 0.01
 #: The worker merges summarised batches into their hour and day rollups once this many wait, or
 #: when no profile is left pending (a burst of uploads into one hour then costs one merge per
 #: bucket for many of them; a view merges from the profiles whatever is not rolled up yet).
@@ -156,15 +160,35 @@ def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox)
                 outcomes = sandbox.digest_many([data for _, data in readable])
             except Exception:
                 logger.exception("ingest: summarising %d uploads together failed; each goes alone", len(readable))
-        digests = {}
+        verdicts: list[tuple[UploadRecord, bytes | SandboxError]] = []
         for (upload, data), outcome in zip(readable, outcomes):
             try:
-                digests[upload.id] = _record(
-                    store, upload, outcome if outcome is not None else _digest_alone(sandbox, data)
-                )
+                verdicts.append((upload, outcome if outcome is not None else _digest_alone(sandbox, data)))
             except Exception:  # one profile's failure is not the others'
                 logger.exception("ingest: upload %s failed", upload.id)
         del readable
+        # each session's timeline version changes once, before any of these summaries or verdicts shows
+        changing = {upload.session_id: upload for upload, verdict in verdicts if _shows(verdict)}
+        for upload in changing.values():
+            summary_changing(store, upload)
+        for upload, verdict in verdicts:
+            if isinstance(verdict, bytes):
+                continue  # stored together, below
+            try:
+                _record(store, upload, verdict, changing_noted=True)
+            except Exception:  # one profile's failure is not the others'
+                logger.exception("ingest: upload %s failed", upload.id)
+        summarised = [(upload, verdict) for upload, verdict in verdicts if isinstance(verdict, bytes)]
+        try:  # one transaction for the batch's summaries (each is stored only if its bytes are the same)
+            kept = (
+                store.store_summaries([(u.id, u.sha256 or "", digest) for u, digest in summarised])
+                if summarised
+                else []
+            )
+        except Exception:
+            logger.exception("ingest: storing %d summaries failed", len(summarised))
+            kept = [False] * len(summarised)
+        digests = {upload.id: digest for (upload, digest), ok in zip(summarised, kept) if ok}
     return [digests.get(upload.id) for upload in uploads]
 
 
@@ -209,12 +233,22 @@ def _digest_alone(sandbox: Sandbox, data: bytes) -> bytes | SandboxError:
         return exc
 
 
-def _record(store: Store, upload: UploadRecord, outcome: bytes | SandboxError) -> bytes | None:
+def _shows(outcome: bytes | SandboxError) -> bool:
+    """Whether recording this outcome changes what views show (a summary, or the profile invalid)."""
+    return isinstance(outcome, (bytes, SandboxRefused))
+
+
+def _record(
+    store: Store, upload: UploadRecord, outcome: bytes | SandboxError, *, changing_noted: bool = False
+) -> bytes | None:
     """Store what the sandbox made of a claimed profile: its summary (the digest is returned), or
-    invalid with the reason, or its claim released (a crash counts a try; a stop does not)."""
+    invalid with the reason, or its claim released (a crash counts a try; a stop does not).
+    ``changing_noted``: the caller changed the session's timeline version already
+    (``summary_changing``), after the sandbox's verdict and before this record."""
     assert upload.sha256 is not None  # a profile without bytes is never read
-    if isinstance(outcome, SandboxRefused):
+    if _shows(outcome) and not changing_noted:
         summary_changing(store, upload)
+    if isinstance(outcome, SandboxRefused):
         store.mark_invalid(upload.id, upload.sha256, str(outcome))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, outcome)
         return None
@@ -227,8 +261,7 @@ def _record(store: Store, upload: UploadRecord, outcome: bytes | SandboxError) -
             "ingest: upload %s: %s (try %d of %d)", upload.id, outcome, upload.ingest_tries, INGEST_MAX_TRIES
         )
         return None
-    summary_changing(store, upload)  # the session's timeline version, before the summary shows
-    if not store.store_summary(upload.id, upload.sha256, outcome):
+    if not store.store_summary(upload.id, upload.sha256, outcome):  # after the version changed
         return None
     return outcome
 
@@ -351,10 +384,12 @@ class IngestWorker:
                 _roll_up(self.store, summarised)  # nothing else pending: the rollups catch up now
                 if self._learn_landed():
                     continue
-                self._wake.wait(self.poll_seconds)
+                woken = self._wake.wait(self.poll_seconds)
                 if self._stop.is_set():
                     return  # the wake stays set for the other threads: each stops at once
                 self._wake.clear()
+                if woken and self._stop.wait(GATHER_SECONDS):
+                    return
                 continue
             if self._stop.is_set():
                 self._give_back(claimed)

@@ -412,7 +412,6 @@ def summarise_bytes(data: bytes) -> bytes:
 def summarise_in_child(data: bytes, max_columns: int) -> bytes:
     """What a child does with one profile: the checks, the digest, the digest's sketches checked.
     Raises ``SummaryError`` when the profile is not readable."""
-    from whylogs_songbird.server.digest import check_digest
     from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
     from whylogs_songbird.server.summaries import SummaryError
 
@@ -421,13 +420,13 @@ def summarise_in_child(data: bytes, max_columns: int) -> bytes:
     except ProfileCheckError as exc:
         raise SummaryError(f"it is not a well-formed whylogs profile ({exc})") from None
     digest = summarise_bytes(data)
-    check_digest(digest)
-    exercise_digest(digest)
+    exercise_digest(digest)  # which checks each sketch of the digest first
     return digest
 
 
 def exercise_digest(digest: bytes) -> None:
-    """Rebuild each sketch of the digest and do to it what pages, the timeline and drift will do
+    """Check every sketch of the digest (``sketch_check.py``; ``DigestError`` when one fails, as
+    ``digest.check_digest``), then rebuild each and do to it what pages, the timeline and drift will do
     in the server's process through whylogs' aggregators and the summaries (merges, quantiles, CDF
     and PMF, estimates, frequent items): a sketch the library accepts but cannot work with fails
     here, in the child, not there."""
@@ -436,8 +435,8 @@ def exercise_digest(digest: bytes) -> None:
     from whylogs_songbird.server.digest import digest_columns, sketches_of
 
     error_types = (ds.frequent_items_error_type.NO_FALSE_NEGATIVES, ds.frequent_items_error_type.NO_FALSE_POSITIVES)
-    for data in digest_columns(digest).values():
-        sketches = sketches_of(data)
+    checked = [sketches_of(data) for data in digest_columns(digest).values()]  # all, before any is read
+    for sketches in checked:
         if "kll" in sketches:
             kll = ds.kll_doubles_sketch.deserialize(sketches["kll"])
             merged = ds.kll_doubles_sketch(kll)

@@ -1079,6 +1079,10 @@ class Store:
         """Keep the summary of the bytes ``sha256`` of ``upload_id``; False when they were replaced meanwhile."""
         return self.metadata.store_summary(upload_id, sha256, data)
 
+    def store_summaries(self, summaries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        """:meth:`store_summary` of several (upload id, sha256, summary) at once (one transaction)."""
+        return self.metadata.store_summaries(summaries)
+
     def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
         """Record that the bytes ``sha256`` of ``upload_id`` are not a readable profile, and why."""
         return self.metadata.mark_invalid(upload_id, sha256, reason)

@@ -224,6 +224,40 @@ def test_a_replaced_upload_replaces_its_member_and_segments_have_their_own_rollu
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_a_header_another_host_replaced_is_read_as_stored_not_as_this_process_wrote_it() -> None:
+    """Headers this process wrote are kept decoded, but only ever used for the very bytes stored."""
+    artefacts, summaries = DictArtefacts(), Summaries()
+    rollups = Rollups(artefacts, summaries)
+    for index in range(3):
+        summaries.add(rollups, member(index, DAY0 + index), DIGESTS[index])
+    key = rollup_key("hour", DAY0, ALL_SEGMENTS)
+    mine = rollups.read("s", "hour", DAY0, ALL_SEGMENTS, merged=False)
+    assert mine is not None and [m.upload_id for m in mine.members] == ["log-0", "log-1", "log-2"]
+    theirs = Rollup((member(7, DAY0 + 9),), ("n",), None)  # another host's write of the same bucket
+    artefacts.put_derived("s", key, theirs.header())
+    assert rollups.read("s", "hour", DAY0, ALL_SEGMENTS) == theirs
+    assert Rollups(artefacts, summaries).read("s", "hour", DAY0, ALL_SEGMENTS) == theirs
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+@pytest.mark.parametrize(
+    ("before", "after", "names"),
+    [
+        ([0, 1], [0, 1, 2], ("n",)),  # appended
+        ([0], [0, 1, 2, 3], ("n", 'a "quoted" ],"names": column')),  # appended, with a new column
+        ([0, 1], [0, 1], ("n",)),  # nothing new
+        ([0, 1], [1, 2], ("n",)),  # not an append: encoded whole
+        ([0, 2], [0, 1, 2], ("n",)),  # a late member: encoded whole
+    ],
+)
+def test_a_header_made_from_the_one_before_is_the_header(before: list[int], after: list[int], names: tuple) -> None:
+    earlier = Rollup(tuple(member(i, DAY0 + i) for i in before), ("n",), None)
+    later = Rollup(tuple(member(i, DAY0 + i) for i in after), names, None)
+    made = later.header_after(earlier.header(), earlier)
+    assert made == later.header() and Rollup.decode(made) == later
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
 def test_a_stored_rollup_survives_its_encoding_and_junk_is_not_one() -> None:
     rollup = Rollups.merge([member(0, 1), member(1, 2)], [view_from_digest(DIGESTS[0]), view_from_digest(DIGESTS[1])])
     assert Rollup.decode(rollup.header(), rollup.digest) == rollup and sorted(rollup.names) == ["n", "s", "x"]

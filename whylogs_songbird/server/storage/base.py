@@ -460,6 +460,10 @@ class MetadataStore(Protocol):
         """Store the summary of the upload's bytes with this sha256 and mark it ``ready``; False
         when the upload's bytes changed meanwhile (the summary is then dropped)."""
 
+    def store_summaries(self, summaries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        """:meth:`store_summary` of several (upload id, sha256, summary) in one transaction; whether
+        each was stored."""
+
     def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
         """Mark the upload ``invalid`` (the full check failed), if its bytes still have this sha256."""
 

@@ -846,24 +846,29 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         return int(rows[0]["n"])
 
     def store_summary(self, upload_id: str, sha256: str, data: bytes) -> bool:
+        return self.store_summaries([(upload_id, sha256, data)])[0]
+
+    def store_summaries(self, summaries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        stored = []
         with self._transaction() as conn:
-            changed = self._rowcount(
-                conn,
-                "UPDATE uploads SET ingest_state = 'ready', ingest_error = NULL, ingest_lease = NULL"
-                " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL",
-                (upload_id, sha256),
-            )
-            self.claimed_here.discard(upload_id)
-            if not changed:
-                return False
-            self._exec(
-                conn,
-                "INSERT INTO summaries (upload_id, sha256, data, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (upload_id) DO UPDATE SET sha256 = excluded.sha256, data = excluded.data,"
-                " created_at = excluded.created_at",
-                (upload_id, sha256, data, now_ms()),
-            )
-        return True
+            for upload_id, sha256, data in summaries:
+                changed = self._rowcount(
+                    conn,
+                    "UPDATE uploads SET ingest_state = 'ready', ingest_error = NULL, ingest_lease = NULL"
+                    " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL",
+                    (upload_id, sha256),
+                )
+                self.claimed_here.discard(upload_id)
+                if changed:
+                    self._exec(
+                        conn,
+                        "INSERT INTO summaries (upload_id, sha256, data, created_at) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (upload_id) DO UPDATE SET sha256 = excluded.sha256, data = excluded.data,"
+                        " created_at = excluded.created_at",
+                        (upload_id, sha256, data, now_ms()),
+                    )
+                stored.append(bool(changed))
+        return stored
 
     def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
         with self._transaction() as conn:
