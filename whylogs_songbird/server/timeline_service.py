@@ -385,8 +385,14 @@ class TimelineService:
         )
         # read before the profiles are listed: a document stored at this version holds at least them
         version = self.version(session_id) if self.version is not None else None
-        if version is not None and not ranged:
-            found = self._stored_document(session_id, query_key, version)
+        if version is not None:
+            # a stored document (unranged), or one built in this process at this version (any range,
+            # without pending profiles: one with pending ones is keyed by them, see below)
+            found = (
+                self._stored_document(session_id, query_key, version)
+                if not ranged
+                else self._built_document(session_id, query_key, version, query)
+            )
             if found is not None:
                 if watched:
                     self._watch(session_id, query)
@@ -439,9 +445,24 @@ class TimelineService:
                 self.cache.put(session_id, query_key, tag.encode() + b"\n" + data)
             return data
 
-        # single flight: parallel requests for one view wait for one build
-        data: bytes = self._docs.get_or_compute((session_id, query_key, tag, ranged, view.start, view.end), build)
+        # single flight: parallel requests for one view wait for one build; keyed by the profiles it
+        # leaves out as pending, so that a document with none is answered early (above) and one with
+        # some only while those very ones are still pending
+        key = (session_id, query_key, tag, view.pending, view.start, view.end)
+        data: bytes = self._docs.get_or_compute(key, build)
         return data
+
+    def _built_document(self, session_id: str, query_key: str, version: str, query: TimelineQuery) -> bytes | None:
+        """The document of ``query`` built in this process at ``version`` with no pending profile,
+        if it is still in memory: read before anything is listed (None when its range does not parse:
+        :meth:`resolve` then says why)."""
+        try:
+            start = parse_time_bound(query.start, "start")
+            end = parse_time_bound(query.end, "end")
+        except TimelineError:
+            return None
+        found: bytes | None = self._docs.get((session_id, query_key, version, (), start, end))
+        return found
 
     def _watch(self, session_id: str, query: TimelineQuery) -> None:
         """Remember ``query`` as the session's last view (refreshed in the background as batches land)."""

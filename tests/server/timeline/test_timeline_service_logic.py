@@ -347,6 +347,42 @@ def test_a_ranged_view_shows_the_buckets_it_overlaps_and_is_not_stored():
     assert [k for (_, k) in cache._data if k.startswith(DOC_PREFIX)] and stored_docs
 
 
+def test_a_repeated_ranged_view_at_one_version_is_answered_from_memory_before_listing():
+    session = three_days()
+    versions = {"s1": "v1"}
+    service = session.service(version=lambda s: versions[s])
+    week = TimelineQuery(granularity="hour", start=str(T0), end=str(T0 + 7 * DAY))
+    first = service.document_bytes("s1", week)
+    listed = session.listed
+    # the same range spelled otherwise is the same view; another range or granularity is built
+    same = TimelineQuery(granularity="hour", start="2026-01-01T00:00:00Z", end=str(T0 + 7 * DAY))
+    assert service.document_bytes("s1", same) == first and session.listed == listed
+    assert service.document_bytes("s1", dataclasses.replace(week, end=str(T0 + 2 * DAY))) != first
+    assert session.listed == listed + 1
+    versions["s1"] = "v2"
+    session.profiles.append(stored("b5", T0 + 3 * DAY))
+    assert json.loads(service.document_bytes("s1", week))["columns"]["x"]["count"] == [3, 3, 6]
+    assert session.listed == listed + 2
+    # a bad range is still refused, saying why
+    with pytest.raises(TimelineRequestError, match="start"):
+        service.document_bytes("s1", TimelineQuery(start="not a time"))
+
+
+def test_a_ranged_view_leaving_out_pending_profiles_is_not_answered_from_memory():
+    session = three_days()
+    session.profiles[1] = stored("b2", T0 + DAY + HOUR, pending=True)
+    states = {"b2": "pending"}
+    service = session.service(version=lambda s: "v1", state=lambda p, patient: states[p.id])
+    week = TimelineQuery(start=str(T0), end=str(T0 + 7 * DAY))
+    assert service.document("s1", week)["pending"] == ["b2"]
+    listed = session.listed
+    states["b2"] = "ready"  # summarised: its document shows it, at the same version
+    document = service.document("s1", week)
+    assert "pending" not in document and [b["profiles"] for b in document["buckets"]] == [1, 1, 1]
+    assert session.listed == listed + 1
+    assert service.document("s1", week) == document and session.listed == listed + 1
+
+
 def test_a_view_of_too_many_buckets_or_cells_is_refused_before_anything_is_computed():
     session = three_days()
     service = session.service(max_buckets=2)
