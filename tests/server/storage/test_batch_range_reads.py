@@ -19,8 +19,6 @@ from whylogs_songbird.server.storage.sql import BATCHES_BETWEEN
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 from whylogs_songbird.server.store import Store
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/storage/sql.py")
-
 HOUR = 3_600_000
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 EAST = (("region", "east"),)
