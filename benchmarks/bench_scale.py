@@ -372,8 +372,8 @@ VIEWS = {
     "timeline day": "/api/v1/sessions/{sid}/timeline?granularity=day",
     # a view shows at most 1,000 buckets: the hourly one is of the last week of the history
     "timeline hour (last 7 days)": "/api/v1/sessions/{sid}/timeline?granularity=hour&start={week_ago}&end={end}",
-    # the whole history hourly: refused (400) past 1,000 buckets; the refusal should cost little
-    "timeline hour (all, refused)": "/api/v1/sessions/{sid}/timeline?granularity=hour",
+    # the whole history hourly: refused (400) past 1,000 buckets, which should cost little
+    "timeline hour (all)": "/api/v1/sessions/{sid}/timeline?granularity=hour",
 }
 
 

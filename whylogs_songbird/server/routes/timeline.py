@@ -147,7 +147,14 @@ def make_service(
             return store.batch_timestamp_span(session_id)
 
         def timestamps(self, session_id: str) -> list[tuple[int, str, bool]]:
-            return [(t, segment_label(tags), pending) for t, tags, pending in store.batch_timestamps(session_id)]
+            labels: dict[tuple[tuple[str, str], ...], str] = {}  # a session has few segments, and many rows
+            found = []
+            for timestamp, tags, pending in store.batch_timestamps(session_id):
+                label = labels.get(tags)
+                if label is None:
+                    label = labels[tags] = segment_label(tags)
+                found.append((timestamp, label, pending))
+            return found
 
     def load(profile: StoredProfile) -> DatasetProfileView:
         upload = profile.record
