@@ -886,6 +886,11 @@ class Store:
         """The distinct segment tags of a session's valid stored batch profiles with a dataset timestamp."""
         return self.metadata.batch_segments(session_id)
 
+    def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
+        """How many distinct buckets of ``size`` ms (shifted by ``offset``) a session's valid stored
+        batch profiles fall in: all of them, and those not pending (one aggregate in the database)."""
+        return self.metadata.batch_bucket_counts(session_id, size, offset)
+
     def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
         """The distinct (dataset timestamp, segment tags, pending) of a session's valid stored batch profiles."""
         return self.metadata.batch_timestamps(session_id)

@@ -50,6 +50,7 @@ from whylogs_songbird.server.rollups import ROLLED, Member, Rollups, family_of
 from whylogs_songbird.timeline import (
     DAY_MS,
     GRANULARITIES,
+    HOUR_MS,
     Batch,
     Bucket,
     BucketPoints,
@@ -173,6 +174,10 @@ class TimelineOutline(Protocol):
 
     def timestamps(self, session_id: str) -> Iterable[tuple[int, str, bool]]:
         """The distinct (dataset timestamp, segment label, listed as pending) of its batches."""
+
+    def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
+        """How many distinct ``floor((timestamp + offset) / size)`` its batches fall in: all, and
+        those not listed as pending (counted where they are stored)."""
 
 
 @dataclass(frozen=True)
@@ -404,6 +409,12 @@ class TimelineService:
         else:
             slots = (last - first) // (bucket_bounds(first, granularity)[1] - first) + 1
         if slots <= self.max_buckets:
+            return
+        fixed = {"hour": (HOUR_MS, 0), "day": (DAY_MS, 0), "week": (7 * DAY_MS, 3 * DAY_MS)}  # 1970-01-01: a Thursday
+        if segment is None and granularity in fixed and max(abs(t) for t in span) < 2**62:
+            counted, counted_settled = outline.bucket_counts(session_id, *fixed[granularity])
+            if counted == counted_settled > self.max_buckets:
+                raise self._too_big(granularity, f"{counted:,} buckets", f"{self.max_buckets:,} buckets")
             return
         every: set[int] = set()
         settled: set[int] = set()

@@ -18,8 +18,10 @@ from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.storage.sql import BATCHES_BETWEEN
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 from whylogs_songbird.server.store import Store
+from whylogs_songbird.timeline import bucket_bounds
 
 HOUR = 3_600_000
+DAY = 24 * HOUR
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 EAST = (("region", "east"),)
 
@@ -83,6 +85,22 @@ def test_a_session_s_batches_are_read_by_range_span_segments_and_timestamps(stor
         (T0 + 2 * HOUR + 5, EAST, False),
         *((T0 + i * HOUR, (), False) for i in range(3, 6)),
     ]
+
+
+def test_the_buckets_of_a_session_s_batches_are_counted_in_the_database_as_the_timeline_buckets_them(store):
+    session_id = store.create_session("u").id
+    # around the epoch (negative timestamps floor down), Thursday 1970-01-01 and the Monday before
+    stamps = [-DAY - 1, -DAY, -1, 0, 1, HOUR - 1, HOUR, 3 * DAY, 4 * DAY - 1, 4 * DAY, T0, T0 + 5, T0 + 7 * DAY]
+    put(store, session_id, *(NewUpload("batch", dataset_timestamp=t) for t in stamps))
+    late = store.create_uploads(session_id, [NewUpload("batch", dataset_timestamp=T0 + 9 * DAY)], ttl_seconds=900)
+    store_profile_bytes(store, late[0].id, b"late")  # pending, alone in its hour, day and week
+    bad = put(store, session_id, NewUpload("batch", dataset_timestamp=T0 + 99 * DAY))[0]
+    store.metadata.mark_invalid(bad, store.get_upload(bad).sha256, "not a profile")
+    for granularity, size, offset in (("hour", HOUR, 0), ("day", DAY, 0), ("week", 7 * DAY, 3 * DAY)):
+        settled = {bucket_bounds(t, granularity)[0] for t in stamps}
+        every = settled | {bucket_bounds(T0 + 9 * DAY, granularity)[0]}
+        assert store.batch_bucket_counts(session_id, size, offset) == (len(every), len(settled)), granularity
+    assert store.batch_bucket_counts(store.create_session("u").id, HOUR) == (0, 0)
 
 
 def test_a_range_reads_only_its_rows_from_the_session_index(store, database):

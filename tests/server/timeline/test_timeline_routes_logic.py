@@ -257,6 +257,11 @@ class FakeStore:
     def batch_segments(self, session_id: str) -> list[tuple[tuple[str, str], ...]]:
         return list({u.segment_tags for u in self._timed(session_id) if not u.invalid})
 
+    def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
+        rows = [u for u in self._timed(session_id) if not u.invalid]
+        every = {(u.dataset_timestamp + offset) // size for u in rows}
+        return len(every), len({(u.dataset_timestamp + offset) // size for u in rows if u.ingest_state != "pending"})
+
     def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
         return list(
             {

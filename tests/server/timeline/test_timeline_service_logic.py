@@ -416,6 +416,12 @@ class Outline:
         self.asked.append("timestamps")
         return {(p.dataset_timestamp, p.segment, p.pending) for p in self._batches()}
 
+    def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
+        self.asked.append("bucket_counts")
+        every = {(p.dataset_timestamp + offset) // size for p in self._batches()}
+        settled = {(p.dataset_timestamp + offset) // size for p in self._batches() if not p.pending}
+        return len(every), len(settled)
+
 
 def hourly(hours: int, **options: Any) -> Session:
     batches = [stored(f"h{i}", T0 + i * HOUR + 7, **options) for i in range(hours)]
@@ -471,7 +477,14 @@ def test_with_an_outline_too_many_buckets_are_refused_from_the_timestamps_withou
         "this hour view has 30 buckets; a timeline view shows at most 20 buckets: ask for a coarser granularity "
         "(day, week, month) or a shorter start/end range (e.g. start=2024-01-01&end=2024-02-01)",
     )
+    assert session.listed == listed and outline.asked == ["span", "bucket_counts"]
+    # of one segment: from the timestamps
+    session.profiles += [stored(f"s{i}", T0 + i * HOUR, segment="a=1") for i in range(25)]
+    outline.asked.clear()
+    with pytest.raises(TimelineRequestError, match="this hour view has 25 buckets"):
+        service.document_bytes("s1", TimelineQuery(granularity="hour", segment="a=1"))
     assert session.listed == listed and outline.asked == ["span", "timestamps"]
+    del session.profiles[-25:]
     # a span of no more buckets than the cap: the timestamps are not read
     outline.asked.clear()
     assert session.service(outline=outline, max_buckets=30).document("s1", TimelineQuery(granularity="hour"))
@@ -492,7 +505,7 @@ def test_with_an_outline_pending_profiles_that_may_decide_the_bucket_cap_are_lef
     outline = Outline(session)
     held = session.service(outline=outline, max_buckets=29, state=lambda p, patient: "pending")
     assert len(held.document("s1", TimelineQuery(granularity="hour"))["buckets"]) == 29  # listed, and shown
-    assert outline.asked == ["span", "timestamps"] and session.listed == 1
+    assert outline.asked == ["span", "bucket_counts"] and session.listed == 1
     ready = session.service(outline=outline, max_buckets=29, state=lambda p, patient: "ready")
     with pytest.raises(TimelineRequestError, match="this hour view has 30 buckets"):
         ready.document("s1", TimelineQuery(granularity="hour"))

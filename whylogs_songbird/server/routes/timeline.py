@@ -146,6 +146,9 @@ def make_service(
         def span(self, session_id: str) -> tuple[int, int] | None:
             return store.batch_timestamp_span(session_id)
 
+        def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
+            return store.batch_bucket_counts(session_id, size, offset)
+
         def timestamps(self, session_id: str) -> list[tuple[int, str, bool]]:
             labels: dict[tuple[tuple[str, str], ...], str] = {}  # a session has few segments, and many rows
             found = []

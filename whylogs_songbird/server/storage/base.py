@@ -397,6 +397,11 @@ class MetadataStore(Protocol):
         """The distinct segment tags of a session's stored (non-duplicate, not invalid) batch
         profiles with a dataset timestamp (``()`` for whole-dataset profiles)."""
 
+    def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
+        """How many distinct buckets ``floor((dataset timestamp + offset) / size)`` a session's stored
+        (non-duplicate, not invalid) batch profiles fall in, all of them and those not pending:
+        counted in the database, no row read out."""
+
     def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
         """The distinct (dataset timestamp, segment tags, pending) of a session's stored
         (non-duplicate, not invalid) batch profiles: pending is true of one not summarised yet."""

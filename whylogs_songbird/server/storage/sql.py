@@ -729,6 +729,21 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         )
         return [_tags_of(row["segment_tags"]) for row in rows]
 
+    def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
+        if not is_valid_id(session_id, "session"):
+            return 0, 0
+        shifted = f"(dataset_timestamp + {int(offset)})"
+        width = int(size)
+        # floor division in both databases (their integer division truncates towards zero)
+        bucket = f"CASE WHEN {shifted} >= 0 THEN {shifted} / {width} ELSE -((-{shifted} - 1) / {width}) - 1 END"
+        rows = self._query(
+            f"SELECT COUNT(DISTINCT {bucket}) AS every,"  # noqa: S608 - integers only
+            f" COUNT(DISTINCT CASE WHEN ingest_state = 'pending' THEN NULL ELSE {bucket} END) AS settled"
+            f" FROM uploads WHERE {_TIMED_BATCHES} AND {_NOT_INVALID}",
+            (session_id,),
+        )
+        return int(rows[0]["every"]), int(rows[0]["settled"])
+
     def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
         if not is_valid_id(session_id, "session"):
             return []
