@@ -273,8 +273,39 @@ class FakeStore:
         self.guests: set[str] = set()
         self.datasets: dict[tuple[str, str], Any] = {}
 
-    def list_profiles(self, session_id: str) -> list[UploadRecord]:
-        return [u for u in self.uploads if u.session_id == session_id]
+    def list_profiles(self, session_id: str, kind: str | None = None) -> list[UploadRecord]:
+        return [u for u in self.uploads if u.session_id == session_id and kind in (None, u.kind)]
+
+    def _timed(self, session_id: str) -> list[UploadRecord]:
+        return [u for u in self.list_profiles(session_id, "batch") if u.dataset_timestamp is not None]
+
+    def batch_profiles_between(self, session_id: str, start: int | None, end: int | None) -> list[UploadRecord]:
+        return [
+            u
+            for u in self._timed(session_id)
+            if (start is None or u.dataset_timestamp >= start) and (end is None or u.dataset_timestamp < end)
+        ]
+
+    def batch_timestamp_span(self, session_id: str) -> tuple[int, int] | None:
+        stamps = [u.dataset_timestamp for u in self._timed(session_id) if not u.invalid]
+        return (min(stamps), max(stamps)) if stamps else None
+
+    def batch_segments(self, session_id: str) -> list[tuple[tuple[str, str], ...]]:
+        return list({u.segment_tags for u in self._timed(session_id) if not u.invalid})
+
+    def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
+        rows = [u for u in self._timed(session_id) if not u.invalid]
+        every = {(u.dataset_timestamp + offset) // size for u in rows}
+        return len(every), len({(u.dataset_timestamp + offset) // size for u in rows if u.ingest_state != "pending"})
+
+    def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
+        return list(
+            {
+                (u.dataset_timestamp, u.segment_tags, u.ingest_state == "pending")
+                for u in self._timed(session_id)
+                if not u.invalid
+            }
+        )
 
     def read_profile_bytes(self, upload: UploadRecord) -> bytes:
         return self.data[upload.id]
@@ -457,7 +488,13 @@ def test_the_service_keeps_its_version_rollups_and_views_in_the_store():
     profiles = RecordingProfiles(views())
     listed: list[str] = []
     list_profiles = store.list_profiles
-    store.list_profiles = lambda s: listed.append(s) or list_profiles(s)  # type: ignore[method-assign]
+
+    def listing(session_id: str, kind: str | None = None) -> list[UploadRecord]:
+        if kind is None:  # the whole session listed
+            listed.append(session_id)
+        return list_profiles(session_id, kind)
+
+    store.list_profiles = listing  # type: ignore[method-assign]
     service = make_service(store, profiles=profiles)  # type: ignore[arg-type]
     first = service.document_bytes("session-1", TimelineQuery(granularity="week"))
     assert any(k.startswith("timeline/r/") for _, k in store.derived)  # the day rollups

@@ -132,6 +132,34 @@ def make_service(
     def list_profiles(session_id: str) -> list[StoredProfile]:
         return [_stored(u) for u in store.list_profiles(session_id) if not u.invalid]
 
+    class Outline:
+        """The store's reads of a session's batches by dataset timestamp (see `TimelineOutline`)."""
+
+        def batches_between(self, session_id: str, start: int | None, end: int | None) -> list[StoredProfile]:
+            return [_stored(u) for u in store.batch_profiles_between(session_id, start, end) if not u.invalid]
+
+        def references(self, session_id: str) -> list[StoredProfile]:
+            return [_stored(u) for u in store.list_profiles(session_id, "reference") if not u.invalid]
+
+        def segments(self, session_id: str) -> list[str]:
+            return [segment_label(tags) for tags in store.batch_segments(session_id)]
+
+        def span(self, session_id: str) -> tuple[int, int] | None:
+            return store.batch_timestamp_span(session_id)
+
+        def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
+            return store.batch_bucket_counts(session_id, size, offset)
+
+        def timestamps(self, session_id: str) -> list[tuple[int, str, bool]]:
+            labels: dict[tuple[tuple[str, str], ...], str] = {}  # a session has few segments, and many rows
+            found = []
+            for timestamp, tags, pending in store.batch_timestamps(session_id):
+                label = labels.get(tags)
+                if label is None:
+                    label = labels[tags] = segment_label(tags)
+                found.append((timestamp, label, pending))
+            return found
+
     def load(profile: StoredProfile) -> DatasetProfileView:
         upload = profile.record
         if profiles is not None:
@@ -167,7 +195,8 @@ def make_service(
         bump=functools.partial(bump_version, store),
         rollups=store_rollups(store),
         target_of=target_of,
-        refresh=store.nudge_landed,  # presigned PUTs: the ingest worker looks soon, the view never does
+        refresh=store.nudge_landed,
+        outline=Outline(),  # presigned PUTs: the ingest worker looks soon, the view never does
     )
 
 
