@@ -738,11 +738,23 @@ def drift_scores(target: Profile, reference: Profile) -> dict[str, DriftScore]:
             ks_names.append(name)
     ks.settle()
     chi_square.settle()
-    raw: dict[str, dict[str, Any] | None] = {name: None if s is None else s.to_dict() for name, s in found.items()}
-    unscored = [name for name in ks_names if _unscored(raw[name])]
-    if unscored:  # e.g. a p-value whylogs' KS test gives up on: the default choice decides
-        raw.update(_default_choice(mine.view(unscored), theirs.view(unscored)))
-    return _scores(raw)
+    unscored = [name for name in ks_names if found[name] is None or _is_nan(found[name].pvalue)]
+    # e.g. a p-value whylogs' KS test gives up on: the default choice decides
+    fallback = _default_choice(mine.view(unscored), theirs.view(unscored)) if unscored else {}
+    scores: dict[str, DriftScore] = {}
+    for name, score in found.items():
+        if name in fallback:
+            scores.update(_scores({name: fallback.pop(name)}))
+        elif score is not None:  # what _scores makes of score.to_dict(), without the dict
+            scores[name] = DriftScore(
+                column=name,
+                algorithm=str(score.algorithm or "?"),
+                statistic=None if score.statistic is None else float(score.statistic),
+                pvalue=finite(score.pvalue),
+                category=score.drift_category or None,
+            )
+    scores.update(_scores(fallback))
+    return scores
 
 
 def _frequent_stats(column: ColumnSketches) -> dict[str, Any] | None:
