@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from whylogs.core import DatasetProfileView
 
-from whylogs_songbird.column_stats import merge_views
+from whylogs_songbird.column_stats import Profile, merge_views
 from whylogs_songbird.monitors import Failure, MonitorsError, MonitorsFile, evaluate
 from whylogs_songbird.server.observatory.cache import LruCache
 from whylogs_songbird.server.rollups import ROLLED, Member, Rollups, family_of
@@ -622,9 +622,10 @@ class TimelineService:
 
     def _merged(
         self, session_id: str, view: ResolvedView, bucket: Bucket, by_identity: Mapping[str, StoredProfile]
-    ) -> DatasetProfileView:
+    ) -> Profile:
         """The merged view of ``bucket``, from the rollups of its hour, day or days (each merged from
-        its profiles and stored when it has no rollup of exactly its batches)."""
+        its profiles and stored when it has no rollup of exactly its batches); a bucket of one stored
+        rollup is read as its columns' sketches (``rollups.decode_columns``), no view built."""
         assert self.rollups is not None
         rollups = self.rollups
         family = family_of(view.segment)
@@ -632,10 +633,13 @@ class TimelineService:
         def load(member: Member) -> DatasetProfileView:
             return self.load(by_identity[member.identity])
 
+        parts = self._rolled_parts(view.granularity, bucket)
         views = []
-        for granularity, part in self._rolled_parts(view.granularity, bucket):
+        for granularity, part in parts:
             members = [_member(by_identity[b.key]) for b in part.batches]
             rollup, merged = rollups.bucket_rollup(session_id, granularity, family, part, members, load)
+            if merged is None and len(parts) == 1:  # read straight from the stored rollup
+                return rollups.columns(rollup, load)
             views.append(merged if merged is not None else rollups.view(rollup, load))
         return merge_views(views)
 
