@@ -5,12 +5,14 @@ and no rows at all. Hand-picked frames are in test_digest_bytes.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 
 import pandas as pd
 import pytest
 import whylogs as why
+import whylogs_sketching as ds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from whylogs.core import DatasetProfileView
@@ -69,10 +71,28 @@ def test_property_the_fast_digest_equals_whylogs_reading(frame):
 def test_property_merging_digests_equals_merging_whylogs_views(batch):
     """A rollup's merge made from digested sketches (``merge_digested``) is whylogs' merge of the
     profiles' views, column by column (columns only some profiles have included); a dozen rows never
-    fill a KLL sketch, so even its bytes are equal."""
+    fill a KLL sketch, so even its bytes are equal (the frequent items' bytes may list ties in another
+    order: their items and estimates are equal)."""
     digests = [digest_from_bytes(why.log(frame).view().serialize()) for frame in batch]
-    expected = merge_views([view_from_digest(d) for d in digests])
+    try:
+        expected = merge_views([view_from_digest(d) for d in digests])
+    except OverflowError:  # a variance term past the largest float: whylogs' merge fails, and so does ours
+        with pytest.raises(OverflowError):
+            merge_digested([digest_columns(d) for d in digests])
+        return
     merged = merge_digested([digest_columns(d) for d in digests])
     assert sorted(merged) == sorted(expected.get_columns())
-    for name, column in expected.get_columns().items():  # NaN means compare as JSON text
-        assert json.dumps(merged[name]) == json.dumps(digest_column(column)), name
+    for name, column in expected.get_columns().items():
+        ours, theirs = merged[name], digest_column(column)
+        # frequent items of equal estimates may be serialized in another order: compare the items
+        assert frequent_items(ours) == frequent_items(theirs), name
+        ours.pop("frequent_items", None), theirs.pop("frequent_items", None)
+        assert json.dumps(ours) == json.dumps(theirs), name  # NaN means compare as JSON text
+
+
+def frequent_items(column: dict) -> list | None:
+    """A digested column's frequent items, sorted: (value, estimate, lower bound, upper bound)."""
+    if "frequent_items" not in column:
+        return None
+    sketch = ds.frequent_strings_sketch.deserialize(base64.b64decode(column["frequent_items"]))
+    return sorted(sketch.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES))
