@@ -4,13 +4,13 @@ transaction, a leftover of a failed build rebuilt), on a real PostgreSQL (tests/
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 
 import psycopg
 import pytest
+from query_plans import index_walks
 from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server.config import ServerConfig
@@ -76,18 +76,10 @@ def test_the_quota_count_walks_no_further_than_its_bound(team, url):
     for i, upload in enumerate(team.create_uploads(session_id, batch(30), ttl_seconds=900)):
         store_profile_bytes(team, upload.id, bytes([i]))
     assert team.count_profiles(session_id) == 30 and team.count_profiles(session_id, at_most=4) == 4
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SET enable_seqscan = off")  # a table this small would be read whole otherwise
-        plan = conn.execute(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + BOUNDED_PROFILE_COUNT.replace("?", "%s"), (session_id, 4)
-        ).fetchone()[0]
-    nodes, walked = [plan[0]["Plan"]], []
-    while nodes:
-        node = nodes.pop()
-        nodes.extend(node.get("Plans", []))
-        if "Index" in node["Node Type"]:
-            walked.append((node["Index Name"].startswith("session_page_by_"), node["Actual Rows"]))
-    assert walked == [(True, 4)], json.dumps(plan)  # one paging index, 4 entries read of the session's 30
+    walked, plan = index_walks(url, BOUNDED_PROFILE_COUNT, (session_id, 4))
+    assert [(name.startswith("session_page_by_"), rows) for name, rows in walked] == [(True, 4)], (
+        plan
+    )  # one paging index, 4 entries read of the session's 30
 
 
 PAGING = ("session_page_by_alias", "session_page_by_timestamp", "session_page_by_uploaded")
