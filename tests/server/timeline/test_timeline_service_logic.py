@@ -27,7 +27,7 @@ import whylogs.viz.drift.column_drift_algorithms  # noqa: F401
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Monitor, MonitorsFile
-from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups
+from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups, family_of
 from whylogs_songbird.server.timeline_service import (
     BUCKET_PREFIX,
     DOC_PREFIX,
@@ -38,7 +38,10 @@ from whylogs_songbird.server.timeline_service import (
     TimelineQuery,
     TimelineRequestError,
     TimelineService,
+    _memo_size,
+    _names_size,
 )
+from whylogs_songbird.timeline import BucketPoints, ColumnPoint, DriftPoint
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/timeline_service.py")
 
@@ -107,6 +110,11 @@ def three_days() -> Session:
             stored("r1", T0, kind="reference", alias="base", stored_at=5),
         ]
     )
+
+
+def said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The messages logged (each whole, so that a changed word shows)."""
+    return [record.getMessage() for record in caplog.records]
 
 
 def refused(service: TimelineService, **query: str | None) -> tuple[int, str]:
@@ -255,7 +263,7 @@ def test_the_monitors_reference_is_used_and_a_missing_one_falls_back_to_the_newe
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
         missing = session.service(monitors=MonitorsFile(reference="gone")).resolve("s1", TimelineQuery())
     assert missing.reference is not None and missing.reference.id == "r2"
-    assert "session s1 has no reference 'gone' (monitors file); using the newest" in caplog.text
+    assert said(caplog) == ["timeline: session s1 has no reference 'gone' (monitors file); using the newest"]
     assert (
         Session([stored("b", T0)])
         .service(monitors=MonitorsFile(reference="gone"))
@@ -420,7 +428,7 @@ def test_values_of_older_servers_are_dropped_and_an_unreadable_value_is_computed
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
         assert again.document("s1", TimelineQuery()) == first
     assert again.computed == {"points": 1}
-    assert "a stored value of session s1 cannot be read; computing it again" in caplog.text
+    assert said(caplog) == ["timeline: a stored value of session s1 cannot be read; computing it again"]
 
 
 def test_a_watched_view_is_remembered_for_the_background_refresh():
@@ -468,9 +476,11 @@ def test_a_landed_batch_evaluates_the_monitors_on_the_latest_bucket(caplog):
         ("rows", "x", "count", T0 + 3 * DAY, T0 + 4 * DAY, 6)
     ]
     assert heard == [("s1", [3, 3, 6])]  # the broken listener did not stop the next one
-    assert "a listener of the monitors of session s1 failed" in caplog.text
-    assert f"monitors evaluated: session s1, bucket from {T0 + 3 * DAY}: 1 failure(s)" in caplog.text
-    assert f"monitor failed: session s1, column x: {failures[0].reason} (rows)" in caplog.text
+    assert said(caplog) == [
+        "timeline: a listener of the monitors of session s1 failed",
+        f"monitors evaluated: session s1, bucket from {T0 + 3 * DAY}: 1 failure(s)",
+        "monitor failed: session s1, column x: count = 6 is above max 3.5 (rows)",
+    ]
     # a view lists the failures of every bucket
     assert [a["start"] for a in service.document("s1", TimelineQuery())["alerts"]] == [T0 + 3 * DAY]
 
@@ -491,7 +501,8 @@ def test_a_monitor_of_a_column_the_session_lacks_is_logged_not_raised(caplog):
     service = three_days().service(monitors=monitors)
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
         assert service.document("s1", TimelineQuery())["alerts"] == []
-    assert "the monitors file does not fit session s1" in caplog.text
+    [message] = said(caplog)
+    assert message.startswith("timeline: the monitors file does not fit session s1: ") and "nope" in message
 
 
 def test_a_landed_batch_refreshes_the_last_view_asked_for(caplog):
@@ -504,7 +515,10 @@ def test_a_landed_batch_refreshes_the_last_view_asked_for(caplog):
     cache.put("s1", WATCHED_KEY, json.dumps({"segment": "gone"}).encode())
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.timeline"):
         assert service.batch_landed("s1") == []
-    assert "the last view of session s1 cannot be refreshed: session s1 has no segment 'gone'" in caplog.text
+    assert said(caplog) == [
+        "timeline: the last view of session s1 cannot be refreshed: session s1 has no segment 'gone'; "
+        "its segments: none: its batches are not segmented"
+    ]
 
 
 def test_without_monitors_or_a_watched_view_a_landed_batch_starts_nothing():
@@ -584,9 +598,10 @@ def test_the_monitors_view_is_the_monitors_granularity_and_segment_waiting_for_w
     segmented = session.service(monitors=count_monitor(segment="k=v"))
     assert segmented.batch_landed("s1") == []  # its two days have 3 rows each
     gone = session.service(monitors=count_monitor(segment="k=gone"))
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
         assert gone.batch_landed("s1") == []
-    assert "timeline: session s1: session s1 has no segment 'k=gone'" in caplog.text
+    assert said(caplog) == ["timeline: session s1: session s1 has no segment 'k=gone'; its segments: k=v"]
 
 
 def test_a_rollup_member_takes_the_sha256_of_the_store_s_record():
@@ -597,3 +612,318 @@ def test_a_rollup_member_takes_the_sha256_of_the_store_s_record():
     session.service(rollups=rollups).document("s1", TimelineQuery(granularity="day"))
     last_day = rollups.read("s1", "day", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
     assert last_day is not None and [m.sha256 for m in last_day.members] == ["from-the-record", "sha-b5"]
+
+
+# -- what is stored: its keys, the version a document was built at, and what a new version drops -------------
+
+
+class CountedArtefacts(MemoryArtefacts):
+    """The module's in-memory cache, counting the values put under each key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts: dict[str, int] = {}
+        self.gets: list[str] = []
+
+    def get(self, session_id: str, key: str) -> bytes | None:
+        self.gets.append(key)
+        return super().get(session_id, key)
+
+    def put(self, session_id: str, key: str, value: bytes) -> None:
+        self.puts[key] = self.puts.get(key, 0) + 1
+        super().put(session_id, key, value)
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(k for (_, k) in self._data if k.startswith(prefix))
+
+
+def test_the_watched_query_is_stored_as_compact_json_and_written_only_when_it_changes():
+    cache = CountedArtefacts()
+    service = three_days().service(cache=cache)
+    service.document("s1", TimelineQuery(granularity="week", segment=""), watched=True)
+    assert cache.get("s1", WATCHED_KEY) == (
+        b'{"granularity":"week","reference":null,"segment":"","start":null,"end":null}'
+    )
+    service.document("s1", TimelineQuery(granularity="week", segment=""), watched=True)
+    assert cache.puts[WATCHED_KEY] == 1
+    service.document("s1", TimelineQuery(granularity="week"), watched=True)
+    assert cache.puts[WATCHED_KEY] == 2
+
+
+def test_a_stored_document_is_its_version_a_newline_and_the_document():
+    session = three_days()
+    cache = CountedArtefacts()
+    versions = {"s1": "v7"}
+    service = session.service(cache=cache, version=lambda s: versions[s])
+    first = service.document_bytes("s1", TimelineQuery())
+    [key] = cache.keys(DOC_PREFIX)
+    assert cache.get("s1", key) == b"v7\n" + first
+    assert first == json.dumps(json.loads(first), separators=(",", ":")).encode()  # compact
+    listed = session.listed
+    # what is stored at the version is answered as it is, without listing a profile
+    cache.put("s1", key, b'v7\n{"stored": true}')
+    assert session.service(cache=cache, version=lambda s: versions[s]).document("s1", TimelineQuery()) == {
+        "stored": True
+    }
+    assert session.listed == listed
+    # stored at another version, or with nothing after the version: built again (and stored)
+    for stored_value in (b'v6\n{"stored": true}', b"v7\n", b"v7"):
+        cache.put("s1", key, stored_value)
+        again = session.service(cache=cache, version=lambda s: versions[s])
+        assert again.document_bytes("s1", TimelineQuery()) == first
+        assert cache.get("s1", key) == b"v7\n" + first
+    assert session.listed == listed + 3
+
+
+def test_each_query_has_its_own_stored_document_and_monitors_another_one():
+    session = three_days()
+    session.profiles.append(stored("r2", T0, kind="reference", alias="other", stored_at=1))
+    cache = CountedArtefacts()
+    service = session.service(cache=cache, version=lambda s: "v1")
+    service.document("s1", TimelineQuery())
+    service.document("s1", TimelineQuery(granularity="day"))
+    service.document("s1", TimelineQuery(reference="other"))
+    service.document("s1", TimelineQuery(granularity="week"))
+    assert len(cache.keys(DOC_PREFIX)) == 4
+    # a range does not make another document: it is not stored at all
+    service.document("s1", TimelineQuery(start=str(T0)))
+    service.document("s1", TimelineQuery(end="  "))  # blank: no range, the stored one
+    assert len(cache.keys(DOC_PREFIX)) == 4
+    # the same query under another monitors file is another document
+    monitored = session.service(cache=cache, version=lambda s: "v1", monitors=count_monitor())
+    assert monitored.document("s1", TimelineQuery())["alerts"] == []
+    assert len(cache.keys(DOC_PREFIX)) == 5
+
+
+def test_without_a_version_a_stored_document_is_answered_only_while_all_it_shows_is_unchanged():
+    session = Session(
+        [
+            stored("b1", T0 + HOUR, segment="k=1"),
+            stored("b2", T0 + DAY, segment="k=1"),
+            stored("r1", T0, kind="reference", alias="base", stored_at=5),
+        ]
+    )
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache)
+    query = TimelineQuery(segment="k=1")
+
+    def shown() -> dict[str, Any]:
+        return session.service(cache=cache).document("s1", query)
+
+    first = service.document("s1", query)
+    session.loaded.clear()
+    assert shown() == first and session.loaded == []
+    # a batch of another segment: its own buckets are not shown, its segment is
+    session.profiles.append(stored("o1", T0, segment="k=2"))
+    assert shown()["segments"] == ["k=1", "k=2"]
+    # the reference's alias changed
+    session.profiles[2] = stored("r1", T0, kind="reference", alias="renamed", stored_at=5)
+    assert shown()["reference"]["alias"] == "renamed"
+    # an older reference, not the one compared with, is listed
+    session.profiles.append(stored("r0", T0, kind="reference", stored_at=1))
+    assert [r["id"] for r in shown()["references"]] == ["r1", "r0"]
+    # the reference's content changed (a new identity under the same id): its drift again
+    before = dict(service.computed)
+    session.profiles[2] = dataclasses.replace(session.profiles[2], identity="r1:sha-new:1")
+    service.document("s1", query)
+    assert service.computed["drift"] == before["drift"] + 2
+
+
+def test_a_new_version_of_a_bucket_or_reference_drops_what_it_replaces():
+    session = three_days()
+    cache = CountedArtefacts()
+    service = session.service(cache=cache)
+    daily = TimelineQuery(granularity="day")
+    service.document("s1", daily)
+
+    def stored_of(kind: str) -> list[str]:
+        return [k for k in cache.keys(BUCKET_PREFIX) if f"/{kind}" in k]
+
+    assert (len(stored_of("points")), len(stored_of("ref/")), len(stored_of("prev/"))) == (3, 3, 2)
+    # a batch lands in the first day: that bucket's points and drift are new, the old ones dropped;
+    # the second day's drift against the first is new, the one against its older version dropped
+    session.profiles.append(stored("b0", T0))
+    service.document("s1", daily)
+    assert (len(stored_of("points")), len(stored_of("ref/")), len(stored_of("prev/"))) == (3, 3, 2)
+    assert service.computed == {"points": 4, "drift": 7}
+    # the reference is stored again (same id, new content): every drift against it is new, the old dropped
+    session.profiles[4] = dataclasses.replace(session.profiles[4], identity="r1:sha-new:1")
+    service.document("s1", daily)
+    assert (len(stored_of("points")), len(stored_of("ref/")), len(stored_of("prev/"))) == (3, 3, 2)
+    assert service.computed == {"points": 4, "drift": 10}
+    # another reference: its drift is stored beside the first one's (each kept for its own views)
+    session.profiles.append(stored("r2", T0, kind="reference", stored_at=1))
+    service.document("s1", TimelineQuery(granularity="day", reference="r2"))
+    assert len(stored_of("ref/")) == 6 and len(stored_of("points")) == 3
+    # another granularity's buckets are stored beside the days'
+    service.document("s1", TimelineQuery(granularity="week"))
+    assert len(stored_of("points")) == 4
+
+
+def test_the_values_of_older_servers_are_dropped_once_per_session_and_process():
+    session = three_days()
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache)
+    service.document("s1", TimelineQuery())
+    cache.put("s1", OLD_PREFIXES[0] + "late", b"{}")
+    service.document("s1", TimelineQuery(granularity="week"))
+    assert cache.get("s1", OLD_PREFIXES[0] + "late") == b"{}"
+    session.service(cache=cache).document("s1", TimelineQuery(granularity="hour"))
+    assert cache.get("s1", OLD_PREFIXES[0] + "late") is None
+
+
+def test_long_values_are_cut_short_in_messages():
+    padded = " " * 30 + "2026-01-02" + " " * 10
+    assert refused(three_days().service(), start=padded, end="2026-01-01") == (
+        400,
+        f"start ({padded[:40]}) is not before end (2026-01-01): give a start before the end",
+    )
+    assert refused(three_days().service(), start="2026-01-03", end=padded)[1].startswith(
+        f"start (2026-01-03) is not before end ({padded[:40]}): "
+    )
+    segments = [f"k={'v' * 60}{i:03}" for i in range(8)]
+    session = Session([stored(f"b{i}", T0, segment=s) for i, s in enumerate(segments)])
+    status, message = refused(session.service(), segment="s" * 100)
+    known = ", ".join(segments)
+    assert (status, message) == (404, f"session s1 has no segment {'s' * 80!r}; its segments: {known[:400]}")
+    references = [stored(f"r{i}", T0, kind="reference", alias="a" * 60 + str(i)) for i in range(8)]
+    session = Session([stored("b", T0), *references])
+    known = ", ".join(sorted(r.alias or "" for r in references))
+    assert refused(session.service(), reference="n" * 100) == (
+        404,
+        f"session s1 has no reference {'n' * 80!r}; give a ref-… id or an alias: {known[:400]}",
+    )
+
+
+def test_the_memory_estimates_of_parsed_points_and_column_names():
+    point = ColumnPoint()
+    drift = DriftPoint(category=None, p_value=None, statistic=None, algorithm="ks")
+    # 256 bytes and 400 a column, a drift against the reference, a drift against the previous bucket
+    assert _memo_size(BucketPoints(start=0, end=1, profiles=1, columns={"a": point})) == 656
+    assert _memo_size(BucketPoints(0, 1, 1, {"a": point, "b": point}, {"a": drift}, {"a": drift, "b": drift})) == 2256
+    # 64 bytes and 56 a name, and its characters
+    assert (_names_size(()), _names_size(("x", "abc"))) == (64, 64 + 57 + 59)
+
+
+def test_parsed_points_are_kept_in_memory_within_their_bytes():
+    def points_read(memo_bytes: int) -> int:
+        """How many bucket points a second view of the same three hours reads from the store."""
+        cache = CountedArtefacts()
+        service = three_days().service(cache=cache, memo_bytes=memo_bytes)
+        service.document("s1", TimelineQuery(granularity="hour"))
+        cache.gets.clear()
+        service.document("s1", TimelineQuery(granularity="hour", reference="r1"))  # another document
+        assert service.computed == {"points": 3, "drift": 5}  # nothing computed again
+        return len([k for k in cache.gets if k.endswith("points")])
+
+    assert points_read(32 * 1024 * 1024) == 0  # in memory
+    assert points_read(1) == 3  # none kept: read back
+
+
+def test_a_refused_view_suggests_only_coarser_granularities():
+    hourly = Session([stored(f"h{i}", T0 + i * HOUR) for i in range(3)]).service(max_buckets=2)
+    with pytest.raises(TimelineRequestError) as caught:
+        hourly.document("s1", TimelineQuery(granularity="hour"))
+    assert "ask for a coarser granularity (day, week, month) or a shorter" in caught.value.message
+    weekly = Session([stored(f"w{i}", T0 + i * 7 * DAY) for i in range(3)]).service(max_buckets=2)
+    with pytest.raises(TimelineRequestError) as caught:
+        weekly.document("s1", TimelineQuery(granularity="week"))
+    assert caught.value.message == (
+        "this week view has 3 buckets; a timeline view shows at most 2 buckets: ask for a coarser granularity "
+        "(month) or a shorter start/end range (e.g. start=2024-01-01&end=2024-02-01)"
+    )
+    # the caps count with thousands separators
+    many = Session([stored(f"h{i}", T0 + i * HOUR) for i in range(1001)]).service(max_buckets=1000)
+    with pytest.raises(TimelineRequestError) as caught:
+        many.document("s1", TimelineQuery(granularity="hour"))
+    assert caught.value.message.startswith("this hour view has 1,001 buckets; a timeline view shows at most 1,000 ")
+    cells = Session([stored(f"h{i}", T0 + i * HOUR) for i in range(2)]).service(
+        max_cells=1000, column_names=lambda p: [f"c{i}" for i in range(600)]
+    )
+    with pytest.raises(TimelineRequestError) as caught:
+        cells.document("s1", TimelineQuery(granularity="hour"))
+    assert "has 2 buckets × 600+ columns; a timeline view shows at most 1,000 cells" in caught.value.message
+
+
+def test_references_are_listed_newest_first_a_tie_by_the_larger_id():
+    session = Session(
+        [
+            stored("b", T0),
+            stored("r-a", T0, kind="reference", stored_at=2),
+            stored("r-b", T0, kind="reference", stored_at=2),
+            stored("r-c", T0 + 1, kind="reference", stored_at=1),
+        ]
+    )
+    document = session.service().document("s1", TimelineQuery())
+    assert [(r["id"], r["timestamp"]) for r in document["references"]] == [
+        ("r-b", T0),
+        ("r-a", T0),
+        ("r-c", T0 + 1),
+    ]
+
+
+def test_the_batch_timestamps_of_each_bucket_are_listed_once_and_in_order():
+    session = Session(
+        [stored("c", T0 + 2 * HOUR), stored("a", T0 + HOUR), stored("b", T0 + 2 * HOUR), stored("d", T0 + DAY)]
+    )
+    document = session.service().document("s1", TimelineQuery(granularity="day"))
+    assert document["batch_timestamps"] == [[T0 + HOUR, T0 + 2 * HOUR], [T0 + DAY]]
+
+
+def test_the_refresh_of_a_watched_view_waits_for_ingest_workers():
+    session = three_days()
+    session.profiles[0] = stored("b1", T0 + HOUR, pending=True)
+    asked: list[bool] = []
+
+    def state(profile: StoredProfile, patient: bool) -> str:
+        asked.append(patient)
+        return "ready"
+
+    cache = MemoryArtefacts()
+    cache.put("s1", WATCHED_KEY, b'{"granularity": "day"}')
+    assert session.service(cache=cache, state=state).batch_landed("s1") == []
+    assert asked == [True]
+
+
+def test_the_monitors_of_a_dataset_are_logged_with_its_name(caplog):
+    service = with_a_busy_last_day().service(
+        monitors=count_monitor(datasets=["org/d"]), target_of=lambda s: ("dataset", "org/d")
+    )
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.timeline"):
+        [failure] = service.batch_landed("s1")
+    assert said(caplog) == [
+        f"monitors evaluated: dataset org/d, bucket from {T0 + 3 * DAY}: 1 failure(s)",
+        "monitor failed: dataset org/d, column x: count = 6 is above max 3.5 (rows)",
+    ]
+    assert (failure.bucket_end, failure.reason) == (T0 + 4 * DAY, "count = 6 is above max 3.5")
+
+
+def test_a_request_error_reads_as_its_message():
+    error = TimelineRequestError(404, "session s1 has no segment 'x'")
+    assert (str(error), error.status, error.message) == ("session s1 has no segment 'x'", 404, error.message)
+
+
+def test_monitors_naming_the_session_evaluate_it_and_one_without_batches_has_no_failures():
+    assert len(with_a_busy_last_day().service(monitors=count_monitor(sessions=["s1"])).batch_landed("s1")) == 1
+    empty = Session([stored("r1", T0, kind="reference")]).service(monitors=count_monitor())
+    assert empty.batch_landed("s1") == []
+
+
+def test_with_rollups_an_hour_and_a_segment_are_rolled_up_on_their_own_and_each_batch_loaded_once():
+    session = with_a_busy_last_day()
+    session.profiles += [stored("k1", T0 + 3 * DAY, segment="k=v"), stored("k2", T0 + 3 * DAY + HOUR, segment="k=v")]
+    rollups = Rollups(Derived(), lambda session_id, member: None)
+    service = session.service(rollups=rollups, column_names=lambda p: ["x"])
+    daily = service.document("s1", TimelineQuery(granularity="day"))
+    assert daily["columns"]["x"]["count"] == [3, 3, 12]
+    assert sorted(session.loaded) == ["b1", "b2", "b3", "b5", "k1", "k2", "r1"]  # merged once, never again
+    segment = service.document("s1", TimelineQuery(granularity="day", segment="k=v"))
+    assert segment["columns"]["x"]["count"] == [6]
+    in_segment = rollups.read("s1", "day", T0 + 3 * DAY, family_of("k=v"), merged=False)
+    assert in_segment is not None and [m.upload_id for m in in_segment.members] == ["k1", "k2"]
+    everything = rollups.read("s1", "day", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
+    assert everything is not None and [m.upload_id for m in everything.members] == ["b3", "b5", "k1", "k2"]
+    hourly = service.document("s1", TimelineQuery(granularity="hour"))
+    assert hourly["columns"]["x"]["count"] == [3, 3, 9, 3]
+    last_hours = rollups.read("s1", "hour", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
+    assert last_hours is not None and [m.upload_id for m in last_hours.members] == ["b3", "b5", "k1"]
