@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 from types import SimpleNamespace
@@ -31,6 +32,8 @@ from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups, famil
 from whylogs_songbird.server.timeline_service import (
     BUCKET_PREFIX,
     DOC_PREFIX,
+    MAX_VIEW_BUCKETS,
+    MAX_VIEW_CELLS,
     OLD_PREFIXES,
     WATCHED_KEY,
     MemoryArtefacts,
@@ -927,3 +930,117 @@ def test_with_rollups_an_hour_and_a_segment_are_rolled_up_on_their_own_and_each_
     assert hourly["columns"]["x"]["count"] == [3, 3, 9, 3]
     last_hours = rollups.read("s1", "hour", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
     assert last_hours is not None and [m.upload_id for m in last_hours.members] == ["b3", "b5", "k1"]
+
+
+def digest(*parts: str) -> str:
+    """What the module's keys are made of: the sha256 of the sorted parts, one a line (hex)."""
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
+
+
+def test_bucket_values_are_stored_under_the_documented_keys():
+    session = Session([stored("b1", T0), stored("b2", T0 + DAY), stored("r1", T0, kind="reference")])
+    cache = CountedArtefacts()
+    session.service(cache=cache).document("s1", TimelineQuery(granularity="day"))
+    no_segment = digest("")[:16]
+    first = f"timeline/b/v2/day/{no_segment}/{T0}/{digest('b1:sha-b1:1')[:32]}/"
+    second = f"timeline/b/v2/day/{no_segment}/{T0 + DAY}/{digest('b2:sha-b2:1')[:32]}/"
+    against_r1 = f"ref/{digest('r1')[:16]}/{digest('r1:sha-r1:1')[:32]}"
+    assert cache.keys(BUCKET_PREFIX) == sorted(
+        [
+            f"{first}points",
+            f"{first}{against_r1}",
+            f"{second}points",
+            f"{second}prev/{digest('b1:sha-b1:1')[:32]}",
+            f"{second}{against_r1}",
+        ]
+    )
+    segmented = Session([stored("b1", T0, segment="k=v")])
+    cache = CountedArtefacts()
+    segmented.service(cache=cache).document("s1", TimelineQuery(granularity="day", segment="k=v"))
+    assert cache.keys(BUCKET_PREFIX) == [
+        f"timeline/b/v2/day/{digest('k=v')[:16]}/{T0}/{digest('b1:sha-b1:1')[:32]}/points"
+    ]
+
+
+def test_every_view_first_calls_the_refresh_hook():
+    session = three_days()
+    nudged: list[str] = []
+    service = session.service(refresh=nudged.append, version=lambda s: "v1")
+    service.document("s1", TimelineQuery())
+    service.document("s1", TimelineQuery())  # answered from the store: nudged all the same
+    assert nudged == ["s1", "s1"]
+
+
+def test_a_blank_range_is_no_range():
+    session = three_days()
+    cache = CountedArtefacts()
+    service = session.service(cache=cache, version=lambda s: "v1")
+    whole = service.document("s1", TimelineQuery())
+    listed = session.listed
+    for blank in (TimelineQuery(start=" ", end=""), TimelineQuery(start="", end="\t")):
+        assert session.service(cache=cache, version=lambda s: "v1").document("s1", blank) == whole
+    assert session.listed == listed  # the stored document, answered without listing
+
+
+def test_a_range_starting_at_a_bucket_s_end_leaves_that_bucket_out():
+    service = three_days().service()
+    document = service.document("s1", TimelineQuery(granularity="day", start=str(T0 + DAY)))
+    assert [b["start"] for b in document["buckets"]] == [T0 + DAY, T0 + 3 * DAY]
+    document = service.document("s1", TimelineQuery(granularity="day", start=str(T0 + DAY - 1)))
+    assert [b["start"] for b in document["buckets"]] == [T0, T0 + DAY, T0 + 3 * DAY]
+
+
+def test_views_built_at_one_version_are_told_apart_by_their_range_and_what_is_pending():
+    session = three_days()
+    service = session.service(version=lambda s: "v1")
+    ends = [service.document("s1", TimelineQuery(granularity="day", end=str(T0 + k * DAY))) for k in (1, 2)]
+    assert [len(d["buckets"]) for d in ends] == [1, 2]
+    starts = [service.document("s1", TimelineQuery(granularity="day", start=str(T0 + k * DAY))) for k in (2, 1)]
+    assert [len(d["buckets"]) for d in starts] == [1, 2]
+    states = {"b2": "pending"}
+    session.profiles[1] = stored("b2", T0 + DAY + HOUR, pending=True)
+    waiting = session.service(version=lambda s: "v1", state=lambda p, patient: states[p.id])
+    assert waiting.document("s1", TimelineQuery())["pending"] == ["b2"]
+    states["b2"] = "ready"  # summarised since: the next view shows it, whatever the version says
+    document = waiting.document("s1", TimelineQuery())
+    assert "pending" not in document and [b["profiles"] for b in document["buckets"]] == [1, 1, 1]
+
+
+def test_without_a_version_an_unchanged_document_is_read_back_not_stored_again():
+    session = three_days()
+    cache = CountedArtefacts()
+    session.service(cache=cache).document("s1", TimelineQuery())
+    session.service(cache=cache).document("s1", TimelineQuery())
+    [key] = cache.keys(DOC_PREFIX)
+    assert cache.puts[key] == 1
+
+
+def test_values_of_older_servers_are_looked_for_again_past_a_hundred_thousand_sessions():
+    session = three_days()
+    cache = MemoryArtefacts()
+    service = TimelineService(lambda session_id: list(session.profiles), session.load, cache)
+    service._current_format.update(f"seen{i}" for i in range(99_999))
+    service.document("s1", TimelineQuery())  # the 100,000th session looked at
+    late = OLD_PREFIXES[1] + "x"
+    cache.put("s1", late, b"{}")
+    service.document("s2", TimelineQuery())  # 100,000 remembered, not more: s2 is added
+    service.document("s1", TimelineQuery(granularity="week"))
+    assert cache.get("s1", late) == b"{}"  # s1 still remembered: not looked at again
+    service.document("s3", TimelineQuery())  # 100,001: forgotten, s3 remembered alone
+    service.document("s1", TimelineQuery(granularity="hour"))
+    assert cache.get("s1", late) is None
+
+
+def test_the_defaults_bound_a_view_and_the_in_memory_cache():
+    assert (MAX_VIEW_BUCKETS, MAX_VIEW_CELLS) == (1000, 50_000)
+    assert MemoryArtefacts().max_bytes == 256 * 1024 * 1024
+    hours = Session([stored(f"h{i}", T0 + i * HOUR) for i in range(1001)]).service()
+    with pytest.raises(TimelineRequestError) as caught:
+        hours.document("s1", TimelineQuery(granularity="hour"))
+    assert caught.value.message.startswith("this hour view has 1,001 buckets; a timeline view shows at most 1,000 ")
+    wide = Session([stored("a", T0), stored("b", T0 + DAY)])
+    names = [f"c{i}" for i in range(25_001)]
+    with pytest.raises(TimelineRequestError) as caught:
+        wide.service(column_names=lambda p: names).document("s1", TimelineQuery(granularity="day"))
+    assert "has 2 buckets × 25,001+ columns; a timeline view shows at most 50,000 cells" in caught.value.message
+    assert wide.service(column_names=lambda p: names[:-1]).document("s1", TimelineQuery(granularity="day"))
