@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import logging
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -41,6 +42,7 @@ from whylogs_songbird.server.timeline_service import (
     TimelineQuery,
     TimelineRequestError,
     TimelineService,
+    _dumps,
     _memo_size,
     _names_size,
 )
@@ -1044,3 +1046,57 @@ def test_the_defaults_bound_a_view_and_the_in_memory_cache():
         wide.service(column_names=lambda p: names).document("s1", TimelineQuery(granularity="day"))
     assert "has 2 buckets × 25,001+ columns; a timeline view shows at most 50,000 cells" in caught.value.message
     assert wide.service(column_names=lambda p: names[:-1]).document("s1", TimelineQuery(granularity="day"))
+
+
+def test_a_batch_at_the_epoch_is_at_time_zero():
+    session = Session([stored("z", 0), stored("y", 0)])
+    rollups = Rollups(Derived(), lambda session_id, member: None)
+    document = session.service(rollups=rollups).document("s1", TimelineQuery(granularity="day"))
+    assert document["batch_timestamps"] == [[0]] and document["buckets"][0]["start"] == 0
+    epoch_day = rollups.read("s1", "day", 0, ALL_SEGMENTS, merged=False)
+    assert epoch_day is not None and [m.timestamp for m in epoch_day.members] == [0, 0]
+
+
+def test_stored_json_is_strict_and_compact():
+    assert _dumps({"a": [1, None], "b": "c"}) == b'{"a":[1,null],"b":"c"}'
+    with pytest.raises(ValueError):
+        _dumps({"mean": float("nan")})
+
+
+def test_a_view_lists_the_failures_of_every_bucket_and_shows_its_segment():
+    session = Session([stored("b1", T0), stored("b2", T0), stored("b3", T0 + DAY), stored("s", T0, segment="k=v")])
+    service = session.service(monitors=count_monitor())
+    document = service.document("s1", TimelineQuery(granularity="day"))
+    assert [(a["start"], a["value"]) for a in document["alerts"]] == [(T0, 9)]  # the first day, not the latest
+    assert document["segment"] is None
+    assert service.document("s1", TimelineQuery(segment="k=v"))["segment"] == "k=v"
+
+
+def test_a_value_computed_for_one_view_does_not_hold_up_another_view_s_values():
+    session = three_days()
+    entered, release = threading.Event(), threading.Event()
+
+    def load(profile: StoredProfile) -> DatasetProfileView:
+        if threading.current_thread().name == "first" and profile.id == "b1":
+            entered.set()
+            release.wait(5)
+        return session.load(profile)
+
+    service = TimelineService(session.list_profiles, load, MemoryArtefacts(), column_names=lambda p: ["x"])
+    shown: dict[str, Any] = {}
+
+    def view(granularity: str) -> None:
+        shown[granularity] = service.document("s1", TimelineQuery(granularity=granularity))
+
+    first = threading.Thread(target=view, args=("day",), name="first", daemon=True)
+    second = threading.Thread(target=view, args=("hour",), name="second", daemon=True)
+    first.start()
+    try:
+        assert entered.wait(5)  # the first view computes its first bucket's points
+        second.start()
+        second.join(5)
+        assert not second.is_alive(), "the hour view waited for the day view's value"
+    finally:
+        release.set()
+    first.join(5)
+    assert shown["hour"]["columns"]["x"]["count"] == [3, 3, 3] and shown["day"]["columns"]["x"]["count"] == [3, 3, 3]
