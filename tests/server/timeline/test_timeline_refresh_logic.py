@@ -351,8 +351,10 @@ def test_the_default_background_waits_until_notified_or_for_its_timeout():
     assert done == ["0.0"]  # a timeout of 0 returns without a notify
     woken = threading.Thread(target=waits, args=(None,), daemon=True)
     woken.start()
-    while not done[1:]:
+    for _ in range(500):  # notified until it returns (it may not be waiting yet)
         with wake:
             wake.notify_all()
         woken.join(0.01)
+        if done[1:]:
+            break
     assert done == ["0.0", "None"]
