@@ -63,6 +63,8 @@ class FakeBackground:
         self.waits: list[float | None] = []
         self.steps: list[Any] = []
         self.joined: list[float | None] = []
+        #: the service's lock, which the loop holds while it waits (its condition's)
+        self.lock: Any = None
 
     def start(self, target: Callable[[], None]) -> FakeBackground:
         self.started.append(target)
@@ -78,6 +80,7 @@ class FakeBackground:
         return self.cpu
 
     def wait(self, wake: threading.Condition, timeout: float | None) -> None:
+        assert self.lock is not None and self.lock.locked(), "waits holding the service's lock"
         self.waits.append(timeout)
         if not self.steps:
             raise AssertionError(f"the refresh loop waits again with nothing scripted: waits {self.waits}")
@@ -136,6 +139,7 @@ class Sessions:
             background=self.background,
             **options,
         )
+        self.background.lock = self.service._lock
         return self.service
 
 

@@ -29,7 +29,7 @@ import whylogs.viz.drift.column_drift_algorithms  # noqa: F401
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Monitor, MonitorsFile
-from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups, family_of
+from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups, family_of, rollup_key
 from whylogs_songbird.server.timeline_service import (
     BUCKET_PREFIX,
     DOC_PREFIX,
@@ -404,6 +404,7 @@ def test_profiles_an_ingest_worker_holds_are_left_out_and_listed():
     assert sorted(asked) == [("b2", False), ("b5", False), ("b6", False)]
     assert document["pending"] == ["b2"]
     assert [b["profiles"] for b in document["buckets"]] == [1, 2]  # b1; b3 and b6
+    assert document["reference"]["id"] == "r1"  # ready: kept
     assert not [k for (_, k) in cache._data if k.startswith(DOC_PREFIX)]  # not stored: it will change
     asked.clear()
     service.document_bytes("s1", TimelineQuery(), background=True)
@@ -540,8 +541,10 @@ class Derived:
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], bytes] = {}
+        self.reads: list[str] = []
 
     def get_derived(self, session_id: str, key: str) -> bytes | None:
+        self.reads.append(key)
         return self.data.get((session_id, key))
 
     def put_derived(self, session_id: str, key: str, data: bytes) -> None:
@@ -811,18 +814,19 @@ def test_the_memory_estimates_of_parsed_points_and_column_names():
 
 
 def test_parsed_points_are_kept_in_memory_within_their_bytes():
-    def points_read(memo_bytes: int) -> int:
+    def points_read(**memo_bytes: int) -> int:
         """How many bucket points a second view of the same three hours reads from the store."""
         cache = CountedArtefacts()
-        service = three_days().service(cache=cache, memo_bytes=memo_bytes)
+        service = three_days().service(cache=cache, **memo_bytes)
         service.document("s1", TimelineQuery(granularity="hour"))
         cache.gets.clear()
         service.document("s1", TimelineQuery(granularity="hour", reference="r1"))  # another document
         assert service.computed == {"points": 3, "drift": 5}  # nothing computed again
         return len([k for k in cache.gets if k.endswith("points")])
 
-    assert points_read(32 * 1024 * 1024) == 0  # in memory
-    assert points_read(1) == 3  # none kept: read back
+    assert points_read() == 0  # in memory (32 MiB by default)
+    assert points_read(memo_bytes=1) == 3  # none kept: read back
+    assert points_read(memo_bytes=1000) == 3  # each hour's points are counted at 1,056 bytes or more
 
 
 def test_a_refused_view_suggests_only_coarser_granularities():
@@ -1100,3 +1104,64 @@ def test_a_value_computed_for_one_view_does_not_hold_up_another_view_s_values():
         release.set()
     first.join(5)
     assert shown["hour"]["columns"]["x"]["count"] == [3, 3, 3] and shown["day"]["columns"]["x"]["count"] == [3, 3, 3]
+
+
+def test_the_in_memory_cache_gives_back_the_bytes_of_what_it_drops():
+    cache = MemoryArtefacts(max_bytes=10)
+    cache.put("s", "a", b"1")
+    cache.put("s", "b", b"12345678")
+    cache.drop("s", "a")  # 8 bytes left
+    cache.put("s", "c", b"12")  # 10: all kept
+    assert (cache.get("s", "b"), cache.get("s", "c")) == (b"12345678", b"12")
+    cache.put("s", "d", b"1")  # 11: the least recently used (b) goes
+    assert [cache.get("s", k) for k in "bcd"] == [None, b"12", b"1"]
+
+
+def test_the_column_names_of_a_profile_are_read_once():
+    session = three_days()
+    asked: list[str] = []
+
+    def names(profile: StoredProfile) -> list[str]:
+        asked.append(profile.id)
+        return ["x"]
+
+    service = session.service(column_names=names)
+    for granularity in ("day", "week", "hour"):
+        service.document("s1", TimelineQuery(granularity=granularity))
+    assert sorted(asked) == ["b1", "b2", "b3"]
+
+
+def test_a_view_of_unready_profiles_without_references():
+    session = Session([stored("b1", T0, pending=True), stored("b2", T0 + DAY)])
+    document = session.service(state=lambda p, patient: "pending").document("s1", TimelineQuery(granularity="day"))
+    assert (document["pending"], document["reference"], [b["start"] for b in document["buckets"]]) == (
+        ["b1"],
+        None,
+        [T0 + DAY],
+    )
+
+
+def test_the_cap_on_cells_reads_only_the_names_of_the_view_s_own_rollups():
+    session = Session(
+        [
+            stored("b1", T0 + HOUR),
+            stored("b2", T0 + HOUR, segment="k=v"),
+            stored("b3", T0 + DAY, segment="k=v"),
+            stored("b4", T0 + DAY + HOUR),
+        ]
+    )
+    derived = Derived()
+    rollups = Rollups(derived, lambda session_id, member: None)
+    for query in (TimelineQuery(granularity="day"), TimelineQuery(granularity="hour"), TimelineQuery(segment="k=v")):
+        session.service(rollups=rollups).document("s1", query)
+
+    def read_by_the_cap(**query: str) -> list[str]:
+        derived.reads.clear()
+        with pytest.raises(TimelineRequestError):
+            session.service(rollups=rollups, max_cells=1).document("s1", TimelineQuery(**query))
+        return derived.reads
+
+    # the first bucket's rollup header only (not its merged columns): 2 buckets × 1 column are too many
+    assert read_by_the_cap(granularity="day") == [rollup_key("day", T0, ALL_SEGMENTS)]
+    assert read_by_the_cap(granularity="hour") == [rollup_key("hour", T0 + HOUR, ALL_SEGMENTS)]
+    assert read_by_the_cap(granularity="day", segment="k=v") == [rollup_key("day", T0, family_of("k=v"))]
