@@ -1078,12 +1078,13 @@ def test_a_view_lists_the_failures_of_every_bucket_and_shows_its_segment():
 
 def test_a_value_computed_for_one_view_does_not_hold_up_another_view_s_values():
     session = three_days()
+    session.profiles.append(stored("b5", T0 + 3 * DAY + HOUR))  # the last day has two hours
     entered, release = threading.Event(), threading.Event()
 
     def load(profile: StoredProfile) -> DatasetProfileView:
         if threading.current_thread().name == "first" and profile.id == "b1":
             entered.set()
-            release.wait(5)
+            release.wait(60)  # (released below, whatever happens)
         return session.load(profile)
 
     service = TimelineService(session.list_profiles, load, MemoryArtefacts(), column_names=lambda p: ["x"])
@@ -1103,7 +1104,8 @@ def test_a_value_computed_for_one_view_does_not_hold_up_another_view_s_values():
     finally:
         release.set()
     first.join(5)
-    assert shown["hour"]["columns"]["x"]["count"] == [3, 3, 3] and shown["day"]["columns"]["x"]["count"] == [3, 3, 3]
+    assert shown["hour"]["columns"]["x"]["count"] == [3, 3, 3, 3]
+    assert shown["day"]["columns"]["x"]["count"] == [3, 3, 6]
 
 
 def test_the_in_memory_cache_gives_back_the_bytes_of_what_it_drops():
