@@ -20,7 +20,9 @@ upload is recorded (``stored_at`` set or cleared) and every summary written.
    would leave them: a batch per hour, ``--columns`` columns), then a host that never saw it
    answers (after a view of a tiny session, so one-off start-up costs are apart): the session
    page, the timeline JSON by day and by hour (of the last week: a view has at most 1,000
-   buckets), each first (cold) and again (stored or cached; the median of three).
+   buckets; and of the whole history, refused past 1,000 hours), each first (cold) and again
+   (stored or cached; the median of three). A host checks at start that the server answering on
+   its port is its own process (the health check's pid, with its data dir's token).
    Reported per view: wall ms, the host's CPU ms (``/proc``), bytes; then the growth exponent
    of each between consecutive sizes (1 = linear in the profiles, 0 = flat). Wall times depend
    on what else the machine runs; CPU much less.
@@ -58,6 +60,7 @@ import requests  # noqa: E402
 import whylogs as why  # noqa: E402
 from _server_process import NO_CLIENT_RATE_LIMITS, cpu_seconds  # noqa: E402
 
+from whylogs_songbird.models import HEALTH_TOKEN_FILE, HEALTH_TOKEN_HEADER  # noqa: E402
 from whylogs_songbird.server.rollups import note_summarised  # noqa: E402
 from whylogs_songbird.server.sandbox import summarise_in_child  # noqa: E402
 from whylogs_songbird.server.storage.base import NewUpload, UploadRecord  # noqa: E402
@@ -147,12 +150,28 @@ class Host:
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.url}/healthz", timeout=5).ok:
+            with contextlib.suppress(requests.RequestException, OSError, ValueError):
+                if self._answers_itself(data_dir):
                     return self
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"host {self.name} did not start; see {self.team.work / self.name}.log")
             time.sleep(0.1)
+
+    def _answers_itself(self, data_dir: Path) -> bool:
+        """Whether this host's own process answers on its port: the health check with the token of
+        its data dir names its pid (the port was free when chosen; another process may take it first)."""
+        assert self.process is not None
+        token = (data_dir / HEALTH_TOKEN_FILE).read_text(encoding="ascii").strip()
+        answer = requests.get(f"{self.url}/healthz", headers={HEALTH_TOKEN_HEADER: token}, timeout=5)
+        if not answer.ok:
+            return False
+        pid = answer.json().get("pid")
+        if pid == self.process.pid:
+            return True
+        parent = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]  # a worker process of it
+        if int(parent) == self.process.pid:
+            return True
+        raise RuntimeError(f"host {self.name}: another process (pid {pid}) answers on {self.url}")
 
     def end(self, how: signal.Signals) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -353,6 +372,8 @@ VIEWS = {
     "timeline day": "/api/v1/sessions/{sid}/timeline?granularity=day",
     # a view shows at most 1,000 buckets: the hourly one is of the last week of the history
     "timeline hour (last 7 days)": "/api/v1/sessions/{sid}/timeline?granularity=hour&start={week_ago}&end={end}",
+    # the whole history hourly: refused (400) past 1,000 buckets, which should cost little
+    "timeline hour (all)": "/api/v1/sessions/{sid}/timeline?granularity=hour",
 }
 
 

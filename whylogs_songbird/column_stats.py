@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from whylogs.core import DatasetProfileView
@@ -87,41 +88,164 @@ class ColumnStats:
         return None
 
 
-def frequent_items(column: ColumnProfileView) -> tuple[tuple[str, float], ...]:
-    """The column's frequent items (whylogs' no-false-positives estimate), most frequent first."""
-    metric = column.get_metric("frequent_items")
-    if metric is None:
-        return ()
-    found = metric.to_summary_dict(SummaryConfig()).get("frequent_strings") or []
-    return tuple(sorted(((str(item.value), float(item.est)) for item in found), key=lambda item: (-item[1], item[0])))
+@dataclass(frozen=True, eq=False)
+class ColumnSketches:
+    """One column's metrics as :func:`read_sketches` and the drift test read them, without whylogs'
+    metric objects: what a stored digest holds (the server builds these from digests straight), or
+    :func:`column_sketches` of a column view. Each sketch is the sketch library's object."""
+
+    #: ``counts/n`` and ``counts/null``; None without the counts metric
+    counts: tuple[int, int] | None = None
+    #: values counted per type (:data:`TYPE_NAMES`); None without the types metric
+    type_counts: Mapping[str, int] | None = None
+    #: the distribution's KLL sketch (None without a distribution), its mean and m2
+    kll: Any = None
+    mean: float | None = None
+    m2: float | None = None
+    #: the cardinality's HLL sketch (None without one)
+    hll: Any = None
+    #: the frequent items' sketch (None without one)
+    frequent: Any = None
+    #: whether these are all of the column's metrics, whylogs' standard ones, the counts among them:
+    #: then the drift test scores it from these alone as whylogs would (else on whylogs' view)
+    standard: bool = True
 
 
-def read_column(column: ColumnProfileView, quantiles: Sequence[float] = ()) -> ColumnStats:
-    """The numbers of one column of a profile view, with the KLL quantiles at ``quantiles``."""
+def _standard_metrics() -> dict[str, type[Any]]:
+    from whylogs.core.metrics.column_metrics import ColumnCountsMetric, TypeCountersMetric
+    from whylogs.core.metrics.metrics import (
+        CardinalityMetric,
+        DistributionMetric,
+        FrequentItemsMetric,
+        IntsMetric,
+    )
+
+    return {
+        "counts": ColumnCountsMetric,
+        "types": TypeCountersMetric,
+        "distribution": DistributionMetric,
+        "ints": IntsMetric,
+        "cardinality": CardinalityMetric,
+        "frequent_items": FrequentItemsMetric,
+    }
+
+
+_STANDARD_METRICS = _standard_metrics()
+
+
+def column_sketches(column: ColumnProfileView) -> ColumnSketches:
+    """What :class:`ColumnSketches` reads of a column view (its sketches are the view's own objects)."""
     values: dict[str, Any] = {}
+    standard = all(type(column.get_metric(name)) is _STANDARD_METRICS.get(name) for name in column.get_metric_names())
     types = column.get_metric("types")
     if types is not None:
         values["type_counts"] = {name: int(getattr(types, name).value) for name in TYPE_NAMES if hasattr(types, name)}
     counts = column.get_metric("counts")
     if counts is not None:
-        values["count"] = int(counts.n.value)
-        values["null_count"] = int(counts.null.value)
+        values["counts"] = (int(counts.n.value), int(counts.null.value))
+    standard = standard and counts is not None
     cardinality = column.get_metric("cardinality")
-    if cardinality is not None and cardinality.hll.value is not None:
-        values["distinct"] = finite(cardinality.hll.value.get_estimate())
+    if cardinality is not None:
+        values["hll"] = cardinality.hll.value
+        standard = standard and values["hll"] is not None
     distribution = column.get_metric("distribution")
-    if distribution is not None and distribution.kll.value is not None and not distribution.kll.value.is_empty():
-        sketch = distribution.kll.value
+    if distribution is not None:
+        values.update(kll=distribution.kll.value, mean=distribution.mean.value, m2=distribution.m2.value)
+        standard = standard and values["kll"] is not None
+    items = column.get_metric("frequent_items")
+    if items is not None:
+        values["frequent"] = items.frequent_strings.value
+        standard = standard and values["frequent"] is not None
+    return ColumnSketches(standard=standard, **values)
+
+
+def frequent_strings(sketch: Any) -> list[Any]:
+    """whylogs' frequent items of a frequent-strings sketch: ``(value, estimate, lower, upper)``
+    rows, as its ``FrequentItemsMetric.to_summary_dict`` with the default summary config lists them."""
+    config = SummaryConfig()
+    found: list[Any] = sketch.get_frequent_items(config.frequent_items_error_type.to_datasketches_type())
+    return found[: config.frequent_items_limit] if config.frequent_items_limit > 0 else found
+
+
+def _sorted_items(sketch: Any) -> tuple[tuple[str, float], ...]:
+    if sketch is None:
+        return ()
+    found = ((str(row[0]), float(row[1])) for row in frequent_strings(sketch))
+    return tuple(sorted(found, key=lambda item: (-item[1], item[0])))
+
+
+def frequent_items(column: ColumnProfileView) -> tuple[tuple[str, float], ...]:
+    """The column's frequent items (whylogs' no-false-positives estimate), most frequent first."""
+    metric = column.get_metric("frequent_items")
+    return () if metric is None else _sorted_items(metric.frequent_strings.value)
+
+
+def _stddev(column: ColumnSketches) -> float:
+    """whylogs' ``DistributionMetric.stddev``: the sample standard deviation (0 for one value)."""
+    n = column.kll.get_n()
+    if n <= 1:
+        return 0.0
+    return math.sqrt(column.m2 / (n - 1))
+
+
+def read_sketches(column: ColumnSketches, quantiles: Sequence[float] = ()) -> ColumnStats:
+    """The numbers of one column, with the KLL quantiles at ``quantiles``."""
+    values: dict[str, Any] = {}
+    if column.type_counts is not None:
+        values["type_counts"] = dict(column.type_counts)
+    if column.counts is not None:
+        values["count"], values["null_count"] = column.counts
+    if column.hll is not None:
+        values["distinct"] = finite(column.hll.get_estimate())
+    sketch = column.kll
+    if sketch is not None and not sketch.is_empty():
         values.update(
             has_distribution=True,
-            mean=finite(distribution.mean.value),
-            stddev=finite(distribution.stddev),
+            mean=finite(column.mean),
+            stddev=finite(_stddev(column)),
             min=finite(sketch.get_min_value()),
             max=finite(sketch.get_max_value()),
-            quantiles=tuple(finite(q) for q in sketch.get_quantiles(list(quantiles))) if quantiles else (),
+            quantiles=tuple(finite(q) for q in sketch_quantiles.along(sketch, quantiles)) if quantiles else (),
         )
-    values["frequent_items"] = frequent_items(column)
+    values["frequent_items"] = _sorted_items(column.frequent)
     return ColumnStats(**values)
+
+
+def read_column(column: ColumnProfileView, quantiles: Sequence[float] = ()) -> ColumnStats:
+    """The numbers of one column of a profile view, with the KLL quantiles at ``quantiles``."""
+    return read_sketches(column_sketches(column), quantiles)
+
+
+@dataclass(frozen=True, eq=False)
+class ProfileColumns:
+    """A profile's columns as :class:`ColumnSketches`, in its column order, and ``view(names)``: the
+    whylogs view they are of (of those columns only, with names), for what only whylogs reads.
+    Build one with :meth:`of` (of a view) or, on the server, from a digest."""
+
+    columns: Mapping[str, ColumnSketches]
+    view: Callable[[Sequence[str] | None], DatasetProfileView]
+    #: every column's metrics are whylogs' standard ones (see :attr:`ColumnSketches.standard`)
+    standard: bool = True
+
+    @classmethod
+    def of(cls, view: DatasetProfileView) -> ProfileColumns:
+        found = view.get_columns()
+        columns = {name: column_sketches(column) for name, column in found.items() if column is not None}
+        standard = len(columns) == len(found) and all(c.standard for c in columns.values())
+
+        def whole_or_part(names: Sequence[str] | None) -> DatasetProfileView:
+            return view if names is None else _only(view, names)
+
+        return cls(columns, whole_or_part, standard)
+
+
+#: A profile as the timeline reads it: a whylogs view, or its columns' sketches.
+Profile: TypeAlias = "DatasetProfileView | ProfileColumns"
+
+
+def profile_columns(profile: Profile) -> ProfileColumns:
+    """``profile``'s :class:`ProfileColumns` (itself when it is one)."""
+    return profile if isinstance(profile, ProfileColumns) else ProfileColumns.of(profile)
 
 
 # -- the type of a column ---------------------------------------------------------------------
@@ -319,6 +443,8 @@ def ks_pvalues(statistics: Any, sizes: Any) -> np.ndarray:
     return p
 
 
+#: The points whylogs' KS test takes each sketch's quantiles at (its ``KSTestConfig`` default).
+KS_POINTS = tuple(float(q) for q in np.linspace(0, 1, 100))
 #: How many KLL sketches :class:`_Quantiles` remembers (the reference's, and the last few buckets').
 QUANTILE_CACHE_SIZE = 64
 
@@ -338,6 +464,7 @@ class _Quantiles:
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, tuple[Any, int, tuple[float, ...], np.ndarray]] = OrderedDict()
         self._points: dict[tuple[float, ...], tuple[float, ...]] = {}
+        self._ks_points = self.points(KS_POINTS)
 
     def points(self, wanted: Sequence[float]) -> tuple[float, ...]:
         """``wanted`` as the one tuple of its values this cache compares by identity (cheaply)."""
@@ -345,8 +472,7 @@ class _Quantiles:
         with self._lock:
             return self._points.setdefault(key, key)
 
-    def __call__(self, sketch: Any, points: tuple[float, ...]) -> np.ndarray:
-        """The quantiles of ``sketch`` at ``points`` (best a tuple from :meth:`points`)."""
+    def _kept(self, sketch: Any, points: tuple[float, ...]) -> np.ndarray | None:
         key, count = id(sketch), sketch.get_n()
         with self._lock:
             entry = self._entries.get(key)
@@ -358,14 +484,36 @@ class _Quantiles:
             ):
                 self._entries.move_to_end(key)
                 return entry[3]
-        values = np.asarray(sketch.get_quantiles(list(points)), dtype=float)
+        return None
+
+    def _keep(self, sketch: Any, points: tuple[float, ...], values: np.ndarray) -> np.ndarray:
         values.setflags(write=False)
         with self._lock:
-            self._entries[key] = (sketch, count, points, values)
-            self._entries.move_to_end(key)
+            self._entries[id(sketch)] = (sketch, sketch.get_n(), points, values)
+            self._entries.move_to_end(id(sketch))
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return values
+
+    def __call__(self, sketch: Any, points: tuple[float, ...]) -> np.ndarray:
+        """The quantiles of ``sketch`` at ``points`` (best a tuple from :meth:`points`)."""
+        found = self._kept(sketch, points)
+        if found is not None:
+            return found
+        return self._keep(sketch, points, np.asarray(sketch.get_quantiles(list(points)), dtype=float))
+
+    def along(self, sketch: Any, wanted: Sequence[float]) -> list[float]:
+        """``sketch.get_quantiles(wanted)``. A sketch without its KS quantiles (at :data:`KS_POINTS`)
+        kept gets them in the same call, and they are kept: a column read and then compared sorts
+        its sketch once. The library takes each fraction on its own, so the numbers are those of
+        separate calls."""
+        points = self._ks_points
+        if self._kept(sketch, points) is not None:
+            found: list[float] = sketch.get_quantiles(list(wanted))
+            return found
+        values: list[float] = sketch.get_quantiles([*points, *wanted])
+        self._keep(sketch, points, np.asarray(values[: len(points)], dtype=float))
+        return values[len(points) :]
 
     def clear(self) -> None:
         with self._lock:
@@ -439,21 +587,25 @@ def _batched_classes() -> tuple[type[Any], type[Any]]:
                 self._points_of, self._points = quantiles, self._quantiles.points(quantiles)
             points = np.unique(
                 np.concatenate(
-                    [
+                    (
                         self._quantiles(target_distribution, self._points),
                         self._quantiles(reference_distribution, self._points),
-                    ]
+                    )
                 )
             )
-            if not np.all(np.isfinite(points)):
-                return super()._compute_ks_score(target_distribution, reference_distribution, with_thresholds)
             split = points.tolist()
-            target_cdf = np.asarray(target_distribution.get_cdf(split)[:-1])
-            reference_cdf = np.asarray(reference_distribution.get_cdf(split)[:-1])
-            d_max = float(np.max(np.abs(target_cdf - reference_cdf)))
+            if not (math.isfinite(split[0]) and math.isfinite(split[-1])):  # sorted, NaN last: all finite
+                return super()._compute_ks_score(target_distribution, reference_distribution, with_thresholds)
+            target_cdf = target_distribution.get_cdf(split)
+            reference_cdf = reference_distribution.get_cdf(split)
+            target_cdf.pop()  # the last is 1 (every value is below the end)
+            reference_cdf.pop()
+            # the largest difference (CDFs at finite points are never NaN), without numpy's conversions
+            d_max = float(max(map(abs, map(operator.sub, target_cdf, reference_cdf))))
             m, n = sorted([target_distribution.get_n(), reference_distribution.get_n()], reverse=True)
             thresholds = self._parameter_config.thresholds if with_thresholds else None
-            score = _DeferredScore(self.name, d_max, thresholds, float(np.round(m * n / (m + n))))
+            # Python's round, as numpy's, takes a half to the even neighbour
+            score = _DeferredScore(self.name, d_max, thresholds, float(round(m * n / (m + n))))
             self._deferred.append(score)
             return score
 
@@ -550,19 +702,81 @@ def _split_columns(target: DatasetProfileView, reference: DatasetProfileView) ->
     return ks, chi_square
 
 
-def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> dict[str, DriftScore]:
+def drift_scores(target: Profile, reference: Profile) -> dict[str, DriftScore]:
     """Drift of every column the two profiles share, with whylogs' default algorithm choice
     (KS test for distributions, chi-square for frequent items) and its thresholds.
 
     Columns whylogs cannot score (e.g. no shared metric) are left out. The numbers are those of
     ``calculate_drift_scores`` without a drift map: the columns it would score with the KS test
-    are mapped to the KS test (so the chi-square test it also runs on them, and then drops, is
-    not run) with each sketch's quantiles taken once (:data:`sketch_quantiles`), its CDFs in one
-    call and the p-values in one call of :func:`ks_pvalues` (within :data:`KS_PVALUE_MAX_ERROR`
-    of whylogs', the same category); the columns it would score with the chi-square test get
-    their p-values in one call of scipy. A column the KS test cannot score falls back to the
-    default choice.
+    get the KS test (not the chi-square test it also runs on them, and then drops), with each
+    sketch's quantiles taken once (:data:`sketch_quantiles`), its CDFs in one call and the p-values
+    in one call of :func:`ks_pvalues` (within :data:`KS_PVALUE_MAX_ERROR` of whylogs', the same
+    category); the columns it would score with the chi-square test get their p-values in one call
+    of scipy. A column the KS test cannot score falls back to the default choice.
+
+    Profiles of whylogs' standard metrics only (:class:`ProfileColumns`, ``standard``) are scored
+    from their sketches straight, without whylogs' per-column objects; any other goes through
+    ``calculate_drift_scores`` with a drift map of those choices.
     """
+    mine, theirs = profile_columns(target), profile_columns(reference)
+    if not (mine.standard and theirs.standard):
+        return _drift_scores_by_map(mine.view(None), theirs.view(None))
+    batched_ks, batched_chi_square = _batched_classes()
+    ks, chi_square = batched_ks(), batched_chi_square()
+    found: dict[str, Any] = {}
+    ks_names: list[str] = []
+    for name, column in mine.columns.items():
+        other = theirs.columns.get(name)
+        if other is None:
+            continue
+        if column.kll is None or other.kll is None or column.kll.is_empty() or other.kll.is_empty():
+            # whylogs' KS test returns nothing: its chi-square test, on whylogs' frequent stats
+            stats = _frequent_stats(column), _frequent_stats(other)
+            found[name] = None if not all(stats) else chi_square._compute_chi_squared_score(*stats, True)
+        else:
+            found[name] = ks._compute_ks_score(column.kll, other.kll, True)
+            ks_names.append(name)
+    ks.settle()
+    chi_square.settle()
+    unscored = [name for name in ks_names if found[name] is None or _is_nan(found[name].pvalue)]
+    # e.g. a p-value whylogs' KS test gives up on: the default choice decides
+    fallback = _default_choice(mine.view(unscored), theirs.view(unscored)) if unscored else {}
+    scores: dict[str, DriftScore] = {}
+    for name, score in found.items():
+        if name in fallback:
+            scores.update(_scores({name: fallback.pop(name)}))
+        elif score is not None:  # what _scores makes of score.to_dict(), without the dict
+            scores[name] = DriftScore(
+                column=name,
+                algorithm=str(score.algorithm or "?"),
+                statistic=None if score.statistic is None else float(score.statistic),
+                pvalue=finite(score.pvalue),
+                category=score.drift_category or None,
+            )
+    scores.update(_scores(fallback))
+    return scores
+
+
+def _frequent_stats(column: ColumnSketches) -> dict[str, Any] | None:
+    """whylogs' ``get_frequent_stats`` of a standard column (None without frequent items or cardinality)."""
+    if column.frequent is None or column.hll is None or column.counts is None:
+        return None
+    return {
+        "frequent_items": [{"value": row[0], "estimate": row[1]} for row in frequent_strings(column.frequent)],
+        "total_count": column.counts[0],
+        "unique_count": int(column.hll.get_estimate()),
+    }
+
+
+def _default_choice(target: DatasetProfileView, reference: DatasetProfileView) -> dict[str, Any]:
+    from whylogs.viz.drift.column_drift_algorithms import calculate_drift_scores
+
+    found: dict[str, Any] = calculate_drift_scores(target_view=target, reference_view=reference, with_thresholds=True)
+    return found
+
+
+def _drift_scores_by_map(target: DatasetProfileView, reference: DatasetProfileView) -> dict[str, DriftScore]:
+    """:func:`drift_scores` of any views, through ``calculate_drift_scores`` with a drift map."""
     from whylogs.viz.drift.column_drift_algorithms import ColumnDriftAlgorithm, calculate_drift_scores
 
     batched_ks, batched_chi_square = _batched_classes()
@@ -575,12 +789,13 @@ def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> d
     )
     ks.settle()
     chi_square.settle()
-    unscored = [name for name in ks_names if not raw.get(name) or _is_nan(raw[name].get("pvalue"))]
+    unscored = [name for name in ks_names if _unscored(raw.get(name))]
     if unscored:  # e.g. a p-value whylogs' KS test gives up on: the default choice decides
-        fallback = calculate_drift_scores(
-            target_view=_only(target, unscored), reference_view=_only(reference, unscored), with_thresholds=True
-        )
-        raw.update(fallback)
+        raw.update(_default_choice(_only(target, unscored), _only(reference, unscored)))
+    return _scores(raw)
+
+
+def _scores(raw: Mapping[str, Mapping[str, Any] | None]) -> dict[str, DriftScore]:
     scores: dict[str, DriftScore] = {}
     for column, score in raw.items():
         if not score:
@@ -598,6 +813,11 @@ def drift_scores(target: DatasetProfileView, reference: DatasetProfileView) -> d
 
 def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
+
+
+def _unscored(score: Mapping[str, Any] | None) -> bool:
+    """Whether the KS test gave a column nothing, or a p-value scipy could not give (NaN)."""
+    return not score or _is_nan(score.get("pvalue"))
 
 
 def _only(view: DatasetProfileView, names: Sequence[str]) -> DatasetProfileView:

@@ -40,10 +40,15 @@ from whylogs.core.view.column_profile_view import ColumnProfileView
 
 from whylogs_songbird.column_stats import (
     DRIFT_CATEGORIES,
+    ColumnStats,
+    Profile,
+    ProfileColumns,
     drift_scores,
     finite,
     merge_views,
+    profile_columns,
     read_column,
+    read_sketches,
     severity,
     type_of,
 )
@@ -342,9 +347,16 @@ class ColumnPoint:
         )
 
 
+#: The quantiles of a column's p5-p50-p95 band.
+_BAND = (0.05, 0.5, 0.95)
+
+
 def column_point(column: ColumnProfileView) -> ColumnPoint:
     """The numbers of one column of a (merged) view, from whylogs' metrics."""
-    stats = read_column(column, (0.05, 0.5, 0.95))
+    return _point(read_column(column, _BAND))
+
+
+def _point(stats: ColumnStats) -> ColumnPoint:
     values: dict[str, Any] = {
         "inferred_type": type_of(stats),
         "count": stats.count,
@@ -367,9 +379,9 @@ def column_point(column: ColumnProfileView) -> ColumnPoint:
     return ColumnPoint(**values)
 
 
-def column_points(view: DatasetProfileView) -> dict[str, ColumnPoint]:
+def column_points(view: Profile) -> dict[str, ColumnPoint]:
     """The numbers of every column of a (merged) bucket view, in the view's column order."""
-    return {name: column_point(column) for name, column in view.get_columns().items() if column is not None}
+    return {name: _point(read_sketches(column, _BAND)) for name, column in profile_columns(view).columns.items()}
 
 
 # -- drift -----------------------------------------------------------------------------------
@@ -393,7 +405,7 @@ class DriftPoint:
         return cls(category=category, p_value=p_value, statistic=statistic, algorithm=str(algorithm))
 
 
-def drift_points(target: DatasetProfileView, reference: DatasetProfileView) -> dict[str, DriftPoint]:
+def drift_points(target: Profile, reference: Profile) -> dict[str, DriftPoint]:
     """Drift of every column the two views share, with whylogs' default algorithm choice and thresholds.
 
     Columns whylogs cannot score (no shared distribution or frequent items) are left out.
@@ -550,9 +562,9 @@ class TimelineInputs:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Identifies the reference's content in the keys of :data:`CachedJson` and :data:`Memo`.
     reference_key: str = ""
-    #: The merged view of one bucket, when the caller keeps them (the server's rollups); by default
-    #: its batches are loaded and merged in order.
-    merged: Callable[[Bucket], DatasetProfileView] | None = None
+    #: The merged view of one bucket (or its columns' sketches), when the caller keeps them (the
+    #: server's rollups); by default its batches are loaded and merged in order.
+    merged: Callable[[Bucket], Profile] | None = None
 
 
 def _compute(key: str, compute: Callable[[], Any]) -> Any:
@@ -561,9 +573,9 @@ def _compute(key: str, compute: Callable[[], Any]) -> Any:
 
 def _bucket_points(
     bucket: Bucket,
-    view: Callable[[], DatasetProfileView],
-    reference: Callable[[], DatasetProfileView] | None,
-    previous: Callable[[], DatasetProfileView] | None,
+    view: Callable[[], Profile],
+    reference: Callable[[], Profile] | None,
+    previous: Callable[[], Profile] | None,
     *,
     cached: CachedJson = _compute,
     reference_key: str = "",
@@ -571,7 +583,7 @@ def _bucket_points(
 ) -> BucketPoints:
     """A bucket's points, each part read back from ``cached`` or computed from views loaded only then."""
 
-    def drift(other: Callable[[], DatasetProfileView]) -> dict[str, Any]:
+    def drift(other: Callable[[], Profile]) -> dict[str, Any]:
         return {n: d.to_json() for n, d in drift_points(view(), other()).items()}
 
     columns = cached(f"points/{bucket.key}", lambda: {n: p.to_json() for n, p in column_points(view()).items()})
@@ -595,9 +607,9 @@ def _bucket_points(
 
 def bucket_points(
     bucket: Bucket,
-    view: DatasetProfileView,
-    reference: DatasetProfileView | None,
-    previous: DatasetProfileView | None,
+    view: Profile,
+    reference: Profile | None,
+    previous: Profile | None,
 ) -> BucketPoints:
     """The points of one bucket from its merged view, the reference view and the previous bucket's view."""
     return _bucket_points(
@@ -609,23 +621,22 @@ def bucket_points(
 
 
 class _BucketViews:
-    """The merged views of the last few buckets asked for, each merged once."""
+    """The merged views of the last few buckets asked for, each merged once and read as its columns'
+    sketches once (so a bucket compared twice is the same sketches, whose quantiles are taken once)."""
 
-    def __init__(
-        self, load: ViewLoader, keep: int = 3, merged: Callable[[Bucket], DatasetProfileView] | None = None
-    ) -> None:
+    def __init__(self, load: ViewLoader, keep: int = 3, merged: Callable[[Bucket], Profile] | None = None) -> None:
         self.load = load
         self.keep = keep
         self.merged = merged
-        self._views: dict[str, DatasetProfileView] = {}
+        self._views: dict[str, ProfileColumns] = {}
 
-    def get(self, bucket: Bucket) -> DatasetProfileView:
+    def get(self, bucket: Bucket) -> ProfileColumns:
         view = self._views.pop(bucket.key, None)
         if view is None:
             if self.merged is not None:
-                view = self.merged(bucket)
+                view = profile_columns(self.merged(bucket))
             else:
-                view = merge_views([self.load(b) for b in bucket.batches])
+                view = profile_columns(merge_views([self.load(b) for b in bucket.batches]))
         self._views[bucket.key] = view  # most recent last
         while len(self._views) > self.keep:
             del self._views[next(iter(self._views))]
@@ -634,12 +645,14 @@ class _BucketViews:
 
 def _loaded_once(
     given: DatasetProfileView | Callable[[], DatasetProfileView] | None,
-) -> Callable[[], DatasetProfileView] | None:
+) -> Callable[[], ProfileColumns] | None:
     if given is None:
         return None
     if callable(given):
-        return functools.cache(given)
-    return lambda: given
+        load = given
+        return functools.cache(lambda: profile_columns(load()))
+    columns = profile_columns(given)
+    return lambda: columns
 
 
 def compute_timeline(

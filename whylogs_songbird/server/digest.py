@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import whylogs_sketching as ds
@@ -49,7 +49,7 @@ from whylogs.core.proto import (
 )
 from whylogs.core.view.column_profile_view import ColumnProfileView
 
-from whylogs_songbird.column_stats import TYPE_NAMES
+from whylogs_songbird.column_stats import TYPE_NAMES, ColumnSketches, ProfileColumns
 from whylogs_songbird.server.profile_check import _varint
 from whylogs_songbird.server.sketch_check import (
     SketchCheckError,
@@ -82,8 +82,10 @@ def _component_values(metric: Any, names: tuple[str, ...]) -> list[int]:
     return [int(getattr(metric, name).value) if hasattr(metric, name) else 0 for name in names]
 
 
-def digest_column(column: ColumnProfileView) -> dict[str, Any]:
-    """The digest of one column: only the metrics it has."""
+def digest_column(column: ColumnProfileView, *, raw: bool = False) -> dict[str, Any]:
+    """The digest of one column: only the metrics it has. ``raw``: each sketch as its bytes, not
+    base64 text (for a binary layout, such as a rollup's; not JSON)."""
+    text: Any = (lambda data: data) if raw else _b64
     out: dict[str, Any] = {}
     counts = column.get_metric("counts")
     if counts is not None:
@@ -96,14 +98,14 @@ def digest_column(column: ColumnProfileView) -> dict[str, Any]:
         out["distribution"] = [
             float(distribution.mean.value),
             float(distribution.m2.value),
-            _b64(distribution.kll.value.serialize()),
+            text(distribution.kll.value.serialize()),
         ]
     cardinality = column.get_metric("cardinality")
     if cardinality is not None and cardinality.hll.value is not None:
-        out["cardinality"] = _b64(cardinality.hll.value.serialize_compact())
+        out["cardinality"] = text(cardinality.hll.value.serialize_compact())
     items = column.get_metric("frequent_items")
     if items is not None and items.frequent_strings.value is not None:
-        out["frequent_items"] = _b64(items.frequent_strings.value.serialize())
+        out["frequent_items"] = text(items.frequent_strings.value.serialize())
     return out
 
 
@@ -232,6 +234,11 @@ def _component(kind: type[C], value: Any) -> C:
     return component
 
 
+def sketch_bytes(value: str | bytes) -> bytes:
+    """A digested sketch: base64 text (a digest) or its bytes (a binary layout, ``raw``)."""
+    return value if isinstance(value, bytes) else _unb64(value)
+
+
 def _checked(data: dict[str, Any]) -> dict[str, bytes]:
     """The sketch bytes of one digested column, each checked (``sketch_check.py``) before the
     sketch library may see it: a digest holds only sketches the sandbox re-serialized, and this
@@ -239,13 +246,13 @@ def _checked(data: dict[str, Any]) -> dict[str, bytes]:
     sketches: dict[str, bytes] = {}
     try:
         if "distribution" in data:
-            sketches["kll"] = _unb64(data["distribution"][2])
+            sketches["kll"] = sketch_bytes(data["distribution"][2])
             check_kll_doubles(sketches["kll"])
         if "cardinality" in data:
-            sketches["hll"] = _unb64(data["cardinality"])
+            sketches["hll"] = sketch_bytes(data["cardinality"])
             check_hll(sketches["hll"])
         if "frequent_items" in data:
-            sketches["fi"] = _unb64(data["frequent_items"])
+            sketches["fi"] = sketch_bytes(data["frequent_items"])
             check_frequent_strings(sketches["fi"])
     except (SketchCheckError, ValueError, TypeError, IndexError) as exc:
         raise DigestError(f"a stored summary holds a sketch this server does not read ({exc})") from None
@@ -319,6 +326,127 @@ def view_of(columns: dict[str, Any], names: Iterable[str] | None = None) -> Data
     return DatasetProfileView(columns=built, dataset_timestamp=None, creation_timestamp=None)
 
 
+class _MergedColumn:
+    """One column being merged from digested columns: each metric as whylogs' merge keeps it
+    (counts as lists, the distribution's mean and m2 as floats, sketches as sketch objects)."""
+
+    __slots__ = ("counts", "types", "distribution", "hll", "fi")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        sketches = _checked(data)  # before the sketch library sees any of them
+        self.counts: list[int] | None = [int(v) for v in data["counts"]] if "counts" in data else None
+        self.types: list[int] | None = [int(v) for v in data["types"]] if "types" in data else None
+        self.distribution: tuple[float, float, Any] | None = None
+        if "distribution" in data:
+            mean, m2, _ = data["distribution"]
+            self.distribution = (mean, m2, ds.kll_doubles_sketch.deserialize(sketches["kll"]))
+        self.hll = ds.hll_sketch.deserialize(sketches["hll"]) if "hll" in sketches else None
+        self.fi = ds.frequent_strings_sketch.deserialize(sketches["fi"]) if "fi" in sketches else None
+
+    def merge(self, other: _MergedColumn) -> None:
+        """Merge ``other`` (a later profile's column) into this one, with the arithmetic of whylogs'
+        aggregators and ``DistributionMetric.merge``; a metric only one side has is kept as it is."""
+        self.counts = _summed(self.counts, other.counts)
+        self.types = _summed(self.types, other.types)
+        if self.distribution is None or other.distribution is None:
+            self.distribution = self.distribution or other.distribution
+        else:
+            (a_mean, a_m2, a_kll), (b_mean, b_m2, b_kll) = self.distribution, other.distribution
+            a_n, b_n = a_kll.get_n(), b_kll.get_n()
+            delta = b_mean - a_mean
+            new_n = a_n + b_n
+            if a_n != 0 or b_n != 0:
+                m2 = a_m2 + b_m2 + delta**2 * a_n * b_n / new_n
+                mean = (a_n / new_n) * a_mean + (b_n / new_n) * b_mean
+            else:
+                m2, mean = 0, 0
+            a_kll.merge(b_kll)  # this column's own sketch: whylogs merges into a copy of it
+            self.distribution = (mean, m2, a_kll)
+        if self.hll is None or other.hll is None:
+            self.hll = self.hll or other.hll
+        else:
+            target = self.hll.tgt_type if self.hll.tgt_type.value >= other.hll.tgt_type.value else other.hll.tgt_type
+            union = ds.hll_union(max(self.hll.lg_config_k, other.hll.lg_config_k))
+            union.update(self.hll)
+            union.update(other.hll)
+            self.hll = union.get_result(target)
+        if self.fi is None or other.fi is None:
+            self.fi = self.fi or other.fi
+        else:
+            self.fi.merge(other.fi)
+
+    def digested(self, raw: bool = False) -> dict[str, Any]:
+        """The digest of the merged column (as :func:`digest_column` writes it, ``raw`` too)."""
+        text: Any = (lambda data: data) if raw else _b64
+        out: dict[str, Any] = {}
+        if self.counts is not None:
+            out["counts"] = self.counts
+        if self.types is not None:
+            out["types"] = self.types
+        if self.distribution is not None:
+            mean, m2, kll = self.distribution
+            out["distribution"] = [float(mean), float(m2), text(kll.serialize())]
+        if self.hll is not None:
+            out["cardinality"] = text(self.hll.serialize_compact())
+        if self.fi is not None:
+            out["frequent_items"] = text(self.fi.serialize())
+        return out
+
+
+def _summed(left: list[int] | None, right: list[int] | None) -> list[int] | None:
+    if left is None or right is None:
+        return left if right is None else right
+    if len(left) != len(right):
+        raise DigestError("a stored summary holds counters of another shape")
+    return [a + b for a, b in zip(left, right)]
+
+
+def merge_digested(profiles: Sequence[dict[str, Any]], *, raw: bool = False) -> dict[str, Any]:
+    """The digested columns (:func:`digest_columns`' form) of the merge of several profiles' digested
+    columns, in that order: the numbers of ``merge_views`` over their views (counts, means and
+    estimates exactly; KLL quantiles within the sketch's error, as two whylogs merges differ), made
+    straight from the sketches, without building whylogs' metric objects (most of a merge's cost).
+    Each sketch is checked before the sketch library reads it; raises :class:`DigestError`.
+    ``raw``: each sketch of the result as its bytes (``digest_column``'s ``raw``)."""
+    merged: dict[str, _MergedColumn] = {}
+    for columns in profiles:
+        for name, data in columns.items():
+            column = _MergedColumn(data)
+            if name in merged:
+                merged[name].merge(column)
+            else:
+                merged[name] = column
+    return {name: column.digested(raw) for name, column in merged.items()}
+
+
+def _sketches_from_digest(data: dict[str, Any]) -> ColumnSketches:
+    """What :func:`_column_from_digest` builds, as :class:`ColumnSketches` (each sketch checked)."""
+    sketches = _checked(data)
+    counts, types, distribution = data.get("counts"), data.get("types"), data.get("distribution")
+    return ColumnSketches(
+        counts=None if counts is None else (int(counts[0]), int(counts[1])),
+        type_counts=None if types is None else dict(zip(_TYPES, (int(v) for v in [*types, *[0] * len(_TYPES)]))),
+        kll=ds.kll_doubles_sketch.deserialize(sketches["kll"]) if "kll" in sketches else None,
+        mean=None if distribution is None else distribution[0],
+        m2=None if distribution is None else distribution[1],
+        hll=ds.hll_sketch.deserialize(sketches["hll"]) if "hll" in sketches else None,
+        frequent=ds.frequent_strings_sketch.deserialize(sketches["fi"]) if "fi" in sketches else None,
+        standard=counts is not None,
+    )
+
+
+def columns_of(columns: dict[str, Any]) -> ProfileColumns:
+    """The digested ``columns`` as :class:`ProfileColumns`: the numbers the timeline reads of each,
+    from its sketches straight (checked as :func:`view_of` checks them, DigestError), without the
+    whylogs objects of a view; the view is built only if asked for (``view(names)``)."""
+    built = {name: _sketches_from_digest(data) for name, data in columns.items()}
+
+    def view(names: Sequence[str] | None) -> DatasetProfileView:
+        return view_of(columns, names)
+
+    return ProfileColumns(built, view, all(column.standard for column in built.values()))
+
+
 def digested_count(data: dict[str, Any]) -> int | None:
     """A digested column's count of values (whylogs' ``counts/n``), None without the counts metric."""
     counts = data.get("counts")
@@ -334,9 +462,12 @@ __all__ = [
     "DIGEST_VERSION",
     "DigestError",
     "check_digest",
+    "columns_of",
     "digest_columns",
     "digest_from_bytes",
     "digest_view",
+    "merge_digested",
+    "sketch_bytes",
     "sketches_of",
     "digested_count",
     "view_from_digest",

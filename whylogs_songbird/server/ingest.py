@@ -13,8 +13,9 @@ nor a restart loops on it.
 
 It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
 it at once. With presigned uploads it also makes the background look for PUTs that landed in the
-blob store (``Store.learn_landed``) when it has nothing to summarise, and before its next profile
-when a page asked for a look (``Store.nudge_landed``): pages never look at the blob store themselves.
+blob store (``Store.learn_landed``) when it has nothing to summarise; when a page asks for a look
+(``Store.nudge_landed``: pages never look at the blob store themselves), its look thread makes it
+at once, whatever profile is being summarised meanwhile (see :meth:`IngestWorker.look_soon`).
 ``concurrency`` threads at most (default 1) summarise at once, so its memory is bounded by that
 many profiles (each at most the upload limit). While the process answers
 requests it yields, so uploads and pages come first and the backlog is summarised as load allows.
@@ -33,7 +34,7 @@ from whylogs_songbird.server.config import DEFAULT_CLAIM_LEASE_SECONDS
 from whylogs_songbird.server.rollups import note_summarised, note_summarised_many, summary_changing
 from whylogs_songbird.server.sandbox import Sandbox, SandboxError, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
-from whylogs_songbird.server.store import Store, UploadRecord
+from whylogs_songbird.server.store import LANDED_LOOK_SECONDS, Store, UploadRecord
 
 logger = logging.getLogger("whylogs_songbird.server.ingest")
 
@@ -46,6 +47,10 @@ POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
 #: While requests are being answered, the worker summarises at most this share of the time.
 BUSY_SHARE = 0.25
+#: An idle worker woken by a PUT waits this long before it claims, so that the uploads of a
+#: stream arriving meanwhile are summarised and rolled up together: each trip to the sandbox, claim
+#: and rollup costs about as much as a small profile's own work.
+GATHER_SECONDS = 0.01
 #: The worker merges summarised batches into their hour and day rollups once this many wait, or
 #: when no profile is left pending (a burst of uploads into one hour then costs one merge per
 #: bucket for many of them; a view merges from the profiles whatever is not rolled up yet).
@@ -139,8 +144,11 @@ def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox, *, roll_up:
 def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox) -> list[bytes | None]:
     """:func:`ingest_one` for several claimed profiles, their bytes sent to one sandbox child in one
     round trip (``Sandbox.digest_many``), without rollups (the caller merges the digests into their
-    rollups); the digest of each, or None. A profile the child did not reach, because one before it
-    ended the child, is summarised alone, so a crash is only ever counted against its own profile."""
+    rollups); the digest of each, or None. Only the profile the child was on when it died is
+    charged the crash (the child says when it starts each one); the answers it gave before count,
+    and the profiles it did not finish otherwise are summarised alone, so a crash is only ever
+    counted against its own profile. When the sandbox is stopped meanwhile, the profiles not
+    answered are given back with their tries."""
     heartbeat = heartbeat_of(store)
     with contextlib.ExitStack() as held:
         for upload in uploads:
@@ -152,15 +160,35 @@ def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox)
                 outcomes = sandbox.digest_many([data for _, data in readable])
             except Exception:
                 logger.exception("ingest: summarising %d uploads together failed; each goes alone", len(readable))
-        digests = {}
+        verdicts: list[tuple[UploadRecord, bytes | SandboxError]] = []
         for (upload, data), outcome in zip(readable, outcomes):
             try:
-                digests[upload.id] = _record(
-                    store, upload, outcome if outcome is not None else _digest_alone(sandbox, data)
-                )
+                verdicts.append((upload, outcome if outcome is not None else _digest_alone(sandbox, data)))
             except Exception:  # one profile's failure is not the others'
                 logger.exception("ingest: upload %s failed", upload.id)
         del readable
+        # each session's timeline version changes once, before any of these summaries or verdicts shows
+        changing = {upload.session_id: upload for upload, verdict in verdicts if _shows(verdict)}
+        for upload in changing.values():
+            summary_changing(store, upload)
+        for upload, verdict in verdicts:
+            if isinstance(verdict, bytes):
+                continue  # stored together, below
+            try:
+                _record(store, upload, verdict, changing_noted=True)
+            except Exception:  # one profile's failure is not the others'
+                logger.exception("ingest: upload %s failed", upload.id)
+        summarised = [(upload, verdict) for upload, verdict in verdicts if isinstance(verdict, bytes)]
+        try:  # one transaction for the batch's summaries (each is stored only if its bytes are the same)
+            kept = (
+                store.store_summaries([(u.id, u.sha256 or "", digest) for u, digest in summarised])
+                if summarised
+                else []
+            )
+        except Exception:
+            logger.exception("ingest: storing %d summaries failed", len(summarised))
+            kept = [False] * len(summarised)
+        digests = {upload.id: digest for (upload, digest), ok in zip(summarised, kept) if ok}
     return [digests.get(upload.id) for upload in uploads]
 
 
@@ -205,12 +233,22 @@ def _digest_alone(sandbox: Sandbox, data: bytes) -> bytes | SandboxError:
         return exc
 
 
-def _record(store: Store, upload: UploadRecord, outcome: bytes | SandboxError) -> bytes | None:
+def _shows(outcome: bytes | SandboxError) -> bool:
+    """Whether recording this outcome changes what views show (a summary, or the profile invalid)."""
+    return isinstance(outcome, (bytes, SandboxRefused))
+
+
+def _record(
+    store: Store, upload: UploadRecord, outcome: bytes | SandboxError, *, changing_noted: bool = False
+) -> bytes | None:
     """Store what the sandbox made of a claimed profile: its summary (the digest is returned), or
-    invalid with the reason, or its claim released (a crash counts a try; a stop does not)."""
+    invalid with the reason, or its claim released (a crash counts a try; a stop does not).
+    ``changing_noted``: the caller changed the session's timeline version already
+    (``summary_changing``), after the sandbox's verdict and before this record."""
     assert upload.sha256 is not None  # a profile without bytes is never read
-    if isinstance(outcome, SandboxRefused):
+    if _shows(outcome) and not changing_noted:
         summary_changing(store, upload)
+    if isinstance(outcome, SandboxRefused):
         store.mark_invalid(upload.id, upload.sha256, str(outcome))
         logger.info("ingest: upload %s is not a readable profile: %s", upload.id, outcome)
         return None
@@ -223,8 +261,7 @@ def _record(store: Store, upload: UploadRecord, outcome: bytes | SandboxError) -
             "ingest: upload %s: %s (try %d of %d)", upload.id, outcome, upload.ingest_tries, INGEST_MAX_TRIES
         )
         return None
-    summary_changing(store, upload)  # the session's timeline version, before the summary shows
-    if not store.store_summary(upload.id, upload.sha256, outcome):
+    if not store.store_summary(upload.id, upload.sha256, outcome):  # after the version changed
         return None
     return outcome
 
@@ -251,7 +288,10 @@ class IngestWorker:
         self._stop = threading.Event()
         #: a page asked for a look at landed PUTs (see :meth:`look_soon`)
         self._look_wanted = threading.Event()
+        #: held while a thread looks for landed PUTs (one look at a time)
+        self._looking = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._look_thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"IngestWorker(concurrency={self.concurrency}, running={bool(self._threads)})"
@@ -259,6 +299,9 @@ class IngestWorker:
     def start(self) -> IngestWorker:
         if not self._threads:
             self._stop.clear()
+            self._look_wanted.clear()
+            self._look_thread = threading.Thread(target=self._look_when_asked, name="songbird-ingest-look", daemon=True)
+            self._look_thread.start()
             self.store.add_look_waker(self.look_soon)
             for index in range(self.concurrency):
                 thread = threading.Thread(target=self._run, name=f"songbird-ingest-{index}", daemon=True)
@@ -271,16 +314,17 @@ class IngestWorker:
         self._wake.set()
 
     def look_soon(self) -> None:
-        """Look for landed presigned PUTs before summarising the next profile (a page asked,
-        ``Store.nudge_landed``)."""
+        """Look for landed presigned PUTs now (a page asked, ``Store.nudge_landed``). The look
+        thread makes the look, so it never waits for a profile being summarised (a profile of
+        10,000 columns takes seconds); it sleeps until asked, so an idle server spends nothing."""
         self._look_wanted.set()
-        self._wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the profiles being summarised (their claims end with them); one still being
         summarised after :data:`STOP_GRACE_SECONDS` is given up (its try is not counted)."""
         self._stop.set()
         self._wake.set()
+        self._look_wanted.set()  # the look thread ends too
         self.store.remove_look_waker(self.look_soon)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -289,16 +333,36 @@ class IngestWorker:
             self.sandbox.close()  # a profile still being summarised is left for the next start
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads = []
+        if self._look_thread is not None:
+            self._look_thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads, self._look_thread = [], None
 
     def _learn_landed(self) -> bool:
         """The background look for presigned PUTs that landed (no-op: embedded store); whether any did."""
-        self._look_wanted.clear()
         try:
-            return bool(self.store.learn_landed(stop=self._stop.is_set))
+            with self._looking:
+                return bool(self.store.learn_landed(stop=self._stop.is_set))
         except Exception:
             logger.exception("ingest: checking the blob store for landed uploads failed")
             return False
+
+    def _look_when_asked(self) -> None:
+        """The look thread: a look each time a page asks (:meth:`look_soon`), asks that come during
+        a look taken together, at most one look every :data:`LANDED_LOOK_SECONDS` while they keep
+        coming, and one more look that long after the last (the store skips a session looked at
+        less than that long before, and takes it then). What it learns wakes the worker."""
+        while True:
+            self._look_wanted.wait()
+            while self._look_wanted.is_set():
+                if self._stop.is_set():
+                    return
+                self._look_wanted.clear()
+                if self._learn_landed():
+                    self._wake.set()
+                if self._stop.wait(LANDED_LOOK_SECONDS):
+                    return
+            if self._learn_landed():
+                self._wake.set()
 
     def _run(self) -> None:
         summarised: list[tuple[UploadRecord, bytes]] = []  # not merged into their rollups yet
@@ -309,8 +373,6 @@ class IngestWorker:
 
     def _summarise(self, summarised: list[tuple[UploadRecord, bytes]]) -> None:
         while not self._stop.is_set():
-            if self._look_wanted.is_set():  # a page asked: landed uploads before the backlog
-                self._learn_landed()
             try:
                 claimed = self._claim()
             except Exception:
@@ -322,10 +384,12 @@ class IngestWorker:
                 _roll_up(self.store, summarised)  # nothing else pending: the rollups catch up now
                 if self._learn_landed():
                     continue
-                self._wake.wait(self.poll_seconds)
+                woken = self._wake.wait(self.poll_seconds)
                 if self._stop.is_set():
                     return  # the wake stays set for the other threads: each stops at once
                 self._wake.clear()
+                if woken and self._stop.wait(GATHER_SECONDS):
+                    return
                 continue
             if self._stop.is_set():
                 self._give_back(claimed)

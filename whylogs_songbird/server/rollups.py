@@ -37,18 +37,32 @@ stored view is two reads, whatever the session's size.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+import struct
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from whylogs.core import DatasetProfileView
 
-from whylogs_songbird.column_stats import merge_views
+from whylogs_songbird.column_stats import ProfileColumns, merge_views
 from whylogs_songbird.server.common import segment_label
-from whylogs_songbird.server.digest import digest_column, digest_columns, view_from_digest, view_of
+from whylogs_songbird.server.digest import (
+    DigestError,
+    columns_of,
+    digest_column,
+    digest_columns,
+    merge_digested,
+    sketch_bytes,
+    view_from_digest,
+    view_of,
+)
 from whylogs_songbird.timeline import DAY_MS, HOUR_MS, Bucket, bucket_bounds, content_key
 
 logger = logging.getLogger("whylogs_songbird.server.rollups")
@@ -62,6 +76,8 @@ ROLLED = ("hour", "day")
 #: The family of rollups over every segment (what a view without a segment shows).
 ALL_SEGMENTS = "all"
 _FORMAT = 1
+#: In a header, what follows its last member (member fields are numbers and ids: never a quote).
+_MEMBERS_END = b'],"names":'
 
 
 class Artefacts(Protocol):
@@ -112,9 +128,10 @@ def bucket_prefixes(timestamp: int) -> list[str]:
 # -- rollups -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Member:
-    """One batch of a rollup: merged in the order of (timestamp, identity), as a bucket's batches are."""
+class Member(NamedTuple):
+    """One batch of a rollup: merged in the order of (timestamp, identity), as a bucket's batches are.
+    (A named tuple: a rollup's header names every member of its bucket, and reading or writing it
+    built one object per member on every batch that landed.)"""
 
     timestamp: int
     identity: str
@@ -126,15 +143,92 @@ class Member:
         return (self.timestamp, self.identity)
 
 
+#: The merged columns of a rollup start with this, then a u32 (little-endian) length of a JSON
+#: header: each column's digest (``digest.digest_column``) with the byte length of each sketch in
+#: place of its base64 text; then the sketches' bytes, in the header's order. Reading one costs no
+#: base64 and no scan of long JSON strings (most of reading a rollup stored as a JSON digest, as
+#: rollups were stored before: those are read too).
+BINARY_MAGIC = b"SBR1"
+_SKETCH_FIELDS = ("distribution", "cardinality", "frequent_items")
+_U32 = struct.Struct("<I")
+
+
+def pack_columns(columns: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """Digested columns in the binary layout of :data:`BINARY_MAGIC` (best with each sketch as its
+    bytes, ``digest_column(..., raw=True)``; base64 text is decoded)."""
+    header: dict[str, dict[str, Any]] = {}
+    sketches: list[bytes] = []
+    for name, data in columns.items():
+        entry = dict(data)
+        for field in entry:
+            if field == "distribution":
+                mean, m2, sketch = entry[field]
+                sketches.append(sketch_bytes(sketch))
+                entry[field] = [mean, m2, len(sketches[-1])]
+            elif field in _SKETCH_FIELDS:
+                sketches.append(sketch_bytes(entry[field]))
+                entry[field] = len(sketches[-1])
+        header[name] = entry
+    text = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
+    return b"".join([BINARY_MAGIC, _U32.pack(len(text)), text, *sketches])
+
+
+def unpack_columns(data: bytes) -> dict[str, Any]:
+    """The digested columns of :func:`pack_columns`' bytes, each sketch as its bytes (not checked
+    yet: ``digest.view_of`` and ``columns_of`` check them); a JSON digest's columns as they are.
+    Raises :class:`~whylogs_songbird.server.digest.DigestError` for bytes of neither layout."""
+    if not data.startswith(BINARY_MAGIC):
+        try:
+            columns: dict[str, Any] = json.loads(data)
+        except ValueError:
+            raise DigestError("stored rollup columns that are neither binary nor JSON") from None
+        return columns
+    try:
+        (size,) = _U32.unpack_from(data, len(BINARY_MAGIC))
+        start = len(BINARY_MAGIC) + _U32.size
+        header: dict[str, Any] = json.loads(data[start : start + size])
+        position = start + size
+
+        def take(length: Any) -> bytes:
+            nonlocal position
+            if not isinstance(length, int) or length < 0 or position + length > len(data):
+                raise ValueError("a sketch runs past the end")
+            position += length
+            return data[position - length : position]
+
+        for entry in header.values():
+            for field in entry:
+                if field == "distribution":
+                    entry[field][2] = take(entry[field][2])
+                elif field in _SKETCH_FIELDS:
+                    entry[field] = take(entry[field])
+    except (ValueError, TypeError, IndexError, AttributeError, struct.error) as exc:
+        raise DigestError(f"stored rollup columns that cannot be read ({exc})") from None
+    if position != len(data):
+        raise DigestError("stored rollup columns with bytes past their last sketch")
+    return header
+
+
 def encode_view(view: DatasetProfileView) -> bytes:
-    """The digested columns of a merged view, as a rollup stores them (JSON, not compressed)."""
-    columns = {name: digest_column(column) for name, column in view.get_columns().items() if column}
-    return json.dumps(columns, separators=(",", ":"), allow_nan=True).encode()
+    """The digested columns of a merged view, as a rollup stores them (:func:`pack_columns`)."""
+    columns = view.get_columns().items()
+    return pack_columns({name: digest_column(column, raw=True) for name, column in columns if column})
+
+
+def _encode_columns(columns: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """Merged digested columns (``merge_digested(..., raw=True)``: sketches as bytes) as a rollup stores them."""
+    return pack_columns(columns)
 
 
 def decode_view(data: bytes) -> DatasetProfileView:
     """The view of :func:`encode_view`'s bytes (each sketch checked as a summary's are)."""
-    return view_of(json.loads(data))
+    return view_of(unpack_columns(data))
+
+
+def decode_columns(data: bytes) -> ProfileColumns:
+    """:func:`decode_view` as the columns' sketches (``digest.columns_of``): what the timeline
+    reads, without building the view."""
+    return columns_of(unpack_columns(data))
 
 
 @dataclass(frozen=True)
@@ -146,7 +240,7 @@ class Rollup:
     names: tuple[str, ...]
     digest: bytes | None
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """The content key of its members, as :attr:`whylogs_songbird.timeline.Bucket.key` of the bucket."""
         return content_key(m.identity for m in self.members)
@@ -156,10 +250,22 @@ class Rollup:
         :meth:`Rollups.write`, so that reading its members and names stays small)."""
         header = {
             "v": _FORMAT,
-            "m": [[m.timestamp, m.identity, m.upload_id, m.sha256] for m in self.members],
+            "m": self.members,  # each member as [timestamp, identity, upload id, sha256]
             "names": list(self.names),
         }
         return json.dumps(header, separators=(",", ":")).encode()
+
+    def header_after(self, earlier: bytes, before: Rollup) -> bytes:
+        """:meth:`header`, made from ``earlier`` (the header of ``before``) when this rollup's members
+        are ``before``'s followed by new ones, as a batch appended to a bucket makes it: only the new
+        members and the names are encoded (a header names every member of its bucket)."""
+        kept = len(before.members)
+        cut = earlier.find(_MEMBERS_END)
+        if not kept or self.members[:kept] != before.members or cut < 0:
+            return self.header()
+        new = json.dumps(self.members[kept:], separators=(",", ":")).encode()[1:-1]
+        names = json.dumps(list(self.names), separators=(",", ":")).encode()
+        return b"".join((earlier[:cut], b"," if new else b"", new, _MEMBERS_END, names, b"}"))
 
     @classmethod
     def decode(cls, header: bytes, merged: bytes | None = None) -> Rollup | None:
@@ -182,6 +288,62 @@ def _names(*columns: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for names in columns for name in names))
 
 
+class _HeaderCache:
+    """The rollup headers this process wrote or read last, decoded, by (artefacts, session, key),
+    up to :attr:`max_bytes` of headers: a header names every member of its bucket, and decoding it
+    again for each batch that lands costs with the bucket's size. An entry is used only when the
+    stored header is byte for byte the one it was made of (another host's write is decoded anew)."""
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], tuple[bytes, Rollup]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, artefacts: Any, session_id: str, key: str, header: bytes) -> Rollup | None:
+        entry = self.entry(artefacts, session_id, key)
+        return entry[1] if entry is not None and entry[0] == header else None
+
+    def entry(self, artefacts: Any, session_id: str, key: str) -> tuple[bytes, Rollup] | None:
+        """The header kept for this key and its rollup, whatever is stored now."""
+        with self._lock:
+            try:
+                entries = self._entries.get(artefacts)
+            except TypeError:  # artefacts that cannot be weakly referenced are not cached
+                return None
+            return entries.get((session_id, key)) if entries is not None else None
+
+    def keep(self, artefacts: Any, session_id: str, key: str, header: bytes, rollup: Rollup) -> None:
+        if len(header) > self.max_bytes // 4:
+            return
+        with self._lock:
+            try:
+                entries = self._entries.setdefault(artefacts, OrderedDict())
+            except TypeError:  # artefacts that cannot be weakly referenced are not cached
+                return
+            old = entries.pop((session_id, key), None)
+            self._size += len(header) - (len(old[0]) if old is not None else 0)
+            entries[(session_id, key)] = (header, rollup)
+            while self._size > self.max_bytes and entries:
+                _, (dropped, _) = entries.popitem(last=False)
+                self._size -= len(dropped)
+
+
+_HEADERS = _HeaderCache()
+
+
+def _decoded_header(artefacts: Any, session_id: str, key: str, header: bytes) -> Rollup | None:
+    """:meth:`Rollup.decode` of a stored header (members and names), from :data:`_HEADERS` when it is the one kept."""
+    found = _HEADERS.get(artefacts, session_id, key, header)
+    if found is None:
+        found = Rollup.decode(header)
+        if found is not None:
+            _HEADERS.keep(artefacts, session_id, key, header, found)
+    return found
+
+
 class Rollups:
     """Rollups stored in ``artefacts``; ``member_digest(session_id, member)`` reads a member's stored
     summary (None when it is gone or replaced)."""
@@ -195,7 +357,7 @@ class Rollups:
         by another host's meanwhile). ``merged=False``: its members and names only (``digest`` None)."""
         key = rollup_key(granularity, start, family)
         header = self.artefacts.get_derived(session_id, key)
-        found = None if header is None else Rollup.decode(header)
+        found = None if header is None else _decoded_header(self.artefacts, session_id, key, header)
         if found is None or not merged or len(found.members) == 1:
             return found
         data = self.artefacts.get_derived(session_id, f"{key}/{found.key}")
@@ -209,7 +371,10 @@ class Rollups:
         own = f"{key}/{rollup.key}"
         if rollup.digest is not None:
             self.artefacts.put_derived(session_id, own, rollup.digest)
-        self.artefacts.put_derived(session_id, key, rollup.header())
+        earlier = _HEADERS.entry(self.artefacts, session_id, key)
+        header = rollup.header() if earlier is None else rollup.header_after(*earlier)
+        self.artefacts.put_derived(session_id, key, header)
+        _HEADERS.keep(self.artefacts, session_id, key, header, Rollup(rollup.members, rollup.names, None))
         self.artefacts.drop_derived(session_id, f"{key}/", own if rollup.digest is not None else None)
 
     # -- as batches land --
@@ -234,13 +399,15 @@ class Rollups:
                     group = groups.setdefault((granularity, start, family), {})
                     group.pop(member.upload_id, None)
                     group[member.upload_id] = (member, digest, columns)
-        merges: dict[tuple[str, ...], DatasetProfileView] = {}
+        merges: dict[tuple[str, ...], dict[str, Any]] = {}
 
-        def merged(entries: Sequence[tuple[Member, bytes, dict[str, Any]]]) -> DatasetProfileView:
-            """The merge of new batches, in order: made once for the hour and the day they share."""
+        def merged(entries: Sequence[tuple[Member, bytes, dict[str, Any]]]) -> dict[str, Any]:
+            """The digested columns of the merge of new batches, in order: made once for the hour
+            and the day they share (from the sketches: building whylogs' views to merge them cost
+            most of an upload's ingest)."""
             key = tuple(member.identity for member, _, _ in entries)
             if key not in merges:
-                merges[key] = merge_views([view_of(columns) for _, _, columns in entries])
+                merges[key] = merge_digested([columns for _, _, columns in entries], raw=True)
             return merges[key]
 
         # hours first, days last, as one add writes them (a day that shows a batch: its hour does too)
@@ -254,7 +421,7 @@ class Rollups:
         start: int,
         family: str,
         entries: list[tuple[Member, bytes, dict[str, Any]]],
-        merged: Callable[[Sequence[tuple[Member, bytes, dict[str, Any]]]], DatasetProfileView],
+        merged: Callable[[Sequence[tuple[Member, bytes, dict[str, Any]]]], dict[str, Any]],
     ) -> None:
         found = self.read(session_id, granularity, start, family)
         if found is not None:
@@ -266,7 +433,7 @@ class Rollups:
         new = [member for member, _, _ in entries]
         names = _names(found.names if found is not None else (), *(columns for _, _, columns in entries))
         if found is None:  # the first batches of the bucket (or some not rolled up yet: a view rebuilds it)
-            digest = encode_view(merged(entries)) if len(entries) > 1 else None
+            digest = _encode_columns(merged(entries)) if len(entries) > 1 else None
             self.write(session_id, granularity, start, family, Rollup(tuple(new), names, digest))
             return
         replaced = {member.upload_id for member in new}
@@ -276,8 +443,8 @@ class Rollups:
             if base is None:
                 self._drop(session_id, granularity, start, family)
                 return
-            view = decode_view(found.digest) if found.digest is not None else view_from_digest(base)
-            digest = encode_view(view.merge(merged(entries)))
+            columns = unpack_columns(found.digest) if found.digest is not None else digest_columns(base)
+            digest = _encode_columns(merge_digested([columns, merged(entries)], raw=True))
             self.write(session_id, granularity, start, family, Rollup((*found.members, *new), names, digest))
             return
         # late within its bucket, or a replaced upload: this bucket is merged again, in order
@@ -328,6 +495,14 @@ class Rollups:
         if rollup.digest is None:
             return load(rollup.members[0])
         return decode_view(rollup.digest)
+
+    def columns(
+        self, rollup: Rollup, load: Callable[[Member], DatasetProfileView]
+    ) -> DatasetProfileView | ProfileColumns:
+        """:meth:`view`, or the merged columns' sketches where the rollup stores them merged (no view is built)."""
+        if rollup.digest is None:
+            return load(rollup.members[0])
+        return decode_columns(rollup.digest)
 
 
 # -- the ingest worker's hook --------------------------------------------------------------------

@@ -16,16 +16,18 @@ will run (:func:`exercise_digest`), and answers the digest. A child runs with li
 - wall time: the server kills a child that has not answered within :attr:`SandboxLimits.wall_seconds`;
 - no core files (``RLIMIT_CORE`` 0).
 
-A child that dies or is killed loses that one profile's try (:class:`SandboxCrash`); the next
-profile gets a fresh child. Each :class:`Sandbox` keeps up to ``max_children`` children, started
-on first use and reused (a child is retired after :attr:`SandboxLimits.jobs_per_child` profiles
-and after an out-of-memory error); each server process has its own. The callers count tries in
-the store (``MetadataStore.claim_ingest``), so a profile that kills its child every time is
+A child that dies or is killed loses the try of the one profile it had started on
+(:class:`SandboxCrash`; the child says when it starts on each), and the next profile gets a fresh
+child. Each :class:`Sandbox` keeps up to ``max_children`` children, started on first use and
+reused (a child is retired after :attr:`SandboxLimits.jobs_per_child` profiles and after an
+out-of-memory error); each server process has its own. The callers count tries in the store
+(``MetadataStore.claim_ingest``), so a profile that kills its child every time is
 marked invalid after a few tries instead of being retried forever.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -42,8 +44,13 @@ from dataclasses import dataclass
 logger = logging.getLogger("whylogs_songbird.server.sandbox")
 
 MiB = 1024 * 1024
-#: One frame: a kind byte and a payload length.
+#: One frame: a kind byte and a payload length. The child greets with ``H``; each job it is sent
+#: (``D`` and the profile) it answers with ``S`` (started: it read the job's header) and then
+#: ``O`` (the digest), ``R`` (refused, why) or ``M`` (out of memory), so the server always knows
+#: which profile a child was reading when it died.
 _FRAME = struct.Struct("<cQ")
+#: Bytes read from a pipe at a time (what a pipe holds).
+_CHUNK = 64 * 1024
 #: How long a new child may take to import whylogs and greet (not counted in any job's time).
 STARTUP_SECONDS = 120.0
 #: Answers larger than this are not read (a digest is far smaller than the profile it summarises).
@@ -112,14 +119,16 @@ class _Child:
         os.set_blocking(self.to_child, False)
         os.set_blocking(self.from_child, False)
         self.jobs = 0
-        #: Answer bytes read while jobs were still being written (see :meth:`send`).
+        #: Jobs not written yet (see :meth:`send`) and frames not taken yet (see :meth:`frame`).
+        self._outbox: collections.deque[memoryview] = collections.deque()
         self._inbox = bytearray()
 
     def wait_ready(self, seconds: float) -> None:
         """Wait for the child's hello (sent once its imports are done and its limits set), so a
         job's time limit never includes the child's start. Raises SandboxCrash."""
         try:
-            kind, size = _FRAME.unpack(self._read(_FRAME.size, time.monotonic() + seconds))
+            kind, size = self._header(time.monotonic() + seconds)
+            del self._inbox[: _FRAME.size]
         except (OSError, EOFError, TimeoutError):
             reason = self.why_dead()
             raise SandboxCrash(f"a sandbox process did not start ({reason})") from None
@@ -154,63 +163,65 @@ class _Child:
             return f"the process summarising it crashed ({name})"
         return f"the process summarising it exited (code {code})"
 
-    def _write(self, data: bytes, deadline: float) -> None:
-        """Write ``data``, reading into the inbox whatever the child answers meanwhile (so a child
-        whose answers fill its pipe never waits on a server that waits to write)."""
-        view = memoryview(data)
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            readable, ready, _ = select.select([self.from_child], [self.to_child], [], left)
-            if ready:
-                view = view[os.write(self.to_child, view) :]
-            if readable:
-                part = os.read(self.from_child, 4 * MiB)
-                if not part:
-                    raise EOFError
-                self._inbox += part
-
-    def _read(self, size: int, deadline: float) -> bytes:
-        parts: list[bytes] = []
-        if self._inbox:
-            taken = bytes(self._inbox[:size])
-            del self._inbox[:size]
-            parts.append(taken)
-            size -= len(taken)
-        while size:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            ready, _, _ = select.select([self.from_child], [], [], left)
-            if not ready:
-                continue
-            part = os.read(self.from_child, min(size, 4 * MiB))
+    def _pump(self, deadline: float) -> None:
+        """Wait (until ``deadline``) for the child to answer or to take more of the queued jobs;
+        move what can be moved. Raises TimeoutError, EOFError (the child's output ended) or OSError.
+        A child gone while jobs are still queued drops them: its answers are still read."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        readable, writable, _ = select.select([self.from_child], [self.to_child] if self._outbox else [], [], left)
+        if writable:
+            try:
+                written = os.write(self.to_child, self._outbox[0])  # what the pipe takes
+            except BlockingIOError:
+                written = 0
+            except BrokenPipeError:  # it died: what it answered before is still in the pipe
+                self._outbox.clear()
+            else:
+                if written == len(self._outbox[0]):
+                    self._outbox.popleft()
+                else:
+                    self._outbox[0] = self._outbox[0][written:]
+        if readable:
+            part = os.read(self.from_child, _CHUNK)
             if not part:
                 raise EOFError
-            parts.append(part)
-            size -= len(part)
-        return b"".join(parts)
+            self._inbox += part
 
-    def send(self, kind: bytes, payloads: Sequence[bytes], wall_seconds: float) -> None:
-        """Send jobs, all at once (the child answers them in order: :meth:`answer`). Raises
-        OSError/EOFError/TimeoutError."""
+    def _header(self, deadline: float) -> tuple[bytes, int]:
+        """The next frame's kind and payload length (the frame stays in the inbox)."""
+        while len(self._inbox) < _FRAME.size:
+            self._pump(deadline)
+        kind, size = _FRAME.unpack_from(self._inbox)
+        return kind, size
+
+    def send(self, kind: bytes, payloads: Sequence[bytes]) -> None:
+        """Queue jobs; they are written while :meth:`frame` waits for the child's frames (so a child
+        whose answers fill its pipe never waits on a server that waits to write)."""
         self.jobs += len(payloads)
         data = b"".join(part for payload in payloads for part in (_FRAME.pack(kind, len(payload)), payload))
-        self._write(data, time.monotonic() + wall_seconds * len(payloads))
+        if data:
+            self._outbox.append(memoryview(data))
 
-    def answer(self, wall_seconds: float) -> tuple[bytes, bytes]:
-        """The next job's answer (kind, payload), within ``wall_seconds``. Raises OSError/EOFError/TimeoutError."""
-        deadline = time.monotonic() + wall_seconds
-        answer, size = _FRAME.unpack(self._read(_FRAME.size, deadline))
+    def frame(self, deadline: float) -> tuple[bytes, bytes]:
+        """The child's next frame (kind, payload) by ``deadline``: ``S`` when it starts a job (it has
+        read the job's header), then the job's answer. Raises OSError/EOFError/TimeoutError."""
+        kind, size = self._header(deadline)
         if size > _MAX_ANSWER_BYTES:
             raise EOFError
-        return answer, self._read(size, deadline)
+        while len(self._inbox) < _FRAME.size + size:
+            self._pump(deadline)
+        payload = bytes(self._inbox[_FRAME.size : _FRAME.size + size])
+        del self._inbox[: _FRAME.size + size]
+        return kind, payload
 
     def ask(self, kind: bytes, payload: bytes, wall_seconds: float) -> tuple[bytes, bytes]:
-        """Send one job; its answer (kind, payload). Raises OSError/EOFError/TimeoutError."""
-        self.send(kind, [payload], wall_seconds)
-        return self.answer(wall_seconds)
+        """Send one job; its answer (kind, payload), within ``wall_seconds``. Raises OSError/EOFError/TimeoutError."""
+        self.send(kind, [payload])
+        deadline = time.monotonic() + wall_seconds
+        answer = self.frame(deadline)
+        return self.frame(deadline) if answer == (b"S", b"") else answer
 
 
 class Sandbox:
@@ -274,66 +285,71 @@ class Sandbox:
 
         Raises :class:`SandboxRefused` (with the reason) when the profile is not readable,
         :class:`SandboxCrash` when the child died, ran out of CPU or hung, and
-        :class:`SandboxStopped` when the sandbox was closed meanwhile."""
-        (outcome,) = self.digest_many([data])
-        if isinstance(outcome, bytes):
-            return outcome
-        raise outcome if outcome is not None else SandboxCrash("the process summarising it ended before it")
+        :class:`SandboxStopped` when the sandbox was closed meanwhile. A child that died before it
+        started on the profile (an idle child killed from outside) is replaced once, free."""
+        for _ in range(2):
+            (outcome,) = self.digest_many([data])
+            if isinstance(outcome, bytes):
+                return outcome
+            if outcome is not None:
+                raise outcome
+        raise SandboxCrash("the process summarising it ended before it started on it")
 
     def digest_many(self, profiles: Sequence[bytes]) -> list[bytes | SandboxError | None]:
         """:meth:`digest` of several profiles in one round trip to one child: all are sent at once and
         the child answers them in order, each within the same limits as alone (its CPU limit and
-        :attr:`SandboxLimits.wall_seconds` apply to each profile). For a burst of small profiles
-        this saves most of what a trip costs the child and the server.
+        :attr:`SandboxLimits.wall_seconds`, from when the child starts on it, apply to each
+        profile). For a burst of small profiles this saves most of what a trip costs the child and
+        the server.
 
         The answer for each profile is its digest, or the :class:`SandboxError` that :meth:`digest`
-        would raise for it, or None when the child did not reach it because a profile before it
-        ended the child (a crash, a hang, running out of memory): try those again (alone, to learn
-        which profile is to blame)."""
+        would raise for it, or None when the child never finished it without being to blame: it
+        ended (a crash, a hang, running out of memory) on a profile before it, or before starting
+        on it. The child says when it starts on each profile, so only the profile it was on when it
+        died gets a :class:`SandboxCrash`; the answers it gave before are kept. Try the Nones again
+        (alone, to learn which profile is to blame should it happen again). When the sandbox is
+        closed meanwhile, each profile not answered gets :class:`SandboxStopped`."""
         outcomes: list[bytes | SandboxError | None] = [None] * len(profiles)
         if not profiles:
             return outcomes
         child, generation = self._borrow()
+        wall = self.limits.wall_seconds
         keep = False
-        index = 0
+        answered = started = 0  # answers read; jobs the child said it started
         try:
-            try:
-                child.send(b"D", profiles, self.limits.wall_seconds)
-                for index in range(len(profiles)):
-                    kind, payload = child.answer(self.limits.wall_seconds)
-                    text = payload.decode("utf-8", "replace")
-                    if kind == b"O":
-                        outcomes[index] = payload
-                    elif kind == b"R":
-                        outcomes[index] = SandboxRefused(text)
-                    elif kind == b"M":  # out of memory: the child may be in a poor state, a fresh one follows
-                        outcomes[index] = SandboxRefused(text)
-                        return outcomes
-                    else:
-                        outcomes[index] = SandboxCrash(f"the process summarising it failed ({text[:200]})")
-                        return outcomes
-                keep = True
-                return outcomes
-            except TimeoutError:
-                child.kill()
-                outcomes[index] = (
-                    SandboxStopped("the server stopped while summarising it")
-                    if generation != self._generation
-                    else SandboxCrash(
-                        f"the process summarising it did not answer within {self.limits.wall_seconds:g} s"
-                    )
-                )
-                return outcomes
-            except (OSError, EOFError):
-                reason = child.why_dead()
-                outcomes[index] = (
-                    SandboxStopped("the server stopped while summarising it")
-                    if generation != self._generation
-                    else SandboxCrash(reason)
-                )
-                return outcomes
+            child.send(b"D", profiles)
+            deadline = time.monotonic() + wall
+            while answered < len(profiles):
+                kind, payload = child.frame(deadline)
+                deadline = time.monotonic() + wall
+                if kind == b"S" and started == answered:
+                    started += 1
+                    continue
+                if kind == b"O":
+                    outcomes[answered] = payload
+                elif kind in (b"R", b"M"):  # M: out of memory; the child may be in a poor state, a fresh one follows
+                    outcomes[answered] = SandboxRefused(payload.decode("utf-8", "replace"))
+                elif started > answered:
+                    text = payload[:800].decode("utf-8", "replace")[:200]
+                    outcomes[answered] = SandboxCrash(f"the process summarising it failed ({text})")
+                answered += 1
+                if kind not in (b"O", b"R"):
+                    return outcomes
+            keep = True
+            return outcomes
+        except TimeoutError:
+            child.kill()
+            reason = f"the process summarising it did not answer within {wall:g} s"
+        except (OSError, EOFError):
+            reason = child.why_dead()
         finally:
             self._give_back(child, generation, keep=keep)
+        if generation != self._generation:
+            for index in range(answered, len(profiles)):
+                outcomes[index] = SandboxStopped("the server stopped while summarising it")
+        elif started > answered:  # it died on this one
+            outcomes[answered] = SandboxCrash(reason)
+        return outcomes
 
     def close(self) -> None:
         """Kill every child (busy ones too: their jobs raise :class:`SandboxStopped`); the sandbox
@@ -396,7 +412,6 @@ def summarise_bytes(data: bytes) -> bytes:
 def summarise_in_child(data: bytes, max_columns: int) -> bytes:
     """What a child does with one profile: the checks, the digest, the digest's sketches checked.
     Raises ``SummaryError`` when the profile is not readable."""
-    from whylogs_songbird.server.digest import check_digest
     from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
     from whylogs_songbird.server.summaries import SummaryError
 
@@ -405,13 +420,13 @@ def summarise_in_child(data: bytes, max_columns: int) -> bytes:
     except ProfileCheckError as exc:
         raise SummaryError(f"it is not a well-formed whylogs profile ({exc})") from None
     digest = summarise_bytes(data)
-    check_digest(digest)
-    exercise_digest(digest)
+    exercise_digest(digest)  # which checks each sketch of the digest first
     return digest
 
 
 def exercise_digest(digest: bytes) -> None:
-    """Rebuild each sketch of the digest and do to it what pages, the timeline and drift will do
+    """Check every sketch of the digest (``sketch_check.py``; ``DigestError`` when one fails, as
+    ``digest.check_digest``), then rebuild each and do to it what pages, the timeline and drift will do
     in the server's process through whylogs' aggregators and the summaries (merges, quantiles, CDF
     and PMF, estimates, frequent items): a sketch the library accepts but cannot work with fails
     here, in the child, not there."""
@@ -420,8 +435,8 @@ def exercise_digest(digest: bytes) -> None:
     from whylogs_songbird.server.digest import digest_columns, sketches_of
 
     error_types = (ds.frequent_items_error_type.NO_FALSE_NEGATIVES, ds.frequent_items_error_type.NO_FALSE_POSITIVES)
-    for data in digest_columns(digest).values():
-        sketches = sketches_of(data)
+    checked = [sketches_of(data) for data in digest_columns(digest).values()]  # all, before any is read
+    for sketches in checked:
         if "kll" in sketches:
             kll = ds.kll_doubles_sketch.deserialize(sketches["kll"])
             merged = ds.kll_doubles_sketch(kll)
@@ -473,14 +488,16 @@ def child_main(memory_bytes: int, cpu_seconds: int, max_columns: int) -> None:
         if header is None:
             return
         _, size = _FRAME.unpack(header)
-        data = _read_exactly(requests, size)
-        if data is None:
-            return
+        answers.write(_FRAME.pack(b"S", 0))  # started: from here on, a death is this job's
+        answers.flush()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         soft = int(usage.ru_utime + usage.ru_stime) + cpu_seconds + 1
         resource.setrlimit(
             resource.RLIMIT_CPU, (soft if cpu_hard == resource.RLIM_INFINITY else min(soft, cpu_hard), cpu_hard)
         )
+        data = _read_exactly(requests, size)
+        if data is None:
+            return
         try:
             _apply_test_fault(data)
             kind, payload = b"O", summarise_in_child(data, max_columns)

@@ -36,6 +36,7 @@ Layouts (little-endian), as the library writes them:
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -132,6 +133,7 @@ def _kll_level_capacity(k: int, depth: int) -> int:
     return shrink(shrink(k, half), depth - half)
 
 
+@functools.lru_cache(maxsize=1024)  # a few (k, m, levels) in practice; every stored sketch is checked
 def kll_capacity(k: int, m: int, levels: int) -> int:
     """Items a KLL sketch of ``levels`` levels has room for (where its last level offset ends)."""
     return sum(max(m, _kll_level_capacity(k, levels - height - 1)) for height in range(levels))

@@ -873,6 +873,28 @@ class Store:
         """The stored profiles of a session (of one kind, if given), oldest first; no duplicates."""
         return self.metadata.list_profiles(session_id, kind)
 
+    def batch_profiles_between(self, session_id: str, start: int | None, end: int | None) -> list[UploadRecord]:
+        """The stored batch profiles of a session with a dataset timestamp in ``[start, end)`` (None:
+        unbounded), oldest first: an index walk of the range, whatever the session holds outside it."""
+        return self.metadata.batch_profiles_between(session_id, start, end)
+
+    def batch_timestamp_span(self, session_id: str) -> tuple[int, int] | None:
+        """The first and last dataset timestamps of a session's valid stored batch profiles (two index seeks)."""
+        return self.metadata.batch_timestamp_span(session_id)
+
+    def batch_segments(self, session_id: str) -> list[tuple[tuple[str, str], ...]]:
+        """The distinct segment tags of a session's valid stored batch profiles with a dataset timestamp."""
+        return self.metadata.batch_segments(session_id)
+
+    def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
+        """How many distinct buckets of ``size`` ms (shifted by ``offset``) a session's valid stored
+        batch profiles fall in: all of them, and those not pending (one aggregate in the database)."""
+        return self.metadata.batch_bucket_counts(session_id, size, offset)
+
+    def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
+        """The distinct (dataset timestamp, segment tags, pending) of a session's valid stored batch profiles."""
+        return self.metadata.batch_timestamps(session_id)
+
     def page_profiles(self, session_id: str, query: ProfileQuery) -> ProfilePage:
         """One page of a session's stored profiles (order, filters and cursor in ``query``), read by
         keyset from an index: its cost does not grow with the session (see ``storage/paging.py``)."""
@@ -1078,6 +1100,10 @@ class Store:
     def store_summary(self, upload_id: str, sha256: str, data: bytes) -> bool:
         """Keep the summary of the bytes ``sha256`` of ``upload_id``; False when they were replaced meanwhile."""
         return self.metadata.store_summary(upload_id, sha256, data)
+
+    def store_summaries(self, summaries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        """:meth:`store_summary` of several (upload id, sha256, summary) at once (one transaction)."""
+        return self.metadata.store_summaries(summaries)
 
     def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
         """Record that the bytes ``sha256`` of ``upload_id`` are not a readable profile, and why."""

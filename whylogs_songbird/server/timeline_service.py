@@ -43,12 +43,14 @@ from typing import Any, Protocol
 
 from whylogs.core import DatasetProfileView
 
-from whylogs_songbird.column_stats import merge_views
+from whylogs_songbird.column_stats import Profile, merge_views
 from whylogs_songbird.monitors import Failure, MonitorsError, MonitorsFile, evaluate
 from whylogs_songbird.server.observatory.cache import LruCache
 from whylogs_songbird.server.rollups import ROLLED, Member, Rollups, family_of
 from whylogs_songbird.timeline import (
+    DAY_MS,
     GRANULARITIES,
+    HOUR_MS,
     Batch,
     Bucket,
     BucketPoints,
@@ -56,8 +58,10 @@ from whylogs_songbird.timeline import (
     ReferenceInfo,
     TimelineError,
     TimelineInputs,
+    bucket_bounds,
     bucketize,
     choose_granularity,
+    civil_date,
     compute_timeline,
     content_key,
     parse_granularity,
@@ -172,6 +176,31 @@ class MemoryArtefacts:
                 self._size -= len(self._data.pop(key))
 
 
+class TimelineOutline(Protocol):
+    """Narrower reads of a session's stored profiles than ``list_profiles`` (same rules: valid stored
+    uploads only), so that a ranged view, or one refused as too large, costs what it shows, not
+    what the session holds."""
+
+    def batches_between(self, session_id: str, start: int | None, end: int | None) -> Sequence[StoredProfile]:
+        """Its batch profiles with a dataset timestamp in ``[start, end)`` (None: unbounded)."""
+
+    def references(self, session_id: str) -> Sequence[StoredProfile]:
+        """Its reference profiles."""
+
+    def segments(self, session_id: str) -> Iterable[str]:
+        """The distinct segment labels of its batches with a dataset timestamp ("": none)."""
+
+    def span(self, session_id: str) -> tuple[int, int] | None:
+        """The first and last dataset timestamps of its batches (None: none)."""
+
+    def timestamps(self, session_id: str) -> Iterable[tuple[int, str, bool]]:
+        """The distinct (dataset timestamp, segment label, listed as pending) of its batches."""
+
+    def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
+        """How many distinct ``floor((timestamp + offset) / size)`` its batches fall in: all, and
+        those not listed as pending (counted where they are stored)."""
+
+
 @dataclass(frozen=True)
 class StoredProfile:
     """What the timeline needs to know of one stored upload."""
@@ -262,9 +291,13 @@ class TimelineService:
         bump: Callable[[str], None] | None = None,
         rollups: Rollups | None = None,
         refresh: Callable[[str], object] | None = None,
+        outline: TimelineOutline | None = None,
         background: Background | None = None,
     ) -> None:
         self.list_profiles = list_profiles
+        #: narrower reads than ``list_profiles`` for ranged views and the bucket cap (see
+        #: :meth:`resolve`); None: every view lists the whole session
+        self.outline = outline
         #: ``version(session_id)``: the session's timeline version, changed whenever what a view shows
         #: may change (see :mod:`whylogs_songbird.server.rollups`); a stored document of the current
         #: version is answered without listing the session's profiles. None: the stored document's
@@ -323,10 +356,11 @@ class TimelineService:
     # -- inputs --
 
     def resolve(self, session_id: str, query: TimelineQuery) -> ResolvedView:
-        """What ``query`` asks for, checked: a 400/404 `TimelineRequestError` says what to give."""
-        profiles = list(self.list_profiles(session_id))
-        batches = [p for p in profiles if p.kind == "batch" and p.dataset_timestamp is not None]
-        references = [p for p in profiles if p.kind == "reference"]
+        """What ``query`` asks for, checked: a 400/404 `TimelineRequestError` says what to give.
+
+        With an :attr:`outline`, a ranged view lists only the batches of the buckets it overlaps, and
+        a view of the whole history at a given granularity checks :data:`MAX_VIEW_BUCKETS` from the
+        span of the session's timestamps (and, past it, their distinct buckets) before listing."""
         try:
             granularity = parse_granularity(query.granularity)
             start = parse_time_bound(query.start, "start")
@@ -336,7 +370,16 @@ class TimelineService:
         if start is not None and end is not None and start >= end:
             given = f"start ({(query.start or '')[:40]}) is not before end ({(query.end or '')[:40]})"
             raise TimelineRequestError(400, f"{given}: give a start before the end")
-        segments = sorted({p.segment for p in batches if p.segment})
+        ranged = start is not None or end is not None
+        outline = self.outline if ranged or granularity is not None else None
+        if outline is None:
+            profiles = list(self.list_profiles(session_id))
+            batches = [p for p in profiles if p.kind == "batch" and p.dataset_timestamp is not None]
+            references = [p for p in profiles if p.kind == "reference"]
+            segments = sorted({p.segment for p in batches if p.segment})
+        else:
+            references = list(outline.references(session_id))
+            segments = sorted({label for label in outline.segments(session_id) if label})
         segment = query.segment or None
         if segment is not None and segment not in segments:
             known = ", ".join(segments) if segments else "none: its batches are not segmented"
@@ -345,6 +388,22 @@ class TimelineService:
             )
         wanted = query.reference or (self.monitors.reference if self.monitors is not None else None)
         reference = self._pick_reference(session_id, references, wanted, explicit=bool(query.reference))
+        if outline is not None:
+            if granularity is None:  # ranged: from the batches in the range, as below
+                granularity = choose_granularity(
+                    b.dataset_timestamp
+                    for b in outline.batches_between(session_id, start, end)
+                    if b.dataset_timestamp is not None and (segment is None or b.segment == segment)
+                )
+            if ranged:  # the batches of every bucket the range overlaps
+                lower = None if start is None else bucket_bounds(start, granularity)[0]
+                upper = None if end is None else bucket_bounds(end - 1, granularity)[1]
+                batches = list(outline.batches_between(session_id, lower, upper))
+            else:
+                self._check_span(session_id, outline, granularity, segment)
+                batches = [
+                    p for p in self.list_profiles(session_id) if p.kind == "batch" and p.dataset_timestamp is not None
+                ]
         if segment is not None:
             batches = [b for b in batches if b.segment == segment]
         if granularity is None:
@@ -356,6 +415,41 @@ class TimelineService:
                 and (end is None or b.dataset_timestamp < end)
             )
         return ResolvedView(granularity, batches, references, reference, segment, segments, start, end)
+
+    def _check_span(
+        self, session_id: str, outline: TimelineOutline, granularity: Granularity, segment: str | None
+    ) -> None:
+        """Refuse a view of the whole history with more than :attr:`max_buckets` buckets, as
+        :meth:`document_bytes` would, without listing the session when it can tell: not when the
+        span of its timestamps holds no more buckets than that, nor when its pending profiles may
+        decide (those an ingest worker still holds are left out of the view): the view then counts."""
+        span = outline.span(session_id)
+        if span is None:
+            return
+        first, last = (bucket_bounds(t, granularity)[0] for t in span)
+        if granularity == "month":
+            (y0, m0, _), (y1, m1, _) = civil_date(first // DAY_MS), civil_date(last // DAY_MS)
+            slots = (y1 - y0) * 12 + m1 - m0 + 1
+        else:
+            slots = (last - first) // (bucket_bounds(first, granularity)[1] - first) + 1
+        if slots <= self.max_buckets:
+            return
+        fixed = {"hour": (HOUR_MS, 0), "day": (DAY_MS, 0), "week": (7 * DAY_MS, 3 * DAY_MS)}  # 1970-01-01: a Thursday
+        if segment is None and granularity in fixed and max(abs(t) for t in span) < 2**62:
+            counted, counted_settled = outline.bucket_counts(session_id, *fixed[granularity])
+            if counted == counted_settled > self.max_buckets:
+                raise self._too_big(granularity, f"{counted:,} buckets", f"{self.max_buckets:,} buckets")
+            return
+        every: set[int] = set()
+        settled: set[int] = set()
+        for timestamp, label, pending in outline.timestamps(session_id):
+            if segment is None or label == segment:
+                bucket = bucket_bounds(timestamp, granularity)[0]
+                every.add(bucket)
+                if not pending:
+                    settled.add(bucket)
+        if len(settled) == len(every) > self.max_buckets:  # as many whichever pending ones are ready
+            raise self._too_big(granularity, f"{len(every):,} buckets", f"{self.max_buckets:,} buckets")
 
     @staticmethod
     def _pick_reference(
@@ -409,8 +503,14 @@ class TimelineService:
         )
         # read before the profiles are listed: a document stored at this version holds at least them
         version = self.version(session_id) if self.version is not None else None
-        if version is not None and not ranged:
-            found = self._stored_document(session_id, query_key, version)
+        if version is not None:
+            # a stored document (unranged), or one built in this process at this version (any range,
+            # without pending profiles: one with pending ones is keyed by them, see below)
+            found = (
+                self._stored_document(session_id, query_key, version)
+                if not ranged
+                else self._built_document(session_id, query_key, version, query)
+            )
             if found is not None:
                 if watched:
                     self._watch(session_id, query)
@@ -440,7 +540,7 @@ class TimelineService:
         ]
         buckets = every[shown[0] : shown[-1] + 1] if shown else []
         if len(buckets) > self.max_buckets:
-            raise self._too_big(view, f"{len(buckets):,} buckets", f"{self.max_buckets:,} buckets")
+            raise self._too_big(view.granularity, f"{len(buckets):,} buckets", f"{self.max_buckets:,} buckets")
         ranged = ranged or bool(view.pending)  # not stored either
         if version is None:  # no version: the document's tag is everything it shows
             reference = view.reference
@@ -463,9 +563,24 @@ class TimelineService:
                 self.cache.put(session_id, query_key, tag.encode() + b"\n" + data)
             return data
 
-        # single flight: parallel requests for one view wait for one build
-        data: bytes = self._docs.get_or_compute((session_id, query_key, tag, ranged, view.start, view.end), build)
+        # single flight: parallel requests for one view wait for one build; keyed by the profiles it
+        # leaves out as pending, so that a document with none is answered early (above) and one with
+        # some only while those very ones are still pending
+        key = (session_id, query_key, tag, view.pending, view.start, view.end)
+        data: bytes = self._docs.get_or_compute(key, build)
         return data
+
+    def _built_document(self, session_id: str, query_key: str, version: str, query: TimelineQuery) -> bytes | None:
+        """The document of ``query`` built in this process at ``version`` with no pending profile,
+        if it is still in memory: read before anything is listed (None when its range does not parse:
+        :meth:`resolve` then says why)."""
+        try:
+            start = parse_time_bound(query.start, "start")
+            end = parse_time_bound(query.end, "end")
+        except TimelineError:
+            return None
+        found: bytes | None = self._docs.get((session_id, query_key, version, (), start, end))
+        return found
 
     def _watch(self, session_id: str, query: TimelineQuery) -> None:
         """Remember ``query`` as the session's last view (refreshed in the background as batches land)."""
@@ -481,12 +596,12 @@ class TimelineService:
         stored_tag, _, data = stored.partition(b"\n")
         return data if stored_tag == tag.encode() and data else None
 
-    def _too_big(self, view: ResolvedView, size: str, cap: str) -> TimelineRequestError:
-        coarser = GRANULARITIES[GRANULARITIES.index(view.granularity) + 1 :]
+    def _too_big(self, granularity: Granularity, size: str, cap: str) -> TimelineRequestError:
+        coarser = GRANULARITIES[GRANULARITIES.index(granularity) + 1 :]
         hint = f"a coarser granularity ({', '.join(coarser)}) or " if coarser else ""
         return TimelineRequestError(
             400,
-            f"this {view.granularity} view has {size}; a timeline view shows at most {cap}: "
+            f"this {granularity} view has {size}; a timeline view shows at most {cap}: "
             f"ask for {hint}a shorter start/end range (e.g. start=2024-01-01&end=2024-02-01)",
         )
 
@@ -517,7 +632,7 @@ class TimelineService:
                         names.update(self._column_names(by_identity[batch.key]))
                 if len(buckets) * len(names) > self.max_cells:
                     raise self._too_big(
-                        view,
+                        view.granularity,
                         f"{len(buckets):,} buckets × {len(names):,}+ columns",
                         f"{self.max_cells:,} cells (buckets × columns)",
                     )
@@ -531,9 +646,10 @@ class TimelineService:
 
     def _merged(
         self, session_id: str, view: ResolvedView, bucket: Bucket, by_identity: Mapping[str, StoredProfile]
-    ) -> DatasetProfileView:
+    ) -> Profile:
         """The merged view of ``bucket``, from the rollups of its hour, day or days (each merged from
-        its profiles and stored when it has no rollup of exactly its batches)."""
+        its profiles and stored when it has no rollup of exactly its batches); a bucket of one stored
+        rollup is read as its columns' sketches (``rollups.decode_columns``), no view built."""
         assert self.rollups is not None
         rollups = self.rollups
         family = family_of(view.segment)
@@ -541,10 +657,13 @@ class TimelineService:
         def load(member: Member) -> DatasetProfileView:
             return self.load(by_identity[member.identity])
 
+        parts = self._rolled_parts(view.granularity, bucket)
         views = []
-        for granularity, part in self._rolled_parts(view.granularity, bucket):
+        for granularity, part in parts:
             members = [_member(by_identity[b.key]) for b in part.batches]
             rollup, merged = rollups.bucket_rollup(session_id, granularity, family, part, members, load)
+            if merged is None and len(parts) == 1:  # read straight from the stored rollup
+                return rollups.columns(rollup, load)
             views.append(merged if merged is not None else rollups.view(rollup, load))
         return merge_views(views)
 
@@ -845,6 +964,7 @@ __all__ = [
     "MemoryArtefacts",
     "ResolvedView",
     "StoredProfile",
+    "TimelineOutline",
     "TimelineQuery",
     "TimelineRequestError",
     "TimelineService",

@@ -5,6 +5,7 @@ and no rows at all. Hand-picked frames are in test_digest_bytes.py."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -14,7 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from whylogs.core import DatasetProfileView
 
-from whylogs_songbird.server.digest import digest_columns, digest_from_bytes, digest_view
+from whylogs_songbird.column_stats import merge_views
+from whylogs_songbird.server.digest import (
+    digest_column,
+    digest_columns,
+    digest_from_bytes,
+    digest_view,
+    merge_digested,
+    view_from_digest,
+)
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/digest.py")
 
@@ -52,3 +61,18 @@ def test_property_the_fast_digest_equals_whylogs_reading(frame):
         n, null = columns[name]["counts"][:2]
         assert n == len(frame)
         assert null == sum(1 for v in frame[name] if v is None or (isinstance(v, float) and math.isnan(v)))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@settings(max_examples=15, deadline=None)  # each example logs up to three frames with whylogs
+@given(batch=st.lists(frames(), min_size=1, max_size=3))
+def test_property_merging_digests_equals_merging_whylogs_views(batch):
+    """A rollup's merge made from digested sketches (``merge_digested``) is whylogs' merge of the
+    profiles' views, column by column (columns only some profiles have included); a dozen rows never
+    fill a KLL sketch, so even its bytes are equal."""
+    digests = [digest_from_bytes(why.log(frame).view().serialize()) for frame in batch]
+    expected = merge_views([view_from_digest(d) for d in digests])
+    merged = merge_digested([digest_columns(d) for d in digests])
+    assert sorted(merged) == sorted(expected.get_columns())
+    for name, column in expected.get_columns().items():  # NaN means compare as JSON text
+        assert json.dumps(merged[name]) == json.dumps(digest_column(column)), name

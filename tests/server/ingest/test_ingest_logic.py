@@ -190,6 +190,78 @@ def test_profiles_summarised_together_get_what_each_would_alone(store):
     assert state(store, uploads[3].id) == ("ready", None, 1)
 
 
+class OneChild(FakeSandbox):
+    """Like a real child: answers profiles in order; ``poison`` kills it (a crash charged to the
+    poison), so the profiles after it in a batch are not reached (None)."""
+
+    def __init__(self, poison: bytes) -> None:
+        super().__init__()
+        self.poison = poison
+        self.trips: list[list[bytes]] = []
+
+    def digest(self, data: bytes) -> bytes:
+        self.trips.append([data])
+        if data == self.poison:
+            raise SandboxCrash("the child died of SIGSEGV")
+        return DIGEST
+
+    def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+        self.trips.append(list(profiles))
+        outcomes: list[bytes | SandboxError | None] = [None] * len(profiles)
+        for index, data in enumerate(profiles):
+            if data == self.poison:
+                outcomes[index] = SandboxCrash("the child died of SIGSEGV")
+                break
+            outcomes[index] = DIGEST
+        return outcomes
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_a_profile_that_kills_the_child_in_batches_is_given_up_on_and_its_neighbours_are_not(store, monkeypatch):
+    """The worker, until idle: the poison's crash is charged to it alone, three times over; its
+    neighbours, answered before it or summarised alone after it, are ready after their one claim."""
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(4)])
+    sent = [store.read_profile_bytes(store.get_upload(u.id)) for u in uploads]
+    poison = sent[1]
+    sandbox = OneChild(poison)
+    one_step(store, sandbox, monkeypatch=monkeypatch)
+    assert sandbox.trips == [sent, [sent[2]], [sent[3]], [poison], [poison]]
+    assert [state(store, u.id)[0::2] for u in uploads] == [("ready", 1), ("invalid", 3), ("ready", 1), ("ready", 1)]
+    reason = state(store, uploads[1].id)[1]
+    assert reason == "summarising it failed 3 times, so it is not tried again (last time: the child died of SIGSEGV)"
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_profiles_a_stopped_sandbox_did_not_answer_go_back_with_their_tries(store):
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(3)])
+    claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=3)
+
+    class Stopping(FakeSandbox):
+        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+            return [DIGEST, SandboxStopped("closed"), SandboxStopped("closed")]
+
+    sandbox = Stopping()
+    assert ingest.ingest_many(store, claimed, sandbox) == [DIGEST, None, None]
+    assert sandbox.given == []  # none tried alone: the server is stopping
+    assert [state(store, u.id) for u in uploads] == [("ready", None, 1), ("pending", None, 0), ("pending", None, 0)]
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_when_the_batch_trip_fails_each_profile_goes_alone(store, caplog):
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(2)])
+    claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=2)
+
+    class NoChild(FakeSandbox):
+        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+            raise SandboxCrash("a sandbox process did not start (it did not greet)")
+
+    sandbox = NoChild()
+    assert ingest.ingest_many(store, claimed, sandbox) == [DIGEST, DIGEST]
+    assert len(sandbox.given) == 2 and [state(store, u.id) for u in uploads] == [("ready", None, 1)] * 2
+    (record,) = caplog.records
+    assert record.getMessage() == "ingest: summarising 2 uploads together failed; each goes alone"
+
+
 @pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
 def test_the_worker_claims_a_few_small_profiles_and_gives_back_what_passes_the_byte_budget(store, monkeypatch):
     monkeypatch.setattr(ingest, "BATCH_BYTES", 2 * (len(PROFILE) + 1))
@@ -399,14 +471,81 @@ def test_threads_start_once_summarise_what_is_put_and_stop(store):
     upload = put(store)
     worker.wake()  # a PUT wakes it: no 60 s poll
     wait_for(lambda: state(store, upload.id)[0] == "ready", "the profile's digest")
+    looker = worker._look_thread
+    assert looker is not None and looker.name == "songbird-ingest-look" and looker.daemon and looker.is_alive()
     worker.stop()
-    assert worker._threads == [] and not any(t.is_alive() for t in threads)
+    assert worker._threads == [] and not any(t.is_alive() for t in [*threads, looker])
     assert sandbox.closed == 0  # nothing was being summarised: the sandbox is not killed
     assert repr(worker) == "IngestWorker(concurrency=2, running=False)"
     worker.start()  # and again after a stop
     assert len(worker._threads) == 2 and all(t.is_alive() for t in worker._threads)
     worker.stop()  # a thread between its claim and its wait when stopping stops too: no sandbox kill
     assert sandbox.closed == 0
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_a_page_s_ask_for_a_look_is_answered_while_a_slow_profile_is_summarised(store, monkeypatch):
+    """A look for landed PUTs asked for (``look_soon``, what ``Store.nudge_landed`` calls) is made
+    by the look thread at once, not after the profile being summarised."""
+    summarising, finish = threading.Event(), threading.Event()
+    looks: list[tuple[str, bool]] = []  # (thread, whether a profile was being summarised)
+
+    class Slow(FakeSandbox):
+        def digest(self, data: bytes) -> bytes:
+            summarising.set()
+            assert finish.wait(20)
+            summarising.clear()
+            return super().digest(data)
+
+    def learn_landed(stop: Callable[[], bool]) -> list[UploadRecord]:
+        looks.append((threading.current_thread().name, summarising.is_set()))
+        return []
+
+    monkeypatch.setattr(store, "learn_landed", learn_landed)
+    upload = put(store)
+    worker = IngestWorker(store, sandbox=Slow(), poll_seconds=60).start()
+    try:
+        worker.wake()
+        assert summarising.wait(20)
+        worker.look_soon()
+        wait_for(lambda: ("songbird-ingest-look", True) in looks, "a look while the profile is summarised")
+        finish.set()
+        wait_for(lambda: state(store, upload.id)[0] == "ready", "the profile's digest")
+    finally:
+        finish.set()
+        worker.stop()
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_the_look_thread_looks_when_asked_at_most_once_a_second_and_once_more_after(store, monkeypatch):
+    """Run on the test's thread, its waits scripted: an ask, another during the wait after its
+    look, then none: three looks, a second apart, then it sleeps until asked (or stopped)."""
+    worker = IngestWorker(store, sandbox=FakeSandbox())
+    looks: list[Callable[[], bool]] = []
+    waits: list[float | None] = []
+    asks_while_waiting = [worker.look_soon, lambda: None]
+
+    def learn_landed(stop: Callable[[], bool]) -> list[UploadRecord]:
+        looks.append(stop)
+        if len(looks) == 3:  # the look a second after the last ask; then the worker stops
+            worker._stop.set()
+            worker._look_wanted.set()
+        return [put(store)] if len(looks) == 1 else []
+
+    class ScriptedStop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            asks_while_waiting.pop(0)()
+            return self.is_set()
+
+    monkeypatch.setattr(store, "learn_landed", learn_landed)
+    worker._stop = ScriptedStop()
+    worker.look_soon()
+    assert not worker._wake.is_set()  # an ask wakes the look thread, not the summarising ones
+    worker._look_when_asked()
+    assert len(looks) == 3 and waits == [1.0, 1.0] and asks_while_waiting == []
+    assert all(stop == worker._stop.is_set for stop in looks)
+    assert worker._wake.is_set()  # the first look learned an upload: the worker is woken
 
 
 def test_stopping_gives_up_a_profile_still_summarised_after_the_grace(store, monkeypatch):

@@ -5,6 +5,7 @@ the same data never re-runs a crash loop. Real HTTP against real servers on both
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pandas as pd
@@ -16,9 +17,11 @@ from profile_crafting import huge_frequent_items_map
 from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server.common import observatory_link
+from whylogs_songbird.server.ingest import LEASE_MS, ingest_many
 from whylogs_songbird.server.sandbox import TEST_FAULT_ENV, Sandbox, SandboxCrash, SandboxLimits, SandboxRefused
 from whylogs_songbird.server.serving import open_store
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
+from whylogs_songbird.server.store import NewUpload, Store
 
 both_stores = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
 
@@ -183,24 +186,51 @@ def test_the_sandbox_limits_memory_and_survives_its_children(monkeypatch):
         sandbox.close()
 
 
-def test_profiles_sent_together_get_the_answers_they_get_alone(monkeypatch):
+def test_profiles_sent_together_get_the_answers_they_get_alone_and_a_crash_costs_only_its_own_try(
+    tmp_path, monkeypatch
+):
     """``digest_many``: a burst of profiles in one trip to one child, more bytes than a pipe holds,
-    each answered as alone; one that ends its child ends only its own try, and those after it are
-    left for a try of their own."""
+    each answered as alone. Then ``ingest_many`` on the embedded store, where the child dies on the
+    third profile of a batch while the server still writes the rest: only that profile's try
+    counts; those answered before it keep their answers and those after it are summarised alone,
+    tried once (their one claim)."""
     good = [make_profile_bytes(seed=seed) for seed in range(3)]
     monkeypatch.setenv(TEST_FAULT_ENV, "crash:" + MARKER.encode().hex())
     doomed = why.log(pd.DataFrame({MARKER: [1, 2, 3]})).view().serialize()
-    sandbox = Sandbox()
+    profile = why.log(pd.DataFrame({f"c{j}": [j] * 3 for j in range(80)})).profile()  # about 25 kB
+    wide = []
+    for day in range(1, 4):
+        profile.set_dataset_timestamp(datetime.datetime(2024, 1, day, tzinfo=datetime.timezone.utc))
+        wide.append(profile.view().serialize())
+    sent = [good[0], b"WHY1 junk", doomed, *wide]
+    assert sum(len(data) for data in sent[3:]) > 64 * 1024, "still being written when the child dies"
+    store, sandbox = Store(tmp_path / "data"), Sandbox()
     try:
         alone = [sandbox.digest(data) for data in good]
         burst = [good[i % 3] for i in range(100)]  # several pipe buffers of requests
         assert sum(len(data) for data in burst) > 128 * 1024
         assert sandbox.digest_many(burst) == [alone[i % 3] for i in range(100)]
-        outcomes = sandbox.digest_many([good[0], b"WHY1 junk", good[1], doomed, good[2]])
-        assert outcomes[0] == alone[0] and outcomes[2] == alone[1]
-        assert isinstance(outcomes[1], SandboxRefused) and "not a well-formed whylogs profile" in str(outcomes[1])
-        assert isinstance(outcomes[3], SandboxCrash) and "SIGSEGV" in str(outcomes[3])
-        assert outcomes[4] is None, "not reached: the child ended before it"
-        assert sandbox.digest_many([]) == []
+        assert sandbox.digest_many([]) == [] and sandbox.started == 1
+
+        session_id = store.create_session("user").id
+        slots = store.create_uploads(session_id, [NewUpload("reference")] * len(sent), ttl_seconds=900)
+        for slot, data in zip(slots, sent):
+            store_profile_bytes(store, slot.id, data)
+        claimed = {upload.id: upload for upload in store.claim_ingest(lease_ms=LEASE_MS, limit=len(sent))}
+        digests = ingest_many(store, [claimed[slot.id] for slot in slots], sandbox)
+        assert digests[0] == alone[0] and digests[1:3] == [None, None] and all(digests[3:])
+        states = [store.get_upload(slot.id) for slot in slots]
+        assert [(u.ingest_state, u.ingest_tries) for u in states] == [
+            ("ready", 1),
+            ("invalid", 1),
+            ("pending", 1),  # claimed again later: two tries left
+            ("ready", 1),
+            ("ready", 1),
+            ("ready", 1),
+        ]
+        assert "not a well-formed whylogs profile" in states[1].ingest_error
+        assert states[2].ingest_error == "the process summarising it crashed (SIGSEGV)"
+        assert sandbox.started == 2, "the child it killed, and one for the profiles after it"
     finally:
         sandbox.close()
+        store.close()

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,8 +47,17 @@ def test_the_default_limits():
 # -- the pool, with fake children -------------------------------------------------------------------
 
 
+class Between:
+    """A child's death (``error``) after its last answer, before it starts the next job."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class FakeChild:
-    """A child as the pool sees it. ``answers``: what its jobs get (a (kind, payload) or an exception)."""
+    """A child as the pool sees it. ``answers``: what its jobs get, in order: a (kind, payload), an
+    exception (raised once the child said it started the job), a :class:`Between`, or a callable
+    giving one of these. It says it starts each job (an ``S`` frame) before answering it."""
 
     made: list[FakeChild] = []
     answers: list[Any] = []
@@ -57,7 +67,9 @@ class FakeChild:
         self.limits = limits
         self.jobs = 0
         self.killed = 0
-        self.asked: list[tuple[bytes, bytes, float]] = []
+        self.asked: list[tuple[bytes, bytes]] = []
+        self.deadlines: list[float] = []
+        self.started = self.answered = 0
         self.ready_within: float | None = None
         FakeChild.made.append(self)
 
@@ -66,13 +78,22 @@ class FakeChild:
         if not FakeChild.greets:
             raise SandboxCrash("a sandbox process did not start (it did not greet)")
 
-    def send(self, kind: bytes, payloads: list[bytes], wall_seconds: float) -> None:
+    def send(self, kind: bytes, payloads: list[bytes]) -> None:
         for payload in payloads:
             self.jobs += 1
-            self.asked.append((kind, payload, wall_seconds))
+            self.asked.append((kind, payload))
 
-    def answer(self, wall_seconds: float) -> tuple[bytes, bytes]:
-        answer = FakeChild.answers.pop(0)
+    def frame(self, deadline: float) -> tuple[bytes, bytes]:
+        self.deadlines.append(deadline)
+        answer = FakeChild.answers[0]
+        if isinstance(answer, Between):
+            FakeChild.answers.pop(0)
+            raise answer.error
+        if self.started == self.answered < self.jobs:
+            self.started += 1
+            return b"S", b""
+        FakeChild.answers.pop(0)
+        self.answered += 1
         if callable(answer):
             answer = answer()
         if isinstance(answer, BaseException):
@@ -100,7 +121,7 @@ def test_a_digest_comes_from_a_child_that_is_then_reused(fake_children):
     assert pool.digest(b"profile-1") == b"digest-1"
     assert pool.digest(b"profile-2") == b"digest-2"
     (child,) = fake_children.made
-    assert child.asked == [(b"D", b"profile-1", 7.5), (b"D", b"profile-2", 7.5)]
+    assert child.asked == [(b"D", b"profile-1"), (b"D", b"profile-2")]
     assert child.ready_within == 120.0 and child.limits is pool.limits
     assert pool.started == 1 and child.killed == 0
     assert repr(pool) == "Sandbox(max_children=2, idle=1, busy=0)"
@@ -128,7 +149,7 @@ def test_profiles_sent_together_are_answered_in_order_until_one_ends_the_child(f
     assert (first, third, fourth) == (b"d1", b"d3", b"d4") and str(refused) == "junk"
     assert isinstance(refused, SandboxRefused) and not isinstance(refused, SandboxCrash)
     (child,) = fake_children.made
-    assert child.asked == [(b"D", p, 4.0) for p in (b"p1", b"p2", b"p3", b"p4")] and child.killed == 0
+    assert child.asked == [(b"D", p) for p in (b"p1", b"p2", b"p3", b"p4")] and child.killed == 0
     assert pool.digest_many([]) == [] and len(fake_children.made) == 1
     # out of memory: that one refused, the child retired, the rest not reached
     fake_children.answers = [(b"O", b"d1"), (b"M", b"it needs more memory")]
@@ -143,6 +164,65 @@ def test_profiles_sent_together_are_answered_in_order_until_one_ends_the_child(f
         assert isinstance(outcomes[1], SandboxCrash) and not isinstance(outcomes[1], SandboxStopped)
         assert message in str(outcomes[1])
     assert all(made.killed >= 1 for made in fake_children.made[1:]) and pool.started == 3
+
+
+@pytest.mark.parametrize(("error", "message"), [(EOFError(), "crashed (SIGSEGV)"), (TimeoutError(), "within 4 s")])
+def test_only_the_profile_a_child_had_started_is_blamed_for_its_death(fake_children, error, message):
+    """The child says when it starts each profile: a death after it started one is that profile's;
+    a death between two (after an answer, before the next start) is none of theirs."""
+    pool = Sandbox(SandboxLimits(wall_seconds=4.0))
+    fake_children.answers = [(b"O", b"d1"), (b"O", b"d2"), error]
+    first, second, died_on, after = pool.digest_many([b"p1", b"p2", b"p3", b"p4"])
+    assert (first, second, after) == (b"d1", b"d2", None)  # the answers before it are kept
+    assert type(died_on) is SandboxCrash and message in str(died_on)
+    fake_children.answers = [(b"O", b"d1"), Between(error)]
+    assert pool.digest_many([b"p1", b"p2", b"p3"]) == [b"d1", None, None]
+    assert [made.killed >= 1 for made in fake_children.made] == [True, True]  # neither kept
+
+
+def test_a_second_start_without_an_answer_is_a_crash(fake_children):
+    pool = Sandbox()
+    fake_children.answers = [(b"O", b"d1"), (b"S", b"")]
+    first, second, third = pool.digest_many([b"p1", b"p2", b"p3"])
+    assert first == b"d1" and type(second) is SandboxCrash and third is None
+    assert str(second) == "the process summarising it failed ()" and fake_children.made[0].killed == 1
+
+
+def test_a_child_dead_before_it_starts_a_lone_profile_is_replaced_once(fake_children):
+    """An idle child killed from outside costs the next profile nothing: a fresh child takes it."""
+    pool = Sandbox()
+    fake_children.answers = [Between(EOFError()), (b"O", b"d")]
+    assert pool.digest(b"x") == b"d"
+    assert len(fake_children.made) == 2 and fake_children.made[0].killed == 1
+    fake_children.answers = [Between(EOFError()), Between(TimeoutError())]
+    with pytest.raises(SandboxCrash, match="^the process summarising it ended before it started on it$") as crash:
+        pool.digest(b"x")
+    assert not isinstance(crash.value, SandboxStopped)
+    # the idle one reused, then a fresh one; none kept
+    assert len(fake_children.made) == 3 and all(made.killed for made in fake_children.made)
+
+
+def test_profiles_cut_by_close_are_all_stopped(fake_children):
+    pool = Sandbox()
+
+    def closed_meanwhile() -> BaseException:
+        pool.close()
+        return EOFError()
+
+    fake_children.answers = [(b"O", b"d1"), closed_meanwhile]
+    first, *rest = pool.digest_many([b"p1", b"p2", b"p3"])
+    assert first == b"d1" and [type(outcome) for outcome in rest] == [SandboxStopped, SandboxStopped]
+    assert fake_children.made[0].killed >= 1
+
+
+def test_each_profile_has_the_wall_time_from_its_start(fake_children, monkeypatch):
+    clock = iter(range(100, 200))
+    monkeypatch.setattr(sandbox, "time", SimpleNamespace(monotonic=lambda: float(next(clock))))
+    fake_children.answers = [(b"O", b"d1"), (b"R", b"junk")]
+    pool = Sandbox(SandboxLimits(wall_seconds=7.0))
+    assert pool.digest_many([b"p1", b"p2"])[0] == b"d1"
+    # read at 100 (sent), then at each frame: started 1 (101), answered 1 (102), started 2, answered 2
+    assert fake_children.made[0].deadlines == [107.0, 108.0, 109.0, 110.0]
 
 
 def test_an_unknown_answer_is_a_crash(fake_children):
@@ -296,6 +376,36 @@ def test_a_child_greets_then_answers_jobs(monkeypatch):
     finally:
         child.kill()
     assert child.process.returncode is not None
+
+
+DIES_ON_ITS_THIRD_JOB = """
+import os, struct, sys
+frame = struct.Struct("<cQ")
+out = os.fdopen(1, "wb")
+out.write(frame.pack(b"H", 0)); out.flush()
+for job in range(3):
+    kind, size = frame.unpack(sys.stdin.buffer.read(frame.size))
+    out.write(frame.pack(b"S", 0)); out.flush()
+    if job == 2:
+        os._exit(7)
+    data = sys.stdin.buffer.read(size)
+    out.write(frame.pack(b"O", len(data)) + data[::-1]); out.flush()
+"""
+
+
+def test_answers_given_before_a_child_died_are_read_though_its_jobs_were_still_being_written(monkeypatch):
+    child = tiny_child(monkeypatch, DIES_ON_ITS_THIRD_JOB)
+    try:
+        child.wait_ready(20)
+        child.send(b"D", [b"abc", b"de", b"x" * 1_000_000, b"never read"])  # far more than a pipe holds
+        deadline = time.monotonic() + 20
+        frames = [child.frame(deadline) for _ in range(5)]
+        assert frames == [(b"S", b""), (b"O", b"cba"), (b"S", b""), (b"O", b"ed"), (b"S", b"")]
+        with pytest.raises(EOFError):
+            child.frame(deadline)
+        assert child.why_dead() == "the process summarising it exited (code 7)" and child.jobs == 4
+    finally:
+        child.kill()
 
 
 GREET = (

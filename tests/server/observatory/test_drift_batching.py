@@ -69,3 +69,78 @@ def test_chi_square_numbers_are_whylogs_own_exactly():
             assert ours[name].pvalue == C.finite(raw[name]["pvalue"]), name
             assert ours[name].category == raw[name]["drift_category"], name
     assert ours["code"].statistic == float("inf") and ours["code"].category == "DRIFT"
+
+
+def awkward(seed: int, rows: int, shift: float) -> pd.DataFrame:
+    r = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "normal": r.normal(shift, 1, rows),
+            "constant": np.full(rows, 3.0),
+            "tiny": [1.5] + [None] * (rows - 1),
+            "category": r.choice(["a", "b", "c"], rows),
+            "mostly_null": [None] * max(rows - 2, 0) + [1.0, 2.0][:rows],
+            "mixed": [str(v) if i % 3 == 0 else v for i, v in enumerate(r.normal(0, 1, rows))],
+        }
+    )
+
+
+def test_drift_read_from_the_sketches_is_that_of_whylogs_drift_map_exactly():
+    """drift_scores scores standard profiles from their columns' sketches (ProfileColumns), without
+    whylogs' per-column objects: the very numbers, choices and order of calculate_drift_scores with
+    the drift map (the path any other profile takes), the fallback of a NaN p-value included."""
+    algorithms = set()
+    for rows_a, rows_b, shift in ((300, 400, 0.5), (7, 3, 0.0), (1, 1, 1.0)):
+        reference = why.log(awkward(rows_a, rows_a, 0.0)).view()
+        target = why.log(awkward(rows_b + 1, rows_b, shift)).view()
+        assert C.profile_columns(target).standard and C.profile_columns(reference).standard
+        by_map = C._drift_scores_by_map(target, reference)
+        ours = C.drift_scores(target=C.profile_columns(target), reference=C.profile_columns(reference))
+        assert ours == by_map and list(ours) == list(by_map)
+        assert C.drift_scores(target=target, reference=reference) == by_map
+        algorithms |= {s.algorithm for s in ours.values()}
+    assert algorithms == {"ks", "chi-square"}
+    assert "normal" not in ours  # one value each: no KS p-value, and the default choice has nothing else
+
+
+def test_a_profile_with_other_metrics_is_scored_by_whylogs_drift_map():
+    from whylogs.core.view.column_profile_view import ColumnProfileView
+    from whylogs.core.view.dataset_profile_view import DatasetProfileView
+
+    def without_counts(seed: int) -> DatasetProfileView:
+        column = why.log(batch(seed)).view().get_column("x")
+        kept = {name: column.get_metric(name) for name in ("distribution", "types")}
+        return DatasetProfileView(
+            columns={"x": ColumnProfileView(metrics=kept)}, dataset_timestamp=None, creation_timestamp=None
+        )
+
+    target, reference = without_counts(1), without_counts(2)
+    assert not C.profile_columns(target).standard
+    assert C.drift_scores(target=target, reference=reference) == C._drift_scores_by_map(target, reference)
+    assert C.drift_scores(target=target, reference=reference)["x"].algorithm == "ks"
+
+
+class CountingSketch:
+    """A stand-in KLL sketch whose quantile at fraction f is 10 f; it notes every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[float]] = []
+
+    def get_n(self) -> int:
+        return 10
+
+    def get_quantiles(self, fractions: list[float]) -> list[float]:
+        self.calls.append(list(fractions))
+        return [10 * f for f in fractions]
+
+
+def test_a_column_read_keeps_its_ks_quantiles_for_the_drift_that_follows():
+    quantiles, sketch = C._Quantiles(size=4), CountingSketch()
+    assert quantiles.along(sketch, (0.05, 0.5, 0.95)) == [0.5, 5.0, 9.5]
+    assert sketch.calls == [[*C.KS_POINTS, 0.05, 0.5, 0.95]]  # one call: the KS points and the band
+    ks = quantiles.points(np.linspace(0, 1, 100))  # as the KS test asks (whylogs' default points)
+    assert list(quantiles(sketch, ks)) == [10 * p for p in C.KS_POINTS] and len(sketch.calls) == 1
+    assert quantiles.along(sketch, (0.25,)) == [2.5] and sketch.calls[-1] == [0.25]  # kept: only the band
+    real = why.log(batch(3)).view().get_column("x").get_metric("distribution").kll.value
+    assert quantiles.along(real, (0.05, 0.5, 0.95)) == real.get_quantiles([0.05, 0.5, 0.95])
+    assert list(quantiles(real, ks)) == real.get_quantiles(list(C.KS_POINTS))

@@ -1456,6 +1456,15 @@ def test_a_summary_is_kept_for_its_version_of_the_bytes(store):
     assert metadata.get_summary(duplicate.id, ABC) is None
 
 
+def test_summaries_stored_together_are_each_kept_only_for_their_version_of_the_bytes(store):
+    session = store.create_session("u")
+    first, second = stored(store, session.id, b"abc"), stored(store, session.id, b"xyz")
+    kept = store.store_summaries([(first.id, ABC, b"one"), (second.id, ABC, b"stale"), (second.id, XYZ, b"two")])
+    assert kept == [True, False, True]
+    assert [store.get_summary(u.id, u.sha256) for u in (first, second)] == [b"one", b"two"]
+    assert store.metadata.pending_ingest() == 0
+
+
 def test_an_invalid_profile_keeps_its_reason_cut_to_500_characters(store):
     session = store.create_session("u")
     upload = stored(store, session.id)

@@ -497,5 +497,6 @@ def test_bucket_views_merge_each_bucket_once_and_keep_the_three_last_asked_for()
     assert load.loaded == ["a", "b", "c", "d", "b"]
     both = Bucket(0, 1, (Batch("a", 0), Batch("e", 1)))
     merged = _BucketViews(load, keep=1).get(both)
-    assert merged.get_column("x").get_metric("counts").n.value == 2
-    assert merged.get_column("x").get_metric("distribution").max == 4.0
+    assert merged.columns["x"].counts == (2, 0)  # read as the merged columns' sketches
+    assert merged.columns["x"].kll.get_max_value() == 4.0
+    assert merged.view(None).get_column("x").get_metric("distribution").max == 4.0

@@ -8,6 +8,7 @@ HTTP tests after it, on both stores)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -18,19 +19,33 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from whylogs.core import DatasetProfileView
 
-from whylogs_songbird.column_stats import merge_views
+from whylogs_songbird.column_stats import drift_scores, merge_views
 from whylogs_songbird.server import LocalServer
-from whylogs_songbird.server.digest import digest_from_bytes, view_from_digest
+from whylogs_songbird.server.digest import (
+    DigestError,
+    columns_of,
+    digest_column,
+    digest_columns,
+    digest_from_bytes,
+    view_from_digest,
+    view_of,
+)
 from whylogs_songbird.server.rollups import (
     ALL_SEGMENTS,
+    BINARY_MAGIC,
     ROLLUP_PREFIX,
     Member,
     Rollup,
     Rollups,
+    decode_columns,
+    decode_view,
+    encode_view,
     family_of,
+    pack_columns,
     read_version,
     rollup_key,
     store_rollups,
+    unpack_columns,
 )
 from whylogs_songbird.server.timeline_service import DOC_PREFIX
 from whylogs_songbird.timeline import (
@@ -224,6 +239,40 @@ def test_a_replaced_upload_replaces_its_member_and_segments_have_their_own_rollu
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_a_header_another_host_replaced_is_read_as_stored_not_as_this_process_wrote_it() -> None:
+    """Headers this process wrote are kept decoded, but only ever used for the very bytes stored."""
+    artefacts, summaries = DictArtefacts(), Summaries()
+    rollups = Rollups(artefacts, summaries)
+    for index in range(3):
+        summaries.add(rollups, member(index, DAY0 + index), DIGESTS[index])
+    key = rollup_key("hour", DAY0, ALL_SEGMENTS)
+    mine = rollups.read("s", "hour", DAY0, ALL_SEGMENTS, merged=False)
+    assert mine is not None and [m.upload_id for m in mine.members] == ["log-0", "log-1", "log-2"]
+    theirs = Rollup((member(7, DAY0 + 9),), ("n",), None)  # another host's write of the same bucket
+    artefacts.put_derived("s", key, theirs.header())
+    assert rollups.read("s", "hour", DAY0, ALL_SEGMENTS) == theirs
+    assert Rollups(artefacts, summaries).read("s", "hour", DAY0, ALL_SEGMENTS) == theirs
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+@pytest.mark.parametrize(
+    ("before", "after", "names"),
+    [
+        ([0, 1], [0, 1, 2], ("n",)),  # appended
+        ([0], [0, 1, 2, 3], ("n", 'a "quoted" ],"names": column')),  # appended, with a new column
+        ([0, 1], [0, 1], ("n",)),  # nothing new
+        ([0, 1], [1, 2], ("n",)),  # not an append: encoded whole
+        ([0, 2], [0, 1, 2], ("n",)),  # a late member: encoded whole
+    ],
+)
+def test_a_header_made_from_the_one_before_is_the_header(before: list[int], after: list[int], names: tuple) -> None:
+    earlier = Rollup(tuple(member(i, DAY0 + i) for i in before), ("n",), None)
+    later = Rollup(tuple(member(i, DAY0 + i) for i in after), names, None)
+    made = later.header_after(earlier.header(), earlier)
+    assert made == later.header() and Rollup.decode(made) == later
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
 def test_a_stored_rollup_survives_its_encoding_and_junk_is_not_one() -> None:
     rollup = Rollups.merge([member(0, 1), member(1, 2)], [view_from_digest(DIGESTS[0]), view_from_digest(DIGESTS[1])])
     assert Rollup.decode(rollup.header(), rollup.digest) == rollup and sorted(rollup.names) == ["n", "s", "x"]
@@ -247,6 +296,42 @@ def test_a_stored_rollup_survives_its_encoding_and_junk_is_not_one() -> None:
     assert rollups.read("s", "day", 0, ALL_SEGMENTS) is None
     rollups.write("s", "day", 0, ALL_SEGMENTS, single)
     assert [k for _, k in artefacts.data] == [rollup_key("day", 0, ALL_SEGMENTS)]
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_rollup_columns_are_stored_as_sketch_bytes_and_read_as_a_json_digest_was() -> None:
+    view = merge_views([view_from_digest(d) for d in DIGESTS[:3]])
+    encoded = encode_view(view)
+    assert encoded.startswith(BINARY_MAGIC) and b'"distribution"' in encoded
+    as_json = json.dumps({n: digest_column(c) for n, c in view.get_columns().items()}).encode()  # as stored before
+    expected = column_points(view)
+    for stored in (encoded, as_json):
+        assert column_points(decode_view(stored)) == expected
+        assert column_points(decode_columns(stored)) == expected  # the sketches, no view built
+    columns = unpack_columns(encoded)
+    assert list(columns) == list(view.get_columns())
+    assert isinstance(columns["x"]["distribution"][2], bytes) and isinstance(columns["s"]["frequent_items"], bytes)
+    assert pack_columns(columns) == encoded
+    for junk in (encoded[:-1], encoded + b"\0", BINARY_MAGIC + b"\xff\xff\xff\x7f{}", b"not json", BINARY_MAGIC):
+        with pytest.raises(DigestError):
+            unpack_columns(junk)
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/digest.py")
+def test_digested_columns_read_as_sketches_give_their_views_numbers_and_drift() -> None:
+    digests = [digest_columns(d) for d in DIGESTS[:2]]
+    views, sketches = [view_of(d) for d in digests], [columns_of(d) for d in digests]
+    assert all(s.standard for s in sketches) and list(sketches[0].columns) == list(views[0].get_columns())
+    for view, columns in zip(views, sketches):
+        assert column_points(columns) == column_points(view)
+    assert drift_scores(sketches[1], sketches[0]) == drift_scores(views[1], views[0])
+    assert column_points(sketches[0].view(["x"])) == {"x": column_points(views[0])["x"]}  # its view, built on demand
+    del digests[0]["x"]["counts"]  # not whylogs' standard metrics: drift on the view, by whylogs' drift map
+    assert not columns_of(digests[0]).standard
+    assert drift_scores(columns_of(digests[1]), columns_of(digests[0])) == drift_scores(views[1], view_of(digests[0]))
+    digests[1]["x"]["distribution"][2] = "AAAA"  # a sketch that fails its check, as view_of refuses it
+    with pytest.raises(DigestError):
+        columns_of(digests[1])
 
 
 # -- over HTTP, on both stores ----------------------------------------------------------------

@@ -1,14 +1,22 @@
 """The timeline routes' own logic (whylogs_songbird/server/routes/timeline.py), without HTTP: bucket
 labels in UTC, the page's view of a document (headers, comparison links, heatmap cells, alerts),
 the query parameters, a stored upload as the timeline sees it, and errors worded for a session
-or a dataset. The one fake is the Store, at the service's seam (its uploads and derived values).
+or a dataset. The routes' answers too: the session check, the JSON and its errors, the page (kept by the document
+it shows) and its error pages, a dataset's page and JSON once a link's token opens them, and the router
+and its mounting, whose endpoints are called directly. The fakes are the Store (its uploads, derived
+values, guest sessions and datasets), the observatory's view cache and, for one test, the templates.
 
 The routes over HTTP are tests/server/timeline/test_timeline_server.py's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import html as html_text
 import json
+import re
+import sys
+import time
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -16,24 +24,50 @@ from urllib.parse import parse_qsl, urlsplit
 import pandas as pd
 import pytest
 import whylogs as why
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from jinja2 import DictLoader, Environment
+from starlette.requests import Request
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Monitor, MonitorsFile
 from whylogs_songbird.profiles import serialize_view
+from whylogs_songbird.server.datasets import link_token
 from whylogs_songbird.server.digest import digest_view
 from whylogs_songbird.server.errors import ApiError
+from whylogs_songbird.server.observatory.cache import LruCache
 from whylogs_songbird.server.observatory.container import PageContainer
+from whylogs_songbird.server.observatory.page import make_environment
 from whylogs_songbird.server.routes.timeline import (
+    PAGE_CACHE_BYTES,
     StoreArtefacts,
+    TimelineSite,
     _format_p,
     _label,
     _stored,
+    api_parameters,
+    base_url,
+    check_session,
     container_document,
+    dataset_data,
+    dataset_page,
+    error_links,
+    find_dataset,
     make_service,
+    mount_timeline,
+    no_dataset,
+    page_cache,
+    page_error,
     page_view,
+    render_page,
+    server_timing,
+    session_json,
+    session_page,
     timeline_json_bytes,
     timeline_query,
+    timeline_router,
 )
+from whylogs_songbird.server.signing import UrlSigner
 from whylogs_songbird.server.storage.base import UploadRecord
 from whylogs_songbird.server.summaries import SummaryError
 from whylogs_songbird.server.timeline_service import MemoryArtefacts, TimelineQuery, TimelineRequestError
@@ -236,9 +270,42 @@ class FakeStore:
         self.derived: dict[tuple[str, str], bytes] = {}
         self.nudged: list[str] = []
         self.containers: dict[str, Any] = {}
+        self.guests: set[str] = set()
+        self.datasets: dict[tuple[str, str], Any] = {}
 
-    def list_profiles(self, session_id: str) -> list[UploadRecord]:
-        return [u for u in self.uploads if u.session_id == session_id]
+    def list_profiles(self, session_id: str, kind: str | None = None) -> list[UploadRecord]:
+        return [u for u in self.uploads if u.session_id == session_id and kind in (None, u.kind)]
+
+    def _timed(self, session_id: str) -> list[UploadRecord]:
+        return [u for u in self.list_profiles(session_id, "batch") if u.dataset_timestamp is not None]
+
+    def batch_profiles_between(self, session_id: str, start: int | None, end: int | None) -> list[UploadRecord]:
+        return [
+            u
+            for u in self._timed(session_id)
+            if (start is None or u.dataset_timestamp >= start) and (end is None or u.dataset_timestamp < end)
+        ]
+
+    def batch_timestamp_span(self, session_id: str) -> tuple[int, int] | None:
+        stamps = [u.dataset_timestamp for u in self._timed(session_id) if not u.invalid]
+        return (min(stamps), max(stamps)) if stamps else None
+
+    def batch_segments(self, session_id: str) -> list[tuple[tuple[str, str], ...]]:
+        return list({u.segment_tags for u in self._timed(session_id) if not u.invalid})
+
+    def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
+        rows = [u for u in self._timed(session_id) if not u.invalid]
+        every = {(u.dataset_timestamp + offset) // size for u in rows}
+        return len(every), len({(u.dataset_timestamp + offset) // size for u in rows if u.ingest_state != "pending"})
+
+    def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
+        return list(
+            {
+                (u.dataset_timestamp, u.segment_tags, u.ingest_state == "pending")
+                for u in self._timed(session_id)
+                if not u.invalid
+            }
+        )
 
     def read_profile_bytes(self, upload: UploadRecord) -> bytes:
         return self.data[upload.id]
@@ -262,6 +329,12 @@ class FakeStore:
 
     def get_summary(self, upload_id: str, sha256: str) -> bytes | None:
         return None
+
+    def guest_session(self, session_id: str) -> Any:
+        return SimpleNamespace(id=session_id) if session_id in self.guests else None
+
+    def find_dataset(self, org_id: str, dataset_id: str) -> Any:
+        return self.datasets.get((org_id, dataset_id))
 
 
 def test_store_artefacts_are_the_store_s_derived_values():
@@ -415,7 +488,13 @@ def test_the_service_keeps_its_version_rollups_and_views_in_the_store():
     profiles = RecordingProfiles(views())
     listed: list[str] = []
     list_profiles = store.list_profiles
-    store.list_profiles = lambda s: listed.append(s) or list_profiles(s)  # type: ignore[method-assign]
+
+    def listing(session_id: str, kind: str | None = None) -> list[UploadRecord]:
+        if kind is None:  # the whole session listed
+            listed.append(session_id)
+        return list_profiles(session_id, kind)
+
+    store.list_profiles = listing  # type: ignore[method-assign]
     service = make_service(store, profiles=profiles)  # type: ignore[arg-type]
     first = service.document_bytes("session-1", TimelineQuery(granularity="week"))
     assert any(k.startswith("timeline/r/") for _, k in store.derived)  # the day rollups
@@ -461,3 +540,441 @@ def test_a_container_s_document_is_watched_and_compact():
     data = container_document(service, PageContainer.dataset("c-1", "org-1", "model-1"), TimelineQuery())
     assert b", " not in data and b'": ' not in data
     assert ("c-1", "timeline/watched") in store.derived
+
+
+def test_without_a_sandbox_the_service_makes_its_own_and_a_profile_s_missing_bytes_are_the_store_s_error():
+    class Gone(FakeStore):
+        def read_profile_bytes(self, upload: UploadRecord) -> bytes:
+            raise FileNotFoundError(f"the bytes of {upload.id} are gone")
+
+    service = make_service(Gone([upload("log-1")]))  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="the bytes of log-1 are gone"):
+        service.document("session-1", TimelineQuery())
+
+
+# -- the routes' answers ------------------------------------------------------------------------------------------
+
+SID = "session-" + "a" * 16
+OTHER_SID = "session-" + "b" * 16
+SIGNER = UrlSigner(b"k" * 32)
+#: What a dataset's access reads of the app: the server's signer and its configured public URL.
+APP = SimpleNamespace(state=SimpleNamespace(signer=SIGNER, config=SimpleNamespace(public_url=None)))
+DATASET_PATH = "/organizations/org-1/datasets/model-1"
+LOCAL = "http://127.0.0.1:8123"
+
+
+def request(path: str = "/", query: str = "", port: int = 8123, root_path: str = "") -> Request:
+    """A GET as the server would be given it, on loopback (``root_path``: where a proxy mounts it)."""
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "scheme": "http",
+            "server": ("127.0.0.1", port),
+            "path": path,
+            "root_path": root_path,
+            "query_string": query.encode(),
+            "headers": [],
+            "app": APP,
+        }
+    )
+
+
+def with_token(path: str, dataset_id: str = "model-1") -> Request:
+    """A request opened by the token of a link to dataset ``dataset_id`` of org-1 (valid for an hour)."""
+    return request(path, f"token={link_token(SIGNER, 'org-1', dataset_id, int(time.time()) + 3600)}")
+
+
+def error_shown(page: Any) -> tuple[int, str, str]:
+    """(status, title, message) an error page shows."""
+    text = page.body.decode()
+    shown = re.search(
+        r'data-status="(\d+)".*id="error-title"><bdi>(.*?)</bdi>.*id="error-message"><bdi>(.*?)</bdi>', text, re.S
+    )
+    assert shown is not None, text
+    return int(shown[1]), html_text.unescape(shown[2]), html_text.unescape(shown[3])
+
+
+def session_store() -> FakeStore:
+    """A guest session of two days (2 rows, then 3) and a reference aliased ``base``."""
+    store = FakeStore(
+        [
+            upload("log-1", session_id=SID),
+            upload("log-2", session_id=SID, dataset_timestamp=T0 + DAY),
+            upload("ref-1", session_id=SID, kind="reference", alias="base"),
+        ]
+    )
+    store.guests.add(SID)
+    return store
+
+
+def site_of(store: FakeStore, public_url: str | None = None, profiles: FakeProfiles | None = None) -> TimelineSite:
+    all_views = {**views(), "ref-1": why.log(pd.DataFrame({"x": [1.0, 2.0, 3.0]})).view()}
+    service = make_service(store, profiles=profiles or FakeProfiles(all_views))  # type: ignore[arg-type]
+    return TimelineSite(store, service, make_environment(), page_cache(), public_url)  # type: ignore[arg-type]
+
+
+def timing(response: Any, name: str) -> bool:
+    return re.fullmatch(rf"{name};dur=\d+\.\d", response.headers["server-timing"]) is not None
+
+
+def test_server_timing_is_milliseconds_with_one_decimal():
+    assert server_timing("render", 2.0, 2.25) == "render;dur=250.0"
+    assert server_timing("timeline", 1.0, 1.03125) == "timeline;dur=31.2"
+    assert server_timing("x", 5.0, 5.0) == "x;dur=0.0"
+    assert re.fullmatch(r"timeline;dur=\d+\.\d", server_timing("timeline", time.perf_counter()))
+
+
+def test_links_start_at_the_public_url_else_where_the_request_was_sent():
+    assert base_url(None, request()) == LOCAL
+    assert base_url("", request(port=9)) == "http://127.0.0.1:9"
+    assert base_url("http://127.0.0.1:9000/songbird//", request()) == "http://127.0.0.1:9000/songbird"
+    # only slashes go, never the last letters of a path
+    assert base_url("http://127.0.0.1:9000/BOX/", request()) == "http://127.0.0.1:9000/BOX"
+    assert base_url(None, request(root_path="/BOX")) == f"{LOCAL}/BOX"
+
+
+def test_only_a_guest_session_has_a_timeline():
+    store = session_store()
+    store.guests.add("session-short")  # no session id has this shape: never asked for
+    assert check_session(store, SID) is None  # type: ignore[arg-type]
+    cases = [
+        ("model-1", 400, "'model-1' is not a session id: session ids look like session-…"),
+        ("x" * 100, 400, f"'{'x' * 80}' is not a session id: session ids look like session-…"),
+        (
+            "session-short",
+            404,
+            "Session session-short is unknown to this server, or was claimed into an organization; "
+            "a claimed session has no timeline here",
+        ),
+        (
+            OTHER_SID,
+            404,
+            f"Session {OTHER_SID} is unknown to this server, or was claimed into an organization; "
+            "a claimed session has no timeline here",
+        ),
+    ]
+    for session_id, status, message in cases:
+        with pytest.raises(TimelineRequestError) as caught:
+            check_session(store, session_id)  # type: ignore[arg-type]
+        assert (caught.value.status, caught.value.message) == (status, message)
+
+
+def test_a_check_refuses_a_container_before_its_document_is_made():
+    store = FakeStore([upload("log-1", session_id="c-1")])
+    service = make_service(store, profiles=FakeProfiles(views()))  # type: ignore[arg-type]
+    checked: list[str] = []
+
+    def refuse(container_id: str) -> None:
+        checked.append(container_id)
+        raise TimelineRequestError(404, f"session {container_id} is gone")
+
+    dataset = PageContainer.dataset("c-1", "org-1", "model-1")
+    with pytest.raises(ApiError) as caught:
+        timeline_json_bytes(service, dataset, TimelineQuery(), refuse)
+    assert (caught.value.status, caught.value.message) == (404, "Dataset org-1/model-1 is gone.")
+    assert checked == ["c-1"] and store.derived == {}
+    assert json.loads(timeline_json_bytes(service, dataset, TimelineQuery(), checked.append))["session_id"] == (
+        "org-1/model-1"
+    )
+    assert checked == ["c-1", "c-1"]
+
+
+def test_a_session_s_json_and_its_errors():
+    site = site_of(session_store())
+    response = session_json(site, SID, TimelineQuery(granularity="day", reference="base"))
+    assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
+    assert timing(response, "timeline")
+    found = json.loads(response.body)
+    assert (found["session_id"], found["reference"]["id"]) == (SID, "ref-1")
+    assert [b["profiles"] for b in found["buckets"]] == [1, 1]
+    assert found["columns"]["x"]["count"] == [2, 3]
+    assert (SID, "timeline/watched") in site.store.derived  # type: ignore[attr-defined]
+    cases = [
+        (SID, TimelineQuery(granularity="fortnight"), 400, "Unknown granularity 'fortnight': give one of hour, day, "),
+        ("model-1", TimelineQuery(), 400, "'model-1' is not a session id: session ids look like session-…."),
+        (OTHER_SID, TimelineQuery(), 404, f"Session {OTHER_SID} is unknown to this server, or was claimed into an "),
+    ]
+    for session_id, query, status, message in cases:
+        with pytest.raises(ApiError) as caught:
+            session_json(site, session_id, query)
+        assert caught.value.status == status and caught.value.message.startswith(message), caught.value.message
+        assert caught.value.message.endswith(".")
+    unreadable = site_of(session_store(), profiles=UnreadableProfiles(views()))
+    with pytest.raises(ApiError) as caught:
+        session_json(unreadable, SID, TimelineQuery())
+    assert (caught.value.status, caught.value.message) == (
+        422,
+        f"A stored profile of session {SID} cannot be read: its bytes are no profile.",
+    )
+
+
+def test_the_page_s_link_to_its_json_carries_the_given_parameters_in_order():
+    assert api_parameters(TimelineQuery()) == []
+    assert api_parameters(TimelineQuery("week", "base", "k=v", "2024-01-01", "2024-02-01")) == [
+        ("granularity", "week"),
+        ("reference", "base"),
+        ("segment", "k=v"),
+        ("start", "2024-01-01"),
+        ("end", "2024-02-01"),
+    ]
+    assert api_parameters(TimelineQuery(segment="k=v", end="5")) == [("segment", "k=v"), ("end", "5")]
+
+
+def test_an_error_page_says_what_went_wrong_and_leads_back():
+    session = PageContainer.session(SID)
+    dataset = PageContainer.dataset("c-1", "org-1", "model-1")
+    refused = page_error(TimelineRequestError(404, f"session {SID} has no reference profiles yet"), session)
+    assert (refused.status, refused.title, refused.message) == (
+        404,
+        "Timeline unavailable",
+        f"Session {SID} has no reference profiles yet.",
+    )
+    for container, kind in ((session, "session"), (dataset, "dataset")):
+        unreadable = page_error(SummaryError("its bytes are no profile"), container)
+        assert (unreadable.status, unreadable.title, unreadable.message) == (
+            422,
+            "Profile cannot be read",
+            f"A stored profile of this {kind} is unreadable: its bytes are no profile.",
+        )
+    store = session_store()
+    assert error_links(store, dataset) == {"home_url": DATASET_PATH, "home_label": "org-1/model-1"}  # type: ignore[arg-type]
+    assert error_links(store, session) == {"session_id": SID}  # type: ignore[arg-type]
+    assert error_links(store, PageContainer.session(OTHER_SID)) == {"session_id": None}  # type: ignore[arg-type]
+
+
+def test_a_session_s_page():
+    site = site_of(session_store())
+    page = render_page(
+        site, PageContainer.session(SID), request(), TimelineQuery(granularity="day", start="2026-01-01")
+    )
+    html = page.body.decode()
+    assert page.status_code == 200 and timing(page, "render")
+    assert f"<title>Timeline · {SID} · " in html
+    assert f'href="/api/v1/sessions/{SID}/timeline?granularity=day&amp;start=2026-01-01" id="timeline-json"' in html
+    assert 'id="start" value="2026-01-01"' in html and 'id="end" value=""' in html
+    assert '<option value="day" selected>day</option>' in html and '<option value="month">month</option>' in html
+    assert (
+        f'data-link="{LOCAL}/resources/model-1/profiles?profile=ref-1&amp;profile={T0}&amp;sessionToken={SID}"' in html
+    )
+    assert html.count('<td class="hN"') == 2  # x in both days, no drift against ref-1
+    assert f'<a href="/sessions/{SID}">session <code>{SID}</code></a>' in html  # the crumbs: the session's pages
+    assert f'method="get" action="/sessions/{SID}/timeline">' in html  # the form asks this page again
+    until = render_page(site, PageContainer.session(SID), request(), TimelineQuery(end="2026-01-02")).body.decode()
+    assert 'id="start" value=""' in until and 'id="end" value="2026-01-02"' in until
+    assert until.count('<td class="hN"') == 1  # only the first day
+
+
+def test_a_page_is_kept_by_the_document_the_links_and_the_json_it_shows():
+    site = site_of(session_store())
+    session = PageContainer.session(SID)
+    first = render_page(site, session, request(), TimelineQuery(reference="base"))
+    assert render_page(site, session, request(), TimelineQuery(reference="base")).body == first.body
+    assert (site.pages.hits, len(site.pages)) == (1, 1)
+    # the same document, asked for on another address: its own links
+    elsewhere = render_page(site, session, request(port=9), TimelineQuery(reference="base")).body.decode()
+    assert 'data-link="http://127.0.0.1:9/resources/' in elsewhere and LOCAL not in elsewhere
+    # the same document, its reference named by id: the page's JSON link says so
+    by_id = render_page(site, session, request(), TimelineQuery(reference="ref-1")).body.decode()
+    assert f'href="/api/v1/sessions/{SID}/timeline?reference=ref-1" id="timeline-json"' in by_id
+    # another document at the same address and JSON link: its own page
+    fewer = session_store()
+    fewer.uploads = [u for u in fewer.uploads if u.id != "log-2"]
+    other = dataclasses.replace(site_of(fewer), pages=site.pages)
+    single = render_page(other, session, request(), TimelineQuery(reference="base")).body.decode()
+    assert single.count('<td class="hN"') == 1 and first.body.decode().count('<td class="hN"') == 2
+    assert (site.pages.hits, len(site.pages)) == (1, 4)
+
+
+def test_a_page_the_service_refuses_is_an_error_page_leading_back():
+    site = site_of(session_store())
+    bad = render_page(site, PageContainer.session(SID), request(), TimelineQuery(granularity="fortnight"))
+    assert bad.status_code == 400 and timing(bad, "render")
+    assert error_shown(bad) == (
+        400,
+        "Timeline unavailable",
+        "Unknown granularity 'fortnight': give one of hour, day, week, month.",
+    )
+    assert f'<a href="/sessions/{SID}">Open the session\'s profiles</a>' in bad.body.decode()
+    refused = session_page(site, OTHER_SID, request(), TimelineQuery())
+    assert refused.status_code == 404 and error_shown(refused)[2].endswith("a claimed session has no timeline here.")
+    assert 'href="/sessions/' not in refused.body.decode() and timing(refused, "render")
+    assert session_page(site, "model-1", request(), TimelineQuery()).status_code == 400
+    assert session_page(site, SID, request(), TimelineQuery()).status_code == 200
+    unreadable = site_of(session_store(), profiles=UnreadableProfiles(views()))
+    page = render_page(unreadable, PageContainer.dataset(SID, "org-1", "model-1"), request(), TimelineQuery())
+    assert page.status_code == 422 and error_shown(page) == (
+        422,
+        "Profile cannot be read",
+        "A stored profile of this dataset is unreadable: its bytes are no profile.",
+    )
+    assert f'<a href="{DATASET_PATH}">Open the dataset\'s profiles</a>' in page.body.decode()
+
+
+def dataset_store() -> FakeStore:
+    store = FakeStore(
+        [upload("log-1", session_id="c-1"), upload("log-2", session_id="c-1", dataset_timestamp=T0 + DAY)]
+    )
+    store.datasets[("org-1", "model-1")] = SimpleNamespace(id="c-1")
+    return store
+
+
+def test_a_dataset_is_found_by_its_org_and_name():
+    store = dataset_store()
+    assert find_dataset(store, "org-1", "model-1") == PageContainer.dataset("c-1", "org-1", "model-1")  # type: ignore[arg-type]
+    assert find_dataset(store, "org-1", "model-2") is None  # type: ignore[arg-type]
+    assert no_dataset("org-1", "model-2") == (
+        "Dataset model-2 of organization org-1 has no profiles on this server (never written, or deleted); "
+        "write one with whylogs' writer('whylabs') pointed here."
+    )
+
+
+def opened(response: Any) -> bool:
+    """Whether the answer keeps no copy and sets the cookie a link's first use sets."""
+    cookie = response.headers.get("set-cookie", "")
+    return response.headers["cache-control"] == "private, no-store" and cookie.startswith("songbird_dataset=")
+
+
+def test_a_dataset_s_page_opened_by_a_link():
+    site = site_of(dataset_store())
+    page = dataset_page(site, "org-1", "model-1", with_token(f"{DATASET_PATH}/timeline"), TimelineQuery("day"))
+    html = page.body.decode()
+    assert page.status_code == 200 and opened(page) and timing(page, "render")
+    assert f'href="{DATASET_PATH}/timeline/data?granularity=day" id="timeline-json"' in html
+    assert f'data-link="{LOCAL}{DATASET_PATH}/profiles?profile={T0}"' in html
+    missing = dataset_page(site, "org-1", "model-2", with_token("/", "model-2"), TimelineQuery())
+    assert missing.status_code == 404 and opened(missing)
+    assert error_shown(missing) == (404, "Dataset not found", no_dataset("org-1", "model-2"))
+    login = dataset_page(site, "org-1", "model-1", request(f"{DATASET_PATH}/timeline"), TimelineQuery())
+    assert (login.status_code, login.headers["location"]) == (
+        303,
+        "/login?next=%2Forganizations%2Forg-1%2Fdatasets%2Fmodel-1%2Ftimeline",
+    )
+    expired = dataset_page(site, "org-1", "model-1", with_token("/", "model-2"), TimelineQuery())  # another's link
+    assert expired.status_code == 401 and error_shown(expired)[1] == "Link expired"
+
+
+def test_a_dataset_s_json_opened_by_a_link():
+    site = site_of(dataset_store())
+    data = dataset_data(site, "org-1", "model-1", with_token(f"{DATASET_PATH}/timeline/data"), TimelineQuery("day"))
+    assert (data.status_code, data.headers["content-type"]) == (200, "application/json") and opened(data)
+    found = json.loads(data.body)
+    assert (found["session_id"], [b["profiles"] for b in found["buckets"]]) == ("org-1/model-1", [1, 1])
+    with pytest.raises(ApiError) as caught:
+        dataset_data(site, "org-1", "model-2", with_token("/", "model-2"), TimelineQuery())
+    assert (caught.value.status, caught.value.message) == (404, no_dataset("org-1", "model-2"))
+    with pytest.raises(ApiError) as caught:
+        dataset_data(
+            site, "org-1", "model-1", with_token(f"{DATASET_PATH}/timeline/data"), TimelineQuery(reference="x")
+        )
+    assert (caught.value.status, caught.value.message) == (404, "Dataset org-1/model-1 has no reference profiles yet.")
+    refused = dataset_data(site, "org-1", "model-1", request(f"{DATASET_PATH}/timeline/data"), TimelineQuery())
+    assert refused.status_code == 401
+    assert json.loads(refused.body)["message"] == (
+        "The pages of organization org-1's datasets need an API key of the organization, or a link that carries a "
+        "token. Send X-API-Key, or open the dataset's pages (a login or a link sets their cookie)."
+    )
+
+
+def test_the_page_cache_is_bounded_by_bytes():
+    assert PAGE_CACHE_BYTES == 33_554_432
+    cache = page_cache()
+    assert (cache.max_bytes, cache.max_entries, cache.size_of) == (PAGE_CACHE_BYTES, None, sys.getsizeof)
+    assert page_cache(1000).max_bytes == 1000
+
+
+def endpoints(routes: list[Any]) -> dict[str, Any]:
+    """The timeline routes among ``routes``, by path (an included router's too: newer FastAPI keeps one whole)."""
+    found: dict[str, Any] = {}
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            found.update(endpoints(inner.routes))
+        elif getattr(route, "path", "").endswith(("/timeline", "/timeline/data")):
+            found[route.path] = route
+    return found
+
+
+def test_the_router_s_routes_answer_from_its_store_service_templates_and_cache():
+    store = session_store()
+    store.datasets[("org-1", "model-1")] = SimpleNamespace(id=SID)
+    service = site_of(store).service
+    templates = Environment(loader=DictLoader({"timeline.html": "page of {{ session_id }} at {{ api_url }}"}))
+    pages = page_cache()
+    router = timeline_router(store, service, public_url="http://127.0.0.1:9000/", env=templates, pages=pages)  # type: ignore[arg-type]
+    found = endpoints(router.routes)
+    described = {
+        path: (
+            sorted(route.methods),
+            route.include_in_schema,
+            route.response_class is HTMLResponse,
+            route.summary,
+            route.tags,
+        )
+        for path, route in found.items()
+    }
+    html_route = (["GET"], False, True, None, [])
+    assert described == {
+        "/api/v1/sessions/{session_id}/timeline": (
+            ["GET"],
+            True,
+            False,
+            "The timeline of a session: per-bucket series and drift of every column",
+            ["timeline"],
+        ),
+        "/sessions/{session_id}/timeline": html_route,
+        "/organizations/{org_id}/datasets/{dataset_id}/timeline": html_route,
+        "/organizations/{org_id}/datasets/{dataset_id}/timeline/data": (["GET"], False, False, None, []),
+    }
+    answer = found["/api/v1/sessions/{session_id}/timeline"].endpoint(session_id=SID, query=TimelineQuery())
+    assert json.loads(answer.body)["session_id"] == SID and timing(answer, "timeline")
+    page = found["/sessions/{session_id}/timeline"].endpoint(
+        session_id=SID, request=request(), query=TimelineQuery("day")
+    )
+    assert page.body.decode() == f"page of {SID} at /api/v1/sessions/{SID}/timeline?granularity=day"
+    assert len(pages) == 1
+    dataset = found["/organizations/{org_id}/datasets/{dataset_id}/timeline"].endpoint(
+        org_id="org-1", dataset_id="model-1", request=with_token(DATASET_PATH), query=TimelineQuery("week")
+    )
+    assert dataset.body.decode() == f"page of org-1/model-1 at {DATASET_PATH}/timeline/data?granularity=week"
+    assert opened(dataset) and len(pages) == 2
+    data = found["/organizations/{org_id}/datasets/{dataset_id}/timeline/data"].endpoint(
+        org_id="org-1", dataset_id="model-1", request=with_token(DATASET_PATH), query=TimelineQuery("week")
+    )
+    assert json.loads(data.body)["session_id"] == "org-1/model-1" and opened(data)
+    # by default: the pages' templates, a cache of its own, links at the address asked
+    plain = endpoints(timeline_router(store, service).routes)["/sessions/{session_id}/timeline"]  # type: ignore[arg-type]
+    html = plain.endpoint(session_id=SID, request=request(), query=TimelineQuery()).body.decode()
+    assert f"<title>Timeline · {SID} · " in html and f'data-link="{LOCAL}/resources/model-1/profiles?' in html
+    assert len(pages) == 2
+
+
+def test_mounted_routes_share_the_app_s_view_cache_and_keep_pages_in_the_app_s_state():
+    store = session_store()
+    app = FastAPI()
+    app.state.observatory_cache = RecordingProfiles({**views(), "ref-1": views()["log-1"]})
+    cache = MemoryArtefacts()
+    monitors = MonitorsFile(monitors=(Monitor(name="rows", columns=("x",), metric="count", max=2.5),))
+    service = mount_timeline(app, store, public_url="http://127.0.0.1:9000", monitors=monitors, cache=cache)  # type: ignore[arg-type]
+    assert app.state.timeline is service
+    pages = app.state.timeline_pages
+    assert isinstance(pages, LruCache) and pages.max_bytes == PAGE_CACHE_BYTES and len(pages) == 0
+    found = endpoints(app.routes)
+    assert sorted(found) == [
+        "/api/v1/sessions/{session_id}/timeline",
+        "/organizations/{org_id}/datasets/{dataset_id}/timeline",
+        "/organizations/{org_id}/datasets/{dataset_id}/timeline/data",
+        "/sessions/{session_id}/timeline",
+    ]
+    page = found["/sessions/{session_id}/timeline"].endpoint(
+        session_id=SID, request=request(), query=TimelineQuery("day")
+    )
+    assert 'data-link="http://127.0.0.1:9000/resources/model-1/profiles?' in page.body.decode() and len(pages) == 1
+    assert app.state.observatory_cache.opened  # views through the app's view cache
+    document = service.document(SID, TimelineQuery(granularity="day"))
+    assert [(a["monitor"], a["start"]) for a in document["alerts"]] == [("rows", T0 + DAY)]
+    assert any(k.startswith("timeline/b/") for _, k in cache._data)
+    assert not any(k.startswith("timeline/b/") for _, k in store.derived)  # the bucket values: in the cache given
+    bare = FastAPI()  # no view cache: profiles are digested in a sandbox; an empty session needs none
+    empty = FakeStore([])
+    assert mount_timeline(bare, empty).document(SID, TimelineQuery())["buckets"] == []  # type: ignore[arg-type]

@@ -21,11 +21,6 @@ from typing import Any
 import pandas as pd
 import pytest
 import whylogs as why
-
-# whylogs' drift (whylogs.viz, which imports scipy) is imported on first use, which takes seconds: it is
-# imported with this module, so that no test's time includes it (scripts/mutation derives each mutant's
-# timeout from the tests' times; a forked mutant run finds it imported).
-import whylogs.viz.drift.column_drift_algorithms  # noqa: F401
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Monitor, MonitorsFile
@@ -358,6 +353,170 @@ def test_a_ranged_view_shows_the_buckets_it_overlaps_and_is_not_stored():
     assert service.document("s1", TimelineQuery(granularity="day", start=str(T0 + 4 * DAY)))["buckets"] == []
     stored_docs = service.document_bytes("s1", TimelineQuery())
     assert [k for (_, k) in cache._data if k.startswith(DOC_PREFIX)] and stored_docs
+
+
+def test_a_repeated_ranged_view_at_one_version_is_answered_from_memory_before_listing():
+    session = three_days()
+    versions = {"s1": "v1"}
+    service = session.service(version=lambda s: versions[s])
+    week = TimelineQuery(granularity="hour", start=str(T0), end=str(T0 + 7 * DAY))
+    first = service.document_bytes("s1", week)
+    listed = session.listed
+    # the same range spelled otherwise is the same view; another range or granularity is built
+    same = TimelineQuery(granularity="hour", start="2026-01-01T00:00:00Z", end=str(T0 + 7 * DAY))
+    assert service.document_bytes("s1", same) == first and session.listed == listed
+    assert service.document_bytes("s1", dataclasses.replace(week, end=str(T0 + 2 * DAY))) != first
+    assert session.listed == listed + 1
+    versions["s1"] = "v2"
+    session.profiles.append(stored("b5", T0 + 3 * DAY))
+    assert json.loads(service.document_bytes("s1", week))["columns"]["x"]["count"] == [3, 3, 6]
+    assert session.listed == listed + 2
+    # a bad range is still refused, saying why
+    with pytest.raises(TimelineRequestError, match="start"):
+        service.document_bytes("s1", TimelineQuery(start="not a time"))
+
+
+def test_a_ranged_view_leaving_out_pending_profiles_is_not_answered_from_memory():
+    session = three_days()
+    session.profiles[1] = stored("b2", T0 + DAY + HOUR, pending=True)
+    states = {"b2": "pending"}
+    service = session.service(version=lambda s: "v1", state=lambda p, patient: states[p.id])
+    week = TimelineQuery(start=str(T0), end=str(T0 + 7 * DAY))
+    assert service.document("s1", week)["pending"] == ["b2"]
+    listed = session.listed
+    states["b2"] = "ready"  # summarised: its document shows it, at the same version
+    document = service.document("s1", week)
+    assert "pending" not in document and [b["profiles"] for b in document["buckets"]] == [1, 1, 1]
+    assert session.listed == listed + 1
+    assert service.document("s1", week) == document and session.listed == listed + 1
+
+
+class Outline:
+    """The narrower reads of a `Session`'s profiles (what the store answers from its indexes), counted."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.asked: list[str] = []
+
+    def _batches(self) -> list[StoredProfile]:
+        return [p for p in self.session.profiles if p.kind == "batch" and p.dataset_timestamp is not None]
+
+    def batches_between(self, session_id: str, start: int | None, end: int | None) -> list[StoredProfile]:
+        self.asked.append(f"between {start} {end}")
+        return [
+            p
+            for p in self._batches()
+            if (start is None or p.dataset_timestamp >= start) and (end is None or p.dataset_timestamp < end)
+        ]
+
+    def references(self, session_id: str) -> list[StoredProfile]:
+        return [p for p in self.session.profiles if p.kind == "reference"]
+
+    def segments(self, session_id: str) -> set[str]:
+        return {p.segment for p in self._batches()}
+
+    def span(self, session_id: str) -> tuple[int, int] | None:
+        self.asked.append("span")
+        stamps = [p.dataset_timestamp for p in self._batches()]
+        return (min(stamps), max(stamps)) if stamps else None
+
+    def timestamps(self, session_id: str) -> set[tuple[int, str, bool]]:
+        self.asked.append("timestamps")
+        return {(p.dataset_timestamp, p.segment, p.pending) for p in self._batches()}
+
+    def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
+        self.asked.append("bucket_counts")
+        every = {(p.dataset_timestamp + offset) // size for p in self._batches()}
+        settled = {(p.dataset_timestamp + offset) // size for p in self._batches() if not p.pending}
+        return len(every), len(settled)
+
+
+def hourly(hours: int, **options: Any) -> Session:
+    batches = [stored(f"h{i}", T0 + i * HOUR + 7, **options) for i in range(hours)]
+    return Session([*batches, stored("r1", T0, kind="reference", alias="base", stored_at=5)])
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"granularity": "hour", "start": str(T0 + 20 * HOUR + 1), "end": str(T0 + 30 * HOUR)},
+        {"granularity": "day", "start": str(T0 + 20 * HOUR + 1)},
+        {"end": str(T0 + 3 * HOUR + 1), "segment": "a=1"},
+        {"granularity": "week", "reference": "base"},
+    ],
+)
+def test_with_an_outline_a_view_lists_only_what_it_shows_and_shows_the_same(query):
+    session = hourly(50)
+    session.profiles += [stored("s1", T0 + 2 * HOUR, segment="a=1"), stored("s2", T0 + 40 * HOUR, segment="a=1")]
+    expected = session.service().document_bytes("s1", TimelineQuery(**query))
+    listed = session.listed
+    outline = Outline(session)
+    assert session.service(outline=outline).document_bytes("s1", TimelineQuery(**query)) == expected
+    ranged = "start" in query or "end" in query
+    assert session.listed == listed + (0 if ranged else 1)
+    assert ranged == any(asked.startswith("between") for asked in outline.asked)
+    assert session.service(outline=outline).resolve("s1", TimelineQuery(**query)).granularity == (
+        session.service().resolve("s1", TimelineQuery(**query)).granularity
+    )
+
+
+def test_with_an_outline_a_ranged_view_reads_the_batches_of_the_buckets_it_overlaps():
+    session = hourly(72)
+    outline = Outline(session)
+    service = session.service(outline=outline)
+    document = service.document("s1", TimelineQuery(granularity="day", start=str(T0 + DAY + 5), end=str(T0 + DAY + 6)))
+    assert document["buckets"] == [{"start": T0 + DAY, "end": T0 + 2 * DAY, "profiles": 24}]
+    assert outline.asked == [f"between {T0 + DAY} {T0 + 2 * DAY}"] and session.listed == 0
+
+
+def test_with_an_outline_too_many_buckets_are_refused_from_the_timestamps_without_listing():
+    session = hourly(30)
+    outline = Outline(session)
+    service = session.service(outline=outline, max_buckets=20)
+    with pytest.raises(TimelineRequestError) as listing:  # what the view says without an outline
+        session.service(max_buckets=20).document_bytes("s1", TimelineQuery(granularity="hour"))
+    listed = session.listed
+    with pytest.raises(TimelineRequestError) as caught:
+        service.document_bytes("s1", TimelineQuery(granularity="hour"))
+    said = (caught.value.status, caught.value.message)
+    assert said == (listing.value.status, listing.value.message)
+    assert said == (
+        400,
+        "this hour view has 30 buckets; a timeline view shows at most 20 buckets: ask for a coarser granularity "
+        "(day, week, month) or a shorter start/end range (e.g. start=2024-01-01&end=2024-02-01)",
+    )
+    assert session.listed == listed and outline.asked == ["span", "bucket_counts"]
+    # of one segment: from the timestamps
+    session.profiles += [stored(f"s{i}", T0 + i * HOUR, segment="a=1") for i in range(25)]
+    outline.asked.clear()
+    with pytest.raises(TimelineRequestError, match="this hour view has 25 buckets"):
+        service.document_bytes("s1", TimelineQuery(granularity="hour", segment="a=1"))
+    assert session.listed == listed and outline.asked == ["span", "timestamps"]
+    del session.profiles[-25:]
+    # a span of no more buckets than the cap: the timestamps are not read
+    outline.asked.clear()
+    assert session.service(outline=outline, max_buckets=30).document("s1", TimelineQuery(granularity="hour"))
+    assert outline.asked == ["span"]
+    # an unknown segment or reference is said first, as without an outline
+    assert refused(service, granularity="hour", segment="b=2")[0] == 404
+    assert refused(service, granularity="hour", reference="nope")[0] == 404
+    # months: counted in calendar months
+    monthly = Session([stored(f"m{i}", T0 + i * 32 * DAY) for i in range(3)])
+    with pytest.raises(TimelineRequestError, match="this month view has 3 buckets"):
+        monthly.service(outline=Outline(monthly), max_buckets=2).document("s1", TimelineQuery(granularity="month"))
+    assert monthly.listed == 0
+
+
+def test_with_an_outline_pending_profiles_that_may_decide_the_bucket_cap_are_left_to_the_view():
+    session = hourly(30)
+    session.profiles[29] = stored("h29", T0 + 29 * HOUR, pending=True)  # alone in its hour
+    outline = Outline(session)
+    held = session.service(outline=outline, max_buckets=29, state=lambda p, patient: "pending")
+    assert len(held.document("s1", TimelineQuery(granularity="hour"))["buckets"]) == 29  # listed, and shown
+    assert outline.asked == ["span", "bucket_counts"] and session.listed == 1
+    ready = session.service(outline=outline, max_buckets=29, state=lambda p, patient: "ready")
+    with pytest.raises(TimelineRequestError, match="this hour view has 30 buckets"):
+        ready.document("s1", TimelineQuery(granularity="hour"))
 
 
 def test_a_view_of_too_many_buckets_or_cells_is_refused_before_anything_is_computed():

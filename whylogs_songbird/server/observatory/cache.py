@@ -109,6 +109,15 @@ class LruCache:
         future.set_result(value)
         return value
 
+    def get(self, key: CacheKey) -> Any | None:
+        """The value kept under ``key``, or None (nothing is computed, nothing waited for)."""
+        with self._lock:
+            if key not in self._data:
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return self._data[key][0]
+
     def _evict(self) -> None:
         while self._data and (
             (self.max_entries is not None and len(self._data) > self.max_entries)

@@ -20,6 +20,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -37,7 +38,7 @@ from whylogs_songbird.server.observatory.base import PageError
 from whylogs_songbird.server.observatory.cache import LruCache, ProfileCache
 from whylogs_songbird.server.observatory.container import PageContainer
 from whylogs_songbird.server.observatory.page import make_environment
-from whylogs_songbird.server.page_access import Access, AccessRefused, dataset_access, refused_answer
+from whylogs_songbird.server.page_access import AccessRefused, dataset_access, refused_answer
 from whylogs_songbird.server.rollups import bump_version, read_version, store_rollups
 from whylogs_songbird.server.sandbox import Sandbox, SandboxError
 from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id
@@ -131,6 +132,34 @@ def make_service(
     def list_profiles(session_id: str) -> list[StoredProfile]:
         return [_stored(u) for u in store.list_profiles(session_id) if not u.invalid]
 
+    class Outline:
+        """The store's reads of a session's batches by dataset timestamp (see `TimelineOutline`)."""
+
+        def batches_between(self, session_id: str, start: int | None, end: int | None) -> list[StoredProfile]:
+            return [_stored(u) for u in store.batch_profiles_between(session_id, start, end) if not u.invalid]
+
+        def references(self, session_id: str) -> list[StoredProfile]:
+            return [_stored(u) for u in store.list_profiles(session_id, "reference") if not u.invalid]
+
+        def segments(self, session_id: str) -> list[str]:
+            return [segment_label(tags) for tags in store.batch_segments(session_id)]
+
+        def span(self, session_id: str) -> tuple[int, int] | None:
+            return store.batch_timestamp_span(session_id)
+
+        def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
+            return store.batch_bucket_counts(session_id, size, offset)
+
+        def timestamps(self, session_id: str) -> list[tuple[int, str, bool]]:
+            labels: dict[tuple[tuple[str, str], ...], str] = {}  # a session has few segments, and many rows
+            found = []
+            for timestamp, tags, pending in store.batch_timestamps(session_id):
+                label = labels.get(tags)
+                if label is None:
+                    label = labels[tags] = segment_label(tags)
+                found.append((timestamp, label, pending))
+            return found
+
     def load(profile: StoredProfile) -> DatasetProfileView:
         upload = profile.record
         if profiles is not None:
@@ -166,7 +195,8 @@ def make_service(
         bump=functools.partial(bump_version, store),
         rollups=store_rollups(store),
         target_of=target_of,
-        refresh=store.nudge_landed,  # presigned PUTs: the ingest worker looks soon, the view never does
+        refresh=store.nudge_landed,
+        outline=Outline(),  # presigned PUTs: the ingest worker looks soon, the view never does
     )
 
 
@@ -256,15 +286,188 @@ def container_document(service: TimelineService, container: PageContainer, query
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def timeline_json_bytes(service: TimelineService, container: PageContainer, query: TimelineQuery) -> bytes:
-    """:func:`container_document`, its errors answered as `ApiError` (JSON ``{"message"}``)."""
+def _sentence(message: str) -> str:
+    """A service's message as an answer says it: capitalised, ending with a full stop."""
+    return message[:1].upper() + message[1:] + "."
+
+
+def server_timing(name: str, started: float, now: float | None = None) -> str:
+    """A ``Server-Timing`` value: ``name`` took the milliseconds from ``started`` to ``now`` (both
+    ``time.perf_counter()`` readings; ``now`` by default the current one)."""
+    elapsed = ((time.perf_counter() if now is None else now) - started) * 1000
+    return f"{name};dur={elapsed:.1f}"
+
+
+def base_url(public_url: str | None, request: Request) -> str:
+    """Where links start: the configured public URL, else the address the request was sent to."""
+    return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
+
+
+def check_session(store: Store, session_id: str) -> None:
+    """Refuse (`TimelineRequestError`) an id that is no session's (400) or a session guests cannot see (404)."""
+    if not session_id.startswith("session-"):
+        raise TimelineRequestError(400, f"{session_id[:80]!r} is not a session id: session ids look like session-…")
+    # a session-… id of another shape, an unknown one and a claimed one read alike (see Store.guest_session)
+    if not is_valid_id(session_id, "session") or store.guest_session(session_id) is None:
+        raise TimelineRequestError(404, f"{session_gone(session_id)}; a claimed session has no timeline here")
+
+
+def timeline_json_bytes(
+    service: TimelineService,
+    container: PageContainer,
+    query: TimelineQuery,
+    check: Callable[[str], None] | None = None,
+) -> bytes:
+    """:func:`container_document`, its errors answered as `ApiError` (JSON ``{"message"}``); ``check``
+    refuses a container first (a session guests cannot see)."""
     try:
+        if check is not None:
+            check(container.id)
         return container_document(service, container, query)
     except TimelineRequestError as exc:
         message = exc.message.replace(f"session {container.id}", f"{container.kind} {container.name}")
-        raise ApiError(exc.status, message[:1].upper() + message[1:] + ".") from None
+        raise ApiError(exc.status, _sentence(message)) from None
     except SummaryError as exc:
         raise ApiError(422, f"A stored profile of {container.kind} {container.name} cannot be read: {exc}.") from None
+
+
+@dataclass(frozen=True)
+class TimelineSite:
+    """What the timeline routes answer from: the store, the service, the page templates, the cache of
+    rendered pages and the configured public URL."""
+
+    store: Store
+    service: TimelineService
+    environment: Environment
+    pages: LruCache
+    public_url: str | None = None
+
+
+def session_json(site: TimelineSite, session_id: str, query: TimelineQuery) -> Response:
+    """``GET /api/v1/sessions/{session_id}/timeline``: the document, with a ``Server-Timing`` header."""
+    started = time.perf_counter()
+    check = functools.partial(check_session, site.store)
+    data = timeline_json_bytes(site.service, PageContainer.session(session_id), query, check)
+    return Response(data, media_type="application/json", headers={"Server-Timing": server_timing("timeline", started)})
+
+
+def api_parameters(query: TimelineQuery) -> list[tuple[str, str]]:
+    """The query's given parameters, in the order the page's link to its JSON carries them."""
+    given = (
+        ("granularity", query.granularity),
+        ("reference", query.reference),
+        ("segment", query.segment),
+        ("start", query.start),
+        ("end", query.end),
+    )
+    return [(k, v) for k, v in given if v]
+
+
+def page_error(exc: TimelineRequestError | SummaryError, container: PageContainer) -> PageError:
+    """The error page of a request the service refused, or of a stored profile it cannot read."""
+    if isinstance(exc, TimelineRequestError):
+        return PageError(exc.status, "Timeline unavailable", _sentence(exc.message))
+    return PageError(422, "Profile cannot be read", f"A stored profile of this {container.kind} is unreadable: {exc}.")
+
+
+def error_links(store: Store, container: PageContainer) -> dict[str, Any]:
+    """Where an error page leads back to: a dataset's overview, or a session's pages while guests may see it."""
+    if container.is_dataset:
+        return {"home_url": container.home_path, "home_label": container.name}
+    return {"session_id": container.id if store.guest_session(container.id) is not None else None}
+
+
+def render_page(
+    site: TimelineSite,
+    container: PageContainer,
+    request: Request,
+    query: TimelineQuery,
+    check: Callable[[str], None] | None = None,
+) -> HTMLResponse:
+    """The timeline page of a session or dataset (``check``: refuses a session guests cannot see),
+    kept in ``site.pages`` by the document it shows; an error page when the service refuses."""
+    started = time.perf_counter()
+    try:
+        if check is not None:
+            check(container.id)
+        data = container_document(site.service, container, query)
+        api_url = container.timeline_api(api_parameters(query))
+        base = base_url(site.public_url, request)
+
+        def render() -> str:
+            view = page_view(json.loads(data), base, container)
+            return site.environment.get_template("timeline.html").render(
+                session_id=container.name,
+                container=container,
+                view=view,
+                granularities=GRANULARITIES,
+                api_url=api_url,
+                start=query.start or "",
+                end=query.end or "",
+            )
+
+        html = site.pages.get_or_compute((hashlib.sha256(data).digest(), base, api_url), render)
+        response = HTMLResponse(html)
+    except (TimelineRequestError, SummaryError) as exc:
+        error = page_error(exc, container)
+        html = site.environment.get_template("error.html").render(
+            title=error.title, message=error.message, status_code=error.status, **error_links(site.store, container)
+        )
+        response = HTMLResponse(html, status_code=error.status)
+    response.headers["Server-Timing"] = server_timing("render", started)
+    return response
+
+
+def session_page(site: TimelineSite, session_id: str, request: Request, query: TimelineQuery) -> HTMLResponse:
+    """``GET /sessions/{session_id}/timeline``: the page of a session guests may see."""
+    return render_page(
+        site, PageContainer.session(session_id), request, query, functools.partial(check_session, site.store)
+    )
+
+
+# -- an organization's dataset: the same page, opened with a link's token, a login or a key --
+
+
+def find_dataset(store: Store, org_id: str, dataset_id: str) -> PageContainer | None:
+    """The container of an organization's dataset, or None when nothing was written to it."""
+    record = store.find_dataset(org_id, dataset_id)
+    return None if record is None else PageContainer.dataset(record.id, org_id, dataset_id)
+
+
+def no_dataset(org_id: str, dataset_id: str) -> str:
+    return (
+        f"Dataset {dataset_id} of organization {org_id} has no profiles on this server (never written, or "
+        "deleted); write one with whylogs' writer('whylabs') pointed here."
+    )
+
+
+def dataset_page(site: TimelineSite, org_id: str, dataset_id: str, request: Request, query: TimelineQuery) -> Response:
+    """``GET /organizations/{org_id}/datasets/{dataset_id}/timeline``: the page, once a credential opens it."""
+    try:
+        access = dataset_access(request, org_id, dataset_id)
+    except AccessRefused as refused:
+        return refused_answer(request, refused, site.environment)
+    container = find_dataset(site.store, org_id, dataset_id)
+    if container is None:
+        html = site.environment.get_template("error.html").render(
+            title="Dataset not found", message=no_dataset(org_id, dataset_id), status_code=404
+        )
+        return access.remember(HTMLResponse(html, status_code=404), request)
+    return access.remember(render_page(site, container, request, query), request)
+
+
+def dataset_data(site: TimelineSite, org_id: str, dataset_id: str, request: Request, query: TimelineQuery) -> Response:
+    """``GET /organizations/{org_id}/datasets/{dataset_id}/timeline/data``: the timeline JSON of a
+    dataset, for its page (where the page's cookie reaches); 401 JSON without a credential."""
+    try:
+        access = dataset_access(request, org_id, dataset_id)
+    except AccessRefused as refused:
+        return refused_answer(request, refused, site.environment, json=True)
+    container = find_dataset(site.store, org_id, dataset_id)
+    if container is None:
+        raise ApiError(404, no_dataset(org_id, dataset_id))
+    response = Response(timeline_json_bytes(site.service, container, query), media_type="application/json")
+    return access.remember(response, request)
 
 
 def timeline_router(
@@ -278,154 +481,35 @@ def timeline_router(
     """The routes; ``pages`` caches rendered pages by the document they show (by default a cache of
     :data:`PAGE_CACHE_BYTES`: bounded by bytes, as one page of long labels can take megabytes)."""
     router = APIRouter()
-    environment = env if env is not None else make_environment()
-    if pages is None:
-        pages = page_cache()
-
-    def base_url(request: Request) -> str:
-        return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
-
-    def check_session(session_id: str) -> None:
-        if not session_id.startswith("session-"):
-            raise TimelineRequestError(400, f"{session_id[:80]!r} is not a session id: session ids look like session-…")
-        # a session-… id of another shape, an unknown one and a claimed one read alike (see Store.guest_session)
-        if not is_valid_id(session_id, "session") or store.guest_session(session_id) is None:
-            raise TimelineRequestError(404, f"{session_gone(session_id)}; a claimed session has no timeline here")
+    site = TimelineSite(
+        store,
+        service,
+        env if env is not None else make_environment(),
+        pages if pages is not None else page_cache(),
+        public_url,
+    )
 
     @router.get(
         TIMELINE_PATH,
         summary="The timeline of a session: per-bucket series and drift of every column",
         tags=["timeline"],
     )
-    def timeline_json(
-        session_id: str,
-        query: TimelineQueryDep,
-    ) -> Response:
-        started = time.perf_counter()
-        try:
-            check_session(session_id)
-            data = service.document_bytes(session_id, query, watched=True)
-        except TimelineRequestError as exc:
-            raise ApiError(exc.status, exc.message[:1].upper() + exc.message[1:] + ".") from None
-        except SummaryError as exc:
-            raise ApiError(422, f"A stored profile of session {session_id} cannot be read: {exc}.") from None
-        elapsed = (time.perf_counter() - started) * 1000
-        return Response(data, media_type="application/json", headers={"Server-Timing": f"timeline;dur={elapsed:.1f}"})
+    def timeline_json(session_id: str, query: TimelineQueryDep) -> Response:
+        return session_json(site, session_id, query)
 
     @router.get("/sessions/{session_id}/timeline", response_class=HTMLResponse, include_in_schema=False)
-    def timeline_page(
-        session_id: str,
-        request: Request,
-        query: TimelineQueryDep,
-    ) -> HTMLResponse:
-        return render_page(PageContainer.session(session_id), request, query, check=check_session)
-
-    def render_page(
-        container: PageContainer,
-        request: Request,
-        query: TimelineQuery,
-        check: Callable[[str], None] | None = None,
-    ) -> HTMLResponse:
-        """The timeline page of a session or dataset (``check``: refuses a session guests cannot see)."""
-        started = time.perf_counter()
-        try:
-            if check is not None:
-                check(container.id)
-            data = container_document(service, container, query)
-            given = (
-                ("granularity", query.granularity),
-                ("reference", query.reference),
-                ("segment", query.segment),
-                ("start", query.start),
-                ("end", query.end),
-            )
-            api_url = container.timeline_api([(k, v) for k, v in given if v])
-            base = base_url(request)
-
-            def render() -> str:
-                view = page_view(json.loads(data), base, container)
-                return environment.get_template("timeline.html").render(
-                    session_id=container.name,
-                    container=container,
-                    view=view,
-                    granularities=GRANULARITIES,
-                    api_url=api_url,
-                    start=query.start or "",
-                    end=query.end or "",
-                )
-
-            html = pages.get_or_compute((hashlib.sha256(data).digest(), base, api_url), render)
-            response = HTMLResponse(html)
-        except (TimelineRequestError, SummaryError) as exc:
-            error = (
-                PageError(exc.status, "Timeline unavailable", exc.message[:1].upper() + exc.message[1:] + ".")
-                if isinstance(exc, TimelineRequestError)
-                else PageError(
-                    422, "Profile cannot be read", f"A stored profile of this {container.kind} is unreadable: {exc}."
-                )
-            )
-            if container.is_dataset:
-                back: dict[str, Any] = {"home_url": container.home_path, "home_label": container.name}
-            else:
-                back = {"session_id": container.id if store.guest_session(container.id) is not None else None}
-            html = environment.get_template("error.html").render(
-                title=error.title, message=error.message, status_code=error.status, **back
-            )
-            response = HTMLResponse(html, status_code=error.status)
-        elapsed = (time.perf_counter() - started) * 1000
-        response.headers["Server-Timing"] = f"render;dur={elapsed:.1f}"
-        return response
-
-    # -- an organization's dataset: the same page, opened with a link's token, a login or a key --
-
-    def open_dataset(org_id: str, dataset_id: str, request: Request) -> tuple[Access, PageContainer | None]:
-        access = dataset_access(request, org_id, dataset_id)
-        record = store.find_dataset(org_id, dataset_id)
-        return access, None if record is None else PageContainer.dataset(record.id, org_id, dataset_id)
-
-    def no_dataset(org_id: str, dataset_id: str) -> str:
-        return (
-            f"Dataset {dataset_id} of organization {org_id} has no profiles on this server (never written, or "
-            "deleted); write one with whylogs' writer('whylabs') pointed here."
-        )
+    def timeline_page(session_id: str, request: Request, query: TimelineQueryDep) -> HTMLResponse:
+        return session_page(site, session_id, request, query)
 
     @router.get(
         "/organizations/{org_id}/datasets/{dataset_id}/timeline", response_class=HTMLResponse, include_in_schema=False
     )
-    def dataset_timeline_page(
-        org_id: str,
-        dataset_id: str,
-        request: Request,
-        query: TimelineQueryDep,
-    ) -> Response:
-        try:
-            access, container = open_dataset(org_id, dataset_id, request)
-        except AccessRefused as refused:
-            return refused_answer(request, refused, environment)
-        if container is None:
-            html = environment.get_template("error.html").render(
-                title="Dataset not found", message=no_dataset(org_id, dataset_id), status_code=404
-            )
-            return access.remember(HTMLResponse(html, status_code=404), request)
-        return access.remember(render_page(container, request, query), request)
+    def dataset_timeline_page(org_id: str, dataset_id: str, request: Request, query: TimelineQueryDep) -> Response:
+        return dataset_page(site, org_id, dataset_id, request, query)
 
     @router.get("/organizations/{org_id}/datasets/{dataset_id}/timeline/data", include_in_schema=False)
-    def dataset_timeline_data(
-        org_id: str,
-        dataset_id: str,
-        request: Request,
-        query: TimelineQueryDep,
-    ) -> Response:
-        """The timeline JSON of a dataset, for its page (where the page's cookie reaches): 401 JSON
-        without a credential."""
-        try:
-            access, container = open_dataset(org_id, dataset_id, request)
-        except AccessRefused as refused:
-            return refused_answer(request, refused, environment, json=True)
-        if container is None:
-            raise ApiError(404, no_dataset(org_id, dataset_id))
-        response = Response(timeline_json_bytes(service, container, query), media_type="application/json")
-        return access.remember(response, request)
+    def dataset_timeline_data(org_id: str, dataset_id: str, request: Request, query: TimelineQueryDep) -> Response:
+        return dataset_data(site, org_id, dataset_id, request, query)
 
     return router
 

@@ -384,6 +384,28 @@ class MetadataStore(Protocol):
     def find_batch_profiles(self, session_id: str, dataset_timestamp: int) -> list[UploadRecord]:
         """The stored (non-duplicate) batch profiles of a session with this timestamp (all segments)."""
 
+    def batch_profiles_between(self, session_id: str, start: int | None, end: int | None) -> list[UploadRecord]:
+        """The stored (non-duplicate) batch profiles of a session whose dataset timestamp is in
+        ``[start, end)`` (None: unbounded), oldest first: one walk of the (session, kind, dataset
+        timestamp) index, whatever the session holds outside the range."""
+
+    def batch_timestamp_span(self, session_id: str) -> tuple[int, int] | None:
+        """The first and last dataset timestamps of a session's stored (non-duplicate, not invalid)
+        batch profiles (None: it has none): two index seeks."""
+
+    def batch_segments(self, session_id: str) -> list[tuple[tuple[str, str], ...]]:
+        """The distinct segment tags of a session's stored (non-duplicate, not invalid) batch
+        profiles with a dataset timestamp (``()`` for whole-dataset profiles)."""
+
+    def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
+        """How many distinct buckets ``floor((dataset timestamp + offset) / size)`` a session's stored
+        (non-duplicate, not invalid) batch profiles fall in, all of them and those not pending:
+        counted in the database, no row read out."""
+
+    def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
+        """The distinct (dataset timestamp, segment tags, pending) of a session's stored
+        (non-duplicate, not invalid) batch profiles: pending is true of one not summarised yet."""
+
     def page_profiles(self, session_id: str, query: Any) -> Any:
         """One page of a session's stored (non-duplicate) profiles: a ``paging.ProfilePage`` for a
         ``paging.ProfileQuery`` (order, filters, cursor), read by keyset (see ``storage/paging.py``)."""
@@ -459,6 +481,10 @@ class MetadataStore(Protocol):
     def store_summary(self, upload_id: str, sha256: str, data: bytes) -> bool:
         """Store the summary of the upload's bytes with this sha256 and mark it ``ready``; False
         when the upload's bytes changed meanwhile (the summary is then dropped)."""
+
+    def store_summaries(self, summaries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        """:meth:`store_summary` of several (upload id, sha256, summary) in one transaction; whether
+        each was stored."""
 
     def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
         """Mark the upload ``invalid`` (the full check failed), if its bytes still have this sha256."""

@@ -97,8 +97,9 @@ class FileBlobStore:
             finally:
                 os.close(fd)
             os.replace(tmp, target)  # new_temp_file made it 0600; fsynced before the rename publishes it
-        finally:
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
 
     def get_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()

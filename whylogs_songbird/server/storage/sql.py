@@ -220,8 +220,29 @@ def _tags_json(tags: Sequence[tuple[str, str]]) -> str:
     return json.dumps([{"key": k, "value": v} for k, v in tags], ensure_ascii=False)
 
 
+def _tags_of(stored: str) -> tuple[tuple[str, str], ...]:
+    return tuple((str(tag["key"]), str(tag["value"])) for tag in json.loads(stored))
+
+
+#: A session's stored (non-duplicate) batch profiles with a dataset timestamp (``?``: the session):
+#: the columns of ``uploads_by_session`` first, so that a range of timestamps is one index walk.
+_TIMED_BATCHES = (
+    "session_id = ? AND kind = 'batch' AND dataset_timestamp IS NOT NULL AND stored_at IS NOT NULL"
+    " AND duplicate_of IS NULL AND deleted_at IS NULL"
+)
+_NOT_INVALID = "(ingest_state IS NULL OR ingest_state <> 'invalid')"
+#: A session's batch profiles with a dataset timestamp in [?, ?), oldest first (``uploads_by_session``).
+BATCHES_BETWEEN = (
+    f"SELECT * FROM uploads WHERE {_TIMED_BATCHES} AND dataset_timestamp >= ? AND dataset_timestamp < ?"  # noqa: S608
+    " ORDER BY created_at, id"
+)
+#: Bounds of an open-ended range of dataset timestamps (both databases' BIGINT).
+_NO_START = -(2**63)
+_NO_END = 2**63 - 1
+
+
 def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
-    tags = tuple((str(tag["key"]), str(tag["value"])) for tag in json.loads(row["segment_tags"]))
+    tags = _tags_of(row["segment_tags"])
     return UploadRecord(
         id=row["id"],
         session_id=row["session_id"],
@@ -676,6 +697,64 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         )
         return [_upload_from_row(row) for row in rows]
 
+    def batch_profiles_between(self, session_id: str, start: int | None, end: int | None) -> list[UploadRecord]:
+        if not is_valid_id(session_id, "session"):
+            return []
+        rows = self._query(
+            BATCHES_BETWEEN, (session_id, _NO_START if start is None else start, _NO_END if end is None else end)
+        )
+        return [_upload_from_row(row) for row in rows]
+
+    def batch_timestamp_span(self, session_id: str) -> tuple[int, int] | None:
+        if not is_valid_id(session_id, "session"):
+            return None
+        ends = []
+        for order in ("ASC", "DESC"):  # each an index seek: read no further than the first valid row
+            rows = self._query(
+                f"SELECT dataset_timestamp FROM uploads WHERE {_TIMED_BATCHES} AND {_NOT_INVALID}"  # noqa: S608
+                f" ORDER BY dataset_timestamp {order} LIMIT 1",
+                (session_id,),
+            )
+            if not rows:
+                return None
+            ends.append(int(rows[0]["dataset_timestamp"]))
+        return ends[0], ends[1]
+
+    def batch_segments(self, session_id: str) -> list[tuple[tuple[str, str], ...]]:
+        if not is_valid_id(session_id, "session"):
+            return []
+        rows = self._query(
+            f"SELECT DISTINCT segment_tags FROM uploads WHERE {_TIMED_BATCHES} AND {_NOT_INVALID}",  # noqa: S608
+            (session_id,),
+        )
+        return [_tags_of(row["segment_tags"]) for row in rows]
+
+    def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
+        if not is_valid_id(session_id, "session"):
+            return 0, 0
+        shifted = f"(dataset_timestamp + {int(offset)})"
+        width = int(size)
+        # floor division in both databases (their integer division truncates towards zero)
+        bucket = f"CASE WHEN {shifted} >= 0 THEN {shifted} / {width} ELSE -((-{shifted} - 1) / {width}) - 1 END"
+        rows = self._query(
+            f"SELECT COUNT(DISTINCT {bucket}) AS every,"  # noqa: S608 - integers only
+            f" COUNT(DISTINCT CASE WHEN ingest_state = 'pending' THEN NULL ELSE {bucket} END) AS settled"
+            f" FROM uploads WHERE {_TIMED_BATCHES} AND {_NOT_INVALID}",
+            (session_id,),
+        )
+        return int(rows[0]["every"]), int(rows[0]["settled"])
+
+    def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
+        if not is_valid_id(session_id, "session"):
+            return []
+        rows = self._query(
+            "SELECT DISTINCT dataset_timestamp, segment_tags,"  # noqa: S608
+            " CASE WHEN ingest_state = 'pending' THEN 1 ELSE 0 END AS pending"
+            f" FROM uploads WHERE {_TIMED_BATCHES} AND {_NOT_INVALID}",
+            (session_id,),
+        )
+        return [(int(row["dataset_timestamp"]), _tags_of(row["segment_tags"]), bool(row["pending"])) for row in rows]
+
     def get_reference(self, session_id: str, reference_id: str) -> UploadRecord | None:
         if not (is_valid_id(session_id, "session") and is_valid_id(reference_id, "ref")):
             return None
@@ -846,24 +925,29 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         return int(rows[0]["n"])
 
     def store_summary(self, upload_id: str, sha256: str, data: bytes) -> bool:
+        return self.store_summaries([(upload_id, sha256, data)])[0]
+
+    def store_summaries(self, summaries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        stored = []
         with self._transaction() as conn:
-            changed = self._rowcount(
-                conn,
-                "UPDATE uploads SET ingest_state = 'ready', ingest_error = NULL, ingest_lease = NULL"
-                " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL",
-                (upload_id, sha256),
-            )
-            self.claimed_here.discard(upload_id)
-            if not changed:
-                return False
-            self._exec(
-                conn,
-                "INSERT INTO summaries (upload_id, sha256, data, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (upload_id) DO UPDATE SET sha256 = excluded.sha256, data = excluded.data,"
-                " created_at = excluded.created_at",
-                (upload_id, sha256, data, now_ms()),
-            )
-        return True
+            for upload_id, sha256, data in summaries:
+                changed = self._rowcount(
+                    conn,
+                    "UPDATE uploads SET ingest_state = 'ready', ingest_error = NULL, ingest_lease = NULL"
+                    " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL",
+                    (upload_id, sha256),
+                )
+                self.claimed_here.discard(upload_id)
+                if changed:
+                    self._exec(
+                        conn,
+                        "INSERT INTO summaries (upload_id, sha256, data, created_at) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (upload_id) DO UPDATE SET sha256 = excluded.sha256, data = excluded.data,"
+                        " created_at = excluded.created_at",
+                        (upload_id, sha256, data, now_ms()),
+                    )
+                stored.append(bool(changed))
+        return stored
 
     def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
         with self._transaction() as conn:
