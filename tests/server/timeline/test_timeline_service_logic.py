@@ -402,6 +402,7 @@ class Outline:
         return [p for p in self.session.profiles if p.kind == "batch" and p.dataset_timestamp is not None]
 
     def batches_between(self, session_id: str, start: int | None, end: int | None) -> list[StoredProfile]:
+        assert session_id == "s1"
         self.asked.append(f"between {start} {end}")
         return [
             p
@@ -410,21 +411,26 @@ class Outline:
         ]
 
     def references(self, session_id: str) -> list[StoredProfile]:
+        assert session_id == "s1"
         return [p for p in self.session.profiles if p.kind == "reference"]
 
     def segments(self, session_id: str) -> set[str]:
+        assert session_id == "s1"
         return {p.segment for p in self._batches()}
 
     def span(self, session_id: str) -> tuple[int, int] | None:
+        assert session_id == "s1"
         self.asked.append("span")
         stamps = [p.dataset_timestamp for p in self._batches()]
         return (min(stamps), max(stamps)) if stamps else None
 
     def timestamps(self, session_id: str) -> set[tuple[int, str, bool]]:
+        assert session_id == "s1"
         self.asked.append("timestamps")
         return {(p.dataset_timestamp, p.segment, p.pending) for p in self._batches()}
 
     def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
+        assert session_id == "s1"
         self.asked.append("bucket_counts")
         every = {(p.dataset_timestamp + offset) // size for p in self._batches()}
         settled = {(p.dataset_timestamp + offset) // size for p in self._batches() if not p.pending}
