@@ -1332,3 +1332,16 @@ def test_the_cap_on_cells_reads_only_the_names_of_the_view_s_own_rollups():
     assert read_by_the_cap(granularity="day") == [rollup_key("day", T0, ALL_SEGMENTS)]
     assert read_by_the_cap(granularity="hour") == [rollup_key("hour", T0 + HOUR, ALL_SEGMENTS)]
     assert read_by_the_cap(granularity="day", segment="k=v") == [rollup_key("day", T0, family_of("k=v"))]
+
+
+def test_with_an_outline_a_sparse_history_of_exactly_the_cap_is_shown_and_one_more_bucket_refused():
+    session = Session([stored("a", T0, segment="k=v"), stored("b", T0 + 5 * HOUR, segment="k=v")])
+    service = session.service(outline=Outline(session), max_buckets=2)
+    for segment in (None, "k=v"):  # counted by the store's index; from the timestamps of a segment
+        document = service.document("s1", TimelineQuery(granularity="hour", segment=segment))
+        assert [b["start"] for b in document["buckets"]] == [T0, T0 + 5 * HOUR]
+    session.profiles.append(stored("c", T0 + 9 * HOUR, segment="k=v"))
+    for segment in (None, "k=v"):
+        with pytest.raises(TimelineRequestError) as caught:
+            service.document("s1", TimelineQuery(granularity="hour", segment=segment))
+        assert caught.value.message.startswith("this hour view has 3 buckets; a timeline view shows at most 2 buckets")
