@@ -106,6 +106,27 @@ class TimelineRequestError(Exception):
         self.message = message
 
 
+class Background:
+    """How the background refresh of watched timelines runs: in a daemon thread, by the process's
+    monotonic clock and the refreshing thread's CPU time (a test gives one of its own)."""
+
+    def start(self, target: Callable[[], None]) -> threading.Thread:
+        thread = threading.Thread(target=target, name="songbird-timeline", daemon=True)
+        thread.start()
+        return thread
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def cpu_time(self) -> float:
+        """Seconds of CPU the calling thread has used."""
+        return time.thread_time()
+
+    def wait(self, wake: threading.Condition, timeout: float | None) -> None:
+        """Wait on ``wake`` (held) until notified, or ``timeout`` seconds (None: no limit)."""
+        wake.wait(timeout)
+
+
 class ArtefactCache(Protocol):
     """Derived values stored per session under a key (bytes in, bytes out)."""
 
@@ -271,6 +292,7 @@ class TimelineService:
         rollups: Rollups | None = None,
         refresh: Callable[[str], object] | None = None,
         outline: TimelineOutline | None = None,
+        background: Background | None = None,
     ) -> None:
         self.list_profiles = list_profiles
         #: narrower reads than ``list_profiles`` for ranged views and the bucket cap (see
@@ -320,6 +342,8 @@ class TimelineService:
         #: session -> monotonic time before which it is not refreshed again (see :meth:`batch_stored`)
         self._not_before: dict[str, float] = {}
         self._wake = threading.Condition(self._lock)
+        #: the thread, clocks and waits of the background refresh (see :meth:`batch_stored`)
+        self.background = background or Background()
         self._worker: threading.Thread | None = None
         self._closed = False
         self._busy = False
@@ -817,13 +841,12 @@ class TimelineService:
                 return
             self._pending[session_id] = None
             if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="songbird-timeline", daemon=True)
-                self._worker.start()
+                self._worker = self.background.start(self._run)
             self._wake.notify()
 
     def _next_due(self) -> tuple[str | None, float]:
         """The first waiting session whose refresh is due, or None and how long until one is (under the lock)."""
-        now = time.monotonic()
+        now = self.background.now()
         soonest = math.inf
         for session_id in self._pending:
             due = self._not_before.get(session_id, 0.0)
@@ -841,22 +864,22 @@ class TimelineService:
                     session_id, wait = self._next_due()
                     if session_id is not None:
                         break
-                    self._wake.wait(None if math.isinf(wait) else wait)
+                    self.background.wait(self._wake, None if math.isinf(wait) else wait)
                 del self._pending[session_id]
                 self._busy = True
-            started = time.thread_time()
+            started = self.background.cpu_time()
             try:
                 self.latest_failures[session_id] = self.batch_landed(session_id)
             except Exception:
                 logger.exception("timeline: evaluating the monitors of session %s failed", session_id)
             finally:
-                took = time.thread_time() - started
+                took = self.background.cpu_time() - started
                 with self._lock:
                     self._busy = False
                     if len(self._not_before) > 10_000:  # forget the sessions refreshed long ago
-                        now = time.monotonic()
+                        now = self.background.now()
                         self._not_before = {k: v for k, v in self._not_before.items() if v > now}
-                    self._not_before[session_id] = time.monotonic() + min(REFRESH_SPACING * took, MAX_REFRESH_WAIT)
+                    self._not_before[session_id] = self.background.now() + min(REFRESH_SPACING * took, MAX_REFRESH_WAIT)
 
     def idle(self) -> bool:
         """Whether no landed batch is waiting for its monitors (for tests and benchmarks to poll)."""
@@ -937,6 +960,7 @@ __all__ = [
     "MAX_VIEW_BUCKETS",
     "MAX_VIEW_CELLS",
     "ArtefactCache",
+    "Background",
     "MemoryArtefacts",
     "ResolvedView",
     "StoredProfile",

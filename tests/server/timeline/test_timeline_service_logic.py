@@ -4,18 +4,17 @@ logged in the test); the artefact cache is the module's own in-memory one.
 
 It checks what a query resolves to (granularity, range, segment, reference) and the messages of
 what is refused, the caps on buckets and cells, what is stored and read back (and when not), and
-the profiles an ingest worker still holds.
+the profiles an ingest worker still holds. The background refresh is test_timeline_refresh_logic.py's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import faulthandler
 import functools
+import hashlib
 import json
 import logging
-import os
-import time
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,10 +24,12 @@ import whylogs as why
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.monitors import Monitor, MonitorsFile
-from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups
+from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups, family_of, rollup_key
 from whylogs_songbird.server.timeline_service import (
     BUCKET_PREFIX,
     DOC_PREFIX,
+    MAX_VIEW_BUCKETS,
+    MAX_VIEW_CELLS,
     OLD_PREFIXES,
     WATCHED_KEY,
     MemoryArtefacts,
@@ -36,12 +37,14 @@ from whylogs_songbird.server.timeline_service import (
     TimelineQuery,
     TimelineRequestError,
     TimelineService,
+    _dumps,
+    _memo_size,
+    _names_size,
 )
+from whylogs_songbird.timeline import BucketPoints, ColumnPoint, DriftPoint
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/timeline_service.py")
 
-#: Seconds after which a hung test ends the run (set by scripts/mutation; off in a normal run).
-WATCHDOG = float(os.environ.get("SONGBIRD_TEST_HANG_SECONDS", "0"))
 HOUR = 3_600_000
 DAY = 24 * HOUR
 T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
@@ -107,6 +110,11 @@ def three_days() -> Session:
             stored("r1", T0, kind="reference", alias="base", stored_at=5),
         ]
     )
+
+
+def said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The messages logged (each whole, so that a changed word shows)."""
+    return [record.getMessage() for record in caplog.records]
 
 
 def refused(service: TimelineService, **query: str | None) -> tuple[int, str]:
@@ -255,7 +263,7 @@ def test_the_monitors_reference_is_used_and_a_missing_one_falls_back_to_the_newe
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
         missing = session.service(monitors=MonitorsFile(reference="gone")).resolve("s1", TimelineQuery())
     assert missing.reference is not None and missing.reference.id == "r2"
-    assert "session s1 has no reference 'gone' (monitors file); using the newest" in caplog.text
+    assert said(caplog) == ["timeline: session s1 has no reference 'gone' (monitors file); using the newest"]
     assert (
         Session([stored("b", T0)])
         .service(monitors=MonitorsFile(reference="gone"))
@@ -394,6 +402,7 @@ class Outline:
         return [p for p in self.session.profiles if p.kind == "batch" and p.dataset_timestamp is not None]
 
     def batches_between(self, session_id: str, start: int | None, end: int | None) -> list[StoredProfile]:
+        assert session_id == "s1"
         self.asked.append(f"between {start} {end}")
         return [
             p
@@ -402,21 +411,26 @@ class Outline:
         ]
 
     def references(self, session_id: str) -> list[StoredProfile]:
+        assert session_id == "s1"
         return [p for p in self.session.profiles if p.kind == "reference"]
 
     def segments(self, session_id: str) -> set[str]:
+        assert session_id == "s1"
         return {p.segment for p in self._batches()}
 
     def span(self, session_id: str) -> tuple[int, int] | None:
+        assert session_id == "s1"
         self.asked.append("span")
         stamps = [p.dataset_timestamp for p in self._batches()]
         return (min(stamps), max(stamps)) if stamps else None
 
     def timestamps(self, session_id: str) -> set[tuple[int, str, bool]]:
+        assert session_id == "s1"
         self.asked.append("timestamps")
         return {(p.dataset_timestamp, p.segment, p.pending) for p in self._batches()}
 
     def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
+        assert session_id == "s1"
         self.asked.append("bucket_counts")
         every = {(p.dataset_timestamp + offset) // size for p in self._batches()}
         settled = {(p.dataset_timestamp + offset) // size for p in self._batches() if not p.pending}
@@ -555,6 +569,7 @@ def test_profiles_an_ingest_worker_holds_are_left_out_and_listed():
     assert sorted(asked) == [("b2", False), ("b5", False), ("b6", False)]
     assert document["pending"] == ["b2"]
     assert [b["profiles"] for b in document["buckets"]] == [1, 2]  # b1; b3 and b6
+    assert document["reference"]["id"] == "r1"  # ready: kept
     assert not [k for (_, k) in cache._data if k.startswith(DOC_PREFIX)]  # not stored: it will change
     asked.clear()
     service.document_bytes("s1", TimelineQuery(), background=True)
@@ -584,7 +599,7 @@ def test_values_of_older_servers_are_dropped_and_an_unreadable_value_is_computed
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
         assert again.document("s1", TimelineQuery()) == first
     assert again.computed == {"points": 1}
-    assert "a stored value of session s1 cannot be read; computing it again" in caplog.text
+    assert said(caplog) == ["timeline: a stored value of session s1 cannot be read; computing it again"]
 
 
 def test_a_watched_view_is_remembered_for_the_background_refresh():
@@ -632,9 +647,11 @@ def test_a_landed_batch_evaluates_the_monitors_on_the_latest_bucket(caplog):
         ("rows", "x", "count", T0 + 3 * DAY, T0 + 4 * DAY, 6)
     ]
     assert heard == [("s1", [3, 3, 6])]  # the broken listener did not stop the next one
-    assert "a listener of the monitors of session s1 failed" in caplog.text
-    assert f"monitors evaluated: session s1, bucket from {T0 + 3 * DAY}: 1 failure(s)" in caplog.text
-    assert f"monitor failed: session s1, column x: {failures[0].reason} (rows)" in caplog.text
+    assert said(caplog) == [
+        "timeline: a listener of the monitors of session s1 failed",
+        f"monitors evaluated: session s1, bucket from {T0 + 3 * DAY}: 1 failure(s)",
+        "monitor failed: session s1, column x: count = 6 is above max 3.5 (rows)",
+    ]
     # a view lists the failures of every bucket
     assert [a["start"] for a in service.document("s1", TimelineQuery())["alerts"]] == [T0 + 3 * DAY]
 
@@ -655,7 +672,8 @@ def test_a_monitor_of_a_column_the_session_lacks_is_logged_not_raised(caplog):
     service = three_days().service(monitors=monitors)
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
         assert service.document("s1", TimelineQuery())["alerts"] == []
-    assert "the monitors file does not fit session s1" in caplog.text
+    [message] = said(caplog)
+    assert message.startswith("timeline: the monitors file does not fit session s1: ") and "nope" in message
 
 
 def test_a_landed_batch_refreshes_the_last_view_asked_for(caplog):
@@ -668,30 +686,10 @@ def test_a_landed_batch_refreshes_the_last_view_asked_for(caplog):
     cache.put("s1", WATCHED_KEY, json.dumps({"segment": "gone"}).encode())
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.timeline"):
         assert service.batch_landed("s1") == []
-    assert "the last view of session s1 cannot be refreshed: session s1 has no segment 'gone'" in caplog.text
-
-
-def test_an_upload_landing_bumps_the_version_and_a_batch_is_evaluated_in_the_background():
-    bumped: list[str] = []
-    service = with_a_busy_last_day().service(monitors=count_monitor(), bump=bumped.append)
-    if WATCHDOG > 0:  # a mutant may leave the worker waiting forever: then this run ends
-        faulthandler.dump_traceback_later(WATCHDOG, exit=True)
-    try:
-        service.upload_landed(SimpleNamespace(session_id="s1", kind="reference"))
-        assert bumped == ["s1"] and service.idle() and service.latest_failures == {}
-        service.upload_landed(SimpleNamespace(session_id="s1", kind="batch"))
-        assert bumped == ["s1", "s1"]
-        for _ in range(1000):  # at most about 5 seconds
-            if service.idle() and "s1" in service.latest_failures:
-                break
-            time.sleep(0.005)
-        assert [f.value for f in service.latest_failures["s1"]] == [6]
-    finally:
-        service.close()
-        if WATCHDOG > 0:
-            faulthandler.cancel_dump_traceback_later()
-    service.batch_stored("s1")  # closed: nothing more is started
-    assert service.idle() and service._worker is not None and not service._worker.is_alive()
+    assert said(caplog) == [
+        "timeline: the last view of session s1 cannot be refreshed: session s1 has no segment 'gone'; "
+        "its segments: none: its batches are not segmented"
+    ]
 
 
 def test_without_monitors_or_a_watched_view_a_landed_batch_starts_nothing():
@@ -708,8 +706,10 @@ class Derived:
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], bytes] = {}
+        self.reads: list[str] = []
 
     def get_derived(self, session_id: str, key: str) -> bytes | None:
+        self.reads.append(key)
         return self.data.get((session_id, key))
 
     def put_derived(self, session_id: str, key: str, data: bytes) -> None:
@@ -771,9 +771,10 @@ def test_the_monitors_view_is_the_monitors_granularity_and_segment_waiting_for_w
     segmented = session.service(monitors=count_monitor(segment="k=v"))
     assert segmented.batch_landed("s1") == []  # its two days have 3 rows each
     gone = session.service(monitors=count_monitor(segment="k=gone"))
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.timeline"):
         assert gone.batch_landed("s1") == []
-    assert "timeline: session s1: session s1 has no segment 'k=gone'" in caplog.text
+    assert said(caplog) == ["timeline: session s1: session s1 has no segment 'k=gone'; its segments: k=v"]
 
 
 def test_a_rollup_member_takes_the_sha256_of_the_store_s_record():
@@ -784,3 +785,563 @@ def test_a_rollup_member_takes_the_sha256_of_the_store_s_record():
     session.service(rollups=rollups).document("s1", TimelineQuery(granularity="day"))
     last_day = rollups.read("s1", "day", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
     assert last_day is not None and [m.sha256 for m in last_day.members] == ["from-the-record", "sha-b5"]
+
+
+# -- what is stored: its keys, the version a document was built at, and what a new version drops -------------
+
+
+class CountedArtefacts(MemoryArtefacts):
+    """The module's in-memory cache, counting the values put under each key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts: dict[str, int] = {}
+        self.gets: list[str] = []
+
+    def get(self, session_id: str, key: str) -> bytes | None:
+        self.gets.append(key)
+        return super().get(session_id, key)
+
+    def put(self, session_id: str, key: str, value: bytes) -> None:
+        self.puts[key] = self.puts.get(key, 0) + 1
+        super().put(session_id, key, value)
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(k for (_, k) in self._data if k.startswith(prefix))
+
+
+def test_the_watched_query_is_stored_as_compact_json_and_written_only_when_it_changes():
+    cache = CountedArtefacts()
+    service = three_days().service(cache=cache)
+    service.document("s1", TimelineQuery(granularity="week", segment=""), watched=True)
+    assert cache.get("s1", WATCHED_KEY) == (
+        b'{"granularity":"week","reference":null,"segment":"","start":null,"end":null}'
+    )
+    service.document("s1", TimelineQuery(granularity="week", segment=""), watched=True)
+    assert cache.puts[WATCHED_KEY] == 1
+    service.document("s1", TimelineQuery(granularity="week"), watched=True)
+    assert cache.puts[WATCHED_KEY] == 2
+
+
+def test_a_stored_document_is_its_version_a_newline_and_the_document():
+    session = three_days()
+    cache = CountedArtefacts()
+    versions = {"s1": "v7"}
+    service = session.service(cache=cache, version=lambda s: versions[s])
+    first = service.document_bytes("s1", TimelineQuery())
+    [key] = cache.keys(DOC_PREFIX)
+    assert cache.get("s1", key) == b"v7\n" + first
+    assert first == json.dumps(json.loads(first), separators=(",", ":")).encode()  # compact
+    listed = session.listed
+    # what is stored at the version is answered as it is, without listing a profile
+    cache.put("s1", key, b'v7\n{"stored": true}')
+    assert session.service(cache=cache, version=lambda s: versions[s]).document("s1", TimelineQuery()) == {
+        "stored": True
+    }
+    assert session.listed == listed
+    # stored at another version, or with nothing after the version: built again (and stored)
+    for stored_value in (b'v6\n{"stored": true}', b"v7\n", b"v7"):
+        cache.put("s1", key, stored_value)
+        again = session.service(cache=cache, version=lambda s: versions[s])
+        assert again.document_bytes("s1", TimelineQuery()) == first
+        assert cache.get("s1", key) == b"v7\n" + first
+    assert session.listed == listed + 3
+
+
+def test_each_query_has_its_own_stored_document_and_monitors_another_one():
+    session = three_days()
+    session.profiles.append(stored("r2", T0, kind="reference", alias="other", stored_at=1))
+    cache = CountedArtefacts()
+    service = session.service(cache=cache, version=lambda s: "v1")
+    service.document("s1", TimelineQuery())
+    service.document("s1", TimelineQuery(granularity="day"))
+    service.document("s1", TimelineQuery(reference="other"))
+    service.document("s1", TimelineQuery(granularity="week"))
+    assert len(cache.keys(DOC_PREFIX)) == 4
+    # a range does not make another document: it is not stored at all
+    service.document("s1", TimelineQuery(start=str(T0)))
+    service.document("s1", TimelineQuery(end="  "))  # blank: no range, the stored one
+    assert len(cache.keys(DOC_PREFIX)) == 4
+    # the same query under another monitors file is another document
+    monitored = session.service(cache=cache, version=lambda s: "v1", monitors=count_monitor())
+    assert monitored.document("s1", TimelineQuery())["alerts"] == []
+    assert len(cache.keys(DOC_PREFIX)) == 5
+
+
+def test_without_a_version_a_stored_document_is_answered_only_while_all_it_shows_is_unchanged():
+    session = Session(
+        [
+            stored("b1", T0 + HOUR, segment="k=1"),
+            stored("b2", T0 + DAY, segment="k=1"),
+            stored("r1", T0, kind="reference", alias="base", stored_at=5),
+        ]
+    )
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache)
+    query = TimelineQuery(segment="k=1")
+
+    def shown() -> dict[str, Any]:
+        return session.service(cache=cache).document("s1", query)
+
+    first = service.document("s1", query)
+    session.loaded.clear()
+    assert shown() == first and session.loaded == []
+    # a batch of another segment: its own buckets are not shown, its segment is
+    session.profiles.append(stored("o1", T0, segment="k=2"))
+    assert shown()["segments"] == ["k=1", "k=2"]
+    # the reference's alias changed
+    session.profiles[2] = stored("r1", T0, kind="reference", alias="renamed", stored_at=5)
+    assert shown()["reference"]["alias"] == "renamed"
+    # an older reference, not the one compared with, is listed
+    session.profiles.append(stored("r0", T0, kind="reference", stored_at=1))
+    assert [r["id"] for r in shown()["references"]] == ["r1", "r0"]
+    # the reference's content changed (a new identity under the same id): its drift again
+    before = dict(service.computed)
+    session.profiles[2] = dataclasses.replace(session.profiles[2], identity="r1:sha-new:1")
+    service.document("s1", query)
+    assert service.computed["drift"] == before["drift"] + 2
+
+
+def test_a_new_version_of_a_bucket_or_reference_drops_what_it_replaces():
+    session = three_days()
+    cache = CountedArtefacts()
+    service = session.service(cache=cache)
+    daily = TimelineQuery(granularity="day")
+    service.document("s1", daily)
+
+    def stored_of(kind: str) -> list[str]:
+        return [k for k in cache.keys(BUCKET_PREFIX) if f"/{kind}" in k]
+
+    assert (len(stored_of("points")), len(stored_of("ref/")), len(stored_of("prev/"))) == (3, 3, 2)
+    # a batch lands in the first day: that bucket's points and drift are new, the old ones dropped;
+    # the second day's drift against the first is new, the one against its older version dropped
+    session.profiles.append(stored("b0", T0))
+    service.document("s1", daily)
+    assert (len(stored_of("points")), len(stored_of("ref/")), len(stored_of("prev/"))) == (3, 3, 2)
+    assert service.computed == {"points": 4, "drift": 7}
+    # the reference is stored again (same id, new content): every drift against it is new, the old dropped
+    session.profiles[4] = dataclasses.replace(session.profiles[4], identity="r1:sha-new:1")
+    service.document("s1", daily)
+    assert (len(stored_of("points")), len(stored_of("ref/")), len(stored_of("prev/"))) == (3, 3, 2)
+    assert service.computed == {"points": 4, "drift": 10}
+    # another reference: its drift is stored beside the first one's (each kept for its own views)
+    session.profiles.append(stored("r2", T0, kind="reference", stored_at=1))
+    service.document("s1", TimelineQuery(granularity="day", reference="r2"))
+    assert len(stored_of("ref/")) == 6 and len(stored_of("points")) == 3
+    # another granularity's buckets are stored beside the days'
+    service.document("s1", TimelineQuery(granularity="week"))
+    assert len(stored_of("points")) == 4
+
+
+def test_the_values_of_older_servers_are_dropped_once_per_session_and_process():
+    session = three_days()
+    cache = MemoryArtefacts()
+    service = session.service(cache=cache)
+    service.document("s1", TimelineQuery())
+    cache.put("s1", OLD_PREFIXES[0] + "late", b"{}")
+    service.document("s1", TimelineQuery(granularity="week"))
+    assert cache.get("s1", OLD_PREFIXES[0] + "late") == b"{}"
+    session.service(cache=cache).document("s1", TimelineQuery(granularity="hour"))
+    assert cache.get("s1", OLD_PREFIXES[0] + "late") is None
+
+
+def test_long_values_are_cut_short_in_messages():
+    padded = " " * 30 + "2026-01-02" + " " * 10
+    assert refused(three_days().service(), start=padded, end="2026-01-01") == (
+        400,
+        f"start ({padded[:40]}) is not before end (2026-01-01): give a start before the end",
+    )
+    assert refused(three_days().service(), start="2026-01-03", end=padded)[1].startswith(
+        f"start (2026-01-03) is not before end ({padded[:40]}): "
+    )
+    segments = [f"k={'v' * 60}{i:03}" for i in range(8)]
+    session = Session([stored(f"b{i}", T0, segment=s) for i, s in enumerate(segments)])
+    status, message = refused(session.service(), segment="s" * 100)
+    known = ", ".join(segments)
+    assert (status, message) == (404, f"session s1 has no segment {'s' * 80!r}; its segments: {known[:400]}")
+    references = [stored(f"r{i}", T0, kind="reference", alias="a" * 60 + str(i)) for i in range(8)]
+    session = Session([stored("b", T0), *references])
+    known = ", ".join(sorted(r.alias or "" for r in references))
+    assert refused(session.service(), reference="n" * 100) == (
+        404,
+        f"session s1 has no reference {'n' * 80!r}; give a ref-… id or an alias: {known[:400]}",
+    )
+
+
+def test_the_memory_estimates_of_parsed_points_and_column_names():
+    point = ColumnPoint()
+    drift = DriftPoint(category=None, p_value=None, statistic=None, algorithm="ks")
+    # 256 bytes and 400 a column, a drift against the reference, a drift against the previous bucket
+    assert _memo_size(BucketPoints(start=0, end=1, profiles=1, columns={"a": point})) == 656
+    assert _memo_size(BucketPoints(0, 1, 1, {"a": point, "b": point}, {"a": drift}, {"a": drift, "b": drift})) == 2256
+    # 64 bytes and 56 a name, and its characters
+    assert (_names_size(()), _names_size(("x", "abc"))) == (64, 64 + 57 + 59)
+
+
+def test_parsed_points_are_kept_in_memory_within_their_bytes():
+    def points_read(**memo_bytes: int) -> int:
+        """How many bucket points a second view of the same three hours reads from the store."""
+        cache = CountedArtefacts()
+        service = three_days().service(cache=cache, **memo_bytes)
+        service.document("s1", TimelineQuery(granularity="hour"))
+        cache.gets.clear()
+        service.document("s1", TimelineQuery(granularity="hour", reference="r1"))  # another document
+        assert service.computed == {"points": 3, "drift": 5}  # nothing computed again
+        return len([k for k in cache.gets if k.endswith("points")])
+
+    assert points_read() == 0  # in memory (32 MiB by default)
+    assert points_read(memo_bytes=1) == 3  # none kept: read back
+    assert points_read(memo_bytes=1000) == 3  # each hour's points are counted at 1,056 bytes or more
+
+
+def test_a_refused_view_suggests_only_coarser_granularities():
+    hourly = Session([stored(f"h{i}", T0 + i * HOUR) for i in range(3)]).service(max_buckets=2)
+    with pytest.raises(TimelineRequestError) as caught:
+        hourly.document("s1", TimelineQuery(granularity="hour"))
+    assert "ask for a coarser granularity (day, week, month) or a shorter" in caught.value.message
+    weekly = Session([stored(f"w{i}", T0 + i * 7 * DAY) for i in range(3)]).service(max_buckets=2)
+    with pytest.raises(TimelineRequestError) as caught:
+        weekly.document("s1", TimelineQuery(granularity="week"))
+    assert caught.value.message == (
+        "this week view has 3 buckets; a timeline view shows at most 2 buckets: ask for a coarser granularity "
+        "(month) or a shorter start/end range (e.g. start=2024-01-01&end=2024-02-01)"
+    )
+    # the caps count with thousands separators
+    many = Session([stored(f"h{i}", T0 + i * HOUR) for i in range(1001)]).service(max_buckets=1000)
+    with pytest.raises(TimelineRequestError) as caught:
+        many.document("s1", TimelineQuery(granularity="hour"))
+    assert caught.value.message.startswith("this hour view has 1,001 buckets; a timeline view shows at most 1,000 ")
+    cells = Session([stored(f"h{i}", T0 + i * HOUR) for i in range(2)]).service(
+        max_cells=1000, column_names=lambda p: [f"c{i}" for i in range(600)]
+    )
+    with pytest.raises(TimelineRequestError) as caught:
+        cells.document("s1", TimelineQuery(granularity="hour"))
+    assert "has 2 buckets × 600+ columns; a timeline view shows at most 1,000 cells" in caught.value.message
+
+
+def test_references_are_listed_newest_first_a_tie_by_the_larger_id():
+    session = Session(
+        [
+            stored("b", T0),
+            stored("r-a", T0, kind="reference", stored_at=2),
+            stored("r-b", T0, kind="reference", stored_at=2),
+            stored("r-c", T0 + 1, kind="reference", stored_at=1),
+        ]
+    )
+    document = session.service().document("s1", TimelineQuery())
+    assert [(r["id"], r["timestamp"]) for r in document["references"]] == [
+        ("r-b", T0),
+        ("r-a", T0),
+        ("r-c", T0 + 1),
+    ]
+
+
+def test_the_batch_timestamps_of_each_bucket_are_listed_once_and_in_order():
+    session = Session(
+        [stored("c", T0 + 2 * HOUR), stored("a", T0 + HOUR), stored("b", T0 + 2 * HOUR), stored("d", T0 + DAY)]
+    )
+    document = session.service().document("s1", TimelineQuery(granularity="day"))
+    assert document["batch_timestamps"] == [[T0 + HOUR, T0 + 2 * HOUR], [T0 + DAY]]
+
+
+def test_the_refresh_of_a_watched_view_waits_for_ingest_workers():
+    session = three_days()
+    session.profiles[0] = stored("b1", T0 + HOUR, pending=True)
+    asked: list[bool] = []
+
+    def state(profile: StoredProfile, patient: bool) -> str:
+        asked.append(patient)
+        return "ready"
+
+    cache = MemoryArtefacts()
+    cache.put("s1", WATCHED_KEY, b'{"granularity": "day"}')
+    assert session.service(cache=cache, state=state).batch_landed("s1") == []
+    assert asked == [True]
+
+
+def test_the_monitors_of_a_dataset_are_logged_with_its_name(caplog):
+    service = with_a_busy_last_day().service(
+        monitors=count_monitor(datasets=["org/d"]), target_of=lambda s: ("dataset", "org/d")
+    )
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.timeline"):
+        [failure] = service.batch_landed("s1")
+    assert said(caplog) == [
+        f"monitors evaluated: dataset org/d, bucket from {T0 + 3 * DAY}: 1 failure(s)",
+        "monitor failed: dataset org/d, column x: count = 6 is above max 3.5 (rows)",
+    ]
+    assert (failure.bucket_end, failure.reason) == (T0 + 4 * DAY, "count = 6 is above max 3.5")
+
+
+def test_a_request_error_reads_as_its_message():
+    error = TimelineRequestError(404, "session s1 has no segment 'x'")
+    assert (str(error), error.status, error.message) == ("session s1 has no segment 'x'", 404, error.message)
+
+
+def test_monitors_naming_the_session_evaluate_it_and_one_without_batches_has_no_failures():
+    assert len(with_a_busy_last_day().service(monitors=count_monitor(sessions=["s1"])).batch_landed("s1")) == 1
+    empty = Session([stored("r1", T0, kind="reference")]).service(monitors=count_monitor())
+    assert empty.batch_landed("s1") == []
+
+
+def test_with_rollups_an_hour_and_a_segment_are_rolled_up_on_their_own_and_each_batch_loaded_once():
+    session = with_a_busy_last_day()
+    session.profiles += [stored("k1", T0 + 3 * DAY, segment="k=v"), stored("k2", T0 + 3 * DAY + HOUR, segment="k=v")]
+    rollups = Rollups(Derived(), lambda session_id, member: None)
+    service = session.service(rollups=rollups, column_names=lambda p: ["x"])
+    daily = service.document("s1", TimelineQuery(granularity="day"))
+    assert daily["columns"]["x"]["count"] == [3, 3, 12]
+    assert sorted(session.loaded) == ["b1", "b2", "b3", "b5", "k1", "k2", "r1"]  # merged once, never again
+    segment = service.document("s1", TimelineQuery(granularity="day", segment="k=v"))
+    assert segment["columns"]["x"]["count"] == [6]
+    in_segment = rollups.read("s1", "day", T0 + 3 * DAY, family_of("k=v"), merged=False)
+    assert in_segment is not None and [m.upload_id for m in in_segment.members] == ["k1", "k2"]
+    everything = rollups.read("s1", "day", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
+    assert everything is not None and [m.upload_id for m in everything.members] == ["b3", "b5", "k1", "k2"]
+    hourly = service.document("s1", TimelineQuery(granularity="hour"))
+    assert hourly["columns"]["x"]["count"] == [3, 3, 9, 3]
+    last_hours = rollups.read("s1", "hour", T0 + 3 * DAY, ALL_SEGMENTS, merged=False)
+    assert last_hours is not None and [m.upload_id for m in last_hours.members] == ["b3", "b5", "k1"]
+
+
+def digest(*parts: str) -> str:
+    """What the module's keys are made of: the sha256 of the sorted parts, one a line (hex)."""
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
+
+
+def test_bucket_values_are_stored_under_the_documented_keys():
+    session = Session([stored("b1", T0), stored("b2", T0 + DAY), stored("r1", T0, kind="reference")])
+    cache = CountedArtefacts()
+    session.service(cache=cache).document("s1", TimelineQuery(granularity="day"))
+    no_segment = digest("")[:16]
+    first = f"timeline/b/v2/day/{no_segment}/{T0}/{digest('b1:sha-b1:1')[:32]}/"
+    second = f"timeline/b/v2/day/{no_segment}/{T0 + DAY}/{digest('b2:sha-b2:1')[:32]}/"
+    against_r1 = f"ref/{digest('r1')[:16]}/{digest('r1:sha-r1:1')[:32]}"
+    assert cache.keys(BUCKET_PREFIX) == sorted(
+        [
+            f"{first}points",
+            f"{first}{against_r1}",
+            f"{second}points",
+            f"{second}prev/{digest('b1:sha-b1:1')[:32]}",
+            f"{second}{against_r1}",
+        ]
+    )
+    segmented = Session([stored("b1", T0, segment="k=v")])
+    cache = CountedArtefacts()
+    segmented.service(cache=cache).document("s1", TimelineQuery(granularity="day", segment="k=v"))
+    assert cache.keys(BUCKET_PREFIX) == [
+        f"timeline/b/v2/day/{digest('k=v')[:16]}/{T0}/{digest('b1:sha-b1:1')[:32]}/points"
+    ]
+
+
+def test_every_view_first_calls_the_refresh_hook():
+    session = three_days()
+    nudged: list[str] = []
+    service = session.service(refresh=nudged.append, version=lambda s: "v1")
+    service.document("s1", TimelineQuery())
+    service.document("s1", TimelineQuery())  # answered from the store: nudged all the same
+    assert nudged == ["s1", "s1"]
+
+
+def test_a_blank_range_is_no_range():
+    session = three_days()
+    cache = CountedArtefacts()
+    service = session.service(cache=cache, version=lambda s: "v1")
+    whole = service.document("s1", TimelineQuery())
+    listed = session.listed
+    for blank in (TimelineQuery(start=" ", end=""), TimelineQuery(start="", end="\t")):
+        assert session.service(cache=cache, version=lambda s: "v1").document("s1", blank) == whole
+    assert session.listed == listed  # the stored document, answered without listing
+
+
+def test_a_range_starting_at_a_bucket_s_end_leaves_that_bucket_out():
+    service = three_days().service()
+    document = service.document("s1", TimelineQuery(granularity="day", start=str(T0 + DAY)))
+    assert [b["start"] for b in document["buckets"]] == [T0 + DAY, T0 + 3 * DAY]
+    document = service.document("s1", TimelineQuery(granularity="day", start=str(T0 + DAY - 1)))
+    assert [b["start"] for b in document["buckets"]] == [T0, T0 + DAY, T0 + 3 * DAY]
+
+
+def test_views_built_at_one_version_are_told_apart_by_their_range_and_what_is_pending():
+    session = three_days()
+    service = session.service(version=lambda s: "v1")
+    ends = [service.document("s1", TimelineQuery(granularity="day", end=str(T0 + k * DAY))) for k in (1, 2)]
+    assert [len(d["buckets"]) for d in ends] == [1, 2]
+    starts = [service.document("s1", TimelineQuery(granularity="day", start=str(T0 + k * DAY))) for k in (2, 1)]
+    assert [len(d["buckets"]) for d in starts] == [1, 2]
+    states = {"b2": "pending"}
+    session.profiles[1] = stored("b2", T0 + DAY + HOUR, pending=True)
+    waiting = session.service(version=lambda s: "v1", state=lambda p, patient: states[p.id])
+    assert waiting.document("s1", TimelineQuery())["pending"] == ["b2"]
+    states["b2"] = "ready"  # summarised since: the next view shows it, whatever the version says
+    document = waiting.document("s1", TimelineQuery())
+    assert "pending" not in document and [b["profiles"] for b in document["buckets"]] == [1, 1, 1]
+
+
+def test_without_a_version_an_unchanged_document_is_read_back_not_stored_again():
+    session = three_days()
+    cache = CountedArtefacts()
+    session.service(cache=cache).document("s1", TimelineQuery())
+    session.service(cache=cache).document("s1", TimelineQuery())
+    [key] = cache.keys(DOC_PREFIX)
+    assert cache.puts[key] == 1
+
+
+def test_values_of_older_servers_are_looked_for_again_past_a_hundred_thousand_sessions():
+    session = three_days()
+    cache = MemoryArtefacts()
+    service = TimelineService(lambda session_id: list(session.profiles), session.load, cache)
+    service._current_format.update(f"seen{i}" for i in range(99_999))
+    service.document("s1", TimelineQuery())  # the 100,000th session looked at
+    late = OLD_PREFIXES[1] + "x"
+    cache.put("s1", late, b"{}")
+    service.document("s2", TimelineQuery())  # 100,000 remembered, not more: s2 is added
+    service.document("s1", TimelineQuery(granularity="week"))
+    assert cache.get("s1", late) == b"{}"  # s1 still remembered: not looked at again
+    service.document("s3", TimelineQuery())  # 100,001: forgotten, s3 remembered alone
+    service.document("s1", TimelineQuery(granularity="hour"))
+    assert cache.get("s1", late) is None
+
+
+def test_the_defaults_bound_a_view_and_the_in_memory_cache():
+    assert (MAX_VIEW_BUCKETS, MAX_VIEW_CELLS) == (1000, 50_000)
+    assert MemoryArtefacts().max_bytes == 256 * 1024 * 1024
+    hours = Session([stored(f"h{i}", T0 + i * HOUR) for i in range(1001)]).service()
+    with pytest.raises(TimelineRequestError) as caught:
+        hours.document("s1", TimelineQuery(granularity="hour"))
+    assert caught.value.message.startswith("this hour view has 1,001 buckets; a timeline view shows at most 1,000 ")
+    wide = Session([stored("a", T0), stored("b", T0 + DAY)])
+    names = [f"c{i}" for i in range(25_001)]
+    with pytest.raises(TimelineRequestError) as caught:
+        wide.service(column_names=lambda p: names).document("s1", TimelineQuery(granularity="day"))
+    assert "has 2 buckets × 25,001+ columns; a timeline view shows at most 50,000 cells" in caught.value.message
+    assert wide.service(column_names=lambda p: names[:-1]).document("s1", TimelineQuery(granularity="day"))
+
+
+def test_a_batch_at_the_epoch_is_at_time_zero():
+    session = Session([stored("z", 0), stored("y", 0)])
+    rollups = Rollups(Derived(), lambda session_id, member: None)
+    document = session.service(rollups=rollups).document("s1", TimelineQuery(granularity="day"))
+    assert document["batch_timestamps"] == [[0]] and document["buckets"][0]["start"] == 0
+    epoch_day = rollups.read("s1", "day", 0, ALL_SEGMENTS, merged=False)
+    assert epoch_day is not None and [m.timestamp for m in epoch_day.members] == [0, 0]
+
+
+def test_stored_json_is_strict_and_compact():
+    assert _dumps({"a": [1, None], "b": "c"}) == b'{"a":[1,null],"b":"c"}'
+    with pytest.raises(ValueError):
+        _dumps({"mean": float("nan")})
+
+
+def test_a_view_lists_the_failures_of_every_bucket_and_shows_its_segment():
+    session = Session([stored("b1", T0), stored("b2", T0), stored("b3", T0 + DAY), stored("s", T0, segment="k=v")])
+    service = session.service(monitors=count_monitor())
+    document = service.document("s1", TimelineQuery(granularity="day"))
+    assert [(a["start"], a["value"]) for a in document["alerts"]] == [(T0, 9)]  # the first day, not the latest
+    assert document["segment"] is None
+    assert service.document("s1", TimelineQuery(segment="k=v"))["segment"] == "k=v"
+
+
+def test_a_value_computed_for_one_view_does_not_hold_up_another_view_s_values():
+    session = three_days()
+    session.profiles.append(stored("b5", T0 + 3 * DAY + HOUR))  # the last day has two hours
+    entered, release = threading.Event(), threading.Event()
+
+    def load(profile: StoredProfile) -> DatasetProfileView:
+        if threading.current_thread().name == "first" and profile.id == "b1":
+            entered.set()
+            release.wait(60)  # (released below, whatever happens)
+        return session.load(profile)
+
+    service = TimelineService(session.list_profiles, load, MemoryArtefacts(), column_names=lambda p: ["x"])
+    shown: dict[str, Any] = {}
+
+    def view(granularity: str) -> None:
+        shown[granularity] = service.document("s1", TimelineQuery(granularity=granularity))
+
+    first = threading.Thread(target=view, args=("day",), name="first", daemon=True)
+    second = threading.Thread(target=view, args=("hour",), name="second", daemon=True)
+    first.start()
+    try:
+        assert entered.wait(5)  # the first view computes its first bucket's points
+        second.start()
+        second.join(5)
+        assert not second.is_alive(), "the hour view waited for the day view's value"
+    finally:
+        release.set()
+    first.join(5)
+    assert shown["hour"]["columns"]["x"]["count"] == [3, 3, 3, 3]
+    assert shown["day"]["columns"]["x"]["count"] == [3, 3, 6]
+
+
+def test_the_in_memory_cache_gives_back_the_bytes_of_what_it_drops():
+    cache = MemoryArtefacts(max_bytes=10)
+    cache.put("s", "a", b"1")
+    cache.put("s", "b", b"12345678")
+    cache.drop("s", "a")  # 8 bytes left
+    cache.put("s", "c", b"12")  # 10: all kept
+    assert (cache.get("s", "b"), cache.get("s", "c")) == (b"12345678", b"12")
+    cache.put("s", "d", b"1")  # 11: the least recently used (b) goes
+    assert [cache.get("s", k) for k in "bcd"] == [None, b"12", b"1"]
+
+
+def test_the_column_names_of_a_profile_are_read_once():
+    session = three_days()
+    asked: list[str] = []
+
+    def names(profile: StoredProfile) -> list[str]:
+        asked.append(profile.id)
+        return ["x"]
+
+    service = session.service(column_names=names)
+    for granularity in ("day", "week", "hour"):
+        service.document("s1", TimelineQuery(granularity=granularity))
+    assert sorted(asked) == ["b1", "b2", "b3"]
+
+
+def test_a_view_of_unready_profiles_without_references():
+    session = Session([stored("b1", T0, pending=True), stored("b2", T0 + DAY)])
+    document = session.service(state=lambda p, patient: "pending").document("s1", TimelineQuery(granularity="day"))
+    assert (document["pending"], document["reference"], [b["start"] for b in document["buckets"]]) == (
+        ["b1"],
+        None,
+        [T0 + DAY],
+    )
+
+
+def test_the_cap_on_cells_reads_only_the_names_of_the_view_s_own_rollups():
+    session = Session(
+        [
+            stored("b1", T0 + HOUR),
+            stored("b2", T0 + HOUR, segment="k=v"),
+            stored("b3", T0 + DAY, segment="k=v"),
+            stored("b4", T0 + DAY + HOUR),
+        ]
+    )
+    derived = Derived()
+    rollups = Rollups(derived, lambda session_id, member: None)
+    for query in (TimelineQuery(granularity="day"), TimelineQuery(granularity="hour"), TimelineQuery(segment="k=v")):
+        session.service(rollups=rollups).document("s1", query)
+
+    def read_by_the_cap(**query: str) -> list[str]:
+        derived.reads.clear()
+        with pytest.raises(TimelineRequestError):
+            session.service(rollups=rollups, max_cells=1).document("s1", TimelineQuery(**query))
+        return derived.reads
+
+    # the first bucket's rollup header only (not its merged columns): 2 buckets × 1 column are too many
+    assert read_by_the_cap(granularity="day") == [rollup_key("day", T0, ALL_SEGMENTS)]
+    assert read_by_the_cap(granularity="hour") == [rollup_key("hour", T0 + HOUR, ALL_SEGMENTS)]
+    assert read_by_the_cap(granularity="day", segment="k=v") == [rollup_key("day", T0, family_of("k=v"))]
+
+
+def test_with_an_outline_a_sparse_history_of_exactly_the_cap_is_shown_and_one_more_bucket_refused():
+    session = Session([stored("a", T0, segment="k=v"), stored("b", T0 + 5 * HOUR, segment="k=v")])
+    service = session.service(outline=Outline(session), max_buckets=2)
+    for segment in (None, "k=v"):  # counted by the store's index; from the timestamps of a segment
+        document = service.document("s1", TimelineQuery(granularity="hour", segment=segment))
+        assert [b["start"] for b in document["buckets"]] == [T0, T0 + 5 * HOUR]
+    session.profiles.append(stored("c", T0 + 9 * HOUR, segment="k=v"))
+    for segment in (None, "k=v"):
+        with pytest.raises(TimelineRequestError) as caught:
+            service.document("s1", TimelineQuery(granularity="hour", segment=segment))
+        assert caught.value.message.startswith("this hour view has 3 buckets; a timeline view shows at most 2 buckets")
