@@ -1345,3 +1345,31 @@ def test_with_an_outline_a_sparse_history_of_exactly_the_cap_is_shown_and_one_mo
         with pytest.raises(TimelineRequestError) as caught:
             service.document("s1", TimelineQuery(granularity="hour", segment=segment))
         assert caught.value.message.startswith("this hour view has 3 buckets; a timeline view shows at most 2 buckets")
+
+
+def _utc_ms(*when: int) -> int:
+    """Milliseconds since the epoch of a UTC date and time (year, month, day[, hour, minute])."""
+    return int(pd.Timestamp(*when, tz="UTC").timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    "granularity, first, last",
+    [
+        ("hour", _utc_ms(2025, 12, 31, 22), _utc_ms(2026, 1, 1, 1, 59)),  # four hours over a year's end
+        ("day", _utc_ms(2025, 12, 30, 0), _utc_ms(2026, 1, 2, 23, 59)),  # four days
+        ("week", _utc_ms(2025, 12, 15, 0), _utc_ms(2026, 1, 11, 23, 59)),  # four ISO weeks, Monday to Sunday
+        ("month", _utc_ms(2025, 11, 30, 23), _utc_ms(2026, 2, 1, 0)),  # November to February
+    ],
+)
+def test_with_an_outline_a_span_of_exactly_the_cap_is_shown_from_its_ends_alone(granularity, first, last):
+    """Two batches whose buckets are four apart: with a cap of 4 buckets the ends of the history say
+    the view fits (nothing counted); with a cap of 3 the buckets are counted (two), and shown."""
+    session = Session([stored("b1", first), stored("b2", last)])
+    outline = Outline(session)
+    for cap, asked in ((4, ["span"]), (3, ["span", "timestamps" if granularity == "month" else "bucket_counts"])):
+        outline.asked.clear()
+        document = session.service(outline=outline, max_buckets=cap).document(
+            "s1", TimelineQuery(granularity=granularity)
+        )
+        assert outline.asked == asked, cap
+        assert [b["profiles"] for b in document["buckets"]] == [1, 1], cap  # the buckets with batches
