@@ -285,12 +285,17 @@ def infer_type(column: ColumnProfileView) -> str:
 
 def merge_views(views: Sequence[DatasetProfileView]) -> DatasetProfileView:
     """One view of several (a bucket's batches, a batch's segments) with whylogs' own merge: exact
-    for counts, mergeable sketches for the rest. Raises ValueError for no views."""
+    for counts, mergeable sketches for the rest; its columns in the order the views first list them.
+    Raises ValueError for no views."""
     if not views:
         raise ValueError("nothing to merge: give at least one profile view")
     merged = views[0]
     for view in views[1:]:
         merged = merged.merge(view)
+    if len(views) > 1:  # whylogs' merge lists the columns in a set's order, which changes per process:
+        found = merged.get_columns()  # list them as the views first do (as merge_digested does)
+        order = dict.fromkeys(name for view in views for name in view.get_columns())
+        merged._columns = {name: found[name] for name in order if name in found}
     return merged
 
 

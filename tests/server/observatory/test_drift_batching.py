@@ -144,3 +144,14 @@ def test_a_column_read_keeps_its_ks_quantiles_for_the_drift_that_follows():
     real = why.log(batch(3)).view().get_column("x").get_metric("distribution").kll.value
     assert quantiles.along(real, (0.05, 0.5, 0.95)) == real.get_quantiles([0.05, 0.5, 0.95])
     assert list(quantiles(real, ks)) == real.get_quantiles(list(C.KS_POINTS))
+
+
+def test_a_merge_lists_the_columns_as_the_views_first_do_whatever_the_process():
+    """whylogs' own merge lists the columns in a set's order (string hashes differ per process), so
+    a bucket merged in one process would order its columns unlike one merged in another."""
+    names = [f"column_{i:02d}" for i in (7, 3, 11, 0, 9, 5, 1, 10, 2, 8, 4, 6)]
+    first = why.log(pd.DataFrame({name: [1.0, 2.0] for name in names[:8]})).view()
+    second = why.log(pd.DataFrame({name: [3.0] for name in [*names[8:], names[0]]})).view()
+    assert list(C.merge_views([first, second]).get_columns()) == names
+    assert list(C.merge_views([second, first]).get_columns()) == [*names[8:], names[0], *names[1:8]]
+    assert C.merge_views([first]) is first
