@@ -264,7 +264,9 @@ def test_another_server_or_a_restarted_one_is_announced_again(health, tmp_path, 
 
 def test_ensure_starts_a_server_when_nothing_answers(tmp_path, monkeypatch):
     port = free_port()
-    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-c", FAKE_SERVER, str(p)])
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", FAKE_SERVER, str(p)]
+    )
     status = ensure_server(settings_for(port, tmp_path / "data"))
     try:
         assert status.url == f"http://127.0.0.1:{port}" and read_pid_file(tmp_path / "data")["port"] == port
@@ -318,7 +320,8 @@ def sleeper(*name: str) -> subprocess.Popen[bytes]:
     """A process that sleeps; with ``name`` in its command line (e.g. our server's module). Returned
     once it runs (its /proc command line can be empty for a moment after the spawn)."""
     process = subprocess.Popen(
-        [sys.executable, "-c", "import time; print(1, flush=True); time.sleep(120)", *name], stdout=subprocess.PIPE
+        [sys.executable, "-S", "-c", "import time; print(1, flush=True); time.sleep(120)", *name],
+        stdout=subprocess.PIPE,
     )
     assert process.stdout is not None and process.stdout.readline() == b"1\n"
     return process
@@ -369,6 +372,7 @@ def test_a_process_deaf_to_sigterm_is_killed_after_the_timeout():
     stubborn = subprocess.Popen(
         [
             sys.executable,
+            "-S",
             "-c",
             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(120)",
         ],
@@ -376,7 +380,7 @@ def test_a_process_deaf_to_sigterm_is_killed_after_the_timeout():
     )
     assert stubborn.stdout is not None and stubborn.stdout.readline() == b"1\n"  # SIGTERM is ignored from here on
     background_server._PROCESSES[stubborn.pid] = stubborn
-    assert background_server._terminate(stubborn.pid, timeout=0.5) is True
+    assert background_server._terminate(stubborn.pid, timeout=0.2) is True
     assert stubborn.wait(10) == -9 and stubborn.pid not in background_server._PROCESSES
 
 
@@ -530,7 +534,9 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 
 def test_a_started_server_is_waited_for_and_recorded(tmp_path, monkeypatch, caplog):
     port = free_port()
-    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-c", FAKE_SERVER, str(p)])
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", FAKE_SERVER, str(p)]
+    )
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.local_server"):
         status = background_server._start(port, tmp_path / "data")
     try:
@@ -548,7 +554,7 @@ def test_a_started_server_is_waited_for_and_recorded(tmp_path, monkeypatch, capl
 
 def test_a_server_that_exits_while_starting_shows_its_log(tmp_path, monkeypatch):
     crash = "import sys; print('a'); print('b'); print('port taken'); sys.exit(3)"
-    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-c", crash])
+    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", crash])
     data = tmp_path / "data"
     with pytest.raises(LocalServerError) as caught:
         background_server._start(free_port(), data)
