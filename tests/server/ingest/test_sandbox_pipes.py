@@ -241,11 +241,25 @@ def test_what_the_child_prints_goes_to_stderr_not_into_the_answers(run_child, mo
 
 def test_the_test_fault_looks_at_each_job_s_bytes(run_child, monkeypatch):
     sleeps: list[float] = []
+    kills: list[tuple[int, int]] = []
+    monkeypatch.setattr(sandbox.os, "kill", lambda pid, sig: kills.append((pid, sig)))
     monkeypatch.setenv(sandbox.TEST_FAULT_ENV, "hang:" + b"MARK".hex())
     monkeypatch.setattr(sandbox, "time", SimpleNamespace(sleep=sleeps.append, monotonic=time.monotonic))
     monkeypatch.setattr(sandbox, "summarise_in_child", lambda data, columns: b"d")
     done = run_child(frame(b"D", b"plain") + frame(b"D", b"with MARK in it"))
-    assert sleeps == [3600] and [kind for kind, _ in frames(done.answers)] == [b"H", b"O", b"O"]
+    assert sleeps == [3600] and kills == [] and [kind for kind, _ in frames(done.answers)] == [b"H", b"O", b"O"]
+
+
+def test_a_test_fault_without_a_marker_does_nothing(monkeypatch):
+    monkeypatch.setenv(sandbox.TEST_FAULT_ENV, "crash")  # no colon, so no marker
+    sandbox._apply_test_fault(b"crash")
+
+
+def test_the_address_space_is_the_whole_virtual_size():
+    with open("/proc/self/status") as status:
+        (line,) = [line for line in status if line.startswith("VmSize:")]
+    size = int(line.split()[1]) * 1024
+    assert abs(sandbox._address_space() - size) < size // 10  # not the resident part
 
 
 # -- the server's end ------------------------------------------------------------------------------
@@ -581,6 +595,8 @@ class SlowStart:
     made: list[SlowStart] = []
     go = threading.Event()
     on_answer: Any = None
+    send_error: BaseException | None = None
+    answered_within: list[float] = []
 
     def __init__(self, limits: SandboxLimits) -> None:
         self.jobs = 0
@@ -592,8 +608,11 @@ class SlowStart:
 
     def send(self, kind: bytes, payloads: list[bytes], wall_seconds: float) -> None:
         self.jobs += len(payloads)
+        if SlowStart.send_error is not None:
+            raise SlowStart.send_error
 
     def answer(self, wall_seconds: float) -> tuple[bytes, bytes]:
+        SlowStart.answered_within.append(wall_seconds)
         if SlowStart.on_answer is not None:
             SlowStart.on_answer()
         return b"O", b"d"
@@ -608,6 +627,7 @@ class SlowStart:
 @pytest.fixture
 def slow_start(monkeypatch: pytest.MonkeyPatch) -> type[SlowStart]:
     SlowStart.made, SlowStart.go, SlowStart.on_answer = [], threading.Event(), None
+    SlowStart.send_error, SlowStart.answered_within = None, []
     monkeypatch.setattr(sandbox, "_Child", SlowStart)
     yield SlowStart
     SlowStart.go.set()
@@ -643,3 +663,19 @@ def test_every_close_stops_the_jobs_it_cuts(slow_start):
     slow_start.on_answer = cut
     with pytest.raises(sandbox.SandboxStopped, match="^the server stopped while summarising it$"):
         pool.digest(b"x")
+
+
+def test_each_answer_is_waited_for_within_the_wall_time(slow_start):
+    slow_start.go.set()
+    pool = sandbox.Sandbox(SandboxLimits(wall_seconds=2.5))
+    assert pool.digest_many([b"a", b"b"]) == [b"d", b"d"]
+    assert slow_start.answered_within == [2.5, 2.5]
+
+
+@pytest.mark.parametrize("error", [OSError("broken pipe"), EOFError(), TimeoutError()])
+def test_a_child_that_fails_while_its_jobs_are_written_charges_the_first(slow_start, error):
+    slow_start.go.set()
+    slow_start.send_error = error
+    first, second = sandbox.Sandbox().digest_many([b"a", b"b"])
+    assert isinstance(first, SandboxCrash) and second is None
+    assert slow_start.made[0].killed >= 1
