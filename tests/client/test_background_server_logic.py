@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -563,3 +564,149 @@ def test_a_server_that_exits_while_starting_shows_its_log(tmp_path, monkeypatch)
         f"(full log: {data / LOG_FILE})."
     )
     assert not (data / PID_FILE).exists()
+
+
+# -- how the server process is started ---------------------------------------------------------------
+
+#: A stand-in for the server that tells, in its log, how it was started: its stdin, its session,
+#: whether a descriptor of its parent's stayed open in it, and its data dir. Like the server it
+#: writes a health token into its data dir and tells its pid only to requests that carry it.
+TELLING_SERVER = """
+import http.server, json, os, secrets, stat, sys
+port, data_dir, leaked = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+token = secrets.token_hex(8)
+with open(os.path.join(data_dir, "health.token"), "w") as f:
+    f.write(token)
+stdin, null = os.fstat(0), os.stat(os.devnull)
+try:
+    os.fstat(leaked)
+    leaked_open = True
+except OSError:
+    leaked_open = False
+facts = {
+    "stdin_is_null": stat.S_ISCHR(stdin.st_mode) and stdin.st_rdev == null.st_rdev,
+    "session_leader": os.getsid(0) == os.getpid(),
+    "leaked_open": leaked_open,
+    "data_dir": data_dir,
+}
+print(json.dumps(facts), flush=True)
+print("and on stderr", file=sys.stderr, flush=True)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = {"status": "ok", "service": "songbird"}
+        if self.headers.get("X-Songbird-Health-Token") == token:
+            body["pid"] = os.getpid()
+        data = json.dumps(body).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def test_a_started_server_runs_detached_with_its_output_in_the_log(tmp_path, monkeypatch):
+    port, data = free_port(), tmp_path / "data"
+    leaked, other_end = os.pipe()
+    os.set_inheritable(leaked, True)
+    stdin_read, stdin_write = os.pipe()  # the test's own stdin meanwhile: a pipe, not /dev/null
+    saved_stdin = os.dup(0)
+    command = [sys.executable, "-S", "-c", TELLING_SERVER]
+    monkeypatch.setattr(background_server, "server_command", lambda p, d: [*command, str(p), str(d), str(leaked)])
+    try:
+        os.dup2(stdin_read, 0)
+        status = background_server._start(port, data)
+    finally:
+        os.dup2(saved_stdin, 0)
+        for fd in (saved_stdin, leaked, other_end, stdin_read, stdin_write):
+            os.close(fd)
+    try:
+        assert status.pid == read_pid_file(data)["pid"]  # told with the token of its data dir
+        assert background_server._PROCESSES[status.pid].pid == status.pid  # kept, so its exit is reaped
+        facts, stderr = (data / LOG_FILE).read_text().splitlines()
+        assert json.loads(facts) == {
+            "stdin_is_null": True,
+            "session_leader": True,
+            "leaked_open": False,
+            "data_dir": str(data),
+        }
+        assert stderr == "and on stderr"
+    finally:
+        assert stop_server(settings_for(port, data)).stopped_pid == status.pid
+
+
+NOT_SONGBIRD = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_started_program_that_is_not_songbird_is_stopped(tmp_path, monkeypatch):
+    port, data = free_port(), tmp_path / "data"
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", NOT_SONGBIRD, str(p)]
+    )
+    with pytest.raises(LocalServerError) as caught:
+        background_server._start(port, data)
+    assert str(caught.value) == (
+        f"Another program listens on 127.0.0.1:{port} (http://127.0.0.1:{port}/healthz answered 404 without a "
+        "songbird health report), so the local songbird server cannot start there. Set another port for it "
+        "(SONGBIRD_LOCAL_PORT or local_port=...), or set an endpoint (SONGBIRD_API_ENDPOINT or endpoint=...)."
+    )
+    pid = read_pid_file(data)["pid"]
+    assert not background_server._alive(pid) and pid not in background_server._PROCESSES
+
+
+def test_a_server_that_never_answers_is_stopped_after_the_start_timeout(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    monkeypatch.setattr(background_server, "START_TIMEOUT", 0.3)
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", "import time; time.sleep(60)"]
+    )
+    with pytest.raises(LocalServerError) as caught:
+        background_server._start(free_port(), data)
+    assert str(caught.value) == (
+        f"The local songbird server did not answer within 0.3 s of starting; see {data / LOG_FILE}."
+    )
+    pid = read_pid_file(data)["pid"]
+    assert not background_server._alive(pid) and pid not in background_server._PROCESSES
+
+
+def test_a_server_that_exits_after_removing_its_pid_file(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    script = "import os, sys; os.remove(sys.argv[1]); print('gone'); sys.exit(4)"
+    command = [sys.executable, "-S", "-c", script, str(data / PID_FILE)]
+    monkeypatch.setattr(background_server, "server_command", lambda p, d: command)
+    with pytest.raises(LocalServerError, match=r"^The local songbird server exited with code 4 while starting: gone "):
+        background_server._start(free_port(), data)
+
+
+def test_start_makes_the_data_dir_and_asks_with_its_token(health, tmp_path):
+    port, answer = health
+    data = tmp_path / "a" / "b"
+    assert background_server._start(port, data).url == f"http://127.0.0.1:{port}"  # it answers: nothing started
+    assert (data / LOCK_FILE).exists() and not (data / PID_FILE).exists()
+    (data / "health.token").write_text("tok-5", encoding="ascii")
+    background_server._start(port, data)
+    assert answer.tokens == [None, "tok-5"]
+
+
+def test_a_start_lock_held_too_long_is_a_clear_error(tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setattr(background_server, "START_TIMEOUT", -9.8)  # the lock is waited for START_TIMEOUT + 10 s
+    with FileLock(str(data / LOCK_FILE)), pytest.raises(LocalServerError) as caught:
+        background_server._start(free_port(), data)
+    assert str(caught.value) == (
+        f"Another process held {data / LOCK_FILE} for 0.2 s while starting the local songbird server; try again."
+    )
+
+
+def test_a_log_that_is_not_utf8_is_shown_with_replacements(tmp_path):
+    (tmp_path / "a.log").write_bytes("naïve\nbad \xff byte\n".encode().replace(b"\xc3\xbf", b"\xff"))
+    assert background_server._tail(tmp_path / "a.log") == "naïve | bad \ufffd byte"
