@@ -90,7 +90,8 @@ def test_the_health_token_is_the_stripped_file_of_the_data_dir(tmp_path):
 
 
 class Health:
-    """What the fake answers to ``/healthz`` (status, body, headers) and the tokens it was sent."""
+    """What the fake answers to ``/healthz`` (status, body, headers) and the tokens it was sent;
+    ``for_token``: the body it answers instead to a request carrying that token."""
 
     def __init__(self) -> None:
         self.status = 200
@@ -98,6 +99,7 @@ class Health:
         self.headers: dict[str, str] = {}
         self.tokens: list[str | None] = []
         self.stall = False
+        self.for_token: dict[str, Any] = {}
 
 
 @pytest.fixture
@@ -109,7 +111,8 @@ def health() -> Iterator[tuple[int, Health]]:
             answer.tokens.append(self.headers.get("X-Songbird-Health-Token"))
             if answer.stall:
                 time.sleep(2)
-            body = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+            chosen = answer.for_token.get(self.headers.get("X-Songbird-Health-Token") or "", answer.body)
+            body = chosen if isinstance(chosen, bytes) else json.dumps(chosen).encode()
             self.send_response(answer.status)
             for name, value in answer.headers.items():
                 self.send_header(name, value)
@@ -348,7 +351,8 @@ def test_the_log_tail_is_its_last_three_lines(tmp_path):
     assert background_server._tail(tmp_path / "a.log", lines=1) == "four"
 
 
-def test_only_processes_running_our_server_module_look_like_ours():
+# (not named with "processes": scripts/mutation deselects tests whose names have that word)
+def test_only_a_process_running_our_server_module_looks_like_ours():
     ours, other = sleeper("whylogs_songbird.server"), sleeper("whylogs_songbird.serverless")
     try:
         assert background_server._looks_like_ours(ours.pid) is True
@@ -710,3 +714,49 @@ def test_a_start_lock_held_too_long_is_a_clear_error(tmp_path, monkeypatch):
 def test_a_log_that_is_not_utf8_is_shown_with_replacements(tmp_path):
     (tmp_path / "a.log").write_bytes("naïve\nbad \xff byte\n".encode().replace(b"\xc3\xbf", b"\xff"))
     assert background_server._tail(tmp_path / "a.log") == "naïve | bad \ufffd byte"
+
+
+def test_start_refuses_a_program_that_took_the_port_meanwhile(health, tmp_path):
+    port, answer = health
+    answer.status = 404
+    with pytest.raises(LocalServerError) as caught:
+        background_server._start(port, tmp_path)
+    assert str(caught.value).startswith(
+        f"Another program listens on 127.0.0.1:{port} (http://127.0.0.1:{port}/healthz answered 404 without a "
+        "songbird health report), so the local songbird server cannot start there."
+    )
+
+
+def test_start_leaves_a_recorded_server_of_the_same_port(tmp_path, monkeypatch):
+    """Only a server recorded on another port is moved: one recorded on this port is left running
+    (here it does not answer; the new one is started beside it)."""
+    ours = sleeper("whylogs_songbird.server")
+    port, data = free_port(), tmp_path / "data"
+    data.mkdir()
+    background_server._write_pid(data, ours.pid, port)
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", FAKE_SERVER, str(p)]
+    )
+    try:
+        status = background_server._start(port, data)
+        assert ours.poll() is None
+        assert stop_server(settings_for(port, data)).stopped_pid == status.pid
+    finally:
+        ours.kill()
+        ours.wait()
+
+
+def test_stop_trusts_the_pid_a_server_tells_with_the_data_dir_s_token(health, tmp_path):
+    """The server told its pid to the data dir's token: it is the recorded one, whatever its command line."""
+    port, answer = health
+    told = sleeper()  # not named like our server
+    try:
+        (tmp_path / "health.token").write_text("tok-7", encoding="ascii")
+        answer.body = {"status": "ok"}  # without the token: no pid
+        answer.for_token = {"tok-7": {"status": "ok", "pid": told.pid}}
+        background_server._write_pid(tmp_path, told.pid, port)
+        report = stop_server(settings_for(port, tmp_path))
+        assert report.stopped_pid == told.pid and told.wait(10) is not None
+    finally:
+        told.kill()
+        told.wait()
