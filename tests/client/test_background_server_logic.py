@@ -760,3 +760,36 @@ def test_stop_trusts_the_pid_a_server_tells_with_the_data_dir_s_token(health, tm
     finally:
         told.kill()
         told.wait()
+
+
+@pytest.mark.parametrize(
+    ("alive", "ours", "stops", "message"),
+    [
+        (False, None, None, "no local songbird server runs at {url} (removed a stale pid file)."),
+        (True, False, None, "no local songbird server runs at {url} (removed a stale pid file)."),
+        (True, True, True, "stopped the local songbird server at {url} (pid 4242)."),
+    ],
+)
+def test_a_pid_file_removed_meanwhile_by_another_stop_is_no_error(tmp_path, monkeypatch, alive, ours, stops, message):
+    """Two ``songbird server stop`` at once: the other one removes the pid file while this one
+    looks at the process (the process checks stand in for the other stop here)."""
+    port = free_port()
+    background_server._write_pid(tmp_path, 4242, port)
+
+    def meanwhile(answer: bool | None) -> Any:
+        def check(pid: int, *args: Any) -> bool | None:
+            assert pid == 4242
+            (tmp_path / PID_FILE).unlink(missing_ok=True)
+            return answer
+
+        return check
+
+    last = {False: "_alive", True: "_looks_like_ours"}[alive] if stops is None else "_terminate"
+    monkeypatch.setattr(background_server, "_alive", meanwhile(alive) if last == "_alive" else lambda pid: alive)
+    monkeypatch.setattr(
+        background_server, "_looks_like_ours", meanwhile(ours) if last == "_looks_like_ours" else lambda pid: ours
+    )
+    monkeypatch.setattr(background_server, "_terminate", meanwhile(stops))
+    report = stop_server(settings_for(port, tmp_path))
+    assert report.message == message.format(url=f"http://127.0.0.1:{port}")
+    assert not (tmp_path / PID_FILE).exists()
