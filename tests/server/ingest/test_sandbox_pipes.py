@@ -251,8 +251,11 @@ def test_the_test_fault_looks_at_each_job_s_bytes(run_child, monkeypatch):
 
 
 def test_a_test_fault_without_a_marker_does_nothing(monkeypatch):
+    kills: list[tuple[int, int]] = []
+    monkeypatch.setattr(sandbox.os, "kill", lambda pid, sig: kills.append((pid, sig)))
     monkeypatch.setenv(sandbox.TEST_FAULT_ENV, "crash")  # no colon, so no marker
     sandbox._apply_test_fault(b"crash")
+    assert kills == []
 
 
 def test_the_address_space_is_the_whole_virtual_size():
