@@ -10,9 +10,11 @@ not). tests/test_embedded_default.py starts the real server end to end.
 from __future__ import annotations
 
 import http.server
+import inspect
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -681,7 +683,15 @@ def test_a_server_that_never_answers_is_stopped_after_the_start_timeout(tmp_path
 
 def test_a_server_that_exits_after_removing_its_pid_file(tmp_path, monkeypatch):
     data = tmp_path / "data"
-    script = "import os, sys; os.remove(sys.argv[1]); print('gone'); sys.exit(4)"
+    # it waits for its pid file (written once it runs), removes it and exits
+    script = (
+        "import os, sys, time\n"
+        "for _ in range(2000):\n"
+        "    if os.path.exists(sys.argv[1]):\n"
+        "        break\n"
+        "    time.sleep(0.005)\n"
+        "os.remove(sys.argv[1]); print('gone'); sys.exit(4)"
+    )
     command = [sys.executable, "-S", "-c", script, str(data / PID_FILE)]
     monkeypatch.setattr(background_server, "server_command", lambda p, d: command)
     with pytest.raises(LocalServerError, match=r"^The local songbird server exited with code 4 while starting: gone "):
@@ -793,3 +803,51 @@ def test_a_pid_file_removed_meanwhile_by_another_stop_is_no_error(tmp_path, monk
     report = stop_server(settings_for(port, tmp_path))
     assert report.message == message.format(url=f"http://127.0.0.1:{port}")
     assert not (tmp_path / PID_FILE).exists()
+
+
+def test_a_probe_waits_two_seconds_by_default():
+    assert inspect.signature(probe).parameters["timeout"].default == 2.0
+
+
+def test_a_port_whose_backlog_is_full_accepts_no_connection():
+    """A program that listens but never accepts: once its backlog is full, connecting times out."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        with pytest.raises(NotSongbird) as caught:
+            probe(port, timeout=0.2)
+        assert str(caught.value) == f"http://127.0.0.1:{port} accepted no connection in 0.2 s"
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
+def test_a_forked_child_does_not_poll_its_parent_s_servers():
+    """In a forked child the servers its parent spawned are not its children: it asks the system."""
+    process = sleeper()
+    background_server._PROCESSES[process.pid] = process
+    read_end, write_end = os.pipe()
+    try:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the forked child
+            try:
+                os.write(write_end, b"1" if background_server._alive(process.pid) else b"0")
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        assert os.read(read_end, 1) == b"1"
+        assert background_server._alive(process.pid) is True
+    finally:
+        background_server._PROCESSES.pop(process.pid, None)
+        process.kill()
+        process.wait()
+        os.close(read_end)
+        os.close(write_end)
