@@ -10,7 +10,6 @@ not). tests/test_embedded_default.py starts the real server end to end.
 from __future__ import annotations
 
 import http.server
-import inspect
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from conftest import free_port, serving
 
 from whylogs_songbird import background_server
@@ -805,8 +805,16 @@ def test_a_pid_file_removed_meanwhile_by_another_stop_is_no_error(tmp_path, monk
     assert not (tmp_path / PID_FILE).exists()
 
 
-def test_a_probe_waits_two_seconds_by_default():
-    assert inspect.signature(probe).parameters["timeout"].default == 2.0
+def test_a_probe_waits_two_seconds_by_default(monkeypatch):
+    asked: list[Any] = []
+
+    def refused(url: str, **kwargs: Any) -> Any:
+        asked.append((url, kwargs["timeout"]))
+        raise requests.exceptions.ConnectionError("refused")
+
+    monkeypatch.setattr(background_server.requests, "get", refused)
+    assert probe(8737) is None
+    assert asked == [("http://127.0.0.1:8737/healthz", 2.0)]
 
 
 def test_a_port_whose_backlog_is_full_accepts_no_connection():
