@@ -658,3 +658,69 @@ def test_every_close_stops_the_jobs_it_cuts(slow_start):
     slow_start.on_answer = cut
     with pytest.raises(sandbox.SandboxStopped, match="^the server stopped while summarising it$"):
         pool.digest(b"x")
+
+
+@pytest.mark.parametrize(("wall", "answered"), [(2.5, True), (2.0, False)])
+def test_ask_waits_for_the_answer_after_the_start_within_one_deadline(piped, monkeypatch, wall, answered):
+    """The answer comes in a read of its own after the started frame, by the deadline set when the job was sent."""
+    child, process = piped()
+    process.answer(frame(b"S", b""))
+    calls: list[float] = []
+
+    def monotonic() -> float:
+        calls.append(1000.0 + len(calls) + 1)  # 1001 when sent, 1002 when reading S, 1003 for the answer
+        if len(calls) == 3:
+            process.answer(frame(b"O", b"d"))
+        return calls[-1]
+
+    monkeypatch.setattr(sandbox, "time", SimpleNamespace(monotonic=monotonic))
+    if answered:
+        assert child.ask(b"D", b"a", wall) == (b"O", b"d")
+    else:
+        with pytest.raises(TimeoutError):
+            child.ask(b"D", b"a", wall)
+    assert len(calls) == 3
+
+
+def test_a_write_the_pipe_turns_away_is_tried_again_whole(piped, monkeypatch):
+    child, process = piped()
+    real_write = os.write
+    refused: list[int] = []
+
+    def write(fd: int, data: Any) -> int:
+        if fd == child.to_child and not refused:
+            refused.append(fd)
+            raise BlockingIOError
+        return real_write(fd, data)
+
+    monkeypatch.setattr(sandbox.os, "write", write)
+    child.send(b"D", [b"abc"])
+    with pytest.raises(TimeoutError):
+        child.frame(soon(0.05))
+    assert refused and process.sent() == frame(b"D", b"abc") and not child._outbox
+
+
+# -- the pool over these pipes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("said", "outcome"),
+    [
+        (frame(b"X", b"odd"), None),  # a frame that is neither a start nor an answer, before any start
+        (frame(b"S", b"") + frame(b"X", b"odd"), "the process summarising it failed (odd)"),
+    ],
+)
+def test_a_stray_frame_is_charged_only_to_a_profile_the_child_started(piped, monkeypatch, said, outcome):
+    made: list[PipeProcess] = []
+
+    def popen(args: list[str], **kwargs: Any) -> PipeProcess:
+        made.append(PipeProcess(args, **kwargs))
+        made[-1].answer(frame(b"H", b"") + frame(b"S", b"") + frame(b"O", b"d1") + said)
+        return made[-1]
+
+    monkeypatch.setattr(sandbox.subprocess, "Popen", popen)
+    first, second, third = sandbox.Sandbox().digest_many([b"p1", b"p2", b"p3"])
+    assert first == b"d1" and third is None
+    assert (second if outcome is None else str(second)) == outcome
+    assert outcome is None or type(second) is SandboxCrash
+    assert made[0].kills == 1
