@@ -62,6 +62,8 @@ EXPECTED = (
     "whylogs_songbird/server/routes/timeline.py",
     "whylogs_songbird/server/ingest.py",
     "whylogs_songbird/server/profile_check.py",
+    "whylogs_songbird/server/sandbox.py",
+    "whylogs_songbird/server/sketch_check.py",
     "whylogs_songbird/server/security.py",
     "whylogs_songbird/server/connections.py",
     "whylogs_songbird/server/quotas.py",

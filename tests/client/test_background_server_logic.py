@@ -12,6 +12,8 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from conftest import free_port, serving
 
 from whylogs_songbird import background_server
@@ -89,7 +92,8 @@ def test_the_health_token_is_the_stripped_file_of_the_data_dir(tmp_path):
 
 
 class Health:
-    """What the fake answers to ``/healthz`` (status, body, headers) and the tokens it was sent."""
+    """What the fake answers to ``/healthz`` (status, body, headers) and the tokens it was sent;
+    ``for_token``: the body it answers instead to a request carrying that token."""
 
     def __init__(self) -> None:
         self.status = 200
@@ -97,6 +101,7 @@ class Health:
         self.headers: dict[str, str] = {}
         self.tokens: list[str | None] = []
         self.stall = False
+        self.for_token: dict[str, Any] = {}
 
 
 @pytest.fixture
@@ -108,7 +113,8 @@ def health() -> Iterator[tuple[int, Health]]:
             answer.tokens.append(self.headers.get("X-Songbird-Health-Token"))
             if answer.stall:
                 time.sleep(2)
-            body = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+            chosen = answer.for_token.get(self.headers.get("X-Songbird-Health-Token") or "", answer.body)
+            body = chosen if isinstance(chosen, bytes) else json.dumps(chosen).encode()
             self.send_response(answer.status)
             for name, value in answer.headers.items():
                 self.send_header(name, value)
@@ -264,7 +270,9 @@ def test_another_server_or_a_restarted_one_is_announced_again(health, tmp_path, 
 
 def test_ensure_starts_a_server_when_nothing_answers(tmp_path, monkeypatch):
     port = free_port()
-    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-c", FAKE_SERVER, str(p)])
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", FAKE_SERVER, str(p)]
+    )
     status = ensure_server(settings_for(port, tmp_path / "data"))
     try:
         assert status.url == f"http://127.0.0.1:{port}" and read_pid_file(tmp_path / "data")["port"] == port
@@ -318,7 +326,8 @@ def sleeper(*name: str) -> subprocess.Popen[bytes]:
     """A process that sleeps; with ``name`` in its command line (e.g. our server's module). Returned
     once it runs (its /proc command line can be empty for a moment after the spawn)."""
     process = subprocess.Popen(
-        [sys.executable, "-c", "import time; print(1, flush=True); time.sleep(120)", *name], stdout=subprocess.PIPE
+        [sys.executable, "-S", "-c", "import time; print(1, flush=True); time.sleep(120)", *name],
+        stdout=subprocess.PIPE,
     )
     assert process.stdout is not None and process.stdout.readline() == b"1\n"
     return process
@@ -344,7 +353,8 @@ def test_the_log_tail_is_its_last_three_lines(tmp_path):
     assert background_server._tail(tmp_path / "a.log", lines=1) == "four"
 
 
-def test_only_processes_running_our_server_module_look_like_ours():
+# (not named with "processes": scripts/mutation deselects tests whose names have that word)
+def test_only_a_process_running_our_server_module_looks_like_ours():
     ours, other = sleeper("whylogs_songbird.server"), sleeper("whylogs_songbird.serverless")
     try:
         assert background_server._looks_like_ours(ours.pid) is True
@@ -369,6 +379,7 @@ def test_a_process_deaf_to_sigterm_is_killed_after_the_timeout():
     stubborn = subprocess.Popen(
         [
             sys.executable,
+            "-S",
             "-c",
             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(120)",
         ],
@@ -376,7 +387,7 @@ def test_a_process_deaf_to_sigterm_is_killed_after_the_timeout():
     )
     assert stubborn.stdout is not None and stubborn.stdout.readline() == b"1\n"  # SIGTERM is ignored from here on
     background_server._PROCESSES[stubborn.pid] = stubborn
-    assert background_server._terminate(stubborn.pid, timeout=0.5) is True
+    assert background_server._terminate(stubborn.pid, timeout=0.2) is True
     assert stubborn.wait(10) == -9 and stubborn.pid not in background_server._PROCESSES
 
 
@@ -530,7 +541,9 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 
 def test_a_started_server_is_waited_for_and_recorded(tmp_path, monkeypatch, caplog):
     port = free_port()
-    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-c", FAKE_SERVER, str(p)])
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", FAKE_SERVER, str(p)]
+    )
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.local_server"):
         status = background_server._start(port, tmp_path / "data")
     try:
@@ -548,7 +561,7 @@ def test_a_started_server_is_waited_for_and_recorded(tmp_path, monkeypatch, capl
 
 def test_a_server_that_exits_while_starting_shows_its_log(tmp_path, monkeypatch):
     crash = "import sys; print('a'); print('b'); print('port taken'); sys.exit(3)"
-    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-c", crash])
+    monkeypatch.setattr(background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", crash])
     data = tmp_path / "data"
     with pytest.raises(LocalServerError) as caught:
         background_server._start(free_port(), data)
@@ -557,3 +570,292 @@ def test_a_server_that_exits_while_starting_shows_its_log(tmp_path, monkeypatch)
         f"(full log: {data / LOG_FILE})."
     )
     assert not (data / PID_FILE).exists()
+
+
+# -- how the server process is started ---------------------------------------------------------------
+
+#: A stand-in for the server that tells, in its log, how it was started: its stdin, its session,
+#: whether a descriptor of its parent's stayed open in it, and its data dir. Like the server it
+#: writes a health token into its data dir and tells its pid only to requests that carry it.
+TELLING_SERVER = """
+import http.server, json, os, secrets, stat, sys
+port, data_dir, leaked = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+token = secrets.token_hex(8)
+with open(os.path.join(data_dir, "health.token"), "w") as f:
+    f.write(token)
+stdin, null = os.fstat(0), os.stat(os.devnull)
+try:
+    os.fstat(leaked)
+    leaked_open = True
+except OSError:
+    leaked_open = False
+facts = {
+    "stdin_is_null": stat.S_ISCHR(stdin.st_mode) and stdin.st_rdev == null.st_rdev,
+    "session_leader": os.getsid(0) == os.getpid(),
+    "leaked_open": leaked_open,
+    "data_dir": data_dir,
+}
+print(json.dumps(facts), flush=True)
+print("and on stderr", file=sys.stderr, flush=True)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = {"status": "ok", "service": "songbird"}
+        if self.headers.get("X-Songbird-Health-Token") == token:
+            body["pid"] = os.getpid()
+        data = json.dumps(body).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def test_a_started_server_runs_detached_with_its_output_in_the_log(tmp_path, monkeypatch):
+    port, data = free_port(), tmp_path / "data"
+    leaked, other_end = os.pipe()
+    os.set_inheritable(leaked, True)
+    stdin_read, stdin_write = os.pipe()  # the test's own stdin meanwhile: a pipe, not /dev/null
+    saved_stdin = os.dup(0)
+    command = [sys.executable, "-S", "-c", TELLING_SERVER]
+    monkeypatch.setattr(background_server, "server_command", lambda p, d: [*command, str(p), str(d), str(leaked)])
+    try:
+        os.dup2(stdin_read, 0)
+        status = background_server._start(port, data)
+    finally:
+        os.dup2(saved_stdin, 0)
+        for fd in (saved_stdin, leaked, other_end, stdin_read, stdin_write):
+            os.close(fd)
+    try:
+        assert status.pid == read_pid_file(data)["pid"]  # told with the token of its data dir
+        assert background_server._PROCESSES[status.pid].pid == status.pid  # kept, so its exit is reaped
+        facts, stderr = (data / LOG_FILE).read_text().splitlines()
+        assert json.loads(facts) == {
+            "stdin_is_null": True,
+            "session_leader": True,
+            "leaked_open": False,
+            "data_dir": str(data),
+        }
+        assert stderr == "and on stderr"
+    finally:
+        assert stop_server(settings_for(port, data)).stopped_pid == status.pid
+
+
+NOT_SONGBIRD = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_started_program_that_is_not_songbird_is_stopped(tmp_path, monkeypatch):
+    port, data = free_port(), tmp_path / "data"
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", NOT_SONGBIRD, str(p)]
+    )
+    with pytest.raises(LocalServerError) as caught:
+        background_server._start(port, data)
+    assert str(caught.value) == (
+        f"Another program listens on 127.0.0.1:{port} (http://127.0.0.1:{port}/healthz answered 404 without a "
+        "songbird health report), so the local songbird server cannot start there. Set another port for it "
+        "(SONGBIRD_LOCAL_PORT or local_port=...), or set an endpoint (SONGBIRD_API_ENDPOINT or endpoint=...)."
+    )
+    pid = read_pid_file(data)["pid"]
+    assert not background_server._alive(pid) and pid not in background_server._PROCESSES
+
+
+def test_a_server_that_never_answers_is_stopped_after_the_start_timeout(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    monkeypatch.setattr(background_server, "START_TIMEOUT", 0.3)
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", "import time; time.sleep(60)"]
+    )
+    with pytest.raises(LocalServerError) as caught:
+        background_server._start(free_port(), data)
+    assert str(caught.value) == (
+        f"The local songbird server did not answer within 0.3 s of starting; see {data / LOG_FILE}."
+    )
+    pid = read_pid_file(data)["pid"]
+    assert not background_server._alive(pid) and pid not in background_server._PROCESSES
+
+
+def test_a_server_that_exits_after_removing_its_pid_file(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    # it waits for its pid file (written once it runs), removes it and exits
+    script = (
+        "import os, sys, time\n"
+        "for _ in range(2000):\n"
+        "    if os.path.exists(sys.argv[1]):\n"
+        "        break\n"
+        "    time.sleep(0.005)\n"
+        "os.remove(sys.argv[1]); print('gone'); sys.exit(4)"
+    )
+    command = [sys.executable, "-S", "-c", script, str(data / PID_FILE)]
+    monkeypatch.setattr(background_server, "server_command", lambda p, d: command)
+    with pytest.raises(LocalServerError, match=r"^The local songbird server exited with code 4 while starting: gone "):
+        background_server._start(free_port(), data)
+
+
+def test_start_makes_the_data_dir_and_asks_with_its_token(health, tmp_path):
+    port, answer = health
+    data = tmp_path / "a" / "b"
+    assert background_server._start(port, data).url == f"http://127.0.0.1:{port}"  # it answers: nothing started
+    assert (data / LOCK_FILE).exists() and not (data / PID_FILE).exists()
+    (data / "health.token").write_text("tok-5", encoding="ascii")
+    background_server._start(port, data)
+    assert answer.tokens == [None, "tok-5"]
+
+
+def test_a_start_lock_held_too_long_is_a_clear_error(tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setattr(background_server, "START_TIMEOUT", -9.8)  # the lock is waited for START_TIMEOUT + 10 s
+    with FileLock(str(data / LOCK_FILE)), pytest.raises(LocalServerError) as caught:
+        background_server._start(free_port(), data)
+    assert str(caught.value) == (
+        f"Another process held {data / LOCK_FILE} for 0.2 s while starting the local songbird server; try again."
+    )
+
+
+def test_a_log_that_is_not_utf8_is_shown_with_replacements(tmp_path):
+    (tmp_path / "a.log").write_bytes("naïve\nbad \xff byte\n".encode().replace(b"\xc3\xbf", b"\xff"))
+    assert background_server._tail(tmp_path / "a.log") == "naïve | bad \ufffd byte"
+
+
+def test_start_refuses_a_program_that_took_the_port_meanwhile(health, tmp_path):
+    port, answer = health
+    answer.status = 404
+    with pytest.raises(LocalServerError) as caught:
+        background_server._start(port, tmp_path)
+    assert str(caught.value).startswith(
+        f"Another program listens on 127.0.0.1:{port} (http://127.0.0.1:{port}/healthz answered 404 without a "
+        "songbird health report), so the local songbird server cannot start there."
+    )
+
+
+def test_start_leaves_a_recorded_server_of_the_same_port(tmp_path, monkeypatch):
+    """Only a server recorded on another port is moved: one recorded on this port is left running
+    (here it does not answer; the new one is started beside it)."""
+    ours = sleeper("whylogs_songbird.server")
+    port, data = free_port(), tmp_path / "data"
+    data.mkdir()
+    background_server._write_pid(data, ours.pid, port)
+    monkeypatch.setattr(
+        background_server, "server_command", lambda p, d: [sys.executable, "-S", "-c", FAKE_SERVER, str(p)]
+    )
+    try:
+        status = background_server._start(port, data)
+        assert ours.poll() is None
+        assert stop_server(settings_for(port, data)).stopped_pid == status.pid
+    finally:
+        ours.kill()
+        ours.wait()
+
+
+def test_stop_trusts_the_pid_a_server_tells_with_the_data_dir_s_token(health, tmp_path):
+    """The server told its pid to the data dir's token: it is the recorded one, whatever its command line."""
+    port, answer = health
+    told = sleeper()  # not named like our server
+    try:
+        (tmp_path / "health.token").write_text("tok-7", encoding="ascii")
+        answer.body = {"status": "ok"}  # without the token: no pid
+        answer.for_token = {"tok-7": {"status": "ok", "pid": told.pid}}
+        background_server._write_pid(tmp_path, told.pid, port)
+        report = stop_server(settings_for(port, tmp_path))
+        assert report.stopped_pid == told.pid and told.wait(10) is not None
+    finally:
+        told.kill()
+        told.wait()
+
+
+@pytest.mark.parametrize(
+    ("alive", "ours", "stops", "message"),
+    [
+        (False, None, None, "no local songbird server runs at {url} (removed a stale pid file)."),
+        (True, False, None, "no local songbird server runs at {url} (removed a stale pid file)."),
+        (True, True, True, "stopped the local songbird server at {url} (pid 4242)."),
+    ],
+)
+def test_a_pid_file_removed_meanwhile_by_another_stop_is_no_error(tmp_path, monkeypatch, alive, ours, stops, message):
+    """Two ``songbird server stop`` at once: the other one removes the pid file while this one
+    looks at the process (the process checks stand in for the other stop here)."""
+    port = free_port()
+    background_server._write_pid(tmp_path, 4242, port)
+
+    def meanwhile(answer: bool | None) -> Any:
+        def check(pid: int, *args: Any) -> bool | None:
+            assert pid == 4242
+            (tmp_path / PID_FILE).unlink(missing_ok=True)
+            return answer
+
+        return check
+
+    last = {False: "_alive", True: "_looks_like_ours"}[alive] if stops is None else "_terminate"
+    monkeypatch.setattr(background_server, "_alive", meanwhile(alive) if last == "_alive" else lambda pid: alive)
+    monkeypatch.setattr(
+        background_server, "_looks_like_ours", meanwhile(ours) if last == "_looks_like_ours" else lambda pid: ours
+    )
+    monkeypatch.setattr(background_server, "_terminate", meanwhile(stops))
+    report = stop_server(settings_for(port, tmp_path))
+    assert report.message == message.format(url=f"http://127.0.0.1:{port}")
+    assert not (tmp_path / PID_FILE).exists()
+
+
+def test_a_probe_waits_two_seconds_by_default(monkeypatch):
+    asked: list[Any] = []
+
+    def refused(url: str, **kwargs: Any) -> Any:
+        asked.append((url, kwargs["timeout"]))
+        raise requests.exceptions.ConnectionError("refused")
+
+    monkeypatch.setattr(background_server.requests, "get", refused)
+    assert probe(8737) is None
+    assert asked == [("http://127.0.0.1:8737/healthz", 2.0)]
+
+
+def test_a_port_whose_backlog_is_full_accepts_no_connection():
+    """A program that listens but never accepts: once its backlog is full, connecting times out."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        with pytest.raises(NotSongbird) as caught:
+            probe(port, timeout=0.2)
+        assert str(caught.value) == f"http://127.0.0.1:{port} accepted no connection in 0.2 s"
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
+def test_a_forked_child_does_not_poll_its_parent_s_servers():
+    """In a forked child the servers its parent spawned are not its children: it asks the system."""
+    process = sleeper()
+    background_server._PROCESSES[process.pid] = process
+    read_end, write_end = os.pipe()
+    try:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the forked child
+            try:
+                os.write(write_end, b"1" if background_server._alive(process.pid) else b"0")
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        assert os.read(read_end, 1) == b"1"
+        assert background_server._alive(process.pid) is True
+    finally:
+        background_server._PROCESSES.pop(process.pid, None)
+        process.kill()
+        process.wait()
+        os.close(read_end)
+        os.close(write_end)

@@ -128,9 +128,13 @@ def test_a_digest_comes_from_a_child_that_is_then_reused(fake_children):
 
 
 def test_a_refusal_keeps_the_child_and_an_out_of_memory_one_retires_it(fake_children):
-    fake_children.answers = [(b"R", "not a profile ✗".encode()), (b"M", b"it needs more memory"), (b"O", b"d")]
+    fake_children.answers = [
+        (b"R", "not a profile ✗".encode() + b"\xff"),
+        (b"M", b"it needs more memory"),
+        (b"O", b"d"),
+    ]
     pool = Sandbox()
-    with pytest.raises(SandboxRefused, match="^not a profile ✗$"):
+    with pytest.raises(SandboxRefused, match="^not a profile ✗\ufffd$"):  # bytes not UTF-8 are replaced
         pool.digest(b"x")
     with pytest.raises(SandboxRefused, match="^it needs more memory$") as memory:
         pool.digest(b"y")

@@ -561,3 +561,80 @@ def test_a_chunk_adds_its_sketches_and_names_the_bad_one():
     with pytest.raises(SketchCheckError) as long_path:
         check_chunk("age", bad, {3: "p" * 300})
     assert f"metric {'p' * 200!r}: " in str(long_path.value)
+
+
+# -- what the first run of the mutation script found unpinned -----------------------------------------
+
+KLL_FLOATS = "the KLL floats sketch"
+
+
+def kll_floats_full(*, k: int = 8, offsets: tuple[int, ...] = (5,), preamble: int = 5) -> bytes:
+    """A full KLL floats sketch: the doubles layout with 4-byte items and no trailing unused u32
+    (5 preamble ints); its levels' weight is its n."""
+    capacity = kll_capacity(k, 8, len(offsets))
+    bounds = [*offsets, capacity]
+    n = sum((high - low) << h for h, (low, high) in enumerate(zip(bounds, bounds[1:])))
+    head = kll_head(preamble=preamble, version=1, flags=0, k=k)
+    body = struct.pack("<QHBB", n, k, len(offsets), 0) + b"\x00" * (4 * (preamble - 5))
+    body += b"".join(struct.pack("<I", o) for o in offsets)
+    return head + body + b"\x00" * 8 + b"\x00" * (4 * (capacity - offsets[0]))
+
+
+def test_kll_floats_sketches_that_pass_and_their_memory():
+    # memory: 3 * 4 bytes * k when empty or of one item; else 4 bytes * capacity + 4 per level + 64
+    assert sketch_check.check_kll_floats(kll_head(preamble=2, version=1, flags=1)) == 3 * 4 * 8
+    assert sketch_check.check_kll_floats(kll_head(preamble=2, version=2, flags=4, k=200) + b"\x00" * 4) == 3 * 4 * 200
+    assert sketch_check.check_kll_floats(kll_floats_full()) == 4 * 8 + 4 + 64  # 3 of 8 retained
+    assert sketch_check.check_kll_floats(kll_floats_full(offsets=(6, 10))) == 4 * 16 + 8 + 64
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (kll_head(preamble=2, version=2, flags=4) + b"\x00" * 8, f"{KLL_FLOATS} is 16 bytes but its header implies 12"),
+        (kll_floats_full(preamble=6), f"{KLL_FLOATS} declares preamble ints = 6, outside 5..5"),  # the doubles layout
+        (kll_floats_full()[:-1], f"{KLL_FLOATS} is 43 bytes but its header implies 44"),
+        (kll_head(preamble=2, version=1, flags=1, family=10), f"{KLL_FLOATS} declares family id = 10, outside 15..15"),
+    ],
+)
+def test_kll_floats_sketches_refused(data, message):
+    refused(sketch_check.check_kll_floats, data, message)
+
+
+def test_kll_floats_sketches_from_the_library_pass():
+    sketch = ds.kll_floats_sketch(200)
+    for value in range(1000):
+        sketch.update(float(value))
+    data = sketch.serialize()
+    assert data[0] == 5 and sketch_check.check_kll_floats(data) > 4 * 200
+    refused(
+        sketch_check.check_kll_floats,
+        data + b"\x00",
+        f"{KLL_FLOATS} is {len(data) + 1} bytes but its header implies {len(data)}",
+    )
+
+
+def test_a_doubles_sketch_is_not_a_floats_sketch():
+    refused(sketch_check.check_kll_floats, kll_full(), f"{KLL_FLOATS} declares preamble ints = 6, outside 5..5")
+
+
+def test_hll4_aux_entries_after_empty_slots_are_read():
+    registers = bytes([0x0F, 0xF0, 0, 0, 0, 0, 0, 0])  # slot 0 (low nibble) and slot 3 (high nibble) hold 15
+    aux = (0, (20 << 26) | 0, 0, (15 << 26) | 3)  # an updatable table: empty slots before and between
+    assert check_hll(hll_array(target=0, registers=registers, aux=aux, lg_arr=2, flags=0)) == 8 + 16 + 64
+
+
+def test_the_aux_table_is_not_read_as_registers():
+    """The first aux entry's first byte is 0x0F (slot 15): read as a register byte it would count
+    one more register in the aux table."""
+    registers = bytes(7) + bytes([0xF0])  # slot 15, the high nibble of the last byte, holds 15
+    assert check_hll(hll_array(target=0, registers=registers, aux=((20 << 26) | 15,))) == 8 + 4 + 64
+
+
+def test_an_updatable_default_aux_table_may_be_as_large_as_k():
+    assert check_hll(hll_array(target=0, aux=(0,) * 16, flags=0)) == 8 + 4 + 64  # lg_k 4: 16 entries
+    refused(
+        check_hll,
+        hll_array(target=0, aux=(0,) * 32, flags=0),
+        f"{HLL} has an aux table of 32 entries, not a power of two",
+    )
