@@ -336,9 +336,11 @@ def observatory_router(
         selections = []
         for index, (selector, segment) in enumerate(zip(selectors, segments)):
             uploads = store.resolve_profile(sid, selector)
-            if not uploads and store.awaits_upload(sid, selector):  # records the named slot if it landed
+            if not uploads and store.presigns:
+                awaited = store.awaits_upload(sid, selector)  # records the named slot if it landed
+                # again: recorded by that look, or by the ingest worker's (the nudge above) meanwhile
                 uploads = store.resolve_profile(sid, selector)
-                if not uploads:
+                if not uploads and awaited:
                     raise _awaited(container, selector)
             if not uploads:
                 timestamp = parse_timestamp_selector(selector)
