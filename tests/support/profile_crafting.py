@@ -8,17 +8,20 @@ from whylogs.core.proto import ChunkHeader, ChunkOffsets, DatasetProfileHeader, 
 from whylogs_songbird.server.profile_check import MAGIC, _varint
 
 
+def varint(value: int) -> bytes:
+    """``value`` as a protobuf varint: seven bits a byte, low first, the top bit set on all but the last."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def _delimited(message) -> bytes:
     data = message.SerializeToString()
-    out = bytearray()
-    size = len(data)
-    while True:
-        byte = size & 0x7F
-        size >>= 7
-        out.append(byte | (0x80 if size else 0))
-        if not size:
-            break
-    return bytes(out) + data
+    return varint(len(data)) + data
 
 
 def split(data: bytes) -> tuple[bytes, DatasetProfileHeader, bytes]:

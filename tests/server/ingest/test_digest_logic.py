@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import whylogs as why
 from profile_crafting import _delimited as delimited
-from profile_crafting import assemble
+from profile_crafting import assemble, varint
 from whylogs.core.metrics.column_metrics import ColumnCountsMetric
 from whylogs.core.proto import ChunkHeader, ChunkMessage, DatasetProfileHeader, MetricComponentMessage
 from whylogs.core.view.column_profile_view import ColumnProfileView
@@ -63,16 +63,6 @@ def test_a_column_digests_only_the_metrics_it_has():
 
 
 # -- refusals of the fast reader ---------------------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def test_a_message_may_end_exactly_at_the_end_of_the_data_and_not_past_it():

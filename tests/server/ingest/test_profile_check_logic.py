@@ -24,7 +24,7 @@ import whylogs as why
 from conftest import make_profile_bytes
 from hypothesis import given
 from hypothesis import strategies as st
-from profile_crafting import _delimited, corrupt_chunk_messages, rewrite_chunks, split
+from profile_crafting import _delimited, corrupt_chunk_messages, rewrite_chunks, split, varint
 from whylogs.core import DatasetProfileView
 from whylogs.core.proto import ChunkHeader, DatasetProfileHeader, DatasetSegmentHeader
 from whylogs.core.schema import DatasetSchema
@@ -49,16 +49,6 @@ pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/profile_check.py
 COLUMN = ChunkHeader.ChunkType.COLUMN
 PLAIN = _delimited(DatasetSegmentHeader(has_segments=False))
 SEGMENTED = _delimited(DatasetSegmentHeader(has_segments=True))
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def chunk(payload: int, *, length: int | None = None, kind: int = COLUMN) -> bytes:
