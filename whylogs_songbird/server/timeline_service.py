@@ -261,6 +261,11 @@ def _member(profile: StoredProfile) -> Member:
     return Member(profile.dataset_timestamp or 0, profile.identity, profile.id, sha256)
 
 
+def _timed_batches(profiles: Iterable[StoredProfile]) -> list[StoredProfile]:
+    """The batch profiles with a dataset timestamp: what a timeline buckets."""
+    return [p for p in profiles if p.kind == "batch" and p.dataset_timestamp is not None]
+
+
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
@@ -374,7 +379,7 @@ class TimelineService:
         outline = self.outline if ranged or granularity is not None else None
         if outline is None:
             profiles = list(self.list_profiles(session_id))
-            batches = [p for p in profiles if p.kind == "batch" and p.dataset_timestamp is not None]
+            batches = _timed_batches(profiles)
             references = [p for p in profiles if p.kind == "reference"]
             segments = sorted({p.segment for p in batches if p.segment})
         else:
@@ -401,9 +406,7 @@ class TimelineService:
                 batches = list(outline.batches_between(session_id, lower, upper))
             else:
                 self._check_span(session_id, outline, granularity, segment)
-                batches = [
-                    p for p in self.list_profiles(session_id) if p.kind == "batch" and p.dataset_timestamp is not None
-                ]
+                batches = _timed_batches(self.list_profiles(session_id))
         if segment is not None:
             batches = [b for b in batches if b.segment == segment]
         if granularity is None:
