@@ -132,13 +132,12 @@ def heartbeat_of(store: Store) -> ClaimHeartbeat:
         return heartbeat
 
 
-def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox, *, roll_up: bool = True) -> bytes | None:
+def ingest_one(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
     """Fully check one stored (and claimed) profile in the sandbox and store its digest (or mark it
     invalid); the digest when it is stored, None otherwise. The claim is renewed while it runs
-    (:class:`ClaimHeartbeat`). ``roll_up=False``: the caller merges the digest into its hour and day
-    rollups itself (``rollups.note_summarised_many``, several uploads at once)."""
+    (:class:`ClaimHeartbeat`)."""
     with heartbeat_of(store).hold(upload.id):
-        return _ingest_claimed(store, upload, sandbox, roll_up=roll_up)
+        return _ingest_claimed(store, upload, sandbox)
 
 
 def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox) -> list[bytes | None]:
@@ -192,7 +191,7 @@ def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox)
     return [digests.get(upload.id) for upload in uploads]
 
 
-def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox, *, roll_up: bool) -> bytes | None:
+def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox) -> bytes | None:
     """:func:`ingest_one`, its claim held.
 
     The bytes go to a ``sandbox`` child, which gives them the cheap check before whylogs reads them
@@ -207,7 +206,7 @@ def _ingest_claimed(store: Store, upload: UploadRecord, sandbox: Sandbox, *, rol
     finally:
         del data
     digest = _record(store, upload, outcome)
-    if digest is not None and roll_up:
+    if digest is not None:
         note_summarised(store, upload, digest)  # its hour and day rollups
     return digest
 

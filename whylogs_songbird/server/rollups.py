@@ -60,7 +60,6 @@ from whylogs_songbird.server.digest import (
     digest_columns,
     merge_digested,
     sketch_bytes,
-    view_from_digest,
     view_of,
 )
 from whylogs_songbird.timeline import DAY_MS, HOUR_MS, Bucket, bucket_bounds, content_key
@@ -213,11 +212,6 @@ def encode_view(view: DatasetProfileView) -> bytes:
     """The digested columns of a merged view, as a rollup stores them (:func:`pack_columns`)."""
     columns = view.get_columns().items()
     return pack_columns({name: digest_column(column, raw=True) for name, column in columns if column})
-
-
-def _encode_columns(columns: Mapping[str, Mapping[str, Any]]) -> bytes:
-    """Merged digested columns (``merge_digested(..., raw=True)``: sketches as bytes) as a rollup stores them."""
-    return pack_columns(columns)
 
 
 def decode_view(data: bytes) -> DatasetProfileView:
@@ -433,7 +427,7 @@ class Rollups:
         new = [member for member, _, _ in entries]
         names = _names(found.names if found is not None else (), *(columns for _, _, columns in entries))
         if found is None:  # the first batches of the bucket (or some not rolled up yet: a view rebuilds it)
-            digest = _encode_columns(merged(entries)) if len(entries) > 1 else None
+            digest = pack_columns(merged(entries)) if len(entries) > 1 else None
             self.write(session_id, granularity, start, family, Rollup(tuple(new), names, digest))
             return
         replaced = {member.upload_id for member in new}
@@ -444,19 +438,23 @@ class Rollups:
                 self._drop(session_id, granularity, start, family)
                 return
             columns = unpack_columns(found.digest) if found.digest is not None else digest_columns(base)
-            digest = _encode_columns(merge_digested([columns, merged(entries)], raw=True))
+            digest = pack_columns(merge_digested([columns, merged(entries)], raw=True))
             self.write(session_id, granularity, start, family, Rollup((*found.members, *new), names, digest))
             return
         # late within its bucket, or a replaced upload: this bucket is merged again, in order
         members = sorted([*others, *new], key=lambda m: m.order)
-        given = {member.identity: digest for member, digest, _ in entries}
-        digests = [given.get(m.identity) or self.member_digest(session_id, m) for m in members]
-        if any(d is None for d in digests):
-            self._drop(session_id, granularity, start, family)
-            return
-        self.write(
-            session_id, granularity, start, family, self.merge(members, [view_from_digest(d) for d in digests if d])
-        )
+        given = {member.identity: data for member, _, data in entries}  # new batches: decoded already
+        views = []
+        for member in members:
+            decoded = given.get(member.identity)
+            if decoded is None:
+                stored = self.member_digest(session_id, member)
+                if stored is None:
+                    self._drop(session_id, granularity, start, family)
+                    return
+                decoded = digest_columns(stored)
+            views.append(view_of(decoded))
+        self.write(session_id, granularity, start, family, self.merge(members, views))
 
     def _drop(self, session_id: str, granularity: str, start: int, family: str) -> None:
         self.artefacts.drop_derived(session_id, rollup_key(granularity, start, family))  # with its merged columns
