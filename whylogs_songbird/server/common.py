@@ -8,6 +8,7 @@ import ipaddress
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from whylogs_songbird.models import GUEST_MODEL_ID, ErrorResponse
@@ -29,6 +30,11 @@ def segment_label(tags: Sequence[tuple[str, str]]) -> str:
     ``\\\\`` inside), so two different sets of tags never share a label and a label names one segment exactly.
     """
     return ",".join(f"{_label_part(k)}={_label_part(v)}" for k, v in tags)
+
+
+def base_url(public_url: str | None, request: Request) -> str:
+    """Where links start: the configured public URL, else the address the request was sent to."""
+    return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
 
 
 def observatory_link(base: str, session_id: str, profiles: Sequence[str | int], segments: Sequence[str] = ()) -> str:

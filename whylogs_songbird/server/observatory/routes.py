@@ -16,7 +16,7 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.column_stats import DriftScore
 from whylogs_songbird.models import GUEST_MODEL_ID, MAX_PROFILES_PER_LINK
-from whylogs_songbird.server.common import segment_label, session_gone
+from whylogs_songbird.server.common import base_url, segment_label, session_gone
 from whylogs_songbird.server.datasets import read_settings
 from whylogs_songbird.server.observatory.base import MAX_COLUMN_FILTER, RECENT_SESSIONS, STATIC_DIR, PageError, shown
 from whylogs_songbird.server.observatory.cache import ProfileCache, ProfilePendingError
@@ -83,9 +83,6 @@ def observatory_router(
         env.get_template(name)  # compiled at start, not by the first page (a cold profiles page paid ~100 ms)
     profiles_cache = cache if cache is not None else ProfileCache(store)
     plotly_js = _plotly_js()
-
-    def base_url(request: Request) -> str:
-        return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
 
     def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         template = env.get_template(name)
@@ -188,7 +185,9 @@ def observatory_router(
                         "references": counts["reference"],
                     }
                 )
-            return render("landing.html", base=base_url(request), sessions=sessions, list_sessions=list_sessions)
+            return render(
+                "landing.html", base=base_url(public_url, request), sessions=sessions, list_sessions=list_sessions
+            )
 
         return guarded(build, "the home page")
 
@@ -198,7 +197,7 @@ def observatory_router(
         """One page of a session's or dataset's profiles, sorted and filtered, to pick 1 to 3 of."""
         sid, home = container.id, container.home_path
         params, query = read_params(_back(container), request.query_params)
-        base = base_url(request)
+        base = base_url(public_url, request)
         store.nudge_landed(sid)  # presigned PUTs are learned by the ingest worker, never here
         # one page by keyset from an index, and the counts from the index: never every row
         page = store.page_profiles(sid, query)
@@ -332,7 +331,7 @@ def observatory_router(
         sid = container.id
         where = back_to(container)
         store.nudge_landed(sid)  # presigned PUTs: the ingest worker looks; a page only HEADs a profile it names
-        base = base_url(request)
+        base = base_url(public_url, request)
         selections = []
         for index, (selector, segment) in enumerate(zip(selectors, segments)):
             uploads = store.resolve_profile(sid, selector)
@@ -427,7 +426,7 @@ def observatory_router(
             return build_page_model(selections, views, drift, errors, env, window)
 
         model = profiles_cache.pages.get_or_compute((tuple(s.key for s in selections), window), build)
-        base = base_url(request)
+        base = base_url(public_url, request)
         # a dataset's links carry no token: the cookie the first page set opens the next one
         params = [(k, v) for k, v in request.query_params.multi_items() if k in ("profile", "sessionToken", "segment")]
         params = [(k, v) for k, v in params if k != "sessionToken"] + container.link_params

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from whylogs_songbird.models import ErrorResponse, WireModel
+from whylogs_songbird.server.common import base_url as links_base
 from whylogs_songbird.server.common import session_gone
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
@@ -69,7 +70,7 @@ def counted(operation: str) -> Any:
 
 def base_url(config: ServerConfig, request: Request) -> str:
     """The base URL of links: ``public_url`` or the request's own."""
-    return config.public_url or str(request.base_url).rstrip("/")
+    return links_base(config.public_url, request)
 
 
 def json_answer(model: WireModel, status: int = 200) -> JSONResponse:

@@ -30,7 +30,7 @@ from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.models import TIMELINE_PATH
 from whylogs_songbird.monitors import MonitorsFile
-from whylogs_songbird.server.common import segment_label, session_gone
+from whylogs_songbird.server.common import base_url, segment_label, session_gone
 from whylogs_songbird.server.datasets import container_target
 from whylogs_songbird.server.digest import DigestError, view_from_digest
 from whylogs_songbird.server.errors import ApiError
@@ -296,11 +296,6 @@ def server_timing(name: str, started: float, now: float | None = None) -> str:
     ``time.perf_counter()`` readings; ``now`` by default the current one)."""
     elapsed = ((time.perf_counter() if now is None else now) - started) * 1000
     return f"{name};dur={elapsed:.1f}"
-
-
-def base_url(public_url: str | None, request: Request) -> str:
-    """Where links start: the configured public URL, else the address the request was sent to."""
-    return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
 
 
 def check_session(store: Store, session_id: str) -> None:
