@@ -199,7 +199,7 @@ POSTGRESQL = Dialect(
     columns_query="SELECT column_name FROM information_schema.columns WHERE table_name = ? "
     "AND table_schema = current_schema()",
     for_update=" FOR UPDATE",
-    index_query="SELECT to_regclass(?) AS name WHERE to_regclass(?) IS NOT NULL",
+    index_query="SELECT name FROM (SELECT to_regclass(?) AS name) AS found WHERE name IS NOT NULL",
 )
 
 
@@ -342,8 +342,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         writes (and wait for an index being built concurrently), at every start."""
         if _INDEX_STATEMENT.match(statement):
             name = index_name(statement)
-            params = (name, name) if self.dialect.index_query.count("?") == 2 else (name,)
-            if self._exec(conn, self.dialect.index_query, params):
+            if self._exec(conn, self.dialect.index_query, (name,)):
                 return
         self._exec(conn, statement)
 
