@@ -23,9 +23,10 @@ upload is recorded (``stored_at`` set or cleared) and every summary written.
    buckets; and of the whole history, refused past 1,000 hours), each first (cold) and again
    (stored or cached; the median of three). A host checks at start that the server answering on
    its port is its own process (the health check's pid, with its data dir's token).
-   Reported per view: wall ms, the host's CPU ms (``/proc``), bytes; then the growth exponent
-   of each between consecutive sizes (1 = linear in the profiles, 0 = flat). Wall times depend
-   on what else the machine runs; CPU much less.
+   Reported per view: wall ms, the host's CPU ms (``/proc``, every thread, in 10 ms ticks), bytes,
+   and for the session page the CPU of the thread that rendered it (its ``Server-Timing``); then
+   the growth exponent of each between consecutive sizes (1 = linear in the profiles, 0 = flat).
+   Wall times depend on what else the machine runs; CPU much less.
 
 Other work may add pagination to the session page and rollups to the timeline; the script
 measures whatever the checkout has. Run: ``python benchmarks/bench_scale.py`` (``--sizes 300,1000``
@@ -40,6 +41,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -351,6 +353,8 @@ class Cost:
     wall_ms: float
     cpu_ms: float
     size: int
+    #: the CPU of the thread that built the answer, as its ``Server-Timing: render-cpu`` says (pages that tell it)
+    render_cpu_ms: float | None = None
 
 
 def view(host: Host, path: str) -> Cost:
@@ -361,7 +365,8 @@ def view(host: Host, path: str) -> Cost:
     time.sleep(0.05)  # background work the view started (a stored document being written) counts too
     if answer.status_code != 200:
         print(f"  {path}: HTTP {answer.status_code} {answer.text[:200]}")
-    return Cost(1000 * wall, 1000 * (host.cpu() - cpu), len(answer.content))
+    told = re.search(r"render-cpu;dur=([0-9.]+)", answer.headers.get("Server-Timing", ""))
+    return Cost(1000 * wall, 1000 * (host.cpu() - cpu), len(answer.content), float(told.group(1)) if told else None)
 
 
 #: Profiles of the session each fresh host views first (see :func:`views`).
@@ -406,8 +411,10 @@ def views(team: Team, sizes: list[int], columns: int, rollups: bool = True) -> N
             results[size] = row
             host.end(signal.SIGTERM)
             for name, cost in row.items():
+                told = "" if cost.render_cpu_ms is None else f"  render cpu {cost.render_cpu_ms:7.1f} ms"
                 print(
                     f"  {size:>6} {name:<34} wall {cost.wall_ms:9.1f} ms  cpu {cost.cpu_ms:9.1f} ms  {cost.size:>10} B"
+                    + told
                 )
     finally:
         host.end(signal.SIGTERM)
@@ -425,6 +432,9 @@ def views(team: Team, sizes: list[int], columns: int, rollups: bool = True) -> N
                     ("bytes", a.size, b.size, 1),
                 )
             ]
+            if a.render_cpu_ms is not None and b.render_cpu_ms is not None:
+                told = math.log(max(b.render_cpu_ms, 1.0) / max(a.render_cpu_ms, 1.0)) / grow
+                exponents.append(f"render cpu {told:5.2f}")
             print(f"  {small}->{large} {name:<34} {'  '.join(exponents)}")
 
 
