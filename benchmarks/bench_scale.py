@@ -19,8 +19,9 @@ upload is recorded (``stored_at`` set or cleared) and every summary written.
    is filled straight through the store (rows, S3 objects and summaries, as the hosts' ingest
    would leave them: a batch per hour, ``--columns`` columns), then a host that never saw it
    answers (after a view of a tiny session, so one-off start-up costs are apart): the session
-   page, the timeline JSON by day and by hour (of the last week: a view has at most 1,000
-   buckets; and of the whole history, refused past 1,000 hours), each first (cold) and again
+   page, the timeline JSON by day (of the last 365 days, then of the whole history, refused past
+   1,000 days) and by hour (of the last week: a view has at most 1,000 buckets; and of the
+   whole history, refused past 1,000 hours), each first (cold) and again
    (stored or cached; the median of three). A host checks at start that the server answering on
    its port is its own process (the health check's pid, with its data dir's token).
    Reported per view: wall ms, the host's CPU ms (``/proc``, every thread, in 10 ms ticks), bytes,
@@ -374,6 +375,9 @@ WARM_SIZE = 3
 
 VIEWS = {
     "session page": "/sessions/{sid}",
+    # the last year daily, first (cold): the whole history is refused past 1,000 days (50,000 hourly
+    # batches are 2,084), and below that it would leave the year's buckets built
+    "timeline day (last 365 days)": "/api/v1/sessions/{sid}/timeline?granularity=day&start={year_ago}&end={end}",
     "timeline day": "/api/v1/sessions/{sid}/timeline?granularity=day",
     # a view shows at most 1,000 buckets: the hourly one is of the last week of the history
     "timeline hour (last 7 days)": "/api/v1/sessions/{sid}/timeline?granularity=hour&start={week_ago}&end={end}",
@@ -399,12 +403,13 @@ def views(team: Team, sizes: list[int], columns: int, rollups: bool = True) -> N
             # one-off costs of a fresh process (first use of the sketch and drift libraries) are
             # paid on a small other session first, so they do not count as the size's
             for name, path in VIEWS.items():
-                warm = view(host, path.format(sid=warm_sid, week_ago=T0, end=T0 + WARM_SIZE * HOUR_MS))
+                warm = view(host, path.format(sid=warm_sid, week_ago=T0, year_ago=T0, end=T0 + WARM_SIZE * HOUR_MS))
                 print(f"  fresh host, {name} of a {WARM_SIZE}-profile session: cpu {warm.cpu_ms:.0f} ms")
             row: dict[str, Cost] = {}
             end = T0 + size * HOUR_MS
             for name, path in VIEWS.items():
-                url = path.format(sid=sid, week_ago=max(T0, end - 7 * 24 * HOUR_MS), end=end)
+                week_ago, year_ago = (max(T0, end - days * 24 * HOUR_MS) for days in (7, 365))
+                url = path.format(sid=sid, week_ago=week_ago, year_ago=year_ago, end=end)
                 row[f"{name} first"] = view(host, url)
                 again = sorted((view(host, url) for _ in range(3)), key=lambda cost: cost.cpu_ms + cost.wall_ms)
                 row[f"{name} again"] = again[1]  # the median of three: a host's background work adds noise
