@@ -19,13 +19,15 @@ upload is recorded (``stored_at`` set or cleared) and every summary written.
    is filled straight through the store (rows, S3 objects and summaries, as the hosts' ingest
    would leave them: a batch per hour, ``--columns`` columns), then a host that never saw it
    answers (after a view of a tiny session, so one-off start-up costs are apart): the session
-   page, the timeline JSON by day and by hour (of the last week: a view has at most 1,000
-   buckets; and of the whole history, refused past 1,000 hours), each first (cold) and again
+   page, the timeline JSON by day (of the last 365 days, then of the whole history, refused past
+   1,000 days) and by hour (of the last week: a view has at most 1,000 buckets; and of the
+   whole history, refused past 1,000 hours), each first (cold) and again
    (stored or cached; the median of three). A host checks at start that the server answering on
    its port is its own process (the health check's pid, with its data dir's token).
-   Reported per view: wall ms, the host's CPU ms (``/proc``), bytes; then the growth exponent
-   of each between consecutive sizes (1 = linear in the profiles, 0 = flat). Wall times depend
-   on what else the machine runs; CPU much less.
+   Reported per view: wall ms, the host's CPU ms (``/proc``, every thread, in 10 ms ticks), bytes,
+   and for the session page the CPU of the thread that rendered it (its ``Server-Timing``); then
+   the growth exponent of each between consecutive sizes (1 = linear in the profiles, 0 = flat).
+   Wall times depend on what else the machine runs; CPU much less.
 
 Other work may add pagination to the session page and rollups to the timeline; the script
 measures whatever the checkout has. Run: ``python benchmarks/bench_scale.py`` (``--sizes 300,1000``
@@ -40,6 +42,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -351,6 +354,8 @@ class Cost:
     wall_ms: float
     cpu_ms: float
     size: int
+    #: the CPU of the thread that built the answer, as its ``Server-Timing: render-cpu`` says (pages that tell it)
+    render_cpu_ms: float | None = None
 
 
 def view(host: Host, path: str) -> Cost:
@@ -361,7 +366,8 @@ def view(host: Host, path: str) -> Cost:
     time.sleep(0.05)  # background work the view started (a stored document being written) counts too
     if answer.status_code != 200:
         print(f"  {path}: HTTP {answer.status_code} {answer.text[:200]}")
-    return Cost(1000 * wall, 1000 * (host.cpu() - cpu), len(answer.content))
+    told = re.search(r"render-cpu;dur=([0-9.]+)", answer.headers.get("Server-Timing", ""))
+    return Cost(1000 * wall, 1000 * (host.cpu() - cpu), len(answer.content), float(told.group(1)) if told else None)
 
 
 #: Profiles of the session each fresh host views first (see :func:`views`).
@@ -369,6 +375,9 @@ WARM_SIZE = 3
 
 VIEWS = {
     "session page": "/sessions/{sid}",
+    # the last year daily, first (cold): the whole history is refused past 1,000 days (50,000 hourly
+    # batches are 2,084), and below that it would leave the year's buckets built
+    "timeline day (last 365 days)": "/api/v1/sessions/{sid}/timeline?granularity=day&start={year_ago}&end={end}",
     "timeline day": "/api/v1/sessions/{sid}/timeline?granularity=day",
     # a view shows at most 1,000 buckets: the hourly one is of the last week of the history
     "timeline hour (last 7 days)": "/api/v1/sessions/{sid}/timeline?granularity=hour&start={week_ago}&end={end}",
@@ -394,20 +403,23 @@ def views(team: Team, sizes: list[int], columns: int, rollups: bool = True) -> N
             # one-off costs of a fresh process (first use of the sketch and drift libraries) are
             # paid on a small other session first, so they do not count as the size's
             for name, path in VIEWS.items():
-                warm = view(host, path.format(sid=warm_sid, week_ago=T0, end=T0 + WARM_SIZE * HOUR_MS))
+                warm = view(host, path.format(sid=warm_sid, week_ago=T0, year_ago=T0, end=T0 + WARM_SIZE * HOUR_MS))
                 print(f"  fresh host, {name} of a {WARM_SIZE}-profile session: cpu {warm.cpu_ms:.0f} ms")
             row: dict[str, Cost] = {}
             end = T0 + size * HOUR_MS
             for name, path in VIEWS.items():
-                url = path.format(sid=sid, week_ago=max(T0, end - 7 * 24 * HOUR_MS), end=end)
+                week_ago, year_ago = (max(T0, end - days * 24 * HOUR_MS) for days in (7, 365))
+                url = path.format(sid=sid, week_ago=week_ago, year_ago=year_ago, end=end)
                 row[f"{name} first"] = view(host, url)
                 again = sorted((view(host, url) for _ in range(3)), key=lambda cost: cost.cpu_ms + cost.wall_ms)
                 row[f"{name} again"] = again[1]  # the median of three: a host's background work adds noise
             results[size] = row
             host.end(signal.SIGTERM)
             for name, cost in row.items():
+                told = "" if cost.render_cpu_ms is None else f"  render cpu {cost.render_cpu_ms:7.1f} ms"
                 print(
                     f"  {size:>6} {name:<34} wall {cost.wall_ms:9.1f} ms  cpu {cost.cpu_ms:9.1f} ms  {cost.size:>10} B"
+                    + told
                 )
     finally:
         host.end(signal.SIGTERM)
@@ -425,6 +437,9 @@ def views(team: Team, sizes: list[int], columns: int, rollups: bool = True) -> N
                     ("bytes", a.size, b.size, 1),
                 )
             ]
+            if a.render_cpu_ms is not None and b.render_cpu_ms is not None:
+                told = math.log(max(b.render_cpu_ms, 1.0) / max(a.render_cpu_ms, 1.0)) / grow
+                exponents.append(f"render cpu {told:5.2f}")
             print(f"  {small}->{large} {name:<34} {'  '.join(exponents)}")
 
 

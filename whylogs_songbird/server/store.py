@@ -901,9 +901,10 @@ class Store:
         page: ProfilePage = self.metadata.page_profiles(session_id, query)
         return page
 
-    def profile_counts(self, session_id: str) -> dict[str, int]:
-        """How many stored profiles a session holds, by kind (``batch``, ``reference``): an index count."""
-        return self.metadata.profile_counts(session_id)
+    def profile_counts(self, session_id: str, *, at_most: int | None = None) -> dict[str, int]:
+        """How many stored profiles a session holds, by kind (``batch``, ``reference``), each counted
+        no further than ``at_most``: an index walk of at most that many entries a kind."""
+        return self.metadata.profile_counts(session_id, at_most=at_most)
 
     def count_profiles(self, session_id: str, *, at_most: int | None = None) -> int:
         """How many stored profiles a session holds, counted no further than ``at_most`` (an index walk)."""

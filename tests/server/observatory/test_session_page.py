@@ -231,7 +231,52 @@ def test_a_comparison_with_a_profile_still_being_summarised_answers_202_as_a_who
         other.close()
 
 
+def test_a_session_past_the_counted_bound_says_more_than_it(server_factory):
+    from whylogs_songbird.server.observatory.listing import COUNTED_PROFILES
+    from whylogs_songbird.server.storage.base import new_id
+
+    server = server_factory(list_sessions=True)
+    sid = requests.post(f"{server.url}/v0/sessions", json={"userId": "many"}, timeout=TIMEOUT).json()["id"]
+    now = now_ms()
+    seeded = [
+        (new_id("log"), sid, "batch", TS + i, None, now, now // 1000 + 3600, now + i)
+        for i in range(COUNTED_PROFILES + 1)
+    ] + [(new_id("ref"), sid, "reference", None, f"ref {i}", now, now // 1000 + 3600, now) for i in range(2)]
+    metadata = server.store.metadata
+    with metadata._transaction() as conn:  # stored rows straight into the database: no upload is read
+        conn.executemany(
+            "INSERT INTO uploads (id, session_id, kind, dataset_timestamp, alias, created_at, expires_at, stored_at,"
+            " size, sha256, ingest_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 3, 'x', 'ready')",
+            seeded,
+        )
+    page = get(server.url, f"/sessions/{sid}")
+    assert page.status_code == 200 and len(rows(page.text)) == 50
+    lead = re.sub(r"<[^>]+>", "", re.search(r'<span id="profile-count".*?\)', page.text).group(0))
+    assert lead == f"more than {COUNTED_PROFILES + 2:,} profiles (more than {COUNTED_PROFILES:,} batches, 2 references)"
+    assert f'data-total="{COUNTED_PROFILES + 2}" data-more="true"' in page.text
+    listed = re.search(rf'<tr data-session="{sid}">(.*?)</tr>', get(server.url, "/").text, re.S).group(1)
+    assert re.findall(r'<td class="num">([^<]*)</td>', listed) == [f"more than {COUNTED_PROFILES:,}", "2"]
+
+
 # -- the list's parameters, as pure logic -------------------------------------------------------------
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/observatory/listing.py")
+def test_counts_are_exact_up_to_the_bound_and_more_than_it_past():
+    from whylogs_songbird.server.observatory.listing import ProfileCounts
+
+    exact = ProfileCounts(batch=1234, reference=1, bound=10_000)
+    assert (exact.more, exact.total) == (False, 1235)
+    assert [exact.shown(what) for what in ("total", "batch", "reference")] == ["1,235", "1,234", "1"]
+    at_bound = ProfileCounts(batch=10_000, reference=10_000, bound=10_000)
+    assert (at_bound.more, at_bound.shown("total"), at_bound.shown("batch")) == (False, "20,000", "10,000")
+    past = ProfileCounts(batch=3, reference=10_001, bound=10_000)
+    assert (past.more, past.total) == (True, 10_003)
+    assert [past.shown(what) for what in ("total", "batch", "reference")] == [
+        "more than 10,003",
+        "3",
+        "more than 10,000",
+    ]
 
 
 LABELS = [

@@ -1,6 +1,7 @@
-"""PostgreSQL with much history: the session quota is counted no further than its limit, and the
-paging indexes of schema v4 are built without blocking writes (CONCURRENTLY, outside a
-transaction, a leftover of a failed build rebuilt), on a real PostgreSQL (tests/support/services.py)."""
+"""PostgreSQL with much history: the session quota and the session page's counts are counted no
+further than their bounds, and the paging indexes of schema v4 are built without blocking writes
+(CONCURRENTLY, outside a transaction, a leftover of a failed build rebuilt), on a real PostgreSQL
+(tests/support/services.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.quotas import check_session_quota, create_slots
 from whylogs_songbird.server.storage.base import NewUpload
 from whylogs_songbird.server.storage.files import FileBlobStore
-from whylogs_songbird.server.storage.paging import BOUNDED_PROFILE_COUNT
+from whylogs_songbird.server.storage.paging import BOUNDED_KIND_COUNTS, BOUNDED_PROFILE_COUNT
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.store import Store
 
@@ -80,6 +81,19 @@ def test_the_quota_count_walks_no_further_than_its_bound(team, url):
     assert [(name.startswith("session_page_by_"), rows) for name, rows in walked] == [(True, 4)], (
         plan
     )  # one paging index, 4 entries read of the session's 30
+
+
+def test_the_pages_counts_walk_no_further_than_their_bound(team, url):
+    session_id = team.create_session("u").id
+    uploads = team.create_uploads(session_id, [*batch(30), NewUpload("reference", alias="r")], ttl_seconds=900)
+    for i, upload in enumerate(uploads):
+        store_profile_bytes(team, upload.id, bytes([i]))
+    assert team.profile_counts(session_id) == {"batch": 30, "reference": 1}
+    assert team.profile_counts(session_id, at_most=4) == {"batch": 4, "reference": 1}
+    walked, plan = index_walks(url, BOUNDED_KIND_COUNTS, (session_id, 4, session_id, 4), analyze=True)
+    assert sorted(walked) == [("session_page_by_alias", 1), ("session_page_by_alias", 4)], (
+        plan
+    )  # each kind from its first entry in the index: 4 batches read of 30, and the one reference
 
 
 PAGING = ("session_page_by_alias", "session_page_by_timestamp", "session_page_by_uploaded")

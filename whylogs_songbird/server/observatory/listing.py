@@ -16,11 +16,14 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from whylogs_songbird.server.observatory.base import PageError, shown
 from whylogs_songbird.server.storage.paging import SORTS, Cursor, ProfileQuery, cursor_is_valid
+
+if TYPE_CHECKING:
+    from whylogs_songbird.server.store import Store
 
 #: Rows per page unless ``limit`` says otherwise, and the most it may say: with every user value
 #: shown shortened (see :data:`SHOWN_CHARS`) a page stays within a few hundred kB.
@@ -37,6 +40,9 @@ DEFAULT_ORDER = {"uploaded": "desc", "timestamp": "desc", "alias": "asc"}
 SORT_LABELS = {"uploaded": "upload time", "timestamp": "dataset timestamp", "alias": "kind, then alias"}
 #: The parameters that choose which rows (kept by every link of the page).
 FILTER_PARAMS = ("sort", "order", "kind", "segment", "q", "limit")
+#: The pages count each kind of a session's profiles up to this many (an index walk bounded by it,
+#: so a page costs the same however many the session holds) and say "more than 10,000" past it.
+COUNTED_PROFILES = 10_000
 
 
 @dataclass(frozen=True)
@@ -228,15 +234,50 @@ def read_params(back: Mapping[str, Any], query: Mapping[str, str]) -> tuple[List
     return params, profile_query
 
 
+@dataclass(frozen=True)
+class ProfileCounts:
+    """A session's profiles by kind as its pages show them: exact up to ``bound`` a kind, "more
+    than" past it."""
+
+    batch: int
+    reference: int
+    bound: int = COUNTED_PROFILES
+
+    @classmethod
+    def of(cls, store: Store, session_id: str, bound: int = COUNTED_PROFILES) -> ProfileCounts:
+        """The session's counts, each kind counted one past ``bound`` (no further)."""
+        found = store.profile_counts(session_id, at_most=bound + 1)
+        return cls(found["batch"], found["reference"], bound)
+
+    @property
+    def more(self) -> bool:
+        """Whether a kind holds more than the bound (so the total is a lower bound)."""
+        return max(self.batch, self.reference) > self.bound
+
+    @property
+    def total(self) -> int:
+        """The profiles counted: every profile, or (when :attr:`more`) the least the session holds."""
+        return min(self.batch, self.bound) + min(self.reference, self.bound)
+
+    def shown(self, what: str) -> str:
+        """``batch``, ``reference`` or ``total`` as a page writes it: "1,234" or "more than 10,000"."""
+        if what == "total":
+            return f"more than {self.total:,}" if self.more else f"{self.total:,}"
+        n = self.batch if what == "batch" else self.reference
+        return f"more than {self.bound:,}" if n > self.bound else f"{n:,}"
+
+
 def shortened(text: str, limit: int = SHOWN_CHARS) -> str:
     """``text``, cut to ``limit`` characters with an ellipsis."""
     return text if len(text) <= limit else text[:limit] + "…"
 
 
 __all__ = [
+    "COUNTED_PROFILES",
     "DEFAULT_ROWS",
     "MAX_ROWS",
     "ListParams",
+    "ProfileCounts",
     "decode_cursor",
     "encode_cursor",
     "parse_segment_label",

@@ -25,6 +25,7 @@ from whylogs_songbird.server.observatory.listing import (
     MAX_ROWS,
     SHOWN_CHARS,
     SORT_LABELS,
+    ProfileCounts,
     encode_cursor,
     read_params,
     shortened,
@@ -175,14 +176,15 @@ def observatory_router(
             for record in store.recent_sessions(RECENT_SESSIONS) if list_sessions else []:
                 if record.claimed:
                     continue
-                counts = store.profile_counts(record.id)  # from an index: no session's rows are read
+                # from an index, no further than a bound: no session's rows are read
+                counts = ProfileCounts.of(store, record.id)
                 sessions.append(
                     {
                         "id": record.id,
                         "created": format_timestamp(record.created_at),
                         "claimed": record.claimed,
-                        "batches": counts["batch"],
-                        "references": counts["reference"],
+                        "batches": counts.shown("batch"),
+                        "references": counts.shown("reference"),
                     }
                 )
             return render(
@@ -199,9 +201,9 @@ def observatory_router(
         params, query = read_params(_back(container), request.query_params)
         base = base_url(public_url, request)
         store.nudge_landed(sid)  # presigned PUTs are learned by the ingest worker, never here
-        # one page by keyset from an index, and the counts from the index: never every row
+        # one page by keyset from an index, and the counts from the index up to a bound: never every row
         page = store.page_profiles(sid, query)
-        counts = store.profile_counts(sid)
+        counts = ProfileCounts.of(store, sid)
         rows = []
         for upload in page.uploads:
             tags = segment_label(upload.segment_tags)
@@ -246,7 +248,6 @@ def observatory_router(
             base=base,
             params=params,
             counts=counts,
-            total=sum(counts.values()),
             pager=pager,
             sort_labels=SORT_LABELS,
             sorted_by=lambda sort: params.sorted_by(home, sort),

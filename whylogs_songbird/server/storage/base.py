@@ -410,8 +410,9 @@ class MetadataStore(Protocol):
         """One page of a session's stored (non-duplicate) profiles: a ``paging.ProfilePage`` for a
         ``paging.ProfileQuery`` (order, filters, cursor), read by keyset (see ``storage/paging.py``)."""
 
-    def profile_counts(self, session_id: str) -> dict[str, int]:
-        """How many stored (non-duplicate) profiles a session holds, by kind, without reading its rows."""
+    def profile_counts(self, session_id: str, *, at_most: int | None = None) -> dict[str, int]:
+        """How many stored (non-duplicate) profiles a session holds, by kind, without reading its
+        rows, each kind counted no further than ``at_most``."""
 
     def count_profiles(self, session_id: str, *, at_most: int | None = None) -> int:
         """How many stored (non-duplicate) profiles a session holds, counted no further than ``at_most``."""

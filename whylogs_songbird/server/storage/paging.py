@@ -9,7 +9,8 @@ rows added or removed while someone pages move no other row from one page to the
 duplicate, no gap). A cursor is only ever compared with index seeks (see ``_page_rows``).
 Filters (kind, segment, alias text) narrow the same walk.
 
-:meth:`ProfilePagingSql.profile_counts` counts a session's profiles by kind from the index alone.
+:meth:`ProfilePagingSql.profile_counts` counts a session's profiles by kind from the index alone, up
+to a bound (a page's cost stays that of the bound, however large the session).
 
 A mixin of :class:`~whylogs_songbird.server.storage.sql.SqlMetadataStore`: it uses its ``_query``
 and ``_upload_row``.
@@ -51,11 +52,19 @@ PAGING_INDEXES = (
     f" (session_id, kind, (COALESCE(alias, '')), id) WHERE {PROFILE_ROWS}",
 )
 
-#: How many profiles a session holds, up to the bound ``?`` (an index walk of at most that many
-#: entries of a paging index, however large the session): what a quota compares.
-BOUNDED_PROFILE_COUNT = (
-    f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM uploads WHERE session_id = ? AND {PROFILE_ROWS} LIMIT ?) AS held"  # noqa: S608
-)
+
+def _bounded_count(where: str) -> str:
+    """A count of a session's profiles that meet ``where``, up to the bound ``?`` (an index walk of at
+    most that many entries of a paging index, however large the session)."""
+    return f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM uploads WHERE session_id = ? AND {where} LIMIT ?) AS held"  # noqa: S608
+
+
+#: How many profiles a session holds, up to the bound ``?``: what a quota compares.
+BOUNDED_PROFILE_COUNT = _bounded_count(PROFILE_ROWS)
+_BATCHES, _REFERENCES = (_bounded_count(f"kind = '{kind}' AND {PROFILE_ROWS}") for kind in ("batch", "reference"))
+#: How many batch and reference profiles a session holds, each up to the bound ``?`` (session id and
+#: bound given twice): each walked in ``session_page_by_alias`` from its kind's first entry.
+BOUNDED_KIND_COUNTS = f"SELECT ({_BATCHES}) AS batch, ({_REFERENCES}) AS reference"
 #: The bound that counts every profile (a LIMIT both databases take).
 NO_BOUND = 2**62
 
@@ -205,19 +214,16 @@ class ProfilePagingSql:
             has_next=has_next,
         )
 
-    def profile_counts(self, session_id: str) -> dict[str, int]:
+    def profile_counts(self, session_id: str, *, at_most: int | None = None) -> dict[str, int]:
         """How many stored (non-duplicate) profiles a session holds, by kind (``batch``,
-        ``reference``): counted in the ``session_page_by_alias`` index, no row read."""
-        counts = {"batch": 0, "reference": 0}
+        ``reference``), each counted no further than ``at_most``: read from the
+        ``session_page_by_alias`` index alone, at most ``at_most`` entries a kind whatever the
+        session's size (a page shows "more than …" past it)."""
         if not is_valid_id(session_id, "session"):
-            return counts
-        rows = self._query(
-            f"SELECT kind, COUNT(*) AS n FROM uploads WHERE session_id = ? AND {PROFILE_ROWS} GROUP BY kind",  # noqa: S608
-            (session_id,),
-        )
-        for row in rows:
-            counts[str(row["kind"])] = int(row["n"])
-        return counts
+            return {"batch": 0, "reference": 0}
+        bound = NO_BOUND if at_most is None else max(0, at_most)
+        row = self._query(BOUNDED_KIND_COUNTS, (session_id, bound, session_id, bound))[0]
+        return {"batch": int(row["batch"]), "reference": int(row["reference"])}
 
     def count_profiles(self, session_id: str, *, at_most: int | None = None) -> int:
         """How many stored (non-duplicate) profiles a session holds, counting no further than
@@ -236,6 +242,7 @@ class ProfilePagingSql:
 
 
 __all__: list[str] = [
+    "BOUNDED_KIND_COUNTS",
     "BOUNDED_PROFILE_COUNT",
     "NO_BOUND",
     "NO_TIMESTAMP",
