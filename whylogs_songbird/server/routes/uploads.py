@@ -165,7 +165,7 @@ def _store_small_body(
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
     session_id = opened.upload.session_id
-    check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
+    check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=opened.upload)
     outcome = _stored(
         lambda: store.store_profile_data(upload_id, data, sha256=digest, opened=opened, segment_tags=shape.segment_tags)
     )
@@ -190,7 +190,7 @@ async def _store_streamed_body(
                 if looks_like_zip(data):
                     return _store_zip(store, config, upload, data)
             shape = _check_profile_file(tmp, config.max_columns)
-            check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
+            check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload)
             return _stored(
                 lambda: store.store_profile_file(
                     upload_id, tmp, size=size, sha256=digest, segment_tags=shape.segment_tags
@@ -221,7 +221,7 @@ def _store_zip(store: Store, config: ServerConfig, upload: UploadRecord, data: b
         upload.session_id,
         new_profiles=len(members),
         new_bytes=sum(len(content) for content, _ in members),
-        replacing=upload.id,
+        replacing=upload,
     )
     return _stored(lambda: store.store_zip(upload, members))
 
