@@ -104,12 +104,14 @@ def server_process(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process and its children (``--workers``) have used so far (Linux ``/proc``)."""
+    """User + system CPU time a process and its children (``--workers``, sandbox children) have used
+    so far, the children that ended and were waited for included (Linux ``/proc``), so a child
+    replaced during a measurement is counted too."""
     total = 0.0
     for one in [pid, *_children(pid)]:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
     return total
 
 

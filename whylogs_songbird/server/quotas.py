@@ -82,14 +82,15 @@ def check_session_quota(
     *,
     new_profiles: int = 0,
     new_bytes: int = 0,
-    replacing: str | None = None,
+    replacing: UploadRecord | None = None,
 ) -> None:
     """Raise ApiError(403) when ``session_id`` would pass a quota by adding ``new_profiles`` profiles
-    of ``new_bytes`` bytes (``replacing``: the id of an upload the new bytes replace)."""
+    of ``new_bytes`` bytes (``replacing``: the upload slot the new bytes go to, as the caller just
+    read it; if it holds a profile of the session, that profile is replaced and counts once)."""
     max_profiles, max_bytes = config.max_session_profiles, config.max_session_bytes
     if max_profiles is None and max_bytes is None:
         return
-    replaced = store.get_upload(replacing) if replacing else None
+    replaced = replacing
     if replaced is not None and not (
         replaced.session_id == session_id and replaced.stored and replaced.duplicate_of is None
     ):

@@ -19,8 +19,11 @@ will run (:func:`exercise_digest`), and answers the digest. A child runs with li
 A child that dies or is killed loses the try of the one profile it had started on
 (:class:`SandboxCrash`; the child says when it starts on each), and the next profile gets a fresh
 child. Each :class:`Sandbox` keeps up to ``max_children`` children, started on first use and
-reused (a child is retired after :attr:`SandboxLimits.jobs_per_child` profiles and after an
-out-of-memory error); each server process has its own. The callers count tries in the store
+reused; each server process has its own. A child is retired after an out-of-memory error, once
+its address space has grown by more than :attr:`SandboxLimits.retire_growth_bytes` since it
+greeted (what a leak or a fragmented heap costs the next profile's memory budget), and in any
+case after :attr:`SandboxLimits.jobs_per_child` profiles. Starting a child costs about a second
+of CPU (its imports), so a child that stays small is kept for many profiles. The callers count tries in the store
 (``MetadataStore.claim_ingest``), so a profile that kills its child every time is
 marked invalid after a few tries instead of being retried forever.
 """
@@ -92,9 +95,15 @@ class SandboxLimits:
     memory_bytes: int = 2048 * MiB
     cpu_seconds: int = 120
     wall_seconds: float = 300.0
-    jobs_per_child: int = 1000
+    jobs_per_child: int = 50_000
     #: The column limit of the profile check run in the child.
     max_columns: int = 20_000
+    #: A child whose address space grew by more than this since it greeted is retired (None: a
+    #: quarter of :attr:`memory_bytes`), so every profile gets most of its memory budget.
+    retire_growth_bytes: int | None = None
+
+    def retire_growth(self) -> int:
+        return self.retire_growth_bytes if self.retire_growth_bytes is not None else self.memory_bytes // 4
 
 
 class _Child:
@@ -119,6 +128,8 @@ class _Child:
         os.set_blocking(self.to_child, False)
         os.set_blocking(self.from_child, False)
         self.jobs = 0
+        #: The child's address space when it greeted (see :meth:`grown`).
+        self._greeted_size: int | None = None
         #: Jobs not written yet (see :meth:`send`) and frames not taken yet (see :meth:`frame`).
         self._outbox: collections.deque[memoryview] = collections.deque()
         self._inbox = bytearray()
@@ -135,6 +146,14 @@ class _Child:
         if kind != b"H" or size:
             self.kill()
             raise SandboxCrash("a sandbox process did not start (it did not greet)")
+        self._greeted_size = _address_space_of(self.process.pid)
+
+    def grown(self) -> int:
+        """How many bytes the child's address space grew since it greeted (0 where the OS does not say)."""
+        now = _address_space_of(self.process.pid)
+        if now is None or self._greeted_size is None:
+            return 0
+        return max(0, now - self._greeted_size)
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -271,9 +290,10 @@ class Sandbox:
         return child, generation
 
     def _give_back(self, child: _Child, generation: int, *, keep: bool) -> None:
+        keep = keep and child.jobs < self.limits.jobs_per_child and child.grown() <= self.limits.retire_growth()
         with self._cond:
             self._busy.discard(child)
-            keep = keep and generation == self._generation and child.jobs < self.limits.jobs_per_child
+            keep = keep and generation == self._generation
             if keep:
                 self._idle.append(child)
             self._cond.notify()
@@ -380,6 +400,16 @@ def _read_exactly(stream: object, size: int) -> bytes | None:
 def _address_space() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _address_space_of(pid: int) -> int | None:
+    """The address space of process ``pid`` in bytes (what ``RLIMIT_AS`` bounds), or None where
+    ``/proc`` does not tell (another OS, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _apply_test_fault(data: bytes) -> None:

@@ -160,9 +160,11 @@ def test_the_profile_quota_at_n_and_n_plus_one(store):
     with pytest.raises(ApiError, match="holds 2 profiles"):
         check_session_quota(store, full, session_id, new_profiles=1)
     # a PUT replacing a stored profile counts it once
-    check_session_quota(store, full, session_id, new_profiles=1, replacing=ids[0])
+    check_session_quota(store, full, session_id, new_profiles=1, replacing=store.get_upload(ids[0]))
     with pytest.raises(ApiError, match="holds 1 profiles"):
-        check_session_quota(store, ServerConfig(max_session_profiles=1), session_id, new_profiles=1, replacing=ids[0])
+        check_session_quota(
+            store, ServerConfig(max_session_profiles=1), session_id, new_profiles=1, replacing=store.get_upload(ids[0])
+        )
 
 
 def test_open_slots_do_not_count_at_put_time(store):
@@ -183,9 +185,9 @@ def test_the_byte_quota_at_n_and_n_plus_one(store):
         "session (--max-session-bytes), so nothing was stored. Start a new session, or upload smaller profiles."
     )
     # replacing the 4-byte profile: 3 held
-    check_session_quota(store, config, session_id, new_profiles=1, new_bytes=7, replacing=ids[1])
+    check_session_quota(store, config, session_id, new_profiles=1, new_bytes=7, replacing=store.get_upload(ids[1]))
     with pytest.raises(ApiError, match="holds 3 bytes of profiles; 8 more"):
-        check_session_quota(store, config, session_id, new_profiles=1, new_bytes=8, replacing=ids[1])
+        check_session_quota(store, config, session_id, new_profiles=1, new_bytes=8, replacing=store.get_upload(ids[1]))
 
 
 def test_the_byte_quota_alone_does_not_limit_profiles_and_the_profile_quota_alone_not_bytes(store):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -40,7 +41,9 @@ pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/sandbox.py")
 def test_the_default_limits():
     limits = SandboxLimits()
     assert (limits.memory_bytes, limits.cpu_seconds, limits.wall_seconds) == (2048 * 1024 * 1024, 120, 300.0)
-    assert (limits.jobs_per_child, limits.max_columns) == (1000, 20_000)
+    assert (limits.jobs_per_child, limits.max_columns) == (50_000, 20_000)
+    assert limits.retire_growth() == 512 * 1024 * 1024
+    assert SandboxLimits(memory_bytes=400, retire_growth_bytes=7).retire_growth() == 7
     assert sandbox.STARTUP_SECONDS == 120.0 and sandbox.TEST_FAULT_ENV == "SONGBIRD_SANDBOX_TEST_FAULT"
 
 
@@ -62,6 +65,8 @@ class FakeChild:
     made: list[FakeChild] = []
     answers: list[Any] = []
     greets = True
+    #: What :meth:`grown` says (bytes its address space grew).
+    growth = 0
 
     def __init__(self, limits: SandboxLimits) -> None:
         self.limits = limits
@@ -103,13 +108,16 @@ class FakeChild:
     def kill(self) -> None:
         self.killed += 1
 
+    def grown(self) -> int:
+        return FakeChild.growth
+
     def why_dead(self) -> str:
         return "the process summarising it crashed (SIGSEGV)"
 
 
 @pytest.fixture
 def fake_children(monkeypatch: pytest.MonkeyPatch) -> type[FakeChild]:
-    FakeChild.made, FakeChild.answers, FakeChild.greets = [], [], True
+    FakeChild.made, FakeChild.answers, FakeChild.greets, FakeChild.growth = [], [], True, 0
     monkeypatch.setattr(sandbox, "_Child", FakeChild)
     return FakeChild
 
@@ -283,6 +291,27 @@ def test_a_child_is_retired_after_its_jobs(fake_children):
     assert len(fake_children.made) == 2
 
 
+def test_a_child_is_retired_once_it_has_grown(fake_children):
+    fake_children.answers = [(b"O", b"1"), (b"O", b"2"), (b"O", b"3")]
+    pool = Sandbox(SandboxLimits(memory_bytes=4000))
+    fake_children.growth = 1000  # a quarter of its budget: kept
+    pool.digest(b"a")
+    assert fake_children.made[0].killed == 0
+    fake_children.growth = 1001
+    pool.digest(b"b")  # it still answers; then it is retired
+    assert fake_children.made[0].killed == 1
+    pool.digest(b"c")
+    assert len(fake_children.made) == 2
+
+
+def test_the_address_space_of_a_process():
+    own = sandbox._address_space_of(os.getpid())
+    assert own is not None and abs(own - sandbox._address_space()) < 64 * 1024 * 1024
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert sandbox._address_space_of(gone.pid) is None
+
+
 def test_a_child_that_does_not_start_frees_its_place(fake_children):
     fake_children.greets = False
     pool = Sandbox(max_children=1)
@@ -380,6 +409,34 @@ def test_a_child_greets_then_answers_jobs(monkeypatch):
     finally:
         child.kill()
     assert child.process.returncode is not None
+
+
+KEEPS_WHAT_IT_IS_TOLD = """
+import os, struct, sys
+frame = struct.Struct("<cQ")
+out = os.fdopen(1, "wb")
+out.write(frame.pack(b"H", 0)); out.flush()
+kept = []
+while True:
+    head = sys.stdin.buffer.read(frame.size)
+    if len(head) < frame.size:
+        break
+    kind, size = frame.unpack(head)
+    kept.append(bytearray(int(sys.stdin.buffer.read(size))))
+    out.write(frame.pack(b"O", 0)); out.flush()
+"""
+
+
+def test_a_child_says_how_much_it_grew_since_it_greeted(monkeypatch):
+    child = tiny_child(monkeypatch, KEEPS_WHAT_IT_IS_TOLD)
+    try:
+        child.wait_ready(20)
+        assert child.grown() < 16 * 1024 * 1024
+        assert child.ask(b"D", str(64 * 1024 * 1024).encode(), 20) == (b"O", b"")
+        assert child.grown() >= 64 * 1024 * 1024
+    finally:
+        child.kill()
+    assert child.grown() == 0  # gone: nothing to say
 
 
 DIES_ON_ITS_THIRD_JOB = """

@@ -66,10 +66,14 @@ def test_the_session_quota_at_n_and_n_plus_one_on_postgresql(team):
         check_session_quota(team, at_limit, session_id, new_profiles=3)
     with pytest.raises(ApiError, match="holds 5 profiles and this server allows 2"):
         check_session_quota(team, ServerConfig(max_session_profiles=2), session_id, new_profiles=1)
-    check_session_quota(team, ServerConfig(max_session_profiles=5), session_id, new_profiles=1, replacing=stored[0].id)
+    check_session_quota(
+        team, ServerConfig(max_session_profiles=5), session_id, new_profiles=1, replacing=team.get_upload(stored[0].id)
+    )
     with pytest.raises(ApiError, match="holds 15 bytes of profiles; 1 more"):
         check_session_quota(team, ServerConfig(max_session_bytes=15), session_id, new_profiles=1, new_bytes=1)
-    check_session_quota(team, ServerConfig(max_session_bytes=15), session_id, new_bytes=3, replacing=stored[1].id)
+    check_session_quota(
+        team, ServerConfig(max_session_bytes=15), session_id, new_bytes=3, replacing=team.get_upload(stored[1].id)
+    )
 
 
 def test_the_quota_count_walks_no_further_than_its_bound(team, url):

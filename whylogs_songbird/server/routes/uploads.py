@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from whylogs_songbird.models import DUPLICATE_HEADER
@@ -24,7 +23,7 @@ from whylogs_songbird.server.profile_check import (
     check_profile_file,
 )
 from whylogs_songbird.server.quotas import check_guest_writes, check_session_quota
-from whylogs_songbird.server.routes.deps import ERROR_RESPONSES
+from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, DirectRoute
 from whylogs_songbird.server.signing import SignatureError, UrlSigner
 from whylogs_songbird.server.store import (
     OpenUpload,
@@ -80,21 +79,6 @@ _QUERY_PARAMETERS = [
         ("signature", "The server's signature of the upload id and expiry."),
     )
 ]
-
-
-class DirectRoute(APIRoute):
-    """A route whose endpoint takes its path parameters and the request, nothing else: FastAPI
-    matches and documents it as any other, but solves no parameters or dependencies for it (on a
-    small upload that machinery costs about a tenth of the request's CPU)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-
-        async def handle(request: Request) -> Response:
-            response: Response = await endpoint(request=request, **request.path_params)
-            return response
-
-        return handle
 
 
 async def put_upload(upload_id: str, request: Request) -> JSONResponse:
@@ -181,7 +165,7 @@ def _store_small_body(
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
     session_id = opened.upload.session_id
-    check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=upload_id)
+    check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=opened.upload)
     outcome = _stored(
         lambda: store.store_profile_data(upload_id, data, sha256=digest, opened=opened, segment_tags=shape.segment_tags)
     )
@@ -206,7 +190,7 @@ async def _store_streamed_body(
                 if looks_like_zip(data):
                     return _store_zip(store, config, upload, data)
             shape = _check_profile_file(tmp, config.max_columns)
-            check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload_id)
+            check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload)
             return _stored(
                 lambda: store.store_profile_file(
                     upload_id, tmp, size=size, sha256=digest, segment_tags=shape.segment_tags
@@ -237,7 +221,7 @@ def _store_zip(store: Store, config: ServerConfig, upload: UploadRecord, data: b
         upload.session_id,
         new_profiles=len(members),
         new_bytes=sum(len(content) for content, _ in members),
-        replacing=upload.id,
+        replacing=upload,
     )
     return _stored(lambda: store.store_zip(upload, members))
 
