@@ -692,10 +692,11 @@ class TimelineService:
             self.cache.drop(session_id, prefix)
 
     def _stored(
-        self, session_id: str, key: str, compute: Callable[[], Any], what: str, drop: tuple[str, str | None]
+        self, session_id: str, key: str, compute: Callable[[], Any], what: str, drop: tuple[str, str | None] | None
     ) -> Any:
         """The value stored under ``key``, or computed, stored, and what it replaces dropped: the
-        stored values under ``drop[0]`` (except under ``drop[1]``), older versions of this one."""
+        stored values under ``drop[0]`` (except under ``drop[1]``), older versions of this one
+        (None: it replaces nothing)."""
         stored = self.cache.get(session_id, key)
         if stored is not None:
             try:
@@ -704,8 +705,8 @@ class TimelineService:
                 logger.warning("timeline: a stored value of session %s cannot be read; computing it again", session_id)
         value = compute()
         self._count(what)
-        prefix, keep = drop
-        self.cache.drop(session_id, prefix, keep)
+        if drop is not None:
+            self.cache.drop(session_id, *drop)
         self.cache.put(session_id, key, _dumps(value))
         return value
 
@@ -733,23 +734,36 @@ class TimelineService:
         reference_key = reference.identity if reference else ""
         reference_dir = f"ref/{content_key([reference.id])[:16]}/" if reference else ""
 
-        def stored_key(key: str) -> tuple[str, str, tuple[str, str | None]]:
+        def stored_key(key: str) -> tuple[str, str, tuple[str, str | None], str]:
             """Where a value of compute_timeline (``points/<bucket>``, ``drift/<bucket>/<other>``) is
-            stored, what it is, and the stored values it replaces (see the module's docstring)."""
+            stored, what it is, the stored values it replaces (see the module's docstring), and the
+            version of the bucket it is stored under."""
             kind, _, rest = key.partition("/")
             bucket_key, _, other = rest.partition("/")
             slot = f"{BUCKET_PREFIX}{FORMAT}/{view.granularity}/{segment_key}/{starts[bucket_key]}/"
             version = f"{slot}{bucket_key}/"
             if kind == "points":  # a new version of the bucket: the stored values of older ones go
-                return f"{version}points", "points", (slot, version)
+                return f"{version}points", "points", (slot, version), version
             if reference is not None and other == reference_key:  # and of older versions of the other side
-                return f"{version}{reference_dir}{content_key([other])}", "drift", (f"{version}{reference_dir}", None)
-            return f"{version}prev/{other}", "drift", (f"{version}prev/", None)
+                where = f"{version}{reference_dir}{content_key([other])}"
+                return where, "drift", (f"{version}{reference_dir}", None), version
+            return f"{version}prev/{other}", "drift", (f"{version}prev/", None), version
+
+        #: versions whose points this build computed: nothing of theirs was stored (a bucket's points
+        #: are stored before its drift), so a drift stored under one replaces nothing: not dropped
+        fresh: set[str] = set()
 
         def cached(key: str, compute: Callable[[], Any]) -> Any:
-            where, what, replaced = stored_key(key)
+            where, what, replaced, version = stored_key(key)
+
+            def run() -> Any:
+                if what == "points":
+                    fresh.add(version)
+                return compute()
+
+            drop = None if what == "drift" and version in fresh else replaced
             return self._inflight.get_or_compute(
-                (session_id, where), lambda: self._stored(session_id, where, compute, what, replaced)
+                (session_id, where), lambda: self._stored(session_id, where, run, what, drop)
             )
 
         def memo(key: tuple[str, str, str], compute: Callable[[], BucketPoints]) -> BucketPoints:
