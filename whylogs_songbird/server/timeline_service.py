@@ -275,7 +275,8 @@ class TimelineService:
 
     ``list_profiles(session_id)`` gives the stored uploads; ``load(profile)`` deserializes one;
     ``column_names(profile)`` gives its column names (by default from ``load``), which the cap on
-    buckets × columns counts before anything is computed.
+    buckets × columns counts before anything is computed; ``columns(profile)`` its columns'
+    sketches (``ProfileColumns``, by default from ``load``), which a bucket of one batch is read as.
     """
 
     def __init__(
@@ -286,6 +287,7 @@ class TimelineService:
         monitors: MonitorsFile | None = None,
         *,
         column_names: Callable[[StoredProfile], Iterable[str]] | None = None,
+        columns: Callable[[StoredProfile], Profile] | None = None,
         max_buckets: int = MAX_VIEW_BUCKETS,
         max_cells: int = MAX_VIEW_CELLS,
         memo_bytes: int = 32 * MiB,
@@ -320,6 +322,9 @@ class TimelineService:
         self.target_of = target_of or (lambda session_id: ("session", session_id))
         self.load = load
         self.column_names = column_names or (lambda profile: list(self.load(profile).get_columns()))
+        #: ``columns(profile)``: what the timeline reads of one stored profile (a bucket of one batch):
+        #: its columns' sketches, or by default its view (``load``)
+        self.columns: Callable[[StoredProfile], Profile] = columns or load
         #: ``state(profile, patient)`` of a profile listed as pending: "ready", "pending" (an
         #: ingest worker, maybe another host's, still holds it) or "invalid"; ``patient``: for
         #: background work, which may wait for that worker. None: every profile is taken as ready
@@ -666,6 +671,8 @@ class TimelineService:
             members = [_member(by_identity[b.key]) for b in part.batches]
             rollup, merged = rollups.bucket_rollup(session_id, granularity, family, part, members, load)
             if merged is None and len(parts) == 1:  # read straight from the stored rollup
+                if rollup.digest is None:  # one batch: its own summary is the merge
+                    return self.columns(by_identity[rollup.members[0].identity])
                 return rollups.columns(rollup, load)
             views.append(merged if merged is not None else rollups.view(rollup, load))
         return merge_views(views)

@@ -23,6 +23,7 @@ import pytest
 import whylogs as why
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.column_stats import Profile, ProfileColumns
 from whylogs_songbird.monitors import Monitor, MonitorsFile
 from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups, family_of, rollup_key
 from whylogs_songbird.server.timeline_service import (
@@ -751,6 +752,22 @@ def test_with_rollups_a_week_is_merged_from_its_days_and_shows_the_same():
     assert sorted(session.loaded) == ["b1", "b2", "r1"]
     daily = session.service(rollups=rollups, column_names=no_names).document("s1", TimelineQuery(granularity="day"))
     assert daily["columns"]["x"]["count"] == [3, 3, 6]
+
+
+def test_a_bucket_of_one_batch_is_read_as_its_columns_and_shows_the_same():
+    session = with_a_busy_last_day()
+    rollups = Rollups(Derived(), lambda session_id, member: None)
+    plain = session.service(rollups=rollups).document("s1", TimelineQuery(granularity="day"))
+    asked: list[str] = []
+
+    def columns(profile: StoredProfile) -> Profile:
+        asked.append(profile.id)
+        return ProfileColumns.of(session.load(profile))
+
+    # a new service (nothing computed) over the rollups now stored: the days of b1 and b2 are one batch each
+    read = session.service(rollups=rollups, columns=columns).document("s1", TimelineQuery(granularity="day"))
+    assert asked == ["b1", "b2"]  # the last day (b3 and b5) is read from its rollup
+    assert read == plain
 
 
 def test_the_monitors_view_is_the_monitors_granularity_and_segment_waiting_for_workers(caplog):
