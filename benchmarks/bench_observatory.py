@@ -19,6 +19,13 @@ digests, summarized, charted and scored; the whole profile is read for its colum
 count only. Ratios, measured in the same run: warm ÷ cold per page, and cold time per shown
 column-profile (one column card of one profile), which puts the two pages on one scale.
 
+Cold runs share one process, so the libraries' one-off costs (first use of whylogs' drift module,
+scipy's distributions, the sketch library) are paid by the first only. Then, in *fresh server
+processes* (``python -m whylogs_songbird.server``, ``--fresh-runs`` each way), once the process is
+idle: the first comparison page and, right after, the first view of another comparison (three other
+profiles: nothing of it cached), with the server's start-up warm-up (``server/warmup.py``) and
+without it; their ratio says what the very first page still pays that a later first view does not.
+
 Run: ``python benchmarks/bench_observatory.py`` (``--runs N`` for more samples; about a minute).
 """
 
@@ -28,6 +35,8 @@ import argparse
 import os
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +47,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import requests  # noqa: E402
 import whylogs as why  # noqa: E402
+from _server_process import NO_CLIENT_RATE_LIMITS, cpu_seconds  # noqa: E402
+from server_processes import wait_healthy  # noqa: E402  (tests/support: on the path once _server_process is imported)
+from services import free_port  # noqa: E402
 
 import whylogs_songbird  # noqa: E402,F401  (registers the writer)
 from whylogs_songbird.server import LocalServer  # noqa: E402
@@ -73,11 +85,51 @@ def fetch(url: str) -> tuple[float, float, int, float]:
     return render_ms(response), wall, len(response.content), render_ms(response, "render-cpu")
 
 
+#: A server process whose start-up warm-up is turned off (argv: port, data dir), for the comparison.
+_UNWARMED = """
+import runpy, sys
+import whylogs_songbird.server.app as app
+app.warm_in_background = lambda: None
+sys.argv = ["songbird-server", "--port", sys.argv[1], "--data-dir", sys.argv[2], *sys.argv[3:]]
+runpy.run_module("whylogs_songbird.server", run_name="__main__", alter_sys=True)
+"""
+
+
+def fresh_first_pages(data_dir: Path, paths: tuple[str, str], warmed: bool) -> tuple[float, float]:
+    """In a fresh server process (with or without its start-up warm-up), once it is idle: the render
+    CPU ms of the first page ``paths[0]`` and of the first view of ``paths[1]`` right after."""
+    port = str(free_port())
+    options = ["--no-access-log", *NO_CLIENT_RATE_LIMITS]
+    command = (
+        [sys.executable, "-m", "whylogs_songbird.server", "--port", port, "--data-dir", str(data_dir), *options]
+        if warmed
+        else [sys.executable, "-c", _UNWARMED, port, str(data_dir), *options]
+    )
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        before = cpu_seconds(process.pid)
+        while True:  # idle: the warm-up (if any) and the ingest worker's start are done
+            time.sleep(0.5)
+            now = cpu_seconds(process.pid)
+            if now - before < 0.02:
+                break
+            before = now
+        first = fetch(url + paths[0])[3]
+        later = fetch(url + paths[1])[3]
+        return first, later
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="cold runs (server restarts) per page")
     parser.add_argument("--warm", type=int, default=5, help="warm requests per cold run")
     parser.add_argument("--rows", type=int, default=500, help="rows per profile")
+    parser.add_argument("--fresh-runs", type=int, default=3, help="fresh server processes, with and without warm-up")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-observatory-"))
@@ -102,6 +154,10 @@ def main() -> None:
             for k, (seed, shift) in enumerate(((1, 0.0), (2, 0.05), (3, 1.0)))
         ]
         single = write(frame(1000, args.rows, 4), base + 3 * day)
+        other = [  # a second comparison, for a later first view in a fresh process
+            write(frame(500, args.rows, seed, shift), base + (k + 4) * day)
+            for k, (seed, shift) in enumerate(((5, 0.0), (6, 0.05), (7, 1.0)))
+        ]
         uploaded = time.perf_counter()
         while server.store.metadata.pending_ingest():  # the ingest worker summarises in the background
             time.sleep(0.05)
@@ -112,6 +168,9 @@ def main() -> None:
         stamps = [re.search(r"profile=(\d+)", u).group(1) for u in three]  # type: ignore[union-attr]
         compare_path = "/resources/model-1/profiles?" + "&".join(f"profile={s}" for s in stamps)
         compare_path += f"&sessionToken={session.group(1)}"
+        other_stamps = [re.search(r"profile=(\d+)", u).group(1) for u in other]  # type: ignore[union-attr]
+        other_path = "/resources/model-1/profiles?" + "&".join(f"profile={s}" for s in other_stamps)
+        other_path += f"&sessionToken={session.group(1)}"
         single_path = single[len(server.url) :]
     # a page builds the columns it shows: the first COLUMNS_PER_PAGE of each profile
     shown = min(500, COLUMNS_PER_PAGE), min(1000, COLUMNS_PER_PAGE)
@@ -178,6 +237,18 @@ def main() -> None:
         f"medians of {args.runs} cold runs (server restarts) and {args.runs * args.warm} warm requests per page; "
         "ms = the server's Server-Timing render time, CPU = its render-cpu time, wall = what requests saw"
     )
+    if args.fresh_runs:
+        print()
+        print("fresh server processes, once idle: first 3 x 500 comparison, then the first view of another one")
+        for warmed in (False, True):
+            runs = [fresh_first_pages(data_dir, (compare_path, other_path), warmed) for _ in range(args.fresh_runs)]
+            first = statistics.median(r[0] for r in runs)
+            later = statistics.median(r[1] for r in runs)
+            ratio = statistics.median(r[0] / r[1] for r in runs)
+            print(
+                f"  {'with' if warmed else 'without'} start-up warm-up: first page {first:.0f} ms CPU, "
+                f"later first view {later:.0f} ms CPU, first ÷ later {ratio:.2f} (medians of {len(runs)})"
+            )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 from whylogs.core import DatasetProfileView
@@ -454,6 +454,13 @@ KS_POINTS = tuple(float(q) for q in np.linspace(0, 1, 100))
 QUANTILE_CACHE_SIZE = 64
 
 
+class Split(NamedTuple):
+    """A KLL sketch's distinct quantiles at the KS test's points, ascending, and its CDF at them."""
+
+    points: list[float]
+    cdf: list[float]
+
+
 class _Quantiles:
     """The quantiles of KLL sketches, each taken once while the sketch is unchanged.
 
@@ -461,13 +468,15 @@ class _Quantiles:
     reference and, as the previous bucket, with the next one): whylogs' KS test would take the same
     sketch's quantiles for every comparison. An entry is the sketch itself (held, so that its id is
     not reused), its count and the points asked for: a sketch that took more values since then has
-    a new count and its quantiles are taken again.
+    a new count and its quantiles are taken again. :meth:`split` keeps, the same way, each sketch's
+    distinct quantiles and its own CDF at them (what every KS test of the sketch evaluates again).
     """
 
     def __init__(self, size: int = QUANTILE_CACHE_SIZE) -> None:
         self.size = size
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, tuple[Any, int, tuple[float, ...], np.ndarray]] = OrderedDict()
+        self._splits: OrderedDict[int, tuple[Any, int, tuple[float, ...], Split | None]] = OrderedDict()
         self._points: dict[tuple[float, ...], tuple[float, ...]] = {}
         self._ks_points = self.points(KS_POINTS)
 
@@ -520,9 +529,33 @@ class _Quantiles:
         self._keep(sketch, points, np.asarray(values[: len(points)], dtype=float))
         return values[len(points) :]
 
+    def split(self, sketch: Any, points: tuple[float, ...]) -> Split | None:
+        """The distinct quantiles of ``sketch`` at ``points``, ascending, and its CDF at each of them
+        (without the CDF's closing 1): the KS test of two sketches evaluates each sketch's CDF at
+        both sketches' quantiles, and these are its own half. None when a quantile is not finite
+        (whylogs' own loop then decides)."""
+        key, count = id(sketch), sketch.get_n()
+        with self._lock:
+            entry = self._splits.get(key)
+            if entry is not None and entry[0] is sketch and entry[1] == count and entry[2] is points:
+                self._splits.move_to_end(key)
+                return entry[3]
+        distinct = np.unique(self(sketch, points))  # sorted, NaN last
+        found: Split | None = None
+        if distinct.size and math.isfinite(distinct[0]) and math.isfinite(distinct[-1]):
+            at = distinct.tolist()
+            found = Split(at, sketch.get_cdf(at)[:-1])
+        with self._lock:
+            self._splits[key] = (sketch, count, points, found)
+            self._splits.move_to_end(key)
+            while len(self._splits) > self.size:
+                self._splits.popitem(last=False)
+        return found
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._splits.clear()
 
 
 #: The quantiles the KS test of :func:`drift_scores` compares.
@@ -539,6 +572,11 @@ def _batched_classes() -> tuple[type[Any], type[Any]]:
         DriftAlgorithmScore,
         zero_padding_frequent_items,
     )
+    from whylogs.viz.drift.configs import KSTestConfig
+
+    #: whylogs' default KS configuration, made once (each KS test would make its own: its points by
+    #: numpy's linspace); no test changes it
+    ks_config = KSTestConfig()
 
     class _DeferredScore(DriftAlgorithmScore):
         """A score whose p-value (and category) a ``settle`` fills in later, in one call for every
@@ -568,7 +606,8 @@ def _batched_classes() -> tuple[type[Any], type[Any]]:
         columns in one call (see :meth:`settle`).
 
         whylogs' loop evaluates both CDFs at every quantile of either sketch and keeps the largest
-        difference; the same points, sorted and without repeats, give the same maximum. The p-value is
+        difference; the same points without repeats give the same maximum, and each sketch's CDF at
+        its own quantiles is kept with them (:meth:`_Quantiles.split`). The p-value is
         whylogs' formula, ``kstwo.sf(statistic, round(m n / (m + n)))``, by :func:`ks_pvalues` (the
         same distribution, evaluated at a cost that does not grow with n); each column's score waits
         for :meth:`settle`, which computes them all in one call. Anything unusual (a point that is
@@ -576,7 +615,7 @@ def _batched_classes() -> tuple[type[Any], type[Any]]:
         """
 
         def __init__(self, quantiles: Any = None) -> None:
-            super().__init__()
+            super().__init__(ks_config)
             self._quantiles = sketch_quantiles if quantiles is None else quantiles
             self._points_of: Any = None
             self._points: tuple[float, ...] = ()
@@ -590,23 +629,20 @@ def _batched_classes() -> tuple[type[Any], type[Any]]:
             quantiles = self._parameter_config.quantiles
             if self._points_of is not quantiles:
                 self._points_of, self._points = quantiles, self._quantiles.points(quantiles)
-            points = np.unique(
-                np.concatenate(
-                    (
-                        self._quantiles(target_distribution, self._points),
-                        self._quantiles(reference_distribution, self._points),
-                    )
+            target = self._quantiles.split(target_distribution, self._points)
+            reference = self._quantiles.split(reference_distribution, self._points)
+            if target is None or reference is None:  # a quantile that is not finite
+                return super()._compute_ks_score(target_distribution, reference_distribution, with_thresholds)
+            # the largest difference of the CDFs at every quantile of either sketch (CDFs at finite
+            # points are never NaN): each sketch's own CDF at its own quantiles is kept (Split), so
+            # only the other's CDF at them is evaluated; a CDF's closing 1 is left out (map stops at
+            # the shorter list), as whylogs' loop ends before it
+            d_max = float(
+                max(
+                    max(map(abs, map(operator.sub, target.cdf, reference_distribution.get_cdf(target.points)))),
+                    max(map(abs, map(operator.sub, target_distribution.get_cdf(reference.points), reference.cdf))),
                 )
             )
-            split = points.tolist()
-            if not (math.isfinite(split[0]) and math.isfinite(split[-1])):  # sorted, NaN last: all finite
-                return super()._compute_ks_score(target_distribution, reference_distribution, with_thresholds)
-            target_cdf = target_distribution.get_cdf(split)
-            reference_cdf = reference_distribution.get_cdf(split)
-            target_cdf.pop()  # the last is 1 (every value is below the end)
-            reference_cdf.pop()
-            # the largest difference (CDFs at finite points are never NaN), without numpy's conversions
-            d_max = float(max(map(abs, map(operator.sub, target_cdf, reference_cdf))))
             m, n = sorted([target_distribution.get_n(), reference_distribution.get_n()], reverse=True)
             thresholds = self._parameter_config.thresholds if with_thresholds else None
             # Python's round, as numpy's, takes a half to the even neighbour
@@ -630,7 +666,7 @@ def _batched_classes() -> tuple[type[Any], type[Any]]:
 
     class _BatchedChiSquare(ChiSquare):
         """whylogs' chi-square test on the frequent items, with the p-values of all columns in one
-        call of scipy's ``chi2.sf`` (see :meth:`settle`) instead of one per column.
+        call of scipy's chi-square survival function (see :meth:`settle`) instead of one per column.
 
         The statistic and the degrees of freedom are whylogs': the target's frequent items (padded
         with the reference's), each against the reference's share of it scaled to the target's
@@ -672,11 +708,13 @@ def _batched_classes() -> tuple[type[Any], type[Any]]:
             """Fill in the p-value (and, with thresholds, the category) of every deferred score."""
             if not self._deferred:
                 return
-            from scipy import stats
+            from scipy import special
 
             statistics = np.array([score.statistic for score in self._deferred], dtype=float)
             freedoms = np.array([score.parameter for score in self._deferred], dtype=float)
-            pvalues = stats.chi2.sf(statistics, freedoms)
+            # scipy's chi2.sf for these (a statistic >= 0 or infinite, freedoms >= 1) is this function,
+            # the same numbers without its generic argument checks (most of its cost)
+            pvalues = special.chdtrc(freedoms, statistics)
             for score, pvalue in zip(self._deferred, pvalues):
                 category = self._get_drift_category(measure=pvalue) if score.thresholds is not None else None
                 score.fill(pvalue, category)
@@ -750,14 +788,8 @@ def drift_scores(target: Profile, reference: Profile) -> dict[str, DriftScore]:
     for name, score in found.items():
         if name in fallback:
             scores.update(_scores({name: fallback.pop(name)}))
-        elif score is not None:  # what _scores makes of score.to_dict(), without the dict
-            scores[name] = DriftScore(
-                column=name,
-                algorithm=str(score.algorithm or "?"),
-                statistic=None if score.statistic is None else float(score.statistic),
-                pvalue=finite(score.pvalue),
-                category=score.drift_category or None,
-            )
+        elif score is not None:  # as _scores reads score.to_dict(), without making the dict
+            scores[name] = _score(name, score.algorithm, score.statistic, score.pvalue, score.drift_category)
     scores.update(_scores(fallback))
     return scores
 
@@ -800,20 +832,26 @@ def _drift_scores_by_map(target: DatasetProfileView, reference: DatasetProfileVi
     return _scores(raw)
 
 
+def _score(column: str, algorithm: Any, statistic: Any, pvalue: Any, category: Any) -> DriftScore:
+    """The :class:`DriftScore` of one column from whylogs' fields of a score (``to_dict``'s)."""
+    return DriftScore(
+        column=column,
+        algorithm=str(algorithm or "?"),
+        statistic=None if statistic is None else float(statistic),
+        pvalue=finite(pvalue),
+        category=category or None,
+    )
+
+
 def _scores(raw: Mapping[str, Mapping[str, Any] | None]) -> dict[str, DriftScore]:
-    scores: dict[str, DriftScore] = {}
-    for column, score in raw.items():
-        if not score:
-            continue
-        statistic = score.get("statistic")
-        scores[column] = DriftScore(
-            column=column,
-            algorithm=str(score.get("algorithm") or "?"),
-            statistic=None if statistic is None else float(statistic),
-            pvalue=finite(score.get("pvalue")),
-            category=score.get("drift_category"),
+    """The scores of whylogs' ``calculate_drift_scores`` (a column it gave nothing is left out)."""
+    return {
+        column: _score(
+            column, score.get("algorithm"), score.get("statistic"), score.get("pvalue"), score.get("drift_category")
         )
-    return scores
+        for column, score in raw.items()
+        if score
+    }
 
 
 def _is_nan(value: Any) -> bool:

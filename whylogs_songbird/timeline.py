@@ -224,9 +224,10 @@ class Bucket:
     def profiles(self) -> int:
         return len(self.batches)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Identifies the bucket's content: changes when a batch is added, removed or replaced."""
+        """Identifies the bucket's content: changes when a batch is added, removed or replaced (a
+        digest of its batches' keys, made once per bucket: a view asks for it many times)."""
         return content_key(b.key for b in self.batches)
 
 

@@ -275,7 +275,8 @@ class TimelineService:
 
     ``list_profiles(session_id)`` gives the stored uploads; ``load(profile)`` deserializes one;
     ``column_names(profile)`` gives its column names (by default from ``load``), which the cap on
-    buckets × columns counts before anything is computed.
+    buckets × columns counts before anything is computed; ``columns(profile)`` its columns'
+    sketches (``ProfileColumns``, by default from ``load``), which a bucket of one batch is read as.
     """
 
     def __init__(
@@ -286,6 +287,7 @@ class TimelineService:
         monitors: MonitorsFile | None = None,
         *,
         column_names: Callable[[StoredProfile], Iterable[str]] | None = None,
+        columns: Callable[[StoredProfile], Profile] | None = None,
         max_buckets: int = MAX_VIEW_BUCKETS,
         max_cells: int = MAX_VIEW_CELLS,
         memo_bytes: int = 32 * MiB,
@@ -320,6 +322,9 @@ class TimelineService:
         self.target_of = target_of or (lambda session_id: ("session", session_id))
         self.load = load
         self.column_names = column_names or (lambda profile: list(self.load(profile).get_columns()))
+        #: ``columns(profile)``: what the timeline reads of one stored profile (a bucket of one batch):
+        #: its columns' sketches, or by default its view (``load``)
+        self.columns: Callable[[StoredProfile], Profile] = columns or load
         #: ``state(profile, patient)`` of a profile listed as pending: "ready", "pending" (an
         #: ingest worker, maybe another host's, still holds it) or "invalid"; ``patient``: for
         #: background work, which may wait for that worker. None: every profile is taken as ready
@@ -666,6 +671,8 @@ class TimelineService:
             members = [_member(by_identity[b.key]) for b in part.batches]
             rollup, merged = rollups.bucket_rollup(session_id, granularity, family, part, members, load)
             if merged is None and len(parts) == 1:  # read straight from the stored rollup
+                if rollup.digest is None:  # one batch: its own summary is the merge
+                    return self.columns(by_identity[rollup.members[0].identity])
                 return rollups.columns(rollup, load)
             views.append(merged if merged is not None else rollups.view(rollup, load))
         return merge_views(views)
@@ -692,10 +699,11 @@ class TimelineService:
             self.cache.drop(session_id, prefix)
 
     def _stored(
-        self, session_id: str, key: str, compute: Callable[[], Any], what: str, drop: tuple[str, str | None]
+        self, session_id: str, key: str, compute: Callable[[], Any], what: str, drop: tuple[str, str | None] | None
     ) -> Any:
         """The value stored under ``key``, or computed, stored, and what it replaces dropped: the
-        stored values under ``drop[0]`` (except under ``drop[1]``), older versions of this one."""
+        stored values under ``drop[0]`` (except under ``drop[1]``), older versions of this one
+        (None: it replaces nothing)."""
         stored = self.cache.get(session_id, key)
         if stored is not None:
             try:
@@ -704,8 +712,8 @@ class TimelineService:
                 logger.warning("timeline: a stored value of session %s cannot be read; computing it again", session_id)
         value = compute()
         self._count(what)
-        prefix, keep = drop
-        self.cache.drop(session_id, prefix, keep)
+        if drop is not None:
+            self.cache.drop(session_id, *drop)
         self.cache.put(session_id, key, _dumps(value))
         return value
 
@@ -733,23 +741,36 @@ class TimelineService:
         reference_key = reference.identity if reference else ""
         reference_dir = f"ref/{content_key([reference.id])[:16]}/" if reference else ""
 
-        def stored_key(key: str) -> tuple[str, str, tuple[str, str | None]]:
+        def stored_key(key: str) -> tuple[str, str, tuple[str, str | None], str]:
             """Where a value of compute_timeline (``points/<bucket>``, ``drift/<bucket>/<other>``) is
-            stored, what it is, and the stored values it replaces (see the module's docstring)."""
+            stored, what it is, the stored values it replaces (see the module's docstring), and the
+            version of the bucket it is stored under."""
             kind, _, rest = key.partition("/")
             bucket_key, _, other = rest.partition("/")
             slot = f"{BUCKET_PREFIX}{FORMAT}/{view.granularity}/{segment_key}/{starts[bucket_key]}/"
             version = f"{slot}{bucket_key}/"
             if kind == "points":  # a new version of the bucket: the stored values of older ones go
-                return f"{version}points", "points", (slot, version)
+                return f"{version}points", "points", (slot, version), version
             if reference is not None and other == reference_key:  # and of older versions of the other side
-                return f"{version}{reference_dir}{content_key([other])}", "drift", (f"{version}{reference_dir}", None)
-            return f"{version}prev/{other}", "drift", (f"{version}prev/", None)
+                where = f"{version}{reference_dir}{content_key([other])}"
+                return where, "drift", (f"{version}{reference_dir}", None), version
+            return f"{version}prev/{other}", "drift", (f"{version}prev/", None), version
+
+        #: versions whose points this build computed: nothing of theirs was stored (a bucket's points
+        #: are stored before its drift), so a drift stored under one replaces nothing: not dropped
+        fresh: set[str] = set()
 
         def cached(key: str, compute: Callable[[], Any]) -> Any:
-            where, what, replaced = stored_key(key)
+            where, what, replaced, version = stored_key(key)
+
+            def run() -> Any:
+                if what == "points":
+                    fresh.add(version)
+                return compute()
+
+            drop = None if what == "drift" and version in fresh else replaced
             return self._inflight.get_or_compute(
-                (session_id, where), lambda: self._stored(session_id, where, compute, what, replaced)
+                (session_id, where), lambda: self._stored(session_id, where, run, what, drop)
             )
 
         def memo(key: tuple[str, str, str], compute: Callable[[], BucketPoints]) -> BucketPoints:

@@ -155,3 +155,52 @@ def test_a_merge_lists_the_columns_as_the_views_first_do_whatever_the_process():
     assert list(C.merge_views([first, second]).get_columns()) == names
     assert list(C.merge_views([second, first]).get_columns()) == [*names[8:], names[0], *names[1:8]]
     assert C.merge_views([first]) is first
+
+
+def test_the_ks_statistic_is_that_of_whylogs_loop_exactly():
+    """Each sketch's CDF at its own quantiles is kept (``_Quantiles.split``) and only the other's is
+    evaluated at them: the largest difference is whylogs' own KS statistic, bit for bit, ties and
+    repeated quantiles included."""
+    from whylogs.viz.drift.column_drift_algorithms import KS
+
+    def frame(seed: int, shift: float) -> pd.DataFrame:
+        r = np.random.default_rng(seed)
+        return pd.DataFrame(
+            {
+                "normal": r.normal(shift, 1, 3000),
+                "few": r.integers(0, 4 + int(shift), 3000),  # many repeated quantiles
+                "constant": np.full(3000, 2.0 + shift),
+                "tail": r.exponential(1 + shift, 3000),
+            }
+        )
+
+    views = [why.log(frame(seed, shift)).view() for seed, shift in ((1, 0.0), (2, 0.0), (3, 1.0))]
+    C.sketch_quantiles.clear()
+    for target, reference in ((views[1], views[0]), (views[2], views[0]), (views[2], views[1]), (views[0], views[2])):
+        ours = C.drift_scores(target=C.profile_columns(target), reference=C.profile_columns(reference))
+        for name in ("normal", "few", "constant", "tail"):
+            sketches = [v.get_column(name).get_metric("distribution").kll.value for v in (target, reference)]
+            whylogs = KS()._compute_ks_score(*sketches, with_thresholds=True)
+            assert ours[name].algorithm == "ks" and ours[name].statistic == whylogs.statistic, name
+
+
+def test_a_split_is_kept_until_its_sketch_changes_and_none_when_not_finite():
+    import whylogs_sketching as ds
+
+    quantiles = C._Quantiles(size=2)
+    points = quantiles.points(C.KS_POINTS)
+    sketch = ds.kll_doubles_sketch()
+    for value in (1.0, 1.0, 2.0, 3.0):
+        sketch.update(value)
+    split = quantiles.split(sketch, points)
+    assert split is not None and split.points == [1.0, 2.0, 3.0]  # distinct, ascending
+    assert split.cdf == sketch.get_cdf([1.0, 2.0, 3.0])[:-1] == [0.0, 0.5, 0.75]
+    assert quantiles.split(sketch, points) is split  # kept
+    sketch.update(4.0)
+    again = quantiles.split(sketch, points)
+    assert again is not split and again is not None and again.points == [1.0, 2.0, 3.0, 4.0]
+    unbounded = ds.kll_doubles_sketch()
+    unbounded.update(1.0)
+    unbounded.update(float("inf"))
+    assert quantiles.split(unbounded, points) is None  # whylogs' own loop decides
+    assert len(quantiles._splits) == 2

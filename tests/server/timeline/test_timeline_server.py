@@ -52,7 +52,7 @@ def test_json_marks_the_shifted_column_drifted_from_day_20(daily) -> None:
     response = get_json(daily["server"], daily["session_id"], granularity="day")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
-    assert "timeline;dur=" in response.headers["server-timing"]
+    assert re.fullmatch(r"timeline;dur=\d+\.\d, timeline-cpu;dur=\d+\.\d", response.headers["server-timing"])
     doc = response.json()
     assert doc["granularity"] == "day"
     assert doc["reference"]["id"] == daily["ref_id"] and doc["reference"]["alias"] == "training"

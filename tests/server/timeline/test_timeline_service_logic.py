@@ -23,6 +23,7 @@ import pytest
 import whylogs as why
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.column_stats import Profile, ProfileColumns
 from whylogs_songbird.monitors import Monitor, MonitorsFile
 from whylogs_songbird.server.rollups import ALL_SEGMENTS, Member, Rollups, family_of, rollup_key
 from whylogs_songbird.server.timeline_service import (
@@ -753,6 +754,22 @@ def test_with_rollups_a_week_is_merged_from_its_days_and_shows_the_same():
     assert daily["columns"]["x"]["count"] == [3, 3, 6]
 
 
+def test_a_bucket_of_one_batch_is_read_as_its_columns_and_shows_the_same():
+    session = with_a_busy_last_day()
+    rollups = Rollups(Derived(), lambda session_id, member: None)
+    plain = session.service(rollups=rollups).document("s1", TimelineQuery(granularity="day"))
+    asked: list[str] = []
+
+    def columns(profile: StoredProfile) -> Profile:
+        asked.append(profile.id)
+        return ProfileColumns.of(session.load(profile))
+
+    # a new service (nothing computed) over the rollups now stored: the days of b1 and b2 are one batch each
+    read = session.service(rollups=rollups, columns=columns).document("s1", TimelineQuery(granularity="day"))
+    assert asked == ["b1", "b2"]  # the last day (b3 and b5) is read from its rollup
+    assert read == plain
+
+
 def test_the_monitors_view_is_the_monitors_granularity_and_segment_waiting_for_workers(caplog):
     session = with_a_busy_last_day()
     asked: list[bool] = []
@@ -797,6 +814,11 @@ class CountedArtefacts(MemoryArtefacts):
         super().__init__()
         self.puts: dict[str, int] = {}
         self.gets: list[str] = []
+        self.drops: list[str] = []
+
+    def drop(self, session_id: str, prefix: str, keep: str | None = None) -> None:
+        self.drops.append(prefix)
+        super().drop(session_id, prefix, keep)
 
     def get(self, session_id: str, key: str) -> bytes | None:
         self.gets.append(key)
@@ -913,12 +935,19 @@ def test_a_new_version_of_a_bucket_or_reference_drops_what_it_replaces():
         return [k for k in cache.keys(BUCKET_PREFIX) if f"/{kind}" in k]
 
     assert (len(stored_of("points")), len(stored_of("ref/")), len(stored_of("prev/"))) == (3, 3, 2)
+    # a new version's points drop the slot's older versions; its drift, stored under that new version
+    # in the same build, replaces nothing: no drop
+    slots = [key.rsplit("/", 2)[0] + "/" for key in stored_of("points")]
+    assert [d for d in cache.drops if d.startswith(BUCKET_PREFIX)] == slots
+    cache.drops.clear()
     # a batch lands in the first day: that bucket's points and drift are new, the old ones dropped;
     # the second day's drift against the first is new, the one against its older version dropped
     session.profiles.append(stored("b0", T0))
     service.document("s1", daily)
     assert (len(stored_of("points")), len(stored_of("ref/")), len(stored_of("prev/"))) == (3, 3, 2)
     assert service.computed == {"points": 4, "drift": 7}
+    assert cache.drops == [slots[0], cache.drops[1]] and cache.drops[1].startswith(slots[1])  # the second's prev/
+    assert cache.drops[1].endswith("/prev/")
     # the reference is stored again (same id, new content): every drift against it is new, the old dropped
     session.profiles[4] = dataclasses.replace(session.profiles[4], identity="r1:sha-new:1")
     service.document("s1", daily)
