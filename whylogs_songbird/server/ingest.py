@@ -7,9 +7,11 @@ the store (a claim is a short lease, :data:`LEASE_MS`, renewed by a heartbeat wh
 once the lease ends, so work left by a crashed server is picked up within seconds), checks each in full in a sandbox
 child process (``sandbox.py``: whylogs' default metrics read from their messages, anything else
 deserialized by whylogs: ``sandbox.summarise_bytes``), and stores its digest (``digest.py``) or marks it
-``invalid`` with the reason. Each claim counts a try in the store: a profile whose child crashes
+``invalid`` with the reason. A failed try is counted in the store: a profile whose child crashes
 or hangs is tried again, and marked invalid after ``INGEST_MAX_TRIES`` tries, so neither a crash
-nor a restart loops on it.
+nor a restart loops on it. A host that dies (``kill -9``) while summarising a batch charges no one:
+each profile of the dead claim is then claimed alone, and a host that dies on it alone counts a
+try against it (``MetadataStore.claim_ingest``), so good profiles never pay for a batch-mate.
 
 It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
 it at once. With presigned uploads it also makes the background look for PUTs that landed in the
@@ -56,8 +58,8 @@ GATHER_SECONDS = 0.01
 #: bucket for many of them; a view merges from the profiles whatever is not rolled up yet).
 ROLLUP_BATCH = 32
 #: The worker claims up to this many pending profiles at once and sends those that together hold at
-#: most :data:`BATCH_BYTES` to one sandbox child in one round trip (the claims of the others are
-#: given back at once, so a page waiting for a large profile does not wait behind others).
+#: most :data:`BATCH_BYTES` to one sandbox child in one round trip (the others are left for the
+#: next claim, so a page waiting for a large profile does not wait behind others).
 INGEST_BATCH = 8
 BATCH_BYTES = 256 * 1024
 
@@ -257,7 +259,7 @@ def _record(
     if isinstance(outcome, SandboxError):
         store.release_ingest_claim(upload.id, upload.sha256, note=str(outcome))
         logger.warning(
-            "ingest: upload %s: %s (try %d of %d)", upload.id, outcome, upload.ingest_tries, INGEST_MAX_TRIES
+            "ingest: upload %s: %s (try %d of %d)", upload.id, outcome, upload.ingest_tries + 1, INGEST_MAX_TRIES
         )
         return None
     if not store.store_summary(upload.id, upload.sha256, outcome):  # after the version changed
@@ -408,17 +410,10 @@ class IngestWorker:
                 self._stop.wait(took * (1 - BUSY_SHARE) / BUSY_SHARE)
 
     def _claim(self) -> list[UploadRecord]:
-        """Claim pending profiles: up to :data:`INGEST_BATCH`, those within :data:`BATCH_BYTES`
-        together (at least one); the claims of the others are given back."""
-        claimed = self.store.claim_ingest(lease_ms=heartbeat_of(self.store).lease_ms, limit=INGEST_BATCH)
-        total, kept = 0, 0
-        for upload in claimed:
-            total += upload.size or 0
-            if kept and total > BATCH_BYTES:
-                break
-            kept += 1
-        self._give_back(claimed[kept:])
-        return claimed[:kept]
+        """Claim pending profiles: up to :data:`INGEST_BATCH`, within :data:`BATCH_BYTES` together
+        (at least one); a profile whose last claim died comes alone."""
+        lease_ms = heartbeat_of(self.store).lease_ms
+        return self.store.claim_ingest(lease_ms=lease_ms, limit=INGEST_BATCH, max_bytes=BATCH_BYTES)
 
     def _give_back(self, uploads: Sequence[UploadRecord]) -> None:
         for upload in uploads:

@@ -1075,9 +1075,10 @@ class Store:
 
     # -- summaries: the ingest worker's claims and verdicts -----------------------------------
 
-    def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
-        """Claim up to ``limit`` stored profiles still to be summarised, for ``lease_ms``."""
-        return self.metadata.claim_ingest(lease_ms=lease_ms, limit=limit)
+    def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_bytes: int | None = None) -> list[UploadRecord]:
+        """Claim up to ``limit`` stored profiles still to be summarised (of at most ``max_bytes``
+        together), for ``lease_ms``; one whose last claim died comes alone."""
+        return self.metadata.claim_ingest(lease_ms=lease_ms, limit=limit, max_bytes=max_bytes)
 
     def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
         """Renew this host's claims on ``upload_ids`` still held on pending profiles; the ids kept."""
