@@ -1080,6 +1080,15 @@ class Store:
         together), for ``lease_ms``; one whose last claim died comes alone."""
         return self.metadata.claim_ingest(lease_ms=lease_ms, limit=limit, max_bytes=max_bytes)
 
+    def announce_ingest(self) -> None:
+        """Tell the other processes of a shared store that profiles wait to be summarised."""
+        self.metadata.announce_ingest()
+
+    def listen_ingest(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Have ``callback`` called when another process announces ingest work; the stop function,
+        or None when the store cannot tell."""
+        return self.metadata.listen_ingest(callback)
+
     def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
         """Renew this host's claims on ``upload_ids`` still held on pending profiles; the ids kept."""
         return self.metadata.renew_ingest_claims(upload_ids, lease_ms=lease_ms)

@@ -1,18 +1,22 @@
-"""Ingest claims that die with their host (issue 27), on SQLite and on PostgreSQL: a claim of
-several profiles that ends without a verdict charges none of them, each is then claimed alone, and
-only a death on a profile alone counts a try against it; a profile every host dies on is marked
-invalid after INGEST_MAX_TRIES, its batch-mates are never charged."""
+"""Ingest claims across hosts (issue 27). On SQLite and on PostgreSQL: a claim of several
+profiles that ends without a verdict charges none of them, each is then claimed alone, and only a
+death on a profile alone counts a try against it; a profile every host dies on is marked invalid
+after INGEST_MAX_TRIES, its batch-mates are never charged. On PostgreSQL: work one host announces
+wakes the sleeping ingest worker of another."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from stored_profiles import store_profile_bytes
 
+from whylogs_songbird.server.ingest import IngestWorker
 from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.store import Store
@@ -92,3 +96,80 @@ def test_a_sandbox_crash_counts_on_release_and_a_stop_counts_nothing(store):
     assert [(u.id, u.ingest_tries) for u in again] == [(first, 1), (second, 0)]
     store.metadata.owner = "host-b"
     assert not store.metadata.release_ingest_claim(one.id, one.sha256), "another host's claim is left alone"
+
+
+# -- waking idle workers of other hosts (PostgreSQL LISTEN/NOTIFY) ----------------------------------
+
+
+class Digests:
+    """A sandbox answering a digest for each profile."""
+
+    def digest(self, data: bytes) -> bytes:
+        return b"digest"
+
+    def digest_many(self, profiles: list[bytes]) -> list[bytes | None]:
+        return [b"digest"] * len(profiles)
+
+    def close(self) -> None:
+        return None
+
+
+class WatchedWake(threading.Event):
+    """An ingest worker's wake that logs each set, and each wait as it begins and ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+
+    def set(self) -> None:
+        self.log.append("set")
+        super().set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.log.append("begin")
+        try:
+            return super().wait(timeout)
+        finally:
+            self.log.append("end")
+
+    def asleep_after_a_set(self) -> bool:
+        """Whether the worker waits now, unset, after it was set at least once."""
+        log = list(self.log)
+        return "set" in log and log[-1] == "begin" and not self.is_set()
+
+
+def test_work_announced_by_one_host_wakes_the_idle_worker_of_another_at_once(postgres_service, tmp_path):
+    """Host B's worker would not look at the store for an hour by itself; host A's announcement
+    (what its busy worker makes when a profile waits) wakes it, and B summarises the profile."""
+    url = postgres_service.new_schema()
+    host_a = Store(tmp_path / "data", metadata=PostgresMetadataStore(url))
+    host_b = Store(tmp_path / "data", metadata=PostgresMetadataStore(url))
+    host_a.metadata.owner, host_b.metadata.owner = "host-a", "host-b"
+    worker = IngestWorker(host_b, sandbox=Digests(), poll_seconds=3600)  # type: ignore[arg-type]
+    wake = worker._wake = WatchedWake()
+    worker.start()
+    try:
+        channel = host_b.metadata._ingest_channel  # type: ignore[attr-defined]
+
+        def listening() -> bool:
+            with psycopg.connect(url, autocommit=True) as conn:
+                query = "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle' AND query = %s"
+                return conn.execute(query, (f'LISTEN "{channel}"',)).fetchone()[0] == 1
+
+        wait_for(listening, "host B listens")
+        # B was woken once as it began listening: it looked, found nothing, and sleeps again
+        wait_for(wake.asleep_after_a_set, "host B's worker sleeps")
+        (upload_id,) = stored(host_a, 1)
+        host_a.announce_ingest()
+        wait_for(lambda: host_b.get_upload(upload_id).ingest_state == "ready", "host B summarises it")
+    finally:
+        worker.stop()
+        host_a.close()
+        host_b.close()
+
+
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
@@ -476,6 +476,15 @@ class MetadataStore(Protocol):
         """Extend this host's claims on ``upload_ids`` to ``lease_ms`` from now (the heartbeat of
         work in progress); the ids still held. A claim that ran out and was taken by another host,
         or ended, is not renewed."""
+
+    def announce_ingest(self) -> None:
+        """Tell the other processes of a shared store that profiles wait to be summarised (PostgreSQL:
+        a NOTIFY, which their :meth:`listen_ingest` hears); a no-op where none can listen."""
+
+    def listen_ingest(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``callback`` (on a thread of the store's) whenever a process announces ingest work
+        (:meth:`announce_ingest`), and once when listening starts; the function that stops it, or
+        None when this store cannot tell (its workers then rely on their idle poll)."""
 
     def release_ingest_claims(self, *, owner: str | None = None) -> int:
         """End every claim (at start, when no worker runs: claims of a crashed server), or with

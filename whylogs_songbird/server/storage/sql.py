@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -922,6 +922,12 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
             )
         self.claimed_here.discard(upload_id)
         return bool(changed)
+
+    def announce_ingest(self) -> None:
+        return None  # one host's file: its processes poll (see PostgresMetadataStore)
+
+    def listen_ingest(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        return None
 
     def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
         if not upload_ids:
