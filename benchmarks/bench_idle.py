@@ -2,8 +2,9 @@
 embedded store and as a team host (PostgreSQL + SeaweedFS, started here as the tests do).
 
 Each server is started, given a little history (a session with ``--uploads`` profiles PUT and
-``--open-slots`` slots never PUT, its session page viewed), left ``--settle`` seconds to finish
-that work, then watched for ``--seconds`` with nothing happening: its CPU (the process and its
+``--open-slots`` slots never PUT, its session page viewed), left to finish that work (until a
+5-second window costs it under 20 ms of CPU, at most ``--settle`` seconds: on a loaded machine
+that work takes a while), then watched for ``--seconds`` with nothing happening: its CPU (the process and its
 sandbox children, from ``/proc``) is reported per minute, and for the team host also the scans
 of the store's tables PostgreSQL counted meanwhile (``pg_stat_user_tables``: about one per query
 the idle host still makes; the statistics reach that view within seconds).
@@ -51,6 +52,16 @@ def give_history(url: str, uploads: int, open_slots: int) -> None:
         assert http.get(f"{url}/sessions/{session_id}", timeout=60).status_code == 200
 
 
+def settle(pid: int, seconds: float) -> None:
+    """Wait until the server's work on its history is done: a quiet 5-second window, or ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(5)
+        if cpu_seconds(pid) - before < 0.02:
+            return
+
+
 def watch(name: str, pid: int, seconds: float, scans: Callable[[], int] | None) -> None:
     before, committed, started = cpu_seconds(pid), scans() if scans else 0, time.monotonic()
     time.sleep(seconds)
@@ -65,7 +76,7 @@ def watch(name: str, pid: int, seconds: float, scans: Callable[[], int] | None) 
 def run_embedded(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="songbird-idle-") as work, server_process(Path(work) / "data") as (url, p):
         give_history(url, args.uploads, args.open_slots)
-        time.sleep(args.settle)
+        settle(p.pid, args.settle)
         watch("embedded", p.pid, args.seconds, None)
 
 
@@ -77,7 +88,7 @@ def run_team(args: argparse.Namespace) -> None:
         try:
             assert host.process is not None
             give_history(host.url, args.uploads, args.open_slots)
-            time.sleep(args.settle)
+            settle(host.process.pid, args.settle)
 
             def scans() -> int:
                 with psycopg.connect(team.database_url, autocommit=True) as conn:
@@ -97,7 +108,7 @@ def run_team(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="how long each server is watched idle")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds left for the history's work first")
+    parser.add_argument("--settle", type=float, default=120.0, help="at most this long for the history's work first")
     parser.add_argument("--uploads", type=int, default=5)
     parser.add_argument("--open-slots", type=int, default=10)
     parser.add_argument("--only", choices=["embedded", "team"])
