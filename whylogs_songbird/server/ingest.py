@@ -332,17 +332,25 @@ class IngestWorker:
         """Look for work now (a PUT just stored a profile, or a look learned landed uploads). When
         every thread is busy summarising, the other hosts are told instead (:meth:`announce`)."""
         self._wake.set()
+        if self._unlisten is None:
+            return  # no other process listens (the embedded store)
         with self._working_lock:
             busy = self._working >= self.concurrency
-        if busy:
-            self.announce()
+        if busy:  # on a thread of its own: an upload route calls this on the event loop
+            self.announce(in_thread=True)
 
-    def announce(self) -> None:
+    def announce(self, *, in_thread: bool = False) -> None:
         """Tell the other hosts' idle workers that profiles wait (at most every :data:`ANNOUNCE_SECONDS`)."""
         now = time.monotonic()
         if now - self._announced < ANNOUNCE_SECONDS:
             return
         self._announced = now
+        if in_thread:
+            threading.Thread(target=self._announce_now, name="songbird-ingest-announce", daemon=True).start()
+        else:
+            self._announce_now()
+
+    def _announce_now(self) -> None:
         try:
             self.store.announce_ingest()
         except Exception as exc:  # they find the work at their next poll

@@ -5,6 +5,7 @@ hosts. The real embedded store, a fake sandbox, the worker's waits recorded inst
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,25 +92,38 @@ def test_a_wake_brings_the_first_pace_back_and_work_found_too(store, monkeypatch
 
 class Announcements:
     def __init__(self) -> None:
-        self.count = 0
+        self.threads: list[str] = []
 
     def __call__(self) -> None:
-        self.count += 1
+        self.threads.append(threading.current_thread().name)
 
 
-def test_a_busy_worker_announces_work_to_the_other_hosts_an_idle_one_does_not(store, monkeypatch):
+def test_a_busy_worker_announces_work_to_the_other_hosts_off_the_caller_s_thread(store, monkeypatch):
     announced = Announcements()
     monkeypatch.setattr(store.metadata, "announce_ingest", announced)
     worker = IngestWorker(store, sandbox=Sandbox())
-    worker.wake()
-    assert announced.count == 0, "an idle worker takes the work itself"
     worker._working = 1  # its one thread is summarising
     worker.wake()
+    assert announced.threads == [], "no other process listens to an embedded store"
+    worker._unlisten = lambda: None  # as on PostgreSQL
+    worker._working = 0
+    worker.wake()
+    assert announced.threads == [], "an idle worker takes the work itself"
+    worker._working = 1
+    worker.wake()
     worker.wake()  # at once again: one announcement is enough
-    assert announced.count == 1
+    wait_for(lambda: len(announced.threads) == 1)
+    assert announced.threads == ["songbird-ingest-announce"]  # never on an upload route's event loop
     worker._announced -= ingest.ANNOUNCE_SECONDS
     worker.wake()
-    assert announced.count == 2
+    wait_for(lambda: len(announced.threads) == 2)
+
+
+def wait_for(condition) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def test_a_full_batch_is_announced(store, monkeypatch):
@@ -121,5 +135,5 @@ def test_a_full_batch_is_announced(store, monkeypatch):
     for upload in uploads:
         store_profile_bytes(store, upload.id, PROFILE + upload.id.encode())
     assert idle_waits(store, []) == [1.0]
-    assert announced.count == 1, "eight claimed: maybe more wait, idle hosts help"
+    assert len(announced.threads) == 1, "eight claimed: maybe more wait, idle hosts help"
     assert store.metadata.pending_ingest() == 0
