@@ -29,24 +29,32 @@ class OperationCounts:
         # another thread's batch is taken from memory but not yet written (it would miss those counts)
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
+        #: set by a count not written yet: the flusher sleeps until then (an idle server never wakes it)
+        self._counted = threading.Event()
         self._flusher: threading.Thread | None = None
 
     def count(self, operation: str) -> None:
         """Count one call of ``operation``; never blocks on the store, so the event loop may call it."""
         with self._lock:
             self._pending[operation] += 1
+            self._counted.set()
             if self._flusher is None or self._flusher_pid != os.getpid():
                 self._flusher_pid = os.getpid()
                 self._flusher = threading.Thread(target=self._flush_loop, name="songbird-counts", daemon=True)
                 self._flusher.start()
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(COUNT_FLUSH_SECONDS):
+        while True:
+            self._counted.wait()
+            if self._stop.wait(COUNT_FLUSH_SECONDS):  # the counts of that moment go in one write
+                return
+            self._counted.clear()
             try:
                 self.flush()
             except Exception:  # the store went away (closing): the counts are kept for the next try
                 if self._stop.is_set():
                     return
+                self._counted.set()  # tried again in a moment
                 logger.exception("writing operation counts failed")
 
     def flush(self) -> None:
@@ -71,6 +79,7 @@ class OperationCounts:
     def close(self) -> None:
         """Stop the writing thread and write what is left."""
         self._stop.set()
+        self._counted.set()
         flusher = self._flusher
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join(5)

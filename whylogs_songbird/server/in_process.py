@@ -12,11 +12,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import uvicorn
-
 from whylogs_songbird.server.app import create_app
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.serving import (
+    Server,
     bind_socket,
     open_store,
     setup_server_logs,
@@ -46,7 +45,7 @@ def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
         store.close()
         raise
     try:
-        uvicorn.Server(uv_config).run(sockets=[sock])
+        Server(uv_config).run(sockets=[sock])
     finally:
         sock.close()
         store.close()
@@ -70,7 +69,7 @@ class LocalServer:
             self._temp_dir = tempfile.mkdtemp(prefix="songbird-server-")
             data_dir = self._temp_dir
         self.config = ServerConfig(host=_LOOPBACK, port=port, data_dir=Path(data_dir), **config)
-        self._server: uvicorn.Server | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._store: Store | None = None
         #: The running app (``app.state`` holds the store, the ingest worker and the page caches).
@@ -110,7 +109,7 @@ class LocalServer:
         self.app = app
         if app.state.notifier is not None and self.config.public_url is None:
             app.state.notifier.base_url = f"http://{_LOOPBACK}:{port}"  # links name the port picked
-        server = uvicorn.Server(uvicorn_config(app, self.config, access_log=False, in_process=True))
+        server = Server(uvicorn_config(app, self.config, access_log=False, in_process=True))
         self._server = server
         self._error = None
 

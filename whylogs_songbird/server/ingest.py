@@ -7,13 +7,20 @@ the store (a claim is a short lease, :data:`LEASE_MS`, renewed by a heartbeat wh
 once the lease ends, so work left by a crashed server is picked up within seconds), checks each in full in a sandbox
 child process (``sandbox.py``: whylogs' default metrics read from their messages, anything else
 deserialized by whylogs: ``sandbox.summarise_bytes``), and stores its digest (``digest.py``) or marks it
-``invalid`` with the reason. Each claim counts a try in the store: a profile whose child crashes
+``invalid`` with the reason. A failed try is counted in the store: a profile whose child crashes
 or hangs is tried again, and marked invalid after ``INGEST_MAX_TRIES`` tries, so neither a crash
-nor a restart loops on it.
+nor a restart loops on it. A host that dies (``kill -9``) while summarising a batch charges no one:
+each profile of the dead claim is then claimed alone, and a host that dies on it alone counts a
+try against it (``MetadataStore.claim_ingest``), so good profiles never pay for a batch-mate.
 
-It is driven by store state, not memory: it polls the store, and a PUT in the same process wakes
-it at once. With presigned uploads it also makes the background look for PUTs that landed in the
-blob store (``Store.learn_landed``) when it has nothing to summarise; when a page asks for a look
+It is driven by store state, not memory, and sleeps while there is nothing to do: a PUT in the
+same process wakes it at once; on PostgreSQL a host with more work than it can take at once
+announces it (``Store.announce_ingest``, a NOTIFY) and the idle workers of the other hosts wake
+(``Store.listen_ingest``). Otherwise an idle worker looks at the store after
+:data:`POLL_SECONDS`, then twice as long each time, up to a third of the claim lease (at most
+:data:`IDLE_POLL_MAX_SECONDS`), for work of a host that died or that no one announced. With
+presigned uploads it also makes the background look for PUTs that landed in the blob store
+(``Store.learn_landed``) at those times, when it has nothing to summarise; when a page asks for a look
 (``Store.nudge_landed``: pages never look at the blob store themselves), its look thread makes it
 at once, whatever profile is being summarised meanwhile (see :meth:`IngestWorker.look_soon`).
 ``concurrency`` threads at most (default 1) summarise at once, so its memory is bounded by that
@@ -41,8 +48,12 @@ logger = logging.getLogger("whylogs_songbird.server.ingest")
 #: How long a claim holds without a heartbeat before another worker may take the profile again
 #: (``--claim-lease``); the heartbeat renews it every third of that while the work runs.
 LEASE_MS = round(DEFAULT_CLAIM_LEASE_SECONDS * 1000)
-#: How often an idle worker looks for work left by other processes or a crash.
+#: How soon an idle worker first looks for work left by other processes or a crash; each later
+#: look waits twice as long, up to :data:`IDLE_POLL_MAX_SECONDS` or a third of the claim lease.
 POLL_SECONDS = 1.0
+IDLE_POLL_MAX_SECONDS = 10.0
+#: A worker announces work to the other hosts at most this often (see :meth:`IngestWorker.wake`).
+ANNOUNCE_SECONDS = 0.2
 #: How long stopping waits for the profiles being summarised before it kills their sandbox children.
 STOP_GRACE_SECONDS = 5.0
 #: While requests are being answered, the worker summarises at most this share of the time.
@@ -56,8 +67,8 @@ GATHER_SECONDS = 0.01
 #: bucket for many of them; a view merges from the profiles whatever is not rolled up yet).
 ROLLUP_BATCH = 32
 #: The worker claims up to this many pending profiles at once and sends those that together hold at
-#: most :data:`BATCH_BYTES` to one sandbox child in one round trip (the claims of the others are
-#: given back at once, so a page waiting for a large profile does not wait behind others).
+#: most :data:`BATCH_BYTES` to one sandbox child in one round trip (the others are left for the
+#: next claim, so a page waiting for a large profile does not wait behind others).
 INGEST_BATCH = 8
 BATCH_BYTES = 256 * 1024
 
@@ -257,7 +268,7 @@ def _record(
     if isinstance(outcome, SandboxError):
         store.release_ingest_claim(upload.id, upload.sha256, note=str(outcome))
         logger.warning(
-            "ingest: upload %s: %s (try %d of %d)", upload.id, outcome, upload.ingest_tries, INGEST_MAX_TRIES
+            "ingest: upload %s: %s (try %d of %d)", upload.id, outcome, upload.ingest_tries + 1, INGEST_MAX_TRIES
         )
         return None
     if not store.store_summary(upload.id, upload.sha256, outcome):  # after the version changed
@@ -291,6 +302,11 @@ class IngestWorker:
         self._looking = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._look_thread: threading.Thread | None = None
+        #: threads summarising now (when all are, a wake is announced to the other hosts)
+        self._working = 0
+        self._working_lock = threading.Lock()
+        self._announced = 0.0
+        self._unlisten: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"IngestWorker(concurrency={self.concurrency}, running={bool(self._threads)})"
@@ -302,6 +318,10 @@ class IngestWorker:
             self._look_thread = threading.Thread(target=self._look_when_asked, name="songbird-ingest-look", daemon=True)
             self._look_thread.start()
             self.store.add_look_waker(self.look_soon)
+            try:  # other hosts' announcements of work wake this worker (PostgreSQL)
+                self._unlisten = self.store.listen_ingest(self._wake.set)
+            except Exception:
+                logger.exception("ingest: listening for other hosts' work failed; polling instead")
             for index in range(self.concurrency):
                 thread = threading.Thread(target=self._run, name=f"songbird-ingest-{index}", daemon=True)
                 thread.start()
@@ -309,8 +329,32 @@ class IngestWorker:
         return self
 
     def wake(self) -> None:
-        """Look for work now (a PUT just stored a profile)."""
+        """Look for work now (a PUT just stored a profile, or a look learned landed uploads). When
+        every thread is busy summarising, the other hosts are told instead (:meth:`announce`)."""
         self._wake.set()
+        if self._unlisten is None:
+            return  # no other process listens (the embedded store)
+        with self._working_lock:
+            busy = self._working >= self.concurrency
+        if busy:  # on a thread of its own: an upload route calls this on the event loop
+            self.announce(in_thread=True)
+
+    def announce(self, *, in_thread: bool = False) -> None:
+        """Tell the other hosts' idle workers that profiles wait (at most every :data:`ANNOUNCE_SECONDS`)."""
+        now = time.monotonic()
+        if now - self._announced < ANNOUNCE_SECONDS:
+            return
+        self._announced = now
+        if in_thread:
+            threading.Thread(target=self._announce_now, name="songbird-ingest-announce", daemon=True).start()
+        else:
+            self._announce_now()
+
+    def _announce_now(self) -> None:
+        try:
+            self.store.announce_ingest()
+        except Exception as exc:  # they find the work at their next poll
+            logger.warning("ingest: announcing work failed (%s)", type(exc).__name__)
 
     def look_soon(self) -> None:
         """Look for landed presigned PUTs now (a page asked, ``Store.nudge_landed``). The look
@@ -325,6 +369,9 @@ class IngestWorker:
         self._wake.set()
         self._look_wanted.set()  # the look thread ends too
         self.store.remove_look_waker(self.look_soon)
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(min(STOP_GRACE_SECONDS, max(0.0, deadline - time.monotonic())))
@@ -357,11 +404,11 @@ class IngestWorker:
                     return
                 self._look_wanted.clear()
                 if self._learn_landed():
-                    self._wake.set()
+                    self.wake()
                 if self._stop.wait(LANDED_LOOK_SECONDS):
                     return
             if self._learn_landed():
-                self._wake.set()
+                self.wake()
 
     def _run(self) -> None:
         summarised: list[tuple[UploadRecord, bytes]] = []  # not merged into their rollups yet
@@ -370,7 +417,14 @@ class IngestWorker:
         finally:
             _roll_up(self.store, summarised)
 
+    def _idle_poll_max(self) -> float:
+        """The longest an idle worker sleeps unwoken: dead hosts' claims are taken over soon after
+        their lease ends."""
+        lease_seconds = heartbeat_of(self.store).lease_ms / 1000
+        return max(self.poll_seconds, min(IDLE_POLL_MAX_SECONDS, lease_seconds / 3))
+
     def _summarise(self, summarised: list[tuple[UploadRecord, bytes]]) -> None:
+        idle_wait = self.poll_seconds
         while not self._stop.is_set():
             try:
                 claimed = self._claim()
@@ -383,22 +437,31 @@ class IngestWorker:
                 _roll_up(self.store, summarised)  # nothing else pending: the rollups catch up now
                 if self._learn_landed():
                     continue
-                woken = self._wake.wait(self.poll_seconds)
+                woken = self._wake.wait(idle_wait)
                 if self._stop.is_set():
                     return  # the wake stays set for the other threads: each stops at once
                 self._wake.clear()
                 if woken and self._stop.wait(GATHER_SECONDS):
                     return
+                idle_wait = self.poll_seconds if woken else min(2 * idle_wait, self._idle_poll_max())
                 continue
+            idle_wait = self.poll_seconds
             if self._stop.is_set():
                 self._give_back(claimed)
                 return
+            if len(claimed) >= INGEST_BATCH:
+                self.announce()  # maybe more than this host takes soon: idle hosts help
             started = time.perf_counter()
+            with self._working_lock:
+                self._working += 1
             try:
                 digests = ingest_many(self.store, claimed, self.sandbox)
             except Exception:
                 logger.exception("ingest: uploads %s failed", ", ".join(upload.id for upload in claimed))
                 digests = []
+            finally:
+                with self._working_lock:
+                    self._working -= 1
             summarised.extend((upload, digest) for upload, digest in zip(claimed, digests) if digest is not None)
             if len(summarised) >= ROLLUP_BATCH:
                 _roll_up(self.store, summarised)
@@ -408,17 +471,10 @@ class IngestWorker:
                 self._stop.wait(took * (1 - BUSY_SHARE) / BUSY_SHARE)
 
     def _claim(self) -> list[UploadRecord]:
-        """Claim pending profiles: up to :data:`INGEST_BATCH`, those within :data:`BATCH_BYTES`
-        together (at least one); the claims of the others are given back."""
-        claimed = self.store.claim_ingest(lease_ms=heartbeat_of(self.store).lease_ms, limit=INGEST_BATCH)
-        total, kept = 0, 0
-        for upload in claimed:
-            total += upload.size or 0
-            if kept and total > BATCH_BYTES:
-                break
-            kept += 1
-        self._give_back(claimed[kept:])
-        return claimed[:kept]
+        """Claim pending profiles: up to :data:`INGEST_BATCH`, within :data:`BATCH_BYTES` together
+        (at least one); a profile whose last claim died comes alone."""
+        lease_ms = heartbeat_of(self.store).lease_ms
+        return self.store.claim_ingest(lease_ms=lease_ms, limit=INGEST_BATCH, max_bytes=BATCH_BYTES)
 
     def _give_back(self, uploads: Sequence[UploadRecord]) -> None:
         for upload in uploads:

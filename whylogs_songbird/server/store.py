@@ -1076,9 +1076,19 @@ class Store:
 
     # -- summaries: the ingest worker's claims and verdicts -----------------------------------
 
-    def claim_ingest(self, *, lease_ms: int, limit: int = 1) -> list[UploadRecord]:
-        """Claim up to ``limit`` stored profiles still to be summarised, for ``lease_ms``."""
-        return self.metadata.claim_ingest(lease_ms=lease_ms, limit=limit)
+    def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_bytes: int | None = None) -> list[UploadRecord]:
+        """Claim up to ``limit`` stored profiles still to be summarised (of at most ``max_bytes``
+        together), for ``lease_ms``; one whose last claim died comes alone."""
+        return self.metadata.claim_ingest(lease_ms=lease_ms, limit=limit, max_bytes=max_bytes)
+
+    def announce_ingest(self) -> None:
+        """Tell the other processes of a shared store that profiles wait to be summarised."""
+        self.metadata.announce_ingest()
+
+    def listen_ingest(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Have ``callback`` called when another process announces ingest work; the stop function,
+        or None when the store cannot tell."""
+        return self.metadata.listen_ingest(callback)
 
     def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
         """Renew this host's claims on ``upload_ids`` still held on pending profiles; the ids kept."""

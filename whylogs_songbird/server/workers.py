@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 
 from whylogs_songbird.server.config import ServerConfig
-from whylogs_songbird.server.serving import bind_socket, open_store, setup_server_logs, uvicorn_config
+from whylogs_songbird.server.serving import Server, bind_socket, open_store, setup_server_logs, uvicorn_config
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -42,8 +42,6 @@ _MIN_UPTIME_SECONDS = 5.0
 
 def _worker_main(config: ServerConfig, sock: socket.socket, access_log: bool, index: int) -> None:
     """One worker process: the app over the shared socket until told to stop."""
-    import uvicorn
-
     from whylogs_songbird.server.app import create_app
     from whylogs_songbird.server.store import Store
 
@@ -52,7 +50,7 @@ def _worker_main(config: ServerConfig, sock: socket.socket, access_log: bool, in
     store = Store.open(config)
     try:
         app = create_app(config, store)
-        uvicorn.Server(uvicorn_config(app, config, access_log=access_log)).run(sockets=[sock])
+        Server(uvicorn_config(app, config, access_log=access_log)).run(sockets=[sock])
     finally:
         store.close()
 

@@ -98,7 +98,7 @@ def test_a_good_profile_gets_its_digest_stored(store):
     sandbox = FakeSandbox()
     assert ingest_one(store, claim(store), sandbox) == DIGEST
     assert sandbox.given == [PROFILE]
-    assert state(store, upload.id) == ("ready", None, 1)
+    assert state(store, upload.id) == ("ready", None, 0)  # no failed try
     assert store.metadata.get_summary(upload.id, hashlib.sha256(PROFILE).hexdigest()) == DIGEST
 
 
@@ -117,14 +117,14 @@ def test_unreadable_bytes_make_the_profile_invalid(store):
     sandbox = FakeSandbox()
     assert ingest_one(store, claimed, sandbox) is None
     assert sandbox.given == []
-    assert state(store, upload.id) == ("invalid", "its stored bytes cannot be read (FileNotFoundError)", 1)
+    assert state(store, upload.id) == ("invalid", "its stored bytes cannot be read (FileNotFoundError)", 0)
 
 
 def test_a_profile_the_sandbox_refuses_is_invalid_with_its_reason(store, caplog):
     caplog.set_level(logging.INFO, logger="whylogs_songbird.server.ingest")
     upload = put(store)
     assert ingest_one(store, claim(store), FakeSandbox(SandboxRefused("its KLL sketch is torn"))) is None
-    assert state(store, upload.id) == ("invalid", "its KLL sketch is torn", 1)
+    assert state(store, upload.id) == ("invalid", "its KLL sketch is torn", 0)
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.INFO, f"ingest: upload {upload.id} is not a readable profile: its KLL sketch is torn")
     ]
@@ -184,10 +184,10 @@ def test_profiles_summarised_together_get_what_each_would_alone(store):
     sandbox = Together(b"alone")
     assert ingest.ingest_many(store, claimed, sandbox) == [b"first", None, None, b"alone"]
     assert sandbox.together == sent and sandbox.given == [sent[3]]
-    assert state(store, uploads[0].id) == ("ready", None, 1)
-    assert state(store, uploads[1].id) == ("invalid", "its KLL sketch is torn", 1)
+    assert state(store, uploads[0].id) == ("ready", None, 0)
+    assert state(store, uploads[1].id) == ("invalid", "its KLL sketch is torn", 0)
     assert state(store, uploads[2].id) == ("pending", "the child died", 1)  # the try counted, claim released
-    assert state(store, uploads[3].id) == ("ready", None, 1)
+    assert state(store, uploads[3].id) == ("ready", None, 0)
 
 
 class OneChild(FakeSandbox):
@@ -219,14 +219,14 @@ class OneChild(FakeSandbox):
 @pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
 def test_a_profile_that_kills_the_child_in_batches_is_given_up_on_and_its_neighbours_are_not(store, monkeypatch):
     """The worker, until idle: the poison's crash is charged to it alone, three times over; its
-    neighbours, answered before it or summarised alone after it, are ready after their one claim."""
+    neighbours, answered before it or summarised alone after it, are ready with no try counted."""
     uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(4)])
     sent = [store.read_profile_bytes(store.get_upload(u.id)) for u in uploads]
     poison = sent[1]
     sandbox = OneChild(poison)
     one_step(store, sandbox, monkeypatch=monkeypatch)
     assert sandbox.trips == [sent, [sent[2]], [sent[3]], [poison], [poison]]
-    assert [state(store, u.id)[0::2] for u in uploads] == [("ready", 1), ("invalid", 3), ("ready", 1), ("ready", 1)]
+    assert [state(store, u.id)[0::2] for u in uploads] == [("ready", 0), ("invalid", 3), ("ready", 0), ("ready", 0)]
     reason = state(store, uploads[1].id)[1]
     assert reason == "summarising it failed 3 times, so it is not tried again (last time: the child died of SIGSEGV)"
 
@@ -243,7 +243,7 @@ def test_profiles_a_stopped_sandbox_did_not_answer_go_back_with_their_tries(stor
     sandbox = Stopping()
     assert ingest.ingest_many(store, claimed, sandbox) == [DIGEST, None, None]
     assert sandbox.given == []  # none tried alone: the server is stopping
-    assert [state(store, u.id) for u in uploads] == [("ready", None, 1), ("pending", None, 0), ("pending", None, 0)]
+    assert [state(store, u.id) for u in uploads] == [("ready", None, 0), ("pending", None, 0), ("pending", None, 0)]
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
@@ -257,22 +257,22 @@ def test_when_the_batch_trip_fails_each_profile_goes_alone(store, caplog):
 
     sandbox = NoChild()
     assert ingest.ingest_many(store, claimed, sandbox) == [DIGEST, DIGEST]
-    assert len(sandbox.given) == 2 and [state(store, u.id) for u in uploads] == [("ready", None, 1)] * 2
+    assert len(sandbox.given) == 2 and [state(store, u.id) for u in uploads] == [("ready", None, 0)] * 2
     (record,) = caplog.records
     assert record.getMessage() == "ingest: summarising 2 uploads together failed; each goes alone"
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
-def test_the_worker_claims_a_few_small_profiles_and_gives_back_what_passes_the_byte_budget(store, monkeypatch):
+def test_the_worker_claims_a_few_small_profiles_and_leaves_what_passes_the_byte_budget(store, monkeypatch):
     monkeypatch.setattr(ingest, "BATCH_BYTES", 2 * (len(PROFILE) + 1))
     uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(5)])  # each 1 byte over
     worker = IngestWorker(store, sandbox=FakeSandbox())
     assert [u.id for u in worker._claim()] == [u.id for u in uploads[:2]]
-    assert [state(store, u.id)[2] for u in uploads] == [1, 1, 0, 0, 0]  # the others' tries given back
-    assert len(store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=5)) == 3
+    held = [store.get_upload(u.id).ingest_lease is not None for u in uploads]
+    assert held == [True, True, False, False, False]  # the others are not claimed
     monkeypatch.setattr(ingest, "BATCH_BYTES", 1)
-    store.metadata.release_ingest_claims()
-    assert [u.id for u in worker._claim()] == [uploads[0].id]  # one at least, however large
+    assert [u.id for u in worker._claim()] == [uploads[2].id]  # one at least, however large
+    assert len(store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=5)) == 2
 
 
 # -- the worker loop, one step at a time --------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_claims_take_a_few_profiles_with_the_lease(store, monkeypatch):
     monkeypatch.setattr(store.metadata, "claim_ingest", claim_ingest)
     put(store)
     one_step(store, FakeSandbox(), monkeypatch=monkeypatch)
-    assert asked[0] == {"lease_ms": 30_000, "limit": ingest.INGEST_BATCH}
+    assert asked[0] == {"lease_ms": 30_000, "limit": ingest.INGEST_BATCH, "max_bytes": ingest.BATCH_BYTES}
 
 
 def test_a_stopped_worker_leaves_claimed_profiles_it_has_not_started(store, monkeypatch):

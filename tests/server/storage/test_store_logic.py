@@ -1266,13 +1266,15 @@ def test_reconcile_removes_temp_files_orphans_and_resets_rows_without_bytes(stor
         "1 rows without bytes reset"
     ]
     assert list(store.blobs.list_keys()) == [kept.path] and stray.read_bytes() == b"not a key"
-    # the claim of the "crashed" server counted a try: releasing it at start does not take it back
-    assert store.get_upload(kept.id) == dataclasses.replace(kept, ingest_tries=1)
+    # the claim of the "crashed" server ends as a dead claim: nothing is counted until it is claimed again
+    assert store.get_upload(kept.id) == kept
     assert store.get_upload(duplicate.id) == duplicate
     reset = store.get_upload(lost.id)
     assert (reset.stored_at, reset.path, reset.sha256, reset.ingest_state) == (None, None, None, None)
     assert store.metadata.get_summary(lost.id, XYZ) is None
     assert store.metadata.claim_upload_ingest(kept.id, lease_ms=60_000) is True, "the claim was released"
+    # it was alone in the dead claim: that claim is its failed try
+    assert store.get_upload(kept.id) == dataclasses.replace(kept, ingest_tries=1)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server"):
         assert store.reconcile() == ReconcileReport(released_claims=1)
@@ -1367,6 +1369,7 @@ def test_an_older_database_gets_the_new_columns_and_its_profiles_summarised(tmp_
             "storage: added column uploads.purge_lease",
             "storage: added column uploads.ingest_tries",
             "storage: added column uploads.format",
+            "storage: added column uploads.ingest_batch",
         ]
         assert store.get_upload(kept).ingest_state == "pending"
         assert store.get_upload(kept).format is None, "an older slot takes one profile"
@@ -1395,8 +1398,12 @@ def test_pending_profiles_are_claimed_in_stored_order_under_a_lease(store):
     assert claimed[1] == store.get_upload(a.id)
     assert metadata.claim_ingest(lease_ms=60_000, limit=5) == [], "every profile is held"
     assert metadata.release_ingest_claims() == 3 and metadata.release_ingest_claims() == 0
-    assert [u.id for u in metadata.claim_ingest(lease_ms=-1, limit=5)] == [b.id, c.id, a.id]
-    assert [u.id for u in metadata.claim_ingest(lease_ms=60_000, limit=2)] == [b.id, c.id], "ended leases are taken"
+    # each dead claim's profile comes alone; only b, alone in its dead claim, is charged for it
+    assert [u.id for u in metadata.claim_ingest(lease_ms=-1, limit=5)] == [b.id]
+    assert [u.id for u in metadata.claim_ingest(lease_ms=60_000, limit=5)] == [b.id], "its claim (alone) died again"
+    assert [u.id for u in metadata.claim_ingest(lease_ms=60_000, limit=5)] == [c.id], "ended leases are taken"
+    assert [u.id for u in metadata.claim_ingest(lease_ms=60_000, limit=5)] == [a.id]
+    assert [store.get_upload(u.id).ingest_tries for u in (a, b, c)] == [0, 2, 0]
     assert metadata.pending_ingest() == 3, "claiming is not summarising"
 
 

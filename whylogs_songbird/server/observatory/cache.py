@@ -273,7 +273,7 @@ class ProfileCache:
                     current = self.store.get_upload(upload.id) or upload
                     # a claim that ended meanwhile (the summary just landed, or a try failed) is
                     # looked at again at once: only a claim still held by another process counts
-                    if current.ingest_state == "pending" and current.ingest_lease is not None:
+                    if current.ingest_state == "pending" and (current.ingest_lease or 0) > now_ms():
                         stored_ms_ago = now_ms() - (current.stored_at or 0)
                         if stored_ms_ago >= PAGE_WAIT_SECONDS * 1000:
                             return "pending"

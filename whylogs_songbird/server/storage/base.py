@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
@@ -41,8 +41,9 @@ UploadFormat = Literal["zip"]
 #: ``pending``: stored, not summarised yet; ``ready``: summary stored; ``invalid``: the full check failed.
 IngestState = Literal["pending", "ready", "invalid"]
 
-#: Claims of one profile's summary before it is given up on and marked invalid: a profile whose
-#: summarising crashed (or hung) the sandbox process that many times is never tried again.
+#: Failed tries of one profile's summary before it is given up on and marked invalid: a profile
+#: whose summarising crashed (or hung) the sandbox process, or whose host died while summarising
+#: it alone, that many times is never tried again.
 INGEST_MAX_TRIES = 3
 
 #: Every id the server makes: ``session-``, ``ref-`` (reference) or ``log-`` (batch) + random.
@@ -185,7 +186,7 @@ class UploadRecord:
     duplicate_of: str | None = None
     #: When an ingest worker's claim on it ends (epoch ms), if one was taken; not part of equality.
     ingest_lease: int | None = field(default=None, compare=False)
-    #: How many times its summary was claimed (each claim is a try; see :data:`INGEST_MAX_TRIES`).
+    #: How many tries of its summary failed on it (see :data:`INGEST_MAX_TRIES`).
     ingest_tries: int = 0
     #: ``zip`` for a slot that takes a zip of segment profiles (see :data:`UploadFormat`).
     format: UploadFormat | None = None
@@ -447,12 +448,17 @@ class MetadataStore(Protocol):
         the processes (of every host) asking within ``interval_ms`` of the last turn taken."""
 
     # -- ingest --
-    def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES) -> list[UploadRecord]:
-        """Claim up to ``limit`` pending profiles for summarising: each claim holds for ``lease_ms``,
-        after which another worker (or a restarted server) may take the profile again. Each claim
-        counts a try; a profile claimed ``max_tries`` times already is marked ``invalid`` instead
-        (its last failure, see :meth:`release_ingest_claim`, in the reason), so a profile that
-        crashes whatever summarises it is never tried forever, across restarts too."""
+    def claim_ingest(
+        self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES, max_bytes: int | None = None
+    ) -> list[UploadRecord]:
+        """Claim up to ``limit`` pending profiles (of at most ``max_bytes`` together, at least one)
+        for summarising: each claim holds for ``lease_ms``, after which another worker (or a
+        restarted server) may take the profile again. A profile whose last claim ended without a
+        verdict (its host died) is claimed alone; that dead claim counts a try against it only if
+        it held that profile alone, so a good profile never pays for its batch-mates. A profile
+        with ``max_tries`` failed tries is marked ``invalid`` instead (its last failure, see
+        :meth:`release_ingest_claim`, in the reason), so a profile that crashes whatever
+        summarises it is never tried forever, across restarts too."""
 
     def claim_upload_ingest(self, upload_id: str, *, lease_ms: int, max_tries: int = INGEST_MAX_TRIES) -> bool:
         """Claim one pending profile (as :meth:`claim_ingest` does); False when it is not pending,
@@ -463,18 +469,29 @@ class MetadataStore(Protocol):
     ) -> bool:
         """End this worker's claim of a profile still pending (its summarising failed without a
         verdict: the sandbox process crashed, hung or was stopped), so it is tried again. ``note``
-        says what happened (kept as the reason should it be given up on); ``counted`` False takes
-        the try back (the server was stopping, the profile is not to blame)."""
+        says what happened (kept as the reason should it be given up on); ``counted`` counts a
+        failed try against it (False: the server was stopping, the profile is not to blame). Only
+        this host's claim is ended."""
 
     def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
         """Extend this host's claims on ``upload_ids`` to ``lease_ms`` from now (the heartbeat of
         work in progress); the ids still held. A claim that ran out and was taken by another host,
         or ended, is not renewed."""
 
+    def announce_ingest(self) -> None:
+        """Tell the other processes of a shared store that profiles wait to be summarised (PostgreSQL:
+        a NOTIFY, which their :meth:`listen_ingest` hears); a no-op where none can listen."""
+
+    def listen_ingest(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``callback`` (on a thread of the store's) whenever a process announces ingest work
+        (:meth:`announce_ingest`), and once when listening starts; the function that stops it, or
+        None when this store cannot tell (its workers then rely on their idle poll)."""
+
     def release_ingest_claims(self, *, owner: str | None = None) -> int:
         """End every claim (at start, when no worker runs: claims of a crashed server), or with
         ``owner`` only the claims taken for that host (a shared store, see ``shared``: another
-        host's claims are its live work); return how many."""
+        host's claims are its live work); return how many. Each ends as a lease that ran out, so
+        the next claim treats it as a claim that died (see :meth:`claim_ingest`)."""
 
     def pending_ingest(self) -> int:
         """How many stored profiles still wait for their summary."""

@@ -18,8 +18,11 @@ this server knows is refused with a message that says to upgrade.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +37,10 @@ MIGRATION_LOCK = 0x736F6E6762697264  # "songbird" in ASCII
 INDEX_LOCK = 0x736F6E6769647821
 #: Connections each server process keeps at most.
 POOL_MAX = 16
+#: How long a listener waits for a notification before it checks whether it should stop; and
+#: after a lost connection, before it connects again (the idle poll of the ingest worker covers
+#: the gap).
+LISTEN_SECONDS = 10.0
 
 
 class DatabaseUnavailableError(StorageUnavailableError):
@@ -116,6 +123,52 @@ class PostgresMetadataStore(SqlMetadataStore):
     def _read(self) -> Iterator[Any]:
         with self._pool.connection() as conn:
             yield conn
+
+    @functools.cached_property
+    def _ingest_channel(self) -> str:
+        """The LISTEN/NOTIFY channel of pending ingest work: one per schema, as notifications reach
+        every session of the database."""
+        with self._read() as conn:
+            schema = str(conn.execute("SELECT current_schema()").fetchone()[0])
+        return "songbird_ingest_" + hashlib.sha256(schema.encode()).hexdigest()[:16]
+
+    def announce_ingest(self) -> None:
+        with self._read() as conn:
+            conn.execute("SELECT pg_notify(%s, '')", (self._ingest_channel,))
+
+    def listen_ingest(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._listen, args=(self._ingest_channel, callback, stop), name="songbird-ingest-listen", daemon=True
+        )
+        thread.start()
+
+        def stop_listening() -> None:
+            stop.set()
+            with contextlib.suppress(Exception):  # the listener hears it and ends now
+                self.announce_ingest()
+            thread.join(LISTEN_SECONDS + 1)
+
+        return stop_listening
+
+    def _listen(self, channel: str, callback: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``callback`` for each notification on ``channel`` (a connection of its own, blocked
+        in the socket between them: no CPU while nothing comes), until ``stop`` is set."""
+        import psycopg
+
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f'LISTEN "{channel}"')
+                    callback()  # what was announced while this listener was not there
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=LISTEN_SECONDS, stop_after=1):
+                            callback()
+            except Exception as exc:
+                if stop.is_set():
+                    return
+                logger.warning("storage: listening for ingest work failed (%s); trying again", type(exc).__name__)
+                stop.wait(LISTEN_SECONDS)
 
     def schema_version(self) -> int:
         """The schema version recorded in the database (0: none yet)."""

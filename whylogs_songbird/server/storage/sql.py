@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +133,9 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     ("uploads", "ingest_tries", "INTEGER"),
     # what a slot takes: NULL one profile, 'zip' a zip of segment profiles (see UploadFormat)
     ("uploads", "format", "TEXT"),
+    # how many profiles the last ingest claim held together: a dead claim of several is no
+    # profile's fault (see SqlMetadataStore.claim_ingest)
+    ("uploads", "ingest_batch", "INTEGER"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
@@ -263,6 +266,20 @@ def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
         ingest_tries=int(row.get("ingest_tries") or 0),
         format=row.get("format"),
     )
+
+
+def _fresh_batch(rows: Sequence[dict[str, Any]], max_bytes: int | None) -> list[dict[str, Any]]:
+    """The pending rows a claim takes together: the first ones whose last claim did not die (the
+    first such dead claim's profile goes alone, in a claim of its own), of at most ``max_bytes``
+    together (at least one)."""
+    batch: list[dict[str, Any]] = []
+    total = 0
+    for row in rows:
+        total += int(row["size"] or 0)
+        if row["ingest_lease"] is not None or (batch and max_bytes is not None and total > max_bytes):
+            break
+        batch.append(row)
+    return batch
 
 
 def _is_upload_id(value: str) -> bool:
@@ -821,7 +838,9 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
 
     # -- ingest ------------------------------------------------------------------------------------
 
-    def claim_ingest(self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES) -> list[UploadRecord]:
+    def claim_ingest(
+        self, *, lease_ms: int, limit: int = 1, max_tries: int = INGEST_MAX_TRIES, max_bytes: int | None = None
+    ) -> list[UploadRecord]:
         now = now_ms()
         claimed: list[UploadRecord] = []
         with self._transaction() as conn:
@@ -832,36 +851,48 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                 " ORDER BY stored_at, id LIMIT ?",
                 (now, limit),
             )
-            for row in rows:
-                if self._take(conn, row, now, lease_ms, max_tries):
-                    claimed.append(
-                        dataclasses.replace(_upload_from_row(row), ingest_tries=int(row["ingest_tries"] or 0) + 1)
-                    )
+            # a profile whose last claim died goes alone; those given up on are passed by
+            while rows and rows[0]["ingest_lease"] is not None:
+                row = rows.pop(0)
+                if (taken := self._take(conn, row, now, lease_ms, max_tries, together=1)) is not None:
+                    claimed.append(taken)
+                    break
+            if not claimed:
+                batch = _fresh_batch(rows, max_bytes)
+                for row in batch:
+                    if (taken := self._take(conn, row, now, lease_ms, max_tries, together=len(batch))) is not None:
+                        claimed.append(taken)
         self.claimed_here.update(upload.id for upload in claimed)
         return claimed
 
-    def _take(self, conn: Any, row: dict[str, Any], now: int, lease_ms: int, max_tries: int) -> bool:
-        """Claim the pending profile ``row`` (counting the try), or, when it was tried ``max_tries``
-        times already, mark it invalid; whether it was claimed."""
+    def _take(
+        self, conn: Any, row: dict[str, Any], now: int, lease_ms: int, max_tries: int, *, together: int
+    ) -> UploadRecord | None:
+        """Claim the pending profile ``row`` along with ``together`` - 1 others (its upload as
+        claimed), or None: taken by someone else meanwhile, or given up on. A claim that ended
+        without a verdict (its lease ran out, or the host's start ended it) is charged to the
+        profile only when the profile was alone in it: a dead claim of several is no one's fault,
+        and each of them then goes alone. A profile charged ``max_tries`` times is marked invalid."""
         tries = int(row["ingest_tries"] or 0)
+        if row["ingest_lease"] is not None and int(row.get("ingest_batch") or 1) <= 1:
+            tries += 1  # its host died (or stalled past the lease) on this profile alone
         if tries >= max_tries:
             last = row["ingest_error"] or "the server stopped while summarising it"
             reason = f"summarising it failed {tries} times, so it is not tried again (last time: {last})"
             self._exec(
                 conn,
-                "UPDATE uploads SET ingest_state = 'invalid', ingest_error = ?, ingest_lease = NULL WHERE id = ?"
-                " AND ingest_state = 'pending' AND (ingest_lease IS NULL OR ingest_lease < ?)",
-                (reason[:500], row["id"], now),
+                "UPDATE uploads SET ingest_state = 'invalid', ingest_error = ?, ingest_lease = NULL, ingest_tries = ?"
+                " WHERE id = ? AND ingest_state = 'pending' AND (ingest_lease IS NULL OR ingest_lease < ?)",
+                (reason[:500], tries, row["id"], now),
             )
-            return False
-        return bool(
-            self._rowcount(
-                conn,
-                "UPDATE uploads SET ingest_lease = ?, ingest_tries = ?, ingest_owner = ? WHERE id = ?"
-                " AND ingest_state = 'pending' AND (ingest_lease IS NULL OR ingest_lease < ?) AND deleted_at IS NULL",
-                (now + lease_ms, tries + 1, self.owner, row["id"], now),
-            )
+            return None
+        taken = self._rowcount(
+            conn,
+            "UPDATE uploads SET ingest_lease = ?, ingest_tries = ?, ingest_owner = ?, ingest_batch = ? WHERE id = ?"
+            " AND ingest_state = 'pending' AND (ingest_lease IS NULL OR ingest_lease < ?) AND deleted_at IS NULL",
+            (now + lease_ms, tries, self.owner, together, row["id"], now),
         )
+        return dataclasses.replace(_upload_from_row(row), ingest_tries=tries) if taken else None
 
     def claim_upload_ingest(self, upload_id: str, *, lease_ms: int, max_tries: int = INGEST_MAX_TRIES) -> bool:
         now = now_ms()
@@ -872,7 +903,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                 " AND (ingest_lease IS NULL OR ingest_lease < ?) AND deleted_at IS NULL",
                 (upload_id, now),
             )
-            taken = bool(rows) and self._take(conn, rows[0], now, lease_ms, max_tries)
+            taken = bool(rows) and self._take(conn, rows[0], now, lease_ms, max_tries, together=1) is not None
         if taken:
             self.claimed_here.add(upload_id)
         return taken
@@ -884,12 +915,19 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
             changed = self._rowcount(
                 conn,
                 "UPDATE uploads SET ingest_lease = NULL, ingest_error = COALESCE(?, ingest_error),"
-                " ingest_tries = CASE WHEN ? THEN ingest_tries ELSE ingest_tries - 1 END"
-                " WHERE id = ? AND sha256 = ? AND ingest_state = 'pending' AND ingest_tries > 0",
-                (None if note is None else note[:400], counted, upload_id, sha256),
+                " ingest_tries = COALESCE(ingest_tries, 0) + CASE WHEN ? THEN 1 ELSE 0 END"
+                " WHERE id = ? AND sha256 = ? AND ingest_state = 'pending' AND ingest_lease IS NOT NULL"
+                " AND ingest_owner = ?",
+                (None if note is None else note[:400], counted, upload_id, sha256, self.owner),
             )
         self.claimed_here.discard(upload_id)
         return bool(changed)
+
+    def announce_ingest(self) -> None:
+        return None  # one host's file: its processes poll (see PostgresMetadataStore)
+
+    def listen_ingest(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        return None
 
     def renew_ingest_claims(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
         if not upload_ids:
@@ -914,7 +952,8 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         with self._transaction() as conn:
             return self._rowcount(
                 conn,
-                "UPDATE uploads SET ingest_lease = NULL WHERE ingest_state = 'pending' AND ingest_lease IS NOT NULL"
+                # an ended lease, not none: the next claim knows this one died (see _take)
+                "UPDATE uploads SET ingest_lease = 0 WHERE ingest_state = 'pending' AND ingest_lease > 0"
                 " AND (CAST(? AS TEXT) IS NULL OR ingest_owner = ?)",
                 (owner, owner),
             )
