@@ -1,7 +1,8 @@
 """A host killed (``kill -9``) while summarising charges only the profile that could have caused
 it (issue 27): a batch the host died on charges no one, each of its profiles is then summarised
 alone, and only a death on a profile alone counts a try against it. Real server processes, killed
-with their sandbox children, on both stores (the tries to the end: tests/server/storage/test_ingest_claims.py)."""
+with their sandbox children, on the team store, where hosts die under each other (both stores' claims and
+their tries to the end, without processes: tests/server/storage/test_ingest_claims.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import whylogs as why
-from conftest import STORAGE_NAMES, make_profile_bytes
+from conftest import make_profile_bytes
 from server_processes import wait_for, wait_healthy
 from services import free_port
 from stored_profiles import store_profile_bytes
@@ -25,7 +26,7 @@ from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.sandbox import TEST_FAULT_ENV
 from whylogs_songbird.server.store import Store, now_ms
 
-pytestmark = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
+pytestmark = pytest.mark.parametrize("storage_config", ["team"], indirect=True)
 
 TS = 1_700_000_000_000
 #: A column name only the profile whose summarising hangs (the test-only fault hook) contains.
