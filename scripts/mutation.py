@@ -1,9 +1,12 @@
 """Mutation testing of the core modules with mutmut; prints the score per module. Not part of CI.
 
-Each module is mutated on its own, in a throwaway copy of the working tree (so mutmut's
-``mutants/`` directory never lands in the repository), and only its fast test files run against
-its mutants (mutmut narrows that further to the tests that execute the mutated function). A test
-file names the modules it holds with a marker, found here without importing it::
+One mutmut run mutates every chosen module at once, in a throwaway copy of the working tree (so
+mutmut's ``mutants/`` directory never lands in the repository): one copy, one stats run and one
+clean run for all of them, not one each (that fixed cost, times the number of modules, was a large
+share of a full run). Only a module's own fast test files run against its mutants, as if it were
+mutated alone: mutmut narrows them to the tests that execute the mutated function, and ``_RUN``
+keeps of those only the ones in files that mark the module, fastest first (mutmut stops at the
+first failure). A test file names the modules it holds with a marker, found here without importing it::
 
     pytestmark = pytest.mark.mutation_fast("whylogs_songbird/monitors.py")
 
@@ -14,9 +17,10 @@ so a new module or test file needs no edit here.
     scripts/mutation --list                # the modules, their test files, and modules no test marks
     MUTATION_JOBS=2 scripts/mutation       # mutants tested at once (default 1: a shared machine)
 
-Each run rewrites ``.mutation/<module>.survivors`` (kept in git) with every mutant not killed and
-its diff. A survivor judged equivalent gets a line ``equivalent: <why>`` under its name, written
-by hand; the next run keeps that line as long as the same mutant (name and changed lines)
+Each run rewrites ``.mutation/<module>.survivors`` (kept in git) of every module it ran with every
+mutant not killed and its diff (mutmut's output and the slowest mutants: ``.mutation/mutation.log``).
+A survivor judged equivalent gets a line ``equivalent: <why>`` under its name, written by hand;
+the next run keeps that line as long as the same mutant (name and changed lines)
 survives, and the table counts the survivors that have none.
 """
 
@@ -48,7 +52,14 @@ DESELECT = "not processes"
 #: a process holding whylogs and pandas took about 0.8 s of the 1.3 s a one-test run took (each
 #: collection touches every object, so the child copies the pages of the whole heap); nothing here
 #: turns those warnings into failures, so a mutant's verdict does not change without it.
-PYTEST_ARGS = ["-p", "no:xdist", "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-k", DESELECT]
+#: ``--assert=plain``: each mutant's pytest run otherwise walks the files of every installed
+#: distribution to mark plugins for assertion rewriting, a fifth of its CPU time (0.124 s -> 0.100 s
+#: per one-test run, measured in a forked child); a failing assert fails the same, only its message
+#: is plainer, and the clean run (same arguments) stops the run if a test needed rewriting.
+PYTEST_ARGS = [
+    *("-p", "no:xdist", "-p", "no:cacheprovider", "-p", "no:unraisableexception"),
+    *("--assert=plain", "-k", DESELECT),
+]
 #: mutmut's timeout_multiplier (see configure).
 TIMEOUT_MULTIPLIER = 15
 #: Modules that should be held by fast tests: ``--list`` names those no test file marks yet.
@@ -108,14 +119,22 @@ def copy_tree(dest: Path) -> None:
             shutil.copy2(source, dest / name)
 
 
-def configure(work: Path, module: str, tests: list[str]) -> None:
+def dotted(module: str) -> str:
+    """The name mutmut gives a module file in its mutant names (``a/b/c.py`` -> ``a.b.c``)."""
+    name = module[: -len(".py")].replace("/", ".")
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+def configure(work: Path, modules: dict[str, list[str]]) -> None:
+    """mutmut's settings in the copy's pyproject.toml: these modules, against the union of their tests."""
+    tests = sorted({test for files in modules.values() for test in files})
     pyproject = work / "pyproject.toml"
     section = (
         "\n[tool.mutmut]\n"
         + "\n".join(
             [
                 'source_paths = ["whylogs_songbird"]',
-                f"only_mutate = {json.dumps([module])}",
+                f"only_mutate = {json.dumps(sorted(modules))}",
                 f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
                 f"pytest_add_cli_args = {json.dumps(PYTEST_ARGS)}",
                 "use_git_change_detection = false",
@@ -130,10 +149,57 @@ def configure(work: Path, module: str, tests: list[str]) -> None:
     pyproject.write_text(pyproject.read_text() + section)
 
 
-def score(work: Path) -> dict[str, int]:
-    """Mutants per outcome, from ``mutmut export-cicd-stats``."""
-    subprocess.run([sys.executable, "-m", "mutmut", "export-cicd-stats"], cwd=work, check=True, capture_output=True)
-    return json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
+#: ``mutmut run`` with the tests of each mutated function narrowed to its module's own test files
+#: (argv[1]: JSON of dotted module -> test files) and ordered fastest first (by the stats run's
+#: durations): with every module mutated at once, the stats run records a function as executed by
+#: any test of the union, and a module is judged by its own tests only. mutmut runs a mutant's tests
+#: in the order given and stops at the first failure, so a killed mutant usually costs its fastest
+#: test. argv[2]: mutants tested at once.
+_RUN = """
+import json, sys
+import mutmut.__main__ as mutmut_main
+from mutmut.state import state
+from mutmut.utils.format_utils import get_module_from_key
+
+files_by_module = {module: set(files) for module, files in json.loads(sys.argv[1]).items()}
+collect = mutmut_main.collect_or_load_stats
+
+def narrowed(*args, **kwargs):
+    collect(*args, **kwargs)
+    durations = state().duration_by_test
+    tests_by_function = state().tests_by_mangled_function_name
+    for function, tests in list(tests_by_function.items()):
+        own = files_by_module.get(get_module_from_key(function), set())
+        tests_by_function[function] = sorted(
+            (test for test in tests if test.split("::")[0] in own), key=lambda test: (durations.get(test, 0.0), test)
+        )
+
+mutmut_main.collect_or_load_stats = narrowed
+mutmut_main.cli(["run", "--max-children", sys.argv[2]])
+"""
+
+
+def outcomes(work: Path, module: str) -> dict[str, tuple[str, float]]:
+    """mutant name -> (mutmut's status, seconds its tests took), for one module, in mutmut's order."""
+    from mutmut.stats import status_by_exit_code  # the venv's mutmut (scripts/mutation installs it)
+
+    path = work / "mutants" / (module + ".meta")
+    if not path.is_file():  # nothing in it to mutate
+        return {}
+    meta = json.loads(path.read_text())
+    durations = meta.get("durations_by_key", {})
+    return {
+        name: (status_by_exit_code[code], float(durations.get(name, 0.0)))
+        for name, code in meta["exit_code_by_key"].items()
+    }
+
+
+def tally(found: dict[str, tuple[str, float]]) -> dict[str, int]:
+    """Mutants per outcome, keyed as ``mutmut export-cicd-stats`` keys them."""
+    counts: dict[str, int] = {}
+    for status, _ in found.values():
+        counts[status.replace(" ", "_")] = counts.get(status.replace(" ", "_"), 0) + 1
+    return counts
 
 
 #: The first line of a survivor's block in a ``.survivors`` file: ``<mutant name>: <status>``.
@@ -192,23 +258,24 @@ def shown(work: Path, names: list[str]) -> dict[str, str]:
     return {name: subprocess.run([*show, name], cwd=work, capture_output=True, text=True).stdout for name in names}  # noqa: S603
 
 
-def survivors(work: Path, known: dict[tuple[str, tuple[str, ...]], str]) -> tuple[str, int]:
+def survivors(
+    found: dict[str, tuple[str, float]], diffs: dict[str, str], known: dict[tuple[str, tuple[str, ...]], str]
+) -> tuple[str, int]:
     """Every mutant not killed, with its diff and the reason ``known`` gives for it (if the same
     mutant); and how many have no reason."""
-    done = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=work, capture_output=True, text=True)
     text = []
     unexplained = 0
-    lines = [line.strip() for line in done.stdout.splitlines() if line.strip().split(":")[0]]
-    diffs = shown(work, [line.split(":")[0] for line in lines if not line.endswith(": no tests")])
-    for line in lines:
-        name = line.split(":")[0]
-        if line.endswith(": no tests"):  # a function no test runs: its name says enough
+    for name, (status, _) in found.items():
+        if status == "killed":
+            continue
+        line = f"{name}: {status}"
+        if status == "no tests":  # a function no test runs: its name says enough
             unexplained += 1
             text.append(f"{line}\n")
         else:
             diff = diffs[name]
             why = known.get((name, _changed(diff.splitlines())))
-            unexplained += why is None and not line.endswith(": timeout")  # a timeout counts as killed
+            unexplained += why is None and status != "timeout"  # a timeout counts as killed
             text.append(f"{line}\n" + (f"{REASON}{why}\n" if why else "") + diff)
     return "\n".join(text), unexplained
 
@@ -239,7 +306,7 @@ class Services:
     def env(self, needed: set[str]) -> dict[str, str]:
         if not needed:
             return {}
-        sys.path.insert(0, str(ROOT / "tests"))
+        sys.path.insert(0, str(ROOT / "tests" / "support"))  # where pytest finds it too (pyproject's pythonpath)
         import services
 
         if "postgres" in needed and self.postgres is None:
@@ -265,50 +332,62 @@ def main(words: list[str]) -> int:
         return 2
     # a mutant can leave a thread waiting forever: tests that know it end their run after this long
     env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", "SONGBIRD_TEST_HANG_SECONDS": "6"}
-    rows = []
     # stopped with SIGTERM: leave through the ExitStack, so the services it started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        shared = Services(stack)
-        for module, tests in chosen.items():
-            rows.append(run_module(module, tests, {**env, **shared.env(services_needed(tests))}, jobs))
-            print(f"{module}: done in {rows[-1][2]:.0f}s", flush=True)
-    report(rows, jobs)
+        needed = services_needed(sorted({test for tests in chosen.values() for test in tests}))
+        rows = run_all(chosen, {**env, **Services(stack).env(needed)}, jobs)
+    report(rows, jobs, time.monotonic() - started)
     return 0
 
 
-def run_module(module: str, tests: list[str], env: dict[str, str], jobs: str) -> tuple[str, Any, float]:
-    """Mutate ``module`` in a throwaway copy of the tree against ``tests``: (module, stats or None, seconds)."""
-    started = time.monotonic()
+def run_all(chosen: dict[str, list[str]], env: dict[str, str], jobs: str) -> list[tuple[str, Any, float]]:
+    """Mutate the ``chosen`` modules in one throwaway copy of the tree, each against its own tests:
+    per module (module, stats or None, seconds its mutants' tests took)."""
+    log = ROOT / ".mutation" / "mutation.log"
+    log.parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="songbird-mutation-") as tmp:
         work = Path(tmp)
         copy_tree(work)
-        configure(work, module, tests)
-        log = ROOT / ".mutation" / (module.replace("/", "_") + ".log")
-        log.parent.mkdir(exist_ok=True)
+        configure(work, chosen)
         with open(log, "w") as out:
             done = subprocess.run(  # noqa: S603
-                [sys.executable, "-m", "mutmut", "run", "--max-children", jobs],
+                [sys.executable, "-c", _RUN, json.dumps({dotted(m): t for m, t in chosen.items()}), jobs],
                 cwd=work,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
         if done.returncode != 0:
-            print(f"{module}: mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
-            return module, None, time.monotonic() - started
-        stats = score(work)
-        kept = log.with_suffix(".survivors")
-        text, stats["unexplained"] = survivors(work, reasons(kept.read_text() if kept.is_file() else ""))
-        kept.write_text(text)
-    return module, stats, time.monotonic() - started
+            print(f"mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
+            return [(module, None, 0.0) for module in chosen]
+        found = {module: outcomes(work, module) for module in chosen}
+        shows = [n for r in found.values() for n, (status, _) in r.items() if status not in ("killed", "no tests")]
+        diffs = shown(work, shows)
+        rows = []
+        for module, results in found.items():
+            stats: dict[str, Any] = tally(results)
+            kept = ROOT / ".mutation" / (module.replace("/", "_") + ".survivors")
+            text, stats["unexplained"] = survivors(results, diffs, reasons(kept.read_text() if kept.is_file() else ""))
+            kept.write_text(text)
+            rows.append((module, stats, sum(took for _, took in results.values())))
+        slowest = sorted(
+            ((took, name, status) for r in found.values() for name, (status, took) in r.items()), reverse=True
+        )
+        with open(log, "a") as out:
+            out.write("\nslowest mutants (seconds, name, status):\n")
+            out.writelines(f"{took:8.1f} {name} {status}\n" for took, name, status in slowest[:40])
+    return rows
 
 
-def report(rows: list[tuple[str, Any, float]], jobs: str) -> None:
-    """The table: per module its mutants, how many were killed, the score, the unexplained survivors, the time."""
+def report(rows: list[tuple[str, Any, float]], jobs: str, wall: float) -> None:
+    """The table: per module its mutants, how many were killed, the score, the unexplained survivors,
+    and the seconds its mutants' tests took (mutants run MUTATION_JOBS at once, so these add up to
+    about JOBS times the wall time spent on mutants, not to the run's time: that is the last line)."""
     print(
         f"\n{'module':45} {'mutants':>7} {'killed':>7} {'survived':>9} {'no tests':>9} {'score':>7}"
-        f" {'unexplained':>11} {'time':>6}"
+        f" {'unexplained':>11} {'mutant-s':>8}"
     )
     for module, stats, took in rows:
         if stats is None:
@@ -321,12 +400,12 @@ def report(rows: list[tuple[str, Any, float]], jobs: str) -> None:
         percent = 100 * killed / tested if tested else 0.0
         print(
             f"{module:45} {tested:>7} {killed:>7} {survived:>9} {untested:>9} {percent:>6.1f}%"
-            f" {stats['unexplained']:>11} {took:>5.0f}s"
+            f" {stats['unexplained']:>11} {took:>7.0f}s"
         )
-    print(f"\n{len(rows)} module(s) in {sum(took for _, _, took in rows):.0f}s with MUTATION_JOBS={jobs}")
+    print(f"\n{len(rows)} module(s) in {wall:.0f}s with MUTATION_JOBS={jobs}")
     print(
         "Mutants not killed, with their diffs and any 'equivalent:' reason: .mutation/<module>.survivors;"
-        " mutmut's output: .mutation/<module>.log"
+        " mutmut's output and the slowest mutants: .mutation/mutation.log"
     )
 
 
