@@ -235,13 +235,6 @@ class _Child:
         del self._inbox[: _FRAME.size + size]
         return kind, payload
 
-    def ask(self, kind: bytes, payload: bytes, wall_seconds: float) -> tuple[bytes, bytes]:
-        """Send one job; its answer (kind, payload), within ``wall_seconds``. Raises OSError/EOFError/TimeoutError."""
-        self.send(kind, [payload])
-        deadline = time.monotonic() + wall_seconds
-        answer = self.frame(deadline)
-        return self.frame(deadline) if answer == (b"S", b"") else answer
-
 
 class Sandbox:
     """A small pool of child processes that summarise profiles (see the module docstring).

@@ -214,9 +214,9 @@ class Store:
             blob_store=config.blob_store,
             s3_endpoint_url=config.s3_endpoint_url,
         )
+        if spec.shared:  # the claims this host takes, released when it starts again
+            spec.owner = host_id(spec.data_dir)
         metadata, blobs = open_storage(spec)
-        if metadata.shared:  # the claims this host takes, released when it starts again
-            metadata.owner = host_id(spec.data_dir)
         store = cls(spec.data_dir, metadata=metadata, blobs=blobs)
         store.max_columns = config.max_columns
         store.max_upload_bytes = config.max_upload_bytes

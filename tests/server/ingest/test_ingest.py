@@ -331,6 +331,11 @@ def test_open_storage_gives_the_embedded_stores_and_refuses_unknown_urls(tmp_pat
             open_storage(StorageSpec(data_dir=tmp_path / "d", **bad))
 
 
+def test_only_a_postgresql_spec_names_a_shared_store(tmp_path):
+    shared = {"postgresql://h/db": True, "POSTGRES://h/db": True, f"sqlite:///{tmp_path}/m": False, None: False}
+    assert {url: StorageSpec(data_dir=tmp_path, database_url=url).shared for url in shared} == shared
+
+
 def test_counts_are_batched_in_memory_and_written_on_close(tmp_path):
     store = Store(tmp_path / "d")
     for _ in range(50):

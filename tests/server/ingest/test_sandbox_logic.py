@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import make_profile_bytes
+from sandbox_children import ask
 
 from whylogs_songbird.server import sandbox
 from whylogs_songbird.server.digest import digest_columns
@@ -402,9 +403,9 @@ def test_a_child_greets_then_answers_jobs(monkeypatch):
     child = tiny_child(monkeypatch, GREET_AND_ECHO)
     try:
         child.wait_ready(20)
-        assert child.ask(b"D", b"abc", 20) == (b"O", b"cba")
-        assert child.ask(b"D", b"x" * 300_000, 20) == (b"O", b"x" * 300_000)  # more than a pipe holds at once
-        assert child.ask(b"D", b"", 20) == (b"O", b"")
+        assert ask(child, b"D", b"abc", 20) == (b"O", b"cba")
+        assert ask(child, b"D", b"x" * 300_000, 20) == (b"O", b"x" * 300_000)  # more than a pipe holds at once
+        assert ask(child, b"D", b"", 20) == (b"O", b"")
         assert child.jobs == 3
     finally:
         child.kill()
@@ -524,11 +525,11 @@ def test_a_hung_job_times_out(monkeypatch):
     )
     try:
         child.wait_ready(20)
-        child.ask(b"D", b"a", 20)
+        ask(child, b"D", b"a", 20)
         with pytest.raises(TimeoutError):
-            child.ask(b"D", b"b", 0.2)
+            ask(child, b"D", b"b", 0.2)
         with pytest.raises(TimeoutError):
-            child.ask(b"D", b"c", 0)  # no time at all: not even the write
+            ask(child, b"D", b"c", 0)  # no time at all: not even the write
     finally:
         child.kill()
 
@@ -543,7 +544,7 @@ def test_an_oversized_answer_is_not_read(monkeypatch):
     try:
         child.wait_ready(20)
         with pytest.raises(EOFError):
-            child.ask(b"D", b"a", 20)
+            ask(child, b"D", b"a", 20)
     finally:
         child.kill()
 
@@ -556,7 +557,7 @@ def test_a_child_that_exits_mid_answer(monkeypatch):
     child = tiny_child(monkeypatch, script)
     child.wait_ready(20)
     with pytest.raises(EOFError):
-        child.ask(b"D", b"a", 20)
+        ask(child, b"D", b"a", 20)
     assert child.why_dead() == "the process summarising it exited (code 0)"
 
 

@@ -25,7 +25,7 @@ from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.serving import open_store
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.storage.s3 import S3BlobStore
-from whylogs_songbird.server.store import Store, blob_key, now_ms
+from whylogs_songbird.server.store import Store, blob_key, host_id, now_ms
 
 #: Every change of these in the database is logged by a trigger the test installs: how many times
 #: each upload was recorded (stored_at set) and summarised (a summary written).
@@ -287,6 +287,7 @@ def test_a_team_host_start_records_and_removes_nothing_another_host_may_use_and_
     with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server"):
         starting = open_store(config)
     try:
+        assert starting.metadata.owner == host_id(config.data_dir) != "", "its claims are taken for this host"
         assert [r.getMessage() for r in caplog.records if "reconciled" in r.getMessage()] == [
             "reconciled the store at start: 1 temporary files and 0 profile files without a row removed, "
             "0 rows without bytes reset"

@@ -118,19 +118,19 @@ def store(postgres_service):
 def test_a_new_database_gets_the_current_schema_and_says_so(postgres_service, caplog):
     url = postgres_service.new_schema()
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.storage"):
-        first = open_metadata(url)
+        first = open_metadata(url, owner="host-a")
     try:
         assert isinstance(first, PostgresMetadataStore) and first.url == url
         assert first.schema_version() == SCHEMA_VERSION
         assert [r.getMessage() for r in caplog.records] == [f"PostgreSQL schema at version {SCHEMA_VERSION} (was 0)"]
-        assert first.shared is True
+        assert first.shared is True and first.owner == "host-a"
     finally:
         first.close()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.storage"):
         again = PostgresMetadataStore(url)
     try:
-        assert again.schema_version() == SCHEMA_VERSION
+        assert again.schema_version() == SCHEMA_VERSION and again.owner == ""
         assert [r.getMessage() for r in caplog.records] == []  # nothing migrated the second time
     finally:
         again.close()

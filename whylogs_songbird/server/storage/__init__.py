@@ -23,14 +23,29 @@ from whylogs_songbird.server.storage.base import BlobStore, MetadataStore, Stora
 DB_FILE = "songbird.sqlite3"
 
 
+_SHARED_SCHEMES = ("postgresql", "postgres")
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
 @dataclass
 class StorageSpec:
-    """Where things are kept: the data dir (secret, temp files, defaults) and the two URLs."""
+    """Where things are kept: the data dir (secret, temp files, defaults) and the two URLs; on a
+    shared metadata store, also the host its ingest claims are taken for (``owner``, see
+    ``MetadataStore.owner``; a store only one host uses ignores it)."""
 
     data_dir: Path
     database_url: str | None = None
     blob_store: str | None = None
     s3_endpoint_url: str | None = None
+    owner: str = ""
+
+    @property
+    def shared(self) -> bool:
+        """Whether the metadata store it names may be used by other hosts at once (PostgreSQL)."""
+        return self.database_url is not None and _scheme(self.database_url) in _SHARED_SCHEMES
 
 
 def _team_module(name: str, what: str) -> Any:
@@ -58,14 +73,14 @@ def open_metadata(spec: StorageSpec) -> MetadataStore:
         from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 
         return SqliteMetadataStore(spec.data_dir / DB_FILE)
-    scheme = urlsplit(url).scheme.lower()
+    scheme = _scheme(url)
     if scheme == "sqlite":
         from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 
         return SqliteMetadataStore(_file_path(url, "sqlite"))
-    if scheme in ("postgresql", "postgres"):
+    if scheme in _SHARED_SCHEMES:
         module = _team_module("postgres", "--database-url postgresql://...")
-        store: MetadataStore = module.open_metadata(url)
+        store: MetadataStore = module.open_metadata(url, owner=spec.owner)
         return store
     raise StorageConfigError(
         f"--database-url must start with sqlite:/// or postgresql://, got a {scheme or 'scheme-less'} URL."
@@ -79,7 +94,7 @@ def open_blobs(spec: StorageSpec) -> BlobStore:
 
     if url is None:
         return FileBlobStore(spec.data_dir)
-    scheme = urlsplit(url).scheme.lower()
+    scheme = _scheme(url)
     if scheme == "file":
         return FileBlobStore(_file_path(url, "file"))
     if scheme == "s3":

@@ -247,8 +247,9 @@ class MetadataStore(Protocol):
     #: Whether other hosts may use the store at the same time (PostgreSQL); then a server's start
     #: leaves their work alone (see ``Store.reconcile``).
     shared: bool
-    #: The host the ingest claims of this store are taken for (``Store.open`` names it from the data
-    #: dir; "" until then), so a restarting host releases its own dead claims and no one else's.
+    #: The host the ingest claims of this store are taken for (``StorageSpec.owner``, which
+    #: ``Store.open`` names from the data dir of a shared store; "" on others), so a restarting host
+    #: releases its own dead claims and no one else's.
     owner: str
 
     # -- lifecycle --

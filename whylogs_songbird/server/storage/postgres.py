@@ -80,10 +80,11 @@ class PostgresMetadataStore(SqlMetadataStore):
     #: Built concurrently after the migration (see :meth:`_build_online_indexes`).
     online_indexes = ONLINE_INDEXES
 
-    def __init__(self, url: str, *, max_size: int = POOL_MAX, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, max_size: int = POOL_MAX, connect_timeout: float = 10.0, owner: str = "") -> None:
         from psycopg_pool import ConnectionPool
 
         self.url = check_url(url)
+        self.owner = owner
         self._pool = ConnectionPool(
             self.url,
             min_size=1,
@@ -261,9 +262,10 @@ def _recorded_version(conn: Any) -> int:
     return int(row[0]) if row else 0
 
 
-def open_metadata(url: str) -> PostgresMetadataStore:
-    """The factory ``storage.open_storage`` calls for ``--database-url postgresql://...``."""
-    return PostgresMetadataStore(url)
+def open_metadata(url: str, *, owner: str = "") -> PostgresMetadataStore:
+    """The factory ``storage.open_storage`` calls for ``--database-url postgresql://...``; ``owner``
+    names the host its ingest claims are taken for."""
+    return PostgresMetadataStore(url, owner=owner)
 
 
 __all__ = ["DatabaseUnavailableError", "PostgresMetadataStore", "check_url", "open_metadata", "redacted"]

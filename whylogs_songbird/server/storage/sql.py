@@ -301,8 +301,8 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     #: Index statements :meth:`_create_schema` leaves out: the store builds them itself, outside
     #: its transaction (PostgreSQL: :data:`ONLINE_INDEXES`, concurrently).
     online_indexes: tuple[str, ...] = ()
-    #: The host this store's claims are taken for (``Store.open`` sets it from the data dir), so a
-    #: restarting host releases its own dead claims and no one else's.
+    #: The host this store's claims are taken for (a shared store is built with ``StorageSpec.owner``,
+    #: named from the data dir), so a restarting host releases its own dead claims and no one else's.
     owner: str = ""
 
     # -- connection hooks ---------------------------------------------------------------------
