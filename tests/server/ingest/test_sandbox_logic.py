@@ -433,7 +433,7 @@ def test_a_child_says_how_much_it_grew_since_it_greeted(monkeypatch):
     try:
         child.wait_ready(20)
         assert child.grown() < 16 * 1024 * 1024
-        assert child.ask(b"D", str(64 * 1024 * 1024).encode(), 20) == (b"O", b"")
+        assert ask(child, b"D", str(64 * 1024 * 1024).encode(), 20) == (b"O", b"")
         assert child.grown() >= 64 * 1024 * 1024
     finally:
         child.kill()
