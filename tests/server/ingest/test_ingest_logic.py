@@ -90,6 +90,118 @@ def test_the_constants():
     assert (ingest.POLL_SECONDS, ingest.STOP_GRACE_SECONDS) == (1.0, 5.0)
 
 
+# -- the claim heartbeat ----------------------------------------------------------------------------
+
+
+class BeatClock:
+    """The module's ``time`` for a heartbeat's beats run on the test's thread: each sleep is
+    recorded, then the next step of the test's script runs."""
+
+    def __init__(self, *script: Callable[[], Any]) -> None:
+        self.script = list(script)
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.script.pop(0)()
+
+
+def renewals(store: Store, monkeypatch: pytest.MonkeyPatch, then: Callable[[], Any] = lambda: None) -> list:
+    """The store's renewals, recorded (ids sorted, lease) and made; ``then`` runs after each."""
+    made: list[tuple[list[str], int]] = []
+    real = store.renew_ingest_claims
+
+    def renew_ingest_claims(upload_ids: list[str], *, lease_ms: int) -> set[str]:
+        made.append((sorted(upload_ids), lease_ms))
+        kept = real(upload_ids, lease_ms=lease_ms)
+        then()
+        return kept
+
+    monkeypatch.setattr(store, "renew_ingest_claims", renew_ingest_claims)
+    return made
+
+
+def test_the_heartbeat_renews_what_is_held_every_third_of_the_lease_and_says_which_claims_ran_out(
+    store, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="whylogs_songbird.server.ingest")
+    a, b = put(store), put(store)
+    store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=2)
+    heartbeat = ingest.ClaimHeartbeat(store, lease_ms=6000)
+    heartbeat._held = {a.id: 1, b.id: 2}
+    heartbeat._thread = threading.current_thread()  # the beat runs here: it ends its own thread's record
+    clock = BeatClock(
+        lambda: None,  # 1: both renewed
+        lambda: store.release_ingest_claim(b.id, b.sha256 or "", counted=False),  # 2: b's claim ended: said
+        lambda: None,  # 3: b's ended claim is no longer held when the renewal answers: not said
+        lambda: heartbeat._held.clear(),  # 4: nothing held: the beat ends
+    )
+    monkeypatch.setattr(ingest, "time", clock)
+    made = renewals(store, monkeypatch, then=lambda: len(clock.script) == 1 and heartbeat._held.pop(b.id))
+    assert repr(heartbeat) == "ClaimHeartbeat(lease_ms=6000, held=2)"
+    heartbeat._beat()
+    assert clock.slept == [2.0] * 4 and heartbeat._thread is None
+    assert made == [(sorted([a.id, b.id]), 6000), (sorted([a.id, b.id]), 6000), (sorted([a.id, b.id]), 6000)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "ingest: the claim on 1 profile(s) ran out or ended while summarising"
+    ]
+
+
+def test_a_failed_renewal_is_logged_and_the_next_beat_tries_again(store, monkeypatch, caplog):
+    a, b = put(store), put(store)
+    heartbeat = ingest.ClaimHeartbeat(store, lease_ms=300)
+    heartbeat._held = {a.id: 1, b.id: 1}  # not claimed: a renewal that kept nothing would be said
+    calls: list[int] = []
+
+    def renew_ingest_claims(upload_ids: list[str], *, lease_ms: int) -> set[str]:
+        calls.append(len(upload_ids))
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(store, "renew_ingest_claims", renew_ingest_claims)
+    clock = BeatClock(lambda: None, lambda: heartbeat._held.clear())
+    monkeypatch.setattr(ingest, "time", clock)
+    heartbeat._beat()
+    assert clock.slept == [0.1, 0.1] and calls == [2]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "ingest: renewing 2 claim(s) failed (RuntimeError)")
+    ]
+
+
+def test_a_profile_held_twice_stays_held_until_both_end_and_one_beat_thread_runs(store, monkeypatch):
+    gate = threading.Event()
+
+    class Gated:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            assert gate.wait(20)
+
+    monkeypatch.setattr(ingest, "time", Gated)
+    heartbeat = ingest.ClaimHeartbeat(store)
+    try:
+        with heartbeat.hold("u1"):
+            thread = heartbeat._thread
+            assert thread is not None and thread.name == "songbird-claim-heartbeat" and thread.daemon
+            with heartbeat.hold("u1"), heartbeat.hold("u2"):
+                assert sorted(heartbeat.held()) == ["u1", "u2"] and heartbeat._thread is thread
+                assert repr(heartbeat) == "ClaimHeartbeat(lease_ms=30000, held=2)"
+            assert heartbeat.held() == ["u1"]
+        assert heartbeat.held() == []
+    finally:
+        gate.set()
+    thread.join(20)
+    assert not thread.is_alive() and heartbeat._thread is None  # it saw nothing held, and ended
+
+
+def test_a_store_has_one_heartbeat_with_the_default_lease(store, tmp_path):
+    heartbeat = ingest.heartbeat_of(store)
+    assert heartbeat is ingest.heartbeat_of(store) and heartbeat.lease_ms == LEASE_MS and heartbeat.store is store
+    other = Store(tmp_path / "other")
+    try:
+        assert ingest.heartbeat_of(other) is not heartbeat
+    finally:
+        other.close()
+
+
 # -- ingest_one -------------------------------------------------------------------------------------
 
 
