@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_profile_bytes
 from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server import ingest
+from whylogs_songbird.server.digest import digest_from_bytes
 from whylogs_songbird.server.ingest import BUSY_SHARE, LEASE_MS, IngestWorker, ingest_one
+from whylogs_songbird.server.rollups import store_rollups
 from whylogs_songbird.server.sandbox import SandboxCrash, SandboxError, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
 
@@ -212,6 +215,25 @@ def test_a_good_profile_gets_its_digest_stored(store):
     assert sandbox.given == [PROFILE]
     assert state(store, upload.id) == ("ready", None, 1)
     assert store.metadata.get_summary(upload.id, hashlib.sha256(PROFILE).hexdigest()) == DIGEST
+
+
+def test_a_profile_s_claim_is_held_while_the_sandbox_works_on_it(store):
+    upload = put(store)
+    held: list[list[str]] = []
+    ingest_one(store, claim(store), FakeSandbox(lambda data: held.append(ingest.heartbeat_of(store).held()) or DIGEST))
+    assert held == [[upload.id]] and ingest.heartbeat_of(store).held() == []
+
+
+def test_a_summarised_batch_is_merged_into_the_rollups_of_its_hour_and_day(store):
+    hour = 1_714_521_600_000 + 3_600_000  # 2024-05-01T01:00:00Z
+    session_id = store.create_session("user").id
+    slot = store.create_uploads(session_id, [NewUpload("batch", dataset_timestamp=hour + 5)], ttl_seconds=900)[0]
+    upload = store_profile_bytes(store, slot.id, make_profile_bytes(3))
+    digest = digest_from_bytes(make_profile_bytes(3))
+    assert ingest_one(store, claim(store), FakeSandbox(digest)) == digest
+    rolled = store_rollups(store).read(session_id, "hour", hour, "all")
+    assert rolled is not None and [m.upload_id for m in rolled.members] == [upload.id]
+    assert store_rollups(store).read(session_id, "day", hour - 3_600_000, "all") is not None
 
 
 def test_a_slot_without_bytes_is_left_alone(store):
@@ -738,6 +760,38 @@ def test_stop_kills_nothing_when_the_threads_ended(store, monkeypatch):
     joins, sandbox = stopping(store, monkeypatch, alive=False, timeout=10)
     assert joins == [("a", 5.0), ("b", 5.0), ("a", 7.0), ("b", 6.0)]
     assert sandbox.closed == 0
+
+
+def test_the_worker_takes_the_store_s_asks_for_a_look_while_it_runs(store, monkeypatch):
+    added: list[Any] = []
+    removed: list[Any] = []
+    monkeypatch.setattr(store, "add_look_waker", added.append)
+    monkeypatch.setattr(store, "remove_look_waker", removed.append)
+    worker = IngestWorker(store, sandbox=FakeSandbox(), poll_seconds=60).start()
+    try:
+        assert added == [worker.look_soon] and removed == []
+    finally:
+        worker.stop()
+    assert removed == [worker.look_soon]
+
+
+@pytest.mark.parametrize(
+    "timeout, expected",
+    [
+        # deadline 130 (read at 100): the grace, then what is left of the timeout, the look thread last
+        (30.0, [("a", 5.0), ("b", 5.0), ("a", 27.0), ("b", 26.0), ("look", 25.0)]),
+        # deadline 101: no join waits, not even the look thread's
+        (1.0, [("a", 0.0), ("b", 0.0), ("a", 0.0), ("b", 0.0), ("look", 0.0)]),
+    ],
+)
+def test_stop_waits_for_the_look_thread_within_what_is_left_of_the_timeout(store, monkeypatch, timeout, expected):
+    monkeypatch.setattr(ingest, "time", Ticking())
+    worker = IngestWorker(store, sandbox=FakeSandbox())
+    joins: list[tuple[str, float | None]] = []
+    worker._threads = [FakeThread(joins, "a", True), FakeThread(joins, "b", True)]  # type: ignore[list-item]
+    worker._look_thread = FakeThread(joins, "look", True)  # type: ignore[assignment]
+    worker.stop(timeout=timeout)
+    assert joins == expected and worker._look_thread is None
 
 
 def test_the_worker_s_defaults(store):
