@@ -481,6 +481,19 @@ def test_under_load_the_worker_waits_three_times_what_a_profile_took(store, monk
     assert wake.waits == []
 
 
+def test_batches_summarised_before_a_stop_are_rolled_up_as_the_worker_ends(store, monkeypatch):
+    """Stopped while it yields (under load), the worker leaves no summarised batch out of its rollups."""
+    hour = 1_714_521_600_000  # 2024-05-01T00:00:00Z
+    session_id = store.create_session("user").id
+    slot = store.create_uploads(session_id, [NewUpload("batch", dataset_timestamp=hour + 5)], ttl_seconds=900)[0]
+    store_profile_bytes(store, slot.id, make_profile_bytes(3))
+    digest = digest_from_bytes(make_profile_bytes(3))
+    _, wake, stop_waits = one_step(store, FakeSandbox(digest), busy=lambda: True, monkeypatch=monkeypatch)
+    assert len(stop_waits) == 1 and wake.waits == []  # ended in its yield, never idle
+    rolled = store_rollups(store).read(session_id, "hour", hour, "all")
+    assert rolled is not None and [m.upload_id for m in rolled.members] == [slot.id]
+
+
 def test_when_idle_the_worker_goes_on_without_waiting(store, monkeypatch):
     first, second = put(store), put(store)
     _, wake, stop_waits = one_step(store, FakeSandbox(), busy=lambda: False, monkeypatch=monkeypatch, poll_seconds=7.5)
