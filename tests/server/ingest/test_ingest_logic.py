@@ -494,6 +494,58 @@ def test_batches_summarised_before_a_stop_are_rolled_up_as_the_worker_ends(store
     assert rolled is not None and [m.upload_id for m in rolled.members] == [slot.id]
 
 
+def stamped_batches(store: Store, count: int) -> tuple[str, bytes]:
+    """``count`` stored batch profiles of one session, in hour 0 of 2024-05-01; the session and their digest."""
+    session_id = store.create_session("user").id
+    new = [NewUpload("batch", dataset_timestamp=1_714_521_600_000 + i) for i in range(count)]
+    for slot in store.create_uploads(session_id, new, ttl_seconds=900):
+        store_profile_bytes(store, slot.id, make_profile_bytes(3))
+    return session_id, digest_from_bytes(make_profile_bytes(3))
+
+
+def rolled_up(store: Store, session_id: str) -> int:
+    """How many batches the session's hour-0 rollup holds."""
+    found = store_rollups(store).read(session_id, "hour", 1_714_521_600_000, "all", merged=False)
+    return 0 if found is None else len(found.members)
+
+
+@pytest.mark.parametrize("batch, at_once", [(2, 2), (3, 0)])
+def test_the_worker_rolls_up_once_rollup_batch_batches_wait(store, monkeypatch, batch, at_once):
+    """Two batches summarised in one claim: with ROLLUP_BATCH 2 they are rolled up at once (before
+    the worker yields), with 3 they wait (until the worker ends)."""
+    monkeypatch.setattr(ingest, "ROLLUP_BATCH", batch)
+    session_id, digest = stamped_batches(store, 2)
+    seen: list[int] = []
+    one_step(
+        store,
+        FakeSandbox(digest),
+        busy=lambda: seen.append(rolled_up(store, session_id)) or True,
+        monkeypatch=monkeypatch,
+    )
+    assert seen == [at_once] and rolled_up(store, session_id) == 2
+
+
+def test_an_idle_worker_rolls_up_what_it_summarised_before_it_looks_and_waits(store, monkeypatch):
+    session_id, digest = stamped_batches(store, 1)
+    seen: list[int] = []
+    monkeypatch.setattr(store, "learn_landed", lambda stop: seen.append(rolled_up(store, session_id)) or [])
+    _, wake, _ = one_step(store, FakeSandbox(digest), monkeypatch=monkeypatch)
+    assert seen == [1] and wake.waits == [1.0]
+
+
+def test_a_failed_batch_of_uploads_is_logged_and_the_worker_goes_on(store, monkeypatch, caplog):
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(2)])
+
+    def failing(*args: Any) -> list:
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(ingest, "ingest_many", failing)
+    _, wake, _ = one_step(store, FakeSandbox(), monkeypatch=monkeypatch)
+    assert wake.waits == [1.0]  # went on: found nothing else to claim (theirs are still claimed), and waited
+    (record,) = caplog.records
+    assert record.getMessage() == f"ingest: uploads {uploads[0].id}, {uploads[1].id} failed" and record.exc_info
+
+
 def test_when_idle_the_worker_goes_on_without_waiting(store, monkeypatch):
     first, second = put(store), put(store)
     _, wake, stop_waits = one_step(store, FakeSandbox(), busy=lambda: False, monkeypatch=monkeypatch, poll_seconds=7.5)
