@@ -23,7 +23,7 @@ from stored_profiles import store_profile_bytes
 from whylogs_songbird.server import ingest
 from whylogs_songbird.server.digest import digest_from_bytes
 from whylogs_songbird.server.ingest import BUSY_SHARE, LEASE_MS, IngestWorker, ingest_one
-from whylogs_songbird.server.rollups import store_rollups
+from whylogs_songbird.server.rollups import read_version, store_rollups
 from whylogs_songbird.server.sandbox import SandboxCrash, SandboxError, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
 
@@ -234,6 +234,14 @@ def test_a_summarised_batch_is_merged_into_the_rollups_of_its_hour_and_day(store
     rolled = store_rollups(store).read(session_id, "hour", hour, "all")
     assert rolled is not None and [m.upload_id for m in rolled.members] == [upload.id]
     assert store_rollups(store).read(session_id, "day", hour - 3_600_000, "all") is not None
+
+
+def test_a_summary_or_a_refusal_changes_the_session_s_timeline_version_and_a_crash_does_not(store):
+    for outcome, changes in ((DIGEST, True), (SandboxRefused("torn"), True), (SandboxCrash("died"), False)):
+        upload = put(store)
+        before = read_version(store, upload.session_id)
+        ingest_one(store, claim(store), FakeSandbox(outcome))
+        assert (read_version(store, upload.session_id) != before) == changes, outcome
 
 
 def test_a_slot_without_bytes_is_left_alone(store):
