@@ -389,6 +389,24 @@ def test_profiles_a_stopped_sandbox_did_not_answer_go_back_with_their_tries(stor
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_one_readable_profile_goes_alone_and_claims_are_held_while_a_batch_is_summarised(store):
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(2)])
+    held: list[list[str]] = []
+
+    class Recording(FakeSandbox):
+        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+            held.append(sorted(ingest.heartbeat_of(store).held()))
+            return [DIGEST] * len(profiles)
+
+    sandbox = Recording()
+    claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=2)
+    assert ingest.ingest_many(store, claimed, sandbox) == [DIGEST, DIGEST]
+    assert held == [sorted(u.id for u in uploads)] and sandbox.given == []
+    single = put(store)
+    assert ingest.ingest_many(store, [claim(store)], sandbox) == [DIGEST]
+    assert sandbox.given == [PROFILE] and len(held) == 1 and state(store, single.id)[0] == "ready"
+
+
 def test_when_the_batch_trip_fails_each_profile_goes_alone(store, caplog):
     uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(2)])
     claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=2)
