@@ -259,6 +259,20 @@ def _checked(data: dict[str, Any]) -> dict[str, bytes]:
     return sketches
 
 
+#: Each digested sketch's deserializer, by its key in :func:`_checked`'s result.
+_DESERIALIZE: dict[str, Any] = {
+    "kll": ds.kll_doubles_sketch.deserialize,
+    "hll": ds.hll_sketch.deserialize,
+    "fi": ds.frequent_strings_sketch.deserialize,
+}
+
+
+def _sketch_objects(data: dict[str, Any]) -> dict[str, Any]:
+    """The sketches of one digested column as the sketch library's objects, ``kll``, ``hll`` and
+    ``fi`` (those it has), each checked (:func:`_checked`) before it is deserialized."""
+    return {key: _DESERIALIZE[key](raw) for key, raw in _checked(data).items()}
+
+
 def sketches_of(data: dict[str, Any]) -> dict[str, bytes]:
     """The checked sketch bytes of one digested column: ``kll``, ``hll`` and ``fi`` (those it has);
     raises :class:`DigestError`."""
@@ -273,7 +287,7 @@ def check_digest(blob: bytes) -> None:
 
 def _column_from_digest(data: dict[str, Any]) -> ColumnProfileView:
     metrics: dict[str, Metric] = {}
-    sketches = _checked(data)
+    sketches = _sketch_objects(data)
     if "counts" in data:
         n, null, nan, inf, true = data["counts"]
         metrics["counts"] = ColumnCountsMetric(
@@ -288,19 +302,15 @@ def _column_from_digest(data: dict[str, Any]) -> ColumnProfileView:
     if "distribution" in data:
         mean, m2, _ = data["distribution"]
         metrics["distribution"] = DistributionMetric(
-            kll=_component(KllComponent, ds.kll_doubles_sketch.deserialize(sketches["kll"])),
+            kll=_component(KllComponent, sketches["kll"]),
             mean=_component(FractionalComponent, mean),
             m2=_component(FractionalComponent, m2),
         )
     if "cardinality" in data:
-        metrics["cardinality"] = CardinalityMetric(
-            hll=_component(HllComponent, ds.hll_sketch.deserialize(sketches["hll"]))
-        )
+        metrics["cardinality"] = CardinalityMetric(hll=_component(HllComponent, sketches["hll"]))
     if "frequent_items" in data:
         metrics["frequent_items"] = FrequentItemsMetric(
-            frequent_strings=_component(
-                FrequentStringsComponent, ds.frequent_strings_sketch.deserialize(sketches["fi"])
-            )
+            frequent_strings=_component(FrequentStringsComponent, sketches["fi"])
         )
     return ColumnProfileView(metrics=metrics)
 
@@ -333,15 +343,15 @@ class _MergedColumn:
     __slots__ = ("counts", "types", "distribution", "hll", "fi")
 
     def __init__(self, data: dict[str, Any]) -> None:
-        sketches = _checked(data)  # before the sketch library sees any of them
+        sketches = _sketch_objects(data)
         self.counts: list[int] | None = [int(v) for v in data["counts"]] if "counts" in data else None
         self.types: list[int] | None = [int(v) for v in data["types"]] if "types" in data else None
         self.distribution: tuple[float, float, Any] | None = None
         if "distribution" in data:
             mean, m2, _ = data["distribution"]
-            self.distribution = (mean, m2, ds.kll_doubles_sketch.deserialize(sketches["kll"]))
-        self.hll = ds.hll_sketch.deserialize(sketches["hll"]) if "hll" in sketches else None
-        self.fi = ds.frequent_strings_sketch.deserialize(sketches["fi"]) if "fi" in sketches else None
+            self.distribution = (mean, m2, sketches["kll"])
+        self.hll = sketches.get("hll")
+        self.fi = sketches.get("fi")
 
     def merge(self, other: _MergedColumn) -> None:
         """Merge ``other`` (a later profile's column) into this one, with the arithmetic of whylogs'
@@ -421,16 +431,16 @@ def merge_digested(profiles: Sequence[dict[str, Any]], *, raw: bool = False) -> 
 
 def _sketches_from_digest(data: dict[str, Any]) -> ColumnSketches:
     """What :func:`_column_from_digest` builds, as :class:`ColumnSketches` (each sketch checked)."""
-    sketches = _checked(data)
+    sketches = _sketch_objects(data)
     counts, types, distribution = data.get("counts"), data.get("types"), data.get("distribution")
     return ColumnSketches(
         counts=None if counts is None else (int(counts[0]), int(counts[1])),
         type_counts=None if types is None else dict(zip(_TYPES, (int(v) for v in [*types, *[0] * len(_TYPES)]))),
-        kll=ds.kll_doubles_sketch.deserialize(sketches["kll"]) if "kll" in sketches else None,
+        kll=sketches.get("kll"),
         mean=None if distribution is None else distribution[0],
         m2=None if distribution is None else distribution[1],
-        hll=ds.hll_sketch.deserialize(sketches["hll"]) if "hll" in sketches else None,
-        frequent=ds.frequent_strings_sketch.deserialize(sketches["fi"]) if "fi" in sketches else None,
+        hll=sketches.get("hll"),
+        frequent=sketches.get("fi"),
         standard=counts is not None,
     )
 

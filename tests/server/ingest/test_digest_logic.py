@@ -7,14 +7,17 @@ Profiles are crafted in the test, message by message, with whylogs' protobuf cla
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import whylogs as why
+import whylogs_sketching as ds
 from profile_crafting import _delimited as delimited
 from profile_crafting import assemble, varint
 from whylogs.core.metrics.column_metrics import ColumnCountsMetric
@@ -34,6 +37,7 @@ from whylogs_songbird.server.digest import (
     digest_from_bytes,
     digest_view,
     digested_count,
+    merge_digested,
     sketches_of,
     view_from_digest,
     view_of,
@@ -184,3 +188,48 @@ def test_what_is_not_a_digest_of_this_version_is_refused_saying_so():
         with pytest.raises(DigestError, match="^a digest of another version$"):
             digest_columns(zlib.compress(json.dumps(payload).encode()))
     assert digest_columns(digest_view(why.log(pd.DataFrame({"x": [1]})).view())).keys() == {"x"}
+
+
+def _hll(lg_k: int, kind: Any, *values: str) -> str:
+    sketch = ds.hll_sketch(lg_k, kind)
+    for value in values:
+        sketch.update(value)
+    return base64.b64encode(sketch.serialize_compact()).decode()
+
+
+def test_merged_digested_counters_add_up_a_side_s_only_metrics_are_kept_and_other_shapes_refused():
+    only_counts = {"x": {"counts": [2, 0, 0, 0, 0]}}
+    with_types = {"x": {"counts": [3, 1, 0, 0, 0], "types": [1, 2, 0, 0, 0, 0]}}
+    for order in ([only_counts, with_types], [with_types, only_counts]):
+        assert merge_digested(order) == {"x": {"counts": [5, 1, 0, 0, 0], "types": [1, 2, 0, 0, 0, 0]}}
+    with pytest.raises(DigestError, match="^a stored summary holds counters of another shape$"):
+        merge_digested([only_counts, {"x": {"counts": [1, 0]}}])
+
+
+def test_merged_distributions_of_no_values_are_zero_and_one_empty_side_takes_the_other_s():
+    text = digest_columns(digest_view(why.log(pd.DataFrame({"v": ["a", "b"]})).view()))
+    numbers = digest_columns(digest_view(why.log(pd.DataFrame({"v": [1.0, 3.0]})).view()))
+    mean, m2, _ = merge_digested([text, text])["v"]["distribution"]
+    assert (mean, m2) == (0.0, 0.0)
+    for order in ([text, numbers], [numbers, text]):
+        mean, m2, _ = merge_digested(order)["v"]["distribution"]
+        assert (mean, m2) == (2.0, 2.0)  # the mean of 1 and 3, and the sum of squared deviations
+
+
+def test_merged_cardinality_sketches_take_the_larger_lg_k_and_the_larger_hll_type():
+    small = {"x": {"cardinality": _hll(10, ds.tgt_hll_type.HLL_4, "a", "b")}}
+    large = {"x": {"cardinality": _hll(12, ds.tgt_hll_type.HLL_8, "c")}}
+    for order in ([small, large], [large, small]):
+        merged = ds.hll_sketch.deserialize(merge_digested(order, raw=True)["x"]["cardinality"])
+        assert (merged.lg_config_k, merged.tgt_type) == (12, ds.tgt_hll_type.HLL_8)
+        assert round(merged.get_estimate()) == 3
+
+
+def test_a_sketch_only_one_side_of_a_merge_has_is_kept_as_it_is():
+    text = digest_columns(digest_view(why.log(pd.DataFrame({"v": ["a", "b", "b"]})).view()))["v"]
+    sketches = ("distribution", "cardinality", "frequent_items")
+    assert all(name in text for name in sketches)
+    bare = {"counts": [0, 0, 0, 0, 0]}
+    for order in ([{"v": text}, {"v": bare}], [{"v": bare}, {"v": text}]):
+        merged = merge_digested(order)["v"]
+        assert {name: merged[name] for name in sketches} == {name: text[name] for name in sketches}

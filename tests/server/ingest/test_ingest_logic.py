@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_profile_bytes
 from stored_profiles import store_profile_bytes
 
 from whylogs_songbird.server import ingest
+from whylogs_songbird.server.digest import digest_from_bytes
 from whylogs_songbird.server.ingest import BUSY_SHARE, LEASE_MS, IngestWorker, ingest_one
+from whylogs_songbird.server.rollups import read_version, store_rollups
 from whylogs_songbird.server.sandbox import SandboxCrash, SandboxError, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
 
@@ -90,6 +93,118 @@ def test_the_constants():
     assert (ingest.POLL_SECONDS, ingest.STOP_GRACE_SECONDS) == (1.0, 5.0)
 
 
+# -- the claim heartbeat ----------------------------------------------------------------------------
+
+
+class BeatClock:
+    """The module's ``time`` for a heartbeat's beats run on the test's thread: each sleep is
+    recorded, then the next step of the test's script runs."""
+
+    def __init__(self, *script: Callable[[], Any]) -> None:
+        self.script = list(script)
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.script.pop(0)()
+
+
+def renewals(store: Store, monkeypatch: pytest.MonkeyPatch, then: Callable[[], Any] = lambda: None) -> list:
+    """The store's renewals, recorded (ids sorted, lease) and made; ``then`` runs after each."""
+    made: list[tuple[list[str], int]] = []
+    real = store.renew_ingest_claims
+
+    def renew_ingest_claims(upload_ids: list[str], *, lease_ms: int) -> set[str]:
+        made.append((sorted(upload_ids), lease_ms))
+        kept = real(upload_ids, lease_ms=lease_ms)
+        then()
+        return kept
+
+    monkeypatch.setattr(store, "renew_ingest_claims", renew_ingest_claims)
+    return made
+
+
+def test_the_heartbeat_renews_what_is_held_every_third_of_the_lease_and_says_which_claims_ran_out(
+    store, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="whylogs_songbird.server.ingest")
+    a, b = put(store), put(store)
+    store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=2)
+    heartbeat = ingest.ClaimHeartbeat(store, lease_ms=6000)
+    heartbeat._held = {a.id: 1, b.id: 2}
+    heartbeat._thread = threading.current_thread()  # the beat runs here: it ends its own thread's record
+    clock = BeatClock(
+        lambda: None,  # 1: both renewed
+        lambda: store.release_ingest_claim(b.id, b.sha256 or "", counted=False),  # 2: b's claim ended: said
+        lambda: None,  # 3: b's ended claim is no longer held when the renewal answers: not said
+        lambda: heartbeat._held.clear(),  # 4: nothing held: the beat ends
+    )
+    monkeypatch.setattr(ingest, "time", clock)
+    made = renewals(store, monkeypatch, then=lambda: len(clock.script) == 1 and heartbeat._held.pop(b.id))
+    assert repr(heartbeat) == "ClaimHeartbeat(lease_ms=6000, held=2)"
+    heartbeat._beat()
+    assert clock.slept == [2.0] * 4 and heartbeat._thread is None
+    assert made == [(sorted([a.id, b.id]), 6000), (sorted([a.id, b.id]), 6000), (sorted([a.id, b.id]), 6000)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "ingest: the claim on 1 profile(s) ran out or ended while summarising"
+    ]
+
+
+def test_a_failed_renewal_is_logged_and_the_next_beat_tries_again(store, monkeypatch, caplog):
+    a, b = put(store), put(store)
+    heartbeat = ingest.ClaimHeartbeat(store, lease_ms=300)
+    heartbeat._held = {a.id: 1, b.id: 1}  # not claimed: a renewal that kept nothing would be said
+    calls: list[int] = []
+
+    def renew_ingest_claims(upload_ids: list[str], *, lease_ms: int) -> set[str]:
+        calls.append(len(upload_ids))
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(store, "renew_ingest_claims", renew_ingest_claims)
+    clock = BeatClock(lambda: None, lambda: heartbeat._held.clear())
+    monkeypatch.setattr(ingest, "time", clock)
+    heartbeat._beat()
+    assert clock.slept == [0.1, 0.1] and calls == [2]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "ingest: renewing 2 claim(s) failed (RuntimeError)")
+    ]
+
+
+def test_a_profile_held_twice_stays_held_until_both_end_and_one_beat_thread_runs(store, monkeypatch):
+    gate = threading.Event()
+
+    class Gated:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            assert gate.wait(20)
+
+    monkeypatch.setattr(ingest, "time", Gated)
+    heartbeat = ingest.ClaimHeartbeat(store)
+    try:
+        with heartbeat.hold("u1"):
+            thread = heartbeat._thread
+            assert thread is not None and thread.name == "songbird-claim-heartbeat" and thread.daemon
+            with heartbeat.hold("u1"), heartbeat.hold("u2"):
+                assert sorted(heartbeat.held()) == ["u1", "u2"] and heartbeat._thread is thread
+                assert repr(heartbeat) == "ClaimHeartbeat(lease_ms=30000, held=2)"
+            assert heartbeat.held() == ["u1"]
+        assert heartbeat.held() == []
+    finally:
+        gate.set()
+    thread.join(20)
+    assert not thread.is_alive() and heartbeat._thread is None  # it saw nothing held, and ended
+
+
+def test_a_store_has_one_heartbeat_with_the_default_lease(store, tmp_path):
+    heartbeat = ingest.heartbeat_of(store)
+    assert heartbeat is ingest.heartbeat_of(store) and heartbeat.lease_ms == LEASE_MS and heartbeat.store is store
+    other = Store(tmp_path / "other")
+    try:
+        assert ingest.heartbeat_of(other) is not heartbeat
+    finally:
+        other.close()
+
+
 # -- ingest_one -------------------------------------------------------------------------------------
 
 
@@ -100,6 +215,33 @@ def test_a_good_profile_gets_its_digest_stored(store):
     assert sandbox.given == [PROFILE]
     assert state(store, upload.id) == ("ready", None, 0)  # no failed try
     assert store.metadata.get_summary(upload.id, hashlib.sha256(PROFILE).hexdigest()) == DIGEST
+
+
+def test_a_profile_s_claim_is_held_while_the_sandbox_works_on_it(store):
+    upload = put(store)
+    held: list[list[str]] = []
+    ingest_one(store, claim(store), FakeSandbox(lambda data: held.append(ingest.heartbeat_of(store).held()) or DIGEST))
+    assert held == [[upload.id]] and ingest.heartbeat_of(store).held() == []
+
+
+def test_a_summarised_batch_is_merged_into_the_rollups_of_its_hour_and_day(store):
+    hour = 1_714_521_600_000 + 3_600_000  # 2024-05-01T01:00:00Z
+    session_id = store.create_session("user").id
+    slot = store.create_uploads(session_id, [NewUpload("batch", dataset_timestamp=hour + 5)], ttl_seconds=900)[0]
+    upload = store_profile_bytes(store, slot.id, make_profile_bytes(3))
+    digest = digest_from_bytes(make_profile_bytes(3))
+    assert ingest_one(store, claim(store), FakeSandbox(digest)) == digest
+    rolled = store_rollups(store).read(session_id, "hour", hour, "all")
+    assert rolled is not None and [m.upload_id for m in rolled.members] == [upload.id]
+    assert store_rollups(store).read(session_id, "day", hour - 3_600_000, "all") is not None
+
+
+def test_a_summary_or_a_refusal_changes_the_session_s_timeline_version_and_a_crash_does_not(store):
+    for outcome, changes in ((DIGEST, True), (SandboxRefused("torn"), True), (SandboxCrash("died"), False)):
+        upload = put(store)
+        before = read_version(store, upload.session_id)
+        ingest_one(store, claim(store), FakeSandbox(outcome))
+        assert (read_version(store, upload.session_id) != before) == changes, outcome
 
 
 def test_a_slot_without_bytes_is_left_alone(store):
@@ -247,6 +389,24 @@ def test_profiles_a_stopped_sandbox_did_not_answer_go_back_with_their_tries(stor
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+def test_one_readable_profile_goes_alone_and_claims_are_held_while_a_batch_is_summarised(store):
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(2)])
+    held: list[list[str]] = []
+
+    class Recording(FakeSandbox):
+        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+            held.append(sorted(ingest.heartbeat_of(store).held()))
+            return [DIGEST] * len(profiles)
+
+    sandbox = Recording()
+    claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=2)
+    assert ingest.ingest_many(store, claimed, sandbox) == [DIGEST, DIGEST]
+    assert held == [sorted(u.id for u in uploads)] and sandbox.given == []
+    single = put(store)
+    assert ingest.ingest_many(store, [claim(store)], sandbox) == [DIGEST]
+    assert sandbox.given == [PROFILE] and len(held) == 1 and state(store, single.id)[0] == "ready"
+
+
 def test_when_the_batch_trip_fails_each_profile_goes_alone(store, caplog):
     uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(2)])
     claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=2)
@@ -345,6 +505,71 @@ def test_under_load_the_worker_waits_three_times_what_a_profile_took(store, monk
     assert state(store, upload.id)[0] == "ready"
     assert stop_waits == [pytest.approx(6.0)]  # took 2 s: summarising gets a quarter of the time
     assert wake.waits == []
+
+
+def test_batches_summarised_before_a_stop_are_rolled_up_as_the_worker_ends(store, monkeypatch):
+    """Stopped while it yields (under load), the worker leaves no summarised batch out of its rollups."""
+    hour = 1_714_521_600_000  # 2024-05-01T00:00:00Z
+    session_id = store.create_session("user").id
+    slot = store.create_uploads(session_id, [NewUpload("batch", dataset_timestamp=hour + 5)], ttl_seconds=900)[0]
+    store_profile_bytes(store, slot.id, make_profile_bytes(3))
+    digest = digest_from_bytes(make_profile_bytes(3))
+    _, wake, stop_waits = one_step(store, FakeSandbox(digest), busy=lambda: True, monkeypatch=monkeypatch)
+    assert len(stop_waits) == 1 and wake.waits == []  # ended in its yield, never idle
+    rolled = store_rollups(store).read(session_id, "hour", hour, "all")
+    assert rolled is not None and [m.upload_id for m in rolled.members] == [slot.id]
+
+
+def stamped_batches(store: Store, count: int) -> tuple[str, bytes]:
+    """``count`` stored batch profiles of one session, in hour 0 of 2024-05-01; the session and their digest."""
+    session_id = store.create_session("user").id
+    new = [NewUpload("batch", dataset_timestamp=1_714_521_600_000 + i) for i in range(count)]
+    for slot in store.create_uploads(session_id, new, ttl_seconds=900):
+        store_profile_bytes(store, slot.id, make_profile_bytes(3))
+    return session_id, digest_from_bytes(make_profile_bytes(3))
+
+
+def rolled_up(store: Store, session_id: str) -> int:
+    """How many batches the session's hour-0 rollup holds."""
+    found = store_rollups(store).read(session_id, "hour", 1_714_521_600_000, "all", merged=False)
+    return 0 if found is None else len(found.members)
+
+
+@pytest.mark.parametrize("batch, at_once", [(2, 2), (3, 0)])
+def test_the_worker_rolls_up_once_rollup_batch_batches_wait(store, monkeypatch, batch, at_once):
+    """Two batches summarised in one claim: with ROLLUP_BATCH 2 they are rolled up at once (before
+    the worker yields), with 3 they wait (until the worker ends)."""
+    monkeypatch.setattr(ingest, "ROLLUP_BATCH", batch)
+    session_id, digest = stamped_batches(store, 2)
+    seen: list[int] = []
+    one_step(
+        store,
+        FakeSandbox(digest),
+        busy=lambda: seen.append(rolled_up(store, session_id)) or True,
+        monkeypatch=monkeypatch,
+    )
+    assert seen == [at_once] and rolled_up(store, session_id) == 2
+
+
+def test_an_idle_worker_rolls_up_what_it_summarised_before_it_looks_and_waits(store, monkeypatch):
+    session_id, digest = stamped_batches(store, 1)
+    seen: list[int] = []
+    monkeypatch.setattr(store, "learn_landed", lambda stop: seen.append(rolled_up(store, session_id)) or [])
+    _, wake, _ = one_step(store, FakeSandbox(digest), monkeypatch=monkeypatch)
+    assert seen == [1] and wake.waits == [1.0]
+
+
+def test_a_failed_batch_of_uploads_is_logged_and_the_worker_goes_on(store, monkeypatch, caplog):
+    uploads = in_claim_order(store, [put(store, PROFILE + bytes([i])) for i in range(2)])
+
+    def failing(*args: Any) -> list:
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(ingest, "ingest_many", failing)
+    _, wake, _ = one_step(store, FakeSandbox(), monkeypatch=monkeypatch)
+    assert wake.waits == [1.0]  # went on: found nothing else to claim (theirs are still claimed), and waited
+    (record,) = caplog.records
+    assert record.getMessage() == f"ingest: uploads {uploads[0].id}, {uploads[1].id} failed" and record.exc_info
 
 
 def test_when_idle_the_worker_goes_on_without_waiting(store, monkeypatch):
@@ -626,6 +851,38 @@ def test_stop_kills_nothing_when_the_threads_ended(store, monkeypatch):
     joins, sandbox = stopping(store, monkeypatch, alive=False, timeout=10)
     assert joins == [("a", 5.0), ("b", 5.0), ("a", 7.0), ("b", 6.0)]
     assert sandbox.closed == 0
+
+
+def test_the_worker_takes_the_store_s_asks_for_a_look_while_it_runs(store, monkeypatch):
+    added: list[Any] = []
+    removed: list[Any] = []
+    monkeypatch.setattr(store, "add_look_waker", added.append)
+    monkeypatch.setattr(store, "remove_look_waker", removed.append)
+    worker = IngestWorker(store, sandbox=FakeSandbox(), poll_seconds=60).start()
+    try:
+        assert added == [worker.look_soon] and removed == []
+    finally:
+        worker.stop()
+    assert removed == [worker.look_soon]
+
+
+@pytest.mark.parametrize(
+    "timeout, expected",
+    [
+        # deadline 130 (read at 100): the grace, then what is left of the timeout, the look thread last
+        (30.0, [("a", 5.0), ("b", 5.0), ("a", 27.0), ("b", 26.0), ("look", 25.0)]),
+        # deadline 101: no join waits, not even the look thread's
+        (1.0, [("a", 0.0), ("b", 0.0), ("a", 0.0), ("b", 0.0), ("look", 0.0)]),
+    ],
+)
+def test_stop_waits_for_the_look_thread_within_what_is_left_of_the_timeout(store, monkeypatch, timeout, expected):
+    monkeypatch.setattr(ingest, "time", Ticking())
+    worker = IngestWorker(store, sandbox=FakeSandbox())
+    joins: list[tuple[str, float | None]] = []
+    worker._threads = [FakeThread(joins, "a", True), FakeThread(joins, "b", True)]  # type: ignore[list-item]
+    worker._look_thread = FakeThread(joins, "look", True)  # type: ignore[assignment]
+    worker.stop(timeout=timeout)
+    assert joins == expected and worker._look_thread is None
 
 
 def test_the_worker_s_defaults(store):

@@ -1402,3 +1402,83 @@ def test_with_an_outline_a_span_of_exactly_the_cap_is_shown_from_its_ends_alone(
         )
         assert outline.asked == asked, cap
         assert [b["profiles"] for b in document["buckets"]] == [1, 1], cap  # the buckets with batches
+
+
+@pytest.mark.parametrize(
+    "granularity, timestamps, cap, buckets",
+    [
+        # the last millisecond of an hour or a day and the first of the next are two buckets
+        ("hour", [T0 + HOUR - 1, T0 + HOUR, T0 + 5 * HOUR], 2, 3),
+        ("day", [T0 + DAY - 1, T0 + DAY, T0 + 5 * DAY], 2, 3),
+        # ISO weeks: Sunday 2026-01-04's last millisecond and Monday 2026-01-05 are two weeks...
+        ("week", [T0 + 4 * DAY - 1, T0 + 4 * DAY, T0 + 30 * DAY], 2, 3),
+        # ...Monday 2026-01-05 and Sunday 2026-01-11's last millisecond one week
+        ("week", [T0 + 4 * DAY, T0 + 11 * DAY - 1, T0 + 30 * DAY], 2, 2),
+        # eight Mondays are eight weeks
+        ("week", [T0 + (4 + 7 * i) * DAY for i in range(8)], 7, 8),
+    ],
+)
+def test_with_an_outline_the_store_counts_buckets_from_their_utc_edges(granularity, timestamps, cap, buckets):
+    session = Session([stored(f"b{i}", t) for i, t in enumerate(timestamps)])
+    outline = Outline(session)
+    service = session.service(outline=outline, max_buckets=cap)
+    query = TimelineQuery(granularity=granularity)
+    if buckets > cap:
+        with pytest.raises(TimelineRequestError, match=f"this {granularity} view has {buckets} buckets;"):
+            service.resolve("s1", query)
+        assert session.listed == 0  # refused from the store's count alone
+    else:
+        assert len(service.resolve("s1", query).batches) == len(timestamps)
+    assert outline.asked == ["span", "bucket_counts"]
+
+
+@pytest.mark.parametrize("far", [2**62, -(2**62)])
+def test_timestamps_beyond_two_to_the_62_are_counted_here_not_by_the_store(far):
+    """The store counts buckets of ``timestamp + offset`` in 64-bit integers: from 2**62 on (either
+    sign) the buckets are counted here, from the timestamps; one millisecond nearer, by the store."""
+    for edge, asked in ((far, "timestamps"), (far - 1 if far > 0 else far + 1, "bucket_counts")):
+        session = Session([stored("b1", edge), stored("b2", edge - 5 * HOUR if far > 0 else edge + 5 * HOUR)])
+        outline = Outline(session)
+        with pytest.raises(TimelineRequestError, match="this hour view has 2 buckets;"):
+            session.service(outline=outline, max_buckets=1).resolve("s1", TimelineQuery(granularity="hour"))
+        assert outline.asked == ["span", asked], edge
+
+
+def test_with_an_outline_a_view_without_range_or_granularity_reads_no_outline():
+    session = hourly(3)
+    outline = Outline(session)
+    view = session.service(outline=outline).resolve("s1", TimelineQuery())
+    assert (view.granularity, len(view.batches), outline.asked, session.listed) == ("hour", 3, [], 1)
+
+
+def test_with_an_outline_a_ranged_view_chooses_its_granularity_from_the_batches_in_its_range():
+    """Seven earlier batches, a month apart, would make it monthly; the three in range are hourly."""
+    early = [stored(f"e{i}", T0 - i * 32 * DAY) for i in range(1, 8)]
+    session = Session([*early, *(stored(f"h{i}", T0 + i * HOUR) for i in range(3))])
+    outline = Outline(session)
+    assert session.service(outline=outline).resolve("s1", TimelineQuery(start=str(T0))).granularity == "hour"
+    assert session.service().resolve("s1", TimelineQuery()).granularity == "month"
+
+
+def test_with_an_outline_a_range_ending_at_a_bucket_s_start_reads_up_to_it_and_one_ms_later_the_whole_bucket():
+    session = three_days()
+    outline = Outline(session)
+    service = session.service(outline=outline)
+    ending = service.resolve("s1", TimelineQuery(granularity="day", start=str(T0), end=str(T0 + DAY)))
+    assert [b.id for b in ending.batches] == ["b1"] and outline.asked == [f"between {T0} {T0 + DAY}"]
+    outline.asked.clear()
+    later = service.resolve("s1", TimelineQuery(granularity="day", start=str(T0), end=str(T0 + DAY + 1)))
+    assert [b.id for b in later.batches] == ["b1", "b2"] and outline.asked == [f"between {T0} {T0 + 2 * DAY}"]
+
+
+def test_with_rollups_a_week_of_two_days_is_merged_from_both_stored_day_rollups():
+    """Two days of one ISO week (Thursday and Friday), each of two batches: a second view reads
+    both days' stored rollups, and shows the whole week, not its first day."""
+    session = Session([stored(f"b{i}", T0 + (i // 2) * DAY + i * HOUR) for i in range(4)])
+    plain = session.service().document("s1", TimelineQuery(granularity="week"))
+    rollups = Rollups(Derived(), lambda session_id, member: None)
+    first = session.service(rollups=rollups).document("s1", TimelineQuery(granularity="week"))
+    again = session.service(rollups=rollups).document("s1", TimelineQuery(granularity="week"))
+    assert plain["columns"]["x"]["count"] == [12]
+    assert first["columns"]["x"]["count"] == again["columns"]["x"]["count"] == [12]
+    assert again["columns"]["x"]["mean"] == plain["columns"]["x"]["mean"]

@@ -1,0 +1,225 @@
+"""The rollups module's small parts as logic (whylogs_songbird/server/rollups.py): the timeline
+version, keys and key prefixes, the member of an upload record, the binary layout of merged
+columns byte for byte (and the messages of what it refuses), the cache of decoded headers, and the
+ingest hooks' logging. Rollups as merges are test_timeline_rollups.py's."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import struct
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from conftest import make_profile_bytes
+
+from whylogs_songbird.server import rollups
+from whylogs_songbird.server.digest import DigestError, digest_from_bytes
+from whylogs_songbird.server.rollups import (
+    BINARY_MAGIC,
+    VERSION_KEY,
+    Member,
+    Rollup,
+    Rollups,
+    bucket_prefixes,
+    bump_version,
+    family_of,
+    member_of,
+    note_summarised_many,
+    pack_columns,
+    read_version,
+    rollup_key,
+    summary_changing,
+    unpack_columns,
+)
+from whylogs_songbird.timeline import content_key
+
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+DAY0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
+
+
+class Derived:
+    """A session's derived values in a dict; ``broken``: every write fails."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.data: dict[tuple[str, str], bytes] = {}
+        self.broken = broken
+
+    def get_derived(self, session_id: str, key: str) -> bytes | None:
+        return self.data.get((session_id, key))
+
+    def put_derived(self, session_id: str, key: str, data: bytes) -> None:
+        if self.broken:
+            raise OSError("disk full")
+        self.data[(session_id, key)] = data
+
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        gone = [k for k in self.data if k[0] == session_id and k[1].startswith(prefix)]
+        gone = [k for k in gone if keep is None or not k[1].startswith(keep)]
+        for key in gone:
+            del self.data[key]
+        return len(gone)
+
+    def get_summary(self, upload_id: str, sha256: str) -> bytes | None:
+        return None
+
+
+def test_the_version_is_a_new_token_at_each_change_and_empty_before_any():
+    derived = Derived()
+    assert read_version(derived, "s") == ""
+    bump_version(derived, "s")
+    first = read_version(derived, "s")
+    assert len(first) == 16 and int(first, 16) >= 0 and derived.data[("s", "timeline/version")] == first.encode()
+    bump_version(derived, "s")
+    assert read_version(derived, "s") not in ("", first) and read_version(derived, "other") == ""
+    derived.data[("s", VERSION_KEY)] = b"v\xff1"  # not ASCII: read all the same
+    assert read_version(derived, "s") == "v\ufffd1"
+
+
+def test_keys_families_and_the_prefixes_a_batch_s_deletion_drops():
+    assert family_of(None) == family_of("") == "all"
+    assert family_of("k=v") == content_key(["k=v"])[:16] and len(family_of("k=v")) == 16
+    assert rollup_key("hour", 7, "all") == "timeline/r/hour/7/all"
+    assert bucket_prefixes(DAY0 + DAY - 1) == [f"timeline/r/hour/{DAY0 + 23 * HOUR}/", f"timeline/r/day/{DAY0}/"]
+    assert bucket_prefixes(DAY0 + DAY) == [f"timeline/r/hour/{DAY0 + DAY}/", f"timeline/r/day/{DAY0 + DAY}/"]
+
+
+def upload(**fields: Any) -> SimpleNamespace:
+    given = {
+        "id": "log-1",
+        "kind": "batch",
+        "dataset_timestamp": DAY0,
+        "sha256": "ab" * 32,
+        "size": 17,
+        "session_id": "s",
+        "segment_tags": [],
+    }
+    return SimpleNamespace(**{**given, **fields})
+
+
+def test_the_member_of_a_stamped_batch_and_none_of_anything_else():
+    assert member_of(upload()) == Member(DAY0, f"log-1:{'ab' * 32}:17", "log-1", "ab" * 32)
+    assert member_of(upload(kind="reference")) is None
+    assert member_of(upload(dataset_timestamp=None)) is None
+    assert member_of(upload(sha256=None)) is None
+    assert member_of(SimpleNamespace(id="x")) is None  # no kind at all
+
+
+def layout(header: dict[str, Any], *sketches: bytes) -> bytes:
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return BINARY_MAGIC + struct.pack("<I", len(text)) + text + b"".join(sketches)
+
+
+def test_merged_columns_are_a_magic_a_length_a_json_header_and_the_sketches_in_order():
+    columns = {
+        "x": {"counts": [2, 0, 0, 0, 0], "distribution": [1.5, 0.5, b"kll"], "cardinality": b"hll"},
+        "s": {"frequent_items": base64.b64encode(b"fi").decode()},  # base64 text is decoded
+    }
+    packed = pack_columns(columns)
+    expected_header = {"x": {"counts": [2, 0, 0, 0, 0], "distribution": [1.5, 0.5, 3], "cardinality": 3}}
+    assert packed == layout({**expected_header, "s": {"frequent_items": 2}}, b"kll", b"hll", b"fi")
+    assert packed[:8] == b"SBR1" + bytes([len(packed) - 8 - 8, 0, 0, 0])
+    assert unpack_columns(packed) == {
+        "x": {"counts": [2, 0, 0, 0, 0], "distribution": [1.5, 0.5, b"kll"], "cardinality": b"hll"},
+        "s": {"frequent_items": b"fi"},
+    }
+    assert unpack_columns(layout({"e": {"cardinality": 0}})) == {"e": {"cardinality": b""}}  # an empty sketch
+    assert unpack_columns(b'{"x": {"counts": [1]}}') == {"x": {"counts": [1]}}  # a JSON digest's columns
+
+
+#: What a rollup's merged columns whose sketch lengths do not fit their bytes are refused with.
+PAST_END = "stored rollup columns that cannot be read (a sketch runs past the end)"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"not json", "stored rollup columns that are neither binary nor JSON"),
+        (layout({"x": {"cardinality": 3}}, b"ab"), PAST_END),
+        (layout({"x": {"cardinality": -1}}, b"ab"), PAST_END),
+        (layout({"x": {"cardinality": "2"}}, b"ab"), PAST_END),
+        (layout({"x": {"distribution": [0, 0, 3]}}, b"ab"), PAST_END),
+        (layout({"x": {"cardinality": 1}}, b"ab"), "stored rollup columns with bytes past their last sketch"),
+    ],
+)
+def test_merged_columns_that_cannot_be_read_are_refused_saying_why(data, message):
+    with pytest.raises(DigestError) as caught:
+        unpack_columns(data)
+    assert str(caught.value) == message
+
+
+def test_merged_columns_cut_within_their_header_length_are_refused():
+    with pytest.raises(DigestError) as caught:
+        unpack_columns(BINARY_MAGIC + b"\x01")
+    assert str(caught.value).startswith("stored rollup columns that cannot be read (unpack_from requires a buffer")
+
+
+def test_decoded_headers_are_kept_within_their_bytes_oldest_dropped_first():
+    cache = rollups._HeaderCache(max_bytes=40)
+    derived = Derived()
+    one = Rollup((Member(1, "i", "u", "s"),), ("n",), None)
+    cache.keep(derived, "s", "a", b"x" * 10, one)
+    cache.keep(derived, "s", "b", b"y" * 10, one)
+    assert cache.get(derived, "s", "a", b"x" * 10) is one and cache.entry(derived, "s", "b") == (b"y" * 10, one)
+    assert cache.get(derived, "s", "a", b"x" * 9) is None  # only for the very bytes stored
+    assert cache.get(derived, "t", "a", b"x" * 10) is None and cache.get(Derived(), "s", "a", b"x" * 10) is None
+    cache.keep(derived, "s", "a", b"z" * 10, one)  # replaced: 20 bytes kept, not 30
+    assert cache._size == 20
+    cache.keep(derived, "s", "c", b"w" * 10, one)
+    cache.keep(derived, "s", "d", b"v" * 10, one)  # 40: all kept
+    assert [cache.entry(derived, "s", k) is not None for k in "abcd"] == [True] * 4
+    cache.keep(derived, "s", "e", b"u" * 10, one)  # 50: the oldest write (b) goes
+    assert [cache.entry(derived, "s", k) is not None for k in "abcde"] == [True, False, True, True, True]
+    assert cache._size == 40
+    cache.keep(derived, "s", "f", b"t" * 11, one)  # more than a quarter of the bytes: not kept
+    assert cache.entry(derived, "s", "f") is None and cache._size == 40
+    cache.keep(derived, "s", "f", b"t" * 10, one)  # exactly a quarter: kept
+    assert cache.entry(derived, "s", "f") is not None
+
+
+def test_the_header_cache_holds_32_mib_by_default():
+    assert rollups._HeaderCache().max_bytes == 32 * 1024 * 1024 == rollups._HEADERS.max_bytes
+    assert rollups._HeaderCache()._size == 0
+
+
+def test_a_bucket_whose_member_summary_is_gone_drops_its_own_rollup_and_nothing_else():
+    derived, summaries = Derived(), {}
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    kept = Rollups(derived, lambda session_id, member: summaries.get(member.upload_id))
+    for member in (Member(DAY0 + 10, "a", "log-a", "sa"), Member(DAY0 + 20, "b", "log-b", "sb")):
+        summaries[member.upload_id] = digest
+        kept.add("s", member, "", digest)
+    later = Member(DAY0 + HOUR, "c", "log-c", "sc")  # alone in the next hour
+    summaries["log-c"] = digest
+    kept.add("s", later, "", digest)
+    bump_version(derived, "s")
+    del summaries["log-b"]
+    kept.add("s", Member(DAY0 + 15, "d", "log-d", "sd"), "", digest)  # late in hour 0: merged again, b is gone
+    assert kept.read("s", "hour", DAY0, "all") is None and kept.read("s", "day", DAY0, "all") is None
+    assert {key for _, key in derived.data} == {rollup_key("hour", DAY0 + HOUR, "all"), VERSION_KEY}
+
+
+def test_artefacts_that_cannot_be_weakly_referenced_are_not_cached():
+    cache = rollups._HeaderCache()
+    plain: dict[str, bytes] = {}  # a dict takes no weak reference
+    cache.keep(plain, "s", "a", b"h", Rollup((Member(1, "i", "u", "s"),), (), None))
+    assert cache.entry(plain, "s", "a") is None and cache._size == 0
+
+
+def test_the_ingest_hooks_log_a_failure_and_never_raise(caplog):
+    summary_changing(Derived(broken=True), upload())
+    assert [r.getMessage() for r in caplog.records] == ["rollups: changing the timeline version of a session failed"]
+    caplog.clear()
+    store = Derived(broken=True)
+    digest = b"not a digest"
+    note_summarised_many(store, [(upload(), digest), (upload(id="log-2"), digest), (upload(kind="reference"), digest)])
+    assert [r.getMessage() for r in caplog.records] == ["rollups: merging 2 upload(s) into their buckets failed"]
+    assert all(r.levelno == logging.ERROR for r in caplog.records)
+    caplog.clear()
+    note_summarised_many(store, [(upload(kind="reference"), digest)])  # no batch: nothing to merge
+    assert caplog.records == []
