@@ -1070,7 +1070,7 @@ def test_stop_waits_for_the_thread_no_longer_than_its_timeout(store):
     import threading
 
     release = threading.Event()
-    stuck = threading.Thread(target=release.wait, daemon=True)
+    stuck = threading.Thread(target=release.wait, args=(5.0,), daemon=True)  # a bound: a join without one fails
     stuck.start()
     sender = NotificationSender(queue_of(store.metadata))
     sender._thread = stuck
