@@ -272,6 +272,10 @@ def test_the_dataset_url_quotes_organization_and_dataset_and_drops_a_trailing_sl
         dataset_timeline_url("http://127.0.0.1:9/x//", "o/1 2", "d?#/")
         == "http://127.0.0.1:9/x/api/v1/organizations/o%2F1%202/datasets/d%3F%23%2F/timeline"
     )
+    assert (  # only slashes are cut from the endpoint
+        dataset_timeline_url("http://127.0.0.1:9/X/", "X", "X")
+        == "http://127.0.0.1:9/X/api/v1/organizations/X/datasets/X/timeline"
+    )
 
 
 def test_a_dataset_timeline_is_read_with_the_key_and_every_option(fake):
