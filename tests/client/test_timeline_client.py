@@ -19,7 +19,13 @@ from conftest import http_server_thread
 
 from whylogs_songbird import background_server, timeline_client
 from whylogs_songbird.errors import SongbirdApiError, SongbirdConnectionError, SongbirdProtocolError
-from whylogs_songbird.timeline_client import fetch_timeline, timeline_frame, timeline_url
+from whylogs_songbird.timeline_client import (
+    dataset_timeline_url,
+    fetch_dataset_timeline,
+    fetch_timeline,
+    timeline_frame,
+    timeline_url,
+)
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/timeline_client.py")
 
@@ -39,6 +45,7 @@ class Answer:
         self.status = 200
         self.body: bytes = json.dumps(DOCUMENT).encode()
         self.requests: list[str] = []
+        self.keys: list[str | None] = []  # the X-API-Key header of each request
 
 
 @pytest.fixture
@@ -48,6 +55,7 @@ def fake() -> Iterator[tuple[str, Answer]]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             answer.requests.append(self.path)
+            answer.keys.append(self.headers.get("X-API-Key"))
             self.send_response(answer.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer.body)))
@@ -71,6 +79,7 @@ def test_the_document_is_returned_as_the_server_sent_it(fake):
     url, answer = fake
     assert fetch_timeline("session-a", endpoint=url) == DOCUMENT
     assert answer.requests == ["/api/v1/sessions/session-a/timeline"]
+    assert answer.keys == [None]  # a session's timeline is read without a key
 
 
 def test_every_option_given_is_a_query_parameter(fake):
@@ -247,3 +256,98 @@ def test_the_frame_s_timeout_is_the_one_given(fake, monkeypatch):
     monkeypatch.setattr(timeline_client.requests, "get", spy)
     timeline_frame(url, "session-a", timeout=3)
     assert seen == [(3.0, 3.0)]
+
+
+# -- an organization's dataset ---------------------------------------------------------------------
+
+KEY = "sbk-0123456789abcdef.secret-part"
+
+
+def test_the_dataset_url_quotes_organization_and_dataset_and_drops_a_trailing_slash():
+    assert (
+        dataset_timeline_url("http://127.0.0.1:9/", "org-1", "model-a")
+        == "http://127.0.0.1:9/api/v1/organizations/org-1/datasets/model-a/timeline"
+    )
+    assert (
+        dataset_timeline_url("http://127.0.0.1:9/x//", "o/1 2", "d?#/")
+        == "http://127.0.0.1:9/x/api/v1/organizations/o%2F1%202/datasets/d%3F%23%2F/timeline"
+    )
+    assert (  # only slashes are cut from the endpoint
+        dataset_timeline_url("http://127.0.0.1:9/X/", "X", "X")
+        == "http://127.0.0.1:9/X/api/v1/organizations/X/datasets/X/timeline"
+    )
+
+
+def test_a_dataset_timeline_is_read_with_the_key_and_every_option(fake):
+    url, answer = fake
+    document = fetch_dataset_timeline(
+        "org-1",
+        "model a",
+        api_key=KEY,
+        endpoint=url + "/",
+        granularity="month",
+        reference="train",
+        segment="region=eu",
+        start=T0,
+        end="2026-02-01",
+        timeout=4,
+    )
+    assert document == DOCUMENT
+    assert answer.requests == [
+        "/api/v1/organizations/org-1/datasets/model%20a/timeline?granularity=month&reference=train"
+        f"&segment=region%3Deu&start={T0}&end=2026-02-01"
+    ]
+    assert answer.keys == [KEY]
+    fetch_dataset_timeline("org-1", "model-a", api_key=KEY, endpoint=url, granularity="", start=0)
+    assert answer.requests[1] == "/api/v1/organizations/org-1/datasets/model-a/timeline?start=0"
+
+
+def test_a_refused_dataset_timeline_names_the_dataset_and_never_the_key(fake):
+    url, answer = fake
+    answer.status = 403
+    answer.body = json.dumps({"message": "this key belongs to another organization"}).encode()
+    with pytest.raises(SongbirdApiError) as caught:
+        fetch_dataset_timeline("org-1", "model-a", api_key=KEY, endpoint=url)
+    assert str(caught.value) == (
+        "the timeline of org-1/model-a could not be read: HTTP 403 this key belongs to another organization"
+    )
+    assert (caught.value.status, caught.value.operation) == (403, "get_timeline")
+    assert KEY not in str(caught.value) and "secret" not in repr(caught.value)
+
+
+def test_an_unreachable_server_for_a_dataset_names_the_dataset_and_never_the_key():
+    from conftest import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(SongbirdConnectionError) as caught:
+        fetch_dataset_timeline("org-1", "model-a", api_key=KEY, endpoint=endpoint, timeout=2)
+    assert str(caught.value) == (
+        f"the timeline of org-1/model-a could not be fetched from {endpoint} (ConnectionError); "
+        "check that the server is up (songbird serve) and the endpoint is right"
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_the_dataset_timeout_bounds_the_connect_at_5_seconds(fake, monkeypatch):
+    url, _ = fake
+    seen: list[Any] = []
+    real_get = requests.get
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["timeout"])
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(timeline_client.requests, "get", spy)
+    fetch_dataset_timeline("org-1", "model-a", api_key=KEY, endpoint=url, timeout=30)
+    fetch_dataset_timeline("org-1", "model-a", api_key=KEY, endpoint=url, timeout=2.5)
+    assert seen == [(5.0, 30.0), (2.5, 2.5)]
+
+
+def test_a_dataset_timeline_without_endpoint_asks_the_local_server(fake, monkeypatch):
+    url, answer = fake
+    monkeypatch.setenv("SONGBIRD_LOCAL_PORT", url.rsplit(":", 1)[1])
+    ensured: list[Any] = []
+    monkeypatch.setattr(background_server, "ensure_server", ensured.append)
+    assert fetch_dataset_timeline("org-1", "model-a", api_key=KEY) == DOCUMENT
+    assert [(s.embedded, s.endpoint) for s in ensured] == [(True, url)]
+    assert (answer.requests, answer.keys) == (["/api/v1/organizations/org-1/datasets/model-a/timeline"], [KEY])

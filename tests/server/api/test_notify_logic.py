@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+import ssl
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from time import time as time_now
 from types import SimpleNamespace
 from typing import Any
 
@@ -753,6 +755,7 @@ class FakeSmtp:
 
     def starttls(self, *, context: Any) -> None:
         self.calls.append("starttls")
+        self.tls_context = context
 
     def login(self, user: str, password: str) -> None:
         self.calls.append(("login", user, password))
@@ -903,3 +906,176 @@ def test_the_sender_without_a_host_name(smtp, monkeypatch):
     (client,) = smtp.made
     assert (client.host, client.timeout) == ("mail.example", 3.0)
     assert client.calls[-2] == ("send", "songbird@localhost", "songbird@localhost")
+
+
+# -- an organization's dataset, and what does not change what is sent ------------------------------
+
+ORG_DATASET = ("org 1", "model-a")
+
+
+def dataset_payload(event: str = "failed", segment: str = "") -> dict[str, Any]:
+    return json_payload(event, ALERT, "container-1", segment, "http://u/t", ORG_DATASET)
+
+
+def test_a_dataset_s_timeline_link_carries_its_token():
+    assert timeline_link("http://h:1/", "container-1", "daily", "r=1", 5, dataset=ORG_DATASET, token="9.abc") == (
+        "http://h:1/organizations/org%201/datasets/model-a/timeline?granularity=daily&segment=r%3D1&token=9.abc"
+        "#bucket-5"
+    )
+    assert timeline_link("http://h:1", "container-1", "daily", "", 5, dataset=ORG_DATASET) == (
+        "http://h:1/organizations/org%201/datasets/model-a/timeline?granularity=daily#bucket-5"
+    )
+
+
+def test_a_dataset_s_payload_names_the_org_and_dataset_instead_of_a_session():
+    assert dataset_payload() == {
+        "event": "monitor_failed",
+        "alert": ALERT,
+        "org": "org 1",
+        "dataset": "model-a",
+        "segment": None,
+        "url": "http://u/t",
+    }
+
+
+def test_a_dataset_s_slack_message_and_email_name_the_dataset(store):
+    message = slack_payload(dataset_payload())
+    assert message["text"] == "Monitor failed on column age of dataset org 1/model-a: p-value 0.001 < 0.05"
+    assert message["blocks"][1]["fields"][3] == {"type": "mrkdwn", "text": "*Dataset*\n`org 1/model-a`"}
+    email = email_message(_with(mail_record(store), body=json.dumps(dataset_payload())))
+    assert email.get_content().startswith("Monitor failed on column age of dataset org 1/model-a.\n")
+
+
+def test_the_email_s_bucket_is_in_utc_whatever_the_server_s_time_zone(store, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        content = email_message(mail_record(store)).get_content()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert "Bucket:  from 2023-11-14 22:13 UTC\n" in content
+
+
+def test_starttls_verifies_the_server_s_certificate(smtp):
+    notify.send_email("smtp://mail.example", EmailMessage(), timeout=1.0, environ={})
+    (client,) = smtp.made
+    context = client.tls_context
+    assert isinstance(context, ssl.SSLContext)
+    assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+
+
+def test_a_dataset_s_notifications_link_with_a_token_and_name_it(store, caplog):
+    from whylogs_songbird.server.datasets import check_link_token
+    from whylogs_songbird.server.signing import UrlSigner
+
+    caplog.set_level(logging.INFO, logger="whylogs_songbird.server.notify")
+    signer = UrlSigner(b"k" * 32)
+    datasets = {"container-1": ORG_DATASET}
+    notifier = Notifier(
+        queue_of(store.metadata), [HOOK], "http://sb:1", dataset_of=datasets.get, signer=signer, link_ttl_seconds=600
+    )
+    before = int(time_now())
+    assert notifier.evaluated("container-1", {**DOCUMENT, "granularity": "daily"}) == 1
+    after = int(time_now()) + 1
+    (queued_one,) = queued(store)
+    body = json.loads(queued_one.body)
+    assert (body["org"], body["dataset"], "session" in body) == ("org 1", "model-a", False)
+    prefix = "http://sb:1/organizations/org%201/datasets/model-a/timeline?granularity=daily&token="
+    assert body["url"].startswith(prefix) and body["url"].endswith("#bucket-20")
+    token = body["url"][len(prefix) : -len("#bucket-20")]
+    expires = check_link_token(signer, *ORG_DATASET, token)
+    assert expires is not None and before + 600 <= expires <= after + 600
+    assert check_link_token(UrlSigner(b"other"), *ORG_DATASET, token) is None
+    assert [r.getMessage() for r in caplog.records] == ["notifications: 1 queued for dataset org 1/model-a"]
+
+
+def test_a_dataset_without_a_signer_links_without_a_token_and_a_session_with_one_links_to_itself(store):
+    from whylogs_songbird.server.signing import UrlSigner
+
+    datasets = {"container-1": ORG_DATASET}
+    unsigned = Notifier(queue_of(store.metadata), [HOOK], "http://sb:1", dataset_of=datasets.get)
+    assert unsigned.evaluated("container-1", DOCUMENT) == 1
+    session_id = store.create_session("u").id
+    signed = Notifier(
+        queue_of(store.metadata), [HOOK], "http://sb:1", dataset_of=datasets.get, signer=UrlSigner(b"k" * 32)
+    )
+    assert signed.evaluated(session_id, DOCUMENT) == 1
+    urls = {r.session_id: json.loads(r.body)["url"] for r in queued(store)}
+    assert urls == {
+        "container-1": "http://sb:1/organizations/org%201/datasets/model-a/timeline?granularity=#bucket-20",
+        session_id: f"http://sb:1/sessions/{session_id}/timeline?granularity=#bucket-20",
+    }
+
+
+def test_without_targets_or_changes_no_dataset_is_looked_up(store):
+    def dataset_of(container_id: str) -> None:
+        raise AssertionError("a dataset was looked up with nothing to send")
+
+    session_id = store.create_session("u").id
+    assert Notifier(queue_of(store.metadata), [], dataset_of=dataset_of).evaluated(session_id, DOCUMENT) == 0
+    quiet = {"buckets": DOCUMENT["buckets"], "alerts": []}
+    assert Notifier(queue_of(store.metadata), [HOOK], dataset_of=dataset_of).evaluated(session_id, quiet) == 0
+
+
+class RecordingMarks:
+    """The store's marks, with every mark written recorded."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.written = store, []
+
+    def get_derived(self, session_id: str, key: str) -> bytes | None:
+        return self.store.metadata.get_derived(session_id, key)
+
+    def put_derived(self, session_id: str, key: str, value: bytes) -> None:
+        self.written.append(value)
+        self.store.metadata.put_derived(session_id, key, value)
+
+
+def test_the_mark_is_written_only_when_a_later_bucket_arrives(store):
+    session_id = store.create_session("u").id
+    marks = RecordingMarks(store)
+    notifier = Notifier(queue_of(store.metadata), [HOOK], marks=marks)
+    notifier.evaluated(session_id, DOCUMENT)
+    notifier.evaluated(session_id, DOCUMENT)  # the same latest bucket: nothing to write
+    assert marks.written == [b"20"]
+
+
+def test_a_bucket_that_failed_after_its_resolution_was_sent_is_notified_again(store):
+    session_id = store.create_session("u").id
+    both = NotifyTarget(url=HOOK.url, on=("failed", "resolved"))
+    notifier = Notifier(queue_of(store.metadata), [both])
+    buckets = [{"start": 10, "end": 20}, {"start": 20, "end": 30}]
+    assert notifier.evaluated(session_id, {"buckets": buckets, "alerts": [alert("m", "a", 10)]}) == 1  # resolved
+    later = {"buckets": buckets, "alerts": [alert("m", "a", 10), alert("m", "a", 20)]}  # a later batch: fails
+    assert notifier.evaluated(session_id, later) == 1
+    assert [(r.event, r.bucket_start) for r in queued(store)] == [("failed", 20), ("resolved", 20)]
+
+
+def test_mounting_looks_up_datasets_in_the_store(store):
+    app = SimpleNamespace(state=SimpleNamespace(signer=None))
+    timeline = SimpleNamespace(evaluated=[])
+    sender = mount_notifications(app, store, ServerConfig(), monitors_file({"url": HOOK.url}), timeline)  # type: ignore[arg-type]
+    assert sender is not None
+    container = store.dataset_container("org-1", "model-a")
+    session_id = store.create_session("u").id
+    assert app.state.notifier.dataset_of(container.id) == ("org-1", "model-a")
+    assert app.state.notifier.dataset_of(session_id) is None
+    sender.stop()
+
+
+def test_stop_waits_for_the_thread_no_longer_than_its_timeout(store):
+    import threading
+
+    release = threading.Event()
+    stuck = threading.Thread(target=release.wait, args=(5.0,), daemon=True)  # a bound: a join without one fails
+    stuck.start()
+    sender = NotificationSender(queue_of(store.metadata))
+    sender._thread = stuck
+    try:
+        sender.stop(timeout=0.01)  # a receiver that hangs does not hold the server's shutdown
+        assert stuck.is_alive() and sender._thread is None
+    finally:
+        release.set()

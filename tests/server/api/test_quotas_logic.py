@@ -7,6 +7,7 @@ tried at N (granted) and N+1 (refused, with nothing created), with the exact mes
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,3 +221,64 @@ def test_a_check_of_bytes_alone_adds_no_profile_and_of_profiles_alone_no_bytes(s
 def test_an_empty_stored_profile_holds_no_bytes(store):
     session_id, _ = holding(store, [0, 4])
     check_session_quota(store, ServerConfig(max_session_bytes=10), session_id, new_profiles=1, new_bytes=6)
+
+
+def test_only_a_stored_original_profile_of_the_session_counts_once_when_replaced(store):
+    session_id, ids = holding(store, [4, 6])
+    other_session, other_ids = holding(store, [6])
+    full = ServerConfig(max_session_profiles=2, max_session_bytes=10)
+    own = store.get_upload(ids[1])
+    assert own is not None and own.stored and own.duplicate_of is None
+    check_session_quota(store, full, session_id, new_profiles=1, new_bytes=6, replacing=own)
+    not_replacing = {
+        "another session's profile": store.get_upload(other_ids[0]),
+        "an open slot of the session": store.create_uploads(session_id, batch(1), ttl_seconds=900)[0],
+        "a duplicate in the session": dataclasses.replace(own, duplicate_of=ids[0]),
+    }
+    for what, slot in not_replacing.items():
+        with pytest.raises(ApiError, match="holds 2 profiles") as refused:
+            check_session_quota(store, full, session_id, new_profiles=1, new_bytes=6, replacing=slot)
+        assert refused.value.status == 403, what
+        with pytest.raises(ApiError, match="holds 10 bytes of profiles; 1 more"):
+            check_session_quota(store, ServerConfig(max_session_bytes=10), session_id, new_bytes=1, replacing=slot)
+
+
+def test_replacing_an_empty_profile_frees_no_bytes(store):
+    session_id, ids = holding(store, [0, 10])
+    with pytest.raises(ApiError, match="holds 10 bytes of profiles; 1 more"):
+        check_session_quota(
+            store, ServerConfig(max_session_bytes=10), session_id, new_bytes=1, replacing=store.get_upload(ids[0])
+        )
+
+
+class CountingStore:
+    """The real store, with every profile count it is asked for recorded (its at_most bound)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.bounds = store, []
+
+    def count_profiles(self, session_id, *, at_most=None):
+        self.bounds.append(at_most)
+        return self.store.count_profiles(session_id, at_most=at_most)
+
+
+def test_a_session_within_its_profile_quota_is_counted_once_and_no_further_than_the_quota_needs(store):
+    session_id, ids = holding(store, [1] * 4)
+    counting = CountingStore(store)
+    for config, new, replacing in [
+        (ServerConfig(max_session_profiles=5), 1, None),  # 4 + 1 = 5: at the quota
+        (ServerConfig(max_session_profiles=4), 1, store.get_upload(ids[0])),
+        (ServerConfig(max_session_profiles=3), 0, store.get_upload(ids[0])),  # replacing one of 4, 3 allowed
+    ]:
+        counting.bounds.clear()
+        check_session_quota(counting, config, session_id, new_profiles=new, replacing=replacing)  # type: ignore[arg-type]
+        assert len(counting.bounds) == 1 and counting.bounds[0] is not None, counting.bounds
+        assert counting.bounds[0] <= config.max_session_profiles + 4  # a bounded walk, not the session's history
+
+
+def test_a_refusal_says_exactly_how_many_profiles_past_the_counting_bound(store):
+    session_id, _ = holding(store, [1] * 6)
+    with pytest.raises(ApiError, match="holds 6 profiles and this server allows 1 per session"):
+        check_session_quota(store, ServerConfig(max_session_profiles=1), session_id, new_profiles=1)
+    with pytest.raises(ApiError, match="holds 6 profiles and this server allows 3 per session"):
+        check_session_quota(store, ServerConfig(max_session_profiles=3), session_id, new_profiles=0)
