@@ -236,6 +236,20 @@ BATCHES_BETWEEN = (
     f"SELECT * FROM uploads WHERE {_TIMED_BATCHES} AND dataset_timestamp >= ? AND dataset_timestamp < ?"  # noqa: S608
     " ORDER BY created_at, id"
 )
+#: A day's mark (see ``batch_day_marks``) sums stored times and sizes modulo this prime (no overflow).
+_MARK_MODULUS = 1_000_000_007
+#: Milliseconds of a day (the buckets of ``batch_day_marks``).
+DAY_MS = 86_400_000
+
+
+def _bucket_of(size: int, offset: int = 0) -> str:
+    """SQL of ``floor((dataset_timestamp + offset) / size)`` in both databases (their integer
+    division truncates towards zero); integers only."""
+    shifted = f"(dataset_timestamp + {int(offset)})"
+    width = int(size)
+    return f"CASE WHEN {shifted} >= 0 THEN {shifted} / {width} ELSE -((-{shifted} - 1) / {width}) - 1 END"
+
+
 #: Bounds of an open-ended range of dataset timestamps (both databases' BIGINT).
 _NO_START = -(2**63)
 _NO_END = 2**63 - 1
@@ -731,10 +745,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
         if not is_valid_id(session_id, "session"):
             return 0, 0
-        shifted = f"(dataset_timestamp + {int(offset)})"
-        width = int(size)
-        # floor division in both databases (their integer division truncates towards zero)
-        bucket = f"CASE WHEN {shifted} >= 0 THEN {shifted} / {width} ELSE -((-{shifted} - 1) / {width}) - 1 END"
+        bucket = _bucket_of(size, offset)
         rows = self._query(
             f"SELECT COUNT(DISTINCT {bucket}) AS every,"  # noqa: S608 - integers only
             f" COUNT(DISTINCT CASE WHEN ingest_state = 'pending' THEN NULL ELSE {bucket} END) AS settled"
@@ -742,6 +753,21 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
             (session_id,),
         )
         return int(rows[0]["every"]), int(rows[0]["settled"])
+
+    def batch_day_marks(self, session_id: str) -> dict[int, tuple[int, ...]]:
+        if not is_valid_id(session_id, "session"):
+            return {}
+        day = _bucket_of(DAY_MS)
+        rows = self._query(
+            f"SELECT {day} AS day, COUNT(*) AS n, MAX(stored_at) AS newest,"  # noqa: S608 - integers only
+            f" SUM(stored_at % {_MARK_MODULUS}) AS stamps, SUM(COALESCE(size, 0) % {_MARK_MODULUS}) AS sizes,"
+            " SUM(CASE WHEN ingest_state = 'pending' THEN 1 ELSE 0 END) AS pending,"
+            " SUM(CASE WHEN ingest_state = 'invalid' THEN 1 ELSE 0 END) AS invalid"
+            f" FROM uploads WHERE {_TIMED_BATCHES} GROUP BY {day}",
+            (session_id,),
+        )
+        marks = ("n", "newest", "stamps", "sizes", "pending", "invalid")
+        return {int(row["day"]): tuple(int(row[name] or 0) for name in marks) for row in rows}
 
     def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
         if not is_valid_id(session_id, "session"):
