@@ -250,6 +250,12 @@ def _bucket_of(size: int, offset: int = 0) -> str:
     return f"CASE WHEN {shifted} >= 0 THEN {shifted} / {width} ELSE -((-{shifted} - 1) / {width}) - 1 END"
 
 
+def _modulo(column: str) -> str:
+    """SQL of ``column`` modulo :data:`_MARK_MODULUS` (non-negative values), in both databases
+    without ``%`` (a placeholder to PostgreSQL's driver)."""
+    return f"({column} - ({column} / {_MARK_MODULUS}) * {_MARK_MODULUS})"
+
+
 #: Bounds of an open-ended range of dataset timestamps (both databases' BIGINT).
 _NO_START = -(2**63)
 _NO_END = 2**63 - 1
@@ -760,7 +766,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         day = _bucket_of(DAY_MS)
         rows = self._query(
             f"SELECT {day} AS day, COUNT(*) AS n, MAX(stored_at) AS newest,"  # noqa: S608 - integers only
-            f" SUM(stored_at % {_MARK_MODULUS}) AS stamps, SUM(COALESCE(size, 0) % {_MARK_MODULUS}) AS sizes,"
+            f" SUM({_modulo('stored_at')}) AS stamps, SUM({_modulo('COALESCE(size, 0)')}) AS sizes,"
             " SUM(CASE WHEN ingest_state = 'pending' THEN 1 ELSE 0 END) AS pending,"
             " SUM(CASE WHEN ingest_state = 'invalid' THEN 1 ELSE 0 END) AS invalid"
             f" FROM uploads WHERE {_TIMED_BATCHES} GROUP BY {day}",
