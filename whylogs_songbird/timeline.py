@@ -224,9 +224,9 @@ class Bucket:
     def profiles(self) -> int:
         return len(self.batches)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Identifies the bucket's content: changes when a batch is added, removed or replaced."""
+        """Identifies the bucket's content: changes when a batch is added, removed or replaced (made once)."""
         return content_key(b.key for b in self.batches)
 
 

@@ -224,6 +224,11 @@ class StoredProfile:
     #: the store's own record of the upload, for the loader
     record: Any = field(default=None, compare=False, repr=False)
 
+    @functools.cached_property
+    def batch(self) -> Batch:
+        """It as a timeline's `Batch` (made once: the batches a service keeps are bucketed at each refresh)."""
+        return Batch(key=self.identity, timestamp=self.dataset_timestamp or 0, segment=self.segment)
+
 
 @dataclass
 class TimelineQuery:
@@ -577,11 +582,7 @@ class TimelineService:
         if watched:
             self._watch(session_id, query)
         self._forget_old_format(session_id)
-        stamped = [
-            Batch(key=b.identity, timestamp=b.dataset_timestamp, segment=b.segment)
-            for b in view.batches
-            if b.dataset_timestamp is not None
-        ]
+        stamped = [b.batch for b in view.batches if b.dataset_timestamp is not None]
         every = bucketize(stamped, view.granularity)
         shown = [
             i
