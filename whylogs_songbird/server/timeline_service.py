@@ -348,6 +348,8 @@ class TimelineService:
         self._inflight = LruCache(max_entries=0)
         #: column names of stored profiles, by identity (for the cap on cells)
         self._names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
+        #: column names of a rolled-up bucket, by (session, granularity, family, start, members' content key)
+        self._rolled_names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
         #: built documents: parallel requests for one view wait for one build
         self._docs = LruCache(max_bytes=doc_bytes, size_of=len)
         #: session -> day number -> (its mark, its batches) as last read (see :meth:`every_batch`),
@@ -671,16 +673,24 @@ class TimelineService:
         family = family_of(view.segment)
         for bucket in buckets:
             for granularity, part in self._rolled_parts(view.granularity, bucket):
-                found = (
-                    None
-                    if self.rollups is None
-                    else self.rollups.read(session_id, granularity, part.start, family, merged=False)
-                )
-                if found is not None and found.key == part.key:
-                    names.update(found.names)
-                else:
-                    for batch in part.batches:
-                        names.update(self._column_names(by_identity[batch.key]))
+                # a part's names are those of exactly its members: kept by their content key, so a
+                # refresh reads the rollup headers (which name every member) of changed buckets only
+                rolled = (session_id, granularity, family, part.start, part.key)
+                kept: tuple[str, ...] | None = self._rolled_names.get(rolled)
+                if kept is None:
+                    found = (
+                        None
+                        if self.rollups is None
+                        else self.rollups.read(session_id, granularity, part.start, family, merged=False)
+                    )
+                    if found is not None and found.key == part.key:
+                        kept = tuple(found.names)
+                    else:
+                        kept = tuple(
+                            dict.fromkeys(n for b in part.batches for n in self._column_names(by_identity[b.key]))
+                        )
+                    self._rolled_names.get_or_compute(rolled, functools.partial(tuple, kept))
+                names.update(kept)
                 if len(buckets) * len(names) > self.max_cells:
                     raise self._too_big(
                         view.granularity,

@@ -520,9 +520,19 @@ def test_the_service_keeps_its_version_rollups_and_views_in_the_store():
     version = store.derived.get(("session-1", "timeline/version"))
     service.upload_landed(SimpleNamespace(session_id="session-1", kind="reference"))
     assert store.derived[("session-1", "timeline/version")] != version
-    # a new version: built again, from the days kept (their marks did not change)
+    read: list[str] = []
+    get_derived = store.get_derived
+
+    def reading(session_id: str, key: str) -> bytes | None:
+        read.append(key)
+        return get_derived(session_id, key)
+
+    store.get_derived = reading  # type: ignore[method-assign]
+    # a new version: built again, from the days kept (their marks did not change), and the names of
+    # the unchanged rollups kept too: none of their headers (which name every member) is read again
     assert service.document_bytes("session-1", TimelineQuery(granularity="week")) == first
     assert listed == [] and len(days) == 3
+    assert read and not [key for key in read if key.startswith("timeline/r/")]
 
 
 def test_the_column_names_are_read_from_the_stored_digests():
