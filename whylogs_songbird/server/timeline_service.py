@@ -97,6 +97,8 @@ REFRESH_SPACING = 6.0
 MAX_REFRESH_WAIT = 10.0
 #: Sessions whose batches, by day, the service keeps between views (see :meth:`TimelineService.every_batch`).
 LISTED_SESSIONS = 8
+#: ... and at most this many of their batches in all (the session viewed last is always kept).
+LISTED_BATCHES = 200_000
 
 
 class TimelineRequestError(Exception):
@@ -353,7 +355,7 @@ class TimelineService:
         #: built documents: parallel requests for one view wait for one build
         self._docs = LruCache(max_bytes=doc_bytes, size_of=len)
         #: session -> day number -> (its mark, its batches) as last read (see :meth:`every_batch`),
-        #: for the :data:`LISTED_SESSIONS` sessions viewed last
+        #: for the :data:`LISTED_SESSIONS` sessions viewed last (at most :data:`LISTED_BATCHES` batches)
         self._days: OrderedDict[str, dict[int, tuple[Any, tuple[StoredProfile, ...]]]] = OrderedDict()
         #: sessions whose values stored by older versions of the server were dropped (this process)
         self._current_format: set[str] = set()
@@ -469,8 +471,10 @@ class TimelineService:
         with self._lock:
             self._days[session_id] = days
             self._days.move_to_end(session_id)
-            while len(self._days) > LISTED_SESSIONS:
-                self._days.popitem(last=False)
+            kept = sum(len(found) for held in self._days.values() for _, found in held.values())
+            while len(self._days) > 1 and (len(self._days) > LISTED_SESSIONS or kept > LISTED_BATCHES):
+                _, dropped = self._days.popitem(last=False)
+                kept -= sum(len(found) for _, found in dropped.values())
         return [batch for _, found in days.values() for batch in found]
 
     def _check_span(

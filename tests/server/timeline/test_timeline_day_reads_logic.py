@@ -18,6 +18,7 @@ import pytest
 import whylogs as why
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.server import timeline_service
 from whylogs_songbird.server.timeline_service import (
     LISTED_SESSIONS,
     WATCHED_KEY,
@@ -193,3 +194,19 @@ def test_only_the_sessions_viewed_last_are_kept():
     assert service.listed == {"listing": LISTED_SESSIONS + 1}  # kept
     service.every_batch("s0", session)  # type: ignore[arg-type]
     assert service.listed == {"listing": LISTED_SESSIONS + 2}  # the first one viewed was dropped
+
+
+def test_the_batches_kept_are_bounded_but_the_session_viewed_last_is_kept_whatever_its_size(monkeypatch):
+    session = Session()  # 40 batches
+    monkeypatch.setattr(timeline_service, "LISTED_BATCHES", 70)
+    service = session.service()
+    service.every_batch("s0", session)  # type: ignore[arg-type]
+    service.every_batch("s1", session)  # type: ignore[arg-type]: 80 batches kept in all: s0 goes
+    service.every_batch("s1", session)  # type: ignore[arg-type]
+    assert service.listed == {"listing": 2}
+    service.every_batch("s0", session)  # type: ignore[arg-type]
+    assert service.listed == {"listing": 3}
+    monkeypatch.setattr(timeline_service, "LISTED_BATCHES", 10)
+    service.every_batch("s2", session)  # type: ignore[arg-type]: over the bound alone, and kept
+    service.every_batch("s2", session)  # type: ignore[arg-type]
+    assert service.listed == {"listing": 4}
