@@ -466,7 +466,10 @@ class TimelineService:
         else:
             for day in changed:
                 self._read_count("day")
-                read = outline.batches_between(session_id, day * DAY_MS, (day + 1) * DAY_MS)
+                start, end = day * DAY_MS, (day + 1) * DAY_MS  # unbounded past the store's 64 bits
+                read = outline.batches_between(
+                    session_id, start if start >= -(2**63) else None, end if end < 2**63 else None
+                )
                 days[day] = (marks[day], tuple(read))
         with self._lock:
             self._days[session_id] = days

@@ -143,4 +143,6 @@ def test_a_day_s_mark_changes_when_one_of_its_batches_does_and_no_other_day_s_ma
     store.metadata.mark_invalid(early, store.get_upload(early).sha256, "not a profile")
     assert changed() == {-1}
     assert changed() == set()  # nothing changed: the same marks
+    ends = put(store, session_id, *(NewUpload("batch", dataset_timestamp=t) for t in (-(2**63), 2**63 - 1)))
+    assert ends and changed() == {-(2**63) // DAY, (2**63 - 1) // DAY}  # the ends of BIGINT
     assert store.batch_day_marks(store.create_session("u").id) == {} and store.batch_day_marks("session-nope") == {}

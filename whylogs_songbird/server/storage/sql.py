@@ -763,7 +763,11 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def batch_day_marks(self, session_id: str) -> dict[int, tuple[int, ...]]:
         if not is_valid_id(session_id, "session"):
             return {}
-        day = _bucket_of(DAY_MS)
+        # floor division without negating the timestamp (no overflow at the ends of BIGINT)
+        day = (
+            f"CASE WHEN dataset_timestamp >= 0 THEN dataset_timestamp / {DAY_MS}"
+            f" ELSE (dataset_timestamp + 1) / {DAY_MS} - 1 END"
+        )
         rows = self._query(
             f"SELECT {day} AS day, COUNT(*) AS n, MAX(stored_at) AS newest,"  # noqa: S608 - integers only
             f" SUM({_modulo('stored_at')}) AS stamps, SUM({_modulo('COALESCE(size, 0)')}) AS sizes,"
