@@ -13,7 +13,9 @@
    (target: at least 0.8).
 
 Rows are seeded straight into the server's SQLite database before it starts (one transaction per
-session; the profiles of part 2 with a stored summary each, so no profile is read or summarised),
+session; the profiles of part 2 with a stored summary each, so no profile is read or summarised, and
+merged into the rollups of their hours and days as the ingest worker leaves them; ``--no-rollups``:
+without, as data stored before rollups existed, which the first view merges from the profiles),
 then the server runs in its own process (``python -m whylogs_songbird.server``) and is measured
 over loopback HTTP.
 
@@ -40,10 +42,12 @@ import requests  # noqa: E402
 from _server_process import server_process  # noqa: E402
 from bench_ingest import StdlibHttp, small_profile  # noqa: E402
 
+from whylogs_songbird.server.config import ServerConfig  # noqa: E402
 from whylogs_songbird.server.digest import digest_from_bytes  # noqa: E402
+from whylogs_songbird.server.rollups import note_summarised_many  # noqa: E402
 from whylogs_songbird.server.storage.base import new_id  # noqa: E402
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore  # noqa: E402
-from whylogs_songbird.server.store import DB_FILE  # noqa: E402
+from whylogs_songbird.server.store import DB_FILE, Store  # noqa: E402
 
 TIMEOUT = 300
 T0 = 1_700_000_000_000
@@ -92,6 +96,21 @@ def seed(metadata: SqliteMetadataStore, profiles: int, *, summary: bytes | None 
         )
         conn.executemany("INSERT INTO summaries (upload_id, sha256, data, created_at) VALUES (?, ?, ?, ?)", summaries)
     return session.id
+
+
+def roll_up(data_dir: Path, session_id: str, summary: bytes) -> None:
+    """Merge a seeded session's batches into the rollups of their hours and days, in time order, as the
+    ingest worker would have left them as they landed (a first view then reads buckets, not profiles)."""
+    store = Store.open(ServerConfig(data_dir=str(data_dir)))
+    try:
+        batches = sorted(
+            (u for u in store.list_profiles(session_id, "batch") if u.dataset_timestamp is not None),
+            key=lambda u: (u.dataset_timestamp, u.id),
+        )
+        for first in range(0, len(batches), 500):
+            note_summarised_many(store, [(upload, summary) for upload in batches[first : first + 500]])
+    finally:
+        store.close()
 
 
 def timed(url: str) -> tuple[float, float, int, str]:
@@ -200,6 +219,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds of uploads per turn")
     parser.add_argument("--rounds", type=int, default=3, help="turns of uploads into each session")
     parser.add_argument("--skip-uploads", action="store_true", help="measure the session page only")
+    parser.add_argument(
+        "--no-rollups", action="store_true", help="seed the watched session without rollups (a first view merges them)"
+    )
     parser.add_argument("--skip-pages", action="store_true", help="measure the uploads only")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="songbird-bench-session-page-"))
@@ -213,6 +235,8 @@ def main() -> None:
         watched = seed(metadata, args.watched, summary=summary, spread_days=args.watched_days)
         fresh = seed(metadata, 0)
     metadata.close()
+    if watched and not args.no_rollups:
+        roll_up(data_dir, watched, summary)
     print(f"seeded in {time.perf_counter() - started:.1f} s ({data_dir})")
     with server_process(data_dir) as (url, _):
         if sessions:

@@ -891,6 +891,11 @@ class Store:
         batch profiles fall in: all of them, and those not pending (one aggregate in the database)."""
         return self.metadata.batch_bucket_counts(session_id, size, offset)
 
+    def batch_day_marks(self, session_id: str) -> dict[int, tuple[int, ...]]:
+        """Day number -> a mark of a session's stored batch profiles of that day that changes whenever
+        one of them does (one aggregate in the database; see ``MetadataStore.batch_day_marks``)."""
+        return self.metadata.batch_day_marks(session_id)
+
     def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
         """The distinct (dataset timestamp, segment tags, pending) of a session's valid stored batch profiles."""
         return self.metadata.batch_timestamps(session_id)

@@ -95,6 +95,10 @@ REFRESH_SPACING = 6.0
 #: ... but never longer than this many seconds (a slow first refresh, e.g. on a busy machine, does not
 #: hold the next one back for long: monitors are evaluated soon after a batch lands).
 MAX_REFRESH_WAIT = 10.0
+#: Sessions whose batches, by day, the service keeps between views (see :meth:`TimelineService.every_batch`).
+LISTED_SESSIONS = 8
+#: ... and at most this many of their batches in all (the session viewed last is always kept).
+LISTED_BATCHES = 200_000
 
 
 class TimelineRequestError(Exception):
@@ -179,7 +183,12 @@ class MemoryArtefacts:
 class TimelineOutline(Protocol):
     """Narrower reads of a session's stored profiles than ``list_profiles`` (same rules: valid stored
     uploads only), so that a ranged view, or one refused as too large, costs what it shows, not
-    what the session holds."""
+    what the session holds.
+
+    An outline may also give ``day_marks(session_id)``: day number (``floor(timestamp / DAY_MS)``)
+    -> a mark of that day's stored batches (invalid ones too) that changes whenever one of them is
+    stored, summarised, found invalid or deleted. The service then keeps each day's batches and
+    reads again only the days whose mark changed (see :meth:`TimelineService.every_batch`)."""
 
     def batches_between(self, session_id: str, start: int | None, end: int | None) -> Sequence[StoredProfile]:
         """Its batch profiles with a dataset timestamp in ``[start, end)`` (None: unbounded)."""
@@ -216,6 +225,11 @@ class StoredProfile:
     pending: bool = False
     #: the store's own record of the upload, for the loader
     record: Any = field(default=None, compare=False, repr=False)
+
+    @functools.cached_property
+    def batch(self) -> Batch:
+        """It as a timeline's `Batch` (made once: the batches a service keeps are bucketed at each refresh)."""
+        return Batch(key=self.identity, timestamp=self.dataset_timestamp or 0, segment=self.segment)
 
 
 @dataclass
@@ -341,12 +355,19 @@ class TimelineService:
         self._inflight = LruCache(max_entries=0)
         #: column names of stored profiles, by identity (for the cap on cells)
         self._names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
+        #: column names of a rolled-up bucket, by (session, granularity, family, start, members' content key)
+        self._rolled_names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
         #: built documents: parallel requests for one view wait for one build
         self._docs = LruCache(max_bytes=doc_bytes, size_of=len)
+        #: session -> day number -> (its mark, its batches) as last read (see :meth:`every_batch`),
+        #: for the :data:`LISTED_SESSIONS` sessions viewed last (at most :data:`LISTED_BATCHES` batches)
+        self._days: OrderedDict[str, dict[int, tuple[Any, tuple[StoredProfile, ...]]]] = OrderedDict()
         #: sessions whose values stored by older versions of the server were dropped (this process)
         self._current_format: set[str] = set()
         #: what was computed (not read back), by kind: "points" and "drift" of one bucket each
         self.computed: Counter[str] = Counter()
+        #: the session's batches read by :meth:`every_batch`: "listing" (all of them) or "day" (one day's)
+        self.listed: Counter[str] = Counter()
         #: sessions with a batch landed and monitors not yet evaluated, in arrival order
         self._pending: OrderedDict[str, None] = OrderedDict()
         #: session -> monotonic time before which it is not refreshed again (see :meth:`batch_stored`)
@@ -411,7 +432,7 @@ class TimelineService:
                 batches = list(outline.batches_between(session_id, lower, upper))
             else:
                 self._check_span(session_id, outline, granularity, segment)
-                batches = _timed_batches(self.list_profiles(session_id))
+                batches = self.every_batch(session_id, outline)
         if segment is not None:
             batches = [b for b in batches if b.segment == segment]
         if granularity is None:
@@ -423,6 +444,46 @@ class TimelineService:
                 and (end is None or b.dataset_timestamp < end)
             )
         return ResolvedView(granularity, batches, references, reference, segment, segments, start, end)
+
+    def every_batch(self, session_id: str, outline: TimelineOutline) -> list[StoredProfile]:
+        """The session's batches with a dataset timestamp (those of ``list_profiles``, in another
+        order). With the outline's ``day_marks``, only the days whose mark changed since this process
+        last read them are read again (``batches_between`` of each such day, or one listing when
+        most days changed): a batch landing in a large watched session costs the refresh the read
+        of its day, not of the session's history. The marks are read first, so what is kept is
+        never older than its mark."""
+        day_marks = getattr(outline, "day_marks", None)
+        if day_marks is None:
+            return _timed_batches(self.list_profiles(session_id))
+        marks: Mapping[int, Any] = day_marks(session_id)
+        with self._lock:
+            known = self._days.get(session_id, {})
+        changed = {day for day, mark in marks.items() if day not in known or known[day][0] != mark}
+        days = {day: known[day] for day in marks if day not in changed}
+        if len(changed) > max(8, len(marks) // 2):  # most of it: one listing, grouped by day
+            self._read_count("listing")
+            grouped: dict[int, list[StoredProfile]] = {day: [] for day in changed}
+            for batch in _timed_batches(self.list_profiles(session_id)):
+                found = grouped.get(int(batch.dataset_timestamp or 0) // DAY_MS)
+                if found is not None:
+                    found.append(batch)
+            days.update({day: (marks[day], tuple(found)) for day, found in grouped.items()})
+        else:
+            for day in changed:
+                self._read_count("day")
+                start, end = day * DAY_MS, (day + 1) * DAY_MS  # unbounded past the store's 64 bits
+                read = outline.batches_between(
+                    session_id, start if start >= -(2**63) else None, end if end < 2**63 else None
+                )
+                days[day] = (marks[day], tuple(read))
+        with self._lock:
+            self._days[session_id] = days
+            self._days.move_to_end(session_id)
+            kept = sum(len(found) for held in self._days.values() for _, found in held.values())
+            while len(self._days) > 1 and (len(self._days) > LISTED_SESSIONS or kept > LISTED_BATCHES):
+                _, dropped = self._days.popitem(last=False)
+                kept -= sum(len(found) for _, found in dropped.values())
+        return [batch for _, found in days.values() for batch in found]
 
     def _check_span(
         self, session_id: str, outline: TimelineOutline, granularity: Granularity, segment: str | None
@@ -535,11 +596,7 @@ class TimelineService:
         if watched:
             self._watch(session_id, query)
         self._forget_old_format(session_id)
-        stamped = [
-            Batch(key=b.identity, timestamp=b.dataset_timestamp, segment=b.segment)
-            for b in view.batches
-            if b.dataset_timestamp is not None
-        ]
+        stamped = [b.batch for b in view.batches if b.dataset_timestamp is not None]
         every = bucketize(stamped, view.granularity)
         shown = [
             i
@@ -628,16 +685,24 @@ class TimelineService:
         family = family_of(view.segment)
         for bucket in buckets:
             for granularity, part in self._rolled_parts(view.granularity, bucket):
-                found = (
-                    None
-                    if self.rollups is None
-                    else self.rollups.read(session_id, granularity, part.start, family, merged=False)
-                )
-                if found is not None and found.key == part.key:
-                    names.update(found.names)
-                else:
-                    for batch in part.batches:
-                        names.update(self._column_names(by_identity[batch.key]))
+                # a part's names are those of exactly its members: kept by their content key, so a
+                # refresh reads the rollup headers (which name every member) of changed buckets only
+                rolled = (session_id, granularity, family, part.start, part.key)
+                kept: tuple[str, ...] | None = self._rolled_names.get(rolled)
+                if kept is None:
+                    found = (
+                        None
+                        if self.rollups is None
+                        else self.rollups.read(session_id, granularity, part.start, family, merged=False)
+                    )
+                    if found is not None and found.key == part.key:
+                        kept = tuple(found.names)
+                    else:
+                        kept = tuple(
+                            dict.fromkeys(n for b in part.batches for n in self._column_names(by_identity[b.key]))
+                        )
+                    self._rolled_names.get_or_compute(rolled, functools.partial(tuple, kept))
+                names.update(kept)
                 if len(buckets) * len(names) > self.max_cells:
                     raise self._too_big(
                         view.granularity,
@@ -686,6 +751,10 @@ class TimelineService:
     def _count(self, what: str) -> None:
         with self._lock:
             self.computed[what] += 1
+
+    def _read_count(self, what: str) -> None:
+        with self._lock:
+            self.listed[what] += 1
 
     def _forget_old_format(self, session_id: str) -> None:
         """Drop what an older version of the server stored for ``session_id`` under other keys."""

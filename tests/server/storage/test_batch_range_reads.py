@@ -117,3 +117,32 @@ def test_a_range_reads_only_its_rows_from_the_session_index(store, database):
     walked, plan = index_walks(database, BATCHES_BETWEEN, (session_id, T0 + 10 * HOUR, T0 + 13 * HOUR), analyze=True)
     # one walk of the range in the session's index (a bitmap scan may count a few entries twice), not its 40 rows
     assert [name for name, _ in walked] == ["uploads_by_session"] and walked[0][1] < 20, plan
+
+
+def test_a_day_s_mark_changes_when_one_of_its_batches_does_and_no_other_day_s_mark(store):
+    session_id = store.create_session("u").id
+    early = put(store, session_id, *(NewUpload("batch", dataset_timestamp=t) for t in (-1, 0, DAY - 1, T0, T0 + 5)))[0]
+    put(store, session_id, NewUpload("reference", dataset_timestamp=T0), NewUpload("batch"))  # on no day
+    day = T0 // DAY
+    marks = store.batch_day_marks(session_id)
+    assert sorted(marks) == [-1, 0, day]  # days floor down before the epoch, as the timeline's
+    assert [marks[d][0] for d in (-1, 0, day)] == [1, 2, 2]  # first: how many batches
+
+    def changed() -> set[int]:
+        nonlocal marks
+        now = store.batch_day_marks(session_id)
+        found = {d for d in now.keys() | marks.keys() if now.get(d) != marks.get(d)}
+        marks = now
+        return found
+
+    late = store.create_uploads(session_id, [NewUpload("batch", dataset_timestamp=T0 + HOUR)], ttl_seconds=900)
+    pending = store_profile_bytes(store, late[0].id, b"late")  # stored, not summarised yet
+    assert changed() == {day}
+    store.metadata.store_summary(pending.id, pending.sha256 or "", b"{}")  # summarised
+    assert changed() == {day}
+    store.metadata.mark_invalid(early, store.get_upload(early).sha256, "not a profile")
+    assert changed() == {-1}
+    assert changed() == set()  # nothing changed: the same marks
+    ends = put(store, session_id, *(NewUpload("batch", dataset_timestamp=t) for t in (-(2**63), 2**63 - 1)))
+    assert ends and changed() == {-(2**63) // DAY, (2**63 - 1) // DAY}  # the ends of BIGINT
+    assert store.batch_day_marks(store.create_session("u").id) == {} and store.batch_day_marks("session-nope") == {}

@@ -298,6 +298,12 @@ class FakeStore:
         every = {(u.dataset_timestamp + offset) // size for u in rows}
         return len(every), len({(u.dataset_timestamp + offset) // size for u in rows if u.ingest_state != "pending"})
 
+    def batch_day_marks(self, session_id: str) -> dict[int, tuple[int, ...]]:
+        marks: dict[int, list[tuple[str, str | None, int | None]]] = {}
+        for u in self._timed(session_id):
+            marks.setdefault(u.dataset_timestamp // 86_400_000, []).append((u.id, u.ingest_state, u.stored_at))
+        return {day: tuple(sorted(found, key=str)) for day, found in marks.items()}  # type: ignore[misc]
+
     def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
         return list(
             {
@@ -495,16 +501,38 @@ def test_the_service_keeps_its_version_rollups_and_views_in_the_store():
         return list_profiles(session_id, kind)
 
     store.list_profiles = listing  # type: ignore[method-assign]
+    between = store.batch_profiles_between
+    days: list[int | None] = []
+
+    def day(session_id: str, start: int | None, end: int | None) -> list[UploadRecord]:
+        days.append(start)
+        return between(session_id, start, end)
+
+    store.batch_profiles_between = day  # type: ignore[method-assign]
     service = make_service(store, profiles=profiles)  # type: ignore[arg-type]
     first = service.document_bytes("session-1", TimelineQuery(granularity="week"))
     assert any(k.startswith("timeline/r/") for _, k in store.derived)  # the day rollups
     assert any(k.startswith("timeline/b/") for _, k in store.derived)  # the bucket values
+    # the batches read day by day (the store's day marks, an invalid batch's day too), never the whole session
+    assert listed == [] and len(days) == len(store.batch_day_marks("session-1")) == 3
     assert service.document_bytes("session-1", TimelineQuery(granularity="week")) == first
-    assert listed == ["session-1"]  # answered at the session's version, without listing again
+    assert len(days) == 3  # answered at the session's version, without reading again
+    version = store.derived.get(("session-1", "timeline/version"))
     service.upload_landed(SimpleNamespace(session_id="session-1", kind="reference"))
-    assert ("session-1", "timeline/version") in store.derived
-    service.document_bytes("session-1", TimelineQuery(granularity="week"))
-    assert listed == ["session-1", "session-1"]
+    assert store.derived[("session-1", "timeline/version")] != version
+    read: list[str] = []
+    get_derived = store.get_derived
+
+    def reading(session_id: str, key: str) -> bytes | None:
+        read.append(key)
+        return get_derived(session_id, key)
+
+    store.get_derived = reading  # type: ignore[method-assign]
+    # a new version: built again, from the days kept (their marks did not change), and the names of
+    # the unchanged rollups kept too: none of their headers (which name every member) is read again
+    assert service.document_bytes("session-1", TimelineQuery(granularity="week")) == first
+    assert listed == [] and len(days) == 3
+    assert read and not [key for key in read if key.startswith("timeline/r/")]
 
 
 def test_the_column_names_are_read_from_the_stored_digests():

@@ -151,6 +151,9 @@ def make_service(
         def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
             return store.batch_bucket_counts(session_id, size, offset)
 
+        def day_marks(self, session_id: str) -> dict[int, tuple[int, ...]]:
+            return store.batch_day_marks(session_id)
+
         def timestamps(self, session_id: str) -> list[tuple[int, str, bool]]:
             labels: dict[tuple[tuple[str, str], ...], str] = {}  # a session has few segments, and many rows
             found = []

@@ -404,6 +404,13 @@ class MetadataStore(Protocol):
         (non-duplicate, not invalid) batch profiles fall in, all of them and those not pending:
         counted in the database, no row read out."""
 
+    def batch_day_marks(self, session_id: str) -> dict[int, tuple[int, ...]]:
+        """Day number (``floor(dataset timestamp / 86,400,000)``) -> a mark of the session's stored
+        (non-duplicate) batch profiles of that day, invalid ones too: their count, newest and summed
+        stored times, summed sizes, pending and invalid counts, aggregated in the database. A day's
+        mark changes whenever a batch of it is stored, stored again, summarised, found invalid or
+        deleted, so a reader that kept a day's batches reads them again only when its mark changed."""
+
     def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
         """The distinct (dataset timestamp, segment tags, pending) of a session's stored
         (non-duplicate, not invalid) batch profiles: pending is true of one not summarised yet."""

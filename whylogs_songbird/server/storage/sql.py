@@ -239,6 +239,26 @@ BATCHES_BETWEEN = (
     f"SELECT * FROM uploads WHERE {_TIMED_BATCHES} AND dataset_timestamp >= ? AND dataset_timestamp < ?"  # noqa: S608
     " ORDER BY created_at, id"
 )
+#: A day's mark (see ``batch_day_marks``) sums stored times and sizes modulo this prime (no overflow).
+_MARK_MODULUS = 1_000_000_007
+#: Milliseconds of a day (the buckets of ``batch_day_marks``).
+DAY_MS = 86_400_000
+
+
+def _bucket_of(size: int, offset: int = 0) -> str:
+    """SQL of ``floor((dataset_timestamp + offset) / size)`` in both databases (their integer
+    division truncates towards zero); integers only."""
+    shifted = f"(dataset_timestamp + {int(offset)})"
+    width = int(size)
+    return f"CASE WHEN {shifted} >= 0 THEN {shifted} / {width} ELSE -((-{shifted} - 1) / {width}) - 1 END"
+
+
+def _modulo(column: str) -> str:
+    """SQL of ``column`` modulo :data:`_MARK_MODULUS` (non-negative values), in both databases
+    without ``%`` (a placeholder to PostgreSQL's driver)."""
+    return f"({column} - ({column} / {_MARK_MODULUS}) * {_MARK_MODULUS})"
+
+
 #: Bounds of an open-ended range of dataset timestamps (both databases' BIGINT).
 _NO_START = -(2**63)
 _NO_END = 2**63 - 1
@@ -748,10 +768,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def batch_bucket_counts(self, session_id: str, size: int, offset: int = 0) -> tuple[int, int]:
         if not is_valid_id(session_id, "session"):
             return 0, 0
-        shifted = f"(dataset_timestamp + {int(offset)})"
-        width = int(size)
-        # floor division in both databases (their integer division truncates towards zero)
-        bucket = f"CASE WHEN {shifted} >= 0 THEN {shifted} / {width} ELSE -((-{shifted} - 1) / {width}) - 1 END"
+        bucket = _bucket_of(size, offset)
         rows = self._query(
             f"SELECT COUNT(DISTINCT {bucket}) AS every,"  # noqa: S608 - integers only
             f" COUNT(DISTINCT CASE WHEN ingest_state = 'pending' THEN NULL ELSE {bucket} END) AS settled"
@@ -759,6 +776,25 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
             (session_id,),
         )
         return int(rows[0]["every"]), int(rows[0]["settled"])
+
+    def batch_day_marks(self, session_id: str) -> dict[int, tuple[int, ...]]:
+        if not is_valid_id(session_id, "session"):
+            return {}
+        # floor division without negating the timestamp (no overflow at the ends of BIGINT)
+        day = (
+            f"CASE WHEN dataset_timestamp >= 0 THEN dataset_timestamp / {DAY_MS}"
+            f" ELSE (dataset_timestamp + 1) / {DAY_MS} - 1 END"
+        )
+        rows = self._query(
+            f"SELECT {day} AS day, COUNT(*) AS n, MAX(stored_at) AS newest,"  # noqa: S608 - integers only
+            f" SUM({_modulo('stored_at')}) AS stamps, SUM({_modulo('COALESCE(size, 0)')}) AS sizes,"
+            " SUM(CASE WHEN ingest_state = 'pending' THEN 1 ELSE 0 END) AS pending,"
+            " SUM(CASE WHEN ingest_state = 'invalid' THEN 1 ELSE 0 END) AS invalid"
+            f" FROM uploads WHERE {_TIMED_BATCHES} GROUP BY {day}",
+            (session_id,),
+        )
+        marks = ("n", "newest", "stamps", "sizes", "pending", "invalid")
+        return {int(row["day"]): tuple(int(row[name] or 0) for name in marks) for row in rows}
 
     def batch_timestamps(self, session_id: str) -> list[tuple[int, tuple[tuple[str, str], ...], bool]]:
         if not is_valid_id(session_id, "session"):
