@@ -79,6 +79,7 @@ EXPECTED = (
     "whylogs_songbird/server/connections.py",
     "whylogs_songbird/server/quotas.py",
     "whylogs_songbird/server/digest.py",
+    "whylogs_songbird/server/rollups.py",
     "whylogs_songbird/server/storage/postgres.py",
     "whylogs_songbird/server/storage/s3.py",
     "whylogs_songbird/engines/_common.py",
