@@ -483,7 +483,7 @@ class TimelineService:
             while len(self._days) > 1 and (len(self._days) > LISTED_SESSIONS or kept > LISTED_BATCHES):
                 _, dropped = self._days.popitem(last=False)
                 kept -= sum(len(found) for _, found in dropped.values())
-        return [batch for _, found in days.values() for batch in found]
+        return [batch for day in sorted(days) for batch in days[day][1]]  # by day, whichever days were read again
 
     def _check_span(
         self, session_id: str, outline: TimelineOutline, granularity: Granularity, segment: str | None

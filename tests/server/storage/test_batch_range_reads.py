@@ -86,6 +86,20 @@ def test_a_session_s_batches_are_read_by_range_span_segments_and_timestamps(stor
     ]
 
 
+def test_an_open_range_takes_the_ends_of_bigint_and_a_closed_one_stops_before_its_end(store):
+    session_id = store.create_session("u").id
+    lowest, highest = put(store, session_id, *(NewUpload("batch", dataset_timestamp=t) for t in (-(2**63), 2**63 - 1)))
+
+    def between(start, end):
+        return {u.id for u in store.batch_profiles_between(session_id, start, end)}
+
+    assert between(None, None) == {lowest, highest}
+    assert between(2**63 - 2, None) == {highest} and between(None, -(2**63) + 1) == {lowest}
+    assert between(None, 2**63 - 1) == {lowest}  # [start, end): the end itself is not taken
+    assert between(-(2**63), -(2**63)) == set() and between(None, -(2**63)) == set()
+    assert between(2**63 - 1, 2**63) == {highest}  # an end past BIGINT: everything from the start
+
+
 def test_the_buckets_of_a_session_s_batches_are_counted_in_the_database_as_the_timeline_buckets_them(store):
     session_id = store.create_session("u").id
     # around the epoch (negative timestamps floor down), Thursday 1970-01-01 and the Monday before

@@ -236,7 +236,7 @@ _TIMED_BATCHES = (
 _NOT_INVALID = "(ingest_state IS NULL OR ingest_state <> 'invalid')"
 #: A session's batch profiles with a dataset timestamp in [?, ?), oldest first (``uploads_by_session``).
 BATCHES_BETWEEN = (
-    f"SELECT * FROM uploads WHERE {_TIMED_BATCHES} AND dataset_timestamp >= ? AND dataset_timestamp < ?"  # noqa: S608
+    f"SELECT * FROM uploads WHERE {_TIMED_BATCHES} AND dataset_timestamp >= ? AND dataset_timestamp <= ?"  # noqa: S608
     " ORDER BY created_at, id"
 )
 #: A day's mark (see ``batch_day_marks``) sums stored times and sizes modulo this prime (no overflow).
@@ -734,11 +734,11 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         return [_upload_from_row(row) for row in rows]
 
     def batch_profiles_between(self, session_id: str, start: int | None, end: int | None) -> list[UploadRecord]:
-        if not is_valid_id(session_id, "session"):
+        if not is_valid_id(session_id, "session") or (end is not None and end <= _NO_START):
             return []
-        rows = self._query(
-            BATCHES_BETWEEN, (session_id, _NO_START if start is None else start, _NO_END if end is None else end)
-        )
+        # the last timestamp taken, inclusive: an open end takes the largest BIGINT too
+        last = _NO_END if end is None else min(end - 1, _NO_END)
+        rows = self._query(BATCHES_BETWEEN, (session_id, _NO_START if start is None else max(start, _NO_START), last))
         return [_upload_from_row(row) for row in rows]
 
     def batch_timestamp_span(self, session_id: str) -> tuple[int, int] | None:
