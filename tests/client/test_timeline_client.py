@@ -185,20 +185,30 @@ def test_the_smallest_document_with_buckets_and_columns_is_accepted(fake):
     assert fetch_timeline("session-a", endpoint=url) == {"buckets": [], "columns": {}}
 
 
-def test_an_unreachable_server_is_a_connection_error_saying_what_to_check():
+#: A session's and a dataset's timeline fetch, each with the name its errors give.
+FETCHES = {
+    "session": ("session-a", lambda **options: fetch_timeline("session-a", **options)),
+    "dataset": ("org-1/model-a", lambda **options: fetch_dataset_timeline("org-1", "model-a", api_key=KEY, **options)),
+}
+
+
+@pytest.mark.parametrize("kind", FETCHES)
+def test_an_unreachable_server_is_a_connection_error_naming_the_timeline_and_never_the_key(kind):
     from conftest import free_port
 
+    name, fetch = FETCHES[kind]
     endpoint = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(SongbirdConnectionError) as caught:
-        fetch_timeline("session-a", endpoint=endpoint, timeout=2)
+        fetch(endpoint=endpoint, timeout=2)
     assert str(caught.value) == (
-        f"the timeline of session-a could not be fetched from {endpoint} (ConnectionError); "
+        f"the timeline of {name} could not be fetched from {endpoint} (ConnectionError); "
         "check that the server is up (songbird serve) and the endpoint is right"
     )
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
-def test_the_timeout_bounds_the_connect_at_5_seconds(fake, monkeypatch):
+@pytest.mark.parametrize("kind", FETCHES)
+def test_the_timeout_bounds_the_connect_at_5_seconds(fake, monkeypatch, kind):
     url, _ = fake
     seen: list[Any] = []
     real_get = requests.get
@@ -208,9 +218,9 @@ def test_the_timeout_bounds_the_connect_at_5_seconds(fake, monkeypatch):
         return real_get(*args, **kwargs)
 
     monkeypatch.setattr(timeline_client.requests, "get", spy)
-    fetch_timeline("session-a", endpoint=url, timeout=30)
-    fetch_timeline("session-a", endpoint=url, timeout=2.5)
-    fetch_timeline("session-a", endpoint=url, timeout=5)
+    fetch = FETCHES[kind][1]
+    for timeout in (30, 2.5, 5):
+        fetch(endpoint=url, timeout=timeout)
     assert seen == [(5.0, 30.0), (2.5, 2.5), (5.0, 5.0)]
 
 
@@ -313,34 +323,6 @@ def test_a_refused_dataset_timeline_names_the_dataset_and_never_the_key(fake):
     )
     assert (caught.value.status, caught.value.operation) == (403, "get_timeline")
     assert KEY not in str(caught.value) and "secret" not in repr(caught.value)
-
-
-def test_an_unreachable_server_for_a_dataset_names_the_dataset_and_never_the_key():
-    from conftest import free_port
-
-    endpoint = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(SongbirdConnectionError) as caught:
-        fetch_dataset_timeline("org-1", "model-a", api_key=KEY, endpoint=endpoint, timeout=2)
-    assert str(caught.value) == (
-        f"the timeline of org-1/model-a could not be fetched from {endpoint} (ConnectionError); "
-        "check that the server is up (songbird serve) and the endpoint is right"
-    )
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
-
-
-def test_the_dataset_timeout_bounds_the_connect_at_5_seconds(fake, monkeypatch):
-    url, _ = fake
-    seen: list[Any] = []
-    real_get = requests.get
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append(kwargs["timeout"])
-        return real_get(*args, **kwargs)
-
-    monkeypatch.setattr(timeline_client.requests, "get", spy)
-    fetch_dataset_timeline("org-1", "model-a", api_key=KEY, endpoint=url, timeout=30)
-    fetch_dataset_timeline("org-1", "model-a", api_key=KEY, endpoint=url, timeout=2.5)
-    assert seen == [(5.0, 30.0), (2.5, 2.5)]
 
 
 def test_a_dataset_timeline_without_endpoint_asks_the_local_server(fake, monkeypatch):
