@@ -281,10 +281,11 @@ def survivors(
     return "\n".join(text), unexplained
 
 
-#: Fixtures of tests/conftest.py that start PostgreSQL or SeaweedFS (or both, for the team store).
+#: Fixtures of tests/conftest.py (and its both_stores mark) that start PostgreSQL or SeaweedFS (or both,
+#: for the team store).
 _NEEDS = {
-    "postgres": ("postgres_service", "team_store_config", "storage_config", "make_store_config"),
-    "s3": ("s3_service", "s3_bucket", "team_store_config", "storage_config", "make_store_config"),
+    "postgres": ("postgres_service", "team_store_config", "storage_config", "make_store_config", "both_stores"),
+    "s3": ("s3_service", "s3_bucket", "team_store_config", "storage_config", "make_store_config", "both_stores"),
 }
 
 
