@@ -247,10 +247,11 @@ DAY_MS = 86_400_000
 
 def _bucket_of(size: int, offset: int = 0) -> str:
     """SQL of ``floor((dataset_timestamp + offset) / size)`` in both databases (their integer
-    division truncates towards zero); integers only."""
+    division truncates towards zero), without negating the timestamp (no overflow at the ends of
+    BIGINT); integers only."""
     shifted = f"(dataset_timestamp + {int(offset)})"
     width = int(size)
-    return f"CASE WHEN {shifted} >= 0 THEN {shifted} / {width} ELSE -((-{shifted} - 1) / {width}) - 1 END"
+    return f"CASE WHEN {shifted} >= 0 THEN {shifted} / {width} ELSE ({shifted} + 1) / {width} - 1 END"
 
 
 def _modulo(column: str) -> str:
@@ -780,11 +781,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def batch_day_marks(self, session_id: str) -> dict[int, tuple[int, ...]]:
         if not is_valid_id(session_id, "session"):
             return {}
-        # floor division without negating the timestamp (no overflow at the ends of BIGINT)
-        day = (
-            f"CASE WHEN dataset_timestamp >= 0 THEN dataset_timestamp / {DAY_MS}"
-            f" ELSE (dataset_timestamp + 1) / {DAY_MS} - 1 END"
-        )
+        day = _bucket_of(DAY_MS)
         rows = self._query(
             f"SELECT {day} AS day, COUNT(*) AS n, MAX(stored_at) AS newest,"  # noqa: S608 - integers only
             f" SUM({_modulo('stored_at')}) AS stamps, SUM({_modulo('COALESCE(size, 0)')}) AS sizes,"
