@@ -117,7 +117,7 @@ def alerts_retry(
     verbose: Verbose = False,
 ) -> None:
     """Send failed (and pending) notifications again, now, with a fresh retry period. Sent ones never
-    go twice. A running server with [[notify]] tables sends them."""
+    go twice. A running server with [[notify]] tables sends them within 30 s."""
     with reported(verbose):
         with _queue(data_dir, database_url) as queue:
             chosen: list[str] = []
@@ -130,4 +130,6 @@ def alerts_retry(
                         raise UsageProblem(f"{given!r} {problem}; see songbird alerts list.")
                     chosen.append(matches[0])
             changed = queue.retry_notifications(chosen)
-        typer.echo(f"{changed} notification(s) due now; a running server with [[notify]] tables sends them.")
+        typer.echo(
+            f"{changed} notification(s) due now; a running server with [[notify]] tables sends them within 30 s."
+        )

@@ -138,6 +138,9 @@ class ServerConfig:
     notify_backoff_max_seconds: float = 300.0
     #: How long a notification is retried before it is given up (``songbird alerts retry`` revives it).
     notify_retry_seconds: float = 86_400.0
+    #: Seconds between the sender's looks at the queue when this process queued nothing: how soon it
+    #: sends what another process made due (``songbird alerts retry``, another host's leftovers).
+    notify_idle_seconds: float = 30.0
     #: Bearer token /metrics needs when the server is not bound to loopback (None: $SONGBIRD_METRICS_TOKEN;
     #: with neither, /metrics answers only on a loopback bind). A secret: never shown in the repr.
     metrics_token: str | None = None
@@ -214,7 +217,9 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        for name in ("notify_backoff_seconds", "notify_backoff_max_seconds", "notify_retry_seconds"):
+        for name in (
+            "notify_backoff_seconds", "notify_backoff_max_seconds", "notify_retry_seconds", "notify_idle_seconds",
+        ):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")

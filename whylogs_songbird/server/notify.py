@@ -57,6 +57,9 @@ logger = logging.getLogger("whylogs_songbird.server.notify")
 
 SIGNATURE_HEADER = "X-Songbird-Signature"
 EVENTS = {"failed": "monitor_failed", "resolved": "monitor_resolved"}
+#: Seconds between a sender's looks at the queue when nothing of its own process woke it (the
+#: server's ``notify_idle_seconds``).
+IDLE_SECONDS = 30.0
 #: (connect, read) seconds of one delivery attempt.
 TIMEOUT = (3.05, 10.0)
 #: How long a claim holds a notification: far longer than one attempt can take.
@@ -352,6 +355,7 @@ class NotificationSender:
         backoff_max_seconds: float = 300.0,
         retry_seconds: float = 86_400.0,
         poll_seconds: float = 1.0,
+        idle_seconds: float = IDLE_SECONDS,
         timeout: tuple[float, float] = TIMEOUT,
         lease_ms: int = LEASE_MS,
         environ: Mapping[str, str] | None = None,
@@ -363,6 +367,7 @@ class NotificationSender:
         self.backoff_max_seconds = backoff_max_seconds
         self.retry_seconds = retry_seconds
         self.poll_seconds = poll_seconds
+        self.idle_seconds = idle_seconds
         self.timeout = timeout
         self.lease_ms = lease_ms
         self.environ = os.environ if environ is None else environ
@@ -402,13 +407,17 @@ class NotificationSender:
                 self._wake.clear()
 
     def run_once(self) -> float:
-        """Send what is due; the seconds to wait before looking again."""
+        """Send what is due; the seconds to wait before looking again.
+
+        This process's own notifications wake the thread (``wake``), so an idle look only finds what
+        another process queued or made due (another host's leftovers, ``songbird alerts retry``): it
+        comes every ``idle_seconds``, not every second."""
         due = self.queue.next_notification_due()
         if due is None:
-            return self.poll_seconds
+            return self.idle_seconds
         ahead = (due - now_ms()) / 1000
         if ahead > 0:
-            return min(ahead, self.poll_seconds)
+            return min(ahead, self.idle_seconds)
         for record in self.queue.claim_notifications(lease_ms=self.lease_ms, limit=10):
             if self._stop.is_set():
                 break  # the lease runs out and another sender (or the next start) takes it
@@ -577,6 +586,7 @@ def mount_notifications(
         backoff_seconds=config.notify_backoff_seconds,
         backoff_max_seconds=config.notify_backoff_max_seconds,
         retry_seconds=config.notify_retry_seconds,
+        idle_seconds=config.notify_idle_seconds,
         smtp_url=config.smtp_url,
     )
     notifier.queued.append(sender.wake)

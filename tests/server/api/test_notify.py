@@ -246,7 +246,8 @@ def test_alerts_list_shows_a_failed_delivery_and_retry_sends_it(
 ) -> None:
     receiver.status = lambda: 404  # a wrong target: not retried until asked
     path = monitors_file(tmp_path, notify_table(receiver.url))
-    server = server_factory(monitors=path, data_dir=tmp_path / "data")
+    # the retry is made due by another process, which the server's sender sees at its next idle look
+    server = server_factory(monitors=path, data_dir=tmp_path / "data", notify_idle_seconds=0.2)
     config = tmp_path / "config"
     sid = start_session(server, config)
     write(server, config, SHIFT_DAY, sid)

@@ -428,6 +428,7 @@ def test_the_sender_s_defaults(store):
         1.0, 300.0, 86_400.0, 1.0,
     )  # fmt: skip
     assert (sender.timeout, sender.lease_ms, sender.smtp_url) == ((3.05, 10.0), 120_000, None)
+    assert sender.idle_seconds == 30.0
     assert sender._http.trust_env is False  # no proxies from the environment
     sender.stop()
 
@@ -555,15 +556,15 @@ def test_retries_end_with_the_retry_period(store, monkeypatch):
 
 def test_run_once_waits_for_what_is_due(store, monkeypatch):
     http = FakeHttp(200, 200)
-    sender = sender_of(store, http, poll_seconds=4.0)
-    assert sender.run_once() == 4.0  # nothing queued
+    sender = sender_of(store, http, poll_seconds=0.5, idle_seconds=4.0)
+    assert sender.run_once() == 4.0  # nothing queued: the next look after the idle wait
     enqueue(store, n=2)
     due = queue_of(store.metadata).next_notification_due()
     assert due is not None
     monkeypatch.setattr(notify, "now_ms", lambda: due - 2500)
     assert sender.run_once() == 2.5  # due in 2.5 s
     monkeypatch.setattr(notify, "now_ms", lambda: due - 60_000)
-    assert sender.run_once() == 4.0  # due later than a poll: look again after one
+    assert sender.run_once() == 4.0  # due later than the idle wait: look again after it
     monkeypatch.setattr(notify, "now_ms", lambda: due)
     assert sender.run_once() == 0.0
     assert len(http.posts) == 2 and {r.state for r in queue_of(store.metadata).list_notifications()} == {"sent"}
@@ -835,11 +836,12 @@ def test_mounting_with_targets_wires_the_notifier_and_the_sender(store):
     timeline = SimpleNamespace(evaluated=[])
     config = ServerConfig(
         host="127.0.0.1", port=8787, notify_backoff_seconds=2.0, notify_backoff_max_seconds=50.0,
-        notify_retry_seconds=600.0, smtp_url="smtp://127.0.0.1:2525",
+        notify_retry_seconds=600.0, notify_idle_seconds=7.0, smtp_url="smtp://127.0.0.1:2525",
     )  # fmt: skip
     sender = mount_notifications(app, store, config, monitors_file({"url": HOOK.url}), timeline)  # type: ignore[arg-type]
     assert sender is not None and sender._thread is None  # not started
     assert (sender.backoff_seconds, sender.backoff_max_seconds, sender.retry_seconds) == (2.0, 50.0, 600.0)
+    assert sender.idle_seconds == 7.0
     assert sender.smtp_url == "smtp://127.0.0.1:2525" and sender.queue is store.metadata
     notifier = app.state.notifier
     assert app.state.notification_sender is sender
