@@ -662,16 +662,6 @@ def test_claims_take_a_few_profiles_with_the_lease(store, monkeypatch):
     assert asked[0] == {"lease_ms": 30_000, "limit": ingest.INGEST_BATCH, "max_bytes": ingest.BATCH_BYTES}
 
 
-def test_a_stopped_worker_leaves_claimed_profiles_it_has_not_started(store, monkeypatch):
-    first, second = put(store), put(store)
-    worker = IngestWorker(store, sandbox=FakeSandbox())
-    monkeypatch.setattr(store.metadata, "claim_ingest", lambda **kw: (worker._stop.set(), [claim(store)])[1])
-    sandbox = worker.sandbox
-    worker._run()
-    assert sandbox.given == []
-    assert {state(store, u.id)[0] for u in (first, second)} == {"pending"}
-
-
 # -- the threads ------------------------------------------------------------------------------------
 
 
