@@ -362,8 +362,16 @@ class _Layout:
         return _Laid(buckets, batches, self.by_identity, pending)
 
 
+#: Where a document's batch timestamps go until they are spliced in (see ``TimelineService._spliced``).
+_STAMPS = "\x00batch timestamps\x00"
+
+
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _stamps_json(bucket: Bucket) -> bytes:
+    return _dumps(list(bucket.timestamps))
 
 
 class TimelineService:
@@ -439,6 +447,8 @@ class TimelineService:
         self._names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
         #: column names of a rolled-up bucket, by (session, granularity, family, start, members' content key)
         self._rolled_names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
+        #: the JSON of a bucket's batch timestamps, by (start, content key): a refresh encodes the changed buckets'
+        self._stamps = LruCache(max_bytes=16 * MiB, size_of=len)
         #: built documents: parallel requests for one view wait for one build
         self._docs = LruCache(max_bytes=doc_bytes, size_of=len)
         #: session -> day number -> (its mark, its batches) as last read (see :meth:`every_batch`),
@@ -976,7 +986,7 @@ class TimelineService:
             "start": view.start,
             "end": view.end,
             **({"pending": list(view.pending)} if view.pending else {}),
-            "batch_timestamps": [list(bucket.timestamps) for bucket in buckets],
+            "batch_timestamps": _STAMPS,  # spliced in below, each bucket's encoded once
         }
         info = (
             ReferenceInfo(id=reference.id, alias=reference.alias, timestamp=reference.dataset_timestamp)
@@ -999,7 +1009,21 @@ class TimelineService:
         )
         document = compute_timeline(inputs, cached=cached, memo=memo)
         document["alerts"] = [f.to_json() for f in self.alerts(document)]
-        return _dumps(document)
+        return self._spliced(document, buckets)
+
+    def _spliced(self, document: dict[str, Any], buckets: Sequence[Bucket]) -> bytes:
+        """``document`` as JSON, with the batch timestamps of ``buckets`` in place of its `_STAMPS`
+        (the same bytes as encoding them in it: a bucket's are encoded once, not at every refresh)."""
+        data = _dumps(document)
+        marker = _dumps(_STAMPS)
+        if data.count(marker) != 1:  # a column named like the marker: encoded as they are
+            document["batch_timestamps"] = [list(bucket.timestamps) for bucket in buckets]
+            return _dumps(document)
+        stamps = b",".join(
+            self._stamps.get_or_compute((bucket.start, bucket.key), functools.partial(_stamps_json, bucket))
+            for bucket in buckets
+        )
+        return data.replace(marker, b"[" + stamps + b"]", 1)
 
     def alerts(self, document: dict[str, Any]) -> list[Failure]:
         """Failures of the server's monitors on every bucket of ``document`` (none without monitors)."""

@@ -234,7 +234,9 @@ def test_kept_buckets_give_the_document_a_fresh_service_builds_as_days_change(gr
 
     def same() -> None:
         for query in queries:
-            assert service.document_bytes("s1", query) == fresh(session, query)
+            document = service.document_bytes("s1", query)
+            assert document == fresh(session, query)
+            assert document == compact(json.loads(document))  # the batch timestamps spliced in as encoded
 
     same()
     session.lands(batch("mid-week", T0 + 9 * DAY + 2 * HOUR))  # a day inside a week and a month
@@ -252,6 +254,20 @@ def test_kept_buckets_give_the_document_a_fresh_service_builds_as_days_change(gr
     same()
     session.lands(batch("early", T0 - 9 * DAY))  # a new first bucket
     same()
+
+
+def compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def test_a_column_named_like_the_place_of_the_batch_timestamps_is_encoded_as_it_is():
+    session = Session()
+    name = timeline_service._STAMPS
+    session.load = lambda profile: why.log(pd.DataFrame({name: [1.0, 2.0]})).view()  # type: ignore[method-assign]
+    document = session.service().document_bytes("s1", DAILY)
+    parsed = json.loads(document)
+    assert list(parsed["columns"]) == [name] and len(parsed["batch_timestamps"]) == DAYS
+    assert parsed["batch_timestamps"][0] == [T0, T0 + HOUR] and document == compact(parsed)
 
 
 def test_only_the_sessions_viewed_last_are_kept():
