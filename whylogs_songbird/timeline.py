@@ -230,6 +230,11 @@ class Bucket:
         digest of its batches' keys, made once per bucket: a view asks for it many times)."""
         return content_key(b.key for b in self.batches)
 
+    @functools.cached_property
+    def timestamps(self) -> tuple[int, ...]:
+        """The distinct timestamps of its batches, oldest first (made once per bucket)."""
+        return tuple(dict.fromkeys(b.timestamp for b in self.batches))
+
 
 def content_key(parts: Iterable[str]) -> str:
     """A short stable digest of a set of identities (order does not matter)."""
@@ -566,6 +571,9 @@ class TimelineInputs:
     #: The merged view of one bucket (or its columns' sketches), when the caller keeps them (the
     #: server's rollups); by default its batches are loaded and merged in order.
     merged: Callable[[Bucket], Profile] | None = None
+    #: The buckets, when the caller has them already (``bucketize(batches, granularity, segment)``, as
+    #: the server keeps them between views): then ``batches`` is not read.
+    buckets: Sequence[Bucket] | None = None
 
 
 def _compute(key: str, compute: Callable[[], Any]) -> Any:
@@ -665,8 +673,10 @@ def compute_timeline(
     keeps every bucket's points and drifts (see :data:`CachedJson`), so that a view loads and
     merges the profiles of only the buckets whose batches changed; ``memo`` keeps them parsed.
     """
-    granularity = inputs.granularity or choose_granularity(b.timestamp for b in inputs.batches)
-    buckets = bucketize(inputs.batches, granularity, inputs.segment)
+    given = inputs.buckets
+    stamps = (b.timestamp for b in inputs.batches) if given is None else (b.timestamp for k in given for b in k.batches)
+    granularity = inputs.granularity or choose_granularity(stamps)
+    buckets = bucketize(inputs.batches, granularity, inputs.segment) if given is None else given
     views = _BucketViews(inputs.load, merged=inputs.merged)
     reference = _loaded_once(inputs.reference)
     points: list[BucketPoints] = []

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import math
@@ -183,12 +184,7 @@ class MemoryArtefacts:
 class TimelineOutline(Protocol):
     """Narrower reads of a session's stored profiles than ``list_profiles`` (same rules: valid stored
     uploads only), so that a ranged view, or one refused as too large, costs what it shows, not
-    what the session holds.
-
-    An outline may also give ``day_marks(session_id)``: day number (``floor(timestamp / DAY_MS)``)
-    -> a mark of that day's stored batches (invalid ones too) that changes whenever one of them is
-    stored, summarised, found invalid or deleted. The service then keeps each day's batches and
-    reads again only the days whose mark changed (see :meth:`TimelineService.every_batch`)."""
+    what the session holds."""
 
     def batches_between(self, session_id: str, start: int | None, end: int | None) -> Sequence[StoredProfile]:
         """Its batch profiles with a dataset timestamp in ``[start, end)`` (None: unbounded)."""
@@ -208,6 +204,13 @@ class TimelineOutline(Protocol):
     def bucket_counts(self, session_id: str, size: int, offset: int) -> tuple[int, int]:
         """How many distinct ``floor((timestamp + offset) / size)`` its batches fall in: all, and
         those not listed as pending (counted where they are stored)."""
+
+    def day_marks(self, session_id: str) -> Mapping[int, Any] | None:
+        """Day number (``floor(timestamp / DAY_MS)``) -> a mark of that day's stored batches (invalid
+        ones too) that changes whenever one of them is stored, summarised, found invalid or deleted;
+        None when the outline cannot tell (the whole listing is then read). With marks, the service
+        keeps each day's batches and reads again only the days whose mark changed (see
+        :meth:`TimelineService.every_batch`)."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ class ResolvedView:
     end: int | None = None
     #: profiles left out as an ingest worker still holds them (see ``TimelineService.document_bytes``)
     pending: tuple[str, ...] = ()
+    #: the buckets of ``batches`` as kept between views (whole-history views with day marks)
+    laid: _Laid | None = field(default=None, compare=False, repr=False)
 
 
 def _memo_size(points: BucketPoints) -> int:
@@ -280,8 +285,93 @@ def _timed_batches(profiles: Iterable[StoredProfile]) -> list[StoredProfile]:
     return [p for p in profiles if p.kind == "batch" and p.dataset_timestamp is not None]
 
 
+_Batches = tuple[StoredProfile, ...]
+#: One day's batches as last read: (the day's mark, its batches).
+_Day = tuple[Any, _Batches]
+
+
+@dataclass(frozen=True)
+class _Laid:
+    """The buckets of a view of the whole history (see :meth:`TimelineService._laid_out`)."""
+
+    buckets: list[Bucket]
+    #: the view's batches (those of ``buckets``), by day
+    batches: list[StoredProfile]
+    #: ... by identity
+    by_identity: Mapping[str, StoredProfile]
+    #: those listed as pending
+    pending: list[StoredProfile]
+
+
+class _Layout:
+    """One view's buckets of a session, by day: the buckets (or, for weeks and months, parts of
+    buckets) each day's batches fall in, made again only for a day whose batches changed."""
+
+    def __init__(self) -> None:
+        #: day -> (the batches it was made from, those of the view, their buckets or parts of buckets,
+        #: those listed as pending)
+        self.days: dict[int, tuple[_Batches, _Batches, tuple[Bucket, ...], _Batches]] = {}
+        #: a bucket of several days (weeks, months) by start -> (the parts it was made from, it)
+        self.joined: dict[int, tuple[tuple[Bucket, ...], Bucket]] = {}
+        self.by_identity: dict[str, StoredProfile] = {}
+
+    def update(self, days: Mapping[int, _Day], granularity: Granularity, segment: str | None) -> _Laid:
+        gone = [day for day, held in self.days.items() if day not in days or held[0] is not days[day][1]]
+        if gone or len(self.days) != len(days):  # a new dict: what was given out is never changed
+            self.by_identity = dict(self.by_identity)
+        for day in gone:
+            for profile in self.days.pop(day)[0]:
+                if self.by_identity.get(profile.identity) is profile:
+                    del self.by_identity[profile.identity]
+        for day, (_, found) in days.items():
+            if day in self.days:
+                continue
+            shown = found if segment is None else tuple(p for p in found if p.segment == segment)
+            cut = tuple(bucketize([p.batch for p in shown], granularity))
+            self.days[day] = (found, shown, cut, tuple(p for p in shown if p.pending))
+            self.by_identity.update((p.identity, p) for p in shown)
+        if len(self.days) != len(days):  # pragma: no cover - every day of ``days`` was laid out above
+            raise AssertionError("a day was not laid out")
+        buckets: list[Bucket] = []
+        parts: list[Bucket] = []
+        joined: dict[int, tuple[tuple[Bucket, ...], Bucket]] = {}
+
+        def close() -> None:
+            if len(parts) == 1:
+                buckets.append(parts[0])
+            elif parts:
+                kept = self.joined.get(parts[0].start)
+                held = tuple(parts)
+                if kept is None or len(kept[0]) != len(held) or any(a is not b for a, b in zip(kept[0], held)):
+                    batches = tuple(itertools.chain.from_iterable(part.batches for part in held))
+                    kept = (held, Bucket(start=held[0].start, end=held[0].end, batches=batches))
+                joined[held[0].start] = kept
+                buckets.append(kept[1])
+            parts.clear()
+
+        order = sorted(self.days)
+        for day in order:
+            for part in self.days[day][2]:
+                if parts and parts[0].start != part.start:
+                    close()
+                parts.append(part)
+        close()
+        self.joined = joined
+        batches = list(itertools.chain.from_iterable(self.days[day][1] for day in order))
+        pending = list(itertools.chain.from_iterable(self.days[day][3] for day in order))
+        return _Laid(buckets, batches, self.by_identity, pending)
+
+
+#: Where a document's batch timestamps go until they are spliced in (see ``TimelineService._spliced``).
+_STAMPS = "\x00batch timestamps\x00"
+
+
 def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _stamps_json(bucket: Bucket) -> bytes:
+    return _dumps(list(bucket.timestamps))
 
 
 class TimelineService:
@@ -357,11 +447,16 @@ class TimelineService:
         self._names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
         #: column names of a rolled-up bucket, by (session, granularity, family, start, members' content key)
         self._rolled_names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
+        #: the JSON of a bucket's batch timestamps, by (start, content key): a refresh encodes the changed buckets'
+        self._stamps = LruCache(max_bytes=16 * MiB, size_of=len)
         #: built documents: parallel requests for one view wait for one build
         self._docs = LruCache(max_bytes=doc_bytes, size_of=len)
         #: session -> day number -> (its mark, its batches) as last read (see :meth:`every_batch`),
         #: for the :data:`LISTED_SESSIONS` sessions viewed last (at most :data:`LISTED_BATCHES` batches)
-        self._days: OrderedDict[str, dict[int, tuple[Any, tuple[StoredProfile, ...]]]] = OrderedDict()
+        self._days: OrderedDict[str, dict[int, _Day]] = OrderedDict()
+        #: (session, granularity, segment) -> its buckets by day, for the sessions in ``_days`` (see :meth:`_laid_out`)
+        self._layouts: dict[tuple[str, Granularity, str | None], _Layout] = {}
+        self._layout_lock = threading.Lock()
         #: sessions whose values stored by older versions of the server were dropped (this process)
         self._current_format: set[str] = set()
         #: what was computed (not read back), by kind: "points" and "drift" of one bucket each
@@ -403,6 +498,7 @@ class TimelineService:
             raise TimelineRequestError(400, f"{given}: give a start before the end")
         ranged = start is not None or end is not None
         outline = self.outline if ranged or granularity is not None else None
+        laid: _Laid | None = None
         if outline is None:
             profiles = list(self.list_profiles(session_id))
             batches = _timed_batches(profiles)
@@ -432,8 +528,13 @@ class TimelineService:
                 batches = list(outline.batches_between(session_id, lower, upper))
             else:
                 self._check_span(session_id, outline, granularity, segment)
-                batches = self.every_batch(session_id, outline)
-        if segment is not None:
+                days = self._batch_days(session_id, outline)
+                if days is None:
+                    batches = _timed_batches(self.list_profiles(session_id))
+                else:
+                    laid = self._laid_out(session_id, granularity, segment, days)
+                    batches = laid.batches
+        if segment is not None and laid is None:
             batches = [b for b in batches if b.segment == segment]
         if granularity is None:
             granularity = choose_granularity(
@@ -443,7 +544,7 @@ class TimelineService:
                 and (start is None or b.dataset_timestamp >= start)
                 and (end is None or b.dataset_timestamp < end)
             )
-        return ResolvedView(granularity, batches, references, reference, segment, segments, start, end)
+        return ResolvedView(granularity, batches, references, reference, segment, segments, start, end, laid=laid)
 
     def every_batch(self, session_id: str, outline: TimelineOutline) -> list[StoredProfile]:
         """The session's batches with a dataset timestamp (those of ``list_profiles``, in another
@@ -452,10 +553,17 @@ class TimelineService:
         most days changed): a batch landing in a large watched session costs the refresh the read
         of its day, not of the session's history. The marks are read first, so what is kept is
         never older than its mark."""
-        day_marks = getattr(outline, "day_marks", None)
-        if day_marks is None:
+        days = self._batch_days(session_id, outline)
+        if days is None:
             return _timed_batches(self.list_profiles(session_id))
-        marks: Mapping[int, Any] = day_marks(session_id)
+        return list(itertools.chain.from_iterable(days[day][1] for day in sorted(days)))  # by day
+
+    def _batch_days(self, session_id: str, outline: TimelineOutline) -> Mapping[int, _Day] | None:
+        """Day number -> (its mark, its batches) of the session (see :meth:`every_batch`); None
+        when the outline gives no day marks."""
+        marks = outline.day_marks(session_id)
+        if marks is None:
+            return None
         with self._lock:
             known = self._days.get(session_id, {})
         changed = {day for day, mark in marks.items() if day not in known or known[day][0] != mark}
@@ -481,9 +589,26 @@ class TimelineService:
             self._days.move_to_end(session_id)
             kept = sum(len(found) for held in self._days.values() for _, found in held.values())
             while len(self._days) > 1 and (len(self._days) > LISTED_SESSIONS or kept > LISTED_BATCHES):
-                _, dropped = self._days.popitem(last=False)
+                gone, dropped = self._days.popitem(last=False)
                 kept -= sum(len(found) for _, found in dropped.values())
-        return [batch for day in sorted(days) for batch in days[day][1]]  # by day, whichever days were read again
+                for layout in [k for k in self._layouts if k[0] == gone]:
+                    del self._layouts[layout]
+        return days
+
+    def _laid_out(
+        self, session_id: str, granularity: Granularity, segment: str | None, days: Mapping[int, _Day]
+    ) -> _Laid:
+        """The buckets of ``days`` (the session's batches by day, see :meth:`_batch_days`) at
+        ``granularity`` (of ``segment``'s batches only, when given), made again only for the days
+        whose batches changed since the last call for this view (the others' buckets are the same
+        objects, whose content keys are not computed again): what a refresh after a batch landed
+        costs grows with its day, not with the session's history. Equal to ``bucketize`` of them."""
+        key = (session_id, granularity, segment)
+        with self._layout_lock:
+            layout = self._layouts.get(key)
+            if layout is None:
+                layout = self._layouts[key] = _Layout()
+            return layout.update(days, granularity, segment)
 
     def _check_span(
         self, session_id: str, outline: TimelineOutline, granularity: Granularity, segment: str | None
@@ -585,19 +710,23 @@ class TimelineService:
                     self._watch(session_id, query)
                 return found
         view = self.resolve(session_id, query)
-        unready = self._unready([*view.batches, *([view.reference] if view.reference else [])], background)
+        listed = view.batches if view.laid is None else view.laid.pending  # those listed as pending, at least
+        unready = self._unready([*listed, *([view.reference] if view.reference else [])], background)
         if unready:
             view = dataclasses.replace(
                 view,
                 batches=[b for b in view.batches if b.id not in unready],
                 reference=None if view.reference is not None and view.reference.id in unready else view.reference,
                 pending=tuple(sorted(k for k, v in unready.items() if v == "pending")),
+                laid=None,
             )
         if watched:
             self._watch(session_id, query)
         self._forget_old_format(session_id)
-        stamped = [b.batch for b in view.batches if b.dataset_timestamp is not None]
-        every = bucketize(stamped, view.granularity)
+        if view.laid is not None:  # kept between views: made again only where batches changed
+            every = view.laid.buckets
+        else:
+            every = bucketize([b.batch for b in view.batches if b.dataset_timestamp is not None], view.granularity)
         shown = [
             i
             for i, bucket in enumerate(every)
@@ -621,7 +750,7 @@ class TimelineService:
             tag = version
 
         def build() -> bytes:
-            by_identity = {b.identity: b for b in view.batches}
+            by_identity = {b.identity: b for b in view.batches} if view.laid is None else view.laid.by_identity
             self._check_cells(session_id, view, buckets, by_identity)
             data = self._build(session_id, view, buckets, by_identity)
             if not ranged:  # a ranged view is not stored: there are as many as there are ranges (its parts are)
@@ -857,9 +986,7 @@ class TimelineService:
             "start": view.start,
             "end": view.end,
             **({"pending": list(view.pending)} if view.pending else {}),
-            "batch_timestamps": [
-                sorted({by_identity[b.key].dataset_timestamp or 0 for b in k.batches}) for k in buckets
-            ],
+            "batch_timestamps": _STAMPS,  # spliced in below, each bucket's encoded once
         }
         info = (
             ReferenceInfo(id=reference.id, alias=reference.alias, timestamp=reference.dataset_timestamp)
@@ -867,7 +994,8 @@ class TimelineService:
             else None
         )
         inputs = TimelineInputs(
-            batches=[batch for bucket in buckets for batch in bucket.batches],
+            batches=(),
+            buckets=buckets,
             load=lambda batch: self.load(by_identity[batch.key]),
             reference=None if reference is None else functools.partial(self.load, reference),
             reference_key=reference_key,
@@ -881,7 +1009,21 @@ class TimelineService:
         )
         document = compute_timeline(inputs, cached=cached, memo=memo)
         document["alerts"] = [f.to_json() for f in self.alerts(document)]
-        return _dumps(document)
+        return self._spliced(document, buckets)
+
+    def _spliced(self, document: dict[str, Any], buckets: Sequence[Bucket]) -> bytes:
+        """``document`` as JSON, with the batch timestamps of ``buckets`` in place of its `_STAMPS`
+        (the same bytes as encoding them in it: a bucket's are encoded once, not at every refresh)."""
+        data = _dumps(document)
+        marker = _dumps(_STAMPS)
+        if data.count(marker) != 1:  # a column named like the marker: encoded as they are
+            document["batch_timestamps"] = [list(bucket.timestamps) for bucket in buckets]
+            return _dumps(document)
+        stamps = b",".join(
+            self._stamps.get_or_compute((bucket.start, bucket.key), functools.partial(_stamps_json, bucket))
+            for bucket in buckets
+        )
+        return data.replace(marker, b"[" + stamps + b"]", 1)
 
     def alerts(self, document: dict[str, Any]) -> list[Failure]:
         """Failures of the server's monitors on every bucket of ``document`` (none without monitors)."""

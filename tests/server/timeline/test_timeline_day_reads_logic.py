@@ -18,6 +18,7 @@ import pytest
 import whylogs as why
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird import timeline
 from whylogs_songbird.server import timeline_service
 from whylogs_songbird.server.timeline_service import (
     LISTED_SESSIONS,
@@ -27,6 +28,7 @@ from whylogs_songbird.server.timeline_service import (
     TimelineQuery,
     TimelineService,
 )
+from whylogs_songbird.timeline import bucketize, content_key
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/timeline_service.py")
 
@@ -84,7 +86,7 @@ class Session:
         return []
 
     def segments(self, session_id: str) -> list[str]:
-        return [""]
+        return sorted({p.segment for p in self._batches()})
 
     def span(self, session_id: str) -> tuple[int, int] | None:
         stamps = [p.dataset_timestamp or 0 for p in self._batches()]
@@ -182,6 +184,90 @@ def test_most_days_changed_are_listed_at_once_and_other_granularities_share_the_
     hourly = TimelineQuery(granularity="hour")
     assert service.document_bytes("s1", hourly) == fresh(session, hourly)
     assert service.listed == {"listing": 2}
+
+
+def test_a_refresh_after_one_batch_lands_buckets_hashes_and_loads_only_that_day_s_batches(monkeypatch):
+    """The kept buckets of the unchanged days are used again: only the changed day's batches are
+    bucketed and hashed into a content key, and loaded with its neighbours' (the drifts between them)."""
+    session = Session()
+    service = session.service()
+    service.document_bytes("s1", DAILY, watched=True)
+    session.listed = 0
+    bucketed: list[int] = []
+    hashed: list[str] = []
+    loaded: list[str] = []
+
+    def counted_bucketize(batches: Any, *args: Any, **kwargs: Any) -> Any:
+        batches = list(batches)
+        bucketed.append(len(batches))
+        return bucketize(batches, *args, **kwargs)
+
+    def counted_content_key(parts: Any) -> str:
+        parts = list(parts)
+        hashed.extend(p for p in parts if ":sha-" in p)  # a batch's identity
+        return content_key(parts)
+
+    def counted_load(profile: StoredProfile) -> DatasetProfileView:
+        loaded.append(profile.id)
+        return session.load(profile)
+
+    monkeypatch.setattr(timeline_service, "bucketize", counted_bucketize)
+    monkeypatch.setattr(timeline, "content_key", counted_content_key)
+    service.load = counted_load
+    session.lands(batch("late", T0 + 7 * DAY + 5 * HOUR))  # into day 7 of 20
+    service.batch_landed("s1")
+    assert session.days_read == [T0 + 7 * DAY] and session.listed == 0
+    assert bucketed == [3]  # day 7's three batches, not the session's 41
+    assert sorted(hashed) == sorted(p.identity for p in session.profiles if p.id in ("b14", "b15", "late"))
+    # day 7, and its neighbours for the drift between them (days 6 and 8)
+    assert set(loaded) == {"b12", "b13", "b14", "b15", "late", "b16", "b17"}
+    assert service.document_bytes("s1", DAILY) == fresh(session)
+
+
+@pytest.mark.parametrize("granularity", ["hour", "day", "week", "month"])
+def test_kept_buckets_give_the_document_a_fresh_service_builds_as_days_change(granularity):
+    session = Session()
+    for i in range(0, len(session.profiles), 3):  # a third of the batches segmented
+        session.profiles[i] = dataclasses.replace(session.profiles[i], segment="a=1")
+    service = session.service()
+    queries = [TimelineQuery(granularity=granularity), TimelineQuery(granularity=granularity, segment="a=1")]
+
+    def same() -> None:
+        for query in queries:
+            document = service.document_bytes("s1", query)
+            assert document == fresh(session, query)
+            assert document == compact(json.loads(document))  # the batch timestamps spliced in as encoded
+
+    same()
+    session.lands(batch("mid-week", T0 + 9 * DAY + 2 * HOUR))  # a day inside a week and a month
+    same()
+    session.lands(dataclasses.replace(batch("seg", T0 + 9 * DAY + 3 * HOUR), segment="a=1"))
+    same()
+    session.lands(batch("held", T0 + 3 * DAY, pending=True))  # left out while pending, listed
+    held = json.loads(service.document_bytes("s1", queries[0]))
+    assert held["pending"] == ["held"] and service.document_bytes("s1", queries[0]) == fresh(session, queries[0])
+    session.profiles[-1] = dataclasses.replace(session.profiles[-1], pending=False)  # summarised
+    session.version += 1
+    same()
+    del session.profiles[2:6]  # days 1 and 2 gone
+    session.version += 1
+    same()
+    session.lands(batch("early", T0 - 9 * DAY))  # a new first bucket
+    same()
+
+
+def compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def test_a_column_named_like_the_place_of_the_batch_timestamps_is_encoded_as_it_is():
+    session = Session()
+    name = timeline_service._STAMPS
+    session.load = lambda profile: why.log(pd.DataFrame({name: [1.0, 2.0]})).view()  # type: ignore[method-assign]
+    document = session.service().document_bytes("s1", DAILY)
+    parsed = json.loads(document)
+    assert list(parsed["columns"]) == [name] and len(parsed["batch_timestamps"]) == DAYS
+    assert parsed["batch_timestamps"][0] == [T0, T0 + HOUR] and document == compact(parsed)
 
 
 def test_only_the_sessions_viewed_last_are_kept():

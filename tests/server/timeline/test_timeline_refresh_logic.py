@@ -107,11 +107,14 @@ class Sessions:
         self.refreshed: list[tuple[str, float]] = []
         self.idle_while_listing: list[bool] = []
         self.service: TimelineService | None = None
+        #: called while a session is listed (in the refresh: e.g. more batches land)
+        self.while_listing: Callable[[str], object] = lambda session_id: None
 
     def list_profiles(self, session_id: str) -> list[StoredProfile]:
         self.refreshed.append((session_id, self.background.clock))
         assert self.service is not None
         self.idle_while_listing.append(self.service.idle())
+        self.while_listing(session_id)
         self.background.cpu += self.cost.get(session_id, 0.0)
         if session_id == "broken":
             raise RuntimeError("the store went away")
@@ -189,6 +192,26 @@ def test_a_refresh_is_due_at_its_time_not_a_moment_later():
     run(service, background)
     assert sessions.refreshed == [("s1", 0.0), ("s1", 3.0)]
     assert background.waits == [None, 3.0, None]
+
+
+def test_batches_landing_during_a_refresh_schedule_exactly_one_more_at_its_time():
+    background = FakeBackground()
+    sessions = Sessions(background)
+    sessions.cost = {"s1": 0.5}  # the next refresh of s1 is due 3 s after the last
+    service = sessions.make()
+
+    def lands_three(session_id: str) -> None:
+        if len(sessions.refreshed) == 1:  # during the first refresh only
+            for _ in range(3):
+                service.batch_stored(session_id)
+
+    sessions.while_listing = lands_three
+    service.batch_stored("s1")
+    background.steps = [ELAPSE, service.close]
+    run(service, background)
+    assert sessions.refreshed == [("s1", 0.0), ("s1", 3.0)]  # one more, not three, and not at once
+    assert background.waits == [3.0, None]
+    assert service.idle()
 
 
 def test_the_first_waiting_session_that_is_due_goes_first():

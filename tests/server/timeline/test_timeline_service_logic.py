@@ -437,6 +437,9 @@ class Outline:
         settled = {(p.dataset_timestamp + offset) // size for p in self._batches() if not p.pending}
         return len(every), len(settled)
 
+    def day_marks(self, session_id: str) -> None:
+        return None  # no marks: a view of the whole history lists the session
+
 
 def hourly(hours: int, **options: Any) -> Session:
     batches = [stored(f"h{i}", T0 + i * HOUR + 7, **options) for i in range(hours)]
