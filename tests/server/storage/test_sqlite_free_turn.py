@@ -112,3 +112,9 @@ def test_an_error_in_a_turn_gives_the_store_back(stores):
         raise RuntimeError("refused")
     assert _free_elsewhere(one)
     assert _free_in(other)
+
+
+def test_a_closed_store_is_never_free(stores):
+    one, _ = stores
+    one.close()
+    assert not _free_in(one)

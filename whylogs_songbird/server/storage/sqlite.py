@@ -92,27 +92,29 @@ class SqliteMetadataStore(SqlMetadataStore):
     def free_turn(self) -> Iterator[bool]:
         """Hold this store (this process's lock, and the turn at writing among processes) if both
         are free now, without waiting: yields True while held, False (nothing held) when someone
-        else has either. Under a True turn, the store's own calls in this thread wait for no one
-        (WAL readers never block a writer)."""
-        if not self._lock.acquire(blocking=False):
+        else has either, and always where there is no lock file to say whether another process
+        writes (no ``flock``, or the store is closed). Under a True turn, the store's own calls in
+        this thread wait for no one (WAL readers never block a writer)."""
+        if self._write_lock is None or not self._lock.acquire(blocking=False):
             yield False
             return
         try:
-            if self._write_lock is not None:
-                try:
-                    fcntl.flock(self._write_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    yield False
-                    return
-                self._holding_write_lock = True
-                try:
-                    yield True
-                finally:
-                    self._holding_write_lock = False
-                    if self._write_lock is not None:  # None once closed meanwhile (closing released it)
-                        fcntl.flock(self._write_lock, fcntl.LOCK_UN)
-            else:
+            write_lock = self._write_lock  # None if the store was closed before the lock was ours
+            if write_lock is None:
+                yield False
+                return
+            try:
+                fcntl.flock(write_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            self._holding_write_lock = True
+            try:
                 yield True
+            finally:
+                self._holding_write_lock = False
+                if self._write_lock is not None:  # None once closed meanwhile (closing released it)
+                    fcntl.flock(self._write_lock, fcntl.LOCK_UN)
         finally:
             self._lock.release()
 
