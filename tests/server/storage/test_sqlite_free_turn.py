@@ -118,3 +118,20 @@ def test_a_closed_store_is_never_free(stores):
     one, _ = stores
     one.close()
     assert not _free_in(one)
+
+
+def test_commits_in_a_turn_leave_the_checkpoint_to_the_next_commit_outside_one(stores):
+    """A checkpoint writes and fsyncs the database: never on a caller that took a free turn to
+    avoid waiting."""
+    one, _ = stores
+
+    def autocheckpoint() -> int:
+        return int(one._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    usual = autocheckpoint()
+    assert usual > 0
+    with one.free_turn() as free:
+        assert free
+        one.create_session("u")
+        assert autocheckpoint() == 0
+    assert autocheckpoint() == usual

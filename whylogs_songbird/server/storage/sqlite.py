@@ -60,6 +60,8 @@ class SqliteMetadataStore(SqlMetadataStore):
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
+            #: Pages of WAL after which a commit checkpoints (SQLite's default), off in :meth:`free_turn`.
+            self._autocheckpoint = int(self._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
         self._create_schema()
         for suffix in ("", "-wal", "-shm", WRITE_LOCK_SUFFIX):
             with contextlib.suppress(OSError):
@@ -94,7 +96,8 @@ class SqliteMetadataStore(SqlMetadataStore):
         are free now, without waiting: yields True while held, False (nothing held) when someone
         else has either, and always where there is no lock file to say whether another process
         writes (no ``flock``, or the store is closed). Under a True turn, the store's own calls in
-        this thread wait for no one (WAL readers never block a writer)."""
+        this thread wait for no one (WAL readers never block a writer), and a commit does not
+        checkpoint (which writes and fsyncs the database): the next commit outside a turn does."""
         if self._write_lock is None or not self._lock.acquire(blocking=False):
             yield False
             return
@@ -110,7 +113,11 @@ class SqliteMetadataStore(SqlMetadataStore):
                 return
             self._holding_write_lock = True
             try:
-                yield True
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+                try:
+                    yield True
+                finally:
+                    self._conn.execute(f"PRAGMA wal_autocheckpoint={self._autocheckpoint}")
             finally:
                 self._holding_write_lock = False
                 if self._write_lock is not None:  # None once closed meanwhile (closing released it)
