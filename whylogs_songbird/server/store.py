@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -232,6 +232,20 @@ class Store:
             self.counts.close()
             self.metadata.close()
             self.blobs.close()
+
+    @contextlib.contextmanager
+    def free_turn(self) -> Iterator[bool]:
+        """Whether this thread now holds the metadata store without having waited for anyone
+        (True while the block runs): the embedded store's SQLite, when neither another thread of
+        this process nor another process is at it. A metadata store across the network (PostgreSQL)
+        is never free so: False. Under a True turn, a short call of metadata only (no blob I/O) may
+        run on the event loop instead of in a worker thread; otherwise hop, as always."""
+        turn = getattr(self.metadata, "free_turn", None)
+        if turn is None:
+            yield False
+            return
+        with turn() as free:
+            yield free
 
     # -- counters ---------------------------------------------------------------------------
 

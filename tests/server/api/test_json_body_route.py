@@ -3,10 +3,14 @@
 A request with ``Content-Type: application/json`` and a body the model accepts is answered without
 FastAPI's parameter solving; any other request goes through FastAPI's own handler. The same body
 sent both ways (``application/json`` and ``application/json; charset=utf-8``, which only FastAPI's
-handler takes) gets the same answer and is counted once either way.
+handler takes) gets the same answer and is counted once either way. On the quick path, a slot is
+made on the event loop when the embedded store is free, in a worker thread when it is not.
 """
 
 from __future__ import annotations
+
+import asyncio
+import threading
 
 import fastapi.routing
 import requests
@@ -68,3 +72,44 @@ def test_the_quick_path_answers_and_counts_as_fastapi_does_and_is_taken(server, 
     assert slot["uploadUrl"].startswith(f"{server.url}/v0/uploads/log-")
     gone = _post(server.url, "session-" + "0" * 32, BODIES[0][0], QUICK)
     assert gone.status_code == 404 and "start a new session" in gone.json()["message"]
+
+
+def _where_slots_are_made(server, monkeypatch) -> list[str]:
+    """Notes, for each upload slot the server makes, whether it was made on the event loop or in a worker thread."""
+    where: list[str] = []
+    create = server.store.create_uploads
+
+    def creating(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            where.append("loop")
+        except RuntimeError:
+            where.append("thread")
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(server.store, "create_uploads", creating)  # the server runs in this process
+    return where
+
+
+def test_a_slot_is_made_on_the_loop_when_the_store_is_free_and_in_a_thread_when_it_is_not(server, monkeypatch):
+    session_id = requests.post(f"{server.url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).json()["id"]
+    where = _where_slots_are_made(server, monkeypatch)
+    assert _post(server.url, session_id, BODIES[0][0], QUICK).status_code == 200
+    assert where == ["loop"]  # the embedded store was free: no hop to a worker thread
+
+    counted = threading.Event()  # set once the route counted the request, right before it looks at the store
+    count = server.store.count
+    monkeypatch.setattr(server.store, "count", lambda operation: (count(operation), counted.set()))
+    answers: list[requests.Response] = []
+    with server.store.free_turn() as free:  # this test's thread holds the store
+        assert free
+        asking = threading.Thread(target=lambda: answers.append(_post(server.url, session_id, BODIES[0][0], QUICK)))
+        asking.start()
+        assert counted.wait(TIMEOUT)
+        # the slot waits for the store in a worker thread; the event loop does not wait with it
+        assert requests.get(f"{server.url}/healthz", timeout=TIMEOUT).ok
+        assert not answers
+    asking.join(TIMEOUT)
+    assert [answer.status_code for answer in answers] == [200]
+    assert answers[0].json()["uploadUrl"].startswith(f"{server.url}/v0/uploads/log-")
+    assert where == ["loop", "thread"]

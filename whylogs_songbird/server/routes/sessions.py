@@ -180,7 +180,7 @@ router.add_api_route(
     methods=["POST"],
     response_model=CreateDatasetProfileUploadResponse,
     dependencies=[counted("upload")],
-    route_class_override=JsonBodyRoute.counting("upload"),
+    route_class_override=JsonBodyRoute.counting("upload", on_free_store=True),
 )
 
 

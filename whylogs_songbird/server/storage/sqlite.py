@@ -6,6 +6,9 @@ and wait up to :data:`BUSY_TIMEOUT_MS` for another process's write, so several s
 processes also take turns at writing through a lock file beside the database: a waiting process
 is woken the moment the lock is free, where SQLite's own busy wait sleeps 1, 2, 5, 10... ms
 between tries, which under a steady stream of small writes costs more than the writes.
+
+:meth:`SqliteMetadataStore.free_turn` takes both locks only if no one holds them: a caller on an
+event loop then runs a short call there, without a hop to a worker thread, and never waits.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class SqliteMetadataStore(SqlMetadataStore):
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._lock = threading.RLock()
         self._write_lock: int | None = None
+        #: Whether the thread holding ``_lock`` holds the write lock already (:meth:`free_turn`).
+        self._holding_write_lock = False
         if fcntl is not None:
             self._write_lock = os.open(f"{self.path}{WRITE_LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT, 0o600)
         self._conn = sqlite3.connect(
@@ -55,6 +60,8 @@ class SqliteMetadataStore(SqlMetadataStore):
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
+            #: Pages of WAL after which a commit checkpoints (SQLite's default), off in :meth:`free_turn`.
+            self._autocheckpoint = int(self._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
         self._create_schema()
         for suffix in ("", "-wal", "-shm", WRITE_LOCK_SUFFIX):
             with contextlib.suppress(OSError):
@@ -84,9 +91,44 @@ class SqliteMetadataStore(SqlMetadataStore):
             self._conn.execute("COMMIT")
 
     @contextlib.contextmanager
+    def free_turn(self) -> Iterator[bool]:
+        """Hold this store (this process's lock, and the turn at writing among processes) if both
+        are free now, without waiting: yields True while held, False (nothing held) when someone
+        else has either, and always where there is no lock file to say whether another process
+        writes (no ``flock``, or the store is closed). Under a True turn, the store's own calls in
+        this thread wait for no one (WAL readers never block a writer), and a commit does not
+        checkpoint (which writes and fsyncs the database): the next commit outside a turn does."""
+        if self._write_lock is None or not self._lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            write_lock = self._write_lock  # None if the store was closed before the lock was ours
+            if write_lock is None:
+                yield False
+                return
+            try:
+                fcntl.flock(write_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            self._holding_write_lock = True
+            try:
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+                try:
+                    yield True
+                finally:
+                    self._conn.execute(f"PRAGMA wal_autocheckpoint={self._autocheckpoint}")
+            finally:
+                self._holding_write_lock = False
+                if self._write_lock is not None:  # None once closed meanwhile (closing released it)
+                    fcntl.flock(self._write_lock, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """This process's turn at writing, among the processes sharing the database (see the module docstring)."""
-        if self._write_lock is None:
+        if self._write_lock is None or self._holding_write_lock:  # no lock file, or :meth:`free_turn` holds it
             yield
             return
         fcntl.flock(self._write_lock, fcntl.LOCK_EX)
