@@ -80,7 +80,7 @@ from whylogs_songbird.server.sandbox import summarise_in_child  # noqa: E402
 from whylogs_songbird.server.storage.base import NewUpload, UploadRecord  # noqa: E402
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore  # noqa: E402
 from whylogs_songbird.server.storage.s3 import S3BlobStore  # noqa: E402
-from whylogs_songbird.server.store import Store, host_id, now_ms  # noqa: E402
+from whylogs_songbird.server.store import Store, blob_key, host_id, now_ms  # noqa: E402
 
 HOUR_MS = 3_600_000
 T0 = 1_672_531_200_000  # 2023-01-01T00:00Z
@@ -377,11 +377,18 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float, st
     per_upload: dict[str, Counter[str]] = {}
     for upload_id, what in events:
         per_upload.setdefault(upload_id, Counter())[what] += 1
+    # an acknowledged upload not visible yet is late (its bytes still wait where the PUT left them,
+    # for a host to learn them) or lost (neither recorded nor in the blob store)
+    unseen = sorted(set(acknowledged) - visible)
+    late = sum(1 for u in unseen if store.blobs.exists(blob_key(session_id, u)))
+    if unseen:
+        print(f"  after {settle:g} s of settling, {len(unseen)} acknowledged uploads are not visible: {late} still")
+        print(f"  landed and waiting to be learned (late: the hosts were still catching up), {len(unseen) - late} gone")
     wrong_bytes = sum(1 for u in visible if profiles[u].sha256 != hashlib.sha256(acknowledged[u]).hexdigest())
     rerecorded = sorted(u for u, c in per_upload.items() if c["recorded"] > 1 or c["unrecorded"])
     twice = sorted(u for u, c in per_upload.items() if c["summarised"] > 1)
     print(
-        f"  visible {len(visible)} of {len(acknowledged)} acknowledged (lost {len(acknowledged) - len(visible)});"
+        f"  visible {len(visible)} of {len(acknowledged)} acknowledged (lost {len(unseen) - late}, late {late});"
         f" {len(profiles) - len(visible)} more landed unacknowledged; {len(ready)} of {len(profiles)} summarised;"
         f" wrong bytes {wrong_bytes}"
     )
