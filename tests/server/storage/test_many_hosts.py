@@ -75,7 +75,7 @@ def events(database_url: str) -> list[tuple[str, str]]:
 
 #: How long a test waits for what a server process does in the background (a takeover summarises in
 #: a sandbox child the server starts: tens of seconds on a loaded machine, about one when idle).
-PATIENCE = 120.0
+PATIENCE = 240.0
 
 
 def wait_for(condition, what: str, timeout: float = 20.0) -> None:
