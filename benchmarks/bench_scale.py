@@ -31,7 +31,7 @@ upload is recorded (``stored_at`` set or cleared) and every summary written.
    (stored or cached; the median of three). A host checks at start that the server answering on
    its port is its own process (the health check's pid, with its data dir's token).
    Reported per view: wall ms, the host's CPU ms (``/proc``, every thread, in 10 ms ticks), bytes,
-   and for the session page the CPU of the thread that rendered it (its ``Server-Timing``); then
+   and for the session page the CPU and wall of the thread that rendered it (its ``Server-Timing``); then
    the growth exponent of each between consecutive sizes (1 = linear in the profiles, 0 = flat).
    Wall times depend on what else the machine runs; CPU much less: each view's line also gives
    the wall time of a trivial request (``/healthz``) to the host just before it, which is what
@@ -458,6 +458,8 @@ class Cost:
     size: int
     #: the CPU of the thread that built the answer, as its ``Server-Timing: render-cpu`` says (pages that tell it)
     render_cpu_ms: float | None = None
+    #: the wall time the server took to build it, as its ``Server-Timing: render`` says (the same pages)
+    render_ms: float | None = None
     #: the wall time of a trivial request (``/healthz``) to the same host just before: what the
     #: machine's load alone costs a request, to tell the view's own cost from waiting for a CPU
     trivial_ms: float = 0.0
@@ -481,11 +483,13 @@ def view(host: Host, path: str) -> Cost:
     if answer.status_code != 200:
         print(f"  {path}: HTTP {answer.status_code} {answer.text[:200]}")
     told = re.search(r"render-cpu;dur=([0-9.]+)", answer.headers.get("Server-Timing", ""))
+    took = re.search(r"render;dur=([0-9.]+)", answer.headers.get("Server-Timing", ""))
     return Cost(
         1000 * wall,
         1000 * (host.cpu() - cpu),
         len(answer.content),
         float(told.group(1)) if told else None,
+        float(took.group(1)) if took else None,
         trivial,
         answer.text if "html" in answer.headers.get("content-type", "") else "",
     )
@@ -601,6 +605,7 @@ def views(
             host.end(signal.SIGTERM)
             for name, cost in row.items():
                 told = "" if cost.render_cpu_ms is None else f"  render cpu {cost.render_cpu_ms:7.1f} ms"
+                told += "" if cost.render_ms is None else f" wall {cost.render_ms:7.1f} ms"
                 print(
                     f"  {size:>6} {name:<46} wall {cost.wall_ms:9.1f} ms (trivial request {cost.trivial_ms:6.1f} ms)"
                     f"  cpu {cost.cpu_ms:9.1f} ms  {cost.size:>10} B" + told
