@@ -46,7 +46,8 @@ def server_process(data_dir, storage_config, env, *extra: str):
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc, log=data_dir.parent / f"server-{port}.log", timeout=2)
+        # a start under heavy load (tens of processes on two cores) takes tens of seconds
+        wait_healthy(url, proc, log=data_dir.parent / f"server-{port}.log", timeout=2, seconds=180)
         yield url, proc
     finally:
         if proc.poll() is None:

@@ -73,6 +73,11 @@ def events(database_url: str) -> list[tuple[str, str]]:
         return [tuple(row) for row in conn.execute("SELECT upload_id, what FROM events ORDER BY n").fetchall()]
 
 
+#: How long a test waits for what a server process does in the background (a takeover summarises in
+#: a sandbox child the server starts: tens of seconds on a loaded machine, about one when idle).
+PATIENCE = 240.0
+
+
 def wait_for(condition, what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -216,45 +221,57 @@ def test_other_hosts_claims_a_page_answers_at_once_a_dead_ones_is_taken_over_and
         assert ingest_one(team_store, ready, sandbox) is not None
     finally:
         sandbox.close()
-    # in the other session one host claimed `stuck` and died (no heartbeat, a short lease), and
-    # another is summarising `live` for a long time (its heartbeat renews the same short lease)
+    # in the other session one host is summarising `live` for a long time (its heartbeat renews a
+    # short lease), and another claimed `stuck` just after, with the same lease, and died (no heartbeat)
     assert {u.id for u in team_store.learn_landed(others.id)} == {u.id for u in slots}
-    stuck, live = slots
-    lease_ms = 3000  # short, with room for a heartbeat delayed on a busy machine
-    team_store.metadata.owner = "a-host-that-died"
-    assert team_store.metadata.claim_upload_ingest(stuck.id, lease_ms=lease_ms)
+    # a claim pass takes expired claims in this order, one at a time: `live`, were it expired, would
+    # be taken before `stuck`, so taking `stuck` over shows a pass found the renewed `live` unexpired
+    live, stuck = sorted((team_store.get_upload(u.id) for u in slots), key=lambda u: (u.stored_at, u.id))
+    # short, with room for a heartbeat (every third of it) delayed by seconds on a loaded machine
+    lease_ms = 6000
     team_store.metadata.owner = "a-live-host"
     assert team_store.metadata.claim_upload_ingest(live.id, lease_ms=lease_ms)
     heartbeat = ClaimHeartbeat(team_store, lease_ms=lease_ms)
     (tmp_path / "a").mkdir()
     with contextlib.ExitStack() as live_host:
         live_host.enter_context(heartbeat.hold(live.id))  # before the start: the short lease would run out
+        team_store.metadata.owner = "a-host-that-died"  # after `live`'s claim: its lease ends after that one's
+        assert team_store.metadata.claim_upload_ingest(stuck.id, lease_ms=lease_ms)
+        team_store.metadata.owner = "a-live-host"  # whose claims the heartbeat renews
         with server_process(tmp_path / "a", storage_config, env, "--claim-lease", "3") as (url, _):
             # a start releases no live claim, and a page does not wait for one
-            answer = requests.get(f"{url}/api/v1/sessions/{session.id}/timeline", timeout=30)
+            answer = requests.get(f"{url}/api/v1/sessions/{session.id}/timeline", timeout=PATIENCE)
             assert answer.status_code == 200, answer.text
             document = answer.json()
             assert document["pending"] == [pending_slot.id]
             assert [b["profiles"] for b in document["buckets"]] == [1]  # the summarised batch is shown
-            page = requests.get(f"{url}/sessions/{session.id}/timeline", timeout=30)
+            page = requests.get(f"{url}/sessions/{session.id}/timeline", timeout=PATIENCE)
             assert page.status_code == 200 and "still being summarised" in page.text
             answer = link(url, session.id, [TS + 86_400_000])
             assert answer.status_code == 200
-            profile_page = requests.get(answer.json()["observatoryUrl"], timeout=30)
+            profile_page = requests.get(answer.json()["observatoryUrl"], timeout=PATIENCE)
             assert profile_page.status_code == 202 and "still being summarised" in profile_page.text
-            assert requests.get(link(url, session.id, [TS]).json()["observatoryUrl"], timeout=30).status_code == 200
+            shown = requests.get(link(url, session.id, [TS]).json()["observatoryUrl"], timeout=PATIENCE)
+            assert shown.status_code == 200
             assert team_store.get_upload(pending_slot.id).ingest_state == "pending", "the claim was left to its holder"
 
+            # taken over once its lease ran out: by then `live`'s first lease had run out too, so
+            # only the heartbeat kept the new host from taking it (in that pass or the one before)
             wait_for(
-                lambda: team_store.get_upload(stuck.id).ingest_state == "ready", "the dead host's claim is taken over"
+                lambda: team_store.get_upload(stuck.id).ingest_state == "ready",
+                "the dead host's claim is taken over",
+                timeout=PATIENCE,
             )
-            time.sleep(lease_ms / 1000)  # the live claim outlives its lease while the new host polls for work
             held = team_store.get_upload(live.id)
             assert (held.ingest_state, held.ingest_tries) == ("pending", 0), "a live host's claim was taken"
             assert held.ingest_lease > now_ms(), "the heartbeat keeps renewing the live claim"
             live_host.close()
             # the live host stops without a verdict (killed just now, say): its work is taken over too
-            wait_for(lambda: team_store.get_upload(live.id).ingest_state == "ready", "the ended claim is taken over")
+            wait_for(
+                lambda: team_store.get_upload(live.id).ingest_state == "ready",
+                "the ended claim is taken over",
+                timeout=PATIENCE,
+            )
     logged = events(database_url)
     for upload in slots:
         assert [what for u, what in logged if u == upload.id] == ["recorded", "summarised"], upload.id
