@@ -42,6 +42,7 @@ import json
 import logging
 import secrets
 import struct
+import sys
 import threading
 import weakref
 from collections import OrderedDict
@@ -208,6 +209,14 @@ def _doubles(values: Sequence[float] | np.ndarray) -> bytes:
     return struct.pack(f"<{len(values)}d", *values)
 
 
+def _doubles_at(data: bytes, start: int, count: int) -> list[float]:
+    """``count`` little-endian doubles of ``data`` from ``start`` (in range), as a list."""
+    if sys.byteorder == "little":  # the machine's own layout: one cast, no parse
+        found: list[float] = memoryview(data)[start : start + 8 * count].cast("d").tolist()
+        return found
+    return list(struct.unpack_from(f"<{count}d", data, start))
+
+
 def _known_of(kll: bytes) -> tuple[KnownQuantiles | None, bytes]:
     """The known quantiles of a KLL sketch (its bytes, made by this server's merge), at the KS
     test's points and the column points' band, and the sketch's bytes once they were taken: the
@@ -267,10 +276,14 @@ def unpack_known(data: bytes) -> tuple[dict[str, Any], dict[str, KnownQuantiles]
                 raise ValueError("known quantiles of a negative count")
             at = position
             take(8 * (values + 2 * points))
-            numbers = np.frombuffer(data, dtype="<f8", count=values + 2 * points, offset=at)
-            split = Split(numbers[values : values + points].tolist(), numbers[values + points :].tolist())
-            if values == len(_FRACTIONS):  # else taken at other points: taken again when asked for
-                known[name] = KnownQuantiles(_FRACTIONS, numbers[:values], split if points else None)
+            if values != len(_FRACTIONS):  # taken at other points: taken again when asked for
+                continue
+            split = None
+            if points:
+                cut = at + 8 * values
+                split = Split(_doubles_at(data, cut, points), _doubles_at(data, cut + 8 * points, points))
+            found = np.frombuffer(data, dtype="<f8", count=values, offset=at)
+            known[name] = KnownQuantiles(_FRACTIONS, found, split)
     except (ValueError, TypeError, IndexError, AttributeError, struct.error) as exc:
         raise DigestError(f"stored rollup columns that cannot be read ({exc})") from None
     if position != len(data):
