@@ -53,7 +53,7 @@ def child(data_dir: Path, granularity: str, out: Path) -> None:
             store.metadata.drop_derived(session_id, prefix)
     finally:
         store.close()
-    query = TimelineQuery(granularity=granularity)  # type: ignore[arg-type]
+    query = TimelineQuery(granularity=granularity)
     if granularity == "hour":  # the last month: a view shows at most 1,000 buckets
         query = TimelineQuery(granularity="hour", start=str(START_MS + 334 * DAY_MS), end=str(START_MS + 365 * DAY_MS))
     with LocalServer(data_dir=data_dir, session_rate=0, slot_rate=0) as server:

@@ -48,7 +48,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import numpy as np
 import whylogs_sketching as ds
@@ -212,8 +212,7 @@ def _doubles(values: Sequence[float] | np.ndarray) -> bytes:
 def _doubles_at(data: bytes, start: int, count: int) -> list[float]:
     """``count`` little-endian doubles of ``data`` from ``start`` (in range), as a list."""
     if sys.byteorder == "little":  # the machine's own layout: one cast, no parse
-        found: list[float] = memoryview(data)[start : start + 8 * count].cast("d").tolist()
-        return found
+        return cast("list[float]", memoryview(data)[start : start + 8 * count].cast("d").tolist())
     return list(struct.unpack_from(f"<{count}d", data, start))
 
 
