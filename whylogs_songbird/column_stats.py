@@ -477,6 +477,8 @@ class _Quantiles:
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, tuple[Any, int, tuple[float, ...], np.ndarray]] = OrderedDict()
         self._splits: OrderedDict[int, tuple[Any, int, tuple[float, ...], Split | None]] = OrderedDict()
+        #: quantiles at other points than the KS test's, given by :meth:`remember` (read by :meth:`along`)
+        self._others: OrderedDict[int, tuple[Any, int, tuple[float, ...], tuple[float, ...]]] = OrderedDict()
         self._points: dict[tuple[float, ...], tuple[float, ...]] = {}
         self._ks_points = self.points(KS_POINTS)
 
@@ -523,6 +525,9 @@ class _Quantiles:
         separate calls."""
         points = self._ks_points
         if self._kept(sketch, points) is not None:
+            known = self._known_others(sketch, wanted)
+            if known is not None:
+                return list(known)
             found: list[float] = sketch.get_quantiles(list(wanted))
             return found
         values: list[float] = sketch.get_quantiles([*points, *wanted])
@@ -540,22 +545,82 @@ class _Quantiles:
             if entry is not None and entry[0] is sketch and entry[1] == count and entry[2] is points:
                 self._splits.move_to_end(key)
                 return entry[3]
-        distinct = np.unique(self(sketch, points))  # sorted, NaN last
-        found: Split | None = None
-        if distinct.size and math.isfinite(distinct[0]) and math.isfinite(distinct[-1]):
-            at = distinct.tolist()
-            found = Split(at, sketch.get_cdf(at)[:-1])
+        found = _split_of(sketch, self(sketch, points))
+        self._keep_split(sketch, points, found)
+        return found
+
+    def _keep_split(self, sketch: Any, points: tuple[float, ...], found: Split | None) -> None:
         with self._lock:
-            self._splits[key] = (sketch, count, points, found)
-            self._splits.move_to_end(key)
+            self._splits[id(sketch)] = (sketch, sketch.get_n(), points, found)
+            self._splits.move_to_end(id(sketch))
             while len(self._splits) > self.size:
                 self._splits.popitem(last=False)
-        return found
+
+    def _known_others(self, sketch: Any, wanted: Sequence[float]) -> tuple[float, ...] | None:
+        with self._lock:
+            entry = self._others.get(id(sketch))
+            if entry is None or entry[0] is not sketch or entry[1] != sketch.get_n() or entry[2] != tuple(wanted):
+                return None
+            self._others.move_to_end(id(sketch))
+            return entry[3]
+
+    def remember(self, sketch: Any, known: KnownQuantiles) -> None:
+        """Keep what :func:`known_quantiles` took of a sketch with the same content as ``sketch``
+        (such as the one it was serialized from): ``sketch``'s quantiles and split are then read,
+        not taken again. Known quantiles of other points than this process' are ignored."""
+        ks = len(self._ks_points)
+        if len(known.values) != len(known.fractions) or not self._ks_fractions(known.fractions):
+            return
+        self._keep(sketch, self._ks_points, np.array(known.values[:ks], dtype=float))
+        self._keep_split(sketch, self._ks_points, known.split)
+        if len(known.fractions) > ks:
+            others = tuple(float(v) for v in known.values[ks:])
+            with self._lock:
+                self._others[id(sketch)] = (sketch, sketch.get_n(), known.fractions[ks:], others)
+                self._others.move_to_end(id(sketch))
+                while len(self._others) > self.size:
+                    self._others.popitem(last=False)
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 (one cache, for the life of the process)
+    def _ks_fractions(self, fractions: tuple[float, ...]) -> bool:
+        """Whether ``fractions`` start with the KS test's points."""
+        return fractions[: len(self._ks_points)] == self._ks_points
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._splits.clear()
+            self._others.clear()
+
+
+def _split_of(sketch: Any, quantiles: np.ndarray) -> Split | None:
+    """:meth:`_Quantiles.split` of a sketch from its quantiles at the KS test's points."""
+    distinct = np.unique(quantiles)  # sorted, NaN last
+    if distinct.size and math.isfinite(distinct[0]) and math.isfinite(distinct[-1]):
+        at = distinct.tolist()
+        return Split(at, sketch.get_cdf(at)[:-1])
+    return None
+
+
+class KnownQuantiles(NamedTuple):
+    """What the timeline takes of a KLL sketch, taken once and kept with it (a stored rollup keeps
+    them: ``server/rollups.py``): its quantiles at ``fractions`` (:data:`KS_POINTS`, then the
+    others asked for) and its :class:`Split` at the KS points."""
+
+    fractions: tuple[float, ...]
+    values: Sequence[float] | np.ndarray
+    split: Split | None
+
+
+def known_quantiles(sketch: Any, others: Sequence[float] = ()) -> KnownQuantiles | None:
+    """The :class:`KnownQuantiles` of a KLL sketch, at :data:`KS_POINTS` and ``others``, the numbers
+    :class:`_Quantiles` takes (None for an empty sketch)."""
+    if sketch.is_empty():
+        return None
+    fractions = (*KS_POINTS, *(float(p) for p in others))
+    values = tuple(float(v) for v in sketch.get_quantiles(list(fractions)))
+    split = _split_of(sketch, np.asarray(values[: len(KS_POINTS)], dtype=float))
+    return KnownQuantiles(fractions, values, split)
 
 
 #: The quantiles the KS test of :func:`drift_scores` compares.

@@ -354,12 +354,12 @@ class ColumnPoint:
 
 
 #: The quantiles of a column's p5-p50-p95 band.
-_BAND = (0.05, 0.5, 0.95)
+BAND_QUANTILES = (0.05, 0.5, 0.95)
 
 
 def column_point(column: ColumnProfileView) -> ColumnPoint:
     """The numbers of one column of a (merged) view, from whylogs' metrics."""
-    return _point(read_column(column, _BAND))
+    return _point(read_column(column, BAND_QUANTILES))
 
 
 def _point(stats: ColumnStats) -> ColumnPoint:
@@ -387,7 +387,9 @@ def _point(stats: ColumnStats) -> ColumnPoint:
 
 def column_points(view: Profile) -> dict[str, ColumnPoint]:
     """The numbers of every column of a (merged) bucket view, in the view's column order."""
-    return {name: _point(read_sketches(column, _BAND)) for name, column in profile_columns(view).columns.items()}
+    return {
+        name: _point(read_sketches(column, BAND_QUANTILES)) for name, column in profile_columns(view).columns.items()
+    }
 
 
 # -- drift -----------------------------------------------------------------------------------

@@ -208,7 +208,8 @@ def _check_hll4_aux(registers: bytes, aux: bytes, aux_count: int, lg_k: int, wha
     """An HLL_4 register holding 15 means "see the aux table": the table must hold exactly one
     entry (``value << 26 | slot``) for each such register, and no other (a missing one crashes
     the library when it reads the sketch)."""
-    tokens = sum(registers.translate(_AUX_TOKENS))
+    marked = registers.translate(_AUX_TOKENS)  # per byte: how many of its two registers hold 15
+    tokens = marked.count(1) + 2 * marked.count(2)
     if tokens != aux_count:
         raise SketchCheckError(f"{what} has {tokens} registers in its aux table but declares {aux_count} aux entries")
     seen = set()

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import whylogs as why
+import whylogs_sketching as ds
 from whylogs.viz.drift.column_drift_algorithms import calculate_drift_scores
 
 from whylogs_songbird import column_stats as C
@@ -55,6 +56,30 @@ def test_a_sketch_that_took_values_since_is_read_again():
         other = why.log(pd.DataFrame({"x": [value]})).view().get_column("x").get_metric("distribution").kll.value
         assert list(quantiles(other, points)) == [value] * 3
     assert len(quantiles._entries) == 2
+
+
+def test_known_quantiles_are_read_back_only_for_their_own_points_and_an_unchanged_sketch():
+    view = why.log(batch(5)).view()
+    sketch = view.get_column("x").get_metric("distribution").kll.value
+    known = C.known_quantiles(sketch, (0.05, 0.5, 0.95))
+    assert known is not None and known.values == tuple(sketch.get_quantiles([*C.KS_POINTS, 0.05, 0.5, 0.95]))
+    quantiles = C._Quantiles()
+    ks = quantiles.points(C.KS_POINTS)
+    elsewhere = known._replace(fractions=(0.5, *known.fractions[1:]))  # taken at other points: ignored
+    quantiles.remember(sketch, elsewhere)
+    assert quantiles._kept(sketch, ks) is None
+    quantiles.remember(sketch, known._replace(values=(1.0, 2.0)))  # not one value a point: ignored
+    assert quantiles._kept(sketch, ks) is None
+    fake = known._replace(values=tuple(v + 1 for v in known.values))  # read back, not taken again
+    quantiles.remember(sketch, fake)
+    assert list(quantiles(sketch, ks)) == list(fake.values[: len(ks)])
+    assert quantiles.along(sketch, (0.05, 0.5, 0.95)) == list(fake.values[len(ks) :])
+    assert quantiles.along(sketch, (0.25,)) == sketch.get_quantiles([0.25])  # other points: taken
+    assert quantiles.split(sketch, ks) == known.split
+    sketch.update(1e9)  # took a value since: everything taken again
+    assert list(quantiles(sketch, ks)) == sketch.get_quantiles(list(ks))
+    assert quantiles.along(sketch, (0.05, 0.5, 0.95)) == sketch.get_quantiles([0.05, 0.5, 0.95])
+    assert C.known_quantiles(ds.kll_doubles_sketch(200)) is None  # an empty sketch has none
 
 
 def test_chi_square_numbers_are_whylogs_own_exactly():

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 import requests
+import whylogs_sketching as ds
 from conftest import both_stores, make_profile_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from whylogs.core import DatasetProfileView
 
-from whylogs_songbird.column_stats import drift_scores, merge_views
+from whylogs_songbird.column_stats import KS_POINTS, drift_scores, known_quantiles, merge_views, sketch_quantiles
 from whylogs_songbird.server import LocalServer
 from whylogs_songbird.server.digest import (
     DigestError,
@@ -33,6 +34,7 @@ from whylogs_songbird.server.digest import (
 from whylogs_songbird.server.rollups import (
     ALL_SEGMENTS,
     BINARY_MAGIC,
+    KNOWN_MAGIC,
     ROLLUP_PREFIX,
     Member,
     Rollup,
@@ -46,9 +48,11 @@ from whylogs_songbird.server.rollups import (
     rollup_key,
     store_rollups,
     unpack_columns,
+    unpack_known,
 )
 from whylogs_songbird.server.timeline_service import DOC_PREFIX
 from whylogs_songbird.timeline import (
+    BAND_QUANTILES,
     DAY_MS,
     HOUR_MS,
     NUMBER_SERIES,
@@ -302,19 +306,53 @@ def test_a_stored_rollup_survives_its_encoding_and_junk_is_not_one() -> None:
 def test_rollup_columns_are_stored_as_sketch_bytes_and_read_as_a_json_digest_was() -> None:
     view = merge_views([view_from_digest(d) for d in DIGESTS[:3]])
     encoded = encode_view(view)
-    assert encoded.startswith(BINARY_MAGIC) and b'"distribution"' in encoded
+    assert encoded.startswith(KNOWN_MAGIC) and b'"distribution"' in encoded
     as_json = json.dumps({n: digest_column(c) for n, c in view.get_columns().items()}).encode()  # as stored before
+    columns = unpack_columns(encoded)
+    without_known = pack_columns(columns)  # as rollups were stored before they kept known quantiles
+    assert without_known.startswith(BINARY_MAGIC)
     expected = column_points(view)
-    for stored in (encoded, as_json):
+    for stored in (encoded, without_known, as_json):
         assert column_points(decode_view(stored)) == expected
         assert column_points(decode_columns(stored)) == expected  # the sketches, no view built
-    columns = unpack_columns(encoded)
     assert list(columns) == list(view.get_columns())
     assert isinstance(columns["x"]["distribution"][2], bytes) and isinstance(columns["s"]["frequent_items"], bytes)
-    assert pack_columns(columns) == encoded
+    assert pack_columns(columns, known=True) == encoded
     for junk in (encoded[:-1], encoded + b"\0", BINARY_MAGIC + b"\xff\xff\xff\x7f{}", b"not json", BINARY_MAGIC):
         with pytest.raises(DigestError):
             unpack_columns(junk)
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_a_rollup_keeps_each_kll_sketchs_quantiles_which_a_view_reads_instead_of_taking_them() -> None:
+    view = merge_views([view_from_digest(d) for d in DIGESTS[:4]])
+    encoded = encode_view(view)
+    columns, known = unpack_known(encoded)
+    numeric = [n for n, c in view.get_columns().items() if c.get_metric("distribution").kll.value.get_n() > 0]
+    assert numeric and sorted(known) == sorted(numeric)  # every non-empty KLL sketch, nothing else
+    for name in numeric:
+        sketch = view.get_columns()[name].get_metric("distribution").kll.value
+        taken = known_quantiles(sketch, BAND_QUANTILES)
+        assert taken is not None and known[name].fractions == taken.fractions
+        assert list(known[name].values) == list(taken.values) and known[name].split == taken.split
+        stored = columns[name]["distribution"][2]
+        assert stored[3] & 2  # its first level sorted (and marked): a CDF of it costs a few microseconds
+        assert ds.kll_doubles_sketch.deserialize(stored).get_quantiles(list(taken.fractions)) == list(taken.values)
+    sketch_quantiles.clear()
+    decoded = decode_columns(encoded)
+    ks_points = sketch_quantiles.points(KS_POINTS)
+    for name in numeric:  # handed to the quantile cache as the columns are read
+        kept = sketch_quantiles._kept(decoded.columns[name].kll, ks_points)
+        assert kept is not None and list(kept) == list(known[name].values[: len(KS_POINTS)])
+    assert column_points(decoded) == column_points(view)
+    reference = view_from_digest(DIGESTS[5])
+    assert drift_scores(decoded, reference) == drift_scores(view, reference)
+    assert drift_scores(reference, decoded) == drift_scores(reference, view)
+    # known quantiles whose counts do not fit the bytes are refused like any other damage
+    shifted = encoded.replace(b'"q":[103,', b'"q":[104,', 1)
+    assert shifted != encoded
+    with pytest.raises(DigestError):
+        unpack_columns(shifted)
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/digest.py")
