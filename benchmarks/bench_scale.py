@@ -4,7 +4,8 @@ upload ingested once, and what a view costs as a session grows.
 A throwaway PostgreSQL cluster and SeaweedFS (S3) are started here, as the tests do
 (``tests/services.py``); ``--hosts`` server processes (``python -m whylogs_songbird.server``, each
 with its own ``--data-dir``) share them. A trigger the benchmark installs logs every time an
-upload is recorded (``stored_at`` set or cleared) and every summary written.
+upload is recorded (``stored_at`` set or cleared), every learn claim a host takes on a landed
+upload (it then reads, checks and copies it) and every summary written.
 
 1. **Churn.** Two client threads upload (create the slot on a host, PUT the 3 KB profile to its
    presigned S3 URL) through every host but the last, at most ``--rate`` a second for
@@ -14,7 +15,8 @@ upload is recorded (``stored_at`` set or cleared) and every summary written.
    makes it look for landed uploads) until every acknowledged upload (S3 answered 200) is
    recorded and summarised, or ``--settle`` seconds pass. Reported: acknowledged vs visible
    profiles (lost = acknowledged and not visible), uploads recorded more than once or
-   un-recorded, and uploads summarised more than once (duplicate ingests); the shared upload
+   un-recorded, learns per recorded upload (learn claims taken; 1.0 when each landed upload is
+   read by one host) and uploads summarised more than once (duplicate ingests); the shared upload
    counter (``/_local/stats``) before the load, right after each start and at the end, against
    the slots the hosts answered (a start must reset nothing). Then a **stuck claim**: a large
    profile (``--stuck-columns``) is uploaded, the host that claims it is killed while it
@@ -94,6 +96,9 @@ BEGIN
   IF NEW.stored_at IS DISTINCT FROM OLD.stored_at THEN
     INSERT INTO bench_events (upload_id, what)
       VALUES (NEW.id, CASE WHEN NEW.stored_at IS NULL THEN 'unrecorded' ELSE 'recorded' END);
+  END IF;
+  IF NEW.learn_lease IS NOT NULL AND NEW.learn_lease IS DISTINCT FROM OLD.learn_lease THEN
+    INSERT INTO bench_events (upload_id, what) VALUES (NEW.id, 'learn claimed');
   END IF;
   RETURN NEW;
 END $$ LANGUAGE plpgsql;
@@ -393,6 +398,13 @@ def churn(team: Team, hosts: int, seconds: float, settle: float, rate: float, st
         f" wrong bytes {wrong_bytes}"
     )
     print(f"  recorded more than once or un-recorded: {len(rerecorded)}; summarised more than once: {len(twice)}")
+    recorded = [c for c in per_upload.values() if c["recorded"]]
+    learns = sum(c["learn claimed"] for c in recorded)
+    relearned = sum(1 for c in recorded if c["learn claimed"] > 1)
+    print(
+        f"  learns per recorded upload: {learns / max(1, len(recorded)):.3f} ({learns} learn claims for"
+        f" {len(recorded)} recorded uploads; learned more than once: {relearned})"
+    )
     finals = [counted(host) for host in fleet]
     rising = all(b >= a for a, b in zip([counted_before, *counts_after_starts], counts_after_starts, strict=False))
     print(

@@ -66,6 +66,11 @@ LANDED_GRACE_SECONDS = 3600
 #: view (:meth:`Store.nudge_landed`) brings the next look forward, never nearer than this to the last.
 LANDED_LOOK_SECONDS = 1.0
 LANDED_LOOK_MAX_SECONDS = 60.0
+#: A host claims the landed PUTs it learns (reads, checks, copies, records) in batches of this
+#: many, each for LEARN_LEASE_MS: other hosts pass them over, so each is read by one host, and a
+#: batch whose host died is taken by the next look of another once its lease ran out.
+LEARN_CLAIM_BATCH = 16
+LEARN_LEASE_MS = 30_000
 #: Upload slots never PUT are deleted this long after their URL expired (a PUT begun in time
 #: may still be receiving its body); with presigned URLs, after LANDED_GRACE_SECONDS more.
 SWEEP_GRACE_SECONDS = 600
@@ -640,7 +645,8 @@ class Store:
         The named slots only are looked at (a HEAD each, never a listing of the session), and those
         whose bytes are there are recorded as :meth:`learn_landed` records them: a link opened right
         after its PUT shows the profile instead of waiting for the ingest worker's next look. Resolve
-        the selector again after a True."""
+        the selector again after a True. A slot another host holds a learn claim on is left to that
+        host (still True: the caller waits as for any slot not recorded yet)."""
         if not self.presigns:
             return False
         timestamp = parse_timestamp_selector(selector)
@@ -651,10 +657,12 @@ class Store:
                 timestamp is not None and upload.kind == "batch" and upload.dataset_timestamp == timestamp
             ):
                 named = True
+                if upload.learned_elsewhere(self.metadata.owner, now_ms()):
+                    continue  # another host is recording it: the caller waits for that
                 key = blob_key(upload.session_id, upload.id)
                 size = self.blobs.size(key)
                 if size is not None:
-                    self._record_landed(upload, key, size)
+                    self._learn_claimed([upload], {key: size})
         return named
 
     def learn_landed(
@@ -684,6 +692,11 @@ class Store:
         the upload limit are refused by their size, never read, and not kept.
         ``stop``: asked before each upload; once it says True the rest is left for the next look
         (a stopping server does not read thousands of landed profiles first).
+
+        Of several hosts looking at once, one learns each upload: a host claims a batch of the
+        landed uploads in the store (:data:`LEARN_CLAIM_BATCH`, for :data:`LEARN_LEASE_MS`) before
+        reading any, and passes over those under another host's live claim; a claim whose host
+        died runs out and is taken by the next look. Recording stays conditional (``if_unstored``).
         """
         if not self.presigns:
             return []
@@ -696,19 +709,26 @@ class Store:
             with self._look_lock:  # sessions without open slots are forgotten
                 self._next_look = {k: v for k, v in self._next_look.items() if k in by_session}
         learned: list[UploadRecord] = []
+        owner, now = self.metadata.owner, now_ms()
+        stopped = False
+
+        def stopping() -> bool:  # asked before each upload; once True, stays so without asking again
+            nonlocal stopped
+            stopped = stopped or (stop is not None and stop())
+            return stopped
+
         for session, uploads in by_session.items():
             if background and not self._look_due(session):
                 continue
-            sizes = self._landed_sizes(session, uploads)
+            free = [upload for upload in uploads if not upload.learned_elsewhere(owner, now)]
+            sizes = self._landed_sizes(session, free)
             if background or sizes:
-                self._looked(session, landed=bool(sizes))
-            for upload in uploads:
-                if stop is not None and stop():
+                self._looked(session, landed=bool(sizes), held=len(free) < len(uploads))
+            landed = [upload for upload in free if blob_key(upload.session_id, upload.id) in sizes]
+            for start in range(0, len(landed), LEARN_CLAIM_BATCH):
+                learned += self._learn_claimed(landed[start : start + LEARN_CLAIM_BATCH], sizes, stop=stopping)
+                if stopped:
                     return learned
-                key = blob_key(upload.session_id, upload.id)
-                recorded = self._record_landed(upload, key, sizes[key]) if key in sizes else None
-                if recorded is not None:
-                    learned.append(recorded)
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
         return learned
@@ -718,13 +738,18 @@ class Store:
             look = self._next_look.get(session_id)
         return look is None or time.monotonic() >= look.due
 
-    def _looked(self, session_id: str, *, landed: bool) -> None:
+    def _looked(self, session_id: str, *, landed: bool, held: bool = False) -> None:
         """After a look at a session's open slots: when bytes were there, the next background look
         looks again (whatever became of them); else it waits :data:`LANDED_LOOK_SECONDS`, then
-        twice the last wait each time, up to :data:`LANDED_LOOK_MAX_SECONDS`."""
+        twice the last wait each time, up to :data:`LANDED_LOOK_MAX_SECONDS`. While another host
+        holds learn claims there (``held``) the wait does not grow: a dead host's are taken soon."""
         with self._look_lock:
             if landed:
                 self._next_look.pop(session_id, None)
+                return
+            if held:
+                now = time.monotonic()
+                self._next_look[session_id] = _Look(due=now + LANDED_LOOK_SECONDS, wait=0.0, looked=now)
                 return
             last = self._next_look.get(session_id)
             wait = LANDED_LOOK_SECONDS
@@ -752,11 +777,9 @@ class Store:
                     by_session.setdefault(slot.session_id, []).append(slot)
                 for session, uploads in by_session.items():
                     sizes = self._landed_sizes(session, uploads)
-                    for upload in uploads:
-                        key = blob_key(upload.session_id, upload.id)
-                        if key in sizes:  # it landed late: kept, and recorded if the session takes it
-                            doomed.discard(upload.id)
-                            self._record_landed(upload, key, sizes[key])
+                    late = [upload for upload in uploads if blob_key(upload.session_id, upload.id) in sizes]
+                    doomed.difference_update(upload.id for upload in late)  # kept, and recorded if the session takes it
+                    self._learn_claimed(late, sizes)
             gone = self.metadata.delete_expired_slots(sorted(doomed), expired_before=expired_before)
             deleted += gone
             if len(slots) < SWEEP_BATCH or not gone:
@@ -777,6 +800,30 @@ class Store:
             if size is not None:
                 sizes[key] = size
         return sizes
+
+    def _learn_claimed(
+        self, uploads: Sequence[UploadRecord], sizes: dict[str, int], *, stop: Callable[[], bool] | None = None
+    ) -> list[UploadRecord]:
+        """Claim the learning of these landed uploads (``sizes``: blob key -> size), record those
+        taken (:meth:`_record_landed`) and return what was recorded; uploads another host claimed
+        are passed over. The claims of uploads left unrecorded end here, so the next look takes them."""
+        if not uploads:
+            return []
+        taken = self.metadata.claim_landed([upload.id for upload in uploads], lease_ms=LEARN_LEASE_MS)
+        learned: list[UploadRecord] = []
+        try:
+            for upload in uploads:
+                if upload.id not in taken:
+                    continue
+                if stop is not None and stop():
+                    break
+                key = blob_key(upload.session_id, upload.id)
+                if (recorded := self._record_landed(upload, key, sizes[key])) is not None:
+                    learned.append(recorded)
+        finally:
+            if left := sorted(taken.difference(upload.id for upload in learned)):
+                self.metadata.release_landed(left)
+        return learned
 
     def _record_landed(self, upload: UploadRecord, key: str, size: int) -> UploadRecord | None:
         """Check the bytes a presigned PUT left under ``key`` (``size`` from a HEAD or listing),

@@ -1145,13 +1145,31 @@ def test_two_processes_learning_one_upload_record_it_once(two_stores, replaced):
     assert first.learn_landed() == [] and second.learn_landed() == []
 
 
+def test_landed_bytes_under_another_processs_live_learn_claim_are_passed_over(two_stores):
+    first, second = two_stores
+    session = first.create_session("u")
+    upload = slot(first, session.id)
+    put_landed(first, upload)
+    first.blobs.before_copy = lambda: passed.append(second.learn_landed())
+    passed: list[list[UploadRecord]] = []
+    [learned] = first.learn_landed()
+    assert passed == [[]], "the other process neither read nor recorded it"
+    assert learned.path == blob_key(session.id, upload.id, PROFILE_SHA)
+    assert list(first.blobs.list_keys()) == [learned.path]
+
+
 def test_landed_bytes_another_process_took_before_the_copy_are_left_to_it(two_stores):
     first, second = two_stores
     session = first.create_session("u")
     upload = slot(first, session.id)
     put_landed(first, upload)
-    first.blobs.before_copy = second.learn_landed
-    assert first.learn_landed() == []
+
+    def learn_after_the_lease_ran_out() -> None:  # the first process stalled past its learn claim
+        sql(first, "UPDATE uploads SET learn_lease = 1 WHERE id = ?", (upload.id,))
+        second.learn_landed()
+
+    first.blobs.before_copy = learn_after_the_lease_ran_out
+    assert first.learn_landed() == []  # recording stays conditional: the second defence
     record = first.get_upload(upload.id)
     assert record.path == blob_key(session.id, upload.id, PROFILE_SHA)
     assert list(first.blobs.list_keys()) == [record.path]

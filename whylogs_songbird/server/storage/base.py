@@ -190,6 +190,14 @@ class UploadRecord:
     ingest_tries: int = 0
     #: ``zip`` for a slot that takes a zip of segment profiles (see :data:`UploadFormat`).
     format: UploadFormat | None = None
+    #: When a host's claim to learn its landed presigned PUT ends (epoch ms), and that host (see
+    #: :meth:`MetadataStore.claim_landed`); not part of equality.
+    learn_lease: int | None = field(default=None, compare=False)
+    learn_owner: str | None = field(default=None, compare=False)
+
+    def learned_elsewhere(self, owner: str, now: int) -> bool:
+        """Whether another host (not ``owner``) holds a live claim to learn this upload at ``now``."""
+        return self.learn_lease is not None and self.learn_lease >= now and self.learn_owner != owner
 
     @property
     def stored(self) -> bool:
@@ -438,6 +446,18 @@ class MetadataStore(Protocol):
     def unstored_uploads(self, *, session_id: str | None = None, expires_after: int = 0) -> list[UploadRecord]:
         """Upload slots not stored yet whose URL expires at or after ``expires_after`` (unix
         seconds), of one session or all: where presigned PUTs may have landed."""
+
+    def claim_landed(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
+        """Claim, for this store's ``owner``, the learning of these upload slots' landed presigned
+        PUTs (read, check, copy, record): the ids taken, those still unstored and under no live
+        claim (an expired one, of a host that died while learning, is taken over). Several hosts
+        claiming the same slots at once take each slot once: rows another transaction is claiming
+        are skipped, never waited for (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite has one writer).
+        Each claim holds for ``lease_ms``; :meth:`release_landed` ends it sooner."""
+
+    def release_landed(self, upload_ids: Sequence[str]) -> None:
+        """End this owner's learn claims on these slots (recorded or not: a slot left unrecorded,
+        its bytes gone or replaced, is taken by the next look of any host)."""
 
     def expired_slots(self, *, expired_before: int, limit: int) -> list[UploadRecord]:
         """Up to ``limit`` upload slots never stored whose URL expired before ``expired_before``

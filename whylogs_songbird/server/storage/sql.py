@@ -136,6 +136,10 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     # how many profiles the last ingest claim held together: a dead claim of several is no
     # profile's fault (see SqlMetadataStore.claim_ingest)
     ("uploads", "ingest_batch", "INTEGER"),
+    # a host's short claim to learn a landed presigned PUT, so one host reads and records it (see
+    # SqlMetadataStore.claim_landed): when the claim ends (epoch ms) and whose it is
+    ("uploads", "learn_lease", "{BIGINT}"),
+    ("uploads", "learn_owner", "TEXT"),
 )
 #: Indexes over migrated columns (created after the migrations).
 LATE_INDEXES = (
@@ -182,6 +186,8 @@ class Dialect:
     #: Appended to a SELECT to lock its rows until the transaction ends ("": the transaction
     #: already excludes other writers, as SQLite's ``BEGIN IMMEDIATE`` does).
     for_update: str = ""
+    #: Like :attr:`for_update`, passing over rows another transaction has locked instead of waiting.
+    skip_locked: str = ""
     #: A query with a row when the index named ``?`` exists (in the current schema).
     index_query: str = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?"
 
@@ -202,6 +208,7 @@ POSTGRESQL = Dialect(
     columns_query="SELECT column_name FROM information_schema.columns WHERE table_name = ? "
     "AND table_schema = current_schema()",
     for_update=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
     index_query="SELECT name FROM (SELECT to_regclass(?) AS name) AS found WHERE name IS NOT NULL",
 )
 
@@ -286,6 +293,8 @@ def _upload_from_row(row: dict[str, Any]) -> UploadRecord:
         ingest_lease=row.get("ingest_lease"),
         ingest_tries=int(row.get("ingest_tries") or 0),
         format=row.get("format"),
+        learn_lease=row.get("learn_lease"),
+        learn_owner=row.get("learn_owner"),
     )
 
 
@@ -832,6 +841,34 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
             params.append(session_id)
         rows = self._query(sql + " ORDER BY created_at, id", params)
         return [_upload_from_row(row) for row in rows]
+
+    def claim_landed(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
+        ids = [upload_id for upload_id in upload_ids if _is_upload_id(upload_id)]
+        if not ids:
+            return set()
+        now = now_ms()
+        marks = ", ".join("?" for _ in ids)
+        statement = (
+            "UPDATE uploads SET learn_lease = ?, learn_owner = ? WHERE id IN ("  # noqa: S608 - placeholders only
+            f"SELECT id FROM uploads WHERE id IN ({marks}) AND stored_at IS NULL AND deleted_at IS NULL"
+            f" AND (learn_lease IS NULL OR learn_lease < ?){self.dialect.skip_locked}) RETURNING id"
+        )
+        with self._transaction() as conn:
+            rows = self._exec(conn, statement, (now + lease_ms, self.owner, *ids, now))
+        return {row["id"] for row in rows}
+
+    def release_landed(self, upload_ids: Sequence[str]) -> None:
+        ids = [upload_id for upload_id in upload_ids if _is_upload_id(upload_id)]
+        if not ids:
+            return
+        marks = ", ".join("?" for _ in ids)
+        with self._transaction() as conn:
+            self._exec(
+                conn,
+                f"UPDATE uploads SET learn_lease = NULL WHERE id IN ({marks}) AND learn_owner = ?"  # noqa: S608 - placeholders only
+                " AND learn_lease IS NOT NULL",
+                (*ids, self.owner),
+            )
 
     def expired_slots(self, *, expired_before: int, limit: int) -> list[UploadRecord]:
         rows = self._query(
