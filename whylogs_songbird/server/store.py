@@ -697,6 +697,9 @@ class Store:
         landed uploads in the store (:data:`LEARN_CLAIM_BATCH`, for :data:`LEARN_LEASE_MS`) before
         reading any, and passes over those under another host's live claim; a claim whose host
         died runs out and is taken by the next look. Recording stays conditional (``if_unstored``).
+        A look for one session (a request's: an export, a commit, a link) takes no claim and passes
+        nothing over: it must see every profile that landed before it, without waiting for another
+        host (which may have died); those looks are rare, and the bulk is the background's.
         """
         if not self.presigns:
             return []
@@ -720,11 +723,19 @@ class Store:
         for session, uploads in by_session.items():
             if background and not self._look_due(session):
                 continue
-            free = [upload for upload in uploads if not upload.learned_elsewhere(owner, now)]
+            free = [upload for upload in uploads if not (background and upload.learned_elsewhere(owner, now))]
             sizes = self._landed_sizes(session, free)
             if background or sizes:
                 self._looked(session, landed=bool(sizes), held=len(free) < len(uploads))
             landed = [upload for upload in free if blob_key(upload.session_id, upload.id) in sizes]
+            if not background:  # a request's look: what it must see is read now, claimed or not
+                for upload in landed:
+                    if stopping():
+                        return learned
+                    key = blob_key(upload.session_id, upload.id)
+                    if (recorded := self._record_landed(upload, key, sizes[key])) is not None:
+                        learned.append(recorded)
+                continue
             for start in range(0, len(landed), LEARN_CLAIM_BATCH):
                 learned += self._learn_claimed(landed[start : start + LEARN_CLAIM_BATCH], sizes, stop=stopping)
                 if stopped:

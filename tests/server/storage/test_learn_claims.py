@@ -121,7 +121,7 @@ def test_two_hosts_learning_the_same_landed_uploads_at_once_read_and_record_each
 
         def learn(host: Store) -> None:
             start.wait(timeout=30)
-            learned[host.metadata.owner] = [u.id for u in host.learn_landed(session.id)]
+            learned[host.metadata.owner] = [u.id for u in host.learn_landed()]  # their ingest workers' looks
 
         threads = [threading.Thread(target=learn, args=(host,)) for host in hosts]
         for thread in threads:
@@ -139,7 +139,7 @@ def test_two_hosts_learning_the_same_landed_uploads_at_once_read_and_record_each
         assert first.awaits_upload(session.id, live.id) is True, "a link to it waits for its host"
         assert reads[live_key] == 0
         _expire(first, live.id)  # that host died too
-        assert [u.id for u in hosts[1].learn_landed(session.id)] == [live.id]
+        assert [u.id for u in hosts[1].learn_landed()] == [live.id]
         assert reads[live_key] == 1
     finally:
         for host in hosts:

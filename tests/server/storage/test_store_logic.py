@@ -1131,9 +1131,10 @@ def test_two_processes_learning_one_upload_record_it_once(two_stores, replaced):
     upload = slot(first, session.id)
     put_landed(first, upload)
 
-    def the_other_process_learns():
+    def the_other_process_learns():  # once the first process stalled past its learn claim
         if replaced:
             put_landed(first, upload, OTHER)
+        sql(first, "UPDATE uploads SET learn_lease = 1 WHERE id = ?", (upload.id,))
         assert [u.id for u in second.learn_landed()] == [upload.id]
 
     first.blobs.after_copy = the_other_process_learns  # between the first's copy and its row
@@ -1156,6 +1157,32 @@ def test_landed_bytes_under_another_processs_live_learn_claim_are_passed_over(tw
     assert passed == [[]], "the other process neither read nor recorded it"
     assert learned.path == blob_key(session.id, upload.id, PROFILE_SHA)
     assert list(first.blobs.list_keys()) == [learned.path]
+
+
+def test_a_request_s_look_sees_what_another_process_is_learning_in_its_session(two_stores):
+    """An export, a commit or a link must see every profile that landed before it: a look for one
+    session does not pass over an upload another thread or host is recording at that moment."""
+    first, second = two_stores
+    session = first.create_session("u")
+    upload = slot(first, session.id)
+    put_landed(first, upload)
+    seen: list[bool] = []
+    first.blobs.before_copy = lambda: seen.append(bool(second.learn_landed(session.id)))  # under the claim
+    assert first.learn_landed() == [], "recorded by the request's look meanwhile"
+    record = first.get_upload(upload.id)
+    assert seen == [True] and record.path == blob_key(session.id, upload.id, PROFILE_SHA)
+    assert list(first.blobs.list_keys()) == [record.path]
+
+
+def test_a_request_s_look_does_not_wait_for_a_learn_claim_of_a_host_that_died(two_stores):
+    first, second = two_stores
+    session = first.create_session("u")
+    upload = slot(first, session.id)
+    put_landed(first, upload)
+    lease = store_module.now_ms() + 600_000
+    sql(first, "UPDATE uploads SET learn_lease = ?, learn_owner = 'a-dead-host' WHERE id = ?", (lease, upload.id))
+    assert second.learn_landed() == [], "the background passes a live claim by"
+    assert [u.id for u in second.learn_landed(session.id)] == [upload.id]
 
 
 def test_landed_bytes_another_process_took_before_the_copy_are_left_to_it(two_stores):
@@ -1388,6 +1415,8 @@ def test_an_older_database_gets_the_new_columns_and_its_profiles_summarised(tmp_
             "storage: added column uploads.ingest_tries",
             "storage: added column uploads.format",
             "storage: added column uploads.ingest_batch",
+            "storage: added column uploads.learn_lease",
+            "storage: added column uploads.learn_owner",
         ]
         assert store.get_upload(kept).ingest_state == "pending"
         assert store.get_upload(kept).format is None, "an older slot takes one profile"
