@@ -1366,6 +1366,19 @@ def test_the_cap_on_cells_reads_only_the_names_of_the_view_s_own_rollups():
     assert read_by_the_cap(granularity="day", segment="k=v") == [rollup_key("day", T0, family_of("k=v"))]
 
 
+def test_the_cap_on_cells_keeps_the_names_of_a_rollup_it_read_and_reads_no_header_again():
+    session = Session([stored("b1", T0 + HOUR), stored("b2", T0 + DAY + HOUR)])
+    derived = Derived()
+    service = session.service(rollups=Rollups(derived, lambda session_id, member: None), max_cells=1)
+    shown = service.document("s1", TimelineQuery(granularity="day", end=str(T0 + DAY)))  # 1 bucket × 1 column
+    assert [b["start"] for b in shown["buckets"]] == [T0]
+    derived.reads.clear()
+    with pytest.raises(TimelineRequestError) as caught:
+        service.document("s1", TimelineQuery(granularity="day"))
+    assert caught.value.message.startswith("this day view has 2 buckets × 1+ columns; ")
+    assert derived.reads == []  # the first day's names were kept: refused before reading anything
+
+
 def test_with_an_outline_a_sparse_history_of_exactly_the_cap_is_shown_and_one_more_bucket_refused():
     session = Session([stored("a", T0, segment="k=v"), stored("b", T0 + 5 * HOUR, segment="k=v")])
     service = session.service(outline=Outline(session), max_buckets=2)
