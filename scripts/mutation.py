@@ -16,6 +16,7 @@ so a new module or test file needs no edit here.
     scripts/mutation session outbox        # modules whose path contains one of these words
     scripts/mutation --list                # the modules, their test files, and modules no test marks
     MUTATION_JOBS=2 scripts/mutation       # mutants tested at once (default 1: a shared machine)
+    scripts/mutation --estimate [N] [words] # predict a run's cost from N sampled mutants a module
 
 Each run rewrites ``.mutation/<module>.survivors`` (kept in git) of every module it ran with every
 mutant not killed and its diff (mutmut's output and the slowest mutants: ``.mutation/mutation.log``).
@@ -31,6 +32,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -60,6 +62,8 @@ PYTEST_ARGS = [
     *("-p", "no:xdist", "-p", "no:cacheprovider", "-p", "no:unraisableexception"),
     *("--assert=plain", "-k", DESELECT),
 ]
+#: Mutants tested per module by ``--estimate`` (unless a number follows it).
+ESTIMATE_SAMPLE = 12
 #: mutmut's timeout_multiplier (see configure).
 TIMEOUT_MULTIPLIER = 15
 #: Modules that should be held by fast tests: ``--list`` names those no test file marks yet.
@@ -178,6 +182,76 @@ def narrowed(*args, **kwargs):
 mutmut_main.collect_or_load_stats = narrowed
 mutmut_main.cli(["run", "--max-children", sys.argv[2]])
 """
+
+
+#: ``--estimate``: the same copy, mutant generation, stats run, narrowing and clean run (of every
+#: test) as ``_RUN``, then only a fixed sample of each module's mutants (seeded: the same sample for
+#: the same mutants) tested by mutmut's own runner. Each mutant's child appends to argv[5] one JSON
+#: line: its name, exit code, CPU seconds (its own and its reaped children's; a fork starts its
+#: counters at zero), wall seconds, and wall seconds less the time it waited for a CPU ("quiet": what
+#: it would take on an idle machine). argv[3]: mutants sampled per module; argv[4]: where to write,
+#: per module, its mutant count, the sample, and what the stats run predicts (seconds of its narrowed
+#: tests: the fastest one, as for a mutant killed at once, and all of them, as for a survivor).
+_ESTIMATE = _RUN.replace(
+    'mutmut_main.cli(["run", "--max-children", sys.argv[2]])',
+    """
+import os, random, resource, time
+from mutmut.runners.harness import PytestRunner
+from mutmut.utils.format_utils import mangled_name_from_mutant_name
+
+per_module = int(sys.argv[3])
+sampled = []
+collect_data = mutmut_main.collect_source_file_mutation_data
+
+def sample(*, mutant_names):
+    mutants, by_path = collect_data(mutant_names=mutant_names)
+    by_module = {}
+    for entry in mutants:
+        by_module.setdefault(get_module_from_key(entry[1]), []).append(entry)
+    durations = state().duration_by_test
+    tests_by_function = state().tests_by_mangled_function_name
+    summary = {}
+    for module, entries in sorted(by_module.items()):
+        fastest = every = 0.0
+        for _, name, _ in entries:
+            tests = tests_by_function.get(mangled_name_from_mutant_name(name), [])
+            fastest += durations.get(tests[0], 0.0) if tests else 0.0
+            every += sum(durations.get(test, 0.0) for test in tests)
+        chosen = random.Random(module).sample(entries, min(per_module, len(entries)))
+        sampled.extend(chosen)
+        summary[module] = {"mutants": len(entries), "fastest": fastest, "every": every,
+                           "sample": [name for _, name, _ in chosen]}
+    with open(sys.argv[4], "w") as out:
+        json.dump(summary, out)
+    return sampled, by_path
+
+run_tests = PytestRunner.run_tests
+
+def waited():
+    try:  # nanoseconds this thread spent runnable but waiting for a CPU (Linux)
+        with open("/proc/thread-self/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+def timed(self, *, mutant_name, tests):
+    started, queued = time.monotonic(), waited()
+    code = run_tests(self, mutant_name=mutant_name, tests=tests)
+    if mutant_name:
+        used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        cpu = sum(u.ru_utime + u.ru_stime for u in used)
+        wall = time.monotonic() - started
+        quiet = wall - (waited() - queued)
+        line = json.dumps({"name": mutant_name, "code": code, "cpu": cpu, "wall": wall, "quiet": quiet})
+        with open(sys.argv[5], "a") as out:
+            out.write(line + "\\n")
+    return code
+
+mutmut_main.collect_source_file_mutation_data = sample
+PytestRunner.run_tests = timed
+mutmut_main.cli(["run", "--max-children", sys.argv[2]])
+""",
+)
 
 
 def outcomes(work: Path, module: str) -> dict[str, tuple[str, float]]:
@@ -321,6 +395,10 @@ class Services:
 def main(words: list[str]) -> int:
     jobs = os.environ.get("MUTATION_JOBS", "1")
     modules = discover()
+    sample = 0
+    if words[:1] == ["--estimate"]:
+        words = words[1:]
+        sample = int(words.pop(0)) if words and words[0].isdigit() else ESTIMATE_SAMPLE
     if words == ["--list"]:
         for module, tests in modules.items():
             print(f"{module:45} {' '.join(tests)}")
@@ -339,8 +417,92 @@ def main(words: list[str]) -> int:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         needed = services_needed(sorted({test for tests in chosen.values() for test in tests}))
+        if sample:
+            return estimate(chosen, {**env, **Services(stack).env(needed)}, jobs, sample)
         rows = run_all(chosen, {**env, **Services(stack).env(needed)}, jobs)
     report(rows, jobs, time.monotonic() - started)
+    return 0
+
+
+def cpu_of_children() -> float:
+    """CPU seconds (user and system) of this process's children reaped so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_module: int) -> int:
+    """``--estimate``: what a full run of ``chosen`` would cost, from a sample of ``per_module`` mutants
+    of each module tested for real (see ``_ESTIMATE``), in CPU seconds (the machine is shared: wall
+    time says more about the others' load than about the run). Per module: its mutants, the mean CPU
+    and wall seconds of a sampled mutant, the CPU its mutants would take, and the stats run's
+    prediction from its tests' durations alone (fastest test per mutant .. all of them); then the
+    fixed cost (copy, generation, stats and clean runs: everything but the mutants' own children)
+    and a predicted wall time for MUTATION_JOBS on this machine's cores."""
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="songbird-mutation-") as tmp:
+        work = Path(tmp)
+        summary_path, records_path = work / "estimate.json", work / "estimate.jsonl"
+        cpu_before, started = cpu_of_children(), time.monotonic()
+        copy_tree(work)
+        configure(work, chosen)
+        log = ROOT / ".mutation" / "estimate.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "w") as out:
+            argv = [json.dumps({dotted(m): t for m, t in chosen.items()}), jobs, str(per_module)]
+            done = subprocess.run(  # noqa: S603
+                [sys.executable, "-c", _ESTIMATE, *argv, str(summary_path), str(records_path)],
+                cwd=work,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        cpu, wall = cpu_of_children() - cpu_before, time.monotonic() - started
+        if done.returncode != 0 or not summary_path.is_file():
+            print(f"mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
+            return 1
+        summary = json.loads(summary_path.read_text())
+        records = {}
+        if records_path.is_file():
+            records = {r["name"]: r for r in map(json.loads, records_path.read_text().splitlines())}
+        found = {name: status for m in chosen for name, (status, _) in outcomes(work, m).items()}
+    print(
+        f"\n{'module':45} {'mutants':>7} {'sampled':>7} {'cpu/mut':>8} {'quiet/mut':>9} {'wall/mut':>8}"
+        f" {'slot-s':>8} {'stats: fastest..all':>20} {'timeouts':>8}"
+    )
+    predicted = sampled_cpu = 0.0
+    for module in chosen:
+        row = summary.get(dotted(module))
+        if row is None:
+            print(f"{module:45} {0:>7}")
+            continue
+        names = row["sample"]
+        timed = [records[n] for n in names if n in records]
+        # a mutant with no tests costs nothing; one cut off by its timeout writes no record
+        untested = sum(found.get(n) == "no tests" for n in names)
+        timeouts = [n for n in names if n not in records and found.get(n) != "no tests"]
+        mean = {key: sum(r[key] for r in timed) / len(names) if names else 0.0 for key in ("cpu", "quiet", "wall")}
+        # the time a mutant holds one of the JOBS slots on a quiet machine: its wall time less the
+        # time it waited for a CPU, or its CPU time where its threads or children ran side by side
+        slot = sum(max(r["cpu"], r["quiet"]) for r in timed) / len(names) if names else 0.0
+        predicted += slot * row["mutants"]
+        sampled_cpu += sum(r["cpu"] for r in timed)
+        bounds = f"{row['fastest']:.0f}..{row['every']:.0f}s"
+        print(
+            f"{module:45} {row['mutants']:>7} {len(names):>7} {mean['cpu']:>8.3f} {mean['quiet']:>9.3f}"
+            f" {mean['wall']:>8.3f} {slot * row['mutants']:>7.0f}s {bounds:>20} {len(timeouts):>8}"
+            + (f"  ({untested} no tests)" if untested else "")
+        )
+    fixed = cpu - sampled_cpu
+    parallel = min(int(jobs), cores)
+    print(
+        f"\nsample run: {wall:.0f}s wall, {cpu:.0f} CPU-s; of these {fixed:.0f} CPU-s outside the sampled mutants"
+        " (copy, generation, stats and clean runs, fork server)"
+    )
+    print(
+        f"predicted full run: {predicted:.0f} slot-s of mutants / {parallel} at once + {fixed:.0f} CPU-s fixed"
+        f" = {(predicted / parallel + fixed) / 60:.1f} min with MUTATION_JOBS={jobs} on {cores} cores"
+        " (a quiet machine; timeouts not counted)"
+    )
     return 0
 
 
