@@ -155,23 +155,68 @@ def configure(work: Path, modules: dict[str, list[str]]) -> None:
 
 
 #: ``mutmut run`` with the tests of each mutated function narrowed to its module's own test files
-#: (argv[1]: JSON of dotted module -> test files) and ordered fastest first (by the stats run's
-#: durations): with every module mutated at once, the stats run records a function as executed by
+#: (argv[1]: JSON of dotted module -> test files) and ordered fastest first: by the stats run's
+#: time of each test as a mutant pays it, setup, call and teardown (mutmut times the call only, so a
+#: test with a costly fixture came first), less the time its thread waited for a CPU (so the order
+#: does not follow the others' load on a shared machine). mutmut's timeouts come from the same times
+#: with that wait left in (a loaded machine stretches a mutant's run as it stretched the stats run).
+#: With every module mutated at once, the stats run records a function as executed by
 #: any test of the union, and a module is judged by its own tests only. mutmut runs a mutant's tests
 #: in the order given and stops at the first failure, so a killed mutant usually costs its fastest
 #: test. argv[2]: mutants tested at once.
 _RUN = """
-import json, sys
+import json, os, sys, time
 import mutmut.__main__ as mutmut_main
+import pytest
+from mutmut.runners.harness import PytestRunner
 from mutmut.state import state
 from mutmut.utils.format_utils import get_module_from_key
 
+def waited():
+    try:  # seconds this thread spent runnable but waiting for a CPU (Linux)
+        with open("/proc/thread-self/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+QUIET = os.path.abspath("quiet-test-times.jsonl")  # the stats run's child writes, narrowed() reads
+
+class WholeTestTime:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        started, queued = time.monotonic(), waited()
+        try:
+            return (yield)
+        finally:
+            wall = time.monotonic() - started
+            state().duration_by_test[item.nodeid] = wall
+            with open(QUIET, "a") as out:
+                out.write(json.dumps([item.nodeid, wall - (waited() - queued)]) + "\\n")
+
+run_stats = PytestRunner.run_stats
+
+def timed_stats(self, *, tests):
+    execute = self.execute_pytest
+    plugin = WholeTestTime()
+    self.execute_pytest = lambda params, **kw: execute(params, **{**kw, "plugins": [*kw.get("plugins", []), plugin]})
+    try:
+        return run_stats(self, tests=tests)
+    finally:
+        del self.execute_pytest
+
+PytestRunner.run_stats = timed_stats
 files_by_module = {module: set(files) for module, files in json.loads(sys.argv[1]).items()}
 collect = mutmut_main.collect_or_load_stats
 
+quiet_times = {}
+
 def narrowed(*args, **kwargs):
     collect(*args, **kwargs)
-    durations = state().duration_by_test
+    durations = quiet_times
+    durations.update(state().duration_by_test)
+    if os.path.exists(QUIET):
+        with open(QUIET) as times:
+            durations.update(json.loads(line) for line in times)
     tests_by_function = state().tests_by_mangled_function_name
     for function, tests in list(tests_by_function.items()):
         own = files_by_module.get(get_module_from_key(function), set())
@@ -208,7 +253,7 @@ def sample(*, mutant_names):
     by_module = {}
     for entry in mutants:
         by_module.setdefault(get_module_from_key(entry[1]), []).append(entry)
-    durations = state().duration_by_test
+    durations = quiet_times
     tests_by_function = state().tests_by_mangled_function_name
     summary = {}
     for module, entries in sorted(by_module.items()):
@@ -219,20 +264,15 @@ def sample(*, mutant_names):
             every += sum(durations.get(test, 0.0) for test in tests)
         chosen = random.Random(module).sample(entries, min(per_module, len(entries)))
         sampled.extend(chosen)
+        limits = {name: sum(durations.get(test, 0.0) for test in tests_by_function.get(
+            mangled_name_from_mutant_name(name), [])) for _, name, _ in chosen}
         summary[module] = {"mutants": len(entries), "fastest": fastest, "every": every,
-                           "sample": [name for _, name, _ in chosen]}
+                           "sample": [name for _, name, _ in chosen], "tests_time": limits}
     with open(sys.argv[4], "w") as out:
         json.dump(summary, out)
     return sampled, by_path
 
 run_tests = PytestRunner.run_tests
-
-def waited():
-    try:  # nanoseconds this thread spent runnable but waiting for a CPU (Linux)
-        with open("/proc/thread-self/schedstat") as stat:
-            return int(stat.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 def timed(self, *, mutant_name, tests):
     started, queued = time.monotonic(), waited()
@@ -467,9 +507,9 @@ def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_m
         found = {name: status for m in chosen for name, (status, _) in outcomes(work, m).items()}
     print(
         f"\n{'module':45} {'mutants':>7} {'sampled':>7} {'cpu/mut':>8} {'quiet/mut':>9} {'wall/mut':>8}"
-        f" {'slot-s':>8} {'stats: fastest..all':>20} {'timeouts':>8}"
+        f" {'cpu-s':>7} {'slot-s':>7} {'stats: fastest..all':>20} {'timeouts':>8}"
     )
-    predicted = sampled_cpu = 0.0
+    total_cpu = total_slot = sampled_cpu = 0.0
     for module in chosen:
         row = summary.get(dotted(module))
         if row is None:
@@ -481,15 +521,21 @@ def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_m
         untested = sum(found.get(n) == "no tests" for n in names)
         timeouts = [n for n in names if n not in records and found.get(n) != "no tests"]
         mean = {key: sum(r[key] for r in timed) / len(names) if names else 0.0 for key in ("cpu", "quiet", "wall")}
-        # the time a mutant holds one of the JOBS slots on a quiet machine: its wall time less the
-        # time it waited for a CPU, or its CPU time where its threads or children ran side by side
-        slot = sum(max(r["cpu"], r["quiet"]) for r in timed) / len(names) if names else 0.0
-        predicted += slot * row["mutants"]
+        # a mutant cut off by its timeout holds its slot until mutmut's wall limit, half its CPU limit:
+        # (its tests' stats time + mutmut's timeout_constant of 1 s) x TIMEOUT_MULTIPLIER
+        cut_off = sum((row["tests_time"][n] + 1.0) * TIMEOUT_MULTIPLIER for n in timeouts)
+        # the time a mutant holds one of the JOBS slots: between its CPU time (what an idle machine
+        # would take if it never slept) and its wall time less the time its main thread waited for a
+        # CPU (which still counts its other threads' waits and its disk waits on a loaded machine)
+        cpu_s = (mean["cpu"] + cut_off / len(names)) * row["mutants"] if names else 0.0
+        slot = (sum(max(r["cpu"], r["quiet"]) for r in timed) + cut_off) / len(names) if names else 0.0
+        total_cpu += cpu_s
+        total_slot += slot * row["mutants"]
         sampled_cpu += sum(r["cpu"] for r in timed)
         bounds = f"{row['fastest']:.0f}..{row['every']:.0f}s"
         print(
             f"{module:45} {row['mutants']:>7} {len(names):>7} {mean['cpu']:>8.3f} {mean['quiet']:>9.3f}"
-            f" {mean['wall']:>8.3f} {slot * row['mutants']:>7.0f}s {bounds:>20} {len(timeouts):>8}"
+            f" {mean['wall']:>8.3f} {cpu_s:>6.0f}s {slot * row['mutants']:>6.0f}s {bounds:>20} {len(timeouts):>8}"
             + (f"  ({untested} no tests)" if untested else "")
         )
     fixed = cpu - sampled_cpu
@@ -498,10 +544,10 @@ def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_m
         f"\nsample run: {wall:.0f}s wall, {cpu:.0f} CPU-s; of these {fixed:.0f} CPU-s outside the sampled mutants"
         " (copy, generation, stats and clean runs, fork server)"
     )
+    low, high = (total_cpu / parallel + fixed) / 60, (total_slot / parallel + fixed) / 60
     print(
-        f"predicted full run: {predicted:.0f} slot-s of mutants / {parallel} at once + {fixed:.0f} CPU-s fixed"
-        f" = {(predicted / parallel + fixed) / 60:.1f} min with MUTATION_JOBS={jobs} on {cores} cores"
-        " (a quiet machine; timeouts not counted)"
+        f"predicted full run with MUTATION_JOBS={jobs} on {cores} cores, a quiet machine: {low:.1f} to {high:.1f} min"
+        f" ({total_cpu:.0f} CPU-s to {total_slot:.0f} slot-s of mutants / {parallel} at once + {fixed:.0f} CPU-s fixed)"
     )
     return 0
 
