@@ -452,6 +452,8 @@ def main(words: list[str]) -> int:
         return 2
     # a mutant can leave a thread waiting forever: tests that know it end their run after this long
     env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", "SONGBIRD_TEST_HANG_SECONDS": "6"}
+    # property tests stop at their first failing example instead of shrinking it (tests/conftest.py)
+    env.setdefault("HYPOTHESIS_PROFILE", "songbird-mutation")
     # stopped with SIGTERM: leave through the ExitStack, so the services it started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
