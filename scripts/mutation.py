@@ -14,6 +14,7 @@ so a new module or test file needs no edit here.
 
     scripts/mutation                       # every module some test file marks
     scripts/mutation session outbox        # modules whose path contains one of these words
+    scripts/mutation -listing              # every module but those whose path contains "listing"
     scripts/mutation --list                # the modules, their test files, and modules no test marks
     MUTATION_JOBS=2 scripts/mutation       # mutants tested at once (default 1: a shared machine)
     scripts/mutation --estimate [N] [words] # predict a run's cost from N sampled mutants a module
@@ -450,7 +451,14 @@ def main(words: list[str]) -> int:
             if module not in modules:
                 print(f"{module:45} (no test file marks it)")
         return 0
-    chosen = {m: t for m, t in modules.items() if not words or any(w in m for w in words)}
+    # a word with a leading "-" leaves out the modules whose path contains the rest of it
+    left_out = [w[1:] for w in words if w.startswith("-") and len(w) > 1]
+    words = [w for w in words if not w.startswith("-")]
+    chosen = {
+        m: t
+        for m, t in modules.items()
+        if (not words or any(w in m for w in words)) and not any(w in m for w in left_out)
+    }
     if not chosen:
         print(f"no module matches {words}; modules: {', '.join(modules)}", file=sys.stderr)
         return 2
