@@ -14,8 +14,10 @@ so a new module or test file needs no edit here.
 
     scripts/mutation                       # every module some test file marks
     scripts/mutation session outbox        # modules whose path contains one of these words
+    scripts/mutation -listing              # every module but those whose path contains "listing"
     scripts/mutation --list                # the modules, their test files, and modules no test marks
     MUTATION_JOBS=2 scripts/mutation       # mutants tested at once (default 1: a shared machine)
+    scripts/mutation --estimate [N] [words] # predict a run's cost from N sampled mutants a module
 
 Each run rewrites ``.mutation/<module>.survivors`` (kept in git) of every module it ran with every
 mutant not killed and its diff (mutmut's output and the slowest mutants: ``.mutation/mutation.log``).
@@ -31,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -60,6 +63,8 @@ PYTEST_ARGS = [
     *("-p", "no:xdist", "-p", "no:cacheprovider", "-p", "no:unraisableexception"),
     *("--assert=plain", "-k", DESELECT),
 ]
+#: Mutants tested per module by ``--estimate`` (unless a number follows it).
+ESTIMATE_SAMPLE = 12
 #: mutmut's timeout_multiplier (see configure).
 TIMEOUT_MULTIPLIER = 15
 #: Modules that should be held by fast tests: ``--list`` names those no test file marks yet.
@@ -151,23 +156,72 @@ def configure(work: Path, modules: dict[str, list[str]]) -> None:
 
 
 #: ``mutmut run`` with the tests of each mutated function narrowed to its module's own test files
-#: (argv[1]: JSON of dotted module -> test files) and ordered fastest first (by the stats run's
-#: durations): with every module mutated at once, the stats run records a function as executed by
+#: (argv[1]: JSON of dotted module -> test files) and ordered fastest first: by the stats run's
+#: time of each test as a mutant pays it, setup, call and teardown (mutmut times the call only, so a
+#: test with a costly fixture came first), less the time its thread waited for a CPU (so the order
+#: does not follow the others' load on a shared machine), and never less than its CPU time. mutmut's
+#: timeouts come from the same times with that wait left in (a loaded machine stretches a mutant's
+#: run as it stretched the stats run).
+#: With every module mutated at once, the stats run records a function as executed by
 #: any test of the union, and a module is judged by its own tests only. mutmut runs a mutant's tests
 #: in the order given and stops at the first failure, so a killed mutant usually costs its fastest
 #: test. argv[2]: mutants tested at once.
 _RUN = """
-import json, sys
+import json, os, sys, time
 import mutmut.__main__ as mutmut_main
+import pytest
+from mutmut.runners.harness import PytestRunner
 from mutmut.state import state
 from mutmut.utils.format_utils import get_module_from_key
 
+def waited():
+    try:  # seconds this thread spent runnable but waiting for a CPU (Linux)
+        with open("/proc/thread-self/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+QUIET = os.path.abspath("quiet-test-times.jsonl")  # the stats run's child writes, narrowed() reads
+
+class WholeTestTime:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        started, queued, cpu = time.monotonic(), waited(), time.process_time()
+        try:
+            return (yield)
+        finally:
+            wall = time.monotonic() - started
+            state().duration_by_test[item.nodeid] = wall
+            # the scheduler's clock and this one drift apart a little: under a heavy load (the
+            # wait close to the wall time) their difference alone can come out below the CPU time
+            quiet = max(wall - (waited() - queued), time.process_time() - cpu)
+            with open(QUIET, "a") as out:
+                out.write(json.dumps([item.nodeid, quiet]) + "\\n")
+
+run_stats = PytestRunner.run_stats
+
+def timed_stats(self, *, tests):
+    execute = self.execute_pytest
+    plugin = WholeTestTime()
+    self.execute_pytest = lambda params, **kw: execute(params, **{**kw, "plugins": [*kw.get("plugins", []), plugin]})
+    try:
+        return run_stats(self, tests=tests)
+    finally:
+        del self.execute_pytest
+
+PytestRunner.run_stats = timed_stats
 files_by_module = {module: set(files) for module, files in json.loads(sys.argv[1]).items()}
 collect = mutmut_main.collect_or_load_stats
 
+quiet_times = {}
+
 def narrowed(*args, **kwargs):
     collect(*args, **kwargs)
-    durations = state().duration_by_test
+    durations = quiet_times
+    durations.update(state().duration_by_test)
+    if os.path.exists(QUIET):
+        with open(QUIET) as times:
+            durations.update(json.loads(line) for line in times)
     tests_by_function = state().tests_by_mangled_function_name
     for function, tests in list(tests_by_function.items()):
         own = files_by_module.get(get_module_from_key(function), set())
@@ -178,6 +232,71 @@ def narrowed(*args, **kwargs):
 mutmut_main.collect_or_load_stats = narrowed
 mutmut_main.cli(["run", "--max-children", sys.argv[2]])
 """
+
+
+#: ``--estimate``: the same copy, mutant generation, stats run, narrowing and clean run (of every
+#: test) as ``_RUN``, then only a fixed sample of each module's mutants (seeded: the same sample for
+#: the same mutants) tested by mutmut's own runner. Each mutant's child appends to argv[5] one JSON
+#: line: its name, exit code, CPU seconds (its own and its reaped children's; a fork starts its
+#: counters at zero), wall seconds, and wall seconds less the time it waited for a CPU ("quiet": what
+#: it would take on an idle machine). argv[3]: mutants sampled per module; argv[4]: where to write,
+#: per module, its mutant count, the sample, and what the stats run predicts (seconds of its narrowed
+#: tests: the fastest one, as for a mutant killed at once, and all of them, as for a survivor).
+_ESTIMATE = _RUN.replace(
+    'mutmut_main.cli(["run", "--max-children", sys.argv[2]])',
+    """
+import os, random, resource, time
+from mutmut.runners.harness import PytestRunner
+from mutmut.utils.format_utils import mangled_name_from_mutant_name
+
+per_module = int(sys.argv[3])
+sampled = []
+collect_data = mutmut_main.collect_source_file_mutation_data
+
+def sample(*, mutant_names):
+    mutants, by_path = collect_data(mutant_names=mutant_names)
+    by_module = {}
+    for entry in mutants:
+        by_module.setdefault(get_module_from_key(entry[1]), []).append(entry)
+    durations = quiet_times
+    tests_by_function = state().tests_by_mangled_function_name
+    summary = {}
+    for module, entries in sorted(by_module.items()):
+        fastest = every = 0.0
+        for _, name, _ in entries:
+            tests = tests_by_function.get(mangled_name_from_mutant_name(name), [])
+            fastest += durations.get(tests[0], 0.0) if tests else 0.0
+            every += sum(durations.get(test, 0.0) for test in tests)
+        chosen = random.Random(module).sample(entries, min(per_module, len(entries)))
+        sampled.extend(chosen)
+        limits = {name: sum(durations.get(test, 0.0) for test in tests_by_function.get(
+            mangled_name_from_mutant_name(name), [])) for _, name, _ in chosen}
+        summary[module] = {"mutants": len(entries), "fastest": fastest, "every": every,
+                           "sample": [name for _, name, _ in chosen], "tests_time": limits}
+    with open(sys.argv[4], "w") as out:
+        json.dump(summary, out)
+    return sampled, by_path
+
+run_tests = PytestRunner.run_tests
+
+def timed(self, *, mutant_name, tests):
+    started, queued = time.monotonic(), waited()
+    code = run_tests(self, mutant_name=mutant_name, tests=tests)
+    if mutant_name:
+        used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        cpu = sum(u.ru_utime + u.ru_stime for u in used)
+        wall = time.monotonic() - started
+        quiet = wall - (waited() - queued)
+        line = json.dumps({"name": mutant_name, "code": code, "cpu": cpu, "wall": wall, "quiet": quiet})
+        with open(sys.argv[5], "a") as out:
+            out.write(line + "\\n")
+    return code
+
+mutmut_main.collect_source_file_mutation_data = sample
+PytestRunner.run_tests = timed
+mutmut_main.cli(["run", "--max-children", sys.argv[2]])
+""",
+)
 
 
 def outcomes(work: Path, module: str) -> dict[str, tuple[str, float]]:
@@ -321,6 +440,10 @@ class Services:
 def main(words: list[str]) -> int:
     jobs = os.environ.get("MUTATION_JOBS", "1")
     modules = discover()
+    sample = 0
+    if words[:1] == ["--estimate"]:
+        words = words[1:]
+        sample = int(words.pop(0)) if words and words[0].isdigit() else ESTIMATE_SAMPLE
     if words == ["--list"]:
         for module, tests in modules.items():
             print(f"{module:45} {' '.join(tests)}")
@@ -328,19 +451,118 @@ def main(words: list[str]) -> int:
             if module not in modules:
                 print(f"{module:45} (no test file marks it)")
         return 0
-    chosen = {m: t for m, t in modules.items() if not words or any(w in m for w in words)}
+    # a word with a leading "-" leaves out the modules whose path contains the rest of it
+    left_out = [w[1:] for w in words if w.startswith("-") and len(w) > 1]
+    words = [w for w in words if not w.startswith("-")]
+    chosen = {
+        m: t
+        for m, t in modules.items()
+        if (not words or any(w in m for w in words)) and not any(w in m for w in left_out)
+    }
     if not chosen:
         print(f"no module matches {words}; modules: {', '.join(modules)}", file=sys.stderr)
         return 2
     # a mutant can leave a thread waiting forever: tests that know it end their run after this long
     env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", "SONGBIRD_TEST_HANG_SECONDS": "6"}
+    # property tests stop at their first failing example instead of shrinking it (tests/conftest.py)
+    env.setdefault("HYPOTHESIS_PROFILE", "songbird-mutation")
     # stopped with SIGTERM: leave through the ExitStack, so the services it started are stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         needed = services_needed(sorted({test for tests in chosen.values() for test in tests}))
+        if sample:
+            return estimate(chosen, {**env, **Services(stack).env(needed)}, jobs, sample)
         rows = run_all(chosen, {**env, **Services(stack).env(needed)}, jobs)
     report(rows, jobs, time.monotonic() - started)
+    return 0
+
+
+def cpu_of_children() -> float:
+    """CPU seconds (user and system) of this process's children reaped so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_module: int) -> int:
+    """``--estimate``: what a full run of ``chosen`` would cost, from a sample of ``per_module`` mutants
+    of each module tested for real (see ``_ESTIMATE``), in CPU seconds (the machine is shared: wall
+    time says more about the others' load than about the run). Per module: its mutants, the mean CPU
+    and wall seconds of a sampled mutant, the CPU its mutants would take, and the stats run's
+    prediction from its tests' durations alone (fastest test per mutant .. all of them); then the
+    fixed cost (copy, generation, stats and clean runs: everything but the mutants' own children)
+    and a predicted wall time for MUTATION_JOBS on this machine's cores."""
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="songbird-mutation-") as tmp:
+        work = Path(tmp)
+        summary_path, records_path = work / "estimate.json", work / "estimate.jsonl"
+        cpu_before, started = cpu_of_children(), time.monotonic()
+        copy_tree(work)
+        configure(work, chosen)
+        log = ROOT / ".mutation" / "estimate.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "w") as out:
+            argv = [json.dumps({dotted(m): t for m, t in chosen.items()}), jobs, str(per_module)]
+            done = subprocess.run(  # noqa: S603
+                [sys.executable, "-c", _ESTIMATE, *argv, str(summary_path), str(records_path)],
+                cwd=work,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        cpu, wall = cpu_of_children() - cpu_before, time.monotonic() - started
+        if done.returncode != 0 or not summary_path.is_file():
+            print(f"mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
+            return 1
+        summary = json.loads(summary_path.read_text())
+        records = {}
+        if records_path.is_file():
+            records = {r["name"]: r for r in map(json.loads, records_path.read_text().splitlines())}
+        found = {name: status for m in chosen for name, (status, _) in outcomes(work, m).items()}
+    print(
+        f"\n{'module':45} {'mutants':>7} {'sampled':>7} {'cpu/mut':>8} {'quiet/mut':>9} {'wall/mut':>8}"
+        f" {'cpu-s':>7} {'slot-s':>7} {'stats: fastest..all':>20} {'timeouts':>8}"
+    )
+    total_cpu = total_slot = sampled_cpu = 0.0
+    for module in chosen:
+        row = summary.get(dotted(module))
+        if row is None:
+            print(f"{module:45} {0:>7}")
+            continue
+        names = row["sample"]
+        timed = [records[n] for n in names if n in records]
+        # a mutant with no tests costs nothing; one cut off by its timeout writes no record
+        untested = sum(found.get(n) == "no tests" for n in names)
+        timeouts = [n for n in names if n not in records and found.get(n) != "no tests"]
+        mean = {key: sum(r[key] for r in timed) / len(names) if names else 0.0 for key in ("cpu", "quiet", "wall")}
+        # a mutant cut off by its timeout holds its slot until mutmut's wall limit, half its CPU limit:
+        # (its tests' stats time + mutmut's timeout_constant of 1 s) x TIMEOUT_MULTIPLIER
+        cut_off = sum((row["tests_time"][n] + 1.0) * TIMEOUT_MULTIPLIER for n in timeouts)
+        # the time a mutant holds one of the JOBS slots: between its CPU time (what an idle machine
+        # would take if it never slept) and its wall time less the time its main thread waited for a
+        # CPU (which still counts its other threads' waits and its disk waits on a loaded machine)
+        cpu_s = (mean["cpu"] + cut_off / len(names)) * row["mutants"] if names else 0.0
+        slot = (sum(max(r["cpu"], r["quiet"]) for r in timed) + cut_off) / len(names) if names else 0.0
+        total_cpu += cpu_s
+        total_slot += slot * row["mutants"]
+        sampled_cpu += sum(r["cpu"] for r in timed)
+        bounds = f"{row['fastest']:.0f}..{row['every']:.0f}s"
+        print(
+            f"{module:45} {row['mutants']:>7} {len(names):>7} {mean['cpu']:>8.3f} {mean['quiet']:>9.3f}"
+            f" {mean['wall']:>8.3f} {cpu_s:>6.0f}s {slot * row['mutants']:>6.0f}s {bounds:>20} {len(timeouts):>8}"
+            + (f"  ({untested} no tests)" if untested else "")
+        )
+    fixed = cpu - sampled_cpu
+    parallel = min(int(jobs), cores)
+    print(
+        f"\nsample run: {wall:.0f}s wall, {cpu:.0f} CPU-s; of these {fixed:.0f} CPU-s outside the sampled mutants"
+        " (copy, generation, stats and clean runs, fork server)"
+    )
+    low, high = (total_cpu / parallel + fixed) / 60, (total_slot / parallel + fixed) / 60
+    print(
+        f"predicted full run with MUTATION_JOBS={jobs} on {cores} cores, a quiet machine: {low:.1f} to {high:.1f} min"
+        f" ({total_cpu:.0f} CPU-s to {total_slot:.0f} slot-s of mutants / {parallel} at once + {fixed:.0f} CPU-s fixed)"
+    )
     return 0
 
 

@@ -214,9 +214,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def _register_hypothesis_profiles() -> None:
     """The property tests' Hypothesis settings: ``songbird-ci`` (the default) repeats the same
     examples on every run, a few dozen per property, with no deadline on a shared machine and no
-    example database; ``HYPOTHESIS_PROFILE=songbird-thorough`` explores many more, randomly."""
+    example database; ``HYPOTHESIS_PROFILE=songbird-thorough`` explores many more, randomly;
+    ``songbird-mutation`` (scripts/mutation's) is ``songbird-ci`` without shrinking: a mutant is
+    killed by the first failing example, and making it smaller only costs time."""
     try:
-        from hypothesis import HealthCheck, settings
+        from hypothesis import HealthCheck, Phase, settings
     except ImportError:
         return
     settings.register_profile(
@@ -230,6 +232,11 @@ def _register_hypothesis_profiles() -> None:
     )
     settings.register_profile(
         "songbird-thorough", parent=settings.get_profile("songbird-ci"), derandomize=False, max_examples=2000
+    )
+    settings.register_profile(
+        "songbird-mutation",
+        parent=settings.get_profile("songbird-ci"),
+        phases=[phase for phase in Phase if phase not in (Phase.shrink, Phase.explain)],
     )
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "songbird-ci"))
 
