@@ -1,7 +1,9 @@
 """The rollups module's small parts as logic (whylogs_songbird/server/rollups.py): the timeline
 version, keys and key prefixes, the member of an upload record, the binary layout of merged
-columns byte for byte (and the messages of what it refuses), the cache of decoded headers, and the
-ingest hooks' logging. Rollups as merges are test_timeline_rollups.py's."""
+columns byte for byte (and the messages of what it refuses), the cache of decoded headers, the
+ingest hooks (their logging, and the version and rollups as batches land, land late and are
+deleted, what test_rollups_http.py checks over HTTP) and a view's rebuild of a dropped rollup.
+Rollups as merges are test_timeline_rollups.py's."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from conftest import make_profile_bytes
 
 from whylogs_songbird.server import rollups
-from whylogs_songbird.server.digest import DigestError, digest_from_bytes
+from whylogs_songbird.server.digest import DigestError, digest_from_bytes, view_from_digest
 from whylogs_songbird.server.rollups import (
     BINARY_MAGIC,
     VERSION_KEY,
@@ -31,10 +33,11 @@ from whylogs_songbird.server.rollups import (
     pack_columns,
     read_version,
     rollup_key,
+    store_rollups,
     summary_changing,
     unpack_columns,
 )
-from whylogs_songbird.timeline import content_key
+from whylogs_songbird.timeline import Batch, Bucket, content_key
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
 
@@ -223,3 +226,96 @@ def test_the_ingest_hooks_log_a_failure_and_never_raise(caplog):
     caplog.clear()
     note_summarised_many(store, [(upload(kind="reference"), digest)])  # no batch: nothing to merge
     assert caplog.records == []
+
+
+class Store(Derived):
+    """A store's derived values and stored summaries (by upload id and sha256), as the ingest hooks
+    and :func:`~whylogs_songbird.server.rollups.store_rollups` use it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: dict[tuple[str, str], bytes] = {}
+
+    def get_summary(self, upload_id: str, sha256: str) -> bytes | None:
+        return self.summaries.get((upload_id, sha256))
+
+    def land(self, *records: SimpleNamespace) -> list[str]:
+        """What the ingest worker does for each record (the version changes before its summary is
+        stored), then the rollups of all of them at once; the version after each change."""
+        versions = []
+        for record in records:
+            summary_changing(self, record)
+            versions.append(read_version(self, record.session_id))
+            self.summaries[(record.id, record.sha256)] = record.digest
+        note_summarised_many(self, [(record, record.digest) for record in records])
+        return versions
+
+    def delete(self, record: SimpleNamespace) -> None:
+        """What the store does when a profile is deleted: every derived value of the session goes but
+        the rollups of other hours and days."""
+        del self.summaries[(record.id, record.sha256)]
+        for key in [k for k in self.data if not k[1].startswith(rollups.ROLLUP_PREFIX)]:
+            del self.data[key]
+        for prefix in bucket_prefixes(record.dataset_timestamp):
+            self.drop_derived(record.session_id, prefix)
+
+
+def batch(name: str, timestamp: int, rows: int = 4) -> SimpleNamespace:
+    """An upload record of a batch of ``rows`` rows, with its digest."""
+    digest = digest_from_bytes(make_profile_bytes(rows, seed=len(name)))
+    return upload(id=name, dataset_timestamp=timestamp, sha256=name[-1] * 64, size=rows, digest=digest)
+
+
+def counted(store: Store, granularity: str, start: int) -> tuple[list[str], int]:
+    """The members of a stored rollup (upload ids, in merge order) and its merged count of column n."""
+    found = store_rollups(store).read("s", granularity, start, "all")
+    assert found is not None, (granularity, start)
+    load = lambda m: view_from_digest(store.get_summary(m.upload_id, m.sha256) or b"")  # noqa: E731
+    count = store_rollups(store).view(found, load).get_column("n").get_metric("counts").n.value
+    return [m.upload_id for m in found.members], int(count)
+
+
+def test_landed_late_and_deleted_batches_move_the_version_and_only_their_own_rollups():
+    store = Store()
+    landed = [batch("log-a", DAY0 + HOUR), batch("log-b", DAY0 + 2 * HOUR), batch("log-c", DAY0 + 3 * HOUR)]
+    later = batch("log-d", DAY0 + DAY + HOUR, rows=5)
+    versions = store.land(*landed, later, upload(id="ref", kind="reference", dataset_timestamp=None, digest=b""))
+    assert len(set(versions)) == 5 and "" not in versions  # each change, references too, has its own version
+    assert read_version(store, "s") == versions[-1]  # merging the rollups changes no version
+    assert counted(store, "day", DAY0) == (["log-a", "log-b", "log-c"], 12)
+    assert counted(store, "hour", DAY0 + 2 * HOUR) == (["log-b"], 4)
+    assert counted(store, "day", DAY0 + DAY) == (["log-d"], 5)
+    day1 = store.data[("s", rollup_key("day", DAY0 + DAY, "all"))]
+    hours = {key for _, key in store.data if key.startswith("timeline/r/hour/")}
+    assert hours == {rollup_key("hour", DAY0 + h * HOUR, "all") for h in (1, 2, 3, 25)}
+
+    # a late batch, before the others of its day: a new version, its day merged again, day 1 untouched
+    late = batch("log-e", DAY0 + 30 * 60_000)
+    (version,) = store.land(late)
+    assert version not in versions and read_version(store, "s") == version
+    assert counted(store, "day", DAY0) == (["log-e", "log-a", "log-b", "log-c"], 16)
+    assert counted(store, "hour", DAY0) == (["log-e"], 4)
+    assert store.data[("s", rollup_key("day", DAY0 + DAY, "all"))] == day1
+
+    # deleting log-b drops its hour's and day's rollups only; the view of its day merges what is left
+    store.delete(landed[1])
+    assert store_rollups(store).read("s", "day", DAY0, "all") is None
+    assert store_rollups(store).read("s", "hour", DAY0 + 2 * HOUR, "all") is None
+    assert counted(store, "hour", DAY0 + HOUR) == (["log-a"], 4)
+    assert store.data[("s", rollup_key("day", DAY0 + DAY, "all"))] == day1
+    left = [late, landed[0], landed[2]]
+    members = [member_of(record) for record in left]
+    bucket = Bucket(DAY0, DAY0 + DAY, tuple(Batch(m.identity, m.timestamp) for m in members))
+    loaded: list[str] = []
+
+    def load(m: Member) -> Any:
+        loaded.append(m.upload_id)
+        return view_from_digest(store.get_summary(m.upload_id, m.sha256) or b"")
+
+    rollup, view = store_rollups(store).bucket_rollup("s", "day", "all", bucket, members, load)
+    assert loaded == ["log-e", "log-a", "log-c"] and view.get_column("n").get_metric("counts").n.value == 12
+    assert rollup.members == tuple(members) and rollup.key == bucket.key
+    assert counted(store, "day", DAY0) == (["log-e", "log-a", "log-c"], 12)  # stored for the next view
+    loaded.clear()
+    again, view = store_rollups(store).bucket_rollup("s", "day", "all", bucket, members, load)
+    assert again == rollup and view is None and loaded == []  # read as stored: no profile loaded
