@@ -32,6 +32,7 @@ from whylogs_songbird.server.digest import (
     _delimited,
     _pack,
     check_digest,
+    columns_of,
     digest_column,
     digest_columns,
     digest_from_bytes,
@@ -233,3 +234,19 @@ def test_a_sketch_only_one_side_of_a_merge_has_is_kept_as_it_is():
     for order in ([{"v": text}, {"v": bare}], [{"v": bare}, {"v": text}]):
         merged = merge_digested(order)["v"]
         assert {name: merged[name] for name in sketches} == {name: text[name] for name in sketches}
+
+
+def test_columns_read_as_sketches_take_n_and_null_pad_short_type_counters_and_leave_out_what_is_missing():
+    read = columns_of({"a": {"counts": [5, 1, 2, 0, 0], "types": [3, 1]}, "b": {}}).columns
+    assert read["a"].counts == (5, 1)  # counts/n and counts/null, not the NaN count after them
+    assert read["a"].type_counts == {
+        "integral": 3,
+        "fractional": 1,
+        "boolean": 0,
+        "string": 0,
+        "object": 0,
+        "tensor": 0,
+    }
+    assert (read["a"].kll, read["a"].mean, read["a"].m2, read["a"].hll, read["a"].frequent) == (None,) * 5
+    assert read["a"].standard and not read["b"].standard
+    assert (read["b"].counts, read["b"].type_counts, read["b"].mean, read["b"].m2) == (None,) * 4

@@ -29,6 +29,7 @@ from whylogs_songbird.server.rollups import (
     bump_version,
     family_of,
     member_of,
+    note_summarised,
     note_summarised_many,
     pack_columns,
     read_version,
@@ -247,7 +248,10 @@ class Store(Derived):
             summary_changing(self, record)
             versions.append(read_version(self, record.session_id))
             self.summaries[(record.id, record.sha256)] = record.digest
-        note_summarised_many(self, [(record, record.digest) for record in records])
+        if len(records) == 1:
+            note_summarised(self, records[0], records[0].digest)
+        else:
+            note_summarised_many(self, [(record, record.digest) for record in records])
         return versions
 
     def delete(self, record: SimpleNamespace) -> None:
@@ -319,3 +323,47 @@ def test_landed_late_and_deleted_batches_move_the_version_and_only_their_own_rol
     loaded.clear()
     again, view = store_rollups(store).bucket_rollup("s", "day", "all", bucket, members, load)
     assert again == rollup and view is None and loaded == []  # read as stored: no profile loaded
+
+
+def n_count(view: Any) -> int:
+    return int(view.get_column("n").get_metric("counts").n.value)
+
+
+def test_a_view_rebuilds_a_bucket_of_one_or_two_batches_and_reads_a_stored_one_as_columns():
+    store = Store()
+    one, two = batch("log-a", DAY0 + 10, rows=3), batch("log-b", DAY0 + 20, rows=5)
+    store.summaries.update({(r.id, r.sha256): r.digest for r in (one, two)})
+    views = {r.id: view_from_digest(r.digest) for r in (one, two)}
+
+    def load(m: Member) -> Any:
+        return views[m.upload_id]
+
+    kept = store_rollups(store)
+    for records, count in (([one], 3), ([one, two], 8)):
+        members = [member_of(r) for r in records]
+        bucket = Bucket(DAY0, DAY0 + HOUR, tuple(Batch(m.identity, m.timestamp) for m in members))
+        rollup, view = kept.bucket_rollup("s", "hour", "all", bucket, members, load)
+        assert n_count(view) == count and (view is views["log-a"]) == (count == 3)  # one batch: its own view
+        assert (rollup.digest is None) == (count == 3)
+        assert n_count(kept.view(rollup, load)) == count
+        columns = kept.columns(rollup, load)
+        if count == 3:
+            assert columns is views["log-a"]  # one batch: its own summary, loaded
+        else:
+            assert not isinstance(columns, type(views["log-a"])) and columns.columns["n"].counts == (8, 0)
+
+
+def test_a_batch_appended_to_a_bucket_of_one_merges_with_its_stored_summary_and_keeps_its_columns():
+    import pandas as pd
+    import whylogs as why
+
+    store = Store()
+    first = batch("log-a", DAY0 + 10, rows=3)
+    only_n = digest_from_bytes(why.log(pd.DataFrame({"n": [1, 2]})).view().serialize())
+    second = upload(id="log-b", dataset_timestamp=DAY0 + 20, sha256="b" * 64, size=2, digest=only_n)
+    store.land(first)
+    store.summaries[("log-b", "b" * 64)] = only_n
+    store_rollups(store).add("s", member_of(second), "", only_n)  # the first batch's summary read from the store
+    found = store_rollups(store).read("s", "hour", DAY0, "all")
+    assert found is not None and found.names == ("n", "s", "x")  # the first batch's columns stay named
+    assert counted(store, "hour", DAY0) == (["log-a", "log-b"], 5)
