@@ -1,7 +1,7 @@
 """Rollups of hour and day buckets and the session's timeline version: the merge kept as batches
 land is the merge of the bucket's profiles, a late or replaced batch changes only its own bucket,
 deleting a profile drops only its buckets' rollups, the version changes when something lands or is
-deleted (never when a view is read).
+deleted (never when a view is read). Their property tests are test_rollups_properties.py's.
 
 Pure logic over a dict of derived values (the store's own behaviour over HTTP, on both stores, is
 test_rollups_http.py's: it starts a server, too slow for these modules' mutation runs)."""
@@ -9,12 +9,9 @@ test_rollups_http.py's: it starts a server, too slow for these modules' mutation
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
-from conftest import make_profile_bytes
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from rollup_fakes import DAY0, DIGESTS, DictArtefacts, Summaries, member, merged_points, rollup_points
 
 from whylogs_songbird.column_stats import drift_scores, merge_views
 from whylogs_songbird.server.digest import (
@@ -22,15 +19,12 @@ from whylogs_songbird.server.digest import (
     columns_of,
     digest_column,
     digest_columns,
-    digest_from_bytes,
     view_from_digest,
     view_of,
 )
 from whylogs_songbird.server.rollups import (
     ALL_SEGMENTS,
     BINARY_MAGIC,
-    ROLLUP_PREFIX,
-    Member,
     Rollup,
     Rollups,
     decode_columns,
@@ -44,139 +38,8 @@ from whylogs_songbird.server.rollups import (
 from whylogs_songbird.timeline import (
     DAY_MS,
     HOUR_MS,
-    bucket_bounds,
     column_points,
 )
-
-DAY0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
-#: Small profiles: a bucket of them never fills a KLL sketch, so every number of a merge is exact
-#: (whylogs' KLL merge compacts at random once a sketch is full).
-DIGESTS = [digest_from_bytes(make_profile_bytes(8, seed=seed)) for seed in range(8)]
-
-
-class DictArtefacts:
-    """Derived values in a dict (the store's ``get_derived``/``put_derived``/``drop_derived``)."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], bytes] = {}
-
-    def get_derived(self, session_id: str, key: str) -> bytes | None:
-        return self.data.get((session_id, key))
-
-    def put_derived(self, session_id: str, key: str, data: bytes) -> None:
-        self.data[(session_id, key)] = data
-
-    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
-        gone = [
-            k
-            for k in self.data
-            if k[0] == session_id and k[1].startswith(prefix) and (keep is None or not k[1].startswith(keep))
-        ]
-        for key in gone:
-            del self.data[key]
-        return len(gone)
-
-
-def member(index: int, timestamp: int, version: int = 0) -> Member:
-    sha = f"{index:02d}{version:02d}".ljust(64, "a")
-    return Member(timestamp, f"log-{index}:{sha}:1", f"log-{index}", sha)
-
-
-class Summaries:
-    """Stored summaries by (upload id, sha256), as ``Rollups`` reads its members'."""
-
-    def __init__(self) -> None:
-        self.by_member: dict[tuple[str, str], bytes] = {}
-
-    def __call__(self, session_id: str, m: Member) -> bytes | None:
-        return self.by_member.get((m.upload_id, m.sha256))
-
-    def add(self, rollups: Rollups, m: Member, digest: bytes, segment: str = "") -> None:
-        self.by_member[(m.upload_id, m.sha256)] = digest
-        rollups.add("s", m, segment, digest)
-
-
-def merged_points(members: list[Member], summaries: Summaries) -> dict[str, Any]:
-    ordered = sorted(members, key=lambda m: m.order)
-    return column_points(merge_views([view_from_digest(summaries("s", m) or b"") for m in ordered]))
-
-
-def rollup_points(rollups: Rollups, rollup: Rollup, summaries: Summaries) -> dict[str, Any]:
-    return column_points(rollups.view(rollup, lambda m: view_from_digest(summaries("s", m) or b"")))
-
-
-@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(st.tuples(st.integers(0, 47), st.integers(0, 59)), min_size=1, max_size=7),
-    st.randoms(use_true_random=False),
-)
-def test_a_rollup_is_the_merge_of_its_bucket_in_any_arrival_order(stamps: list[tuple[int, int]], rng: Any) -> None:
-    artefacts, summaries = DictArtefacts(), Summaries()
-    rollups = Rollups(artefacts, summaries)
-    members = [member(i, DAY0 + hour * HOUR_MS + minute * 60_000) for i, (hour, minute) in enumerate(stamps)]
-    arrival = list(range(len(members)))
-    rng.shuffle(arrival)
-    for index in arrival:
-        summaries.add(rollups, members[index], DIGESTS[index % len(DIGESTS)])
-    for granularity in ("hour", "day"):
-        buckets: dict[int, list[Member]] = {}
-        for m in members:
-            buckets.setdefault(bucket_bounds(m.timestamp, granularity)[0], []).append(m)  # type: ignore[arg-type]
-        stored = [
-            k for (_, k) in artefacts.data if k.startswith(f"{ROLLUP_PREFIX}{granularity}/") and k.count("/") == 4
-        ]
-        assert len(stored) == len(buckets)
-        for start, inside in buckets.items():
-            rollup = rollups.read("s", granularity, start, ALL_SEGMENTS)
-            assert rollup is not None
-            assert list(rollup.members) == sorted(inside, key=lambda m: m.order)
-            assert (rollup.digest is None) == (len(inside) == 1)
-            assert rollup_points(rollups, rollup, summaries) == merged_points(inside, summaries)
-
-
-@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 59), st.booleans()), min_size=1, max_size=9),
-    st.lists(st.integers(1, 4), min_size=1, max_size=9),
-    st.randoms(use_true_random=False),
-)
-def test_batches_added_in_groups_leave_the_rollups_one_by_one_adds_leave(
-    stamps: list[tuple[int, int, bool]], sizes: list[int], rng: Any
-) -> None:
-    """The ingest worker merges a burst of summarised batches at once (``add_many``): in whatever
-    groups they come (late ones, a slot PUT again within its group or after it, segments), each
-    bucket ends with the same members and merge as adding them one by one."""
-    members, segments = [], []
-    for i, (hour, minute, again) in enumerate(stamps):
-        index = i - 1 if again and i else i  # the slot of the batch before, PUT again
-        members.append(member(index, DAY0 + hour * HOUR_MS + minute * 60_000, version=i))
-        segments.append(f"k={index % 2}")
-    arrival = list(range(len(members)))
-    rng.shuffle(arrival)
-    one_by_one, grouped = (DictArtefacts(), Summaries()), (DictArtefacts(), Summaries())
-    for index in arrival:
-        one_by_one[1].add(Rollups(*one_by_one), members[index], DIGESTS[index % len(DIGESTS)], segments[index])
-    at = 0
-    for size in [*sizes, len(arrival)]:
-        group = arrival[at : at + size]
-        at += size
-        for index in group:
-            grouped[1].by_member[(members[index].upload_id, members[index].sha256)] = DIGESTS[index % len(DIGESTS)]
-        Rollups(*grouped).add_many("s", [(members[i], segments[i], DIGESTS[i % len(DIGESTS)]) for i in group])
-    for artefacts, summaries in (one_by_one, grouped):
-        rollups = Rollups(artefacts, summaries)
-        for key in sorted({k for _, k in one_by_one[0].data} | {k for _, k in grouped[0].data}):
-            if key.count("/") != 4:
-                continue
-            _, _, granularity, start, family = key.split("/")
-            mine = rollups.read("s", granularity, int(start), family)
-            theirs = Rollups(*one_by_one).read("s", granularity, int(start), family)
-            assert (mine is None) == (theirs is None), key
-            if mine is not None and theirs is not None:
-                assert mine.members == theirs.members and sorted(mine.names) == sorted(theirs.names)
-                assert rollup_points(rollups, mine, summaries) == merged_points(list(mine.members), summaries)
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
