@@ -250,3 +250,17 @@ def test_columns_read_as_sketches_take_n_and_null_pad_short_type_counters_and_le
     assert (read["a"].kll, read["a"].mean, read["a"].m2, read["a"].hll, read["a"].frequent) == (None,) * 5
     assert read["a"].standard and not read["b"].standard
     assert (read["b"].counts, read["b"].type_counts, read["b"].mean, read["b"].m2) == (None,) * 4
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "mean", "m2"),
+    [
+        ([1.0, 3.0], [5.0, 7.0], 4.0, 20.0),  # (1-4)² + (3-4)² + (5-4)² + (7-4)²
+        ([1.0, 3.0], [10.0], 14 / 3, 134 / 3),  # sides of unequal counts weigh by their counts
+        ([10.0], [1.0, 3.0], 14 / 3, 134 / 3),
+    ],
+)
+def test_merged_distributions_have_the_mean_and_squared_deviations_of_all_values(left, right, mean, m2):
+    sides = [digest_columns(digest_view(why.log(pd.DataFrame({"v": values})).view())) for values in (left, right)]
+    merged_mean, merged_m2, _ = merge_digested(sides)["v"]["distribution"]
+    assert merged_mean == pytest.approx(mean, rel=1e-12) and merged_m2 == pytest.approx(m2, rel=1e-12)
