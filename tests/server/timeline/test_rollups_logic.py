@@ -367,3 +367,22 @@ def test_a_batch_appended_to_a_bucket_of_one_merges_with_its_stored_summary_and_
     found = store_rollups(store).read("s", "hour", DAY0, "all")
     assert found is not None and found.names == ("n", "s", "x")  # the first batch's columns stay named
     assert counted(store, "hour", DAY0) == (["log-a", "log-b"], 5)
+
+
+def test_a_batch_appended_to_a_bucket_of_one_whose_summary_is_gone_drops_that_bucket_s_rollups():
+    derived = Derived()
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    summaries = {("s", "log-a"): digest, ("t", "log-a"): digest}  # read by session: each session its own
+    kept = Rollups(derived, lambda session_id, member: summaries.get((session_id, member.upload_id)))
+    first, later = Member(DAY0 + 10, "a", "log-a", "sa"), Member(DAY0 + 20, "b", "log-b", "sb")
+    for session_id in ("s", "t"):
+        kept.add(session_id, first, "", digest)
+    other_hour = Member(DAY0 + HOUR, "c", "log-c", "sc")
+    kept.add("s", other_hour, "", digest)
+    del summaries[("s", "log-a")]
+    kept.add("s", later, "", digest)  # appended to its hour of one batch, whose summary is gone; late in its day
+    assert kept.read("s", "hour", DAY0, "all") is None and kept.read("s", "hour", DAY0 + HOUR, "all") is not None
+    assert {key for sid, key in derived.data if sid == "s"} == {rollup_key("hour", DAY0 + HOUR, "all")}
+    kept.add("t", later, "", digest)  # in session t the first summary is still there
+    found = kept.read("t", "hour", DAY0, "all")
+    assert found is not None and [m.upload_id for m in found.members] == ["log-a", "log-b"]
