@@ -386,3 +386,24 @@ def test_a_batch_appended_to_a_bucket_of_one_whose_summary_is_gone_drops_that_bu
     kept.add("t", later, "", digest)  # in session t the first summary is still there
     found = kept.read("t", "hour", DAY0, "all")
     assert found is not None and [m.upload_id for m in found.members] == ["log-a", "log-b"]
+
+
+def test_a_late_batch_is_merged_from_the_digest_given_and_only_the_others_summaries_are_read():
+    derived = Derived()
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    stored = {"log-a": digest, "log-b": digest}  # the late batch's summary is not read back
+    read: list[str] = []
+
+    def member_digest(session_id: str, member: Member) -> bytes | None:
+        read.append(member.upload_id)
+        return stored.get(member.upload_id)
+
+    kept = Rollups(derived, member_digest)
+    kept.add_many(
+        "s", [(Member(DAY0 + 10, "a", "log-a", "sa"), "", digest), (Member(DAY0 + 20, "b", "log-b", "sb"), "", digest)]
+    )
+    read.clear()
+    kept.add("s", Member(DAY0 + 5, "c", "log-c", "sc"), "", digest)
+    assert sorted(read) == ["log-a", "log-a", "log-b", "log-b"]  # its hour's and its day's others
+    found = kept.read("s", "hour", DAY0, "all")
+    assert found is not None and [m.upload_id for m in found.members] == ["log-c", "log-a", "log-b"]
