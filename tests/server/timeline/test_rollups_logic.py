@@ -392,10 +392,10 @@ def test_a_late_batch_is_merged_from_the_digest_given_and_only_the_others_summar
     derived = Derived()
     digest = digest_from_bytes(make_profile_bytes(4, seed=1))
     stored = {"log-a": digest, "log-b": digest}  # the late batch's summary is not read back
-    read: list[str] = []
+    read: list[tuple[str, str]] = []
 
     def member_digest(session_id: str, member: Member) -> bytes | None:
-        read.append(member.upload_id)
+        read.append((session_id, member.upload_id))
         return stored.get(member.upload_id)
 
     kept = Rollups(derived, member_digest)
@@ -404,6 +404,11 @@ def test_a_late_batch_is_merged_from_the_digest_given_and_only_the_others_summar
     )
     read.clear()
     kept.add("s", Member(DAY0 + 5, "c", "log-c", "sc"), "", digest)
-    assert sorted(read) == ["log-a", "log-a", "log-b", "log-b"]  # its hour's and its day's others
+    assert sorted(read) == [
+        ("s", "log-a"),
+        ("s", "log-a"),
+        ("s", "log-b"),
+        ("s", "log-b"),
+    ]  # its hour's and day's others
     found = kept.read("s", "hour", DAY0, "all")
     assert found is not None and [m.upload_id for m in found.members] == ["log-c", "log-a", "log-b"]
