@@ -412,3 +412,35 @@ def test_a_late_batch_is_merged_from_the_digest_given_and_only_the_others_summar
     ]  # its hour's and day's others
     found = kept.read("s", "hour", DAY0, "all")
     assert found is not None and [m.upload_id for m in found.members] == ["log-c", "log-a", "log-b"]
+
+
+def test_a_header_read_again_is_decoded_once_and_hours_are_written_before_their_days():
+    class Recorded(Derived):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def put_derived(self, session_id: str, key: str, data: bytes) -> None:
+            self.writes.append(key)
+            super().put_derived(session_id, key, data)
+
+    derived = Recorded()
+    kept = Rollups(derived, lambda session_id, member: None)
+    theirs = Rollup((Member(DAY0 + 1, "a", "log-a", "sa"),), ("n",), None)  # written by another host
+    derived.put_derived("s", rollup_key("hour", DAY0, "all"), theirs.header())
+    first = kept.read("s", "hour", DAY0, "all", merged=False)
+    assert first == theirs and kept.read("s", "hour", DAY0, "all", merged=False) is first  # kept decoded
+    assert Rollups(derived, lambda session_id, member: None).read("s", "hour", DAY0, "all") is first
+    derived.put_derived("t", rollup_key("hour", DAY0, "all"), theirs.header())  # another session's: its own
+    assert kept.read("t", "hour", DAY0, "all") == theirs and kept.read("t", "hour", DAY0, "all") is not first
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    derived.writes.clear()
+    kept.add_many("u", [(Member(DAY0 + DAY + 1, "b", "log-b", "sb"), "k=v", digest)])
+    headers = [key for key in derived.writes if key.count("/") == 4]
+    family = family_of("k=v")
+    assert headers == [
+        rollup_key("hour", DAY0 + DAY, "all"),
+        rollup_key("hour", DAY0 + DAY, family),
+        rollup_key("day", DAY0 + DAY, "all"),
+        rollup_key("day", DAY0 + DAY, family),
+    ]  # a view that finds a batch in its day finds it in its hour too
