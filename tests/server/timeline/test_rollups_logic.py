@@ -431,6 +431,9 @@ def test_a_header_read_again_is_decoded_once_and_hours_are_written_before_their_
     first = kept.read("s", "hour", DAY0, "all", merged=False)
     assert first == theirs and kept.read("s", "hour", DAY0, "all", merged=False) is first  # kept decoded
     assert Rollups(derived, lambda session_id, member: None).read("s", "hour", DAY0, "all") is first
+    day = Rollup((Member(DAY0 + 2, "b", "log-b", "sb"),), ("n",), None)
+    derived.put_derived("s", rollup_key("day", DAY0, "all"), day.header())
+    assert kept.read("s", "day", DAY0, "all") == day and kept.read("s", "hour", DAY0, "all") is first  # one per key
     derived.put_derived("t", rollup_key("hour", DAY0, "all"), theirs.header())  # another session's: its own
     assert kept.read("t", "hour", DAY0, "all") == theirs and kept.read("t", "hour", DAY0, "all") is not first
     digest = digest_from_bytes(make_profile_bytes(4, seed=1))
