@@ -447,3 +447,13 @@ def test_a_header_read_again_is_decoded_once_and_hours_are_written_before_their_
         rollup_key("day", DAY0 + DAY, "all"),
         rollup_key("day", DAY0 + DAY, family),
     ]  # a view that finds a batch in its day finds it in its hour too
+
+
+def test_a_written_header_is_kept_decoded_as_written():
+    derived = Derived()
+    kept = Rollups(derived, lambda session_id, member: None)
+    rollup = Rollup((Member(DAY0 + 1, "a", "log-a", "sa"),), ("n", "x"), None)
+    kept.write("s", "hour", DAY0, "all", rollup)
+    key = rollup_key("hour", DAY0, "all")
+    assert rollups._HEADERS.entry(derived, "s", key) == (derived.data[("s", key)], rollup)
+    assert kept.read("s", "hour", DAY0, "all") is rollups._HEADERS.entry(derived, "s", key)[1]  # no decoding
