@@ -457,3 +457,8 @@ def test_a_written_header_is_kept_decoded_as_written():
     key = rollup_key("hour", DAY0, "all")
     assert rollups._HEADERS.entry(derived, "s", key) == (derived.data[("s", key)], rollup)
     assert kept.read("s", "hour", DAY0, "all") is rollups._HEADERS.entry(derived, "s", key)[1]  # no decoding
+
+
+def test_a_rollup_header_is_compact_json_of_its_format_members_and_names():
+    header = Rollup((Member(5, "i", "u", "h"), Member(6, "j", "v", "k")), ("n", "x"), None).header()
+    assert header == b'{"v":1,"m":[[5,"i","u","h"],[6,"j","v","k"]],"names":["n","x"]}'
