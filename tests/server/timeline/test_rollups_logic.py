@@ -462,3 +462,10 @@ def test_a_written_header_is_kept_decoded_as_written():
 def test_a_rollup_header_is_compact_json_of_its_format_members_and_names():
     header = Rollup((Member(5, "i", "u", "h"), Member(6, "j", "v", "k")), ("n", "x"), None).header()
     assert header == b'{"v":1,"m":[[5,"i","u","h"],[6,"j","v","k"]],"names":["n","x"]}'
+
+
+def test_merged_columns_keep_a_nan_or_infinite_mean_and_m2():
+    packed = pack_columns({"x": {"distribution": [float("inf"), float("nan"), b"k"]}})
+    assert packed == layout({"x": {"distribution": [float("inf"), float("nan"), 1]}}, b"k")
+    (mean, m2, sketch) = unpack_columns(packed)["x"]["distribution"]
+    assert mean == float("inf") and m2 != m2 and sketch == b"k"  # NaN is the one value unequal to itself
