@@ -264,3 +264,11 @@ def test_merged_distributions_have_the_mean_and_squared_deviations_of_all_values
     sides = [digest_columns(digest_view(why.log(pd.DataFrame({"v": values})).view())) for values in (left, right)]
     merged_mean, merged_m2, _ = merge_digested(sides)["v"]["distribution"]
     assert merged_mean == pytest.approx(mean, rel=1e-12) and merged_m2 == pytest.approx(m2, rel=1e-12)
+
+
+def test_a_raw_digested_column_holds_each_sketch_as_the_bytes_its_text_encodes():
+    column = why.log(pd.DataFrame({"v": ["a", "b"]})).view().get_column("v")
+    text, raw = digest_column(column), digest_column(column, raw=True)
+    for name in ("cardinality", "frequent_items"):
+        assert isinstance(raw[name], bytes) and raw[name] == base64.b64decode(text[name])
+    assert raw["distribution"][2] == base64.b64decode(text["distribution"][2])
