@@ -32,6 +32,7 @@ from whylogs_songbird.server.digest import (
     _delimited,
     _pack,
     check_digest,
+    columns_of,
     digest_column,
     digest_columns,
     digest_from_bytes,
@@ -233,3 +234,41 @@ def test_a_sketch_only_one_side_of_a_merge_has_is_kept_as_it_is():
     for order in ([{"v": text}, {"v": bare}], [{"v": bare}, {"v": text}]):
         merged = merge_digested(order)["v"]
         assert {name: merged[name] for name in sketches} == {name: text[name] for name in sketches}
+
+
+def test_columns_read_as_sketches_take_n_and_null_pad_short_type_counters_and_leave_out_what_is_missing():
+    read = columns_of({"a": {"counts": [5, 1, 2, 0, 0], "types": [3, 1]}, "b": {}}).columns
+    assert read["a"].counts == (5, 1)  # counts/n and counts/null, not the NaN count after them
+    assert read["a"].type_counts == {
+        "integral": 3,
+        "fractional": 1,
+        "boolean": 0,
+        "string": 0,
+        "object": 0,
+        "tensor": 0,
+    }
+    assert (read["a"].kll, read["a"].mean, read["a"].m2, read["a"].hll, read["a"].frequent) == (None,) * 5
+    assert read["a"].standard and not read["b"].standard
+    assert (read["b"].counts, read["b"].type_counts, read["b"].mean, read["b"].m2) == (None,) * 4
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "mean", "m2"),
+    [
+        ([1.0, 3.0], [5.0, 7.0], 4.0, 20.0),  # (1-4)² + (3-4)² + (5-4)² + (7-4)²
+        ([1.0, 3.0], [10.0], 14 / 3, 134 / 3),  # sides of unequal counts weigh by their counts
+        ([10.0], [1.0, 3.0], 14 / 3, 134 / 3),
+    ],
+)
+def test_merged_distributions_have_the_mean_and_squared_deviations_of_all_values(left, right, mean, m2):
+    sides = [digest_columns(digest_view(why.log(pd.DataFrame({"v": values})).view())) for values in (left, right)]
+    merged_mean, merged_m2, _ = merge_digested(sides)["v"]["distribution"]
+    assert merged_mean == pytest.approx(mean, rel=1e-12) and merged_m2 == pytest.approx(m2, rel=1e-12)
+
+
+def test_a_raw_digested_column_holds_each_sketch_as_the_bytes_its_text_encodes():
+    column = why.log(pd.DataFrame({"v": ["a", "b"]})).view().get_column("v")
+    text, raw = digest_column(column), digest_column(column, raw=True)
+    for name in ("cardinality", "frequent_items"):
+        assert isinstance(raw[name], bytes) and raw[name] == base64.b64decode(text[name])
+    assert raw["distribution"][2] == base64.b64decode(text["distribution"][2])

@@ -1,7 +1,9 @@
 """The rollups module's small parts as logic (whylogs_songbird/server/rollups.py): the timeline
 version, keys and key prefixes, the member of an upload record, the binary layout of merged
-columns byte for byte (and the messages of what it refuses), the cache of decoded headers, and the
-ingest hooks' logging. Rollups as merges are test_timeline_rollups.py's."""
+columns byte for byte (and the messages of what it refuses), the cache of decoded headers, the
+ingest hooks (their logging, and the version and rollups as batches land, land late and are
+deleted, what test_rollups_http.py checks over HTTP) and a view's rebuild of a dropped rollup.
+Rollups as merges are test_timeline_rollups.py's."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from conftest import make_profile_bytes
 
 from whylogs_songbird.server import rollups
-from whylogs_songbird.server.digest import DigestError, digest_from_bytes
+from whylogs_songbird.server.digest import DigestError, digest_from_bytes, view_from_digest
 from whylogs_songbird.server.rollups import (
     BINARY_MAGIC,
     VERSION_KEY,
@@ -27,14 +29,16 @@ from whylogs_songbird.server.rollups import (
     bump_version,
     family_of,
     member_of,
+    note_summarised,
     note_summarised_many,
     pack_columns,
     read_version,
     rollup_key,
+    store_rollups,
     summary_changing,
     unpack_columns,
 )
-from whylogs_songbird.timeline import content_key
+from whylogs_songbird.timeline import Batch, Bucket, content_key
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
 
@@ -223,3 +227,245 @@ def test_the_ingest_hooks_log_a_failure_and_never_raise(caplog):
     caplog.clear()
     note_summarised_many(store, [(upload(kind="reference"), digest)])  # no batch: nothing to merge
     assert caplog.records == []
+
+
+class Store(Derived):
+    """A store's derived values and stored summaries (by upload id and sha256), as the ingest hooks
+    and :func:`~whylogs_songbird.server.rollups.store_rollups` use it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: dict[tuple[str, str], bytes] = {}
+
+    def get_summary(self, upload_id: str, sha256: str) -> bytes | None:
+        return self.summaries.get((upload_id, sha256))
+
+    def land(self, *records: SimpleNamespace) -> list[str]:
+        """What the ingest worker does for each record (the version changes before its summary is
+        stored), then the rollups of all of them at once; the version after each change."""
+        versions = []
+        for record in records:
+            summary_changing(self, record)
+            versions.append(read_version(self, record.session_id))
+            self.summaries[(record.id, record.sha256)] = record.digest
+        if len(records) == 1:
+            note_summarised(self, records[0], records[0].digest)
+        else:
+            note_summarised_many(self, [(record, record.digest) for record in records])
+        return versions
+
+    def delete(self, record: SimpleNamespace) -> None:
+        """What the store does when a profile is deleted: every derived value of the session goes but
+        the rollups of other hours and days."""
+        del self.summaries[(record.id, record.sha256)]
+        for key in [k for k in self.data if not k[1].startswith(rollups.ROLLUP_PREFIX)]:
+            del self.data[key]
+        for prefix in bucket_prefixes(record.dataset_timestamp):
+            self.drop_derived(record.session_id, prefix)
+
+
+def batch(name: str, timestamp: int, rows: int = 4) -> SimpleNamespace:
+    """An upload record of a batch of ``rows`` rows, with its digest."""
+    digest = digest_from_bytes(make_profile_bytes(rows, seed=len(name)))
+    return upload(id=name, dataset_timestamp=timestamp, sha256=name[-1] * 64, size=rows, digest=digest)
+
+
+def counted(store: Store, granularity: str, start: int) -> tuple[list[str], int]:
+    """The members of a stored rollup (upload ids, in merge order) and its merged count of column n."""
+    found = store_rollups(store).read("s", granularity, start, "all")
+    assert found is not None, (granularity, start)
+    load = lambda m: view_from_digest(store.get_summary(m.upload_id, m.sha256) or b"")  # noqa: E731
+    count = store_rollups(store).view(found, load).get_column("n").get_metric("counts").n.value
+    return [m.upload_id for m in found.members], int(count)
+
+
+def test_landed_late_and_deleted_batches_move_the_version_and_only_their_own_rollups():
+    store = Store()
+    landed = [batch("log-a", DAY0 + HOUR), batch("log-b", DAY0 + 2 * HOUR), batch("log-c", DAY0 + 3 * HOUR)]
+    later = batch("log-d", DAY0 + DAY + HOUR, rows=5)
+    versions = store.land(*landed, later, upload(id="ref", kind="reference", dataset_timestamp=None, digest=b""))
+    assert len(set(versions)) == 5 and "" not in versions  # each change, references too, has its own version
+    assert read_version(store, "s") == versions[-1]  # merging the rollups changes no version
+    assert counted(store, "day", DAY0) == (["log-a", "log-b", "log-c"], 12)
+    assert counted(store, "hour", DAY0 + 2 * HOUR) == (["log-b"], 4)
+    assert counted(store, "day", DAY0 + DAY) == (["log-d"], 5)
+    day1 = store.data[("s", rollup_key("day", DAY0 + DAY, "all"))]
+    hours = {key for _, key in store.data if key.startswith("timeline/r/hour/")}
+    assert hours == {rollup_key("hour", DAY0 + h * HOUR, "all") for h in (1, 2, 3, 25)}
+
+    # a late batch, before the others of its day: a new version, its day merged again, day 1 untouched
+    late = batch("log-e", DAY0 + 30 * 60_000)
+    (version,) = store.land(late)
+    assert version not in versions and read_version(store, "s") == version
+    assert counted(store, "day", DAY0) == (["log-e", "log-a", "log-b", "log-c"], 16)
+    assert counted(store, "hour", DAY0) == (["log-e"], 4)
+    assert store.data[("s", rollup_key("day", DAY0 + DAY, "all"))] == day1
+
+    # deleting log-b drops its hour's and day's rollups only; the view of its day merges what is left
+    store.delete(landed[1])
+    assert store_rollups(store).read("s", "day", DAY0, "all") is None
+    assert store_rollups(store).read("s", "hour", DAY0 + 2 * HOUR, "all") is None
+    assert counted(store, "hour", DAY0 + HOUR) == (["log-a"], 4)
+    assert store.data[("s", rollup_key("day", DAY0 + DAY, "all"))] == day1
+    left = [late, landed[0], landed[2]]
+    members = [member_of(record) for record in left]
+    bucket = Bucket(DAY0, DAY0 + DAY, tuple(Batch(m.identity, m.timestamp) for m in members))
+    loaded: list[str] = []
+
+    def load(m: Member) -> Any:
+        loaded.append(m.upload_id)
+        return view_from_digest(store.get_summary(m.upload_id, m.sha256) or b"")
+
+    rollup, view = store_rollups(store).bucket_rollup("s", "day", "all", bucket, members, load)
+    assert loaded == ["log-e", "log-a", "log-c"] and view.get_column("n").get_metric("counts").n.value == 12
+    assert rollup.members == tuple(members) and rollup.key == bucket.key
+    assert counted(store, "day", DAY0) == (["log-e", "log-a", "log-c"], 12)  # stored for the next view
+    loaded.clear()
+    again, view = store_rollups(store).bucket_rollup("s", "day", "all", bucket, members, load)
+    assert again == rollup and view is None and loaded == []  # read as stored: no profile loaded
+
+
+def n_count(view: Any) -> int:
+    return int(view.get_column("n").get_metric("counts").n.value)
+
+
+def test_a_view_rebuilds_a_bucket_of_one_or_two_batches_and_reads_a_stored_one_as_columns():
+    store = Store()
+    one, two = batch("log-a", DAY0 + 10, rows=3), batch("log-b", DAY0 + 20, rows=5)
+    store.summaries.update({(r.id, r.sha256): r.digest for r in (one, two)})
+    views = {r.id: view_from_digest(r.digest) for r in (one, two)}
+
+    def load(m: Member) -> Any:
+        return views[m.upload_id]
+
+    kept = store_rollups(store)
+    for records, count in (([one], 3), ([one, two], 8)):
+        members = [member_of(r) for r in records]
+        bucket = Bucket(DAY0, DAY0 + HOUR, tuple(Batch(m.identity, m.timestamp) for m in members))
+        rollup, view = kept.bucket_rollup("s", "hour", "all", bucket, members, load)
+        assert n_count(view) == count and (view is views["log-a"]) == (count == 3)  # one batch: its own view
+        assert (rollup.digest is None) == (count == 3)
+        assert n_count(kept.view(rollup, load)) == count
+        columns = kept.columns(rollup, load)
+        if count == 3:
+            assert columns is views["log-a"]  # one batch: its own summary, loaded
+        else:
+            assert not isinstance(columns, type(views["log-a"])) and columns.columns["n"].counts == (8, 0)
+
+
+def test_a_batch_appended_to_a_bucket_of_one_merges_with_its_stored_summary_and_keeps_its_columns():
+    import pandas as pd
+    import whylogs as why
+
+    store = Store()
+    first = batch("log-a", DAY0 + 10, rows=3)
+    only_n = digest_from_bytes(why.log(pd.DataFrame({"n": [1, 2]})).view().serialize())
+    second = upload(id="log-b", dataset_timestamp=DAY0 + 20, sha256="b" * 64, size=2, digest=only_n)
+    store.land(first)
+    store.summaries[("log-b", "b" * 64)] = only_n
+    store_rollups(store).add("s", member_of(second), "", only_n)  # the first batch's summary read from the store
+    found = store_rollups(store).read("s", "hour", DAY0, "all")
+    assert found is not None and found.names == ("n", "s", "x")  # the first batch's columns stay named
+    assert counted(store, "hour", DAY0) == (["log-a", "log-b"], 5)
+
+
+def test_a_batch_appended_to_a_bucket_of_one_whose_summary_is_gone_drops_that_bucket_s_rollups():
+    derived = Derived()
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    summaries = {("s", "log-a"): digest, ("t", "log-a"): digest}  # read by session: each session its own
+    kept = Rollups(derived, lambda session_id, member: summaries.get((session_id, member.upload_id)))
+    first, later = Member(DAY0 + 10, "a", "log-a", "sa"), Member(DAY0 + 20, "b", "log-b", "sb")
+    for session_id in ("s", "t"):
+        kept.add(session_id, first, "", digest)
+    other_hour = Member(DAY0 + HOUR, "c", "log-c", "sc")
+    kept.add("s", other_hour, "", digest)
+    del summaries[("s", "log-a")]
+    kept.add("s", later, "", digest)  # appended to its hour of one batch, whose summary is gone; late in its day
+    assert kept.read("s", "hour", DAY0, "all") is None and kept.read("s", "hour", DAY0 + HOUR, "all") is not None
+    assert {key for sid, key in derived.data if sid == "s"} == {rollup_key("hour", DAY0 + HOUR, "all")}
+    kept.add("t", later, "", digest)  # in session t the first summary is still there
+    found = kept.read("t", "hour", DAY0, "all")
+    assert found is not None and [m.upload_id for m in found.members] == ["log-a", "log-b"]
+
+
+def test_a_late_batch_is_merged_from_the_digest_given_and_only_the_others_summaries_are_read():
+    derived = Derived()
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    stored = {"log-a": digest, "log-b": digest}  # the late batch's summary is not read back
+    read: list[tuple[str, str]] = []
+
+    def member_digest(session_id: str, member: Member) -> bytes | None:
+        read.append((session_id, member.upload_id))
+        return stored.get(member.upload_id)
+
+    kept = Rollups(derived, member_digest)
+    kept.add_many(
+        "s", [(Member(DAY0 + 10, "a", "log-a", "sa"), "", digest), (Member(DAY0 + 20, "b", "log-b", "sb"), "", digest)]
+    )
+    read.clear()
+    kept.add("s", Member(DAY0 + 5, "c", "log-c", "sc"), "", digest)
+    assert sorted(read) == [
+        ("s", "log-a"),
+        ("s", "log-a"),
+        ("s", "log-b"),
+        ("s", "log-b"),
+    ]  # its hour's and day's others
+    found = kept.read("s", "hour", DAY0, "all")
+    assert found is not None and [m.upload_id for m in found.members] == ["log-c", "log-a", "log-b"]
+
+
+def test_a_header_read_again_is_decoded_once_and_hours_are_written_before_their_days():
+    class Recorded(Derived):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def put_derived(self, session_id: str, key: str, data: bytes) -> None:
+            self.writes.append(key)
+            super().put_derived(session_id, key, data)
+
+    derived = Recorded()
+    kept = Rollups(derived, lambda session_id, member: None)
+    theirs = Rollup((Member(DAY0 + 1, "a", "log-a", "sa"),), ("n",), None)  # written by another host
+    derived.put_derived("s", rollup_key("hour", DAY0, "all"), theirs.header())
+    first = kept.read("s", "hour", DAY0, "all", merged=False)
+    assert first == theirs and kept.read("s", "hour", DAY0, "all", merged=False) is first  # kept decoded
+    assert Rollups(derived, lambda session_id, member: None).read("s", "hour", DAY0, "all") is first
+    day = Rollup((Member(DAY0 + 2, "b", "log-b", "sb"),), ("n",), None)
+    derived.put_derived("s", rollup_key("day", DAY0, "all"), day.header())
+    assert kept.read("s", "day", DAY0, "all") == day and kept.read("s", "hour", DAY0, "all") is first  # one per key
+    derived.put_derived("t", rollup_key("hour", DAY0, "all"), theirs.header())  # another session's: its own
+    assert kept.read("t", "hour", DAY0, "all") == theirs and kept.read("t", "hour", DAY0, "all") is not first
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    derived.writes.clear()
+    kept.add_many("u", [(Member(DAY0 + DAY + 1, "b", "log-b", "sb"), "k=v", digest)])
+    headers = [key for key in derived.writes if key.count("/") == 4]
+    family = family_of("k=v")
+    assert headers == [
+        rollup_key("hour", DAY0 + DAY, "all"),
+        rollup_key("hour", DAY0 + DAY, family),
+        rollup_key("day", DAY0 + DAY, "all"),
+        rollup_key("day", DAY0 + DAY, family),
+    ]  # a view that finds a batch in its day finds it in its hour too
+
+
+def test_a_written_header_is_kept_decoded_as_written():
+    derived = Derived()
+    kept = Rollups(derived, lambda session_id, member: None)
+    rollup = Rollup((Member(DAY0 + 1, "a", "log-a", "sa"),), ("n", "x"), None)
+    kept.write("s", "hour", DAY0, "all", rollup)
+    key = rollup_key("hour", DAY0, "all")
+    assert rollups._HEADERS.entry(derived, "s", key) == (derived.data[("s", key)], rollup)
+    assert kept.read("s", "hour", DAY0, "all") is rollups._HEADERS.entry(derived, "s", key)[1]  # no decoding
+
+
+def test_a_rollup_header_is_compact_json_of_its_format_members_and_names():
+    header = Rollup((Member(5, "i", "u", "h"), Member(6, "j", "v", "k")), ("n", "x"), None).header()
+    assert header == b'{"v":1,"m":[[5,"i","u","h"],[6,"j","v","k"]],"names":["n","x"]}'
+
+
+def test_merged_columns_keep_a_nan_or_infinite_mean_and_m2():
+    packed = pack_columns({"x": {"distribution": [float("inf"), float("nan"), b"k"]}})
+    assert packed == layout({"x": {"distribution": [float("inf"), float("nan"), 1]}}, b"k")
+    (mean, m2, sketch) = unpack_columns(packed)["x"]["distribution"]
+    assert mean == float("inf") and m2 != m2 and sketch == b"k"  # NaN is the one value unequal to itself

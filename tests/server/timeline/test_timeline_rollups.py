@@ -1,33 +1,25 @@
 """Rollups of hour and day buckets and the session's timeline version: the merge kept as batches
 land is the merge of the bucket's profiles, a late or replaced batch changes only its own bucket,
 deleting a profile drops only its buckets' rollups, the version changes when something lands or is
-deleted (never when a view is read), and one stored document is kept per query.
+deleted (never when a view is read). Their property tests are test_rollups_properties.py's.
 
-Pure logic over a dict of derived values first (the store's own behaviour is the subject of the
-HTTP tests after it, on both stores)."""
+Pure logic over a dict of derived values (the store's own behaviour over HTTP, on both stores, is
+test_rollups_http.py's: it starts a server, too slow for these modules' mutation runs)."""
 
 from __future__ import annotations
 
 import json
-import time
-from typing import Any
 
 import pytest
-import requests
 import whylogs_sketching as ds
-from conftest import both_stores, make_profile_bytes
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from whylogs.core import DatasetProfileView
+from rollup_fakes import DAY0, DIGESTS, DictArtefacts, Summaries, member, merged_points, rollup_points
 
 from whylogs_songbird.column_stats import KS_POINTS, drift_scores, known_quantiles, merge_views, sketch_quantiles
-from whylogs_songbird.server import LocalServer
 from whylogs_songbird.server.digest import (
     DigestError,
     columns_of,
     digest_column,
     digest_columns,
-    digest_from_bytes,
     view_from_digest,
     view_of,
 )
@@ -35,8 +27,6 @@ from whylogs_songbird.server.rollups import (
     ALL_SEGMENTS,
     BINARY_MAGIC,
     KNOWN_MAGIC,
-    ROLLUP_PREFIX,
-    Member,
     Rollup,
     Rollups,
     decode_columns,
@@ -44,155 +34,16 @@ from whylogs_songbird.server.rollups import (
     encode_view,
     family_of,
     pack_columns,
-    read_version,
     rollup_key,
-    store_rollups,
     unpack_columns,
     unpack_known,
 )
-from whylogs_songbird.server.timeline_service import DOC_PREFIX
 from whylogs_songbird.timeline import (
     BAND_QUANTILES,
     DAY_MS,
     HOUR_MS,
-    NUMBER_SERIES,
-    Batch,
-    TimelineInputs,
-    bucket_bounds,
     column_points,
-    compute_timeline,
 )
-
-TIMEOUT = 120
-DAY0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
-#: Small profiles: a bucket of them never fills a KLL sketch, so every number of a merge is exact
-#: (whylogs' KLL merge compacts at random once a sketch is full).
-DIGESTS = [digest_from_bytes(make_profile_bytes(8, seed=seed)) for seed in range(8)]
-
-
-class DictArtefacts:
-    """Derived values in a dict (the store's ``get_derived``/``put_derived``/``drop_derived``)."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], bytes] = {}
-
-    def get_derived(self, session_id: str, key: str) -> bytes | None:
-        return self.data.get((session_id, key))
-
-    def put_derived(self, session_id: str, key: str, data: bytes) -> None:
-        self.data[(session_id, key)] = data
-
-    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
-        gone = [
-            k
-            for k in self.data
-            if k[0] == session_id and k[1].startswith(prefix) and (keep is None or not k[1].startswith(keep))
-        ]
-        for key in gone:
-            del self.data[key]
-        return len(gone)
-
-
-def member(index: int, timestamp: int, version: int = 0) -> Member:
-    sha = f"{index:02d}{version:02d}".ljust(64, "a")
-    return Member(timestamp, f"log-{index}:{sha}:1", f"log-{index}", sha)
-
-
-class Summaries:
-    """Stored summaries by (upload id, sha256), as ``Rollups`` reads its members'."""
-
-    def __init__(self) -> None:
-        self.by_member: dict[tuple[str, str], bytes] = {}
-
-    def __call__(self, session_id: str, m: Member) -> bytes | None:
-        return self.by_member.get((m.upload_id, m.sha256))
-
-    def add(self, rollups: Rollups, m: Member, digest: bytes, segment: str = "") -> None:
-        self.by_member[(m.upload_id, m.sha256)] = digest
-        rollups.add("s", m, segment, digest)
-
-
-def merged_points(members: list[Member], summaries: Summaries) -> dict[str, Any]:
-    ordered = sorted(members, key=lambda m: m.order)
-    return column_points(merge_views([view_from_digest(summaries("s", m) or b"") for m in ordered]))
-
-
-def rollup_points(rollups: Rollups, rollup: Rollup, summaries: Summaries) -> dict[str, Any]:
-    return column_points(rollups.view(rollup, lambda m: view_from_digest(summaries("s", m) or b"")))
-
-
-@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(st.tuples(st.integers(0, 47), st.integers(0, 59)), min_size=1, max_size=7),
-    st.randoms(use_true_random=False),
-)
-def test_a_rollup_is_the_merge_of_its_bucket_in_any_arrival_order(stamps: list[tuple[int, int]], rng: Any) -> None:
-    artefacts, summaries = DictArtefacts(), Summaries()
-    rollups = Rollups(artefacts, summaries)
-    members = [member(i, DAY0 + hour * HOUR_MS + minute * 60_000) for i, (hour, minute) in enumerate(stamps)]
-    arrival = list(range(len(members)))
-    rng.shuffle(arrival)
-    for index in arrival:
-        summaries.add(rollups, members[index], DIGESTS[index % len(DIGESTS)])
-    for granularity in ("hour", "day"):
-        buckets: dict[int, list[Member]] = {}
-        for m in members:
-            buckets.setdefault(bucket_bounds(m.timestamp, granularity)[0], []).append(m)  # type: ignore[arg-type]
-        stored = [
-            k for (_, k) in artefacts.data if k.startswith(f"{ROLLUP_PREFIX}{granularity}/") and k.count("/") == 4
-        ]
-        assert len(stored) == len(buckets)
-        for start, inside in buckets.items():
-            rollup = rollups.read("s", granularity, start, ALL_SEGMENTS)
-            assert rollup is not None
-            assert list(rollup.members) == sorted(inside, key=lambda m: m.order)
-            assert (rollup.digest is None) == (len(inside) == 1)
-            assert rollup_points(rollups, rollup, summaries) == merged_points(inside, summaries)
-
-
-@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 59), st.booleans()), min_size=1, max_size=9),
-    st.lists(st.integers(1, 4), min_size=1, max_size=9),
-    st.randoms(use_true_random=False),
-)
-def test_batches_added_in_groups_leave_the_rollups_one_by_one_adds_leave(
-    stamps: list[tuple[int, int, bool]], sizes: list[int], rng: Any
-) -> None:
-    """The ingest worker merges a burst of summarised batches at once (``add_many``): in whatever
-    groups they come (late ones, a slot PUT again within its group or after it, segments), each
-    bucket ends with the same members and merge as adding them one by one."""
-    members, segments = [], []
-    for i, (hour, minute, again) in enumerate(stamps):
-        index = i - 1 if again and i else i  # the slot of the batch before, PUT again
-        members.append(member(index, DAY0 + hour * HOUR_MS + minute * 60_000, version=i))
-        segments.append(f"k={index % 2}")
-    arrival = list(range(len(members)))
-    rng.shuffle(arrival)
-    one_by_one, grouped = (DictArtefacts(), Summaries()), (DictArtefacts(), Summaries())
-    for index in arrival:
-        one_by_one[1].add(Rollups(*one_by_one), members[index], DIGESTS[index % len(DIGESTS)], segments[index])
-    at = 0
-    for size in [*sizes, len(arrival)]:
-        group = arrival[at : at + size]
-        at += size
-        for index in group:
-            grouped[1].by_member[(members[index].upload_id, members[index].sha256)] = DIGESTS[index % len(DIGESTS)]
-        Rollups(*grouped).add_many("s", [(members[i], segments[i], DIGESTS[i % len(DIGESTS)]) for i in group])
-    for artefacts, summaries in (one_by_one, grouped):
-        rollups = Rollups(artefacts, summaries)
-        for key in sorted({k for _, k in one_by_one[0].data} | {k for _, k in grouped[0].data}):
-            if key.count("/") != 4:
-                continue
-            _, _, granularity, start, family = key.split("/")
-            mine = rollups.read("s", granularity, int(start), family)
-            theirs = Rollups(*one_by_one).read("s", granularity, int(start), family)
-            assert (mine is None) == (theirs is None), key
-            if mine is not None and theirs is not None:
-                assert mine.members == theirs.members and sorted(mine.names) == sorted(theirs.names)
-                assert rollup_points(rollups, mine, summaries) == merged_points(list(mine.members), summaries)
 
 
 @pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
@@ -370,140 +221,3 @@ def test_digested_columns_read_as_sketches_give_their_views_numbers_and_drift() 
     digests[1]["x"]["distribution"][2] = "AAAA"  # a sketch that fails its check, as view_of refuses it
     with pytest.raises(DigestError):
         columns_of(digests[1])
-
-
-# -- over HTTP, on both stores ----------------------------------------------------------------
-
-
-def new_session(server: LocalServer) -> str:
-    r = requests.post(f"{server.url}/v0/sessions", json={"userId": "tester"}, timeout=TIMEOUT)
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
-
-
-def upload(server: LocalServer, session_id: str, data: bytes, timestamp: int | None = None, alias: str = "") -> str:
-    path, body = (
-        ("upload", {"datasetTimestamp": timestamp}) if timestamp is not None else ("reference", {"alias": alias})
-    )
-    r = requests.post(f"{server.url}/v0/sessions/{session_id}/{path}", json=body, timeout=TIMEOUT)
-    assert r.status_code == 200, r.text
-    put = requests.put(r.json()["uploadUrl"], data=data, timeout=TIMEOUT)
-    assert put.status_code in (200, 204), put.text
-    return str(r.json()["id"])
-
-
-def summarised(server: LocalServer, session_id: str, count: int) -> None:
-    """Wait until the session holds ``count`` profiles, all summarised by the ingest worker and each
-    batch merged into its day's rollup, its last step (a presigned PUT is learned first)."""
-    rollups = store_rollups(server.store)
-
-    def rolled(profile: Any) -> bool:
-        day = rollups.read(
-            session_id, "day", bucket_bounds(profile.dataset_timestamp, "day")[0], ALL_SEGMENTS, merged=False
-        )
-        return day is not None and any(m.upload_id == profile.id for m in day.members)
-
-    deadline = time.monotonic() + 60
-    while True:
-        server.store.learn_landed(session_id)
-        profiles = server.store.list_profiles(session_id)
-        ready = len(profiles) == count and all(p.ingest_state == "ready" for p in profiles)
-        if ready and all(rolled(p) for p in profiles if p.kind == "batch"):
-            return
-        assert time.monotonic() < deadline, f"the ingest worker did not finish: {profiles}"
-        time.sleep(0.05)
-
-
-def day_view(server: LocalServer, session_id: str, granularity: str = "day") -> dict[str, Any]:
-    r = requests.get(
-        f"{server.url}/api/v1/sessions/{session_id}/timeline", params={"granularity": granularity}, timeout=TIMEOUT
-    )
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-def stored_rollup(server: LocalServer, session_id: str, granularity: str, start: int) -> bytes | None:
-    return server.store.metadata.get_derived(session_id, rollup_key(granularity, start, ALL_SEGMENTS))
-
-
-def version(server: LocalServer, session_id: str) -> str:
-    return read_version(server.store.metadata, session_id)
-
-
-def doc_keys(server: LocalServer, session_id: str) -> list[str]:
-    rows = server.store.metadata._query("SELECT key FROM derived WHERE session_id = ?", (session_id,))  # type: ignore[attr-defined]
-    return sorted(str(row["key"]) for row in rows if str(row["key"]).startswith(DOC_PREFIX))
-
-
-@both_stores
-def test_rollups_version_and_stored_documents_follow_landed_late_and_deleted_batches(server: LocalServer) -> None:
-    session_id = new_session(server)
-    batches = {DAY0 + HOUR_MS: 1, DAY0 + 2 * HOUR_MS: 2, DAY0 + 3 * HOUR_MS: 3, DAY0 + DAY_MS + HOUR_MS: 4}
-    ids = {
-        stamp: upload(server, session_id, make_profile_bytes(12, seed=seed), stamp) for stamp, seed in batches.items()
-    }
-    upload(server, session_id, make_profile_bytes(30, seed=9), alias="training")
-    summarised(server, session_id, 5)
-    rollups = store_rollups(server.store)
-    day0 = rollups.read(session_id, "day", DAY0, ALL_SEGMENTS)
-    assert day0 is not None and [m.upload_id for m in day0.members] == [ids[s] for s in sorted(ids)[:3]]
-    assert rollups.read(session_id, "hour", DAY0 + 2 * HOUR_MS, ALL_SEGMENTS) is not None
-
-    # the view's numbers are those of merging every profile of each bucket (no rollup involved)
-    first = version(server, session_id)
-    document = day_view(server, session_id)
-    assert [b["profiles"] for b in document["buckets"]] == [3, 1]
-    views = {s: DatasetProfileView.deserialize(make_profile_bytes(12, seed=seed)) for s, seed in batches.items()}
-    expected = compute_timeline(
-        TimelineInputs(
-            batches=[Batch(key=str(s), timestamp=s) for s in batches],
-            load=lambda batch: views[batch.timestamp],
-            reference=DatasetProfileView.deserialize(make_profile_bytes(30, seed=9)),
-            granularity="day",
-        )
-    )
-    for name in ("n", "x", "s"):
-        for series in (*NUMBER_SERIES, "drift_p_value", "previous_drift_p_value"):
-            assert document["columns"][name][series] == expected["columns"][name][series], (name, series)
-    # reading views changes neither the version nor the stored document
-    assert version(server, session_id) == first != ""
-    assert day_view(server, session_id) == document and version(server, session_id) == first
-    day1 = stored_rollup(server, session_id, "day", DAY0 + DAY_MS)
-
-    # a late batch of day 0 (before its others): the version changes, day 1's rollup does not
-    late = upload(server, session_id, make_profile_bytes(12, seed=5), DAY0 + 30 * 60_000)
-    summarised(server, session_id, 6)
-    second = version(server, session_id)
-    assert second != first
-    assert stored_rollup(server, session_id, "day", DAY0 + DAY_MS) == day1
-    day0 = rollups.read(session_id, "day", DAY0, ALL_SEGMENTS)
-    assert day0 is not None and day0.members[0].upload_id == late and len(day0.members) == 4
-    assert [b["profiles"] for b in day_view(server, session_id)["buckets"]] == [4, 1]
-
-    # deleting a profile: the version changes, its hour and day rollups go, the others stay
-    r = requests.delete(f"{server.url}/v0/sessions/{session_id}/profiles/{ids[DAY0 + 2 * HOUR_MS]}", timeout=TIMEOUT)
-    assert r.status_code == 204, r.text
-    assert version(server, session_id) not in (first, second)
-    assert stored_rollup(server, session_id, "day", DAY0) is None
-    assert stored_rollup(server, session_id, "hour", DAY0 + 2 * HOUR_MS) is None
-    assert stored_rollup(server, session_id, "hour", DAY0 + HOUR_MS) is not None
-    assert stored_rollup(server, session_id, "day", DAY0 + DAY_MS) == day1
-    after = day_view(server, session_id)
-    assert [b["profiles"] for b in after["buckets"]] == [3, 1]
-    assert after["columns"]["n"]["count"] == [36, 12]
-    rebuilt = rollups.read(session_id, "day", DAY0, ALL_SEGMENTS)  # merged again by the view, without it
-    assert rebuilt is not None and ids[DAY0 + 2 * HOUR_MS] not in [m.upload_id for m in rebuilt.members]
-
-    # one stored document per query, however often the session changed
-    for round_ in range(2):
-        day_view(server, session_id, "week")
-        day_view(server, session_id)
-        assert len(doc_keys(server, session_id)) == 2, doc_keys(server, session_id)
-        upload(server, session_id, make_profile_bytes(10, seed=10 + round_), DAY0 + (20 + round_) * HOUR_MS)
-        summarised(server, session_id, 6 + round_)
-    assert [b["profiles"] for b in day_view(server, session_id)["buckets"]] == [5, 1]
-    assert len(doc_keys(server, session_id)) == 2
-
-    # deleting the session leaves nothing derived of it
-    assert requests.delete(f"{server.url}/v0/sessions/{session_id}", timeout=TIMEOUT).status_code == 204
-    assert server.store.metadata.get_derived(session_id, rollup_key("hour", DAY0 + HOUR_MS, ALL_SEGMENTS)) is None
