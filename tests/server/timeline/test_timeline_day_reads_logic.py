@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import whylogs as why
+from stored_listing import stored
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird import timeline
@@ -44,16 +45,7 @@ def logged(value: float) -> DatasetProfileView:
 
 
 def batch(name: str, timestamp: int, *, pending: bool = False) -> StoredProfile:
-    return StoredProfile(
-        id=name,
-        kind="batch",
-        dataset_timestamp=timestamp,
-        alias=None,
-        segment="",
-        identity=f"{name}:sha-{name}:1",
-        stored_at=1,
-        pending=pending,
-    )
+    return stored(name, timestamp, stored_at=1, pending=pending)
 
 
 class Session:

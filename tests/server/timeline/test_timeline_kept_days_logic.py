@@ -10,6 +10,7 @@ store's SQL parameters refuse it). Nothing is loaded: no document is built."""
 from __future__ import annotations
 
 import pytest
+from stored_listing import stored
 
 from whylogs_songbird.server import timeline_service
 from whylogs_songbird.server.timeline_service import LISTED_SESSIONS, MemoryArtefacts, StoredProfile, TimelineService
@@ -23,15 +24,7 @@ SMALLEST, LARGEST = -(2**63), 2**63 - 1  # the store's timestamps are 64-bit
 
 
 def batch(name: str, timestamp: int) -> StoredProfile:
-    return StoredProfile(
-        id=name,
-        kind="batch",
-        dataset_timestamp=timestamp,
-        alias=None,
-        segment="",
-        identity=f"{name}:sha-{name}:1",
-        stored_at=1,
-    )
+    return stored(name, timestamp, stored_at=1)
 
 
 class Store:

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import whylogs as why
+from stored_listing import stored
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.server.timeline_service import MemoryArtefacts, StoredProfile, TimelineQuery, TimelineService
@@ -33,15 +34,7 @@ def logged(value: float) -> DatasetProfileView:
 
 
 def batch(name: str, timestamp: int) -> StoredProfile:
-    return StoredProfile(
-        id=name,
-        kind="batch",
-        dataset_timestamp=timestamp,
-        alias=None,
-        segment="",
-        identity=f"{name}:sha-{name}:1",
-        stored_at=1,
-    )
+    return stored(name, timestamp, stored_at=1)
 
 
 class Session:

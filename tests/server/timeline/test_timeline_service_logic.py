@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import whylogs as why
+from stored_listing import stored
 from whylogs.core import DatasetProfileView
 
 from whylogs_songbird.column_stats import Profile, ProfileColumns
@@ -54,28 +55,6 @@ T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 @functools.cache
 def logged(*values: float) -> DatasetProfileView:
     return why.log(pd.DataFrame({"x": list(values)})).view()
-
-
-def stored(
-    id: str,
-    timestamp: int | None,
-    *,
-    kind: str = "batch",
-    segment: str = "",
-    alias: str | None = None,
-    stored_at: int = 0,
-    pending: bool = False,
-) -> StoredProfile:
-    return StoredProfile(
-        id=id,
-        kind=kind,
-        dataset_timestamp=timestamp,
-        alias=alias,
-        segment=segment,
-        identity=f"{id}:sha-{id}:1",
-        stored_at=stored_at,
-        pending=pending,
-    )
 
 
 class Session:
