@@ -65,6 +65,8 @@ PYTEST_ARGS = [
 ]
 #: Mutants tested per module by ``--estimate`` (unless a number follows it).
 ESTIMATE_SAMPLE = 12
+#: ``--estimate`` names each sampled mutant that held its slot at least this many seconds.
+SLOW_MUTANT_SECONDS = 1.0
 #: mutmut's timeout_multiplier (see configure).
 TIMEOUT_MULTIPLIER = 15
 #: Modules that should be held by fast tests: ``--list`` names those no test file marks yet.
@@ -524,6 +526,7 @@ def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_m
         f" {'cpu-s':>7} {'slot-s':>7} {'stats: fastest..all':>20} {'timeouts':>8}"
     )
     total_cpu = total_slot = sampled_cpu = 0.0
+    all_timeouts: list[str] = []
     for module in chosen:
         row = summary.get(dotted(module))
         if row is None:
@@ -534,6 +537,7 @@ def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_m
         # a mutant with no tests costs nothing; one cut off by its timeout writes no record
         untested = sum(found.get(n) == "no tests" for n in names)
         timeouts = [n for n in names if n not in records and found.get(n) != "no tests"]
+        all_timeouts += timeouts
         mean = {key: sum(r[key] for r in timed) / len(names) if names else 0.0 for key in ("cpu", "quiet", "wall")}
         # a mutant cut off by its timeout holds its slot until mutmut's wall limit, half its CPU limit:
         # (its tests' stats time + mutmut's timeout_constant of 1 s) x TIMEOUT_MULTIPLIER
@@ -552,6 +556,16 @@ def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_m
             f" {mean['wall']:>8.3f} {cpu_s:>6.0f}s {slot * row['mutants']:>6.0f}s {bounds:>20} {len(timeouts):>8}"
             + (f"  ({untested} no tests)" if untested else "")
         )
+    slow = sorted(
+        (r for r in records.values() if max(r["cpu"], r["quiet"]) >= SLOW_MUTANT_SECONDS),
+        key=lambda r: -max(r["cpu"], r["quiet"]),
+    )
+    if slow:  # what to look at first to make a run cheaper: a test waiting for real, or a hang
+        print(f"\nsampled mutants that held a slot {SLOW_MUTANT_SECONDS:.0f} s or more (cpu, quiet wall, exit code):")
+        for r in slow:
+            print(f"  {r['name']:70} {r['cpu']:6.2f} {r['quiet']:7.2f}  {r['code']}")
+    if all_timeouts:
+        print("sampled mutants cut off by their timeout: " + ", ".join(all_timeouts))
     fixed = cpu - sampled_cpu
     parallel = min(int(jobs), cores)
     print(
