@@ -454,6 +454,8 @@ def scratch_dir() -> Any:
         yield None
         return
     with tempfile.TemporaryDirectory(dir=SCRATCH, prefix="songbird-mutation-") as scratch:
+        # PostgreSQL, run as its own user, passes through (x only, no listing) to its cluster directory
+        os.chmod(scratch, 0o711)  # noqa: S103
         before, tempfile.tempdir = tempfile.tempdir, scratch
         try:
             yield scratch
