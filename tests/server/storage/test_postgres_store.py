@@ -94,10 +94,10 @@ def test_other_urls_say_what_to_write(url, message):
 def test_an_unreachable_database_fails_fast_saying_what_to_check():
     url = f"postgresql://songbird:hunter2@127.0.0.1:{free_port()}/songbird"
     with pytest.raises(DatabaseUnavailableError) as caught:
-        PostgresMetadataStore(url, connect_timeout=1)
+        PostgresMetadataStore(url, connect_timeout=0.2)  # the pool's wait; each try's own is a whole second
     assert isinstance(caught.value, StorageUnavailableError)
     assert str(caught.value) == (
-        f"Could not connect to PostgreSQL at {redacted(url)} within 1 s (PoolTimeout); check the URL, that the "
+        f"Could not connect to PostgreSQL at {redacted(url)} within 0.2 s (PoolTimeout); check the URL, that the "
         "database server runs and that it accepts this user (a password can come from PGPASSWORD or ~/.pgpass)."
     )
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
@@ -110,7 +110,9 @@ def test_a_bad_url_is_refused_before_connecting():
 
 @pytest.fixture
 def store(postgres_service):
-    opened = PostgresMetadataStore(postgres_service.new_schema())
+    # a short wait for the pool: a store that can never connect (a mutant's connection options, say)
+    # fails its tests in 2 s instead of the default 10
+    opened = PostgresMetadataStore(postgres_service.new_schema(), connect_timeout=2)
     yield opened
     opened.close()
 
