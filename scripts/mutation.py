@@ -18,6 +18,7 @@ so a new module or test file needs no edit here.
     scripts/mutation --list                # the modules, their test files, and modules no test marks
     MUTATION_JOBS=2 scripts/mutation       # mutants tested at once (default 1: a shared machine)
     scripts/mutation --estimate [N] [words] # predict a run's cost from N sampled mutants a module
+    MUTATION_SCRATCH= scripts/mutation     # keep the run's files in the usual temp dir, not /dev/shm
 
 Each run rewrites ``.mutation/<module>.survivors`` (kept in git) of every module it ran with every
 mutant not killed and its diff (mutmut's output and the slowest mutants: ``.mutation/mutation.log``).
