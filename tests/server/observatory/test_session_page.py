@@ -16,6 +16,7 @@ from stored_profiles import wait_recorded
 from whylogs_songbird.server import LocalServer, Store
 from whylogs_songbird.server.common import observatory_link, segment_label
 from whylogs_songbird.server.ingest import LEASE_MS
+from whylogs_songbird.server.observatory.cache import PAGE_WAIT_SECONDS
 from whylogs_songbird.server.store import blob_key, now_ms
 
 TIMEOUT = 30
@@ -197,8 +198,9 @@ def test_a_comparison_with_a_profile_still_being_summarised_answers_202_as_a_who
     upload(server.url, sid, TS)
     slot = requests.post(f"{server.url}/v0/sessions/{sid}/upload", json={"datasetTimestamp": TS + DAY}, timeout=30)
     pending_id = slot.json()["id"]
-    # another process records the second profile and holds the claim on its summary (claimed 11 s
-    # ago, longer than a page waits for another process's claim): its bytes first, then its row
+    # another process records the second profile and holds the claim on its summary, both a second
+    # older than PAGE_WAIT_SECONDS (a page waits for another process's claim only on a younger
+    # profile: it answers at once, whatever a slow run's timing): its bytes first, then its row
     other = Store(server.data_dir)
     try:
         import hashlib
@@ -206,12 +208,13 @@ def test_a_comparison_with_a_profile_still_being_summarised_answers_202_as_a_who
         digest = hashlib.sha256(PROFILE).hexdigest()
         key = blob_key(sid, pending_id, digest)
         other.blobs.put_bytes(key, PROFILE)
+        claimed = now_ms() - int(PAGE_WAIT_SECONDS * 1000) - 1000
         with other.metadata._transaction() as conn:
             other.metadata._exec(
                 conn,
                 "UPDATE uploads SET stored_at = ?, size = ?, sha256 = ?, path = ?, ingest_state = 'pending',"
                 " ingest_lease = ?, ingest_tries = 1, ingest_owner = 'another-host' WHERE id = ?",
-                (now_ms(), len(PROFILE), digest, key, now_ms() + LEASE_MS - 11_000, pending_id),
+                (claimed, len(PROFILE), digest, key, claimed + LEASE_MS, pending_id),
             )
         url = observatory_link(server.url, sid, [str(TS), str(TS + DAY)])
         page = requests.get(url, timeout=TIMEOUT)

@@ -94,10 +94,10 @@ def test_other_urls_say_what_to_write(url, message):
 def test_an_unreachable_database_fails_fast_saying_what_to_check():
     url = f"postgresql://songbird:hunter2@127.0.0.1:{free_port()}/songbird"
     with pytest.raises(DatabaseUnavailableError) as caught:
-        PostgresMetadataStore(url, connect_timeout=1)
+        PostgresMetadataStore(url, connect_timeout=0.2)  # the pool's wait; each try's own is a whole second
     assert isinstance(caught.value, StorageUnavailableError)
     assert str(caught.value) == (
-        f"Could not connect to PostgreSQL at {redacted(url)} within 1 s (PoolTimeout); check the URL, that the "
+        f"Could not connect to PostgreSQL at {redacted(url)} within 0.2 s (PoolTimeout); check the URL, that the "
         "database server runs and that it accepts this user (a password can come from PGPASSWORD or ~/.pgpass)."
     )
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
@@ -108,9 +108,14 @@ def test_a_bad_url_is_refused_before_connecting():
         PostgresMetadataStore("postgresql://127.0.0.1:1", connect_timeout=1)
 
 
+#: The pool's wait for its first connection in these tests: a store that can never connect (a
+#: mutant's connection options, say) fails a test in 2 s instead of the default 10.
+QUICK = 2
+
+
 @pytest.fixture
 def store(postgres_service):
-    opened = PostgresMetadataStore(postgres_service.new_schema())
+    opened = PostgresMetadataStore(postgres_service.new_schema(), connect_timeout=QUICK)
     yield opened
     opened.close()
 
@@ -128,7 +133,7 @@ def test_a_new_database_gets_the_current_schema_and_says_so(postgres_service, ca
         first.close()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.storage"):
-        again = PostgresMetadataStore(url)
+        again = PostgresMetadataStore(url, connect_timeout=QUICK)
     try:
         assert again.schema_version() == SCHEMA_VERSION and again.owner == ""
         assert [r.getMessage() for r in caplog.records] == []  # nothing migrated the second time
@@ -138,7 +143,7 @@ def test_a_new_database_gets_the_current_schema_and_says_so(postgres_service, ca
 
 def test_the_repr_hides_the_password(postgres_service):
     url = postgres_service.new_schema().replace("postgres@", "postgres:hunter2@", 1)
-    opened = PostgresMetadataStore(url)  # trust auth: the password is not checked
+    opened = PostgresMetadataStore(url, connect_timeout=QUICK)  # trust auth: the password is not checked
     try:
         assert repr(opened) == f"PostgresMetadataStore({redacted(url)!r})"
         assert "hunter2" not in repr(opened) and ":***@" in repr(opened)
@@ -155,7 +160,7 @@ def test_the_pool_keeps_one_to_sixteen_connections_and_never_fewer_than_two_at_m
             assert (opened._pool.min_size, opened._pool.max_size, opened._pool.name) == (1, kept, "songbird")
         finally:
             opened.close()
-    default = PostgresMetadataStore(url)
+    default = PostgresMetadataStore(url, connect_timeout=QUICK)
     try:
         assert default._pool.max_size == POOL_MAX
     finally:
@@ -189,7 +194,7 @@ def test_reads_are_autocommit_and_a_failed_transaction_leaves_nothing(store):
 def test_close_is_idempotent_and_ends_every_connection(postgres_service):
     url = postgres_service.new_database("closing")
     name = url.rsplit("/", 1)[1]
-    opened = PostgresMetadataStore(url)
+    opened = PostgresMetadataStore(url, connect_timeout=QUICK)
     with psycopg.connect(postgres_service.url(), autocommit=True) as watcher:
         assert _connections(watcher, name, until_zero=False) >= 1
         opened.close()
@@ -211,7 +216,7 @@ def _connections(conn: psycopg.Connection, database: str, until_zero: bool = Tru
 def test_a_newer_schema_is_refused_and_the_pool_closed(postgres_service):
     url = postgres_service.new_database("newer")
     name = url.rsplit("/", 1)[1]
-    PostgresMetadataStore(url).close()
+    PostgresMetadataStore(url, connect_timeout=QUICK).close()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION + 1),))
     with pytest.raises(StorageConfigError) as caught:
@@ -229,10 +234,10 @@ def test_a_newer_schema_is_refused_and_the_pool_closed(postgres_service):
 
 def test_the_current_schema_is_opened(postgres_service):
     url = postgres_service.new_schema()
-    PostgresMetadataStore(url).close()
+    PostgresMetadataStore(url, connect_timeout=QUICK).close()
     with psycopg.connect(url, autocommit=True) as conn:
         assert _recorded_version(conn) == SCHEMA_VERSION
-    reopened = PostgresMetadataStore(url)
+    reopened = PostgresMetadataStore(url, connect_timeout=QUICK)
     reopened.close()
 
 
@@ -253,7 +258,9 @@ def test_the_migration_lock_is_songbird_s_own_and_a_start_waits_for_it(postgres_
     opened: list[PostgresMetadataStore] = []
     with psycopg.connect(url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
-        starting = threading.Thread(target=lambda: opened.append(PostgresMetadataStore(url)), daemon=True)
+        starting = threading.Thread(
+            target=lambda: opened.append(PostgresMetadataStore(url, connect_timeout=QUICK)), daemon=True
+        )
         starting.start()
         deadline = time.monotonic() + 30
         while not _waits_on_advisory_lock(holder):  # the start is blocked on the lock we hold
