@@ -25,7 +25,7 @@ from whylogs_songbird.outbox import storage as S
 from whylogs_songbird.session import SessionStore
 
 #: scripts/mutation runs this file against the mutants of these modules
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/outbox/delivery.py")
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/outbox/delivery.py", "whylogs_songbird/outbox/storage.py")
 
 HERE = "http://127.0.0.1:9"
 THERE = "http://127.0.0.1:10"
