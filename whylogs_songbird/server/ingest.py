@@ -318,6 +318,7 @@ class IngestWorker:
             self._look_thread = threading.Thread(target=self._look_when_asked, name="songbird-ingest-look", daemon=True)
             self._look_thread.start()
             self.store.add_look_waker(self.look_soon)
+            self.store.add_recorded_waker(self.wake)
             try:  # other hosts' announcements of work wake this worker (PostgreSQL)
                 self._unlisten = self.store.listen_ingest(self._wake.set)
             except Exception:
@@ -369,6 +370,7 @@ class IngestWorker:
         self._wake.set()
         self._look_wanted.set()  # the look thread ends too
         self.store.remove_look_waker(self.look_soon)
+        self.store.remove_recorded_waker(self.wake)
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None

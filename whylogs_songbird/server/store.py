@@ -207,6 +207,7 @@ class Store:
         self._look_lock = threading.Lock()
         #: Called when a reader asks for a look at a session (see :meth:`nudge_landed`).
         self._look_wakers: list[Callable[[], None]] = []
+        self._recorded_wakers: list[Callable[[], None]] = []
         #: Called with each upload this process records (see :meth:`upload_landed`).
         self._landed_hooks: list[Callable[[UploadRecord], None]] = []
 
@@ -619,6 +620,19 @@ class Store:
         with contextlib.suppress(ValueError):
             self._look_wakers.remove(waker)
 
+    def add_recorded_waker(self, waker: Callable[[], None]) -> None:
+        """Call ``waker()`` when a request's look recorded landed uploads (they wait to be
+        summarised): the ingest worker registers its wake-up here, so it does not sleep on them."""
+        self._recorded_wakers.append(waker)
+
+    def remove_recorded_waker(self, waker: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._recorded_wakers.remove(waker)
+
+    def _recorded(self) -> None:
+        for waker in list(self._recorded_wakers):
+            waker()
+
     def nudge_landed(self, session_id: str) -> None:
         """A page or timeline view's word that presigned PUTs of ``session_id`` may have landed:
         the background look (:meth:`learn_landed`, run by the ingest worker) takes the session at its
@@ -645,8 +659,9 @@ class Store:
         The named slots only are looked at (a HEAD each, never a listing of the session), and those
         whose bytes are there are recorded as :meth:`learn_landed` records them: a link opened right
         after its PUT shows the profile instead of waiting for the ingest worker's next look. Resolve
-        the selector again after a True. A slot another host holds a learn claim on is left to that
-        host (still True: the caller waits as for any slot not recorded yet)."""
+        the selector again after a True. Like any request's look it takes no learn claim and reads
+        a slot another thread or host may be learning too (recording stays conditional): a page
+        never waits on the ingest worker's look, nor on a host that died holding the claim."""
         if not self.presigns:
             return False
         timestamp = parse_timestamp_selector(selector)
@@ -657,12 +672,10 @@ class Store:
                 timestamp is not None and upload.kind == "batch" and upload.dataset_timestamp == timestamp
             ):
                 named = True
-                if upload.learned_elsewhere(self.metadata.owner, now_ms()):
-                    continue  # another host is recording it: the caller waits for that
                 key = blob_key(upload.session_id, upload.id)
-                size = self.blobs.size(key)
-                if size is not None:
-                    self._learn_claimed([upload], {key: size})
+                size = self.blobs.size(key)  # a request's look: read now, claimed or not (see learn_landed)
+                if size is not None and self._record_landed(upload, key, size) is not None:
+                    self._recorded()
         return named
 
     def learn_landed(
@@ -742,6 +755,8 @@ class Store:
                     return learned
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
+            if not background:  # the background's caller is the ingest worker itself
+                self._recorded()
         return learned
 
     def _look_due(self, session_id: str) -> bool:

@@ -848,12 +848,14 @@ def test_the_worker_takes_the_store_s_asks_for_a_look_while_it_runs(store, monke
     removed: list[Any] = []
     monkeypatch.setattr(store, "add_look_waker", added.append)
     monkeypatch.setattr(store, "remove_look_waker", removed.append)
+    monkeypatch.setattr(store, "add_recorded_waker", added.append)
+    monkeypatch.setattr(store, "remove_recorded_waker", removed.append)
     worker = IngestWorker(store, sandbox=FakeSandbox(), poll_seconds=60).start()
-    try:
-        assert added == [worker.look_soon] and removed == []
+    try:  # a look asked for by a page, and profiles a request's look recorded, wake it
+        assert added == [worker.look_soon, worker.wake] and removed == []
     finally:
         worker.stop()
-    assert removed == [worker.look_soon]
+    assert removed == [worker.look_soon, worker.wake]
 
 
 @pytest.mark.parametrize(

@@ -1179,9 +1179,13 @@ def test_a_request_s_look_does_not_wait_for_a_learn_claim_of_a_host_that_died(tw
     session = first.create_session("u")
     upload = slot(first, session.id)
     put_landed(first, upload)
+    linked = slot(first, session.id, ts=200)
+    put_landed(first, linked)
     lease = store_module.now_ms() + 600_000
-    sql(first, "UPDATE uploads SET learn_lease = ?, learn_owner = 'a-dead-host' WHERE id = ?", (lease, upload.id))
+    for claimed in (upload, linked):
+        sql(first, "UPDATE uploads SET learn_lease = ?, learn_owner = 'a-dead-host' WHERE id = ?", (lease, claimed.id))
     assert second.learn_landed() == [], "the background passes a live claim by"
+    assert second.awaits_upload(session.id, "200") is True and second.get_upload(linked.id).stored, "a link's look"
     assert [u.id for u in second.learn_landed(session.id)] == [upload.id]
 
 
@@ -1662,6 +1666,29 @@ def test_a_page_s_nudge_brings_the_next_look_forward_but_never_looks_itself(tmp_
         pstore.remove_look_waker(waker)  # twice is harmless
         pstore.nudge_landed(session.id)
         assert woken == ["worker", "worker"], "a removed waker is not called"
+    finally:
+        pstore.close()
+
+
+def test_what_a_request_s_look_records_wakes_the_ingest_worker_and_the_background_s_does_not(tmp_path):
+    pstore = presigning_store(tmp_path / "data")
+    woken: list[str] = []
+    waker = lambda: woken.append("worker")  # noqa: E731
+    pstore.add_recorded_waker(waker)
+    try:
+        session = pstore.create_session("u")
+        first, second, third = (slot(pstore, session.id, ts=ts) for ts in (100, 200, 300))
+        assert pstore.learn_landed(session.id) == [] and woken == []  # nothing landed, nothing recorded
+        put_landed(pstore, first)
+        assert [u.id for u in pstore.learn_landed(session.id)] == [first.id] and woken == ["worker"]
+        put_landed(pstore, second)
+        assert pstore.awaits_upload(session.id, second.id) is True and woken == ["worker"] * 2
+        put_landed(pstore, third)
+        # the background look's caller is the worker itself
+        assert [u.id for u in pstore.learn_landed()] == [third.id] and woken == ["worker"] * 2
+        pstore.remove_recorded_waker(waker)
+        pstore.remove_recorded_waker(waker)  # twice is harmless
+        assert pstore._recorded_wakers == []
     finally:
         pstore.close()
 
