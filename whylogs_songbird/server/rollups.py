@@ -224,7 +224,7 @@ def _known_of(kll: bytes) -> tuple[KnownQuantiles | None, bytes]:
     quantiles sorts it in place, and the view no longer takes them."""
     try:
         sketch = ds.kll_doubles_sketch.deserialize(kll)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, IndexError):  # a short buffer raises IndexError
         return None, kll
     found = known_quantiles(sketch, BAND_QUANTILES)
     return found, kll if found is None else sketch.serialize()
