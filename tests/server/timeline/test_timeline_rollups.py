@@ -257,6 +257,11 @@ def test_known_quantiles_taken_at_other_points_are_skipped_and_the_next_columns_
     assert list(known["c"].values) == values[::-1]
     assert known["c"].split == Split([1.5, 2.5], [0.25, 1.0])
     assert unpack_known(_known_layout({"a": {"q": [0, 0]}}, b"")) == ({"a": {}}, {})
+    # quantiles stored for a column without a KLL sketch: nothing to hand them to when read
+    alone = _known_layout({"b": {"q": [103, 0]}}, struct.pack("<103d", *values))
+    assert decode_columns(alone).columns["b"].kll is None
+    with pytest.raises(DigestError, match=r"\(known quantiles of a negative count\)"):
+        unpack_known(_known_layout({"a": {"q": [-2, 1]}}, b""))
 
 
 @pytest.mark.parametrize(
