@@ -97,7 +97,7 @@ class Artefacts(Protocol):
 
     def put_derived(self, session_id: str, key: str, data: bytes) -> None: ...
 
-    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int: ...
+    def drop_derived(self, session_id: str, prefix: str, keep: str | None = None) -> int: ...
 
 
 # -- the version ---------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def _known_of(kll: bytes) -> tuple[KnownQuantiles | None, bytes]:
     quantiles sorts it in place, and the view no longer takes them."""
     try:
         sketch = ds.kll_doubles_sketch.deserialize(kll)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, IndexError):  # a short buffer raises IndexError
         return None, kll
     found = known_quantiles(sketch, BAND_QUANTILES)
     return found, kll if found is None else sketch.serialize()

@@ -9,12 +9,21 @@ test_rollups_http.py's: it starts a server, too slow for these modules' mutation
 from __future__ import annotations
 
 import json
+import struct
+import sys
 
 import pytest
 import whylogs_sketching as ds
 from rollup_fakes import DAY0, DIGESTS, DictArtefacts, Summaries, member, merged_points, rollup_points
 
-from whylogs_songbird.column_stats import KS_POINTS, drift_scores, known_quantiles, merge_views, sketch_quantiles
+from whylogs_songbird.column_stats import (
+    KS_POINTS,
+    Split,
+    drift_scores,
+    known_quantiles,
+    merge_views,
+    sketch_quantiles,
+)
 from whylogs_songbird.server.digest import (
     DigestError,
     columns_of,
@@ -29,6 +38,7 @@ from whylogs_songbird.server.rollups import (
     KNOWN_MAGIC,
     Rollup,
     Rollups,
+    _doubles_at,
     decode_columns,
     decode_view,
     encode_view,
@@ -221,3 +231,116 @@ def test_digested_columns_read_as_sketches_give_their_views_numbers_and_drift() 
     digests[1]["x"]["distribution"][2] = "AAAA"  # a sketch that fails its check, as view_of refuses it
     with pytest.raises(DigestError):
         columns_of(digests[1])
+
+
+def _known_layout(header: dict[str, object], tail: bytes) -> bytes:
+    """Merged columns in the known-quantiles layout, written by hand: magic, header length, header, tail."""
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return KNOWN_MAGIC + struct.pack("<I", len(text)) + text + tail
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_known_quantiles_taken_at_other_points_are_skipped_and_the_next_columns_still_read() -> None:
+    values = [float(i) / 4 for i in range(len(KS_POINTS) + len(BAND_QUANTILES))]  # 103 doubles
+    data = _known_layout(
+        {"a": {"q": [2, 0]}, "b": {"q": [103, 0]}, "c": {"q": [103, 2]}},
+        struct.pack("<2d", 7.0, 8.0)
+        + struct.pack("<103d", *values)
+        + struct.pack("<103d", *reversed(values))
+        + struct.pack("<4d", 1.5, 2.5, 0.25, 1.0),
+    )
+    header, known = unpack_known(data)
+    assert header == {"a": {}, "b": {}, "c": {}}
+    assert sorted(known) == ["b", "c"]  # "a" was taken at 2 points, not the 103 a rollup keeps
+    assert known["b"].fractions == (*KS_POINTS, 0.05, 0.5, 0.95)
+    assert list(known["b"].values) == values and known["b"].split is None  # no split points stored
+    assert list(known["c"].values) == values[::-1]
+    assert known["c"].split == Split([1.5, 2.5], [0.25, 1.0])
+    assert unpack_known(_known_layout({"a": {"q": [0, 0]}}, b"")) == ({"a": {}}, {})
+    # quantiles stored for a column without a KLL sketch: nothing to hand them to when read
+    alone = _known_layout({"b": {"q": [103, 0]}}, struct.pack("<103d", *values))
+    assert decode_columns(alone).columns["b"].kll is None
+    with pytest.raises(DigestError, match=r"\(known quantiles of a negative count\)"):
+        unpack_known(_known_layout({"a": {"q": [-2, 1]}}, b""))
+
+
+@pytest.mark.parametrize(
+    "header, tail",
+    [
+        ({"a": {"q": [-2, 1]}}, b""),  # together they ask for no bytes, yet neither count is a count
+        # 103 values less one split point, followed by another column's 2 values: all of it is there
+        ({"a": {"q": [103, -1]}, "b": {"q": [2, 0]}}, struct.pack("<103d", *range(103))),
+        ({"a": {"q": [1.0, 0]}}, struct.pack("<d", 1.0)),
+        ({"a": {"q": [1, "0"]}}, struct.pack("<d", 1.0)),
+    ],
+)
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_known_quantiles_with_counts_that_are_not_counts_are_refused(header: dict[str, object], tail: bytes) -> None:
+    with pytest.raises(DigestError, match="cannot be read"):
+        unpack_known(_known_layout(header, tail))
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_a_q_field_given_to_pack_is_never_stored_and_only_the_known_layout_reads_one() -> None:
+    given = {"a": {"q": [5, 5], "counts": [1, 0]}}
+    for known in (False, True):
+        packed = pack_columns(given, known=known)
+        assert packed.startswith(KNOWN_MAGIC if known else BINARY_MAGIC)
+        assert unpack_known(packed) == ({"a": {"counts": [1, 0]}}, {})
+    assert given == {"a": {"q": [5, 5], "counts": [1, 0]}}  # the caller's columns are left as they were
+    text = b'{"a":{"q":[0,0]}}'
+    assert unpack_known(BINARY_MAGIC + struct.pack("<I", len(text)) + text) == ({"a": {"q": [0, 0]}}, {})
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_kll_sketches_without_known_quantiles_are_stored_as_given() -> None:
+    empty = ds.kll_doubles_sketch(200).serialize()
+    for sketch in (empty, b"junkjunk", b"junk"):  # empty, and bytes no KLL sketch reads
+        packed = pack_columns({"x": {"distribution": [0.5, 0.0, sketch]}}, known=True)
+        assert unpack_known(packed) == ({"x": {"distribution": [0.5, 0.0, sketch]}}, {})
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_a_sketch_with_an_infinite_value_keeps_its_quantiles_without_a_split() -> None:
+    sketch = ds.kll_doubles_sketch(200)
+    for value in (1.0, 2.0, float("inf")):
+        sketch.update(value)
+    taken = known_quantiles(sketch, BAND_QUANTILES)
+    assert taken is not None and taken.split is None and taken.values[-1] == float("inf")
+    columns, known = unpack_known(pack_columns({"x": {"distribution": [1.5, 0.5, sketch.serialize()]}}, known=True))
+    assert list(known["x"].values) == list(taken.values) and known["x"].split is None
+    assert ds.kll_doubles_sketch.deserialize(columns["x"]["distribution"][2]).get_n() == 3
+
+
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_stored_doubles_read_the_same_on_either_byte_order(monkeypatch: pytest.MonkeyPatch, byteorder: str) -> None:
+    data = b"xy" + struct.pack("<3d", 1.5, -2.0, 3.25)
+    monkeypatch.setattr(sys, "byteorder", byteorder)
+    assert _doubles_at(data, 2, 2) == [1.5, -2.0]
+    assert _doubles_at(data, 10, 2) == [-2.0, 3.25]
+    assert _doubles_at(data, 2, 0) == []
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/rollups.py")
+def test_rollups_written_as_batches_land_keep_their_known_quantiles() -> None:
+    artefacts = DictArtefacts()
+    rollups = Rollups(artefacts, lambda session_id, m: DIGESTS[0] if m.upload_id == "log-0" else None)
+    rollups.add_many("s", [(member(0, DAY0 + 10), "", DIGESTS[0]), (member(1, DAY0 + 20), "", DIGESTS[1])])
+    rollups.add("s", member(2, DAY0 + 30), "", DIGESTS[2])  # appended to the stored merge
+    both = merge_views([view_from_digest(d) for d in DIGESTS[:2]])
+    three = merge_views([view_from_digest(d) for d in DIGESTS[:3]])
+    first = Rollups(artefacts, lambda session_id, m: None)  # a fresh reader: nothing cached
+    for granularity in ("hour", "day"):
+        found = first.read("s", granularity, DAY0, ALL_SEGMENTS)
+        assert found is not None and found.digest is not None and found.digest.startswith(KNOWN_MAGIC)
+        assert sorted(unpack_known(found.digest)[1]) == sorted(_numeric(three))
+    single = Rollups(DictArtefacts(), lambda session_id, m: None)
+    single.add_many("s", [(member(0, DAY0 + 10), "", DIGESTS[0]), (member(1, DAY0 + 20), "", DIGESTS[1])])
+    found = single.read("s", "hour", DAY0, ALL_SEGMENTS)
+    assert found is not None and found.digest is not None and found.digest.startswith(KNOWN_MAGIC)
+    assert sorted(unpack_known(found.digest)[1]) == sorted(_numeric(both))
+
+
+def _numeric(view: object) -> list[str]:
+    return [n for n, c in view.get_columns().items() if c.get_metric("distribution").kll.value.get_n() > 0]  # type: ignore[attr-defined]
