@@ -33,6 +33,7 @@ from services import (  # noqa: E402
 )
 
 from whylogs_songbird.server import LocalServer  # noqa: E402
+from whylogs_songbird.server.store import Store  # noqa: E402
 
 #: API keys of the ``server`` fixture: one bound to org-test, one that may claim into any org.
 ORG_KEY = "testkey.secret:org-test"
@@ -313,6 +314,14 @@ def server(server_factory: Callable[..., LocalServer]) -> LocalServer:
 
 
 # -- real components of the team server (see services.py) ----------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An embedded store (SQLite and files) in the test's own directory, closed after the test."""
+    opened = Store(tmp_path / "data")
+    yield opened
+    opened.close()
 
 
 def _unavailable(exc: ServiceUnavailable) -> None:

@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -108,13 +106,6 @@ def test_a_document_without_buckets_has_no_numbers():
 
 
 # -- the collector -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def put_snapshot(store: Store, session_id: str, shot: Any, updated_at: int) -> None:

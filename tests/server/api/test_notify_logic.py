@@ -14,9 +14,7 @@ import json
 import logging
 import smtplib
 import ssl
-from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
 from time import time as time_now
 from types import SimpleNamespace
 from typing import Any
@@ -254,13 +252,6 @@ def test_changes_since_a_bucket():
 
 
 # -- the notifier --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def queued(store: Store) -> list[Any]:

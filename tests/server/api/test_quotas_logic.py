@@ -8,8 +8,6 @@ tried at N (granted) and N+1 (refused, with nothing created), with the exact mes
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from stored_profiles import store_profile_bytes
@@ -29,13 +27,6 @@ from whylogs_songbird.server.store import NewUpload, Store
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/quotas.py")
 
 TS = 1_700_000_000_000
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def batch(n: int) -> list[NewUpload]:

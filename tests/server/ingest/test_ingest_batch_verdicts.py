@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -59,13 +58,6 @@ class Sandbox:
 
     def close(self) -> None:
         return None
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def put(store: Store, tail: int, session_id: str) -> tuple[UploadRecord, bytes]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from stored_profiles import store_profile_bytes
@@ -33,13 +31,6 @@ class Sandbox:
 
     def close(self) -> None:
         return None
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
 
 
 class ScriptedWake(threading.Event):

@@ -12,8 +12,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -57,13 +56,6 @@ class FakeSandbox:
 
     def close(self) -> None:
         self.closed += 1
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def put(store: Store, data: bytes = PROFILE, session_id: str | None = None) -> UploadRecord:

@@ -12,20 +12,12 @@ import stat
 import pytest
 from conftest import make_profile_bytes
 
-from whylogs_songbird.server import Store
 from whylogs_songbird.server.store import SessionClaimedError, UnknownUploadError
 
 #: scripts/mutation runs this file against the mutants of these modules
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/store.py", "whylogs_songbird/server/storage/sql.py")
 
 TS = 1_700_000_000_000
-
-
-@pytest.fixture
-def store(tmp_path):
-    opened = Store(tmp_path / "data")
-    yield opened
-    opened.close()
 
 
 def new_slot(store, session_id, ts=TS):

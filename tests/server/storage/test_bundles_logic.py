@@ -52,13 +52,6 @@ def test_the_constants():
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def target(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "target")
     yield s

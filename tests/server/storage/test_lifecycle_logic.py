@@ -14,8 +14,6 @@ import contextlib
 import hashlib
 import logging
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -45,13 +43,6 @@ pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/lifecycle.py")
 
 UNKNOWN_SESSION = "session-" + "Z" * 24
 UNKNOWN_LOG = "log-" + "Z" * 24
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def sql(store: Store, statement: str, params: tuple = ()) -> list[tuple]:

@@ -169,13 +169,6 @@ class NoFiles:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def pstore(tmp_path: Path) -> Iterator[Store]:
     """A store whose blob store presigns (as S3 does)."""
     s = presigning_store(tmp_path / "data")

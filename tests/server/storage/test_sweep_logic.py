@@ -7,9 +7,6 @@ started and stopped (the periodic loop is background.py's).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from stored_profiles import store_profile_bytes
 
@@ -17,13 +14,6 @@ from whylogs_songbird.server.store import SWEEP_GRACE_SECONDS, NewUpload, Store
 from whylogs_songbird.server.sweep import SlotSweeper
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/sweep.py")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def slot(store: Store, session_id: str, ttl: int) -> str:
