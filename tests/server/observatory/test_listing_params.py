@@ -336,6 +336,7 @@ LABELS = [
     [("city", "a=b,c"), ("k\\ey", 'say "hi"')],
     [("", ""), ("x", "")],
     [("東京", "São Paulo")],
+    [("X", "aXb")],
 ]
 
 
@@ -355,6 +356,7 @@ NOT_LABELS = [
     "city=Paris,",
     'city="Paris',
     'city="a\\x"',
+    'city="a\\X"',
     'city="a\\',
     "a=b=c",
     "a=b=c=d",
