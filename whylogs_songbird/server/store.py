@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -239,19 +239,13 @@ class Store:
             self.metadata.close()
             self.blobs.close()
 
-    @contextlib.contextmanager
-    def free_turn(self) -> Iterator[bool]:
+    def free_turn(self) -> contextlib.AbstractContextManager[bool]:
         """Whether this thread now holds the metadata store without having waited for anyone
         (True while the block runs): the embedded store's SQLite, when neither another thread of
         this process nor another process is at it. A metadata store across the network (PostgreSQL)
         is never free so: False. Under a True turn, a short call of metadata only (no blob I/O) may
         run on the event loop instead of in a worker thread; otherwise hop, as always."""
-        turn = getattr(self.metadata, "free_turn", None)
-        if turn is None:
-            yield False
-            return
-        with turn() as free:
-            yield free
+        return self.metadata.free_turn()
 
     # -- counters ---------------------------------------------------------------------------
 
@@ -742,17 +736,14 @@ class Store:
                 self._looked(session, landed=bool(sizes), held=len(free) < len(uploads))
             landed = [upload for upload in free if blob_key(upload.session_id, upload.id) in sizes]
             if not background:  # a request's look: what it must see is read now, claimed or not
-                for upload in landed:
-                    if stopping():
-                        return learned
-                    key = blob_key(upload.session_id, upload.id)
-                    if (recorded := self._record_landed(upload, key, sizes[key])) is not None:
-                        learned.append(recorded)
-                continue
-            for start in range(0, len(landed), LEARN_CLAIM_BATCH):
-                learned += self._learn_claimed(landed[start : start + LEARN_CLAIM_BATCH], sizes, stop=stopping)
-                if stopped:
-                    return learned
+                learned += self._record_each(landed, sizes, stop=stopping)
+            else:
+                for start in range(0, len(landed), LEARN_CLAIM_BATCH):
+                    learned += self._learn_claimed(landed[start : start + LEARN_CLAIM_BATCH], sizes, stop=stopping)
+                    if stopped:
+                        break
+            if stopped:
+                return learned
         if learned:
             logger.debug("learned %d uploads that landed in the blob store", len(learned))
             if not background:  # the background's caller is the ingest worker itself
@@ -838,17 +829,23 @@ class Store:
         taken = self.metadata.claim_landed([upload.id for upload in uploads], lease_ms=LEARN_LEASE_MS)
         learned: list[UploadRecord] = []
         try:
-            for upload in uploads:
-                if upload.id not in taken:
-                    continue
-                if stop is not None and stop():
-                    break
-                key = blob_key(upload.session_id, upload.id)
-                if (recorded := self._record_landed(upload, key, sizes[key])) is not None:
-                    learned.append(recorded)
+            learned = self._record_each([upload for upload in uploads if upload.id in taken], sizes, stop=stop)
         finally:
             if left := sorted(taken.difference(upload.id for upload in learned)):
                 self.metadata.release_landed(left)
+        return learned
+
+    def _record_each(
+        self, uploads: Sequence[UploadRecord], sizes: dict[str, int], *, stop: Callable[[], bool] | None = None
+    ) -> list[UploadRecord]:
+        """:meth:`_record_landed` for each of these landed uploads until ``stop`` says so; what was recorded."""
+        learned: list[UploadRecord] = []
+        for upload in uploads:
+            if stop is not None and stop():
+                break
+            key = blob_key(upload.session_id, upload.id)
+            if (recorded := self._record_landed(upload, key, sizes[key])) is not None:
+                learned.append(recorded)
         return learned
 
     def _record_landed(self, upload: UploadRecord, key: str, size: int) -> UploadRecord | None:

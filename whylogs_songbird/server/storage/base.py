@@ -26,6 +26,7 @@ Times are epoch milliseconds, except ``expires_at`` (unix seconds, like an uploa
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import time
@@ -446,6 +447,10 @@ class MetadataStore(Protocol):
     def unstored_uploads(self, *, session_id: str | None = None, expires_after: int = 0) -> list[UploadRecord]:
         """Upload slots not stored yet whose URL expires at or after ``expires_after`` (unix
         seconds), of one session or all: where presigned PUTs may have landed."""
+
+    def free_turn(self) -> contextlib.AbstractContextManager[bool]:
+        """Hold this store while the block runs if no one else (thread or process) is at it now,
+        without waiting: yields whether it is held. A store across the network yields False."""
 
     def claim_landed(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
         """Claim, for this store's ``owner``, the learning of these upload slots' landed presigned

@@ -842,6 +842,11 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         rows = self._query(sql + " ORDER BY created_at, id", params)
         return [_upload_from_row(row) for row in rows]
 
+    @contextlib.contextmanager
+    def free_turn(self) -> Iterator[bool]:
+        """Never free without waiting: a database across the network (SQLite's store overrides it)."""
+        yield False
+
     def claim_landed(self, upload_ids: Sequence[str], *, lease_ms: int) -> set[str]:
         ids = [upload_id for upload_id in upload_ids if _is_upload_id(upload_id)]
         if not ids:
