@@ -555,7 +555,8 @@ VIEWS = {
     # the page after the first, through the first page's own Next link (see :func:`views`)
     "session page next": "{next}",
     # a filter the fill's batches all meet (a walk of the timestamp index), and an alias text
-    # filter that none meets (a walk of the whole session: the worst a filter costs)
+    # filter that none meets (a lookup in the pg_trgm index; without that index, a walk of the
+    # whole session: the worst a filter costs)
     "session page, batches by timestamp": "/sessions/{sid}?kind=batch&sort=timestamp",
     "session page, alias filter (no match)": "/sessions/{sid}?q=nothing-has-this",
     # the last year daily, first (cold): the whole history is refused past 1,000 days (50,000 hourly

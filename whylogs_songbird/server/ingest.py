@@ -305,7 +305,8 @@ class IngestWorker:
         #: threads summarising now (when all are, a wake is announced to the other hosts)
         self._working = 0
         self._working_lock = threading.Lock()
-        self._announced = 0.0
+        #: when the last announcement went out (monotonic); none yet: the first one always goes
+        self._announced = float("-inf")
         self._unlisten: Callable[[], None] | None = None
 
     def __repr__(self) -> str:

@@ -156,6 +156,8 @@ class ReconcileReport:
     orphan_blobs: list[str] = field(default_factory=list)
     rows_without_bytes: list[str] = field(default_factory=list)
     released_claims: int = 0
+    #: claims to learn landed uploads this host left (see ``MetadataStore.release_learn_claims``)
+    released_learn_claims: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.temp_files or self.orphan_blobs or self.rows_without_bytes)
@@ -1038,9 +1040,11 @@ class Store:
 
         - temporary files of bodies being received are removed (this host's own, in its data dir);
         - on a store only this host uses, claims of the ingest worker are released (their
-          profiles are summarised again); on a shared one (``metadata.shared``) only the claims
-          this host took before it stopped or died (``metadata.owner``): others are other hosts'
-          live work, and a dead host's claim ends with its lease or when it starts again;
+          profiles are summarised again), and claims to learn landed uploads (learned at the next
+          look, not after their lease); on a shared one (``metadata.shared``) only the claims
+          this host took before it stopped or died (``metadata.owner``, the same across restarts
+          from one data dir: :func:`host_id`): others are other hosts' live work, and a dead
+          host's claim ends with its lease or when it starts again;
         - with ``scan`` (see :meth:`scan_orphans`): bytes no row records are removed and rows whose
           bytes are gone are reset. A team host's start leaves the scan to :meth:`scan_orphans_if_due`
           (its sweeper, one host of the team at a time), so a start costs the same whatever the history.
@@ -1051,8 +1055,10 @@ class Store:
         report = ReconcileReport(temp_files=self.blobs.reconcile())
         if not self.shared:
             report.released_claims = self.metadata.release_ingest_claims()
+            report.released_learn_claims = self.metadata.release_learn_claims()
         elif owner := self.metadata.owner:  # this host's own claims, left when it stopped or died
             report.released_claims = self.metadata.release_ingest_claims(owner=owner)
+            report.released_learn_claims = self.metadata.release_learn_claims(owner=owner)
         if scan:
             self._scan_orphans(report, grace_seconds)
         self._log_reconciled("at start", report)

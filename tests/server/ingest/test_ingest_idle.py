@@ -110,6 +110,32 @@ def test_a_busy_worker_announces_work_to_the_other_hosts_off_the_caller_s_thread
     wait_for(lambda: len(announced.threads) == 2)
 
 
+class FixedClock:
+    """The module's ``time``: ``monotonic`` reads what the test sets."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_the_first_announcement_goes_out_however_young_the_clock_then_one_per_interval(store, monkeypatch):
+    announced = Announcements()
+    monkeypatch.setattr(store.metadata, "announce_ingest", announced)
+    clock = FixedClock(0.05)  # a host whose monotonic clock started a moment ago (a fresh container)
+    monkeypatch.setattr(ingest, "time", clock)
+    worker = IngestWorker(store, sandbox=Sandbox())
+    worker.announce()
+    assert len(announced.threads) == 1, "the first announcement is never held back"
+    clock.now += ingest.ANNOUNCE_SECONDS / 2
+    worker.announce()
+    assert len(announced.threads) == 1, "at most one per interval"
+    clock.now = 0.05 + 2 * ingest.ANNOUNCE_SECONDS
+    worker.announce()
+    assert len(announced.threads) == 2
+
+
 def wait_for(condition) -> None:
     deadline = time.monotonic() + 20
     while not condition():

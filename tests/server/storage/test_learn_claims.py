@@ -1,7 +1,8 @@
 """Learn claims across hosts (issue 27): exactly one host reads and records each presigned PUT
 that landed. On SQLite and on PostgreSQL, a host claims landed slots in the store and another
 host's live claim is passed over, a dead host's is taken once its lease ran out; on PostgreSQL
-and SeaweedFS, two hosts learning the same landed uploads at once read each one's bytes once."""
+and SeaweedFS, two hosts learning the same landed uploads at once read each one's bytes once, and
+a host started again learns at once what it had claimed before it stopped."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import requests
 from conftest import make_profile_bytes
 from stored_profiles import store_profile_bytes
 
+from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.serving import open_store
 from whylogs_songbird.server.storage.base import BlobVersion
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.storage.s3 import S3BlobStore
@@ -142,6 +145,42 @@ def test_two_hosts_learning_the_same_landed_uploads_at_once_read_and_record_each
     finally:
         for host in hosts:
             host.close()
+
+
+def test_a_restarted_host_learns_at_once_what_it_had_claimed_and_leaves_another_host_s_claims(storage_config, tmp_path):
+    """A host stops or dies holding a learn claim and an ingest claim, and starts again from its data
+    dir: it is the same owner, so its start ends its own claims (not another live host's), and its
+    first look learns the upload without waiting out the lease; its profile is claimed again at once."""
+    config = ServerConfig(data_dir=tmp_path / "a", **storage_config)
+    first = open_store(config)
+    other = PostgresMetadataStore(storage_config["database_url"], owner="host-b")
+    try:
+        session = first.create_session("u")
+        data = make_profile_bytes(n_rows=2, seed=5)
+        summarising = first.create_upload(session.id, "batch", ttl_seconds=600, dataset_timestamp=TS)
+        assert requests.put(first.upload_url(summarising, 600), data=data, timeout=10).ok
+        assert [u.id for u in first.learn_landed(session.id)] == [summarising.id]
+        assert first.metadata.claim_upload_ingest(summarising.id, lease_ms=LEARN_LEASE_MS)
+        mine, theirs = (
+            first.create_upload(session.id, "batch", ttl_seconds=600, dataset_timestamp=TS + n) for n in (1, 2)
+        )
+        for upload in (mine, theirs):
+            assert requests.put(first.upload_url(upload, 600), data=data, timeout=10).ok
+        assert first.metadata.claim_landed([mine.id], lease_ms=LEARN_LEASE_MS) == {mine.id}
+        assert other.claim_landed([theirs.id], lease_ms=LEARN_LEASE_MS) == {theirs.id}  # host b is at it
+        assert not other.claim_upload_ingest(summarising.id, lease_ms=LEARN_LEASE_MS), "a's claims are live"
+    finally:
+        first.close()  # ... and host a stops (or dies) before it recorded or summarised them
+    restarted = open_store(config)
+    try:
+        assert restarted.metadata.owner == first.metadata.owner != "", "one data dir, one owner"
+        assert [u.id for u in restarted.learn_landed()] == [mine.id], "learned at once; b's live claim is left"
+        assert restarted.get_upload(theirs.id).stored_at is None
+        assert restarted.metadata.claim_upload_ingest(summarising.id, lease_ms=LEARN_LEASE_MS), "its own, released"
+        assert not other.claim_upload_ingest(summarising.id, lease_ms=LEARN_LEASE_MS)
+    finally:
+        restarted.close()
+        other.close()
 
 
 @pytest.fixture

@@ -1738,9 +1738,19 @@ def test_a_restarting_host_of_a_shared_store_releases_its_own_dead_claims_only(t
         mine, theirs = stored(hosts[0], session.id, b"abc", ts=1), stored(hosts[0], session.id, b"xyz", ts=2)
         assert hosts[0].metadata.claim_upload_ingest(mine.id, lease_ms=3_600_000)
         assert hosts[1].metadata.claim_upload_ingest(theirs.id, lease_ms=3_600_000)
-        assert hosts[0].reconcile().released_claims == 1  # host a starts again: its claim was dead work
+        # and each was learning a landed upload
+        learning, learnt = slot(hosts[0], session.id, ts=3), slot(hosts[0], session.id, ts=4)
+        assert hosts[0].metadata.claim_landed([learning.id], lease_ms=3_600_000) == {learning.id}
+        assert hosts[1].metadata.claim_landed([learnt.id], lease_ms=3_600_000) == {learnt.id}
+        report = hosts[0].reconcile()  # host a starts again: its claims were dead work
+        assert (report.released_claims, report.released_learn_claims) == (1, 1)
         assert hosts[1].metadata.claim_upload_ingest(mine.id, lease_ms=60_000), "released"
         assert not hosts[0].metadata.claim_upload_ingest(theirs.id, lease_ms=60_000), "host b's claim holds"
+        assert hosts[0].metadata.claim_landed([learning.id, learnt.id], lease_ms=60_000) == {learning.id}
+        assert hosts[1].reconcile().released_learn_claims == 1, "host b's own"
+        hosts[0].metadata.shared = hosts[1].metadata.shared = False  # one host's store: a start ends every claim
+        assert hosts[0].reconcile().released_learn_claims == 1
+        assert hosts[1].metadata.claim_landed([learning.id], lease_ms=60_000) == {learning.id}
     finally:
         for host in hosts:
             host.close()

@@ -464,6 +464,12 @@ class MetadataStore(Protocol):
         """End this owner's learn claims on these slots (recorded or not: a slot left unrecorded,
         its bytes gone or replaced, is taken by the next look of any host)."""
 
+    def release_learn_claims(self, *, owner: str | None = None) -> int:
+        """End every learn claim on slots not recorded yet (at start, when no look runs: claims of
+        a crashed server), or with ``owner`` only those taken for that host (a shared store: another
+        host's claims are its live work); return how many. The slots are then learned by the next
+        look at once, not after the lease (see :meth:`claim_landed`)."""
+
     def expired_slots(self, *, expired_before: int, limit: int) -> list[UploadRecord]:
         """Up to ``limit`` upload slots never stored whose URL expired before ``expired_before``
         (unix seconds), oldest first."""

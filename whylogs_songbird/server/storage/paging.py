@@ -7,7 +7,8 @@ partial index over the session's profiles (:data:`PAGING_INDEXES`), so a page re
 ``limit`` index entries and rows whatever the size of the session, and never an offset's worth:
 rows added or removed while someone pages move no other row from one page to the next (no
 duplicate, no gap). A cursor is only ever compared with index seeks (see ``_page_rows``).
-Filters (kind, segment, alias text) narrow the same walk.
+Filters (kind, segment, alias text) narrow the same walk; on PostgreSQL an alias text filter
+that few profiles meet is answered from a trigram index instead (:func:`alias_text_index`).
 
 :meth:`ProfilePagingSql.profile_counts` counts a session's profiles by kind from the index alone, up
 to a bound (a page's cost stays that of the bound, however large the session).
@@ -44,6 +45,10 @@ SORTS: dict[str, tuple[str, ...]] = {
     "alias": ("kind", "COALESCE(alias, '')"),
 }
 
+#: What the alias filter (``ProfileQuery.text``) looks in: the lower-cased alias, "" for none
+#: (spelled exactly as in :func:`alias_text_index`).
+ALIAS_TEXT = "LOWER(COALESCE(alias, ''))"
+
 PAGING_INDEXES = (
     f"CREATE INDEX IF NOT EXISTS session_page_by_uploaded ON uploads (session_id, stored_at, id) WHERE {PROFILE_ROWS}",
     "CREATE INDEX IF NOT EXISTS session_page_by_timestamp ON uploads"
@@ -51,6 +56,22 @@ PAGING_INDEXES = (
     "CREATE INDEX IF NOT EXISTS session_page_by_alias ON uploads"
     f" (session_id, kind, (COALESCE(alias, '')), id) WHERE {PROFILE_ROWS}",
 )
+
+
+def alias_text_index(trigram_ops: str) -> str:
+    """PostgreSQL only: a trigram index (the ``pg_trgm`` extension's ``gin_trgm_ops``, named here
+    with its schema) of every profile's :data:`ALIAS_TEXT`. A ``LIKE '%text%'`` of three
+    characters or more then reads the entries of the profiles whose alias may hold the text (in
+    any session), not the session's every row: a filter that matches nothing, or few, costs the
+    same whatever the session's size. The planner chooses: a filter that matches many walks a
+    paging index in the page's order and stops at the page's end; a shorter text has no trigram
+    to look up, and walks it too. Rows found are checked against the ``LIKE`` itself, so the
+    index never changes what matches. New rows go straight into the index (``fastupdate`` off):
+    a search never reads through a list of entries not merged yet (up to 4 MB by default)."""
+    return (
+        "CREATE INDEX IF NOT EXISTS session_page_alias_text ON uploads"
+        f" USING gin (({ALIAS_TEXT}) {trigram_ops}) WITH (fastupdate = off) WHERE {PROFILE_ROWS}"
+    )
 
 
 def _bounded_count(where: str) -> str:
@@ -169,7 +190,7 @@ class ProfilePagingSql:
             base += f" AND segment_tags IN ({', '.join('?' for _ in variants)})"
             params.extend(variants)
         if query.text:
-            base += " AND LOWER(COALESCE(alias, '')) LIKE ? ESCAPE '\\'"
+            base += f" AND {ALIAS_TEXT} LIKE ? ESCAPE '\\'"
             params.append(_like_pattern(query.text))
         descending = query.descending == forward
         direction = " DESC" if descending else ""
@@ -242,6 +263,7 @@ class ProfilePagingSql:
 
 
 __all__: list[str] = [
+    "ALIAS_TEXT",
     "BOUNDED_KIND_COUNTS",
     "BOUNDED_PROFILE_COUNT",
     "NO_BOUND",
@@ -252,5 +274,6 @@ __all__: list[str] = [
     "ProfilePage",
     "ProfilePagingSql",
     "ProfileQuery",
+    "alias_text_index",
     "cursor_is_valid",
 ]

@@ -12,7 +12,9 @@ and writes the same rows inside one transaction.
 
 The schema is created or migrated at start, idempotently, while holding a PostgreSQL advisory
 lock, so server processes starting at once migrate it once; a database whose schema is newer than
-this server knows is refused with a message that says to upgrade.
+this server knows is refused with a message that says to upgrade. Indexes that only make pages
+faster are built after that, concurrently; among them the alias filter's, which needs the
+``pg_trgm`` extension (installed at start when the role may, else the filter goes without it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from whylogs_songbird.server.storage.base import StorageConfigError, StorageUnavailableError
+from whylogs_songbird.server.storage.paging import alias_text_index
 from whylogs_songbird.server.storage.sql import ONLINE_INDEXES, POSTGRESQL, SCHEMA_VERSION, SqlMetadataStore, index_name
 
 logger = logging.getLogger("whylogs_songbird.server.storage")
@@ -198,23 +201,29 @@ class PostgresMetadataStore(SqlMetadataStore):
             self._build_online_indexes(lock_conn, upgrade=recorded != 0)
 
     def _build_online_indexes(self, conn: Any, *, upgrade: bool) -> None:
-        """Build the :data:`ONLINE_INDEXES` that are missing with ``CREATE INDEX CONCURRENTLY`` on
-        ``conn`` (autocommit: outside any transaction), so the other hosts keep writing to the
-        table while it is read. One process builds (it holds :data:`INDEX_LOCK`); a process that
-        finds another one building serves meanwhile without the indexes (they only make pages
-        faster). A build cut short (the process died, or PostgreSQL refused it) leaves an INVALID
-        index, which no query uses: the next build drops it and builds it again. A failure is
-        logged and left to the next start, never fatal."""
-        names = [index_name(statement) for statement in ONLINE_INDEXES]
-        if all(self._index_states(conn, names).get(name) for name in names):
+        """Build the :data:`ONLINE_INDEXES` that are missing, and the alias filter's trigram index
+        (:func:`~whylogs_songbird.server.storage.paging.alias_text_index`, see :func:`_create_trigram_extension`),
+        with ``CREATE INDEX CONCURRENTLY`` on ``conn`` (autocommit: outside any transaction), so the
+        other hosts keep writing to the table while it is read. One process builds (it holds
+        :data:`INDEX_LOCK`); a process that finds another one building serves meanwhile without the
+        indexes (they only make pages faster). A build cut short (the process died, or PostgreSQL
+        refused it) leaves an INVALID index, which no query uses: the next build drops it and builds
+        it again. A failure is logged and left to the next start, never fatal."""
+        trigram_ops = _trigram_ops(conn)
+        statements = _online_statements(trigram_ops)
+        names = [index_name(statement) for statement in statements]
+        if trigram_ops is not None and all(self._index_states(conn, names).get(name) for name in names):
             return  # every index there and valid: the usual start, without taking the lock
         if not conn.execute("SELECT pg_try_advisory_lock(%s)", (INDEX_LOCK,)).fetchone()[0]:
             logger.info("another process builds the paging indexes; this one serves without waiting for them")
             return
         level = logging.INFO if upgrade else logging.DEBUG
         try:
+            if trigram_ops is None:  # now that no other process builds: make the extension, or say why not
+                statements = _online_statements(_create_trigram_extension(conn))
+                names = [index_name(statement) for statement in statements]
             states = self._index_states(conn, names)  # again, now that no other process builds
-            for statement, name in zip(ONLINE_INDEXES, names, strict=True):
+            for statement, name in zip(statements, names, strict=True):
                 if states.get(name):
                     continue
                 try:
@@ -245,6 +254,43 @@ class PostgresMetadataStore(SqlMetadataStore):
             (names,),
         ).fetchall()
         return {str(name): bool(valid) for name, valid in rows}
+
+
+def _online_statements(trigram_ops: str | None) -> list[str]:
+    """The indexes built concurrently: :data:`ONLINE_INDEXES`, and the alias filter's trigram index
+    when ``pg_trgm`` is there (``trigram_ops``: its operator class, with its schema)."""
+    return [*ONLINE_INDEXES, *([] if trigram_ops is None else [alias_text_index(trigram_ops)])]
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _trigram_ops(conn: Any) -> str | None:
+    """``pg_trgm``'s GIN operator class, named with the schema the extension is installed in (one per
+    database, maybe not on this store's search path), or None when the extension is not installed."""
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
+    ).fetchone()
+    return None if row is None else f"{_quoted(str(row[0]))}.gin_trgm_ops"
+
+
+def _create_trigram_extension(conn: Any) -> str | None:
+    """Install ``pg_trgm`` (in this store's schema) and return :func:`_trigram_ops`; None, logged,
+    when PostgreSQL refuses: a role without the CREATE privilege on the database (it is a trusted
+    extension: the database's owner may install it), or a server without the contrib modules. The
+    alias filter then works without its index, reading the session's rows."""
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except psycopg_error() as exc:
+        logger.warning(
+            "storage: the session page's alias filter has no index: PostgreSQL refused CREATE EXTENSION pg_trgm"
+            " (%s); it reads a session's every profile until a database owner runs CREATE EXTENSION pg_trgm"
+            " (the next start builds the index)",
+            type(exc).__name__,
+        )
+        return None
+    return _trigram_ops(conn)
 
 
 def psycopg_error() -> type[Exception]:

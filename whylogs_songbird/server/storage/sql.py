@@ -875,6 +875,16 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                 (*ids, self.owner),
             )
 
+    def release_learn_claims(self, *, owner: str | None = None) -> int:
+        with self._transaction() as conn:
+            return self._rowcount(
+                conn,
+                # unrecorded slots only (uploads_open): a recorded slot's claim is never looked at again
+                "UPDATE uploads SET learn_lease = NULL WHERE stored_at IS NULL AND learn_lease IS NOT NULL"
+                " AND (CAST(? AS TEXT) IS NULL OR learn_owner = ?)",
+                (owner, owner),
+            )
+
     def expired_slots(self, *, expired_before: int, limit: int) -> list[UploadRecord]:
         rows = self._query(
             "SELECT * FROM uploads WHERE stored_at IS NULL AND expires_at < ? ORDER BY expires_at, id LIMIT ?",
