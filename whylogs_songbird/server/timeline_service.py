@@ -82,6 +82,9 @@ MAX_VIEW_BUCKETS = 1000
 #: The most buckets × columns one view shows: what a first view computes is about proportional to it.
 MAX_VIEW_CELLS = 50_000
 MiB = 1024 * 1024
+#: The bytes of encoded batch timestamps kept in memory (each bucket's JSON, by its start and content
+#: key): a refresh encodes those of the buckets that changed, not of every bucket it shows.
+STAMPS_BYTES = 16 * MiB
 #: Keys of whole stored documents start with this: one per (session, query), holding the session's
 #: timeline version it was built at (see :mod:`whylogs_songbird.server.rollups`) and the document.
 DOC_PREFIX = "timeline/view/"
@@ -446,7 +449,7 @@ class TimelineService:
         #: column names of a rolled-up bucket, by (session, granularity, family, start, members' content key)
         self._rolled_names = LruCache(max_bytes=16 * MiB, size_of=_names_size)
         #: the JSON of a bucket's batch timestamps, by (start, content key): a refresh encodes the changed buckets'
-        self._stamps = LruCache(max_bytes=16 * MiB, size_of=len)
+        self._stamps = LruCache(max_bytes=STAMPS_BYTES, size_of=len)
         #: built documents: parallel requests for one view wait for one build
         self._docs = LruCache(max_bytes=doc_bytes, size_of=len)
         #: session -> day number -> (its mark, its batches) as last read (see :meth:`every_batch`),
@@ -1021,7 +1024,7 @@ class TimelineService:
             self._stamps.get_or_compute((bucket.start, bucket.key), functools.partial(_stamps_json, bucket))
             for bucket in buckets
         )
-        return data.replace(marker, b"[" + stamps + b"]", 1)
+        return data.replace(marker, b"[" + stamps + b"]")  # its one place (counted above)
 
     def alerts(self, document: dict[str, Any]) -> list[Failure]:
         """Failures of the server's monitors on every bucket of ``document`` (none without monitors)."""
