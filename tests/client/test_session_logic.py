@@ -220,6 +220,17 @@ def test_renewing_the_current_session_takes_a_newer_one_another_process_stored(t
     ]
 
 
+def test_a_renewed_session_is_kept_by_the_writer_and_not_renewed_again(tmp_path, caplog):
+    client, store, session = guest(tmp_path, "stale")
+    assert session.renew("stale") == "session-1"
+    SessionStore(tmp_path / "cfg").set(ENDPOINT, "from-elsewhere")  # a later change by another process
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.session"):
+        assert session.renew("stale") == "session-1"  # a second thread told the same: already done
+    assert session.session_id() == "session-1" and caplog.records == []
+    assert client.names() == ["create_session"]
+
+
 @pytest.mark.parametrize("stored", [None, "stale"])
 def test_renewing_with_nothing_newer_stored_creates_and_stores_one(tmp_path, stored):
     client, store, session = guest(tmp_path, "stale")
