@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 MARKER = "mutation_fast"
 #: Tests that start several processes are left out (-k): each would take half a minute per mutant.
-#: The cross-process lock is therefore not judged here; tests/client/test_session_guarantees.py checks it
-#: with the lock planted away.
+#: The cross-process lock is therefore not judged here; tests/client/test_session_guarantees.py (not
+#: marked, it runs in CI) checks it with real processes.
 DESELECT = "not processes"
 #: What every mutant's pytest run is given besides its tests. ``no:unraisableexception``: at its end
 #: pytest's unraisable-exception plugin runs gc.collect() several times, which in a child forked from

@@ -25,8 +25,9 @@ from whylogs_songbird import (
     publish,
 )
 
-#: scripts/mutation runs this file against the mutants of these modules
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/session.py")
+# Not marked for scripts/mutation: every session.py mutant would cost this file's real server and
+# relay (half a minute or more each); test_session_logic.py and test_session_store.py hold the same
+# decisions in fast tests, and this file proves them end to end in CI.
 
 PROCESSES = 10
 
