@@ -380,3 +380,103 @@ def test_without_any_session_the_error_says_what_to_pass(settings_env):
         "No session is stored for http://127.0.0.1:9: pass --session with a session id or a link "
         "to its observatory page (or publish first)."
     )
+
+
+# -- --dataset ORG/DATASET with an API key ----------------------------------------------------------
+
+
+def test_a_dataset_target_takes_org_dataset_and_the_given_key(settings_env, monkeypatch):
+    monkeypatch.setenv("SONGBIRD_API_KEY", "env-key")
+    target = check.resolve_dataset("  org-acme/model-1\n", " given-key ")
+    assert (target.org_id, target.dataset_id, target.api_key, target.name) == (
+        "org-acme",
+        "model-1",
+        "given-key",
+        "org-acme/model-1",
+    )
+    assert "given-key" not in repr(target)
+
+
+def test_a_dataset_target_s_key_comes_from_songbird_then_whylabs_env(settings_env, monkeypatch):
+    monkeypatch.setenv("WHYLABS_API_KEY", "whylabs-key")
+    assert check.resolve_dataset("org-1/ds-1", None).api_key == "whylabs-key"
+    monkeypatch.setenv("SONGBIRD_API_KEY", "songbird-key")
+    assert check.resolve_dataset("org-1/ds-1", None).api_key == "songbird-key"
+    assert check.resolve_dataset("org-1/ds-1", "").api_key == "songbird-key"
+
+
+MISSING_KEY = (
+    "--dataset needs an API key of the organization: pass --api-key, or set SONGBIRD_API_KEY (or WHYLABS_API_KEY)."
+)
+
+
+@pytest.mark.parametrize("given", [None, "", "   "])
+def test_a_dataset_target_without_a_key_says_what_to_pass(settings_env, monkeypatch, given):
+    monkeypatch.setenv("SONGBIRD_API_KEY", " ")
+    with pytest.raises(ConfigError) as caught:
+        check.resolve_dataset("org-1/ds-1", given)
+    assert str(caught.value) == MISSING_KEY
+
+
+def test_a_dataset_target_with_no_key_anywhere_says_what_to_pass(settings_env, monkeypatch):
+    monkeypatch.delenv("SONGBIRD_API_KEY", raising=False)
+    monkeypatch.delenv("WHYLABS_API_KEY", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        check.resolve_dataset("org-1/ds-1", None)
+    assert str(caught.value) == MISSING_KEY
+
+
+def test_a_dataset_without_a_slash_says_what_to_give(settings_env):
+    long = "x" * 100
+    with pytest.raises(ConfigError) as caught:
+        check.resolve_dataset(long, "key")
+    assert str(caught.value) == f"--dataset takes ORG/DATASET (for example org-acme/model-1), not {'x' * 80!r}."
+
+
+@pytest.mark.parametrize(
+    ("dataset", "bad", "what"),
+    [
+        ("../ds-1", "..", "organization"),
+        ("org-1/ds/1", "ds/1", "dataset"),
+        ("/ds-1", "", "organization"),
+        ("org-1/", "", "dataset"),
+    ],
+)
+def test_a_dataset_target_s_names_are_checked(settings_env, dataset, bad, what):
+    with pytest.raises(ConfigError) as caught:
+        check.resolve_dataset(dataset, "key")
+    assert str(caught.value).startswith(f"{bad!r} is not a valid {what} id: ")
+
+
+def test_a_dataset_target_is_fetched_with_its_key_and_the_file_s_choices(monkeypatch, monitors_file):
+    fake = FakeServer(document([50, 1]))
+    monkeypatch.setattr(check, "fetch_dataset_timeline", fake)
+    session_fake = serve_nothing(monkeypatch)
+    text = 'reference = "training"\ngranularity = "week"\nsegment = "region=eu"\n' + COUNT_AT_MOST_10
+    target = check.DatasetTarget("org-1", "ds-1", "the-key")
+    result = run_check(
+        target, monitors_file(text), endpoint="http://127.0.0.1:1", which="all", timeout=2.5, start="a", end="b"
+    )
+    assert (result.exit_code, buckets_of(result), result.buckets) == (FAILED, [T0], 2)
+    assert fake.calls == [
+        (
+            ("org-1", "ds-1"),
+            {
+                "api_key": "the-key",
+                "endpoint": "http://127.0.0.1:1",
+                "granularity": "week",
+                "reference": "training",
+                "segment": "region=eu",
+                "start": "a",
+                "end": "b",
+                "timeout": 2.5,
+            },
+        )
+    ]
+    assert session_fake.calls == []
+
+
+def serve_nothing(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
+    fake = FakeServer(AssertionError("a dataset target is not a session"))
+    monkeypatch.setattr(check, "fetch_timeline", fake)
+    return fake

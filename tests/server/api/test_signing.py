@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from whylogs_songbird.server import signing
-from whylogs_songbird.server.signing import SignatureError, UrlExpiredError, UrlSigner, load_or_create_secret
+from whylogs_songbird.server.signing import (
+    SignatureError,
+    UrlExpiredError,
+    UrlSigner,
+    load_or_create_health_token,
+    load_or_create_secret,
+)
 
 #: scripts/mutation runs this file against the mutants of these modules
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/signing.py")
@@ -149,3 +155,43 @@ def test_a_signature_that_is_not_valid_text_is_a_mismatch_not_a_crash():
     signer = UrlSigner(SECRET)
     for signature in ["\udc80" * 64, "é" * 64]:
         assert refusal(signer, "log-abc", str(EXPIRES), signature, now=0) == (SignatureError, MISMATCH)
+
+
+# -- the health token --------------------------------------------------------------------------------
+
+
+def test_the_health_token_is_created_once_in_a_new_nested_dir_private_and_kept(tmp_path):
+    data_dir = tmp_path / "a" / "b"
+    token = load_or_create_health_token(data_dir)
+    path = data_dir / "health.token"
+    assert len(token) == 64 and set(token) <= set("0123456789abcdef")
+    assert path.read_bytes() == f"{token}\n".encode()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_health_token(data_dir) == token  # read again, not replaced
+    assert sorted(p.name for p in data_dir.iterdir()) == ["health.token"]
+    assert load_or_create_secret(data_dir) != token.encode()  # the secret is a file of its own
+    assert sorted(p.name for p in data_dir.iterdir()) == ["health.token", "secret.key"]
+
+
+def test_a_kept_health_token_is_read_without_its_surrounding_whitespace(tmp_path):
+    (tmp_path / "health.token").write_bytes(b"  " + b"Ab" * 32 + b"\r\n\n")
+    assert load_or_create_health_token(tmp_path) == "Ab" * 32
+
+
+HEALTH_REFUSED = "{} does not hold a health token; delete it to make a new one."
+
+
+@pytest.mark.parametrize("content", [b"a" * 63, b"a" * 65, b"", b"\xff" * 10])
+def test_a_health_token_file_without_64_characters_is_refused_with_what_to_do(tmp_path, content):
+    path = tmp_path / "health.token"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as caught:
+        load_or_create_health_token(tmp_path)
+    assert type(caught.value) is ValueError
+    assert str(caught.value) == HEALTH_REFUSED.format(path)
+
+
+def test_a_health_token_file_is_read_byte_by_byte_as_ascii(tmp_path):
+    # 64 bytes, of which two are not ASCII: each stands for one (replaced) character
+    (tmp_path / "health.token").write_bytes(b"a" * 61 + "\u00e9".encode() + b"b")
+    assert load_or_create_health_token(tmp_path) == "a" * 61 + "\ufffd\ufffd" + "b"
