@@ -99,8 +99,34 @@ def wait_summarised(data_dir: Path, timeout: float = 300.0) -> None:
         store.close()
 
 
-def measure_server(uploads: int, extra: list[str], wait_ingest: bool) -> float:
-    """Server CPU ms per upload (warm)."""
+def task_ticks(pid: int) -> dict[str, int]:
+    """CPU ticks of each thread of server process ``pid`` and of each of its child processes (the
+    sandbox), from ``/proc``: ``loop`` (the main thread, which runs the event loop), ``thread <tid>``
+    (the thread pool, the ingest worker, ...) and ``child <pid>``."""
+    found: dict[str, int] = {}
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children.extend(int(child) for child in (task / "children").read_text().split())
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = "loop" if int(task.name) == pid else f"thread {task.name}"
+            found[name] = int(fields[11]) + int(fields[12])
+    for child in children:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            found[f"child {child}"] = sum(int(field) for field in fields[11:15])
+    return found
+
+
+def split_line(before: dict[str, int], after: dict[str, int], uploads: int) -> str:
+    """Each thread's and child's CPU ms per upload between two :func:`task_ticks`, largest first."""
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    spent = {name: (ticks - before.get(name, 0)) * tick_ms / uploads for name, ticks in after.items()}
+    return ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(spent.items(), key=lambda item: -item[1]) if ms > 0)
+
+
+def measure_server(uploads: int, extra: list[str], wait_ingest: bool, by_thread: bool = False) -> float:
+    """Server CPU ms per upload (warm); ``by_thread``: each thread's and sandbox child's share printed."""
     data = small_profile()
     with tempfile.TemporaryDirectory(prefix="songbird-upload-cpu-") as work:
         data_dir = Path(work) / "server"
@@ -116,12 +142,14 @@ def measure_server(uploads: int, extra: list[str], wait_ingest: bool) -> float:
                 conn = Connection(url)
                 conn.call("GET", "/healthz")
                 time.sleep(0.3)
-                before = cpu_seconds(process.pid)
+                before, tasks_before = cpu_seconds(process.pid), task_ticks(process.pid)
                 for i in range(WARM, WARM + uploads):
                     upload(conn, session_id, i, data)
                 if wait_ingest:
                     wait_summarised(data_dir)
                 after = cpu_seconds(process.pid)
+                if by_thread:
+                    print(f"  ms per upload by thread: {split_line(tasks_before, task_ticks(process.pid), uploads)}")
             finally:
                 conn.close()
     return 1000 * (after - before) / uploads
@@ -175,11 +203,14 @@ def main() -> None:
     parser.add_argument(
         "--server-option", action="append", default=[], help="any server option, e.g. --server-option=--workers=2"
     )
+    parser.add_argument(
+        "--by-thread", action="store_true", help="print each run's CPU per upload by server thread and sandbox child"
+    )
     args = parser.parse_args()
     server, bare = [], []
     for _ in range(args.rounds):  # interleaved, so both see the same machine
         bare.append(measure_bare(20 * args.uploads))  # many: /proc counts in 10 ms ticks
-        server.append(measure_server(args.uploads, args.server_option, not args.no_ingest_wait))
+        server.append(measure_server(args.uploads, args.server_option, not args.no_ingest_wait, args.by_thread))
     upload_ms, bare_ms = statistics.median(server), statistics.median(bare)
     what = "create + PUT" if args.no_ingest_wait else "create + PUT + ingest"
     print(f"server CPU per upload ({what}, 3 KB profile): {upload_ms:.2f} ms  (runs: {_runs(server, 2)})")
