@@ -24,7 +24,7 @@ fifth of it); the thread pool 1.05-1.2 ms for the PUT (the slot read, the struct
 a temporary file written, fsynced and renamed ~0.4 with the kernel's writeback charged to the
 thread, the row's transaction ~0.25, the landed hook's timeline-version transaction); the sandbox
 child 0.6 ms (structural check, digest and the digest's sketches exercised, about a third
-each); the ingest worker 0.45-0.5 ms (claims, the round trip to the child, the version bump and
+each); the ingest worker 0.6-0.8 ms (claims, the round trip to the child, the version bump and
 the summaries' transaction, and the rollup merge, which is per digest: each one's sketches are
 checked, read and merged into its hour and day).
 """
