@@ -1384,6 +1384,11 @@ class DatasetClient(FakeClient):
             f"{org_id}/{dataset_id}", batch_profile_timestamps, reference_profile_ids
         )
 
+    def create_reference_profile(self, org_id, dataset_id, alias, dataset_timestamp, segments):
+        tags = [[(t.key, t.value) for t in segment] for segment in segments]
+        self._record("create_reference", org_id, dataset_id, alias, dataset_timestamp, tags)
+        return SimpleNamespace(id=f"r-{alias}", upload_urls=[f"{self.puts.url}/v0/uploads/r-{alias}?signature=s"])
+
     def log_async(self, org_id, dataset_id, dataset_timestamp, segment_tags):
         self._record("log_async", org_id, dataset_id, dataset_timestamp, [(t.key, t.value) for t in segment_tags])
         return SimpleNamespace(
@@ -1410,3 +1415,31 @@ def test_a_dataset_s_references_get_their_slots_one_by_one_and_a_failed_one_is_k
     [entry] = Outbox(config_dir / "outbox").entries()
     assert (entry.kind, entry.alias, entry.org_id, entry.dataset_id) == ("reference", "test", "org-1", "model-1")
     assert (entry.session_id, entry.upload_id) == ("org-1/model-1", "r-test")
+
+
+def test_a_dataset_s_segmented_references_are_made_with_their_segments(make, puts):
+    client = DatasetClient(puts)
+    publisher, _ = make(client, dataset_id="model-1", org_id="org-1", api_key="key-1")
+    segmented = [
+        ProfileItem(
+            view=View(f"reference {city}".encode()),
+            dataset_timestamp=T1,
+            alias="train",
+            segment_tags=(SegmentTag(key="city", value=city),),
+        )
+        for city in ("a", "b")
+    ]
+    result = publisher.publish(segmented)
+    assert client.ops("create_reference") == [
+        ("org-1", "model-1", "train", T1, [[("city", "a")]]),
+        ("org-1", "model-1", "train", T1, [[("city", "b")]]),
+    ]
+    assert client.ops("log_reference") == [] and all(p.ok for p in result.profiles)
+
+
+def test_a_failure_without_words_is_kept_with_an_empty_error(make, config_dir):
+    publisher, client = make()
+    client.errors[f"put:b{T1}"] = [SongbirdConnectionError("")]
+    publisher.publish([batch(T1)])
+    [entry] = Outbox(config_dir / "outbox").entries()
+    assert (entry.error, entry.upload_id) == ("", f"b{T1}")
