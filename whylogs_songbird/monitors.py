@@ -284,9 +284,7 @@ def _explain(error: Mapping[str, Any]) -> str:
         if loc[0] == "notify":
             return f"{table}: unknown key {field!r}; valid keys: url, email, format, secret_env, on"
         return f"{table}: unknown key {field!r}; valid keys: name, columns, metric, fail_on, against, min, max"
-    if kind == "missing":
-        if loc[:1] == ("notify",):
-            return f"{where}: missing (every [[notify]] table needs url or email)"
+    if kind == "missing":  # a [[notify]] table has no required key: its url or email is checked as a pair
         return f"{where}: missing (every monitor needs columns and metric)"
     if kind == "too_short" and field == "columns":
         return f'{where}: empty; give column names, or "*" for every column'

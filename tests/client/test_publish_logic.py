@@ -16,6 +16,7 @@ import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pandas as pd
@@ -1330,3 +1331,115 @@ def test_request_slot_asks_for_the_kind_of_profile_it_is_told(make, puts):
     assert (session_id, slot.id) == ("session-1", "r-train")
     assert client.ops("slot") == [("session-1", T1, [("k", "v")])]
     assert client.ops("reference") == [("session-1", "train", T2)]
+
+
+def test_what_batches_name_without_a_batch_profile_or_the_reference_is_none():
+    from whylogs_songbird.links import batches_to_compare
+
+    assert batches_to_compare([T1, T2], "train") == (None, [T1, T2], None)
+    assert batches_to_compare([landed_reference("other", "r-1"), T1], "train") == (None, [T1], None)
+    assert batches_to_compare([landed_reference("train", "r-1"), landed_batch(T2, "s-2")], "train") == (
+        "s-2",
+        [T2],
+        "r-1",
+    )
+    assert batches_to_compare(PublishResult(endpoint=ENDPOINT, profiles=[]), "train") == (None, [], None)
+
+
+def test_a_dataset_s_comparison_links_are_its_own_whatever_session_the_batches_name(tmp_path):
+    from whylogs_songbird.links import comparison_links_in
+    from whylogs_songbird.session import DatasetTarget
+
+    asked: list[tuple[str, str, list[int], list[str]]] = []
+
+    class DatasetClient:
+        endpoint = ENDPOINT
+
+        def get_dataset_observatory_link(self, org: str, dataset: str, stamps: list[int], refs: list[str]):
+            asked.append((org, dataset, stamps, refs))
+            return SimpleNamespace(observatory_url=f"https://obs.test/{org}/{dataset}/{'+'.join(map(str, stamps))}")
+
+    store = SessionStore.for_directory(tmp_path)
+    store.set(ENDPOINT, "org-1/model-1")  # what a dataset's publish stores: its references are remembered by it
+    store.remember_references(ENDPOINT, "org-1/model-1", {"train": "r-dataset"})
+    target = DatasetTarget(DatasetClient(), store, "org-1", "model-1")  # type: ignore[arg-type]
+    links = comparison_links_in(target, [T1, T2, T1], "train", session_id="session-9", pinned_session_id="pinned-1")
+    assert links == [f"https://obs.test/org-1/model-1/{T1}+{T2}"]
+    assert asked == [("org-1", "model-1", [T1, T2], ["r-dataset"])]
+
+
+# -- dataset mode ----------------------------------------------------------------------------------
+
+
+class DatasetClient(FakeClient):
+    """The log API calls a dataset-mode publish makes, answered as FakeClient answers a session's."""
+
+    def log_reference(self, org_id, dataset_id, alias=None, dataset_timestamp=None):
+        self._record("log_reference", org_id, dataset_id, alias, dataset_timestamp)
+        self._script(f"reference:{alias}")
+        return SimpleNamespace(id=f"r-{alias}", upload_url=f"{self.puts.url}/v0/uploads/r-{alias}?signature=s")
+
+    def get_dataset_observatory_link(self, org_id, dataset_id, batch_profile_timestamps, reference_profile_ids):
+        return self.get_session_profile_observatory_link(
+            f"{org_id}/{dataset_id}", batch_profile_timestamps, reference_profile_ids
+        )
+
+    def create_reference_profile(self, org_id, dataset_id, alias, dataset_timestamp, segments):
+        tags = [[(t.key, t.value) for t in segment] for segment in segments]
+        self._record("create_reference", org_id, dataset_id, alias, dataset_timestamp, tags)
+        return SimpleNamespace(id=f"r-{alias}", upload_urls=[f"{self.puts.url}/v0/uploads/r-{alias}?signature=s"])
+
+    def log_async(self, org_id, dataset_id, dataset_timestamp, segment_tags):
+        self._record("log_async", org_id, dataset_id, dataset_timestamp, [(t.key, t.value) for t in segment_tags])
+        return SimpleNamespace(
+            id=f"b{dataset_timestamp}", upload_url=f"{self.puts.url}/v0/uploads/b{dataset_timestamp}?signature=s"
+        )
+
+
+def test_a_dataset_s_references_get_their_slots_one_by_one_and_a_failed_one_is_kept_with_its_dataset(
+    make, puts, config_dir
+):
+    client = DatasetClient(puts)
+    publisher, _ = make(client, dataset_id="model-1", org_id="org-1", api_key="key-1")
+    client.errors["put:r-test"] = [api_error(status=503)]
+    result = publisher.publish([ref("train", T1), batch(T2), ref("test", T3)])
+    assert client.ops("log_reference") == [("org-1", "model-1", "train", T1), ("org-1", "model-1", "test", T3)]
+    assert client.ops("log_async") == [("org-1", "model-1", T2, [])]
+    assert client.ops("references") == client.ops("reference") == []
+    train, one, test = result.profiles
+    assert [(p.ok, p.session_id, p.profile_id) for p in (train, one, test)] == [
+        (True, "org-1/model-1", "r-train"),
+        (True, "org-1/model-1", f"b{T2}"),
+        (False, "org-1/model-1", "r-test"),
+    ]
+    [entry] = Outbox(config_dir / "outbox").entries()
+    assert (entry.kind, entry.alias, entry.org_id, entry.dataset_id) == ("reference", "test", "org-1", "model-1")
+    assert (entry.session_id, entry.upload_id) == ("org-1/model-1", "r-test")
+
+
+def test_a_dataset_s_segmented_references_are_made_with_their_segments(make, puts):
+    client = DatasetClient(puts)
+    publisher, _ = make(client, dataset_id="model-1", org_id="org-1", api_key="key-1")
+    segmented = [
+        ProfileItem(
+            view=View(f"reference {city}".encode()),
+            dataset_timestamp=T1,
+            alias="train",
+            segment_tags=(SegmentTag(key="city", value=city),),
+        )
+        for city in ("a", "b")
+    ]
+    result = publisher.publish(segmented)
+    assert client.ops("create_reference") == [
+        ("org-1", "model-1", "train", T1, [[("city", "a")]]),
+        ("org-1", "model-1", "train", T1, [[("city", "b")]]),
+    ]
+    assert client.ops("log_reference") == [] and all(p.ok for p in result.profiles)
+
+
+def test_a_failure_without_words_is_kept_with_an_empty_error(make, config_dir):
+    publisher, client = make()
+    client.errors[f"put:b{T1}"] = [SongbirdConnectionError("")]
+    publisher.publish([batch(T1)])
+    [entry] = Outbox(config_dir / "outbox").entries()
+    assert (entry.error, entry.upload_id) == ("", f"b{T1}")

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from whylogs_songbird.server.bundles import (
     MAX_PROFILES,
     VERSION,
     BundleError,
+    _Sink,
     export_chunks,
     exportable,
     import_bundle,
@@ -83,6 +85,19 @@ def export(store: Store, session_id: str) -> bytes:
 # -- export ------------------------------------------------------------------------------------
 
 
+def local_extra_tags(data: bytes, info: zipfile.ZipInfo) -> list[int]:
+    """The ids of the extra fields in an entry's local header (0x0001: zip64 sizes)."""
+    start = info.header_offset
+    name_length, extra_length = struct.unpack("<HH", data[start + 26 : start + 30])
+    extra = data[start + 30 + name_length : start + 30 + name_length + extra_length]
+    tags, at = [], 0
+    while at + 4 <= len(extra):
+        tag, length = struct.unpack("<HH", extra[at : at + 4])
+        tags.append(tag)
+        at += 4 + length
+    return tags
+
+
 def test_an_export_holds_each_profile_s_bytes_and_a_manifest_written_last(store):
     session_id, batch, reference = session_of_two(store)
     data = export(store, session_id)
@@ -91,7 +106,11 @@ def test_an_export_holds_each_profile_s_bytes_and_a_manifest_written_last(store)
         assert all(i.compress_type == zipfile.ZIP_STORED for i in archive.infolist())
         assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert archive.read("profiles/000001.bin") == PROFILE and archive.read("profiles/000002.bin") == OTHER
-        manifest = json.loads(archive.read(MANIFEST))
+        text = archive.read(MANIFEST).decode()
+        manifest = json.loads(text)
+        # each profile is written with zip64 sizes in its header, so a profile over 4 GiB fits too
+        assert [local_extra_tags(data, archive.getinfo(n)) for n in archive.namelist()] == [[0x0001], [0x0001], []]
+    assert text == json.dumps(manifest, indent=1)  # one key a line, indented by one: readable as it is
     session = store.get_session(session_id)
     assert session is not None
     exported_at = manifest.pop("exported_at")
@@ -125,6 +144,16 @@ def test_an_export_holds_each_profile_s_bytes_and_a_manifest_written_last(store)
             },
         ],
     }
+
+
+def test_the_export_s_sink_is_a_write_only_stream_drained_piece_by_piece():
+    sink = _Sink()
+    assert (sink.writable(), sink.readable(), sink.seekable()) == (True, False, False)
+    buffered = io.BufferedWriter(sink, buffer_size=4)  # refused by a stream that is not writable
+    buffered.write(b"abc")
+    buffered.write(memoryview(b"defgh"))
+    buffered.flush()
+    assert sink.drain() == b"abcdefgh" and sink.drain() == b""
 
 
 def test_exportable_leaves_out_slots_invalid_profiles_and_duplicates(store):

@@ -30,10 +30,11 @@ from jinja2 import DictLoader, Environment
 from starlette.requests import Request
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.column_stats import ProfileColumns
 from whylogs_songbird.monitors import Monitor, MonitorsFile
 from whylogs_songbird.profiles import serialize_view
 from whylogs_songbird.server.datasets import link_token
-from whylogs_songbird.server.digest import digest_view
+from whylogs_songbird.server.digest import DigestError, digest_columns, digest_view
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.observatory.cache import LruCache
 from whylogs_songbird.server.observatory.container import PageContainer
@@ -1008,3 +1009,107 @@ def test_mounted_routes_share_the_app_s_view_cache_and_keep_pages_in_the_app_s_s
     bare = FastAPI()  # no view cache: profiles are digested in a sandbox; an empty session needs none
     empty = FakeStore([])
     assert mount_timeline(bare, empty).document(SID, TimelineQuery())["buckets"] == []  # type: ignore[arg-type]
+
+
+# -- the service's reads of a store, one by one ----------------------------------------------------------
+
+
+def two_sessions() -> FakeStore:
+    """session-1: three valid batches over two days (two of one segment, one pending) and an invalid one;
+    session-2: one batch of its own."""
+    return FakeStore(
+        [
+            upload("log-1", segment_tags=(("k", "v"),)),
+            upload("log-2", dataset_timestamp=T0 + DAY, segment_tags=(("k", "v"),), ingest_state="pending"),
+            upload("log-3", dataset_timestamp=T0 + DAY + HOUR),
+            upload("log-4", dataset_timestamp=T0 + 3 * DAY, ingest_state="invalid"),
+            upload("ref-1", kind="reference"),
+            upload("log-9", session_id="session-2", dataset_timestamp=T0 - DAY, segment_tags=(("z", "1"),)),
+        ]
+    )
+
+
+def test_the_outline_reads_only_the_asked_session_s_batches():
+    outline = make_service(two_sessions()).outline  # type: ignore[arg-type]
+    assert outline is not None
+    assert sorted(outline.segments("session-1")) == ["", "k=v"]
+    assert list(outline.segments("session-2")) == ["z=1"]
+    assert outline.span("session-1") == (T0, T0 + DAY + HOUR)
+    assert outline.span("session-2") == (T0 - DAY, T0 - DAY)
+    # by day, the two days; shifted by 23 hours (or back by one), log-1 and log-2 share a day and log-3 is
+    # the next one's: three buckets, two of them without the pending log-2
+    assert outline.bucket_counts("session-1", DAY, 0) == (2, 2)
+    assert outline.bucket_counts("session-1", DAY, 23 * HOUR) == (3, 2)
+    assert outline.bucket_counts("session-1", DAY, -HOUR) == (3, 2)
+    assert outline.bucket_counts("session-1", HOUR, 0) == (3, 2)
+    # two days from an odd day (T0 is day 20454): log-1 alone, then log-2 and log-3 together
+    assert outline.bucket_counts("session-1", 2 * DAY, DAY) == (2, 2)
+    assert outline.bucket_counts("session-1", 2 * DAY, 0) == (1, 1)
+    assert outline.bucket_counts("session-2", HOUR, 0) == (1, 1)
+    assert sorted(outline.timestamps("session-1")) == [
+        (T0, "k=v", False),
+        (T0 + DAY, "k=v", True),
+        (T0 + DAY + HOUR, "", False),
+    ]
+    assert list(outline.timestamps("session-2")) == [(T0 - DAY, "z=1", False)]
+    assert sorted(outline.day_marks("session-2")) == [(T0 - DAY) // DAY]
+    assert [p.id for p in outline.references("session-1")] == ["ref-1"]
+    assert [p.id for p in outline.batches_between("session-1", T0 + DAY, None)] == ["log-2", "log-3"]
+
+
+def test_the_outline_labels_each_row_of_a_segment_alike():
+    store = FakeStore(
+        [upload(f"log-{i}", dataset_timestamp=T0 + i * HOUR, segment_tags=(("a", "1"), ("b", "2"))) for i in range(3)]
+    )
+    outline = make_service(store).outline  # type: ignore[arg-type]
+    assert outline is not None
+    assert sorted(outline.timestamps("session-1")) == [(T0 + i * HOUR, "a=1,b=2", False) for i in range(3)]
+    assert list(outline.timestamps("session-2")) == []
+
+
+class DigestProfiles(FakeProfiles):
+    """A view cache whose digests are the real ones of its views."""
+
+    def upload_digest(self, upload: UploadRecord) -> dict[str, Any]:
+        return digest_columns(digest_view(self.views[upload.id]))
+
+
+def test_a_profile_s_columns_come_from_its_digest_with_a_view_cache_else_from_its_view():
+    store = FakeStore(three_uploads(), {k: serialize_view(v) for k, v in views().items()})
+    stored = _stored(three_uploads()[1])
+    with_cache = make_service(store, profiles=DigestProfiles(views())).columns(stored)  # type: ignore[arg-type]
+    assert isinstance(with_cache, ProfileColumns) and list(with_cache.columns) == ["x"]
+    assert with_cache.view(None).get_column("x").get_metric("counts").n.value == 3
+    without = make_service(store, sandbox=DigestingSandbox()).columns(stored)  # type: ignore[arg-type]
+    assert isinstance(without, DatasetProfileView)
+    assert without.get_column("x").get_metric("counts").n.value == 3
+
+
+def test_a_torn_digest_is_a_summary_error_saying_why():
+    class Torn(FakeProfiles):
+        def upload_digest(self, upload: UploadRecord) -> dict[str, Any]:
+            raise DigestError(f"the digest of {upload.id} is torn")
+
+    service = make_service(FakeStore(three_uploads()), profiles=Torn(views()))  # type: ignore[arg-type]
+    with pytest.raises(SummaryError) as caught:
+        service.columns(_stored(three_uploads()[0]))
+    assert str(caught.value) == "the digest of log-1 is torn"
+
+
+def test_the_service_s_version_is_the_store_s():
+    store = FakeStore([])
+    service = make_service(store, cache=MemoryArtefacts())  # type: ignore[arg-type]
+    assert service.version is not None and service.version("session-1") == ""
+    store.put_derived("session-1", "timeline/version", b"v7")
+    assert (service.version("session-1"), service.version("session-2")) == ("v7", "")
+
+
+def test_a_session_s_json_counts_the_cpu_its_document_took_within_its_time():
+    site = site_of(session_store())
+    while time.thread_time() < 0.2:  # a thread that has run a while: its CPU clock is far from zero
+        pass
+    response = session_json(site, SID, TimelineQuery(granularity="day"))
+    # the CPU clock is read inside the span the other clock times, in one thread: it cannot say more,
+    # and a document made of whylogs views takes some
+    wall, cpu = (float(d) for d in re.findall(r"dur=(\d+\.\d)", response.headers["server-timing"]))
+    assert 0 < cpu <= wall + 0.1, response.headers["server-timing"]
