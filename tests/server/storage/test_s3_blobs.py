@@ -658,7 +658,8 @@ def test_listing_walks_every_page_without_the_store_s_prefix(faked):
 
 
 def test_deleting_a_prefix_deletes_each_listed_key_and_returns_them(faked):
-    paginator = FakePaginator([{"Contents": [{"Key": f"team/p/s/{n}", "Size": 1, "LastModified": at(1)} for n in "ab"]}])
+    listed = [{"Key": f"team/p/s/{n}", "Size": 1, "LastModified": at(1)} for n in "ab"]
+    paginator = FakePaginator([{"Contents": listed}])
     store, client = faked(get_paginator=paginator, delete_object=None)
     assert store.delete_prefix("s/") == ["s/a", "s/b"]
     assert paginator.asked == [{"Bucket": "bucket", "Prefix": "team/p/s/"}]
