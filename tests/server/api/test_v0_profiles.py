@@ -252,3 +252,10 @@ def test_a_v0_frame_whose_message_does_not_parse_is_refused_saying_so():
     assert str(caught.value) == (
         "it is framed as a whylogs v0 profile (DatasetProfileMessage) but its message does not parse"
     )
+
+
+def test_a_one_byte_v0_frame_is_judged_as_one():
+    """A frame of size 1 is a v0 frame (only size 0 is not): its one byte, tag 0, does not parse."""
+    with pytest.raises(ProfileCheckError) as caught:
+        check_profile_bytes(b"\x01\x00", max_columns=10)
+    assert "framed as a whylogs v0 profile" in str(caught.value)

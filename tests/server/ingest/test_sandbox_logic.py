@@ -45,6 +45,7 @@ def test_the_default_limits():
     assert (limits.jobs_per_child, limits.max_columns) == (50_000, 20_000)
     assert limits.retire_growth() == 512 * 1024 * 1024
     assert SandboxLimits(memory_bytes=400, retire_growth_bytes=7).retire_growth() == 7
+    assert SandboxLimits(memory_bytes=1003).retire_growth() == 250  # a whole number of bytes, rounded down
     assert sandbox.STARTUP_SECONDS == 120.0 and sandbox.TEST_FAULT_ENV == "SONGBIRD_SANDBOX_TEST_FAULT"
 
 

@@ -380,6 +380,20 @@ def test_a_child_process_runs_child_main_with_its_limits(piped):
     assert child.jobs == 0 and child._inbox == b""
 
 
+def test_growth_counts_from_the_greeting_and_is_never_negative(piped, monkeypatch):
+    child, process = piped()
+    sizes = {process.pid: 1000}
+    monkeypatch.setattr(sandbox, "_address_space_of", lambda pid: sizes.get(pid))
+    assert child.grown() == 0  # not greeted yet: nothing to count from
+    process.answer(_FRAME.pack(b"H", 0))
+    child.wait_ready(10.0)
+    for now, grown in ((999, 0), (1000, 0), (1001, 1), (4000, 3000)):
+        sizes[process.pid] = now
+        assert child.grown() == grown
+    del sizes[process.pid]  # the OS does not say
+    assert child.grown() == 0
+
+
 def soon(seconds: float = 5.0) -> float:
     """A deadline ``seconds`` from now on the real clock."""
     return time.monotonic() + seconds

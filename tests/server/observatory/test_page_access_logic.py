@@ -88,6 +88,7 @@ def test_a_container_gives_its_pages_paths_and_links():
     )
     assert session.timeline_api([("granularity", "day")]) == "/api/v1/sessions/session-abc/timeline?granularity=day"
     dataset = PageContainer.dataset("session-internal", "org-a", "model-1")
+    assert (dataset.id, dataset.org_id, dataset.dataset_id) == ("session-internal", "org-a", "model-1")
     assert (dataset.kind, dataset.name, dataset.home_path) == (
         "dataset",
         "org-a/model-1",

@@ -36,7 +36,9 @@ from whylogs_songbird.server.lifecycle import (
     deletions,
     disk_usage,
     finish_deletions,
+    purge,
 )
+from whylogs_songbird.server.storage.deletion import PurgeItem
 from whylogs_songbird.server.store import NewUpload, Store, UploadRecord, blob_key, now_ms
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/lifecycle.py")
@@ -190,6 +192,16 @@ def test_deleting_an_open_slot(store, caplog):
     assert store.get_upload(slot.id) is None
     assert deletions(store).marked_deleted() == 0  # purged at once: a slot has no bytes to delete
     assert caplog.records == []
+
+
+def test_purging_an_upload_removes_the_key_it_was_recorded_with_outside_its_prefix(store):
+    session_id = store.create_session("u").id
+    record = put(store, session_id, b"recorded")
+    assert store.data_dir is not None
+    elsewhere = f"profiles/{session_id}/{UNKNOWN_LOG}.bin"  # a key not under "<upload>."
+    (store.data_dir / elsewhere).write_bytes(b"the recorded key")
+    purge(store, PurgeItem("upload", session_id, ((record.id, elsewhere),)))
+    assert files(store) == []
 
 
 # -- datasets ------------------------------------------------------------------------------------

@@ -657,6 +657,21 @@ def test_listing_walks_every_page_without_the_store_s_prefix(faked):
     assert paginator.asked[-1] == {"Bucket": "bucket", "Prefix": "team/p/"}
 
 
+def test_deleting_a_prefix_deletes_each_listed_key_and_returns_them(faked):
+    listed = [{"Key": f"team/p/s/{n}", "Size": 1, "LastModified": at(1)} for n in "ab"]
+    paginator = FakePaginator([{"Contents": listed}])
+    store, client = faked(get_paginator=paginator, delete_object=None)
+    assert store.delete_prefix("s/") == ["s/a", "s/b"]
+    assert paginator.asked == [{"Bucket": "bucket", "Prefix": "team/p/s/"}]
+    assert client.calls[1:] == [
+        ("delete_object", {"Bucket": "bucket", "Key": "team/p/s/a"}),
+        ("delete_object", {"Bucket": "bucket", "Key": "team/p/s/b"}),
+    ]
+    empty = FakePaginator([{}])
+    store, client = faked(get_paginator=empty, delete_object=None)
+    assert store.delete_prefix("x/") == [] and [c[0] for c in client.calls] == ["get_paginator"]
+
+
 def test_listing_a_store_without_prefix_lists_the_bucket(fake_credentials):
     store = offline("s3://bucket")
     paginator = FakePaginator([{"Contents": [{"Key": "s/a", "Size": 1, "LastModified": at(1000)}]}])
@@ -706,6 +721,14 @@ def test_a_start_removes_the_bodies_its_host_was_receiving_and_nothing_else(fake
     assert store.reconcile() == [f"tmp/{leftover.name}"]
     assert not leftover.exists() and other.exists()
     assert store.reconcile() == []
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_stop_the_others(fake_credentials, tmp_path):
+    store = offline(temp_dir=tmp_path / "tmp")
+    (tmp_path / "tmp" / "songbird-body-a.part").mkdir(parents=True)  # unlink() refuses a directory
+    (tmp_path / "tmp" / "songbird-body-b.part").write_bytes(b"part")
+    assert store.reconcile() == ["tmp/songbird-body-b.part"]
+    assert (tmp_path / "tmp" / "songbird-body-a.part").is_dir()
 
 
 # -- against SeaweedFS -----------------------------------------------------------------------------

@@ -60,3 +60,29 @@ def test_the_sweeper_s_settings_and_repr(store):
     assert repr(other.start()) == "SlotSweeper(interval=2.5, running=True)"
     other.stop()
     assert repr(other) == "SlotSweeper(interval=2.5, running=False)"
+
+
+class _SharedStoreSeam:
+    """A team store as the sweeper sees it: records what each call was given."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def sweep_expired_slots(self, *, grace_seconds, stop):
+        self.calls.append(("sweep", stop))
+
+    def scan_orphans_if_due(self, *, stop):
+        self.calls.append(("scan", stop))
+
+
+def test_on_a_shared_store_the_orphan_scan_is_told_when_the_sweeper_stops():
+    seam = _SharedStoreSeam()
+    sweeper = SlotSweeper(seam, grace_seconds=5)  # type: ignore[arg-type]
+    sweeper.run_once()
+    assert [name for name, _ in seam.calls] == ["sweep", "scan"]
+    scan_stop = seam.calls[1][1]
+    assert callable(scan_stop) and scan_stop() is False
+    sweeper.stop()
+    assert scan_stop() is True

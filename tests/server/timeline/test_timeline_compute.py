@@ -31,6 +31,7 @@ from whylogs_songbird.timeline import (
     TimelineInputs,
     _BucketViews,
     bucket_points,
+    bucketize,
     build_timeline,
     column_point,
     column_points,
@@ -376,6 +377,19 @@ def test_without_a_granularity_the_default_is_chosen():
     assert document["columns"]["x"]["drift_category"] == [None, None, None]
     # 1-3, then 4-5, then 1001-1003: each hour has no value of the hour before
     assert document["columns"]["x"]["previous_drift_category"] == [None, "DRIFT", "DRIFT"]
+
+
+def test_given_buckets_are_used_and_the_batches_not_read():
+    hourly = bucketize(BATCHES, "hour", None)
+    load = Loader(day_views())
+    document = compute_timeline(TimelineInputs(batches=(), load=load, buckets=hourly))
+    assert document["granularity"] == "hour"  # chosen from the given buckets' batches, not from batches=()
+    assert [(b["start"], b["profiles"]) for b in document["buckets"]] == [
+        (T0 + HOUR_MS, 1),
+        (T0 + 5 * HOUR_MS, 1),
+        (T0 + 2 * DAY_MS + HOUR_MS, 1),
+    ]
+    assert document["columns"]["x"]["count"] == [3, 2, 3]
 
 
 def test_a_segment_keeps_only_its_batches():
