@@ -15,7 +15,7 @@ so a new module or test file needs no edit here.
     scripts/mutation                       # every module some test file marks
     scripts/mutation session outbox        # modules whose path contains one of these words
     scripts/mutation -listing              # every module but those whose path contains "listing"
-    scripts/mutation --list                # the modules, their test files, and modules no test marks
+    scripts/mutation --list [words]        # the modules a run would take, their test files, and modules no test marks
     MUTATION_JOBS=2 scripts/mutation       # mutants tested at once (default 1: a shared machine)
     scripts/mutation --estimate [N] [words] # predict a run's cost from N sampled mutants a module
     MUTATION_SCRATCH= scripts/mutation     # keep the run's files in the usual temp dir, not /dev/shm
@@ -471,16 +471,10 @@ def main(words: list[str]) -> int:
     if words[:1] == ["--estimate"]:
         words = words[1:]
         sample = int(words.pop(0)) if words and words[0].isdigit() else ESTIMATE_SAMPLE
-    if words == ["--list"]:
-        for module, tests in modules.items():
-            print(f"{module:45} {' '.join(tests)}")
-        for module in EXPECTED:
-            if module not in modules:
-                print(f"{module:45} (no test file marks it)")
-        return 0
+    listing = words[:1] == ["--list"]
     # a word with a leading "-" leaves out the modules whose path contains the rest of it
-    left_out = [w[1:] for w in words if w.startswith("-") and len(w) > 1]
-    words = [w for w in words if not w.startswith("-")]
+    left_out = [w[1:] for w in words[listing:] if w.startswith("-") and len(w) > 1]
+    words = [w for w in words[listing:] if not w.startswith("-")]
     chosen = {
         m: t
         for m, t in modules.items()
@@ -489,6 +483,13 @@ def main(words: list[str]) -> int:
     if not chosen:
         print(f"no module matches {words}; modules: {', '.join(modules)}", file=sys.stderr)
         return 2
+    if listing:  # what a run with the same words would mutate, and with which test files
+        for module, tests in chosen.items():
+            print(f"{module:45} {' '.join(tests)}")
+        for module in EXPECTED:
+            if module not in modules and (not words or any(w in module for w in words)):
+                print(f"{module:45} (no test file marks it)")
+        return 0
     # a mutant can leave a thread waiting forever: tests that know it end their run after this long
     env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "True", "SONGBIRD_TEST_HANG_SECONDS": "6"}
     # property tests stop at their first failing example instead of shrinking it (tests/conftest.py)
