@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from services import free_port
 
+from whylogs_songbird.server.storage import postgres
 from whylogs_songbird.server.storage.base import StorageConfigError, StorageUnavailableError
 from whylogs_songbird.server.storage.paging import alias_text_index
 from whylogs_songbird.server.storage.postgres import (
@@ -139,7 +140,7 @@ def test_a_new_database_gets_the_current_schema_and_says_so(postgres_service, ca
         first.close()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.storage"):
-        again = PostgresMetadataStore(url, connect_timeout=QUICK)
+        again = open_metadata(url)
     try:
         assert again.schema_version() == SCHEMA_VERSION and again.owner == ""
         assert [r.getMessage() for r in caplog.records] == []  # nothing migrated the second time
@@ -465,8 +466,12 @@ def _listener_threads(before: set[threading.Thread]) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t not in before and t.name == "songbird-ingest-listen"]
 
 
-def test_each_schema_has_its_channel_and_a_listener_hears_its_announcements_until_stopped(postgres_service, caplog):
+def test_each_schema_has_its_channel_and_a_listener_hears_its_announcements_until_stopped(
+    postgres_service, caplog, monkeypatch
+):
     import queue
+
+    monkeypatch.setattr(postgres, "LISTEN_SECONDS", 0.05)  # its waits: how often it looks at the stop, retries
 
     url = postgres_service.new_schema()
     first = PostgresMetadataStore(url, connect_timeout=QUICK)
@@ -499,11 +504,13 @@ def test_each_schema_has_its_channel_and_a_listener_hears_its_announcements_unti
             while not caplog.records:
                 assert time.monotonic() < deadline, "the lost connection was not logged"
                 time.sleep(0.02)
-        assert [r.getMessage() for r in caplog.records] == [
+        assert [r.getMessage() for r in caplog.records][:1] == [
             "storage: listening for ingest work failed (OperationalError); trying again"
         ]
+        assert heard.get(timeout=10) == "called"  # connected again, and said so
+        first.close()  # the stop's own announcement now fails: the listener sees the stop at its next look
         stop()
-        assert not listener.is_alive()  # the stop ends the wait for the next try
+        assert not listener.is_alive()
     finally:
         for store in (first, second, elsewhere):
             store.close()
