@@ -189,6 +189,7 @@ def test_connections_time_out_after_whole_seconds_at_least_one(postgres_service,
 
 
 def test_reads_are_autocommit_and_a_failed_transaction_leaves_nothing(store):
+    assert store.owner == ""  # claims for no host unless told
     with store._read() as conn:
         assert conn.autocommit is True
         conn.execute("CREATE TABLE scratch (v INTEGER)")
