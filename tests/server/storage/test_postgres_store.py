@@ -8,26 +8,33 @@ messages are written out here by hand.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+import warnings
 
 import psycopg
 import pytest
 from services import free_port
 
+from whylogs_songbird.server.storage import postgres
 from whylogs_songbird.server.storage.base import StorageConfigError, StorageUnavailableError
+from whylogs_songbird.server.storage.paging import alias_text_index
 from whylogs_songbird.server.storage.postgres import (
+    INDEX_LOCK,
     MIGRATION_LOCK,
     POOL_MAX,
     DatabaseUnavailableError,
     PostgresMetadataStore,
+    _quoted,
     _recorded_version,
+    _trigram_ops,
     check_url,
     open_metadata,
     redacted,
 )
-from whylogs_songbird.server.storage.sql import SCHEMA_VERSION
+from whylogs_songbird.server.storage.sql import ONLINE_INDEXES, SCHEMA_VERSION
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/storage/postgres.py")
 
@@ -133,7 +140,7 @@ def test_a_new_database_gets_the_current_schema_and_says_so(postgres_service, ca
         first.close()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.storage"):
-        again = PostgresMetadataStore(url, connect_timeout=QUICK)
+        again = open_metadata(url)
     try:
         assert again.schema_version() == SCHEMA_VERSION and again.owner == ""
         assert [r.getMessage() for r in caplog.records] == []  # nothing migrated the second time
@@ -160,8 +167,11 @@ def test_the_pool_keeps_one_to_sixteen_connections_and_never_fewer_than_two_at_m
             assert (opened._pool.min_size, opened._pool.max_size, opened._pool.name) == (1, kept, "songbird")
         finally:
             opened.close()
-    default = PostgresMetadataStore(url, connect_timeout=QUICK)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        default = PostgresMetadataStore(url, connect_timeout=QUICK)
     try:
+        assert [str(w.message) for w in warned] == []  # the pool is opened explicitly (psycopg_pool warns otherwise)
         assert default._pool.max_size == POOL_MAX
     finally:
         default.close()
@@ -179,6 +189,7 @@ def test_connections_time_out_after_whole_seconds_at_least_one(postgres_service,
 
 
 def test_reads_are_autocommit_and_a_failed_transaction_leaves_nothing(store):
+    assert store.owner == ""  # claims for no host unless told
     with store._read() as conn:
         assert conn.autocommit is True
         conn.execute("CREATE TABLE scratch (v INTEGER)")
@@ -280,3 +291,227 @@ def _waits_on_advisory_lock(conn: psycopg.Connection) -> bool:
     query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = %s AND classid = %s"
     row = conn.execute(query, (MIGRATION_LOCK & 0xFFFFFFFF, MIGRATION_LOCK >> 32)).fetchone()
     return bool(row[0])
+
+
+# --- the paging indexes, built concurrently after the migration -------------------------------------
+
+ONLINE = ["session_page_by_uploaded", "session_page_by_timestamp", "session_page_by_alias"]
+TRIGRAM = "session_page_alias_text"
+BUILDING = "storage: building index %s concurrently (writes go on meanwhile)"
+
+
+class _Recorder:
+    """A real connection that remembers each statement it is given (the module's own seam)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.sent: list[str] = []
+
+    def execute(self, statement, *args):
+        self.sent.append(statement)
+        return self.conn.execute(statement, *args)
+
+
+def _indexes(conn: psycopg.Connection) -> dict[str, bool]:
+    rows = conn.execute(
+        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relnamespace = current_schema()::regnamespace AND c.relname LIKE 'session_page%%'"
+    ).fetchall()
+    return dict(rows)
+
+
+def _index_lock_free(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as other:
+        free = other.execute("SELECT pg_try_advisory_lock(%s)", (INDEX_LOCK,)).fetchone()[0]
+        if free:
+            other.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
+        return bool(free)
+
+
+def test_a_start_builds_each_paging_index_concurrently_and_a_later_start_asks_for_none(postgres_service, caplog):
+    url = postgres_service.new_schema()
+    with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.storage"):
+        PostgresMetadataStore(url, connect_timeout=QUICK).close()
+    built = [(r.levelno, r.getMessage()) for r in caplog.records if "building index" in r.getMessage()]
+    assert built == [(logging.DEBUG, BUILDING % name) for name in [*ONLINE, TRIGRAM]]  # a new database: quietly
+    assert _index_lock_free(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert _indexes(conn) == dict.fromkeys([*ONLINE, TRIGRAM], True)
+        ops = _trigram_ops(conn)
+        assert ops is not None and ops.endswith('".gin_trgm_ops')
+        recorder = _Recorder(conn)
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.storage"):
+            PostgresMetadataStore._build_online_indexes(PostgresMetadataStore, recorder, upgrade=True)  # type: ignore[arg-type]
+        assert not any("advisory" in sent for sent in recorder.sent)  # all there: no lock asked for
+        assert caplog.records == []
+        for name in (ONLINE[1], TRIGRAM):
+            conn.execute(f"DROP INDEX {name}")
+        recorder.sent.clear()
+        with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.storage"):
+            PostgresMetadataStore._build_online_indexes(PostgresMetadataStore, recorder, upgrade=True)  # type: ignore[arg-type]
+        creates = [sent for sent in recorder.sent if "INDEX" in sent]
+        assert creates == [
+            statement.replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS")
+            for statement in (ONLINE_INDEXES[1], alias_text_index(ops))
+        ]
+        assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+            (logging.INFO, BUILDING % ONLINE[1]),  # an upgrade: said
+            (logging.INFO, BUILDING % TRIGRAM),
+        ]
+        assert _indexes(conn) == dict.fromkeys([*ONLINE, TRIGRAM], True)
+        conn.execute(f"DROP INDEX {ONLINE[0]}")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server.storage"):
+        PostgresMetadataStore(url, connect_timeout=QUICK).close()  # a start on a schema there: an upgrade
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO, BUILDING % ONLINE[0])]
+    assert _index_lock_free(url)
+
+
+def test_an_invalid_index_is_dropped_and_built_again_and_a_failed_build_is_logged(postgres_service, caplog):
+    url = postgres_service.new_schema()
+    PostgresMetadataStore(url, connect_timeout=QUICK).close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        ops = _trigram_ops(conn)
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", (ONLINE[1],))
+        conn.execute(f"DROP INDEX {TRIGRAM}")
+        recorder = _Recorder(conn)
+        with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.storage"):
+            PostgresMetadataStore._build_online_indexes(PostgresMetadataStore, recorder, upgrade=False)  # type: ignore[arg-type]
+        assert [sent for sent in recorder.sent if "INDEX" in sent] == [
+            f"DROP INDEX CONCURRENTLY IF EXISTS {ONLINE[1]}",
+            ONLINE_INDEXES[1].replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS"),
+            alias_text_index(ops).replace("CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS"),
+        ]
+        assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+            (logging.WARNING, f"storage: index {ONLINE[1]} was left invalid by a build cut short; building it again"),
+            (logging.DEBUG, BUILDING % ONLINE[1]),
+            (logging.DEBUG, BUILDING % TRIGRAM),
+        ]
+        assert _indexes(conn) == dict.fromkeys([*ONLINE, TRIGRAM], True)
+        # an index PostgreSQL refuses to build (its column is gone) is logged; the next ones are built
+        conn.execute("ALTER TABLE uploads DROP COLUMN dataset_timestamp")  # drops session_page_by_timestamp
+        conn.execute(f"DROP INDEX {ONLINE[2]}")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.storage"):
+            PostgresMetadataStore._build_online_indexes(PostgresMetadataStore, conn, upgrade=True)  # type: ignore[arg-type]
+        assert [r.getMessage() for r in caplog.records] == [
+            f"storage: could not build index {ONLINE[1]} (UndefinedColumn); pages work without it, the next start "
+            "builds it again"
+        ]
+        assert _indexes(conn) == {ONLINE[0]: True, ONLINE[2]: True, TRIGRAM: True}
+    assert _index_lock_free(url)
+
+
+def test_a_start_that_finds_another_building_serves_without_waiting(postgres_service, caplog):
+    url = postgres_service.new_schema()
+    PostgresMetadataStore(url, connect_timeout=QUICK).close()
+    with psycopg.connect(url, autocommit=True) as holder, psycopg.connect(url, autocommit=True) as conn:
+        holder.execute("SELECT pg_advisory_lock(%s)", (INDEX_LOCK,))
+        conn.execute(f"DROP INDEX {ONLINE[0]}")
+        with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.storage"):
+            PostgresMetadataStore._build_online_indexes(PostgresMetadataStore, conn, upgrade=True)  # type: ignore[arg-type]
+        assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+            (logging.INFO, "another process builds the paging indexes; this one serves without waiting for them")
+        ]
+        assert ONLINE[0] not in _indexes(conn)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (INDEX_LOCK,))
+
+
+def test_a_role_that_may_not_install_pg_trgm_serves_without_its_index_until_it_may(postgres_service, caplog):
+    url = postgres_service.new_database("trgm")
+    role = "plain_" + url.rsplit("_", 1)[1]
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"CREATE SCHEMA own AUTHORIZATION {role}")
+    plain = url.replace("postgres@", f"{role}@", 1) + "?options=-csearch_path%3Down"
+    for _ in range(2):  # each start tries again
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.storage"):
+            PostgresMetadataStore(plain, connect_timeout=QUICK).close()
+        assert [r.getMessage() for r in caplog.records] == [
+            "storage: the session page's alias filter has no index: PostgreSQL refused CREATE EXTENSION pg_trgm"
+            " (InsufficientPrivilege); it reads a session's every profile until a database owner runs CREATE"
+            " EXTENSION pg_trgm (the next start builds the index)"
+        ]
+        with psycopg.connect(plain, autocommit=True) as conn:
+            assert _indexes(conn) == dict.fromkeys(ONLINE, True) and _trigram_ops(conn) is None
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"GRANT CREATE ON DATABASE {url.rsplit('/', 1)[1]} TO {role}")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.storage"):
+        PostgresMetadataStore(plain, connect_timeout=QUICK).close()
+    assert caplog.records == []
+    with psycopg.connect(plain, autocommit=True) as conn:
+        assert _trigram_ops(conn) == '"own".gin_trgm_ops'  # installed in the store's schema
+        assert _indexes(conn) == dict.fromkeys([*ONLINE, TRIGRAM], True)
+
+
+def test_identifiers_are_quoted_with_their_quotes_doubled():
+    assert _quoted("own") == '"own"'
+    assert _quoted('a"b""') == '"a""b"""""'
+
+
+# --- ingest notifications (LISTEN/NOTIFY) -----------------------------------------------------------
+
+
+def _schema_of(url: str) -> str:
+    return url.rsplit("search_path%3D", 1)[1]
+
+
+#: The listener's connection (by its statement: other tests' listeners share the database).
+ACTIVE = "SELECT %s FROM pg_stat_activity WHERE query = %%s"
+
+
+def _listener_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t not in before and t.name == "songbird-ingest-listen"]
+
+
+def test_each_schema_has_its_channel_and_a_listener_hears_its_announcements_until_stopped(
+    postgres_service, caplog, monkeypatch
+):
+    import queue
+
+    monkeypatch.setattr(postgres, "LISTEN_SECONDS", 0.05)  # its waits: how often it looks at the stop, retries
+
+    url = postgres_service.new_schema()
+    first = PostgresMetadataStore(url, connect_timeout=QUICK)
+    second = PostgresMetadataStore(url, connect_timeout=QUICK)
+    elsewhere = PostgresMetadataStore(postgres_service.new_schema(), connect_timeout=QUICK)
+    heard: queue.Queue[str] = queue.Queue()
+    before = set(threading.enumerate())
+    try:
+        digest = hashlib.sha256(_schema_of(url).encode()).hexdigest()
+        assert first._ingest_channel == second._ingest_channel == "songbird_ingest_" + digest[:16]
+        assert elsewhere._ingest_channel != first._ingest_channel
+        stop = first.listen_ingest(lambda: heard.put("called"))
+        assert stop is not None
+        (listener,) = _listener_threads(before)
+        assert listener.daemon
+        assert heard.get(timeout=10) == "called"  # at once: what was announced before it listened
+        listening = f'LISTEN "{first._ingest_channel}"'
+        with psycopg.connect(url, autocommit=True) as watcher:  # listening now
+            deadline = time.monotonic() + 10
+            while not watcher.execute(ACTIVE % "count(*)", (listening,)).fetchone()[0]:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        second.announce_ingest()
+        assert heard.get(timeout=10) == "called"
+        # a lost connection is logged, and the listener tries again after a while
+        with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.storage"):
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(ACTIVE % "pg_terminate_backend(pid)", (listening,))
+            deadline = time.monotonic() + 10
+            while not caplog.records:
+                assert time.monotonic() < deadline, "the lost connection was not logged"
+                time.sleep(0.02)
+        assert [r.getMessage() for r in caplog.records][:1] == [
+            "storage: listening for ingest work failed (OperationalError); trying again"
+        ]
+        assert heard.get(timeout=10) == "called"  # connected again, and said so
+        first.close()  # the stop's own announcement now fails: the listener sees the stop at its next look
+        stop()
+        assert not listener.is_alive()
+    finally:
+        for store in (first, second, elsewhere):
+            store.close()
