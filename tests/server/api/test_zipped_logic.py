@@ -8,6 +8,7 @@ import struct
 import zipfile
 
 import pytest
+from zips import zip_of
 
 from whylogs_songbird.server.zipped import (
     MAX_ZIP_MEMBERS,
@@ -40,14 +41,6 @@ def refusal(data: bytes, limit: int = 1000, **options: int) -> str:
     with pytest.raises(ZipUploadError) as caught:
         zip_members(data, max_total_bytes=limit, **options)
     return str(caught.value)
-
-
-def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 def test_the_constants_and_what_looks_like_a_zip():
@@ -117,7 +110,7 @@ def test_a_long_bad_name_is_cut_to_80_characters():
 
 def test_every_refusal_s_words():
     assert refusal(b"WHY1") == "it is not a zip file (it does not start with a zip header)"
-    many = zip_of({f"m{i}": b"" for i in range(3)})
+    many = zip_of({f"m{i}": b"" for i in range(3)}, zipfile.ZIP_STORED)
     assert refusal(many, max_members=2) == "it has 3 members, more than the 2 a zip of profiles may have"
     assert len(zip_members(many, max_total_bytes=0, max_members=3)) == 3
     # an end record declaring fewer members than the directory holds
@@ -127,16 +120,19 @@ def test_every_refusal_s_words():
     assert refusal(bytes(lying), max_members=2) == "it has 3 members, more than the 2 allowed"
     no_directory = b"PK\x03\x04" + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, 46, 0, 0)
     assert refusal(no_directory).startswith("it is not a valid zip file (") and refusal(no_directory).endswith(")")
-    assert refusal(zip_of({})) == "it holds no profiles"
-    assert refusal(zip_of({"a": b"123", "b": b"45"}), limit=4) == (
+    assert refusal(zip_of({}, zipfile.ZIP_STORED)) == "it holds no profiles"
+    assert refusal(zip_of({"a": b"123", "b": b"45"}, zipfile.ZIP_STORED), limit=4) == (
         "its members would unpack to more than 4 bytes, this server's upload limit "
         "(a zip bomb, or a batch to write in smaller parts)"
     )
-    assert zip_members(zip_of({"a": b"123", "b": b"45"}), max_total_bytes=5) == [("a", b"123"), ("b", b"45")]
+    assert zip_members(zip_of({"a": b"123", "b": b"45"}, zipfile.ZIP_STORED), max_total_bytes=5) == [
+        ("a", b"123"),
+        ("b", b"45"),
+    ]
     assert refusal(zip_of({"a": b"x"}, zipfile.ZIP_LZMA)) == (
         "its member 'a' is compressed with method 14; only stored or deflated members are taken"
     )
-    encrypted = bytearray(zip_of({"sealed": b"x"}))
+    encrypted = bytearray(zip_of({"sealed": b"x"}, zipfile.ZIP_STORED))
     central = encrypted.find(b"PK\x01\x02")
     encrypted[central + 8] |= 1
     assert refusal(bytes(encrypted)) == "its member 'sealed' is encrypted"
@@ -193,7 +189,7 @@ def test_a_long_name_is_cut_to_80_characters_in_every_refusal():
         with pytest.warns(UserWarning):
             archive.writestr(LONG, b"2")
     assert refusal(buffer.getvalue()) == f"its member {cut} appears twice"
-    encrypted = bytearray(zip_of({LONG: b"x"}))
+    encrypted = bytearray(zip_of({LONG: b"x"}, zipfile.ZIP_STORED))
     encrypted[encrypted.find(b"PK\x01\x02") + 8] |= 1
     assert refusal(bytes(encrypted)) == f"its member {cut} is encrypted"
     assert refusal(zip_of({LONG: b"x"}, zipfile.ZIP_BZIP2)).startswith(f"its member {cut} is compressed with method 12")
@@ -201,7 +197,7 @@ def test_a_long_name_is_cut_to_80_characters_in_every_refusal():
     start = corrupt.find(b"PK\x03\x04") + 30 + len(LONG)
     corrupt[start : start + 8] = b"\xff" * 8
     assert refusal(bytes(corrupt)) == f"its member {cut} cannot be read (error)"  # zlib.error
-    lying = bytearray(zip_of({LONG: b"abcdef"}))
+    lying = bytearray(zip_of({LONG: b"abcdef"}, zipfile.ZIP_STORED))
     lying[lying.find(b"PK\x03\x04") + 30 + len(LONG)] ^= 1  # stored bytes that no longer match the CRC
     message = refusal(bytes(lying))
     assert message.startswith(f"its member {cut} cannot be read (") and "CRC" in message

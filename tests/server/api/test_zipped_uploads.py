@@ -7,20 +7,13 @@ import struct
 import zipfile
 
 import pytest
+from zips import zip_of
 
 from whylogs_songbird.server.zipped import ZipUploadError, declared_entries, looks_like_zip, zip_members
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/zipped.py")
 
 LIMIT = 64 * 1024
-
-
-def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 def refused(data: bytes, **limits: int) -> str:
