@@ -22,6 +22,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+from whylogs_songbird.server.storage import s3 as s3_module
 from whylogs_songbird.server.storage.base import BlobChangedError, BlobVersion
 from whylogs_songbird.server.storage.s3 import (
     _SPOOL_BYTES,
@@ -202,6 +203,25 @@ def test_a_bad_endpoint_says_what_to_write(fake_credentials, endpoint):
     assert str(caught.value) == (
         f"S3 endpoint URL must be http(s)://HOST[:PORT] without credentials, got {endpoint.rstrip('/')!r}"
     )
+
+
+def test_only_trailing_slashes_leave_an_endpoint(fake_credentials):
+    """A path prefix of a store behind a proxy keeps its letters: only the slashes after it go."""
+    store = S3BlobStore("s3://bucket/p", endpoint_url="http://127.0.0.1:1/BOX//", create_bucket=False)
+    assert store.endpoint_url == "http://127.0.0.1:1/BOX"
+
+
+def test_every_botocore_session_shares_the_first_ones_service_loader(monkeypatch):
+    """Each store gets a fresh botocore session (credentials looked up anew), but the service
+    descriptions are loaded once per process: the second session is handed the first one's loader."""
+    monkeypatch.setattr(s3_module, "_LOADER", None)
+    first = s3_module._botocore_session()
+    loader = first.get_component("data_loader")
+    assert loader is not None and s3_module._LOADER is loader
+    second = s3_module._botocore_session()
+    assert second is not first
+    assert second.get_component("data_loader") is loader
+    assert s3_module._LOADER is loader
 
 
 def test_https_endpoints_are_taken(fake_credentials):
