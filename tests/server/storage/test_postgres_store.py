@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import threading
 import time
 import warnings
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -515,3 +517,70 @@ def test_each_schema_has_its_channel_and_a_listener_hears_its_announcements_unti
     finally:
         for store in (first, second, elsewhere):
             store.close()
+
+
+def _stop_in_background(stop: Callable[[], None]) -> None:
+    """Call a listener's stop without waiting for it here: the test judges the listener thread."""
+    threading.Thread(target=stop, name="test-stop-listening", daemon=True).start()
+
+
+def test_a_stopped_listener_ends_when_the_stop_is_announced_not_at_the_end_of_its_wait(postgres_service, monkeypatch):
+    """The stop's own announcement wakes the listener, which looks at the stop after each notification:
+    with a ten-minute wait between looks, it still ends at once."""
+    import queue
+
+    monkeypatch.setattr(postgres, "LISTEN_SECONDS", 600.0)
+    store = PostgresMetadataStore(postgres_service.new_schema(), connect_timeout=QUICK)
+    heard: queue.Queue[str] = queue.Queue()
+    before = set(threading.enumerate())
+    try:
+        stop = store.listen_ingest(lambda: heard.put("called"))
+        assert stop is not None
+        (listener,) = _listener_threads(before)
+        assert heard.get(timeout=10) == "called"  # connected and listening
+        _stop_in_background(stop)
+        listener.join(10)
+        assert not listener.is_alive()
+    finally:
+        store.close()
+
+
+def test_a_listener_whose_database_stops_answering_gives_up_after_the_connect_timeout(postgres_service, monkeypatch):
+    """The listener's connection has the store's connect timeout: against a database that accepts the
+    connection and then says nothing, it gives up, and so sees a stop, instead of waiting forever."""
+    monkeypatch.setattr(postgres, "LISTEN_SECONDS", 600.0)
+    store = PostgresMetadataStore(postgres_service.new_schema(), connect_timeout=1)
+    before = set(threading.enumerate())
+    try:
+        assert store._ingest_channel  # named while the database answers
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(4)
+            silent.settimeout(10)
+            store.url = f"postgresql://songbird@127.0.0.1:{silent.getsockname()[1]}/songbird"
+            stop = store.listen_ingest(lambda: None)
+            assert stop is not None
+            (listener,) = _listener_threads(before)
+            accepted, _ = silent.accept()  # the listener is connecting now, and hears nothing back
+            with accepted:
+                _stop_in_background(stop)
+                listener.join(10)
+                assert not listener.is_alive()
+    finally:
+        store.close()
+
+
+def test_an_unreachable_database_is_given_up_after_the_connect_timeout_not_the_pools_default():
+    """The pool waits as long as the store was told (0.2 s), not its own default of 30 s."""
+    import queue
+
+    failed: queue.Queue[Exception] = queue.Queue()
+
+    def connect() -> None:
+        try:
+            PostgresMetadataStore(f"postgresql://songbird@127.0.0.1:{free_port()}/songbird", connect_timeout=0.2)
+        except Exception as exc:
+            failed.put(exc)
+
+    threading.Thread(target=connect, name="test-connect", daemon=True).start()
+    assert isinstance(failed.get(timeout=10), DatabaseUnavailableError)

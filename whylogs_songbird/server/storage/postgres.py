@@ -88,11 +88,13 @@ class PostgresMetadataStore(SqlMetadataStore):
 
         self.url = check_url(url)
         self.owner = owner
+        #: every connection's options, the pool's and the ingest listener's (libpq counts whole seconds)
+        self._connect_options: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}
         self._pool = ConnectionPool(
             self.url,
             min_size=1,
             max_size=max(2, max_size),  # the migration holds one connection while using another
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            kwargs=self._connect_options,
             open=False,
             name="songbird",
         )
@@ -162,7 +164,7 @@ class PostgresMetadataStore(SqlMetadataStore):
 
         while not stop.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                with psycopg.connect(self.url, **self._connect_options) as conn:
                     conn.execute(f'LISTEN "{channel}"')
                     callback()  # what was announced while this listener was not there
                     while not stop.is_set():
