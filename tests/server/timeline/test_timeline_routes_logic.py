@@ -740,6 +740,17 @@ def test_a_session_s_json_and_its_errors():
     )
 
 
+def test_a_session_s_json_times_its_wall_and_cpu_milliseconds_by_the_two_clocks(monkeypatch):
+    """Server-Timing's two figures are each clock's difference across the document, in milliseconds."""
+    from whylogs_songbird.server.routes import timeline as timeline_routes
+
+    clocks = SimpleNamespace(perf_counter=iter([10.0, 10.5]).__next__, thread_time=iter([2.0, 2.25]).__next__)
+    site = site_of(session_store())
+    monkeypatch.setattr(timeline_routes, "time", clocks)
+    response = session_json(site, SID, TimelineQuery(granularity="day"))
+    assert response.headers["server-timing"] == "timeline;dur=500.0, timeline-cpu;dur=250.0"
+
+
 def test_the_page_s_link_to_its_json_carries_the_given_parameters_in_order():
     assert api_parameters(TimelineQuery()) == []
     assert api_parameters(TimelineQuery("week", "base", "k=v", "2024-01-01", "2024-02-01")) == [
