@@ -20,6 +20,9 @@ so a new module or test file needs no edit here.
     scripts/mutation --estimate [N] [words] # predict a run's cost from N sampled mutants a module
     MUTATION_SCRATCH= scripts/mutation     # keep the run's files in the usual temp dir, not /dev/shm
 
+A broken mutant can leave the servers, relays or database clusters its tests started running: at the
+end, every process still working in the run's copy of the tree or its scratch directory is killed.
+
 Each run rewrites ``.mutation/<module>.survivors`` (kept in git) of every module it ran with every
 mutant not killed and its diff (mutmut's output and the slowest mutants: ``.mutation/mutation.log``).
 A survivor judged equivalent gets a line ``equivalent: <why>`` under its name, written by hand;
@@ -464,6 +467,31 @@ def scratch_dir() -> Any:
             tempfile.tempdir = before
 
 
+def sweep(directory: str | Path) -> int:
+    """Kill every process still running in ``directory`` or below it (its working directory):
+    servers, relays and database clusters that a mutant's tests started and, broken, never stopped.
+    Returns how many there were."""
+    inside = Path(directory).resolve()
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:  # gone, or not ours to read
+            continue
+        if cwd == inside or inside in cwd.parents:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+def _swept(directory: str | Path) -> None:
+    if killed := sweep(directory):
+        print(f"stopped {killed} process(es) that mutants' tests left running", file=sys.stderr)
+
+
 def main(words: list[str]) -> int:
     jobs = os.environ.get("MUTATION_JOBS", "1")
     modules = discover()
@@ -501,6 +529,7 @@ def main(words: list[str]) -> int:
         scratch = stack.enter_context(scratch_dir())
         if scratch is not None:
             env["TMPDIR"] = scratch
+            stack.callback(_swept, scratch)  # last of all: after the services stopped, before the directory goes
         needed = services_needed(sorted({test for tests in chosen.values() for test in tests}))
         if sample:
             return estimate(chosen, {**env, **Services(stack).env(needed)}, jobs, sample)
@@ -541,6 +570,7 @@ def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_m
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        _swept(work)
         cpu, wall = cpu_of_children() - cpu_before, time.monotonic() - started
         if done.returncode != 0 or not summary_path.is_file():
             print(f"mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
@@ -632,6 +662,7 @@ def run_all(chosen: dict[str, list[str]], env: dict[str, str], jobs: str) -> lis
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        _swept(work)
         if done.returncode != 0:
             print(f"mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
             return [(module, None, 0.0) for module in chosen]
