@@ -27,6 +27,7 @@ from whylogs_songbird.server.observatory.page import make_environment
 from whylogs_songbird.server.page_access import (
     COOKIE_TTL_SECONDS,
     DATASET_COOKIE,
+    MAX_LOGIN_FIELDS,
     MAX_LOGIN_FORM,
     ORG_COOKIE,
     Access,
@@ -497,6 +498,8 @@ def test_a_login_from_home_opens_the_keys_org_and_the_dataset_asked_for():
     assert login_cookie(response)["path"] == "/organizations/org-a"
     home = post_login({"next": "/", "key": KEY_A, "dataset": "bad dataset"})
     assert (home.status_code, home.headers["location"]) == (303, "/")
+    no_field = post_login({"key": KEY_A})
+    assert (no_field.status_code, no_field.headers["location"]) == (303, "/")
 
 
 def test_a_login_from_a_page_ignores_the_dataset_field():
@@ -568,6 +571,7 @@ def test_a_login_refuses_to_send_the_browser_elsewhere(next_path):
     [
         ("http://127.0.0.1:8080", None, True),
         ("null", None, True),
+        ("null", "https://songbird.example", True),
         ("https://songbird.example", "https://songbird.example/base", True),
         ("http://evil.example", None, False),
         ("http://evil.example", "https://songbird.example", False),
@@ -675,3 +679,34 @@ def test_a_cookie_opens_until_its_expiry_second_by_the_modules_clock():
 )
 def test_a_login_comes_back_only_to_a_plain_path_of_at_most_2048_characters(value, expected):
     assert safe_next(value) == expected
+
+
+@pytest.mark.parametrize(
+    "form, status",
+    [
+        ({"next": PAGE}, 400),
+        ({"next": PAGE, "key": "Wrong00001x"}, 401),
+        ({"next": PAGE, "key": KEY_B}, 403),
+        ({"next": "//x", "key": KEY_A}, 400),
+        ({"next": "/", "key": KEY_ANY}, 400),
+    ],
+)
+def test_each_refused_login_shows_its_status_on_the_form(form, status):
+    shown = form_page(post_login(form))
+    assert shown.status == status and f'data-status="{status}"' in shown.page
+    assert shown.cache == "no-store"
+
+
+def test_a_login_form_with_bytes_that_are_no_utf8_is_still_read():
+    body = urlencode({"next": PAGE, "key": KEY_A}).encode() + b"&dataset=\xff"
+    response = post_login({}, raw=body)
+    assert (response.status_code, response.headers["location"]) == (303, PAGE)
+
+
+def test_a_login_form_of_the_most_fields_is_read_and_one_more_is_refused():
+    fields = [("next", PAGE), ("key", KEY_A)] + [("pad", "")] * (MAX_LOGIN_FIELDS - 2)
+    assert post_login({}, raw=urlencode(fields).encode()).status_code == 303
+    shown = form_page(post_login({}, raw=urlencode([*fields, ("pad", "")]).encode()))
+    assert (shown.status, shown.title, shown.next) == (400, "Log in", "/")
+    assert shown.error == "The login form has too many fields; paste the API key only."
+    assert post_login({}, raw=urlencode([*fields, ("pad", "")]).encode()).headers.getlist("set-cookie") == []
