@@ -710,3 +710,8 @@ def test_a_login_form_of_the_most_fields_is_read_and_one_more_is_refused():
     assert (shown.status, shown.title, shown.next) == (400, "Log in", "/")
     assert shown.error == "The login form has too many fields; paste the API key only."
     assert post_login({}, raw=urlencode([*fields, ("pad", "")]).encode()).headers.getlist("set-cookie") == []
+
+
+def test_the_login_pages_stay_out_of_the_api_schema():
+    routes = login_router(ENV).routes
+    assert len(routes) == 2 and all(route.include_in_schema is False for route in routes)
