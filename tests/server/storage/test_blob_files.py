@@ -359,3 +359,15 @@ def test_a_version_replaced_since_it_was_read_is_not_copied(blobs):
     assert blobs.exists(target) is False
     with pytest.raises(FileNotFoundError):
         blobs.copy_version(f"profiles/{S1}/{L2}.bin", target, tag)
+
+
+def test_a_file_longer_than_its_size_said_is_read_only_to_the_limit(blobs):
+    """A file that grew between the size check and the read (a key linked here to /proc/self/status,
+    whose size says 0 whatever it holds, stands for one): the version has no bytes, and its size is
+    what was read, one byte over the limit."""
+    key = f"profiles/{S1}/{L1}.bin"
+    blobs.path(key).parent.mkdir(exist_ok=True)
+    blobs.path(key).symlink_to("/proc/self/status")
+    assert os.stat(blobs.path(key)).st_size == 0
+    version = blobs.read_version(key, 10)
+    assert (version.size, version.tag, version.data) == (11, _tag(blobs.path(key)), None)
