@@ -43,6 +43,8 @@ ORG_COOKIE = "songbird_org"
 LOGIN_PATH = "/login"
 #: The longest login form the server reads (a key is well under 1 KB).
 MAX_LOGIN_FORM = 8192
+#: The most fields a login form may have (it has three: next, key, dataset).
+MAX_LOGIN_FIELDS = 8
 _ORG_IN_PATH = re.compile(r"/organizations/([^/?#]+)(?:[/?#]|$)")
 #: What a cookie made from a link's token names instead of a key.
 _NO_KEY = "-"
@@ -273,7 +275,10 @@ def login_router(env: Environment) -> APIRouter:
         body = await request.body()
         if len(body) > MAX_LOGIN_FORM:
             return page(413, next_path="/", error="The login form is too large; paste the API key only.")
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        try:
+            form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_LOGIN_FIELDS)
+        except ValueError:  # more fields than the form has: no login form of this server
+            return page(400, next_path="/", error="The login form has too many fields; paste the API key only.")
         raw_next = (form.get("next") or ["/"])[0]
         next_path = safe_next(raw_next)
         if next_path is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from whylogs_songbird.server.storage.base import BlobChangedError
 from whylogs_songbird.server.storage.files import FileBlobStore, make_private_dir
 
 #: scripts/mutation runs this file against the mutants of these modules
@@ -290,3 +291,83 @@ def test_reconcile_skips_a_leftover_it_cannot_remove(blobs, monkeypatch):
     monkeypatch.setattr(Path, "unlink", failing_unlink)
     assert blobs.reconcile() == ["tmp/b-gone.part"]
     assert names(blobs.tmp_dir) == ["a-stuck.part"]
+
+
+def test_a_prefix_that_names_an_uploads_only_file_leaves_its_emptied_directory(blobs):
+    blobs.put_bytes(f"profiles/{S1}/{L1}.bin", b"x")
+    assert blobs.delete_prefix(f"profiles/{S1}/{L1}") == [f"profiles/{S1}/{L1}.bin"]
+    assert (blobs.root / "profiles" / S1).is_dir() and names(blobs.root / "profiles" / S1) == []
+
+
+def test_sizes_and_stamps_list_every_key_without_a_prefix(blobs):
+    blobs.put_bytes(f"profiles/{S1}/{L1}.bin", b"abc")
+    blobs.put_bytes(f"profiles/{S2}/{L1}.bin", b"")
+    os.utime(blobs.path(f"profiles/{S1}/{L1}.bin"), ns=(1_700_000_000_123_999_999, 1_700_000_000_123_999_999))
+    os.utime(blobs.path(f"profiles/{S2}/{L1}.bin"), ns=(5_000_001, 5_000_001))
+    assert list(blobs.list_sizes()) == [(f"profiles/{S1}/{L1}.bin", 3), (f"profiles/{S2}/{L1}.bin", 0)]
+    stamped = list(blobs.list_stamped())
+    assert stamped == [(f"profiles/{S1}/{L1}.bin", 3, 1_700_000_000_123), (f"profiles/{S2}/{L1}.bin", 0, 5)]
+    assert all(type(ms) is int for _, _, ms in stamped)
+
+
+def _tag(path: Path) -> str:
+    info = path.stat()
+    return f"{info.st_ino}-{info.st_ctime_ns}-{info.st_size}"
+
+
+def test_a_version_holds_the_bytes_and_a_tag_of_the_file_up_to_the_limit(blobs):
+    blobs.put_bytes(KEY, b"12345")
+    version = blobs.read_version(KEY, 5)
+    assert (version.size, version.tag, version.data) == (5, _tag(blobs.path(KEY)), b"12345")
+    larger = blobs.read_version(KEY, 4)
+    assert (larger.size, larger.tag, larger.data) == (5, _tag(blobs.path(KEY)), None)
+    blobs.put_bytes(f"profiles/{S1}/{L2}.bin", b"")
+    empty = blobs.read_version(f"profiles/{S1}/{L2}.bin", 0)
+    assert (empty.size, empty.data) == (0, b"")
+
+
+def test_a_missing_key_has_no_version_and_a_bad_key_is_refused(blobs):
+    assert blobs.read_version(KEY, 10) is None
+    with pytest.raises(ValueError):
+        blobs.read_version("profiles/../secret.key", 10)
+
+
+def test_a_rewrite_changes_the_tag(blobs):
+    blobs.put_bytes(KEY, b"one")
+    first = blobs.read_version(KEY, 10).tag
+    blobs.put_bytes(KEY, b"two")
+    assert blobs.read_version(KEY, 10).tag != first
+
+
+def test_a_version_is_copied_while_it_is_the_file_read(blobs):
+    target = f"profiles/{S2}/{L2}.bin"
+    blobs.put_bytes(KEY, b"the bytes")
+    tag = blobs.read_version(KEY, 100).tag
+    assert blobs.copy_version(KEY, target, tag) is True
+    assert blobs.get_bytes(target) == b"the bytes" and blobs.get_bytes(KEY) == b"the bytes"
+    assert mode(blobs.path(target)) == 0o600 and names(blobs.tmp_dir) == []
+
+
+def test_a_version_replaced_since_it_was_read_is_not_copied(blobs):
+    target = f"profiles/{S2}/{L2}.bin"
+    blobs.put_bytes(KEY, b"old")
+    tag = blobs.read_version(KEY, 100).tag
+    blobs.put_bytes(KEY, b"new")
+    with pytest.raises(BlobChangedError) as changed:
+        blobs.copy_version(KEY, target, tag)
+    assert changed.value.args == (KEY,)
+    assert blobs.exists(target) is False
+    with pytest.raises(FileNotFoundError):
+        blobs.copy_version(f"profiles/{S1}/{L2}.bin", target, tag)
+
+
+def test_a_file_longer_than_its_size_said_is_read_only_to_the_limit(blobs):
+    """A file that grew between the size check and the read (a key linked here to /proc/self/status,
+    whose size says 0 whatever it holds, stands for one): the version has no bytes, and its size is
+    what was read, one byte over the limit."""
+    key = f"profiles/{S1}/{L1}.bin"
+    blobs.path(key).parent.mkdir(exist_ok=True)
+    blobs.path(key).symlink_to("/proc/self/status")
+    assert os.stat(blobs.path(key)).st_size == 0
+    version = blobs.read_version(key, 10)
+    assert (version.size, version.tag, version.data) == (11, _tag(blobs.path(key)), None)
