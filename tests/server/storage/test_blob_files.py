@@ -310,6 +310,14 @@ def test_sizes_and_stamps_list_every_key_without_a_prefix(blobs):
     assert all(type(ms) is int for _, _, ms in stamped)
 
 
+def test_a_key_whose_file_went_between_listing_and_reading_is_left_out(blobs, monkeypatch):
+    """Another process may delete a file after the listing named it: its stamp is skipped, the rest listed."""
+    blobs.put_bytes(f"profiles/{S2}/{L1}.bin", b"ab")
+    gone = f"profiles/{S1}/{L1}.bin"  # listed, but no file by the time it is read
+    monkeypatch.setattr(blobs, "list_keys", lambda prefix="": iter([gone, f"profiles/{S2}/{L1}.bin"]))
+    assert [(key, size) for key, size, _ in blobs.list_stamped()] == [(f"profiles/{S2}/{L1}.bin", 2)]
+
+
 def _tag(path: Path) -> str:
     info = path.stat()
     return f"{info.st_ino}-{info.st_ctime_ns}-{info.st_size}"
