@@ -623,6 +623,9 @@ class SongbirdClient:
         self._ensure_prepared()
         headers = {"Content-Type": "application/zip", "Accept": "application/json"}
         with requests.Session() as http:  # no retry adapter: a retried POST would send a consumed body
+            # as the client's own session: the environment read once per origin, .netrc never consulted
+            http.trust_env = False
+            http.headers["User-Agent"] = self._http.headers["User-Agent"]
             try:
                 response = http.post(
                     url,

@@ -542,6 +542,16 @@ def test_an_export_that_is_not_200_writes_nothing_and_says_why(scripted, status,
     assert target.writes == []
 
 
+def test_an_export_nobody_listens_for_names_the_operation():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(SongbirdConnectionError) as caught:
+        SongbirdClient(url, max_retries=0).export_session("session-1", Target())
+    assert str(caught.value) == (
+        f"export_session: could not reach {url}/api/v1/sessions/session-1/export: the connection was refused "
+        "(nothing listens there). Check that the server is running and the port."
+    )
+
+
 def test_export_refuses_a_bad_session_id_before_sending(scripted):
     with pytest.raises(ConfigError, match="^'a/b' is not a valid session id"):
         SongbirdClient(scripted.url).export_session("a/b", Target())
@@ -610,6 +620,20 @@ def test_an_import_nobody_listens_for_says_what_to_check():
         f"import_bundle: could not send the bundle to {url}/api/v1/import: the connection was refused "
         "(nothing listens there). Check that the server is running and the port."
     )
+
+
+def test_an_import_goes_through_the_proxy_of_the_environment_and_never_reads_netrc(scripted, monkeypatch, tmp_path):
+    target = f"http://127.0.0.1:{free_port()}"  # nothing listens there: only the proxy can answer
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login bob password hunter2\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTP_PROXY", scripted.url)
+    scripted.script = [(201, {}, IMPORTED)]
+    assert SongbirdClient(target).import_bundle(io.BytesIO(b"PK")).session_id == "session-9"
+    [(method, path, headers, body)] = scripted.seen
+    assert (method, path, body) == ("POST", target + "/api/v1/import", b"PK")
+    assert "Authorization" not in headers
+    assert headers["User-Agent"] == "whylogs-songbird"
 
 
 def test_an_import_waits_no_longer_than_the_read_timeout(scripted):

@@ -79,7 +79,7 @@ class Scripted(http.server.BaseHTTPRequestHandler):
     """Answers each request with the next answer of the script (the last one repeats) and records
     (method, path, headers, body). An answer is ``(status, headers, body)``, or with a fourth item,
     a Content-Length larger than the body (the answer breaks off); "drop" closes the connection
-    without an answer; "hold" waits until the test sets ``release`` (at most 5 s), then drops."""
+    without an answer; "hold" waits until the test sets ``release`` (at most 1 s), then drops."""
 
     def _answer(self) -> None:
         state = self.server.state  # type: ignore[attr-defined]
@@ -89,7 +89,7 @@ class Scripted(http.server.BaseHTTPRequestHandler):
         answer = state.script.pop(0) if len(state.script) > 1 else state.script[0]
         if answer in ("drop", "hold"):
             if answer == "hold":
-                state.release.wait(5)
+                state.release.wait(1)
             self.close_connection = True
             return
         status, headers, content, *declared = answer
