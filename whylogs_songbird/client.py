@@ -92,6 +92,9 @@ DATASET_OPERATIONS = frozenset(
     {"log_async", "log_reference", "create_reference_profile", "get_dataset_observatory_link"}
 )
 
+#: Operations sent once whatever the answer: urllib3 retries no DELETE, and an import is not idempotent.
+UNRETRIED_OPERATIONS = frozenset({"delete_session", "delete_profile", "import_bundle"})
+
 #: Bundles are read from the network in pieces of this size.
 BUNDLE_CHUNK_BYTES = 1024 * 1024
 
@@ -551,9 +554,10 @@ class SongbirdClient:
         response = self._call(
             "create_reference_profile", "POST", path, body, CreateReferenceProfileResponse, api_key=self._key(api_key)
         )
-        if len(response.upload_urls) != max(len(segments), 1):
+        expected = max(len(segments), 1)  # no segments: one upload URL for the whole profile
+        if len(response.upload_urls) != expected:
             raise SongbirdProtocolError(
-                f"create_reference_profile asked for {len(segments)} upload URLs "
+                f"create_reference_profile asked for {expected} upload URLs "
                 f"but the server answered with {len(response.upload_urls)}."
             )
         return response
@@ -619,6 +623,9 @@ class SongbirdClient:
         self._ensure_prepared()
         headers = {"Content-Type": "application/zip", "Accept": "application/json"}
         with requests.Session() as http:  # no retry adapter: a retried POST would send a consumed body
+            # as the client's own session: the environment read once per origin, .netrc never consulted
+            http.trust_env = False
+            http.headers["User-Agent"] = self._http.headers["User-Agent"]
             try:
                 response = http.post(
                     url,
@@ -631,7 +638,7 @@ class SongbirdClient:
             except requests.exceptions.RequestException as exc:
                 reason, todo = connection_reason(exc)
                 raise SongbirdConnectionError(
-                    f"import_bundle: could not send the bundle to {url}: {reason}. {todo}."
+                    f"import_bundle: could not send the bundle to {url}: {reason}. {todo[0].upper()}{todo[1:]}."
                 ) from None
         if response.status_code != 201:
             raise self._error("import_bundle", response)
@@ -839,7 +846,7 @@ class SongbirdClient:
             return SessionNotFoundError(
                 f"{base}. The session is unknown, expired or claimed: start a new session.", **kwargs
             )
-        retried = self._retries(status in RETRY_STATUSES)
+        retried = self._retries(status in RETRY_STATUSES and operation not in UNRETRIED_OPERATIONS)
         if status == 429:
             return SongbirdApiError(f"{base}. The server is rate limiting{retried}: try again later.", **kwargs)
         if status >= 500:

@@ -11,7 +11,6 @@ against the real songbird server.
 from __future__ import annotations
 
 import errno
-import http.server
 import json
 import logging
 import os
@@ -24,8 +23,7 @@ from typing import Any
 import pytest
 import requests
 import urllib3.util.retry as urllib3_retry
-from conftest import serving
-from loopback import send_answer
+from client_wire import ENDPOINT, FakeHttp, accept, faked, reset, response, scripted_loopback, sent
 from pydantic import model_validator
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -58,7 +56,6 @@ from whylogs_songbird.models import (
 #: scripts/mutation runs this file against the mutants of these modules
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/client.py")
 
-ENDPOINT = "http://127.0.0.1:9"  # the fake transport never connects
 HOSTED = "https://api.whylabsapp.com"
 HOSTED_HINT = (
     " (https://api.whylabsapp.com is the hosted WhyLabs service, which is being wound down: remove the endpoint "
@@ -91,54 +88,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return recorded
 
 
-# -- the fake transport ------------------------------------------------------------------------
-
-
-class FakeHttp:
-    """Stands in for the client's requests.Session: records (method, url, kwargs) of each call and
-    answers with the next scripted response, or raises it if it is an exception."""
-
-    def __init__(self, answers: list[Any]) -> None:
-        self.answers = answers
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-        self.closed = False
-
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        self.calls.append((method, url, kwargs))
-        answer = self.answers.pop(0)
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def response(status: int = 200, body: Any = b"", headers: dict[str, str] | None = None) -> requests.Response:
-    """A requests.Response as the transport would return it; a non-bytes body is sent as JSON."""
-    answer = requests.Response()
-    answer.status_code = status
-    answer._content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    answer.encoding = "utf-8"
-    answer.headers.update(headers or {})
-    return answer
-
-
-def faked(*answers: Any, endpoint: str = ENDPOINT, **options: Any) -> tuple[SongbirdClient, FakeHttp]:
-    client = SongbirdClient(endpoint, **options)
-    client._http.close()
-    fake = FakeHttp(list(answers))
-    client._http = fake  # type: ignore[assignment]
-    return client, fake
-
-
-def sent(**extra: Any) -> dict[str, Any]:
-    """The keyword arguments of a request with the default timeouts and no proxy settings."""
-    return {"timeout": (5.0, 60.0), "allow_redirects": False, "proxies": {}, "verify": True, "cert": None, **extra}
-
-
-def accept(**extra: str) -> dict[str, str]:
-    return {"Accept": "application/json", **extra}
+# -- the fake transport (tests/support/client_wire.py) ------------------------------------------------
 
 
 def failure(call: Any, *answers: Any, **options: Any) -> SongbirdError:
@@ -1195,51 +1145,16 @@ def test_no_proxy_is_honoured_for_a_named_host_with_a_port(monkeypatch):
 # -- retries and backoff, through urllib3, against a scripted loopback server ---------------------------
 
 
-class Scripted(http.server.BaseHTTPRequestHandler):
-    """Answers each request with the next (status, headers, body) of the script (the last one
-    repeats); "drop" closes the connection without an answer."""
-
-    def _answer(self) -> None:
-        state = self.server.state  # type: ignore[attr-defined]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        state.seen.append((self.command, self.path, dict(self.headers), body))
-        answer = state.script.pop(0) if len(state.script) > 1 else state.script[0]
-        if answer == "drop":
-            self.close_connection = True
-            return
-        send_answer(self, *answer)
-
-    do_GET = do_POST = do_PUT = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class CountingServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        self.state.connections += 1  # type: ignore[attr-defined]
-        return True
-
-
 @pytest.fixture(scope="module")
 def loopback() -> Any:
-    httpd = CountingServer(("127.0.0.1", 0), Scripted)
-    httpd.state = SimpleNamespace(script=[], seen=[], connections=0)  # type: ignore[attr-defined]
-    with serving(httpd):
+    with scripted_loopback() as httpd:
         yield httpd
 
 
 @pytest.fixture
 def scripted(loopback: Any) -> SimpleNamespace:
     """The loopback server's state, reset: ``script``, ``seen`` requests, ``connections``, ``url``."""
-    state = loopback.state
-    state.script, state.seen, state.connections = [], [], 0
-    state.port = loopback.server_address[1]
-    state.url = f"http://127.0.0.1:{state.port}"
-    return state
+    return reset(loopback)
 
 
 BUSY = (503, {}, b'{"message": "busy"}')
