@@ -1,0 +1,468 @@
+"""The store facade (server/store.py) called directly: what each of its methods returns, writes and
+removes, on the real embedded components (SQLite and files in a temporary data dir).
+
+test_store_logic.py holds the store's main paths; this file pins down the rest, one small test a
+behaviour, so that scripts/mutation judges store.py in milliseconds a mutant: the slot sweep,
+zipped uploads, reads of presigned bytes, the look for landed PUTs and its waits, deletion of
+bytes, and the calls the store hands on to its metadata store. The blob store stands in for S3 by
+declaring presigned URLs (a file store that says so) and, where a race is the point, by running a
+hook once inside one of its calls. A fixed clock (``clock``) replaces the time the store and the
+SQL store read where an expiry boundary is judged to the second; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from whylogs.core.proto import DatasetSegmentHeader, Segment, SegmentTag
+from zips import zip_of
+
+from whylogs_songbird.server import store as store_module
+from whylogs_songbird.server.storage import sql as sql_module
+from whylogs_songbird.server.storage.base import StoredOutcome
+from whylogs_songbird.server.storage.files import FileBlobStore
+from whylogs_songbird.server.storage.paging import ProfileQuery
+from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
+from whylogs_songbird.server.store import (
+    Store,
+    StoredBytesChangedError,
+    UploadRecord,
+    blob_key,
+    host_id,
+    new_id,
+)
+from whylogs_songbird.server.zipped import ZipUploadError
+
+pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/store.py")
+
+#: The fixed clock's time (epoch ms; later than any file written by these tests) and in seconds.
+NOW_MS = 1_900_000_000_000
+NOW_S = NOW_MS // 1000
+
+
+def plain(column: str = "c") -> bytes:
+    """A well-formed serialized profile of one column (one character) without chunks, no segment."""
+    return b"WHY1\x00\x0b\n\x02(\x01\x12\x05\n\x01" + column.encode() + b"\x12\x00"
+
+
+def segmented(column: str = "c", **tags: str) -> bytes:
+    """:func:`plain` whose segment header names one segment with ``tags`` (whylogs' prefix added)."""
+    header = DatasetSegmentHeader(
+        has_segments=True,
+        segments=[Segment(tags=[SegmentTag(key=f"whylogs.tag.{k}", value=v) for k, v in tags.items()])],
+    ).SerializeToString()
+    return b"WHY1" + bytes([len(header)]) + header + plain(column)[5:]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Blobs(FileBlobStore):
+    """Files that may declare presigned URLs (as S3 does) and run a hook once after one of their
+    calls (``after[name]``): what another process does at that moment."""
+
+    def __init__(self, root: Path, presigns: bool) -> None:
+        super().__init__(root)
+        self.presigns_uploads = presigns
+        self.after: dict[str, Callable[[], object]] = {}
+
+    def _hook(self, name: str) -> None:
+        hook = self.after.pop(name, None)
+        if hook is not None:
+            hook()
+
+    def presign_put(self, key, ttl_seconds):
+        return f"http://127.0.0.1:9/{key}" if self.presigns_uploads else None
+
+    def copy_version(self, source, target, tag):
+        vouched = super().copy_version(source, target, tag)
+        self._hook("copy_version")
+        return vouched
+
+    def exists(self, key):
+        found = super().exists(key)
+        self._hook("exists")
+        return found
+
+    def list_stamped(self, prefix=""):
+        yield from super().list_stamped(prefix)
+        self._hook("list_stamped")
+
+
+def open_store(data: Path, presigns: bool) -> Store:
+    return Store(data, metadata=SqliteMetadataStore(data / "songbird.sqlite3"), blobs=Blobs(data, presigns))
+
+
+@pytest.fixture
+def pstore(tmp_path: Path) -> Iterator[Store]:
+    """A store whose blob store presigns PUT URLs (clients PUT straight to it)."""
+    opened = open_store(tmp_path / "p", presigns=True)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def estore(tmp_path: Path) -> Iterator[Store]:
+    """The embedded store with the hookable blob store (it does not presign)."""
+    opened = open_store(tmp_path / "e", presigns=False)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The time the store and the SQL store read, fixed at NOW_MS (move it with ``clock.now``)."""
+    fixed = SimpleNamespace(now=NOW_MS)
+    monkeypatch.setattr(store_module, "now_ms", lambda: fixed.now)
+    monkeypatch.setattr(sql_module, "now_ms", lambda: fixed.now)
+    return fixed
+
+
+def sql(store: Store, statement: str, params: tuple = ()) -> list[tuple]:
+    """Run ``statement`` on a second connection to the store's database (committed)."""
+    assert store.data_dir is not None
+    conn = sqlite3.connect(store.data_dir / "songbird.sqlite3")
+    try:
+        with conn:
+            return conn.execute(statement, params).fetchall()
+    finally:
+        conn.close()
+
+
+def new_slot(store: Store, session_id: str, ts: int | None = 100, **options) -> UploadRecord:
+    return store.create_upload(session_id, "batch", ttl_seconds=600, dataset_timestamp=ts, **options)
+
+
+def expire_at(store: Store, upload: UploadRecord, expires_at: int) -> None:
+    sql(store, "UPDATE uploads SET expires_at = ? WHERE id = ?", (expires_at, upload.id))
+
+
+def put(store: Store, session_id: str, data: bytes, **options) -> UploadRecord:
+    """A stored batch profile of ``data`` (a PUT the server received)."""
+    upload = new_slot(store, session_id, **options)
+    return store.store_profile_data(upload.id, data, sha256=sha(data)).upload
+
+
+def land(store: Store, upload: UploadRecord, data: bytes) -> str:
+    """Bytes a client PUT to the slot's presigned URL; their key."""
+    key = blob_key(upload.session_id, upload.id)
+    store.blobs.put_bytes(key, data)
+    return key
+
+
+def keys(store: Store) -> list[str]:
+    return sorted(store.blobs.list_keys("profiles/"))
+
+
+# -- small pure helpers -------------------------------------------------------------------------
+
+
+def test_the_host_id_is_a_hash_of_the_data_dirs_health_token(tmp_path):
+    (tmp_path / "health.token").write_text("a" * 64 + "\n")
+    assert host_id(tmp_path) == "986bbd8b86af707d"
+    assert host_id(tmp_path) == "986bbd8b86af707d"
+
+
+def test_a_blob_keys_upload_id_is_its_file_name_before_the_first_dot():
+    session, upload = new_id("session"), new_id("log")
+    assert store_module._upload_id_of(f"profiles/{session}/{upload}.bin") == upload
+    assert store_module._upload_id_of(f"profiles/{session}/{upload}.{'0' * 16}.bin") == upload
+    assert store_module._upload_id_of(f"profiles/{session}/stray.bin") is None
+
+
+# -- hooks --------------------------------------------------------------------------------------
+
+
+def test_the_landed_hook_runs_only_for_a_new_valid_recorded_upload(estore):
+    session = estore.create_session("u")
+    upload = put(estore, session.id, plain())
+    seen: list[str] = []
+    estore.add_landed_hook(lambda record: seen.append(record.id))
+    estore.upload_landed(StoredOutcome(upload=dataclasses.replace(upload, ingest_state="invalid")))
+    estore.upload_landed(StoredOutcome(upload=upload, duplicate_of=upload.id))
+    estore.upload_landed(StoredOutcome(upload=upload, recorded=False))
+    assert seen == []
+    estore.upload_landed(StoredOutcome(upload=upload))
+    assert seen == [upload.id]
+
+
+def test_a_failing_landed_hook_is_logged_and_the_next_one_runs(estore, caplog):
+    session = estore.create_session("u")
+    upload = put(estore, session.id, plain())
+    seen: list[str] = []
+
+    def failing(record: UploadRecord) -> None:
+        raise RuntimeError("boom")
+
+    estore.add_landed_hook(failing)
+    estore.add_landed_hook(lambda record: seen.append(record.id))
+    with caplog.at_level(logging.ERROR, logger="whylogs_songbird.server"):
+        estore.upload_landed(StoredOutcome(upload=upload))
+    assert seen == [upload.id]
+    assert [r.getMessage() for r in caplog.records] == [f"a hook on upload {upload.id} failed"]
+    assert caplog.records[0].exc_info is not None
+
+
+def test_a_removed_landed_hook_runs_no_more_and_removing_an_unknown_one_is_no_error(estore):
+    session = estore.create_session("u")
+    seen: list[str] = []
+
+    def hook(record: UploadRecord) -> None:
+        seen.append(record.id)
+
+    estore.add_landed_hook(hook)
+    estore.remove_landed_hook(hook)
+    estore.remove_landed_hook(hook)
+    put(estore, session.id, plain())
+    assert seen == []
+
+
+# -- sessions, containers, settings, derived artefacts, keys ------------------------------------
+
+
+def test_a_claimed_session_is_no_guest_session_but_still_a_session_and_a_container(estore):
+    session = estore.create_session("u")
+    assert estore.guest_session(session.id) == session
+    estore.claim(session.id, "org-1")
+    assert estore.guest_session(session.id) is None
+    assert estore.get_session(session.id).claimed_org == "org-1"
+    assert estore.container(session.id).id == session.id
+
+
+def test_a_dataset_container_is_a_container_but_no_session(estore):
+    dataset = estore.dataset_container("org-1", "model-1")
+    assert estore.dataset_container("org-1", "model-1").id == dataset.id
+    assert estore.dataset_container("org-1", "model-2").id != dataset.id
+    assert estore.container(dataset.id) == dataset
+    assert estore.get_session(dataset.id) is None
+
+
+def test_settings_are_kept_replaced_and_listed_by_prefix(estore):
+    container = estore.dataset_container("org-1", "model-1").id
+    estore.put_setting(container, "schema", "{}")
+    estore.put_setting(container, "weights", "[1]")
+    estore.put_setting(container, "weights", "[2]")
+    assert estore.get_setting(container, "weights") == "[2]"
+    assert estore.get_setting(container, "schema") == "{}"
+    assert estore.get_setting(container, "nothing") is None
+    assert estore.list_settings(container) == [("schema", "{}"), ("weights", "[2]")]
+    assert estore.list_settings(container, "w") == [("weights", "[2]")]
+
+
+def test_derived_artefacts_are_kept_per_session_and_dropped_by_prefix_but_the_kept_one(estore):
+    one, two = estore.create_session("u").id, estore.create_session("u").id
+    for key in ("a/1", "a/2", "b/1"):
+        estore.put_derived(one, key, key.encode())
+    estore.put_derived(two, "a/1", b"other")
+    assert estore.get_derived(one, "a/1") == b"a/1"
+    assert estore.get_derived(one, "c") is None
+    assert estore.drop_derived(one, "a/", keep="a/2") == 1
+    assert [estore.get_derived(one, k) for k in ("a/1", "a/2", "b/1")] == [None, b"a/2", b"b/1"]
+    assert estore.drop_derived(one) == 2
+    assert estore.get_derived(two, "a/1") == b"other"
+
+
+def test_api_keys_are_added_found_listed_and_revoked_once(estore):
+    estore.add_api_key("key-1", "org-1", "f" * 64)
+    found = estore.find_api_key("key-1")
+    assert (found["org_id"], found["secret_sha256"], found["revoked_at"]) == ("org-1", "f" * 64, None)
+    assert estore.find_api_key("key-2") is None
+    assert [k["key_id"] for k in estore.list_api_keys()] == ["key-1"]
+    assert estore.revoke_api_key("key-1") is True
+    assert estore.revoke_api_key("key-1") is False
+    assert estore.find_api_key("key-1")["revoked_at"] is not None
+
+
+class _NotSql:
+    def close(self) -> None:
+        return None
+
+
+def test_notifications_and_deletions_are_the_sql_metadata_stores_own(estore):
+    assert estore.notification_queue() is estore.metadata
+    assert estore.deletions() is estore.metadata
+    other = Store(metadata=_NotSql(), blobs=_NotSql())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^_NotSql keeps no notifications$"):
+        other.notification_queue()
+    with pytest.raises(TypeError, match=r"^_NotSql cannot delete$"):
+        other.deletions()
+
+
+# -- profile lookups and counts ------------------------------------------------------------------
+
+
+@pytest.fixture
+def batches(estore) -> SimpleNamespace:
+    """A session with batches at 100 (segment a=1), 150 and 250, and a reference, stored in this order."""
+    session = estore.create_session("u").id
+    a = put(estore, session, plain("a"), ts=100, segment_tags=(("a", "1"),))
+    b = put(estore, session, plain("b"), ts=150)
+    c = put(estore, session, plain("c"), ts=250)
+    ref = estore.create_upload(session, "reference", ttl_seconds=60, alias="r")
+    ref = estore.store_profile_data(ref.id, plain("r"), sha256=sha(plain("r"))).upload
+    for order, upload in enumerate((a, b, c, ref), 1):  # stored in this order, a millisecond apart
+        sql(estore, "UPDATE uploads SET stored_at = ? WHERE id = ?", (NOW_MS + order, upload.id))
+    return SimpleNamespace(session=session, a=a, b=b, c=c, ref=ref)
+
+
+def test_batch_profiles_are_read_by_timestamp_range_span_segments_and_buckets(estore, batches):
+    s = batches.session
+    assert [u.id for u in estore.batch_profiles_between(s, 100, 250)] == [batches.a.id, batches.b.id]
+    assert [u.id for u in estore.batch_profiles_between(s, 150, None)] == [batches.b.id, batches.c.id]
+    assert estore.batch_timestamp_span(s) == (100, 250)
+    assert sorted(estore.batch_segments(s)) == [(), (("a", "1"),)]
+    assert estore.batch_bucket_counts(s, 100) == (2, 0)
+    assert estore.batch_bucket_counts(s, 100, 50) == (3, 0)
+    assert estore.metadata.store_summary(batches.c.id, batches.c.sha256, b"s")
+    assert estore.batch_bucket_counts(s, 100) == (2, 1)
+    assert sorted(estore.batch_timestamps(s)) == [(100, (("a", "1"),), True), (150, (), True), (250, (), False)]
+    assert list(estore.batch_day_marks(s)) == [0]
+    assert estore.batch_day_marks(s)[0][0] == 3
+
+
+def test_profiles_are_counted_by_kind_up_to_a_bound_and_their_bytes_summed(estore, batches):
+    s = batches.session
+    assert estore.profile_counts(s) == {"batch": 3, "reference": 1}
+    assert estore.profile_counts(s, at_most=2) == {"batch": 2, "reference": 1}
+    assert estore.count_profiles(s) == 4
+    assert estore.count_profiles(s, at_most=2) == 2
+    assert estore.profile_bytes(s) == 4 * len(plain())
+
+
+def test_a_page_of_profiles_follows_its_query(estore, batches):
+    page = estore.page_profiles(batches.session, ProfileQuery(limit=2, kind="batch"))
+    assert [u.id for u in page.uploads] == [batches.c.id, batches.b.id]
+    assert page.has_next is True and page.has_previous is False
+
+
+def test_a_stored_profile_opens_as_a_file_and_a_slot_without_bytes_does_not(estore, batches):
+    with estore.open_profile(batches.b) as file:
+        assert file.read() == plain("b")
+    empty = new_slot(estore, batches.session)
+    with pytest.raises(FileNotFoundError, match=rf"^upload {empty.id} has no stored bytes$"):
+        estore.open_profile(empty)
+    assert estore.check_upload_open(empty.id) == empty
+
+
+def test_duplicates_of_stored_profiles_are_counted(estore, batches):
+    put(estore, batches.session, plain("b"), ts=150)
+    put(estore, batches.session, plain("b"), ts=150)
+    assert estore.duplicates_of([batches.b.id]) == 2
+    assert estore.duplicates_of([batches.c.id]) == 0
+
+
+# -- summaries: claims and verdicts --------------------------------------------------------------
+
+
+def test_ingest_claims_go_through_to_the_metadata_store(estore, batches):
+    claimed = estore.claim_ingest(lease_ms=60_000, limit=2, max_bytes=100)
+    assert [u.id for u in claimed] == [batches.a.id, batches.b.id]
+    assert [u.id for u in estore.claim_ingest(lease_ms=60_000, limit=5, max_bytes=len(plain()))] == [batches.c.id]
+    assert estore.renew_ingest_claims([batches.a.id, batches.ref.id], lease_ms=60_000) == {batches.a.id}
+    assert estore.claim_upload_ingest(batches.ref.id, lease_ms=60_000) is True
+    assert estore.claim_upload_ingest(batches.ref.id, lease_ms=60_000) is False
+    assert estore.release_ingest_claim(batches.a.id, batches.a.sha256, note="why", counted=False) is True
+    after = estore.get_upload(batches.a.id)
+    assert (after.ingest_error, after.ingest_tries) == ("why", 0)
+    assert estore.release_ingest_claim(batches.b.id, batches.b.sha256) is True
+    assert (estore.get_upload(batches.b.id).ingest_error, estore.get_upload(batches.b.id).ingest_tries) == (None, 1)
+    assert estore.release_ingest_claim(batches.b.id, batches.b.sha256) is False
+    assert estore.claim_ingest(lease_ms=60_000) == [estore.get_upload(batches.a.id)]
+
+
+def test_summaries_and_verdicts_are_kept_for_their_version_of_the_bytes(estore, batches):
+    assert estore.store_summary(batches.a.id, batches.a.sha256, b"summary") is True
+    assert estore.get_summary(batches.a.id, batches.a.sha256) == b"summary"
+    assert estore.store_summary(batches.b.id, "0" * 64, b"stale") is False
+    assert estore.store_summaries([(batches.b.id, batches.b.sha256, b"x"), (batches.c.id, "0" * 64, b"y")]) == [
+        True,
+        False,
+    ]
+    assert estore.mark_invalid(batches.c.id, batches.c.sha256, "unreadable") is True
+    assert estore.mark_invalid(batches.c.id, "0" * 64, "unreadable") is False
+    assert (estore.get_upload(batches.c.id).ingest_state, estore.get_upload(batches.c.id).ingest_error) == (
+        "invalid",
+        "unreadable",
+    )
+    assert estore.pending_ingest() == 1  # the reference
+
+
+# -- deleting bytes ------------------------------------------------------------------------------
+
+
+def test_a_sessions_bytes_are_removed_with_its_directory_and_no_other_sessions(estore):
+    one, two = estore.create_session("u").id, estore.create_session("u").id
+    first, second = put(estore, one, plain("a")), put(estore, one, plain("b"))
+    other = put(estore, two, plain("a"))
+    assert sorted(estore.delete_session_bytes(one)) == sorted([first.path, second.path])
+    assert not (estore.blobs.root / "profiles" / one).exists()
+    assert keys(estore) == [other.path]
+    assert estore.delete_session_bytes(one) == []
+
+
+@pytest.mark.parametrize("session_id", ["session-../x", "log-" + "A" * 24])
+def test_a_malformed_session_id_removes_no_bytes(estore, session_id):
+    upload = put(estore, estore.create_session("u").id, plain())
+    assert estore.delete_session_bytes(session_id) == []
+    assert keys(estore) == [upload.path]
+
+
+def test_an_uploads_bytes_are_every_version_under_its_prefix_and_its_recorded_key(estore):
+    one, two = estore.create_session("u").id, estore.create_session("u").id
+    upload = put(estore, one, plain("a"))
+    landed = land(estore, upload, b"landed")
+    older = blob_key(one, upload.id, sha(b"older"))
+    estore.blobs.put_bytes(older, b"older")
+    neighbour = put(estore, one, plain("b"))
+    longer = blob_key(one, upload.id + "x")  # an id that starts like this one's
+    estore.blobs.put_bytes(longer, b"x")
+    elsewhere = blob_key(two, upload.id, sha(b"moved"))  # the key it was recorded with, in another dir
+    estore.blobs.put_bytes(elsewhere, b"moved")
+    removed = estore.delete_upload_bytes(one, upload.id, path=elsewhere)
+    assert sorted(removed) == sorted([upload.path, landed, older])
+    assert keys(estore) == sorted([neighbour.path, longer])
+    assert estore.delete_upload_bytes(one, upload.id, path=upload.path) == []
+
+
+@pytest.mark.parametrize("ids", [("session-../x", "ok"), ("ok", "log-../x"), ("ok", "session-ok")])
+def test_malformed_ids_remove_only_the_recorded_key_of_an_upload(estore, ids):
+    session = estore.create_session("u").id
+    upload = put(estore, session, plain("a"))
+    land(estore, upload, b"landed")
+    session_id = session if ids[0] == "ok" else ids[0]
+    upload_id = upload.id if ids[1] == "ok" else ids[1].replace("session-ok", session)
+    assert estore.delete_upload_bytes(session_id, upload_id, path=upload.path) == []
+    assert keys(estore) == [blob_key(session, upload.id)]
+    assert estore.delete_upload_bytes(session_id, upload_id) == []
+    assert keys(estore) == [blob_key(session, upload.id)]
+
+
+def test_deleting_a_containers_uploads_learns_landed_ones_first_and_removes_every_byte(pstore):
+    container = pstore.dataset_container("org-1", "model-1").id
+    stored = put(pstore, container, plain("a"))
+    landed = new_slot(pstore, container, ts=200)
+    land(pstore, landed, plain("b"))
+    assert pstore.delete_uploads(container) == 2
+    assert keys(pstore) == []
+    assert pstore.get_upload(stored.id) is None and pstore.get_upload(landed.id) is None
+
+
+def test_moving_a_transactions_uploads_learns_landed_ones_first(pstore):
+    transaction, dataset = pstore.create_session("u").id, pstore.dataset_container("org-1", "model-1").id
+    stored = put(pstore, transaction, plain("a"))
+    landed = new_slot(pstore, transaction, ts=200)
+    land(pstore, landed, plain("b"))
+    new_slot(pstore, transaction, ts=300)  # never PUT: stays behind
+    assert sorted(pstore.move_stored_uploads(transaction, dataset)) == sorted([stored.id, landed.id])
+    assert {u.session_id for u in pstore.list_profiles(dataset)} == {dataset}
+    assert pstore.list_profiles(transaction) == []
