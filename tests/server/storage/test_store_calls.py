@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,7 +32,6 @@ from whylogs_songbird.server.storage.paging import ProfileQuery
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 from whylogs_songbird.server.store import (
     Store,
-    StoredBytesChangedError,
     UploadRecord,
     blob_key,
     host_id,
@@ -466,3 +463,213 @@ def test_moving_a_transactions_uploads_learns_landed_ones_first(pstore):
     assert sorted(pstore.move_stored_uploads(transaction, dataset)) == sorted([stored.id, landed.id])
     assert {u.session_id for u in pstore.list_profiles(dataset)} == {dataset}
     assert pstore.list_profiles(transaction) == []
+
+
+# -- the sweep of upload slots never PUT ---------------------------------------------------------
+
+
+def expired_slots(store: Store, session_id: str, *ages: int) -> list[UploadRecord]:
+    """Slots never PUT whose URL expired ``age`` seconds before the fixed clock's now, one an age."""
+    made = []
+    for age in ages:
+        upload = new_slot(store, session_id)
+        expire_at(store, upload, NOW_S - age)
+        made.append(upload)
+    return made
+
+
+def left(store: Store, uploads: list[UploadRecord]) -> list[bool]:
+    return [store.get_upload(u.id) is not None for u in uploads]
+
+
+def test_the_sweep_deletes_slots_expired_longer_than_ten_minutes_ago_and_logs_how_many(estore, clock, caplog):
+    session = estore.create_session("u").id
+    slots = expired_slots(estore, session, 602, 601, 600, 599)
+    stored = put(estore, session, plain())
+    expire_at(estore, stored, NOW_S - 10_000)
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server"):
+        assert estore.sweep_expired_slots() == 2
+    assert left(estore, slots) == [False, False, True, True]
+    assert estore.get_upload(stored.id) is not None
+    assert [r.getMessage() for r in caplog.records] == ["deleted 2 upload slots whose URLs expired unused"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="whylogs_songbird.server"):
+        assert estore.sweep_expired_slots() == 0
+    assert caplog.records == []
+
+
+def test_the_sweep_with_presigned_urls_waits_an_hour_more(pstore, clock):
+    session = pstore.create_session("u").id
+    slots = expired_slots(pstore, session, 4201, 4200)
+    assert pstore.sweep_expired_slots() == 1
+    assert left(pstore, slots) == [False, True]
+
+
+def test_the_sweep_takes_the_grace_it_is_given(estore, clock):
+    slots = expired_slots(estore, estore.create_session("u").id, 11, 10)
+    assert estore.sweep_expired_slots(grace_seconds=10) == 1
+    assert left(estore, slots) == [False, True]
+
+
+def test_the_sweep_goes_on_batch_after_batch_until_one_is_short(estore, clock, monkeypatch):
+    monkeypatch.setattr(store_module, "SWEEP_BATCH", 2)
+    slots = expired_slots(estore, estore.create_session("u").id, 700, 700, 700, 700, 700)
+    asked: list[int] = []
+    assert estore.sweep_expired_slots(stop=lambda: bool(asked.append(1))) == 5
+    assert left(estore, slots) == [False] * 5
+    assert len(asked) == 3
+
+
+def test_a_stopping_sweep_deletes_nothing(estore, clock):
+    slots = expired_slots(estore, estore.create_session("u").id, 700)
+    assert estore.sweep_expired_slots(stop=lambda: True) == 0
+    assert left(estore, slots) == [True]
+
+
+def test_the_sweep_records_expired_slots_whose_bytes_landed_and_deletes_the_others(pstore, clock):
+    one, two = pstore.create_session("u").id, pstore.create_session("u").id
+    late_one, never, late_two = expired_slots(pstore, one, 5000, 5000) + expired_slots(pstore, two, 5000)
+    keys_landed = [land(pstore, late_one, plain("a")), land(pstore, late_two, plain("b"))]
+    assert pstore.sweep_expired_slots() == 1
+    assert left(pstore, [late_one, never, late_two]) == [True, False, True]
+    recorded = [pstore.get_upload(late_one.id), pstore.get_upload(late_two.id)]
+    assert [u.path for u in recorded] == [
+        blob_key(one, late_one.id, sha(plain("a"))),
+        blob_key(two, late_two.id, sha(plain("b"))),
+    ]
+    assert not any(k in keys(pstore) for k in keys_landed)
+
+
+def test_a_sweep_whose_whole_batch_landed_unrecordable_stops_after_one_batch(pstore, clock, monkeypatch):
+    monkeypatch.setattr(store_module, "SWEEP_BATCH", 2)
+    session = pstore.create_session("u").id
+    slots = expired_slots(pstore, session, 5000, 5000)
+    for upload in slots:
+        land(pstore, upload, plain())
+    pstore.claim(session, "org-1")  # its landed bytes can no longer be recorded
+    asked: list[int] = []
+    assert pstore.sweep_expired_slots(stop=lambda: bool(asked.append(1))) == 0
+    assert left(pstore, slots) == [True, True]
+    assert len(asked) == 1
+
+
+# -- zipped uploads ------------------------------------------------------------------------------
+
+
+def test_a_zip_unpacks_to_its_members_with_the_segment_each_header_names(estore):
+    data = zip_of({"one.bin": segmented("a", k="1"), "two.bin": plain("b")})
+    assert estore.unpack_zip(data) == [(segmented("a", k="1"), (("k", "1"),)), (plain("b"), ())]
+
+
+def test_a_zip_with_a_member_that_is_no_profile_is_refused_naming_it_in_80_characters(estore):
+    name = "n" * 100
+    with pytest.raises(ZipUploadError) as caught:
+        estore.unpack_zip(zip_of({"ok.bin": plain(), name: b"WHY1 nonsense"}))
+    assert str(caught.value).startswith(f"its member {'n' * 80!r} is not a well-formed whylogs profile (")
+
+
+def test_a_zip_is_held_to_the_stores_upload_and_column_limits(estore):
+    data = zip_of({"one.bin": plain("a"), "two.bin": plain("b")})
+    estore.max_upload_bytes = 2 * len(plain())
+    assert len(estore.unpack_zip(data)) == 2
+    estore.max_upload_bytes -= 1
+    with pytest.raises(ZipUploadError):
+        estore.unpack_zip(data)
+    estore.max_upload_bytes, estore.max_columns = 1000, 1
+    assert len(estore.unpack_zip(data)) == 2
+    estore.max_columns = 0
+    with pytest.raises(ZipUploadError, match="is not a well-formed whylogs profile"):
+        estore.unpack_zip(data)
+
+
+def test_a_zips_profiles_are_stored_in_its_slot_and_new_ones_like_it(estore, clock, caplog):
+    session = estore.create_session("u").id
+    upload = estore.create_upload(session, "batch", ttl_seconds=3600, dataset_timestamp=100, alias="z", format="zip")
+    members = [(segmented("a", k="1"), (("k", "1"),)), (segmented("b", k="2"), (("k", "2"),)), (plain("c"), ())]
+    with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server"):
+        outcome = estore.store_zip(upload, members)
+    assert (outcome.upload.id, outcome.upload.sha256) == (upload.id, sha(members[0][0]))
+    profiles = sorted(estore.list_profiles(session), key=lambda p: p.segment_tags)  # stored in one millisecond
+    assert [(p.kind, p.dataset_timestamp, p.alias, p.segment_tags) for p in profiles] == [
+        ("batch", 100, "z", ()),
+        ("batch", 100, "z", (("k", "1"),)),
+        ("batch", 100, "z", (("k", "2"),)),
+    ]
+    assert [estore.read_profile_bytes(p) for p in profiles] == [members[2][0], members[0][0], members[1][0]]
+    assert {p.expires_at for p in profiles} == {NOW_S + 3600}
+    assert estore.metadata.unstored_uploads(session_id=session) == []
+    assert "stored a zip of 3 profiles" in [r.getMessage() for r in caplog.records]
+
+
+def test_the_new_slots_of_a_zip_whose_url_expired_get_a_minute(estore, clock):
+    session = estore.create_session("u").id
+    upload = estore.create_upload(session, "batch", ttl_seconds=-100, dataset_timestamp=100, segment_tags=[("s", "t")])
+    estore.store_zip(upload, [(plain("a"), ()), (plain("b"), ())])
+    profiles = sorted(estore.list_profiles(session), key=lambda p: p.expires_at)
+    assert [(p.expires_at, p.segment_tags, p.sha256) for p in profiles] == [
+        (NOW_S - 100, (("s", "t"),), sha(plain("a"))),
+        (NOW_S + 60, (("s", "t"),), sha(plain("b"))),
+    ]
+
+
+def test_a_zip_that_landed_is_stored_as_its_profiles_and_removed(pstore):
+    session = pstore.create_session("u").id
+    upload = pstore.create_upload(session, "batch", ttl_seconds=600, dataset_timestamp=100, format="zip")
+    key = land(pstore, upload, zip_of({"a.bin": segmented("a", k="1"), "b.bin": plain("b")}))
+    learned = pstore.learn_landed(session)
+    assert [u.id for u in learned] == [upload.id]
+    assert [(p.segment_tags, pstore.read_profile_bytes(p)) for p in pstore.list_profiles(session)] == [
+        ((("k", "1"),), segmented("a", k="1")),
+        ((), plain("b")),
+    ]
+    assert key not in keys(pstore)
+
+
+def test_a_landed_zip_that_is_refused_is_recorded_invalid_with_its_bytes(pstore):
+    session = pstore.create_session("u").id
+    upload = pstore.create_upload(session, "batch", ttl_seconds=600, dataset_timestamp=100, format="zip")
+    data = zip_of({"bad.bin": b"not a profile"})
+    land(pstore, upload, data)
+    seen: list[str] = []
+    pstore.add_landed_hook(lambda record: seen.append(record.id))
+    [learned] = pstore.learn_landed(session)
+    assert (learned.id, learned.ingest_state, learned.size, learned.sha256) == (
+        upload.id,
+        "invalid",
+        len(data),
+        sha(data),
+    )
+    assert learned.ingest_error.startswith(
+        "it is not a zip of whylogs profiles this server takes (its member 'bad.bin' is not a well-formed"
+    )
+    assert learned.path == blob_key(session, upload.id, sha(data))
+    assert keys(pstore) == [learned.path]
+    assert pstore.read_profile_bytes(learned) == data
+    assert seen == []
+
+
+@pytest.mark.parametrize("data", [zip_of({"bad.bin": b"not a profile"}), zip_of({"a.bin": plain("a")})])
+def test_a_landed_zip_of_a_claimed_session_stays_unrecorded_and_in_place(pstore, data):
+    session = pstore.create_session("u").id
+    upload = pstore.create_upload(session, "batch", ttl_seconds=600, dataset_timestamp=100, format="zip")
+    key = land(pstore, upload, data)
+    pstore.claim(session, "org-1")
+    assert pstore.learn_landed(session) == []
+    assert keys(pstore) == [key]
+    assert pstore.get_upload(upload.id).stored_at is None
+
+
+def test_landed_bytes_are_taken_as_a_zip_only_by_a_zip_slot(pstore):
+    session = pstore.create_session("u").id
+    zip_slot = pstore.create_upload(session, "batch", ttl_seconds=600, dataset_timestamp=1, format="zip")
+    plain_slot = pstore.create_upload(session, "batch", ttl_seconds=600, dataset_timestamp=2)
+    land(pstore, zip_slot, plain("a"))  # a plain profile PUT to a zip slot
+    land(pstore, plain_slot, zip_of({"a.bin": plain("b")}))  # a zip PUT to a plain slot
+    pstore.learn_landed(session)
+    recorded = [pstore.get_upload(zip_slot.id), pstore.get_upload(plain_slot.id)]
+    assert [(u.ingest_state, u.sha256) for u in recorded] == [
+        ("pending", sha(plain("a"))),
+        ("invalid", sha(zip_of({"a.bin": plain("b")}))),
+    ]
+    assert recorded[1].ingest_error.startswith("it is not a well-formed whylogs profile (")
+    assert len(pstore.list_profiles(session)) == 2
