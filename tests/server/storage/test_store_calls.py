@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +32,11 @@ from whylogs_songbird.server.storage.files import FileBlobStore
 from whylogs_songbird.server.storage.paging import ProfileQuery
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 from whylogs_songbird.server.store import (
+    NewUpload,
+    ReconcileReport,
+    SlotLimitError,
     Store,
+    StoredBytesChangedError,
     UploadRecord,
     blob_key,
     host_id,
@@ -673,3 +678,338 @@ def test_landed_bytes_are_taken_as_a_zip_only_by_a_zip_slot(pstore):
     ]
     assert recorded[1].ingest_error.startswith("it is not a well-formed whylogs profile (")
     assert len(pstore.list_profiles(session)) == 2
+
+
+# -- storing a received body ---------------------------------------------------------------------
+
+
+def test_a_slot_is_made_with_its_format(estore):
+    session = estore.create_session("u").id
+    assert estore.create_upload(session, "batch", ttl_seconds=60, format="zip").format == "zip"
+    assert estore.create_upload(session, "batch", ttl_seconds=60).format is None
+
+
+def test_slot_limits_go_through_to_the_metadata_store(estore):
+    session = estore.create_session("u").id
+    specs = [NewUpload("batch", dataset_timestamp=1)] * 2
+    assert len(estore.create_uploads(session, specs, ttl_seconds=60, max_open=2)) == 2
+    with pytest.raises(SlotLimitError):
+        estore.create_uploads(session, specs[:1], ttl_seconds=60, max_open=2)
+    with pytest.raises(SlotLimitError):
+        estore.create_uploads(session, specs[:1], ttl_seconds=60, max_profiles=2)
+    assert len(estore.create_uploads(session, specs[:1], ttl_seconds=60, max_open=3, max_profiles=3)) == 1
+
+
+@pytest.mark.parametrize("how", ["data", "file"])
+def test_a_slot_read_a_moment_ago_is_not_read_again(estore, tmp_path, monkeypatch, how):
+    session = estore.create_session("u").id
+    upload = new_slot(estore, session)
+    opened = estore.open_upload(upload.id, sha(plain()))
+    reads: list[str] = []
+    real = estore.metadata.open_upload_and_duplicate
+    monkeypatch.setattr(estore.metadata, "open_upload_and_duplicate", lambda *a: reads.append(a[0]) or real(*a))
+    source = tmp_path / "body"
+    source.write_bytes(plain())
+    if how == "data":
+        outcome = estore.store_profile_data(upload.id, plain(), sha256=sha(plain()), opened=opened)
+    else:
+        outcome = estore.store_profile_file(upload.id, source, size=len(plain()), sha256=sha(plain()), opened=opened)
+    assert reads == []
+    assert outcome.upload.path == blob_key(session, upload.id, sha(plain()))
+
+
+@pytest.mark.parametrize("how", ["data", "file"])
+def test_the_segment_a_header_names_is_kept_for_a_slot_that_named_none(estore, tmp_path, how):
+    session = estore.create_session("u").id
+    untagged = put(estore, session, plain())
+    upload = new_slot(estore, session)
+    source = tmp_path / "body"
+    source.write_bytes(plain())
+    tags = (("k", "v"),)
+    if how == "data":
+        outcome = estore.store_profile_data(upload.id, plain(), sha256=sha(plain()), segment_tags=tags)
+    else:
+        outcome = estore.store_profile_file(
+            upload.id, source, size=len(plain()), sha256=sha(plain()), segment_tags=tags
+        )
+    assert (outcome.duplicate_of, outcome.upload.segment_tags) == (None, tags), f"not a duplicate of {untagged.id}"
+    assert outcome.upload.path == blob_key(session, upload.id, sha(plain()))
+
+
+# -- reading the bytes of a profile that a client PUT straight to the blob store -----------------
+
+
+@pytest.fixture
+def learned(pstore) -> UploadRecord:
+    """A profile a presigned PUT left, learned and recorded."""
+    session = pstore.create_session("u").id
+    upload = new_slot(pstore, session)
+    land(pstore, upload, plain())
+    [record] = pstore.learn_landed(session)
+    return record
+
+
+def test_presigned_bytes_are_read_when_they_are_the_checked_ones(pstore, learned):
+    assert (learned.size, learned.sha256) == (len(plain()), sha(plain()))
+    assert pstore.read_profile_bytes(learned) == plain()
+
+
+@pytest.mark.parametrize(
+    "change", [{"sha256": None}, {"size": None}, {"sha256": sha(plain()).upper()}, {"sha256": sha(plain())[:-1]}]
+)
+def test_presigned_bytes_recorded_without_a_checked_sha256_are_not_read(pstore, learned, change):
+    with pytest.raises(StoredBytesChangedError, match=rf"^upload {learned.id} was recorded without a checked sha256$"):
+        pstore.read_profile_bytes(dataclasses.replace(learned, **change))
+
+
+@pytest.mark.parametrize(
+    "replacement", [plain("x"), plain() + b"\x00", plain()[:-1]], ids=["same size", "longer", "shorter"]
+)
+def test_presigned_bytes_that_changed_are_not_read_and_a_warning_says_so(pstore, learned, replacement, caplog):
+    pstore.blobs.put_bytes(learned.path, replacement)
+    with (
+        caplog.at_level(logging.WARNING, logger="whylogs_songbird.server"),
+        pytest.raises(
+            StoredBytesChangedError,
+            match=rf"^the stored bytes of upload {learned.id} are not the ones that were checked$",
+        ),
+    ):
+        pstore.read_profile_bytes(learned)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the stored bytes of upload {learned.id} are not the ones that were checked; not read"
+    ]
+
+
+def test_presigned_bytes_that_are_gone_are_not_found(pstore, learned):
+    pstore.blobs.delete(learned.path)
+    with pytest.raises(FileNotFoundError, match=rf"^upload {learned.id} has no stored bytes$"):
+        pstore.read_profile_bytes(learned)
+
+
+def test_the_embedded_store_reads_its_own_bytes_as_they_are(estore):
+    upload = put(estore, estore.create_session("u").id, plain())
+    estore.blobs.put_bytes(upload.path, b"changed")
+    assert estore.read_profile_bytes(upload) == b"changed"
+
+
+# -- recording landed bytes ----------------------------------------------------------------------
+
+
+def test_landed_bytes_keep_the_segment_their_header_names(pstore):
+    session = pstore.create_session("u").id
+    upload = new_slot(pstore, session)
+    land(pstore, upload, segmented("a", k="1"))
+    [record] = pstore.learn_landed(session)
+    assert record.segment_tags == (("k", "1"),)
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["same bytes", "other bytes"])
+def test_landed_bytes_another_put_recorded_during_the_copy_leave_that_record_alone(pstore, same):
+    session = pstore.create_session("u").id
+    upload = new_slot(pstore, session)
+    landed = land(pstore, upload, plain())
+    theirs = plain() if same else plain("x")
+    pstore.blobs.after["copy_version"] = lambda: pstore.store_profile_data(upload.id, theirs, sha256=sha(theirs))
+    assert pstore.learn_landed(session) == []
+    record = pstore.get_upload(upload.id)
+    assert record.path == blob_key(session, upload.id, sha(theirs))
+    assert keys(pstore) == sorted([record.path, landed])
+    assert pstore.read_profile_bytes(record) == theirs
+
+
+# -- when the background look takes a session next ----------------------------------------------
+
+
+def look(store: Store, session_id: str) -> tuple[float, float]:
+    """(wait, due - looked) of the session's next background look."""
+    entry = store._next_look[session_id]
+    return entry.wait, round(entry.due - entry.looked, 6)
+
+
+def make_due(store: Store, session_id: str) -> None:
+    store._next_look[session_id].due = 0.0
+
+
+def test_idle_slots_are_looked_at_after_waits_that_double_up_to_a_minute(pstore):
+    session = pstore.create_session("u").id
+    new_slot(pstore, session)
+    waits = []
+    for _ in range(8):
+        assert pstore.learn_landed() == []
+        waits.append(look(pstore, session))
+        make_due(pstore, session)
+    assert waits == [(w, w) for w in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0)]
+
+
+def test_a_session_where_bytes_landed_is_looked_at_again_at_once(pstore):
+    session = pstore.create_session("u").id
+    first = new_slot(pstore, session)
+    new_slot(pstore, session)
+    pstore.learn_landed()
+    make_due(pstore, session)
+    land(pstore, first, plain())
+    assert [u.id for u in pstore.learn_landed()] == [first.id]
+    assert session not in pstore._next_look
+
+
+def test_a_session_with_another_hosts_live_learn_claim_is_looked_at_again_in_a_second(pstore):
+    session = pstore.create_session("u").id
+    upload = new_slot(pstore, session)
+    land(pstore, upload, plain())
+    other = SqliteMetadataStore(pstore.data_dir / "songbird.sqlite3")
+    try:
+        other.owner = "host-b"
+        assert other.claim_landed([upload.id], lease_ms=3_600_000) == {upload.id}
+    finally:
+        other.close()
+    for _ in range(2):  # the wait does not grow
+        assert pstore.learn_landed() == []
+        assert look(pstore, session) == (0.0, 1.0)
+        make_due(pstore, session)
+
+
+def test_a_hosts_own_learn_claim_is_not_another_hosts(pstore):
+    pstore.metadata.owner = "host-a"
+    session = pstore.create_session("u").id
+    upload = new_slot(pstore, session)
+    land(pstore, upload, plain())
+    assert pstore.metadata.claim_landed([upload.id], lease_ms=3_600_000) == {upload.id}
+    assert pstore.learn_landed() == []  # its own live claim: the bytes are seen, left for the claim to end
+    assert session not in pstore._next_look
+
+
+def test_a_session_not_due_is_passed_over_and_the_next_one_looked_at(pstore):
+    idle, busy = pstore.create_session("u").id, pstore.create_session("u").id
+    waiting = new_slot(pstore, idle)
+    pstore.learn_landed()
+    upload = new_slot(pstore, busy)
+    sql(pstore, "UPDATE uploads SET created_at = created_at + 1000 WHERE id = ?", (upload.id,))
+    assert [u.id for u in pstore.metadata.unstored_uploads()] == [waiting.id, upload.id]
+    land(pstore, upload, plain())
+    assert [u.id for u in pstore.learn_landed()] == [upload.id]
+
+
+def test_the_background_claims_landed_uploads_in_batches(pstore, monkeypatch):
+    monkeypatch.setattr(store_module, "LEARN_CLAIM_BATCH", 2)
+    session = pstore.create_session("u").id
+    uploads = [new_slot(pstore, session) for _ in range(3)]
+    for upload in uploads:
+        land(pstore, upload, plain(upload.id[-1]))
+    claims: list[int] = []
+    real = pstore.metadata.claim_landed
+    monkeypatch.setattr(pstore.metadata, "claim_landed", lambda ids, **kw: claims.append(len(ids)) or real(ids, **kw))
+    assert len(pstore.learn_landed()) == 3
+    assert claims == [2, 1]
+
+
+def test_a_stopping_request_look_records_nothing(pstore):
+    session = pstore.create_session("u").id
+    upload = new_slot(pstore, session)
+    land(pstore, upload, plain())
+    assert pstore.learn_landed(session, stop=lambda: True) == []
+    assert pstore.get_upload(upload.id).stored_at is None
+
+
+def test_a_nudge_makes_the_next_look_due_a_second_after_the_last_and_wakes_the_worker(pstore):
+    session = pstore.create_session("u").id
+    new_slot(pstore, session)
+    for _ in range(3):
+        pstore.learn_landed()
+        make_due(pstore, session)
+    pstore._next_look[session].due = pstore._next_look[session].looked + 4.0
+    woken: list[int] = []
+    pstore.add_look_waker(lambda: woken.append(1))
+    pstore.nudge_landed(session)
+    assert look(pstore, session) == (0.0, 1.0)
+    assert woken == [1]
+
+
+def test_a_request_awaits_no_upload_it_does_not_name(pstore):
+    session = pstore.create_session("u").id
+    new_slot(pstore, session, ts=5)
+    assert pstore.awaits_upload(session, "6") is False
+    assert pstore.awaits_upload(session, "5") is True
+
+
+# -- scans for bytes without a row ---------------------------------------------------------------
+
+
+def stray(store: Store, upload: UploadRecord, data: bytes = b"stray", age_ms: int | None = None) -> str:
+    """Bytes of ``upload`` that no row records (an older version); ``age_ms``: before the clock's now."""
+    key = blob_key(upload.session_id, upload.id, sha(data))
+    store.blobs.put_bytes(key, data)
+    if age_ms is not None:
+        stamp = (NOW_MS - age_ms) * 1_000_000
+        os.utime(store.blobs.path(key), ns=(stamp, stamp))
+    return key
+
+
+def test_a_due_scan_takes_its_turn_once_an_interval_and_logs_what_it_removed(estore, clock, caplog):
+    upload = put(estore, estore.create_session("u").id, plain())
+    first = stray(estore, upload)
+    with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server"):
+        assert estore.scan_orphans_if_due(interval_seconds=7200).orphan_blobs == [first]
+    assert [r.getMessage() for r in caplog.records] == [
+        "reconciled the store in the background: 0 temporary files and 1 profile files without a row removed,"
+        " 0 rows without bytes reset"
+    ]
+    assert sql(estore, "SELECT value FROM meta WHERE name = 'turn:orphan_scan'") == [(str(NOW_MS),)]
+    clock.now = NOW_MS + 7_200_000 - 1
+    assert estore.scan_orphans_if_due(interval_seconds=7200) is None
+    clock.now = NOW_MS + 7_200_000
+    assert estore.scan_orphans_if_due(interval_seconds=7200) is not None
+
+
+def test_a_due_scan_stops_when_asked(estore):
+    upload = put(estore, estore.create_session("u").id, plain())
+    key = stray(estore, upload)
+    assert estore.scan_orphans_if_due(stop=lambda: True).orphan_blobs == []
+    assert key in keys(estore)
+
+
+def test_a_scan_leaves_bytes_younger_than_its_grace(estore, clock):
+    upload = put(estore, estore.create_session("u").id, plain())
+    old = stray(estore, upload, b"old", age_ms=100_000_000)
+    young = stray(estore, upload, b"young", age_ms=100_000_000 - 1)
+    kept = stray(estore, upload, b"kept", age_ms=100_000_000 - 50_000)
+    assert estore.scan_orphans(grace_seconds=100_000).orphan_blobs == [old]
+    assert sorted([young, kept, upload.path]) == keys(estore)
+    assert sorted(estore.scan_orphans(stop=lambda: True).orphan_blobs) == []
+    assert sorted(estore.scan_orphans().orphan_blobs) == sorted([young, kept])
+
+
+def test_a_scan_asks_to_stop_only_before_a_removal(estore):
+    put(estore, estore.create_session("u").id, plain())
+    asked: list[int] = []
+    assert estore.scan_orphans(stop=lambda: bool(asked.append(1))) == ReconcileReport()
+    assert asked == []
+
+
+def test_a_row_recorded_again_while_its_missing_bytes_are_looked_for_is_kept(estore):
+    session = estore.create_session("u").id
+    upload = put(estore, session, plain())
+    estore.blobs.delete(upload.path)
+    again = plain("x")
+    estore.blobs.after["exists"] = lambda: estore.store_profile_data(upload.id, again, sha256=sha(again))
+    assert estore.scan_orphans().rows_without_bytes == []
+    assert estore.get_upload(upload.id).path == blob_key(session, upload.id, sha(again))
+
+
+def test_bytes_recorded_while_the_scan_listed_them_are_kept(estore):
+    upload = new_slot(estore, estore.create_session("u").id)
+    key = stray(estore, upload, plain())
+    estore.blobs.after["list_stamped"] = lambda: estore.metadata.mark_stored(
+        upload.id, key=key, size=len(plain()), sha256=sha(plain())
+    )
+    assert estore.scan_orphans().orphan_blobs == []
+    assert keys(estore) == [key]
+
+
+def test_a_checked_copy_of_a_presigned_slot_is_kept_until_its_url_expired_an_hour_ago(pstore, clock):
+    session = pstore.create_session("u").id
+    gone, kept = new_slot(pstore, session), new_slot(pstore, session)
+    expire_at(pstore, gone, NOW_S - 3601)
+    expire_at(pstore, kept, NOW_S - 3600)
+    copies = [stray(pstore, gone, plain("g")), stray(pstore, kept, plain("k"))]
+    assert pstore.scan_orphans().orphan_blobs == copies[:1]
+    assert keys(pstore) == copies[1:]
