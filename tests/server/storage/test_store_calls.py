@@ -26,6 +26,8 @@ from whylogs.core.proto import DatasetSegmentHeader, Segment, SegmentTag
 from zips import zip_of
 
 from whylogs_songbird.server import store as store_module
+from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.storage import StorageSpec
 from whylogs_songbird.server.storage import sql as sql_module
 from whylogs_songbird.server.storage.base import StoredOutcome
 from whylogs_songbird.server.storage.files import FileBlobStore
@@ -71,12 +73,14 @@ def sha(data: bytes) -> str:
 
 class Blobs(FileBlobStore):
     """Files that may declare presigned URLs (as S3 does) and run a hook once after one of their
-    calls (``after[name]``): what another process does at that moment."""
+    calls (``after[name]``; before it, for ``read_version``): what another process does then."""
 
     def __init__(self, root: Path, presigns: bool) -> None:
         super().__init__(root)
         self.presigns_uploads = presigns
         self.after: dict[str, Callable[[], object]] = {}
+        #: objects named like no key of this server (S3 lists whatever was PUT): key -> written at (ms)
+        self.strays: dict[str, int] = {}
 
     def _hook(self, name: str) -> None:
         hook = self.after.pop(name, None)
@@ -85,6 +89,14 @@ class Blobs(FileBlobStore):
 
     def presign_put(self, key, ttl_seconds):
         return f"http://127.0.0.1:9/{key}" if self.presigns_uploads else None
+
+    def read_version(self, key, max_bytes):
+        self._hook("read_version")
+        return super().read_version(key, max_bytes)
+
+    def put_bytes(self, key, data):
+        super().put_bytes(key, data)
+        self._hook("put_bytes")
 
     def copy_version(self, source, target, tag):
         vouched = super().copy_version(source, target, tag)
@@ -98,7 +110,12 @@ class Blobs(FileBlobStore):
 
     def list_stamped(self, prefix=""):
         yield from super().list_stamped(prefix)
+        yield from ((key, 1, stamp) for key, stamp in self.strays.items() if key.startswith(prefix))
         self._hook("list_stamped")
+
+    def delete(self, key):
+        if self.strays.pop(key, None) is None:
+            super().delete(key)
 
 
 def open_store(data: Path, presigns: bool) -> Store:
@@ -305,11 +322,11 @@ def test_notifications_and_deletions_are_the_sql_metadata_stores_own(estore):
 
 @pytest.fixture
 def batches(estore) -> SimpleNamespace:
-    """A session with batches at 100 (segment a=1), 150 and 250, and a reference, stored in this order."""
+    """A session with batches at 100 (segment a=1), 199 and 299, and a reference, stored in this order."""
     session = estore.create_session("u").id
     a = put(estore, session, plain("a"), ts=100, segment_tags=(("a", "1"),))
-    b = put(estore, session, plain("b"), ts=150)
-    c = put(estore, session, plain("c"), ts=250)
+    b = put(estore, session, plain("b"), ts=199)
+    c = put(estore, session, plain("c"), ts=299)
     ref = estore.create_upload(session, "reference", ttl_seconds=60, alias="r")
     ref = estore.store_profile_data(ref.id, plain("r"), sha256=sha(plain("r"))).upload
     for order, upload in enumerate((a, b, c, ref), 1):  # stored in this order, a millisecond apart
@@ -321,13 +338,13 @@ def test_batch_profiles_are_read_by_timestamp_range_span_segments_and_buckets(es
     s = batches.session
     assert [u.id for u in estore.batch_profiles_between(s, 100, 250)] == [batches.a.id, batches.b.id]
     assert [u.id for u in estore.batch_profiles_between(s, 150, None)] == [batches.b.id, batches.c.id]
-    assert estore.batch_timestamp_span(s) == (100, 250)
+    assert estore.batch_timestamp_span(s) == (100, 299)
     assert sorted(estore.batch_segments(s)) == [(), (("a", "1"),)]
     assert estore.batch_bucket_counts(s, 100) == (2, 0)
     assert estore.batch_bucket_counts(s, 100, 50) == (3, 0)
     assert estore.metadata.store_summary(batches.c.id, batches.c.sha256, b"s")
     assert estore.batch_bucket_counts(s, 100) == (2, 1)
-    assert sorted(estore.batch_timestamps(s)) == [(100, (("a", "1"),), True), (150, (), True), (250, (), False)]
+    assert sorted(estore.batch_timestamps(s)) == [(100, (("a", "1"),), True), (199, (), True), (299, (), False)]
     assert list(estore.batch_day_marks(s)) == [0]
     assert estore.batch_day_marks(s)[0][0] == 3
 
@@ -357,8 +374,8 @@ def test_a_stored_profile_opens_as_a_file_and_a_slot_without_bytes_does_not(esto
 
 
 def test_duplicates_of_stored_profiles_are_counted(estore, batches):
-    put(estore, batches.session, plain("b"), ts=150)
-    put(estore, batches.session, plain("b"), ts=150)
+    put(estore, batches.session, plain("b"), ts=199)
+    put(estore, batches.session, plain("b"), ts=199)
     assert estore.duplicates_of([batches.b.id]) == 2
     assert estore.duplicates_of([batches.c.id]) == 0
 
@@ -520,7 +537,7 @@ def test_the_sweep_goes_on_batch_after_batch_until_one_is_short(estore, clock, m
     monkeypatch.setattr(store_module, "SWEEP_BATCH", 2)
     slots = expired_slots(estore, estore.create_session("u").id, 700, 700, 700, 700, 700)
     asked: list[int] = []
-    assert estore.sweep_expired_slots(stop=lambda: bool(asked.append(1))) == 5
+    assert estore.sweep_expired_slots(stop=lambda: bool(asked.append(1)) or len(asked) > 9) == 5
     assert left(estore, slots) == [False] * 5
     assert len(asked) == 3
 
@@ -553,7 +570,7 @@ def test_a_sweep_whose_whole_batch_landed_unrecordable_stops_after_one_batch(pst
         land(pstore, upload, plain())
     pstore.claim(session, "org-1")  # its landed bytes can no longer be recorded
     asked: list[int] = []
-    assert pstore.sweep_expired_slots(stop=lambda: bool(asked.append(1))) == 0
+    assert pstore.sweep_expired_slots(stop=lambda: bool(asked.append(1)) or len(asked) > 9) == 0
     assert left(pstore, slots) == [True, True]
     assert len(asked) == 1
 
@@ -1013,3 +1030,127 @@ def test_a_checked_copy_of_a_presigned_slot_is_kept_until_its_url_expired_an_hou
     copies = [stray(pstore, gone, plain("g")), stray(pstore, kept, plain("k"))]
     assert pstore.scan_orphans().orphan_blobs == copies[:1]
     assert keys(pstore) == copies[1:]
+
+
+# -- what only a seam shows: the storage a config opens, the ingest listener ----------------------
+
+
+def test_a_config_naming_shared_storage_opens_it_for_this_host(tmp_path, monkeypatch):
+    opened: list[StorageSpec] = []
+
+    def fake_open_storage(spec: StorageSpec):
+        opened.append(spec)
+        return SqliteMetadataStore(tmp_path / "m.sqlite3"), FileBlobStore(tmp_path / "b")
+
+    monkeypatch.setattr(store_module, "open_storage", fake_open_storage)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "health.token").write_text("a" * 64 + "\n")
+    config = ServerConfig(
+        data_dir=tmp_path / "d",
+        database_url="postgresql://127.0.0.1:1/songbird",
+        blob_store="s3://bucket",
+        s3_endpoint_url="http://127.0.0.1:9",
+    )
+    Store.open(config).close()
+    [spec] = opened
+    assert (spec.data_dir, spec.database_url, spec.blob_store, spec.s3_endpoint_url, spec.owner) == (
+        tmp_path / "d",
+        "postgresql://127.0.0.1:1/songbird",
+        "s3://bucket",
+        "http://127.0.0.1:9",
+        "986bbd8b86af707d",
+    )
+
+
+class _Listening(_NotSql):
+    """A metadata store that can tell when other processes announce ingest work."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def listen_ingest(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self.callbacks.append(callback)
+        return self.close
+
+
+def test_the_ingest_listener_is_the_metadata_stores(estore):
+    assert estore.listen_ingest(lambda: None) is None
+    metadata = _Listening()
+    store = Store(metadata=metadata, blobs=_NotSql())  # type: ignore[arg-type]
+
+    def callback() -> None:
+        return None
+
+    assert store.listen_ingest(callback) == metadata.close
+    assert metadata.callbacks == [callback]
+
+
+def test_an_existing_dataset_container_is_found_without_a_write(estore, monkeypatch):
+    made = estore.dataset_container("org-1", "model-1")
+    writes: list[tuple[str, str]] = []
+    monkeypatch.setattr(estore.metadata, "dataset_container", lambda *a: writes.append(a))
+    assert estore.dataset_container("org-1", "model-1") == made
+    assert writes == []
+
+
+# -- more of deletion and the look for landed bytes ---------------------------------------------------
+
+
+def test_deleting_or_moving_a_containers_uploads_learns_no_other_sessions_landed_bytes(pstore):
+    other = pstore.create_session("u").id
+    waiting = new_slot(pstore, other)
+    land(pstore, waiting, plain())
+    for container in (pstore.dataset_container("org-1", "m").id, pstore.create_session("u").id):
+        pstore.delete_uploads(container)
+        pstore.move_stored_uploads(container, pstore.dataset_container("org-1", "n").id)
+    assert pstore.get_upload(waiting.id).stored_at is None
+
+
+def test_bytes_under_a_directory_named_by_another_kind_of_id_are_no_sessions(estore):
+    not_a_session, upload = new_id("log"), new_id("log")
+    key = f"profiles/{not_a_session}/{upload}.bin"
+    estore.blobs.put_bytes(key, b"x")
+    assert estore.delete_session_bytes(not_a_session) == []
+    assert estore.delete_upload_bytes(not_a_session, upload) == []
+    assert keys(estore) == [key]
+
+
+def test_the_sweep_finds_many_landed_slots_of_a_session_by_listing_it(pstore, clock):
+    session = pstore.create_session("u").id
+    slots = expired_slots(pstore, session, *[5000] * 9)
+    for upload in slots:
+        land(pstore, upload, plain(upload.id[-1]))
+    assert pstore.sweep_expired_slots() == 0
+    assert [pstore.get_upload(u.id).stored_at is not None for u in slots] == [True] * 9
+
+
+def test_a_failed_read_of_landed_bytes_ends_the_learn_claim(pstore):
+    session = pstore.create_session("u").id
+    upload = new_slot(pstore, session)
+    land(pstore, upload, plain())
+
+    def fail() -> None:
+        raise OSError("the object store went away")
+
+    pstore.blobs.after["read_version"] = fail
+    with pytest.raises(OSError, match="went away"):
+        pstore.learn_landed()
+    assert sql(pstore, "SELECT learn_lease FROM uploads WHERE id = ?", (upload.id,)) == [(None,)]
+
+
+def test_a_refused_landed_zip_another_put_recorded_meanwhile_leaves_that_record_alone(pstore):
+    session = pstore.create_session("u").id
+    upload = pstore.create_upload(session, "batch", ttl_seconds=600, dataset_timestamp=100, format="zip")
+    landed = land(pstore, upload, zip_of({"bad.bin": b"not a profile"}))
+    pstore.blobs.after["put_bytes"] = lambda: pstore.store_profile_data(upload.id, plain(), sha256=sha(plain()))
+    assert pstore.learn_landed(session) == []
+    record = pstore.get_upload(upload.id)
+    assert (record.path, record.ingest_state) == (blob_key(session, upload.id, sha(plain())), "pending")
+    assert keys(pstore) == sorted([record.path, landed])
+
+
+def test_an_object_named_like_no_upload_is_removed_whatever_its_name(pstore):
+    key = f"profiles/{new_id('session')}/stray.bin"
+    pstore.blobs.strays[key] = 0
+    assert pstore.scan_orphans().orphan_blobs == [key]
+    assert pstore.blobs.strays == {}
