@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import whylogs as why
 import whylogs_sketching as ds
-from scipy.stats import kstwo
+from scipy.stats import chi2, kstwo
 from whylogs.core.metrics.column_metrics import ColumnCountsMetric, TypeCountersMetric
 from whylogs.core.metrics.metric_components import FractionalComponent, KllComponent
 from whylogs.core.metrics.metrics import CardinalityMetric, DistributionMetric, FrequentItemsMetric, IntsMetric
@@ -169,6 +169,9 @@ def test_a_column_with_a_metric_whylogs_standard_set_lacks_is_not_standard(view)
 
 def test_reading_sketches_without_metrics_gives_nothing():
     assert C.read_sketches(C.ColumnSketches()) == C.ColumnStats()
+
+
+def test_reading_an_empty_distribution_gives_no_numbers():
     empty = C.read_sketches(C.ColumnSketches(kll=kll(), mean=0.0, m2=0.0), (0.5,))
     assert not empty.has_distribution and empty.quantiles == () and empty.mean is None
 
@@ -198,6 +201,22 @@ def test_one_value_has_no_spread_and_mean_not_finite_is_none():
 def test_frequent_items_read_from_a_sketch():
     stats = C.read_sketches(C.ColumnSketches(frequent=items("x", "y", "y", "z", "x", "y")))
     assert stats.frequent_items == (("y", 3.0), ("x", 2.0), ("z", 1.0))
+    ties = C.read_sketches(C.ColumnSketches(frequent=items("e", "d", "c", "b", "a")))
+    assert ties.frequent_items == (("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0), ("e", 1.0))
+
+
+def full_sketch() -> "ds.frequent_strings_sketch":
+    """A sketch of room for 6 items given 8 distinct ones (a 5 times, b 3 times): it keeps a and b,
+    with their counts as the estimates and lower bounds one below (4 and 2)."""
+    sketch = ds.frequent_strings_sketch(3)
+    for value in "aaaaabbbcdefgh":
+        sketch.update(value)
+    return sketch
+
+
+def test_the_frequent_items_of_a_full_sketch_are_its_estimates_not_its_lower_bounds():
+    assert C.frequent_strings(full_sketch()) == [("a", 5, 4, 5), ("b", 3, 2, 3)]
+    assert C.read_sketches(C.ColumnSketches(frequent=full_sketch())).frequent_items == (("a", 5.0), ("b", 3.0))
     assert C.frequent_strings(items("q", "q")) == [("q", 2, 2, 2)]
 
 
@@ -419,6 +438,16 @@ def test_columns_without_a_distribution_get_the_chi_square_test_of_their_frequen
         assert score.category == "NO_DRIFT"
 
 
+def test_the_chi_square_test_takes_the_estimates_of_a_full_sketch():
+    # target: a 5, b 3 of 14 values, 8 distinct; reference: a 2, b 2 of 4. Expected counts
+    # int(0.5 * 14) = 7 each: (5-7)**2/7 + (3-7)**2/7 = 20/7, with 8 - 1 = 7 degrees of freedom
+    target = profile(w=sketches(counts=(14, 0), hll=hll(*"abcdefgh"), frequent=full_sketch()))
+    reference = profile(w=sketches(counts=(4, 0), hll=hll("a", "b"), frequent=items("a", "a", "b", "b")))
+    score = C.drift_scores(target, reference)["w"]
+    assert score.statistic == pytest.approx(20 / 7, rel=1e-12)
+    assert score.pvalue == pytest.approx(chi2.sf(20 / 7, 7), rel=1e-12)
+
+
 @pytest.fixture(scope="module")
 def wide() -> tuple[DatasetProfileView, DatasetProfileView]:
     """0..281 against 13..294: 282 values a side, held exactly by the sketches; the CDFs differ by
@@ -513,13 +542,13 @@ def test_the_closed_forms_near_the_ends_past_the_exact_sizes():
         assert p_value(2 / n, n) > 0.9999  # just past: hardly a sign of drift either
         assert p_value(1.5, n) == 0.0 and p_value(1.0, n) == 0.0  # D >= 1
     # D >= 1 - 1/n: 2 (1 - D)**n, by hand
-    assert p_value(1 - 1 / 141, 141) == pytest.approx(2 * (1 / 141) ** 141, rel=1e-12)
+    assert p_value(1 - 1 / 141, 141) == pytest.approx(2 * (1 / 141) ** 141, rel=1e-12, abs=0)
 
 
 def test_the_p_value_at_its_switches_is_scipys():
     n = 141
     # D = 1/2: twice the one-sided tail (scipy's route for D >= 1/2)
-    assert p_value(0.5, n) == pytest.approx(kstwo.sf(0.5, n), rel=1e-12)
+    assert p_value(0.5, n) == pytest.approx(kstwo.sf(0.5, n), rel=1e-12, abs=0)  # about 4e-33
     # n D**2 = 2.2: where scipy, and this, take twice the one-sided tail
     d = math.sqrt(2.2 / n)
     assert p_value(d, n) == pytest.approx(kstwo.sf(d, n), rel=1e-12)
