@@ -881,6 +881,10 @@ def _drift_scores_by_map(target: DatasetProfileView, reference: DatasetProfileVi
     """:func:`drift_scores` of any views, through ``calculate_drift_scores`` with a drift map."""
     from whylogs.viz.drift.column_drift_algorithms import ColumnDriftAlgorithm, calculate_drift_scores
 
+    unreadable = _frequent_items_without_counts(target) | _frequent_items_without_counts(reference)
+    if unreadable:  # whylogs' chi-square test fails on them: left out, as the sketch path leaves them
+        target = _only(target, [name for name in target.get_columns() if name not in unreadable])
+        reference = _only(reference, [name for name in reference.get_columns() if name not in unreadable])
     batched_ks, batched_chi_square = _batched_classes()
     ks, chi_square = batched_ks(), batched_chi_square()
     ks_names, chi_square_names = _split_columns(target, reference)
@@ -895,6 +899,16 @@ def _drift_scores_by_map(target: DatasetProfileView, reference: DatasetProfileVi
     if unscored:  # e.g. a p-value whylogs' KS test gives up on: the default choice decides
         raw.update(_default_choice(_only(target, unscored), _only(reference, unscored)))
     return _scores(raw)
+
+
+def _frequent_items_without_counts(view: DatasetProfileView) -> set[str]:
+    """The columns of ``view`` with frequent items but no counts metric: whylogs' frequent stats
+    (and so its chi-square test) cannot read them, and raise instead of passing them by."""
+    return {
+        name
+        for name, column in view.get_columns().items()
+        if column.get_metric("frequent_items") is not None and column.get_metric("counts") is None
+    }
 
 
 def _score(column: str, algorithm: Any, statistic: Any, pvalue: Any, category: Any) -> DriftScore:

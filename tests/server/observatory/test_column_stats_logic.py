@@ -404,6 +404,24 @@ def test_split_columns_by_what_their_distributions_hold(view):
     assert (ks, chi) == (["numbers"], [])
 
 
+def test_frequent_items_without_counts_are_left_out_of_drift_not_a_failure(view):
+    """whylogs' chi-square test reads a column's counts beside its frequent items and fails without
+    them: such a column (of a profile with a custom schema) gets no score; the others still do."""
+    words = view.get_column("word")
+    items_only = column_view(
+        frequent_items=words.get_metric("frequent_items"), cardinality=words.get_metric("cardinality")
+    )
+    target = dataset(num=view.get_column("num"), items_only=items_only)
+    reference = dataset(num=view.get_column("num"), items_only=items_only)
+    assert C._frequent_items_without_counts(target) == {"items_only"}
+    assert C._frequent_items_without_counts(dataset(num=view.get_column("num"), word=words)) == set()
+    scores = C.drift_scores(target, reference)
+    assert list(scores) == ["num"] and scores["num"].category == "NO_DRIFT"
+    only_here = C.drift_scores(target, dataset(num=view.get_column("num")))  # the reference lacks it
+    assert list(only_here) == ["num"]
+    assert list(C.drift_scores(dataset(num=view.get_column("num")), target)) == ["num"]
+
+
 def sketches(**values) -> C.ColumnSketches:
     return C.ColumnSketches(**values)
 
