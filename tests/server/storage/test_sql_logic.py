@@ -859,6 +859,20 @@ def test_malformed_ids_are_unknown_even_when_a_row_carries_them(store):
     assert store.get_reference(session, odd_ref) is None
     assert store.unstored_uploads(session_id=odd_session) == []
     assert store.get_upload(odd_upload) is None
+    assert store.batch_profiles_between(odd_session, None, None) == []
+    assert store.batch_timestamp_span(odd_session) is None
+    assert store.batch_segments(odd_session) == []
+    assert store.batch_bucket_counts(odd_session, 10) == (0, 0)
+    assert store.batch_day_marks(odd_session) == {}
+    assert store.batch_timestamps(odd_session) == []
+    for refused in (
+        lambda: store.move_stored_uploads(odd_session, session),
+        lambda: store.move_stored_uploads(session, odd_session),
+        lambda: store.delete_uploads(odd_session),
+        lambda: store.put_setting(odd_session, "k", "v"),
+    ):
+        with pytest.raises(ValueError, match="not a server-made id"):
+            refused()
     assert len(store.unstored_uploads()) == 1, "the rows are there"
 
 
@@ -918,3 +932,36 @@ def test_a_landed_slot_is_claimed_for_its_owner(store, clock):
     assert store.claim_landed([upload.id], lease_ms=1_000) == set(), "held"
     store.release_landed([upload.id])
     assert store.get_upload(upload.id).learn_lease is None
+
+
+def test_a_refused_slot_that_was_a_duplicate_before_it_was_unmarked_is_none_now(store):
+    session = new_session(store)
+    original = stored(store, session, 1, sha="same")
+    duplicate = stored(store, session, 1, sha="same")
+    assert store.unmark_stored([duplicate.id]) == 1
+    refused = store.mark_refused(duplicate.id, size=4, reason="r")
+    assert refused.duplicate_of is None and store.get_upload(duplicate.id).duplicate_of is None
+    assert store.get_upload(original.id).stored_at == T0
+
+
+def test_dropping_derived_keys_on_sqlite_matches_the_prefix_case_sensitively(store):
+    session = new_session(store)
+    for key in ("r.1", "R.1", "T.A1", "T.a1", "x\U0001f600a1", "X\U0001f600A1", "q\ud7ff1"):
+        store.put_derived(session, key, b"d")
+    assert store.drop_derived(session, "r.") == 1
+    assert store.drop_derived(session, "T.A") == 1
+    assert store.drop_derived(session, "x\U0001f600a") == 1
+    assert store.drop_derived(session, "q\ud7ff") == 1
+    assert {key for (key,) in run_sql(store, "SELECT key FROM derived")} == {"R.1", "T.a1", "X\U0001f600A1"}
+
+
+def test_the_kept_prefix_of_dropped_derived_keys_is_literal(store):
+    session = new_session(store)
+    for key in ("a%1", "ab", "b_1", "bc"):
+        store.put_derived(session, key, b"d")
+    assert store.drop_derived(session, keep="a%") == 3
+    assert store.get_derived(session, "a%1") == b"d"
+    store.put_derived(session, "b_1", b"d")
+    store.put_derived(session, "bc", b"d")
+    assert store.drop_derived(session, keep="b_") == 2, "a%1 and bc"
+    assert {key for (key,) in run_sql(store, "SELECT key FROM derived")} == {"b_1"}
