@@ -965,3 +965,104 @@ def test_the_kept_prefix_of_dropped_derived_keys_is_literal(store):
     store.put_derived(session, "bc", b"d")
     assert store.drop_derived(session, keep="b_") == 2, "a%1 and bc"
     assert {key for (key,) in run_sql(store, "SELECT key FROM derived")} == {"b_1"}
+
+
+# -- what another writer's commit between a read and a write changes --------------------------------
+
+
+class WatchedConnection:
+    """A store's connection that records each statement and, once, right after the rows of the
+    first statement starting with ``after`` are read, runs ``then`` in the same transaction: what
+    another host's commit in between looks like to a PostgreSQL transaction (READ COMMITTED)."""
+
+    def __init__(self, conn: sqlite3.Connection, store: WatchedStore) -> None:
+        self.conn, self.store = conn, store
+
+    def cursor(self) -> WatchedCursor:
+        return WatchedCursor(self.conn.cursor(), self)
+
+
+class WatchedCursor:
+    def __init__(self, cursor: sqlite3.Cursor, connection: WatchedConnection) -> None:
+        self.cursor, self.connection, self.statement = cursor, connection, ""
+
+    def execute(self, statement: str, params: tuple = ()) -> None:
+        self.statement = statement
+        self.connection.store.statements.append(statement)
+        self.cursor.execute(statement, params)
+
+    @property
+    def description(self):
+        return self.cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
+
+    def fetchall(self) -> list:
+        rows = self.cursor.fetchall()
+        store = self.connection.store
+        if store.after and self.statement.startswith(store.after):
+            store.after = ""
+            self.connection.conn.execute(*store.then)
+        return rows
+
+    def close(self) -> None:
+        self.cursor.close()
+
+
+class WatchedStore(SqliteMetadataStore):
+    def __init__(self, path: Path, after: str = "", then: tuple = ("",)) -> None:
+        self.statements: list[str] = []
+        self.after, self.then = after, then
+        super().__init__(path)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[WatchedConnection]:  # type: ignore[override]
+        with super()._transaction() as conn:
+            yield WatchedConnection(conn, self)
+
+
+def index_statements(statements: list[str]) -> list[str]:
+    return [statement for statement in statements if " INDEX IF NOT EXISTS " in statement]
+
+
+def test_a_reopened_store_asks_for_no_index_it_has(tmp_path, clock):
+    fresh = WatchedStore(tmp_path / "m.sqlite3")
+    schema = index_statements([*sql_module.SCHEMA, *sql_module.LATE_INDEXES])
+    assert sorted(index_statements(fresh.statements)) == sorted(schema), "a fresh file: each index once"
+    fresh.close()
+    reopened = WatchedStore(tmp_path / "m.sqlite3")
+    assert index_statements(reopened.statements) == []
+    reopened.close()
+
+
+def test_a_slot_stored_by_another_writer_after_it_was_read_is_refused_naming_it(tmp_path, clock):
+    store = WatchedStore(
+        tmp_path / "m.sqlite3",
+        after="SELECT uploads.*, sessions.claimed_at",
+        then=("UPDATE uploads SET stored_at = 1",),
+    )
+    session = new_session(store)
+    first, second = slot(store, session, 1), slot(store, session, 2)
+    with pytest.raises(sql_module.UploadAlreadyStoredError) as refused:
+        store.mark_refused(first.id, size=1, reason="r")
+    assert refused.value.args == (first.id,)
+    store.after = "SELECT uploads.*, sessions.claimed_at"
+    with pytest.raises(sql_module.UploadAlreadyStoredError) as refused:
+        store.mark_stored(second.id, key="k", size=1, sha256="s", if_unstored=True)
+    assert refused.value.args == (second.id,)
+    store.close()
+
+
+def test_a_profile_claimed_by_another_host_after_it_was_read_is_not_claimed_here(tmp_path, clock):
+    store = WatchedStore(
+        tmp_path / "m.sqlite3",
+        after="SELECT * FROM uploads WHERE ingest_state = 'pending'",
+        then=("UPDATE uploads SET ingest_lease = ?", (T0 + 60_000,)),
+    )
+    session = new_session(store)
+    stored(store, session, 1)
+    assert store.claim_ingest(lease_ms=1_000) == []
+    assert store.claimed_here == set()
+    store.close()
