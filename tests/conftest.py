@@ -212,6 +212,8 @@ MUTATION_TMP = "SONGBIRD_MUTATION_TMP"
 _OWN_BASETEMP = pytest.StashKey[Path]()
 #: test file -> the names asked for in it (see :func:`pytest_pycollect_makeitem`); mutation runs only
 _WANTED = pytest.StashKey[dict[str, set[str]]]()
+#: the paths of the files (or directories) given on the command line; mutation runs only
+_WANTED_PATHS = pytest.StashKey[list[Path]]()
 
 
 @pytest.hookimpl(tryfirst=True)  # before the tmpdir plugin reads --basetemp
@@ -234,6 +236,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not mutation_tmp:
         return
     config.stash[_WANTED] = _requested_names(config)
+    config.stash[_WANTED_PATHS] = [(config.invocation_params.dir / arg.partition("::")[0]) for arg in config.args]
     if config.option.basetemp is None:
         config.option.basetemp = str(Path(mutation_tmp) / f"p{os.getpid()}")
         config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
@@ -273,6 +276,17 @@ def _requested_names(config: pytest.Config) -> dict[str, set[str]]:
         else:
             whole.add(path)
     return {path: wanted for path, wanted in names.items() if path not in whole}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """In a mutation run the other files and directories beside those given are passed over at once
+    (pytest would match each against its ignore patterns and make it a node, for every session)."""
+    wanted = config.stash.get(_WANTED_PATHS, None)
+    if wanted is None:
+        return None
+    near = any(collection_path.is_relative_to(p) or p.is_relative_to(collection_path) for p in wanted)
+    return None if near else True
 
 
 @pytest.hookimpl(tryfirst=True)
