@@ -377,6 +377,10 @@ def tally(found: dict[str, tuple[str, float]]) -> dict[str, int]:
     return counts
 
 
+#: mutmut's statuses, besides "killed", of a mutant its tests caught, listed in ``.survivors`` but
+#: counted as killed: cut off by mutmut's timeout, or the tests' process ended by a signal
+#: ("segfault": SIGSEGV or SIGKILL; a mutant whose worker spins without waiting was seen ending so).
+DETECTED = ("timeout", "segfault")
 #: The first line of a survivor's block in a ``.survivors`` file: ``<mutant name>: <status>``.
 _HEADER = re.compile(r"^([\w.]+__mutmut_\d+): [\w ]+$")
 #: The line that names a survivor equivalent, written by hand under its header.
@@ -450,7 +454,7 @@ def survivors(
         else:
             diff = diffs[name]
             why = known.get((name, _changed(diff.splitlines())))
-            unexplained += why is None and status != "timeout"  # a timeout counts as killed
+            unexplained += why is None and status not in DETECTED
             text.append(f"{line}\n" + (f"{REASON}{why}\n" if why else "") + diff)
     return "\n".join(text), unexplained
 
@@ -760,7 +764,7 @@ def report(rows: list[tuple[str, Any, float]], jobs: str, wall: float) -> None:
         if stats is None:
             print(f"{module:45} {'failed':>7}")
             continue
-        killed = stats.get("killed", 0) + stats.get("timeout", 0)
+        killed = stats.get("killed", 0) + sum(stats.get(status, 0) for status in DETECTED)
         survived = stats.get("survived", 0) + stats.get("suspicious", 0)
         untested = stats.get("no_tests", 0)
         tested = killed + survived + untested
