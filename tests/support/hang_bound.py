@@ -19,11 +19,6 @@ from contextlib import contextmanager
 HANG_SECONDS = float(os.environ.get("SONGBIRD_TEST_HANG_SECONDS") or 0)
 
 
-def bounded(seconds: float) -> float:
-    """``seconds``, or the hang bound when one is set and is shorter."""
-    return min(seconds, HANG_SECONDS) if HANG_SECONDS > 0 else seconds
-
-
 @contextmanager
 def hang_watchdog() -> Iterator[None]:
     """With a bound set: a block that outlasts it ends the process (exit code 1, every thread's
