@@ -10,6 +10,7 @@ os.environ.setdefault("_WHYLABS_SKIP_CONFIG_READ", "True")
 import contextlib  # noqa: E402
 import http.server  # noqa: E402
 import secrets  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
@@ -20,6 +21,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from hang_bound import hang_watchdog, rearm_hang_watchdog  # noqa: E402
 from services import (  # noqa: E402
     PostgresService,
     S3Service,
@@ -204,12 +206,99 @@ def signal_state_kept(request: pytest.FixtureRequest) -> Iterator[None]:
         warnings.warn(f"{request.node.nodeid} changed SIGINT ({', '.join(changed)}); undone", stacklevel=1)
 
 
+#: Set by scripts/mutation: the directory under which each mutant's pytest run (a process forked by
+#: mutmut) keeps its tmp_path directories, see :func:`pytest_configure`.
+MUTATION_TMP = "SONGBIRD_MUTATION_TMP"
+_OWN_BASETEMP = pytest.StashKey[Path]()
+#: test file -> the names asked for in it (see :func:`pytest_pycollect_makeitem`); mutation runs only
+_WANTED = pytest.StashKey[dict[str, set[str]]]()
+#: the paths of the files (or directories) given on the command line; mutation runs only
+_WANTED_PATHS = pytest.StashKey[list[Path]]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before the tmpdir plugin reads --basetemp
 def pytest_configure(config: pytest.Config) -> None:
+    """The ``mutation_fast`` marker; and, in a mutation run, a base temp directory of this process's
+    own: pytest's numbered directories would otherwise be locked, listed and pruned by every one of
+    the run's ~20,000 sessions, all in one directory (see :func:`pytest_unconfigure`)."""
     config.addinivalue_line(
         "markers",
         "mutation_fast(*modules): the test (or module, as pytestmark) is a fast behaviour test of these "
         "source files; scripts/mutation runs it against their mutants",
     )
+    config.addinivalue_line(
+        "markers",
+        "hang_bound: with SONGBIRD_TEST_HANG_SECONDS set (scripts/mutation), each of the test's phases (setup "
+        "and call, then teardown) that outlasts it ends the run (tests/support/hang_bound.py); for tests that "
+        "take well under a second, whose code under test may loop or wait forever when broken",
+    )
+    mutation_tmp = os.environ.get(MUTATION_TMP)
+    if not mutation_tmp:
+        return
+    config.stash[_WANTED] = _requested_names(config)
+    config.stash[_WANTED_PATHS] = [(config.invocation_params.dir / arg.partition("::")[0]) for arg in config.args]
+    if config.option.basetemp is None:
+        config.option.basetemp = str(Path(mutation_tmp) / f"p{os.getpid()}")
+        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A mutation run's base temp directory goes with its session (pytest keeps one it was given)."""
+    if (own := config.stash.get(_OWN_BASETEMP, None)) is not None:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """A ``hang_bound`` test's watchdog: armed for setup and call, armed afresh for teardown (pytest
+    cancels it when a test fails, and a failed test's teardown may wait for threads that never end)."""
+    if item.get_closest_marker("hang_bound") is None:
+        return (yield)
+    with hang_watchdog():
+        return (yield)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if item.get_closest_marker("hang_bound") is not None:
+        rearm_hang_watchdog()
+
+
+def _requested_names(config: pytest.Config) -> dict[str, set[str]]:
+    """Test file -> the names of the module-level tests (or classes) its node ids on the command line
+    ask for; a file named alone is left out (all of it is wanted)."""
+    names: dict[str, set[str]] = {}
+    whole = set()
+    for arg in config.args:
+        path, _, rest = arg.partition("::")
+        if rest:
+            names.setdefault(path, set()).add(rest.split("::")[0].split("[")[0])
+        else:
+            whole.add(path)
+    return {path: wanted for path, wanted in names.items() if path not in whole}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """In a mutation run the other files and directories beside those given are passed over at once
+    (pytest would match each against its ignore patterns and make it a node, for every session)."""
+    wanted = config.stash.get(_WANTED_PATHS, None)
+    if wanted is None:
+        return None
+    near = any(collection_path.is_relative_to(p) or p.is_relative_to(collection_path) for p in wanted)
+    return None if near else True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> list[pytest.Item] | None:
+    """In a mutation run a mutant's tests are given as node ids, a few of a file's: only those are
+    made into items (pytest would otherwise build every test of the file, then keep the few asked for,
+    for each of the run's ~20,000 sessions). Elsewhere pytest's own collection is untouched."""
+    wanted = collector.config.stash.get(_WANTED, None)
+    if wanted is None or not isinstance(collector, pytest.Module):
+        return None
+    names = wanted.get(collector.nodeid)
+    return [] if names is not None and name not in names else None
 
 
 def _register_hypothesis_profiles() -> None:

@@ -47,7 +47,8 @@ from whylogs_songbird.background_server import (
 from whylogs_songbird.config import resolve_settings
 from whylogs_songbird.errors import LocalServerError, SongbirdConnectionError
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/background_server.py")
+# hang_bound: a broken worker or loop ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not its deadline
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/background_server.py"), pytest.mark.hang_bound]
 
 
 def test_the_constants_are_the_documented_ones():

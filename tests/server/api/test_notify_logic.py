@@ -47,7 +47,8 @@ from whylogs_songbird.server.notify import (
 from whylogs_songbird.server.storage.notifications import NewNotification
 from whylogs_songbird.server.store import Store
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/notify.py")
+# hang_bound: a broken loop ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not at mutmut's timeout
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/server/notify.py"), pytest.mark.hang_bound]
 
 HOOK = NotifyTarget(url="http://127.0.0.1:9/hook/secret-path")
 ALERT = {

@@ -15,7 +15,8 @@ from whylogs_songbird.server.ingest import IngestWorker, heartbeat_of
 from whylogs_songbird.server.sandbox import SandboxError
 from whylogs_songbird.server.store import NewUpload, Store
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+# hang_bound: a broken worker or loop ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not its deadline
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py"), pytest.mark.hang_bound]
 
 PROFILE = b"WHY1\x00\x0b\n\x02(\x01\x12\x05\n\x01c\x12\x00"
 

@@ -26,7 +26,8 @@ from whylogs_songbird.server.rollups import read_version, store_rollups
 from whylogs_songbird.server.sandbox import SandboxCrash, SandboxError, SandboxRefused, SandboxStopped
 from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py")
+# hang_bound: a broken worker or loop ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not its deadline
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/server/ingest.py"), pytest.mark.hang_bound]
 
 #: a well-formed serialized profile of one column without chunks (17 bytes)
 PROFILE = b"WHY1\x00\x0b\n\x02(\x01\x12\x05\n\x01c\x12\x00"

@@ -37,7 +37,8 @@ from whylogs_songbird.server import sandbox
 from whylogs_songbird.server.sandbox import _FRAME, SandboxCrash, SandboxLimits, summarise_in_child
 from whylogs_songbird.server.summaries import SummaryError
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/sandbox.py")
+# hang_bound: a broken worker or loop ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not its deadline
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/server/sandbox.py"), pytest.mark.hang_bound]
 
 MiB = 1024 * 1024
 

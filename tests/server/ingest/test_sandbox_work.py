@@ -17,7 +17,8 @@ from conftest import make_profile_bytes
 from whylogs_songbird.server import digest, sandbox
 from whylogs_songbird.server.summaries import read_view
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/sandbox.py")
+# hang_bound: a broken worker or loop ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not its deadline
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/server/sandbox.py"), pytest.mark.hang_bound]
 
 
 class Traced:

@@ -19,7 +19,8 @@ from whylogs_songbird.server.observatory.listing import (
 )
 from whylogs_songbird.server.storage.paging import ProfileQuery
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/observatory/listing.py")
+# hang_bound: a broken loop ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not at mutmut's timeout
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/server/observatory/listing.py"), pytest.mark.hang_bound]
 
 BACK = {"session_id": "session-" + "S" * 24}
 LOG_ID = "log-" + "A" * 24

@@ -41,7 +41,8 @@ from whylogs_songbird.server.lifecycle import (
 from whylogs_songbird.server.storage.deletion import PurgeItem
 from whylogs_songbird.server.store import NewUpload, Store, UploadRecord, blob_key, now_ms
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/lifecycle.py")
+# hang_bound: a broken worker or loop ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not its deadline
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/server/lifecycle.py"), pytest.mark.hang_bound]
 
 UNKNOWN_SESSION = "session-" + "Z" * 24
 UNKNOWN_LOG = "log-" + "Z" * 24
