@@ -322,15 +322,16 @@ def test_notifications_and_deletions_are_the_sql_metadata_stores_own(estore):
 
 @pytest.fixture
 def batches(estore) -> SimpleNamespace:
-    """A session with batches at 100 (segment a=1), 199 and 299, and a reference, stored in this order."""
+    """A session with batches at 100 (segment a=1), 199 and 299, and a reference, made and stored in this
+    order, a millisecond apart (reads list batches oldest first: by when their slot was made)."""
     session = estore.create_session("u").id
     a = put(estore, session, plain("a"), ts=100, segment_tags=(("a", "1"),))
     b = put(estore, session, plain("b"), ts=199)
     c = put(estore, session, plain("c"), ts=299)
     ref = estore.create_upload(session, "reference", ttl_seconds=60, alias="r")
     ref = estore.store_profile_data(ref.id, plain("r"), sha256=sha(plain("r"))).upload
-    for order, upload in enumerate((a, b, c, ref), 1):  # stored in this order, a millisecond apart
-        sql(estore, "UPDATE uploads SET stored_at = ? WHERE id = ?", (NOW_MS + order, upload.id))
+    for order, upload in enumerate((a, b, c, ref), 1):  # made and stored in this order, a millisecond apart
+        sql(estore, "UPDATE uploads SET created_at = ?, stored_at = ? WHERE id = ?", (order, NOW_MS + order, upload.id))
     return SimpleNamespace(session=session, a=a, b=b, c=c, ref=ref)
 
 
