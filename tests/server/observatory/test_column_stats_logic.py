@@ -415,6 +415,9 @@ def test_frequent_items_without_counts_are_left_out_of_drift_not_a_failure(view)
     reference = dataset(num=view.get_column("num"), items_only=items_only)
     assert C._frequent_items_without_counts(target) == {"items_only"}
     assert C._frequent_items_without_counts(dataset(num=view.get_column("num"), word=words)) == set()
+    # unreadable on one side only: whylogs would still read both sides' frequent stats
+    one_sided = C.drift_scores(target, dataset(num=view.get_column("num"), items_only=words))
+    assert list(one_sided) == ["num"]
     scores = C.drift_scores(target, reference)
     assert list(scores) == ["num"] and scores["num"].category == "NO_DRIFT"
     only_here = C.drift_scores(target, dataset(num=view.get_column("num")))  # the reference lacks it

@@ -54,6 +54,7 @@ REFUSED_HINT = "check the bucket, the endpoint URL and that the AWS credentials 
         ("s3://a" + "b" * 61 + "c/x", "a" + "b" * 61 + "c", "x", "s3://a" + "b" * 61 + "c/x"),
         ("s3://my.bucket-1//a/b.c/_d-/", "my.bucket-1", "a/b.c/_d-", "s3://my.bucket-1/a/b.c/_d-"),
         ("s3://0a9/P", "0a9", "P", "s3://0a9/P"),
+        ("s3://abc/team/X/", "abc", "team/X", "s3://abc/team/X"),  # only slashes leave its ends
     ],
 )
 def test_a_location_is_a_bucket_and_a_prefix(url, bucket, prefix, text):
@@ -224,6 +225,11 @@ def test_every_botocore_session_shares_the_first_ones_service_loader(monkeypatch
     assert s3_module._LOADER is loader
 
 
+def test_a_stores_client_reads_the_service_descriptions_of_the_process_wide_loader(fake_credentials):
+    first, second = offline(), offline()
+    assert first._client._loader is second._client._loader is s3_module._LOADER
+
+
 def test_https_endpoints_are_taken(fake_credentials):
     assert S3BlobStore("s3://b-1/p", endpoint_url="https://127.0.0.1:1", create_bucket=False).endpoint_url == (
         "https://127.0.0.1:1"
@@ -247,7 +253,8 @@ def test_the_region_comes_from_the_aws_settings_else_us_east_1(fake_credentials,
     monkeypatch.setenv("AWS_REGION", "ap-south-1")
     assert offline().region == "eu-west-3"
     monkeypatch.delenv("AWS_DEFAULT_REGION")
-    assert offline().region == "ap-south-1"
+    store = offline()
+    assert (store.region, store._client.meta.region_name) == ("ap-south-1", "ap-south-1")  # the client's too
     monkeypatch.delenv("AWS_REGION")
     store = offline()
     assert (store.region, store._client.meta.region_name) == ("us-east-1", "us-east-1")
