@@ -222,6 +222,22 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _session() -> requests.Session:
+    """A requests session as the client sends with: its User-Agent, and the environment not read by
+    requests on every request (proxy variables, CA bundle: a scan of os.environ costs ~0.7 ms a
+    request) but once per origin (``SongbirdClient._environment``). Nothing else changes; .netrc is
+    not consulted, so no Authorization header can reach a presigned upload URL."""
+    session = requests.Session()
+    session.headers["User-Agent"] = "whylogs-songbird"
+    session.trust_env = False
+    return session
+
+
+def _sentence(advice: str) -> str:
+    """The advice of :func:`connection_reason` as a sentence of a message."""
+    return f"{advice[0].upper()}{advice[1:]}."
+
+
 def connection_reason(exc: BaseException) -> tuple[str, str]:
     """(reason, what to do) for a failed connection, in words rather than urllib3 class names."""
     from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError, ReadTimeoutError
@@ -377,13 +393,7 @@ class SongbirdClient:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        self._http = requests.Session()
-        self._http.headers["User-Agent"] = "whylogs-songbird"
-        # What requests reads from the environment on every request (proxy variables, CA bundle) is
-        # read once per origin instead (`_environment`): a scan of os.environ costs ~0.7 ms a request.
-        # Nothing else changes; .netrc is not consulted, so no Authorization header can reach a
-        # presigned upload URL.
-        self._http.trust_env = False
+        self._http = _session()
         self._environments: dict[str, dict[str, Any]] = {}
         adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
         self._http.mount("http://", adapter)
@@ -622,10 +632,7 @@ class SongbirdClient:
         url = f"{self.endpoint}/api/v1/import"
         self._ensure_prepared()
         headers = {"Content-Type": "application/zip", "Accept": "application/json"}
-        with requests.Session() as http:  # no retry adapter: a retried POST would send a consumed body
-            # as the client's own session: the environment read once per origin, .netrc never consulted
-            http.trust_env = False
-            http.headers["User-Agent"] = self._http.headers["User-Agent"]
+        with _session() as http:  # no retry adapter: a retried POST would send a consumed body
             try:
                 response = http.post(
                     url,
@@ -638,7 +645,7 @@ class SongbirdClient:
             except requests.exceptions.RequestException as exc:
                 reason, todo = connection_reason(exc)
                 raise SongbirdConnectionError(
-                    f"import_bundle: could not send the bundle to {url}: {reason}. {todo[0].upper()}{todo[1:]}."
+                    f"import_bundle: could not send the bundle to {url}: {reason}. {_sentence(todo)}"
                 ) from None
         if response.status_code != 201:
             raise self._error("import_bundle", response)
@@ -784,7 +791,7 @@ class SongbirdClient:
                 self._prepared = False  # the embedded server may have stopped: check it again next time
             reason, todo = connection_reason(exc)
             raise SongbirdConnectionError(
-                f"{operation}: could not reach {shown}: {reason}{self._retries()}. {todo[0].upper()}{todo[1:]}."
+                f"{operation}: could not reach {shown}: {reason}{self._retries()}. {_sentence(todo)}"
                 + self._hosted_hint()
             ) from None
         except requests.exceptions.ChunkedEncodingError:
