@@ -22,6 +22,11 @@ that every profile passes the server's cheap structural check (``profile_check.p
 never deserialized here). Each profile is extracted to a temporary file while it is checked, so
 memory does not grow with the bundle or a profile. Only then are the session and its profiles
 created; if storing fails midway, the new session is deleted, so nothing half-imported stays.
+
+The manifest lists profiles in the order they landed, and an import records them as landed in
+that order, each at least a millisecond after the one before: which reference is the newest (the
+one a session compares with unless told otherwise) is the same after a move. Upload times
+themselves start again at the import (retention counts from then).
 """
 
 from __future__ import annotations
@@ -90,8 +95,10 @@ class _Sink(io.RawIOBase):
 
 
 def exportable(store: Store, session_id: str) -> list[UploadRecord]:
-    """The profiles of a session a bundle holds: stored with bytes, not invalid, oldest first."""
-    return [p for p in store.list_profiles(session_id) if p.path is not None and not p.invalid]
+    """The profiles of a session a bundle holds: stored with bytes, not invalid, in the order they
+    landed (the order that names a session's newest reference; an import keeps it)."""
+    profiles = [p for p in store.list_profiles(session_id) if p.path is not None and not p.invalid]
+    return sorted(profiles, key=lambda p: (p.stored_at or 0, p.id))
 
 
 def export_chunks(store: Store, session_id: str, profiles: list[UploadRecord]) -> Iterator[bytes]:
@@ -320,8 +327,11 @@ def import_bundle(
                     )
                 )
         session = store.create_session(user_id)
+        landed = 0
         try:
             for entry, path in zip(entries, extracted, strict=True):
+                # each a millisecond after the last at least: the bundle's order survives the move
+                landed = max(now_ms(), landed + 1)
                 upload = store.create_upload(
                     session.id,
                     "batch" if entry.kind == "batch" else "reference",
@@ -330,7 +340,7 @@ def import_bundle(
                     alias=entry.alias,
                     segment_tags=entry.segment_tags,
                 )
-                store.store_profile_file(upload.id, path, size=entry.size, sha256=entry.sha256)
+                store.store_profile_file(upload.id, path, size=entry.size, sha256=entry.sha256, stored_at=landed)
         except BaseException:
             lifecycle.delete_session(store, session.id)
             raise

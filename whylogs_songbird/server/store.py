@@ -466,6 +466,7 @@ class Store:
         sha256: str,
         opened: OpenUpload | None = None,
         segment_tags: tuple[tuple[str, str], ...] = (),
+        stored_at: int | None = None,
     ) -> StoredOutcome:
         """Keep the (already checked) file ``source`` as the upload's profile.
 
@@ -476,7 +477,8 @@ class Store:
         (``source`` is then left alone). ``opened``: what :meth:`open_upload` said of this slot and
         digest a moment ago, to save reading it again (the row is checked again as it is recorded).
         ``segment_tags``: the segment the profile's own header names (``ProfileShape.segment_tags``),
-        kept when the slot was given none.
+        kept when the slot was given none. ``stored_at``: the time to record it landed at
+        (default now; see :meth:`MetadataStore.mark_stored`).
         """
         return self._store_profile(
             upload_id,
@@ -485,6 +487,7 @@ class Store:
             sha256=sha256,
             opened=opened,
             segment_tags=segment_tags,
+            stored_at=stored_at,
         )
 
     def store_profile_data(
@@ -517,11 +520,12 @@ class Store:
         sha256: str,
         opened: OpenUpload | None,
         segment_tags: tuple[tuple[str, str], ...] = (),
+        stored_at: int | None = None,
     ) -> StoredOutcome:
         upload, original = opened if opened is not None else self.open_upload(upload_id, sha256)
         if original is not None:
             outcome = self.metadata.mark_stored(
-                upload_id, key=None, size=size, sha256=sha256, segment_tags=segment_tags
+                upload_id, key=None, size=size, sha256=sha256, segment_tags=segment_tags, stored_at=stored_at
             )
             if outcome.duplicate_of is not None:
                 if upload.path is not None and outcome.recorded:
@@ -530,7 +534,9 @@ class Store:
         key = blob_key(upload.session_id, upload_id, sha256)
         put(key)
         try:
-            outcome = self.metadata.mark_stored(upload_id, key=key, size=size, sha256=sha256, segment_tags=segment_tags)
+            outcome = self.metadata.mark_stored(
+                upload_id, key=key, size=size, sha256=sha256, segment_tags=segment_tags, stored_at=stored_at
+            )
         except BaseException:
             self.blobs.delete(key)
             raise

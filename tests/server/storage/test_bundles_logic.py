@@ -219,6 +219,26 @@ def test_an_imported_bundle_is_a_new_session_with_the_same_profiles(store, targe
     assert target.get_session(other.session_id).user_id == "someone"  # type: ignore[union-attr]
 
 
+def test_an_import_keeps_the_order_profiles_landed_in(store, target, tmp_path, monkeypatch):
+    session_id = store.create_session("u").id
+    slots = store.create_uploads(session_id, [NewUpload("reference", alias=a) for a in "abcde"], ttl_seconds=900)
+    for n, slot in enumerate(reversed(slots)):  # landed in the other order than the slots were made: e first
+        source = tmp_path / f"{n}.bin"
+        source.write_bytes(PROFILE)
+        store.store_profile_file(slot.id, source, size=len(PROFILE), sha256=SHA, stored_at=TS + n)
+    assert [p.alias for p in exportable(store, session_id)] == list("edcba")
+    assert [p.stored_at for p in exportable(store, session_id)] == [TS + n for n in range(5)]
+    bundle = tmp_path / "b.zip"
+    bundle.write_bytes(export(store, session_id))
+
+    # a clock that stands still: each profile is still recorded a millisecond after the last
+    monkeypatch.setattr(bundles, "now_ms", lambda: 7)
+    monkeypatch.setattr("whylogs_songbird.server.storage.sql.now_ms", lambda: 7)
+    moved = import_bundle(target, bundle).session_id
+    landed = sorted(target.list_profiles(moved), key=lambda p: (p.stored_at, p.id))
+    assert [(p.alias, p.stored_at) for p in landed] == [("e", 7), ("d", 8), ("c", 9), ("b", 10), ("a", 11)]
+
+
 def test_a_failure_while_storing_deletes_the_new_session(store, target, tmp_path, monkeypatch):
     session_id, _, _ = session_of_two(store)
     bundle = tmp_path / "b.zip"

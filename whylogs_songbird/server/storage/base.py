@@ -360,6 +360,7 @@ class MetadataStore(Protocol):
         if_unstored: bool = False,
         invalid: str | None = None,
         segment_tags: tuple[tuple[str, str], ...] = (),
+        stored_at: int | None = None,
     ) -> StoredOutcome:
         """Record that the upload's bytes are durable under blob ``key`` (``ingest_state`` pending).
 
@@ -377,6 +378,8 @@ class MetadataStore(Protocol):
         then recorded ``invalid`` in the same write, so no ingest worker ever claims it.
         ``segment_tags``: the segment the bytes' own header names; recorded as the upload's
         segment (and so counted in the duplicate check) when the slot was given none.
+        ``stored_at``: the time recorded as landed (epoch ms; default now), for an import that
+        keeps the order its profiles landed in.
         """
 
     def mark_refused(self, upload_id: str, *, size: int, reason: str) -> UploadRecord:

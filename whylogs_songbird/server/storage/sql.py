@@ -625,6 +625,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         if_unstored: bool = False,
         invalid: str | None = None,
         segment_tags: tuple[tuple[str, str], ...] = (),
+        stored_at: int | None = None,
     ) -> StoredOutcome:
         with self._transaction() as conn:
             upload = self._open_upload(conn, upload_id)
@@ -642,7 +643,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
             duplicate_of = original.id if original is not None else None
             stored = dataclasses.replace(
                 upload,
-                stored_at=now_ms(),
+                stored_at=now_ms() if stored_at is None else stored_at,
                 size=size,
                 sha256=sha256,
                 path=None if duplicate_of else key,
