@@ -25,6 +25,7 @@ from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
     INGEST_MAX_TRIES,
     OPERATIONS,
+    TIMELINE_VERSION_KEY,
     NewUpload,
     SessionClaimedError,
     SessionRecord,
@@ -36,6 +37,7 @@ from whylogs_songbird.server.storage.base import (
     UploadRecord,
     is_valid_id,
     new_id,
+    new_version,
     now_ms,
     require_id,
 )
@@ -310,6 +312,15 @@ def _fresh_batch(rows: Sequence[dict[str, Any]], max_bytes: int | None) -> list[
             break
         batch.append(row)
     return batch
+
+
+#: Replace a live session's timeline version (params: key, value, now, session), as ``put_derived``
+#: would, inside the transaction that records an upload (see ``SqlMetadataStore.mark_stored``).
+_REPLACE_VERSION = (
+    "INSERT INTO derived (session_id, key, data, created_at) SELECT id, ?, ?, ? FROM sessions"
+    " WHERE id = ? AND deleted_at IS NULL"
+    " ON CONFLICT (session_id, key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at"
+)
 
 
 def _is_upload_id(value: str) -> bool:
@@ -673,6 +684,8 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                 raise UploadAlreadyStoredError(upload_id)
             if upload.stored_at is not None:  # a replaced profile's summary is out of date
                 self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
+            if duplicate_of is None and invalid is None:
+                self._exec(conn, _REPLACE_VERSION, (TIMELINE_VERSION_KEY, new_version(), now_ms(), upload.session_id))
         return StoredOutcome(upload=stored, duplicate_of=duplicate_of)
 
     def mark_refused(self, upload_id: str, *, size: int, reason: str) -> UploadRecord:
