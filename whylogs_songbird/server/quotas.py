@@ -38,12 +38,9 @@ def check_guest_writes(config: ServerConfig) -> None:
         )
 
 
-def create_slots(
-    store: Store, config: ServerConfig, session_id: str, specs: Sequence[NewUpload], *, guest: bool = False
-) -> list[UploadRecord]:
+def create_slots(store: Store, config: ServerConfig, session_id: str, specs: Sequence[NewUpload]) -> list[UploadRecord]:
     """Create upload slots within the session's limits (``max_open_slots``, ``max_session_profiles``);
-    ApiError 429 or 403, creating nothing, past one of them. ``guest``: the session is checked to
-    be a guest session in the same transaction (``NoGuestSessionError`` otherwise, for the caller)."""
+    ApiError 429 or 403, creating nothing, past one of them."""
     try:
         return store.create_uploads(
             session_id,
@@ -51,7 +48,6 @@ def create_slots(
             ttl_seconds=config.url_ttl_seconds,
             max_open=config.max_open_slots,
             max_profiles=config.max_session_profiles,
-            guest=guest,
         )
     except SlotLimitError as exc:
         asked = len(specs)

@@ -35,7 +35,6 @@ from whylogs_songbird.server.storage.base import (
     BlobStore,
     MetadataStore,
     NewUpload,
-    NoGuestSessionError,
     SessionClaimedError,
     SessionRecord,
     SlotLimitError,
@@ -419,14 +418,11 @@ class Store:
         ttl_seconds: int,
         max_open: int | None = None,
         max_profiles: int | None = None,
-        guest: bool = False,
     ) -> list[UploadRecord]:
-        """Create upload slots; :class:`SlotLimitError` past a per-session limit (see the metadata store);
-        with ``guest``, :class:`NoGuestSessionError` unless the session is a guest session (as
-        :meth:`guest_session` finds one, read in the same transaction). The background look for
-        landed presigned PUTs then looks at the session again soon."""
+        """Create upload slots; :class:`SlotLimitError` past a per-session limit (see the metadata store).
+        The background look for landed presigned PUTs then looks at the session again soon."""
         created = self.metadata.create_uploads(
-            session_id, specs, ttl_seconds=ttl_seconds, max_open=max_open, max_profiles=max_profiles, guest=guest
+            session_id, specs, ttl_seconds=ttl_seconds, max_open=max_open, max_profiles=max_profiles
         )
         with self._look_lock:
             self._next_look.pop(session_id, None)
@@ -1285,7 +1281,6 @@ __all__ = [
     "ID_PATTERN",
     "OPERATIONS",
     "NewUpload",
-    "NoGuestSessionError",
     "OpenUpload",
     "ReconcileReport",
     "SessionClaimedError",

@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse, Response
 
 from whylogs_songbird.models import HEALTH_TOKEN_FILE, HEALTH_TOKEN_HEADER
 from whylogs_songbird.server import LocalServer, ServerConfig
-from whylogs_songbird.server.common import session_gone
 from whylogs_songbird.server.serving import RedactQueryFilter
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_secret
 from whylogs_songbird.server.store import ID_PATTERN
@@ -545,32 +544,6 @@ def test_lone_surrogates_are_refused_in_every_text_field(server):
     assert server.store.list_profiles(session_id) == [] and len(server.store.recent_sessions()) == 1
     # valid text outside the Basic Multilingual Plane (a surrogate pair in JSON) is fine
     assert new_reference(server, session_id, alias="emoji \U0001f426 and \\ud83d")["alias"].startswith("emoji")
-
-
-def test_a_slot_of_a_session_no_guest_can_use_is_404_whatever_its_body_and_none_is_made(server):
-    """The batch slot route reads the session in the transaction that makes the slot: an unknown,
-    malformed, claimed, deleted session or a dataset's container is 404 as on every guest route,
-    before a body it would refuse is judged."""
-    store = server.store
-    claimed, deleted = new_session(server), new_session(server)
-    store.claim(claimed, "org-0")
-    assert store.metadata.mark_session_deleted(deleted)
-    container = store.dataset_container("org-0", "model-9").id
-    unknown = "session-" + "A" * 24
-    lone_surrogate = '{"datasetTimestamp": 1, "segmentTags": [{"key": "\\ud800", "value": "v"}]}'
-    for session_id in (unknown, "not-a-session", claimed, deleted, container):
-        for body in ('{"datasetTimestamp": 1}', lone_surrogate):
-            r = requests.post(
-                f"{server.url}/v0/sessions/{session_id}/upload",
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=TIMEOUT,
-            )
-            expected = f"{session_gone(session_id)}; start a new session with POST /v0/sessions."
-            assert (r.status_code, message(r)) == (404, expected), (session_id, body, r.text)
-    assert store.metadata.unstored_uploads() == []
-    open_one = new_session(server)
-    assert new_batch_upload(server, open_one)["id"] in [u.id for u in store.metadata.unstored_uploads()]
 
 
 def test_links_and_segment_labels_match_a_hand_built_url(server):

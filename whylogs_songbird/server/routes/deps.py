@@ -156,13 +156,8 @@ def open_session(store: Store, session_id: str) -> SessionRecord:
     same whether it is unknown or claimed."""
     session = store.guest_session(session_id)
     if session is None:
-        raise no_guest_session(session_id)
+        raise ApiError(404, f"{session_gone(session_id)}; start a new session with POST /v0/sessions.")
     return session
-
-
-def no_guest_session(session_id: str) -> ApiError:
-    """The 404 of a guest operation on a session it cannot use (see :func:`open_session`)."""
-    return ApiError(404, f"{session_gone(session_id)}; start a new session with POST /v0/sessions.")
 
 
 def _has_lone_surrogate(value: object) -> bool:

@@ -40,12 +40,11 @@ from whylogs_songbird.server.routes.deps import (
     check_text,
     counted,
     json_answer,
-    no_guest_session,
     open_session,
     upload_url,
 )
 from whylogs_songbird.server.signing import UrlSigner
-from whylogs_songbird.server.store import NewUpload, NoGuestSessionError, Store, UploadRecord
+from whylogs_songbird.server.store import NewUpload, Store, UploadRecord
 
 logger = logging.getLogger("whylogs_songbird.server")
 
@@ -156,17 +155,10 @@ def create_dataset_profile_upload(session_id: str, body: LogAsyncRequest, reques
     check_guest_writes(config)
     tags = [(tag.key, tag.value) for tag in body.segment_tags]
     _rate_limits(request).check_slots(request, slot_cost(text for tag in tags for text in tag), 1)
-    try:
-        check_text(body)
-    except ApiError:
-        open_session(store, session_id)  # a session it cannot use is answered first, as on every guest route
-        raise
+    open_session(store, session_id)
+    check_text(body)
     spec = NewUpload("batch", body.dataset_timestamp, segment_tags=tuple(tags))
-    try:
-        # the session is checked in the transaction that creates the slot: one statement, not a read more
-        upload = create_slots(store, config, session_id, [spec], guest=True)[0]
-    except NoGuestSessionError:
-        raise no_guest_session(session_id) from None
+    upload = create_slots(store, config, session_id, [spec])[0]
     base = base_url(config, request)
     return json_answer(
         CreateDatasetProfileUploadResponse(

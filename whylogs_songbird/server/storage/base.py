@@ -83,10 +83,6 @@ class SessionClaimedError(StoreError):
     """The upload's session was claimed; it takes no more data."""
 
 
-class NoGuestSessionError(StoreError):
-    """No guest session has this id: none at all, a deleted one, a claimed one or a dataset's container."""
-
-
 class SlotLimitError(StoreError):
     """Creating the upload slots asked for would pass a per-session limit (nothing was created).
 
@@ -346,15 +342,12 @@ class MetadataStore(Protocol):
         ttl_seconds: int,
         max_open: int | None = None,
         max_profiles: int | None = None,
-        guest: bool = False,
     ) -> list[UploadRecord]:
         """Create upload slots in one transaction, expiring ``ttl_seconds`` from now. A reference
         without an alias is named after its id. Raises :class:`SlotLimitError` (creating nothing)
         when the session would hold more than ``max_open`` open slots (not stored, URL not
         expired), or more than ``max_profiles`` stored profiles and open slots; the count and
-        the insert are one transaction, serialized per session. With ``guest``, the session must
-        be a guest session (as ``Store.guest_session`` finds one), read in that same transaction:
-        :class:`NoGuestSessionError` otherwise, creating nothing."""
+        the insert are one transaction, serialized per session."""
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         """The upload (stored or not), or None."""

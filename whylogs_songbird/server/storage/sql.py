@@ -27,7 +27,6 @@ from whylogs_songbird.server.storage.base import (
     OPERATIONS,
     TIMELINE_VERSION_KEY,
     NewUpload,
-    NoGuestSessionError,
     SessionClaimedError,
     SessionRecord,
     SlotLimitError,
@@ -512,10 +511,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         ttl_seconds: int,
         max_open: int | None = None,
         max_profiles: int | None = None,
-        guest: bool = False,
     ) -> list[UploadRecord]:
-        if guest and not is_valid_id(session_id, "session"):
-            raise NoGuestSessionError(session_id)
         require_id(session_id, "session")
         created = now_ms()
         expires = int(created / 1000) + ttl_seconds
@@ -537,10 +533,8 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                 )
             )
         with self._transaction() as conn:
-            if guest or max_open is not None or max_profiles is not None:
-                self._check_slot_limits(
-                    conn, session_id, len(records), int(created / 1000), max_open, max_profiles, guest=guest
-                )
+            if max_open is not None or max_profiles is not None:
+                self._check_slot_limits(conn, session_id, len(records), int(created / 1000), max_open, max_profiles)
             for r in records:
                 self._exec(
                     conn,
@@ -561,26 +555,12 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         return records
 
     def _check_slot_limits(
-        self,
-        conn: Any,
-        session_id: str,
-        new: int,
-        now_s: int,
-        max_open: int | None,
-        max_profiles: int | None,
-        *,
-        guest: bool = False,
+        self, conn: Any, session_id: str, new: int, now_s: int, max_open: int | None, max_profiles: int | None
     ) -> None:
-        """Raise SlotLimitError when ``new`` more slots would pass a limit, NoGuestSessionError when
-        ``guest`` and the session is none (see :meth:`create_uploads`)."""
-        # the session's row is locked first (and read: is it a guest session?), so two requests for one
-        # session count in turn: the count is a statement of its own, which PostgreSQL reads after the lock
-        lock = "SELECT claimed_at, dataset_id, deleted_at FROM sessions WHERE id = ?" + self.dialect.for_update  # noqa: S608
-        session = self._exec(conn, lock, (session_id,))
-        if guest and not (
-            session and all(session[0][name] is None for name in ("claimed_at", "dataset_id", "deleted_at"))
-        ):
-            raise NoGuestSessionError(session_id)
+        """Raise SlotLimitError when ``new`` more slots would pass a limit (see :meth:`create_uploads`)."""
+        # the session's row is locked first, so two requests for one session count in turn
+        lock = "SELECT id FROM sessions WHERE id = ?" + self.dialect.for_update  # noqa: S608 - a constant
+        self._exec(conn, lock, (session_id,))
         rows = self._exec(
             conn,
             "SELECT COUNT(*) AS n FROM uploads WHERE session_id = ? AND stored_at IS NULL AND expires_at >= ?",

@@ -1,7 +1,6 @@
-"""An upload's two requests, one write transaction each, on both SQL dialects: making a slot
-checks the guest session in the transaction that inserts it, and recording an upload replaces
-its session's timeline version in the transaction that records it (a view that reads the version
-finds the new profile). Real SQLite and a real PostgreSQL schema, with real files for the bytes."""
+"""Recording an upload replaces its session's timeline version in the same write transaction, on
+both SQL dialects: a view that reads the version finds the new profile, and a PUT costs one
+write. Real SQLite and a real PostgreSQL schema, with real files for the bytes."""
 
 from __future__ import annotations
 
@@ -13,13 +12,7 @@ import pytest
 from conftest import make_profile_bytes
 
 from whylogs_songbird.server.rollups import VERSION_KEY, read_version
-from whylogs_songbird.server.storage.base import (
-    TIMELINE_VERSION_KEY,
-    NewUpload,
-    NoGuestSessionError,
-    SlotLimitError,
-    UploadAlreadyStoredError,
-)
+from whylogs_songbird.server.storage.base import TIMELINE_VERSION_KEY, UploadAlreadyStoredError
 from whylogs_songbird.server.storage.files import FileBlobStore
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 from whylogs_songbird.server.store import Store, blob_key
@@ -106,22 +99,3 @@ def test_the_timeline_of_a_store_that_records_the_version_writes_nothing_when_an
         assert read_version(store, session) == recorded
     finally:
         store.close()
-
-
-def test_a_guest_slot_is_made_only_in_a_guest_session(dialect_store):
-    store = dialect_store
-    guest, claimed, deleted = (store.create_session("u").id for _ in range(3))
-    store.claim(claimed, "org-0")
-    assert store.metadata.mark_session_deleted(deleted)
-    container = store.dataset_container("org-0", "model-1").id
-    spec = [NewUpload("batch", dataset_timestamp=TS)]
-    for session_id in ("session-" + "A" * 24, "not a session", claimed, deleted, container):
-        with pytest.raises(NoGuestSessionError):
-            store.create_uploads(session_id, spec, ttl_seconds=60, guest=True)
-    assert store.metadata.unstored_uploads() == []
-    made = store.create_uploads(guest, spec * 2, ttl_seconds=60, max_open=3, guest=True)
-    assert sorted(u.id for u in store.metadata.unstored_uploads()) == sorted(u.id for u in made)
-    with pytest.raises(SlotLimitError) as refused:  # its open slots counted in the same statement
-        store.create_uploads(guest, spec * 2, ttl_seconds=60, max_open=3, guest=True)
-    assert (refused.value.limit, refused.value.held, refused.value.allowed) == ("open", 2, 3)
-    assert len(store.create_uploads(container, spec, ttl_seconds=60, max_open=3)) == 1, "not asked as a guest"
