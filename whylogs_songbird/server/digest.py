@@ -273,6 +273,20 @@ def _sketch_objects(data: dict[str, Any]) -> dict[str, Any]:
     return {key: _DESERIALIZE[key](raw) for key, raw in _checked(data).items()}
 
 
+def _own_objects(data: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_sketch_objects` of a digested column whose sketches this process's sketch library
+    serialized itself (a merge it made, never bytes it read from a store or a child): they are
+    deserialized without the check."""
+    found: dict[str, Any] = {}
+    if "distribution" in data:
+        found["kll"] = ds.kll_doubles_sketch.deserialize(sketch_bytes(data["distribution"][2]))
+    if "cardinality" in data:
+        found["hll"] = ds.hll_sketch.deserialize(sketch_bytes(data["cardinality"]))
+    if "frequent_items" in data:
+        found["fi"] = ds.frequent_strings_sketch.deserialize(sketch_bytes(data["frequent_items"]))
+    return found
+
+
 def sketches_of(data: dict[str, Any]) -> dict[str, bytes]:
     """The checked sketch bytes of one digested column: ``kll``, ``hll`` and ``fi`` (those it has);
     raises :class:`DigestError`."""
@@ -342,8 +356,8 @@ class _MergedColumn:
 
     __slots__ = ("counts", "types", "distribution", "hll", "fi")
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        sketches = _sketch_objects(data)
+    def __init__(self, data: dict[str, Any], own: bool = False) -> None:
+        sketches = _own_objects(data) if own else _sketch_objects(data)
         self.counts: list[int] | None = [int(v) for v in data["counts"]] if "counts" in data else None
         self.types: list[int] | None = [int(v) for v in data["types"]] if "types" in data else None
         self.distribution: tuple[float, float, Any] | None = None
@@ -411,17 +425,22 @@ def _summed(left: list[int] | None, right: list[int] | None) -> list[int] | None
     return [a + b for a, b in zip(left, right)]
 
 
-def merge_digested(profiles: Sequence[dict[str, Any]], *, raw: bool = False) -> dict[str, Any]:
+def merge_digested(
+    profiles: Sequence[dict[str, Any]], *, raw: bool = False, own: Sequence[bool] = ()
+) -> dict[str, Any]:
     """The digested columns (:func:`digest_columns`' form) of the merge of several profiles' digested
     columns, in that order: the numbers of ``merge_views`` over their views (counts, means and
     estimates exactly; KLL quantiles within the sketch's error, as two whylogs merges differ), made
     straight from the sketches, without building whylogs' metric objects (most of a merge's cost).
     Each sketch is checked before the sketch library reads it; raises :class:`DigestError`.
-    ``raw``: each sketch of the result as its bytes (``digest_column``'s ``raw``)."""
+    ``raw``: each sketch of the result as its bytes (``digest_column``'s ``raw``). ``own``: for
+    each profile, whether its sketches are bytes this process's sketch library serialized itself
+    (a merge it made and kept in memory): those are not checked again."""
     merged: dict[str, _MergedColumn] = {}
-    for columns in profiles:
+    for index, columns in enumerate(profiles):
+        mine = index < len(own) and own[index]
         for name, data in columns.items():
-            column = _MergedColumn(data)
+            column = _MergedColumn(data, mine)
             if name in merged:
                 merged[name].merge(column)
             else:

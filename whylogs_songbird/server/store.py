@@ -33,6 +33,7 @@ from whylogs_songbird.server.storage.base import (
     OPERATIONS,
     BlobChangedError,
     BlobStore,
+    DerivedWrite,
     MetadataStore,
     NewUpload,
     SessionClaimedError,
@@ -1235,6 +1236,10 @@ class Store:
 
     def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
         return self.metadata.drop_derived(session_id, prefix, keep)
+
+    def write_derived(self, session_id: str, writes: Sequence[DerivedWrite]) -> None:
+        """Derived values stored and dropped in one transaction (``MetadataStore.write_derived``)."""
+        self.metadata.write_derived(session_id, writes)
 
     # -- the parts of the metadata store that services use as they are ----------------------
 
