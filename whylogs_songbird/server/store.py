@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.counters import OperationCounts
-from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
+from whylogs_songbird.server.profile_check import CheckedProfiles, ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.signing import load_or_create_health_token
 from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
 from whylogs_songbird.server.storage.base import (
@@ -213,6 +213,8 @@ class Store:
         self._recorded_wakers: list[Callable[[], None]] = []
         #: Called with each upload this process records (see :meth:`upload_landed`).
         self._landed_hooks: list[Callable[[UploadRecord], None]] = []
+        #: Profile bytes this process's PUTs checked, so their sandbox child skips that check (``ingest.py``).
+        self.checked = CheckedProfiles()
 
     @classmethod
     def open(cls, config: ServerConfig) -> Store:
