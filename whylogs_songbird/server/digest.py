@@ -114,6 +114,28 @@ def _pack(columns: dict[str, dict[str, Any]]) -> bytes:
     return zlib.compress(json.dumps(payload, separators=(",", ":"), allow_nan=True).encode("utf-8"), 1)
 
 
+def pack_digest(columns: dict[str, dict[str, Any]]) -> bytes:
+    """The digest of digested columns whose sketches are their bytes (``raw``, as
+    :func:`raw_view_columns` and :func:`raw_columns_from_bytes` give them): each sketch of the
+    digest is base64 of exactly those bytes."""
+    texts: dict[str, dict[str, Any]] = {}
+    for name, data in columns.items():
+        out = dict(data)
+        if "distribution" in out:
+            mean, m2, kll = out["distribution"]
+            out["distribution"] = [mean, m2, _b64(kll)]
+        for field in ("cardinality", "frequent_items"):
+            if field in out:
+                out[field] = _b64(out[field])
+        texts[name] = out
+    return _pack(texts)
+
+
+def raw_view_columns(view: DatasetProfileView) -> dict[str, dict[str, Any]]:
+    """The digested columns of a whole profile view, each sketch as its bytes (see :func:`pack_digest`)."""
+    return {name: digest_column(column, raw=True) for name, column in view.get_columns().items() if column}
+
+
 def digest_view(view: DatasetProfileView) -> bytes:
     """The digest of a whole profile view, compressed."""
     return _pack({name: digest_column(column) for name, column in view.get_columns().items() if column})
@@ -150,8 +172,8 @@ def _delimited(data: bytes, pos: int, message: Any) -> tuple[Any, int]:
 
 
 def _default_column(components: dict[str, MetricComponentMessage]) -> dict[str, Any]:
-    """What `digest_column` gives for this column, read from its messages; `_NotDefaultShape` when
-    its metrics are not exactly whylogs' defaults."""
+    """What `digest_column` gives for this column (``raw``: each sketch as its bytes), read from
+    its messages; `_NotDefaultShape` when its metrics are not exactly whylogs' defaults."""
     by_metric: dict[str, dict[str, MetricComponentMessage]] = {}
     for path, message in components.items():
         metric, _, component = path.partition("/")
@@ -171,15 +193,15 @@ def _default_column(components: dict[str, MetricComponentMessage]) -> dict[str, 
     distribution = by_metric.get("distribution")
     if distribution is not None:
         kll = ds.kll_doubles_sketch.deserialize(distribution["kll"].kll.sketch)
-        out["distribution"] = [float(distribution["mean"].d), float(distribution["m2"].d), _b64(kll.serialize())]
+        out["distribution"] = [float(distribution["mean"].d), float(distribution["m2"].d), kll.serialize()]
     if "cardinality" in by_metric:
         hll = ds.hll_sketch.deserialize(by_metric["cardinality"]["hll"].hll.sketch)
-        out["cardinality"] = _b64(hll.serialize_compact())
+        out["cardinality"] = hll.serialize_compact()
     if "frequent_items" in by_metric:
         items = ds.frequent_strings_sketch.deserialize(
             by_metric["frequent_items"]["frequent_strings"].frequent_items.sketch
         )
-        out["frequent_items"] = _b64(items.serialize())
+        out["frequent_items"] = items.serialize()
     return out
 
 
@@ -187,6 +209,12 @@ def digest_from_bytes(data: bytes) -> bytes:
     """The digest of a serialized profile (plain or segmented whylogs format), equal to
     ``digest_view(DatasetProfileView.deserialize(data))``; raises (any exception) where that
     deserialization might fail or differ, so the caller can ask whylogs instead."""
+    return pack_digest(raw_columns_from_bytes(data))
+
+
+def raw_columns_from_bytes(data: bytes) -> dict[str, dict[str, Any]]:
+    """:func:`digest_from_bytes` before it is packed: the digested columns, each sketch as its
+    bytes (see :func:`pack_digest`)."""
     if data[:4] != b"WHY1":
         raise ValueError("no whylogs magic bytes")
     _, pos = _delimited(data, 4, DatasetSegmentHeader)
@@ -211,8 +239,9 @@ def digest_from_bytes(data: bytes) -> bytes:
         try:
             columns[name] = _default_column(components)
         except _NotDefaultShape:
-            columns[name] = digest_column(ColumnProfileView.from_protobuf(ColumnMessage(metric_components=components)))
-    return _pack(columns)
+            column = ColumnProfileView.from_protobuf(ColumnMessage(metric_components=components))
+            columns[name] = digest_column(column, raw=True)
+    return columns
 
 
 _PROTOTYPES: dict[type[MetricComponent[Any]], MetricComponent[Any]] = {}
@@ -496,6 +525,9 @@ __all__ = [
     "digest_from_bytes",
     "digest_view",
     "merge_digested",
+    "pack_digest",
+    "raw_columns_from_bytes",
+    "raw_view_columns",
     "sketch_bytes",
     "sketches_of",
     "digested_count",

@@ -44,6 +44,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger("whylogs_songbird.server.sandbox")
 
@@ -445,14 +446,22 @@ def summarise_bytes(data: bytes) -> bytes:
     Profiles of whylogs' default metrics are digested from their messages (`digest_from_bytes`);
     anything that path does not vouch for is deserialized by whylogs, whose verdict counts.
     """
-    from whylogs_songbird.server.digest import digest_from_bytes, digest_view
+    from whylogs_songbird.server.digest import pack_digest
+
+    return pack_digest(_summarised_columns(data))
+
+
+def _summarised_columns(data: bytes) -> dict[str, dict[str, Any]]:
+    """:func:`summarise_bytes` before it is packed: the digested columns, each sketch as the bytes
+    the digest will hold (``digest.pack_digest``)."""
+    from whylogs_songbird.server.digest import raw_columns_from_bytes, raw_view_columns
     from whylogs_songbird.server.summaries import read_view
 
     try:
-        return digest_from_bytes(data)
+        return raw_columns_from_bytes(data)
     except Exception:
         logger.debug("sandbox: the fast digest did not take these bytes; asking whylogs", exc_info=True)
-    return digest_view(read_view(data))
+    return raw_view_columns(read_view(data))
 
 
 def summarise_in_child(data: bytes, max_columns: int, *, checked: bool = False) -> bytes:
@@ -468,9 +477,11 @@ def summarise_in_child(data: bytes, max_columns: int, *, checked: bool = False) 
             check_profile_bytes(data, max_columns=max_columns)
         except ProfileCheckError as exc:
             raise SummaryError(f"it is not a well-formed whylogs profile ({exc})") from None
-    digest = summarise_bytes(data)
-    exercise_digest(digest)  # which checks each sketch of the digest first
-    return digest
+    from whylogs_songbird.server.digest import pack_digest
+
+    columns = _summarised_columns(data)
+    _exercise_columns(columns)  # the very sketch bytes the digest holds, each checked first
+    return pack_digest(columns)
 
 
 def exercise_digest(digest: bytes) -> None:
@@ -479,12 +490,19 @@ def exercise_digest(digest: bytes) -> None:
     in the server's process through whylogs' aggregators and the summaries (merges, quantiles, CDF
     and PMF, estimates, frequent items): a sketch the library accepts but cannot work with fails
     here, in the child, not there."""
+    from whylogs_songbird.server.digest import digest_columns
+
+    _exercise_columns(digest_columns(digest))
+
+
+def _exercise_columns(columns: dict[str, dict[str, Any]]) -> None:
+    """:func:`exercise_digest` of a digest's columns (each sketch as its bytes or base64 text)."""
     import whylogs_sketching as ds
 
-    from whylogs_songbird.server.digest import digest_columns, sketches_of
+    from whylogs_songbird.server.digest import sketches_of
 
     error_types = (ds.frequent_items_error_type.NO_FALSE_NEGATIVES, ds.frequent_items_error_type.NO_FALSE_POSITIVES)
-    checked = [sketches_of(data) for data in digest_columns(digest).values()]  # all, before any is read
+    checked = [sketches_of(data) for data in columns.values()]  # all, before any is read
     for sketches in checked:
         if "kll" in sketches:
             kll = ds.kll_doubles_sketch.deserialize(sketches["kll"])
