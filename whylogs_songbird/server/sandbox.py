@@ -446,14 +446,19 @@ def summarise_bytes(data: bytes) -> bytes:
     Profiles of whylogs' default metrics are digested from their messages (`digest_from_bytes`);
     anything that path does not vouch for is deserialized by whylogs, whose verdict counts.
     """
-    from whylogs_songbird.server.digest import pack_digest
+    from whylogs_songbird.server.digest import digest_from_bytes, digest_view
+    from whylogs_songbird.server.summaries import read_view
 
-    return pack_digest(_summarised_columns(data))
+    try:
+        return digest_from_bytes(data)
+    except Exception:
+        logger.debug("sandbox: the fast digest did not take these bytes; asking whylogs", exc_info=True)
+    return digest_view(read_view(data))
 
 
 def _summarised_columns(data: bytes) -> dict[str, dict[str, Any]]:
-    """:func:`summarise_bytes` before it is packed: the digested columns, each sketch as the bytes
-    the digest will hold (``digest.pack_digest``)."""
+    """:func:`summarise_bytes` before it is packed (the same digest once packed, ``digest.pack_digest``):
+    the digested columns, each sketch as the bytes the digest will hold."""
     from whylogs_songbird.server.digest import raw_columns_from_bytes, raw_view_columns
     from whylogs_songbird.server.summaries import read_view
 

@@ -4,10 +4,13 @@ the child read and exercised; and the child's digest is the one whylogs' own rea
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from conftest import make_profile_bytes
 from whylogs.core import DatasetProfileView
 
+from whylogs_songbird.server import digest
 from whylogs_songbird.server.digest import (
     digest_columns,
     digest_from_bytes,
@@ -49,3 +52,17 @@ def test_a_packed_digest_holds_exactly_the_sketch_bytes_it_was_packed_from(seed)
 def test_the_childs_digest_is_the_packed_one_whether_the_check_ran_here_or_at_the_put():
     data = make_profile_bytes(30, seed=4)
     assert summarise_in_child(data, 10) == summarise_in_child(data, 10, checked=True) == digest_from_bytes(data)
+
+
+def test_bytes_the_fast_path_does_not_take_are_read_by_whylogs_in_the_child(monkeypatch, caplog):
+    data = make_profile_bytes(8, seed=2)
+    expected = digest_view(DatasetProfileView.deserialize(data))
+
+    def refuse(given: bytes) -> dict:
+        raise ValueError("not a default shape")
+
+    monkeypatch.setattr(digest, "raw_columns_from_bytes", refuse)
+    with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.sandbox"):
+        assert summarise_in_child(data, 10) == expected
+    (record,) = caplog.records
+    assert record.getMessage() == "sandbox: the fast digest did not take these bytes; asking whylogs"
