@@ -21,7 +21,7 @@ any other column goes through whylogs' own column deserializer.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 import zlib
 from collections.abc import Iterable, Sequence
@@ -71,11 +71,11 @@ class DigestError(ValueError):
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")  # base64.b64encode, without its wrapper
 
 
 def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"))
+    return binascii.a2b_base64(text.encode("ascii"))  # base64.b64decode (not strict), without its wrapper
 
 
 def _component_values(metric: Any, names: tuple[str, ...]) -> list[int]:
