@@ -23,8 +23,12 @@ Deleting is two steps, so nothing half-deleted is ever shown:
    crash anywhere leaves marked rows, which the next claim (at the next start, or on any host once
    the lease has run out) finishes.
 
+Removing rows never races the ingest worker into an error: every removal of upload rows locks
+them first (:meth:`DeletionSql._lock_for_removal`, which says why), and the ingest stores no
+summary for an upload marked deleted.
+
 A mixin of :class:`~whylogs_songbird.server.storage.sql.SqlMetadataStore`: it uses its
-``_transaction``, ``_exec``, ``_rowcount`` and ``_query``.
+``_transaction``, ``_exec``, ``_rowcount``, ``_query`` and ``dialect``.
 """
 
 from __future__ import annotations
@@ -51,12 +55,42 @@ class PurgeItem:
 class DeletionSql:
     """The deletion statements (see the module docstring)."""
 
+    dialect: Any  # provided by SqlMetadataStore
+
     if TYPE_CHECKING:  # provided by SqlMetadataStore
 
         def _transaction(self) -> contextlib.AbstractContextManager[Any]: ...
         def _exec(self, conn: Any, statement: str, params: Sequence[object] = ()) -> list[dict[str, Any]]: ...
         def _rowcount(self, conn: Any, statement: str, params: Sequence[object] = ()) -> int: ...
         def _query(self, statement: str, params: Sequence[object] = ()) -> list[dict[str, Any]]: ...
+
+    def _lock_for_removal(self, conn: Any, *, session_id: str | None = None, upload_ids: Sequence[str] = ()) -> None:
+        """Lock, until ``conn``'s transaction ends, the rows a removal is about to delete with their
+        summaries: the session's row and all its uploads (``session_id``), or the uploads
+        ``upload_ids``, each in id order.
+
+        The ingest worker's write (``store_summaries``) updates an upload's row, which locks it,
+        then inserts its summary, in one transaction. On PostgreSQL a removal interleaves with it:
+        its DELETE of summaries does not see the summary not committed yet, its DELETE of the
+        upload waits for the ingest's row lock, and once the ingest commits it breaks
+        ``summaries_upload_id_fkey``. Locking the uploads first makes either order well defined:
+        the removal waits for the ingest's commit, and its next statement (a new snapshot, READ
+        COMMITTED) sees and deletes the summary; or it holds the rows first, and the ingest's
+        UPDATE then finds no row and stores nothing. The session's row is locked before its
+        uploads: FOR UPDATE conflicts with the key-share lock an insert referencing it takes, so
+        an upload or setting being added to the session is waited for, and none is added until
+        the removal commits (what is deleted is what was locked). The ingest writes its uploads
+        in id order too, so the two never deadlock. On SQLite ``BEGIN IMMEDIATE`` already keeps
+        every other writer out; these are plain reads."""
+        lock = self.dialect.for_update
+        if session_id is not None:
+            self._exec(conn, "SELECT id FROM sessions WHERE id = ?" + lock, (session_id,))  # noqa: S608 - a constant
+            of_session = "SELECT id FROM uploads WHERE session_id = ? ORDER BY id" + lock  # noqa: S608 - a constant
+            self._exec(conn, of_session, (session_id,))
+        if upload_ids:
+            marks = ", ".join("?" for _ in upload_ids)
+            statement = f"SELECT id FROM uploads WHERE id IN ({marks}) ORDER BY id{lock}"  # noqa: S608 - placeholders only
+            self._exec(conn, statement, tuple(upload_ids))
 
     def _live_session(self, conn: Any, session_id: str) -> bool:
         """Whether the session exists and is not marked deleted (read inside ``conn``'s transaction)."""
@@ -305,6 +339,7 @@ class DeletionSql:
             marked = "SELECT 1 AS one FROM sessions WHERE id = ? AND deleted_at IS NOT NULL"
             if not self._exec(conn, marked, (session_id,)):
                 return False
+            self._lock_for_removal(conn, session_id=session_id)
             self._exec(
                 conn,
                 "DELETE FROM summaries WHERE upload_id IN (SELECT id FROM uploads WHERE session_id = ?)",
@@ -321,6 +356,7 @@ class DeletionSql:
         """Remove the rows (and summaries) of these marked uploads in one transaction; how many."""
         removed = 0
         with self._transaction() as conn:
+            self._lock_for_removal(conn, upload_ids=upload_ids)
             for upload_id in upload_ids:
                 self._exec(
                     conn,

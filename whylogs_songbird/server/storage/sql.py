@@ -1052,13 +1052,18 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         return self.store_summaries([(upload_id, sha256, data)])[0]
 
     def store_summaries(self, summaries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
-        stored = []
+        """Each summary is kept only while its upload is there, not marked deleted, with the same
+        bytes: the UPDATE of the upload's row (which locks it) decides, before the summary is
+        inserted. The rows are written in id order, the order a removal locks them in (see
+        ``DeletionSql._lock_for_removal``), so an ingest and a removal never deadlock."""
+        stored = [False] * len(summaries)
         with self._transaction() as conn:
-            for upload_id, sha256, data in summaries:
+            for index in sorted(range(len(summaries)), key=lambda i: summaries[i][0]):
+                upload_id, sha256, data = summaries[index]
                 changed = self._rowcount(
                     conn,
                     "UPDATE uploads SET ingest_state = 'ready', ingest_error = NULL, ingest_lease = NULL"
-                    " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL",
+                    " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL AND deleted_at IS NULL",
                     (upload_id, sha256),
                 )
                 self.claimed_here.discard(upload_id)
@@ -1070,7 +1075,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                         " created_at = excluded.created_at",
                         (upload_id, sha256, data, now_ms()),
                     )
-                stored.append(bool(changed))
+                stored[index] = bool(changed)
         return stored
 
     def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
@@ -1145,6 +1150,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def delete_uploads(self, session_id: str) -> list[str]:
         require_id(session_id, "session")
         with self._transaction() as conn:
+            self._lock_for_removal(conn, session_id=session_id)  # an ingest in flight commits first, or stores nothing
             rows = self._exec(conn, "SELECT path FROM uploads WHERE session_id = ? AND path IS NOT NULL", (session_id,))
             self._exec(
                 conn,
