@@ -234,3 +234,50 @@ def test_a_removal_meeting_an_ingest_between_its_summary_and_its_commit_is_no_er
         assert (_uploads(store, other.id), _summaries(store, other.id)) == (1, 1), "the other one is summarised"
     finally:
         store.close()
+
+
+def test_marking_a_session_deleted_while_the_ingest_writes_two_of_its_profiles_is_no_deadlock(
+    postgres_service, tmp_path
+):
+    """PostgreSQL: the ingest writes a batch in id order and has updated the first of two profiles of
+    a session, waiting (a held lock) for a profile of another batch-mate between them; the session's
+    deletion marks its uploads meanwhile. The mark took the rows in the order it found them (the
+    second profile first) and the two deadlocked, one of them failing; it now locks them in id order
+    too, so it waits for the ingest, and marks them once it committed."""
+    url = postgres_service.new_schema()
+    store = Store(tmp_path / "data", metadata=PostgresMetadataStore(url))
+    try:
+        session_id = store.create_session("u").id
+        other_container = store.dataset_container("org-1", "model-2").id
+        # in the session, the later profile (by id) is stored first, so a scan finds it first
+        later = _stored(store, session_id, b"later")
+        tries = 0
+        while (first := _stored(store, session_id, b"first %d" % tries)).id > later.id:
+            tries += 1
+        assert first.id < later.id
+        tries = 0
+        while not (first.id < (between := _stored(store, other_container, b"between %d" % tries)).id < later.id):
+            tries += 1
+        batch = [first, between, later]
+        store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=50)
+        with psycopg.connect(url, autocommit=True) as watch, psycopg.connect(url) as holder:
+            holder.execute("SELECT id FROM uploads WHERE id = %s FOR UPDATE", (between.id,))
+            holder_pid = holder.info.backend_pid
+            ingest = _Run(lambda: store.metadata.store_summaries([(u.id, u.sha256, b"digest") for u in batch]))
+            ingest.start()
+            try:
+                _wait_for("the ingest to wait for its batch-mate", lambda: _backends_blocked_by(watch, holder_pid))
+                [ingest_pid] = _backends_blocked_by(watch, holder_pid)
+                marking = _Run(lambda: deletions(store).mark_session_deleted(session_id))
+                marking.start()
+                _wait_for(
+                    "the mark to wait for the ingest",
+                    lambda: not marking.is_alive() or bool(_backends_blocked_by(watch, ingest_pid)),
+                )
+            finally:
+                holder.rollback()
+            assert ingest.outcome() == [True, True, True], "the ingest committed first"
+            assert marking.outcome() is True
+        assert store.get_upload(first.id) is None and store.get_upload(later.id) is None
+    finally:
+        store.close()

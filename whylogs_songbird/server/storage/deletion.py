@@ -79,9 +79,12 @@ class DeletionSql:
         UPDATE then finds no row and stores nothing. The session's row is locked before its
         uploads: FOR UPDATE conflicts with the key-share lock an insert referencing it takes, so
         an upload or setting being added to the session is waited for, and none is added until
-        the removal commits (what is deleted is what was locked). The ingest writes its uploads
-        in id order too, so the two never deadlock. On SQLite ``BEGIN IMMEDIATE`` already keeps
-        every other writer out; these are plain reads."""
+        the removal commits (what is deleted is what was locked).
+
+        Every transaction that writes several uploads takes them in id order: the ingest's claims
+        and summaries, the heartbeat, the marks of a deletion (which lock with this first) and the
+        removals, so no two of them deadlock (PostgreSQL would end one with an error). On SQLite
+        ``BEGIN IMMEDIATE`` already keeps every other writer out; these are plain reads."""
         lock = self.dialect.for_update
         if session_id is not None:
             self._exec(conn, "SELECT id FROM sessions WHERE id = ?" + lock, (session_id,))  # noqa: S608 - a constant
@@ -112,6 +115,7 @@ class DeletionSql:
             )
             if not changed:
                 return False
+            self._lock_for_removal(conn, session_id=session_id)  # in id order, as the ingest writes them
             self._exec(
                 conn, "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL", (now, session_id)
             )
@@ -141,6 +145,7 @@ class DeletionSql:
                     "UPDATE sessions SET deleted_at = ?, purge_lease = NULL, dataset_id = ? WHERE id = ?",
                     (now, f"{row['dataset_id']}/deleted/{row['id']}", row["id"]),
                 )
+                self._lock_for_removal(conn, session_id=row["id"])  # in id order, as the ingest writes them
                 self._exec(
                     conn,
                     "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL",
@@ -222,6 +227,8 @@ class DeletionSql:
                 " AND sessions.dataset_id IS NULL ORDER BY uploads.stored_at, uploads.id LIMIT ?",
                 (stored_before, limit),
             )
+            # the profiles the ingest may be writing, locked in its order (their duplicates it never writes)
+            self._lock_for_removal(conn, upload_ids=[row["id"] for row in rows])
             marked = 0
             for row in rows:
                 marked += self._rowcount(

@@ -945,9 +945,13 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                     break
             if not claimed:
                 batch = _fresh_batch(rows, max_bytes)
-                for row in batch:
+                # taken in id order, the order every writer of several uploads locks them in (no deadlock
+                # with a deletion, see DeletionSql._lock_for_removal); given in the order they were stored
+                for row in sorted(batch, key=lambda row: str(row["id"])):
                     if (taken := self._take(conn, row, now, lease_ms, max_tries, together=len(batch))) is not None:
                         claimed.append(taken)
+                stored_order = [row["id"] for row in batch]
+                claimed.sort(key=lambda upload: stored_order.index(upload.id))
         self.claimed_here.update(upload.id for upload in claimed)
         return claimed
 
@@ -1019,8 +1023,10 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         if not upload_ids:
             return set()
         marks = ", ".join("?" for _ in upload_ids)
+        # the rows locked in id order first, as every writer of several uploads does (no deadlock)
         statement = (
-            f"UPDATE uploads SET ingest_lease = ? WHERE id IN ({marks}) AND ingest_state = 'pending'"  # noqa: S608 - placeholders only
+            f"UPDATE uploads SET ingest_lease = ? WHERE id IN (SELECT id FROM uploads WHERE id IN ({marks})"  # noqa: S608 - placeholders only
+            f" ORDER BY id{self.dialect.for_update}) AND ingest_state = 'pending'"
             " AND ingest_lease IS NOT NULL AND ingest_owner = ? RETURNING id"
         )
         with self._transaction() as conn:
