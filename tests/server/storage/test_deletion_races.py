@@ -1,4 +1,5 @@
-"""Removing a profile while the ingest worker stores its summary, on both stores.
+"""Removing a profile while the ingest worker stores its summary, and writing to a session while
+it is deleted, on both stores.
 
 Every removal of upload rows (an aborted transaction's ``delete_uploads``, the purge of a deleted
 session or profile, the purge after retention marked a profile) may meet the ingest worker's
@@ -23,10 +24,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 from stored_profiles import store_profile_bytes
 
+from whylogs_songbird.server.app import SESSION_GONE_MESSAGE
 from whylogs_songbird.server.lifecycle import deletions, purge
-from whylogs_songbird.server.storage.base import now_ms
+from whylogs_songbird.server.storage.base import NewUpload, SessionGoneError, now_ms
 from whylogs_songbird.server.storage.deletion import PurgeItem
 from whylogs_songbird.server.storage.postgres import PostgresMetadataStore
 from whylogs_songbird.server.store import Store, UploadRecord
@@ -279,5 +282,73 @@ def test_marking_a_session_deleted_while_the_ingest_writes_two_of_its_profiles_i
             assert ingest.outcome() == [True, True, True], "the ingest committed first"
             assert marking.outcome() is True
         assert store.get_upload(first.id) is None and store.get_upload(later.id) is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("step", ["marked", "purged"])
+def test_a_write_to_a_session_or_dataset_deleted_after_it_was_found_raises_session_gone(store, step):
+    """A route finds the session (or dataset), then a deletion marks it, or purges it, before the
+    route writes: the write raises SessionGoneError and writes nothing (after a purge it broke the
+    foreign key, an error of the database)."""
+    session_id = store.create_session("u").id
+    container_id = store.dataset_container("org-1", "model-1").id
+    assert deletions(store).mark_session_deleted(session_id)
+    assert deletions(store).mark_dataset_deleted("org-1", "model-1")
+    if step == "purged":
+        _purged(store, deletions(store).claim_purges(lease_ms=LEASE_MS, limit=10))
+    with pytest.raises(SessionGoneError):
+        store.create_upload(session_id, "batch", ttl_seconds=600, dataset_timestamp=TS)
+    with pytest.raises(SessionGoneError):
+        store.create_upload(container_id, "batch", ttl_seconds=600, dataset_timestamp=TS)
+    with pytest.raises(SessionGoneError):
+        store.put_setting(container_id, "weights", "{}")
+    written = store.metadata._query(
+        "SELECT (SELECT COUNT(*) FROM uploads WHERE session_id IN (?, ?))"
+        " + (SELECT COUNT(*) FROM dataset_settings WHERE session_id = ?) AS n",
+        (session_id, container_id, container_id),
+    )
+    assert written[0]["n"] == 0
+
+
+def test_a_slot_asked_for_while_its_session_is_deleted_answers_404_saying_what_to_do(server, monkeypatch):
+    """Over HTTP: the route found the session just before a deletion removed it (its lookup is made
+    to answer as it did then); the slot request answers 404 with what to do, not 500."""
+    url = server.url
+    session_id = requests.post(f"{url}/v0/sessions", json={"userId": "u"}, timeout=30).json()["id"]
+    found = server.store.guest_session(session_id)
+    assert found is not None
+    assert requests.delete(f"{url}/v0/sessions/{session_id}", timeout=30).ok
+    monkeypatch.setattr(server.store, "guest_session", lambda _: found)
+    answer = requests.post(f"{url}/v0/sessions/{session_id}/upload", json={"datasetTimestamp": TS}, timeout=30)
+    assert (answer.status_code, answer.json()) == (404, {"message": SESSION_GONE_MESSAGE})
+
+
+def test_slots_asked_for_at_once_within_limits_do_not_deadlock_on_their_session(postgres_service, tmp_path):
+    """PostgreSQL: a slot request counted against the session's limits locks the session's row for
+    update at once. Another request holding a key-share lock on it (the first lock of a write that
+    checks the session is live) and then asking to upgrade it goes first; had this one taken a
+    key-share lock before its own upgrade, each would wait for the other (a deadlock)."""
+    url = postgres_service.new_schema()
+    store = Store(tmp_path / "data", metadata=PostgresMetadataStore(url))
+    try:
+        session_id = store.create_session("u").id
+        with psycopg.connect(url, autocommit=True) as watch, psycopg.connect(url) as other:
+            other.execute("SELECT id FROM sessions WHERE id = %s FOR KEY SHARE", (session_id,))
+            other_pid = other.info.backend_pid
+            asking = _Run(
+                lambda: store.create_uploads(
+                    session_id, [NewUpload("batch", TS)], ttl_seconds=600, max_open=10, max_profiles=10
+                )
+            )
+            asking.start()
+            try:
+                _wait_for("the slot request to wait for the other one", lambda: _backends_blocked_by(watch, other_pid))
+                other.execute("SET LOCAL lock_timeout = '10s'")
+                other.execute("SELECT id FROM sessions WHERE id = %s FOR UPDATE", (session_id,))
+            finally:
+                other.rollback()
+            [slot] = asking.outcome()
+        assert store.get_upload(slot.id) is not None
     finally:
         store.close()

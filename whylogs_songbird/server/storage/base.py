@@ -77,6 +77,17 @@ class SessionClaimedError(StoreError):
     """The upload's session was claimed; it takes no more data."""
 
 
+class SessionGoneError(StoreError):
+    """The session (or dataset container) written to was deleted meanwhile: nothing was written.
+
+    A route checks that a session is there before it writes, but a deletion (on any host) may
+    come between; the write then finds the session marked deleted, or gone, in its own transaction."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id} was deleted")
+        self.session_id = session_id
+
+
 class SlotLimitError(StoreError):
     """Creating the upload slots asked for would pass a per-session limit (nothing was created).
 

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from whylogs_songbird.server.storage.base import is_valid_id, now_ms
+from whylogs_songbird.server.storage.base import SessionGoneError, is_valid_id, now_ms
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,20 @@ class DeletionSql:
             marks = ", ".join("?" for _ in upload_ids)
             statement = f"SELECT id FROM uploads WHERE id IN ({marks}) ORDER BY id{lock}"  # noqa: S608 - placeholders only
             self._exec(conn, statement, tuple(upload_ids))
+
+    def _require_live_session(self, conn: Any, session_id: str, *, exclusive: bool = False) -> None:
+        """Before a write of rows referencing the session (uploads, settings): raise
+        :class:`SessionGoneError` when it is marked deleted or gone, else keep it from being
+        removed until ``conn``'s transaction ends (a key-share lock, which a removal's lock waits
+        for, see :meth:`_lock_for_removal`); without it an insert after a purge broke the foreign
+        key (an error, not an answer). A deletion marked meanwhile still goes on: what is written
+        now is marked or removed with the rest. ``exclusive``: the transaction locks the session's
+        row FOR UPDATE later (counting its slots), so it takes that lock now: two transactions
+        holding key-share locks and each waiting to upgrade would deadlock."""
+        lock = self.dialect.for_update if exclusive else self.dialect.key_share
+        statement = "SELECT id FROM sessions WHERE id = ? AND deleted_at IS NULL" + lock  # noqa: S608 - a constant
+        if not self._exec(conn, statement, (session_id,)):
+            raise SessionGoneError(session_id)
 
     def _live_session(self, conn: Any, session_id: str) -> bool:
         """Whether the session exists and is not marked deleted (read inside ``conn``'s transaction)."""

@@ -188,6 +188,9 @@ class Dialect:
     for_update: str = ""
     #: Like :attr:`for_update`, passing over rows another transaction has locked instead of waiting.
     skip_locked: str = ""
+    #: Appended to a SELECT to keep its rows from being deleted (or their key changed) until the
+    #: transaction ends, as a foreign key's check does; other such locks and updates go on.
+    key_share: str = ""
     #: A query with a row when the index named ``?`` exists (in the current schema).
     index_query: str = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?"
 
@@ -209,6 +212,7 @@ POSTGRESQL = Dialect(
     "AND table_schema = current_schema()",
     for_update=" FOR UPDATE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    key_share=" FOR KEY SHARE",
     index_query="SELECT name FROM (SELECT to_regclass(?) AS name) AS found WHERE name IS NOT NULL",
 )
 
@@ -521,8 +525,10 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                     format=spec.format,
                 )
             )
+        limited = max_open is not None or max_profiles is not None
         with self._transaction() as conn:
-            if max_open is not None or max_profiles is not None:
+            self._require_live_session(conn, session_id, exclusive=limited)
+            if limited:
                 self._check_slot_limits(conn, session_id, len(records), int(created / 1000), max_open, max_profiles)
             for r in records:
                 self._exec(
@@ -1198,6 +1204,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def put_setting(self, session_id: str, key: str, value: str) -> None:
         require_id(session_id, "session")
         with self._transaction() as conn:
+            self._require_live_session(conn, session_id)
             self._exec(
                 conn,
                 "INSERT INTO dataset_settings (session_id, key, value, updated_at) VALUES (?, ?, ?, ?)"
