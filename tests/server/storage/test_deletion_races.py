@@ -289,10 +289,12 @@ def test_marking_a_session_deleted_while_the_ingest_writes_two_of_its_profiles_i
 @pytest.mark.parametrize("step", ["marked", "purged"])
 def test_a_write_to_a_session_or_dataset_deleted_after_it_was_found_raises_session_gone(store, step):
     """A route finds the session (or dataset), then a deletion marks it, or purges it, before the
-    route writes: the write raises SessionGoneError and writes nothing (after a purge it broke the
-    foreign key, an error of the database)."""
+    route writes (upload slots, a setting, a transaction's commit into the dataset): the write
+    raises SessionGoneError and writes nothing (after a purge it broke the foreign key, an error
+    of the database)."""
     session_id = store.create_session("u").id
     container_id = store.dataset_container("org-1", "model-1").id
+    moving = _stored(store, store.dataset_container("org-1", "model-3/transaction/t2").id, b"moving")
     assert deletions(store).mark_session_deleted(session_id)
     assert deletions(store).mark_dataset_deleted("org-1", "model-1")
     if step == "purged":
@@ -303,6 +305,9 @@ def test_a_write_to_a_session_or_dataset_deleted_after_it_was_found_raises_sessi
         store.create_upload(container_id, "batch", ttl_seconds=600, dataset_timestamp=TS)
     with pytest.raises(SessionGoneError):
         store.put_setting(container_id, "weights", "{}")
+    with pytest.raises(SessionGoneError):  # a transaction's commit
+        store.metadata.move_stored_uploads(moving.session_id, container_id)
+    assert store.get_upload(moving.id).session_id == moving.session_id, "nothing moved"
     written = store.metadata._query(
         "SELECT (SELECT COUNT(*) FROM uploads WHERE session_id IN (?, ?))"
         " + (SELECT COUNT(*) FROM dataset_settings WHERE session_id = ?) AS n",

@@ -317,7 +317,8 @@ class MetadataStore(Protocol):
 
     def move_stored_uploads(self, from_session: str, to_session: str) -> list[str]:
         """Move the stored uploads of one container into another (a transaction's into its dataset, at
-        commit), in one write; their ids. Slots without bytes stay behind."""
+        commit), in one write; their ids. Slots without bytes stay behind. :class:`SessionGoneError`
+        (nothing moved) when the target was deleted meanwhile."""
 
     def delete_uploads(self, session_id: str) -> list[str]:
         """Forget every upload of a container and their summaries (an aborted transaction's); the
@@ -325,7 +326,8 @@ class MetadataStore(Protocol):
 
     def put_setting(self, session_id: str, key: str, value: str) -> None:
         """Keep ``value`` (JSON text) under ``key`` for a dataset's container: what its org says of it
-        (column schema, metric schema, weights); replaced by the next put of the same key."""
+        (column schema, metric schema, weights); replaced by the next put of the same key.
+        :class:`SessionGoneError` when the container was deleted meanwhile."""
 
     def get_setting(self, session_id: str, key: str) -> str | None:
         """The value kept under ``key``, or None."""
@@ -347,7 +349,8 @@ class MetadataStore(Protocol):
         without an alias is named after its id. Raises :class:`SlotLimitError` (creating nothing)
         when the session would hold more than ``max_open`` open slots (not stored, URL not
         expired), or more than ``max_profiles`` stored profiles and open slots; the count and
-        the insert are one transaction, serialized per session."""
+        the insert are one transaction, serialized per session. Raises :class:`SessionGoneError`
+        (creating nothing) when the session is unknown or was deleted meanwhile."""
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         """The upload (stored or not), or None."""

@@ -1147,6 +1147,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         require_id(from_session, "session")
         require_id(to_session, "session")
         with self._transaction() as conn:
+            self._require_live_session(conn, to_session)
             rows = self._exec(
                 conn,
                 "SELECT id FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL ORDER BY id",
