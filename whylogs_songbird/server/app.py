@@ -47,6 +47,7 @@ from whylogs_songbird.server.routes.timeline import mount_timeline
 from whylogs_songbird.server.sandbox import Sandbox, SandboxLimits
 from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_health_token, load_or_create_secret
+from whylogs_songbird.server.storage.base import SessionGoneError
 from whylogs_songbird.server.store import Store, now_ms
 from whylogs_songbird.server.sweep import SlotSweeper
 from whylogs_songbird.server.unexpected import UNEXPECTED_MESSAGE, RepeatedErrors, UnexpectedErrorMiddleware
@@ -69,10 +70,21 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+#: The answer to a write whose session or dataset a deletion removed after the route found it.
+SESSION_GONE_MESSAGE = (
+    "The session or dataset this request writes to was deleted meanwhile, so nothing was written; "
+    "start a new session, or write to the dataset again to make it afresh."
+)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(SessionGoneError)
+    async def _session_gone(_: Request, exc: SessionGoneError) -> JSONResponse:
+        return error_response(404, SESSION_GONE_MESSAGE)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
