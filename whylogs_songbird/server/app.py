@@ -41,8 +41,8 @@ from whylogs_songbird.server.notify import check_targets, mount_notifications
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.ratelimits import ClientRateLimits
 from whylogs_songbird.server.routes import lifecycle, local, organizations, sessions, uploads
+from whylogs_songbird.server.routes.deps import add_routes, describe_validation_errors
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
-from whylogs_songbird.server.routes.deps import describe_validation_errors
 from whylogs_songbird.server.routes.timeline import mount_timeline
 from whylogs_songbird.server.sandbox import Sandbox, SandboxLimits
 from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
@@ -180,13 +180,13 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     # and around everything: an error in a middleware is answered and logged once too
     app.add_middleware(UnexpectedErrorMiddleware, errors=app.state.unexpected_errors)
     _add_error_handlers(app)
-    app.include_router(sessions.router)
-    app.include_router(uploads.router)
-    app.include_router(lifecycle.router)
+    add_routes(app.router, sessions.router)
+    add_routes(app.router, uploads.router)
+    add_routes(app.router, lifecycle.router)
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions, sandbox=sandbox)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
-    app.include_router(organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
+    add_routes(app.router, organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
     notifications = mount_notifications(app, the_store, config, monitors, timeline)
     try:
         from whylogs_songbird.server.metrics import mount_metrics
@@ -194,7 +194,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         logger.warning("/metrics is off: prometheus_client is missing (pip install 'whylogs-songbird[server]')")
     else:
         mount_metrics(app, the_store, config, timeline)
-    app.include_router(local.router)
+    add_routes(app.router, local.router)
     return app
 
 
