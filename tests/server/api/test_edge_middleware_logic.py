@@ -8,9 +8,10 @@ import logging
 from typing import Any
 
 import pytest
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from whylogs_songbird.server import common
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.middleware import BodyTooLargeError, EdgeMiddleware, RequestCounter
 from whylogs_songbird.server.security import HostAllowList, HostGate
@@ -222,3 +223,25 @@ def test_other_scopes_pass_with_the_original_receive_and_send():
     asyncio.run(exchange.edge({"type": "lifespan"}, receive, send))
     assert seen == [(receive, send)]
     assert exchange.durations.seen == []
+
+
+@pytest.mark.mutation_fast("whylogs_songbird/server/common.py")
+def test_request_base_urls_are_remembered_by_what_makes_them_and_stay_bounded(monkeypatch):
+    monkeypatch.setattr(common, "_REQUEST_BASES", {})
+    monkeypatch.setattr(common, "_MAX_REQUEST_BASES", 2)
+
+    def base(host: bytes | None, root_path: str = "", scheme: str = "http") -> str:
+        headers = [(b"host", host)] if host is not None else []
+        scope = {"type": "http", "scheme": scheme, "server": ("127.0.0.1", 8080), "path": "/v0/x",
+                 "root_path": root_path, "query_string": b"q=1", "headers": headers}  # fmt: skip
+        return common.base_url(None, Request(scope))
+
+    for _ in range(2):
+        assert base(b"localhost:9") == "http://localhost:9"
+        assert base(b"127.0.0.1:8080", "/songbird") == "http://127.0.0.1:8080/songbird"
+        assert base(None, scheme="https") == "https://127.0.0.1:8080"
+        assert base(b"[::1]:80") == "http://[::1]:80"
+        assert len(common._REQUEST_BASES) <= 2
+    assert common.base_url("https://songbird.example/", Request({"type": "http", "headers": []})) == (
+        "https://songbird.example"
+    )
