@@ -18,9 +18,15 @@ runs, ``--no-ingest-wait``: count create + PUT only, ``--server-option=--x=y``: 
 ``--by-thread``: each run's CPU per upload by server thread and sandbox child).
 
 Where an upload's CPU went (``--by-thread`` and py-spy, 400 uploads, a machine loaded to 16-24 on
-2 cores, 3.6 ms in all): the event loop 1.3-1.5 ms for both requests (uvicorn and about a dozen
-ASGI middleware layers, the slot's row written on the loop; the slot route's own code is about a
-fifth of it); the thread pool 1.05-1.2 ms for the PUT (the slot read, the structural check ~0.1,
+2 cores, 3.6 ms in all): the event loop 1.1-1.4 ms for both requests (1.45-1.65 in the same
+sessions before the server's own middleware became one layer with one send wrapper, its routes
+were matched once instead of through included routers, FastAPI's OpenTelemetry was turned off and
+the PUT's hand-off became a plain executor's). py-spy splits the loop's samples: about 45% the
+loop's own C code (uvloop: socket reads, epoll, callbacks), 20% the answers' socket writes, and
+about a third Python: the slot route (its row written on the loop, the URL signed, about a tenth),
+the PUT's hand-off to a worker thread (about a tenth), and FastAPI's five layers, routing and
+response wrappers with the one middleware of ours (the rest);
+the thread pool 1.05-1.2 ms for the PUT (the slot read, the structural check ~0.1,
 a temporary file written, fsynced and renamed ~0.4 with the kernel's writeback charged to the
 thread, the row's transaction ~0.25, the landed hook's timeline-version transaction); the sandbox
 child 0.6 ms (structural check, digest and the digest's sketches exercised, about a third

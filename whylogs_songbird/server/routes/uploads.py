@@ -23,7 +23,7 @@ from whylogs_songbird.server.profile_check import (
     check_profile_file,
 )
 from whylogs_songbird.server.quotas import check_guest_writes, check_session_quota
-from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, DirectRoute
+from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, DirectRoute, in_thread
 from whylogs_songbird.server.signing import SignatureError, UrlSigner
 from whylogs_songbird.server.store import (
     OpenUpload,
@@ -101,7 +101,7 @@ async def put_upload(upload_id: str, request: Request) -> JSONResponse:
     if length.isdigit() and int(length) <= SMALL_BODY_BYTES:
         # the common case, in one thread-pool hop: each hop costs more CPU than a small profile's check
         data = await request.body()
-        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, upload_id, data)
+        outcome, size, digest = await in_thread(_store_small_body, store, config, upload_id, data)
     else:
         outcome, size, digest = await _store_streamed_body(request, store, config, upload_id)
     headers = {"ETag": f'"{digest}"'}

@@ -79,6 +79,17 @@ class SessionClaimedError(StoreError):
     """The upload's session was claimed; it takes no more data."""
 
 
+class SessionGoneError(StoreError):
+    """The session (or dataset container) written to was deleted meanwhile: nothing was written.
+
+    A route checks that a session is there before it writes, but a deletion (on any host) may
+    come between; the write then finds the session marked deleted, or gone, in its own transaction."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id} was deleted")
+        self.session_id = session_id
+
+
 class SlotLimitError(StoreError):
     """Creating the upload slots asked for would pass a per-session limit (nothing was created).
 
@@ -308,7 +319,8 @@ class MetadataStore(Protocol):
 
     def move_stored_uploads(self, from_session: str, to_session: str) -> list[str]:
         """Move the stored uploads of one container into another (a transaction's into its dataset, at
-        commit), in one write; their ids. Slots without bytes stay behind."""
+        commit), in one write; their ids. Slots without bytes stay behind. :class:`SessionGoneError`
+        (nothing moved) when the target was deleted meanwhile."""
 
     def delete_uploads(self, session_id: str) -> list[str]:
         """Forget every upload of a container and their summaries (an aborted transaction's); the
@@ -316,7 +328,8 @@ class MetadataStore(Protocol):
 
     def put_setting(self, session_id: str, key: str, value: str) -> None:
         """Keep ``value`` (JSON text) under ``key`` for a dataset's container: what its org says of it
-        (column schema, metric schema, weights); replaced by the next put of the same key."""
+        (column schema, metric schema, weights); replaced by the next put of the same key.
+        :class:`SessionGoneError` when the container was deleted meanwhile."""
 
     def get_setting(self, session_id: str, key: str) -> str | None:
         """The value kept under ``key``, or None."""
@@ -338,7 +351,8 @@ class MetadataStore(Protocol):
         without an alias is named after its id. Raises :class:`SlotLimitError` (creating nothing)
         when the session would hold more than ``max_open`` open slots (not stored, URL not
         expired), or more than ``max_profiles`` stored profiles and open slots; the count and
-        the insert are one transaction, serialized per session."""
+        the insert are one transaction, serialized per session. Raises :class:`SessionGoneError`
+        (creating nothing) when the session is unknown or was deleted meanwhile."""
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         """The upload (stored or not), or None."""
