@@ -164,6 +164,7 @@ def _store_small_body(
         shape = check_profile_bytes(data, max_columns=config.max_columns)
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
+    store.checked.note(digest, config.max_columns)  # its sandbox child need not check them again
     session_id = opened.upload.session_id
     check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=opened.upload)
     outcome = _stored(
@@ -190,6 +191,7 @@ async def _store_streamed_body(
                 if looks_like_zip(data):
                     return _store_zip(store, config, upload, data)
             shape = _check_profile_file(tmp, config.max_columns)
+            store.checked.note(digest, config.max_columns)  # its sandbox child need not check them again
             check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload)
             return _stored(
                 lambda: store.store_profile_file(

@@ -41,6 +41,8 @@ UploadKind = Literal["batch", "reference"]
 UploadFormat = Literal["zip"]
 #: ``pending``: stored, not summarised yet; ``ready``: summary stored; ``invalid``: the full check failed.
 IngestState = Literal["pending", "ready", "invalid"]
+#: One write of :meth:`MetadataStore.write_derived`: ``("put", key, data)`` or ``("drop", prefix, keep)``.
+DerivedWrite = tuple[Literal["put"], str, bytes] | tuple[Literal["drop"], str, str | None]
 
 #: Failed tries of one profile's summary before it is given up on and marked invalid: a profile
 #: whose summarising crashed (or hung) the sandbox process, or whose host died while summarising
@@ -576,6 +578,10 @@ class MetadataStore(Protocol):
     def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
         """Drop the session's derived artefacts whose key starts with ``prefix`` (but not with
         ``keep``, when given); return how many."""
+
+    def write_derived(self, session_id: str, writes: Sequence[DerivedWrite]) -> None:
+        """Several :meth:`put_derived` (``("put", key, data)``) and :meth:`drop_derived`
+        (``("drop", prefix, keep)``) in that order, in one transaction."""
 
     # -- counters --
     def count(self, operation: str, n: int = 1) -> None:

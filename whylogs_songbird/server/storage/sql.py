@@ -25,6 +25,7 @@ from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
     INGEST_MAX_TRIES,
     OPERATIONS,
+    DerivedWrite,
     NewUpload,
     SessionClaimedError,
     SessionRecord,
@@ -318,6 +319,33 @@ def _fresh_batch(rows: Sequence[dict[str, Any]], max_bytes: int | None) -> list[
 
 def _is_upload_id(value: str) -> bool:
     return is_valid_id(value, "log") or is_valid_id(value, "ref")
+
+
+#: A derived value stored or replaced (session id, key, data, created at).
+_PUT_DERIVED = (
+    "INSERT INTO derived (session_id, key, data, created_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (session_id, key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at"
+)
+
+
+def _drop_derived(dialect: str, session_id: str, prefix: str, keep: str | None) -> tuple[str, tuple[str, ...]]:
+    """The statement dropping a session's derived values under ``prefix`` (but not under ``keep``)."""
+
+    def pattern(start: str) -> str:
+        return start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+    sql = "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'"
+    params: tuple[str, ...] = (session_id, pattern(prefix))
+    if prefix and dialect == "sqlite" and ord(prefix[-1]) < 0xD7FF:
+        # SQLite's LIKE cannot use the (session_id, key) index: without this range it reads every
+        # derived row of the session (its rollups too), milliseconds per value a timeline stores.
+        # Text compares as UTF-8 bytes here, so the keys starting with prefix are exactly this range.
+        sql += " AND key >= ? AND key < ?"
+        params += (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    if keep is not None:
+        sql += " AND key NOT LIKE ? ESCAPE '\\'"
+        params += (pattern(keep),)
+    return sql, params
 
 
 class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
@@ -1112,34 +1140,28 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         with self._transaction() as conn:
             if not self._live_session(conn, session_id):
                 return  # deleted (or being deleted): nothing derived from it is kept
-            self._exec(
-                conn,
-                "INSERT INTO derived (session_id, key, data, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (session_id, key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at",
-                (session_id, key, data, now_ms()),
-            )
+            self._exec(conn, _PUT_DERIVED, (session_id, key, data, now_ms()))
 
     def get_derived(self, session_id: str, key: str) -> bytes | None:
         rows = self._query("SELECT data FROM derived WHERE session_id = ? AND key = ?", (session_id, key))
         return bytes(rows[0]["data"]) if rows else None
 
     def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
-        def pattern(start: str) -> str:
-            return start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-        sql = "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'"
-        params: tuple[str, ...] = (session_id, pattern(prefix))
-        if prefix and self.dialect.name == "sqlite" and ord(prefix[-1]) < 0xD7FF:
-            # SQLite's LIKE cannot use the (session_id, key) index: without this range it reads every
-            # derived row of the session (its rollups too), milliseconds per value a timeline stores.
-            # Text compares as UTF-8 bytes here, so the keys starting with prefix are exactly this range.
-            sql += " AND key >= ? AND key < ?"
-            params += (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
-        if keep is not None:
-            sql += " AND key NOT LIKE ? ESCAPE '\\'"
-            params += (pattern(keep),)
+        sql, params = _drop_derived(self.dialect.name, session_id, prefix, keep)
         with self._transaction() as conn:
             return self._rowcount(conn, sql, params)
+
+    def write_derived(self, session_id: str, writes: Sequence[DerivedWrite]) -> None:
+        require_id(session_id, "session")
+        with self._transaction() as conn:
+            live = self._live_session(conn, session_id)  # deleted: nothing derived from it is kept
+            for write in writes:
+                if write[0] == "put":
+                    if live:
+                        self._exec(conn, _PUT_DERIVED, (session_id, write[1], write[2], now_ms()))
+                else:
+                    sql, params = _drop_derived(self.dialect.name, session_id, write[1], write[2])
+                    self._exec(conn, sql, params)
 
     # -- transactions of datasets: their uploads move into the dataset at commit ---------------------
 
