@@ -18,15 +18,28 @@ runs, ``--no-ingest-wait``: count create + PUT only, ``--server-option=--x=y``: 
 ``--by-thread``: each run's CPU per upload by server thread and sandbox child).
 
 Where an upload's CPU went (``--by-thread`` and py-spy, 400 uploads, a machine loaded to 16-24 on
-2 cores, 3.6 ms in all): the event loop 1.3-1.5 ms for both requests (uvicorn and about a dozen
-ASGI middleware layers, the slot's row written on the loop; the slot route's own code is about a
-fifth of it); the thread pool 1.05-1.2 ms for the PUT (the slot read, the structural check ~0.1,
+2 cores, 3.6 ms in all): the event loop 1.1-1.4 ms for both requests (1.45-1.65 in the same
+sessions before the server's own middleware became one layer with one send wrapper, its routes
+were matched once instead of through included routers, FastAPI's OpenTelemetry was turned off and
+the PUT's hand-off became a plain executor's). py-spy splits the loop's samples: about 45% the
+loop's own C code (uvloop: socket reads, epoll, callbacks), 20% the answers' socket writes, and
+about a third Python: the slot route (its row written on the loop, the URL signed, about a tenth),
+the PUT's hand-off to a worker thread (about a tenth), and FastAPI's five layers, routing and
+response wrappers with the one middleware of ours (the rest);
+the thread pool 1.05-1.2 ms for the PUT (the slot read, the structural check ~0.1,
 a temporary file written, fsynced and renamed ~0.4 with the kernel's writeback charged to the
 thread, the row's transaction ~0.25, the landed hook's timeline-version transaction); the sandbox
-child 0.6 ms (structural check, digest and the digest's sketches exercised, about a third
-each); the ingest worker 0.6-0.8 ms (claims, the round trip to the child, the version bump and
-the summaries' transaction, and the rollup merge, which is per digest: each one's sketches are
-checked, read and merged into its hour and day).
+child 0.6-0.7 ms (0.8-0.95 in the same sessions before it skipped the structural check of bytes
+a PUT of this process checked, and exercised the sketch bytes it packs instead of a decoded copy
+of its own digest): in process, the digest from the profile's messages ~0.15, the sketches
+exercised ~0.09 (a third of it their check), the digest packed ~0.03, and ~0.1 per trip for the
+pipes and the per-profile limits (less in the trips of several profiles); the ingest worker
+0.65-0.8 ms (0.65-0.85 before; in this stream the worker summarises 8 uploads a trip and merges
+about 32 at a time into their rollups, so the merge's per-bucket costs, which the kept columns
+and the one transaction per merge cut, are shared by many): claims, the round trip to the
+child, the version bump and the summaries' transaction, and in the rollup merge, per digest, its
+sketches checked (about half of the merge: the server never reads a child's sketch unchecked),
+read and merged.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 - ``routes/sessions.py``: the seven session operations; ``routes/uploads.py``: presigned PUTs;
   ``routes/local.py``: ``/_local/stats`` and ``/healthz``; ``observatory/``: the pages;
-- ``auth.py``: API keys; ``middleware.py``: body limits, latency emulation and fault injection;
+- ``auth.py``: API keys; ``middleware.py``: the app's one middleware (host check, security headers,
+  body limits, latency emulation and fault injection, unexpected errors, request durations);
 - the store (``app.state.store``), reached by routes through ``routes/deps.py``.
 
 Every API error answers JSON ``{"message": "..."}`` (``models.ErrorResponse``) with a sentence that
@@ -30,26 +31,21 @@ from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.ingest import IngestWorker, heartbeat_of
 from whylogs_songbird.server.lifecycle import PurgeWorker
-from whylogs_songbird.server.middleware import (
-    BodyLimitMiddleware,
-    BodyTooLargeError,
-    InFlightMiddleware,
-    NetworkEmulationMiddleware,
-    RequestCounter,
-)
+from whylogs_songbird.server.middleware import BodyTooLargeError, EdgeMiddleware, RequestCounter
 from whylogs_songbird.server.notify import check_targets, mount_notifications
 from whylogs_songbird.server.observatory import mount_observatory
 from whylogs_songbird.server.ratelimits import ClientRateLimits
 from whylogs_songbird.server.routes import lifecycle, local, organizations, sessions, uploads
+from whylogs_songbird.server.routes.deps import add_routes, describe_validation_errors
 from whylogs_songbird.server.routes.deps import check_text as _check_text  # noqa: F401 - reached here by tests
-from whylogs_songbird.server.routes.deps import describe_validation_errors
 from whylogs_songbird.server.routes.timeline import mount_timeline
 from whylogs_songbird.server.sandbox import Sandbox, SandboxLimits
-from whylogs_songbird.server.security import HostAllowList, SecurityMiddleware
+from whylogs_songbird.server.security import HostAllowList, HostGate
 from whylogs_songbird.server.signing import UrlSigner, load_or_create_health_token, load_or_create_secret
+from whylogs_songbird.server.storage.base import SessionGoneError
 from whylogs_songbird.server.store import Store, now_ms
 from whylogs_songbird.server.sweep import SlotSweeper
-from whylogs_songbird.server.unexpected import UNEXPECTED_MESSAGE, RepeatedErrors, UnexpectedErrorMiddleware
+from whylogs_songbird.server.unexpected import UNEXPECTED_MESSAGE, RepeatedErrors
 from whylogs_songbird.server.warmup import warm_in_background
 
 logger = logging.getLogger("whylogs_songbird.server")
@@ -69,10 +65,21 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+#: The answer to a write whose session or dataset a deletion removed after the route found it.
+SESSION_GONE_MESSAGE = (
+    "The session or dataset this request writes to was deleted meanwhile, so nothing was written; "
+    "start a new session, or write to the dataset again to make it afresh."
+)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(SessionGoneError)
+    async def _session_gone(_: Request, exc: SessionGoneError) -> JSONResponse:
+        return error_response(404, SESSION_GONE_MESSAGE)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -158,6 +165,9 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         summary="A local server compatible with the songbird sessions API of WhyLabs.",
         lifespan=lifespan,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry is off: the server sends nothing anywhere (an OTLP export
+        # would leave the machine), and asking on every request whether it is set up costs CPU
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     app.state.config = config
@@ -171,30 +181,33 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
     app.state.sandbox = sandbox
     app.state.wake_ingest = worker.wake
     app.state.unexpected_errors = RepeatedErrors(logger)
-    app.add_middleware(UnexpectedErrorMiddleware, errors=app.state.unexpected_errors)  # innermost
-    app.add_middleware(BodyLimitMiddleware, config=config)
-    app.add_middleware(NetworkEmulationMiddleware, config=config)
-    app.add_middleware(InFlightMiddleware, counter=requests_in_flight)
-    # a request for a foreign Host name reaches nothing else; every answer gets the security headers
-    app.add_middleware(SecurityMiddleware, allowed=HostAllowList(config.host, config.public_url, config.allowed_hosts))
-    # and around everything: an error in a middleware is answered and logged once too
-    app.add_middleware(UnexpectedErrorMiddleware, errors=app.state.unexpected_errors)
     _add_error_handlers(app)
-    app.include_router(sessions.router)
-    app.include_router(uploads.router)
-    app.include_router(lifecycle.router)
+    add_routes(app.router, sessions.router)
+    add_routes(app.router, uploads.router)
+    add_routes(app.router, lifecycle.router)
     # Session ids open their profiles: the landing page lists them only when asked (never with a public URL).
     mount_observatory(app, the_store, public_url=config.public_url, list_sessions=config.list_sessions, sandbox=sandbox)
     timeline = mount_timeline(app, the_store, public_url=config.public_url, monitors=monitors)
-    app.include_router(organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
+    add_routes(app.router, organizations.router)  # the WhyLabs log API: datasets of organizations, with API keys
     notifications = mount_notifications(app, the_store, config, monitors, timeline)
+    durations = None
     try:
         from whylogs_songbird.server.metrics import mount_metrics
     except ImportError:  # pragma: no cover - prometheus_client comes with the server extra
         logger.warning("/metrics is off: prometheus_client is missing (pip install 'whylogs-songbird[server]')")
     else:
-        mount_metrics(app, the_store, config, timeline)
-    app.include_router(local.router)
+        durations = mount_metrics(app, the_store, config, timeline, time_requests=False)
+    add_routes(app.router, local.router)
+    # the app's one middleware of its own: a request for a foreign Host name reaches nothing else,
+    # every answer gets the security headers, and an unexpected error is answered and logged once
+    app.add_middleware(
+        EdgeMiddleware,
+        config=config,
+        gate=HostGate(HostAllowList(config.host, config.public_url, config.allowed_hosts)),
+        counter=requests_in_flight,
+        errors=app.state.unexpected_errors,
+        durations=durations,
+    )
     return app
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -32,9 +33,28 @@ def segment_label(tags: Sequence[tuple[str, str]]) -> str:
     return ",".join(f"{_label_part(k)}={_label_part(v)}" for k, v in tags)
 
 
+#: The base URLs of requests, by what makes them (see :func:`base_url`); at most this many kept.
+_REQUEST_BASES: dict[tuple[Any, ...], str] = {}
+_MAX_REQUEST_BASES = 256
+
+
 def base_url(public_url: str | None, request: Request) -> str:
-    """Where links start: the configured public URL, else the address the request was sent to."""
-    return public_url.rstrip("/") if public_url else str(request.base_url).rstrip("/")
+    """Where links start: the configured public URL, else the address the request was sent to.
+
+    A request's base URL depends only on its scheme, server address, root path and ``Host``
+    header, so the last few hundred are remembered (Starlette builds and parses a URL for it)."""
+    if public_url:
+        return public_url.rstrip("/")
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    key = (scope.get("scheme"), scope.get("server"), scope.get("app_root_path", scope.get("root_path", "")), host)
+    base = _REQUEST_BASES.get(key)
+    if base is None:
+        base = str(request.base_url).rstrip("/")
+        if len(_REQUEST_BASES) >= _MAX_REQUEST_BASES:
+            _REQUEST_BASES.clear()
+        _REQUEST_BASES[key] = base
+    return base
 
 
 def observatory_link(base: str, session_id: str, profiles: Sequence[str | int], segments: Sequence[str] = ()) -> str:

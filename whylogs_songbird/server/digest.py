@@ -21,7 +21,7 @@ any other column goes through whylogs' own column deserializer.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 import zlib
 from collections.abc import Iterable, Sequence
@@ -71,11 +71,11 @@ class DigestError(ValueError):
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")  # base64.b64encode, without its wrapper
 
 
 def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"))
+    return binascii.a2b_base64(text.encode("ascii"))  # base64.b64decode (not strict), without its wrapper
 
 
 def _component_values(metric: Any, names: tuple[str, ...]) -> list[int]:
@@ -114,6 +114,28 @@ def _pack(columns: dict[str, dict[str, Any]]) -> bytes:
     return zlib.compress(json.dumps(payload, separators=(",", ":"), allow_nan=True).encode("utf-8"), 1)
 
 
+def pack_digest(columns: dict[str, dict[str, Any]]) -> bytes:
+    """The digest of digested columns whose sketches are their bytes (``raw``, as
+    :func:`raw_view_columns` and :func:`raw_columns_from_bytes` give them): each sketch of the
+    digest is base64 of exactly those bytes."""
+    texts: dict[str, dict[str, Any]] = {}
+    for name, data in columns.items():
+        out = dict(data)
+        if "distribution" in out:
+            mean, m2, kll = out["distribution"]
+            out["distribution"] = [mean, m2, _b64(kll)]
+        for field in ("cardinality", "frequent_items"):
+            if field in out:
+                out[field] = _b64(out[field])
+        texts[name] = out
+    return _pack(texts)
+
+
+def raw_view_columns(view: DatasetProfileView) -> dict[str, dict[str, Any]]:
+    """The digested columns of a whole profile view, each sketch as its bytes (see :func:`pack_digest`)."""
+    return {name: digest_column(column, raw=True) for name, column in view.get_columns().items() if column}
+
+
 def digest_view(view: DatasetProfileView) -> bytes:
     """The digest of a whole profile view, compressed."""
     return _pack({name: digest_column(column) for name, column in view.get_columns().items() if column})
@@ -150,8 +172,8 @@ def _delimited(data: bytes, pos: int, message: Any) -> tuple[Any, int]:
 
 
 def _default_column(components: dict[str, MetricComponentMessage]) -> dict[str, Any]:
-    """What `digest_column` gives for this column, read from its messages; `_NotDefaultShape` when
-    its metrics are not exactly whylogs' defaults."""
+    """What `digest_column` gives for this column (``raw``: each sketch as its bytes), read from
+    its messages; `_NotDefaultShape` when its metrics are not exactly whylogs' defaults."""
     by_metric: dict[str, dict[str, MetricComponentMessage]] = {}
     for path, message in components.items():
         metric, _, component = path.partition("/")
@@ -171,15 +193,15 @@ def _default_column(components: dict[str, MetricComponentMessage]) -> dict[str, 
     distribution = by_metric.get("distribution")
     if distribution is not None:
         kll = ds.kll_doubles_sketch.deserialize(distribution["kll"].kll.sketch)
-        out["distribution"] = [float(distribution["mean"].d), float(distribution["m2"].d), _b64(kll.serialize())]
+        out["distribution"] = [float(distribution["mean"].d), float(distribution["m2"].d), kll.serialize()]
     if "cardinality" in by_metric:
         hll = ds.hll_sketch.deserialize(by_metric["cardinality"]["hll"].hll.sketch)
-        out["cardinality"] = _b64(hll.serialize_compact())
+        out["cardinality"] = hll.serialize_compact()
     if "frequent_items" in by_metric:
         items = ds.frequent_strings_sketch.deserialize(
             by_metric["frequent_items"]["frequent_strings"].frequent_items.sketch
         )
-        out["frequent_items"] = _b64(items.serialize())
+        out["frequent_items"] = items.serialize()
     return out
 
 
@@ -187,6 +209,12 @@ def digest_from_bytes(data: bytes) -> bytes:
     """The digest of a serialized profile (plain or segmented whylogs format), equal to
     ``digest_view(DatasetProfileView.deserialize(data))``; raises (any exception) where that
     deserialization might fail or differ, so the caller can ask whylogs instead."""
+    return pack_digest(raw_columns_from_bytes(data))
+
+
+def raw_columns_from_bytes(data: bytes) -> dict[str, dict[str, Any]]:
+    """:func:`digest_from_bytes` before it is packed: the digested columns, each sketch as its
+    bytes (see :func:`pack_digest`)."""
     if data[:4] != b"WHY1":
         raise ValueError("no whylogs magic bytes")
     _, pos = _delimited(data, 4, DatasetSegmentHeader)
@@ -211,8 +239,9 @@ def digest_from_bytes(data: bytes) -> bytes:
         try:
             columns[name] = _default_column(components)
         except _NotDefaultShape:
-            columns[name] = digest_column(ColumnProfileView.from_protobuf(ColumnMessage(metric_components=components)))
-    return _pack(columns)
+            column = ColumnProfileView.from_protobuf(ColumnMessage(metric_components=components))
+            columns[name] = digest_column(column, raw=True)
+    return columns
 
 
 _PROTOTYPES: dict[type[MetricComponent[Any]], MetricComponent[Any]] = {}
@@ -271,6 +300,20 @@ def _sketch_objects(data: dict[str, Any]) -> dict[str, Any]:
     """The sketches of one digested column as the sketch library's objects, ``kll``, ``hll`` and
     ``fi`` (those it has), each checked (:func:`_checked`) before it is deserialized."""
     return {key: _DESERIALIZE[key](raw) for key, raw in _checked(data).items()}
+
+
+def _own_objects(data: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_sketch_objects` of a digested column whose sketches this process's sketch library
+    serialized itself (a merge it made, never bytes it read from a store or a child): they are
+    deserialized without the check."""
+    found: dict[str, Any] = {}
+    if "distribution" in data:
+        found["kll"] = ds.kll_doubles_sketch.deserialize(sketch_bytes(data["distribution"][2]))
+    if "cardinality" in data:
+        found["hll"] = ds.hll_sketch.deserialize(sketch_bytes(data["cardinality"]))
+    if "frequent_items" in data:
+        found["fi"] = ds.frequent_strings_sketch.deserialize(sketch_bytes(data["frequent_items"]))
+    return found
 
 
 def sketches_of(data: dict[str, Any]) -> dict[str, bytes]:
@@ -342,8 +385,8 @@ class _MergedColumn:
 
     __slots__ = ("counts", "types", "distribution", "hll", "fi")
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        sketches = _sketch_objects(data)
+    def __init__(self, data: dict[str, Any], own: bool = False) -> None:
+        sketches = _own_objects(data) if own else _sketch_objects(data)
         self.counts: list[int] | None = [int(v) for v in data["counts"]] if "counts" in data else None
         self.types: list[int] | None = [int(v) for v in data["types"]] if "types" in data else None
         self.distribution: tuple[float, float, Any] | None = None
@@ -411,17 +454,22 @@ def _summed(left: list[int] | None, right: list[int] | None) -> list[int] | None
     return [a + b for a, b in zip(left, right)]
 
 
-def merge_digested(profiles: Sequence[dict[str, Any]], *, raw: bool = False) -> dict[str, Any]:
+def merge_digested(
+    profiles: Sequence[dict[str, Any]], *, raw: bool = False, own: Sequence[bool] = ()
+) -> dict[str, Any]:
     """The digested columns (:func:`digest_columns`' form) of the merge of several profiles' digested
     columns, in that order: the numbers of ``merge_views`` over their views (counts, means and
     estimates exactly; KLL quantiles within the sketch's error, as two whylogs merges differ), made
     straight from the sketches, without building whylogs' metric objects (most of a merge's cost).
     Each sketch is checked before the sketch library reads it; raises :class:`DigestError`.
-    ``raw``: each sketch of the result as its bytes (``digest_column``'s ``raw``)."""
+    ``raw``: each sketch of the result as its bytes (``digest_column``'s ``raw``). ``own``: for
+    each profile, whether its sketches are bytes this process's sketch library serialized itself
+    (a merge it made and kept in memory): those are not checked again."""
     merged: dict[str, _MergedColumn] = {}
-    for columns in profiles:
+    for index, columns in enumerate(profiles):
+        mine = index < len(own) and own[index]
         for name, data in columns.items():
-            column = _MergedColumn(data)
+            column = _MergedColumn(data, mine)
             if name in merged:
                 merged[name].merge(column)
             else:
@@ -477,6 +525,9 @@ __all__ = [
     "digest_from_bytes",
     "digest_view",
     "merge_digested",
+    "pack_digest",
+    "raw_columns_from_bytes",
+    "raw_view_columns",
     "sketch_bytes",
     "sketches_of",
     "digested_count",

@@ -23,7 +23,7 @@ the seconds from a request's arrival at the app to its last answer byte, labelle
 matched route's path template (``/v0/uploads/{upload_id}``, never the raw path, which carries ids
 and signatures; ``unmatched`` when no route matched) and status class (``2xx``, ``4xx``, ...), so
 its series stay bounded. Each request costs a ``perf_counter`` pair and one ``observe``
-(:class:`RequestDurationMiddleware`). These are the one set of numbers kept in memory: with
+(:class:`RequestDurations`). These are the one set of numbers kept in memory: with
 ``--workers N`` the launcher points every worker at a fresh directory of prometheus_client's
 multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, ``<data-dir>/metrics-<pid>-<start>``), so the
 histogram a scrape shows adds up every worker's requests whichever worker answers. With several
@@ -170,18 +170,36 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class RequestDurationMiddleware:
-    """Observes each HTTP request's duration in ``histogram`` (see the module docstring).
+class RequestDurations:
+    """Observes request durations in ``histogram`` (see the module docstring).
 
     The route template is read from the scope after the app answered (FastAPI's routes put
     themselves at ``scope["route"]``); the labelled child of each (method, route, status class)
     is looked up once and kept, so a request costs a dict lookup and one ``observe``.
     """
 
-    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
-        self.app = app
+    def __init__(self, histogram: Histogram) -> None:
         self.histogram = histogram
         self.children: dict[tuple[str, str, str], Any] = {}
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """One answered HTTP request: its scope, status and duration."""
+        method = scope["method"]
+        template = getattr(scope.get("route"), "path", None) or "unmatched"
+        key = (method if method in KNOWN_METHODS else "OTHER", template, f"{status // 100}xx")
+        child = self.children.get(key)
+        if child is None:
+            child = self.children[key] = self.histogram.labels(*key)
+        child.observe(seconds)
+
+
+class RequestDurationMiddleware:
+    """Observes each HTTP request's duration (:class:`RequestDurations`), as an ASGI middleware of
+    its own (the server's app times requests within its edge, ``middleware.EdgeMiddleware``)."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app = app
+        self.durations = RequestDurations(histogram)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -199,14 +217,7 @@ class RequestDurationMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            elapsed = perf_counter() - start
-            method = scope["method"]
-            template = getattr(scope.get("route"), "path", None) or "unmatched"
-            key = (method if method in KNOWN_METHODS else "OTHER", template, f"{status // 100}xx")
-            child = self.children.get(key)
-            if child is None:
-                child = self.children[key] = self.histogram.labels(*key)
-            child.observe(elapsed)
+            self.durations.observe(scope, status, perf_counter() - start)
 
 
 def request_histogram(registry: CollectorRegistry) -> Histogram:
@@ -225,8 +236,13 @@ def request_histogram(registry: CollectorRegistry) -> Histogram:
     return histogram
 
 
-def mount_metrics(app: FastAPI, store: Store, config: ServerConfig, timeline: TimelineService) -> None:
-    """Add ``GET /metrics`` and record each session's numbers when its monitors are evaluated."""
+def mount_metrics(
+    app: FastAPI, store: Store, config: ServerConfig, timeline: TimelineService, *, time_requests: bool = True
+) -> RequestDurations:
+    """Add ``GET /metrics`` and record each session's numbers when its monitors are evaluated.
+
+    Returns the request durations of the histogram; ``time_requests`` adds a
+    :class:`RequestDurationMiddleware` that observes them (off for an app whose own middleware does)."""
     queue = store.notification_queue()
 
     def record(session_id: str, document: dict[str, Any]) -> None:
@@ -239,7 +255,9 @@ def mount_metrics(app: FastAPI, store: Store, config: ServerConfig, timeline: Ti
     timeline.evaluated.append(record)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(queue, store, config.metrics_max_series))
-    app.add_middleware(RequestDurationMiddleware, histogram=request_histogram(registry))  # outermost
+    histogram = request_histogram(registry)
+    if time_requests:
+        app.add_middleware(RequestDurationMiddleware, histogram=histogram)  # outermost
     open_to_all = is_loopback_host(config.host)
     token = config.metrics_token
 
@@ -249,6 +267,8 @@ def mount_metrics(app: FastAPI, store: Store, config: ServerConfig, timeline: Ti
         if refused is not None:
             return error_response(*refused)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return RequestDurations(histogram)
 
 
 def access_problem(open_to_all: bool, token: str | None, authorization: str | None) -> tuple[int, str] | None:
@@ -265,6 +285,7 @@ def access_problem(open_to_all: bool, token: str | None, authorization: str | No
 __all__ = [
     "REQUEST_DURATION",
     "RequestDurationMiddleware",
+    "RequestDurations",
     "StoreCollector",
     "access_problem",
     "mount_metrics",

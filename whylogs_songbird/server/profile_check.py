@@ -34,6 +34,8 @@ worker (``ingest.py``) in the sandbox process (``sandbox.py``).
 from __future__ import annotations
 
 import mmap
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -335,8 +337,51 @@ def check_profile_file(path: Path, *, max_columns: int, sketches: bool = True) -
     raise ProfileCheckError(refusal)
 
 
+class CheckedProfiles:
+    """The sha256 digests (hex) of profile bytes that passed :func:`check_profile_bytes` in this
+    process, each with the column cap it passed under (the check is a function of the bytes and
+    the cap alone).
+
+    The upload route notes the bytes a PUT checked before storing them; the ingest worker then
+    sends a profile whose recorded digest is noted here to its sandbox child as checked, with that
+    digest, and the child skips the structural check only when the digest of the very bytes it
+    received is that one (``sandbox.py``). Bytes this process did not check (presigned uploads,
+    another host's PUTs, profiles stored before a restart) are not noted, so the child checks
+    them. At most ``limit`` digests are kept, the least recently noted forgotten first; thread-safe."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._caps: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._caps)
+
+    def __repr__(self) -> str:
+        return f"CheckedProfiles(limit={self.limit}, noted={len(self)})"
+
+    def note(self, sha256: str, max_columns: int) -> None:
+        """Bytes of digest ``sha256`` passed the check with at most ``max_columns`` columns."""
+        with self._lock:
+            self._caps[sha256] = max_columns
+            self._caps.move_to_end(sha256)
+            while len(self._caps) > self.limit:
+                self._caps.popitem(last=False)
+
+    def vouches(self, sha256: str | None, max_columns: int) -> bool:
+        """Whether bytes of digest ``sha256`` passed the check here under a cap no larger than
+        ``max_columns`` (so they pass under this one). A note stays (the same bytes may be stored
+        again) until newer ones push it out."""
+        if sha256 is None:
+            return False
+        with self._lock:
+            cap = self._caps.get(sha256)
+        return cap is not None and cap <= max_columns
+
+
 __all__ = [
     "MAGIC",
+    "CheckedProfiles",
     "TAG_PREFIX",
     "ProfileCheckError",
     "ProfileShape",

@@ -72,7 +72,7 @@ from whylogs_songbird.server.digest import (
     sketch_bytes,
     view_of,
 )
-from whylogs_songbird.server.storage.base import TIMELINE_VERSION_KEY, new_version
+from whylogs_songbird.server.storage.base import TIMELINE_VERSION_KEY, DerivedWrite, new_version
 from whylogs_songbird.timeline import BAND_QUANTILES, DAY_MS, HOUR_MS, Bucket, bucket_bounds, content_key
 
 logger = logging.getLogger("whylogs_songbird.server.rollups")
@@ -174,12 +174,21 @@ def pack_columns(columns: Mapping[str, Mapping[str, Any]], *, known: bool = Fals
     """Digested columns in the binary layout of :data:`BINARY_MAGIC` (best with each sketch as its
     bytes, ``digest_column(..., raw=True)``; base64 text is decoded); ``known``: with each KLL
     sketch's known quantiles, in the layout of :data:`KNOWN_MAGIC`."""
+    return pack_stored(columns, known=known)[0]
+
+
+def pack_stored(columns: Mapping[str, Mapping[str, Any]], *, known: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """:func:`pack_columns`, and the columns as :func:`unpack_columns` reads them back from those
+    bytes (each sketch as the bytes stored: a KLL sketch whose known quantiles were taken is
+    stored sorted), without reading them."""
     header: dict[str, dict[str, Any]] = {}
+    stored: dict[str, Any] = {}
     sketches: list[bytes] = []
     extra: list[bytes] = []
     for name, data in columns.items():
         entry = dict(data)
         entry.pop(_KNOWN_FIELD, None)
+        back = dict(entry)
         for field in list(entry):
             if field == "distribution":
                 mean, m2, sketch = entry[field]
@@ -187,6 +196,7 @@ def pack_columns(columns: Mapping[str, Mapping[str, Any]], *, known: bool = Fals
                 found, kll = _known_of(kll) if known else (None, kll)
                 sketches.append(kll)
                 entry[field] = [mean, m2, len(kll)]
+                back[field] = [mean, m2, kll]
                 if found is not None:
                     points = found.split.points if found.split is not None else []
                     cdf = found.split.cdf if found.split is not None else []
@@ -195,10 +205,12 @@ def pack_columns(columns: Mapping[str, Mapping[str, Any]], *, known: bool = Fals
             elif field in _SKETCH_FIELDS:
                 sketches.append(sketch_bytes(entry[field]))
                 entry[field] = len(sketches[-1])
+                back[field] = sketches[-1]
         header[name] = entry
+        stored[name] = back
     text = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
     magic = KNOWN_MAGIC if known else BINARY_MAGIC
-    return b"".join([magic, _U32.pack(len(text)), text, *sketches, *extra])
+    return b"".join([magic, _U32.pack(len(text)), text, *sketches, *extra]), stored
 
 
 #: The fractions of the known quantiles a rollup stores.
@@ -376,13 +388,16 @@ class _HeaderCache:
     """The rollup headers this process wrote or read last, decoded, by (artefacts, session, key),
     up to :attr:`max_bytes` of headers: a header names every member of its bucket, and decoding it
     again for each batch that lands costs with the bucket's size. An entry is used only when the
-    stored header is byte for byte the one it was made of (another host's write is decoded anew)."""
+    stored header is byte for byte the one it was made of (another host's write is decoded anew).
+
+    A rollup this process merged and wrote also keeps its merged columns (:meth:`merged`, as
+    :func:`unpack_columns` reads them from the store, counted in :attr:`max_bytes` too), so the
+    next batch of its bucket is merged into them without reading, decoding and checking them
+    again: they are the very bytes this process's sketch library serialized."""
 
     def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._entries: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], tuple[bytes, Rollup]]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._entries: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], _Kept]] = weakref.WeakKeyDictionary()
         self._size = 0
         self._lock = threading.Lock()
 
@@ -392,6 +407,18 @@ class _HeaderCache:
 
     def entry(self, artefacts: Any, session_id: str, key: str) -> tuple[bytes, Rollup] | None:
         """The header kept for this key and its rollup, whatever is stored now."""
+        kept = self._kept(artefacts, session_id, key)
+        return None if kept is None else (kept.header, kept.rollup)
+
+    def merged(self, artefacts: Any, session_id: str, key: str, header: bytes) -> tuple[Rollup, dict[str, Any]] | None:
+        """The rollup (its members and names) and the merged columns this process wrote with
+        ``header``; None when they are not kept or the stored header is another."""
+        kept = self._kept(artefacts, session_id, key)
+        if kept is None or kept.columns is None or kept.header != header:
+            return None
+        return kept.rollup, kept.columns
+
+    def _kept(self, artefacts: Any, session_id: str, key: str) -> _Kept | None:
         with self._lock:
             try:
                 entries = self._entries.get(artefacts)
@@ -399,20 +426,65 @@ class _HeaderCache:
                 return None
             return entries.get((session_id, key)) if entries is not None else None
 
-    def keep(self, artefacts: Any, session_id: str, key: str, header: bytes, rollup: Rollup) -> None:
+    def keep(
+        self,
+        artefacts: Any,
+        session_id: str,
+        key: str,
+        header: bytes,
+        rollup: Rollup,
+        columns: dict[str, Any] | None = None,
+        columns_size: int = 0,
+    ) -> None:
+        """Keep ``header`` (and, when given, the merged ``columns`` written with it, of
+        ``columns_size`` bytes as stored); a header or columns too big for a quarter of
+        :attr:`max_bytes` are not kept (columns too big: the header alone is)."""
         if len(header) > self.max_bytes // 4:
             return
+        if columns is None or len(header) + columns_size > self.max_bytes // 4:
+            columns, columns_size = None, 0
+        size = len(header) + columns_size
         with self._lock:
             try:
                 entries = self._entries.setdefault(artefacts, OrderedDict())
             except TypeError:  # artefacts that cannot be weakly referenced are not cached
                 return
             old = entries.pop((session_id, key), None)
-            self._size += len(header) - (len(old[0]) if old is not None else 0)
-            entries[(session_id, key)] = (header, rollup)
+            self._size += size - (old.size if old is not None else 0)
+            entries[(session_id, key)] = _Kept(header, rollup, columns, size)
             while self._size > self.max_bytes and entries:
-                _, (dropped, _) = entries.popitem(last=False)
-                self._size -= len(dropped)
+                _, dropped = entries.popitem(last=False)
+                self._size -= dropped.size
+
+    def forget(self, artefacts: Any, session_id: str, key: str) -> None:
+        """Forget what is kept for this key (a write of it failed: what is stored is not known)."""
+        with self._lock:
+            try:
+                entries = self._entries.get(artefacts)
+            except TypeError:
+                return
+            old = entries.pop((session_id, key), None) if entries is not None else None
+            if old is not None:
+                self._size -= old.size
+
+
+class _Staged(NamedTuple):
+    """Writes of one rollup, staged to be committed with others (:meth:`Rollups._commit`), and
+    what :class:`_HeaderCache` keeps once they are: (key, header, rollup, columns, columns' size),
+    or None to forget ``key``."""
+
+    writes: list[DerivedWrite]
+    kept: tuple[str, bytes, Rollup, dict[str, Any] | None, int] | None
+    key: str = ""
+
+
+class _Kept(NamedTuple):
+    """One entry of :class:`_HeaderCache`."""
+
+    header: bytes
+    rollup: Rollup
+    columns: dict[str, Any] | None
+    size: int
 
 
 _HEADERS = _HeaderCache()
@@ -440,26 +512,73 @@ class Rollups:
         """The stored rollup, None when there is none or it is not whole (its merged columns replaced
         by another host's meanwhile). ``merged=False``: its members and names only (``digest`` None)."""
         key = rollup_key(granularity, start, family)
-        header = self.artefacts.get_derived(session_id, key)
+        return self._found(session_id, key, self.artefacts.get_derived(session_id, key), merged=merged)
+
+    def _found(self, session_id: str, key: str, header: bytes | None, *, merged: bool = True) -> Rollup | None:
+        """:meth:`read` of the stored ``header`` of ``key``."""
         found = None if header is None else _decoded_header(self.artefacts, session_id, key, header)
         if found is None or not merged or len(found.members) == 1:
             return found
         data = self.artefacts.get_derived(session_id, f"{key}/{found.key}")
         return None if data is None else Rollup(found.members, found.names, data)
 
-    def write(self, session_id: str, granularity: str, start: int, family: str, rollup: Rollup) -> None:
+    def write(
+        self,
+        session_id: str,
+        granularity: str,
+        start: int,
+        family: str,
+        rollup: Rollup,
+        columns: dict[str, Any] | None = None,
+    ) -> None:
         """Store ``rollup``: its merged columns under ``<key>/<its members' content key>``, then its
         header, then drop the merged columns of any other members (a header names the columns of
-        exactly its members, so hosts writing one bucket at once never mix two merges)."""
+        exactly its members, so hosts writing one bucket at once never mix two merges).
+        ``columns``: its merged columns as :func:`pack_stored` gives them, kept in memory for the
+        next batch of the bucket (see :class:`_HeaderCache`)."""
+        self._commit(session_id, [self._writes(session_id, granularity, start, family, rollup, columns)])
+
+    def _writes(
+        self,
+        session_id: str,
+        granularity: str,
+        start: int,
+        family: str,
+        rollup: Rollup,
+        columns: dict[str, Any] | None = None,
+    ) -> _Staged:
+        """What :meth:`write` writes, to be committed (:meth:`_commit`)."""
         key = rollup_key(granularity, start, family)
         own = f"{key}/{rollup.key}"
+        writes: list[DerivedWrite] = []
         if rollup.digest is not None:
-            self.artefacts.put_derived(session_id, own, rollup.digest)
+            writes.append(("put", own, rollup.digest))
         earlier = _HEADERS.entry(self.artefacts, session_id, key)
         header = rollup.header() if earlier is None else rollup.header_after(*earlier)
-        self.artefacts.put_derived(session_id, key, header)
-        _HEADERS.keep(self.artefacts, session_id, key, header, Rollup(rollup.members, rollup.names, None))
-        self.artefacts.drop_derived(session_id, f"{key}/", own if rollup.digest is not None else None)
+        writes.append(("put", key, header))
+        writes.append(("drop", f"{key}/", own if rollup.digest is not None else None))
+        size = len(rollup.digest) if rollup.digest is not None else 0
+        kept = Rollup(rollup.members, rollup.names, None)
+        return _Staged(writes, (key, header, kept, columns if size else None, size))
+
+    def _commit(self, session_id: str, staged: Sequence[_Staged]) -> None:
+        """Make the staged writes, in order: in one transaction where the artefacts can
+        (``write_derived``), else one by one; then keep the headers written (:class:`_HeaderCache`)."""
+        many = getattr(self.artefacts, "write_derived", None)
+        if many is not None:
+            many(session_id, [write for item in staged for write in item.writes])
+        else:
+            for item in staged:
+                for write in item.writes:
+                    if write[0] == "put":
+                        self.artefacts.put_derived(session_id, write[1], write[2])
+                    else:
+                        self.artefacts.drop_derived(session_id, write[1], write[2])
+        for item in staged:
+            if item.kept is None:
+                _HEADERS.forget(self.artefacts, session_id, item.key)
+            else:
+                _HEADERS.keep(self.artefacts, session_id, *item.kept)
 
     # -- as batches land --
 
@@ -494,9 +613,11 @@ class Rollups:
                 merges[key] = merge_digested([columns for _, _, columns in entries], raw=True)
             return merges[key]
 
+        staged: list[_Staged] = []
         # hours first, days last, as one add writes them (a day that shows a batch: its hour does too)
         for (granularity, start, family), group in sorted(groups.items(), key=lambda item: ROLLED.index(item[0][0])):
-            self._add_group(session_id, granularity, start, family, list(group.values()), merged)
+            self._add_group(session_id, granularity, start, family, list(group.values()), merged, staged)
+        self._commit(session_id, staged)  # every bucket's writes in one transaction
 
     def _add_group(
         self,
@@ -506,8 +627,13 @@ class Rollups:
         family: str,
         entries: list[tuple[Member, bytes, dict[str, Any]]],
         merged: Callable[[Sequence[tuple[Member, bytes, dict[str, Any]]]], dict[str, Any]],
+        staged: list[_Staged],
     ) -> None:
-        found = self.read(session_id, granularity, start, family)
+        key = rollup_key(granularity, start, family)
+        header = self.artefacts.get_derived(session_id, key)
+        # the merged columns this process wrote with the stored header, when it is still that one
+        mine = None if header is None else _HEADERS.merged(self.artefacts, session_id, key, header)
+        found, columns = mine if mine is not None else (self._found(session_id, key, header), None)
         if found is not None:
             known = {m.identity for m in found.members}
             entries = [entry for entry in entries if entry[0].identity not in known]
@@ -517,19 +643,28 @@ class Rollups:
         new = [member for member, _, _ in entries]
         names = _names(found.names if found is not None else (), *(columns for _, _, columns in entries))
         if found is None:  # the first batches of the bucket (or some not rolled up yet: a view rebuilds it)
-            digest = pack_columns(merged(entries), known=True) if len(entries) > 1 else None
-            self.write(session_id, granularity, start, family, Rollup(tuple(new), names, digest))
+            digest, stored = pack_stored(merged(entries), known=True) if len(entries) > 1 else (None, None)
+            staged.append(
+                self._writes(session_id, granularity, start, family, Rollup(tuple(new), names, digest), stored)
+            )
             return
         replaced = {member.upload_id for member in new}
         others = [m for m in found.members if m.upload_id not in replaced]
         if len(others) == len(found.members) and new[0].order > found.members[-1].order:
-            base = found.digest or self.member_digest(session_id, found.members[0])
-            if base is None:
-                self._drop(session_id, granularity, start, family)
-                return
-            columns = unpack_columns(found.digest) if found.digest is not None else digest_columns(base)
-            digest = pack_columns(merge_digested([columns, merged(entries)], raw=True), known=True)
-            self.write(session_id, granularity, start, family, Rollup((*found.members, *new), names, digest))
+            own = columns is not None  # merged and serialized by this process: not read, not checked again
+            if columns is None:
+                base = found.digest or self.member_digest(session_id, found.members[0])
+                if base is None:
+                    staged.append(self._dropped(granularity, start, family))
+                    return
+                columns = unpack_columns(found.digest) if found.digest is not None else digest_columns(base)
+            both = merge_digested([columns, merged(entries)], raw=True, own=(own, True))
+            digest, stored = pack_stored(both, known=True)
+            staged.append(
+                self._writes(
+                    session_id, granularity, start, family, Rollup((*found.members, *new), names, digest), stored
+                )
+            )
             return
         # late within its bucket, or a replaced upload: this bucket is merged again, in order
         members = sorted([*others, *new], key=lambda m: m.order)
@@ -538,16 +673,19 @@ class Rollups:
         for member in members:
             decoded = given.get(member.identity)
             if decoded is None:
-                stored = self.member_digest(session_id, member)
-                if stored is None:
-                    self._drop(session_id, granularity, start, family)
+                summary = self.member_digest(session_id, member)
+                if summary is None:
+                    staged.append(self._dropped(granularity, start, family))
                     return
-                decoded = digest_columns(stored)
+                decoded = digest_columns(summary)
             views.append(view_of(decoded))
-        self.write(session_id, granularity, start, family, self.merge(members, views))
+        staged.append(self._writes(session_id, granularity, start, family, self.merge(members, views)))
 
-    def _drop(self, session_id: str, granularity: str, start: int, family: str) -> None:
-        self.artefacts.drop_derived(session_id, rollup_key(granularity, start, family))  # with its merged columns
+    @staticmethod
+    def _dropped(granularity: str, start: int, family: str) -> _Staged:
+        """The rollup dropped, with its merged columns (staged, see :meth:`_commit`)."""
+        key = rollup_key(granularity, start, family)
+        return _Staged([("drop", key, None)], None, key)
 
     @staticmethod
     def merge(members: Sequence[Member], views: Sequence[DatasetProfileView]) -> Rollup:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import logging
 import os
 import select
@@ -43,15 +44,21 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger("whylogs_songbird.server.sandbox")
 
 MiB = 1024 * 1024
 #: One frame: a kind byte and a payload length. The child greets with ``H``; each job it is sent
-#: (``D`` and the profile) it answers with ``S`` (started: it read the job's header) and then
-#: ``O`` (the digest), ``R`` (refused, why) or ``M`` (out of memory), so the server always knows
-#: which profile a child was reading when it died.
+#: (``D`` and the profile, or ``C``: see :data:`_CHECKED_JOB`) it answers with ``S`` (started: it
+#: read the job's header) and then ``O`` (the digest), ``R`` (refused, why) or ``M`` (out of
+#: memory), so the server always knows which profile a child was reading when it died.
 _FRAME = struct.Struct("<cQ")
+#: A job whose payload is the sha256 digest (32 bytes) of bytes that passed the structural check in
+#: the server's process (``profile_check.CheckedProfiles``), then the profile: the child skips that
+#: check only when the profile it received has that very digest, and checks it otherwise.
+_CHECKED_JOB = b"C"
+_SHA256_BYTES = 32
 #: Bytes read from a pipe at a time (what a pipe holds).
 _CHUNK = 64 * 1024
 #: How long a new child may take to import whylogs and greet (not counted in any job's time).
@@ -215,11 +222,20 @@ class _Child:
         kind, size = _FRAME.unpack_from(self._inbox)
         return kind, size
 
-    def send(self, kind: bytes, payloads: Sequence[bytes]) -> None:
+    def send(self, kind: bytes, payloads: Sequence[bytes], checked: Sequence[str | None] = ()) -> None:
         """Queue jobs; they are written while :meth:`frame` waits for the child's frames (so a child
-        whose answers fill its pipe never waits on a server that waits to write)."""
+        whose answers fill its pipe never waits on a server that waits to write). ``checked``: for
+        each payload, the sha256 (hex) of the bytes the server's process checked, sent as a
+        :data:`_CHECKED_JOB`, or None."""
         self.jobs += len(payloads)
-        data = b"".join(part for payload in payloads for part in (_FRAME.pack(kind, len(payload)), payload))
+        parts: list[bytes] = []
+        for index, payload in enumerate(payloads):
+            sha256 = checked[index] if index < len(checked) else None
+            if sha256 is None:
+                parts += (_FRAME.pack(kind, len(payload)), payload)
+            else:
+                parts += (_FRAME.pack(_CHECKED_JOB, _SHA256_BYTES + len(payload)), bytes.fromhex(sha256), payload)
+        data = b"".join(parts)
         if data:
             self._outbox.append(memoryview(data))
 
@@ -293,24 +309,29 @@ class Sandbox:
         if not keep:
             child.kill()
 
-    def digest(self, data: bytes) -> bytes:
-        """The digest of serialized profile bytes, made in a child process.
+    def digest(self, data: bytes, checked: str | None = None) -> bytes:
+        """The digest of serialized profile bytes, made in a child process. ``checked``: the sha256
+        (hex) of bytes the structural check passed in this process (``profile_check.CheckedProfiles``):
+        the child does not check them again when ``data`` are those bytes.
 
         Raises :class:`SandboxRefused` (with the reason) when the profile is not readable,
         :class:`SandboxCrash` when the child died, ran out of CPU or hung, and
         :class:`SandboxStopped` when the sandbox was closed meanwhile. A child that died before it
         started on the profile (an idle child killed from outside) is replaced once, free."""
         for _ in range(2):
-            (outcome,) = self.digest_many([data])
+            (outcome,) = self.digest_many([data], [checked]) if checked else self.digest_many([data])
             if isinstance(outcome, bytes):
                 return outcome
             if outcome is not None:
                 raise outcome
         raise SandboxCrash("the process summarising it ended before it started on it")
 
-    def digest_many(self, profiles: Sequence[bytes]) -> list[bytes | SandboxError | None]:
-        """:meth:`digest` of several profiles in one round trip to one child: all are sent at once and
-        the child answers them in order, each within the same limits as alone (its CPU limit and
+    def digest_many(
+        self, profiles: Sequence[bytes], checked: Sequence[str | None] = ()
+    ) -> list[bytes | SandboxError | None]:
+        """:meth:`digest` of several profiles (each with its ``checked``, if any) in one round trip to
+        one child: all are sent at once and the child answers them in order, each within the same
+        limits as alone (its CPU limit and
         :attr:`SandboxLimits.wall_seconds`, from when the child starts on it, apply to each
         profile). For a burst of small profiles this saves most of what a trip costs the child and
         the server.
@@ -330,7 +351,10 @@ class Sandbox:
         keep = False
         answered = started = 0  # answers read; jobs the child said it started
         try:
-            child.send(b"D", profiles)
+            if any(checked):
+                child.send(b"D", profiles, checked)
+            else:
+                child.send(b"D", profiles)
             deadline = time.monotonic() + wall
             while answered < len(profiles):
                 kind, payload = child.frame(deadline)
@@ -432,19 +456,37 @@ def summarise_bytes(data: bytes) -> bytes:
     return digest_view(read_view(data))
 
 
-def summarise_in_child(data: bytes, max_columns: int) -> bytes:
+def _summarised_columns(data: bytes) -> dict[str, dict[str, Any]]:
+    """:func:`summarise_bytes` before it is packed (the same digest once packed, ``digest.pack_digest``):
+    the digested columns, each sketch as the bytes the digest will hold."""
+    from whylogs_songbird.server.digest import raw_columns_from_bytes, raw_view_columns
+    from whylogs_songbird.server.summaries import read_view
+
+    try:
+        return raw_columns_from_bytes(data)
+    except Exception:
+        logger.debug("sandbox: the fast digest did not take these bytes; asking whylogs", exc_info=True)
+    return raw_view_columns(read_view(data))
+
+
+def summarise_in_child(data: bytes, max_columns: int, *, checked: bool = False) -> bytes:
     """What a child does with one profile: the checks, the digest, the digest's sketches checked.
-    Raises ``SummaryError`` when the profile is not readable."""
+    ``checked``: these very bytes passed the structural check in the server's process (the child
+    made sure of their digest, see :data:`_CHECKED_JOB`), which is not run again. Raises
+    ``SummaryError`` when the profile is not readable."""
     from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
     from whylogs_songbird.server.summaries import SummaryError
 
-    try:
-        check_profile_bytes(data, max_columns=max_columns)
-    except ProfileCheckError as exc:
-        raise SummaryError(f"it is not a well-formed whylogs profile ({exc})") from None
-    digest = summarise_bytes(data)
-    exercise_digest(digest)  # which checks each sketch of the digest first
-    return digest
+    if not checked:
+        try:
+            check_profile_bytes(data, max_columns=max_columns)
+        except ProfileCheckError as exc:
+            raise SummaryError(f"it is not a well-formed whylogs profile ({exc})") from None
+    from whylogs_songbird.server.digest import pack_digest
+
+    columns = _summarised_columns(data)
+    _exercise_columns(columns)  # the very sketch bytes the digest holds, each checked first
+    return pack_digest(columns)
 
 
 def exercise_digest(digest: bytes) -> None:
@@ -453,12 +495,19 @@ def exercise_digest(digest: bytes) -> None:
     in the server's process through whylogs' aggregators and the summaries (merges, quantiles, CDF
     and PMF, estimates, frequent items): a sketch the library accepts but cannot work with fails
     here, in the child, not there."""
+    from whylogs_songbird.server.digest import digest_columns
+
+    _exercise_columns(digest_columns(digest))
+
+
+def _exercise_columns(columns: dict[str, dict[str, Any]]) -> None:
+    """:func:`exercise_digest` of a digest's columns (each sketch as its bytes or base64 text)."""
     import whylogs_sketching as ds
 
-    from whylogs_songbird.server.digest import digest_columns, sketches_of
+    from whylogs_songbird.server.digest import sketches_of
 
     error_types = (ds.frequent_items_error_type.NO_FALSE_NEGATIVES, ds.frequent_items_error_type.NO_FALSE_POSITIVES)
-    checked = [sketches_of(data) for data in digest_columns(digest).values()]  # all, before any is read
+    checked = [sketches_of(data) for data in columns.values()]  # all, before any is read
     for sketches in checked:
         if "kll" in sketches:
             kll = ds.kll_doubles_sketch.deserialize(sketches["kll"])
@@ -510,7 +559,7 @@ def child_main(memory_bytes: int, cpu_seconds: int, max_columns: int) -> None:
         header = _read_exactly(requests, _FRAME.size)
         if header is None:
             return
-        _, size = _FRAME.unpack(header)
+        job, size = _FRAME.unpack(header)
         answers.write(_FRAME.pack(b"S", 0))  # started: from here on, a death is this job's
         answers.flush()
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -518,12 +567,20 @@ def child_main(memory_bytes: int, cpu_seconds: int, max_columns: int) -> None:
         resource.setrlimit(
             resource.RLIMIT_CPU, (soft if cpu_hard == resource.RLIM_INFINITY else min(soft, cpu_hard), cpu_hard)
         )
+        vouched = None
+        if job == _CHECKED_JOB and size >= _SHA256_BYTES:
+            vouched = _read_exactly(requests, _SHA256_BYTES)
+            size -= _SHA256_BYTES
         data = _read_exactly(requests, size)
         if data is None:
             return
         try:
             _apply_test_fault(data)
-            kind, payload = b"O", summarise_in_child(data, max_columns)
+            # the check is skipped only for the very bytes the server's process checked
+            if vouched is not None and hashlib.sha256(data).digest() == vouched:
+                kind, payload = b"O", summarise_in_child(data, max_columns, checked=True)
+            else:
+                kind, payload = b"O", summarise_in_child(data, max_columns)
         except SummaryError as exc:
             kind, payload = b"R", str(exc).encode("utf-8")
         except MemoryError:

@@ -1,6 +1,7 @@
 """The server's HTTP edge: which ``Host`` names it answers to, and the security headers of every answer.
 
-:class:`SecurityMiddleware` is plain ASGI and wraps the whole app:
+:class:`HostGate` and :func:`secured`, applied to every request by the app's edge
+(``middleware.EdgeMiddleware``; :class:`SecurityMiddleware` is the same as a middleware of its own):
 
 - **Host allow-list.** A web page can point a host name it controls at 127.0.0.1 (DNS rebinding)
   and then read this server's pages and profiles as "same origin". Only requests whose ``Host``
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whylogs_songbird.server.common import error_response
@@ -159,11 +161,21 @@ def refusal_message(host: str) -> str:
     )
 
 
-class SecurityMiddleware:
-    """Refuses requests for foreign ``Host`` names (421) and adds the security headers to every answer."""
+def secured(message: Message) -> Message:
+    """An ``http.response.start`` message with the security headers its app did not set itself
+    (a route's own ``Cache-Control`` is kept)."""
+    headers = list(message.get("headers", ()))
+    present = {name.lower() for name, _ in headers}
+    headers.extend(pair for pair in _RAW_SECURITY_HEADERS if pair[0] not in present)
+    if _CACHE_CONTROL[0] not in present:
+        headers.append(_CACHE_CONTROL)
+    return {**message, "headers": headers}
 
-    def __init__(self, app: ASGIApp, allowed: HostAllowList) -> None:
-        self.app = app
+
+class HostGate:
+    """Which requests are answered, by their ``Host`` header (see :class:`HostAllowList`)."""
+
+    def __init__(self, allowed: HostAllowList) -> None:
         self.allowed = allowed
         self._verdicts: dict[bytes, bool] = {}
 
@@ -178,6 +190,25 @@ class SecurityMiddleware:
             self._verdicts[host_header] = verdict
         return verdict
 
+    def refusal(self, scope: Scope) -> Response | None:
+        """The 421 answer to an HTTP request for a foreign ``Host`` name, or None to answer it."""
+        host_header = next((value for name, value in scope.get("headers", []) if name == b"host"), None)
+        if host_header is None or self._allowed(host_header):
+            return None
+        host = host_from_header(host_header.decode("latin-1"))
+        logger.debug("refused a request for host %r", host[:_MAX_HOST_SHOWN])
+        return error_response(421, refusal_message(host), {"Connection": "close"})
+
+
+class SecurityMiddleware(HostGate):
+    """Refuses requests for foreign ``Host`` names (421) and adds the security headers to every
+    answer, as an ASGI middleware of its own (the app's edge, ``middleware.EdgeMiddleware``, does
+    both within its one layer)."""
+
+    def __init__(self, app: ASGIApp, allowed: HostAllowList) -> None:
+        super().__init__(allowed)
+        self.app = app
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -185,19 +216,11 @@ class SecurityMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(pair for pair in _RAW_SECURITY_HEADERS if pair[0] not in present)
-                if _CACHE_CONTROL[0] not in present:
-                    headers.append(_CACHE_CONTROL)
-                message = {**message, "headers": headers}
+                message = secured(message)
             await send(message)
 
-        host_header = next((value for name, value in scope.get("headers", []) if name == b"host"), None)
-        if host_header is not None and not self._allowed(host_header):
-            host = host_from_header(host_header.decode("latin-1"))
-            logger.debug("refused a request for host %r", host[:_MAX_HOST_SHOWN])
-            response = error_response(421, refusal_message(host), {"Connection": "close"})
+        response = self.refusal(scope)
+        if response is not None:
             await response(scope, receive, send_with_headers)
             return
         try:
@@ -213,8 +236,10 @@ __all__ = [
     "CONTENT_SECURITY_POLICY",
     "SECURITY_HEADERS",
     "HostAllowList",
+    "HostGate",
     "SecurityMiddleware",
     "host_from_header",
     "is_wildcard",
     "machine_names",
+    "secured",
 ]

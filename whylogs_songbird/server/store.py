@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from whylogs_songbird.server.config import ServerConfig
 from whylogs_songbird.server.counters import OperationCounts
-from whylogs_songbird.server.profile_check import ProfileCheckError, check_profile_bytes
+from whylogs_songbird.server.profile_check import CheckedProfiles, ProfileCheckError, check_profile_bytes
 from whylogs_songbird.server.signing import load_or_create_health_token
 from whylogs_songbird.server.storage import DB_FILE, StorageSpec, open_storage
 from whylogs_songbird.server.storage.base import (
@@ -33,6 +33,7 @@ from whylogs_songbird.server.storage.base import (
     OPERATIONS,
     BlobChangedError,
     BlobStore,
+    DerivedWrite,
     MetadataStore,
     NewUpload,
     SessionClaimedError,
@@ -216,6 +217,8 @@ class Store:
         self._recorded_wakers: list[Callable[[], None]] = []
         #: Called with each upload this process records (see :meth:`upload_landed`).
         self._landed_hooks: list[Callable[[UploadRecord], None]] = []
+        #: Profile bytes this process's PUTs checked, so their sandbox child skips that check (``ingest.py``).
+        self.checked = CheckedProfiles()
 
     @classmethod
     def open(cls, config: ServerConfig) -> Store:
@@ -1245,6 +1248,10 @@ class Store:
 
     def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
         return self.metadata.drop_derived(session_id, prefix, keep)
+
+    def write_derived(self, session_id: str, writes: Sequence[DerivedWrite]) -> None:
+        """Derived values stored and dropped in one transaction (``MetadataStore.write_derived``)."""
+        self.metadata.write_derived(session_id, writes)
 
     # -- the parts of the metadata store that services use as they are ----------------------
 

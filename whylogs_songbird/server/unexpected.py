@@ -4,6 +4,9 @@ The first time an error happens (its type and the line that raised it), its trac
 When the same error happens again, as it does on every request that reaches the same stored value,
 one line says so, at most once a minute per error, with how many times it happened since: a
 stranger repeating a failing request cannot fill the disk with tracebacks.
+
+The app's edge (``middleware.EdgeMiddleware``) answers an exception no route handled with a 500
+JSON message (:data:`UNEXPECTED_MESSAGE`) and reports it here.
 """
 
 from __future__ import annotations
@@ -14,11 +17,6 @@ import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
-
-from starlette.requests import ClientDisconnect
-
-from whylogs_songbird.server.common import error_response
 
 #: The message of every 500 answer (the details are in the server's log, never in the answer).
 UNEXPECTED_MESSAGE = "The local songbird server failed unexpectedly; see its log for the traceback."
@@ -75,36 +73,4 @@ class RepeatedErrors:
             )
 
 
-class UnexpectedErrorMiddleware:
-    """Answers an exception no route handled with a 500 JSON message, logged by `RepeatedErrors`.
-
-    Innermost of the app's middleware: the error ends here, so the server framework does not log
-    its own traceback of it as well."""
-
-    def __init__(self, app: Any, errors: RepeatedErrors) -> None:
-        self.app = app
-        self.errors = errors
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def sending(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        except ClientDisconnect:  # the client went away (or was cut off): nobody to answer, nothing wrong here
-            return
-        except Exception as exc:
-            self.errors.report(exc)
-            if not started:  # else the answer is under way: the connection just ends
-                await error_response(500, UNEXPECTED_MESSAGE)(scope, receive, send)
-
-
-__all__ = ["UNEXPECTED_MESSAGE", "RepeatedErrors", "UnexpectedErrorMiddleware"]
+__all__ = ["UNEXPECTED_MESSAGE", "RepeatedErrors"]

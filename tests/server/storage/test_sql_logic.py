@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from whylogs_songbird.server.storage import sql as sql_module
-from whylogs_songbird.server.storage.base import NewUpload, SlotLimitError, UploadRecord
+from whylogs_songbird.server.storage.base import NewUpload, SessionGoneError, SlotLimitError, UploadRecord
 from whylogs_songbird.server.storage.sql import DAY_MS
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 
@@ -451,7 +451,7 @@ def test_a_setting_is_written_read_and_replaced(store, clock):
 def test_a_setting_needs_a_known_server_made_session(store):
     with pytest.raises(ValueError):
         store.put_setting("bad id", "k", "v")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(SessionGoneError):
         store.put_setting(UNKNOWN_SESSION, "k", "v")
 
 

@@ -32,6 +32,7 @@ from stored_profiles import profile_path, store_profile_bytes
 
 from whylogs_songbird.server import store as store_module
 from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.storage.base import SessionGoneError
 from whylogs_songbird.server.storage.files import FileBlobStore
 from whylogs_songbird.server.storage.sql import POSTGRESQL, SCHEMA_VERSION, SQLITE, Dialect
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
@@ -545,7 +546,7 @@ def test_create_upload_makes_one_slot_with_its_options(store):
 def test_slots_of_a_malformed_or_unknown_session_are_refused(store):
     with pytest.raises(ValueError, match="not a server-made id"):
         store.create_uploads("log-" + "A" * 24, [NewUpload("batch")], ttl_seconds=60)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(SessionGoneError):
         store.create_uploads(UNKNOWN_SESSION, [NewUpload("batch"), NewUpload("batch")], ttl_seconds=60)
     assert sql(store, "SELECT COUNT(*) FROM uploads") == [(0,)]
 

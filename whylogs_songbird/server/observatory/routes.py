@@ -44,6 +44,7 @@ from whylogs_songbird.server.observatory.selection import (
     parse_segments,
 )
 from whylogs_songbird.server.page_access import AccessRefused, dataset_access, login_router, refused_answer
+from whylogs_songbird.server.routes.deps import add_routes
 from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.store import Store, is_valid_id, parse_timestamp_selector
 from whylogs_songbird.server.summaries import SummaryError
@@ -78,7 +79,7 @@ def observatory_router(
     listed when nobody but this machine can reach the server."""
     router = APIRouter(include_in_schema=False)
     env = make_environment()
-    router.include_router(login_router(env))  # the login that opens an organization's dataset pages
+    add_routes(router, login_router(env))  # the login that opens an organization's dataset pages
     failures = RepeatedErrors(logger)  # a page failing on every request logs one traceback
     for name in env.list_templates(extensions=["html"]):
         env.get_template(name)  # compiled at start, not by the first page (a cold profiles page paid ~100 ms)
@@ -567,6 +568,6 @@ def mount_observatory(
     """Add the observatory pages to ``app``; returns their cache (``app.state.observatory_cache``).
     ``sandbox``: where profiles not summarised yet are summarised (default: a sandbox of its own)."""
     cache = ProfileCache(store) if sandbox is None else ProfileCache(store, sandbox=sandbox)
-    app.include_router(observatory_router(store, public_url=public_url, cache=cache, list_sessions=list_sessions))
+    add_routes(app.router, observatory_router(store, public_url=public_url, cache=cache, list_sessions=list_sessions))
     app.state.observatory_cache = cache
     return cache

@@ -41,6 +41,7 @@ from whylogs_songbird.server.observatory.container import PageContainer
 from whylogs_songbird.server.observatory.page import make_environment
 from whylogs_songbird.server.page_access import AccessRefused, dataset_access, refused_answer
 from whylogs_songbird.server.rollups import bump_version, read_version, store_rollups
+from whylogs_songbird.server.routes.deps import add_routes
 from whylogs_songbird.server.sandbox import Sandbox, SandboxError
 from whylogs_songbird.server.store import Store, UploadRecord, is_valid_id
 from whylogs_songbird.server.summaries import SummaryError
@@ -539,7 +540,7 @@ def mount_timeline(
     service = make_service(store, profiles=profiles, cache=cache, monitors=monitors)
 
     app.state.timeline_pages = page_cache()
-    app.include_router(timeline_router(store, service, public_url=public_url, pages=app.state.timeline_pages))
+    add_routes(app.router, timeline_router(store, service, public_url=public_url, pages=app.state.timeline_pages))
     app.state.timeline = service
     return service
 

@@ -23,7 +23,7 @@ from whylogs_songbird.server.profile_check import (
     check_profile_file,
 )
 from whylogs_songbird.server.quotas import check_guest_writes, check_session_quota
-from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, DirectRoute
+from whylogs_songbird.server.routes.deps import ERROR_RESPONSES, DirectRoute, in_thread
 from whylogs_songbird.server.signing import SignatureError, UrlSigner
 from whylogs_songbird.server.store import (
     OpenUpload,
@@ -101,7 +101,7 @@ async def put_upload(upload_id: str, request: Request) -> JSONResponse:
     if length.isdigit() and int(length) <= SMALL_BODY_BYTES:
         # the common case, in one thread-pool hop: each hop costs more CPU than a small profile's check
         data = await request.body()
-        outcome, size, digest = await run_in_threadpool(_store_small_body, store, config, upload_id, data)
+        outcome, size, digest = await in_thread(_store_small_body, store, config, upload_id, data)
     else:
         outcome, size, digest = await _store_streamed_body(request, store, config, upload_id)
     headers = {"ETag": f'"{digest}"'}
@@ -160,6 +160,7 @@ def _store_small_body(
         shape = check_profile_bytes(data, max_columns=config.max_columns)
     except ProfileCheckError as exc:
         raise _not_a_profile(exc) from None
+    store.checked.note(digest, config.max_columns)  # its sandbox child need not check them again
     session_id = opened.upload.session_id
     check_session_quota(store, config, session_id, new_profiles=1, new_bytes=len(data), replacing=opened.upload)
     outcome = _stored(
@@ -186,6 +187,7 @@ async def _store_streamed_body(
                 if looks_like_zip(data):
                     return _store_zip(store, config, upload, data)
             shape = _check_profile_file(tmp, config.max_columns)
+            store.checked.note(digest, config.max_columns)  # its sandbox child need not check them again
             check_session_quota(store, config, upload.session_id, new_profiles=1, new_bytes=size, replacing=upload)
             return _stored(
                 lambda: store.store_profile_file(

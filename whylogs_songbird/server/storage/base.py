@@ -41,6 +41,8 @@ UploadKind = Literal["batch", "reference"]
 UploadFormat = Literal["zip"]
 #: ``pending``: stored, not summarised yet; ``ready``: summary stored; ``invalid``: the full check failed.
 IngestState = Literal["pending", "ready", "invalid"]
+#: One write of :meth:`MetadataStore.write_derived`: ``("put", key, data)`` or ``("drop", prefix, keep)``.
+DerivedWrite = tuple[Literal["put"], str, bytes] | tuple[Literal["drop"], str, str | None]
 
 #: Failed tries of one profile's summary before it is given up on and marked invalid: a profile
 #: whose summarising crashed (or hung) the sandbox process, or whose host died while summarising
@@ -81,6 +83,17 @@ class UnknownUploadError(StoreError):
 
 class SessionClaimedError(StoreError):
     """The upload's session was claimed; it takes no more data."""
+
+
+class SessionGoneError(StoreError):
+    """The session (or dataset container) written to was deleted meanwhile: nothing was written.
+
+    A route checks that a session is there before it writes, but a deletion (on any host) may
+    come between; the write then finds the session marked deleted, or gone, in its own transaction."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id} was deleted")
+        self.session_id = session_id
 
 
 class SlotLimitError(StoreError):
@@ -317,7 +330,8 @@ class MetadataStore(Protocol):
 
     def move_stored_uploads(self, from_session: str, to_session: str) -> list[str]:
         """Move the stored uploads of one container into another (a transaction's into its dataset, at
-        commit), in one write; their ids. Slots without bytes stay behind."""
+        commit), in one write; their ids. Slots without bytes stay behind. :class:`SessionGoneError`
+        (nothing moved) when the target was deleted meanwhile."""
 
     def delete_uploads(self, session_id: str) -> list[str]:
         """Forget every upload of a container and their summaries (an aborted transaction's); the
@@ -325,7 +339,8 @@ class MetadataStore(Protocol):
 
     def put_setting(self, session_id: str, key: str, value: str) -> None:
         """Keep ``value`` (JSON text) under ``key`` for a dataset's container: what its org says of it
-        (column schema, metric schema, weights); replaced by the next put of the same key."""
+        (column schema, metric schema, weights); replaced by the next put of the same key.
+        :class:`SessionGoneError` when the container was deleted meanwhile."""
 
     def get_setting(self, session_id: str, key: str) -> str | None:
         """The value kept under ``key``, or None."""
@@ -347,7 +362,8 @@ class MetadataStore(Protocol):
         without an alias is named after its id. Raises :class:`SlotLimitError` (creating nothing)
         when the session would hold more than ``max_open`` open slots (not stored, URL not
         expired), or more than ``max_profiles`` stored profiles and open slots; the count and
-        the insert are one transaction, serialized per session."""
+        the insert are one transaction, serialized per session. Raises :class:`SessionGoneError`
+        (creating nothing) when the session is unknown or was deleted meanwhile."""
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         """The upload (stored or not), or None."""
@@ -576,6 +592,10 @@ class MetadataStore(Protocol):
     def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
         """Drop the session's derived artefacts whose key starts with ``prefix`` (but not with
         ``keep``, when given); return how many."""
+
+    def write_derived(self, session_id: str, writes: Sequence[DerivedWrite]) -> None:
+        """Several :meth:`put_derived` (``("put", key, data)``) and :meth:`drop_derived`
+        (``("drop", prefix, keep)``) in that order, in one transaction."""
 
     # -- counters --
     def count(self, operation: str, n: int = 1) -> None:

@@ -23,8 +23,12 @@ Deleting is two steps, so nothing half-deleted is ever shown:
    crash anywhere leaves marked rows, which the next claim (at the next start, or on any host once
    the lease has run out) finishes.
 
+Removing rows never races the ingest worker into an error: every removal of upload rows locks
+them first (:meth:`DeletionSql._lock_for_removal`, which says why), and the ingest stores no
+summary for an upload marked deleted.
+
 A mixin of :class:`~whylogs_songbird.server.storage.sql.SqlMetadataStore`: it uses its
-``_transaction``, ``_exec``, ``_rowcount`` and ``_query``.
+``_transaction``, ``_exec``, ``_rowcount``, ``_query`` and ``dialect``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from whylogs_songbird.server.storage.base import is_valid_id, now_ms
+from whylogs_songbird.server.storage.base import SessionGoneError, is_valid_id, now_ms
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,59 @@ class PurgeItem:
 class DeletionSql:
     """The deletion statements (see the module docstring)."""
 
+    dialect: Any  # provided by SqlMetadataStore
+
     if TYPE_CHECKING:  # provided by SqlMetadataStore
 
         def _transaction(self) -> contextlib.AbstractContextManager[Any]: ...
         def _exec(self, conn: Any, statement: str, params: Sequence[object] = ()) -> list[dict[str, Any]]: ...
         def _rowcount(self, conn: Any, statement: str, params: Sequence[object] = ()) -> int: ...
         def _query(self, statement: str, params: Sequence[object] = ()) -> list[dict[str, Any]]: ...
+
+    def _lock_for_removal(self, conn: Any, *, session_id: str | None = None, upload_ids: Sequence[str] = ()) -> None:
+        """Lock, until ``conn``'s transaction ends, the rows a removal is about to delete with their
+        summaries: the session's row and all its uploads (``session_id``), or the uploads
+        ``upload_ids``, each in id order.
+
+        The ingest worker's write (``store_summaries``) updates an upload's row, which locks it,
+        then inserts its summary, in one transaction. On PostgreSQL a removal interleaves with it:
+        its DELETE of summaries does not see the summary not committed yet, its DELETE of the
+        upload waits for the ingest's row lock, and once the ingest commits it breaks
+        ``summaries_upload_id_fkey``. Locking the uploads first makes either order well defined:
+        the removal waits for the ingest's commit, and its next statement (a new snapshot, READ
+        COMMITTED) sees and deletes the summary; or it holds the rows first, and the ingest's
+        UPDATE then finds no row and stores nothing. The session's row is locked before its
+        uploads: FOR UPDATE conflicts with the key-share lock an insert referencing it takes, so
+        an upload or setting being added to the session is waited for, and none is added until
+        the removal commits (what is deleted is what was locked).
+
+        Every transaction that writes several uploads takes them in id order: the ingest's claims
+        and summaries, the heartbeat, the marks of a deletion (which lock with this first) and the
+        removals, so no two of them deadlock (PostgreSQL would end one with an error). On SQLite
+        ``BEGIN IMMEDIATE`` already keeps every other writer out; these are plain reads."""
+        lock = self.dialect.for_update
+        if session_id is not None:
+            self._exec(conn, "SELECT id FROM sessions WHERE id = ?" + lock, (session_id,))  # noqa: S608 - a constant
+            of_session = "SELECT id FROM uploads WHERE session_id = ? ORDER BY id" + lock  # noqa: S608 - a constant
+            self._exec(conn, of_session, (session_id,))
+        if upload_ids:
+            marks = ", ".join("?" for _ in upload_ids)
+            statement = f"SELECT id FROM uploads WHERE id IN ({marks}) ORDER BY id{lock}"  # noqa: S608 - placeholders only
+            self._exec(conn, statement, tuple(upload_ids))
+
+    def _require_live_session(self, conn: Any, session_id: str, *, exclusive: bool = False) -> None:
+        """Before a write of rows referencing the session (uploads, settings): raise
+        :class:`SessionGoneError` when it is marked deleted or gone, else keep it from being
+        removed until ``conn``'s transaction ends (a key-share lock, which a removal's lock waits
+        for, see :meth:`_lock_for_removal`); without it an insert after a purge broke the foreign
+        key (an error, not an answer). A deletion marked meanwhile still goes on: what is written
+        now is marked or removed with the rest. ``exclusive``: the transaction locks the session's
+        row FOR UPDATE later (counting its slots), so it takes that lock now: two transactions
+        holding key-share locks and each waiting to upgrade would deadlock."""
+        lock = self.dialect.for_update if exclusive else self.dialect.key_share
+        statement = "SELECT id FROM sessions WHERE id = ? AND deleted_at IS NULL" + lock  # noqa: S608 - a constant
+        if not self._exec(conn, statement, (session_id,)):
+            raise SessionGoneError(session_id)
 
     def _live_session(self, conn: Any, session_id: str) -> bool:
         """Whether the session exists and is not marked deleted (read inside ``conn``'s transaction)."""
@@ -78,6 +129,7 @@ class DeletionSql:
             )
             if not changed:
                 return False
+            self._lock_for_removal(conn, session_id=session_id)  # in id order, as the ingest writes them
             self._exec(
                 conn, "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL", (now, session_id)
             )
@@ -107,6 +159,7 @@ class DeletionSql:
                     "UPDATE sessions SET deleted_at = ?, purge_lease = NULL, dataset_id = ? WHERE id = ?",
                     (now, f"{row['dataset_id']}/deleted/{row['id']}", row["id"]),
                 )
+                self._lock_for_removal(conn, session_id=row["id"])  # in id order, as the ingest writes them
                 self._exec(
                     conn,
                     "UPDATE uploads SET deleted_at = ? WHERE session_id = ? AND deleted_at IS NULL",
@@ -188,6 +241,8 @@ class DeletionSql:
                 " AND sessions.dataset_id IS NULL ORDER BY uploads.stored_at, uploads.id LIMIT ?",
                 (stored_before, limit),
             )
+            # the profiles the ingest may be writing, locked in its order (their duplicates it never writes)
+            self._lock_for_removal(conn, upload_ids=[row["id"] for row in rows])
             marked = 0
             for row in rows:
                 marked += self._rowcount(
@@ -305,6 +360,7 @@ class DeletionSql:
             marked = "SELECT 1 AS one FROM sessions WHERE id = ? AND deleted_at IS NOT NULL"
             if not self._exec(conn, marked, (session_id,)):
                 return False
+            self._lock_for_removal(conn, session_id=session_id)
             self._exec(
                 conn,
                 "DELETE FROM summaries WHERE upload_id IN (SELECT id FROM uploads WHERE session_id = ?)",
@@ -321,6 +377,7 @@ class DeletionSql:
         """Remove the rows (and summaries) of these marked uploads in one transaction; how many."""
         removed = 0
         with self._transaction() as conn:
+            self._lock_for_removal(conn, upload_ids=upload_ids)
             for upload_id in upload_ids:
                 self._exec(
                     conn,

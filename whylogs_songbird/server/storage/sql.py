@@ -26,6 +26,7 @@ from whylogs_songbird.server.storage.base import (
     INGEST_MAX_TRIES,
     OPERATIONS,
     TIMELINE_VERSION_KEY,
+    DerivedWrite,
     NewUpload,
     SessionClaimedError,
     SessionRecord,
@@ -190,6 +191,9 @@ class Dialect:
     for_update: str = ""
     #: Like :attr:`for_update`, passing over rows another transaction has locked instead of waiting.
     skip_locked: str = ""
+    #: Appended to a SELECT to keep its rows from being deleted (or their key changed) until the
+    #: transaction ends, as a foreign key's check does; other such locks and updates go on.
+    key_share: str = ""
     #: A query with a row when the index named ``?`` exists (in the current schema).
     index_query: str = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?"
 
@@ -211,6 +215,7 @@ POSTGRESQL = Dialect(
     "AND table_schema = current_schema()",
     for_update=" FOR UPDATE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    key_share=" FOR KEY SHARE",
     index_query="SELECT name FROM (SELECT to_regclass(?) AS name) AS found WHERE name IS NOT NULL",
 )
 
@@ -325,6 +330,33 @@ _REPLACE_VERSION = (
 
 def _is_upload_id(value: str) -> bool:
     return is_valid_id(value, "log") or is_valid_id(value, "ref")
+
+
+#: A derived value stored or replaced (session id, key, data, created at).
+_PUT_DERIVED = (
+    "INSERT INTO derived (session_id, key, data, created_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (session_id, key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at"
+)
+
+
+def _drop_derived(dialect: str, session_id: str, prefix: str, keep: str | None) -> tuple[str, tuple[str, ...]]:
+    """The statement dropping a session's derived values under ``prefix`` (but not under ``keep``)."""
+
+    def pattern(start: str) -> str:
+        return start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+    sql = "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'"
+    params: tuple[str, ...] = (session_id, pattern(prefix))
+    if prefix and dialect == "sqlite" and ord(prefix[-1]) < 0xD7FF:
+        # SQLite's LIKE cannot use the (session_id, key) index: without this range it reads every
+        # derived row of the session (its rollups too), milliseconds per value a timeline stores.
+        # Text compares as UTF-8 bytes here, so the keys starting with prefix are exactly this range.
+        sql += " AND key >= ? AND key < ?"
+        params += (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    if keep is not None:
+        sql += " AND key NOT LIKE ? ESCAPE '\\'"
+        params += (pattern(keep),)
+    return sql, params
 
 
 class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
@@ -532,8 +564,10 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                     format=spec.format,
                 )
             )
+        limited = max_open is not None or max_profiles is not None
         with self._transaction() as conn:
-            if max_open is not None or max_profiles is not None:
+            self._require_live_session(conn, session_id, exclusive=limited)
+            if limited:
                 self._check_slot_limits(conn, session_id, len(records), int(created / 1000), max_open, max_profiles)
             for r in records:
                 self._exec(
@@ -958,9 +992,13 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                     break
             if not claimed:
                 batch = _fresh_batch(rows, max_bytes)
-                for row in batch:
+                # taken in id order, the order every writer of several uploads locks them in (no deadlock
+                # with a deletion, see DeletionSql._lock_for_removal); given in the order they were stored
+                for row in sorted(batch, key=lambda row: str(row["id"])):
                     if (taken := self._take(conn, row, now, lease_ms, max_tries, together=len(batch))) is not None:
                         claimed.append(taken)
+                stored_order = [row["id"] for row in batch]
+                claimed.sort(key=lambda upload: stored_order.index(upload.id))
         self.claimed_here.update(upload.id for upload in claimed)
         return claimed
 
@@ -1032,8 +1070,10 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         if not upload_ids:
             return set()
         marks = ", ".join("?" for _ in upload_ids)
+        # the rows locked in id order first, as every writer of several uploads does (no deadlock)
         statement = (
-            f"UPDATE uploads SET ingest_lease = ? WHERE id IN ({marks}) AND ingest_state = 'pending'"  # noqa: S608 - placeholders only
+            f"UPDATE uploads SET ingest_lease = ? WHERE id IN (SELECT id FROM uploads WHERE id IN ({marks})"  # noqa: S608 - placeholders only
+            f" ORDER BY id{self.dialect.for_update}) AND ingest_state = 'pending'"
             " AND ingest_lease IS NOT NULL AND ingest_owner = ? RETURNING id"
         )
         with self._transaction() as conn:
@@ -1065,13 +1105,18 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         return self.store_summaries([(upload_id, sha256, data)])[0]
 
     def store_summaries(self, summaries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
-        stored = []
+        """Each summary is kept only while its upload is there, not marked deleted, with the same
+        bytes: the UPDATE of the upload's row (which locks it) decides, before the summary is
+        inserted. The rows are written in id order, the order a removal locks them in (see
+        ``DeletionSql._lock_for_removal``), so an ingest and a removal never deadlock."""
+        stored = [False] * len(summaries)
         with self._transaction() as conn:
-            for upload_id, sha256, data in summaries:
+            for index in sorted(range(len(summaries)), key=lambda i: summaries[i][0]):
+                upload_id, sha256, data = summaries[index]
                 changed = self._rowcount(
                     conn,
                     "UPDATE uploads SET ingest_state = 'ready', ingest_error = NULL, ingest_lease = NULL"
-                    " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL",
+                    " WHERE id = ? AND sha256 = ? AND duplicate_of IS NULL AND deleted_at IS NULL",
                     (upload_id, sha256),
                 )
                 self.claimed_here.discard(upload_id)
@@ -1083,7 +1128,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                         " created_at = excluded.created_at",
                         (upload_id, sha256, data, now_ms()),
                     )
-                stored.append(bool(changed))
+                stored[index] = bool(changed)
         return stored
 
     def mark_invalid(self, upload_id: str, sha256: str, reason: str) -> bool:
@@ -1108,34 +1153,28 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         with self._transaction() as conn:
             if not self._live_session(conn, session_id):
                 return  # deleted (or being deleted): nothing derived from it is kept
-            self._exec(
-                conn,
-                "INSERT INTO derived (session_id, key, data, created_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (session_id, key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at",
-                (session_id, key, data, now_ms()),
-            )
+            self._exec(conn, _PUT_DERIVED, (session_id, key, data, now_ms()))
 
     def get_derived(self, session_id: str, key: str) -> bytes | None:
         rows = self._query("SELECT data FROM derived WHERE session_id = ? AND key = ?", (session_id, key))
         return bytes(rows[0]["data"]) if rows else None
 
     def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
-        def pattern(start: str) -> str:
-            return start.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-        sql = "DELETE FROM derived WHERE session_id = ? AND key LIKE ? ESCAPE '\\'"
-        params: tuple[str, ...] = (session_id, pattern(prefix))
-        if prefix and self.dialect.name == "sqlite" and ord(prefix[-1]) < 0xD7FF:
-            # SQLite's LIKE cannot use the (session_id, key) index: without this range it reads every
-            # derived row of the session (its rollups too), milliseconds per value a timeline stores.
-            # Text compares as UTF-8 bytes here, so the keys starting with prefix are exactly this range.
-            sql += " AND key >= ? AND key < ?"
-            params += (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
-        if keep is not None:
-            sql += " AND key NOT LIKE ? ESCAPE '\\'"
-            params += (pattern(keep),)
+        sql, params = _drop_derived(self.dialect.name, session_id, prefix, keep)
         with self._transaction() as conn:
             return self._rowcount(conn, sql, params)
+
+    def write_derived(self, session_id: str, writes: Sequence[DerivedWrite]) -> None:
+        require_id(session_id, "session")
+        with self._transaction() as conn:
+            live = self._live_session(conn, session_id)  # deleted: nothing derived from it is kept
+            for write in writes:
+                if write[0] == "put":
+                    if live:
+                        self._exec(conn, _PUT_DERIVED, (session_id, write[1], write[2], now_ms()))
+                else:
+                    sql, params = _drop_derived(self.dialect.name, session_id, write[1], write[2])
+                    self._exec(conn, sql, params)
 
     # -- transactions of datasets: their uploads move into the dataset at commit ---------------------
 
@@ -1143,6 +1182,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         require_id(from_session, "session")
         require_id(to_session, "session")
         with self._transaction() as conn:
+            self._require_live_session(conn, to_session)
             rows = self._exec(
                 conn,
                 "SELECT id FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL ORDER BY id",
@@ -1158,6 +1198,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def delete_uploads(self, session_id: str) -> list[str]:
         require_id(session_id, "session")
         with self._transaction() as conn:
+            self._lock_for_removal(conn, session_id=session_id)  # an ingest in flight commits first, or stores nothing
             rows = self._exec(conn, "SELECT path FROM uploads WHERE session_id = ? AND path IS NOT NULL", (session_id,))
             self._exec(
                 conn,
@@ -1199,6 +1240,7 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def put_setting(self, session_id: str, key: str, value: str) -> None:
         require_id(session_id, "session")
         with self._transaction() as conn:
+            self._require_live_session(conn, session_id)
             self._exec(
                 conn,
                 "INSERT INTO dataset_settings (session_id, key, value, updated_at) VALUES (?, ?, ?, ?)"
