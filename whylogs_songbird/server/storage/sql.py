@@ -591,10 +591,10 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def _check_slot_limits(
         self, conn: Any, session_id: str, new: int, now_s: int, max_open: int | None, max_profiles: int | None
     ) -> None:
-        """Raise SlotLimitError when ``new`` more slots would pass a limit (see :meth:`create_uploads`)."""
-        # the session's row is locked first, so two requests for one session count in turn
-        lock = "SELECT id FROM sessions WHERE id = ?" + self.dialect.for_update  # noqa: S608 - a constant
-        self._exec(conn, lock, (session_id,))
+        """Raise SlotLimitError when ``new`` more slots would pass a limit (see :meth:`create_uploads`).
+        The caller locked the session's row for update (``_require_live_session(exclusive=True)``),
+        so two requests for one session count in turn: the count is a statement of its own, which
+        PostgreSQL reads after that lock."""
         rows = self._exec(
             conn,
             "SELECT COUNT(*) AS n FROM uploads WHERE session_id = ? AND stored_at IS NULL AND expires_at >= ?",
