@@ -28,11 +28,11 @@ frequent-item estimates exactly; quantiles within the KLL sketch's error (whylog
 compacts at random, so two merges of the same profiles differ within it, today as before).
 
 The *version* (:func:`bump_version`, :func:`read_version`) is a random token under
-``timeline/version``, replaced whenever what a view shows may change: an upload recorded, a
-summary about to be stored or a profile about to be marked invalid (before it shows: a view of the
-new version sees the profile pending, and stores no document, or done), a profile deleted, a
-transaction committed. A stored timeline document carries the version it was built at, so a
-stored view is two reads, whatever the session's size.
+``timeline/version``, replaced whenever what a view shows may change: an upload recorded (by the
+store, in the transaction that records it), a summary about to be stored or a profile about to be
+marked invalid (before it shows: a view of the new version sees the profile pending, and stores no
+document, or done), a profile deleted, a transaction committed. A stored timeline document carries
+the version it was built at, so a stored view is two reads, whatever the session's size.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import secrets
 import struct
 import sys
 import threading
@@ -73,15 +72,15 @@ from whylogs_songbird.server.digest import (
     sketch_bytes,
     view_of,
 )
-from whylogs_songbird.server.storage.base import DerivedWrite
+from whylogs_songbird.server.storage.base import TIMELINE_VERSION_KEY, DerivedWrite, new_version
 from whylogs_songbird.timeline import BAND_QUANTILES, DAY_MS, HOUR_MS, Bucket, bucket_bounds, content_key
 
 logger = logging.getLogger("whylogs_songbird.server.rollups")
 
 #: Keys of stored rollups start with this (``timeline/r/<granularity>/<start>/<family>``).
 ROLLUP_PREFIX = "timeline/r/"
-#: The key of a session's timeline version.
-VERSION_KEY = "timeline/version"
+#: The key of a session's timeline version (the store replaces it itself when it records an upload).
+VERSION_KEY = TIMELINE_VERSION_KEY
 #: The granularities kept as rollups; coarser ones are merged from days.
 ROLLED = ("hour", "day")
 #: The family of rollups over every segment (what a view without a segment shows).
@@ -106,7 +105,7 @@ class Artefacts(Protocol):
 
 def bump_version(artefacts: Artefacts, session_id: str) -> None:
     """Replace the session's timeline version: every stored document of it is out of date."""
-    artefacts.put_derived(session_id, VERSION_KEY, secrets.token_hex(8).encode())
+    artefacts.put_derived(session_id, VERSION_KEY, new_version())
 
 
 def read_version(artefacts: Artefacts, session_id: str) -> str:

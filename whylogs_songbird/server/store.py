@@ -182,6 +182,10 @@ class Store:
     blocking: call it from a worker thread, not the event loop.
     """
 
+    #: Recording an upload replaces its session's timeline version in the same write transaction
+    #: (``MetadataStore.mark_stored``), so the timeline's "upload landed" hook need not write it again.
+    records_timeline_version = True
+
     def __init__(
         self,
         data_dir: Path | None = None,
@@ -477,8 +481,9 @@ class Store:
         without a row, which :meth:`reconcile` removes. Identical bytes already stored for the
         same session, timestamp and segment are kept once: the outcome then names the original
         and ``source`` is not kept. Raises :class:`UnknownUploadError` or :class:`SessionClaimedError`
-        (``source`` is then left alone). ``opened``: what :meth:`open_upload` said of this slot and
-        digest a moment ago, to save reading it again (the row is checked again as it is recorded).
+        (``source`` is then left alone). ``opened``: what :meth:`open_upload` (or ``check_upload_open``)
+        said of this slot a moment ago, to save reading it again (the row is checked again, and
+        the original looked for, as it is recorded).
         ``segment_tags``: the segment the profile's own header names (``ProfileShape.segment_tags``),
         kept when the slot was given none. ``stored_at``: the time to record it landed at
         (default now; see :meth:`MetadataStore.mark_stored`).
@@ -504,7 +509,7 @@ class Store:
     ) -> StoredOutcome:
         """:meth:`store_profile_file` for (already checked) bytes in memory: a small body is
         written once, straight to its place (fsynced, then renamed), and not at all when it
-        repeats a stored profile."""
+        repeats a stored profile found as the slot is opened."""
         return self._store_profile(
             upload_id,
             lambda key: self.blobs.put_bytes(key, data),
@@ -525,6 +530,10 @@ class Store:
         segment_tags: tuple[tuple[str, str], ...] = (),
         stored_at: int | None = None,
     ) -> StoredOutcome:
+        # One write transaction records the bytes (it checks the slot again, looks for an original
+        # and replaces the session's timeline version). Unless the caller read the slot itself, an
+        # original found first spares writing the bytes; a caller that read only the slot (a PUT)
+        # writes them, and bytes that turn out to repeat an original (rare) are removed again.
         upload, original = opened if opened is not None else self.open_upload(upload_id, sha256)
         if original is not None:
             outcome = self.metadata.mark_stored(
@@ -541,9 +550,10 @@ class Store:
                 upload_id, key=key, size=size, sha256=sha256, segment_tags=segment_tags, stored_at=stored_at
             )
         except BaseException:
-            self.blobs.delete(key)
+            if upload.path != key:  # (the same bytes recorded already share the key: kept)
+                self.blobs.delete(key)
             raise
-        if outcome.duplicate_of is not None:  # another PUT stored the same bytes meanwhile
+        if outcome.duplicate_of is not None:  # an original stored by another PUT, or not looked for
             self.blobs.delete(key)
         if upload.path is not None and upload.path != key:
             self.blobs.delete(upload.path)  # the bytes this PUT replaced

@@ -12,7 +12,8 @@ import stat
 import pytest
 from conftest import make_profile_bytes
 
-from whylogs_songbird.server.store import SessionClaimedError, UnknownUploadError
+from whylogs_songbird.server.storage.base import TIMELINE_VERSION_KEY
+from whylogs_songbird.server.store import OpenUpload, SessionClaimedError, UnknownUploadError
 
 #: scripts/mutation runs this file against the mutants of these modules
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/store.py", "whylogs_songbird/server/storage/sql.py")
@@ -132,3 +133,47 @@ def test_the_streamed_put_checks_its_slot_before_reading_the_body(store):
     store.claim(session.id, "org-0")
     with pytest.raises(SessionClaimedError):
         store.metadata.check_upload_open(slot.id)
+
+
+def test_a_put_that_read_only_its_slot_finds_the_original_as_it_records(store):
+    """What the PUT route does: one read of the slot, the bytes written, then one write that finds
+    the original; the repeated bytes are removed and the session's version is left as it was."""
+    session = store.create_session("u")
+    first, second = new_slot(store, session.id), new_slot(store, session.id)
+    data = make_profile_bytes()
+    store.store_profile_data(first.id, data, sha256=sha(data))
+    version = store.get_derived(session.id, TIMELINE_VERSION_KEY)
+    opened = OpenUpload(store.check_upload_open(second.id), None)
+    outcome = store.store_profile_data(second.id, data, sha256=sha(data), opened=opened)
+    assert (outcome.duplicate_of, outcome.upload) == (first.id, store.get_upload(second.id))
+    assert sorted(p.name for p in (store.blobs.root / "profiles" / session.id).iterdir()) == [
+        f"{first.id}.{sha(data)[:16]}.bin"
+    ]
+    assert store.get_derived(session.id, TIMELINE_VERSION_KEY) == version is not None
+
+
+def test_a_slot_deleted_between_its_read_and_the_recording_keeps_no_bytes(store):
+    session = store.create_session("u")
+    slot = new_slot(store, session.id)
+    data = make_profile_bytes()
+    opened = OpenUpload(store.check_upload_open(slot.id), None)
+    assert store.metadata.mark_upload_deleted(session.id, slot.id)  # deleted while the PUT checked the bytes
+    with pytest.raises(UnknownUploadError):
+        store.store_profile_data(slot.id, data, sha256=sha(data), opened=opened)
+    assert list((store.blobs.root / "profiles").rglob("*.bin")) == []
+    assert store.get_derived(session.id, TIMELINE_VERSION_KEY) is None
+
+
+def test_a_failed_recording_keeps_the_bytes_a_retried_put_recorded_already(store):
+    """A retried PUT of the same bytes writes the same key: a recording that then fails (the
+    session claimed meanwhile) must not remove the profile recorded there."""
+    session = store.create_session("u")
+    slot = new_slot(store, session.id)
+    data = make_profile_bytes()
+    stored = store.store_profile_data(slot.id, data, sha256=sha(data))
+    opened = OpenUpload(store.check_upload_open(slot.id), None)
+    store.claim(session.id, "org-0")
+    with pytest.raises(SessionClaimedError):
+        store.store_profile_data(slot.id, data, sha256=sha(data), opened=opened)
+    assert store.read_profile_bytes(store.get_upload(slot.id)) == data
+    assert store.get_upload(slot.id) == stored.upload

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from whylogs_songbird.server.storage import files
 from whylogs_songbird.server.storage.base import BlobChangedError
 from whylogs_songbird.server.storage.files import FileBlobStore, make_private_dir
 
@@ -131,6 +132,38 @@ def test_a_temporary_file_is_private_in_the_tmp_dir_and_open_for_writing(blobs):
     assert path.parent == blobs.tmp_dir
     assert path.name.startswith("body-") and path.name.endswith(".part")
     assert mode(path) == 0o600 and path.read_bytes() == b"body"
+
+
+def test_a_temporary_name_taken_already_is_never_opened_and_the_next_one_is_tried(blobs, monkeypatch):
+    names_given = iter(["a" * 16, "b" * 16, "a" * 16, "c" * 16])
+    monkeypatch.setattr(files.secrets, "token_hex", lambda n: next(names_given))
+    taken = blobs.tmp_dir / f"body-{'a' * 16}.part"
+    outside = blobs.root / "outside"
+    taken.symlink_to(outside)  # a link in the way is not followed either
+    opened = [blobs.new_temp_file(), blobs.new_temp_file()]
+    for fd, _ in opened:
+        os.close(fd)
+    assert [path.name for _, path in opened] == [f"body-{'b' * 16}.part", f"body-{'c' * 16}.part"]
+    assert not outside.exists() and taken.is_symlink()
+
+
+def test_no_free_temporary_name_is_an_error(blobs, monkeypatch):
+    monkeypatch.setattr(files.secrets, "token_hex", lambda n: "a" * 16)
+    (blobs.tmp_dir / f"body-{'a' * 16}.part").write_bytes(b"kept")
+    with pytest.raises(FileExistsError) as caught:
+        blobs.new_temp_file()
+    assert str(caught.value) == f"no free temporary file name in {blobs.tmp_dir}"
+    assert names(blobs.tmp_dir) == [f"body-{'a' * 16}.part"]
+
+
+def test_put_bytes_makes_a_removed_session_dir_again_private(blobs):
+    blobs.put_bytes(KEY, b"x")
+    assert blobs.delete_prefix(f"profiles/{S1}/") == [KEY]
+    assert not (blobs.root / "profiles" / S1).exists()
+    with umask(0):
+        blobs.put_bytes(KEY, b"again")
+    assert blobs.get_bytes(KEY) == b"again" and mode(blobs.root / "profiles" / S1) == 0o700
+    assert names(blobs.tmp_dir) == []
 
 
 def test_put_file_moves_the_file_into_a_new_private_dir_and_makes_it_0600(blobs, tmp_path):

@@ -204,9 +204,10 @@ def make_service(
         columns=columns,
         state=state,
         # the version and the rollups live in the store whatever the cache: every host and the
-        # ingest worker see and change them
+        # ingest worker see and change them; a landed upload is no second write when the store
+        # replaced the version in the transaction that recorded it
         version=functools.partial(read_version, store),
-        bump=functools.partial(bump_version, store),
+        bump=None if getattr(store, "records_timeline_version", False) else functools.partial(bump_version, store),
         rollups=store_rollups(store),
         target_of=target_of,
         refresh=store.nudge_landed,

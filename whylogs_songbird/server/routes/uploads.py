@@ -131,12 +131,6 @@ router.add_api_route(
 )
 
 
-def _open_upload(store: Store, upload_id: str, sha256: str) -> OpenUpload:
-    """The open upload slot ``upload_id`` (and what bytes of digest ``sha256`` would repeat);
-    ApiError(404) when there is none."""
-    return _stored(lambda: store.open_upload(upload_id, sha256))
-
-
 def _stored(call: Callable[[], T]) -> T:
     """``call()``, its store errors (no such slot, a claimed session) answered with 404."""
     try:
@@ -155,7 +149,9 @@ def _store_small_body(
     """Check the slot, then the bytes, then the session's quota, then store them (the store runs
     its "upload landed" hook; blocking: run in a worker thread)."""
     digest = hashlib.sha256(data).hexdigest()
-    opened = _open_upload(store, upload_id, digest)
+    # the slot is read first, so a PUT to no slot is answered 404 whatever its body; whether the
+    # bytes repeat a stored profile is found in the transaction that records them
+    opened = OpenUpload(_stored(lambda: store.check_upload_open(upload_id)), None)
     if not data:
         raise ApiError(400, "The body is empty, so nothing was stored; PUT the bytes of a whylogs profile.")
     if opened.upload.format == "zip" and looks_like_zip(data):

@@ -53,6 +53,12 @@ INGEST_MAX_TRIES = 3
 ID_PATTERN = re.compile(r"^(session|ref|log)-[A-Za-z0-9_-]{16,64}$")
 GUEST_ORG_ID = "guest"
 
+#: The derived value (see :meth:`MetadataStore.put_derived`) naming the version of what a session's
+#: timeline shows: replaced by :func:`new_version` whenever that may change. Recording an upload
+#: replaces it in the transaction that records it (:meth:`MetadataStore.mark_stored`); the
+#: timeline's other changes replace it themselves (``rollups.bump_version``).
+TIMELINE_VERSION_KEY = "timeline/version"
+
 #: Operations whose calls are counted (see :meth:`MetadataStore.stats`).
 OPERATIONS = (
     "create_session",
@@ -126,6 +132,11 @@ def now_ms() -> int:
 def new_id(prefix: Literal["session", "ref", "log"]) -> str:
     """A fresh id with 144 random bits, e.g. ``session-3q2…``."""
     return f"{prefix}-{secrets.token_urlsafe(18)}"
+
+
+def new_version() -> bytes:
+    """A fresh value of a session's :data:`TIMELINE_VERSION_KEY` (64 random bits, as hex)."""
+    return secrets.token_hex(8).encode()
 
 
 def is_valid_id(value: str, prefix: str | None = None) -> bool:
@@ -395,7 +406,10 @@ class MetadataStore(Protocol):
         ``segment_tags``: the segment the bytes' own header names; recorded as the upload's
         segment (and so counted in the duplicate check) when the slot was given none.
         ``stored_at``: the time recorded as landed (epoch ms; default now), for an import that
-        keeps the order its profiles landed in.
+        keeps the order its profiles landed in. Everything is read and written in one write
+        transaction: the slot (checked again), the original, the row and, when the upload is
+        recorded anew as a valid profile (not a duplicate, not invalid, not a repeat: what the
+        store's "upload landed" hooks run for), the session's :data:`TIMELINE_VERSION_KEY`.
         """
 
     def mark_refused(self, upload_id: str, *, size: int, reason: str) -> UploadRecord:

@@ -25,6 +25,7 @@ from whylogs_songbird.server.storage.base import (
     GUEST_ORG_ID,
     INGEST_MAX_TRIES,
     OPERATIONS,
+    TIMELINE_VERSION_KEY,
     DerivedWrite,
     NewUpload,
     SessionClaimedError,
@@ -37,6 +38,7 @@ from whylogs_songbird.server.storage.base import (
     UploadRecord,
     is_valid_id,
     new_id,
+    new_version,
     now_ms,
     require_id,
 )
@@ -317,6 +319,15 @@ def _fresh_batch(rows: Sequence[dict[str, Any]], max_bytes: int | None) -> list[
     return batch
 
 
+#: Replace a live session's timeline version (params: key, value, now, session), as ``put_derived``
+#: would, inside the transaction that records an upload (see ``SqlMetadataStore.mark_stored``).
+_REPLACE_VERSION = (
+    "INSERT INTO derived (session_id, key, data, created_at) SELECT id, ?, ?, ? FROM sessions"
+    " WHERE id = ? AND deleted_at IS NULL"
+    " ON CONFLICT (session_id, key) DO UPDATE SET data = excluded.data, created_at = excluded.created_at"
+)
+
+
 def _is_upload_id(value: str) -> bool:
     return is_valid_id(value, "log") or is_valid_id(value, "ref")
 
@@ -580,10 +591,10 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def _check_slot_limits(
         self, conn: Any, session_id: str, new: int, now_s: int, max_open: int | None, max_profiles: int | None
     ) -> None:
-        """Raise SlotLimitError when ``new`` more slots would pass a limit (see :meth:`create_uploads`)."""
-        # the session's row is locked first, so two requests for one session count in turn
-        lock = "SELECT id FROM sessions WHERE id = ?" + self.dialect.for_update  # noqa: S608 - a constant
-        self._exec(conn, lock, (session_id,))
+        """Raise SlotLimitError when ``new`` more slots would pass a limit (see :meth:`create_uploads`).
+        The caller locked the session's row for update (``_require_live_session(exclusive=True)``),
+        so two requests for one session count in turn: the count is a statement of its own, which
+        PostgreSQL reads after that lock."""
         rows = self._exec(
             conn,
             "SELECT COUNT(*) AS n FROM uploads WHERE session_id = ? AND stored_at IS NULL AND expires_at >= ?",
@@ -707,6 +718,8 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
                 raise UploadAlreadyStoredError(upload_id)
             if upload.stored_at is not None:  # a replaced profile's summary is out of date
                 self._exec(conn, "DELETE FROM summaries WHERE upload_id = ?", (upload_id,))
+            if duplicate_of is None and invalid is None:
+                self._exec(conn, _REPLACE_VERSION, (TIMELINE_VERSION_KEY, new_version(), now_ms(), upload.session_id))
         return StoredOutcome(upload=stored, duplicate_of=duplicate_of)
 
     def mark_refused(self, upload_id: str, *, size: int, reason: str) -> UploadRecord:
