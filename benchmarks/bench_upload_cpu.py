@@ -17,29 +17,35 @@ Run: ``python benchmarks/bench_upload_cpu.py`` (``--uploads N``, ``--rounds R``:
 runs, ``--no-ingest-wait``: count create + PUT only, ``--server-option=--x=y``: any server option,
 ``--by-thread``: each run's CPU per upload by server thread and sandbox child).
 
-Where an upload's CPU went (``--by-thread`` and py-spy, 400 uploads, a machine loaded to 16-24 on
-2 cores, 3.6 ms in all): the event loop 1.1-1.4 ms for both requests (1.45-1.65 in the same
-sessions before the server's own middleware became one layer with one send wrapper, its routes
-were matched once instead of through included routers, FastAPI's OpenTelemetry was turned off and
-the PUT's hand-off became a plain executor's). py-spy splits the loop's samples: about 45% the
-loop's own C code (uvloop: socket reads, epoll, callbacks), 20% the answers' socket writes, and
-about a third Python: the slot route (its row written on the loop, the URL signed, about a tenth),
-the PUT's hand-off to a worker thread (about a tenth), and FastAPI's five layers, routing and
-response wrappers with the one middleware of ours (the rest);
-the thread pool 1.05-1.2 ms for the PUT (the slot read, the structural check ~0.1,
-a temporary file written, fsynced and renamed ~0.4 with the kernel's writeback charged to the
-thread, the row's transaction ~0.25, the landed hook's timeline-version transaction); the sandbox
-child 0.6-0.7 ms (0.8-0.95 in the same sessions before it skipped the structural check of bytes
-a PUT of this process checked, and exercised the sketch bytes it packs instead of a decoded copy
-of its own digest): in process, the digest from the profile's messages ~0.15, the sketches
-exercised ~0.09 (a third of it their check), the digest packed ~0.03, and ~0.1 per trip for the
-pipes and the per-profile limits (less in the trips of several profiles); the ingest worker
-0.65-0.8 ms (0.65-0.85 before; in this stream the worker summarises 8 uploads a trip and merges
-about 32 at a time into their rollups, so the merge's per-bucket costs, which the kept columns
-and the one transaction per merge cut, are shared by many): claims, the round trip to the
-child, the version bump and the summaries' transaction, and in the rollup merge, per digest, its
-sketches checked (about half of the merge: the server never reads a child's sketch unchecked),
-read and merged.
+Where an upload's CPU goes (``--by-thread`` and py-spy, 400 uploads, ``--rounds 3``, two runs of
+each tree alternated in one session, load 1.3-1.4; this session's machine was slower than the one of
+the issue: a bare request cost 0.09-0.10 ms here against 0.055 on a quiet morning):
+
+=====================  =================  =================
+thread                 before (3557518)   after (b437154)
+=====================  =================  =================
+event loop             2.0-2.6            1.6-1.9
+thread pool (the PUT)  1.95-2.4           1.35-1.98
+ingest worker          0.93-1.23          0.70-0.93
+sandbox child          0.97-1.20          0.68-0.82
+in all                 6.45-6.95 ms       4.85-4.98 ms
+ratio to a bare req.   67.0-68.8          53.2-55.3
+=====================  =================  =================
+
+- The event loop: about 45% is uvloop's own C code (socket reads, epoll, callbacks) and 20% the
+  answers' socket writes; about a third is Python: the slot route (its row written on the loop,
+  the URL signed), the PUT's hand-off to a worker thread, and FastAPI's layers, routing and
+  response wrappers around the server's one middleware.
+- The thread pool (the PUT): a temporary file written, fsynced and renamed (0.3-0.5 ms of kernel
+  CPU: durability, kept), the structural check (0.1-0.15), the slot read and one write
+  transaction that finds a duplicate, records the row and changes the timeline version.
+- The sandbox child: the digest from the profile's messages (~0.15), its sketches exercised
+  (~0.09), the digest packed (~0.03) and ~0.1 per trip for the pipes and per-profile limits. The
+  structural check is skipped for bytes a PUT of this process checked (their sha256 verified).
+- The ingest worker: claims, the round trip to the child, the summaries' transaction, and the
+  rollup merge into the columns it kept, in which about half is checking each digest's sketches
+  (the server never reads a child's sketch unchecked). In this stream it summarises about 8
+  uploads a trip and merges about 32 at a time.
 """
 
 from __future__ import annotations
