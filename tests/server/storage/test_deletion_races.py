@@ -286,6 +286,49 @@ def test_marking_a_session_deleted_while_the_ingest_writes_two_of_its_profiles_i
         store.close()
 
 
+def test_a_rollup_s_writes_and_the_session_s_deletion_take_turns(postgres_service, tmp_path):
+    """PostgreSQL: a rollup's transaction has written an hour's row and waits (a held lock) before
+    its day's; the session's deletion starts then. The deletion deleted the session's derived rows
+    in key order (the day's first) and waited for the hour's, the rollup then waited for the day's:
+    a deadlock, one of them failing (the deletion a 500). The deletion now waits for the rollup's
+    lock on the session's row, and removes what it wrote once it committed."""
+    url = postgres_service.new_schema()
+    store = Store(tmp_path / "data", metadata=PostgresMetadataStore(url))
+    try:
+        session_id = store.create_session("u").id
+        day, hour, other = "timeline/r/day/0/*", "timeline/r/hour/0/*", "timeline/x/held"
+        for key in (day, hour, other):
+            store.metadata.put_derived(session_id, key, b"before")
+        with psycopg.connect(url, autocommit=True) as watch, psycopg.connect(url) as holder:
+            held = "SELECT key FROM derived WHERE session_id = %s AND key = %s FOR UPDATE"
+            holder.execute(held, (session_id, other))
+            holder_pid = holder.info.backend_pid
+            rollup = _Run(
+                lambda: store.metadata.write_derived(
+                    session_id, [("put", hour, b"after"), ("put", other, b"after"), ("put", day, b"after")]
+                )
+            )
+            rollup.start()
+            try:
+                _wait_for("the rollup to wait between its rows", lambda: _backends_blocked_by(watch, holder_pid))
+                [rollup_pid] = _backends_blocked_by(watch, holder_pid)
+                deleting = _Run(lambda: deletions(store).mark_session_deleted(session_id))
+                deleting.start()
+                _wait_for(
+                    "the deletion to wait for the rollup",
+                    lambda: not deleting.is_alive() or bool(_backends_blocked_by(watch, rollup_pid)),
+                )
+            finally:
+                holder.rollback()
+            rollup.outcome()
+            assert deleting.outcome() is True
+        assert [store.metadata.get_derived(session_id, key) for key in (day, hour, other)] == [None, None, None]
+        store.metadata.write_derived(session_id, [("put", day, b"later")])  # a deleted session keeps nothing
+        assert store.metadata.get_derived(session_id, day) is None
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("step", ["marked", "purged"])
 def test_a_write_to_a_session_or_dataset_deleted_after_it_was_found_raises_session_gone(store, step):
     """A route finds the session (or dataset), then a deletion marks it, or purges it, before the

@@ -595,7 +595,9 @@ class MetadataStore(Protocol):
 
     def write_derived(self, session_id: str, writes: Sequence[DerivedWrite]) -> None:
         """Several :meth:`put_derived` (``("put", key, data)``) and :meth:`drop_derived`
-        (``("drop", prefix, keep)``) in that order, in one transaction."""
+        (``("drop", prefix, keep)``) in that order, in one transaction, which takes turns with a
+        deletion of the session and with other such writes to it (they lock its derived rows in
+        other orders: at once they could deadlock)."""
 
     # -- counters --
     def count(self, operation: str, n: int = 1) -> None:

@@ -194,6 +194,11 @@ class Dialect:
     #: Appended to a SELECT to keep its rows from being deleted (or their key changed) until the
     #: transaction ends, as a foreign key's check does; other such locks and updates go on.
     key_share: str = ""
+    #: Appended to a SELECT of a session's row by a writer of several of its derived rows: such
+    #: writers, and the deletions that lock or update the row first, take turns (their derived rows
+    #: are locked in different orders, so two at once could deadlock); a key-share lock (an upload
+    #: slot being added) does not wait for it.
+    no_key_update: str = ""
     #: A query with a row when the index named ``?`` exists (in the current schema).
     index_query: str = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = ?"
 
@@ -216,6 +221,7 @@ POSTGRESQL = Dialect(
     for_update=" FOR UPDATE",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     key_share=" FOR KEY SHARE",
+    no_key_update=" FOR NO KEY UPDATE",
     index_query="SELECT name FROM (SELECT to_regclass(?) AS name) AS found WHERE name IS NOT NULL",
 )
 
@@ -1167,7 +1173,10 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     def write_derived(self, session_id: str, writes: Sequence[DerivedWrite]) -> None:
         require_id(session_id, "session")
         with self._transaction() as conn:
-            live = self._live_session(conn, session_id)  # deleted: nothing derived from it is kept
+            # deleted: nothing derived from it is kept; and a deletion of the session (or another
+            # writer of its derived rows) waits for this transaction, or this one for it
+            statement = "SELECT id FROM sessions WHERE id = ? AND deleted_at IS NULL" + self.dialect.no_key_update  # noqa: S608 - a constant
+            live = bool(self._exec(conn, statement, (session_id,)))
             for write in writes:
                 if write[0] == "put":
                     if live:
