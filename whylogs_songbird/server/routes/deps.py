@@ -8,6 +8,7 @@ cost more than the work of the request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
@@ -84,9 +85,20 @@ _THREADS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="songbird-reque
 async def in_thread(func: Callable[..., T], /, *args: Any) -> T:
     """``func(*args)`` in a worker thread, awaited, with the caller's context variables: what
     ``run_in_threadpool`` does for the hot routes, for about half of its CPU on the event loop
-    (a plain executor hand-off, without anyio's capacity limiter and cancel scope)."""
+    (a plain executor hand-off, without anyio's capacity limiter and cancel scope).
+
+    Like ``run_in_threadpool``, a cancelled caller (a shutdown's timeout) still waits for the
+    call to end before the cancellation goes on: what the call does (a profile's bytes, then its
+    row) is never left half-done under a store being closed."""
     call = functools.partial(contextvars.copy_context().run, func, *args)
-    return await asyncio.get_running_loop().run_in_executor(_THREADS, call)
+    future = asyncio.get_running_loop().run_in_executor(_THREADS, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        raise
 
 
 def add_routes(target: APIRouter, router: APIRouter) -> None:
