@@ -550,7 +550,7 @@ class Store:
                 upload_id, key=key, size=size, sha256=sha256, segment_tags=segment_tags, stored_at=stored_at
             )
         except BaseException:
-            if upload.path != key:  # (the same bytes recorded already share the key: kept)
+            if self._unrecorded(upload_id, key):
                 self.blobs.delete(key)
             raise
         if outcome.duplicate_of is not None:  # an original stored by another PUT, or not looked for
@@ -559,6 +559,17 @@ class Store:
             self.blobs.delete(upload.path)  # the bytes this PUT replaced
         self.upload_landed(outcome)
         return outcome
+
+    def _unrecorded(self, upload_id: str, key: str) -> bool:
+        """Whether no row names ``key`` after a recording of it failed: the same bytes PUT again
+        (a client's retry, or two PUTs at once) share the key, and one of them may have recorded it
+        meanwhile. When the row cannot be read the bytes stay (reconcile at start removes bytes no
+        row names)."""
+        try:
+            current = self.metadata.get_upload(upload_id)
+        except Exception:
+            return False
+        return current is None or current.path != key
 
     # -- zipped uploads (whylogs' write(zip=True)) ------------------------------------------
 

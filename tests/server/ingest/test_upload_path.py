@@ -13,7 +13,7 @@ import pytest
 from conftest import make_profile_bytes
 
 from whylogs_songbird.server.storage.base import TIMELINE_VERSION_KEY
-from whylogs_songbird.server.store import OpenUpload, SessionClaimedError, UnknownUploadError
+from whylogs_songbird.server.store import OpenUpload, SessionClaimedError, UnknownUploadError, blob_key
 
 #: scripts/mutation runs this file against the mutants of these modules
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/store.py", "whylogs_songbird/server/storage/sql.py")
@@ -177,3 +177,35 @@ def test_a_failed_recording_keeps_the_bytes_a_retried_put_recorded_already(store
         store.store_profile_data(slot.id, data, sha256=sha(data), opened=opened)
     assert store.read_profile_bytes(store.get_upload(slot.id)) == data
     assert store.get_upload(slot.id) == stored.upload
+
+
+def test_a_failed_recording_keeps_the_bytes_another_put_of_them_recorded_meanwhile(store, monkeypatch):
+    """Two PUTs of the same bytes to one slot at once (a client's retry after a timeout): both read
+    the slot unrecorded and write the same key; the first records it, the second's recording fails.
+    The second must not remove the bytes the first one's row names; bytes no row names go."""
+    session = store.create_session("u")
+    slot = new_slot(store, session.id)
+    data = make_profile_bytes()
+    opened = OpenUpload(store.check_upload_open(slot.id), None)  # read before either recorded
+    first = store.store_profile_data(slot.id, data, sha256=sha(data))
+
+    def failing(*args, **kwargs):
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(store.metadata, "mark_stored", failing)
+    with pytest.raises(OSError, match="went away"):
+        store.store_profile_data(slot.id, data, sha256=sha(data), opened=opened)
+    assert store.get_upload(slot.id) == first.upload
+    assert store.read_profile_bytes(store.get_upload(slot.id)) == data
+
+    other = new_slot(store, session.id, ts=TS + 1)
+    with pytest.raises(OSError, match="went away"):
+        store.store_profile_data(other.id, data, sha256=sha(data))
+    monkeypatch.setattr(store.metadata, "get_upload", failing)
+    with pytest.raises(OSError, match="went away"):
+        store.store_profile_data(other.id, b"WHY1 other bytes", sha256=sha(b"WHY1 other bytes"))
+    monkeypatch.undo()
+    files = sorted(p.name for p in (store.data_dir / "profiles" / session.id).iterdir())
+    # the unrecorded bytes of ``other`` went; those whose row could not be read stayed for reconcile
+    kept = [first.upload.path, blob_key(session.id, other.id, sha(b"WHY1 other bytes"))]
+    assert files == sorted(key.rsplit("/", 1)[1] for key in kept)
