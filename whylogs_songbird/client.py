@@ -191,6 +191,10 @@ class _RedactQueries(logging.Filter):
         return True
 
 
+#: urllib3's loggers that name a request's URL: its retries, each answer, an answer whose headers
+#: do not parse (a WARNING of ``urllib3.connection``) and a redirect.
+_URL_LOGGERS = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.connection", "urllib3.poolmanager")
+
 _FILTER_LOCK = threading.Lock()
 _FILTER_INSTALLED = False
 
@@ -200,7 +204,7 @@ def _install_redaction() -> None:
     with _FILTER_LOCK:
         if _FILTER_INSTALLED:
             return
-        for name in ("urllib3.connectionpool", "urllib3.util.retry"):
+        for name in _URL_LOGGERS:
             logging.getLogger(name).addFilter(_RedactQueries())
         _FILTER_INSTALLED = True
 

@@ -460,3 +460,27 @@ def test_fewer_reference_slots_than_asked_for_fail_every_reference_and_send_noth
     assert [p.ok for p in result.profiles] == [False, False]
     assert all("asked for 2 upload URLs but the server answered with 1" in (p.error or "") for p in result.profiles)
     assert relay.count("put") == 0
+
+
+class _BrokenHeaders(http.server.BaseHTTPRequestHandler):
+    """Stores the PUT, then answers with a header line urllib3 cannot parse (it warns about it)."""
+
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\nnot a header\r\n\r\n")
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_urllib3s_header_parsing_warning_shows_the_upload_url_without_its_signature(caplog):
+    # urllib3 names the request's full URL when an answer's headers do not parse, in a WARNING of
+    # its `urllib3.connection` logger: a presigned upload URL carries its signature in the query.
+    caplog.set_level(logging.DEBUG)
+    with http_server_thread(_BrokenHeaders) as url:
+        SongbirdClient(url, max_retries=0).upload_profile(f"{url}/v0/uploads/log-1?expires=9&signature=SIG", b"x")
+    warned = [r for r in caplog.records if r.name == "urllib3.connection"]
+    assert warned and "Failed to parse headers" in warned[0].getMessage()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/v0/uploads/log-1?<redacted>" in logged and "SIG" not in logged

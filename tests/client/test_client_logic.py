@@ -231,8 +231,8 @@ def test_one_pooled_adapter_serves_http_and_https():
     assert (small._pool_connections, small._pool_maxsize) == (3, 3)
 
 
-def test_the_log_filter_is_installed_once_on_both_urllib3_loggers(monkeypatch):
-    names = ("urllib3.connectionpool", "urllib3.util.retry")
+def test_the_log_filter_is_installed_once_on_the_urllib3_loggers_that_name_urls(monkeypatch):
+    names = ("urllib3.connectionpool", "urllib3.util.retry", "urllib3.connection", "urllib3.poolmanager")
     for name in names:
         monkeypatch.setattr(logging.getLogger(name), "filters", [])
     monkeypatch.setattr(C, "_FILTER_INSTALLED", False)

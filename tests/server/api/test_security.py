@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from whylogs_songbird import SongbirdClient, publish_references
 from whylogs_songbird.models import (
     HEALTH_TOKEN_FILE,
+    HEALTH_TOKEN_HEADER,
     MAX_DATASET_TIMESTAMP,
     MAX_TIMESTAMP,
     MIN_DATASET_TIMESTAMP,
@@ -365,36 +366,57 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+def _serving_pid(url, data_dir):
+    """The pid that ``url``'s /healthz reports to the holder of ``data_dir``'s health token; None
+    while nothing answers there, or a server of another data dir does (it shows no details)."""
+    try:
+        token = (data_dir / HEALTH_TOKEN_FILE).read_text(encoding="ascii").strip()
+        r = requests.get(f"{url}/healthz", headers={HEALTH_TOKEN_HEADER: token}, timeout=1)
+        return r.json().get("pid") if r.status_code == 200 else None
+    except (OSError, ValueError, requests.ConnectionError):
+        return None
+
+
 @pytest.fixture
 def cli_server(tmp_path):
-    """``python -m whylogs_songbird.server`` in its own process, access log on, some faults; yields (url, data dir)."""
-    port, data_dir = _free_port(), tmp_path / "cli-server"
-    log = open(tmp_path / "server.log", "w+b")  # noqa: SIM115 - closed below
-    command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)]
-    command += ["--api-key", ORG_KEY, "--fault-rate", "0.2", "--fault-seed", "4"]
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    """``python -m whylogs_songbird.server`` in its own process, access log on, some faults; yields
+    (url, data dir, path of its log).
+
+    The port is picked free here but bound by the server seconds later: meanwhile another process
+    (under xdist, the other worker's servers and connections) may take it. So the server counts as
+    up only once /healthz gives its own pid to the holder of its data dir's health token, and a
+    start that could not listen is made again on another port."""
+    data_dir, log_path = tmp_path / "cli-server", tmp_path / "server.log"
+    for _attempt in range(5):
+        port = _free_port()
+        command = [sys.executable, "-m", "whylogs_songbird.server", "--port", str(port), "--data-dir", str(data_dir)]
+        command += ["--api-key", ORG_KEY, "--fault-rate", "0.2", "--fault-seed", "4"]
+        # the server's own handle: the test reads the log through another, which moves no write offset
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+        while process.poll() is None and _serving_pid(url, data_dir) != process.pid:
+            assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)
-        yield url, data_dir, log
+        if process.poll() is None:
+            break
+        output = log_path.read_text()
+        # its port was taken before it could listen: anything else is a failure of its own
+        assert "cannot listen on" in output or "Address already in use" in output, output
+    else:
+        pytest.fail(f"no free port kept for the server in 5 tries: {output}")
+    try:
+        yield url, data_dir, log_path
     finally:
         process.terminate()
         process.wait(timeout=10)
-        log.close()
 
 
 def test_secrets_never_appear_in_client_or_server_logs(cli_server, tmp_path, caplog):
-    url, data_dir, log = cli_server
+    url, data_dir, log_path = cli_server
     caplog.set_level(logging.DEBUG)
     opts = {"endpoint": url, "config_dir": str(tmp_path / "config"), "outbox": False}
     opts.update(api_key=ORG_KEY, max_retries=10, backoff=0.01)
@@ -422,9 +444,7 @@ def test_secrets_never_appear_in_client_or_server_logs(cli_server, tmp_path, cap
         record.getMessage() + (formatter.formatException(record.exc_info) if record.exc_info else "")
         for record in caplog.records
     )
-    log.flush()
-    log.seek(0)
-    server_log = log.read().decode("utf-8", "replace")
+    server_log = log_path.read_bytes().decode("utf-8", "replace")
     assert '"PUT /v0/uploads/' in server_log and "?<redacted>" in server_log, "the access log was on"
     assert "fault injection is on" in server_log and "127.0.0.1" in server_log
     assert "Retrying" in client_log, "faults made the client retry (and log it)"
