@@ -188,6 +188,31 @@ class _Run(threading.Thread):
         return self.result
 
 
+def _held_then_raced(
+    url: str, held: tuple[str, tuple[object, ...]], first: Callable[[], object], second: Callable[[], object]
+) -> tuple[object, object]:
+    """What ``first`` and ``second`` return when ``first`` runs into a row lock a second connection
+    holds (``held``: its SELECT ... FOR UPDATE), and ``second`` starts then; the lock is given back
+    once ``second`` waits for ``first`` (or has ended). Without sleeps: ``pg_blocking_pids`` tells."""
+    with psycopg.connect(url, autocommit=True) as watch, psycopg.connect(url) as holder:
+        holder.execute(*held)
+        holder_pid = holder.info.backend_pid
+        one = _Run(first)
+        one.start()
+        try:
+            _wait_for("the first to wait for the held lock", lambda: _backends_blocked_by(watch, holder_pid))
+            [one_pid] = _backends_blocked_by(watch, holder_pid)
+            two = _Run(second)
+            two.start()
+            _wait_for(
+                "the second to wait for the first, or end",
+                lambda: not two.is_alive() or bool(_backends_blocked_by(watch, one_pid)),
+            )
+        finally:
+            holder.rollback()
+        return one.outcome(), two.outcome()
+
+
 @pytest.mark.parametrize("removal", REMOVALS, ids=lambda r: r.name)
 def test_a_removal_meeting_an_ingest_between_its_summary_and_its_commit_is_no_error(
     postgres_service, tmp_path, removal
@@ -263,24 +288,14 @@ def test_marking_a_session_deleted_while_the_ingest_writes_two_of_its_profiles_i
             tries += 1
         batch = [first, between, later]
         store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=50)
-        with psycopg.connect(url, autocommit=True) as watch, psycopg.connect(url) as holder:
-            holder.execute("SELECT id FROM uploads WHERE id = %s FOR UPDATE", (between.id,))
-            holder_pid = holder.info.backend_pid
-            ingest = _Run(lambda: store.metadata.store_summaries([(u.id, u.sha256, b"digest") for u in batch]))
-            ingest.start()
-            try:
-                _wait_for("the ingest to wait for its batch-mate", lambda: _backends_blocked_by(watch, holder_pid))
-                [ingest_pid] = _backends_blocked_by(watch, holder_pid)
-                marking = _Run(lambda: deletions(store).mark_session_deleted(session_id))
-                marking.start()
-                _wait_for(
-                    "the mark to wait for the ingest",
-                    lambda: not marking.is_alive() or bool(_backends_blocked_by(watch, ingest_pid)),
-                )
-            finally:
-                holder.rollback()
-            assert ingest.outcome() == [True, True, True], "the ingest committed first"
-            assert marking.outcome() is True
+        stored, marked = _held_then_raced(
+            url,
+            ("SELECT id FROM uploads WHERE id = %s FOR UPDATE", (between.id,)),
+            lambda: store.metadata.store_summaries([(u.id, u.sha256, b"digest") for u in batch]),
+            lambda: deletions(store).mark_session_deleted(session_id),
+        )
+        assert stored == [True, True, True], "the ingest committed first"
+        assert marked is True
         assert store.get_upload(first.id) is None and store.get_upload(later.id) is None
     finally:
         store.close()
@@ -299,29 +314,15 @@ def test_a_rollup_s_writes_and_the_session_s_deletion_take_turns(postgres_servic
         day, hour, other = "timeline/r/day/0/*", "timeline/r/hour/0/*", "timeline/x/held"
         for key in (day, hour, other):
             store.metadata.put_derived(session_id, key, b"before")
-        with psycopg.connect(url, autocommit=True) as watch, psycopg.connect(url) as holder:
-            held = "SELECT key FROM derived WHERE session_id = %s AND key = %s FOR UPDATE"
-            holder.execute(held, (session_id, other))
-            holder_pid = holder.info.backend_pid
-            rollup = _Run(
-                lambda: store.metadata.write_derived(
-                    session_id, [("put", hour, b"after"), ("put", other, b"after"), ("put", day, b"after")]
-                )
-            )
-            rollup.start()
-            try:
-                _wait_for("the rollup to wait between its rows", lambda: _backends_blocked_by(watch, holder_pid))
-                [rollup_pid] = _backends_blocked_by(watch, holder_pid)
-                deleting = _Run(lambda: deletions(store).mark_session_deleted(session_id))
-                deleting.start()
-                _wait_for(
-                    "the deletion to wait for the rollup",
-                    lambda: not deleting.is_alive() or bool(_backends_blocked_by(watch, rollup_pid)),
-                )
-            finally:
-                holder.rollback()
-            rollup.outcome()
-            assert deleting.outcome() is True
+        _, deleted = _held_then_raced(
+            url,
+            ("SELECT key FROM derived WHERE session_id = %s AND key = %s FOR UPDATE", (session_id, other)),
+            lambda: store.metadata.write_derived(
+                session_id, [("put", hour, b"after"), ("put", other, b"after"), ("put", day, b"after")]
+            ),
+            lambda: deletions(store).mark_session_deleted(session_id),
+        )
+        assert deleted is True
         assert [store.metadata.get_derived(session_id, key) for key in (day, hour, other)] == [None, None, None]
         store.metadata.write_derived(session_id, [("put", day, b"later")])  # a deleted session keeps nothing
         assert store.metadata.get_derived(session_id, day) is None
