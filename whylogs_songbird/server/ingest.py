@@ -169,7 +169,7 @@ def ingest_many(store: Store, uploads: Sequence[UploadRecord], sandbox: Sandbox)
             try:
                 profiles = [data for _, data in readable]
                 checked = [_checked_here(store, sandbox, upload) for upload, _ in readable]
-                outcomes = sandbox.digest_many(profiles, checked) if any(checked) else sandbox.digest_many(profiles)
+                outcomes = sandbox.digest_many(profiles, checked)
             except Exception:
                 logger.exception("ingest: summarising %d uploads together failed; each goes alone", len(readable))
         verdicts: list[tuple[UploadRecord, bytes | SandboxError]] = []
@@ -254,7 +254,7 @@ def _digest_alone(sandbox: Sandbox, data: bytes, checked: str | None = None) -> 
     """The digest of one profile from its own trip to the sandbox, or the sandbox's verdict on it
     (``checked``: see ``Sandbox.digest``)."""
     try:
-        return sandbox.digest(data, checked) if checked is not None else sandbox.digest(data)
+        return sandbox.digest(data, checked)
     except SandboxError as exc:
         return exc
 

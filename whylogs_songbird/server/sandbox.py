@@ -319,7 +319,7 @@ class Sandbox:
         :class:`SandboxStopped` when the sandbox was closed meanwhile. A child that died before it
         started on the profile (an idle child killed from outside) is replaced once, free."""
         for _ in range(2):
-            (outcome,) = self.digest_many([data], [checked]) if checked else self.digest_many([data])
+            (outcome,) = self.digest_many([data], [checked])
             if isinstance(outcome, bytes):
                 return outcome
             if outcome is not None:
@@ -351,10 +351,7 @@ class Sandbox:
         keep = False
         answered = started = 0  # answers read; jobs the child said it started
         try:
-            if any(checked):
-                child.send(b"D", profiles, checked)
-            else:
-                child.send(b"D", profiles)
+            child.send(b"D", profiles, checked)
             deadline = time.monotonic() + wall
             while answered < len(profiles):
                 kind, payload = child.frame(deadline)

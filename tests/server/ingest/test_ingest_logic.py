@@ -43,7 +43,7 @@ class FakeSandbox:
         self.given: list[bytes] = []
         self.closed = 0
 
-    def digest(self, data: bytes) -> bytes:
+    def digest(self, data: bytes, checked: object = None) -> bytes:
         self.given.append(data)
         if isinstance(self.outcome, Exception):
             raise self.outcome
@@ -51,7 +51,7 @@ class FakeSandbox:
             return self.outcome(data)
         return self.outcome
 
-    def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+    def digest_many(self, profiles: list[bytes], checked: object = ()) -> list[bytes | SandboxError | None]:
         """None for each: not reached, so each goes alone to :meth:`digest` (as after a crash)."""
         return [None] * len(profiles)
 
@@ -312,7 +312,7 @@ def test_profiles_summarised_together_get_what_each_would_alone(store):
     sent = [data[u.id] for u in uploads]
 
     class Together(FakeSandbox):
-        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+        def digest_many(self, profiles: list[bytes], checked: object = ()) -> list[bytes | SandboxError | None]:
             self.together = list(profiles)
             return [b"first", SandboxRefused("its KLL sketch is torn"), SandboxCrash("the child died"), None]
 
@@ -334,13 +334,13 @@ class OneChild(FakeSandbox):
         self.poison = poison
         self.trips: list[list[bytes]] = []
 
-    def digest(self, data: bytes) -> bytes:
+    def digest(self, data: bytes, checked: object = None) -> bytes:
         self.trips.append([data])
         if data == self.poison:
             raise SandboxCrash("the child died of SIGSEGV")
         return DIGEST
 
-    def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+    def digest_many(self, profiles: list[bytes], checked: object = ()) -> list[bytes | SandboxError | None]:
         self.trips.append(list(profiles))
         outcomes: list[bytes | SandboxError | None] = [None] * len(profiles)
         for index, data in enumerate(profiles):
@@ -372,7 +372,7 @@ def test_profiles_a_stopped_sandbox_did_not_answer_go_back_with_their_tries(stor
     claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=3)
 
     class Stopping(FakeSandbox):
-        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+        def digest_many(self, profiles: list[bytes], checked: object = ()) -> list[bytes | SandboxError | None]:
             return [DIGEST, SandboxStopped("closed"), SandboxStopped("closed")]
 
     sandbox = Stopping()
@@ -387,7 +387,7 @@ def test_one_readable_profile_goes_alone_and_claims_are_held_while_a_batch_is_su
     held: list[list[str]] = []
 
     class Recording(FakeSandbox):
-        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+        def digest_many(self, profiles: list[bytes], checked: object = ()) -> list[bytes | SandboxError | None]:
             held.append(sorted(ingest.heartbeat_of(store).held()))
             return [DIGEST] * len(profiles)
 
@@ -405,7 +405,7 @@ def test_when_the_batch_trip_fails_each_profile_goes_alone(store, caplog):
     claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=2)
 
     class NoChild(FakeSandbox):
-        def digest_many(self, profiles: list[bytes]) -> list[bytes | SandboxError | None]:
+        def digest_many(self, profiles: list[bytes], checked: object = ()) -> list[bytes | SandboxError | None]:
             raise SandboxCrash("a sandbox process did not start (it did not greet)")
 
     sandbox = NoChild()
@@ -582,7 +582,7 @@ def test_a_failing_profile_does_not_stop_the_worker(store, monkeypatch, caplog):
     first, second = put(store), put(store)
 
     class Exploding(FakeSandbox):
-        def digest(self, data: bytes) -> bytes:
+        def digest(self, data: bytes, checked: object = None) -> bytes:
             if len(self.given) == 0:
                 self.given.append(data)
                 raise RuntimeError("boom")
@@ -699,7 +699,7 @@ def test_a_page_s_ask_for_a_look_is_answered_while_a_slow_profile_is_summarised(
     looks: list[tuple[str, bool]] = []  # (thread, whether a profile was being summarised)
 
     class Slow(FakeSandbox):
-        def digest(self, data: bytes) -> bytes:
+        def digest(self, data: bytes, checked: object = None) -> bytes:
             summarising.set()
             assert finish.wait(20)
             summarising.clear()
@@ -761,7 +761,7 @@ def test_stopping_gives_up_a_profile_still_summarised_after_the_grace(store, mon
     started, closed = threading.Event(), threading.Event()
 
     class Hanging(FakeSandbox):
-        def digest(self, data: bytes) -> bytes:
+        def digest(self, data: bytes, checked: object = None) -> bytes:
             started.set()
             closed.wait(30)
             raise SandboxStopped("closed")

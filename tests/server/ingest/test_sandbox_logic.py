@@ -86,7 +86,7 @@ class FakeChild:
         if not FakeChild.greets:
             raise SandboxCrash("a sandbox process did not start (it did not greet)")
 
-    def send(self, kind: bytes, payloads: list[bytes]) -> None:
+    def send(self, kind: bytes, payloads: list[bytes], checked: object = ()) -> None:
         for payload in payloads:
             self.jobs += 1
             self.asked.append((kind, payload))

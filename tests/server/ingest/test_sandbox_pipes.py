@@ -618,7 +618,7 @@ class SlowStart:
     def wait_ready(self, seconds: float) -> None:
         assert SlowStart.go.wait(20)
 
-    def send(self, kind: bytes, payloads: list[bytes]) -> None:
+    def send(self, kind: bytes, payloads: list[bytes], checked: object = ()) -> None:
         self.jobs += len(payloads)
 
     def grown(self) -> int:

@@ -406,7 +406,7 @@ def test_the_service_without_a_view_cache_reads_digests_made_in_a_sandbox():
     from whylogs_songbird.server.sandbox import SandboxError
 
     class Sandbox:
-        def digest(self, data: bytes) -> bytes:
+        def digest(self, data: bytes, checked: object = None) -> bytes:
             raise SandboxError(f"cannot digest {len(data)} bytes")
 
     store = FakeStore([upload("log-1")], {"log-1": b"12345"})
@@ -460,7 +460,7 @@ class DigestingSandbox:
     def __init__(self) -> None:
         self.digested = 0
 
-    def digest(self, data: bytes) -> bytes:
+    def digest(self, data: bytes, checked: object = None) -> bytes:
         self.digested += 1
         return digest_view(DatasetProfileView.deserialize(data))
 
