@@ -197,9 +197,9 @@ class RequestDurationMiddleware:
     """Observes each HTTP request's duration (:class:`RequestDurations`), as an ASGI middleware of
     its own (the server's app times requests within its edge, ``middleware.EdgeMiddleware``)."""
 
-    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+    def __init__(self, app: ASGIApp, histogram: Histogram, durations: RequestDurations | None = None) -> None:
         self.app = app
-        self.durations = RequestDurations(histogram)
+        self.durations = durations if durations is not None else RequestDurations(histogram)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -256,8 +256,9 @@ def mount_metrics(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(queue, store, config.metrics_max_series))
     histogram = request_histogram(registry)
+    durations = RequestDurations(histogram)
     if time_requests:
-        app.add_middleware(RequestDurationMiddleware, histogram=histogram)  # outermost
+        app.add_middleware(RequestDurationMiddleware, histogram=histogram, durations=durations)  # outermost
     open_to_all = is_loopback_host(config.host)
     token = config.metrics_token
 
@@ -268,7 +269,7 @@ def mount_metrics(
             return error_response(*refused)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return RequestDurations(histogram)
+    return durations
 
 
 def access_problem(open_to_all: bool, token: str | None, authorization: str | None) -> tuple[int, str] | None:
