@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import psycopg
 import pytest
@@ -297,6 +298,42 @@ def test_marking_a_session_deleted_while_the_ingest_writes_two_of_its_profiles_i
         assert stored == [True, True, True], "the ingest committed first"
         assert marked is True
         assert store.get_upload(first.id) is None and store.get_upload(later.id) is None
+    finally:
+        store.close()
+
+
+def test_moving_a_transaction_s_uploads_while_the_ingest_writes_two_of_them_is_no_deadlock(postgres_service, tmp_path):
+    """PostgreSQL: the ingest writes a batch in id order and has updated the first of two profiles of
+    a transaction, waiting (a held lock) for a profile of another batch-mate between them; the
+    transaction's commit moves its uploads into the dataset meanwhile. The move updated the rows in
+    the order it found them (the second profile first) and the two deadlocked, one of them failing; it
+    now locks them in id order too, so it waits for the ingest, and moves them once it committed."""
+    url = postgres_service.new_schema()
+    store = Store(tmp_path / "data", metadata=PostgresMetadataStore(url))
+    try:
+        transaction = store.create_session("u").id
+        dataset = store.dataset_container("org-1", "model-1").id
+        other_container = store.dataset_container("org-1", "model-2").id
+        # in the transaction, the later profile (by id) is stored first, so a scan finds it first
+        later = _stored(store, transaction, b"later")
+        tries = 0
+        while (first := _stored(store, transaction, b"first %d" % tries)).id > later.id:
+            tries += 1
+        tries = 0
+        while not (first.id < (between := _stored(store, other_container, b"between %d" % tries)).id < later.id):
+            tries += 1
+        batch = [first, between, later]
+        store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=50)
+        stored, moved = _held_then_raced(
+            url,
+            ("SELECT id FROM uploads WHERE id = %s FOR UPDATE", (between.id,)),
+            lambda: store.metadata.store_summaries([(u.id, u.sha256, b"digest") for u in batch]),
+            lambda: store.move_stored_uploads(transaction, dataset),
+        )
+        assert stored == [True, True, True], "the ingest committed first"
+        assert sorted(cast(list[str], moved)) == sorted([first.id, later.id])
+        assert {u.session_id for u in store.list_profiles(dataset)} == {dataset}
+        assert [_summaries(store, u.id) for u in (first, later)] == [1, 1]
     finally:
         store.close()
 

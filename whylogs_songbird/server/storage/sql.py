@@ -365,6 +365,10 @@ def _drop_derived(dialect: str, session_id: str, prefix: str, keep: str | None) 
     return sql, params
 
 
+#: The claims ``release_ingest_claims`` ends: live leases of pending profiles, of one owner or all.
+_RELEASABLE = "ingest_state = 'pending' AND ingest_lease > 0 AND (CAST(? AS TEXT) IS NULL OR ingest_owner = ?)"
+
+
 class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
     """The metadata store over any DB-API connection, in a :class:`Dialect`.
 
@@ -1097,10 +1101,12 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         with self._transaction() as conn:
             return self._rowcount(
                 conn,
-                # an ended lease, not none: the next claim knows this one died (see _take)
-                "UPDATE uploads SET ingest_lease = 0 WHERE ingest_state = 'pending' AND ingest_lease > 0"
-                " AND (CAST(? AS TEXT) IS NULL OR ingest_owner = ?)",
-                (owner, owner),
+                # an ended lease, not none: the next claim knows this one died (see _take); the rows
+                # locked in id order first, as every writer of several uploads does (no deadlock), and
+                # checked again once locked (another host may have taken one over meanwhile)
+                f"UPDATE uploads SET ingest_lease = 0 WHERE id IN (SELECT id FROM uploads WHERE {_RELEASABLE}"  # noqa: S608 - constants
+                f" ORDER BY id{self.dialect.for_update}) AND {_RELEASABLE}",
+                (owner, owner, owner, owner),
             )
 
     def pending_ingest(self) -> int:
@@ -1192,9 +1198,12 @@ class SqlMetadataStore(NotificationQueueSql, DeletionSql, ProfilePagingSql):
         require_id(to_session, "session")
         with self._transaction() as conn:
             self._require_live_session(conn, to_session)
+            # the rows locked in id order first, as every writer of several uploads does (an ingest
+            # writing two of them meanwhile and this update, in the order it finds them, deadlocked)
             rows = self._exec(
                 conn,
-                "SELECT id FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL ORDER BY id",
+                "SELECT id FROM uploads WHERE session_id = ? AND stored_at IS NOT NULL ORDER BY id"  # noqa: S608 - a constant
+                + self.dialect.for_update,
                 (from_session,),
             )
             self._exec(
