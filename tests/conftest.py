@@ -17,6 +17,7 @@ import threading  # noqa: E402
 import warnings  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -235,11 +236,21 @@ def pytest_configure(config: pytest.Config) -> None:
     mutation_tmp = os.environ.get(MUTATION_TMP)
     if not mutation_tmp:
         return
+    _fresh_request_threads()
     config.stash[_WANTED] = _requested_names(config)
     config.stash[_WANTED_PATHS] = [(config.invocation_params.dir / arg.partition("::")[0]) for arg in config.args]
     if config.option.basetemp is None:
         config.option.basetemp = str(Path(mutation_tmp) / f"p{os.getpid()}")
         config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+
+
+def _fresh_request_threads() -> None:
+    """A new pool for the routes' ``in_thread``: each mutant's session runs in a process forked (by
+    mutmut) from one that has used the pool, whose threads do not exist in the fork, so work handed
+    to it there would never run (and its tests would time out, counted as killing the mutant)."""
+    from whylogs_songbird.server.routes import deps
+
+    deps._THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix=deps._THREADS._thread_name_prefix)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

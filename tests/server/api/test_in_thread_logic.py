@@ -3,28 +3,14 @@
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from whylogs_songbird.server.routes import deps
 from whylogs_songbird.server.routes.deps import in_thread
 
 pytestmark = pytest.mark.mutation_fast("whylogs_songbird/server/routes/deps.py")
 
 CALLER = contextvars.ContextVar("caller", default="none")
-
-
-@pytest.fixture(autouse=True)
-def request_threads(monkeypatch) -> Iterator[None]:
-    """A fresh worker pool for ``in_thread``, of the module's thread names. A mutation run tests each
-    mutant in a child forked from a process that has used the module's pool: the pool's threads do
-    not exist in the child, and work handed to it there would never run (each such test timed out)."""
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=deps._THREADS._thread_name_prefix)
-    monkeypatch.setattr(deps, "_THREADS", pool)
-    yield
-    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def test_the_call_runs_in_another_thread_with_the_caller_s_context():
