@@ -156,6 +156,12 @@ _DEFAULT_SHAPES: dict[str, dict[str, tuple[str, int]]] = {
 }
 
 
+#: :data:`_DEFAULT_SHAPES` by component path (``metric/component``, as a profile header indexes them).
+_DEFAULT_PATHS: dict[str, tuple[str, int]] = {
+    f"{metric}/{name}": shape for metric, components in _DEFAULT_SHAPES.items() for name, shape in components.items()
+}
+
+
 class _NotDefaultShape(Exception):
     """A column's metrics are not whylogs' defaults: whylogs' own deserializer reads it."""
 
@@ -177,14 +183,13 @@ def _default_column(components: dict[str, MetricComponentMessage]) -> dict[str, 
     by_metric: dict[str, dict[str, MetricComponentMessage]] = {}
     for path, message in components.items():
         metric, _, component = path.partition("/")
+        expected = _DEFAULT_PATHS.get(path)
+        if expected is None or message.WhichOneof("value") != expected[0] or message.type_id != expected[1]:
+            raise _NotDefaultShape(metric)
         by_metric.setdefault(metric, {})[component] = message
     for metric, found in by_metric.items():
-        shape = _DEFAULT_SHAPES.get(metric)
-        if shape is None or found.keys() != shape.keys():
+        if len(found) != len(_DEFAULT_SHAPES[metric]):  # each one known: all of the metric's are there
             raise _NotDefaultShape(metric)
-        for name, (kind, type_id) in shape.items():
-            if found[name].WhichOneof("value") != kind or found[name].type_id != type_id:
-                raise _NotDefaultShape(metric)
     out: dict[str, Any] = {}
     if "counts" in by_metric:
         out["counts"] = [int(by_metric["counts"][name].n) for name in _COUNTS]
@@ -221,7 +226,7 @@ def raw_columns_from_bytes(data: bytes) -> dict[str, dict[str, Any]]:
     header, body = _delimited(data, pos, DatasetProfileHeader)
     if header.ByteSize() == 0:
         raise ValueError("no dataset profile header")
-    paths = header.indexed_metric_paths
+    paths = dict(header.indexed_metric_paths)  # a plain dict: looked up for every component
     columns: dict[str, dict[str, Any]] = {}
     for name in sorted(header.column_offsets.keys()):
         components: dict[str, MetricComponentMessage] = {}

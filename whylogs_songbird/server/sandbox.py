@@ -411,17 +411,38 @@ def _read_exactly(stream: object, size: int) -> bytes | None:
     return b"".join(parts)
 
 
+def _statm_size(path: str) -> int:
+    """The total size (the first field) of a ``/proc/.../statm`` file, in bytes. Read with plain
+    ``os`` calls: the server reads a child's after every trip, and a text file object costs it
+    about three times as much CPU as the read itself."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return int(os.read(fd, 256).split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    finally:
+        os.close(fd)
+
+
+def _job_waiting(requests: Any) -> bool:
+    """Whether the next job's header has come already, so that reading it will not wait (False
+    also where that cannot be told without waiting: only a saved write is then lost). The child
+    then sends a job's answer together with the next job's ``S`` frame, in one write."""
+    try:
+        if not select.select([requests], [], [], 0)[0]:
+            return False  # what the reader holds may still be a whole header: then one write more
+    except (OSError, ValueError):  # not a file descriptor (in tests)
+        return False
+    return len(requests.peek(_FRAME.size)) >= _FRAME.size  # readable: no wait; it may hold less than asked
+
+
 def _address_space() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    return _statm_size("/proc/self/statm")
 
 
 def _address_space_of(pid: int) -> int | None:
     """The address space of process ``pid`` in bytes (what ``RLIMIT_AS`` bounds), or None where
     ``/proc`` does not tell (another OS, or the process is gone)."""
     try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        return _statm_size(f"/proc/{pid}/statm")
     except (OSError, ValueError, IndexError):
         return None
 
@@ -553,12 +574,14 @@ def child_main(memory_bytes: int, cpu_seconds: int, max_columns: int) -> None:
     answers.write(_FRAME.pack(b"H", 0))  # ready
     answers.flush()
     while True:
+        if not _job_waiting(requests):
+            answers.flush()  # the last answer goes out before the child waits for more work
         header = _read_exactly(requests, _FRAME.size)
         if header is None:
             return
         job, size = _FRAME.unpack(header)
         answers.write(_FRAME.pack(b"S", 0))  # started: from here on, a death is this job's
-        answers.flush()
+        answers.flush()  # with the last answer, if it still waits: one write, one wake of the server
         usage = resource.getrusage(resource.RUSAGE_SELF)
         soft = int(usage.ru_utime + usage.ru_stime) + cpu_seconds + 1
         resource.setrlimit(
@@ -586,8 +609,7 @@ def child_main(memory_bytes: int, cpu_seconds: int, max_columns: int) -> None:
             kind, payload = b"R", f"it could not be summarised ({type(exc).__name__})".encode()
         del data
         answers.write(_FRAME.pack(kind, len(payload)))
-        answers.write(payload)
-        answers.flush()
+        answers.write(payload)  # flushed with the next job's start, or before the child waits
 
 
 __all__ = [

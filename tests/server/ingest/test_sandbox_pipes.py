@@ -256,6 +256,109 @@ def test_the_test_fault_looks_at_each_job_s_bytes(run_child, monkeypatch):
     assert [kind for kind, _ in frames(done.answers)] == [b"H", b"S", b"O", b"S", b"O"]
 
 
+class RecordedWrites(io.RawIOBase):
+    """A raw file that records each write (what one system call would send)."""
+
+    def __init__(self, fd: int, writes: list[bytes]) -> None:
+        self.fd = fd
+        self.writes = writes
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return os.write(self.fd, data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+@pytest.mark.parametrize("real_file", [True, False])
+def test_an_answer_goes_out_with_the_next_job_s_start_when_that_job_has_come(
+    run_child, monkeypatch, tmp_path, real_file
+):
+    """Where the child can tell that the next job has come (a real file), a job's answer and the
+    next job's S frame go out in one write; where it cannot (a stream without a file descriptor),
+    each answer goes out on its own, before the child reads on."""
+    writes: list[bytes] = []
+    monkeypatch.setattr(sandbox.os, "fdopen", lambda fd, mode: io.BufferedWriter(RecordedWrites(fd, writes)))
+    monkeypatch.setattr(sandbox, "summarise_in_child", lambda data, columns: b"digest of " + data)
+    jobs = frame(b"D", b"a") + frame(b"D", b"b")
+    if real_file:
+        (tmp_path / "jobs").write_bytes(jobs)
+        stdin = open(tmp_path / "jobs", "rb")  # noqa: SIM115 - closed below
+        monkeypatch.setattr(sandbox, "sys", SimpleNamespace(stdin=SimpleNamespace(buffer=stdin), modules=sys.modules))
+    try:
+        done = run_child(b"" if real_file else jobs)
+    finally:
+        if real_file:
+            stdin.close()
+    started, first, second = frame(b"S", b""), frame(b"O", b"digest of a"), frame(b"O", b"digest of b")
+    if real_file:
+        assert writes == [frame(b"H", b""), started, first + started, second]
+    else:
+        assert writes == [frame(b"H", b""), started, first, started, second]
+    assert done.answers == b"".join(writes)
+
+
+def test_the_child_sends_its_last_answer_before_it_waits_for_more_work(monkeypatch):
+    """A job whose successor has not come yet is answered at once (the server waits for that
+    answer before it sends more work, or ends)."""
+    monkeypatch.setattr(sandbox, "_address_space", lambda: 1000 * MiB)
+    limits = Limits(resource.RLIM_INFINITY, [(0.0, 0.0)] * 2)
+    for name in ("setrlimit", "getrlimit", "getrusage"):
+        monkeypatch.setattr(resource, name, getattr(limits, name))
+    monkeypatch.setattr(sandbox, "summarise_in_child", lambda data, columns: b"digest of " + data)
+    jobs_out, jobs_in = os.pipe()
+    answers_out, answers_in = os.pipe()
+    opened: list[Any] = []
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(sandbox.os, "fdopen", lambda *args: opened.append(real_fdopen(*args)) or opened[-1])
+    requests = os.fdopen(jobs_out, "rb")
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=requests))
+    os.write(jobs_in, frame(b"D", b"a"))
+    child = threading.Thread(target=sandbox.child_main, args=(64 * MiB, 30, 10), daemon=True)
+    expected = frame(b"H", b"") + frame(b"S", b"") + frame(b"O", b"digest of a")
+    said = b""
+    try:
+        with fd_to(1, SimpleNamespace(fileno=lambda: answers_in)), fd_to(2, SimpleNamespace(fileno=lambda: answers_in)):
+            child.start()
+            while len(said) < len(expected) and select_readable(answers_out, 10.0):
+                said += os.read(answers_out, 4096)
+            os.close(jobs_in)  # no more work: the child ends
+            child.join(10)
+    finally:
+        for file in opened:
+            file.close()
+        requests.close()
+        os.close(answers_in)
+        os.close(answers_out)
+    assert said == expected and not child.is_alive()
+
+
+def select_readable(fd: int, seconds: float) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], seconds)[0])
+
+
+def test_whether_the_next_job_has_come_is_told_without_waiting():
+    jobs_out, jobs_in = os.pipe()
+    with os.fdopen(jobs_out, "rb") as requests:
+        assert not sandbox._job_waiting(requests)  # nothing yet: it does not wait
+        os.write(jobs_in, _FRAME.pack(b"D", 3))
+        assert sandbox._job_waiting(requests)
+        assert requests.read(_FRAME.size) == _FRAME.pack(b"D", 3)  # nothing taken from the job
+        os.write(jobs_in, _FRAME.pack(b"D", 3)[:4])
+        assert not sandbox._job_waiting(requests)  # part of a header
+        os.close(jobs_in)
+        assert not sandbox._job_waiting(requests)  # the end of the input
+    assert not sandbox._job_waiting(io.BytesIO(_FRAME.pack(b"D", 3)))  # no file descriptor: it cannot tell
+
+
 def test_the_address_space_is_the_whole_virtual_size():
     with open("/proc/self/status") as status:
         (line,) = [line for line in status if line.startswith("VmSize:")]
