@@ -478,6 +478,17 @@ class _Staged(NamedTuple):
     key: str = ""
 
 
+#: A new batch to merge into its buckets: its member, its summary (a digest) and its digested columns.
+_Entry = tuple[Member, bytes, dict[str, Any]]
+
+
+class _Appended(NamedTuple):
+    """A bucket's rollup with new batches appended, and its merged columns as kept (:class:`_HeaderCache`)."""
+
+    rollup: Rollup
+    columns: dict[str, Any] | None
+
+
 class _Kept(NamedTuple):
     """One entry of :class:`_HeaderCache`."""
 
@@ -603,6 +614,7 @@ class Rollups:
                     group.pop(member.upload_id, None)
                     group[member.upload_id] = (member, digest, columns)
         merges: dict[tuple[str, ...], dict[str, Any]] = {}
+        appends: dict[tuple[int, tuple[str, ...]], tuple[Any, tuple[Member, ...], tuple[str, ...], _Appended]] = {}
 
         def merged(entries: Sequence[tuple[Member, bytes, dict[str, Any]]]) -> dict[str, Any]:
             """The digested columns of the merge of new batches, in order: made once for the hour
@@ -613,10 +625,40 @@ class Rollups:
                 merges[key] = merge_digested([columns for _, _, columns in entries], raw=True)
             return merges[key]
 
+        def appended(
+            found: Rollup | None, columns: dict[str, Any] | None, own: bool, entries: Sequence[_Entry]
+        ) -> _Appended:
+            """The rollup of ``found`` (None: none yet) with new batches appended (``entries``, in
+            order), its merged columns those of ``columns`` (``found``'s; None: none) and the new
+            batches', and those columns as :func:`pack_stored` reads them back. Made once for the
+            buckets that append the same batches to the same members and the very same kept columns
+            (an hour and its day while they hold the same batches: a day of one active hour, or of
+            one batch a day, whose kept columns are then one object): the merge, its known quantiles
+            and the members' content key are most of a bucket's cost."""
+            key = (id(columns), tuple(member.identity for member, _, _ in entries))
+            members, names = (found.members, found.names) if found is not None else ((), ())
+            done = appends.get(key)
+            if done is not None and done[0] is columns and done[1] == members and done[2] == names:
+                return done[3]
+            new = tuple(member for member, _, _ in entries)
+            names_after = _names(names, *(data for _, _, data in entries))
+            if columns is None and len(entries) == 1:  # a single batch: its own summary is the merge
+                digest, kept = None, None
+            else:
+                both = (
+                    merged(entries)
+                    if columns is None
+                    else merge_digested([columns, merged(entries)], raw=True, own=(own, True))
+                )
+                digest, kept = pack_stored(both, known=True)
+            made = _Appended(Rollup((*members, *new), names_after, digest), kept)
+            appends[key] = (columns, members, names, made)
+            return made
+
         staged: list[_Staged] = []
         # hours first, days last, as one add writes them (a day that shows a batch: its hour does too)
         for (granularity, start, family), group in sorted(groups.items(), key=lambda item: ROLLED.index(item[0][0])):
-            self._add_group(session_id, granularity, start, family, list(group.values()), merged, staged)
+            self._add_group(session_id, granularity, start, family, list(group.values()), appended, staged)
         self._commit(session_id, staged)  # every bucket's writes in one transaction
 
     def _add_group(
@@ -626,9 +668,11 @@ class Rollups:
         start: int,
         family: str,
         entries: list[tuple[Member, bytes, dict[str, Any]]],
-        merged: Callable[[Sequence[tuple[Member, bytes, dict[str, Any]]]], dict[str, Any]],
+        appended: Callable[[Rollup | None, dict[str, Any] | None, bool, Sequence[_Entry]], _Appended],
         staged: list[_Staged],
     ) -> None:
+        """Stage the writes that merge new batches (``entries``) into one bucket's rollup (``appended``
+        makes the rollup of batches appended to it, see :meth:`add_many`)."""
         key = rollup_key(granularity, start, family)
         header = self.artefacts.get_derived(session_id, key)
         # the merged columns this process wrote with the stored header, when it is still that one
@@ -641,12 +685,8 @@ class Rollups:
                 return
         entries.sort(key=lambda entry: entry[0].order)
         new = [member for member, _, _ in entries]
-        names = _names(found.names if found is not None else (), *(columns for _, _, columns in entries))
         if found is None:  # the first batches of the bucket (or some not rolled up yet: a view rebuilds it)
-            digest, stored = pack_stored(merged(entries), known=True) if len(entries) > 1 else (None, None)
-            staged.append(
-                self._writes(session_id, granularity, start, family, Rollup(tuple(new), names, digest), stored)
-            )
+            staged.append(self._writes(session_id, granularity, start, family, *appended(None, None, True, entries)))
             return
         replaced = {member.upload_id for member in new}
         others = [m for m in found.members if m.upload_id not in replaced]
@@ -658,13 +698,7 @@ class Rollups:
                     staged.append(self._dropped(granularity, start, family))
                     return
                 columns = unpack_columns(found.digest) if found.digest is not None else digest_columns(base)
-            both = merge_digested([columns, merged(entries)], raw=True, own=(own, True))
-            digest, stored = pack_stored(both, known=True)
-            staged.append(
-                self._writes(
-                    session_id, granularity, start, family, Rollup((*found.members, *new), names, digest), stored
-                )
-            )
+            staged.append(self._writes(session_id, granularity, start, family, *appended(found, columns, own, entries)))
             return
         # late within its bucket, or a replaced upload: this bucket is merged again, in order
         members = sorted([*others, *new], key=lambda m: m.order)
