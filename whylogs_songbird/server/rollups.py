@@ -86,7 +86,8 @@ ROLLED = ("hour", "day")
 #: The family of rollups over every segment (what a view without a segment shows).
 ALL_SEGMENTS = "all"
 _FORMAT = 1
-#: In a header, what follows its last member (member fields are numbers and ids: never a quote).
+#: In a header, what follows its last member (member fields are numbers and ids: never a quote),
+#: once: JSON text of the names after it cannot hold it (a quote in a name is escaped).
 _MEMBERS_END = b'],"names":'
 
 
@@ -356,7 +357,7 @@ class Rollup:
         are ``before``'s followed by new ones, as a batch appended to a bucket makes it: only the new
         members and the names are encoded (a header names every member of its bucket)."""
         kept = len(before.members)
-        cut = earlier.find(_MEMBERS_END)
+        cut = earlier.rfind(_MEMBERS_END)  # from the end: past the names, not every member
         if not kept or self.members[:kept] != before.members or cut < 0:
             return self.header()
         new = json.dumps(self.members[kept:], separators=(",", ":")).encode()[1:-1]
