@@ -617,13 +617,18 @@ class Rollups:
         merges: dict[tuple[str, ...], dict[str, Any]] = {}
         appends: dict[tuple[int, tuple[str, ...]], tuple[Any, tuple[Member, ...], tuple[str, ...], _Appended]] = {}
 
+        checked: set[int] = set()  # the digested columns (by id: ``groups`` holds them) already checked
+
         def merged(entries: Sequence[tuple[Member, bytes, dict[str, Any]]]) -> dict[str, Any]:
             """The digested columns of the merge of new batches, in order: made once for the hour
             and the day they share (from the sketches: building whylogs' views to merge them cost
-            most of an upload's ingest)."""
+            most of an upload's ingest). Each batch's sketches are checked by the first merge that
+            reads them, not again by the merges of its other families (every segment, its own)."""
             key = tuple(member.identity for member, _, _ in entries)
             if key not in merges:
-                merges[key] = merge_digested([columns for _, _, columns in entries], raw=True)
+                profiles = [columns for _, _, columns in entries]
+                merges[key] = merge_digested(profiles, raw=True, own=[id(columns) in checked for columns in profiles])
+                checked.update(id(columns) for columns in profiles)
             return merges[key]
 
         def appended(

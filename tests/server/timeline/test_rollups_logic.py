@@ -496,3 +496,25 @@ def test_an_hour_and_its_day_holding_the_same_batches_store_one_merge_until_the_
     assert day is not None and day.members == (*members, later)
     counts = [unpack_columns(merged_columns(granularity, DAY0))["n"]["counts"][0] for granularity in ("hour", "day")]
     assert counts == [12_000, 13_500]
+
+
+def test_each_batch_s_sketches_are_checked_once_however_many_families_merge_it(monkeypatch):
+    from whylogs_songbird.server import digest
+
+    digests = [digest_from_bytes(make_profile_bytes(8, seed=seed)) for seed in range(3)]
+    sketches = [
+        sketch
+        for found in digests
+        for column in digest.digest_columns(found).values()
+        for sketch in digest.sketches_of(column).values()
+    ]
+    seen: list[bytes] = []
+    for name in ("check_kll_doubles", "check_hll", "check_frequent_strings"):
+        check = getattr(digest, name)
+        monkeypatch.setattr(digest, name, lambda data, check=check: (seen.append(bytes(data)), check(data))[1])
+    members = [Member(DAY0 + 10 * i, f"log-{i}:{i}:1", f"log-{i}", str(i)) for i in range(3)]
+    added = Rollups(Derived(), lambda session_id, member: None)
+    # three families: every segment (all three batches), segment a (two) and segment b (one)
+    added.add_many("s", [(members[0], "a", digests[0]), (members[1], "b", digests[1]), (members[2], "a", digests[2])])
+    assert len(sketches) == 24 and sorted(seen) == sorted(sketches)
+    assert added.read("s", "hour", DAY0, rollups.family_of("a")).members == (members[0], members[2])
