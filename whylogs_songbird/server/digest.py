@@ -469,7 +469,8 @@ def merge_digested(
     Each sketch is checked before the sketch library reads it; raises :class:`DigestError`.
     ``raw``: each sketch of the result as its bytes (``digest_column``'s ``raw``). ``own``: for
     each profile, whether its sketches are bytes this process's sketch library serialized itself
-    (a merge it made and kept in memory): those are not checked again."""
+    (a merge it made and kept in memory), or the very objects a merge of this process checked
+    already: those are not checked again."""
     merged: dict[str, _MergedColumn] = {}
     for index, columns in enumerate(profiles):
         mine = index < len(own) and own[index]

@@ -86,7 +86,8 @@ ROLLED = ("hour", "day")
 #: The family of rollups over every segment (what a view without a segment shows).
 ALL_SEGMENTS = "all"
 _FORMAT = 1
-#: In a header, what follows its last member (member fields are numbers and ids: never a quote).
+#: In a header, what follows its last member (member fields are numbers and ids: never a quote),
+#: once: JSON text of the names after it cannot hold it (a quote in a name is escaped).
 _MEMBERS_END = b'],"names":'
 
 
@@ -356,7 +357,7 @@ class Rollup:
         are ``before``'s followed by new ones, as a batch appended to a bucket makes it: only the new
         members and the names are encoded (a header names every member of its bucket)."""
         kept = len(before.members)
-        cut = earlier.find(_MEMBERS_END)
+        cut = earlier.rfind(_MEMBERS_END)  # from the end: past the names, not every member
         if not kept or self.members[:kept] != before.members or cut < 0:
             return self.header()
         new = json.dumps(self.members[kept:], separators=(",", ":")).encode()[1:-1]
@@ -476,6 +477,17 @@ class _Staged(NamedTuple):
     writes: list[DerivedWrite]
     kept: tuple[str, bytes, Rollup, dict[str, Any] | None, int] | None
     key: str = ""
+
+
+#: A new batch to merge into its buckets: its member, its summary (a digest) and its digested columns.
+_Entry = tuple[Member, bytes, dict[str, Any]]
+
+
+class _Appended(NamedTuple):
+    """A bucket's rollup with new batches appended, and its merged columns as kept (:class:`_HeaderCache`)."""
+
+    rollup: Rollup
+    columns: dict[str, Any] | None
 
 
 class _Kept(NamedTuple):
@@ -603,20 +615,56 @@ class Rollups:
                     group.pop(member.upload_id, None)
                     group[member.upload_id] = (member, digest, columns)
         merges: dict[tuple[str, ...], dict[str, Any]] = {}
+        appends: dict[tuple[int, tuple[str, ...]], tuple[Any, tuple[Member, ...], tuple[str, ...], _Appended]] = {}
+
+        checked: set[int] = set()  # the digested columns (by id: ``groups`` holds them) already checked
 
         def merged(entries: Sequence[tuple[Member, bytes, dict[str, Any]]]) -> dict[str, Any]:
             """The digested columns of the merge of new batches, in order: made once for the hour
             and the day they share (from the sketches: building whylogs' views to merge them cost
-            most of an upload's ingest)."""
+            most of an upload's ingest). Each batch's sketches are checked by the first merge that
+            reads them, not again by the merges of its other families (every segment, its own)."""
             key = tuple(member.identity for member, _, _ in entries)
             if key not in merges:
-                merges[key] = merge_digested([columns for _, _, columns in entries], raw=True)
+                profiles = [columns for _, _, columns in entries]
+                merges[key] = merge_digested(profiles, raw=True, own=[id(columns) in checked for columns in profiles])
+                checked.update(id(columns) for columns in profiles)
             return merges[key]
+
+        def appended(
+            found: Rollup | None, columns: dict[str, Any] | None, own: bool, entries: Sequence[_Entry]
+        ) -> _Appended:
+            """The rollup of ``found`` (None: none yet) with new batches appended (``entries``, in
+            order), its merged columns those of ``columns`` (``found``'s; None: none) and the new
+            batches', and those columns as :func:`pack_stored` reads them back. Made once for the
+            buckets that append the same batches to the same members and the very same kept columns
+            (an hour and its day while they hold the same batches: a day of one active hour, or of
+            one batch a day, whose kept columns are then one object): the merge, its known quantiles
+            and the members' content key are most of a bucket's cost."""
+            key = (id(columns), tuple(member.identity for member, _, _ in entries))
+            members, names = (found.members, found.names) if found is not None else ((), ())
+            done = appends.get(key)
+            if done is not None and done[0] is columns and done[1] == members and done[2] == names:
+                return done[3]
+            new = tuple(member for member, _, _ in entries)
+            names_after = _names(names, *(data for _, _, data in entries))
+            if columns is None and len(entries) == 1:  # a single batch: its own summary is the merge
+                digest, kept = None, None
+            else:
+                both = (
+                    merged(entries)
+                    if columns is None
+                    else merge_digested([columns, merged(entries)], raw=True, own=(own, True))
+                )
+                digest, kept = pack_stored(both, known=True)
+            made = _Appended(Rollup((*members, *new), names_after, digest), kept)
+            appends[key] = (columns, members, names, made)
+            return made
 
         staged: list[_Staged] = []
         # hours first, days last, as one add writes them (a day that shows a batch: its hour does too)
         for (granularity, start, family), group in sorted(groups.items(), key=lambda item: ROLLED.index(item[0][0])):
-            self._add_group(session_id, granularity, start, family, list(group.values()), merged, staged)
+            self._add_group(session_id, granularity, start, family, list(group.values()), appended, staged)
         self._commit(session_id, staged)  # every bucket's writes in one transaction
 
     def _add_group(
@@ -626,9 +674,11 @@ class Rollups:
         start: int,
         family: str,
         entries: list[tuple[Member, bytes, dict[str, Any]]],
-        merged: Callable[[Sequence[tuple[Member, bytes, dict[str, Any]]]], dict[str, Any]],
+        appended: Callable[[Rollup | None, dict[str, Any] | None, bool, Sequence[_Entry]], _Appended],
         staged: list[_Staged],
     ) -> None:
+        """Stage the writes that merge new batches (``entries``) into one bucket's rollup (``appended``
+        makes the rollup of batches appended to it, see :meth:`add_many`)."""
         key = rollup_key(granularity, start, family)
         header = self.artefacts.get_derived(session_id, key)
         # the merged columns this process wrote with the stored header, when it is still that one
@@ -641,12 +691,8 @@ class Rollups:
                 return
         entries.sort(key=lambda entry: entry[0].order)
         new = [member for member, _, _ in entries]
-        names = _names(found.names if found is not None else (), *(columns for _, _, columns in entries))
         if found is None:  # the first batches of the bucket (or some not rolled up yet: a view rebuilds it)
-            digest, stored = pack_stored(merged(entries), known=True) if len(entries) > 1 else (None, None)
-            staged.append(
-                self._writes(session_id, granularity, start, family, Rollup(tuple(new), names, digest), stored)
-            )
+            staged.append(self._writes(session_id, granularity, start, family, *appended(None, None, True, entries)))
             return
         replaced = {member.upload_id for member in new}
         others = [m for m in found.members if m.upload_id not in replaced]
@@ -658,13 +704,7 @@ class Rollups:
                     staged.append(self._dropped(granularity, start, family))
                     return
                 columns = unpack_columns(found.digest) if found.digest is not None else digest_columns(base)
-            both = merge_digested([columns, merged(entries)], raw=True, own=(own, True))
-            digest, stored = pack_stored(both, known=True)
-            staged.append(
-                self._writes(
-                    session_id, granularity, start, family, Rollup((*found.members, *new), names, digest), stored
-                )
-            )
+            staged.append(self._writes(session_id, granularity, start, family, *appended(found, columns, own, entries)))
             return
         # late within its bucket, or a replaced upload: this bucket is merged again, in order
         members = sorted([*others, *new], key=lambda m: m.order)

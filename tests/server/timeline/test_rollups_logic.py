@@ -469,3 +469,52 @@ def test_merged_columns_keep_a_nan_or_infinite_mean_and_m2():
     assert packed == layout({"x": {"distribution": [float("inf"), float("nan"), 1]}}, b"k")
     (mean, m2, sketch) = unpack_columns(packed)["x"]["distribution"]
     assert mean == float("inf") and m2 != m2 and sketch == b"k"  # NaN is the one value unequal to itself
+
+
+def test_an_hour_and_its_day_holding_the_same_batches_store_one_merge_until_the_day_gets_another_hour():
+    # 1500 rows a profile: their KLL sketches are full, so two merges of the same batches compact at
+    # random and, over a few appends, differ; an hour and its day that hold the same batches are
+    # merged once, and both store that merge
+    digests = [digest_from_bytes(make_profile_bytes(1500, seed=seed)) for seed in range(8)]
+    members = [Member(DAY0 + 10 * i, f"log-{i}:{i}:1", f"log-{i}", str(i)) for i in range(8)]
+    derived = Derived()
+    added = Rollups(derived, lambda session_id, member: None)
+
+    def merged_columns(granularity: str, start: int) -> bytes:
+        found = added.read("s", granularity, start, "all")
+        assert found is not None and found.digest is not None
+        return found.digest
+
+    added.add_many("s", [(members[0], "", digests[0]), (members[1], "", digests[1])])
+    for index in range(2, 7):
+        added.add_many("s", [(members[index], "", digests[index])])
+        assert merged_columns("hour", DAY0) == merged_columns("day", DAY0)
+    later = Member(DAY0 + HOUR, "log-9:9:1", "log-9", "9")
+    added.add_many("s", [(members[7], "", digests[7]), (later, "", digests[0])])  # the day gets another hour
+    hour, day = added.read("s", "hour", DAY0, "all"), added.read("s", "day", DAY0, "all")
+    assert hour is not None and hour.members == tuple(members)
+    assert day is not None and day.members == (*members, later)
+    counts = [unpack_columns(merged_columns(granularity, DAY0))["n"]["counts"][0] for granularity in ("hour", "day")]
+    assert counts == [12_000, 13_500]
+
+
+def test_each_batch_s_sketches_are_checked_once_however_many_families_merge_it(monkeypatch):
+    from whylogs_songbird.server import digest
+
+    digests = [digest_from_bytes(make_profile_bytes(8, seed=seed)) for seed in range(3)]
+    sketches = [
+        sketch
+        for found in digests
+        for column in digest.digest_columns(found).values()
+        for sketch in digest.sketches_of(column).values()
+    ]
+    seen: list[bytes] = []
+    for name in ("check_kll_doubles", "check_hll", "check_frequent_strings"):
+        check = getattr(digest, name)
+        monkeypatch.setattr(digest, name, lambda data, check=check: (seen.append(bytes(data)), check(data))[1])
+    members = [Member(DAY0 + 10 * i, f"log-{i}:{i}:1", f"log-{i}", str(i)) for i in range(3)]
+    added = Rollups(Derived(), lambda session_id, member: None)
+    # three families: every segment (all three batches), segment a (two) and segment b (one)
+    added.add_many("s", [(members[0], "a", digests[0]), (members[1], "b", digests[1]), (members[2], "a", digests[2])])
+    assert len(sketches) == 24 and sorted(seen) == sorted(sketches)
+    assert added.read("s", "hour", DAY0, rollups.family_of("a")).members == (members[0], members[2])

@@ -126,12 +126,13 @@ def test_a_header_another_host_replaced_is_read_as_stored_not_as_this_process_wr
         ([0, 1], [0, 1, 2], ("n",)),  # appended
         ([0], [0, 1, 2, 3], ("n", 'a "quoted" ],"names": column')),  # appended, with a new column
         ([0, 1], [0, 1], ("n",)),  # nothing new
+        ([0, 1], [0, 1, 2], ('a "quoted" ],"names": column', "n")),  # appended, that column named before
         ([0, 1], [1, 2], ("n",)),  # not an append: encoded whole
         ([0, 2], [0, 1, 2], ("n",)),  # a late member: encoded whole
     ],
 )
 def test_a_header_made_from_the_one_before_is_the_header(before: list[int], after: list[int], names: tuple) -> None:
-    earlier = Rollup(tuple(member(i, DAY0 + i) for i in before), ("n",), None)
+    earlier = Rollup(tuple(member(i, DAY0 + i) for i in before), names[:1], None)
     later = Rollup(tuple(member(i, DAY0 + i) for i in after), names, None)
     made = later.header_after(earlier.header(), earlier)
     assert made == later.header() and Rollup.decode(made) == later
