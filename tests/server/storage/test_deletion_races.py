@@ -214,6 +214,32 @@ def _held_then_raced(
         return one.outcome(), two.outcome()
 
 
+def _ingest_of_two_raced(
+    store: Store, url: str, session_id: str, race: Callable[[], object]
+) -> tuple[UploadRecord, UploadRecord, object, object]:
+    """Two profiles of ``session_id``, ``first`` and ``later`` by id, the later one stored first (so
+    a scan finds it first), and a third of another dataset between them: the ingest writes the three
+    in id order, has updated ``first`` and waits (a held lock) for the one between, and ``race``
+    starts then. Returns ``first``, ``later``, what the ingest stored and what ``race`` returned."""
+    other_container = store.dataset_container("org-1", "model-2").id
+    later = _stored(store, session_id, b"later")
+    tries = 0
+    while (first := _stored(store, session_id, b"first %d" % tries)).id > later.id:
+        tries += 1
+    tries = 0
+    while not (first.id < (between := _stored(store, other_container, b"between %d" % tries)).id < later.id):
+        tries += 1
+    batch = [first, between, later]
+    store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=50)
+    stored, raced = _held_then_raced(
+        url,
+        ("SELECT id FROM uploads WHERE id = %s FOR UPDATE", (between.id,)),
+        lambda: store.metadata.store_summaries([(u.id, u.sha256, b"digest") for u in batch]),
+        race,
+    )
+    return first, later, stored, raced
+
+
 @pytest.mark.parametrize("removal", REMOVALS, ids=lambda r: r.name)
 def test_a_removal_meeting_an_ingest_between_its_summary_and_its_commit_is_no_error(
     postgres_service, tmp_path, removal
@@ -277,23 +303,8 @@ def test_marking_a_session_deleted_while_the_ingest_writes_two_of_its_profiles_i
     store = Store(tmp_path / "data", metadata=PostgresMetadataStore(url))
     try:
         session_id = store.create_session("u").id
-        other_container = store.dataset_container("org-1", "model-2").id
-        # in the session, the later profile (by id) is stored first, so a scan finds it first
-        later = _stored(store, session_id, b"later")
-        tries = 0
-        while (first := _stored(store, session_id, b"first %d" % tries)).id > later.id:
-            tries += 1
-        assert first.id < later.id
-        tries = 0
-        while not (first.id < (between := _stored(store, other_container, b"between %d" % tries)).id < later.id):
-            tries += 1
-        batch = [first, between, later]
-        store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=50)
-        stored, marked = _held_then_raced(
-            url,
-            ("SELECT id FROM uploads WHERE id = %s FOR UPDATE", (between.id,)),
-            lambda: store.metadata.store_summaries([(u.id, u.sha256, b"digest") for u in batch]),
-            lambda: deletions(store).mark_session_deleted(session_id),
+        first, later, stored, marked = _ingest_of_two_raced(
+            store, url, session_id, lambda: deletions(store).mark_session_deleted(session_id)
         )
         assert stored == [True, True, True], "the ingest committed first"
         assert marked is True
@@ -313,22 +324,8 @@ def test_moving_a_transaction_s_uploads_while_the_ingest_writes_two_of_them_is_n
     try:
         transaction = store.create_session("u").id
         dataset = store.dataset_container("org-1", "model-1").id
-        other_container = store.dataset_container("org-1", "model-2").id
-        # in the transaction, the later profile (by id) is stored first, so a scan finds it first
-        later = _stored(store, transaction, b"later")
-        tries = 0
-        while (first := _stored(store, transaction, b"first %d" % tries)).id > later.id:
-            tries += 1
-        tries = 0
-        while not (first.id < (between := _stored(store, other_container, b"between %d" % tries)).id < later.id):
-            tries += 1
-        batch = [first, between, later]
-        store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=50)
-        stored, moved = _held_then_raced(
-            url,
-            ("SELECT id FROM uploads WHERE id = %s FOR UPDATE", (between.id,)),
-            lambda: store.metadata.store_summaries([(u.id, u.sha256, b"digest") for u in batch]),
-            lambda: store.move_stored_uploads(transaction, dataset),
+        first, later, stored, moved = _ingest_of_two_raced(
+            store, url, transaction, lambda: store.move_stored_uploads(transaction, dataset)
         )
         assert stored == [True, True, True], "the ingest committed first"
         assert sorted(cast(list[str], moved)) == sorted([first.id, later.id])
