@@ -408,6 +408,19 @@ def reasons(text: str) -> dict[tuple[str, tuple[str, ...]], str]:
     return found
 
 
+def known_reason(known: dict[tuple[str, tuple[str, ...]], str], name: str, changed: tuple[str, ...]) -> str | None:
+    """The reason ``known`` gives for the mutant ``name`` changing ``changed``; or, when none is known
+    under that name, the one given for the only mutant of the same function with the same change
+    (mutmut numbers a function's mutants in order, so an edit that adds or drops one renumbers the rest)."""
+    if (name, changed) in known:
+        return known[(name, changed)]
+    function = name.rsplit("__mutmut_", 1)[0]
+    same = [
+        why for (other, lines), why in known.items() if lines == changed and other.rsplit("__mutmut_", 1)[0] == function
+    ]
+    return same[0] if len(same) == 1 else None
+
+
 #: Prints what ``mutmut show NAME`` prints for every name given, each followed by a NUL line, in one
 #: process: a ``mutmut show`` each spent seconds starting (one per survivor, minutes for a module).
 _SHOW_ALL = """
@@ -453,7 +466,7 @@ def survivors(
             text.append(f"{line}\n")
         else:
             diff = diffs[name]
-            why = known.get((name, _changed(diff.splitlines())))
+            why = known_reason(known, name, _changed(diff.splitlines()))
             unexplained += why is None and status not in DETECTED
             text.append(f"{line}\n" + (f"{REASON}{why}\n" if why else "") + diff)
     return "\n".join(text), unexplained
