@@ -459,6 +459,24 @@ def test_the_route_on_a_loopback_bind_is_open_and_records_evaluations(store, mon
     assert f'{REQUEST_DURATION}_count{{method="GET",route="/metrics",status="2xx"}} 1.0' in client.get("/metrics").text
 
 
+@pytest.mark.parametrize("time_requests", [True, False])
+def test_the_durations_returned_are_the_ones_the_timing_middleware_observes(store, monkeypatch, time_requests):
+    """One RequestDurations per histogram: mount_metrics returns the one its timing middleware
+    (added only with ``time_requests``) observes into, not a second one with its own children."""
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+    app = FastAPI()
+    durations = mount_metrics(
+        app, store, ServerConfig(host="127.0.0.1"), SimpleNamespace(evaluated=[]), time_requests=time_requests
+    )  # type: ignore[arg-type]
+    assert isinstance(durations, metrics.RequestDurations)
+    timing = [m for m in app.user_middleware if m.cls is RequestDurationMiddleware]
+    assert [m.kwargs["durations"] for m in timing] == ([durations] if time_requests else [])
+    layer = app.build_middleware_stack()
+    while not isinstance(layer, RequestDurationMiddleware) and hasattr(layer, "app"):
+        layer = layer.app
+    assert (layer.durations is durations) if time_requests else not isinstance(layer, RequestDurationMiddleware)
+
+
 def test_the_route_elsewhere_needs_the_token(store, monkeypatch):
     monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
     client, _ = mounted(store, host="0.0.0.0", metrics_token="s3cret")  # noqa: S104 - never bound here
