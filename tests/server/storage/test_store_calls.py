@@ -754,6 +754,35 @@ def test_the_segment_a_header_names_is_kept_for_a_slot_that_named_none(estore, t
     assert outcome.upload.path == blob_key(session, upload.id, sha(plain()))
 
 
+@pytest.mark.parametrize("repeated", [False, True], ids=["new bytes", "bytes of a stored profile"])
+def test_a_file_stored_with_a_landing_time_is_recorded_as_landed_then(estore, tmp_path, repeated):
+    """An import gives each profile the time it landed at (``stored_at``): recorded as given, for
+    new bytes and for bytes that repeat a profile already stored (kept once, as its duplicate)."""
+    session = estore.create_session("u").id
+    original = put(estore, session, plain()) if repeated else None
+    upload = new_slot(estore, session)
+    source = tmp_path / "body"
+    source.write_bytes(plain())
+    outcome = estore.store_profile_file(upload.id, source, size=len(plain()), sha256=sha(plain()), stored_at=1234)
+    assert outcome.duplicate_of == (original.id if original is not None else None)
+    assert estore.get_upload(upload.id).stored_at == 1234
+
+
+def test_derived_values_are_written_and_dropped_through_the_store(estore):
+    session = estore.create_session("u").id
+    estore.put_derived(session, "timeline/x/old", b"old")
+    estore.write_derived(session, [("put", "timeline/x/new", b"new"), ("drop", "timeline/x/old", None)])
+    assert (estore.get_derived(session, "timeline/x/new"), estore.get_derived(session, "timeline/x/old")) == (
+        b"new",
+        None,
+    )
+
+
+def test_a_store_remembers_the_bytes_its_puts_checked(estore):
+    estore.checked.note(sha(plain()), 10)
+    assert estore.checked.vouches(sha(plain()), 10) and not estore.checked.vouches(sha(b"other"), 10)
+
+
 # -- reading the bytes of a profile that a client PUT straight to the blob store -----------------
 
 
