@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -84,6 +85,54 @@ def state(store: Store, upload_id: str) -> tuple[str | None, str | None, int]:
 def test_the_constants():
     assert LEASE_MS == 30_000 and BUSY_SHARE == 0.25  # a 30-second lease, renewed by the heartbeat
     assert (ingest.POLL_SECONDS, ingest.STOP_GRACE_SECONDS) == (1.0, 5.0)
+
+
+# -- bytes a PUT of this process checked ---------------------------------------------------------------
+
+
+class CheckingSandbox(FakeSandbox):
+    """A sandbox with its limits (a column cap of 10), recording the ``checked`` each call is given;
+    its batch answers each profile, or (``alone``) none, so each then goes alone."""
+
+    limits = SimpleNamespace(max_columns=10)
+
+    def __init__(self, alone: bool) -> None:
+        super().__init__()
+        self.alone = alone
+        self.checked: list[object] = []
+
+    def digest(self, data: bytes, checked: object = None) -> bytes:
+        self.checked.append(("alone", checked))
+        return super().digest(data, checked)
+
+    def digest_many(self, profiles: list[bytes], checked: object = ()) -> list[bytes | SandboxError | None]:
+        self.checked.append(("batch", checked))
+        return [None] * len(profiles) if self.alone else [DIGEST] * len(profiles)
+
+
+@pytest.mark.parametrize("alone", [False, True], ids=["one trip", "each alone"])
+def test_the_child_is_told_which_bytes_a_put_here_checked_under_its_column_cap(store, alone):
+    """Only a profile whose bytes a PUT of this process checked (``Store.checked``) under a cap no
+    larger than the sandbox's goes with its sha256, so its child skips the structural check; every
+    other one goes with None and is checked in the child."""
+    vouched, over_cap = put(store, PROFILE), put(store, OTHER)
+    put(store, b"WHY1 not noted")  # no PUT of this process checked it
+    store.checked.note(vouched.sha256, 10)
+    store.checked.note(over_cap.sha256, 11)  # checked under a larger cap than the sandbox's: no
+    claimed = store.metadata.claim_ingest(lease_ms=LEASE_MS, limit=3)
+    sandbox = CheckingSandbox(alone)
+    assert ingest.ingest_many(store, claimed, sandbox) == [DIGEST] * 3
+    expected = [vouched.sha256 if u.id == vouched.id else None for u in claimed]
+    alone_calls = [("alone", sha) for sha in expected] if alone else []
+    assert sandbox.checked == [("batch", expected), *alone_calls]
+
+
+def test_a_profile_summarised_alone_tells_the_child_its_bytes_were_checked_here(store):
+    vouched = put(store, PROFILE)
+    store.checked.note(vouched.sha256, 10)
+    sandbox = CheckingSandbox(alone=True)
+    assert ingest_one(store, claim(store), sandbox) == DIGEST
+    assert sandbox.checked == [("alone", vouched.sha256)]
 
 
 # -- the claim heartbeat ----------------------------------------------------------------------------
