@@ -494,6 +494,28 @@ def test_dropping_derived_keys_keeps_those_under_the_kept_prefix(store):
     assert store.get_derived(session, "u") is None
 
 
+def test_derived_writes_are_put_and_dropped_in_order_and_a_deleted_session_keeps_no_new_ones(store):
+    """write_derived: each write in order (a put then a drop under its prefix drops it; a drop keeps
+    the keys under its kept prefix), and once the session is marked deleted its puts store nothing
+    while its drops still apply."""
+    session = new_session(store)
+    for key in ("r.a", "r.b", "s.x"):
+        store.put_derived(session, key, b"old")
+    store.write_derived(session, [("put", "r.c", b"new"), ("drop", "r.", "r.b"), ("put", "t.1", b"one")])
+    assert [store.get_derived(session, k) for k in ("r.a", "r.b", "r.c", "s.x", "t.1")] == [
+        None,
+        b"old",
+        None,
+        b"old",
+        b"one",
+    ]
+    run_sql(store, "UPDATE sessions SET deleted_at = 1 WHERE id = ?", (session,))
+    store.write_derived(session, [("put", "u.1", b"late"), ("drop", "s.", None)])
+    assert (store.get_derived(session, "u.1"), store.get_derived(session, "s.x")) == (None, None)
+    with pytest.raises(ValueError):
+        store.write_derived("not a session id", [("put", "k", b"v")])
+
+
 def test_dropping_derived_keys_under_a_prefix_ending_in_a_wide_character(store):
     session = new_session(store)
     for key in ("p\u00ff1", "p\u0100", "p\ud7fe2", "p\ud7ff", "p\U0001f600x", "p\U0001f601", "pz"):
