@@ -90,6 +90,13 @@ def stored(
     return outcome.upload
 
 
+def test_an_upload_is_recorded_as_landed_now_or_at_the_time_given(store, clock):
+    session = new_session(store)
+    now, given = slot(store, session), slot(store, session, 200)
+    assert store.mark_stored(now.id, key="k/1", size=1, sha256="s1").upload.stored_at == T0
+    assert store.mark_stored(given.id, key="k/2", size=1, sha256="s2", stored_at=T0 - 5).upload.stored_at == T0 - 5
+
+
 def ids(uploads: list[UploadRecord]) -> list[str]:
     return [upload.id for upload in uploads]
 
