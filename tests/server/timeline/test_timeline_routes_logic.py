@@ -39,6 +39,7 @@ from whylogs_songbird.server.errors import ApiError
 from whylogs_songbird.server.observatory.cache import LruCache
 from whylogs_songbird.server.observatory.container import PageContainer
 from whylogs_songbird.server.observatory.page import make_environment
+from whylogs_songbird.server.rollups import read_version
 from whylogs_songbird.server.routes.timeline import (
     PAGE_CACHE_BYTES,
     StoreArtefacts,
@@ -386,6 +387,20 @@ def three_uploads() -> list[UploadRecord]:
         upload("log-3", dataset_timestamp=T0 + DAY, ingest_state="pending"),
         upload("log-4", dataset_timestamp=T0 + 2 * DAY, ingest_state="invalid"),
     ]
+
+
+def test_the_service_bumps_the_version_itself_only_over_a_store_that_does_not_record_it():
+    """A store whose recording of an upload changes the timeline version (the server's Store) needs
+    no second change from the service; over any other store the service changes it itself."""
+    plain = FakeStore(three_uploads())
+    bumping = make_service(plain, profiles=FakeProfiles(views()))  # type: ignore[arg-type]
+    assert bumping.bump is not None
+    before = read_version(plain, "session-1")  # type: ignore[arg-type]
+    bumping.bump("session-1")
+    assert read_version(plain, "session-1") != before  # type: ignore[arg-type]
+    recording = FakeStore(three_uploads())
+    recording.records_timeline_version = True  # type: ignore[attr-defined]
+    assert make_service(recording, profiles=FakeProfiles(views())).bump is None  # type: ignore[arg-type]
 
 
 def test_the_service_over_a_store_reads_views_through_the_view_cache():
