@@ -67,6 +67,16 @@ def test_the_least_recently_noted_go_first():
     assert checked.vouches(sha(b"1"), 5) and checked.vouches(sha(b"3"), 5)
 
 
+@pytest.mark.mutation_fast("whylogs_songbird/server/profile_check.py")
+def test_by_default_4096_digests_are_kept():
+    checked = CheckedProfiles()
+    for n in range(4096):
+        checked.note(f"{n:064x}", 10)
+    assert len(checked) == 4096 and checked.vouches(f"{0:064x}", 10)
+    checked.note("f" * 64, 10)
+    assert len(checked) == 4096 and not checked.vouches(f"{0:064x}", 10) and checked.vouches("f" * 64, 10)
+
+
 def test_the_child_skips_the_check_only_for_bytes_of_the_digest_it_is_sent(two_columns):
     with pytest.raises(SandboxRefused, match="not a well-formed whylogs profile"):
         two_columns.digest(THREE)  # not vouched for: checked in the child
