@@ -506,6 +506,7 @@ def test_derived_writes_are_put_and_dropped_in_order_and_a_deleted_session_keeps
     the keys under its kept prefix), and once the session is marked deleted its puts store nothing
     while its drops still apply."""
     session = new_session(store)
+    upload_id = slot(store, session).id
     for key in ("r.a", "r.b", "s.x"):
         store.put_derived(session, key, b"old")
     store.write_derived(session, [("put", "r.c", b"new"), ("drop", "r.", "r.b"), ("put", "t.1", b"one")])
@@ -519,8 +520,9 @@ def test_derived_writes_are_put_and_dropped_in_order_and_a_deleted_session_keeps
     run_sql(store, "UPDATE sessions SET deleted_at = 1 WHERE id = ?", (session,))
     store.write_derived(session, [("put", "u.1", b"late"), ("drop", "s.", None)])
     assert (store.get_derived(session, "u.1"), store.get_derived(session, "s.x")) == (None, None)
-    with pytest.raises(ValueError):
-        store.write_derived("not a session id", [("put", "k", b"v")])
+    for not_a_session in ("not a session id", upload_id):  # an upload's id is no session's
+        with pytest.raises(ValueError):
+            store.write_derived(not_a_session, [("put", "k", b"v")])
 
 
 def test_dropping_derived_keys_under_a_prefix_ending_in_a_wide_character(store):
