@@ -603,7 +603,7 @@ class Rollups:
         """:meth:`add` for several newly summarised batches (member, segment, digest) at once: each
         bucket they touch is read, merged and written once, and ends as those adds one by one would
         leave it (a burst of uploads into one hour costs one merge per bucket, not one per upload)."""
-        groups: dict[tuple[str, int, str], dict[str, tuple[Member, bytes, dict[str, Any]]]] = {}
+        groups: dict[tuple[str, int, str], dict[str, _Entry]] = {}
         for member, segment, digest in batches:
             families = [ALL_SEGMENTS] + ([family_of(segment)] if segment else [])
             columns = digest_columns(digest)
@@ -619,7 +619,7 @@ class Rollups:
 
         checked: set[int] = set()  # the digested columns (by id: ``groups`` holds them) already checked
 
-        def merged(entries: Sequence[tuple[Member, bytes, dict[str, Any]]]) -> dict[str, Any]:
+        def merged(entries: Sequence[_Entry]) -> dict[str, Any]:
             """The digested columns of the merge of new batches, in order: made once for the hour
             and the day they share (from the sketches: building whylogs' views to merge them cost
             most of an upload's ingest). Each batch's sketches are checked by the first merge that
@@ -673,7 +673,7 @@ class Rollups:
         granularity: str,
         start: int,
         family: str,
-        entries: list[tuple[Member, bytes, dict[str, Any]]],
+        entries: list[_Entry],
         appended: Callable[[Rollup | None, dict[str, Any] | None, bool, Sequence[_Entry]], _Appended],
         staged: list[_Staged],
     ) -> None:
