@@ -11,6 +11,7 @@ rows left alone, and what a repeated call changes (nothing).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from whylogs_songbird.server.storage import sql as sql_module
 from whylogs_songbird.server.storage.base import NewUpload, SessionGoneError, SlotLimitError, UploadRecord
-from whylogs_songbird.server.storage.sql import DAY_MS
+from whylogs_songbird.server.storage.sql import DAY_MS, SQLITE
 from whylogs_songbird.server.storage.sqlite import SqliteMetadataStore
 
 #: scripts/mutation runs this file against the mutants of this module
@@ -507,15 +508,16 @@ def test_derived_writes_are_put_and_dropped_in_order_and_a_deleted_session_keeps
     while its drops still apply."""
     session = new_session(store)
     upload_id = slot(store, session).id
-    for key in ("r.a", "r.b", "s.x"):
+    for key in ("r.a", "r.b", "s.x", "R.a"):
         store.put_derived(session, key, b"old")
     store.write_derived(session, [("put", "r.c", b"new"), ("drop", "r.", "r.b"), ("put", "t.1", b"one")])
-    assert [store.get_derived(session, k) for k in ("r.a", "r.b", "r.c", "s.x", "t.1")] == [
+    assert [store.get_derived(session, k) for k in ("r.a", "r.b", "r.c", "s.x", "t.1", "R.a")] == [
         None,
         b"old",
         None,
         b"old",
         b"one",
+        b"old",  # the prefix matches case-sensitively (SQLite's LIKE alone would not)
     ]
     run_sql(store, "UPDATE sessions SET deleted_at = 1 WHERE id = ?", (session,))
     store.write_derived(session, [("put", "u.1", b"late"), ("drop", "s.", None)])
@@ -1097,3 +1099,96 @@ def test_a_profile_claimed_by_another_host_after_it_was_read_is_not_claimed_here
     assert store.claim_ingest(lease_ms=1_000) == []
     assert store.claimed_here == set()
     store.close()
+
+
+# -- row locks: which rows a transaction locks, and in which order -----------------------------------
+# On PostgreSQL these locks keep concurrent writers from deadlocking or breaking a foreign key (the
+# races themselves are run in tests/server/storage/test_deletion_races.py, over a real PostgreSQL).
+# Here the store runs on SQLite with PostgreSQL's lock clauses spelt as SQL comments: SQLite runs
+# the statements as before, and the statements a transaction ran say what it locked and when.
+
+LOCKS = dataclasses.replace(
+    SQLITE,
+    for_update=" /* for update */",
+    skip_locked=" /* skip locked */",
+    key_share=" /* key share */",
+    no_key_update=" /* no key update */",
+)
+
+
+class LockSpelling(SqliteMetadataStore):
+    """The SQLite store with :data:`LOCKS`, keeping each statement it runs with its parameters."""
+
+    dialect = LOCKS
+
+    def __init__(self, path: Path) -> None:
+        self.ran: list[tuple[str, tuple]] = []
+        super().__init__(path)
+
+    def _exec(self, conn, statement, params=()):
+        self.ran.append((statement, tuple(params)))
+        return super()._exec(conn, statement, params)
+
+    def _rowcount(self, conn, statement, params=()):
+        self.ran.append((statement, tuple(params)))
+        return super()._rowcount(conn, statement, params)
+
+
+@pytest.fixture
+def locking(tmp_path: Path, clock: Clock) -> Iterator[LockSpelling]:
+    metadata = LockSpelling(tmp_path / "locks.sqlite3")
+    yield metadata
+    metadata.close()
+
+
+def test_slots_under_a_limit_lock_the_session_row_for_update_before_counting(locking):
+    """Counting a session's slots locks its row FOR UPDATE later: a limited request takes that lock
+    first (two key-share holders each upgrading would deadlock); an unlimited one takes a key share."""
+    session = new_session(locking)
+    live = "SELECT id FROM sessions WHERE id = ? AND deleted_at IS NULL"
+    locking.ran.clear()
+    locking.create_uploads(session, [NewUpload("batch", 1)], ttl_seconds=60, max_open=5)
+    assert locking.ran[0] == (live + " /* for update */", (session,))
+    locking.ran.clear()
+    locking.create_uploads(session, [NewUpload("batch", 2)], ttl_seconds=60)
+    assert locking.ran[0] == (live + " /* key share */", (session,))
+
+
+def test_removing_a_sessions_uploads_locks_its_row_then_its_uploads_in_id_order_first(locking):
+    session = new_session(locking)
+    for ts in (1, 2, 3):
+        stored(locking, session, ts)
+    locking.ran.clear()
+    assert len(locking.delete_uploads(session)) == 3
+    assert locking.ran[:2] == [
+        ("SELECT id FROM sessions WHERE id = ? /* for update */", (session,)),
+        ("SELECT id FROM uploads WHERE session_id = ? ORDER BY id /* for update */", (session,)),
+    ]
+    assert not any(statement.startswith("DELETE") for statement, _ in locking.ran[:2])
+
+
+def test_summaries_are_written_in_id_order_and_answered_in_the_order_given(locking):
+    session = new_session(locking)
+    uploads = sorted((slot(locking, session, ts) for ts in (1, 2, 3)), key=lambda u: u.id)
+    shas = {u.id: sha for u, sha in zip(uploads, ("z", "y", "x"))}  # against the ids' order
+    for upload in uploads:
+        locking.mark_stored(upload.id, key=f"k/{upload.id}", size=1, sha256=shas[upload.id])
+    given = [uploads[2], uploads[0], uploads[1]]
+    locking.ran.clear()
+    outcome = locking.store_summaries([(u.id, shas[u.id] if u is not uploads[0] else "other", b"s") for u in given])
+    assert outcome == [True, False, True], "the second given (uploads[0]) has other bytes than those stored"
+    updated = [params[0] for statement, params in locking.ran if statement.startswith("UPDATE uploads")]
+    assert updated == [u.id for u in uploads]
+
+
+def test_a_batch_of_profiles_is_claimed_in_id_order_and_answered_in_the_order_stored(locking, clock):
+    session = new_session(locking)
+    uploads = [slot(locking, session, ts) for ts in (1, 2, 3)]
+    by_id = sorted(uploads, key=lambda u: u.id)
+    landed = [by_id[1], by_id[2], by_id[0]]  # stored out of id order
+    for n, upload in enumerate(landed):
+        locking.mark_stored(upload.id, key=f"k/{upload.id}", size=1, sha256=f"s{n}", stored_at=T0 - 10 + n)
+    locking.ran.clear()
+    assert ids(locking.claim_ingest(lease_ms=1_000, limit=5)) == [u.id for u in landed]
+    taken = [params[4] for statement, params in locking.ran if statement.startswith("UPDATE uploads SET ingest_lease")]
+    assert taken == [u.id for u in by_id]
