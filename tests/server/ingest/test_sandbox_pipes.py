@@ -15,6 +15,7 @@ causes of death); those are not repeated here. test_sandbox.py runs real childre
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -244,6 +245,59 @@ def test_what_the_child_prints_goes_to_stderr_not_into_the_answers(run_child, mo
     assert done.stderr == b"a stray line\n"
 
 
+def checked_frame(vouched: bytes, payload: bytes) -> bytes:
+    """A ``C`` job: the sha256 the server's process checked, then the profile."""
+    return _FRAME.pack(b"C", len(vouched) + len(payload)) + vouched + payload
+
+
+def test_a_checked_job_skips_the_check_only_for_bytes_of_the_digest_it_carries(run_child, monkeypatch):
+    """The child hands a ``C`` job's profile on as checked only when the sha256 of the bytes it read
+    is the one the job carries; a wrong digest, a ``C`` frame too short to hold one and a ``D`` job
+    are checked in the child. A digest with an empty profile is still a digest."""
+    asked: list[tuple[bytes, int, bool]] = []
+
+    def summarise(data: bytes, max_columns: int, *, checked: bool = False) -> bytes:
+        asked.append((data, max_columns, checked))
+        return b"digest of " + data
+
+    monkeypatch.setattr(sandbox, "summarise_in_child", summarise)
+    # sha256(b"abc") and sha256(b""), written out
+    abc = bytes.fromhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    empty = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    jobs = [
+        checked_frame(abc, b"abc"),
+        checked_frame(empty, b"abc"),  # the digest of other bytes
+        checked_frame(b"", b"short"),  # less than a digest: all of it is the profile
+        checked_frame(empty, b""),
+        frame(b"D", b"abc"),
+        checked_frame(abc, b"abc"),
+    ]
+    done = run_child(b"".join(jobs), columns=9)
+    assert asked == [
+        (b"abc", 9, True),
+        (b"abc", 9, False),
+        (b"short", 9, False),
+        (b"", 9, True),
+        (b"abc", 9, False),
+        (b"abc", 9, True),
+    ]
+    said = frames(done.answers)
+    assert said[0] == (b"H", b"") and said[1::2] == [(b"S", b"")] * 6
+    assert said[2::2] == [(b"O", b"digest of " + data) for data, _, _ in asked]
+
+
+def test_a_checked_job_of_a_real_profile_is_digested_without_the_column_limit(run_child):
+    """Three columns, a child allowing two: refused unless the job vouches for these very bytes."""
+    three = make_profile_bytes(4)
+    vouched = hashlib.sha256(three).digest()
+    other = hashlib.sha256(three + b" ").digest()
+    done = run_child(checked_frame(vouched, three) + checked_frame(other, three) + frame(b"D", three), columns=2)
+    _, _, digest, _, refused, _, refused_again = frames(done.answers)
+    assert digest == (b"O", summarise_in_child(three, max_columns=2, checked=True))
+    assert refused[0] == refused_again[0] == b"R"
+    assert refused[1].startswith(b"it is not a well-formed whylogs profile (") and refused_again == refused
+
+
 def test_the_test_fault_looks_at_each_job_s_bytes(run_child, monkeypatch):
     sleeps: list[float] = []
     kills: list[tuple[int, int]] = []
@@ -345,7 +399,16 @@ def select_readable(fd: int, seconds: float) -> bool:
     return bool(select.select([fd], [], [], seconds)[0])
 
 
-def test_whether_the_next_job_has_come_is_told_without_waiting():
+def test_whether_the_next_job_has_come_is_told_without_waiting(monkeypatch):
+    import select
+
+    timeouts: list[float] = []
+
+    def polled(read: list[Any], write: list[Any], error: list[Any], timeout: float) -> Any:
+        timeouts.append(timeout)  # what the child would wait for, were nothing there
+        return select.select(read, write, error, timeout)
+
+    monkeypatch.setattr(sandbox, "select", SimpleNamespace(select=polled))
     jobs_out, jobs_in = os.pipe()
     with os.fdopen(jobs_out, "rb") as requests:
         assert not sandbox._job_waiting(requests)  # nothing yet: it does not wait
@@ -356,6 +419,7 @@ def test_whether_the_next_job_has_come_is_told_without_waiting():
         assert not sandbox._job_waiting(requests)  # part of a header
         os.close(jobs_in)
         assert not sandbox._job_waiting(requests)  # the end of the input
+    assert timeouts == [0, 0, 0, 0]
     assert not sandbox._job_waiting(io.BytesIO(_FRAME.pack(b"D", 3)))  # no file descriptor: it cannot tell
 
 
@@ -521,6 +585,18 @@ def test_jobs_are_queued_then_go_out_as_frames_while_the_answers_are_read(piped)
         (b"O", b""),
     ]
     assert child._inbox == b""
+
+
+def test_a_checked_payload_goes_out_as_a_c_job_carrying_its_digest(piped):
+    """Each payload with a sha256 is a ``C`` job: the digest's 32 bytes, then the payload (the
+    length counts both); a payload with None, or past the end of ``checked``, is a job of the kind asked."""
+    child, process = piped()
+    child.send(b"D", [b"p1", b"p2", b"p3", b"p4"], [None, "ab" * 32, None])
+    assert child.jobs == 4
+    process.answer(frame(b"S", b""))
+    assert child.frame(soon()) == (b"S", b"")
+    checked_job = b"C" + (34).to_bytes(8, "little") + b"\xab" * 32 + b"p2"
+    assert process.sent() == frame(b"D", b"p1") + checked_job + frame(b"D", b"p3") + frame(b"D", b"p4")
 
 
 def test_ask_passes_over_the_started_frame(piped):
@@ -846,3 +922,45 @@ def test_a_stray_frame_is_charged_only_to_a_profile_the_child_started(piped, mon
     assert (second if outcome is None else str(second)) == outcome
     assert outcome is None or type(second) is SandboxCrash
     assert made[0].kills == 1
+
+
+def test_the_pool_sends_each_profile_with_its_checked_digest(piped, monkeypatch):
+    """digest() and digest_many() hand each profile's sha256 on to the child (as a ``C`` job)."""
+    made: list[PipeProcess] = []
+    received = bytearray()
+
+    def play_child(process: PipeProcess) -> None:
+        """Answer each whole job with a start and a digest until the server closes the pipe."""
+        taken = 0
+        while part := os.read(process.child_in, MiB):
+            received.extend(part)
+            while len(received) - taken >= _FRAME.size:
+                _, size = _FRAME.unpack_from(received, taken)
+                if len(received) - taken < _FRAME.size + size:
+                    break
+                taken += _FRAME.size + size
+                process.answer(frame(b"S", b"") + frame(b"O", b"d"))
+
+    players: list[threading.Thread] = []
+
+    def popen(args: list[str], **kwargs: Any) -> PipeProcess:
+        made.append(PipeProcess(args, **kwargs))
+        made[-1].answer(frame(b"H", b""))
+        players.append(threading.Thread(target=play_child, args=(made[-1],), daemon=True))
+        players[-1].start()
+        return made[-1]
+
+    monkeypatch.setattr(sandbox.subprocess, "Popen", popen)
+    pool = sandbox.Sandbox(max_children=1)
+    try:
+        assert pool.digest(b"one", "cd" * 32) == b"d"
+        assert pool.digest_many([b"two", b"three"], [None, "ef" * 32]) == [b"d", b"d"]
+    finally:
+        pool.close()  # the player's input ends
+    players[0].join(10)
+    assert len(made) == 1 and made[0].kills == 1  # by close(), not before
+    assert bytes(received) == (
+        b"C" + (35).to_bytes(8, "little") + b"\xcd" * 32 + b"one"
+        + frame(b"D", b"two")
+        + b"C" + (37).to_bytes(8, "little") + b"\xef" * 32 + b"three"
+    )  # fmt: skip

@@ -134,3 +134,31 @@ def test_bytes_the_fast_digest_does_not_take_get_whylogs_verdict(caplog, monkeyp
     assert record.getMessage() == "sandbox: the fast digest did not take these bytes; asking whylogs"
     assert record.levelno == logging.DEBUG and record.exc_info is not None
     assert str(record.exc_info[1]) == "not a default shape"
+
+
+def test_the_child_digests_through_the_fast_path_when_it_takes_the_bytes(caplog, monkeypatch):
+    data = make_profile_bytes(8)
+    expected = digest.digest_from_bytes(data)
+    given: list[bytes] = []
+    fast = digest.raw_columns_from_bytes
+    monkeypatch.setattr(digest, "raw_columns_from_bytes", lambda raw: given.append(raw) or fast(raw))
+    with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.sandbox"):
+        assert sandbox.summarise_in_child(data, 10) == expected
+    assert given == [data] and caplog.records == []
+
+
+def test_bytes_the_fast_path_does_not_take_are_digested_from_whylogs_reading_in_the_child(caplog, monkeypatch):
+    data = make_profile_bytes(8, seed=2)
+    expected = digest.digest_view(read_view(data))
+
+    def refuse(given: bytes) -> dict:
+        assert given == data
+        raise ValueError("not a default shape")
+
+    monkeypatch.setattr(digest, "raw_columns_from_bytes", refuse)
+    with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.sandbox"):
+        assert sandbox.summarise_in_child(data, 10, checked=True) == expected
+    (record,) = caplog.records
+    assert record.getMessage() == "sandbox: the fast digest did not take these bytes; asking whylogs"
+    assert record.levelno == logging.DEBUG and record.exc_info is not None
+    assert str(record.exc_info[1]) == "not a default shape"
