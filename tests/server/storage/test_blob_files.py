@@ -217,6 +217,22 @@ def test_a_put_bytes_that_cannot_rename_removes_its_temporary_file(blobs):
     assert names(blobs.tmp_dir) == []
 
 
+def test_a_put_bytes_whose_temporary_file_went_before_the_rename_fails_as_not_found(blobs, monkeypatch):
+    """A start's reconcile removing leftover temporary files while a PUT is written: the PUT fails
+    with the rename's error (its retry writes again), nothing is left under the key or in tmp."""
+    real_fsync = os.fsync
+
+    def fsync_then_lose(fd: int) -> None:
+        real_fsync(fd)
+        for leftover in blobs.tmp_dir.iterdir():
+            leftover.unlink()
+
+    monkeypatch.setattr(files.os, "fsync", fsync_then_lose)
+    with pytest.raises(FileNotFoundError):
+        blobs.put_bytes(KEY, b"x")
+    assert not blobs.path(KEY).exists() and names(blobs.tmp_dir) == []
+
+
 def test_reading_sizes_existence_and_deletion(blobs):
     other = f"profiles/{S1}/{L2}.bin"
     blobs.put_bytes(KEY, b"12345")
