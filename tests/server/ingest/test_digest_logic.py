@@ -272,3 +272,37 @@ def test_a_raw_digested_column_holds_each_sketch_as_the_bytes_its_text_encodes()
     for name in ("cardinality", "frequent_items"):
         assert isinstance(raw[name], bytes) and raw[name] == base64.b64decode(text[name])
     assert raw["distribution"][2] == base64.b64decode(text["distribution"][2])
+
+
+def test_a_digest_s_sketches_are_plain_base64_without_a_line_break():
+    column = digest_columns(digest_view(why.log(pd.DataFrame({"v": ["a", "b", 1.5]})).view()))["v"]
+    texts = [column["distribution"][2], column["cardinality"], column["frequent_items"]]
+    for text in texts:
+        assert "\n" not in text
+        assert base64.b64encode(base64.b64decode(text, validate=True)).decode() == text
+
+
+def _text_column(values: list[str]) -> dict[str, Any]:
+    return digest_columns(digest_view(why.log(pd.DataFrame({"v": values})).view()))
+
+
+def test_a_merge_reads_sketches_this_process_serialized_as_it_reads_checked_ones():
+    """``own``: the sketches of those profiles are read without the check, to the same merge."""
+    left, right = _text_column(["a", "b", "b"]), _text_column(["b", "c"])
+    checked = merge_digested([left, right], raw=True)
+    trusted = merge_digested([left, right], raw=True, own=[True, True])
+    assert trusted == checked
+    hll = ds.hll_sketch.deserialize(trusted["v"]["cardinality"])
+    assert round(hll.get_estimate()) == 3
+    items = ds.frequent_strings_sketch.deserialize(trusted["v"]["frequent_items"])
+    counted = {row[0]: row[1] for row in items.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES)}
+    assert counted == {"a": 1, "b": 3, "c": 1}
+    assert ds.kll_doubles_sketch.deserialize(trusted["v"]["distribution"][2]).get_n() == 0  # text: no numbers
+
+
+def test_a_sketch_of_a_profile_not_marked_own_is_checked_before_it_is_read():
+    good = _text_column(["a"])
+    bad = {"v": dict(good["v"], cardinality=base64.b64encode(b"\x02\x01\x07\x0c\x03\x08").decode())}  # cut short
+    for own in ((), (False, False), (True, False)):
+        with pytest.raises(DigestError):
+            merge_digested([good, bad], own=own)
