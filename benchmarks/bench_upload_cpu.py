@@ -15,7 +15,8 @@ machine where an upload cost 3.5-4.3 ms, 2 ms is the target.
 
 Run: ``python benchmarks/bench_upload_cpu.py`` (``--uploads N``, ``--rounds R``: the median of R
 runs, ``--no-ingest-wait``: count create + PUT only, ``--server-option=--x=y``: any server option,
-``--by-thread``: each run's CPU per upload by server thread and sandbox child).
+``--by-thread``: each run's CPU per upload by server thread and sandbox child, ``--floor``: also the
+CPU of :data:`FLOOR_APP`, an app that does only what keeping an upload needs).
 
 Where an upload's CPU goes (``--by-thread`` and py-spy, 400 uploads, ``--rounds 3``, two runs of
 each tree alternated in one session, load 1.3-1.4; this session's machine was slower than the one of
@@ -96,6 +97,65 @@ BARE_APP = textwrap.dedent(
             pass
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"ok":true}'})
+
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning",
+                server_header=False, lifespan="off")
+    """
+)
+
+
+#: The floor: the least a server can do for an upload that it keeps (no check, digest or summary):
+#: the slot's row written and its URL signed, then the body written to a file, fsynced and renamed
+#: into place and the row updated, in a worker thread as the server does, on SQLite as the server
+#: keeps it (WAL, synchronous=NORMAL).
+FLOOR_APP = textwrap.dedent(
+    """
+    import asyncio, hashlib, hmac, json, os, secrets, sqlite3, sys, threading, time, uvicorn
+
+    root = sys.argv[2]
+    db = sqlite3.connect(os.path.join(root, "m.sqlite3"), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE uploads (id TEXT PRIMARY KEY, ts INTEGER, stored_at INTEGER, sha256 TEXT)")
+    lock, key = threading.Lock(), secrets.token_bytes(32)
+
+    def keep(upload_id, body):
+        sha = hashlib.sha256(body).hexdigest()
+        tmp = os.path.join(root, secrets.token_hex(8) + ".part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, os.path.join(root, upload_id + "." + sha[:16] + ".bin"))
+        with lock:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE uploads SET stored_at = ?, sha256 = ? WHERE id = ?", (time.time_ns(), sha, upload_id))
+            db.execute("COMMIT")
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        parts = []
+        while True:
+            message = await receive()
+            parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(parts)
+        if scope["method"] == "POST":
+            upload_id = "log-" + secrets.token_urlsafe(18)
+            stamp = json.loads(body)["datasetTimestamp"]
+            with lock:
+                db.execute("INSERT INTO uploads (id, ts) VALUES (?, ?)", (upload_id, stamp))
+            signature = hmac.new(key, upload_id.encode(), "sha256").hexdigest()
+            answer = json.dumps({"uploadUrl": "http://host/u/" + upload_id + "?s=" + signature}).encode()
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, keep, scope["path"].rsplit("/", 1)[1], body)
+            answer = b'{"ok":true}'
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": answer})
 
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning",
                 server_header=False, lifespan="off")
@@ -196,11 +256,12 @@ def measure_server(uploads: int, extra: list[str], wait_ingest: bool, by_thread:
 
 
 @contextlib.contextmanager
-def bare_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def bare_process(app: str = BARE_APP, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``app`` (the source of a uvicorn app reading its port and ``args`` from argv) in its own process."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
+    process = subprocess.Popen([sys.executable, "-c", app, str(port), *args])
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -235,6 +296,27 @@ def measure_bare(requests_: int) -> float:
     return 1000 * (after - before) / requests_
 
 
+def measure_floor(uploads: int) -> float:
+    """:data:`FLOOR_APP`'s CPU ms per upload (create + PUT, warm)."""
+    data = small_profile()
+    with (
+        tempfile.TemporaryDirectory(prefix="songbird-upload-floor-") as work,
+        bare_process(FLOOR_APP, work) as (url, process),
+    ):
+        conn = Connection(url)
+        try:
+            for i in range(WARM):
+                upload(conn, "floor", i, data)
+            time.sleep(0.3)
+            before = cpu_seconds(process.pid)
+            for i in range(WARM, WARM + uploads):
+                upload(conn, "floor", i, data)
+            after = cpu_seconds(process.pid)
+        finally:
+            conn.close()
+    return 1000 * (after - before) / uploads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--uploads", type=int, default=400)
@@ -246,12 +328,20 @@ def main() -> None:
     parser.add_argument(
         "--by-thread", action="store_true", help="print each run's CPU per upload by server thread and sandbox child"
     )
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure the floor: an app that only keeps the upload (FLOOR_APP)"
+    )
     args = parser.parse_args()
-    server, bare = [], []
-    for _ in range(args.rounds):  # interleaved, so both see the same machine
+    server, bare, floor = [], [], []
+    for _ in range(args.rounds):  # interleaved, so all see the same machine
         bare.append(measure_bare(20 * args.uploads))  # many: /proc counts in 10 ms ticks
         server.append(measure_server(args.uploads, args.server_option, not args.no_ingest_wait, args.by_thread))
+        if args.floor:
+            floor.append(measure_floor(4 * args.uploads))
     upload_ms, bare_ms = statistics.median(server), statistics.median(bare)
+    if floor:
+        floor_ms = statistics.median(floor)
+        print(f"floor CPU per upload (create + PUT kept, nothing else): {floor_ms:.2f} ms  (runs: {_runs(floor, 2)})")
     what = "create + PUT" if args.no_ingest_wait else "create + PUT + ingest"
     print(f"server CPU per upload ({what}, 3 KB profile): {upload_ms:.2f} ms  (runs: {_runs(server, 2)})")
     print(f"bare uvicorn CPU per request: {bare_ms:.3f} ms  (runs: {_runs(bare, 3)})")
