@@ -696,3 +696,21 @@ def test_a_batch_appended_to_merged_columns_this_process_kept_checks_only_its_ow
     seen.clear()
     Rollups(copy, lambda session_id, member: None).add_many("s", [(members[3], "", digests[2])])
     assert len(seen) == 24
+
+
+def test_an_hour_and_its_day_appending_the_same_batch_to_the_same_columns_keep_one_merge_among_other_families():
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    derived = Derived()
+    added = Rollups(derived, lambda session_id, member: digest)
+    a, b, c = (Member(DAY0 + 10 * i, name, f"log-{name}", name) for i, name in enumerate("abc", 1))
+    added.add_many("s", [(a, "k=v", digest), (b, "", digest)])  # every segment: a and b; segment k=v: a
+    added.add_many("s", [(c, "k=v", digest)])  # appended to every segment's kept columns and to a's summary
+
+    def kept(granularity: str, family: str) -> Any:
+        key = rollup_key(granularity, DAY0, family)
+        found = rollups._HEADERS.merged(derived, "s", key, derived.data[("s", key)])
+        assert found is not None and found[0].members == ((a, b, c) if family == "all" else (a, c))
+        return found[1]
+
+    family = family_of("k=v")  # its hour's and day's columns were each read from a's summary: two merges
+    assert kept("hour", "all") is kept("day", "all") and kept("hour", family) is not kept("day", family)
