@@ -1,6 +1,7 @@
 """The rollups module's small parts as logic (whylogs_songbird/server/rollups.py): the timeline
 version, keys and key prefixes, the member of an upload record, the binary layout of merged
-columns byte for byte (and the messages of what it refuses), the cache of decoded headers, the
+columns byte for byte (and the messages of what it refuses), the cache of decoded headers and
+merged columns (what it keeps, counts and forgets), the writes of an add (one transaction), the
 ingest hooks (their logging, and the version and rollups as batches land, land late and are
 deleted, what test_rollups_http.py checks over HTTP) and a view's rebuild of a dropped rollup.
 Rollups as merges are test_timeline_rollups.py's."""
@@ -518,3 +519,198 @@ def test_each_batch_s_sketches_are_checked_once_however_many_families_merge_it(m
     added.add_many("s", [(members[0], "a", digests[0]), (members[1], "b", digests[1]), (members[2], "a", digests[2])])
     assert len(sketches) == 24 and sorted(seen) == sorted(sketches)
     assert added.read("s", "hour", DAY0, rollups.family_of("a")).members == (members[0], members[2])
+
+
+def test_merged_columns_are_kept_with_their_header_within_a_quarter_of_the_cache_and_counted():
+    cache = rollups._HeaderCache(max_bytes=40)  # a quarter: 10 bytes
+    derived = Derived()
+    one = Rollup((Member(1, "i", "u", "s"),), ("n",), None)
+    columns = {"n": {"counts": [1, 0]}}
+    cache.keep(derived, "s", "a", b"x" * 4, one, columns, 6)  # 10 bytes: exactly a quarter, kept
+    assert cache.merged(derived, "s", "a", b"x" * 4) == (one, columns) and cache._size == 10
+    assert cache.merged(derived, "s", "a", b"x" * 5) is None  # only with the very header written
+    cache.keep(derived, "s", "b", b"y" * 4, one, columns, 7)  # 11 bytes: the header alone is kept
+    assert cache.merged(derived, "s", "b", b"y" * 4) is None and cache.entry(derived, "s", "b") == (b"y" * 4, one)
+    assert cache._size == 14
+    cache.keep(derived, "s", "c", b"z" * 4, one, None, 6)  # no columns: none of their bytes counted
+    assert cache.entry(derived, "s", "c") == (b"z" * 4, one) and cache._size == 18
+
+
+def test_a_forgotten_key_gives_back_its_bytes_and_forgetting_what_is_not_kept_is_harmless():
+    cache = rollups._HeaderCache(max_bytes=40)
+    derived = Derived()
+    one = Rollup((Member(1, "i", "u", "s"),), ("n",), None)
+    cache.keep(derived, "s", "a", b"x" * 4, one, {"n": {}}, 6)
+    cache.keep(derived, "s", "b", b"y" * 8, one)
+    cache.forget(derived, "s", "a")
+    assert cache.entry(derived, "s", "a") is None and cache.entry(derived, "s", "b") == (b"y" * 8, one)
+    assert cache._size == 8
+    cache.forget(derived, "s", "a")  # forgotten already
+    cache.forget(derived, "t", "b")  # another session's key
+    cache.forget(Derived(), "s", "b")  # artefacts nothing was kept for
+    cache.forget({}, "s", "b")  # artefacts that take no weak reference
+    assert cache.entry(derived, "s", "b") == (b"y" * 8, one) and cache._size == 8
+    cache.forget(derived, "s", "b")
+    assert cache.entry(derived, "s", "b") is None and cache._size == 0
+
+
+def test_a_dropped_rollup_s_header_is_no_longer_kept():
+    derived, summaries = Derived(), {}
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    kept = Rollups(derived, lambda session_id, member: summaries.get(member.upload_id))
+    for member in (Member(DAY0 + 10, "a", "log-a", "sa"), Member(DAY0 + 20, "b", "log-b", "sb")):
+        summaries[member.upload_id] = digest
+        kept.add("s", member, "", digest)
+    hour, day = rollup_key("hour", DAY0, "all"), rollup_key("day", DAY0, "all")
+    assert rollups._HEADERS.entry(derived, "s", hour) is not None
+    assert rollups._HEADERS.entry(derived, "s", day) is not None
+    del summaries["log-b"]
+    kept.add("s", Member(DAY0 + 15, "c", "log-c", "sc"), "", digest)  # late: merged again, b is gone
+    assert ("s", hour) not in derived.data and ("s", day) not in derived.data
+    assert rollups._HEADERS.entry(derived, "s", hour) is None and rollups._HEADERS.entry(derived, "s", day) is None
+
+
+class Transactional(Derived):
+    """Derived values that take several writes in one transaction (``write_derived``), recorded;
+    a single put or drop is recorded apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transactions: list[tuple[str, list[Any]]] = []
+        self.single: list[str] = []
+
+    def put_derived(self, session_id: str, key: str, data: bytes) -> None:
+        self.single.append(key)
+        super().put_derived(session_id, key, data)
+
+    def drop_derived(self, session_id: str, prefix: str = "", keep: str | None = None) -> int:
+        self.single.append(prefix)
+        return super().drop_derived(session_id, prefix, keep)
+
+    def write_derived(self, session_id: str, writes: Any) -> None:
+        self.transactions.append((session_id, list(writes)))
+        for op, key, value in writes:
+            assert op in ("put", "drop")
+            if op == "put":
+                self.data[(session_id, key)] = value
+            else:
+                gone = [k for k in self.data if k[0] == session_id and k[1].startswith(key)]
+                for found in [k for k in gone if value is None or not k[1].startswith(value)]:
+                    del self.data[found]
+
+
+def test_each_add_writes_every_bucket_in_one_transaction_puts_then_drops():
+    derived = Transactional()
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    summaries = {"log-a": digest}
+    kept = Rollups(derived, lambda session_id, member: summaries.get(member.upload_id))
+    first, second = Member(DAY0 + 10, "a", "log-a", "sa"), Member(DAY0 + 20, "b", "log-b", "sb")
+    hour, day = rollup_key("hour", DAY0, "all"), rollup_key("day", DAY0, "all")
+    kept.add("s", first, "", digest)
+    one = b'{"v":1,"m":[[%d,"a","log-a","sa"]],"names":["n","s","x"]}' % (DAY0 + 10)
+    assert derived.transactions == [
+        ("s", [("put", hour, one), ("drop", f"{hour}/", None), ("put", day, one), ("drop", f"{day}/", None)])
+    ]
+    derived.transactions.clear()
+    kept.add("s", second, "", digest)
+    two = b'{"v":1,"m":[[%d,"a","log-a","sa"],[%d,"b","log-b","sb"]],"names":["n","s","x"]}' % (DAY0 + 10, DAY0 + 20)
+    own = content_key(["a", "b"])
+    merged = derived.data[("s", f"{hour}/{own}")]
+    assert merged.startswith(rollups.KNOWN_MAGIC)
+    assert derived.transactions == [
+        (
+            "s",
+            [
+                ("put", f"{hour}/{own}", merged),
+                ("put", hour, two),
+                ("drop", f"{hour}/", f"{hour}/{own}"),
+                ("put", f"{day}/{own}", merged),  # the hour's merge: the same batches
+                ("put", day, two),
+                ("drop", f"{day}/", f"{day}/{own}"),
+            ],
+        )
+    ]
+    derived.transactions.clear()
+    del summaries["log-a"]
+    kept.add("s", Member(DAY0 + 5, "c", "log-c", "sc"), "", digest)  # late, and a's summary is gone
+    assert derived.transactions == [("s", [("drop", hour, None), ("drop", day, None)])]
+    assert derived.single == [] and {key for _, key in derived.data} == set()
+
+
+def test_a_header_appended_to_keeps_the_earlier_bytes_and_encodes_only_the_new_members():
+    # another host's header, spaced: what is appended to it keeps its members' bytes as they are
+    derived = Derived()
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    kept = Rollups(derived, lambda session_id, member: digest)
+    hour = rollup_key("hour", DAY0, "all")
+    derived.data[("s", hour)] = b'{"v": 1, "m": [[%d, "a", "log-a", "sa"]],"names":["n"]}' % (DAY0 + 10)
+    kept.add("s", Member(DAY0 + 20, "b", "log-b", "sb"), "", digest)
+    both = b'{"v": 1, "m": [[%d, "a", "log-a", "sa"],[%d,"b","log-b","sb"]],"names":["n","s","x"]}'
+    assert derived.data[("s", hour)] == both % (DAY0 + 10, DAY0 + 20)
+    third = Member(DAY0 + 30, "c", "log-c", "sc")
+    kept.write("s", "hour", DAY0, "all", Rollup((*kept.read("s", "hour", DAY0, "all").members, third), ("n",), b"m"))
+    three = b'{"v": 1, "m": [[%d, "a", "log-a", "sa"],[%d,"b","log-b","sb"],[%d,"c","log-c","sc"]],"names":["n"]}'
+    assert derived.data[("s", hour)] == three % (DAY0 + 10, DAY0 + 20, DAY0 + 30)
+
+
+def test_merged_columns_written_are_kept_with_their_header_and_a_single_batch_leaves_no_merged_columns():
+    derived = Derived()
+    kept = Rollups(derived, lambda session_id, member: None)
+    hour = rollup_key("hour", DAY0, "all")
+    members = (Member(DAY0 + 10, "a", "log-a", "sa"), Member(DAY0 + 20, "b", "log-b", "sb"))
+    columns = {"n": {"counts": [8, 0]}}
+    kept.write("s", "hour", DAY0, "all", Rollup(members, ("n",), b"merged"), columns)
+    assert rollups._HEADERS.merged(derived, "s", hour, derived.data[("s", hour)]) == (
+        Rollup(members, ("n",), None),
+        columns,
+    )
+    derived.data[("s", f"{hour}/{content_key(['a'])}")] = b"left by an older merge"
+    kept.write("s", "hour", DAY0, "all", Rollup(members[:1], ("n",), None))
+    assert {key for _, key in derived.data} == {hour}
+    assert rollups._HEADERS.merged(derived, "s", hour, derived.data[("s", hour)]) is None  # no columns: none kept
+
+
+def test_a_batch_appended_to_merged_columns_this_process_kept_checks_only_its_own_sketches(monkeypatch):
+    from whylogs_songbird.server import digest
+
+    digests = [digest_from_bytes(make_profile_bytes(8, seed=seed)) for seed in range(3)]
+    last = [
+        sketch
+        for column in digest.digest_columns(digests[2]).values()
+        for sketch in digest.sketches_of(column).values()
+    ]
+    members = [Member(DAY0 + 10 * i, f"log-{i}:{i}:1", f"log-{i}", str(i)) for i in range(4)]
+    derived = Derived()
+    added = Rollups(derived, lambda session_id, member: None)
+    added.add_many("s", [(members[0], "", digests[0]), (members[1], "", digests[1])])
+    seen: list[bytes] = []
+    for name in ("check_kll_doubles", "check_hll", "check_frequent_strings"):
+        check = getattr(digest, name)
+        monkeypatch.setattr(digest, name, lambda data, check=check: (seen.append(bytes(data)), check(data))[1])
+    added.add_many("s", [(members[2], "", digests[2])])  # the hour's and day's kept columns: not checked again
+    assert len(last) == 8 and sorted(seen) == sorted(last)
+    # the same buckets in another store's copy (nothing kept for them): the hour's and the day's
+    # stored columns are checked as they are read (8 sketches each), the new batch's once
+    copy = Derived()
+    copy.data = dict(derived.data)
+    seen.clear()
+    Rollups(copy, lambda session_id, member: None).add_many("s", [(members[3], "", digests[2])])
+    assert len(seen) == 24
+
+
+def test_an_hour_and_its_day_appending_the_same_batch_to_the_same_columns_keep_one_merge_among_other_families():
+    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
+    derived = Derived()
+    added = Rollups(derived, lambda session_id, member: digest)
+    a, b, c = (Member(DAY0 + 10 * i, name, f"log-{name}", name) for i, name in enumerate("abc", 1))
+    added.add_many("s", [(a, "k=v", digest), (b, "", digest)])  # every segment: a and b; segment k=v: a
+    added.add_many("s", [(c, "k=v", digest)])  # appended to every segment's kept columns and to a's summary
+
+    def kept(granularity: str, family: str) -> Any:
+        key = rollup_key(granularity, DAY0, family)
+        found = rollups._HEADERS.merged(derived, "s", key, derived.data[("s", key)])
+        assert found is not None and found[0].members == ((a, b, c) if family == "all" else (a, c))
+        return found[1]
+
+    family = family_of("k=v")  # its hour's and day's columns were each read from a's summary: two merges
+    assert kept("hour", "all") is kept("day", "all") and kept("hour", family) is not kept("day", family)
