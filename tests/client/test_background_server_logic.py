@@ -860,3 +860,12 @@ def test_a_forked_child_does_not_poll_its_parent_s_servers():
         process.wait()
         os.close(read_end)
         os.close(write_end)
+
+
+def test_the_old_module_name_still_gives_the_documented_functions():
+    """``whylogs_songbird.local_server`` (the old name) hands out the same three functions."""
+    from whylogs_songbird import local_server
+
+    assert local_server.__all__ == ["ensure_server", "server_command", "stop_server"]
+    for name in local_server.__all__:
+        assert getattr(local_server, name) is getattr(background_server, name)
