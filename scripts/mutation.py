@@ -114,6 +114,8 @@ EXPECTED = (
     "whylogs_songbird/server/storage/postgres.py",
     "whylogs_songbird/server/storage/s3.py",
     "whylogs_songbird/engines/_common.py",
+    "whylogs_songbird/engines/__init__.py",
+    "whylogs_songbird/engines/dask.py",
 )
 
 
