@@ -6,7 +6,7 @@ which digest path it takes, and what it asks of the sketch library for each sket
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 import pytest
@@ -119,15 +119,20 @@ def test_the_fast_digest_is_used_when_it_takes_the_bytes(caplog):
     assert caplog.records == []
 
 
-def test_bytes_the_fast_digest_does_not_take_get_whylogs_verdict(caplog, monkeypatch):
-    data = make_profile_bytes(8, seed=2)
-    expected = digest.digest_view(read_view(data))
+def _refusing(data: bytes):
+    """A fast digest's stand-in that is given exactly ``data`` and refuses it."""
 
-    def refuse(given: bytes) -> bytes:
+    def refuse(given: bytes) -> NoReturn:
         assert given == data
         raise ValueError("not a default shape")
 
-    monkeypatch.setattr(digest, "digest_from_bytes", refuse)
+    return refuse
+
+
+def test_bytes_the_fast_digest_does_not_take_get_whylogs_verdict(caplog, monkeypatch):
+    data = make_profile_bytes(8, seed=2)
+    expected = digest.digest_view(read_view(data))
+    monkeypatch.setattr(digest, "digest_from_bytes", _refusing(data))
     with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.sandbox"):
         assert sandbox.summarise_bytes(data) == expected
     (record,) = caplog.records
@@ -150,12 +155,7 @@ def test_the_child_digests_through_the_fast_path_when_it_takes_the_bytes(caplog,
 def test_bytes_the_fast_path_does_not_take_are_digested_from_whylogs_reading_in_the_child(caplog, monkeypatch):
     data = make_profile_bytes(8, seed=2)
     expected = digest.digest_view(read_view(data))
-
-    def refuse(given: bytes) -> dict:
-        assert given == data
-        raise ValueError("not a default shape")
-
-    monkeypatch.setattr(digest, "raw_columns_from_bytes", refuse)
+    monkeypatch.setattr(digest, "raw_columns_from_bytes", _refusing(data))
     with caplog.at_level(logging.DEBUG, logger="whylogs_songbird.server.sandbox"):
         assert sandbox.summarise_in_child(data, 10, checked=True) == expected
     (record,) = caplog.records

@@ -192,13 +192,20 @@ def test_the_header_cache_holds_32_mib_by_default():
     assert rollups._HeaderCache()._size == 0
 
 
-def test_a_bucket_whose_member_summary_is_gone_drops_its_own_rollup_and_nothing_else():
+def _two_batches_added() -> tuple[Derived, dict[str, bytes], bytes, Rollups]:
+    """Rollups over fresh derived values with batches a and b added to the hour and day of DAY0
+    (their summaries in the dict returned, which the rollups read)."""
     derived, summaries = Derived(), {}
     digest = digest_from_bytes(make_profile_bytes(4, seed=1))
     kept = Rollups(derived, lambda session_id, member: summaries.get(member.upload_id))
     for member in (Member(DAY0 + 10, "a", "log-a", "sa"), Member(DAY0 + 20, "b", "log-b", "sb")):
         summaries[member.upload_id] = digest
         kept.add("s", member, "", digest)
+    return derived, summaries, digest, kept
+
+
+def test_a_bucket_whose_member_summary_is_gone_drops_its_own_rollup_and_nothing_else():
+    derived, summaries, digest, kept = _two_batches_added()
     later = Member(DAY0 + HOUR, "c", "log-c", "sc")  # alone in the next hour
     summaries["log-c"] = digest
     kept.add("s", later, "", digest)
@@ -555,12 +562,7 @@ def test_a_forgotten_key_gives_back_its_bytes_and_forgetting_what_is_not_kept_is
 
 
 def test_a_dropped_rollup_s_header_is_no_longer_kept():
-    derived, summaries = Derived(), {}
-    digest = digest_from_bytes(make_profile_bytes(4, seed=1))
-    kept = Rollups(derived, lambda session_id, member: summaries.get(member.upload_id))
-    for member in (Member(DAY0 + 10, "a", "log-a", "sa"), Member(DAY0 + 20, "b", "log-b", "sb")):
-        summaries[member.upload_id] = digest
-        kept.add("s", member, "", digest)
+    derived, summaries, digest, kept = _two_batches_added()
     hour, day = rollup_key("hour", DAY0, "all"), rollup_key("day", DAY0, "all")
     assert rollups._HEADERS.entry(derived, "s", hour) is not None
     assert rollups._HEADERS.entry(derived, "s", day) is not None
