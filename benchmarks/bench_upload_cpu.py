@@ -80,7 +80,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -264,7 +264,7 @@ def measure_server(uploads: int, extra: list[str], wait_ingest: bool, by_thread:
 
 
 @contextlib.contextmanager
-def bare_process(app: str = BARE_APP, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def app_process(app: str = BARE_APP, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``app`` (the source of a uvicorn app reading its port and ``args`` from argv) in its own process."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -279,7 +279,7 @@ def bare_process(app: str = BARE_APP, *args: str) -> Iterator[tuple[str, subproc
                     break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the bare app did not start") from None
+                    raise RuntimeError("the app did not start") from None
                 time.sleep(0.05)
         yield url, process
     finally:
@@ -287,21 +287,29 @@ def bare_process(app: str = BARE_APP, *args: str) -> Iterator[tuple[str, subproc
         process.wait(timeout=30)
 
 
+def _cpu_ms_per_call(url: str, pid: int, call: Callable[[Connection, int], object], count: int) -> float:
+    """CPU ms of process ``pid`` per ``call(connection, i)`` over one keep-alive connection to
+    ``url``, after :data:`WARM` calls that are not counted."""
+    conn = Connection(url)
+    try:
+        for i in range(WARM):
+            call(conn, i)
+        time.sleep(0.3)
+        before = cpu_seconds(pid)
+        for i in range(WARM, WARM + count):
+            call(conn, i)
+        after = cpu_seconds(pid)
+    finally:
+        conn.close()
+    return 1000 * (after - before) / count
+
+
 def measure_bare(requests_: int) -> float:
     """Bare uvicorn CPU ms per request."""
-    with bare_process() as (url, process):
-        conn = Connection(url)
-        try:
-            for _ in range(WARM):
-                conn.call("POST", "/", b'{"datasetTimestamp": 1}')
-            time.sleep(0.3)
-            before = cpu_seconds(process.pid)
-            for _ in range(requests_):
-                conn.call("POST", "/", b'{"datasetTimestamp": 1}')
-            after = cpu_seconds(process.pid)
-        finally:
-            conn.close()
-    return 1000 * (after - before) / requests_
+    with app_process() as (url, process):
+        return _cpu_ms_per_call(
+            url, process.pid, lambda conn, _: conn.call("POST", "/", b'{"datasetTimestamp": 1}'), requests_
+        )
 
 
 def measure_floor(uploads: int) -> float:
@@ -309,20 +317,9 @@ def measure_floor(uploads: int) -> float:
     data = small_profile()
     with (
         tempfile.TemporaryDirectory(prefix="songbird-upload-floor-") as work,
-        bare_process(FLOOR_APP, work) as (url, process),
+        app_process(FLOOR_APP, work) as (url, process),
     ):
-        conn = Connection(url)
-        try:
-            for i in range(WARM):
-                upload(conn, "floor", i, data)
-            time.sleep(0.3)
-            before = cpu_seconds(process.pid)
-            for i in range(WARM, WARM + uploads):
-                upload(conn, "floor", i, data)
-            after = cpu_seconds(process.pid)
-        finally:
-            conn.close()
-    return 1000 * (after - before) / uploads
+        return _cpu_ms_per_call(url, process.pid, lambda conn, i: upload(conn, "floor", i, data), uploads)
 
 
 def main() -> None:
