@@ -28,7 +28,8 @@ from whylogs_songbird.engines import dask as engine
 from whylogs_songbird.engines._common import EngineUnavailableError, resolve_source
 from whylogs_songbird.errors import ConfigError
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/engines/dask.py")
+# hang_bound: a broken loop or wait ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not at mutmut's timeout
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/engines/dask.py"), pytest.mark.hang_bound]
 
 FRAME = pd.DataFrame({"n": list(range(1, 11)), "g": ["a", "b"] * 5})
 STAMP_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
