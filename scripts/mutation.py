@@ -1,12 +1,13 @@
 """Mutation testing of the core modules with mutmut; prints the score per module. Not part of CI.
 
 One mutmut run mutates every chosen module at once, in a throwaway copy of the working tree (so
-mutmut's ``mutants/`` directory never lands in the repository): one copy, one stats run and one
-clean run for all of them, not one each (that fixed cost, times the number of modules, was a large
-share of a full run). Only a module's own fast test files run against its mutants, as if it were
-mutated alone: mutmut narrows them to the tests that execute the mutated function, and ``_RUN``
-keeps of those only the ones in files that mark the module, fastest first (mutmut stops at the
-first failure). A test file names the modules it holds with a marker, found here without importing it::
+mutmut's ``mutants/`` directory never lands in the repository): one copy and one stats run for all
+of them, not one each (that fixed cost, times the number of modules, was a large share of a full
+run); mutmut's clean run, a second pass of the same tests, is skipped once the stats run passed.
+Only a module's own fast test files run against its mutants, as if it were mutated alone: mutmut
+narrows them to the tests that execute the mutated function, and ``_RUN`` keeps of those only the
+ones in files that mark the module, fastest first (mutmut stops at the first failure). A test file
+names the modules it holds with a marker, found here without importing it::
 
     pytestmark = pytest.mark.mutation_fast("whylogs_songbird/monitors.py")
 
@@ -267,6 +268,26 @@ def narrowed(*args, **kwargs):
         )
 
 mutmut_main.collect_or_load_stats = narrowed
+make_runner = mutmut_main.get_mutant_runner
+stats_passed = []
+
+def runner_trusting_its_stats_run(*args, **kwargs):
+    # the clean run runs the same tests with the same arguments (-x) as the stats run just did, and a
+    # failing stats run already stopped mutmut: skipped when this process ran all of them and they
+    # passed (not when the stats came from a file), a serial pass of every marked test saved
+    runner = make_runner(*args, **kwargs)
+    collect_stats, run_clean_tests = runner.collect_stats, runner.run_clean_tests
+
+    def collect_all(tests):
+        code = collect_stats(tests)
+        stats_passed.append(code == 0 and not tests)
+        return code
+
+    runner.collect_stats = collect_all
+    runner.run_clean_tests = lambda tests: 0 if stats_passed == [True] else run_clean_tests(tests)
+    return runner
+
+mutmut_main.get_mutant_runner = runner_trusting_its_stats_run
 mutmut_main.cli(["run", "--max-children", sys.argv[2]])
 """
 
@@ -754,6 +775,13 @@ def run_all(chosen: dict[str, list[str]], env: dict[str, str], jobs: str) -> lis
             ((took, name, status) for r in found.values() for name, (status, took) in r.items()), reverse=True
         )
         with open(log, "a") as out:
+            out.write("\nmutant-seconds per module by status, most first (where a run's time goes):\n")
+            for module, results in sorted(found.items(), key=lambda item: -sum(t for _, t in item[1].values())):
+                spent: dict[str, float] = {}
+                for status, took in results.values():
+                    spent[status] = spent.get(status, 0.0) + took
+                shares = sorted(spent.items(), key=lambda item: -item[1])
+                out.write(f"{module:50} " + "  ".join(f"{status} {took:.0f}s" for status, took in shares) + "\n")
             out.write("\nslowest mutants (seconds, name, status):\n")
             out.writelines(f"{took:8.1f} {name} {status}\n" for took, name, status in slowest[:40])
             need = survivors_need(work, list(chosen))
