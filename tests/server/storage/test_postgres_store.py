@@ -35,6 +35,7 @@ from whylogs_songbird.server.storage.postgres import (
     check_url,
     open_metadata,
     redacted,
+    url_connect_timeout,
 )
 from whylogs_songbird.server.storage.sql import ONLINE_INDEXES, SCHEMA_VERSION
 
@@ -112,6 +113,33 @@ def test_an_unreachable_database_fails_fast_saying_what_to_check():
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
+def test_the_urls_connect_timeout_is_the_wait_at_start():
+    url = f"postgresql://songbird:hunter2@127.0.0.1:{free_port()}/songbird?connect_timeout=1.5"
+    with pytest.raises(DatabaseUnavailableError, match=r"within 1\.5 s \(PoolTimeout\)"):
+        PostgresMetadataStore(url)
+    # one given to the store wins over the URL's
+    with pytest.raises(DatabaseUnavailableError, match=r"within 0\.2 s \(PoolTimeout\)"):
+        PostgresMetadataStore(url, connect_timeout=0.2)
+
+
+@pytest.mark.parametrize(
+    ("query", "seconds"),
+    [("", None), ("?sslmode=disable", None), ("?connect_timeout=3", 3.0), ("?connect_timeout=0.5", 0.5),
+     ("?connect_timeout=0", None), ("?connect_timeout=-2", None), ("?connect_timeout=1&connect_timeout=7", 7.0)],
+)  # fmt: skip
+def test_url_connect_timeout_reads_libpqs_parameter(query, seconds):
+    assert url_connect_timeout(f"postgresql://songbird@db.internal/songbird{query}") == seconds
+
+
+def test_a_connect_timeout_that_is_not_a_number_is_refused_before_connecting():
+    url = "postgresql://songbird:hunter2@127.0.0.1:1/songbird?connect_timeout=soon"
+    with pytest.raises(StorageConfigError) as caught:
+        PostgresMetadataStore(url)
+    assert str(caught.value) == (
+        "connect_timeout='soon' in the database URL is not a number of seconds (e.g. connect_timeout=5)."
+    )
+
+
 def test_a_bad_url_is_refused_before_connecting():
     with pytest.raises(StorageConfigError, match="names no database"):
         PostgresMetadataStore("postgresql://127.0.0.1:1", connect_timeout=1)
@@ -179,10 +207,15 @@ def test_the_pool_keeps_one_to_sixteen_connections_and_never_fewer_than_two_at_m
         default.close()
 
 
-@pytest.mark.parametrize(("given", "sent"), [(None, "10"), (2.9, "2"), (0.2, "1")])
-def test_connections_time_out_after_whole_seconds_at_least_one(postgres_service, given, sent):
+@pytest.mark.parametrize(
+    ("given", "query", "sent"),
+    [(None, "", "10"), (2.9, "", "2"), (0.2, "", "1"), (None, "connect_timeout=3", "3"), (4, "connect_timeout=3", "4")],
+)
+def test_connections_time_out_after_whole_seconds_at_least_one(postgres_service, given, query, sent):
     timeout = {} if given is None else {"connect_timeout": given}
-    opened = PostgresMetadataStore(postgres_service.new_schema(), **timeout)
+    url = postgres_service.new_schema()
+    url += ("&" if "?" in url else "?") + query if query else ""
+    opened = PostgresMetadataStore(url, **timeout)
     try:
         with opened._read() as conn:
             assert conn.info.get_parameters()["connect_timeout"] == sent

@@ -341,9 +341,10 @@ def assert_one_error_line(done, code: int, *needles: str, secret: str = "") -> N
 def test_serve_with_an_unreachable_database_says_what_to_check_in_one_line(tmp_path):
     from services import free_port
 
-    url = f"postgresql://songbird:hunter2@127.0.0.1:{free_port()}/songbird"
+    # the URL's connect_timeout is the wait (the default 10 s is the store tests' to check)
+    url = f"postgresql://songbird:hunter2@127.0.0.1:{free_port()}/songbird?connect_timeout=1"
     done = serve(tmp_path, "--database-url", url)
-    assert_one_error_line(done, 1, "Could not connect to PostgreSQL", "songbird:***@", secret="hunter2")
+    assert_one_error_line(done, 1, "Could not connect to PostgreSQL", "songbird:***@", "within 1 s", secret="hunter2")
 
 
 def test_serve_with_a_wrong_s3_secret_or_no_credentials_says_what_to_do_in_one_line(s3_service, tmp_path):

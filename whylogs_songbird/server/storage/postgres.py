@@ -26,7 +26,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from whylogs_songbird.server.storage.base import StorageConfigError, StorageUnavailableError
 from whylogs_songbird.server.storage.paging import alias_text_index
@@ -40,6 +40,8 @@ MIGRATION_LOCK = 0x736F6E6762697264  # "songbird" in ASCII
 INDEX_LOCK = 0x736F6E6769647821
 #: Connections each server process keeps at most.
 POOL_MAX = 16
+#: Seconds a start waits for the database when its URL gives no ``connect_timeout``.
+CONNECT_TIMEOUT = 10.0
 #: How long a listener waits for a notification before it checks whether it should stop; and
 #: after a lost connection, before it connects again (the idle poll of the ingest worker covers
 #: the gap).
@@ -71,6 +73,21 @@ def check_url(url: str) -> str:
     return url
 
 
+def url_connect_timeout(url: str) -> float | None:
+    """The seconds libpq's ``connect_timeout`` parameter gives in ``url``'s query, or None when it gives
+    none (or 0 or less: libpq's "wait indefinitely", which a start does not do)."""
+    given = parse_qs(urlsplit(url).query).get("connect_timeout")
+    if not given:
+        return None
+    try:
+        seconds = float(given[-1])
+    except ValueError:
+        raise StorageConfigError(
+            f"connect_timeout={given[-1]!r} in the database URL is not a number of seconds (e.g. connect_timeout=5)."
+        ) from None
+    return seconds if seconds > 0 else None
+
+
 class PostgresMetadataStore(SqlMetadataStore):
     """The metadata store in one PostgreSQL database; thread-safe, one per server process.
 
@@ -83,11 +100,18 @@ class PostgresMetadataStore(SqlMetadataStore):
     #: Built concurrently after the migration (see :meth:`_build_online_indexes`).
     online_indexes = ONLINE_INDEXES
 
-    def __init__(self, url: str, *, max_size: int = POOL_MAX, connect_timeout: float = 10.0, owner: str = "") -> None:
+    def __init__(
+        self, url: str, *, max_size: int = POOL_MAX, connect_timeout: float | None = None, owner: str = ""
+    ) -> None:
+        """``connect_timeout``: seconds to wait for the database at start, and each connection's own
+        limit (whole seconds, at least one); by default the URL's ``connect_timeout``, else
+        :data:`CONNECT_TIMEOUT`."""
         from psycopg_pool import ConnectionPool
 
         self.url = check_url(url)
         self.owner = owner
+        if connect_timeout is None:
+            connect_timeout = url_connect_timeout(self.url) or CONNECT_TIMEOUT
         #: every connection's options, the pool's and the ingest listener's (libpq counts whole seconds)
         self._connect_options: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}
         self._pool = ConnectionPool(
@@ -316,4 +340,12 @@ def open_metadata(url: str, *, owner: str = "") -> PostgresMetadataStore:
     return PostgresMetadataStore(url, owner=owner)
 
 
-__all__ = ["DatabaseUnavailableError", "PostgresMetadataStore", "check_url", "open_metadata", "redacted"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "DatabaseUnavailableError",
+    "PostgresMetadataStore",
+    "check_url",
+    "open_metadata",
+    "redacted",
+    "url_connect_timeout",
+]
