@@ -326,12 +326,14 @@ def test_an_email_target_gets_one_mail_through_a_real_smtp_server(server_factory
     assert requests.get(link, timeout=60).status_code == 200
 
 
-def test_an_email_target_needs_an_smtp_url(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SONGBIRD_")}
+def test_an_email_target_needs_an_smtp_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the serve command's entry point in this process (test_serve_refuses_a_bad_notify_table
+    runs the same refusal in a process of its own)."""
+    from whylogs_songbird.server.cli import main as serve_main
+
     path = monitors_file(tmp_path, '[[notify]]\nemail = "oncall@acme.example"\n')
-    command = [sys.executable, "-m", "whylogs_songbird.server", "--port", "0", "--data-dir", str(tmp_path / "d")]
-    result = subprocess.run([*command, "--monitors", str(path)], capture_output=True, text=True, timeout=60, env=env)
-    assert result.returncode == 2 and "sends email: start the server with --smtp-url" in result.stderr
+    code = serve_main(["--port", "0", "--data-dir", str(tmp_path / "d"), "--monitors", str(path)])
+    assert code == 2 and "sends email: start the server with --smtp-url" in capsys.readouterr().err
 
 
 def test_a_monitors_file_naming_sessions_notifies_only_about_those(
