@@ -229,6 +229,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "own_sandbox: the test's servers (server_factory) make their own sandbox, not the shared one: for "
+        "tests that count, limit or kill a server's sandbox children",
+    )
+    config.addinivalue_line(
+        "markers",
         "hang_bound: with SONGBIRD_TEST_HANG_SECONDS set (scripts/mutation), each of the test's phases (setup "
         "and call, then teardown) that outlasts it ends the run (tests/support/hang_bound.py); for tests that "
         "take well under a second, whose code under test may loop or wait forever when broken",
@@ -381,13 +386,36 @@ def storage_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, 
     return STORAGE_CONFIGS[name](request, tmp_path)
 
 
+#: Server settings that change a server's sandbox: a server given one makes its own.
+_SANDBOX_SETTINGS = frozenset({"sandbox_memory_mb", "sandbox_cpu_seconds", "max_columns", "ingest_concurrency"})
+
+
+@pytest.fixture(scope="session")
+def shared_sandbox() -> Iterator[Any]:
+    """One sandbox of the default limits for this test process's servers (:func:`server_factory`):
+    its children, each of which imports whylogs at start (about a CPU-second), are started once
+    instead of by every test's server. Nothing of a job stays in a child."""
+    from whylogs_songbird.server.app import sandbox_for
+    from whylogs_songbird.server.config import ServerConfig
+
+    sandbox = sandbox_for(ServerConfig())
+    yield sandbox
+    sandbox.close()
+
+
 @pytest.fixture
-def server_factory(tmp_path: Path, storage_config: dict[str, Any]) -> Iterator[Callable[..., LocalServer]]:
+def server_factory(
+    tmp_path: Path, storage_config: dict[str, Any], shared_sandbox: Any, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., LocalServer]]:
     """Start LocalServers with config keyword arguments; all are stopped at teardown.
 
     Without ``data_dir`` each server gets a fresh directory under ``tmp_path``; the storage
-    configuration (:func:`storage_config`) fills in what is not given.
+    configuration (:func:`storage_config`) fills in what is not given. The servers read uploads in
+    :func:`shared_sandbox`, unless given sandbox settings, started with a sandbox test fault in the
+    environment, or in a test marked ``own_sandbox`` (one that counts or kills children).
     """
+    from whylogs_songbird.server.sandbox import TEST_FAULT_ENV
+
     started: list[LocalServer] = []
     counter = 0
 
@@ -398,6 +426,9 @@ def server_factory(tmp_path: Path, storage_config: dict[str, Any]) -> Iterator[C
         config.setdefault("api_keys", TEST_API_KEYS)
         for name, value in storage_config.items():
             config.setdefault(name, value)
+        own = _SANDBOX_SETTINGS & config.keys() or TEST_FAULT_ENV in os.environ
+        if not own and request.node.get_closest_marker("own_sandbox") is None:
+            config["sandbox"] = shared_sandbox
         server = LocalServer(**config).start()
         started.append(server)
         return server

@@ -104,23 +104,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error_response(500, UNEXPECTED_MESSAGE)
 
 
-def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
-    """Build the app. ``app.state`` carries ``config``, ``store``, ``signer``, ``api_keys`` (hashes only),
-    ``health_token`` (see ``routes/local.py``) and ``ingest`` (the background ingest worker,
-    running while the app runs).
-
-    A store passed in stays owned by the caller; otherwise one is opened on ``config.data_dir``
-    and closed when the app shuts down.
-    """
-    monitors = load_monitors(config.monitors) if config.monitors else None  # a bad file fails before anything opens
-    check_targets(monitors, smtp_url=config.smtp_url)
-    owns_store = store is None
-    the_store = store if store is not None else Store.open(config)
-
-    requests_in_flight = RequestCounter()
-    # uploaded bytes are deserialized only in this sandbox's child processes (one per ingest
-    # thread, and one for a page that summarises a profile the worker has not reached yet)
-    sandbox = Sandbox(
+def sandbox_for(config: ServerConfig) -> Sandbox:
+    """The sandbox an app of ``config`` reads uploaded bytes in: its limits, and a child per ingest
+    thread plus one for a page that summarises a profile the worker has not reached yet."""
+    return Sandbox(
         SandboxLimits(
             memory_bytes=config.sandbox_memory_mb * 1024 * 1024,
             cpu_seconds=config.sandbox_cpu_seconds,
@@ -129,6 +116,26 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
         ),
         max_children=config.ingest_concurrency + 1,
     )
+
+
+def create_app(config: ServerConfig, store: Store | None = None, sandbox: Sandbox | None = None) -> FastAPI:
+    """Build the app. ``app.state`` carries ``config``, ``store``, ``signer``, ``api_keys`` (hashes only),
+    ``health_token`` (see ``routes/local.py``) and ``ingest`` (the background ingest worker,
+    running while the app runs).
+
+    A store passed in stays owned by the caller; otherwise one is opened on ``config.data_dir``
+    and closed when the app shuts down. So does a sandbox (:func:`sandbox_for`): one passed in, as
+    several servers started one after another in one process may share, keeps its children.
+    """
+    monitors = load_monitors(config.monitors) if config.monitors else None  # a bad file fails before anything opens
+    check_targets(monitors, smtp_url=config.smtp_url)
+    owns_store = store is None
+    the_store = store if store is not None else Store.open(config)
+
+    requests_in_flight = RequestCounter()
+    # uploaded bytes are deserialized only in the sandbox's child processes
+    owns_sandbox = sandbox is None
+    sandbox = sandbox if sandbox is not None else sandbox_for(config)
     heartbeat_of(the_store).lease_ms = round(config.claim_lease_seconds * 1000)
     worker = IngestWorker(
         the_store, sandbox=sandbox, concurrency=config.ingest_concurrency, busy=requests_in_flight.busy
@@ -156,7 +163,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> FastAPI:
             await run_in_threadpool(worker.stop)
             the_store.remove_landed_hook(timeline.upload_landed)
             await run_in_threadpool(timeline.close)
-            await run_in_threadpool(sandbox.close)
+            if owns_sandbox:
+                await run_in_threadpool(sandbox.close)
             if owns_store:
                 the_store.close()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from whylogs_songbird.server.app import create_app
 from whylogs_songbird.server.config import ServerConfig
+from whylogs_songbird.server.sandbox import Sandbox
 from whylogs_songbird.server.serving import (
     Server,
     bind_socket,
@@ -54,14 +55,18 @@ def run_server(config: ServerConfig, *, access_log: bool = True) -> None:
 class LocalServer:
     """A server on a free loopback port in a daemon thread; a context manager.
 
-    ``data_dir=None`` uses a temporary directory that is removed on stop. Other keyword
+    ``data_dir=None`` uses a temporary directory that is removed on stop. ``sandbox``: one of
+    ``app.sandbox_for(config)`` to read uploads in, kept open at stop (servers started one after
+    another may share its children); by default the server makes its own. Other keyword
     arguments are :class:`ServerConfig` fields (``api_keys``, ``url_ttl_seconds``, ...).
 
     >>> with LocalServer(api_keys=["key.secret"]) as server:
     ...     requests.post(f"{server.url}/v0/sessions", json={"userId": "me"})
     """
 
-    def __init__(self, data_dir: str | Path | None = None, *, port: int = 0, **config: Any) -> None:
+    def __init__(
+        self, data_dir: str | Path | None = None, *, port: int = 0, sandbox: Sandbox | None = None, **config: Any
+    ) -> None:
         if "host" in config and config.pop("host") != _LOOPBACK:
             raise ValueError("LocalServer only listens on 127.0.0.1")
         self._temp_dir: str | None = None
@@ -72,6 +77,7 @@ class LocalServer:
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._store: Store | None = None
+        self._sandbox = sandbox
         #: The running app (``app.state`` holds the store, the ingest worker and the page caches).
         self.app: Any = None
         self._error: BaseException | None = None
@@ -105,7 +111,7 @@ class LocalServer:
         sock = bind_socket(_LOOPBACK, self.config.port)
         port = sock.getsockname()[1]
         self._store = open_store(self.config)
-        app = create_app(self.config, self._store)
+        app = create_app(self.config, self._store, self._sandbox)
         self.app = app
         if app.state.notifier is not None and self.config.public_url is None:
             app.state.notifier.base_url = f"http://{_LOOPBACK}:{port}"  # links name the port picked

@@ -24,6 +24,8 @@ from whylogs_songbird.server.storage.base import INGEST_MAX_TRIES
 from whylogs_songbird.server.store import NewUpload, Store
 
 both_stores = pytest.mark.parametrize("storage_config", STORAGE_NAMES, indirect=True)
+# the servers here crash, count and limit their own sandbox's children
+pytestmark = pytest.mark.own_sandbox
 
 TIMEOUT = 30
 TS = 1_700_000_000_000
@@ -234,3 +236,30 @@ def test_profiles_sent_together_get_the_answers_they_get_alone_and_a_crash_costs
     finally:
         sandbox.close()
         store.close()
+
+
+def test_a_sandbox_given_to_servers_reads_their_uploads_and_outlives_each(tmp_path):
+    from whylogs_songbird.server import LocalServer
+    from whylogs_songbird.server.app import sandbox_for
+    from whylogs_songbird.server.config import ServerConfig
+
+    given = sandbox_for(ServerConfig(ingest_concurrency=1, sandbox_cpu_seconds=7))
+    assert (given.max_children, given.limits.cpu_seconds, given.limits.wall_seconds) == (2, 7, 17.5)
+    try:
+        for n in (1, 2):
+            with LocalServer(tmp_path / f"given-{n}", sandbox=given) as server:
+                assert server.app.state.sandbox is given
+                an_upload_lands(server, new_session(server), TS + n)
+            # the server stopped; the sandbox it was given keeps its children for the next one
+            assert given._idle and all(child.process.poll() is None for child in given._idle)
+        assert given.started == 1, "the second server's upload was read by the first one's child"
+        with LocalServer(tmp_path / "own") as server:
+            own = server.app.state.sandbox
+            assert own is not given and own.max_children == ServerConfig().ingest_concurrency + 1
+            an_upload_lands(server, new_session(server), TS + 3)
+            children = list(own._idle)
+        assert children and own._idle == [], "a server's own sandbox is closed with it"
+        for child in children:
+            assert child.process.wait(timeout=TIMEOUT) is not None
+    finally:
+        given.close()
