@@ -219,4 +219,4 @@ def create_app(config: ServerConfig, store: Store | None = None, sandbox: Sandbo
     return app
 
 
-__all__ = ["ApiError", "ApiKeyRing", "BodyTooLargeError", "KeyOwner", "create_app", "error_response"]
+__all__ = ["ApiError", "ApiKeyRing", "BodyTooLargeError", "KeyOwner", "create_app", "error_response", "sandbox_for"]
