@@ -52,10 +52,10 @@ def shoot(page, path):
 
 
 @pytest.fixture(scope="module")
-def uploads(tmp_path_factory):
+def uploads(tmp_path_factory, shared_sandbox):
     root = tmp_path_factory.mktemp("browser")
     reference_df, batch_df, drifted_df = frame(1), frame(2), frame(3, shift=0.6, plans=(0.2, 0.3, 0.5))
-    with LocalServer(data_dir=root / "data", list_sessions=True) as server:
+    with LocalServer(data_dir=root / "data", list_sessions=True, sandbox=shared_sandbox) as server:
         cfg = str(root / "config")
         refs = whylogs_songbird.publish_references(
             {"training": why.log(reference_df)}, endpoint=server.url, config_dir=cfg

@@ -37,9 +37,9 @@ def frame(n=300, shift=0):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, shared_sandbox):
     root = tmp_path_factory.mktemp("hardening-browser")
-    with LocalServer(data_dir=root / "data", list_sessions=True) as server:
+    with LocalServer(data_dir=root / "data", list_sessions=True, sandbox=shared_sandbox) as server:
         cfg = str(root / "config")
         refs = whylogs_songbird.publish_references(
             {f"base{RLO}line": why.log(frame())}, endpoint=server.url, config_dir=cfg

@@ -49,9 +49,9 @@ def publish_daily(server: LocalServer, config: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def daily(tmp_path_factory: pytest.TempPathFactory):
+def daily(tmp_path_factory: pytest.TempPathFactory, shared_sandbox):
     root = tmp_path_factory.mktemp("timeline-browser")
-    with LocalServer(data_dir=root / "data", list_sessions=True) as server:
+    with LocalServer(data_dir=root / "data", list_sessions=True, sandbox=shared_sandbox) as server:
         yield {"server": server, **publish_daily(server, root / "config")}
 
 

@@ -64,8 +64,9 @@ OPERATIONS = [
 
 
 @pytest.fixture(scope="module")
-def fuzzed_server(tmp_path_factory):
-    with LocalServer(tmp_path_factory.mktemp("fuzzed"), api_keys=[ANY_ORG_KEY, ORG_KEY]) as server:
+def fuzzed_server(tmp_path_factory, shared_sandbox):
+    keys = [ANY_ORG_KEY, ORG_KEY]
+    with LocalServer(tmp_path_factory.mktemp("fuzzed"), api_keys=keys, sandbox=shared_sandbox) as server:
         yield server
 
 

@@ -104,7 +104,7 @@ def observatory_link(url: str, profiles: dict) -> str:
 
 
 @pytest.fixture(scope="module", params=STORAGE_NAMES)
-def served(request, tmp_path_factory) -> Iterator[tuple[LocalServer, dict[str, str], Receiver]]:
+def served(request, tmp_path_factory, shared_sandbox) -> Iterator[tuple[LocalServer, dict[str, str], Receiver]]:
     """A server of the store (its keys: the org's and another org's; drift monitors notifying a
     receiver), the dataset written, and every notification of it sent."""
     receiver = Receiver()
@@ -112,7 +112,9 @@ def served(request, tmp_path_factory) -> Iterator[tuple[LocalServer, dict[str, s
     monitors = monitors_file(root, notify_table(receiver.url))
     with pytest.MonkeyPatch.context() as patch:
         config = make_store_config(request.param, request, patch)
-        server = LocalServer(data_dir=root / "data", api_keys=[KEY, OTHER_KEY], monitors=monitors, **config).start()
+        server = LocalServer(
+            data_dir=root / "data", api_keys=[KEY, OTHER_KEY], monitors=monitors, sandbox=shared_sandbox, **config
+        ).start()
         try:
             seeded = write_dataset(server.url)
             deadline = time.monotonic() + 60

@@ -111,13 +111,13 @@ def chart_payload(text):
 
 
 @pytest.fixture(scope="module", params=STORAGE_NAMES)
-def site(request, tmp_path_factory):
+def site(request, tmp_path_factory, shared_sandbox):
     """One server with a reference, two batches (the second drifted) and a segmented batch; once
     on the embedded store and once on PostgreSQL + S3 (SeaweedFS)."""
     root = tmp_path_factory.mktemp("observatory")
     with pytest.MonkeyPatch.context() as env:
         store = make_store_config(request.param, request, env)
-        server = LocalServer(data_dir=root / "data", list_sessions=True, **store).start()
+        server = LocalServer(data_dir=root / "data", list_sessions=True, sandbox=shared_sandbox, **store).start()
     with server:
         cfg = root / "config"
         reference = whylogs_songbird.publish_references(
@@ -388,9 +388,9 @@ def test_timestamp_selectors_are_parsed_by_one_helper(tmp_path):
         store.close()
 
 
-def test_a_column_too_wide_to_chart_still_renders(tmp_path):
+def test_a_column_too_wide_to_chart_still_renders(tmp_path, shared_sandbox):
     df = pd.DataFrame({"x": [-1e308, 1e308, 0.0], "y": [1.0, 2.0, 3.0]})
-    with LocalServer(data_dir=tmp_path / "data") as server:
+    with LocalServer(data_dir=tmp_path / "data", sandbox=shared_sandbox) as server:
         ok, url = write(server, tmp_path / "cfg", df)
         assert ok
         r = get(url)
@@ -409,10 +409,10 @@ def test_a_column_too_wide_to_chart_still_renders(tmp_path):
         assert "range too wide to chart" in card(r.text, "x")
 
 
-def test_a_profile_failing_the_full_check_is_shown_as_invalid_not_a_500(tmp_path):
+def test_a_profile_failing_the_full_check_is_shown_as_invalid_not_a_500(tmp_path, shared_sandbox):
     from profile_crafting import unknown_metric_index
 
-    with LocalServer(data_dir=tmp_path / "data") as server:
+    with LocalServer(data_dir=tmp_path / "data", sandbox=shared_sandbox) as server:
         sid = requests.post(f"{server.url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).json()["id"]
         up = requests.post(
             f"{server.url}/v0/sessions/{sid}/upload", json={"datasetTimestamp": TS_1}, timeout=TIMEOUT
@@ -429,8 +429,8 @@ def test_a_profile_failing_the_full_check_is_shown_as_invalid_not_a_500(tmp_path
         assert get(f"{server.url}/sessions/{sid}").status_code == 200
 
 
-def test_a_replaced_profile_is_shown_fresh_not_from_cache(tmp_path):
-    with LocalServer(data_dir=tmp_path / "data") as server:
+def test_a_replaced_profile_is_shown_fresh_not_from_cache(tmp_path, shared_sandbox):
+    with LocalServer(data_dir=tmp_path / "data", sandbox=shared_sandbox) as server:
         sid = requests.post(f"{server.url}/v0/sessions", json={"userId": "u"}, timeout=TIMEOUT).json()["id"]
         up = requests.post(
             f"{server.url}/v0/sessions/{sid}/upload",
@@ -447,10 +447,10 @@ def test_a_replaced_profile_is_shown_fresh_not_from_cache(tmp_path):
         assert header_field(get(url).text, 1, "rows")[0] == "80"
 
 
-def test_hostile_names_are_escaped_everywhere(tmp_path):
+def test_hostile_names_are_escaped_everywhere(tmp_path, shared_sandbox):
     evil = '</script><script>alert("x")</script>'
     df = pd.DataFrame({evil: [1.0, 2.0, 3.0], "s": [evil, evil, "b"], "t": ["é&<", "/?#", "x"]})
-    with LocalServer(data_dir=tmp_path / "data") as server:
+    with LocalServer(data_dir=tmp_path / "data", sandbox=shared_sandbox) as server:
         seg = why.log(df, schema=DatasetSchema(segments=segment_on_column("t")))
         ok, links = seg.writer("songbird").option(endpoint=server.url, config_dir=str(tmp_path / "c")).write()
         assert ok and len(links) == 3
@@ -467,10 +467,10 @@ def test_hostile_names_are_escaped_everywhere(tmp_path):
         assert r.status_code == 200 and "<script>alert" not in r.text and "é&amp;&lt;" in r.text
 
 
-def test_a_full_page_of_a_thousand_columns_renders_with_one_embedded_chart_payload(tmp_path):
+def test_a_full_page_of_a_thousand_columns_renders_with_one_embedded_chart_payload(tmp_path, shared_sandbox):
     rng = np.random.default_rng(8)
     df = pd.DataFrame(rng.normal(size=(50, 1000)), columns=[f"feature_{i:04d}" for i in range(1000)])
-    with LocalServer(data_dir=tmp_path / "data") as server:
+    with LocalServer(data_dir=tmp_path / "data", sandbox=shared_sandbox) as server:
         ok, url = write(server, tmp_path / "cfg", df)
         assert ok
         r = get(url)

@@ -50,13 +50,13 @@ def get(url: str, path: str) -> requests.Response:
 
 
 @pytest.fixture(scope="module", params=STORAGE_NAMES)
-def site(request, tmp_path_factory):
+def site(request, tmp_path_factory, shared_sandbox):
     """A session of 20 profiles: 16 batches over 6 days (some sharing a timestamp, a third of them
     segmented) and 4 references with aliases."""
     root = tmp_path_factory.mktemp("session-page")
     with pytest.MonkeyPatch.context() as env:
         store = make_store_config(request.param, request, env)
-        server = LocalServer(data_dir=root / "data", **store).start()
+        server = LocalServer(data_dir=root / "data", sandbox=shared_sandbox, **store).start()
     with server:
         sid = requests.post(f"{server.url}/v0/sessions", json={"userId": "pages"}, timeout=TIMEOUT).json()["id"]
         for i in range(16):

@@ -164,9 +164,9 @@ def test_stored_extreme_timestamps_are_served_for_every_granularity(
 
 
 @pytest.fixture(scope="module")
-def wide_span(tmp_path_factory: pytest.TempPathFactory):
+def wide_span(tmp_path_factory: pytest.TempPathFactory, shared_sandbox):
     """A session of 2,000 small batches spread over 1970-2100 (stored directly: the test is the view)."""
-    with LocalServer(data_dir=tmp_path_factory.mktemp("span")) as server:
+    with LocalServer(data_dir=tmp_path_factory.mktemp("span"), sandbox=shared_sandbox) as server:
         session_id = new_session(server)
         rng = random.Random(20)
         low, high = 0, 4_102_444_800_000  # 1970-01-01 .. 2100-01-01

@@ -31,10 +31,10 @@ HOUR_MS = 3_600_000
 
 
 @pytest.fixture(scope="module")
-def daily(tmp_path_factory: pytest.TempPathFactory):
+def daily(tmp_path_factory: pytest.TempPathFactory, shared_sandbox):
     """A server with a session holding the reference and 30 daily batches (one column shifts from day 20)."""
     root = tmp_path_factory.mktemp("timeline")
-    with LocalServer(data_dir=root / "data", list_sessions=True) as server:
+    with LocalServer(data_dir=root / "data", list_sessions=True, sandbox=shared_sandbox) as server:
         config = root / "config"
         refs = whylogs_songbird.publish_references(
             {"training": why.log(reference_frame())}, endpoint=server.url, config_dir=str(config)
@@ -133,9 +133,9 @@ def test_page_links_and_heatmap(daily) -> None:
     assert missing.status_code == 404 and "is unknown to this server" in missing.text
 
 
-def test_hourly_uploads_merge_into_daily_buckets_like_whylogs(tmp_path: Path) -> None:
+def test_hourly_uploads_merge_into_daily_buckets_like_whylogs(tmp_path: Path, shared_sandbox) -> None:
     frames = {(d, h): day_frame(d * 24 + h)[: 60 + h] for d in range(2) for h in range(0, 24, 4)}
-    with LocalServer(data_dir=tmp_path / "data") as server:
+    with LocalServer(data_dir=tmp_path / "data", sandbox=shared_sandbox) as server:
         config = tmp_path / "config"
         session_id = None
         for (day, hour), df in frames.items():
@@ -185,12 +185,12 @@ def wait_until(condition, what: str, deadline_s: float = 60.0) -> None:
 
 
 def test_monitors_alert_on_the_server_and_check_exits_1_on_the_drifted_day(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, shared_sandbox
 ) -> None:
     caplog.set_level(logging.INFO, logger="whylogs_songbird.server.timeline")
     monitors = tmp_path / "monitors.toml"
     monitors.write_text(MONITORS)
-    with LocalServer(data_dir=tmp_path / "data", monitors=monitors) as server:
+    with LocalServer(data_dir=tmp_path / "data", monitors=monitors, sandbox=shared_sandbox) as server:
         config = tmp_path / "config"
         refs = whylogs_songbird.publish_references(
             {"training": why.log(reference_frame())}, endpoint=server.url, config_dir=str(config)
@@ -289,7 +289,7 @@ def _shown_types(page: str) -> dict[str, str]:
     return {html.unescape(name): html.unescape(types) for name, types in found}
 
 
-def test_a_mixed_column_has_one_type_in_the_timeline_and_on_the_pages(tmp_path: Path) -> None:
+def test_a_mixed_column_has_one_type_in_the_timeline_and_on_the_pages(tmp_path: Path, shared_sandbox) -> None:
     """600 strings and 400 integers, or 50% integers, 10% floats and 40% strings, is "mixed" in the
     timeline JSON, on the profile page and on the comparison page alike."""
     mixed = pd.DataFrame(
@@ -301,7 +301,7 @@ def test_a_mixed_column_has_one_type_in_the_timeline_and_on_the_pages(tmp_path: 
             "amount": [i / 4 for i in range(1000)],
         }
     )
-    with LocalServer(data_dir=tmp_path / "data") as server:
+    with LocalServer(data_dir=tmp_path / "data", sandbox=shared_sandbox) as server:
         config = tmp_path / "config"
         refs = whylogs_songbird.publish_references(
             {"training": why.log(mixed)}, endpoint=server.url, config_dir=str(config)
