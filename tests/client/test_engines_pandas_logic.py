@@ -22,7 +22,8 @@ from whylogs_songbird import engines
 from whylogs_songbird.engines import ENGINES, profile_pandas_source, profile_path, resolve_source
 from whylogs_songbird.errors import ConfigError, ProfileError
 
-pytestmark = pytest.mark.mutation_fast("whylogs_songbird/engines/__init__.py")
+# hang_bound: a broken loop ends a mutant's run after SONGBIRD_TEST_HANG_SECONDS, not at mutmut's timeout
+pytestmark = [pytest.mark.mutation_fast("whylogs_songbird/engines/__init__.py"), pytest.mark.hang_bound]
 
 FRAME = pd.DataFrame({"n": [1, 2, 3, 4, 5], "g": ["a", "b", "a", "b", "a"]})
 STAMP_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
