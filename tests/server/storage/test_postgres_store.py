@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
+from hang_bound import HANG_SECONDS
 from services import free_port
 
 from whylogs_songbird.server.storage import postgres
@@ -494,6 +495,11 @@ def _schema_of(url: str) -> str:
     return url.rsplit("search_path%3D", 1)[1]
 
 
+#: Seconds the listener tests wait for what comes at once on loopback (an announcement heard, a
+#: connection seen): 10, or under scripts/mutation a third of its hang bound, since a mutant that
+#: silences the listener otherwise held its slot the whole 10 s.
+HEARD_WITHIN = HANG_SECONDS / 3 if HANG_SECONDS else 10.0
+
 #: The listener's connection (by its statement: other tests' listeners share the database).
 ACTIVE = "SELECT %s FROM pg_stat_activity WHERE query = %%s"
 
@@ -523,27 +529,27 @@ def test_each_schema_has_its_channel_and_a_listener_hears_its_announcements_unti
         assert stop is not None
         (listener,) = _listener_threads(before)
         assert listener.daemon
-        assert heard.get(timeout=10) == "called"  # at once: what was announced before it listened
+        assert heard.get(timeout=HEARD_WITHIN) == "called"  # at once: what was announced before it listened
         listening = f'LISTEN "{first._ingest_channel}"'
         with psycopg.connect(url, autocommit=True) as watcher:  # listening now
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + HEARD_WITHIN
             while not watcher.execute(ACTIVE % "count(*)", (listening,)).fetchone()[0]:
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
         second.announce_ingest()
-        assert heard.get(timeout=10) == "called"
+        assert heard.get(timeout=HEARD_WITHIN) == "called"
         # a lost connection is logged, and the listener tries again after a while
         with caplog.at_level(logging.WARNING, logger="whylogs_songbird.server.storage"):
             with psycopg.connect(url, autocommit=True) as admin:
                 admin.execute(ACTIVE % "pg_terminate_backend(pid)", (listening,))
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + HEARD_WITHIN
             while not caplog.records:
                 assert time.monotonic() < deadline, "the lost connection was not logged"
                 time.sleep(0.02)
         assert [r.getMessage() for r in caplog.records][:1] == [
             "storage: listening for ingest work failed (OperationalError); trying again"
         ]
-        assert heard.get(timeout=10) == "called"  # connected again, and said so
+        assert heard.get(timeout=HEARD_WITHIN) == "called"  # connected again, and said so
         first.close()  # the stop's own announcement now fails: the listener sees the stop at its next look
         stop()
         assert not listener.is_alive()
@@ -570,7 +576,7 @@ def test_a_stopped_listener_ends_when_the_stop_is_announced_not_at_the_end_of_it
         stop = store.listen_ingest(lambda: heard.put("called"))
         assert stop is not None
         (listener,) = _listener_threads(before)
-        assert heard.get(timeout=10) == "called"  # connected and listening
+        assert heard.get(timeout=HEARD_WITHIN) == "called"  # connected and listening
         _stop_in_background(stop)
         listener.join(10)
         assert not listener.is_alive()
