@@ -28,7 +28,11 @@ Each run rewrites ``.mutation/<module>.survivors`` (kept in git) of every module
 mutant not killed and its diff (mutmut's output and the slowest mutants: ``.mutation/mutation.log``).
 A survivor judged equivalent gets a line ``equivalent: <why>`` under its name, written by hand;
 the next run keeps that line as long as the same mutant (name and changed lines)
-survives, and the table counts the survivors that have none.
+survives, and the table counts the survivors that have none. It also records in
+``.mutation/killed-by.json`` (kept in git) the test that killed each killed mutant: the next run
+tries that test first, then those that killed the same function's other mutants, and only then
+mutmut's fastest-first order (a full run's time went mostly to killed mutants running the faster
+tests that pass before the one that fails).
 """
 
 from __future__ import annotations
@@ -229,10 +233,20 @@ class WholeTestTime:
 
 import _hypothesis_pytestplugin
 
+KILLED_BY = os.path.abspath("killed-by.jsonl")  # each killed mutant's child writes, run_all() keeps
+
+class FirstFailure:
+    # in a mutant's child: the test that failed, and so killed it (mutmut runs them with -x)
+    def pytest_runtest_logreport(self, report):
+        mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+        if report.failed and "__mutmut_" in mutant:
+            with open(KILLED_BY, "a") as out:
+                out.write(json.dumps([mutant, report.nodeid]) + "\\n")
+
 execute_pytest = PytestRunner.execute_pytest
 
 def with_hypothesis(self, params, **kwargs):  # see PYTEST_ARGS
-    plugins = [*kwargs.pop("plugins", []), _hypothesis_pytestplugin]
+    plugins = [*kwargs.pop("plugins", []), _hypothesis_pytestplugin, FirstFailure()]
     return execute_pytest(self, params, plugins=plugins, **kwargs)
 
 PytestRunner.execute_pytest = with_hypothesis
@@ -285,7 +299,40 @@ def runner_trusting_its_stats_run(*args, **kwargs):
 
     runner.collect_stats = collect_all
     runner.run_clean_tests = lambda tests: 0 if stats_passed == [True] else run_clean_tests(tests)
+    submit = runner.submit
+
+    def killers_first(mutant_name, tests, *args):
+        # the test that killed this mutant in an earlier run, then those that killed its function's
+        # other mutants (most kills first), ahead of mutmut's fastest-first order: a mutant killed
+        # again costs one test, not every faster one that passes before it. mutmut's child sorts by
+        # duration_by_test, so the hints are given the lowest durations until the child is forked.
+        own = killed_by.get(mutant_name)
+        function = killers_of.get(mangled_name_from_mutant_name(mutant_name), {})
+        hints = [own] if own else []
+        hints += sorted((t for t in function if t != own), key=lambda t: (-function[t], t))
+        hints = [t for t in hints if t in set(tests)]
+        durations = state().duration_by_test
+        saved = {test: durations[test] for test in hints if test in durations}
+        for rank, test in enumerate(hints):
+            durations[test] = -1.0 + rank * 1e-6
+        try:
+            return submit(mutant_name, tests, *args)
+        finally:
+            durations.update(saved)
+
+    runner.submit = killers_first
     return runner
+
+from mutmut.utils.format_utils import mangled_name_from_mutant_name
+
+killed_by = {}  # mutant -> the test that killed it, from .mutation/killed-by.json (kept in git)
+if os.path.exists(os.path.join(".mutation", "killed-by.json")):
+    with open(os.path.join(".mutation", "killed-by.json")) as known:
+        killed_by = json.load(known)
+killers_of = {}  # mangled function name -> {test: mutants of it that test killed}
+for mutant, test in killed_by.items():
+    counts = killers_of.setdefault(mangled_name_from_mutant_name(mutant), {})
+    counts[test] = counts.get(test, 0) + 1
 
 mutmut_main.get_mutant_runner = runner_trusting_its_stats_run
 mutmut_main.cli(["run", "--max-children", sys.argv[2]])
@@ -740,6 +787,22 @@ def estimate(chosen: dict[str, list[str]], env: dict[str, str], jobs: str, per_m
     return 0
 
 
+def keep_killers(work: Path, found: dict[str, dict[str, tuple[str, float]]]) -> None:
+    """``.mutation/killed-by.json``: for each killed mutant of the modules just run, the test that
+    killed it (the others' entries stay). The next run tries that test first (``_RUN``)."""
+    path = ROOT / ".mutation" / "killed-by.json"
+    known: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    ran = {dotted(module) for module in found}
+    kept = {name: test for name, test in known.items() if name.rpartition(".x")[0] not in ran}
+    records = work / "killed-by.jsonl"
+    killed = {name for results in found.values() for name, (status, _) in results.items() if status == "killed"}
+    if records.is_file():
+        for name, test in map(json.loads, records.read_text().splitlines()):
+            if name in killed:
+                kept.setdefault(name, test)
+    path.write_text(json.dumps(dict(sorted(kept.items())), indent=0) + "\n")
+
+
 def run_all(chosen: dict[str, list[str]], env: dict[str, str], jobs: str) -> list[tuple[str, Any, float]]:
     """Mutate the ``chosen`` modules in one throwaway copy of the tree, each against its own tests:
     per module (module, stats or None, seconds its mutants' tests took)."""
@@ -762,6 +825,7 @@ def run_all(chosen: dict[str, list[str]], env: dict[str, str], jobs: str) -> lis
             print(f"mutmut failed (exit {done.returncode}); see {log}", file=sys.stderr)
             return [(module, None, 0.0) for module in chosen]
         found = {module: outcomes(work, module) for module in chosen}
+        keep_killers(work, found)
         shows = [n for r in found.values() for n, (status, _) in r.items() if status not in ("killed", "no tests")]
         diffs = shown(work, shows)
         rows = []
