@@ -328,7 +328,7 @@ def test_an_email_target_gets_one_mail_through_a_real_smtp_server(server_factory
 
 def test_an_email_target_needs_an_smtp_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Through the serve command's entry point in this process (test_serve_refuses_a_bad_notify_table
-    runs the same refusal in a process of its own)."""
+    runs a refused monitors file in a process of its own)."""
     from whylogs_songbird.server.cli import main as serve_main
 
     path = monitors_file(tmp_path, '[[notify]]\nemail = "oncall@acme.example"\n')
