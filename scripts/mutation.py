@@ -310,7 +310,8 @@ def runner_trusting_its_stats_run(*args, **kwargs):
         function = killers_of.get(mangled_name_from_mutant_name(mutant_name), {})
         hints = [own] if own else []
         hints += sorted((t for t in function if t != own), key=lambda t: (-function[t], t))
-        hints = [t for t in hints if t in set(tests)]
+        given = set(tests)
+        hints = [t for t in hints if t in given]
         durations = state().duration_by_test
         saved = {test: durations[test] for test in hints if test in durations}
         for rank, test in enumerate(hints):
