@@ -496,7 +496,7 @@ def _schema_of(url: str) -> str:
 
 
 #: Seconds the listener tests wait for what comes at once on loopback (an announcement heard, a
-#: connection seen): 10, or under scripts/mutation a third of its hang bound, since a mutant that
+#: connection seen, a listener ended by its stop's announcement): 10, or under scripts/mutation a third of its hang bound, since a mutant that
 #: silences the listener otherwise held its slot the whole 10 s.
 HEARD_WITHIN = HANG_SECONDS / 3 if HANG_SECONDS else 10.0
 
@@ -578,7 +578,7 @@ def test_a_stopped_listener_ends_when_the_stop_is_announced_not_at_the_end_of_it
         (listener,) = _listener_threads(before)
         assert heard.get(timeout=HEARD_WITHIN) == "called"  # connected and listening
         _stop_in_background(stop)
-        listener.join(10)
+        listener.join(HEARD_WITHIN)
         assert not listener.is_alive()
     finally:
         store.close()
