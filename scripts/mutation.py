@@ -188,6 +188,15 @@ def configure(work: Path, modules: dict[str, list[str]]) -> None:
     pyproject.write_text(pyproject.read_text() + section)
 
 
+#: How ``_RUN`` and ``_ESTIMATE`` end: mutmut's run, then the records it has not written yet.
+_MUTMUT_RUN = """
+try:
+    mutmut_main.cli(["run", "--max-children", sys.argv[2]])
+finally:
+    save_unsaved()
+"""
+
+
 #: ``mutmut run`` with the tests of each mutated function narrowed to its module's own test files
 #: (argv[1]: JSON of dotted module -> test files) and ordered fastest first: by the stats run's
 #: time of each test as a mutant pays it, setup, call and teardown (mutmut times the call only, so a
@@ -199,13 +208,6 @@ def configure(work: Path, modules: dict[str, list[str]]) -> None:
 #: any test of the union, and a module is judged by its own tests only. mutmut runs a mutant's tests
 #: in the order given and stops at the first failure, so a killed mutant usually costs its fastest
 #: test. argv[2]: mutants tested at once.
-#: How ``_RUN`` and ``_ESTIMATE`` end: mutmut's run, then the records it has not written yet.
-_MUTMUT_RUN = """
-try:
-    mutmut_main.cli(["run", "--max-children", sys.argv[2]])
-finally:
-    save_unsaved()
-"""
 _RUN = """
 import json, os, sys, time
 import mutmut.__main__ as mutmut_main

@@ -496,8 +496,9 @@ def _schema_of(url: str) -> str:
 
 
 #: Seconds the listener tests wait for what comes at once on loopback (an announcement heard, a
-#: connection seen, a listener ended by its stop's announcement): 10, or under scripts/mutation a third of its hang bound, since a mutant that
-#: silences the listener otherwise held its slot the whole 10 s.
+#: connection seen, a listener ended by its stop's announcement): 10, or under scripts/mutation a
+#: third of its hang bound, since a mutant that silences the listener otherwise held its slot the
+#: whole 10 s.
 HEARD_WITHIN = HANG_SECONDS / 3 if HANG_SECONDS else 10.0
 
 #: The listener's connection (by its statement: other tests' listeners share the database).
